@@ -1,0 +1,47 @@
+# One entry point for people and CI. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+PROTOS := $(wildcard proto/typecase/v1/*.proto)
+
+.PHONY: install run test gen gen-check lint-proto bench clean
+
+$(VENV)/.installed: pyproject.toml gen/pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ./gen -e ./clients/python -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(VENV)/bin/typecase serve
+
+$(BUF):
+	mkdir -p $(TOOLS) && cd $(TOOLS) && npm install --silent --no-audit --no-fund --ignore-scripts @bufbuild/buf@1.75.0 >/dev/null
+
+lint-proto: $(BUF)
+	$(BUF) lint
+
+# Regenerate gen/ from proto/ (googleapis imports resolve to googleapis-common-protos at run time).
+gen: install
+	rm -f gen/typecase/v1/*_pb2*.py gen/typecase/v1/*_pb2*.pyi gen/typecase/v1/descriptors.binpb
+	$(PY) -m grpc_tools.protoc -I proto --python_out=gen --pyi_out=gen --grpc_python_out=gen \
+		--include_source_info --include_imports --descriptor_set_out=gen/typecase/v1/descriptors.binpb $(PROTOS)
+
+# Fails when the committed gen/ is not what proto/ generates.
+gen-check: gen
+	@git diff --exit-code --stat -- gen || (echo "gen/ is stale: run 'make gen' and commit" && exit 1)
+	@test -z "$$(git status --porcelain -- gen)" || (git status --porcelain -- gen && echo "gen/ has untracked files: run 'make gen' and commit" && exit 1)
+
+test: install lint-proto gen-check
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m pytest -q -m slow bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .typecase

@@ -1,0 +1,3 @@
+from typecase.server.cli import main
+
+main()

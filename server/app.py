@@ -1,0 +1,202 @@
+"""Composition root: settings -> resources -> services -> gRPC server + HTTP app.
+
+The only module that knows every part. The HTTP app dispatches in-process to the same servicers through the same
+interceptors as the gRPC server, so a REST, SSE or WebSocket call gets exactly a gRPC call's semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.resources
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import uvicorn
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from typecase.server import gateway
+from typecase.server.config import Settings
+from typecase.server.infra.sql import migrate
+from typecase.server.resources import Resources
+from typecase.server.rpc.errors import ErrorInterceptor
+from typecase.server.rpc.metrics import MetricsInterceptor
+from typecase.server.rpc.trace import TraceInterceptor
+from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
+
+log = logging.getLogger("typecase.app")
+
+
+@dataclass
+class Service:
+    descriptor: Any  # google.protobuf.descriptor.ServiceDescriptor
+    servicer: Any
+    add_to_server: Callable[[Any, Any], None]
+
+
+def registered_services(app: App) -> list[Service]:
+    """Every public service. A domain not built yet is served by its generated base class (UNIMPLEMENTED)."""
+    modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc)
+    services = []
+    for module in modules:
+        pb2 = importlib.import_module(module.__name__.removesuffix("_grpc"))
+        for name, descriptor in pb2.DESCRIPTOR.services_by_name.items():
+            servicer = getattr(module, f"{name}Servicer")()
+            services.append(Service(descriptor, servicer, getattr(module, f"add_{name}Servicer_to_server")))
+    return services
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handlers: the App decides when and how to shut down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class App:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.resources = Resources(settings)
+        self.ready = False
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
+        self._grpc_server: grpc.aio.Server | None = None
+        self._http_server: _EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task | None = None
+        self._health = health_aio.HealthServicer()
+        self._stop_requested = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        started = time.perf_counter()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.resources.start()
+        if self.settings.migrate_on_start:
+            await migrate(self.resources.db, lock_timeout=self.settings.migrate_lock_timeout_seconds)
+
+        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor()]
+        limit = self.settings.grpc_max_message_bytes
+        self._grpc_server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        )
+        in_process = gateway.InProcess(interceptors)
+        services = registered_services(self)
+        for service in services:
+            service.add_to_server(service.servicer, self._grpc_server)
+            service.add_to_server(service.servicer, in_process)
+        names = [s.descriptor.full_name for s in services]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)
+        reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                             reflection.SERVICE_NAME], self._grpc_server)
+        address = f"{self.settings.host}:{self.settings.grpc_port}"
+        self.grpc_port = self._grpc_server.add_insecure_port(address)
+        if not self.grpc_port:
+            raise RuntimeError(f"cannot listen for gRPC on {address}")
+        await self._grpc_server.start()
+
+        http_app = gateway.create_app(
+            in_process,
+            [s.descriptor for s in services],
+            routes=self._ops_routes(),
+            max_body_bytes=self.settings.http_max_body_bytes,
+            sse_keepalive_seconds=self.settings.sse_keepalive_seconds,
+            descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
+            title="Typecase API",
+        )
+        await self._start_http(http_app)
+
+        for name in ("", *names):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.ready = True
+        log.info(
+            "typecase serving: grpc %s:%s, http %s:%s (started in %.1fs)",
+            self.settings.host, self.grpc_port, self.settings.host, self.http_port, time.perf_counter() - started,
+        )
+
+    async def _start_http(self, http_app) -> None:
+        config = uvicorn.Config(
+            http_app,
+            host=self.settings.host,
+            port=self.settings.http_port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds) or None,
+        )
+        self._http_server = _EmbeddedUvicorn(config)
+        self._http_task = asyncio.create_task(self._http_server.serve())
+        while not self._http_server.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the reason it could not start
+                raise RuntimeError(f"cannot listen for HTTP on {self.settings.host}:{self.settings.http_port}")
+            await asyncio.sleep(0.01)
+        self.http_port = self._http_server.servers[0].sockets[0].getsockname()[1]
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    async def wait_for_stop(self) -> None:
+        await self._stop_requested.wait()
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight calls and streams finish within the grace period, then release resources."""
+        grace = self.settings.shutdown_grace_seconds
+        log.info("shutting down: draining in-flight calls for up to %gs", grace)
+        self.ready = False
+        await self._health.enter_graceful_shutdown()
+        waits = []
+        if self._grpc_server is not None:
+            waits.append(self._grpc_server.stop(grace))
+        if self._http_server is not None and self._http_task is not None:
+            self._http_server.should_exit = True
+            waits.append(self._http_task)
+        await asyncio.gather(*waits, return_exceptions=True)
+        await self.resources.stop()
+        log.info("stopped")
+
+    # -- HTTP operations routes ------------------------------------------------------------------------------
+    def _ops_routes(self) -> list[Route]:
+        async def healthz(request: Request) -> Response:
+            return JSONResponse({"status": "ok"})
+
+        async def readyz(request: Request) -> Response:
+            checks = await self.resources.health()
+            ok = self.ready and all(h.ok for h in checks.values())
+            body = {
+                "status": "ready" if ok else "unavailable",
+                "serving": self.ready,
+                "resources": {name: {"ok": h.ok, "detail": h.detail} for name, h in checks.items()},
+            }
+            return JSONResponse(body, status_code=200 if ok else 503)
+
+        async def metrics(request: Request) -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+
+
+async def serve(settings: Settings) -> None:
+    import signal
+
+    app = App(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.request_stop)
+    try:
+        await app.start()
+        await app.wait_for_stop()
+    finally:
+        await app.stop()

@@ -1,0 +1,74 @@
+"""The `typecase` command."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from cryptography.fernet import Fernet
+from pydantic import ValidationError
+from rich.console import Console
+
+from typecase.server.config import Settings, encrypt_secret
+from typecase.server.logs import configure_logging
+
+cli = typer.Typer(help="Typecase: a gRPC-first LLM application platform backend.", no_args_is_help=True)
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except (ValidationError, ValueError) as exc:
+        err.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+@cli.command()
+def serve() -> None:
+    """Run the gRPC server and the HTTP gateway in one process (SIGTERM drains gracefully)."""
+    from typecase.server.app import serve as run
+
+    asyncio.run(run(_settings()))
+
+
+@cli.command()
+def migrate() -> None:
+    """Upgrade the SQL schema to the latest revision (safe to run from several processes at once)."""
+    from typecase.server.infra.sql import Database
+    from typecase.server.infra.sql import migrate as upgrade
+
+    settings = _settings()
+
+    async def run() -> list[str]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url)
+        await db.start()
+        try:
+            return await upgrade(db, lock_timeout=settings.migrate_lock_timeout_seconds)
+        finally:
+            await db.stop()
+
+    applied = asyncio.run(run())
+    Console().print(f"applied: {', '.join(applied)}" if applied else "schema already up to date")
+
+
+@cli.command("gen-secret-key")
+def gen_secret_key() -> None:
+    """Print a new Fernet key for TYPECASE_SECRET_KEY."""
+    print(Fernet.generate_key().decode())
+
+
+@cli.command("encrypt-secret")
+def encrypt(
+    value: str = typer.Option(..., prompt=True, hide_input=True, help="the secret to encrypt"),
+    key: str = typer.Option(..., envvar="TYPECASE_SECRET_KEY", help="Fernet key (TYPECASE_SECRET_KEY)"),
+) -> None:
+    """Encrypt a secret setting; put the printed enc:... value in the environment, .env or YAML."""
+    print(encrypt_secret(value, key))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,77 @@
+"""Shared infrastructure, started in order, stopped in reverse, each reporting its own health.
+
+The embedded default needs no configuration: SQLite, in-process cache and bus, a local object directory and
+milvus-lite, all under the data dir. Each URL setting switches its resource to the production implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from typecase.server.config import Settings
+from typecase.server.infra.cache import create_cache
+from typecase.server.infra.sql import Database
+from typecase.server.infra.storage import LocalStorage, S3Storage
+from typecase.server.infra.vectors import VectorStore
+
+log = logging.getLogger("typecase.resources")
+
+HEALTH_TIMEOUT_SECONDS = 3.0
+
+
+@dataclass
+class Health:
+    ok: bool
+    detail: str
+
+
+class Resources:
+    def __init__(self, settings: Settings):
+        self.db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
+        self.cache = create_cache(settings.secret("redis_url"))
+        if settings.s3_endpoint:
+            self.storage = S3Storage(
+                endpoint=settings.s3_endpoint,
+                access_key=settings.s3_access_key or "",
+                secret_key=settings.secret("s3_secret_key") or "",
+                bucket=settings.s3_bucket,
+                region=settings.s3_region,
+                secure=settings.s3_secure,
+            )
+        else:
+            self.storage = LocalStorage(settings.storage_dir)
+        self.vectors = VectorStore(settings.resolved_milvus_uri, token=settings.secret("milvus_token"))
+        self.ordered = [self.db, self.cache, self.storage, self.vectors]
+        self._started: list = []
+
+    async def start(self) -> None:
+        for resource in self.ordered:
+            try:
+                await resource.start()
+            except BaseException:
+                log.error("resource %s failed to start", resource.name)
+                await self.stop()
+                raise
+            self._started.append(resource)
+            log.info("resource %s started", resource.name)
+
+    async def stop(self) -> None:
+        while self._started:
+            resource = self._started.pop()
+            try:
+                await resource.stop()
+            except Exception:
+                log.exception("resource %s failed to stop cleanly", resource.name)
+
+    async def health(self) -> dict[str, Health]:
+        async def check(resource) -> Health:
+            try:
+                ok, detail = await asyncio.wait_for(resource.health(), HEALTH_TIMEOUT_SECONDS)
+            except TimeoutError:
+                ok, detail = False, f"no answer within {HEALTH_TIMEOUT_SECONDS:g}s"
+            return Health(ok, detail)
+
+        results = await asyncio.gather(*(check(r) for r in self.ordered))
+        return {r.name: h for r, h in zip(self.ordered, results)}

@@ -1,0 +1,1 @@
+"""gRPC plumbing shared by every service: interceptors and the domain error type."""

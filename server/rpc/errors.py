@@ -1,0 +1,75 @@
+"""Domain errors: a TypecaseError raised anywhere in a servicer reaches the client as its gRPC code with a
+google.rpc.ErrorInfo{reason, domain="typecase", metadata} in grpc-status-details-bin. Anything else becomes INTERNAL
+carrying the trace id, and is logged once with its stack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from contextlib import asynccontextmanager
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from typecase.server.logs import trace_id_var
+from typecase.server.rpc.interceptors import WrappingInterceptor
+
+DOMAIN = "typecase"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+log = logging.getLogger("typecase.rpc")
+
+
+class TypecaseError(Exception):
+    """An error meant for the caller. `reason` is an ErrorReason name without its ERROR_REASON_ prefix."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str, metadata: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+    def to_status(self) -> status_pb2.Status:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+
+
+def not_found(kind: str, resource_id: str) -> TypecaseError:
+    return TypecaseError(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"{kind} {resource_id!r} not found", {"id": resource_id})
+
+
+def invalid_argument(field: str, problem: str) -> TypecaseError:
+    return TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", f"{field}: {problem}", {"field": field})
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: TypecaseError) -> None:
+    status = error.to_status()
+    await context.abort(error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),))
+
+
+class ErrorInterceptor(WrappingInterceptor):
+    @asynccontextmanager
+    async def around(self, details, context, rpc_type):
+        try:
+            yield None
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except TypecaseError as error:
+            await abort_with(context, error)
+        except Exception:
+            code = context.code()
+            if code not in (None, grpc.StatusCode.OK):
+                # The handler chose its status before raising (generated base servicers do so for UNIMPLEMENTED).
+                await context.abort(code, context.details() or code.name)
+            trace_id = trace_id_var.get()
+            log.exception("unhandled error in %s", details.method)
+            await abort_with(
+                context,
+                TypecaseError(
+                    grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error (trace id {trace_id})", {"trace_id": trace_id}
+                ),
+            )

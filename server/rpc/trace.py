@@ -1,0 +1,40 @@
+"""Trace ids: accept `x-trace-id` (or the trace id of a W3C traceparent), else mint one; echo it in the initial
+metadata and bind it to every log line of the call."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextlib import asynccontextmanager
+
+from typecase.server.logs import trace_id_var
+from typecase.server.rpc.interceptors import WrappingInterceptor
+
+TRACE_HEADER = "x-trace-id"
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+_SAFE_TRACE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def trace_id_from(metadata) -> str:
+    traceparent = None
+    for key, value in metadata or ():
+        if key == TRACE_HEADER and isinstance(value, str) and _SAFE_TRACE_ID.match(value):
+            return value
+        if key == "traceparent" and isinstance(value, str):
+            traceparent = _TRACEPARENT.match(value.strip().lower())
+    return traceparent.group(1) if traceparent else uuid.uuid4().hex
+
+
+class TraceInterceptor(WrappingInterceptor):
+    @asynccontextmanager
+    async def around(self, details, context, rpc_type):
+        trace_id = trace_id_from(details.invocation_metadata)
+        token = trace_id_var.set(trace_id)
+        try:
+            await context.send_initial_metadata(((TRACE_HEADER, trace_id),))
+            yield None
+        finally:
+            try:
+                trace_id_var.reset(token)
+            except ValueError:  # a stream finalised from another context; its task ends with the call anyway
+                pass

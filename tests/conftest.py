@@ -1,0 +1,133 @@
+"""Fixtures shared by the whole suite: free ports, fresh PostgreSQL databases, and `typecase serve` subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_DSN = os.environ.get("TYPECASE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TYPECASE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def pg_database_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database (SQLAlchemy URL), dropped afterwards."""
+    name = f"tc_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class ServerProcess:
+    """A real `typecase serve` in a subprocess on free loopback ports, its output kept in a file."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, name: str = "server"):
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.log_path = data_dir / f"{name}.log"
+        self.env = {
+            **os.environ,
+            "TYPECASE_DATA_DIR": str(data_dir),
+            "TYPECASE_GRPC_PORT": str(self.grpc_port),
+            "TYPECASE_HTTP_PORT": str(self.http_port),
+            "TYPECASE_HOST": "127.0.0.1",
+            "HF_HUB_OFFLINE": "1",
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> ServerProcess:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "typecase.server", "serve"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> float:
+        """Wait until /readyz answers 200; returns the seconds it took."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.http_url + "/readyz", timeout=2).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready within {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"server did not stop within {timeout}s:\n{self.output()}")
+        finally:
+            self._log.close()
+
+
+@pytest.fixture
+def server_factory(tmp_path) -> Iterator:
+    """Start servers with `server_factory(env=..., name=...)`; all are stopped at the end of the test."""
+    servers: list[ServerProcess] = []
+
+    def make(env: dict[str, str] | None = None, name: str = "server", data_dir: Path | None = None) -> ServerProcess:
+        directory = data_dir or tmp_path / name
+        directory.mkdir(parents=True, exist_ok=True)
+        server = ServerProcess(directory, env, name)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop(signal.SIGKILL)

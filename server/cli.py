@@ -37,14 +37,14 @@ def serve() -> None:
 @cli.command()
 def migrate() -> None:
     """Upgrade the SQL schema to the latest revision (safe to run from several processes at once)."""
-    from typecase.server.infra.sql import Database
-    from typecase.server.infra.sql import migrate as upgrade
+    from typecase.server.infra.schema import migrate as upgrade
+    from typecase.server.infra.sql import create_database
 
     settings = _settings()
 
     async def run() -> list[str]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.resolved_database_url)
+        db = create_database(settings.secret("database_url"), settings.data_dir)
         await db.start()
         try:
             return await upgrade(db, lock_timeout=settings.migrate_lock_timeout_seconds)

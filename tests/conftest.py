@@ -131,3 +131,44 @@ def server_factory(tmp_path) -> Iterator:
     for server in servers:
         if server.proc is not None and server.proc.poll() is None:
             server.stop(signal.SIGKILL)
+
+
+ADMIN_KEY = "tc-test-admin-key-0123456789"
+
+
+@pytest.fixture
+async def app_factory(tmp_path, monkeypatch):
+    """Start the real App (every service, interceptor and the gateway) in this test's event loop, on free ports,
+    with the embedded resources under tmp_path: `await app_factory(**setting_overrides)`. Stopped at the end."""
+    from typecase.server.app import App
+    from typecase.server.config import Settings
+
+    for name in list(os.environ):
+        if name.startswith("TYPECASE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    apps: list = []
+
+    async def start(**overrides):
+        values = {
+            "data_dir": tmp_path / "data",
+            "grpc_port": 0,
+            "http_port": 0,
+            "admin_api_key": ADMIN_KEY,
+            "shutdown_grace_seconds": 1,
+            **overrides,
+        }
+        app = App(Settings(_env_file=None, **values))
+        apps.append(app)
+        await app.start()
+        return app
+
+    yield start
+    for app in reversed(apps):
+        await app.stop()
+
+
+@pytest.fixture
+async def running_app(app_factory):
+    """The App with default test settings; `app.grpc_port` and `app.http_port` are bound."""
+    return await app_factory()

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from contextlib import asynccontextmanager
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from typecase.server.logs import trace_id_var
@@ -24,18 +24,32 @@ log = logging.getLogger("typecase.rpc")
 class TypecaseError(Exception):
     """An error meant for the caller. `reason` is an ErrorReason name without its ERROR_REASON_ prefix."""
 
-    def __init__(self, code: grpc.StatusCode, reason: str, message: str, metadata: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
 
     def to_status(self) -> status_pb2.Status:
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
-        detail = any_pb2.Any()
-        detail.Pack(info)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
+        details = [error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)]
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromMilliseconds(max(0, int(self.retry_after * 1000)))
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        packed = []
+        for detail in details:
+            packed.append(any_pb2.Any())
+            packed[-1].Pack(detail)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
 
 
 def not_found(kind: str, resource_id: str) -> TypecaseError:

@@ -18,11 +18,14 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def test_embedded_defaults_live_under_the_data_dir(monkeypatch, tmp_path):
+    from typecase.server.resources import Resources
+
     monkeypatch.setenv("TYPECASE_DATA_DIR", str(tmp_path / "data"))
     settings = Settings()
-    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'data' / 'typecase.db'}"
-    assert settings.resolved_milvus_uri == str(tmp_path / "data" / "milvus.db")
     assert settings.redis_url is None and settings.s3_endpoint is None
+    resources = Resources(settings)
+    assert resources.db.sqlite_path == (tmp_path / "data" / "typecase.db").resolve()
+    assert [r.name.split("/")[0] for r in resources.ordered] == ["sql", "cache", "storage", "vectors"]
 
 
 def test_yaml_file_and_environment_precedence(monkeypatch, tmp_path):

@@ -33,7 +33,7 @@ def test_embedded_default_is_healthy_fast(embedded):
     assert httpx.get(embedded.http_url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(embedded.http_url + "/readyz").json()
     assert ready["status"] == "ready"
-    assert set(ready["resources"]) == {"sql", "cache", "storage", "vectors"}
+    assert set(ready["resources"]) == {"sql/sqlite", "cache/memory", "storage/local", "vectors/milvus-lite"}
     assert all(r["ok"] for r in ready["resources"].values()), ready
     with grpc.insecure_channel(embedded.grpc_target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -126,8 +126,7 @@ def test_serves_on_postgresql_and_redis(server_factory, pg_database_url):
     ).start()
     server.wait_ready()
     ready = httpx.get(server.http_url + "/readyz").json()
-    assert "postgresql" in ready["resources"]["sql"]["detail"]
-    assert "redis" in ready["resources"]["cache"]["detail"]
+    assert ready["resources"]["sql/postgresql"]["ok"] and ready["resources"]["cache/redis"]["ok"], ready
     assert server.stop() == 0
 
 

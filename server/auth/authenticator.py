@@ -1,0 +1,149 @@
+"""Turns a bearer credential (an API key or an access token) into a Principal.
+
+Lookups are cached for a few seconds (`api_key_cache_seconds`) so an authenticated call costs no SQL round trip;
+a revoke on this replica takes effect at once, on other replicas within that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import grpc
+import jwt
+from sqlalchemy import select, update
+
+from typecase.server.auth.credentials import MAX_CREDENTIAL_BYTES, digest
+from typecase.server.auth.models import ApiKeyRow, UserRow
+from typecase.server.auth.tokens import TokenSigner, looks_like_jwt
+from typecase.server.infra.sql import Database, utcnow
+from typecase.server.rpc.errors import TypecaseError
+from typecase.server.rpc.principal import Principal
+
+log = logging.getLogger("typecase.auth")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def unauthenticated(message: str, reason: str = "UNAUTHENTICATED") -> TypecaseError:
+    return TypecaseError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
+
+
+@dataclass
+class _Cached:
+    principal: Principal | None  # None: the credential is known to be invalid
+    reason: str
+    until: float
+
+
+class Authenticator:
+    def __init__(self, db: Database, signer: TokenSigner, cache_seconds: float):
+        self.db = db
+        self.signer = signer
+        self.cache_seconds = cache_seconds
+        self._keys: dict[str, _Cached] = {}
+        self._users: dict[str, _Cached] = {}
+        self._last_used: dict[str, datetime] = {}
+        self._background: set[asyncio.Task] = set()
+
+    async def authenticate(self, credential: str) -> Principal:
+        if not credential or len(credential.encode()) > MAX_CREDENTIAL_BYTES:
+            raise unauthenticated("missing or malformed credential")
+        if looks_like_jwt(credential):
+            return await self._from_token(credential)
+        return await self._from_api_key(credential)
+
+    def forget_key(self, secret_sha256: str) -> None:
+        self._keys.pop(secret_sha256, None)
+
+    def forget_user(self, user_id: str) -> None:
+        self._users.pop(user_id, None)
+        for key, cached in list(self._keys.items()):
+            if cached.principal is not None and cached.principal.user_id == user_id:
+                del self._keys[key]
+
+    async def _from_token(self, token: str) -> Principal:
+        try:
+            claims = self.signer.verify(token)
+        except jwt.ExpiredSignatureError:
+            raise unauthenticated("access token expired: refresh it or log in again", "TOKEN_EXPIRED") from None
+        except jwt.InvalidTokenError:
+            raise unauthenticated("invalid access token") from None
+        # Role and disabled flag come from the store, so a demoted or disabled user loses access promptly.
+        return await self._user_principal(claims.user_id)
+
+    async def _user_principal(self, user_id: str) -> Principal:
+        now = time.monotonic()
+        cached = self._users.get(user_id)
+        if cached is None or cached.until < now:
+            async with self.db.session() as session:
+                user = await session.get(UserRow, user_id)
+            if user is None or user.disabled:
+                cached = _Cached(None, "user disabled or deleted", now + self.cache_seconds)
+            else:
+                cached = _Cached(Principal(user.id, user.role), "", now + self.cache_seconds)
+            self._users[user_id] = cached
+        if cached.principal is None:
+            raise unauthenticated(cached.reason, "USER_DISABLED")
+        return cached.principal
+
+    async def _from_api_key(self, secret: str) -> Principal:
+        key_digest = digest(secret)
+        now = time.monotonic()
+        cached = self._keys.get(key_digest)
+        if cached is None or cached.until < now:
+            cached = await self._load_key(key_digest, now)
+            self._keys[key_digest] = cached
+        if cached.principal is None:
+            raise unauthenticated(cached.reason)
+        self._touch(cached.principal.api_key_id)
+        return cached.principal
+
+    async def _load_key(self, key_digest: str, now: float) -> _Cached:
+        async with self.db.session() as session:
+            row = (
+                await session.execute(
+                    select(ApiKeyRow, UserRow).join(UserRow, UserRow.id == ApiKeyRow.owner_id)
+                    .where(ApiKeyRow.secret_sha256 == key_digest)
+                )
+            ).first()
+        until = now + self.cache_seconds
+        if row is None:
+            return _Cached(None, "unknown API key", until)
+        key, user = row
+        if key.revoke_time is not None:
+            return _Cached(None, "API key revoked", until)
+        if key.expire_time is not None:
+            if key.expire_time <= utcnow():
+                return _Cached(None, "API key expired", until)
+            until = min(until, now + (key.expire_time - utcnow()).total_seconds())
+        if user.disabled:
+            return _Cached(None, "user disabled", until)
+        return _Cached(Principal(user.id, user.role, key.id), "", until)
+
+    def _touch(self, api_key_id: str | None) -> None:
+        """Record last use at most once a minute per key, off the request path."""
+        if api_key_id is None:
+            return
+        now = utcnow()
+        last = self._last_used.get(api_key_id)
+        if last is not None and now - last < LAST_USED_RESOLUTION:
+            return
+        self._last_used[api_key_id] = now
+        task = asyncio.create_task(self._write_last_used(api_key_id, now))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write_last_used(self, api_key_id: str, when: datetime) -> None:
+        try:
+            async with self.db.session() as session:
+                await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == api_key_id).values(last_used_time=when))
+                await session.commit()
+        except Exception:  # bookkeeping only: never fail a call over it
+            log.warning("could not record last use of API key %s", api_key_id, exc_info=True)
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

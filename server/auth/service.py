@@ -1,0 +1,342 @@
+"""AuthService: login and token refresh, users (admins manage them), and API keys (each user manages their own)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import grpc
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from typecase.server.auth import credentials
+from typecase.server.auth.authenticator import Authenticator, unauthenticated
+from typecase.server.auth.bootstrap import ensure_admin
+from typecase.server.auth.models import ApiKeyRow, RefreshTokenRow, UserRow
+from typecase.server.auth.ratelimit import RateLimits
+from typecase.server.auth.tokens import TokenSigner
+from typecase.server.infra.audit import AuditLog
+from typecase.server.infra.sql import Database, utcnow
+from typecase.server.rpc import paging
+from typecase.server.rpc import principal as caller
+from typecase.server.rpc.convert import from_timestamp, to_timestamp
+from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
+from typecase.v1 import auth_pb2, auth_pb2_grpc
+
+log = logging.getLogger("typecase.auth")
+
+USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+ROLE_TO_PROTO = {"admin": auth_pb2.USER_ROLE_ADMIN, "user": auth_pb2.USER_ROLE_USER}
+PROTO_TO_ROLE = {v: k for k, v in ROLE_TO_PROTO.items()}
+USER_FIELDS = {"display_name", "email", "role", "disabled", "password"}
+SELF_EDITABLE_USER_FIELDS = {"display_name", "email", "password"}
+
+
+def user_message(row: UserRow) -> auth_pb2.User:
+    return auth_pb2.User(
+        id=row.id,
+        username=row.username,
+        display_name=row.display_name,
+        email=row.email or "",
+        role=ROLE_TO_PROTO.get(row.role, auth_pb2.USER_ROLE_USER),
+        disabled=row.disabled,
+        create_time=to_timestamp(row.create_time),
+        update_time=to_timestamp(row.update_time),
+        last_login_time=to_timestamp(row.last_login_time),
+    )
+
+
+def api_key_message(row: ApiKeyRow) -> auth_pb2.ApiKey:
+    return auth_pb2.ApiKey(
+        id=row.id,
+        owner_id=row.owner_id,
+        name=row.name,
+        prefix=row.prefix,
+        expire_time=to_timestamp(row.expire_time),
+        last_used_time=to_timestamp(row.last_used_time),
+        revoked=row.revoke_time is not None,
+        revoke_time=to_timestamp(row.revoke_time),
+        create_time=to_timestamp(row.create_time),
+        update_time=to_timestamp(row.update_time),
+    )
+
+
+def check_password(password: str, field: str = "user.password") -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise invalid_argument(field, f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+def check_email(email: str) -> None:
+    if email and not EMAIL.match(email):
+        raise invalid_argument("user.email", "not an email address")
+
+
+def mask_paths(mask, message, allowed: set[str], field_prefix: str) -> set[str]:
+    """The fields an update touches: the mask's paths, or the non-default fields when the mask is empty."""
+    paths = set(mask.paths) if mask.paths else {f.name for f, _ in message.ListFields()}
+    unknown = paths - allowed
+    if unknown:
+        raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a {field_prefix}")
+    return paths
+
+
+class AuthService(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, db: Database, audit: AuditLog, rate_limits: RateLimits, settings):
+        self.db = db
+        self.audit = audit
+        self.rate_limits = rate_limits
+        self.settings = settings
+        self.signer: TokenSigner | None = None
+        self.authenticator: Authenticator | None = None
+        self.admin_id = ""
+
+    async def start(self) -> None:
+        self.signer = await TokenSigner.load(self.db, self.settings.access_token_ttl_seconds)
+        self.authenticator = Authenticator(self.db, self.signer, self.settings.api_key_cache_seconds)
+        self.admin_id = await ensure_admin(self.db, self.settings)
+
+    async def stop(self) -> None:
+        if self.authenticator is not None:
+            await self.authenticator.close()
+
+    # -- login -----------------------------------------------------------------------------------------------
+    async def Login(self, request, context):
+        username = request.username.strip()
+        if not await self.rate_limits.login_allowed(username):
+            await self.audit.record("login", actor_id=None, resource_type="user", resource_id=username,
+                                    outcome="throttled")
+            raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+                                "too many failed logins for this user; wait a minute", retry_after=60)
+        async with self.db.session() as session:
+            user = (await session.scalars(select(UserRow).where(UserRow.username == username))).first()
+            ok = credentials.verify_password(user.password_hash if user else None, request.password[:MAX_PASSWORD])
+            if not ok or user.disabled:
+                await self.rate_limits.count_login_failure(username)
+                await self.audit.record("login", actor_id=user.id if user else None, resource_type="user",
+                                        resource_id=username, outcome="denied")
+                raise unauthenticated("wrong username or password", "INVALID_CREDENTIALS")
+            user.last_login_time = utcnow()
+            refresh = await self._new_refresh_token(session, user.id)
+            await session.commit()
+        await self.audit.record("login", actor_id=user.id, resource_type="user", resource_id=user.id)
+        return auth_pb2.LoginResponse(
+            access_token=self.signer.issue(user.id, user.role),
+            token_type="Bearer",
+            expires_in=self.settings.access_token_ttl_seconds,
+            refresh_token=refresh,
+            refresh_expires_in=self.settings.refresh_token_ttl_seconds,
+            user=user_message(user),
+        )
+
+    async def RefreshToken(self, request, context):
+        token_digest = credentials.digest(request.refresh_token)
+        async with self.db.session() as session:
+            row = (await session.scalars(
+                select(RefreshTokenRow).where(RefreshTokenRow.token_sha256 == token_digest).with_for_update()
+            )).first()
+            if row is None or row.used_time is not None or row.expire_time <= utcnow():
+                raise unauthenticated("refresh token invalid, used or expired: log in again", "TOKEN_EXPIRED")
+            user = await session.get(UserRow, row.user_id)
+            if user is None or user.disabled:
+                raise unauthenticated("user disabled or deleted", "USER_DISABLED")
+            row.used_time = utcnow()  # rotation: each refresh token works once
+            refresh = await self._new_refresh_token(session, user.id)
+            await session.commit()
+        return auth_pb2.RefreshTokenResponse(
+            access_token=self.signer.issue(user.id, user.role),
+            token_type="Bearer",
+            expires_in=self.settings.access_token_ttl_seconds,
+            refresh_token=refresh,
+            refresh_expires_in=self.settings.refresh_token_ttl_seconds,
+        )
+
+    async def _new_refresh_token(self, session, user_id: str) -> str:
+        token = credentials.new_refresh_token()
+        session.add(RefreshTokenRow(
+            user_id=user_id,
+            token_sha256=credentials.digest(token),
+            expire_time=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
+        ))
+        return token
+
+    async def GetMe(self, request, context):
+        me = caller.current()
+        async with self.db.session() as session:
+            user = await session.get(UserRow, me.user_id)
+        if user is None:
+            raise not_found("user", me.user_id)
+        return auth_pb2.GetMeResponse(user=user_message(user), api_key_id=me.api_key_id or "")
+
+    # -- users -----------------------------------------------------------------------------------------------
+    async def CreateUser(self, request, context):
+        admin = caller.require_admin()
+        user = request.user
+        if not USERNAME.match(user.username):
+            raise invalid_argument("user.username", "3 to 64 letters, digits, '.', '_' or '-'")
+        check_password(user.password)
+        check_email(user.email)
+        row = UserRow(
+            username=user.username,
+            display_name=user.display_name or user.username,
+            email=user.email or None,
+            role=PROTO_TO_ROLE.get(user.role, "user"),
+            password_hash=credentials.hash_password(user.password),
+            disabled=user.disabled,
+        )
+        async with self.db.session() as session:
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
+                                    "a user with this username or email already exists") from None
+        await self.audit.record("user.create", actor_id=admin.user_id, resource_type="user", resource_id=row.id,
+                                detail={"username": row.username, "role": row.role})
+        return auth_pb2.CreateUserResponse(user=user_message(row))
+
+    async def ListUsers(self, request, context):
+        caller.require_admin()
+        limit = paging.page_size(request.page_size)
+        position = paging.decode_token(request.page_token)
+        stmt = select(UserRow)
+        if request.keyword:
+            like = f"%{request.keyword.lower()}%"
+            stmt = stmt.where(or_(func.lower(UserRow.username).like(like), func.lower(UserRow.display_name).like(like),
+                                  func.lower(UserRow.email).like(like)))
+        if request.role:
+            stmt = stmt.where(UserRow.role == PROTO_TO_ROLE.get(request.role, "user"))
+        if not request.show_disabled:
+            stmt = stmt.where(UserRow.disabled.is_(False))
+        async with self.db.session() as session:
+            total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+            if position:
+                stmt = stmt.where(UserRow.id > position.get("after", ""))
+            rows = list((await session.scalars(stmt.order_by(UserRow.id).limit(limit + 1))).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return auth_pb2.ListUsersResponse(
+            users=[user_message(r) for r in rows],
+            next_page_token=paging.encode_token(after=rows[-1].id) if more else "",
+            total_size=total or 0,
+        )
+
+    async def _visible_user(self, session, user_id: str) -> UserRow:
+        me = caller.current()
+        row = await session.get(UserRow, user_id)
+        if row is None or not (me.is_admin or me.user_id == user_id):
+            raise not_found("user", user_id)
+        return row
+
+    async def GetUser(self, request, context):
+        async with self.db.session() as session:
+            return auth_pb2.GetUserResponse(user=user_message(await self._visible_user(session, request.user_id)))
+
+    async def UpdateUser(self, request, context):
+        me = caller.current()
+        user = request.user
+        paths = mask_paths(request.update_mask, user, USER_FIELDS, "user")
+        if not me.is_admin and paths - SELF_EDITABLE_USER_FIELDS:
+            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
+                                "only an admin may change role or disabled")
+        if me.user_id == user.id and paths & {"role", "disabled"}:
+            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "INVALID_ARGUMENT",
+                                "you cannot change your own role or disable yourself")
+        async with self.db.session() as session:
+            row = await self._visible_user(session, user.id)
+            if "display_name" in paths:
+                row.display_name = user.display_name
+            if "email" in paths:
+                check_email(user.email)
+                row.email = user.email or None
+            if "role" in paths:
+                if user.role not in PROTO_TO_ROLE:
+                    raise invalid_argument("user.role", "must be USER_ROLE_ADMIN or USER_ROLE_USER")
+                row.role = PROTO_TO_ROLE[user.role]
+            if "disabled" in paths:
+                row.disabled = user.disabled
+            if "password" in paths:
+                check_password(user.password)
+                row.password_hash = credentials.hash_password(user.password)
+            try:
+                await session.commit()
+            except IntegrityError:
+                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
+                                    "a user with this email already exists") from None
+        self.authenticator.forget_user(row.id)
+        await self.audit.record("user.update", actor_id=me.user_id, resource_type="user", resource_id=row.id,
+                                detail={"fields": sorted(paths)})
+        return auth_pb2.UpdateUserResponse(user=user_message(row))
+
+    async def DeleteUser(self, request, context):
+        admin = caller.require_admin()
+        if request.user_id == admin.user_id:
+            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "INVALID_ARGUMENT", "you cannot delete yourself")
+        async with self.db.session() as session:
+            row = await session.get(UserRow, request.user_id)
+            if row is None:
+                raise not_found("user", request.user_id)
+            await session.delete(row)
+            await session.commit()
+        self.authenticator.forget_user(request.user_id)
+        await self.audit.record("user.delete", actor_id=admin.user_id, resource_type="user",
+                                resource_id=request.user_id)
+        return auth_pb2.DeleteUserResponse()
+
+    # -- API keys --------------------------------------------------------------------------------------------
+    async def CreateApiKey(self, request, context):
+        me = caller.current()
+        key = request.api_key
+        name = key.name.strip()
+        if not 1 <= len(name) <= 128:
+            raise invalid_argument("api_key.name", "1 to 128 characters")
+        owner_id = key.owner_id or me.user_id
+        expire_time = from_timestamp(key.expire_time, key.HasField("expire_time"))
+        if expire_time is not None and expire_time <= utcnow():
+            raise invalid_argument("api_key.expire_time", "must be in the future")
+        async with self.db.session() as session:
+            await self._visible_user(session, owner_id)  # a user may only create keys for themselves
+            secret = credentials.new_api_key()
+            row = ApiKeyRow(owner_id=owner_id, name=name, prefix=secret[: credentials.SHOWN_PREFIX_LENGTH],
+                            secret_sha256=credentials.digest(secret), expire_time=expire_time)
+            session.add(row)
+            await session.commit()
+        await self.audit.record("api_key.create", actor_id=me.user_id, resource_type="api_key", resource_id=row.id,
+                                detail={"owner_id": owner_id, "name": name})
+        return auth_pb2.CreateApiKeyResponse(api_key=api_key_message(row), secret=secret)
+
+    async def ListApiKeys(self, request, context):
+        me = caller.current()
+        owner_id = request.owner_id or me.user_id
+        if not (me.is_admin or owner_id == me.user_id):
+            raise not_found("user", owner_id)
+        limit = paging.page_size(request.page_size)
+        position = paging.decode_token(request.page_token)
+        stmt = select(ApiKeyRow).where(ApiKeyRow.owner_id == owner_id)
+        if not request.show_revoked:
+            stmt = stmt.where(ApiKeyRow.revoke_time.is_(None))
+        if position:
+            stmt = stmt.where(ApiKeyRow.id > position.get("after", ""))
+        async with self.db.session() as session:
+            rows = list((await session.scalars(stmt.order_by(ApiKeyRow.id).limit(limit + 1))).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return auth_pb2.ListApiKeysResponse(
+            api_keys=[api_key_message(r) for r in rows],
+            next_page_token=paging.encode_token(after=rows[-1].id) if more else "",
+        )
+
+    async def DeleteApiKey(self, request, context):
+        me = caller.current()
+        async with self.db.session() as session:
+            row = await session.get(ApiKeyRow, request.api_key_id)
+            if row is None or not caller.can_see(row.owner_id):
+                raise not_found("API key", request.api_key_id)
+            if row.revoke_time is None:
+                row.revoke_time = utcnow()
+                await session.commit()
+        self.authenticator.forget_key(row.secret_sha256)
+        await self.audit.record("api_key.revoke", actor_id=me.user_id, resource_type="api_key", resource_id=row.id)
+        return auth_pb2.DeleteApiKeyResponse()

@@ -1,0 +1,1 @@
+"""Infrastructure adapters: SQL, cache/bus, object storage, vectors (each with an embedded and a server backend)."""

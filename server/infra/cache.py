@@ -1,0 +1,576 @@
+"""Cache and bus: key/values with TTL, counters, locks, pub/sub and append-only streams.
+
+RedisCache shares state across replicas; MemoryCache is the embedded single-process default with the same
+semantics (values come back as bytes, TTLs in seconds with millisecond precision, stream ids "ms-seq").
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import bisect
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .urls import error_detail, mask_url
+
+log = logging.getLogger(__name__)
+
+Value = bytes | str | int | float
+StreamEntry = tuple[str, dict[str, bytes]]
+Message = tuple[str, bytes]
+T = TypeVar("T")
+
+
+class CacheUnavailable(ConnectionError):
+    """The cache backend cannot be reached; callers may retry later."""
+
+
+def _encode(value: Value) -> bytes:
+    # Same encoding as redis-py so both implementations return identical bytes.
+    if isinstance(value, bool):
+        raise TypeError("bool is ambiguous as a cache value; encode it explicitly")
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    raise TypeError(f"unsupported cache value type {type(value).__name__}")
+
+
+def _ms(ttl: float) -> int:
+    if ttl <= 0:
+        raise ValueError("ttl must be positive")
+    return max(1, int(ttl * 1000))
+
+
+def _parse_id(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Cache(abc.ABC):
+    """The cache/bus interface. TTLs are seconds (float); `None` means no expiry."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and verify the backend is reachable (raises CacheUnavailable otherwise)."""
+
+    async def stop(self) -> None:
+        """Release connections."""
+
+    @abc.abstractmethod
+    async def health(self) -> tuple[bool, str]: ...
+
+    # key/value
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: Value, ttl: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    async def set_if_absent(self, key: str, value: Value, ttl: float | None = None) -> bool:
+        """Set only when the key does not exist (lock acquisition); True when this call set it."""
+
+    @abc.abstractmethod
+    async def delete(self, *keys: str) -> int:
+        """Delete keys of any type (values, counters, streams); returns how many existed."""
+
+    @abc.abstractmethod
+    async def delete_if_equals(self, key: str, value: Value) -> bool:
+        """Delete the key only while it still holds `value` (releasing a lock you own)."""
+
+    @abc.abstractmethod
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        """Add to an integer counter; `ttl` is applied when the counter has no expiry yet (i.e. on creation)."""
+
+    @abc.abstractmethod
+    async def expire(self, key: str, ttl: float) -> bool:
+        """Set a TTL on an existing key of any type (streams too); False when the key does not exist."""
+
+    # pub/sub (fire and forget: only current subscribers receive a message)
+    @abc.abstractmethod
+    async def publish(self, channel: str, data: bytes | str) -> int:
+        """Returns how many subscribers received it."""
+
+    @abc.abstractmethod
+    def subscribe(self, *channels: str) -> AbstractAsyncContextManager[AsyncIterator[Message]]:
+        """`async with cache.subscribe("a") as messages: async for channel, data in messages: ...`.
+
+        The subscription is active when the block is entered, so a publish issued afterwards is delivered.
+        """
+
+    # streams (durable, replayable event logs)
+    @abc.abstractmethod
+    async def xadd(self, stream: str, fields: dict[str, str | bytes], maxlen: int | None = None) -> str:
+        """Append an entry; returns its id. `maxlen` trims the oldest entries beyond that length."""
+
+    @abc.abstractmethod
+    async def xrange(self, stream: str, after_id: str | None = None, count: int | None = None) -> list[StreamEntry]:
+        """Entries with id > after_id (from the start when None), oldest first."""
+
+    @abc.abstractmethod
+    async def xread(
+        self, stream: str, after_id: str = "$", block_ms: int | None = None, count: int | None = None
+    ) -> list[StreamEntry]:
+        """Entries with id > after_id; when none, wait up to block_ms (0 = forever, None = don't wait).
+
+        after_id "$" means "only entries added from now on".
+        """
+
+    @abc.abstractmethod
+    async def delete_stream(self, stream: str) -> bool: ...
+
+
+# --------------------------------------------------------------------------------------------------- Redis
+
+
+def _redis_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Surface connection failures as CacheUnavailable (redis-py already retried and will reconnect)."""
+
+    @wraps(fn)
+    async def wrapper(self: RedisCache, *args: Any, **kw: Any) -> T:
+        try:
+            return await fn(self, *args, **kw)
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise CacheUnavailable(f"redis at {self.display_url} unavailable: {error_detail(exc)}") from exc
+
+    return wrapper
+
+
+# Atomic compound operations (a crash between two commands must not leave a counter without its TTL).
+_INCR_LUA = """
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v
+"""
+_DELETE_IF_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisCache(Cache):
+    """Redis (or a compatible server). Every key, channel and stream is namespaced by `key_prefix`."""
+
+    def __init__(
+        self,
+        url: str,
+        key_prefix: str = "typecase:",
+        *,
+        connect_timeout: float = 5,
+        retries: int = 3,
+        client_name: str = "typecase",  # shows in CLIENT LIST, so operators can tell our connections apart
+    ):
+        self.display_url = mask_url(url)
+        self.prefix = key_prefix
+        self.name = "cache/redis"
+        # No socket read timeout: blocking XREADs legitimately wait; keepalive + health checks catch dead peers.
+        self._client = aioredis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_keepalive=True,
+            health_check_interval=30,
+            client_name=client_name,
+            # A few quick retries ride out a failover or restart; beyond that callers get CacheUnavailable
+            # at once rather than stalling, and the pool reconnects on the next call.
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+        )
+        self._incr = self._client.register_script(_INCR_LUA)
+        self._delete_if = self._client.register_script(_DELETE_IF_LUA)
+
+    def __repr__(self) -> str:
+        return f"RedisCache({self.display_url!r}, key_prefix={self.prefix!r})"
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    @_redis_errors
+    async def start(self) -> None:
+        await self._client.ping()
+        log.info("cache connected: %s", self.display_url)
+
+    async def stop(self) -> None:
+        await self._client.aclose()
+
+    async def health(self) -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(3):
+                await self._client.ping()
+            return True, "redis ok"
+        except Exception as exc:
+            return False, f"redis unreachable: {error_detail(exc)}"
+
+    @_redis_errors
+    async def get(self, key: str) -> bytes | None:
+        return await self._client.get(self._k(key))
+
+    @_redis_errors
+    async def set(self, key: str, value: Value, ttl: float | None = None) -> None:
+        await self._client.set(self._k(key), _encode(value), px=_ms(ttl) if ttl is not None else None)
+
+    @_redis_errors
+    async def set_if_absent(self, key: str, value: Value, ttl: float | None = None) -> bool:
+        px = _ms(ttl) if ttl is not None else None
+        return bool(await self._client.set(self._k(key), _encode(value), px=px, nx=True))
+
+    @_redis_errors
+    async def delete(self, *keys: str) -> int:
+        return int(await self._client.delete(*map(self._k, keys))) if keys else 0
+
+    @_redis_errors
+    async def delete_if_equals(self, key: str, value: Value) -> bool:
+        return bool(await self._delete_if(keys=[self._k(key)], args=[_encode(value)]))
+
+    @_redis_errors
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        try:
+            return int(await self._incr(keys=[self._k(key)], args=[amount, _ms(ttl) if ttl is not None else ""]))
+        except redis_errors.ResponseError as exc:
+            raise ValueError(f"key {key!r} does not hold an integer: {exc}") from None
+
+    @_redis_errors
+    async def expire(self, key: str, ttl: float) -> bool:
+        return bool(await self._client.pexpire(self._k(key), _ms(ttl)))
+
+    @_redis_errors
+    async def publish(self, channel: str, data: bytes | str) -> int:
+        return int(await self._client.publish(self._k(channel), _encode(data)))
+
+    @asynccontextmanager
+    async def subscribe(self, *channels: str) -> AsyncIterator[AsyncIterator[Message]]:
+        if not channels:
+            raise ValueError("subscribe needs at least one channel")
+        pubsub = self._client.pubsub()
+        try:
+            try:
+                await pubsub.subscribe(*map(self._k, channels))
+                early = await self._await_confirmations(pubsub, len(set(channels)))
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                raise CacheUnavailable(f"redis at {self.display_url} unavailable: {error_detail(exc)}") from exc
+            yield _RedisSubscription(pubsub, len(self.prefix), early, self.display_url)
+        finally:
+            try:
+                await pubsub.aclose()
+            except Exception:  # the connection may already be gone
+                pass
+
+    @staticmethod
+    async def _await_confirmations(pubsub: Any, expected: int) -> list[Message]:
+        # Wait until Redis acknowledged every channel; messages that race ahead are kept for the iterator.
+        early: list[Message] = []
+        confirmed = 0
+        async with asyncio.timeout(10):
+            while confirmed < expected:
+                msg = await pubsub.get_message(timeout=1.0)
+                if msg is None:
+                    continue
+                if msg["type"] == "subscribe":
+                    confirmed += 1
+                elif msg["type"] == "message":
+                    early.append((msg["channel"], msg["data"]))
+        return early
+
+    @_redis_errors
+    async def xadd(self, stream: str, fields: dict[str, str | bytes], maxlen: int | None = None) -> str:
+        encoded = {k: _encode(v) for k, v in fields.items()}
+        entry_id = await self._client.xadd(self._k(stream), encoded, maxlen=maxlen, approximate=False)
+        return entry_id.decode()
+
+    @_redis_errors
+    async def xrange(self, stream: str, after_id: str | None = None, count: int | None = None) -> list[StreamEntry]:
+        start = "-" if after_id is None else f"({after_id}"
+        return _decode_entries(await self._client.xrange(self._k(stream), start, "+", count=count))
+
+    @_redis_errors
+    async def xread(
+        self, stream: str, after_id: str = "$", block_ms: int | None = None, count: int | None = None
+    ) -> list[StreamEntry]:
+        reply = await self._client.xread({self._k(stream): after_id}, count=count, block=block_ms)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3 shape: {stream: [entries]}
+            entries = next(iter(reply.values()))
+            entries = entries[0] if entries and isinstance(entries[0], list) else entries
+        else:  # RESP2 shape: [[stream, entries]]
+            entries = reply[0][1]
+        return _decode_entries(entries)
+
+    @_redis_errors
+    async def delete_stream(self, stream: str) -> bool:
+        return bool(await self._client.delete(self._k(stream)))
+
+
+def _decode_entries(entries: list[Any]) -> list[StreamEntry]:
+    return [
+        (eid.decode() if isinstance(eid, bytes) else eid, {k.decode(): v for k, v in fields.items()})
+        for eid, fields in entries
+    ]
+
+
+class _RedisSubscription:
+    def __init__(self, pubsub: Any, prefix_len: int, early: list[Message], display_url: str):
+        self._pubsub = pubsub
+        self._prefix_len = prefix_len
+        self._early = deque(early)
+        self._display_url = display_url
+
+    def __aiter__(self) -> _RedisSubscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._early:
+            channel, data = self._early.popleft()
+            return channel.decode()[self._prefix_len :], data
+        while True:
+            try:
+                msg = await self._pubsub.get_message(timeout=None)
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+                raise CacheUnavailable(f"redis at {self._display_url} unavailable: {error_detail(exc)}") from exc
+            if msg is not None and msg["type"] == "message":
+                return msg["channel"].decode()[self._prefix_len :], msg["data"]
+
+
+# --------------------------------------------------------------------------------------------------- memory
+
+
+@dataclass
+class _Stream:
+    ids: list[tuple[int, int]] = field(default_factory=list)
+    entries: list[StreamEntry] = field(default_factory=list)
+
+
+@dataclass
+class _Waiters:
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    count: int = 0
+
+
+@dataclass
+class _Item:
+    value: bytes | _Stream
+    expires_at: float | None = None  # time.monotonic() deadline
+
+
+class MemoryCache(Cache):
+    """In-process cache and bus for single-process deployments and tests. Not shared between processes."""
+
+    SUBSCRIBER_QUEUE = 10_000  # a subscriber that falls this far behind loses its oldest messages
+    _SWEEP_EVERY = 30.0
+
+    def __init__(self) -> None:
+        self.name = "cache/memory"
+        self._items: dict[str, _Item] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[Message]]] = {}
+        self._stream_events: dict[str, _Waiters] = {}
+        self._last_id = (0, 0)
+        self._last_sweep = time.monotonic()
+
+    def __repr__(self) -> str:
+        return "MemoryCache()"
+
+    async def health(self) -> tuple[bool, str]:
+        return True, f"memory ok ({len(self._items)} keys)"
+
+    async def stop(self) -> None:
+        self._items.clear()
+
+    def _live(self, key: str) -> _Item | None:
+        """The item if present and not expired (expired items are dropped on access)."""
+        item = self._items.get(key)
+        if item is not None and item.expires_at is not None and item.expires_at <= time.monotonic():
+            del self._items[key]
+            return None
+        return item
+
+    def _store(self, key: str, item: _Item) -> None:
+        self._items[key] = item
+        now = time.monotonic()
+        if now - self._last_sweep > self._SWEEP_EVERY:  # bound memory held by keys nobody reads again
+            self._last_sweep = now
+            for k in [k for k, v in self._items.items() if v.expires_at is not None and v.expires_at <= now]:
+                del self._items[k]
+
+    @staticmethod
+    def _deadline(ttl: float | None) -> float | None:
+        return None if ttl is None else time.monotonic() + _ms(ttl) / 1000
+
+    def _bytes(self, key: str) -> bytes | None:
+        item = self._live(key)
+        if item is None:
+            return None
+        if not isinstance(item.value, bytes):
+            raise TypeError(f"key {key!r} holds a stream, not a value")
+        return item.value
+
+    async def get(self, key: str) -> bytes | None:
+        return self._bytes(key)
+
+    async def set(self, key: str, value: Value, ttl: float | None = None) -> None:
+        self._store(key, _Item(_encode(value), self._deadline(ttl)))
+
+    async def set_if_absent(self, key: str, value: Value, ttl: float | None = None) -> bool:
+        if self._live(key) is not None:
+            return False
+        self._store(key, _Item(_encode(value), self._deadline(ttl)))
+        return True
+
+    async def delete(self, *keys: str) -> int:
+        return sum(1 for k in keys if self._live(k) is not None and self._items.pop(k, None) is not None)
+
+    async def delete_if_equals(self, key: str, value: Value) -> bool:
+        if self._bytes(key) == _encode(value):
+            del self._items[key]
+            return True
+        return False
+
+    async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        current = self._bytes(key)
+        try:
+            new = (int(current) if current is not None else 0) + amount
+        except ValueError:
+            raise ValueError(f"key {key!r} does not hold an integer") from None
+        item = self._items.get(key) if current is not None else None
+        expires_at = item.expires_at if item is not None else None
+        if expires_at is None and ttl is not None:
+            expires_at = self._deadline(ttl)
+        self._store(key, _Item(str(new).encode(), expires_at))
+        return new
+
+    async def expire(self, key: str, ttl: float) -> bool:
+        deadline = self._deadline(ttl)
+        item = self._live(key)
+        if item is None:
+            return False
+        item.expires_at = deadline
+        return True
+
+    async def publish(self, channel: str, data: bytes | str) -> int:
+        payload = _encode(data)
+        queues = self._subscribers.get(channel, ())
+        for q in queues:
+            if q.full():
+                q.get_nowait()
+                log.warning("memory cache subscriber on %r is too slow; dropped its oldest message", channel)
+            q.put_nowait((channel, payload))
+        return len(queues)
+
+    @asynccontextmanager
+    async def subscribe(self, *channels: str) -> AsyncIterator[AsyncIterator[Message]]:
+        if not channels:
+            raise ValueError("subscribe needs at least one channel")
+        queue: asyncio.Queue[Message] = asyncio.Queue(self.SUBSCRIBER_QUEUE)
+        for ch in channels:
+            self._subscribers.setdefault(ch, set()).add(queue)
+        try:
+            yield _QueueIterator(queue)
+        finally:
+            for ch in channels:
+                subs = self._subscribers.get(ch)
+                if subs is not None:
+                    subs.discard(queue)
+                    if not subs:
+                        del self._subscribers[ch]
+
+    def _next_id(self) -> tuple[int, int]:
+        # Like Redis: milliseconds plus a sequence, never going backwards even if the clock does.
+        ms = int(time.time() * 1000)
+        last_ms, last_seq = self._last_id
+        self._last_id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
+        return self._last_id
+
+    def _stream(self, key: str, create: bool = False) -> _Stream | None:
+        item = self._live(key)
+        if item is None:
+            if not create:
+                return None
+            item = _Item(_Stream())
+            self._store(key, item)
+        if not isinstance(item.value, _Stream):
+            raise TypeError(f"key {key!r} holds a value, not a stream")
+        return item.value
+
+    async def xadd(self, stream: str, fields: dict[str, str | bytes], maxlen: int | None = None) -> str:
+        s = self._stream(stream, create=True)
+        assert s is not None
+        sid = self._next_id()
+        entry_id = f"{sid[0]}-{sid[1]}"
+        s.ids.append(sid)
+        s.entries.append((entry_id, {k: _encode(v) for k, v in fields.items()}))
+        if maxlen is not None and len(s.ids) > maxlen:
+            excess = len(s.ids) - maxlen
+            del s.ids[:excess], s.entries[:excess]
+        if (waiters := self._stream_events.pop(stream, None)) is not None:
+            waiters.event.set()  # wake every blocked xread on this stream
+        return entry_id
+
+    def _after(self, stream: str, after_id: str | None, count: int | None) -> list[StreamEntry]:
+        s = self._stream(stream)
+        if s is None:
+            return []
+        start = 0 if after_id is None else bisect.bisect_right(s.ids, _parse_id(after_id))
+        end = len(s.entries) if count is None else start + count
+        return [(eid, dict(f)) for eid, f in s.entries[start:end]]
+
+    async def xrange(self, stream: str, after_id: str | None = None, count: int | None = None) -> list[StreamEntry]:
+        return self._after(stream, after_id, count)
+
+    async def xread(
+        self, stream: str, after_id: str = "$", block_ms: int | None = None, count: int | None = None
+    ) -> list[StreamEntry]:
+        if after_id == "$":
+            s = self._stream(stream)
+            after_id = s.entries[-1][0] if s and s.entries else "0-0"
+        deadline = None if not block_ms else time.monotonic() + block_ms / 1000
+        while True:
+            entries = self._after(stream, after_id, count)
+            if entries or block_ms is None:
+                return entries
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                return []
+            waiters = self._stream_events.setdefault(stream, _Waiters())
+            waiters.count += 1
+            try:
+                await asyncio.wait_for(waiters.event.wait(), timeout)
+            except TimeoutError:
+                return []
+            finally:
+                waiters.count -= 1
+                if not waiters.count and self._stream_events.get(stream) is waiters:
+                    del self._stream_events[stream]  # nobody waits on this stream any more
+
+    async def delete_stream(self, stream: str) -> bool:
+        return await self.delete(stream) == 1
+
+
+class _QueueIterator:
+    def __init__(self, queue: asyncio.Queue[Message]):
+        self._queue = queue
+
+    def __aiter__(self) -> _QueueIterator:
+        return self
+
+    async def __anext__(self) -> Message:
+        return await self._queue.get()
+
+
+def create_cache(redis_url: str | None, key_prefix: str = "typecase:") -> Cache:
+    """Redis when a URL is configured, else the in-process cache."""
+    return RedisCache(redis_url, key_prefix=key_prefix) if redis_url else MemoryCache()

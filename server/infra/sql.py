@@ -1,0 +1,232 @@
+"""SQL store: one async SQLAlchemy engine over SQLite (embedded), PostgreSQL or MySQL/MariaDB.
+
+Domains declare their tables on `Base` (models.py) and get sessions from `Database.session()`; the schema is
+owned by alembic (see schema.py), never by `create_all`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, MetaData, String, Text, event, text
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+from ulid import ULID
+
+from .urls import error_detail
+
+log = logging.getLogger(__name__)
+
+# Async driver chosen for each bare scheme; an explicit "+driver" in the URL is kept as given.
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+aiomysql",
+    "mariadb": "mysql+aiomysql",
+}
+_DIALECTS = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Map bare schemes to the async driver we ship (sqlite:// -> sqlite+aiosqlite:// ...)."""
+    u = make_url(url) if isinstance(url, str) else url
+    backend, _, driver = u.drivername.partition("+")
+    if backend not in _DIALECTS:
+        raise ValueError(f"unsupported database scheme {backend!r} (use sqlite, postgresql or mysql)")
+    if not driver:
+        u = u.set(drivername=_DRIVERS[backend])
+    elif backend in ("postgres", "mariadb"):
+        u = u.set(drivername=f"{_DIALECTS[backend]}+{driver}")
+    if _DIALECTS[backend] == "mysql" and "charset" not in u.query:
+        u = u.update_query_dict({"charset": "utf8mb4"})  # MySQL's "utf8" cannot store all of Unicode
+    return u
+
+
+def new_id() -> str:
+    """A new resource id: a ULID string (26 chars, sortable by creation time)."""
+    return str(ULID())
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (what UTCDateTime columns store and return)."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as naive UTC on every backend and returned as aware UTC.
+
+    PostgreSQL, MySQL and SQLite disagree on time zones; storing naive UTC everywhere is the only behaviour
+    all three keep, and returning aware values makes protobuf Timestamp conversion unambiguous.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):  # MySQL DATETIME defaults to whole seconds
+        if dialect.name == "mysql":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime(timezone=False))
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# JSON documents: JSONB on PostgreSQL (indexable, compact), native JSON elsewhere.
+JSONType = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+# Constraint names must be deterministic so migrations can drop/alter them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base for every domain's models."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSONType,
+        str: String(255),  # MySQL needs a VARCHAR length; use Text explicitly for long values
+    }
+
+
+def id_column(**kw: Any) -> Mapped[str]:
+    """Primary-key column holding a server-generated ULID."""
+    return mapped_column(String(26), primary_key=True, default=new_id, **kw)
+
+
+class MetaEntry(Base):
+    """Install facts (schema install time, ...) kept by the platform itself; created by 0001_foundation."""
+
+    __tablename__ = "typecase_meta"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str | None] = mapped_column(Text)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    # WAL lets readers run beside one writer; busy_timeout makes writers wait instead of failing at once.
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable enough under WAL, much faster commits
+    finally:
+        cur.close()
+
+
+class Database:
+    """The SQL store. `engine` and `session()` are usable right after construction; start() checks reachability."""
+
+    def __init__(self, url: str | URL, *, pool_size: int = 10, echo: bool = False, connect_timeout: float = 10):
+        self.url = normalize_url(url)
+        self.dialect: str = _DIALECTS[self.url.drivername.partition("+")[0]]
+        self.name = f"sql/{self.dialect}"
+        self.connect_timeout = connect_timeout
+        self.engine: AsyncEngine = create_async_engine(self.url, **self._engine_args(pool_size, echo))
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file for file-backed SQLite, else None."""
+        if self.dialect != "sqlite" or self.url.database in (None, "", ":memory:"):
+            return None
+        return Path(self.url.database)
+
+    def _engine_args(self, pool_size: int, echo: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        if self.dialect == "sqlite":
+            if self.sqlite_path is None:
+                # One shared connection, otherwise every connection would see its own empty memory database.
+                args.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+            else:
+                args.update(pool_size=pool_size, connect_args={"timeout": self.connect_timeout})
+        elif self.dialect == "postgresql":
+            args.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            if self.url.drivername.endswith("+asyncpg"):
+                args["connect_args"] = {"timeout": self.connect_timeout}
+        else:
+            # MySQL closes idle connections after wait_timeout; recycle before that happens.
+            args.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            if self.url.drivername.endswith("+aiomysql"):
+                args["connect_args"] = {"connect_timeout": self.connect_timeout}
+        return args
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def display_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    async def start(self) -> None:
+        if (path := self.sqlite_path) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        log.info("database connected: %s", self.display_url)
+
+    async def stop(self) -> None:
+        await self.engine.dispose()
+
+    async def health(self) -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+            return True, f"{self.dialect} ok"
+        except Exception as exc:  # health never raises
+            return False, f"{self.dialect} unreachable: {error_detail(exc)}"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits when the block exits cleanly, rolls back when it raises."""
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+
+def create_database(database_url: str | None, data_dir: str | Path, **kw: Any) -> Database:
+    """The configured database, or the embedded SQLite file under data_dir when no URL is set."""
+    if not database_url:
+        database_url = f"sqlite:///{Path(data_dir).resolve() / 'typecase.db'}"
+    return Database(database_url, **kw)

@@ -1,0 +1,71 @@
+"""Who is calling. The auth interceptor resolves the caller once per RPC and binds it here; domain services ask
+this module, so ownership is enforced the same way over gRPC, REST and WebSocket.
+
+Rules: a user sees and changes only what it owns; an admin sees everything; a resource the caller may not see is
+reported NOT_FOUND, never PERMISSION_DENIED, so its existence does not leak.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+import grpc
+
+from typecase.server.rpc.errors import TypecaseError, not_found
+
+ROLE_ADMIN = "admin"
+ROLE_USER = "user"
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    role: str
+    api_key_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ROLE_ADMIN
+
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+
+
+def bind(principal: Principal | None) -> contextvars.Token:
+    return _principal.set(principal)
+
+
+def current() -> Principal:
+    principal = _principal.get()
+    if principal is None:
+        raise TypecaseError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", "authentication required")
+    return principal
+
+
+def require_admin() -> Principal:
+    principal = current()
+    if not principal.is_admin:
+        raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", "this action needs an admin")
+    return principal
+
+
+def can_see(owner_id: str | None) -> bool:
+    principal = current()
+    return principal.is_admin or owner_id == principal.user_id
+
+
+def check_visible(kind: str, resource_id: str, owner_id: str | None) -> None:
+    """Raise NOT_FOUND unless the caller owns the resource or is an admin."""
+    if not can_see(owner_id):
+        raise not_found(kind, resource_id)
+
+
+def owner_scope() -> str | None:
+    """The owner id list queries must filter on, or None for an admin (who sees all)."""
+    principal = current()
+    return None if principal.is_admin else principal.user_id
+
+
+def bind_reset(token: contextvars.Token) -> None:
+    _principal.reset(token)

@@ -1,0 +1,295 @@
+"""Contract tests for the SQL store and migrations on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+
+from typecase.server.infra import schema
+from typecase.server.infra.schema import alembic_config, head_revisions, migrate, schema_revisions
+from typecase.server.infra.sql import Base, Database, MetaEntry, create_database, new_id, normalize_url, utcnow
+
+from .infra_support import mysql_exec, pg_exec
+
+CHILD = Path(__file__).with_name("migrate_child.py")
+ALL_REVISIONS = sorted(r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions())
+
+
+def _url_for(request: pytest.FixtureRequest, dialect: str, tmp_path: Path) -> str:
+    if dialect == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'dir' / 'typecase.db'}"
+    return request.getfixturevalue("pg_url" if dialect == "postgresql" else "mysql_url")
+
+
+async def _reset(dialect: str, url: str) -> None:
+    """Leave the session database empty for the next test."""
+    if dialect == "postgresql":
+        await pg_exec(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+    elif dialect == "mysql":
+        name = make_url(url).database
+        await mysql_exec(url, f"DROP DATABASE `{name}`", f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = _url_for(request, request.param, tmp_path)
+    database = Database(url, pool_size=3)
+    await database.start()
+    try:
+        yield database
+    finally:
+        await database.stop()
+        await _reset(request.param, url)
+
+
+# ----------------------------------------------------------------------------------------- construction
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite"),
+        ("postgresql://u:p@h/d", "postgresql+asyncpg"),
+        ("postgres://u:p@h/d", "postgresql+asyncpg"),
+        ("mysql://u:p@h/d", "mysql+aiomysql"),
+        ("mariadb://u:p@h/d", "mysql+aiomysql"),
+        ("postgresql+psycopg://u:p@h/d", "postgresql+psycopg"),
+        ("mysql+asyncmy://u:p@h/d", "mysql+asyncmy"),
+    ],
+)
+def test_url_normalisation(url: str, driver: str) -> None:
+    assert normalize_url(url).drivername == driver
+
+
+def test_url_rejects_unknown_scheme_and_masks_password() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        normalize_url("oracle://u:p@h/d")
+    db = Database("postgres://alice:s3cr3t-pw@db.internal:5432/app")
+    assert db.dialect == "postgresql" and db.name == "sql/postgresql"
+    assert "s3cr3t-pw" not in repr(db) and "s3cr3t-pw" not in db.display_url
+    assert "alice" in repr(db)
+    assert normalize_url("mysql://u@h/d").query["charset"] == "utf8mb4"
+
+
+def test_create_database_defaults_to_sqlite_under_data_dir(tmp_path: Path) -> None:
+    db = create_database(None, tmp_path)
+    assert db.dialect == "sqlite" and db.sqlite_path == tmp_path.resolve() / "typecase.db"
+
+
+def test_ids_are_sortable_ulids() -> None:
+    ids = [new_id() for _ in range(50)]
+    assert all(len(i) == 26 for i in ids) and len(set(ids)) == 50
+    assert ids[0] < new_id()  # later ids sort after earlier ones (millisecond resolution)
+
+
+# ----------------------------------------------------------------------------------------- behaviour
+
+
+async def test_sqlite_pragmas_and_parent_dir(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "t.db"
+    db = Database(f"sqlite:///{path}")
+    await db.start()
+    try:
+        assert path.parent.is_dir()
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() >= 1000
+    finally:
+        await db.stop()
+
+
+async def test_migrate_applies_once_then_reports_current(db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    assert await schema_revisions(db) == ()
+    with caplog.at_level(logging.INFO, logger="typecase.server.infra.schema"):
+        applied = await migrate(db)
+        assert await migrate(db) == []
+    assert applied[0] == "0001_foundation" and sorted(applied) == ALL_REVISIONS  # every domain branch
+    messages = [r.getMessage() for r in caplog.records if r.name == "typecase.server.infra.schema"]
+    assert messages == [
+        f"applied migrations: {', '.join(applied)}",
+        f"schema up to date at {', '.join(head_revisions())}",
+    ]
+    assert await schema_revisions(db) == head_revisions()
+    async with db.session() as s:
+        installed = await s.get(MetaEntry, "schema_installed_at")
+    assert installed is not None and abs(installed.update_time - utcnow()) < timedelta(minutes=5)
+
+
+async def test_session_commits_or_rolls_back(db: Database) -> None:
+    await migrate(db)
+    async with db.session() as s:
+        s.add(MetaEntry(key="k1", value="v1"))
+    with pytest.raises(RuntimeError):
+        async with db.session() as s:
+            s.add(MetaEntry(key="k2", value="v2"))
+            await s.flush()
+            raise RuntimeError("boom")
+    async with db.session() as s:
+        keys = set((await s.execute(select(MetaEntry.key))).scalars())
+    assert "k1" in keys and "k2" not in keys
+
+
+async def test_utc_datetimes_round_trip_with_microseconds(db: Database) -> None:
+    await migrate(db)
+    local = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=5)))
+    async with db.session() as s:
+        s.add(MetaEntry(key="t", value="x", update_time=local))
+    async with db.session() as s:
+        got = (await s.execute(select(MetaEntry.update_time).where(MetaEntry.key == "t"))).scalar_one()
+    assert got.tzinfo is not None and got.utcoffset() == timedelta(0)
+    assert got == local  # same instant, microseconds kept (MySQL DATETIME defaults to whole seconds)
+    assert got.hour == 2
+
+
+async def test_health_reports_ok_and_never_raises(db: Database) -> None:
+    ok, detail = await db.health()
+    assert ok and db.dialect in detail
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:hunter2@127.0.0.1:1/x", "mysql://u:hunter2@127.0.0.1:1/x"], ids=["postgresql", "mysql"]
+)
+async def test_health_of_unreachable_server(url: str) -> None:
+    db = Database(url, connect_timeout=2)
+    try:
+        ok, detail = await asyncio.wait_for(db.health(), 10)
+    finally:
+        await db.stop()
+    assert not ok and "unreachable" in detail and "hunter2" not in detail
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_pool_recovers_after_server_drops_connections(
+    request: pytest.FixtureRequest, tmp_path: Path, dialect: str
+) -> None:
+    url = _url_for(request, dialect, tmp_path)
+    db = Database(url, pool_size=1)
+    await db.start()
+    try:
+        async with db.engine.connect() as conn:
+            query = "SELECT pg_backend_pid()" if dialect == "postgresql" else "SELECT CONNECTION_ID()"
+            backend = (await conn.execute(text(query))).scalar()
+        # The pooled connection is now idle; kill it on the server side, as a server restart would.
+        if dialect == "postgresql":
+            await pg_exec(url, f"SELECT pg_terminate_backend({backend})")
+        else:
+            await mysql_exec(url, f"KILL {backend}")
+        await asyncio.sleep(0.2)
+        async with db.engine.connect() as conn:  # pre-ping notices and replaces the dead connection
+            assert (await conn.execute(text(query))).scalar() != backend
+    finally:
+        await db.stop()
+
+
+# ----------------------------------------------------------------------------------------- migration lock
+
+
+async def test_migrate_waits_for_the_lock_and_times_out(db: Database) -> None:
+    """While another session holds the migration lock, migrate() waits (and gives up after lock_timeout)."""
+    holder = await _hold_lock(db)
+    try:
+        with pytest.raises(TimeoutError):
+            await migrate(db, lock_timeout=1)
+        task = asyncio.create_task(migrate(db))
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        assert await schema_revisions(db) == ()
+    finally:
+        await holder()
+    assert sorted(await asyncio.wait_for(task, 30)) == ALL_REVISIONS
+
+
+async def _hold_lock(db: Database):
+    """Take the migration lock the way another process would; returns the release coroutine function."""
+    if db.dialect == "sqlite":
+        fd = os.open(schema.sqlite_lock_path(db.sqlite_path), os.O_RDWR | os.O_CREAT)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+        async def release() -> None:
+            os.close(fd)
+
+        return release
+    other = Database(db.url, pool_size=1)
+    conn = await other.engine.connect()
+    if db.dialect == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_lock(:k)").bindparams(k=schema.PG_LOCK_KEY))
+    else:
+        name = schema.mysql_lock_name(db.url.database)
+        assert (await conn.execute(text("SELECT GET_LOCK(:n, 5)").bindparams(n=name))).scalar() == 1
+    await conn.commit()
+
+    async def release() -> None:
+        await conn.close()  # session locks die with the session
+        await other.stop()
+
+    return release
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql", "mysql"])
+async def test_concurrent_migrate_from_two_processes(
+    request: pytest.FixtureRequest, tmp_path: Path, dialect: str
+) -> None:
+    url = _url_for(request, dialect, tmp_path)
+    if dialect == "sqlite":
+        Path(make_url(url).database).parent.mkdir(parents=True)
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(CHILD), url,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for p in procs:
+            assert await asyncio.wait_for(p.stdout.readline(), 60) == b"ready\n"
+        for p in procs:  # release both at once so they race for the lock
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
+        results = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err.decode()[-2000:]
+    applied = sorted((sorted(json.loads(out.decode().strip().splitlines()[-1])) for out, _ in results), key=len)
+    assert applied == [[], ALL_REVISIONS]  # one process applied everything, the other found it done
+
+    db = Database(url)
+    try:
+        assert await schema_revisions(db) == head_revisions()
+        async with db.session() as s:
+            rows = (await s.execute(select(MetaEntry))).scalars().all()
+        assert "schema_installed_at" in [r.key for r in rows]
+    finally:
+        await db.stop()
+        await _reset(dialect, url)
+
+
+def test_base_uses_portable_constraint_names() -> None:
+    from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, UniqueConstraint
+    from sqlalchemy.schema import CreateTable
+
+    md = MetaData(naming_convention=Base.metadata.naming_convention)
+    Table("parent", md, Column("id", Integer, primary_key=True))
+    child = Table(
+        "child", md, Column("id", Integer, primary_key=True), Column("parent_id", ForeignKey("parent.id")),
+        UniqueConstraint("parent_id"),
+    )
+    ddl = str(CreateTable(child))
+    assert "CONSTRAINT pk_child" in ddl
+    assert "CONSTRAINT uq_child_parent_id" in ddl
+    assert "CONSTRAINT fk_child_parent_id_parent" in ddl

@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("TYPECASE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TYPECASE_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+ADMIN_KEY = "tc-test-admin-key-0123456789"
 
 
 def free_port() -> int:
@@ -65,6 +66,7 @@ class ServerProcess:
             "TYPECASE_HTTP_PORT": str(self.http_port),
             "TYPECASE_HOST": "127.0.0.1",
             "HF_HUB_OFFLINE": "1",
+            "TYPECASE_ADMIN_API_KEY": ADMIN_KEY,
             **(env or {}),
         }
         self.proc: subprocess.Popen | None = None
@@ -132,8 +134,6 @@ def server_factory(tmp_path) -> Iterator:
         if server.proc is not None and server.proc.poll() is None:
             server.stop(signal.SIGKILL)
 
-
-ADMIN_KEY = "tc-test-admin-key-0123456789"
 
 
 @pytest.fixture

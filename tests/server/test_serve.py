@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from tests.conftest import ADMIN_KEY
 from typecase.v1 import auth_pb2, auth_pb2_grpc
 
 PUBLIC_SERVICES = {f"typecase.v1.{name}Service" for name in ("Auth", "LLM", "Chat", "Knowledge", "Flow", "Admin")}
@@ -55,29 +56,38 @@ def test_reflection_lists_every_public_service(embedded):
 
 def test_trace_id_echoed_and_counted_over_grpc_and_http(embedded):
     with grpc.insecure_channel(embedded.grpc_target) as channel:
-        call = auth_pb2_grpc.AuthServiceStub(channel).GetMe.with_call
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
         with pytest.raises(grpc.RpcError) as failure:
-            call(auth_pb2.GetMeRequest(), metadata=(("x-trace-id", "trace-grpc-1"),), timeout=5)
+            stub.GetMe.with_call(auth_pb2.GetMeRequest(), metadata=(("x-trace-id", "trace-grpc-1"),), timeout=5)
+        _, call = stub.GetMe.with_call(
+            auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {ADMIN_KEY}"),), timeout=5
+        )
     error = failure.value
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert ("x-trace-id", "trace-grpc-1") in tuple(error.initial_metadata())
+    assert re.fullmatch(r"[0-9a-f]{32}", dict(call.initial_metadata())["x-trace-id"])  # minted when absent
 
-    # Without an id the server mints one, and HTTP gets the same treatment through the gateway.
+    # HTTP gets the same treatment through the gateway.
     response = httpx.get(embedded.http_url + "/v1/auth/me", headers={"x-trace-id": "trace-http-1"})
-    assert response.status_code == 501
+    assert response.status_code == 401
     assert response.headers["x-trace-id"] == "trace-http-1"
     assert float(response.headers["x-process-time"]) >= 0
-    assert response.json()["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    minted = httpx.get(embedded.http_url + "/v1/auth/me").headers["x-trace-id"]
-    assert re.fullmatch(r"[0-9a-f]{32}", minted)
+    assert response.json()["code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    ok = httpx.get(embedded.http_url + "/v1/auth/me", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert ok.status_code == 200 and ok.json()["user"]["username"] == "admin"
+    assert re.fullmatch(r"[0-9a-f]{32}", ok.headers["x-trace-id"])
 
     metrics = httpx.get(embedded.http_url + "/metrics").text
-    handled = re.search(
-        r'grpc_server_handled_total\{grpc_code="UNIMPLEMENTED",grpc_method="GetMe",'
-        r'grpc_service="typecase.v1.AuthService",grpc_type="unary"\} (\d+)',
-        metrics,
-    )
-    assert handled and int(handled.group(1)) >= 3, metrics[:2000]
+
+    def handled(code: str) -> int:
+        found = re.search(
+            rf'grpc_server_handled_total\{{grpc_code="{code}",grpc_method="GetMe",'
+            r'grpc_service="typecase.v1.AuthService",grpc_type="unary"\} (\d+)',
+            metrics,
+        )
+        return int(float(found.group(1))) if found else 0
+
+    assert handled("UNAUTHENTICATED") == 2 and handled("OK") == 2, metrics[:3000]
     assert "grpc_server_handling_seconds_bucket" in metrics
 
 
@@ -111,9 +121,17 @@ def test_sigterm_drains_an_open_stream_then_exits(server_factory):
         time.sleep(0.02)
     assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not stream_ended.is_set()
-    # New calls are refused while draining.
-    with pytest.raises(httpx.HTTPError):
-        httpx.get(server.http_url + "/healthz", timeout=1).raise_for_status()
+    # New connections are refused while draining (uvicorn closes its listener on its next tick).
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(server.http_url + "/healthz", timeout=0.5)
+        except httpx.ConnectError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("HTTP still accepting connections 1 s after SIGTERM")
+    assert not stream_ended.is_set()
     assert server.proc.wait(timeout=grace + 10) == 0
     assert time.monotonic() - sent >= grace * 0.9
     assert stream_ended.wait(5)

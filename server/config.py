@@ -118,9 +118,13 @@ class Settings(BaseSettings):
     knowledge_table_rows_per_chunk: int = Field(20, ge=1, le=10_000, description="csv/xlsx/json records per chunk")
     knowledge_parse_window_chars: int = Field(256 * 1024, ge=4096, description="long text is chunked per window")
     # Indexing.
-    knowledge_embed_batch_size: int = Field(64, ge=1, le=2048, description="texts per embedding call")
+    knowledge_embed_batch_size: int = Field(64, ge=1, le=256, description="texts per embedding call")
+    knowledge_embed_merge_wait_seconds: float = Field(0.02, ge=0, description="merge concurrent jobs' batches")
+    knowledge_embed_parallel_calls: int = Field(1, ge=1, le=64, description="1 suits a local CPU model")
     knowledge_write_batch_size: int = Field(500, ge=1, le=10_000, description="chunk rows / vectors per write")
     knowledge_keyword_block_chunks: int = Field(2000, ge=1, description="chunks per keyword-postings block")
+    knowledge_vector_flush_rows: int = Field(2000, ge=1, description="seal Milvus segments after this many rows")
+    knowledge_vector_flush_delay_seconds: float = Field(2.0, ge=0, description="and this long after the last write")
     knowledge_ingest_step_delay_seconds: float = Field(0.0, ge=0, description="testing: pause per embedding batch")
     # Search.
     knowledge_search_max_kbs: int = Field(20, ge=1)
@@ -133,7 +137,7 @@ class Settings(BaseSettings):
     # Background jobs (server/infra/queue.py): taskiq over Redis streams when TYPECASE_REDIS_URL is set, else
     # in-process; job state and leases live in SQL either way.
     knowledge_worker_in_process: bool = Field(True, description="run ingestion jobs inside `typecase serve`")
-    jobs_concurrency: int = Field(2, ge=1, le=256, description="jobs one worker process runs at once")
+    jobs_concurrency: int = Field(4, ge=1, le=256, description="jobs one worker process runs at once")
     jobs_lease_seconds: float = Field(60.0, ge=1, description="a job whose worker stops renewing is retaken after")
     jobs_max_attempts: int = Field(3, ge=1, le=100)
     jobs_retry_backoff_seconds: float = Field(5.0, ge=0, description="first retry delay; doubles per attempt")
@@ -141,6 +145,129 @@ class Settings(BaseSettings):
     jobs_rekick_seconds: float = Field(300.0, gt=0, description="re-send a queued job not picked up for this long")
     jobs_stream: str = Field("typecase:jobs", min_length=1, description="Redis stream of job deliveries")
     jobs_shutdown_grace_seconds: float = Field(10.0, ge=0, description="then running jobs are released, not lost")
+
+    # Chat
+    # Input limits.
+    chat_max_question_chars: int = Field(32_000, ge=1, description="longer questions fail with INVALID_ARGUMENT")
+    chat_max_message_chars: int = Field(200_000, ge=1, description="AddMessages / UpdateMessage content")
+    chat_max_attachments: int = Field(10, ge=0, description="files attached to one question")
+    chat_max_attachment_bytes: int = Field(10 * MiB, ge=0, description="inline attachment data")
+    chat_max_add_pairs: int = Field(100, ge=1, description="question/answer pairs per AddMessages call")
+    chat_max_metadata_bytes: int = Field(16 * 1024, ge=0, description="session/message metadata, as JSON")
+    chat_max_system_prompt_chars: int = Field(32_000, ge=0)
+    chat_max_kb_ids: int = Field(10, ge=0, description="knowledge bases one session may be grounded on")
+    chat_page_size_default: int = Field(50, ge=1)
+    chat_page_size_max: int = Field(500, ge=1)
+    chat_preview_chars: int = Field(100, ge=1, le=255, description="latest_message_preview length")
+    # Context: history fitted into the model's window, oldest turns dropped first.
+    chat_max_context_turns: int = Field(20, ge=0, description="history turns considered at most")
+    chat_default_context_tokens: int = Field(4096, ge=256, description="window of models with unknown context")
+    chat_reserve_output_tokens: int = Field(512, ge=1, description="kept for the answer when max_tokens is unset")
+    chat_chars_per_token: float = Field(3.0, gt=0, description="token estimate for ASCII text (others: 1/char)")
+    chat_kb_top_k: int = Field(5, ge=1, le=100, description="passages retrieved for sessions with kb_ids")
+    chat_model_cache_seconds: float = Field(2.0, ge=0, description="turn starts reuse a model lookup this long")
+    # Turns.
+    chat_stop_on_disconnect: bool = Field(False, description="default of ChatRequest.stop_on_disconnect")
+    chat_turn_timeout_seconds: float = Field(600.0, gt=0, description="a longer answer fails with UPSTREAM_TIMEOUT")
+    chat_event_log_ttl_seconds: float = Field(3600.0, gt=0, description="turn logs are replayable this long after")
+    chat_turn_lease_seconds: float = Field(20.0, gt=0, description="a turn not renewed this long has lost its replica")
+    chat_reap_interval_seconds: float = Field(15.0, gt=0, description="sweep for turns of dead replicas")
+    chat_follow_poll_seconds: float = Field(2.0, gt=0, description="readers re-check a silent turn this often")
+    chat_stop_wait_seconds: float = Field(5.0, ge=0, description="StopTurn waits this long for the turn to end")
+    # Titles from the first exchange (LLMDefaults.title_model_id; else the start of the question).
+    chat_auto_title: bool = True
+    chat_title_max_chars: int = Field(60, ge=8, le=255)
+    chat_title_max_tokens: int = Field(24, ge=1)
+    chat_title_timeout_seconds: float = Field(30.0, gt=0)
+
+    # Proxy
+    # The LLM API pass-through proxy: its own listener (proxy_enabled, proxy_port above; proxy_host here), started by
+    # AdminService. Entries marked editable here are also the runtime config that AdminService.UpdateConfig changes;
+    # those values live in <data_dir>/<proxy_config_file> and win over these defaults (a TYPECASE_* variable wins
+    # over both and makes the entry read-only).
+    proxy_host: str = "127.0.0.1"
+    proxy_target_base_url: str = Field("https://api.anthropic.com", description="upstream base URL; the path is appended")
+    proxy_preserve_host: bool = Field(False, description="send the client's Host upstream instead of the upstream's")
+    proxy_forward_client_credentials: bool = Field(True, description="pass the client's x-api-key / authorization on")
+    proxy_upstream_api_key: SecretStr | None = Field(None, description="replaces the client's credential headers")
+    proxy_custom_headers: dict[str, str] = Field(default_factory=dict, description="added to every upstream request")
+    proxy_system_prompt_enabled: bool = Field(False, description="apply the system prompt rule to /v1/messages and "
+                                              "/v1/chat/completions")
+    proxy_system_prompt_mode: str = Field("replace", pattern="^(replace|insert)$",
+                                          description="replace the first system text, or insert a block first")
+    proxy_system_prompt_text: str = Field("", max_length=1 * MiB, description="the system text the rule writes")
+    proxy_system_prompt_marker: str = Field("", max_length=64 * 1024,
+                                            description="insert mode: skip when a system text contains this "
+                                            "(empty: the rule's text)")
+    proxy_max_request_bytes: int = Field(32 * MiB, ge=1, description="larger request bodies get 413")
+    proxy_connect_timeout_seconds: float = Field(10.0, gt=0, description="upstream connect; then 504")
+    proxy_read_timeout_seconds: float = Field(600.0, gt=0, description="longest upstream silence; then 504")
+    proxy_write_timeout_seconds: float = Field(60.0, gt=0, description="longest stall sending a request upstream")
+    proxy_pool_timeout_seconds: float = Field(10.0, gt=0, description="wait for a free upstream connection")
+    proxy_max_connections: int = Field(1000, ge=1, description="upstream connections at once")
+    proxy_max_keepalive_connections: int = Field(200, ge=0, description="idle upstream connections kept")
+    proxy_keepalive_expiry_seconds: float = Field(30.0, ge=0, description="idle upstream connections closed after")
+    proxy_pool_shards: int = Field(8, ge=1, le=256, description="independent upstream pools the connections are split "
+                                   "over (a pool's bookkeeping grows with its size)")
+    proxy_client_keepalive_seconds: int = Field(75, ge=1, description="idle client connections closed after")
+    proxy_max_client_connections: int = Field(0, ge=0, description="client connections before 503; 0: no limit")
+    proxy_error_body_bytes: int = Field(2048, ge=0, le=1 * MiB, description="upstream error body kept per error")
+    proxy_recent_requests: int = Field(1000, ge=1, le=1_000_000, description="requests kept with their timings")
+    proxy_recent_errors: int = Field(500, ge=1, le=1_000_000, description="errors kept")
+    proxy_stats_max_keys: int = Field(500, ge=1, description="distinct paths/models counted before '(other)'")
+    # AdminService logs: live stream and persisted history (rotating files under <data_dir>/logs).
+    proxy_log_subscriber_queue: int = Field(1000, ge=1, description="lines queued per StreamLogs client, then it skips")
+    proxy_log_replay_max_lines: int = Field(10_000, ge=0, description="retained lines StreamLogs replays at most")
+    proxy_log_file_max_bytes: int = Field(10 * MiB, ge=1024, description="log history file size before rotating")
+    proxy_log_file_count: int = Field(5, ge=0, le=1000, description="rotated log history files kept")
+    proxy_log_flush_seconds: float = Field(0.5, gt=0, description="log history is appended in batches this often")
+    proxy_log_capture_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+                                         description="server log records kept and streamed from this level")
+    proxy_config_file: str = Field("proxy_config.json", min_length=1, description="runtime config, in data_dir")
+    proxy_config_reload_seconds: float = Field(2.0, ge=0, description="re-read it when another process changed it; "
+                                               "0: never")
+    proxy_config_write_delay_seconds: float = Field(0.0, ge=0, description="testing: pause in the middle of a "
+                                                    "config write")
+    # Failed credential checks (wrong, unknown, malformed or oversized API keys and tokens) allowed per client
+    # address before that address is refused for a while (issue 8's admin API security; enforced by the auth
+    # interceptor for every RPC). Empty: no limit.
+    credential_failures_limit: str = Field("60/minute", description="failed authentications per client address")
+
+    @field_validator("credential_failures_limit")
+    @classmethod
+    def _credential_failures_limit(cls, value: str) -> str:
+        return cls._rate_limit(value)
+
+    # Flow
+    # Graphs.
+    flow_max_nodes: int = Field(500, ge=2, le=10_000, description="nodes per graph")
+    # Runs: limits.
+    flow_max_steps: int = Field(1000, ge=1, description="node executions per run (loops count every round)")
+    flow_max_parallel_nodes: int = Field(8, ge=1, le=256, description="nodes of one run executing at once")
+    flow_run_timeout_seconds: float = Field(1800.0, gt=0, description="active time per run (waits for input excluded)")
+    flow_node_timeout_seconds: float = Field(600.0, gt=0, description="one node execution")
+    # Runs: durability across replicas.
+    flow_lease_seconds: float = Field(15.0, gt=0, description="a running run not renewed this long is continued "
+                                      "elsewhere from its last checkpoint")
+    flow_sweep_interval_seconds: float = Field(5.0, gt=0, description="look for runs of stopped replicas this often")
+    flow_event_log_ttl_seconds: float = Field(3600.0, gt=0, description="run logs are replayable this long after "
+                                              "the run ended or paused")
+    flow_follow_poll_seconds: float = Field(2.0, gt=0, description="readers re-check a silent run this often")
+    flow_stop_wait_seconds: float = Field(5.0, ge=0, description="StopRun waits this long for the run to end")
+    flow_stop_node_grace_seconds: float = Field(1.0, ge=0, description="stopped nodes get this long to clean up")
+    # HTTP request nodes.
+    flow_http_allowed_hosts: list[str] = Field(default_factory=list, description="hostnames, *.suffix patterns, IPs "
+                                               "or CIDRs http nodes may reach even when private (SSRF guard)")
+    flow_http_timeout_seconds: float = Field(30.0, gt=0, description="longest http node request (timeout_ms caps "
+                                             "below)")
+    flow_http_max_response_bytes: int = Field(4 * MiB, ge=1)
+    flow_http_max_redirects: int = Field(5, ge=0, le=20)
+    # Code nodes (a separate process per execution).
+    flow_code_enabled: bool = True
+    flow_code_timeout_seconds: float = Field(10.0, gt=0, description="wall time, then the process is killed")
+    flow_code_cpu_seconds: int = Field(5, ge=1, description="RLIMIT_CPU")
+    flow_code_memory_mb: int = Field(256, ge=32, description="RLIMIT_AS")
+    flow_code_max_output_bytes: int = Field(1 * MiB, ge=1024, description="result size and RLIMIT_FSIZE")
 
     @classmethod
     def settings_customise_sources(

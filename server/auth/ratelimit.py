@@ -32,6 +32,7 @@ class RateLimits:
         per_user: str,
         login_failures: str,
         key_prefix: str = "typecase:ratelimit",
+        credential_failures: str = "",
     ):
         uri, options = storage_uri(redis_url)
         self.storage = storage_from_string(uri, key_prefix=key_prefix, **options)
@@ -39,6 +40,7 @@ class RateLimits:
         self.per_key = limits.parse(per_key) if per_key else None
         self.per_user = limits.parse(per_user) if per_user else None
         self.login_failures = limits.parse(login_failures) if login_failures else None
+        self.credential_failures = limits.parse(credential_failures) if credential_failures else None
 
     async def login_allowed(self, username: str) -> bool:
         """False while a username has used up its failed-login budget (checked before verifying a password)."""
@@ -49,6 +51,16 @@ class RateLimits:
     async def count_login_failure(self, username: str) -> None:
         if self.login_failures is not None:
             await self.limiter.hit(self.login_failures, "login", username)
+
+    # Failed credential checks (wrong, unknown or malformed API keys and tokens) per client address.
+    async def credential_check_allowed(self, client: str) -> bool:
+        if self.credential_failures is None:
+            return True
+        return await self.limiter.test(self.credential_failures, "credential", client)
+
+    async def count_credential_failure(self, client: str) -> None:
+        if self.credential_failures is not None:
+            await self.limiter.hit(self.credential_failures, "credential", client)
 
     async def check(self, principal: Principal) -> None:
         checks = []

@@ -41,6 +41,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_TURN_IN_PROGRESS: _ClassVar[ErrorReason]
     ERROR_REASON_STREAM_EXPIRED: _ClassVar[ErrorReason]
     ERROR_REASON_USER_DISABLED: _ClassVar[ErrorReason]
+    ERROR_REASON_RUN_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_NODE_FAILED: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -93,6 +95,8 @@ ERROR_REASON_CONFIG_INVALID: ErrorReason
 ERROR_REASON_TURN_IN_PROGRESS: ErrorReason
 ERROR_REASON_STREAM_EXPIRED: ErrorReason
 ERROR_REASON_USER_DISABLED: ErrorReason
+ERROR_REASON_RUN_LIMIT_EXCEEDED: ErrorReason
+ERROR_REASON_NODE_FAILED: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

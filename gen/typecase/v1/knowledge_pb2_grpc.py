@@ -139,8 +139,8 @@ class KnowledgeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateKnowledgeBase(self, request, context):
-        """Updates a knowledge base's name, description or default chunking rule (existing files keep their
-        chunks until reprocessed).
+        """Updates a knowledge base's name, description, default chunking rule (existing files keep their
+        chunks until reprocessed) or embedding model (which re-embeds every file).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

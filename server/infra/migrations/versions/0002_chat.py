@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("question_message_id", sa.String(26), nullable=False),
         sa.Column("answer_message_id", sa.String(26), nullable=False),
         sa.Column("model_id", sa.String(26), nullable=False),
+        sa.Column("run_id", sa.String(26), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("last_seq", sa.Integer(), nullable=False),
         sa.Column("context", sql.JSONType, nullable=False),

@@ -1,0 +1,96 @@
+"""A fast fake OpenAI-compatible upstream that paces its tokens like a model: raw asyncio, HTTP/1.1 keep-alive,
+chunked SSE, one write per token, `delay_ms` between tokens (0: one loop turn).
+
+Every POST answers a chat.completion.chunk stream of `tokens` content chunks ("tok0 ", "tok1 ", ...), a finish
+chunk, a usage chunk and `data: [DONE]`. Run: python bench/chat/upstream.py PORT TOKENS DELAY_MS
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+
+def _chunk(payload: dict) -> bytes:
+    event = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+def events(tokens: int) -> list[bytes]:
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench"}
+    out = [_chunk({**base, "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}]})
+           for i in range(tokens)]
+    out.append(_chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    out.append(_chunk({**base, "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": tokens,
+                                                          "total_tokens": 8 + tokens}}))
+    done = b"data: [DONE]\n\n"
+    out.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
+    return out
+
+
+HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+        b"transfer-encoding: chunked\r\n\r\n")
+
+
+class Upstream(asyncio.Protocol):
+    def __init__(self, chunks: list[bytes], tokens: int, delay: float):
+        self.chunks = chunks
+        self.tokens = tokens
+        self.delay = delay
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.queue: asyncio.Queue[bool] = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.task = asyncio.get_running_loop().create_task(self.serve())
+
+    def connection_lost(self, exc) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:  # complete requests (headers + content-length body) in the buffer
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].lower() + b"\r\n"
+            at = head.find(b"content-length:")
+            length = int(head[at + 15:head.find(b"\r\n", at)]) if at >= 0 else 0
+            if len(self.buffer) < end + 4 + length:
+                return
+            self.buffer = self.buffer[end + 4 + length:]
+            self.queue.put_nowait(True)
+
+    async def serve(self) -> None:
+        while True:
+            await self.queue.get()
+            self.transport.write(HEAD)
+            for i, chunk in enumerate(self.chunks):
+                if i < self.tokens and i:
+                    await asyncio.sleep(self.delay)  # the model "thinks" between tokens
+                if self.transport.is_closing():
+                    return
+                self.transport.write(chunk)
+
+
+async def main(port: int, tokens: int, delay_ms: float) -> None:
+    chunks = events(tokens)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Upstream(chunks, tokens, delay_ms / 1000), "127.0.0.1", port,
+                                      backlog=4096)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))

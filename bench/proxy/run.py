@@ -1,0 +1,313 @@
+"""LLM API proxy overhead: streamed responses straight from an upstream vs through `typecase serve`'s proxy.
+
+Three processes on this machine: the upstream (bench/proxy/upstream.py), a real `typecase serve` with the proxy
+enabled and pointed at it, and this client (raw asyncio HTTP/1.1 on keep-alive connections, so the client's own
+cost is small and the same for both paths). For 1 and for 200 concurrent clients it measures
+  - time to first byte (first SSE event) and total time of a small stream (20 events of 100 bytes), and
+  - throughput of large streams (16 KiB events),
+direct and through the proxy, and prints them side by side with the added latency and the ratios, plus the proxy
+process's CPU time per request. Target: p50 added time to first byte under 1 ms with one client.
+
+Run: .venv/bin/python bench/proxy/run.py [--quick] [--requests 1000] [--concurrency 1,200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "tc-bench-admin-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+# -- a small HTTP/1.1 client ---------------------------------------------------------------------------------
+class Connection:
+    def __init__(self, port: int):
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port, limit=1 << 20)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+
+    async def stream(self, events: int, event_bytes: int) -> tuple[float, float, int]:
+        """POST /v1/messages and read the whole chunked response: (ttfb, total, body bytes)."""
+        body = b'{"model":"bench","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
+        request = (
+            b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"anthropic-version: 2023-06-01\r\nx-api-key: sk-bench\r\n"
+            + f"x-events: {events}\r\nx-event-bytes: {event_bytes}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        reader = self.reader
+        started = time.perf_counter()
+        self.writer.write(request)
+        status = await reader.readline()
+        if not status.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected response: {status!r}")
+        chunked, length = False, None
+        while True:
+            line = await reader.readline()
+            if line == b"\r\n":
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif name == b"content-length":
+                length = int(value)
+        ttfb = None
+        total_bytes = 0
+        if chunked:
+            while True:
+                size = int((await reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    await reader.readline()
+                    break
+                data = await reader.readexactly(size + 2)
+                if ttfb is None:
+                    ttfb = time.perf_counter() - started
+                total_bytes += len(data) - 2
+        else:
+            data = await reader.readexactly(length or 0)
+            ttfb = time.perf_counter() - started
+            total_bytes = len(data)
+        return ttfb, time.perf_counter() - started, total_bytes
+
+
+@dataclass
+class Result:
+    ttfb: list[float] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    bytes: int = 0
+    wall: float = 0.0
+    requests: int = 0
+    cpu: float = 0.0
+
+
+async def run_load(port: int, clients: int, per_client: int, events: int, event_bytes: int,
+                   warmup: int = 5, cpu_pid: int | None = None) -> Result:
+    """`warmup` rounds on every connection first, then the measured requests (and, with `cpu_pid`, that
+    process's CPU time over the measured part only, in Result.cpu)."""
+    connections = [Connection(port) for _ in range(clients)]
+    await asyncio.gather(*(c.open() for c in connections))
+    try:
+        await asyncio.gather(*(c.stream(events, event_bytes) for c in connections for _ in range(1)))
+        for _ in range(max(0, warmup - 1)):
+            await asyncio.gather(*(c.stream(events, event_bytes) for c in connections))
+        result = Result()
+
+        async def worker(conn: Connection) -> None:
+            for _ in range(per_client):
+                ttfb, total, n = await conn.stream(events, event_bytes)
+                result.ttfb.append(ttfb)
+                result.total.append(total)
+                result.bytes += n
+                result.requests += 1
+
+        cpu0 = cpu_seconds(cpu_pid) if cpu_pid else 0.0
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in connections))
+        result.wall = time.perf_counter() - started
+        result.cpu = cpu_seconds(cpu_pid) - cpu0 if cpu_pid else 0.0
+        return result
+    finally:
+        await asyncio.gather(*(c.close() for c in connections))
+
+
+# -- processes -----------------------------------------------------------------------------------------------
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening after {timeout}s")
+
+
+class Processes:
+    def __init__(self) -> None:
+        self.upstream_port = free_port()
+        self.proxy_port = free_port()
+        self.http_port = free_port()
+        self.tmp = tempfile.TemporaryDirectory(prefix="typecase-proxy-bench-")
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Processes:
+        self.upstream = subprocess.Popen([sys.executable, str(Path(__file__).with_name("upstream.py")),
+                                          str(self.upstream_port)])
+        self.procs.append(self.upstream)
+        env = {
+            **os.environ,
+            "TYPECASE_DATA_DIR": self.tmp.name,
+            "TYPECASE_GRPC_PORT": str(free_port()),
+            "TYPECASE_HTTP_PORT": str(self.http_port),
+            "TYPECASE_ADMIN_API_KEY": KEY,
+            "TYPECASE_PROXY_ENABLED": "true",
+            "TYPECASE_PROXY_PORT": str(self.proxy_port),
+            "TYPECASE_PROXY_TARGET_BASE_URL": f"http://127.0.0.1:{self.upstream_port}",
+            "TYPECASE_LLM_LOCAL_ENABLED": "false",
+            "TYPECASE_LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+        }
+        self.log = open(Path(self.tmp.name) / "server.log", "wb")
+        self.server = subprocess.Popen([sys.executable, "-m", "typecase.server", "serve"], env=env, cwd=ROOT,
+                                       stdout=self.log, stderr=subprocess.STDOUT)
+        self.procs.append(self.server)
+        try:
+            wait_port(self.upstream_port, self.upstream)
+            deadline = time.monotonic() + 90
+            while True:
+                if self.server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("typecase serve did not become ready:\n"
+                                       + (Path(self.tmp.name) / "server.log").read_text(errors="replace")[-3000:])
+                try:
+                    if httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            wait_port(self.proxy_port, self.server)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.log.close()
+        self.tmp.cleanup()
+
+
+# -- the benchmark -------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    kind: str
+    clients: int
+    direct: Result
+    proxy: Result
+    proxy_cpu_us: float
+
+
+async def measure(p: Processes, concurrency: list[int], requests: int, mib_per_client: float) -> list[Row]:
+    rows = []
+    for clients in concurrency:
+        per_client = max(1, requests // clients)
+        direct = await run_load(p.upstream_port, clients, per_client, 20, 100)
+        proxy = await run_load(p.proxy_port, clients, per_client, 20, 100, cpu_pid=p.server.pid)
+        rows.append(Row("ttfb", clients, direct, proxy, proxy.cpu / max(1, proxy.requests) * 1e6))
+
+        mib = mib_per_client if clients == 1 else mib_per_client / 16
+        events = max(1, int(mib * 1024 * 1024 / 16384))
+        big_per_client = 1 if clients > 1 else 5
+        direct = await run_load(p.upstream_port, clients, big_per_client, events, 16384, warmup=1)
+        proxy = await run_load(p.proxy_port, clients, big_per_client, events, 16384, warmup=1, cpu_pid=p.server.pid)
+        rows.append(Row("throughput", clients, direct, proxy, proxy.cpu / max(1, proxy.requests) * 1e6))
+    return rows
+
+
+def report(rows: list[Row]) -> list[str]:
+    ms = 1000
+    lines = [
+        "LLM API proxy: streamed responses, direct vs through the proxy (same machine, 2 cores shared by all)",
+        f"{'':26}{'clients':>8}{'direct':>12}{'proxy':>12}{'added':>12}{'ratio':>8}   proxy CPU/req",
+    ]
+    for r in rows:
+        if r.kind == "ttfb":
+            for name, d, x in (
+                ("time to first byte p50", pct(r.direct.ttfb, 50), pct(r.proxy.ttfb, 50)),
+                ("time to first byte p95", pct(r.direct.ttfb, 95), pct(r.proxy.ttfb, 95)),
+                ("stream total p50", pct(r.direct.total, 50), pct(r.proxy.total, 50)),
+            ):
+                lines.append(f"{name:26}{r.clients:>8}{d * ms:>10.3f}ms{x * ms:>10.3f}ms{(x - d) * ms:>10.3f}ms"
+                             f"{x / d:>7.2f}x" + (f"   {r.proxy_cpu_us:.0f} us" if name.endswith("byte p50") else ""))
+            rps_d, rps_x = r.direct.requests / r.direct.wall, r.proxy.requests / r.proxy.wall
+            lines.append(f"{'small streams per second':26}{r.clients:>8}{rps_d:>12.0f}{rps_x:>12.0f}{'':12}"
+                         f"{rps_x / rps_d:>7.2f}x")
+        else:
+            d = r.direct.bytes / r.direct.wall / 2**20
+            x = r.proxy.bytes / r.proxy.wall / 2**20
+            lines.append(f"{'throughput MiB/s':26}{r.clients:>8}{d:>12.0f}{x:>12.0f}{'':12}{x / d:>7.2f}x"
+                         f"   {r.proxy_cpu_us:.0f} us")
+    one = next((r for r in rows if r.kind == "ttfb" and r.clients == 1), None)
+    if one is not None:
+        added = (pct(one.proxy.ttfb, 50) - pct(one.direct.ttfb, 50)) * ms
+        lines.append(f"p50 added time to first byte, 1 client: {added:.3f} ms (target < 1 ms): "
+                     + ("met" if added < 1 else "NOT met"))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a reduced run (a few seconds)")
+    parser.add_argument("--requests", type=int, default=2000, help="small streams per client count")
+    parser.add_argument("--concurrency", default="1,200")
+    parser.add_argument("--mib", type=float, default=4.0, help="MiB per large stream for 1 client (concurrent clients get 1/16 each)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.mib = 400, 1.0
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    with Processes() as processes:
+        rows = asyncio.run(measure(processes, concurrency, args.requests, args.mib))
+    for line in report(rows):
+        print(line)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,765 @@
+"""The asyncio client: `AsyncClient` and its resource helpers, over grpc.aio. Same methods as `Client`, awaited;
+streams are iterated with `async for`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf import message as _message
+
+from typecase.client import _requests as rq
+from typecase.client._channel import Credentials, aio_channel
+from typecase.client._config import Keepalive, OptionValue, RetryPolicy, Settings, resolve
+from typecase.client._upload import (
+    DEFAULT_CHUNK_BYTES,
+    Opened,
+    Progress,
+    ProgressCallback,
+    UploadSource,
+    check_chunk_size,
+    first_request,
+    open_source,
+)
+from typecase.client.errors import TypecaseError, Unavailable, from_rpc_error, from_status
+from typecase.client.events import ChatEvent, Cursor, RunEvent, RunState, TurnState, chat_event, run_event
+from typecase.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    chat_pb2,
+    chat_pb2_grpc,
+    common_pb2,
+    flow_pb2,
+    flow_pb2_grpc,
+    knowledge_pb2,
+    knowledge_pb2_grpc,
+    llm_pb2,
+    llm_pb2_grpc,
+)
+
+R = TypeVar("R", bound=_message.Message)
+E = TypeVar("E", ChatEvent, RunEvent)
+MiB = 1024 * 1024
+
+
+class AsyncClient:
+    """An asyncio Typecase client over grpc.aio; the arguments are `Client`'s.
+
+    Create it inside the event loop that uses it; use `async with AsyncClient(...) as client` or
+    `await client.close()`.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        tls: bool | grpc.ChannelCredentials = False,
+        timeout: float | None = 30.0,
+        stream_timeout: float | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),
+        keepalive: Keepalive | None = None,
+        max_receive_message_bytes: int | None = 64 * MiB,
+        max_send_message_bytes: int | None = 64 * MiB,
+        options: Mapping[str, OptionValue] | Sequence[tuple[str, OptionValue]] | None = None,
+        metadata: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        self.settings: Settings = resolve(
+            target, api_key=api_key, token=token, tls=tls, timeout=timeout, stream_timeout=stream_timeout,
+            retry=retry, keepalive=keepalive, max_receive_message_bytes=max_receive_message_bytes,
+            max_send_message_bytes=max_send_message_bytes, options=options, metadata=metadata,
+        )
+        self._credentials = Credentials(self.settings.credential, self.settings.metadata)
+        self.channel = aio_channel(self.settings, self._credentials)
+        self.auth = AsyncAuth(self, auth_pb2_grpc.AuthServiceStub(self.channel))
+        self.llm = AsyncLLM(self, llm_pb2_grpc.LLMServiceStub(self.channel))
+        self.chat = AsyncChat(self, chat_pb2_grpc.ChatServiceStub(self.channel))
+        self.knowledge = AsyncKnowledge(self, knowledge_pb2_grpc.KnowledgeServiceStub(self.channel))
+        self.flows = AsyncFlows(self, flow_pb2_grpc.FlowServiceStub(self.channel))
+        self.admin = AsyncAdmin(self, admin_pb2_grpc.AdminServiceStub(self.channel))
+
+    @property
+    def target(self) -> str:
+        return self.settings.target
+
+    @property
+    def credential(self) -> str | None:
+        """The API key or access token sent with every call."""
+        return self._credentials.credential
+
+    @credential.setter
+    def credential(self, value: str | None) -> None:
+        self._credentials.credential = value
+
+    async def call(self, method: Callable[..., Any], request: Any, *, timeout: float | None = None) -> Any:
+        """Invoke a unary (or client-streaming) method of a raw stub with the client's deadline and error
+        mapping: `await client.call(client.llm.stub.TestModel, request)`."""
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+
+    async def wait_until_ready(self, timeout: float | None = None) -> None:
+        """Wait until the channel is connected; raises Unavailable after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), timeout)
+        except TimeoutError:
+            raise Unavailable(f"could not connect to {self.target} within {timeout}s") from None
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel; calls in progress are cancelled (after `grace` seconds, when given)."""
+        await self.channel.close(grace)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient(target={self.target!r})"
+
+
+class _Resource:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def _unary(self, method: Callable[..., Any], request: _message.Message, response_type: type[R],
+                     timeout: float | None) -> R:
+        response = await self._client.call(method, request, timeout=timeout)
+        if not isinstance(response, response_type):
+            raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
+        return response
+
+    async def _pages(self, method: Callable[..., Any], request: Any, field: str,
+                     timeout: float | None) -> AsyncIterator[Any]:
+        while True:
+            page = await self._client.call(method, request, timeout=timeout)
+            for item in getattr(page, field):
+                yield item
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def _stream(self, call: Any) -> AsyncIterator[Any]:
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()
+
+
+class _AsyncEventStream(Generic[E]):
+    """A resumable event stream for `async for`: each event once, in seq order, reconnecting from the last seq
+    seen when the connection drops (UNAVAILABLE) once the turn or run id is known."""
+
+    def __init__(self, client: AsyncClient, first: Callable[[float | None], Any] | None, *, stream_id: str = "",
+                 after_seq: int = 0, restartable: bool = False, timeout: float | None = None) -> None:
+        self._client = client
+        self._first = first
+        self._restartable = restartable
+        limit = timeout if timeout is not None else client.settings.stream_timeout
+        self._cursor = Cursor(stream_id=stream_id, last_seq=after_seq,
+                              deadline=time.monotonic() + limit if limit is not None else None)
+        self._call: Any = None
+        self._cancelled = False
+        self._events: AsyncGenerator[E, None] = self._run()
+
+    def _reopen(self, stream_id: str, after_seq: int, timeout: float | None) -> Any:
+        raise NotImplementedError
+
+    def _convert(self, message: Any) -> E:
+        raise NotImplementedError
+
+    def _apply(self, event: E) -> TypecaseError | None:
+        raise NotImplementedError
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last event delivered: resume from here with `resume(id, after_seq=last_seq)`."""
+        return self._cursor.last_seq
+
+    @property
+    def done(self) -> bool:
+        return self._cursor.done
+
+    def _open(self) -> Any:
+        timeout = self._cursor.remaining()
+        if self._cursor.stream_id:
+            return self._reopen(self._cursor.stream_id, self._cursor.last_seq, timeout)
+        assert self._first is not None
+        return self._first(timeout)
+
+    async def _run(self) -> AsyncGenerator[E, None]:
+        cursor = self._cursor
+        while not cursor.done:
+            code: grpc.StatusCode | None = None
+            failure: TypecaseError | None = None
+            try:
+                self._call = self._open()
+                async for message in self._call:
+                    event = self._convert(message)
+                    if not cursor.accept(event, _stream_id(event)):
+                        continue
+                    terminal_error = self._apply(event)
+                    if terminal_error is not None:
+                        raise terminal_error
+                    yield event
+                if cursor.done:
+                    return
+            except grpc.aio.AioRpcError as error:
+                if self._cancelled:
+                    return
+                code, failure = error.code(), from_rpc_error(error)
+            delay = cursor.reconnect_delay(code, self._client.settings.reconnect, restartable=self._restartable)
+            if delay is None:
+                if failure is not None:
+                    raise failure
+                raise Unavailable("the stream ended before its last event")
+            await asyncio.sleep(delay)
+
+    def __aiter__(self) -> AsyncIterator[E]:
+        return self
+
+    async def __anext__(self) -> E:
+        return await anext(self._events)
+
+    def cancel(self) -> None:
+        """Stop receiving; the turn or run itself goes on unless it was started with stop_on_disconnect."""
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+
+    async def aclose(self) -> None:
+        self.cancel()
+        await self._events.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+def _stream_id(event: ChatEvent | RunEvent) -> str:
+    return event.turn_id if isinstance(event, ChatEvent) else event.run_id
+
+
+class AsyncChatStream(_AsyncEventStream[ChatEvent]):
+    """The events of a chat turn (`async for event in stream`) and what they add up to; see `ChatStream`."""
+
+    def __init__(self, chat: AsyncChat, first: Callable[[float | None], Any] | None, **kwargs: Any) -> None:
+        self._chat = chat
+        self.state = TurnState()
+        super().__init__(chat._client, first, **kwargs)
+
+    def _reopen(self, stream_id: str, after_seq: int, timeout: float | None) -> Any:
+        request = chat_pb2.StreamTurnEventsRequest(turn_id=stream_id, after_seq=after_seq)
+        return self._chat.stub.StreamTurnEvents(request, timeout=timeout)
+
+    def _convert(self, message: Any) -> ChatEvent:
+        return chat_event(message)
+
+    def _apply(self, event: ChatEvent) -> TypecaseError | None:
+        self.state.apply(event)
+        return self.state.error
+
+    @property
+    def turn_id(self) -> str:
+        return self._cursor.stream_id
+
+    @property
+    def text(self) -> str:
+        return self.state.text
+
+    @property
+    def reasoning_text(self) -> str:
+        return self.state.reasoning_text
+
+    @property
+    def citations(self) -> list[common_pb2.Citation]:
+        return self.state.citations
+
+    @property
+    def started(self) -> chat_pb2.TurnStarted | None:
+        return self.state.started
+
+    @property
+    def ended(self) -> chat_pb2.TurnEnded | None:
+        return self.state.ended
+
+    async def collect(self) -> chat_pb2.TurnEnded:
+        """Read the rest of the turn and return its `ended` event."""
+        async for _ in self:
+            pass
+        if self.state.ended is None:
+            raise Unavailable("the turn stream ended without its last event")
+        return self.state.ended
+
+    async def stop(self, *, timeout: float | None = None) -> bool:
+        if not self.turn_id:
+            raise ValueError("the turn id is not known yet: read the first event before stopping")
+        return await self._chat.stop(self.turn_id, timeout=timeout)
+
+
+class AsyncRunStream(_AsyncEventStream[RunEvent]):
+    """The events of a flow run (`async for`); see `RunStream`."""
+
+    def __init__(self, flows: AsyncFlows, first: Callable[[float | None], Any] | None, **kwargs: Any) -> None:
+        self._flows = flows
+        self.state = RunState()
+        super().__init__(flows._client, first, **kwargs)
+
+    def _reopen(self, stream_id: str, after_seq: int, timeout: float | None) -> Any:
+        request = flow_pb2.StreamRunEventsRequest(run_id=stream_id, after_seq=after_seq)
+        return self._flows.stub.StreamRunEvents(request, timeout=timeout)
+
+    def _convert(self, message: Any) -> RunEvent:
+        return run_event(message)
+
+    def _apply(self, event: RunEvent) -> TypecaseError | None:
+        self.state.apply(event)
+        return self.state.error
+
+    @property
+    def run_id(self) -> str:
+        return self._cursor.stream_id
+
+    @property
+    def text(self) -> str:
+        return self.state.text
+
+    @property
+    def started(self) -> flow_pb2.RunStarted | None:
+        return self.state.started
+
+    @property
+    def finished(self) -> flow_pb2.RunFinished | None:
+        return self.state.finished
+
+    @property
+    def input_required(self) -> flow_pb2.InputRequired | None:
+        return self.state.input_required
+
+    async def collect(self) -> RunState:
+        async for _ in self:
+            pass
+        return self.state
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class AsyncAuth(_Resource):
+    """Login, tokens, the caller, users and API keys (AuthService)."""
+
+    def __init__(self, client: AsyncClient, stub: auth_pb2_grpc.AuthServiceStub) -> None:
+        super().__init__(client)
+        self.stub = stub
+
+    async def login(self, username: str, password: str, *, use: bool = True,
+                    timeout: float | None = None) -> auth_pb2.LoginResponse:
+        request = auth_pb2.LoginRequest(username=username, password=password)
+        response = await self._unary(self.stub.Login, request, auth_pb2.LoginResponse, timeout)
+        if use:
+            self._client.credential = response.access_token
+        return response
+
+    async def refresh(self, refresh_token: str, *, use: bool = True,
+                      timeout: float | None = None) -> auth_pb2.RefreshTokenResponse:
+        request = auth_pb2.RefreshTokenRequest(refresh_token=refresh_token)
+        response = await self._unary(self.stub.RefreshToken, request, auth_pb2.RefreshTokenResponse, timeout)
+        if use:
+            self._client.credential = response.access_token
+        return response
+
+    async def me(self, *, timeout: float | None = None) -> auth_pb2.GetMeResponse:
+        return await self._unary(self.stub.GetMe, auth_pb2.GetMeRequest(), auth_pb2.GetMeResponse, timeout)
+
+    async def create_user(self, username: str, password: str, *, role: str = "user", display_name: str = "",
+                          email: str = "", timeout: float | None = None) -> auth_pb2.User:
+        request = rq.create_user(username, password, role, display_name, email)
+        return (await self._unary(self.stub.CreateUser, request, auth_pb2.CreateUserResponse, timeout)).user
+
+    async def get_user(self, user_id: str, *, timeout: float | None = None) -> auth_pb2.User:
+        request = auth_pb2.GetUserRequest(user_id=user_id)
+        return (await self._unary(self.stub.GetUser, request, auth_pb2.GetUserResponse, timeout)).user
+
+    def list_users(self, *, keyword: str = "", page_size: int = 100,
+                   timeout: float | None = None) -> AsyncIterator[auth_pb2.User]:
+        request = auth_pb2.ListUsersRequest(keyword=keyword, page_size=page_size)
+        return self._pages(self.stub.ListUsers, request, "users", timeout)
+
+    async def delete_user(self, user_id: str, *, timeout: float | None = None) -> None:
+        request = auth_pb2.DeleteUserRequest(user_id=user_id)
+        await self._unary(self.stub.DeleteUser, request, auth_pb2.DeleteUserResponse, timeout)
+
+    async def create_api_key(self, name: str, *, owner_id: str = "", expire_time: datetime | None = None,
+                             timeout: float | None = None) -> auth_pb2.CreateApiKeyResponse:
+        request = rq.create_api_key(name, owner_id, expire_time)
+        return await self._unary(self.stub.CreateApiKey, request, auth_pb2.CreateApiKeyResponse, timeout)
+
+    def list_api_keys(self, *, owner_id: str = "", show_revoked: bool = False, page_size: int = 100,
+                      timeout: float | None = None) -> AsyncIterator[auth_pb2.ApiKey]:
+        request = auth_pb2.ListApiKeysRequest(owner_id=owner_id, show_revoked=show_revoked, page_size=page_size)
+        return self._pages(self.stub.ListApiKeys, request, "api_keys", timeout)
+
+    async def delete_api_key(self, api_key_id: str, *, timeout: float | None = None) -> None:
+        request = auth_pb2.DeleteApiKeyRequest(api_key_id=api_key_id)
+        await self._unary(self.stub.DeleteApiKey, request, auth_pb2.DeleteApiKeyResponse, timeout)
+
+
+class AsyncLLM(_Resource):
+    """Models and direct model calls (LLMService)."""
+
+    def __init__(self, client: AsyncClient, stub: llm_pb2_grpc.LLMServiceStub) -> None:
+        super().__init__(client)
+        self.stub = stub
+
+    def list_models(self, *, model_type: str | None = None, online: bool | None = None, provider_id: str = "",
+                    keyword: str = "", page_size: int = 100,
+                    timeout: float | None = None) -> AsyncIterator[llm_pb2.Model]:
+        request = rq.list_models(model_type, online, provider_id, keyword, page_size)
+        return self._pages(self.stub.ListModels, request, "models", timeout)
+
+    async def get_model(self, model_id: str, *, timeout: float | None = None) -> llm_pb2.Model:
+        request = llm_pb2.GetModelRequest(model_id=model_id)
+        return (await self._unary(self.stub.GetModel, request, llm_pb2.GetModelResponse, timeout)).model
+
+    async def defaults(self, *, timeout: float | None = None) -> llm_pb2.LLMDefaults:
+        request = llm_pb2.GetDefaultsRequest()
+        return (await self._unary(self.stub.GetDefaults, request, llm_pb2.GetDefaultsResponse, timeout)).defaults
+
+    async def complete(self, model_id: str, messages: rq.Messages, *, temperature: float | None = None,
+                       max_tokens: int | None = None, stop: Sequence[str] | None = None,
+                       timeout: float | None = None) -> llm_pb2.CompleteResponse:
+        request = llm_pb2.CompleteRequest(model_id=model_id, messages=rq.chat_messages(messages),
+                                          config=rq.generation_config(temperature, max_tokens, stop))
+        return await self._unary(self.stub.Complete, request, llm_pb2.CompleteResponse, timeout)
+
+    def generate(self, model_id: str, messages: rq.Messages, *, temperature: float | None = None,
+                 max_tokens: int | None = None, stop: Sequence[str] | None = None,
+                 timeout: float | None = None) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        request = llm_pb2.GenerateRequest(model_id=model_id, messages=rq.chat_messages(messages),
+                                          config=rq.generation_config(temperature, max_tokens, stop))
+        return self._stream(self.stub.Generate(request, timeout=timeout))
+
+    async def embed(self, model_id: str, inputs: Sequence[str], *,
+                    timeout: float | None = None) -> llm_pb2.EmbedResponse:
+        request = llm_pb2.EmbedRequest(model_id=model_id, inputs=list(inputs))
+        return await self._unary(self.stub.Embed, request, llm_pb2.EmbedResponse, timeout)
+
+
+class AsyncChat(_Resource):
+    """Sessions, messages and streamed, resumable chat turns (ChatService)."""
+
+    def __init__(self, client: AsyncClient, stub: chat_pb2_grpc.ChatServiceStub) -> None:
+        super().__init__(client)
+        self.stub = stub
+
+    async def create_session(self, *, title: str = "", model_id: str = "", flow_id: str = "",
+                             system_prompt: str = "", kb_ids: Iterable[str] = (), metadata: rq.Struct | None = None,
+                             timeout: float | None = None) -> chat_pb2.Session:
+        request = rq.create_session(title, model_id, flow_id, system_prompt, kb_ids, metadata)
+        return (await self._unary(self.stub.CreateSession, request, chat_pb2.CreateSessionResponse,
+                                  timeout)).session
+
+    async def get_session(self, session_id: str, *, timeout: float | None = None) -> chat_pb2.Session:
+        request = chat_pb2.GetSessionRequest(session_id=session_id)
+        return (await self._unary(self.stub.GetSession, request, chat_pb2.GetSessionResponse, timeout)).session
+
+    def list_sessions(self, *, keyword: str = "", page_size: int = 100,
+                      timeout: float | None = None) -> AsyncIterator[chat_pb2.Session]:
+        request = chat_pb2.ListSessionsRequest(keyword=keyword, page_size=page_size)
+        return self._pages(self.stub.ListSessions, request, "sessions", timeout)
+
+    async def update_session(self, session_id: str, *, title: str | None = None, system_prompt: str | None = None,
+                             model_id: str | None = None, kb_ids: Sequence[str] | None = None,
+                             metadata: rq.Struct | None = None, timeout: float | None = None) -> chat_pb2.Session:
+        request = rq.update_session(session_id, title=title, system_prompt=system_prompt, model_id=model_id,
+                                    kb_ids=kb_ids, metadata=metadata)
+        return (await self._unary(self.stub.UpdateSession, request, chat_pb2.UpdateSessionResponse,
+                                  timeout)).session
+
+    async def delete_session(self, session_id: str, *, timeout: float | None = None) -> None:
+        request = chat_pb2.DeleteSessionRequest(session_id=session_id)
+        await self._unary(self.stub.DeleteSession, request, chat_pb2.DeleteSessionResponse, timeout)
+
+    def list_messages(self, session_id: str, *, newest_first: bool = False, turn_id: str = "",
+                      page_size: int = 100, timeout: float | None = None) -> AsyncIterator[chat_pb2.Message]:
+        request = chat_pb2.ListMessagesRequest(session_id=session_id, newest_first=newest_first, turn_id=turn_id,
+                                               page_size=page_size)
+        return self._pages(self.stub.ListMessages, request, "messages", timeout)
+
+    async def add_messages(self, session_id: str, pairs: Iterable[tuple[str, str] | chat_pb2.MessagePair], *,
+                           timeout: float | None = None) -> list[chat_pb2.Message]:
+        request = chat_pb2.AddMessagesRequest(session_id=session_id, pairs=rq.message_pairs(pairs))
+        response = await self._unary(self.stub.AddMessages, request, chat_pb2.AddMessagesResponse, timeout)
+        return list(response.messages)
+
+    async def feedback(self, message_id: str, action: str, *, comment: str = "",
+                       timeout: float | None = None) -> chat_pb2.Message:
+        request = rq.feedback(message_id, action, comment)
+        return (await self._unary(self.stub.SetMessageFeedback, request, chat_pb2.SetMessageFeedbackResponse,
+                                  timeout)).message
+
+    def stream(self, session_id: str, content: str, *, model_id: str | None = None,
+               temperature: float | None = None, max_tokens: int | None = None, request_id: str | None = None,
+               stop_on_disconnect: bool = False, attachments: Sequence[chat_pb2.Attachment] = (),
+               input_node_id: str = "", input: rq.Struct | None = None,
+               timeout: float | None = None) -> AsyncChatStream:
+        """Ask a question and stream the answer's events: `async for event in client.chat.stream(sid, "hi")`.
+        Resumes transparently like `Client.chat.stream`."""
+        request = rq.chat(session_id, content, model_id=model_id, temperature=temperature, max_tokens=max_tokens,
+                          request_id=request_id, stop_on_disconnect=stop_on_disconnect, attachments=attachments,
+                          input_node_id=input_node_id, input=input)
+        return AsyncChatStream(self, lambda t: self.stub.Chat(request, timeout=t), restartable=True,
+                               timeout=timeout)
+
+    def resume(self, turn_id: str, after_seq: int = 0, *, timeout: float | None = None) -> AsyncChatStream:
+        """Follow a turn again from after `after_seq` (0: from its start)."""
+        if after_seq < 0:
+            raise ValueError("after_seq must not be negative")
+        return AsyncChatStream(self, None, stream_id=turn_id, after_seq=after_seq, timeout=timeout)
+
+    async def ask(self, session_id: str, content: str, **kwargs: Any) -> chat_pb2.Message:
+        """Ask and wait for the whole answer; returns the stored answer message."""
+        ended = await self.stream(session_id, content, **kwargs).collect()
+        return ended.answer
+
+    async def stop(self, turn_id: str, *, timeout: float | None = None) -> bool:
+        request = chat_pb2.StopTurnRequest(turn_id=turn_id)
+        response = await self._unary(self.stub.StopTurn, request, chat_pb2.StopTurnResponse, timeout)
+        return bool(response.stopped)
+
+
+class AsyncKnowledge(_Resource):
+    """Knowledge bases, file uploads and search (KnowledgeService)."""
+
+    def __init__(self, client: AsyncClient, stub: knowledge_pb2_grpc.KnowledgeServiceStub) -> None:
+        super().__init__(client)
+        self.stub = stub
+
+    async def create_knowledge_base(self, name: str, *, description: str = "", embedding_model_id: str = "",
+                                    chunking_rule: knowledge_pb2.ChunkingRule | None = None,
+                                    timeout: float | None = None) -> knowledge_pb2.KnowledgeBase:
+        request = rq.create_knowledge_base(name, description, embedding_model_id, chunking_rule)
+        response = await self._unary(self.stub.CreateKnowledgeBase, request,
+                                     knowledge_pb2.CreateKnowledgeBaseResponse, timeout)
+        return response.knowledge_base
+
+    async def get_knowledge_base(self, kb_id: str, *, timeout: float | None = None) -> knowledge_pb2.KnowledgeBase:
+        request = knowledge_pb2.GetKnowledgeBaseRequest(kb_id=kb_id)
+        response = await self._unary(self.stub.GetKnowledgeBase, request, knowledge_pb2.GetKnowledgeBaseResponse,
+                                     timeout)
+        return response.knowledge_base
+
+    def list_knowledge_bases(self, *, keyword: str = "", page_size: int = 100,
+                             timeout: float | None = None) -> AsyncIterator[knowledge_pb2.KnowledgeBase]:
+        request = knowledge_pb2.ListKnowledgeBasesRequest(keyword=keyword, page_size=page_size)
+        return self._pages(self.stub.ListKnowledgeBases, request, "knowledge_bases", timeout)
+
+    async def delete_knowledge_base(self, kb_id: str, *, timeout: float | None = None) -> None:
+        request = knowledge_pb2.DeleteKnowledgeBaseRequest(kb_id=kb_id)
+        await self._unary(self.stub.DeleteKnowledgeBase, request, knowledge_pb2.DeleteKnowledgeBaseResponse, timeout)
+
+    async def upload(self, kb_id: str, source: UploadSource, *, file_name: str | None = None,
+                     content_type: str | None = None, tags: Iterable[str] = (), metadata: rq.Struct | None = None,
+                     chunking_rule: knowledge_pb2.ChunkingRule | None = None, allow_duplicate: bool = False,
+                     chunk_size: int = DEFAULT_CHUNK_BYTES, progress: ProgressCallback | None = None,
+                     timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
+        """Upload a file in chunks with progress callbacks (called in the event loop); see `Client`'s."""
+        check_chunk_size(chunk_size)
+        opened = await asyncio.to_thread(open_source, source, file_name)
+        tracker = Progress(opened, progress)
+        try:
+            first = first_request(kb_id, opened, content_type=content_type, chunking_rule=chunking_rule, tags=tags,
+                                  metadata=metadata, allow_duplicate=allow_duplicate)
+            response = await self._client.call(self.stub.UploadFile,
+                                               _upload_messages(first, opened, chunk_size, tracker), timeout=timeout)
+        except (TypecaseError, asyncio.CancelledError):
+            if tracker.error is not None:
+                raise tracker.error from None
+            raise
+        finally:
+            await asyncio.to_thread(opened.close)
+        assert isinstance(response, knowledge_pb2.UploadFileResponse)
+        return response.file
+
+    async def add_text(self, kb_id: str, name: str, text: str, *, tags: Iterable[str] = (),
+                       metadata: rq.Struct | None = None, chunking_rule: knowledge_pb2.ChunkingRule | None = None,
+                       timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
+        request = rq.add_text(kb_id, name, text, chunking_rule, tags, metadata)
+        return (await self._unary(self.stub.AddTextFile, request, knowledge_pb2.AddTextFileResponse, timeout)).file
+
+    async def get_file(self, file_id: str, *, timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
+        request = knowledge_pb2.GetFileRequest(file_id=file_id)
+        return (await self._unary(self.stub.GetFile, request, knowledge_pb2.GetFileResponse, timeout)).file
+
+    def list_files(self, kb_id: str, *, keyword: str = "", tag: str = "", page_size: int = 100,
+                   timeout: float | None = None) -> AsyncIterator[knowledge_pb2.KnowledgeFile]:
+        request = knowledge_pb2.ListFilesRequest(kb_id=kb_id, keyword=keyword, tag=tag, page_size=page_size)
+        return self._pages(self.stub.ListFiles, request, "files", timeout)
+
+    async def delete_file(self, file_id: str, *, timeout: float | None = None) -> None:
+        request = knowledge_pb2.DeleteFileRequest(file_id=file_id)
+        await self._unary(self.stub.DeleteFile, request, knowledge_pb2.DeleteFileResponse, timeout)
+
+    async def reprocess_file(self, file_id: str, *, chunking_rule: knowledge_pb2.ChunkingRule | None = None,
+                             timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
+        request = knowledge_pb2.ReprocessFileRequest(file_id=file_id, chunking_rule=chunking_rule)
+        return (await self._unary(self.stub.ReprocessFile, request, knowledge_pb2.ReprocessFileResponse,
+                                  timeout)).file
+
+    def watch(self, file_id: str, *, timeout: float | None = None) -> AsyncIterator[knowledge_pb2.WatchFileResponse]:
+        request = knowledge_pb2.WatchFileRequest(file_id=file_id)
+        return self._stream(self.stub.WatchFile(request, timeout=timeout))
+
+    async def wait_until_done(self, file_id: str, *, timeout: float | None = None,
+                              on_update: Callable[[knowledge_pb2.WatchFileResponse], None] | None = None,
+                              ) -> knowledge_pb2.KnowledgeFile:
+        """Wait until the file is searchable and return it; see `Client.knowledge.wait_until_done`."""
+        cursor = Cursor(stream_id=file_id, deadline=time.monotonic() + timeout if timeout is not None else None)
+        while True:
+            code: grpc.StatusCode | None = None
+            failure: TypecaseError | None = None
+            call = self.stub.WatchFile(knowledge_pb2.WatchFileRequest(file_id=file_id), timeout=cursor.remaining())
+            try:
+                async for update in call:
+                    cursor.failures = 0
+                    if on_update is not None:
+                        on_update(update)
+                    if update.status == knowledge_pb2.FILE_STATUS_DONE:
+                        return await self.get_file(file_id, timeout=cursor.remaining())
+                    if update.status == knowledge_pb2.FILE_STATUS_FAILED:
+                        raise from_status(update.error, default_message=f"processing file {file_id} failed")
+            except grpc.aio.AioRpcError as error:
+                code, failure = error.code(), from_rpc_error(error)
+            finally:
+                call.cancel()
+            delay = cursor.reconnect_delay(code, self._client.settings.reconnect, restartable=True)
+            if delay is None:
+                raise failure or Unavailable("the file watch ended before the file was processed")
+            await asyncio.sleep(delay)
+
+    async def search(self, kb_ids: str | Iterable[str], query: str, *, top_k: int = 0, mode: str | None = None,
+                     score_threshold: float = 0.0, vector_weight: float | None = None, file_ids: Iterable[str] = (),
+                     tags: Iterable[str] = (), metadata: rq.Struct | None = None, rerank_model_id: str = "",
+                     timeout: float | None = None) -> knowledge_pb2.SearchResponse:
+        request = rq.search(kb_ids, query, top_k=top_k, mode=mode, score_threshold=score_threshold,
+                            vector_weight=vector_weight, file_ids=file_ids, tags=tags, metadata=metadata,
+                            rerank_model_id=rerank_model_id)
+        return await self._unary(self.stub.Search, request, knowledge_pb2.SearchResponse, timeout)
+
+
+async def _upload_messages(first: knowledge_pb2.UploadFileRequest, opened: Opened, chunk_size: int,
+                           tracker: Progress) -> AsyncIterator[knowledge_pb2.UploadFileRequest]:
+    tracker.add(0)
+    first.chunk = await asyncio.to_thread(opened.reader.read, chunk_size)
+    yield first
+    tracker.add(len(first.chunk))
+    while chunk := await asyncio.to_thread(opened.reader.read, chunk_size):
+        yield knowledge_pb2.UploadFileRequest(chunk=chunk)
+        tracker.add(len(chunk))
+
+
+class AsyncFlows(_Resource):
+    """Flows, their runs and resumable run streams (FlowService)."""
+
+    def __init__(self, client: AsyncClient, stub: flow_pb2_grpc.FlowServiceStub) -> None:
+        super().__init__(client)
+        self.stub = stub
+
+    async def create_flow(self, name: str, *, graph: flow_pb2.Graph | None = None, description: str = "",
+                          timeout: float | None = None) -> flow_pb2.Flow:
+        request = rq.create_flow(name, description, graph)
+        return (await self._unary(self.stub.CreateFlow, request, flow_pb2.CreateFlowResponse, timeout)).flow
+
+    async def get_flow(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
+        request = flow_pb2.GetFlowRequest(flow_id=flow_id)
+        return (await self._unary(self.stub.GetFlow, request, flow_pb2.GetFlowResponse, timeout)).flow
+
+    def list_flows(self, *, keyword: str = "", page_size: int = 100,
+                   timeout: float | None = None) -> AsyncIterator[flow_pb2.Flow]:
+        request = flow_pb2.ListFlowsRequest(keyword=keyword, page_size=page_size)
+        return self._pages(self.stub.ListFlows, request, "flows", timeout)
+
+    async def delete_flow(self, flow_id: str, *, timeout: float | None = None) -> None:
+        request = flow_pb2.DeleteFlowRequest(flow_id=flow_id)
+        await self._unary(self.stub.DeleteFlow, request, flow_pb2.DeleteFlowResponse, timeout)
+
+    async def publish(self, flow_id: str, *, version_id: str = "", timeout: float | None = None) -> flow_pb2.Flow:
+        request = flow_pb2.PublishFlowRequest(flow_id=flow_id, version_id=version_id)
+        return (await self._unary(self.stub.PublishFlow, request, flow_pb2.PublishFlowResponse, timeout)).flow
+
+    async def unpublish(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
+        request = flow_pb2.UnpublishFlowRequest(flow_id=flow_id)
+        return (await self._unary(self.stub.UnpublishFlow, request, flow_pb2.UnpublishFlowResponse, timeout)).flow
+
+    def run(self, flow_id: str, inputs: rq.Struct | None = None, *, version_id: str = "", session_id: str = "",
+            stop_on_disconnect: bool = False, timeout: float | None = None) -> AsyncRunStream:
+        request = rq.run_flow(flow_id, inputs, version_id, session_id, stop_on_disconnect)
+        return AsyncRunStream(self, lambda t: self.stub.RunFlow(request, timeout=t), timeout=timeout)
+
+    def resume(self, run_id: str, after_seq: int = 0, *, timeout: float | None = None) -> AsyncRunStream:
+        if after_seq < 0:
+            raise ValueError("after_seq must not be negative")
+        return AsyncRunStream(self, None, stream_id=run_id, after_seq=after_seq, timeout=timeout)
+
+    def submit_input(self, run_id: str, node_id: str, input: rq.Struct | None = None, *,
+                     stop_on_disconnect: bool = False, timeout: float | None = None) -> AsyncRunStream:
+        request = rq.resume_run(run_id, node_id, input, stop_on_disconnect)
+        return AsyncRunStream(self, lambda t: self.stub.ResumeRun(request, timeout=t), timeout=timeout)
+
+    async def get_run(self, run_id: str, *, timeout: float | None = None) -> flow_pb2.Run:
+        request = flow_pb2.GetRunRequest(run_id=run_id)
+        return (await self._unary(self.stub.GetRun, request, flow_pb2.GetRunResponse, timeout)).run
+
+    async def stop_run(self, run_id: str, *, timeout: float | None = None) -> flow_pb2.Run:
+        request = flow_pb2.StopRunRequest(run_id=run_id)
+        return (await self._unary(self.stub.StopRun, request, flow_pb2.StopRunResponse, timeout)).run
+
+
+class AsyncAdmin(_Resource):
+    """Platform statistics, configuration, logs and audit (AdminService; admin only)."""
+
+    def __init__(self, client: AsyncClient, stub: admin_pb2_grpc.AdminServiceStub) -> None:
+        super().__init__(client)
+        self.stub = stub
+
+    async def stats(self, *, window: float | timedelta | None = None, recent_limit: int = 0,
+                    timeout: float | None = None) -> admin_pb2.GetStatsResponse:
+        request = rq.get_stats(window, recent_limit)
+        return await self._unary(self.stub.GetStats, request, admin_pb2.GetStatsResponse, timeout)
+
+    async def config(self, *, category: str = "", timeout: float | None = None) -> admin_pb2.GetConfigResponse:
+        request = admin_pb2.GetConfigRequest(category=category)
+        return await self._unary(self.stub.GetConfig, request, admin_pb2.GetConfigResponse, timeout)
+
+    async def update_config(self, values: Mapping[str, str], *, validate_only: bool = False,
+                            timeout: float | None = None) -> admin_pb2.UpdateConfigResponse:
+        request = admin_pb2.UpdateConfigRequest(values=dict(values), validate_only=validate_only)
+        return await self._unary(self.stub.UpdateConfig, request, admin_pb2.UpdateConfigResponse, timeout)
+
+    def list_audit_events(self, *, actor_id: str = "", action: str = "", resource_type: str = "",
+                          resource_id: str = "", page_size: int = 100,
+                          timeout: float | None = None) -> AsyncIterator[admin_pb2.AuditEvent]:
+        request = admin_pb2.ListAuditEventsRequest(actor_id=actor_id, action=action, resource_type=resource_type,
+                                                   resource_id=resource_id, page_size=page_size)
+        return self._pages(self.stub.ListAuditEvents, request, "events", timeout)
+
+    def stream_logs(self, *, query: str = "", tail: int = 0,
+                    timeout: float | None = None) -> AsyncIterator[admin_pb2.StreamLogsResponse]:
+        request = admin_pb2.StreamLogsRequest(query=query, tail=tail)
+        return self._stream(self.stub.StreamLogs(request, timeout=timeout))

@@ -1,0 +1,209 @@
+"""HTTP request: {"method", "url", "headers", "query", "body", "timeout_ms"}; every string may be a template.
+Outputs `status_code`, `headers`, `body` (text) and `json` (parsed when the body is JSON).
+
+SSRF guard: the host is resolved first and every address it resolves to must be public (not private, loopback,
+link-local, multicast, reserved or unspecified) unless the host or the address is in the
+`flow_http_allowed_hosts` setting (hostnames, `*.suffix` patterns, IPs or CIDRs). The request then goes to the
+checked address itself (Host header and TLS SNI keep the name), so a second DNS answer cannot redirect it;
+redirects are followed by hand, each hop checked the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import httpx
+
+from typecase.server.flow.nodes.base import (NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error,
+                                             required, text_params)
+from typecase.v1 import flow_pb2
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class Blocked(Exception):
+    pass
+
+
+@dataclass
+class Reply:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+    encoding: str | None
+
+
+class HttpGuard:
+    """The policy and the shared client of http nodes."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.hosts: set[str] = set()
+        self.suffixes: list[str] = []
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in settings.flow_http_allowed_hosts:
+            entry = entry.strip().lower()
+            if not entry:
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+                continue
+            except ValueError:
+                pass
+            if entry.startswith("*."):
+                self.suffixes.append(entry[1:])
+            else:
+                self.hosts.add(entry)
+        self.client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
+                                        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        return host in self.hosts or any(host.endswith(s) for s in self.suffixes)
+
+    def address_allowed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if any(address in net for net in self.networks):
+            return True
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+            if any(address in net for net in self.networks):
+                return True
+        return address.is_global and not address.is_multicast
+
+    async def resolve(self, host: str, port: int) -> str:
+        """The address to connect to; raises Blocked when the host may not be reached."""
+        try:
+            literal = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise ConnectionError(f"cannot resolve {host!r}: {exc.strerror}") from None
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+            if not addresses:
+                raise ConnectionError(f"cannot resolve {host!r}")
+        if not self.host_allowed(host):
+            for address in addresses:
+                if not self.address_allowed(address):
+                    raise Blocked(f"{host} resolves to {address}, a non-public address; add it to "
+                                  "flow_http_allowed_hosts to allow it")
+        return str(addresses[0])
+
+    async def request(self, method: str, url: str, *, headers: dict[str, str], params: dict[str, str],
+                      content: bytes | None, json_body: Any, timeout: float, max_bytes: int) -> Reply:
+        target = httpx.URL(url, params=params or None)
+        for _ in range(self.settings.flow_http_max_redirects + 1):
+            if target.scheme not in ("http", "https") or not target.host:
+                raise ValueError(f"not an http(s) URL: {str(target)[:200]}")
+            port = target.port or (443 if target.scheme == "https" else 80)
+            address = await self.resolve(target.host, port)
+            pinned = target.copy_with(host=address)
+            host_header = target.host if target.port is None else f"{target.host}:{target.port}"
+            extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
+            if target.scheme == "https":
+                extensions["sni_hostname"] = target.host
+            sent = {k: v for k, v in headers.items() if k.lower() != "host"}
+            request = self.client.build_request(
+                method, pinned, headers={**sent, "host": host_header}, content=content,
+                json=json_body if content is None else None, extensions=extensions,
+            )
+            response = await self.client.send(request, stream=True)
+            try:
+                if response.status_code in REDIRECTS and "location" in response.headers:
+                    target = target.join(response.headers["location"])
+                    if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+                        method, content, json_body = "GET", None, None
+                    continue
+                body = bytearray()
+                async for piece in response.aiter_raw():
+                    body += piece
+                    if len(body) > max_bytes:
+                        raise ValueError(f"the response is larger than {max_bytes} bytes")
+                return Reply(response.status_code, dict(response.headers), bytes(body), response.charset_encoding)
+            finally:
+                await response.aclose()
+        raise ValueError(f"more than {self.settings.flow_http_max_redirects} redirects")
+
+
+def _strings(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+
+
+class HttpRequest(NodeSpec):
+    type = flow_pb2.NODE_TYPE_HTTP_REQUEST
+    kind = "http_request"
+
+    def validate(self, params):
+        problems = required(params, "url")
+        method = str(params.get("method") or "GET").upper()
+        if method not in METHODS:
+            problems.append(Problem("INVALID_PARAM", f"method must be one of {', '.join(METHODS)}", "method"))
+        for key in ("headers", "query"):
+            if params.get(key) is not None and not isinstance(params.get(key), dict):
+                problems.append(Problem("INVALID_PARAM", f"{key} must be an object", key))
+        return problems
+
+    def outputs(self, params):
+        return {"status_code", "headers", "body", "json"}
+
+    def template_params(self, params):
+        return text_params(params, "url", "headers", "query", "body")
+
+    async def run(self, ctx: NodeContext) -> NodeResult:
+        guard: HttpGuard = ctx.services.http
+        settings = ctx.services.settings
+        method = str(ctx.params.get("method") or "GET").upper()
+        url = ctx.render(ctx.params.get("url")).strip()
+        headers = _strings(ctx.resolve(ctx.params.get("headers") or {}))
+        query = _strings(ctx.resolve(ctx.params.get("query") or {}))
+        body = ctx.resolve(ctx.params.get("body")) if ctx.params.get("body") not in (None, "") else None
+        content, json_body = None, None
+        if isinstance(body, (dict, list)):
+            json_body = body
+        elif body is not None:
+            content = str(body).encode()
+        timeout = min(as_int(ctx.params.get("timeout_ms"), int(settings.flow_http_timeout_seconds * 1000)) / 1000,
+                      settings.flow_http_timeout_seconds)
+        inputs = {"method": method, "url": url, "query": query, "headers": sorted(headers)}
+        try:
+            response = await guard.request(method, url, headers=headers, params=query, content=content,
+                                           json_body=json_body, timeout=max(timeout, 0.001),
+                                           max_bytes=settings.flow_http_max_response_bytes)
+        except Blocked as exc:
+            raise node_error(f"http request refused: {exc}", ctx.node_id, "PERMISSION_DENIED",
+                             grpc.StatusCode.PERMISSION_DENIED, url=url[:500]) from None
+        except httpx.TimeoutException:
+            raise node_error(f"http request to {url[:200]} timed out after {timeout:g}s", ctx.node_id,
+                             code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+        except (httpx.HTTPError, ConnectionError, ValueError) as exc:
+            raise node_error(f"http request failed: {exc}", ctx.node_id, code=grpc.StatusCode.UNAVAILABLE) from None
+        try:
+            text = response.content.decode(response.encoding or "utf-8", errors="replace")
+        except LookupError:
+            text = response.content.decode("utf-8", errors="replace")
+        parsed = None
+        if "json" in response.headers.get("content-type", "") or text[:1] in ("{", "["):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+        return NodeResult(
+            outputs={"status_code": response.status_code, "headers": response.headers, "body": text,
+                     "json": parsed},
+            inputs=inputs,
+        )

@@ -1,0 +1,544 @@
+"""The ingestion job: stored file -> parsed sections -> chunks -> embeddings + vectors -> keyword postings -> done.
+
+Every step is idempotent so the job engine may run a file again at any time (at-least-once delivery, a worker
+killed mid-file): a run first removes whatever an earlier run of the file left (chunk rows, postings, vectors),
+chunk ids are deterministic ("<file id>-<index>"), and vectors are upserts. Writes to the file row are fenced on
+the file's generation, so a run superseded by a reprocess or a delete cannot overwrite the newer state. A file is
+searchable only once DONE; a failure removes everything the run wrote ("never a half-indexed file").
+
+Memory stays bounded on large files: the original streams from object storage to a temp file, parsers yield
+sections lazily, chunks are written to SQL in batches during parsing and read back in batches to embed and index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from sqlalchemy import delete, func, insert, select, update
+
+from typecase.server.infra.queue import Job, JobLost, PermanentJobError
+from typecase.server.infra.sql import Database, utcnow
+from typecase.server.knowledge import keyword, parsers
+from typecase.server.knowledge.chunking import Chunk, Rule, chunk_sections
+from typecase.server.knowledge.models import (
+    STATUS_DONE,
+    STATUS_EMBEDDING,
+    STATUS_FAILED,
+    STATUS_INDEXING,
+    STATUS_PARSING,
+    STATUS_QUEUED,
+    KnowledgeBaseRow,
+    KnowledgeChunkRow,
+    KnowledgeFileRow,
+    KnowledgeTermRow,
+    chunk_id,
+)
+
+log = logging.getLogger("typecase.knowledge.ingest")
+
+JOB_KIND = "knowledge.ingest"
+PROGRESS_EVERY_SECONDS = 0.5
+
+# gRPC codes of the reasons an ingestion can fail with (stored in KnowledgeFile.error).
+REASON_CODES = {
+    "PARSE_FAILED": grpc.StatusCode.FAILED_PRECONDITION,
+    "UNSUPPORTED_FILE_TYPE": grpc.StatusCode.INVALID_ARGUMENT,
+    "MODEL_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+}
+
+
+def collection_name(kb: KnowledgeBaseRow) -> str:
+    return f"kb_{kb.id.lower()}_{kb.vector_generation}"
+
+
+def file_channel(file_id: str) -> str:
+    return f"knowledge:file:{file_id}"
+
+
+def error_dict(reason: str, message: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    code = REASON_CODES.get(reason, grpc.StatusCode.INTERNAL)
+    return {"code": code.value[0], "reason": reason, "message": message, "metadata": dict(metadata or {})}
+
+
+class Collections:
+    """The Milvus collections of knowledge bases as this process uses them.
+
+    - A collection must be loaded before search/delete/count, and a Milvus restart (or a new process) finds it
+      released: `open()` loads each collection once per process.
+    - Freshly upserted rows sit in a growing segment that is searched by brute force (measured with milvus-lite:
+      20k unflushed rows cost ~650 ms a query, ~30 ms once flushed): `wrote()` flushes after `flush_rows` rows,
+      `settle()` flushes a collection `flush_delay` seconds after its last write.
+    """
+
+    def __init__(self, vectors, flush_rows: int = 2000, flush_delay: float = 2.0):
+        self.vectors = vectors
+        self.flush_rows = flush_rows
+        self.flush_delay = flush_delay
+        self._loaded: set[str] = set()
+        self._unflushed: dict[str, int] = {}
+        self._timers: dict[str, asyncio.Task] = {}
+
+    async def create(self, name: str, dim: int) -> None:
+        if name not in self._loaded:  # once per process: describe + load cost ~0.1 s a call
+            await self.vectors.ensure_collection(name, dim)  # creates, or checks the dimension and loads
+            self._loaded.add(name)
+
+    async def open(self, name: str, dim: int) -> bool:
+        """True when the collection exists (and is now loaded)."""
+        if name in self._loaded:
+            return True
+        if not await self.vectors.has_collection(name):
+            return False
+        if dim > 0:
+            await self.vectors.ensure_collection(name, dim)
+            self._loaded.add(name)
+        return True
+
+    def forget(self, name: str) -> None:
+        self._loaded.discard(name)
+        self._unflushed.pop(name, None)
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def wrote(self, name: str, rows: int) -> None:
+        self._unflushed[name] = self._unflushed.get(name, 0) + rows
+        if self._unflushed[name] >= self.flush_rows:
+            await self.flush(name)
+
+    def settle(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        if self._unflushed.get(name):
+            self._timers[name] = asyncio.create_task(self._flush_later(name))
+
+    async def _flush_later(self, name: str) -> None:
+        await asyncio.sleep(self.flush_delay)
+        self._timers.pop(name, None)
+        with contextlib.suppress(Exception):
+            await self.flush(name)
+
+    async def flush(self, name: str) -> None:
+        self._unflushed[name] = 0
+        flush = getattr(self.vectors, "flush", None)
+        if flush is not None:
+            await flush(name)
+        else:  # VectorStore has no flush() yet: the same call through its thread-safe runner
+            await self.vectors._call(lambda: self.vectors._client.flush(name))
+
+    async def close(self) -> None:
+        timers, self._timers = list(self._timers.values()), {}
+        for timer in timers:
+            timer.cancel()
+
+
+class EmbedBatcher:
+    """Merges the embedding calls of concurrent ingestion jobs into full batches.
+
+    A job embeds a batch of its own chunks; a small file has only one or two, so alone it would call the model
+    with tiny batches (and a local CPU model embeds a batch of 64 far faster than 32 batches of 2). Calls that
+    arrive within `max_wait` of each other for the same model are sent as one call of up to `batch_size` texts;
+    at most `parallel` merged calls run at once.
+    """
+
+    def __init__(self, llm, batch_size: int = 64, max_wait: float = 0.02, parallel: int = 1):
+        self.llm = llm
+        self.batch_size = batch_size
+        self.max_wait = max_wait
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(max(parallel, 1))
+        self._loop_task: asyncio.Task | None = None
+        self._calls: set[asyncio.Task] = set()
+
+    async def embed(self, texts: list[str], model_id: str) -> list[list[float]]:
+        if not texts:
+            return []
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.create_task(self._run(), name="embed-batcher")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((model_id, list(texts), future))
+        return await future
+
+    async def _run(self) -> None:
+        later: list = []
+        while True:
+            first = later.pop(0) if later else await self._queue.get()
+            group, size = [first], len(first[1])
+            deadline = asyncio.get_running_loop().time() + self.max_wait
+            while size < self.batch_size:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+                if item[0] != first[0] or size + len(item[1]) > self.batch_size:
+                    later.append(item)
+                    if item[0] == first[0]:
+                        break
+                    continue
+                group.append(item)
+                size += len(item[1])
+            await self._slots.acquire()
+            task = asyncio.create_task(self._call(first[0], group))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    async def _call(self, model_id: str, group: list) -> None:
+        try:
+            live = [(texts, future) for _, texts, future in group if not future.done()]
+            if not live:
+                return
+            merged = [t for texts, _ in live for t in texts]
+            try:
+                vectors = await self.llm.embed_texts(merged, model_id)
+            except Exception as exc:
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            start = 0
+            for texts, future in live:
+                if not future.done():
+                    future.set_result(vectors[start : start + len(texts)])
+                start += len(texts)
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        for task in [self._loop_task, *self._calls]:
+            if task is not None:
+                task.cancel()
+        while not self._queue.empty():
+            _, _, future = self._queue.get_nowait()
+            if not future.done():
+                future.set_exception(RuntimeError("the embedding batcher stopped"))
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    data_dir: Path
+    write_batch: int = 500
+    embed_batch: int = 64
+    embed_wait: float = 0.02
+    embed_parallel: int = 1
+    keyword_block: int = 2000
+    window_chars: int = 256 * 1024
+    parser_options: parsers.Options = parsers.Options()
+    step_delay: float = 0.0
+
+    @classmethod
+    def from_settings(cls, s) -> IngestSettings:
+        return cls(
+            data_dir=Path(s.data_dir),
+            write_batch=s.knowledge_write_batch_size,
+            embed_batch=s.knowledge_embed_batch_size,
+            embed_wait=s.knowledge_embed_merge_wait_seconds,
+            embed_parallel=s.knowledge_embed_parallel_calls,
+            keyword_block=s.knowledge_keyword_block_chunks,
+            window_chars=s.knowledge_parse_window_chars,
+            parser_options=parsers.Options(
+                rows_per_chunk=s.knowledge_table_rows_per_chunk,
+                max_structured_bytes=s.knowledge_max_structured_bytes,
+            ),
+            step_delay=s.knowledge_ingest_step_delay_seconds,
+        )
+
+
+def _take(iterator: Iterator[Chunk], n: int) -> list[Chunk]:
+    out = []
+    for item in iterator:
+        out.append(item)
+        if len(out) >= n:
+            break
+    return out
+
+
+class Ingestor:
+    def __init__(self, db: Database, storage, vectors, cache, llm, settings: IngestSettings,
+                 collections: Collections | None = None):
+        self.db = db
+        self.storage = storage
+        self.vectors = vectors
+        self.collections = collections or Collections(vectors)
+        self.embedder = EmbedBatcher(llm, settings.embed_batch, settings.embed_wait, settings.embed_parallel)
+        self.cache = cache
+        self.llm = llm
+        self.settings = settings
+        self.tmp_dir = settings.data_dir / "tmp" / "knowledge"
+
+    # -- file-row updates ------------------------------------------------------------------------------------
+    async def set_file(self, file_id: str, generation: int | None, **values: Any) -> bool:
+        """Update a file row (fenced on its generation when given) and tell watchers; False when fenced out."""
+        values.setdefault("update_time", utcnow())
+        stmt = update(KnowledgeFileRow).where(KnowledgeFileRow.id == file_id)
+        if generation is not None:
+            stmt = stmt.where(KnowledgeFileRow.generation == generation)
+        async with self.db.session() as session:
+            result = await session.execute(stmt.values(**values).execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            return False
+        await self.notify(file_id)
+        return True
+
+    async def notify(self, file_id: str) -> None:
+        with contextlib.suppress(Exception):  # watchers also poll; a lost notification only delays them
+            await self.cache.publish(file_channel(file_id), "changed")
+
+    # -- cleanup ---------------------------------------------------------------------------------------------
+    async def purge_file_data(self, file_id: str, kb: KnowledgeBaseRow | None) -> None:
+        """Remove a file's chunks, postings and vectors (not the file row or its original)."""
+        async with self.db.session() as session:
+            await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.file_id == file_id))
+            await session.execute(delete(KnowledgeChunkRow).where(KnowledgeChunkRow.file_id == file_id))
+        if kb is not None:
+            name = collection_name(kb)
+            if await self.collections.open(name, kb.embedding_dimensions):
+                await self.vectors.delete(name, filter=f'file_id == "{file_id}"')
+
+    # -- the job -----------------------------------------------------------------------------------------------
+    async def run(self, job: Job) -> None:
+        file_id, generation = job.payload["file_id"], int(job.payload["generation"])
+        async with self.db.session() as session:
+            file = await session.get(KnowledgeFileRow, file_id)
+            kb = await session.get(KnowledgeBaseRow, file.kb_id) if file is not None else None
+        if file is None or kb is None or file.generation != generation:
+            return  # deleted or superseded: nothing left to do for this generation
+        try:
+            await self._run(job, file, kb, generation)
+        except (JobLost, asyncio.CancelledError):
+            await self._cleanup_if_deleted(file_id, kb)
+            raise
+        except PermanentJobError:
+            raise
+        except Exception as exc:
+            if await self._cleanup_if_deleted(file_id, kb):
+                raise JobLost(job.id) from exc  # deleted under us: not a failure worth retrying
+            raise
+
+    async def _cleanup_if_deleted(self, file_id: str, kb: KnowledgeBaseRow) -> bool:
+        """A file deleted while we worked on it may have got vectors after its delete ran: remove them."""
+        try:
+            async with self.db.session() as session:
+                exists = await session.get(KnowledgeFileRow, file_id)
+                kb_exists = await session.get(KnowledgeBaseRow, kb.id)
+            if exists is None:
+                if kb_exists is None:  # the whole base went: a collection we (re)created meanwhile goes too
+                    name = collection_name(kb)
+                    self.collections.forget(name)
+                    if await self.vectors.has_collection(name):
+                        await asyncio.shield(self.vectors.drop_collection(name))
+                else:
+                    await asyncio.shield(self.purge_file_data(file_id, kb))
+                return True
+        except Exception:
+            log.warning("cleanup of deleted file %s failed", file_id, exc_info=True)
+        return False
+
+    async def _run(self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int) -> None:
+        started = time.perf_counter()
+        file_id = file.id
+        if not await self.set_file(file_id, generation, status=STATUS_PARSING, progress=0, chunk_count=0, error=None):
+            raise JobLost(job.id)
+        await job.progress(STATUS_PARSING, 0)
+        await self.purge_file_data(file_id, kb)  # delete-then-insert: whatever an earlier run left goes first
+
+        rule = Rule.from_dict(file.chunking_rule or kb.chunking_rule)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        local = self.tmp_dir / f"{file_id}-{uuid.uuid4().hex[:8]}{parsers.BY_NAME[file.format].extensions[0]}"
+        try:
+            await self._download(file.object_key, local)
+            total, page_count = await self._parse_and_store(job, file, kb, generation, local, rule)
+        finally:
+            local.unlink(missing_ok=True)
+        if total == 0:
+            raise PermanentJobError("PARSE_FAILED", "the document produced no text to index")
+        await self._embed(job, file, kb, generation, total)
+        term_total = await self._index_keywords(job, file, kb, generation, total)
+        job.check()
+        done = await self.set_file(
+            file_id, generation, status=STATUS_DONE, progress=100, chunk_count=total, term_total=term_total,
+            page_count=page_count, error=None, process_time=utcnow(),
+        )
+        if not done:
+            raise JobLost(job.id)
+        async with self.db.session() as session:
+            await session.execute(update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id)
+                                  .values(update_time=utcnow()))
+        log.info("file %s (%s) indexed: %d chunks in %.1fs", file_id, file.name, total, time.perf_counter() - started)
+
+    async def _download(self, key: str, local: Path) -> None:
+        f = await asyncio.to_thread(open, local, "wb")
+        try:
+            async for piece in await self.storage.get(key):
+                await asyncio.to_thread(f.write, piece)
+        finally:
+            await asyncio.to_thread(f.close)
+
+    async def _parse_and_store(
+        self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int, local: Path, rule: Rule
+    ) -> tuple[int, int]:
+        try:
+            parsed = await asyncio.to_thread(parsers.parse, local, file.format, self.settings.parser_options)
+        except parsers.UnsupportedFileType as exc:
+            raise PermanentJobError("UNSUPPORTED_FILE_TYPE", str(exc)) from exc
+        except parsers.ParseError as exc:
+            raise PermanentJobError("PARSE_FAILED", str(exc)) from exc
+        fractions: list[float] = []
+        chunks = chunk_sections(parsed.sections, rule, self.settings.window_chars, fractions)
+        total, last = 0, time.monotonic()
+        while True:
+            try:
+                batch = await asyncio.to_thread(_take, chunks, self.settings.write_batch)
+            except parsers.ParseError as exc:
+                raise PermanentJobError("PARSE_FAILED", str(exc)) from exc
+            except (UnicodeError, ValueError) as exc:
+                raise PermanentJobError("PARSE_FAILED", f"cannot parse the file: {exc}") from exc
+            if not batch:
+                break
+            job.check()
+            async with self.db.session() as session:
+                await session.execute(insert(KnowledgeChunkRow), [
+                    {"id": chunk_id(file.id, c.index), "kb_id": kb.id, "file_id": file.id, "chunk_index": c.index,
+                     "page": c.page, "text": c.text, "token_count": c.token_count}
+                    for c in batch
+                ])
+            total += len(batch)
+            if time.monotonic() - last > PROGRESS_EVERY_SECONDS and fractions:
+                last = time.monotonic()
+                await self._progress(job, file.id, generation, STATUS_PARSING, fractions[-1], chunk_count=total)
+        return total, parsed.page_count
+
+    async def _progress(self, job: Job, file_id: str, generation: int, status: str, fraction: float, **extra) -> None:
+        percent = max(0, min(99, int(fraction * 100)))
+        await job.progress(status, percent)
+        if not await self.set_file(file_id, generation, status=status, progress=percent, **extra):
+            raise JobLost(job.id)
+
+    async def _embed(self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int, total: int) -> None:
+        await self._progress(job, file.id, generation, STATUS_EMBEDDING, 0, chunk_count=total)
+        if self.llm is None:
+            raise RuntimeError("no embedding service is configured")
+        dim = await self.llm.embedding_dimensions(kb.embedding_model_id)
+        name = collection_name(kb)
+        await self.collections.create(name, dim)
+        if kb.embedding_dimensions != dim:
+            async with self.db.session() as session:
+                await session.execute(update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id)
+                                      .values(embedding_dimensions=dim))
+        meta = {"tags": list(file.tags or []), "metadata": dict(file.user_metadata or {})}
+        done, last = 0, time.monotonic()
+        step = max(self.settings.embed_batch, 1)
+        write = max(self.settings.write_batch, step)
+        for start in range(0, total, write):
+            async with self.db.session() as session:
+                rows = (await session.execute(
+                    select(KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.page, KnowledgeChunkRow.text)
+                    .where(KnowledgeChunkRow.file_id == file.id, KnowledgeChunkRow.chunk_index >= start,
+                           KnowledgeChunkRow.chunk_index < start + write)
+                    .order_by(KnowledgeChunkRow.chunk_index)
+                )).all()
+            for offset in range(0, len(rows), step):
+                part = rows[offset : offset + step]
+                vectors = await self.embedder.embed([r.text for r in part], kb.embedding_model_id)
+                job.check()
+                await self.vectors.upsert(name, [
+                    {"id": chunk_id(file.id, r.chunk_index), "vector": list(v), "kb_id": kb.id, "file_id": file.id,
+                     "chunk_index": r.chunk_index, "page": r.page, "metadata": meta}
+                    for r, v in zip(part, vectors, strict=True)
+                ])
+                await self.collections.wrote(name, len(part))
+                done += len(part)
+                if self.settings.step_delay:
+                    await asyncio.sleep(self.settings.step_delay)
+                if time.monotonic() - last > PROGRESS_EVERY_SECONDS or self.settings.step_delay:
+                    last = time.monotonic()
+                    await self._progress(job, file.id, generation, STATUS_EMBEDDING, done / total)
+        self.collections.settle(name)
+
+    async def _index_keywords(
+        self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int, total: int
+    ) -> int:
+        await self._progress(job, file.id, generation, STATUS_INDEXING, 0)
+        term_total = 0
+        block_size = self.settings.keyword_block
+        for block, start in enumerate(range(0, total, block_size)):
+            async with self.db.session() as session:
+                rows = (await session.execute(
+                    select(KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.text)
+                    .where(KnowledgeChunkRow.file_id == file.id, KnowledgeChunkRow.chunk_index >= start,
+                           KnowledgeChunkRow.chunk_index < start + block_size)
+                )).all()
+
+            def build(rows=rows) -> tuple[list[tuple[str, bytes]], int]:
+                builder = keyword.PostingsBuilder()
+                lengths = sum(builder.add(r.chunk_index, r.text) for r in rows)
+                return list(builder.rows()), lengths
+
+            postings, lengths = await asyncio.to_thread(build)
+            term_total += lengths
+            job.check()
+            for i in range(0, len(postings), self.settings.write_batch * 4):
+                async with self.db.session() as session:
+                    await session.execute(insert(KnowledgeTermRow), [
+                        {"file_id": file.id, "block": block, "term": term, "kb_id": kb.id, "postings": blob}
+                        for term, blob in postings[i : i + self.settings.write_batch * 4]
+                    ])
+            await self._progress(job, file.id, generation, STATUS_INDEXING, min(start + block_size, total) / total)
+        return term_total
+
+    # -- engine hooks ------------------------------------------------------------------------------------------
+    async def on_failed(self, job: Job, error: dict[str, Any]) -> None:
+        """The job failed for good: leave the file FAILED with the reason and nothing of it indexed."""
+        file_id, generation = job.payload["file_id"], int(job.payload["generation"])
+        async with self.db.session() as session:
+            file = await session.get(KnowledgeFileRow, file_id)
+            kb = await session.get(KnowledgeBaseRow, file.kb_id) if file is not None else None
+        if file is None or file.generation != generation:
+            return
+        await self.purge_file_data(file_id, kb)
+        await self.set_file(
+            file_id, generation, status=STATUS_FAILED, progress=0, chunk_count=0, term_total=0,
+            error=error_dict(error.get("reason", "INTERNAL"), error.get("message", "ingestion failed"),
+                             error.get("metadata")),
+            process_time=utcnow(),
+        )
+        log.warning("file %s failed: %s", file_id, error.get("message"))
+
+    async def on_retry(self, job: Job, error: dict[str, Any]) -> None:
+        file_id, generation = job.payload["file_id"], int(job.payload["generation"])
+        await self.set_file(
+            file_id, generation, status=STATUS_QUEUED, progress=0,
+            error=error_dict(error.get("reason", "INTERNAL"),
+                             f"attempt {job.attempt} of {job.max_attempts} failed, will retry: {error.get('message')}"),
+        )
+
+
+async def kb_stats(db: Database, kb_ids: list[str]) -> dict[str, tuple[int, int, int]]:
+    """Per base: (done files' chunks, their total term length, total stored bytes of all files)."""
+    async with db.session() as session:
+        rows = (await session.execute(
+            select(KnowledgeFileRow.kb_id, KnowledgeFileRow.status, func.sum(KnowledgeFileRow.chunk_count),
+                   func.sum(KnowledgeFileRow.term_total), func.sum(KnowledgeFileRow.size_bytes))
+            .where(KnowledgeFileRow.kb_id.in_(kb_ids))
+            .group_by(KnowledgeFileRow.kb_id, KnowledgeFileRow.status)
+        )).all()
+    out: dict[str, list[int]] = {k: [0, 0, 0] for k in kb_ids}
+    for kb_id, status, chunks, terms, size in rows:
+        if status == STATUS_DONE:
+            out[kb_id][0] += int(chunks or 0)
+            out[kb_id][1] += int(terms or 0)
+        out[kb_id][2] += int(size or 0)
+    return {k: tuple(v) for k, v in out.items()}

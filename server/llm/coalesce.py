@@ -1,0 +1,72 @@
+"""Latency-neutral coalescing of a delta stream.
+
+The upstream is read by its own task; the consumer takes everything that piled up since its last take, merged
+into one delta. A consumer that keeps up gets every token as its own message (nothing waits for a batch to
+fill); one that is slower than the upstream (a busy gRPC channel, a loaded server) gets fewer, larger messages
+instead of falling behind, which is what keeps the per-message cost of gRPC/SSE/WebSocket off the relay's
+throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from typecase.server.llm.providers import Delta
+
+MAX_PENDING_CHARS = 256 * 1024  # stop reading ahead of a consumer that stopped taking
+
+
+class Coalescer:
+    def __init__(self, stream: AsyncIterator[Delta]):
+        self._stream = stream
+        self._pending: list[Delta] = []
+        self._pending_chars = 0
+        self._error: BaseException | None = None
+        self._finished = False
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            async for delta in self._stream:
+                self._pending.append(delta)
+                self._pending_chars += len(delta.text) + len(delta.reasoning)
+                self._ready.set()
+                if self._pending_chars > MAX_PENDING_CHARS:
+                    self._room.clear()
+                    await self._room.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer after the deltas that came before it
+            self._error = exc
+        finally:
+            self._finished = True
+            self._ready.set()
+
+    async def take(self) -> Delta | None:
+        """Everything received since the last take, as one delta; None at the end. Raises the upstream's error
+        once the deltas before it were taken."""
+        while not self._pending:
+            if self._finished:
+                if self._error is not None:
+                    raise self._error
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        batch, self._pending, self._pending_chars = self._pending, [], 0
+        self._room.set()
+        if len(batch) == 1:
+            return batch[0]
+        last = batch[-1]
+        return Delta("".join(d.text for d in batch), "".join(d.reasoning for d in batch), last.finish_reason,
+                     last.prompt_tokens, last.completion_tokens)
+
+    async def aclose(self) -> None:
+        """Stop reading and close the upstream stream (at once, mid-read if need be)."""
+        if not self._task.done():
+            self._task.cancel()
+        await asyncio.wait([self._task])  # never raises the pump's cancellation (a cancel of ours still does)
+        await self._stream.aclose()

@@ -1,0 +1,572 @@
+"""Inference: resolves a model, walks its fallback chain, and runs each candidate behind the breaker, the limits
+and the retry policy. Generation is relayed as the upstream produces it.
+
+Order per candidate: breaker (fail fast), rate limits, concurrency slot, then the upstream call with retries.
+Retries and fallbacks happen only before the first token reached the caller; after that a failure ends the
+stream with its error (the caller already holds part of an answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from typecase.server.config import Settings
+from typecase.server.llm import errors, metrics
+from typecase.server.llm.coalesce import Coalescer
+from typecase.server.llm.models import ModelRow, ProviderRow
+from typecase.server.llm.providers import (BREAKER_FAILURES, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Adapter,
+                                           ChatCall, Delta, Message, Timeouts, UpstreamError, estimate_tokens)
+from typecase.server.llm.providers.anthropic import AnthropicAdapter
+from typecase.server.llm.providers.local import LocalAdapter
+from typecase.server.llm.providers.openai import OpenAIAdapter
+from typecase.server.llm.registry import Registry
+from typecase.server.llm.resilience import (Breaker, BreakerOpen, Concurrency, LimitExceeded, RateLimits, RetryWait,
+                                            StatusLog, Ticket, retryable)
+from typecase.server.rpc.errors import TypecaseError, invalid_argument
+from typecase.v1 import common_pb2, llm_pb2
+
+log = logging.getLogger("typecase.llm")
+T = TypeVar("T")
+
+ROLES = {common_pb2.MESSAGE_ROLE_SYSTEM: "system", common_pb2.MESSAGE_ROLE_USER: "user",
+         common_pb2.MESSAGE_ROLE_ASSISTANT: "assistant", common_pb2.MESSAGE_ROLE_TOOL: "tool"}
+# Failures after which the next model in the chain is tried.
+FALLBACK_KINDS = frozenset({UNAVAILABLE, RATE_LIMITED, TIMEOUT})
+SAMPLING_DEFAULTS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "max_tokens", "stop")
+RETIRED_ADAPTER_GRACE = 600.0  # seconds an adapter replaced by a provider edit stays open for streams still using it
+
+
+class Unserved(Exception):
+    """A candidate model could not serve the request before producing output."""
+
+    def __init__(self, error: TypecaseError, fallback: bool):
+        super().__init__(error.message)
+        self.error = error
+        self.fallback = fallback
+
+
+@dataclass(slots=True)
+class Target:
+    model: ModelRow
+    provider: ProviderRow
+    adapter: Adapter
+    timeouts: Timeouts
+    max_retries: int
+    labels: tuple[str, str]
+
+
+class Inference:
+    def __init__(self, registry: Registry, settings: Settings, breaker: Breaker, concurrency: Concurrency,
+                 rate_limits: RateLimits, status_log: StatusLog):
+        self.registry = registry
+        self.settings = settings
+        self.breaker = breaker
+        self.concurrency = concurrency
+        self.rate_limits = rate_limits
+        self.status_log = status_log
+        self.retry_wait = RetryWait(settings.llm_retry_backoff_seconds, settings.llm_retry_backoff_max_seconds)
+        self.retryable = retry_if_exception(retryable(settings.llm_retry_after_max_seconds))
+        self.local = LocalAdapter(
+            chat_model_path=settings.llm_local_chat_model_path,
+            embedding_model_path=settings.llm_local_embedding_model_path,
+            threads=settings.llm_local_threads,
+            context_tokens=settings.llm_local_context_tokens,
+            embed_batch_size=settings.llm_embed_batch_size,
+        )
+        self._adapters: dict[str, tuple[Any, Adapter]] = {}
+        self._retired: list[tuple[float, Adapter]] = []
+        self._dimensions: dict[str, int] = {}
+
+    async def aclose(self) -> None:
+        for _, adapter in self._adapters.values():
+            await adapter.aclose()
+        for _, adapter in self._retired:
+            await adapter.aclose()
+        self._adapters.clear()
+        self._retired.clear()
+        await self.local.aclose()
+
+    # -- resolution ----------------------------------------------------------------------------------------------
+    def resolve(self, ref: str, use: str, model_type: str) -> ModelRow:
+        """The model a request names (id or name), or the default for `use` when it names none."""
+        snapshot = self.registry.snapshot
+        if not ref:
+            ref = snapshot.defaults.get(use, "")
+            if not ref:
+                raise errors.model_not_found("", f"no model given and no default {use} model is set")
+        model = snapshot.model(ref)
+        if model is None:
+            raise errors.model_not_found(ref)
+        if model.type != model_type:
+            raise errors.wrong_type(model, model_type)
+        return model
+
+    def chain(self, primary: ModelRow, disable_fallback: bool) -> list[ModelRow]:
+        if disable_fallback:
+            return [primary]
+        models, seen = [primary], {primary.id}
+        for ref in primary.fallback_model_ids or ():
+            fallback = self.registry.snapshot.models.get(ref)
+            if fallback is not None and fallback.id not in seen and fallback.type == primary.type:
+                models.append(fallback)
+                seen.add(fallback.id)
+        return models
+
+    def target(self, model: ModelRow) -> Target:
+        provider = self.registry.snapshot.providers.get(model.provider_id)
+        if provider is None:
+            raise errors.model_offline(model, "served by a provider that no longer exists")
+        s = self.settings
+        timeouts = Timeouts(
+            connect=(provider.connect_timeout_ms or s.llm_connect_timeout_seconds * 1000) / 1000,
+            first_token=(provider.first_token_timeout_ms or s.llm_first_token_timeout_seconds * 1000) / 1000,
+            idle=(provider.idle_timeout_ms or s.llm_idle_timeout_seconds * 1000) / 1000,
+        )
+        retries = provider.max_retries if provider.max_retries is not None else s.llm_max_retries
+        return Target(model, provider, self.adapter(provider), timeouts, retries, (provider.name, model.name))
+
+    def adapter(self, provider: ProviderRow) -> Adapter:
+        if provider.type == "local":
+            return self.local
+        version = (provider.update_time, self.registry.snapshot.api_keys.get(provider.id))
+        cached = self._adapters.get(provider.id)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        if cached is not None:  # the provider was edited: new requests get a new client, running streams finish
+            self._retire(cached[1])
+        kwargs = dict(max_connections=self.settings.llm_max_connections,
+                      max_keepalive=self.settings.llm_max_keepalive_connections)
+        cls = AnthropicAdapter if provider.type == "anthropic" else OpenAIAdapter
+        adapter = cls(provider.base_url, self.registry.snapshot.api_keys.get(provider.id),
+                      {str(k): str(v) for k, v in (provider.extra_headers or {}).items()}, provider.config or {},
+                      **kwargs)
+        self._adapters[provider.id] = (version, adapter)
+        return adapter
+
+    def _retire(self, adapter: Adapter) -> None:
+        now = time.monotonic()
+        self._retired.append((now, adapter))
+        expired = [a for t, a in self._retired if now - t > RETIRED_ADAPTER_GRACE]
+        self._retired = [(t, a) for t, a in self._retired if now - t <= RETIRED_ADAPTER_GRACE]
+        for old in expired:
+            asyncio.get_running_loop().create_task(old.aclose())
+
+    def usable(self, target: Target) -> TypecaseError | None:
+        if not target.model.online:
+            return errors.model_offline(target.model)
+        if not target.provider.enabled:
+            return errors.model_offline(target.model, f"served by the disabled provider {target.provider.name!r}")
+        return None
+
+    # -- admission -----------------------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def admitted(self, target: Target, prompt_tokens: int) -> AsyncIterator[Ticket]:
+        """Breaker, rate limits and a concurrency slot, released on exit. Raises Unserved when refused."""
+        model, provider_name = target.model, target.provider.name
+        try:
+            ticket = await self.breaker.admit(model.id)
+        except BreakerOpen as exc:
+            metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_OPEN)
+            self._count_failure(target, "CIRCUIT_OPEN")
+            raise Unserved(errors.circuit_open(model, provider_name, exc.retry_after), fallback=True) from None
+        resolved = False
+        try:
+            try:
+                await self.rate_limits.admit(model.id, model.requests_per_minute, model.tokens_per_minute,
+                                             prompt_tokens)
+            except LimitExceeded as exc:
+                self._count_failure(target, "RATE_LIMITED")
+                raise Unserved(errors.rate_limited(model, provider_name, exc.what, exc.retry_after), True) from None
+            lease = await self.concurrency.acquire(model.id, model.max_concurrency,
+                                                   self.settings.llm_concurrency_wait_seconds)
+            if lease is None:
+                self._count_failure(target, "RATE_LIMITED")
+                raise Unserved(errors.rate_limited(model, provider_name, "concurrency", 1.0), True)
+            in_flight = metrics.IN_FLIGHT.labels(*target.labels)
+            in_flight.inc()
+            try:
+                yield ticket
+                resolved = True
+            finally:
+                in_flight.dec()
+                await self.concurrency.release(model.id, lease)
+        finally:
+            if not resolved:
+                await self.breaker.release(ticket)
+
+    async def _retrying(self, target: Target, call: Callable[[], Awaitable[T]]) -> T:
+        """One upstream operation with the provider's retry budget (retryable failures only)."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(target.max_retries + 1), wait=self.retry_wait, retry=self.retryable,
+            before_sleep=self._before_retry(target), reraise=True,
+        ):
+            with attempt:
+                return await call()
+        raise AssertionError("unreachable")
+
+    def _before_retry(self, target: Target):
+        def log_retry(state: RetryCallState) -> None:
+            metrics.RETRIES.labels(*target.labels).inc()
+            exc = state.outcome.exception() if state.outcome else None
+            log.info("retrying model %s (attempt %d failed: %s); next in %.2fs", target.model.name,
+                     state.attempt_number, exc, state.upcoming_sleep)
+        return log_retry
+
+    async def _failed(self, target: Target, ticket: Ticket, exc: UpstreamError, error: TypecaseError,
+                      operation: str) -> None:
+        if exc.kind in BREAKER_FAILURES:
+            if await self.breaker.failure(ticket):
+                metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_OPEN)
+        else:
+            await self.breaker.release(ticket)
+        metrics.REQUESTS.labels(*target.labels, operation, "error").inc()
+        self._count_failure(target, error.reason)
+        try:
+            await self.status_log.error(target.model.id, error.code.value[0], error.reason, error.message)
+        except Exception:
+            log.warning("could not record the last error of model %s", target.model.name, exc_info=True)
+        log.warning("model %s failed: %s", target.model.name, error.message)
+
+    async def _succeeded(self, target: Target, ticket: Ticket, operation: str, started: float) -> None:
+        if await self.breaker.success(ticket) or ticket.dirty:
+            metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_CLOSED)
+        metrics.REQUESTS.labels(*target.labels, operation, "ok").inc()
+        metrics.DURATION.labels(*target.labels, operation).observe(time.perf_counter() - started)
+        await self.status_log.success(target.model.id)
+
+    @staticmethod
+    def _count_failure(target: Target, reason: str) -> None:
+        metrics.FAILURES.labels(*target.labels, reason).inc()
+
+    # -- generation ----------------------------------------------------------------------------------------------
+    def chat_call(self, model: ModelRow, messages: list[Message], config: llm_pb2.GenerationConfig,
+                  user: str) -> ChatCall:
+        """Request options over the model's configured defaults; max_tokens capped at max_output_tokens."""
+        extra = dict(model.config or {})
+        defaults = {k: extra.pop(k) for k in SAMPLING_DEFAULTS if k in extra}
+
+        def pick(name: str):
+            return getattr(config, name) if config.HasField(name) else defaults.get(name)
+
+        max_tokens = pick("max_tokens")
+        if model.max_output_tokens and (max_tokens is None or max_tokens > model.max_output_tokens):
+            max_tokens = model.max_output_tokens
+        return ChatCall(
+            model=model.upstream_name or model.name, messages=messages, max_tokens=max_tokens,
+            temperature=pick("temperature"), top_p=pick("top_p"), stop=list(config.stop) or defaults.get("stop") or [],
+            seed=pick("seed"), presence_penalty=pick("presence_penalty"),
+            frequency_penalty=pick("frequency_penalty"), user=user, extra=extra,
+        )
+
+    @staticmethod
+    def messages(request_messages) -> list[Message]:
+        if not request_messages:
+            raise invalid_argument("messages", "at least one message is required")
+        out = []
+        for i, m in enumerate(request_messages):
+            role = ROLES.get(m.role)
+            if role is None:
+                raise invalid_argument(f"messages[{i}].role", "must be system, user, assistant or tool")
+            out.append(Message(role, m.content, m.name, m.tool_call_id))
+        return out
+
+    @staticmethod
+    def validate_config(config: llm_pb2.GenerationConfig) -> None:
+        if config.HasField("temperature") and not 0 <= config.temperature <= 2:
+            raise invalid_argument("config.temperature", "must be between 0 and 2")
+        if config.HasField("top_p") and not 0 <= config.top_p <= 1:
+            raise invalid_argument("config.top_p", "must be between 0 and 1")
+        if config.HasField("max_tokens") and config.max_tokens <= 0:
+            raise invalid_argument("config.max_tokens", "must be positive")
+        if len(config.stop) > 4:
+            raise invalid_argument("config.stop", "at most 4 stop sequences")
+
+    async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        started = time.perf_counter()
+        primary = self.resolve(request.model_id, "chat", "llm")
+        messages = self.messages(request.messages)
+        self.validate_config(request.config)
+        prompt_tokens = sum(estimate_tokens(m.content) + 4 for m in messages)
+        first_error: Unserved | None = None
+        for model in self.chain(primary, request.disable_fallback):
+            try:
+                target = self.target(model)
+                if (offline := self.usable(target)) is not None:
+                    raise Unserved(offline, fallback=model is not primary)
+                call = self.chat_call(model, messages, request.config, request.user)
+                async for response in self._stream(target, call, prompt_tokens, started):
+                    yield response
+                return
+            except Unserved as unserved:
+                first_error = first_error or unserved
+                if not unserved.fallback:
+                    break
+                metrics.FALLBACKS.labels(self._provider_name(model), model.name).inc()
+            except TypecaseError as error:
+                if error.reason == "MODEL_OFFLINE" and model is not primary:
+                    first_error = first_error or Unserved(error, True)
+                    continue
+                raise
+        raise first_error.error if first_error else errors.model_not_found(request.model_id)
+
+    def _provider_name(self, model: ModelRow) -> str:
+        provider = self.registry.snapshot.providers.get(model.provider_id)
+        return provider.name if provider else ""
+
+    async def _open(self, target: Target, call: ChatCall) -> tuple[AsyncIterator[Delta], Delta]:
+        """The upstream stream and its first output, retried while nothing was produced."""
+        async def attempt() -> tuple[AsyncIterator[Delta], Delta]:
+            stream = target.adapter.stream_chat(call, target.timeouts)
+            try:
+                return stream, await anext(stream)
+            except StopAsyncIteration:
+                raise UpstreamError(UNAVAILABLE, "the upstream ended the stream without any output") from None
+            except BaseException:
+                await stream.aclose()
+                raise
+        return await self._retrying(target, attempt)
+
+    async def _stream(self, target: Target, call: ChatCall, prompt_estimate: int,
+                      started: float) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        model, labels = target.model, target.labels
+        async with self.admitted(target, prompt_estimate) as ticket:
+            try:
+                stream, delta = await self._open(target, call)
+            except UpstreamError as exc:
+                error = errors.upstream_error(exc, model, target.provider.name)
+                await self._failed(target, ticket, exc, error, "generate")
+                raise Unserved(error, fallback=exc.kind in FALLBACK_KINDS) from None
+
+            now = time.perf_counter()
+            metrics.TTFT.labels(*labels).observe(now - started)
+            inter_token = metrics.INTER_TOKEN.labels(*labels)
+            GenerateResponse = llm_pb2.GenerateResponse
+            first = GenerateResponse(seq=1, served_model_id=model.id)
+            if delta.text or delta.reasoning:
+                first.ttft.FromNanoseconds(int((now - started) * 1e9))
+            seq, last, produced, outcome = 1, now, 0, "cancelled"
+            coalescer: Coalescer | None = None
+            try:
+                while True:
+                    produced += len(delta.text) + len(delta.reasoning)
+                    if delta.finish_reason:
+                        prompt = delta.prompt_tokens if delta.prompt_tokens is not None else prompt_estimate
+                        completion = (delta.completion_tokens if delta.completion_tokens is not None
+                                      else estimate_tokens(" " * produced))
+                        usage = common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion,
+                                                 total_tokens=prompt + completion)
+                        final = first if seq == 1 else GenerateResponse(seq=seq)
+                        final.text, final.reasoning_text = delta.text, delta.reasoning
+                        final.finish_reason = delta.finish_reason
+                        final.usage.CopyFrom(usage)
+                        outcome = "ok"
+                        await self._finished(target, ticket, started, prompt, completion)
+                        yield final
+                        return
+                    message = first if seq == 1 else GenerateResponse(seq=seq, text=delta.text,
+                                                                      reasoning_text=delta.reasoning)
+                    if seq == 1:
+                        message.text, message.reasoning_text = delta.text, delta.reasoning
+                    yield message
+                    if coalescer is None:  # reads ahead from here on, merging what the caller is slow to take
+                        coalescer = Coalescer(stream)
+                    delta = await coalescer.take()
+                    if delta is None:
+                        raise UpstreamError(UNAVAILABLE, "the upstream stream ended without a finish")
+                    seq += 1
+                    now = time.perf_counter()
+                    inter_token.observe(now - last)
+                    last = now
+            except UpstreamError as exc:
+                outcome = "error"
+                error = errors.upstream_error(exc, model, target.provider.name)
+                error.message += " (mid-stream)"
+                await self._failed(target, ticket, exc, error, "generate")
+                raise error from None
+            finally:  # closes the upstream connection at once when the caller went away
+                await (coalescer.aclose() if coalescer is not None else stream.aclose())
+                if outcome == "cancelled":
+                    metrics.REQUESTS.labels(*labels, "generate", "cancelled").inc()
+                    await self._charge(model, prompt_estimate, estimate_tokens(" " * produced))
+
+    async def _finished(self, target: Target, ticket: Ticket, started: float, prompt: int, completion: int) -> None:
+        metrics.INPUT_TOKENS.labels(*target.labels).inc(prompt)
+        metrics.OUTPUT_TOKENS.labels(*target.labels).inc(completion)
+        await self._succeeded(target, ticket, "generate", started)
+        await self._charge(target.model, prompt, completion)
+
+    async def _charge(self, model: ModelRow, prompt: int, completion: int) -> None:
+        if model.tokens_per_minute:
+            await self.rate_limits.charge_tokens(model.id, model.tokens_per_minute, prompt + completion)
+
+    # -- unary calls ---------------------------------------------------------------------------------------------
+    async def _unary(self, chain: list[ModelRow], prompt_tokens: int, operation: str,
+                     run: Callable[[Target], Awaitable[T]]) -> tuple[Target, T]:
+        """Fallback chain + admission for a unary operation; `run` does the upstream work with _retrying."""
+        first_error: Unserved | None = None
+        for model in chain:
+            started = time.perf_counter()
+            try:
+                target = self.target(model)
+                if (offline := self.usable(target)) is not None:
+                    raise Unserved(offline, fallback=model is not chain[0])
+                async with self.admitted(target, prompt_tokens) as ticket:
+                    try:
+                        result = await run(target)
+                    except UpstreamError as exc:
+                        error = errors.upstream_error(exc, model, target.provider.name)
+                        await self._failed(target, ticket, exc, error, operation)
+                        raise Unserved(error, fallback=exc.kind in FALLBACK_KINDS) from None
+                    await self._succeeded(target, ticket, operation, started)
+                    return target, result
+            except Unserved as unserved:
+                first_error = first_error or unserved
+                if not unserved.fallback:
+                    break
+                metrics.FALLBACKS.labels(self._provider_name(model), model.name).inc()
+            except TypecaseError as error:
+                if error.reason == "MODEL_OFFLINE" and model is not chain[0]:
+                    first_error = first_error or Unserved(error, True)
+                    continue
+                raise
+        assert first_error is not None
+        raise first_error.error
+
+    async def complete(self, request: llm_pb2.CompleteRequest) -> llm_pb2.CompleteResponse:
+        started = time.perf_counter()
+        primary = self.resolve(request.model_id, "chat", "llm")
+        messages = self.messages(request.messages)
+        self.validate_config(request.config)
+        prompt_estimate = sum(estimate_tokens(m.content) + 4 for m in messages)
+
+        async def run(target: Target) -> Delta:
+            call = self.chat_call(target.model, messages, request.config, request.user)
+            return await self._retrying(target, lambda: target.adapter.chat(call, target.timeouts))
+
+        target, answer = await self._unary(self.chain(primary, request.disable_fallback), prompt_estimate,
+                                           "complete", run)
+        prompt = answer.prompt_tokens if answer.prompt_tokens is not None else prompt_estimate
+        completion = answer.completion_tokens if answer.completion_tokens is not None else estimate_tokens(answer.text)
+        metrics.INPUT_TOKENS.labels(*target.labels).inc(prompt)
+        metrics.OUTPUT_TOKENS.labels(*target.labels).inc(completion)
+        await self._charge(target.model, prompt, completion)
+        response = llm_pb2.CompleteResponse(
+            text=answer.text, reasoning_text=answer.reasoning, finish_reason=answer.finish_reason or 1,
+            usage=common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
+            served_model_id=target.model.id,
+        )
+        response.latency.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
+        return response
+
+    async def embed(self, model_ref: str, texts: list[str], *, dimensions: int = 0, input_type: str = "",
+                    use: str = "knowledge_embedding") -> tuple[ModelRow, list[list[float]], int]:
+        """(served model, one vector per text, prompt tokens). Batches of llm_embed_batch_size go upstream."""
+        if len(texts) > self.settings.llm_max_embed_inputs:
+            raise invalid_argument("inputs", f"at most {self.settings.llm_max_embed_inputs} texts per call")
+        primary = self.resolve(model_ref, use, "embedding")
+        if not texts:
+            return primary, [], 0
+        chain = [m for m in self.chain(primary, False) if m is primary or not (
+            primary.embedding_dimensions and m.embedding_dimensions
+            and m.embedding_dimensions != primary.embedding_dimensions)]  # never mix vector spaces of different sizes
+        size = self.settings.llm_embed_batch_size
+
+        async def run(target: Target) -> tuple[list[list[float]], int]:
+            vectors: list[list[float]] = []
+            tokens = 0
+            for i in range(0, len(texts), size):
+                batch = texts[i:i + size]
+                result = await self._retrying(target, lambda: target.adapter.embed(
+                    target.model.upstream_name or target.model.name, batch, target.timeouts,
+                    dimensions=dimensions, input_type=input_type))
+                if len(result.vectors) != len(batch):
+                    raise UpstreamError(UNAVAILABLE, "the upstream returned the wrong number of vectors")
+                vectors.extend(result.vectors)
+                tokens += result.prompt_tokens
+            return vectors, tokens
+
+        prompt_estimate = sum(estimate_tokens(t) for t in texts)
+        target, (vectors, tokens) = await self._unary(chain, prompt_estimate, "embed", run)
+        metrics.INPUT_TOKENS.labels(*target.labels).inc(tokens)
+        await self._charge(target.model, tokens, 0)
+        if vectors and target.model.id not in self._dimensions:
+            self._dimensions[target.model.id] = len(vectors[0])
+        return target.model, vectors, tokens
+
+    async def embedding_dimensions(self, model_ref: str) -> int:
+        model = self.resolve(model_ref, "knowledge_embedding", "embedding")
+        if model.embedding_dimensions:
+            return model.embedding_dimensions
+        if model.id not in self._dimensions:
+            await self.embed(model.id, ["dimension probe"])
+        return self._dimensions[model.id]
+
+    async def rerank(self, request: llm_pb2.RerankRequest) -> llm_pb2.RerankResponse:
+        primary = self.resolve(request.model_id, "rerank", "rerank")
+        if not request.query:
+            raise invalid_argument("query", "must not be empty")
+        if request.top_n < 0:
+            raise invalid_argument("top_n", "must not be negative")
+        documents = list(request.documents)
+        if not documents:
+            return llm_pb2.RerankResponse(served_model_id=primary.id)
+
+        async def run(target: Target):
+            return await self._retrying(target, lambda: target.adapter.rerank(
+                target.model.upstream_name or target.model.name, request.query, documents, target.timeouts))
+
+        tokens = estimate_tokens(request.query) * len(documents) + sum(estimate_tokens(d) for d in documents)
+        target, items = await self._unary(self.chain(primary, False), tokens, "rerank", run)
+        items = sorted((i for i in items if 0 <= i.index < len(documents)), key=lambda i: -i.score)
+        if request.top_n:
+            items = items[:request.top_n]
+        response = llm_pb2.RerankResponse(served_model_id=target.model.id)
+        for item in items:
+            response.results.add(index=item.index, relevance_score=item.score,
+                                 document=documents[item.index] if request.return_documents else "")
+        return response
+
+    # -- diagnostics ---------------------------------------------------------------------------------------------
+    async def test(self, model: ModelRow, prompt: str) -> llm_pb2.TestModelResponse:
+        """One direct call: no fallback, breaker, limits or retries; works on offline models."""
+        response = llm_pb2.TestModelResponse()
+        started = time.perf_counter()
+        try:
+            target = self.target(model)
+            if model.type == "llm":
+                call = ChatCall(model.upstream_name or model.name, [Message("user", prompt or "Say hello.")],
+                                max_tokens=16)
+                stream = target.adapter.stream_chat(call, target.timeouts)
+                text = []
+                try:
+                    async for delta in stream:
+                        if not text and (delta.text or delta.reasoning):
+                            response.ttft.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
+                        text.append(delta.text)
+                finally:
+                    await stream.aclose()
+                response.output = "".join(text)[:200]
+            elif model.type == "embedding":
+                result = await target.adapter.embed(model.upstream_name or model.name, [prompt or "hello"],
+                                                    target.timeouts)
+                response.output = f"{len(result.vectors[0])}-dim vector"
+            else:
+                items = await target.adapter.rerank(model.upstream_name or model.name, prompt or "hello",
+                                                    ["hello", "world"], target.timeouts)
+                response.output = f"{len(items)} scores"
+            response.ok = True
+        except UpstreamError as exc:
+            error = errors.upstream_error(exc, model, self._provider_name(model))
+            response.error.CopyFrom(error.to_status())
+        except TypecaseError as error:
+            response.error.CopyFrom(error.to_status())
+        response.latency.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
+        return response

@@ -1,0 +1,136 @@
+"""Upstream adapters: one per wire protocol, all speaking the same small vocabulary.
+
+An adapter turns a ChatCall into a stream of Deltas (or one Delta, unary), embeds texts, or reranks documents,
+and reports every failure as an UpstreamError whose `kind` decides what the resilience layer does with it.
+Adapters know nothing about retries, breakers, limits or fallbacks.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from typecase.v1 import common_pb2
+
+STOP = common_pb2.FINISH_REASON_STOP
+LENGTH = common_pb2.FINISH_REASON_LENGTH
+CONTENT_FILTER = common_pb2.FINISH_REASON_CONTENT_FILTER
+TOOL_CALLS = common_pb2.FINISH_REASON_TOOL_CALLS
+
+# UpstreamError kinds.
+UNAVAILABLE = "unavailable"  # connect error, reset, 5xx, overloaded: retryable, counts against the breaker
+RATE_LIMITED = "rate_limited"  # upstream 429: retryable (after Retry-After), does not trip the breaker
+TIMEOUT = "timeout"  # connect / first token / idle timeout: retryable, counts against the breaker
+CONTEXT = "context"  # prompt too long for the model
+ERROR = "error"  # any other upstream answer (400, 401, 404, ...): not retried
+UNSUPPORTED = "unsupported"  # the provider cannot do this operation at all
+
+RETRYABLE = frozenset({UNAVAILABLE, RATE_LIMITED, TIMEOUT})
+BREAKER_FAILURES = frozenset({UNAVAILABLE, TIMEOUT})
+
+
+class UpstreamError(Exception):
+    def __init__(self, kind: str, message: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
+
+    def __repr__(self) -> str:
+        return f"UpstreamError({self.kind!r}, {self.message!r}, status={self.status})"
+
+
+@dataclass(slots=True)
+class Delta:
+    """A piece of output. Streams end with a Delta carrying finish_reason (and usage when the upstream told)."""
+
+    text: str = ""
+    reasoning: str = ""
+    finish_reason: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+@dataclass(slots=True)
+class Message:
+    role: str  # system | user | assistant | tool
+    content: str
+    name: str = ""
+    tool_call_id: str = ""
+
+
+@dataclass(slots=True)
+class ChatCall:
+    model: str  # the upstream model name
+    messages: list[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # the model's config extras (e.g. extra_body)
+
+
+@dataclass(slots=True)
+class Timeouts:
+    connect: float
+    first_token: float  # also the whole-answer timeout of unary calls
+    idle: float
+
+
+@dataclass(slots=True)
+class EmbedResult:
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
+@dataclass(slots=True)
+class RerankItem:
+    index: int
+    score: float
+
+
+class Adapter(abc.ABC):
+    """One provider's upstream. Instances are shared by all requests to that provider."""
+
+    @abc.abstractmethod
+    def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
+        """Deltas as they arrive. Closing the iterator (aclose, or cancelling its consumer) closes the upstream."""
+
+    async def chat(self, call: ChatCall, timeouts: Timeouts) -> Delta:
+        """The whole answer; the default joins the stream."""
+        text, reasoning, last = [], [], Delta()
+        stream = self.stream_chat(call, timeouts)
+        try:
+            async for delta in stream:
+                text.append(delta.text)
+                reasoning.append(delta.reasoning)
+                last = delta
+        finally:
+            await stream.aclose()
+        return Delta("".join(text), "".join(reasoning), last.finish_reason, last.prompt_tokens, last.completion_tokens)
+
+    async def embed(self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0,
+                    input_type: str = "") -> EmbedResult:
+        raise UpstreamError(UNSUPPORTED, "this provider does not serve embeddings")
+
+    async def rerank(self, model: str, query: str, documents: list[str], timeouts: Timeouts) -> list[RerankItem]:
+        raise UpstreamError(UNSUPPORTED, "this provider does not serve reranking")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (~4 characters per token) for upstreams that do not report usage."""
+    return (len(text) + 3) // 4

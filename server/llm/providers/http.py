@@ -1,0 +1,247 @@
+"""HTTP plumbing shared by the HTTP adapters: the client, status/exception mapping, and SSE reading.
+
+SSE is parsed with httpx-sse's decoders, but per network read rather than per event: every event that arrived in
+one read is handed over as one batch, so a fast upstream's burst becomes one downstream message instead of many
+(no added latency: a batch is released as soon as its read completes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import email.utils
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from httpx_sse import ServerSentEvent
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+
+from . import CONTEXT, ERROR, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Timeouts, UpstreamError
+
+MAX_ERROR_BODY = 4096
+# httpx logs every request at INFO: one line per LLM call is noise (and cost) at relay rates; keep its warnings.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class ClientPool:
+    """httpx clients for one provider, each with a small connection pool.
+
+    httpcore's pool walks every pooled connection (with a poll() syscall for idle ones) on each request and each
+    release, so one client with n open connections costs O(n) per request: at 200 concurrent streams that was
+    ~40 ms of CPU per request. Small shards keep the walk short; a new shard opens only when all are busy.
+    """
+
+    SHARD = 8
+
+    def __init__(self, *, max_connections: int, max_keepalive: int, headers: dict[str, str]):
+        self.headers = {"accept-encoding": "identity", **headers}  # SSE is read raw (see SSEReader)
+        self.max_shards = max(1, -(-max_connections // self.SHARD))
+        self.keepalive = max(0, min(self.SHARD, max_keepalive // self.max_shards or 1)) if max_keepalive else 0
+        self.shards: list[httpx.AsyncClient] = []
+        self.busy: list[int] = []
+
+    def _new_shard(self) -> int:
+        self.shards.append(httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=self.SHARD, max_keepalive_connections=self.keepalive),
+            headers=self.headers,
+            timeout=None,  # per-request timeouts are passed with each call; first-token and idle ones are ours
+            follow_redirects=False,
+        ))
+        self.busy.append(0)
+        return len(self.shards) - 1
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        busy = self.busy
+        index = next((i for i, n in enumerate(busy) if n < self.SHARD), -1)
+        if index < 0:
+            index = self._new_shard() if len(busy) < self.max_shards else busy.index(min(busy))
+        busy[index] += 1
+        try:
+            yield self.shards[index]
+        finally:
+            busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for client in self.shards:
+            await client.aclose()
+
+
+def http_timeout(t: Timeouts) -> httpx.Timeout:
+    # read=None: reads are bounded by our own first-token / idle deadlines, which know what is being awaited.
+    return httpx.Timeout(connect=t.connect, read=None, write=t.connect, pool=t.connect)
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    if (ms := headers.get("retry-after-ms")) is not None:  # OpenAI's finer-grained variant
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())
+
+
+def error_message(body: bytes) -> tuple[str, str]:
+    """(message, code) from an OpenAI- or Anthropic-style error body, or its raw text."""
+    text = body[:MAX_ERROR_BODY].decode(errors="replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text or "(empty body)", ""
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        return str(err.get("message") or text), str(err.get("code") or err.get("type") or "")
+    return str(err), ""
+
+
+def status_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+    message, code = error_message(body)
+    detail = f"upstream answered {status}: {message}"
+    if status == 429:
+        return UpstreamError(RATE_LIMITED, detail, status=status, retry_after=retry_after_seconds(headers))
+    if status in (408, 504):
+        return UpstreamError(TIMEOUT, detail, status=status)
+    if status >= 500 or status == 529:  # 529: Anthropic "overloaded"
+        return UpstreamError(UNAVAILABLE, detail, status=status, retry_after=retry_after_seconds(headers))
+    if "context_length" in code or "context length" in message.lower() or "too long" in message.lower():
+        return UpstreamError(CONTEXT, detail, status=status)
+    return UpstreamError(ERROR, detail, status=status)
+
+
+def transport_error(exc: httpx.HTTPError) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(TIMEOUT, f"upstream timed out: {type(exc).__name__} {exc}".strip())
+    return UpstreamError(UNAVAILABLE, f"upstream connection failed: {type(exc).__name__}: {exc}".strip())
+
+
+@asynccontextmanager
+async def open_stream(pool: ClientPool, url: str, body: dict[str, Any],
+                      t: Timeouts) -> AsyncIterator[tuple[httpx.Response, float]]:
+    """POST and yield (response, first-token deadline) once a 2xx status arrived; closing the block closes it."""
+    deadline = asyncio.get_running_loop().time() + t.first_token
+    async with pool.client() as client:
+        request = client.build_request("POST", url, json=body, timeout=http_timeout(t))
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await client.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+        try:
+            if response.status_code >= 400:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        error_body = await response.aread()
+                except (TimeoutError, httpx.HTTPError):
+                    error_body = b""
+                raise status_error(response.status_code, error_body, response.headers)
+            yield response, deadline
+        finally:
+            await response.aclose()
+
+
+async def post_json(pool: ClientPool, url: str, body: dict[str, Any], t: Timeouts) -> dict[str, Any]:
+    """A unary POST whose whole answer must arrive within the first-token timeout."""
+    async with pool.client() as client:
+        try:
+            async with asyncio.timeout(t.first_token):
+                response = await client.post(url, json=body, timeout=http_timeout(t))
+        except TimeoutError:
+            raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
+        except httpx.HTTPError as exc:
+            raise transport_error(exc) from exc
+    if response.status_code >= 400:
+        raise status_error(response.status_code, response.content, response.headers)
+    try:
+        data = response.json()
+    except ValueError:
+        raise UpstreamError(UNAVAILABLE, "the upstream answered with malformed JSON") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(UNAVAILABLE, "the upstream answered with an unexpected JSON document")
+    return data
+
+
+async def _text(raw: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    async for chunk in raw:
+        if text := decoder.decode(chunk):
+            yield text
+
+
+class SSEReader:
+    """Reads a streamed response as batches of SSE events, one batch per network read.
+
+    Until `started` is set (by the adapter, on the first token) reads share the first-token deadline; after that
+    each read may take at most `idle` seconds.
+    """
+
+    def __init__(self, response: httpx.Response, deadline: float, idle: float):
+        if response.headers.get("content-encoding", "identity") == "identity":
+            self._chunks = _text(response.aiter_raw())  # skips httpx's content-decoding layers (~0.25 ms/stream)
+        else:
+            self._chunks = response.aiter_text()
+        self._lines = SSELineDecoder()
+        self._decoder = SSEDecoder()
+        self._deadline = deadline
+        self._idle = idle
+        self._loop = asyncio.get_running_loop()
+        self._done = False
+        self.started = False
+
+    async def next_batch(self) -> list[ServerSentEvent] | None:
+        """The next non-empty batch, or None at the end of the body."""
+        while not self._done:
+            deadline = self._loop.time() + self._idle if self.started else self._deadline
+            try:
+                async with asyncio.timeout_at(deadline):
+                    text = await anext(self._chunks)
+            except StopAsyncIteration:
+                self._done = True
+                return self._decode(self._lines.flush()) or None
+            except TimeoutError:
+                if self.started:
+                    raise UpstreamError(TIMEOUT, f"the upstream stalled for more than {self._idle:g}s mid-stream") from None
+                raise UpstreamError(TIMEOUT, "the upstream sent no token before the first-token timeout") from None
+            except httpx.HTTPError as exc:
+                raise transport_error(exc) from exc
+            batch = self._decode(self._lines.decode(text))
+            if batch:
+                return batch
+        return None
+
+    async def drain(self, timeout: float = 1.0) -> None:
+        """Read what is left of the body after the end-of-stream event (normally just the chunked terminator,
+        already buffered) so the connection goes back to the pool instead of being closed."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            async with asyncio.timeout(timeout):
+                async for _ in self._chunks:
+                    pass
+        except (TimeoutError, httpx.HTTPError):
+            pass
+
+    def _decode(self, lines: list[str]) -> list[ServerSentEvent]:
+        batch = []
+        for line in lines:
+            event = self._decoder.decode(line)
+            if event is not None:
+                batch.append(event)
+        return batch

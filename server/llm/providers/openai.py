@@ -1,0 +1,169 @@
+"""OpenAI-compatible upstreams (OpenAI, Azure OpenAI, vLLM, Ollama's /v1, Xinference, DeepSeek, Qwen, ...).
+
+base_url is the API root including its version, e.g. "https://api.openai.com/v1"; we append /chat/completions,
+/embeddings and /rerank (the Jina/Cohere-style rerank route that vLLM and Xinference serve).
+Provider config: {"stream_usage": false} for servers that reject stream_options; {"api_version": "..."} adds the
+api-version query parameter Azure wants.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from . import (CONTENT_FILTER, ERROR, LENGTH, RATE_LIMITED, STOP, TOOL_CALLS, UNAVAILABLE, Adapter, ChatCall, Delta,
+               EmbedResult, RerankItem, Timeouts, UpstreamError, estimate_tokens)
+from .http import ClientPool, SSEReader, open_stream, post_json
+
+FINISH = {"stop": STOP, "length": LENGTH, "content_filter": CONTENT_FILTER, "tool_calls": TOOL_CALLS,
+          "function_call": TOOL_CALLS}
+SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+
+
+class OpenAIAdapter(Adapter):
+    def __init__(self, base_url: str, api_key: str | None, extra_headers: dict[str, str], config: dict[str, Any],
+                 *, max_connections: int, max_keepalive: int):
+        self.base_url = base_url.rstrip("/")
+        headers = {"content-type": "application/json", **extra_headers}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+            headers["api-key"] = api_key  # Azure's header; ignored elsewhere
+        self.pool = ClientPool(max_connections=max_connections, max_keepalive=max_keepalive, headers=headers)
+        self.stream_usage = config.get("stream_usage", True)
+        self.params = {"api-version": config["api_version"]} if config.get("api_version") else None
+
+    def _url(self, path: str) -> str:
+        url = f"{self.base_url}/{path}"
+        return str(httpx.URL(url, params=self.params)) if self.params else url
+
+    def _body(self, call: ChatCall, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": call.model,
+            "messages": [_message(m) for m in call.messages],
+            "stream": stream,
+        }
+        for name in SAMPLING:
+            if (value := getattr(call, name)) is not None:
+                body[name] = value
+        if call.max_tokens is not None:
+            body["max_tokens"] = call.max_tokens
+        if call.stop:
+            body["stop"] = call.stop
+        if call.user:
+            body["user"] = call.user
+        if stream and self.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        extra = dict(call.extra)
+        body.update(extra.pop("extra_body", None) or {})
+        body.update({k: v for k, v in extra.items() if k not in body})
+        return body
+
+    async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
+        async with open_stream(self.pool, self._url("chat/completions"), self._body(call, True), timeouts) as (
+                response, deadline):
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                raise UpstreamError(ERROR, "the upstream did not stream (content-type "
+                                    f"{response.headers.get('content-type')!r})", status=response.status_code)
+            reader = SSEReader(response, deadline, timeouts.idle)
+            finish, usage, produced, done = 0, None, 0, False
+            text: list[str] = []
+            reasoning: list[str] = []
+            while not done and (batch := await reader.next_batch()) is not None:
+                text, reasoning = [], []
+                for event in batch:
+                    data = event.data
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        raise UpstreamError(UNAVAILABLE, f"the upstream sent a malformed chunk: {data[:200]!r}") from None
+                    if "error" in chunk:
+                        raise _stream_error(chunk["error"])
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        if content := delta.get("content"):
+                            text.append(content)
+                        if thought := delta.get("reasoning_content") or delta.get("reasoning"):
+                            reasoning.append(thought)
+                        if reason := choice.get("finish_reason"):
+                            finish = FINISH.get(reason, STOP)
+                produced += len(text) + len(reasoning)
+                if (text or reasoning) and not done:
+                    reader.started = True
+                    yield Delta("".join(text), "".join(reasoning))
+            if not finish:
+                raise UpstreamError(UNAVAILABLE, "the upstream closed the stream before finishing")
+            prompt = usage.get("prompt_tokens") if usage else None
+            completion = usage.get("completion_tokens") if usage else produced
+            if prompt is None:
+                prompt = sum(estimate_tokens(m.content) + 4 for m in call.messages)
+            # The last batch's text rides on the final delta when the stream ended in that same read.
+            rest = ("".join(text), "".join(reasoning)) if done else ("", "")
+            try:
+                yield Delta(rest[0], rest[1], finish_reason=finish, prompt_tokens=prompt, completion_tokens=completion)
+            finally:
+                await reader.drain()  # after the final delta went out: keeps the connection reusable
+
+    async def chat(self, call: ChatCall, timeouts: Timeouts) -> Delta:
+        data = await self._post("chat/completions", self._body(call, False), timeouts)
+        choices = data.get("choices") or []
+        if not choices:
+            raise UpstreamError(UNAVAILABLE, "the upstream answered without choices")
+        message = choices[0].get("message") or {}
+        usage = data.get("usage") or {}
+        text = message.get("content") or ""
+        return Delta(
+            text,
+            message.get("reasoning_content") or message.get("reasoning") or "",
+            FINISH.get(choices[0].get("finish_reason") or "stop", STOP),
+            usage.get("prompt_tokens", sum(estimate_tokens(m.content) for m in call.messages)),
+            usage.get("completion_tokens", estimate_tokens(text)),
+        )
+
+    async def embed(self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0,
+                    input_type: str = "") -> EmbedResult:
+        body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
+        if dimensions:
+            body["dimensions"] = dimensions
+        data = await self._post("embeddings", body, timeouts)
+        items = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
+        if len(items) != len(texts):
+            raise UpstreamError(UNAVAILABLE, f"the upstream returned {len(items)} embeddings for {len(texts)} inputs")
+        usage = data.get("usage") or {}
+        tokens = usage.get("prompt_tokens") or sum(estimate_tokens(t) for t in texts)
+        return EmbedResult([item["embedding"] for item in items], tokens)
+
+    async def rerank(self, model: str, query: str, documents: list[str], timeouts: Timeouts) -> list[RerankItem]:
+        data = await self._post("rerank", {"model": model, "query": query, "documents": documents}, timeouts)
+        results = data.get("results") or data.get("data") or []
+        return [RerankItem(int(r["index"]), float(r.get("relevance_score", r.get("score", 0.0)))) for r in results]
+
+    async def _post(self, path: str, body: dict[str, Any], timeouts: Timeouts) -> dict[str, Any]:
+        return await post_json(self.pool, self._url(path), body, timeouts)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+def _message(m) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+def _stream_error(error: Any) -> UpstreamError:
+    message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+    code = str(error.get("code") or error.get("type") or "") if isinstance(error, dict) else ""
+    if "rate" in code:
+        return UpstreamError(RATE_LIMITED, f"upstream error mid-stream: {message}")
+    return UpstreamError(UNAVAILABLE, f"upstream error mid-stream: {message}")

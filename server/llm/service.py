@@ -1,0 +1,186 @@
+"""LLMService: the gRPC servicer and the Python API other domains call (no gRPC hop).
+
+Python API (kept stable for chat, knowledge and flow):
+  generate(request) -> async iterator of GenerateResponse   embed_texts(texts, model_id="") -> vectors
+  embedding_dimensions(model_id="") -> int                  get_model(model_id) -> Model
+  default_model_id(use) -> str  (use: chat | flow | knowledge_embedding | title | rerank)
+The Python API does not check the caller (the calling domain already did); the RPCs do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from google.rpc import status_pb2
+
+from typecase.server.config import Settings
+from typecase.server.infra.cache import Cache
+from typecase.server.infra.sql import Database
+from typecase.server.llm.catalog import Catalog
+from typecase.server.llm.inference import Inference
+from typecase.server.llm.models import ModelRow
+from typecase.server.llm.registry import USES, Registry
+from typecase.server.llm.resilience import Breaker, LocalConcurrency, RateLimits, RedisConcurrency, StatusLog
+from typecase.server.rpc import principal as caller
+from typecase.server.rpc.errors import invalid_argument
+from typecase.v1 import llm_pb2, llm_pb2_grpc
+
+log = logging.getLogger("typecase.llm")
+
+EMBED_INPUT_TYPES = {llm_pb2.EMBEDDING_INPUT_TYPE_QUERY: "query", llm_pb2.EMBEDDING_INPUT_TYPE_DOCUMENT: "document"}
+
+
+class LLMService(llm_pb2_grpc.LLMServiceServicer):
+    def __init__(self, settings: Settings, db: Database, cache: Cache):
+        self.settings = settings
+        redis_url = settings.secret("redis_url")
+        self.registry = Registry(db, cache, settings)
+        self.catalog = Catalog(self.registry, settings)
+        self.breaker = Breaker(cache, settings.llm_breaker_failure_threshold, settings.llm_breaker_cooldown_seconds)
+        self.concurrency = (RedisConcurrency(redis_url, "typecase:", settings.llm_concurrency_lease_seconds)
+                            if redis_url else LocalConcurrency())
+        self.status_log = StatusLog(cache)
+        self.inference = Inference(self.registry, settings, self.breaker, self.concurrency,
+                                   RateLimits(redis_url, "typecase:"), self.status_log)
+
+    async def start(self) -> None:
+        await self.registry.start()
+        await self.concurrency.start()
+
+    async def stop(self) -> None:
+        await self.registry.stop()
+        await self.concurrency.stop()
+        await self.inference.aclose()
+
+    # -- Python API ----------------------------------------------------------------------------------------------
+    def generate(self, request: llm_pb2.GenerateRequest) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        """The Generate stream: seq-numbered deltas, then a final message with finish_reason and usage.
+        Raises TypecaseError (before the first message, or mid-stream after it); closing the iterator or
+        cancelling its consumer closes the upstream call at once."""
+        return self.inference.generate(request)
+
+    async def complete(self, request: llm_pb2.CompleteRequest) -> llm_pb2.CompleteResponse:
+        return await self.inference.complete(request)
+
+    async def embed_texts(self, texts: list[str], model_id: str = "", *, input_type: str = "") -> list[list[float]]:
+        """One vector per text (empty model_id: the default knowledge-embedding model)."""
+        _, vectors, _ = await self.inference.embed(model_id, list(texts), input_type=input_type)
+        return vectors
+
+    async def embedding_dimensions(self, model_id: str = "") -> int:
+        return await self.inference.embedding_dimensions(model_id)
+
+    async def get_model(self, model_id: str) -> llm_pb2.Model:
+        row = await self.catalog.model_row(model_id)
+        return self.catalog.model_pb(row, await self.status(row))
+
+    async def default_model_id(self, use: str) -> str:
+        if use not in USES:
+            raise ValueError(f"unknown default use {use!r}; one of {', '.join(USES)}")
+        return self.registry.snapshot.defaults.get(use, "")
+
+    async def status(self, row: ModelRow) -> llm_pb2.ModelStatus:
+        state, failures, open_until = await self.breaker.state(row.id)
+        status = llm_pb2.ModelStatus(breaker_state=state, consecutive_failures=failures,
+                                     in_flight=await self.concurrency.count(row.id))
+        if open_until and state == llm_pb2.BREAKER_STATE_OPEN:
+            status.open_until.FromNanoseconds(int(open_until * 1e9))
+        error, success = await self.status_log.read(row.id)
+        if error:
+            status.last_error.CopyFrom(status_pb2.Status(code=error["code"], message=error["message"]))
+            status.last_error_time.FromNanoseconds(int(error["time"] * 1e9))
+        if success:
+            status.last_success_time.FromNanoseconds(int(success * 1e9))
+        return status
+
+    # -- providers -----------------------------------------------------------------------------------------------
+    async def CreateProvider(self, request, context):
+        caller.require_admin()
+        return llm_pb2.CreateProviderResponse(provider=await self.catalog.create_provider(request.provider))
+
+    async def ListProviders(self, request, context):
+        caller.current()
+        return await self.catalog.list_providers(request)
+
+    async def GetProvider(self, request, context):
+        caller.current()
+        return llm_pb2.GetProviderResponse(provider=await self.catalog.get_provider(request.provider_id))
+
+    async def UpdateProvider(self, request, context):
+        caller.require_admin()
+        provider = await self.catalog.update_provider(request.provider, request.update_mask)
+        return llm_pb2.UpdateProviderResponse(provider=provider)
+
+    async def DeleteProvider(self, request, context):
+        caller.require_admin()
+        await self.catalog.delete_provider(request.provider_id, request.force)
+        return llm_pb2.DeleteProviderResponse()
+
+    # -- models --------------------------------------------------------------------------------------------------
+    async def CreateModel(self, request, context):
+        caller.require_admin()
+        return llm_pb2.CreateModelResponse(model=await self.catalog.create_model(request.model))
+
+    async def ListModels(self, request, context):
+        principal = caller.current()
+        rows, token, total = await self.catalog.list_models(request, online_only=not principal.is_admin)
+        models = [self.catalog.model_pb(row, await self.status(row)) for row in rows]
+        return llm_pb2.ListModelsResponse(models=models, next_page_token=token, total_size=total)
+
+    async def GetModel(self, request, context):
+        caller.current()
+        return llm_pb2.GetModelResponse(model=await self.get_model(request.model_id))
+
+    async def UpdateModel(self, request, context):
+        caller.require_admin()
+        row = await self.catalog.update_model(request.model, request.update_mask)
+        return llm_pb2.UpdateModelResponse(model=self.catalog.model_pb(row, await self.status(row)))
+
+    async def DeleteModel(self, request, context):
+        caller.require_admin()
+        await self.catalog.delete_model(request.model_id)
+        return llm_pb2.DeleteModelResponse()
+
+    # -- inference -----------------------------------------------------------------------------------------------
+    async def Generate(self, request, context):
+        caller.current()
+        async for response in self.inference.generate(request):
+            yield response
+
+    async def Complete(self, request, context):
+        caller.current()
+        return await self.inference.complete(request)
+
+    async def Embed(self, request, context):
+        caller.current()
+        if request.dimensions < 0:
+            raise invalid_argument("dimensions", "must not be negative")
+        model, vectors, tokens = await self.inference.embed(
+            request.model_id, list(request.inputs), dimensions=request.dimensions,
+            input_type=EMBED_INPUT_TYPES.get(request.input_type, ""))
+        response = llm_pb2.EmbedResponse(served_model_id=model.id)
+        response.usage.prompt_tokens = response.usage.total_tokens = tokens
+        for i, vector in enumerate(vectors):
+            response.embeddings.add(index=i, values=vector)
+        return response
+
+    async def Rerank(self, request, context):
+        caller.current()
+        return await self.inference.rerank(request)
+
+    async def TestModel(self, request, context):
+        caller.require_admin()
+        row = await self.catalog.model_row(request.model_id)
+        return await self.inference.test(row, request.prompt)
+
+    # -- defaults ------------------------------------------------------------------------------------------------
+    async def GetDefaults(self, request, context):
+        caller.current()
+        return llm_pb2.GetDefaultsResponse(defaults=await self.catalog.get_defaults())
+
+    async def UpdateDefaults(self, request, context):
+        caller.require_admin()
+        return llm_pb2.UpdateDefaultsResponse(defaults=await self.catalog.update_defaults(request.defaults,
+                                                                                          request.update_mask))
+

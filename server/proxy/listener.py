@@ -1,0 +1,69 @@
+"""The proxy's own HTTP listener: uvicorn in the server's event loop, on TYPECASE_PROXY_HOST:TYPECASE_PROXY_PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import uvicorn
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):  # the App owns signals
+        yield
+
+
+class ProxyListener:
+    def __init__(self, app, host: str, port: int, *, client_keepalive: int, max_connections: int, grace: float):
+        self.config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,  # the proxy keeps its own access lines
+            proxy_headers=False,  # X-Forwarded-* pass through to the upstream; not interpreted here
+            server_header=False,  # the upstream's Server and Date headers pass through instead
+            date_header=False,
+            timeout_keep_alive=client_keepalive,
+            limit_concurrency=max_connections or None,
+            timeout_graceful_shutdown=int(grace) or None,
+            backlog=4096,
+        )
+        self.server: _Server | None = None
+        self.task: asyncio.Task | None = None
+        self.port: int | None = None
+
+    def _bind(self) -> socket.socket:
+        """Bind here rather than in uvicorn, which exits the process when a port is taken."""
+        family, kind, proto, _, address = socket.getaddrinfo(self.config.host, self.config.port,
+                                                             type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            raise RuntimeError(f"cannot listen for the proxy on {self.config.host}:{self.config.port}: {exc}") from exc
+        return sock
+
+    async def start(self) -> None:
+        sock = self._bind()
+        self.server = _Server(self.config)
+        self.task = asyncio.create_task(self.server.serve(sockets=[sock]), name="proxy-listener")
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+                raise RuntimeError(f"cannot listen for the proxy on {self.config.host}:{self.config.port}")
+            await asyncio.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting; in-flight requests finish within the grace period, then are cancelled."""
+        if self.server is None or self.task is None:
+            return
+        self.server.should_exit = True
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.server = self.task = None

@@ -1,0 +1,387 @@
+"""Log lines: a live stream with backpressure, and a persisted, rotating history with query and clear.
+
+Sources: the proxy's access lines (published directly, one per request) and the server's own Python logging records
+at or above a capture level (a handler on the root logger).
+
+Live: each StreamLogs client owns a bounded queue. Publishing never waits: when a client's queue is full its oldest
+line is dropped and counted, and the next line it receives carries that count (`dropped_count`), so a slow reader
+knows exactly how many lines it missed and never slows the proxy.
+
+History: lines are JSON documents, one a line, appended in batches by a background flusher (off the event loop) to
+`<dir>/server.jsonl`, which rotates at `max_bytes` into `.1` ... `.<count>` (the oldest is deleted). `seq` keeps
+increasing across restarts and clears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from typecase.server.logs import trace_id_var
+
+DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
+LOG_FILE = "server.jsonl"
+
+DROPPED = Counter("typecase_proxy_log_lines_dropped_total", "Log lines skipped for StreamLogs clients that fell behind.")
+
+
+def level_of(python_level: int) -> int:
+    if python_level >= logging.CRITICAL:
+        return CRITICAL
+    if python_level >= logging.ERROR:
+        return ERROR
+    if python_level >= logging.WARNING:
+        return WARNING
+    if python_level >= logging.INFO:
+        return INFO
+    return DEBUG
+
+
+@dataclass(slots=True)
+class LogLine:
+    seq: int
+    time: float
+    level: int
+    logger: str
+    message: str
+    trace_id: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"seq": self.seq, "time": self.time, "level": self.level, "logger": self.logger,
+             "message": self.message, "trace_id": self.trace_id, "fields": self.fields},
+            ensure_ascii=False, separators=(",", ":"), default=str,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LogLine | None:
+        try:
+            d = json.loads(text)
+            return cls(int(d["seq"]), float(d["time"]), int(d["level"]), str(d["logger"]), str(d["message"]),
+                       str(d.get("trace_id", "")), dict(d.get("fields") or {}))
+        except (ValueError, KeyError, TypeError):
+            return None  # a torn last line (crash mid-append) or a foreign line: skipped
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    min_level: int = 0
+    query: str = ""
+    trace_id: str = ""
+    start_time: float | None = None
+    end_time: float | None = None
+
+    def matches(self, line: LogLine) -> bool:
+        if line.level < self.min_level:
+            return False
+        if self.trace_id and line.trace_id != self.trace_id:
+            return False
+        if self.start_time is not None and line.time < self.start_time:
+            return False
+        if self.end_time is not None and line.time >= self.end_time:
+            return False
+        if self.query:
+            needle = self.query.lower()
+            if needle not in line.message.lower() and not (
+                line.fields and needle in json.dumps(line.fields, ensure_ascii=False, default=str).lower()
+            ):
+                return False
+        return True
+
+
+class Subscriber:
+    """One live reader: a bounded queue that drops its oldest line when full and counts what it dropped."""
+
+    def __init__(self, log_filter: LogFilter, size: int):
+        self.filter = log_filter
+        self.size = size
+        self.queue: deque[LogLine] = deque()
+        self.dropped = 0
+        self.closed = False
+        self._wakeup = asyncio.Event()
+
+    def offer(self, line: LogLine) -> None:
+        if not self.filter.matches(line):
+            return
+        if len(self.queue) >= self.size:
+            self.queue.popleft()
+            self.dropped += 1
+            DROPPED.inc()
+        self.queue.append(line)
+        self._wakeup.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wakeup.set()
+
+    async def get(self) -> tuple[LogLine, int] | None:
+        """The next line and how many matching lines were dropped before it; None once closed."""
+        while not self.queue:
+            if self.closed:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        line = self.queue.popleft()
+        dropped, self.dropped = self.dropped, 0
+        return line, dropped
+
+
+class LogFiles:
+    """JSON-lines files with size-based rotation. Thread-safe; called from worker threads, never the event loop."""
+
+    def __init__(self, directory: Path, max_bytes: int, count: int):
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.count = count
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Path:
+        return self.directory / LOG_FILE
+
+    def _rotated(self, n: int) -> Path:
+        return self.directory / f"{LOG_FILE}.{n}"
+
+    def files_newest_first(self) -> list[Path]:
+        files = [self.current]
+        n = 1
+        while self._rotated(n).exists():
+            files.append(self._rotated(n))
+            n += 1
+        return [f for f in files if f.exists()]
+
+    def append(self, lines: list[str]) -> None:
+        """Append lines, rotating whenever the next line would take the current file past max_bytes."""
+        with self._lock:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                size = self.current.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            pending: list[bytes] = []
+            for text in lines:
+                data = text.encode() + b"\n"
+                if size and size + len(data) > self.max_bytes:
+                    self._write(pending)
+                    pending = []
+                    self._rotate()
+                    size = 0
+                pending.append(data)
+                size += len(data)
+            self._write(pending)
+
+    def _write(self, chunks: list[bytes]) -> None:
+        if chunks:
+            with open(self.current, "ab") as handle:
+                handle.write(b"".join(chunks))
+
+    def _rotate(self) -> None:
+        n = 1
+        while self._rotated(n).exists():
+            n += 1
+        for i in range(n - 1, 0, -1):  # .k -> .k+1, dropping what falls beyond `count`
+            if i >= self.count:
+                self._rotated(i).unlink(missing_ok=True)
+            else:
+                os.replace(self._rotated(i), self._rotated(i + 1))
+        if self.count >= 1:
+            os.replace(self.current, self._rotated(1))
+        else:
+            self.current.unlink(missing_ok=True)
+
+    def newest_first(self) -> Iterator[LogLine]:
+        for path in self.files_newest_first():
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:  # rotated away while reading
+                continue
+            for text in reversed(raw.splitlines()):
+                line = LogLine.from_json(text)
+                if line is not None:
+                    yield line
+
+    def last_seq(self) -> int:
+        return next((line.seq for line in self.newest_first()), 0)
+
+    def clear(self, before: float | None) -> int:
+        with self._lock:
+            deleted = 0
+            for path in self.files_newest_first():
+                raw = path.read_bytes().splitlines()
+                lines = [LogLine.from_json(t) for t in raw]
+                if before is None:
+                    deleted += sum(1 for line in lines if line is not None)
+                    path.unlink(missing_ok=True)
+                    continue
+                keep = [t for t, line in zip(raw, lines, strict=True) if line is not None and line.time >= before]
+                deleted += sum(1 for line in lines if line is not None) - len(keep)
+                if len(keep) != len(raw):
+                    tmp = path.with_name(path.name + ".tmp")
+                    tmp.write_bytes(b"".join(t + b"\n" for t in keep))
+                    os.replace(tmp, path)
+            return deleted
+
+
+class LogHub:
+    def __init__(
+        self,
+        files: LogFiles,
+        *,
+        subscriber_queue: int = 1000,
+        flush_seconds: float = 0.5,
+        capture_level: str = "INFO",
+        replay_max_lines: int = 10_000,
+    ):
+        self.files = files
+        self.subscriber_queue = subscriber_queue
+        self.flush_seconds = flush_seconds
+        self.capture_level = capture_level
+        self.replay_max_lines = replay_max_lines
+        self.seq = 0
+        self._pending: list[LogLine] = []
+        self._subscribers: set[Subscriber] = set()
+        self._flusher: asyncio.Task | None = None
+        self._handler: _CaptureHandler | None = None
+        self._flush_lock = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.seq = await asyncio.to_thread(self.files.last_seq)
+        self._flusher = asyncio.create_task(self._flush_forever(), name="log-flusher")
+        self._handler = _CaptureHandler(self, asyncio.get_running_loop(), self.capture_level)
+        logging.getLogger().addHandler(self._handler)
+
+    async def stop(self) -> None:
+        if self._handler is not None:
+            logging.getLogger().removeHandler(self._handler)
+            self._handler = None
+        for subscriber in list(self._subscribers):
+            subscriber.close()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        await self.flush()
+
+    # -- publishing (event loop thread) -----------------------------------------------------------------------
+    def publish(
+        self, level: int, logger: str, message: str, trace_id: str = "", fields: dict[str, Any] | None = None,
+        when: float | None = None,
+    ) -> LogLine:
+        self.seq += 1
+        line = LogLine(self.seq, when or time.time(), level, logger, message, trace_id, fields or {})
+        self._pending.append(line)
+        for subscriber in self._subscribers:
+            subscriber.offer(line)
+        return line
+
+    def subscribe(self, log_filter: LogFilter) -> Subscriber:
+        subscriber = Subscriber(log_filter, self.subscriber_queue)
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    # -- history ----------------------------------------------------------------------------------------------
+    async def flush(self) -> None:
+        async with self._flush_lock:  # batches reach the file in seq order
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            await asyncio.to_thread(self.files.append, [line.to_json() for line in batch])
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)
+            try:
+                await self.flush()
+            except OSError as exc:  # disk full, permissions: keep serving; say so on stderr only (no recursion)
+                print(f"typecase: cannot write log history: {exc}", flush=True)
+
+    async def query(
+        self, log_filter: LogFilter, limit: int, before_seq: int | None = None
+    ) -> tuple[list[LogLine], bool]:
+        """Up to `limit` matching lines, newest first, with seq below `before_seq`; and whether more exist."""
+        await self.flush()
+
+        def scan() -> tuple[list[LogLine], bool]:
+            found: list[LogLine] = []
+            for line in self.files.newest_first():
+                if before_seq is not None and line.seq >= before_seq:
+                    continue
+                if log_filter.start_time is not None and line.time < log_filter.start_time:
+                    continue  # (files are in time order, but clocks may step: keep scanning)
+                if log_filter.matches(line):
+                    if len(found) == limit:
+                        return found, True
+                    found.append(line)
+            return found, False
+
+        return await asyncio.to_thread(scan)
+
+    async def replay(self, log_filter: LogFilter, after_seq: int, tail: int) -> tuple[list[LogLine], int]:
+        """Retained matching lines to send before live ones, oldest first, and how many were skipped because
+        of `replay_max_lines`."""
+        await self.flush()
+        cap = min(tail, self.replay_max_lines) if after_seq <= 0 else self.replay_max_lines
+
+        def scan() -> tuple[list[LogLine], int]:
+            found: list[LogLine] = []
+            skipped = 0
+            for line in self.files.newest_first():
+                if after_seq > 0 and line.seq <= after_seq:
+                    break
+                if not log_filter.matches(line):
+                    continue
+                if len(found) < cap:
+                    found.append(line)
+                elif after_seq > 0:
+                    skipped += 1
+                else:
+                    break
+            found.reverse()
+            return found, skipped
+
+        return await asyncio.to_thread(scan)
+
+    async def clear(self, before: float | None) -> int:
+        await self.flush()
+        return await asyncio.to_thread(self.files.clear, before)
+
+
+class _CaptureHandler(logging.Handler):
+    """Feeds the server's own log records into the hub, from any thread."""
+
+    def __init__(self, hub: LogHub, loop: asyncio.AbstractEventLoop, level: str):
+        super().__init__(level)
+        self.hub = hub
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            trace = getattr(record, "trace_id", None) or trace_id_var.get()
+            fields: dict[str, Any] = {}
+            if record.exc_info:
+                fields["exception"] = logging.Formatter().formatException(record.exc_info)
+            args = (level_of(record.levelno), record.name, record.getMessage(), "" if trace == "-" else trace,
+                    fields, record.created)
+            if threading.get_ident() == self.loop_thread:
+                self.hub.publish(*args)
+            elif not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(lambda: self.hub.publish(*args))
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)

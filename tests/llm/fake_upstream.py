@@ -1,0 +1,255 @@
+"""A real HTTP server speaking OpenAI's and Anthropic's wire formats, with injectable faults.
+
+Run in a thread of the test process (`FakeUpstream().start()`) or as a subprocess
+(`python -m tests.llm.fake_upstream PORT`). Each request takes the next fault from the plan (default "ok"):
+
+  "ok"                  answer normally
+  "status:503"          answer that HTTP status with an error body ("status:429:2" adds Retry-After: 2)
+  "reset:K"             stream K content chunks, then drop the connection mid-body
+  "slow_first:S"        wait S seconds before the first content chunk (headers are sent at once)
+  "stall:K:S"           stream K content chunks, then go silent for S seconds
+  "hang"                never answer
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+class Reset(Exception):
+    """Raised inside a streaming body: uvicorn drops the connection without finishing the chunked body."""
+
+
+@dataclass
+class Seen:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    time: float = field(default_factory=time.monotonic)
+    completed: bool = False  # the whole body was sent
+    closed_early: bool = False  # the client went away mid-stream
+    closed_time: float | None = None
+
+
+class FakeUpstream:
+    def __init__(self, tokens: int = 5, token_delay: float = 0.0):
+        self.tokens = tokens  # content chunks per answer
+        self.token_delay = token_delay
+        self.plan: deque[str] = deque()
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        self.port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self.openai_chat, methods=["POST"]),
+            Route("/v1/embeddings", self.openai_embeddings, methods=["POST"]),
+            Route("/v1/rerank", self.rerank, methods=["POST"]),
+            Route("/v1/messages", self.anthropic_messages, methods=["POST"]),
+        ])
+
+    # -- control -------------------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def faults(self, *steps: str) -> None:
+        with self._lock:
+            self.plan.extend(steps)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.plan.clear()
+            self.seen.clear()
+        self.tokens, self.token_delay = 5, 0.0
+
+    def hits(self, path_suffix: str = "") -> int:
+        return sum(1 for s in self.seen if s.path.endswith(path_suffix))
+
+    def _next(self, request: Request, body: dict[str, Any]) -> tuple[str, Seen]:
+        seen = Seen(request.url.path, body, dict(request.headers))
+        with self._lock:
+            step = self.plan.popleft() if self.plan else "ok"
+            self.seen.append(seen)
+        return step, seen
+
+    def start(self) -> FakeUpstream:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._server.force_exit = True
+            self._thread.join(5)
+
+    # -- shared fault handling -----------------------------------------------------------------------------------
+    @staticmethod
+    def _error(step: str) -> Response | None:
+        if step.startswith("status:"):
+            parts = step.split(":")
+            status = int(parts[1])
+            headers = {"retry-after": parts[2]} if len(parts) > 2 else {}
+            body = {"error": {"message": f"injected {status}", "type": "server_error" if status >= 500 else
+                              "rate_limit_error" if status == 429 else "invalid_request_error"}}
+            if status == 400 and len(parts) > 2 and parts[2] == "context":
+                body["error"]["code"] = "context_length_exceeded"
+                headers = {}
+            return JSONResponse(body, status_code=status, headers=headers)
+        return None
+
+    async def _paced(self, step: str, seen: Seen, chunks, head=(), tail=()):
+        """Yield head events, content chunks with faults applied, then tail events."""
+        try:
+            for event in head:
+                yield event
+            if step == "hang":
+                await asyncio.sleep(3600)
+            if step.startswith("slow_first:"):
+                await asyncio.sleep(float(step.split(":")[1]))
+            for i, chunk in enumerate(chunks):
+                if step.startswith("reset:") and i == int(step.split(":")[1]):
+                    raise Reset()
+                if step.startswith("stall:") and i == int(step.split(":")[1]):
+                    await asyncio.sleep(float(step.split(":")[2]))
+                if self.token_delay and i:
+                    await asyncio.sleep(self.token_delay)
+                yield chunk
+            for event in tail:
+                yield event
+            seen.completed = True
+        except (asyncio.CancelledError, GeneratorExit):
+            seen.closed_early = True
+            seen.closed_time = time.monotonic()
+            raise
+
+    def _words(self, body: dict[str, Any]) -> list[str]:
+        n = self.tokens
+        if body.get("max_tokens"):
+            n = min(n, int(body["max_tokens"]))
+        return [f"tok{i} " for i in range(n)]
+
+    # -- OpenAI --------------------------------------------------------------------------------------------------
+    async def openai_chat(self, request: Request) -> Response:
+        body = await request.json()
+        step, seen = self._next(request, body)
+        if (error := self._error(step)) is not None:
+            return error
+        if step == "hang" and not body.get("stream"):
+            await asyncio.sleep(3600)
+        words = self._words(body)
+        finish = "length" if body.get("max_tokens") and len(words) >= int(body["max_tokens"]) else "stop"
+        usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
+        if not body.get("stream"):
+            seen.completed = True
+            return JSONResponse({
+                "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
+                             "finish_reason": finish}], "usage": usage})
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+            data = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+            return f"data: {json.dumps(data)}\n\n"
+
+        head = [chunk({"role": "assistant", "content": ""})]
+        tail = [chunk({}, finish)]
+        if (body.get("stream_options") or {}).get("include_usage"):
+            tail.append("data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
+                                               "model": body["model"], "choices": [], "usage": usage}) + "\n\n")
+        tail.append("data: [DONE]\n\n")
+        return StreamingResponse(self._paced(step, seen, [chunk({"content": w}) for w in words], head, tail),
+                                 media_type="text/event-stream")
+
+    async def openai_embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        step, seen = self._next(request, body)
+        if (error := self._error(step)) is not None:
+            return error
+        if step == "hang":
+            await asyncio.sleep(3600)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dims = int(body.get("dimensions") or 8)
+        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i)] + [0.5] * (dims - 2)}
+                for i, t in enumerate(inputs)]
+        seen.completed = True
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}})
+
+    async def rerank(self, request: Request) -> Response:
+        body = await request.json()
+        step, seen = self._next(request, body)
+        if (error := self._error(step)) is not None:
+            return error
+        query = set(body["query"].split())
+        results = [{"index": i, "relevance_score": len(query & set(d.split())) / (1 + len(query))}
+                   for i, d in enumerate(body["documents"])]
+        seen.completed = True
+        return JSONResponse({"results": results})
+
+    # -- Anthropic -----------------------------------------------------------------------------------------------
+    async def anthropic_messages(self, request: Request) -> Response:
+        body = await request.json()
+        step, seen = self._next(request, body)
+        if (error := self._error(step)) is not None:
+            return error
+        words = self._words(body)
+        stop = "max_tokens" if len(words) >= int(body["max_tokens"]) else "end_turn"
+        if not body.get("stream"):
+            seen.completed = True
+            return JSONResponse({
+                "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
+                "content": [{"type": "text", "text": "".join(words)}], "stop_reason": stop,
+                "usage": {"input_tokens": 13, "output_tokens": len(words)}})
+
+        def event(name: str, data: dict[str, Any]) -> str:
+            return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+        head = [
+            event("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant",
+                                                "content": [], "model": body["model"], "stop_reason": None,
+                                                "usage": {"input_tokens": 13, "output_tokens": 1}}}),
+            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+            event("ping", {}),
+        ]
+        chunks = [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}})
+                  for w in words]
+        tail = [
+            event("content_block_stop", {"index": 0}),
+            event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
+                                    "usage": {"output_tokens": len(words)}}),
+            event("message_stop", {}),
+        ]
+        return StreamingResponse(self._paced(step, seen, chunks, head, tail), media_type="text/event-stream")
+
+
+if __name__ == "__main__":  # a standalone upstream for other processes (benchmarks, multi-process tests)
+    upstream = FakeUpstream(tokens=int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+    server = uvicorn.Server(uvicorn.Config(upstream.app, host="127.0.0.1", port=int(sys.argv[1]),
+                                           log_level="warning", lifespan="off"))
+    server.run()

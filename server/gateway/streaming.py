@@ -71,10 +71,9 @@ class HttpStreamWriter:
         self.initial_metadata: Any = ()
 
     async def on_initial_metadata(self, metadata: Any) -> None:
-        """The call's response headers are known: send the HTTP headers (raw bodies wait for a message)."""
+        """Kept for the HTTP headers, which wait for the first message (or keep-alive), as in grpc-gateway: a call
+        that fails before its first message then gets its real HTTP status, not an in-band error after a 200."""
         self.initial_metadata = metadata
-        if not self.raw:
-            await self._start(None)
 
     async def _start(self, first: Any) -> None:
         if self.started:

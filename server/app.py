@@ -158,7 +158,13 @@ class App:
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(
             interceptors=interceptors,
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # Let clients (the SDK pings every 10 s) keep idle streams alive through load balancers.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+            ],
         )
         in_process = gateway.InProcess(interceptors)
         services = registered_services(self)
@@ -183,6 +189,7 @@ class App:
             sse_keepalive_seconds=self.settings.sse_keepalive_seconds,
             descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
             title="Typecase API",
+            reason_http_status={"FILE_TOO_LARGE": 413, "PAYLOAD_TOO_LARGE": 413},
         )
         await self._start_http(http_app)
 

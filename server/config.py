@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     # Turns.
     chat_stop_on_disconnect: bool = Field(False, description="default of ChatRequest.stop_on_disconnect")
     chat_turn_timeout_seconds: float = Field(600.0, gt=0, description="a longer answer fails with UPSTREAM_TIMEOUT")
-    chat_event_log_ttl_seconds: float = Field(3600.0, gt=0, description="turn logs are replayable this long after")
+    chat_event_log_ttl_seconds: float = Field(900.0, gt=0, description="ended turns replay exactly this long, then from SQL")
     chat_turn_lease_seconds: float = Field(20.0, gt=0, description="a turn not renewed this long has lost its replica")
     chat_reap_interval_seconds: float = Field(15.0, gt=0, description="sweep for turns of dead replicas")
     chat_follow_poll_seconds: float = Field(2.0, gt=0, description="readers re-check a silent turn this often")

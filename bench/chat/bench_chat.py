@@ -19,7 +19,6 @@ import os
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -241,6 +240,7 @@ class Stack:
 
 
 async def bench(args) -> dict:
+    load_average = os.getloadavg()[0]
     with Stack(args.tokens, args.delay_ms, args.turns) as stack:
         ids = stack.sessions(args.turns + args.warmup)
         question = json.dumps({"content": "Tell me a story."}).encode()
@@ -249,14 +249,14 @@ async def bench(args) -> dict:
             "stream_options": {"include_usage": True}}).encode())
         auth = {"authorization": AUTH}
 
+        idle = proc_status(stack.server.pid)  # started, sessions created, nothing streamed yet
         # Warm up both paths (connections, code paths, the model registry snapshot).
         await run_load(stack.upstream_port, [direct] * args.warmup, {}, direct_token, direct_end)
         await run_load(stack.http_port, [(f"/v1/sessions/{s}:chat", question) for s in ids[:args.warmup]], auth,
                        typecase_token, typecase_end)
 
         streams, wall = await run_load(stack.upstream_port, [direct] * args.turns, {}, direct_token, direct_end)
-        report = {"direct": summarize(streams, wall)}
-        idle = proc_status(stack.server.pid)
+        report = {"direct": summarize(streams, wall), "load_average": load_average}
         cpu_before = cpu_seconds(stack.server.pid)
         streams, wall = await run_load(stack.http_port, [(f"/v1/sessions/{s}:chat", question)
                                                          for s in ids[args.warmup:]], auth,
@@ -281,6 +281,8 @@ def print_report(report: dict, args) -> None:
     d, t = report["direct"], report["typecase"]
     print(f"\nchat bench: {args.turns} concurrent streaming turns, {args.tokens} tokens each, "
           f"{args.delay_ms:g} ms apart (fake upstream); one `typecase serve` (SQLite, in-memory cache), SSE clients")
+    print(f"({os.cpu_count()} CPUs, load average {report['load_average']:.1f} when it started: other processes "
+          "share these cores)")
     print(f"{'':26}{'direct':>12}{'typecase':>12}{'ratio':>9}")
     rows = [("time to first token p50", "ttft_p50", "ms"), ("time to first token p99", "ttft_p99", "ms"),
             ("inter-token gap p50", "gap_p50", "ms"), ("inter-token gap p99", "gap_p99", "ms"),
@@ -291,9 +293,9 @@ def print_report(report: dict, args) -> None:
     print(f"{'turns complete':26}{d['complete']:>12}{t['complete']:>12}")
     added = report["peak_rss_mib"] - report["idle_rss_mib"]
     tokens = max(1, t["tokens"])
-    print(f"server peak RSS {report['peak_rss_mib']:.0f} MiB (idle {report['idle_rss_mib']:.0f} MiB, "
-          f"+{added * 1024 / max(1, args.turns):.0f} KiB per concurrent turn); server CPU {report['server_cpu_s']:.1f} s "
-          f"({report['server_cpu_s'] / tokens * 1e6:.0f} us per token)")
+    print(f"server peak RSS {report['peak_rss_mib']:.0f} MiB (before any turn {report['idle_rss_mib']:.0f} MiB: "
+          f"+{added * 1024 / max(1, args.turns):.0f} KiB per concurrent turn); server CPU during the run "
+          f"{report['server_cpu_s']:.1f} s ({report['server_cpu_s'] / tokens * 1e6:.0f} us per token delivered)")
     print(f"stored answers checked: {report['stored_ok']}/{report['stored_checked']} complete and exact")
     for err in d["errors"] + t["errors"]:
         print("error:", err)

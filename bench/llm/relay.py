@@ -65,6 +65,13 @@ class Result:
 # -------------------------------------------------------------------------------------------------- clients
 
 
+def tokens(data: bytes | str) -> int:
+    """The fake's tokens are "tokN "; usage field names ("prompt_tokens", ...) contain "tok" too."""
+    if isinstance(data, str):
+        return data.count("tok") - data.count("tokens")
+    return data.count(b"tok") - data.count(b"tokens")
+
+
 class RawHttp:
     """One keep-alive HTTP/1.1 connection reading chunked SSE/NDJSON bodies; counts "tok" markers (the fake's
     tokens are "tokN "), which stays right however a relay regroups them."""
@@ -85,18 +92,16 @@ class RawHttp:
         head = await self.reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(head[:200])
-        ttft, count, tail = 0.0, 0, b""
+        ttft, body = 0.0, []
         while True:
             data = await self.reader.read(65536)
             if not data:
                 raise RuntimeError("connection closed mid-body")
-            n = data.count(b"tok")
-            if n and not count:
+            if not ttft and tokens(data):
                 ttft = time.perf_counter() - started
-            count += n
-            tail = (tail + data)[-16:]
-            if tail.endswith(b"\r\n0\r\n\r\n") or tail == b"0\r\n\r\n":
-                return ttft, count
+            body.append(data)
+            if (data if len(data) >= 7 else b"".join(body[-2:])).endswith(b"\r\n0\r\n\r\n"):  # chunked end
+                return ttft, tokens(b"".join(body))
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -149,7 +154,7 @@ class GrpcClient:
         started = time.perf_counter()
         ttft, count = 0.0, 0
         async for message in self.s.stub.Generate(self.s.grpc_request, metadata=(("authorization", AUTH),)):
-            n = message.text.count("tok")
+            n = tokens(message.text)
             if n and not count:
                 ttft = time.perf_counter() - started
             count += n
@@ -172,7 +177,7 @@ class WsClient:
         async with connect(self.url, additional_headers={"authorization": AUTH}, compression=None) as ws:
             await ws.send(self.s.generate_body.decode())
             async for frame in ws:
-                n = frame.count("tok")
+                n = tokens(frame)
                 if n and not count:
                     ttft = time.perf_counter() - started
                 count += n

@@ -96,5 +96,7 @@ def build_prompt(
     messages.append(llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content=question))
     return Prompt(
         messages,
-        chat_pb2.ContextBudget(budget_tokens=budget, used_tokens=used, dropped_turns=older_turns + len(history) - len(kept)),
+        chat_pb2.ContextBudget(
+            budget_tokens=budget, used_tokens=used, dropped_turns=older_turns + len(history) - len(kept)
+        ),
     )

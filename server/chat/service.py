@@ -35,6 +35,7 @@ SESSION_FIELDS = {"title", "model_id", "system_prompt", "kb_ids", "metadata"}
 MESSAGE_FIELDS = {"content", "metadata"}
 MAX_REQUEST_ID = 128
 LIKE_ESCAPE = "/"
+RATINGS = {chat_pb2.FEEDBACK_ACTION_LIKE: "like", chat_pb2.FEEDBACK_ACTION_DISLIKE: "dislike"}
 
 
 def permission_denied(message: str) -> TypecaseError:
@@ -253,7 +254,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             M = ChatMessageRow
             conditions.append(or_(
                 func.lower(S.title).like(pattern, escape=LIKE_ESCAPE),
-                exists(select(M.id).where(M.session_id == S.id, func.lower(M.content).like(pattern, escape=LIKE_ESCAPE))),
+                exists(select(M.id).where(
+                    M.session_id == S.id, func.lower(M.content).like(pattern, escape=LIKE_ESCAPE)
+                )),
             ))
         stmt = select(S).where(*conditions)
         position = paging.decode_token(request.page_token)
@@ -520,7 +523,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 message.copied_count += 1
                 counts.copied_count += 1
             else:
-                new = {chat_pb2.FEEDBACK_ACTION_LIKE: "like", chat_pb2.FEEDBACK_ACTION_DISLIKE: "dislike"}.get(action, "")
+                new = RATINGS.get(action, "")
                 if old != new:
                     if old == "like":
                         counts.like_count -= 1
@@ -548,15 +551,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         M = ChatMessageRow
         window = 2 * self.settings.chat_max_context_turns + 2
         answered = and_(M.session_id == session_id, M.category == "answer", M.status.in_(("complete", "stopped")))
-        rows = list(await session.scalars(
-            select(M).where(M.session_id == session_id).order_by(M.id.desc()).limit(window)
-        ))
+        rows = (await session.execute(  # plain columns: no ORM objects on every turn's path
+            select(M.id, M.category, M.status, M.content).where(M.session_id == session_id)
+            .order_by(M.id.desc()).limit(window)
+        )).all()
         # Count older turns only when the window is full (short sessions, the common case, need no count).
         full = len(rows) >= window
         total = (await session.scalar(select(func.count()).select_from(M).where(answered)) or 0) if full else 0
         newest = rows[0].id if rows else None
         history: list[ctx.HistoryTurn] = []
-        question: ChatMessageRow | None = None
+        question = None
         for row in reversed(rows):
             if row.category == "question":
                 question = row
@@ -598,7 +602,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         return stored
 
     async def Chat(self, request, context):
-        me = caller.current()
+        caller.current()  # authenticated (visibility is checked on the session)
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
         if len(request.request_id) > MAX_REQUEST_ID:
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")

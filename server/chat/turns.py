@@ -30,7 +30,7 @@ from datetime import timedelta
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat import titles
@@ -73,7 +73,9 @@ def preview(text: str, chars: int) -> str:
 
 
 def turn_not_found(turn_id: str) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.NOT_FOUND, "TURN_NOT_FOUND", f"turn {turn_id!r} not found", {"turn_id": turn_id})
+    return TypecaseError(
+        grpc.StatusCode.NOT_FOUND, "TURN_NOT_FOUND", f"turn {turn_id!r} not found", {"turn_id": turn_id}
+    )
 
 
 def _now_stamp() -> timestamp_pb2.Timestamp:
@@ -540,7 +542,8 @@ class Turns:
             finish = turn.finish_reason or common_pb2.FINISH_REASON_STOP
         turn_usage = turn.usage
         if turn_usage is None:  # stopped or failed before the upstream reported usage: estimate
-            turn_usage = usage(turn.budget.used_tokens, ctx.estimate_tokens(content, self.settings.chat_chars_per_token))
+            completion = ctx.estimate_tokens(content, self.settings.chat_chars_per_token)
+            turn_usage = usage(turn.budget.used_tokens, completion)
         end_seq = turn.seq + 1
         now = utcnow()
         title_model = ""
@@ -639,7 +642,7 @@ class Turns:
         """The turn's events after `after_seq`, then live ones until its end."""
         turn = self.local.get(row.id)
         if turn is not None:
-            async for entry in coalesced(turn.live, after_seq):
+            async for entry in turn.live.read(after_seq):
                 yield entry
             return
         if row.status != RUNNING and not await self.cache.xrange(stream_key(row.id), count=1):
@@ -929,46 +932,3 @@ def _output_text(outputs: dict) -> str:
     strings = [v for v in outputs.values() if isinstance(v, str)]
     return strings[0] if len(strings) == 1 else ""
 
-
-MAX_MERGED_TOKENS = 256
-
-
-def _token_of(entry: Entry) -> common_pb2.TokenDelta | None:
-    message = entry.message if entry.message is not None else chat_pb2.ChatResponse.FromString(entry.payload)
-    return message.event.token if message.event.HasField("token") else None
-
-
-async def coalesced(live: LiveLog, after_seq: int) -> AsyncIterator[Entry]:
-    """`live.read(after_seq)` for one reader, with the token events that piled up while the reader was busy
-    merged into one (the merged event carries the last one's seq, so resuming from it stays exact). A reader that
-    keeps up gets every event as it was logged; a slow one (a loaded server, a slow client) gets fewer, larger
-    events instead of falling further behind."""
-    events = live.read(after_seq).__aiter__()
-    while True:
-        try:
-            entry = await anext(events)
-        except StopAsyncIteration:
-            return
-        token = _token_of(entry) if not entry.terminal else None
-        if token is None or live.entries[-1].seq == entry.seq:
-            yield entry
-            continue
-        texts, reasoning, last = [token.text], [token.reasoning_text], entry
-        while len(texts) < MAX_MERGED_TOKENS and live.entries[-1].seq > last.seq:
-            following = live.entries[last.seq - live.first_seq + 1]
-            more = _token_of(following) if not following.terminal else None
-            if more is None or more.node_id != token.node_id:
-                break
-            await anext(events)  # already there: returns at once
-            texts.append(more.text)
-            reasoning.append(more.reasoning_text)
-            last = following
-        if last is entry:
-            yield entry
-            continue
-        message = chat_pb2.ChatResponse.FromString(last.payload) if last.message is None else last.message
-        merged = chat_pb2.ChatResponse(seq=last.seq, turn_id=message.turn_id, event=chat_pb2.TurnEvent(
-            time=message.event.time,
-            token=common_pb2.TokenDelta(text="".join(texts), reasoning_text="".join(reasoning), node_id=token.node_id),
-        ))
-        yield Entry(last.seq, merged.SerializeToString(), False, merged)

@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
+from google.rpc import error_details_pb2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, Router
@@ -67,6 +69,8 @@ class GatewayOptions:
     title, version: OpenAPI info.
     openapi_path, docs_path: where the OpenAPI document and the docs page are served ("" = off).
     www_authenticate: the WWW-Authenticate challenge sent with every 401. Default "Bearer".
+    reason_http_status: HTTP status for particular google.rpc.ErrorInfo reasons, overriding the code table
+        (e.g. {"FILE_TOO_LARGE": 413} where RESOURCE_EXHAUSTED would say 429). Default none.
     """
 
     max_body_bytes: int = 4 << 20
@@ -83,6 +87,7 @@ class GatewayOptions:
     openapi_path: str = "/openapi.json"
     docs_path: str = "/docs"
     www_authenticate: str = "Bearer"
+    reason_http_status: Mapping[str, int] = field(default_factory=dict)
 
 
 def _process_time(start: float) -> bytes:
@@ -279,8 +284,16 @@ class Gateway:
             headers.append((b"www-authenticate", self.options.www_authenticate.encode("latin-1")))
         if isinstance(failure, _RouteFailure) and failure.allow:
             headers.append((b"allow", ", ".join(failure.allow).encode()))
+        retry = failure.detail(error_details_pb2.RetryInfo)
+        if retry is not None:  # what a browser or proxy understands without parsing details
+            headers.append((b"retry-after", str(max(1, math.ceil(retry.retry_delay.ToTimedelta().total_seconds())))
+                            .encode()))
         headers.append((b"x-process-time", _process_time(start)))
-        await send({"type": "http.response.start", "status": failure.http_status, "headers": headers})
+        status = failure.http_status
+        if failure.http_status_override is None and self.options.reason_http_status:
+            info = failure.detail(error_details_pb2.ErrorInfo)
+            status = self.options.reason_http_status.get(info.reason if info else "", status)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _server_stream(

@@ -89,6 +89,15 @@ class RpcFailure(Exception):
                         self._details = []
         return self._details
 
+    def detail(self, kind):
+        """The first rich detail of a message type (e.g. error_details_pb2.ErrorInfo), or None."""
+        for detail in self.details:
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                return message
+        return None
+
     def __repr__(self) -> str:
         return f"RpcFailure({self.code.name}, {self.message!r})"
 

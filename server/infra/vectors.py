@@ -124,6 +124,10 @@ class VectorStore:
             await self._call(lambda b=batch: self._client.upsert(name, b))
         return len(rows)
 
+    async def flush(self, name: str) -> None:
+        """Seal pending rows: milvus-lite searches unflushed rows far slower (650 ms against 30 ms at 20k rows)."""
+        await self._call(self._client.flush, name)
+
     async def search(
         self,
         name: str,

@@ -135,7 +135,7 @@ class Collections:
         if flush is not None:
             await flush(name)
         else:  # VectorStore has no flush() yet: the same call through its thread-safe runner
-            await self.vectors._call(lambda: self.vectors._client.flush(name))
+            await self.vectors.flush(name)
 
     async def close(self) -> None:
         timers, self._timers = list(self._timers.values()), {}

@@ -35,6 +35,10 @@ class Coalescer:
                 self._pending.append(delta)
                 self._pending_chars += len(delta.text) + len(delta.reasoning)
                 self._ready.set()
+                if delta.finish_reason:
+                    # Stop here: the adapter finishes its stream (drains, pools the connection) in aclose(),
+                    # outside this task, so that nothing needs cancelling on the normal path.
+                    return
                 if self._pending_chars > MAX_PENDING_CHARS:
                     self._room.clear()
                     await self._room.wait()

@@ -73,7 +73,8 @@ class Inference:
         self.rate_limits = rate_limits
         self.status_log = status_log
         self.retry_wait = RetryWait(settings.llm_retry_backoff_seconds, settings.llm_retry_backoff_max_seconds)
-        self.retryable = retry_if_exception(retryable(settings.llm_retry_after_max_seconds))
+        self.is_retryable = retryable(settings.llm_retry_after_max_seconds)
+        self.retryable = retry_if_exception(self.is_retryable)
         self.local = LocalAdapter(
             chat_model_path=settings.llm_local_chat_model_path,
             embedding_model_path=settings.llm_local_embedding_model_path,
@@ -204,11 +205,19 @@ class Inference:
 
     async def _retrying(self, target: Target, call: Callable[[], Awaitable[T]]) -> T:
         """One upstream operation with the provider's retry budget (retryable failures only)."""
+        try:  # the first attempt runs bare: tenacity's machinery costs ~80 us, worth paying only once retrying
+            return await call()
+        except UpstreamError as exc:
+            if not target.max_retries or not self.is_retryable(exc):
+                raise
+            failure = exc
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(target.max_retries + 1), wait=self.retry_wait, retry=self.retryable,
             before_sleep=self._before_retry(target), reraise=True,
         ):
             with attempt:
+                if attempt.retry_state.attempt_number == 1:
+                    raise failure  # replayed, so that tenacity counts it and waits what it asked for
                 return await call()
         raise AssertionError("unreachable")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.server.rpc.principal import Principal
 from typecase.v1 import common_pb2, llm_pb2
 
+log = logging.getLogger("typecase.llm")
 PREFIX = "/openai/v1"
 FINISH = {common_pb2.FINISH_REASON_STOP: "stop", common_pb2.FINISH_REASON_LENGTH: "length",
           common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter", common_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
@@ -105,7 +107,7 @@ def chat_request(data: dict[str, Any]) -> llm_pb2.GenerateRequest:
     messages = data.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid_argument("messages", "must be a non-empty list")
-    if data.get("n", 1) != 1:
+    if data.get("n") not in (None, 1):
         raise invalid_argument("n", "only n=1 is supported")
     request = llm_pb2.GenerateRequest(model_id=model, user=str(data.get("user") or ""))
     for i, m in enumerate(messages):
@@ -147,6 +149,9 @@ class OpenAICompat:
                 caller.bind_reset(token)
         except TypecaseError as error:
             return error_response(error)
+        except Exception:
+            log.exception("unhandled error in %s", request.url.path)
+            return error_response(TypecaseError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error"))
 
     # -- chat ----------------------------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:

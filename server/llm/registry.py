@@ -51,11 +51,17 @@ class SecretBox:
         path = data_dir / "llm-secret.key"
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(Fernet.generate_key().decode())
-            log.warning("no TYPECASE_SECRET_KEY: provider API keys are encrypted with %s; replicas sharing a "
-                        "database need TYPECASE_SECRET_KEY instead", path)
+            try:
+                fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(Fernet.generate_key().decode())
+                os.link(path.with_suffix(".tmp"), path)  # atomic: a racing process keeps the first key
+                log.warning("no TYPECASE_SECRET_KEY: provider API keys are encrypted with %s; replicas sharing "
+                            "a database need TYPECASE_SECRET_KEY instead", path)
+            except FileExistsError:
+                pass
+            finally:
+                path.with_suffix(".tmp").unlink(missing_ok=True)
         return path.read_text().strip()
 
     def encrypt(self, plaintext: str) -> str:

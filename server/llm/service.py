@@ -9,6 +9,7 @@ The Python API does not check the caller (the calling domain already did); the R
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -125,7 +126,8 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     async def ListModels(self, request, context):
         principal = caller.current()
         rows, token, total = await self.catalog.list_models(request, online_only=not principal.is_admin)
-        models = [self.catalog.model_pb(row, await self.status(row)) for row in rows]
+        statuses = await asyncio.gather(*(self.status(row) for row in rows))
+        models = [self.catalog.model_pb(row, status) for row, status in zip(rows, statuses)]
         return llm_pb2.ListModelsResponse(models=models, next_page_token=token, total_size=total)
 
     async def GetModel(self, request, context):

@@ -236,3 +236,16 @@ async def test_generated_admin_key_is_printed_once_and_stored_private(app_factor
 async def test_auth_disabled_is_refused_off_loopback(app_factory):
     with pytest.raises(RuntimeError, match="loopback"):
         await app_factory(auth_disabled=True, host="0.0.0.0")
+
+
+async def test_rate_limit_over_http_is_429_with_retry_after(app_factory):
+    import httpx
+
+    app = await app_factory(rate_limit_per_key="2/minute")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
+        headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+        assert [(await http.get("/v1/auth/me", headers=headers)).status_code for _ in range(2)] == [200, 200]
+        limited = await http.get("/v1/auth/me", headers=headers)
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert limited.json()["details"][0]["reason"] == "RATE_LIMITED"

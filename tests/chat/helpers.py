@@ -55,3 +55,9 @@ async def messages(who, session_id: str, **fields) -> list[chat_pb2.Message]:
 
 async def get_session(who, session_id: str) -> chat_pb2.Session:
     return (await who.chat.GetSession(chat_pb2.GetSessionRequest(session_id=session_id), metadata=who.md)).session
+
+
+def as_chat(events) -> list[chat_pb2.ChatResponse]:
+    """Turn events of either stream (Chat or StreamTurnEvents: one wire layout) as ChatResponse messages, for
+    comparing by value (Struct fields have no canonical byte order)."""
+    return [chat_pb2.ChatResponse.FromString(e.SerializeToString()) for e in events]

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 
 from tests.chat.conftest import caller, register_fake_model
 from tests.chat.fake_upstream import FakeUpstream
-from tests.chat.helpers import error_info, kinds, messages, new_session, text_of
+from tests.chat.helpers import as_chat, error_info, kinds, messages, new_session, text_of
 from tests.conftest import ADMIN_KEY, REDIS_URL
 from typecase.v1 import chat_pb2, common_pb2
 
@@ -91,7 +91,7 @@ async def test_a_turn_is_followed_and_stopped_from_another_replica_and_survives_
             assert kinds(got)[-1] == "ended" and ended.finish_reason == common_pb2.FINISH_REASON_CANCELLED
             assert ended.answer.status == chat_pb2.MESSAGE_STATUS_STOPPED and ended.answer.content == text_of(got)
             remote_got += await asyncio.wait_for(drain(remote), 5)
-            assert [m.SerializeToString() for m in remote_got] == [m.SerializeToString() for m in got]
+            assert as_chat(remote_got) == as_chat(got)
             stored = (await messages(on_second, session.id, turn_id=turn_id))[-1]
             assert stored.status == chat_pb2.MESSAGE_STATUS_STOPPED and stored.content == ended.answer.content
             for _ in range(50):

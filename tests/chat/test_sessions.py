@@ -54,7 +54,8 @@ async def test_session_message_and_feedback_lifecycle(alice, admin, fake_model, 
     assert session.message_count == 4 and session.latest_message_preview == "In May."
 
     # Cursor pagination both ways; a token keeps its direction.
-    page = await alice.chat.ListMessages(chat_pb2.ListMessagesRequest(session_id=session.id, page_size=3), metadata=alice.md)
+    page = await alice.chat.ListMessages(chat_pb2.ListMessagesRequest(session_id=session.id, page_size=3),
+                                         metadata=alice.md)
     assert [m.id for m in page.messages] == [m.id for m in added[:3]] and page.next_page_token
     rest = await alice.chat.ListMessages(chat_pb2.ListMessagesRequest(
         session_id=session.id, page_size=3, page_token=page.next_page_token), metadata=alice.md)
@@ -122,7 +123,8 @@ async def test_session_message_and_feedback_lifecycle(alice, admin, fake_model, 
         metadata=alice.md)).session
     assert cleared.system_prompt == "" and cleared.title == "Lisbon in May"
     await expect(grpc.StatusCode.INVALID_ARGUMENT, alice.chat.UpdateSession(chat_pb2.UpdateSessionRequest(
-        session=chat_pb2.Session(id=session.id, owner_id="x"), update_mask=field_mask_pb2.FieldMask(paths=["owner_id"])),
+        session=chat_pb2.Session(id=session.id, owner_id="x"),
+        update_mask=field_mask_pb2.FieldMask(paths=["owner_id"])),
         metadata=alice.md))
     await expect(grpc.StatusCode.NOT_FOUND, alice.chat.UpdateSession(chat_pb2.UpdateSessionRequest(
         session=chat_pb2.Session(id=session.id, model_id="01JUNKNOWNMODEL00000000000"),
@@ -171,7 +173,8 @@ async def test_list_sessions_filters_orders_and_pages(alice, fake_model):
 
     seen, token = [], ""
     while True:
-        page = await alice.chat.ListSessions(chat_pb2.ListSessionsRequest(page_size=2, page_token=token), metadata=alice.md)
+        page = await alice.chat.ListSessions(chat_pb2.ListSessionsRequest(page_size=2, page_token=token),
+                                             metadata=alice.md)
         assert len(page.sessions) <= 2 and page.total_size == 5
         seen += [s.id for s in page.sessions]
         token = page.next_page_token
@@ -189,7 +192,8 @@ async def test_list_sessions_filters_orders_and_pages(alice, fake_model):
     assert by_model.total_size == 5
     other_model = await alice.chat.ListSessions(chat_pb2.ListSessionsRequest(model_id="01JNOPE"), metadata=alice.md)
     assert other_model.total_size == 0
-    flows = await alice.chat.ListSessions(chat_pb2.ListSessionsRequest(kind=chat_pb2.SESSION_KIND_FLOW), metadata=alice.md)
+    flows = await alice.chat.ListSessions(chat_pb2.ListSessionsRequest(kind=chat_pb2.SESSION_KIND_FLOW),
+                                          metadata=alice.md)
     assert flows.total_size == 0
     await expect(grpc.StatusCode.INVALID_ARGUMENT, alice.chat.ListSessions(
         chat_pb2.ListSessionsRequest(page_token="garbage!"), metadata=alice.md))
@@ -248,7 +252,8 @@ async def test_limits_are_enforced_with_field_names(alice, channel):
     failure = await expect(grpc.StatusCode.INVALID_ARGUMENT, add_pairs(alice, session.id, ("q", "")))
     assert failure.details().startswith("pairs[0].answer:")
     failure = await expect(grpc.StatusCode.INVALID_ARGUMENT, new_session(alice, flow_id="01JFLOW", model_id="m"))
-    await expect(grpc.StatusCode.NOT_FOUND, new_session(alice, model_id="01JUNKNOWNMODEL00000000000"), "MODEL_NOT_FOUND")
+    await expect(grpc.StatusCode.NOT_FOUND, new_session(alice, model_id="01JUNKNOWNMODEL00000000000"),
+                 "MODEL_NOT_FOUND")
     await expect(grpc.StatusCode.NOT_FOUND, get_session(alice, "01JNOSUCHSESSION0000000000"))
     carol = await new_user(channel, "carol")
     assert (await carol.chat.ListSessions(chat_pb2.ListSessionsRequest(), metadata=carol.md)).total_size == 0

@@ -12,7 +12,7 @@ import pytest
 
 from tests.chat.conftest import register_fake_model
 from tests.chat.fake_upstream import expected_answer
-from tests.chat.helpers import chat_all, error_info, get_session, kinds, messages, new_session, reason, text_of
+from tests.chat.helpers import as_chat, chat_all, error_info, get_session, kinds, messages, new_session, reason, text_of
 from typecase.v1 import chat_pb2, common_pb2
 
 ENDED = "ended"
@@ -70,7 +70,7 @@ async def test_turn_streams_logs_and_stores_the_answer(me, fake_model, upstream)
 
     # The whole log replays after the end, identically, from any seq.
     replay = await resume(me, turn_id, 0)
-    assert [m.SerializeToString() for m in replay] == [m.SerializeToString() for m in events]
+    assert as_chat(replay) == as_chat(events)
     assert [m.seq for m in await resume(me, turn_id, len(events) - 2)] == [len(events) - 1, len(events)]
     assert await resume(me, turn_id, len(events)) == []
 
@@ -164,7 +164,7 @@ async def test_stop_ends_every_reader_keeps_the_partial_answer_and_closes_the_up
     stored = await answer_of(me, session.id, turn_id)
     assert stored.status == chat_pb2.MESSAGE_STATUS_STOPPED and stored.content == ended.answer.content
     other = await asyncio.wait_for(follower, 2)
-    assert [m.SerializeToString() for m in other] == [m.SerializeToString() for m in got]
+    assert as_chat(other) == as_chat(got)
     assert await wait_for(lambda: _closed(upstream), 1.0), "the upstream stream was not closed"
     assert upstream.completed == 0
 

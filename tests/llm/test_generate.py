@@ -184,3 +184,46 @@ async def test_metrics_are_labelled_by_provider_and_model(app, llm, upstream):
     assert f"typecase_llm_inter_token_seconds_count{{{labels}}}" in text
     assert ('typecase_llm_request_duration_seconds_count{model="metered",operation="generate",'
             'provider="metered-provider"} 1.0') in text
+
+
+async def test_cancellations_at_any_point_never_leak_upstream_connections(make_app, upstream):
+    """A pool of 8 connections survives 40 streams abandoned at random points (mid-read, on the final chunk,
+    while the connection is being returned): a leaked connection would make the last requests time out."""
+    import random
+
+    app = await make_app(llm_max_connections=8)
+    service = app.servicers["LLMService"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        from tests.llm.conftest import Client
+        from typecase.v1 import llm_pb2_grpc
+
+        client = Client(llm_pb2_grpc.LLMServiceStub(channel), app)
+        model = await client.fake_model(upstream, provider=dict(connect_timeout=seconds(1)))
+    upstream.tokens = 6
+    request = llm_pb2.GenerateRequest(model_id=model.id, messages=[user("x")])
+    rng = random.Random(7)
+
+    async def consume(limit: int) -> None:
+        stream = service.generate(request)
+        try:
+            async for i, _ in _aenumerate(stream):
+                if i >= limit:
+                    break
+        finally:
+            await stream.aclose()
+
+    for _ in range(40):
+        task = asyncio.create_task(consume(rng.randint(1, 8)))
+        await asyncio.sleep(rng.choice([0, 0, 0.0005, 0.001, 0.002, 0.005]))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    for _ in range(10):  # more than the pool holds: every connection must have been returned or closed
+        messages = [m async for m in service.generate(request)]
+        assert messages[-1].finish_reason == common_pb2.FINISH_REASON_STOP
+
+
+async def _aenumerate(stream):
+    i = 0
+    async for item in stream:
+        i += 1
+        yield i, item

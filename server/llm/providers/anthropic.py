@@ -11,6 +11,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 
 from . import (CONTENT_FILTER, LENGTH, RATE_LIMITED, STOP, TIMEOUT, TOOL_CALLS, UNAVAILABLE, Adapter,
                ChatCall, Delta, Message, Timeouts, UpstreamError)
@@ -29,7 +31,7 @@ class AnthropicAdapter(Adapter):
     def __init__(self, base_url: str, api_key: str | None, extra_headers: dict[str, str], config: dict[str, Any],
                  *, max_connections: int, max_keepalive: int):
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+        self.url = httpx.URL(f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages")
         headers = {
             "content-type": "application/json",
             "anthropic-version": str(config.get("anthropic_version", DEFAULT_VERSION)),

@@ -41,7 +41,7 @@ class ClientPool:
     def __init__(self, *, max_connections: int, max_keepalive: int, headers: dict[str, str]):
         self.headers = {"accept-encoding": "identity", **headers}  # SSE is read raw (see SSEReader)
         self.max_shards = max(1, -(-max_connections // self.SHARD))
-        self.keepalive = max(0, min(self.SHARD, max_keepalive // self.max_shards or 1)) if max_keepalive else 0
+        self.keepalive = min(self.SHARD, max_keepalive)
         self.shards: list[httpx.AsyncClient] = []
         self.busy: list[int] = []
 
@@ -130,12 +130,13 @@ def transport_error(exc: httpx.HTTPError) -> UpstreamError:
 
 
 @asynccontextmanager
-async def open_stream(pool: ClientPool, url: str, body: dict[str, Any],
+async def open_stream(pool: ClientPool, url: httpx.URL | str, body: dict[str, Any],
                       t: Timeouts) -> AsyncIterator[tuple[httpx.Response, float]]:
     """POST and yield (response, first-token deadline) once a 2xx status arrived; closing the block closes it."""
     deadline = asyncio.get_running_loop().time() + t.first_token
     async with pool.client() as client:
-        request = client.build_request("POST", url, json=body, timeout=http_timeout(t))
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        request = client.build_request("POST", url, content=content, timeout=http_timeout(t))
         try:
             async with asyncio.timeout_at(deadline):
                 response = await client.send(request, stream=True)
@@ -153,7 +154,9 @@ async def open_stream(pool: ClientPool, url: str, body: dict[str, Any],
                 raise status_error(response.status_code, error_body, response.headers)
             yield response, deadline
         finally:
-            await response.aclose()
+            # Shielded: httpcore returns a connection to its pool inside this close, and a task cancelled
+            # halfway through it leaves the connection ACTIVE forever (the pool then runs dry).
+            await asyncio.shield(response.aclose())
 
 
 async def post_json(pool: ClientPool, url: str, body: dict[str, Any], t: Timeouts) -> dict[str, Any]:
@@ -193,7 +196,9 @@ class SSEReader:
 
     def __init__(self, response: httpx.Response, deadline: float, idle: float):
         if response.headers.get("content-encoding", "identity") == "identity":
-            self._chunks = _text(response.aiter_raw())  # skips httpx's content-decoding layers (~0.25 ms/stream)
+            # The transport's byte stream: skips httpx's decoding layers (~0.25 ms per stream) and, unlike
+            # aiter_raw(), does not close the response itself at the end of the body (see open_stream).
+            self._chunks = _text(response.stream)
         else:
             self._chunks = response.aiter_text()
         self._lines = SSELineDecoder()

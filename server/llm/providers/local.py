@@ -181,7 +181,10 @@ class LocalAdapter(Adapter):
         cancelled = threading.Event()
 
         def emit(item) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed (shutdown); nobody is listening any more
+                cancelled.set()
 
         def run() -> None:
             try:

@@ -34,10 +34,13 @@ class OpenAIAdapter(Adapter):
         self.pool = ClientPool(max_connections=max_connections, max_keepalive=max_keepalive, headers=headers)
         self.stream_usage = config.get("stream_usage", True)
         self.params = {"api-version": config["api_version"]} if config.get("api_version") else None
+        self._urls: dict[str, httpx.URL] = {}
 
-    def _url(self, path: str) -> str:
-        url = f"{self.base_url}/{path}"
-        return str(httpx.URL(url, params=self.params)) if self.params else url
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(f"{self.base_url}/{path}", params=self.params)
+        return url
 
     def _body(self, call: ChatCall, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -1,0 +1,21 @@
+"""Runs the token-relay benchmark (bench/llm/relay.py) at a small size; `make bench` runs the slow tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.llm import relay
+
+
+@pytest.mark.slow
+def test_relay_benchmark_runs_and_prints_ratios(capsys):
+    report = relay.main(["--sequential", "100", "--concurrency", "200", "--requests-each", "1", "--seconds", "5"])
+    out = capsys.readouterr().out
+    print(out)
+    assert "ratio" in out and "LiteLLM" in out
+    for surface in relay.SURFACES:
+        single, concurrent = report["single"][surface], report["concurrent"][surface]
+        assert single.errors == 0 and concurrent.errors == 0, surface
+        assert single.tokens == 100 * 50 and concurrent.tokens == 200 * 50, surface  # every token relayed
+    for surface, (result, _cpu) in report["load"].items():
+        assert result.errors == 0 and result.requests > 0, surface

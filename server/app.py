@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import importlib.resources
 import logging
@@ -196,6 +197,7 @@ class App:
         for name in ("", *names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
+        gc.freeze()  # start-up objects (modules, descriptors, models) stay out of every later collection
         log.info(
             "typecase serving: grpc %s:%s, http %s:%s (started in %.1fs)",
             self.settings.host, self.grpc_port, self.settings.host, self.http_port, time.perf_counter() - started,

@@ -47,6 +47,7 @@ class Authenticator:
         self._users: dict[str, _Cached] = {}
         self._last_used: dict[str, datetime] = {}
         self._background: set[asyncio.Task] = set()
+        self._loading: dict[str, asyncio.Future] = {}
 
     async def authenticate(self, credential: str) -> Principal:
         if not credential or len(credential.encode()) > MAX_CREDENTIAL_BYTES:
@@ -94,7 +95,12 @@ class Authenticator:
         now = time.monotonic()
         cached = self._keys.get(key_digest)
         if cached is None or cached.until < now:
-            cached = await self._load_key(key_digest, now)
+            # One lookup per key at a time: a burst of calls on an expired entry shares it (no stampede).
+            loading = self._loading.get(key_digest)
+            if loading is None:
+                loading = self._loading[key_digest] = asyncio.ensure_future(self._load_key(key_digest, now))
+                loading.add_done_callback(lambda _: self._loading.pop(key_digest, None))
+            cached = await asyncio.shield(loading)
             self._keys[key_digest] = cached
         if cached.principal is None:
             raise unauthenticated(cached.reason)

@@ -478,8 +478,6 @@ class Inference:
     async def embed(self, model_ref: str, texts: list[str], *, dimensions: int = 0, input_type: str = "",
                     use: str = "knowledge_embedding") -> tuple[ModelRow, list[list[float]], int]:
         """(served model, one vector per text, prompt tokens). Batches of llm_embed_batch_size go upstream."""
-        if len(texts) > self.settings.llm_max_embed_inputs:
-            raise invalid_argument("inputs", f"at most {self.settings.llm_max_embed_inputs} texts per call")
         primary = self.resolve(model_ref, use, "embedding")
         if not texts:
             return primary, [], 0

@@ -4,6 +4,7 @@ Python API (kept stable for chat, knowledge and flow):
   generate(request) -> async iterator of GenerateResponse   embed_texts(texts, model_id="") -> vectors
   embedding_dimensions(model_id="") -> int                  get_model(model_id) -> Model
   default_model_id(use) -> str  (use: chat | flow | knowledge_embedding | title | rerank)
+  complete(request) -> CompleteResponse                       rerank(request) -> RerankResponse
 The Python API does not check the caller (the calling domain already did); the RPCs do.
 """
 
@@ -64,8 +65,13 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     async def complete(self, request: llm_pb2.CompleteRequest) -> llm_pb2.CompleteResponse:
         return await self.inference.complete(request)
 
+    async def rerank(self, request: llm_pb2.RerankRequest) -> llm_pb2.RerankResponse:
+        """Rerank without a caller check (empty model_id: the default rerank model)."""
+        return await self.inference.rerank(request)
+
     async def embed_texts(self, texts: list[str], model_id: str = "", *, input_type: str = "") -> list[list[float]]:
-        """One vector per text (empty model_id: the default knowledge-embedding model)."""
+        """One vector per text, any number of texts (sent upstream in batches of llm_embed_batch_size);
+        empty model_id: the default knowledge-embedding model."""
         _, vectors, _ = await self.inference.embed(model_id, list(texts), input_type=input_type)
         return vectors
 
@@ -158,6 +164,8 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         caller.current()
         if request.dimensions < 0:
             raise invalid_argument("dimensions", "must not be negative")
+        if len(request.inputs) > self.settings.llm_max_embed_inputs:  # the Python API batches any number
+            raise invalid_argument("inputs", f"at most {self.settings.llm_max_embed_inputs} texts per call")
         model, vectors, tokens = await self.inference.embed(
             request.model_id, list(request.inputs), dimensions=request.dimensions,
             input_type=EMBED_INPUT_TYPES.get(request.input_type, ""))

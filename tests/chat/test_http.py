@@ -106,10 +106,11 @@ async def test_ndjson_chat_stream(http, me, fake_model):
     assert text_of(results) == results[-1]["event"]["ended"]["answer"]["content"] == expected_answer(15)
 
     empty = await http.post(f"/v1/sessions/{sid}:chat", json={"content": "  "}, headers=h)
-    # Refused before the turn starts. (The gateway may already have answered 200 when the RPC fails before its
-    # first message; then the failure is the stream's one NDJSON error line.)
-    status = empty.json() if empty.status_code == 400 else empty.json()["error"]
-    assert status["code"] == 3 and status["message"].startswith("content:")
+    # Refused before the turn starts: an ordinary HTTP error, not a stream.
+    assert empty.status_code == 400, empty.text
+    assert empty.json()["code"] == 3 and empty.json()["message"].startswith("content:")
+    session_gone = await http.post("/v1/sessions/01JNOSUCHSESSION0000000000:chat", json={"content": "hi"}, headers=h)
+    assert session_gone.status_code == 404
 
 
 async def test_sse_drop_and_resume_with_last_event_id(http, me, fake_model):

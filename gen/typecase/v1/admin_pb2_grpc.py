@@ -89,7 +89,7 @@ class AdminServiceServicer:
     """
 
     def GetStats(self, request, context):
-        """Returns request statistics aggregated across replicas, with the most recent requests.
+        """Returns the proxy request statistics of the replica that answers, with its most recent requests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,6 +77,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("llm_defaults")
-    op.drop_index(op.f("ix_llm_models_provider_id"), table_name="llm_models")
-    op.drop_table("llm_models")
+    op.drop_table("llm_models")  # drops its index too (MySQL refuses to drop an index a foreign key needs)
     op.drop_table("llm_providers")

@@ -46,6 +46,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _CANCELLED = grpc.StatusCode.CANCELLED
+_CLIENT_STREAM_JSON_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json"}
 # A unary call that is still running after this long starts watching for the client going away
 # (short calls never pay for the watcher task).
 _DISCONNECT_WATCH_DELAY = 0.05
@@ -335,13 +336,18 @@ class Gateway:
     ) -> None:
         call_scope = CallScope(self._deadline(incoming))
         content_type = incoming.content_type
-        if content_type.lower().startswith("multipart/form-data"):
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type == "multipart/form-data":
             source = multipart_requests(
                 receive, content_type, binding, params, self.options.upload_chunk_bytes,
                 self.options.max_upload_bytes, self.options.max_form_field_bytes,
             )
-        else:
+        elif media_type in _CLIENT_STREAM_JSON_TYPES:
             source = json_requests(receive, binding, params, self.options.max_body_bytes, self.options.max_upload_bytes)
+        else:
+            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported Content-Type {media_type!r}: send "
+                             "multipart/form-data or application/x-ndjson", http_status=415)
+        bad_body: list[RpcFailure] = []
 
         async def requests() -> Any:
             try:
@@ -349,6 +355,11 @@ class Gateway:
                     yield message
             except ClientGone:
                 call_scope.cancel(_CANCELLED)
+            except RpcFailure as failure:
+                # The body broke mid-stream: whatever the handler makes of it (an interceptor may turn it into
+                # INTERNAL), the client gets the body's own error.
+                bad_body.append(failure)
+                raise
 
         try:
             response, initial, trailing = await self.target.unary(
@@ -358,7 +369,9 @@ class Gateway:
         except RpcFailure as failure:
             if call_scope.reason == _CANCELLED:
                 return
-            raise failure
+            raise bad_body[0] if bad_body else failure
+        if bad_body:
+            raise bad_body[0]
         await self._send_response(send, binding, response, initial, trailing, base_headers, start)
 
     # -- WebSocket -------------------------------------------------------------------------------

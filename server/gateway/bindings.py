@@ -133,6 +133,8 @@ class Binding:
                 self._body_decoder(msg, value, "")
         except jsonmap.JsonError as e:
             raise invalid_argument(str(e)) from None
+        except Exception as e:  # any other mapping failure is still the body's fault (schemathesis found some)
+            raise invalid_argument(f"the request body does not fit {msg.DESCRIPTOR.full_name}: {e}") from None
 
     def merge_json(self, msg: Message, value: Any) -> None:
         """Merge a whole-message JSON value (WebSocket first frame, NDJSON line)."""
@@ -140,6 +142,8 @@ class Binding:
             jsonmap.from_json(value, msg)
         except jsonmap.JsonError as e:
             raise invalid_argument(str(e)) from None
+        except Exception as e:
+            raise invalid_argument(f"the message does not fit {msg.DESCRIPTOR.full_name}: {e}") from None
 
     def apply_path(self, msg: Message, params: dict[str, str]) -> None:
         for var, fp in self.path_fields:

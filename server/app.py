@@ -135,6 +135,7 @@ class App:
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         started = time.perf_counter()
+        self._check_auth_switch()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.resources.start()
         if self.settings.migrate_on_start:
@@ -192,11 +193,15 @@ class App:
             self.settings.host, self.grpc_port, self.settings.host, self.http_port, time.perf_counter() - started,
         )
 
+    def _check_auth_switch(self) -> None:
+        listeners = [self.settings.host] + ([self.settings.proxy_host] if self.settings.proxy_enabled else [])
+        if self.settings.auth_disabled and not set(listeners) <= LOOPBACK_HOSTS:
+            raise RuntimeError("TYPECASE_AUTH_DISABLED is for local development only: every listener "
+                               "(TYPECASE_HOST, TYPECASE_PROXY_HOST) must be on loopback")
+
     def _auth_interceptor(self) -> AuthInterceptor:
         if not self.settings.auth_disabled:
             return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits)
-        if self.settings.host not in LOOPBACK_HOSTS:
-            raise RuntimeError("TYPECASE_AUTH_DISABLED is for local development only: it needs TYPECASE_HOST on loopback")
         log.warning("AUTHENTICATION IS DISABLED (TYPECASE_AUTH_DISABLED): every caller acts as the admin")
         return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits, Principal(self.auth.admin_id, ROLE_ADMIN))
 

@@ -249,3 +249,15 @@ async def test_rate_limit_over_http_is_429_with_retry_after(app_factory):
     assert limited.status_code == 429
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert limited.json()["details"][0]["reason"] == "RATE_LIMITED"
+
+
+async def test_auth_disabled_is_refused_when_the_proxy_listens_off_loopback(app_factory):
+    with pytest.raises(RuntimeError, match="TYPECASE_PROXY_HOST"):
+        await app_factory(auth_disabled=True, proxy_enabled=True, proxy_host="0.0.0.0")
+
+
+async def test_auth_disabled_on_loopback_acts_as_admin(app_factory):
+    app = await app_factory(auth_disabled=True)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+        me = await auth_pb2_grpc.AuthServiceStub(channel).GetMe(auth_pb2.GetMeRequest())
+    assert me.user.role == auth_pb2.USER_ROLE_ADMIN

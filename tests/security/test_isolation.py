@@ -178,7 +178,7 @@ async def test_user_b_is_denied_a_resources_over_grpc_rest_and_websocket(world):
     checked, input_checked_first = [], []
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=30) as http:
         for name, service, method, request in targeted_methods(ids):
-            with pytest.raises(grpc.aio.AioRpcError, match="") as failure:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await grpc_call(channel, service, method, request, b)
                 pytest.fail(f"gRPC {name} succeeded for another user")
             if failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT:

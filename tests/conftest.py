@@ -172,3 +172,30 @@ async def app_factory(tmp_path, monkeypatch):
 async def running_app(app_factory):
     """The App with default test settings; `app.grpc_port` and `app.http_port` are bound."""
     return await app_factory()
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+async def fresh_database(request, tmp_path):
+    """A started Database on a new, empty SQLite file, PostgreSQL database or MariaDB database; dropped after."""
+    from sqlalchemy.engine import make_url
+
+    from tests.infra.infra_support import MYSQL_ADMIN_URL, PG_ADMIN_URL, mysql_exec, pg_exec, unique
+    from typecase.server.infra.sql import Database
+
+    name = unique("tc_fresh")
+    if request.param == "sqlite":
+        url, drop = f"sqlite:///{tmp_path / 'fresh.db'}", None
+    elif request.param == "postgresql":
+        await pg_exec(PG_ADMIN_URL, f'CREATE DATABASE "{name}"')
+        url, drop = make_url(PG_ADMIN_URL).set(database=name), (pg_exec, PG_ADMIN_URL, f'DROP DATABASE "{name}" WITH (FORCE)')
+    else:
+        await mysql_exec(MYSQL_ADMIN_URL, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        url, drop = make_url(MYSQL_ADMIN_URL).set(database=name), (mysql_exec, MYSQL_ADMIN_URL, f"DROP DATABASE `{name}`")
+    db = Database(url)
+    await db.start()
+    try:
+        yield db
+    finally:
+        await db.stop()
+        if drop:
+            await drop[0](*drop[1:])

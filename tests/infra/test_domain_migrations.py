@@ -4,18 +4,15 @@ upgrades again. Branches are found from the migration scripts, so a new domain i
 
 from __future__ import annotations
 
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
-from sqlalchemy.engine import make_url
 
 from typecase.server.infra.schema import alembic_config, import_models, migrate
-from typecase.server.infra.sql import Base, Database
+from typecase.server.infra.sql import Base
 
-from .infra_support import MYSQL_ADMIN_URL, PG_ADMIN_URL, mysql_exec, pg_exec, unique
 
 import_models()
 SCRIPTS = ScriptDirectory.from_config(alembic_config())
@@ -34,27 +31,6 @@ def domain_tables(branch: str) -> set[str]:
     """The tables the branch's domain declares in typecase.server.<branch>.models."""
     return {m.local_table.name for m in Base.registry.mappers
             if m.class_.__module__ == f"typecase.server.{branch}.models"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-async def database(request, tmp_path):
-    name = unique("tc_branches")
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path / 'branches.db'}", None
-    elif request.param == "postgresql":
-        await pg_exec(PG_ADMIN_URL, f'CREATE DATABASE "{name}"')
-        url, drop = make_url(PG_ADMIN_URL).set(database=name), (pg_exec, PG_ADMIN_URL, f'DROP DATABASE "{name}" WITH (FORCE)')
-    else:
-        await mysql_exec(MYSQL_ADMIN_URL, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        url, drop = make_url(MYSQL_ADMIN_URL).set(database=name), (mysql_exec, MYSQL_ADMIN_URL, f"DROP DATABASE `{name}`")
-    db = Database(url)
-    await db.start()
-    try:
-        yield db
-    finally:
-        await db.stop()
-        if drop:
-            await drop[0](*drop[1:])
 
 
 def schema_diff(tables: set[str]):
@@ -78,29 +54,29 @@ def test_every_domain_has_a_branch():
     assert all(domain_tables(branch) for branch in BRANCHES)
 
 
-async def test_branches_match_their_models_and_round_trip_alone(database):
-    await migrate(database)
+async def test_branches_match_their_models_and_round_trip_alone(fresh_database):
+    await migrate(fresh_database)
     everything = set()
-    async with database.engine.connect() as conn:
+    async with fresh_database.engine.connect() as conn:
         everything = await conn.run_sync(table_names)
     for branch in BRANCHES:
         tables = domain_tables(branch)
         assert tables <= everything, branch
-        async with database.engine.connect() as conn:
+        async with fresh_database.engine.connect() as conn:
             assert await conn.run_sync(schema_diff(tables)) == [], branch
 
-        async with database.engine.begin() as conn:
+        async with fresh_database.engine.begin() as conn:
             def downgrade(sync_conn, branch=branch):
                 cfg = alembic_config()
                 cfg.attributes["connection"] = sync_conn
                 command.downgrade(cfg, f"{branch}@-{branch_length(branch)}")
 
             await conn.run_sync(downgrade)
-        async with database.engine.connect() as conn:
+        async with fresh_database.engine.connect() as conn:
             left = await conn.run_sync(table_names)
         assert not tables & left, branch
         assert everything - left <= tables | {"audit_events", "jobs"}, (branch, everything - left)  # only this branch
 
-        await migrate(database)
-        async with database.engine.connect() as conn:
+        await migrate(fresh_database)
+        async with fresh_database.engine.connect() as conn:
             assert await conn.run_sync(schema_diff(tables)) == [], branch

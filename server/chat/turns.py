@@ -48,6 +48,7 @@ from typecase.server.chat.models import (
     ChatSessionRow,
     ChatTurnRow,
 )
+from typecase.server.infra.cache import listen_forever
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2, knowledge_pb2, llm_pb2
@@ -739,23 +740,12 @@ class Turns:
         return False
 
     async def _listen_for_stops(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async with self.cache.subscribe(STOP_CHANNEL) as messages:
-                    self.stop_listener_ready.set()
-                    delay = 0.1
-                    async for _, data in messages:
-                        turn = self.local.get(data.decode() if isinstance(data, bytes) else data)
-                        if turn is not None:
-                            self._stop_local(turn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.stop_listener_ready.clear()
-                log.warning("chat: stop listener lost its subscription (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        def stop(turn_id: str) -> None:
+            turn = self.local.get(turn_id)
+            if turn is not None:
+                self._stop_local(turn)
+
+        await listen_forever(self.cache, STOP_CHANNEL, stop, self.stop_listener_ready, "chat stop listener")
 
     # -- liveness --------------------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

@@ -574,3 +574,25 @@ class _QueueIterator:
 def create_cache(redis_url: str | None, key_prefix: str = "typecase:") -> Cache:
     """Redis when a URL is configured, else the in-process cache."""
     return RedisCache(redis_url, key_prefix=key_prefix) if redis_url else MemoryCache()
+
+
+async def listen_forever(
+    cache: Cache, channel: str, on_message: Callable[[str], None], ready: asyncio.Event, name: str
+) -> None:
+    """Deliver every message of `channel` (decoded) to `on_message` until cancelled, re-subscribing with backoff when
+    the bus drops; `ready` is set while subscribed, so callers can wait until a publish will be seen."""
+    delay = 0.1
+    while True:
+        try:
+            async with cache.subscribe(channel) as messages:
+                ready.set()
+                delay = 0.1
+                async for _, data in messages:
+                    on_message(data.decode() if isinstance(data, bytes) else data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ready.clear()
+            log.warning("%s: lost its subscription to %s (%s); retrying in %.1fs", name, channel, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -31,6 +31,7 @@ from typecase.server.flow.errors import not_waiting
 from typecase.server.flow.graph import Graph
 from typecase.server.flow.models import ENDED, FAILED, RUNNING, STOPPED, WAITING, FlowRunNodeRow, FlowRunRow
 from typecase.server.flow.nodes.base import Services
+from typecase.server.infra.cache import listen_forever
 from typecase.server.infra.eventlog import Entry, EventLog
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
@@ -341,23 +342,12 @@ class Engine:
             row.lease_expire_time is None or row.lease_expire_time < utcnow())
 
     async def _listen_for_stops(self) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async with self.cache.subscribe(STOP_CHANNEL) as messages:
-                    self.stop_listener_ready.set()
-                    delay = 0.1
-                    async for _, data in messages:
-                        execution = self.local.get(data.decode() if isinstance(data, bytes) else data)
-                        if execution is not None:
-                            execution.interrupt("stop")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.stop_listener_ready.clear()
-                log.warning("flow: stop listener lost its subscription (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        def stop(run_id: str) -> None:
+            execution = self.local.get(run_id)
+            if execution is not None:
+                execution.interrupt("stop")
+
+        await listen_forever(self.cache, STOP_CHANNEL, stop, self.stop_listener_ready, "flow stop listener")
 
     # -- liveness --------------------------------------------------------------------------------------------
     async def _heartbeat(self) -> None:

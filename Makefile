@@ -43,8 +43,16 @@ gen-check: gen
 	@test -z "$$(git status --porcelain -- gen)" || (git status --porcelain -- gen && echo "gen/ has untracked files: run 'make gen' and commit" && exit 1)
 
 # TypeScript SDK (clients/typescript): generated message types + HTTP transport, built with npm.
-ts:
-	@echo "ts: not built yet"
+# npm ci only when node_modules is missing or package-lock.json changed (stamp file); no install scripts are needed
+# (buf's binary comes from its platform package). buf generate writes src/gen/ (git-ignored) from proto/.
+TS_DIR := clients/typescript
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package-lock.json $(TS_DIR)/package.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+ts: $(TS_DIR)/node_modules/.installed
+	$(TS_DIR)/node_modules/.bin/buf generate
+	cd $(TS_DIR) && npm run build
 
 # Web console (console/), built with the TypeScript SDK; served by `typecase serve` at /.
 console: ts

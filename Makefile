@@ -55,8 +55,14 @@ ts: $(TS_DIR)/node_modules/.installed
 	cd $(TS_DIR) && npm run build
 
 # Web console (console/), built with the TypeScript SDK; served by `typecase serve` at /.
-console: ts
-	@echo "console: not built yet"
+# npm ci only when package-lock.json changed (stamp file); esbuild bundles src/ into console/dist (git-ignored).
+CONSOLE_STAMP := console/node_modules/.installed
+$(CONSOLE_STAMP): console/package-lock.json console/package.json
+	cd console && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+console: ts $(CONSOLE_STAMP)
+	cd console && npm run --silent build
 
 test: install lint-proto gen-check ts console
 	$(PY) -m pytest -q

@@ -36,6 +36,7 @@ from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
 from typecase.server.chat.service import ChatService
 from typecase.server.config import Settings
+from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.schema import migrate
@@ -81,8 +82,10 @@ def domain_servicers(app: App) -> dict[str, Any]:
 
 
 def domain_routes(app: App) -> list[Any]:
-    """HTTP-by-nature surfaces served beside the transcoded API (e.g. the OpenAI-compatible API)."""
-    return openai_routes(app.servicers["LLMService"], app.auth, app.settings.http_max_body_bytes)
+    """HTTP-by-nature surfaces served beside the transcoded API (e.g. the OpenAI-compatible API), then the web
+    console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
+    return [*openai_routes(app.servicers["LLMService"], app.auth, app.settings.http_max_body_bytes),
+            *console_routes(app.settings.console_dir)]
 
 
 def registered_services(app: App) -> list[Service]:

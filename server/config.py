@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    # The web console's built files (`make console`), served at /.
+    console_dir: Path = Field(Path(__file__).resolve().parents[1] / "console" / "dist",
+                              description="built web console served at / (make console)")
+
     # Auth
     auth_disabled: bool = Field(False, description="development only; refused unless every listener is loopback")
     admin_username: str = "admin"

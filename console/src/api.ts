@@ -1,0 +1,193 @@
+// The one SDK client of the console, and the credentials it sends.
+//
+// Credentials live in localStorage: an API key, or the access + refresh tokens of a username/password login.
+// The client reads the current token on every call, so a refreshed token applies at once. Access tokens are
+// refreshed (AuthService.RefreshToken, which rotates the refresh token) shortly before they expire.
+import { createTypecase, TypecaseError } from "@typecase/client";
+
+const STORAGE_KEY = "typecase.console.auth";
+const REFRESH_MARGIN_MS = 60_000; // refresh this long before the access token expires (or at 80% of its life)
+
+export type Credentials =
+  | { kind: "key"; apiKey: string }
+  | {
+      kind: "password";
+      username: string;
+      accessToken: string;
+      refreshToken: string;
+      expiresAt: number; // ms since epoch
+      refreshExpiresAt: number;
+    };
+
+type Listener = (creds: Credentials | null, reason?: string) => void;
+
+let current: Credentials | null = load();
+let refreshTimer: number | undefined;
+let refreshing: Promise<void> | null = null;
+const listeners = new Set<Listener>();
+
+function load(): Credentials | null {
+  try {
+    const raw = localStorage.getItem(STORAGE_KEY);
+    return raw ? (JSON.parse(raw) as Credentials) : null;
+  } catch {
+    return null;
+  }
+}
+
+function bearer(creds: Credentials | null): string | undefined {
+  if (!creds) return undefined;
+  return creds.kind === "key" ? creds.apiKey : creds.accessToken;
+}
+
+/** The SDK client every view uses (same origin: the console is served by the API server). */
+export const tc = createTypecase({ baseUrl: "", token: () => bearer(current) });
+
+export type Typecase = typeof tc;
+
+/** A client for one explicit credential, used to check it before keeping it. */
+function clientFor(token: string): Typecase {
+  return createTypecase({ baseUrl: "", token });
+}
+
+export function credentials(): Credentials | null {
+  return current;
+}
+
+export function onAuthChange(listener: Listener): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+function set(creds: Credentials | null, reason?: string): void {
+  current = creds;
+  if (creds) localStorage.setItem(STORAGE_KEY, JSON.stringify(creds));
+  else localStorage.removeItem(STORAGE_KEY);
+  scheduleRefresh();
+  for (const listener of listeners) listener(creds, reason);
+}
+
+/** Checks an API key with GetMe and keeps it. Throws the server's error when it is refused. */
+export async function signInWithKey(apiKey: string): Promise<void> {
+  const key = apiKey.trim();
+  await clientFor(key).auth.getMe({});
+  set({ kind: "key", apiKey: key });
+}
+
+/** Logs in with AuthService.Login and keeps the tokens. */
+export async function signInWithPassword(username: string, password: string): Promise<void> {
+  const res = await tc.auth.login({ username: username.trim(), password });
+  const now = Date.now();
+  set({
+    kind: "password",
+    username: res.user?.username || username.trim(),
+    accessToken: res.accessToken,
+    refreshToken: res.refreshToken,
+    expiresAt: now + res.expiresIn * 1000,
+    refreshExpiresAt: now + res.refreshExpiresIn * 1000,
+  });
+}
+
+export function signOut(reason?: string): void {
+  set(null, reason);
+}
+
+/** Exchanges the refresh token for new tokens; signs out when that is no longer possible. */
+export function refreshNow(): Promise<void> {
+  const creds = current;
+  if (!creds || creds.kind !== "password") return Promise.resolve();
+  if (refreshing) return refreshing;
+  refreshing = (async () => {
+    try {
+      if (Date.now() >= creds.refreshExpiresAt) throw new Error("expired");
+      const res = await tc.auth.refreshToken({ refreshToken: creds.refreshToken });
+      if (current !== creds) return; // signed out or in again meanwhile
+      const now = Date.now();
+      set({
+        ...creds,
+        accessToken: res.accessToken,
+        refreshToken: res.refreshToken,
+        expiresAt: now + res.expiresIn * 1000,
+        refreshExpiresAt: now + res.refreshExpiresIn * 1000,
+      });
+    } catch (e) {
+      // A network failure is worth another try later; a refused refresh token is not.
+      if (e instanceof TypecaseError && e.code !== "UNAVAILABLE") {
+        if (current === creds) signOut("Your sign-in expired. Sign in again.");
+      } else if (current === creds && Date.now() < creds.expiresAt) {
+        refreshTimer = window.setTimeout(refreshNow, 10_000);
+      } else if (current === creds) {
+        signOut("Your sign-in expired. Sign in again.");
+      }
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+function scheduleRefresh(): void {
+  window.clearTimeout(refreshTimer);
+  const creds = current;
+  if (!creds || creds.kind !== "password") return;
+  const now = Date.now();
+  const life = creds.expiresAt - now;
+  const delay = Math.max(0, Math.min(life - REFRESH_MARGIN_MS, life * 0.8));
+  refreshTimer = window.setTimeout(refreshNow, delay);
+}
+
+/** Before the first render: refresh an expired access token (timers do not run while a tab sleeps). */
+export async function ensureFresh(): Promise<void> {
+  const creds = current;
+  if (creds?.kind === "password" && Date.now() > creds.expiresAt - REFRESH_MARGIN_MS) await refreshNow();
+  else scheduleRefresh();
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") void ensureFresh();
+});
+window.addEventListener("storage", (e) => {
+  // Another tab signed in, out, or refreshed: follow it.
+  if (e.key === STORAGE_KEY) {
+    current = load();
+    scheduleRefresh();
+    for (const listener of listeners) listener(current);
+  }
+});
+
+/** A readable sentence for any failure: the server's Status message, with the reason when it helps. */
+export function describe(error: unknown): string {
+  if (error instanceof TypecaseError) {
+    const message = error.message || error.code;
+    if (error.code === "UNAVAILABLE" && !error.httpStatus) return `Cannot reach the server: ${message}`;
+    return error.reason && !message.includes(error.reason) ? `${message} (${error.reason})` : message;
+  }
+  if (error instanceof Error) {
+    if (error.name === "AbortError") return "Cancelled.";
+    return error.message;
+  }
+  return String(error);
+}
+
+/** True for errors that mean the stored credentials no longer work. */
+export function isAuthError(error: unknown): boolean {
+  return error instanceof TypecaseError && error.code === "UNAUTHENTICATED";
+}
+
+/** Call for every failure a view shows: a refused credential signs out (with the reason) instead. */
+export function handleError(error: unknown): string {
+  if (isAuthError(error) && current) {
+    if (current.kind === "password") void refreshNow();
+    else signOut(`The API key was refused: ${describe(error)}`);
+  }
+  return describe(error);
+}
+
+export function isAbort(error: unknown): boolean {
+  return (
+    (error instanceof Error && error.name === "AbortError") ||
+    (error instanceof TypecaseError && error.code === "CANCELLED")
+  );
+}
+
+export { TypecaseError };

@@ -1,0 +1,632 @@
+// Chat playground: sessions with a model or a published flow, answers streamed live, Stop, and answers that
+// keep streaming across a page reload.
+//
+// Reload: while a turn runs, sessionStorage keeps {turn id, answer id, last seq, text up to that seq}. On load,
+// a session whose answer is still STREAMING is re-attached with StreamTurnEvents(after_seq = last seq) and
+// the answer shows the longer of the stored text (ListMessages, flushed by the server now and then) and the
+// saved text plus the new tokens. Both are prefixes of the same answer, so nothing is duplicated; without a
+// saved copy (another tab) the turn is replayed from seq 0 instead.
+import { FinishReason, MessageRole } from "@typecase/client/gen/typecase/v1/common_pb.js";
+import {
+  MessageCategory,
+  MessageStatus,
+  SessionKind,
+  type Message,
+  type NodeEvent,
+  type Session,
+  type TurnEvent,
+} from "@typecase/client/gen/typecase/v1/chat_pb.js";
+import { FlowStatus, NodeRunStatus, type InputRequired } from "@typecase/client/gen/typecase/v1/flow_pb.js";
+import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
+import { useEffect, useReducer, useRef, useState } from "preact/hooks";
+import { handleError, isAbort, tc } from "../api";
+import { InputForm, type InputValues } from "../components/inputform";
+import { Badge, Empty, ErrorBox, Loading, Spinner, fmtTime, useAsync } from "../components/ui";
+import { linkClick, navigate } from "../router";
+
+const MAX_TOKENS_KEY = "typecase.console.maxTokens";
+const TARGET_KEY = "typecase.console.chatTarget";
+const turnKey = (sessionId: string) => `typecase.console.turn.${sessionId}`;
+
+// -- the running turn's saved state (sessionStorage: survives a reload of this tab) -------------------------
+type SavedTurn = { turnId: string; answerId: string; seq: string; text: string };
+
+function loadTurn(sessionId: string): SavedTurn | null {
+  try {
+    const raw = sessionStorage.getItem(turnKey(sessionId));
+    return raw ? (JSON.parse(raw) as SavedTurn) : null;
+  } catch {
+    return null;
+  }
+}
+function saveTurn(sessionId: string, t: SavedTurn): void {
+  try {
+    sessionStorage.setItem(turnKey(sessionId), JSON.stringify(t));
+  } catch {
+    /* storage full: a reload then replays from seq 0 */
+  }
+}
+function clearTurn(sessionId: string): void {
+  sessionStorage.removeItem(turnKey(sessionId));
+}
+
+function newRequestId(): string {
+  return typeof crypto.randomUUID === "function"
+    ? crypto.randomUUID()
+    : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+}
+
+// -- view ---------------------------------------------------------------------------------------------------
+export function ChatView({ sessionId }: { sessionId?: string }) {
+  const sessions = useAsync(async () => (await tc.chat.listSessions({ pageSize: 100 })).sessions, []);
+  const targets = useAsync(async () => {
+    const [models, flows] = await Promise.all([
+      tc.llm.listModels({ type: ModelType.LLM, online: true, pageSize: 200 }),
+      tc.flow.listFlows({ status: FlowStatus.ONLINE, pageSize: 200 }),
+    ]);
+    return { models: models.models, flows: flows.flows };
+  }, []);
+  const [target, setTarget] = useState<string>(localStorage.getItem(TARGET_KEY) ?? "");
+  const [creating, setCreating] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  const models = targets.data?.models ?? [];
+  const flows = targets.data?.flows ?? [];
+  const validTarget =
+    (target.startsWith("model:") && models.some((m) => `model:${m.id}` === target)) ||
+    (target.startsWith("flow:") && flows.some((f) => `flow:${f.id}` === target));
+  const chosen = validTarget ? target : models[0] ? `model:${models[0].id}` : flows[0] ? `flow:${flows[0].id}` : "";
+
+  async function createSession() {
+    setCreating(true);
+    setError(null);
+    try {
+      const [kind, id] = chosen.split(":");
+      const res = await tc.chat.createSession({ session: kind === "flow" ? { flowId: id } : { modelId: id } });
+      localStorage.setItem(TARGET_KEY, chosen);
+      await sessions.reload();
+      if (res.session) navigate(`/chat/${res.session.id}`);
+    } catch (e) {
+      setError(handleError(e));
+    } finally {
+      setCreating(false);
+    }
+  }
+
+  async function deleteSession(id: string) {
+    try {
+      await tc.chat.deleteSession({ sessionId: id });
+      clearTurn(id);
+      if (id === sessionId) navigate("/chat");
+      await sessions.reload();
+    } catch (e) {
+      setError(handleError(e));
+    }
+  }
+
+  const current = sessions.data?.find((s) => s.id === sessionId);
+
+  return (
+    <div class="split">
+      <aside class="sidebar">
+        <div class="sidebar-head">
+          <label class="stacked">
+            <span class="label">Talk to</span>
+            {targets.loading && !targets.data ? (
+              <Spinner label="Loading models…" />
+            ) : (
+              <select name="target" value={chosen} onChange={(e) => setTarget(e.currentTarget.value)} disabled={!chosen}>
+                {models.length > 0 && (
+                  <optgroup label="Models">
+                    {models.map((m) => (
+                      <option key={m.id} value={`model:${m.id}`}>
+                        {m.name}
+                      </option>
+                    ))}
+                  </optgroup>
+                )}
+                {flows.length > 0 && (
+                  <optgroup label="Published flows">
+                    {flows.map((f) => (
+                      <option key={f.id} value={`flow:${f.id}`}>
+                        {f.name}
+                      </option>
+                    ))}
+                  </optgroup>
+                )}
+                {!chosen && <option value="">No online model or flow</option>}
+              </select>
+            )}
+          </label>
+          <button class="btn primary" onClick={createSession} disabled={!chosen || creating}>
+            {creating ? "Creating…" : "New chat"}
+          </button>
+        </div>
+        <ErrorBox error={targets.error} onRetry={targets.reload} />
+        {targets.data && !chosen && (
+          <p class="hint">
+            No online chat model or published flow. Add a model (LLMService, <code>POST /v1/models</code>) or publish a
+            flow in <a href="/flows" onClick={linkClick}>Flows</a>.
+          </p>
+        )}
+        <ErrorBox error={error} />
+        <ErrorBox error={sessions.error} onRetry={sessions.reload} />
+        {sessions.loading && !sessions.data && <Loading label="Loading chats…" />}
+        {sessions.data && sessions.data.length === 0 && (
+          <Empty title="No chats yet">Pick a model above and press “New chat”.</Empty>
+        )}
+        <ul class="list" data-testid="session-list">
+          {sessions.data?.map((s) => (
+            <SessionItem key={s.id} session={s} active={s.id === sessionId} onDelete={() => deleteSession(s.id)} />
+          ))}
+        </ul>
+      </aside>
+      <section class="main-pane">
+        {!sessionId && (
+          <Empty title="Chat playground">
+            Start a <b>New chat</b> with a model or a published flow, or open one from the list. Answers stream as they
+            are generated; you can stop them, and reloading the page keeps following a running answer.
+          </Empty>
+        )}
+        {sessionId && sessions.data && !current && !sessions.loading && (
+          <Empty title="Chat not found">It may have been deleted. Pick another chat from the list.</Empty>
+        )}
+        {sessionId && (current || !sessions.data) && (
+          <Conversation key={sessionId} sessionId={sessionId} session={current} onTurnEnded={() => sessions.reload()} />
+        )}
+      </section>
+    </div>
+  );
+}
+
+function SessionItem({ session, active, onDelete }: { session: Session; active: boolean; onDelete: () => void }) {
+  const [confirming, setConfirming] = useState(false);
+  return (
+    <li class={active ? "active" : ""}>
+      <a href={`/chat/${session.id}`} onClick={linkClick} class="list-link">
+        <span class="list-title">{session.title || "New chat"}</span>
+        <span class="list-sub">
+          {session.kind === SessionKind.FLOW ? "flow · " : ""}
+          {session.appName} · {fmtTime(session.latestMessageTime ?? session.createTime)}
+        </span>
+        {session.latestMessagePreview && <span class="list-preview">{session.latestMessagePreview}</span>}
+      </a>
+      {confirming ? (
+        <span class="row-actions">
+          <button class="btn small danger" onClick={onDelete}>
+            Delete
+          </button>
+          <button class="btn small ghost" onClick={() => setConfirming(false)}>
+            Keep
+          </button>
+        </span>
+      ) : (
+        <button class="icon-btn" title="Delete this chat" aria-label="Delete this chat" onClick={() => setConfirming(true)}>
+          ×
+        </button>
+      )}
+    </li>
+  );
+}
+
+// -- one conversation -----------------------------------------------------------------------------------------
+type Live = {
+  turnId: string;
+  answerId: string;
+  text: string; // answer text up to `seq` from the event log
+  stored: string; // the answer as ListMessages returned it when re-attaching
+  seq: bigint;
+  stopping: boolean;
+  steps: NodeEvent[];
+};
+
+async function listAllMessages(sessionId: string): Promise<Message[]> {
+  const out: Message[] = [];
+  let pageToken = "";
+  do {
+    const res = await tc.chat.listMessages({ sessionId, pageSize: 500, pageToken });
+    out.push(...res.messages);
+    pageToken = res.nextPageToken;
+  } while (pageToken && out.length < 5000);
+  return out;
+}
+
+function Conversation({ sessionId, session, onTurnEnded }: { sessionId: string; session?: Session; onTurnEnded: () => void }) {
+  const [messages, setMessages] = useState<Message[] | undefined>();
+  const [error, setError] = useState<string | null>(null);
+  const [streamError, setStreamError] = useState<string | null>(null);
+  const [draft, setDraft] = useState("");
+  const [maxTokens, setMaxTokens] = useState(localStorage.getItem(MAX_TOKENS_KEY) ?? "");
+  const [pendingInput, setPendingInput] = useState<InputRequired | null>(null);
+  const [pendingQuestion, setPendingQuestion] = useState<string | null>(null);
+  const live = useRef<Live | null>(null);
+  const stream = useRef<AbortController | null>(null);
+  const [, rerender] = useReducer((n: number) => n + 1, 0);
+  const bottom = useRef<HTMLDivElement>(null);
+  const pinned = useRef(true);
+  const isFlow = session?.kind === SessionKind.FLOW;
+
+  async function refresh(): Promise<Message[]> {
+    const msgs = await listAllMessages(sessionId);
+    setMessages(msgs);
+    const last = msgs[msgs.length - 1];
+    setPendingInput(last?.category === MessageCategory.INPUT_REQUEST && last.inputRequired ? last.inputRequired : null);
+    return msgs;
+  }
+
+  // Load the history; re-attach to a turn that is still running.
+  useEffect(() => {
+    let cancelled = false;
+    (async () => {
+      try {
+        const msgs = await refresh();
+        if (cancelled) return;
+        const running = [...msgs].reverse().find((m) => m.category === MessageCategory.ANSWER && m.status === MessageStatus.STREAMING && m.turnId);
+        if (running) await follow(running);
+        else clearTurn(sessionId);
+      } catch (e) {
+        if (!cancelled && !isAbort(e)) setError(handleError(e));
+      }
+    })();
+    return () => {
+      cancelled = true;
+      stream.current?.abort();
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [sessionId]);
+
+  // Keep the newest text in view unless the user scrolled up.
+  useEffect(() => {
+    if (pinned.current) bottom.current?.scrollIntoView({ block: "end" });
+  });
+
+  function save(): void {
+    const l = live.current;
+    if (l) saveTurn(sessionId, { turnId: l.turnId, answerId: l.answerId, seq: l.seq.toString(), text: l.text });
+  }
+
+  /** Applies one event of the turn's log; returns true when it was the last one. */
+  function apply(seq: bigint, turnId: string, event: TurnEvent | undefined, question?: string): boolean {
+    let l = live.current;
+    if (l && l.turnId === turnId && seq <= l.seq) return false; // already applied (resumed stream)
+    const kind = event?.kind;
+    if (kind?.case === "started") {
+      const started = kind.value;
+      l = live.current = {
+        turnId: started.turnId || turnId,
+        answerId: started.answerMessageId,
+        text: l?.answerId === started.answerMessageId ? l.text : "",
+        stored: l?.answerId === started.answerMessageId ? l.stored : "",
+        seq,
+        stopping: false,
+        steps: [],
+      };
+      if (question !== undefined) {
+        setPendingQuestion(null);
+        setMessages((msgs) => {
+          const list = (msgs ?? []).filter((m) => m.id !== started.questionMessageId && m.id !== started.answerMessageId);
+          return [...list, localMessage(started.questionMessageId, MessageRole.USER, MessageCategory.QUESTION, question), localMessage(started.answerMessageId, MessageRole.ASSISTANT, MessageCategory.ANSWER, "", MessageStatus.STREAMING, turnId)];
+        });
+      }
+      save();
+      rerender(0);
+      return false;
+    }
+    if (!l) return false;
+    l.seq = seq;
+    switch (kind?.case) {
+      case "token":
+        l.text += kind.value.text;
+        break;
+      case "node": {
+        const node = kind.value;
+        const i = l.steps.findIndex((s) => s.node?.nodeId === node.node?.nodeId);
+        if (i >= 0) l.steps[i] = node;
+        else l.steps.push(node);
+        break;
+      }
+      case "inputRequired":
+        setPendingInput(kind.value);
+        break;
+      case "ended": {
+        const answer = kind.value.answer;
+        const answerId = l.answerId;
+        if (answer) setMessages((msgs) => msgs?.map((m) => (m.id === answerId ? answer : m)));
+        finish();
+        return true;
+      }
+      case "error":
+        setStreamError(kind.value.message || "The answer failed.");
+        finish();
+        return true;
+    }
+    save();
+    rerender(0);
+    return false;
+  }
+
+  function finish(): void {
+    live.current = null;
+    clearTurn(sessionId);
+    rerender(0);
+    // The stored messages are the truth (final status, usage, title); the session list shows the new preview.
+    void refresh().catch((e) => setError(handleError(e)));
+    onTurnEnded();
+  }
+
+  async function consume(events: AsyncIterable<{ seq: bigint; turnId: string; event?: TurnEvent }>, question?: string) {
+    for await (const ev of events) {
+      if (apply(ev.seq, ev.turnId, ev.event, question)) return;
+    }
+  }
+
+  /** Follows a turn that was already running when the view loaded (a reload, or another tab's question). */
+  async function follow(running: Message): Promise<void> {
+    const saved = loadTurn(sessionId);
+    const resume = saved && saved.turnId === running.turnId && saved.answerId === running.id;
+    live.current = {
+      turnId: running.turnId,
+      answerId: running.id,
+      text: resume ? saved.text : "",
+      stored: running.content,
+      seq: resume ? BigInt(saved.seq) : 0n,
+      stopping: false,
+      steps: [],
+    };
+    rerender(0);
+    const ctrl = (stream.current = new AbortController());
+    try {
+      await consume(tc.chat.streamTurnEvents({ turnId: running.turnId, afterSeq: live.current.seq }, { signal: ctrl.signal }));
+      if (live.current && !ctrl.signal.aborted) finish(); // stream ended without a terminal event
+    } catch (e) {
+      if (ctrl.signal.aborted || isAbort(e)) return;
+      setStreamError(`Lost the answer stream: ${handleError(e)}`);
+      live.current = null;
+      clearTurn(sessionId);
+      await refresh().catch(() => undefined);
+    }
+  }
+
+  async function send(content: string, input?: { nodeId: string; values: InputValues }) {
+    setError(null);
+    setStreamError(null);
+    const limit = parseInt(maxTokens, 10);
+    const ctrl = (stream.current = new AbortController());
+    setPendingQuestion(content || (input ? "(form submitted)" : ""));
+    setPendingInput(null);
+    pinned.current = true;
+    try {
+      const events = tc.chat.chat(
+        {
+          sessionId,
+          content,
+          requestId: newRequestId(),
+          ...(limit > 0 ? { maxTokens: limit } : {}),
+          ...(input ? { inputNodeId: input.nodeId, input: input.values } : {}),
+        },
+        { signal: ctrl.signal },
+      );
+      await consume(events, content || JSON.stringify(input?.values ?? {}));
+      if (live.current && !ctrl.signal.aborted) finish();
+    } catch (e) {
+      if (ctrl.signal.aborted || isAbort(e)) return;
+      setPendingQuestion(null);
+      if (live.current) {
+        setStreamError(`Lost the answer stream: ${handleError(e)}`);
+        live.current = null;
+        clearTurn(sessionId);
+        await refresh().catch(() => undefined);
+      } else {
+        setError(handleError(e)); // refused before the turn started (e.g. TURN_IN_PROGRESS, MODEL_OFFLINE)
+        if (!input) setDraft(content);
+      }
+    } finally {
+      setPendingQuestion(null);
+    }
+  }
+
+  async function stop() {
+    const l = live.current;
+    if (!l) return;
+    l.stopping = true;
+    rerender(0);
+    try {
+      await tc.chat.stopTurn({ turnId: l.turnId });
+    } catch (e) {
+      l.stopping = false;
+      setError(`Could not stop the answer: ${handleError(e)}`);
+      rerender(0);
+    }
+  }
+
+  function submit(e?: Event) {
+    e?.preventDefault();
+    const text = draft.trim();
+    if (!text || live.current || pendingQuestion !== null) return;
+    setDraft("");
+    void send(text);
+  }
+
+  const l = live.current;
+  const busy = !!l || pendingQuestion !== null;
+
+  return (
+    <div class="conversation">
+      <div class="pane-head">
+        <div>
+          <h2>{session?.title || "New chat"}</h2>
+          <span class="muted">
+            {isFlow ? "Flow" : "Model"}: {session?.appName || "…"}
+          </span>
+        </div>
+      </div>
+      <div
+        class="messages"
+        data-testid="messages"
+        onScroll={(e) => {
+          const el = e.currentTarget;
+          pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+        }}
+      >
+        {!messages && !error && <Loading label="Loading messages…" />}
+        {messages && messages.length === 0 && pendingQuestion === null && (
+          <Empty title="Ask something">Type a question below; the answer streams in as the model writes it.</Empty>
+        )}
+        {messages?.map((m) => (
+          <MessageView key={m.id} message={m} live={l && l.answerId === m.id ? l : null} />
+        ))}
+        {pendingQuestion !== null && !l && (
+          <>
+            <div class="msg user">
+              <div class="bubble">{pendingQuestion}</div>
+            </div>
+            <div class="msg assistant">
+              <div class="bubble">
+                <Spinner label="Starting…" />
+              </div>
+            </div>
+          </>
+        )}
+        <div ref={bottom} />
+      </div>
+      <ErrorBox error={streamError} />
+      <ErrorBox error={error} />
+      {pendingInput && isFlow && !busy && (
+        <InputForm
+          request={pendingInput}
+          onSubmit={(values) =>
+            void send(pendingInput.fields.length ? "" : String(values.text ?? ""), {
+              nodeId: pendingInput.nodeId,
+              values,
+            })
+          }
+        />
+      )}
+      <form class="composer" onSubmit={submit}>
+        <textarea
+          name="question"
+          rows={2}
+          placeholder={busy ? "Wait for the answer, or stop it…" : "Ask a question (Enter sends, Shift+Enter for a new line)"}
+          value={draft}
+          onInput={(e) => setDraft(e.currentTarget.value)}
+          onKeyDown={(e) => {
+            if (e.key === "Enter" && !e.shiftKey && !e.isComposing) submit(e);
+          }}
+        />
+        <div class="composer-side">
+          {l ? (
+            <button type="button" class="btn danger" onClick={stop} disabled={l.stopping} data-testid="stop">
+              {l.stopping ? "Stopping…" : "Stop"}
+            </button>
+          ) : (
+            <button type="submit" class="btn primary" disabled={busy || !draft.trim()}>
+              Send
+            </button>
+          )}
+          {!isFlow && (
+            <label class="tiny" title="Maximum answer tokens for each question (empty: the model's default)">
+              Max tokens
+              <input
+                name="max-tokens"
+                type="number"
+                min={1}
+                placeholder="default"
+                value={maxTokens}
+                onInput={(e) => {
+                  setMaxTokens(e.currentTarget.value);
+                  localStorage.setItem(MAX_TOKENS_KEY, e.currentTarget.value);
+                }}
+              />
+            </label>
+          )}
+        </div>
+      </form>
+    </div>
+  );
+}
+
+function localMessage(id: string, role: MessageRole, category: MessageCategory, content: string, status = MessageStatus.COMPLETE, turnId = ""): Message {
+  return { id, role, category, content, status, turnId, citations: [], steps: [], attachments: [] } as unknown as Message;
+}
+
+const STEP_TONE: Record<number, "ok" | "bad" | "warn" | "info" | "neutral"> = {
+  [NodeRunStatus.RUNNING]: "info",
+  [NodeRunStatus.WAITING_INPUT]: "warn",
+  [NodeRunStatus.SUCCEEDED]: "ok",
+  [NodeRunStatus.FAILED]: "bad",
+  [NodeRunStatus.STOPPED]: "warn",
+};
+
+function MessageView({ message, live }: { message: Message; live: Live | null }) {
+  const m = message;
+  if (m.category === MessageCategory.GUIDE || m.category === MessageCategory.NOTICE) {
+    return <div class="msg notice">{m.content}</div>;
+  }
+  if (m.role === MessageRole.USER) {
+    return (
+      <div class="msg user" data-testid="question">
+        <div class="bubble">{m.content}</div>
+      </div>
+    );
+  }
+  // While streaming: the longer of the stored text and the streamed text (both prefixes of the answer).
+  const text = live ? (live.text.length >= live.stored.length ? live.text : live.stored) : m.content;
+  const status = live
+    ? "streaming"
+    : m.status === MessageStatus.STOPPED
+      ? "stopped"
+      : m.status === MessageStatus.FAILED
+        ? "failed"
+        : m.status === MessageStatus.STREAMING
+          ? "streaming"
+          : "complete";
+  const steps = live ? live.steps : m.steps;
+  return (
+    <div class="msg assistant" data-testid="answer" data-status={status} data-message-id={m.id}>
+      {steps.length > 0 && (
+        <div class="steps">
+          {steps.map((s, i) => (
+            <Badge key={i} tone={STEP_TONE[s.node?.status ?? 0] ?? "neutral"}>
+              {s.node?.nodeName || s.node?.nodeId}
+            </Badge>
+          ))}
+        </div>
+      )}
+      <div class="bubble">
+        {m.category === MessageCategory.INPUT_REQUEST && m.inputRequired ? (
+          <span class="muted">{m.inputRequired.prompt || text || "The flow is waiting for your input."}</span>
+        ) : (
+          <span class="answer-text" data-testid="answer-text">
+            {text}
+          </span>
+        )}
+        {live && !text && <Spinner label="Thinking…" />}
+        {live && text && <span class="cursor" aria-hidden="true" />}
+      </div>
+      <div class="msg-meta">
+        {live?.stopping && <Badge tone="warn">stopping…</Badge>}
+        {live && !live.stopping && <Badge tone="info">streaming</Badge>}
+        {status === "stopped" && <Badge tone="warn">Stopped</Badge>}
+        {status === "failed" && <Badge tone="bad" title={m.error?.message}>Failed: {m.error?.message || "error"}</Badge>}
+        {!live && m.finishReason === FinishReason.LENGTH && <Badge tone="neutral">max tokens reached</Badge>}
+        {!live && m.usage && m.usage.totalTokens > 0 && (
+          <span class="faint">{m.usage.completionTokens} tokens</span>
+        )}
+      </div>
+      {m.citations.length > 0 && (
+        <details class="citations">
+          <summary>{m.citations.length} sources</summary>
+          <ol>
+            {m.citations.map((c, i) => (
+              <li key={i}>
+                <b>{c.fileName}</b> <span class="faint">score {c.score.toFixed(3)}</span>
+                <div class="cite-text">{c.text}</div>
+              </li>
+            ))}
+          </ol>
+        </details>
+      )}
+    </div>
+  );
+}
+

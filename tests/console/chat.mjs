@@ -1,0 +1,126 @@
+// Sign in with the admin key, chat with the local model (tokens stream in), reload mid-answer (the answer keeps
+// streaming and ends with no duplicated text), and stop an answer.
+import { ADMIN_KEY, BASE_URL, assert, run, shot, sleep } from "./harness.mjs";
+
+// Records the newest answer's status and text every 25 ms, in the page (survives nothing: re-install after reload).
+async function record(page) {
+  await page.evaluate(() => {
+    window.__samples = [];
+    window.__recorder = setInterval(() => {
+      const answers = document.querySelectorAll("[data-testid=answer]");
+      const a = answers[answers.length - 1];
+      if (a) {
+        const text = a.querySelector("[data-testid=answer-text]")?.textContent ?? "";
+        window.__samples.push({ id: a.dataset.messageId, status: a.dataset.status, text });
+      }
+    }, 25);
+  });
+}
+const samples = (page) => page.evaluate(() => window.__samples);
+
+const lastAnswer = (page) =>
+  page.evaluate(() => {
+    const a = [...document.querySelectorAll("[data-testid=answer]")].pop();
+    return a ? { id: a.dataset.messageId, status: a.dataset.status, text: a.querySelector("[data-testid=answer-text]")?.textContent ?? "" } : null;
+  });
+
+async function waitForAnswer(page, predicate, timeout = 30_000) {
+  const start = Date.now();
+  for (;;) {
+    const a = await lastAnswer(page);
+    if (a && predicate(a)) return a;
+    if (Date.now() - start > timeout) throw new Error(`timed out waiting for the answer; last: ${JSON.stringify(a)}`);
+    await sleep(20);
+  }
+}
+
+async function ask(page, question, maxTokens) {
+  await page.fill("input[name=max-tokens]", String(maxTokens));
+  const before = await page.locator("[data-testid=answer]").count();
+  await page.fill("textarea[name=question]", question);
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.waitForFunction((n) => document.querySelectorAll("[data-testid=answer]").length > n, before);
+}
+
+run("chat", async (page, result) => {
+  // The sign-in page says where the admin key is, and refuses a wrong key with the server's reason.
+  await page.goto(BASE_URL + "/");
+  await page.getByRole("tab", { name: "API key" }).waitFor();
+  assert((await page.textContent("body")).includes(".typecase/admin_api_key"), "sign-in page tells where the key is");
+  await page.fill("input[name=api-key]", "tc-wrong-key-000000000000");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  const refusal = await page.getByRole("alert").textContent();
+  assert(/not accepted/i.test(refusal), `wrong key refused: ${refusal}`);
+  result.refusal = refusal;
+  await shot(page, "01-signin-refused");
+  await page.fill("input[name=api-key]", ADMIN_KEY);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByTestId("whoami").waitFor();
+  assert(new URL(page.url()).pathname === "/chat", `lands on /chat, not ${page.url()}`);
+  await shot(page, "02-chat-empty");
+
+  // A new chat with the default target: the first online LLM (the built-in local model).
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.waitForURL(/\/chat\/[^/]+$/);
+  result.sessionId = new URL(page.url()).pathname.split("/").pop();
+  result.target = await page.$eval("select[name=target]", (s) => s.selectedOptions[0]?.textContent);
+
+  // 1. Tokens stream in.
+  await record(page);
+  await ask(page, "Hello! Tell me about the sea in three sentences.", 40);
+  await waitForAnswer(page, (a) => a.status === "streaming" && a.text.length > 0);
+  await shot(page, "03-chat-streaming");
+  const done = await waitForAnswer(page, (a) => a.status !== "streaming");
+  const seen = (await samples(page)).filter((s) => s.id === done.id && s.status === "streaming" && s.text);
+  result.streamed = { answerId: done.id, status: done.status, text: done.text, distinctPartials: new Set(seen.map((s) => s.text)).size };
+  assert(done.text.length > 0, "the answer has text");
+  assert(result.streamed.distinctPartials >= 2, `text grew while streaming (${result.streamed.distinctPartials} partial texts)`);
+  await shot(page, "04-chat-answered");
+
+  // 2. Reload mid-answer: the page re-attaches from the saved seq and the answer completes without duplication.
+  const eventRequests = [];
+  page.on("request", (req) => {
+    if (/\/v1\/turns\/[^/]+\/events/.test(req.url())) eventRequests.push({ url: req.url(), lastEventId: req.headers()["last-event-id"] ?? null });
+  });
+  for (let attempt = 1; ; attempt++) {
+    eventRequests.length = 0;
+    await ask(page, "Write a long, detailed story about an old lighthouse keeper, his cat and a great storm at sea.", 320);
+    const partial = await waitForAnswer(page, (a) => a.status === "streaming" && a.text.length >= 40);
+    await page.reload();
+    await page.getByTestId("messages").waitFor();
+    await record(page);
+    await shot(page, "05-chat-after-reload");
+    const final = await waitForAnswer(page, (a) => a.id === partial.id && a.status !== "streaming", 60_000);
+    const after = (await samples(page)).filter((s) => s.id === partial.id);
+    const streamingAfter = after.filter((s) => s.status === "streaming");
+    if (streamingAfter.length === 0 && attempt < 3) continue; // the answer ended before the page was back: again
+    const notPrefix = after.filter((s) => !final.text.startsWith(s.text));
+    result.reload = {
+      attempt,
+      answerId: partial.id,
+      before: partial.text,
+      final: final.text,
+      status: final.status,
+      samplesAfterReload: after.length,
+      streamingSamplesAfterReload: streamingAfter.length,
+      eventRequests: [...eventRequests],
+    };
+    assert(streamingAfter.length > 0, "the answer was still streaming after the reload, and the page followed it");
+    assert(notPrefix.length === 0, `every text shown after the reload is a prefix of the final answer: ${JSON.stringify(notPrefix.slice(0, 2))}`);
+    assert(final.text.startsWith(partial.text), "the final answer continues the text shown before the reload");
+    assert(final.text.length > partial.text.length, "more text arrived after the reload");
+    await shot(page, "06-chat-reload-completed");
+    break;
+  }
+
+  // 3. Stop: the answer ends early, marked as stopped.
+  await ask(page, "Count slowly from one to five hundred, writing every number as a word on its own line.", 400);
+  await waitForAnswer(page, (a) => a.status === "streaming" && a.text.length >= 15);
+  await page.getByTestId("stop").click();
+  const stopped = await waitForAnswer(page, (a) => a.status !== "streaming", 20_000);
+  assert(stopped.status === "stopped", `the answer is marked stopped, not ${stopped.status}`);
+  await page.getByText("Stopped", { exact: true }).waitFor();
+  await page.getByRole("button", { name: "Send" }).waitFor();
+  result.stop = { answerId: stopped.id, text: stopped.text, status: stopped.status };
+  await shot(page, "07-chat-stopped");
+});

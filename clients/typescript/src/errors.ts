@@ -4,6 +4,10 @@
 // ERROR_REASON_ prefix, e.g. "SESSION_DELETED"). Failures without a server answer get code UNAVAILABLE
 // (network), CANCELLED (aborted by the caller) or DEADLINE_EXCEEDED (timeoutMs passed).
 
+import { createRegistry, isMessage, toJson } from "@bufbuild/protobuf";
+import { file_google_rpc_error_details } from "./gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "./gen/google/rpc/status_pb.js";
+
 /** gRPC status code names by number (google.rpc.Code). */
 export const CODE_NAMES = [
   "OK",
@@ -41,6 +45,7 @@ const CODE_BY_HTTP: Record<number, Code> = {
   503: "UNAVAILABLE", 504: "UNAVAILABLE",
 };
 
+const detailTypes = createRegistry(file_google_rpc_error_details);
 const ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo";
 const RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo";
 
@@ -83,8 +88,9 @@ export class TypecaseError extends Error {
     this.traceId = init.traceId || undefined;
   }
 
-  /** The error for a google.rpc.Status in its JSON form (or as a protobuf-es Status message's JSON). */
+  /** The error for a google.rpc.Status: its JSON form, or a Status message (e.g. a chat turn's `error` event). */
   static fromStatus(status: unknown, init: TypecaseErrorInit = {}): TypecaseError {
+    if (isMessage(status, StatusSchema)) status = toJson(StatusSchema, status, { registry: detailTypes });
     const s = (status && typeof status === "object" ? status : {}) as Record<string, unknown>;
     const code = codeName(s.code);
     const details = Array.isArray(s.details) ? s.details : [];

@@ -7,6 +7,11 @@ import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import { createTypecase, TypecaseError } from "../index.js";
 import type { TypecaseClient } from "../index.js";
+import { AdminService } from "../gen/typecase/v1/admin_pb.js";
+import { ChatService } from "../gen/typecase/v1/chat_pb.js";
+import { FlowService, NodeType } from "../gen/typecase/v1/flow_pb.js";
+import { KnowledgeService } from "../gen/typecase/v1/knowledge_pb.js";
+import { resumePlan } from "../resume.js";
 import { apiKey, adminClient, assertCompleteTurn, baseUrl, collect, localModelId, textOf, unique } from "./support.js";
 
 interface Sent {
@@ -106,6 +111,19 @@ describe("automatic resume", () => {
 
   const question = { content: "List five fruits, one per line.", maxTokens: 32, temperature: 0 };
 
+  test("resume plans follow the descriptors", () => {
+    assert.equal(resumePlan(ChatService.method.chat)?.target, ChatService.method.streamTurnEvents);
+    assert.equal(resumePlan(ChatService.method.chat)?.requestId?.name, "request_id");
+    assert.equal(resumePlan(ChatService.method.streamTurnEvents)?.target, ChatService.method.streamTurnEvents);
+    assert.equal(resumePlan(FlowService.method.runFlow)?.target, FlowService.method.streamRunEvents);
+    assert.equal(resumePlan(FlowService.method.runFlow)?.requestId, undefined);
+    assert.equal(resumePlan(FlowService.method.resumeRun)?.target, FlowService.method.streamRunEvents);
+    assert.equal(resumePlan(AdminService.method.streamLogs)?.isTerminal, undefined); // follows forever
+    assert.equal(resumePlan(FlowService.method.compareFlow), undefined); // several runs in one stream
+    assert.equal(resumePlan(KnowledgeService.method.watchFile), undefined); // its seq counts this stream only
+    assert.equal(resumePlan(ChatService.method.getSession), undefined);
+  });
+
   test("SSE cut by a connection error: continues on streamTurnEvents with Last-Event-ID", async () => {
     const sessionId = await newSession();
     const { fetch: f, sent } = cuttingFetch((url) => (url.includes(":chat") ? { after: 3, how: "error" } : undefined));
@@ -174,6 +192,40 @@ describe("automatic resume", () => {
     assert.equal(sent.length, 2);
     assert.match(sent[1].url, /[?&]after_seq=4(&|$)/);
     assert.equal(sent[1].headers.get("last-event-id"), "4");
+  });
+
+  test("runFlow continues on streamRunEvents once the run id is known", async () => {
+    const { flow } = await admin.flow.createFlow({
+      flow: {
+        name: unique("ts-flow"),
+        graph: {
+          nodes: [
+            { id: "start", name: "start", type: NodeType.START, params: { variables: [{ name: "who", default: "world" }] } },
+            { id: "p", name: "p", type: NodeType.PROMPT, params: { template: "Hello {{who}}" } },
+            { id: "end", name: "end", type: NodeType.END, params: { outputs: { text: "{{p.text}}" } } },
+          ],
+          edges: [
+            { id: "e1", source: "start", target: "p" },
+            { id: "e2", source: "p", target: "end" },
+          ],
+        },
+      },
+    });
+    const { fetch: f, sent } = cuttingFetch((url) => (url.includes(":run") ? { after: 3, how: "error" } : undefined));
+    const events = await collect(client(f).flow.runFlow({ flowId: flow!.id, inputs: { who: "resume" } }));
+    assert.deepEqual(
+      events.map((e) => e.seq),
+      events.map((_, i) => BigInt(i + 1)),
+    );
+    const last = events[events.length - 1].event!.kind;
+    assert.equal(events[0].event?.kind.case, "runStarted");
+    assert.equal(last.case, "runFinished");
+    assert.deepEqual(last.value.outputs, { text: "Hello resume" });
+    const runId = events[0].runId;
+    assert.ok(events.every((e) => e.runId === runId));
+    const resumed = sent.filter((r) => r.url.includes(`/v1/runs/${runId}/events`));
+    assert.equal(resumed.length, 1);
+    assert.match(resumed[0].url, /[?&]after_seq=3(&|$)/);
   });
 
   test("gives up after retry.streamReconnects reconnects without progress", async () => {

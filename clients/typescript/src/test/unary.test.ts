@@ -3,7 +3,11 @@
 
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { anyPack } from "@bufbuild/protobuf/wkt";
 import { createTypecase, routeOf, TypecaseError } from "../index.js";
+import { ErrorInfoSchema, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 import { ChatService, MessageCategory } from "../gen/typecase/v1/chat_pb.js";
 import { UserRole } from "../gen/typecase/v1/auth_pb.js";
 import { ModelType } from "../gen/typecase/v1/llm_pb.js";
@@ -107,6 +111,25 @@ describe("unary calls", () => {
     assert.equal(invalid.reason, "INVALID_ARGUMENT");
     assert.equal(invalid.metadata.field, "page_size");
     assert.match(invalid.message, /page_size/);
+  });
+
+  test("TypecaseError.fromStatus reads a Status message (a turn's in-band error event)", () => {
+    const status = create(StatusSchema, {
+      code: 14,
+      message: "the model is busy",
+      details: [
+        anyPack(ErrorInfoSchema, create(ErrorInfoSchema, { reason: "UPSTREAM_UNAVAILABLE", metadata: { model_id: "m1" } })),
+        anyPack(RetryInfoSchema, create(RetryInfoSchema, { retryDelay: { seconds: 2n, nanos: 500_000_000 } })),
+      ],
+    });
+    const error = TypecaseError.fromStatus(status);
+    assert.equal(error.code, "UNAVAILABLE");
+    assert.equal(error.httpStatus, 503);
+    assert.equal(error.message, "the model is busy");
+    assert.equal(error.reason, "UPSTREAM_UNAVAILABLE");
+    assert.deepEqual(error.metadata, { model_id: "m1" });
+    assert.equal(error.retryAfterMs, 2500);
+    assert.equal(error.details.length, 2);
   });
 
   test("a wrong key is UNAUTHENTICATED", async () => {

@@ -9,7 +9,7 @@ import { decode } from "./codec.js";
 import { TypecaseError, networkError } from "./errors.js";
 import { resumePlan } from "./resume.js";
 import { routeOf } from "./route.js";
-import { backoffMs } from "./transport/http.js";
+import { retryDelay } from "./transport/http.js";
 import type { CallOptions, Transport } from "./transport/http.js";
 import { CallScope, sleep } from "./transport/scope.js";
 import { openStream } from "./transport/streams.js";
@@ -77,7 +77,9 @@ export async function* serverStream(
       } else if (received || routeOf(method).verb !== "GET" || failures >= t.retry.maxAttempts) {
         throw failure; // a plain GET stream is only sent again while it has not delivered anything
       }
-      await sleep(failure.retryAfterMs ?? backoffMs(t.retry, failures), scope);
+      const delay = retryDelay(t.retry, failures, failure.retryAfterMs);
+      if (delay === undefined) throw failure;
+      await sleep(delay, scope);
       if (plan && plan.target !== method && streamId !== "") {
         current = {
           method: plan.target,

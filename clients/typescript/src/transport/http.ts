@@ -39,6 +39,15 @@ export function backoffMs(policy: RetryPolicy, attempt: number): number {
   return ceiling * (0.5 + Math.random() * 0.5);
 }
 
+/**
+ * The wait before retry `attempt`: the backoff, or the server's RetryInfo delay when it sent one; undefined when
+ * the server asks for longer than the policy's longest backoff (the caller, not a hidden sleep, should decide).
+ */
+export function retryDelay(policy: RetryPolicy, attempt: number, retryAfterMs: number | undefined): number | undefined {
+  if (retryAfterMs === undefined) return backoffMs(policy, attempt);
+  return retryAfterMs <= policy.maxBackoffMs ? retryAfterMs : undefined;
+}
+
 /** Options accepted by every call. */
 export interface CallOptions {
   signal?: AbortSignal;
@@ -120,8 +129,11 @@ export async function unary(t: Transport, method: DescMethod, request: Message, 
         return decode(method.output, json);
       } catch (e) {
         const error = scope.fail(e);
-        if (route.verb !== "GET" || error.code !== "UNAVAILABLE" || attempt >= t.retry.maxAttempts) throw error;
-        await sleep(error.retryAfterMs ?? backoffMs(t.retry, attempt), scope);
+        const delay = retryDelay(t.retry, attempt, error.retryAfterMs);
+        if (route.verb !== "GET" || error.code !== "UNAVAILABLE" || attempt >= t.retry.maxAttempts || delay === undefined) {
+          throw error;
+        }
+        await sleep(delay, scope);
       }
     }
   } finally {

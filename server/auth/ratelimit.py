@@ -13,6 +13,7 @@ import limits
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from typecase.server.infra.cache import redis_retry_options
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
 
@@ -21,7 +22,7 @@ def storage_uri(redis_url: str | None) -> tuple[str, dict]:
     if not redis_url:
         return "async+memory://", {}
     scheme, rest = redis_url.split("://", 1)
-    return f"async+{scheme}://{rest}", {"implementation": "redispy"}
+    return f"async+{scheme}://{rest}", {"implementation": "redispy", **redis_retry_options()}
 
 
 class RateLimits:

@@ -120,7 +120,8 @@ class Turn:
     run_id: str = ""
     flow_version_id: str = ""
     input_required: flow_pb2.InputRequired | None = None
-    live: LiveLog = field(default_factory=LiveLog)
+    outbox: LiveLog = field(default_factory=LiveLog)  # emitted, not yet in the shared log
+    live: LiveLog = field(default_factory=LiveLog)  # in the shared log: what this replica's readers see
     seq: int = 0
     parts: list[str] = field(default_factory=list)
     citations: list = field(default_factory=list)
@@ -330,23 +331,23 @@ class Turns:
         turn.seq += 1
         event.time.GetCurrentTime()
         message = chat_pb2.ChatResponse(seq=turn.seq, turn_id=turn.id, event=event)
-        turn.live.append(Entry(turn.seq, message.SerializeToString(), terminal, message))
+        turn.outbox.append(Entry(turn.seq, message.SerializeToString(), terminal, message))
 
     async def _write_log(self, turn: Turn) -> None:
-        """Copy the turn's live events to the shared event log, in order (a task of its own, so that stopping
-        the generation never interrupts a write half-way)."""
-        failures = 0
-        async for entry in turn.live.read(0):
+        """Move the turn's events from its outbox to the shared event log, then to its live log, in order (a task
+        of its own, so that stopping the generation never interrupts a write half-way). Readers here see an event
+        only once it is logged: a reader that resumes elsewhere after this replica dies finds all it has seen."""
+        async for entry in turn.outbox.read(0):
             for attempt in range(3):
                 try:
                     await self.log.append(turn.id, entry)
                     break
                 except Exception as exc:
-                    if attempt == 2:
-                        failures += 1
+                    if attempt == 2:  # readers here still get it; readers elsewhere will miss it
                         log.warning("chat: event %d of turn %s not logged: %s", entry.seq, turn.id, exc)
                     else:
                         await asyncio.sleep(0.05 * (attempt + 1))
+            turn.live.append(entry)
 
     async def _run(self, turn: Turn) -> None:
         status, error = COMPLETE, None
@@ -611,7 +612,7 @@ class Turns:
             event = chat_pb2.ChatResponse.FromString(terminal.payload).event
         except Exception as exc:
             event = chat_pb2.TurnEvent(error=_status(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", str(exc)))
-        if not turn.live.ended:
+        if not turn.outbox.ended:
             self._emit(turn, event, terminal=True)
 
     # -- titles ----------------------------------------------------------------------------------------------

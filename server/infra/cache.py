@@ -33,8 +33,20 @@ Message = tuple[str, bytes]
 T = TypeVar("T")
 
 
+def redis_retry_options(retries: int = 3) -> dict[str, Any]:
+    """redis-py client options every Redis client of ours uses: a few quick retries on connection errors, so
+    that the first command on a pooled connection that Redis closed (a restart, a failover) reconnects instead of
+    failing; beyond that callers get the error at once rather than stalling."""
+    return {
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+        "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
+    }
+
+
 class CacheUnavailable(ConnectionError):
     """The cache backend cannot be reached; callers may retry later."""
+
+    backend = "Redis"
 
 
 def _encode(value: Value) -> bytes:
@@ -188,9 +200,7 @@ class RedisCache(Cache):
             socket_keepalive=True,
             health_check_interval=30,
             client_name=client_name,
-            # A few quick retries ride out a failover or restart; beyond that callers get CacheUnavailable
-            # at once rather than stalling, and the pool reconnects on the next call.
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+            **redis_retry_options(retries),
         )
         self._incr = self._client.register_script(_INCR_LUA)
         self._delete_if = self._client.register_script(_DELETE_IF_LUA)

@@ -96,9 +96,12 @@ class Inference:
         await self.local.aclose()
 
     # -- resolution ----------------------------------------------------------------------------------------------
-    def resolve(self, ref: str, use: str, model_type: str) -> ModelRow:
+    async def resolve(self, ref: str, use: str, model_type: str) -> ModelRow:
         """The model a request names (id or name), or the default for `use` when it names none."""
         snapshot = self.registry.snapshot
+        if not (ref or snapshot.defaults.get(use)) or (ref and snapshot.model(ref) is None):
+            if await self.registry.reload_on_miss():
+                snapshot = self.registry.snapshot
         if not ref:
             ref = snapshot.defaults.get(use, "")
             if not ref:
@@ -300,7 +303,7 @@ class Inference:
 
     async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncIterator[llm_pb2.GenerateResponse]:
         started = time.perf_counter()
-        primary = self.resolve(request.model_id, "chat", "llm")
+        primary = await self.resolve(request.model_id, "chat", "llm")
         messages = self.messages(request.messages)
         self.validate_config(request.config)
         prompt_tokens = sum(estimate_tokens(m.content) + 4 for m in messages)
@@ -451,7 +454,7 @@ class Inference:
 
     async def complete(self, request: llm_pb2.CompleteRequest) -> llm_pb2.CompleteResponse:
         started = time.perf_counter()
-        primary = self.resolve(request.model_id, "chat", "llm")
+        primary = await self.resolve(request.model_id, "chat", "llm")
         messages = self.messages(request.messages)
         self.validate_config(request.config)
         prompt_estimate = sum(estimate_tokens(m.content) + 4 for m in messages)
@@ -478,7 +481,7 @@ class Inference:
     async def embed(self, model_ref: str, texts: list[str], *, dimensions: int = 0, input_type: str = "",
                     use: str = "knowledge_embedding") -> tuple[ModelRow, list[list[float]], int]:
         """(served model, one vector per text, prompt tokens). Batches of llm_embed_batch_size go upstream."""
-        primary = self.resolve(model_ref, use, "embedding")
+        primary = await self.resolve(model_ref, use, "embedding")
         if not texts:
             return primary, [], 0
         chain = [m for m in self.chain(primary, False) if m is primary or not (
@@ -509,7 +512,7 @@ class Inference:
         return target.model, vectors, tokens
 
     async def embedding_dimensions(self, model_ref: str) -> int:
-        model = self.resolve(model_ref, "knowledge_embedding", "embedding")
+        model = await self.resolve(model_ref, "knowledge_embedding", "embedding")
         if model.embedding_dimensions:
             return model.embedding_dimensions
         if model.id not in self._dimensions:
@@ -517,7 +520,7 @@ class Inference:
         return self._dimensions[model.id]
 
     async def rerank(self, request: llm_pb2.RerankRequest) -> llm_pb2.RerankResponse:
-        primary = self.resolve(request.model_id, "rerank", "rerank")
+        primary = await self.resolve(request.model_id, "rerank", "rerank")
         if not request.query:
             raise invalid_argument("query", "must not be empty")
         if request.top_n < 0:

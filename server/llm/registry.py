@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from typecase.server.llm.providers import local
 
 log = logging.getLogger("typecase.llm")
 
+MISS_RELOAD_SECONDS = 0.5
 CHANNEL = "llm:registry"
 USES = ("chat", "flow", "knowledge_embedding", "title", "rerank")
 USE_TYPES = {"chat": "llm", "flow": "llm", "title": "llm", "knowledge_embedding": "embedding", "rerank": "rerank"}
@@ -107,6 +109,7 @@ class Registry:
         self.version = 0  # bumped on every reload; adapters are rebuilt when their provider changed
         self._tasks: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
+        self._last_miss_reload = 0.0
 
     async def start(self) -> None:
         if self.settings.llm_local_enabled:
@@ -144,6 +147,17 @@ class Registry:
             self.snapshot = snap
             self.version += 1
 
+    async def reload_on_miss(self) -> bool:
+        """Something another replica just wrote may not be in this snapshot yet (the change feed is asynchronous):
+        reload, at most once per MISS_RELOAD_SECONDS so that unknown ids cannot hammer the database. True when it
+        reloaded."""
+        now = time.monotonic()
+        if now - self._last_miss_reload < MISS_RELOAD_SECONDS:
+            return False
+        self._last_miss_reload = now
+        await self.reload()
+        return True
+
     async def changed(self) -> None:
         """After a write: reload here at once, and tell the other replicas."""
         await self.reload()
@@ -157,6 +171,8 @@ class Registry:
         while True:
             try:
                 async with self.cache.subscribe(CHANNEL) as messages:
+                    if subscribed.is_set():  # resubscribed: changes published meanwhile were missed
+                        await self.reload()
                     subscribed.set()
                     async for _ in messages:
                         await self.reload()

@@ -23,7 +23,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from tenacity import wait_exponential_jitter
 
-from typecase.server.infra.cache import Cache
+from typecase.server.infra.cache import Cache, redis_retry_options
 from typecase.server.llm.providers import UpstreamError
 from typecase.v1 import llm_pb2
 
@@ -213,7 +213,7 @@ class RedisConcurrency(Concurrency):
     def __init__(self, redis_url: str, prefix: str, lease_seconds: float):
         import redis.asyncio as aioredis
 
-        self._client = aioredis.from_url(redis_url, socket_connect_timeout=5)
+        self._client = aioredis.from_url(redis_url, socket_connect_timeout=5, **redis_retry_options())
         self._prefix = prefix
         self._lease_ms = int(lease_seconds * 1000)
         self._replica = uuid.uuid4().hex[:12]
@@ -280,7 +280,7 @@ class RateLimits:
         if redis_url:
             scheme, sep, rest = redis_url.partition("://")
             self.storage = RedisStorage(f"async+{scheme}{sep}{rest}", implementation="redispy",
-                                        key_prefix=f"{prefix}llm:limits")
+                                        key_prefix=f"{prefix}llm:limits", **redis_retry_options())
         else:
             self.storage = MemoryStorage()
         self.requests = MovingWindowRateLimiter(self.storage)

@@ -1,6 +1,7 @@
 """Domain errors: a TypecaseError raised anywhere in a servicer reaches the client as its gRPC code with a
-google.rpc.ErrorInfo{reason, domain="typecase", metadata} in grpc-status-details-bin. Anything else becomes INTERNAL
-carrying the trace id, and is logged once with its stack."""
+google.rpc.ErrorInfo{reason, domain="typecase", metadata} in grpc-status-details-bin. A backing service that cannot
+be reached (Redis, the database) becomes UNAVAILABLE with a retry delay: an outage, not a bug. Anything else becomes
+INTERNAL carrying the trace id, and is logged once with its stack."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from contextlib import asynccontextmanager
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from typecase.server.logs import trace_id_var
 from typecase.server.rpc.interceptors import WrappingInterceptor
@@ -60,6 +64,31 @@ def invalid_argument(field: str, problem: str) -> TypecaseError:
     return TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", f"{field}: {problem}", {"field": field})
 
 
+OUTAGE_RETRY_SECONDS = 1.0
+
+
+def unreachable_backend(exc: BaseException) -> str | None:
+    """The backing service `exc` says is unreachable, or None when it is some other failure."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return "Redis"
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))):
+        return "the database"
+    if isinstance(exc, ConnectionError):  # adapters raise ConnectionError subclasses naming their backend
+        return getattr(exc, "backend", "a backing service")
+    return None
+
+
+def outage_error(exc: BaseException) -> TypecaseError | None:
+    backend = unreachable_backend(exc)
+    if backend is None:
+        return None
+    return TypecaseError(
+        grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE",
+        f"{backend} is unreachable right now; retry shortly",
+        {"backend": backend, "trace_id": trace_id_var.get()}, retry_after=OUTAGE_RETRY_SECONDS,
+    )
+
+
 async def abort_with(context: grpc.aio.ServicerContext, error: TypecaseError) -> None:
     status = error.to_status()
     await context.abort(error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),))
@@ -74,7 +103,11 @@ class ErrorInterceptor(WrappingInterceptor):
             raise
         except TypecaseError as error:
             await abort_with(context, error)
-        except Exception:
+        except Exception as exc:
+            if (outage := outage_error(exc)) is not None:
+                log.warning("%s failed: %s unreachable (%s: %s)", details.method, outage.metadata["backend"],
+                            type(exc).__name__, exc)
+                await abort_with(context, outage)
             code = context.code()
             if code not in (None, grpc.StatusCode.OK):
                 # The handler chose its status before raising (generated base servicers do so for UNIMPLEMENTED).

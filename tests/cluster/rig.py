@@ -258,13 +258,14 @@ class Cluster:
         path.mkdir(exist_ok=True)
         return path
 
-    def _worker_process(self) -> Process:
-        env = {**os.environ, **self.env(), "TYPECASE_DATA_DIR": str(self._dir("worker"))}
+    def _worker_process(self, extra_env: dict[str, str] | None = None) -> Process:
+        env = {**os.environ, **self.env(), "TYPECASE_DATA_DIR": str(self._dir("worker")), **(extra_env or {})}
         return Process("worker", [sys.executable, "-m", "typecase.server", "worker"], self.dir, env)
 
-    def restart_worker(self) -> None:
+    def restart_worker(self, extra_env: dict[str, str] | None = None) -> None:
+        """SIGKILL the worker (if alive) and start a new one, with `extra_env` on top of the rig's."""
         self.worker.stop(signal.SIGKILL)
-        self.worker = self._worker_process().start()
+        self.worker = self._worker_process(extra_env).start()
 
     def restart_replica(self, index: int) -> ServerProcess:
         """Start a stopped (or killed) replica again on the same ports."""

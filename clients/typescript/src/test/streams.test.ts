@@ -43,7 +43,7 @@ describe("streams", () => {
     const sessionId = await newSession();
     const events = [];
     let stopped: boolean | undefined;
-    for await (const ev of tc.chat.chat({ sessionId, content: "Tell a very long story about a dragon.", maxTokens: 400 })) {
+    for await (const ev of tc.chat.chat({ sessionId, content: "Tell a very long story about a dragon.", maxTokens: 400, temperature: 0 })) {
       events.push(ev);
       if (ev.event?.kind.case === "token" && stopped === undefined) {
         stopped = (await tc.chat.stopTurn({ turnId: ev.turnId })).stopped;
@@ -65,7 +65,7 @@ describe("streams", () => {
     const seen = [];
     let error: unknown;
     try {
-      for await (const ev of tc.chat.chat({ sessionId, content: "Count from one to ten.", maxTokens: 24 }, { signal: controller.signal })) {
+      for await (const ev of tc.chat.chat({ sessionId, content: "Count from one to ten.", maxTokens: 24, temperature: 0 }, { signal: controller.signal })) {
         seen.push(ev);
         if (ev.event?.kind.case === "token") controller.abort();
       }
@@ -109,7 +109,7 @@ describe("streams", () => {
     const sessionId = await newSession();
     await assert.rejects(
       // stop_on_disconnect: the server stops generating when the SDK gives up and disconnects.
-      collect(tc.chat.chat({ sessionId, content: "Write a poem.", maxTokens: 200, stopOnDisconnect: true }, { timeoutMs: 300 })),
+      collect(tc.chat.chat({ sessionId, content: "Write a poem.", maxTokens: 200, temperature: 0, stopOnDisconnect: true }, { timeoutMs: 300 })),
       (e: unknown) => e instanceof TypecaseError && e.code === "DEADLINE_EXCEEDED",
     );
   });

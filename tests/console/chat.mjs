@@ -43,6 +43,8 @@ async function ask(page, question, maxTokens) {
 }
 
 run("chat", async (page, result) => {
+  const t0 = Date.now();
+  const lap = (name) => ((result.timings ??= {})[name] = Date.now() - t0);
   // The sign-in page says where the admin key is, and refuses a wrong key with the server's reason.
   await page.goto(BASE_URL + "/");
   await page.getByRole("tab", { name: "API key" }).waitFor();
@@ -58,6 +60,7 @@ run("chat", async (page, result) => {
   await page.getByTestId("whoami").waitFor();
   assert(new URL(page.url()).pathname === "/chat", `lands on /chat, not ${page.url()}`);
   await shot(page, "02-chat-empty");
+  lap("signedIn");
 
   // A new chat with the default target: the first online LLM (the built-in local model).
   await page.getByRole("button", { name: "New chat" }).click();
@@ -76,6 +79,7 @@ run("chat", async (page, result) => {
   assert(done.text.length > 0, "the answer has text");
   assert(result.streamed.distinctPartials >= 2, `text grew while streaming (${result.streamed.distinctPartials} partial texts)`);
   await shot(page, "04-chat-answered");
+  lap("streamed");
 
   // 2. Reload mid-answer: the page re-attaches from the saved seq and the answer completes without duplication.
   const eventRequests = [];
@@ -84,8 +88,8 @@ run("chat", async (page, result) => {
   });
   for (let attempt = 1; ; attempt++) {
     eventRequests.length = 0;
-    await ask(page, "Write a long, detailed story about an old lighthouse keeper, his cat and a great storm at sea.", 320);
-    const partial = await waitForAnswer(page, (a) => a.status === "streaming" && a.text.length >= 40);
+    await ask(page, "Write a long, detailed story about an old lighthouse keeper, his cat and a great storm at sea.", 160);
+    const partial = await waitForAnswer(page, (a) => a.status === "streaming" && a.text.length >= 20);
     await page.reload();
     await page.getByTestId("messages").waitFor();
     await record(page);
@@ -110,6 +114,7 @@ run("chat", async (page, result) => {
     assert(final.text.startsWith(partial.text), "the final answer continues the text shown before the reload");
     assert(final.text.length > partial.text.length, "more text arrived after the reload");
     await shot(page, "06-chat-reload-completed");
+    lap("reloaded");
     break;
   }
 
@@ -123,4 +128,5 @@ run("chat", async (page, result) => {
   await page.getByRole("button", { name: "Send" }).waitFor();
   result.stop = { answerId: stopped.id, text: stopped.text, status: stopped.status };
   await shot(page, "07-chat-stopped");
+  lap("stopped");
 });

@@ -105,6 +105,11 @@ export function fmtCount(n: number | bigint): string {
   return Number(n).toLocaleString();
 }
 
+/** "1 file", "3 files". */
+export function plural(n: number | bigint, word: string): string {
+  return `${fmtCount(n)} ${word}${Number(n) === 1 ? "" : "s"}`;
+}
+
 // -- async state --------------------------------------------------------------------------------------------
 export type Async<T> = {
   data: T | undefined;

@@ -320,7 +320,7 @@ function RunPanel({
       case "nodeFinished": {
         const n = kind.value;
         const st = NODE_STATUS[n.status] ?? { label: "ended", tone: "neutral" as Tone };
-        const took = n.elapsed ? ` in ${fmtMs(durationMs(n.elapsed))}` : "";
+        const took = durationMs(n.elapsed) >= 0.5 ? ` in ${fmtMs(durationMs(n.elapsed))}` : "";
         const why = n.error?.message ? `: ${n.error.message}` : "";
         r.rows.push({ seq, icon: n.status === NodeRunStatus.FAILED ? "✗" : "✓", text: `${name(n)} ${st.label}${took}${why}`, tone: st.tone, detail: n.outputs });
         break;
@@ -328,7 +328,7 @@ function RunPanel({
       case "inputRequired":
         r.pending = kind.value;
         r.status = RunStatus.WAITING_INPUT;
-        r.rows.push({ seq, icon: "⏸", text: `Waiting for input at ${kind.value.nodeName || kind.value.nodeId}`, tone: "warn" });
+        r.rows.push({ seq, icon: "‖", text: `Waiting for input at ${kind.value.nodeName || kind.value.nodeId}`, tone: "warn" });
         break;
       case "runFinished": {
         const v = kind.value;
@@ -496,17 +496,7 @@ function RunPanel({
       {r && (
         <ol class="events" data-testid="run-events">
           {r.rows.map((row) => (
-            <li key={row.seq.toString()} class={`event ${row.tone}`}>
-              <span class="event-icon">{row.icon}</span>
-              <span class="event-text">{row.text}</span>
-              <span class="faint mono">#{row.seq.toString()}</span>
-              {row.detail !== undefined && row.detail !== null && Object.keys(row.detail as object).length > 0 && (
-                <details>
-                  <summary>outputs</summary>
-                  <Json value={row.detail} />
-                </details>
-              )}
-            </li>
+            <EventRow key={row.seq.toString()} row={row} />
           ))}
           {streaming && r.status === RunStatus.RUNNING && (
             <li class="event">
@@ -530,5 +520,23 @@ function RunPanel({
         </div>
       )}
     </div>
+  );
+}
+
+function EventRow({ row }: { row: Row }) {
+  const [open, setOpen] = useState(false);
+  const detail = row.detail && typeof row.detail === "object" && Object.keys(row.detail).length > 0 ? row.detail : null;
+  return (
+    <li class={`event ${row.tone}`}>
+      <span class="event-icon">{row.icon}</span>
+      <span class="event-text">{row.text}</span>
+      {detail && (
+        <button class="link-btn" onClick={() => setOpen(!open)} aria-expanded={open}>
+          {open ? "hide outputs" : "outputs"}
+        </button>
+      )}
+      <span class="faint mono">#{row.seq.toString()}</span>
+      {detail && open && <Json value={detail} />}
+    </li>
   );
 }

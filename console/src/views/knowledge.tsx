@@ -9,7 +9,7 @@ import {
 } from "@typecase/client/gen/typecase/v1/knowledge_pb.js";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
-import { Badge, Empty, ErrorBox, Loading, ProgressBar, Spinner, durationMs, fmtBytes, fmtMs, fmtTime, useAsync, useInterval, type Tone } from "../components/ui";
+import { Badge, Empty, ErrorBox, Loading, ProgressBar, Spinner, durationMs, fmtBytes, fmtMs, fmtTime, plural, useAsync, useInterval, type Tone } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
 const MAX_WATCHES = 3; // live WatchFile streams at once; other files in progress are polled
@@ -48,7 +48,7 @@ export function KnowledgeView({ kbId }: { kbId?: string }) {
               <a class="list-link" href={`/knowledge/${kb.id}`} onClick={linkClick}>
                 <span class="list-title">{kb.name}</span>
                 <span class="list-sub">
-                  {kb.fileCount} files · {kb.chunkCount.toString()} chunks · {fmtBytes(kb.totalSizeBytes)}
+                  {plural(kb.fileCount, "file")} · {plural(kb.chunkCount, "chunk")} · {fmtBytes(kb.totalSizeBytes)}
                 </span>
               </a>
             </li>
@@ -211,7 +211,7 @@ function KnowledgeBaseDetail({ kb, onChanged }: { kb: KnowledgeBase; onChanged: 
         <div>
           <h2>{kb.name}</h2>
           <span class="muted">
-            {kb.description || "No description"} · {kb.fileCount} files · {kb.chunkCount.toString()} chunks
+            {kb.description || "No description"} · {plural(kb.fileCount, "file")} · {plural(kb.chunkCount, "chunk")}
           </span>
         </div>
         {confirmDelete ? (
@@ -350,14 +350,15 @@ function SearchPanel({ kb, ready }: { kb: KnowledgeBase; ready: boolean }) {
   const [topK, setTopK] = useState(5);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const [result, setResult] = useState<SearchResponse | null>(null);
+  const [result, setResult] = useState<(SearchResponse & { query: string }) | null>(null);
 
   async function search(e: Event) {
     e.preventDefault();
     setBusy(true);
     setError(null);
     try {
-      setResult(await tc.knowledge.search({ kbIds: [kb.id], query: query.trim(), mode, topK }));
+      const q = query.trim();
+      setResult(Object.assign(await tc.knowledge.search({ kbIds: [kb.id], query: q, mode, topK }), { query: q }));
     } catch (err) {
       setError(handleError(err));
     } finally {
@@ -408,12 +409,27 @@ function SearchPanel({ kb, ready }: { kb: KnowledgeBase; ready: boolean }) {
                     {mode !== SearchMode.VECTOR ? ` · keyword ${h.keywordScore.toFixed(3)}` : ""}
                   </span>
                 </div>
-                <div class="hit-text">{h.text}</div>
+                <HitText text={h.text} query={result.query} />
               </li>
             ))}
           </ol>
         </div>
       )}
+    </div>
+  );
+}
+
+const STOP_WORDS = new Set("the and for are was what which where when who how why with that this from have has does did were they them about into your".split(" "));
+
+/** A hit's text with the query's words marked; long texts open on click. */
+function HitText({ text, query }: { text: string; query: string }) {
+  const [open, setOpen] = useState(false);
+  const words = [...new Set(query.toLowerCase().match(/[\p{L}\p{N}]{3,}/gu) ?? [])].filter((w) => !STOP_WORDS.has(w));
+  const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const parts = escaped.length ? text.split(new RegExp(`(${escaped.join("|")})`, "giu")) : [text];
+  return (
+    <div class={`hit-text ${open ? "open" : ""}`} title={open ? "" : "Click to show the whole passage"} onClick={() => setOpen(!open)}>
+      {parts.map((p, i) => (i % 2 ? <mark key={i}>{p}</mark> : p))}
     </div>
   );
 }

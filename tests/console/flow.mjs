@@ -1,0 +1,33 @@
+// Open a flow (created through the API by the test), run it from the run panel: node events stream in, the
+// run stops at its input node and shows a form, and the answer resumes it to the end.
+import { assert, run, shot, signIn } from "./harness.mjs";
+
+const FLOW_ID = process.env.FLOW_ID;
+
+run("flow", async (page, result) => {
+  await signIn(page, "/flows");
+  await page.getByTestId("flow-list").getByText("Browser test flow").click();
+  await page.waitForURL(new RegExp(`/flows/${FLOW_ID}$`));
+  await page.getByTestId("graph").waitFor();
+  result.graph = await page.$$eval("[data-testid=graph] .node-card b", (bs) => bs.map((b) => b.textContent));
+  await shot(page, "12-flow-open");
+
+  await page.fill("input[name=var-who]", "Ada");
+  await page.getByRole("button", { name: "Run", exact: true }).click();
+  const form = page.getByTestId("input-form");
+  await form.waitFor();
+  result.prompt = await form.locator(".input-prompt").textContent();
+  assert(result.prompt === "Age of Ada?", `the form shows the node's prompt: ${result.prompt}`);
+  assert((await page.getByTestId("run-status").textContent()) === "waiting for input", "the run waits for input");
+  result.eventsBeforeInput = await page.$$eval("[data-testid=run-events] .event-text", (es) => es.map((e) => e.textContent));
+  await shot(page, "13-flow-waiting-for-input");
+
+  await form.locator("input[name=age]").fill("36");
+  await form.getByRole("button", { name: "Continue" }).click();
+  await page.waitForFunction(() => document.querySelector("[data-testid=run-status]")?.textContent === "finished");
+  result.events = await page.$$eval("[data-testid=run-events] .event-text", (es) => es.map((e) => e.textContent));
+  result.outputs = JSON.parse(await page.textContent("[data-testid=run-outputs] pre"));
+  assert(result.outputs.text === "Ada is 36", `the run's outputs: ${JSON.stringify(result.outputs)}`);
+  await page.getByTestId("runs").waitFor();
+  await shot(page, "14-flow-finished");
+});

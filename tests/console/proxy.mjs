@@ -1,0 +1,46 @@
+// The proxy & traffic view: statistics polled live (numbers and sparklines) while requests go through the
+// LLM API proxy (PROXY_URL, forwarding to the server's own OpenAI-compatible API), and log lines streamed.
+import { ADMIN_KEY, assert, run, shot, signIn, sleep } from "./harness.mjs";
+
+const PROXY_URL = process.env.PROXY_URL;
+const auth = { authorization: `Bearer ${ADMIN_KEY}` };
+
+async function traffic() {
+  await fetch(`${PROXY_URL}/v1/models`, { headers: auth }).then((r) => r.text());
+  await fetch(`${PROXY_URL}/v1/no-such-route`, { headers: auth }).then((r) => r.text());
+}
+
+const requests = (page) =>
+  page.evaluate(() => Number(document.querySelector(".stat .stat-value")?.textContent?.replace(/\D/g, "") || "-1"));
+
+run("proxy", async (page, result) => {
+  const chat = await fetch(`${PROXY_URL}/v1/chat/completions`, {
+    method: "POST",
+    headers: { ...auth, "content-type": "application/json" },
+    body: JSON.stringify({ model: "smollm2-135m-instruct", max_tokens: 8, messages: [{ role: "user", content: "Hi" }] }),
+  });
+  assert(chat.ok, `a chat completion through the proxy: ${chat.status}`);
+  await traffic();
+
+  await signIn(page, "/proxy");
+  await page.getByTestId("stats").waitFor();
+  await page.waitForFunction(() => Number(document.querySelector(".stat .stat-value")?.textContent?.replace(/\D/g, "")) > 0);
+  result.requestsFirst = await requests(page);
+  for (let i = 0; i < 3; i++) {
+    await traffic();
+    await sleep(900);
+  }
+  // The numbers follow the traffic without a reload.
+  await page.waitForFunction((n) => Number(document.querySelector(".stat .stat-value")?.textContent?.replace(/\D/g, "")) >= n + 6, result.requestsFirst);
+  result.requestsLater = await requests(page);
+  result.sparklinePoints = await page.$eval(".sparkline path.line", (p) => p.getAttribute("d").split("L").length);
+  assert(result.sparklinePoints >= 2, "the requests sparkline has points");
+  result.statuses = await page.$$eval(".breakdown:first-child .bar-row .badge", (bs) => bs.map((b) => b.textContent));
+  assert(result.statuses.includes("200") && result.statuses.includes("404"), `requests by status: ${result.statuses}`);
+  result.models = await page.$$eval("table tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
+  await page.locator("[data-testid=log-lines] .log-line").first().waitFor();
+  result.logLines = await page.locator("[data-testid=log-lines] .log-line").count();
+  await shot(page, "15-proxy-stats");
+  await page.getByTestId("log-lines").scrollIntoViewIfNeeded();
+  await shot(page, "16-proxy-logs");
+});

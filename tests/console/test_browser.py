@@ -1,0 +1,164 @@
+"""The web console in a real browser against a real server: Debian's chromium driven by playwright-core.
+
+Each scenario is a node script (chat.mjs, knowledge.mjs, flow.mjs, proxy.mjs) that prints its observations as
+one JSON line; this test then checks them against what the server stored. Screenshots of every step go to
+test-artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ADMIN_KEY, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+CONSOLE = ROOT / "console"
+DIST = CONSOLE / "dist"
+ARTIFACTS = ROOT / "test-artifacts" / "console"
+CHROMIUM = Path("/usr/bin/chromium")
+NODE = shutil.which("node")
+AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() or NODE is None,
+    reason="the browser tests need Debian's chromium at /usr/bin/chromium and node on PATH",
+)
+
+# The flow the run panel is tried on: it pauses for a form, then ends with a sentence.
+FLOW = {
+    "name": "Browser test flow",
+    "graph": {
+        "nodes": [
+            {"id": "start", "type": "NODE_TYPE_START", "params": {"variables": [{"name": "who", "type": "text"}]}},
+            {"id": "ask", "type": "NODE_TYPE_INPUT", "name": "Ask",
+             "params": {"mode": "form", "prompt": "Age of {{who}}?",
+                        "fields": [{"name": "age", "type": "number", "required": True}]}},
+            {"id": "p", "type": "NODE_TYPE_PROMPT", "params": {"template": "{{who}} is {{ask.age}}"}},
+            {"id": "end", "type": "NODE_TYPE_END", "params": {"outputs": {"text": "{{p.text}}"}}},
+        ],
+        "edges": [{"id": "e1", "source": "start", "target": "ask"}, {"id": "e2", "source": "ask", "target": "p"},
+                  {"id": "e3", "source": "p", "target": "end"}],
+    },
+}
+
+
+def build_console() -> None:
+    """`make console` when the console was never built; a rebuild when its sources are newer than dist/."""
+    index = DIST / "index.html"
+    if not (CONSOLE / "node_modules" / "playwright-core").is_dir() or not index.is_file():
+        subprocess.run(["make", "console"], cwd=ROOT, check=True, timeout=900)
+        return
+    built = index.stat().st_mtime
+    sources = [p for p in (CONSOLE / "src").rglob("*") if p.is_file()] + [CONSOLE / "build.mjs"]
+    if any(p.stat().st_mtime > built for p in sources):
+        subprocess.run(["npm", "run", "--silent", "build"], cwd=CONSOLE, check=True, timeout=300)
+
+
+def scenario(name: str, base_url: str, timeout: float = 150, **env: str) -> dict:
+    """Runs tests/console/<name>.mjs; returns its JSON report (ok, result, error, consoleErrors)."""
+    proc = subprocess.run(
+        [NODE, str(HERE / f"{name}.mjs")],
+        env={**os.environ, "BASE_URL": base_url, "ADMIN_KEY": ADMIN_KEY, "ARTIFACTS": str(ARTIFACTS),
+             "CONSOLE_DIR": str(CONSOLE), **env},
+        capture_output=True, text=True, timeout=timeout,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"ok": False, "error": f"no report (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}", "result": {}}
+    report = json.loads(lines[-1])
+    if proc.stderr.strip():
+        report["stderr"] = proc.stderr[-2000:]
+    return report
+
+
+def messages_by_id(http: httpx.Client, session_id: str) -> dict[str, dict]:
+    r = http.get(f"/v1/sessions/{session_id}/messages", params={"page_size": 500})
+    r.raise_for_status()
+    return {m["id"]: m for m in r.json()["messages"]}
+
+
+def test_console_in_a_browser(server_factory):
+    build_console()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proxy_port = free_port()
+    server = server_factory(env={"TYPECASE_CONSOLE_DIR": str(DIST), "TYPECASE_PROXY_ENABLED": "true",
+                                 "TYPECASE_PROXY_PORT": str(proxy_port)})
+    # The proxy forwards to this same server's OpenAI-compatible API, so its traffic needs no network.
+    server.env["TYPECASE_PROXY_TARGET_BASE_URL"] = f"{server.http_url}/openai"
+    server.start()
+    server.wait_ready(60)
+    http = httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30)
+    flow = http.post("/v1/flows", json=FLOW)
+    assert flow.status_code == 200, flow.text
+    flow_id = flow.json()["flow"]["id"]
+
+    failures: list[str] = []
+
+    def check(condition: bool, message: str) -> None:
+        if not condition:
+            failures.append(message)
+
+    def run(name: str, **env: str) -> dict:
+        report = scenario(name, server.http_url, **env)
+        unexpected = [e for e in report.get("consoleErrors", []) if "401 (Unauthorized)" not in e]
+        check(report["ok"], f"{name}: {report.get('error')}\n{report.get('stderr', '')}")
+        check(not unexpected, f"{name}: errors in the browser console: {unexpected}")
+        return report.get("result", {})
+
+    # Chat: streamed tokens, a reload mid-answer, a stop. What the page showed must be what the server stored.
+    chat = run("chat")
+    if chat.get("sessionId"):
+        stored = messages_by_id(http, chat["sessionId"])
+        streamed = chat.get("streamed", {})
+        if streamed:
+            answer = stored[streamed["answerId"]]
+            check(answer["content"] == streamed["text"], f"streamed answer shown {streamed['text']!r}, stored {answer['content']!r}")
+        reload = chat.get("reload", {})
+        if reload:
+            answer = stored[reload["answerId"]]
+            check(answer["status"] == "MESSAGE_STATUS_COMPLETE", f"reloaded answer status {answer['status']}")
+            check(answer["content"] == reload["final"],
+                  f"after the reload the page showed {reload['final']!r}, the server stored {answer['content']!r}")
+            # Re-attached from the saved position, not by replaying the whole turn.
+            resumed_from = [int((r.get("lastEventId") or 0)) or int(httpx.URL(r["url"]).params.get("after_seq", 0))
+                            for r in reload["eventRequests"]]
+            check(any(seq > 0 for seq in resumed_from), f"StreamTurnEvents resumed after a seq: {reload['eventRequests']}")
+        stop = chat.get("stop", {})
+        if stop:
+            answer = stored[stop["answerId"]]
+            check(answer["status"] == "MESSAGE_STATUS_STOPPED", f"stopped answer status {answer['status']}")
+            check(answer["finish_reason"] == "FINISH_REASON_CANCELLED", f"stopped answer {answer['finish_reason']}")
+            check(answer["content"] == stop["text"], f"stopped answer shown {stop['text']!r}, stored {answer['content']!r}")
+            check(answer["usage"]["completion_tokens"] < 400, "the stop ended the answer before max tokens")
+
+    # Knowledge: the uploaded file is stored, processed and found.
+    kb = run("knowledge")
+    if kb.get("kbId"):
+        files = http.get(f"/v1/knowledge-bases/{kb['kbId']}/files").json()["files"]
+        check(len(files) == 1 and files[0]["status"] == "FILE_STATUS_DONE", f"knowledge files: {files}")
+        check(files and files[0]["chunk_count"] == kb.get("chunks"), f"chunks shown {kb.get('chunks')}, stored {files}")
+        check(files and int(files[0]["size_bytes"]) == kb.get("fileBytes"), "the whole file was uploaded")
+
+    # Flow: the run started in the browser paused for input and finished with the form's answer.
+    flow_report = run("flow", FLOW_ID=flow_id)
+    if flow_report.get("outputs"):
+        runs = http.get(f"/v1/flows/{flow_id}/runs").json()["runs"]
+        check(len(runs) == 1 and runs[0]["status"] == "RUN_STATUS_FINISHED", f"runs: {runs}")
+        check(runs and runs[0]["outputs"] == {"text": "Ada is 36"}, f"run outputs: {runs}")
+
+    # Proxy: the numbers the page showed follow the server's statistics.
+    proxy = run("proxy", PROXY_URL=f"http://127.0.0.1:{proxy_port}")
+    if proxy.get("requestsLater"):
+        stats = http.get("/v1/admin/stats").json()
+        check(int(stats["total_requests"]) >= proxy["requestsLater"] > proxy["requestsFirst"], f"stats {stats}")
+
+    http.close()
+    assert not failures, "\n\n".join(failures)

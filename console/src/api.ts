@@ -6,7 +6,8 @@
 import { createTypecase, TypecaseError } from "@typecase/client";
 
 const STORAGE_KEY = "typecase.console.auth";
-const REFRESH_MARGIN_MS = 60_000; // refresh this long before the access token expires (or at 80% of its life)
+const REFRESH_MARGIN_MS = 60_000; // refresh this long before the access token expires (short tokens: at 80% of life)
+const EXPIRING_MS = 5_000; // at start-up, a token this close to expiry is refreshed before anything else
 
 export type Credentials =
   | { kind: "key"; apiKey: string }
@@ -97,9 +98,12 @@ export function refreshNow(): Promise<void> {
   const creds = current;
   if (!creds || creds.kind !== "password") return Promise.resolve();
   if (refreshing) return refreshing;
+  if (Date.now() >= creds.refreshExpiresAt) {
+    signOut("Your sign-in expired. Sign in again.");
+    return Promise.resolve();
+  }
   refreshing = (async () => {
     try {
-      if (Date.now() >= creds.refreshExpiresAt) throw new Error("expired");
       const res = await tc.auth.refreshToken({ refreshToken: creds.refreshToken });
       if (current !== creds) return; // signed out or in again meanwhile
       const now = Date.now();
@@ -111,13 +115,16 @@ export function refreshNow(): Promise<void> {
         refreshExpiresAt: now + res.refreshExpiresIn * 1000,
       });
     } catch (e) {
-      // A network failure is worth another try later; a refused refresh token is not.
-      if (e instanceof TypecaseError && e.code !== "UNAVAILABLE") {
-        if (current === creds) signOut("Your sign-in expired. Sign in again.");
-      } else if (current === creds && Date.now() < creds.expiresAt) {
-        refreshTimer = window.setTimeout(refreshNow, 10_000);
-      } else if (current === creds) {
-        signOut("Your sign-in expired. Sign in again.");
+      if (current !== creds) return;
+      const stored = load();
+      if (stored?.kind === "password" && stored.refreshToken !== creds.refreshToken) {
+        // Another tab refreshed first (refresh tokens are single-use): take its tokens.
+        current = stored;
+        scheduleRefresh();
+      } else if (e instanceof TypecaseError && !["UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"].includes(e.code)) {
+        signOut(`Your sign-in expired (${describe(e)}). Sign in again.`);
+      } else {
+        refreshTimer = window.setTimeout(refreshNow, 10_000); // the server is unreachable: try again soon
       }
     } finally {
       refreshing = null;
@@ -130,16 +137,16 @@ function scheduleRefresh(): void {
   window.clearTimeout(refreshTimer);
   const creds = current;
   if (!creds || creds.kind !== "password") return;
-  const now = Date.now();
-  const life = creds.expiresAt - now;
-  const delay = Math.max(0, Math.min(life - REFRESH_MARGIN_MS, life * 0.8));
-  refreshTimer = window.setTimeout(refreshNow, delay);
+  const left = creds.expiresAt - Date.now();
+  const delay = left > 2 * REFRESH_MARGIN_MS ? left - REFRESH_MARGIN_MS : left * 0.8;
+  // A little jitter keeps several tabs from spending the same single-use refresh token at once.
+  refreshTimer = window.setTimeout(refreshNow, Math.max(0, delay - Math.random() * Math.min(5_000, delay / 10)));
 }
 
 /** Before the first render: refresh an expired access token (timers do not run while a tab sleeps). */
 export async function ensureFresh(): Promise<void> {
   const creds = current;
-  if (creds?.kind === "password" && Date.now() > creds.expiresAt - REFRESH_MARGIN_MS) await refreshNow();
+  if (creds?.kind === "password" && Date.now() > creds.expiresAt - EXPIRING_MS) await refreshNow();
   else scheduleRefresh();
 }
 

@@ -3,7 +3,7 @@
 // (StreamLogs). Admin only.
 import { LogLevel, RequestSource, type GetStatsResponse, type LogLine } from "@typecase/client/gen/typecase/v1/admin_pb.js";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { handleError, isAbort, tc } from "../api";
+import { TypecaseError, describe, handleError, isAbort, tc } from "../api";
 import { Sparkline } from "../components/sparkline";
 import { Badge, Empty, ErrorBox, Loading, durationMs, fmtBytes, fmtCount, fmtMs, fmtTime, useInterval, type Tone } from "../components/ui";
 
@@ -30,6 +30,7 @@ export function ProxyView() {
   const [stats, setStats] = useState<GetStatsResponse | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [samples, setSamples] = useState<Sample[]>([]);
+  const [denied, setDenied] = useState<string | null>(null);
   const inFlightPoll = useRef(false);
 
   async function poll() {
@@ -49,7 +50,8 @@ export function ProxyView() {
       };
       setSamples((prev) => [...prev, sample].slice(-HISTORY - 1));
     } catch (e) {
-      setError(handleError(e));
+      if (e instanceof TypecaseError && e.code === "PERMISSION_DENIED") setDenied(describe(e));
+      else setError(handleError(e));
     } finally {
       inFlightPoll.current = false;
     }
@@ -61,7 +63,7 @@ export function ProxyView() {
     void poll();
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [source]);
-  useInterval(poll, POLL_MS);
+  useInterval(poll, denied ? null : POLL_MS);
 
   // Rates from consecutive samples (counters only grow; a restart resets them, shown as 0).
   const rate = (key: "total" | "failures") =>
@@ -69,6 +71,17 @@ export function ProxyView() {
   const reqRate = rate("total");
   const errRate = rate("failures");
   const last = <T,>(xs: T[]) => xs[xs.length - 1];
+
+  if (denied) {
+    return (
+      <div class="page">
+        <Empty title="Admins only">
+          Traffic statistics and server logs are shown to administrators ({denied}). Sign out and sign in with the
+          admin API key or an admin account.
+        </Empty>
+      </div>
+    );
+  }
 
   return (
     <div class="page scroll">
@@ -184,7 +197,7 @@ export function ProxyView() {
           )}
         </>
       )}
-      <LogStream />
+      {stats && <LogStream />}
     </div>
   );
 }

@@ -176,6 +176,7 @@ class Settings(BaseSettings):
     chat_event_log_ttl_seconds: float = Field(900.0, gt=0, description="ended turns replay exactly this long, then from SQL")
     chat_turn_lease_seconds: float = Field(20.0, gt=0, description="a turn not renewed this long has lost its replica")
     chat_reap_interval_seconds: float = Field(15.0, gt=0, description="sweep for turns of dead replicas")
+    chat_max_takeovers: int = Field(2, ge=0, description="times a turn is continued after its replica died")
     chat_follow_poll_seconds: float = Field(2.0, gt=0, description="readers re-check a silent turn this often")
     chat_stop_wait_seconds: float = Field(5.0, ge=0, description="StopTurn waits this long for the turn to end")
     # Titles from the first exchange (LLMDefaults.title_model_id; else the start of the question).

@@ -84,8 +84,8 @@ class ChatMessageRow(Base):
 
 class ChatTurnRow(Base):
     """A question and the generation of its answer. While `running`, the replica executing it renews
-    `lease_expire_time`; a running turn whose lease lapsed belongs to a dead replica and is failed by whoever
-    notices (see turns.py)."""
+    `lease_expire_time`; a running turn whose lease lapsed belongs to a dead replica and is continued (from
+    `request` and the text logged so far) or failed by whoever notices (see turns.py)."""
 
     __tablename__ = "chat_turns"
     __table_args__ = (
@@ -106,5 +106,7 @@ class ChatTurnRow(Base):
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # ContextBudget as proto JSON
     replica: Mapped[str] = mapped_column(String(128), default="")
     lease_expire_time: Mapped[datetime | None]
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # GenerateRequest as proto JSON (model turns)
+    takeovers: Mapped[int] = mapped_column(Integer, default=0)  # times another replica continued it
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     end_time: Mapped[datetime | None]

@@ -11,8 +11,13 @@ Across replicas:
   STOPPED and ends the log with `ended`. Replicas also poll the stop keys of their turns at each heartbeat, in
   case a publish was missed while their subscription reconnected;
 - liveness: the running replica renews a lease on its turns' rows; a turn whose lease lapsed belongs to a dead
-  replica and is failed (its partial answer kept, from the event log when it survived) by whichever replica
-  notices first: at its periodic sweep, a reader waiting on the turn, a new turn in the session, or a stop.
+  replica. Whichever replica notices first (at its periodic sweep, or a reader waiting on the turn) continues a
+  model turn: it claims the row and asks the model for the rest of the answer, sending the text already logged as
+  the start of the assistant's reply, so readers get the whole answer in one log. Turns that cannot be continued
+  (flow turns, whose run the flow engine continues itself; a log that is gone; too many takeovers) and turns
+  lapsed when a new question or a stop arrives are failed or stopped, keeping their partial answer.
+- events: a replica's readers see an event only once it is in the shared log, so a reader that resumes on
+  another replica finds everything it has seen.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ log = logging.getLogger("typecase.chat")
 STOP_CHANNEL = "chat:turn-stops"
 
 TURNS = Counter("typecase_chat_turns_total", "Chat turns ended, by status.", ("status",))
+TAKEOVERS = Counter("typecase_chat_turn_takeovers_total", "Turns continued after their replica stopped.")
 TURN_FIRST_TOKEN = Histogram(
     "typecase_chat_turn_time_to_first_token_seconds",
     "From the question being accepted to the answer's first token.",
@@ -134,6 +140,7 @@ class Turn:
     stop_requested: bool = False
     finishing: bool = False
     abandoned: bool = False  # reaped by another replica: end quietly, write nothing
+    continuing: bool = False  # taken over from a dead replica: the prompt is complete, generate the rest
     flushed_chars: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
@@ -284,7 +291,9 @@ class Turns:
             "question_message_id": question_id, "answer_message_id": answer_id, "model_id": new.model_id,
             "status": RUNNING, "last_seq": 0, "context": to_dict(new.prompt.budget), "replica": self.replica,
             "lease_expire_time": now + timedelta(seconds=self.settings.chat_turn_lease_seconds),
-            "create_time": now, "end_time": None, "run_id": "",
+            "create_time": now, "end_time": None, "run_id": "", "takeovers": 0,
+            "request": None if new.flow is not None else to_dict(llm_pb2.GenerateRequest(
+                model_id=new.model_id, messages=new.prompt.messages, config=new.config, user=new.owner_id)),
         }
         turn = Turn(
             id=turn_id, session_id=new.session_id, owner_id=new.owner_id, question_id=question_id,
@@ -391,9 +400,16 @@ class Turns:
             if external_cancel:
                 raise asyncio.CancelledError
 
-    async def _retrieve(self, turn: Turn) -> None:
+    async def _save_request(self, turn: Turn) -> None:
+        """The prompt as generated from, for a replica that continues the turn if this one dies."""
+        async with self.writing() as session:
+            await session.execute(update(ChatTurnRow).where(ChatTurnRow.id == turn.id)
+                                  .values(request=to_dict(turn.request)))
+
+    async def _retrieve(self, turn: Turn) -> bool:
         """Ground the answer on the session's knowledge bases (when the knowledge service runs here): a
-        retrieval step, the citations, and the passages in the prompt as far as the budget allows."""
+        retrieval step, the citations, and the passages in the prompt as far as the budget allows. True when the
+        prompt changed."""
         search = getattr(self.knowledge, "search", None)
         if search is None and hasattr(self.knowledge, "Search"):  # the servicer method works without a context
             knowledge = self.knowledge
@@ -401,7 +417,7 @@ class Turns:
             async def search(request):
                 return await knowledge.Search(request, None)
         if not turn.kb_ids or search is None:
-            return
+            return False
         node = flow_pb2.NodeRun(
             node_id="knowledge_retrieval", node_type=flow_pb2.NODE_TYPE_KNOWLEDGE_RETRIEVAL,
             node_name="Knowledge retrieval", status=flow_pb2.NODE_RUN_STATUS_RUNNING, start_time=_now_stamp(),
@@ -444,6 +460,7 @@ class Turns:
         node.end_time.GetCurrentTime()
         turn.steps.append(chat_pb2.NodeEvent(node=node))
         self._emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
+        return node.status == flow_pb2.NODE_RUN_STATUS_SUCCEEDED and bool(turn.citations)
 
     async def _generate(self, turn: Turn) -> None:
         if turn.flow is not None:
@@ -451,7 +468,8 @@ class Turns:
             return
         if self.llm is None:
             raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "no LLM service is running on this server")
-        await self._retrieve(turn)
+        if not turn.continuing and await self._retrieve(turn):
+            await self._save_request(turn)
         stream = self.llm.generate(turn.request)
         try:
             async for chunk in stream:
@@ -643,7 +661,7 @@ class Turns:
     async def follow(self, row: ChatTurnRow, after_seq: int) -> AsyncIterator[Entry]:
         """The turn's events after `after_seq`, then live ones until its end."""
         turn = self.local.get(row.id)
-        if turn is not None:
+        if turn is not None and after_seq >= turn.live.first_seq - 1:  # a continued turn's live log starts late
             async for entry in turn.live.read(after_seq):
                 yield entry
             return
@@ -657,7 +675,7 @@ class Turns:
             if current is None:
                 raise turn_not_found(row.id)
             if current.status == RUNNING:
-                if self._lease_lapsed(current):
+                if self._lease_lapsed(current) and not await self.take_over(row.id):
                     return await self.reap(row.id, FAILED)
                 return None
             grace = timedelta(seconds=self.settings.chat_follow_poll_seconds)
@@ -772,16 +790,19 @@ class Turns:
         lease = utcnow() + timedelta(seconds=self.settings.chat_turn_lease_seconds)
         async with self.writing() as session:
             renewed = await session.execute(
-                update(ChatTurnRow).where(ChatTurnRow.id.in_(ids), ChatTurnRow.status == RUNNING)
+                update(ChatTurnRow).where(ChatTurnRow.id.in_(ids), ChatTurnRow.status == RUNNING,
+                                          ChatTurnRow.replica == self.replica)
                 .values(lease_expire_time=lease)
             )
             if renewed.rowcount < len(ids):
                 ended = set(await session.scalars(
-                    select(ChatTurnRow.id).where(ChatTurnRow.id.in_(ids), ChatTurnRow.status != RUNNING)
+                    select(ChatTurnRow.id).where(ChatTurnRow.id.in_(ids), (ChatTurnRow.status != RUNNING)
+                                                 | (ChatTurnRow.replica != self.replica))
                 ))
                 for turn in turns:
                     if turn.id in ended:
-                        log.warning("chat: turn %s was failed elsewhere while running here; abandoning it", turn.id)
+                        log.warning("chat: turn %s was ended or continued elsewhere while running here (this "
+                                    "replica missed its lease); abandoning it", turn.id)
                         turn.abandoned = True
                         self._stop_local(turn)
             # The partial answers, so that ListMessages shows progress and a crash loses little (one statement).
@@ -801,7 +822,7 @@ class Turns:
                 self._stop_local(turn)
 
     async def sweep(self) -> int:
-        """Fail running turns whose replica stopped renewing their lease; returns how many."""
+        """Continue (or else fail) running turns whose replica stopped renewing their lease; returns how many."""
         async with self.db.session() as session:
             lapsed = list(await session.scalars(
                 select(ChatTurnRow.id).where(ChatTurnRow.status == RUNNING, ChatTurnRow.lease_expire_time < utcnow())
@@ -809,11 +830,62 @@ class Turns:
             ))
         count = 0
         for turn_id in lapsed:
-            if turn_id not in self.local and await self.reap(turn_id, FAILED) is not None:
+            if turn_id in self.local:
+                continue
+            if await self.take_over(turn_id) or await self.reap(turn_id, FAILED) is not None:
                 count += 1
         if count:
-            log.warning("chat: failed %d turns left running by a replica that stopped", count)
+            log.warning("chat: picked up %d turns left running by a replica that stopped", count)
         return count
+
+    async def take_over(self, turn_id: str) -> bool:
+        """Continue a model turn whose replica stopped renewing its lease: claim its row, then generate the rest of
+        the answer after the text already logged. False when it cannot be continued here (see the module doc) or
+        another replica claimed it first."""
+        row = await self.get_row(turn_id)
+        if (row is None or row.request is None or turn_id in self.local
+                or row.takeovers >= self.settings.chat_max_takeovers):
+            return False
+        try:
+            logged = await self.log.entries(turn_id)
+        except Exception:
+            return False
+        if not logged or any(e.terminal for e in logged):  # gone, or ended but not stored: reap it
+            return False
+        now = utcnow()
+        async with self.writing() as session:
+            claimed = await session.execute(
+                update(ChatTurnRow).where(ChatTurnRow.id == turn_id, ChatTurnRow.status == RUNNING,
+                                          ChatTurnRow.takeovers == row.takeovers,
+                                          ChatTurnRow.lease_expire_time < now)
+                .values(replica=self.replica, takeovers=row.takeovers + 1,
+                        lease_expire_time=now + timedelta(seconds=self.settings.chat_turn_lease_seconds))
+            )
+            if claimed.rowcount != 1:
+                return False
+        events = [chat_pb2.ChatResponse.FromString(e.payload).event for e in logged]
+        text = "".join(e.token.text for e in events)
+        last_seq = max(e.seq for e in logged)
+        request = json_format.ParseDict(row.request, llm_pb2.GenerateRequest(), ignore_unknown_fields=True)
+        if text:  # the model continues its own reply (assistant prefill) instead of starting a new one
+            request.messages.append(llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=text))
+        budget = json_format.ParseDict(row.context or {}, chat_pb2.ContextBudget(), ignore_unknown_fields=True)
+        turn = Turn(
+            id=row.id, session_id=row.session_id, owner_id=row.owner_id, question_id=row.question_message_id,
+            answer_id=row.answer_message_id, model_id=row.model_id, question="", request=request, budget=budget,
+            answer_row=await self._stored_answer(row), started_emitted=True, continuing=True, seq=last_seq,
+            parts=[text] if text else [], outbox=LiveLog(last_seq + 1), live=LiveLog(last_seq + 1),
+            citations=[c for e in events if e.HasField("citation") for c in e.citation.citations],
+            steps=[e.node for e in events if e.HasField("node") and e.node.node.HasField("end_time")],
+        )
+        turn.flushed_chars = len(text)
+        self.local[turn_id] = turn
+        turn.writer = self._spawn(self._write_log(turn), f"chat-log-{turn_id}")
+        turn.task = asyncio.create_task(self._run(turn), name=f"chat-turn-{turn_id}")
+        log.warning("chat: turn %s continued by replica %s after %d events (its replica stopped renewing it)",
+                    turn_id, self.replica, last_seq)
+        TAKEOVERS.inc()
+        return True
 
     async def reap(self, turn_id: str, status: str) -> Entry | None:
         """End a turn whose runner is gone (lease lapsed), keeping its partial answer: STOPPED when a stop
@@ -837,8 +909,10 @@ class Turns:
             )
         async with self.writing() as session:
             taken = await session.execute(
-                update(ChatTurnRow).where(ChatTurnRow.id == turn_id, ChatTurnRow.status == RUNNING)
-                .values(status=final, end_time=now, lease_expire_time=None, last_seq=last_seq + 1)
+                update(ChatTurnRow).where(
+                    ChatTurnRow.id == turn_id, ChatTurnRow.status == RUNNING,
+                    ChatTurnRow.lease_expire_time.is_(None) | (ChatTurnRow.lease_expire_time < now),
+                ).values(status=final, end_time=now, lease_expire_time=None, last_seq=last_seq + 1)
             )
             if taken.rowcount != 1:
                 return None

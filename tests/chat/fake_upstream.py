@@ -6,6 +6,7 @@ The answer is shaped by directives in the last user message, e.g. "[tokens=200 d
   delay=S    seconds between chunks (default 0); ttft=S seconds before the first chunk;
   status=C   answer HTTP status C (e.g. 500) instead of streaming;
   fail_at=N  drop the connection after N chunks.
+A conversation ending with an assistant message is a prefill: the answer continues after the tokens it holds.
 POST /v1/embeddings answers deterministic bag-of-words vectors (see `embed`).
 Every request body is recorded, and so is every stream the client closed before its end (`closed_early`).
 """
@@ -49,6 +50,13 @@ def token_text(i: int) -> str:
 
 def expected_answer(tokens: int) -> str:
     return "".join(token_text(i) for i in range(tokens))
+
+
+def prefilled_tokens(messages: list[dict[str, Any]]) -> int:
+    """How many answer tokens a trailing assistant message already holds (each token ends with one space)."""
+    if not messages or messages[-1].get("role") != "assistant":
+        return 0
+    return (messages[-1].get("content") or "").count(" ")
 
 
 def directives(messages: list[dict[str, Any]]) -> dict[str, str]:
@@ -119,7 +127,7 @@ class FakeUpstream:
             try:
                 if ttft:
                     await asyncio.sleep(ttft)
-                for i in range(tokens):
+                for i in range(prefilled_tokens(body.get("messages", [])), tokens):
                     if i == fail_at:
                         raise ConnectionResetError("injected mid-stream failure")
                     if delay and i:

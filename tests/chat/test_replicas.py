@@ -37,6 +37,8 @@ def shared_env(pg_database_url):
         "TYPECASE_CHAT_TURN_LEASE_SECONDS": "1",
         "TYPECASE_CHAT_REAP_INTERVAL_SECONDS": "0.5",
         "TYPECASE_CHAT_FOLLOW_POLL_SECONDS": "0.3",
+        # Turns of a dead replica are failed, not continued (tests/cluster covers continuing them).
+        "TYPECASE_CHAT_MAX_TAKEOVERS": "0",
     }
 
 

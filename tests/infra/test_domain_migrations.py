@@ -22,7 +22,7 @@ BRANCHES = sorted({label for rev in SCRIPTS.walk_revisions() for label in rev.br
 def branch_length(branch: str) -> int:
     """Revisions from the branch's head back to (and including) the one that opened it."""
     rev, length = SCRIPTS.get_revision(f"{branch}@head"), 1
-    while branch not in rev.branch_labels:
+    while rev.down_revision != "0001_foundation":  # (alembic copies a branch's label onto its later revisions)
         rev, length = SCRIPTS.get_revision(rev.down_revision), length + 1
     return length
 

@@ -129,4 +129,17 @@ run("chat", async (page, result) => {
   result.stop = { answerId: stopped.id, text: stopped.text, status: stopped.status };
   await shot(page, "07-chat-stopped");
   lap("stopped");
+
+  // 4. Delete a chat: a second, empty one goes away from the list; the first stays.
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.waitForURL((url) => url.pathname !== `/chat/${result.sessionId}`);
+  const doomed = new URL(page.url()).pathname.split("/").pop();
+  await page.getByText("Ask something").waitFor();
+  const items = page.getByTestId("session-list").locator("li");
+  assert((await items.count()) === 2, "two chats listed");
+  await items.filter({ has: page.locator(`a[href="/chat/${doomed}"]`) }).getByRole("button", { name: "Delete this chat" }).click();
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  await page.waitForURL((url) => url.pathname === "/chat");
+  await page.waitForFunction(() => document.querySelectorAll("[data-testid=session-list] li").length === 1);
+  result.deletedSessionId = doomed;
 });

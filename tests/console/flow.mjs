@@ -1,5 +1,6 @@
 // Open a flow (created through the API by the test), run it from the run panel: node events stream in, the
-// run stops at its input node and shows a form, and the answer resumes it to the end.
+// run stops at its input node and shows a form, and the answer resumes it to the end. Then publish it and chat
+// with it: the chat shows the same form and the flow's answer.
 import { assert, run, shot, signIn } from "./harness.mjs";
 
 const FLOW_ID = process.env.FLOW_ID;
@@ -30,4 +31,27 @@ run("flow", async (page, result) => {
   assert(result.outputs.text === "Ada is 36", `the run's outputs: ${JSON.stringify(result.outputs)}`);
   await page.getByTestId("runs").waitFor();
   await shot(page, "14-flow-finished");
+
+  // Publish, then chat with the flow.
+  await page.getByRole("button", { name: "Publish" }).click();
+  await page.getByRole("button", { name: "Unpublish" }).waitFor();
+  await page.getByRole("link", { name: "Chat" }).click();
+  await page.selectOption("select[name=target]", { label: "Browser test flow" });
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.waitForURL(/\/chat\/[^/]+$/);
+  result.chatSessionId = new URL(page.url()).pathname.split("/").pop();
+  await page.fill("textarea[name=question]", "Grace");
+  await page.getByRole("button", { name: "Send" }).click();
+  const chatForm = page.getByTestId("input-form");
+  await chatForm.waitFor();
+  result.chatPrompt = await chatForm.locator(".input-prompt").textContent();
+  assert(result.chatPrompt === "Age of Grace?", `the chat shows the flow's form: ${result.chatPrompt}`);
+  await chatForm.locator("input[name=age]").fill("36");
+  await chatForm.getByRole("button", { name: "Continue" }).click();
+  await page.waitForFunction(() => {
+    const a = [...document.querySelectorAll("[data-testid=answer]")].pop();
+    return a?.dataset.status === "complete" && a.querySelector("[data-testid=answer-text]")?.textContent === "Grace is 36";
+  });
+  result.chatAnswer = "Grace is 36";
+  await shot(page, "15-flow-chat");
 });

@@ -32,16 +32,18 @@ pytestmark = pytest.mark.skipif(
     reason="the browser tests need Debian's chromium at /usr/bin/chromium and node on PATH",
 )
 
-# The flow the run panel is tried on: it pauses for a form, then ends with a sentence.
+# The flow the run panel (and then a chat) is tried on: it pauses for a form, then ends with a sentence. Runs
+# name someone with the `who` input; chats with the question (the `question` variable).
 FLOW = {
     "name": "Browser test flow",
     "graph": {
         "nodes": [
-            {"id": "start", "type": "NODE_TYPE_START", "params": {"variables": [{"name": "who", "type": "text"}]}},
+            {"id": "start", "type": "NODE_TYPE_START",
+             "params": {"variables": [{"name": "who", "type": "text"}, {"name": "question", "type": "text"}]}},
             {"id": "ask", "type": "NODE_TYPE_INPUT", "name": "Ask",
-             "params": {"mode": "form", "prompt": "Age of {{who}}?",
+             "params": {"mode": "form", "prompt": "Age of {{who}}{{question}}?",
                         "fields": [{"name": "age", "type": "number", "required": True}]}},
-            {"id": "p", "type": "NODE_TYPE_PROMPT", "params": {"template": "{{who}} is {{ask.age}}"}},
+            {"id": "p", "type": "NODE_TYPE_PROMPT", "params": {"template": "{{who}}{{question}} is {{ask.age}}"}},
             {"id": "end", "type": "NODE_TYPE_END", "params": {"outputs": {"text": "{{p.text}}"}}},
         ],
         "edges": [{"id": "e1", "source": "start", "target": "ask"}, {"id": "e2", "source": "ask", "target": "p"},
@@ -140,6 +142,10 @@ def test_console_in_a_browser(server_factory):
             check(answer["content"] == stop["text"], f"stopped answer shown {stop['text']!r}, stored {answer['content']!r}")
             check(answer["usage"]["completion_tokens"] < 400, "the stop ended the answer before max tokens")
 
+    if chat.get("deletedSessionId"):
+        gone = http.get(f"/v1/sessions/{chat['deletedSessionId']}")
+        check(gone.status_code == 404, f"the deleted chat is gone: {gone.status_code}")
+
     # Knowledge: the uploaded file is stored, processed and found.
     kb = run("knowledge")
     if kb.get("kbId"):
@@ -152,8 +158,12 @@ def test_console_in_a_browser(server_factory):
     flow_report = run("flow", FLOW_ID=flow_id)
     if flow_report.get("outputs"):
         runs = http.get(f"/v1/flows/{flow_id}/runs").json()["runs"]
-        check(len(runs) == 1 and runs[0]["status"] == "RUN_STATUS_FINISHED", f"runs: {runs}")
-        check(runs and runs[0]["outputs"] == {"text": "Ada is 36"}, f"run outputs: {runs}")
+        check(len(runs) == 2 and all(r["status"] == "RUN_STATUS_FINISHED" for r in runs), f"runs: {runs}")
+        check(runs and runs[-1]["outputs"] == {"text": "Ada is 36"}, f"the run panel's run: {runs}")
+    if flow_report.get("chatSessionId"):
+        stored = list(messages_by_id(http, flow_report["chatSessionId"]).values())
+        check(stored[-1]["content"] == flow_report.get("chatAnswer") == "Grace is 36", f"flow chat: {stored}")
+        check(http.get(f"/v1/flows/{flow_id}").json()["flow"]["status"] == "FLOW_STATUS_ONLINE", "published")
 
     # Proxy: the numbers the page showed follow the server's statistics.
     proxy = run("proxy", PROXY_URL=f"http://127.0.0.1:{proxy_port}")
@@ -173,3 +183,10 @@ def test_console_in_a_browser(server_factory):
 
     http.close()
     assert not failures, "\n\n".join(failures)
+
+
+def test_console_typechecks():
+    """tsc over the console against the SDK's declarations: a renamed RPC or field fails here, not in a browser."""
+    build_console()
+    proc = subprocess.run(["npm", "run", "--silent", "check"], cwd=CONSOLE, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

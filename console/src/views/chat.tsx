@@ -609,7 +609,7 @@ function MessageView({ message, live }: { message: Message; live: Live | null })
         {status === "stopped" && <Badge tone="warn">Stopped</Badge>}
         {status === "failed" && <Badge tone="bad" title={m.error?.message}>Failed: {m.error?.message || "error"}</Badge>}
         {!live && m.finishReason === FinishReason.LENGTH && <Badge tone="neutral">max tokens reached</Badge>}
-        {!live && m.usage && m.usage.totalTokens > 0 && (
+        {!live && m.usage && m.usage.completionTokens > 0 && m.category === MessageCategory.ANSWER && (
           <span class="faint">{m.usage.completionTokens} tokens</span>
         )}
       </div>

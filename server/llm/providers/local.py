@@ -145,9 +145,12 @@ class LocalAdapter(Adapter):
         if cancelled.is_set():  # the caller left while this request waited for the thread
             return
         llm = self._llama()
-        formatted = self._formatter(llm)(messages=[{"role": m.role if m.role != "tool" else "user",
-                                                    "content": m.content} for m in call.messages])
-        prompt = llm.tokenize(formatted.prompt.encode(), add_bos=False, special=True)
+        messages = [{"role": m.role if m.role != "tool" else "user", "content": m.content} for m in call.messages]
+        prefill = ""
+        if len(messages) > 1 and messages[-1]["role"] == "assistant":  # continue the reply it holds (prefill)
+            prefill = messages.pop()["content"]
+        formatted = self._formatter(llm)(messages=messages)
+        prompt = llm.tokenize((formatted.prompt + prefill).encode(), add_bos=False, special=True)
         room = llm.n_ctx() - len(prompt)
         if room <= 0:
             raise UpstreamError(CONTEXT, f"the prompt has {len(prompt)} tokens; the local model's context is "

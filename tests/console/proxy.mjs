@@ -1,6 +1,6 @@
 // The proxy & traffic view: statistics polled live (numbers and sparklines) while requests go through the
 // LLM API proxy (PROXY_URL, forwarding to the server's own OpenAI-compatible API), and log lines streamed.
-import { ADMIN_KEY, assert, run, shot, signIn, sleep } from "./harness.mjs";
+import { ADMIN_KEY, BASE_URL, assert, run, shot, signIn, sleep } from "./harness.mjs";
 
 const PROXY_URL = process.env.PROXY_URL;
 const auth = { authorization: `Bearer ${ADMIN_KEY}` };
@@ -38,9 +38,17 @@ run("proxy", async (page, result) => {
   result.sparklinePoints = await page.$eval(".sparkline path.line", (p) => p.getAttribute("d").split("L").length);
   result.statuses = await page.$$eval(".breakdown:first-child .bar-row .badge", (bs) => bs.map((b) => b.textContent));
   assert(result.statuses.includes("200") && result.statuses.includes("404"), `requests by status: ${result.statuses}`);
-  result.models = await page.$$eval("table tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
+  result.models = await page.$$eval("h3 + table tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
   await page.locator("[data-testid=log-lines] .log-line").first().waitFor();
   result.logLines = await page.locator("[data-testid=log-lines] .log-line").count();
+
+  // Live log lines: indexing a small document logs a line, which appears without a reload.
+  const api = (path, body) =>
+    fetch(`${BASE_URL}${path}`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(body) }).then((r) => r.json());
+  const kb = await api("/v1/knowledge-bases", { name: `log probe ${Date.now() % 100000}` });
+  const file = await api(`/v1/knowledge-bases/${kb.knowledge_base.id}:add-text`, { name: "probe.txt", text: "A line for the log." });
+  result.probeFileId = file.file.id;
+  await page.waitForFunction((id) => [...document.querySelectorAll("[data-testid=log-lines] .log-line")].some((l) => l.textContent.includes(id)), file.file.id, { timeout: 30_000 });
   await shot(page, "15-proxy-stats");
   await page.getByTestId("log-lines").scrollIntoViewIfNeeded();
   await shot(page, "16-proxy-logs");

@@ -172,7 +172,15 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
           <Empty title="Chat not found">It may have been deleted. Pick another chat from the list.</Empty>
         )}
         {sessionId && (current || !sessions.data) && (
-          <Conversation key={sessionId} sessionId={sessionId} session={current} onTurnEnded={() => sessions.reload()} />
+          <Conversation
+            key={sessionId}
+            sessionId={sessionId}
+            session={current}
+            onTurnEnded={() => {
+              void sessions.reload();
+              window.setTimeout(() => void sessions.reload(), 3000); // the title is written after the answer
+            }}
+          />
         )}
       </section>
     </div>

@@ -271,7 +271,8 @@ function LogStream() {
     setError(null);
     (async () => {
       try {
-        const events = tc.admin.streamLogs({ minLevel, query: appliedQuery, tail: 100 }, { signal: ctrl.signal });
+        // A WebSocket: an endless stream should not hold one of the browser's six HTTP/1.1 connections.
+        const events = tc.admin.streamLogs({ minLevel, query: appliedQuery, tail: 100 }, { signal: ctrl.signal, via: "websocket" });
         setState("live");
         let pending: LogLine[] = [];
         let timer: number | undefined;

@@ -168,10 +168,7 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
             are generated; you can stop them, and reloading the page keeps following a running answer.
           </Empty>
         )}
-        {sessionId && sessions.data && !current && !sessions.loading && (
-          <Empty title="Chat not found">It may have been deleted. Pick another chat from the list.</Empty>
-        )}
-        {sessionId && (current || !sessions.data) && (
+        {sessionId && (
           <Conversation
             key={sessionId}
             sessionId={sessionId}
@@ -239,7 +236,10 @@ async function listAllMessages(sessionId: string): Promise<Message[]> {
   return out;
 }
 
-function Conversation({ sessionId, session, onTurnEnded }: { sessionId: string; session?: Session; onTurnEnded: () => void }) {
+function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: string; session?: Session; onTurnEnded: () => void }) {
+  // The list has the latest title; a chat that is not on its first page is read on its own.
+  const own = useAsync(async () => (listed ? undefined : (await tc.chat.getSession({ sessionId })).session), [sessionId, !listed]);
+  const session = listed ?? own.data;
   const [messages, setMessages] = useState<Message[] | undefined>();
   const [error, setError] = useState<string | null>(null);
   const [streamError, setStreamError] = useState<string | null>(null);
@@ -457,6 +457,8 @@ function Conversation({ sessionId, session, onTurnEnded }: { sessionId: string; 
 
   const l = live.current;
   const busy = !!l || pendingQuestion !== null;
+
+  if (own.error && !listed) return <Empty title="Chat not found">{own.error} Pick another chat from the list.</Empty>;
 
   return (
     <div class="conversation">

@@ -45,7 +45,7 @@ run("password", async (page, result) => {
   await page.getByRole("link", { name: "Proxy" }).click();
   result.proxyError = await page.locator(".empty").textContent();
   assert(/PERMISSION_DENIED|admin/i.test(result.proxyError), `a clear error for non-admins: ${result.proxyError}`);
-  await shot(page, "17-proxy-as-non-admin");
+  await shot(page, "18-proxy-as-non-admin");
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByRole("tab", { name: "API key" }).waitFor();

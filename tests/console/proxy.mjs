@@ -1,5 +1,6 @@
 // The proxy & traffic view: statistics polled live (numbers and sparklines) while requests go through the
-// LLM API proxy (PROXY_URL, forwarding to the server's own OpenAI-compatible API), and log lines streamed.
+// LLM API proxy (PROXY_URL, forwarding to the server's own OpenAI-compatible API), and server log lines
+// streamed live.
 import { ADMIN_KEY, BASE_URL, assert, run, shot, signIn, sleep } from "./harness.mjs";
 
 const PROXY_URL = process.env.PROXY_URL;
@@ -9,7 +10,8 @@ async function traffic() {
   await fetch(`${PROXY_URL}/v1/models`, { headers: auth }).then((r) => r.text());
   await fetch(`${PROXY_URL}/v1/no-such-route`, { headers: auth }).then((r) => r.text());
 }
-
+const api = (path, body) =>
+  fetch(`${BASE_URL}${path}`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(body) }).then((r) => r.json());
 const requests = (page) =>
   page.evaluate(() => Number(document.querySelector(".stat .stat-value")?.textContent?.replace(/\D/g, "") || "-1"));
 
@@ -24,32 +26,36 @@ run("proxy", async (page, result) => {
 
   await signIn(page, "/proxy");
   await page.getByTestId("stats").waitFor();
+  await page.locator("[data-testid=log-lines] .log-line").first().waitFor();
+  result.logLines = await page.locator("[data-testid=log-lines] .log-line").count();
+  // Something that logs a line while the page is open: indexing a small document (checked at the end).
+  const kb = await api("/v1/knowledge-bases", { name: `log probe ${Date.now() % 100000}` });
+  const file = await api(`/v1/knowledge-bases/${kb.knowledge_base.id}:add-text`, { name: "probe.txt", text: "A line for the log." });
+  result.probeFileId = file.file.id;
+
   await page.waitForFunction(() => Number(document.querySelector(".stat .stat-value")?.textContent?.replace(/\D/g, "")) > 0);
   result.requestsFirst = await requests(page);
   for (let i = 0; i < 3; i++) {
     await traffic();
-    await sleep(900);
+    await sleep(700);
   }
   // The numbers follow the traffic without a reload.
   await page.waitForFunction((n) => Number(document.querySelector(".stat .stat-value")?.textContent?.replace(/\D/g, "")) >= n + 6, result.requestsFirst);
   result.requestsLater = await requests(page);
   // The requests-per-second sparkline draws a line once two rates are known.
   await page.waitForFunction(() => (document.querySelector(".sparkline path.line")?.getAttribute("d") ?? "").includes("L"));
-  result.sparklinePoints = await page.$eval(".sparkline path.line", (p) => p.getAttribute("d").split("L").length);
   result.statuses = await page.$$eval(".breakdown:first-child .bar-row .badge", (bs) => bs.map((b) => b.textContent));
   assert(result.statuses.includes("200") && result.statuses.includes("404"), `requests by status: ${result.statuses}`);
-  result.models = await page.$$eval("h3 + table tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
-  await page.locator("[data-testid=log-lines] .log-line").first().waitFor();
-  result.logLines = await page.locator("[data-testid=log-lines] .log-line").count();
+  result.models = await page.$$eval("[data-testid=by-model] tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
+  assert(result.models.includes("smollm2-135m-instruct"), `requests by model: ${result.models}`);
+  await shot(page, "16-proxy-stats");
 
-  // Live log lines: indexing a small document logs a line, which appears without a reload.
-  const api = (path, body) =>
-    fetch(`${BASE_URL}${path}`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(body) }).then((r) => r.json());
-  const kb = await api("/v1/knowledge-bases", { name: `log probe ${Date.now() % 100000}` });
-  const file = await api(`/v1/knowledge-bases/${kb.knowledge_base.id}:add-text`, { name: "probe.txt", text: "A line for the log." });
-  result.probeFileId = file.file.id;
-  await page.waitForFunction((id) => [...document.querySelectorAll("[data-testid=log-lines] .log-line")].some((l) => l.textContent.includes(id)), file.file.id, { timeout: 30_000 });
-  await shot(page, "15-proxy-stats");
+  // The indexing line arrives on the open stream.
+  await page.waitForFunction(
+    (id) => [...document.querySelectorAll("[data-testid=log-lines] .log-line")].some((l) => l.textContent.includes(id)),
+    file.file.id,
+    { timeout: 60_000 },
+  );
   await page.getByTestId("log-lines").scrollIntoViewIfNeeded();
-  await shot(page, "16-proxy-logs");
+  await shot(page, "17-proxy-logs");
 });

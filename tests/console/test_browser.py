@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -103,13 +104,16 @@ def test_console_in_a_browser(server_factory):
     flow_id = flow.json()["flow"]["id"]
 
     failures: list[str] = []
+    timings: dict[str, float] = {}
 
     def check(condition: bool, message: str) -> None:
         if not condition:
             failures.append(message)
 
     def run(name: str, expected_errors: tuple[str, ...] = ("401 (Unauthorized)",), **env: str) -> dict:
+        started = time.monotonic()
         report = scenario(name, server.http_url, **env)
+        timings[name] = round(time.monotonic() - started, 1)
         # The browser logs every refused request; the scenarios provoke some on purpose (a wrong key, ...).
         unexpected = [e for e in report.get("consoleErrors", []) if not any(x in e for x in expected_errors)]
         check(report["ok"], f"{name}: {report.get('error')}\n{report.get('stderr', '')}")
@@ -182,7 +186,8 @@ def test_console_in_a_browser(server_factory):
         check(reused.status_code == 401, f"the console's first refresh token was spent: {reused.status_code}")
 
     http.close()
-    assert not failures, "\n\n".join(failures)
+    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
+    assert not failures, "\n\n".join(failures) + f"\n\nseconds per scenario: {timings}"
 
 
 def test_console_typechecks():

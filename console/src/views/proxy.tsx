@@ -132,7 +132,7 @@ export function ProxyView() {
           {Object.keys(stats.byModel).length > 0 && (
             <>
               <h3>By model</h3>
-              <table class="table">
+              <table class="table" data-testid="by-model">
                 <thead>
                   <tr>
                     <th>Model</th>

@@ -1,10 +1,10 @@
 """The web console: console/dist (built by `make console`) served at `/` beside the API.
 
-`/` and every unknown non-API path (a client-side route such as /chat/<id>, so a reload lands on the same view)
-answer index.html with `Cache-Control: no-cache`; files under /assets/ carry a content hash in their name and
-are cached for a year. Paths owned by the API and the operations endpoints (/v1, /openai, /healthz, /readyz,
-/metrics, /docs, /openapi.json) never match here, so their 404 and 405 answers stay the gateway's JSON.
-When the console has not been built, `/` answers a short page saying how to build it.
+`/` and every unknown non-API path without a file extension (a client-side route such as /chat/<id>, so a
+reload lands on the same view) answer index.html with `Cache-Control: no-cache`; files under /assets/ carry a
+content hash in their name and are cached for a year. Paths owned by the API and the operations endpoints (/v1,
+/openai, /healthz, /readyz, /metrics, /docs, /openapi.json) never match here, so their 404 and 405 answers stay
+the gateway's JSON. When the console has not been built, `/` answers a short page saying how to build it.
 """
 
 from __future__ import annotations
@@ -87,8 +87,9 @@ class ConsoleRoute(BaseRoute):
             if is_file and candidate.name != "index.html":
                 cache = IMMUTABLE if relative.startswith(ASSETS_DIR + "/") else "no-cache"
                 return FileResponse(candidate, headers={"cache-control": cache})
-            if relative.startswith(ASSETS_DIR + "/") or not inside:
-                # A missing hashed asset is an old or broken page asking: a 404, not the app's HTML.
+            if relative.startswith(ASSETS_DIR + "/") or "." in relative.rsplit("/", 1)[-1] or not inside:
+                # A missing file (a stale page's hashed asset, /robots.txt, ...) is a 404, not the app's HTML:
+                # client routes are ids and words, never names with an extension.
                 return PlainTextResponse("Not Found", status_code=404, headers={"cache-control": "no-cache"})
         return FileResponse(index, media_type="text/html", headers={"cache-control": "no-cache"})
 

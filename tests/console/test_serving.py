@@ -38,8 +38,9 @@ async def test_serves_the_built_console_beside_the_api(app_factory, console_dir)
         assert js.headers["cache-control"] == "public, max-age=31536000, immutable"
         assert (await http.get("/assets/main-ABC123.css")).headers["content-type"].startswith("text/css")
         # A hashed asset that does not exist is a 404, not the app's HTML (a stale page must not get HTML as JS).
-        missing = await http.get("/assets/main-OLD999.js")
-        assert missing.status_code == 404 and "<html" not in missing.text.lower()
+        for path in ("/assets/main-OLD999.js", "/robots.txt", "/chat/logo.png"):
+            missing = await http.get(path)
+            assert missing.status_code == 404 and "<html" not in missing.text.lower(), path
 
         # Nothing outside the directory, however the path is spelled.
         for path in ("/%2e%2e/secret.txt", "/assets/%2e%2e/%2e%2e/secret.txt", "/..%2fsecret.txt"):

@@ -131,6 +131,7 @@ class App:
                 settings.rate_limit_per_user,
                 settings.login_failures_limit,
                 credential_failures=settings.credential_failures_limit,
+                max_connections=settings.redis_max_connections,
             ),
             settings,
         )

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     database_pool_size: int = Field(10, ge=1)
     redis_url: SecretStr | None = None
+    redis_max_connections: int = Field(500, ge=1, description="per client pool; callers wait for a free one beyond")
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: SecretStr | None = None

@@ -32,7 +32,7 @@ class Resources:
         self.db = create_database(
             settings.secret("database_url"), settings.data_dir, pool_size=settings.database_pool_size
         )
-        self.cache = create_cache(settings.secret("redis_url"))
+        self.cache = create_cache(settings.secret("redis_url"), max_connections=settings.redis_max_connections)
         self.storage = create_storage(
             data_dir=settings.data_dir,
             s3_endpoint=settings.s3_endpoint,

@@ -11,18 +11,10 @@ import time
 import grpc
 import limits
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 
-from typecase.server.infra.cache import redis_retry_options
+from typecase.server.infra.cache import REDIS_MAX_CONNECTIONS, limits_storage
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
-
-
-def storage_uri(redis_url: str | None) -> tuple[str, dict]:
-    if not redis_url:
-        return "async+memory://", {}
-    scheme, rest = redis_url.split("://", 1)
-    return f"async+{scheme}://{rest}", {"implementation": "redispy", **redis_retry_options()}
 
 
 class RateLimits:
@@ -34,9 +26,9 @@ class RateLimits:
         login_failures: str,
         key_prefix: str = "typecase:ratelimit",
         credential_failures: str = "",
+        max_connections: int = REDIS_MAX_CONNECTIONS,
     ):
-        uri, options = storage_uri(redis_url)
-        self.storage = storage_from_string(uri, key_prefix=key_prefix, **options)
+        self.storage = limits_storage(redis_url, key_prefix, max_connections)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.per_key = limits.parse(per_key) if per_key else None
         self.per_user = limits.parse(per_user) if per_user else None

@@ -33,14 +33,36 @@ Message = tuple[str, bytes]
 T = TypeVar("T")
 
 
-def redis_retry_options(retries: int = 3) -> dict[str, Any]:
-    """redis-py client options every Redis client of ours uses: a few quick retries on connection errors, so
-    that the first command on a pooled connection that Redis closed (a restart, a failover) reconnects instead of
-    failing; beyond that callers get the error at once rather than stalling."""
-    return {
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
-        "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError],
-    }
+REDIS_MAX_CONNECTIONS = 500
+REDIS_POOL_WAIT_SECONDS = 10.0
+
+
+def redis_pool(url: str, max_connections: int = REDIS_MAX_CONNECTIONS, retries: int = 3,
+               **connection_kwargs: Any) -> aioredis.BlockingConnectionPool:
+    """The connection pool of each of our Redis clients. When every connection is busy, a caller waits (up to
+    REDIS_POOL_WAIT_SECONDS) for one instead of failing at once, as redis-py's default pool does past 100.
+    Commands retry a few times on connection errors, so that the first command on a connection Redis closed (a
+    restart, a failover) reconnects instead of failing; beyond that callers get the error at once."""
+    return aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=REDIS_POOL_WAIT_SECONDS,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
+        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError], **connection_kwargs,
+    )
+
+
+def redis_client(url: str, max_connections: int = REDIS_MAX_CONNECTIONS) -> aioredis.Redis:
+    return aioredis.Redis(connection_pool=redis_pool(url, max_connections, socket_connect_timeout=5))
+
+
+def limits_storage(redis_url: str | None, key_prefix: str, max_connections: int = REDIS_MAX_CONNECTIONS):
+    """A `limits` storage: Redis, so that every replica counts against one limit, or this process's memory."""
+    from limits.aio.storage import MemoryStorage, RedisStorage
+
+    if not redis_url:
+        return MemoryStorage()
+    scheme, sep, rest = redis_url.partition("://")
+    return RedisStorage(f"async+{scheme}{sep}{rest}", implementation="redispy", key_prefix=key_prefix,
+                        connection_pool=redis_pool(redis_url, max_connections))
 
 
 class CacheUnavailable(ConnectionError):
@@ -189,19 +211,19 @@ class RedisCache(Cache):
         connect_timeout: float = 5,
         retries: int = 3,
         client_name: str = "typecase",  # shows in CLIENT LIST, so operators can tell our connections apart
+        max_connections: int = REDIS_MAX_CONNECTIONS,
     ):
         self.display_url = mask_url(url)
         self.prefix = key_prefix
         self.name = "cache/redis"
         # No socket read timeout: blocking XREADs legitimately wait; keepalive + health checks catch dead peers.
-        self._client = aioredis.from_url(
-            url,
+        self._client = aioredis.Redis(connection_pool=redis_pool(
+            url, max_connections, retries,
             socket_connect_timeout=connect_timeout,
             socket_keepalive=True,
             health_check_interval=30,
             client_name=client_name,
-            **redis_retry_options(retries),
-        )
+        ))
         self._incr = self._client.register_script(_INCR_LUA)
         self._delete_if = self._client.register_script(_DELETE_IF_LUA)
 
@@ -581,9 +603,10 @@ class _QueueIterator:
         return await self._queue.get()
 
 
-def create_cache(redis_url: str | None, key_prefix: str = "typecase:") -> Cache:
+def create_cache(redis_url: str | None, key_prefix: str = "typecase:",
+                 max_connections: int = REDIS_MAX_CONNECTIONS) -> Cache:
     """Redis when a URL is configured, else the in-process cache."""
-    return RedisCache(redis_url, key_prefix=key_prefix) if redis_url else MemoryCache()
+    return RedisCache(redis_url, key_prefix=key_prefix, max_connections=max_connections) if redis_url else MemoryCache()
 
 
 async def listen_forever(

@@ -19,11 +19,10 @@ import uuid
 from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from tenacity import wait_exponential_jitter
 
-from typecase.server.infra.cache import Cache, redis_retry_options
+from typecase.server.infra.cache import Cache, limits_storage, redis_client
 from typecase.server.llm.providers import UpstreamError
 from typecase.v1 import llm_pb2
 
@@ -210,10 +209,8 @@ class RedisConcurrency(Concurrency):
 
     POLL = 0.02
 
-    def __init__(self, redis_url: str, prefix: str, lease_seconds: float):
-        import redis.asyncio as aioredis
-
-        self._client = aioredis.from_url(redis_url, socket_connect_timeout=5, **redis_retry_options())
+    def __init__(self, redis_url: str, prefix: str, lease_seconds: float, max_connections: int):
+        self._client = redis_client(redis_url, max_connections)
         self._prefix = prefix
         self._lease_ms = int(lease_seconds * 1000)
         self._replica = uuid.uuid4().hex[:12]
@@ -276,13 +273,8 @@ class RateLimits:
     """Requests per minute (moving window: exact) and tokens per minute (fixed window, charged with the actual
     usage after each call, so a window may overshoot by one request's tokens; admission needs budget left)."""
 
-    def __init__(self, redis_url: str | None, prefix: str):
-        if redis_url:
-            scheme, sep, rest = redis_url.partition("://")
-            self.storage = RedisStorage(f"async+{scheme}{sep}{rest}", implementation="redispy",
-                                        key_prefix=f"{prefix}llm:limits", **redis_retry_options())
-        else:
-            self.storage = MemoryStorage()
+    def __init__(self, redis_url: str | None, prefix: str, max_connections: int):
+        self.storage = limits_storage(redis_url, f"{prefix}llm:limits", max_connections)
         self.requests = MovingWindowRateLimiter(self.storage)
         self.tokens = FixedWindowRateLimiter(self.storage)
 

@@ -40,11 +40,12 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         self.registry = Registry(db, cache, settings)
         self.catalog = Catalog(self.registry, settings)
         self.breaker = Breaker(cache, settings.llm_breaker_failure_threshold, settings.llm_breaker_cooldown_seconds)
-        self.concurrency = (RedisConcurrency(redis_url, "typecase:", settings.llm_concurrency_lease_seconds)
+        self.concurrency = (RedisConcurrency(redis_url, "typecase:", settings.llm_concurrency_lease_seconds,
+                                             settings.redis_max_connections)
                             if redis_url else LocalConcurrency())
         self.status_log = StatusLog(cache)
         self.inference = Inference(self.registry, settings, self.breaker, self.concurrency,
-                                   RateLimits(redis_url, "typecase:"), self.status_log)
+                                   RateLimits(redis_url, "typecase:", settings.redis_max_connections), self.status_log)
 
     async def start(self) -> None:
         await self.registry.start()

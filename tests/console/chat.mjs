@@ -70,7 +70,7 @@ run("chat", async (page, result) => {
 
   // 1. Tokens stream in.
   await record(page);
-  await ask(page, "Hello! Tell me about the sea in three sentences.", 40);
+  await ask(page, "Hello! Tell me about the sea in three sentences.", 24);
   await waitForAnswer(page, (a) => (a.status === "streaming" && a.text.length > 0) || a.status !== "streaming");
   await shot(page, "03-chat-streaming");
   const done = await waitForAnswer(page, (a) => a.status !== "streaming");

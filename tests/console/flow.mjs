@@ -32,6 +32,11 @@ run("flow", async (page, result) => {
   await page.getByTestId("runs").waitFor();
   await shot(page, "14-flow-finished");
 
+  // A past run opens again from the list: its logged events are replayed into the panel.
+  await page.getByTestId("runs").getByRole("button", { name: "Open" }).first().click();
+  await page.waitForFunction((n) => document.querySelectorAll("[data-testid=run-events] .event-text").length === n, result.events.length);
+  await page.waitForFunction(() => document.querySelector("[data-testid=run-status]")?.textContent === "finished");
+
   // Publish, then chat with the flow.
   await page.getByRole("button", { name: "Publish" }).click();
   await page.getByRole("button", { name: "Unpublish" }).waitFor();
@@ -54,4 +59,13 @@ run("flow", async (page, result) => {
   });
   result.chatAnswer = "Grace is 36";
   await shot(page, "15-flow-chat");
+
+  // A newcomer's first flow: one click creates a runnable example.
+  await page.getByRole("link", { name: "Flows" }).click();
+  await page.getByRole("button", { name: "New example flow" }).click();
+  await page.waitForURL((url) => /^\/flows\/[^/]+$/.test(url.pathname) && !url.pathname.endsWith(FLOW_ID));
+  await page.getByTestId("graph").waitFor();
+  result.exampleNodes = await page.$$eval("[data-testid=graph] .node-card b", (bs) => bs.map((b) => b.textContent));
+  assert(result.exampleNodes.length === 4, `the example flow's graph: ${result.exampleNodes}`);
+  assert((await page.inputValue("input[name=var-who]")) === "Ada", "the run form is filled with the start node's default");
 });

@@ -104,7 +104,7 @@ def test_console_in_a_browser(server_factory):
     flow_id = flow.json()["flow"]["id"]
 
     failures: list[str] = []
-    timings: dict[str, float] = {}
+    timings: dict[str, object] = {}
 
     def check(condition: bool, message: str) -> None:
         if not condition:
@@ -122,6 +122,7 @@ def test_console_in_a_browser(server_factory):
 
     # Chat: streamed tokens, a reload mid-answer, a stop. What the page showed must be what the server stored.
     chat = run("chat")
+    timings["chat steps (ms from start)"] = chat.get("timings")
     if chat.get("sessionId"):
         stored = messages_by_id(http, chat["sessionId"])
         streamed = chat.get("streamed", {})

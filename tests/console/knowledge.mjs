@@ -1,5 +1,5 @@
 // Create a knowledge base, upload a file with visible progress (the upload is throttled so it takes a while),
-// watch it become ready without reloading, and find it with a search.
+// watch it become ready without reloading, find it with a search, and chat with answers grounded on it.
 import { assert, run, shot, signIn, sleep } from "./harness.mjs";
 
 const FILE_NAME = "gull-island.md";
@@ -83,4 +83,27 @@ run("knowledge", async (page, result, context) => {
   assert(/^\d\.\d{3}$/.test(result.hits[0].score), `hits show scores: ${result.hits[0].score}`);
   await page.getByTestId("search-results").scrollIntoViewIfNeeded();
   await shot(page, "11-knowledge-search");
+
+  // A chat grounded on the knowledge base: the answer lists the passages it was given.
+  const kbName = (await page.locator(".pane-head h2").textContent()).trim();
+  await page.getByRole("link", { name: "Chat" }).click();
+  await page.locator("details.options summary").click();
+  await page.getByRole("checkbox", { name: kbName }).check();
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.waitForURL(/\/chat\/[^/]+$/);
+  await page.getByText("answers from 1 knowledge base").waitFor();
+  await page.fill("input[name=max-tokens]", "24");
+  await page.fill("textarea[name=question]", "What colours is the Gull Island lighthouse painted?");
+  await page.getByRole("button", { name: "Send" }).click();
+  await page.waitForFunction(() => {
+    const a = [...document.querySelectorAll("[data-testid=answer]")].pop();
+    return a && a.dataset.status !== "streaming";
+  }, null, { timeout: 60_000 });
+  const citations = page.getByTestId("citations");
+  result.citations = await citations.locator("li b").allTextContents();
+  result.citedFact = (await citations.textContent()).includes("tangerine and teal");
+  assert(result.citations.length > 0 && result.citations.every((n) => n === FILE_NAME), `the answer cites the file: ${result.citations}`);
+  assert(result.citedFact, "the cited passages include the fact");
+  result.groundedSessionId = new URL(page.url()).pathname.split("/").pop();
+  await shot(page, "11b-knowledge-chat");
 });

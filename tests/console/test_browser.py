@@ -158,6 +158,11 @@ def test_console_in_a_browser(server_factory):
         check(len(files) == 1 and files[0]["status"] == "FILE_STATUS_DONE", f"knowledge files: {files}")
         check(files and files[0]["chunk_count"] == kb.get("chunks"), f"chunks shown {kb.get('chunks')}, stored {files}")
         check(files and int(files[0]["size_bytes"]) == kb.get("fileBytes"), "the whole file was uploaded")
+    if kb.get("groundedSessionId"):
+        session = http.get(f"/v1/sessions/{kb['groundedSessionId']}").json()["session"]
+        check(session["kb_ids"] == [kb["kbId"]], f"the grounded chat's knowledge bases: {session['kb_ids']}")
+        answer = list(messages_by_id(http, kb["groundedSessionId"]).values())[-1]
+        check(len(answer["citations"]) == len(kb.get("citations", [])), f"citations stored {answer['citations']}")
 
     # Flow: the run started in the browser paused for input and finished with the form's answer.
     flow_report = run("flow", FLOW_ID=flow_id)

@@ -6,7 +6,7 @@
 // the answer shows the longer of the stored text (ListMessages, flushed by the server now and then) and the
 // saved text plus the new tokens. Both are prefixes of the same answer, so nothing is duplicated; without a
 // saved copy (another tab) the turn is replayed from seq 0 instead.
-import { FinishReason, MessageRole } from "@typecase/client/gen/typecase/v1/common_pb.js";
+import { FinishReason, MessageRole, type Citation } from "@typecase/client/gen/typecase/v1/common_pb.js";
 import {
   MessageCategory,
   MessageStatus,
@@ -21,7 +21,7 @@ import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { InputForm, type InputValues } from "../components/inputform";
-import { Badge, Empty, ErrorBox, Loading, Spinner, fmtTime, useAsync } from "../components/ui";
+import { Badge, Empty, ErrorBox, Loading, Spinner, fmtTime, plural, useAsync } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
 const MAX_TOKENS_KEY = "typecase.console.maxTokens";
@@ -66,7 +66,10 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
     ]);
     return { models: models.models, flows: flows.flows };
   }, []);
+  const kbs = useAsync(async () => (await tc.knowledge.listKnowledgeBases({ pageSize: 200 })).knowledgeBases, []);
   const [target, setTarget] = useState<string>(localStorage.getItem(TARGET_KEY) ?? "");
+  const [systemPrompt, setSystemPrompt] = useState("");
+  const [kbIds, setKbIds] = useState<string[]>([]);
   const [creating, setCreating] = useState(false);
   const [error, setError] = useState<string | null>(null);
 
@@ -82,7 +85,8 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
     setError(null);
     try {
       const [kind, id] = chosen.split(":");
-      const res = await tc.chat.createSession({ session: kind === "flow" ? { flowId: id } : { modelId: id } });
+      const session = kind === "flow" ? { flowId: id } : { modelId: id, systemPrompt: systemPrompt.trim(), kbIds };
+      const res = await tc.chat.createSession({ session });
       localStorage.setItem(TARGET_KEY, chosen);
       await sessions.reload();
       if (res.session) navigate(`/chat/${res.session.id}`);
@@ -138,6 +142,35 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
               </select>
             )}
           </label>
+          {chosen.startsWith("model:") && (
+            <details class="options">
+              <summary>
+                Options{kbIds.length > 0 ? ` · ${plural(kbIds.length, "knowledge base")}` : ""}
+                {systemPrompt.trim() ? " · system prompt" : ""}
+              </summary>
+              <label>
+                System prompt
+                <textarea name="system-prompt" rows={2} placeholder="You are a helpful assistant…" value={systemPrompt} onInput={(e) => setSystemPrompt(e.currentTarget.value)} />
+              </label>
+              <fieldset>
+                <legend>Answer from knowledge bases</legend>
+                {kbs.data?.length === 0 && <span class="faint">None yet: create one under Knowledge.</span>}
+                {kbs.data?.map((kb) => (
+                  <label class="check" key={kb.id}>
+                    <input
+                      type="checkbox"
+                      name="kb"
+                      value={kb.id}
+                      checked={kbIds.includes(kb.id)}
+                      onChange={(e) => setKbIds(e.currentTarget.checked ? [...kbIds, kb.id] : kbIds.filter((k) => k !== kb.id))}
+                    />
+                    {kb.name}
+                  </label>
+                ))}
+              </fieldset>
+              <span class="faint">Applies to the next new chat.</span>
+            </details>
+          )}
           <button class="btn primary" onClick={createSession} disabled={!chosen || creating}>
             {creating ? "Creating…" : "New chat"}
           </button>
@@ -216,6 +249,7 @@ function SessionItem({ session, active, onDelete }: { session: Session; active: 
 
 // -- one conversation -----------------------------------------------------------------------------------------
 type Live = {
+  citations: Citation[];
   turnId: string;
   answerId: string;
   text: string; // answer text up to `seq` from the event log
@@ -308,6 +342,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         seq,
         stopping: false,
         steps: [],
+        citations: [],
       };
       if (question !== undefined) {
         setPendingQuestion(null);
@@ -325,6 +360,9 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     switch (kind?.case) {
       case "token":
         l.text += kind.value.text;
+        break;
+      case "citation":
+        l.citations = kind.value.citations;
         break;
       case "node": {
         const node = kind.value;
@@ -380,6 +418,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
       seq: resume ? BigInt(saved.seq) : 0n,
       stopping: false,
       steps: [],
+      citations: [],
     };
     rerender(0);
     const ctrl = (stream.current = new AbortController());
@@ -467,6 +506,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           <h2>{session?.title || "New chat"}</h2>
           <span class="muted">
             {isFlow ? "Flow" : "Model"}: {session?.appName || "…"}
+            {session && session.kbIds.length > 0 ? ` · answers from ${plural(session.kbIds.length, "knowledge base")}` : ""}
           </span>
         </div>
       </div>
@@ -591,6 +631,7 @@ function MessageView({ message, live }: { message: Message; live: Live | null })
           ? "streaming"
           : "complete";
   const steps = live ? live.steps : m.steps;
+  const citations = live ? live.citations : m.citations;
   return (
     <div class="msg assistant" data-testid="answer" data-status={status} data-message-id={m.id}>
       {steps.length > 0 && (
@@ -623,11 +664,11 @@ function MessageView({ message, live }: { message: Message; live: Live | null })
           <span class="faint">{m.usage.completionTokens} tokens</span>
         )}
       </div>
-      {m.citations.length > 0 && (
-        <details class="citations">
-          <summary>{m.citations.length} sources</summary>
+      {citations.length > 0 && (
+        <details class="citations" data-testid="citations">
+          <summary>{plural(citations.length, "source")}</summary>
           <ol>
-            {m.citations.map((c, i) => (
+            {citations.map((c, i) => (
               <li key={i}>
                 <b>{c.fileName}</b> <span class="faint">score {c.score.toFixed(3)}</span>
                 <div class="cite-text">{c.text}</div>

@@ -118,14 +118,20 @@ run("chat", async (page, result) => {
     break;
   }
 
-  // 3. Stop: the answer ends early, marked as stopped.
+  // 3. Stop: the answer ends early, marked as stopped. (In a new chat: a short history is a short prompt.)
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.waitForURL((url) => url.pathname !== `/chat/${result.sessionId}`);
+  result.stopSessionId = new URL(page.url()).pathname.split("/").pop();
+  await page.getByText("Ask something").waitFor();
   for (let attempt = 1; ; attempt++) {
     await ask(page, "Count slowly from one to five hundred, writing every number as a word on its own line.", 400);
     const a = await waitForAnswer(page, (a) => (a.status === "streaming" && a.text.length >= 15) || a.status !== "streaming");
     if (a.status === "streaming") break;
+    result.stopAttempts = attempt + 1;
     assert(attempt < 3, "the model keeps giving short answers: nothing to stop");
     await page.getByRole("button", { name: "Send" }).waitFor(); // a short answer ended by itself: ask again
   }
+  lap("stop clicked");
   await page.getByTestId("stop").click();
   const stopped = await waitForAnswer(page, (a) => a.status !== "streaming", 20_000);
   assert(stopped.status === "stopped", `the answer is marked stopped, not ${stopped.status}`);
@@ -135,11 +141,11 @@ run("chat", async (page, result) => {
   await shot(page, "07-chat-stopped");
   lap("stopped");
 
-  // 4. Delete a chat: a new, empty one goes away from the list; the first stays.
+  // 4. Delete a chat: a new, empty one goes away from the list; the others stay.
   const items = page.getByTestId("session-list").locator("li");
   const listed = await items.count();
   await page.getByRole("button", { name: "New chat" }).click();
-  await page.waitForURL((url) => url.pathname !== `/chat/${result.sessionId}`);
+  await page.waitForURL((url) => url.pathname !== `/chat/${result.stopSessionId}`);
   const doomed = new URL(page.url()).pathname.split("/").pop();
   await page.getByText("Ask something").waitFor();
   assert((await items.count()) === listed + 1, "the new chat is listed");

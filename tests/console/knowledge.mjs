@@ -23,6 +23,8 @@ function document() {
 }
 
 run("knowledge", async (page, result, context) => {
+  const t0 = Date.now();
+  const lap = (name) => ((result.timings ??= {})[name] = Date.now() - t0);
   await signIn(page, "/knowledge");
   await page.getByText("Knowledge bases", { exact: true }).first().waitFor();
   await shot(page, "08-knowledge-empty");
@@ -58,6 +60,7 @@ run("knowledge", async (page, result, context) => {
   await page.setInputFiles("input[name=upload]", { name: FILE_NAME, mimeType: "text/markdown", buffer: Buffer.from(content) });
   await page.waitForFunction(() => window.__progress.some((v) => v > 0 && v < 100));
   await shot(page, "09-knowledge-uploading");
+  lap("uploading");
   await page.waitForSelector(`tr[data-file-name="${FILE_NAME}"]`, { timeout: 30_000 });
   await cdp.send("Network.emulateNetworkConditions", { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
   result.progress = await page.evaluate(() => window.__progress);
@@ -70,6 +73,7 @@ run("knowledge", async (page, result, context) => {
   assert(result.chunks > 1, `the file was cut into chunks (${result.chunks})`);
   await sleep(300); // let the sidebar counts refresh
   await shot(page, "10-knowledge-ready");
+  lap("ready");
 
   // Hit test: the distinctive sentence is found, with its score.
   await page.fill("input[name=query]", "What colours is the Gull Island lighthouse painted?");
@@ -83,6 +87,7 @@ run("knowledge", async (page, result, context) => {
   assert(/^\d\.\d{3}$/.test(result.hits[0].score), `hits show scores: ${result.hits[0].score}`);
   await page.getByTestId("search-results").scrollIntoViewIfNeeded();
   await shot(page, "11-knowledge-search");
+  lap("searched");
 
   // A chat grounded on the knowledge base: the answer lists the passages it was given.
   const kbName = (await page.locator(".pane-head h2").textContent()).trim();
@@ -106,4 +111,5 @@ run("knowledge", async (page, result, context) => {
   assert(result.citedFact, "the cited passages include the fact");
   result.groundedSessionId = new URL(page.url()).pathname.split("/").pop();
   await shot(page, "11b-knowledge-chat");
+  lap("grounded chat");
 });

@@ -1,4 +1,5 @@
 // Entry point: the shell (navigation, who is signed in) around one view per route.
+import { UserRole } from "@typecase/client/gen/typecase/v1/auth_pb.js";
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { credentials, ensureFresh, handleError, onAuthChange, signOut, tc, type Credentials } from "./api";
@@ -45,7 +46,7 @@ function App() {
       .then((res) => {
         if (!live) return;
         const user = res.user;
-        const role = user?.role === 1 ? "admin" : "user";
+        const role = user?.role === UserRole.ADMIN ? "admin" : "user";
         setMe({ name: user?.displayName || user?.username || "?", role: res.apiKeyId ? `${role}, API key` : role });
       })
       .catch((e) => live && handleError(e));

@@ -1,15 +1,16 @@
 // Builds the console into dist/: dist/assets/main-<hash>.{js,css} and dist/index.html pointing at them.
-// `node build.mjs` (production, minified); `node build.mjs --dev` (readable output, inline source maps).
+//   node build.mjs           production build (minified, linked source maps)
+//   node build.mjs --watch   readable output, rebuilt on every change (reload the page to see it)
 // The SDK is the sibling package clients/typescript (built there by `make ts`), imported as @typecase/client.
-import { build } from "esbuild";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { context } from "esbuild";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const sdk = resolve(process.env.TYPECASE_SDK_DIR ?? join(here, "..", "clients", "typescript"), "dist");
 const out = join(here, "dist");
-const dev = process.argv.includes("--dev");
+const watch = process.argv.includes("--watch");
 
 if (!existsSync(join(sdk, "index.js"))) {
   console.error(`console: the TypeScript SDK is not built (${sdk}/index.js is missing): run \`make ts\` first`);
@@ -27,9 +28,32 @@ const sdkAlias = {
   },
 };
 
+// After each build: index.html names the hashed files, and older hashed files go.
+const writeIndex = {
+  name: "index-html",
+  setup(b) {
+    b.onEnd((result) => {
+      if (result.errors.length || !result.metafile) return;
+      const outputs = result.metafile.outputs;
+      const names = Object.keys(outputs).map((p) => basename(p));
+      const js = names.find((p) => p.endsWith(".js"));
+      const css = names.find((p) => p.endsWith(".css"));
+      const html = readFileSync(join(here, "src", "index.html"), "utf8")
+        .replace("<!--CSS-->", css ? `<link rel="stylesheet" href="/assets/${css}">` : "")
+        .replace("<!--JS-->", `<script type="module" src="/assets/${js}"></script>`);
+      writeFileSync(join(out, "index.html"), html);
+      for (const old of readdirSync(join(out, "assets"))) {
+        if (!names.includes(old)) rmSync(join(out, "assets", old));
+      }
+      const kib = (name) => (outputs[Object.keys(outputs).find((k) => k.endsWith(name))].bytes / 1024).toFixed(1);
+      console.log(`console: built dist/ (assets/${js} ${kib(js)} KiB${css ? `, assets/${css} ${kib(css)} KiB` : ""})`);
+    });
+  },
+};
+
 rmSync(out, { recursive: true, force: true });
 mkdirSync(join(out, "assets"), { recursive: true });
-const result = await build({
+const ctx = await context({
   entryPoints: [join(here, "src", "main.tsx")],
   bundle: true,
   format: "esm",
@@ -37,23 +61,20 @@ const result = await build({
   outdir: join(out, "assets"),
   entryNames: "[name]-[hash]",
   assetNames: "[name]-[hash]",
-  minify: !dev,
-  sourcemap: dev ? "inline" : "linked",
+  minify: !watch,
+  sourcemap: watch ? "inline" : "linked",
   jsx: "automatic",
   jsxImportSource: "preact",
   metafile: true,
   legalComments: "none",
   logLevel: "warning",
-  plugins: [sdkAlias],
-  define: { "process.env.NODE_ENV": JSON.stringify(dev ? "development" : "production") },
+  plugins: [sdkAlias, writeIndex],
 });
-
-const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p));
-const js = outputs.find((p) => p.endsWith(".js"));
-const css = outputs.find((p) => p.endsWith(".css"));
-const html = readFileSync(join(here, "src", "index.html"), "utf8")
-  .replace("<!--CSS-->", css ? `<link rel="stylesheet" href="/assets/${css}">` : "")
-  .replace("<!--JS-->", `<script type="module" src="/assets/${js}"></script>`);
-writeFileSync(join(out, "index.html"), html);
-const kib = (p) => (result.metafile.outputs[Object.keys(result.metafile.outputs).find((k) => k.endsWith(p))].bytes / 1024).toFixed(1);
-console.log(`console: built dist/ (assets/${js} ${kib(js)} KiB${css ? `, assets/${css} ${kib(css)} KiB` : ""})`);
+if (watch) {
+  await ctx.watch();
+  console.log("console: watching src/ (Ctrl-C to stop)");
+} else {
+  const result = await ctx.rebuild().catch(() => null);
+  await ctx.dispose();
+  if (!result) process.exit(1);
+}

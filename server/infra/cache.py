@@ -155,6 +155,14 @@ class Cache(abc.ABC):
     async def xadd(self, stream: str, fields: dict[str, str | bytes], maxlen: int | None = None) -> str:
         """Append an entry; returns its id. `maxlen` trims the oldest entries beyond that length."""
 
+    async def xadd_many(self, entries: list[tuple[str, dict[str, str | bytes], float | None]]) -> None:
+        """Append (stream, fields, ttl) entries in list order, in one round trip where the backend allows; a
+        stream whose ttl is given expires that long after this write."""
+        for stream, fields, ttl in entries:
+            await self.xadd(stream, fields)
+            if ttl is not None:
+                await self.expire(stream, ttl)
+
     @abc.abstractmethod
     async def xrange(self, stream: str, after_id: str | None = None, count: int | None = None) -> list[StreamEntry]:
         """Entries with id > after_id (from the start when None), oldest first."""
@@ -324,6 +332,15 @@ class RedisCache(Cache):
         encoded = {k: _encode(v) for k, v in fields.items()}
         entry_id = await self._client.xadd(self._k(stream), encoded, maxlen=maxlen, approximate=False)
         return entry_id.decode()
+
+    @_redis_errors
+    async def xadd_many(self, entries: list[tuple[str, dict[str, str | bytes], float | None]]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for stream, fields, ttl in entries:
+                pipe.xadd(self._k(stream), {k: _encode(v) for k, v in fields.items()})
+                if ttl is not None:
+                    pipe.pexpire(self._k(stream), _ms(ttl))
+            await pipe.execute()
 
     @_redis_errors
     async def xrange(self, stream: str, after_id: str | None = None, count: int | None = None) -> list[StreamEntry]:

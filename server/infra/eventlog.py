@@ -8,6 +8,9 @@ layout (seq, id, event), so a payload is sent by any of them as is.
 
 The replica running the task also keeps its events in a LiveLog, so its own readers follow it without a cache
 round trip per event.
+
+Appends are batched: what the tasks of a process append while a write is on its way goes in the next write, one
+round trip (a Redis pipeline) for all of them, so a busy replica does not pay one round trip per token.
 """
 
 from __future__ import annotations
@@ -71,18 +74,38 @@ class EventLog:
         self.ttl = ttl_seconds
         self.running_ttl = running_ttl_seconds
         self.key = key
+        self._pending: list[tuple[str, dict[str, str | bytes], float | None, asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
 
     async def append(self, log_id: str, entry: Entry) -> None:
-        key = self.key(log_id)
-        fields = {"s": str(entry.seq), "m": entry.payload}
+        """Write one entry; returns once it is stored (raises if the write failed: the caller may retry)."""
+        fields: dict[str, str | bytes] = {"s": str(entry.seq), "m": entry.payload}
+        ttl = None
         if entry.terminal:
             fields["t"] = "1"
-        await self.cache.xadd(key, fields)
-        if entry.seq == 1:
-            # Lives while the task may run, then `ttl` after it ended (set on the terminal event).
-            await self.cache.expire(key, self.running_ttl)
-        if entry.terminal:
-            await self.cache.expire(key, self.ttl)
+            ttl = self.ttl
+        elif entry.seq == 1:  # lives while the task may run, then `ttl` after it ended (set on the terminal event)
+            ttl = self.running_ttl
+        written = asyncio.get_running_loop().create_future()
+        self._pending.append((self.key(log_id), fields, ttl, written))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="eventlog-flush")
+        await asyncio.shield(written)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.cache.xadd_many([(key, fields, ttl) for key, fields, ttl, _ in batch])
+            except Exception as exc:
+                for *_, written in batch:
+                    if not written.done():
+                        written.set_exception(exc)
+                        written.exception()  # a caller that went away must not leave it "never retrieved"
+            else:
+                for *_, written in batch:
+                    if not written.done():
+                        written.set_result(None)
 
     async def entries(self, log_id: str) -> list[Entry]:
         """The whole log as stored now (empty when it expired or never existed)."""

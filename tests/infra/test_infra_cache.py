@@ -153,6 +153,32 @@ async def test_stream_ids_increase_and_xrange_pages(cache: Cache) -> None:
     assert await cache.xrange("nothing") == []
 
 
+async def test_xadd_many_appends_in_order_and_sets_ttls(cache: Cache) -> None:
+    await cache.xadd_many([("a", {"n": "1"}, None), ("b", {"n": "1"}, 0.3), ("a", {"n": "2"}, 60)])
+    assert [e[1]["n"] for e in await cache.xrange("a")] == [b"1", b"2"]
+    await asyncio.sleep(0.5)
+    assert await cache.xrange("b") == []  # expired
+    assert len(await cache.xrange("a")) == 2
+
+
+async def test_event_log_appends_from_many_tasks_keep_each_logs_order(cache: Cache) -> None:
+    """Concurrent appends are written in shared batches; each log still holds its entries once, in seq order."""
+    from typecase.server.infra.eventlog import Entry, EventLog
+
+    log = EventLog(cache, ttl_seconds=60, running_ttl_seconds=120, key=lambda log_id: f"log:{log_id}")
+
+    async def task(log_id: str) -> None:
+        for seq in range(1, 21):
+            await log.append(log_id, Entry(seq, f"{log_id}-{seq}".encode(), seq == 20))
+
+    await asyncio.gather(*(task(f"t{i}") for i in range(30)))
+    for i in range(30):
+        entries = await log.entries(f"t{i}")
+        assert [e.seq for e in entries] == list(range(1, 21))
+        assert [e.payload for e in entries] == [f"t{i}-{seq}".encode() for seq in range(1, 21)]
+        assert entries[-1].terminal and not any(e.terminal for e in entries[:-1])
+
+
 async def test_stream_maxlen_trims_oldest(cache: Cache) -> None:
     for i in range(8):
         await cache.xadd("capped", {"i": str(i)}, maxlen=3)

@@ -76,8 +76,8 @@ export function ProxyView() {
     return (
       <div class="page">
         <Empty title="Admins only">
-          Traffic statistics and server logs are shown to administrators ({denied}). Sign out and sign in with the
-          admin API key or an admin account.
+          Traffic statistics and server logs are for administrators: sign out and sign in with the admin API key or
+          an admin account. <span class="faint">The server said: {denied}.</span>
         </Empty>
       </div>
     );

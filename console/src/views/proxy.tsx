@@ -89,7 +89,8 @@ export function ProxyView() {
         <div>
           <h2>Proxy &amp; traffic</h2>
           <span class="muted">
-            Requests served by this server{stats ? ` since ${fmtTime(stats.startTime)}` : ""}, refreshed every {POLL_MS / 1000} s.
+            Requests this server recorded (the LLM API proxy's traffic){stats ? ` since ${fmtTime(stats.startTime)}` : ""},
+            refreshed every {POLL_MS / 1000} s.
           </span>
         </div>
         <select name="source" value={String(source)} onChange={(e) => setSource(Number(e.currentTarget.value) as RequestSource)}>

@@ -10,7 +10,7 @@ Prints throughput, p50/p99 time to first token and inter-token gap, failed or in
 every process's peak RSS, and writes a PNG of latency over time. Before the timed run, the same load is sent
 straight to the upstream for a baseline.
 
-Run: .venv/bin/python bench/load/run.py [--streams 1000] [--seconds 60] [--tokens 20] [--delay-ms 500]
+Run: .venv/bin/python bench/load/load_run.py [--streams 1000] [--seconds 60] [--tokens 20] [--delay-ms 500]
 """
 
 from __future__ import annotations

@@ -123,18 +123,23 @@ run("chat", async (page, result) => {
   await page.waitForURL((url) => url.pathname !== `/chat/${result.sessionId}`);
   result.stopSessionId = new URL(page.url()).pathname.split("/").pop();
   await page.getByText("Ask something").waitFor();
+  // The local model may end its answer on its own at any moment, also between the check and the click: then the
+  // answer is complete, nothing was stopped, and the scenario asks again.
+  let stopped;
   for (let attempt = 1; ; attempt++) {
-    await ask(page, "Count slowly from one to five hundred, writing every number as a word on its own line.", 400);
+    // (A counting prompt gets a 20-character answer from this model: the stop raced its natural end.)
+    await ask(page, "Write a long, detailed story about a sailor, her dog and a voyage across the ocean.", 400);
     const a = await waitForAnswer(page, (a) => (a.status === "streaming" && a.text.length >= 15) || a.status !== "streaming");
-    if (a.status === "streaming") break;
+    if (a.status === "streaming") {
+      lap("stop clicked");
+      await page.getByTestId("stop").click();
+      stopped = await waitForAnswer(page, (a) => a.status !== "streaming", 20_000);
+      if (stopped.status === "stopped") break;
+    }
     result.stopAttempts = attempt + 1;
-    assert(attempt < 3, "the model keeps giving short answers: nothing to stop");
-    await page.getByRole("button", { name: "Send" }).waitFor(); // a short answer ended by itself: ask again
+    assert(attempt < 4, `the model kept ending its answers before the stop reached them (last: ${stopped?.status ?? a.status})`);
+    await page.getByRole("button", { name: "Send" }).waitFor(); // the answer ended by itself: ask again
   }
-  lap("stop clicked");
-  await page.getByTestId("stop").click();
-  const stopped = await waitForAnswer(page, (a) => a.status !== "streaming", 20_000);
-  assert(stopped.status === "stopped", `the answer is marked stopped, not ${stopped.status}`);
   await page.getByText("Stopped", { exact: true }).waitFor();
   await page.getByRole("button", { name: "Send" }).waitFor();
   result.stop = { answerId: stopped.id, text: stopped.text, status: stopped.status };

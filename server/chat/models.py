@@ -106,7 +106,7 @@ class ChatTurnRow(Base):
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # ContextBudget as proto JSON
     replica: Mapped[str] = mapped_column(String(128), default="")
     lease_expire_time: Mapped[datetime | None]
-    request: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # GenerateRequest as proto JSON (model turns)
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # GenerateRequest (proto JSON) while running
     takeovers: Mapped[int] = mapped_column(Integer, default=0)  # times another replica continued it
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     end_time: Mapped[datetime | None]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, insert, literal, select, update
+from sqlalchemy import bindparam, case, insert, literal, null, select, update
 
 from typecase.server.chat.models import RUNNING, ChatMessageRow, ChatSessionRow, ChatTurnRow
 
@@ -177,8 +177,9 @@ class TurnStore:
         await session.execute(
             update(TURNS)
             .where(T.id == bindparam("b_tid"), T.status == RUNNING)
+            # (the prompt is kept only while the turn runs, for a replica that may have to continue it)
             .values(status=bindparam("b_status"), last_seq=bindparam("b_seq"), end_time=bindparam("b_now"),
-                    lease_expire_time=None, run_id=bindparam("b_run")),
+                    lease_expire_time=None, run_id=bindparam("b_run"), request=null()),
             [{"b_tid": op.turn_id, "b_status": op.status, "b_seq": op.end_seq, "b_now": op.now, "b_run": op.run_id}
              for op in finishes],
         )

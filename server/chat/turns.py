@@ -35,7 +35,7 @@ from datetime import timedelta
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, null, select, update
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat import titles
@@ -912,7 +912,7 @@ class Turns:
                 update(ChatTurnRow).where(
                     ChatTurnRow.id == turn_id, ChatTurnRow.status == RUNNING,
                     ChatTurnRow.lease_expire_time.is_(None) | (ChatTurnRow.lease_expire_time < now),
-                ).values(status=final, end_time=now, lease_expire_time=None, last_seq=last_seq + 1)
+                ).values(status=final, end_time=now, lease_expire_time=None, last_seq=last_seq + 1, request=null())
             )
             if taken.rowcount != 1:
                 return None

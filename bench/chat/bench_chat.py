@@ -180,7 +180,7 @@ class Stack:
 
     def __enter__(self) -> Stack:
         python = sys.executable
-        self.procs.append(subprocess.Popen([python, str(ROOT / "bench/chat/upstream.py"), str(self.upstream_port),
+        self.procs.append(subprocess.Popen([python, str(ROOT / "bench/llm/upstream.py"), str(self.upstream_port),
                                             str(self.tokens), str(self.delay_ms)]))
         env = {k: v for k, v in os.environ.items() if not k.startswith("TYPECASE_")}
         env.update({

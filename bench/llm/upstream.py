@@ -1,8 +1,9 @@
-"""A fake OpenAI-compatible upstream that streams as fast as it can: raw asyncio, HTTP/1.1 keep-alive, chunked SSE.
+"""A fake OpenAI-compatible upstream: raw asyncio, HTTP/1.1 keep-alive, chunked SSE, as fast as it can or paced
+like a model (`DELAY_MS` between tokens).
 
 Every POST (any path) answers a chat.completion.chunk stream of `tokens` content chunks ("tok0 ", "tok1 ", ...),
 a finish chunk, a usage chunk and `data: [DONE]`, each chunk its own write with a loop turn in between, as a
-server generating tokens would. Run: python bench/llm/upstream.py PORT TOKENS
+server generating tokens would. Run: python bench/llm/upstream.py PORT [TOKENS [DELAY_MS]]
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: n
 
 
 class Upstream(asyncio.Protocol):
-    def __init__(self, chunks: list[bytes]):
+    def __init__(self, chunks: list[bytes], tokens: int, delay: float):
         self.chunks = chunks
+        self.tokens = tokens
+        self.delay = delay
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
         self.queue: asyncio.Queue[bool] = asyncio.Queue()
@@ -69,16 +72,19 @@ class Upstream(asyncio.Protocol):
         while True:
             await self.queue.get()
             self.transport.write(HEAD)
-            for chunk in self.chunks:
-                await asyncio.sleep(0)  # one loop turn per token: other streams interleave, writes stay separate
+            for i, chunk in enumerate(self.chunks):  # chunk 0 is the role, chunks 1..tokens the tokens
+                # One loop turn per chunk at least: other streams interleave, writes stay separate. A paced
+                # upstream "thinks" between tokens.
+                await asyncio.sleep(self.delay if self.delay and 1 < i <= self.tokens else 0)
                 if self.transport.is_closing():
                     return
                 self.transport.write(chunk)
 
 
-async def main(port: int, tokens: int) -> None:
+async def main(port: int, tokens: int, delay_ms: float) -> None:
     chunks = events(tokens)
-    server = await asyncio.get_running_loop().create_server(lambda: Upstream(chunks), "127.0.0.1", port, backlog=4096)
+    server = await asyncio.get_running_loop().create_server(lambda: Upstream(chunks, tokens, delay_ms / 1000),
+                                                            "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
 
@@ -90,4 +96,5 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 50))
+    args = sys.argv[1:]
+    asyncio.run(main(int(args[0]), int(args[1]) if len(args) > 1 else 50, float(args[2]) if len(args) > 2 else 0.0))

@@ -1,7 +1,7 @@
 """Load run: N concurrent SSE chat streams against the production topology for a fixed time.
 
 The cluster rig of tests/cluster (two `typecase serve` replicas and a worker on PostgreSQL, Redis, S3 and a Milvus
-server) answers with a paced fake upstream (bench/chat/upstream.py) as its chat model. N virtual users each own a
+server) answers with a paced fake upstream (bench/llm/upstream.py) as its chat model. N virtual users each own a
 session and ask one question after another for `--seconds`; each user talks to one replica (client-side round
 robin, what an L4 balancer does), reading Server-Sent Events with a raw asyncio client. Users start spread over
 `--ramp-seconds`, as real traffic does, not all in one instant.
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     upstream_port = free_port()
-    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench/chat/upstream.py"), str(upstream_port),
+    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench/llm/upstream.py"), str(upstream_port),
                                  str(args.tokens), str(args.delay_ms)])
     base_dir = Path(tempfile.mkdtemp(prefix="tc-load-"))
     cluster = Cluster(base_dir, env={

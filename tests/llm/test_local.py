@@ -100,6 +100,26 @@ async def test_local_generation_honours_stop_and_max_tokens(app):
     assert cut == full[:full.index(stop)] and final.finish_reason == common_pb2.FINISH_REASON_STOP
 
 
+async def test_local_generation_continues_a_trailing_assistant_message(app):
+    """A prefill (what a replica continuing a dead replica's turn sends) is continued, not answered afresh."""
+    llm = app.servicers["LLMService"]
+    model_id = (await _defaults(app)).chat_model_id
+    question = llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content="Write a sentence about the sea.")
+
+    async def answer(*messages: llm_pb2.ChatMessage, max_tokens: int) -> str:
+        request = llm_pb2.GenerateRequest(model_id=model_id, messages=messages,
+                                          config=llm_pb2.GenerationConfig(temperature=0, max_tokens=max_tokens))
+        return "".join([m.text async for m in llm.generate(request)])
+
+    full = await answer(question, max_tokens=24)
+    words = full.split(" ")
+    assert len(words) > 6, full
+    prefix = " ".join(words[:4])  # cut at a word's end, as the tokens were
+    rest = await answer(question, llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=prefix),
+                        max_tokens=6)
+    assert rest and full.startswith(prefix + rest), (full, prefix, rest)
+
+
 async def test_cancelling_local_generation_frees_the_model_promptly(app):
     llm = app.servicers["LLMService"]
     model_id = (await _defaults(app)).chat_model_id

@@ -16,6 +16,15 @@ cli = typer.Typer(help="Typecase: a gRPC-first LLM application platform backend.
 err = Console(stderr=True)
 
 
+def _run(main, settings: Settings):
+    """Runs the command's coroutine on the configured event loop."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
 def _settings() -> Settings:
     try:
         settings = Settings()
@@ -31,7 +40,8 @@ def serve() -> None:
     """Run the gRPC server and the HTTP gateway in one process (SIGTERM drains gracefully)."""
     from typecase.server.app import serve as run
 
-    asyncio.run(run(_settings()))
+    settings = _settings()
+    _run(run(settings), settings)
 
 
 @cli.command()
@@ -59,7 +69,8 @@ def migrate() -> None:
 def worker() -> None:
     """Run background jobs (knowledge ingestion) against the configured stores; SIGTERM stops taking jobs, lets
     running ones finish within jobs_shutdown_grace_seconds, then hands the rest back to other workers."""
-    asyncio.run(_run_worker(_settings()))
+    settings = _settings()
+    _run(_run_worker(settings), settings)
 
 
 async def _run_worker(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -66,6 +66,9 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="event loop of serve and worker: uvloop (libuv; less CPU per call and per stream "
+                              "message, see bench/llm) or Python's own asyncio loop")
 
     # The web console's built files (`make console`), served at /.
     console_dir: Path = Field(Path(__file__).resolve().parents[1] / "console" / "dist",

@@ -160,6 +160,10 @@ class LocalAdapter(Adapter):
         for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
             if (value := getattr(call, name)) is not None:
                 options[name] = value
+        # Evaluate the whole prompt every time: llama.cpp would reuse the KV cache of the previous call's common
+        # prefix, and a prompt evaluated partly (a batch of one token) gives slightly different logits than one
+        # evaluated whole, which changes greedy answers to the same request on some CPUs.
+        llm.reset()
         stream = llm.create_completion(
             prompt, max_tokens=max_tokens, stop=[*call.stop, *formatted.stop], stream=True,
             stopping_criteria=formatted.stopping_criteria, **options,

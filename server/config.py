@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     llm_concurrency_lease_seconds: float = Field(30.0, gt=1, description="slot lease, renewed while a request runs")
     # Upstream HTTP connection pool, per provider.
     llm_max_connections: int = Field(1000, ge=1)
-    llm_max_keepalive_connections: int = Field(200, ge=0)
+    llm_keepalive_expiry_seconds: float = Field(30.0, ge=0, description="how long an idle upstream connection is kept")
     llm_embed_batch_size: int = Field(64, ge=1, le=2048)
     llm_max_embed_inputs: int = Field(256, ge=1)
     llm_registry_refresh_seconds: float = Field(30.0, gt=0, description="safety-net reload of the model registry")
@@ -214,10 +214,7 @@ class Settings(BaseSettings):
     proxy_write_timeout_seconds: float = Field(60.0, gt=0, description="longest stall sending a request upstream")
     proxy_pool_timeout_seconds: float = Field(10.0, gt=0, description="wait for a free upstream connection")
     proxy_max_connections: int = Field(1000, ge=1, description="upstream connections at once")
-    proxy_max_keepalive_connections: int = Field(200, ge=0, description="idle upstream connections kept")
     proxy_keepalive_expiry_seconds: float = Field(30.0, ge=0, description="idle upstream connections closed after")
-    proxy_pool_shards: int = Field(8, ge=1, le=256, description="independent upstream pools the connections are split "
-                                   "over (a pool's bookkeeping grows with its size)")
     proxy_client_keepalive_seconds: int = Field(75, ge=1, description="idle client connections closed after")
     proxy_max_client_connections: int = Field(0, ge=0, description="client connections before 503; 0: no limit")
     proxy_error_body_bytes: int = Field(2048, ge=0, le=1 * MiB, description="upstream error body kept per error")

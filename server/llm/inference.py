@@ -147,7 +147,7 @@ class Inference:
         if cached is not None:  # the provider was edited: new requests get a new client, running streams finish
             self._retire(cached[1])
         kwargs = dict(max_connections=self.settings.llm_max_connections,
-                      max_keepalive=self.settings.llm_max_keepalive_connections)
+                      keepalive_expiry=self.settings.llm_keepalive_expiry_seconds)
         cls = AnthropicAdapter if provider.type == "anthropic" else OpenAIAdapter
         adapter = cls(provider.base_url, self.registry.snapshot.api_keys.get(provider.id),
                       {str(k): str(v) for k, v in (provider.extra_headers or {}).items()}, provider.config or {},

@@ -8,7 +8,7 @@ pass. Failures before the response starts become JSON errors: 413 (body too larg
 broken), 504 (upstream timeout). A client that disconnects closes the upstream request at once, so an abandoned
 stream stops costing tokens.
 
-Requests go to one shared upstream pool of httpx transports (upstream.py) rather than through an
+Requests go straight to one shared httpx transport (infra/http.py, on aiohttp) rather than through an
 httpx.AsyncClient: a client keeps a cookie jar, which in a proxy would carry one caller's cookies into another
 caller's requests, merges default headers the caller never sent (User-Agent, Accept-Encoding), and logs a line per
 request.

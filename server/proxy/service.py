@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 import grpc
-import httpx
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2
 from sqlalchemy import func, select
 
 from typecase.server.infra.audit import AuditEventRow, AuditLog
+from typecase.server.infra.http import AiohttpTransport
 from typecase.server.proxy.config_store import (
     EDITABLE,
     RESET,
@@ -32,7 +32,6 @@ from typecase.server.proxy.config_store import (
 from typecase.server.proxy.forward import SOURCE_PROXY, ProxyApp, ProxyConfig
 from typecase.server.proxy.listener import ProxyListener
 from typecase.server.proxy.logstream import INFO, WARNING, LogFiles, LogFilter, LogHub, LogLine
-from typecase.server.proxy.upstream import UpstreamPool
 from typecase.server.proxy.stats import Aggregate, RequestStats, percentile
 from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
@@ -121,7 +120,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.proxy: ProxyApp | None = None
         self.proxy_port: int | None = None
         self._listener: ProxyListener | None = None
-        self._transport: UpstreamPool | None = None
+        self._transport: AiohttpTransport | None = None
         self._reloader: asyncio.Task | None = None
         self._update_lock = asyncio.Lock()
         self._restart_handle: asyncio.TimerHandle | None = None
@@ -133,14 +132,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         await self.logs.start()
         v = self.runtime.values()
         if v["proxy_enabled"]:
-            self._transport = UpstreamPool(
-                httpx.Limits(
-                    max_connections=v["proxy_max_connections"],
-                    max_keepalive_connections=v["proxy_max_keepalive_connections"],
-                    keepalive_expiry=v["proxy_keepalive_expiry_seconds"],
-                ),
-                shards=v["proxy_pool_shards"],
-            )
+            self._transport = AiohttpTransport(max_connections=v["proxy_max_connections"],
+                                               keepalive_expiry=v["proxy_keepalive_expiry_seconds"])
             self.proxy = ProxyApp(ProxyConfig.from_values(v), self._transport, self.stats, self.logs)
             self._listener = ProxyListener(
                 self.proxy, v["proxy_host"], v["proxy_port"],

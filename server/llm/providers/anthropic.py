@@ -29,7 +29,7 @@ ERROR_KINDS = {"overloaded_error": UNAVAILABLE, "api_error": UNAVAILABLE, "rate_
 
 class AnthropicAdapter(Adapter):
     def __init__(self, base_url: str, api_key: str | None, extra_headers: dict[str, str], config: dict[str, Any],
-                 *, max_connections: int, max_keepalive: int):
+                 *, max_connections: int, keepalive_expiry: float):
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.url = httpx.URL(f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages")
         headers = {
@@ -39,7 +39,7 @@ class AnthropicAdapter(Adapter):
         }
         if api_key:
             headers["x-api-key"] = api_key
-        self.pool = ClientPool(max_connections=max_connections, max_keepalive=max_keepalive, headers=headers)
+        self.pool = ClientPool(max_connections=max_connections, keepalive_expiry=keepalive_expiry, headers=headers)
 
     def _body(self, call: ChatCall, stream: bool) -> dict[str, Any]:
         system, messages = _split(call.messages)

@@ -25,13 +25,13 @@ SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penal
 
 class OpenAIAdapter(Adapter):
     def __init__(self, base_url: str, api_key: str | None, extra_headers: dict[str, str], config: dict[str, Any],
-                 *, max_connections: int, max_keepalive: int):
+                 *, max_connections: int, keepalive_expiry: float):
         self.base_url = base_url.rstrip("/")
         headers = {"content-type": "application/json", **extra_headers}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
             headers["api-key"] = api_key  # Azure's header; ignored elsewhere
-        self.pool = ClientPool(max_connections=max_connections, max_keepalive=max_keepalive, headers=headers)
+        self.pool = ClientPool(max_connections=max_connections, keepalive_expiry=keepalive_expiry, headers=headers)
         self.stream_usage = config.get("stream_usage", True)
         self.params = {"api-version": config["api_version"]} if config.get("api_version") else None
         self._urls: dict[str, httpx.URL] = {}

@@ -124,9 +124,11 @@ class Result:
 
 
 async def run_load(port: int, clients: int, per_client: int, events: int, event_bytes: int,
-                   warmup: int = 5, cpu_pid: int | None = None) -> Result:
+                   warmup: int = 5, cpu_pid: int | None = None, rate: float = 0.0) -> Result:
     """`warmup` rounds on every connection first, then the measured requests (and, with `cpu_pid`, that
-    process's CPU time over the measured part only, in Result.cpu)."""
+    process's CPU time over the measured part only, in Result.cpu). With `rate`, requests start on a fixed
+    schedule of `rate` per second spread over the clients (an open loop, below saturation) instead of each
+    client sending its next request as soon as the last one ended."""
     connections = [Connection(port) for _ in range(clients)]
     await asyncio.gather(*(c.open() for c in connections))
     try:
@@ -135,8 +137,13 @@ async def run_load(port: int, clients: int, per_client: int, events: int, event_
             await asyncio.gather(*(c.stream(events, event_bytes) for c in connections))
         result = Result()
 
-        async def worker(conn: Connection) -> None:
-            for _ in range(per_client):
+        loop = asyncio.get_running_loop()
+        begin = loop.time() + 0.05
+
+        async def worker(conn: Connection, index: int) -> None:
+            for k in range(per_client):
+                if rate:
+                    await asyncio.sleep(max(0.0, begin + (k * clients + index) / rate - loop.time()))
                 ttfb, total, n = await conn.stream(events, event_bytes)
                 result.ttfb.append(ttfb)
                 result.total.append(total)
@@ -145,7 +152,7 @@ async def run_load(port: int, clients: int, per_client: int, events: int, event_
 
         cpu0 = cpu_seconds(cpu_pid) if cpu_pid else 0.0
         started = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in connections))
+        await asyncio.gather(*(worker(c, i) for i, c in enumerate(connections)))
         result.wall = time.perf_counter() - started
         result.cpu = cpu_seconds(cpu_pid) - cpu0 if cpu_pid else 0.0
         return result
@@ -238,13 +245,18 @@ class Row:
     proxy_cpu_us: float
 
 
-async def measure(p: Processes, concurrency: list[int], requests: int, mib_per_client: float) -> list[Row]:
+async def measure(p: Processes, concurrency: list[int], requests: int, mib_per_client: float,
+                  paced_rate: float = 0.0) -> list[Row]:
     rows = []
     for clients in concurrency:
         per_client = max(1, requests // clients)
         direct = await run_load(p.upstream_port, clients, per_client, 20, 100)
         proxy = await run_load(p.proxy_port, clients, per_client, 20, 100, cpu_pid=p.server.pid)
         rows.append(Row("ttfb", clients, direct, proxy, proxy.cpu / max(1, proxy.requests) * 1e6))
+        if clients > 1 and paced_rate:
+            direct = await run_load(p.upstream_port, clients, per_client, 20, 100, rate=paced_rate)
+            proxy = await run_load(p.proxy_port, clients, per_client, 20, 100, cpu_pid=p.server.pid, rate=paced_rate)
+            rows.append(Row("paced", clients, direct, proxy, proxy.cpu / max(1, proxy.requests) * 1e6))
 
         mib = mib_per_client if clients == 1 else mib_per_client / 16
         events = max(1, int(mib * 1024 * 1024 / 16384))
@@ -273,6 +285,13 @@ def report(rows: list[Row]) -> list[str]:
             rps_d, rps_x = r.direct.requests / r.direct.wall, r.proxy.requests / r.proxy.wall
             lines.append(f"{'small streams per second':26}{r.clients:>8}{rps_d:>12.0f}{rps_x:>12.0f}{'':12}"
                          f"{rps_x / rps_d:>7.2f}x")
+        elif r.kind == "paced":
+            rate = r.proxy.requests / r.proxy.wall
+            for name, q in (("  paced: TTFB p50", 50), ("  paced: TTFB p95", 95)):
+                d, x = pct(r.direct.ttfb, q), pct(r.proxy.ttfb, q)
+                lines.append(f"{name:26}{r.clients:>8}{d * ms:>10.3f}ms{x * ms:>10.3f}ms{(x - d) * ms:>10.3f}ms"
+                             f"{x / d:>7.2f}x" + (f"   {r.proxy_cpu_us:.0f} us  ({rate:.0f} requests/s offered "
+                                                  "to both, below saturation)" if q == 50 else ""))
         else:
             d = r.direct.bytes / r.direct.wall / 2**20
             x = r.proxy.bytes / r.proxy.wall / 2**20
@@ -291,6 +310,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--quick", action="store_true", help="a reduced run (a few seconds)")
     parser.add_argument("--requests", type=int, default=2000, help="small streams per client count")
     parser.add_argument("--concurrency", default="1,200")
+    parser.add_argument("--paced-rate", type=float, default=300.0,
+                        help="requests/s of the open-loop run with many clients (0: skip it)")
     parser.add_argument("--mib", type=float, default=4.0, help="MiB per large stream for 1 client (concurrent clients get 1/16 each)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -303,7 +324,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     except ImportError:
         pass
     with Processes() as processes:
-        rows = asyncio.run(measure(processes, concurrency, args.requests, args.mib))
+        rows = asyncio.run(measure(processes, concurrency, args.requests, args.mib, args.paced_rate))
     for line in report(rows):
         print(line)
     return rows

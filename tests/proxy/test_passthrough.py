@@ -119,6 +119,24 @@ async def test_hop_by_hop_headers_are_removed_both_ways(proxy_url, upstream):
     assert "keep-alive" not in reply.headers
 
 
+async def test_request_headers_arrive_as_sent_with_nothing_added(proxy_url, upstream):
+    """Raw HTTP, so that the client sends exactly these headers: duplicates and order survive, and the proxy's own
+    HTTP client adds none of its defaults (User-Agent, Accept, Accept-Encoding, Content-Type)."""
+    port = int(proxy_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b"plain bytes"
+    writer.write(b"POST /v1/raw HTTP/1.1\r\nHost: client.example\r\nX-Dup: one\r\nX-Order: 2\r\nX-Dup: two\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    got = upstream.last("/v1/raw")
+    assert [(k, v) for k, v in got.headers if k != "host"] == [
+        ("x-dup", "one"), ("x-order", "2"), ("x-dup", "two"), ("content-length", str(len(body)))]
+    assert got.body == body
+
+
 async def test_custom_headers_injected_live(claude, proxy_url, upstream, admin):
     await update(admin, proxy_custom_headers={"x-team": "search", "anthropic-beta": "forced-beta-1"})
     await claude.messages.create(model="claude-test", max_tokens=8, messages=[{"role": "user", "content": "x"}],

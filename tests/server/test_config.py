@@ -60,3 +60,24 @@ def test_invalid_values_are_rejected(monkeypatch):
     monkeypatch.setenv("TYPECASE_HTTP_PORT", "70000")
     with pytest.raises(ValidationError, match="http_port"):
         Settings()
+
+
+@pytest.mark.parametrize(("setting", "loop_module"), [(None, "uvloop"), ("asyncio", "asyncio"), ("uvloop", "uvloop")])
+def test_commands_run_on_the_configured_event_loop(monkeypatch, setting, loop_module):
+    import asyncio
+
+    from typecase.server.cli import _run
+
+    if setting:
+        monkeypatch.setenv("TYPECASE_EVENT_LOOP", setting)
+
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert _run(loop_type(), Settings()).split(".")[0] == loop_module
+
+
+def test_unknown_event_loop_is_refused(monkeypatch):
+    monkeypatch.setenv("TYPECASE_EVENT_LOOP", "trio")
+    with pytest.raises(ValidationError, match="event_loop"):
+        Settings()

@@ -9,11 +9,13 @@ Run in a thread of the test process (`FakeUpstream().start()`) or as a subproces
   "slow_first:S"        wait S seconds before the first content chunk (headers are sent at once)
   "stall:K:S"           stream K content chunks, then go silent for S seconds
   "hang"                never answer
+  "gzip"                send the whole stream gzip-compressed (Content-Encoding: gzip), whatever was asked for
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import sys
@@ -183,6 +185,11 @@ class FakeUpstream:
             tail.append("data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
                                                "model": body["model"], "choices": [], "usage": usage}) + "\n\n")
         tail.append("data: [DONE]\n\n")
+        if step == "gzip":
+            seen.completed = True
+            text = "".join([*head, *(chunk({"content": w}) for w in words), *tail])
+            return Response(gzip.compress(text.encode()), media_type="text/event-stream",
+                            headers={"content-encoding": "gzip"})
         return StreamingResponse(self._paced(step, seen, [chunk({"content": w}) for w in words], head, tail),
                                  media_type="text/event-stream")
 

@@ -28,6 +28,15 @@ async def test_stream_has_seq_deltas_then_final_with_usage(llm, upstream):
     assert seen.headers["authorization"] == "Bearer sk-test-secret-1234"
 
 
+async def test_stream_asks_for_identity_and_still_reads_a_compressed_one(llm, upstream):
+    model = await llm.fake_model(upstream)
+    upstream.faults("gzip")
+    assert text_of(await llm.generate(model.id)) == "tok0 tok1 tok2 tok3 tok4 "
+    assert upstream.hits("/chat/completions") == 1  # read the first time, not retried
+    headers = upstream.seen[-1].headers
+    assert headers["accept-encoding"] == "identity" and headers["accept"] == "text/event-stream"
+
+
 async def test_options_and_model_config_reach_the_upstream(llm, upstream):
     model = await llm.fake_model(upstream, upstream_name="real-upstream-name", max_output_tokens=3,
                                  config=_struct({"temperature": 0.1, "extra_body": {"enable_thinking": False}}))

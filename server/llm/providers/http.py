@@ -21,34 +21,39 @@ import httpx
 from httpx_sse import ServerSentEvent
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from typecase.server.infra.http import AiohttpTransport
+from typecase.server.infra.http import AiohttpTransport, RawResponse
 
 from . import CONTEXT, ERROR, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Timeouts, UpstreamError
 
 MAX_ERROR_BODY = 4096
+USER_AGENT = b"typecase"
 # httpx logs every request at INFO: one line per LLM call is noise (and cost) at relay rates; keep its warnings.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class ClientPool:
-    """The provider's httpx client, on the aiohttp transport (typecase.server.infra.http: half the CPU per
-    streamed answer of httpx's own, and ~0.6 ms less to the first token, see bench/llm)."""
+    """The provider's HTTP client: an httpx client for unary calls, and for streams the same aiohttp-based
+    transport used directly (typecase.server.infra.http), which skips httpx's Request/Response objects on the
+    path to the first token. Both: half the CPU per streamed answer of httpx's own transport, see bench/llm."""
 
     def __init__(self, *, max_connections: int, keepalive_expiry: float, headers: dict[str, str]):
         self.headers = {"accept-encoding": "identity", **headers}  # SSE is read raw (see SSEReader)
+        self.transport = AiohttpTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
         self.http = httpx.AsyncClient(
-            transport=AiohttpTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry),
+            transport=self.transport,
             headers=self.headers,
             timeout=None,  # per-request timeouts are passed with each call; first-token and idle ones are ours
             follow_redirects=False,
         )
+        self.stream_headers = [(b"user-agent", USER_AGENT), (b"accept", b"text/event-stream"),
+                               *((k.encode(), v.encode()) for k, v in self.headers.items())]
 
     @asynccontextmanager
     async def client(self) -> AsyncIterator[httpx.AsyncClient]:
         yield self.http
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        await self.http.aclose()  # closes the transport too
 
 
 def http_timeout(t: Timeouts) -> httpx.Timeout:
@@ -110,32 +115,33 @@ def transport_error(exc: httpx.HTTPError) -> UpstreamError:
 
 @asynccontextmanager
 async def open_stream(pool: ClientPool, url: httpx.URL | str, body: dict[str, Any],
-                      t: Timeouts) -> AsyncIterator[tuple[httpx.Response, float]]:
+                      t: Timeouts) -> AsyncIterator[tuple[RawResponse, float]]:
     """POST and yield (response, first-token deadline) once a 2xx status arrived; closing the block closes it."""
     deadline = asyncio.get_running_loop().time() + t.first_token
-    async with pool.client() as client:
-        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        request = client.build_request("POST", url, content=content, timeout=http_timeout(t))
-        try:
-            async with asyncio.timeout_at(deadline):
-                response = await client.send(request, stream=True)
-        except TimeoutError:
-            raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
-        try:
-            if response.status_code >= 400:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        error_body = await response.aread()
-                except (TimeoutError, httpx.HTTPError):
-                    error_body = b""
-                raise status_error(response.status_code, error_body, response.headers)
-            yield response, deadline
-        finally:
-            # Shielded: httpcore returns a connection to its pool inside this close, and a task cancelled
-            # halfway through it leaves the connection ACTIVE forever (the pool then runs dry).
-            await asyncio.shield(response.aclose())
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        async with asyncio.timeout_at(deadline):
+            response = await pool.transport.send("POST", str(url), pool.stream_headers, content,
+                                                 http_timeout(t).as_dict())
+    except TimeoutError:
+        raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
+    except httpx.HTTPError as exc:
+        raise transport_error(exc) from exc
+    try:
+        if response.status >= 400:
+            error_body = b""
+            try:
+                async with asyncio.timeout_at(deadline):
+                    async for chunk in response.body:
+                        error_body += chunk
+                        if len(error_body) >= MAX_ERROR_BODY:
+                            break
+            except (TimeoutError, httpx.HTTPError):
+                pass
+            raise status_error(response.status, error_body, httpx.Headers(response.headers))
+        yield response, deadline
+    finally:
+        await response.body.aclose()
 
 
 async def post_json(pool: ClientPool, url: str, body: dict[str, Any], t: Timeouts) -> dict[str, Any]:
@@ -173,13 +179,11 @@ class SSEReader:
     each read may take at most `idle` seconds.
     """
 
-    def __init__(self, response: httpx.Response, deadline: float, idle: float):
-        if response.headers.get("content-encoding", "identity") == "identity":
-            # The transport's byte stream: skips httpx's decoding layers (~0.25 ms per stream) and, unlike
-            # aiter_raw(), does not close the response itself at the end of the body (see open_stream).
-            self._chunks = _text(response.stream)
-        else:
-            self._chunks = response.aiter_text()
+    def __init__(self, response: RawResponse, deadline: float, idle: float):
+        if response.header(b"content-encoding") in (None, b"identity"):
+            self._chunks = _text(response.body)
+        else:  # compressed although we asked for identity: httpx decodes it
+            self._chunks = httpx.Response(response.status, headers=response.headers, stream=response.body).aiter_text()
         self._lines = SSELineDecoder()
         self._decoder = SSEDecoder()
         self._deadline = deadline

@@ -67,9 +67,10 @@ class OpenAIAdapter(Adapter):
     async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
         async with open_stream(self.pool, self._url("chat/completions"), self._body(call, True), timeouts) as (
                 response, deadline):
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                raise UpstreamError(ERROR, "the upstream did not stream (content-type "
-                                    f"{response.headers.get('content-type')!r})", status=response.status_code)
+            content_type = (response.header(b"content-type") or b"").decode("latin-1")
+            if not content_type.startswith("text/event-stream"):
+                raise UpstreamError(ERROR, f"the upstream did not stream (content-type {content_type!r})",
+                                    status=response.status)
             reader = SSEReader(response, deadline, timeouts.idle)
             finish, usage, produced, done = 0, None, 0, False
             text: list[str] = []

@@ -197,6 +197,21 @@ class WsClient:
 # ----------------------------------------------------------------------------------------------- workloads
 
 
+async def record_call(client, result: Result) -> None:
+    """One streamed request, counted in `result` (a failed one as an error, its connection dropped)."""
+    try:
+        ttft, count = await client.call()
+    except Exception:
+        result.errors += 1
+        await client.close()
+        if isinstance(client, RawHttp):
+            client.writer = None
+        return
+    result.requests += 1
+    result.tokens += count
+    result.ttfts.append(ttft)
+
+
 async def run_workers(surfaces: Surfaces, surface: str, workers: int, requests_each: int = 0,
                       seconds: float = 0.0) -> Result:
     """`workers` concurrent clients, each doing `requests_each` requests (or requests until `seconds` passed)."""
@@ -207,19 +222,8 @@ async def run_workers(surfaces: Surfaces, surface: str, workers: int, requests_e
     async def worker(client) -> None:
         done = 0
         while (deadline is None and done < requests_each) or (deadline is not None and time.perf_counter() < deadline):
-            try:
-                ttft, count = await client.call()
-            except Exception:
-                result.errors += 1
-                await client.close()
-                if isinstance(client, RawHttp):
-                    client.writer = None
-                done += 1
-                continue
+            await record_call(client, result)
             done += 1
-            result.requests += 1
-            result.tokens += count
-            result.ttfts.append(ttft)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(c) for c in clients))
@@ -234,26 +238,14 @@ async def interleaved(surfaces: Surfaces, rounds: int) -> dict[str, Result]:
     host), and taking turns exposes every surface to the same drift, which back-to-back blocks would not."""
     clients = {surface: surfaces.client(surface) for surface in SURFACES}
     results = {surface: Result() for surface in SURFACES}
-    started = {surface: 0.0 for surface in SURFACES}
+    busy = {surface: 0.0 for surface in SURFACES}
     for _ in range(rounds):
         for surface, client in clients.items():
-            result = results[surface]
             began = time.perf_counter()
-            try:
-                ttft, count = await client.call()
-            except Exception:
-                result.errors += 1
-                await client.close()
-                if isinstance(client, RawHttp):
-                    client.writer = None
-                continue
-            finally:
-                started[surface] += time.perf_counter() - began
-            result.requests += 1
-            result.tokens += count
-            result.ttfts.append(ttft)
+            await record_call(client, results[surface])
+            busy[surface] += time.perf_counter() - began
     for surface, client in clients.items():
-        results[surface].seconds = started[surface]
+        results[surface].seconds = busy[surface]
         await client.close()
     return results
 

@@ -19,9 +19,12 @@ err = Console(stderr=True)
 def _run(main, settings: Settings):
     """Runs the command's coroutine on the configured event loop."""
     if settings.event_loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(main)
+        try:
+            import uvloop
+        except ImportError:  # not built for this platform (Windows)
+            err.print("[yellow]uvloop is not installed: running on asyncio's own loop[/yellow]")
+        else:
+            return uvloop.run(main)
     return asyncio.run(main)
 
 

@@ -34,9 +34,8 @@ def _mapped(connecting: bool):
         raise
     except aiohttp.ConnectionTimeoutError as exc:
         raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
-    except (aiohttp.SocketTimeoutError, TimeoutError) as exc:
-        message = str(exc) or "no data from the upstream within the read timeout"
-        raise (httpx.ReadTimeout if not connecting else httpx.PoolTimeout)(message) from exc
+    except TimeoutError as exc:  # aiohttp's sock_read timeout: the upstream went silent (head or body)
+        raise httpx.ReadTimeout(str(exc) or "no data from the upstream within the read timeout") from exc
     except aiohttp.ClientConnectorError as exc:  # refused, unresolvable, TLS handshake failed
         raise httpx.ConnectError(str(exc)) from exc
     except aiohttp.ClientPayloadError as exc:  # the body broke off (reset, bad chunking)

@@ -183,7 +183,8 @@ class SSEReader:
         if response.header(b"content-encoding") in (None, b"identity"):
             self._chunks = _text(response.body)
         else:  # compressed although we asked for identity: httpx decodes it
-            self._chunks = httpx.Response(response.status, headers=response.headers, stream=response.body).aiter_text()
+            decoded = httpx.Response(response.status, headers=response.headers, stream=response.body)
+            self._chunks = decoded.aiter_text()
         self._lines = SSELineDecoder()
         self._decoder = SSEDecoder()
         self._deadline = deadline

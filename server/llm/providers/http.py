@@ -48,10 +48,6 @@ class ClientPool:
         self.stream_headers = [(b"user-agent", USER_AGENT), (b"accept", b"text/event-stream"),
                                *((k.encode(), v.encode()) for k, v in self.headers.items())]
 
-    @asynccontextmanager
-    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
-        yield self.http
-
     async def aclose(self) -> None:
         await self.http.aclose()  # closes the transport too
 
@@ -146,14 +142,13 @@ async def open_stream(pool: ClientPool, url: httpx.URL | str, body: dict[str, An
 
 async def post_json(pool: ClientPool, url: str, body: dict[str, Any], t: Timeouts) -> dict[str, Any]:
     """A unary POST whose whole answer must arrive within the first-token timeout."""
-    async with pool.client() as client:
-        try:
-            async with asyncio.timeout(t.first_token):
-                response = await client.post(url, json=body, timeout=http_timeout(t))
-        except TimeoutError:
-            raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
-        except httpx.HTTPError as exc:
-            raise transport_error(exc) from exc
+    try:
+        async with asyncio.timeout(t.first_token):
+            response = await pool.http.post(url, json=body, timeout=http_timeout(t))
+    except TimeoutError:
+        raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
+    except httpx.HTTPError as exc:
+        raise transport_error(exc) from exc
     if response.status_code >= 400:
         raise status_error(response.status_code, response.content, response.headers)
     try:

@@ -34,8 +34,10 @@ run("flow", async (page, result) => {
 
   // A past run opens again from the list: its logged events are replayed into the panel.
   await page.getByTestId("runs").getByRole("button", { name: "Open" }).first().click();
-  await page.waitForFunction((n) => document.querySelectorAll("[data-testid=run-events] .event-text").length === n, result.events.length);
-  await page.waitForFunction(() => document.querySelector("[data-testid=run-status]")?.textContent === "finished");
+  await page.waitForSelector("[data-testid=run-panel][data-replayed=true]");
+  const replayed = await page.$$eval("[data-testid=run-events] .event-text", (es) => es.map((e) => e.textContent));
+  assert(JSON.stringify(replayed) === JSON.stringify(result.events), `the replay shows the run as it went: ${JSON.stringify(replayed)}`);
+  assert((await page.getByTestId("run-status").textContent()) === "finished", "the replayed run is finished");
 
   // Publish, then chat with the flow.
   await page.getByRole("button", { name: "Publish" }).click();

@@ -8,7 +8,8 @@
 //   message has told the turn or run id (CONTINUE_ON below: which RPC, keyed by id field);
 // - a request with a `request_id` idempotency key gets a random one when the caller left it empty, and can then
 //   be sent again before any id is known: the server re-attaches to the turn instead of asking twice.
-// A stream of a type in TERMINAL ends with one of those events; ending without one means it was cut off.
+// A stream of a type in TERMINAL ends with one of those events; ending without one means it was cut off, unless
+// its last event was a PAUSE.
 
 import type { DescField, DescMethod, DescMessage, DescOneof } from "@bufbuild/protobuf";
 
@@ -21,7 +22,13 @@ const CONTINUE_ON: Record<string, { method: string; id: string }> = {
 // Oneof cases (proto names) of an event type after which the server ends the stream.
 const TERMINAL: Record<string, readonly string[]> = {
   "typecase.v1.TurnEvent": ["ended", "error"],
-  "typecase.v1.RunEvent": ["run_finished", "run_failed", "input_required"],
+  "typecase.v1.RunEvent": ["run_finished", "run_failed"],
+};
+
+// Cases after which the stream ends if the run still waits there, and goes on if it did not (the replay of a run
+// that was answered continues past its pause): a clean end after one is the pause, not a cut.
+const PAUSE: Record<string, readonly string[]> = {
+  "typecase.v1.RunEvent": ["input_required"],
 };
 
 export interface ResumePlan {
@@ -36,6 +43,8 @@ export interface ResumePlan {
   requestId?: DescField;
   /** Tells whether a message is the stream's last one (undefined: the stream has no last message). */
   isTerminal?: (message: Record<string, unknown>) => boolean;
+  /** Tells whether a message is a pause: the stream may end cleanly right after it. */
+  isPause?: (message: Record<string, unknown>) => boolean;
 }
 
 const plans = new WeakMap<DescMethod, ResumePlan | null>();
@@ -59,9 +68,10 @@ function makePlan(method: DescMethod): ResumePlan | undefined {
   if (method.methodKind !== "server_streaming") return undefined;
   const seq = field(method.output, "seq");
   if (!isInt(seq)) return undefined;
-  const isTerminal = terminalTest(method.output);
+  const isTerminal = eventTest(method.output, TERMINAL);
+  const isPause = eventTest(method.output, PAUSE);
   const ownAfterSeq = field(method.input, "after_seq");
-  if (isInt(ownAfterSeq)) return { seq, target: method, afterSeq: ownAfterSeq, isTerminal };
+  if (isInt(ownAfterSeq)) return { seq, target: method, afterSeq: ownAfterSeq, isTerminal, isPause };
   const next = CONTINUE_ON[`${method.parent.typeName}.${method.name}`];
   if (next === undefined) return undefined;
   const target = method.parent.methods.find((m) => m.name === next.method);
@@ -78,13 +88,15 @@ function makePlan(method: DescMethod): ResumePlan | undefined {
     responseId,
     requestId: requestId?.fieldKind === "scalar" ? requestId : undefined,
     isTerminal,
+    isPause,
   };
 }
 
-function terminalTest(output: DescMessage): ResumePlan["isTerminal"] {
+/** A test for the event cases `table` lists for the output's event type (undefined when it lists none). */
+function eventTest(output: DescMessage, table: Record<string, readonly string[]>): ResumePlan["isTerminal"] {
   for (const f of output.fields) {
     if (f.fieldKind !== "message") continue;
-    const cases = TERMINAL[f.message.typeName];
+    const cases = table[f.message.typeName];
     const oneof: DescOneof | undefined = f.message.oneofs[0];
     if (cases === undefined || oneof === undefined) continue;
     const local = new Set(oneof.fields.filter((m) => cases.includes(m.name)).map((m) => m.localName));

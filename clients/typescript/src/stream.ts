@@ -40,6 +40,7 @@ export async function* serverStream(
   let current: { method: DescMethod; request: Message } = { method, request };
   let failures = 0;
   let received = false;
+  let paused = false; // the last message was a pause: a clean end here is the stream's end
   const scope = new CallScope(options.signal, options.timeoutMs);
   try {
     for (;;) {
@@ -59,12 +60,13 @@ export async function* serverStream(
             failures = 0;
             if (plan.responseId && !streamId) streamId = String(fields[plan.responseId.localName] ?? "");
             terminal = plan.isTerminal?.(fields) ?? false;
+            paused = plan.isPause?.(fields) ?? false;
           }
           received = true;
           yield message;
           if (terminal) return;
         }
-        if (!plan?.isTerminal) return;
+        if (!plan?.isTerminal || paused) return;
         failure = networkError(undefined, "the stream ended before its last message");
       } catch (e) {
         failure = scope.fail(e);

@@ -260,6 +260,7 @@ type RunState = {
   error?: string;
   lastSeq: bigint;
   stopping?: boolean;
+  replayed?: boolean; // opened from the list, and its logged events have all been read
 };
 
 type RunStream = AsyncIterable<{ seq: bigint; runId: string; event?: RunEvent }>;
@@ -435,10 +436,12 @@ function RunPanel({
       run.current = { runId, status: got?.status ?? RunStatus.RUNNING, rows: [], texts: new Map(), names: new Map(), pending: null, lastSeq: 0n };
       rerender(0);
       await consume((signal) => tc.flow.streamRunEvents({ runId, afterSeq: 0n }, { signal }));
-      if (got && run.current && got.status === RunStatus.WAITING_INPUT && !run.current.pending && got.pendingInput) {
+      if (run.current?.runId !== runId) return;
+      if (got && got.status === RunStatus.WAITING_INPUT && !run.current.pending && got.pendingInput) {
         run.current.pending = got.pendingInput;
-        rerender(0);
       }
+      run.current.replayed = true;
+      rerender(0);
     } catch (e) {
       setError(handleError(e));
     }
@@ -449,7 +452,7 @@ function RunPanel({
   const st = r ? RUN_STATUS[r.status] ?? RUN_STATUS[0] : null;
 
   return (
-    <div class="run-panel card" data-testid="run-panel">
+    <div class="run-panel card" data-testid="run-panel" data-replayed={r?.replayed ? "true" : undefined}>
       <div class="run-head">
         <h3>Run</h3>
         {st && (

@@ -228,6 +228,38 @@ describe("automatic resume", () => {
     assert.match(resumed[0].url, /[?&]after_seq=3(&|$)/);
   });
 
+  test("a run's events replay past an answered pause; a waiting run's stream ends at its pause", async () => {
+    const { flow } = await admin.flow.createFlow({
+      flow: {
+        name: unique("ts-pause"),
+        graph: {
+          nodes: [
+            { id: "start", name: "start", type: NodeType.START },
+            { id: "ask", name: "ask", type: NodeType.INPUT, params: { mode: "form", prompt: "Age?", fields: [{ name: "age", type: "number", required: true }] } },
+            { id: "end", name: "end", type: NodeType.END, params: { outputs: { age: "{{ask.age}}" } } },
+          ],
+          edges: [
+            { id: "e1", source: "start", target: "ask" },
+            { id: "e2", source: "ask", target: "end" },
+          ],
+        },
+      },
+    });
+    const { fetch: f, sent } = cuttingFetch(() => undefined);
+    const tc = client(f);
+    const paused = await collect(tc.flow.runFlow({ flowId: flow!.id }));
+    assert.equal(paused[paused.length - 1].event?.kind.case, "inputRequired");
+    const runId = paused[0].runId;
+    const waiting = await collect(tc.flow.streamRunEvents({ runId, afterSeq: 0n }));
+    assert.deepEqual(waiting.map((e) => e.seq), paused.map((e) => e.seq));
+    const rest = await collect(tc.flow.resumeRun({ runId, nodeId: "ask", input: { age: 36 } }));
+    assert.equal(rest[rest.length - 1].event?.kind.case, "runFinished");
+    const replay = await collect(tc.flow.streamRunEvents({ runId, afterSeq: 0n }));
+    assert.deepEqual(replay.map((e) => e.seq), [...paused, ...rest].map((_, i) => BigInt(i + 1)));
+    assert.deepEqual(replay.map((e) => e.event?.kind.case), [...paused, ...rest].map((e) => e.event?.kind.case));
+    assert.equal(sent.length, 4, "no reconnect after a pause: " + sent.map((r) => r.url).join(", "));
+  });
+
   test("gives up after retry.streamReconnects reconnects without progress", async () => {
     const sessionId = await newSession();
     const { fetch: f, sent } = cuttingFetch((url) =>

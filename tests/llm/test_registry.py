@@ -30,7 +30,8 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
 
 async def test_api_key_is_stored_encrypted_and_only_ever_returned_masked(app, llm, upstream):
     provider = await llm.provider(upstream.base_url + "/v1", api_key="sk-live-0123456789abcd",
-                                  extra_headers={"x-org": "acme"}, connect_timeout=seconds(2))
+                                  extra_headers={"x-org": "acme", "User-Agent": "acme-agent/1"},
+                                  connect_timeout=seconds(2))
     assert provider.api_key == "" and provider.api_key_masked == "sk-****abcd"
     assert provider.connect_timeout.seconds == 2 and provider.first_token_timeout.seconds == 60  # default shown
     assert provider.max_retries == 2 and provider.enabled
@@ -45,6 +46,7 @@ async def test_api_key_is_stored_encrypted_and_only_ever_returned_masked(app, ll
     await llm.generate(model.id)
     assert upstream.seen[-1].headers["authorization"] == "Bearer sk-live-0123456789abcd"
     assert upstream.seen[-1].headers["x-org"] == "acme"
+    assert upstream.seen[-1].headers["user-agent"] == "acme-agent/1"  # a provider's header wins over ours
 
     updated = (await llm.stub.UpdateProvider(llm_pb2.UpdateProviderRequest(
         provider=llm_pb2.Provider(id=provider.id, api_key="sk-rotated-key-9999"), update_mask=mask("api_key")),

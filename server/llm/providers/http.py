@@ -26,7 +26,7 @@ from typecase.server.infra.http import AiohttpTransport, RawResponse
 from . import CONTEXT, ERROR, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Timeouts, UpstreamError
 
 MAX_ERROR_BODY = 4096
-USER_AGENT = b"typecase"
+USER_AGENT = "typecase"
 # httpx logs every request at INFO: one line per LLM call is noise (and cost) at relay rates; keep its warnings.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
@@ -45,8 +45,10 @@ class ClientPool:
             timeout=None,  # per-request timeouts are passed with each call; first-token and idle ones are ours
             follow_redirects=False,
         )
-        self.stream_headers = [(b"user-agent", USER_AGENT), (b"accept", b"text/event-stream"),
-                               *((k.encode(), v.encode()) for k, v in self.headers.items())]
+        # One value per name, a provider's own headers (User-Agent, say) over our defaults.
+        stream_headers = {"user-agent": USER_AGENT, "accept": "text/event-stream",
+                          **{k.lower(): v for k, v in self.headers.items()}}
+        self.stream_headers = [(k.encode(), v.encode()) for k, v in stream_headers.items()]
 
     async def aclose(self) -> None:
         await self.http.aclose()  # closes the transport too

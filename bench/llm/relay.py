@@ -9,7 +9,9 @@ registers the upstream as a model, then measures each surface against the direct
   openai      raw HTTP client -> POST /openai/v1/chat/completions stream=true (what LiteLLM serves)
 and prints, with 1 and with N concurrent streams, the added time to first token and the relay throughput as
 ratios to direct; then streamed requests/s with 50 concurrent clients and the server's CPU per request (the
-LiteLLM comparison: 22 ms added TTFT p50, ~100 ms CPU per 50-chunk request, 9.4 requests/s).
+LiteLLM comparison: 22 ms added TTFT p50, ~100 ms CPU per 50-chunk request, 9.4 requests/s). The 1-stream runs
+also measure bare grpc.aio and uvicorn relays with none of Typecase's code (bench/llm/floor.py): what the
+frameworks alone add on this machine, and so what Typecase's own code adds on top of them.
 
     .venv/bin/python bench/llm/relay.py [--tokens 50] [--concurrency 500] [--sequential 200] [--seconds 10]
 """
@@ -109,8 +111,10 @@ class RawHttp:
 
 
 class Surfaces:
-    def __init__(self, upstream_port: int, http_port: int, grpc_port: int, model_id: str, tokens: int):
+    def __init__(self, upstream_port: int, http_port: int, grpc_port: int, model_id: str, tokens: int,
+                 floor_ports: tuple[int, int] = (0, 0)):
         self.upstream_port, self.http_port, self.grpc_port = upstream_port, http_port, grpc_port
+        self.floor_grpc_port, self.floor_http_port = floor_ports
         self.model_id, self.tokens = model_id, tokens
         self.chat_body = json.dumps({"model": "bench", "stream": True,
                                      "messages": [{"role": "user", "content": "go"}]}).encode()
@@ -123,12 +127,15 @@ class Surfaces:
 
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         self.stub = llm_pb2_grpc.LLMServiceStub(self.channel)
+        self.floor_channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.floor_grpc_port}")
+        self.floor_stub = llm_pb2_grpc.LLMServiceStub(self.floor_channel)
         self.grpc_request = llm_pb2.GenerateRequest(
             model_id=self.model_id, messages=[llm_pb2.ChatMessage(role=2, content="go")])
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self.channel.close()
+        await self.floor_channel.close()
 
     def client(self, surface: str):
         """An async callable doing one streamed request -> (ttft seconds, tokens)."""
@@ -141,20 +148,25 @@ class Surfaces:
             return RawHttp(self.http_port, f"/v1/models/{self.model_id}:generate", self.generate_body,
                            {"authorization": AUTH, "accept": "text/event-stream"})
         if surface == "grpc":
-            return GrpcClient(self)
+            return GrpcClient(self, self.stub)
+        if surface == "grpc-floor":
+            return GrpcClient(self, self.floor_stub)
+        if surface == "sse-floor":
+            return RawHttp(self.floor_http_port, "/", self.generate_body, {})
         if surface == "websocket":
             return WsClient(self)
         raise ValueError(surface)
 
 
 class GrpcClient:
-    def __init__(self, s: Surfaces):
+    def __init__(self, s: Surfaces, stub):
         self.s = s
+        self.stub = stub
 
     async def call(self) -> tuple[float, int]:
         started = time.perf_counter()
         ttft, count = 0.0, 0
-        async for message in self.s.stub.Generate(self.s.grpc_request, metadata=(("authorization", AUTH),)):
+        async for message in self.stub.Generate(self.s.grpc_request, metadata=(("authorization", AUTH),)):
             n = tokens(message.text)
             if n and not count:
                 ttft = time.perf_counter() - started
@@ -236,9 +248,9 @@ async def run_workers(surfaces: Surfaces, surface: str, workers: int, requests_e
 async def interleaved(surfaces: Surfaces, rounds: int) -> dict[str, Result]:
     """One stream at a time, every surface in turn each round: this machine's speed drifts over seconds (a VM's
     host), and taking turns exposes every surface to the same drift, which back-to-back blocks would not."""
-    clients = {surface: surfaces.client(surface) for surface in SURFACES}
-    results = {surface: Result() for surface in SURFACES}
-    busy = {surface: 0.0 for surface in SURFACES}
+    clients = {surface: surfaces.client(surface) for surface in (*SURFACES, *FLOORS)}
+    results = {surface: Result() for surface in clients}
+    busy = {surface: 0.0 for surface in clients}
     for _ in range(rounds):
         for surface, client in clients.items():
             began = time.perf_counter()
@@ -267,6 +279,7 @@ class Stack:
         self.server_env = server_env or {}
         self.tmp = tempfile.TemporaryDirectory(prefix="tc-bench-")
         self.upstream_port, self.http_port, self.grpc_port = free_port(), free_port(), free_port()
+        self.floor_ports = (free_port(), free_port())
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> Stack:
@@ -281,6 +294,8 @@ class Stack:
         python = sys.executable
         self.procs.append(subprocess.Popen([python, str(ROOT / "bench/llm/upstream.py"), str(self.upstream_port),
                                             str(self.tokens)], stdout=subprocess.DEVNULL))
+        self.procs.append(subprocess.Popen([python, str(ROOT / "bench/llm/floor.py"), str(self.upstream_port),
+                                            *map(str, self.floor_ports)]))
         env = {**os.environ, "TYPECASE_DATA_DIR": self.tmp.name, "TYPECASE_HTTP_PORT": str(self.http_port),
                "TYPECASE_GRPC_PORT": str(self.grpc_port), "TYPECASE_ADMIN_API_KEY": KEY, "HF_HUB_OFFLINE": "1",
                "TYPECASE_RATE_LIMIT_PER_KEY": "100000000/minute", "TYPECASE_RATE_LIMIT_PER_USER": "100000000/minute",
@@ -301,6 +316,14 @@ class Stack:
             if time.monotonic() > deadline or self.server.poll() is not None:
                 raise RuntimeError("typecase did not start:\n" + (Path(self.tmp.name) / "server.log").read_text())
             time.sleep(0.1)
+        while True:  # the bare relays (bench/llm/floor.py) start faster than Typecase, but make sure
+            try:
+                socket.create_connection(("127.0.0.1", self.floor_ports[1]), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.procs[1].poll() is not None:
+                    raise RuntimeError("bench/llm/floor.py did not start") from None
+                time.sleep(0.1)
         headers = {"authorization": AUTH}
         base = f"http://127.0.0.1:{self.http_port}"
         provider = httpx.post(f"{base}/v1/providers", headers=headers, json={
@@ -325,14 +348,15 @@ class Stack:
 
 
 SURFACES = ("direct", "grpc", "sse", "websocket", "openai")
+FLOORS = ("grpc-floor", "sse-floor")  # bare framework relays (bench/llm/floor.py), 1-stream runs only
 
 
 async def bench(args) -> dict:
     with Stack(args.tokens, dict(kv.split("=", 1) for kv in args.server_env)) as stack:
         async with Surfaces(stack.upstream_port, stack.http_port, stack.grpc_port, stack.model_id,
-                            args.tokens) as surfaces:
+                            args.tokens, stack.floor_ports) as surfaces:
             report: dict = {"tokens_per_request": args.tokens, "single": {}, "concurrent": {}}
-            for surface in SURFACES:  # warm up connections, the model snapshot, code paths
+            for surface in (*SURFACES, *FLOORS):  # warm up connections, the model snapshot, code paths
                 await run_workers(surfaces, surface, 4, requests_each=10)
             surfaces.ws_handshakes.clear()
             report["single"] = await interleaved(surfaces, args.sequential)
@@ -370,8 +394,12 @@ def print_report(report: dict, args) -> None:
         print(f"  {surface:<8} {rps:>8.1f} streamed requests/s = {rps / LITELLM['requests_per_s']:>5.1f}x LiteLLM; "
               f"server CPU {cpu * 1000:>5.2f} ms/request = {LITELLM['cpu_ms_per_request'] / (cpu * 1000):>5.1f}x less; "
               f"TTFT p50 {result.ttft_p50_ms:.1f} ms; errors {result.errors}")
-    added = {s: single[s].ttft_p50_ms - d1.ttft_p50_ms for s in SURFACES[1:]}
-    print("\nadded TTFT p50 (1 stream), target < 2 ms: " + ", ".join(f"{s} {v:+.2f} ms" for s, v in added.items()))
+    added = {s: single[s].ttft_p50_ms - d1.ttft_p50_ms for s in (*SURFACES[1:], *FLOORS)}
+    print("\nadded TTFT p50 (1 stream), target < 2 ms: "
+          + ", ".join(f"{s} {added[s]:+.2f} ms" for s in SURFACES[1:]))
+    print(f"bare relays, no Typecase code (bench/llm/floor.py): grpc.aio {added['grpc-floor']:+.2f} ms, "
+          f"uvicorn SSE {added['sse-floor']:+.2f} ms; so Typecase's own code adds "
+          f"grpc {added['grpc'] - added['grpc-floor']:+.2f} ms, sse {added['sse'] - added['sse-floor']:+.2f} ms")
     print(f"(websocket TTFT counts from the request frame; its connection and upgrade, one per call, took "
           f"{report['ws_handshake_ms']:.2f} ms p50 before that)")
 

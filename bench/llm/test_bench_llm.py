@@ -17,5 +17,7 @@ def test_relay_benchmark_runs_and_prints_ratios(capsys):
         single, concurrent = report["single"][surface], report["concurrent"][surface]
         assert single.errors == 0 and concurrent.errors == 0, surface
         assert single.tokens == 100 * 50 and concurrent.tokens == 200 * 50, surface  # every token relayed
+    for floor in relay.FLOORS:  # the bare framework relays are measured in the 1-stream runs
+        assert report["single"][floor].errors == 0 and report["single"][floor].tokens == 100 * 50, floor
     for surface, (result, _cpu) in report["load"].items():
         assert result.errors == 0 and result.requests > 0, surface

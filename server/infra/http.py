@@ -89,7 +89,7 @@ class RawResponse:
     status: int
     reason: str
     headers: list[tuple[bytes, bytes]]
-    body: _Body
+    body: httpx.AsyncByteStream  # this module's _Body, or infra/h1.py's for the streaming client
 
     def header(self, name: bytes) -> bytes | None:
         return next((v for k, v in self.headers if k.lower() == name), None)

@@ -316,7 +316,7 @@ class Stack:
             if time.monotonic() > deadline or self.server.poll() is not None:
                 raise RuntimeError("typecase did not start:\n" + (Path(self.tmp.name) / "server.log").read_text())
             time.sleep(0.1)
-        while True:  # the bare relays (bench/llm/floor.py) start faster than Typecase, but make sure
+        while True:  # the bare relays (bench/llm/floor.py) are up long before Typecase; checked all the same
             try:
                 socket.create_connection(("127.0.0.1", self.floor_ports[1]), timeout=1).close()
                 break

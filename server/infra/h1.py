@@ -99,9 +99,6 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx.RemoteProtocolError(f"malformed response from the upstream: {exc}"))
             self.transport.close()
 
-    def eof_received(self) -> bool:
-        return False  # let the transport close; connection_lost settles the exchange
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if self.active and not self.done and self.error is None:
@@ -248,8 +245,7 @@ class _Body(httpx.AsyncByteStream):
             self._client._release(conn, reuse and conn.reusable())
 
     async def aclose(self) -> None:
-        conn = self._conn
-        self._end(reuse=conn is not None and conn.done and not conn.chunks)
+        self._end(reuse=True)  # reused only if read to its end (_Connection.reusable)
 
 
 class StreamClient:

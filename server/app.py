@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from typecase.server import gateway
 from typecase.server.auth.interceptor import AuthInterceptor
+from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
 from typecase.server.chat.service import ChatService
@@ -39,6 +40,7 @@ from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.infra.audit import AuditLog
+from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.service import KnowledgeService
 from typecase.server.llm.openai_compat import openai_routes
@@ -76,7 +78,8 @@ def domain_servicers(app: App) -> dict[str, Any]:
         storage=app.resources.storage, knowledge=servicers["KnowledgeService"], flow=servicers["FlowService"],
     )
     servicers["AdminService"] = AdminService(
-        app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart
+        app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart,
+        proxy_keys=ProxyKeys(app.auth, app.settings.secret("admin_api_key")),
     )
     return servicers
 
@@ -218,6 +221,7 @@ class App:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds) or None,
+            http=limited_http_protocol(self.settings.http_max_header_bytes, self.settings.http_max_header_count),
         )
         self._http_server = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._http_server.serve())

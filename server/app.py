@@ -49,6 +49,7 @@ from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
 from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
+from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
@@ -152,7 +153,8 @@ class App:
         for servicer in self.servicers.values():
             if hasattr(servicer, "start"):
                 await servicer.start()
-        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor()]
+        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor(),
+                        NulTextInterceptor()]
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(
             interceptors=interceptors,
@@ -184,6 +186,8 @@ class App:
             [s.descriptor for s in services],
             routes=[*self._ops_routes(), *domain_routes(self)],
             max_body_bytes=self.settings.http_max_body_bytes,
+            max_json_depth=self.settings.http_max_json_depth,
+            max_part_header_bytes=self.settings.http_max_part_header_bytes,
             sse_keepalive_seconds=self.settings.sse_keepalive_seconds,
             descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
             title="Typecase API",

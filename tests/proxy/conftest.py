@@ -86,7 +86,7 @@ async def api_key(channel, *scopes: str, credential: str = ADMIN_KEY) -> str:
     """A new API key's secret with these scopes (none: the default, "api"), created by `credential`'s owner."""
     auth = auth_pb2_grpc.AuthServiceStub(channel)
     reply = await auth.CreateApiKey(
-        auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="test", scopes=list(scopes))),
+        auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="test", **({"scopes": scopes} if scopes else {}))),
         metadata=bearer(credential),
     )
     return reply.secret

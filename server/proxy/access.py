@@ -84,7 +84,8 @@ def open_access_problem(mode: str, has_upstream_key: bool, host: str, insecure_a
                 "required); TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED=true runs it open to the network")
     if has_upstream_key:
         return ("with proxy_upstream_api_key set the proxy needs access keys (proxy_access_keys auto or required), "
-                "or anyone on this machine spends the key; TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED=true allows it")
+                "or anyone on this machine spends the key; "
+                "TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED=true allows it")
     return None
 
 

@@ -360,8 +360,8 @@ class RuntimeConfig:
         self.environ = os.environ if environ is None else environ
         self.fields = Settings.model_fields
         secrets = frozenset(k for k in EDITABLE if _unwrap_optional(self.fields[k].annotation) is SecretStr)
-        self.file = ConfigFile(settings.data_dir / settings.proxy_config_file, settings.proxy_config_write_delay_seconds,
-                               secrets)
+        self.file = ConfigFile(settings.data_dir / settings.proxy_config_file,
+                               settings.proxy_config_write_delay_seconds, secrets)
         self.overrides: dict[str, Any] = {}  # validated values from the runtime file
         self._adapters: dict[str, TypeAdapter] = {}
         self._stamp: tuple[int, int] | None = None

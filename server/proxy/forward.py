@@ -8,8 +8,8 @@ pass, but for the caller's dealings with Typecase (headers.py). Before anything 
 carry an access key when one is required (access.py: 401/403/429) and its path must not climb out of the upstream
 base URL's path (a `.` or `..` segment, also percent-encoded or behind a backslash: 400, as the upstream would
 otherwise resolve `/v1/../admin` against its own tree). Failures before the response starts become JSON errors:
-413 (body too large), 502 (upstream unreachable or broken), 504 (upstream timeout). A client that disconnects closes the upstream request at once, so an abandoned
-stream stops costing tokens.
+413 (body too large), 502 (upstream unreachable or broken), 504 (upstream timeout). A client that disconnects
+closes the upstream request at once, so an abandoned stream stops costing tokens.
 
 Requests go straight to one shared transport (infra/http.py, on aiohttp, raising httpx's exceptions) as byte
 header pairs, rather than through an httpx.AsyncClient: a client keeps a cookie jar, which in a proxy would carry

@@ -121,7 +121,7 @@ def request_headers(
         out.append((name, value))
     if upstream_api_key is not None and not saw_credential:
         out.append((b"x-api-key", upstream_api_key))
-    if client_address is not None:
+    if client_address is not None and b"x-forwarded-for" not in drop:  # a custom X-Forwarded-For wins
         if last_forwarded_for >= 0:
             name, value = out[last_forwarded_for]
             out[last_forwarded_for] = (name, value + b", " + client_address)

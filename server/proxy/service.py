@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from typecase.server.infra.audit import AuditEventRow, AuditLog
 from typecase.server.infra.http import AiohttpTransport
+from typecase.server.proxy.access import KeyVerifier, is_loopback, open_access_problem
 from typecase.server.proxy.config_store import (
     EDITABLE,
     RESET,
@@ -30,7 +31,6 @@ from typecase.server.proxy.config_store import (
     mask,
     to_text,
 )
-from typecase.server.proxy.access import KeyVerifier, is_loopback, open_access_problem
 from typecase.server.proxy.forward import SOURCE_PROXY, ProxyApp, ProxyConfig
 from typecase.server.proxy.listener import ProxyListener
 from typecase.server.proxy.logstream import INFO, WARNING, LogFiles, LogFilter, LogHub, LogLine

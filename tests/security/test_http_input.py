@@ -202,8 +202,8 @@ async def test_malformed_multipart_is_a_400(kb_app, case):
 async def test_a_truncated_multipart_upload_is_refused_and_nothing_is_stored(kb_app):
     app, kb_id = kb_app
     async with http(app) as client:
-        reply = await client.post(f"/v1/knowledge-bases/{kb_id}/files", content=form("cut.txt", b"half of it",
-                                                                                     close=False),
+        cut = form("cut.txt", b"x" * 600_000, close=False)  # three 256 KiB request messages, the last held back
+        reply = await client.post(f"/v1/knowledge-bases/{kb_id}/files", content=cut,
                                   headers={"content-type": "multipart/form-data; boundary=XyZ"})
         assert reply.status_code == 400, reply.text
         assert "ended before its closing boundary" in error_message(reply)

@@ -109,10 +109,11 @@ def test_too_many_headers_or_too_long_a_head_gets_431(serving, listener):
     server, ports = serving
     port = ports[listener]
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(1000))
-    answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + many + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ") and b"more than 100 request headers" in answer, answer[:300]
     # A complete head over 64 KiB in one read is measured exactly, not only while it arrives.
-    answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"b" * (70 * 1024) + b"\r\n\r\n")
+    answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Long: " + b"b" * (70 * 1024)
+                       + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ") and b"exceed 65536 bytes" in answer, answer[:300]
     # Ordinary requests still work on the same listener.
     answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -148,17 +149,17 @@ async def test_json_nested_100000_levels_is_a_400_on_every_json_surface(kb_app):
 
 
 async def test_json_at_the_nesting_cap_passes_and_one_level_more_is_refused(app_factory):
-    app = await app_factory(llm_local_enabled=False, http_max_json_depth=4)
+    app = await app_factory(http_max_json_depth=4)
     async with http(app) as client:
         at_cap = {"title": "ok", "metadata": {"a": {"b": {"c": 1}}}}  # 4 levels: body, metadata, a, b
         reply = await client.post("/v1/sessions", json=at_cap)
-        assert reply.status_code != 400 or "levels deep" not in reply.text, reply.text
+        assert reply.status_code == 200, reply.text
         over = {"title": "ok", "metadata": {"a": {"b": {"c": [1]}}}}
         reply = await client.post("/v1/sessions", json=over)
         assert reply.status_code == 400 and "more than 4 levels deep" in error_message(reply), reply.text
         # Brackets inside strings are text, not nesting.
         reply = await client.post("/v1/sessions", json={"title": "[[[[[[{{{{{{", "metadata": {"a": 1}})
-        assert "levels deep" not in reply.text, reply.text
+        assert reply.status_code == 200, reply.text
 
 
 # -- multipart -----------------------------------------------------------------------------------------------

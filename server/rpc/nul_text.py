@@ -6,8 +6,14 @@ an interceptor costs less than a check per field per domain and cannot be forgot
 gRPC and, through the same interceptors, REST, SSE, WebSocket and each message of a client stream. Bytes fields
 (uploads, inline files) are not text and are not looked at.
 
-The walk visits only the fields a message has set (`ListFields`, in C) and searches each string with `in`
-(memchr), so its cost follows the number of set fields, not the text size; `bench/rpc/nul_text.py` measures it.
+The walk visits only the fields a message has set (`ListFields`, in C), Struct values through their own
+accessors (3x faster than ListFields on each Value), and searches each string with `in` (memchr); its cost
+follows the number of set sub-messages more than the text size. Measured by bench/rpc/nul_text.py on the 2-core
+VM: a 500-node flow graph (11,000 sub-messages, 200 KB) 7-19 ms, about 0.4x what the gateway's JSON decoding of
+the same request costs, but 7-14x protobuf's C parse of it over gRPC; 100 message pairs of 200,000 characters
+(40 MB) 7-13 ms, 0.17x the parse; a 4 MiB upload chunk 0.1-0.4 ms. The gateway could skip requests whose JSON has
+no `\u0000` (a C-speed scan), but gRPC requests cannot be pre-filtered the same way (doubles and empty values put
+zero bytes on the wire), and one check in one place was preferred to two.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from typecase.server import gateway
 from typecase.server.auth.interceptor import AuthInterceptor
+from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
 from typecase.server.chat.service import ChatService
@@ -39,6 +40,7 @@ from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.infra.audit import AuditLog
+from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.service import KnowledgeService
 from typecase.server.llm.openai_compat import openai_routes
@@ -47,6 +49,7 @@ from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
 from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
+from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
@@ -76,7 +79,8 @@ def domain_servicers(app: App) -> dict[str, Any]:
         storage=app.resources.storage, knowledge=servicers["KnowledgeService"], flow=servicers["FlowService"],
     )
     servicers["AdminService"] = AdminService(
-        app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart
+        app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart,
+        proxy_keys=ProxyKeys(app.auth, app.settings.secret("admin_api_key")),
     )
     return servicers
 
@@ -149,7 +153,8 @@ class App:
         for servicer in self.servicers.values():
             if hasattr(servicer, "start"):
                 await servicer.start()
-        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor()]
+        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor(),
+                        NulTextInterceptor()]
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(
             interceptors=interceptors,
@@ -181,6 +186,8 @@ class App:
             [s.descriptor for s in services],
             routes=[*self._ops_routes(), *domain_routes(self)],
             max_body_bytes=self.settings.http_max_body_bytes,
+            max_json_depth=self.settings.http_max_json_depth,
+            max_part_header_bytes=self.settings.http_max_part_header_bytes,
             sse_keepalive_seconds=self.settings.sse_keepalive_seconds,
             descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
             title="Typecase API",
@@ -218,6 +225,7 @@ class App:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds) or None,
+            http=limited_http_protocol(self.settings.http_max_header_bytes, self.settings.http_max_header_count),
         )
         self._http_server = _EmbeddedUvicorn(config)
         self._http_task = asyncio.create_task(self._http_server.serve())

@@ -7,6 +7,7 @@ with TYPECASE_SECRET_KEY at load time and held as SecretStr so they never reach 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +28,8 @@ SECRET_FIELDS = ("database_url", "redis_url", "s3_secret_key", "milvus_token", "
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TYPECASE_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix="TYPECASE_", env_file=".env", extra="ignore", validate_default=True,
+        hide_input_in_errors=True,  # a rejected secret (a malformed upstream key, say) must not reach a log line
     )
 
     # Listeners. Loopback by default: set TYPECASE_HOST=0.0.0.0 to serve other machines.
@@ -59,6 +61,15 @@ class Settings(BaseSettings):
     # Limits and timeouts.
     grpc_max_message_bytes: int = Field(16 * MiB, ge=1024)
     http_max_body_bytes: int = Field(4 * MiB, ge=1024)
+    # HTTP input caps (issue 18): a request head is read before authentication, JSON and multipart framing before
+    # any handler; past a cap the request gets 431 (head) or 400 (body), never a 500.
+    http_max_header_bytes: int = Field(64 * 1024, ge=1024, description="request target plus header names and "
+                                       "values of one request (gateway listener); 431 beyond")
+    http_max_header_count: int = Field(100, ge=1, description="headers of one request (gateway listener); 431 beyond")
+    http_max_json_depth: int = Field(100, ge=1, le=500, description="nesting levels of a JSON body, NDJSON message, "
+                                     "WebSocket frame or JSON query value; 400 beyond")
+    http_max_part_header_bytes: int = Field(8 * 1024, ge=256, description="one header line of a multipart/form-data "
+                                            "part; 400 beyond")
     sse_keepalive_seconds: float = Field(15.0, gt=0)
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     migrate_on_start: bool = True
@@ -234,6 +245,20 @@ class Settings(BaseSettings):
                                                "0: never")
     proxy_config_write_delay_seconds: float = Field(0.0, ge=0, description="testing: pause in the middle of a "
                                                     "config write")
+    # Proxy access and privacy (issue 18): who may use the listener (access keys are API keys with the "proxy"
+    # scope) and what of the caller's request reaches the upstream; request-head caps of the proxy listener.
+    proxy_access_keys: Literal["auto", "required", "off"] = Field(
+        "auto", description="auto: a proxy access key is required when proxy_upstream_api_key is set or the "
+        "listener is not on loopback; required: always; off: never (refused off loopback or with an upstream key "
+        "unless proxy_insecure_allow_unauthenticated)")
+    proxy_insecure_allow_unauthenticated: bool = Field(
+        False, description="DANGER: let proxy_access_keys=off stand on a non-loopback listener or with "
+        "proxy_upstream_api_key set: anyone who reaches the port uses the proxy and spends the server's key")
+    proxy_forward_client_address: bool = Field(False, description="send X-Forwarded-For (the client's own plus "
+                                               "its address) and the other forwarding headers upstream; off: none")
+    proxy_max_header_bytes: int = Field(64 * 1024, ge=1024, description="request target plus header names and "
+                                        "values of one proxied request; 431 beyond")
+    proxy_max_header_count: int = Field(100, ge=1, description="headers of one proxied request; 431 beyond")
     # Failed credential checks (wrong, unknown, malformed or oversized API keys and tokens) allowed per client
     # address before that address is refused for a while (issue 8's admin API security; enforced by the auth
     # interceptor for every RPC). Empty: no limit.
@@ -243,6 +268,14 @@ class Settings(BaseSettings):
     @classmethod
     def _credential_failures_limit(cls, value: str) -> str:
         return cls._rate_limit(value)
+
+    @field_validator("proxy_upstream_api_key")
+    @classmethod
+    def _upstream_key_is_a_header_value(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = upstream_key_problem(value.get_secret_value()) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     # Flow
     # Graphs.
@@ -321,6 +354,13 @@ class Settings(BaseSettings):
     def secret(self, name: str) -> str | None:
         value: Any = getattr(self, name)
         return value.get_secret_value() if value is not None else None
+
+
+def upstream_key_problem(key: str) -> str | None:
+    """Why `key` cannot be sent as an HTTP header value (a line break would break every proxied request), or None."""
+    if not re.fullmatch(r"[\x21-\x7e]*", key):
+        return "must be printable ASCII without spaces, tabs or line breaks"
+    return None
 
 
 def decrypt_secret(token: str, key: SecretStr | None) -> str:

@@ -16,6 +16,7 @@ import grpc
 import jwt
 from sqlalchemy import select, update
 
+from typecase.server.auth import scopes
 from typecase.server.auth.credentials import MAX_CREDENTIAL_BYTES, digest
 from typecase.server.auth.models import ApiKeyRow, UserRow
 from typecase.server.auth.tokens import TokenSigner, looks_like_jwt
@@ -36,6 +37,7 @@ class _Cached:
     principal: Principal | None  # None: the credential is known to be invalid
     reason: str
     until: float
+    scopes: frozenset[str] = frozenset()  # an API key's (auth/scopes.py)
 
 
 class Authenticator:
@@ -49,12 +51,15 @@ class Authenticator:
         self._background: set[asyncio.Task] = set()
         self._loading: dict[str, asyncio.Future] = {}
 
-    async def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str, scope: str = scopes.SCOPE_API) -> Principal:
+        """The caller behind `credential`, for a surface that needs `scope` (access tokens are for the API only)."""
         if not credential or len(credential.encode()) > MAX_CREDENTIAL_BYTES:
             raise unauthenticated("missing or malformed credential")
         if looks_like_jwt(credential):
+            if scope != scopes.SCOPE_API:
+                raise unauthenticated(f"an access token cannot be used here: use an API key with the {scope!r} scope")
             return await self._from_token(credential)
-        return await self._from_api_key(credential)
+        return await self._from_api_key(credential, scope)
 
     def forget_key(self, secret_sha256: str) -> None:
         self._keys.pop(secret_sha256, None)
@@ -90,7 +95,7 @@ class Authenticator:
             raise unauthenticated(cached.reason, "USER_DISABLED")
         return cached.principal
 
-    async def _from_api_key(self, secret: str) -> Principal:
+    async def _from_api_key(self, secret: str, scope: str) -> Principal:
         key_digest = digest(secret)
         now = time.monotonic()
         cached = self._keys.get(key_digest)
@@ -104,6 +109,10 @@ class Authenticator:
             self._keys[key_digest] = cached
         if cached.principal is None:
             raise unauthenticated(cached.reason)
+        if scope not in cached.scopes:
+            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
+                                f"this API key lacks the {scope!r} scope (it has: {', '.join(sorted(cached.scopes))})",
+                                {"scope": scope})
         self._touch(cached.principal.api_key_id)
         return cached.principal
 
@@ -127,7 +136,7 @@ class Authenticator:
             until = min(until, now + (key.expire_time - utcnow()).total_seconds())
         if user.disabled:
             return _Cached(None, "user disabled", until)
-        return _Cached(Principal(user.id, user.role, key.id), "", until)
+        return _Cached(Principal(user.id, user.role, key.id), "", until, scopes.decode(key.scopes))
 
     def _touch(self, api_key_id: str | None) -> None:
         """Record last use at most once a minute per key, off the request path."""

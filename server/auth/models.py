@@ -33,6 +33,7 @@ class ApiKeyRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     prefix: Mapped[str] = mapped_column(String(16))
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(64), default="api", server_default="api")  # auth/scopes.py
     expire_time: Mapped[datetime | None]
     last_used_time: Mapped[datetime | None]
     revoke_time: Mapped[datetime | None]

@@ -10,7 +10,7 @@ import grpc
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from typecase.server.auth import credentials
+from typecase.server.auth import credentials, scopes
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.bootstrap import ensure_admin
 from typecase.server.auth.models import ApiKeyRow, RefreshTokenRow, UserRow
@@ -61,6 +61,7 @@ def api_key_message(row: ApiKeyRow) -> auth_pb2.ApiKey:
         revoke_time=to_timestamp(row.revoke_time),
         create_time=to_timestamp(row.create_time),
         update_time=to_timestamp(row.update_time),
+        scopes=[s for s in scopes.SCOPES if s in scopes.decode(row.scopes)],
     )
 
 
@@ -296,15 +297,17 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         expire_time = from_timestamp(key.expire_time, key.HasField("expire_time"))
         if expire_time is not None and expire_time <= utcnow():
             raise invalid_argument("api_key.expire_time", "must be in the future")
+        key_scopes = scopes.clean_scopes(key.scopes)
         async with self.db.session() as session:
             await self._visible_user(session, owner_id)  # a user may only create keys for themselves
             secret = credentials.new_api_key()
             row = ApiKeyRow(owner_id=owner_id, name=name, prefix=secret[: credentials.SHOWN_PREFIX_LENGTH],
-                            secret_sha256=credentials.digest(secret), expire_time=expire_time)
+                            secret_sha256=credentials.digest(secret), expire_time=expire_time,
+                            scopes=scopes.encode(key_scopes))
             session.add(row)
             await session.commit()
         await self.audit.record("api_key.create", actor_id=me.user_id, resource_type="api_key", resource_id=row.id,
-                                detail={"owner_id": owner_id, "name": name})
+                                detail={"owner_id": owner_id, "name": name, "scopes": key_scopes})
         return auth_pb2.CreateApiKeyResponse(api_key=api_key_message(row), secret=secret)
 
     async def ListApiKeys(self, request, context):

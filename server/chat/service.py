@@ -583,6 +583,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 raise invalid_argument(field, "set exactly one of url, file_id or data")
             if not attachment.name:
                 raise invalid_argument(f"{field}.name", "required")
+            if attachment.name in (".", ".."):  # would name a directory in the object key below
+                raise invalid_argument(f"{field}.name", "must be a file name, not '.' or '..'")
             item = chat_pb2.Attachment()
             item.CopyFrom(attachment)
             if attachment.data:

@@ -20,6 +20,7 @@ Conventions (details in the modules):
   ``access_token`` is reserved for authentication
 * jsonmap.py  - proto3 JSON: proto field names out, every field emitted (unset messages as null),
   int64 as strings; proto or JSON names in, unknown fields ignored
+* jsontext.py - JSON text in, within a nesting cap (400 beyond)
 * errors.py   - google.rpc.Status bodies, grpc-gateway's code -> HTTP status table, rich details
 * metadata.py - headers <-> metadata, Grpc-Timeout, trace ids, access_token / WebSocket bearer
 * streaming.py, multipart.py - NDJSON / SSE / WebSocket server streams; multipart and NDJSON client streams
@@ -46,7 +47,8 @@ def create_app(target: Any, services: Sequence[ServiceDescriptor], **options: An
 
     ``target`` is a ``grpc.aio.Channel`` (remote) or an ``InProcess`` (servicers called directly).
     ``options`` are the fields of ``GatewayOptions``: max_body_bytes, max_upload_bytes,
-    upload_chunk_bytes, max_form_field_bytes, sse_keepalive_seconds, default_timeout, routes, lifespan,
+    upload_chunk_bytes, max_form_field_bytes, max_part_header_bytes, max_json_depth, sse_keepalive_seconds,
+    default_timeout, routes, lifespan,
     descriptor_set, title, version, openapi_path, docs_path, www_authenticate.
     Raises ValueError for an invalid google.api.http annotation, TypeError for an unknown option.
     """

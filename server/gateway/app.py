@@ -12,7 +12,6 @@ handlers find the trace id in ``request.state.trace_id``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -28,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, Router
 
-from . import openapi
+from . import jsontext, openapi
 from .bindings import Binding, build_bindings
 from .channel import ChannelTarget
 from .errors import RpcFailure, invalid_argument, status_body
@@ -62,6 +61,9 @@ class GatewayOptions:
         None = unlimited (the body is never held in memory). Default None.
     upload_chunk_bytes: bytes per request message of a multipart upload. Default 256 KiB.
     max_form_field_bytes: largest text field of a multipart form. Default 64 KiB.
+    max_part_header_bytes: largest header line of a multipart part (400 beyond). Default 8 KiB.
+    max_json_depth: deepest nesting of a JSON body, NDJSON message, WebSocket frame or JSON query value (400
+        beyond). Default 100.
     sse_keepalive_seconds: idle time after which an SSE stream gets a ``: keep-alive`` comment. 15.
     default_timeout: deadline in seconds for calls that send no Grpc-Timeout header; None = none.
     routes: extra Starlette routes served beside the transcoded ones.
@@ -78,6 +80,8 @@ class GatewayOptions:
     max_upload_bytes: int | None = None
     upload_chunk_bytes: int = 256 << 10
     max_form_field_bytes: int = 64 << 10
+    max_part_header_bytes: int = 8 << 10
+    max_json_depth: int = jsontext.DEFAULT_MAX_DEPTH
     sse_keepalive_seconds: float = 15.0
     default_timeout: float | None = None
     routes: Sequence[BaseRoute] = field(default_factory=tuple)
@@ -231,7 +235,7 @@ class Gateway:
         scope: Scope, receive: Receive, send: Send, base_headers: list[tuple[bytes, bytes]], start: float,
     ) -> None:
         body = await self._read_body(binding, incoming, receive)
-        request = binding.build_request(params, body, incoming.content_type, query)
+        request = binding.build_request(params, body, incoming.content_type, query, self.options.max_json_depth)
         if incoming.last_event_id is not None:
             self._apply_last_event_id(binding, request, incoming)
         call_scope = CallScope(self._deadline(incoming))
@@ -302,7 +306,7 @@ class Gateway:
         scope: Scope, receive: Receive, send: Send, base_headers: list[tuple[bytes, bytes]], start: float,
     ) -> None:
         body = await self._read_body(binding, incoming, receive)
-        request = binding.build_request(params, body, incoming.content_type, query)
+        request = binding.build_request(params, body, incoming.content_type, query, self.options.max_json_depth)
         if incoming.last_event_id is not None:
             self._apply_last_event_id(binding, request, incoming)
         mode = SSE if "text/event-stream" in incoming.accept else NDJSON
@@ -340,10 +344,11 @@ class Gateway:
         if media_type == "multipart/form-data":
             source = multipart_requests(
                 receive, content_type, binding, params, self.options.upload_chunk_bytes,
-                self.options.max_upload_bytes, self.options.max_form_field_bytes,
+                self.options.max_upload_bytes, self.options.max_form_field_bytes, self.options.max_part_header_bytes,
             )
         elif media_type in _CLIENT_STREAM_JSON_TYPES:
-            source = json_requests(receive, binding, params, self.options.max_body_bytes, self.options.max_upload_bytes)
+            source = json_requests(receive, binding, params, self.options.max_body_bytes, self.options.max_upload_bytes,
+                                   self.options.max_json_depth)
         else:
             raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported Content-Type {media_type!r}: send "
                              "multipart/form-data or application/x-ndjson", http_status=415)
@@ -425,11 +430,7 @@ class Gateway:
                 raise too_large(self.options.max_body_bytes, "first frame")
             request = binding.request_cls()
             if data.strip():
-                try:
-                    value = json.loads(data)
-                except ValueError as e:
-                    raise invalid_argument(f"the first frame is not valid JSON: {e}") from None
-                binding.merge_json(request, value)
+                binding.merge_json(request, jsontext.loads(data, self.options.max_json_depth, "the first frame"))
             binding.apply_path(request, params)
             self._apply_last_event_id(binding, request, incoming)
         except RpcFailure as failure:

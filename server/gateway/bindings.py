@@ -8,7 +8,6 @@ projection, raw ``google.api.HttpBody``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from google.protobuf import descriptor_pb2, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from . import jsonmap
+from . import jsonmap, jsontext
 from .errors import invalid_argument
 from .pattern import PathTemplate, parse_template
 from .query import FieldPath, QueryBinder
@@ -106,26 +105,25 @@ class Binding:
         body: bytes | None,
         content_type: str,
         query: Sequence[tuple[str, str]] | None,
+        max_json_depth: int = jsontext.DEFAULT_MAX_DEPTH,
     ) -> Message:
         msg = self.request_cls()
         if body and self.body:
-            self.decode_body(msg, body, content_type)
+            self.decode_body(msg, body, content_type, max_json_depth)
         for var, fp in self.path_fields:
             fp.set_text(msg, params[var])
         if query and self.query is not None:
             self.query.bind(msg, query)
         return msg
 
-    def decode_body(self, msg: Message, body: bytes, content_type: str) -> None:
+    def decode_body(self, msg: Message, body: bytes, content_type: str,
+                    max_json_depth: int = jsontext.DEFAULT_MAX_DEPTH) -> None:
         if self.body_is_httpbody:
             target = msg if self.body_field is None else getattr(msg, self.body_field.name)
             target.content_type = content_type
             target.data = body
             return
-        try:
-            value = json.loads(body)
-        except ValueError as e:
-            raise invalid_argument(f"the request body is not valid JSON: {e}") from None
+        value = jsontext.loads(body, max_json_depth)
         try:
             if self._body_decoder is None:
                 jsonmap.from_json(value, msg)

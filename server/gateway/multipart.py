@@ -13,11 +13,15 @@ request message has exactly one top-level, non-repeated ``bytes`` field):
 * the file part's filename fills a string field ``file_name`` and its Content-Type a string field
   ``content_type``, when the message has them and the form did not set them;
 * only one file part is accepted. Parsing is streaming (python-multipart's ``MultipartParser``):
-  at most one chunk plus one network read is held in memory, and the handler's pace drives reading.
+  at most one chunk plus one network read is held in memory, and the handler's pace drives reading;
+* a malformed body (wrong boundary, garbage, a part header line over ``max_part_header_bytes`` or more
+  than python-multipart's 8 headers in a part) is a 400, and so is a body that ends before its closing
+  boundary: the last message is held back until the boundary is seen, so a truncated upload fails the
+  call (the handler's request stream raises) instead of reaching the handler as a complete file.
 
 Any other content type is a stream of JSON request messages (NDJSON, or concatenated JSON values as
 grpc-gateway's decoder accepts); path variables go into the first message; each message may be at
-most ``max_body_bytes``; an empty body is a stream of no messages.
+most ``max_body_bytes`` and nest at most ``max_json_depth`` levels; an empty body is a stream of no messages.
 """
 
 from __future__ import annotations
@@ -28,13 +32,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
+from . import jsontext
 from .bindings import Binding
 from .errors import RpcFailure, invalid_argument
 from .query import QueryBinder
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
+_PARSE_ERRORS = {  # python-multipart's messages for its caps, said with the numbers
+    "Maximum header size exceeded": "a part header line is longer than {} bytes",
+    "Maximum header count exceeded": "a part has more than 8 headers",
+}
 
 
 class ClientGone(Exception):
@@ -172,6 +182,7 @@ async def multipart_requests(
     chunk_size: int,
     max_total: int | None,
     max_field_bytes: int,
+    max_part_header_bytes: int = 8 << 10,
 ) -> AsyncIterator[Any]:
     """Request messages for a multipart upload (see the module docstring)."""
     _, options = parse_options_header(content_type.encode("latin-1"))
@@ -182,7 +193,20 @@ async def multipart_requests(
     if upload is None:
         raise invalid_argument(f"{binding.method.full_name} does not take file uploads")
     events = _FormEvents(max_field_bytes)
-    parser = MultipartParser(boundary, events.callbacks())
+    parser = MultipartParser(boundary, events.callbacks(), max_header_size=max_part_header_bytes)
+
+    def feed(chunk: bytes | None) -> None:
+        """Parse a chunk (None: the end of the body); a malformed body is the client's error, never a 500."""
+        try:
+            if chunk is None:
+                parser.finalize()
+            else:
+                parser.write(chunk)
+        except MultipartParseError as e:
+            known = _PARSE_ERRORS.get(str(e))
+            detail = known.format(max_part_header_bytes) if known else str(e)
+            raise invalid_argument(f"malformed multipart body: {detail}") from None
+
     form = QueryBinder(binding.request_cls.DESCRIPTOR, [fp.names for _, fp in binding.path_fields])
     first: Any = None  # built when the file part starts (or at the end without one)
     data_field = upload.data.name
@@ -208,7 +232,7 @@ async def multipart_requests(
         return chunk
 
     async for chunk in body_chunks(receive, max_total):
-        parser.write(chunk)
+        feed(chunk)
         if events.error is not None:
             raise events.error
         if events.fields_after_file:
@@ -225,9 +249,11 @@ async def multipart_requests(
                 msg = binding.request_cls()
                 setattr(msg, data_field, take(chunk_size))
                 yield msg
-    parser.finalize()
+    feed(None)
     if events.error is not None:
         raise events.error
+    if parser.state != MultipartState.END:
+        raise invalid_argument("the multipart body ended before its closing boundary: it was cut short")
     if first is None:
         first = build_first()
     f = events.file
@@ -247,6 +273,7 @@ async def json_requests(
     params: dict[str, str],
     max_message_bytes: int,
     max_total: int | None,
+    max_json_depth: int = jsontext.DEFAULT_MAX_DEPTH,
 ) -> AsyncIterator[Any]:
     """Request messages from NDJSON (or concatenated JSON values); path variables fill the first."""
     decoder = json.JSONDecoder()
@@ -267,11 +294,14 @@ async def json_requests(
                 break
             try:
                 value, end = decoder.raw_decode(buf, pos)
+            except RecursionError:
+                raise jsontext.too_deep(max_json_depth, "a request message") from None
             except ValueError as e:
                 if not done and n - pos <= max_message_bytes:
                     buf = buf[pos:]
                     break  # maybe incomplete: read more
                 raise invalid_argument(f"request message is not valid JSON: {e}") from None
+            jsontext.check_depth(buf[pos:end], max_json_depth, "a request message")
             buf = buf[end:]
             msg = binding.request_cls()
             binding.merge_json(msg, value)

@@ -154,9 +154,9 @@ def _parse_message(desc: Descriptor, text: str, cls: type[Message]) -> Message:
     if name in ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"):
         msg = cls()
         try:
-            json_format.ParseDict(json.loads(text), msg)
-        except (ValueError, json_format.ParseError):
-            raise TextError(f"expected JSON for {name}") from None
+            json_format.ParseDict(json.loads(text), msg)  # json_format refuses more than 100 levels
+        except (ValueError, RecursionError, json_format.ParseError):
+            raise TextError(f"expected JSON for {name}, at most 100 levels deep") from None
         return msg
     raise TextError(f"message type {name} cannot be set from a query parameter")
 

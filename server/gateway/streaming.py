@@ -223,7 +223,7 @@ async def watch_websocket(receive: Receive, on_cancel: Callable[[bool], None]) -
                 text = message["bytes"].decode("utf-8", "replace")
             try:
                 value = json.loads(text) if text else None
-            except ValueError:
+            except (ValueError, RecursionError):  # not a cancel request
                 continue
             if isinstance(value, dict) and value.get("cancel") is True:
                 on_cancel(False)

@@ -146,6 +146,8 @@ def clean_name(name: str, field: str) -> str:
     name = PurePosixPath(unicodedata.normalize("NFC", name or "").replace("\\", "/")).name.strip()
     if not name:
         raise invalid_argument(field, "required")
+    if name == "..":
+        raise invalid_argument(field, "must be a file name, not '..'")
     if len(name) > MAX_NAME_CHARS:
         raise invalid_argument(field, f"at most {MAX_NAME_CHARS} characters")
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):

@@ -9,9 +9,15 @@ Precedence of a value: environment variable > runtime file (UpdateConfig) > .env
 
 The runtime file (<data_dir>/proxy_config.json) is written atomically: under a file lock (fcntl.flock on a side
 file; where locks are unsupported, a warning and a process-local lock only), the current file is re-read and
-merged, the new document goes to a temp file that is fsynced, the previous file is copied to `.bak` (also through
-a fsynced temp file), the temp file is renamed over the target and the directory fsynced. A crash at any point
-leaves either the old or the new file whole; stale temp files are removed on the next load.
+merged, the new document goes to a temp file that is fsynced, the previous document is copied to `.bak` (also
+through a fsynced temp file), the temp file is renamed over the target and the directory fsynced. A crash at any
+point leaves either the old or the new file whole; stale temp files are removed on the next load. The backup never
+keeps a secret the new document no longer holds (a reset or replaced upstream key leaves the disk with the change;
+without TYPECASE_SECRET_KEY it would sit there in plain text): a corrupted file may lose a just-changed secret, but
+never brings back an old one.
+
+Secrets are shown masked: "****" plus their last 4 characters when they are at least 32 characters long, so that
+the shown part is a small fraction of the whole; shorter ones show nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import httpx
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from typecase.server.config import ENCRYPTED_PREFIX, Settings, decrypt_secret, encrypt_secret
+from typecase.server.config import ENCRYPTED_PREFIX, Settings, decrypt_secret, encrypt_secret, upstream_key_problem
 from typecase.server.proxy.headers import HOP_BY_HOP
 
 log = logging.getLogger("typecase.proxy.config")
@@ -46,6 +52,7 @@ FORMAT_VERSION = 1
 RESET = object()  # an update value meaning "back to the default"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 7230 header field name
 _FORBIDDEN_CUSTOM = {b"host", b"content-length", b"expect"}
+MASK_TAIL_MIN_CHARS = 32  # secrets at least this long show their last 4 characters when masked
 
 
 # -- entry metadata --------------------------------------------------------------------------------------------
@@ -73,6 +80,10 @@ def _check_headers(value: Any) -> str | None:
     return None
 
 
+def _check_upstream_key(value: Any) -> str | None:
+    return upstream_key_problem(value.get_secret_value() if isinstance(value, SecretStr) else str(value))
+
+
 @dataclass(frozen=True)
 class EntrySpec:
     key: str
@@ -91,7 +102,11 @@ EDITABLE: dict[str, EntrySpec] = {
         EntrySpec("proxy_target_base_url", False, "https://api.anthropic.com", _check_base_url),
         EntrySpec("proxy_preserve_host", False, "false"),
         EntrySpec("proxy_forward_client_credentials", False, "true"),
-        EntrySpec("proxy_upstream_api_key", False, "sk-ant-..."),
+        EntrySpec("proxy_upstream_api_key", False, "sk-ant-...", _check_upstream_key),
+        EntrySpec("proxy_access_keys", False, "auto"),
+        EntrySpec("proxy_forward_client_address", False, "false"),
+        EntrySpec("proxy_max_header_bytes", True, "65536"),
+        EntrySpec("proxy_max_header_count", True, "100"),
         EntrySpec("proxy_custom_headers", False, '{"x-team": "search"}', _check_headers),
         EntrySpec("proxy_system_prompt_enabled", False, "true"),
         EntrySpec("proxy_system_prompt_mode", False, "insert"),
@@ -167,7 +182,7 @@ def to_text(value: Any) -> str:
 def mask(text: str) -> str:
     if not text:
         return ""
-    return "****" + text[-4:] if len(text) >= 12 else "****"
+    return "****" + text[-4:] if len(text) >= MASK_TAIL_MIN_CHARS else "****"
 
 
 @dataclass(frozen=True)
@@ -195,8 +210,10 @@ class ConfigInvalid(Exception):
 class ConfigFile:
     """A JSON document replaced atomically, with a backup of the previous version and a cross-process lock."""
 
-    def __init__(self, path: Path, write_delay: float = 0.0):
+    def __init__(self, path: Path, write_delay: float = 0.0, secret_keys: frozenset[str] = frozenset()):
+        """`secret_keys`: values the backup keeps only while the current document holds the same."""
         self.path = path
+        self.secret_keys = secret_keys
         self.backup = path.with_name(path.name + ".bak")
         self.lock_path = path.with_name(path.name + ".lock")
         self.write_delay = write_delay
@@ -283,8 +300,15 @@ class ConfigFile:
             values = dict(document.get("values", {}))
             mutate(values)
             new = {"version": FORMAT_VERSION, "update_time": time.time(), "values": values}
-            self._replace(json.dumps(new, ensure_ascii=False, indent=2, sort_keys=True).encode() + b"\n")
+            self._replace(_dump(new), _dump(self._backup_of(document, values)) if document else None)
             return values
+
+    def _backup_of(self, previous: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        kept = dict(previous.get("values", {}))
+        for key in self.secret_keys:
+            if key in kept and kept[key] != values.get(key):
+                del kept[key]
+        return {**previous, "values": kept}
 
     def _write_temp(self, data: bytes) -> Path:
         temp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
@@ -305,13 +329,9 @@ class ConfigFile:
         os.close(fd)
         return temp
 
-    def _replace(self, data: bytes) -> None:
+    def _replace(self, data: bytes, previous: bytes | None) -> None:
         temp = self._write_temp(data)
         try:
-            try:
-                previous = self.path.read_bytes()
-            except FileNotFoundError:
-                previous = None
             if previous is not None:
                 os.replace(self._write_temp(previous), self.backup)
             os.replace(temp, self.path)
@@ -338,8 +358,10 @@ class RuntimeConfig:
     def __init__(self, settings: Settings, environ: dict[str, str] | None = None):
         self.settings = settings
         self.environ = os.environ if environ is None else environ
-        self.file = ConfigFile(settings.data_dir / settings.proxy_config_file, settings.proxy_config_write_delay_seconds)
         self.fields = Settings.model_fields
+        secrets = frozenset(k for k in EDITABLE if _unwrap_optional(self.fields[k].annotation) is SecretStr)
+        self.file = ConfigFile(settings.data_dir / settings.proxy_config_file,
+                               settings.proxy_config_write_delay_seconds, secrets)
         self.overrides: dict[str, Any] = {}  # validated values from the runtime file
         self._adapters: dict[str, TypeAdapter] = {}
         self._stamp: tuple[int, int] | None = None
@@ -522,6 +544,10 @@ class RuntimeConfig:
         self.file.update(mutate)
         self.load()
         return {k for k in EDITABLE if self.effective(k) != before[k]}
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True).encode() + b"\n"
 
 
 def _first_error(exc: Exception) -> str:

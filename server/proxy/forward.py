@@ -4,9 +4,12 @@ Per request: the body is streamed to the upstream as the client sends it (a body
 only a body a system prompt rule must rewrite is read in full first, within the size limit); the response is
 streamed back chunk by chunk as the upstream produces it (as received: compressed bytes stay compressed, and an SSE
 event reaches the client the moment it leaves the upstream). Hop-by-hop headers are removed both ways; all others
-pass. Failures before the response starts become JSON errors: 413 (body too large), 502 (upstream unreachable or
-broken), 504 (upstream timeout). A client that disconnects closes the upstream request at once, so an abandoned
-stream stops costing tokens.
+pass, but for the caller's dealings with Typecase (headers.py). Before anything is read or sent, the request must
+carry an access key when one is required (access.py: 401/403/429) and its path must not climb out of the upstream
+base URL's path (a `.` or `..` segment, also percent-encoded or behind a backslash: 400, as the upstream would
+otherwise resolve `/v1/../admin` against its own tree). Failures before the response starts become JSON errors:
+413 (body too large), 502 (upstream unreachable or broken), 504 (upstream timeout). A client that disconnects
+closes the upstream request at once, so an abandoned stream stops costing tokens.
 
 Requests go straight to one shared transport (infra/http.py, on aiohttp, raising httpx's exceptions) as byte
 header pairs, rather than through an httpx.AsyncClient: a client keeps a cookie jar, which in a proxy would carry
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import httpx
 
 from typecase.server.infra.http import AiohttpTransport, RawResponse
+from typecase.server.proxy import access
 from typecase.server.proxy import headers as hop
 from typecase.server.proxy.logstream import ERROR, INFO, WARNING, LogHub
 from typecase.server.proxy.stats import RequestRecord, RequestStats, UsageScanner
@@ -35,6 +39,7 @@ from typecase.server.proxy.system_prompt import SystemPromptRule
 SOURCE_PROXY = 3  # typecase.v1.RequestSource.REQUEST_SOURCE_PROXY
 LOGGER = "typecase.proxy.access"
 _MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
+_SEGMENT_SEPARATORS = re.compile(r"[/\\]")
 _SECRETS = re.compile(
     rb'(sk-[A-Za-z0-9_\-]{8,}|tc_[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=]{8,}|'
     rb'"(?:api[_-]?key|x-api-key|authorization|token|secret)"\s*:\s*"[^"]*")'
@@ -54,9 +59,17 @@ class ProxyConfig:
     max_request_bytes: int
     timeout: dict[str, float]
     error_body_bytes: int
+    access_required: bool
+    forward_client_address: bool
+
+    @property
+    def credentials_pass_upstream(self) -> bool:
+        """The client's own x-api-key / authorization go upstream (so they cannot carry the access key)."""
+        return self.upstream_api_key is None and self.forward_credentials
 
     @classmethod
-    def from_values(cls, v: dict) -> ProxyConfig:
+    def from_values(cls, v: dict, listen_host: str) -> ProxyConfig:
+        """`listen_host`: where the listener is bound now (proxy_host in `v` may be a change pending a restart)."""
         key = v["proxy_upstream_api_key"]
         return cls(
             base_url=str(v["proxy_target_base_url"]).rstrip("/"),
@@ -78,6 +91,8 @@ class ProxyConfig:
                 pool=v["proxy_pool_timeout_seconds"],
             ).as_dict(),
             error_body_bytes=int(v["proxy_error_body_bytes"]),
+            access_required=access.access_required(v["proxy_access_keys"], bool(key), listen_host),
+            forward_client_address=bool(v["proxy_forward_client_address"]),
         )
 
 
@@ -87,6 +102,11 @@ class BodyTooLarge(Exception):
 
 class ClientGone(Exception):
     pass
+
+
+def climbs_out(path: str) -> bool:
+    """True when the (percent-decoded) path has a `.` or `..` segment, with / or \\ as separators."""
+    return any(segment in (".", "..") for segment in _SEGMENT_SEPARATORS.split(path))
 
 
 def redact(body: bytes) -> str:
@@ -104,11 +124,14 @@ def _find_model(data: bytes) -> str:
 
 
 class ProxyApp:
-    def __init__(self, config: ProxyConfig, transport: AiohttpTransport, stats: RequestStats, logs: LogHub):
+    def __init__(self, config: ProxyConfig, transport: AiohttpTransport, stats: RequestStats, logs: LogHub,
+                 verifier: access.KeyVerifier | None = None):
         self.config = config
         self.transport = transport
         self.stats = stats
         self.logs = logs
+        self.verifier = verifier
+        self._own_credential = verifier.is_own_credential if verifier is not None else _typecase_key
 
     async def __call__(self, scope, receive, send) -> None:
         kind = scope["type"]
@@ -150,6 +173,19 @@ class ProxyApp:
         disconnect: _Disconnect | None = None
         note = None
         try:
+            if cfg.access_required:
+                denial = await access.check(self.verifier, raw_headers, cfg.credentials_pass_upstream,
+                                            scope.get("client"))
+                if denial is not None:
+                    error, message, record.status = (denial.reason, 0, ""), denial.message, denial.status
+                    await _json_error(send, denial.status, denial.reason, denial.message, "authentication_error",
+                                      denial.retry_after)
+                    return
+            if climbs_out(path):
+                error, record.status = ("INVALID_ARGUMENT", 0, ""), 400
+                message = "the path must not have '.' or '..' segments (plain or percent-encoded)"
+                await _json_error(send, 400, "INVALID_ARGUMENT", message, "invalid_request_error")
+                return
             if declared is not None and (declared < 0 or declared > cfg.max_request_bytes):
                 raise BodyTooLarge
             content, content_length, note = await self._request_body(cfg, method, path, receive, record)
@@ -166,6 +202,9 @@ class ProxyApp:
                 upstream_api_key=cfg.upstream_api_key,
                 custom=cfg.custom_headers,
                 content_length=content_length,
+                own_credential=self._own_credential,
+                client_address=scope["client"][0].encode() if cfg.forward_client_address and scope.get("client")
+                else None,
             )
             try:
                 response = await self.transport.send(method, url, headers, content, cfg.timeout)
@@ -367,15 +406,17 @@ def _reason_for(status: int) -> str:
     return "UPSTREAM_ERROR"
 
 
-async def _json_error(send, status: int, reason: str, message: str) -> None:
+def _typecase_key(value: str) -> bool:
+    return value.startswith("tc_")
+
+
+async def _json_error(send, status: int, reason: str, message: str, kind: str = "proxy_error",
+                      retry_after: float | None = None) -> None:
     body = json.dumps(
-        {"type": "error", "error": {"type": "proxy_error", "code": reason, "message": message}}
+        {"type": "error", "error": {"type": kind, "code": reason, "message": message}}
     ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, int(retry_after + 0.999))).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -8,6 +8,8 @@ import socket
 
 import uvicorn
 
+from typecase.server.infra.request_head import limited_http_protocol
+
 
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
@@ -16,7 +18,8 @@ class _Server(uvicorn.Server):
 
 
 class ProxyListener:
-    def __init__(self, app, host: str, port: int, *, client_keepalive: int, max_connections: int, grace: float):
+    def __init__(self, app, host: str, port: int, *, client_keepalive: int, max_connections: int, grace: float,
+                 max_header_bytes: int, max_header_count: int):
         self.config = uvicorn.Config(
             app,
             host=host,
@@ -31,6 +34,7 @@ class ProxyListener:
             limit_concurrency=max_connections or None,
             timeout_graceful_shutdown=int(grace) or None,
             backlog=4096,
+            http=limited_http_protocol(max_header_bytes, max_header_count),  # 431 beyond, before anything reads it
         )
         self.server: _Server | None = None
         self.task: asyncio.Task | None = None

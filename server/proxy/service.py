@@ -1,7 +1,8 @@
 """AdminService: proxy statistics and errors, runtime configuration, restart, logs and the audit trail.
 
 The servicer also owns the LLM API proxy listener (started in `start()` when proxy_enabled), because the proxy's
-configuration, statistics and logs are what this service administers. Every RPC requires an admin.
+configuration, statistics and logs are what this service administers. Every RPC requires an admin. Who may use the
+proxy is access.py's concern; a configuration that would open it to anyone is refused at start and on update.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import func, select
 
 from typecase.server.infra.audit import AuditEventRow, AuditLog
 from typecase.server.infra.http import AiohttpTransport
+from typecase.server.proxy.access import KeyVerifier, is_loopback, open_access_problem
 from typecase.server.proxy.config_store import (
     EDITABLE,
     RESET,
@@ -99,10 +101,13 @@ def _epoch(message, field: str) -> float | None:
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, settings, *, audit: AuditLog, auth=None, request_restart=None):
+    def __init__(self, settings, *, audit: AuditLog, auth=None, request_restart=None,
+                 proxy_keys: KeyVerifier | None = None):
         """`auth`: the AuthService object (usernames for audit events); `request_restart`: the App's graceful
-        re-exec (RestartServer fails with UNAVAILABLE without it)."""
+        re-exec (RestartServer fails with UNAVAILABLE without it); `proxy_keys`: checks the proxy's access keys
+        (the proxy does not start without it unless proxy_access_keys is off)."""
         self.settings = settings
+        self.proxy_keys = proxy_keys
         self.audit = audit
         self.db = audit.db
         self.auth = auth
@@ -119,6 +124,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         )
         self.proxy: ProxyApp | None = None
         self.proxy_port: int | None = None
+        self._listen_host = ""
         self._listener: ProxyListener | None = None
         self._transport: AiohttpTransport | None = None
         self._reloader: asyncio.Task | None = None
@@ -132,14 +138,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         await self.logs.start()
         v = self.runtime.values()
         if v["proxy_enabled"]:
+            try:
+                self._check_access_policy(v)
+            except BaseException:
+                await self.logs.stop()
+                raise
+            self._listen_host = v["proxy_host"]
             self._transport = AiohttpTransport(max_connections=v["proxy_max_connections"],
                                                keepalive_expiry=v["proxy_keepalive_expiry_seconds"])
-            self.proxy = ProxyApp(ProxyConfig.from_values(v), self._transport, self.stats, self.logs)
+            self.proxy = ProxyApp(ProxyConfig.from_values(v, self._listen_host), self._transport, self.stats,
+                                  self.logs, self.proxy_keys)
             self._listener = ProxyListener(
                 self.proxy, v["proxy_host"], v["proxy_port"],
                 client_keepalive=v["proxy_client_keepalive_seconds"],
                 max_connections=v["proxy_max_client_connections"],
                 grace=self.settings.shutdown_grace_seconds,
+                max_header_bytes=v["proxy_max_header_bytes"],
+                max_header_count=v["proxy_max_header_count"],
             )
             try:
                 await self._listener.start()
@@ -167,11 +182,23 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             self._transport = None
         await self.logs.stop()
 
+    def _check_access_policy(self, v: dict[str, Any]) -> None:
+        """Refuse to start a proxy anyone could use, unless explicitly allowed (then say so, loudly)."""
+        mode, host, has_key = v["proxy_access_keys"], v["proxy_host"], bool(v["proxy_upstream_api_key"])
+        problem = open_access_problem(mode, has_key, host, self.settings.proxy_insecure_allow_unauthenticated)
+        if problem:
+            raise RuntimeError(f"refusing to start the LLM API proxy: {problem}")
+        if mode == "off" and (has_key or not is_loopback(host)):
+            log.warning("THE LLM API PROXY ON %s NEEDS NO ACCESS KEY (TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED): "
+                        "anyone who reaches it uses it%s", host, " and spends the upstream key" if has_key else "")
+        if mode != "off" and self.proxy_keys is None:
+            raise RuntimeError("refusing to start the LLM API proxy: it has no way to check access keys")
+
     def _apply_live(self) -> None:
         """Put the effective configuration to work (everything not marked requires_restart)."""
         v = self.runtime.values()
         if self.proxy is not None:
-            self.proxy.config = ProxyConfig.from_values(v)
+            self.proxy.config = ProxyConfig.from_values(v, self._listen_host)
         self.stats.resize(v["proxy_recent_requests"], v["proxy_recent_errors"])
         self.stats.max_keys = v["proxy_stats_max_keys"]
         self.logs.subscriber_queue = v["proxy_log_subscriber_queue"]
@@ -321,6 +348,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             changes = self.runtime.validate(dict(request.values))
         except ConfigInvalid as exc:
             raise ConfigError(exc.problems) from None
+        self._check_open_access(changes)
         if request.validate_only:
             views = []
             for key, value in changes.items():
@@ -357,6 +385,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             restart_required=restart_required,
             restart_scheduled=scheduled,
         )
+
+    def _check_open_access(self, changes: dict[str, Any]) -> None:
+        """CONFIG_INVALID when the changes would leave the proxy open to anyone (see access.py)."""
+        after = self.runtime.values()
+        for key, value in changes.items():
+            after[key] = getattr(self.settings, key) if value is RESET else value
+            if hasattr(after[key], "get_secret_value"):
+                after[key] = after[key].get_secret_value()
+        problem = open_access_problem(after["proxy_access_keys"], bool(after["proxy_upstream_api_key"]),
+                                      after["proxy_host"], self.settings.proxy_insecure_allow_unauthenticated)
+        involved = [k for k in ("proxy_access_keys", "proxy_upstream_api_key", "proxy_host") if k in changes]
+        if problem and involved:
+            raise ConfigError({key: problem for key in involved})
 
     # -- restart ----------------------------------------------------------------------------------------------
     def _schedule_restart(self, delay: float) -> float | None:

@@ -32,6 +32,15 @@ def test_missing_and_unknown_credentials_are_unauthenticated(hosted):
     assert unknown.value.reason == "UNAUTHENTICATED"
 
 
+def test_a_proxy_scoped_key_is_refused_by_the_api(hosted, client):
+    created = client.auth.create_api_key("sdk proxy key", scopes=["proxy"])
+    assert list(created.api_key.scopes) == ["proxy"]
+    with Client(hosted.target, api_key=created.secret) as proxy_only:
+        with pytest.raises(PermissionDenied) as denied:
+            proxy_only.auth.me()
+    assert "'api' scope" in denied.value.message
+
+
 def test_login_and_permissions_map_their_reasons(hosted, client):
     client.auth.create_user("sdk-erin", "correct horse battery")
     with Client(hosted.target) as erin:

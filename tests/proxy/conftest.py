@@ -80,3 +80,13 @@ async def user_token(channel, username: str = "olive") -> str:
     )
     reply = await auth.Login(auth_pb2.LoginRequest(username=username, password="correct horse battery"))
     return reply.access_token
+
+
+async def api_key(channel, *scopes: str, credential: str = ADMIN_KEY) -> str:
+    """A new API key's secret with these scopes (none: the default, "api"), created by `credential`'s owner."""
+    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    reply = await auth.CreateApiKey(
+        auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="test", **({"scopes": scopes} if scopes else {}))),
+        metadata=bearer(credential),
+    )
+    return reply.secret

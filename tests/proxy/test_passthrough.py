@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.proxy.conftest import update
+from tests.proxy.conftest import api_key, update
 
 SECRET_HOP = "x-secret-hop"
 
@@ -24,12 +24,12 @@ def credential(got) -> str | None:
     return auth.removeprefix("Bearer ") if auth else None
 
 
-def anthropic_client(proxy_url: str) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=proxy_url, api_key="sk-ant-client-key", max_retries=0)
+def anthropic_client(proxy_url: str, api_key: str = "sk-ant-client-key") -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=proxy_url, api_key=api_key, max_retries=0)
 
 
-def openai_client(proxy_url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=proxy_url + "/v1", api_key="sk-openai-client-key", max_retries=0)
+def openai_client(proxy_url: str, api_key: str = "sk-openai-client-key") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=proxy_url + "/v1", api_key=api_key, max_retries=0)
 
 
 @pytest.fixture
@@ -158,20 +158,23 @@ async def test_host_rewritten_by_default_preserved_by_option(proxy_url, upstream
         assert upstream.last("/v1/models").header("host") == "llm.example.internal"
 
 
-async def test_client_credentials_forwarded_dropped_or_replaced(gpt, claude, proxy_url, upstream, admin):
+async def test_client_credentials_forwarded_dropped_or_replaced(gpt, proxy_url, upstream, admin, channel):
     await gpt.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
     assert upstream.last().header("authorization") == "Bearer sk-openai-client-key"
     await update(admin, proxy_forward_client_credentials=False)
     await gpt.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
     assert upstream.last().header("authorization") is None
     await update(admin, proxy_upstream_api_key="sk-team-upstream-key-1234")
-    await gpt.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
-    assert upstream.last().header("authorization") == "Bearer sk-team-upstream-key-1234"
-    await claude.messages.create(model="c", max_tokens=1, messages=[])
+    # With the server's key on offer the SDKs' own credential is a proxy access key (tests/security covers refusals).
+    access = await api_key(channel, "proxy")
+    async with openai_client(proxy_url, access) as gpt_keyed, anthropic_client(proxy_url, access) as claude_keyed:
+        await gpt_keyed.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+        assert upstream.last().header("authorization") == "Bearer sk-team-upstream-key-1234"
+        await claude_keyed.messages.create(model="c", max_tokens=1, messages=[])
     assert credential(upstream.last()) == "sk-team-upstream-key-1234"
-    assert "sk-ant-client-key" not in str(upstream.last().headers)
+    assert access not in str(upstream.last().headers)
     async with httpx.AsyncClient() as raw:  # a client that sent no credential gets the upstream key as x-api-key
-        await raw.get(proxy_url + "/v1/models")
+        await raw.get(proxy_url + "/v1/models", headers={"x-typecase-proxy-key": access})
     assert upstream.last().header("x-api-key") == "sk-team-upstream-key-1234"
 
 

@@ -406,8 +406,9 @@ class AsyncAuth(_Resource):
         await self._unary(self.stub.DeleteUser, request, auth_pb2.DeleteUserResponse, timeout)
 
     async def create_api_key(self, name: str, *, owner_id: str = "", expire_time: datetime | None = None,
+                             scopes: Sequence[str] = (),
                              timeout: float | None = None) -> auth_pb2.CreateApiKeyResponse:
-        request = rq.create_api_key(name, owner_id, expire_time)
+        request = rq.create_api_key(name, owner_id, expire_time, scopes)
         return await self._unary(self.stub.CreateApiKey, request, auth_pb2.CreateApiKeyResponse, timeout)
 
     def list_api_keys(self, *, owner_id: str = "", show_revoked: bool = False, page_size: int = 100,

@@ -104,9 +104,10 @@ def create_user(username: str, password: str, role: str, display_name: str, emai
     ))
 
 
-def create_api_key(name: str, owner_id: str, expire_time: datetime | None) -> auth_pb2.CreateApiKeyRequest:
+def create_api_key(name: str, owner_id: str, expire_time: datetime | None,
+                   scopes: Sequence[str] = ()) -> auth_pb2.CreateApiKeyRequest:
     return auth_pb2.CreateApiKeyRequest(
-        api_key=auth_pb2.ApiKey(name=name, owner_id=owner_id, expire_time=timestamp(expire_time)),
+        api_key=auth_pb2.ApiKey(name=name, owner_id=owner_id, expire_time=timestamp(expire_time), scopes=scopes),
     )
 
 

@@ -434,9 +434,11 @@ class Auth(_Resource):
         self._unary(self.stub.DeleteUser, request, auth_pb2.DeleteUserResponse, timeout)
 
     def create_api_key(self, name: str, *, owner_id: str = "", expire_time: datetime | None = None,
+                       scopes: Sequence[str] = (),
                        timeout: float | None = None) -> auth_pb2.CreateApiKeyResponse:
-        """Create an API key; the response's `.secret` is shown only this once."""
-        request = rq.create_api_key(name, owner_id, expire_time)
+        """Create an API key; the response's `.secret` is shown only this once. `scopes`: "api" (the default) and/or
+        "proxy" (an access key for the LLM API proxy)."""
+        request = rq.create_api_key(name, owner_id, expire_time, scopes)
         return self._unary(self.stub.CreateApiKey, request, auth_pb2.CreateApiKeyResponse, timeout)
 
     def list_api_keys(self, *, owner_id: str = "", show_revoked: bool = False, page_size: int = 100,

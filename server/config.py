@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     llm_embed_batch_size: int = Field(64, ge=1, le=2048)
     llm_max_embed_inputs: int = Field(256, ge=1)
     llm_registry_refresh_seconds: float = Field(30.0, gt=0, description="safety-net reload of the model registry")
+    # Tool calling and images in prompts (Generate, Complete, /openai/v1, /anthropic/v1).
+    llm_max_tools: int = Field(128, ge=1, description="tools one request may define (OpenAI's own cap is 128)")
+    llm_max_image_bytes: int = Field(8 * MiB, ge=1, description="one image given inline (data: URI) or by file id, "
+                                                                "decoded; larger ones fail with PAYLOAD_TOO_LARGE")
 
     # Knowledge
     # Uploads and documents.

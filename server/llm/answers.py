@@ -12,8 +12,10 @@ from typecase.server.llm.providers import Delta, ToolCallDelta
 from typecase.v1 import llm_pb2
 
 
-def tool_calls_pb(pieces: list[ToolCallDelta]) -> list[llm_pb2.ToolCallDelta]:
-    return [llm_pb2.ToolCallDelta(index=p.index, id=p.id, name=p.name, arguments=p.arguments) for p in pieces]
+def add_tool_calls(message: llm_pb2.GenerateResponse, pieces: list[ToolCallDelta]) -> None:
+    add = message.tool_calls.add
+    for p in pieces:
+        add(index=p.index, id=p.id, name=p.name, arguments=p.arguments)
 
 
 def check_answer(request: Prompt, answer: Delta, model: ModelRow) -> None:

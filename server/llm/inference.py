@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from typecase.server.config import Settings
 from typecase.server.llm import errors, metrics, prompt
-from typecase.server.llm.answers import check_answer, tool_calls_pb
+from typecase.server.llm.answers import add_tool_calls, check_answer
 from typecase.server.llm.coalesce import Coalescer
 from typecase.server.llm.models import ModelRow, ProviderRow
 from typecase.server.llm.prompt import FileReader, Prompt
@@ -391,7 +391,7 @@ class Inference:
                         final = first if seq == 1 else GenerateResponse(seq=seq)
                         final.text, final.reasoning_text = delta.text, delta.reasoning
                         if delta.tool_calls:
-                            final.tool_calls.extend(tool_calls_pb(delta.tool_calls))
+                            add_tool_calls(final, delta.tool_calls)
                         final.finish_reason = delta.finish_reason
                         final.usage.CopyFrom(usage)
                         outcome = "ok"
@@ -404,7 +404,7 @@ class Inference:
                         message.text, message.reasoning_text = delta.text, delta.reasoning
                     if delta.tool_calls:
                         produced += sum(len(c.arguments) + len(c.name) for c in delta.tool_calls)
-                        message.tool_calls.extend(tool_calls_pb(delta.tool_calls))
+                        add_tool_calls(message, delta.tool_calls)
                     yield message
                     if coalescer is None:  # reads ahead from here on, merging what the caller is slow to take
                         coalescer = Coalescer(stream)

@@ -10,6 +10,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -137,23 +138,35 @@ def _message(i: int, m: llm_pb2.ChatMessage, limits: Limits) -> Message:
     return message
 
 
+@lru_cache(maxsize=1024)
+def _tool(serialized: bytes) -> tuple[ToolSpec | None, str, str]:
+    """(the tool, "", "") or (None, the field at fault, the problem). Cached by the tool's bytes: agents send the
+    same tools with every request, and converting and checking a schema costs ~0.15 ms (a tenth of the time to
+    first token Typecase adds)."""
+    tool = llm_pb2.Tool.FromString(serialized)
+    if not NAME.match(tool.name):
+        return None, "name", "must be 1-64 letters, digits, '_' or '-'"
+    parameters = _struct(tool.parameters) if tool.HasField("parameters") else dict(EMPTY_PARAMETERS)
+    if parameters.get("type", "object") != "object":
+        return None, "parameters", "must be the JSON Schema of an object"
+    try:
+        schemas.check(parameters)
+    except schemas.SchemaError as exc:
+        return None, "parameters", f"not a valid JSON Schema: {exc}"
+    return ToolSpec(tool.name, tool.description, parameters, tool.strict), "", ""
+
+
 def _tools(request, limits: Limits) -> list[ToolSpec]:
     if len(request.tools) > limits.max_tools:
         raise invalid_argument("tools", f"at most {limits.max_tools} tools")
     tools: list[ToolSpec] = []
     for i, tool in enumerate(request.tools):
-        if not NAME.match(tool.name):
-            raise invalid_argument(f"tools[{i}].name", "must be 1-64 letters, digits, '_' or '-'")
-        if any(t.name == tool.name for t in tools):
-            raise invalid_argument(f"tools[{i}].name", f"{tool.name!r} is defined twice")
-        parameters = _struct(tool.parameters) if tool.HasField("parameters") else dict(EMPTY_PARAMETERS)
-        if parameters.get("type", "object") != "object":
-            raise invalid_argument(f"tools[{i}].parameters", "must be the JSON Schema of an object")
-        try:
-            schemas.check(parameters)
-        except schemas.SchemaError as exc:
-            raise invalid_argument(f"tools[{i}].parameters", f"not a valid JSON Schema: {exc}") from None
-        tools.append(ToolSpec(tool.name, tool.description, parameters, tool.strict))
+        spec, where, problem = _tool(tool.SerializeToString(deterministic=True))
+        if spec is None:
+            raise invalid_argument(f"tools[{i}].{where}", problem)
+        if any(t.name == spec.name for t in tools):
+            raise invalid_argument(f"tools[{i}].name", f"{spec.name!r} is defined twice")
+        tools.append(spec)
     return tools
 
 

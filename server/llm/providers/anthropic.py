@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from . import (CONTENT_FILTER, LENGTH, RATE_LIMITED, STOP, TIMEOUT, TOOL_CALLS, UNAVAILABLE, UNSUPPORTED, Adapter,
                ChatCall, Delta, Message, Timeouts, ToolCallDelta, UpstreamError, merge_tool_deltas)
@@ -88,7 +89,7 @@ class AnthropicAdapter(Adapter):
                     if kind in ("ping", ""):
                         continue
                     try:
-                        data = json.loads(event.data)
+                        data = orjson.loads(event.data)
                     except ValueError:
                         raise UpstreamError(UNAVAILABLE, f"the upstream sent a malformed event: {event.data[:200]!r}") from None
                     if kind == "content_block_delta":

@@ -25,6 +25,7 @@ async def claude(app):
 
 async def test_anthropic_sdk_streams_a_tool_use_from_an_openai_upstream(claude, llm, upstream):
     await llm.fake_model(upstream, name="gpt-fake")
+    upstream.token_delay = 0.05  # fragments in separate network reads (a burst is relayed as one delta)
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
     async with claude.messages.stream(model="gpt-fake", max_tokens=100, messages=messages, tools=[WEATHER]) as s:
         events = [event async for event in s]

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     llm_max_tools: int = Field(128, ge=1, description="tools one request may define (OpenAI's own cap is 128)")
     llm_max_image_bytes: int = Field(8 * MiB, ge=1, description="one image given inline (data: URI) or by file id, "
                                                                 "decoded; larger ones fail with PAYLOAD_TOO_LARGE")
+    llm_local_max_schema_bytes: int = Field(64 * 1024, ge=1, description="largest JSON Schema (tool parameters or "
+                                            "response format, compact JSON) the local model turns into a grammar")
 
     # Knowledge
     # Uploads and documents.

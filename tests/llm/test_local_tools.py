@@ -116,3 +116,33 @@ async def test_local_tool_calls_over_grpc_stream_and_complete(app):
     complete.ParseFromString(request.SerializeToString())
     whole = await service.complete(complete)
     assert whole.tool_calls[0].name == "get_weather" and json.loads(whole.tool_calls[0].arguments)["city"]
+
+
+def test_the_local_model_takes_json_schemas_up_to_its_size_limit():
+    from typecase.server.llm.providers import ChatCall, Message, ResponseFormat, UpstreamError
+    from typecase.server.llm.providers.grammar import constraint
+
+    def call(description: str) -> ChatCall:
+        schema = {"type": "object", "description": description}
+        return ChatCall("m", [Message("user", "x")], response_format=ResponseFormat("json_schema", "s", schema))
+
+    limit = len('{"description":"","type":"object"}') + 10
+    assert constraint(call("é" * 5), limit) is not None  # 10 bytes of UTF-8: at the limit
+    with pytest.raises(UpstreamError) as failure:
+        constraint(call("é" * 5 + "x"), limit)
+    assert f"at most {limit} bytes" in failure.value.message
+
+
+async def test_a_schema_over_the_local_limit_is_refused_before_generating(make_app):
+    from typecase.server.rpc.errors import TypecaseError
+
+    app = await make_app(llm_local_max_schema_bytes=64)
+    service = app.servicers["LLMService"]
+    request = llm_pb2.CompleteRequest(model_id=MODEL, messages=[llm_pb2.ChatMessage(
+        role=common_pb2.MESSAGE_ROLE_USER, content="x")], response_format=llm_pb2.ResponseFormat(
+        type=llm_pb2.RESPONSE_FORMAT_TYPE_JSON_SCHEMA))
+    request.response_format.schema.update({"type": "object", "properties": {"a_long_property_name": {
+        "type": "string"}}})
+    with pytest.raises(TypecaseError) as failure:
+        await service.complete(request)
+    assert failure.value.reason == "INVALID_ARGUMENT" and "at most 64 bytes" in failure.value.message

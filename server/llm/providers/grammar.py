@@ -9,7 +9,9 @@ can constrain sampling to a grammar, and llama-cpp-python turns a JSON Schema in
   - response_format json_schema / json_object: the text is constrained to the schema (any object for json_object).
 With tool_choice auto the model answers in text: a 135M model does not choose sensibly between answering and
 calling, and a grammar cannot leave it that choice without also allowing broken JSON.
-The conversion runs on the model's own thread (never on the event loop); grammars are cached per schema.
+The conversion runs on the model's own thread (never on the event loop), only for schemas up to a size limit
+(llm_local_max_schema_bytes: the converter's time and the grammar's per-token cost grow with the schema, and the
+thread serves every local request); grammars are cached per schema.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from . import ChatCall, ToolSpec
+from . import UNSUPPORTED, ChatCall, ToolSpec, UpstreamError
 
 
 @dataclass(slots=True)
@@ -31,17 +33,24 @@ class Constraint:
 
 
 @lru_cache(maxsize=64)
-def _grammar(schema_json: str):
+def _convert(schema_json: str):
     from llama_cpp import LlamaGrammar
 
     return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+
+def _grammar(schema_json: str, max_bytes: int):
+    if len(schema_json.encode()) > max_bytes:
+        raise UpstreamError(UNSUPPORTED, f"the local model follows JSON Schemas of at most {max_bytes} bytes; this "
+                                         f"one has {len(schema_json.encode())}")
+    return _convert(schema_json)
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def constraint(call: ChatCall) -> Constraint | None:
+def constraint(call: ChatCall, max_schema_bytes: int) -> Constraint | None:
     """The grammar the call's output must follow, or None for free text."""
     forced = call.tool_choice not in ("", "auto", "none") and call.tools
     if forced:
@@ -49,19 +58,19 @@ def constraint(call: ChatCall) -> Constraint | None:
         described = "\n".join(f"- {t.name}: {t.description}" for t in tools)
         if len(tools) == 1:
             tool = tools[0]
-            return Constraint(_grammar(_dumps(tool.parameters)), tool=tool,
+            return Constraint(_grammar(_dumps(tool.parameters), max_schema_bytes), tool=tool,
                               instruction=f"Call the tool {tool.name} ({tool.description}). Reply with only its "
                                           f"arguments as a JSON object: {_dumps(tool.parameters)}")
         schema = {"anyOf": [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": t.parameters},
                              "required": ["name", "arguments"]} for t in tools]}
-        return Constraint(_grammar(_dumps(schema)), choose=True,
+        return Constraint(_grammar(_dumps(schema), max_schema_bytes), choose=True,
                           instruction=f"Call one of these tools:\n{described}\nReply with only a JSON object "
                                       '{"name": <tool>, "arguments": {...}}.')
     rf = call.response_format
     if rf is None:
         return None
     schema = rf.schema if rf.type == "json_schema" and rf.schema else {"type": "object"}
-    return Constraint(_grammar(_dumps(schema)), instruction=f"Reply with only a JSON object that follows this "
+    return Constraint(_grammar(_dumps(schema), max_schema_bytes), instruction=f"Reply with only a JSON object that follows this "
                                                             f"JSON Schema: {_dumps(schema)}")
 
 

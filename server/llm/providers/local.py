@@ -120,12 +120,13 @@ def _load_sentence_transformer(path: Path):
 
 class LocalAdapter(Adapter):
     def __init__(self, *, chat_model_path: Path | None, embedding_model_path: Path | None, threads: int = 0,
-                 context_tokens: int = 2048, embed_batch_size: int = 64):
+                 context_tokens: int = 2048, embed_batch_size: int = 64, max_schema_bytes: int = 64 * 1024):
         self.chat_model_path = chat_model_path or default_chat_model_path()
         self.embedding_model_path = embedding_model_path or default_embedding_model_path()
         self.threads = threads
         self.context_tokens = context_tokens
         self.embed_batch_size = embed_batch_size
+        self.max_schema_bytes = max_schema_bytes
         self._chat_thread = ThreadPoolExecutor(1, thread_name_prefix="llm-local-chat")
         self._embed_thread = ThreadPoolExecutor(1, thread_name_prefix="llm-local-embed")
 
@@ -163,7 +164,9 @@ class LocalAdapter(Adapter):
             return
         llm = self._llama()
         try:
-            constrained = constraint(call)
+            constrained = constraint(call, self.max_schema_bytes)
+        except UpstreamError:
+            raise
         except Exception as exc:  # a schema feature llama.cpp's converter lacks: the caller's to change, not retried
             raise UpstreamError(ERROR, f"the local model cannot follow this JSON Schema: {exc}") from None
         messages = [_template_message(m) for m in call.messages]

@@ -52,7 +52,8 @@ def _local(a: AdapterArgs) -> Adapter:
     s = a.settings
     return LocalAdapter(chat_model_path=s.llm_local_chat_model_path,
                         embedding_model_path=s.llm_local_embedding_model_path, threads=s.llm_local_threads,
-                        context_tokens=s.llm_local_context_tokens, embed_batch_size=s.llm_embed_batch_size)
+                        context_tokens=s.llm_local_context_tokens, embed_batch_size=s.llm_embed_batch_size,
+                        max_schema_bytes=s.llm_local_max_schema_bytes)
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {spec.name: spec for spec in (

@@ -127,6 +127,15 @@ async def test_parallel_calls_stream_as_separate_indices_over_grpc(llm, upstream
     assert sent.get("parallel_tool_calls") is False or sent["tool_choice"]["disable_parallel_tool_use"] is True
 
 
+async def test_tool_calls_from_an_upstream_that_reports_no_usage(llm, upstream):
+    model = await llm.fake_model(upstream, provider=dict(config=_struct({"stream_usage": False})))
+    tools = [llm_pb2.Tool(name="get_weather", parameters=_struct(WEATHER["function"]["parameters"]))]
+    messages = await llm.generate(model.id, tools=tools)
+    assert "stream_options" not in upstream.seen[-1].body
+    assert messages[-1].finish_reason == common_pb2.FINISH_REASON_TOOL_CALLS
+    assert messages[-1].usage.prompt_tokens > 0 and messages[-1].usage.completion_tokens > 0  # estimated
+
+
 async def test_a_named_tool_choice_reaches_each_vendor_in_its_shape(llm, upstream):
     openai_model = await llm.fake_model(upstream)
     claude = await anthropic_model(llm, upstream)

@@ -69,9 +69,9 @@ def constraint(call: ChatCall, max_schema_bytes: int) -> Constraint | None:
     rf = call.response_format
     if rf is None:
         return None
-    schema = rf.schema if rf.type == "json_schema" and rf.schema else {"type": "object"}
-    return Constraint(_grammar(_dumps(schema), max_schema_bytes), instruction=f"Reply with only a JSON object that follows this "
-                                                            f"JSON Schema: {_dumps(schema)}")
+    schema: dict[str, Any] = rf.schema if rf.type == "json_schema" and rf.schema else {"type": "object"}
+    return Constraint(_grammar(_dumps(schema), max_schema_bytes),
+                      instruction=f"Reply with only a JSON object that follows this JSON Schema: {_dumps(schema)}")
 
 
 def chosen(text: str) -> tuple[str, str] | None:

@@ -104,8 +104,8 @@ class OpenAIAdapter(Adapter):
                             _add_tool_pieces(pieces, calls, fragments)
                         if reason := choice.get("finish_reason"):
                             finish = FINISH.get(reason, STOP)
-                for call, pieces in zip(calls, fragments):
-                    call.arguments = "".join(pieces)
+                for tool_call, pieces in zip(calls, fragments):
+                    tool_call.arguments = "".join(pieces)
                 produced += len(text) + len(reasoning) + len(calls)
                 if (text or reasoning or calls) and not done:
                     reader.started = True

@@ -109,3 +109,19 @@ async def test_anthropic_errors_keep_the_vendor_shape(claude, llm, upstream):
             async for _ in s:
                 pass
     assert "unavailable" in str(failure.value).lower()
+
+
+async def test_wrong_keys_count_against_the_address_on_the_compat_surfaces_too(make_app):
+    """The compat surfaces authenticate like the gRPC interceptor: a client guessing keys is cut off, then even a
+    right key waits (the budget is per address)."""
+    app = await make_app(credential_failures_limit="3/minute")
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    base = f"http://127.0.0.1:{app.http_port}"
+    async with httpx.AsyncClient(base_url=base) as http:
+        for path, headers in (("/anthropic/v1/messages", {"x-api-key": "tc_guess1"}),
+                              ("/openai/v1/models", {"authorization": "Bearer tc_guess2"}),
+                              ("/anthropic/v1/messages", {"authorization": "Bearer tc_guess3"})):
+            response = await http.request("GET" if "models" in path else "POST", path, json=body, headers=headers)
+            assert response.status_code == 401, path
+        response = await http.get("/openai/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limited"

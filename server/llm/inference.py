@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from typecase.server.config import Settings
-from typecase.server.llm import errors, metrics, prompt
+from typecase.server.llm import errors, metrics
 from typecase.server.llm.answers import add_tool_calls, check_answer
 from typecase.server.llm.coalesce import Coalescer
 from typecase.server.llm.models import ModelRow, ProviderRow
-from typecase.server.llm.prompt import FileReader, Prompt
+from typecase.server.llm.prompt import FileReader, Limits, Prompt, build_prompt, chat_call, resolve_files
 from typecase.server.llm.providers import (BREAKER_FAILURES, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Adapter,
                                            ChatCall, Delta, Message, Timeouts, UpstreamError, estimate_tokens)
 from typecase.server.llm.providers.types import PROVIDER_TYPES, AdapterArgs, capabilities
@@ -38,7 +38,6 @@ T = TypeVar("T")
 
 # Failures after which the next model in the chain is tried.
 FALLBACK_KINDS = frozenset({UNAVAILABLE, RATE_LIMITED, TIMEOUT})
-SAMPLING_DEFAULTS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "max_tokens", "stop")
 RETIRED_ADAPTER_GRACE = 600.0  # seconds an adapter replaced by a provider edit stays open for streams still using it
 
 
@@ -74,7 +73,7 @@ class Inference:
         self.is_retryable = retryable(settings.llm_retry_after_max_seconds)
         self.retryable = retry_if_exception(self.is_retryable)
         self.files = files
-        self.limits = prompt.Limits(max_tools=settings.llm_max_tools, max_image_bytes=settings.llm_max_image_bytes)
+        self.limits = Limits(max_tools=settings.llm_max_tools, max_image_bytes=settings.llm_max_image_bytes)
         self._shared: dict[str, Adapter] = {}  # per provider type, for types whose one adapter serves all
         self._adapters: dict[str, tuple[Any, Adapter]] = {}
         self._retired: list[tuple[float, Adapter]] = []
@@ -270,38 +269,12 @@ class Inference:
         metrics.FAILURES.labels(*target.labels, reason).inc()
 
     # -- generation ----------------------------------------------------------------------------------------------
-    def chat_call(self, model: ModelRow, request: Prompt, config: llm_pb2.GenerationConfig, user: str) -> ChatCall:
-        """Request options over the model's configured defaults; max_tokens capped at max_output_tokens."""
-        extra = dict(model.config or {})
-        defaults = {k: extra.pop(k) for k in SAMPLING_DEFAULTS if k in extra}
-
-        def pick(name: str):
-            return getattr(config, name) if config.HasField(name) else defaults.get(name)
-
-        max_tokens = pick("max_tokens")
-        if model.max_output_tokens and (max_tokens is None or max_tokens > model.max_output_tokens):
-            max_tokens = model.max_output_tokens
-        return ChatCall(
-            model=model.upstream_name or model.name, messages=request.messages, tools=request.tools,
-            tool_choice=request.tool_choice, parallel_tool_calls=request.parallel_tool_calls,
-            response_format=request.response_format, max_tokens=max_tokens,
-            temperature=pick("temperature"), top_p=pick("top_p"), stop=list(config.stop) or defaults.get("stop") or [],
-            seed=pick("seed"), presence_penalty=pick("presence_penalty"),
-            frequency_penalty=pick("frequency_penalty"), user=user, extra=extra,
-        )
-
     async def prompt(self, request) -> Prompt:
         """The request's prompt, checked, with its file images read."""
-        built = prompt.build(request, self.limits)
+        built = build_prompt(request, self.limits)
         if "vision" in built.needs:
-            await prompt.resolve_files(built, self.files, self.limits)
+            await resolve_files(built, self.files, self.limits)
         return built
-
-    @staticmethod
-    def estimate_prompt(request: Prompt) -> int:
-        tokens = sum(estimate_tokens(m.text()) + 4 + sum(estimate_tokens(c.arguments) + 4 for c in m.tool_calls or ())
-                     + 85 * sum(1 for p in m.parts or () if type(p) is not str) for m in request.messages)
-        return tokens + sum(estimate_tokens(t.description) + estimate_tokens(str(t.parameters)) for t in request.tools)
 
     @staticmethod
     def validate_config(config: llm_pb2.GenerationConfig) -> None:
@@ -319,14 +292,14 @@ class Inference:
         primary = await self.resolve(request.model_id, "chat", "llm")
         self.validate_config(request.config)
         built = await self.prompt(request)
-        prompt_tokens = self.estimate_prompt(built)
+        prompt_tokens = built.estimate_tokens()
         first_error: Unserved | None = None
         for model in self.capable_chain(primary, request.disable_fallback, built.needs):
             try:
                 target = self.target(model)
                 if (offline := self.usable(target)) is not None:
                     raise Unserved(offline, fallback=model is not primary)
-                call = self.chat_call(model, built, request.config, request.user)
+                call = chat_call(model, built, request.config, request.user)
                 async for response in self._stream(target, call, prompt_tokens, started):
                     yield response
                 return
@@ -475,10 +448,10 @@ class Inference:
         primary = await self.resolve(request.model_id, "chat", "llm")
         self.validate_config(request.config)
         built = await self.prompt(request)
-        prompt_estimate = self.estimate_prompt(built)
+        prompt_estimate = built.estimate_tokens()
 
         async def run(target: Target) -> Delta:
-            call = self.chat_call(target.model, built, request.config, request.user)
+            call = chat_call(target.model, built, request.config, request.user)
             return await self._retrying(target, lambda: target.adapter.chat(call, target.timeouts))
 
         target, answer = await self._unary(self.capable_chain(primary, request.disable_fallback, built.needs),

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import grpc
 
 from typecase.server.llm import schemas
-from typecase.server.llm.providers import Image, Message, ResponseFormat, ToolCall, ToolSpec
+from typecase.server.llm.providers import ChatCall, Image, Message, ResponseFormat, ToolCall, ToolSpec, estimate_tokens
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
@@ -29,6 +29,7 @@ DETAILS = {llm_pb2.IMAGE_DETAIL_AUTO: "auto", llm_pb2.IMAGE_DETAIL_LOW: "low", l
 CHOICES = {llm_pb2.TOOL_CHOICE_MODE_AUTO: "auto", llm_pb2.TOOL_CHOICE_MODE_NONE: "none",
            llm_pb2.TOOL_CHOICE_MODE_REQUIRED: "required"}
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+SAMPLING_DEFAULTS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "max_tokens", "stop")
 
 
 class FileReader(Protocol):
@@ -55,6 +56,12 @@ class Prompt:
 
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    def estimate_tokens(self) -> int:
+        """A tokenizer-free estimate of the prompt (an image counts as a low-detail one, ~85 tokens)."""
+        tokens = sum(estimate_tokens(m.text()) + 4 + sum(estimate_tokens(c.arguments) + 4 for c in m.tool_calls or ())
+                     + 85 * sum(1 for p in m.parts or () if type(p) is not str) for m in self.messages)
+        return tokens + sum(estimate_tokens(t.description) + t.schema_chars // 4 for t in self.tools)
 
 
 def _struct(value) -> dict[str, Any]:
@@ -153,7 +160,7 @@ def _tool(serialized: bytes) -> tuple[ToolSpec | None, str, str]:
         schemas.check(parameters)
     except schemas.SchemaError as exc:
         return None, "parameters", f"not a valid JSON Schema: {exc}"
-    return ToolSpec(tool.name, tool.description, parameters, tool.strict), "", ""
+    return ToolSpec(tool.name, tool.description, parameters, tool.strict, len(str(parameters))), "", ""
 
 
 def _tools(request, limits: Limits) -> list[ToolSpec]:
@@ -201,7 +208,7 @@ def _response_format(request) -> ResponseFormat | None:
     return ResponseFormat("json_schema", name, schema, rf.strict)
 
 
-def build(request, limits: Limits) -> Prompt:
+def build_prompt(request, limits: Limits) -> Prompt:
     """The request's prompt, checked. File-id images stay as ids until `resolve_files`."""
     if not request.messages:
         raise invalid_argument("messages", "at least one message is required")
@@ -234,3 +241,25 @@ async def resolve_files(prompt: Prompt, reader: FileReader | None, limits: Limit
                 raise invalid_argument(where, f"file {str(part)!r} is {media_type or 'not an image'}, not one of "
                                               f"{', '.join(IMAGE_TYPES)}")
             m.parts[j] = Image(data=data, media_type=media_type)
+
+
+def chat_call(model, request: Prompt, config: llm_pb2.GenerationConfig, user: str) -> ChatCall:
+    """The call to a model (a ModelRow): request options over the model's configured defaults, max_tokens capped
+    at its max_output_tokens; the model's other config keys ride along as extras."""
+    extra = dict(model.config or {})
+    defaults = {k: extra.pop(k) for k in SAMPLING_DEFAULTS if k in extra}
+
+    def pick(name: str):
+        return getattr(config, name) if config.HasField(name) else defaults.get(name)
+
+    max_tokens = pick("max_tokens")
+    if model.max_output_tokens and (max_tokens is None or max_tokens > model.max_output_tokens):
+        max_tokens = model.max_output_tokens
+    return ChatCall(
+        model=model.upstream_name or model.name, messages=request.messages, tools=request.tools,
+        tool_choice=request.tool_choice, parallel_tool_calls=request.parallel_tool_calls,
+        response_format=request.response_format, max_tokens=max_tokens,
+        temperature=pick("temperature"), top_p=pick("top_p"), stop=list(config.stop) or defaults.get("stop") or [],
+        seed=pick("seed"), presence_penalty=pick("presence_penalty"),
+        frequency_penalty=pick("frequency_penalty"), user=user, extra=extra,
+    )

@@ -114,6 +114,7 @@ class ToolSpec:
     description: str
     parameters: dict[str, Any]  # JSON Schema of the arguments object
     strict: bool = False
+    schema_chars: int = 0  # size of the schema's text, for prompt-size estimates
 
 
 @dataclass(slots=True)

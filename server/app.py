@@ -36,6 +36,8 @@ from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
 from typecase.server.chat.service import ChatService
+from typecase.server.compat.anthropic import anthropic_routes
+from typecase.server.compat.openai import openai_routes
 from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
@@ -43,11 +45,10 @@ from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.service import KnowledgeService
-from typecase.server.llm.openai_compat import openai_routes
 from typecase.server.llm.service import LLMService
 from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
-from typecase.server.rpc.errors import ErrorInterceptor
+from typecase.server.rpc.errors import ErrorInterceptor, TypecaseError
 from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
@@ -56,6 +57,8 @@ from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_g
 
 log = logging.getLogger("typecase.app")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+# HTTP statuses for reasons whose gRPC code's status would mislead (shared by the transcoder and compat surfaces).
+REASON_HTTP_STATUS = {"FILE_TOO_LARGE": 413, "PAYLOAD_TOO_LARGE": 413}
 
 
 @dataclass
@@ -85,10 +88,36 @@ def domain_servicers(app: App) -> dict[str, Any]:
     return servicers
 
 
+def compat_auth(app: App):
+    """The compat surfaces' CallerAuth over the auth domain: the checks the gRPC auth interceptor applies."""
+    auth, fixed = app.auth, None
+    if app.settings.auth_disabled:
+        fixed = Principal(auth.admin_id, ROLE_ADMIN)
+
+    async def authenticate(credential: str, client: str) -> Principal:
+        if fixed is not None:
+            return fixed
+        if not await auth.rate_limits.credential_check_allowed(client):
+            raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+                                "too many failed authentication attempts from this address; wait a minute",
+                                retry_after=60)
+        try:
+            principal = await auth.authenticator.authenticate(credential)
+        except TypecaseError as error:
+            if error.code == grpc.StatusCode.UNAUTHENTICATED:
+                await auth.rate_limits.count_credential_failure(client)
+            raise
+        await auth.rate_limits.check(principal)
+        return principal
+    return authenticate
+
+
 def domain_routes(app: App) -> list[Any]:
-    """HTTP-by-nature surfaces served beside the transcoded API (e.g. the OpenAI-compatible API), then the web
-    console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
-    return [*openai_routes(app.servicers["LLMService"], app.auth, app.settings.http_max_body_bytes),
+    """HTTP-by-nature surfaces served beside the transcoded API (the OpenAI- and Anthropic-compatible APIs), then
+    the web console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
+    llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
+    return [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+            *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
             *console_routes(app.settings.console_dir)]
 
 
@@ -191,7 +220,7 @@ class App:
             sse_keepalive_seconds=self.settings.sse_keepalive_seconds,
             descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
             title="Typecase API",
-            reason_http_status={"FILE_TOO_LARGE": 413, "PAYLOAD_TOO_LARGE": 413},
+            reason_http_status=REASON_HTTP_STATUS,
         )
         await self._start_http(http_app)
 

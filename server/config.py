@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     llm_embed_batch_size: int = Field(64, ge=1, le=2048)
     llm_max_embed_inputs: int = Field(256, ge=1)
     llm_registry_refresh_seconds: float = Field(30.0, gt=0, description="safety-net reload of the model registry")
+    # Tool calling and images in prompts (Generate, Complete, /openai/v1, /anthropic/v1).
+    llm_max_tools: int = Field(128, ge=1, description="tools one request may define (OpenAI's own cap is 128)")
+    llm_max_image_bytes: int = Field(8 * MiB, ge=1, description="one image given inline (data: URI) or by file id, "
+                                                                "decoded; larger ones fail with PAYLOAD_TOO_LARGE")
+    llm_local_max_schema_bytes: int = Field(64 * 1024, ge=1, description="largest JSON Schema (tool parameters or "
+                                            "response format, compact JSON) the local model turns into a grammar")
 
     # Knowledge
     # Uploads and documents.

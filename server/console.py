@@ -2,9 +2,9 @@
 
 `/` and every unknown non-API path without a file extension (a client-side route such as /chat/<id>, so a
 reload lands on the same view) answer index.html with `Cache-Control: no-cache`; files under /assets/ carry a
-content hash in their name and are cached for a year. Paths owned by the API and the operations endpoints (/v1,
-/openai, /healthz, /readyz, /metrics, /docs, /openapi.json) never match here, so their 404 and 405 answers stay
-the gateway's JSON. When the console has not been built, `/` answers a short page saying how to build it.
+content hash in their name and are cached for a year. Paths owned by the API and the operations endpoints
+(/v1, /openai, /anthropic, /healthz, /readyz, /metrics, /docs, /openapi.json) never match here, so their 404 and 405
+answers stay the gateway's JSON. When the console has not been built, `/` answers a short page saying how to build it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
 # First path segments the console never answers: the API, the compatibility surfaces and the ops endpoints.
-RESERVED_PREFIXES = ("v1", "openai", "healthz", "readyz", "metrics", "docs", "openapi.json")
+RESERVED_PREFIXES = ("v1", "openai", "anthropic", "healthz", "readyz", "metrics", "docs", "openapi.json")
 ASSETS_DIR = "assets"
 IMMUTABLE = "public, max-age=31536000, immutable"
 # The console talks to its own origin only; inline style attributes are set by the UI library.

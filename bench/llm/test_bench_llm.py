@@ -21,3 +21,15 @@ def test_relay_benchmark_runs_and_prints_ratios(capsys):
         assert report["single"][floor].errors == 0 and report["single"][floor].tokens == 100 * 50, floor
     for surface, (result, _cpu) in report["load"].items():
         assert result.errors == 0 and result.requests > 0, surface
+
+
+@pytest.mark.slow
+def test_tool_call_deltas_add_no_more_to_time_to_first_token_than_text(capsys):
+    """The brief's bar: the added time to the first tool-call delta within 10% of the added time to first token
+    of text, on /openai/v1 and LLMService.generate, with an upstream that paces its tokens like a model."""
+    from bench.llm import tools
+
+    report = tools.main(["--rounds", "400"])
+    print(capsys.readouterr().out)
+    for surface, result in report.items():
+        assert result["ratio"] <= 1.10, (surface, result)

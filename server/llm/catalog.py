@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from typecase.server.config import Settings
 from typecase.server.llm.models import DefaultRow, ModelRow, ProviderRow
-from typecase.server.llm.providers import local
+from typecase.server.llm.providers.types import BY_PROTO, CAPABILITIES, PROVIDER_TYPES, capabilities
 from typecase.server.llm.registry import USE_TYPES, Registry, mask_key
 from typecase.server.rpc import paging
 from typecase.server.rpc.convert import to_timestamp
@@ -23,9 +23,6 @@ from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_foun
 from typecase.server.infra.sql import utcnow
 from typecase.v1 import llm_pb2
 
-PROVIDER_TYPES = {llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE: "openai_compatible",
-                  llm_pb2.PROVIDER_TYPE_ANTHROPIC: "anthropic", llm_pb2.PROVIDER_TYPE_LOCAL: "local"}
-PROVIDER_TYPE_PB = {v: k for k, v in PROVIDER_TYPES.items()}
 MODEL_TYPES = {llm_pb2.MODEL_TYPE_LLM: "llm", llm_pb2.MODEL_TYPE_EMBEDDING: "embedding",
                llm_pb2.MODEL_TYPE_RERANK: "rerank"}
 MODEL_TYPE_PB = {v: k for k, v in MODEL_TYPES.items()}
@@ -35,7 +32,8 @@ PROVIDER_FIELDS = {"name", "description", "base_url", "api_key", "extra_headers"
 PROVIDER_OUTPUT_ONLY = {"id", "type", "api_key_masked", "model_count", "create_time", "update_time"}
 MODEL_FIELDS = {"provider_id", "name", "upstream_name", "description", "context_length", "max_output_tokens",
                 "embedding_dimensions", "online", "limits", "limits.max_concurrency", "limits.requests_per_minute",
-                "limits.tokens_per_minute", "fallback_model_ids", "config"}
+                "limits.tokens_per_minute", "fallback_model_ids", "config", "capabilities",
+                *(f"capabilities.{name}" for name in CAPABILITIES)}
 MODEL_OUTPUT_ONLY = {"id", "type", "status", "create_time", "update_time"}
 DEFAULT_FIELDS = {"chat_model_id": "chat", "flow_model_id": "flow", "knowledge_embedding_model_id":
                   "knowledge_embedding", "title_model_id": "title", "rerank_model_id": "rerank"}
@@ -103,7 +101,7 @@ class Catalog:
     def provider_pb(self, row: ProviderRow, model_count: int = 0) -> llm_pb2.Provider:
         s = self.settings
         return llm_pb2.Provider(
-            id=row.id, name=row.name, type=PROVIDER_TYPE_PB.get(row.type, 0), description=row.description,
+            id=row.id, name=row.name, type=PROVIDER_TYPES[row.type].proto if row.type in PROVIDER_TYPES else 0, description=row.description,
             base_url=row.base_url, api_key_masked=row.api_key_hint, extra_headers=row.extra_headers or {},
             connect_timeout=duration(row.connect_timeout_ms or s.llm_connect_timeout_seconds * 1000),
             first_token_timeout=duration(row.first_token_timeout_ms or s.llm_first_token_timeout_seconds * 1000),
@@ -123,14 +121,15 @@ class Catalog:
             row.description = pb.description
         if "base_url" in paths:
             url = pb.base_url.strip()
-            if row.type == "local" and url:
-                raise invalid_argument("provider.base_url", "a local provider has no base URL")
+            rule = PROVIDER_TYPES[row.type].base_url
+            if rule == "none" and url:
+                raise invalid_argument("provider.base_url", f"a {row.type} provider has no base URL")
             if url:
                 parsed = urlparse(url)
                 if parsed.scheme not in ("http", "https") or not parsed.netloc:
                     raise invalid_argument("provider.base_url", "must be an http(s) URL")
-            elif row.type == "openai_compatible":
-                raise invalid_argument("provider.base_url", "an OpenAI-compatible provider needs a base URL")
+            elif rule == "required":
+                raise invalid_argument("provider.base_url", f"a {row.type} provider needs a base URL")
             row.base_url = url
         if "api_key" in paths:
             key = pb.api_key.strip()
@@ -152,10 +151,11 @@ class Catalog:
             row.config = struct_dict(pb.config)
 
     async def create_provider(self, pb: llm_pb2.Provider) -> llm_pb2.Provider:
-        kind = PROVIDER_TYPES.get(pb.type)
-        if kind is None:
-            raise invalid_argument("provider.type", "must be OPENAI_COMPATIBLE, ANTHROPIC or LOCAL")
-        row = ProviderRow(type=kind, description="", base_url="", api_key_hint="", extra_headers={}, config={},
+        spec = BY_PROTO.get(pb.type)
+        if spec is None:
+            names = ", ".join(llm_pb2.ProviderType.Name(p).removeprefix("PROVIDER_TYPE_") for p in BY_PROTO)
+            raise invalid_argument("provider.type", f"must be one of {names}")
+        row = ProviderRow(type=spec.name, description="", base_url="", api_key_hint="", extra_headers={}, config={},
                           enabled=True)  # created enabled: proto3 cannot tell "false" from "not sent"
         paths = {"name", "description", "base_url", "api_key", "extra_headers", "config"}
         paths |= {f for f in ("connect_timeout", "first_token_timeout", "idle_timeout") if pb.HasField(f)}
@@ -190,7 +190,8 @@ class Catalog:
         position = paging.decode_token(request.page_token)
         query = select(ProviderRow).order_by(ProviderRow.name).limit(size + 1)
         if request.type:
-            query = query.where(ProviderRow.type == PROVIDER_TYPES.get(request.type, "?"))
+            spec = BY_PROTO.get(request.type)
+            query = query.where(ProviderRow.type == (spec.name if spec else "?"))
         if position:
             query = query.where(ProviderRow.name > str(position.get("name", "")))
         async with self.db.session() as session:
@@ -233,8 +234,7 @@ class Catalog:
         await self.registry.changed()
 
     # -- models --------------------------------------------------------------------------------------------------
-    @staticmethod
-    def model_pb(row: ModelRow, status: llm_pb2.ModelStatus | None = None) -> llm_pb2.Model:
+    def model_pb(self, row: ModelRow, status: llm_pb2.ModelStatus | None = None) -> llm_pb2.Model:
         model = llm_pb2.Model(
             id=row.id, provider_id=row.provider_id, name=row.name, upstream_name=row.upstream_name,
             type=MODEL_TYPE_PB.get(row.type, 0), description=row.description, context_length=row.context_length,
@@ -245,6 +245,9 @@ class Catalog:
             fallback_model_ids=row.fallback_model_ids or [], config=to_struct(row.config),
             create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
         )
+        provider = self.registry.snapshot.providers.get(row.provider_id)
+        effective = capabilities(provider.type if provider else "", row.capabilities)
+        model.capabilities.CopyFrom(llm_pb2.ModelCapabilities(**effective))
         if status is not None:
             model.status.CopyFrom(status)
         return model
@@ -287,18 +290,26 @@ class Catalog:
             row.fallback_model_ids = ids
         if "config" in paths:
             row.config = struct_dict(pb.config)
+        overrides = dict(row.capabilities or {})
+        for name in CAPABILITIES:
+            if "capabilities" in paths or f"capabilities.{name}" in paths:
+                if pb.capabilities.HasField(name):
+                    overrides[name] = getattr(pb.capabilities, name)
+                else:  # unset: back to the provider type's default
+                    overrides.pop(name, None)
+        row.capabilities = overrides
         provider = await self._provider_row(session, row.provider_id)
-        if provider.type == "local":
+        if known := PROVIDER_TYPES[provider.type].known_models:
             upstream = row.upstream_name or row.name
-            if local.KNOWN_MODELS.get(upstream) != row.type:
-                known = ", ".join(f"{n} ({t})" for n, t in local.KNOWN_MODELS.items())
-                raise invalid_argument("model.upstream_name", f"the local provider serves {known}")
+            if known.get(upstream) != row.type:
+                served = ", ".join(f"{n} ({t})" for n, t in known.items())
+                raise invalid_argument("model.upstream_name", f"the {provider.type} provider serves {served}")
 
     async def create_model(self, pb: llm_pb2.Model) -> llm_pb2.Model:
         kind = MODEL_TYPES.get(pb.type)
         if kind is None:
             raise invalid_argument("model.type", "must be LLM, EMBEDDING or RERANK")
-        row = ModelRow(type=kind, description="", upstream_name="", config={}, fallback_model_ids=[])
+        row = ModelRow(type=kind, description="", upstream_name="", config={}, fallback_model_ids=[], capabilities={})
         try:
             async with self.db.session() as session:
                 await self._apply_model(session, row, pb, MODEL_FIELDS)

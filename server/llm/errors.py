@@ -62,3 +62,17 @@ def wrong_type(model, wanted: str) -> TypecaseError:
     return TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
                          f"model {model.name!r} is a {model.type} model; this call needs a {wanted} model",
                          {"model_id": model.id, "field": "model_id"})
+
+
+def capability_missing(model, capability: str) -> TypecaseError:
+    return TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "MODEL_CAPABILITY_MISSING",
+                         f"model {model.name!r} does not support {capability} (its capabilities say so; an admin can "
+                         f"change them), and the request needs it",
+                         {"model_id": model.id, "model": model.name, "capability": capability})
+
+
+def invalid_output(model, what: str, problem: str) -> TypecaseError:
+    """The model answered, but not in the shape the caller required (strict tools or response format)."""
+    return TypecaseError(grpc.StatusCode.UNKNOWN, "UPSTREAM_ERROR",
+                         f"model {model.name!r} returned {what} that does not match the required schema: {problem}",
+                         {"model_id": model.id, "model": model.name})

@@ -20,13 +20,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from typecase.server.config import Settings
 from typecase.server.llm import errors, metrics
+from typecase.server.llm.answers import add_tool_calls, check_answer
 from typecase.server.llm.coalesce import Coalescer
 from typecase.server.llm.models import ModelRow, ProviderRow
+from typecase.server.llm.prompt import FileReader, Limits, Prompt, build_prompt, chat_call, resolve_files
 from typecase.server.llm.providers import (BREAKER_FAILURES, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Adapter,
                                            ChatCall, Delta, Message, Timeouts, UpstreamError, estimate_tokens)
-from typecase.server.llm.providers.anthropic import AnthropicAdapter
-from typecase.server.llm.providers.local import LocalAdapter
-from typecase.server.llm.providers.openai import OpenAIAdapter
+from typecase.server.llm.providers.types import PROVIDER_TYPES, AdapterArgs, capabilities
 from typecase.server.llm.registry import Registry
 from typecase.server.llm.resilience import (Breaker, BreakerOpen, Concurrency, LimitExceeded, RateLimits, RetryWait,
                                             StatusLog, Ticket, retryable)
@@ -36,11 +36,8 @@ from typecase.v1 import common_pb2, llm_pb2
 log = logging.getLogger("typecase.llm")
 T = TypeVar("T")
 
-ROLES = {common_pb2.MESSAGE_ROLE_SYSTEM: "system", common_pb2.MESSAGE_ROLE_USER: "user",
-         common_pb2.MESSAGE_ROLE_ASSISTANT: "assistant", common_pb2.MESSAGE_ROLE_TOOL: "tool"}
 # Failures after which the next model in the chain is tried.
 FALLBACK_KINDS = frozenset({UNAVAILABLE, RATE_LIMITED, TIMEOUT})
-SAMPLING_DEFAULTS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "max_tokens", "stop")
 RETIRED_ADAPTER_GRACE = 600.0  # seconds an adapter replaced by a provider edit stays open for streams still using it
 
 
@@ -65,7 +62,7 @@ class Target:
 
 class Inference:
     def __init__(self, registry: Registry, settings: Settings, breaker: Breaker, concurrency: Concurrency,
-                 rate_limits: RateLimits, status_log: StatusLog):
+                 rate_limits: RateLimits, status_log: StatusLog, files: FileReader | None = None):
         self.registry = registry
         self.settings = settings
         self.breaker = breaker
@@ -75,13 +72,9 @@ class Inference:
         self.retry_wait = RetryWait(settings.llm_retry_backoff_seconds, settings.llm_retry_backoff_max_seconds)
         self.is_retryable = retryable(settings.llm_retry_after_max_seconds)
         self.retryable = retry_if_exception(self.is_retryable)
-        self.local = LocalAdapter(
-            chat_model_path=settings.llm_local_chat_model_path,
-            embedding_model_path=settings.llm_local_embedding_model_path,
-            threads=settings.llm_local_threads,
-            context_tokens=settings.llm_local_context_tokens,
-            embed_batch_size=settings.llm_embed_batch_size,
-        )
+        self.files = files
+        self.limits = Limits(max_tools=settings.llm_max_tools, max_image_bytes=settings.llm_max_image_bytes)
+        self._shared: dict[str, Adapter] = {}  # per provider type, for types whose one adapter serves all
         self._adapters: dict[str, tuple[Any, Adapter]] = {}
         self._retired: list[tuple[float, Adapter]] = []
         self._dimensions: dict[str, int] = {}
@@ -91,9 +84,11 @@ class Inference:
             await adapter.aclose()
         for _, adapter in self._retired:
             await adapter.aclose()
+        for adapter in self._shared.values():
+            await adapter.aclose()
         self._adapters.clear()
         self._retired.clear()
-        await self.local.aclose()
+        self._shared.clear()
 
     # -- resolution ----------------------------------------------------------------------------------------------
     async def resolve(self, ref: str, use: str, model_type: str) -> ModelRow:
@@ -124,6 +119,21 @@ class Inference:
                 seen.add(fallback.id)
         return models
 
+    def missing_capability(self, model: ModelRow, needs: tuple[str, ...]) -> str | None:
+        """The first capability in `needs` the model lacks, or None."""
+        if not needs:
+            return None
+        provider = self.registry.snapshot.providers.get(model.provider_id)
+        have = capabilities(provider.type if provider else "", model.capabilities)
+        return next((need for need in needs if not have.get(need)), None)
+
+    def capable_chain(self, primary: ModelRow, disable_fallback: bool, needs: tuple[str, ...]) -> list[ModelRow]:
+        """The fallback chain without the models that cannot serve the request; the primary must be able to."""
+        if (missing := self.missing_capability(primary, needs)) is not None:
+            raise errors.capability_missing(primary, missing)
+        return [m for m in self.chain(primary, disable_fallback)
+                if m is primary or self.missing_capability(m, needs) is None]
+
     def target(self, model: ModelRow) -> Target:
         provider = self.registry.snapshot.providers.get(model.provider_id)
         if provider is None:
@@ -138,20 +148,20 @@ class Inference:
         return Target(model, provider, self.adapter(provider), timeouts, retries, (provider.name, model.name))
 
     def adapter(self, provider: ProviderRow) -> Adapter:
-        if provider.type == "local":
-            return self.local
+        spec = PROVIDER_TYPES[provider.type]
+        if spec.shared:
+            if provider.type not in self._shared:
+                self._shared[provider.type] = spec.build(AdapterArgs("", None, {}, {}, self.settings))
+            return self._shared[provider.type]
         version = (provider.update_time, self.registry.snapshot.api_keys.get(provider.id))
         cached = self._adapters.get(provider.id)
         if cached is not None and cached[0] == version:
             return cached[1]
         if cached is not None:  # the provider was edited: new requests get a new client, running streams finish
             self._retire(cached[1])
-        kwargs = dict(max_connections=self.settings.llm_max_connections,
-                      keepalive_expiry=self.settings.llm_keepalive_expiry_seconds)
-        cls = AnthropicAdapter if provider.type == "anthropic" else OpenAIAdapter
-        adapter = cls(provider.base_url, self.registry.snapshot.api_keys.get(provider.id),
-                      {str(k): str(v) for k, v in (provider.extra_headers or {}).items()}, provider.config or {},
-                      **kwargs)
+        adapter = spec.build(AdapterArgs(
+            provider.base_url, self.registry.snapshot.api_keys.get(provider.id),
+            {str(k): str(v) for k, v in (provider.extra_headers or {}).items()}, provider.config or {}, self.settings))
         self._adapters[provider.id] = (version, adapter)
         return adapter
 
@@ -259,36 +269,12 @@ class Inference:
         metrics.FAILURES.labels(*target.labels, reason).inc()
 
     # -- generation ----------------------------------------------------------------------------------------------
-    def chat_call(self, model: ModelRow, messages: list[Message], config: llm_pb2.GenerationConfig,
-                  user: str) -> ChatCall:
-        """Request options over the model's configured defaults; max_tokens capped at max_output_tokens."""
-        extra = dict(model.config or {})
-        defaults = {k: extra.pop(k) for k in SAMPLING_DEFAULTS if k in extra}
-
-        def pick(name: str):
-            return getattr(config, name) if config.HasField(name) else defaults.get(name)
-
-        max_tokens = pick("max_tokens")
-        if model.max_output_tokens and (max_tokens is None or max_tokens > model.max_output_tokens):
-            max_tokens = model.max_output_tokens
-        return ChatCall(
-            model=model.upstream_name or model.name, messages=messages, max_tokens=max_tokens,
-            temperature=pick("temperature"), top_p=pick("top_p"), stop=list(config.stop) or defaults.get("stop") or [],
-            seed=pick("seed"), presence_penalty=pick("presence_penalty"),
-            frequency_penalty=pick("frequency_penalty"), user=user, extra=extra,
-        )
-
-    @staticmethod
-    def messages(request_messages) -> list[Message]:
-        if not request_messages:
-            raise invalid_argument("messages", "at least one message is required")
-        out = []
-        for i, m in enumerate(request_messages):
-            role = ROLES.get(m.role)
-            if role is None:
-                raise invalid_argument(f"messages[{i}].role", "must be system, user, assistant or tool")
-            out.append(Message(role, m.content, m.name, m.tool_call_id))
-        return out
+    async def prompt(self, request) -> Prompt:
+        """The request's prompt, checked, with its file images read."""
+        built = build_prompt(request, self.limits)
+        if "vision" in built.needs:
+            await resolve_files(built, self.files, self.limits)
+        return built
 
     @staticmethod
     def validate_config(config: llm_pb2.GenerationConfig) -> None:
@@ -304,16 +290,16 @@ class Inference:
     async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncIterator[llm_pb2.GenerateResponse]:
         started = time.perf_counter()
         primary = await self.resolve(request.model_id, "chat", "llm")
-        messages = self.messages(request.messages)
         self.validate_config(request.config)
-        prompt_tokens = sum(estimate_tokens(m.content) + 4 for m in messages)
+        built = await self.prompt(request)
+        prompt_tokens = built.estimate_tokens()
         first_error: Unserved | None = None
-        for model in self.chain(primary, request.disable_fallback):
+        for model in self.capable_chain(primary, request.disable_fallback, built.needs):
             try:
                 target = self.target(model)
                 if (offline := self.usable(target)) is not None:
                     raise Unserved(offline, fallback=model is not primary)
-                call = self.chat_call(model, messages, request.config, request.user)
+                call = chat_call(model, built, request.config, request.user)
                 async for response in self._stream(target, call, prompt_tokens, started):
                     yield response
                 return
@@ -362,7 +348,7 @@ class Inference:
             inter_token = metrics.INTER_TOKEN.labels(*labels)
             GenerateResponse = llm_pb2.GenerateResponse
             first = GenerateResponse(seq=1, served_model_id=model.id)
-            if delta.text or delta.reasoning:
+            if delta.text or delta.reasoning or delta.tool_calls:  # a tool call's first piece is its first token
                 first.ttft.FromNanoseconds(int((now - started) * 1e9))
             seq, last, produced, outcome = 1, now, 0, "cancelled"
             coalescer: Coalescer | None = None
@@ -377,6 +363,8 @@ class Inference:
                                                  total_tokens=prompt + completion)
                         final = first if seq == 1 else GenerateResponse(seq=seq)
                         final.text, final.reasoning_text = delta.text, delta.reasoning
+                        if delta.tool_calls:
+                            add_tool_calls(final, delta.tool_calls)
                         final.finish_reason = delta.finish_reason
                         final.usage.CopyFrom(usage)
                         outcome = "ok"
@@ -387,6 +375,9 @@ class Inference:
                                                                       reasoning_text=delta.reasoning)
                     if seq == 1:
                         message.text, message.reasoning_text = delta.text, delta.reasoning
+                    if delta.tool_calls:
+                        produced += sum(len(c.arguments) + len(c.name) for c in delta.tool_calls)
+                        add_tool_calls(message, delta.tool_calls)
                     yield message
                     if coalescer is None:  # reads ahead from here on, merging what the caller is slow to take
                         coalescer = Coalescer(stream)
@@ -455,16 +446,17 @@ class Inference:
     async def complete(self, request: llm_pb2.CompleteRequest) -> llm_pb2.CompleteResponse:
         started = time.perf_counter()
         primary = await self.resolve(request.model_id, "chat", "llm")
-        messages = self.messages(request.messages)
         self.validate_config(request.config)
-        prompt_estimate = sum(estimate_tokens(m.content) + 4 for m in messages)
+        built = await self.prompt(request)
+        prompt_estimate = built.estimate_tokens()
 
         async def run(target: Target) -> Delta:
-            call = self.chat_call(target.model, messages, request.config, request.user)
+            call = chat_call(target.model, built, request.config, request.user)
             return await self._retrying(target, lambda: target.adapter.chat(call, target.timeouts))
 
-        target, answer = await self._unary(self.chain(primary, request.disable_fallback), prompt_estimate,
-                                           "complete", run)
+        target, answer = await self._unary(self.capable_chain(primary, request.disable_fallback, built.needs),
+                                           prompt_estimate, "complete", run)
+        check_answer(built, answer, target.model)
         prompt = answer.prompt_tokens if answer.prompt_tokens is not None else prompt_estimate
         completion = answer.completion_tokens if answer.completion_tokens is not None else estimate_tokens(answer.text)
         metrics.INPUT_TOKENS.labels(*target.labels).inc(prompt)
@@ -473,7 +465,8 @@ class Inference:
         response = llm_pb2.CompleteResponse(
             text=answer.text, reasoning_text=answer.reasoning, finish_reason=answer.finish_reason or 1,
             usage=common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
-            served_model_id=target.model.id,
+            served_model_id=target.model.id, tool_calls=[
+                llm_pb2.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in answer.tool_calls or ()],
         )
         response.latency.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
         return response

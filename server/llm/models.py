@@ -51,6 +51,8 @@ class ModelRow(Base):
     tokens_per_minute: Mapped[int] = mapped_column(BigInteger, default=0)
     fallback_model_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The admin's capability overrides ({"tools": false}); the provider type's defaults fill the rest.
+    capabilities: Mapped[dict[str, bool] | None] = mapped_column(JSONType, default=dict)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

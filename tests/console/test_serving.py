@@ -56,7 +56,8 @@ async def test_api_and_operations_paths_are_never_the_console(app_factory, conso
     app = await app_factory(console_dir=console_dir)
     auth = {"authorization": f"Bearer {ADMIN_KEY}"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=10) as http:
-        for path in ("/v1/no-such-thing", "/v1", "/v1/", "/openai/v1/nothing", "/openai", "/v1:foo", "/metrics/x"):
+        for path in ("/v1/no-such-thing", "/v1", "/v1/", "/openai/v1/nothing", "/openai", "/anthropic/v1/nothing",
+                     "/v1:foo", "/metrics/x"):
             r = await http.get(path, headers=auth)
             assert r.status_code == 404, path
             assert r.headers["content-type"].startswith("application/json"), path

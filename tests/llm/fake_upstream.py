@@ -10,6 +10,14 @@ Run in a thread of the test process (`FakeUpstream().start()`) or as a subproces
   "stall:K:S"           stream K content chunks, then go silent for S seconds
   "hang"                never answer
   "gzip"                send the whole stream gzip-compressed (Content-Encoding: gzip), whatever was asked for
+
+Tools, as the vendors do them: when a request offers tools (and its tool choice allows), the answer calls them -
+the named one, or the first (and, with parallel calls allowed and two or more tools, the second too) - with
+arguments made up from each tool's schema (strings carry non-ASCII: "Paris ☀"), streamed in OpenAI's
+`delta.tool_calls` chunks or Anthropic's tool_use blocks with input_json_delta, the arguments cut into
+ARGUMENT_PIECE-character fragments, and every event holding a multi-byte character written in two network writes
+cut inside that character. When the last message answers a tool call, the answer is text quoting the result
+("Answer: <result>"). Anthropic answers with a short text block before its tool_use blocks unless forced.
 """
 
 from __future__ import annotations
@@ -30,6 +38,43 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+
+ARGUMENT_PIECE = 5  # characters of tool arguments per streamed fragment
+
+
+class Half(bytes):
+    """The first part of an event cut inside a multi-byte character; a short pause follows it on the wire."""
+
+
+def split_mid_utf8(event: str) -> list[bytes]:
+    """The event's bytes, cut inside its first multi-byte character (as one write when it has none)."""
+    data = event.encode()
+    for i, byte in enumerate(data):
+        if byte >= 0x80:
+            return [Half(data[:i + 1]), data[i + 1:]]
+    return [data]
+
+
+def sample(schema: dict[str, Any]) -> Any:
+    """A value that fits a (simple) JSON Schema."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    if "anyOf" in schema:
+        return sample(schema["anyOf"][0])
+    kind = schema.get("type", "object")
+    kind = kind[0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {name: sample(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [sample(schema.get("items") or {"type": "string"})]
+    return {"string": "Paris ☀", "integer": 21, "number": 21.5, "boolean": True, "null": None}.get(kind, "x")
+
+
+def pieces(text: str) -> list[str]:
+    return [text[i:i + ARGUMENT_PIECE] for i in range(0, len(text), ARGUMENT_PIECE)] or [""]
 
 
 class Reset(Exception):
@@ -142,6 +187,8 @@ class FakeUpstream:
                 if self.token_delay and i:
                     await asyncio.sleep(self.token_delay)
                 yield chunk
+                if isinstance(chunk, Half):  # the rest of the character comes in a later network read
+                    await asyncio.sleep(0.005)
             for event in tail:
                 yield event
             seen.completed = True
@@ -166,13 +213,21 @@ class FakeUpstream:
             await asyncio.sleep(3600)
         words = self._words(body)
         finish = "length" if body.get("max_tokens") and len(words) >= int(body["max_tokens"]) else "stop"
+        calls = self._openai_calls(body)
+        if calls:
+            finish = "tool_calls"
+        elif (result := self._openai_tool_result(body)) is not None:
+            words = pieces(f"Answer: {result}")
         usage = {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}
         if not body.get("stream"):
             seen.completed = True
+            message: dict[str, Any] = {"role": "assistant", "content": None if calls else "".join(words)}
+            if calls:
+                message["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
+                    "name": c["name"], "arguments": c["arguments"]}} for c in calls]
             return JSONResponse({
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
-                             "finish_reason": finish}], "usage": usage})
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage})
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
             data = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
@@ -190,8 +245,34 @@ class FakeUpstream:
             text = "".join([*head, *(chunk({"content": w}) for w in words), *tail])
             return Response(gzip.compress(text.encode()), media_type="text/event-stream",
                             headers={"content-encoding": "gzip"})
-        return StreamingResponse(self._paced(step, seen, [chunk({"content": w}) for w in words], head, tail),
-                                 media_type="text/event-stream")
+        if calls:
+            content = []
+            for i, c in enumerate(calls):
+                content.append(chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                                                      "function": {"name": c["name"], "arguments": ""}}]}))
+                content += [chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+                            for piece in pieces(c["arguments"])]
+        else:
+            content = [chunk({"content": w}) for w in words]
+        content = [part for event in content for part in split_mid_utf8(event)]
+        return StreamingResponse(self._paced(step, seen, content, head, tail), media_type="text/event-stream")
+
+    @staticmethod
+    def _openai_tool_result(body: dict[str, Any]) -> str | None:
+        last = (body.get("messages") or [{}])[-1]
+        return str(last.get("content")) if last.get("role") == "tool" else None
+
+    def _openai_calls(self, body: dict[str, Any]) -> list[dict[str, str]]:
+        tools = [t["function"] for t in body.get("tools") or ()]
+        choice = body.get("tool_choice", "auto")
+        if not tools or choice == "none" or self._openai_tool_result(body) is not None:
+            return []
+        if isinstance(choice, dict):
+            tools = [t for t in tools if t["name"] == choice["function"]["name"]]
+        chosen = tools[:2] if body.get("parallel_tool_calls", True) and len(tools) > 1 else tools[:1]
+        return [{"id": f"call_fake{i}", "name": t["name"],
+                 "arguments": json.dumps(sample(t.get("parameters") or {}), ensure_ascii=False)}
+                for i, t in enumerate(chosen)]
 
     async def openai_embeddings(self, request: Request) -> Response:
         body = await request.json()
@@ -227,11 +308,20 @@ class FakeUpstream:
             return error
         words = self._words(body)
         stop = "max_tokens" if len(words) >= int(body["max_tokens"]) else "end_turn"
+        uses = self._anthropic_uses(body)
+        if uses:
+            stop = "tool_use"
+            forced = (body.get("tool_choice") or {}).get("type") in ("any", "tool")
+            words = [] if forced else ["Let me ", "check."]
+        elif (result := self._anthropic_tool_result(body)) is not None:
+            words = pieces(f"Answer: {result}")
         if not body.get("stream"):
             seen.completed = True
+            blocks = [{"type": "text", "text": "".join(words)}] if words else []
+            blocks += [{"type": "tool_use", "id": u["id"], "name": u["name"], "input": u["input"]} for u in uses]
             return JSONResponse({
                 "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-                "content": [{"type": "text", "text": "".join(words)}], "stop_reason": stop,
+                "content": blocks, "stop_reason": stop,
                 "usage": {"input_tokens": 13, "output_tokens": len(words)}})
 
         def event(name: str, data: dict[str, Any]) -> str:
@@ -241,18 +331,52 @@ class FakeUpstream:
             event("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant",
                                                 "content": [], "model": body["model"], "stop_reason": None,
                                                 "usage": {"input_tokens": 13, "output_tokens": 1}}}),
-            event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
             event("ping", {}),
         ]
-        chunks = [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}})
-                  for w in words]
+        chunks: list[str] = []
+        index = 0
+        if words:
+            chunks.append(event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
+            chunks += [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}})
+                       for w in words]
+            chunks.append(event("content_block_stop", {"index": 0}))
+            index = 1
+        for use in uses:
+            chunks.append(event("content_block_start", {"index": index, "content_block": {
+                "type": "tool_use", "id": use["id"], "name": use["name"], "input": {}}}))
+            chunks += [event("content_block_delta", {"index": index, "delta": {
+                "type": "input_json_delta", "partial_json": piece}})
+                for piece in pieces(json.dumps(use["input"], ensure_ascii=False))]
+            chunks.append(event("content_block_stop", {"index": index}))
+            index += 1
+        chunks = [part for e in chunks for part in split_mid_utf8(e)]
         tail = [
-            event("content_block_stop", {"index": 0}),
             event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
                                     "usage": {"output_tokens": len(words)}}),
             event("message_stop", {}),
         ]
         return StreamingResponse(self._paced(step, seen, chunks, head, tail), media_type="text/event-stream")
+
+
+    @staticmethod
+    def _anthropic_tool_result(body: dict[str, Any]) -> str | None:
+        content = (body.get("messages") or [{}])[-1].get("content")
+        for block in content if isinstance(content, list) else ():
+            if block.get("type") == "tool_result":
+                inner = block.get("content")
+                return inner if isinstance(inner, str) else "".join(b.get("text", "") for b in inner or ())
+        return None
+
+    def _anthropic_uses(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        tools = body.get("tools") or []
+        choice = body.get("tool_choice") or {"type": "auto"}
+        if not tools or choice.get("type") == "none" or self._anthropic_tool_result(body) is not None:
+            return []
+        if choice.get("type") == "tool":
+            tools = [t for t in tools if t["name"] == choice["name"]]
+        parallel = not choice.get("disable_parallel_tool_use") and len(tools) > 1
+        return [{"id": f"toolu_fake{i}", "name": t["name"], "input": sample(t.get("input_schema") or {})}
+                for i, t in enumerate(tools[:2] if parallel else tools[:1])]
 
 
 if __name__ == "__main__":  # a standalone upstream for other processes (benchmarks, multi-process tests)

@@ -43,6 +43,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_USER_DISABLED: _ClassVar[ErrorReason]
     ERROR_REASON_RUN_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
     ERROR_REASON_NODE_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_MODEL_CAPABILITY_MISSING: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -97,6 +98,7 @@ ERROR_REASON_STREAM_EXPIRED: ErrorReason
 ERROR_REASON_USER_DISABLED: ErrorReason
 ERROR_REASON_RUN_LIMIT_EXCEEDED: ErrorReason
 ERROR_REASON_NODE_FAILED: ErrorReason
+ERROR_REASON_MODEL_CAPABILITY_MISSING: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

@@ -3,19 +3,26 @@
 base_url is "https://api.anthropic.com" (or a gateway in front of it); a trailing "/v1" is accepted too.
 System messages become system blocks, stop sequences map to stop_sequences, usage comes from message_start
 (input tokens) and message_delta (output tokens). Provider config: {"anthropic_version": "2023-06-01"}.
+
+Tools translate both ways: tool definitions and the tool choice to Anthropic's, assistant tool calls to tool_use
+blocks and tool messages to tool_result blocks (consecutive results in one user turn), images to image blocks;
+streamed tool_use blocks (content_block_start, then input_json_delta fragments) come back as tool-call deltas.
+A response format (JSON object or schema) is asked for the way Anthropic documents for JSON output: one forced
+tool whose input schema is the format's, whose input is then handed to the caller as the answer's text.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
-
-from . import (CONTENT_FILTER, LENGTH, RATE_LIMITED, STOP, TIMEOUT, TOOL_CALLS, UNAVAILABLE, Adapter,
-               ChatCall, Delta, Message, Timeouts, UpstreamError)
+from . import (CONTENT_FILTER, LENGTH, RATE_LIMITED, STOP, TIMEOUT, TOOL_CALLS, UNAVAILABLE, UNSUPPORTED, Adapter,
+               ChatCall, Delta, Message, Timeouts, ToolCallDelta, UpstreamError, merge_tool_deltas)
 from .http import ClientPool, SSEReader, open_stream, post_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -23,6 +30,7 @@ DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the Messages API requires max_tokens
 FINISH = {"end_turn": STOP, "stop_sequence": STOP, "max_tokens": LENGTH, "tool_use": TOOL_CALLS,
           "refusal": CONTENT_FILTER, "pause_turn": STOP}
+FORMAT_TOOL = "json_response"  # default name of the forced tool that carries a response format
 ERROR_KINDS = {"overloaded_error": UNAVAILABLE, "api_error": UNAVAILABLE, "rate_limit_error": RATE_LIMITED,
                "timeout_error": TIMEOUT}
 
@@ -59,6 +67,7 @@ class AnthropicAdapter(Adapter):
             body["top_p"] = call.top_p
         if call.user:
             body["metadata"] = {"user_id": call.user}
+        body.update(_tool_options(call))
         extra = dict(call.extra)
         body.update(extra.pop("extra_body", None) or {})
         body.update({k: v for k, v in extra.items() if k not in body})
@@ -70,14 +79,17 @@ class AnthropicAdapter(Adapter):
             finish, prompt, completion, done = 0, None, None, False
             text: list[str] = []
             reasoning: list[str] = []
+            calls: list[ToolCallDelta] = []
+            as_text = _format_tool(call)  # a response format's forced tool: its input is the answer's text
+            tool_index: dict[int, int] = {}  # content block index -> tool call index
             while not done and (batch := await reader.next_batch()) is not None:
-                text, reasoning = [], []
+                text, reasoning, calls = [], [], []
                 for event in batch:
                     kind = event.event
                     if kind in ("ping", ""):
                         continue
                     try:
-                        data = json.loads(event.data)
+                        data = orjson.loads(event.data)
                     except ValueError:
                         raise UpstreamError(UNAVAILABLE, f"the upstream sent a malformed event: {event.data[:200]!r}") from None
                     if kind == "content_block_delta":
@@ -86,13 +98,26 @@ class AnthropicAdapter(Adapter):
                             text.append(delta.get("text", ""))
                         elif delta.get("type") == "thinking_delta":
                             reasoning.append(delta.get("thinking", ""))
+                        elif delta.get("type") == "input_json_delta" and data.get("index") in tool_index:
+                            fragment = str(delta.get("partial_json") or "")
+                            if as_text:
+                                text.append(fragment)
+                            elif fragment:
+                                calls.append(ToolCallDelta(tool_index[data["index"]], arguments=fragment))
+                    elif kind == "content_block_start":
+                        block = data.get("content_block") or {}
+                        if block.get("type") == "tool_use":
+                            tool_index[data.get("index")] = len(tool_index)
+                            if not as_text:
+                                calls.append(ToolCallDelta(tool_index[data.get("index")], str(block.get("id") or ""),
+                                                           str(block.get("name") or "")))
                     elif kind == "message_start":
                         usage = (data.get("message") or {}).get("usage") or {}
                         prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0) + (
                             usage.get("cache_creation_input_tokens") or 0)
                     elif kind == "message_delta":
                         if reason := (data.get("delta") or {}).get("stop_reason"):
-                            finish = FINISH.get(reason, STOP)
+                            finish = STOP if as_text and reason == "tool_use" else FINISH.get(reason, STOP)
                         if (usage := data.get("usage")) and usage.get("output_tokens") is not None:
                             completion = usage["output_tokens"]
                     elif kind == "message_stop":
@@ -102,15 +127,15 @@ class AnthropicAdapter(Adapter):
                         error = data.get("error") or {}
                         raise UpstreamError(ERROR_KINDS.get(error.get("type"), UNAVAILABLE),
                                             f"upstream error mid-stream: {error.get('message', event.data)}")
-                if (text or reasoning) and not done:
+                if (text or reasoning or calls) and not done:
                     reader.started = True
-                    yield Delta("".join(text), "".join(reasoning))
+                    yield Delta("".join(text), "".join(reasoning), tool_calls=merge_tool_deltas(calls) if calls else None)
             if not done:
                 raise UpstreamError(UNAVAILABLE, "the upstream closed the stream before message_stop")
             # The last batch's text rides on the final delta (the stream ended in that same read).
             try:
                 yield Delta("".join(text), "".join(reasoning), finish_reason=finish or STOP, prompt_tokens=prompt,
-                            completion_tokens=completion)
+                            completion_tokens=completion, tool_calls=merge_tool_deltas(calls) if calls else None)
             finally:
                 await reader.drain()  # after the final delta went out: keeps the connection reusable
 
@@ -118,16 +143,82 @@ class AnthropicAdapter(Adapter):
         data = await post_json(self.pool, self.url, self._body(call, False), timeouts)
         blocks = data.get("content") or []
         usage = data.get("usage") or {}
+        uses = [b for b in blocks if b.get("type") == "tool_use"]
+        text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        finish = FINISH.get(data.get("stop_reason") or "end_turn", STOP)
+        calls = [ToolCallDelta(i, str(b.get("id") or ""), str(b.get("name") or ""),
+                               json.dumps(b.get("input") or {}, ensure_ascii=False)) for i, b in enumerate(uses)]
+        if _format_tool(call):
+            text, calls, finish = "".join(c.arguments for c in calls), [], STOP if finish == TOOL_CALLS else finish
         return Delta(
-            "".join(b.get("text", "") for b in blocks if b.get("type") == "text"),
+            text,
             "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking"),
-            FINISH.get(data.get("stop_reason") or "end_turn", STOP),
+            finish,
             usage.get("input_tokens"),
             usage.get("output_tokens"),
+            calls or None,
         )
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+
+
+def _format_tool(call: ChatCall) -> str:
+    """The name of the forced tool that carries the call's response format, or "" when it has none."""
+    return (call.response_format.name or FORMAT_TOOL) if call.response_format is not None else ""
+
+
+def _tool_options(call: ChatCall) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if (name := _format_tool(call)):
+        if call.tools:
+            raise UpstreamError(UNSUPPORTED, "an Anthropic model cannot take tools and a response format together")
+        rf = call.response_format
+        schema = rf.schema if rf is not None and rf.schema else {"type": "object"}
+        body["tools"] = [{"name": name, "description": "Answer with your response as this tool's input.",
+                          "input_schema": schema}]
+        body["tool_choice"] = {"type": "tool", "name": name}
+        return body
+    if not call.tools:
+        return body
+    body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
+                     for t in call.tools]
+    choice: dict[str, Any] = {"type": "auto"}
+    if call.tool_choice == "none":
+        choice = {"type": "none"}
+    elif call.tool_choice == "required":
+        choice = {"type": "any"}
+    elif call.tool_choice not in ("", "auto"):
+        choice = {"type": "tool", "name": call.tool_choice}
+    if call.parallel_tool_calls is False and choice["type"] != "none":
+        choice["disable_parallel_tool_use"] = True
+    body["tool_choice"] = choice
+    return body
+
+
+def _blocks(m: Message) -> str | list[dict[str, Any]]:
+    """A message's content: its text, or Anthropic content blocks when it has images, tool calls or results."""
+    if m.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.text()}]
+    blocks: list[dict[str, Any]] = []
+    for part in m.parts if m.parts is not None else ([m.content] if m.content else []):
+        if isinstance(part, str):
+            if part:
+                blocks.append({"type": "text", "text": part})
+        elif part.url:
+            blocks.append({"type": "image", "source": {"type": "url", "url": part.url}})
+        else:
+            blocks.append({"type": "image", "source": {"type": "base64", "media_type": part.media_type,
+                                                       "data": base64.b64encode(part.data).decode()}})
+    for call in m.tool_calls or ():
+        try:
+            arguments = json.loads(call.arguments or "{}")
+        except ValueError:
+            arguments = {"_raw": call.arguments}  # the model's own malformed arguments, handed back as they were
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments})
+    if m.parts is None and not m.tool_calls:
+        return m.content
+    return blocks
 
 
 def _split(messages: list[Message]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -136,12 +227,19 @@ def _split(messages: list[Message]) -> tuple[list[str], list[dict[str, Any]]]:
     turns: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "system":
-            system.append(m.content)
+            system.append(m.text())
             continue
         role = "assistant" if m.role == "assistant" else "user"
-        content = f"[{m.name or 'tool'} result]\n{m.content}" if m.role == "tool" else m.content
+        content = _blocks(m)
         if turns and turns[-1]["role"] == role:
-            turns[-1]["content"] += "\n\n" + content
+            previous = turns[-1]["content"]
+            if isinstance(previous, str) and isinstance(content, str):
+                turns[-1]["content"] = previous + "\n\n" + content
+            else:
+                as_list = ([{"type": "text", "text": previous}] if previous else []) if isinstance(previous, str) \
+                    else previous
+                turns[-1]["content"] = as_list + ([{"type": "text", "text": content}] if isinstance(content, str)
+                                                  else content)
         else:
             turns.append({"role": role, "content": content})
     return system, turns

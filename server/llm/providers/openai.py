@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 
 from . import (CONTENT_FILTER, ERROR, LENGTH, RATE_LIMITED, STOP, TOOL_CALLS, UNAVAILABLE, Adapter, ChatCall, Delta,
-               EmbedResult, RerankItem, Timeouts, UpstreamError, estimate_tokens)
+               EmbedResult, Message, RerankItem, Timeouts, ToolCallDelta, UpstreamError, estimate_tokens)
 from .http import ClientPool, SSEReader, open_stream, post_json
 
 FINISH = {"stop": STOP, "length": LENGTH, "content_filter": CONTENT_FILTER, "tool_calls": TOOL_CALLS,
@@ -57,6 +58,7 @@ class OpenAIAdapter(Adapter):
             body["stop"] = call.stop
         if call.user:
             body["user"] = call.user
+        body.update(tool_options(call))
         if stream and self.stream_usage:
             body["stream_options"] = {"include_usage": True}
         extra = dict(call.extra)
@@ -75,15 +77,17 @@ class OpenAIAdapter(Adapter):
             finish, usage, produced, done = 0, None, 0, False
             text: list[str] = []
             reasoning: list[str] = []
+            calls: list[ToolCallDelta] = []
+            fragments: list[list[str]] = []  # argument text per entry of calls, joined once per batch
             while not done and (batch := await reader.next_batch()) is not None:
-                text, reasoning = [], []
+                text, reasoning, calls, fragments = [], [], [], []
                 for event in batch:
                     data = event.data
                     if data == "[DONE]":
                         done = True
                         break
                     try:
-                        chunk = json.loads(data)
+                        chunk = orjson.loads(data)  # ~4x json.loads per event: on every token
                     except ValueError:
                         raise UpstreamError(UNAVAILABLE, f"the upstream sent a malformed chunk: {data[:200]!r}") from None
                     if "error" in chunk:
@@ -96,22 +100,27 @@ class OpenAIAdapter(Adapter):
                             text.append(content)
                         if thought := delta.get("reasoning_content") or delta.get("reasoning"):
                             reasoning.append(thought)
+                        if pieces := delta.get("tool_calls"):
+                            _add_tool_pieces(pieces, calls, fragments)
                         if reason := choice.get("finish_reason"):
                             finish = FINISH.get(reason, STOP)
-                produced += len(text) + len(reasoning)
-                if (text or reasoning) and not done:
+                for tool_call, pieces in zip(calls, fragments):
+                    tool_call.arguments = "".join(pieces)
+                produced += len(text) + len(reasoning) + len(calls)
+                if (text or reasoning or calls) and not done:
                     reader.started = True
-                    yield Delta("".join(text), "".join(reasoning))
+                    yield Delta("".join(text), "".join(reasoning), tool_calls=calls or None)
             if not finish:
                 raise UpstreamError(UNAVAILABLE, "the upstream closed the stream before finishing")
             prompt = usage.get("prompt_tokens") if usage else None
             completion = usage.get("completion_tokens") if usage else produced
             if prompt is None:
-                prompt = sum(estimate_tokens(m.content) + 4 for m in call.messages)
+                prompt = sum(estimate_tokens(m.text()) + 4 for m in call.messages)
             # The last batch's text rides on the final delta when the stream ended in that same read.
-            rest = ("".join(text), "".join(reasoning)) if done else ("", "")
+            rest = ("".join(text), "".join(reasoning), calls or None) if done else ("", "", None)
             try:
-                yield Delta(rest[0], rest[1], finish_reason=finish, prompt_tokens=prompt, completion_tokens=completion)
+                yield Delta(rest[0], rest[1], finish_reason=finish, prompt_tokens=prompt, completion_tokens=completion,
+                            tool_calls=rest[2])
             finally:
                 await reader.drain()  # after the final delta went out: keeps the connection reusable
 
@@ -123,12 +132,16 @@ class OpenAIAdapter(Adapter):
         message = choices[0].get("message") or {}
         usage = data.get("usage") or {}
         text = message.get("content") or ""
+        calls = [ToolCallDelta(i, str(c.get("id") or ""), str((c.get("function") or {}).get("name") or ""),
+                               str((c.get("function") or {}).get("arguments") or ""))
+                 for i, c in enumerate(message.get("tool_calls") or ())]
         return Delta(
             text,
             message.get("reasoning_content") or message.get("reasoning") or "",
             FINISH.get(choices[0].get("finish_reason") or "stop", STOP),
-            usage.get("prompt_tokens", sum(estimate_tokens(m.content) for m in call.messages)),
+            usage.get("prompt_tokens", sum(estimate_tokens(m.text()) for m in call.messages)),
             usage.get("completion_tokens", estimate_tokens(text)),
+            calls or None,
         )
 
     async def embed(self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0,
@@ -156,13 +169,60 @@ class OpenAIAdapter(Adapter):
         await self.pool.aclose()
 
 
-def _message(m) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
+def _message(m: Message) -> dict[str, Any]:
+    content: Any = m.content
+    if m.parts is not None:
+        content = [{"type": "text", "text": p} if isinstance(p, str) else
+                   {"type": "image_url", "image_url": {"url": p.data_uri(), **({"detail": p.detail} if p.detail else {})}}
+                   for p in m.parts]
+    out: dict[str, Any] = {"role": m.role, "content": content}
     if m.name:
         out["name"] = m.name
     if m.tool_call_id:
         out["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        out["content"] = content or None
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                             for c in m.tool_calls]
     return out
+
+
+def tool_options(call: ChatCall) -> dict[str, Any]:
+    """tools, tool_choice, parallel_tool_calls and response_format in OpenAI's request shape."""
+    body: dict[str, Any] = {}
+    if call.tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, "description": t.description, "parameters": t.parameters, **({"strict": True} if t.strict
+                                                                                      else {})}} for t in call.tools]
+    if call.tool_choice in ("auto", "none", "required"):
+        body["tool_choice"] = call.tool_choice
+    elif call.tool_choice:
+        body["tool_choice"] = {"type": "function", "function": {"name": call.tool_choice}}
+    if call.parallel_tool_calls is not None and call.tools:
+        body["parallel_tool_calls"] = call.parallel_tool_calls
+    rf = call.response_format
+    if rf is not None and rf.type == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif rf is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": rf.name, "schema": rf.schema, **({"strict": True} if rf.strict else {})}}
+    return body
+
+
+def _add_tool_pieces(pieces: Any, calls: list[ToolCallDelta], fragments: list[list[str]]) -> None:
+    """Streamed tool-call pieces onto the batch's calls: a piece continuing the batch's last call adds its
+    argument text to it (a burst of fragments becomes one delta, not one object per fragment)."""
+    for piece in pieces if isinstance(pieces, list) else ():
+        function = piece.get("function") or EMPTY
+        index, call_id, name = piece.get("index") or 0, piece.get("id") or "", function.get("name") or ""
+        if calls and calls[-1].index == index and not call_id and not name:
+            fragments[-1].append(function.get("arguments") or "")
+        else:
+            calls.append(ToolCallDelta(index, call_id, name))
+            fragments.append([function.get("arguments") or ""])
+
+
+EMPTY: dict[str, Any] = {}
 
 
 def _stream_error(error: Any) -> UpstreamError:

@@ -1,0 +1,197 @@
+"""The OpenAI-compatible API under /openai/v1 (chat/completions, embeddings, models), so OpenAI SDKs and the tools
+built on them work with base_url=http://HOST:8080/openai/v1 and a Typecase API key. Thin over LLMService's Python
+API: tool calls stream as `delta.tool_calls` exactly in OpenAI's chunk format (index, id and name on a call's first
+chunk, argument fragments after), and answers carry `tool_calls` whole.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from typecase.server.compat.common import SSE_HEADERS, CallerAuth, Surface, dumps, status_of
+from typecase.server.compat.openai_request import chat_request
+from typecase.server.rpc.errors import TypecaseError, invalid_argument
+from typecase.v1 import common_pb2, llm_pb2
+
+PREFIX = "/openai/v1"
+FINISH = {common_pb2.FINISH_REASON_STOP: "stop", common_pb2.FINISH_REASON_LENGTH: "length",
+          common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter", common_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
+          common_pb2.FINISH_REASON_CANCELLED: "stop", common_pb2.FINISH_REASON_ERROR: "stop"}
+# OpenAI's error "type" for each HTTP status Typecase answers with.
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 409: "invalid_request_error", 413: "invalid_request_error",
+               429: "rate_limit_error", 499: "invalid_request_error", 501: "invalid_request_error",
+               503: "service_unavailable", 504: "timeout"}
+
+
+def error_body(error: TypecaseError, status: int) -> dict[str, Any]:
+    return {"error": {"message": error.message, "type": ERROR_TYPES.get(status, "api_error"),
+                      "param": error.metadata.get("field"), "code": error.reason.lower()}}
+
+
+def error_response(error: TypecaseError, status: int) -> Response:
+    headers = {"retry-after": str(max(1, round(error.retry_after)))} if error.retry_after else None
+    return JSONResponse(error_body(error, status), status_code=status, headers=headers)
+
+
+def _usage(usage: common_pb2.Usage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+def _tool_call_chunks(pieces) -> list[dict[str, Any]]:
+    out = []
+    for piece in pieces:
+        chunk: dict[str, Any] = {"index": piece.index}
+        if piece.id or piece.name:  # a call's first chunk
+            chunk.update(id=piece.id, type="function", function={"name": piece.name, "arguments": piece.arguments})
+        else:
+            chunk["function"] = {"arguments": piece.arguments}
+        out.append(chunk)
+    return out
+
+
+class OpenAICompat(Surface):
+    def __init__(self, llm, auth: CallerAuth, max_body_bytes: int, reason_http_status: Mapping[str, int]):
+        super().__init__(llm, auth, max_body_bytes, reason_http_status, error_response)
+
+    # -- chat ----------------------------------------------------------------------------------------------------
+    async def chat_completions(self, request: Request) -> Response:
+        data = await self.body(request)
+        generate = chat_request(data)
+        if not data.get("stream"):
+            return await self._whole(generate)
+        include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+        stream = self.llm.generate(generate)
+        try:
+            first = await anext(stream)  # failures before the first token become a plain HTTP error
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await stream.aclose()
+            raise
+        name = self.model_name(first.served_model_id if first else "", generate.model_id)
+        return StreamingResponse(self._chunks(stream, first, name, include_usage), media_type="text/event-stream",
+                                 headers=SSE_HEADERS)
+
+    async def _whole(self, generate: llm_pb2.GenerateRequest) -> Response:
+        complete = llm_pb2.CompleteRequest()
+        complete.ParseFromString(generate.SerializeToString())  # the same fields, by number
+        answer = await self.llm.complete(complete)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text or None, "refusal": None}
+        if answer.reasoning_text:
+            message["reasoning_content"] = answer.reasoning_text
+        if answer.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in answer.tool_calls]
+        elif message["content"] is None:
+            message["content"] = ""
+        return JSONResponse({
+            "id": f"chatcmpl-{time.time_ns():x}", "object": "chat.completion", "created": int(time.time()),
+            "model": self.model_name(answer.served_model_id, generate.model_id),
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": FINISH.get(answer.finish_reason, "stop")}],
+            "usage": _usage(answer.usage),
+        })
+
+    async def _chunks(self, stream: AsyncIterator[llm_pb2.GenerateResponse], first, model: str,
+                      include_usage: bool) -> AsyncIterator[str]:
+        head = f'{{"id":"chatcmpl-{time.time_ns():x}","object":"chat.completion.chunk","created":{int(time.time())},' \
+               f'"model":{dumps(model)},"system_fingerprint":null,"choices":'
+        try:
+            yield f'data: {head}[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}\n\n'
+            message = first
+            while message is not None:
+                delta: dict[str, Any] = {}
+                if message.text:
+                    delta["content"] = message.text
+                if message.reasoning_text:
+                    delta["reasoning_content"] = message.reasoning_text
+                if message.tool_calls:
+                    delta["tool_calls"] = _tool_call_chunks(message.tool_calls)
+                if delta:
+                    yield f'data: {head}[{{"index":0,"delta":{dumps(delta)},"finish_reason":null}}]}}\n\n'
+                if message.finish_reason:
+                    finish = FINISH.get(message.finish_reason, "stop")
+                    yield f'data: {head}[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]}}\n\n'
+                    if include_usage:
+                        yield f'data: {head}[],"usage":{dumps(_usage(message.usage))}}}\n\n'
+                    break
+                message = await anext(stream, None)
+            yield "data: [DONE]\n\n"
+        except TypecaseError as error:  # mid-stream: the status line is long gone; OpenAI's in-band error
+            yield f"data: {dumps(error_body(error, status_of(error, self.reason_http_status)))}\n\n"
+        finally:
+            await stream.aclose()  # client gone: closes the upstream call at once
+
+    # -- embeddings ----------------------------------------------------------------------------------------------
+    async def embeddings(self, request: Request) -> Response:
+        data = await self.body(request)
+        model = data.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid_argument("model", "required")
+        inputs = data.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not all(isinstance(t, str) for t in inputs) or not inputs:
+            raise invalid_argument("input", "must be a string or a non-empty list of strings")
+        encoding = data.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise invalid_argument("encoding_format", "must be float or base64")
+        dimensions = int(data.get("dimensions") or 0)
+        served, vectors, tokens = await self.llm.inference.embed(model, inputs, dimensions=dimensions)
+        items = []
+        for i, vector in enumerate(vectors):
+            value: Any = vector
+            if encoding == "base64":
+                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            items.append({"object": "embedding", "index": i, "embedding": value})
+        return JSONResponse({"object": "list", "data": items, "model": served.name,
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    # -- models --------------------------------------------------------------------------------------------------
+    def _model_entry(self, model) -> dict[str, Any]:
+        provider = self.llm.registry.snapshot.providers.get(model.provider_id)
+        return {"id": model.name, "object": "model", "created": int(model.create_time.timestamp()),
+                "owned_by": provider.name if provider else "typecase"}
+
+    async def list_models(self, request: Request) -> Response:
+        snapshot = self.llm.registry.snapshot
+        models = sorted((m for m in snapshot.models.values() if m.online), key=lambda m: m.name)
+        return JSONResponse({"object": "list", "data": [self._model_entry(m) for m in models]})
+
+    async def get_model(self, request: Request) -> Response:
+        ref = request.path_params["model"]
+        model = self.llm.registry.snapshot.model(ref)
+        if model is None or not model.online:
+            raise TypecaseError(grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {ref!r} not found",
+                                {"model_id": ref})
+        return JSONResponse(self._model_entry(model))
+
+    def routes(self) -> list[Route]:
+        def route(path: str, handler, methods: list[str]) -> Route:
+            async def endpoint(request: Request) -> Response:
+                return await self.call(request, handler)
+            return Route(PREFIX + path, endpoint, methods=methods)
+
+        return [
+            route("/chat/completions", self.chat_completions, ["POST"]),
+            route("/embeddings", self.embeddings, ["POST"]),
+            route("/models", self.list_models, ["GET"]),
+            route("/models/{model:path}", self.get_model, ["GET"]),
+        ]
+
+
+def openai_routes(llm, auth: CallerAuth, max_body_bytes: int = 4 * 1024 * 1024,
+                  reason_http_status: Mapping[str, int] | None = None) -> list[Route]:
+    return OpenAICompat(llm, auth, max_body_bytes, reason_http_status or {}).routes()

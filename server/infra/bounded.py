@@ -44,13 +44,15 @@ class OutOfMemory(WorkerError):
 
 
 class _Worker:
-    def __init__(self, proc: asyncio.subprocess.Process):
-        self.proc = proc
+    """One worker process and its pipes."""
 
-    async def kill(self) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process):
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc, self.stdin, self.stdout = proc, proc.stdin, proc.stdout
+
+    def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
-        await self.proc.wait()
 
 
 class WorkerPool:
@@ -58,9 +60,9 @@ class WorkerPool:
         self.target = target
         self.memory_bytes = memory_bytes
         self.max_reply_bytes = max_reply_bytes
-        self._slots: asyncio.Queue[_Worker | None] | None = None
         self._size = workers
-        self._all: set[_Worker] = set()
+        self._slots: asyncio.Queue[_Worker | None] | None = None  # a slot holds a live worker, or None: start one
+        self._live: set[_Worker] = set()
 
     async def call(self, request: dict[str, Any], timeout: float) -> Any:
         """target(request) in a worker; raises DeadlineExceeded after `timeout` seconds of running, OutOfMemory,
@@ -71,18 +73,17 @@ class WorkerPool:
                 self._slots.put_nowait(None)
         slots = self._slots
         worker = await slots.get()
-        healthy = False
+        reusable = False
         try:
             if worker is None or worker.proc.returncode is not None:
                 worker = None
                 worker = await self._start()
             answer = await self._exchange(worker, {"timeout": timeout, "request": request}, timeout)
-            healthy = "memory" not in answer
+            reusable = "memory" not in answer
         finally:
-            if worker is not None and not healthy:  # killed, dead, or mid-request when cancelled: replace it
-                self._all.discard(worker)
-                with contextlib.suppress(ProcessLookupError):
-                    worker.proc.kill()
+            if worker is not None and not reusable:  # past its deadline, dead, or cancelled mid-request
+                self._live.discard(worker)
+                worker.kill()
                 slots.put_nowait(None)
                 await asyncio.shield(worker.proc.wait())
             else:
@@ -97,9 +98,9 @@ class WorkerPool:
         line = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n"
         try:
             async with asyncio.timeout(timeout):
-                worker.proc.stdin.write(line)
-                await worker.proc.stdin.drain()
-                reply = await worker.proc.stdout.readline()
+                worker.stdin.write(line)
+                await worker.stdin.drain()
+                reply = await worker.stdout.readline()
         except TimeoutError:
             raise DeadlineExceeded(f"took longer than {timeout:g}s") from None
         except ValueError:  # the reply line is longer than the stream's limit
@@ -120,33 +121,29 @@ class WorkerPool:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         if "PYTHONPATH" in os.environ:
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        proc = await asyncio.create_subprocess_exec(
+        worker = _Worker(await asyncio.create_subprocess_exec(
             sys.executable, "-m", __name__, self.target, str(self.memory_bytes),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
             limit=self.max_reply_bytes, start_new_session=True,
-        )
-        worker = _Worker(proc)
-        self._all.add(worker)
+        ))
+        self._live.add(worker)
+        ready = b""
         try:
-            ready = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT_SECONDS)
-        except BaseException:
-            self._all.discard(worker)
-            await asyncio.shield(worker.kill())
-            raise
+            ready = await asyncio.wait_for(worker.stdout.readline(), STARTUP_TIMEOUT_SECONDS)
+        finally:
+            if ready != READY:
+                self._live.discard(worker)
+                worker.kill()
+                await asyncio.shield(worker.proc.wait())
         if ready != READY:
-            self._all.discard(worker)
-            await worker.kill()
-            raise WorkerError(f"the worker process for {self.target} did not start (exit status "
-                              f"{proc.returncode})")
+            raise WorkerError(f"the worker process for {self.target} did not start")
         return worker
 
     async def close(self) -> None:
-        workers, self._all = list(self._all), set()
+        workers, self._live, self._slots = list(self._live), set(), None
         for worker in workers:
-            if worker.proc.stdin is not None:
-                worker.proc.stdin.close()
-        await asyncio.gather(*(worker.kill() for worker in workers), return_exceptions=True)
-        self._slots = None
+            worker.kill()
+        await asyncio.gather(*(worker.proc.wait() for worker in workers), return_exceptions=True)
 
 
 def _serve(target: str, memory_bytes: int) -> None:

@@ -24,7 +24,10 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import grpc
+
 from typecase.server.infra import user_regex
+from typecase.server.rpc.errors import TypecaseError
 
 # The default separators: paragraphs, lines, Chinese full stops, then English sentence ends (a literal period).
 DEFAULT_SEPARATORS: tuple[str, ...] = ("\n\n", "\n", "。", r"\.")
@@ -58,12 +61,16 @@ class RuleError(ValueError):
         self.problem = problem
 
 
-class SplitTooSlow(RuleError):
-    """The separators took longer than WINDOW_SPLIT_SECONDS on one window of text."""
+class SplitTooSlow(RuleError, TypecaseError):
+    """The separators took longer than WINDOW_SPLIT_SECONDS on one window of text: a RuleError for ingestion, and
+    INVALID_ARGUMENT on chunking_rule.separators for a preview."""
 
     def __init__(self, seconds: float):
-        super().__init__("separators", f"splitting one window of text took longer than {seconds:g}s: the separators "
-                                       "are too slow on this text (simplify them)")
+        problem = (f"splitting one window of text took longer than {seconds:g}s: the separators are too slow on "
+                   "this text (simplify them)")
+        RuleError.__init__(self, "separators", problem)
+        TypecaseError.__init__(self, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
+                               f"chunking_rule.separators: {problem}", {"field": "chunking_rule.separators"})
 
 
 @dataclass(frozen=True)

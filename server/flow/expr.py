@@ -31,18 +31,19 @@ class ExpressionError(ValueError):
 
 
 def _compile(pattern: Any):
-    pattern = str(pattern)
-    if len(pattern) > MAX_REGEX_CHARS:
-        raise ExpressionError(f"regular expression longer than {MAX_REGEX_CHARS} characters")
-    try:
-        return user_regex.compile(pattern)
-    except user_regex.PatternError as exc:
-        raise ExpressionError(f"regular expression {pattern!r}: {exc}") from None
+    check_pattern(pattern)
+    return user_regex.compile(str(pattern))
 
 
 def check_pattern(pattern: Any) -> None:
     """Raise ExpressionError unless `pattern` can be used by matches()."""
-    _compile(pattern)
+    pattern = str(pattern)
+    if len(pattern) > MAX_REGEX_CHARS:
+        raise ExpressionError(f"regular expression longer than {MAX_REGEX_CHARS} characters")
+    try:
+        user_regex.check(pattern)
+    except user_regex.PatternError as exc:
+        raise ExpressionError(f"regular expression {pattern!r}: {exc}") from None
 
 
 def _matches(text: Any, pattern: Any) -> bool:

@@ -8,7 +8,7 @@ its type (a list stays a list); anything else renders to text.
 Safety: jinja2's SandboxedEnvironment (no access to Python internals) with every value a template builds kept
 small: `range` capped, `*` checked before it repeats, and the result of every operator, `~` concatenation, call,
 filter and in-place list change checked against the string and list limits, so a template fails with the limit
-it hit. Rendering itself runs in worker processes with a hard deadline and a memory cap (template_workers.py):
+it hit. Rendering itself runs in worker processes with a hard deadline and a memory cap (workers.py):
 this module is what runs there. Limits are given per render (Limits, from the flow_template_* settings) and named
 in every error.
 """
@@ -60,6 +60,7 @@ _LIMITS: contextvars.ContextVar[Limits] = contextvars.ContextVar("template_limit
 _REFERENCE = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)\s*\}\}\s*$")
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_MAX_REFERENCE_CHARS = 1024  # longer text is never one reference, and is not kept in the cache
 
 
 class TemplateFailed(ValueError):
@@ -164,7 +165,7 @@ def _too_long(source: str, limits: Limits) -> TemplateFailed | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=128)
 def compile_template(source: str):
     try:
         return ENV.from_string(source)
@@ -174,9 +175,13 @@ def compile_template(source: str):
         raise TemplateFailed("template nested too deeply") from None
 
 
-@functools.lru_cache(maxsize=4096)
 def reference_path(source: str) -> tuple[str, ...] | None:
     """("kr", "citations") for "{{kr.citations}}"; None when the text is not exactly one reference."""
+    return _reference_path(source) if len(source) <= _MAX_REFERENCE_CHARS else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _reference_path(source: str) -> tuple[str, ...] | None:
     match = _REFERENCE.match(source)
     if match is None:
         return None
@@ -210,7 +215,7 @@ def lookup(path: tuple, scope: dict[str, Any]) -> Any:
 
 
 def render(source: str, scope: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> str:
-    """Render a template to text (a plain string renders to itself), here and now: template_workers.py calls this
+    """Render a template to text (a plain string renders to itself), here and now: workers.py calls this
     in a worker process, which is where untrusted templates run."""
     if not has_template(source):
         return source
@@ -273,7 +278,7 @@ def _identifiers(source: str) -> frozenset[str]:
 def resolve(value: Any, scope: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Any:
     """Resolve templates anywhere in a JSON value, here and now: a whole-value reference keeps the referenced
     value's type, other strings render to text; lists and objects are resolved item by item.
-    (template_workers.TemplateRenderer.resolve does the same with rendering in worker processes.)"""
+    (workers.FlowWorkers.resolve does the same with rendering in worker processes.)"""
     if isinstance(value, str):
         if not has_template(value):
             return value

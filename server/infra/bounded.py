@@ -9,9 +9,11 @@ the GIL for as long as it runs. A worker process can be killed at its deadline, 
 `WorkerPool(target, ...)` runs `target` ("package.module:function", a function of one JSON object returning a JSON
 value) in up to `workers` processes, started on first use and replaced when killed. Requests and replies are one
 JSON line each over the worker's stdin and stdout: JSON rather than pickle, so that a worker a hostile input took
-over cannot make the server unpickle objects. Workers start with an empty environment (no secrets to read).
-Measured on this VM: a round trip with a small request costs about 0.1 ms; starting a worker, about 0.1 s (once,
-outside any deadline).
+over cannot make the server unpickle objects. Workers start with an empty environment (no secrets to read), and
+a SIGALRM of their own ends them should the server die while they compute.
+Measured on the 2-core VM (uvloop): rendering a prompt template through a worker takes 0.17-0.23 ms (median)
+against 0.03 ms in place; starting a worker takes 0.1-0.5 s, once, outside any deadline, and holds the event loop
+under 15 ms (a loop-lag probe during twelve renders with four kills: p99 5.4 ms).
 """
 
 from __future__ import annotations

@@ -47,31 +47,34 @@ class PatternError(ValueError):
     """A pattern that cannot be used; the message says why in a person's terms."""
 
 
-def compile(pattern: str) -> re2._Regexp:  # noqa: A001 (re's name, on purpose)
-    """The compiled pattern, or PatternError. Cached, failures included, so a repeated bad pattern costs nothing."""
-    compiled = _compile(pattern)
-    if isinstance(compiled, str):
-        raise PatternError(compiled)
-    return compiled
-
-
 def check(pattern: str, max_program_size: int | None = None) -> None:
     """Raise PatternError unless the pattern compiles (and, when given, to at most max_program_size
-    instructions)."""
-    compiled = compile(pattern)
-    if max_program_size is not None and compiled.programsize > max_program_size:
-        raise PatternError(f"the pattern is too complex: {compiled.programsize} instructions compiled, at most "
+    instructions). Cached, failures included, so a repeated bad pattern costs nothing."""
+    checked = _checked(pattern)
+    if isinstance(checked, str):
+        raise PatternError(checked)
+    if max_program_size is not None and checked.programsize > max_program_size:
+        raise PatternError(f"the pattern is too complex: {checked.programsize} instructions compiled, at most "
                            f"{max_program_size}")
 
 
+def compile(pattern: str) -> re2._Regexp:  # noqa: A001 (re's name, on purpose)
+    """The pattern compiled for matching (its DFA may grow to MATCH_MEMORY_BYTES), or PatternError."""
+    check(pattern)
+    return _for_matching(_PYTHON_ESCAPE.sub(_translate, pattern))
+
+
 @functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re2._Regexp | str:
-    translated = _PYTHON_ESCAPE.sub(_translate, pattern)
+def _checked(pattern: str) -> re2._Regexp | str:
     try:
-        re2.compile(translated, _options(CHECK_MEMORY_BYTES))
-        return re2.compile(translated, _options(MATCH_MEMORY_BYTES))
+        return re2.compile(_PYTHON_ESCAPE.sub(_translate, pattern), _options(CHECK_MEMORY_BYTES))
     except re2.error as exc:
         return _explain(pattern, exc)
+
+
+@functools.lru_cache(maxsize=64)  # each may hold up to MATCH_MEMORY_BYTES of DFA states
+def _for_matching(translated: str) -> re2._Regexp:
+    return re2.compile(translated, _options(MATCH_MEMORY_BYTES))
 
 
 def _options(max_mem: int) -> re2.Options:

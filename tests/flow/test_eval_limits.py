@@ -126,3 +126,12 @@ def test_validation_names_the_param_of_an_unusable_pattern():
     assert [(code, param) for code, param, _ in found] == [
         ("INVALID_PARAM", "cases.0.conditions.0.right"), ("INVALID_EXPRESSION", "cases.2.expression")]
     assert "lookahead (?=...) is not supported" in found[0][2] and "backreferences" in found[1][2]
+
+
+def test_validation_refuses_a_template_longer_than_the_limit_naming_it():
+    g = chain(node("start", "start"), node("p", "prompt", template="{{ sys.run_id }}" + "x" * 100), node("end", "end"))
+    found = [(p.code, p.param, p.message) for p in validate(Graph.from_proto(g), template_limits=Limits(max_chars=100))
+             if p.severity == flow_pb2.VALIDATION_SEVERITY_ERROR]
+    assert found == [("INVALID_TEMPLATE", "template",
+                      "template longer than 100 characters (flow_template_max_chars)")]
+    assert not [p for p in validate(Graph.from_proto(g)) if p.severity == flow_pb2.VALIDATION_SEVERITY_ERROR]

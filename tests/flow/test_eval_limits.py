@@ -135,3 +135,16 @@ def test_validation_refuses_a_template_longer_than_the_limit_naming_it():
     assert found == [("INVALID_TEMPLATE", "template",
                       "template longer than 100 characters (flow_template_max_chars)")]
     assert not [p for p in validate(Graph.from_proto(g)) if p.severity == flow_pb2.VALIDATION_SEVERITY_ERROR]
+
+
+@pytest.mark.parametrize("source", [
+    "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",  # prints nothing
+    "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",  # no loop
+], ids=["nested loops", "recursive macro"])
+def test_rendering_in_place_stops_at_the_deadline_too(source):
+    from typecase.server.flow import templates
+
+    started = time.perf_counter()
+    with pytest.raises(TemplateFailed, match="flow_template_timeout_seconds"):
+        templates.render(source, {}, Limits(timeout_seconds=0.3))
+    assert time.perf_counter() - started < 0.3 + 0.3

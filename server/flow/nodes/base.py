@@ -90,8 +90,8 @@ class NodeContext:
             raise node_error(str(exc), self.node_id) from None
 
     def render(self, value: Any) -> str:
-        """render_async on the event loop, for nodes not moved to it yet: a template here blocks the whole
-        process while it renders (up to flow_template_timeout_seconds, checked between output pieces)."""
+        """render_async on the event loop, for nodes not moved to it yet (http, code): a template here holds the
+        whole process while it renders, up to flow_template_timeout_seconds, with no memory cap."""
         try:
             return templates.as_text(templates.resolve(value, self.scope, self.services.workers.limits))
         except templates.TemplateFailed as exc:

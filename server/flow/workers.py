@@ -20,6 +20,7 @@ from typecase.server.infra.bounded import DeadlineExceeded, OutOfMemory, WorkerE
 
 # A rendered text is JSON-encoded back; an escaped control character takes 6 bytes.
 _REPLY_BYTES_PER_CHAR = 6
+KILL_GRACE_SECONDS = 0.25
 
 
 class FlowWorkers:
@@ -46,7 +47,9 @@ class FlowWorkers:
                                  "(flow_template_max_chars)")
         request = {"job": "render", **templates.render_request(source, scope, self.limits)}
         try:
-            return await self.pool.call(request, self.limits.timeout_seconds)
+            # A template checks its own deadline and says so; the kill, a little later, is for what it cannot
+            # check (one long C call), and costs a new worker.
+            return await self.pool.call(request, self.limits.timeout_seconds + KILL_GRACE_SECONDS)
         except DeadlineExceeded:
             raise TemplateFailed(f"template took longer than {self.limits.timeout_seconds:g}s "
                                  "(flow_template_timeout_seconds)") from None

@@ -313,6 +313,20 @@ class Settings(BaseSettings):
     flow_code_cpu_seconds: int = Field(5, ge=1, description="RLIMIT_CPU")
     flow_code_memory_mb: int = Field(256, ge=32, description="RLIMIT_AS")
     flow_code_max_output_bytes: int = Field(1 * MiB, ge=1024, description="result size and RLIMIT_FSIZE")
+    # Templates and regex conditions, evaluated in worker processes so that nothing a flow author writes holds the
+    # event loop (issue 18): every value a template builds is capped, and a worker is killed at its deadline.
+    flow_template_timeout_seconds: float = Field(2.0, gt=0, description="one render, then its worker is killed")
+    flow_template_max_chars: int = Field(20_000, ge=1, description="a template's own length")
+    flow_template_max_output_chars: int = Field(1_000_000, ge=1, description="rendered text")
+    flow_template_max_string_chars: int = Field(1_000_000, ge=1, description="any string a template builds (~, +, "
+                                                "*, filters, calls)")
+    flow_template_max_list_items: int = Field(100_000, ge=1, description="any list or dict a template builds")
+    flow_template_max_range_items: int = Field(10_000, ge=1, description="range() in a template")
+    flow_condition_timeout_seconds: float = Field(2.0, gt=0, description="a condition that matches a regex, then "
+                                                  "its worker is killed")
+    flow_eval_workers: int = Field(2, ge=1, le=256, description="processes rendering templates and matching "
+                                   "regexes (started on first use)")
+    flow_eval_memory_bytes: int = Field(256 * MiB, ge=64 * MiB, description="RLIMIT_AS of each of them")
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,10 @@ tuples, dicts), variable names (run inputs and node ids), attribute access and s
 indexes; never attributes of Python objects), comparisons (== != < <= > >= in, not in, is None, is not None),
 and/or/not, arithmetic (+ - * / // % with size limits), a conditional (`a if c else b`) and a few pure functions
 (len, str, int, float, bool, abs, min, max, round, lower, upper, strip, contains, startswith, endswith, matches).
+
+`matches(text, pattern)` takes an RE2 pattern (infra/user_regex.py: linear time, no lookarounds or
+backreferences); a constant pattern is checked when the expression is parsed, and an expression that calls
+matches() is evaluated in a worker process with a deadline (flow/workers.py).
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import ast
 import functools
 import operator
-import re
 from collections.abc import Callable
 from typing import Any
+
+from typecase.server.infra import user_regex
 
 MAX_EXPRESSION_CHARS = 2000
 MAX_VALUE_ITEMS = 100_000
@@ -25,11 +30,24 @@ class ExpressionError(ValueError):
     """An expression that does not parse, uses something not allowed, or fails when evaluated."""
 
 
-def _matches(text: Any, pattern: Any) -> bool:
+def _compile(pattern: Any):
+    check_pattern(pattern)
+    return user_regex.compile(str(pattern))
+
+
+def check_pattern(pattern: Any) -> None:
+    """Raise ExpressionError unless `pattern` can be used by matches()."""
     pattern = str(pattern)
     if len(pattern) > MAX_REGEX_CHARS:
-        raise ExpressionError("regular expression too long")
-    return re.search(pattern, str(text)) is not None
+        raise ExpressionError(f"regular expression longer than {MAX_REGEX_CHARS} characters")
+    try:
+        user_regex.check(pattern)
+    except user_regex.PatternError as exc:
+        raise ExpressionError(f"regular expression {pattern!r}: {exc}") from None
+
+
+def _matches(text: Any, pattern: Any) -> bool:
+    return _compile(pattern).search(str(text)) is not None
 
 
 def _num(value: Any) -> float | int:
@@ -129,6 +147,8 @@ class _Checker(ast.NodeVisitor):
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
                 raise ExpressionError("only these functions can be called: " + ", ".join(sorted(FUNCTIONS)))
+            if node.func.id == "matches" and len(node.args) == 2 and isinstance(node.args[1], ast.Constant):
+                check_pattern(node.args[1].value)
             for arg in node.args:
                 self.visit(arg)
             return
@@ -145,6 +165,12 @@ def parse(source: str) -> ast.Expression:
         raise ExpressionError(f"syntax error: {exc.msg}") from None
     _Checker().visit(tree)
     return tree
+
+
+def uses_regex(source: str) -> bool:
+    """Whether the expression calls matches() (and so is evaluated in a worker process)."""
+    return any(isinstance(node, ast.Call) and node.func.id == "matches"  # type: ignore[attr-defined]
+               for node in ast.walk(parse(source)))
 
 
 def names(source: str) -> list[tuple[str, str | None]]:

@@ -212,7 +212,8 @@ def problem(code: str, message: str, *, node_id: str = "", edge_id: str = "", pa
                                       severity=WARNING if warning else ERROR)
 
 
-def validate(graph: Graph, *, max_nodes: int = 1000) -> list[flow_pb2.ValidationProblem]:
+def validate(graph: Graph, *, max_nodes: int = 1000,
+             template_limits: templates.Limits = templates.DEFAULT_LIMITS) -> list[flow_pb2.ValidationProblem]:
     """Every problem of the graph, errors first (in graph order within each severity)."""
     found: list[flow_pb2.ValidationProblem] = []
     add = found.append
@@ -277,7 +278,7 @@ def validate(graph: Graph, *, max_nodes: int = 1000) -> list[flow_pb2.Validation
             if node.id not in reachable:
                 add(problem("UNREACHABLE_NODE", "no path from the start node leads to this node", node_id=node.id))
     found.extend(_cycles(graph))
-    found.extend(_variables(graph))
+    found.extend(_variables(graph, template_limits))
     found.sort(key=lambda p: 0 if p.severity == ERROR else 1)
     return found
 
@@ -353,7 +354,7 @@ def _cycles(graph: Graph) -> list[flow_pb2.ValidationProblem]:
     return problems
 
 
-def _variables(graph: Graph) -> list[flow_pb2.ValidationProblem]:
+def _variables(graph: Graph, template_limits: templates.Limits) -> list[flow_pb2.ValidationProblem]:
     problems = []
     run_inputs = {v["name"] for v in start_variables(graph.start_params())}
     for name in sorted(run_inputs & set(graph.nodes)):
@@ -367,7 +368,7 @@ def _variables(graph: Graph) -> list[flow_pb2.ValidationProblem]:
         checks: list[tuple[str, list[tuple[str, str | None]]]] = []
         for param, text in node.spec.template_params(node.params):
             try:
-                checks.append((param, [(r.name, r.key) for r in templates.references(text)]))
+                checks.append((param, [(r.name, r.key) for r in templates.references(text, template_limits)]))
             except templates.TemplateFailed as exc:
                 problems.append(problem("INVALID_TEMPLATE", str(exc), node_id=node.id, param=param))
         for param, source in node.spec.expression_params(node.params):

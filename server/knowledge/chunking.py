@@ -7,20 +7,34 @@ Differences from Bisheng, on purpose:
   punctuation mark is one), not characters, so Chinese and English chunks carry comparable amounts of text;
 - a piece still longer than chunk_size when no separator is left is cut on token boundaries (never inside an
   English word), so chunk_size is a real maximum;
-- long documents are chunked in windows cut at paragraph boundaries, so memory stays bounded on huge files.
+- long documents are chunked in windows cut at paragraph boundaries, so memory stays bounded on huge files;
+- separators are RE2 patterns (infra/user_regex.py): Python's `re` took seconds on a separator like `(a+)+$`, and
+  holds the GIL while it matches, so a preview stalled the whole server. RE2 is linear in the text, but its NFA
+  fallback costs up to ~15 ns per byte per instruction, so a separator compiles to at most
+  MAX_SEPARATOR_INSTRUCTIONS (the longest of twenty real ones measured 38) and a window's splitting stops with
+  SplitTooSlow past WINDOW_SPLIT_SECONDS, checked between matches: one match call over a 256K-character window
+  then costs at most ~1.5 s, and a legitimate window takes ~30 ms.
 """
 
 from __future__ import annotations
 
 import bisect
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+import grpc
+
+from typecase.server.infra import user_regex
+from typecase.server.rpc.errors import TypecaseError
 
 # The default separators: paragraphs, lines, Chinese full stops, then English sentence ends (a literal period).
 DEFAULT_SEPARATORS: tuple[str, ...] = ("\n\n", "\n", "。", r"\.")
 MAX_SEPARATORS = 32
 MAX_SEPARATOR_CHARS = 128
+MAX_SEPARATOR_INSTRUCTIONS = 128
+WINDOW_SPLIT_SECONDS = 10.0
 
 _CJK = (
     "\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
@@ -47,6 +61,18 @@ class RuleError(ValueError):
         self.problem = problem
 
 
+class SplitTooSlow(RuleError, TypecaseError):
+    """The separators took longer than WINDOW_SPLIT_SECONDS on one window of text: a RuleError for ingestion, and
+    INVALID_ARGUMENT on chunking_rule.separators for a preview."""
+
+    def __init__(self, seconds: float):
+        problem = (f"splitting one window of text took longer than {seconds:g}s: the separators are too slow on "
+                   "this text (simplify them)")
+        RuleError.__init__(self, "separators", problem)
+        TypecaseError.__init__(self, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
+                               f"chunking_rule.separators: {problem}", {"field": "chunking_rule.separators"})
+
+
 @dataclass(frozen=True)
 class Rule:
     separators: tuple[str, ...] = DEFAULT_SEPARATORS
@@ -67,9 +93,9 @@ class Rule:
             if not sep or len(sep) > MAX_SEPARATOR_CHARS:
                 raise RuleError("separators", f"each must be 1 to {MAX_SEPARATOR_CHARS} characters")
             try:
-                re.compile(sep)
-            except re.error as exc:
-                raise RuleError("separators", f"{sep!r} is not a regular expression: {exc}") from None
+                user_regex.check(sep, MAX_SEPARATOR_INSTRUCTIONS)
+            except user_regex.PatternError as exc:
+                raise RuleError("separators", f"{sep!r}: {exc}") from None
         return self
 
     def to_dict(self) -> dict:
@@ -106,18 +132,27 @@ def preprocess(text: str, rule: Rule) -> str:
 class Splitter:
     """Splits one text into chunk spans (start, end offsets, whitespace-trimmed)."""
 
-    def __init__(self, rule: Rule):
+    def __init__(self, rule: Rule, window_seconds: float = WINDOW_SPLIT_SECONDS):
         self.rule = rule
-        self.patterns = [re.compile(s) for s in rule.separators]
+        self.patterns = [user_regex.compile(s) for s in rule.separators]
+        self.window_seconds = window_seconds
+        self._deadline = 0.0
 
     def split(self, text: str) -> list[tuple[int, int]]:
+        self._deadline = time.monotonic() + self.window_seconds
         spans = [_trim(text, s, e) for s, e in self._split(text, 0, len(text), 0)]
         return [(s, e) for s, e in spans if e > s]
+
+    def _in_time(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise SplitTooSlow(self.window_seconds)
 
     def _split(self, text: str, start: int, end: int, level: int) -> list[tuple[int, int]]:
         chosen = None
         for i in range(level, len(self.patterns)):
-            if self.patterns[i].search(text, start, end):
+            self._in_time()
+            # RE2 is given the span itself: with (text, start, end) it would encode all of `text` on every call.
+            if self.patterns[i].search(text[start:end]):
                 chosen = i
                 break
         if chosen is None:
@@ -141,11 +176,12 @@ class Splitter:
             out.extend(self._merge(good))
         return out
 
-    def _pieces(self, text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:
+    def _pieces(self, text: str, start: int, end: int, pattern) -> list[tuple[int, int]]:
         """Contiguous pieces covering [start, end), cut at every match (kept before or after the cut)."""
         cuts = []
-        for m in pattern.finditer(text, start, end):
-            cut = m.start() if (self.rule.separator_before or m.start() == m.end()) else m.end()
+        for m in pattern.finditer(text[start:end]):
+            self._in_time()
+            cut = start + (m.start() if (self.rule.separator_before or m.start() == m.end()) else m.end())
             if start < cut < end and (not cuts or cut > cuts[-1]):
                 cuts.append(cut)
         bounds = [start, *cuts, end]

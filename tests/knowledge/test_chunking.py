@@ -98,3 +98,46 @@ def test_splitter_spans_point_into_the_text():
     text = "  one.\n\ntwo three.  "
     spans = Splitter(Rule(chunk_size=3, chunk_overlap=0)).split(text)
     assert [text[s:e] for s, e in spans] == ["one.", "two three."]
+
+
+def test_separators_are_re2_so_a_catastrophic_pattern_is_fast():
+    import time
+
+    text = "a" * 30 + "!" + "\n\nnext paragraph"
+    started = time.perf_counter()
+    assert chunks(text, separators=("(a+)+$", r"\n\n"), chunk_size=3, chunk_overlap=0) == ["a" * 30 + "!",
+                                                                                         "next paragraph"]
+    assert time.perf_counter() - started < 0.1  # Python's re: minutes
+
+
+@pytest.mark.parametrize("separator, why", [
+    (r"(?=## )", "lookahead (?=...) is not supported"),
+    (r"(?<=。)", "lookbehind (?<=...) is not supported"),
+    (r"(\n)\1", "backreferences"),
+    ("(?:[ab]{0,40}a){1,20}x", "too complex: 1644 instructions compiled, at most 128"),
+])
+def test_an_unusable_separator_is_refused_with_the_reason(separator, why):
+    with pytest.raises(RuleError) as caught:
+        Rule(separators=(separator,)).validate()
+    assert caught.value.field == "separators" and why in caught.value.problem
+
+
+def test_splitting_a_window_stops_at_its_deadline_with_an_invalid_argument():
+    import random
+    import time
+
+    import grpc
+
+    from typecase.server.knowledge.chunking import SplitTooSlow
+
+    rng = random.Random(3)
+    text = "".join(rng.choice("ab") for _ in range(256_000))
+    rule = Rule(separators=("a[ab]{12}b",), chunk_size=50, chunk_overlap=0).validate()
+    assert len(Splitter(rule).split(text[:20_000])) > 1  # a usable separator, slow only on a lot of this text
+    started = time.perf_counter()
+    with pytest.raises(SplitTooSlow) as caught:
+        Splitter(rule, window_seconds=0.05).split(text)
+    assert time.perf_counter() - started < 0.05 + 0.5
+    assert isinstance(caught.value, RuleError) and caught.value.field == "separators"
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.metadata == {"field": "chunking_rule.separators"}

@@ -111,6 +111,7 @@ class Engine:
         for task in [*self._loops, *leftovers]:
             task.cancel()
         await asyncio.gather(*self._loops, *leftovers, return_exceptions=True)
+        await self.services.aclose()
         self.started = False
 
     def spawn(self, coro, name: str) -> asyncio.Task:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import grpc
 
 from typecase.server.flow import templates
+from typecase.server.flow.workers import FlowWorkers
 from typecase.server.rpc.errors import TypecaseError
 
 WILDCARD = None  # outputs() of a node whose output keys are only known at run time
@@ -46,6 +47,15 @@ class Services:
     llm: Any = None
     knowledge: Any = None
     http: Any = None  # HttpGuard (nodes/http.py), shared client and policy
+    workers: FlowWorkers | None = None  # templates and regexes off the event loop; from the settings by default
+
+    def __post_init__(self) -> None:
+        if self.workers is None:
+            self.workers = FlowWorkers.from_settings(self.settings)
+
+    async def aclose(self) -> None:
+        if self.workers is not None:
+            await self.workers.close()
 
 
 @dataclass
@@ -64,17 +74,33 @@ class NodeContext:
     prefill: dict[str, Any] | None = None  # a chat message that answers the first message-mode input node
     as_flow_owner: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None
 
-    def render(self, value: Any) -> str:
-        """A parameter rendered to text (templates resolved)."""
+    async def render_async(self, value: Any) -> str:
+        """A parameter rendered to text (templates rendered in worker processes, never on the event loop)."""
         try:
-            return templates.as_text(templates.resolve(value, self.scope))
+            return templates.as_text(await self.services.workers.resolve(value, self.scope))
+        except templates.TemplateFailed as exc:
+            raise node_error(str(exc), self.node_id) from None
+
+    async def resolve_async(self, value: Any) -> Any:
+        """A parameter with its templates resolved, whole-value references keeping their type (rendering in
+        worker processes, never on the event loop)."""
+        try:
+            return await self.services.workers.resolve(value, self.scope)
+        except templates.TemplateFailed as exc:
+            raise node_error(str(exc), self.node_id) from None
+
+    def render(self, value: Any) -> str:
+        """render_async on the event loop, for nodes not moved to it yet (http, code): a template here holds the
+        whole process while it renders, up to flow_template_timeout_seconds, with no memory cap."""
+        try:
+            return templates.as_text(templates.resolve(value, self.scope, self.services.workers.limits))
         except templates.TemplateFailed as exc:
             raise node_error(str(exc), self.node_id) from None
 
     def resolve(self, value: Any) -> Any:
-        """A parameter with its templates resolved, whole-value references keeping their type."""
+        """resolve_async on the event loop, for nodes not moved to it yet (see render)."""
         try:
-            return templates.resolve(value, self.scope)
+            return templates.resolve(value, self.scope, self.services.workers.limits)
         except templates.TemplateFailed as exc:
             raise node_error(str(exc), self.node_id) from None
 

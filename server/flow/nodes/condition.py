@@ -3,7 +3,9 @@
 wins; none holding takes "else". Edges leave through Edge.source_handle = the case handle or "else".
 
 `left`/`right` are values or templates (a whole reference keeps its type); `expression` is a safe expression
-(server/flow/expr.py), never Python eval."""
+(server/flow/expr.py), never Python eval. `matches` takes an RE2 pattern (no lookarounds or backreferences: see
+infra/user_regex.py), checked at validation when it is not a template; matching, and expressions that call
+matches(), run in a worker process with a deadline (flow/workers.py), never on the event loop."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import ast
 import re
 from typing import Any
 
-from typecase.server.flow import expr
+from typecase.server.flow import expr, templates
 from typecase.server.flow.nodes.base import NodeContext, NodeResult, NodeSpec, Problem, node_error
 from typecase.v1 import flow_pb2
 
@@ -101,9 +103,16 @@ class Condition(NodeSpec):
                     problems.append(Problem("INVALID_PARAM", "a condition must be an object",
                                             f"cases.{i}.conditions.{j}"))
                     continue
-                if normalise_op(cond.get("op")) not in OPS:
+                op = normalise_op(cond.get("op"))
+                if op not in OPS:
                     problems.append(Problem("INVALID_PARAM", f"unknown operator {cond.get('op')!r}",
                                             f"cases.{i}.conditions.{j}.op"))
+                pattern = cond.get("right")
+                if op == "matches" and not (isinstance(pattern, str) and templates.has_template(pattern)):
+                    try:
+                        expr.check_pattern("" if pattern is None else pattern)
+                    except expr.ExpressionError as exc:
+                        problems.append(Problem("INVALID_PARAM", str(exc), f"cases.{i}.conditions.{j}.right"))
                 if "left" not in cond:
                     problems.append(Problem("MISSING_PARAM", "a condition needs 'left'",
                                             f"cases.{i}.conditions.{j}.left"))
@@ -131,18 +140,20 @@ class Condition(NodeSpec):
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         evaluated = []
+        workers = ctx.services.workers
         for i, case in enumerate(cases(ctx.params)):
             handle = str(case.get("handle"))
             try:
                 if case.get("expression"):
-                    held = bool(expr.evaluate(str(case["expression"]), ctx.scope))
+                    held = bool(await workers.evaluate(str(case["expression"]), ctx.scope))
                 else:
                     results = []
                     for cond in case.get("conditions") or []:
                         op = normalise_op(cond.get("op"))
-                        left = ctx.resolve(cond.get("left"))
-                        right = ctx.resolve(cond.get("right")) if op not in UNARY else None
-                        results.append(check(op, left, right))
+                        left = await ctx.resolve_async(cond.get("left"))
+                        right = await ctx.resolve_async(cond.get("right")) if op not in UNARY else None
+                        results.append(await workers.matches(left, right) if op == "matches"
+                                       else check(op, left, right))
                     logic = str(case.get("logic") or "and").lower()
                     held = any(results) if logic == "or" else all(results)
             except (expr.ExpressionError, ValueError, TypeError) as exc:

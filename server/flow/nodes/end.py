@@ -25,4 +25,4 @@ class End(NodeSpec):
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         outputs = ctx.params.get("outputs") or {}
-        return NodeResult(outputs=ctx.resolve(outputs) if isinstance(outputs, dict) else {})
+        return NodeResult(outputs=await ctx.resolve_async(outputs) if isinstance(outputs, dict) else {})

@@ -129,9 +129,9 @@ class Input(NodeSpec):
     def template_params(self, params):
         return text_params(params, "prompt")
 
-    def _request(self, ctx: NodeContext) -> dict[str, Any]:
+    async def _request(self, ctx: NodeContext) -> dict[str, Any]:
         request: dict[str, Any] = {"node_id": ctx.node_id, "node_name": ctx.name,
-                                   "prompt": ctx.render(ctx.params.get("prompt") or "")}
+                                   "prompt": await ctx.render_async(ctx.params.get("prompt") or "")}
         if (ctx.params.get("mode") or "message") == "form":
             request["fields"] = field_messages(form_fields(ctx.params))
         return request
@@ -140,7 +140,7 @@ class Input(NodeSpec):
         if ctx.prefill is not None and (ctx.params.get("mode") or "message") == "message":
             answer = check_text(ctx.prefill)
             return NodeResult(outputs=answer, inputs={"answer": answer})
-        request = self._request(ctx)
+        request = await self._request(ctx)
         return NodeResult(wait=request, inputs={"prompt": request["prompt"]})
 
     def check_answer(self, request, answer):

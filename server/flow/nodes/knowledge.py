@@ -47,7 +47,7 @@ class KnowledgeRetrieval(NodeSpec):
         knowledge = ctx.services.knowledge
         if knowledge is None:
             raise node_error("no knowledge service is running on this server", ctx.node_id, "UNAVAILABLE")
-        query = ctx.render(ctx.params.get("query") or "").strip()
+        query = (await ctx.render_async(ctx.params.get("query") or "")).strip()
         request = knowledge_pb2.SearchRequest(
             kb_ids=kb_ids(ctx.params), query=query, top_k=as_int(ctx.params.get("top_k"), 5),
             mode=MODES[str(ctx.params.get("mode") or "").lower()],

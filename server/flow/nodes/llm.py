@@ -46,8 +46,8 @@ class LLM(NodeSpec):
         if llm is None:
             raise node_error("no LLM service is running on this server", ctx.node_id, "UNAVAILABLE")
         model_id = str(ctx.param("model_id", "")) or await llm.default_model_id("flow")
-        system = ctx.render(ctx.params.get("system_prompt") or "")
-        user = ctx.render(ctx.params.get("user_prompt") or "")
+        system = await ctx.render_async(ctx.params.get("system_prompt") or "")
+        user = await ctx.render_async(ctx.params.get("user_prompt") or "")
         messages = []
         if system:
             messages.append(llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_SYSTEM, content=system))

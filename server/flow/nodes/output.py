@@ -62,7 +62,7 @@ class Output(NodeSpec):
     async def run(self, ctx: NodeContext) -> NodeResult:
         source = str(ctx.params.get("stream_from") or "")
         template = ctx.params.get("template") or ("{{%s.text}}" % source if source else "")
-        text = ctx.render(template)
+        text = await ctx.render_async(template)
         streamed = ""
         if source:
             streamed = templates.as_text((ctx.scope.get(source) or {}).get("text"))
@@ -72,7 +72,7 @@ class Output(NodeSpec):
             extra = text
         if extra:
             ctx.emit_token(extra)
-        citations = ctx.resolve(ctx.params["citations"]) if ctx.params.get("citations") else []
+        citations = await ctx.resolve_async(ctx.params["citations"]) if ctx.params.get("citations") else []
         if not isinstance(citations, list):
             citations = []
         outputs = {"text": text, "citations": citations}
@@ -80,7 +80,7 @@ class Output(NodeSpec):
         if mode == "none":
             return NodeResult(outputs=outputs, inputs={"template": template})
         request: dict[str, Any] = {"node_id": ctx.node_id, "node_name": ctx.name,
-                                   "prompt": ctx.render(ctx.params.get("prompt") or "") or text}
+                                   "prompt": await ctx.render_async(ctx.params.get("prompt") or "") or text}
         if mode == "choice":
             request["fields"] = [{"name": "choice", "type": "FORM_FIELD_TYPE_SELECT", "label": request["prompt"],
                                   "required": True, "options": options(ctx.params)}]

@@ -20,5 +20,5 @@ class Prompt(NodeSpec):
         return text_params(params, "template")
 
     async def run(self, ctx: NodeContext) -> NodeResult:
-        text = ctx.render(ctx.params.get("template", ""))
+        text = await ctx.render_async(ctx.params.get("template", ""))
         return NodeResult(outputs={"text": text})

@@ -132,6 +132,8 @@ class App:
                 settings.login_failures_limit,
                 credential_failures=settings.credential_failures_limit,
                 max_connections=settings.redis_max_connections,
+                login_failures_per_address=settings.login_failures_per_address_limit,
+                credential_failures_per_key_prefix=settings.credential_failures_per_key_prefix_limit,
             ),
             settings,
         )
@@ -205,9 +207,9 @@ class App:
 
     def _auth_interceptor(self) -> AuthInterceptor:
         if not self.settings.auth_disabled:
-            return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits)
+            return AuthInterceptor(self.auth.guard, self.auth.proxies)
         log.warning("AUTHENTICATION IS DISABLED (TYPECASE_AUTH_DISABLED): every caller acts as the admin")
-        return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits, Principal(self.auth.admin_id, ROLE_ADMIN))
+        return AuthInterceptor(self.auth.guard, self.auth.proxies, Principal(self.auth.admin_id, ROLE_ADMIN))
 
     async def _start_http(self, http_app) -> None:
         config = uvicorn.Config(
@@ -217,6 +219,10 @@ class App:
             lifespan="off",
             log_config=None,
             access_log=False,
+            # X-Forwarded-For names the client only when a listed proxy sent it (uvicorn's default believes it
+            # from loopback, which let any local caller choose its address for the failure budgets).
+            proxy_headers=bool(self.settings.trusted_proxies),
+            forwarded_allow_ips=list(self.settings.trusted_proxies),
             timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds) or None,
         )
         self._http_server = _EmbeddedUvicorn(config)

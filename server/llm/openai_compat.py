@@ -61,14 +61,12 @@ def error_response(error: TypecaseError) -> JSONResponse:
 
 
 async def authenticate(auth, request: Request) -> Principal:
-    """The caller behind `authorization: Bearer <API key or access token>`, with the per-key rate limits —
-    the same resolution the gRPC auth interceptor applies."""
-    from typecase.server.auth.interceptor import bearer_credential
-
+    """The caller behind `authorization: Bearer <API key or access token>`, with the failure budgets and rate
+    limits — the same check the gRPC auth interceptor applies (request.client is resolved by uvicorn from the
+    trusted proxies' X-Forwarded-For)."""
     header = request.headers.get("authorization")
-    principal = await auth.authenticator.authenticate(bearer_credential([("authorization", header)] if header else []))
-    await auth.rate_limits.check(principal)
-    return principal
+    client = request.client.host if request.client else "unknown"
+    return await auth.guard.principal([("authorization", header)] if header else [], client, request.url.path)
 
 
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:

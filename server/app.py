@@ -39,6 +39,7 @@ from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.infra.audit import AuditLog
+from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.service import KnowledgeService
 from typecase.server.llm.openai_compat import openai_routes
@@ -142,7 +143,7 @@ class App:
     async def start(self) -> None:
         started = time.perf_counter()
         self._check_auth_switch()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(self.settings.data_dir)
         await self.resources.start()
         if self.settings.migrate_on_start:
             await migrate(self.resources.db, lock_timeout=self.settings.migrate_lock_timeout_seconds)

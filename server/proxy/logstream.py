@@ -9,7 +9,10 @@ knows exactly how many lines it missed and never slows the proxy.
 
 History: lines are JSON documents, one a line, appended in batches by a background flusher (off the event loop) to
 `<dir>/server.jsonl`, which rotates at `max_bytes` into `.1` ... `.<count>` (the oldest is deleted). `seq` keeps
-increasing across restarts and clears.
+increasing across restarts and clears. The files are private (0600, in a 0700 directory).
+
+No credential is published, stored or served: a line's message and text fields pass through
+typecase.server.redact when published, and again when read back (history written before redaction existed).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from typecase.server.logs import trace_id_var
+from typecase.server.redact import redact
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
 LOG_FILE = "server.jsonl"
@@ -69,10 +73,14 @@ class LogLine:
     def from_json(cls, text: str | bytes) -> LogLine | None:
         try:
             d = json.loads(text)
-            return cls(int(d["seq"]), float(d["time"]), int(d["level"]), str(d["logger"]), str(d["message"]),
-                       str(d.get("trace_id", "")), dict(d.get("fields") or {}))
+            return cls(int(d["seq"]), float(d["time"]), int(d["level"]), str(d["logger"]), redact(str(d["message"])),
+                       str(d.get("trace_id", "")), _redacted_fields(d.get("fields") or {}))
         except (ValueError, KeyError, TypeError):
             return None  # a torn last line (crash mid-append) or a foreign line: skipped
+
+
+def _redacted_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +173,7 @@ class LogFiles:
     def append(self, lines: list[str]) -> None:
         """Append lines, rotating whenever the next line would take the current file past max_bytes."""
         with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 size = self.current.stat().st_size
             except FileNotFoundError:
@@ -184,7 +192,8 @@ class LogFiles:
 
     def _write(self, chunks: list[bytes]) -> None:
         if chunks:
-            with open(self.current, "ab") as handle:
+            fd = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as handle:
                 handle.write(b"".join(chunks))
 
     def _rotate(self) -> None:
@@ -229,7 +238,8 @@ class LogFiles:
                 deleted += sum(1 for line in lines if line is not None) - len(keep)
                 if len(keep) != len(raw):
                     tmp = path.with_name(path.name + ".tmp")
-                    tmp.write_bytes(b"".join(t + b"\n" for t in keep))
+                    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                        handle.write(b"".join(t + b"\n" for t in keep))
                     os.replace(tmp, path)
             return deleted
 
@@ -281,7 +291,8 @@ class LogHub:
         when: float | None = None,
     ) -> LogLine:
         self.seq += 1
-        line = LogLine(self.seq, when or time.time(), level, logger, message, trace_id, fields or {})
+        line = LogLine(self.seq, when or time.time(), level, logger, redact(message), trace_id,
+                       _redacted_fields(fields) if fields else {})
         self._pending.append(line)
         for subscriber in self._subscribers:
             subscriber.offer(line)

@@ -84,7 +84,8 @@ def check_email(email: str) -> None:
 
 def mask_paths(mask, message, allowed: set[str], field_prefix: str) -> set[str]:
     """The fields an update touches: the mask's paths, or the non-default fields when the mask is empty."""
-    paths = set(mask.paths) if mask.paths else {f.name for f, _ in message.ListFields()} - {"id", "current_password"}
+    paths = set(mask.paths) if mask.paths else {f.name for f, _ in message.ListFields()} - {"id"}
+    paths.discard("current_password")  # a proof that comes with a password change, not a field to update
     unknown = paths - allowed
     if unknown:
         raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a {field_prefix}")

@@ -12,7 +12,8 @@ History: lines are JSON documents, one a line, appended in batches by a backgrou
 increasing across restarts and clears. The files are private (0600, in a 0700 directory).
 
 No credential is published, stored or served: a line's message and text fields pass through
-typecase.server.redact when published, and again when read back (history written before redaction existed).
+typecase.server.redact when published, and history written before redaction existed is redacted in place once
+(a `.redacted` marker in the directory records it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typecase.server.redact import redact
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
 LOG_FILE = "server.jsonl"
+REDACTED_MARKER = ".redacted"
 
 DROPPED = Counter("typecase_proxy_log_lines_dropped_total", "Log lines skipped for StreamLogs clients that fell behind.")
 
@@ -73,14 +75,25 @@ class LogLine:
     def from_json(cls, text: str | bytes) -> LogLine | None:
         try:
             d = json.loads(text)
-            return cls(int(d["seq"]), float(d["time"]), int(d["level"]), str(d["logger"]), redact(str(d["message"])),
-                       str(d.get("trace_id", "")), _redacted_fields(d.get("fields") or {}))
+            return cls(int(d["seq"]), float(d["time"]), int(d["level"]), str(d["logger"]), str(d["message"]),
+                       str(d.get("trace_id", "")), dict(d.get("fields") or {}))
         except (ValueError, KeyError, TypeError):
             return None  # a torn last line (crash mid-append) or a foreign line: skipped
 
 
 def _redacted_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+
+
+def _redacted_line(text: bytes) -> bytes:
+    line = LogLine.from_json(text)
+    if line is None:  # not ours, or torn: its raw text
+        return redact(text.decode("utf-8", "replace")).encode()
+    message, fields = redact(line.message), _redacted_fields(line.fields)
+    if (message, fields) == (line.message, line.fields):
+        return text
+    line.message, line.fields = message, fields
+    return line.to_json().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +234,26 @@ class LogFiles:
                 if line is not None:
                     yield line
 
+    def redact_once(self) -> int:
+        """Redact every history line written before redaction existed; returns how many lines changed."""
+        marker = self.directory / REDACTED_MARKER
+        with self._lock:
+            if marker.exists():
+                return 0
+            changed = 0
+            for path in self.files_newest_first():
+                raw = path.read_bytes().splitlines()
+                clean = [_redacted_line(text) for text in raw]
+                if clean != raw:
+                    changed += sum(1 for a, b in zip(raw, clean, strict=True) if a != b)
+                    tmp = path.with_name(path.name + ".tmp")
+                    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                        handle.write(b"".join(t + b"\n" for t in clean))
+                    os.replace(tmp, path)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
+            return changed
+
     def last_seq(self) -> int:
         return next((line.seq for line in self.newest_first()), 0)
 
@@ -268,6 +301,7 @@ class LogHub:
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        await asyncio.to_thread(self.files.redact_once)
         self.seq = await asyncio.to_thread(self.files.last_seq)
         self._flusher = asyncio.create_task(self._flush_forever(), name="log-flusher")
         self._handler = _CaptureHandler(self, asyncio.get_running_loop(), self.capture_level)

@@ -116,6 +116,18 @@ async def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(app_
             grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+async def test_the_openai_compatible_api_keeps_the_same_failure_budget(app_factory):
+    app = await app_factory(credential_failures_limit="3/minute")
+    async with http(app) as client:
+        statuses = [(await client.get("/openai/v1/models", headers={"authorization": f"Bearer tc_wrong{i:030d}"}))
+                    .status_code for i in range(4)]
+        assert statuses == [401, 401, 401, 429]
+        assert (await client.get("/v1/auth/me", headers={"authorization": "Bearer tc_wrong-too-00000000000"})) \
+            .status_code == 429  # one budget for every surface
+        assert (await client.get("/openai/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"})) \
+            .status_code == 200
+
+
 async def test_failed_logins_elsewhere_never_lock_out_the_right_password(app_factory):
     app = await app_factory(login_failures_limit="3/minute")
     channel, auth = await grpc_auth(app)

@@ -138,3 +138,17 @@ def test_an_existing_open_data_dir_is_made_private_at_start(server_factory):
     assert not_private(data_dir) == []
     assert stat.S_IMODE((data_dir / "typecase.db").stat().st_mode) == 0o600
     again.stop()
+
+
+async def test_log_history_written_before_redaction_is_redacted_at_start(app_factory, tmp_path):
+    leaked = "tc_LeakedBeforeTheFix0123456789abcdef"
+    logs = tmp_path / "data" / "logs"
+    logs.mkdir(parents=True)
+    old_line = {"seq": 7, "time": time.time(), "level": 2, "logger": "uvicorn.error", "trace_id": "", "fields": {},
+                "message": f'127.0.0.1:5 - "WebSocket /v1/admin/logs%3Astream?access_token={leaked}" [accepted]'}
+    (logs / "server.jsonl").write_text(json.dumps(old_line) + "\n")
+    app = await app_factory()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as client:
+        listed = (await client.get("/v1/admin/logs", headers=ADMIN)).text
+    assert "WebSocket" in listed and leaked[8:] not in listed
+    assert leaked[8:] not in (logs / "server.jsonl").read_text()

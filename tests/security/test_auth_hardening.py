@@ -178,26 +178,25 @@ async def test_logins_answer_alike_for_unknown_users_wrong_passwords_and_disable
 
 
 async def test_a_login_does_not_stall_other_calls(app_factory):
-    """argon2 takes a fifth of a second: on the event loop, every login froze every other call and stream."""
-    from typecase.server.auth.credentials import hash_password, verify_password
-
-    stored = hash_password(PASSWORD)
-    started = time.perf_counter()
-    verify_password(stored, PASSWORD)
-    argon2_seconds = time.perf_counter() - started
-    app = await app_factory(login_failures_limit="", login_failures_per_address_limit="")
+    """argon2 takes a fifth of a second or more: on the event loop, every login froze every other call and stream
+    for that long. Now a call made meanwhile answers in a fraction of the login's time."""
+    app = await app_factory()
     channel, auth = await grpc_auth(app)
     async with channel:
         await create_user(auth, "frank")
-        logins = asyncio.gather(*(auth.Login(auth_pb2.LoginRequest(username="frank", password=PASSWORD))
-                                  for _ in range(3)))
-        worst = 0.0
-        while not logins.done():
+        for _ in range(3):  # the fastest of three tries: the machine may be busy with others
             started = time.perf_counter()
-            await auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(ADMIN_KEY))
-            worst = max(worst, time.perf_counter() - started)
-        await logins
-    assert worst < argon2_seconds / 2, (worst, argon2_seconds)
+            login_call = asyncio.ensure_future(auth.Login(auth_pb2.LoginRequest(username="frank", password=PASSWORD)))
+            worst = 0.0
+            while not login_call.done():
+                call_started = time.perf_counter()
+                await auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(ADMIN_KEY))
+                worst = max(worst, time.perf_counter() - call_started)
+            await login_call
+            login_seconds = time.perf_counter() - started
+            if worst < login_seconds / 3:
+                break
+    assert worst < login_seconds / 3, (worst, login_seconds)
 
 
 # -- finding 4: sessions, password changes, token lifetime, signing keys ---------------------------------------------

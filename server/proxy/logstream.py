@@ -13,7 +13,7 @@ increasing across restarts and clears. The files are private (0600, in a 0700 di
 
 No credential is published, stored or served: a line's message and text fields pass through
 typecase.server.redact when published, and history written before redaction existed is redacted in place once
-(a `.redacted` marker in the directory records it).
+(a `<dir>.redacted` marker beside the directory records it).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typecase.server.redact import redact
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
 LOG_FILE = "server.jsonl"
-REDACTED_MARKER = ".redacted"
+REDACTED_MARKER = ".redacted"  # <dir>.redacted: its history has been redacted in place
 
 DROPPED = Counter("typecase_proxy_log_lines_dropped_total", "Log lines skipped for StreamLogs clients that fell behind.")
 
@@ -236,7 +236,7 @@ class LogFiles:
 
     def redact_once(self) -> int:
         """Redact every history line written before redaction existed; returns how many lines changed."""
-        marker = self.directory / REDACTED_MARKER
+        marker = self.directory.with_name(self.directory.name + REDACTED_MARKER)  # beside: the dir holds history only
         with self._lock:
             if marker.exists():
                 return 0
@@ -250,7 +250,7 @@ class LogFiles:
                     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
                         handle.write(b"".join(t + b"\n" for t in clean))
                     os.replace(tmp, path)
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
             return changed
 

@@ -168,7 +168,8 @@ async def test_logins_answer_alike_for_unknown_users_wrong_passwords_and_disable
         await create_user(auth, "dora")
         disabled = await create_user(auth, "eve")
         await auth.UpdateUser(auth_pb2.UpdateUserRequest(user=auth_pb2.User(id=disabled.id, disabled=True),
-                                                         update_mask={"paths": ["disabled"]}), metadata=bearer(ADMIN_KEY))
+                                                         update_mask={"paths": ["disabled"]}),
+                              metadata=bearer(ADMIN_KEY))
         answers = set()
         for username, password in (("nobody", PASSWORD), ("dora", "wrong password"), ("eve", PASSWORD)):
             with pytest.raises(grpc.aio.AioRpcError) as failure:

@@ -409,3 +409,26 @@ async def test_usernames_are_unique_in_any_case_and_either_case_logs_in(app_fact
             assert (await login(auth, name)).user.id == alice.id
         assert (await client.post("/v1/auth:login", json={"username": "aliCE", "password": PASSWORD})) \
             .json()["user"]["username"] == "Alice"
+
+
+@pytest.mark.parametrize("max_entries, evicted", [(2, True), (100, False)])
+async def test_the_credential_cache_holds_at_most_its_configured_entries(app_factory, max_entries, evicted):
+    """Wrong keys are cached too: a stream of random ones must push entries out, not grow memory."""
+    from sqlalchemy import update
+
+    from typecase.server.auth.models import ApiKeyRow
+    from typecase.server.infra.sql import utcnow
+
+    app = await app_factory(api_key_cache_seconds=300, credential_cache_max_entries=max_entries)
+    channel, auth = await grpc_auth(app)
+    async with channel:
+        key = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="cached")),
+                                      metadata=bearer(ADMIN_KEY))
+        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(key.secret))) == grpc.StatusCode.OK
+        async with app.resources.db.session() as session:  # revoked by another replica: this one has it cached
+            await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key.api_key.id).values(revoke_time=utcnow()))
+        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(key.secret))) == grpc.StatusCode.OK
+        for i in range(2):
+            await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(f"tc_random{i:030d}")))
+        after = await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(key.secret)))
+    assert after == (grpc.StatusCode.UNAUTHENTICATED if evicted else grpc.StatusCode.OK)

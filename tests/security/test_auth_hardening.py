@@ -180,24 +180,31 @@ async def test_logins_answer_alike_for_unknown_users_wrong_passwords_and_disable
 
 async def test_a_login_does_not_stall_other_calls(app_factory):
     """argon2 takes a fifth of a second or more: on the event loop, every login froze every other call and stream
-    for that long. Now a call made meanwhile answers in a fraction of the login's time."""
+    for that long. Measured on the loop itself (the server runs in this test's loop): the longest pause between
+    the ticks of a 5 ms timer while a login runs is a small part of the login's time."""
     app = await app_factory()
     channel, auth = await grpc_auth(app)
     async with channel:
         await create_user(auth, "frank")
-        for _ in range(3):  # the fastest of three tries: the machine may be busy with others
+        for _ in range(3):  # the best of three tries: other processes may take the CPU for a while
+            pauses = [0.0]
+
+            async def tick() -> None:
+                last = time.perf_counter()
+                while True:
+                    await asyncio.sleep(0.005)
+                    now = time.perf_counter()
+                    pauses.append(now - last)
+                    last = now
+
+            ticker = asyncio.ensure_future(tick())
             started = time.perf_counter()
-            login_call = asyncio.ensure_future(auth.Login(auth_pb2.LoginRequest(username="frank", password=PASSWORD)))
-            worst = 0.0
-            while not login_call.done():
-                call_started = time.perf_counter()
-                await auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(ADMIN_KEY))
-                worst = max(worst, time.perf_counter() - call_started)
-            await login_call
+            await auth.Login(auth_pb2.LoginRequest(username="frank", password=PASSWORD))
             login_seconds = time.perf_counter() - started
-            if worst < login_seconds / 3:
+            ticker.cancel()
+            if max(pauses) < login_seconds / 3:
                 break
-    assert worst < login_seconds / 3, (worst, login_seconds)
+    assert max(pauses) < login_seconds / 3, (max(pauses), login_seconds)
 
 
 # -- finding 4: sessions, password changes, token lifetime, signing keys ---------------------------------------------

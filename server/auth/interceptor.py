@@ -13,7 +13,7 @@ from typecase.server.rpc import principal as caller
 from typecase.server.rpc.interceptors import WrappingInterceptor
 from typecase.server.rpc.principal import Principal
 
-__all__ = ["AuthInterceptor", "bearer_credential"]
+__all__ = ["AuthInterceptor", "bearer_credential"]  # bearer_credential moved to guard.py; importable here still
 
 PUBLIC_METHODS = frozenset({"/typecase.v1.AuthService/Login", "/typecase.v1.AuthService/RefreshToken"})
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -42,6 +42,7 @@ from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.infra.audit import AuditLog
+from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.service import KnowledgeService
@@ -97,18 +98,7 @@ def compat_auth(app: App):
     async def authenticate(credential: str, client: str) -> Principal:
         if fixed is not None:
             return fixed
-        if not await auth.rate_limits.credential_check_allowed(client):
-            raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-                                "too many failed authentication attempts from this address; wait a minute",
-                                retry_after=60)
-        try:
-            principal = await auth.authenticator.authenticate(credential)
-        except TypecaseError as error:
-            if error.code == grpc.StatusCode.UNAUTHENTICATED:
-                await auth.rate_limits.count_credential_failure(client)
-            raise
-        await auth.rate_limits.check(principal)
-        return principal
+        return await auth.guard.principal([("authorization", f"Bearer {credential}")], client, "compat")
     return authenticate
 
 
@@ -165,6 +155,8 @@ class App:
                 settings.login_failures_limit,
                 credential_failures=settings.credential_failures_limit,
                 max_connections=settings.redis_max_connections,
+                login_failures_per_address=settings.login_failures_per_address_limit,
+                credential_failures_per_key_prefix=settings.credential_failures_per_key_prefix_limit,
             ),
             settings,
         )
@@ -173,7 +165,7 @@ class App:
     async def start(self) -> None:
         started = time.perf_counter()
         self._check_auth_switch()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(self.settings.data_dir)
         await self.resources.start()
         if self.settings.migrate_on_start:
             await migrate(self.resources.db, lock_timeout=self.settings.migrate_lock_timeout_seconds)
@@ -241,9 +233,9 @@ class App:
 
     def _auth_interceptor(self) -> AuthInterceptor:
         if not self.settings.auth_disabled:
-            return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits)
+            return AuthInterceptor(self.auth.guard, self.auth.proxies)
         log.warning("AUTHENTICATION IS DISABLED (TYPECASE_AUTH_DISABLED): every caller acts as the admin")
-        return AuthInterceptor(self.auth.authenticator, self.auth.rate_limits, Principal(self.auth.admin_id, ROLE_ADMIN))
+        return AuthInterceptor(self.auth.guard, self.auth.proxies, Principal(self.auth.admin_id, ROLE_ADMIN))
 
     async def _start_http(self, http_app) -> None:
         config = uvicorn.Config(
@@ -253,6 +245,10 @@ class App:
             lifespan="off",
             log_config=None,
             access_log=False,
+            # X-Forwarded-For names the client only when a listed proxy sent it (uvicorn's default believes it
+            # from loopback, which let any local caller choose its address for the failure budgets).
+            proxy_headers=bool(self.settings.trusted_proxies),
+            forwarded_allow_ips=list(self.settings.trusted_proxies),
             timeout_graceful_shutdown=int(self.settings.shutdown_grace_seconds) or None,
             http=limited_http_protocol(self.settings.http_max_header_bytes, self.settings.http_max_header_count),
         )

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from typecase.server.config import Settings, encrypt_secret
+from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.logs import configure_logging
 
 cli = typer.Typer(help="Typecase: a gRPC-first LLM application platform backend.", no_args_is_help=True)
@@ -56,7 +57,7 @@ def migrate() -> None:
     settings = _settings()
 
     async def run() -> list[str]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings.data_dir)
         db = create_database(settings.secret("database_url"), settings.data_dir)
         await db.start()
         try:
@@ -88,7 +89,7 @@ async def _run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.data_dir)
     app = App(settings)  # resources and services only: a worker opens no listener
     await app.resources.start()
     started = []
@@ -112,6 +113,34 @@ async def _run_worker(settings: Settings) -> None:
             await service.stop()
         await app.resources.stop()
         log.info("worker stopped")
+
+
+@cli.command("rotate-signing-key")
+def rotate_signing_key(
+    drop_previous: bool = typer.Option(False, "--drop-previous",
+                                       help="also stop accepting access tokens signed with the current key (a leaked "
+                                            "key); clients refresh them"),
+) -> None:
+    """Start signing access tokens with a new key. The current key keeps verifying the tokens it signed until they
+    expire, unless --drop-previous. Running replicas switch within signing_key_refresh_seconds."""
+    from typecase.server.auth.tokens import rotate_signing_key as rotate
+    from typecase.server.infra.sql import create_database
+
+    settings = _settings()
+
+    async def run() -> str:
+        prepare_data_dir(settings.data_dir)
+        db = create_database(settings.secret("database_url"), settings.data_dir)
+        await db.start()
+        try:
+            return await rotate(db, drop_previous=drop_previous)
+        finally:
+            await db.stop()
+
+    new_key = asyncio.run(run())
+    Console().print(f"now signing with key {new_key}; "
+                    + ("tokens signed before no longer verify" if drop_previous
+                       else "the previous key verifies until its tokens expire"))
 
 
 @cli.command("gen-secret-key")

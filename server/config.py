@@ -6,15 +6,18 @@ with TYPECASE_SECRET_KEY at load time and held as SecretStr so they never reach 
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -94,7 +97,37 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(5.0, ge=0)
     rate_limit_per_key: str = "600/minute"
     rate_limit_per_user: str = "1200/minute"
-    login_failures_limit: str = "10/minute"
+    login_failures_limit: str = Field("10/minute", description="failed logins per username and client address; "
+                                      "then that pair is refused before any password check")
+    # Auth hardening (issue 18): client addresses behind proxies, failure budgets, sessions, signing keys.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client "
+        "(comma-separated); empty: the connecting address is the client and X-Forwarded-For is ignored")
+    login_failures_per_address_limit: str = Field("100/minute", description="failed logins per client address, "
+                                                  "any username (password spraying)")
+    credential_failures_per_key_prefix_limit: str = Field("30/minute", description="failed API-key checks per shown "
+                                                          "key prefix, from any address")
+    refresh_token_reuse_grace_seconds: float = Field(10.0, ge=0, description="a refresh token spent again this soon "
+                                                     "after its first use is refused without ending its session "
+                                                     "(browser tabs racing); later reuse revokes the whole session")
+    signing_key_refresh_seconds: float = Field(30.0, gt=0, description="how often a replica re-reads the token "
+                                               "signing keys (see `typecase rotate-signing-key`)")
+    credential_cache_max_entries: int = Field(100_000, ge=1, description="API keys and sessions whose check result "
+                                              "a replica keeps (for api_key_cache_seconds), wrong ones included")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        entries = [str(e).strip() for e in value or []]
+        networks = []
+        for entry in filter(None, entries):
+            try:
+                networks.append(str(ipaddress.ip_network(entry, strict=False)))
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR") from None
+        return networks
 
     # LLM
     # Built-in local models (SmolLM2 chat, MiniLM embeddings), registered on first start and loaded lazily.
@@ -351,7 +384,8 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return value
 
-    @field_validator("rate_limit_per_key", "rate_limit_per_user", "login_failures_limit")
+    @field_validator("rate_limit_per_key", "rate_limit_per_user", "login_failures_limit",
+                     "login_failures_per_address_limit", "credential_failures_per_key_prefix_limit")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         if value:

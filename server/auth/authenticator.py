@@ -1,7 +1,8 @@
 """Turns a bearer credential (an API key or an access token) into a Principal.
 
 Lookups are cached for a few seconds (`api_key_cache_seconds`) so an authenticated call costs no SQL round trip;
-a revoke on this replica takes effect at once, on other replicas within that window.
+a revoke on this replica takes effect at once, on other replicas within that window. An access token is checked
+against its login session (`sid`), so revoking the session (password change, refresh-token reuse) ends it too.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from datetime import datetime, timedelta
 
 import grpc
 import jwt
+from cachetools import TTLCache
 from sqlalchemy import select, update
 
 from typecase.server.auth import scopes
 from typecase.server.auth.credentials import MAX_CREDENTIAL_BYTES, digest
-from typecase.server.auth.models import ApiKeyRow, UserRow
+from typecase.server.auth.models import ApiKeyRow, LoginSessionRow, UserRow
 from typecase.server.auth.tokens import TokenSigner, looks_like_jwt
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
@@ -37,16 +39,21 @@ class _Cached:
     principal: Principal | None  # None: the credential is known to be invalid
     reason: str
     until: float
+    error_reason: str = "UNAUTHENTICATED"
+    user_id: str = ""  # whose credential it is, when known
     scopes: frozenset[str] = frozenset()  # an API key's (auth/scopes.py)
 
 
 class Authenticator:
-    def __init__(self, db: Database, signer: TokenSigner, cache_seconds: float):
+    def __init__(self, db: Database, signer: TokenSigner, cache_seconds: float, cache_max_entries: int = 100_000):
+        """Each cache keeps at most `cache_max_entries` (least recently used go first): wrong keys are cached too,
+        and a stream of random ones must not grow memory without end."""
         self.db = db
         self.signer = signer
         self.cache_seconds = cache_seconds
-        self._keys: dict[str, _Cached] = {}
-        self._users: dict[str, _Cached] = {}
+        ttl = max(cache_seconds, 1e-3)
+        self._keys: TTLCache[str, _Cached] = TTLCache(cache_max_entries, ttl)
+        self._sessions: TTLCache[str, _Cached] = TTLCache(cache_max_entries, ttl)
         self._last_used: dict[str, datetime] = {}
         self._background: set[asyncio.Task] = set()
         self._loading: dict[str, asyncio.Future] = {}
@@ -64,35 +71,49 @@ class Authenticator:
     def forget_key(self, secret_sha256: str) -> None:
         self._keys.pop(secret_sha256, None)
 
+    def forget_session(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
     def forget_user(self, user_id: str) -> None:
-        self._users.pop(user_id, None)
-        for key, cached in list(self._keys.items()):
-            if cached.principal is not None and cached.principal.user_id == user_id:
-                del self._keys[key]
+        for cache in (self._keys, self._sessions):
+            for key, cached in list(cache.items()):
+                if cached.user_id == user_id:
+                    del cache[key]
 
     async def _from_token(self, token: str) -> Principal:
         try:
-            claims = self.signer.verify(token)
+            claims = await self.signer.verify_fresh(token)
         except jwt.ExpiredSignatureError:
             raise unauthenticated("access token expired: refresh it or log in again", "TOKEN_EXPIRED") from None
         except jwt.InvalidTokenError:
             raise unauthenticated("invalid access token") from None
         # Role and disabled flag come from the store, so a demoted or disabled user loses access promptly.
-        return await self._user_principal(claims.user_id)
+        return await self._session_principal(claims.session_id, claims.user_id)
 
-    async def _user_principal(self, user_id: str) -> Principal:
+    async def _session_principal(self, session_id: str, user_id: str) -> Principal:
         now = time.monotonic()
-        cached = self._users.get(user_id)
+        cached = self._sessions.get(session_id)
         if cached is None or cached.until < now:
             async with self.db.session() as session:
-                user = await session.get(UserRow, user_id)
-            if user is None or user.disabled:
-                cached = _Cached(None, "user disabled or deleted", now + self.cache_seconds)
+                row = (await session.execute(
+                    select(LoginSessionRow, UserRow).join(UserRow, UserRow.id == LoginSessionRow.user_id)
+                    .where(LoginSessionRow.id == session_id)
+                )).first()
+            until = now + self.cache_seconds
+            if row is None:
+                cached = _Cached(None, "session ended: log in again", until, "TOKEN_EXPIRED")
             else:
-                cached = _Cached(Principal(user.id, user.role), "", now + self.cache_seconds)
-            self._users[user_id] = cached
-        if cached.principal is None:
-            raise unauthenticated(cached.reason, "USER_DISABLED")
+                login, user = row
+                if login.revoke_time is not None:
+                    cached = _Cached(None, f"session revoked ({login.revoke_reason or 'signed out'}): log in again",
+                                     until, "TOKEN_EXPIRED", user.id)
+                elif user.disabled:
+                    cached = _Cached(None, "user disabled", until, "USER_DISABLED", user.id)
+                else:
+                    cached = _Cached(Principal(user.id, user.role), "", until, user_id=user.id)
+            self._sessions[session_id] = cached
+        if cached.principal is None or cached.user_id != user_id:
+            raise unauthenticated(cached.reason or "invalid access token", cached.error_reason)
         return cached.principal
 
     async def _from_api_key(self, secret: str, scope: str) -> Principal:
@@ -108,7 +129,7 @@ class Authenticator:
             cached = await asyncio.shield(loading)
             self._keys[key_digest] = cached
         if cached.principal is None:
-            raise unauthenticated(cached.reason)
+            raise unauthenticated(cached.reason, cached.error_reason)
         if scope not in cached.scopes:
             raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
                                 f"this API key lacks the {scope!r} scope (it has: {', '.join(sorted(cached.scopes))})",
@@ -129,14 +150,15 @@ class Authenticator:
             return _Cached(None, "unknown API key", until)
         key, user = row
         if key.revoke_time is not None:
-            return _Cached(None, "API key revoked", until)
+            return _Cached(None, "API key revoked", until, user_id=user.id)
         if key.expire_time is not None:
             if key.expire_time <= utcnow():
-                return _Cached(None, "API key expired", until)
+                return _Cached(None, "API key expired", until, user_id=user.id)
             until = min(until, now + (key.expire_time - utcnow()).total_seconds())
         if user.disabled:
-            return _Cached(None, "user disabled", until)
-        return _Cached(Principal(user.id, user.role, key.id), "", until, scopes.decode(key.scopes))
+            return _Cached(None, "user disabled", until, user_id=user.id)
+        return _Cached(Principal(user.id, user.role, key.id), "", until, user_id=user.id,
+                       scopes=scopes.decode(key.scopes))
 
     def _touch(self, api_key_id: str | None) -> None:
         """Record last use at most once a minute per key, off the request path."""

@@ -47,7 +47,8 @@ async def ensure_admin(db: Database, settings) -> str:
 
 async def _admin_user(db: Database, settings) -> UserRow:
     async with db.session() as session:
-        admin = (await session.scalars(select(UserRow).where(UserRow.username == settings.admin_username))).first()
+        by_name = UserRow.username_lower == settings.admin_username.lower()
+        admin = (await session.scalars(select(UserRow).where(by_name))).first()
         if admin is None:
             admin = UserRow(username=settings.admin_username, display_name="Administrator", role="admin")
             session.add(admin)
@@ -56,8 +57,7 @@ async def _admin_user(db: Database, settings) -> UserRow:
                 log.info("created the admin user %r", settings.admin_username)
             except IntegrityError:
                 await session.rollback()
-                admin = (await session.scalars(
-                    select(UserRow).where(UserRow.username == settings.admin_username))).one()
+                admin = (await session.scalars(select(UserRow).where(by_name))).one()
         password = settings.secret("admin_password")
         if password and not credentials.verify_password(admin.password_hash, password):
             admin.password_hash = credentials.hash_password(password)

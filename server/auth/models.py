@@ -1,11 +1,12 @@
-"""Identity tables: users, their API keys (stored as SHA-256 digests) and rotating refresh tokens."""
+"""Identity tables: users, their API keys (stored as SHA-256 digests), login sessions and their rotating refresh
+tokens."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlalchemy import Boolean, ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from typecase.server.infra.sql import Base, id_column, utcnow
 
@@ -15,6 +16,8 @@ class UserRow(Base):
 
     id: Mapped[str] = id_column()
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    # The username lower-cased, unique: "Alice" and "alice" are one user (kept in step by _fold_username).
+    username_lower: Mapped[str] = mapped_column(String(64), index=True, unique=True, server_default="")
     display_name: Mapped[str] = mapped_column(String(255), default="")
     email: Mapped[str | None] = mapped_column(String(255), unique=True)
     role: Mapped[str] = mapped_column(String(16), default="user")
@@ -23,6 +26,11 @@ class UserRow(Base):
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_login_time: Mapped[datetime | None]
+
+    @validates("username")
+    def _fold_username(self, _key: str, username: str) -> str:
+        self.username_lower = username.lower()
+        return username
 
 
 class ApiKeyRow(Base):
@@ -41,11 +49,25 @@ class ApiKeyRow(Base):
     update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class LoginSessionRow(Base):
+    """One password login and everything issued from it: its chain of refresh tokens and their access tokens
+    (which carry its id as `sid`). Revoking it ends them all."""
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[str] = id_column()
+    user_id: Mapped[str] = mapped_column(String(26), ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    revoke_time: Mapped[datetime | None]
+    revoke_reason: Mapped[str] = mapped_column(String(32), default="")
+
+
 class RefreshTokenRow(Base):
     __tablename__ = "refresh_tokens"
 
     id: Mapped[str] = id_column()
     user_id: Mapped[str] = mapped_column(String(26), ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(26), index=True)  # null: issued before sessions existed
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     expire_time: Mapped[datetime]
     used_time: Mapped[datetime | None]

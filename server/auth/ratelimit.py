@@ -1,6 +1,11 @@
-"""Request rate limits per API key and per user, shared by every replica through Redis (memory when embedded).
+"""Request rate limits per API key and per user, and failure budgets for logins and credentials, shared by every
+replica through Redis (memory when embedded).
 
 A moving window (the `limits` library) so that N per minute holds for any 60 s span, not just per clock minute.
+
+Failure budgets slow an attacker, never an account: no budget is kept per username or per key alone, so failures
+from elsewhere never refuse a valid credential (see auth/guard.py for API keys and tokens, AuthService.Login for
+passwords). Identifiers put the client address first: addresses contain no "/", so keys cannot collide.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from typecase.server.infra.cache import REDIS_MAX_CONNECTIONS, limits_storage
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
 
+MAX_IDENTITY_CHARS = 128  # a login's username is unchecked input: bound the key it makes
+
+
+def _parse(value: str):
+    return limits.parse(value) if value else None
+
 
 class RateLimits:
     def __init__(
@@ -27,34 +38,61 @@ class RateLimits:
         key_prefix: str = "typecase:ratelimit",
         credential_failures: str = "",
         max_connections: int = REDIS_MAX_CONNECTIONS,
+        login_failures_per_address: str = "",
+        credential_failures_per_key_prefix: str = "",
     ):
         self.storage = limits_storage(redis_url, key_prefix, max_connections)
         self.limiter = MovingWindowRateLimiter(self.storage)
-        self.per_key = limits.parse(per_key) if per_key else None
-        self.per_user = limits.parse(per_user) if per_user else None
-        self.login_failures = limits.parse(login_failures) if login_failures else None
-        self.credential_failures = limits.parse(credential_failures) if credential_failures else None
+        self.per_key = _parse(per_key)
+        self.per_user = _parse(per_user)
+        self.login_failures = _parse(login_failures)  # per (client address, username)
+        self.login_failures_per_address = _parse(login_failures_per_address)
+        self.credential_failures = _parse(credential_failures)  # per client address
+        self.credential_failures_per_key_prefix = _parse(credential_failures_per_key_prefix)
 
-    async def login_allowed(self, username: str) -> bool:
-        """False while a username has used up its failed-login budget (checked before verifying a password)."""
-        if self.login_failures is None:
-            return True
-        return await self.limiter.test(self.login_failures, "login", username)
-
-    async def count_login_failure(self, username: str) -> None:
+    # -- failure budgets ---------------------------------------------------------------------------------------
+    def _login_budgets(self, username: str, client: str):
         if self.login_failures is not None:
-            await self.limiter.hit(self.login_failures, "login", username)
+            yield self.login_failures, "login", (client, username[:MAX_IDENTITY_CHARS])
+        if self.login_failures_per_address is not None:
+            yield self.login_failures_per_address, "login-address", (client,)
 
-    # Failed credential checks (wrong, unknown or malformed API keys and tokens) per client address.
-    async def credential_check_allowed(self, client: str) -> bool:
-        if self.credential_failures is None:
-            return True
-        return await self.limiter.test(self.credential_failures, "credential", client)
+    async def login_retry_after(self, username: str, client: str) -> float | None:
+        """Seconds before `client` may try a password for `username` again; None when it may now. Checked before
+        the password, so a refused guess teaches nothing."""
+        for limit, scope, identity in self._login_budgets(username, client):
+            if not await self.limiter.test(limit, scope, *identity):
+                return await self._retry_after(limit, scope, identity)
+        return None
 
-    async def count_credential_failure(self, client: str) -> None:
+    async def count_login_failure(self, username: str, client: str) -> None:
+        for limit, scope, identity in self._login_budgets(username, client):
+            await self.limiter.hit(limit, scope, *identity)
+
+    async def clear_login_failures(self, username: str, client: str) -> None:
+        """After a successful login: this user's own typos from here no longer count."""
+        if self.login_failures is not None:
+            await self.limiter.clear(self.login_failures, "login", client, username[:MAX_IDENTITY_CHARS])
+
+    async def count_credential_failure(self, client: str, key_prefix: str | None) -> float | None:
+        """Count a failed API key or token check; the seconds to wait when the client address or the key prefix is
+        over its budget, else None."""
+        budgets = []
         if self.credential_failures is not None:
-            await self.limiter.hit(self.credential_failures, "credential", client)
+            budgets.append((self.credential_failures, "credential", (client,)))
+        if key_prefix and self.credential_failures_per_key_prefix is not None:
+            budgets.append((self.credential_failures_per_key_prefix, "credential-prefix", (key_prefix,)))
+        wait = None
+        for limit, scope, identity in budgets:
+            if not await self.limiter.hit(limit, scope, *identity):
+                wait = max(wait or 0.0, await self._retry_after(limit, scope, identity))
+        return wait
 
+    async def _retry_after(self, limit, scope: str, identity: tuple[str, ...]) -> float:
+        stats = await self.limiter.get_window_stats(limit, scope, *identity)
+        return max(1.0, stats.reset_time - time.time())
+
+    # -- request rates -----------------------------------------------------------------------------------------
     async def check(self, principal: Principal) -> None:
         checks = []
         if self.per_key is not None and principal.api_key_id:

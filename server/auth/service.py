@@ -1,19 +1,26 @@
-"""AuthService: login and token refresh, users (admins manage them), and API keys (each user manages their own)."""
+"""AuthService: login and token refresh, users (admins manage them), and API keys (each user manages their own).
+
+Login answers alike for an unknown user, a wrong password and a disabled account (same message, same argon2 work),
+and budgets failures per (username, client address) and per address before checking the password: an attacker is
+slowed where they are, while the account's owner, elsewhere, still gets in.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import re
-from datetime import timedelta
 
 import grpc
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from typecase.server.auth import credentials, scopes
+from typecase.server.auth import credentials, scopes, sessions
+from typecase.server.auth.addresses import TrustedProxies, context_client
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.bootstrap import ensure_admin
-from typecase.server.auth.models import ApiKeyRow, RefreshTokenRow, UserRow
+from typecase.server.auth.guard import CredentialGuard
+from typecase.server.auth.models import ApiKeyRow, UserRow
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.tokens import TokenSigner
 from typecase.server.infra.audit import AuditLog
@@ -26,8 +33,9 @@ from typecase.v1 import auth_pb2, auth_pb2_grpc
 
 log = logging.getLogger("typecase.auth")
 
-USERNAME = re.compile(r"^[A-Za-z0-9._-]{3,64}$")
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}$")
+# Matched whole (fullmatch): with re.match, "$" also matches before a trailing newline.
+USERNAME = re.compile(r"[A-Za-z0-9._-]{3,64}")
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 ROLE_TO_PROTO = {"admin": auth_pb2.USER_ROLE_ADMIN, "user": auth_pb2.USER_ROLE_USER}
 PROTO_TO_ROLE = {v: k for k, v in ROLE_TO_PROTO.items()}
@@ -71,13 +79,14 @@ def check_password(password: str, field: str = "user.password") -> None:
 
 
 def check_email(email: str) -> None:
-    if email and not EMAIL.match(email):
+    if email and not EMAIL.fullmatch(email):
         raise invalid_argument("user.email", "not an email address")
 
 
 def mask_paths(mask, message, allowed: set[str], field_prefix: str) -> set[str]:
     """The fields an update touches: the mask's paths, or the non-default fields when the mask is empty."""
     paths = set(mask.paths) if mask.paths else {f.name for f, _ in message.ListFields()} - {"id"}
+    paths.discard("current_password")  # a proof that comes with a password change, not a field to update
     unknown = paths - allowed
     if unknown:
         raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a {field_prefix}")
@@ -90,13 +99,18 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self.audit = audit
         self.rate_limits = rate_limits
         self.settings = settings
+        self.proxies = TrustedProxies(settings.trusted_proxies)
         self.signer: TokenSigner | None = None
         self.authenticator: Authenticator | None = None
+        self.guard: CredentialGuard | None = None
         self.admin_id = ""
 
     async def start(self) -> None:
-        self.signer = await TokenSigner.load(self.db, self.settings.access_token_ttl_seconds)
-        self.authenticator = Authenticator(self.db, self.signer, self.settings.api_key_cache_seconds)
+        self.signer = await TokenSigner.load(self.db, self.settings.access_token_ttl_seconds,
+                                             self.settings.signing_key_refresh_seconds)
+        self.authenticator = Authenticator(self.db, self.signer, self.settings.api_key_cache_seconds,
+                                           self.settings.credential_cache_max_entries)
+        self.guard = CredentialGuard(self.authenticator, self.rate_limits)
         self.admin_id = await ensure_admin(self.db, self.settings)
 
     async def stop(self) -> None:
@@ -104,27 +118,38 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             await self.authenticator.close()
 
     # -- login -----------------------------------------------------------------------------------------------
-    async def Login(self, request, context):
-        username = request.username.strip()
-        if not await self.rate_limits.login_allowed(username):
+    async def _password_budget(self, username: str, client: str) -> None:
+        """Refuse before the password is checked when this username from this address, or this address, has
+        used up its failures: a refused guess teaches nothing, and nobody elsewhere is affected."""
+        wait = await self.rate_limits.login_retry_after(username, client)
+        if wait is not None:
             await self.audit.record("login", actor_id=None, resource_type="user", resource_id=username,
-                                    outcome="throttled")
+                                    outcome="throttled", detail={"client": client})
             raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-                                "too many failed logins for this user; wait a minute", retry_after=60)
+                                f"too many failed logins from this address; retry in {math.ceil(wait)}s",
+                                {"limit": "login failures"}, retry_after=wait)
+
+    async def Login(self, request, context):
+        username = request.username.strip().lower()
+        client = context_client(context, self.proxies)
+        await self._password_budget(username, client)
         async with self.db.session() as session:
-            user = (await session.scalars(select(UserRow).where(UserRow.username == username))).first()
-            ok = credentials.verify_password(user.password_hash if user else None, request.password[:MAX_PASSWORD])
+            user = (await session.scalars(select(UserRow).where(UserRow.username_lower == username))).first()
+            ok = await credentials.verify_password_off_loop(user.password_hash if user else None,
+                                                            request.password[:MAX_PASSWORD])
             if not ok or user.disabled:
-                await self.rate_limits.count_login_failure(username)
+                await self.rate_limits.count_login_failure(username, client)
                 await self.audit.record("login", actor_id=user.id if user else None, resource_type="user",
-                                        resource_id=username, outcome="denied")
+                                        resource_id=username, outcome="denied", detail={"client": client})
                 raise unauthenticated("wrong username or password", "INVALID_CREDENTIALS")
             user.last_login_time = utcnow()
-            refresh = await self._new_refresh_token(session, user.id)
-            await session.commit()
+            session_id, refresh = await sessions.open_session(session, user.id,
+                                                              self.settings.refresh_token_ttl_seconds)
+        await self.rate_limits.clear_login_failures(username, client)
         await self.audit.record("login", actor_id=user.id, resource_type="user", resource_id=user.id)
+        await self.signer.refresh()
         return auth_pb2.LoginResponse(
-            access_token=self.signer.issue(user.id, user.role),
+            access_token=self.signer.issue(user.id, user.role, session_id),
             token_type="Bearer",
             expires_in=self.settings.access_token_ttl_seconds,
             refresh_token=refresh,
@@ -133,35 +158,24 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         )
 
     async def RefreshToken(self, request, context):
-        token_digest = credentials.digest(request.refresh_token)
-        async with self.db.session() as session:
-            row = (await session.scalars(
-                select(RefreshTokenRow).where(RefreshTokenRow.token_sha256 == token_digest).with_for_update()
-            )).first()
-            if row is None or row.used_time is not None or row.expire_time <= utcnow():
-                raise unauthenticated("refresh token invalid, used or expired: log in again", "TOKEN_EXPIRED")
-            user = await session.get(UserRow, row.user_id)
-            if user is None or user.disabled:
-                raise unauthenticated("user disabled or deleted", "USER_DISABLED")
-            row.used_time = utcnow()  # rotation: each refresh token works once
-            refresh = await self._new_refresh_token(session, user.id)
-            await session.commit()
+        outcome = await sessions.refresh(self.db, request.refresh_token, self.settings.refresh_token_ttl_seconds,
+                                         self.settings.refresh_token_reuse_grace_seconds)
+        if isinstance(outcome, sessions.ReuseDetected):
+            self.authenticator.forget_session(outcome.session_id)
+            await self.audit.record("session.revoke", actor_id=None, resource_type="user",
+                                    resource_id=outcome.user_id, outcome="reuse",
+                                    detail={"session_id": outcome.session_id,
+                                            "client": context_client(context, self.proxies)})
+            raise unauthenticated("refresh token already used: this sign-in is revoked everywhere; log in again",
+                                  "TOKEN_EXPIRED")
+        await self.signer.refresh()
         return auth_pb2.RefreshTokenResponse(
-            access_token=self.signer.issue(user.id, user.role),
+            access_token=self.signer.issue(outcome.user.id, outcome.user.role, outcome.session_id),
             token_type="Bearer",
             expires_in=self.settings.access_token_ttl_seconds,
-            refresh_token=refresh,
+            refresh_token=outcome.refresh_token,
             refresh_expires_in=self.settings.refresh_token_ttl_seconds,
         )
-
-    async def _new_refresh_token(self, session, user_id: str) -> str:
-        token = credentials.new_refresh_token()
-        session.add(RefreshTokenRow(
-            user_id=user_id,
-            token_sha256=credentials.digest(token),
-            expire_time=utcnow() + timedelta(seconds=self.settings.refresh_token_ttl_seconds),
-        ))
-        return token
 
     async def GetMe(self, request, context):
         me = caller.current()
@@ -175,7 +189,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def CreateUser(self, request, context):
         admin = caller.require_admin()
         user = request.user
-        if not USERNAME.match(user.username):
+        if not USERNAME.fullmatch(user.username):
             raise invalid_argument("user.username", "3 to 64 letters, digits, '.', '_' or '-'")
         check_password(user.password)
         check_email(user.email)
@@ -184,7 +198,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             display_name=user.display_name or user.username,
             email=user.email or None,
             role=PROTO_TO_ROLE.get(user.role, "user"),
-            password_hash=credentials.hash_password(user.password),
+            password_hash=await credentials.hash_password_off_loop(user.password),
             disabled=user.disabled,
         )
         async with self.db.session() as session:
@@ -193,7 +207,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
                 await session.commit()
             except IntegrityError:
                 raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                    "a user with this username or email already exists") from None
+                                    "a user with this username (in any letter case) or email already exists") from None
         await self.audit.record("user.create", actor_id=admin.user_id, resource_type="user", resource_id=row.id,
                                 detail={"username": row.username, "role": row.role})
         return auth_pb2.CreateUserResponse(user=user_message(row))
@@ -260,7 +274,10 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
                 row.disabled = user.disabled
             if "password" in paths:
                 check_password(user.password)
-                row.password_hash = credentials.hash_password(user.password)
+                if me.user_id == row.id and row.password_hash:
+                    await self._check_current_password(row, user.current_password, context)
+                row.password_hash = await credentials.hash_password_off_loop(user.password)
+                await sessions.revoke_user_sessions(session, row.id, sessions.PASSWORD_CHANGED)
             try:
                 await session.commit()
             except IntegrityError:
@@ -270,6 +287,17 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         await self.audit.record("user.update", actor_id=me.user_id, resource_type="user", resource_id=row.id,
                                 detail={"fields": sorted(paths)})
         return auth_pb2.UpdateUserResponse(user=user_message(row))
+
+    async def _check_current_password(self, row: UserRow, current_password: str, context) -> None:
+        """Changing one's own password proves the current one (a stolen token or key alone cannot take the
+        account over), under the same failure budget as a login."""
+        if not current_password:
+            raise invalid_argument("current_password", "required to change your own password")
+        client = context_client(context, self.proxies)
+        await self._password_budget(row.username_lower, client)
+        if not await credentials.verify_password_off_loop(row.password_hash, current_password[:MAX_PASSWORD]):
+            await self.rate_limits.count_login_failure(row.username_lower, client)
+            raise invalid_argument("current_password", "does not match your current password")
 
     async def DeleteUser(self, request, context):
         admin = caller.require_admin()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -196,7 +197,10 @@ class Database:
 
     async def start(self) -> None:
         if (path := self.sqlite_path) is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # The file holds password hashes and the token signing key: create it private (SQLite gives its -wal
+            # and -shm files the database file's mode).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         log.info("database connected: %s", self.display_url)

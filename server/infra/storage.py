@@ -142,11 +142,20 @@ async def _chunks(data: Data) -> AsyncIterator[bytes]:
 # --------------------------------------------------------------------------------------------------- local
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
+def _create_private(path: Path):
+    """A new file only its owner can read, open for binary writing."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "wb")
+
+
 class LocalStorage(ObjectStorage):
     """Objects as files under `<root>/objects/<key>`, metadata as JSON under `<root>/meta/<key>`.
 
     Writes go to `<root>/tmp` and are renamed into place, so readers never see partial objects. Unlike S3,
-    a key cannot be both an object and a "directory" of other objects ("a/b" and "a/b/c").
+    a key cannot be both an object and a "directory" of other objects ("a/b" and "a/b/c"). Objects are the
+    users' uploads: files are 0600 and directories 0700, whatever the process umask.
     """
 
     def __init__(self, root_dir: str | Path):
@@ -160,8 +169,8 @@ class LocalStorage(ObjectStorage):
         return f"LocalStorage({str(self.root)!r})"
 
     async def start(self) -> None:
-        for d in (self.objects, self.meta, self.tmp):
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (self.root, self.objects, self.meta, self.tmp):
+            d.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         # Temp files of writes interrupted by a crash; nothing else writes there.
         for leftover in self.tmp.iterdir():
             leftover.unlink(missing_ok=True)
@@ -187,7 +196,7 @@ class LocalStorage(ObjectStorage):
         meta_path = self._path(self.meta, key)
         tmp = self.tmp / uuid.uuid4().hex
         md5, size = hashlib.md5(), 0
-        f = await asyncio.to_thread(open, tmp, "wb")
+        f = await asyncio.to_thread(_create_private, tmp)
         try:
             try:
                 async for chunk in _chunks(data):
@@ -207,11 +216,12 @@ class LocalStorage(ObjectStorage):
 
     def _commit(self, tmp: Path, path: Path, meta_path: Path, info: ObjectInfo) -> None:
         meta_tmp = tmp.with_suffix(".meta")
-        meta_tmp.write_text(json.dumps({"md5": info.md5, "content_type": info.content_type}))
+        with _create_private(meta_tmp) as handle:
+            handle.write(json.dumps({"md5": info.md5, "content_type": info.content_type}).encode())
         for src, dst in ((meta_tmp, meta_path), (tmp, path)):
             for attempt in range(3):  # a concurrent delete may prune the parent directory in between
                 try:
-                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
                     os.replace(src, dst)
                     break
                 except FileNotFoundError:

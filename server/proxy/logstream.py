@@ -9,7 +9,11 @@ knows exactly how many lines it missed and never slows the proxy.
 
 History: lines are JSON documents, one a line, appended in batches by a background flusher (off the event loop) to
 `<dir>/server.jsonl`, which rotates at `max_bytes` into `.1` ... `.<count>` (the oldest is deleted). `seq` keeps
-increasing across restarts and clears.
+increasing across restarts and clears. The files are private (0600, in a 0700 directory).
+
+No credential is published, stored or served: a line's message and text fields pass through
+typecase.server.redact when published, and history written before redaction existed is redacted in place once
+(a `<dir>.redacted` marker beside the directory records it).
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from typing import Any
 from prometheus_client import Counter
 
 from typecase.server.logs import trace_id_var
+from typecase.server.redact import redact
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
 LOG_FILE = "server.jsonl"
+REDACTED_MARKER = ".redacted"  # <dir>.redacted: its history has been redacted in place
 
 DROPPED = Counter("typecase_proxy_log_lines_dropped_total", "Log lines skipped for StreamLogs clients that fell behind.")
 
@@ -73,6 +79,21 @@ class LogLine:
                        str(d.get("trace_id", "")), dict(d.get("fields") or {}))
         except (ValueError, KeyError, TypeError):
             return None  # a torn last line (crash mid-append) or a foreign line: skipped
+
+
+def _redacted_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+
+
+def _redacted_line(text: bytes) -> bytes:
+    line = LogLine.from_json(text)
+    if line is None:  # not ours, or torn: its raw text
+        return redact(text.decode("utf-8", "replace")).encode()
+    message, fields = redact(line.message), _redacted_fields(line.fields)
+    if (message, fields) == (line.message, line.fields):
+        return text
+    line.message, line.fields = message, fields
+    return line.to_json().encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +186,7 @@ class LogFiles:
     def append(self, lines: list[str]) -> None:
         """Append lines, rotating whenever the next line would take the current file past max_bytes."""
         with self._lock:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 size = self.current.stat().st_size
             except FileNotFoundError:
@@ -184,7 +205,8 @@ class LogFiles:
 
     def _write(self, chunks: list[bytes]) -> None:
         if chunks:
-            with open(self.current, "ab") as handle:
+            fd = os.open(self.current, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as handle:
                 handle.write(b"".join(chunks))
 
     def _rotate(self) -> None:
@@ -212,6 +234,26 @@ class LogFiles:
                 if line is not None:
                     yield line
 
+    def redact_once(self) -> int:
+        """Redact every history line written before redaction existed; returns how many lines changed."""
+        marker = self.directory.with_name(self.directory.name + REDACTED_MARKER)  # beside: the dir holds history only
+        with self._lock:
+            if marker.exists():
+                return 0
+            changed = 0
+            for path in self.files_newest_first():
+                raw = path.read_bytes().splitlines()
+                clean = [_redacted_line(text) for text in raw]
+                if clean != raw:
+                    changed += sum(1 for a, b in zip(raw, clean, strict=True) if a != b)
+                    tmp = path.with_name(path.name + ".tmp")
+                    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                        handle.write(b"".join(t + b"\n" for t in clean))
+                    os.replace(tmp, path)
+            marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
+            return changed
+
     def last_seq(self) -> int:
         return next((line.seq for line in self.newest_first()), 0)
 
@@ -229,7 +271,8 @@ class LogFiles:
                 deleted += sum(1 for line in lines if line is not None) - len(keep)
                 if len(keep) != len(raw):
                     tmp = path.with_name(path.name + ".tmp")
-                    tmp.write_bytes(b"".join(t + b"\n" for t in keep))
+                    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                        handle.write(b"".join(t + b"\n" for t in keep))
                     os.replace(tmp, path)
             return deleted
 
@@ -258,6 +301,7 @@ class LogHub:
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        await asyncio.to_thread(self.files.redact_once)
         self.seq = await asyncio.to_thread(self.files.last_seq)
         self._flusher = asyncio.create_task(self._flush_forever(), name="log-flusher")
         self._handler = _CaptureHandler(self, asyncio.get_running_loop(), self.capture_level)
@@ -281,7 +325,8 @@ class LogHub:
         when: float | None = None,
     ) -> LogLine:
         self.seq += 1
-        line = LogLine(self.seq, when or time.time(), level, logger, message, trace_id, fields or {})
+        line = LogLine(self.seq, when or time.time(), level, logger, redact(message), trace_id,
+                       _redacted_fields(fields) if fields else {})
         self._pending.append(line)
         for subscriber in self._subscribers:
             subscriber.offer(line)

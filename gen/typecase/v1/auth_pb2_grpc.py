@@ -149,7 +149,8 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """Updates a user. Users may change their own display_name, email and password; admins anything.
+        """Updates a user. Users may change their own display_name, email and password (with user.current_password);
+        admins anything.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,72 @@
+"""The check every authenticated call passes: bearer credential -> Principal, failure budgets, request rates.
+Used by the auth interceptor (gRPC, REST, WebSocket) and by the HTTP-native surfaces (the OpenAI-compatible API).
+
+Why a valid credential is always checked and always passes, even from an address or key prefix over its failure
+budget: API keys and access tokens carry 190 bits or more, so no rate of guessing finds one and refusing before
+the check buys no security; but it would let one client lock out everyone sharing its address (a NAT, a proxy not
+listed in TYPECASE_TRUSTED_PROXIES) or a key's owner through its shown prefix. So failures are counted per client
+address and per key prefix, and once either is over budget a failure is answered RESOURCE_EXHAUSTED with a retry
+delay instead of UNAUTHENTICATED: clients back off, and the log names who is guessing. Passwords, which can be
+guessed, are budgeted before the check instead (AuthService.Login).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import grpc
+
+from typecase.server.auth.authenticator import Authenticator, unauthenticated
+from typecase.server.auth.credentials import API_KEY_PREFIX, SHOWN_PREFIX_LENGTH
+from typecase.server.auth.ratelimit import RateLimits
+from typecase.server.rpc.errors import TypecaseError
+from typecase.server.rpc.principal import Principal
+
+log = logging.getLogger("typecase.auth")
+
+
+def bearer_credential(metadata) -> str:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, credential = value.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                return credential.strip()
+            raise unauthenticated("authorization must be 'Bearer <API key or access token>'")
+    raise unauthenticated("authentication required: send 'authorization: Bearer <API key or access token>'")
+
+
+def shown_prefix(credential: str) -> str | None:
+    """The part of an API key that lists show (and that an attacker targeting one key would keep fixed)."""
+    if credential.startswith(API_KEY_PREFIX) and len(credential) > SHOWN_PREFIX_LENGTH:
+        return credential[:SHOWN_PREFIX_LENGTH]
+    return None
+
+
+class CredentialGuard:
+    def __init__(self, authenticator: Authenticator, rate_limits: RateLimits):
+        self.authenticator = authenticator
+        self.rate_limits = rate_limits
+
+    async def principal(self, metadata, client: str, method: str = "") -> Principal:
+        """The caller behind the call's `authorization` metadata, from `client`; raises UNAUTHENTICATED,
+        RESOURCE_EXHAUSTED (failure budget or request rate) or USER_DISABLED."""
+        credential = ""
+        try:
+            credential = bearer_credential(metadata)
+            principal = await self.authenticator.authenticate(credential)
+        except TypecaseError as error:
+            if error.code != grpc.StatusCode.UNAUTHENTICATED:
+                raise
+            prefix = shown_prefix(credential)
+            wait = await self.rate_limits.count_credential_failure(client, prefix)
+            # Logged without the credential; the shown prefix is what the key's owner sees in their list.
+            log.warning("authentication failed for %s from %s%s: %s", method or "a call", client,
+                        f" (key {prefix}…)" if prefix else "", error.message)
+            if wait is not None:
+                raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+                                    f"too many failed authentication attempts; retry in {math.ceil(wait)}s",
+                                    {"limit": "authentication failures"}, retry_after=wait) from None
+            raise
+        await self.rate_limits.check(principal)
+        return principal

@@ -49,6 +49,7 @@ from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
+from typecase.server.sandbox import Sandbox, SandboxConfig
 from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
 
 log = logging.getLogger("typecase.app")
@@ -69,7 +70,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache)
     servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
     servicers["FlowService"] = FlowService(
-        app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings
+        app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
     servicers["ChatService"] = ChatService(
         app.resources.db, app.resources.cache, servicers["LLMService"], app.audit, app.settings,
@@ -79,6 +80,15 @@ def domain_servicers(app: App) -> dict[str, Any]:
         app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart
     )
     return servicers
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    return SandboxConfig(
+        bwrap_path=settings.sandbox_bwrap_path, uid=settings.sandbox_uid, gid=settings.sandbox_gid,
+        max_threads=settings.sandbox_max_threads, max_open_files=settings.sandbox_max_open_files,
+        tmp_bytes=settings.sandbox_tmp_bytes, probe_timeout_seconds=settings.sandbox_probe_timeout_seconds,
+        allow_unsandboxed=settings.sandbox_unsafe_allow_unsandboxed,
+    )
 
 
 def domain_routes(app: App) -> list[Any]:
@@ -122,6 +132,7 @@ class App:
         self.servicers: dict[str, Any] = {}
         self.restart_requested = False
         self.audit = AuditLog(self.resources.db)
+        self.sandbox = Sandbox(sandbox_config(settings))
         self.auth = AuthService(
             self.resources.db,
             self.audit,
@@ -145,6 +156,7 @@ class App:
         if self.settings.migrate_on_start:
             await migrate(self.resources.db, lock_timeout=self.settings.migrate_lock_timeout_seconds)
 
+        await self.sandbox.start()  # the self-check, once; code is refused when it fails
         self.servicers = domain_servicers(self)
         for servicer in self.servicers.values():
             if hasattr(servicer, "start"):
@@ -270,6 +282,7 @@ class App:
                 "status": "ready" if ok else "unavailable",
                 "serving": self.ready,
                 "resources": {name: {"ok": h.ok, "detail": h.detail} for name, h in checks.items()},
+                "code_sandbox": self.sandbox.status(),  # informative: code nodes are refused without one
             }
             return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -64,7 +64,10 @@ def failure(exc):
         limit = "tmp_space"
     elif isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
         limit = "threads"
-    return {"ok": False, "error": (type(exc).__name__ + ": " + str(exc))[:2000], "limit": limit}
+    message = type(exc).__name__ + ": " + str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EPERM:
+        message += " (the sandbox refuses new processes and system calls code has no use for)"
+    return {"ok": False, "error": message[:2000], "limit": limit}
 
 
 def run(request):

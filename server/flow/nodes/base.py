@@ -46,6 +46,7 @@ class Services:
     llm: Any = None
     knowledge: Any = None
     http: Any = None  # HttpGuard (nodes/http.py), shared client and policy
+    sandbox: Any = None  # Sandbox (typecase.server.sandbox), where code nodes run
 
 
 @dataclass
@@ -123,6 +124,10 @@ class NodeSpec:
 
     def handles(self, params: dict[str, Any]) -> set[str] | None:
         """Branch handles edges may leave through; None for a node without branches."""
+        return None
+
+    def unavailable(self, services: Services) -> str | None:
+        """Why nodes of this type cannot run on this server (a validation warning; running one fails), or None."""
         return None
 
     def interactive(self, params: dict[str, Any]) -> bool:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -398,3 +399,53 @@ async def test_run_python_errors_are_typed(sandbox):
         await sandbox.run_python("def main():\n    return 3", {}, limits())
     with pytest.raises(SandboxUnavailable, match="has not been checked"):
         await Sandbox(SandboxConfig()).run_python("def main():\n    return {}", {}, limits())
+
+
+UNPRIVILEGED_SERVER = """
+import asyncio, json, site, sys
+site.addsitedir(sys.argv[1])
+from typecase.server.sandbox import Limits, LimitExceeded, Sandbox, SandboxConfig
+
+PROBE = '''
+import os
+def main():
+    try:
+        os.fork()
+        forked = True
+    except PermissionError:
+        forked = False
+    return {"uid": os.getuid(), "forked": forked, "root": sorted(os.listdir("/"))}
+'''
+THREADS = "import threading, time\\ndef main():\\n    while True:\\n        threading.Thread(target=time.sleep, args=(5,)).start()"
+
+async def main():
+    sandbox = Sandbox(SandboxConfig(max_threads=4))
+    await sandbox.start()
+    limits = Limits(wall_seconds=20, cpu_seconds=2, memory_bytes=128 << 20, output_bytes=4096, file_bytes=4096)
+    seen = (await sandbox.run_python(PROBE, {}, limits)).outputs
+    try:
+        await sandbox.run_python(THREADS, {}, limits)
+    except LimitExceeded as exc:
+        seen["threads"] = exc.limit
+    print(json.dumps(seen))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the whole suite already runs unprivileged")
+def test_an_unprivileged_server_gets_the_same_sandbox_in_a_user_namespace():
+    """The server as nobody (the system Python, which nobody can run, with the venv's packages on its path):
+    bubblewrap then maps it into a user namespace, and the code is as confined as under a root server."""
+    system_python = Path("/usr/bin/python3")
+    site_packages = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+    version = subprocess.run([str(system_python), "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True) if system_python.exists() else None
+    if version is None or version.stdout.strip() != str(sys.version_info[:2]):
+        pytest.skip("needs a system Python of the venv's version")
+    done = subprocess.run([str(system_python), "-c", UNPRIVILEGED_SERVER, str(site_packages)], user=65534, group=65534,
+                          extra_groups=[], cwd="/", capture_output=True, text=True, timeout=120, env={})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["uid"] != 0 and seen["forked"] is False and seen["threads"] == "threads", seen
+    assert set(seen["root"]) <= {"dev", "etc", "lib", "lib64", "proc", "tmp", "usr", "bin", "sbin"}, seen

@@ -86,7 +86,8 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
     return SandboxConfig(
         bwrap_path=settings.sandbox_bwrap_path, uid=settings.sandbox_uid, gid=settings.sandbox_gid,
         max_threads=settings.sandbox_max_threads, max_open_files=settings.sandbox_max_open_files,
-        tmp_bytes=settings.sandbox_tmp_bytes, probe_timeout_seconds=settings.sandbox_probe_timeout_seconds,
+        tmp_bytes=settings.sandbox_tmp_bytes, max_running=settings.sandbox_max_running,
+        probe_timeout_seconds=settings.sandbox_probe_timeout_seconds,
         allow_unsandboxed=settings.sandbox_unsafe_allow_unsandboxed,
     )
 

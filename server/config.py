@@ -285,6 +285,8 @@ class Settings(BaseSettings):
                                      "are refused outright)")
     sandbox_max_open_files: int = Field(64, ge=16, description="RLIMIT_NOFILE")
     sandbox_tmp_bytes: int = Field(16 * MiB, ge=64 * 1024, description="size of the private /tmp (memory-backed)")
+    sandbox_max_running: int = Field(8, ge=1, description="code runs at once in this process (each may use its "
+                                     "memory limit and /tmp); more wait for a free slot")
     sandbox_probe_timeout_seconds: float = Field(15.0, gt=0, description="the self-check at start-up")
     sandbox_unsafe_allow_unsandboxed: bool = Field(False, description="UNSAFE: when the sandbox does not work, run "
                                                    "code nodes as plain processes of the server's user anyway")

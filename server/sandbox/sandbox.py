@@ -64,6 +64,7 @@ class SandboxConfig:
     max_threads: int = 16
     max_open_files: int = 64
     tmp_bytes: int = 16 * MiB
+    max_running: int = 8  # runs at once; the others wait (their wall time starts when they run)
     probe_timeout_seconds: float = 15.0
     allow_unsandboxed: bool = False  # UNSAFE
 
@@ -91,6 +92,7 @@ class Sandbox:
         self._bwrap = ""
         self._runtime: Runtime | None = None
         self._bpf = b""
+        self._slots = asyncio.Semaphore(config.max_running)
 
     @property
     def available(self) -> bool:
@@ -150,7 +152,8 @@ class Sandbox:
         global). Raises SandboxUnavailable, LimitExceeded or CodeFailed."""
         if self.refusal is not None and not self.unsandboxed:
             raise SandboxUnavailable(self.refusal)
-        return await self._run(code, inputs, limits, entry, sandboxed=self.refusal is None)
+        async with self._slots:
+            return await self._run(code, inputs, limits, entry, sandboxed=self.refusal is None)
 
     async def _run(self, code: str, inputs: dict[str, Any], limits: Limits, entry: str | None, *,
                    sandboxed: bool) -> Result:

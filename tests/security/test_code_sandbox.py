@@ -449,3 +449,15 @@ def test_an_unprivileged_server_gets_the_same_sandbox_in_a_user_namespace():
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["uid"] != 0 and seen["forked"] is False and seen["threads"] == "threads", seen
     assert set(seen["root"]) <= {"dev", "etc", "lib", "lib64", "proc", "tmp", "usr", "bin", "sbin"}, seen
+
+
+@pytest.mark.parametrize("max_running, overlap", [(1, False), (2, True)])
+async def test_at_most_max_running_runs_at_once(max_running, overlap):
+    from typecase.server.sandbox import Sandbox, SandboxConfig
+
+    sandbox = Sandbox(SandboxConfig(max_running=max_running))
+    await sandbox.start()
+    code = "import time\ndef main():\n    began = time.time()\n    time.sleep(1)\n    return {'span': [began, time.time()]}"
+    first, second = await asyncio.gather(*(sandbox.run_python(code, {}, limits()) for _ in range(2)))
+    (a0, a1), (b0, b1) = first.outputs["span"], second.outputs["span"]
+    assert (a0 < b1 and b0 < a1) is overlap, (first.outputs, second.outputs)

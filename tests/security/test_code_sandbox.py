@@ -384,7 +384,8 @@ async def test_run_python_answer_may_be_exactly_as_large_as_the_output_limit(san
 async def test_run_python_tmp_space_is_bounded(sandbox):
     from typecase.server.sandbox import LimitExceeded
 
-    code = "def main():\n    for i in range(8):\n        open('/tmp/%d' % i, 'wb').write(bytes(64 * 1024))\n    return {}"
+    code = ("def main():\n    for i in range(8):\n        open('/tmp/%d' % i, 'wb').write(bytes(64 * 1024))\n"
+            "    return {}")
     with pytest.raises(LimitExceeded) as caught:
         await sandbox.run_python(code, {}, limits())
     assert caught.value.limit == "tmp_space" and "262144 bytes" in caught.value.message
@@ -416,7 +417,8 @@ def main():
         forked = False
     return {"uid": os.getuid(), "forked": forked, "root": sorted(os.listdir("/"))}
 '''
-THREADS = "import threading, time\\ndef main():\\n    while True:\\n        threading.Thread(target=time.sleep, args=(5,)).start()"
+THREADS = ("import threading, time\\ndef main():\\n    while True:\\n"
+           "        threading.Thread(target=time.sleep, args=(5,)).start()")
 
 async def main():
     sandbox = Sandbox(SandboxConfig(max_threads=4))
@@ -457,7 +459,8 @@ async def test_at_most_max_running_runs_at_once(max_running, overlap):
 
     sandbox = Sandbox(SandboxConfig(max_running=max_running))
     await sandbox.start()
-    code = "import time\ndef main():\n    began = time.time()\n    time.sleep(1)\n    return {'span': [began, time.time()]}"
+    code = ("import time\ndef main():\n    began = time.time()\n    time.sleep(1)\n"
+            "    return {'span': [began, time.time()]}")
     first, second = await asyncio.gather(*(sandbox.run_python(code, {}, limits()) for _ in range(2)))
     (a0, a1), (b0, b1) = first.outputs["span"], second.outputs["span"]
     assert (a0 < b1 and b0 < a1) is overlap, (first.outputs, second.outputs)

@@ -28,7 +28,7 @@ HOME = "/tmp"
 def bwrap_argv(bwrap: str, runtime: Runtime, program: str, *, seccomp_fd: int, tmp_bytes: int, uid: int,
                gid: int) -> list[str]:
     argv = [bwrap, *NAMESPACES, "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv",
-            "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", HOME, "--setenv", "PATH", "/nonexistent"]
+            "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", HOME]
     if os.geteuid() == 0:
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:

@@ -143,7 +143,7 @@ class Sandbox:
             seen = (await self._run(SELF_CHECK, {}, limits, "main", sandboxed=True)).outputs
         except (CodeFailed, LimitExceeded) as exc:
             raise SandboxUnavailable(f"bubblewrap ({found}) failed its self-check: {exc.message}") from None
-        if seen.get("uid") == 0 or seen.get("forked") or set(seen.get("env", ())) - {"LANG", "HOME", "PATH", "PWD"}:
+        if seen.get("uid") == 0 or seen.get("forked") or set(seen.get("env", ())) - {"LANG", "HOME", "PWD"}:
             raise SandboxUnavailable(f"bubblewrap ({found}) failed its self-check: the code saw {seen}")
 
     async def run_python(self, code: str, inputs: dict[str, Any], limits: Limits, entry: str | None = "main"

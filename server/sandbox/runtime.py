@@ -9,7 +9,7 @@ libraries exactly as it does outside; the host's symlinks on the way (/lib -> us
 recreated as symlinks. Directories that bubblewrap has to create on the way to a mount point get mode 0755, since
 it would otherwise copy a private mode such as /root's 0700 and the unprivileged sandbox user could not pass.
 
-Working this out costs ~0.4 s (one ldd over ~70 modules), so it is done once per process and interpreter.
+Working this out costs 0.4-0.9 s here (one ldd over ~70 modules), so it is done once per process and interpreter.
 """
 
 from __future__ import annotations

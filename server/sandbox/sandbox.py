@@ -11,8 +11,10 @@ then, and when it failed, `run_python` raises SandboxUnavailable with the reason
 Only `allow_unsandboxed` (the loudly named TYPECASE_SANDBOX_UNSAFE_ALLOW_UNSANDBOXED) runs code without it, as a
 plain child process with the same limits, and says so at WARNING.
 
-Measured here (bench/flow/sandbox.py): a sandboxed run costs about twice the plain process it replaces, a few
-tens of milliseconds.
+Measured here (bench/flow/sandbox.py, interleaved, on the shared 2-core VM at load 6-12): a sandboxed run costs
+1.2-1.6x the plain `python -I -S` process it replaces (+12 to +50 ms on 55-80 ms). The start-up check takes
+0.8-1.2 s the first time in a process (mostly ldd, runtime.py) and ~0.1 s after; App.start overlaps it with the
+resources' start.
 """
 
 from __future__ import annotations

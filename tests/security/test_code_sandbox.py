@@ -459,7 +459,7 @@ async def test_at_most_max_running_runs_at_once(max_running, overlap):
 
     sandbox = Sandbox(SandboxConfig(max_running=max_running))
     await sandbox.start()
-    code = ("import time\ndef main():\n    began = time.time()\n    time.sleep(1)\n"
+    code = ("import time\ndef main():\n    began = time.time()\n    time.sleep(2)\n"
             "    return {'span': [began, time.time()]}")
     first, second = await asyncio.gather(*(sandbox.run_python(code, {}, limits()) for _ in range(2)))
     (a0, a1), (b0, b1) = first.outputs["span"], second.outputs["span"]

@@ -145,6 +145,8 @@ class Sandbox:
             seen = (await self._run(SELF_CHECK, {}, limits, "main", sandboxed=True)).outputs
         except (CodeFailed, LimitExceeded) as exc:
             raise SandboxUnavailable(f"bubblewrap ({found}) failed its self-check: {exc.message}") from None
+        except OSError as exc:
+            raise SandboxUnavailable(f"bubblewrap ({found}) could not be started: {exc}") from None
         if seen.get("uid") == 0 or seen.get("forked") or set(seen.get("env", ())) - {"LANG", "HOME", "PWD"}:
             raise SandboxUnavailable(f"bubblewrap ({found}) failed its self-check: the code saw {seen}")
 

@@ -54,6 +54,7 @@ from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
+from typecase.server.sandbox import Sandbox, SandboxConfig
 from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
 
 log = logging.getLogger("typecase.app")
@@ -76,7 +77,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache)
     servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
     servicers["FlowService"] = FlowService(
-        app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings
+        app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
     servicers["ChatService"] = ChatService(
         app.resources.db, app.resources.cache, servicers["LLMService"], app.audit, app.settings,
@@ -100,6 +101,16 @@ def compat_auth(app: App):
             return fixed
         return await auth.guard.principal([("authorization", f"Bearer {credential}")], client, "compat")
     return authenticate
+
+
+def sandbox_config(settings: Settings) -> SandboxConfig:
+    return SandboxConfig(
+        bwrap_path=settings.sandbox_bwrap_path, uid=settings.sandbox_uid, gid=settings.sandbox_gid,
+        max_threads=settings.sandbox_max_threads, max_open_files=settings.sandbox_max_open_files,
+        tmp_bytes=settings.sandbox_tmp_bytes, max_running=settings.sandbox_max_running,
+        probe_timeout_seconds=settings.sandbox_probe_timeout_seconds,
+        allow_unsandboxed=settings.sandbox_unsafe_allow_unsandboxed,
+    )
 
 
 def domain_routes(app: App) -> list[Any]:
@@ -145,6 +156,7 @@ class App:
         self.servicers: dict[str, Any] = {}
         self.restart_requested = False
         self.audit = AuditLog(self.resources.db)
+        self.sandbox = Sandbox(sandbox_config(settings))
         self.auth = AuthService(
             self.resources.db,
             self.audit,
@@ -166,9 +178,14 @@ class App:
         started = time.perf_counter()
         self._check_auth_switch()
         prepare_data_dir(self.settings.data_dir)
-        await self.resources.start()
-        if self.settings.migrate_on_start:
-            await migrate(self.resources.db, lock_timeout=self.settings.migrate_lock_timeout_seconds)
+        # The sandbox's one-off self-check (~0.5 s; code is refused when it fails) overlaps the resources' start.
+        sandbox_checked = asyncio.create_task(self.sandbox.start())
+        try:
+            await self.resources.start()
+            if self.settings.migrate_on_start:
+                await migrate(self.resources.db, lock_timeout=self.settings.migrate_lock_timeout_seconds)
+        finally:
+            await sandbox_checked
 
         self.servicers = domain_servicers(self)
         for servicer in self.servicers.values():
@@ -303,6 +320,7 @@ class App:
                 "status": "ready" if ok else "unavailable",
                 "serving": self.ready,
                 "resources": {name: {"ok": h.ok, "detail": h.detail} for name, h in checks.items()},
+                "code_sandbox": self.sandbox.status(),  # informative: code nodes are refused without one
             }
             return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -340,12 +340,15 @@ class Settings(BaseSettings):
                                              "below)")
     flow_http_max_response_bytes: int = Field(4 * MiB, ge=1)
     flow_http_max_redirects: int = Field(5, ge=0, le=20)
-    # Code nodes (a separate process per execution).
-    flow_code_enabled: bool = True
-    flow_code_timeout_seconds: float = Field(10.0, gt=0, description="wall time, then the process is killed")
+    # Code nodes (each execution in the sandbox below; refused when it does not work).
+    flow_code_enabled: bool = Field(True, description="allow code nodes; they only ever run in the sandbox, so "
+                                    "without a working one they are refused whatever this says")
+    flow_code_timeout_seconds: float = Field(10.0, gt=0, description="wall time, then the sandbox is killed")
     flow_code_cpu_seconds: int = Field(5, ge=1, description="RLIMIT_CPU")
     flow_code_memory_mb: int = Field(256, ge=32, description="RLIMIT_AS")
-    flow_code_max_output_bytes: int = Field(1 * MiB, ge=1024, description="result size and RLIMIT_FSIZE")
+    flow_code_max_output_bytes: int = Field(1 * MiB, ge=1024, description="result size (main()'s dict and the end "
+                                            "of stdout, as JSON) and the largest file the code may write")
+
     # Templates and regex conditions, evaluated in worker processes so that nothing a flow author writes holds the
     # event loop (issue 18): every value a template builds is capped, and a worker is killed at its deadline.
     flow_template_timeout_seconds: float = Field(2.0, gt=0, description="one render, then its worker is killed")
@@ -360,6 +363,20 @@ class Settings(BaseSettings):
     flow_eval_workers: int = Field(2, ge=1, le=256, description="processes rendering templates and matching "
                                    "regexes (started on first use)")
     flow_eval_memory_bytes: int = Field(256 * MiB, ge=64 * MiB, description="RLIMIT_AS of each of them")
+
+    # Sandbox for untrusted code (issue 18): bubblewrap namespaces, a seccomp filter, limits that bind root too.
+    sandbox_bwrap_path: str = Field("bwrap", min_length=1, description="bubblewrap executable (name on PATH or path)")
+    sandbox_uid: int = Field(65534, ge=1, description="host uid the code runs as when the server runs as root")
+    sandbox_gid: int = Field(65534, ge=1, description="host gid the code runs as when the server runs as root")
+    sandbox_max_threads: int = Field(16, ge=1, description="RLIMIT_NPROC: tasks of the code's uid (new processes "
+                                     "are refused outright)")
+    sandbox_max_open_files: int = Field(64, ge=16, description="RLIMIT_NOFILE")
+    sandbox_tmp_bytes: int = Field(16 * MiB, ge=64 * 1024, description="size of the private /tmp (memory-backed)")
+    sandbox_max_running: int = Field(8, ge=1, description="code runs at once in this process (each may use its "
+                                     "memory limit and /tmp); more wait for a free slot")
+    sandbox_probe_timeout_seconds: float = Field(15.0, gt=0, description="the self-check at start-up")
+    sandbox_unsafe_allow_unsandboxed: bool = Field(False, description="UNSAFE: when the sandbox does not work, run "
+                                                   "code nodes as plain processes of the server's user anyway")
 
     @classmethod
     def settings_customise_sources(

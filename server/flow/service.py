@@ -89,7 +89,7 @@ def permission_denied(what: str) -> TypecaseError:
 
 
 class FlowService(flow_pb2_grpc.FlowServiceServicer):
-    def __init__(self, resources, llm, knowledge, audit, settings):
+    def __init__(self, resources, llm, knowledge, audit, settings, sandbox=None):
         self.db = resources.db
         self.cache = resources.cache
         self.llm = llm
@@ -97,7 +97,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         self.audit = audit
         self.settings = settings
         self.http = HttpGuard(settings)
-        self.engine = Engine(self.db, self.cache, settings, Services(settings, llm, knowledge, self.http))
+        self.engine = Engine(self.db, self.cache, settings, Services(settings, llm, knowledge, self.http, sandbox))
         self._validated: OrderedDict[tuple[str, Any], list[flow_pb2.ValidationProblem]] = OrderedDict()
         self._background: set[asyncio.Task] = set()
 
@@ -182,6 +182,9 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         graph = Graph.from_dict(data)
         problems = graphs.validate(graph, max_nodes=self.settings.flow_max_nodes)
         for node in graph.nodes.values():
+            if node.spec is not None and (why := node.spec.unavailable(self.engine.services)):
+                problems.append(graphs.problem(f"{node.spec.kind.upper()}_UNAVAILABLE", why, node_id=node.id,
+                                               warning=True))
             if node.type == flow_pb2.NODE_TYPE_LLM and node.params.get("model_id") and self.llm is not None:
                 try:
                     await self.llm.get_model(str(node.params["model_id"]))

@@ -56,6 +56,7 @@ class Services:
     async def aclose(self) -> None:
         if self.workers is not None:
             await self.workers.close()
+    sandbox: Any = None  # Sandbox (typecase.server.sandbox), where code nodes run
 
 
 @dataclass
@@ -149,6 +150,10 @@ class NodeSpec:
 
     def handles(self, params: dict[str, Any]) -> set[str] | None:
         """Branch handles edges may leave through; None for a node without branches."""
+        return None
+
+    def unavailable(self, services: Services) -> str | None:
+        """Why nodes of this type cannot run on this server (a validation warning; running one fails), or None."""
         return None
 
     def interactive(self, params: dict[str, Any]) -> bool:

@@ -48,6 +48,7 @@ class Services:
     knowledge: Any = None
     http: Any = None  # HttpGuard (nodes/http.py), shared client and policy
     workers: FlowWorkers | None = None  # templates and regexes off the event loop; from the settings by default
+    sandbox: Any = None  # Sandbox (typecase.server.sandbox), where code nodes run
 
     def __post_init__(self) -> None:
         if self.workers is None:
@@ -56,7 +57,6 @@ class Services:
     async def aclose(self) -> None:
         if self.workers is not None:
             await self.workers.close()
-    sandbox: Any = None  # Sandbox (typecase.server.sandbox), where code nodes run
 
 
 @dataclass

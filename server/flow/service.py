@@ -97,7 +97,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         self.audit = audit
         self.settings = settings
         self.http = HttpGuard(settings)
-        self.engine = Engine(self.db, self.cache, settings, Services(settings, llm, knowledge, self.http, sandbox))
+        self.engine = Engine(self.db, self.cache, settings, Services(settings, llm, knowledge, self.http, sandbox=sandbox))
         self._validated: OrderedDict[tuple[str, Any], list[flow_pb2.ValidationProblem]] = OrderedDict()
         self._background: set[asyncio.Task] = set()
 

@@ -140,7 +140,8 @@ class Inference:
     def adapter(self, provider: ProviderRow) -> Adapter:
         if provider.type == "local":
             return self.local
-        version = (provider.update_time, self.registry.snapshot.api_keys.get(provider.id))
+        snapshot = self.registry.snapshot
+        version = (provider.update_time, snapshot.api_keys.get(provider.id), snapshot.extra_headers.get(provider.id))
         cached = self._adapters.get(provider.id)
         if cached is not None and cached[0] == version:
             return cached[1]
@@ -149,9 +150,8 @@ class Inference:
         kwargs = dict(max_connections=self.settings.llm_max_connections,
                       keepalive_expiry=self.settings.llm_keepalive_expiry_seconds)
         cls = AnthropicAdapter if provider.type == "anthropic" else OpenAIAdapter
-        adapter = cls(provider.base_url, self.registry.snapshot.api_keys.get(provider.id),
-                      {str(k): str(v) for k, v in (provider.extra_headers or {}).items()}, provider.config or {},
-                      **kwargs)
+        adapter = cls(provider.base_url, snapshot.api_keys.get(provider.id),
+                      dict(snapshot.extra_headers.get(provider.id) or {}), provider.config or {}, **kwargs)
         self._adapters[provider.id] = (version, adapter)
         return adapter
 

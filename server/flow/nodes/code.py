@@ -68,6 +68,7 @@ out.flush()
 class Code(NodeSpec):
     type = flow_pb2.NODE_TYPE_CODE
     kind = "code"
+    secret_params = ("code",)
 
     def validate(self, params):
         problems = required(params, "code")

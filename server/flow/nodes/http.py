@@ -120,6 +120,7 @@ def _strings(value: Any) -> dict[str, str]:
 class HttpRequest(NodeSpec):
     type = flow_pb2.NODE_TYPE_HTTP_REQUEST
     kind = "http_request"
+    secret_params = ("headers",)
 
     def validate(self, params):
         problems = required(params, "url")
@@ -152,7 +153,7 @@ class HttpRequest(NodeSpec):
             content = str(body).encode()
         timeout = min(as_int(ctx.params.get("timeout_ms"), int(settings.flow_http_timeout_seconds * 1000)) / 1000,
                       settings.flow_http_timeout_seconds)
-        inputs = {"method": method, "url": url, "query": query, "headers": sorted(headers)}
+        inputs = {"method": method, "url": url, "query": query, "headers": headers}  # redacted by the engine
         try:
             response = await guard.request(method, url, headers=headers, params=query, content=content,
                                            json_body=json_body, timeout=max(timeout, 0.001),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
+import pytest
+
 from typecase.server.infra.journal import JournaledMemoryCache, decode_fields, encode_fields
 
 
@@ -49,7 +51,8 @@ async def test_ttls_run_on_across_restarts_and_expired_streams_are_purged(tmp_pa
     assert await cache.xrange("long") and await cache.xrange("short") == []
     await cache.stop()
     with sqlite3.connect(path) as db:
-        assert {k for (k,) in db.execute("SELECT DISTINCT key FROM entries")} == {"long"}
+        assert {k for (k,) in db.execute("SELECT DISTINCT s.key FROM entries e JOIN streams s ON s.id = e.stream")} == {"long"}
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (1,)
 
 
 async def test_a_stream_made_again_after_expiring_does_not_inherit_the_old_entries(tmp_path):
@@ -69,3 +72,11 @@ async def test_a_stream_made_again_after_expiring_does_not_inherit_the_old_entri
 def test_fields_round_trip_through_the_file_encoding():
     for fields in ({}, {"s": b"1"}, {"m": bytes(range(256)) * 300, "t": b"1", "é": b""}):
         assert decode_fields(encode_fields(fields)) == fields
+
+
+async def test_an_unreadable_file_is_a_clear_start_error(tmp_path):
+    path = tmp_path / "streams.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RuntimeError, match="TYPECASE_EMBEDDED_EVENT_LOGS_DURABLE=false") as failure:
+        await JournaledMemoryCache(path).start()
+    assert str(path) in str(failure.value)

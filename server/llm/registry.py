@@ -38,7 +38,8 @@ LOCAL_EMBEDDING = "all-minilm-l6-v2"
 
 
 class SecretBox:
-    """Encrypts provider API keys and extra headers (they carry upstream credentials too) at rest with TYPECASE_SECRET_KEY, or with a key file in the data dir.
+    """Encrypts provider API keys and extra headers (they carry upstream credentials too) at rest with
+    TYPECASE_SECRET_KEY, or with a key file in the data dir.
 
     Replicas sharing a database must share the key: set TYPECASE_SECRET_KEY in production.
     """

@@ -85,7 +85,7 @@ class Execution:
         self.version_id = row.version_id
         self.owner = caller.Principal(row.owner_id, row.owner_role or caller.ROLE_USER)
         self.flow_owner = caller.Principal(row.flow_owner_id or row.owner_id, row.flow_owner_role or caller.ROLE_USER)
-        self.runs_as_owner = row.run_as == RUN_AS_OWNER  # else knowledge is searched with the owner's (caller's) rights
+        self.runs_as_owner = row.run_as == RUN_AS_OWNER  # else knowledge is searched as the user running it
         self.session_id = row.session_id
         self.inputs = dict(row.inputs or {})
         self.graph = graph

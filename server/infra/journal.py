@@ -23,7 +23,7 @@ import asyncio
 import sqlite3
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +43,12 @@ CREATE INDEX IF NOT EXISTS ix_entries_stream ON entries (stream);
 """
 
 
-def encode_fields(fields: dict[str, bytes]) -> bytes:
+def encode_fields(fields: Mapping[str, str | bytes]) -> bytes:
     parts = []
     for name, value in fields.items():
         raw = name.encode()
-        parts += [_KEY_LEN.pack(len(raw)), raw, _VALUE_LEN.pack(len(value)), value]
+        data = value.encode() if isinstance(value, str) else value
+        parts += [_KEY_LEN.pack(len(raw)), raw, _VALUE_LEN.pack(len(data)), data]
     return b"".join(parts)
 
 
@@ -235,26 +236,23 @@ class JournaledMemoryCache(MemoryCache):
         return time.time() + max(0.001, ttl)
 
     async def xadd(self, stream: str, fields: dict[str, str | bytes], maxlen: int | None = None) -> str:
-        encoded = {k: v.encode() if isinstance(v, str) else v for k, v in fields.items()}
         fresh = [] if self._is_stream(stream) else [stream]
-        await self._call(self.file.append, fresh, [(stream, encode_fields(encoded))], {},
+        await self._call(self.file.append, fresh, [(stream, encode_fields(fields))], {},
                          None if maxlen is None else (stream, maxlen))
-        return await super().xadd(stream, encoded, maxlen)
+        return await super().xadd(stream, fields, maxlen)
 
     async def xadd_many(self, entries: list[tuple[str, dict[str, str | bytes], float | None]]) -> None:
         fresh: dict[str, None] = {}
-        rows, expiries, encoded_entries = [], {}, []
+        rows, expiries = [], {}
         for stream, fields, ttl in entries:
-            encoded = {k: v.encode() if isinstance(v, str) else v for k, v in fields.items()}
             if stream not in fresh and not self._is_stream(stream):
                 fresh[stream] = None
-            rows.append((stream, encode_fields(encoded)))
+            rows.append((stream, encode_fields(fields)))
             if ttl is not None:
                 expiries[stream] = self._wall(ttl)
-            encoded_entries.append((stream, encoded, ttl))
         await self._call(self.file.append, list(fresh), rows, expiries)  # committed before anyone can read them
-        for stream, encoded, ttl in encoded_entries:
-            await super().xadd(stream, encoded)
+        for stream, fields, ttl in entries:
+            await super().xadd(stream, fields)
             if ttl is not None:
                 await super().expire(stream, ttl)
 

@@ -192,7 +192,7 @@ class JournaledMemoryCache(MemoryCache):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        self.name = "cache/memory+journal"
+        self.name = "cache/memory"  # the same resource to operators (readyz); its health detail names the file
         self.file = StreamFile(path)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-journal")
 

@@ -16,6 +16,6 @@ import bench_eventlog  # noqa: E402
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_durable_embedded_event_logs_against_memory():
-    report = bench_eventlog.main(["--turns", "200", "--rounds", "3"])
-    assert report["memory"]["complete"] == report["durable"]["complete"] == 600, report
+    report = bench_eventlog.main(["--turns", "50", "--rounds", "4"])
+    assert report["memory"]["complete"] == report["durable"]["complete"] == 200, report
     assert report["journal_bytes"] > 0

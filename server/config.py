@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     s3_secure: bool | None = None
     milvus_uri: str | None = None
     milvus_token: SecretStr | None = None
+    # Embedded event logs: replaying a chat turn or a flow run whole after a restart, without Redis.
+    embedded_event_logs_durable: bool = Field(
+        True, description="without redis_url, keep the event logs of chat turns and flow runs in "
+                          "eventlogs.sqlite3 in data_dir, so that readers replay them whole after a restart")
 
     secret_key: SecretStr | None = Field(None, description="Fernet key that decrypts enc: values")
     admin_api_key: SecretStr | None = None

@@ -19,6 +19,7 @@ from typecase.server.infra.vectors import create_vector_store
 log = logging.getLogger("typecase.resources")
 
 HEALTH_TIMEOUT_SECONDS = 3.0
+STREAMS_FILE = "eventlogs.sqlite3"  # embedded mode's event logs (infra/journal.py)
 
 
 @dataclass
@@ -32,7 +33,10 @@ class Resources:
         self.db = create_database(
             settings.secret("database_url"), settings.data_dir, pool_size=settings.database_pool_size
         )
-        self.cache = create_cache(settings.secret("redis_url"), max_connections=settings.redis_max_connections)
+        self.cache = create_cache(
+            settings.secret("redis_url"), max_connections=settings.redis_max_connections,
+            streams_file=settings.data_dir / STREAMS_FILE if settings.embedded_event_logs_durable else None,
+        )
         self.storage = create_storage(
             data_dir=settings.data_dir,
             s3_endpoint=settings.s3_endpoint,

@@ -8,13 +8,15 @@ from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.rpc import status_pb2
 
 from typecase.server.flow.graph import graph_message
-from typecase.server.flow.models import (DRAFT, FAILED, FINISHED, ONLINE, RUNNING, STOPPED, WAITING, FlowRow,
-                                         FlowRunNodeRow, FlowRunRow, FlowVersionRow)
+from typecase.server.flow.models import (DRAFT, FAILED, FINISHED, ONLINE, RUN_AS_CALLER, RUN_AS_OWNER, RUNNING,
+                                         STOPPED, WAITING, FlowRow, FlowRunNodeRow, FlowRunRow, FlowVersionRow)
 from typecase.server.rpc.convert import to_timestamp
 from typecase.v1 import common_pb2, flow_pb2
 
 FLOW_STATUS = {DRAFT: flow_pb2.FLOW_STATUS_DRAFT, ONLINE: flow_pb2.FLOW_STATUS_ONLINE}
 FLOW_STATUS_NAMES = {v: k for k, v in FLOW_STATUS.items()}
+RUN_AS = {RUN_AS_CALLER: flow_pb2.FLOW_RUN_AS_CALLER, RUN_AS_OWNER: flow_pb2.FLOW_RUN_AS_OWNER}
+RUN_AS_NAMES = {**{v: k for k, v in RUN_AS.items()}, flow_pb2.FLOW_RUN_AS_UNSPECIFIED: RUN_AS_CALLER}
 RUN_STATUS = {RUNNING: flow_pb2.RUN_STATUS_RUNNING, WAITING: flow_pb2.RUN_STATUS_WAITING_INPUT,
               FINISHED: flow_pb2.RUN_STATUS_FINISHED, FAILED: flow_pb2.RUN_STATUS_FAILED,
               STOPPED: flow_pb2.RUN_STATUS_STOPPED}
@@ -70,7 +72,8 @@ def flow_message(row: FlowRow, graph: dict[str, Any] | None = None) -> flow_pb2.
     message = flow_pb2.Flow(
         id=row.id, owner_id=row.owner_id, name=row.name, description=row.description, logo=row.logo,
         status=FLOW_STATUS.get(row.status, flow_pb2.FLOW_STATUS_UNSPECIFIED),
-        current_version_id=row.current_version_id, publish_time=to_timestamp(row.publish_time),
+        current_version_id=row.current_version_id, run_as=RUN_AS.get(row.run_as, flow_pb2.FLOW_RUN_AS_CALLER),
+        publish_time=to_timestamp(row.publish_time),
         create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
     )
     if graph is not None:

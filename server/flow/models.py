@@ -20,6 +20,8 @@ from typecase.server.infra.sql import Base, JSONType, id_column, utcnow
 DRAFT, ONLINE = "draft", "online"
 # Run statuses as stored (the RunStatus enum without its prefix, lower case).
 RUNNING, WAITING, FINISHED, FAILED, STOPPED = "running", "waiting_input", "finished", "failed", "stopped"
+# Whose rights runs search knowledge bases with (the FlowRunAs enum without its prefix, lower case).
+RUN_AS_CALLER, RUN_AS_OWNER = "caller", "owner"
 ENDED = (FINISHED, FAILED, STOPPED)
 
 
@@ -33,13 +35,14 @@ class FlowRow(Base):
 
     id: Mapped[str] = id_column()
     owner_id: Mapped[str] = mapped_column(String(26))
-    # The owner's role when the flow was created: runs reach knowledge bases with the owner's rights.
+    # The owner's role when the flow was created: the rights of runs that run as the owner.
     owner_role: Mapped[str] = mapped_column(String(16), default="user")
     name: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, default="")
     logo: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default=DRAFT)
     current_version_id: Mapped[str] = mapped_column(String(26), default="")
+    run_as: Mapped[str] = mapped_column(String(16), default=RUN_AS_CALLER)
     publish_time: Mapped[datetime | None]
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     update_time: Mapped[datetime] = mapped_column(default=utcnow)
@@ -81,6 +84,7 @@ class FlowRunRow(Base):
     owner_role: Mapped[str] = mapped_column(String(16), default="user")
     flow_owner_id: Mapped[str] = mapped_column(String(26), default="")
     flow_owner_role: Mapped[str] = mapped_column(String(16), default="user")
+    run_as: Mapped[str] = mapped_column(String(16), default=RUN_AS_CALLER)  # the flow's, when the run started
     session_id: Mapped[str] = mapped_column(String(26), default="")
     status: Mapped[str] = mapped_column(String(16), default=RUNNING)
     inputs: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -5,8 +5,9 @@ Python API for other domains (chat), no gRPC hop; both run under the caller's pr
   run_for_chat(flow_id=..., session_id=..., question=..., ...) -> async iterator of RunFlowResponse
 See run_for_chat for how a chat turn maps onto runs.
 
-Visibility: a flow is visible to its owner, admins, and (once online) everyone; only its owner or an admin may
-change it. A run is visible to the user who started it and to admins.
+Visibility: a flow is visible to its owner, admins, and (once online) everyone; only its owner or an admin (its
+editors) may change it or see its versions. Everyone else sees the current graph with its secret params redacted
+(flow/redact.py). A run is visible to the user who started it and to admins.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from typecase.server.flow import graph as graphs
-from typecase.server.flow.convert import (FLOW_STATUS_NAMES, RUN_STATUS_NAMES, flow_message, run_message,
-                                          version_message)
+from typecase.server.flow.convert import (FLOW_STATUS_NAMES, RUN_AS_NAMES, RUN_STATUS_NAMES, flow_message,
+                                          run_message, version_message)
 from typecase.server.flow.engine.manager import Engine
 from typecase.server.flow.engine.state import RunState
 from typecase.server.flow.errors import FlowInvalid, not_editable, not_waiting
@@ -37,6 +38,7 @@ from typecase.server.flow.nodes.base import Services
 from typecase.server.flow.nodes.http import HttpGuard
 from typecase.server.flow.nodes.knowledge import kb_ids
 from typecase.server.flow.nodes.start import run_inputs
+from typecase.server.flow.redact import redact_graph
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
@@ -45,7 +47,7 @@ from typecase.v1 import flow_pb2, flow_pb2_grpc, knowledge_pb2
 
 log = logging.getLogger("typecase.flow")
 
-FLOW_FIELDS = {"name", "description", "logo", "graph"}
+FLOW_FIELDS = {"name", "description", "logo", "graph", "run_as"}
 VERSION_FIELDS = {"name", "description", "graph"}
 LIKE_ESCAPE = "/"
 MAX_NAME = 255
@@ -134,6 +136,10 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         if edit:
             raise permission_denied("only the flow's owner or an admin can change it")
         return row
+
+    def _require_editor(self, row: FlowRow, what: str) -> None:
+        if not self._can_edit(row):
+            raise permission_denied(f"only the flow's owner or an admin can {what}")
 
     async def _version(self, session, flow: FlowRow, version_id: str) -> FlowVersionRow:
         if not version_id:
@@ -225,15 +231,24 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             raise invalid_argument(field, f"at most {limit} characters")
         return value
 
+    @staticmethod
+    def _run_as(value: int, field: str) -> str:
+        name = RUN_AS_NAMES.get(value)
+        if name is None:
+            raise invalid_argument(field, "must be FLOW_RUN_AS_CALLER or FLOW_RUN_AS_OWNER")
+        return name
+
     async def _current_graph(self, session, row: FlowRow) -> dict[str, Any]:
         version = await session.get(FlowVersionRow, row.current_version_id)
         return version.graph if version is not None else {}
 
     async def get_flow(self, flow_id: str) -> flow_pb2.Flow:
-        """The flow with its current graph, if the caller may see it (Python API)."""
+        """The flow with its current graph, if the caller may see it (Python API); secret params are redacted
+        unless the caller may edit the flow."""
         async with self.db.session() as session:
             row = await self._flow(session, flow_id)
-            return flow_message(row, await self._current_graph(session, row))
+            graph = await self._current_graph(session, row)
+        return flow_message(row, graph if self._can_edit(row) else redact_graph(graph))
 
     async def CreateFlow(self, request, context):
         me = caller.current()
@@ -245,7 +260,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         row = FlowRow(id=new_id(), owner_id=me.user_id, owner_role=me.role, name=name,
                       description=self._clean_text(given.description, "flow.description", MAX_DESCRIPTION),
                       logo=self._clean_text(given.logo, "flow.logo", MAX_LOGO), status=DRAFT,
-                      create_time=now, update_time=now)
+                      run_as=self._run_as(given.run_as, "flow.run_as"), create_time=now, update_time=now)
         version = FlowVersionRow(id=new_id(), flow_id=row.id, name="v1", description="", graph=graph,
                                  owner_id=me.user_id, from_version_id="", create_time=now, update_time=now)
         row.current_version_id = version.id
@@ -315,6 +330,8 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
                 row.description = self._clean_text(given.description, "flow.description", MAX_DESCRIPTION)
             if "logo" in paths:
                 row.logo = self._clean_text(given.logo, "flow.logo", MAX_LOGO)
+            if "run_as" in paths:
+                row.run_as = self._run_as(given.run_as, "flow.run_as")
             version = await session.get(FlowVersionRow, row.current_version_id)
             if "graph" in paths:
                 graph = graph_dict(given.graph)
@@ -395,6 +412,8 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
                 data = graph_dict(request.graph)
                 self._check_graph_size(data, "graph")
             else:
+                if request.version_id and request.version_id != row.current_version_id:
+                    self._require_editor(row, "see its versions")
                 data = (await self._version(session, row, request.version_id or row.current_version_id)).graph
         problems = await self.validate_graph(data)
         return flow_pb2.ValidateFlowResponse(valid=not graphs.errors(problems), problems=problems)
@@ -440,6 +459,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         position = decode_token(request.page_token)
         async with self.db.session() as session:
             flow = await self._flow(session, request.flow_id)
+            self._require_editor(flow, "see its versions")
             conditions = [FlowVersionRow.flow_id == flow.id]
             if position is not None:
                 conditions.append(FlowVersionRow.id < str(position.get("id", "")))
@@ -454,6 +474,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
     async def GetFlowVersion(self, request, context):
         async with self.db.session() as session:
             flow = await self._flow(session, request.flow_id)
+            self._require_editor(flow, "see its versions")
             version = await self._version(session, flow, request.version_id)
         return flow_pb2.GetFlowVersionResponse(version=version_message(version, flow.current_version_id))
 
@@ -536,7 +557,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         me = caller.current()
         return FlowRunRow(id=new_id(), flow_id=flow.id, version_id=version.id, owner_id=me.user_id,
                           owner_role=me.role, flow_owner_id=flow.owner_id, flow_owner_role=flow.owner_role,
-                          session_id=session_id, inputs=inputs, outputs={}, graph=version.graph)
+                          run_as=flow.run_as, session_id=session_id, inputs=inputs, outputs={}, graph=version.graph)
 
     async def _read(self, execution, after_seq: int, stop_on_disconnect: bool):
         ended = False

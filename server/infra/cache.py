@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -658,9 +659,16 @@ class _QueueIterator:
 
 
 def create_cache(redis_url: str | None, key_prefix: str = "typecase:",
-                 max_connections: int = REDIS_MAX_CONNECTIONS) -> Cache:
-    """Redis when a URL is configured, else the in-process cache."""
-    return RedisCache(redis_url, key_prefix=key_prefix, max_connections=max_connections) if redis_url else MemoryCache()
+                 max_connections: int = REDIS_MAX_CONNECTIONS, streams_file: Path | None = None) -> Cache:
+    """Redis when a URL is configured, else the in-process cache; with `streams_file`, the in-process cache keeps
+    its streams (event logs) in that SQLite file across restarts (infra/journal.py)."""
+    if redis_url:
+        return RedisCache(redis_url, key_prefix=key_prefix, max_connections=max_connections)
+    if streams_file is not None:
+        from .journal import JournaledMemoryCache  # it builds on MemoryCache, defined above
+
+        return JournaledMemoryCache(streams_file)
+    return MemoryCache()
 
 
 async def listen_forever(

@@ -5,6 +5,7 @@ Every write ends with `registry.changed()` so this replica serves the new state 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlparse
 
@@ -16,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from typecase.server.config import Settings
 from typecase.server.llm.models import DefaultRow, ModelRow, ProviderRow
 from typecase.server.llm.providers.types import BY_PROTO, CAPABILITIES, PROVIDER_TYPES, capabilities
-from typecase.server.llm.registry import USE_TYPES, Registry, mask_key
+from typecase.server.llm.registry import USE_TYPES, Registry, mask_headers, mask_key
 from typecase.server.rpc import paging
 from typecase.server.rpc.convert import to_timestamp
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
@@ -38,6 +39,7 @@ MODEL_OUTPUT_ONLY = {"id", "type", "status", "create_time", "update_time"}
 DEFAULT_FIELDS = {"chat_model_id": "chat", "flow_model_id": "flow", "knowledge_embedding_model_id":
                   "knowledge_embedding", "title_model_id": "title", "rerank_model_id": "rerank"}
 MAX_TIMEOUT_MS = 3_600_000
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
 
 
 def update_paths(mask, message, allowed: set[str], output_only: set[str], kind: str) -> set[str]:
@@ -136,7 +138,9 @@ class Catalog:
             row.api_key_encrypted = self.registry.secrets.encrypt(key) if key else None
             row.api_key_hint = mask_key(key)
         if "extra_headers" in paths:
-            row.extra_headers = dict(pb.extra_headers)
+            headers = self._headers(row, dict(pb.extra_headers))
+            row.extra_headers_encrypted = self.registry.secrets.encrypt_headers(headers)
+            row.extra_headers = mask_headers(headers)
         for field in ("connect_timeout", "first_token_timeout", "idle_timeout"):
             if field in paths:
                 value = getattr(pb, field)
@@ -149,6 +153,22 @@ class Catalog:
             row.enabled = pb.enabled
         if "config" in paths:
             row.config = struct_dict(pb.config)
+
+    def _headers(self, row: ProviderRow, given: dict[str, str]) -> dict[str, str]:
+        """The extra headers to store: as given, except that a value sent back exactly as it is shown (masked)
+        keeps the stored value, so a client may PATCH the whole map it read without destroying the secrets."""
+        stored = self.registry.secrets.decrypt_headers(row.extra_headers_encrypted) or {}
+        shown = row.extra_headers or {}
+        headers = {}
+        for name, value in given.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise invalid_argument("provider.extra_headers", f"{name[:64]!r} is not a valid HTTP header name")
+            if name in stored and value == shown.get(name):
+                value = stored[name]
+            elif any(c in value for c in "\r\n\0"):
+                raise invalid_argument("provider.extra_headers", f"the value of {name!r} holds a line break")
+            headers[name] = value
+        return headers
 
     async def create_provider(self, pb: llm_pb2.Provider) -> llm_pb2.Provider:
         spec = BY_PROTO.get(pb.type)

@@ -153,15 +153,16 @@ class Inference:
             if provider.type not in self._shared:
                 self._shared[provider.type] = spec.build(AdapterArgs("", None, {}, {}, self.settings))
             return self._shared[provider.type]
-        version = (provider.update_time, self.registry.snapshot.api_keys.get(provider.id))
+        snapshot = self.registry.snapshot
+        version = (provider.update_time, snapshot.api_keys.get(provider.id), snapshot.extra_headers.get(provider.id))
         cached = self._adapters.get(provider.id)
         if cached is not None and cached[0] == version:
             return cached[1]
         if cached is not None:  # the provider was edited: new requests get a new client, running streams finish
             self._retire(cached[1])
         adapter = spec.build(AdapterArgs(
-            provider.base_url, self.registry.snapshot.api_keys.get(provider.id),
-            {str(k): str(v) for k, v in (provider.extra_headers or {}).items()}, provider.config or {}, self.settings))
+            provider.base_url, snapshot.api_keys.get(provider.id),
+            dict(snapshot.extra_headers.get(provider.id) or {}), provider.config or {}, self.settings))
         self._adapters[provider.id] = (version, adapter)
         return adapter
 

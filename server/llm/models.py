@@ -21,7 +21,10 @@ class ProviderRow(Base):
     base_url: Mapped[str] = mapped_column(String(1024), default="")
     api_key_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token; never returned
     api_key_hint: Mapped[str] = mapped_column(String(64), default="")  # the masked form shown to admins
+    # Extra headers carry upstream credentials too: the values are sealed like the API key, the names are kept
+    # beside them with masked values ({name: "****"}), which is what people are shown.
     extra_headers: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    extra_headers_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token of {name: value}
     # NULL means "the platform default" (settings), so changing a default reaches every provider that kept it.
     connect_timeout_ms: Mapped[int | None] = mapped_column(Integer)
     first_token_timeout_ms: Mapped[int | None] = mapped_column(Integer)

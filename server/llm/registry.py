@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -37,7 +38,8 @@ LOCAL_EMBEDDING = "all-minilm-l6-v2"
 
 
 class SecretBox:
-    """Encrypts provider API keys at rest with TYPECASE_SECRET_KEY, or with a key file in the data dir.
+    """Encrypts provider API keys and extra headers (they carry upstream credentials too) at rest with
+    TYPECASE_SECRET_KEY, or with a key file in the data dir.
 
     Replicas sharing a database must share the key: set TYPECASE_SECRET_KEY in production.
     """
@@ -75,15 +77,34 @@ class SecretBox:
         except (InvalidToken, ValueError):
             return None
 
+    def encrypt_headers(self, headers: dict[str, str]) -> str | None:
+        return self.encrypt(json.dumps(headers)) if headers else None
+
+    def decrypt_headers(self, token: str | None) -> dict[str, str] | None:
+        """The headers sealed by encrypt_headers; {} for none, None when the token cannot be decrypted."""
+        if not token:
+            return {}
+        plain = self.decrypt(token)
+        return None if plain is None else json.loads(plain)
+
+
+MASK = "****"
+MASK_REVEAL_MIN_CHARS = 32  # below this, the last 4 characters are too large a share of the secret to show
+
 
 def mask_key(key: str) -> str:
-    """All but the last 4 characters masked ("sk-****abcd"); short keys reveal less."""
+    """A secret as shown to people: "sk-****abcd" for a key of 32 characters or more, "****" for a shorter one
+    (its last 4 characters would give away too much of it), "" for none."""
     if not key:
         return ""
-    if len(key) < 8:
-        return "****"
-    prefix = key[:3] if len(key) >= 12 else ""
-    return f"{prefix}****{key[-4:]}"
+    if len(key) < MASK_REVEAL_MIN_CHARS:
+        return MASK
+    return f"{key[:3]}{MASK}{key[-4:]}"
+
+
+def mask_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Header names as they are, values masked."""
+    return {name: mask_key(value) or MASK for name, value in headers.items()}
 
 
 @dataclass
@@ -93,6 +114,7 @@ class Snapshot:
     by_name: dict[str, ModelRow] = field(default_factory=dict)
     defaults: dict[str, str] = field(default_factory=dict)
     api_keys: dict[str, str | None] = field(default_factory=dict)
+    extra_headers: dict[str, dict[str, str]] = field(default_factory=dict)  # decrypted, by provider id
 
     def model(self, ref: str) -> ModelRow | None:
         """A model by id, or by its unique name (what OpenAI-style clients send)."""
@@ -114,6 +136,7 @@ class Registry:
     async def start(self) -> None:
         if self.settings.llm_local_enabled:
             await self.seed_local_models()
+        await self.seal_stored_secrets()
         await self.reload()
         subscribed = asyncio.Event()
         self._tasks = [asyncio.create_task(self._follow_bus(subscribed)), asyncio.create_task(self._refresh())]
@@ -144,6 +167,11 @@ class Registry:
                 if p.api_key_encrypted and snap.api_keys[p.id] is None:
                     log.error("cannot decrypt the API key of provider %r: is TYPECASE_SECRET_KEY the one it was "
                               "stored with?", p.name)
+                headers = self.secrets.decrypt_headers(p.extra_headers_encrypted)
+                if headers is None:
+                    log.error("cannot decrypt the extra headers of provider %r: is TYPECASE_SECRET_KEY the one they "
+                              "were stored with?", p.name)
+                snap.extra_headers[p.id] = headers or {}
             self.snapshot = snap
             self.version += 1
 
@@ -190,6 +218,21 @@ class Registry:
                 await self.reload()
             except Exception:
                 log.warning("registry refresh failed", exc_info=True)
+
+    async def seal_stored_secrets(self) -> None:
+        """Bring rows written before extra headers were secrets up to date, once: their plaintext headers are
+        encrypted (names kept, values masked), and API key hints made under the older, more revealing mask are
+        made again. Idempotent, so replicas starting together do no harm."""
+        async with self.db.session() as session:
+            for row in (await session.scalars(select(ProviderRow))).all():
+                if row.extra_headers and row.extra_headers_encrypted is None:
+                    headers = {str(k): str(v) for k, v in row.extra_headers.items()}
+                    row.extra_headers_encrypted = self.secrets.encrypt_headers(headers)
+                    row.extra_headers = mask_headers(headers)
+                    log.info("encrypted the extra headers of provider %r", row.name)
+                key = self.secrets.decrypt(row.api_key_encrypted) if row.api_key_encrypted else None
+                if key is not None and row.api_key_hint != mask_key(key):
+                    row.api_key_hint = mask_key(key)
 
     async def seed_local_models(self) -> None:
         """Register the built-in provider and models once per installation and make them the defaults.

@@ -11,6 +11,8 @@ run("flow", async (page, result) => {
   await page.waitForURL(new RegExp(`/flows/${FLOW_ID}$`));
   await page.getByTestId("graph").waitFor();
   result.graph = await page.$$eval("[data-testid=graph] .node-card b", (bs) => bs.map((b) => b.textContent));
+  result.runAs = await page.getByTestId("run-as").textContent();
+  assert(result.runAs === "runs as caller", `the flow says whose rights its runs use: ${result.runAs}`);
   await shot(page, "12-flow-open");
 
   await page.fill("input[name=var-who]", "Ada");

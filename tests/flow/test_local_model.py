@@ -98,7 +98,8 @@ async def test_rag_flow_on_the_local_model_cites_the_planted_chunk(fchannel):
 
 
 async def test_a_published_flow_answers_other_users_from_its_owners_knowledge(fchannel):
-    """Bob runs Alice's published flow: the retrieval uses Alice's base (Bob cannot see it himself)."""
+    """Bob runs Alice's published flow, which she made run as its owner: the retrieval uses Alice's base (Bob
+    cannot see it himself)."""
     owner = await new_user(fchannel, "rag-owner")
     bob = await new_user(fchannel, "rag-bob")
     kb_stub = knowledge_pb2_grpc.KnowledgeServiceStub(fchannel)
@@ -111,7 +112,7 @@ async def test_a_published_flow_answers_other_users_from_its_owners_knowledge(fc
                node("kr", "knowledge_retrieval", kb_ids=[kb.id], query="{{q}}", mode="keyword"),
                node("end", "end", outputs={"n": "{{kr.count}}", "first": "{{kr.chunks[0].text}}"})],
               [edge("start", "kr"), edge("kr", "end")])
-    flow = await create_flow(owner, "shared rag", g)
+    flow = await create_flow(owner, "shared rag", g, run_as=flow_pb2.FLOW_RUN_AS_OWNER)
     await owner.flow.PublishFlow(flow_pb2.PublishFlowRequest(flow_id=flow.id), metadata=owner.md)
     events = await run_flow(bob, flow.id, {"q": "heron lighthouse keeper"})
     assert outputs(events) == {"n": 1.0, "first": FACT}

@@ -66,14 +66,14 @@ def test_the_ssrf_policy(tmp_path):
     strict = HttpGuard(Settings(_env_file=None, data_dir=tmp_path))
     for address in ("127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "::1", "fe80::1", "224.0.0.1",
                     "0.0.0.0", "100.64.0.1", "::ffff:127.0.0.1"):
-        assert not strict.address_allowed(ipaddress.ip_address(address)), address
-    assert strict.address_allowed(ipaddress.ip_address("93.184.216.34"))
+        assert not strict.policy.address_allowed(ipaddress.ip_address(address)), address
+    assert strict.policy.address_allowed(ipaddress.ip_address("93.184.216.34"))
     relaxed = HttpGuard(Settings(_env_file=None, data_dir=tmp_path,
                                  flow_http_allowed_hosts=["10.0.0.0/8", "internal.example", "*.svc.local"]))
-    assert relaxed.address_allowed(ipaddress.ip_address("10.9.9.9"))
-    assert not relaxed.address_allowed(ipaddress.ip_address("192.168.0.1"))
-    assert relaxed.host_allowed("internal.example") and relaxed.host_allowed("api.svc.local")
-    assert not relaxed.host_allowed("svc.local.evil.com")
+    assert relaxed.policy.address_allowed(ipaddress.ip_address("10.9.9.9"))
+    assert not relaxed.policy.address_allowed(ipaddress.ip_address("192.168.0.1"))
+    assert relaxed.policy.host_allowed("internal.example") and relaxed.policy.host_allowed("api.svc.local")
+    assert not relaxed.policy.host_allowed("svc.local.evil.com")
 
 
 async def test_the_guard_resolves_names_before_connecting(tmp_path):

@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from .infra_support import unique
 from typecase.server.infra.cache import Cache, CacheUnavailable, MemoryCache, RedisCache, create_cache
+from typecase.server.infra.journal import JournaledMemoryCache
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
-    if request.param == "memory":
-        c: Cache = MemoryCache()
+@pytest.fixture(params=["memory", "memory+journal", "redis"])
+async def cache(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Cache]:
+    if request.param.startswith("memory"):
+        c: Cache = MemoryCache() if request.param == "memory" else JournaledMemoryCache(tmp_path / "streams.db")
         await c.start()
         yield c
         await c.stop()
@@ -293,6 +295,7 @@ async def test_redis_reconnects_after_connections_are_killed(redis_url: str) -> 
 
 def test_create_cache_picks_implementation() -> None:
     assert isinstance(create_cache(None), MemoryCache)
+    assert isinstance(create_cache(None, streams_file=Path("/tmp/never-opened.db")), JournaledMemoryCache)
     assert isinstance(create_cache("redis://127.0.0.1:6379/0"), RedisCache)
 
 

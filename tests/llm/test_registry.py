@@ -29,7 +29,7 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
 
 
 async def test_api_key_is_stored_encrypted_and_only_ever_returned_masked(app, llm, upstream):
-    provider = await llm.provider(upstream.base_url + "/v1", api_key="sk-live-0123456789abcd",
+    provider = await llm.provider(upstream.base_url + "/v1", api_key="sk-live-0123456789-0123456789-abcd",
                                   extra_headers={"x-org": "acme", "User-Agent": "acme-agent/1"},
                                   connect_timeout=seconds(2))
     assert provider.api_key == "" and provider.api_key_masked == "sk-****abcd"
@@ -44,14 +44,14 @@ async def test_api_key_is_stored_encrypted_and_only_ever_returned_masked(app, ll
 
     model = await llm.model(provider.id, "m1")
     await llm.generate(model.id)
-    assert upstream.seen[-1].headers["authorization"] == "Bearer sk-live-0123456789abcd"
+    assert upstream.seen[-1].headers["authorization"] == "Bearer sk-live-0123456789-0123456789-abcd"
     assert upstream.seen[-1].headers["x-org"] == "acme"
     assert upstream.seen[-1].headers["user-agent"] == "acme-agent/1"  # a provider's header wins over ours
 
     updated = (await llm.stub.UpdateProvider(llm_pb2.UpdateProviderRequest(
         provider=llm_pb2.Provider(id=provider.id, api_key="sk-rotated-key-9999"), update_mask=mask("api_key")),
         metadata=ADMIN)).provider
-    assert updated.api_key_masked == "sk-****9999" and updated.model_count == 1
+    assert updated.api_key_masked == "****" and updated.model_count == 1  # under 32 characters: nothing shown
     await llm.generate(model.id)  # applies to the next request at once
     assert upstream.seen[-1].headers["authorization"] == "Bearer sk-rotated-key-9999"
 

@@ -1,6 +1,7 @@
 // Flows: list them, open one to see its graph, publish it, and run it in a panel that shows node events as
 // they stream, renders the form when the run waits for human input, and resumes it with the answer.
 import {
+  FlowRunAs,
   FlowStatus,
   NodeRunStatus,
   NodeType,
@@ -168,13 +169,24 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
   const nodes = f.graph?.nodes ?? [];
   const edges = f.graph?.edges ?? [];
   const online = f.status === FlowStatus.ONLINE;
+  const asOwner = f.runAs === FlowRunAs.OWNER;
 
   return (
     <div class="detail">
       <div class="pane-head">
         <div>
           <h2>
-            {f.name} <Badge tone={online ? "ok" : "neutral"}>{online ? "online" : "draft"}</Badge>
+            {f.name} <Badge tone={online ? "ok" : "neutral"}>{online ? "online" : "draft"}</Badge>{" "}
+            <span
+              data-testid="run-as"
+              title={
+                asOwner
+                  ? "Knowledge retrieval searches the owner's knowledge bases, whoever runs the flow"
+                  : "Knowledge retrieval searches only what the person running the flow may read"
+              }
+            >
+              <Badge tone={asOwner ? "warn" : "neutral"}>{asOwner ? "runs as owner" : "runs as caller"}</Badge>
+            </span>
           </h2>
           <span class="muted">{f.description || "No description"}</span>
         </div>

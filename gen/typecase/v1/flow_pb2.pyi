@@ -23,6 +23,12 @@ class FlowStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOW_STATUS_DRAFT: _ClassVar[FlowStatus]
     FLOW_STATUS_ONLINE: _ClassVar[FlowStatus]
 
+class FlowRunAs(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FLOW_RUN_AS_UNSPECIFIED: _ClassVar[FlowRunAs]
+    FLOW_RUN_AS_CALLER: _ClassVar[FlowRunAs]
+    FLOW_RUN_AS_OWNER: _ClassVar[FlowRunAs]
+
 class NodeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     NODE_TYPE_UNSPECIFIED: _ClassVar[NodeType]
@@ -75,6 +81,9 @@ class ValidationSeverity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 FLOW_STATUS_UNSPECIFIED: FlowStatus
 FLOW_STATUS_DRAFT: FlowStatus
 FLOW_STATUS_ONLINE: FlowStatus
+FLOW_RUN_AS_UNSPECIFIED: FlowRunAs
+FLOW_RUN_AS_CALLER: FlowRunAs
+FLOW_RUN_AS_OWNER: FlowRunAs
 NODE_TYPE_UNSPECIFIED: NodeType
 NODE_TYPE_START: NodeType
 NODE_TYPE_INPUT: NodeType
@@ -154,7 +163,7 @@ class Graph(_message.Message):
     def __init__(self, nodes: _Optional[_Iterable[_Union[Node, _Mapping]]] = ..., edges: _Optional[_Iterable[_Union[Edge, _Mapping]]] = ...) -> None: ...
 
 class Flow(_message.Message):
-    __slots__ = ("id", "owner_id", "name", "description", "logo", "status", "current_version_id", "graph", "publish_time", "create_time", "update_time")
+    __slots__ = ("id", "owner_id", "name", "description", "logo", "status", "current_version_id", "graph", "publish_time", "create_time", "update_time", "run_as")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +175,7 @@ class Flow(_message.Message):
     PUBLISH_TIME_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RUN_AS_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_id: str
     name: str
@@ -177,7 +187,8 @@ class Flow(_message.Message):
     publish_time: _timestamp_pb2.Timestamp
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., logo: _Optional[str] = ..., status: _Optional[_Union[FlowStatus, str]] = ..., current_version_id: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    run_as: FlowRunAs
+    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., logo: _Optional[str] = ..., status: _Optional[_Union[FlowStatus, str]] = ..., current_version_id: _Optional[str] = ..., graph: _Optional[_Union[Graph, _Mapping]] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., run_as: _Optional[_Union[FlowRunAs, str]] = ...) -> None: ...
 
 class FlowVersion(_message.Message):
     __slots__ = ("id", "flow_id", "name", "description", "graph", "from_version_id", "is_current", "owner_id", "create_time", "update_time")

@@ -171,7 +171,8 @@ class FlowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetFlow(self, request, context):
-        """Returns one flow with its current graph.
+        """Returns one flow with its current graph. Callers who may not edit the flow get the graph with the
+        values of secret params (http node headers, code node code) replaced by "****".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,14 +222,14 @@ class FlowServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFlowVersions(self, request, context):
-        """Lists a flow's versions, newest first.
+        """Lists a flow's versions, newest first. Only the flow's editors (its owner, admins) see its versions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetFlowVersion(self, request, context):
-        """Returns one version with its graph.
+        """Returns one version with its graph (editors only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -29,8 +29,10 @@ from typecase.server.flow.convert import (NODE_STATUS, duration, input_required,
 from typecase.server.flow.engine.state import RunState
 from typecase.server.flow.errors import limit_exceeded
 from typecase.server.flow.graph import Graph
-from typecase.server.flow.models import FAILED, FINISHED, RUNNING, STOPPED, WAITING, FlowRunNodeRow, FlowRunRow
+from typecase.server.flow.models import (FAILED, FINISHED, RUN_AS_OWNER, RUNNING, STOPPED, WAITING, FlowRunNodeRow,
+                                         FlowRunRow)
 from typecase.server.flow.nodes.base import NodeContext, NodeResult
+from typecase.server.flow.redact import redact_params
 from typecase.server.infra.eventlog import Entry, LiveLog
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
@@ -83,6 +85,7 @@ class Execution:
         self.version_id = row.version_id
         self.owner = caller.Principal(row.owner_id, row.owner_role or caller.ROLE_USER)
         self.flow_owner = caller.Principal(row.flow_owner_id or row.owner_id, row.flow_owner_role or caller.ROLE_USER)
+        self.runs_as_owner = row.run_as == RUN_AS_OWNER  # else knowledge is searched as the user running it
         self.session_id = row.session_id
         self.inputs = dict(row.inputs or {})
         self.graph = graph
@@ -240,7 +243,7 @@ class Execution:
             node_id=node_id, node_type=node.type, name=node.name, params=node.params, scope=self.scope,
             services=self.engine.services, emit_token=lambda text: self._token(node_id, text), run_id=self.run_id,
             owner_id=self.owner.user_id, session_id=self.session_id, history=self.state.history, prefill=prefill,
-            as_flow_owner=self._as_flow_owner,
+            as_flow_owner=self._as_flow_owner if self.runs_as_owner else None,
         )
 
     async def _as_flow_owner(self, call):
@@ -306,7 +309,7 @@ class Execution:
         return {
             "run_id": self.run_id, "node_id": node_id, "node_type": node.type, "node_name": node.name,
             "status": status, "attempt": started.attempt if started else self.state.attempts.get(node_id, 1),
-            "inputs": json_safe(result.inputs) if result else {},
+            "inputs": json_safe(redact_params(node.spec, result.inputs)) if result else {},
             "outputs": json_safe(result.outputs) if result else {},
             "error": to_dict(error.to_status()) if error else None,
             "prompt_tokens": result.prompt_tokens if result else 0,

@@ -131,6 +131,8 @@ class NodeSpec:
     kind: ClassVar[str]  # short name: "llm", "knowledge_retrieval", ...
     waits_for_input: ClassVar[bool] = False
     branches: ClassVar[bool] = False
+    # Params that may hold secrets (credentials, code): shown only to the flow's editors (flow/redact.py).
+    secret_params: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, params: dict[str, Any]) -> list[Problem]:
         """Problems with the params alone (templates and references are checked by the graph validator)."""

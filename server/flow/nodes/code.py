@@ -22,6 +22,7 @@ MiB = 1024 * 1024
 class Code(NodeSpec):
     type = flow_pb2.NODE_TYPE_CODE
     kind = "code"
+    secret_params = ("code",)
 
     def validate(self, params):
         problems = required(params, "code")

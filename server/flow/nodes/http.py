@@ -1,18 +1,17 @@
 """HTTP request: {"method", "url", "headers", "query", "body", "timeout_ms"}; every string may be a template.
-Outputs `status_code`, `headers`, `body` (text) and `json` (parsed when the body is JSON).
+`query` is merged into the URL's own query string (a name in both takes the node's value). Outputs
+`status_code`, `headers`, `body` (text) and `json` (parsed when the body is JSON).
 
-SSRF guard: the host is resolved first and every address it resolves to must be public (not private, loopback,
-link-local, multicast, reserved or unspecified) unless the host or the address is in the
-`flow_http_allowed_hosts` setting (hostnames, `*.suffix` patterns, IPs or CIDRs). The request then goes to the
-checked address itself (Host header and TLS SNI keep the name), so a second DNS answer cannot redirect it;
-redirects are followed by hand, each hop checked the same way."""
+SSRF guard (typecase.server.infra.ssrf): the host is resolved first and every address it resolves to must be
+public unless the host or the address is in the `flow_http_allowed_hosts` setting (hostnames, `*.suffix` patterns,
+IPs or CIDRs). The request then goes to the checked address itself (Host header and TLS SNI keep the name), so a
+second DNS answer cannot redirect it; redirects are followed by hand, each hop checked the same way, and a hop to
+another origin (scheme, host, port) drops the credential headers, as browsers and httpx do: a redirect must not
+hand the node's API key to whoever the first server points at."""
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import json
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +20,16 @@ import httpx
 
 from typecase.server.flow.nodes.base import (NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error,
                                              required, text_params)
+from typecase.server.infra.ssrf import AddressPolicy, Blocked
 from typecase.v1 import flow_pb2
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 REDIRECTS = (301, 302, 303, 307, 308)
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
+BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
-
-class Blocked(Exception):
-    pass
+__all__ = ["Blocked", "HttpGuard", "HttpRequest"]
 
 
 @dataclass
@@ -39,83 +40,51 @@ class Reply:
     encoding: str | None
 
 
+def origin(url: httpx.URL) -> tuple[str, str, int]:
+    return url.scheme, url.host, url.port or DEFAULT_PORTS.get(url.scheme, 0)
+
+
+def keeps_credentials(before: httpx.URL, after: httpx.URL) -> bool:
+    """A redirect keeps credentials on the same origin, and on the upgrade of http to https on the same host
+    (default ports), like httpx."""
+    if origin(before) == origin(after):
+        return True
+    return (before.scheme, after.scheme) == ("http", "https") and before.host == after.host and \
+        before.port in (None, 80) and after.port in (None, 443)
+
+
 class HttpGuard:
     """The policy and the shared client of http nodes."""
 
     def __init__(self, settings):
         self.settings = settings
-        self.hosts: set[str] = set()
-        self.suffixes: list[str] = []
-        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for entry in settings.flow_http_allowed_hosts:
-            entry = entry.strip().lower()
-            if not entry:
-                continue
-            try:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
-                continue
-            except ValueError:
-                pass
-            if entry.startswith("*."):
-                self.suffixes.append(entry[1:])
-            else:
-                self.hosts.add(entry)
+        self.policy = AddressPolicy(settings.flow_http_allowed_hosts, "flow_http_allowed_hosts")
         self.client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
                                         limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    def host_allowed(self, host: str) -> bool:
-        host = host.lower().rstrip(".")
-        return host in self.hosts or any(host.endswith(s) for s in self.suffixes)
-
-    def address_allowed(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if any(address in net for net in self.networks):
-            return True
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-            if any(address in net for net in self.networks):
-                return True
-        return address.is_global and not address.is_multicast
-
     async def resolve(self, host: str, port: int) -> str:
         """The address to connect to; raises Blocked when the host may not be reached."""
-        try:
-            literal = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            literal = None
-        if literal is not None:
-            addresses = [literal]
-        else:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror as exc:
-                raise ConnectionError(f"cannot resolve {host!r}: {exc.strerror}") from None
-            addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-            if not addresses:
-                raise ConnectionError(f"cannot resolve {host!r}")
-        if not self.host_allowed(host):
-            for address in addresses:
-                if not self.address_allowed(address):
-                    raise Blocked(f"{host} resolves to {address}, a non-public address; add it to "
-                                  "flow_http_allowed_hosts to allow it")
-        return str(addresses[0])
+        return await self.policy.resolve(host, port)
 
     async def request(self, method: str, url: str, *, headers: dict[str, str], params: dict[str, str],
                       content: bytes | None, json_body: Any, timeout: float, max_bytes: int) -> Reply:
-        target = httpx.URL(url, params=params or None)
+        target = httpx.URL(url)
+        if params:
+            target = target.copy_merge_params(params)
+        sent = {k: v for k, v in headers.items() if k.lower() != "host"}
         for _ in range(self.settings.flow_http_max_redirects + 1):
             if target.scheme not in ("http", "https") or not target.host:
                 raise ValueError(f"not an http(s) URL: {str(target)[:200]}")
-            port = target.port or (443 if target.scheme == "https" else 80)
+            port = target.port or DEFAULT_PORTS[target.scheme]
             address = await self.resolve(target.host, port)
             pinned = target.copy_with(host=address)
             host_header = target.host if target.port is None else f"{target.host}:{target.port}"
             extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
             if target.scheme == "https":
                 extensions["sni_hostname"] = target.host
-            sent = {k: v for k, v in headers.items() if k.lower() != "host"}
             request = self.client.build_request(
                 method, pinned, headers={**sent, "host": host_header}, content=content,
                 json=json_body if content is None else None, extensions=extensions,
@@ -123,9 +92,13 @@ class HttpGuard:
             response = await self.client.send(request, stream=True)
             try:
                 if response.status_code in REDIRECTS and "location" in response.headers:
-                    target = target.join(response.headers["location"])
+                    following = target.join(response.headers["location"])
+                    if not keeps_credentials(target, following):
+                        sent = {k: v for k, v in sent.items() if k.lower() not in CREDENTIAL_HEADERS}
                     if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
                         method, content, json_body = "GET", None, None
+                        sent = {k: v for k, v in sent.items() if k.lower() not in BODY_HEADERS}
+                    target = following
                     continue
                 body = bytearray()
                 async for piece in response.aiter_raw():
@@ -147,6 +120,7 @@ def _strings(value: Any) -> dict[str, str]:
 class HttpRequest(NodeSpec):
     type = flow_pb2.NODE_TYPE_HTTP_REQUEST
     kind = "http_request"
+    secret_params = ("headers",)
 
     def validate(self, params):
         problems = required(params, "url")
@@ -179,7 +153,7 @@ class HttpRequest(NodeSpec):
             content = str(body).encode()
         timeout = min(as_int(ctx.params.get("timeout_ms"), int(settings.flow_http_timeout_seconds * 1000)) / 1000,
                       settings.flow_http_timeout_seconds)
-        inputs = {"method": method, "url": url, "query": query, "headers": sorted(headers)}
+        inputs = {"method": method, "url": url, "query": query, "headers": headers}  # redacted by the engine
         try:
             response = await guard.request(method, url, headers=headers, params=query, content=content,
                                            json_body=json_body, timeout=max(timeout, 0.001),

@@ -1,16 +1,20 @@
 """Knowledge retrieval: {"kb_ids": [...], "query": template, "top_k", "mode": hybrid|vector|keyword,
-"score_threshold", "rerank_model_id"}. Searches through the knowledge service with the flow owner's rights (a
-published flow answers from the bases its author chose). Outputs `chunks` (hits), `citations` (Citation JSON),
-`context` (numbered passages ready for a prompt), `count` and `query`."""
+"score_threshold", "rerank_model_id"}. Searches through the knowledge service with the rights the flow chose
+(Flow.run_as): by default the rights of the user running it, so a published flow never reads, for someone, a base
+that person may not read (a base they cannot read fails the node with PERMISSION_DENIED); or, when its owner
+chose so, the owner's rights (the flow answers every runner from the bases its author chose). Outputs `chunks`
+(hits), `citations` (Citation JSON), `context` (numbered passages ready for a prompt), `count` and `query`."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 
 from typecase.server.flow.nodes.base import (NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error,
                                              required, text_params)
+from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import common_pb2, flow_pb2, knowledge_pb2
 
 MODES = {"": knowledge_pb2.SEARCH_MODE_UNSPECIFIED, "hybrid": knowledge_pb2.SEARCH_MODE_HYBRID,
@@ -65,7 +69,19 @@ class KnowledgeRetrieval(NodeSpec):
                 return await search(request)
             return await knowledge.Search(request, None)
 
-        found = await (ctx.as_flow_owner(call) if ctx.as_flow_owner is not None else call())
+        if ctx.as_flow_owner is not None:
+            found = await ctx.as_flow_owner(call)
+        else:
+            try:
+                found = await call()
+            except TypecaseError as exc:
+                if exc.code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                    raise
+                kb_id = exc.metadata.get("id", "")
+                raise node_error(
+                    f"knowledge base {kb_id!r} cannot be read by the user running this flow (it does not exist or "
+                    "belongs to someone else): the flow searches with its caller's rights (run_as CALLER)",
+                    ctx.node_id, "PERMISSION_DENIED", grpc.StatusCode.PERMISSION_DENIED, kb_id=kb_id) from None
         chunks, citations, passages = [], [], []
         for i, hit in enumerate(found.hits, 1):
             citation = common_pb2.Citation(kb_id=hit.kb_id, file_id=hit.file_id, file_name=hit.file_name,

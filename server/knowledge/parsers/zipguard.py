@@ -67,9 +67,10 @@ def _check_declared(entries: list[zipfile.ZipInfo], options: Options) -> None:
 
 
 def _inflated_size(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, budget: int, options: Options) -> int:
-    """The bytes the entry really holds, read as a stream and never more than `budget` + one read."""
+    """The bytes the entry really holds, read as a stream, never more than `budget` plus one read."""
     probe = copy.copy(entry)
-    probe.file_size = budget + 1  # zipfile stops at the declared size: let it read past a lie, up to the limit
+    # zipfile stops (and checks the CRC) at the declared size: let it read past a lie, up to the limit plus a read.
+    probe.file_size = budget + _READ_BYTES + 1
     scan = not entry.filename.lower().endswith(".svg")
     size, tail = 0, b""
     with archive.open(probe) as stream:

@@ -102,6 +102,7 @@ def serve(memory_bytes: int, requests: IO[str], answers: IO[str]) -> None:
         answers.write(json.dumps(message) + "\n")  # ASCII: a lone surrogate in a text cannot break the stream
         answers.flush()
 
+    os.nice(10)  # background work: on a busy machine the server's event loop gets the CPU first
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from typecase.server.knowledge import parsers  # noqa: F401  (imported under the cap: the cap must fit it)

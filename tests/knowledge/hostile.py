@@ -108,3 +108,38 @@ def padded_xlsx(columns: str = "XFD", rows: int = 1_048_576) -> bytes:
         archive.writestr("xl/worksheets/sheet1.xml", text)
 
     return _rebuild(book, {"xl/worksheets/sheet1.xml": write})
+
+
+def pdf_with_content(content_bytes: int, text: str = "hello") -> bytes:
+    """A one-page PDF whose FlateDecode content stream shows `text`, then pads itself with spaces up to
+    `content_bytes` once decompressed (a PDF bomb when that is large: 100 MB deflate to ~100 KB)."""
+    import zlib
+
+    show = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET\n".encode()
+    packer = zlib.compressobj(9)
+    stream = packer.compress(show)
+    left = content_bytes - len(show)
+    while left > 0:
+        piece = min(left, MiB)
+        stream += packer.compress(b" " * piece)
+        left -= piece
+    stream += packer.flush()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    for offset in offsets:
+        out += b"%010d 00000 n \n" % offset
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)

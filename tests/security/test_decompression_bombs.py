@@ -21,7 +21,7 @@ MiB = 1024 * 1024
 # The server's resident memory may grow by at most this much, now and at its peak, while it takes in all the
 # bombs below (measured: a few MiB; the docx bomb alone took ~600 MiB before the fix).
 RSS_GROWTH_BOUND_BYTES = 64 * MiB
-HEALTHZ_P99_BOUND_SECONDS = 0.100
+HEALTHZ_P99_BOUND_SECONDS = 0.100  # over the idle server's p99 measured in the same run
 PASSWORD = "correct horse battery"
 
 BOMBS = [  # (file name, builder, the setting the failure must name, or the words it must contain)
@@ -70,15 +70,25 @@ class HealthProbe(threading.Thread):
         return statistics.quantiles(self.latencies, n=100)[98]
 
 
-def wait_past_parsing(client: httpx.Client, file_id: str, timeout: float = 180) -> dict:
-    """The file once it is FAILED or DONE, or (the unfixed server) has at least got through parsing."""
+PAST_PARSING = {"FILE_STATUS_FAILED", "FILE_STATUS_DONE", "FILE_STATUS_EMBEDDING", "FILE_STATUS_INDEXING"}
+
+
+def wait_past_parsing(client: httpx.Client, file_ids: list[str], timeout: float = 150) -> dict[str, dict]:
+    """The files once each is FAILED or DONE or (the unfixed server) at least through parsing, or as they are at
+    the deadline; a server too busy to answer a poll in time is simply polled again."""
+    latest: dict[str, dict] = {file_id: {"status": "never answered"} for file_id in file_ids}
     deadline = time.monotonic() + timeout
-    while True:
-        file = client.get(f"/v1/files/{file_id}").raise_for_status().json()["file"]
-        if file["status"] in ("FILE_STATUS_FAILED", "FILE_STATUS_DONE", "FILE_STATUS_EMBEDDING",
-                              "FILE_STATUS_INDEXING") or time.monotonic() > deadline:
-            return file
+    while time.monotonic() < deadline:
+        for file_id in file_ids:
+            if latest[file_id]["status"] not in PAST_PARSING:
+                try:
+                    latest[file_id] = client.get(f"/v1/files/{file_id}", timeout=10).raise_for_status().json()["file"]
+                except httpx.TimeoutException:
+                    pass
+        if all(f["status"] in PAST_PARSING for f in latest.values()):
+            break
         time.sleep(0.2)
+    return latest
 
 
 def error_info(file: dict) -> dict:
@@ -116,20 +126,27 @@ def upload(client: httpx.Client, kb_id: str, name: str, data: bytes) -> str:
     return reply.json()["file"]["id"]
 
 
+@pytest.mark.timeout(600)
 def test_bombs_fail_their_files_with_the_limit_named_and_the_server_stays_small_and_responsive(server, user):
     client, kb_id = user
     bombs = [(name, build(), expected) for name, build, expected in BOMBS]
     # Warm the path first (upload, job, a parse process) with a broken docx, so the baseline includes them.
-    warm = wait_past_parsing(client, upload(client, kb_id, "warm.docx", b"PK\x03\x04 not really a zip"))
-    assert warm["status"] == "FILE_STATUS_FAILED"
+    warm = upload(client, kb_id, "warm.docx", b"PK\x03\x04 not really a zip")
+    assert wait_past_parsing(client, [warm])[warm]["status"] == "FILE_STATUS_FAILED"
     pid = server.proc.pid
     before = memory(pid)
+    idle = HealthProbe(server.http_url)  # the same probe on the idle server: what this machine gives today
+    idle.start()
+    time.sleep(3)
+    idle.stopping.set()
+    idle.join()
 
     probe = HealthProbe(server.http_url)
     probe.start()
     try:
         uploaded = [(name, upload(client, kb_id, name, data), expected) for name, data, expected in bombs]
-        results = [(name, wait_past_parsing(client, file_id), expected) for name, file_id, expected in uploaded]
+        files_now = wait_past_parsing(client, [file_id for _, file_id, _ in uploaded])
+        results = [(name, files_now[file_id], expected) for name, file_id, expected in uploaded]
     finally:
         probe.stopping.set()
         probe.join()
@@ -138,12 +155,13 @@ def test_bombs_fail_their_files_with_the_limit_named_and_the_server_stays_small_
     growth = {"now": after["VmRSS"] - before["VmRSS"], "peak": after["VmHWM"] - before["VmHWM"]}
     print(f"server RSS {before['VmRSS'] / MiB:.0f} -> {after['VmRSS'] / MiB:.0f} MiB, peak {before['VmHWM'] / MiB:.0f}"
           f" -> {after['VmHWM'] / MiB:.0f} MiB; /healthz: {len(probe.latencies)} calls, p99 {probe.p99() * 1000:.1f} ms,"
-          f" max {max(probe.latencies) * 1000:.1f} ms")
+          f" max {max(probe.latencies) * 1000:.1f} ms; idle server: p99 {idle.p99() * 1000:.1f} ms")
     for name, file, _ in results:
         print(f"  {name}: {file['status']} {file.get('error', {}).get('message', '')[:160]}")
     assert growth["now"] < RSS_GROWTH_BOUND_BYTES and growth["peak"] < RSS_GROWTH_BOUND_BYTES, growth
     assert probe.failures == 0
-    assert probe.p99() < HEALTHZ_P99_BOUND_SECONDS, f"/healthz p99 {probe.p99() * 1000:.1f} ms"
+    # The bound is over what this (shared, 2-core) machine gives the idle server: ~3-16 ms p99 while measuring.
+    assert probe.p99() < HEALTHZ_P99_BOUND_SECONDS + idle.p99(), f"/healthz p99 {probe.p99() * 1000:.1f} ms"
     for name, file, expected in results:
         assert file["status"] == "FILE_STATUS_FAILED", (name, file["status"])
         assert error_info(file).get("reason") == "PARSE_FAILED", (name, file["error"])

@@ -58,6 +58,8 @@ class _Child:
             [sys.executable, "-m", "typecase.server.knowledge.parse_worker", str(limits.memory_bytes)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env(), close_fds=True,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.requests, self.answers = self.proc.stdin, self.proc.stdout
         self.state = "idle"
         self.rss_bytes = 0
         self.max_line = 0
@@ -72,8 +74,8 @@ class _Child:
                    "cpu_seconds": self.limits.cpu_seconds}
         self.state = "busy"
         try:
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-            self.proc.stdin.flush()
+            self.requests.write(json.dumps(request).encode() + b"\n")
+            self.requests.flush()
         except OSError:
             raise self._died() from None
         header = self._receive()["parsed"]
@@ -91,7 +93,7 @@ class _Child:
                 return
 
     def _receive(self) -> dict[str, Any]:
-        line = self.proc.stdout.readline(self.max_line + 1)
+        line = self.answers.readline(self.max_line + 1)
         if not line:
             raise self._died()
         try:
@@ -130,7 +132,7 @@ class _Child:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout):
+        for pipe in (self.requests, self.answers):
             with contextlib.suppress(OSError):
                 pipe.close()
 
@@ -157,7 +159,9 @@ class ParsePool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limits.processes)
         async with self._slots:
-            child = self._take_idle() or await asyncio.to_thread(_Child, self.limits)
+            child = self._take_idle()
+            if child is None:
+                child = await asyncio.to_thread(_Child, self.limits)
             try:
                 yield await asyncio.to_thread(child.begin, path, fmt, options)
             finally:

@@ -18,11 +18,6 @@ from . import LimitExceeded, Options, Parsed, ParseError
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # pypdf warns loudly about harmless quirks
 
-_STREAM_LIMITS = ("zlib_maximum_output_length", "lzw_maximum_output_length", "run_length_maximum_output_length",
-                  "brotli_maximum_output_length", "jbig2_maximum_output_length",
-                  "array_based_stream_maximum_output_length", "maximum_declared_stream_length")
-
-
 @contextlib.contextmanager
 def _limits(options: Options) -> Iterator[None]:
     """pypdf's decompression limits set to ours, and its LimitReachedError told as the setting that caps it."""
@@ -31,7 +26,11 @@ def _limits(options: Options) -> Iterator[None]:
 
     cap = options.pdf_max_stream_bytes
     try:
-        with apply_configuration(**dict.fromkeys(_STREAM_LIMITS, cap), jbig2dec_binary=None):
+        with apply_configuration(
+            None, zlib_maximum_output_length=cap, lzw_maximum_output_length=cap, run_length_maximum_output_length=cap,
+            brotli_maximum_output_length=cap, jbig2_maximum_output_length=cap, maximum_declared_stream_length=cap,
+            array_based_stream_maximum_output_length=cap, jbig2dec_binary=None,
+        ):
             yield
     except LimitReachedError as exc:
         raise LimitExceeded(f"the PDF holds a stream or structure beyond the parser's limits: {exc} (one decompressed "

@@ -3,9 +3,10 @@
 Issue 18: a 366 KB .docx grew the server by 670 MB (measured) while python-docx parsed it in a thread, and the memory
 stayed. Now every parse runs in a parse_worker.py process started with a minimal environment (no secrets) that caps
 its own address space (knowledge_parse_memory_bytes) and the CPU time of each file (knowledge_parse_cpu_seconds).
-At most knowledge_parse_processes run at once; an idle process is reused for the next file (starting one costs
-~0.5 s of CPU, a reused one adds ~1 ms a file, measured in tests/knowledge/test_parse_pool.py) and retired
-when its RSS has grown past knowledge_parse_recycle_rss_bytes. A process that dies (the kernel's SIGXCPU, a crash
+At most knowledge_parse_processes run at once; an idle process is reused for the next file and retired when its
+RSS has grown past knowledge_parse_recycle_rss_bytes. Measured (bench/knowledge/parse_overhead.py, interleaved):
+a reused process adds ~0.5 ms to a small file (median over txt/md/html/docx/xlsx/csv/pdf/json of a few KB, against
+parsing in a thread here), starting one costs its first file ~0.2 s. A process that dies (the kernel's SIGXCPU, a crash
 on malloc failure, a kill) fails its file with a reason naming the cap, and the next file gets a fresh process.
 
 Sections stream back as the parser yields them, in JSON lines of ~64K characters: the pipe's buffer is the

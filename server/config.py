@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     knowledge_parse_memory_bytes: int = Field(1024 * MiB, ge=256 * MiB, description="address-space cap (RLIMIT_AS) "
                                               "of a parse process")
     knowledge_parse_cpu_seconds: float = Field(300.0, gt=0, description="CPU time one file's parse may take")
-    knowledge_parse_recycle_rss_bytes: int = Field(256 * MiB, ge=1, description="a parse process grown past this "
+    knowledge_parse_recycle_rss_bytes: int = Field(128 * MiB, ge=1, description="a parse process grown past this "
                                                    "after a file is replaced by a fresh one")
     knowledge_zip_max_unpacked_bytes: int = Field(128 * MiB, ge=1, description="docx/xlsx: all zip entries unpacked, "
                                                   "declared and actual")

@@ -154,9 +154,10 @@ def test_bombs_fail_their_files_with_the_limit_named_and_the_server_stays_small_
     after = memory(pid)
 
     growth = {"now": after["VmRSS"] - before["VmRSS"], "peak": after["VmHWM"] - before["VmHWM"]}
-    print(f"server RSS {before['VmRSS'] / MiB:.0f} -> {after['VmRSS'] / MiB:.0f} MiB, peak {before['VmHWM'] / MiB:.0f}"
-          f" -> {after['VmHWM'] / MiB:.0f} MiB; /healthz: {len(probe.latencies)} calls, p99 {probe.p99() * 1000:.1f} ms,"
-          f" max {max(probe.latencies) * 1000:.1f} ms; idle server: p99 {idle.p99() * 1000:.1f} ms")
+    print(f"server RSS {before['VmRSS'] / MiB:.0f} -> {after['VmRSS'] / MiB:.0f} MiB, peak "
+          f"{before['VmHWM'] / MiB:.0f} -> {after['VmHWM'] / MiB:.0f} MiB; /healthz: {len(probe.latencies)} calls, "
+          f"p99 {probe.p99() * 1000:.1f} ms, max {max(probe.latencies) * 1000:.1f} ms; "
+          f"idle server: p99 {idle.p99() * 1000:.1f} ms")
     for name, file, _ in results:
         print(f"  {name}: {file['status']} {(file.get('error') or {}).get('message', '')[:160]}")
     assert growth["now"] < RSS_GROWTH_BOUND_BYTES and growth["peak"] < RSS_GROWTH_BOUND_BYTES, growth

@@ -146,3 +146,10 @@ async def test_at_most_the_configured_number_of_files_parse_at_once(make_pool, d
 
     await asyncio.gather(*(one() for _ in range(6)))
     assert peak == 2 and len(pool._idle) == 2
+
+
+@pytest.mark.parametrize(("recycle_rss_bytes", "kept"), [(128 * MiB, 1), (1, 0)])
+async def test_a_parse_process_grown_past_the_recycle_size_is_replaced(make_pool, docs, recycle_rss_bytes, kept):
+    pool = make_pool(recycle_rss_bytes=recycle_rss_bytes)
+    assert "Welcome aboard." in await text_of(pool, docs["small.docx"], "docx")  # leaves the process at ~40 MiB
+    assert len(pool._idle) == kept

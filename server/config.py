@@ -179,6 +179,20 @@ class Settings(BaseSettings):
     knowledge_max_chunk_size: int = Field(8000, ge=1)
     knowledge_table_rows_per_chunk: int = Field(20, ge=1, le=10_000, description="csv/xlsx/json records per chunk")
     knowledge_parse_window_chars: int = Field(256 * 1024, ge=4096, description="long text is chunked per window")
+    # Hostile documents (decompression bombs, issue 18): parsing runs in capped child processes, after these checks.
+    knowledge_parse_processes: int = Field(2, ge=1, le=64, description="parse processes at once, reused between files")
+    knowledge_parse_memory_bytes: int = Field(1024 * MiB, ge=256 * MiB, description="address-space cap (RLIMIT_AS) "
+                                              "of a parse process")
+    knowledge_parse_cpu_seconds: float = Field(300.0, gt=0, description="CPU time one file's parse may take")
+    knowledge_parse_recycle_rss_bytes: int = Field(128 * MiB, ge=1, description="a parse process grown past this "
+                                                   "after a file is replaced by a fresh one")
+    knowledge_zip_max_unpacked_bytes: int = Field(128 * MiB, ge=1, description="docx/xlsx: all zip entries unpacked, "
+                                                  "declared and actual")
+    knowledge_zip_max_ratio: int = Field(500, ge=1, description="docx/xlsx: largest unpacked/packed ratio of an entry")
+    knowledge_zip_ratio_grace_bytes: int = Field(1 * MiB, ge=0, description="entries up to this size skip the ratio")
+    knowledge_pdf_max_pages: int = Field(5000, ge=1, description="longer PDFs fail")
+    knowledge_pdf_max_stream_bytes: int = Field(64 * MiB, ge=1024, description="one decompressed PDF stream")
+    knowledge_xlsx_max_cells: int = Field(10_000_000, ge=1, description="cells of a workbook, empty padding included")
     # Indexing.
     knowledge_embed_batch_size: int = Field(64, ge=1, le=256, description="texts per embedding call")
     knowledge_embed_merge_wait_seconds: float = Field(0.02, ge=0, description="merge concurrent jobs' batches")

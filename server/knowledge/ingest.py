@@ -8,6 +8,7 @@ searchable only once DONE; a failure removes everything the run wrote ("never a 
 
 Memory stays bounded on large files: the original streams from object storage to a temp file, parsers yield
 sections lazily, chunks are written to SQL in batches during parsing and read back in batches to embed and index.
+Parsing itself runs in a capped child process (parse_pool.py): a hostile document fails its file, never the server.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typecase.server.infra.queue import Job, JobLost, PermanentJobError
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.knowledge import keyword, parsers
 from typecase.server.knowledge.chunking import Chunk, Rule, chunk_sections
+from typecase.server.knowledge.parse_pool import Limits, ParsePool
 from typecase.server.knowledge.models import (
     STATUS_DONE,
     STATUS_EMBEDDING,
@@ -237,6 +239,7 @@ class IngestSettings:
     keyword_block: int = 2000
     window_chars: int = 256 * 1024
     parser_options: parsers.Options = parsers.Options()
+    parse_limits: Limits = Limits()
     step_delay: float = 0.0
 
     @classmethod
@@ -252,9 +255,31 @@ class IngestSettings:
             parser_options=parsers.Options(
                 rows_per_chunk=s.knowledge_table_rows_per_chunk,
                 max_structured_bytes=s.knowledge_max_structured_bytes,
+                zip_max_unpacked_bytes=s.knowledge_zip_max_unpacked_bytes,
+                zip_max_ratio=s.knowledge_zip_max_ratio,
+                zip_ratio_grace_bytes=s.knowledge_zip_ratio_grace_bytes,
+                pdf_max_pages=s.knowledge_pdf_max_pages,
+                pdf_max_stream_bytes=s.knowledge_pdf_max_stream_bytes,
+                xlsx_max_cells=s.knowledge_xlsx_max_cells,
+            ),
+            parse_limits=Limits(
+                processes=s.knowledge_parse_processes,
+                memory_bytes=s.knowledge_parse_memory_bytes,
+                cpu_seconds=s.knowledge_parse_cpu_seconds,
+                recycle_rss_bytes=s.knowledge_parse_recycle_rss_bytes,
             ),
             step_delay=s.knowledge_ingest_step_delay_seconds,
         )
+
+
+def parse_failure(exc: parsers.ParseError | parsers.UnsupportedFileType) -> PermanentJobError:
+    """The job error for a file that cannot be parsed; a broken limit is named in the metadata too."""
+    if isinstance(exc, parsers.UnsupportedFileType):
+        return PermanentJobError("UNSUPPORTED_FILE_TYPE", str(exc))
+    if isinstance(exc, parsers.LimitExceeded):
+        value = int(exc.value) if float(exc.value).is_integer() else exc.value
+        return PermanentJobError("PARSE_FAILED", str(exc), {"limit": exc.setting, "limit_value": str(value)})
+    return PermanentJobError("PARSE_FAILED", str(exc))
 
 
 def _take(iterator: Iterator[Chunk], n: int) -> list[Chunk]:
@@ -274,6 +299,7 @@ class Ingestor:
         self.vectors = vectors
         self.collections = collections or Collections(vectors)
         self.embedder = EmbedBatcher(llm, settings.embed_batch, settings.embed_wait, settings.embed_parallel)
+        self.parse_pool = ParsePool(settings.parse_limits)
         self.cache = cache
         self.llm = llm
         self.settings = settings
@@ -391,19 +417,23 @@ class Ingestor:
         self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int, local: Path, rule: Rule
     ) -> tuple[int, int]:
         try:
-            parsed = await asyncio.to_thread(parsers.parse, local, file.format, self.settings.parser_options)
-        except parsers.UnsupportedFileType as exc:
-            raise PermanentJobError("UNSUPPORTED_FILE_TYPE", str(exc)) from exc
-        except parsers.ParseError as exc:
-            raise PermanentJobError("PARSE_FAILED", str(exc)) from exc
+            async with self.parse_pool.parse(local, file.format, self.settings.parser_options) as parsed:
+                return await self._store_chunks(job, file, kb, generation, parsed, rule), parsed.page_count
+        except (parsers.UnsupportedFileType, parsers.ParseError) as exc:
+            raise parse_failure(exc) from exc
+
+    async def _store_chunks(
+        self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int, parsed: parsers.Parsed,
+        rule: Rule,
+    ) -> int:
         fractions: list[float] = []
         chunks = chunk_sections(parsed.sections, rule, self.settings.window_chars, fractions)
         total, last = 0, time.monotonic()
         while True:
             try:
                 batch = await asyncio.to_thread(_take, chunks, self.settings.write_batch)
-            except parsers.ParseError as exc:
-                raise PermanentJobError("PARSE_FAILED", str(exc)) from exc
+            except parsers.ParseError:
+                raise
             except (UnicodeError, ValueError) as exc:
                 raise PermanentJobError("PARSE_FAILED", f"cannot parse the file: {exc}") from exc
             if not batch:
@@ -419,7 +449,7 @@ class Ingestor:
             if time.monotonic() - last > PROGRESS_EVERY_SECONDS and fractions:
                 last = time.monotonic()
                 await self._progress(job, file.id, generation, STATUS_PARSING, fractions[-1], chunk_count=total)
-        return total, parsed.page_count
+        return total
 
     async def _progress(self, job: Job, file_id: str, generation: int, status: str, fraction: float, **extra) -> None:
         percent = max(0, min(99, int(fraction * 100)))

@@ -36,6 +36,7 @@ from typecase.server.knowledge.ingest import (
     Ingestor,
     collection_name,
     file_channel,
+    parse_failure,
 )
 from typecase.server.knowledge.models import (
     STATUS_DONE,
@@ -240,6 +241,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if self._started:
             await self.queue.stop()
             await self.ingestor.embedder.close()
+            await self.ingestor.parse_pool.close()
             await self.collections.close()
             self._started = False
 
@@ -751,18 +753,18 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         local = tmp / f"preview-{file.id}-{uuid.uuid4().hex[:8]}{parsers.BY_NAME[file.format].extensions[0]}"
         try:
             await self.ingestor._download(file.object_key, local)
-
-            def run():
-                parsed = parsers.parse(local, file.format, self.ingestor.settings.parser_options)
-                return _collect(chunk_sections(parsed.sections, rule, self.settings.knowledge_parse_window_chars),
-                                max_chunks)
-
+            window = self.settings.knowledge_parse_window_chars
             try:
-                return await asyncio.to_thread(run)
-            except parsers.UnsupportedFileType as exc:
-                raise unsupported(str(exc)) from None
-            except parsers.ParseError as exc:
-                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "PARSE_FAILED", str(exc)) from None
+                async with self.ingestor.parse_pool.parse(local, file.format,
+                                                          self.ingestor.settings.parser_options) as parsed:
+                    return await asyncio.to_thread(
+                        lambda: _collect(chunk_sections(parsed.sections, rule, window), max_chunks))
+            except (parsers.UnsupportedFileType, parsers.ParseError) as exc:
+                failure = parse_failure(exc)
+                if failure.reason == "UNSUPPORTED_FILE_TYPE":
+                    raise unsupported(str(exc)) from None
+                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "PARSE_FAILED", str(exc),
+                                    failure.metadata) from None
         finally:
             local.unlink(missing_ok=True)
 

@@ -1,14 +1,22 @@
 """Parsers on real files made here: text encodings, Markdown, HTML main text, PDF pages, Word headings and tables,
-CSV/Excel row blocks with the header repeated, JSON records; broken and mislabelled files fail cleanly."""
+CSV/Excel row blocks with the header repeated, JSON records; broken and mislabelled files fail cleanly; hostile
+files (zip bombs, lying zip headers, DTDs, PDF stream bombs, padded sheets) fail naming the limit they broke."""
 
 from __future__ import annotations
+
+import io
+import math
+import time
+import zipfile
 
 import pytest
 
 from typecase.server.knowledge import parsers
 from typecase.server.knowledge.chunking import Rule, chunk_sections
 
-from . import files
+from . import files, hostile
+
+MiB = 1024 * 1024
 
 
 def parse(tmp_path, name: str, data: bytes, rows_per_chunk: int = 20, chunk_size: int = 500):
@@ -111,3 +119,112 @@ def test_empty_and_binary_text(tmp_path):
         parse(tmp_path, "empty.txt", b"   \n\n ")
     with pytest.raises(parsers.UnsupportedFileType):
         parse(tmp_path, "bin.txt", bytes(range(256)) * 4)
+
+
+# -- hostile documents: every limit named when broken, and met exactly at its value --------------------------------
+
+def limit_broken(tmp_path, name: str, data: bytes, **options) -> parsers.LimitExceeded:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(parsers.LimitExceeded) as failure:
+        list(parsers.parse(path, parsers.detect(name), parsers.Options(**options)).sections)
+    return failure.value
+
+
+def parses(tmp_path, name: str, data: bytes, **options) -> list:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return list(parsers.parse(path, parsers.detect(name), parsers.Options(**options)).sections)
+
+
+def unpacked_size(data: bytes) -> int:
+    return sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(data)).infolist())
+
+
+@pytest.mark.parametrize(("name", "build", "options", "setting"), [
+    ("declared.docx", lambda: hostile.docx_bomb(8 * MiB), {"zip_max_unpacked_bytes": 4 * MiB},
+     "knowledge_zip_max_unpacked_bytes"),
+    ("declared.xlsx", lambda: hostile.xlsx_bomb(8 * MiB), {"zip_max_unpacked_bytes": 4 * MiB},
+     "knowledge_zip_max_unpacked_bytes"),
+    ("ratio.docx", lambda: hostile.docx_bomb(8 * MiB), {}, "knowledge_zip_max_ratio"),
+    ("lying.docx", lambda: hostile.lying_docx(8 * MiB), {"zip_max_unpacked_bytes": 4 * MiB},
+     "knowledge_zip_max_unpacked_bytes"),
+    ("padded.xlsx", hostile.padded_xlsx, {}, "knowledge_xlsx_max_cells"),
+    ("bomb.pdf", lambda: hostile.pdf_with_content(2 * MiB), {"pdf_max_stream_bytes": MiB},
+     "knowledge_pdf_max_stream_bytes"),
+    ("pages.pdf", lambda: files.pdf_bytes(["one", "two", "three"]), {"pdf_max_pages": 2}, "knowledge_pdf_max_pages"),
+    ("whole.html", lambda: files.html_bytes("t", "<p>" + "x" * 5000 + "</p>"), {"max_structured_bytes": 4096},
+     "knowledge_max_structured_bytes"),
+])
+def test_a_hostile_document_fails_naming_the_limit_it_broke(tmp_path, name, build, options, setting):
+    failure = limit_broken(tmp_path, name, build(), **options)
+    assert failure.setting == setting and setting in str(failure)
+
+
+def test_zip_limits_hold_exactly_at_their_values(tmp_path):
+    data = hostile.docx_bomb(2 * MiB)
+    total = unpacked_size(data)
+    entry = zipfile.ZipFile(io.BytesIO(data)).getinfo("word/document.xml")
+    ratio = entry.file_size / entry.compress_size
+    assert parses(tmp_path, "at.docx", data, zip_max_unpacked_bytes=total, zip_max_ratio=math.ceil(ratio))
+    assert limit_broken(tmp_path, "over.docx", data, zip_max_unpacked_bytes=total - 1,
+                        zip_max_ratio=math.ceil(ratio)).setting == "knowledge_zip_max_unpacked_bytes"
+    assert limit_broken(tmp_path, "ratio.docx", data, zip_max_ratio=math.floor(ratio)).setting == \
+        "knowledge_zip_max_ratio"
+    # Entries up to the grace size are not held to the ratio.
+    assert parses(tmp_path, "grace.docx", data, zip_max_ratio=math.floor(ratio), zip_ratio_grace_bytes=entry.file_size)
+
+
+def test_a_zip_entry_holding_other_than_it_declares_is_refused_even_under_the_limit(tmp_path):
+    (tmp_path / "lying.docx").write_bytes(hostile.lying_docx(MiB, declared_bytes=1000))
+    with pytest.raises(parsers.ParseError, match="header declares 1000"):
+        parsers.parse(tmp_path / "lying.docx", "docx")
+
+
+def test_office_xml_with_a_dtd_is_refused_before_any_entity_is_expanded(tmp_path):
+    (tmp_path / "laughs.docx").write_bytes(hostile.entity_docx())
+    with pytest.raises(parsers.ParseError, match="DTD") as failure:
+        parsers.parse(tmp_path / "laughs.docx", "docx")
+    assert not isinstance(failure.value, parsers.LimitExceeded)
+
+
+def test_html_entities_declared_in_a_dtd_are_never_expanded(tmp_path):
+    markup = f"{hostile.BILLION_LAUGHS}<html><body><p>&lol9;</p></body></html>".encode()
+    sections = parses(tmp_path, "laughs.html", markup)
+    assert sum(len(s.text) for s in sections) < 1000 and "lollol" not in sections[0].text
+
+
+def test_office_packages_may_use_only_stored_or_deflate(tmp_path):
+    source = zipfile.ZipFile(io.BytesIO(files.docx_bytes([("p", "packed with bzip2")])))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_BZIP2) as archive:
+        for info in source.infolist():
+            archive.writestr(info.filename, source.read(info.filename))
+    (tmp_path / "bzip2.docx").write_bytes(out.getvalue())
+    with pytest.raises(parsers.ParseError, match="compression method 12"):
+        parsers.parse(tmp_path / "bzip2.docx", "docx")
+
+
+def test_pdf_and_xlsx_limits_hold_exactly_at_their_values(tmp_path):
+    assert parses(tmp_path, "pages.pdf", files.pdf_bytes(["one", "two", "three"]), pdf_max_pages=3)
+    content = 64 * 1024
+    sections = parses(tmp_path, "stream.pdf", hostile.pdf_with_content(content), pdf_max_stream_bytes=content)
+    assert "hello" in sections[0].text
+    assert limit_broken(tmp_path, "stream.pdf", hostile.pdf_with_content(content),
+                        pdf_max_stream_bytes=content - 1).setting == "knowledge_pdf_max_stream_bytes"
+    cells = 26 * 100  # A1:Z100, every row padded to 26 cells
+    assert parses(tmp_path, "cells.xlsx", hostile.padded_xlsx("Z", 100), xlsx_max_cells=cells)
+    assert limit_broken(tmp_path, "cells.xlsx", hostile.padded_xlsx("Z", 100),
+                        xlsx_max_cells=cells - 1).setting == "knowledge_xlsx_max_cells"
+    html = files.html_bytes("t", "<p>" + "x" * 5000 + "</p>")
+    assert parses(tmp_path, "at.html", html, max_structured_bytes=len(html))
+
+
+def test_a_long_html_page_is_parsed_in_linear_time(tmp_path):
+    # Editing the tree node by node (bs4 finds a node's index by scanning its siblings) took 10 s of CPU for these
+    # 8,000 paragraphs and over 300 s for 40,000; one walk takes a fraction of a second.
+    page = files.html_bytes("Long", "".join(f"<p>Paragraph {i}. {files.FILLER_EN}</p>" for i in range(8000)))
+    started = time.process_time()
+    sections = parses(tmp_path, "long.html", page)
+    assert time.process_time() - started < 5
+    assert "Paragraph 7999." in sections[0].text and sections[0].text.count("\n\n") >= 8000

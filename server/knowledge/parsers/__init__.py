@@ -1,17 +1,25 @@
 """Parsers: one module per format, each turning a stored file into a stream of Sections.
 
 `detect()` decides the format from the name and declared type at upload time; `parse()` checks the content
-(magic bytes, text decoding) before trusting that decision, so a mislabelled file fails cleanly.
+(magic bytes, text decoding, the zip container of Office files) before trusting that decision, so a mislabelled
+or hostile file fails cleanly. A format is one row of FORMATS naming its parser function ("module:function" in
+this package, imported on first use): a new format (pptx, images for OCR) is a row and a module.
+
+Untrusted documents are parsed in a child process under memory and CPU caps (knowledge/parse_pool.py); the limits
+here (Options) are the early, precise refusals that name the setting a file broke.
 """
 
 from __future__ import annotations
 
+import importlib
 import mimetypes
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from typecase.server.knowledge.chunking import Section
+
+MiB = 1024 * 1024
 
 
 class UnsupportedFileType(ValueError):
@@ -22,23 +30,38 @@ class ParseError(ValueError):
     """The file is of a supported format but could not be turned into text (corrupt, encrypted, empty)."""
 
 
+class LimitExceeded(ParseError):
+    """The file breaks a parser limit; `setting` names the knowledge setting (without its TYPECASE_ prefix)."""
+
+    def __init__(self, message: str, setting: str, value: int | float):
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+
+
 @dataclass(frozen=True)
 class Format:
     name: str
     mime_type: str
     extensions: tuple[str, ...]
     mime_aliases: tuple[str, ...] = ()
+    parser: str = ""  # "module:function" in this package; the function takes (path, options) -> Parsed
+    kind: str = "text"  # how the content is sniffed: "text" (not binary), "pdf" (%PDF- header), "zip" (OOXML)
+    whole: bool = False  # parsed whole in memory, so capped by Options.max_structured_bytes
 
 
 FORMATS = (
-    Format("txt", "text/plain", (".txt", ".text", ".log")),
-    Format("md", "text/markdown", (".md", ".markdown"), ("text/x-markdown",)),
-    Format("html", "text/html", (".html", ".htm", ".xhtml"), ("application/xhtml+xml",)),
-    Format("pdf", "application/pdf", (".pdf",)),
-    Format("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", (".docx",)),
-    Format("csv", "text/csv", (".csv",), ("application/csv",)),
-    Format("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", (".xlsx", ".xlsm")),
-    Format("json", "application/json", (".json",), ("text/json",)),
+    Format("txt", "text/plain", (".txt", ".text", ".log"), parser="text:parse_plain"),
+    Format("md", "text/markdown", (".md", ".markdown"), ("text/x-markdown",), parser="text:parse_markdown"),
+    Format("html", "text/html", (".html", ".htm", ".xhtml"), ("application/xhtml+xml",), parser="html:parse_html",
+           whole=True),
+    Format("pdf", "application/pdf", (".pdf",), parser="pdf:parse_pdf", kind="pdf"),
+    Format("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", (".docx",),
+           parser="docx:parse_docx", kind="zip", whole=True),
+    Format("csv", "text/csv", (".csv",), ("application/csv",), parser="table:parse_csv"),
+    Format("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", (".xlsx", ".xlsm"),
+           parser="table:parse_xlsx", kind="zip"),
+    Format("json", "application/json", (".json",), ("text/json",), parser="jsondoc:parse_json", whole=True),
 )
 BY_NAME = {f.name: f for f in FORMATS}
 _BY_EXTENSION = {ext: f for f in FORMATS for ext in f.extensions}
@@ -73,19 +96,27 @@ class Parsed:
 
 @dataclass(frozen=True)
 class Options:
+    """Parser options and limits (the knowledge_* settings of the same names, see server/config.py)."""
+
     rows_per_chunk: int = 20
-    max_structured_bytes: int = 64 * 1024 * 1024
+    max_structured_bytes: int = 64 * MiB
     block_chars: int = 64 * 1024
+    zip_max_unpacked_bytes: int = 128 * MiB
+    zip_max_ratio: int = 500
+    zip_ratio_grace_bytes: int = 1 * MiB
+    pdf_max_pages: int = 5000
+    pdf_max_stream_bytes: int = 64 * MiB
+    xlsx_max_cells: int = 10_000_000
 
 
 def _sniff(path: Path, fmt: Format) -> None:
     with open(path, "rb") as f:
         head = f.read(4096)
-    if fmt.name == "pdf" and b"%PDF-" not in head[:1024]:
+    if fmt.kind == "pdf" and b"%PDF-" not in head[:1024]:
         raise UnsupportedFileType("the file is named or declared as PDF but its content is not a PDF")
-    if fmt.name in ("docx", "xlsx") and not head.startswith(b"PK\x03\x04"):
+    if fmt.kind == "zip" and not head.startswith(b"PK\x03\x04"):
         raise UnsupportedFileType(f"the file is named or declared as {fmt.name} but its content is not one")
-    if fmt.name in ("txt", "md", "html", "csv", "json"):
+    if fmt.kind == "text":
         from .text import looks_binary
 
         if looks_binary(head):
@@ -95,35 +126,16 @@ def _sniff(path: Path, fmt: Format) -> None:
 def parse(path: Path, fmt: Format | str, options: Options = Options()) -> Parsed:
     """Open a local copy of a file; sections are produced lazily (iterate in a worker thread)."""
     fmt = BY_NAME[fmt] if isinstance(fmt, str) else fmt
+    if not fmt.parser:
+        raise UnsupportedFileType(f"no parser for {fmt.name}")
     _sniff(path, fmt)
-    if fmt.name in ("html", "json", "docx") and path.stat().st_size > options.max_structured_bytes:
-        raise ParseError(f"{fmt.name} files are parsed whole and this one exceeds {options.max_structured_bytes} bytes")
-    if fmt.name in ("txt", "md"):
-        from .text import parse_text
+    if fmt.whole and path.stat().st_size > options.max_structured_bytes:
+        raise LimitExceeded(f"{fmt.name} files are parsed whole and this one exceeds the limit of "
+                            f"{options.max_structured_bytes} bytes (knowledge_max_structured_bytes)",
+                            "knowledge_max_structured_bytes", options.max_structured_bytes)
+    if fmt.kind == "zip":
+        from .zipguard import check_zip
 
-        return parse_text(path, fmt.name, options)
-    if fmt.name == "html":
-        from .html import parse_html
-
-        return parse_html(path, options)
-    if fmt.name == "pdf":
-        from .pdf import parse_pdf
-
-        return parse_pdf(path, options)
-    if fmt.name == "docx":
-        from .docx import parse_docx
-
-        return parse_docx(path, options)
-    if fmt.name == "csv":
-        from .table import parse_csv
-
-        return parse_csv(path, options)
-    if fmt.name == "xlsx":
-        from .table import parse_xlsx
-
-        return parse_xlsx(path, options)
-    if fmt.name == "json":
-        from .jsondoc import parse_json
-
-        return parse_json(path, options)
-    raise UnsupportedFileType(f"no parser for {fmt.name}")
+        check_zip(path, options)
+    module, function = fmt.parser.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), function)(path, options)

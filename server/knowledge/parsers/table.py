@@ -1,5 +1,7 @@
 """Tables (CSV, Excel): N rows per chunk, each chunk a Markdown table that repeats the header row, so every chunk
-is understandable on its own."""
+is understandable on its own. A workbook may hold at most knowledge_xlsx_max_cells cells, counted as openpyxl
+yields them: openpyxl pads every row to the sheet's declared dimension, so `<dimension ref="A1:XFD1048576"/>` in a
+2 KB file would otherwise ask for 17 billion cells."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from typecase.server.knowledge.chunking import Section
 
-from . import Options, Parsed, ParseError
+from . import LimitExceeded, Options, Parsed, ParseError
 from .text import SNIFF_BYTES, detect_encoding
 
 
@@ -99,9 +101,19 @@ def parse_xlsx(path: Path, options: Options) -> Parsed:
     def sections() -> Iterator[Section]:
         produced = False
         sheets = workbook.worksheets
+        cells = 0
+
+        def counted(row: tuple) -> list[str]:
+            nonlocal cells
+            cells += len(row)
+            if cells > options.xlsx_max_cells:
+                raise LimitExceeded(f"the workbook has more than {options.xlsx_max_cells} cells "
+                                    "(knowledge_xlsx_max_cells)", "knowledge_xlsx_max_cells", options.xlsx_max_cells)
+            return [_cell(c) for c in row]
+
         try:
             for number, sheet in enumerate(sheets, 1):
-                rows = ([_cell(c) for c in row] for row in sheet.iter_rows(values_only=True))
+                rows = (counted(row) for row in sheet.iter_rows(values_only=True))
                 title = sheet.title if len(sheets) > 1 else ""
                 for section in _blocks(rows, options.rows_per_chunk, title, progress=lambda: None):
                     produced = True

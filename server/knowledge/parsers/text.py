@@ -72,3 +72,11 @@ def parse_text(path: Path, fmt: str, options: Options) -> Parsed:
             raise ParseError("the document contains no text")
 
     return Parsed(fmt, sections())
+
+
+def parse_plain(path: Path, options: Options) -> Parsed:
+    return parse_text(path, "txt", options)
+
+
+def parse_markdown(path: Path, options: Options) -> Parsed:
+    return parse_text(path, "md", options)

@@ -2,18 +2,20 @@
 handed over by app.py).
 
 A valid key passes on the authenticator's cache alone, with no rate-limiter round trip on the proxy's hot path;
-only a failure consults and charges the client address's failed-credential budget (credential_failures_limit),
-the same budget the API's auth interceptor keeps.
+only a failure is charged to the client address's and the key prefix's failed-credential budgets, the same
+budgets the API's auth interceptor keeps (auth/guard.py).
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 
 import grpc
 import jwt
 
 from typecase.server.auth.credentials import API_KEY_PREFIX
+from typecase.server.auth.guard import shown_prefix
 from typecase.server.auth.scopes import SCOPE_PROXY
 from typecase.server.auth.tokens import ISSUER, looks_like_jwt
 from typecase.server.rpc.errors import TypecaseError
@@ -32,12 +34,11 @@ class ProxyKeys:
         except TypecaseError as error:
             if error.code != grpc.StatusCode.UNAUTHENTICATED:
                 raise
-            limits = self.auth.rate_limits
-            if not await limits.credential_check_allowed(client):
+            wait = await self.auth.rate_limits.count_credential_failure(client, shown_prefix(credential))
+            if wait is not None:  # over budget: slowed like the API's auth interceptor (auth/guard.py)
                 raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-                                    "too many failed authentication attempts from this address; wait a minute",
-                                    retry_after=60) from None
-            await limits.count_credential_failure(client)
+                                    f"too many failed authentication attempts; retry in {math.ceil(wait)}s",
+                                    {"limit": "authentication failures"}, retry_after=wait) from None
             raise
 
     def is_own_credential(self, value: str) -> bool:

@@ -112,8 +112,8 @@ async def test_anthropic_errors_keep_the_vendor_shape(claude, llm, upstream):
 
 
 async def test_wrong_keys_count_against_the_address_on_the_compat_surfaces_too(make_app):
-    """The compat surfaces authenticate like the gRPC interceptor: a client guessing keys is cut off, then even a
-    right key waits (the budget is per address)."""
+    """The compat surfaces authenticate like the gRPC interceptor: a client guessing keys is slowed once its
+    address's budget is spent, and a right key still passes (the attacker is slowed, not the account)."""
     app = await make_app(credential_failures_limit="3/minute")
     body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
     base = f"http://127.0.0.1:{app.http_port}"
@@ -123,5 +123,9 @@ async def test_wrong_keys_count_against_the_address_on_the_compat_surfaces_too(m
                               ("/anthropic/v1/messages", {"authorization": "Bearer tc_guess3"})):
             response = await http.request("GET" if "models" in path else "POST", path, json=body, headers=headers)
             assert response.status_code == 401, path
-        response = await http.get("/openai/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        response = await http.get("/openai/v1/models", headers={"authorization": "Bearer tc_guess4"})
         assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limited"
+        response = await http.post("/anthropic/v1/messages", json=body, headers={"x-api-key": "tc_guess5"})
+        assert response.status_code == 429 and response.json()["error"]["type"] == "rate_limit_error"
+        response = await http.get("/openai/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        assert response.status_code == 200

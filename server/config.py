@@ -364,6 +364,7 @@ class Settings(BaseSettings):
     flow_code_timeout_seconds: float = Field(10.0, gt=0, description="wall time, then the sandbox is killed")
     flow_code_cpu_seconds: int = Field(5, ge=1, description="RLIMIT_CPU")
     flow_code_memory_mb: int = Field(256, ge=32, description="RLIMIT_AS")
+    flow_code_max_chars: int = Field(100_000, ge=100, description="a code node's source (compiled at validation)")
     flow_code_max_output_bytes: int = Field(1 * MiB, ge=1024, description="result size (main()'s dict and the end "
                                             "of stdout, as JSON) and the largest file the code may write")
 

@@ -25,6 +25,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from typecase.server.flow import graph as graphs
+from typecase.server.flow import templates
 from typecase.server.flow.convert import (FLOW_STATUS_NAMES, RUN_AS_NAMES, RUN_STATUS_NAMES, flow_message,
                                           run_message, version_message)
 from typecase.server.flow.engine.manager import Engine
@@ -164,6 +165,12 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             raise invalid_argument(field, f"at most {self.settings.flow_max_nodes} nodes")
         if len(graph.get("edges") or ()) > self.settings.flow_max_nodes * 4:
             raise invalid_argument(field, f"at most {self.settings.flow_max_nodes * 4} edges")
+        limit = self.settings.flow_code_max_chars  # compiled by validation: bounded before it gets there
+        for i, node in enumerate(graph.get("nodes") or ()):
+            code = (node.get("params") or {}).get("code") if isinstance(node, dict) else None
+            if isinstance(code, str) and len(code) > limit:
+                raise invalid_argument(f"{field}.nodes[{i}].params.code", f"at most {limit} characters "
+                                       "(flow_code_max_chars)")
 
     async def validate_graph(self, data: dict[str, Any], cache_key: tuple | None = None,
                              as_principal: caller.Principal | None = None) -> list[flow_pb2.ValidationProblem]:
@@ -186,7 +193,9 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
 
     async def _validate(self, data: dict[str, Any]) -> list[flow_pb2.ValidationProblem]:
         graph = Graph.from_dict(data)
-        problems = graphs.validate(graph, max_nodes=self.settings.flow_max_nodes)
+        # In a thread: validation parses every template and compiles code, which a large graph makes slow.
+        problems = await asyncio.to_thread(graphs.validate, graph, max_nodes=self.settings.flow_max_nodes,
+                                           template_limits=templates.Limits.from_settings(self.settings))
         for node in graph.nodes.values():
             if node.spec is not None and (why := node.spec.unavailable(self.engine.services)):
                 problems.append(graphs.problem(f"{node.spec.kind.upper()}_UNAVAILABLE", why, node_id=node.id,

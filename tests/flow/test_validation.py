@@ -156,3 +156,18 @@ async def test_validate_rpc_checks_saved_and_unsaved_graphs_and_models(fchannel)
     assert ("MODEL_NOT_FOUND", "l") in codes and ("MISSING_PARAM", "p") in codes
     assert ("MISSING_END", "") in codes  # a warning, listed after the errors
     assert reply.problems[-1].severity == flow_pb2.VALIDATION_SEVERITY_WARNING
+
+
+@pytest.mark.asyncio(loop_scope="package")
+async def test_code_longer_than_the_limit_is_refused_before_validation_compiles_it(fchannel):
+    import grpc
+
+    root = admin(fchannel)
+    limit = 100_000  # flow_code_max_chars' default
+    at_limit = "def main(**inputs):\n    return {}\n" + "#" * (limit - 34)
+    assert len(at_limit) == limit
+    await create_flow(root, "code at the limit", chain(start(), node("c", "code", code=at_limit), end()))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await create_flow(root, "code over the limit", chain(start(), node("c", "code", code=at_limit + "#"), end()))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "flow_code_max_chars" in refused.value.details() and "params.code" in refused.value.details()

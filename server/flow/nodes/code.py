@@ -58,7 +58,7 @@ class Code(NodeSpec):
         if why:
             raise node_error(why, ctx.node_id, unavailable="code")
         settings = ctx.services.settings
-        inputs = ctx.resolve(ctx.params.get("inputs") or {})
+        inputs = await ctx.resolve_async(ctx.params.get("inputs") or {})
         timeout = min(as_int(ctx.params.get("timeout_ms"), int(settings.flow_code_timeout_seconds * 1000)) / 1000,
                       settings.flow_code_timeout_seconds)
         limits = Limits(wall_seconds=max(timeout, 0.001), cpu_seconds=settings.flow_code_cpu_seconds,

@@ -142,10 +142,10 @@ class HttpRequest(NodeSpec):
         guard: HttpGuard = ctx.services.http
         settings = ctx.services.settings
         method = str(ctx.params.get("method") or "GET").upper()
-        url = ctx.render(ctx.params.get("url")).strip()
-        headers = _strings(ctx.resolve(ctx.params.get("headers") or {}))
-        query = _strings(ctx.resolve(ctx.params.get("query") or {}))
-        body = ctx.resolve(ctx.params.get("body")) if ctx.params.get("body") not in (None, "") else None
+        url = (await ctx.render_async(ctx.params.get("url"))).strip()
+        headers = _strings(await ctx.resolve_async(ctx.params.get("headers") or {}))
+        query = _strings(await ctx.resolve_async(ctx.params.get("query") or {}))
+        body = await ctx.resolve_async(ctx.params.get("body")) if ctx.params.get("body") not in (None, "") else None
         content, json_body = None, None
         if isinstance(body, (dict, list)):
             json_body = body

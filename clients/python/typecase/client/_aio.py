@@ -1,9 +1,12 @@
-"""The asyncio client: `AsyncClient` and its resource helpers, over grpc.aio. Same methods as `Client`, awaited;
-streams are iterated with `async for`."""
+"""The client, written once: `AsyncClient` and its resource helpers over grpc.aio. The blocking `Client` (_sync.py)
+is generated from this file by scripts/gen_sync.py (`make sdk-gen`): `async`/`await` go, `Async` and `async_` name
+prefixes go (AsyncChat -> Chat, async_sleep -> sleep), `aclose` -> `close`; the rest is the same code. The two had
+been mirrored by hand (27 duplicated runs) and had drifted: docstrings only on one side, a WatchFile stream left
+open by one of them. So a change here is a change to both: docstrings must read right for both clients, and what
+truly differs lives in _channel.py (the transports) and _io.py (sleeping, blocking file reads)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -11,12 +14,12 @@ from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 import grpc
-import grpc.aio
 from google.protobuf import message as _message
 
 from typecase.client import _requests as rq
-from typecase.client._channel import Credentials, aio_channel
+from typecase.client._channel import AsyncTransport, Credentials
 from typecase.client._config import Keepalive, OptionValue, RetryPolicy, Settings, resolve
+from typecase.client._io import async_run_blocking, async_sleep
 from typecase.client._upload import (
     DEFAULT_CHUNK_BYTES,
     Opened,
@@ -27,7 +30,7 @@ from typecase.client._upload import (
     first_request,
     open_source,
 )
-from typecase.client.errors import TypecaseError, Unavailable, from_rpc_error, from_status
+from typecase.client.errors import TypecaseError, Unavailable, from_rpc_error, from_status, status_code
 from typecase.client.events import ChatEvent, Cursor, RunEvent, RunState, TurnState, chat_event, run_event
 from typecase.v1 import (
     admin_pb2,
@@ -51,10 +54,26 @@ MiB = 1024 * 1024
 
 
 class AsyncClient:
-    """An asyncio Typecase client over grpc.aio; the arguments are `Client`'s.
+    """A Typecase client over gRPC. `Client` blocks; `AsyncClient` runs on asyncio (grpc.aio: create it inside the
+    event loop that uses it), its methods are awaited and its streams read with `async for`.
 
-    Create it inside the event loop that uses it; use `async with AsyncClient(...) as client` or
-    `await client.close()`.
+    Args:
+        target: "host:port" of the gRPC server (an "https://" prefix turns TLS on). Default: $TYPECASE_TARGET,
+            else "localhost:50051".
+        api_key: API key sent as `authorization: Bearer ...` on every call. Default: $TYPECASE_API_KEY.
+        token: a JWT access token instead of an API key (see `client.auth.login`).
+        tls: True for TLS with the system roots, or grpc.ChannelCredentials (custom CA, mTLS); False: plaintext.
+        timeout: default deadline in seconds of unary calls (None: none). Every method takes `timeout=` too.
+        stream_timeout: default deadline of streaming calls (None: none).
+        retry: retries of idempotent calls and reconnects of resumable streams; None disables both.
+        keepalive: HTTP/2 keepalive pings; None (default) sends none.
+        max_receive_message_bytes / max_send_message_bytes: per-message size limits of the channel.
+        options: extra raw gRPC channel arguments, e.g. {"grpc.initial_reconnect_backoff_ms": 200}.
+        metadata: extra metadata sent with every call, e.g. {"x-trace-id": "..."}.
+
+    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows` and `admin`; each has `.stub`, the raw
+    generated stub on the same authenticated channel, for everything the helpers do not cover (see `call`).
+    Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
 
     def __init__(
@@ -79,7 +98,8 @@ class AsyncClient:
             max_send_message_bytes=max_send_message_bytes, options=options, metadata=metadata,
         )
         self._credentials = Credentials(self.settings.credential, self.settings.metadata)
-        self.channel = aio_channel(self.settings, self._credentials)
+        self._transport = AsyncTransport(self.settings, self._credentials)
+        self.channel = self._transport.channel
         self.auth = AsyncAuth(self, auth_pb2_grpc.AuthServiceStub(self.channel))
         self.llm = AsyncLLM(self, llm_pb2_grpc.LLMServiceStub(self.channel))
         self.chat = AsyncChat(self, chat_pb2_grpc.ChatServiceStub(self.channel))
@@ -98,26 +118,27 @@ class AsyncClient:
 
     @credential.setter
     def credential(self, value: str | None) -> None:
+        """The API key or access token sent with every call."""
         self._credentials.credential = value
 
     async def call(self, method: Callable[..., Any], request: Any, *, timeout: float | None = None) -> Any:
-        """Invoke a unary (or client-streaming) method of a raw stub with the client's deadline and error
-        mapping: `await client.call(client.llm.stub.TestModel, request)`."""
+        """Invoke a unary (or client-streaming) method of a raw stub, e.g.
+        `client.call(client.llm.stub.TestModel, request)`, with the client's deadline and error mapping: failures
+        raise TypecaseError subclasses."""
         try:
             return await method(request, timeout=timeout)
-        except grpc.aio.AioRpcError as error:
+        except grpc.RpcError as error:
             raise from_rpc_error(error) from error
 
     async def wait_until_ready(self, timeout: float | None = None) -> None:
-        """Wait until the channel is connected; raises Unavailable after `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self.channel.channel_ready(), timeout)
-        except TimeoutError:
-            raise Unavailable(f"could not connect to {self.target} within {timeout}s") from None
+        """Wait (block, with Client) until the channel is connected; raises Unavailable after `timeout` seconds."""
+        if not await self._transport.wait_until_ready(timeout):
+            raise Unavailable(f"could not connect to {self.target} within {timeout}s")
 
     async def close(self, grace: float | None = None) -> None:
-        """Close the channel; calls in progress are cancelled (after `grace` seconds, when given)."""
-        await self.channel.close(grace)
+        """Close the channel; calls and streams in progress fail with Cancelled. `grace` (AsyncClient only; the
+        blocking channel refuses it) lets them finish for up to that many seconds first."""
+        await self._transport.close(grace)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -127,7 +148,7 @@ class AsyncClient:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"AsyncClient(target={self.target!r})"
+        return f"{type(self).__name__}(target={self.target!r})"
 
 
 class _Resource:
@@ -155,15 +176,15 @@ class _Resource:
         try:
             async for message in call:
                 yield message
-        except grpc.aio.AioRpcError as error:
+        except grpc.RpcError as error:
             raise from_rpc_error(error) from error
         finally:
             call.cancel()
 
 
 class _AsyncEventStream(Generic[E]):
-    """A resumable event stream for `async for`: each event once, in seq order, reconnecting from the last seq
-    seen when the connection drops (UNAVAILABLE) once the turn or run id is known."""
+    """A resumable event stream: yields each event once, in seq order, reconnecting from the last seq seen when
+    the connection drops (UNAVAILABLE) once the turn or run id is known."""
 
     def __init__(self, client: AsyncClient, first: Callable[[float | None], Any] | None, *, stream_id: str = "",
                  after_seq: int = 0, restartable: bool = False, timeout: float | None = None) -> None:
@@ -177,6 +198,7 @@ class _AsyncEventStream(Generic[E]):
         self._cancelled = False
         self._events: AsyncGenerator[E, None] = self._run()
 
+    # -- hooks ---------------------------------------------------------------------------------------------------
     def _reopen(self, stream_id: str, after_seq: int, timeout: float | None) -> Any:
         raise NotImplementedError
 
@@ -184,8 +206,10 @@ class _AsyncEventStream(Generic[E]):
         raise NotImplementedError
 
     def _apply(self, event: E) -> TypecaseError | None:
+        """Record the event; return the error to raise when it is a terminal failure."""
         raise NotImplementedError
 
+    # -- iteration -----------------------------------------------------------------------------------------------
     @property
     def last_seq(self) -> int:
         """The seq of the last event delivered: resume from here with `resume(id, after_seq=last_seq)`."""
@@ -219,16 +243,16 @@ class _AsyncEventStream(Generic[E]):
                     yield event
                 if cursor.done:
                     return
-            except grpc.aio.AioRpcError as error:
+            except grpc.RpcError as error:
                 if self._cancelled:
                     return
-                code, failure = error.code(), from_rpc_error(error)
+                code, failure = status_code(error), from_rpc_error(error)
             delay = cursor.reconnect_delay(code, self._client.settings.reconnect, restartable=self._restartable)
             if delay is None:
                 if failure is not None:
                     raise failure
                 raise Unavailable("the stream ended before its last event")
-            await asyncio.sleep(delay)
+            await async_sleep(delay)
 
     def __aiter__(self) -> AsyncIterator[E]:
         return self
@@ -237,7 +261,8 @@ class _AsyncEventStream(Generic[E]):
         return await anext(self._events)
 
     def cancel(self) -> None:
-        """Stop receiving; the turn or run itself goes on unless it was started with stop_on_disconnect."""
+        """Stop receiving (from any thread with Client): iteration ends. The turn or run itself goes on unless it
+        was started with stop_on_disconnect."""
         self._cancelled = True
         if self._call is not None:
             self._call.cancel()
@@ -259,7 +284,9 @@ def _stream_id(event: ChatEvent | RunEvent) -> str:
 
 
 class AsyncChatStream(_AsyncEventStream[ChatEvent]):
-    """The events of a chat turn (`async for event in stream`) and what they add up to; see `ChatStream`."""
+    """The events of a chat turn (`for event in stream`, `async for` with AsyncClient), with what they add up to:
+    `text`, `citations`, `started`, `ended`. A turn that fails after it started raises its error (e.g.
+    DeadlineExceeded with reason UPSTREAM_TIMEOUT) from the iteration; `text` keeps what was generated."""
 
     def __init__(self, chat: AsyncChat, first: Callable[[float | None], Any] | None, **kwargs: Any) -> None:
         self._chat = chat
@@ -279,10 +306,12 @@ class AsyncChatStream(_AsyncEventStream[ChatEvent]):
 
     @property
     def turn_id(self) -> str:
+        """The turn's id, known after the first event."""
         return self._cursor.stream_id
 
     @property
     def text(self) -> str:
+        """The answer text received so far."""
         return self.state.text
 
     @property
@@ -302,7 +331,7 @@ class AsyncChatStream(_AsyncEventStream[ChatEvent]):
         return self.state.ended
 
     async def collect(self) -> chat_pb2.TurnEnded:
-        """Read the rest of the turn and return its `ended` event."""
+        """Read the rest of the turn and return its `ended` event (answer message, usage, finish reason)."""
         async for _ in self:
             pass
         if self.state.ended is None:
@@ -310,13 +339,15 @@ class AsyncChatStream(_AsyncEventStream[ChatEvent]):
         return self.state.ended
 
     async def stop(self, *, timeout: float | None = None) -> bool:
+        """Stop generating (StopTurn); the stream then ends with `ended` (finish_reason CANCELLED)."""
         if not self.turn_id:
             raise ValueError("the turn id is not known yet: read the first event before stopping")
         return await self._chat.stop(self.turn_id, timeout=timeout)
 
 
 class AsyncRunStream(_AsyncEventStream[RunEvent]):
-    """The events of a flow run (`async for`); see `RunStream`."""
+    """The events of a flow run, with `text` (streamed output), `started`, `finished` and `input_required`
+    (set when the run paused for input: answer it with `client.flows.submit_input`). A failed run raises."""
 
     def __init__(self, flows: AsyncFlows, first: Callable[[float | None], Any] | None, **kwargs: Any) -> None:
         self._flows = flows
@@ -355,6 +386,7 @@ class AsyncRunStream(_AsyncEventStream[RunEvent]):
         return self.state.input_required
 
     async def collect(self) -> RunState:
+        """Read the rest of the run (until it finishes or waits for input) and return the assembled state."""
         async for _ in self:
             pass
         return self.state
@@ -370,6 +402,7 @@ class AsyncAuth(_Resource):
 
     async def login(self, username: str, password: str, *, use: bool = True,
                     timeout: float | None = None) -> auth_pb2.LoginResponse:
+        """Exchange a password for tokens; with `use`, later calls send the access token."""
         request = auth_pb2.LoginRequest(username=username, password=password)
         response = await self._unary(self.stub.Login, request, auth_pb2.LoginResponse, timeout)
         if use:
@@ -385,6 +418,7 @@ class AsyncAuth(_Resource):
         return response
 
     async def me(self, *, timeout: float | None = None) -> auth_pb2.GetMeResponse:
+        """The authenticated caller (`.user`) and the API key used (`.api_key_id`)."""
         return await self._unary(self.stub.GetMe, auth_pb2.GetMeRequest(), auth_pb2.GetMeResponse, timeout)
 
     async def create_user(self, username: str, password: str, *, role: str = "user", display_name: str = "",
@@ -408,6 +442,8 @@ class AsyncAuth(_Resource):
     async def create_api_key(self, name: str, *, owner_id: str = "", expire_time: datetime | None = None,
                              scopes: Sequence[str] = (),
                              timeout: float | None = None) -> auth_pb2.CreateApiKeyResponse:
+        """Create an API key; the response's `.secret` is shown only this once. `scopes`: "api" (the default) and/or
+        "proxy" (an access key for the LLM API proxy)."""
         request = rq.create_api_key(name, owner_id, expire_time, scopes)
         return await self._unary(self.stub.CreateApiKey, request, auth_pb2.CreateApiKeyResponse, timeout)
 
@@ -431,6 +467,7 @@ class AsyncLLM(_Resource):
     def list_models(self, *, model_type: str | None = None, online: bool | None = None, provider_id: str = "",
                     keyword: str = "", page_size: int = 100,
                     timeout: float | None = None) -> AsyncIterator[llm_pb2.Model]:
+        """Models, optionally only of `model_type` ("llm", "embedding", "rerank") or online state."""
         request = rq.list_models(model_type, online, provider_id, keyword, page_size)
         return self._pages(self.stub.ListModels, request, "models", timeout)
 
@@ -439,12 +476,14 @@ class AsyncLLM(_Resource):
         return (await self._unary(self.stub.GetModel, request, llm_pb2.GetModelResponse, timeout)).model
 
     async def defaults(self, *, timeout: float | None = None) -> llm_pb2.LLMDefaults:
+        """The platform's default models (chat, flow, knowledge embedding, title, rerank)."""
         request = llm_pb2.GetDefaultsRequest()
         return (await self._unary(self.stub.GetDefaults, request, llm_pb2.GetDefaultsResponse, timeout)).defaults
 
     async def complete(self, model_id: str, messages: rq.Messages, *, temperature: float | None = None,
                        max_tokens: int | None = None, stop: Sequence[str] | None = None,
                        timeout: float | None = None) -> llm_pb2.CompleteResponse:
+        """One whole answer: `messages` is a prompt string or a list of messages ({"role", "content"})."""
         request = llm_pb2.CompleteRequest(model_id=model_id, messages=rq.chat_messages(messages),
                                           config=rq.generation_config(temperature, max_tokens, stop))
         return await self._unary(self.stub.Complete, request, llm_pb2.CompleteResponse, timeout)
@@ -452,6 +491,7 @@ class AsyncLLM(_Resource):
     def generate(self, model_id: str, messages: rq.Messages, *, temperature: float | None = None,
                  max_tokens: int | None = None, stop: Sequence[str] | None = None,
                  timeout: float | None = None) -> AsyncIterator[llm_pb2.GenerateResponse]:
+        """Stream an answer piece by piece (not resumable: model calls are not logged)."""
         request = llm_pb2.GenerateRequest(model_id=model_id, messages=rq.chat_messages(messages),
                                           config=rq.generation_config(temperature, max_tokens, stop))
         return self._stream(self.stub.Generate(request, timeout=timeout))
@@ -472,6 +512,7 @@ class AsyncChat(_Resource):
     async def create_session(self, *, title: str = "", model_id: str = "", flow_id: str = "",
                              system_prompt: str = "", kb_ids: Iterable[str] = (), metadata: rq.Struct | None = None,
                              timeout: float | None = None) -> chat_pb2.Session:
+        """A session with a model (default: the platform's chat model) or, with `flow_id`, a published flow."""
         request = rq.create_session(title, model_id, flow_id, system_prompt, kb_ids, metadata)
         return (await self._unary(self.stub.CreateSession, request, chat_pb2.CreateSessionResponse,
                                   timeout)).session
@@ -488,6 +529,7 @@ class AsyncChat(_Resource):
     async def update_session(self, session_id: str, *, title: str | None = None, system_prompt: str | None = None,
                              model_id: str | None = None, kb_ids: Sequence[str] | None = None,
                              metadata: rq.Struct | None = None, timeout: float | None = None) -> chat_pb2.Session:
+        """Change the given fields only."""
         request = rq.update_session(session_id, title=title, system_prompt=system_prompt, model_id=model_id,
                                     kb_ids=kb_ids, metadata=metadata)
         return (await self._unary(self.stub.UpdateSession, request, chat_pb2.UpdateSessionResponse,
@@ -499,18 +541,21 @@ class AsyncChat(_Resource):
 
     def list_messages(self, session_id: str, *, newest_first: bool = False, turn_id: str = "",
                       page_size: int = 100, timeout: float | None = None) -> AsyncIterator[chat_pb2.Message]:
+        """A session's messages, oldest first (or newest first)."""
         request = chat_pb2.ListMessagesRequest(session_id=session_id, newest_first=newest_first, turn_id=turn_id,
                                                page_size=page_size)
         return self._pages(self.stub.ListMessages, request, "messages", timeout)
 
     async def add_messages(self, session_id: str, pairs: Iterable[tuple[str, str] | chat_pb2.MessagePair], *,
                            timeout: float | None = None) -> list[chat_pb2.Message]:
+        """Append (question, answer) pairs without calling a model."""
         request = chat_pb2.AddMessagesRequest(session_id=session_id, pairs=rq.message_pairs(pairs))
         response = await self._unary(self.stub.AddMessages, request, chat_pb2.AddMessagesResponse, timeout)
         return list(response.messages)
 
     async def feedback(self, message_id: str, action: str, *, comment: str = "",
                        timeout: float | None = None) -> chat_pb2.Message:
+        """Rate an answer: action "like", "dislike", "cancel" or "copied"."""
         request = rq.feedback(message_id, action, comment)
         return (await self._unary(self.stub.SetMessageFeedback, request, chat_pb2.SetMessageFeedbackResponse,
                                   timeout)).message
@@ -520,8 +565,13 @@ class AsyncChat(_Resource):
                stop_on_disconnect: bool = False, attachments: Sequence[chat_pb2.Attachment] = (),
                input_node_id: str = "", input: rq.Struct | None = None,
                timeout: float | None = None) -> AsyncChatStream:
-        """Ask a question and stream the answer's events: `async for event in client.chat.stream(sid, "hi")`.
-        Resumes transparently like `Client.chat.stream`."""
+        """Ask a question and stream the answer's events: `for event in client.chat.stream(sid, "hi")` (with
+        AsyncClient: `async for`).
+
+        The stream survives dropped connections: once the turn id is known it reconnects with
+        StreamTurnEvents from the last seq seen, and before that it re-sends the question with the same
+        `request_id` (generated when not given), which the server attaches to the turn it already started.
+        """
         request = rq.chat(session_id, content, model_id=model_id, temperature=temperature, max_tokens=max_tokens,
                           request_id=request_id, stop_on_disconnect=stop_on_disconnect, attachments=attachments,
                           input_node_id=input_node_id, input=input)
@@ -529,17 +579,18 @@ class AsyncChat(_Resource):
                                timeout=timeout)
 
     def resume(self, turn_id: str, after_seq: int = 0, *, timeout: float | None = None) -> AsyncChatStream:
-        """Follow a turn again from after `after_seq` (0: from its start)."""
+        """Follow a turn again from after `after_seq` (0: from its start), e.g. after a restart of this process."""
         if after_seq < 0:
             raise ValueError("after_seq must not be negative")
         return AsyncChatStream(self, None, stream_id=turn_id, after_seq=after_seq, timeout=timeout)
 
     async def ask(self, session_id: str, content: str, **kwargs: Any) -> chat_pb2.Message:
-        """Ask and wait for the whole answer; returns the stored answer message."""
+        """Ask and wait for the whole answer; returns the stored answer message. Takes `stream`'s arguments."""
         ended = await self.stream(session_id, content, **kwargs).collect()
         return ended.answer
 
     async def stop(self, turn_id: str, *, timeout: float | None = None) -> bool:
+        """Stop a running turn; False when it had already ended."""
         request = chat_pb2.StopTurnRequest(turn_id=turn_id)
         response = await self._unary(self.stub.StopTurn, request, chat_pb2.StopTurnResponse, timeout)
         return bool(response.stopped)
@@ -580,27 +631,32 @@ class AsyncKnowledge(_Resource):
                      chunking_rule: knowledge_pb2.ChunkingRule | None = None, allow_duplicate: bool = False,
                      chunk_size: int = DEFAULT_CHUNK_BYTES, progress: ProgressCallback | None = None,
                      timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
-        """Upload a file in chunks with progress callbacks (called in the event loop); see `Client`'s."""
+        """Upload a file (a path, bytes or a binary file object) in chunks of at most `chunk_size` bytes (max
+        1 MiB) and queue it for processing; returns the stored file (status QUEUED). `progress` is called
+        with an UploadProgress as each chunk is handed to the transport (by Client from gRPC's thread, by
+        AsyncClient in the event loop), last at 100%; an exception it raises cancels the upload and is re-raised
+        here. See `wait_until_done`."""
         check_chunk_size(chunk_size)
-        opened = await asyncio.to_thread(open_source, source, file_name)
+        opened = await async_run_blocking(open_source, source, file_name)
         tracker = Progress(opened, progress)
         try:
             first = first_request(kb_id, opened, content_type=content_type, chunking_rule=chunking_rule, tags=tags,
                                   metadata=metadata, allow_duplicate=allow_duplicate)
             response = await self._client.call(self.stub.UploadFile,
                                                _upload_messages(first, opened, chunk_size, tracker), timeout=timeout)
-        except (TypecaseError, asyncio.CancelledError):
+        except BaseException:  # grpcio reports the callback's failure as Cancelled, grpc.aio as CancelledError
             if tracker.error is not None:
                 raise tracker.error from None
             raise
         finally:
-            await asyncio.to_thread(opened.close)
+            await async_run_blocking(opened.close)
         assert isinstance(response, knowledge_pb2.UploadFileResponse)
         return response.file
 
     async def add_text(self, kb_id: str, name: str, text: str, *, tags: Iterable[str] = (),
                        metadata: rq.Struct | None = None, chunking_rule: knowledge_pb2.ChunkingRule | None = None,
                        timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
+        """Add a typed or pasted document (".txt" is appended to a name without an extension)."""
         request = rq.add_text(kb_id, name, text, chunking_rule, tags, metadata)
         return (await self._unary(self.stub.AddTextFile, request, knowledge_pb2.AddTextFileResponse, timeout)).file
 
@@ -624,13 +680,15 @@ class AsyncKnowledge(_Resource):
                                   timeout)).file
 
     def watch(self, file_id: str, *, timeout: float | None = None) -> AsyncIterator[knowledge_pb2.WatchFileResponse]:
+        """The file's processing progress: its current state, then every change, until DONE or FAILED."""
         request = knowledge_pb2.WatchFileRequest(file_id=file_id)
         return self._stream(self.stub.WatchFile(request, timeout=timeout))
 
     async def wait_until_done(self, file_id: str, *, timeout: float | None = None,
                               on_update: Callable[[knowledge_pb2.WatchFileResponse], None] | None = None,
                               ) -> knowledge_pb2.KnowledgeFile:
-        """Wait until the file is searchable and return it; see `Client.knowledge.wait_until_done`."""
+        """Wait (watching with WatchFile, re-watching after a dropped connection) until the file is searchable
+        and return it; raises the file's error when processing failed, DeadlineExceeded after `timeout`."""
         cursor = Cursor(stream_id=file_id, deadline=time.monotonic() + timeout if timeout is not None else None)
         while True:
             code: grpc.StatusCode | None = None
@@ -645,19 +703,21 @@ class AsyncKnowledge(_Resource):
                         return await self.get_file(file_id, timeout=cursor.remaining())
                     if update.status == knowledge_pb2.FILE_STATUS_FAILED:
                         raise from_status(update.error, default_message=f"processing file {file_id} failed")
-            except grpc.aio.AioRpcError as error:
-                code, failure = error.code(), from_rpc_error(error)
+            except grpc.RpcError as error:
+                code, failure = status_code(error), from_rpc_error(error)
             finally:
                 call.cancel()
             delay = cursor.reconnect_delay(code, self._client.settings.reconnect, restartable=True)
             if delay is None:
                 raise failure or Unavailable("the file watch ended before the file was processed")
-            await asyncio.sleep(delay)
+            await async_sleep(delay)
 
     async def search(self, kb_ids: str | Iterable[str], query: str, *, top_k: int = 0, mode: str | None = None,
                      score_threshold: float = 0.0, vector_weight: float | None = None, file_ids: Iterable[str] = (),
                      tags: Iterable[str] = (), metadata: rq.Struct | None = None, rerank_model_id: str = "",
                      timeout: float | None = None) -> knowledge_pb2.SearchResponse:
+        """Search one or more knowledge bases; `.hits` are best first. `mode`: "hybrid" (default), "vector"
+        or "keyword"; `top_k` 0 means the server's default (5)."""
         request = rq.search(kb_ids, query, top_k=top_k, mode=mode, score_threshold=score_threshold,
                             vector_weight=vector_weight, file_ids=file_ids, tags=tags, metadata=metadata,
                             rerank_model_id=rerank_model_id)
@@ -667,10 +727,10 @@ class AsyncKnowledge(_Resource):
 async def _upload_messages(first: knowledge_pb2.UploadFileRequest, opened: Opened, chunk_size: int,
                            tracker: Progress) -> AsyncIterator[knowledge_pb2.UploadFileRequest]:
     tracker.add(0)
-    first.chunk = await asyncio.to_thread(opened.reader.read, chunk_size)
+    first.chunk = await async_run_blocking(opened.reader.read, chunk_size)
     yield first
     tracker.add(len(first.chunk))
-    while chunk := await asyncio.to_thread(opened.reader.read, chunk_size):
+    while chunk := await async_run_blocking(opened.reader.read, chunk_size):
         yield knowledge_pb2.UploadFileRequest(chunk=chunk)
         tracker.add(len(chunk))
 
@@ -710,16 +770,19 @@ class AsyncFlows(_Resource):
 
     def run(self, flow_id: str, inputs: rq.Struct | None = None, *, version_id: str = "", session_id: str = "",
             stop_on_disconnect: bool = False, timeout: float | None = None) -> AsyncRunStream:
+        """Start a run and stream its events; reconnects from the last seq once the run id is known."""
         request = rq.run_flow(flow_id, inputs, version_id, session_id, stop_on_disconnect)
         return AsyncRunStream(self, lambda t: self.stub.RunFlow(request, timeout=t), timeout=timeout)
 
     def resume(self, run_id: str, after_seq: int = 0, *, timeout: float | None = None) -> AsyncRunStream:
+        """Follow a run again from after `after_seq` (0: from its start)."""
         if after_seq < 0:
             raise ValueError("after_seq must not be negative")
         return AsyncRunStream(self, None, stream_id=run_id, after_seq=after_seq, timeout=timeout)
 
     def submit_input(self, run_id: str, node_id: str, input: rq.Struct | None = None, *,
                      stop_on_disconnect: bool = False, timeout: float | None = None) -> AsyncRunStream:
+        """Answer a run's pending input request (ResumeRun) and stream its further events."""
         request = rq.resume_run(run_id, node_id, input, stop_on_disconnect)
         return AsyncRunStream(self, lambda t: self.stub.ResumeRun(request, timeout=t), timeout=timeout)
 
@@ -762,5 +825,6 @@ class AsyncAdmin(_Resource):
 
     def stream_logs(self, *, query: str = "", tail: int = 0,
                     timeout: float | None = None) -> AsyncIterator[admin_pb2.StreamLogsResponse]:
+        """Follow the server's log lines (after the last `tail` ones) until cancelled or `timeout`."""
         request = admin_pb2.StreamLogsRequest(query=query, tail=tail)
         return self._stream(self.stub.StreamLogs(request, timeout=timeout))

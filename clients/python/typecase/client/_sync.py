@@ -1,9 +1,12 @@
-"""The blocking client: `Client` and its resource helpers, over grpcio's synchronous channel."""
+"""The blocking client: `Client` and its resource helpers, over grpcio's synchronous channel.
+
+GENERATED from _aio.py by scripts/gen_sync.py: do not edit. Change _aio.py, then run `make sdk-gen`.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -12,8 +15,9 @@ import grpc
 from google.protobuf import message as _message
 
 from typecase.client import _requests as rq
-from typecase.client._channel import Credentials, sync_channel
+from typecase.client._channel import Transport, Credentials
 from typecase.client._config import Keepalive, OptionValue, RetryPolicy, Settings, resolve
+from typecase.client._io import run_blocking, sleep
 from typecase.client._upload import (
     DEFAULT_CHUNK_BYTES,
     Opened,
@@ -24,7 +28,7 @@ from typecase.client._upload import (
     first_request,
     open_source,
 )
-from typecase.client.errors import TypecaseError, Unavailable, as_call, from_rpc_error, from_status
+from typecase.client.errors import TypecaseError, Unavailable, from_rpc_error, from_status, status_code
 from typecase.client.events import ChatEvent, Cursor, RunEvent, RunState, TurnState, chat_event, run_event
 from typecase.v1 import (
     admin_pb2,
@@ -44,17 +48,12 @@ from typecase.v1 import (
 
 R = TypeVar("R", bound=_message.Message)
 E = TypeVar("E", ChatEvent, RunEvent)
-T = TypeVar("T")
 MiB = 1024 * 1024
 
 
-def _code(error: grpc.RpcError) -> grpc.StatusCode | None:
-    call = as_call(error)
-    return call.code() if call is not None else None
-
-
 class Client:
-    """A blocking Typecase client over gRPC.
+    """A Typecase client over gRPC. `Client` blocks; `AsyncClient` runs on asyncio (grpc.aio: create it inside the
+    event loop that uses it), its methods are awaited and its streams read with `async for`.
 
     Args:
         target: "host:port" of the gRPC server (an "https://" prefix turns TLS on). Default: $TYPECASE_TARGET,
@@ -72,7 +71,7 @@ class Client:
 
     The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows` and `admin`; each has `.stub`, the raw
     generated stub on the same authenticated channel, for everything the helpers do not cover (see `call`).
-    Use as a context manager, or call `close()`.
+    Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
 
     def __init__(
@@ -97,7 +96,8 @@ class Client:
             max_send_message_bytes=max_send_message_bytes, options=options, metadata=metadata,
         )
         self._credentials = Credentials(self.settings.credential, self.settings.metadata)
-        self.channel, self._base_channel = sync_channel(self.settings, self._credentials)
+        self._transport = Transport(self.settings, self._credentials)
+        self.channel = self._transport.channel
         self.auth = Auth(self, auth_pb2_grpc.AuthServiceStub(self.channel))
         self.llm = LLM(self, llm_pb2_grpc.LLMServiceStub(self.channel))
         self.chat = Chat(self, chat_pb2_grpc.ChatServiceStub(self.channel))
@@ -116,26 +116,27 @@ class Client:
 
     @credential.setter
     def credential(self, value: str | None) -> None:
+        """The API key or access token sent with every call."""
         self._credentials.credential = value
 
     def call(self, method: Callable[..., Any], request: Any, *, timeout: float | None = None) -> Any:
-        """Invoke a unary method of a raw stub (e.g. `client.call(client.llm.stub.TestModel, request)`) with the
-        client's deadline and error mapping: failures raise TypecaseError subclasses."""
+        """Invoke a unary (or client-streaming) method of a raw stub, e.g.
+        `client.call(client.llm.stub.TestModel, request)`, with the client's deadline and error mapping: failures
+        raise TypecaseError subclasses."""
         try:
             return method(request, timeout=timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
-        """Block until the channel is connected; raises Unavailable after `timeout` seconds."""
-        try:
-            grpc.channel_ready_future(self._base_channel).result(timeout=timeout)
-        except grpc.FutureTimeoutError:
-            raise Unavailable(f"could not connect to {self.target} within {timeout}s") from None
+        """Wait (block, with Client) until the channel is connected; raises Unavailable after `timeout` seconds."""
+        if not self._transport.wait_until_ready(timeout):
+            raise Unavailable(f"could not connect to {self.target} within {timeout}s")
 
-    def close(self) -> None:
-        """Close the channel; calls and streams in progress fail with Cancelled."""
-        self._base_channel.close()
+    def close(self, grace: float | None = None) -> None:
+        """Close the channel; calls and streams in progress fail with Cancelled. `grace` (AsyncClient only; the
+        blocking channel refuses it) lets them finish for up to that many seconds first."""
+        self._transport.close(grace)
 
     def __enter__(self) -> Client:
         return self
@@ -145,7 +146,7 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client(target={self.target!r})"
+        return f"{type(self).__name__}(target={self.target!r})"
 
 
 class _Resource:
@@ -159,17 +160,20 @@ class _Resource:
             raise TypeError(f"expected {response_type.__name__}, got {type(response).__name__}")
         return response
 
-    def _pages(self, method: Callable[..., Any], request: Any, field: str, timeout: float | None) -> Iterator[Any]:
+    def _pages(self, method: Callable[..., Any], request: Any, field: str,
+               timeout: float | None) -> Iterator[Any]:
         while True:
             page = self._client.call(method, request, timeout=timeout)
-            yield from getattr(page, field)
+            for item in getattr(page, field):
+                yield item
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
 
     def _stream(self, call: Any) -> Iterator[Any]:
         try:
-            yield from call
+            for message in call:
+                yield message
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
         finally:
@@ -190,7 +194,7 @@ class _EventStream(Generic[E]):
                               deadline=time.monotonic() + limit if limit is not None else None)
         self._call: Any = None
         self._cancelled = False
-        self._events: Generator[E, None, None] = self._run()
+        self._events: Generator[E, None] = self._run()
 
     # -- hooks ---------------------------------------------------------------------------------------------------
     def _reopen(self, stream_id: str, after_seq: int, timeout: float | None) -> Any:
@@ -220,7 +224,7 @@ class _EventStream(Generic[E]):
         assert self._first is not None
         return self._first(timeout)
 
-    def _run(self) -> Generator[E, None, None]:
+    def _run(self) -> Generator[E, None]:
         cursor = self._cursor
         while not cursor.done:
             code: grpc.StatusCode | None = None
@@ -240,13 +244,13 @@ class _EventStream(Generic[E]):
             except grpc.RpcError as error:
                 if self._cancelled:
                     return
-                code, failure = _code(error), from_rpc_error(error)
+                code, failure = status_code(error), from_rpc_error(error)
             delay = cursor.reconnect_delay(code, self._client.settings.reconnect, restartable=self._restartable)
             if delay is None:
                 if failure is not None:
                     raise failure
                 raise Unavailable("the stream ended before its last event")
-            time.sleep(delay)
+            sleep(delay)
 
     def __iter__(self) -> Iterator[E]:
         return self
@@ -255,8 +259,8 @@ class _EventStream(Generic[E]):
         return next(self._events)
 
     def cancel(self) -> None:
-        """Stop receiving (from any thread): iteration ends. The turn or run itself goes on unless it was
-        started with stop_on_disconnect."""
+        """Stop receiving (from any thread with Client): iteration ends. The turn or run itself goes on unless it
+        was started with stop_on_disconnect."""
         self._cancelled = True
         if self._call is not None:
             self._call.cancel()
@@ -278,9 +282,9 @@ def _stream_id(event: ChatEvent | RunEvent) -> str:
 
 
 class ChatStream(_EventStream[ChatEvent]):
-    """The events of a chat turn (`for event in stream`), with what they add up to: `text`, `citations`,
-    `started`, `ended`. A turn that fails after it started raises its error (e.g. DeadlineExceeded with reason
-    UPSTREAM_TIMEOUT) from the iteration; `text` keeps what was generated."""
+    """The events of a chat turn (`for event in stream`, `async for` with AsyncClient), with what they add up to:
+    `text`, `citations`, `started`, `ended`. A turn that fails after it started raises its error (e.g.
+    DeadlineExceeded with reason UPSTREAM_TIMEOUT) from the iteration; `text` keeps what was generated."""
 
     def __init__(self, chat: Chat, first: Callable[[float | None], Any] | None, **kwargs: Any) -> None:
         self._chat = chat
@@ -418,11 +422,11 @@ class Auth(_Resource):
     def create_user(self, username: str, password: str, *, role: str = "user", display_name: str = "",
                     email: str = "", timeout: float | None = None) -> auth_pb2.User:
         request = rq.create_user(username, password, role, display_name, email)
-        return self._unary(self.stub.CreateUser, request, auth_pb2.CreateUserResponse, timeout).user
+        return (self._unary(self.stub.CreateUser, request, auth_pb2.CreateUserResponse, timeout)).user
 
     def get_user(self, user_id: str, *, timeout: float | None = None) -> auth_pb2.User:
         request = auth_pb2.GetUserRequest(user_id=user_id)
-        return self._unary(self.stub.GetUser, request, auth_pb2.GetUserResponse, timeout).user
+        return (self._unary(self.stub.GetUser, request, auth_pb2.GetUserResponse, timeout)).user
 
     def list_users(self, *, keyword: str = "", page_size: int = 100,
                    timeout: float | None = None) -> Iterator[auth_pb2.User]:
@@ -467,12 +471,12 @@ class LLM(_Resource):
 
     def get_model(self, model_id: str, *, timeout: float | None = None) -> llm_pb2.Model:
         request = llm_pb2.GetModelRequest(model_id=model_id)
-        return self._unary(self.stub.GetModel, request, llm_pb2.GetModelResponse, timeout).model
+        return (self._unary(self.stub.GetModel, request, llm_pb2.GetModelResponse, timeout)).model
 
     def defaults(self, *, timeout: float | None = None) -> llm_pb2.LLMDefaults:
         """The platform's default models (chat, flow, knowledge embedding, title, rerank)."""
         request = llm_pb2.GetDefaultsRequest()
-        return self._unary(self.stub.GetDefaults, request, llm_pb2.GetDefaultsResponse, timeout).defaults
+        return (self._unary(self.stub.GetDefaults, request, llm_pb2.GetDefaultsResponse, timeout)).defaults
 
     def complete(self, model_id: str, messages: rq.Messages, *, temperature: float | None = None,
                  max_tokens: int | None = None, stop: Sequence[str] | None = None,
@@ -490,7 +494,8 @@ class LLM(_Resource):
                                           config=rq.generation_config(temperature, max_tokens, stop))
         return self._stream(self.stub.Generate(request, timeout=timeout))
 
-    def embed(self, model_id: str, inputs: Sequence[str], *, timeout: float | None = None) -> llm_pb2.EmbedResponse:
+    def embed(self, model_id: str, inputs: Sequence[str], *,
+              timeout: float | None = None) -> llm_pb2.EmbedResponse:
         request = llm_pb2.EmbedRequest(model_id=model_id, inputs=list(inputs))
         return self._unary(self.stub.Embed, request, llm_pb2.EmbedResponse, timeout)
 
@@ -502,16 +507,17 @@ class Chat(_Resource):
         super().__init__(client)
         self.stub = stub
 
-    def create_session(self, *, title: str = "", model_id: str = "", flow_id: str = "", system_prompt: str = "",
-                       kb_ids: Iterable[str] = (), metadata: rq.Struct | None = None,
+    def create_session(self, *, title: str = "", model_id: str = "", flow_id: str = "",
+                       system_prompt: str = "", kb_ids: Iterable[str] = (), metadata: rq.Struct | None = None,
                        timeout: float | None = None) -> chat_pb2.Session:
         """A session with a model (default: the platform's chat model) or, with `flow_id`, a published flow."""
         request = rq.create_session(title, model_id, flow_id, system_prompt, kb_ids, metadata)
-        return self._unary(self.stub.CreateSession, request, chat_pb2.CreateSessionResponse, timeout).session
+        return (self._unary(self.stub.CreateSession, request, chat_pb2.CreateSessionResponse,
+                            timeout)).session
 
     def get_session(self, session_id: str, *, timeout: float | None = None) -> chat_pb2.Session:
         request = chat_pb2.GetSessionRequest(session_id=session_id)
-        return self._unary(self.stub.GetSession, request, chat_pb2.GetSessionResponse, timeout).session
+        return (self._unary(self.stub.GetSession, request, chat_pb2.GetSessionResponse, timeout)).session
 
     def list_sessions(self, *, keyword: str = "", page_size: int = 100,
                       timeout: float | None = None) -> Iterator[chat_pb2.Session]:
@@ -524,7 +530,8 @@ class Chat(_Resource):
         """Change the given fields only."""
         request = rq.update_session(session_id, title=title, system_prompt=system_prompt, model_id=model_id,
                                     kb_ids=kb_ids, metadata=metadata)
-        return self._unary(self.stub.UpdateSession, request, chat_pb2.UpdateSessionResponse, timeout).session
+        return (self._unary(self.stub.UpdateSession, request, chat_pb2.UpdateSessionResponse,
+                            timeout)).session
 
     def delete_session(self, session_id: str, *, timeout: float | None = None) -> None:
         request = chat_pb2.DeleteSessionRequest(session_id=session_id)
@@ -541,21 +548,23 @@ class Chat(_Resource):
                      timeout: float | None = None) -> list[chat_pb2.Message]:
         """Append (question, answer) pairs without calling a model."""
         request = chat_pb2.AddMessagesRequest(session_id=session_id, pairs=rq.message_pairs(pairs))
-        return list(self._unary(self.stub.AddMessages, request, chat_pb2.AddMessagesResponse, timeout).messages)
+        response = self._unary(self.stub.AddMessages, request, chat_pb2.AddMessagesResponse, timeout)
+        return list(response.messages)
 
     def feedback(self, message_id: str, action: str, *, comment: str = "",
                  timeout: float | None = None) -> chat_pb2.Message:
         """Rate an answer: action "like", "dislike", "cancel" or "copied"."""
         request = rq.feedback(message_id, action, comment)
-        return self._unary(self.stub.SetMessageFeedback, request, chat_pb2.SetMessageFeedbackResponse,
-                           timeout).message
+        return (self._unary(self.stub.SetMessageFeedback, request, chat_pb2.SetMessageFeedbackResponse,
+                            timeout)).message
 
     def stream(self, session_id: str, content: str, *, model_id: str | None = None,
                temperature: float | None = None, max_tokens: int | None = None, request_id: str | None = None,
                stop_on_disconnect: bool = False, attachments: Sequence[chat_pb2.Attachment] = (),
                input_node_id: str = "", input: rq.Struct | None = None,
                timeout: float | None = None) -> ChatStream:
-        """Ask a question and stream the answer's events: `for event in client.chat.stream(sid, "hi")`.
+        """Ask a question and stream the answer's events: `for event in client.chat.stream(sid, "hi")` (with
+        AsyncClient: `async for`).
 
         The stream survives dropped connections: once the turn id is known it reconnects with
         StreamTurnEvents from the last seq seen, and before that it re-sends the question with the same
@@ -564,7 +573,8 @@ class Chat(_Resource):
         request = rq.chat(session_id, content, model_id=model_id, temperature=temperature, max_tokens=max_tokens,
                           request_id=request_id, stop_on_disconnect=stop_on_disconnect, attachments=attachments,
                           input_node_id=input_node_id, input=input)
-        return ChatStream(self, lambda t: self.stub.Chat(request, timeout=t), restartable=True, timeout=timeout)
+        return ChatStream(self, lambda t: self.stub.Chat(request, timeout=t), restartable=True,
+                          timeout=timeout)
 
     def resume(self, turn_id: str, after_seq: int = 0, *, timeout: float | None = None) -> ChatStream:
         """Follow a turn again from after `after_seq` (0: from its start), e.g. after a restart of this process."""
@@ -595,13 +605,14 @@ class Knowledge(_Resource):
                               chunking_rule: knowledge_pb2.ChunkingRule | None = None,
                               timeout: float | None = None) -> knowledge_pb2.KnowledgeBase:
         request = rq.create_knowledge_base(name, description, embedding_model_id, chunking_rule)
-        response = self._unary(self.stub.CreateKnowledgeBase, request, knowledge_pb2.CreateKnowledgeBaseResponse,
-                               timeout)
+        response = self._unary(self.stub.CreateKnowledgeBase, request,
+                               knowledge_pb2.CreateKnowledgeBaseResponse, timeout)
         return response.knowledge_base
 
     def get_knowledge_base(self, kb_id: str, *, timeout: float | None = None) -> knowledge_pb2.KnowledgeBase:
         request = knowledge_pb2.GetKnowledgeBaseRequest(kb_id=kb_id)
-        response = self._unary(self.stub.GetKnowledgeBase, request, knowledge_pb2.GetKnowledgeBaseResponse, timeout)
+        response = self._unary(self.stub.GetKnowledgeBase, request, knowledge_pb2.GetKnowledgeBaseResponse,
+                               timeout)
         return response.knowledge_base
 
     def list_knowledge_bases(self, *, keyword: str = "", page_size: int = 100,
@@ -620,22 +631,23 @@ class Knowledge(_Resource):
                timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
         """Upload a file (a path, bytes or a binary file object) in chunks of at most `chunk_size` bytes (max
         1 MiB) and queue it for processing; returns the stored file (status QUEUED). `progress` is called
-        with an UploadProgress as each chunk is handed to the transport (from gRPC's thread), last at 100%;
-        an exception it raises cancels the upload and is re-raised here. See `wait_until_done`."""
+        with an UploadProgress as each chunk is handed to the transport (by Client from gRPC's thread, by
+        AsyncClient in the event loop), last at 100%; an exception it raises cancels the upload and is re-raised
+        here. See `wait_until_done`."""
         check_chunk_size(chunk_size)
-        opened = open_source(source, file_name)
+        opened = run_blocking(open_source, source, file_name)
         tracker = Progress(opened, progress)
         try:
             first = first_request(kb_id, opened, content_type=content_type, chunking_rule=chunking_rule, tags=tags,
                                   metadata=metadata, allow_duplicate=allow_duplicate)
-            response = self._client.call(self.stub.UploadFile, _upload_messages(first, opened, chunk_size, tracker),
-                                         timeout=timeout)
-        except TypecaseError:
+            response = self._client.call(self.stub.UploadFile,
+                                         _upload_messages(first, opened, chunk_size, tracker), timeout=timeout)
+        except BaseException:  # grpcio reports the callback's failure as Cancelled, grpc.aio as CancelledError
             if tracker.error is not None:
                 raise tracker.error from None
             raise
         finally:
-            opened.close()
+            run_blocking(opened.close)
         assert isinstance(response, knowledge_pb2.UploadFileResponse)
         return response.file
 
@@ -644,11 +656,11 @@ class Knowledge(_Resource):
                  timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
         """Add a typed or pasted document (".txt" is appended to a name without an extension)."""
         request = rq.add_text(kb_id, name, text, chunking_rule, tags, metadata)
-        return self._unary(self.stub.AddTextFile, request, knowledge_pb2.AddTextFileResponse, timeout).file
+        return (self._unary(self.stub.AddTextFile, request, knowledge_pb2.AddTextFileResponse, timeout)).file
 
     def get_file(self, file_id: str, *, timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
         request = knowledge_pb2.GetFileRequest(file_id=file_id)
-        return self._unary(self.stub.GetFile, request, knowledge_pb2.GetFileResponse, timeout).file
+        return (self._unary(self.stub.GetFile, request, knowledge_pb2.GetFileResponse, timeout)).file
 
     def list_files(self, kb_id: str, *, keyword: str = "", tag: str = "", page_size: int = 100,
                    timeout: float | None = None) -> Iterator[knowledge_pb2.KnowledgeFile]:
@@ -662,7 +674,8 @@ class Knowledge(_Resource):
     def reprocess_file(self, file_id: str, *, chunking_rule: knowledge_pb2.ChunkingRule | None = None,
                        timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
         request = knowledge_pb2.ReprocessFileRequest(file_id=file_id, chunking_rule=chunking_rule)
-        return self._unary(self.stub.ReprocessFile, request, knowledge_pb2.ReprocessFileResponse, timeout).file
+        return (self._unary(self.stub.ReprocessFile, request, knowledge_pb2.ReprocessFileResponse,
+                            timeout)).file
 
     def watch(self, file_id: str, *, timeout: float | None = None) -> Iterator[knowledge_pb2.WatchFileResponse]:
         """The file's processing progress: its current state, then every change, until DONE or FAILED."""
@@ -678,9 +691,9 @@ class Knowledge(_Resource):
         while True:
             code: grpc.StatusCode | None = None
             failure: TypecaseError | None = None
+            call = self.stub.WatchFile(knowledge_pb2.WatchFileRequest(file_id=file_id), timeout=cursor.remaining())
             try:
-                request = knowledge_pb2.WatchFileRequest(file_id=file_id)
-                for update in self.stub.WatchFile(request, timeout=cursor.remaining()):
+                for update in call:
                     cursor.failures = 0
                     if on_update is not None:
                         on_update(update)
@@ -689,11 +702,13 @@ class Knowledge(_Resource):
                     if update.status == knowledge_pb2.FILE_STATUS_FAILED:
                         raise from_status(update.error, default_message=f"processing file {file_id} failed")
             except grpc.RpcError as error:
-                code, failure = _code(error), from_rpc_error(error)
+                code, failure = status_code(error), from_rpc_error(error)
+            finally:
+                call.cancel()
             delay = cursor.reconnect_delay(code, self._client.settings.reconnect, restartable=True)
             if delay is None:
                 raise failure or Unavailable("the file watch ended before the file was processed")
-            time.sleep(delay)
+            sleep(delay)
 
     def search(self, kb_ids: str | Iterable[str], query: str, *, top_k: int = 0, mode: str | None = None,
                score_threshold: float = 0.0, vector_weight: float | None = None, file_ids: Iterable[str] = (),
@@ -710,10 +725,10 @@ class Knowledge(_Resource):
 def _upload_messages(first: knowledge_pb2.UploadFileRequest, opened: Opened, chunk_size: int,
                      tracker: Progress) -> Iterator[knowledge_pb2.UploadFileRequest]:
     tracker.add(0)
-    first.chunk = opened.reader.read(chunk_size)
+    first.chunk = run_blocking(opened.reader.read, chunk_size)
     yield first
     tracker.add(len(first.chunk))
-    while chunk := opened.reader.read(chunk_size):
+    while chunk := run_blocking(opened.reader.read, chunk_size):
         yield knowledge_pb2.UploadFileRequest(chunk=chunk)
         tracker.add(len(chunk))
 
@@ -728,11 +743,11 @@ class Flows(_Resource):
     def create_flow(self, name: str, *, graph: flow_pb2.Graph | None = None, description: str = "",
                     timeout: float | None = None) -> flow_pb2.Flow:
         request = rq.create_flow(name, description, graph)
-        return self._unary(self.stub.CreateFlow, request, flow_pb2.CreateFlowResponse, timeout).flow
+        return (self._unary(self.stub.CreateFlow, request, flow_pb2.CreateFlowResponse, timeout)).flow
 
     def get_flow(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
         request = flow_pb2.GetFlowRequest(flow_id=flow_id)
-        return self._unary(self.stub.GetFlow, request, flow_pb2.GetFlowResponse, timeout).flow
+        return (self._unary(self.stub.GetFlow, request, flow_pb2.GetFlowResponse, timeout)).flow
 
     def list_flows(self, *, keyword: str = "", page_size: int = 100,
                    timeout: float | None = None) -> Iterator[flow_pb2.Flow]:
@@ -745,11 +760,11 @@ class Flows(_Resource):
 
     def publish(self, flow_id: str, *, version_id: str = "", timeout: float | None = None) -> flow_pb2.Flow:
         request = flow_pb2.PublishFlowRequest(flow_id=flow_id, version_id=version_id)
-        return self._unary(self.stub.PublishFlow, request, flow_pb2.PublishFlowResponse, timeout).flow
+        return (self._unary(self.stub.PublishFlow, request, flow_pb2.PublishFlowResponse, timeout)).flow
 
     def unpublish(self, flow_id: str, *, timeout: float | None = None) -> flow_pb2.Flow:
         request = flow_pb2.UnpublishFlowRequest(flow_id=flow_id)
-        return self._unary(self.stub.UnpublishFlow, request, flow_pb2.UnpublishFlowResponse, timeout).flow
+        return (self._unary(self.stub.UnpublishFlow, request, flow_pb2.UnpublishFlowResponse, timeout)).flow
 
     def run(self, flow_id: str, inputs: rq.Struct | None = None, *, version_id: str = "", session_id: str = "",
             stop_on_disconnect: bool = False, timeout: float | None = None) -> RunStream:
@@ -771,11 +786,11 @@ class Flows(_Resource):
 
     def get_run(self, run_id: str, *, timeout: float | None = None) -> flow_pb2.Run:
         request = flow_pb2.GetRunRequest(run_id=run_id)
-        return self._unary(self.stub.GetRun, request, flow_pb2.GetRunResponse, timeout).run
+        return (self._unary(self.stub.GetRun, request, flow_pb2.GetRunResponse, timeout)).run
 
     def stop_run(self, run_id: str, *, timeout: float | None = None) -> flow_pb2.Run:
         request = flow_pb2.StopRunRequest(run_id=run_id)
-        return self._unary(self.stub.StopRun, request, flow_pb2.StopRunResponse, timeout).run
+        return (self._unary(self.stub.StopRun, request, flow_pb2.StopRunResponse, timeout)).run
 
 
 class Admin(_Resource):

@@ -289,6 +289,12 @@ def as_call(error: BaseException) -> grpc.Call | None:
     return cast(grpc.Call, error) if callable(getattr(error, "code", None)) else None
 
 
+def status_code(error: grpc.RpcError) -> grpc.StatusCode | None:
+    """The status code of a failed call, blocking or asyncio, or None for an RpcError that is not a call."""
+    call = as_call(error)
+    return call.code() if call is not None else None
+
+
 def from_rpc_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> TypecaseError:
     """The exception for a failed gRPC call (sync or asyncio), read from its status code, message and the
     `grpc-status-details-bin` trailer."""

@@ -42,8 +42,8 @@ gen-check: gen
 	@git diff --exit-code --stat -- gen || (echo "gen/ is stale: run 'make gen' and commit" && exit 1)
 	@test -z "$$(git status --porcelain -- gen)" || (git status --porcelain -- gen && echo "gen/ has untracked files: run 'make gen' and commit" && exit 1)
 
-# The Python SDK's blocking client (clients/python/typecase/client/_sync.py) is generated from the asyncio one
-# (_aio.py): edit _aio.py, run `make sdk-gen`, commit both. sdk-gen-check fails when _sync.py is stale.
+# The Python SDK's blocking client (clients/python/typecase/client/_sync/) is generated from the asyncio one
+# (_async/): edit _async/, run `make sdk-gen`, commit both. sdk-gen-check fails when _sync/ is stale.
 sdk-gen: install
 	cd clients/python && ../../$(PY) scripts/gen_sync.py
 

@@ -1,13 +1,16 @@
-"""`Client` and `AsyncClient` keep one surface. _sync.py is generated from _aio.py (clients/python/scripts/gen_sync.py),
-so the first test fails when the committed _sync.py is stale; the surface tests compare what a user sees (classes,
-methods, parameters and their defaults, docstrings, return types, with AsyncX/Awaitable/AsyncIterator read as
-X/plain/Iterator) and fail when the two differ, whatever produced the files. The checker is itself tested on
-small pairs that differ in one way each, so that it cannot pass by comparing nothing."""
+"""`Client` and `AsyncClient` keep one surface. typecase/client/_sync/ is generated from _async/
+(clients/python/scripts/gen_sync.py), so the first test fails when the committed _sync/ is stale; the surface
+tests compare what a user sees (classes, methods, parameters and their defaults, docstrings, return types, with
+AsyncX/Awaitable/AsyncIterator read as X/plain/Iterator) and fail when the two differ, whatever produced the
+files. The checker is itself tested on small pairs that differ in one way each, so that it cannot pass by comparing
+nothing."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import inspect
+import pkgutil
 import re
 import subprocess
 import sys
@@ -18,7 +21,7 @@ import pytest
 
 import typecase.client
 from tests.conftest import ROOT
-from typecase.client import _aio, _sync
+from typecase.client import _async, _sync
 
 SDK = ROOT / "clients" / "python"
 BLOCKING_NAMES = {"aclose": "close", "__aenter__": "__enter__", "__aexit__": "__exit__", "__aiter__": "__iter__",
@@ -96,10 +99,25 @@ def surface_differences(async_cls: type, sync_cls: type) -> list[str]:
     return differences
 
 
-def class_pairs() -> list[tuple[type, type]]:
-    defined = {name: value for name, value in vars(_aio).items()
-               if inspect.isclass(value) and value.__module__ == _aio.__name__}
-    return [(cls, getattr(_sync, blocking_name(name), None)) for name, cls in sorted(defined.items())]
+def module_names(package: Any) -> list[str]:
+    return sorted(info.name for info in pkgutil.iter_modules(package.__path__))
+
+
+def classes(package: Any, module_name: str) -> dict[str, type]:
+    """The classes a module of the package defines (not those it imports)."""
+    module = importlib.import_module(f"{package.__name__}.{module_name}")
+    return {name: value for name, value in vars(module).items()
+            if inspect.isclass(value) and value.__module__ == module.__name__}
+
+
+def class_pairs() -> list[tuple[type, type | None]]:
+    """(asyncio class, its blocking twin from the _sync module of the same name, or None)."""
+    pairs: list[tuple[type, type | None]] = []
+    for module_name in module_names(_async):
+        blocking = classes(_sync, module_name)
+        for name, cls in sorted(classes(_async, module_name).items()):
+            pairs.append((cls, blocking.get(blocking_name(name))))
+    return pairs
 
 
 def test_the_blocking_client_is_generated_from_the_asyncio_one():
@@ -110,14 +128,15 @@ def test_the_blocking_client_is_generated_from_the_asyncio_one():
 
 @pytest.mark.parametrize(("async_cls", "sync_cls"), class_pairs(), ids=lambda cls: getattr(cls, "__name__", "-"))
 def test_each_asyncio_class_has_a_blocking_twin_with_the_same_surface(async_cls, sync_cls):
-    assert sync_cls is not None, f"{async_cls.__name__} has no blocking twin in _sync.py"
+    assert sync_cls is not None, f"{async_cls.__name__} has no blocking twin in _sync/"
     assert surface_differences(async_cls, sync_cls) == []
 
 
 def test_each_blocking_class_has_an_asyncio_twin():
-    defined = {name for name, value in vars(_sync).items()
-               if inspect.isclass(value) and value.__module__ == _sync.__name__}
-    assert defined == {blocking_name(cls.__name__) for cls, _ in class_pairs()}
+    assert module_names(_sync) == module_names(_async)
+    for module_name in module_names(_sync):
+        twins = {blocking_name(name) for name in classes(_async, module_name)}
+        assert set(classes(_sync, module_name)) == twins, module_name
 
 
 def test_the_package_exports_both_clients_of_each_pair():
@@ -125,8 +144,8 @@ def test_the_package_exports_both_clients_of_each_pair():
     async_names = {name for name in exported if name.startswith("Async")}
     assert async_names, "no asyncio class exported"
     assert {blocking_name(name) for name in async_names} <= exported
-    blocking_classes = {name for name in exported
-                        if getattr(getattr(_sync, name, None), "__module__", "") == _sync.__name__}
+    blocking_classes = {name for name in exported if inspect.isclass(value := getattr(typecase.client, name))
+                        and value.__module__.startswith(f"{_sync.__name__}.")}
     assert {f"Async{name}" for name in blocking_classes} <= exported
 
 
@@ -213,17 +232,17 @@ def load_generator() -> Any:
     return module
 
 
-def test_the_generator_writes_an_asyncio_method_once_more_as_a_blocking_one():
-    source = '''"""The asyncio things."""
+def test_the_generator_writes_an_asyncio_module_once_more_as_a_blocking_one():
+    source = '''"""Things (strings stay as they are: `async for` over `AsyncThings.watch`)."""
 
+from typecase.client._async.resource import AsyncResource
 from typecase.client._io import async_sleep
 
 
-class AsyncThings(_Resource):
+class AsyncThings(AsyncResource):
     async def get_thing(self, thing_id: str, *,
                         timeout: float | None = None) -> things_pb2.Thing:
-        """The thing; `async for` reads `AsyncThings.watch` (strings are left as they are)."""
-        await async_sleep(0)
+        await async_sleep(0)  # comments too: await
         return (await self._unary(self.stub.GetThing, request, things_pb2.GetThingResponse,
                                   timeout)).thing
 
@@ -233,16 +252,20 @@ class AsyncThings(_Resource):
     async def __aexit__(self, *exc: object) -> None:
         await self._events.aclose()
 '''
-    generated = load_generator().generate(source)
-    assert generated.split('"""\n', 1)[1] == '''
+    generated = load_generator().generate({"things.py": source, "other.py": "AsyncOther = 1\n"})
+    header = ("# GENERATED from _async/things.py by scripts/gen_sync.py: do not edit; edit that file, run "
+              "`make sdk-gen`.")
+    assert generated["things.py"] == header + '''
+"""Things (strings stay as they are: `async for` over `AsyncThings.watch`)."""
+
+from typecase.client._sync.resource import Resource
 from typecase.client._io import sleep
 
 
-class Things(_Resource):
+class Things(Resource):
     def get_thing(self, thing_id: str, *,
                   timeout: float | None = None) -> things_pb2.Thing:
-        """The thing; `async for` reads `AsyncThings.watch` (strings are left as they are)."""
-        sleep(0)
+        sleep(0)  # comments too: await
         return (self._unary(self.stub.GetThing, request, things_pb2.GetThingResponse,
                             timeout)).thing
 
@@ -252,7 +275,7 @@ class Things(_Resource):
     def __exit__(self, *exc: object) -> None:
         self._events.close()
 '''
-    assert generated.startswith('"""The blocking client') and "GENERATED from _aio.py" in generated
+    assert generated["other.py"].endswith("\nOther = 1\n")
 
 
 def test_the_blocking_client_refuses_a_close_grace_rather_than_ignore_it():

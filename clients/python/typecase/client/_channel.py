@@ -1,7 +1,7 @@
 """Channels with the client's credentials and default deadline applied to every call, raw stubs included, and the
 two transports (`AsyncTransport` for AsyncClient, `Transport` for Client) that own them: the only part of a client
 whose code differs between asyncio and blocking (waiting for the connection, closing), so that the clients
-themselves are written once (see _aio.py)."""
+themselves are written once (see _async/__init__.py)."""
 
 from __future__ import annotations
 

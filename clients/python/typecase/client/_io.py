@@ -1,5 +1,5 @@
-"""The waits that differ between the two clients, as pairs of functions: _aio.py awaits the `async_` ones, and the
-_sync.py generated from it calls the same names without the prefix (scripts/gen_sync.py strips it)."""
+"""The waits that differ between the two clients, as pairs of functions: _async/ awaits the `async_` ones, and the
+_sync/ generated from it calls the same names without the prefix (scripts/gen_sync.py strips it)."""
 
 from __future__ import annotations
 

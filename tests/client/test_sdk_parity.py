@@ -104,8 +104,14 @@ def module_names(package: Any) -> list[str]:
 
 
 def classes(package: Any, module_name: str) -> dict[str, type]:
-    """The classes a module of the package defines (not those it imports)."""
-    module = importlib.import_module(f"{package.__name__}.{module_name}")
+    """The classes a module of the package defines (not those it imports); none when there is no such module."""
+    name = f"{package.__name__}.{module_name}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name != name:
+            raise
+        return {}
     return {name: value for name, value in vars(module).items()
             if inspect.isclass(value) and value.__module__ == module.__name__}
 

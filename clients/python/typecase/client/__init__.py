@@ -11,19 +11,23 @@ See the README of the `typecase-client` distribution for connecting, streaming w
 error handling.
 """
 
-from typecase.client._aio import (
-    AsyncAdmin,
-    AsyncAuth,
-    AsyncChat,
-    AsyncChatStream,
-    AsyncClient,
-    AsyncFlows,
-    AsyncKnowledge,
-    AsyncLLM,
-    AsyncRunStream,
-)
+from typecase.client._async.admin import AsyncAdmin
+from typecase.client._async.auth import AsyncAuth
+from typecase.client._async.chat import AsyncChat
+from typecase.client._async.client import AsyncClient
+from typecase.client._async.flows import AsyncFlows
+from typecase.client._async.knowledge import AsyncKnowledge
+from typecase.client._async.llm import AsyncLLM
+from typecase.client._async.streams import AsyncChatStream, AsyncRunStream
 from typecase.client._config import IDEMPOTENT_METHODS, Keepalive, RetryPolicy
-from typecase.client._sync import Admin, Auth, Chat, ChatStream, Client, Flows, Knowledge, LLM, RunStream
+from typecase.client._sync.admin import Admin
+from typecase.client._sync.auth import Auth
+from typecase.client._sync.chat import Chat
+from typecase.client._sync.client import Client
+from typecase.client._sync.flows import Flows
+from typecase.client._sync.knowledge import Knowledge
+from typecase.client._sync.llm import LLM
+from typecase.client._sync.streams import ChatStream, RunStream
 from typecase.client._upload import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES
 from typecase.client._version import __version__
 from typecase.client.errors import (

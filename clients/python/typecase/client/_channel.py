@@ -1,7 +1,11 @@
-"""Channels with the client's credentials and default deadline applied to every call, raw stubs included."""
+"""Channels with the client's credentials and default deadline applied to every call, raw stubs included, and the
+two transports (`AsyncTransport` for AsyncClient, `Transport` for Client) that own them: the only part of a client
+whose code differs between asyncio and blocking (waiting for the connection, closing), so that the clients
+themselves are written once (see _async/__init__.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -159,3 +163,42 @@ def aio_channel(settings: Settings, credentials: Credentials) -> grpc.aio.Channe
         return grpc.aio.secure_channel(settings.target, settings.channel_credentials, options=options,
                                        interceptors=interceptors)
     return grpc.aio.insecure_channel(settings.target, options=options, interceptors=interceptors)
+
+
+class AsyncTransport:
+    """The grpc.aio channel of an AsyncClient; stubs are built on `channel`."""
+
+    def __init__(self, settings: Settings, credentials: Credentials) -> None:
+        self.channel: grpc.aio.Channel = aio_channel(settings, credentials)
+
+    async def wait_until_ready(self, timeout: float | None) -> bool:
+        """True once the channel is connected, False after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self.channel.channel_ready(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, grace: float | None) -> None:
+        await self.channel.close(grace)
+
+
+class Transport:
+    """The blocking channel of a Client: stubs are built on `channel` (with the interceptor), the channel under it
+    is the one to watch and close."""
+
+    def __init__(self, settings: Settings, credentials: Credentials) -> None:
+        self.channel, self._base = sync_channel(settings, credentials)
+
+    def wait_until_ready(self, timeout: float | None) -> bool:
+        """True once the channel is connected, False after `timeout` seconds."""
+        try:
+            grpc.channel_ready_future(self._base).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
+    def close(self, grace: float | None) -> None:
+        if grace is not None:  # refused rather than ignored: the caller would wait for calls that are cut off
+            raise ValueError("grace is for AsyncClient: grpcio's blocking channel cancels calls in progress at once")
+        self._base.close()

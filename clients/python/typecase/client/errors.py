@@ -63,6 +63,7 @@ class Reason(StrEnum):
     USER_DISABLED = "USER_DISABLED"
     RUN_LIMIT_EXCEEDED = "RUN_LIMIT_EXCEEDED"
     NODE_FAILED = "NODE_FAILED"
+    MODEL_CAPABILITY_MISSING = "MODEL_CAPABILITY_MISSING"
 
 
 class TypecaseError(Exception):
@@ -286,6 +287,12 @@ def _metadata_value(metadata: Any, key: str) -> str | bytes | None:
 def as_call(error: BaseException) -> grpc.Call | None:
     """The grpc.Call a synchronous RpcError is (grpcio's errors are both), else None."""
     return cast(grpc.Call, error) if callable(getattr(error, "code", None)) else None
+
+
+def status_code(error: grpc.RpcError) -> grpc.StatusCode | None:
+    """The status code of a failed call, blocking or asyncio, or None for an RpcError that is not a call."""
+    call = as_call(error)
+    return call.code() if call is not None else None
 
 
 def from_rpc_error(error: grpc.RpcError | grpc.aio.AioRpcError) -> TypecaseError:

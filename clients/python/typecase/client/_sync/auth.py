@@ -1,0 +1,79 @@
+# GENERATED from _async/auth.py by scripts/gen_sync.py: do not edit; edit that file, run `make sdk-gen`.
+"""`client.auth`: login, tokens, the caller, users and API keys (AuthService)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from typecase.client import _requests as rq
+from typecase.client._sync.resource import Resource
+from typecase.v1 import auth_pb2, auth_pb2_grpc
+
+if TYPE_CHECKING:
+    from typecase.client._sync.client import Client
+
+
+class Auth(Resource):
+    """Login, tokens, the caller, users and API keys (AuthService)."""
+
+    def __init__(self, client: Client, stub: auth_pb2_grpc.AuthServiceStub) -> None:
+        super().__init__(client)
+        self.stub = stub
+
+    def login(self, username: str, password: str, *, use: bool = True,
+              timeout: float | None = None) -> auth_pb2.LoginResponse:
+        """Exchange a password for tokens; with `use`, later calls send the access token."""
+        request = auth_pb2.LoginRequest(username=username, password=password)
+        response = self._unary(self.stub.Login, request, auth_pb2.LoginResponse, timeout)
+        if use:
+            self._client.credential = response.access_token
+        return response
+
+    def refresh(self, refresh_token: str, *, use: bool = True,
+                timeout: float | None = None) -> auth_pb2.RefreshTokenResponse:
+        request = auth_pb2.RefreshTokenRequest(refresh_token=refresh_token)
+        response = self._unary(self.stub.RefreshToken, request, auth_pb2.RefreshTokenResponse, timeout)
+        if use:
+            self._client.credential = response.access_token
+        return response
+
+    def me(self, *, timeout: float | None = None) -> auth_pb2.GetMeResponse:
+        """The authenticated caller (`.user`) and the API key used (`.api_key_id`)."""
+        return self._unary(self.stub.GetMe, auth_pb2.GetMeRequest(), auth_pb2.GetMeResponse, timeout)
+
+    def create_user(self, username: str, password: str, *, role: str = "user", display_name: str = "",
+                    email: str = "", timeout: float | None = None) -> auth_pb2.User:
+        request = rq.create_user(username, password, role, display_name, email)
+        return (self._unary(self.stub.CreateUser, request, auth_pb2.CreateUserResponse, timeout)).user
+
+    def get_user(self, user_id: str, *, timeout: float | None = None) -> auth_pb2.User:
+        request = auth_pb2.GetUserRequest(user_id=user_id)
+        return (self._unary(self.stub.GetUser, request, auth_pb2.GetUserResponse, timeout)).user
+
+    def list_users(self, *, keyword: str = "", page_size: int = 100,
+                   timeout: float | None = None) -> Iterator[auth_pb2.User]:
+        request = auth_pb2.ListUsersRequest(keyword=keyword, page_size=page_size)
+        return self._pages(self.stub.ListUsers, request, "users", timeout)
+
+    def delete_user(self, user_id: str, *, timeout: float | None = None) -> None:
+        request = auth_pb2.DeleteUserRequest(user_id=user_id)
+        self._unary(self.stub.DeleteUser, request, auth_pb2.DeleteUserResponse, timeout)
+
+    def create_api_key(self, name: str, *, owner_id: str = "", expire_time: datetime | None = None,
+                       scopes: Sequence[str] = (),
+                       timeout: float | None = None) -> auth_pb2.CreateApiKeyResponse:
+        """Create an API key; the response's `.secret` is shown only this once. `scopes`: "api" (the default) and/or
+        "proxy" (an access key for the LLM API proxy)."""
+        request = rq.create_api_key(name, owner_id, expire_time, scopes)
+        return self._unary(self.stub.CreateApiKey, request, auth_pb2.CreateApiKeyResponse, timeout)
+
+    def list_api_keys(self, *, owner_id: str = "", show_revoked: bool = False, page_size: int = 100,
+                      timeout: float | None = None) -> Iterator[auth_pb2.ApiKey]:
+        request = auth_pb2.ListApiKeysRequest(owner_id=owner_id, show_revoked=show_revoked, page_size=page_size)
+        return self._pages(self.stub.ListApiKeys, request, "api_keys", timeout)
+
+    def delete_api_key(self, api_key_id: str, *, timeout: float | None = None) -> None:
+        request = auth_pb2.DeleteApiKeyRequest(api_key_id=api_key_id)
+        self._unary(self.stub.DeleteApiKey, request, auth_pb2.DeleteApiKeyResponse, timeout)

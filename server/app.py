@@ -41,6 +41,7 @@ from typecase.server.compat.openai import openai_routes
 from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
+from typecase.server.gateway.cors import with_cors
 from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.request_head import limited_http_protocol
@@ -255,6 +256,9 @@ class App:
         return AuthInterceptor(self.auth.guard, self.auth.proxies, Principal(self.auth.admin_id, ROLE_ADMIN))
 
     async def _start_http(self, http_app) -> None:
+        s = self.settings
+        http_app = with_cors(http_app, s.cors_allowed_origins, s.cors_allowed_methods, s.cors_allowed_headers,
+                             s.cors_max_age_seconds)
         config = uvicorn.Config(
             http_app,
             host=self.settings.host,

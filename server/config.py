@@ -11,6 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -78,6 +79,18 @@ class Settings(BaseSettings):
     http_max_part_header_bytes: int = Field(8 * 1024, ge=256, description="one header line of a multipart/form-data "
                                             "part; 400 beyond")
     sse_keepalive_seconds: float = Field(15.0, gt=0)
+    # Cross-origin browser access (gateway/cors.py). None by default: only pages this server serves (the console)
+    # may call the API from a browser; list the origins of other web apps here.
+    cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins (scheme://host[:port], comma-separated, or *) whose pages may "
+        "call the API, streams and WebSockets from a browser; empty: none but this server's own pages")
+    cors_allowed_methods: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"], description="methods allowed cross-origin")
+    cors_allowed_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["authorization", "content-type", "accept", "x-api-key", "x-trace-id",
+                                 "traceparent", "last-event-id", "grpc-timeout"],
+        description="request headers allowed cross-origin")
+    cors_max_age_seconds: int = Field(600, ge=0, le=86400, description="how long browsers may cache a preflight")
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     migrate_on_start: bool = True
     migrate_lock_timeout_seconds: float = Field(120.0, gt=0)
@@ -118,6 +131,23 @@ class Settings(BaseSettings):
                                                "signing keys (see `typecase rotate-signing-key`)")
     credential_cache_max_entries: int = Field(100_000, ge=1, description="API keys and sessions whose check result "
                                               "a replica keeps (for api_key_cache_seconds), wrong ones included")
+
+    @field_validator("cors_allowed_origins", "cors_allowed_methods", "cors_allowed_headers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        return [str(e).strip() for e in value or [] if str(e).strip()]
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/")
+                                  or parts.query):
+                raise ValueError(f"cors_allowed_origins: {origin!r} is not an origin (scheme://host[:port]) or *")
+        return [o if o == "*" else o.rstrip("/") for o in value]
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

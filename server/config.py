@@ -116,6 +116,21 @@ class Settings(BaseSettings):
     rate_limit_per_user: str = "1200/minute"
     login_failures_limit: str = Field("10/minute", description="failed logins per username and client address; "
                                       "then that pair is refused before any password check")
+    # Self-registration and account rules (auth/registration.py).
+    auth_self_registration: Literal["off", "invite", "open"] = Field(
+        "off", description="who may create their own account with Register: nobody (admins create users), holders "
+        "of an invite code, or anyone who reaches the API")
+    auth_invite_code_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="lifetime of an invite code "
+                                              "created without an expire_time")
+    password_min_length: int = Field(8, ge=8, le=1024, description="shortest password accepted")
+    password_required_character_classes: int = Field(
+        0, ge=0, le=4, description="how many of lower-case letters, upper-case letters, digits and other "
+        "characters a new password must mix")
+    account_lockout_failures: int = Field(
+        0, ge=0, description="failed passwords in a row that lock an account (0: never; the per-address budgets "
+        "above already slow guessing without locking the owner out)")
+    account_lockout_seconds: int = Field(900, ge=1, description="how long a locked account refuses passwords; "
+                                         "its API keys keep working")
     # Auth hardening (issue 18): client addresses behind proxies, failure budgets, sessions, signing keys.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client "

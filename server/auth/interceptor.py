@@ -15,7 +15,8 @@ from typecase.server.rpc.principal import Principal
 
 __all__ = ["AuthInterceptor", "bearer_credential"]  # bearer_credential moved to guard.py; importable here still
 
-PUBLIC_METHODS = frozenset({"/typecase.v1.AuthService/Login", "/typecase.v1.AuthService/RefreshToken"})
+PUBLIC_METHODS = frozenset({"/typecase.v1.AuthService/Login", "/typecase.v1.AuthService/RefreshToken",
+                            "/typecase.v1.AuthService/Register"})
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 

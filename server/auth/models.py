@@ -1,11 +1,11 @@
 """Identity tables: users, their API keys (stored as SHA-256 digests), login sessions and their rotating refresh
-tokens."""
+tokens, and invite codes for self-registration (digests too)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from typecase.server.infra.sql import Base, id_column, utcnow
@@ -26,6 +26,9 @@ class UserRow(Base):
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_login_time: Mapped[datetime | None]
+    # Failed passwords in a row and the lockout they caused (only with account_lockout_failures set).
+    failed_login_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None]
 
     @validates("username")
     def _fold_username(self, _key: str, username: str) -> str:
@@ -71,4 +74,20 @@ class RefreshTokenRow(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     expire_time: Mapped[datetime]
     used_time: Mapped[datetime | None]
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InviteCodeRow(Base):
+    __tablename__ = "invite_codes"
+
+    id: Mapped[str] = id_column()
+    code_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(String(255), default="")
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    max_uses: Mapped[int] = mapped_column(Integer, default=1)
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+    expire_time: Mapped[datetime]
+    creator_id: Mapped[str | None] = mapped_column(String(26), ForeignKey("users.id", ondelete="SET NULL"))
+    revoke_time: Mapped[datetime | None]
     create_time: Mapped[datetime] = mapped_column(default=utcnow)

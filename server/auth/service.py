@@ -1,4 +1,5 @@
-"""AuthService: login and token refresh, users (admins manage them), and API keys (each user manages their own).
+"""AuthService: login and token refresh, users (admins manage them), API keys (each user manages their own), and
+self-registration with invite codes (registration.py: the rules, the codes, the optional lockout).
 
 Login answers alike for an unknown user, a wrong password and a disabled account (same message, same argon2 work),
 and budgets failures per (username, client address) and per address before checking the password: an attacker is
@@ -8,6 +9,7 @@ slowed where they are, while the account's owner, elsewhere, still gets in.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 import math
 import re
 
@@ -15,12 +17,12 @@ import grpc
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from typecase.server.auth import credentials, scopes, sessions
+from typecase.server.auth import credentials, registration, scopes, sessions
 from typecase.server.auth.addresses import TrustedProxies, context_client
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.bootstrap import ensure_admin
 from typecase.server.auth.guard import CredentialGuard
-from typecase.server.auth.models import ApiKeyRow, UserRow
+from typecase.server.auth.models import ApiKeyRow, InviteCodeRow, UserRow
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.tokens import TokenSigner
 from typecase.server.infra.audit import AuditLog
@@ -36,11 +38,12 @@ log = logging.getLogger("typecase.auth")
 # Matched whole (fullmatch): with re.match, "$" also matches before a trailing newline.
 USERNAME = re.compile(r"[A-Za-z0-9._-]{3,64}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
-MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+MAX_PASSWORD = registration.MAX_PASSWORD
 ROLE_TO_PROTO = {"admin": auth_pb2.USER_ROLE_ADMIN, "user": auth_pb2.USER_ROLE_USER}
 PROTO_TO_ROLE = {v: k for k, v in ROLE_TO_PROTO.items()}
 USER_FIELDS = {"display_name", "email", "role", "disabled", "password"}
 SELF_EDITABLE_USER_FIELDS = {"display_name", "email", "password"}
+INVITE_BUDGET = "*invite-code*"  # the failure budget that invite-code guesses spend (no username has a "*")
 
 
 def user_message(row: UserRow) -> auth_pb2.User:
@@ -73,14 +76,14 @@ def api_key_message(row: ApiKeyRow) -> auth_pb2.ApiKey:
     )
 
 
-def check_password(password: str, field: str = "user.password") -> None:
-    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise invalid_argument(field, f"must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+def check_username(username: str, field: str) -> None:
+    if not USERNAME.fullmatch(username):
+        raise invalid_argument(field, "3 to 64 letters, digits, '.', '_' or '-'")
 
 
-def check_email(email: str) -> None:
+def check_email(email: str, field: str = "user.email") -> None:
     if email and not EMAIL.fullmatch(email):
-        raise invalid_argument("user.email", "not an email address")
+        raise invalid_argument(field, "not an email address")
 
 
 def mask_paths(mask, message, allowed: set[str], field_prefix: str) -> set[str]:
@@ -100,6 +103,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self.rate_limits = rate_limits
         self.settings = settings
         self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.passwords = registration.PasswordRules(settings.password_min_length,
+                                                    settings.password_required_character_classes)
+        self.lockout = registration.Lockout(settings.account_lockout_failures, settings.account_lockout_seconds)
         self.signer: TokenSigner | None = None
         self.authenticator: Authenticator | None = None
         self.guard: CredentialGuard | None = None
@@ -135,20 +141,36 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         await self._password_budget(username, client)
         async with self.db.session() as session:
             user = (await session.scalars(select(UserRow).where(UserRow.username_lower == username))).first()
+            now = utcnow()
+            locked_for = self.lockout.locked_for(user, now) if user else None
+            if locked_for is not None:
+                await self.audit.record("login", actor_id=user.id, resource_type="user", resource_id=username,
+                                        outcome="locked", detail={"client": client})
+                raise TypecaseError(grpc.StatusCode.UNAUTHENTICATED, "ACCOUNT_LOCKED",
+                                    f"this account is locked after repeated failed logins; retry in "
+                                    f"{math.ceil(locked_for)}s or ask an admin to reset its password",
+                                    {"retry_after_seconds": str(math.ceil(locked_for))}, retry_after=locked_for)
             ok = await credentials.verify_password_off_loop(user.password_hash if user else None,
                                                             request.password[:MAX_PASSWORD])
             if not ok or user.disabled:
+                if user is not None and not ok:
+                    self.lockout.failed(user, now)
+                    await session.commit()
                 await self.rate_limits.count_login_failure(username, client)
                 await self.audit.record("login", actor_id=user.id if user else None, resource_type="user",
                                         resource_id=username, outcome="denied", detail={"client": client})
                 raise unauthenticated("wrong username or password", "INVALID_CREDENTIALS")
-            user.last_login_time = utcnow()
+            user.last_login_time = now
+            self.lockout.succeeded(user)
             session_id, refresh = await sessions.open_session(session, user.id,
                                                               self.settings.refresh_token_ttl_seconds)
         await self.rate_limits.clear_login_failures(username, client)
         await self.audit.record("login", actor_id=user.id, resource_type="user", resource_id=user.id)
+        return await self._signed_in(auth_pb2.LoginResponse, user, session_id, refresh)
+
+    async def _signed_in(self, response_type, user: UserRow, session_id: str, refresh: str):
         await self.signer.refresh()
-        return auth_pb2.LoginResponse(
+        return response_type(
             access_token=self.signer.issue(user.id, user.role, session_id),
             token_type="Bearer",
             expires_in=self.settings.access_token_ttl_seconds,
@@ -156,6 +178,103 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             refresh_expires_in=self.settings.refresh_token_ttl_seconds,
             user=user_message(user),
         )
+
+    # -- self-registration -----------------------------------------------------------------------------------
+    async def Register(self, request, context):
+        mode = self.settings.auth_self_registration
+        if mode == "off":
+            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "REGISTRATION_CLOSED",
+                                "self-registration is off on this server: ask an admin for an account")
+        if mode == "invite" and not request.invite_code:
+            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "REGISTRATION_CLOSED",
+                                "registration on this server needs an invite code", {"field": "invite_code"})
+        check_username(request.username, "username")
+        self.passwords.check(request.password, "password")
+        check_email(request.email, "email")
+        client = context_client(context, self.proxies)
+        await self._password_budget(INVITE_BUDGET, client)  # invite codes are guessed like passwords
+        password_hash = await credentials.hash_password_off_loop(request.password)
+        async with self.db.session() as session:
+            role = "user"
+            if request.invite_code:
+                invite = await registration.spend_invite_code(session, request.invite_code)
+                if invite is None:
+                    await self.rate_limits.count_login_failure(INVITE_BUDGET, client)
+                    raise registration.invalid_invite()
+                role = invite.role
+            user = UserRow(username=request.username, display_name=request.display_name or request.username,
+                           email=request.email or None, role=role, password_hash=password_hash)
+            session.add(user)
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
+                                    "a user with this username (in any letter case) or email already exists",
+                                    {"field": "username"}) from None
+            user.last_login_time = utcnow()
+            session_id, refresh = await sessions.open_session(session, user.id,
+                                                              self.settings.refresh_token_ttl_seconds)
+        await self.audit.record("user.register", actor_id=user.id, resource_type="user", resource_id=user.id,
+                                detail={"username": user.username, "role": role,
+                                        "invite_code_id": invite.id if request.invite_code else None,
+                                        "client": client})
+        return await self._signed_in(auth_pb2.RegisterResponse, user, session_id, refresh)
+
+    async def CreateInviteCode(self, request, context):
+        admin = caller.require_admin()
+        invite = request.invite_code
+        if invite.role and invite.role not in PROTO_TO_ROLE:
+            raise invalid_argument("invite_code.role", "must be USER_ROLE_ADMIN or USER_ROLE_USER")
+        if len(invite.note) > 255:
+            raise invalid_argument("invite_code.note", "at most 255 characters")
+        expire_time = from_timestamp(invite.expire_time, invite.HasField("expire_time"))
+        if expire_time is not None and expire_time <= utcnow():
+            raise invalid_argument("invite_code.expire_time", "must be in the future")
+        code = registration.new_invite_code()
+        row = InviteCodeRow(
+            code_sha256=credentials.digest(code), prefix=code[: registration.SHOWN_INVITE_PREFIX], note=invite.note,
+            role=PROTO_TO_ROLE.get(invite.role, "user"), max_uses=registration.check_max_uses(invite.max_uses),
+            use_count=0, creator_id=admin.user_id,
+            expire_time=expire_time or utcnow() + timedelta(seconds=self.settings.auth_invite_code_ttl_seconds))
+        async with self.db.session() as session:
+            session.add(row)
+            await session.commit()
+        await self.audit.record("invite_code.create", actor_id=admin.user_id, resource_type="invite_code",
+                                resource_id=row.id, detail={"role": row.role, "max_uses": row.max_uses,
+                                                            "note": row.note})
+        return auth_pb2.CreateInviteCodeResponse(invite_code=registration.invite_message(row, ROLE_TO_PROTO),
+                                                 code=code)
+
+    async def ListInviteCodes(self, request, context):
+        caller.require_admin()
+        limit = paging.page_size(request.page_size)
+        position = paging.decode_token(request.page_token)
+        stmt = select(InviteCodeRow)
+        if not request.show_revoked:
+            stmt = stmt.where(InviteCodeRow.revoke_time.is_(None))
+        if position:
+            stmt = stmt.where(InviteCodeRow.id < position.get("before", ""))
+        async with self.db.session() as session:
+            rows = list((await session.scalars(stmt.order_by(InviteCodeRow.id.desc()).limit(limit + 1))).all())
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return auth_pb2.ListInviteCodesResponse(
+            invite_codes=[registration.invite_message(r, ROLE_TO_PROTO) for r in rows],
+            next_page_token=paging.encode_token(before=rows[-1].id) if more else "",
+        )
+
+    async def DeleteInviteCode(self, request, context):
+        admin = caller.require_admin()
+        async with self.db.session() as session:
+            row = await session.get(InviteCodeRow, request.invite_code_id)
+            if row is None:
+                raise not_found("invite code", request.invite_code_id)
+            if row.revoke_time is None:
+                row.revoke_time = utcnow()
+                await session.commit()
+        await self.audit.record("invite_code.revoke", actor_id=admin.user_id, resource_type="invite_code",
+                                resource_id=row.id)
+        return auth_pb2.DeleteInviteCodeResponse()
 
     async def RefreshToken(self, request, context):
         outcome = await sessions.refresh(self.db, request.refresh_token, self.settings.refresh_token_ttl_seconds,
@@ -189,9 +308,8 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def CreateUser(self, request, context):
         admin = caller.require_admin()
         user = request.user
-        if not USERNAME.fullmatch(user.username):
-            raise invalid_argument("user.username", "3 to 64 letters, digits, '.', '_' or '-'")
-        check_password(user.password)
+        check_username(user.username, "user.username")
+        self.passwords.check(user.password, "user.password")
         check_email(user.email)
         row = UserRow(
             username=user.username,
@@ -273,10 +391,11 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             if "disabled" in paths:
                 row.disabled = user.disabled
             if "password" in paths:
-                check_password(user.password)
+                self.passwords.check(user.password, "user.password")
                 if me.user_id == row.id and row.password_hash:
                     await self._check_current_password(row, user.current_password, context)
                 row.password_hash = await credentials.hash_password_off_loop(user.password)
+                registration.Lockout.succeeded(row)  # a new password (an admin's reset) unlocks the account
                 await sessions.revoke_user_sessions(session, row.id, sessions.PASSWORD_CHANGED)
             try:
                 await session.commit()

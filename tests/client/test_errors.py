@@ -80,3 +80,14 @@ def test_a_refused_question_raises_from_the_stream(client):
 def test_reason_enum_matches_the_contract():
     names = {name.removeprefix("ERROR_REASON_") for name in common_pb2.ErrorReason.keys()} - {"UNSPECIFIED"}
     assert {reason.value for reason in Reason} == names
+
+
+def test_registration_closed_and_invite_codes_through_the_sdk(client):
+    issued = client.auth.create_invite_code(note="sdk", max_uses=2)
+    assert issued.code.startswith("inv_") and issued.invite_code.max_uses == 2
+    assert issued.invite_code.id in [c.id for c in client.auth.list_invite_codes()]
+    client.auth.delete_invite_code(issued.invite_code.id)
+    assert issued.invite_code.id not in [c.id for c in client.auth.list_invite_codes()]
+    with pytest.raises(PermissionDenied) as closed:  # the test server keeps self-registration off
+        client.auth.register("newcomer", "a long password", invite_code=issued.code, use=False)
+    assert closed.value.reason == Reason.REGISTRATION_CLOSED

@@ -245,3 +245,99 @@ class DeleteApiKeyRequest(_message.Message):
 class DeleteApiKeyResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class InviteCode(_message.Message):
+    __slots__ = ("id", "note", "role", "max_uses", "use_count", "expire_time", "prefix", "creator_id", "revoked", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_USES_FIELD_NUMBER: _ClassVar[int]
+    USE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    note: str
+    role: UserRole
+    max_uses: int
+    use_count: int
+    expire_time: _timestamp_pb2.Timestamp
+    prefix: str
+    creator_id: str
+    revoked: bool
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., note: _Optional[str] = ..., role: _Optional[_Union[UserRole, str]] = ..., max_uses: _Optional[int] = ..., use_count: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., prefix: _Optional[str] = ..., creator_id: _Optional[str] = ..., revoked: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("username", "password", "display_name", "email", "invite_code")
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    INVITE_CODE_FIELD_NUMBER: _ClassVar[int]
+    username: str
+    password: str
+    display_name: str
+    email: str
+    invite_code: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., invite_code: _Optional[str] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("access_token", "token_type", "expires_in", "refresh_token", "refresh_expires_in", "user")
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    access_token: str
+    token_type: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    user: User
+    def __init__(self, access_token: _Optional[str] = ..., token_type: _Optional[str] = ..., expires_in: _Optional[int] = ..., refresh_token: _Optional[str] = ..., refresh_expires_in: _Optional[int] = ..., user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
+
+class CreateInviteCodeRequest(_message.Message):
+    __slots__ = ("invite_code",)
+    INVITE_CODE_FIELD_NUMBER: _ClassVar[int]
+    invite_code: InviteCode
+    def __init__(self, invite_code: _Optional[_Union[InviteCode, _Mapping]] = ...) -> None: ...
+
+class CreateInviteCodeResponse(_message.Message):
+    __slots__ = ("invite_code", "code")
+    INVITE_CODE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    invite_code: InviteCode
+    code: str
+    def __init__(self, invite_code: _Optional[_Union[InviteCode, _Mapping]] = ..., code: _Optional[str] = ...) -> None: ...
+
+class ListInviteCodesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "show_revoked")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SHOW_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    show_revoked: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., show_revoked: _Optional[bool] = ...) -> None: ...
+
+class ListInviteCodesResponse(_message.Message):
+    __slots__ = ("invite_codes", "next_page_token")
+    INVITE_CODES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    invite_codes: _containers.RepeatedCompositeFieldContainer[InviteCode]
+    next_page_token: str
+    def __init__(self, invite_codes: _Optional[_Iterable[_Union[InviteCode, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteInviteCodeRequest(_message.Message):
+    __slots__ = ("invite_code_id",)
+    INVITE_CODE_ID_FIELD_NUMBER: _ClassVar[int]
+    invite_code_id: str
+    def __init__(self, invite_code_id: _Optional[str] = ...) -> None: ...
+
+class DeleteInviteCodeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

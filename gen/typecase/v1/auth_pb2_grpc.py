@@ -29,8 +29,8 @@ class AuthServiceStub:
     """AuthService issues credentials and manages users and API keys.
 
     Every other RPC authenticates with `authorization: Bearer <token>` metadata (HTTP header), where token is
-    either a JWT access token from Login/RefreshToken or an API key secret. Login and RefreshToken are the only
-    unauthenticated RPCs. User and API-key administration of other users requires USER_ROLE_ADMIN.
+    either a JWT access token from Login/RefreshToken or an API key secret. Login, RefreshToken and Register are the
+    only unauthenticated RPCs. User and API-key administration of other users requires USER_ROLE_ADMIN.
     """
 
     def __init__(self, channel):
@@ -94,14 +94,34 @@ class AuthServiceStub:
                 request_serializer=typecase_dot_v1_dot_auth__pb2.DeleteApiKeyRequest.SerializeToString,
                 response_deserializer=typecase_dot_v1_dot_auth__pb2.DeleteApiKeyResponse.FromString,
                 _registered_method=True)
+        self.Register = channel.unary_unary(
+                '/typecase.v1.AuthService/Register',
+                request_serializer=typecase_dot_v1_dot_auth__pb2.RegisterRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_auth__pb2.RegisterResponse.FromString,
+                _registered_method=True)
+        self.CreateInviteCode = channel.unary_unary(
+                '/typecase.v1.AuthService/CreateInviteCode',
+                request_serializer=typecase_dot_v1_dot_auth__pb2.CreateInviteCodeRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_auth__pb2.CreateInviteCodeResponse.FromString,
+                _registered_method=True)
+        self.ListInviteCodes = channel.unary_unary(
+                '/typecase.v1.AuthService/ListInviteCodes',
+                request_serializer=typecase_dot_v1_dot_auth__pb2.ListInviteCodesRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_auth__pb2.ListInviteCodesResponse.FromString,
+                _registered_method=True)
+        self.DeleteInviteCode = channel.unary_unary(
+                '/typecase.v1.AuthService/DeleteInviteCode',
+                request_serializer=typecase_dot_v1_dot_auth__pb2.DeleteInviteCodeRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_auth__pb2.DeleteInviteCodeResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
     """AuthService issues credentials and manages users and API keys.
 
     Every other RPC authenticates with `authorization: Bearer <token>` metadata (HTTP header), where token is
-    either a JWT access token from Login/RefreshToken or an API key secret. Login and RefreshToken are the only
-    unauthenticated RPCs. User and API-key administration of other users requires USER_ROLE_ADMIN.
+    either a JWT access token from Login/RefreshToken or an API key secret. Login, RefreshToken and Register are the
+    only unauthenticated RPCs. User and API-key administration of other users requires USER_ROLE_ADMIN.
     """
 
     def Login(self, request, context):
@@ -185,6 +205,36 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Register(self, request, context):
+        """Creates an account for the caller and signs it in (unauthenticated, like Login). Allowed only when the
+        server's self-registration setting is "open", or "invite" with a valid invite code. Fails with
+        REGISTRATION_CLOSED, INVITE_CODE_INVALID (unknown, expired, revoked or used up) or ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateInviteCode(self, request, context):
+        """Creates an invite code for self-registration. Admin only. The code is returned once, in the response.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInviteCodes(self, request, context):
+        """Lists invite codes, newest first. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteInviteCode(self, request, context):
+        """Revokes an invite code: it registers nobody from now on. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -243,6 +293,26 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=typecase_dot_v1_dot_auth__pb2.DeleteApiKeyRequest.FromString,
                     response_serializer=typecase_dot_v1_dot_auth__pb2.DeleteApiKeyResponse.SerializeToString,
             ),
+            'Register': grpc.unary_unary_rpc_method_handler(
+                    servicer.Register,
+                    request_deserializer=typecase_dot_v1_dot_auth__pb2.RegisterRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_auth__pb2.RegisterResponse.SerializeToString,
+            ),
+            'CreateInviteCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInviteCode,
+                    request_deserializer=typecase_dot_v1_dot_auth__pb2.CreateInviteCodeRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_auth__pb2.CreateInviteCodeResponse.SerializeToString,
+            ),
+            'ListInviteCodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInviteCodes,
+                    request_deserializer=typecase_dot_v1_dot_auth__pb2.ListInviteCodesRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_auth__pb2.ListInviteCodesResponse.SerializeToString,
+            ),
+            'DeleteInviteCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteInviteCode,
+                    request_deserializer=typecase_dot_v1_dot_auth__pb2.DeleteInviteCodeRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_auth__pb2.DeleteInviteCodeResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'typecase.v1.AuthService', rpc_method_handlers)
@@ -255,8 +325,8 @@ class AuthService:
     """AuthService issues credentials and manages users and API keys.
 
     Every other RPC authenticates with `authorization: Bearer <token>` metadata (HTTP header), where token is
-    either a JWT access token from Login/RefreshToken or an API key secret. Login and RefreshToken are the only
-    unauthenticated RPCs. User and API-key administration of other users requires USER_ROLE_ADMIN.
+    either a JWT access token from Login/RefreshToken or an API key secret. Login, RefreshToken and Register are the
+    only unauthenticated RPCs. User and API-key administration of other users requires USER_ROLE_ADMIN.
     """
 
     @staticmethod
@@ -546,6 +616,114 @@ class AuthService:
             '/typecase.v1.AuthService/DeleteApiKey',
             typecase_dot_v1_dot_auth__pb2.DeleteApiKeyRequest.SerializeToString,
             typecase_dot_v1_dot_auth__pb2.DeleteApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Register(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.AuthService/Register',
+            typecase_dot_v1_dot_auth__pb2.RegisterRequest.SerializeToString,
+            typecase_dot_v1_dot_auth__pb2.RegisterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInviteCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.AuthService/CreateInviteCode',
+            typecase_dot_v1_dot_auth__pb2.CreateInviteCodeRequest.SerializeToString,
+            typecase_dot_v1_dot_auth__pb2.CreateInviteCodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInviteCodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.AuthService/ListInviteCodes',
+            typecase_dot_v1_dot_auth__pb2.ListInviteCodesRequest.SerializeToString,
+            typecase_dot_v1_dot_auth__pb2.ListInviteCodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteInviteCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.AuthService/DeleteInviteCode',
+            typecase_dot_v1_dot_auth__pb2.DeleteInviteCodeRequest.SerializeToString,
+            typecase_dot_v1_dot_auth__pb2.DeleteInviteCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_RUN_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
     ERROR_REASON_NODE_FAILED: _ClassVar[ErrorReason]
     ERROR_REASON_MODEL_CAPABILITY_MISSING: _ClassVar[ErrorReason]
+    ERROR_REASON_REGISTRATION_CLOSED: _ClassVar[ErrorReason]
+    ERROR_REASON_INVITE_CODE_INVALID: _ClassVar[ErrorReason]
+    ERROR_REASON_ACCOUNT_LOCKED: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -99,6 +102,9 @@ ERROR_REASON_USER_DISABLED: ErrorReason
 ERROR_REASON_RUN_LIMIT_EXCEEDED: ErrorReason
 ERROR_REASON_NODE_FAILED: ErrorReason
 ERROR_REASON_MODEL_CAPABILITY_MISSING: ErrorReason
+ERROR_REASON_REGISTRATION_CLOSED: ErrorReason
+ERROR_REASON_INVITE_CODE_INVALID: ErrorReason
+ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

@@ -111,6 +111,15 @@ def create_api_key(name: str, owner_id: str, expire_time: datetime | None,
     )
 
 
+def create_invite_code(note: str, max_uses: int, role: str,
+                       expire_time: datetime | None) -> auth_pb2.CreateInviteCodeRequest:
+    if role not in _USER_ROLES:
+        raise ValueError(f"role must be one of {', '.join(_USER_ROLES)}")
+    return auth_pb2.CreateInviteCodeRequest(invite_code=auth_pb2.InviteCode(
+        note=note, max_uses=max_uses, role=_USER_ROLES[role], expire_time=timestamp(expire_time),
+    ))
+
+
 # -- llm --------------------------------------------------------------------------------------------------------
 def list_models(model_type: str | None, online: bool | None, provider_id: str, keyword: str,
                 page_size: int) -> llm_pb2.ListModelsRequest:

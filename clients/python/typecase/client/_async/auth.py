@@ -1,4 +1,4 @@
-"""`client.auth`: login, tokens, the caller, users and API keys (AuthService)."""
+"""`client.auth`: login, tokens, the caller, users, API keys and invite codes (AuthService)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class AsyncAuth(AsyncResource):
-    """Login, tokens, the caller, users and API keys (AuthService)."""
+    """Login, tokens, the caller, users, API keys, self-registration and invite codes (AuthService)."""
 
     def __init__(self, client: AsyncClient, stub: auth_pb2_grpc.AuthServiceStub) -> None:
         super().__init__(client)
@@ -76,3 +76,31 @@ class AsyncAuth(AsyncResource):
     async def delete_api_key(self, api_key_id: str, *, timeout: float | None = None) -> None:
         request = auth_pb2.DeleteApiKeyRequest(api_key_id=api_key_id)
         await self._unary(self.stub.DeleteApiKey, request, auth_pb2.DeleteApiKeyResponse, timeout)
+
+    async def register(self, username: str, password: str, *, invite_code: str = "", display_name: str = "",
+                       email: str = "", use: bool = True,
+                       timeout: float | None = None) -> auth_pb2.RegisterResponse:
+        """Create one's own account (when the server allows self-registration) and sign in; with `use`, later calls
+        send the access token."""
+        request = auth_pb2.RegisterRequest(username=username, password=password, invite_code=invite_code,
+                                           display_name=display_name, email=email)
+        response = await self._unary(self.stub.Register, request, auth_pb2.RegisterResponse, timeout)
+        if use:
+            self._client.credential = response.access_token
+        return response
+
+    async def create_invite_code(self, *, note: str = "", max_uses: int = 1, role: str = "user",
+                                 expire_time: datetime | None = None,
+                                 timeout: float | None = None) -> auth_pb2.CreateInviteCodeResponse:
+        """Create an invite code (admins); the response's `.code` is shown only this once."""
+        request = rq.create_invite_code(note, max_uses, role, expire_time)
+        return await self._unary(self.stub.CreateInviteCode, request, auth_pb2.CreateInviteCodeResponse, timeout)
+
+    def list_invite_codes(self, *, show_revoked: bool = False, page_size: int = 100,
+                          timeout: float | None = None) -> AsyncIterator[auth_pb2.InviteCode]:
+        request = auth_pb2.ListInviteCodesRequest(show_revoked=show_revoked, page_size=page_size)
+        return self._pages(self.stub.ListInviteCodes, request, "invite_codes", timeout)
+
+    async def delete_invite_code(self, invite_code_id: str, *, timeout: float | None = None) -> None:
+        request = auth_pb2.DeleteInviteCodeRequest(invite_code_id=invite_code_id)
+        await self._unary(self.stub.DeleteInviteCode, request, auth_pb2.DeleteInviteCodeResponse, timeout)

@@ -75,7 +75,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     """The implemented services, by service name, built from the app's settings and resources.
     Later entries may use earlier ones (a domain calls another through its service object, never its tables)."""
     servicers: dict[str, Any] = {"AuthService": app.auth}
-    servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache)
+    servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache, app.audit)
     servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
     servicers["FlowService"] = FlowService(
         app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox

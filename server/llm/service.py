@@ -6,6 +6,9 @@ Python API (kept stable for chat, knowledge and flow):
   default_model_id(use) -> str  (use: chat | flow | knowledge_embedding | title | rerank)
   complete(request) -> CompleteResponse                       rerank(request) -> RerankResponse
 The Python API does not check the caller (the calling domain already did); the RPCs do.
+
+Every change to providers, models and defaults is audited with the resource as admins see it before and after
+(secrets already masked by the catalog's conversion).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+from google.protobuf.json_format import MessageToDict
 from google.rpc import status_pb2
 
 from typecase.server.config import Settings
+from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.cache import Cache
 from typecase.server.infra.sql import Database
 from typecase.server.llm.catalog import Catalog
@@ -34,8 +39,9 @@ EMBED_INPUT_TYPES = {llm_pb2.EMBEDDING_INPUT_TYPE_QUERY: "query", llm_pb2.EMBEDD
 
 
 class LLMService(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self, settings: Settings, db: Database, cache: Cache):
+    def __init__(self, settings: Settings, db: Database, cache: Cache, audit: AuditLog | None = None):
         self.settings = settings
+        self.audit = audit
         redis_url = settings.secret("redis_url")
         self.registry = Registry(db, cache, settings)
         self.catalog = Catalog(self.registry, settings)
@@ -102,10 +108,26 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
             status.last_success_time.FromNanoseconds(int(success * 1e9))
         return status
 
+    async def _audit(self, action: str, resource_type: str, resource_id: str, before, after) -> None:
+        if self.audit is None:
+            return
+        shown = {}
+        if before is not None:
+            shown["before"] = MessageToDict(before, preserving_proto_field_name=True)
+        if after is not None:
+            shown["after"] = MessageToDict(after, preserving_proto_field_name=True)
+        await self.audit.record(action, actor_id=caller.current().user_id, resource_type=resource_type,
+                                resource_id=resource_id, detail=shown)
+
+    async def _model_pb(self, model_id: str) -> llm_pb2.Model:
+        return self.catalog.model_pb(await self.catalog.model_row(model_id), llm_pb2.ModelStatus())
+
     # -- providers -----------------------------------------------------------------------------------------------
     async def CreateProvider(self, request, context):
         caller.require_admin()
-        return llm_pb2.CreateProviderResponse(provider=await self.catalog.create_provider(request.provider))
+        provider = await self.catalog.create_provider(request.provider)
+        await self._audit("provider.create", "provider", provider.id, None, provider)
+        return llm_pb2.CreateProviderResponse(provider=provider)
 
     async def ListProviders(self, request, context):
         caller.current()
@@ -117,18 +139,24 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     async def UpdateProvider(self, request, context):
         caller.require_admin()
+        before = await self.catalog.get_provider(request.provider.id)
         provider = await self.catalog.update_provider(request.provider, request.update_mask)
+        await self._audit("provider.update", "provider", provider.id, before, provider)
         return llm_pb2.UpdateProviderResponse(provider=provider)
 
     async def DeleteProvider(self, request, context):
         caller.require_admin()
+        before = await self.catalog.get_provider(request.provider_id)
         await self.catalog.delete_provider(request.provider_id, request.force)
+        await self._audit("provider.delete", "provider", request.provider_id, before, None)
         return llm_pb2.DeleteProviderResponse()
 
     # -- models --------------------------------------------------------------------------------------------------
     async def CreateModel(self, request, context):
         caller.require_admin()
-        return llm_pb2.CreateModelResponse(model=await self.catalog.create_model(request.model))
+        model = await self.catalog.create_model(request.model)
+        await self._audit("model.create", "model", model.id, None, model)
+        return llm_pb2.CreateModelResponse(model=model)
 
     async def ListModels(self, request, context):
         principal = caller.current()
@@ -143,12 +171,16 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     async def UpdateModel(self, request, context):
         caller.require_admin()
+        before = await self._model_pb(request.model.id)
         row = await self.catalog.update_model(request.model, request.update_mask)
+        await self._audit("model.update", "model", row.id, before, self.catalog.model_pb(row, llm_pb2.ModelStatus()))
         return llm_pb2.UpdateModelResponse(model=self.catalog.model_pb(row, await self.status(row)))
 
     async def DeleteModel(self, request, context):
         caller.require_admin()
+        before = await self._model_pb(request.model_id)
         await self.catalog.delete_model(request.model_id)
+        await self._audit("model.delete", "model", before.id, before, None)
         return llm_pb2.DeleteModelResponse()
 
     # -- inference -----------------------------------------------------------------------------------------------
@@ -192,6 +224,8 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     async def UpdateDefaults(self, request, context):
         caller.require_admin()
-        return llm_pb2.UpdateDefaultsResponse(defaults=await self.catalog.update_defaults(request.defaults,
-                                                                                          request.update_mask))
+        before = await self.catalog.get_defaults()
+        defaults = await self.catalog.update_defaults(request.defaults, request.update_mask)
+        await self._audit("defaults.update", "defaults", "llm", before, defaults)
+        return llm_pb2.UpdateDefaultsResponse(defaults=defaults)
 

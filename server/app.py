@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from typecase.server import gateway
 from typecase.server.auth.interceptor import AuthInterceptor
+from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
@@ -120,6 +121,7 @@ def domain_routes(app: App) -> list[Any]:
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
     return [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
             *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+            *oidc_routes(app.auth, app.resources.cache, app.settings),
             *console_routes(app.settings.console_dir)]
 
 

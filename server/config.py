@@ -27,7 +27,8 @@ from pydantic_settings import (
 ENCRYPTED_PREFIX = "enc:"
 MiB = 1024 * 1024
 
-SECRET_FIELDS = ("database_url", "redis_url", "s3_secret_key", "milvus_token", "admin_api_key", "admin_password")
+SECRET_FIELDS = ("database_url", "redis_url", "s3_secret_key", "milvus_token", "admin_api_key", "admin_password",
+                 "oidc_client_secret")
 
 
 class Settings(BaseSettings):
@@ -131,6 +132,21 @@ class Settings(BaseSettings):
         "above already slow guessing without locking the owner out)")
     account_lockout_seconds: int = Field(900, ge=1, description="how long a locked account refuses passwords; "
                                          "its API keys keep working")
+    # Single sign-on with OpenID Connect (auth/oidc.py); on when oidc_issuer is set.
+    oidc_issuer: str = Field("", description="the identity provider's issuer URL (its discovery document is at "
+                             "<issuer>/.well-known/openid-configuration); empty: no single sign-on")
+    oidc_client_id: str = Field("", description="this server's client id at the identity provider")
+    oidc_client_secret: SecretStr | None = Field(None, description="its client secret (none: a public client, "
+                                                 "PKCE only)")
+    oidc_redirect_uri: str = Field("", description="where the provider sends users back: "
+                                   "https://<this server>/v1/auth/oidc/callback, registered at the provider")
+    oidc_scopes: str = "openid profile email"
+    oidc_groups_claim: str = Field("groups", description="ID token claim listing the user's groups")
+    oidc_admin_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="members of any of these groups (comma-separated) are admins; roles "
+        "follow the claim at every sign-in")
+    oidc_login_ttl_seconds: int = Field(600, ge=30, description="how long a started sign-in may take to finish")
+    oidc_timeout_seconds: float = Field(10.0, gt=0, description="requests to the identity provider")
     # Auth hardening (issue 18): client addresses behind proxies, failure budgets, sessions, signing keys.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client "
@@ -147,7 +163,8 @@ class Settings(BaseSettings):
     credential_cache_max_entries: int = Field(100_000, ge=1, description="API keys and sessions whose check result "
                                               "a replica keeps (for api_key_cache_seconds), wrong ones included")
 
-    @field_validator("cors_allowed_origins", "cors_allowed_methods", "cors_allowed_headers", mode="before")
+    @field_validator("cors_allowed_origins", "cors_allowed_methods", "cors_allowed_headers", "oidc_admin_groups",
+                     mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> list[str]:
         if isinstance(value, str):
@@ -477,6 +494,16 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"not a rate limit like '600/minute': {value!r}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer:
+            missing = [n for n in ("oidc_client_id", "oidc_redirect_uri") if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"oidc_issuer is set, so {' and '.join(missing)} must be set too")
+            if "openid" not in self.oidc_scopes.split():
+                raise ValueError("oidc_scopes must include 'openid'")
+        return self
 
     @model_validator(mode="after")
     def _decrypt_secrets(self) -> Settings:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
-from typecase.server.infra.sql import Base, id_column, utcnow
+from typecase.server.infra.sql import Base, JSONType, id_column, utcnow
 
 
 class UserRow(Base):
@@ -29,6 +29,9 @@ class UserRow(Base):
     # Failed passwords in a row and the lockout they caused (only with account_lockout_failures set).
     failed_login_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     locked_until: Mapped[datetime | None]
+    # Accounts from single sign-on (auth/oidc.py): "<issuer>|<subject>", and the groups claim of the last sign-in.
+    external_subject: Mapped[str | None] = mapped_column(String(512), unique=True)
+    external_groups: Mapped[list[str] | None] = mapped_column(JSONType, default=list)
 
     @validates("username")
     def _fold_username(self, _key: str, username: str) -> str:

@@ -1,4 +1,5 @@
-"""auth: invite codes for self-registration, and the failed-login streak behind the optional account lockout
+"""auth: invite codes for self-registration, the failed-login streak behind the optional account lockout, and
+single sign-on accounts (issuer|subject, the last groups claim)
 
 Revision ID: 0004_auth_registration
 Revises: 0003_auth_hardening
@@ -19,6 +20,10 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("users", sa.Column("failed_login_count", sa.Integer(), nullable=False, server_default="0"))
     op.add_column("users", sa.Column("locked_until", sql.UTCDateTime(), nullable=True))
+    op.add_column("users", sa.Column("external_subject", sa.String(512), nullable=True))
+    op.add_column("users", sa.Column("external_groups", sql.JSONType, nullable=True))
+    with op.batch_alter_table("users") as batch:
+        batch.create_unique_constraint(op.f("uq_users_external_subject"), ["external_subject"])
     op.create_table(
         "invite_codes",
         sa.Column("id", sa.String(26), nullable=False),
@@ -41,5 +46,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("invite_codes")
+    with op.batch_alter_table("users") as batch:
+        batch.drop_constraint(op.f("uq_users_external_subject"), type_="unique")
+    op.drop_column("users", "external_groups")
+    op.drop_column("users", "external_subject")
     op.drop_column("users", "locked_until")
     op.drop_column("users", "failed_login_count")

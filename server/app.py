@@ -35,6 +35,7 @@ from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
+from typecase.server.banner import banner
 from typecase.server.chat.service import ChatService
 from typecase.server.compat.anthropic import anthropic_routes
 from typecase.server.compat.openai import openai_routes
@@ -347,6 +348,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, app.request_stop)
     try:
         await app.start()
+        print(banner(settings, app.grpc_port, app.http_port, app.servicers["AdminService"].proxy_port), flush=True)
         await app.wait_for_stop()
     finally:
         await app.stop()

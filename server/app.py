@@ -36,6 +36,7 @@ from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
+from typecase.server.banner import banner
 from typecase.server.chat.service import ChatService
 from typecase.server.compat.anthropic import anthropic_routes
 from typecase.server.compat.openai import openai_routes
@@ -48,6 +49,7 @@ from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.service import KnowledgeService
+from typecase.server.ports import GRPC_OPTIONS, Listener, PortsUnavailable
 from typecase.server.llm.service import LLMService
 from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
@@ -205,6 +207,7 @@ class App:
                 # Let clients (the SDK pings every 10 s) keep idle streams alive through load balancers.
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                *GRPC_OPTIONS,
             ],
         )
         in_process = gateway.InProcess(interceptors)
@@ -217,9 +220,13 @@ class App:
         reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                              reflection.SERVICE_NAME], self._grpc_server)
         address = f"{self.settings.host}:{self.settings.grpc_port}"
-        self.grpc_port = self._grpc_server.add_insecure_port(address)
+        try:
+            self.grpc_port = self._grpc_server.add_insecure_port(address)
+        except RuntimeError:  # taken since the start-up check (SO_REUSEPORT is off, so it is never shared)
+            self.grpc_port = 0
         if not self.grpc_port:
-            raise RuntimeError(f"cannot listen for gRPC on {address}")
+            raise PortsUnavailable(Listener("gRPC", self.settings.host, self.settings.grpc_port,
+                                            "TYPECASE_GRPC_PORT").in_use())
         await self._grpc_server.start()
 
         http_app = gateway.create_app(
@@ -279,8 +286,11 @@ class App:
         self._http_task = asyncio.create_task(self._http_server.serve())
         while not self._http_server.started:
             if self._http_task.done():
-                self._http_task.result()  # raises the reason it could not start
-                raise RuntimeError(f"cannot listen for HTTP on {self.settings.host}:{self.settings.http_port}")
+                # uvicorn logs the bind error and raises SystemExit, which must not end the process half-stopped.
+                with contextlib.suppress(SystemExit):
+                    self._http_task.result()
+                raise PortsUnavailable(Listener("HTTP", self.settings.host, self.settings.http_port,
+                                                "TYPECASE_HTTP_PORT").in_use())
             await asyncio.sleep(0.01)
         self.http_port = self._http_server.servers[0].sockets[0].getsockname()[1]
 
@@ -344,6 +354,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, app.request_stop)
     try:
         await app.start()
+        print(banner(settings, app.grpc_port, app.http_port, app.servicers["AdminService"].proxy_port), flush=True)
         await app.wait_for_stop()
     finally:
         await app.stop()

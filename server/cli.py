@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import os
+import sys
 
 import typer
 from cryptography.fernet import Fernet
@@ -12,6 +15,7 @@ from rich.console import Console
 from typecase.server.config import Settings, encrypt_secret
 from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.logs import configure_logging
+from typecase.server.ports import PortsUnavailable, check_free
 
 cli = typer.Typer(help="Typecase: a gRPC-first LLM application platform backend.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -42,10 +46,33 @@ def _settings() -> Settings:
 @cli.command()
 def serve() -> None:
     """Run the gRPC server and the HTTP gateway in one process (SIGTERM drains gracefully)."""
+    settings = _settings()
+    try:
+        check_free(settings)  # before the data dir, the admin key or any heavy import
+    except PortsUnavailable as exc:
+        print(exc, file=sys.stderr)  # one plain line, never wrapped: scripts and tests match it
+        raise typer.Exit(1) from exc
     from typecase.server.app import serve as run
 
-    settings = _settings()
-    _run(run(settings), settings)
+    try:
+        _run(exit_when_done(run(settings)), settings)
+    except PortsUnavailable as exc:  # taken between the check and the bind
+        print(exc, file=sys.stderr)
+        raise typer.Exit(1) from exc
+
+
+async def exit_when_done(main) -> None:
+    """Await `main`, then end the process at once with status 0.
+
+    After a clean stop every resource is closed, but a thread still busy in an executor (an embedding model
+    loading, a parse) is not interruptible, and both closing the loop and interpreter exit join such threads: the
+    process would hang until the model finished loading. So the atexit handlers run (milvus-lite stops its server
+    there) and the process exits without joining them. An exception still propagates and exits non-zero."""
+    await main
+    atexit._run_exitfuncs()  # logging.shutdown is one of them
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @cli.command()

@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from typecase.server.compat.common import SSE_HEADERS, CallerAuth, Surface, dumps, status_of
-from typecase.server.compat.openai_request import chat_request
+from typecase.server.compat.common import SSE_HEADERS, CallerAuth, Surface, dumps, status_of, unknown_fields
+from typecase.server.compat.openai_request import EMBEDDING_FIELDS, chat_request
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
@@ -137,6 +137,7 @@ class OpenAICompat(Surface):
     # -- embeddings ----------------------------------------------------------------------------------------------
     async def embeddings(self, request: Request) -> Response:
         data = await self.body(request)
+        unknown_fields(data, EMBEDDING_FIELDS)
         model = data.get("model")
         if not isinstance(model, str) or not model:
             raise invalid_argument("model", "required")

@@ -26,6 +26,7 @@ FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "max_co
 # Fields whose value asks for nothing beyond what Typecase does anyway (SDKs and frameworks send them so).
 DEFAULTS = {"n": 1, "logprobs": False, "store": False, "stream": False}
 MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id", "refusal"}
+EMBEDDING_FIELDS = {"model", "input", "encoding_format", "dimensions", "user"}
 
 
 def _struct(value: Any, field: str) -> struct_pb2.Struct:
@@ -90,6 +91,8 @@ def _message(i: int, m: Any) -> llm_pb2.ChatMessage:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or call.get("type", "function") != "function":
             raise invalid_argument(f"{where}.tool_calls[{j}]", "must be a function call")
+        unknown_fields(call, {"id", "type", "function", "index"}, f"{where}.tool_calls[{j}].")
+        unknown_fields(function, {"name", "arguments"}, f"{where}.tool_calls[{j}].function.")
         arguments = function.get("arguments")
         message.tool_calls.add(id=str(call.get("id") or ""), name=str(function.get("name") or ""),
                                arguments=arguments if isinstance(arguments, str) else "{}")
@@ -105,6 +108,7 @@ def _tools(data: dict[str, Any], request: llm_pb2.GenerateRequest) -> None:
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
             raise invalid_argument(f"{where}.type", "only function tools are supported")
         function = tool["function"]
+        unknown_fields(tool, {"type", "function"}, f"{where}.")
         unknown_fields(function, {"name", "description", "parameters", "strict"}, f"{where}.function.")
         spec = request.tools.add(name=str(function.get("name") or ""), description=str(function.get("description")
                                                                                          or ""),
@@ -117,6 +121,7 @@ def _tools(data: dict[str, Any], request: llm_pb2.GenerateRequest) -> None:
             raise invalid_argument("tool_choice", "must be none, auto, required or a function")
         request.tool_choice.mode = CHOICES[choice]
     elif isinstance(choice, dict):
+        unknown_fields(choice, {"type", "function"}, "tool_choice.")
         name = (choice.get("function") or {}).get("name") if choice.get("type") == "function" else None
         if not isinstance(name, str) or not name:
             raise invalid_argument("tool_choice", 'must be {"type": "function", "function": {"name": ...}}')
@@ -132,6 +137,8 @@ def _response_format(data: dict[str, Any], request: llm_pb2.GenerateRequest) -> 
     if rf is None:
         return
     kind = rf.get("type") if isinstance(rf, dict) else None
+    if kind is not None:
+        unknown_fields(rf, {"type", "json_schema"}, "response_format.")
     if kind == "text":
         request.response_format.type = llm_pb2.RESPONSE_FORMAT_TYPE_TEXT
     elif kind == "json_object":

@@ -148,6 +148,24 @@ class Binding:
             fp.set_text(msg, params[var])
 
 
+def _body_field_decoder(body_field) -> jsonmap.FieldDecoder:
+    """Decodes the body into the field named by HttpRule.body. For a message field the caller sent that message's
+    fields at the top level, so error paths start there ("colour", not "knowledge_base.colour")."""
+    mt = body_field.message_type
+    if mt is None or body_field.is_repeated or mt.full_name in jsonmap.SPECIAL_TYPES or mt.GetOptions().map_entry:
+        return jsonmap.field_decoder(body_field)
+    decode, name = jsonmap.decoder(mt), body_field.name
+
+    def set_body(msg: Message, value: Any, path: str) -> None:
+        if value is None:
+            return
+        sub = getattr(msg, name)
+        sub.SetInParent()
+        decode(value, sub, path)
+
+    return set_body
+
+
 def _seq_field(desc: Descriptor) -> str | None:
     f = desc.fields_by_name.get("seq")
     return "seq" if f is not None and f.type in _INTEGER_TYPES and not f.is_repeated else None
@@ -182,7 +200,7 @@ def build_binding(service: ServiceDescriptor, method: MethodDescriptor, rule: ht
         if body_field is None:
             raise ValueError(f"{where}: body field {body!r} is not a top-level field of {req_desc.full_name}")
         body_is_httpbody = body_field.message_type is not None and body_field.message_type.full_name == HTTP_BODY
-        body_decoder = jsonmap.field_decoder(body_field)
+        body_decoder = _body_field_decoder(body_field)
     if body and http_method == "GET":
         log.warning("%s: a GET binding with a body", where)
 

@@ -11,14 +11,17 @@ omitted (as both references do). int64 kinds are strings, bytes are base64, enum
 when unknown), NaN/Infinity are strings, well-known types use their special forms.
 
 Input accepts proto names and JSON (lowerCamel) names, numbers or strings for numeric kinds, enum
-names or numbers, standard or URL-safe base64 with or without padding; unknown fields are ignored
-(grpc-gateway's default ``DiscardUnknown``). Errors raise ``JsonError`` naming the field path.
+names or numbers, standard or URL-safe base64 with or without padding. An unknown field is an error naming it
+(with the closest known name), unlike grpc-gateway's default ``DiscardUnknown``: a dropped ``"max_tokens"`` or
+``"messagez"`` left callers guessing why their request did not do what it said. An unknown enum value lists the
+accepted names. Errors raise ``JsonError`` naming the field path.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import keyword
 import math
 import re
@@ -78,6 +81,37 @@ class JsonError(ValueError):
         self.path = path
         self.reason = reason
         super().__init__(f'invalid value for field "{path}": {reason}' if path else reason)
+
+
+class UnknownFieldsError(JsonError):
+    """Keys of a JSON object that name no field of its message; ``path`` is the first one's full path."""
+
+    def __init__(self, path: str, names: list[str], desc: Descriptor) -> None:
+        fields = [_join(path, name) for name in names]
+        quoted = ", ".join(f'"{f}"' for f in fields)
+        reason = f"unknown field{'s' if len(fields) > 1 else ''} {quoted} in {desc.full_name}"
+        hint = _closest_field(names[0], desc) if len(names) == 1 else None
+        if hint:
+            reason += f' (did you mean "{_join(path, hint)}"?)'
+        ValueError.__init__(self, reason)
+        self.path = fields[0]
+        self.reason = reason
+        self.fields = fields
+
+
+def _closest_field(name: str, desc: Descriptor) -> str | None:
+    """A field of ``desc`` spelled like ``name``, or one of that name a level down (``max_tokens`` is
+    ``config.max_tokens`` in a GenerateRequest)."""
+    close = difflib.get_close_matches(name, [fd.name for fd in desc.fields], n=1)
+    if close:
+        return close[0]
+    for fd in desc.fields:
+        mt = fd.message_type
+        if mt is not None and not fd.is_repeated and mt.full_name not in SPECIAL_TYPES:
+            sub = mt.fields_by_name.get(name) or next((f for f in mt.fields if f.json_name == name), None)
+            if sub is not None:
+                return f"{fd.name}.{sub.name}"
+    return None
 
 
 def _describe(v: Any) -> str:
@@ -408,7 +442,8 @@ def convert_enum(v: Any, fd: FieldDescriptor, path: str) -> int:
     if tv is str:
         ev = et.values_by_name.get(v)
         if ev is None:
-            raise JsonError(path, f"unknown value {_describe(v)} for enum {et.full_name}")
+            accepted = ", ".join(e.name for e in et.values if e.number or len(et.values) == 1)
+            raise JsonError(path, f"unknown value {_describe(v)} for enum {et.full_name} (accepted: {accepted})")
         return ev.number
     if tv is int:
         if et.is_closed and v not in et.values_by_number:
@@ -518,10 +553,17 @@ def decoder(desc: Descriptor) -> Decoder:
             if type(js) is not dict:
                 raise JsonError(path, f"expected an object, got {_describe(js)}")
             get = handlers.get
+            unknown = None
             for k, v in js.items():
                 h = get(k)
                 if h is not None:
                     h(m, v, path)
+                elif unknown is None:
+                    unknown = [k]
+                else:
+                    unknown.append(k)
+            if unknown:
+                raise UnknownFieldsError(path, unknown, desc)
 
         _DECODERS[desc] = dec  # before building handlers: recursive types refer to it
         for fd in desc.fields:

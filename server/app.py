@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import importlib
 import importlib.resources
@@ -49,7 +50,7 @@ from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.service import KnowledgeService
-from typecase.server.ports import GRPC_OPTIONS, Listener, PortsUnavailable
+from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
 from typecase.server.llm.service import LLMService
 from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
@@ -207,7 +208,7 @@ class App:
                 # Let clients (the SDK pings every 10 s) keep idle streams alive through load balancers.
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-                *GRPC_OPTIONS,
+                *grpc_options(self.settings.reuse_port),
             ],
         )
         in_process = gateway.InProcess(interceptors)
@@ -283,14 +284,18 @@ class App:
             http=limited_http_protocol(self.settings.http_max_header_bytes, self.settings.http_max_header_count),
         )
         self._http_server = _EmbeddedUvicorn(config)
-        self._http_task = asyncio.create_task(self._http_server.serve())
+        try:
+            sock = bind_socket(s.host, s.http_port, s.reuse_port)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise PortsUnavailable(Listener("HTTP", s.host, s.http_port, "TYPECASE_HTTP_PORT").in_use()) from exc
+        self._http_task = asyncio.create_task(self._http_server.serve(sockets=[sock]))
         while not self._http_server.started:
             if self._http_task.done():
-                # uvicorn logs the bind error and raises SystemExit, which must not end the process half-stopped.
-                with contextlib.suppress(SystemExit):
+                with contextlib.suppress(SystemExit):  # uvicorn's own start errors must not end the process
                     self._http_task.result()
-                raise PortsUnavailable(Listener("HTTP", self.settings.host, self.settings.http_port,
-                                                "TYPECASE_HTTP_PORT").in_use())
+                raise RuntimeError("the HTTP listener did not start")
             await asyncio.sleep(0.01)
         self.http_port = self._http_server.servers[0].sockets[0].getsockname()[1]
 

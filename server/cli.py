@@ -16,6 +16,7 @@ from typecase.server.config import Settings, encrypt_secret
 from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.logs import configure_logging
 from typecase.server.ports import PortsUnavailable, check_free
+from typecase.server.supervisor import default_workers, shared_store_problems
 
 cli = typer.Typer(help="Typecase: a gRPC-first LLM application platform backend.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -44,14 +45,27 @@ def _settings() -> Settings:
 
 
 @cli.command()
-def serve() -> None:
-    """Run the gRPC server and the HTTP gateway in one process (SIGTERM drains gracefully)."""
+def serve(workers: int = typer.Option(None, "--workers", "-w", min=1, max=256, help="server processes sharing the "
+                                      "ports (TYPECASE_WORKERS; default 1 embedded, one per core on shared stores)")
+          ) -> None:
+    """Run the gRPC server and the HTTP gateway (SIGTERM drains gracefully); with --workers, several processes."""
     settings = _settings()
-    try:
-        check_free(settings)  # before the data dir, the admin key or any heavy import
-    except PortsUnavailable as exc:
-        print(exc, file=sys.stderr)  # one plain line, never wrapped: scripts and tests match it
-        raise typer.Exit(1) from exc
+    if workers is not None:
+        settings.workers = workers
+    count = default_workers(settings) if not settings.reuse_port else 1
+    if count > 1 and (problems := shared_store_problems(settings)):
+        print(f"--workers {count} needs shared stores; set " + "; ".join(problems), file=sys.stderr)
+        raise typer.Exit(2)
+    if not settings.reuse_port:  # a worker's siblings hold its ports: its supervisor checked them
+        try:
+            check_free(settings)  # before the data dir, the admin key or any heavy import
+        except PortsUnavailable as exc:
+            print(exc, file=sys.stderr)  # one plain line, never wrapped: scripts and tests match it
+            raise typer.Exit(1) from exc
+    if count > 1:
+        from typecase.server.supervisor import supervise
+
+        raise typer.Exit(_run(supervise(settings, count), settings))
     from typecase.server.app import serve as run
 
     try:

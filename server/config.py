@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     proxy_enabled: bool = False
     proxy_port: int = Field(8088, ge=0, le=65535)
+    # Processes of `serve` (server/supervisor.py): unset means 1 in embedded mode and one per core when the stores
+    # are shared (Redis, a database server, a Milvus server).
+    workers: int | None = Field(None, ge=1, le=256, description="server processes sharing the listeners' ports "
+                                "(SO_REUSEPORT); several need shared stores")
+    reuse_port: bool = Field(False, description="internal: set by `serve --workers` on its worker processes, whose "
+                             "listeners share their ports on purpose")
 
     data_dir: Path = Path(".typecase")
 

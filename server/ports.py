@@ -18,6 +18,27 @@ from dataclasses import dataclass
 GRPC_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
+def grpc_options(reuse_port: bool) -> list[tuple[str, int]]:
+    """Workers of `serve --workers` share their ports deliberately; everything else never does."""
+    return [("grpc.so_reuseport", 1 if reuse_port else 0)]
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket for uvicorn (which would exit the process on a busy port); with `reuse_port`, shared
+    with the sibling workers of `serve --workers`."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 @dataclass(frozen=True)
 class Listener:
     name: str

@@ -9,6 +9,7 @@ import socket
 import uvicorn
 
 from typecase.server.infra.request_head import limited_http_protocol
+from typecase.server.ports import bind_socket
 
 
 class _Server(uvicorn.Server):
@@ -19,7 +20,8 @@ class _Server(uvicorn.Server):
 
 class ProxyListener:
     def __init__(self, app, host: str, port: int, *, client_keepalive: int, max_connections: int, grace: float,
-                 max_header_bytes: int, max_header_count: int):
+                 max_header_bytes: int, max_header_count: int, reuse_port: bool = False):
+        self.reuse_port = reuse_port
         self.config = uvicorn.Config(
             app,
             host=host,
@@ -42,16 +44,10 @@ class ProxyListener:
 
     def _bind(self) -> socket.socket:
         """Bind here rather than in uvicorn, which exits the process when a port is taken."""
-        family, kind, proto, _, address = socket.getaddrinfo(self.config.host, self.config.port,
-                                                             type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(address)
+            return bind_socket(self.config.host, self.config.port, self.reuse_port)
         except OSError as exc:
-            sock.close()
             raise RuntimeError(f"cannot listen for the proxy on {self.config.host}:{self.config.port}: {exc}") from exc
-        return sock
 
     async def start(self) -> None:
         sock = self._bind()

@@ -155,6 +155,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 grace=self.settings.shutdown_grace_seconds,
                 max_header_bytes=v["proxy_max_header_bytes"],
                 max_header_count=v["proxy_max_header_count"],
+                reuse_port=self.settings.reuse_port,
             )
             try:
                 await self._listener.start()

@@ -214,6 +214,7 @@ class Cluster:
             "TYPECASE_S3_ACCESS_KEY": "cluster", "TYPECASE_S3_SECRET_KEY": "cluster-secret",
             "TYPECASE_S3_BUCKET": "typecase-cluster", "TYPECASE_S3_REGION": "us-east-1",
             "TYPECASE_MILVUS_URI": self.milvus.uri,
+            "TYPECASE_WORKERS": "1",  # each replica one process: the faults below kill replicas by pid
             "TYPECASE_SECRET_KEY": self.secret_key,
             "TYPECASE_ADMIN_API_KEY": ADMIN_KEY,
             "TYPECASE_LLM_LOCAL_ENABLED": "false",

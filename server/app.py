@@ -55,7 +55,9 @@ from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.server.sandbox import Sandbox, SandboxConfig
-from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
+from typecase.server.tools_wiring import tool_service
+from typecase.v1 import (admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc,
+                         tools_pb2_grpc)
 
 log = logging.getLogger("typecase.app")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
@@ -79,6 +81,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["FlowService"] = FlowService(
         app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
+    servicers["ToolService"] = tool_service(app, servicers)
     servicers["ChatService"] = ChatService(
         app.resources.db, app.resources.cache, servicers["LLMService"], app.audit, app.settings,
         storage=app.resources.storage, knowledge=servicers["KnowledgeService"], flow=servicers["FlowService"],
@@ -124,7 +127,8 @@ def domain_routes(app: App) -> list[Any]:
 
 def registered_services(app: App) -> list[Service]:
     """Every public service with its servicer and the generated function that registers it."""
-    modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc)
+    modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc,
+               tools_pb2_grpc)
     services = []
     for module in modules:
         pb2 = importlib.import_module(module.__name__.removesuffix("_grpc"))

@@ -44,6 +44,10 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_RUN_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
     ERROR_REASON_NODE_FAILED: _ClassVar[ErrorReason]
     ERROR_REASON_MODEL_CAPABILITY_MISSING: _ClassVar[ErrorReason]
+    ERROR_REASON_TOOL_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_TOOL_ARGUMENTS_INVALID: _ClassVar[ErrorReason]
+    ERROR_REASON_TOOL_TIMEOUT: _ClassVar[ErrorReason]
+    ERROR_REASON_TOOL_FAILED: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -99,6 +103,10 @@ ERROR_REASON_USER_DISABLED: ErrorReason
 ERROR_REASON_RUN_LIMIT_EXCEEDED: ErrorReason
 ERROR_REASON_NODE_FAILED: ErrorReason
 ERROR_REASON_MODEL_CAPABILITY_MISSING: ErrorReason
+ERROR_REASON_TOOL_NOT_FOUND: ErrorReason
+ERROR_REASON_TOOL_ARGUMENTS_INVALID: ErrorReason
+ERROR_REASON_TOOL_TIMEOUT: ErrorReason
+ERROR_REASON_TOOL_FAILED: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

@@ -8,6 +8,7 @@ from typing import Any
 
 from typecase.server.tools.deps import KnowledgeHit
 from typecase.server.tools.kinds.builtin import BuiltinDeps, BuiltinKind
+from typecase.server.tools.kinds.mcp import McpKind
 from typecase.server.tools.service import ToolService
 from typecase.v1 import knowledge_pb2
 
@@ -28,6 +29,9 @@ def tool_service(app, servicers: dict[str, Any]) -> ToolService:
     flow = servicers["FlowService"]
     deps = BuiltinDeps(settings, http=flow.http, knowledge=KnowledgeAdapter(servicers["KnowledgeService"]),
                        sandbox=app.sandbox)
-    kinds = {"builtin": BuiltinKind(deps)}
+    mcp = McpKind(settings, flow.http)
+    kinds = {"builtin": BuiltinKind(deps), "mcp": mcp}
     box = servicers["LLMService"].registry.secrets  # provider keys and tool secrets share the server's key
-    return ToolService(settings, app.resources.db, app.audit, box, kinds)
+    service = ToolService(settings, app.resources.db, app.audit, box, kinds)
+    mcp.on_list_changed = service.refresh_later
+    return service

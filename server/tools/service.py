@@ -7,6 +7,7 @@ provider is shared and owned by no one; only admins may change its sharing or de
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -49,6 +50,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         self.kinds = kinds
         self.flows = flows
         self.invoker = Invoker(settings, self.store, kinds, box, flows)
+        self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         """Seed the built-in provider and its tools (idempotent; several replicas may race, the loser retries)."""
@@ -65,6 +67,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                     raise
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         for kind in self.kinds.values():
             await kind.aclose()
 
@@ -298,6 +302,16 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             await self.store.replace_tools(row.id, specs, "")
         except ToolFailure as failure:
             await self.store.set_error(row.id, failure.message)
+
+    async def refresh_later(self, provider_id: str) -> None:
+        """A server said its tool list changed: reload it in the background (not inside its message handler)."""
+        async def reload() -> None:
+            row = await self.store.provider(provider_id)
+            if row is not None:
+                await self.refresh(row)
+        task = asyncio.create_task(reload(), name=f"tools-refresh-{provider_id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def RefreshToolProvider(self, request, context):
         me = caller.current()

@@ -9,6 +9,7 @@ from typing import Any
 from typecase.server.tools.deps import KnowledgeHit
 from typecase.server.tools.kinds.builtin import BuiltinDeps, BuiltinKind
 from typecase.server.tools.kinds.mcp import McpKind
+from typecase.server.tools.kinds.openapi import OpenApiKind
 from typecase.server.tools.service import ToolService
 from typecase.v1 import knowledge_pb2
 
@@ -30,7 +31,7 @@ def tool_service(app, servicers: dict[str, Any]) -> ToolService:
     deps = BuiltinDeps(settings, http=flow.http, knowledge=KnowledgeAdapter(servicers["KnowledgeService"]),
                        sandbox=app.sandbox)
     mcp = McpKind(settings, flow.http)
-    kinds = {"builtin": BuiltinKind(deps), "mcp": mcp}
+    kinds = {"builtin": BuiltinKind(deps), "mcp": mcp, "openapi": OpenApiKind(settings, flow.http)}
     box = servicers["LLMService"].registry.secrets  # provider keys and tool secrets share the server's key
     service = ToolService(settings, app.resources.db, app.audit, box, kinds)
     mcp.on_list_changed = service.refresh_later

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
 
 from tests.conftest import ROOT, free_port
+from tests.tools.servers import start, stop
 from tests.tools.support import admin, call, new_user, reason, to_dict, tool_by_name
 from typecase.v1 import tools_pb2
 
@@ -19,28 +18,8 @@ TOKEN = "mcp-secret-token-4242"
 
 
 def start_mcp_http(token: str = "") -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.tools.mcp_server", "http", str(port), *([token] if token else [])],
-                            cwd=ROOT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}/mcp"
-        if proc.poll() is not None:
-            raise AssertionError("the MCP server exited")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the MCP server did not start")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    proc, port = start("tests.tools.mcp_server", "http", "{port}", *([token] if token else []))
+    return proc, f"http://127.0.0.1:{port}/mcp"
 
 
 @pytest.fixture(scope="module")
@@ -136,20 +115,3 @@ async def test_an_mcp_server_over_stdio_is_registered_by_an_admin_only(tchannel)
         await call(root, explode.id, {"why": "stdio"})
     assert reason(caught.value) == "TOOL_FAILED" and "exploded: stdio" in caught.value.details()
     await root.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id=provider.id), metadata=root.md)
-
-
-async def test_a_loopback_mcp_url_is_refused_unless_allowed(tmp_path, mcp_http):
-    from tests.tools.conftest import tool_settings
-    from typecase.server.app import App
-
-    app = App(tool_settings(tmp_path / "data", flow_http_allowed_hosts=[]))
-    await app.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
-            user = await new_user(channel)
-            provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-                provider=mcp_provider("guarded", mcp_http)), metadata=user.md)).provider
-            assert provider.tool_count == 0 and "non-public" in provider.last_error
-            assert "flow_http_allowed_hosts" in provider.last_error
-    finally:
-        await app.stop()

@@ -126,7 +126,13 @@ class Invoker:
     async def _run(self, tool: Resolved, arguments: dict[str, Any], timeout: float) -> ToolResult:
         if tool.provider_row is None:  # a flow
             assert self.flows is not None
-            outputs = await self.flows.run(tool.binding["flow_id"], arguments)
+            try:
+                outputs = await self.flows.run(tool.binding["flow_id"], arguments)
+            except TypecaseError as exc:
+                if exc.code.name == "INVALID_ARGUMENT":
+                    raise arguments_invalid(tool.name, "$." + exc.metadata.get("field", "").removeprefix("inputs."),
+                                            exc.message) from None
+                raise ToolFailure(exc.message, unreachable=exc.code.name == "UNAVAILABLE") from None
             answer = outputs.get("answer")
             text = answer if isinstance(answer, str) else json.dumps(outputs, ensure_ascii=False, default=str)
             return ToolResult(text, outputs)

@@ -90,10 +90,14 @@ class Invoker:
         seconds = (requested_ms or provider_ms) / 1000 or self.settings.tools_call_timeout_seconds
         return min(seconds, limit)
 
-    async def call(self, tool_id: str, arguments: dict[str, Any], timeout_ms: int = 0) -> Outcome:
-        return await self.call_resolved(await self.resolve(tool_id), arguments, timeout_ms)
+    async def call(self, tool_id: str, arguments: dict[str, Any], timeout_ms: int = 0,
+                   cap_seconds: float | None = None) -> Outcome:
+        return await self.call_resolved(await self.resolve(tool_id), arguments, timeout_ms, cap_seconds)
 
-    async def call_resolved(self, tool: Resolved, arguments: dict[str, Any], timeout_ms: int = 0) -> Outcome:
+    async def call_resolved(self, tool: Resolved, arguments: dict[str, Any], timeout_ms: int = 0,
+                            cap_seconds: float | None = None) -> Outcome:
+        """Validate and run one call. timeout_ms replaces the provider's timeout; cap_seconds (a batch's
+        deadline) only ever shortens it."""
         started = time.perf_counter()
         outcome = "failed"
         try:
@@ -105,6 +109,8 @@ class Invoker:
                 outcome = "invalid"
                 raise arguments_invalid(tool.name, *problem)
             timeout = self.timeout(tool.provider_row.timeout_ms if tool.provider_row else 0, timeout_ms)
+            if cap_seconds is not None:
+                timeout = max(min(timeout, cap_seconds), 0.001)
             try:
                 async with asyncio.timeout(timeout):
                     result = await self._run(tool, arguments, timeout)

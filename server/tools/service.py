@@ -20,6 +20,7 @@ from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.server.rpc.paging import decode_token, encode_token, page_size
 from typecase.server.tools import schemas
+from typecase.server.tools.api import Tools
 from typecase.server.tools.calls import FLOW_CATEGORY, FLOW_PREFIX, Invoker, flow_tool
 from typecase.server.tools.convert import (AUTH_NAMES, KIND_NAMES, MASK, TRANSPORT_NAMES, open_secrets,
                                            provider_message, provider_view, seal_secrets, struct_of, tool_message,
@@ -50,6 +51,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         self.kinds = kinds
         self.flows = flows
         self.invoker = Invoker(settings, self.store, kinds, box, flows)
+        self.api = Tools(self.invoker, settings.tools_max_batch_calls)  # the Python API chat and flow receive
         self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:

@@ -37,6 +37,7 @@ from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.service import AuthService
 from typecase.server.chat.service import ChatService
 from typecase.server.compat.anthropic import anthropic_routes
+from typecase.server.compat.mcp import McpEndpoint
 from typecase.server.compat.openai import openai_routes
 from typecase.server.config import Settings
 from typecase.server.console import console_routes
@@ -120,8 +121,10 @@ def domain_routes(app: App) -> list[Any]:
     """HTTP-by-nature surfaces served beside the transcoded API (the OpenAI- and Anthropic-compatible APIs), then
     the web console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
+    mcp = app.mcp_endpoint.routes() if app.mcp_endpoint is not None else []
     return [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
             *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+            *mcp,
             *console_routes(app.settings.console_dir)]
 
 
@@ -158,6 +161,7 @@ class App:
         self._health = health_aio.HealthServicer()
         self._stop_requested = asyncio.Event()
         self.servicers: dict[str, Any] = {}
+        self.mcp_endpoint: McpEndpoint | None = None  # Typecase's own tools over MCP at /mcp
         self.restart_requested = False
         self.audit = AuditLog(self.resources.db)
         self.sandbox = Sandbox(sandbox_config(settings))
@@ -208,6 +212,10 @@ class App:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5000),
             ],
         )
+        if self.settings.tools_mcp_server_enabled:
+            self.mcp_endpoint = McpEndpoint(self.servicers["ToolService"].api, compat_auth(self),
+                                            self.settings.http_max_body_bytes)
+            await self.mcp_endpoint.start()
         in_process = gateway.InProcess(interceptors)
         services = registered_services(self)
         for service in services:
@@ -306,6 +314,8 @@ class App:
         if self._grpc_server is not None:
             waits.append(self._grpc_server.stop(grace))
         await asyncio.gather(*waits, return_exceptions=True)
+        if self.mcp_endpoint is not None:
+            await self.mcp_endpoint.stop()
         for servicer in reversed(self.servicers.values()):  # dependents first: flow and chat before llm
             if hasattr(servicer, "stop"):
                 await servicer.stop()

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from typecase.server.rpc.errors import TypecaseError
-from typecase.server.tools.calls import Invoker
+from typecase.server.tools.calls import Invoker, flow_tool
 from typecase.server.tools.convert import struct_of
 from typecase.v1 import llm_pb2
 
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+SERVED_BUILTINS = ("builtin-knowledge_search",)
 
 
 @dataclass
@@ -57,8 +58,20 @@ class Declarations:
         return self.by_name.get(name, "")
 
 
+@dataclass
+class Served:
+    """A tool as Typecase serves it over MCP."""
+
+    name: str  # model-safe and unique in the listing
+    tool_id: str
+    description: str
+    parameters: dict[str, Any]
+
+
 class ToolsApi(Protocol):
     async def declare(self, refs: Sequence[str]) -> Declarations: ...
+
+    async def served(self) -> list[Served]: ...
 
     async def execute(self, calls: Sequence[ToolCall], *, deadline_seconds: float | None = None
                       ) -> list[ToolCallResult]: ...
@@ -92,6 +105,21 @@ class Tools:
             declared.tools.append(llm_pb2.Tool(name=name, description=tool.description[:1024],
                                                parameters=struct_of(tool.parameters)))
         return declared
+
+    async def served(self) -> list[Served]:
+        """What Typecase serves over MCP to the caller: knowledge search over its bases, and the published flows
+        it may run (at most tools_max_per_provider of them)."""
+        tools = [await self.invoker.resolve(SERVED_BUILTINS[0])]
+        if self.invoker.flows is not None:
+            tools += [flow_tool(f) for f in await self.invoker.flows.runnable_flows(self.invoker.settings.
+                                                                                    tools_max_per_provider)]
+        served: list[Served] = []
+        taken: set[str] = set()
+        for tool in tools:
+            name = declared_name(tool.name, taken)
+            taken.add(name)
+            served.append(Served(name, tool.id, tool.description, tool.parameters))
+        return served
 
     async def execute(self, calls: Sequence[ToolCall], *, deadline_seconds: float | None = None
                       ) -> list[ToolCallResult]:

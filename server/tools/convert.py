@@ -4,13 +4,14 @@ are shown as MASK, credentials only as `credential_set`."""
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
 from typecase.server.tools.deps import SecretBox
 from typecase.server.tools.kinds.base import Provider
-from typecase.server.tools.models import ToolProviderRow, ToolRow
+from typecase.server.tools.models import ToolProviderRow
 from typecase.v1 import tools_pb2
 
 MASK = "****"
@@ -82,11 +83,24 @@ def struct_of(data: dict[str, Any]) -> struct_pb2.Struct:
     return value
 
 
-def tool_message(tool: ToolRow, provider: ToolProviderRow) -> tools_pb2.CatalogTool:
-    return tools_pb2.CatalogTool(
-        id=tool.id, provider_id=provider.id, name=tool.name, description=tool.description, category=tool.category,
-        parameters=struct_of(tool.parameters or {}), kind=KIND_VALUES.get(provider.kind, 0),
-        provider_name=provider.name)
+@lru_cache(maxsize=16384)
+def _struct_bytes(parameters_json: str) -> bytes:
+    return struct_of(json.loads(parameters_json)).SerializeToString()
+
+
+def parameters_struct(parameters: dict[str, Any], into: struct_pb2.Struct) -> None:
+    """Fill `into` with a JSON Schema. Building a Struct field by field in Python is ~30 us per small schema (30 ms
+    for a 1,000-tool page, measured); the serialized form is cached by the schema's JSON, which is ~3 us to make."""
+    into.MergeFromString(_struct_bytes(json.dumps(parameters or {}, sort_keys=True, separators=(",", ":"))))
+
+
+def tool_message(row: Any) -> tools_pb2.CatalogTool:
+    """A CatalogTool from a store.list_tools row."""
+    message = tools_pb2.CatalogTool(
+        id=row.id, provider_id=row.provider_id, name=row.name, description=row.description, category=row.category,
+        kind=KIND_VALUES.get(row.provider_kind, 0), provider_name=row.provider_name)
+    parameters_struct(row.parameters, message.parameters)
+    return message
 
 
 def value_of(data: Any) -> struct_pb2.Value:

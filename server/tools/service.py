@@ -332,7 +332,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         if not position.get("flows"):
             found = await self.store.list_tools(scope, provider_id=request.provider_id, category=request.category,
                                                 keyword=request.keyword, limit=size + 1, after=position.get("id"))
-            tools = [tool_message(t, p) for t, p in found[:size]]
+            tools = [tool_message(row) for row in found[:size]]
             if len(found) > size:
                 return tools_pb2.ListToolsResponse(tools=tools, next_page_token=encode_token(id=tools[-1].id))
         # Flow tools come after the stored ones (they live in the flow domain).

@@ -40,6 +40,7 @@ from typecase.server.auth.service import AuthService
 from typecase.server.banner import banner
 from typecase.server.chat.service import ChatService
 from typecase.server.compat.anthropic import anthropic_routes
+from typecase.server.compat.mcp import McpEndpoint
 from typecase.server.compat.openai import openai_routes
 from typecase.server.config import Settings
 from typecase.server.console import console_routes
@@ -60,7 +61,9 @@ from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.server.sandbox import Sandbox, SandboxConfig
-from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
+from typecase.server.tools_wiring import tool_service
+from typecase.v1 import (admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc,
+                         tools_pb2_grpc)
 
 log = logging.getLogger("typecase.app")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
@@ -84,6 +87,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["FlowService"] = FlowService(
         app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
+    servicers["ToolService"] = tool_service(app, servicers)
     servicers["ChatService"] = ChatService(
         app.resources.db, app.resources.cache, servicers["LLMService"], app.audit, app.settings,
         storage=app.resources.storage, knowledge=servicers["KnowledgeService"], flow=servicers["FlowService"],
@@ -122,15 +126,18 @@ def domain_routes(app: App) -> list[Any]:
     """HTTP-by-nature surfaces served beside the transcoded API (the OpenAI- and Anthropic-compatible APIs), then
     the web console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
+    mcp = app.mcp_endpoint.routes() if app.mcp_endpoint is not None else []
     return [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
             *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
             *oidc_routes(app.auth, app.resources.cache, app.settings),
+            *mcp,
             *console_routes(app.settings.console_dir)]
 
 
 def registered_services(app: App) -> list[Service]:
     """Every public service with its servicer and the generated function that registers it."""
-    modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc)
+    modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc,
+               tools_pb2_grpc)
     services = []
     for module in modules:
         pb2 = importlib.import_module(module.__name__.removesuffix("_grpc"))
@@ -160,6 +167,7 @@ class App:
         self._health = health_aio.HealthServicer()
         self._stop_requested = asyncio.Event()
         self.servicers: dict[str, Any] = {}
+        self.mcp_endpoint: McpEndpoint | None = None  # Typecase's own tools over MCP at /mcp
         self.restart_requested = False
         self.audit = AuditLog(self.resources.db)
         self.sandbox = Sandbox(sandbox_config(settings))
@@ -211,6 +219,10 @@ class App:
                 *grpc_options(self.settings.reuse_port),
             ],
         )
+        if self.settings.tools_mcp_server_enabled:
+            self.mcp_endpoint = McpEndpoint(self.servicers["ToolService"].api, compat_auth(self),
+                                            self.settings.http_max_body_bytes)
+            await self.mcp_endpoint.start()
         in_process = gateway.InProcess(interceptors)
         services = registered_services(self)
         for service in services:
@@ -323,6 +335,8 @@ class App:
         if self._grpc_server is not None:
             waits.append(self._grpc_server.stop(grace))
         await asyncio.gather(*waits, return_exceptions=True)
+        if self.mcp_endpoint is not None:
+            await self.mcp_endpoint.stop()
         for servicer in reversed(self.servicers.values()):  # dependents first: flow and chat before llm
             if hasattr(servicer, "stop"):
                 await servicer.stop()

@@ -451,6 +451,24 @@ class Settings(BaseSettings):
                                    "regexes (started on first use)")
     flow_eval_memory_bytes: int = Field(256 * MiB, ge=64 * MiB, description="RLIMIT_AS of each of them")
 
+    # Tools (issue 21): the catalogue's limits. OpenAPI and MCP URLs go through the http nodes' SSRF guard
+    # (flow_http_allowed_hosts lets them reach private or loopback hosts).
+    tools_call_timeout_seconds: float = Field(30.0, gt=0, description="default timeout of one tool call")
+    tools_max_call_timeout_seconds: float = Field(300.0, gt=0, description="longest timeout a provider or a call "
+                                                  "may ask for")
+    tools_max_result_bytes: int = Field(256 * 1024, ge=1024, description="a tool result's text is cut here (and "
+                                        "OpenAPI responses are read up to it)")
+    tools_max_arguments_bytes: int = Field(1 * MiB, ge=1024, description="a call's arguments as JSON")
+    tools_max_document_bytes: int = Field(4 * MiB, ge=1024, description="an OpenAPI document (text or fetched)")
+    tools_max_per_provider: int = Field(1000, ge=1, description="tools one provider may expose")
+    tools_connect_timeout_seconds: float = Field(10.0, gt=0, description="connecting to an MCP server and listing "
+                                                 "its tools")
+    tools_mcp_idle_seconds: float = Field(300.0, gt=0, description="an idle MCP session is closed after this long")
+    tools_mcp_stdio_enabled: bool = Field(False, description="let admins register MCP servers run as local "
+                                          "commands (stdio); they run as the server's user, outside the sandbox")
+    tools_max_batch_calls: int = Field(32, ge=1, description="tool calls one batch (a model turn) may make at once")
+    tools_mcp_server_enabled: bool = Field(True, description="serve Typecase's own tools over MCP at /mcp")
+
     # Sandbox for untrusted code (issue 18): bubblewrap namespaces, a seccomp filter, limits that bind root too.
     sandbox_bwrap_path: str = Field("bwrap", min_length=1, description="bubblewrap executable (name on PATH or path)")
     sandbox_uid: int = Field(65534, ge=1, description="host uid the code runs as when the server runs as root")

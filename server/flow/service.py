@@ -793,4 +793,53 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             yield entry.message
 
 
+    # -- Python API for the tools domain (flows as tools) ---------------------------------------------------------
+    async def published_flows(self, limit: int) -> list[tuple[flow_pb2.Flow, list[dict[str, Any]]]]:
+        """Online flows (everyone may run them), most recently updated first, each with its start variables."""
+        caller.current()
+        async with self.db.session() as session:
+            rows = list(await session.scalars(select(FlowRow).where(FlowRow.status == ONLINE)
+                                              .order_by(FlowRow.update_time.desc(), FlowRow.id.desc()).limit(limit)))
+            graphs_ = [await self._current_graph(session, row) for row in rows]
+        return [(flow_message(row), start_variables(graph)) for row, graph in zip(rows, graphs_)]
+
+    async def published_flow(self, flow_id: str) -> tuple[flow_pb2.Flow, list[dict[str, Any]]]:
+        """One online flow with its start variables; NOT_FOUND when it is not visible, FLOW_NOT_PUBLISHED when it
+        is a draft."""
+        async with self.db.session() as session:
+            row = await self._flow(session, flow_id)
+            if row.status != ONLINE:
+                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FLOW_NOT_PUBLISHED",
+                                    f"flow {flow_id!r} is not published", {"flow_id": flow_id})
+            graph = await self._current_graph(session, row)
+        return flow_message(row), start_variables(graph)
+
+    async def run_to_end(self, flow_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run an online flow's current version with `inputs` until it ends; its outputs. A run that fails raises
+        its error; one that pauses for human input is stopped (a tool call cannot answer it)."""
+        await self.published_flow(flow_id)
+        flow, version, graph = await self._prepare_run(flow_id, "")
+        execution = await self.engine.create(self._new_run(flow, version, run_inputs(graph.start_params(), inputs),
+                                                           ""), graph)
+        async for entry in self._read(execution, 0, True):
+            event = entry.message.event
+            if event.HasField("run_finished"):
+                return struct_dict(event.run_finished.outputs)
+            if event.HasField("run_failed"):
+                code = next((c for c in grpc.StatusCode if c.value[0] == event.run_failed.code), grpc.StatusCode.UNKNOWN)
+                raise TypecaseError(code, "NODE_FAILED", event.run_failed.message)
+            if event.HasField("input_required"):
+                self.engine.stop_execution(execution)
+                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
+                                    "the flow waits for human input, which a tool call cannot give")
+        raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "the run left this server; retry")
+
+
+def start_variables(graph: dict[str, Any]) -> list[dict[str, Any]]:
+    """The start node's declared variables of a stored graph."""
+    for node in graph.get("nodes") or []:
+        if isinstance(node, dict) and node.get("type") in ("start", "NODE_TYPE_START", flow_pb2.NODE_TYPE_START):
+            return [v for v in ((node.get("params") or {}).get("variables") or []) if isinstance(v, dict)]
+    return []
+
 __all__ = ["FlowService"]

@@ -1,0 +1,141 @@
+"""What Typecase adds to a tool call, and how fast the catalogue lists.
+
+In one run, against the same real servers on loopback (the tests' MCP server over streamable HTTP, and the tests'
+Starlette service with its OpenAPI document):
+  - CallTool through Typecase (gRPC, in-process server: auth, lookup, schema validation, decryption of the
+    provider's secrets, the SSRF-guarded client, metrics) against calling the same MCP tool with the official
+    mcp client on one reused session, and the same OpenAPI operation with httpx: p50 of each and the added p50;
+  - ListTools of a catalogue of 1,000 tools (one page of 1,000 over gRPC): p50.
+
+    .venv/bin/python bench/tools/bench_tools.py [--calls 300] [--lists 30]
+
+Embedded resources (SQLite file, in-process cache) in a temporary data dir, like `typecase serve` unconfigured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+KEY = "bench-key-0123456789"
+
+
+def p50(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+async def timed(fn, n: int) -> list[float]:
+    for _ in range(min(20, n)):  # warm-up: connections, caches
+        await fn()
+    out = []
+    for _ in range(n):
+        began = time.perf_counter()
+        await fn()
+        out.append(time.perf_counter() - began)
+    return out
+
+
+async def main(calls: int, lists: int) -> None:
+    import grpc
+    import httpx
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.conftest import ADMIN_KEY
+    from tests.tools.servers import start, stop
+    from typecase.server.app import App
+    from typecase.server.config import Settings
+    from typecase.v1 import tools_pb2, tools_pb2_grpc
+
+    for name in list(os.environ):
+        if name.startswith("TYPECASE_"):
+            del os.environ[name]
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    mcp_proc, mcp_port = start("tests.tools.mcp_server", "http", "{port}")
+    svc_proc, svc_port = start("tests.tools.openapi_service", "{port}", KEY)
+    data = tempfile.mkdtemp(prefix="tc-bench-tools-")
+    app = App(Settings(_env_file=None, data_dir=Path(data), grpc_port=0, http_port=0, admin_api_key=ADMIN_KEY,
+                       flow_http_allowed_hosts=["127.0.0.1"], shutdown_grace_seconds=1))
+    await app.start()
+    md = (("authorization", f"Bearer {ADMIN_KEY}"),)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = tools_pb2_grpc.ToolServiceStub(channel)
+            mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
+            mcp = (await stub.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=tools_pb2.ToolProvider(
+                name="mcp", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, mcp=tools_pb2.McpServer(url=mcp_url))),
+                metadata=md)).provider
+            api = (await stub.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=tools_pb2.ToolProvider(
+                name="pets", kind=tools_pb2.TOOL_PROVIDER_KIND_OPENAPI, openapi=tools_pb2.OpenApiSource(
+                    document_url=f"http://127.0.0.1:{svc_port}/openapi.json", auth=tools_pb2.ToolAuth(
+                        type=tools_pb2.TOOL_AUTH_TYPE_API_KEY_HEADER, name="X-API-Key", credential=KEY)))),
+                metadata=md)).provider
+            listed = await stub.ListTools(tools_pb2.ListToolsRequest(page_size=1000), metadata=md)
+            add = next(t.id for t in listed.tools if t.provider_id == mcp.id and t.name == "add")
+            get = next(t.id for t in listed.tools if t.provider_id == api.id and t.name == "getPet")
+
+            async def via_typecase_mcp():
+                reply = await stub.CallTool(tools_pb2.CallToolRequest(tool_id=add, arguments={"a": 1, "b": 2}),
+                                            metadata=md)
+                assert reply.text == "3"
+
+            async def via_typecase_openapi():
+                reply = await stub.CallTool(tools_pb2.CallToolRequest(tool_id=get, arguments={"pet_id": "1"}),
+                                            metadata=md)
+                assert json.loads(reply.text)["name"] == "Rex"
+
+            async with Client(streamable_http_client(mcp_url, http_client=httpx2.AsyncClient(timeout=30)),
+                              mode="legacy", cache=None) as client:
+                async def direct_mcp():
+                    result = await client.call_tool("add", {"a": 1, "b": 2})
+                    assert result.content[0].text == "3"
+                mcp_direct = await timed(direct_mcp, calls)
+                mcp_typecase = await timed(via_typecase_mcp, calls)
+
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc_port}", headers={"X-API-Key": KEY}) as http:
+                async def direct_openapi():
+                    assert (await http.get("/api/pets/1")).json()["name"] == "Rex"
+                api_direct = await timed(direct_openapi, calls)
+                api_typecase = await timed(via_typecase_openapi, calls)
+
+            # A catalogue of 1,000 tools: one OpenAPI document with 996 operations beside the built-ins and the above.
+            paths = {f"/op{i}": {"get": {"operationId": f"op{i}", "summary": f"Operation {i}", "parameters": [
+                {"name": "q", "in": "query", "schema": {"type": "string"}}]}} for i in range(1000 - len(listed.tools))}
+            document = json.dumps({"openapi": "3.1.0", "servers": [{"url": "http://127.0.0.1:9"}], "paths": paths})
+            await stub.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=tools_pb2.ToolProvider(
+                name="big", kind=tools_pb2.TOOL_PROVIDER_KIND_OPENAPI,
+                openapi=tools_pb2.OpenApiSource(document=document))), metadata=md)
+
+            async def list_all():
+                reply = await stub.ListTools(tools_pb2.ListToolsRequest(page_size=1000), metadata=md)
+                assert len(reply.tools) == 1000, len(reply.tools)
+            catalogue = await timed(list_all, lists)
+    finally:
+        await app.stop()
+        stop(mcp_proc)
+        stop(svc_proc)
+
+    print(f"{'':34}{'direct p50':>12}{'Typecase p50':>14}{'added p50':>11}{'ratio':>7}")
+    for label, direct, through in (("MCP tool (streamable HTTP)", mcp_direct, mcp_typecase),
+                                   ("OpenAPI operation (API key)", api_direct, api_typecase)):
+        d, t = p50(direct), p50(through)
+        print(f"{label:34}{d:10.2f}ms{t:12.2f}ms{t - d:9.2f}ms{t / d:7.2f}")
+    print(f"ListTools, 1,000 tools in one page: p50 {p50(catalogue):.1f} ms over {lists} lists")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--lists", type=int, default=30)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.lists))

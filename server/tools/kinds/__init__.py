@@ -1,0 +1,1 @@
+"""Provider kinds by name: builtin, openapi, mcp (see base.Kind)."""

@@ -1,0 +1,117 @@
+"""MCP providers: real MCP servers (the SDK's MCPServer) over streamable HTTP on loopback and over stdio."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from tests.conftest import ROOT, free_port
+from tests.tools.servers import start, stop
+from tests.tools.support import admin, call, new_user, reason, to_dict, tool_by_name
+from typecase.v1 import tools_pb2
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+TOKEN = "mcp-secret-token-4242"
+
+
+def start_mcp_http(token: str = "") -> tuple[subprocess.Popen, str]:
+    proc, port = start("tests.tools.mcp_server", "http", "{port}", *([token] if token else []))
+    return proc, f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(scope="module")
+def mcp_http():
+    proc, url = start_mcp_http(TOKEN)
+    yield url
+    stop(proc)
+
+
+def mcp_provider(name: str, url: str, token: str = TOKEN) -> tools_pb2.ToolProvider:
+    return tools_pb2.ToolProvider(name=name, kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, headers={"Authorization": f"Bearer {token}"},
+                                  mcp=tools_pb2.McpServer(url=url))
+
+
+async def test_an_mcp_server_over_streamable_http_is_registered_listed_and_called(tchannel, mcp_http):
+    user = await new_user(tchannel)
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=mcp_provider("calc", mcp_http)), metadata=user.md)).provider
+    assert provider.last_error == "" and provider.tool_count == 4
+    assert dict(provider.headers) == {"Authorization": "****"}  # the token never comes back
+    assert TOKEN not in str(to_dict(provider))
+    add = await tool_by_name(user, provider.id, "add")
+    assert set(to_dict(add)["parameters"]["properties"]) == {"a", "b"} and add.category == "calc"
+    reply = await call(user, add.id, {"a": 2, "b": 40})
+    assert reply.text == "42"
+    echo = await tool_by_name(user, provider.id, "echo")
+    assert (await call(user, echo.id, {"text": "hi"})).text == "hi"  # the session is reused
+
+
+async def test_an_mcp_tool_error_is_tool_failed_with_the_servers_message(tchannel, mcp_http):
+    user = await new_user(tchannel)
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=mcp_provider("failing", mcp_http)), metadata=user.md)).provider
+    explode = await tool_by_name(user, provider.id, "explode")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(user, explode.id, {"why": "on purpose"})
+    assert reason(caught.value) == "TOOL_FAILED" and "exploded: on purpose" in caught.value.details()
+    slow = await tool_by_name(user, provider.id, "slow")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(user, slow.id, {"seconds": 5}, timeout_ms=300)
+    assert reason(caught.value) == "TOOL_TIMEOUT"
+    assert (await call(user, slow.id, {"seconds": 0})).text == "done"  # the session survived the timeout
+
+
+async def test_a_dead_mcp_server_fails_its_tools_not_the_catalogue(tchannel):
+    user = await new_user(tchannel)
+    proc, url = start_mcp_http()
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=mcp_provider("mortal", url)), metadata=user.md)).provider
+    add = await tool_by_name(user, provider.id, "add")
+    stop(proc)
+    listed = await user.tools.ListTools(tools_pb2.ListToolsRequest(provider_id=provider.id), metadata=user.md)
+    assert len(listed.tools) == 4  # the cached list
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(user, add.id, {"a": 1, "b": 1})
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and reason(caught.value) == "TOOL_FAILED"
+    refreshed = (await user.tools.RefreshToolProvider(tools_pb2.RefreshToolProviderRequest(provider_id=provider.id),
+                                                      metadata=user.md)).provider
+    assert refreshed.last_error and refreshed.tool_count == 4
+
+
+async def test_an_unreachable_server_is_registered_with_its_error(tchannel):
+    user = await new_user(tchannel)
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=mcp_provider("nobody", url)), metadata=user.md)).provider
+    assert provider.tool_count == 0 and provider.last_error
+
+
+async def test_a_wrong_token_is_refused_by_the_mcp_server(tchannel, mcp_http):
+    user = await new_user(tchannel)
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=mcp_provider("wrongkey", mcp_http, token="nope")), metadata=user.md)).provider
+    assert provider.tool_count == 0 and "401" in provider.last_error
+
+
+async def test_an_mcp_server_over_stdio_is_registered_by_an_admin_only(tchannel):
+    root, user = admin(tchannel), await new_user(tchannel)
+    stdio = tools_pb2.ToolProvider(name="local", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, mcp=tools_pb2.McpServer(
+        transport=tools_pb2.MCP_TRANSPORT_STDIO, command=sys.executable, args=["-m", "tests.tools.mcp_server", "stdio"],
+        env={"PYTHONPATH": str(ROOT)}))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=stdio), metadata=user.md)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    provider = (await root.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=stdio),
+                                                    metadata=root.md)).provider
+    assert provider.last_error == "" and provider.tool_count == 4, provider.last_error
+    assert dict(provider.mcp.env) == {"PYTHONPATH": "****"}
+    add = await tool_by_name(root, provider.id, "add")
+    assert (await call(root, add.id, {"a": 20, "b": 22})).text == "42"
+    explode = await tool_by_name(root, provider.id, "explode")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(root, explode.id, {"why": "stdio"})
+    assert reason(caught.value) == "TOOL_FAILED" and "exploded: stdio" in caught.value.details()
+    await root.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id=provider.id), metadata=root.md)

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     s3_secure: bool | None = None
     milvus_uri: str | None = None
     milvus_token: SecretStr | None = None
+    vector_store: Literal["embedded", "milvus-lite"] = Field(
+        "embedded", description="without milvus_uri: `embedded` (exact search over vectors persisted in data_dir, "
+                                "one process) or `milvus-lite` (a milvus-lite file)")
+    vector_compact_dead_ratio: float = Field(
+        0.5, gt=0, lt=1, description="embedded store: rewrite a collection's vector file when deleted rows are "
+                                     "more than this share of its rows")
+    vector_compact_min_dead_rows: int = Field(10_000, ge=1, description="and at least this many")
     # Embedded event logs: replaying a chat turn or a flow run whole after a restart, without Redis.
     embedded_event_logs_durable: bool = Field(
         True, description="without redis_url, keep the event logs of chat turns and flow runs in "

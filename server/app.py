@@ -41,6 +41,7 @@ from typecase.server.compat.openai import openai_routes
 from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
+from typecase.server.infra import tracing
 from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.request_head import limited_http_protocol
@@ -155,6 +156,7 @@ class App:
         self._stop_requested = asyncio.Event()
         self.servicers: dict[str, Any] = {}
         self.restart_requested = False
+        self._tracing = False
         self.audit = AuditLog(self.resources.db)
         self.sandbox = Sandbox(sandbox_config(settings))
         self.auth = AuthService(
@@ -191,6 +193,13 @@ class App:
         for servicer in self.servicers.values():
             if hasattr(servicer, "start"):
                 await servicer.start()
+        if self.settings.otel_endpoint:
+            s = self.settings
+            tracing.configure(s.otel_endpoint, service_name=s.otel_service_name, sample_ratio=s.otel_sample_ratio,
+                              export_timeout_seconds=s.otel_export_timeout_seconds,
+                              max_queue_spans=s.otel_max_queue_spans,
+                              schedule_delay_seconds=s.otel_schedule_delay_seconds)
+            self._tracing = True
         interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor(),
                         NulTextInterceptor()]
         limit = self.settings.grpc_max_message_bytes
@@ -231,7 +240,7 @@ class App:
             title="Typecase API",
             reason_http_status=REASON_HTTP_STATUS,
         )
-        await self._start_http(http_app)
+        await self._start_http(tracing.asgi(http_app))
 
         for name in ("", *names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -306,6 +315,9 @@ class App:
             if hasattr(servicer, "stop"):
                 await servicer.stop()
         await self.resources.stop()
+        if self._tracing:
+            self._tracing = False
+            await asyncio.to_thread(tracing.shutdown)  # exports what is queued, bounded by the export timeout
         log.info("stopped")
 
     # -- HTTP operations routes ------------------------------------------------------------------------------

@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     migrate_lock_timeout_seconds: float = Field(120.0, gt=0)
 
+    # Traces: OpenTelemetry spans over OTLP/HTTP protobuf (server/infra/tracing.py), off unless an endpoint is set.
+    otel_endpoint: str | None = Field(
+        default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        description="OTLP/HTTP collector base URL (or its /v1/traces URL); defaults to the standard "
+                    "OTEL_EXPORTER_OTLP_ENDPOINT; unset: no traces and no tracing cost")
+    otel_service_name: str = Field("typecase", min_length=1, description="service.name of the exported spans")
+    otel_sample_ratio: float = Field(1.0, ge=0, le=1, description="share of new traces recorded (a caller's "
+                                                                  "sampled traceparent is always followed)")
+    otel_export_timeout_seconds: float = Field(10.0, gt=0, description="one export request to the collector")
+    otel_max_queue_spans: int = Field(2048, ge=1, description="finished spans waiting for export; beyond, new "
+                                                              "ones are dropped rather than held in memory")
+    otel_schedule_delay_seconds: float = Field(5.0, gt=0, description="longest wait before a batch is exported")
+
     log_level: str = "INFO"
     log_json: bool = False
     event_loop: Literal["uvloop", "asyncio"] = Field(

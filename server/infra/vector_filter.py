@@ -6,8 +6,10 @@ parser (`ast`) reads them and only a whitelist of node kinds is accepted: nothin
 unsupported expression is a ValueError naming what is not supported, never a silently wrong match.
 
 Evaluation is vectorised: a string field compared with `==`, `!=`, `in`, `not in` uses a dictionary-encoded
-column (an int32 code per row, built once per field and extended on writes), so `file_id in [5 files]` over 100k
-rows is one `numpy.isin` (~0.3 ms) instead of a Python loop. Other comparisons fall back to a loop over the rows.
+column (an int32 code per row, built once per field and extended on writes), so `file_id not in [...]` over 100k
+rows is one `numpy.isin` (~0.3 ms) instead of a Python loop; `file_id in [5 files]` (the RAG case) does not scan
+at all: the column also lists the slots of each value, so the rows come straight from those lists and the cost
+follows the files' size, not the collection's. Other comparisons fall back to a loop over the rows.
 Milvus semantics kept: a row without the field does not match a comparison (and so matches its `not`).
 """
 
@@ -35,6 +37,7 @@ class Column:
     def __init__(self) -> None:
         self.codes = np.empty(0, dtype=np.int32)
         self.values: dict[str, int] = {}
+        self.slots: dict[int, list[int]] = {}  # code -> its slots, ascending (appended in slot order)
         self.length = 0
 
     def extend(self, field: str, rows: Sequence[dict[str, Any]], capacity: int) -> None:
@@ -45,7 +48,11 @@ class Column:
             self.codes = grown
         for i, row in enumerate(rows, self.length):
             v = row.get(field, _MISSING)
-            self.codes[i] = self.values.setdefault(v, len(self.values)) if isinstance(v, str) else -1
+            if isinstance(v, str):
+                code = self.codes[i] = self.values.setdefault(v, len(self.values))
+                self.slots.setdefault(code, []).append(i)
+            else:
+                self.codes[i] = -1
         self.length = end
 
     def codes_of(self, values: Sequence[Any]) -> np.ndarray:
@@ -63,7 +70,17 @@ class Rows:
         self.column = column
 
 
-Predicate = Callable[[Rows], np.ndarray]
+class Predicate:
+    """mask(rows): a boolean mask over slots [0, n); select(rows), when set: the matching slots directly
+    (ascending, dead ones included), for filters that name a few values of an encoded column."""
+
+    def __init__(self, mask: Callable[[Rows], np.ndarray],
+                 select: Callable[[Rows], np.ndarray] | None = None):
+        self.mask = mask
+        self.select = select
+
+    def __call__(self, rows: Rows) -> np.ndarray:
+        return self.mask(rows)
 
 
 def compile_filter(expr: str) -> Predicate:
@@ -88,10 +105,10 @@ def _node(node: ast.AST) -> Predicate:
                 mask = combine(mask, p(rows))
             return mask
 
-        return boolop
+        return Predicate(boolop)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         inner = _node(node.operand)
-        return lambda rows: ~inner(rows)
+        return Predicate(lambda rows: ~inner(rows))
     if isinstance(node, ast.Compare) and len(node.ops) == 1:
         return _compare(node.left, node.ops[0], node.comparators[0])
     raise ValueError(f"unsupported filter expression: {ast.unparse(node)[:80]!r}")
@@ -137,7 +154,19 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST) -> Predicate:
             # Milvus: a row without the field matches neither `==` nor `!=`.
             return (~hit & (codes >= 0)) if negate else hit
 
-        return encoded
+        def select(rows: Rows) -> np.ndarray:
+            column = rows.column(name)
+            lists = [column.slots[int(c)] for c in column.codes_of(wanted)]
+            if not lists:
+                return np.empty(0, np.int64)
+            # np.array copies each list under the GIL, so a writer appending meanwhile is never seen half-way.
+            found = np.concatenate([np.array(slots, np.int64) for slots in lists])
+            found = found[found < rows.n]
+            if len(lists) > 1:
+                found.sort()
+            return found
+
+        return Predicate(encoded, None if negate else select)
 
     if membership:
         members = {_hashable(v) for v in value}
@@ -165,7 +194,7 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST) -> Predicate:
                 out[slot] = test(v)
         return out
 
-    return scan
+    return Predicate(scan)
 
 
 def _hashable(v: Any) -> Any:

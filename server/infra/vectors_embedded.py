@@ -129,8 +129,21 @@ class _Collection:
         """Live rows passing the filter, or None for every row of a collection without dead slots."""
         if not expr:
             return None if s.live == s.n else s.alive
-        predicate = compile_filter(expr)
+        return compile_filter(expr)(self._rows(s, lock)) & s.alive
 
+    def select(self, s: _Snapshot, expr: str | None, lock: threading.RLock) -> np.ndarray | None:
+        """The live slots passing the filter, ascending (straight from the column's slot lists when the filter
+        names a few values of one field); None when every row passes."""
+        if not expr:
+            return None if s.live == s.n else np.flatnonzero(s.alive)
+        predicate = compile_filter(expr)
+        rows = self._rows(s, lock)
+        if predicate.select is not None:
+            found = predicate.select(rows)
+            return found[s.alive[found]]
+        return np.flatnonzero(predicate(rows) & s.alive)
+
+    def _rows(self, s: _Snapshot, lock: threading.RLock) -> Rows:
         def column(name: str) -> Column:
             existing = self.columns.get(name)
             if existing is not None and existing.length >= s.n:
@@ -138,7 +151,7 @@ class _Collection:
             with lock:  # built once per field, under the write lock so no append races the build
                 return self.column(name)
 
-        return predicate(Rows(self.fields, self.ids, s.n, column)) & s.alive
+        return Rows(self.fields, self.ids, s.n, column)
 
 
 class EmbeddedVectorStore:
@@ -460,13 +473,11 @@ class EmbeddedVectorStore:
         if c.metric == "COSINE":
             norms = np.linalg.norm(q, axis=1, keepdims=True)
             q = q / np.where(norms == 0, 1, norms)
-        mask = c.mask(s, expr, self._write)
+        rows = c.select(s, expr, self._write)
         matrix = s.matrix[: s.n]
-        if mask is None:
-            rows = None
+        if rows is None:
             scores = matrix @ q.T  # n x m
         else:
-            rows = np.flatnonzero(mask)
             # Few rows (a file filter): gather them; many: one full product is cheaper than the gather.
             scores = matrix[rows] @ q.T if len(rows) * 2 < s.n else (matrix @ q.T)[rows]
         if c.metric == "L2":  # |x - q|^2 = |x|^2 - 2 x.q + |q|^2; rank by the negated distance

@@ -364,11 +364,14 @@ class EmbeddedVectorStore:
         dead = [c.slot_of[i] for i in ids if i in c.slot_of]
         n = c.snapshot.n
         path = self._path(c)
-        with open(path, "r+b" if path.exists() else "wb") as f:  # append at the committed end, past any torn tail
+        created = not path.exists()
+        with open(path, "wb" if created else "r+b") as f:  # append at the committed end, past any torn tail
             f.seek(n * c.dim * 4)
             f.write(np.ascontiguousarray(vectors).tobytes())
             f.flush()
             os.fsync(f.fileno())
+        if created:
+            _fsync_dir(self.directory)
         assert self._db is not None
         with self._db:
             self._db.execute("BEGIN")
@@ -469,7 +472,9 @@ class EmbeddedVectorStore:
                 output_fields: Sequence[str] | None) -> list[list[dict[str, Any]]]:
         c = self._collection(name)
         s = c.snapshot
-        q = np.asarray(vectors, dtype=np.float32).reshape(-1, c.dim)
+        q = np.asarray(vectors, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != c.dim:
+            raise ValueError(f"query vectors must have dimension {c.dim}, got shape {q.shape}")
         if c.metric == "COSINE":
             norms = np.linalg.norm(q, axis=1, keepdims=True)
             q = q / np.where(norms == 0, 1, norms)

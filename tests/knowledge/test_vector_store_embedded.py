@@ -199,6 +199,8 @@ async def test_filter_semantics_follow_milvus(tmp_path: Path) -> None:
             await store.search("c", [vector_of("x")], top_k=0)
         with pytest.raises(ValueError, match="dimension"):
             await store.upsert("c", [{"id": "short", "vector": [1.0, 2.0]}])
+        with pytest.raises(ValueError, match="dimension"):  # two half-length queries are not one query
+            await store.search("c", [[1.0] * (DIM // 2), [0.0] * (DIM // 2)], top_k=3)
     finally:
         await store.stop()
 

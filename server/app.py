@@ -46,6 +46,7 @@ from typecase.server.config import Settings
 from typecase.server.console import console_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.gateway.cors import with_cors
+from typecase.server.infra import tracing
 from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.request_head import limited_http_protocol
@@ -169,6 +170,7 @@ class App:
         self.servicers: dict[str, Any] = {}
         self.mcp_endpoint: McpEndpoint | None = None  # Typecase's own tools over MCP at /mcp
         self.restart_requested = False
+        self._tracing = False
         self.audit = AuditLog(self.resources.db)
         self.sandbox = Sandbox(sandbox_config(settings))
         self.auth = AuthService(
@@ -205,6 +207,13 @@ class App:
         for servicer in self.servicers.values():
             if hasattr(servicer, "start"):
                 await servicer.start()
+        if self.settings.otel_endpoint:
+            s = self.settings
+            tracing.configure(s.otel_endpoint, service_name=s.otel_service_name, sample_ratio=s.otel_sample_ratio,
+                              export_timeout_seconds=s.otel_export_timeout_seconds,
+                              max_queue_spans=s.otel_max_queue_spans,
+                              schedule_delay_seconds=s.otel_schedule_delay_seconds)
+            self._tracing = True
         interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor(),
                         NulTextInterceptor()]
         limit = self.settings.grpc_max_message_bytes
@@ -254,7 +263,7 @@ class App:
             title="Typecase API",
             reason_http_status=REASON_HTTP_STATUS,
         )
-        await self._start_http(http_app)
+        await self._start_http(tracing.asgi(http_app))
 
         for name in ("", *names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -341,6 +350,9 @@ class App:
             if hasattr(servicer, "stop"):
                 await servicer.stop()
         await self.resources.stop()
+        if self._tracing:
+            self._tracing = False
+            await asyncio.to_thread(tracing.shutdown)  # exports what is queued, bounded by the export timeout
         log.info("stopped")
 
     # -- HTTP operations routes ------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ async def _run_worker(settings: Settings) -> None:
             await llm.start()
             started.append(llm)
         if not settings.milvus_uri:
-            log.warning("vectors are an embedded milvus-lite file, which one process at a time can open: with "
+            log.warning("vectors are an embedded store in the data dir, which one process at a time can open: with "
                         "`typecase serve` running too, point both at a Milvus server (TYPECASE_MILVUS_URI)")
         if settings.redis_url is None:
             log.info("no TYPECASE_REDIS_URL: jobs are found by polling SQL every %gs", settings.jobs_poll_seconds)

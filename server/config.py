@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     s3_secure: bool | None = None
     milvus_uri: str | None = None
     milvus_token: SecretStr | None = None
+    vector_store: Literal["embedded", "milvus-lite"] = Field(
+        "embedded", description="without milvus_uri: `embedded` (exact search over vectors persisted in data_dir, "
+                                "one process) or `milvus-lite` (a milvus-lite file)")
+    vector_compact_dead_ratio: float = Field(
+        0.5, gt=0, lt=1, description="embedded store: rewrite a collection's vector file when deleted rows are "
+                                     "more than this share of its rows")
+    vector_compact_min_dead_rows: int = Field(10_000, ge=1, description="and at least this many")
     # Embedded event logs: replaying a chat turn or a flow run whole after a restart, without Redis.
     embedded_event_logs_durable: bool = Field(
         True, description="without redis_url, keep the event logs of chat turns and flow runs in "
@@ -101,6 +108,19 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     migrate_on_start: bool = True
     migrate_lock_timeout_seconds: float = Field(120.0, gt=0)
+
+    # Traces: OpenTelemetry spans over OTLP/HTTP protobuf (server/infra/tracing.py), off unless an endpoint is set.
+    otel_endpoint: str | None = Field(
+        default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        description="OTLP/HTTP collector base URL (or its /v1/traces URL); defaults to the standard "
+                    "OTEL_EXPORTER_OTLP_ENDPOINT; unset: no traces and no tracing cost")
+    otel_service_name: str = Field("typecase", min_length=1, description="service.name of the exported spans")
+    otel_sample_ratio: float = Field(1.0, ge=0, le=1, description="share of new traces recorded (a caller's "
+                                                                  "sampled traceparent is always followed)")
+    otel_export_timeout_seconds: float = Field(10.0, gt=0, description="one export request to the collector")
+    otel_max_queue_spans: int = Field(2048, ge=1, description="finished spans waiting for export; beyond, new "
+                                                              "ones are dropped rather than held in memory")
+    otel_schedule_delay_seconds: float = Field(5.0, gt=0, description="longest wait before a batch is exported")
 
     log_level: str = "INFO"
     log_json: bool = False

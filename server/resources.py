@@ -1,7 +1,7 @@
 """Shared infrastructure, started in order, stopped in reverse, each reporting its own health.
 
 The embedded default needs no configuration: SQLite, in-process cache and bus, a local object directory and
-milvus-lite, all under the data dir. Each URL setting switches its resource to the production implementation.
+an embedded vector store, all under the data dir. Each URL setting switches its resource to the production implementation.
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ class Resources:
             s3_region=settings.s3_region,
             s3_secure=settings.s3_secure,
         )
-        self.vectors = create_vector_store(settings.milvus_uri, settings.data_dir, token=settings.secret("milvus_token"))
+        self.vectors = create_vector_store(
+            settings.milvus_uri, settings.data_dir, token=settings.secret("milvus_token"),
+            embedded=settings.vector_store, compact_dead_ratio=settings.vector_compact_dead_ratio,
+            compact_min_dead_rows=settings.vector_compact_min_dead_rows)
         self.ordered = [self.db, self.cache, self.storage, self.vectors]
         self._started: list = []
 

@@ -4,15 +4,15 @@
     .venv/bin/python bench/knowledge/knowledge_bench.py --corpus-mb 5 --search-chunks 20000   # quicker
 
 1. Ingest: a generated text corpus (--corpus-mb across --corpus-files files) and --small-files small files are
-   uploaded over gRPC to a real embedded App (SQLite, local objects, milvus-lite, in-process workers, the local
-   all-MiniLM-L6-v2 through the LLM service); the clock runs from the first upload to the last file DONE.
+   uploaded over gRPC to a real embedded App (SQLite, local objects, the embedded vector store, in-process
+   workers, the local all-MiniLM-L6-v2 through the LLM service); the clock runs from the first upload to the last file DONE.
    Printed beside it: the raw throughput of the same model (sentence-transformers encode, same batch size) on
    chunks of the same corpus, i.e. the ceiling ingestion could reach if parsing, SQL, Milvus and BM25 were free.
 2. Search: a base of --search-chunks chunks (real MiniLM embeddings of a few thousand distinct chunks, the rest
    the same vectors with small noise, since embedding 100k chunks takes hours on 2 cores), stored exactly as the
    ingest pipeline stores them (chunk rows, BM25 postings, Milvus vectors); then Search RPC latency per mode
-   (p50/p99 over --queries queries, through gRPC, auth included) beside a bare milvus-lite search of the same
-   collection with the same query vectors.
+   (p50/p99 over --queries queries, through gRPC, auth included) beside a bare search of the vector store (the
+   embedded default) on the same collection with the same query vectors.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ async def bench_search(args, work: Path) -> dict:
                 started = time.perf_counter()
                 await app.resources.vectors.search(name, [v], top_k=5, output_fields=["file_id", "chunk_index"])
                 times.append(time.perf_counter() - started)
-            latencies["bare milvus-lite"] = times
+            latencies["bare vector store"] = times
             times = []
             for q in queries:
                 started = time.perf_counter()
@@ -297,11 +297,11 @@ def report(ingest: dict | None, search: dict | None) -> None:
                   f"after; raw encode of {r['sample']} of its chunks)   = {r['rate'] / r['ceiling']:5.1%} of it")
     if search:
         print(f"\n== search latency over {search['chunks']} chunks ==")
-        bare = statistics.median(search["latencies"]["bare milvus-lite"])
+        bare = statistics.median(search["latencies"]["bare vector store"])
         for label, times in search["latencies"].items():
             p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
             print(f"{label:>22}: p50 {p50 * 1000:8.1f} ms   p99 {p99 * 1000:8.1f} ms   "
-                  f"(p50 = {p50 / bare:4.1f}x bare milvus-lite)")
+                  f"(p50 = {p50 / bare:4.1f}x bare vector store)")
 
 
 async def main(argv: list[str] | None = None) -> dict:

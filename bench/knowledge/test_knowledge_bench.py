@@ -1,5 +1,5 @@
 """A reduced run of the knowledge benchmark (make bench): ingestion keeps up with the embedding model, search
-stays within a small factor of a bare milvus-lite query."""
+stays within a small factor of a bare vector store query."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ async def test_knowledge_bench_reduced():
         # parsing, SQL, Milvus and BM25 cost little beside the model: at least half of its raw throughput
         assert result["rate"] >= 0.5 * result["ceiling"], result
     assert search["chunks"] == 5000
-    bare = statistics.median(search["latencies"]["bare milvus-lite"])
+    bare = statistics.median(search["latencies"]["bare vector store"])
     hybrid = statistics.median(search["latencies"]["search hybrid"])
     embed = statistics.median(search["latencies"]["query embedding alone"])
     assert hybrid < 3 * (bare + embed) + 0.05, (hybrid, bare, embed)

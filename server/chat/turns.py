@@ -53,6 +53,7 @@ from typecase.server.chat.models import (
     ChatSessionRow,
     ChatTurnRow,
 )
+from typecase.server.infra import tracing
 from typecase.server.infra.cache import listen_forever
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
@@ -365,7 +366,9 @@ class Turns:
             if turn.stop_requested:
                 raise asyncio.CancelledError
             async with asyncio.timeout(self.settings.chat_turn_timeout_seconds):
-                await self._generate(turn)
+                with tracing.span("chat turn", {"typecase.turn_id": turn.id, "typecase.session_id": turn.session_id,
+                                                "gen_ai.request.model": turn.model_id}):
+                    await self._generate(turn)
             turn.finishing = True
         except asyncio.CancelledError:
             turn.finishing = True

@@ -1,4 +1,5 @@
-"""Vector store over pymilvus' MilvusClient: milvus-lite (a local file) embedded, a Milvus server in production.
+"""Vector store over pymilvus' MilvusClient: a Milvus server in production, or milvus-lite (a local file) when
+selected (TYPECASE_VECTOR_STORE=milvus-lite); the embedded default is infra/vectors_embedded.py, same interface.
 
 Collections share one schema: `id` (VARCHAR primary key), `vector` (FLOAT_VECTOR), an optional `metadata`
 JSON field, and dynamic fields, so callers can store filterable scalars (kb_id, file_id, ...) at the top level.
@@ -202,6 +203,21 @@ def _vector_dim(description: dict[str, Any]) -> int | None:
     return None
 
 
-def create_vector_store(milvus_uri: str | None, data_dir: str | Path, token: str | None = None) -> VectorStore:
-    """The configured Milvus server, or a milvus-lite file under data_dir."""
-    return VectorStore(milvus_uri or str(Path(data_dir).resolve() / "vectors" / "milvus.db"), token=token)
+EMBEDDED_KINDS = ("embedded", "milvus-lite")
+
+
+def create_vector_store(milvus_uri: str | None, data_dir: str | Path, token: str | None = None,
+                        embedded: str = "embedded", compact_dead_ratio: float = 0.5,
+                        compact_min_dead_rows: int = 10_000) -> Any:
+    """The configured Milvus server; else the embedded store under data_dir: `embedded` (exact search over
+    matrices persisted on disk, infra/vectors_embedded.py) or `milvus-lite` (a milvus-lite file)."""
+    if milvus_uri:
+        return VectorStore(milvus_uri, token=token)
+    if embedded == "milvus-lite":
+        return VectorStore(str(Path(data_dir).resolve() / "vectors" / "milvus.db"))
+    if embedded != "embedded":
+        raise ValueError(f"embedded vector store must be one of {', '.join(EMBEDDED_KINDS)}, got {embedded!r}")
+    from .vectors_embedded import EmbeddedVectorStore
+
+    return EmbeddedVectorStore(Path(data_dir).resolve() / "vectors" / "embedded",
+                               compact_dead_ratio=compact_dead_ratio, compact_min_dead_rows=compact_min_dead_rows)

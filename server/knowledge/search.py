@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from typecase.server.infra import tracing
 from typecase.server.infra.sql import Database
 from typecase.server.knowledge import keyword
 from typecase.server.knowledge.chunking import count_tokens
@@ -116,7 +117,15 @@ class Searcher:
         self.rrf_k = rrf_k
         self.candidates = candidates
 
-    async def search(
+    async def search(self, kbs: list[KnowledgeBaseRow], query: str, **options: Any) -> SearchResult:
+        with tracing.span("knowledge search", {"typecase.knowledge.kb_count": len(kbs),
+                                               "typecase.knowledge.mode": options.get("mode", MODE_HYBRID),
+                                               "typecase.knowledge.top_k": options.get("top_k", 5)}) as span:
+            result = await self._search(kbs, query, **options)
+            tracing.set_attributes(span, {"typecase.knowledge.hits": len(result.hits)})
+            return result
+
+    async def _search(
         self,
         kbs: list[KnowledgeBaseRow],
         query: str,

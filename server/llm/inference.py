@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from typecase.server.config import Settings
+from typecase.server.infra import tracing
 from typecase.server.llm import errors, metrics
 from typecase.server.llm.answers import add_tool_calls, check_answer
 from typecase.server.llm.coalesce import Coalescer
@@ -301,8 +302,12 @@ class Inference:
                 if (offline := self.usable(target)) is not None:
                     raise Unserved(offline, fallback=model is not primary)
                 call = chat_call(model, built, request.config, request.user)
-                async for response in self._stream(target, call, prompt_tokens, started):
-                    yield response
+                span = tracing.start_span(f"chat {model.name}", _gen_ai_request(target), kind="CLIENT")
+                with tracing.ended(span):
+                    async for response in self._stream(target, call, prompt_tokens, started):
+                        if span is not None:
+                            _trace_response(span, response)
+                        yield response
                 return
             except Unserved as unserved:
                 first_error = first_error or unserved
@@ -574,3 +579,25 @@ class Inference:
             response.error.CopyFrom(error.to_status())
         response.latency.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
         return response
+
+
+def _gen_ai_request(target: Target) -> dict[str, Any]:
+    """OpenTelemetry GenAI semantic-convention attributes of one upstream chat call."""
+    model = target.model
+    return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": target.provider.type,
+            "gen_ai.request.model": model.upstream_name or model.name, "typecase.model_id": model.id,
+            "typecase.provider": target.provider.name}
+
+
+def _trace_response(span: Any, response: llm_pb2.GenerateResponse) -> None:
+    if response.HasField("ttft"):
+        seconds = response.ttft.ToNanoseconds() / 1e9
+        span.set_attribute("gen_ai.response.time_to_first_chunk", seconds)
+        span.add_event("gen_ai.first_token", {"time_to_first_token_seconds": seconds})
+    if response.finish_reason:
+        enum = response.DESCRIPTOR.fields_by_name["finish_reason"].enum_type
+        name = enum.values_by_number[response.finish_reason].name.removeprefix("FINISH_REASON_").lower()
+        span.set_attribute("gen_ai.response.finish_reasons", [name])
+    if response.HasField("usage"):
+        span.set_attributes({"gen_ai.usage.input_tokens": response.usage.prompt_tokens,
+                             "gen_ai.usage.output_tokens": response.usage.completion_tokens})

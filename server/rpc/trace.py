@@ -1,5 +1,6 @@
 """Trace ids: accept `x-trace-id` (or the trace id of a W3C traceparent), else mint one; echo it in the initial
-metadata and bind it to every log line of the call."""
+metadata and bind it to every log line of the call. With OpenTelemetry on, the call is a span (infra/tracing.py)
+and, without an x-trace-id, the logged id is the span's trace id, so a log line leads to its trace."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import uuid
 from contextlib import asynccontextmanager
 
+from typecase.server.infra import tracing
 from typecase.server.logs import trace_id_var
 from typecase.server.rpc.interceptors import WrappingInterceptor
 
@@ -28,13 +30,23 @@ def trace_id_from(metadata) -> str:
 class TraceInterceptor(WrappingInterceptor):
     @asynccontextmanager
     async def around(self, details, context, rpc_type):
-        trace_id = trace_id_from(details.invocation_metadata)
-        token = trace_id_var.set(trace_id)
-        try:
-            await context.send_initial_metadata(((TRACE_HEADER, trace_id),))
-            yield None
-        finally:
+        with tracing.rpc_span(details.method, details.invocation_metadata):
+            metadata = details.invocation_metadata
+            trace_id = trace_id_from(metadata) if not tracing.enabled() else (
+                _given_trace_id(metadata) or tracing.current_trace_id() or trace_id_from(metadata))
+            token = trace_id_var.set(trace_id)
             try:
-                trace_id_var.reset(token)
-            except ValueError:  # a stream finalised from another context; its task ends with the call anyway
-                pass
+                await context.send_initial_metadata(((TRACE_HEADER, trace_id),))
+                yield None
+            finally:
+                try:
+                    trace_id_var.reset(token)
+                except ValueError:  # a stream finalised from another context; its task ends with the call anyway
+                    pass
+
+
+def _given_trace_id(metadata) -> str | None:
+    for key, value in metadata or ():
+        if key == TRACE_HEADER and isinstance(value, str) and _SAFE_TRACE_ID.match(value):
+            return value
+    return None

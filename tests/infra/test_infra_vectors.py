@@ -1,5 +1,5 @@
-"""Contract tests for the vector store: milvus-lite in a temp dir, plus a Milvus server when
-TYPECASE_TEST_MILVUS_URI is set."""
+"""Contract tests for the vector store: the embedded store and milvus-lite in a temp dir, plus a Milvus server
+when TYPECASE_TEST_MILVUS_URI is set."""
 
 from __future__ import annotations
 
@@ -12,16 +12,21 @@ import pytest
 
 from .infra_support import MILVUS_URI, run_async, unique
 from typecase.server.infra.vectors import VectorStore, create_vector_store
+from typecase.server.infra.vectors_embedded import EmbeddedVectorStore
 
 DIM = 8
-BACKENDS = ["lite"] + (["server"] if MILVUS_URI else [])
+BACKENDS = ["embedded", "lite"] + (["server"] if MILVUS_URI else [])
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:
     """One store per module: milvus-lite takes about a second to start. The store is loop-agnostic."""
-    uri = MILVUS_URI if request.param == "server" else str(tmp_path_factory.mktemp("milvus") / "sub" / "v.db")
-    vs = VectorStore(uri)
+    vs: VectorStore | EmbeddedVectorStore
+    if request.param == "embedded":
+        vs = EmbeddedVectorStore(tmp_path_factory.mktemp("embedded") / "sub")
+    else:
+        uri = MILVUS_URI if request.param == "server" else str(tmp_path_factory.mktemp("milvus") / "sub" / "v.db")
+        vs = VectorStore(uri)
     run_async(vs.start())
     yield vs
     run_async(vs.stop())
@@ -147,8 +152,9 @@ async def test_health(store: VectorStore) -> None:
     assert ok and "ok" in detail
 
 
-async def test_not_started_store_fails_clearly_and_health_is_false(tmp_path: Path) -> None:
-    vs = VectorStore(str(tmp_path / "v.db"))
+@pytest.mark.parametrize("kind", ["embedded", "lite"])
+async def test_not_started_store_fails_clearly_and_health_is_false(tmp_path: Path, kind: str) -> None:
+    vs = EmbeddedVectorStore(tmp_path) if kind == "embedded" else VectorStore(str(tmp_path / "v.db"))
     with pytest.raises(RuntimeError, match="not started"):
         await vs.count("x")
     ok, _ = await vs.health()
@@ -161,7 +167,11 @@ def test_local_path_must_be_a_db_file(tmp_path: Path) -> None:
 
 
 def test_create_vector_store(tmp_path: Path) -> None:
-    local = create_vector_store(None, tmp_path)
+    embedded = create_vector_store(None, tmp_path)
+    assert embedded.name == "vectors/embedded" and embedded.directory == tmp_path.resolve() / "vectors" / "embedded"
+    local = create_vector_store(None, tmp_path, embedded="milvus-lite")
     assert local.is_local and local.uri == str(tmp_path.resolve() / "vectors" / "milvus.db")
+    with pytest.raises(ValueError, match="milvus-lite"):
+        create_vector_store(None, tmp_path, embedded="faiss")
     remote = create_vector_store("http://milvus:19530", tmp_path, token="root:Milvus")
     assert not remote.is_local and remote.name == "vectors/milvus" and "Milvus" not in repr(remote)

@@ -34,7 +34,7 @@ def test_embedded_default_is_healthy_fast(embedded):
     assert httpx.get(embedded.http_url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(embedded.http_url + "/readyz").json()
     assert ready["status"] == "ready"
-    assert set(ready["resources"]) == {"sql/sqlite", "cache/memory", "storage/local", "vectors/milvus-lite"}
+    assert set(ready["resources"]) == {"sql/sqlite", "cache/memory", "storage/local", "vectors/embedded"}
     assert all(r["ok"] for r in ready["resources"].values()), ready
     with grpc.insecure_channel(embedded.grpc_target) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)

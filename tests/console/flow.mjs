@@ -59,7 +59,7 @@ run("flow", async (page, result) => {
   await chatForm.getByRole("button", { name: "Continue" }).click();
   await page.waitForFunction(() => {
     const a = [...document.querySelectorAll("[data-testid=answer]")].pop();
-    return a?.dataset.status === "complete" && a.querySelector("[data-testid=answer-text]")?.textContent === "Grace is 36";
+    return a?.dataset.status === "complete" && a.querySelector("[data-testid=answer-text]")?.dataset.source === "Grace is 36";
   });
   result.chatAnswer = "Grace is 36";
   await shot(page, "15-flow-chat");

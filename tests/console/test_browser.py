@@ -204,3 +204,28 @@ def test_console_typechecks():
     build_console()
     proc = subprocess.run(["npm", "run", "--silent", "check"], cwd=CONSOLE, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def start_console_server(server_factory, **env: str):
+    build_console()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    server = server_factory(env={"TYPECASE_CONSOLE_DIR": str(DIST), **env})
+    server.start()
+    server.wait_ready(60)
+    return server
+
+
+def test_chat_markdown_is_highlighted_and_payloads_are_inert(server_factory):
+    """Stored answers: a code block renders highlighted and copies; <img onerror>, javascript: links, <script>,
+    <svg onload> and an image URL execute nothing (no dialog, no request). A live chat sends its own temperature
+    and max tokens, and its title appears without a reload."""
+    server = start_console_server(server_factory)
+    report = scenario("markdown", server.http_url)
+    result = report.get("result", {})
+    unexpected = [e for e in report.get("consoleErrors", []) if "401 (Unauthorized)" not in e]
+    assert report["ok"], f"{report.get('error')}\n{report.get('stderr', '')}"
+    assert not unexpected, f"errors in the browser console: {unexpected}"
+    with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
+        session = http.get(f"/v1/sessions/{result['newSessionId']}").json()["session"]
+        assert session["title"] == result["title"], f"shown {result['title']!r}, stored {session['title']!r}"
+    assert result["dialogs"] == [] and result["canaries"] == []

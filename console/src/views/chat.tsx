@@ -21,12 +21,33 @@ import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { InputForm, type InputValues } from "../components/inputform";
+import { Markdown } from "../components/markdown";
 import { Badge, Empty, ErrorBox, Loading, Spinner, fmtTime, plural, useAsync } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
-const MAX_TOKENS_KEY = "typecase.console.maxTokens";
+const MAX_TOKENS_KEY = "typecase.console.maxTokens"; // the default for chats without their own setting
 const TARGET_KEY = "typecase.console.chatTarget";
 const turnKey = (sessionId: string) => `typecase.console.turn.${sessionId}`;
+const settingsKey = (sessionId: string) => `typecase.console.chatSettings.${sessionId}`;
+const TITLE_POLL_MS = 1000; // after a turn: how often to look for the title the server writes after the answer
+const TITLE_POLL_TRIES = 15;
+
+// -- per-chat generation settings (localStorage: ChatRequest carries them on every turn) ----------------------
+type ChatSettings = { temperature: string; maxTokens: string };
+
+function loadSettings(sessionId: string): ChatSettings {
+  try {
+    const raw = localStorage.getItem(settingsKey(sessionId));
+    if (raw) return { temperature: "", maxTokens: "", ...(JSON.parse(raw) as Partial<ChatSettings>) };
+  } catch {
+    /* unreadable: defaults */
+  }
+  return { temperature: "", maxTokens: localStorage.getItem(MAX_TOKENS_KEY) ?? "" };
+}
+function saveSettings(sessionId: string, settings: ChatSettings): void {
+  localStorage.setItem(settingsKey(sessionId), JSON.stringify(settings));
+  localStorage.setItem(MAX_TOKENS_KEY, settings.maxTokens);
+}
 
 // -- the running turn's saved state (sessionStorage: survives a reload of this tab) -------------------------
 type SavedTurn = { turnId: string; answerId: string; seq: string; text: string };
@@ -109,6 +130,20 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
   }
 
   const current = sessions.data?.find((s) => s.id === sessionId);
+
+  /** The server names a chat just after its first answer: reload the list until the title is there. */
+  async function followTitle(id: string): Promise<void> {
+    await sessions.reload(); // the new preview
+    for (let i = 0; i < TITLE_POLL_TRIES; i++) {
+      const session = await tc.chat.getSession({ sessionId: id }).then((r) => r.session, () => undefined);
+      if (!session) return;
+      if (session.title) {
+        sessions.setData((list) => list?.map((s) => (s.id === id ? session : s)) ?? [session]);
+        return;
+      }
+      await new Promise((r) => window.setTimeout(r, TITLE_POLL_MS));
+    }
+  }
 
   return (
     <div class="split">
@@ -206,10 +241,7 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
             key={sessionId}
             sessionId={sessionId}
             session={current}
-            onTurnEnded={() => {
-              void sessions.reload();
-              window.setTimeout(() => void sessions.reload(), 3000); // the title is written after the answer
-            }}
+            onTurnEnded={() => void followTitle(sessionId)}
           />
         )}
       </section>
@@ -278,7 +310,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   const [error, setError] = useState<string | null>(null);
   const [streamError, setStreamError] = useState<string | null>(null);
   const [draft, setDraft] = useState("");
-  const [maxTokens, setMaxTokens] = useState(localStorage.getItem(MAX_TOKENS_KEY) ?? "");
+  const [settings, setSettings] = useState<ChatSettings>(() => loadSettings(sessionId));
   const [pendingInput, setPendingInput] = useState<InputRequired | null>(null);
   const [pendingQuestion, setPendingQuestion] = useState<string | null>(null);
   const live = useRef<Live | null>(null);
@@ -437,7 +469,8 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   async function send(content: string, input?: { nodeId: string; values: InputValues }) {
     setError(null);
     setStreamError(null);
-    const limit = parseInt(maxTokens, 10);
+    const limit = parseInt(settings.maxTokens, 10);
+    const temperature = parseFloat(settings.temperature);
     const ctrl = (stream.current = new AbortController());
     setPendingQuestion(content || (input ? "(form submitted)" : ""));
     setPendingInput(null);
@@ -449,6 +482,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           content,
           requestId: newRequestId(),
           ...(limit > 0 ? { maxTokens: limit } : {}),
+          ...(temperature >= 0 && temperature <= 2 ? { temperature } : {}),
           ...(input ? { inputNodeId: input.nodeId, input: input.values } : {}),
         },
         { signal: ctrl.signal },
@@ -509,6 +543,42 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
             {session && session.kbIds.length > 0 ? ` · answers from ${plural(session.kbIds.length, "knowledge base")}` : ""}
           </span>
         </div>
+        {!isFlow && session && (
+          <div class="chat-settings" data-testid="chat-settings">
+            <label class="tiny" title="Sampling temperature for this chat's answers, 0 to 2 (empty: the model's default)">
+              Temperature
+              <input
+                name="temperature"
+                type="number"
+                min={0}
+                max={2}
+                step={0.1}
+                placeholder="default"
+                value={settings.temperature}
+                onInput={(e) => {
+                  const next = { ...settings, temperature: e.currentTarget.value };
+                  setSettings(next);
+                  saveSettings(sessionId, next);
+                }}
+              />
+            </label>
+            <label class="tiny" title="Maximum answer tokens for each question (empty: the model's default); kept for this chat">
+              Max tokens
+              <input
+                name="max-tokens"
+                type="number"
+                min={1}
+                placeholder="default"
+                value={settings.maxTokens}
+                onInput={(e) => {
+                  const next = { ...settings, maxTokens: e.currentTarget.value };
+                  setSettings(next);
+                  saveSettings(sessionId, next);
+                }}
+              />
+            </label>
+          </div>
+        )}
       </div>
       <div
         class="messages"
@@ -573,22 +643,6 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
               Send
             </button>
           )}
-          {!isFlow && (
-            <label class="tiny" title="Maximum answer tokens for each question (empty: the model's default)">
-              Max tokens
-              <input
-                name="max-tokens"
-                type="number"
-                min={1}
-                placeholder="default"
-                value={maxTokens}
-                onInput={(e) => {
-                  setMaxTokens(e.currentTarget.value);
-                  localStorage.setItem(MAX_TOKENS_KEY, e.currentTarget.value);
-                }}
-              />
-            </label>
-          )}
         </div>
       </form>
     </div>
@@ -647,9 +701,10 @@ function MessageView({ message, live }: { message: Message; live: Live | null })
         {m.category === MessageCategory.INPUT_REQUEST && m.inputRequired ? (
           <span class="muted">{m.inputRequired.prompt || text || "The flow is waiting for your input."}</span>
         ) : (
-          <span class="answer-text" data-testid="answer-text">
-            {text}
-          </span>
+          // data-source: the Markdown the page rendered, for tests comparing it with what the server stored.
+          <div class="answer-text" data-testid="answer-text" data-source={text}>
+            <Markdown text={text} />
+          </div>
         )}
         {live && !text && <Spinner label="Thinking…" />}
         {live && text && <span class="cursor" aria-hidden="true" />}

@@ -9,6 +9,7 @@ import { FlowsView } from "./views/flows";
 import { KnowledgeView } from "./views/knowledge";
 import { ProxyView } from "./views/proxy";
 import { SignInView } from "./views/signin";
+import "@xyflow/react/dist/style.css";
 import "./style.css";
 
 const SECTIONS = [

@@ -9,8 +9,9 @@ run("flow", async (page, result) => {
   await signIn(page, "/flows");
   await page.getByTestId("flow-list").getByText("Browser test flow").click();
   await page.waitForURL(new RegExp(`/flows/${FLOW_ID}$`));
-  await page.getByTestId("graph").waitFor();
-  result.graph = await page.$$eval("[data-testid=graph] .node-card b", (bs) => bs.map((b) => b.textContent));
+  await page.getByTestId("canvas").locator(".fe-node").first().waitFor();
+  result.graph = await page.$$eval("[data-testid=canvas] .fe-node-name", (bs) => bs.map((b) => b.textContent));
+  assert(result.graph.length === 4, `the canvas shows the flow's four nodes: ${result.graph}`);
   result.runAs = await page.getByTestId("run-as").textContent();
   assert(result.runAs === "runs as caller", `the flow says whose rights its runs use: ${result.runAs}`);
   await shot(page, "12-flow-open");

@@ -229,3 +229,42 @@ def test_chat_markdown_is_highlighted_and_payloads_are_inert(server_factory):
         session = http.get(f"/v1/sessions/{result['newSessionId']}").json()["session"]
         assert session["title"] == result["title"], f"shown {result['title']!r}, stored {session['title']!r}"
     assert result["dialogs"] == [] and result["canaries"] == []
+
+
+def test_a_flow_built_with_the_mouse_is_saved_as_drawn_and_runs(server_factory):
+    """editor.mjs drags five nodes onto the canvas, connects them (a condition's case and else handles), fills
+    their generated forms, saves, publishes and runs both branches. The saved graph must be what was drawn."""
+    server = start_console_server(server_factory)
+    report = scenario("editor", server.http_url)
+    result = report.get("result", {})
+    unexpected = [e for e in report.get("consoleErrors", []) if "401 (Unauthorized)" not in e]
+    assert report["ok"], f"{report.get('error')}\n{report.get('stderr', '')}"
+    assert not unexpected, f"errors in the browser console: {unexpected}"
+
+    with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
+        types = http.get("/v1/node-types").json()["node_types"]
+        assert result["palette"] == [t["kind"] for t in types], "the palette offers every node type the server runs"
+        flow = http.get(f"/v1/flows/{result['flowId']}").json()["flow"]
+        runs = http.get(f"/v1/flows/{result['flowId']}/runs").json()["runs"]
+    assert flow["status"] == "FLOW_STATUS_ONLINE"
+    saved = flow["graph"]
+    by_id = {n["id"]: n for n in saved["nodes"]}
+    # The graph the test drew, field by field.
+    assert {i: n["type"] for i, n in by_id.items()} == {
+        "start": "NODE_TYPE_START", "condition": "NODE_TYPE_CONDITION", "prompt": "NODE_TYPE_PROMPT",
+        "end": "NODE_TYPE_END", "end_2": "NODE_TYPE_END"}
+    assert by_id["condition"]["params"]["cases"] == [
+        {"handle": "tea", "logic": "and", "conditions": [{"left": "{{question}}", "op": "contains", "right": "tea"}]}]
+    assert by_id["prompt"]["params"] == {"template": "Brewing: {{question}}"}
+    assert by_id["end"]["params"] == {"outputs": {"text": "{{prompt.text}}"}}
+    assert by_id["end_2"]["params"] == {"outputs": {"text": "No tea today"}} and by_id["end_2"]["name"] == "No tea"
+    assert by_id["start"]["params"]["variables"][0]["name"] == "question"
+    assert sorted((e["source"], e["source_handle"], e["target"]) for e in saved["edges"]) == [
+        ("condition", "else", "end_2"), ("condition", "tea", "prompt"), ("prompt", "", "end"), ("start", "", "condition")]
+    # ... and the same nodes, names, positions and edges as the canvas showed.
+    drawn = result["drawn"]
+    assert {n["id"]: (n["x"], n["y"], n["name"]) for n in drawn["nodes"]} == {
+        n["id"]: (round(n["position"]["x"]), round(n["position"]["y"]), n["name"]) for n in saved["nodes"]}
+    assert sorted(drawn["edges"]) == sorted(e["id"] for e in saved["edges"])
+    # Both runs were real runs of the saved version.
+    assert sorted(r["outputs"]["text"] for r in runs) == ["Brewing: green tea please", "No tea today"]

@@ -69,8 +69,8 @@ run("flow", async (page, result) => {
   await page.getByRole("link", { name: "Flows" }).click();
   await page.getByRole("button", { name: "New example flow" }).click();
   await page.waitForURL((url) => /^\/flows\/[^/]+$/.test(url.pathname) && !url.pathname.endsWith(FLOW_ID));
-  await page.getByTestId("graph").waitFor();
-  result.exampleNodes = await page.$$eval("[data-testid=graph] .node-card b", (bs) => bs.map((b) => b.textContent));
+  await page.getByTestId("canvas").locator(".fe-node").nth(3).waitFor();
+  result.exampleNodes = await page.$$eval("[data-testid=canvas] .fe-node-name", (bs) => bs.map((b) => b.textContent));
   assert(result.exampleNodes.length === 4, `the example flow's graph: ${result.exampleNodes}`);
   assert((await page.inputValue("input[name=var-who]")) === "Ada", "the run form is filled with the start node's default");
 });

@@ -18,7 +18,28 @@ import { InputForm, type InputValues } from "../components/inputform";
 import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, useAsync, type Tone } from "../components/ui";
 import type { JsonObject, JsonValue } from "../json";
 import { linkClick, navigate } from "../router";
-import { FlowEditor } from "./flow-editor/editor";
+
+// The editor (and @xyflow/react with it) is a chunk of its own, fetched when a flow is opened: the chat and the
+// other views load without it.
+type EditorModule = typeof import("./flow-editor/editor");
+let editorModule: Promise<EditorModule> | null = null;
+function useEditorModule(): { mod: EditorModule | null; error: string | null } {
+  const [state, setState] = useState<{ mod: EditorModule | null; error: string | null }>({ mod: null, error: null });
+  useEffect(() => {
+    let live = true;
+    (editorModule ??= import("./flow-editor/editor")).then(
+      (mod) => live && setState({ mod, error: null }),
+      (e) => {
+        editorModule = null;
+        if (live) setState({ mod: null, error: `Could not load the flow editor: ${(e as Error).message}` });
+      },
+    );
+    return () => {
+      live = false;
+    };
+  }, []);
+  return state;
+}
 
 const NODE_LABEL: Record<number, string> = {
   [NodeType.START]: "start",
@@ -172,6 +193,7 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
   const flow = useAsync(async () => (await tc.flow.getFlow({ flowId })).flow, [flowId]);
   const runs = useAsync(async () => (await tc.flow.listRuns({ flowId, pageSize: 10 })).runs, [flowId]);
   const nodeTypes = useAsync(async () => (await tc.flow.listNodeTypes({})).nodeTypes, []);
+  const editor = useEditorModule();
   const [runStatus, setRunStatus] = useState<Map<string, string>>(new Map());
   const [editorKey, setEditorKey] = useState(0);
   const [error, setError] = useState<string | null>(null);
@@ -224,8 +246,9 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
       </div>
       <ErrorBox error={error} />
       <ErrorBox error={nodeTypes.error} onRetry={nodeTypes.reload} />
-      {nodeTypes.data ? (
-        <FlowEditor
+      <ErrorBox error={editor.error} />
+      {nodeTypes.data && editor.mod ? (
+        <editor.mod.FlowEditor
           key={`${f.id}-${editorKey}`}
           flow={f}
           nodeTypes={nodeTypes.data}
@@ -236,7 +259,7 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
           }}
         />
       ) : (
-        !nodeTypes.error && <Loading label="Loading node types…" />
+        !nodeTypes.error && !editor.error && <Loading label="Loading the editor…" />
       )}
       <RunPanel
         flow={f}

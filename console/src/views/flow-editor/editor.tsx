@@ -165,6 +165,7 @@ function Editor({ flow, nodeTypes, runStatus, onSaved }: { flow: Flow; nodeTypes
   const { screenToFlowPosition } = useReactFlow();
   const wrapper = useRef<HTMLDivElement>(null);
   const savedGraph = useRef(logical(toGraph(initial)));
+  const [fitOnOpen] = useState(initial.nodes.length > 0); // once: a later fit would move what is being drawn
 
   // Choices for model / knowledge-base widgets.
   const [models, setModels] = useState<Choice[]>([]);
@@ -447,7 +448,7 @@ function Editor({ flow, nodeTypes, runStatus, onSaved }: { flow: Flow; nodeTypes
             onNodeClick={(_e, n) => setSelected(n.id)}
             onPaneClick={() => setSelected(null)}
             deleteKeyCode={["Delete", "Backspace"]}
-            fitView={nodes.length > 0}
+            fitView={fitOnOpen}
             fitViewOptions={{ maxZoom: 1 }}
             minZoom={0.3}
             maxZoom={1.5}

@@ -301,3 +301,33 @@ def test_bundle_size_and_first_load_time_stay_within_budget(server_factory):
     assert r["signInReadyMs"] <= FIRST_LOAD_BUDGET_MS, figures
     assert 0 < r["editorChunkBytes"] <= EDITOR_CHUNK_BUDGET_BYTES, figures
     assert not any("editor" in a["path"] for a in r["firstLoadAssets"]), "the editor is not part of the first load"
+
+
+def test_a_provider_added_on_the_models_page_answers_a_chat(server_factory):
+    """models.mjs adds an OpenAI-compatible provider (a fake upstream speaking the wire format) and a model,
+    tests it, makes it the default chat model and chats through it."""
+    from tests.llm.fake_upstream import FakeUpstream
+
+    upstream = FakeUpstream().start()
+    try:
+        server = start_console_server(server_factory)
+        report = scenario("models", server.http_url, FAKE_URL=upstream.base_url, FAKE_KEY="sk-console-test-0123456789")
+        result = report.get("result", {})
+        unexpected = [e for e in report.get("consoleErrors", []) if "401 (Unauthorized)" not in e]
+        assert report["ok"], f"{report.get('error')}\n{report.get('stderr', '')}"
+        assert not unexpected, f"errors in the browser console: {unexpected}"
+        with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
+            model = next(m for m in http.get("/v1/models").json()["models"] if m["name"] == "fake-gpt")
+            defaults = http.get("/v1/llm/defaults").json()["defaults"]
+            answer = list(messages_by_id(http, result["sessionId"]).values())[-1]
+        assert model["upstream_name"] == "gpt-fake-1" and model["online"] is True
+        assert defaults["chat_model_id"] == model["id"]
+        # The test and the chat reached the upstream, with the key typed into the form and the upstream name.
+        chats = [s for s in upstream.seen if s.path.endswith("/chat/completions")]
+        assert len(chats) >= 2, [s.path for s in upstream.seen]
+        assert all(s.headers.get("authorization") == "Bearer sk-console-test-0123456789" for s in chats)
+        assert all(s.body["model"] == "gpt-fake-1" for s in chats)
+        assert answer["content"] == result["answer"] == "tok0 tok1 tok2 tok3 tok4 ", (answer, result)
+        assert "fake-gpt" in result["header"]
+    finally:
+        upstream.stop()

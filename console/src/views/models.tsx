@@ -118,7 +118,7 @@ export function ModelsView() {
         </table>
       )}
       {providers.data && providers.data.length > 0 && (
-        <NewModel providers={providers.data} onCreate={(m) => act(async () => (await tc.llm.createModel({ model: m }), await models.reload()))} />
+        <NewModel providers={providers.data} onCreate={(m) => act(async () => (await tc.llm.createModel({ model: m }), await Promise.all([models.reload(), providers.reload()])))} />
       )}
 
       <h3>Defaults</h3>

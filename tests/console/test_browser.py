@@ -331,3 +331,42 @@ def test_a_provider_added_on_the_models_page_answers_a_chat(server_factory):
         assert "fake-gpt" in result["header"]
     finally:
         upstream.stop()
+
+
+def test_chat_pages_sessions_regenerates_edits_and_takes_feedback(server_factory):
+    """chatactions.mjs against a fake OpenAI upstream: more chats than a page load as the list scrolls; Regenerate
+    and Edit replace the last turn; like, dislike with a comment and copy are stored on the answer."""
+    from tests.llm.fake_upstream import FakeUpstream
+
+    upstream = FakeUpstream().start()
+    try:
+        server = start_console_server(server_factory)
+        with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
+            provider = http.post("/v1/providers", json={"name": "fake", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
+                                                        "base_url": f"{upstream.base_url}/v1", "api_key": "sk-x"})
+            assert provider.status_code == 200, provider.text
+            model = http.post("/v1/models", json={"provider_id": provider.json()["provider"]["id"], "name": "fake-gpt",
+                                                  "type": "MODEL_TYPE_LLM", "online": True})
+            assert model.status_code == 200, model.text
+            model_id = model.json()["model"]["id"]
+            total = 121  # two full pages of the console's 50 and a partial one
+            for i in range(total - 1):
+                http.post("/v1/sessions", json={"model_id": model_id, "title": f"old chat {i}"}).raise_for_status()
+            session = http.post("/v1/sessions", json={"model_id": model_id}).json()["session"]
+            report = scenario("chatactions", server.http_url, SESSION_ID=session["id"], TOTAL_SESSIONS=str(total))
+            result = report.get("result", {})
+            unexpected = [e for e in report.get("consoleErrors", []) if "401 (Unauthorized)" not in e]
+            assert report["ok"], f"{report.get('error')}\n{report.get('stderr', '')}"
+            assert not unexpected, f"errors in the browser console: {unexpected}"
+            stored = list(messages_by_id(http, session["id"]).values())
+        assert [(m["category"], m["content"]) for m in stored] == [
+            ("MESSAGE_CATEGORY_QUESTION", "edited question"), ("MESSAGE_CATEGORY_ANSWER", "tok0 tok1 tok2 tok3 tok4 ")]
+        answer = stored[1]
+        assert answer["id"] == result["finalAnswerId"]
+        assert answer["rating"] == "MESSAGE_RATING_DISLIKE" and answer["feedback_comment"] == "too short"
+        assert answer["copied_count"] == 1 and result["clipboard"] == answer["content"]
+        # Three questions reached the upstream: the first, its regeneration, the edited one.
+        asked = [s.body["messages"][-1]["content"] for s in upstream.seen if s.path.endswith("/chat/completions")]
+        assert asked == ["first question", "first question", "edited question"], asked
+    finally:
+        upstream.stop()

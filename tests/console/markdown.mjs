@@ -85,8 +85,8 @@ run("markdown", async (page, result, context) => {
   assert(result.highlightedSpans >= 3, `code highlighted: ${result.highlightedSpans} spans`);
   assert(result.keywordColour !== "rgb(29, 35, 48)", `keywords coloured differently from text: ${result.keywordColour}`);
   await answers.nth(0).locator("pre.code-block").hover();
-  await answers.nth(0).getByRole("button", { name: "Copy" }).click();
-  await answers.nth(0).getByRole("button", { name: "Copied" }).waitFor();
+  await answers.nth(0).locator("pre.code-block").getByRole("button", { name: "Copy" }).click();
+  await answers.nth(0).locator("pre.code-block").getByRole("button", { name: "Copied" }).waitFor();
   result.clipboard = await page.evaluate(() => navigator.clipboard.readText());
   assert(result.clipboard.startsWith("def greet(name: str) -> str:"), `copied the code: ${result.clipboard}`);
   await shot(page, "20-chat-markdown");

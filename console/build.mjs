@@ -36,8 +36,10 @@ const writeIndex = {
       if (result.errors.length || !result.metafile) return;
       const outputs = result.metafile.outputs;
       const names = Object.keys(outputs).map((p) => basename(p));
-      const js = names.find((p) => p.endsWith(".js"));
-      const css = names.find((p) => p.endsWith(".css"));
+      // The entry's own files; views loaded on demand (the flow editor) are chunks beside them.
+      const entry = Object.keys(outputs).find((k) => outputs[k].entryPoint && k.endsWith(".js"));
+      const js = basename(entry);
+      const css = outputs[entry].cssBundle ? basename(outputs[entry].cssBundle) : undefined;
       const html = readFileSync(join(here, "src", "index.html"), "utf8")
         .replace("<!--CSS-->", css ? `<link rel="stylesheet" href="/assets/${css}">` : "")
         .replace("<!--JS-->", `<script type="module" src="/assets/${js}"></script>`);
@@ -46,7 +48,14 @@ const writeIndex = {
         if (!names.includes(old)) rmSync(join(out, "assets", old));
       }
       const kib = (name) => (outputs[Object.keys(outputs).find((k) => k.endsWith(name))].bytes / 1024).toFixed(1);
-      console.log(`console: built dist/ (assets/${js} ${kib(js)} KiB${css ? `, assets/${css} ${kib(css)} KiB` : ""})`);
+      // First load: the entry, the chunks it imports statically, the CSS. The rest comes when a view needs it.
+      const first = new Set([entry]);
+      for (const k of first) for (const i of outputs[k].imports) if (i.kind === "import-statement") first.add(i.path);
+      const bytes = (keys) => keys.reduce((n, k) => n + outputs[k].bytes, 0);
+      const later = Object.keys(outputs).filter((k) => k.endsWith(".js") && !first.has(k));
+      const firstKiB = ((bytes([...first]) + (css ? outputs[outputs[entry].cssBundle].bytes : 0)) / 1024).toFixed(1);
+      console.log(`console: built dist/ (first load ${firstKiB} KiB: assets/${js} and ${first.size - 1} chunk(s)` +
+        `${css ? ` + ${css}` : ""}; on demand ${(bytes(later) / 1024).toFixed(1)} KiB in ${later.length} chunk(s))`);
     });
   },
 };
@@ -60,11 +69,22 @@ const ctx = await context({
   target: "es2022",
   outdir: join(out, "assets"),
   entryNames: "[name]-[hash]",
+  chunkNames: "[name]-[hash]",
+  splitting: true,
   assetNames: "[name]-[hash]",
   minify: !watch,
   sourcemap: watch ? "inline" : "linked",
   jsx: "automatic",
   jsxImportSource: "preact",
+  // @xyflow/react (the flow editor) is written for React: Preact's compat layer stands in for it at about half
+  // the bundle size of react-dom (see src/views/flow-editor/editor.tsx).
+  alias: {
+    react: "preact/compat",
+    "react-dom": "preact/compat",
+    "react-dom/client": "preact/compat/client",
+    "react/jsx-runtime": "preact/jsx-runtime",
+  },
+  define: { "process.env.NODE_ENV": watch ? '"development"' : '"production"' },
   metafile: true,
   legalComments: "none",
   logLevel: "warning",

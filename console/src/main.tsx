@@ -7,8 +7,10 @@ import { linkClick, navigate, useRoute } from "./router";
 import { ChatView } from "./views/chat";
 import { FlowsView } from "./views/flows";
 import { KnowledgeView } from "./views/knowledge";
+import { ModelsView } from "./views/models";
 import { ProxyView } from "./views/proxy";
 import { SignInView } from "./views/signin";
+import "@xyflow/react/dist/style.css";
 import "./style.css";
 
 const SECTIONS = [
@@ -16,6 +18,7 @@ const SECTIONS = [
   { path: "knowledge", label: "Knowledge" },
   { path: "flows", label: "Flows" },
   { path: "proxy", label: "Proxy" },
+  { path: "models", label: "Models" },
 ] as const;
 
 type Me = { name: string; role: string };
@@ -92,6 +95,7 @@ function App() {
         {section === "knowledge" && <KnowledgeView kbId={route[1]} />}
         {section === "flows" && <FlowsView flowId={route[1]} />}
         {section === "proxy" && <ProxyView />}
+        {section === "models" && <ModelsView />}
       </main>
     </div>
   );

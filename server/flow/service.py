@@ -32,6 +32,7 @@ from typecase.server.flow.engine.manager import Engine
 from typecase.server.flow.engine.state import RunState
 from typecase.server.flow.errors import FlowInvalid, not_editable, not_waiting
 from typecase.server.flow.graph import Graph, graph_dict
+from typecase.server.flow.node_types import node_type_infos
 from typecase.server.flow.models import (DRAFT, ENDED, ONLINE, RUNNING, WAITING, FlowRow, FlowRunNodeRow, FlowRunRow,
                                          FlowVersionRow)
 from typecase.server.flow.nodes import SPECS
@@ -426,6 +427,10 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
                 data = (await self._version(session, row, request.version_id or row.current_version_id)).graph
         problems = await self.validate_graph(data)
         return flow_pb2.ValidateFlowResponse(valid=not graphs.errors(problems), problems=problems)
+
+    async def ListNodeTypes(self, request, context):
+        # Any signed-in user may build flows, so the catalogue is not restricted further.
+        return flow_pb2.ListNodeTypesResponse(node_types=node_type_infos(self.engine.services))
 
     # -- versions ----------------------------------------------------------------------------------------------
     async def CreateFlowVersion(self, request, context):

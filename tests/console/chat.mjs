@@ -10,7 +10,7 @@ async function record(page) {
       const answers = document.querySelectorAll("[data-testid=answer]");
       const a = answers[answers.length - 1];
       if (a) {
-        const text = a.querySelector("[data-testid=answer-text]")?.textContent ?? "";
+        const text = a.querySelector("[data-testid=answer-text]")?.dataset.source ?? "";
         window.__samples.push({ id: a.dataset.messageId, status: a.dataset.status, text });
       }
     }, 25);
@@ -21,7 +21,7 @@ const samples = (page) => page.evaluate(() => window.__samples);
 const lastAnswer = (page) =>
   page.evaluate(() => {
     const a = [...document.querySelectorAll("[data-testid=answer]")].pop();
-    return a ? { id: a.dataset.messageId, status: a.dataset.status, text: a.querySelector("[data-testid=answer-text]")?.textContent ?? "" } : null;
+    return a ? { id: a.dataset.messageId, status: a.dataset.status, text: a.querySelector("[data-testid=answer-text]")?.dataset.source ?? "" } : null;
   });
 
 async function waitForAnswer(page, predicate, timeout = 30_000) {

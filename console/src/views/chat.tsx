@@ -8,7 +8,9 @@
 // saved copy (another tab) the turn is replayed from seq 0 instead.
 import { FinishReason, MessageRole, type Citation } from "@typecase/client/gen/typecase/v1/common_pb.js";
 import {
+  FeedbackAction,
   MessageCategory,
+  MessageRating,
   MessageStatus,
   SessionKind,
   type Message,
@@ -21,12 +23,34 @@ import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { InputForm, type InputValues } from "../components/inputform";
+import { Markdown, copyText } from "../components/markdown";
 import { Badge, Empty, ErrorBox, Loading, Spinner, fmtTime, plural, useAsync } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
-const MAX_TOKENS_KEY = "typecase.console.maxTokens";
+const MAX_TOKENS_KEY = "typecase.console.maxTokens"; // the default for chats without their own setting
 const TARGET_KEY = "typecase.console.chatTarget";
 const turnKey = (sessionId: string) => `typecase.console.turn.${sessionId}`;
+const settingsKey = (sessionId: string) => `typecase.console.chatSettings.${sessionId}`;
+const TITLE_POLL_MS = 1000; // after a turn: how often to look for the title the server writes after the answer
+const TITLE_POLL_TRIES = 15;
+const SESSION_PAGE = 50; // chats per page of the list; older pages load as it is scrolled
+
+// -- per-chat generation settings (localStorage: ChatRequest carries them on every turn) ----------------------
+type ChatSettings = { temperature: string; maxTokens: string };
+
+function loadSettings(sessionId: string): ChatSettings {
+  try {
+    const raw = localStorage.getItem(settingsKey(sessionId));
+    if (raw) return { temperature: "", maxTokens: "", ...(JSON.parse(raw) as Partial<ChatSettings>) };
+  } catch {
+    /* unreadable: defaults */
+  }
+  return { temperature: "", maxTokens: localStorage.getItem(MAX_TOKENS_KEY) ?? "" };
+}
+function saveSettings(sessionId: string, settings: ChatSettings): void {
+  localStorage.setItem(settingsKey(sessionId), JSON.stringify(settings));
+  localStorage.setItem(MAX_TOKENS_KEY, settings.maxTokens);
+}
 
 // -- the running turn's saved state (sessionStorage: survives a reload of this tab) -------------------------
 type SavedTurn = { turnId: string; answerId: string; seq: string; text: string };
@@ -58,7 +82,32 @@ function newRequestId(): string {
 
 // -- view ---------------------------------------------------------------------------------------------------
 export function ChatView({ sessionId }: { sessionId?: string }) {
-  const sessions = useAsync(async () => (await tc.chat.listSessions({ pageSize: 100 })).sessions, []);
+  // The first page is reloaded after changes; older pages are appended as the list is scrolled to its end.
+  const firstToken = useRef("");
+  const [older, setOlder] = useState<{ sessions: Session[]; next: string }>({ sessions: [], next: "" });
+  const sessions = useAsync(async () => {
+    const res = await tc.chat.listSessions({ pageSize: SESSION_PAGE });
+    firstToken.current = res.nextPageToken;
+    setOlder((o) => (o.sessions.length ? o : { sessions: [], next: res.nextPageToken }));
+    return res.sessions;
+  }, []);
+  const loadingOlder = useRef(false);
+  async function loadOlder(): Promise<void> {
+    const token = older.next || (older.sessions.length === 0 ? firstToken.current : "");
+    if (!token || loadingOlder.current) return;
+    loadingOlder.current = true;
+    try {
+      const res = await tc.chat.listSessions({ pageSize: SESSION_PAGE, pageToken: token });
+      setOlder((o) => ({ sessions: [...o.sessions, ...res.sessions], next: res.nextPageToken }));
+    } catch (e) {
+      setError(handleError(e));
+    } finally {
+      loadingOlder.current = false;
+    }
+  }
+  const firstIds = new Set((sessions.data ?? []).map((s) => s.id));
+  const allSessions = sessions.data ? [...sessions.data, ...older.sessions.filter((s) => !firstIds.has(s.id))] : undefined;
+  const moreToLoad = !!(older.next || (older.sessions.length === 0 && firstToken.current));
   const targets = useAsync(async () => {
     const [models, flows] = await Promise.all([
       tc.llm.listModels({ type: ModelType.LLM, online: true, pageSize: 200 }),
@@ -108,7 +157,21 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
     }
   }
 
-  const current = sessions.data?.find((s) => s.id === sessionId);
+  const current = allSessions?.find((s) => s.id === sessionId);
+
+  /** The server names a chat just after its first answer: reload the list until the title is there. */
+  async function followTitle(id: string): Promise<void> {
+    await sessions.reload(); // the new preview
+    for (let i = 0; i < TITLE_POLL_TRIES; i++) {
+      const session = await tc.chat.getSession({ sessionId: id }).then((r) => r.session, () => undefined);
+      if (!session) return;
+      if (session.title) {
+        sessions.setData((list) => list?.map((s) => (s.id === id ? session : s)) ?? [session]);
+        return;
+      }
+      await new Promise((r) => window.setTimeout(r, TITLE_POLL_MS));
+    }
+  }
 
   return (
     <div class="split">
@@ -189,10 +252,11 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
           <Empty title="No chats yet">Pick a model above and press “New chat”.</Empty>
         )}
         <ul class="list" data-testid="session-list">
-          {sessions.data?.map((s) => (
+          {allSessions?.map((s) => (
             <SessionItem key={s.id} session={s} active={s.id === sessionId} onDelete={() => deleteSession(s.id)} />
           ))}
         </ul>
+        {moreToLoad && <MoreSessions key={older.sessions.length} onVisible={loadOlder} />}
       </aside>
       <section class="main-pane">
         {!sessionId && (
@@ -206,13 +270,31 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
             key={sessionId}
             sessionId={sessionId}
             session={current}
-            onTurnEnded={() => {
-              void sessions.reload();
-              window.setTimeout(() => void sessions.reload(), 3000); // the title is written after the answer
-            }}
+            onTurnEnded={() => void followTitle(sessionId)}
           />
         )}
       </section>
+    </div>
+  );
+}
+
+/** A sentinel at the end of the list: scrolled into view, it loads the next page. */
+function MoreSessions({ onVisible }: { onVisible: () => Promise<void> }) {
+  const el = useRef<HTMLDivElement>(null);
+  const latest = useRef(onVisible);
+  latest.current = onVisible;
+  useEffect(() => {
+    const node = el.current;
+    if (!node) return;
+    const seen = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) void latest.current();
+    });
+    seen.observe(node);
+    return () => seen.disconnect();
+  }, []);
+  return (
+    <div ref={el} class="more-sessions" data-testid="more-sessions">
+      <Spinner label="Loading older chats…" />
     </div>
   );
 }
@@ -278,7 +360,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   const [error, setError] = useState<string | null>(null);
   const [streamError, setStreamError] = useState<string | null>(null);
   const [draft, setDraft] = useState("");
-  const [maxTokens, setMaxTokens] = useState(localStorage.getItem(MAX_TOKENS_KEY) ?? "");
+  const [settings, setSettings] = useState<ChatSettings>(() => loadSettings(sessionId));
   const [pendingInput, setPendingInput] = useState<InputRequired | null>(null);
   const [pendingQuestion, setPendingQuestion] = useState<string | null>(null);
   const live = useRef<Live | null>(null);
@@ -288,8 +370,12 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   const pinned = useRef(true);
   const isFlow = session?.kind === SessionKind.FLOW;
 
+  // A list read before a local change (a new turn, a regenerate) must not overwrite it when it arrives late.
+  const epoch = useRef(0);
   async function refresh(): Promise<Message[]> {
+    const mine = ++epoch.current;
     const msgs = await listAllMessages(sessionId);
+    if (mine !== epoch.current) return msgs;
     setMessages(msgs);
     const last = msgs[msgs.length - 1];
     setPendingInput(last?.category === MessageCategory.INPUT_REQUEST && last.inputRequired ? last.inputRequired : null);
@@ -435,9 +521,11 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   }
 
   async function send(content: string, input?: { nodeId: string; values: InputValues }) {
+    epoch.current++;
     setError(null);
     setStreamError(null);
-    const limit = parseInt(maxTokens, 10);
+    const limit = parseInt(settings.maxTokens, 10);
+    const temperature = parseFloat(settings.temperature);
     const ctrl = (stream.current = new AbortController());
     setPendingQuestion(content || (input ? "(form submitted)" : ""));
     setPendingInput(null);
@@ -449,6 +537,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           content,
           requestId: newRequestId(),
           ...(limit > 0 ? { maxTokens: limit } : {}),
+          ...(temperature >= 0 && temperature <= 2 ? { temperature } : {}),
           ...(input ? { inputNodeId: input.nodeId, input: input.values } : {}),
         },
         { signal: ctrl.signal },
@@ -486,6 +575,34 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     }
   }
 
+  async function feedback(m: Message, action: FeedbackAction, comment = ""): Promise<void> {
+    try {
+      const res = await tc.chat.setMessageFeedback({ messageId: m.id, action, comment });
+      const updated = res.message;
+      if (updated) setMessages((msgs) => msgs?.map((x) => (x.id === m.id ? updated : x)));
+    } catch (e) {
+      setError(handleError(e));
+    }
+  }
+
+  /** Regenerate / edit and resend: the last question and its answer are deleted, and `question` is asked. */
+  async function replaceLastTurn(question: string): Promise<void> {
+    const msgs = messages ?? [];
+    const lastQ = [...msgs].reverse().find((m) => m.category === MessageCategory.QUESTION);
+    if (!lastQ || live.current || pendingQuestion !== null) return;
+    const after = msgs.slice(msgs.indexOf(lastQ));
+    epoch.current++;
+    setError(null);
+    try {
+      for (const m of after.reverse()) await tc.chat.deleteMessage({ messageId: m.id });
+      setMessages((list) => list?.filter((m) => !after.includes(m)));
+      await send(question);
+    } catch (e) {
+      setError(handleError(e));
+      await refresh().catch(() => undefined);
+    }
+  }
+
   function submit(e?: Event) {
     e?.preventDefault();
     const text = draft.trim();
@@ -509,6 +626,42 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
             {session && session.kbIds.length > 0 ? ` · answers from ${plural(session.kbIds.length, "knowledge base")}` : ""}
           </span>
         </div>
+        {!isFlow && session && (
+          <div class="chat-settings" data-testid="chat-settings">
+            <label class="tiny" title="Sampling temperature for this chat's answers, 0 to 2 (empty: the model's default)">
+              Temperature
+              <input
+                name="temperature"
+                type="number"
+                min={0}
+                max={2}
+                step={0.1}
+                placeholder="default"
+                value={settings.temperature}
+                onInput={(e) => {
+                  const next = { ...settings, temperature: e.currentTarget.value };
+                  setSettings(next);
+                  saveSettings(sessionId, next);
+                }}
+              />
+            </label>
+            <label class="tiny" title="Maximum answer tokens for each question (empty: the model's default); kept for this chat">
+              Max tokens
+              <input
+                name="max-tokens"
+                type="number"
+                min={1}
+                placeholder="default"
+                value={settings.maxTokens}
+                onInput={(e) => {
+                  const next = { ...settings, maxTokens: e.currentTarget.value };
+                  setSettings(next);
+                  saveSettings(sessionId, next);
+                }}
+              />
+            </label>
+          </div>
+        )}
       </div>
       <div
         class="messages"
@@ -522,9 +675,21 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         {messages && messages.length === 0 && pendingQuestion === null && (
           <Empty title="Ask something">Type a question below; the answer streams in as the model writes it.</Empty>
         )}
-        {messages?.map((m) => (
-          <MessageView key={m.id} message={m} live={l && l.answerId === m.id ? l : null} />
-        ))}
+        {messages?.map((m) => {
+          const last = !busy && !isFlow && m.id === lastOf(messages, m.category)?.id && m.id === lastTurnMessage(messages, m)?.id;
+          return (
+            <MessageView
+              key={m.id}
+              message={m}
+              live={l && l.answerId === m.id ? l : null}
+              actions={{
+                feedback: (action, comment) => feedback(m, action, comment),
+                regenerate: last && m.category === MessageCategory.ANSWER ? () => void replaceLastTurn(questionOf(messages, m)) : undefined,
+                edit: last && m.category === MessageCategory.QUESTION ? (text) => void replaceLastTurn(text) : undefined,
+              }}
+            />
+          );
+        })}
         {pendingQuestion !== null && !l && (
           <>
             <div class="msg user">
@@ -573,27 +738,31 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
               Send
             </button>
           )}
-          {!isFlow && (
-            <label class="tiny" title="Maximum answer tokens for each question (empty: the model's default)">
-              Max tokens
-              <input
-                name="max-tokens"
-                type="number"
-                min={1}
-                placeholder="default"
-                value={maxTokens}
-                onInput={(e) => {
-                  setMaxTokens(e.currentTarget.value);
-                  localStorage.setItem(MAX_TOKENS_KEY, e.currentTarget.value);
-                }}
-              />
-            </label>
-          )}
         </div>
       </form>
     </div>
   );
 }
+
+function lastOf(messages: Message[], category: MessageCategory): Message | undefined {
+  return [...messages].reverse().find((m) => m.category === category);
+}
+/** The last question or answer of the conversation that `m` is (only the last turn is regenerated or edited). */
+function lastTurnMessage(messages: Message[], m: Message): Message | undefined {
+  const turn = messages.filter((x) => x.category === MessageCategory.QUESTION || x.category === MessageCategory.ANSWER);
+  const i = turn.indexOf(m);
+  return i >= turn.length - 2 ? m : undefined;
+}
+function questionOf(messages: Message[], answer: Message): string {
+  const i = messages.indexOf(answer);
+  return [...messages.slice(0, i)].reverse().find((m) => m.category === MessageCategory.QUESTION)?.content ?? "";
+}
+
+type Actions = {
+  feedback: (action: FeedbackAction, comment?: string) => Promise<void>;
+  regenerate?: () => void;
+  edit?: (text: string) => void;
+};
 
 function localMessage(id: string, role: MessageRole, category: MessageCategory, content: string, status = MessageStatus.COMPLETE, turnId = ""): Message {
   return { id, role, category, content, status, turnId, citations: [], steps: [], attachments: [] } as unknown as Message;
@@ -607,18 +776,12 @@ const STEP_TONE: Record<number, "ok" | "bad" | "warn" | "info" | "neutral"> = {
   [NodeRunStatus.STOPPED]: "warn",
 };
 
-function MessageView({ message, live }: { message: Message; live: Live | null }) {
+function MessageView({ message, live, actions }: { message: Message; live: Live | null; actions: Actions }) {
   const m = message;
   if (m.category === MessageCategory.GUIDE || m.category === MessageCategory.NOTICE) {
     return <div class="msg notice">{m.content}</div>;
   }
-  if (m.role === MessageRole.USER) {
-    return (
-      <div class="msg user" data-testid="question">
-        <div class="bubble">{m.content}</div>
-      </div>
-    );
-  }
+  if (m.role === MessageRole.USER) return <QuestionView message={m} onEdit={actions.edit} />;
   // While streaming: the longer of the stored text and the streamed text (both prefixes of the answer).
   const text = live ? (live.text.length >= live.stored.length ? live.text : live.stored) : m.content;
   const status = live
@@ -647,9 +810,10 @@ function MessageView({ message, live }: { message: Message; live: Live | null })
         {m.category === MessageCategory.INPUT_REQUEST && m.inputRequired ? (
           <span class="muted">{m.inputRequired.prompt || text || "The flow is waiting for your input."}</span>
         ) : (
-          <span class="answer-text" data-testid="answer-text">
-            {text}
-          </span>
+          // data-source: the Markdown the page rendered, for tests comparing it with what the server stored.
+          <div class="answer-text" data-testid="answer-text" data-source={text}>
+            <Markdown text={text} />
+          </div>
         )}
         {live && !text && <Spinner label="Thinking…" />}
         {live && text && <span class="cursor" aria-hidden="true" />}
@@ -663,6 +827,7 @@ function MessageView({ message, live }: { message: Message; live: Live | null })
         {!live && m.usage && m.usage.completionTokens > 0 && m.category === MessageCategory.ANSWER && (
           <span class="faint">{m.usage.completionTokens} tokens</span>
         )}
+        {!live && m.category === MessageCategory.ANSWER && status !== "streaming" && <AnswerActions message={m} actions={actions} />}
       </div>
       {citations.length > 0 && (
         <details class="citations" data-testid="citations">
@@ -681,3 +846,95 @@ function MessageView({ message, live }: { message: Message; live: Live | null })
   );
 }
 
+
+function QuestionView({ message: m, onEdit }: { message: Message; onEdit?: (text: string) => void }) {
+  const [editing, setEditing] = useState<string | null>(null);
+  if (editing !== null && onEdit) {
+    return (
+      <form
+        class="msg user editing"
+        data-testid="question-edit"
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (editing.trim()) onEdit(editing.trim());
+          setEditing(null);
+        }}
+      >
+        <textarea name="edit-question" rows={2} value={editing} onInput={(e) => setEditing(e.currentTarget.value)} />
+        <div class="row-actions">
+          <button class="btn small primary" type="submit" disabled={!editing.trim()}>
+            Send
+          </button>
+          <button class="btn small ghost" type="button" onClick={() => setEditing(null)}>
+            Cancel
+          </button>
+        </div>
+      </form>
+    );
+  }
+  return (
+    <div class="msg user" data-testid="question">
+      <div class="bubble">{m.content}</div>
+      {onEdit && (
+        <button class="link-btn msg-action" onClick={() => setEditing(m.content)} title="Edit this question and ask it again">
+          Edit
+        </button>
+      )}
+    </div>
+  );
+}
+
+function AnswerActions({ message: m, actions }: { message: Message; actions: Actions }) {
+  const [copied, setCopied] = useState(false);
+  const [commenting, setCommenting] = useState<string | null>(null);
+  const liked = m.rating === MessageRating.LIKE;
+  const disliked = m.rating === MessageRating.DISLIKE;
+  return (
+    <span class="answer-actions" data-testid="answer-actions" data-rating={liked ? "like" : disliked ? "dislike" : ""}>
+      <button
+        class="link-btn"
+        onClick={() =>
+          void copyText(m.content).then(() => {
+            setCopied(true);
+            window.setTimeout(() => setCopied(false), 1500);
+            return actions.feedback(FeedbackAction.COPIED);
+          })
+        }
+      >
+        {copied ? "Copied" : "Copy"}
+      </button>
+      <button class={`link-btn${liked ? " on" : ""}`} aria-pressed={liked} title="Good answer" onClick={() => void actions.feedback(liked ? FeedbackAction.CANCEL : FeedbackAction.LIKE)}>
+        👍 Like
+      </button>
+      <button
+        class={`link-btn${disliked ? " on" : ""}`}
+        aria-pressed={disliked}
+        title="Bad answer (you may say why)"
+        onClick={() => (disliked ? void actions.feedback(FeedbackAction.CANCEL) : setCommenting(""))}
+      >
+        👎 Dislike
+      </button>
+      {actions.regenerate && (
+        <button class="link-btn" onClick={actions.regenerate} title="Ask the same question again, replacing this answer">
+          Regenerate
+        </button>
+      )}
+      {commenting !== null && (
+        <form
+          class="inline-form feedback-form"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void actions.feedback(FeedbackAction.DISLIKE, commenting.trim());
+            setCommenting(null);
+          }}
+        >
+          <input name="feedback-comment" placeholder="What was wrong? (optional)" value={commenting} onInput={(e) => setCommenting(e.currentTarget.value)} />
+          <button class="btn small" type="submit">
+            Send
+          </button>
+        </form>
+      )}
+      {m.feedbackComment && disliked && <span class="faint">“{m.feedbackComment}”</span>}
+    </span>
+  );
+}

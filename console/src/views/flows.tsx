@@ -19,6 +19,28 @@ import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtT
 import type { JsonObject, JsonValue } from "../json";
 import { linkClick, navigate } from "../router";
 
+// The editor (and @xyflow/react with it) is a chunk of its own, fetched when a flow is opened: the chat and the
+// other views load without it.
+type EditorModule = typeof import("./flow-editor/editor");
+let editorModule: Promise<EditorModule> | null = null;
+function useEditorModule(): { mod: EditorModule | null; error: string | null } {
+  const [state, setState] = useState<{ mod: EditorModule | null; error: string | null }>({ mod: null, error: null });
+  useEffect(() => {
+    let live = true;
+    (editorModule ??= import("./flow-editor/editor")).then(
+      (mod) => live && setState({ mod, error: null }),
+      (e) => {
+        editorModule = null;
+        if (live) setState({ mod: null, error: `Could not load the flow editor: ${(e as Error).message}` });
+      },
+    );
+    return () => {
+      live = false;
+    };
+  }, []);
+  return state;
+}
+
 const NODE_LABEL: Record<number, string> = {
   [NodeType.START]: "start",
   [NodeType.INPUT]: "input",
@@ -77,6 +99,25 @@ export function FlowsView({ flowId }: { flowId?: string }) {
   const flows = useAsync(async () => (await tc.flow.listFlows({ pageSize: 200 })).flows, []);
   const [error, setError] = useState<string | null>(null);
   const [creating, setCreating] = useState(false);
+  const [newName, setNewName] = useState("");
+
+  async function createBlank(e: Event) {
+    e.preventDefault();
+    const name = newName.trim();
+    if (!name) return;
+    setCreating(true);
+    setError(null);
+    try {
+      const res = await tc.flow.createFlow({ flow: { name, graph: { nodes: [], edges: [] } } });
+      setNewName("");
+      await flows.reload();
+      if (res.flow) navigate(`/flows/${res.flow.id}`);
+    } catch (err) {
+      setError(handleError(err));
+    } finally {
+      setCreating(false);
+    }
+  }
 
   async function createExample() {
     setCreating(true);
@@ -101,6 +142,12 @@ export function FlowsView({ flowId }: { flowId?: string }) {
     <div class="split">
       <aside class="sidebar">
         <div class="sidebar-head">
+          <form class="inline-form" onSubmit={createBlank}>
+            <input name="new-flow-name" placeholder="New flow name" value={newName} onInput={(e) => setNewName(e.currentTarget.value)} />
+            <button class="btn primary" type="submit" disabled={creating || !newName.trim()}>
+              Create
+            </button>
+          </form>
           <button class="btn" onClick={createExample} disabled={creating}>
             {creating ? "Creating…" : "New example flow"}
           </button>
@@ -110,8 +157,8 @@ export function FlowsView({ flowId }: { flowId?: string }) {
         {flows.loading && !flows.data && <Loading label="Loading flows…" />}
         {flows.data && flows.data.length === 0 && (
           <Empty title="No flows yet">
-            Flows are graphs of nodes (LLM calls, retrieval, conditions, forms…) created through the API (
-            <code>POST /v1/flows</code>, see <a href="/docs">/docs</a>). Try “New example flow”.
+            Flows are graphs of nodes (LLM calls, retrieval, conditions, forms…). Name a new flow above and draw it,
+            or try “New example flow”.
           </Empty>
         )}
         <ul class="list" data-testid="flow-list">
@@ -131,8 +178,9 @@ export function FlowsView({ flowId }: { flowId?: string }) {
       <section class="main-pane scroll">
         {!flowId && (
           <Empty title="Flows">
-            Open a flow to see its nodes and run it: node events stream in as they happen, and when the flow asks for
-            input, a form appears here.
+            Open a flow to draw it: drag nodes from the palette, connect them, fill in their settings, save a
+            version and run it: nodes light up as their events stream in, and when the flow asks for input, a form
+            appears here.
           </Empty>
         )}
         {flowId && <FlowDetail key={flowId} flowId={flowId} onChanged={flows.reload} />}
@@ -144,6 +192,10 @@ export function FlowsView({ flowId }: { flowId?: string }) {
 function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => void }) {
   const flow = useAsync(async () => (await tc.flow.getFlow({ flowId })).flow, [flowId]);
   const runs = useAsync(async () => (await tc.flow.listRuns({ flowId, pageSize: 10 })).runs, [flowId]);
+  const nodeTypes = useAsync(async () => (await tc.flow.listNodeTypes({})).nodeTypes, []);
+  const editor = useEditorModule();
+  const [runStatus, setRunStatus] = useState<Map<string, string>>(new Map());
+  const [editorKey, setEditorKey] = useState(0);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [openRun, setOpenRun] = useState<string | undefined>();
@@ -166,8 +218,6 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
   if (flow.error) return <ErrorBox error={flow.error} onRetry={flow.reload} />;
   const f = flow.data;
   if (!f) return <Loading label="Loading flow…" />;
-  const nodes = f.graph?.nodes ?? [];
-  const edges = f.graph?.edges ?? [];
   const online = f.status === FlowStatus.ONLINE;
   const asOwner = f.runAs === FlowRunAs.OWNER;
 
@@ -195,32 +245,27 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
         </button>
       </div>
       <ErrorBox error={error} />
-      <h3>Graph</h3>
-      {nodes.length === 0 ? (
-        <Empty title="Empty graph">Add nodes through the API (UpdateFlow with update_mask “graph”).</Empty>
+      <ErrorBox error={nodeTypes.error} onRetry={nodeTypes.reload} />
+      <ErrorBox error={editor.error} />
+      {nodeTypes.data && editor.mod ? (
+        <editor.mod.FlowEditor
+          key={`${f.id}-${editorKey}`}
+          flow={f}
+          nodeTypes={nodeTypes.data}
+          runStatus={runStatus}
+          onSaved={() => {
+            void flow.reload().then(() => setEditorKey((k) => k + 1));
+            onChanged();
+          }}
+        />
       ) : (
-        <div class="graph" data-testid="graph">
-          {nodes.map((n) => {
-            const next = edges.filter((e) => e.source === n.id);
-            return (
-              <div class="node-card" key={n.id}>
-                <span class="node-type">{NODE_LABEL[n.type] ?? "node"}</span>
-                <b>{n.name || n.id}</b>
-                {next.length > 0 && (
-                  <span class="faint">
-                    →{" "}
-                    {next
-                      .map((e) => `${nodes.find((x) => x.id === e.target)?.name || e.target}${e.sourceHandle ? ` (${e.sourceHandle})` : ""}`)
-                      .join(", ")}
-                  </span>
-                )}
-              </div>
-            );
-          })}
-        </div>
+        !nodeTypes.error && !editor.error && <Loading label="Loading the editor…" />
       )}
       <RunPanel
         flow={f}
+        onNodeStatus={(nodeId, status) =>
+          setRunStatus((m) => (nodeId === null ? new Map() : new Map(m).set(nodeId, status)))
+        }
         openRunId={openRun}
         onRunEnded={() => void runs.reload()}
         onRunStarted={() => void runs.reload()}
@@ -288,8 +333,10 @@ function RunPanel({
   openRunId,
   onRunStarted,
   onRunEnded,
+  onNodeStatus,
 }: {
   flow: Flow;
+  onNodeStatus: (nodeId: string | null, status: string) => void;
   openRunId?: string;
   onRunStarted: () => void;
   onRunEnded: () => void;
@@ -313,6 +360,7 @@ function RunPanel({
   function apply(seq: bigint, runId: string, event: RunEvent | undefined): void {
     let r = run.current;
     if (!r || r.runId !== runId) {
+      onNodeStatus(null, "");
       r = run.current = { runId, status: RunStatus.RUNNING, rows: [], texts: new Map(), names: new Map(), pending: null, lastSeq: 0n };
     }
     if (seq <= r.lastSeq) return;
@@ -325,6 +373,7 @@ function RunPanel({
         break;
       case "nodeStarted":
         r.names.set(kind.value.nodeId, kind.value.nodeName || kind.value.nodeId);
+        onNodeStatus(kind.value.nodeId, "running");
         r.rows.push({ seq, icon: "▶", text: `${name(kind.value)} (${NODE_LABEL[kind.value.nodeType] ?? "node"}) started`, tone: "info" });
         break;
       case "token":
@@ -333,6 +382,7 @@ function RunPanel({
       case "nodeFinished": {
         const n = kind.value;
         const st = NODE_STATUS[n.status] ?? { label: "ended", tone: "neutral" as Tone };
+        onNodeStatus(n.nodeId, st.label);
         const took = durationMs(n.elapsed) >= 0.5 ? ` in ${fmtMs(durationMs(n.elapsed))}` : "";
         const why = n.error?.message ? `: ${n.error.message}` : "";
         r.rows.push({ seq, icon: n.status === NodeRunStatus.FAILED ? "✗" : "✓", text: `${name(n)} ${st.label}${took}${why}`, tone: st.tone, detail: n.outputs });
@@ -341,6 +391,7 @@ function RunPanel({
       case "inputRequired":
         r.pending = kind.value;
         r.status = RunStatus.WAITING_INPUT;
+        onNodeStatus(kind.value.nodeId, "waiting");
         r.rows.push({ seq, icon: "‖", text: `Waiting for input at ${kind.value.nodeName || kind.value.nodeId}`, tone: "warn" });
         break;
       case "runFinished": {

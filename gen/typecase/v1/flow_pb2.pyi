@@ -484,6 +484,54 @@ class ValidateFlowResponse(_message.Message):
     problems: _containers.RepeatedCompositeFieldContainer[ValidationProblem]
     def __init__(self, valid: _Optional[bool] = ..., problems: _Optional[_Iterable[_Union[ValidationProblem, _Mapping]]] = ...) -> None: ...
 
+class NodeTypeInfo(_message.Message):
+    __slots__ = ("type", "kind", "display_name", "description", "category", "params_schema", "default_params", "outputs", "outputs_from", "dynamic_outputs", "has_input", "has_output", "handles_from", "fixed_handles", "waits_for_input", "secret_params", "unavailable_reason")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FROM_FIELD_NUMBER: _ClassVar[int]
+    DYNAMIC_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    HAS_INPUT_FIELD_NUMBER: _ClassVar[int]
+    HAS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    HANDLES_FROM_FIELD_NUMBER: _ClassVar[int]
+    FIXED_HANDLES_FIELD_NUMBER: _ClassVar[int]
+    WAITS_FOR_INPUT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    type: NodeType
+    kind: str
+    display_name: str
+    description: str
+    category: str
+    params_schema: _struct_pb2.Struct
+    default_params: _struct_pb2.Struct
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    outputs_from: str
+    dynamic_outputs: bool
+    has_input: bool
+    has_output: bool
+    handles_from: str
+    fixed_handles: _containers.RepeatedScalarFieldContainer[str]
+    waits_for_input: bool
+    secret_params: _containers.RepeatedScalarFieldContainer[str]
+    unavailable_reason: str
+    def __init__(self, type: _Optional[_Union[NodeType, str]] = ..., kind: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., category: _Optional[str] = ..., params_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., default_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., outputs_from: _Optional[str] = ..., dynamic_outputs: _Optional[bool] = ..., has_input: _Optional[bool] = ..., has_output: _Optional[bool] = ..., handles_from: _Optional[str] = ..., fixed_handles: _Optional[_Iterable[str]] = ..., waits_for_input: _Optional[bool] = ..., secret_params: _Optional[_Iterable[str]] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+
+class ListNodeTypesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodeTypesResponse(_message.Message):
+    __slots__ = ("node_types",)
+    NODE_TYPES_FIELD_NUMBER: _ClassVar[int]
+    node_types: _containers.RepeatedCompositeFieldContainer[NodeTypeInfo]
+    def __init__(self, node_types: _Optional[_Iterable[_Union[NodeTypeInfo, _Mapping]]] = ...) -> None: ...
+
 class CreateFlowVersionRequest(_message.Message):
     __slots__ = ("flow_id", "version")
     FLOW_ID_FIELD_NUMBER: _ClassVar[int]

@@ -80,6 +80,11 @@ class FlowServiceStub:
                 request_serializer=typecase_dot_v1_dot_flow__pb2.ValidateFlowRequest.SerializeToString,
                 response_deserializer=typecase_dot_v1_dot_flow__pb2.ValidateFlowResponse.FromString,
                 _registered_method=True)
+        self.ListNodeTypes = channel.unary_unary(
+                '/typecase.v1.FlowService/ListNodeTypes',
+                request_serializer=typecase_dot_v1_dot_flow__pb2.ListNodeTypesRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_flow__pb2.ListNodeTypesResponse.FromString,
+                _registered_method=True)
         self.CreateFlowVersion = channel.unary_unary(
                 '/typecase.v1.FlowService/CreateFlowVersion',
                 request_serializer=typecase_dot_v1_dot_flow__pb2.CreateFlowVersionRequest.SerializeToString,
@@ -209,6 +214,15 @@ class FlowServiceServicer:
 
     def ValidateFlow(self, request, context):
         """Checks a graph (a saved version, or an unsaved graph) and reports every problem found.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNodeTypes(self, request, context):
+        """Lists the node types this server runs, each with its parameters as a JSON Schema, its outputs and the
+        handles edges may enter and leave through, so an editor builds node settings from the server and never
+        hard-codes them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -353,6 +367,11 @@ def add_FlowServiceServicer_to_server(servicer, server):
                     servicer.ValidateFlow,
                     request_deserializer=typecase_dot_v1_dot_flow__pb2.ValidateFlowRequest.FromString,
                     response_serializer=typecase_dot_v1_dot_flow__pb2.ValidateFlowResponse.SerializeToString,
+            ),
+            'ListNodeTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNodeTypes,
+                    request_deserializer=typecase_dot_v1_dot_flow__pb2.ListNodeTypesRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_flow__pb2.ListNodeTypesResponse.SerializeToString,
             ),
             'CreateFlowVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateFlowVersion,
@@ -642,6 +661,33 @@ class FlowService:
             '/typecase.v1.FlowService/ValidateFlow',
             typecase_dot_v1_dot_flow__pb2.ValidateFlowRequest.SerializeToString,
             typecase_dot_v1_dot_flow__pb2.ValidateFlowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNodeTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.FlowService/ListNodeTypes',
+            typecase_dot_v1_dot_flow__pb2.ListNodeTypesRequest.SerializeToString,
+            typecase_dot_v1_dot_flow__pb2.ListNodeTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

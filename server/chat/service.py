@@ -27,6 +27,7 @@ from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
+from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern, mask_paths
 from typecase.v1 import chat_pb2, chat_pb2_grpc, flow_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
@@ -34,7 +35,6 @@ log = logging.getLogger("typecase.chat")
 SESSION_FIELDS = {"title", "model_id", "system_prompt", "kb_ids", "metadata"}
 MESSAGE_FIELDS = {"content", "metadata"}
 MAX_REQUEST_ID = 128
-LIKE_ESCAPE = "/"
 RATINGS = {chat_pb2.FEEDBACK_ACTION_LIKE: "like", chat_pb2.FEEDBACK_ACTION_DISLIKE: "dislike"}
 
 
@@ -60,21 +60,6 @@ def turn_in_progress(turn_id: str) -> TypecaseError:
 def llm_unavailable() -> TypecaseError:
     return TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "no LLM service is running on this server")
 
-
-def mask_paths(mask, message, allowed: set[str], what: str) -> set[str]:
-    """Fields an update touches: the mask's paths, or (empty mask) the updatable fields set in the message."""
-    if mask.paths:
-        paths = set(mask.paths)
-        unknown = paths - allowed
-        if unknown:
-            raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a {what}")
-        return paths
-    return {f.name for f, _ in message.ListFields()} & allowed
-
-
-def like_pattern(keyword: str) -> str:
-    escaped = keyword.lower().replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", "/%").replace("_", "/_")
-    return f"%{escaped}%"
 
 
 class ChatService(chat_pb2_grpc.ChatServiceServicer):

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -44,6 +43,7 @@ from typecase.server.flow.redact import redact_graph
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
+from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern, mask_paths, struct_dict
 from typecase.server.rpc.paging import decode_token, encode_token, page_size
 from typecase.v1 import flow_pb2, flow_pb2_grpc, knowledge_pb2
 
@@ -51,41 +51,10 @@ log = logging.getLogger("typecase.flow")
 
 FLOW_FIELDS = {"name", "description", "logo", "graph", "run_as"}
 VERSION_FIELDS = {"name", "description", "graph"}
-LIKE_ESCAPE = "/"
 MAX_NAME = 255
 MAX_DESCRIPTION = 10_000
 MAX_LOGO = 512 * 1024
 
-
-def mask_paths(mask, message, allowed: set[str], what: str) -> set[str]:
-    """The fields an update names: update_mask when given, else the fields set to non-default values."""
-    if mask is not None and mask.paths:
-        paths = set(mask.paths)
-        unknown = paths - allowed
-        if unknown:
-            raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a {what}")
-        return paths
-    return {f.name for f, _ in message.ListFields()} & allowed
-
-
-def like_pattern(keyword: str) -> str:
-    escaped = keyword.lower().replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", "/%").replace("_", "/_")
-    return f"%{escaped}%"
-
-
-def struct_dict(message, present: bool = True) -> dict[str, Any]:
-    """A Struct as plain data; whole numbers come back as ints (Struct only knows doubles)."""
-    return integral(json_format.MessageToDict(message)) if present else {}
-
-
-def integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral(v) for v in value]
-    return value
 
 
 def permission_denied(what: str) -> TypecaseError:

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +21,7 @@ from typecase.server.llm.registry import USE_TYPES, Registry, mask_headers, mask
 from typecase.server.rpc import paging
 from typecase.server.rpc.convert import to_timestamp
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
+from typecase.server.rpc.fields import struct_dict
 from typecase.server.infra.sql import utcnow
 from typecase.v1 import llm_pb2
 
@@ -51,22 +52,6 @@ def update_paths(mask, message, allowed: set[str], output_only: set[str], kind: 
     if unknown:
         raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a {kind}")
     return paths
-
-
-def plain(value: Any) -> Any:
-    """Struct JSON as plain Python, with integral numbers as ints (Struct has only doubles; upstreams reject
-    `"max_tokens": 100.0`)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def struct_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return plain(json_format.MessageToDict(struct))
 
 
 def to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:

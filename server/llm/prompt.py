@@ -65,7 +65,7 @@ class Prompt:
 
 
 def _struct(value) -> dict[str, Any]:
-    from typecase.server.llm.catalog import struct_dict  # proto Struct -> JSON with integral numbers as ints
+    from typecase.server.rpc.fields import struct_dict  # proto Struct -> JSON with integral numbers as ints
 
     return struct_dict(value)
 

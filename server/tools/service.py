@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
+from typecase.server.rpc.fields import integral
 from typecase.server.rpc.paging import decode_token, encode_token, page_size
 from typecase.server.tools import schemas
 from typecase.server.tools.api import Tools
@@ -370,17 +371,6 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         if outcome.structured is not None:
             response.structured.CopyFrom(value_of(outcome.structured))
         return response
-
-
-def integral(value: Any) -> Any:
-    """Struct numbers are doubles: whole ones become ints, so {"type": "integer"} validates."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral(v) for v in value]
-    return value
 
 
 __all__ = ["FLOW_PREFIX", "ToolService"]

@@ -9,15 +9,9 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 
 from typecase.server.infra.sql import Database, new_id, utcnow
+from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern
 from typecase.server.tools.kinds.base import ToolSpec
 from typecase.server.tools.models import ToolProviderRow, ToolRow
-
-LIKE_ESCAPE = "/"
-
-
-def like_pattern(keyword: str) -> str:
-    escaped = keyword.lower().replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", "/%").replace("_", "/_")
-    return f"%{escaped}%"
 
 
 def visible(scope: str | None):

@@ -51,6 +51,7 @@ from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.datadir import prepare_data_dir
 from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
+from typecase.server.knowledge.reader import AttachmentReader
 from typecase.server.knowledge.service import KnowledgeService
 from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
 from typecase.server.llm.service import LLMService
@@ -92,6 +93,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["ChatService"] = ChatService(
         app.resources.db, app.resources.cache, servicers["LLMService"], app.audit, app.settings,
         storage=app.resources.storage, knowledge=servicers["KnowledgeService"], flow=servicers["FlowService"],
+        documents=attachment_reader(servicers["KnowledgeService"]),
     )
     servicers["AdminService"] = AdminService(
         app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart,
@@ -121,6 +123,12 @@ def sandbox_config(settings: Settings) -> SandboxConfig:
         probe_timeout_seconds=settings.sandbox_probe_timeout_seconds,
         allow_unsandboxed=settings.sandbox_unsafe_allow_unsandboxed,
     )
+
+
+def attachment_reader(knowledge: KnowledgeService) -> AttachmentReader:
+    """Chat reads attached documents with the knowledge parsers, in the knowledge domain's parse processes."""
+    ingestor = knowledge.ingestor
+    return AttachmentReader(ingestor.parse_pool, ingestor.tmp_dir, ingestor.settings.parser_options)
 
 
 def domain_routes(app: App) -> list[Any]:

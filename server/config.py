@@ -316,6 +316,9 @@ class Settings(BaseSettings):
     chat_max_message_chars: int = Field(200_000, ge=1, description="AddMessages / UpdateMessage content")
     chat_max_attachments: int = Field(10, ge=0, description="files attached to one question")
     chat_max_attachment_bytes: int = Field(10 * MiB, ge=0, description="inline attachment data")
+    chat_attachment_max_chars: int = Field(20_000, ge=0, description="text of one attached document put in the "
+                                           "prompt (then cut, and the prompt says so); all of them together stay "
+                                           "within the model's context")
     chat_max_add_pairs: int = Field(100, ge=1, description="question/answer pairs per AddMessages call")
     chat_max_metadata_bytes: int = Field(16 * 1024, ge=0, description="session/message metadata, as JSON")
     chat_max_system_prompt_chars: int = Field(32_000, ge=0)

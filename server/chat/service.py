@@ -19,6 +19,7 @@ import grpc
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 
 from typecase.server.chat import context as ctx
+from typecase.server.chat.attachments import DocumentReader, for_model
 from typecase.server.chat.convert import message_message, session_message, struct_dict, to_dict
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
 from typecase.server.chat.models import COMPLETE, STREAMING, ChatMessageRow, ChatSessionRow, ChatTurnRow
@@ -63,8 +64,10 @@ def llm_unavailable() -> TypecaseError:
 
 
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, db: Database, cache, llm, audit, settings, *, storage=None, knowledge=None, flow=None):
+    def __init__(self, db: Database, cache, llm, audit, settings, *, storage=None, knowledge=None, flow=None,
+                 documents: DocumentReader | None = None):
         self.db = db
+        self.documents = documents
         self.llm = llm
         self.audit = audit
         self.settings = settings
@@ -633,7 +636,12 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             chars_per_token=self.settings.chat_chars_per_token,
         )
         history, older, newest = history
-        prompt = ctx.build_prompt(parent.system_prompt, history, question, limits, older_turns=older)
+        attached = await for_model(list(request.attachments), model, self.documents,
+                                   self.settings.chat_attachment_max_chars)
+        asked = attached.question(question, self._room_chars(parent.system_prompt, question, window, limits))
+        prompt = ctx.build_prompt(parent.system_prompt, history, asked, limits, older_turns=older)
+        if attached.images:
+            prompt.messages[-1] = attached.message(asked)
         config = llm_pb2.GenerationConfig()
         if request.HasField("temperature"):
             if not 0 <= request.temperature <= 2:
@@ -653,6 +661,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         except TurnInProgress as busy:
             raise turn_in_progress(busy.turn_id) from None
         return row
+
+    @staticmethod
+    def _room_chars(system_prompt: str, question: str, window: int, limits: ctx.Limits) -> int:
+        """How many characters the question and its attached documents may take: the context left once the
+        system prompt and the answer's reserve are in, less a tenth for the estimate's error."""
+        budget = window - limits.reserve_output_tokens - 2 * ctx.MESSAGE_OVERHEAD_TOKENS
+        budget -= ctx.estimate_tokens(system_prompt, limits.chars_per_token) if system_prompt else 0
+        return max(len(question), int(budget * limits.chars_per_token * 0.9))
 
     async def _start_flow_turn(self, request, parent: ChatSessionRow, question: str, history) -> ChatTurnRow:
         await self._flow(parent.flow_id)  # online, and visible to the caller: else an RPC error, no turn

@@ -26,7 +26,8 @@ import uvicorn
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -129,6 +130,17 @@ def attachment_reader(knowledge: KnowledgeService) -> AttachmentReader:
     """Chat reads attached documents with the knowledge parsers, in the knowledge domain's parse processes."""
     ingestor = knowledge.ingestor
     return AttachmentReader(ingestor.parse_pool, ingestor.tmp_dir, ingestor.settings.parser_options)
+
+
+def metrics_registry() -> CollectorRegistry:
+    """This process's metrics; under `serve --workers` (PROMETHEUS_MULTIPROC_DIR set by the supervisor) the sum of
+    every worker's, whichever worker answers the scrape, plus the answering worker's own process_* metrics."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def domain_routes(app: App) -> list[Any]:
@@ -380,7 +392,7 @@ class App:
             return JSONResponse(body, status_code=200 if ok else 503)
 
         async def metrics(request: Request) -> Response:
-            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+            return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
 
         return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
 

@@ -7,7 +7,9 @@ across them. The supervisor itself serves nothing:
   admin key) and the others once that one answers /readyz;
 - a worker that exits on its own is logged and restarted, after a pause that doubles while it keeps failing;
 - SIGTERM or SIGINT goes to every worker, which drain together (each within shutdown_grace_seconds); any still
-  running after the grace and a margin is killed.
+  running after the grace and a margin is killed;
+- Prometheus metrics are shared with prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR under the
+  data dir, emptied at start): any worker answers /metrics with every worker's counters and histograms summed.
 
 Several workers need what one process keeps to itself to live in shared stores (`shared_store_problems`):
 Redis (bus, caches, event logs, limits), a database server (SQLite takes one writer at a time) and a Milvus server
@@ -21,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 
 import httpx
+from prometheus_client import multiprocess
 
 from typecase.server.config import Settings
 
@@ -66,9 +71,9 @@ class Worker:
         self.started_at = 0.0
         self.restart_delay = 1.0
 
-    async def start(self) -> None:
+    async def start(self, metrics_dir: Path) -> None:
         env = {**os.environ, "TYPECASE_WORKERS": "1", "TYPECASE_REUSE_PORT": "true",
-               "TYPECASE_WORKER_INDEX": str(self.index)}
+               "TYPECASE_WORKER_INDEX": str(self.index), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "typecase.server", "serve", env=env)
         self.started_at = time.monotonic()
         log.info("worker %d started (pid %d)", self.index, self.proc.pid)
@@ -79,18 +84,21 @@ class Supervisor:
         self.settings = settings
         self.workers = [Worker(i) for i in range(count)]
         self.stopping = asyncio.Event()
+        self.metrics_dir = settings.data_dir / "metrics"
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)  # counters of an earlier run are not this run's
+        self.metrics_dir.mkdir(parents=True, mode=0o700)
         first, *others = self.workers
-        await first.start()
+        await first.start(self.metrics_dir)
         if not await self._ready(first):
             await self._stop_all()
             return 1
         for worker in others:
-            await worker.start()
+            await worker.start(self.metrics_dir)
         watchers = [asyncio.create_task(self._watch(worker)) for worker in self.workers]
         await self.stopping.wait()
         await self._stop_all()
@@ -118,6 +126,7 @@ class Supervisor:
     async def _watch(self, worker: Worker) -> None:
         while not self.stopping.is_set():
             code = await worker.proc.wait()
+            multiprocess.mark_process_dead(worker.proc.pid, str(self.metrics_dir))
             if self.stopping.is_set():
                 return
             if time.monotonic() - worker.started_at > HEALTHY_AFTER_SECONDS:
@@ -130,7 +139,7 @@ class Supervisor:
             except TimeoutError:
                 pass
             worker.restart_delay = min(worker.restart_delay * 2, MAX_RESTART_DELAY_SECONDS)
-            await worker.start()
+            await worker.start(self.metrics_dir)
 
     async def _stop_all(self) -> None:
         running = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]

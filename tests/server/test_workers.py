@@ -1,6 +1,6 @@
 """`typecase serve --workers N`: refused in embedded mode with the settings to set; on shared stores (PostgreSQL, a
-Redis and a Milvus server of the test's own) two workers serve the same ports, a killed worker is restarted while
-the other serves every new call meanwhile, and SIGTERM drains them all."""
+Redis and a Milvus server of the test's own) two workers serve the same ports, /metrics sums them, a killed worker
+is restarted while the other serves every new call meanwhile, and SIGTERM drains them all."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def serving_process(url: str) -> str:
     return re.search(r"^process_start_time_seconds (\S+)$", metrics, re.M).group(1)
 
 
+def get_me_calls(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics").text
+    found = re.findall(r'^grpc_server_handled_total\{[^}]*grpc_method="GetMe"[^}]*\} (\S+)$', metrics, re.M)
+    return sum(float(v) for v in found)
+
+
 def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_database_url):
     redis, milvus = RedisServer(tmp_path).start(), MilvusServer(tmp_path).start()
     http_port = free_port()
@@ -64,6 +70,11 @@ def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_d
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 120, "ready", supervisor)
         first = children(supervisor.pid)
         wait_for(lambda: len({serving_process(url) for _ in range(12)}) == 2, 120, "both workers serving", supervisor)
+        # Metrics are summed over the workers, whichever one answers the scrape.
+        before = get_me_calls(url)
+        for _ in range(20):
+            serving_process(url)
+        assert get_me_calls(url) == before + 20
 
         os.kill(first[0], signal.SIGKILL)
         # Connections the kernel had queued on the dead worker's socket are reset; once the supervisor has

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from typecase.server import gateway
+from typecase.server import gateway, http_docs
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
@@ -63,6 +63,9 @@ log = logging.getLogger("typecase.app")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # HTTP statuses for reasons whose gRPC code's status would mislead (shared by the transcoder and compat surfaces).
 REASON_HTTP_STATUS = {"FILE_TOO_LARGE": 413, "PAYLOAD_TOO_LARGE": 413}
+FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+               'fill="#334155"/><text x="8" y="12" font-size="10" text-anchor="middle" fill="white" '
+               'font-family="monospace">T</text></svg>')
 
 
 @dataclass
@@ -237,6 +240,8 @@ class App:
             descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
             title="Typecase API",
             reason_http_status=REASON_HTTP_STATUS,
+            openapi_paths=http_docs.extra_paths(),
+            security_schemes=http_docs.SECURITY_SCHEMES,
         )
         await self._start_http(http_app)
 
@@ -337,7 +342,11 @@ class App:
         async def metrics(request: Request) -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-        return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+        async def favicon(request: Request) -> Response:  # the console's own icon, for /docs and direct visits
+            return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
+
+        return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
+                Route("/favicon.ico", favicon)]
 
 
 async def serve(settings: Settings) -> None:

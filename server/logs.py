@@ -16,7 +16,8 @@ trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", d
 
 # Libraries' loggers whose INFO lines read as failures: faiss (imported by milvus-lite) logs each CPU-specific
 # build it could not load with the ModuleNotFoundError, before loading the generic one that works.
-QUIET_LOGGERS = {"faiss.loader": logging.WARNING, "uvicorn.access": logging.WARNING}
+# httpx logs every request it sends at INFO ("HTTP Request: POST ..."), a line per upstream call.
+QUIET_LOGGERS = {"faiss.loader": logging.WARNING, "uvicorn.access": logging.WARNING, "httpx": logging.WARNING}
 # uvicorn logs its start and stop under "uvicorn.error"; shown as "uvicorn", a start-up line does not say "error".
 SHOWN_NAMES = {"uvicorn.error": "uvicorn"}
 

@@ -72,9 +72,9 @@ def register_provider(settings, *, name: str, base_url: str, models: list[str], 
         provider["api_key"] = api_key
     headers = {"authorization": f"Bearer {_admin_key(settings, admin_key_env)}"}
     with httpx.Client(base_url=_base_url(settings, url), headers=headers, timeout=TIMEOUT_SECONDS) as client:
-        created = _call(client, "POST", "/v1/providers", {"provider": provider})["provider"]
-        ids = [_call(client, "POST", "/v1/models", {"model": {"provider_id": created["id"], "name": model,
-                                                              "type": "MODEL_TYPE_LLM"}})["model"]["id"]
+        created = _call(client, "POST", "/v1/providers", provider)["provider"]  # the body is the provider
+        ids = [_call(client, "POST", "/v1/models", {"provider_id": created["id"], "name": model,
+                                                    "type": "MODEL_TYPE_LLM"})["model"]["id"]
                for model in models]
         if not make_default:
             return None

@@ -74,7 +74,7 @@ def register_provider(settings, *, name: str, base_url: str, models: list[str], 
     with httpx.Client(base_url=_base_url(settings, url), headers=headers, timeout=TIMEOUT_SECONDS) as client:
         created = _call(client, "POST", "/v1/providers", provider)["provider"]  # the body is the provider
         ids = [_call(client, "POST", "/v1/models", {"provider_id": created["id"], "name": model,
-                                                    "type": "MODEL_TYPE_LLM"})["model"]["id"]
+                                                    "type": "MODEL_TYPE_LLM", "online": True})["model"]["id"]
                for model in models]
         if not make_default:
             return None

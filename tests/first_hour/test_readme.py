@@ -122,6 +122,7 @@ def test_the_readme_commands_run_as_pasted(clone, tmp_path):
         added = output_of("add-provider")
         assert "provider 'ollama' added with llama3.2; llama3.2 is now the default model" in added
         answer = json.loads(added[added.index("{"):].strip())
+        assert "error" not in answer, answer
         assert answer["model"] == "llama3.2" and answer["choices"][0]["message"]["content"]
         assert upstream.hits("/chat/completions") == 1  # the answer came from the added provider
 

@@ -57,6 +57,7 @@ from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.server.sandbox import Sandbox, SandboxConfig
+from typecase.server.traffic import TrafficInterceptor, recorded
 from typecase.v1 import admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc
 
 log = logging.getLogger("typecase.app")
@@ -122,9 +123,9 @@ def domain_routes(app: App) -> list[Any]:
     """HTTP-by-nature surfaces served beside the transcoded API (the OpenAI- and Anthropic-compatible APIs), then
     the web console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
-    return [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
-            *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
-            *console_routes(app.settings.console_dir)]
+    compat = [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+              *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS)]
+    return [*recorded(compat, app.servicers["AdminService"].stats), *console_routes(app.settings.console_dir)]
 
 
 def registered_services(app: App) -> list[Service]:
@@ -196,8 +197,9 @@ class App:
         for servicer in self.servicers.values():
             if hasattr(servicer, "start"):
                 await servicer.start()
-        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor(),
-                        NulTextInterceptor()]
+        stats = self.servicers["AdminService"].stats
+        interceptors = [TraceInterceptor(), MetricsInterceptor(), TrafficInterceptor(stats), ErrorInterceptor(),
+                        self._auth_interceptor(), NulTextInterceptor()]
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(
             interceptors=interceptors,

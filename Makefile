@@ -8,7 +8,8 @@ BUF := $(TOOLS)/node_modules/.bin/buf
 PROTOS := $(wildcard proto/typecase/v1/*.proto)
 , := ,
 
-.PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto bench clean ts console console-if-npm
+.PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto bench clean ts console console-if-npm \
+	openapi-ts
 
 # Pinned here as in pyproject.toml: installed on its own so that its long compile is announced and timed.
 LLAMA_CPP := llama-cpp-python==0.3.36
@@ -48,6 +49,14 @@ run: install console-if-npm
 
 $(BUF):
 	mkdir -p $(TOOLS) && cd $(TOOLS) && npm install --silent --no-audit --no-fund --ignore-scripts @bufbuild/buf@1.75.0 >/dev/null
+
+# openapi-typescript: the test that /openapi.json imports cleanly into a client generator runs it.
+OPENAPI_TS := $(TOOLS)/openapi-typescript/node_modules/.bin/openapi-typescript
+$(OPENAPI_TS):
+	mkdir -p $(TOOLS)/openapi-typescript && cd $(TOOLS)/openapi-typescript && npm install --silent --no-audit \
+		--no-fund --ignore-scripts openapi-typescript@7.13.0 typescript@5 >/dev/null
+
+openapi-ts: $(OPENAPI_TS)
 
 lint-proto: $(BUF)
 	$(BUF) lint
@@ -93,7 +102,7 @@ $(CONSOLE_STAMP): console/package-lock.json console/package.json
 console: ts $(CONSOLE_STAMP)
 	cd console && npm run --silent build
 
-test: install lint-proto gen-check sdk-gen-check ts console
+test: install lint-proto gen-check sdk-gen-check ts console openapi-ts
 	$(PY) -m pytest -q
 
 bench: install

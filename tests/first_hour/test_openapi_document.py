@@ -4,13 +4,15 @@ sentence summaries and example bodies that show message shapes; /docs labels and
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 
 import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, ROOT
 
 
 @pytest.fixture
@@ -88,3 +90,24 @@ async def test_docs_page_labels_and_keeps_the_key_and_the_favicon_exists(http):
     assert "JSON.stringify(JSON.parse(text), null, 2)" in docs  # responses pretty-printed
     icon = await http.get("/favicon.ico")
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+
+
+OPENAPI_TS = ROOT / ".tools" / "openapi-typescript" / "node_modules" / ".bin"
+
+
+async def test_the_document_imports_cleanly_into_a_client_generator(document, tmp_path):
+    """openapi-typescript turns the document into types, and TypeScript compiles them strictly."""
+    if not (OPENAPI_TS / "openapi-typescript").exists():
+        pytest.skip("openapi-typescript is not installed: `make openapi-ts` (part of `make test`) installs it")
+    spec = tmp_path / "openapi.json"
+    spec.write_text(json.dumps(document))
+    generated = tmp_path / "api.ts"
+    result = subprocess.run([str(OPENAPI_TS / "openapi-typescript"), str(spec), "-o", str(generated)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warn" not in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
+    text = generated.read_text()
+    assert '"/openai/v1/chat/completions"' in text and '"/v1/models/{model_id}:generate"' in text
+    check = subprocess.run([str(OPENAPI_TS / "tsc"), "--noEmit", "--strict", "--skipLibCheck", "--target", "es2022",
+                            str(generated)], capture_output=True, text=True, timeout=180)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]

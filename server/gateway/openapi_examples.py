@@ -38,7 +38,7 @@ def _behaviors(fd: FieldDescriptor) -> set[int]:
 
 def _scalar(fd: FieldDescriptor) -> Any:
     t = fd.type
-    if t == _FD.TYPE_ENUM:
+    if t == _FD.TYPE_ENUM and fd.enum_type is not None:
         values = fd.enum_type.values
         return next((v.name for v in values if v.number != 0), values[0].name)
     if t == _FD.TYPE_BOOL:

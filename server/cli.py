@@ -184,6 +184,38 @@ def rotate_signing_key(
                        else "the previous key verifies until its tokens expire"))
 
 
+@cli.command("add-provider")
+def add_provider(
+    name: str = typer.Option(..., help="a unique name for the provider, e.g. openai or ollama"),
+    base_url: str = typer.Option(..., help="its API's base URL, e.g. https://api.openai.com/v1, "
+                                           "http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM)"),
+    model: list[str] = typer.Option(..., help="a model the provider serves, as it names it (repeat for more); "
+                                              "the first becomes the default with --default"),
+    api_key_env: str = typer.Option("", help="the environment variable holding its API key (none for Ollama "
+                                             "or vLLM without one); the key itself never goes on the command line"),
+    kind: str = typer.Option("openai", "--type", help="openai (OpenAI and every OpenAI-compatible server) or "
+                                                      "anthropic"),
+    default: bool = typer.Option(True, help="make the first model the default for chat and flows"),
+    url: str = typer.Option("", help="the running server's HTTP address; default: from the settings"),
+    admin_key_env: str = typer.Option("TYPECASE_ADMIN_API_KEY", help="the environment variable with an admin "
+                                      "key; default: that variable, else the key file in the data dir"),
+) -> None:
+    """Register an upstream LLM provider and its models with the running server (and make the first model the
+    default), over the same HTTP API the console uses."""
+    from typecase.server.provider_setup import ProviderSetupError, register_provider
+
+    settings = _settings()
+    try:
+        chosen = register_provider(settings, name=name, base_url=base_url, models=model, kind=kind,
+                                   api_key_env=api_key_env, make_default=default, url=url,
+                                   admin_key_env=admin_key_env)
+    except ProviderSetupError as exc:
+        print(exc, file=sys.stderr)
+        raise typer.Exit(1) from exc
+    Console().print(f"provider {name!r} added with {', '.join(model)}"
+                    + (f"; {chosen} is now the default model" if chosen else ""), highlight=False)
+
+
 @cli.command("gen-secret-key")
 def gen_secret_key() -> None:
     """Print a new Fernet key for TYPECASE_SECRET_KEY."""

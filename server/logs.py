@@ -14,9 +14,20 @@ from typecase.server.redact import redact
 trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="-")
 
 
+# Libraries' loggers whose INFO lines read as failures: faiss (imported by milvus-lite) logs each CPU-specific
+# build it could not load with the ModuleNotFoundError, before loading the generic one that works.
+# httpx logs every request it sends at INFO ("HTTP Request: POST ..."), a line per upstream call.
+QUIET_LOGGERS = {"faiss.loader": logging.WARNING, "uvicorn.access": logging.WARNING, "httpx": logging.WARNING}
+# uvicorn logs its start and stop under "uvicorn.error"; shown as "uvicorn", a start-up line does not say "error".
+SHOWN_NAMES = {"uvicorn.error": "uvicorn"}
+
+
 class _TraceFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.trace_id = trace_id_var.get()
+        shown = SHOWN_NAMES.get(record.name)
+        if shown is not None:
+            record.name = shown
         return True
 
 
@@ -50,4 +61,5 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # uvicorn's access log would duplicate our own request accounting.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name, quiet_level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet_level)

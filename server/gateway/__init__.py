@@ -19,13 +19,14 @@ Conventions (details in the modules):
 * query.py    - query parameters / form fields (``a.b``, ``p=1&p=2``, ``m[k]=v``, WKTs, enums, bytes);
   ``access_token`` is reserved for authentication
 * jsonmap.py  - proto3 JSON: proto field names out, every field emitted (unset messages as null),
-  int64 as strings; proto or JSON names in, unknown fields ignored
+  int64 as strings; proto or JSON names in, an unknown field a 400 naming it (and the closest known name)
 * jsontext.py - JSON text in, within a nesting cap (400 beyond)
 * errors.py   - google.rpc.Status bodies, grpc-gateway's code -> HTTP status table, rich details
 * metadata.py - headers <-> metadata, Grpc-Timeout, trace ids, access_token / WebSocket bearer
 * streaming.py, multipart.py - NDJSON / SSE / WebSocket server streams; multipart and NDJSON client streams
 * inprocess.py, channel.py - the two targets
-* openapi.py  - /openapi.json (OpenAPI 3.1) and the self-contained /docs page
+* openapi.py  - /openapi.json (OpenAPI 3.1) and the self-contained /docs page; openapi_examples.py - its
+  example request bodies
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def create_app(target: Any, services: Sequence[ServiceDescriptor], **options: An
     ``options`` are the fields of ``GatewayOptions``: max_body_bytes, max_upload_bytes,
     upload_chunk_bytes, max_form_field_bytes, max_part_header_bytes, max_json_depth, sse_keepalive_seconds,
     default_timeout, routes, lifespan,
-    descriptor_set, title, version, openapi_path, docs_path, www_authenticate.
+    descriptor_set, title, version, openapi_path, docs_path, www_authenticate, reason_http_status,
+    openapi_paths, security_schemes.
     Raises ValueError for an invalid google.api.http annotation, TypeError for an unknown option.
     """
     return Gateway(target, services, GatewayOptions(**options))

@@ -74,6 +74,9 @@ class GatewayOptions:
     www_authenticate: the WWW-Authenticate challenge sent with every 401. Default "Bearer".
     reason_http_status: HTTP status for particular google.rpc.ErrorInfo reasons, overriding the code table
         (e.g. {"FILE_TOO_LARGE": 413} where RESOURCE_EXHAUSTED would say 429). Default none.
+    openapi_paths: OpenAPI path items (path -> {method: operation}) documenting `routes`, merged into the document.
+    security_schemes: OpenAPI components.securitySchemes; any one of them authenticates every operation that
+        does not set its own `security`. Default none.
     """
 
     max_body_bytes: int = 4 << 20
@@ -93,6 +96,8 @@ class GatewayOptions:
     docs_path: str = "/docs"
     www_authenticate: str = "Bearer"
     reason_http_status: Mapping[str, int] = field(default_factory=dict)
+    openapi_paths: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    security_schemes: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _process_time(start: float) -> bytes:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from . import jsonmap
+from .openapi_examples import message_example
 from .pattern import LITERAL, STAR
 
 if TYPE_CHECKING:
@@ -362,12 +364,17 @@ def _request_body(builder: SchemaBuilder, binding: Binding) -> dict[str, Any] | 
         return None
     if binding.body_is_httpbody:
         return {"required": False, "content": {"*/*": {"schema": {}}}}
+    media: dict[str, Any]
     if binding.body == "*":
-        schema = builder.message(req)
+        in_path = frozenset(fp.names[0] for _, fp in binding.path_fields if len(fp.names) == 1)
+        media = {"schema": builder.message(req), "example": message_example(req, skip=in_path)}
     else:
         assert binding.body_field is not None
-        schema = builder.field(binding.body_field)
-    return {"required": False, "content": {"application/json": {"schema": schema}}}
+        media = {"schema": builder.field(binding.body_field)}
+        mt = binding.body_field.message_type
+        if mt is not None and not binding.body_field.is_repeated:
+            media["example"] = message_example(mt)
+    return {"required": False, "content": {"application/json": media}}
 
 
 def _response_schema(builder: SchemaBuilder, binding: Binding) -> dict[str, Any]:
@@ -390,15 +397,28 @@ def _stream_result(builder: SchemaBuilder, binding: Binding, result: dict[str, A
     return _ref(name)
 
 
+def split_summary(doc: str) -> tuple[str, str]:
+    """A comment's first sentence (its lines joined: proto comments wrap mid-sentence) and the rest."""
+    paragraph, _, after = doc.strip().partition("\n\n")
+    text = " ".join(line.strip() for line in paragraph.splitlines())
+    end = _SENTENCE_END.search(text)
+    if end is None:
+        return text, after.strip()
+    return text[:end.start() + 1], "\n\n".join(p for p in (text[end.end():].strip(), after.strip()) if p)
+
+
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)[.!?](\s+(?=[A-Z(`\"])|\s*$)")
+
+
 def _operation(builder: SchemaBuilder, binding: Binding, path_params: list[dict[str, Any]]) -> dict[str, Any]:
     method = binding.method
     doc = builder.comments.get(method.full_name, "")
-    summary, _, rest = doc.partition("\n")
+    summary, rest = split_summary(doc)
     op: dict[str, Any] = {"operationId": binding.operation_id, "tags": [binding.service.name]}
     if summary:
-        op["summary"] = summary.strip()
-    if rest.strip():
-        op["description"] = rest.strip()
+        op["summary"] = summary
+    if rest:
+        op["description"] = rest
     params: list[dict[str, Any]] = list(path_params)
     params.extend(_query_parameters(builder, binding))
     if params:
@@ -451,13 +471,23 @@ def build_document(bindings: Iterable[Binding], options: GatewayOptions) -> dict
             tags[svc.name] = {"name": svc.name}
             if svc.full_name in builder.comments:
                 tags[svc.name]["description"] = builder.comments[svc.full_name]
-    return {
+    for path, item in options.openapi_paths.items():  # routes served beside the transcoded ones
+        paths.setdefault(path, {}).update(item)
+        for op in item.values():
+            for tag in op.get("tags", ()):
+                tags.setdefault(tag, {"name": tag})
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": options.title, "version": options.version},
         "tags": list(tags.values()),
         "paths": paths,
         "components": {"schemas": dict(sorted(builder.schemas.items()))},
     }
+    if options.security_schemes:
+        document["components"]["securitySchemes"] = dict(options.security_schemes)
+        # Any one scheme authenticates; an operation that needs none says so with its own `security: []`.
+        document["security"] = [{name: []} for name in options.security_schemes]
+    return document
 
 
 def docs_page(title: str, openapi_url: str) -> str:
@@ -467,7 +497,7 @@ def docs_page(title: str, openapi_url: str) -> str:
 
 _DOCS_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <style>
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0;font-size:20px}
@@ -510,12 +540,24 @@ async function tryIt(form, path, method){
   const ta = form.querySelector("textarea"); if (ta && ta.value.trim()){ init.body = ta.value; init.headers["Content-Type"] = "application/json"; }
   const res = await fetch(url + (q.toString() ? "?" + q : ""), init);
   out.textContent = res.status + " " + res.statusText + "\\n\\n";
+  const head = out.textContent; let text = "";
   const reader = res.body.getReader(); const dec = new TextDecoder();
-  for (;;){ const {done, value} = await reader.read(); if (done) break; out.textContent += dec.decode(value, {stream: true}); }
+  for (;;){ const {done, value} = await reader.read(); if (done) break; text += dec.decode(value, {stream: true}); out.textContent = head + text; }
+  out.textContent = head + pretty(text, res.headers.get("content-type") || "");
+}
+function pretty(text, type){
+  try {
+    if (type.includes("application/json")) return JSON.stringify(JSON.parse(text), null, 2);
+    if (type.includes("ndjson")) return text.split("\n").filter(Boolean).map(l => JSON.stringify(JSON.parse(l), null, 2)).join("\n");
+  } catch (e) {}
+  return text;
 }
 (async () => {
   const doc = await (await fetch(OPENAPI)).json();
-  document.getElementById("info").innerHTML = esc(doc.info.version) + ' · <a style="color:#9cf" href="' + esc(OPENAPI) + '">openapi.json</a> · token <input id="token" style="width:260px">';
+  document.getElementById("info").innerHTML = esc(doc.info.version) + ' · <a style="color:#9cf" href="' + esc(OPENAPI) + '">openapi.json</a> · <label for="token">API key, sent as Authorization: Bearer</label> <input id="token" type="password" autocomplete="off" placeholder="paste your API key" style="width:260px">';
+  const token = document.getElementById("token");  // kept for this tab only, so a reload does not forget it
+  token.value = sessionStorage.getItem("typecase-docs-token") || "";
+  token.addEventListener("input", () => sessionStorage.setItem("typecase-docs-token", token.value));
   const byTag = {};
   for (const [path, item] of Object.entries(doc.paths)) for (const [method, op] of Object.entries(item)) (byTag[(op.tags||["default"])[0]] ||= []).push([path, method, op]);
   const main = document.getElementById("ops"); main.innerHTML = "";
@@ -528,7 +570,7 @@ async function tryIt(form, path, method){
       d.innerHTML = '<summary><span class="m ' + method + '">' + method.toUpperCase() + '</span><span class="p">' + esc(path) + '</span><span class="s">' + esc(op.summary || op.operationId) + '</span></summary>'
         + '<div class="body"><p>' + esc(op.description || "") + '</p><form>'
         + (params.length ? '<table><tr><th>parameter</th><th>in</th><th>value</th></tr>' + params.map(p => '<tr><td class="p">' + esc(p.name) + '</td><td>' + p.in + '</td><td><input data-in="' + p.in + '" name="' + esc(p.name) + '" placeholder="' + esc(p.description || (p.schema && p.schema.type) || "") + '"></td></tr>').join("") + '</table>' : '')
-        + (body ? '<div>body</div><textarea rows="6">' + esc(JSON.stringify(example(doc, body.schema, 0), null, 2)) + '</textarea>' : '')
+        + (body ? '<div>body</div><textarea rows="6">' + esc(JSON.stringify(body.example ?? example(doc, body.schema, 0), null, 2)) + '</textarea>' : '')
         + '<button type="submit">Send</button><pre></pre></form></div>';
       d.querySelector("form").addEventListener("submit", e => { e.preventDefault(); tryIt(e.target, path, method).catch(err => e.target.querySelector("pre").textContent = String(err)); });
       main.appendChild(d);

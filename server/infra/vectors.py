@@ -24,6 +24,8 @@ UPSERT_BATCH = 500
 ID_MAX_LENGTH = 512
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 _CONSISTENCY = "Strong"  # reads right after writes must see them (ingest then search)
+# milvus-lite (loopback): keepalive pings no more often than its gRPC server permits (5 minutes), none when idle.
+LOCAL_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
 
 
 def _check_name(name: str) -> str:
@@ -68,6 +70,10 @@ class VectorStore:
         def connect() -> Any:
             if self.is_local:
                 Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+                # pymilvus pings every 10 s, also between calls; milvus-lite's gRPC server keeps the 5-minute
+                # minimum and answers GOAWAY ENHANCE_YOUR_CALM "too_many_pings" (logged as an error). A loopback
+                # connection has no NAT to keep open: ping no more often than the server allows.
+                return MilvusClient(uri=self.uri, token=self.token or "", grpc_options=LOCAL_GRPC_OPTIONS)
             return MilvusClient(uri=self.uri, token=self.token or "")
 
         self._client = await asyncio.to_thread(connect)
@@ -113,7 +119,14 @@ class VectorStore:
             # Exact search locally (small data); let a server choose its own index.
             index_type = "FLAT" if self.is_local else "AUTOINDEX"
             index.add_index(field_name="vector", index_type=index_type, metric_type=metric)
-            c.create_collection(name, schema=schema, index_params=index, consistency_level=_CONSISTENCY)
+            if not self.is_local:
+                c.create_collection(name, schema=schema, index_params=index, consistency_level=_CONSISTENCY)
+                return
+            # A synchronous create_index waits through AllocTimestamp, which milvus-lite does not implement (an
+            # ERROR traceback in the log at every new collection); its FLAT index needs no waiting.
+            c.create_collection(name, schema=schema, consistency_level=_CONSISTENCY)
+            c.create_index(name, index, sync=False)
+            c.load_collection(name)
 
         await self._call(ensure)
 

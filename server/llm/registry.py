@@ -47,11 +47,11 @@ class SecretBox:
     def __init__(self, settings: Settings):
         key = settings.secret("secret_key")
         if key is None:
-            key = self._key_file(settings.data_dir)
+            key = self._key_file(settings.data_dir, shared_database=settings.database_url is not None)
         self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
 
     @staticmethod
-    def _key_file(data_dir: Path) -> str:
+    def _key_file(data_dir: Path, shared_database: bool = False) -> str:
         path = data_dir / "llm-secret.key"
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,8 +60,10 @@ class SecretBox:
                 with os.fdopen(fd, "w") as f:
                     f.write(Fernet.generate_key().decode())
                 os.link(path.with_suffix(".tmp"), path)  # atomic: a racing process keeps the first key
-                log.warning("no TYPECASE_SECRET_KEY: provider API keys are encrypted with %s; replicas sharing "
-                            "a database need TYPECASE_SECRET_KEY instead", path)
+                # A warning only where it can bite: the embedded SQLite database has no other replica.
+                log.log(logging.WARNING if shared_database else logging.INFO,
+                        "no TYPECASE_SECRET_KEY: provider API keys are encrypted with %s; replicas sharing "
+                        "a database need TYPECASE_SECRET_KEY instead", path)
             except FileExistsError:
                 pass
             finally:

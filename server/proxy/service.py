@@ -236,8 +236,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         now = time.time()
         since = now - window if window is not None else 0.0
         records = [r for r in self.stats.recent if (not source or r.source == source) and r.time >= since]
-        if window is None and source in (admin_pb2.REQUEST_SOURCE_UNSPECIFIED, SOURCE_PROXY):
-            agg = self.stats.totals
+        if window is None:  # since the start: every request, or every request of one surface
+            agg = self.stats.totals if not source else self.stats.by_source.get(source, Aggregate())
             start = self.stats.start_time
         else:  # over the retained requests (the latest proxy_recent_requests)
             agg = Aggregate.of(records, self.stats.max_keys)

@@ -197,6 +197,7 @@ class RequestStats:
         self.start_time = time.time()
         self.max_keys = max_keys
         self.totals = Aggregate()
+        self.by_source: dict[int, Aggregate] = {}  # the same, per surface (API, OPENAI, PROXY: three at most)
         self.in_flight = 0
         self.recent: deque[RequestRecord] = deque(maxlen=recent_requests)
         self.errors: deque[ErrorRecord] = deque(maxlen=recent_errors)
@@ -210,8 +211,6 @@ class RequestStats:
         """Account one completed request. `error` = (reason, upstream status, upstream body) for a failure."""
         self.in_flight -= 1
         IN_FLIGHT.dec()
-        self.totals.add(record, self.max_keys)
-        self.recent.append(record)
         route = route_label(record.path)
         REQUESTS.labels(route, str(record.status)).inc()
         REQUEST_SECONDS.labels(route).observe(record.latency)
@@ -224,8 +223,20 @@ class RequestStats:
         if record.completion_tokens:
             TOKENS.labels("completion").inc(record.completion_tokens)
         if error is not None:
+            ERRORS.labels(error[0]).inc()
+        self._keep(record, error, message)
+
+    def record(self, record: RequestRecord, error: tuple[str, int, str] | None = None, message: str = "") -> None:
+        """Account a request that did not go through the proxy (the API and OpenAI-compatible surfaces): in the
+        stats and recent lists, not in the proxy's in-flight count or its Prometheus metrics."""
+        self._keep(record, error, message)
+
+    def _keep(self, record: RequestRecord, error: tuple[str, int, str] | None, message: str) -> None:
+        self.totals.add(record, self.max_keys)
+        self.by_source.setdefault(record.source, Aggregate()).add(record, self.max_keys)
+        self.recent.append(record)
+        if error is not None:
             reason, upstream_status, upstream_body = error
-            ERRORS.labels(reason).inc()
             self.errors.append(
                 ErrorRecord(
                     id=next(self._error_ids),

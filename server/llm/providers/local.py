@@ -284,7 +284,7 @@ class LocalAdapter(Adapter):
         model = self._encoder()
         vectors = model.encode(texts, batch_size=self.embed_batch_size, normalize_embeddings=True,
                                convert_to_numpy=True, show_progress_bar=False)
-        tokens = int(model.tokenize(texts)["attention_mask"].sum())
+        tokens = int(model.preprocess(texts)["attention_mask"].sum())  # tokenize() is deprecated, and says so
         return EmbedResult(vectors.tolist(), tokens)
 
     async def embed(self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0,

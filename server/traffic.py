@@ -1,0 +1,121 @@
+"""Traffic stats for every surface, not only the LLM API proxy.
+
+The admin stats contract has three sources (API, OPENAI, PROXY) but only the proxy recorded requests, so the
+console's traffic view showed zeros after a newcomer's first API and OpenAI-compatible calls. Here the other two
+record into the same bounded RequestStats (recent requests and errors in fixed-size deques, totals keyed by at
+most proxy_stats_max_keys paths and models): an interceptor for every gRPC call, which the REST, NDJSON, SSE and
+WebSocket routes reach through the in-process gateway too (source API), and an ASGI wrapper around the
+OpenAI- and Anthropic-compatible routes (source OPENAI: the contract has one source for the vendor-compatible
+surfaces). Calls that would drown the view in its own polling (health checks, reflection, the admin stats and
+log reads the traffic page makes) are not recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+from starlette.routing import BaseRoute, Route
+
+from typecase.server.gateway.errors import http_status
+from typecase.server.logs import trace_id_var
+from typecase.server.proxy.stats import RequestRecord, RequestStats
+from typecase.server.rpc.interceptors import WrappingInterceptor
+from typecase.v1 import admin_pb2
+
+SOURCE_API = admin_pb2.REQUEST_SOURCE_API
+SOURCE_OPENAI = admin_pb2.REQUEST_SOURCE_OPENAI
+# Not traffic: probes and the traffic page's own reads.
+UNRECORDED_PREFIXES = ("/grpc.health.", "/grpc.reflection.", "/typecase.v1.AdminService/GetStats",
+                       "/typecase.v1.AdminService/ListErrors", "/typecase.v1.AdminService/StreamLogs",
+                       "/typecase.v1.AdminService/ListLogs")
+
+
+def _finish(stats: RequestStats, record: RequestRecord, reason: str) -> None:
+    failed = record.status >= 400 or record.status == 0
+    stats.record(record, (reason, 0, "") if failed else None, reason if failed else "")
+
+
+class TrafficInterceptor(WrappingInterceptor):
+    """Records each gRPC call (native or transcoded) as an API request."""
+
+    def __init__(self, stats: RequestStats):
+        self.stats = stats
+
+    @asynccontextmanager
+    async def around(self, details, context, rpc_type):
+        if details.method.startswith(UNRECORDED_PREFIXES):
+            yield None
+            return
+        record = RequestRecord(trace_id_var.get(), time.time(), SOURCE_API, "POST", details.method,
+                               stream=rpc_type in ("server_stream", "bidi_stream"))
+        started = time.perf_counter()
+        first: list[float] = []
+
+        def on_message() -> None:
+            if not first:
+                first.append(time.perf_counter() - started)
+
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            yield on_message if record.stream else None
+            code = context.code() or grpc.StatusCode.OK
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            record.status = http_status(code)
+            record.latency = time.perf_counter() - started
+            record.ttfb = first[0] if first else None
+            record.trace_id = trace_id_var.get() or record.trace_id
+            _finish(self.stats, record, code.name)
+
+
+def recorded(routes: list[BaseRoute], stats: RequestStats, source: int = SOURCE_OPENAI) -> list[BaseRoute]:
+    """The routes, each Route's ASGI app wrapped to record its requests under `source`."""
+    for route in routes:
+        if isinstance(route, Route):
+            route.app = _recording(route.app, stats, source)
+    return routes
+
+
+def _recording(app: Any, stats: RequestStats, source: int) -> Any:
+    async def record_request(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        record = RequestRecord(trace_id_var.get(), time.time(), source, scope["method"], scope["path"])
+        started = time.perf_counter()
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            return message
+
+        async def watching_send(message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                record.stream = any(k == b"content-type" and v.startswith(b"text/event-stream")
+                                    for k, v in message.get("headers", ()))
+            elif message["type"] == "http.response.body":
+                if record.ttfb is None:
+                    record.ttfb = time.perf_counter() - started
+                record.response_bytes += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await app(scope, counting_receive, watching_send)
+        finally:
+            record.latency = time.perf_counter() - started
+            record.request_bytes = received
+            _finish(stats, record, f"HTTP_{record.status or 499}")
+
+    return record_request

@@ -246,6 +246,9 @@ def test_a_flow_built_with_the_mouse_is_saved_as_drawn_and_runs(server_factory):
         assert result["palette"] == [t["kind"] for t in types], "the palette offers every node type the server runs"
         flow = http.get(f"/v1/flows/{result['flowId']}").json()["flow"]
         runs = http.get(f"/v1/flows/{result['flowId']}/runs").json()["runs"]
+        versions = http.get(f"/v1/flows/{result['flowId']}/versions").json()["versions"]
+    current = next(v for v in versions if v["is_current"])
+    assert current["name"] == "v2" and current["id"] == flow["current_version_id"], versions
     assert flow["status"] == "FLOW_STATUS_ONLINE"
     saved = flow["graph"]
     by_id = {n["id"]: n for n in saved["nodes"]}
@@ -266,8 +269,10 @@ def test_a_flow_built_with_the_mouse_is_saved_as_drawn_and_runs(server_factory):
     assert {n["id"]: (n["x"], n["y"], n["name"]) for n in drawn["nodes"]} == {
         n["id"]: (round(n["position"]["x"]), round(n["position"]["y"]), n["name"]) for n in saved["nodes"]}
     assert sorted(drawn["edges"]) == sorted(e["id"] for e in saved["edges"])
-    # Both runs were real runs of the saved version.
-    assert sorted(r["outputs"]["text"] for r in runs) == ["Brewing: green tea please", "No tea today"]
+    # Both runs were real runs of the saved version; then the comparison ran v2 and v3 once each.
+    assert sorted(r["outputs"]["text"] for r in runs) == [
+        "Brewing: green tea please", "Brewing: mint tea", "No tea today", "Pouring: mint tea"]
+    assert result["versions"] == ["v1", "v2", "v3"] or sorted(result["versions"]) == ["v1", "v2", "v3"]
 
 
 # The console's budget on loopback from a fresh profile (the server sends the files uncompressed): what the first

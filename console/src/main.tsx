@@ -4,6 +4,7 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { credentials, ensureFresh, handleError, onAuthChange, signOut, tc, type Credentials } from "./api";
 import { linkClick, navigate, useRoute } from "./router";
+import { AdminView } from "./views/admin";
 import { ChatView } from "./views/chat";
 import { FlowsView } from "./views/flows";
 import { KnowledgeView } from "./views/knowledge";
@@ -19,6 +20,7 @@ const SECTIONS = [
   { path: "flows", label: "Flows" },
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
+  { path: "access", label: "Access" },
 ] as const;
 
 type Me = { name: string; role: string };
@@ -96,6 +98,7 @@ function App() {
         {section === "flows" && <FlowsView flowId={route[1]} />}
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}
+        {section === "access" && <AdminView />}
       </main>
     </div>
   );

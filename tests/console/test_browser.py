@@ -375,3 +375,21 @@ def test_chat_pages_sessions_regenerates_edits_and_takes_feedback(server_factory
         assert asked == ["first question", "first question", "edited question"], asked
     finally:
         upstream.stop()
+
+
+def test_access_page_creates_a_user_and_a_key_shown_once_then_revoked_and_audited(server_factory):
+    server = start_console_server(server_factory)
+    report = scenario("access", server.http_url)
+    result = report.get("result", {})
+    # The scenario's own request with the revoked key is refused on purpose (outside the page: not in its console).
+    unexpected = [e for e in report.get("consoleErrors", []) if "401 (Unauthorized)" not in e]
+    assert report["ok"], f"{report.get('error')}\n{report.get('stderr', '')}"
+    assert not unexpected, f"errors in the browser console: {unexpected}"
+    with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
+        users = {u["username"]: u for u in http.get("/v1/users").json()["users"]}
+        keys = http.get("/v1/api-keys", params={"show_revoked": True, "owner_id": users["grace"]["id"]}).json()["api_keys"]
+        audit = http.get("/v1/admin/audit", params={"action": "api_key.revoke"}).json()["events"]
+    key = next(k for k in keys if k["name"] == "grace's laptop")
+    assert key["owner_id"] == users["grace"]["id"] and key["revoked"] is True
+    assert result["secret"].startswith(key["prefix"])
+    assert [e["resource_id"] for e in audit] == [key["id"]] and result["auditActions"] == ["api_key.revoke"]

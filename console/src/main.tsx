@@ -10,6 +10,7 @@ import { FlowsView } from "./views/flows";
 import { KnowledgeView } from "./views/knowledge";
 import { ModelsView } from "./views/models";
 import { ProxyView } from "./views/proxy";
+import { ServerView } from "./views/server";
 import { SignInView } from "./views/signin";
 import "@xyflow/react/dist/style.css";
 import "./style.css";
@@ -21,6 +22,7 @@ const SECTIONS = [
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
   { path: "access", label: "Access" },
+  { path: "server", label: "Server" },
 ] as const;
 
 type Me = { name: string; role: string };
@@ -99,6 +101,7 @@ function App() {
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}
         {section === "access" && <AdminView />}
+        {section === "server" && <ServerView />}
       </main>
     </div>
   );

@@ -393,3 +393,24 @@ def test_access_page_creates_a_user_and_a_key_shown_once_then_revoked_and_audite
     assert key["owner_id"] == users["grace"]["id"] and key["revoked"] is True
     assert result["secret"].startswith(key["prefix"])
     assert [e["resource_id"] for e in audit] == [key["id"]] and result["auditActions"] == ["api_key.revoke"]
+
+
+def test_server_page_changes_a_setting_and_lists_errors(server_factory):
+    server = start_console_server(server_factory)
+    with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
+        entries = http.get("/v1/admin/config").json()["entries"]
+        entry = next(e for e in entries if e["editable"] and e["type"] == "CONFIG_VALUE_TYPE_NUMBER"
+                     and not e["requires_restart"] and not e["secret"])
+        new_value = str(int(float(entry["value"] or 0)) + 1)
+        # A request error for the list: an unknown model through the OpenAI-compatible API.
+        bad = http.post("/openai/v1/chat/completions", json={"model": "no-such-model", "messages": [
+            {"role": "user", "content": "hi"}]})
+        assert bad.status_code >= 400
+        recorded = http.get("/v1/admin/errors").json()
+        report = scenario("server", server.http_url, CONFIG_KEY=entry["key"], CONFIG_VALUE=new_value)
+        result = report.get("result", {})
+        assert report["ok"], f"{report.get('error')}\n{report.get('stderr', '')}"
+        stored = next(e for e in http.get("/v1/admin/config").json()["entries"] if e["key"] == entry["key"])
+    assert float(stored["value"]) == float(new_value) and float(result["after"]) == float(new_value), (stored, result)
+    assert stored["source"] == "CONFIG_SOURCE_RUNTIME"
+    assert result["errorRows"] == min(len(recorded["errors"]), 50), (result, recorded)

@@ -835,7 +835,17 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
           <ol>
             {citations.map((c, i) => (
               <li key={i}>
-                <b>{c.fileName}</b> <span class="faint">score {c.score.toFixed(3)}</span>
+                <b>
+                  {c.kbId ? (
+                    <a href={`/knowledge/${c.kbId}`} onClick={linkClick} title="Open the knowledge base this passage comes from">
+                      {c.fileName}
+                    </a>
+                  ) : (
+                    c.fileName
+                  )}
+                </b>{" "}
+                {c.page > 0 && <span class="faint">p. {c.page} · </span>}
+                <span class="faint">score {c.score.toFixed(3)}</span>
                 <div class="cite-text">{c.text}</div>
               </li>
             ))}

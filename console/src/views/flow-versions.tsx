@@ -1,7 +1,7 @@
 // A flow's versions: which is current (Set current switches it; the editor then shows that graph), and a
 // side-by-side comparison: CompareFlow runs the chosen versions on the same inputs at once and each column
 // follows its own run's events to its outputs.
-import { RunStatus, type Flow, type FlowVersion } from "@typecase/client/gen/typecase/v1/flow_pb.js";
+import { NodeRunStatus, RunStatus, type Flow, type FlowVersion } from "@typecase/client/gen/typecase/v1/flow_pb.js";
 import { useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { Badge, ErrorBox, Json, fmtTime, useAsync } from "../components/ui";
@@ -50,7 +50,7 @@ export function FlowVersions({ flow, inputs, onCurrentChanged }: { flow: Flow; i
         col.runId = ev.runId;
         const kind = ev.event?.kind;
         if (kind?.case === "runStarted") col.status = "running";
-        else if (kind?.case === "nodeFinished") col.nodes.push(kind.value.nodeName || kind.value.nodeId);
+        else if (kind?.case === "nodeFinished" && kind.value.status !== NodeRunStatus.SKIPPED) col.nodes.push(kind.value.nodeName || kind.value.nodeId);
         else if (kind?.case === "token") col.text += kind.value.text;
         else if (kind?.case === "inputRequired") col.status = "waiting for input";
         else if (kind?.case === "runFinished") {

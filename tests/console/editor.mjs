@@ -164,7 +164,8 @@ run("editor", async (page, result) => {
   await shot(page, "33-editor-versions-compared");
   await versions.locator("[data-testid=version-v2]").getByRole("button", { name: "Set current" }).click();
   await versions.locator("[data-testid=version-v2]").getByText("current").waitFor();
-  await panel.locator("[data-node-id]").waitFor({ state: "detached" }); // the editor reopened on the new current graph
+  const v2 = await versions.locator("[data-testid=version-v2]").getAttribute("data-version-id");
+  await page.locator(`.flow-editor[data-version-id="${v2}"]`).waitFor(); // the editor reopened on v2's graph
   await select("prompt");
   result.templateAfterSetCurrent = await panel.locator("[name=param-template]").inputValue();
   result.serverFlow = await page.evaluate(async ([url, key]) => (await fetch(url, { headers: { authorization: `Bearer ${key}` } })).json(), [`${process.env.BASE_URL}/v1/flows/${result.flowId}`, process.env.ADMIN_KEY]);

@@ -79,7 +79,7 @@ export function FlowVersions({ flow, inputs, onCurrentChanged }: { flow: Flow; i
       <table class="table">
         <tbody>
           {list.map((v) => (
-            <tr key={v.id} data-testid={`version-${v.name}`}>
+            <tr key={v.id} data-testid={`version-${v.name}`} data-version-id={v.id}>
               <td>
                 <label class="check">
                   <input

@@ -120,3 +120,14 @@ async def test_any_user_lists_node_types_over_grpc_and_rest(fapp, fchannel):
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await alice.flow.ListNodeTypes(flow_pb2.ListNodeTypesRequest())
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_node_type_without_a_description_is_still_listed_with_json_params(monkeypatch):
+    from typecase.server.flow import node_types
+
+    monkeypatch.delitem(node_types.DESCRIPTIONS, "http_request")
+    info = next(i for i in node_type_infos() if i.kind == "http_request")
+    assert info.category == "other" and info.display_name == "Http request" and info.description
+    schema = json_format.MessageToDict(info.params_schema)
+    assert schema["x-widget"] == "json" and schema["additionalProperties"] is True
+    assert set(info.outputs) == {"status_code", "headers", "body", "json"}

@@ -157,8 +157,9 @@ DESCRIPTIONS: dict[str, Description] = {
                     "handle": {"type": "string", "title": "Branch name", "pattern": "^[A-Za-z0-9_\\-]{1,64}$"},
                     "logic": {"type": "string", "title": "Combine", "enum": ["and", "or"], "default": "and"},
                     "conditions": {"type": "array", "title": "Conditions", "items": _CONDITION},
-                    "expression": {"type": "string", "title": "Expression",
-                                   "description": "Instead of conditions, e.g. kr.count > 0 and 'yes' in lower(llm.text)"},
+                    "expression": {
+                        "type": "string", "title": "Expression",
+                        "description": "Instead of conditions, e.g. kr.count > 0 and 'yes' in lower(llm.text)"},
                 },
                 "x-order": ["handle", "logic", "conditions", "expression"],
             }},

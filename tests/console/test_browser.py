@@ -263,7 +263,8 @@ def test_a_flow_built_with_the_mouse_is_saved_as_drawn_and_runs(server_factory):
     assert by_id["end_2"]["params"] == {"outputs": {"text": "No tea today"}} and by_id["end_2"]["name"] == "No tea"
     assert by_id["start"]["params"]["variables"][0]["name"] == "question"
     assert sorted((e["source"], e["source_handle"], e["target"]) for e in saved["edges"]) == [
-        ("condition", "else", "end_2"), ("condition", "tea", "prompt"), ("prompt", "", "end"), ("start", "", "condition")]
+        ("condition", "else", "end_2"), ("condition", "tea", "prompt"), ("prompt", "", "end"),
+        ("start", "", "condition")]
     # ... and the same nodes, names, positions and edges as the canvas showed.
     drawn = result["drawn"]
     assert {n["id"]: (n["x"], n["y"], n["name"]) for n in drawn["nodes"]} == {
@@ -296,7 +297,8 @@ def test_bundle_size_and_first_load_time_stay_within_budget(server_factory):
         "first load KiB": round(r["firstLoadBytes"] / 1024, 1), "budget KiB": FIRST_LOAD_BUDGET_BYTES // 1024,
         "sign-in usable ms": r["signInReadyMs"], "load event ms": r["loadMs"], "budget ms": FIRST_LOAD_BUDGET_MS,
         "chat shown after sign-in ms": r["chatShownMs"],
-        "editor chunk KiB": round(r["editorChunkBytes"] / 1024, 1), "editor budget KiB": EDITOR_CHUNK_BUDGET_BYTES // 1024,
+        "editor chunk KiB": round(r["editorChunkBytes"] / 1024, 1),
+        "editor budget KiB": EDITOR_CHUNK_BUDGET_BYTES // 1024,
         "editor shown ms": r["editorShownMs"],
         "files": {a["path"].rsplit("/", 1)[-1]: a["bytes"] for a in r["firstLoadAssets"]},
     }
@@ -387,7 +389,8 @@ def test_access_page_creates_a_user_and_a_key_shown_once_then_revoked_and_audite
     assert not unexpected, f"errors in the browser console: {unexpected}"
     with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
         users = {u["username"]: u for u in http.get("/v1/users").json()["users"]}
-        keys = http.get("/v1/api-keys", params={"show_revoked": True, "owner_id": users["grace"]["id"]}).json()["api_keys"]
+        keys = http.get("/v1/api-keys", params={"show_revoked": True,
+                                                "owner_id": users["grace"]["id"]}).json()["api_keys"]
         audit = http.get("/v1/admin/audit", params={"action": "api_key.revoke"}).json()["events"]
     key = next(k for k in keys if k["name"] == "grace's laptop")
     assert key["owner_id"] == users["grace"]["id"] and key["revoked"] is True

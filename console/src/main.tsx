@@ -4,11 +4,13 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { credentials, ensureFresh, handleError, onAuthChange, signOut, tc, type Credentials } from "./api";
 import { linkClick, navigate, useRoute } from "./router";
+import { AdminView } from "./views/admin";
 import { ChatView } from "./views/chat";
 import { FlowsView } from "./views/flows";
 import { KnowledgeView } from "./views/knowledge";
 import { ModelsView } from "./views/models";
 import { ProxyView } from "./views/proxy";
+import { ServerView } from "./views/server";
 import { SignInView } from "./views/signin";
 import "@xyflow/react/dist/style.css";
 import "./style.css";
@@ -19,6 +21,8 @@ const SECTIONS = [
   { path: "flows", label: "Flows" },
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
+  { path: "access", label: "Access" },
+  { path: "server", label: "Server" },
 ] as const;
 
 type Me = { name: string; role: string };
@@ -96,6 +100,8 @@ function App() {
         {section === "flows" && <FlowsView flowId={route[1]} />}
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}
+        {section === "access" && <AdminView />}
+        {section === "server" && <ServerView />}
       </main>
     </div>
   );

@@ -70,6 +70,9 @@ class Description:
     has_output: bool = True
 
     def schema(self) -> dict[str, Any]:
+        if not self.properties:  # undescribed: any object, edited as JSON
+            return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                    "title": self.display_name, "additionalProperties": True, "x-widget": "json"}
         return {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "type": "object",
@@ -154,8 +157,9 @@ DESCRIPTIONS: dict[str, Description] = {
                     "handle": {"type": "string", "title": "Branch name", "pattern": "^[A-Za-z0-9_\\-]{1,64}$"},
                     "logic": {"type": "string", "title": "Combine", "enum": ["and", "or"], "default": "and"},
                     "conditions": {"type": "array", "title": "Conditions", "items": _CONDITION},
-                    "expression": {"type": "string", "title": "Expression",
-                                   "description": "Instead of conditions, e.g. kr.count > 0 and 'yes' in lower(llm.text)"},
+                    "expression": {
+                        "type": "string", "title": "Expression",
+                        "description": "Instead of conditions, e.g. kr.count > 0 and 'yes' in lower(llm.text)"},
                 },
                 "x-order": ["handle", "logic", "conditions", "expression"],
             }},
@@ -213,11 +217,19 @@ DESCRIPTIONS: dict[str, Description] = {
 }
 
 
+def undescribed(spec: Any) -> Description:
+    """A node type added without a description still reaches editors, its params edited as raw JSON (the
+    test that every spec is described fails until it gets one)."""
+    doc = (type(spec).__doc__ or type(spec).__module__.rsplit(".", 1)[-1]).strip().split("\n")[0]
+    return Description(spec.kind.replace("_", " ").capitalize(), doc, "other", {},
+                       handles_from="", has_input=spec.kind != "start")
+
+
 def node_type_infos(services: Services | None = None) -> list[flow_pb2.NodeTypeInfo]:
     """Every node type SPECS runs, in enum order, described for editors."""
     infos = []
     for node_type, spec in sorted(SPECS.items()):
-        about = DESCRIPTIONS[spec.kind]
+        about = DESCRIPTIONS.get(spec.kind) or undescribed(spec)
         info = flow_pb2.NodeTypeInfo(
             type=node_type, kind=spec.kind, display_name=about.display_name, description=about.description,
             category=about.category, outputs_from=about.outputs_from, has_input=about.has_input,

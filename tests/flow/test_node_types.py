@@ -21,8 +21,8 @@ TO_CHOOSE = {"knowledge_retrieval": {"kb_ids"}}
 
 
 def infos() -> dict[str, dict[str, Any]]:
-    return {i.kind: json_format.MessageToDict(i, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-            for i in node_type_infos()}
+    return {i.kind: json_format.MessageToDict(i, preserving_proto_field_name=True,
+                                              always_print_fields_with_no_presence=True) for i in node_type_infos()}
 
 
 def test_every_spec_is_described_and_nothing_else():
@@ -103,7 +103,8 @@ async def test_any_user_lists_node_types_over_grpc_and_rest(fapp, fchannel):
     assert llm.display_name == "LLM" and "user_prompt" in llm.params_schema["properties"]
     assert set(llm.outputs) == {"text", "finish_reason", "model_id"}
     code = next(t for t in listed if t.type == flow_pb2.NODE_TYPE_CODE)
-    assert code.unavailable_reason == (SPECS[flow_pb2.NODE_TYPE_CODE].unavailable(fapp.servicers["FlowService"].engine.services) or "")
+    services = fapp.servicers["FlowService"].engine.services
+    assert code.unavailable_reason == (SPECS[flow_pb2.NODE_TYPE_CODE].unavailable(services) or "")
     same = (await admin(fchannel).flow.ListNodeTypes(flow_pb2.ListNodeTypesRequest(), metadata=admin(fchannel).md))
     assert list(same.node_types) == list(listed)
 
@@ -120,3 +121,14 @@ async def test_any_user_lists_node_types_over_grpc_and_rest(fapp, fchannel):
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await alice.flow.ListNodeTypes(flow_pb2.ListNodeTypesRequest())
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_node_type_without_a_description_is_still_listed_with_json_params(monkeypatch):
+    from typecase.server.flow import node_types
+
+    monkeypatch.delitem(node_types.DESCRIPTIONS, "http_request")
+    info = next(i for i in node_type_infos() if i.kind == "http_request")
+    assert info.category == "other" and info.display_name == "Http request" and info.description
+    schema = json_format.MessageToDict(info.params_schema)
+    assert schema["x-widget"] == "json" and schema["additionalProperties"] is True
+    assert set(info.outputs) == {"status_code", "headers", "body", "json"}

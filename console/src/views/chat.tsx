@@ -24,7 +24,7 @@ import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { InputForm, type InputValues } from "../components/inputform";
 import { Markdown, copyText } from "../components/markdown";
-import { Badge, Empty, ErrorBox, Loading, Spinner, fmtTime, plural, useAsync } from "../components/ui";
+import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, plural, useAsync } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
 const MAX_TOKENS_KEY = "typecase.console.maxTokens"; // the default for chats without their own setting
@@ -798,13 +798,26 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
   return (
     <div class="msg assistant" data-testid="answer" data-status={status} data-message-id={m.id}>
       {steps.length > 0 && (
-        <div class="steps">
-          {steps.map((s, i) => (
-            <Badge key={i} tone={STEP_TONE[s.node?.status ?? 0] ?? "neutral"}>
-              {s.node?.nodeName || s.node?.nodeId}
-            </Badge>
-          ))}
-        </div>
+        // The steps the flow took: names at a glance, each one's outputs or error when opened.
+        <details class="steps" data-testid="steps">
+          <summary>
+            {steps.map((s, i) => (
+              <Badge key={i} tone={STEP_TONE[s.node?.status ?? 0] ?? "neutral"}>
+                {s.node?.nodeName || s.node?.nodeId}
+              </Badge>
+            ))}
+          </summary>
+          <ol class="step-list">
+            {steps.map((s, i) => (
+              <li key={i}>
+                <b>{s.node?.nodeName || s.node?.nodeId}</b>{" "}
+                {s.node?.elapsed && <span class="faint">{fmtMs(durationMs(s.node.elapsed))}</span>}
+                {s.node?.error?.message && <div class="error-text">{s.node.error.message}</div>}
+                {s.node?.outputs && Object.keys(s.node.outputs).length > 0 && <Json value={s.node.outputs} />}
+              </li>
+            ))}
+          </ol>
+        </details>
       )}
       <div class="bubble">
         {m.category === MessageCategory.INPUT_REQUEST && m.inputRequired ? (
@@ -835,7 +848,17 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
           <ol>
             {citations.map((c, i) => (
               <li key={i}>
-                <b>{c.fileName}</b> <span class="faint">score {c.score.toFixed(3)}</span>
+                <b>
+                  {c.kbId ? (
+                    <a href={`/knowledge/${c.kbId}`} onClick={linkClick} title="Open the knowledge base this passage comes from">
+                      {c.fileName}
+                    </a>
+                  ) : (
+                    c.fileName
+                  )}
+                </b>{" "}
+                {c.page > 0 && <span class="faint">p. {c.page} · </span>}
+                <span class="faint">score {c.score.toFixed(3)}</span>
                 <div class="cite-text">{c.text}</div>
               </li>
             ))}

@@ -18,6 +18,7 @@ import { InputForm, type InputValues } from "../components/inputform";
 import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, useAsync, type Tone } from "../components/ui";
 import type { JsonObject, JsonValue } from "../json";
 import { linkClick, navigate } from "../router";
+import { FlowVersions } from "./flow-versions";
 
 // The editor (and @xyflow/react with it) is a chunk of its own, fetched when a flow is opened: the chat and the
 // other views load without it.
@@ -196,6 +197,7 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
   const editor = useEditorModule();
   const [runStatus, setRunStatus] = useState<Map<string, string>>(new Map());
   const [editorKey, setEditorKey] = useState(0);
+  const runInputs = useRef<() => JsonObject>(() => ({}));
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [openRun, setOpenRun] = useState<string | undefined>();
@@ -263,12 +265,21 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
       )}
       <RunPanel
         flow={f}
+        inputsRef={runInputs}
         onNodeStatus={(nodeId, status) =>
           setRunStatus((m) => (nodeId === null ? new Map() : new Map(m).set(nodeId, status)))
         }
         openRunId={openRun}
         onRunEnded={() => void runs.reload()}
         onRunStarted={() => void runs.reload()}
+      />
+      <FlowVersions
+        flow={f}
+        inputs={() => runInputs.current()}
+        onCurrentChanged={() => {
+          void flow.reload().then(() => setEditorKey((k) => k + 1));
+          onChanged();
+        }}
       />
       <h3>Recent runs</h3>
       <ErrorBox error={runs.error} onRetry={runs.reload} />
@@ -334,8 +345,10 @@ function RunPanel({
   onRunStarted,
   onRunEnded,
   onNodeStatus,
+  inputsRef,
 }: {
   flow: Flow;
+  inputsRef: { current: () => JsonObject };
   onNodeStatus: (nodeId: string | null, status: string) => void;
   openRunId?: string;
   onRunStarted: () => void;
@@ -447,6 +460,8 @@ function RunPanel({
     }
     return out;
   }
+
+  inputsRef.current = parsedInputs;
 
   function start(e: Event) {
     e.preventDefault();

@@ -358,7 +358,7 @@ function Editor({ flow, nodeTypes, runStatus, onSaved }: { flow: Flow; nodeTypes
   const graphLevel = problems.filter((p) => !p.nodeId);
 
   return (
-    <div class="flow-editor" ref={wrapper} tabIndex={-1}>
+    <div class="flow-editor" ref={wrapper} tabIndex={-1} data-version-id={flow.currentVersionId}>
       <div class="fe-toolbar">
         <button class="btn small" onClick={undo} disabled={past.current.length === 0} title="Undo (Ctrl+Z)">
           Undo

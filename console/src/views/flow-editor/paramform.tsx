@@ -26,6 +26,22 @@ function ordered(schema: Schema): [string, Schema][] {
 }
 
 export function ParamForm({ schema, params, onChange, ctx }: { schema: Schema; params: JsonObject; onChange: Change; ctx: FormContext }) {
+  if (!schema.properties || Object.keys(schema.properties).length === 0) {
+    // A node type the server does not describe yet: its params as one JSON object.
+    return (
+      <label class="field">
+        <span class="field-label">Params (JSON)</span>
+        <JsonField
+          id="param-json"
+          value={params}
+          onChange={(v) => {
+            if (v && typeof v === "object" && !Array.isArray(v)) for (const key of new Set([...Object.keys(params), ...Object.keys(v)])) onChange([key], v[key]);
+          }}
+        />
+        <Problems path={[]} ctx={ctx} />
+      </label>
+    );
+  }
   return (
     <div class="param-form">
       {ordered(schema).map(([key, prop]) => (

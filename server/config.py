@@ -174,8 +174,13 @@ class Settings(BaseSettings):
     knowledge_max_structured_bytes: int = Field(64 * MiB, ge=1, description="html/json/docx are parsed whole")
     knowledge_preview_max_bytes: int = Field(32 * MiB, ge=1, description="largest stored file PreviewChunks parses")
     # Default chunking rule of new knowledge bases (Bisheng's: separators tried in order, split after them).
-    knowledge_chunk_size: int = Field(500, ge=1, le=8000, description="tokens")
-    knowledge_chunk_overlap: int = Field(50, ge=0, le=8000, description="tokens")
+    knowledge_chunk_size: int = Field(0, ge=0, le=8000, description="tokens; 0 fits the knowledge base's embedding "
+                                      "model: knowledge_chunk_window_share of its input window")
+    knowledge_chunk_window_share: float = Field(0.5, gt=0, le=1, description="default chunk size as a share of the "
+                                                "embedding model's input window (bench/knowledge/quality.py)")
+    knowledge_chunk_overlap: int = Field(50, ge=0, le=8000, description="tokens, at most a tenth of the chunk size")
+    knowledge_embedding_window_tokens: int = Field(512, ge=16, description="input window of an embedding model "
+                                                   "that declares no context_length")
     knowledge_max_chunk_size: int = Field(8000, ge=1)
     knowledge_table_rows_per_chunk: int = Field(20, ge=1, le=10_000, description="csv/xlsx/json records per chunk")
     knowledge_parse_window_chars: int = Field(256 * 1024, ge=4096, description="long text is chunked per window")
@@ -209,6 +214,11 @@ class Settings(BaseSettings):
     knowledge_search_candidates: int = Field(50, ge=1, description="hits each retriever gives fusion: max(this, 4*top_k)")
     knowledge_search_vector_weight: float = Field(0.7, ge=0, le=1, description="hybrid default")
     knowledge_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    knowledge_search_fusion: Literal["rrf", "score"] = Field("rrf", description="hybrid: weighted reciprocal rank "
+                                                             "fusion, or a weighted sum of the 0-1 scores")
+    knowledge_search_uncovered_vector_weight: float = Field(0.0, ge=0, le=1, description="hybrid vector weight cap "
+                                                            "when the embedding model does not cover the query's "
+                                                            "language (its declared languages)")
     knowledge_watch_poll_seconds: float = Field(1.0, gt=0, description="WatchFile re-reads SQL at least this often")
     # Background jobs (server/infra/queue.py): taskiq over Redis streams when TYPECASE_REDIS_URL is set, else
     # in-process; job state and leases live in SQL either way.

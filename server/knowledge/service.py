@@ -38,6 +38,7 @@ from typecase.server.knowledge.ingest import (
     file_channel,
     parse_failure,
 )
+from typecase.server.knowledge.model_window import Profiles
 from typecase.server.knowledge.models import (
     STATUS_DONE,
     STATUS_EMBEDDING,
@@ -221,12 +222,17 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         )
         self.collections = Collections(self.vectors, settings.knowledge_vector_flush_rows,
                                        settings.knowledge_vector_flush_delay_seconds)
+        self.profiles = Profiles(llm, settings.knowledge_embedding_window_tokens)
         self.ingestor = Ingestor(self.db, self.storage, self.vectors, self.cache, llm,
-                                 IngestSettings.from_settings(settings), self.collections)
+                                 IngestSettings.from_settings(settings), self.collections, self.profiles)
         self.queue.register(JOB_KIND, self.ingestor.run, on_failed=self.ingestor.on_failed,
                             on_retry=self.ingestor.on_retry)
         self.searcher = Searcher(self.db, self.vectors, llm, rrf_k=settings.knowledge_rrf_k,
-                                 candidates=settings.knowledge_search_candidates, collections=self.collections)
+                                 candidates=settings.knowledge_search_candidates, collections=self.collections,
+                                 fusion=settings.knowledge_search_fusion,
+                                 vector_weight=settings.knowledge_search_vector_weight,
+                                 uncovered_vector_weight=settings.knowledge_search_uncovered_vector_weight,
+                                 profiles=self.profiles)
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -246,18 +252,26 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             self._started = False
 
     # -- helpers -------------------------------------------------------------------------------------------------
-    def _rule(self, message: pb.ChunkingRule | None, present: bool, fallback: dict | None, field: str) -> dict:
+    async def default_chunk_size(self, model_id: str) -> int:
+        """knowledge_chunk_size, or (when 0) a share of the embedding model's input window, so that a default
+        chunk is read whole by the model (Typecase tokens never outnumber a word-piece tokenizer's)."""
+        if self.settings.knowledge_chunk_size:
+            return self.settings.knowledge_chunk_size
+        profile = await self.profiles.get(model_id)
+        return max(int(profile.content_tokens * self.settings.knowledge_chunk_window_share), 16)
+
+    def _rule(self, message: pb.ChunkingRule | None, present: bool, fallback: dict | None, field: str,
+              default_size: int = 0) -> dict:
         if not present:
             if fallback:
                 return Rule.from_dict(fallback).to_dict()
             message = pb.ChunkingRule()
         s = self.settings
-        size = message.chunk_size or s.knowledge_chunk_size
+        size = message.chunk_size or default_size or s.knowledge_chunk_size or Rule().chunk_size
         if message.HasField("chunk_overlap"):
             overlap = message.chunk_overlap
         else:
-            overlap = min(s.knowledge_chunk_overlap, size // 10) if message.chunk_size else s.knowledge_chunk_overlap
-            overlap = min(overlap, size - 1)
+            overlap = min(s.knowledge_chunk_overlap, size // 10, size - 1)
         rule = Rule(
             separators=tuple(message.separators) or Rule().separators,
             separator_before=message.separator_rule == pb.SEPARATOR_RULE_BEFORE,
@@ -356,7 +370,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if len(kb.description) > MAX_DESCRIPTION_CHARS:
             raise invalid_argument("knowledge_base.description", f"at most {MAX_DESCRIPTION_CHARS} characters")
         model_id, dims = await self._resolve_model(kb.embedding_model_id, "knowledge_base.embedding_model_id")
-        rule = self._rule(kb.chunking_rule, kb.HasField("chunking_rule"), None, "knowledge_base.chunking_rule")
+        rule = self._rule(kb.chunking_rule, kb.HasField("chunking_rule"), None, "knowledge_base.chunking_rule",
+                          await self.default_chunk_size(model_id))
         row = KnowledgeBaseRow(owner_id=me.user_id, name=name, description=kb.description,
                                embedding_model_id=model_id, embedding_dimensions=dims, chunking_rule=rule,
                                vector_generation=1)
@@ -427,11 +442,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             if len(kb.description) > MAX_DESCRIPTION_CHARS:
                 raise invalid_argument("knowledge_base.description", f"at most {MAX_DESCRIPTION_CHARS} characters")
             values["description"] = kb.description
-        if "chunking_rule" in paths:
-            values["chunking_rule"] = self._rule(kb.chunking_rule, True, None, "knowledge_base.chunking_rule")
         rebuild = False
         async with self.db.session() as session:
             row = await self._kb(session, kb.id)
+        if "chunking_rule" in paths:
+            values["chunking_rule"] = self._rule(kb.chunking_rule, True, None, "knowledge_base.chunking_rule",
+                                                 await self.default_chunk_size(row.embedding_model_id))
         if "embedding_model_id" in paths and kb.embedding_model_id != row.embedding_model_id:
             model_id, dims = await self._resolve_model(kb.embedding_model_id, "knowledge_base.embedding_model_id")
             if model_id != row.embedding_model_id:
@@ -550,7 +566,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(first.metadata, first.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, first.kb_id)
-        rule = self._rule(first.chunking_rule, first.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule")
+        rule = self._rule(first.chunking_rule, first.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule",
+                          await self.default_chunk_size(kb.embedding_model_id))
 
         async def body():
             if first.chunk:
@@ -583,7 +600,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(request.metadata, request.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, request.kb_id)
-        rule = self._rule(request.chunking_rule, request.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule")
+        rule = self._rule(request.chunking_rule, request.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule",
+                          await self.default_chunk_size(kb.embedding_model_id))
         row = await self._store_new_file(kb, name=name, fmt=fmt, data=data, rule=rule, tags=tags, metadata=metadata,
                                          allow_duplicate=False, limit=limit)
         return pb.AddTextFileResponse(file=file_message(row))
@@ -643,10 +661,15 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
     async def ReprocessFile(self, request, context):
         me = caller.current()
+        if request.HasField("chunking_rule"):
+            async with self.db.session() as session:
+                _, kb = await self._file(session, request.file_id)
+            new_rule = self._rule(request.chunking_rule, True, None, "chunking_rule",
+                                  await self.default_chunk_size(kb.embedding_model_id))
         async with self.db.session() as session:
             row, kb = await self._file(session, request.file_id)
             if request.HasField("chunking_rule"):
-                row.chunking_rule = self._rule(request.chunking_rule, True, None, "chunking_rule")
+                row.chunking_rule = new_rule
             row.generation += 1
             row.status, row.progress, row.error, row.update_time = STATUS_QUEUED, 0, None, utcnow()
             job_id = await self._enqueue(session, row)
@@ -721,7 +744,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     raise not_found("file", request.file_id)
         fallback = (file.chunking_rule if file is not None else None) or kb.chunking_rule
         rule = Rule.from_dict(self._rule(request.chunking_rule, request.HasField("chunking_rule"), fallback,
-                                         "chunking_rule"))
+                                         "chunking_rule", await self.default_chunk_size(kb.embedding_model_id)))
+        profile = await self.profiles.get(kb.embedding_model_id)
         window = self.settings.knowledge_parse_window_chars
         source = request.WhichOneof("source")
         if source == "text":
@@ -740,11 +764,20 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             chunks, total = await self._preview_file(file, rule, max_chunks)
         else:
             raise invalid_argument("text", "set text or file_id")
+
+        def measure() -> list[tuple[int, int]]:
+            return [(profile.count(c.text), len(profile.windows(c.text))) for c in chunks]
+
+        sizes = await asyncio.to_thread(measure)
         return pb.PreviewChunksResponse(
-            chunks=[pb.PreviewChunk(index=c.index, text=c.text, token_count=c.token_count, page=c.page)
-                    for c in chunks],
+            chunks=[pb.PreviewChunk(index=c.index, text=c.text, token_count=c.token_count, page=c.page,
+                                    model_token_count=n, embedding_windows=w, start_offset=c.start,
+                                    end_offset=c.end)
+                    for c, (n, w) in zip(chunks, sizes, strict=True)],
             total_chunks=total,
             elapsed=_duration(time.perf_counter() - started),
+            window_tokens=profile.window_tokens,
+            model_tokens_exact=profile.exact,
         )
 
     async def _preview_file(self, file: KnowledgeFileRow, rule: Rule, max_chunks: int):
@@ -784,8 +817,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         top_k = request.top_k or DEFAULT_TOP_K
         if not 0 < top_k <= s.knowledge_search_max_top_k:
             raise invalid_argument("top_k", f"must be 1 to {s.knowledge_search_max_top_k}")
-        weight = request.vector_weight if request.HasField("vector_weight") else s.knowledge_search_vector_weight
-        if not 0 <= weight <= 1:
+        weight = request.vector_weight if request.HasField("vector_weight") else None
+        if weight is not None and not 0 <= weight <= 1:
             raise invalid_argument("vector_weight", "must be 0 to 1")
         if request.score_threshold < 0:
             raise invalid_argument("score_threshold", "must not be negative")

@@ -179,6 +179,7 @@ class Settings(BaseSettings):
     knowledge_chunk_window_share: float = Field(0.5, gt=0, le=1, description="default chunk size as a share of the "
                                                 "embedding model's input window (bench/knowledge/quality.py)")
     knowledge_chunk_overlap: int = Field(50, ge=0, le=8000, description="tokens, at most a tenth of the chunk size")
+    knowledge_chunk_text_max_chars: int = Field(32_000, ge=1, description="text of a chunk edited or added by hand")
     knowledge_embedding_window_tokens: int = Field(512, ge=16, description="input window of an embedding model "
                                                    "that declares no context_length")
     knowledge_max_chunk_size: int = Field(8000, ge=1)

@@ -100,6 +100,8 @@ class Hit:
     vector_rank: int | None = None
     keyword_rank: int | None = None
     text: str = ""
+    start_offset: int = 0
+    end_offset: int = 0
     file_name: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -288,7 +290,8 @@ class Searcher:
         if missing:
             async with self.db.session() as session:
                 rows = (await session.execute(
-                    select(KnowledgeChunkRow.id, KnowledgeChunkRow.text, KnowledgeChunkRow.page)
+                    select(KnowledgeChunkRow.id, KnowledgeChunkRow.text, KnowledgeChunkRow.page,
+                           KnowledgeChunkRow.start_offset, KnowledgeChunkRow.end_offset)
                     .where(KnowledgeChunkRow.id.in_(missing))
                 )).all()
             by_id = {r.id: r for r in rows}
@@ -296,6 +299,7 @@ class Searcher:
                 row = by_id.get(h.chunk_id)
                 if row is not None and not h.text:
                     h.text, h.page = row.text, row.page
+                    h.start_offset, h.end_offset = row.start_offset or 0, row.end_offset or 0
         for h in hits:
             f = files.get(h.file_id)
             if f is not None:

@@ -285,8 +285,8 @@ class KnowledgeServiceServicer:
 
     def DownloadFile(self, request, context):
         """Streams a file's original bytes (all, or the byte range asked for), for download or inline preview.
-        The first message carries the content type; the gRPC response metadata carries content-disposition,
-        content-length and, for a range, content-range.
+        The first message carries the content type; the trailing metadata carries content-disposition,
+        x-file-size and, for a range, content-range.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

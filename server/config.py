@@ -198,6 +198,11 @@ class Settings(BaseSettings):
     knowledge_zip_ratio_grace_bytes: int = Field(1 * MiB, ge=0, description="entries up to this size skip the ratio")
     knowledge_pdf_max_pages: int = Field(5000, ge=1, description="longer PDFs fail")
     knowledge_pdf_max_stream_bytes: int = Field(64 * MiB, ge=1024, description="one decompressed PDF stream")
+    knowledge_ocr_max_pixels: int = Field(40_000_000, ge=1, description="images (png, jpg, scanned PDF pages) "
+                                          "larger than this fail before OCR")
+    knowledge_ocr_memory_bytes: int = Field(2048 * MiB, ge=256 * MiB, description="address-space cap of a parse "
+                                            "process once it loads the OCR engine (onnxruntime maps ~1.4 GiB)")
+    knowledge_pdf_ocr: bool = Field(True, description="OCR the images of PDF pages that have no text layer")
     knowledge_xlsx_max_cells: int = Field(10_000_000, ge=1, description="cells of a workbook, empty padding included")
     # Indexing.
     knowledge_embed_batch_size: int = Field(64, ge=1, le=256, description="texts per embedding call")
@@ -213,9 +218,10 @@ class Settings(BaseSettings):
     knowledge_search_max_query_chars: int = Field(4000, ge=1)
     knowledge_search_max_top_k: int = Field(100, ge=1)
     knowledge_search_candidates: int = Field(50, ge=1, description="hits each retriever gives fusion: max(this, 4*top_k)")
-    knowledge_search_vector_weight: float = Field(0.7, ge=0, le=1, description="hybrid default")
+    knowledge_search_vector_weight: float = Field(0.5, ge=0, le=1, description="hybrid default "
+                                                  "(bench/knowledge/quality.py)")
     knowledge_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
-    knowledge_search_fusion: Literal["rrf", "score"] = Field("rrf", description="hybrid: weighted reciprocal rank "
+    knowledge_search_fusion: Literal["rrf", "score"] = Field("score", description="hybrid: weighted reciprocal rank "
                                                              "fusion, or a weighted sum of the 0-1 scores")
     knowledge_search_uncovered_vector_weight: float = Field(0.0, ge=0, le=1, description="hybrid vector weight cap "
                                                             "when the embedding model does not cover the query's "

@@ -3,7 +3,7 @@ nobody here wrote, beside the same embedding model over the same chunks in plain
 knowledge defaults (chunk size, overlap, hybrid weight, fusion).
 
     .venv/bin/python bench/knowledge/quality.py            # every candidate setting (~10 min on 2 busy cores)
-    .venv/bin/python bench/knowledge/quality.py --quick    # old defaults against the chosen ones only
+    .venv/bin/python bench/knowledge/quality.py --quick --max-queries 80   # old against chosen chunking, 106 queries
 
 Corpora and labels:
 - English: the Python FAQ as Debian's python3-doc ships it (/usr/share/doc/python3.11-doc/html/faq, `apt-get
@@ -77,8 +77,8 @@ OLD = {"chunk_size": 500, "chunk_overlap": 50, "vector_weight": 0.7, "fusion": "
 # (size, overlap) in Typecase tokens: the old default, then sizes that fit MiniLM's 254 tokens of text.
 CHUNKINGS = [(500, 50), (64, 6), (127, 12), (190, 19), (254, 25)]
 QUICK_CHUNKINGS = [(500, 50), (127, 12)]
-WEIGHTS = [0.3, 0.5, 0.7]
-FUSIONS = ["rrf", "score"]
+GRID = [(f, w) for f in ("rrf", "score") for w in (0.3, 0.5, 0.7)]  # hybrid (fusion, vector weight) candidates
+QUICK_GRID = [("rrf", 0.7), ("score", 0.5), ("score", 0.7)]
 
 
 @dataclass
@@ -203,7 +203,7 @@ async def labels(app, kb_id: str, files: dict[str, Doc]) -> tuple[dict[str, set[
     return relevant, [(r.id, r.text) for r in rows]
 
 
-async def evaluate(app, stub, kb, files, relevant, chunks, rerank_model_id: str, with_grid: bool) -> dict[str, tuple]:
+async def evaluate(app, stub, kb, files, relevant, chunks, rerank_model_id: str, grid) -> dict[str, tuple]:
     import numpy as np
 
     from typecase.v1 import knowledge_pb2 as pb
@@ -236,10 +236,9 @@ async def evaluate(app, stub, kb, files, relevant, chunks, rerank_model_id: str,
     await run("keyword", mode=pb.SEARCH_MODE_KEYWORD)
     saved = svc.searcher.fusion
     try:
-        for fusion in FUSIONS if with_grid else ["rrf"]:
+        for fusion, w in grid:
             svc.searcher.fusion = fusion
-            for w in WEIGHTS if with_grid else [0.7]:
-                await run(f"hybrid {fusion} w={w}", mode=pb.SEARCH_MODE_HYBRID, vector_weight=w)
+            await run(f"hybrid {fusion} w={w}", mode=pb.SEARCH_MODE_HYBRID, vector_weight=w)
         svc.searcher.fusion = saved
         await run("hybrid (server default)", mode=pb.SEARCH_MODE_HYBRID)
         if rerank_model_id:
@@ -263,7 +262,7 @@ async def main(argv: list[str] | None = None) -> dict:
     from typecase.v1 import knowledge_pb2_grpc
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="old defaults against the chosen ones only")
+    parser.add_argument("--quick", action="store_true", help="old against chosen chunking, three fusion settings")
     parser.add_argument("--rerank-model-id", default="", help="also measure reranking with this configured model")
     parser.add_argument("--max-queries", type=int, default=0, help="use only the first N English queries")
     args = parser.parse_args(argv)
@@ -287,7 +286,7 @@ async def main(argv: list[str] | None = None) -> dict:
                         kb, files = await ingest(stub, f"{lang}-{size}-{overlap}", docs, size, overlap)
                         relevant, chunks = await labels(app, kb.id, files)
                         results = await evaluate(app, stub, kb, files, relevant, chunks, args.rerank_model_id,
-                                                 with_grid=not args.quick or size != 500)
+                                                 grid=QUICK_GRID if args.quick else GRID)
                         out["runs"][(lang, size, overlap)] = results
                         print_table(f"{lang}: chunk_size={size} overlap={overlap}, {len(chunks)} chunks, "
                                     f"{time.perf_counter() - started:.0f}s", results, len(relevant))

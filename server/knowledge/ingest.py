@@ -262,12 +262,15 @@ class IngestSettings:
                 pdf_max_pages=s.knowledge_pdf_max_pages,
                 pdf_max_stream_bytes=s.knowledge_pdf_max_stream_bytes,
                 xlsx_max_cells=s.knowledge_xlsx_max_cells,
+                ocr_max_pixels=s.knowledge_ocr_max_pixels,
+                pdf_ocr=s.knowledge_pdf_ocr,
             ),
             parse_limits=Limits(
                 processes=s.knowledge_parse_processes,
                 memory_bytes=s.knowledge_parse_memory_bytes,
                 cpu_seconds=s.knowledge_parse_cpu_seconds,
                 recycle_rss_bytes=s.knowledge_parse_recycle_rss_bytes,
+                ocr_memory_bytes=s.knowledge_ocr_memory_bytes,
             ),
             step_delay=s.knowledge_ingest_step_delay_seconds,
         )

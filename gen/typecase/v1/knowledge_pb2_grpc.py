@@ -287,6 +287,7 @@ class KnowledgeServiceServicer:
         """Streams a file's original bytes (all, or the byte range asked for), for download or inline preview.
         The first message carries the content type; the trailing metadata carries content-disposition,
         x-file-size and, for a range, content-range.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

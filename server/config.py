@@ -262,8 +262,14 @@ class Settings(BaseSettings):
     knowledge_max_structured_bytes: int = Field(64 * MiB, ge=1, description="html/json/docx are parsed whole")
     knowledge_preview_max_bytes: int = Field(32 * MiB, ge=1, description="largest stored file PreviewChunks parses")
     # Default chunking rule of new knowledge bases (Bisheng's: separators tried in order, split after them).
-    knowledge_chunk_size: int = Field(500, ge=1, le=8000, description="tokens")
-    knowledge_chunk_overlap: int = Field(50, ge=0, le=8000, description="tokens")
+    knowledge_chunk_size: int = Field(0, ge=0, le=8000, description="tokens; 0 fits the knowledge base's embedding "
+                                      "model: knowledge_chunk_window_share of its input window")
+    knowledge_chunk_window_share: float = Field(0.5, gt=0, le=1, description="default chunk size as a share of the "
+                                                "embedding model's input window (bench/knowledge/quality.py)")
+    knowledge_chunk_overlap: int = Field(50, ge=0, le=8000, description="tokens, at most a tenth of the chunk size")
+    knowledge_chunk_text_max_chars: int = Field(32_000, ge=1, description="text of a chunk edited or added by hand")
+    knowledge_embedding_window_tokens: int = Field(512, ge=16, description="input window of an embedding model "
+                                                   "that declares no context_length")
     knowledge_max_chunk_size: int = Field(8000, ge=1)
     knowledge_table_rows_per_chunk: int = Field(20, ge=1, le=10_000, description="csv/xlsx/json records per chunk")
     knowledge_parse_window_chars: int = Field(256 * 1024, ge=4096, description="long text is chunked per window")
@@ -280,6 +286,11 @@ class Settings(BaseSettings):
     knowledge_zip_ratio_grace_bytes: int = Field(1 * MiB, ge=0, description="entries up to this size skip the ratio")
     knowledge_pdf_max_pages: int = Field(5000, ge=1, description="longer PDFs fail")
     knowledge_pdf_max_stream_bytes: int = Field(64 * MiB, ge=1024, description="one decompressed PDF stream")
+    knowledge_ocr_max_pixels: int = Field(40_000_000, ge=1, description="images (png, jpg, scanned PDF pages) "
+                                          "larger than this fail before OCR")
+    knowledge_ocr_memory_bytes: int = Field(2048 * MiB, ge=256 * MiB, description="address-space cap of a parse "
+                                            "process once it loads the OCR engine (onnxruntime maps ~1.4 GiB)")
+    knowledge_pdf_ocr: bool = Field(True, description="OCR the images of PDF pages that have no text layer")
     knowledge_xlsx_max_cells: int = Field(10_000_000, ge=1, description="cells of a workbook, empty padding included")
     # Indexing.
     knowledge_embed_batch_size: int = Field(64, ge=1, le=256, description="texts per embedding call")
@@ -295,8 +306,14 @@ class Settings(BaseSettings):
     knowledge_search_max_query_chars: int = Field(4000, ge=1)
     knowledge_search_max_top_k: int = Field(100, ge=1)
     knowledge_search_candidates: int = Field(50, ge=1, description="hits each retriever gives fusion: max(this, 4*top_k)")
-    knowledge_search_vector_weight: float = Field(0.7, ge=0, le=1, description="hybrid default")
+    knowledge_search_vector_weight: float = Field(0.5, ge=0, le=1, description="hybrid default "
+                                                  "(bench/knowledge/quality.py)")
     knowledge_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
+    knowledge_search_fusion: Literal["rrf", "score"] = Field("score", description="hybrid: weighted reciprocal rank "
+                                                             "fusion, or a weighted sum of the 0-1 scores")
+    knowledge_search_uncovered_vector_weight: float = Field(0.0, ge=0, le=1, description="hybrid vector weight cap "
+                                                            "when the embedding model does not cover the query's "
+                                                            "language (its declared languages)")
     knowledge_watch_poll_seconds: float = Field(1.0, gt=0, description="WatchFile re-reads SQL at least this often")
     # Background jobs (server/infra/queue.py): taskiq over Redis streams when TYPECASE_REDIS_URL is set, else
     # in-process; job state and leases live in SQL either way.

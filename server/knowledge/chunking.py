@@ -243,6 +243,8 @@ class Chunk:
     text: str
     page: int
     token_count: int
+    start: int = 0  # character offsets in the document's extracted text (sections joined as chunked)
+    end: int = 0
 
 
 @dataclass
@@ -262,16 +264,18 @@ def chunk_sections(
     """
     splitter = Splitter(rule)
     index = 0
+    base = 0  # offset of the current window's first character in the whole extracted text
     win = _Window()
 
     def emit(text: str, pages: list[tuple[int, int]]) -> Iterator[Chunk]:
-        nonlocal index
+        nonlocal index, base
         offsets = [p[0] for p in pages]
         for s, e in splitter.split(text):
             page = pages[bisect.bisect_right(offsets, s) - 1][1] if pages else 0
             piece = text[s:e]
-            yield Chunk(index, piece, page, count_tokens(piece))
+            yield Chunk(index, piece, page, count_tokens(piece), base + s, base + e)
             index += 1
+        base += len(text)
 
     def cut_point(text: str) -> int:
         lo = len(text) // 2
@@ -288,10 +292,13 @@ def chunk_sections(
             if win.text:
                 yield from emit(win.text, win.pages)
                 win = _Window()
-            text = preprocess(section.text, rule).strip()
+            raw = preprocess(section.text, rule)
+            text = raw.strip()
             if text:
-                yield Chunk(index, text, section.page, count_tokens(text))
+                start = base + raw.find(text[0])
+                yield Chunk(index, text, section.page, count_tokens(text), start, start + len(text))
                 index += 1
+            base += len(raw)
             continue
         text = preprocess(section.text, rule)
         if not text:

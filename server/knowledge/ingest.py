@@ -30,6 +30,7 @@ from typecase.server.infra.queue import Job, JobLost, PermanentJobError
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.knowledge import keyword, parsers
 from typecase.server.knowledge.chunking import Chunk, Rule, chunk_sections
+from typecase.server.knowledge.model_window import EmbeddingProfile, Profiles
 from typecase.server.knowledge.parse_pool import Limits, ParsePool
 from typecase.server.knowledge.models import (
     STATUS_DONE,
@@ -261,12 +262,15 @@ class IngestSettings:
                 pdf_max_pages=s.knowledge_pdf_max_pages,
                 pdf_max_stream_bytes=s.knowledge_pdf_max_stream_bytes,
                 xlsx_max_cells=s.knowledge_xlsx_max_cells,
+                ocr_max_pixels=s.knowledge_ocr_max_pixels,
+                pdf_ocr=s.knowledge_pdf_ocr,
             ),
             parse_limits=Limits(
                 processes=s.knowledge_parse_processes,
                 memory_bytes=s.knowledge_parse_memory_bytes,
                 cpu_seconds=s.knowledge_parse_cpu_seconds,
                 recycle_rss_bytes=s.knowledge_parse_recycle_rss_bytes,
+                ocr_memory_bytes=s.knowledge_ocr_memory_bytes,
             ),
             step_delay=s.knowledge_ingest_step_delay_seconds,
         )
@@ -282,6 +286,20 @@ def parse_failure(exc: parsers.ParseError | parsers.UnsupportedFileType) -> Perm
     return PermanentJobError("PARSE_FAILED", str(exc))
 
 
+def vector_id(file_id: str, index: int, window: int = 0) -> str:
+    """The first window's vector has the chunk's id; further windows of a long chunk add "~<n>"."""
+    return chunk_id(file_id, index) if window == 0 else f"{chunk_id(file_id, index)}~{window}"
+
+
+def window_records(profile: EmbeddingProfile, rows) -> list[tuple[str, Any, str]]:
+    """(vector id, chunk row, text) per window of each chunk row (which has file_id or is keyed by the caller)."""
+    out = []
+    for r in rows:
+        for w, text in enumerate(profile.windows(r.text)):
+            out.append((vector_id(r.file_id, r.chunk_index, w), r, text))
+    return out
+
+
 def _take(iterator: Iterator[Chunk], n: int) -> list[Chunk]:
     out = []
     for item in iterator:
@@ -293,8 +311,9 @@ def _take(iterator: Iterator[Chunk], n: int) -> list[Chunk]:
 
 class Ingestor:
     def __init__(self, db: Database, storage, vectors, cache, llm, settings: IngestSettings,
-                 collections: Collections | None = None):
+                 collections: Collections | None = None, profiles: Profiles | None = None):
         self.db = db
+        self.profiles = profiles or Profiles(llm)
         self.storage = storage
         self.vectors = vectors
         self.collections = collections or Collections(vectors)
@@ -442,7 +461,8 @@ class Ingestor:
             async with self.db.session() as session:
                 await session.execute(insert(KnowledgeChunkRow), [
                     {"id": chunk_id(file.id, c.index), "kb_id": kb.id, "file_id": file.id, "chunk_index": c.index,
-                     "page": c.page, "text": c.text, "token_count": c.token_count}
+                     "page": c.page, "text": c.text, "token_count": c.token_count, "start_offset": c.start,
+                     "end_offset": c.end}
                     for c in batch
                 ])
             total += len(batch)
@@ -475,19 +495,22 @@ class Ingestor:
         for start in range(0, total, write):
             async with self.db.session() as session:
                 rows = (await session.execute(
-                    select(KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.page, KnowledgeChunkRow.text)
+                    select(KnowledgeChunkRow.file_id, KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.page,
+                           KnowledgeChunkRow.text)
                     .where(KnowledgeChunkRow.file_id == file.id, KnowledgeChunkRow.chunk_index >= start,
                            KnowledgeChunkRow.chunk_index < start + write)
                     .order_by(KnowledgeChunkRow.chunk_index)
                 )).all()
+            profile = await self.profiles.get(kb.embedding_model_id)
             for offset in range(0, len(rows), step):
                 part = rows[offset : offset + step]
-                vectors = await self.embedder.embed([r.text for r in part], kb.embedding_model_id)
+                records = await asyncio.to_thread(window_records, profile, part)
+                vectors = await self.embedder.embed([text for _, _, text in records], kb.embedding_model_id)
                 job.check()
                 await self.vectors.upsert(name, [
-                    {"id": chunk_id(file.id, r.chunk_index), "vector": list(v), "kb_id": kb.id, "file_id": file.id,
+                    {"id": vector_id, "vector": list(v), "kb_id": kb.id, "file_id": file.id,
                      "chunk_index": r.chunk_index, "page": r.page, "metadata": meta}
-                    for r, v in zip(part, vectors, strict=True)
+                    for (vector_id, r, _), v in zip(records, vectors, strict=True)
                 ])
                 await self.collections.wrote(name, len(part))
                 done += len(part)

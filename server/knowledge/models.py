@@ -10,7 +10,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, false, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -113,6 +113,10 @@ class KnowledgeChunkRow(Base):
     page: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str] = mapped_column(LongText)
     token_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Character offsets in the file's extracted text; 0/0 for chunks added by hand (or indexed before offsets).
+    start_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    end_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class KnowledgeTermRow(Base):

@@ -48,6 +48,10 @@ class Limits:
     memory_bytes: int = 1024 * 1024 * 1024
     cpu_seconds: float = 300.0
     recycle_rss_bytes: int = 128 * 1024 * 1024  # every parser imported: ~70 MiB (measured)
+    # OCR (onnxruntime + OpenCV) maps ~1.4 GiB of address space for ~0.6 GiB resident (measured): the OCR parser
+    # raises its process's soft cap to this (the hard cap) before loading the engine; a process that ran OCR is
+    # past recycle_rss_bytes afterwards and is replaced, so other files never run under the higher cap.
+    ocr_memory_bytes: int = 2048 * 1024 * 1024
 
 
 class _Child:
@@ -56,7 +60,8 @@ class _Child:
     def __init__(self, limits: Limits):
         self.limits = limits
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "typecase.server.knowledge.parse_worker", str(limits.memory_bytes)],
+            [sys.executable, "-m", "typecase.server.knowledge.parse_worker", str(limits.memory_bytes),
+             str(max(limits.ocr_memory_bytes, limits.memory_bytes))],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env(), close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None

@@ -97,14 +97,15 @@ def _parse(request: dict[str, Any], send) -> None:
         send({"done": {"rss_bytes": _rss_bytes()}})
 
 
-def serve(memory_bytes: int, requests: IO[str], answers: IO[str]) -> None:
+def serve(memory_bytes: int, requests: IO[str], answers: IO[str], hard_memory_bytes: int = 0) -> None:
     def send(message: dict[str, Any]) -> None:
         answers.write(json.dumps(message) + "\n")  # ASCII: a lone surrogate in a text cannot break the stream
         answers.flush()
 
     os.nice(10)  # background work: on a busy machine the server's event loop gets the CPU first
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # The soft cap applies; only the OCR parser raises it, up to the hard cap (parsers/ocr.py).
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, max(hard_memory_bytes, memory_bytes)))
     from typecase.server.knowledge import parsers  # noqa: F401  (imported under the cap: the cap must fit it)
 
     for line in requests:
@@ -124,7 +125,7 @@ def main() -> None:
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    serve(int(sys.argv[1]), sys.stdin, answers)
+    serve(int(sys.argv[1]), sys.stdin, answers, int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 
 
 if __name__ == "__main__":

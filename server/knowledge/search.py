@@ -4,7 +4,10 @@ fusion), restricted to searchable files that pass the filters, optionally rerank
 Scores, higher is better:
 - vector: cosine similarity of the query and chunk embeddings;
 - keyword: BM25 divided by the most any chunk could score for the query (0-1);
-- hybrid: w/(k+rank_vector) + (1-w)/(k+rank_keyword), scaled by (k+1) so a chunk ranked first by both scores 1;
+- hybrid, fusion "rrf": w/(k+rank_vector) + (1-w)/(k+rank_keyword), scaled by (k+1) so a chunk ranked first by
+  both scores 1; fusion "score": w*vector + (1-w)*keyword; when the embedding model does not cover the query's
+  language (model_window.py), the default w is capped at uncovered_vector_weight, so fusion leans on keyword search
+  (a weight the caller sets is kept);
 - reranked: the rerank model's relevance score.
 score_threshold applies to the final score.
 """
@@ -23,6 +26,7 @@ from typecase.server.infra.sql import Database
 from typecase.server.knowledge import keyword
 from typecase.server.knowledge.chunking import count_tokens
 from typecase.server.knowledge.ingest import collection_name
+from typecase.server.knowledge.model_window import Profiles
 from typecase.server.knowledge.models import (
     STATUS_DONE,
     KnowledgeBaseRow,
@@ -35,6 +39,7 @@ from typecase.server.knowledge.models import (
 log = logging.getLogger("typecase.knowledge.search")
 
 MODE_VECTOR, MODE_KEYWORD, MODE_HYBRID = "vector", "keyword", "hybrid"
+FUSION_RRF, FUSION_SCORE = "rrf", "score"
 MAX_IN_FILTER = 2000  # files listed in a Milvus `in` filter; beyond that, over-fetch and filter here
 
 
@@ -96,6 +101,8 @@ class Hit:
     vector_rank: int | None = None
     keyword_rank: int | None = None
     text: str = ""
+    start_offset: int = 0
+    end_offset: int = 0
     file_name: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -107,7 +114,9 @@ class SearchResult:
 
 
 class Searcher:
-    def __init__(self, db: Database, vectors, llm, *, rrf_k: int = 60, candidates: int = 50, collections=None):
+    def __init__(self, db: Database, vectors, llm, *, rrf_k: int = 60, candidates: int = 50, collections=None,
+                 fusion: str = FUSION_RRF, vector_weight: float = 0.7, uncovered_vector_weight: float = 0.0,
+                 profiles=None):
         from typecase.server.knowledge.ingest import Collections
 
         self.db = db
@@ -116,6 +125,10 @@ class Searcher:
         self.llm = llm
         self.rrf_k = rrf_k
         self.candidates = candidates
+        self.fusion = fusion
+        self.vector_weight = vector_weight
+        self.uncovered_vector_weight = uncovered_vector_weight
+        self.profiles = profiles or Profiles(llm)
 
     async def search(self, kbs: list[KnowledgeBaseRow], query: str, **options: Any) -> SearchResult:
         with tracing.span("knowledge search", {"typecase.knowledge.kb_count": len(kbs),
@@ -133,7 +146,7 @@ class Searcher:
         mode: str = MODE_HYBRID,
         top_k: int = 5,
         score_threshold: float = 0.0,
-        vector_weight: float = 0.7,
+        vector_weight: float | None = None,
         filter: Filter | None = None,
         rerank_model_id: str = "",
     ) -> SearchResult:
@@ -167,6 +180,11 @@ class Searcher:
             for h in fused:
                 h.score = h.keyword_score
         else:
+            if vector_weight is None:
+                vector_weight = self.vector_weight
+                profile = await self.profiles.get(kbs[0].embedding_model_id)
+                if not profile.covers(query):  # the model cannot read the query's language: trust the keywords
+                    vector_weight = min(vector_weight, self.uncovered_vector_weight)
             fused = self._fuse(vector_hits, keyword_hits, vector_weight)
 
         if rerank_model_id and fused:
@@ -214,11 +232,15 @@ class Searcher:
                 expr, fetch = None, min(limit * 4, 16384)
             rows = (await self.vectors.search(name, [list(vector)], top_k=fetch, filter=expr,
                                               output_fields=["file_id", "chunk_index", "page"]))[0]
-            for r in rows:
+            best: dict[str, Hit] = {}
+            for r in rows:  # a long chunk has several windows: the chunk scores as its best window
                 if r.get("file_id") not in allowed:
                     continue
-                hits.append(Hit(r["id"], kb.id, r["file_id"], int(r["chunk_index"]), int(r.get("page") or 0),
-                                vector_score=float(r["distance"])))
+                cid = chunk_id(r["file_id"], int(r["chunk_index"]))
+                if cid not in best or float(r["distance"]) > best[cid].vector_score:
+                    best[cid] = Hit(cid, kb.id, r["file_id"], int(r["chunk_index"]), int(r.get("page") or 0),
+                                    vector_score=float(r["distance"]))
+            hits.extend(best.values())
         hits.sort(key=lambda h: -h.vector_score)
         hits = hits[:limit]
         for rank, h in enumerate(hits, 1):
@@ -261,6 +283,9 @@ class Searcher:
             else:
                 existing.keyword_score, existing.keyword_rank = h.keyword_score, h.keyword_rank
         for h in merged.values():
+            if self.fusion == FUSION_SCORE:
+                h.score = w * h.vector_score + (1 - w) * h.keyword_score
+                continue
             fused = 0.0
             if h.vector_rank is not None:
                 fused += w / (k + h.vector_rank)
@@ -274,7 +299,8 @@ class Searcher:
         if missing:
             async with self.db.session() as session:
                 rows = (await session.execute(
-                    select(KnowledgeChunkRow.id, KnowledgeChunkRow.text, KnowledgeChunkRow.page)
+                    select(KnowledgeChunkRow.id, KnowledgeChunkRow.text, KnowledgeChunkRow.page,
+                           KnowledgeChunkRow.start_offset, KnowledgeChunkRow.end_offset)
                     .where(KnowledgeChunkRow.id.in_(missing))
                 )).all()
             by_id = {r.id: r for r in rows}
@@ -282,6 +308,7 @@ class Searcher:
                 row = by_id.get(h.chunk_id)
                 if row is not None and not h.text:
                     h.text, h.page = row.text, row.page
+                    h.start_offset, h.end_offset = row.start_offset or 0, row.end_offset or 0
         for h in hits:
             f = files.get(h.file_id)
             if f is not None:

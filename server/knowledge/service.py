@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import unicodedata
 import uuid
 from datetime import datetime
 from pathlib import PurePosixPath
+from urllib.parse import quote
 from typing import Any
 
 import grpc
@@ -38,6 +40,8 @@ from typecase.server.knowledge.ingest import (
     file_channel,
     parse_failure,
 )
+from typecase.server.knowledge.curation import ChunkEditor
+from typecase.server.knowledge.model_window import Profiles
 from typecase.server.knowledge.models import (
     STATUS_DONE,
     STATUS_EMBEDDING,
@@ -221,12 +225,19 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         )
         self.collections = Collections(self.vectors, settings.knowledge_vector_flush_rows,
                                        settings.knowledge_vector_flush_delay_seconds)
+        self.profiles = Profiles(llm, settings.knowledge_embedding_window_tokens)
         self.ingestor = Ingestor(self.db, self.storage, self.vectors, self.cache, llm,
-                                 IngestSettings.from_settings(settings), self.collections)
+                                 IngestSettings.from_settings(settings), self.collections, self.profiles)
         self.queue.register(JOB_KIND, self.ingestor.run, on_failed=self.ingestor.on_failed,
                             on_retry=self.ingestor.on_retry)
         self.searcher = Searcher(self.db, self.vectors, llm, rrf_k=settings.knowledge_rrf_k,
-                                 candidates=settings.knowledge_search_candidates, collections=self.collections)
+                                 candidates=settings.knowledge_search_candidates, collections=self.collections,
+                                 fusion=settings.knowledge_search_fusion,
+                                 vector_weight=settings.knowledge_search_vector_weight,
+                                 uncovered_vector_weight=settings.knowledge_search_uncovered_vector_weight,
+                                 profiles=self.profiles)
+        self.chunks = ChunkEditor(self.db, self.vectors, self.collections, llm, self.profiles,
+                                  settings.knowledge_keyword_block_chunks)
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -246,18 +257,26 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             self._started = False
 
     # -- helpers -------------------------------------------------------------------------------------------------
-    def _rule(self, message: pb.ChunkingRule | None, present: bool, fallback: dict | None, field: str) -> dict:
+    async def default_chunk_size(self, model_id: str) -> int:
+        """knowledge_chunk_size, or (when 0) a share of the embedding model's input window, so that a default
+        chunk is read whole by the model (Typecase tokens never outnumber a word-piece tokenizer's)."""
+        if self.settings.knowledge_chunk_size:
+            return self.settings.knowledge_chunk_size
+        profile = await self.profiles.get(model_id)
+        return max(int(profile.content_tokens * self.settings.knowledge_chunk_window_share), 16)
+
+    def _rule(self, message: pb.ChunkingRule | None, present: bool, fallback: dict | None, field: str,
+              default_size: int = 0) -> dict:
         if not present:
             if fallback:
                 return Rule.from_dict(fallback).to_dict()
             message = pb.ChunkingRule()
         s = self.settings
-        size = message.chunk_size or s.knowledge_chunk_size
+        size = message.chunk_size or default_size or s.knowledge_chunk_size or Rule().chunk_size
         if message.HasField("chunk_overlap"):
             overlap = message.chunk_overlap
         else:
-            overlap = min(s.knowledge_chunk_overlap, size // 10) if message.chunk_size else s.knowledge_chunk_overlap
-            overlap = min(overlap, size - 1)
+            overlap = min(s.knowledge_chunk_overlap, size // 10, size - 1)
         rule = Rule(
             separators=tuple(message.separators) or Rule().separators,
             separator_before=message.separator_rule == pb.SEPARATOR_RULE_BEFORE,
@@ -356,7 +375,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if len(kb.description) > MAX_DESCRIPTION_CHARS:
             raise invalid_argument("knowledge_base.description", f"at most {MAX_DESCRIPTION_CHARS} characters")
         model_id, dims = await self._resolve_model(kb.embedding_model_id, "knowledge_base.embedding_model_id")
-        rule = self._rule(kb.chunking_rule, kb.HasField("chunking_rule"), None, "knowledge_base.chunking_rule")
+        rule = self._rule(kb.chunking_rule, kb.HasField("chunking_rule"), None, "knowledge_base.chunking_rule",
+                          await self.default_chunk_size(model_id))
         row = KnowledgeBaseRow(owner_id=me.user_id, name=name, description=kb.description,
                                embedding_model_id=model_id, embedding_dimensions=dims, chunking_rule=rule,
                                vector_generation=1)
@@ -427,11 +447,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             if len(kb.description) > MAX_DESCRIPTION_CHARS:
                 raise invalid_argument("knowledge_base.description", f"at most {MAX_DESCRIPTION_CHARS} characters")
             values["description"] = kb.description
-        if "chunking_rule" in paths:
-            values["chunking_rule"] = self._rule(kb.chunking_rule, True, None, "knowledge_base.chunking_rule")
         rebuild = False
         async with self.db.session() as session:
             row = await self._kb(session, kb.id)
+        if "chunking_rule" in paths:
+            values["chunking_rule"] = self._rule(kb.chunking_rule, True, None, "knowledge_base.chunking_rule",
+                                                 await self.default_chunk_size(row.embedding_model_id))
         if "embedding_model_id" in paths and kb.embedding_model_id != row.embedding_model_id:
             model_id, dims = await self._resolve_model(kb.embedding_model_id, "knowledge_base.embedding_model_id")
             if model_id != row.embedding_model_id:
@@ -550,7 +571,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(first.metadata, first.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, first.kb_id)
-        rule = self._rule(first.chunking_rule, first.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule")
+        rule = self._rule(first.chunking_rule, first.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule",
+                          await self.default_chunk_size(kb.embedding_model_id))
 
         async def body():
             if first.chunk:
@@ -583,7 +605,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(request.metadata, request.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, request.kb_id)
-        rule = self._rule(request.chunking_rule, request.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule")
+        rule = self._rule(request.chunking_rule, request.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule",
+                          await self.default_chunk_size(kb.embedding_model_id))
         row = await self._store_new_file(kb, name=name, fmt=fmt, data=data, rule=rule, tags=tags, metadata=metadata,
                                          allow_duplicate=False, limit=limit)
         return pb.AddTextFileResponse(file=file_message(row))
@@ -643,10 +666,15 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
     async def ReprocessFile(self, request, context):
         me = caller.current()
+        if request.HasField("chunking_rule"):
+            async with self.db.session() as session:
+                _, kb = await self._file(session, request.file_id)
+            new_rule = self._rule(request.chunking_rule, True, None, "chunking_rule",
+                                  await self.default_chunk_size(kb.embedding_model_id))
         async with self.db.session() as session:
             row, kb = await self._file(session, request.file_id)
             if request.HasField("chunking_rule"):
-                row.chunking_rule = self._rule(request.chunking_rule, True, None, "chunking_rule")
+                row.chunking_rule = new_rule
             row.generation += 1
             row.status, row.progress, row.error, row.update_time = STATUS_QUEUED, 0, None, utcnow()
             job_id = await self._enqueue(session, row)
@@ -721,7 +749,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     raise not_found("file", request.file_id)
         fallback = (file.chunking_rule if file is not None else None) or kb.chunking_rule
         rule = Rule.from_dict(self._rule(request.chunking_rule, request.HasField("chunking_rule"), fallback,
-                                         "chunking_rule"))
+                                         "chunking_rule", await self.default_chunk_size(kb.embedding_model_id)))
+        profile = await self.profiles.get(kb.embedding_model_id)
         window = self.settings.knowledge_parse_window_chars
         source = request.WhichOneof("source")
         if source == "text":
@@ -740,11 +769,20 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             chunks, total = await self._preview_file(file, rule, max_chunks)
         else:
             raise invalid_argument("text", "set text or file_id")
+
+        def measure() -> list[tuple[int, int]]:
+            return [(profile.count(c.text), len(profile.windows(c.text))) for c in chunks]
+
+        sizes = await asyncio.to_thread(measure)
         return pb.PreviewChunksResponse(
-            chunks=[pb.PreviewChunk(index=c.index, text=c.text, token_count=c.token_count, page=c.page)
-                    for c in chunks],
+            chunks=[pb.PreviewChunk(index=c.index, text=c.text, token_count=c.token_count, page=c.page,
+                                    model_token_count=n, embedding_windows=w, start_offset=c.start,
+                                    end_offset=c.end)
+                    for c, (n, w) in zip(chunks, sizes, strict=True)],
             total_chunks=total,
             elapsed=_duration(time.perf_counter() - started),
+            window_tokens=profile.window_tokens,
+            model_tokens_exact=profile.exact,
         )
 
     async def _preview_file(self, file: KnowledgeFileRow, rule: Rule, max_chunks: int):
@@ -784,8 +822,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         top_k = request.top_k or DEFAULT_TOP_K
         if not 0 < top_k <= s.knowledge_search_max_top_k:
             raise invalid_argument("top_k", f"must be 1 to {s.knowledge_search_max_top_k}")
-        weight = request.vector_weight if request.HasField("vector_weight") else s.knowledge_search_vector_weight
-        if not 0 <= weight <= 1:
+        weight = request.vector_weight if request.HasField("vector_weight") else None
+        if weight is not None and not 0 <= weight <= 1:
             raise invalid_argument("vector_weight", "must be 0 to 1")
         if request.score_threshold < 0:
             raise invalid_argument("score_threshold", "must not be negative")
@@ -816,11 +854,147 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             hits=[pb.SearchHit(
                 chunk_id=h.chunk_id, kb_id=h.kb_id, file_id=h.file_id, file_name=h.file_name, text=h.text,
                 score=h.score, page=h.page, chunk_index=h.chunk_index, metadata=struct_of(h.metadata),
-                vector_score=h.vector_score, keyword_score=h.keyword_score,
+                vector_score=h.vector_score, keyword_score=h.keyword_score, start_offset=h.start_offset,
+                end_offset=h.end_offset,
             ) for h in result.hits],
             usage=common_pb2.Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
             elapsed=_duration(time.perf_counter() - started),
         )
+
+    # -- chunks (curation) -----------------------------------------------------------------------------------------------
+    async def _chunk(self, session, chunk_ref: str):
+        if not chunk_ref:
+            raise invalid_argument("chunk_id", "required")
+        file_id, _, index = chunk_ref.rpartition("-")
+        if not file_id or not index.isdigit():
+            raise not_found("chunk", chunk_ref)
+        try:
+            file, kb = await self._file(session, file_id)
+        except TypecaseError:
+            raise not_found("chunk", chunk_ref) from None
+        row = await session.get(KnowledgeChunkRow, chunk_ref)
+        if row is None:
+            raise not_found("chunk", chunk_ref)
+        return row, file, kb
+
+    def _chunk_text(self, text: str, field: str) -> str:
+        if not text.strip():
+            raise invalid_argument(field, "required")
+        limit = self.settings.knowledge_chunk_text_max_chars
+        if len(text) > limit:
+            raise invalid_argument(field, f"at most {limit} characters")
+        return text
+
+    @staticmethod
+    def _editable(file: KnowledgeFileRow) -> None:
+        if file.status != STATUS_DONE:
+            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
+                                f"the file is {file.status}: chunks can be edited once it is done",
+                                {"file_id": file.id, "status": file.status})
+
+    async def ListChunks(self, request, context):
+        limit = paging.page_size(request.page_size)
+        position = paging.decode_token(request.page_token)
+        async with self.db.session() as session:
+            kb = await self._kb(session, request.kb_id)
+            stmt = select(KnowledgeChunkRow).where(KnowledgeChunkRow.kb_id == kb.id)
+            if request.file_id:
+                stmt = stmt.where(KnowledgeChunkRow.file_id == request.file_id)
+            if request.keyword:
+                stmt = stmt.where(func.lower(KnowledgeChunkRow.text).contains(request.keyword.lower(), autoescape=True))
+            total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+            if position:
+                try:
+                    after_file, after_index = str(position["f"]), int(position["i"])
+                except (KeyError, ValueError, TypeError):
+                    raise invalid_argument("page_token", "not a page token returned by this API") from None
+                stmt = stmt.where(or_(KnowledgeChunkRow.file_id > after_file,
+                                      (KnowledgeChunkRow.file_id == after_file)
+                                      & (KnowledgeChunkRow.chunk_index > after_index)))
+            stmt = stmt.order_by(KnowledgeChunkRow.file_id, KnowledgeChunkRow.chunk_index).limit(limit + 1)
+            rows = list((await session.scalars(stmt)).all())
+            names = dict((await session.execute(select(KnowledgeFileRow.id, KnowledgeFileRow.name).where(
+                KnowledgeFileRow.id.in_({r.file_id for r in rows})))).all()) if rows else {}
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return pb.ListChunksResponse(
+            chunks=[chunk_message(r, names.get(r.file_id, "")) for r in rows],
+            next_page_token=paging.encode_token(f=rows[-1].file_id, i=rows[-1].chunk_index) if more else "",
+            total_size=total or 0,
+        )
+
+    async def GetChunk(self, request, context):
+        async with self.db.session() as session:
+            row, file, _ = await self._chunk(session, request.chunk_id)
+        return pb.GetChunkResponse(chunk=chunk_message(row, file.name))
+
+    async def UpdateChunk(self, request, context):
+        me = caller.current()
+        chunk = request.chunk
+        paths = set(request.update_mask.paths) if request.update_mask.paths else {
+            f.name for f, _ in chunk.ListFields()}
+        paths.discard("id")
+        unknown = paths - {"text", "page"}
+        if unknown:
+            raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a chunk")
+        text = self._chunk_text(chunk.text, "chunk.text") if "text" in paths else None
+        if chunk.page < 0:
+            raise invalid_argument("chunk.page", "must not be negative")
+        async with self.db.session() as session:
+            row, file, kb = await self._chunk(session, chunk.id)
+        self._editable(file)
+        row = await self.chunks.update(kb, file, row, text, chunk.page if "page" in paths else None)
+        await self.audit.record("knowledge_chunk.update", actor_id=me.user_id, resource_type="knowledge_chunk",
+                                resource_id=row.id, detail={"kb_id": kb.id, "fields": sorted(paths)})
+        return pb.UpdateChunkResponse(chunk=chunk_message(row, file.name))
+
+    async def DeleteChunk(self, request, context):
+        me = caller.current()
+        async with self.db.session() as session:
+            row, file, kb = await self._chunk(session, request.chunk_id)
+        self._editable(file)
+        await self.chunks.delete(kb, file, row)
+        await self.audit.record("knowledge_chunk.delete", actor_id=me.user_id, resource_type="knowledge_chunk",
+                                resource_id=row.id, detail={"kb_id": kb.id})
+        return pb.DeleteChunkResponse()
+
+    async def AddChunk(self, request, context):
+        me = caller.current()
+        text = self._chunk_text(request.chunk.text, "chunk.text")
+        if request.chunk.page < 0:
+            raise invalid_argument("chunk.page", "must not be negative")
+        async with self.db.session() as session:
+            file, kb = await self._file(session, request.file_id)
+        self._editable(file)
+        row = await self.chunks.add(kb, file, text, request.chunk.page)
+        await self.audit.record("knowledge_chunk.create", actor_id=me.user_id, resource_type="knowledge_chunk",
+                                resource_id=row.id, detail={"kb_id": kb.id})
+        return pb.AddChunkResponse(chunk=chunk_message(row, file.name))
+
+    async def DownloadFile(self, request, context):
+        from google.api import httpbody_pb2
+
+        async with self.db.session() as session:
+            file, _ = await self._file(session, request.file_id)
+        start, end = byte_range(request.range, file.size_bytes)
+        disposition = "inline" if request.inline else "attachment"
+        headers = [("content-disposition", f"{disposition}; filename*=UTF-8''{quote(file.name, safe='')}"),
+                   ("x-file-size", str(file.size_bytes))]
+        if request.range:
+            headers.append(("content-range", f"bytes {start}-{end - 1}/{file.size_bytes}"))
+        if context is not None:  # trailing: the trace interceptor has already sent the initial metadata
+            context.set_trailing_metadata(headers)
+        position, first = 0, True
+        async for piece in await self.storage.get(file.object_key):
+            lo, hi = max(start - position, 0), min(end - position, len(piece))
+            position += len(piece)
+            if hi > lo:
+                yield httpbody_pb2.HttpBody(content_type=file.mime_type if first else "", data=piece[lo:hi])
+                first = False
+            if position >= end:
+                break
+        if first:  # an empty range of an empty file still says what it is
+            yield httpbody_pb2.HttpBody(content_type=file.mime_type)
 
     async def search(self, request: pb.SearchRequest) -> pb.SearchResponse:
         """Python API for other domains (chat, flow): Search with the caller bound in the current context."""
@@ -836,6 +1010,30 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             await stop.wait()
         finally:
             await self.stop()
+
+
+def chunk_message(row: KnowledgeChunkRow, file_name: str) -> pb.Chunk:
+    return pb.Chunk(id=row.id, kb_id=row.kb_id, file_id=row.file_id, index=row.chunk_index, text=row.text,
+                    page=row.page, start_offset=row.start_offset or 0, end_offset=row.end_offset or 0,
+                    token_count=row.token_count or 0, edited=bool(row.edited), file_name=file_name)
+
+
+def byte_range(spec: str, size: int) -> tuple[int, int]:
+    """[start, end) of one HTTP byte range ("bytes=a-b", "bytes=a-", "bytes=-n") of a `size`-byte file."""
+    if not spec:
+        return 0, size
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", spec)
+    if m is None or not (m.group(1) or m.group(2)):
+        raise invalid_argument("range", 'one byte range such as "bytes=0-99", "bytes=100-" or "bytes=-50"')
+    if not m.group(1):  # the last n bytes
+        return max(size - int(m.group(2)), 0), size
+    start = int(m.group(1))
+    end = min(int(m.group(2)) + 1, size) if m.group(2) else size
+    if start >= size or end <= start:
+        raise TypecaseError(grpc.StatusCode.OUT_OF_RANGE, "INVALID_ARGUMENT",
+                            f"range: {spec!r} is not satisfiable for a file of {size} bytes",
+                            {"field": "range", "size_bytes": str(size)})
+    return start, end
 
 
 def _job_key(kb_id: str, file_id: str) -> str:

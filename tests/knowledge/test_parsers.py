@@ -30,7 +30,8 @@ def parse(tmp_path, name: str, data: bytes, rows_per_chunk: int = 20, chunk_size
 def test_detect_by_extension_then_declared_type():
     assert parsers.detect("Report.PDF").name == "pdf"
     assert parsers.detect("notes", "text/markdown; charset=utf-8").name == "md"
-    for bad in ("setup.exe", "photo.png", "archive.zip", "noext"):
+    assert parsers.detect("photo.PNG").name == "png" and parsers.detect("deck.pptx").name == "pptx"
+    for bad in ("setup.exe", "photo.gif", "archive.zip", "noext"):
         with pytest.raises(parsers.UnsupportedFileType):
             parsers.detect(bad)
 

@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -137,16 +138,50 @@ class KnowledgeFile(_message.Message):
     def __init__(self, id: _Optional[str] = ..., kb_id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., size_bytes: _Optional[int] = ..., md5: _Optional[str] = ..., mime_type: _Optional[str] = ..., status: _Optional[_Union[FileStatus, str]] = ..., progress_percent: _Optional[int] = ..., chunk_count: _Optional[int] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., chunking_rule: _Optional[_Union[ChunkingRule, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., page_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., process_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PreviewChunk(_message.Message):
-    __slots__ = ("index", "text", "token_count", "page")
+    __slots__ = ("index", "text", "token_count", "page", "model_token_count", "embedding_windows", "start_offset", "end_offset")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     PAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_FIELD_NUMBER: _ClassVar[int]
     index: int
     text: str
     token_count: int
     page: int
-    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., token_count: _Optional[int] = ..., page: _Optional[int] = ...) -> None: ...
+    model_token_count: int
+    embedding_windows: int
+    start_offset: int
+    end_offset: int
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., token_count: _Optional[int] = ..., page: _Optional[int] = ..., model_token_count: _Optional[int] = ..., embedding_windows: _Optional[int] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("id", "kb_id", "file_id", "index", "text", "page", "start_offset", "end_offset", "token_count", "edited", "file_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EDITED_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kb_id: str
+    file_id: str
+    index: int
+    text: str
+    page: int
+    start_offset: int
+    end_offset: int
+    token_count: int
+    edited: bool
+    file_name: str
+    def __init__(self, id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., index: _Optional[int] = ..., text: _Optional[str] = ..., page: _Optional[int] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., token_count: _Optional[int] = ..., edited: _Optional[bool] = ..., file_name: _Optional[str] = ...) -> None: ...
 
 class SearchFilter(_message.Message):
     __slots__ = ("file_ids", "tags", "metadata")
@@ -159,7 +194,7 @@ class SearchFilter(_message.Message):
     def __init__(self, file_ids: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("chunk_id", "kb_id", "file_id", "file_name", "text", "score", "page", "chunk_index", "metadata", "vector_score", "keyword_score")
+    __slots__ = ("chunk_id", "kb_id", "file_id", "file_name", "text", "score", "page", "chunk_index", "metadata", "vector_score", "keyword_score", "start_offset", "end_offset")
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     KB_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +206,8 @@ class SearchHit(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTOR_SCORE_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    END_OFFSET_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     kb_id: str
     file_id: str
@@ -182,7 +219,9 @@ class SearchHit(_message.Message):
     metadata: _struct_pb2.Struct
     vector_score: float
     keyword_score: float
-    def __init__(self, chunk_id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., file_name: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., page: _Optional[int] = ..., chunk_index: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vector_score: _Optional[float] = ..., keyword_score: _Optional[float] = ...) -> None: ...
+    start_offset: int
+    end_offset: int
+    def __init__(self, chunk_id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., file_name: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., page: _Optional[int] = ..., chunk_index: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vector_score: _Optional[float] = ..., keyword_score: _Optional[float] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ...) -> None: ...
 
 class CreateKnowledgeBaseRequest(_message.Message):
     __slots__ = ("knowledge_base",)
@@ -405,14 +444,18 @@ class PreviewChunksRequest(_message.Message):
     def __init__(self, kb_id: _Optional[str] = ..., text: _Optional[str] = ..., file_id: _Optional[str] = ..., chunking_rule: _Optional[_Union[ChunkingRule, _Mapping]] = ..., max_chunks: _Optional[int] = ...) -> None: ...
 
 class PreviewChunksResponse(_message.Message):
-    __slots__ = ("chunks", "total_chunks", "elapsed")
+    __slots__ = ("chunks", "total_chunks", "elapsed", "window_tokens", "model_tokens_exact")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_TOKENS_EXACT_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[PreviewChunk]
     total_chunks: int
     elapsed: _duration_pb2.Duration
-    def __init__(self, chunks: _Optional[_Iterable[_Union[PreviewChunk, _Mapping]]] = ..., total_chunks: _Optional[int] = ..., elapsed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    window_tokens: int
+    model_tokens_exact: bool
+    def __init__(self, chunks: _Optional[_Iterable[_Union[PreviewChunk, _Mapping]]] = ..., total_chunks: _Optional[int] = ..., elapsed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., window_tokens: _Optional[int] = ..., model_tokens_exact: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("kb_ids", "query", "mode", "top_k", "score_threshold", "vector_weight", "filter", "rerank_model_id")
@@ -443,3 +486,87 @@ class SearchResponse(_message.Message):
     usage: _common_pb2.Usage
     elapsed: _duration_pb2.Duration
     def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., elapsed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ListChunksRequest(_message.Message):
+    __slots__ = ("kb_id", "file_id", "keyword", "page_size", "page_token")
+    KB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    kb_id: str
+    file_id: str
+    keyword: str
+    page_size: int
+    page_token: str
+    def __init__(self, kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., keyword: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListChunksResponse(_message.Message):
+    __slots__ = ("chunks", "next_page_token", "total_size")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
+    next_page_token: str
+    total_size: int
+    def __init__(self, chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class GetChunkRequest(_message.Message):
+    __slots__ = ("chunk_id",)
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    def __init__(self, chunk_id: _Optional[str] = ...) -> None: ...
+
+class GetChunkResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: Chunk
+    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+
+class UpdateChunkRequest(_message.Message):
+    __slots__ = ("chunk", "update_mask")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    chunk: Chunk
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateChunkResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: Chunk
+    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+
+class DeleteChunkRequest(_message.Message):
+    __slots__ = ("chunk_id",)
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    def __init__(self, chunk_id: _Optional[str] = ...) -> None: ...
+
+class DeleteChunkResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AddChunkRequest(_message.Message):
+    __slots__ = ("file_id", "chunk")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    file_id: str
+    chunk: Chunk
+    def __init__(self, file_id: _Optional[str] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+
+class AddChunkResponse(_message.Message):
+    __slots__ = ("chunk",)
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    chunk: Chunk
+    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
+
+class DownloadFileRequest(_message.Message):
+    __slots__ = ("file_id", "range", "inline")
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    file_id: str
+    range: str
+    inline: bool
+    def __init__(self, file_id: _Optional[str] = ..., range: _Optional[str] = ..., inline: _Optional[bool] = ...) -> None: ...

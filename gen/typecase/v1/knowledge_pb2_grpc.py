@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from typecase.v1 import knowledge_pb2 as typecase_dot_v1_dot_knowledge__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -102,6 +103,36 @@ class KnowledgeServiceStub:
                 '/typecase.v1.KnowledgeService/PreviewChunks',
                 request_serializer=typecase_dot_v1_dot_knowledge__pb2.PreviewChunksRequest.SerializeToString,
                 response_deserializer=typecase_dot_v1_dot_knowledge__pb2.PreviewChunksResponse.FromString,
+                _registered_method=True)
+        self.ListChunks = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/ListChunks',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.ListChunksRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.ListChunksResponse.FromString,
+                _registered_method=True)
+        self.GetChunk = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/GetChunk',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.GetChunkRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.GetChunkResponse.FromString,
+                _registered_method=True)
+        self.UpdateChunk = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/UpdateChunk',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.UpdateChunkRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.UpdateChunkResponse.FromString,
+                _registered_method=True)
+        self.DeleteChunk = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/DeleteChunk',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.DeleteChunkRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.DeleteChunkResponse.FromString,
+                _registered_method=True)
+        self.AddChunk = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/AddChunk',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.AddChunkRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.AddChunkResponse.FromString,
+                _registered_method=True)
+        self.DownloadFile = channel.unary_stream(
+                '/typecase.v1.KnowledgeService/DownloadFile',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.DownloadFileRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
         self.Search = channel.unary_unary(
                 '/typecase.v1.KnowledgeService/Search',
@@ -215,6 +246,53 @@ class KnowledgeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChunks(self, request, context):
+        """Lists the chunks of a knowledge base (optionally of one file, or containing a keyword), in file
+        and chunk order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChunk(self, request, context):
+        """Returns one chunk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateChunk(self, request, context):
+        """Edits a chunk's text (re-embedded and re-indexed: the new text is searchable by vector and keyword,
+        the old text no longer) or page. The file must be done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteChunk(self, request, context):
+        """Removes a chunk from the index (vector and keyword).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddChunk(self, request, context):
+        """Adds a hand-written chunk at the end of a done file, embedded and indexed at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadFile(self, request, context):
+        """Streams a file's original bytes (all, or the byte range asked for), for download or inline preview.
+        The first message carries the content type; the trailing metadata carries content-disposition,
+        x-file-size and, for a range, content-range.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Search(self, request, context):
         """Searches one or more knowledge bases. All must share the same embedding model for vector and
         hybrid modes.
@@ -290,6 +368,36 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     servicer.PreviewChunks,
                     request_deserializer=typecase_dot_v1_dot_knowledge__pb2.PreviewChunksRequest.FromString,
                     response_serializer=typecase_dot_v1_dot_knowledge__pb2.PreviewChunksResponse.SerializeToString,
+            ),
+            'ListChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChunks,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.ListChunksRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.ListChunksResponse.SerializeToString,
+            ),
+            'GetChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChunk,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.GetChunkRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.GetChunkResponse.SerializeToString,
+            ),
+            'UpdateChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateChunk,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.UpdateChunkRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.UpdateChunkResponse.SerializeToString,
+            ),
+            'DeleteChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteChunk,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.DeleteChunkRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.DeleteChunkResponse.SerializeToString,
+            ),
+            'AddChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddChunk,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.AddChunkRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.AddChunkResponse.SerializeToString,
+            ),
+            'DownloadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadFile,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.DownloadFileRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -652,6 +760,168 @@ class KnowledgeService:
             '/typecase.v1.KnowledgeService/PreviewChunks',
             typecase_dot_v1_dot_knowledge__pb2.PreviewChunksRequest.SerializeToString,
             typecase_dot_v1_dot_knowledge__pb2.PreviewChunksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/ListChunks',
+            typecase_dot_v1_dot_knowledge__pb2.ListChunksRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.ListChunksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/GetChunk',
+            typecase_dot_v1_dot_knowledge__pb2.GetChunkRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.GetChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/UpdateChunk',
+            typecase_dot_v1_dot_knowledge__pb2.UpdateChunkRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.UpdateChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/DeleteChunk',
+            typecase_dot_v1_dot_knowledge__pb2.DeleteChunkRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.DeleteChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/AddChunk',
+            typecase_dot_v1_dot_knowledge__pb2.AddChunkRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.AddChunkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/DownloadFile',
+            typecase_dot_v1_dot_knowledge__pb2.DownloadFileRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

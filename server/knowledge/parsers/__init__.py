@@ -62,6 +62,10 @@ FORMATS = (
     Format("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", (".xlsx", ".xlsm"),
            parser="table:parse_xlsx", kind="zip"),
     Format("json", "application/json", (".json",), ("text/json",), parser="jsondoc:parse_json", whole=True),
+    Format("pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation", (".pptx",),
+           parser="pptx:parse_pptx", kind="zip"),
+    Format("png", "image/png", (".png",), parser="ocr:parse_image", kind="png"),
+    Format("jpg", "image/jpeg", (".jpg", ".jpeg"), ("image/jpg",), parser="ocr:parse_image", kind="jpg"),
 )
 BY_NAME = {f.name: f for f in FORMATS}
 _BY_EXTENSION = {ext: f for f in FORMATS for ext in f.extensions}
@@ -107,6 +111,8 @@ class Options:
     pdf_max_pages: int = 5000
     pdf_max_stream_bytes: int = 64 * MiB
     xlsx_max_cells: int = 10_000_000
+    ocr_max_pixels: int = 40_000_000
+    pdf_ocr: bool = True  # OCR the images of PDF pages that have no text layer
 
 
 def _sniff(path: Path, fmt: Format) -> None:
@@ -114,6 +120,10 @@ def _sniff(path: Path, fmt: Format) -> None:
         head = f.read(4096)
     if fmt.kind == "pdf" and b"%PDF-" not in head[:1024]:
         raise UnsupportedFileType("the file is named or declared as PDF but its content is not a PDF")
+    if fmt.kind == "png" and not head.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise UnsupportedFileType("the file is named or declared as PNG but its content is not a PNG")
+    if fmt.kind == "jpg" and not head.startswith(b"\xff\xd8\xff"):
+        raise UnsupportedFileType("the file is named or declared as JPEG but its content is not a JPEG")
     if fmt.kind == "zip" and not head.startswith(b"PK\x03\x04"):
         raise UnsupportedFileType(f"the file is named or declared as {fmt.name} but its content is not one")
     if fmt.kind == "text":

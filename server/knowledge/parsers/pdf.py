@@ -72,9 +72,19 @@ def parse_pdf(path: Path, options: Options) -> Parsed:
                 raise
             except Exception as exc:
                 raise ParseError(f"cannot extract text from page {number}: {exc}") from exc
+            if not text.strip() and options.pdf_ocr:  # a scanned page: read the images drawn on it
+                from .ocr import pdf_page_images
+
+                try:
+                    with _limits(options):
+                        text = pdf_page_images(reader.pages[number - 1], options)
+                except ParseError:
+                    raise
+                except Exception as exc:
+                    raise ParseError(f"cannot OCR the images of page {number}: {exc}") from exc
             any_text = any_text or bool(text.strip())
             yield Section(text, page=number, progress=number / pages)
         if not any_text:
-            raise ParseError("the PDF has no extractable text (scanned images need OCR, which is not supported)")
+            raise ParseError("the PDF has no extractable text, and OCR found none in its images")
 
     return Parsed("pdf", sections(), page_count=pages)

@@ -11,8 +11,9 @@ directory declares (and fails on a CRC mismatch), but never asks whether that si
 - actual sizes: every entry is inflated once, streamed in 1 MiB reads, counting what it really holds against its
   declaration and the same total, so a header that lies is caught without the data ever being held;
 - only the compression methods OPC allows (stored, deflate): bzip2 and LZMA reach millions to one;
-- no DTD in the XML parts (OPC [M1.18] makes a DTD an error; it is where entity-expansion bombs start). SVG images
-  are exempt: they often carry a harmless DOCTYPE and no parser of ours reads them.
+- no DTD in the XML parts (OPC [M1.18] makes a DTD an error; it is where entity-expansion bombs start). Only XML
+  parts (.xml, .rels, .vml) are scanned: SVG images often carry a harmless DOCTYPE, and binary parts such as the
+  printer settings PowerPoint for the Mac embeds (a plist with its DOCTYPE) are never read as XML.
 
 No maintained Python library makes these checks (zipfile has none, defusedxml covers XML only), hence this module.
 """
@@ -71,7 +72,7 @@ def _inflated_size(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, budget: int
     probe = copy.copy(entry)
     # zipfile stops (and checks the CRC) at the declared size: let it read past a lie, up to the limit plus a read.
     probe.file_size = budget + _READ_BYTES + 1
-    scan = not entry.filename.lower().endswith(".svg")
+    scan = entry.filename.lower().endswith((".xml", ".rels", ".vml"))
     size, tail = 0, b""
     with archive.open(probe) as stream:
         while chunk := stream.read(_READ_BYTES):

@@ -280,6 +280,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         except IntegrityError:
             raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
                                 f"you already have a tool provider named {row.name!r}", {"name": row.name}) from None
+        self.invoker.forget()
         await self.audit.record("tool_provider.update", actor_id=me.user_id, resource_type="tool_provider",
                                 resource_id=row.id, detail={"fields": sorted(paths)})
         return tools_pb2.UpdateToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
@@ -291,6 +292,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
                                 "the built-in provider cannot be deleted")
         await self.store.delete_provider(row.id)
+        self.invoker.forget()
         await self.kinds[row.kind].forget(row.id)
         await self.audit.record("tool_provider.delete", actor_id=me.user_id, resource_type="tool_provider",
                                 resource_id=row.id, detail={"name": row.name})
@@ -302,6 +304,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         try:
             specs = await self._load(row.kind, row)
             await self.store.replace_tools(row.id, specs, "")
+            self.invoker.forget()
         except ToolFailure as failure:
             await self.store.set_error(row.id, failure.message)
 

@@ -115,3 +115,27 @@ async def test_an_mcp_server_over_stdio_is_registered_by_an_admin_only(tchannel)
         await call(root, explode.id, {"why": "stdio"})
     assert reason(caught.value) == "TOOL_FAILED" and "exploded: stdio" in caught.value.details()
     await root.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id=provider.id), metadata=root.md)
+
+
+async def test_a_servers_list_changed_reloads_its_tools(tchannel):
+    import asyncio
+
+    user = await new_user(tchannel)
+    proc, port = start("tests.tools.mcp_server", "http", "{port}", "--growing")
+    try:
+        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+            provider=tools_pb2.ToolProvider(name="growing", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+                                            mcp=tools_pb2.McpServer(url=f"http://127.0.0.1:{port}/mcp"))),
+            metadata=user.md)).provider
+        assert provider.tool_count == 5
+        grow = await tool_by_name(user, provider.id, "grow")
+        assert (await call(user, grow.id)).text == "grown"
+        for _ in range(50):
+            listed = await user.tools.ListTools(tools_pb2.ListToolsRequest(provider_id=provider.id), metadata=user.md)
+            if any(t.name == "grown" for t in listed.tools):
+                break
+            await asyncio.sleep(0.1)
+        grown = await tool_by_name(user, provider.id, "grown")
+        assert (await call(user, grown.id)).text == "I was added later"
+    finally:
+        stop(proc)

@@ -298,9 +298,11 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                                 resource_id=row.id, detail={"name": row.name})
         return tools_pb2.DeleteToolProviderResponse()
 
-    async def refresh(self, row: ToolProviderRow) -> None:
-        """Reload a provider's tools; a failure is kept as its last_error (its cached tools stay)."""
-        await self.kinds[row.kind].forget(row.id)
+    async def refresh(self, row: ToolProviderRow, reconnect: bool = True) -> None:
+        """Reload a provider's tools (on a new connection when `reconnect`); a failure is kept as its last_error
+        (its stored tools stay)."""
+        if reconnect:
+            await self.kinds[row.kind].forget(row.id)
         try:
             specs = await self._load(row.kind, row)
             await self.store.replace_tools(row.id, specs, "")
@@ -313,7 +315,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         async def reload() -> None:
             row = await self.store.provider(provider_id)
             if row is not None:
-                await self.refresh(row)
+                await self.refresh(row, reconnect=False)  # the session that told us is alive and may be busy
         task = asyncio.create_task(reload(), name=f"tools-refresh-{provider_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -142,8 +142,9 @@ class Invoker:
                 raise tool_failed(tool.name, failure) from None
             text, truncated = cap_text(result.text, self.settings.tools_max_result_bytes)
             structured = result.structured
-            if structured is not None and len(json.dumps(structured, default=str)) > self.settings.tools_max_result_bytes:
-                structured, truncated = None, True
+            if structured is not None and len(json.dumps(structured, default=str, ensure_ascii=False).encode()) > \
+                    self.settings.tools_max_result_bytes:
+                structured, truncated = None, True  # a cut JSON value would mislead; the text stays
             outcome = "ok"
             return Outcome(text, structured, truncated, time.perf_counter() - started)
         finally:

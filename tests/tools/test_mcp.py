@@ -139,3 +139,39 @@ async def test_a_servers_list_changed_reloads_its_tools(tchannel):
         assert (await call(user, grown.id)).text == "I was added later"
     finally:
         stop(proc)
+
+
+async def test_a_result_past_the_size_cap_is_cut_and_marked(tapp, tchannel, mcp_http):
+    user = await new_user(tchannel)
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=mcp_provider("big", mcp_http)), metadata=user.md)).provider
+    echo = await tool_by_name(user, provider.id, "echo")
+    cap = tapp.settings.tools_max_result_bytes
+    # The SDK answers {"result": text} as the structured result too: 13 bytes more than the text.
+    under = await call(user, echo.id, {"text": "é" * ((cap - 13) // 2)})
+    assert not under.truncated and under.structured.struct_value.fields["result"].string_value == under.text
+    over = await call(user, echo.id, {"text": "é" * (cap // 2) + "x"})
+    assert over.truncated and len(over.text.encode()) == cap and not over.HasField("structured")
+
+
+async def test_an_idle_session_is_closed_and_the_next_call_reconnects(tapp, mcp_http):
+    from typecase.server.tools.kinds.base import Call, Provider
+    from typecase.server.tools.kinds.mcp import McpKind
+
+    settings = tapp.settings.model_copy(update={"tools_mcp_idle_seconds": 0.4})
+    kind = McpKind(settings, tapp.servicers["FlowService"].http)
+    provider = Provider("p1", "idle", "mcp", None, {"transport": "streamable_http", "url": mcp_http},
+                        {"Authorization": f"Bearer {TOKEN}"})
+    try:
+        assert len(await kind.load(provider)) == 4
+        assert "p1" in kind._sessions
+        import asyncio
+        for _ in range(40):
+            if "p1" not in kind._sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert "p1" not in kind._sessions  # closed after 0.4 s without use
+        result = await kind.call(Call(provider, "add", {"name": "add"}, {"a": 1, "b": 1}, 5))
+        assert result.text == "2"
+    finally:
+        await kind.aclose()

@@ -52,6 +52,10 @@ async def test_an_openapi_service_is_imported_and_two_operations_called_the_key_
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(user, create.id, {"body": {"tag": "cow"}})
     assert reason(caught.value) == "TOOL_ARGUMENTS_INVALID"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a service that echoes the key does not leak it
+        await call(user, get.id, {"pet_id": "echo-key"})
+    assert "HTTP 403" in caught.value.details() and "key **** may not" in caught.value.details()
+    assert KEY not in caught.value.details()
 
     # Every read, over gRPC and REST, shows that a key is set and never the key.
     reads = [to_dict(provider)]

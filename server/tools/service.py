@@ -266,7 +266,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         self._apply_source(message, row.kind, config, secrets, paths)
         row.config, row.secrets_encrypted = config, seal_secrets(self.box, secrets)
         specs = None
-        if paths & {"openapi", "mcp", "headers"} and row.kind != "builtin":
+        reload = {"openapi": {"openapi"}, "mcp": {"mcp", "headers"}}.get(row.kind, set())
+        if paths & reload:
             await self.kinds[row.kind].forget(row.id)
             try:
                 specs = await self._load(row.kind, row, message.openapi.document if row.kind == "openapi" else "")
@@ -301,6 +302,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
     async def refresh(self, row: ToolProviderRow, reconnect: bool = True) -> None:
         """Reload a provider's tools (on a new connection when `reconnect`); a failure is kept as its last_error
         (its stored tools stay)."""
+        if row.kind == "openapi" and not (row.config or {}).get("document_url"):
+            return  # imported from text: nothing to fetch again (an update with a new document reloads it)
         if reconnect:
             await self.kinds[row.kind].forget(row.id)
         try:

@@ -1,6 +1,7 @@
 """A real MCP server (the SDK's MCPServer, FastMCP's successor) for the tools tests and bench:
-`python -m tests.tools.mcp_server stdio` or `python -m tests.tools.mcp_server http PORT [TOKEN]` (streamable HTTP
-at /mcp; with TOKEN, requests without `Authorization: Bearer TOKEN` get 401)."""
+`python -m tests.tools.mcp_server stdio`, `python -m tests.tools.mcp_server http PORT [TOKEN]` (streamable HTTP
+at /mcp; with TOKEN, requests without `Authorization: Bearer TOKEN` get 401) or `... sse PORT [TOKEN]` (the legacy
+HTTP+SSE transport at /sse)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def main() -> None:
     token = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "--growing" else ""
     import uvicorn
 
-    app = server.streamable_http_app()
+    app = server.sse_app() if sys.argv[1] == "sse" else server.streamable_http_app()
     if token:
         inner = app
 

@@ -175,3 +175,25 @@ async def test_an_idle_session_is_closed_and_the_next_call_reconnects(tapp, mcp_
         assert result.text == "2"
     finally:
         await kind.aclose()
+
+
+async def test_an_mcp_server_over_legacy_sse_is_registered_and_called(tchannel):
+    user = await new_user(tchannel)
+    proc, port = start("tests.tools.mcp_server", "sse", "{port}", TOKEN)
+    try:
+        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+            provider=tools_pb2.ToolProvider(name="legacy", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+                                            headers={"Authorization": f"Bearer {TOKEN}"},
+                                            mcp=tools_pb2.McpServer(transport=tools_pb2.MCP_TRANSPORT_SSE,
+                                                                    url=f"http://127.0.0.1:{port}/sse"))),
+            metadata=user.md)).provider
+        assert provider.last_error == "" and provider.tool_count == 4, provider.last_error
+        assert provider.mcp.transport == tools_pb2.MCP_TRANSPORT_SSE
+        add = await tool_by_name(user, provider.id, "add")
+        assert (await call(user, add.id, {"a": 40, "b": 2})).text == "42"
+        explode = await tool_by_name(user, provider.id, "explode")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(user, explode.id, {"why": "sse"})
+        assert reason(caught.value) == "TOOL_FAILED" and "exploded: sse" in caught.value.details()
+    finally:
+        stop(proc)

@@ -506,6 +506,9 @@ class Settings(BaseSettings):
     tools_mcp_idle_seconds: float = Field(300.0, gt=0, description="an idle MCP session is closed after this long")
     tools_mcp_stdio_enabled: bool = Field(False, description="let admins register MCP servers run as local "
                                           "commands (stdio); they run as the server's user, outside the sandbox")
+    tools_lookup_cache_seconds: float = Field(1.0, ge=0, description="a replica reuses a tool's stored definition "
+                                              "this long (the caller's rights are checked on every call; a change "
+                                              "made on another replica shows after at most this); 0 turns it off")
     tools_max_batch_calls: int = Field(32, ge=1, description="tool calls one batch (a model turn) may make at once")
     tools_mcp_server_enabled: bool = Field(True, description="serve Typecase's own tools over MCP at /mcp")
 

@@ -1,6 +1,7 @@
 """Composition of the tools domain (part of the composition root, beside app.py): the provider kinds, and the
 other domains' Python APIs adapted to the Protocols of server/tools/deps.py. Only this module and app.py know
-both sides."""
+both sides. Chat and flow get tool declarations and batch execution from `ToolService.api` (a tools.api.ToolsApi),
+which app.py hands them; flows are built before tools (flows are tools), so flow agents take it after both exist."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ async def timed(fn, n: int) -> list[float]:
     return out
 
 
-async def main(calls: int, lists: int) -> None:
+async def main(calls: int, lists: int) -> dict:
     import grpc
     import httpx
     import httpx2
@@ -131,6 +131,8 @@ async def main(calls: int, lists: int) -> None:
         d, t = p50(direct), p50(through)
         print(f"{label:34}{d:10.2f}ms{t:12.2f}ms{t - d:9.2f}ms{t / d:7.2f}")
     print(f"ListTools, 1,000 tools in one page: p50 {p50(catalogue):.1f} ms over {lists} lists")
+    return {"mcp": (p50(mcp_direct), p50(mcp_typecase)), "openapi": (p50(api_direct), p50(api_typecase)),
+            "list_1000": p50(catalogue), "calls": len(mcp_typecase) + len(api_typecase)}
 
 
 if __name__ == "__main__":

@@ -108,10 +108,10 @@ class McpEndpoint:
             by_name = {s.name: s.tool_id for s in await self.tools.served()}
             tool_id = by_name.get(params.name)
             if tool_id is None:
-                return types.CallToolResult(content=[types.TextContent(text=f"unknown tool {params.name!r}")],
-                                            is_error=True)
+                unknown: list[Any] = [types.TextContent(text=f"unknown tool {params.name!r}")]
+                return types.CallToolResult(content=unknown, is_error=True)
             result = (await self.tools.execute([ToolCall("mcp", tool_id, dict(params.arguments or {}))]))[0]
-        content = [types.TextContent(text=result.text)]
+        content: list[Any] = [types.TextContent(text=result.text)]
         if not result.ok:
             return types.CallToolResult(content=content, is_error=True)
         structured = result.structured if isinstance(result.structured, dict) else None

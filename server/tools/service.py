@@ -267,7 +267,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         self._apply_source(message, row.kind, config, secrets, paths)
         row.config, row.secrets_encrypted = config, seal_secrets(self.box, secrets)
         specs = None
-        if paths & {"openapi", "mcp", "headers"} and row.kind != "builtin":
+        reload = {"openapi": {"openapi"}, "mcp": {"mcp", "headers"}}.get(row.kind, set())
+        if paths & reload:
             await self.kinds[row.kind].forget(row.id)
             try:
                 specs = await self._load(row.kind, row, message.openapi.document if row.kind == "openapi" else "")
@@ -281,6 +282,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         except IntegrityError:
             raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
                                 f"you already have a tool provider named {row.name!r}", {"name": row.name}) from None
+        self.invoker.forget()
         await self.audit.record("tool_provider.update", actor_id=me.user_id, resource_type="tool_provider",
                                 resource_id=row.id, detail={"fields": sorted(paths)})
         return tools_pb2.UpdateToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
@@ -292,17 +294,23 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
                                 "the built-in provider cannot be deleted")
         await self.store.delete_provider(row.id)
+        self.invoker.forget()
         await self.kinds[row.kind].forget(row.id)
         await self.audit.record("tool_provider.delete", actor_id=me.user_id, resource_type="tool_provider",
                                 resource_id=row.id, detail={"name": row.name})
         return tools_pb2.DeleteToolProviderResponse()
 
-    async def refresh(self, row: ToolProviderRow) -> None:
-        """Reload a provider's tools; a failure is kept as its last_error (its cached tools stay)."""
-        await self.kinds[row.kind].forget(row.id)
+    async def refresh(self, row: ToolProviderRow, reconnect: bool = True) -> None:
+        """Reload a provider's tools (on a new connection when `reconnect`); a failure is kept as its last_error
+        (its stored tools stay)."""
+        if row.kind == "openapi" and not (row.config or {}).get("document_url"):
+            return  # imported from text: nothing to fetch again (an update with a new document reloads it)
+        if reconnect:
+            await self.kinds[row.kind].forget(row.id)
         try:
             specs = await self._load(row.kind, row)
             await self.store.replace_tools(row.id, specs, "")
+            self.invoker.forget()
         except ToolFailure as failure:
             await self.store.set_error(row.id, failure.message)
 
@@ -311,7 +319,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         async def reload() -> None:
             row = await self.store.provider(provider_id)
             if row is not None:
-                await self.refresh(row)
+                await self.refresh(row, reconnect=False)  # the session that told us is alive and may be busy
         task = asyncio.create_task(reload(), name=f"tools-refresh-{provider_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -64,6 +64,8 @@ async def pet(request: Request):
     if not authorized(request):
         return PlainTextResponse("bad api key", status_code=401)
     found = PETS.get(request.path_params["pet_id"])
+    if request.path_params["pet_id"] == "echo-key":  # a careless service that repeats the caller's credential
+        return JSONResponse({"error": f"key {request.headers['x-api-key']} may not read this"}, status_code=403)
     if found is None:
         return JSONResponse({"error": f"no pet {request.path_params['pet_id']}"}, status_code=404)
     return JSONResponse(found)

@@ -101,3 +101,20 @@ async def test_provider_changes_are_audited(tapp, tchannel):
     events = await tapp.audit.query(limit=10, resource_id=provider.id)
     assert [e.action for e in events] == ["tool_provider.delete", "tool_provider.create"]
     assert all(e.actor_id == owner.user_id for e in events)
+
+
+async def test_a_deleted_or_unshared_provider_stops_answering_at_once_on_this_replica(tchannel):
+    owner, other, root = await new_user(tchannel, "quick"), await new_user(tchannel, "quickreader"), admin(tchannel)
+    provider = await create(owner, "short-lived")
+    tool = (await owner.tools.ListTools(tools_pb2.ListToolsRequest(provider_id=provider.id), metadata=owner.md)).tools[0]
+    await root.tools.UpdateToolProvider(tools_pb2.UpdateToolProviderRequest(
+        provider=tools_pb2.ToolProvider(id=provider.id, shared=True), update_mask={"paths": ["shared"]}),
+        metadata=root.md)
+    await expect(grpc.StatusCode.UNAVAILABLE, call(other, tool.id), "TOOL_FAILED")  # cached as shared now
+    await root.tools.UpdateToolProvider(tools_pb2.UpdateToolProviderRequest(
+        provider=tools_pb2.ToolProvider(id=provider.id, shared=False), update_mask={"paths": ["shared"]}),
+        metadata=root.md)
+    await expect(grpc.StatusCode.NOT_FOUND, call(other, tool.id), "TOOL_NOT_FOUND")
+    await owner.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id=provider.id),
+                                         metadata=owner.md)
+    await expect(grpc.StatusCode.NOT_FOUND, call(owner, tool.id), "TOOL_NOT_FOUND")

@@ -115,3 +115,85 @@ async def test_an_mcp_server_over_stdio_is_registered_by_an_admin_only(tchannel)
         await call(root, explode.id, {"why": "stdio"})
     assert reason(caught.value) == "TOOL_FAILED" and "exploded: stdio" in caught.value.details()
     await root.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id=provider.id), metadata=root.md)
+
+
+async def test_a_servers_list_changed_reloads_its_tools(tchannel):
+    import asyncio
+
+    user = await new_user(tchannel)
+    proc, port = start("tests.tools.mcp_server", "http", "{port}", "--growing")
+    try:
+        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+            provider=tools_pb2.ToolProvider(name="growing", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+                                            mcp=tools_pb2.McpServer(url=f"http://127.0.0.1:{port}/mcp"))),
+            metadata=user.md)).provider
+        assert provider.tool_count == 5
+        grow = await tool_by_name(user, provider.id, "grow")
+        assert (await call(user, grow.id)).text == "grown"
+        for _ in range(50):
+            listed = await user.tools.ListTools(tools_pb2.ListToolsRequest(provider_id=provider.id), metadata=user.md)
+            if any(t.name == "grown" for t in listed.tools):
+                break
+            await asyncio.sleep(0.1)
+        grown = await tool_by_name(user, provider.id, "grown")
+        assert (await call(user, grown.id)).text == "I was added later"
+    finally:
+        stop(proc)
+
+
+async def test_a_result_past_the_size_cap_is_cut_and_marked(tapp, tchannel, mcp_http):
+    user = await new_user(tchannel)
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=mcp_provider("big", mcp_http)), metadata=user.md)).provider
+    echo = await tool_by_name(user, provider.id, "echo")
+    cap = tapp.settings.tools_max_result_bytes
+    # The SDK answers {"result": text} as the structured result too: 13 bytes more than the text.
+    under = await call(user, echo.id, {"text": "é" * ((cap - 13) // 2)})
+    assert not under.truncated and under.structured.struct_value.fields["result"].string_value == under.text
+    over = await call(user, echo.id, {"text": "é" * (cap // 2) + "x"})
+    assert over.truncated and len(over.text.encode()) == cap and not over.HasField("structured")
+
+
+async def test_an_idle_session_is_closed_and_the_next_call_reconnects(tapp, mcp_http):
+    from typecase.server.tools.kinds.base import Call, Provider
+    from typecase.server.tools.kinds.mcp import McpKind
+
+    settings = tapp.settings.model_copy(update={"tools_mcp_idle_seconds": 0.4})
+    kind = McpKind(settings, tapp.servicers["FlowService"].http)
+    provider = Provider("p1", "idle", "mcp", None, {"transport": "streamable_http", "url": mcp_http},
+                        {"Authorization": f"Bearer {TOKEN}"})
+    try:
+        assert len(await kind.load(provider)) == 4
+        assert "p1" in kind._sessions
+        import asyncio
+        for _ in range(40):
+            if "p1" not in kind._sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert "p1" not in kind._sessions  # closed after 0.4 s without use
+        result = await kind.call(Call(provider, "add", {"name": "add"}, {"a": 1, "b": 1}, 5))
+        assert result.text == "2"
+    finally:
+        await kind.aclose()
+
+
+async def test_an_mcp_server_over_legacy_sse_is_registered_and_called(tchannel):
+    user = await new_user(tchannel)
+    proc, port = start("tests.tools.mcp_server", "sse", "{port}", TOKEN)
+    try:
+        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+            provider=tools_pb2.ToolProvider(name="legacy", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+                                            headers={"Authorization": f"Bearer {TOKEN}"},
+                                            mcp=tools_pb2.McpServer(transport=tools_pb2.MCP_TRANSPORT_SSE,
+                                                                    url=f"http://127.0.0.1:{port}/sse"))),
+            metadata=user.md)).provider
+        assert provider.last_error == "" and provider.tool_count == 4, provider.last_error
+        assert provider.mcp.transport == tools_pb2.MCP_TRANSPORT_SSE
+        add = await tool_by_name(user, provider.id, "add")
+        assert (await call(user, add.id, {"a": 40, "b": 2})).text == "42"
+        explode = await tool_by_name(user, provider.id, "explode")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(user, explode.id, {"why": "sse"})
+        assert reason(caught.value) == "TOOL_FAILED" and "exploded: sse" in caught.value.details()
+    finally:
+        stop(proc)

@@ -52,6 +52,10 @@ async def test_an_openapi_service_is_imported_and_two_operations_called_the_key_
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(user, create.id, {"body": {"tag": "cow"}})
     assert reason(caught.value) == "TOOL_ARGUMENTS_INVALID"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a service that echoes the key does not leak it
+        await call(user, get.id, {"pet_id": "echo-key"})
+    assert "HTTP 403" in caught.value.details() and "key **** may not" in caught.value.details()
+    assert KEY not in caught.value.details()
 
     # Every read, over gRPC and REST, shows that a key is set and never the key.
     reads = [to_dict(provider)]
@@ -128,3 +132,21 @@ async def test_a_self_referencing_schema_is_cut_not_expanded_forever(tchannel):
         openapi=tools_pb2.OpenApiSource(document=json.dumps(document)))), metadata=user.md)).provider
     node = await tool_by_name(user, provider.id, "node")
     assert to_dict(node)["parameters"]["properties"]["body"]["properties"]["child"] == {}
+
+
+async def test_a_text_imported_provider_keeps_its_tools_through_header_updates_and_refreshes(tchannel, service):
+    from tests.tools.openapi_service import DOCUMENT
+
+    user = await new_user(tchannel)
+    document = json.dumps({**DOCUMENT, "servers": [{"url": f"{service}/api"}]})
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=openapi_provider("text", service, document=document, document_url="")), metadata=user.md)).provider
+    updated = (await user.tools.UpdateToolProvider(tools_pb2.UpdateToolProviderRequest(
+        provider=tools_pb2.ToolProvider(id=provider.id, headers={"X-Trace": "1"}), update_mask={"paths": ["headers"]}),
+        metadata=user.md)).provider
+    assert updated.tool_count == 3 and dict(updated.headers) == {"X-Trace": "****"}
+    refreshed = (await user.tools.RefreshToolProvider(tools_pb2.RefreshToolProviderRequest(provider_id=provider.id),
+                                                      metadata=user.md)).provider
+    assert refreshed.tool_count == 3 and refreshed.last_error == ""
+    get = await tool_by_name(user, provider.id, "getPet")
+    assert json.loads((await call(user, get.id, {"pet_id": "1"})).text)["name"] == "Rex"

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import httpx
 
 from typecase.server.infra.ssrf import Blocked
+from typecase.server.rpc.errors import TypecaseError
 from typecase.server.sandbox import Limits, Sandbox, SandboxError
 from typecase.server.tools.deps import GuardedHttp, KnowledgeSearch
 from typecase.server.tools.errors import ToolFailure
@@ -80,7 +81,10 @@ class BuiltinKind:
         handler = self._calls.get(call.tool_name)
         if handler is None:
             raise ToolFailure(f"no built-in tool {call.tool_name!r}")
-        return await handler(call)
+        try:
+            return await handler(call)
+        except TypecaseError as error:  # another domain's refusal (a base the caller may not read, ...)
+            raise ToolFailure(error.message, unreachable=error.code.name == "UNAVAILABLE") from None
 
     async def forget(self, provider_id: str) -> None:
         return None

@@ -25,7 +25,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types.jsonrpc import CONNECTION_CLOSED
+from mcp_types.jsonrpc import CONNECTION_CLOSED, INVALID_REQUEST
 
 from typecase.server.infra.ssrf import Blocked
 from typecase.server.tools.deps import GuardedHttp
@@ -234,24 +234,25 @@ class McpKind:
             raise _failure(exc) from None
 
     async def call(self, call: Call) -> ToolResult:
+        """One tools/call on the provider's shared session. It is retried (once, on a new session) only when the
+        server answered that it no longer knows the session, which it does before running anything: a call that
+        broke mid-way may have run, so it fails (UNAVAILABLE) rather than run twice; the next call reconnects."""
         name = call.binding.get("name", call.tool_name)
         for attempt in range(2):
+            client = await self._session(call.provider)
             try:
-                client = await self._session(call.provider)
                 result = await client.call_tool(name, call.arguments, read_timeout_seconds=call.timeout)
                 break
             except MCPError as exc:
-                if exc.code != CONNECTION_CLOSED:
-                    raise ToolFailure(exc.message) from None
-                await self.forget(call.provider.id)  # a broken session: drop it, retry once on a new one
-                if attempt == 1:
-                    raise _failure(exc) from None
-            except ToolFailure:
-                raise
-            except Exception as exc:  # a broken session: drop it, retry once on a new one
+                if exc.code == INVALID_REQUEST and "terminated" in exc.message.lower() and attempt == 0:
+                    await self.forget(call.provider.id)
+                    continue
+                if exc.code == CONNECTION_CLOSED:
+                    await self.forget(call.provider.id)
+                raise _failure(exc) from None
+            except Exception as exc:  # a broken session: drop it; the next call opens a new one
                 await self.forget(call.provider.id)
-                if attempt == 1:
-                    raise _failure(exc) from None
+                raise _failure(exc) from None
         text = _text(result.content)
         if result.is_error:
             raise ToolFailure(text or "the tool reported an error")

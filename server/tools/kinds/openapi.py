@@ -17,6 +17,7 @@ from typecase.server.tools.errors import ToolFailure
 from typecase.server.tools.kinds import openapi_doc
 from typecase.server.tools.kinds.base import Call, Provider, ToolResult, ToolSpec
 
+MASK = "****"
 MAX_ERROR_BODY = 1000  # characters of an error response quoted in TOOL_FAILED
 
 
@@ -60,6 +61,22 @@ class OpenApiKind:
             raise ToolFailure(str(exc)) from None
 
     async def call(self, call: Call) -> ToolResult:
+        """The operation's request; the provider's credential is masked in whatever comes back (an error body or
+        an echoing service must not hand the key to people who may call the tool but not read its secrets)."""
+        secret = call.provider.credential
+        try:
+            result = await self._call(call)
+        except ToolFailure as failure:
+            if secret and secret in failure.message:
+                raise ToolFailure(failure.message.replace(secret, MASK), unreachable=failure.unreachable) from None
+            raise
+        if secret and secret in result.text:
+            result.text = result.text.replace(secret, MASK)
+            if result.structured is not None:
+                result.structured = json.loads(json.dumps(result.structured).replace(json.dumps(secret)[1:-1], MASK))
+        return result
+
+    async def _call(self, call: Call) -> ToolResult:
         binding, provider, args = call.binding, call.provider, call.arguments
         base = (provider.config.get("base_url") or binding.get("base_url") or "").rstrip("/")
         if not base:

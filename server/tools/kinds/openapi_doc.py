@@ -54,7 +54,7 @@ class Inliner:
     """Replaces local $refs by what they point at, within the caps."""
 
     def __init__(self, document: dict[str, Any]):
-        resource = referencing.Resource(contents=document, specification=referencing.jsonschema.DRAFT202012)
+        resource = referencing.jsonschema.DRAFT202012.create_resource(document)
         self.resolver = referencing.Registry().with_resource(DOC_URI, resource).resolver(base_uri=DOC_URI)
         self.nodes = 0
 

@@ -5,10 +5,12 @@ import { ADMIN_KEY, BASE_URL, assert, run, shot, signIn, sleep } from "./harness
 
 const PROXY_URL = process.env.PROXY_URL;
 const auth = { authorization: `Bearer ${ADMIN_KEY}` };
+// The proxy's callers present an access key: an API key with the proxy scope (created by the test).
+const proxyAuth = { authorization: `Bearer ${process.env.PROXY_KEY}` };
 
 async function traffic() {
-  await fetch(`${PROXY_URL}/v1/models`, { headers: auth }).then((r) => r.text());
-  await fetch(`${PROXY_URL}/v1/no-such-route`, { headers: auth }).then((r) => r.text());
+  await fetch(`${PROXY_URL}/v1/models`, { headers: proxyAuth }).then((r) => r.text());
+  await fetch(`${PROXY_URL}/v1/no-such-route`, { headers: proxyAuth }).then((r) => r.text());
 }
 const api = (path, body) =>
   fetch(`${BASE_URL}${path}`, { method: "POST", headers: { ...auth, "content-type": "application/json" }, body: JSON.stringify(body) }).then((r) => r.json());
@@ -18,7 +20,7 @@ const requests = (page) =>
 run("proxy", async (page, result) => {
   const chat = await fetch(`${PROXY_URL}/v1/chat/completions`, {
     method: "POST",
-    headers: { ...auth, "content-type": "application/json" },
+    headers: { ...proxyAuth, "content-type": "application/json" },
     body: JSON.stringify({ model: "smollm2-135m-instruct", max_tokens: 8, messages: [{ role: "user", content: "Hi" }] }),
   });
   assert(chat.ok, `a chat completion through the proxy: ${chat.status}`);

@@ -96,8 +96,11 @@ def test_console_in_a_browser(server_factory):
                                  "TYPECASE_PROXY_PORT": str(proxy_port),
                                  # Two passages keep the grounded chat's prompt short for the small local model.
                                  "TYPECASE_CHAT_KB_TOP_K": "2"})
-    # The proxy forwards to this same server's OpenAI-compatible API, so its traffic needs no network.
+    # The proxy forwards to this same server's OpenAI-compatible API, so its traffic needs no network. The proxy
+    # keeps Typecase credentials from the upstream (issue 18), so it presents its own upstream key: the admin key,
+    # which then also serves as the callers' proxy access key.
     server.env["TYPECASE_PROXY_TARGET_BASE_URL"] = f"{server.http_url}/openai"
+    server.env["TYPECASE_PROXY_UPSTREAM_API_KEY"] = ADMIN_KEY
     server.start()
     server.wait_ready(60)
     http = httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30)
@@ -179,7 +182,9 @@ def test_console_in_a_browser(server_factory):
         check(http.get(f"/v1/flows/{flow_id}").json()["flow"]["status"] == "FLOW_STATUS_ONLINE", "published")
 
     # Proxy: the numbers the page showed follow the server's statistics.
-    proxy = run("proxy", PROXY_URL=f"http://127.0.0.1:{proxy_port}")
+    proxy_key = http.post("/v1/api-keys", json={"name": "console proxy test", "scopes": ["proxy"]})
+    assert proxy_key.status_code == 200, proxy_key.text
+    proxy = run("proxy", PROXY_URL=f"http://127.0.0.1:{proxy_port}", PROXY_KEY=proxy_key.json()["secret"])
     if proxy.get("requestsLater"):
         stats = http.get("/v1/admin/stats").json()
         check(int(stats["total_requests"]) >= proxy["requestsLater"] > proxy["requestsFirst"], f"stats {stats}")

@@ -5,6 +5,7 @@ import { ADMIN_KEY, BASE_URL, assert, run, shot, signIn, sleep } from "./harness
 
 const PROXY_URL = process.env.PROXY_URL;
 const auth = { authorization: `Bearer ${ADMIN_KEY}` };
+// The proxy's callers present an access key: an API key with the proxy scope (created by the test).
 const proxyAuth = { authorization: `Bearer ${process.env.PROXY_KEY}` };
 
 async function traffic() {

@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 for _name in [n for n in os.environ if n.startswith(("TYPECASE_", "OTEL_"))]:
     del os.environ[_name]
 
-KEY = "tc-bench-admin-key-0123456789"
+from tests.conftest import ADMIN_KEY as KEY  # noqa: E402 - the key tests/chat's helpers register models with
 HEADERS = {"authorization": f"Bearer {KEY}"}
 SITES_PER_TURN = 6  # rpc span (x2: Chat and its title), chat turn, knowledge search, LLM call (+ title's)
 

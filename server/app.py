@@ -54,11 +54,11 @@ from typecase.server.infra.request_head import limited_http_protocol
 from typecase.server.infra.schema import migrate
 from typecase.server.knowledge.reader import AttachmentReader
 from typecase.server.knowledge.service import KnowledgeService
-from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
 from typecase.server.llm.service import LLMService
+from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
 from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
-from typecase.server.rpc.errors import ErrorInterceptor, TypecaseError
+from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
@@ -66,8 +66,15 @@ from typecase.server.rpc.trace import TraceInterceptor
 from typecase.server.sandbox import Sandbox, SandboxConfig
 from typecase.server.tools_wiring import tool_service
 from typecase.server.traffic import TrafficInterceptor, recorded
-from typecase.v1 import (admin_pb2_grpc, auth_pb2_grpc, chat_pb2_grpc, flow_pb2_grpc, knowledge_pb2_grpc, llm_pb2_grpc,
-                         tools_pb2_grpc)
+from typecase.v1 import (
+    admin_pb2_grpc,
+    auth_pb2_grpc,
+    chat_pb2_grpc,
+    flow_pb2_grpc,
+    knowledge_pb2_grpc,
+    llm_pb2_grpc,
+    tools_pb2_grpc,
+)
 
 log = logging.getLogger("typecase.app")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}

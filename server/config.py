@@ -11,8 +11,8 @@ import json
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import Field, SecretStr, field_validator, model_validator

@@ -52,7 +52,7 @@ def may_hold_credentials(text: str | bytes) -> bool:
     return (_ANY_NEEDED_BYTES if isinstance(text, bytes) else _ANY_NEEDED).search(text.lower()) is not None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pattern(shapes: tuple[str, ...]) -> re.Pattern:
     return re.compile("|".join(_SHAPES[name][1] for name in shapes), re.IGNORECASE)
 

@@ -9,9 +9,9 @@ slowed where they are, while the account's owner, elsewhere, still gets in.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 import math
 import re
+from datetime import timedelta
 
 import grpc
 from sqlalchemy import func, or_, select

@@ -42,7 +42,6 @@ from typecase.server.chat import titles
 from typecase.server.chat.convert import FINISH_FROM_PROTO, message_message, status_dict, to_dict, usage
 from typecase.server.chat.eventlog import Entry, EventLog, LiveLog, stream_key
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
-from typecase.server.chat.store import Finish, Start, TurnStore
 from typecase.server.chat.models import (
     COMPLETE,
     FAILED,
@@ -53,6 +52,7 @@ from typecase.server.chat.models import (
     ChatSessionRow,
     ChatTurnRow,
 )
+from typecase.server.chat.store import Finish, Start, TurnStore
 from typecase.server.infra import tracing
 from typecase.server.infra.cache import listen_forever
 from typecase.server.infra.sql import Database, utcnow

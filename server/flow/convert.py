@@ -8,8 +8,21 @@ from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.rpc import status_pb2
 
 from typecase.server.flow.graph import graph_message
-from typecase.server.flow.models import (DRAFT, FAILED, FINISHED, ONLINE, RUN_AS_CALLER, RUN_AS_OWNER, RUNNING,
-                                         STOPPED, WAITING, FlowRow, FlowRunNodeRow, FlowRunRow, FlowVersionRow)
+from typecase.server.flow.models import (
+    DRAFT,
+    FAILED,
+    FINISHED,
+    ONLINE,
+    RUN_AS_CALLER,
+    RUN_AS_OWNER,
+    RUNNING,
+    STOPPED,
+    WAITING,
+    FlowRow,
+    FlowRunNodeRow,
+    FlowRunRow,
+    FlowVersionRow,
+)
 from typecase.server.rpc.convert import to_timestamp
 from typecase.v1 import common_pb2, flow_pb2
 

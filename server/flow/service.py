@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -25,15 +25,30 @@ from sqlalchemy.exc import IntegrityError
 
 from typecase.server.flow import graph as graphs
 from typecase.server.flow import templates
-from typecase.server.flow.convert import (FLOW_STATUS_NAMES, RUN_AS_NAMES, RUN_STATUS_NAMES, flow_message,
-                                          run_message, version_message)
+from typecase.server.flow.convert import (
+    FLOW_STATUS_NAMES,
+    RUN_AS_NAMES,
+    RUN_STATUS_NAMES,
+    flow_message,
+    run_message,
+    version_message,
+)
 from typecase.server.flow.engine.manager import Engine
 from typecase.server.flow.engine.state import RunState
 from typecase.server.flow.errors import FlowInvalid, not_editable, not_waiting
 from typecase.server.flow.graph import Graph, graph_dict
+from typecase.server.flow.models import (
+    DRAFT,
+    ENDED,
+    ONLINE,
+    RUNNING,
+    WAITING,
+    FlowRow,
+    FlowRunNodeRow,
+    FlowRunRow,
+    FlowVersionRow,
+)
 from typecase.server.flow.node_types import node_type_infos
-from typecase.server.flow.models import (DRAFT, ENDED, ONLINE, RUNNING, WAITING, FlowRow, FlowRunNodeRow, FlowRunRow,
-                                         FlowVersionRow)
 from typecase.server.flow.nodes import SPECS
 from typecase.server.flow.nodes.base import Services
 from typecase.server.flow.nodes.http import HttpGuard

@@ -34,9 +34,19 @@ from .errors import RpcFailure, invalid_argument, status_body
 from .inprocess import CallScope, InProcess
 from .metadata import HeaderError, IncomingMetadata, incoming_metadata, metadata_headers, new_trace_id, peer_string
 from .multipart import ClientGone, json_requests, multipart_requests, read_body, too_large
-from .pattern import MalformedEscape, MethodNotAllowed, NoMatch, Router as PathRouter
+from .pattern import MalformedEscape, MethodNotAllowed, NoMatch
+from .pattern import Router as PathRouter
 from .query import RESERVED_PARAMS, set_field_text
-from .streaming import NDJSON, SSE, HttpStreamWriter, WebSocketWriter, dumps, keepalive_loop, watch_disconnect, watch_websocket
+from .streaming import (
+    NDJSON,
+    SSE,
+    HttpStreamWriter,
+    WebSocketWriter,
+    dumps,
+    keepalive_loop,
+    watch_disconnect,
+    watch_websocket,
+)
 
 log = logging.getLogger("typecase.gateway")
 
@@ -379,7 +389,7 @@ class Gateway:
         except RpcFailure as failure:
             if call_scope.reason == _CANCELLED:
                 return
-            raise bad_body[0] if bad_body else failure
+            raise (bad_body[0] if bad_body else failure) from None
         if bad_body:
             raise bad_body[0]
         await self._send_response(send, binding, response, initial, trailing, base_headers, start)

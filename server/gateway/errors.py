@@ -15,8 +15,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
-from google.rpc import error_details_pb2  # noqa: F401 - registers the detail types for Any JSON
-from google.rpc import status_pb2
+from google.rpc import (
+    error_details_pb2,  # noqa: F401 - registers the detail types for Any JSON
+    status_pb2,
+)
 
 from .jsonmap import to_json
 

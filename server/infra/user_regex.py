@@ -62,7 +62,7 @@ def check(pattern: str, max_program_size: int | None = None) -> None:
 
 
 def compile(pattern: str) -> re2._Regexp | re.Pattern[str]:  # noqa: A001 (re's name, on purpose)
-    """The pattern compiled for matching, or PatternError. A plain literal (`\n\n`, `。`, `\.`: most separators)
+    r"""The pattern compiled for matching, or PatternError. A plain literal (`\n\n`, `。`, `\.`: most separators)
     is matched by `re`, which cannot backtrack on one and avoids the ~15 µs that each call through RE2's Python
     wrapper costs (chunking with the default separators: 1.3x to 2.5x slower through RE2); anything else by RE2,
     whose DFA may grow to MATCH_MEMORY_BYTES."""

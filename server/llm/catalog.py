@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from typecase.server.config import Settings
+from typecase.server.infra.sql import utcnow
 from typecase.server.llm.models import DefaultRow, ModelRow, ProviderRow
 from typecase.server.llm.providers.types import BY_PROTO, CAPABILITIES, PROVIDER_TYPES, capabilities
 from typecase.server.llm.registry import USE_TYPES, Registry, mask_headers, mask_key
@@ -22,7 +23,6 @@ from typecase.server.rpc import paging
 from typecase.server.rpc.convert import to_timestamp
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.server.rpc.fields import struct_dict
-from typecase.server.infra.sql import utcnow
 from typecase.v1 import llm_pb2
 
 MODEL_TYPES = {llm_pb2.MODEL_TYPE_LLM: "llm", llm_pb2.MODEL_TYPE_EMBEDDING: "embedding",

@@ -25,12 +25,32 @@ from typecase.server.llm.answers import add_tool_calls, check_answer
 from typecase.server.llm.coalesce import Coalescer
 from typecase.server.llm.models import ModelRow, ProviderRow
 from typecase.server.llm.prompt import FileReader, Limits, Prompt, build_prompt, chat_call, resolve_files
-from typecase.server.llm.providers import (BREAKER_FAILURES, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Adapter,
-                                           ChatCall, Delta, Message, Timeouts, UpstreamError, estimate_tokens)
+from typecase.server.llm.providers import (
+    BREAKER_FAILURES,
+    RATE_LIMITED,
+    TIMEOUT,
+    UNAVAILABLE,
+    Adapter,
+    ChatCall,
+    Delta,
+    Message,
+    Timeouts,
+    UpstreamError,
+    estimate_tokens,
+)
 from typecase.server.llm.providers.types import PROVIDER_TYPES, AdapterArgs, capabilities
 from typecase.server.llm.registry import Registry
-from typecase.server.llm.resilience import (Breaker, BreakerOpen, Concurrency, LimitExceeded, RateLimits, RetryWait,
-                                            StatusLog, Ticket, retryable)
+from typecase.server.llm.resilience import (
+    Breaker,
+    BreakerOpen,
+    Concurrency,
+    LimitExceeded,
+    RateLimits,
+    RetryWait,
+    StatusLog,
+    Ticket,
+    retryable,
+)
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 

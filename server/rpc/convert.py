@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
@@ -11,7 +11,7 @@ def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    stamp.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
     return stamp
 
 
@@ -19,4 +19,4 @@ def from_timestamp(stamp: timestamp_pb2.Timestamp, present: bool = True) -> date
     """A Timestamp field as an aware datetime; None when the field is unset (`present` = message.HasField)."""
     if not present:
         return None
-    return stamp.ToDatetime(tzinfo=timezone.utc)
+    return stamp.ToDatetime(tzinfo=UTC)

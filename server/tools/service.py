@@ -23,9 +23,19 @@ from typecase.server.rpc.paging import decode_token, encode_token, page_size
 from typecase.server.tools import schemas
 from typecase.server.tools.api import Tools
 from typecase.server.tools.calls import FLOW_CATEGORY, FLOW_PREFIX, Invoker, flow_tool
-from typecase.server.tools.convert import (AUTH_NAMES, KIND_NAMES, MASK, TRANSPORT_NAMES, open_secrets,
-                                           provider_message, provider_view, seal_secrets, struct_of, tool_message,
-                                           value_of)
+from typecase.server.tools.convert import (
+    AUTH_NAMES,
+    KIND_NAMES,
+    MASK,
+    TRANSPORT_NAMES,
+    open_secrets,
+    provider_message,
+    provider_view,
+    seal_secrets,
+    struct_of,
+    tool_message,
+    value_of,
+)
 from typecase.server.tools.deps import FlowRunner, SecretBox
 from typecase.server.tools.errors import ToolFailure
 from typecase.server.tools.kinds import builtin

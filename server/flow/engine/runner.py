@@ -24,13 +24,29 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import insert, update
 
 from typecase.server.flow import templates
-from typecase.server.flow.convert import (NODE_STATUS, duration, input_required, json_safe, status_message, struct,
-                                         to_dict, usage)
+from typecase.server.flow.convert import (
+    NODE_STATUS,
+    duration,
+    input_required,
+    json_safe,
+    status_message,
+    struct,
+    to_dict,
+    usage,
+)
 from typecase.server.flow.engine.state import RunState
 from typecase.server.flow.errors import limit_exceeded
 from typecase.server.flow.graph import Graph
-from typecase.server.flow.models import (FAILED, FINISHED, RUN_AS_OWNER, RUNNING, STOPPED, WAITING, FlowRunNodeRow,
-                                         FlowRunRow)
+from typecase.server.flow.models import (
+    FAILED,
+    FINISHED,
+    RUN_AS_OWNER,
+    RUNNING,
+    STOPPED,
+    WAITING,
+    FlowRunNodeRow,
+    FlowRunRow,
+)
 from typecase.server.flow.nodes.base import NodeContext, NodeResult
 from typecase.server.flow.redact import redact_params
 from typecase.server.infra.eventlog import Entry, LiveLog

@@ -11,9 +11,17 @@ install, and validation warns about it (CODE_UNAVAILABLE); flow_code_enabled=fal
 from __future__ import annotations
 
 from typecase.server.flow import templates
-from typecase.server.flow.nodes.base import (NodeContext, NodeResult, NodeSpec, Problem, Services, as_int,
-                                             node_error, required)
-from typecase.server.sandbox import Limits, LimitExceeded, SandboxError
+from typecase.server.flow.nodes.base import (
+    NodeContext,
+    NodeResult,
+    NodeSpec,
+    Problem,
+    Services,
+    as_int,
+    node_error,
+    required,
+)
+from typecase.server.sandbox import LimitExceeded, Limits, SandboxError
 from typecase.v1 import flow_pb2
 
 MiB = 1024 * 1024

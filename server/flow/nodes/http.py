@@ -18,8 +18,16 @@ from typing import Any
 import grpc
 import httpx
 
-from typecase.server.flow.nodes.base import (NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error,
-                                             required, text_params)
+from typecase.server.flow.nodes.base import (
+    NodeContext,
+    NodeResult,
+    NodeSpec,
+    Problem,
+    as_int,
+    node_error,
+    required,
+    text_params,
+)
 from typecase.server.infra.ssrf import AddressPolicy, Blocked
 from typecase.v1 import flow_pb2
 

@@ -12,8 +12,16 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from typecase.server.flow.nodes.base import (NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error,
-                                             required, text_params)
+from typecase.server.flow.nodes.base import (
+    NodeContext,
+    NodeResult,
+    NodeSpec,
+    Problem,
+    as_int,
+    node_error,
+    required,
+    text_params,
+)
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import common_pb2, flow_pb2, knowledge_pb2
 

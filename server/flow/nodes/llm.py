@@ -4,8 +4,7 @@ Prompts are templates; the answer streams to the run as token events (unless "st
 
 from __future__ import annotations
 
-from typecase.server.flow.nodes.base import (NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error,
-                                             text_params)
+from typecase.server.flow.nodes.base import NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error, text_params
 from typecase.v1 import common_pb2, flow_pb2, llm_pb2
 
 ROLES = {"user": common_pb2.MESSAGE_ROLE_USER, "assistant": common_pb2.MESSAGE_ROLE_ASSISTANT,

@@ -8,8 +8,8 @@ import os
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from typecase.server.infra.sql import Base, normalize_url
 from typecase.server.infra.schema import import_models
+from typecase.server.infra.sql import Base, normalize_url
 
 config = context.config
 import_models()  # every domain's models.py, so autogenerate sees the whole schema

@@ -21,8 +21,24 @@ from typing import Any
 import httpx
 import orjson
 
-from . import (CONTENT_FILTER, LENGTH, RATE_LIMITED, STOP, TIMEOUT, TOOL_CALLS, UNAVAILABLE, UNSUPPORTED, Adapter,
-               ChatCall, Delta, Message, Timeouts, ToolCallDelta, UpstreamError, merge_tool_deltas)
+from . import (
+    CONTENT_FILTER,
+    LENGTH,
+    RATE_LIMITED,
+    STOP,
+    TIMEOUT,
+    TOOL_CALLS,
+    UNAVAILABLE,
+    UNSUPPORTED,
+    Adapter,
+    ChatCall,
+    Delta,
+    Message,
+    Timeouts,
+    ToolCallDelta,
+    UpstreamError,
+    merge_tool_deltas,
+)
 from .http import ClientPool, SSEReader, open_stream, post_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"

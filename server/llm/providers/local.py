@@ -30,8 +30,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import (CONTEXT, ERROR, LENGTH, STOP, TIMEOUT, TOOL_CALLS, UNAVAILABLE, Adapter, ChatCall, Delta, EmbedResult, Message,
-               Timeouts, ToolCallDelta, UpstreamError)
+from . import (
+    CONTEXT,
+    ERROR,
+    LENGTH,
+    STOP,
+    TIMEOUT,
+    TOOL_CALLS,
+    UNAVAILABLE,
+    Adapter,
+    ChatCall,
+    Delta,
+    EmbedResult,
+    Message,
+    Timeouts,
+    ToolCallDelta,
+    UpstreamError,
+)
 from .grammar import chosen, constraint
 
 log = logging.getLogger("typecase.llm.local")

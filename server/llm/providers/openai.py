@@ -8,15 +8,31 @@ api-version query parameter Azure wants.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import orjson
 
-from . import (CONTENT_FILTER, ERROR, LENGTH, RATE_LIMITED, STOP, TOOL_CALLS, UNAVAILABLE, Adapter, ChatCall, Delta,
-               EmbedResult, Message, RerankItem, Timeouts, ToolCallDelta, UpstreamError, estimate_tokens)
+from . import (
+    CONTENT_FILTER,
+    ERROR,
+    LENGTH,
+    RATE_LIMITED,
+    STOP,
+    TOOL_CALLS,
+    UNAVAILABLE,
+    Adapter,
+    ChatCall,
+    Delta,
+    EmbedResult,
+    Message,
+    RerankItem,
+    Timeouts,
+    ToolCallDelta,
+    UpstreamError,
+    estimate_tokens,
+)
 from .http import ClientPool, SSEReader, open_stream, post_json
 
 FINISH = {"stop": STOP, "length": LENGTH, "content_filter": CONTENT_FILTER, "tool_calls": TOOL_CALLS,

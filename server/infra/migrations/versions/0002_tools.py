@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
 from typecase.server.infra import sql
 
 revision: str = "0002_tools"

@@ -306,7 +306,7 @@ class Settings(BaseSettings):
     knowledge_search_max_query_chars: int = Field(4000, ge=1)
     knowledge_search_max_top_k: int = Field(100, ge=1)
     knowledge_search_candidates: int = Field(50, ge=1, description="hits each retriever gives fusion: max(this, 4*top_k)")
-    knowledge_search_vector_weight: float = Field(0.5, ge=0, le=1, description="hybrid default "
+    knowledge_search_vector_weight: float = Field(0.7, ge=0, le=1, description="hybrid default "
                                                   "(bench/knowledge/quality.py)")
     knowledge_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
     knowledge_search_fusion: Literal["rrf", "score"] = Field("score", description="hybrid: weighted reciprocal rank "

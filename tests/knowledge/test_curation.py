@@ -178,3 +178,23 @@ async def test_download_returns_the_original_and_exactly_the_requested_byte_rang
         assert err.value.code() == code, spec
         assert "range" in err.value.details()
     assert reason(err.value) == "INVALID_ARGUMENT"
+
+
+async def test_over_http_a_range_downloads_exactly_those_bytes_and_a_patch_edits_a_chunk(kapp, stub):
+    import httpx
+
+    kb, file = await base_with_file(stub, "http-curation")
+    base = f"http://127.0.0.1:{kapp.http_port}"
+    async with httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as http:
+        r = await http.get(f"/v1/files/{file.id}:download", params={"range": "bytes=4-18"})
+        assert r.status_code == 200 and r.content == TEXT.encode()[4:19]
+        assert r.headers["content-type"].startswith("text/plain")
+        r = await http.get(f"/v1/files/{file.id}:download", params={"range": "bytes=a-"})
+        assert r.status_code == 400 and "range" in r.json()["message"]
+        r = await http.get(f"/v1/knowledge-bases/{kb.id}/chunks", params={"keyword": "cafeteria"})
+        [chunk] = r.json()["chunks"]
+        r = await http.patch(f"/v1/chunks/{chunk['id']}", json={"text": NEW_TEXT})
+        assert r.status_code == 200 and r.json()["chunk"]["edited"] is True, r.text
+        r = await http.post("/v1/knowledge-bases:search", json={"kb_ids": [kb.id], "query": "observatory telescope",
+                                                                "mode": "SEARCH_MODE_KEYWORD"})
+        assert r.json()["hits"][0]["chunk_id"] == chunk["id"]

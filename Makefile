@@ -8,7 +8,7 @@ BUF := $(TOOLS)/node_modules/.bin/buf
 PROTOS := $(wildcard proto/typecase/v1/*.proto)
 , := ,
 
-.PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto bench clean ts console console-if-npm \
+.PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto lint bench clean ts console console-if-npm \
 	openapi-ts
 
 # Pinned here as in pyproject.toml: installed on its own so that its long compile is announced and timed.
@@ -58,6 +58,11 @@ $(OPENAPI_TS):
 
 openapi-ts: $(OPENAPI_TS)
 
+# server/: ruff's lint rules and its formatting (configured in pyproject.toml). `ruff format server` fixes the latter.
+lint: install
+	$(VENV)/bin/ruff check server
+	$(VENV)/bin/ruff format --check server
+
 lint-proto: $(BUF)
 	$(BUF) lint
 
@@ -102,7 +107,7 @@ $(CONSOLE_STAMP): console/package-lock.json console/package.json
 console: ts $(CONSOLE_STAMP)
 	cd console && npm run --silent build
 
-test: install lint-proto gen-check sdk-gen-check ts console openapi-ts
+test: install lint lint-proto gen-check sdk-gen-check ts console openapi-ts
 	$(PY) -m pytest -q
 
 bench: install

@@ -80,9 +80,11 @@ log = logging.getLogger("typecase.app")
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # HTTP statuses for reasons whose gRPC code's status would mislead (shared by the transcoder and compat surfaces).
 REASON_HTTP_STATUS = {"FILE_TOO_LARGE": 413, "PAYLOAD_TOO_LARGE": 413}
-FAVICON_SVG = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
-               'fill="#334155"/><text x="8" y="12" font-size="10" text-anchor="middle" fill="white" '
-               'font-family="monospace">T</text></svg>')
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" '
+    'fill="#334155"/><text x="8" y="12" font-size="10" text-anchor="middle" fill="white" '
+    'font-family="monospace">T</text></svg>'
+)
 
 
 @dataclass
@@ -103,12 +105,21 @@ def domain_servicers(app: App) -> dict[str, Any]:
     )
     servicers["ToolService"] = tool_service(app, servicers)
     servicers["ChatService"] = ChatService(
-        app.resources.db, app.resources.cache, servicers["LLMService"], app.audit, app.settings,
-        storage=app.resources.storage, knowledge=servicers["KnowledgeService"], flow=servicers["FlowService"],
+        app.resources.db,
+        app.resources.cache,
+        servicers["LLMService"],
+        app.audit,
+        app.settings,
+        storage=app.resources.storage,
+        knowledge=servicers["KnowledgeService"],
+        flow=servicers["FlowService"],
         documents=attachment_reader(servicers["KnowledgeService"]),
     )
     servicers["AdminService"] = AdminService(
-        app.settings, audit=app.audit, auth=app.auth, request_restart=app.request_restart,
+        app.settings,
+        audit=app.audit,
+        auth=app.auth,
+        request_restart=app.request_restart,
         proxy_keys=ProxyKeys(app.auth, app.settings.secret("admin_api_key")),
     )
     return servicers
@@ -124,14 +135,19 @@ def compat_auth(app: App):
         if fixed is not None:
             return fixed
         return await auth.guard.principal([("authorization", f"Bearer {credential}")], client, "compat")
+
     return authenticate
 
 
 def sandbox_config(settings: Settings) -> SandboxConfig:
     return SandboxConfig(
-        bwrap_path=settings.sandbox_bwrap_path, uid=settings.sandbox_uid, gid=settings.sandbox_gid,
-        max_threads=settings.sandbox_max_threads, max_open_files=settings.sandbox_max_open_files,
-        tmp_bytes=settings.sandbox_tmp_bytes, max_running=settings.sandbox_max_running,
+        bwrap_path=settings.sandbox_bwrap_path,
+        uid=settings.sandbox_uid,
+        gid=settings.sandbox_gid,
+        max_threads=settings.sandbox_max_threads,
+        max_open_files=settings.sandbox_max_open_files,
+        tmp_bytes=settings.sandbox_tmp_bytes,
+        max_running=settings.sandbox_max_running,
         probe_timeout_seconds=settings.sandbox_probe_timeout_seconds,
         allow_unsandboxed=settings.sandbox_unsafe_allow_unsandboxed,
     )
@@ -159,18 +175,29 @@ def domain_routes(app: App) -> list[Any]:
     the web console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
     mcp = app.mcp_endpoint.routes() if app.mcp_endpoint is not None else []
-    compat = [*openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
-              *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS)]
-    return [*recorded(compat, app.servicers["AdminService"].stats),
-            *oidc_routes(app.auth, app.resources.cache, app.settings),
-            *mcp,
-            *console_routes(app.settings.console_dir)]
+    compat = [
+        *openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+        *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+    ]
+    return [
+        *recorded(compat, app.servicers["AdminService"].stats),
+        *oidc_routes(app.auth, app.resources.cache, app.settings),
+        *mcp,
+        *console_routes(app.settings.console_dir),
+    ]
 
 
 def registered_services(app: App) -> list[Service]:
     """Every public service with its servicer and the generated function that registers it."""
-    modules = (auth_pb2_grpc, llm_pb2_grpc, chat_pb2_grpc, knowledge_pb2_grpc, flow_pb2_grpc, admin_pb2_grpc,
-               tools_pb2_grpc)
+    modules = (
+        auth_pb2_grpc,
+        llm_pb2_grpc,
+        chat_pb2_grpc,
+        knowledge_pb2_grpc,
+        flow_pb2_grpc,
+        admin_pb2_grpc,
+        tools_pb2_grpc,
+    )
     services = []
     for module in modules:
         pb2 = importlib.import_module(module.__name__.removesuffix("_grpc"))
@@ -241,14 +268,24 @@ class App:
                 await servicer.start()
         if self.settings.otel_endpoint:
             s = self.settings
-            tracing.configure(s.otel_endpoint, service_name=s.otel_service_name, sample_ratio=s.otel_sample_ratio,
-                              export_timeout_seconds=s.otel_export_timeout_seconds,
-                              max_queue_spans=s.otel_max_queue_spans,
-                              schedule_delay_seconds=s.otel_schedule_delay_seconds)
+            tracing.configure(
+                s.otel_endpoint,
+                service_name=s.otel_service_name,
+                sample_ratio=s.otel_sample_ratio,
+                export_timeout_seconds=s.otel_export_timeout_seconds,
+                max_queue_spans=s.otel_max_queue_spans,
+                schedule_delay_seconds=s.otel_schedule_delay_seconds,
+            )
             self._tracing = True
         stats = self.servicers["AdminService"].stats
-        interceptors = [TraceInterceptor(), MetricsInterceptor(), TrafficInterceptor(stats), ErrorInterceptor(),
-                        self._auth_interceptor(), NulTextInterceptor()]
+        interceptors = [
+            TraceInterceptor(),
+            MetricsInterceptor(),
+            TrafficInterceptor(stats),
+            ErrorInterceptor(),
+            self._auth_interceptor(),
+            NulTextInterceptor(),
+        ]
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(
             interceptors=interceptors,
@@ -262,8 +299,9 @@ class App:
             ],
         )
         if self.settings.tools_mcp_server_enabled:
-            self.mcp_endpoint = McpEndpoint(self.servicers["ToolService"].api, compat_auth(self),
-                                            self.settings.http_max_body_bytes)
+            self.mcp_endpoint = McpEndpoint(
+                self.servicers["ToolService"].api, compat_auth(self), self.settings.http_max_body_bytes
+            )
             await self.mcp_endpoint.start()
         in_process = gateway.InProcess(interceptors)
         services = registered_services(self)
@@ -272,16 +310,19 @@ class App:
             service.add_to_server(service.servicer, in_process)
         names = [s.descriptor.full_name for s in services]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)
-        reflection.enable_server_reflection([*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                             reflection.SERVICE_NAME], self._grpc_server)
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self._grpc_server,
+        )
         address = f"{self.settings.host}:{self.settings.grpc_port}"
         try:
             self.grpc_port = self._grpc_server.add_insecure_port(address)
         except RuntimeError:  # taken since the start-up check (SO_REUSEPORT is off, so it is never shared)
             self.grpc_port = 0
         if not self.grpc_port:
-            raise PortsUnavailable(Listener("gRPC", self.settings.host, self.settings.grpc_port,
-                                            "TYPECASE_GRPC_PORT").in_use())
+            raise PortsUnavailable(
+                Listener("gRPC", self.settings.host, self.settings.grpc_port, "TYPECASE_GRPC_PORT").in_use()
+            )
         await self._grpc_server.start()
 
         http_app = gateway.create_app(
@@ -306,14 +347,20 @@ class App:
         gc.freeze()  # start-up objects (modules, descriptors, models) stay out of every later collection
         log.info(
             "typecase serving: grpc %s:%s, http %s:%s (started in %.1fs)",
-            self.settings.host, self.grpc_port, self.settings.host, self.http_port, time.perf_counter() - started,
+            self.settings.host,
+            self.grpc_port,
+            self.settings.host,
+            self.http_port,
+            time.perf_counter() - started,
         )
 
     def _check_auth_switch(self) -> None:
         listeners = [self.settings.host] + ([self.settings.proxy_host] if self.settings.proxy_enabled else [])
         if self.settings.auth_disabled and not set(listeners) <= LOOPBACK_HOSTS:
-            raise RuntimeError("TYPECASE_AUTH_DISABLED is for local development only: every listener "
-                               "(TYPECASE_HOST, TYPECASE_PROXY_HOST) must be on loopback")
+            raise RuntimeError(
+                "TYPECASE_AUTH_DISABLED is for local development only: every listener "
+                "(TYPECASE_HOST, TYPECASE_PROXY_HOST) must be on loopback"
+            )
 
     def _auth_interceptor(self) -> AuthInterceptor:
         if not self.settings.auth_disabled:
@@ -323,8 +370,9 @@ class App:
 
     async def _start_http(self, http_app) -> None:
         s = self.settings
-        http_app = with_cors(http_app, s.cors_allowed_origins, s.cors_allowed_methods, s.cors_allowed_headers,
-                             s.cors_max_age_seconds)
+        http_app = with_cors(
+            http_app, s.cors_allowed_origins, s.cors_allowed_methods, s.cors_allowed_headers, s.cors_max_age_seconds
+        )
         config = uvicorn.Config(
             http_app,
             host=self.settings.host,
@@ -412,8 +460,12 @@ class App:
         async def favicon(request: Request) -> Response:  # the console's own icon, for /docs and direct visits
             return Response(FAVICON_SVG, media_type="image/svg+xml", headers={"cache-control": "max-age=86400"})
 
-        return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics),
-                Route("/favicon.ico", favicon)]
+        return [
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/favicon.ico", favicon),
+        ]
 
 
 async def serve(settings: Settings) -> None:

@@ -29,11 +29,16 @@ def banner(settings, grpc_port: int, http_port: int, proxy_port: int | None = No
     else:
         path = settings.data_dir / ADMIN_KEY_FILE
         key = str(path) if path.exists() else f"{path} was removed: create a key with POST /v1/api-keys"
-    console = f"{http}/" if (Path(settings.console_dir) / "index.html").exists() else \
-        f"{http}/ (not built yet: run `make console`)"
-    password = (f"user {settings.admin_username!r} with TYPECASE_ADMIN_PASSWORD, or the admin key"
-                if settings.admin_password is not None else
-                "the admin key (set TYPECASE_ADMIN_PASSWORD to use the username/password tab)")
+    console = (
+        f"{http}/"
+        if (Path(settings.console_dir) / "index.html").exists()
+        else f"{http}/ (not built yet: run `make console`)"
+    )
+    password = (
+        f"user {settings.admin_username!r} with TYPECASE_ADMIN_PASSWORD, or the admin key"
+        if settings.admin_password is not None
+        else "the admin key (set TYPECASE_ADMIN_PASSWORD to use the username/password tab)"
+    )
     rows = [
         ("Console", console),
         ("Sign in", password),

@@ -45,9 +45,16 @@ def _settings() -> Settings:
 
 
 @cli.command()
-def serve(workers: int = typer.Option(None, "--workers", "-w", min=1, max=256, help="server processes sharing the "
-                                      "ports (TYPECASE_WORKERS; default 1 embedded, one per core on shared stores)")
-          ) -> None:
+def serve(
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        "-w",
+        min=1,
+        max=256,
+        help="server processes sharing the ports (TYPECASE_WORKERS; default 1 embedded, one per core on shared stores)",
+    ),
+) -> None:
     """Run the gRPC server and the HTTP gateway (SIGTERM drains gracefully); with --workers, several processes."""
     settings = _settings()
     if workers is not None:
@@ -143,8 +150,10 @@ async def _run_worker(settings: Settings) -> None:
             await llm.start()
             started.append(llm)
         if not settings.milvus_uri:
-            log.warning("vectors are an embedded store in the data dir, which one process at a time can open: with "
-                        "`typecase serve` running too, point both at a Milvus server (TYPECASE_MILVUS_URI)")
+            log.warning(
+                "vectors are an embedded store in the data dir, which one process at a time can open: with "
+                "`typecase serve` running too, point both at a Milvus server (TYPECASE_MILVUS_URI)"
+            )
         if settings.redis_url is None:
             log.info("no TYPECASE_REDIS_URL: jobs are found by polling SQL every %gs", settings.jobs_poll_seconds)
         log.info("typecase worker running (concurrency %d)", settings.jobs_concurrency)
@@ -158,9 +167,11 @@ async def _run_worker(settings: Settings) -> None:
 
 @cli.command("rotate-signing-key")
 def rotate_signing_key(
-    drop_previous: bool = typer.Option(False, "--drop-previous",
-                                       help="also stop accepting access tokens signed with the current key (a leaked "
-                                            "key); clients refresh them"),
+    drop_previous: bool = typer.Option(
+        False,
+        "--drop-previous",
+        help="also stop accepting access tokens signed with the current key (a leaked key); clients refresh them",
+    ),
 ) -> None:
     """Start signing access tokens with a new key. The current key keeps verifying the tokens it signed until they
     expire, unless --drop-previous. Running replicas switch within signing_key_refresh_seconds."""
@@ -179,26 +190,43 @@ def rotate_signing_key(
             await db.stop()
 
     new_key = asyncio.run(run())
-    Console().print(f"now signing with key {new_key}; "
-                    + ("tokens signed before no longer verify" if drop_previous
-                       else "the previous key verifies until its tokens expire"))
+    Console().print(
+        f"now signing with key {new_key}; "
+        + (
+            "tokens signed before no longer verify"
+            if drop_previous
+            else "the previous key verifies until its tokens expire"
+        )
+    )
 
 
 @cli.command("add-provider")
 def add_provider(
     name: str = typer.Option(..., help="a unique name for the provider, e.g. openai or ollama"),
-    base_url: str = typer.Option(..., help="its API's base URL, e.g. https://api.openai.com/v1, "
-                                           "http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM)"),
-    model: list[str] = typer.Option(..., help="a model the provider serves, as it names it (repeat for more); "
-                                              "the first becomes the default with --default"),
-    api_key_env: str = typer.Option("", help="the environment variable holding its API key (none for Ollama "
-                                             "or vLLM without one); the key itself never goes on the command line"),
-    kind: str = typer.Option("openai", "--type", help="openai (OpenAI and every OpenAI-compatible server) or "
-                                                      "anthropic"),
+    base_url: str = typer.Option(
+        ...,
+        help="its API's base URL, e.g. https://api.openai.com/v1, "
+        "http://localhost:11434/v1 (Ollama), http://localhost:8000/v1 (vLLM)",
+    ),
+    model: list[str] = typer.Option(
+        ...,
+        help="a model the provider serves, as it names it (repeat for more); "
+        "the first becomes the default with --default",
+    ),
+    api_key_env: str = typer.Option(
+        "",
+        help="the environment variable holding its API key (none for Ollama "
+        "or vLLM without one); the key itself never goes on the command line",
+    ),
+    kind: str = typer.Option(
+        "openai", "--type", help="openai (OpenAI and every OpenAI-compatible server) or anthropic"
+    ),
     default: bool = typer.Option(True, help="make the first model the default for chat and flows"),
     url: str = typer.Option("", help="the running server's HTTP address; default: from the settings"),
-    admin_key_env: str = typer.Option("TYPECASE_ADMIN_API_KEY", help="the environment variable with an admin "
-                                      "key; default: that variable, else the key file in the data dir"),
+    admin_key_env: str = typer.Option(
+        "TYPECASE_ADMIN_API_KEY",
+        help="the environment variable with an admin key; default: that variable, else the key file in the data dir",
+    ),
 ) -> None:
     """Register an upstream LLM provider and its models with the running server (and make the first model the
     default), over the same HTTP API the console uses."""
@@ -206,14 +234,24 @@ def add_provider(
 
     settings = _settings()
     try:
-        chosen = register_provider(settings, name=name, base_url=base_url, models=model, kind=kind,
-                                   api_key_env=api_key_env, make_default=default, url=url,
-                                   admin_key_env=admin_key_env)
+        chosen = register_provider(
+            settings,
+            name=name,
+            base_url=base_url,
+            models=model,
+            kind=kind,
+            api_key_env=api_key_env,
+            make_default=default,
+            url=url,
+            admin_key_env=admin_key_env,
+        )
     except ProviderSetupError as exc:
         print(exc, file=sys.stderr)
         raise typer.Exit(1) from exc
-    Console().print(f"provider {name!r} added with {', '.join(model)}"
-                    + (f"; {chosen} is now the default model" if chosen else ""), highlight=False)
+    Console().print(
+        f"provider {name!r} added with {', '.join(model)}" + (f"; {chosen} is now the default model" if chosen else ""),
+        highlight=False,
+    )
 
 
 @cli.command("gen-secret-key")

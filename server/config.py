@@ -27,13 +27,23 @@ from pydantic_settings import (
 ENCRYPTED_PREFIX = "enc:"
 MiB = 1024 * 1024
 
-SECRET_FIELDS = ("database_url", "redis_url", "s3_secret_key", "milvus_token", "admin_api_key", "admin_password",
-                 "oidc_client_secret")
+SECRET_FIELDS = (
+    "database_url",
+    "redis_url",
+    "s3_secret_key",
+    "milvus_token",
+    "admin_api_key",
+    "admin_password",
+    "oidc_client_secret",
+)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TYPECASE_", env_file=".env", extra="ignore", validate_default=True,
+        env_prefix="TYPECASE_",
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
         hide_input_in_errors=True,  # a rejected secret (a malformed upstream key, say) must not reach a log line
     )
 
@@ -45,10 +55,17 @@ class Settings(BaseSettings):
     proxy_port: int = Field(8088, ge=0, le=65535)
     # Processes of `serve` (server/supervisor.py): unset means 1 in embedded mode and one per core when the stores
     # are shared (Redis, a database server, a Milvus server).
-    workers: int | None = Field(None, ge=1, le=256, description="server processes sharing the listeners' ports "
-                                "(SO_REUSEPORT); several need shared stores")
-    reuse_port: bool = Field(False, description="internal: set by `serve --workers` on its worker processes, whose "
-                             "listeners share their ports on purpose")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="server processes sharing the listeners' ports (SO_REUSEPORT); several need shared stores",
+    )
+    reuse_port: bool = Field(
+        False,
+        description="internal: set by `serve --workers` on its worker processes, whose "
+        "listeners share their ports on purpose",
+    )
 
     data_dir: Path = Path(".typecase")
 
@@ -66,16 +83,24 @@ class Settings(BaseSettings):
     milvus_uri: str | None = None
     milvus_token: SecretStr | None = None
     vector_store: Literal["embedded", "milvus-lite"] = Field(
-        "embedded", description="without milvus_uri: `embedded` (exact search over vectors persisted in data_dir, "
-                                "one process) or `milvus-lite` (a milvus-lite file)")
+        "embedded",
+        description="without milvus_uri: `embedded` (exact search over vectors persisted in data_dir, "
+        "one process) or `milvus-lite` (a milvus-lite file)",
+    )
     vector_compact_dead_ratio: float = Field(
-        0.5, gt=0, lt=1, description="embedded store: rewrite a collection's vector file when deleted rows are "
-                                     "more than this share of its rows")
+        0.5,
+        gt=0,
+        lt=1,
+        description="embedded store: rewrite a collection's vector file when deleted rows are "
+        "more than this share of its rows",
+    )
     vector_compact_min_dead_rows: int = Field(10_000, ge=1, description="and at least this many")
     # Embedded event logs: replaying a chat turn or a flow run whole after a restart, without Redis.
     embedded_event_logs_durable: bool = Field(
-        True, description="without redis_url, keep the event logs of chat turns and flow runs in "
-                          "eventlogs.sqlite3 in data_dir, so that readers replay them whole after a restart")
+        True,
+        description="without redis_url, keep the event logs of chat turns and flow runs in "
+        "eventlogs.sqlite3 in data_dir, so that readers replay them whole after a restart",
+    )
 
     secret_key: SecretStr | None = Field(None, description="Fernet key that decrypts enc: values")
     admin_api_key: SecretStr | None = None
@@ -85,25 +110,45 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(4 * MiB, ge=1024)
     # HTTP input caps (issue 18): a request head is read before authentication, JSON and multipart framing before
     # any handler; past a cap the request gets 431 (head) or 400 (body), never a 500.
-    http_max_header_bytes: int = Field(64 * 1024, ge=1024, description="request target plus header names and "
-                                       "values of one request (gateway listener); 431 beyond")
+    http_max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="request target plus header names and values of one request (gateway listener); 431 beyond",
+    )
     http_max_header_count: int = Field(100, ge=1, description="headers of one request (gateway listener); 431 beyond")
-    http_max_json_depth: int = Field(100, ge=1, le=500, description="nesting levels of a JSON body, NDJSON message, "
-                                     "WebSocket frame or JSON query value; 400 beyond")
-    http_max_part_header_bytes: int = Field(8 * 1024, ge=256, description="one header line of a multipart/form-data "
-                                            "part; 400 beyond")
+    http_max_json_depth: int = Field(
+        100,
+        ge=1,
+        le=500,
+        description="nesting levels of a JSON body, NDJSON message, WebSocket frame or JSON query value; 400 beyond",
+    )
+    http_max_part_header_bytes: int = Field(
+        8 * 1024, ge=256, description="one header line of a multipart/form-data part; 400 beyond"
+    )
     sse_keepalive_seconds: float = Field(15.0, gt=0)
     # Cross-origin browser access (gateway/cors.py). None by default: only pages this server serves (the console)
     # may call the API from a browser; list the origins of other web apps here.
     cors_allowed_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="origins (scheme://host[:port], comma-separated, or *) whose pages may "
-        "call the API, streams and WebSockets from a browser; empty: none but this server's own pages")
+        default_factory=list,
+        description="origins (scheme://host[:port], comma-separated, or *) whose pages may "
+        "call the API, streams and WebSockets from a browser; empty: none but this server's own pages",
+    )
     cors_allowed_methods: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"], description="methods allowed cross-origin")
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"], description="methods allowed cross-origin"
+    )
     cors_allowed_headers: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["authorization", "content-type", "accept", "x-api-key", "x-trace-id",
-                                 "traceparent", "last-event-id", "grpc-timeout"],
-        description="request headers allowed cross-origin")
+        default_factory=lambda: [
+            "authorization",
+            "content-type",
+            "accept",
+            "x-api-key",
+            "x-trace-id",
+            "traceparent",
+            "last-event-id",
+            "grpc-timeout",
+        ],
+        description="request headers allowed cross-origin",
+    )
     cors_max_age_seconds: int = Field(600, ge=0, le=86400, description="how long browsers may cache a preflight")
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     migrate_on_start: bool = True
@@ -113,24 +158,33 @@ class Settings(BaseSettings):
     otel_endpoint: str | None = Field(
         default_factory=lambda: os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         description="OTLP/HTTP collector base URL (or its /v1/traces URL); defaults to the standard "
-                    "OTEL_EXPORTER_OTLP_ENDPOINT; unset: no traces and no tracing cost")
+        "OTEL_EXPORTER_OTLP_ENDPOINT; unset: no traces and no tracing cost",
+    )
     otel_service_name: str = Field("typecase", min_length=1, description="service.name of the exported spans")
-    otel_sample_ratio: float = Field(1.0, ge=0, le=1, description="share of new traces recorded (a caller's "
-                                                                  "sampled traceparent is always followed)")
+    otel_sample_ratio: float = Field(
+        1.0, ge=0, le=1, description="share of new traces recorded (a caller's sampled traceparent is always followed)"
+    )
     otel_export_timeout_seconds: float = Field(10.0, gt=0, description="one export request to the collector")
-    otel_max_queue_spans: int = Field(2048, ge=1, description="finished spans waiting for export; beyond, new "
-                                                              "ones are dropped rather than held in memory")
+    otel_max_queue_spans: int = Field(
+        2048,
+        ge=1,
+        description="finished spans waiting for export; beyond, new ones are dropped rather than held in memory",
+    )
     otel_schedule_delay_seconds: float = Field(5.0, gt=0, description="longest wait before a batch is exported")
 
     log_level: str = "INFO"
     log_json: bool = False
     event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop", description="event loop of serve and worker: uvloop (libuv; less CPU per call and per stream "
-                              "message, see bench/llm) or Python's own asyncio loop")
+        "uvloop",
+        description="event loop of serve and worker: uvloop (libuv; less CPU per call and per stream "
+        "message, see bench/llm) or Python's own asyncio loop",
+    )
 
     # The web console's built files (`make console`), served at /.
-    console_dir: Path = Field(Path(__file__).resolve().parents[1] / "console" / "dist",
-                              description="built web console served at / (make console)")
+    console_dir: Path = Field(
+        Path(__file__).resolve().parents[1] / "console" / "dist",
+        description="built web console served at / (make console)",
+    )
 
     # Auth
     auth_disabled: bool = Field(False, description="development only; refused unless every listener is loopback")
@@ -141,56 +195,95 @@ class Settings(BaseSettings):
     api_key_cache_seconds: float = Field(5.0, ge=0)
     rate_limit_per_key: str = "600/minute"
     rate_limit_per_user: str = "1200/minute"
-    login_failures_limit: str = Field("10/minute", description="failed logins per username and client address; "
-                                      "then that pair is refused before any password check")
+    login_failures_limit: str = Field(
+        "10/minute",
+        description="failed logins per username and client address; "
+        "then that pair is refused before any password check",
+    )
     # Self-registration and account rules (auth/registration.py).
     auth_self_registration: Literal["off", "invite", "open"] = Field(
-        "off", description="who may create their own account with Register: nobody (admins create users), holders "
-        "of an invite code, or anyone who reaches the API")
-    auth_invite_code_ttl_seconds: int = Field(7 * 24 * 3600, ge=60, description="lifetime of an invite code "
-                                              "created without an expire_time")
+        "off",
+        description="who may create their own account with Register: nobody (admins create users), holders "
+        "of an invite code, or anyone who reaches the API",
+    )
+    auth_invite_code_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=60, description="lifetime of an invite code created without an expire_time"
+    )
     password_min_length: int = Field(8, ge=8, le=1024, description="shortest password accepted")
     password_required_character_classes: int = Field(
-        0, ge=0, le=4, description="how many of lower-case letters, upper-case letters, digits and other "
-        "characters a new password must mix")
+        0,
+        ge=0,
+        le=4,
+        description="how many of lower-case letters, upper-case letters, digits and other "
+        "characters a new password must mix",
+    )
     account_lockout_failures: int = Field(
-        0, ge=0, description="failed passwords in a row that lock an account (0: never; the per-address budgets "
-        "above already slow guessing without locking the owner out)")
-    account_lockout_seconds: int = Field(900, ge=1, description="how long a locked account refuses passwords; "
-                                         "its API keys keep working")
+        0,
+        ge=0,
+        description="failed passwords in a row that lock an account (0: never; the per-address budgets "
+        "above already slow guessing without locking the owner out)",
+    )
+    account_lockout_seconds: int = Field(
+        900, ge=1, description="how long a locked account refuses passwords; its API keys keep working"
+    )
     # Single sign-on with OpenID Connect (auth/oidc.py); on when oidc_issuer is set.
-    oidc_issuer: str = Field("", description="the identity provider's issuer URL (its discovery document is at "
-                             "<issuer>/.well-known/openid-configuration); empty: no single sign-on")
+    oidc_issuer: str = Field(
+        "",
+        description="the identity provider's issuer URL (its discovery document is at "
+        "<issuer>/.well-known/openid-configuration); empty: no single sign-on",
+    )
     oidc_client_id: str = Field("", description="this server's client id at the identity provider")
-    oidc_client_secret: SecretStr | None = Field(None, description="its client secret (none: a public client, "
-                                                 "PKCE only)")
-    oidc_redirect_uri: str = Field("", description="where the provider sends users back: "
-                                   "https://<this server>/v1/auth/oidc/callback, registered at the provider")
+    oidc_client_secret: SecretStr | None = Field(
+        None, description="its client secret (none: a public client, PKCE only)"
+    )
+    oidc_redirect_uri: str = Field(
+        "",
+        description="where the provider sends users back: "
+        "https://<this server>/v1/auth/oidc/callback, registered at the provider",
+    )
     oidc_scopes: str = "openid profile email"
     oidc_groups_claim: str = Field("groups", description="ID token claim listing the user's groups")
     oidc_admin_groups: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="members of any of these groups (comma-separated) are admins; roles "
-        "follow the claim at every sign-in")
+        default_factory=list,
+        description="members of any of these groups (comma-separated) are admins; roles "
+        "follow the claim at every sign-in",
+    )
     oidc_login_ttl_seconds: int = Field(600, ge=30, description="how long a started sign-in may take to finish")
     oidc_timeout_seconds: float = Field(10.0, gt=0, description="requests to the identity provider")
     # Auth hardening (issue 18): client addresses behind proxies, failure budgets, sessions, signing keys.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client "
-        "(comma-separated); empty: the connecting address is the client and X-Forwarded-For is ignored")
-    login_failures_per_address_limit: str = Field("100/minute", description="failed logins per client address, "
-                                                  "any username (password spraying)")
-    credential_failures_per_key_prefix_limit: str = Field("30/minute", description="failed API-key checks per shown "
-                                                          "key prefix, from any address")
-    refresh_token_reuse_grace_seconds: float = Field(10.0, ge=0, description="a refresh token spent again this soon "
-                                                     "after its first use is refused without ending its session "
-                                                     "(browser tabs racing); later reuse revokes the whole session")
-    signing_key_refresh_seconds: float = Field(30.0, gt=0, description="how often a replica re-reads the token "
-                                               "signing keys (see `typecase rotate-signing-key`)")
-    credential_cache_max_entries: int = Field(100_000, ge=1, description="API keys and sessions whose check result "
-                                              "a replica keeps (for api_key_cache_seconds), wrong ones included")
+        default_factory=list,
+        description="IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client "
+        "(comma-separated); empty: the connecting address is the client and X-Forwarded-For is ignored",
+    )
+    login_failures_per_address_limit: str = Field(
+        "100/minute", description="failed logins per client address, any username (password spraying)"
+    )
+    credential_failures_per_key_prefix_limit: str = Field(
+        "30/minute", description="failed API-key checks per shown key prefix, from any address"
+    )
+    refresh_token_reuse_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="a refresh token spent again this soon "
+        "after its first use is refused without ending its session "
+        "(browser tabs racing); later reuse revokes the whole session",
+    )
+    signing_key_refresh_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how often a replica re-reads the token signing keys (see `typecase rotate-signing-key`)",
+    )
+    credential_cache_max_entries: int = Field(
+        100_000,
+        ge=1,
+        description="API keys and sessions whose check result "
+        "a replica keeps (for api_key_cache_seconds), wrong ones included",
+    )
 
-    @field_validator("cors_allowed_origins", "cors_allowed_methods", "cors_allowed_headers", "oidc_admin_groups",
-                     mode="before")
+    @field_validator(
+        "cors_allowed_origins", "cors_allowed_methods", "cors_allowed_headers", "oidc_admin_groups", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> list[str]:
         if isinstance(value, str):
@@ -202,8 +295,9 @@ class Settings(BaseSettings):
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
             parts = urlsplit(origin)
-            if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/")
-                                  or parts.query):
+            if origin != "*" and (
+                parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query
+            ):
                 raise ValueError(f"cors_allowed_origins: {origin!r} is not an origin (scheme://host[:port]) or *")
         return [o if o == "*" else o.rstrip("/") for o in value]
 
@@ -250,10 +344,18 @@ class Settings(BaseSettings):
     llm_registry_refresh_seconds: float = Field(30.0, gt=0, description="safety-net reload of the model registry")
     # Tool calling and images in prompts (Generate, Complete, /openai/v1, /anthropic/v1).
     llm_max_tools: int = Field(128, ge=1, description="tools one request may define (OpenAI's own cap is 128)")
-    llm_max_image_bytes: int = Field(8 * MiB, ge=1, description="one image given inline (data: URI) or by file id, "
-                                                                "decoded; larger ones fail with PAYLOAD_TOO_LARGE")
-    llm_local_max_schema_bytes: int = Field(64 * 1024, ge=1, description="largest JSON Schema (tool parameters or "
-                                            "response format, compact JSON) the local model turns into a grammar")
+    llm_max_image_bytes: int = Field(
+        8 * MiB,
+        ge=1,
+        description="one image given inline (data: URI) or by file id, "
+        "decoded; larger ones fail with PAYLOAD_TOO_LARGE",
+    )
+    llm_local_max_schema_bytes: int = Field(
+        64 * 1024,
+        ge=1,
+        description="largest JSON Schema (tool parameters or "
+        "response format, compact JSON) the local model turns into a grammar",
+    )
 
     # Knowledge
     # Uploads and documents.
@@ -262,34 +364,51 @@ class Settings(BaseSettings):
     knowledge_max_structured_bytes: int = Field(64 * MiB, ge=1, description="html/json/docx are parsed whole")
     knowledge_preview_max_bytes: int = Field(32 * MiB, ge=1, description="largest stored file PreviewChunks parses")
     # Default chunking rule of new knowledge bases (Bisheng's: separators tried in order, split after them).
-    knowledge_chunk_size: int = Field(0, ge=0, le=8000, description="tokens; 0 fits the knowledge base's embedding "
-                                      "model: knowledge_chunk_window_share of its input window")
-    knowledge_chunk_window_share: float = Field(0.5, gt=0, le=1, description="default chunk size as a share of the "
-                                                "embedding model's input window (bench/knowledge/quality.py)")
+    knowledge_chunk_size: int = Field(
+        0,
+        ge=0,
+        le=8000,
+        description="tokens; 0 fits the knowledge base's embedding "
+        "model: knowledge_chunk_window_share of its input window",
+    )
+    knowledge_chunk_window_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="default chunk size as a share of the embedding model's input window (bench/knowledge/quality.py)",
+    )
     knowledge_chunk_overlap: int = Field(50, ge=0, le=8000, description="tokens, at most a tenth of the chunk size")
     knowledge_chunk_text_max_chars: int = Field(32_000, ge=1, description="text of a chunk edited or added by hand")
-    knowledge_embedding_window_tokens: int = Field(512, ge=16, description="input window of an embedding model "
-                                                   "that declares no context_length")
+    knowledge_embedding_window_tokens: int = Field(
+        512, ge=16, description="input window of an embedding model that declares no context_length"
+    )
     knowledge_max_chunk_size: int = Field(8000, ge=1)
     knowledge_table_rows_per_chunk: int = Field(20, ge=1, le=10_000, description="csv/xlsx/json records per chunk")
     knowledge_parse_window_chars: int = Field(256 * 1024, ge=4096, description="long text is chunked per window")
     # Hostile documents (decompression bombs, issue 18): parsing runs in capped child processes, after these checks.
     knowledge_parse_processes: int = Field(2, ge=1, le=64, description="parse processes at once, reused between files")
-    knowledge_parse_memory_bytes: int = Field(1024 * MiB, ge=256 * MiB, description="address-space cap (RLIMIT_AS) "
-                                              "of a parse process")
+    knowledge_parse_memory_bytes: int = Field(
+        1024 * MiB, ge=256 * MiB, description="address-space cap (RLIMIT_AS) of a parse process"
+    )
     knowledge_parse_cpu_seconds: float = Field(300.0, gt=0, description="CPU time one file's parse may take")
-    knowledge_parse_recycle_rss_bytes: int = Field(128 * MiB, ge=1, description="a parse process grown past this "
-                                                   "after a file is replaced by a fresh one")
-    knowledge_zip_max_unpacked_bytes: int = Field(128 * MiB, ge=1, description="docx/xlsx: all zip entries unpacked, "
-                                                  "declared and actual")
+    knowledge_parse_recycle_rss_bytes: int = Field(
+        128 * MiB, ge=1, description="a parse process grown past this after a file is replaced by a fresh one"
+    )
+    knowledge_zip_max_unpacked_bytes: int = Field(
+        128 * MiB, ge=1, description="docx/xlsx: all zip entries unpacked, declared and actual"
+    )
     knowledge_zip_max_ratio: int = Field(500, ge=1, description="docx/xlsx: largest unpacked/packed ratio of an entry")
     knowledge_zip_ratio_grace_bytes: int = Field(1 * MiB, ge=0, description="entries up to this size skip the ratio")
     knowledge_pdf_max_pages: int = Field(5000, ge=1, description="longer PDFs fail")
     knowledge_pdf_max_stream_bytes: int = Field(64 * MiB, ge=1024, description="one decompressed PDF stream")
-    knowledge_ocr_max_pixels: int = Field(40_000_000, ge=1, description="images (png, jpg, scanned PDF pages) "
-                                          "larger than this fail before OCR")
-    knowledge_ocr_memory_bytes: int = Field(2048 * MiB, ge=256 * MiB, description="address-space cap of a parse "
-                                            "process once it loads the OCR engine (onnxruntime maps ~1.4 GiB)")
+    knowledge_ocr_max_pixels: int = Field(
+        40_000_000, ge=1, description="images (png, jpg, scanned PDF pages) larger than this fail before OCR"
+    )
+    knowledge_ocr_memory_bytes: int = Field(
+        2048 * MiB,
+        ge=256 * MiB,
+        description="address-space cap of a parse process once it loads the OCR engine (onnxruntime maps ~1.4 GiB)",
+    )
     knowledge_pdf_ocr: bool = Field(True, description="OCR the images of PDF pages that have no text layer")
     knowledge_xlsx_max_cells: int = Field(10_000_000, ge=1, description="cells of a workbook, empty padding included")
     # Indexing.
@@ -305,15 +424,24 @@ class Settings(BaseSettings):
     knowledge_search_max_kbs: int = Field(20, ge=1)
     knowledge_search_max_query_chars: int = Field(4000, ge=1)
     knowledge_search_max_top_k: int = Field(100, ge=1)
-    knowledge_search_candidates: int = Field(50, ge=1, description="hits each retriever gives fusion: max(this, 4*top_k)")
-    knowledge_search_vector_weight: float = Field(0.7, ge=0, le=1, description="hybrid default "
-                                                  "(bench/knowledge/quality.py)")
+    knowledge_search_candidates: int = Field(
+        50, ge=1, description="hits each retriever gives fusion: max(this, 4*top_k)"
+    )
+    knowledge_search_vector_weight: float = Field(
+        0.7, ge=0, le=1, description="hybrid default (bench/knowledge/quality.py)"
+    )
     knowledge_rrf_k: int = Field(60, ge=1, description="reciprocal rank fusion constant")
-    knowledge_search_fusion: Literal["rrf", "score"] = Field("score", description="hybrid: weighted reciprocal rank "
-                                                             "fusion, or a weighted sum of the 0-1 scores")
-    knowledge_search_uncovered_vector_weight: float = Field(0.0, ge=0, le=1, description="hybrid vector weight cap "
-                                                            "when the embedding model does not cover the query's "
-                                                            "language (its declared languages)")
+    knowledge_search_fusion: Literal["rrf", "score"] = Field(
+        "score", description="hybrid: weighted reciprocal rank fusion, or a weighted sum of the 0-1 scores"
+    )
+    knowledge_search_uncovered_vector_weight: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="hybrid vector weight cap "
+        "when the embedding model does not cover the query's "
+        "language (its declared languages)",
+    )
     knowledge_watch_poll_seconds: float = Field(1.0, gt=0, description="WatchFile re-reads SQL at least this often")
     # Background jobs (server/infra/queue.py): taskiq over Redis streams when TYPECASE_REDIS_URL is set, else
     # in-process; job state and leases live in SQL either way.
@@ -333,9 +461,13 @@ class Settings(BaseSettings):
     chat_max_message_chars: int = Field(200_000, ge=1, description="AddMessages / UpdateMessage content")
     chat_max_attachments: int = Field(10, ge=0, description="files attached to one question")
     chat_max_attachment_bytes: int = Field(10 * MiB, ge=0, description="inline attachment data")
-    chat_attachment_max_chars: int = Field(20_000, ge=0, description="text of one attached document put in the "
-                                           "prompt (then cut, and the prompt says so); all of them together stay "
-                                           "within the model's context")
+    chat_attachment_max_chars: int = Field(
+        20_000,
+        ge=0,
+        description="text of one attached document put in the "
+        "prompt (then cut, and the prompt says so); all of them together stay "
+        "within the model's context",
+    )
     chat_max_add_pairs: int = Field(100, ge=1, description="question/answer pairs per AddMessages call")
     chat_max_metadata_bytes: int = Field(16 * 1024, ge=0, description="session/message metadata, as JSON")
     chat_max_system_prompt_chars: int = Field(32_000, ge=0)
@@ -353,7 +485,9 @@ class Settings(BaseSettings):
     # Turns.
     chat_stop_on_disconnect: bool = Field(False, description="default of ChatRequest.stop_on_disconnect")
     chat_turn_timeout_seconds: float = Field(600.0, gt=0, description="a longer answer fails with UPSTREAM_TIMEOUT")
-    chat_event_log_ttl_seconds: float = Field(900.0, gt=0, description="ended turns replay exactly this long, then from SQL")
+    chat_event_log_ttl_seconds: float = Field(
+        900.0, gt=0, description="ended turns replay exactly this long, then from SQL"
+    )
     chat_turn_lease_seconds: float = Field(20.0, gt=0, description="a turn not renewed this long has lost its replica")
     chat_reap_interval_seconds: float = Field(15.0, gt=0, description="sweep for turns of dead replicas")
     chat_max_takeovers: int = Field(2, ge=0, description="times a turn is continued after its replica died")
@@ -371,19 +505,25 @@ class Settings(BaseSettings):
     # those values live in <data_dir>/<proxy_config_file> and win over these defaults (a TYPECASE_* variable wins
     # over both and makes the entry read-only).
     proxy_host: str = "127.0.0.1"
-    proxy_target_base_url: str = Field("https://api.anthropic.com", description="upstream base URL; the path is appended")
+    proxy_target_base_url: str = Field(
+        "https://api.anthropic.com", description="upstream base URL; the path is appended"
+    )
     proxy_preserve_host: bool = Field(False, description="send the client's Host upstream instead of the upstream's")
     proxy_forward_client_credentials: bool = Field(True, description="pass the client's x-api-key / authorization on")
     proxy_upstream_api_key: SecretStr | None = Field(None, description="replaces the client's credential headers")
     proxy_custom_headers: dict[str, str] = Field(default_factory=dict, description="added to every upstream request")
-    proxy_system_prompt_enabled: bool = Field(False, description="apply the system prompt rule to /v1/messages and "
-                                              "/v1/chat/completions")
-    proxy_system_prompt_mode: str = Field("replace", pattern="^(replace|insert)$",
-                                          description="replace the first system text, or insert a block first")
+    proxy_system_prompt_enabled: bool = Field(
+        False, description="apply the system prompt rule to /v1/messages and /v1/chat/completions"
+    )
+    proxy_system_prompt_mode: str = Field(
+        "replace", pattern="^(replace|insert)$", description="replace the first system text, or insert a block first"
+    )
     proxy_system_prompt_text: str = Field("", max_length=1 * MiB, description="the system text the rule writes")
-    proxy_system_prompt_marker: str = Field("", max_length=64 * 1024,
-                                            description="insert mode: skip when a system text contains this "
-                                            "(empty: the rule's text)")
+    proxy_system_prompt_marker: str = Field(
+        "",
+        max_length=64 * 1024,
+        description="insert mode: skip when a system text contains this (empty: the rule's text)",
+    )
     proxy_max_request_bytes: int = Field(32 * MiB, ge=1, description="larger request bodies get 413")
     proxy_connect_timeout_seconds: float = Field(10.0, gt=0, description="upstream connect; then 504")
     proxy_read_timeout_seconds: float = Field(600.0, gt=0, description="longest upstream silence; then 504")
@@ -403,26 +543,39 @@ class Settings(BaseSettings):
     proxy_log_file_max_bytes: int = Field(10 * MiB, ge=1024, description="log history file size before rotating")
     proxy_log_file_count: int = Field(5, ge=0, le=1000, description="rotated log history files kept")
     proxy_log_flush_seconds: float = Field(0.5, gt=0, description="log history is appended in batches this often")
-    proxy_log_capture_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
-                                         description="server log records kept and streamed from this level")
+    proxy_log_capture_level: str = Field(
+        "INFO",
+        pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+        description="server log records kept and streamed from this level",
+    )
     proxy_config_file: str = Field("proxy_config.json", min_length=1, description="runtime config, in data_dir")
-    proxy_config_reload_seconds: float = Field(2.0, ge=0, description="re-read it when another process changed it; "
-                                               "0: never")
-    proxy_config_write_delay_seconds: float = Field(0.0, ge=0, description="testing: pause in the middle of a "
-                                                    "config write")
+    proxy_config_reload_seconds: float = Field(
+        2.0, ge=0, description="re-read it when another process changed it; 0: never"
+    )
+    proxy_config_write_delay_seconds: float = Field(
+        0.0, ge=0, description="testing: pause in the middle of a config write"
+    )
     # Proxy access and privacy (issue 18): who may use the listener (access keys are API keys with the "proxy"
     # scope) and what of the caller's request reaches the upstream; request-head caps of the proxy listener.
     proxy_access_keys: Literal["auto", "required", "off"] = Field(
-        "auto", description="auto: a proxy access key is required when proxy_upstream_api_key is set or the "
+        "auto",
+        description="auto: a proxy access key is required when proxy_upstream_api_key is set or the "
         "listener is not on loopback; required: always; off: never (refused off loopback or with an upstream key "
-        "unless proxy_insecure_allow_unauthenticated)")
+        "unless proxy_insecure_allow_unauthenticated)",
+    )
     proxy_insecure_allow_unauthenticated: bool = Field(
-        False, description="DANGER: let proxy_access_keys=off stand on a non-loopback listener or with "
-        "proxy_upstream_api_key set: anyone who reaches the port uses the proxy and spends the server's key")
-    proxy_forward_client_address: bool = Field(False, description="send X-Forwarded-For (the client's own plus "
-                                               "its address) and the other forwarding headers upstream; off: none")
-    proxy_max_header_bytes: int = Field(64 * 1024, ge=1024, description="request target plus header names and "
-                                        "values of one proxied request; 431 beyond")
+        False,
+        description="DANGER: let proxy_access_keys=off stand on a non-loopback listener or with "
+        "proxy_upstream_api_key set: anyone who reaches the port uses the proxy and spends the server's key",
+    )
+    proxy_forward_client_address: bool = Field(
+        False,
+        description="send X-Forwarded-For (the client's own plus "
+        "its address) and the other forwarding headers upstream; off: none",
+    )
+    proxy_max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="request target plus header names and values of one proxied request; 431 beyond"
+    )
     proxy_max_header_count: int = Field(100, ge=1, description="headers of one proxied request; 431 beyond")
     # Failed credential checks (wrong, unknown, malformed or oversized API keys and tokens) allowed per client
     # address before that address is refused for a while (issue 8's admin API security; enforced by the auth
@@ -451,64 +604,89 @@ class Settings(BaseSettings):
     flow_run_timeout_seconds: float = Field(1800.0, gt=0, description="active time per run (waits for input excluded)")
     flow_node_timeout_seconds: float = Field(600.0, gt=0, description="one node execution")
     # Runs: durability across replicas.
-    flow_lease_seconds: float = Field(15.0, gt=0, description="a running run not renewed this long is continued "
-                                      "elsewhere from its last checkpoint")
+    flow_lease_seconds: float = Field(
+        15.0, gt=0, description="a running run not renewed this long is continued elsewhere from its last checkpoint"
+    )
     flow_sweep_interval_seconds: float = Field(5.0, gt=0, description="look for runs of stopped replicas this often")
-    flow_event_log_ttl_seconds: float = Field(3600.0, gt=0, description="run logs are replayable this long after "
-                                              "the run ended or paused")
+    flow_event_log_ttl_seconds: float = Field(
+        3600.0, gt=0, description="run logs are replayable this long after the run ended or paused"
+    )
     flow_follow_poll_seconds: float = Field(2.0, gt=0, description="readers re-check a silent run this often")
     flow_stop_wait_seconds: float = Field(5.0, ge=0, description="StopRun waits this long for the run to end")
     flow_stop_node_grace_seconds: float = Field(1.0, ge=0, description="stopped nodes get this long to clean up")
     # HTTP request nodes.
-    flow_http_allowed_hosts: list[str] = Field(default_factory=list, description="hostnames, *.suffix patterns, IPs "
-                                               "or CIDRs http nodes may reach even when private (SSRF guard)")
-    flow_http_timeout_seconds: float = Field(30.0, gt=0, description="longest http node request (timeout_ms caps "
-                                             "below)")
+    flow_http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="hostnames, *.suffix patterns, IPs or CIDRs http nodes may reach even when private (SSRF guard)",
+    )
+    flow_http_timeout_seconds: float = Field(
+        30.0, gt=0, description="longest http node request (timeout_ms caps below)"
+    )
     flow_http_max_response_bytes: int = Field(4 * MiB, ge=1)
     flow_http_max_redirects: int = Field(5, ge=0, le=20)
     # Code nodes (each execution in the sandbox below; refused when it does not work).
-    flow_code_enabled: bool = Field(True, description="allow code nodes; they only ever run in the sandbox, so "
-                                    "without a working one they are refused whatever this says")
+    flow_code_enabled: bool = Field(
+        True,
+        description="allow code nodes; they only ever run in the sandbox, so "
+        "without a working one they are refused whatever this says",
+    )
     flow_code_timeout_seconds: float = Field(10.0, gt=0, description="wall time, then the sandbox is killed")
     flow_code_cpu_seconds: int = Field(5, ge=1, description="RLIMIT_CPU")
     flow_code_memory_mb: int = Field(256, ge=32, description="RLIMIT_AS")
     flow_code_max_chars: int = Field(100_000, ge=100, description="a code node's source (compiled at validation)")
-    flow_code_max_output_bytes: int = Field(1 * MiB, ge=1024, description="result size (main()'s dict and the end "
-                                            "of stdout, as JSON) and the largest file the code may write")
+    flow_code_max_output_bytes: int = Field(
+        1 * MiB,
+        ge=1024,
+        description="result size (main()'s dict and the end "
+        "of stdout, as JSON) and the largest file the code may write",
+    )
 
     # Templates and regex conditions, evaluated in worker processes so that nothing a flow author writes holds the
     # event loop (issue 18): every value a template builds is capped, and a worker is killed at its deadline.
     flow_template_timeout_seconds: float = Field(2.0, gt=0, description="one render, then its worker is killed")
     flow_template_max_chars: int = Field(20_000, ge=1, description="a template's own length")
     flow_template_max_output_chars: int = Field(1_000_000, ge=1, description="rendered text")
-    flow_template_max_string_chars: int = Field(1_000_000, ge=1, description="any string a template builds (~, +, "
-                                                "*, filters, calls)")
+    flow_template_max_string_chars: int = Field(
+        1_000_000, ge=1, description="any string a template builds (~, +, *, filters, calls)"
+    )
     flow_template_max_list_items: int = Field(100_000, ge=1, description="any list or dict a template builds")
     flow_template_max_range_items: int = Field(10_000, ge=1, description="range() in a template")
-    flow_condition_timeout_seconds: float = Field(2.0, gt=0, description="a condition that matches a regex, then "
-                                                  "its worker is killed")
-    flow_eval_workers: int = Field(2, ge=1, le=256, description="processes rendering templates and matching "
-                                   "regexes (started on first use)")
+    flow_condition_timeout_seconds: float = Field(
+        2.0, gt=0, description="a condition that matches a regex, then its worker is killed"
+    )
+    flow_eval_workers: int = Field(
+        2, ge=1, le=256, description="processes rendering templates and matching regexes (started on first use)"
+    )
     flow_eval_memory_bytes: int = Field(256 * MiB, ge=64 * MiB, description="RLIMIT_AS of each of them")
 
     # Tools (issue 21): the catalogue's limits. OpenAPI and MCP URLs go through the http nodes' SSRF guard
     # (flow_http_allowed_hosts lets them reach private or loopback hosts).
     tools_call_timeout_seconds: float = Field(30.0, gt=0, description="default timeout of one tool call")
-    tools_max_call_timeout_seconds: float = Field(300.0, gt=0, description="longest timeout a provider or a call "
-                                                  "may ask for")
-    tools_max_result_bytes: int = Field(256 * 1024, ge=1024, description="a tool result's text is cut here (and "
-                                        "OpenAPI responses are read up to it)")
+    tools_max_call_timeout_seconds: float = Field(
+        300.0, gt=0, description="longest timeout a provider or a call may ask for"
+    )
+    tools_max_result_bytes: int = Field(
+        256 * 1024, ge=1024, description="a tool result's text is cut here (and OpenAPI responses are read up to it)"
+    )
     tools_max_arguments_bytes: int = Field(1 * MiB, ge=1024, description="a call's arguments as JSON")
     tools_max_document_bytes: int = Field(4 * MiB, ge=1024, description="an OpenAPI document (text or fetched)")
     tools_max_per_provider: int = Field(1000, ge=1, description="tools one provider may expose")
-    tools_connect_timeout_seconds: float = Field(10.0, gt=0, description="connecting to an MCP server and listing "
-                                                 "its tools")
+    tools_connect_timeout_seconds: float = Field(
+        10.0, gt=0, description="connecting to an MCP server and listing its tools"
+    )
     tools_mcp_idle_seconds: float = Field(300.0, gt=0, description="an idle MCP session is closed after this long")
-    tools_mcp_stdio_enabled: bool = Field(False, description="let admins register MCP servers run as local "
-                                          "commands (stdio); they run as the server's user, outside the sandbox")
-    tools_lookup_cache_seconds: float = Field(1.0, ge=0, description="a replica reuses a tool's stored definition "
-                                              "this long (the caller's rights are checked on every call; a change "
-                                              "made on another replica shows after at most this); 0 turns it off")
+    tools_mcp_stdio_enabled: bool = Field(
+        False,
+        description="let admins register MCP servers run as local "
+        "commands (stdio); they run as the server's user, outside the sandbox",
+    )
+    tools_lookup_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="a replica reuses a tool's stored definition "
+        "this long (the caller's rights are checked on every call; a change "
+        "made on another replica shows after at most this); 0 turns it off",
+    )
     tools_max_batch_calls: int = Field(32, ge=1, description="tool calls one batch (a model turn) may make at once")
     tools_mcp_server_enabled: bool = Field(True, description="serve Typecase's own tools over MCP at /mcp")
 
@@ -516,15 +694,23 @@ class Settings(BaseSettings):
     sandbox_bwrap_path: str = Field("bwrap", min_length=1, description="bubblewrap executable (name on PATH or path)")
     sandbox_uid: int = Field(65534, ge=1, description="host uid the code runs as when the server runs as root")
     sandbox_gid: int = Field(65534, ge=1, description="host gid the code runs as when the server runs as root")
-    sandbox_max_threads: int = Field(16, ge=1, description="RLIMIT_NPROC: tasks of the code's uid (new processes "
-                                     "are refused outright)")
+    sandbox_max_threads: int = Field(
+        16, ge=1, description="RLIMIT_NPROC: tasks of the code's uid (new processes are refused outright)"
+    )
     sandbox_max_open_files: int = Field(64, ge=16, description="RLIMIT_NOFILE")
     sandbox_tmp_bytes: int = Field(16 * MiB, ge=64 * 1024, description="size of the private /tmp (memory-backed)")
-    sandbox_max_running: int = Field(8, ge=1, description="code runs at once in this process (each may use its "
-                                     "memory limit and /tmp); more wait for a free slot")
+    sandbox_max_running: int = Field(
+        8,
+        ge=1,
+        description="code runs at once in this process (each may use its "
+        "memory limit and /tmp); more wait for a free slot",
+    )
     sandbox_probe_timeout_seconds: float = Field(15.0, gt=0, description="the self-check at start-up")
-    sandbox_unsafe_allow_unsandboxed: bool = Field(False, description="UNSAFE: when the sandbox does not work, run "
-                                                   "code nodes as plain processes of the server's user anyway")
+    sandbox_unsafe_allow_unsandboxed: bool = Field(
+        False,
+        description="UNSAFE: when the sandbox does not work, run "
+        "code nodes as plain processes of the server's user anyway",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -549,8 +735,13 @@ class Settings(BaseSettings):
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return value
 
-    @field_validator("rate_limit_per_key", "rate_limit_per_user", "login_failures_limit",
-                     "login_failures_per_address_limit", "credential_failures_per_key_prefix_limit")
+    @field_validator(
+        "rate_limit_per_key",
+        "rate_limit_per_user",
+        "login_failures_limit",
+        "login_failures_per_address_limit",
+        "credential_failures_per_key_prefix_limit",
+    )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
         if value:

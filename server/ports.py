@@ -57,11 +57,16 @@ class PortsUnavailable(RuntimeError):
 
 def listeners(settings) -> list[Listener]:
     """The listeners `serve` opens with these settings (port 0 asks the OS for a free one and is never busy)."""
-    found = [Listener("gRPC", settings.host, settings.grpc_port, "TYPECASE_GRPC_PORT"),
-             Listener("HTTP", settings.host, settings.http_port, "TYPECASE_HTTP_PORT")]
+    found = [
+        Listener("gRPC", settings.host, settings.grpc_port, "TYPECASE_GRPC_PORT"),
+        Listener("HTTP", settings.host, settings.http_port, "TYPECASE_HTTP_PORT"),
+    ]
     if settings.proxy_enabled:
-        found.append(Listener("LLM API proxy", settings.proxy_host, settings.proxy_port, "TYPECASE_PROXY_PORT",
-                              "TYPECASE_PROXY_HOST"))
+        found.append(
+            Listener(
+                "LLM API proxy", settings.proxy_host, settings.proxy_port, "TYPECASE_PROXY_PORT", "TYPECASE_PROXY_HOST"
+            )
+        )
     return [listener for listener in found if listener.port]
 
 
@@ -74,11 +79,12 @@ def check_free(settings) -> None:
 
 def _try_bind(listener: Listener) -> str | None:
     try:
-        addresses = socket.getaddrinfo(listener.host, listener.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+        addresses = socket.getaddrinfo(listener.host, listener.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        return (f"cannot resolve {listener.host!r} for the {listener.name} listener ({exc.strerror}): "
-                f"set {listener.host_setting}")
+        return (
+            f"cannot resolve {listener.host!r} for the {listener.name} listener ({exc.strerror}): "
+            f"set {listener.host_setting}"
+        )
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -87,6 +93,8 @@ def _try_bind(listener: Listener) -> str | None:
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     return listener.in_use()
-                return (f"cannot listen for {listener.name} on {listener.host}:{listener.port} ({exc.strerror}): "
-                        f"set {listener.setting} or {listener.host_setting}")
+                return (
+                    f"cannot listen for {listener.name} on {listener.host}:{listener.port} ({exc.strerror}): "
+                    f"set {listener.setting} or {listener.host_setting}"
+                )
     return None

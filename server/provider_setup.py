@@ -32,8 +32,9 @@ def _admin_key(settings, admin_key_env: str) -> str:
     try:
         return path.read_text().strip()
     except OSError:
-        raise ProviderSetupError(f"no admin key: set {admin_key_env} or run from the directory whose data dir "
-                                 f"holds {path}") from None
+        raise ProviderSetupError(
+            f"no admin key: set {admin_key_env} or run from the directory whose data dir holds {path}"
+        ) from None
 
 
 def _base_url(settings, url: str) -> str:
@@ -47,8 +48,10 @@ def _call(client: httpx.Client, method: str, path: str, body: dict) -> dict:
     try:
         response = client.request(method, path, json=body)
     except httpx.TransportError as exc:
-        raise ProviderSetupError(f"cannot reach the server at {client.base_url} ({exc}): is `typecase serve` "
-                                 "running? (--url to point elsewhere)") from None
+        raise ProviderSetupError(
+            f"cannot reach the server at {client.base_url} ({exc}): is `typecase serve` "
+            "running? (--url to point elsewhere)"
+        ) from None
     if response.status_code != 200:
         try:
             message = response.json().get("message", response.text)
@@ -58,9 +61,18 @@ def _call(client: httpx.Client, method: str, path: str, body: dict) -> dict:
     return response.json()
 
 
-def register_provider(settings, *, name: str, base_url: str, models: list[str], kind: str = "openai",
-                      api_key_env: str = "", make_default: bool = True, url: str = "",
-                      admin_key_env: str = "TYPECASE_ADMIN_API_KEY") -> str | None:
+def register_provider(
+    settings,
+    *,
+    name: str,
+    base_url: str,
+    models: list[str],
+    kind: str = "openai",
+    api_key_env: str = "",
+    make_default: bool = True,
+    url: str = "",
+    admin_key_env: str = "TYPECASE_ADMIN_API_KEY",
+) -> str | None:
     """Create the provider and its LLM models; returns the model made the default, if any."""
     if kind not in PROVIDER_TYPES:
         raise ProviderSetupError(f"--type must be one of {', '.join(PROVIDER_TYPES)}, not {kind!r}")
@@ -73,9 +85,15 @@ def register_provider(settings, *, name: str, base_url: str, models: list[str], 
     headers = {"authorization": f"Bearer {_admin_key(settings, admin_key_env)}"}
     with httpx.Client(base_url=_base_url(settings, url), headers=headers, timeout=TIMEOUT_SECONDS) as client:
         created = _call(client, "POST", "/v1/providers", provider)["provider"]  # the body is the provider
-        ids = [_call(client, "POST", "/v1/models", {"provider_id": created["id"], "name": model,
-                                                    "type": "MODEL_TYPE_LLM", "online": True})["model"]["id"]
-               for model in models]
+        ids = [
+            _call(
+                client,
+                "POST",
+                "/v1/models",
+                {"provider_id": created["id"], "name": model, "type": "MODEL_TYPE_LLM", "online": True},
+            )["model"]["id"]
+            for model in models
+        ]
         if not make_default:
             return None
         _call(client, "PATCH", "/v1/llm/defaults", {"chat_model_id": ids[0], "flow_model_id": ids[0]})

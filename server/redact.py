@@ -19,9 +19,11 @@ import re
 MASK = "[REDACTED]"
 
 # URL query parameters whose value is a credential (`?key=` is Google's API key parameter).
-_URL_PARAMS = (r"access[_-]?token|refresh[_-]?token|id[_-]?token|token|api[_-]?key|apikey|key|secret|"
-               r"client[_-]?secret|password|passwd|signature|sig|x-amz-signature|x-amz-credential|"
-               r"x-amz-security-token")
+_URL_PARAMS = (
+    r"access[_-]?token|refresh[_-]?token|id[_-]?token|token|api[_-]?key|apikey|key|secret|"
+    r"client[_-]?secret|password|passwd|signature|sig|x-amz-signature|x-amz-credential|"
+    r"x-amz-security-token"
+)
 # name=value in free text ("password=hunter2"); only names that cannot mean anything else.
 _TEXT_PARAMS = r"access_token|refresh_token|api_key|apikey|password|passwd|client_secret"
 
@@ -31,10 +33,14 @@ _SHAPES = {
     "text": (("=",), rf"(\b(?:{_TEXT_PARAMS})=)[^&\s\"',;]+"),
     "bearer": (("bearer",), r"(\bbearer\s+)[A-Za-z0-9._~+/=\-]{6,}"),
     "basic": (("basic",), r"(\bbasic\s+)[A-Za-z0-9+/=]{12,}"),
-    "header": (("api-key", "cookie"),
-               r"(\b(?:x-api-key|api-key|x-goog-api-key|cookie|set-cookie)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+"),
-    "json": (("token\"", "key\"", "secret\"", "password\""),
-             r"(\"(?:[a-z_]*token|[a-z_]*api_?key|[a-z_]*secret|[a-z_]*password)\"\s*:\s*\")[^\"]+"),
+    "header": (
+        ("api-key", "cookie"),
+        r"(\b(?:x-api-key|api-key|x-goog-api-key|cookie|set-cookie)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+",
+    ),
+    "json": (
+        ('token"', 'key"', 'secret"', 'password"'),
+        r"(\"(?:[a-z_]*token|[a-z_]*api_?key|[a-z_]*secret|[a-z_]*password)\"\s*:\s*\")[^\"]+",
+    ),
     "userinfo": (("@",), r"(://[^/\s:@]+:)[^/\s@]+(?=@)"),
     "apikey": (("tc_", "tc-", "sk_", "sk-"), r"(\b(?:tc|sk)[_-][A-Za-z0-9_\-]{5})[A-Za-z0-9_\-]{8,}"),
     "jwt": (("eyj",), r"()\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"),

@@ -34,7 +34,8 @@ class Resources:
             settings.secret("database_url"), settings.data_dir, pool_size=settings.database_pool_size
         )
         self.cache = create_cache(
-            settings.secret("redis_url"), max_connections=settings.redis_max_connections,
+            settings.secret("redis_url"),
+            max_connections=settings.redis_max_connections,
             streams_file=settings.data_dir / STREAMS_FILE if settings.embedded_event_logs_durable else None,
         )
         self.storage = create_storage(
@@ -47,9 +48,13 @@ class Resources:
             s3_secure=settings.s3_secure,
         )
         self.vectors = create_vector_store(
-            settings.milvus_uri, settings.data_dir, token=settings.secret("milvus_token"),
-            embedded=settings.vector_store, compact_dead_ratio=settings.vector_compact_dead_ratio,
-            compact_min_dead_rows=settings.vector_compact_min_dead_rows)
+            settings.milvus_uri,
+            settings.data_dir,
+            token=settings.secret("milvus_token"),
+            embedded=settings.vector_store,
+            compact_dead_ratio=settings.vector_compact_dead_ratio,
+            compact_min_dead_rows=settings.vector_compact_min_dead_rows,
+        )
         self.ordered = [self.db, self.cache, self.storage, self.vectors]
         self._started: list = []
 

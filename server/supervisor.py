@@ -72,8 +72,13 @@ class Worker:
         self.restart_delay = 1.0
 
     async def start(self, metrics_dir: Path) -> None:
-        env = {**os.environ, "TYPECASE_WORKERS": "1", "TYPECASE_REUSE_PORT": "true",
-               "TYPECASE_WORKER_INDEX": str(self.index), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        env = {
+            **os.environ,
+            "TYPECASE_WORKERS": "1",
+            "TYPECASE_REUSE_PORT": "true",
+            "TYPECASE_WORKER_INDEX": str(self.index),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
         self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "typecase.server", "serve", env=env)
         self.started_at = time.monotonic()
         log.info("worker %d started (pid %d)", self.index, self.proc.pid)
@@ -131,8 +136,13 @@ class Supervisor:
                 return
             if time.monotonic() - worker.started_at > HEALTHY_AFTER_SECONDS:
                 worker.restart_delay = 1.0
-            log.warning("worker %d (pid %d) exited with %s; restarting it in %.0fs", worker.index, worker.proc.pid,
-                        code, worker.restart_delay)
+            log.warning(
+                "worker %d (pid %d) exited with %s; restarting it in %.0fs",
+                worker.index,
+                worker.proc.pid,
+                code,
+                worker.restart_delay,
+            )
             try:
                 await asyncio.wait_for(self.stopping.wait(), worker.restart_delay)
                 return

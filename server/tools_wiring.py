@@ -26,8 +26,15 @@ class KnowledgeAdapter:
         return [KnowledgeHit(h.text, h.score, h.kb_id, h.file_name) for h in reply.hits]
 
 
-VARIABLE_TYPES = {"text": "string", "string": "string", "file": "string", "number": "number", "boolean": "boolean",
-                  "list": "array", "object": "object"}
+VARIABLE_TYPES = {
+    "text": "string",
+    "string": "string",
+    "file": "string",
+    "number": "number",
+    "boolean": "boolean",
+    "list": "array",
+    "object": "object",
+}
 
 
 def variables_schema(variables: list[dict[str, Any]]) -> dict[str, Any]:
@@ -72,8 +79,9 @@ class FlowAdapter:
 def tool_service(app, servicers: dict[str, Any]) -> ToolService:
     settings = app.settings
     flow = servicers["FlowService"]
-    deps = BuiltinDeps(settings, http=flow.http, knowledge=KnowledgeAdapter(servicers["KnowledgeService"]),
-                       sandbox=app.sandbox)
+    deps = BuiltinDeps(
+        settings, http=flow.http, knowledge=KnowledgeAdapter(servicers["KnowledgeService"]), sandbox=app.sandbox
+    )
     mcp = McpKind(settings, flow.http)
     kinds = {"builtin": BuiltinKind(deps), "mcp": mcp, "openapi": OpenApiKind(settings, flow.http)}
     box = servicers["LLMService"].registry.secrets  # provider keys and tool secrets share the server's key

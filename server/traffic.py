@@ -29,9 +29,14 @@ from typecase.v1 import admin_pb2
 SOURCE_API = admin_pb2.REQUEST_SOURCE_API
 SOURCE_OPENAI = admin_pb2.REQUEST_SOURCE_OPENAI
 # Not traffic: probes and the traffic page's own reads.
-UNRECORDED_PREFIXES = ("/grpc.health.", "/grpc.reflection.", "/typecase.v1.AdminService/GetStats",
-                       "/typecase.v1.AdminService/ListErrors", "/typecase.v1.AdminService/StreamLogs",
-                       "/typecase.v1.AdminService/ListLogs")
+UNRECORDED_PREFIXES = (
+    "/grpc.health.",
+    "/grpc.reflection.",
+    "/typecase.v1.AdminService/GetStats",
+    "/typecase.v1.AdminService/ListErrors",
+    "/typecase.v1.AdminService/StreamLogs",
+    "/typecase.v1.AdminService/ListLogs",
+)
 
 
 def _finish(stats: RequestStats, record: RequestRecord, reason: str) -> None:
@@ -50,8 +55,14 @@ class TrafficInterceptor(WrappingInterceptor):
         if details.method.startswith(UNRECORDED_PREFIXES):
             yield None
             return
-        record = RequestRecord(trace_id_var.get(), time.time(), SOURCE_API, "POST", details.method,
-                               stream=rpc_type in ("server_stream", "bidi_stream"))
+        record = RequestRecord(
+            trace_id_var.get(),
+            time.time(),
+            SOURCE_API,
+            "POST",
+            details.method,
+            stream=rpc_type in ("server_stream", "bidi_stream"),
+        )
         started = time.perf_counter()
         first: list[float] = []
 
@@ -103,8 +114,9 @@ def _recording(app: Any, stats: RequestStats, source: int) -> Any:
         async def watching_send(message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                record.stream = any(k == b"content-type" and v.startswith(b"text/event-stream")
-                                    for k, v in message.get("headers", ()))
+                record.stream = any(
+                    k == b"content-type" and v.startswith(b"text/event-stream") for k, v in message.get("headers", ())
+                )
             elif message["type"] == "http.response.body":
                 if record.ttfb is None:
                     record.ttfb = time.perf_counter() - started

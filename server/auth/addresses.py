@@ -51,8 +51,12 @@ class TrustedProxies:
         host = peer_host(peer)
         if not self.networks or not self.trusts(host):
             return host
-        hops = [hop.strip() for key, value in metadata or () if key == "x-forwarded-for" and isinstance(value, str)
-                for hop in value.split(",")]
+        hops = [
+            hop.strip()
+            for key, value in metadata or ()
+            if key == "x-forwarded-for" and isinstance(value, str)
+            for hop in value.split(",")
+        ]
         hops = [hop for hop in hops if hop]
         for hop in reversed(hops):
             if not self.trusts(hop):

@@ -95,18 +95,26 @@ class Authenticator:
         cached = self._sessions.get(session_id)
         if cached is None or cached.until < now:
             async with self.db.session() as session:
-                row = (await session.execute(
-                    select(LoginSessionRow, UserRow).join(UserRow, UserRow.id == LoginSessionRow.user_id)
-                    .where(LoginSessionRow.id == session_id)
-                )).first()
+                row = (
+                    await session.execute(
+                        select(LoginSessionRow, UserRow)
+                        .join(UserRow, UserRow.id == LoginSessionRow.user_id)
+                        .where(LoginSessionRow.id == session_id)
+                    )
+                ).first()
             until = now + self.cache_seconds
             if row is None:
                 cached = _Cached(None, "session ended: log in again", until, "TOKEN_EXPIRED")
             else:
                 login, user = row
                 if login.revoke_time is not None:
-                    cached = _Cached(None, f"session revoked ({login.revoke_reason or 'signed out'}): log in again",
-                                     until, "TOKEN_EXPIRED", user.id)
+                    cached = _Cached(
+                        None,
+                        f"session revoked ({login.revoke_reason or 'signed out'}): log in again",
+                        until,
+                        "TOKEN_EXPIRED",
+                        user.id,
+                    )
                 elif user.disabled:
                     cached = _Cached(None, "user disabled", until, "USER_DISABLED", user.id)
                 else:
@@ -131,9 +139,12 @@ class Authenticator:
         if cached.principal is None:
             raise unauthenticated(cached.reason, cached.error_reason)
         if scope not in cached.scopes:
-            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
-                                f"this API key lacks the {scope!r} scope (it has: {', '.join(sorted(cached.scopes))})",
-                                {"scope": scope})
+            raise TypecaseError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "PERMISSION_DENIED",
+                f"this API key lacks the {scope!r} scope (it has: {', '.join(sorted(cached.scopes))})",
+                {"scope": scope},
+            )
         self._touch(cached.principal.api_key_id)
         return cached.principal
 
@@ -141,7 +152,8 @@ class Authenticator:
         async with self.db.session() as session:
             row = (
                 await session.execute(
-                    select(ApiKeyRow, UserRow).join(UserRow, UserRow.id == ApiKeyRow.owner_id)
+                    select(ApiKeyRow, UserRow)
+                    .join(UserRow, UserRow.id == ApiKeyRow.owner_id)
                     .where(ApiKeyRow.secret_sha256 == key_digest)
                 )
             ).first()
@@ -157,8 +169,9 @@ class Authenticator:
             until = min(until, now + (key.expire_time - utcnow()).total_seconds())
         if user.disabled:
             return _Cached(None, "user disabled", until, user_id=user.id)
-        return _Cached(Principal(user.id, user.role, key.id), "", until, user_id=user.id,
-                       scopes=scopes.decode(key.scopes))
+        return _Cached(
+            Principal(user.id, user.role, key.id), "", until, user_id=user.id, scopes=scopes.decode(key.scopes)
+        )
 
     def _touch(self, api_key_id: str | None) -> None:
         """Record last use at most once a minute per key, off the request path."""

@@ -31,9 +31,11 @@ async def ensure_admin(db: Database, settings) -> str:
     if key_file.exists():
         return admin.id
     async with db.session() as session:
-        has_key = (await session.scalars(
-            select(ApiKeyRow.id).where(ApiKeyRow.owner_id == admin.id, ApiKeyRow.revoke_time.is_(None)).limit(1)
-        )).first()
+        has_key = (
+            await session.scalars(
+                select(ApiKeyRow.id).where(ApiKeyRow.owner_id == admin.id, ApiKeyRow.revoke_time.is_(None)).limit(1)
+            )
+        ).first()
     if has_key:
         return admin.id
     secret = credentials.new_api_key()
@@ -70,8 +72,11 @@ async def _ensure_key(db: Database, owner_id: str, secret: str, name: str) -> No
     async with db.session() as session:
         if (await session.scalars(select(ApiKeyRow.id).where(ApiKeyRow.secret_sha256 == key_digest))).first():
             return
-        session.add(ApiKeyRow(owner_id=owner_id, name=name, prefix=secret[: credentials.SHOWN_PREFIX_LENGTH],
-                              secret_sha256=key_digest))
+        session.add(
+            ApiKeyRow(
+                owner_id=owner_id, name=name, prefix=secret[: credentials.SHOWN_PREFIX_LENGTH], secret_sha256=key_digest
+            )
+        )
         try:
             await session.commit()
         except IntegrityError:  # another replica stored it first

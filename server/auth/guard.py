@@ -61,12 +61,21 @@ class CredentialGuard:
             prefix = shown_prefix(credential)
             wait = await self.rate_limits.count_credential_failure(client, prefix)
             # Logged without the credential; the shown prefix is what the key's owner sees in their list.
-            log.warning("authentication failed for %s from %s%s: %s", method or "a call", client,
-                        f" (key {prefix}…)" if prefix else "", error.message)
+            log.warning(
+                "authentication failed for %s from %s%s: %s",
+                method or "a call",
+                client,
+                f" (key {prefix}…)" if prefix else "",
+                error.message,
+            )
             if wait is not None:
-                raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-                                    f"too many failed authentication attempts; retry in {math.ceil(wait)}s",
-                                    {"limit": "authentication failures"}, retry_after=wait) from None
+                raise TypecaseError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "RATE_LIMITED",
+                    f"too many failed authentication attempts; retry in {math.ceil(wait)}s",
+                    {"limit": "authentication failures"},
+                    retry_after=wait,
+                ) from None
             raise
         await self.rate_limits.check(principal)
         return principal

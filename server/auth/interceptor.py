@@ -15,8 +15,9 @@ from typecase.server.rpc.principal import Principal
 
 __all__ = ["AuthInterceptor", "bearer_credential"]  # bearer_credential moved to guard.py; importable here still
 
-PUBLIC_METHODS = frozenset({"/typecase.v1.AuthService/Login", "/typecase.v1.AuthService/RefreshToken",
-                            "/typecase.v1.AuthService/Register"})
+PUBLIC_METHODS = frozenset(
+    {"/typecase.v1.AuthService/Login", "/typecase.v1.AuthService/RefreshToken", "/typecase.v1.AuthService/Register"}
+)
 PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -35,8 +36,9 @@ class AuthInterceptor(WrappingInterceptor):
         elif self.fixed_principal is not None:
             principal = self.fixed_principal
         else:
-            principal = await self.guard.principal(details.invocation_metadata, context_client(context, self.proxies),
-                                                   method)
+            principal = await self.guard.principal(
+                details.invocation_metadata, context_client(context, self.proxies), method
+            )
         token = caller.bind(principal)
         try:
             yield None

@@ -63,8 +63,9 @@ class Provider:
                 reply.raise_for_status()
                 metadata = reply.json()
             if metadata.get("issuer", "").rstrip("/") != self.issuer:
-                raise OidcError(f"the provider's discovery document names issuer {metadata.get('issuer')!r}, "
-                                f"not {self.issuer!r}")
+                raise OidcError(
+                    f"the provider's discovery document names issuer {metadata.get('issuer')!r}, not {self.issuer!r}"
+                )
             self.metadata = metadata
         return self.metadata
 
@@ -90,9 +91,12 @@ class OidcSignIn:
 
     def client(self) -> AsyncOAuth2Client:
         return AsyncOAuth2Client(
-            client_id=self.settings.oidc_client_id, client_secret=self.client_secret,
-            scope=self.settings.oidc_scopes, redirect_uri=self.settings.oidc_redirect_uri,
-            code_challenge_method="S256", timeout=self.settings.oidc_timeout_seconds,
+            client_id=self.settings.oidc_client_id,
+            client_secret=self.client_secret,
+            scope=self.settings.oidc_scopes,
+            redirect_uri=self.settings.oidc_redirect_uri,
+            code_challenge_method="S256",
+            timeout=self.settings.oidc_timeout_seconds,
             token_endpoint_auth_method="client_secret_post" if self.client_secret else "none",
         )
 
@@ -105,19 +109,24 @@ class OidcSignIn:
             return problem(502, "the identity provider cannot be reached; try again later")
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         next_path = safe_next(request.query_params.get("next", "/"))
-        await self.cache.set(PENDING_KEY + state, json.dumps({"verifier": verifier, "nonce": nonce,
-                                                              "next": next_path}),
-                             ttl=self.settings.oidc_login_ttl_seconds)
+        await self.cache.set(
+            PENDING_KEY + state,
+            json.dumps({"verifier": verifier, "nonce": nonce, "next": next_path}),
+            ttl=self.settings.oidc_login_ttl_seconds,
+        )
         async with self.client() as client:
-            url, _ = client.create_authorization_url(metadata["authorization_endpoint"], state=state, nonce=nonce,
-                                                     code_verifier=verifier)
+            url, _ = client.create_authorization_url(
+                metadata["authorization_endpoint"], state=state, nonce=nonce, code_verifier=verifier
+            )
         return RedirectResponse(url, status_code=302)
 
     # -- GET /v1/auth/oidc/callback --------------------------------------------------------------------------
     async def callback(self, request: Request) -> Response:
         params = request.query_params
         if "error" in params:
-            return problem(401, f"the identity provider refused the sign-in: {params.get('error_description') or params['error']}")
+            return problem(
+                401, f"the identity provider refused the sign-in: {params.get('error_description') or params['error']}"
+            )
         state, code = params.get("state", ""), params.get("code", "")
         raw = await self.cache.get(PENDING_KEY + state) if state else None
         if raw is None or not await self.cache.delete(PENDING_KEY + state):
@@ -144,8 +153,9 @@ class OidcSignIn:
         metadata = await self.provider.discover()
         async with self.client() as client:
             try:
-                token = await client.fetch_token(metadata["token_endpoint"], code=code,
-                                                 code_verifier=pending["verifier"])
+                token = await client.fetch_token(
+                    metadata["token_endpoint"], code=code, code_verifier=pending["verifier"]
+                )
             except Exception as error:  # authlib raises OAuthError and friends for the provider's refusals
                 if isinstance(error, httpx.HTTPError):
                     raise
@@ -178,9 +188,14 @@ class OidcSignIn:
             user = (await session.scalars(select(UserRow).where(UserRow.external_subject == subject))).first()
             created = user is None
             if created:
-                user = UserRow(username=await self._free_username(session, claims), external_subject=subject,
-                               display_name=str(claims.get("name") or claims.get("preferred_username") or ""),
-                               email=None, role=role, password_hash=None)
+                user = UserRow(
+                    username=await self._free_username(session, claims),
+                    external_subject=subject,
+                    display_name=str(claims.get("name") or claims.get("preferred_username") or ""),
+                    email=None,
+                    role=role,
+                    password_hash=None,
+                )
                 session.add(user)
                 await session.flush()
             elif user.disabled:
@@ -188,17 +203,19 @@ class OidcSignIn:
             user.role = role
             user.external_groups = groups
             user.last_login_time = utcnow()
-            session_id, refresh = await sessions.open_session(session, user.id,
-                                                              self.settings.refresh_token_ttl_seconds)
+            session_id, refresh = await sessions.open_session(session, user.id, self.settings.refresh_token_ttl_seconds)
         self.auth.authenticator.forget_user(user.id)  # a changed role applies to API keys at once
-        await self.auth.audit.record("user.create" if created else "login", actor_id=user.id, resource_type="user",
-                                     resource_id=user.id, detail={"via": "oidc", "issuer": self.provider.issuer,
-                                                                  "role": role, "groups": groups})
+        await self.auth.audit.record(
+            "user.create" if created else "login",
+            actor_id=user.id,
+            resource_type="user",
+            resource_id=user.id,
+            detail={"via": "oidc", "issuer": self.provider.issuer, "role": role, "groups": groups},
+        )
         return user, session_id, refresh
 
     async def _free_username(self, session, claims: dict[str, Any]) -> str:
-        wanted = str(claims.get("preferred_username") or str(claims.get("email") or "").split("@")[0]
-                     or claims["sub"])
+        wanted = str(claims.get("preferred_username") or str(claims.get("email") or "").split("@")[0] or claims["sub"])
         base = (USERNAME_CHARS.sub("-", wanted).strip("-.") or "user")[:56].ljust(3, "0")
         name = base
         while (await session.scalars(select(UserRow.id).where(UserRow.username_lower == name.lower()))).first():
@@ -221,5 +238,7 @@ def oidc_routes(auth, cache, settings) -> list[Route]:
     if not settings.oidc_issuer:
         return []
     sign_in = OidcSignIn(auth, cache, settings)
-    return [Route("/v1/auth/oidc/login", sign_in.login, methods=["GET"]),
-            Route("/v1/auth/oidc/callback", sign_in.callback, methods=["GET"])]
+    return [
+        Route("/v1/auth/oidc/login", sign_in.login, methods=["GET"]),
+        Route("/v1/auth/oidc/callback", sign_in.callback, methods=["GET"]),
+    ]

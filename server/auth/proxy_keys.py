@@ -36,9 +36,13 @@ class ProxyKeys:
                 raise
             wait = await self.auth.rate_limits.count_credential_failure(client, shown_prefix(credential))
             if wait is not None:  # over budget: slowed like the API's auth interceptor (auth/guard.py)
-                raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-                                    f"too many failed authentication attempts; retry in {math.ceil(wait)}s",
-                                    {"limit": "authentication failures"}, retry_after=wait) from None
+                raise TypecaseError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "RATE_LIMITED",
+                    f"too many failed authentication attempts; retry in {math.ceil(wait)}s",
+                    {"limit": "authentication failures"},
+                    retry_after=wait,
+                ) from None
             raise
 
     def is_own_credential(self, value: str) -> bool:

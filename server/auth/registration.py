@@ -41,8 +41,11 @@ class PasswordRules:
             raise invalid_argument(field, f"must be {self.min_length} to {MAX_PASSWORD} characters")
         mixed = sum(any(test(c) for c in password) for test in CHARACTER_CLASSES)
         if mixed < self.required_classes:
-            raise invalid_argument(field, f"must mix at least {self.required_classes} of: lower-case letters, "
-                                          "upper-case letters, digits, other characters")
+            raise invalid_argument(
+                field,
+                f"must mix at least {self.required_classes} of: lower-case letters, "
+                "upper-case letters, digits, other characters",
+            )
 
 
 # -- invite codes ------------------------------------------------------------------------------------------------
@@ -52,9 +55,15 @@ def new_invite_code() -> str:
 
 def invite_message(row: InviteCodeRow, role_to_proto: dict[str, int]) -> auth_pb2.InviteCode:
     return auth_pb2.InviteCode(
-        id=row.id, note=row.note, role=role_to_proto.get(row.role, auth_pb2.USER_ROLE_USER), max_uses=row.max_uses,
-        use_count=row.use_count, expire_time=to_timestamp(row.expire_time), prefix=row.prefix,
-        creator_id=row.creator_id or "", revoked=row.revoke_time is not None,
+        id=row.id,
+        note=row.note,
+        role=role_to_proto.get(row.role, auth_pb2.USER_ROLE_USER),
+        max_uses=row.max_uses,
+        use_count=row.use_count,
+        expire_time=to_timestamp(row.expire_time),
+        prefix=row.prefix,
+        creator_id=row.creator_id or "",
+        revoked=row.revoke_time is not None,
         create_time=to_timestamp(row.create_time),
     )
 
@@ -71,20 +80,29 @@ async def spend_invite_code(session, code: str) -> InviteCodeRow | None:
     now = utcnow()
     spent = await session.execute(
         update(InviteCodeRow)
-        .where(InviteCodeRow.code_sha256 == credentials.digest(code), InviteCodeRow.revoke_time.is_(None),
-               InviteCodeRow.expire_time > now, InviteCodeRow.use_count < InviteCodeRow.max_uses)
+        .where(
+            InviteCodeRow.code_sha256 == credentials.digest(code),
+            InviteCodeRow.revoke_time.is_(None),
+            InviteCodeRow.expire_time > now,
+            InviteCodeRow.use_count < InviteCodeRow.max_uses,
+        )
         .values(use_count=InviteCodeRow.use_count + 1)
         .execution_options(synchronize_session=False)
     )
     if spent.rowcount != 1:
         return None
-    return (await session.scalars(
-        select(InviteCodeRow).where(InviteCodeRow.code_sha256 == credentials.digest(code)))).one()
+    return (
+        await session.scalars(select(InviteCodeRow).where(InviteCodeRow.code_sha256 == credentials.digest(code)))
+    ).one()
 
 
 def invalid_invite() -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "INVITE_CODE_INVALID",
-                         "this invite code is unknown, expired, revoked or used up", {"field": "invite_code"})
+    return TypecaseError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "INVITE_CODE_INVALID",
+        "this invite code is unknown, expired, revoked or used up",
+        {"field": "invite_code"},
+    )
 
 
 # -- lockout -----------------------------------------------------------------------------------------------------

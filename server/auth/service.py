@@ -103,8 +103,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self.rate_limits = rate_limits
         self.settings = settings
         self.proxies = TrustedProxies(settings.trusted_proxies)
-        self.passwords = registration.PasswordRules(settings.password_min_length,
-                                                    settings.password_required_character_classes)
+        self.passwords = registration.PasswordRules(
+            settings.password_min_length, settings.password_required_character_classes
+        )
         self.lockout = registration.Lockout(settings.account_lockout_failures, settings.account_lockout_seconds)
         self.signer: TokenSigner | None = None
         self.authenticator: Authenticator | None = None
@@ -112,10 +113,12 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self.admin_id = ""
 
     async def start(self) -> None:
-        self.signer = await TokenSigner.load(self.db, self.settings.access_token_ttl_seconds,
-                                             self.settings.signing_key_refresh_seconds)
-        self.authenticator = Authenticator(self.db, self.signer, self.settings.api_key_cache_seconds,
-                                           self.settings.credential_cache_max_entries)
+        self.signer = await TokenSigner.load(
+            self.db, self.settings.access_token_ttl_seconds, self.settings.signing_key_refresh_seconds
+        )
+        self.authenticator = Authenticator(
+            self.db, self.signer, self.settings.api_key_cache_seconds, self.settings.credential_cache_max_entries
+        )
         self.guard = CredentialGuard(self.authenticator, self.rate_limits)
         self.admin_id = await ensure_admin(self.db, self.settings)
 
@@ -129,11 +132,21 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         used up its failures: a refused guess teaches nothing, and nobody elsewhere is affected."""
         wait = await self.rate_limits.login_retry_after(username, client)
         if wait is not None:
-            await self.audit.record("login", actor_id=None, resource_type="user", resource_id=username,
-                                    outcome="throttled", detail={"client": client})
-            raise TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-                                f"too many failed logins from this address; retry in {math.ceil(wait)}s",
-                                {"limit": "login failures"}, retry_after=wait)
+            await self.audit.record(
+                "login",
+                actor_id=None,
+                resource_type="user",
+                resource_id=username,
+                outcome="throttled",
+                detail={"client": client},
+            )
+            raise TypecaseError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "RATE_LIMITED",
+                f"too many failed logins from this address; retry in {math.ceil(wait)}s",
+                {"limit": "login failures"},
+                retry_after=wait,
+            )
 
     async def Login(self, request, context):
         username = request.username.strip().lower()
@@ -144,26 +157,42 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             now = utcnow()
             locked_for = self.lockout.locked_for(user, now) if user else None
             if locked_for is not None:
-                await self.audit.record("login", actor_id=user.id, resource_type="user", resource_id=username,
-                                        outcome="locked", detail={"client": client})
-                raise TypecaseError(grpc.StatusCode.UNAUTHENTICATED, "ACCOUNT_LOCKED",
-                                    f"this account is locked after repeated failed logins; retry in "
-                                    f"{math.ceil(locked_for)}s or ask an admin to reset its password",
-                                    {"retry_after_seconds": str(math.ceil(locked_for))}, retry_after=locked_for)
-            ok = await credentials.verify_password_off_loop(user.password_hash if user else None,
-                                                            request.password[:MAX_PASSWORD])
+                await self.audit.record(
+                    "login",
+                    actor_id=user.id,
+                    resource_type="user",
+                    resource_id=username,
+                    outcome="locked",
+                    detail={"client": client},
+                )
+                raise TypecaseError(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "ACCOUNT_LOCKED",
+                    f"this account is locked after repeated failed logins; retry in "
+                    f"{math.ceil(locked_for)}s or ask an admin to reset its password",
+                    {"retry_after_seconds": str(math.ceil(locked_for))},
+                    retry_after=locked_for,
+                )
+            ok = await credentials.verify_password_off_loop(
+                user.password_hash if user else None, request.password[:MAX_PASSWORD]
+            )
             if not ok or user.disabled:
                 if user is not None and not ok:
                     self.lockout.failed(user, now)
                     await session.commit()
                 await self.rate_limits.count_login_failure(username, client)
-                await self.audit.record("login", actor_id=user.id if user else None, resource_type="user",
-                                        resource_id=username, outcome="denied", detail={"client": client})
+                await self.audit.record(
+                    "login",
+                    actor_id=user.id if user else None,
+                    resource_type="user",
+                    resource_id=username,
+                    outcome="denied",
+                    detail={"client": client},
+                )
                 raise unauthenticated("wrong username or password", "INVALID_CREDENTIALS")
             user.last_login_time = now
             self.lockout.succeeded(user)
-            session_id, refresh = await sessions.open_session(session, user.id,
-                                                              self.settings.refresh_token_ttl_seconds)
+            session_id, refresh = await sessions.open_session(session, user.id, self.settings.refresh_token_ttl_seconds)
         await self.rate_limits.clear_login_failures(username, client)
         await self.audit.record("login", actor_id=user.id, resource_type="user", resource_id=user.id)
         return await self._signed_in(auth_pb2.LoginResponse, user, session_id, refresh)
@@ -183,11 +212,18 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
     async def Register(self, request, context):
         mode = self.settings.auth_self_registration
         if mode == "off":
-            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "REGISTRATION_CLOSED",
-                                "self-registration is off on this server: ask an admin for an account")
+            raise TypecaseError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "REGISTRATION_CLOSED",
+                "self-registration is off on this server: ask an admin for an account",
+            )
         if mode == "invite" and not request.invite_code:
-            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "REGISTRATION_CLOSED",
-                                "registration on this server needs an invite code", {"field": "invite_code"})
+            raise TypecaseError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "REGISTRATION_CLOSED",
+                "registration on this server needs an invite code",
+                {"field": "invite_code"},
+            )
         check_username(request.username, "username")
         self.passwords.check(request.password, "password")
         check_email(request.email, "email")
@@ -202,22 +238,37 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
                     await self.rate_limits.count_login_failure(INVITE_BUDGET, client)
                     raise registration.invalid_invite()
                 role = invite.role
-            user = UserRow(username=request.username, display_name=request.display_name or request.username,
-                           email=request.email or None, role=role, password_hash=password_hash)
+            user = UserRow(
+                username=request.username,
+                display_name=request.display_name or request.username,
+                email=request.email or None,
+                role=role,
+                password_hash=password_hash,
+            )
             session.add(user)
             try:
                 await session.flush()
             except IntegrityError:
-                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                    "a user with this username (in any letter case) or email already exists",
-                                    {"field": "username"}) from None
+                raise TypecaseError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "ALREADY_EXISTS",
+                    "a user with this username (in any letter case) or email already exists",
+                    {"field": "username"},
+                ) from None
             user.last_login_time = utcnow()
-            session_id, refresh = await sessions.open_session(session, user.id,
-                                                              self.settings.refresh_token_ttl_seconds)
-        await self.audit.record("user.register", actor_id=user.id, resource_type="user", resource_id=user.id,
-                                detail={"username": user.username, "role": role,
-                                        "invite_code_id": invite.id if request.invite_code else None,
-                                        "client": client})
+            session_id, refresh = await sessions.open_session(session, user.id, self.settings.refresh_token_ttl_seconds)
+        await self.audit.record(
+            "user.register",
+            actor_id=user.id,
+            resource_type="user",
+            resource_id=user.id,
+            detail={
+                "username": user.username,
+                "role": role,
+                "invite_code_id": invite.id if request.invite_code else None,
+                "client": client,
+            },
+        )
         return await self._signed_in(auth_pb2.RegisterResponse, user, session_id, refresh)
 
     async def CreateInviteCode(self, request, context):
@@ -232,18 +283,26 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             raise invalid_argument("invite_code.expire_time", "must be in the future")
         code = registration.new_invite_code()
         row = InviteCodeRow(
-            code_sha256=credentials.digest(code), prefix=code[: registration.SHOWN_INVITE_PREFIX], note=invite.note,
-            role=PROTO_TO_ROLE.get(invite.role, "user"), max_uses=registration.check_max_uses(invite.max_uses),
-            use_count=0, creator_id=admin.user_id,
-            expire_time=expire_time or utcnow() + timedelta(seconds=self.settings.auth_invite_code_ttl_seconds))
+            code_sha256=credentials.digest(code),
+            prefix=code[: registration.SHOWN_INVITE_PREFIX],
+            note=invite.note,
+            role=PROTO_TO_ROLE.get(invite.role, "user"),
+            max_uses=registration.check_max_uses(invite.max_uses),
+            use_count=0,
+            creator_id=admin.user_id,
+            expire_time=expire_time or utcnow() + timedelta(seconds=self.settings.auth_invite_code_ttl_seconds),
+        )
         async with self.db.session() as session:
             session.add(row)
             await session.commit()
-        await self.audit.record("invite_code.create", actor_id=admin.user_id, resource_type="invite_code",
-                                resource_id=row.id, detail={"role": row.role, "max_uses": row.max_uses,
-                                                            "note": row.note})
-        return auth_pb2.CreateInviteCodeResponse(invite_code=registration.invite_message(row, ROLE_TO_PROTO),
-                                                 code=code)
+        await self.audit.record(
+            "invite_code.create",
+            actor_id=admin.user_id,
+            resource_type="invite_code",
+            resource_id=row.id,
+            detail={"role": row.role, "max_uses": row.max_uses, "note": row.note},
+        )
+        return auth_pb2.CreateInviteCodeResponse(invite_code=registration.invite_message(row, ROLE_TO_PROTO), code=code)
 
     async def ListInviteCodes(self, request, context):
         caller.require_admin()
@@ -272,21 +331,31 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             if row.revoke_time is None:
                 row.revoke_time = utcnow()
                 await session.commit()
-        await self.audit.record("invite_code.revoke", actor_id=admin.user_id, resource_type="invite_code",
-                                resource_id=row.id)
+        await self.audit.record(
+            "invite_code.revoke", actor_id=admin.user_id, resource_type="invite_code", resource_id=row.id
+        )
         return auth_pb2.DeleteInviteCodeResponse()
 
     async def RefreshToken(self, request, context):
-        outcome = await sessions.refresh(self.db, request.refresh_token, self.settings.refresh_token_ttl_seconds,
-                                         self.settings.refresh_token_reuse_grace_seconds)
+        outcome = await sessions.refresh(
+            self.db,
+            request.refresh_token,
+            self.settings.refresh_token_ttl_seconds,
+            self.settings.refresh_token_reuse_grace_seconds,
+        )
         if isinstance(outcome, sessions.ReuseDetected):
             self.authenticator.forget_session(outcome.session_id)
-            await self.audit.record("session.revoke", actor_id=None, resource_type="user",
-                                    resource_id=outcome.user_id, outcome="reuse",
-                                    detail={"session_id": outcome.session_id,
-                                            "client": context_client(context, self.proxies)})
-            raise unauthenticated("refresh token already used: this sign-in is revoked everywhere; log in again",
-                                  "TOKEN_EXPIRED")
+            await self.audit.record(
+                "session.revoke",
+                actor_id=None,
+                resource_type="user",
+                resource_id=outcome.user_id,
+                outcome="reuse",
+                detail={"session_id": outcome.session_id, "client": context_client(context, self.proxies)},
+            )
+            raise unauthenticated(
+                "refresh token already used: this sign-in is revoked everywhere; log in again", "TOKEN_EXPIRED"
+            )
         await self.signer.refresh()
         return auth_pb2.RefreshTokenResponse(
             access_token=self.signer.issue(outcome.user.id, outcome.user.role, outcome.session_id),
@@ -324,10 +393,18 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             try:
                 await session.commit()
             except IntegrityError:
-                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                    "a user with this username (in any letter case) or email already exists") from None
-        await self.audit.record("user.create", actor_id=admin.user_id, resource_type="user", resource_id=row.id,
-                                detail={"username": row.username, "role": row.role})
+                raise TypecaseError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "ALREADY_EXISTS",
+                    "a user with this username (in any letter case) or email already exists",
+                ) from None
+        await self.audit.record(
+            "user.create",
+            actor_id=admin.user_id,
+            resource_type="user",
+            resource_id=row.id,
+            detail={"username": row.username, "role": row.role},
+        )
         return auth_pb2.CreateUserResponse(user=user_message(row))
 
     async def ListUsers(self, request, context):
@@ -337,8 +414,13 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         stmt = select(UserRow)
         if request.keyword:
             like = f"%{request.keyword.lower()}%"
-            stmt = stmt.where(or_(func.lower(UserRow.username).like(like), func.lower(UserRow.display_name).like(like),
-                                  func.lower(UserRow.email).like(like)))
+            stmt = stmt.where(
+                or_(
+                    func.lower(UserRow.username).like(like),
+                    func.lower(UserRow.display_name).like(like),
+                    func.lower(UserRow.email).like(like),
+                )
+            )
         if request.role:
             stmt = stmt.where(UserRow.role == PROTO_TO_ROLE.get(request.role, "user"))
         if not request.show_disabled:
@@ -372,11 +454,15 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         user = request.user
         paths = mask_paths(request.update_mask, user, USER_FIELDS, "user")
         if not me.is_admin and paths - SELF_EDITABLE_USER_FIELDS:
-            raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
-                                "only an admin may change role or disabled")
+            raise TypecaseError(
+                grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", "only an admin may change role or disabled"
+            )
         if me.user_id == user.id and paths & {"role", "disabled"}:
-            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "INVALID_ARGUMENT",
-                                "you cannot change your own role or disable yourself")
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "INVALID_ARGUMENT",
+                "you cannot change your own role or disable yourself",
+            )
         async with self.db.session() as session:
             row = await self._visible_user(session, user.id)
             if "display_name" in paths:
@@ -400,11 +486,17 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             try:
                 await session.commit()
             except IntegrityError:
-                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                    "a user with this email already exists") from None
+                raise TypecaseError(
+                    grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", "a user with this email already exists"
+                ) from None
         self.authenticator.forget_user(row.id)
-        await self.audit.record("user.update", actor_id=me.user_id, resource_type="user", resource_id=row.id,
-                                detail={"fields": sorted(paths)})
+        await self.audit.record(
+            "user.update",
+            actor_id=me.user_id,
+            resource_type="user",
+            resource_id=row.id,
+            detail={"fields": sorted(paths)},
+        )
         return auth_pb2.UpdateUserResponse(user=user_message(row))
 
     async def _check_current_password(self, row: UserRow, current_password: str, context) -> None:
@@ -429,8 +521,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             await session.delete(row)
             await session.commit()
         self.authenticator.forget_user(request.user_id)
-        await self.audit.record("user.delete", actor_id=admin.user_id, resource_type="user",
-                                resource_id=request.user_id)
+        await self.audit.record(
+            "user.delete", actor_id=admin.user_id, resource_type="user", resource_id=request.user_id
+        )
         return auth_pb2.DeleteUserResponse()
 
     # -- API keys --------------------------------------------------------------------------------------------
@@ -448,13 +541,23 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         async with self.db.session() as session:
             await self._visible_user(session, owner_id)  # a user may only create keys for themselves
             secret = credentials.new_api_key()
-            row = ApiKeyRow(owner_id=owner_id, name=name, prefix=secret[: credentials.SHOWN_PREFIX_LENGTH],
-                            secret_sha256=credentials.digest(secret), expire_time=expire_time,
-                            scopes=scopes.encode(key_scopes))
+            row = ApiKeyRow(
+                owner_id=owner_id,
+                name=name,
+                prefix=secret[: credentials.SHOWN_PREFIX_LENGTH],
+                secret_sha256=credentials.digest(secret),
+                expire_time=expire_time,
+                scopes=scopes.encode(key_scopes),
+            )
             session.add(row)
             await session.commit()
-        await self.audit.record("api_key.create", actor_id=me.user_id, resource_type="api_key", resource_id=row.id,
-                                detail={"owner_id": owner_id, "name": name, "scopes": key_scopes})
+        await self.audit.record(
+            "api_key.create",
+            actor_id=me.user_id,
+            resource_type="api_key",
+            resource_id=row.id,
+            detail={"owner_id": owner_id, "name": name, "scopes": key_scopes},
+        )
         return auth_pb2.CreateApiKeyResponse(api_key=api_key_message(row), secret=secret)
 
     async def ListApiKeys(self, request, context):

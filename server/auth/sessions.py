@@ -54,15 +54,23 @@ async def open_session(db_session, user_id: str, refresh_ttl_seconds: int) -> tu
 
 def _new_refresh_token(db_session, user_id: str, session_id: str, ttl_seconds: int) -> str:
     token = credentials.new_refresh_token()
-    db_session.add(RefreshTokenRow(user_id=user_id, session_id=session_id, token_sha256=credentials.digest(token),
-                                   expire_time=utcnow() + timedelta(seconds=ttl_seconds)))
+    db_session.add(
+        RefreshTokenRow(
+            user_id=user_id,
+            session_id=session_id,
+            token_sha256=credentials.digest(token),
+            expire_time=utcnow() + timedelta(seconds=ttl_seconds),
+        )
+    )
     return token
 
 
 async def revoke_user_sessions(db_session, user_id: str, reason: str) -> None:
-    await db_session.execute(update(LoginSessionRow)
-                             .where(LoginSessionRow.user_id == user_id, LoginSessionRow.revoke_time.is_(None))
-                             .values(revoke_time=utcnow(), revoke_reason=reason))
+    await db_session.execute(
+        update(LoginSessionRow)
+        .where(LoginSessionRow.user_id == user_id, LoginSessionRow.revoke_time.is_(None))
+        .values(revoke_time=utcnow(), revoke_reason=reason)
+    )
 
 
 async def refresh(db: Database, token: str, ttl_seconds: int, grace_seconds: float) -> Refreshed | ReuseDetected:
@@ -70,24 +78,27 @@ async def refresh(db: Database, token: str, ttl_seconds: int, grace_seconds: flo
     for a reuse (committed). Raises TOKEN_EXPIRED / USER_DISABLED for tokens that simply do not work."""
     now = utcnow()
     async with db.session() as session:
-        row = (await session.scalars(
-            select(RefreshTokenRow).where(RefreshTokenRow.token_sha256 == credentials.digest(token))
-        )).first()
+        row = (
+            await session.scalars(
+                select(RefreshTokenRow).where(RefreshTokenRow.token_sha256 == credentials.digest(token))
+            )
+        ).first()
         if row is None or row.expire_time <= now or row.session_id is None:
             raise _ended("refresh token invalid or expired: log in again")
         login = await session.get(LoginSessionRow, row.session_id)
         if login is None or login.revoke_time is not None:
             raise _ended("this sign-in has ended (revoked): log in again")
         # Spend it: one conditional UPDATE, so two concurrent spends cannot both win on any backend.
-        spent = await session.execute(update(RefreshTokenRow)
-                                      .where(RefreshTokenRow.id == row.id, RefreshTokenRow.used_time.is_(None))
-                                      .values(used_time=now))
+        spent = await session.execute(
+            update(RefreshTokenRow)
+            .where(RefreshTokenRow.id == row.id, RefreshTokenRow.used_time.is_(None))
+            .values(used_time=now)
+        )
         if spent.rowcount != 1:
             await session.refresh(row, ["used_time"])
             if row.used_time is not None and now - row.used_time > timedelta(seconds=grace_seconds):
                 login.revoke_time, login.revoke_reason = now, REUSE
-                log.warning("refresh token of session %s (user %s) used twice: session revoked", login.id,
-                            row.user_id)
+                log.warning("refresh token of session %s (user %s) used twice: session revoked", login.id, row.user_id)
                 return ReuseDetected(row.user_id, login.id)
             raise _ended("refresh token already used (another tab or client refreshed first)")
         user = await session.get(UserRow, row.user_id)

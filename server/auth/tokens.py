@@ -51,8 +51,12 @@ def key_id(key: str) -> str:
 
 async def _read_keys(db: Database) -> tuple[str | None, str | None]:
     async with db.session() as session:
-        rows = {e.key: e.value for e in await session.scalars(
-            select(MetaEntry).where(MetaEntry.key.in_([SIGNING_KEY_ENTRY, PREVIOUS_SIGNING_KEY_ENTRY])))}
+        rows = {
+            e.key: e.value
+            for e in await session.scalars(
+                select(MetaEntry).where(MetaEntry.key.in_([SIGNING_KEY_ENTRY, PREVIOUS_SIGNING_KEY_ENTRY]))
+            )
+        }
     return rows.get(SIGNING_KEY_ENTRY), rows.get(PREVIOUS_SIGNING_KEY_ENTRY)
 
 
@@ -60,9 +64,14 @@ async def rotate_signing_key(db: Database, drop_previous: bool = False) -> str:
     """Make a new current key; the current one becomes the previous (or is dropped too). Returns the new key id."""
     new_key = secrets.token_urlsafe(48)
     async with db.session() as session:
-        entries = {e.key: e for e in await session.scalars(
-            select(MetaEntry).where(MetaEntry.key.in_([SIGNING_KEY_ENTRY, PREVIOUS_SIGNING_KEY_ENTRY]))
-            .with_for_update())}
+        entries = {
+            e.key: e
+            for e in await session.scalars(
+                select(MetaEntry)
+                .where(MetaEntry.key.in_([SIGNING_KEY_ENTRY, PREVIOUS_SIGNING_KEY_ENTRY]))
+                .with_for_update()
+            )
+        }
         current = entries.get(SIGNING_KEY_ENTRY)
         previous = entries.get(PREVIOUS_SIGNING_KEY_ENTRY)
         old_value = None if current is None or drop_previous else current.value
@@ -133,8 +142,14 @@ class TokenSigner:
 
     def issue(self, user_id: str, role: str, session_id: str) -> str:
         now = int(time.time())
-        claims = {"sub": user_id, "role": role, "sid": session_id, "iss": ISSUER, "iat": now,
-                  "exp": now + self.ttl_seconds}
+        claims = {
+            "sub": user_id,
+            "role": role,
+            "sid": session_id,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + self.ttl_seconds,
+        }
         return jwt.encode(claims, self._current, algorithm="HS256", headers={"kid": self.current_key_id})
 
     def verify(self, token: str) -> AccessClaims:
@@ -143,8 +158,9 @@ class TokenSigner:
         key = self._keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise UnknownSigningKey("token signed with an unknown key")
-        claims = jwt.decode(token, key, algorithms=["HS256"], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub", "sid"]})
+        claims = jwt.decode(
+            token, key, algorithms=["HS256"], issuer=ISSUER, options={"require": ["exp", "iat", "sub", "sid"]}
+        )
         if not isinstance(claims["iat"], int) or claims["exp"] - claims["iat"] > self.ttl_seconds:
             raise jwt.InvalidTokenError("token lifetime longer than access_token_ttl_seconds")
         return AccessClaims(str(claims["sub"]), str(claims.get("role", "user")), str(claims["sid"]))

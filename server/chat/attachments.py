@@ -21,8 +21,13 @@ from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import chat_pb2, common_pb2, llm_pb2
 
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
-IMAGE_EXTENSIONS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
-                    ".webp": "image/webp"}
+IMAGE_EXTENSIONS = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
 
 
 class DocumentReader(Protocol):
@@ -49,7 +54,10 @@ class ForModel:
                 blocks.append(f'Attached file "{name}": left out, the model\'s context has no room for it.')
                 continue
             if len(text) > room - len(header):
-                text, header = text[: room - len(header)], f'Attached file "{name}" (cut: only its beginning is shown):\n'
+                text, header = (
+                    text[: room - len(header)],
+                    f'Attached file "{name}" (cut: only its beginning is shown):\n',
+                )
             blocks.append(header + text)
             room -= len(header) + len(text)
         return "\n\n".join(blocks) + "\n\nQuestion: " + question
@@ -57,8 +65,9 @@ class ForModel:
     def message(self, text: str) -> llm_pb2.ChatMessage:
         if not self.images:
             return llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content=text)
-        return llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER,
-                                   parts=[llm_pb2.ContentPart(text=text), *self.images])
+        return llm_pb2.ChatMessage(
+            role=common_pb2.MESSAGE_ROLE_USER, parts=[llm_pb2.ContentPart(text=text), *self.images]
+        )
 
 
 def image_type(attachment: chat_pb2.Attachment) -> str | None:
@@ -68,8 +77,9 @@ def image_type(attachment: chat_pb2.Attachment) -> str | None:
     return next((mime for ext, mime in IMAGE_EXTENSIONS.items() if name.endswith(ext)), None)
 
 
-async def for_model(attachments: list[chat_pb2.Attachment], model: llm_pb2.Model, reader: DocumentReader | None,
-                    max_chars: int) -> ForModel:
+async def for_model(
+    attachments: list[chat_pb2.Attachment], model: llm_pb2.Model, reader: DocumentReader | None, max_chars: int
+) -> ForModel:
     """What the model gets of `attachments` (as sent: inline data still in place)."""
     out = ForModel()
     for i, attachment in enumerate(attachments):
@@ -77,10 +87,12 @@ async def for_model(attachments: list[chat_pb2.Attachment], model: llm_pb2.Model
         if mime is not None:
             if not model.capabilities.vision:
                 raise TypecaseError(
-                    grpc.StatusCode.FAILED_PRECONDITION, "MODEL_CAPABILITY_MISSING",
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "MODEL_CAPABILITY_MISSING",
                     f"model {model.name!r} cannot see images (its capabilities say so; an admin can change them): "
                     f"attach {attachment.name!r} in a chat with a vision model",
-                    {"model_id": model.id, "model": model.name, "capability": "vision", "field": f"attachments[{i}]"})
+                    {"model_id": model.id, "model": model.name, "capability": "vision", "field": f"attachments[{i}]"},
+                )
             if attachment.data:
                 uri = f"data:{mime};base64,{base64.b64encode(attachment.data).decode()}"
                 out.images.append(llm_pb2.ContentPart(image=llm_pb2.ImagePart(url=uri)))

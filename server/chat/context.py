@@ -79,7 +79,7 @@ def build_prompt(
         )
     used = fixed
     kept: list[HistoryTurn] = []
-    for turn in reversed(history[-limits.max_turns:] if limits.max_turns else []):
+    for turn in reversed(history[-limits.max_turns :] if limits.max_turns else []):
         turn_cost = cost(turn.question) + cost(turn.answer)
         if used + turn_cost > budget:
             break

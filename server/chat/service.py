@@ -62,10 +62,20 @@ def llm_unavailable() -> TypecaseError:
     return TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "no LLM service is running on this server")
 
 
-
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, db: Database, cache, llm, audit, settings, *, storage=None, knowledge=None, flow=None,
-                 documents: DocumentReader | None = None):
+    def __init__(
+        self,
+        db: Database,
+        cache,
+        llm,
+        audit,
+        settings,
+        *,
+        storage=None,
+        knowledge=None,
+        flow=None,
+        documents: DocumentReader | None = None,
+    ):
         self.db = db
         self.documents = documents
         self.llm = llm
@@ -161,13 +171,17 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         get_flow = getattr(self.flow, "get_flow", None)
         if get_flow is None:
             raise TypecaseError(
-                grpc.StatusCode.FAILED_PRECONDITION, "FLOW_NOT_PUBLISHED",
-                "flow sessions need the flow service, which is not running on this server", {"flow_id": flow_id},
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FLOW_NOT_PUBLISHED",
+                "flow sessions need the flow service, which is not running on this server",
+                {"flow_id": flow_id},
             )
         flow = await get_flow(flow_id)
         if flow.status != flow_pb2.FLOW_STATUS_ONLINE:
             raise TypecaseError(
-                grpc.StatusCode.FAILED_PRECONDITION, "FLOW_NOT_PUBLISHED", f"flow {flow_id!r} is not online",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FLOW_NOT_PUBLISHED",
+                f"flow {flow_id!r} is not online",
                 {"flow_id": flow_id},
             )
         return flow
@@ -240,12 +254,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if request.keyword.strip():
             pattern = like_pattern(request.keyword.strip())
             M = ChatMessageRow
-            conditions.append(or_(
-                func.lower(S.title).like(pattern, escape=LIKE_ESCAPE),
-                exists(select(M.id).where(
-                    M.session_id == S.id, func.lower(M.content).like(pattern, escape=LIKE_ESCAPE)
-                )),
-            ))
+            conditions.append(
+                or_(
+                    func.lower(S.title).like(pattern, escape=LIKE_ESCAPE),
+                    exists(
+                        select(M.id).where(
+                            M.session_id == S.id, func.lower(M.content).like(pattern, escape=LIKE_ESCAPE)
+                        )
+                    ),
+                )
+            )
         stmt = select(S).where(*conditions)
         position = paging.decode_token(request.page_token)
         if position is not None:
@@ -298,7 +316,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 await session.execute(update(ChatSessionRow).where(ChatSessionRow.id == row.id).values(**values))
                 row = await session.get(ChatSessionRow, row.id, populate_existing=True)
             await self.audit.record(
-                "chat.session.update", actor_id=me.user_id, resource_type="session", resource_id=row.id,
+                "chat.session.update",
+                actor_id=me.user_id,
+                resource_type="session",
+                resource_id=row.id,
                 detail={"fields": sorted(paths)},
             )
         return chat_pb2.UpdateSessionResponse(session=session_message(row))
@@ -309,7 +330,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         now = utcnow()
         async with self.db.session() as session:
             await session.execute(
-                update(ChatSessionRow).where(ChatSessionRow.id == row.id, ChatSessionRow.delete_time.is_(None))
+                update(ChatSessionRow)
+                .where(ChatSessionRow.id == row.id, ChatSessionRow.delete_time.is_(None))
                 .values(delete_time=now)
             )
         if row.active_turn_id:
@@ -325,11 +347,21 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         title = self._check_text((request.title or f"{source.title} (copy)").strip(), "title", 255)
         now = utcnow()
         copy = ChatSessionRow(
-            id=monotonic_id(), owner_id=me.user_id, title=title, kind=source.kind, model_id=source.model_id,
-            flow_id=source.flow_id, flow_version_id=source.flow_version_id, system_prompt=source.system_prompt,
-            kb_ids=list(source.kb_ids or []), app_name=source.app_name,
-            latest_message_preview=source.latest_message_preview, latest_message_time=source.latest_message_time,
-            meta=dict(source.meta or {}), create_time=now, update_time=now,
+            id=monotonic_id(),
+            owner_id=me.user_id,
+            title=title,
+            kind=source.kind,
+            model_id=source.model_id,
+            flow_id=source.flow_id,
+            flow_version_id=source.flow_version_id,
+            system_prompt=source.system_prompt,
+            kb_ids=list(source.kb_ids or []),
+            app_name=source.app_name,
+            latest_message_preview=source.latest_message_preview,
+            latest_message_time=source.latest_message_time,
+            meta=dict(source.meta or {}),
+            create_time=now,
+            update_time=now,
         )
         M = ChatMessageRow
         async with self.db.session() as session:
@@ -341,16 +373,35 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             session.add(copy)
             for new_id, m in zip(ids, messages, strict=True):
                 # Feedback (rating, comment, copies) is the original owner's and stays with the original.
-                session.add(M(
-                    id=new_id, session_id=copy.id, turn_id="", role=m.role, category=m.category, content=m.content,
-                    citations=m.citations, attachments=m.attachments, steps=m.steps, input_required=m.input_required,
-                    status=m.status, error=m.error, finish_reason=m.finish_reason, prompt_tokens=m.prompt_tokens,
-                    completion_tokens=m.completion_tokens, model_id=m.model_id, meta=m.meta,
-                    create_time=m.create_time, update_time=now,
-                ))
+                session.add(
+                    M(
+                        id=new_id,
+                        session_id=copy.id,
+                        turn_id="",
+                        role=m.role,
+                        category=m.category,
+                        content=m.content,
+                        citations=m.citations,
+                        attachments=m.attachments,
+                        steps=m.steps,
+                        input_required=m.input_required,
+                        status=m.status,
+                        error=m.error,
+                        finish_reason=m.finish_reason,
+                        prompt_tokens=m.prompt_tokens,
+                        completion_tokens=m.completion_tokens,
+                        model_id=m.model_id,
+                        meta=m.meta,
+                        create_time=m.create_time,
+                        update_time=now,
+                    )
+                )
             copy.message_count = len(messages)
         await self.audit.record(
-            "chat.session.copy", actor_id=me.user_id, resource_type="session", resource_id=copy.id,
+            "chat.session.copy",
+            actor_id=me.user_id,
+            resource_type="session",
+            resource_id=copy.id,
             detail={"source_session_id": source.id, "messages": len(messages)},
         )
         return chat_pb2.CopySessionResponse(session=session_message(copy))
@@ -398,7 +449,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         rows: list[ChatMessageRow] = []
         async with self.db.session() as session:
             await session.execute(
-                update(ChatSessionRow).where(ChatSessionRow.id == parent.id).values(
+                update(ChatSessionRow)
+                .where(ChatSessionRow.id == parent.id)
+                .values(
                     message_count=ChatSessionRow.message_count + 2 * len(prepared),
                     latest_message_preview=preview(prepared[-1][1], self.settings.chat_preview_chars),
                     latest_message_time=now,
@@ -408,17 +461,41 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             newest = await session.scalar(select(func.max(M.id)).where(M.session_id == parent.id))
             ids = iter(monotonic_ids(2 * len(prepared), after=newest))
             for question, answer, citations, meta in prepared:
-                rows.append(M(
-                    id=next(ids), session_id=parent.id, turn_id="", role="user", category="question",
-                    content=question, status=COMPLETE, meta=meta, create_time=now, update_time=now,
-                ))
-                rows.append(M(
-                    id=next(ids), session_id=parent.id, turn_id="", role="assistant", category="answer",
-                    content=answer, citations=citations, status=COMPLETE, meta=meta, create_time=now, update_time=now,
-                ))
+                rows.append(
+                    M(
+                        id=next(ids),
+                        session_id=parent.id,
+                        turn_id="",
+                        role="user",
+                        category="question",
+                        content=question,
+                        status=COMPLETE,
+                        meta=meta,
+                        create_time=now,
+                        update_time=now,
+                    )
+                )
+                rows.append(
+                    M(
+                        id=next(ids),
+                        session_id=parent.id,
+                        turn_id="",
+                        role="assistant",
+                        category="answer",
+                        content=answer,
+                        citations=citations,
+                        status=COMPLETE,
+                        meta=meta,
+                        create_time=now,
+                        update_time=now,
+                    )
+                )
             session.add_all(rows)
         await self.audit.record(
-            "chat.messages.add", actor_id=me.user_id, resource_type="session", resource_id=parent.id,
+            "chat.messages.add",
+            actor_id=me.user_id,
+            resource_type="session",
+            resource_id=parent.id,
             detail={"pairs": len(prepared)},
         )
         return chat_pb2.AddMessagesResponse(messages=[message_message(r) for r in rows])
@@ -439,22 +516,23 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             values["update_time"] = utcnow()
             M = ChatMessageRow
             async with self.db.session() as session:
-                changed = await session.execute(
-                    update(M).where(M.id == row.id, M.status != STREAMING).values(**values)
-                )
+                changed = await session.execute(update(M).where(M.id == row.id, M.status != STREAMING).values(**values))
                 if changed.rowcount != 1:
                     raise turn_in_progress(row.turn_id)
                 if "content" in values:
                     newest = await session.scalar(select(func.max(M.id)).where(M.session_id == parent.id))
                     if newest == row.id:
                         await session.execute(
-                            update(ChatSessionRow).where(ChatSessionRow.id == parent.id).values(
-                                latest_message_preview=preview(values["content"], self.settings.chat_preview_chars)
-                            )
+                            update(ChatSessionRow)
+                            .where(ChatSessionRow.id == parent.id)
+                            .values(latest_message_preview=preview(values["content"], self.settings.chat_preview_chars))
                         )
                 row = await session.get(M, row.id, populate_existing=True)
             await self.audit.record(
-                "chat.message.update", actor_id=me.user_id, resource_type="message", resource_id=row.id,
+                "chat.message.update",
+                actor_id=me.user_id,
+                resource_type="message",
+                resource_id=row.id,
                 detail={"fields": sorted(paths)},
             )
         return chat_pb2.UpdateMessageResponse(message=message_message(row))
@@ -473,12 +551,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             if current.status == STREAMING:
                 raise turn_in_progress(current.turn_id)
             await session.execute(delete(M).where(M.id == current.id))
-            await session.execute(update(S).where(S.id == parent.id).values(
-                message_count=S.message_count - 1,
-                like_count=S.like_count - (1 if current.rating == "like" else 0),
-                dislike_count=S.dislike_count - (1 if current.rating == "dislike" else 0),
-                copied_count=S.copied_count - current.copied_count,
-            ))
+            await session.execute(
+                update(S)
+                .where(S.id == parent.id)
+                .values(
+                    message_count=S.message_count - 1,
+                    like_count=S.like_count - (1 if current.rating == "like" else 0),
+                    dislike_count=S.dislike_count - (1 if current.rating == "dislike" else 0),
+                    copied_count=S.copied_count - current.copied_count,
+                )
+            )
         await self.audit.record("chat.message.delete", actor_id=me.user_id, resource_type="message", resource_id=row.id)
         return chat_pb2.DeleteMessageResponse()
 
@@ -492,8 +574,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         me = caller.current()
         action = request.action
         if action not in (
-            chat_pb2.FEEDBACK_ACTION_LIKE, chat_pb2.FEEDBACK_ACTION_DISLIKE,
-            chat_pb2.FEEDBACK_ACTION_CANCEL, chat_pb2.FEEDBACK_ACTION_COPIED,
+            chat_pb2.FEEDBACK_ACTION_LIKE,
+            chat_pb2.FEEDBACK_ACTION_DISLIKE,
+            chat_pb2.FEEDBACK_ACTION_CANCEL,
+            chat_pb2.FEEDBACK_ACTION_COPIED,
         ):
             raise invalid_argument("action", "one of LIKE, DISLIKE, CANCEL, COPIED")
         comment = self._check_text(request.comment.strip(), "comment", self.settings.chat_max_question_chars)
@@ -527,7 +611,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             await session.flush()
             result = message_message(message)
         await self.audit.record(
-            "chat.message.feedback", actor_id=me.user_id, resource_type="message", resource_id=row.id,
+            "chat.message.feedback",
+            actor_id=me.user_id,
+            resource_type="message",
+            resource_id=row.id,
             detail={"action": chat_pb2.FeedbackAction.Name(action).removeprefix("FEEDBACK_ACTION_").lower()},
         )
         return chat_pb2.SetMessageFeedbackResponse(message=result)
@@ -539,10 +626,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         M = ChatMessageRow
         window = 2 * self.settings.chat_max_context_turns + 2
         answered = and_(M.session_id == session_id, M.category == "answer", M.status.in_(("complete", "stopped")))
-        rows = (await session.execute(  # plain columns: no ORM objects on every turn's path
-            select(M.id, M.category, M.status, M.content).where(M.session_id == session_id)
-            .order_by(M.id.desc()).limit(window)
-        )).all()
+        rows = (
+            await session.execute(  # plain columns: no ORM objects on every turn's path
+                select(M.id, M.category, M.status, M.content)
+                .where(M.session_id == session_id)
+                .order_by(M.id.desc())
+                .limit(window)
+            )
+        ).all()
         # Count older turns only when the window is full (short sessions, the common case, need no count).
         full = len(rows) >= window
         total = (await session.scalar(select(func.count()).select_from(M).where(answered)) or 0) if full else 0
@@ -578,8 +669,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             if attachment.data:
                 if len(attachment.data) > self.settings.chat_max_attachment_bytes:
                     raise TypecaseError(
-                        grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE",
-                        f"{field}.data: at most {self.settings.chat_max_attachment_bytes} bytes", {"field": field},
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "PAYLOAD_TOO_LARGE",
+                        f"{field}.data: at most {self.settings.chat_max_attachment_bytes} bytes",
+                        {"field": field},
                     )
                 if self.storage is None:
                     raise invalid_argument(f"{field}.data", "inline files are not accepted here; give a url")
@@ -600,9 +693,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         async with self.db.session() as db:  # one connection for everything a turn start reads
             parent = await self._session(request.session_id, db=db)
             if request.request_id:  # a retry: re-attach to the turn this request already started
-                row = (await db.scalars(select(ChatTurnRow).where(
-                    ChatTurnRow.session_id == parent.id, ChatTurnRow.request_id == request.request_id
-                ))).first()
+                row = (
+                    await db.scalars(
+                        select(ChatTurnRow).where(
+                            ChatTurnRow.session_id == parent.id, ChatTurnRow.request_id == request.request_id
+                        )
+                    )
+                ).first()
             if row is None:
                 if not question.strip() and not (parent.kind == "flow" and request.HasField("input")):
                     raise invalid_argument("content", "must not be empty")
@@ -619,7 +716,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         model = await self._model(request.model_id if request.HasField("model_id") else parent.model_id, cached=True)
         if not model.online:
             raise TypecaseError(
-                grpc.StatusCode.FAILED_PRECONDITION, "MODEL_OFFLINE", f"model {model.name!r} is offline",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "MODEL_OFFLINE",
+                f"model {model.name!r} is offline",
                 {"model_id": model.id},
             )
         max_tokens = request.max_tokens if request.HasField("max_tokens") else None
@@ -636,8 +735,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             chars_per_token=self.settings.chat_chars_per_token,
         )
         history, older, newest = history
-        attached = await for_model(list(request.attachments), model, self.documents,
-                                   self.settings.chat_attachment_max_chars)
+        attached = await for_model(
+            list(request.attachments), model, self.documents, self.settings.chat_attachment_max_chars
+        )
         asked = attached.question(question, self._room_chars(parent.system_prompt, question, window, limits))
         prompt = ctx.build_prompt(parent.system_prompt, history, asked, limits, older_turns=older)
         if attached.images:
@@ -650,10 +750,17 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if max_tokens is not None:
             config.max_tokens = max_tokens
         new = NewTurn(
-            session_id=parent.id, owner_id=parent.owner_id, question=question,
-            attachments=await self._attachments(request, parent.id), request_id=request.request_id or None,
-            model_id=model.id, prompt=prompt, config=config, kb_ids=list(parent.kb_ids or []),
-            needs_title=self.settings.chat_auto_title and not parent.title, newest_message_id=newest,
+            session_id=parent.id,
+            owner_id=parent.owner_id,
+            question=question,
+            attachments=await self._attachments(request, parent.id),
+            request_id=request.request_id or None,
+            model_id=model.id,
+            prompt=prompt,
+            config=config,
+            kb_ids=list(parent.kb_ids or []),
+            needs_title=self.settings.chat_auto_title and not parent.title,
+            newest_message_id=newest,
         )
         try:
             # Shielded: once asked, the turn starts even if this caller goes away meanwhile.
@@ -678,15 +785,25 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             flow_id=parent.flow_id,
             input_node_id=request.input_node_id,
             input=struct_dict(request.input) if request.HasField("input") else None,
-            history=[m for t in (turns[-limit:] if limit else []) for m in (
-                {"role": "user", "content": t.question}, {"role": "assistant", "content": t.answer})],
+            history=[
+                m
+                for t in (turns[-limit:] if limit else [])
+                for m in ({"role": "user", "content": t.question}, {"role": "assistant", "content": t.answer})
+            ],
         )
         new = NewTurn(
-            session_id=parent.id, owner_id=parent.owner_id, question=question,
-            attachments=await self._attachments(request, parent.id), request_id=request.request_id or None,
-            model_id="", prompt=ctx.Prompt(), config=llm_pb2.GenerationConfig(), kb_ids=[],
+            session_id=parent.id,
+            owner_id=parent.owner_id,
+            question=question,
+            attachments=await self._attachments(request, parent.id),
+            request_id=request.request_id or None,
+            model_id="",
+            prompt=ctx.Prompt(),
+            config=llm_pb2.GenerationConfig(),
+            kb_ids=[],
             needs_title=self.settings.chat_auto_title and not parent.title and bool(question.strip()),
-            newest_message_id=newest, flow=flow,
+            newest_message_id=newest,
+            flow=flow,
         )
         try:
             row, _ = await asyncio.shield(self.turns.begin(new))
@@ -719,4 +836,3 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             await self.turns.wait_ended(row.id, self.settings.chat_stop_wait_seconds)
             await self.audit.record("chat.turn.stop", actor_id=me.user_id, resource_type="turn", resource_id=row.id)
         return chat_pb2.StopTurnResponse(stopped=stopped)
-

@@ -101,8 +101,9 @@ class TurnStore:
 
     async def _submit(self, op, queue: list) -> bool:
         if self._task is None or self._task.done():
-            return (await self._run_batch([op] if isinstance(op, Start) else [], [op] if isinstance(op, Finish)
-                                          else []))[0]
+            return (
+                await self._run_batch([op] if isinstance(op, Start) else [], [op] if isinstance(op, Finish) else [])
+            )[0]
         op.future = asyncio.get_running_loop().create_future()
         queue.append(op)
         self._wake.set()
@@ -115,9 +116,9 @@ class TurnStore:
             await self._wake.wait()
             self._wake.clear()
             while self._queue.starts or self._queue.finishes:
-                starts, self._queue.starts = self._queue.starts[:self.max_batch], self._queue.starts[self.max_batch:]
-                finishes = self._queue.finishes[:self.max_batch]
-                self._queue.finishes = self._queue.finishes[self.max_batch:]
+                starts, self._queue.starts = self._queue.starts[: self.max_batch], self._queue.starts[self.max_batch :]
+                finishes = self._queue.finishes[: self.max_batch]
+                self._queue.finishes = self._queue.finishes[self.max_batch :]
                 ops = [*starts, *finishes]
                 try:
                     results = await self._run_batch(starts, finishes)
@@ -155,16 +156,19 @@ class TurnStore:
             update(SESSIONS)
             .where(S.id == bindparam("b_sid"), S.active_turn_id.is_(None), S.delete_time.is_(None))
             .values(
-                active_turn_id=bindparam("b_tid"), message_count=S.message_count + 2,
-                latest_message_preview=bindparam("b_preview"), latest_message_time=bindparam("b_now"),
+                active_turn_id=bindparam("b_tid"),
+                message_count=S.message_count + 2,
+                latest_message_preview=bindparam("b_preview"),
+                latest_message_time=bindparam("b_now"),
                 update_time=bindparam("b_now"),
             ),
-            [{"b_sid": op.session_id, "b_tid": op.turn_id, "b_preview": op.preview, "b_now": op.now}
-             for op in starts],
+            [{"b_sid": op.session_id, "b_tid": op.turn_id, "b_preview": op.preview, "b_now": op.now} for op in starts],
         )
-        owners = dict((await session.execute(
-            select(S.id, S.active_turn_id).where(S.id.in_({op.session_id for op in starts}))
-        )).all())
+        owners = dict(
+            (
+                await session.execute(select(S.id, S.active_turn_id).where(S.id.in_({op.session_id for op in starts})))
+            ).all()
+        )
         claimed = [owners.get(op.session_id) == op.turn_id for op in starts]
         mine = [op for op, ok in zip(starts, claimed, strict=True) if ok]
         if mine:
@@ -178,21 +182,35 @@ class TurnStore:
             update(TURNS)
             .where(T.id == bindparam("b_tid"), T.status == RUNNING)
             # (the prompt is kept only while the turn runs, for a replica that may have to continue it)
-            .values(status=bindparam("b_status"), last_seq=bindparam("b_seq"), end_time=bindparam("b_now"),
-                    lease_expire_time=None, run_id=bindparam("b_run"), request=null()),
-            [{"b_tid": op.turn_id, "b_status": op.status, "b_seq": op.end_seq, "b_now": op.now, "b_run": op.run_id}
-             for op in finishes],
+            .values(
+                status=bindparam("b_status"),
+                last_seq=bindparam("b_seq"),
+                end_time=bindparam("b_now"),
+                lease_expire_time=None,
+                run_id=bindparam("b_run"),
+                request=null(),
+            ),
+            [
+                {"b_tid": op.turn_id, "b_status": op.status, "b_seq": op.end_seq, "b_now": op.now, "b_run": op.run_id}
+                for op in finishes
+            ],
         )
-        states = {row.id: (row.status, row.last_seq) for row in (await session.execute(
-            select(T.id, T.status, T.last_seq).where(T.id.in_([op.turn_id for op in finishes]))
-        )).all()}
+        states = {
+            row.id: (row.status, row.last_seq)
+            for row in (
+                await session.execute(
+                    select(T.id, T.status, T.last_seq).where(T.id.in_([op.turn_id for op in finishes]))
+                )
+            ).all()
+        }
         # Ours when the row now holds exactly what we wrote (a reaper that got there first wrote its own end).
         ended = [states.get(op.turn_id) == (op.status, op.end_seq) for op in finishes]
         mine = [op for op, ok in zip(finishes, ended, strict=True) if ok]
         if mine:
             columns = sorted(mine[0].answer)
             await session.execute(
-                update(MESSAGES).where(M.id == bindparam("b_mid"))
+                update(MESSAGES)
+                .where(M.id == bindparam("b_mid"))
                 .values({name: bindparam(f"b_{name}", type_=M[name].type) for name in columns}),
                 [{"b_mid": op.answer_id, **{f"b_{name}": op.answer[name] for name in columns}} for op in mine],
             )
@@ -200,7 +218,9 @@ class TurnStore:
                 update(SESSIONS)
                 .where(S.id == bindparam("b_sid"), S.active_turn_id == bindparam("b_tid"))
                 .values(
-                    active_turn_id=None, update_time=bindparam("b_now"), latest_message_time=bindparam("b_now"),
+                    active_turn_id=None,
+                    update_time=bindparam("b_now"),
+                    latest_message_time=bindparam("b_now"),
                     latest_message_preview=case(
                         (bindparam("b_preview") == literal(""), S.latest_message_preview),
                         else_=bindparam("b_preview"),
@@ -210,10 +230,20 @@ class TurnStore:
                         else_=S.title,
                     ),
                     flow_version_id=case(
-                        (bindparam("b_version") == literal(""), S.flow_version_id), else_=bindparam("b_version"),
+                        (bindparam("b_version") == literal(""), S.flow_version_id),
+                        else_=bindparam("b_version"),
                     ),
                 ),
-                [{"b_sid": op.session_id, "b_tid": op.turn_id, "b_now": op.now, "b_preview": op.preview,
-                  "b_title": op.title, "b_version": op.flow_version_id} for op in mine],
+                [
+                    {
+                        "b_sid": op.session_id,
+                        "b_tid": op.turn_id,
+                        "b_now": op.now,
+                        "b_preview": op.preview,
+                        "b_title": op.title,
+                        "b_version": op.flow_version_id,
+                    }
+                    for op in mine
+                ],
             )
         return ended

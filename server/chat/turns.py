@@ -270,8 +270,10 @@ class Turns:
         raise TurnInProgress("")
 
     def _lease_lapsed(self, row: ChatTurnRow) -> bool:
-        return row.status == RUNNING and row.id not in self.local and (
-            row.lease_expire_time is None or row.lease_expire_time < utcnow()
+        return (
+            row.status == RUNNING
+            and row.id not in self.local
+            and (row.lease_expire_time is None or row.lease_expire_time < utcnow())
         )
 
     async def _insert(self, new: NewTurn) -> ChatTurnRow:
@@ -279,39 +281,97 @@ class Turns:
         question_id, answer_id = monotonic_ids(2, after=new.newest_message_id)
         now = utcnow()
         message = {  # every column, so the batch's executemany has one shape
-            "session_id": new.session_id, "turn_id": turn_id, "citations": [], "steps": [], "input_required": None,
-            "error": None, "finish_reason": "", "prompt_tokens": 0, "completion_tokens": 0, "rating": "",
-            "feedback_comment": "", "copied_count": 0, "meta": {}, "create_time": now, "update_time": now,
+            "session_id": new.session_id,
+            "turn_id": turn_id,
+            "citations": [],
+            "steps": [],
+            "input_required": None,
+            "error": None,
+            "finish_reason": "",
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "rating": "",
+            "feedback_comment": "",
+            "copied_count": 0,
+            "meta": {},
+            "create_time": now,
+            "update_time": now,
         }
-        question = {**message, "id": question_id, "role": "user", "category": "question", "content": new.question,
-                    "attachments": new.attachments, "status": COMPLETE, "model_id": ""}
-        answer_values = {**message, "id": answer_id, "role": "assistant", "category": "answer", "content": "",
-                         "attachments": [], "status": STREAMING, "model_id": new.model_id}
+        question = {
+            **message,
+            "id": question_id,
+            "role": "user",
+            "category": "question",
+            "content": new.question,
+            "attachments": new.attachments,
+            "status": COMPLETE,
+            "model_id": "",
+        }
+        answer_values = {
+            **message,
+            "id": answer_id,
+            "role": "assistant",
+            "category": "answer",
+            "content": "",
+            "attachments": [],
+            "status": STREAMING,
+            "model_id": new.model_id,
+        }
         turn_values = {
-            "id": turn_id, "session_id": new.session_id, "owner_id": new.owner_id, "request_id": new.request_id or None,
-            "question_message_id": question_id, "answer_message_id": answer_id, "model_id": new.model_id,
-            "status": RUNNING, "last_seq": 0, "context": to_dict(new.prompt.budget), "replica": self.replica,
+            "id": turn_id,
+            "session_id": new.session_id,
+            "owner_id": new.owner_id,
+            "request_id": new.request_id or None,
+            "question_message_id": question_id,
+            "answer_message_id": answer_id,
+            "model_id": new.model_id,
+            "status": RUNNING,
+            "last_seq": 0,
+            "context": to_dict(new.prompt.budget),
+            "replica": self.replica,
             "lease_expire_time": now + timedelta(seconds=self.settings.chat_turn_lease_seconds),
-            "create_time": now, "end_time": None, "run_id": "", "takeovers": 0,
-            "request": None if new.flow is not None else to_dict(llm_pb2.GenerateRequest(
-                model_id=new.model_id, messages=new.prompt.messages, config=new.config, user=new.owner_id)),
+            "create_time": now,
+            "end_time": None,
+            "run_id": "",
+            "takeovers": 0,
+            "request": None
+            if new.flow is not None
+            else to_dict(
+                llm_pb2.GenerateRequest(
+                    model_id=new.model_id, messages=new.prompt.messages, config=new.config, user=new.owner_id
+                )
+            ),
         }
         turn = Turn(
-            id=turn_id, session_id=new.session_id, owner_id=new.owner_id, question_id=question_id,
-            answer_id=answer_id, model_id=new.model_id, question=new.question,
+            id=turn_id,
+            session_id=new.session_id,
+            owner_id=new.owner_id,
+            question_id=question_id,
+            answer_id=answer_id,
+            model_id=new.model_id,
+            question=new.question,
             request=llm_pb2.GenerateRequest(
                 model_id=new.model_id, messages=new.prompt.messages, config=new.config, user=new.owner_id
             ),
-            budget=new.prompt.budget, needs_title=new.needs_title, kb_ids=new.kb_ids, flow=new.flow,
+            budget=new.prompt.budget,
+            needs_title=new.needs_title,
+            kb_ids=new.kb_ids,
+            flow=new.flow,
             answer_row=ChatMessageRow(**answer_values),
         )
         # Registered before commit: a stop for this turn, once the turn is visible to others, finds it here.
         self.local[turn_id] = turn
         try:
-            claimed = await self.store.start(Start(
-                session_id=new.session_id, turn_id=turn_id, rows_messages=[question, answer_values],
-                row_turn=turn_values, preview=preview(new.question, self.settings.chat_preview_chars), now=now,
-            ))
+            claimed = await self.store.start(
+                Start(
+                    session_id=new.session_id,
+                    turn_id=turn_id,
+                    rows_messages=[question, answer_values],
+                    row_turn=turn_values,
+                    preview=preview(new.question, self.settings.chat_preview_chars),
+                    now=now,
+                )
+            )
         except BaseException:
             self.local.pop(turn_id, None)
             raise
@@ -332,10 +392,19 @@ class Turns:
     def _emit_started(self, turn: Turn) -> None:
         if not turn.started_emitted:
             turn.started_emitted = True
-            self._emit(turn, chat_pb2.TurnEvent(started=chat_pb2.TurnStarted(
-                turn_id=turn.id, session_id=turn.session_id, question_message_id=turn.question_id,
-                answer_message_id=turn.answer_id, model_id=turn.model_id, run_id=turn.run_id,
-            )))
+            self._emit(
+                turn,
+                chat_pb2.TurnEvent(
+                    started=chat_pb2.TurnStarted(
+                        turn_id=turn.id,
+                        session_id=turn.session_id,
+                        question_message_id=turn.question_id,
+                        answer_message_id=turn.answer_id,
+                        model_id=turn.model_id,
+                        run_id=turn.run_id,
+                    )
+                ),
+            )
 
     def _emit(self, turn: Turn, event: chat_pb2.TurnEvent, terminal: bool = False) -> None:
         turn.seq += 1
@@ -366,8 +435,14 @@ class Turns:
             if turn.stop_requested:
                 raise asyncio.CancelledError
             async with asyncio.timeout(self.settings.chat_turn_timeout_seconds):
-                with tracing.span("chat turn", {"typecase.turn_id": turn.id, "typecase.session_id": turn.session_id,
-                                                "gen_ai.request.model": turn.model_id}):
+                with tracing.span(
+                    "chat turn",
+                    {
+                        "typecase.turn_id": turn.id,
+                        "typecase.session_id": turn.session_id,
+                        "gen_ai.request.model": turn.model_id,
+                    },
+                ):
                     await self._generate(turn)
             turn.finishing = True
         except asyncio.CancelledError:
@@ -381,9 +456,13 @@ class Turns:
                 external_cancel = True
         except TimeoutError:
             turn.finishing = True
-            status, error = FAILED, TypecaseError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT",
-                f"the answer took longer than {self.settings.chat_turn_timeout_seconds:g}s and was cut off",
+            status, error = (
+                FAILED,
+                TypecaseError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "UPSTREAM_TIMEOUT",
+                    f"the answer took longer than {self.settings.chat_turn_timeout_seconds:g}s and was cut off",
+                ),
             )
         except TypecaseError as exc:
             turn.finishing = True
@@ -406,8 +485,9 @@ class Turns:
     async def _save_request(self, turn: Turn) -> None:
         """The prompt as generated from, for a replica that continues the turn if this one dies."""
         async with self.writing() as session:
-            await session.execute(update(ChatTurnRow).where(ChatTurnRow.id == turn.id)
-                                  .values(request=to_dict(turn.request)))
+            await session.execute(
+                update(ChatTurnRow).where(ChatTurnRow.id == turn.id).values(request=to_dict(turn.request))
+            )
 
     async def _retrieve(self, turn: Turn) -> bool:
         """Ground the answer on the session's knowledge bases (when the knowledge service runs here): a
@@ -419,26 +499,35 @@ class Turns:
 
             async def search(request):
                 return await knowledge.Search(request, None)
+
         if not turn.kb_ids or search is None:
             return False
         node = flow_pb2.NodeRun(
-            node_id="knowledge_retrieval", node_type=flow_pb2.NODE_TYPE_KNOWLEDGE_RETRIEVAL,
-            node_name="Knowledge retrieval", status=flow_pb2.NODE_RUN_STATUS_RUNNING, start_time=_now_stamp(),
+            node_id="knowledge_retrieval",
+            node_type=flow_pb2.NODE_TYPE_KNOWLEDGE_RETRIEVAL,
+            node_name="Knowledge retrieval",
+            status=flow_pb2.NODE_RUN_STATUS_RUNNING,
+            start_time=_now_stamp(),
             attempt=1,
         )
         self._emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
         try:
-            found = await search(knowledge_pb2.SearchRequest(
-                kb_ids=turn.kb_ids, query=turn.question, top_k=self.settings.chat_kb_top_k
-            ))
+            found = await search(
+                knowledge_pb2.SearchRequest(kb_ids=turn.kb_ids, query=turn.question, top_k=self.settings.chat_kb_top_k)
+            )
         except TypecaseError as exc:  # answer without grounding rather than not at all
             node.status, node.error = flow_pb2.NODE_RUN_STATUS_FAILED, exc.to_status()
         else:
             node.status = flow_pb2.NODE_RUN_STATUS_SUCCEEDED
             turn.citations = [
                 common_pb2.Citation(
-                    kb_id=h.kb_id, file_id=h.file_id, file_name=h.file_name, chunk_id=h.chunk_id, page=h.page,
-                    text=h.text, score=h.score,
+                    kb_id=h.kb_id,
+                    file_id=h.file_id,
+                    file_name=h.file_name,
+                    chunk_id=h.chunk_id,
+                    page=h.page,
+                    text=h.text,
+                    score=h.score,
                 )
                 for h in found.hits
             ]
@@ -483,9 +572,12 @@ class Turns:
                         turn.first_token = time.perf_counter()
                         TURN_FIRST_TOKEN.observe(turn.first_token - turn.started)
                     turn.parts.append(chunk.text)
-                    self._emit(turn, chat_pb2.TurnEvent(
-                        token=common_pb2.TokenDelta(text=chunk.text, reasoning_text=chunk.reasoning_text)
-                    ))
+                    self._emit(
+                        turn,
+                        chat_pb2.TurnEvent(
+                            token=common_pb2.TokenDelta(text=chunk.text, reasoning_text=chunk.reasoning_text)
+                        ),
+                    )
                 if chunk.finish_reason:
                     turn.finish_reason = chunk.finish_reason
                 if chunk.HasField("usage"):
@@ -500,11 +592,18 @@ class Turns:
         answer nodes' text becomes token events, a pause for input ends the turn with an INPUT_REQUEST message."""
         run_for_chat = getattr(self.flow, "run_for_chat", None)
         if run_for_chat is None:
-            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FLOW_NOT_PUBLISHED",
-                                "flow sessions need the flow service, which is not running on this server")
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FLOW_NOT_PUBLISHED",
+                "flow sessions need the flow service, which is not running on this server",
+            )
         stream = run_for_chat(
-            flow_id=turn.flow.flow_id, session_id=turn.session_id, question=turn.question,
-            input_node_id=turn.flow.input_node_id, input=turn.flow.input, history=turn.flow.history,
+            flow_id=turn.flow.flow_id,
+            session_id=turn.session_id,
+            question=turn.question,
+            input_node_id=turn.flow.input_node_id,
+            input=turn.flow.input,
+            history=turn.flow.history,
             stop_on_close=True,
         )
         try:
@@ -595,12 +694,21 @@ class Turns:
             # No title model: the question's start becomes the title, unless the user set one meanwhile.
             title = titles.fallback_title(turn.question, self.settings.chat_title_max_chars)
         try:
-            ended = await self.store.finish(Finish(
-                turn_id=turn.id, session_id=turn.session_id, answer_id=turn.answer_id, status=status,
-                end_seq=end_seq, now=now, answer=values,
-                preview=preview(content, self.settings.chat_preview_chars) if content else "", title=title,
-                run_id=turn.run_id, flow_version_id=turn.flow_version_id,
-            ))
+            ended = await self.store.finish(
+                Finish(
+                    turn_id=turn.id,
+                    session_id=turn.session_id,
+                    answer_id=turn.answer_id,
+                    status=status,
+                    end_seq=end_seq,
+                    now=now,
+                    answer=values,
+                    preview=preview(content, self.settings.chat_preview_chars) if content else "",
+                    title=title,
+                    run_id=turn.run_id,
+                    flow_version_id=turn.flow_version_id,
+                )
+            )
             if not ended:
                 log.warning("chat: turn %s was ended elsewhere (lease lapsed?); dropping its result", turn.id)
                 turn.abandoned = True
@@ -617,13 +725,14 @@ class Turns:
         if status == FAILED:
             event = chat_pb2.TurnEvent(error=error.to_status())
         else:
-            event = chat_pb2.TurnEvent(ended=chat_pb2.TurnEnded(
-                answer=answer, usage=turn_usage, finish_reason=finish, context=turn.budget
-            ))
+            event = chat_pb2.TurnEvent(
+                ended=chat_pb2.TurnEnded(answer=answer, usage=turn_usage, finish_reason=finish, context=turn.budget)
+            )
         self._emit(turn, event, terminal=True)
         if title_model:
-            self._spawn(self._title(turn.session_id, turn.question, content, title_model),
-                        f"chat-title-{turn.session_id}")
+            self._spawn(
+                self._title(turn.session_id, turn.question, content, title_model), f"chat-title-{turn.session_id}"
+            )
 
     async def _end_abandoned(self, turn: Turn) -> None:
         """Another replica ended this turn (its lease lapsed): end the local readers with what it stored."""
@@ -652,7 +761,8 @@ class Turns:
         title = title or titles.fallback_title(question, limit)
         async with self.writing() as session:
             await session.execute(  # a title the user set meanwhile wins
-                update(ChatSessionRow).where(ChatSessionRow.id == session_id, ChatSessionRow.title == "")
+                update(ChatSessionRow)
+                .where(ChatSessionRow.id == session_id, ChatSessionRow.title == "")
                 .values(title=title)
             )
 
@@ -703,17 +813,24 @@ class Turns:
         answer = await self._stored_answer(row)
         text = answer.content if answer is not None else ""
         last = max(row.last_seq, 3 if text else 2)
-        started = chat_pb2.TurnEvent(started=chat_pb2.TurnStarted(
-            turn_id=row.id, session_id=row.session_id, question_message_id=row.question_message_id,
-            answer_message_id=row.answer_message_id, model_id=row.model_id, run_id=row.run_id,
-        ))
+        started = chat_pb2.TurnEvent(
+            started=chat_pb2.TurnStarted(
+                turn_id=row.id,
+                session_id=row.session_id,
+                question_message_id=row.question_message_id,
+                answer_message_id=row.answer_message_id,
+                model_id=row.model_id,
+                run_id=row.run_id,
+            )
+        )
         entries = [_entry(row.id, 1, started)]
         if text:
             entries.append(_entry(row.id, last - 1, chat_pb2.TurnEvent(token=common_pb2.TokenDelta(text=text))))
         entries.append(_entry(row.id, last, _terminal_event(row, answer), terminal=True))
         if text and 1 < after_seq < last - 1:
             raise TypecaseError(
-                grpc.StatusCode.OUT_OF_RANGE, "STREAM_EXPIRED",
+                grpc.StatusCode.OUT_OF_RANGE,
+                "STREAM_EXPIRED",
                 "this turn's event log has expired: resume from seq 0 to get the whole answer",
                 {"turn_id": row.id, "after_seq": str(after_seq)},
             )
@@ -793,19 +910,26 @@ class Turns:
         lease = utcnow() + timedelta(seconds=self.settings.chat_turn_lease_seconds)
         async with self.writing() as session:
             renewed = await session.execute(
-                update(ChatTurnRow).where(ChatTurnRow.id.in_(ids), ChatTurnRow.status == RUNNING,
-                                          ChatTurnRow.replica == self.replica)
+                update(ChatTurnRow)
+                .where(ChatTurnRow.id.in_(ids), ChatTurnRow.status == RUNNING, ChatTurnRow.replica == self.replica)
                 .values(lease_expire_time=lease)
             )
             if renewed.rowcount < len(ids):
-                ended = set(await session.scalars(
-                    select(ChatTurnRow.id).where(ChatTurnRow.id.in_(ids), (ChatTurnRow.status != RUNNING)
-                                                 | (ChatTurnRow.replica != self.replica))
-                ))
+                ended = set(
+                    await session.scalars(
+                        select(ChatTurnRow.id).where(
+                            ChatTurnRow.id.in_(ids),
+                            (ChatTurnRow.status != RUNNING) | (ChatTurnRow.replica != self.replica),
+                        )
+                    )
+                )
                 for turn in turns:
                     if turn.id in ended:
-                        log.warning("chat: turn %s was ended or continued elsewhere while running here (this "
-                                    "replica missed its lease); abandoning it", turn.id)
+                        log.warning(
+                            "chat: turn %s was ended or continued elsewhere while running here (this "
+                            "replica missed its lease); abandoning it",
+                            turn.id,
+                        )
                         turn.abandoned = True
                         self._stop_local(turn)
             # The partial answers, so that ListMessages shows progress and a crash loses little (one statement).
@@ -815,7 +939,8 @@ class Turns:
                 M = ChatMessageRow.__table__.c
                 await session.execute(
                     update(ChatMessageRow.__table__)
-                    .where(M.id == bindparam("b_mid"), M.status == STREAMING).values(content=bindparam("b_content")),
+                    .where(M.id == bindparam("b_mid"), M.status == STREAMING)
+                    .values(content=bindparam("b_content")),
                     [{"b_mid": turn.answer_id, "b_content": content} for turn, content in grown],
                 )
                 for turn, content in grown:
@@ -827,10 +952,13 @@ class Turns:
     async def sweep(self) -> int:
         """Continue (or else fail) running turns whose replica stopped renewing their lease; returns how many."""
         async with self.db.session() as session:
-            lapsed = list(await session.scalars(
-                select(ChatTurnRow.id).where(ChatTurnRow.status == RUNNING, ChatTurnRow.lease_expire_time < utcnow())
-                .limit(500)
-            ))
+            lapsed = list(
+                await session.scalars(
+                    select(ChatTurnRow.id)
+                    .where(ChatTurnRow.status == RUNNING, ChatTurnRow.lease_expire_time < utcnow())
+                    .limit(500)
+                )
+            )
         count = 0
         for turn_id in lapsed:
             if turn_id in self.local:
@@ -846,8 +974,12 @@ class Turns:
         the answer after the text already logged. False when it cannot be continued here (see the module doc) or
         another replica claimed it first."""
         row = await self.get_row(turn_id)
-        if (row is None or row.request is None or turn_id in self.local
-                or row.takeovers >= self.settings.chat_max_takeovers):
+        if (
+            row is None
+            or row.request is None
+            or turn_id in self.local
+            or row.takeovers >= self.settings.chat_max_takeovers
+        ):
             return False
         try:
             logged = await self.log.entries(turn_id)
@@ -858,11 +990,18 @@ class Turns:
         now = utcnow()
         async with self.writing() as session:
             claimed = await session.execute(
-                update(ChatTurnRow).where(ChatTurnRow.id == turn_id, ChatTurnRow.status == RUNNING,
-                                          ChatTurnRow.takeovers == row.takeovers,
-                                          ChatTurnRow.lease_expire_time < now)
-                .values(replica=self.replica, takeovers=row.takeovers + 1,
-                        lease_expire_time=now + timedelta(seconds=self.settings.chat_turn_lease_seconds))
+                update(ChatTurnRow)
+                .where(
+                    ChatTurnRow.id == turn_id,
+                    ChatTurnRow.status == RUNNING,
+                    ChatTurnRow.takeovers == row.takeovers,
+                    ChatTurnRow.lease_expire_time < now,
+                )
+                .values(
+                    replica=self.replica,
+                    takeovers=row.takeovers + 1,
+                    lease_expire_time=now + timedelta(seconds=self.settings.chat_turn_lease_seconds),
+                )
             )
             if claimed.rowcount != 1:
                 return False
@@ -874,10 +1013,22 @@ class Turns:
             request.messages.append(llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=text))
         budget = json_format.ParseDict(row.context or {}, chat_pb2.ContextBudget(), ignore_unknown_fields=True)
         turn = Turn(
-            id=row.id, session_id=row.session_id, owner_id=row.owner_id, question_id=row.question_message_id,
-            answer_id=row.answer_message_id, model_id=row.model_id, question="", request=request, budget=budget,
-            answer_row=await self._stored_answer(row), started_emitted=True, continuing=True, seq=last_seq,
-            parts=[text] if text else [], outbox=LiveLog(last_seq + 1), live=LiveLog(last_seq + 1),
+            id=row.id,
+            session_id=row.session_id,
+            owner_id=row.owner_id,
+            question_id=row.question_message_id,
+            answer_id=row.answer_message_id,
+            model_id=row.model_id,
+            question="",
+            request=request,
+            budget=budget,
+            answer_row=await self._stored_answer(row),
+            started_emitted=True,
+            continuing=True,
+            seq=last_seq,
+            parts=[text] if text else [],
+            outbox=LiveLog(last_seq + 1),
+            live=LiveLog(last_seq + 1),
             citations=[c for e in events if e.HasField("citation") for c in e.citation.citations],
             steps=[e.node for e in events if e.HasField("node") and e.node.node.HasField("end_time")],
         )
@@ -885,8 +1036,12 @@ class Turns:
         self.local[turn_id] = turn
         turn.writer = self._spawn(self._write_log(turn), f"chat-log-{turn_id}")
         turn.task = asyncio.create_task(self._run(turn), name=f"chat-turn-{turn_id}")
-        log.warning("chat: turn %s continued by replica %s after %d events (its replica stopped renewing it)",
-                    turn_id, self.replica, last_seq)
+        log.warning(
+            "chat: turn %s continued by replica %s after %d events (its replica stopped renewing it)",
+            turn_id,
+            self.replica,
+            last_seq,
+        )
         TAKEOVERS.inc()
         return True
 
@@ -906,16 +1061,20 @@ class Turns:
         error = None
         if final == FAILED:
             error = TypecaseError(
-                grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE",
+                grpc.StatusCode.UNAVAILABLE,
+                "UNAVAILABLE",
                 "the server running this turn stopped before the answer was finished",
                 {"turn_id": turn_id},
             )
         async with self.writing() as session:
             taken = await session.execute(
-                update(ChatTurnRow).where(
-                    ChatTurnRow.id == turn_id, ChatTurnRow.status == RUNNING,
+                update(ChatTurnRow)
+                .where(
+                    ChatTurnRow.id == turn_id,
+                    ChatTurnRow.status == RUNNING,
                     ChatTurnRow.lease_expire_time.is_(None) | (ChatTurnRow.lease_expire_time < now),
-                ).values(status=final, end_time=now, lease_expire_time=None, last_seq=last_seq + 1, request=null())
+                )
+                .values(status=final, end_time=now, lease_expire_time=None, last_seq=last_seq + 1, request=null())
             )
             if taken.rowcount != 1:
                 return None
@@ -999,4 +1158,3 @@ def _output_text(outputs: dict) -> str:
             return outputs[key]
     strings = [v for v in outputs.values() if isinstance(v, str)]
     return strings[0] if len(strings) == 1 else ""
-

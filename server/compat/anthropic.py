@@ -25,13 +25,25 @@ from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import common_pb2, llm_pb2
 
 PREFIX = "/anthropic/v1"
-STOP_REASONS = {common_pb2.FINISH_REASON_STOP: "end_turn", common_pb2.FINISH_REASON_LENGTH: "max_tokens",
-                common_pb2.FINISH_REASON_TOOL_CALLS: "tool_use", common_pb2.FINISH_REASON_CONTENT_FILTER: "refusal",
-                common_pb2.FINISH_REASON_CANCELLED: "end_turn", common_pb2.FINISH_REASON_ERROR: "end_turn"}
+STOP_REASONS = {
+    common_pb2.FINISH_REASON_STOP: "end_turn",
+    common_pb2.FINISH_REASON_LENGTH: "max_tokens",
+    common_pb2.FINISH_REASON_TOOL_CALLS: "tool_use",
+    common_pb2.FINISH_REASON_CONTENT_FILTER: "refusal",
+    common_pb2.FINISH_REASON_CANCELLED: "end_turn",
+    common_pb2.FINISH_REASON_ERROR: "end_turn",
+}
 # Anthropic's error "type" for each HTTP status Typecase answers with.
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error",
-               504: "timeout_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 
 
 def error_body(error: TypecaseError, status: int) -> dict[str, Any]:
@@ -68,14 +80,25 @@ class AnthropicCompat(Surface):
             complete.ParseFromString(generate.SerializeToString())  # the same fields, by number
             answer = await self.llm.complete(complete)
             content: list[dict[str, Any]] = [{"type": "text", "text": answer.text}] if answer.text else []
-            content += [{"type": "tool_use", "id": c.id, "name": c.name, "input": _input(c.arguments)}
-                        for c in answer.tool_calls]
-            return JSONResponse({
-                "id": message_id, "type": "message", "role": "assistant",
-                "model": self.model_name(answer.served_model_id, generate.model_id), "content": content,
-                "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"), "stop_sequence": None,
-                "usage": {"input_tokens": answer.usage.prompt_tokens, "output_tokens": answer.usage.completion_tokens},
-            })
+            content += [
+                {"type": "tool_use", "id": c.id, "name": c.name, "input": _input(c.arguments)}
+                for c in answer.tool_calls
+            ]
+            return JSONResponse(
+                {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.model_name(answer.served_model_id, generate.model_id),
+                    "content": content,
+                    "stop_reason": STOP_REASONS.get(answer.finish_reason, "end_turn"),
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": answer.usage.prompt_tokens,
+                        "output_tokens": answer.usage.completion_tokens,
+                    },
+                }
+            )
         stream = self.llm.generate(generate)
         try:
             first = await anext(stream)  # failures before the first token become a plain HTTP error
@@ -85,11 +108,13 @@ class AnthropicCompat(Surface):
             await stream.aclose()
             raise
         name = self.model_name(first.served_model_id if first else "", generate.model_id)
-        return StreamingResponse(self._events(stream, first, message_id, name), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+        return StreamingResponse(
+            self._events(stream, first, message_id, name), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
-    async def _events(self, stream: AsyncIterator[llm_pb2.GenerateResponse], first, message_id: str,
-                      model: str) -> AsyncIterator[str]:
+    async def _events(
+        self, stream: AsyncIterator[llm_pb2.GenerateResponse], first, message_id: str, model: str
+    ) -> AsyncIterator[str]:
         blocks: dict[Any, int] = {}  # "text" or a tool call index -> its (latest) content block index
         current: int | None = None
 
@@ -100,32 +125,67 @@ class AnthropicCompat(Surface):
             return out + _event("content_block_start", {"index": current, "content_block": block})
 
         try:
-            yield _event("message_start", {"message": {
-                "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
-                "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}})
+            yield _event(
+                "message_start",
+                {
+                    "message": {
+                        "id": message_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 0, "output_tokens": 0},
+                    }
+                },
+            )
             message = first
             while message is not None:
                 out = []
                 if message.text:
                     if current is None or blocks.get("text") != current:
                         out.append(start("text", {"type": "text", "text": ""}))
-                    out.append(_event("content_block_delta", {"index": current, "delta": {
-                        "type": "text_delta", "text": message.text}}))
+                    out.append(
+                        _event(
+                            "content_block_delta",
+                            {"index": current, "delta": {"type": "text_delta", "text": message.text}},
+                        )
+                    )
                 for piece in message.tool_calls:
                     if piece.index not in blocks:
-                        out.append(start(piece.index, {"type": "tool_use", "id": piece.id, "name": piece.name,
-                                                       "input": {}}))
+                        out.append(
+                            start(piece.index, {"type": "tool_use", "id": piece.id, "name": piece.name, "input": {}})
+                        )
                     if piece.arguments:
-                        out.append(_event("content_block_delta", {"index": blocks[piece.index], "delta": {
-                            "type": "input_json_delta", "partial_json": piece.arguments}}))
+                        out.append(
+                            _event(
+                                "content_block_delta",
+                                {
+                                    "index": blocks[piece.index],
+                                    "delta": {"type": "input_json_delta", "partial_json": piece.arguments},
+                                },
+                            )
+                        )
                 if message.finish_reason:
                     if current is not None:
                         out.append(_event("content_block_stop", {"index": current}))
                     usage = message.usage
-                    out.append(_event("message_delta", {
-                        "delta": {"stop_reason": STOP_REASONS.get(message.finish_reason, "end_turn"),
-                                  "stop_sequence": None},
-                        "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}}))
+                    out.append(
+                        _event(
+                            "message_delta",
+                            {
+                                "delta": {
+                                    "stop_reason": STOP_REASONS.get(message.finish_reason, "end_turn"),
+                                    "stop_sequence": None,
+                                },
+                                "usage": {
+                                    "input_tokens": usage.prompt_tokens,
+                                    "output_tokens": usage.completion_tokens,
+                                },
+                            },
+                        )
+                    )
                     out.append(_event("message_stop", {}))
                     yield "".join(out)
                     break
@@ -140,9 +200,11 @@ class AnthropicCompat(Surface):
     def routes(self) -> list[Route]:
         async def endpoint(request: Request) -> Response:
             return await self.call(request, self.messages)
+
         return [Route(PREFIX + "/messages", endpoint, methods=["POST"])]
 
 
-def anthropic_routes(llm, auth: CallerAuth, max_body_bytes: int = 4 * 1024 * 1024,
-                     reason_http_status: Mapping[str, int] | None = None) -> list[Route]:
+def anthropic_routes(
+    llm, auth: CallerAuth, max_body_bytes: int = 4 * 1024 * 1024, reason_http_status: Mapping[str, int] | None = None
+) -> list[Route]:
     return AnthropicCompat(llm, auth, max_body_bytes, reason_http_status or {}).routes()

@@ -14,8 +14,19 @@ from typecase.server.compat.common import unknown_fields
 from typecase.server.rpc.errors import invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
-FIELDS = {"model", "messages", "max_tokens", "system", "stop_sequences", "stream", "temperature", "top_p", "tools",
-          "tool_choice", "metadata"}
+FIELDS = {
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "stop_sequences",
+    "stream",
+    "temperature",
+    "top_p",
+    "tools",
+    "tool_choice",
+    "metadata",
+}
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
@@ -74,15 +85,19 @@ def _turn(i: int, m: Any, request: llm_pb2.GenerateRequest) -> None:
             message.parts.append(_image(block, at))
         elif kind == "tool_use" and role == common_pb2.MESSAGE_ROLE_ASSISTANT:
             unknown_fields(block, {"type", "id", "name", "input", "cache_control"}, f"{at}.")
-            message.tool_calls.add(id=str(block.get("id") or ""), name=str(block.get("name") or ""),
-                                   arguments=json.dumps(block.get("input") or {}, ensure_ascii=False))
+            message.tool_calls.add(
+                id=str(block.get("id") or ""),
+                name=str(block.get("name") or ""),
+                arguments=json.dumps(block.get("input") or {}, ensure_ascii=False),
+            )
         elif kind == "tool_result" and role == common_pb2.MESSAGE_ROLE_USER:
             unknown_fields(block, {"type", "tool_use_id", "content", "is_error", "cache_control"}, f"{at}.")
             text = _text(block.get("content") or "", f"{at}.content")
             if block.get("is_error"):
                 text = f"Error: {text}"
-            request.messages.add(role=common_pb2.MESSAGE_ROLE_TOOL, tool_call_id=str(block.get("tool_use_id") or ""),
-                                 content=text)
+            request.messages.add(
+                role=common_pb2.MESSAGE_ROLE_TOOL, tool_call_id=str(block.get("tool_use_id") or ""), content=text
+            )
         else:
             raise invalid_argument(f"{at}.type", f"{kind!r} blocks are not supported in {m['role']} messages")
     if message.tool_calls or any(p.WhichOneof("part") == "image" for p in message.parts):

@@ -66,8 +66,12 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE",
-                                f"request body exceeds {limit} bytes", {"field": "body"})
+            raise TypecaseError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "PAYLOAD_TOO_LARGE",
+                f"request body exceeds {limit} bytes",
+                {"field": "body"},
+            )
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -92,8 +96,14 @@ def unknown_fields(data: Mapping[str, Any], known: set[str], where: str = "") ->
 class Surface:
     """The request plumbing of a vendor-compatible surface: authenticate, bind the caller, map errors."""
 
-    def __init__(self, llm, auth: CallerAuth, max_body_bytes: int, reason_http_status: Mapping[str, int],
-                 error_response: Callable[[TypecaseError, int], Response]):
+    def __init__(
+        self,
+        llm,
+        auth: CallerAuth,
+        max_body_bytes: int,
+        reason_http_status: Mapping[str, int],
+        error_response: Callable[[TypecaseError, int], Response],
+    ):
         self.llm = llm
         self.auth = auth
         self.max_body_bytes = max_body_bytes

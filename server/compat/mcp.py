@@ -37,10 +37,12 @@ class McpEndpoint:
     def __init__(self, tools, auth: CallerAuth, max_body_bytes: int, version: str = ""):
         self.tools = tools  # tools.api.ToolsApi
         self.auth = auth
-        self.server: Server[Any] = Server("typecase", version=version, on_list_tools=self._list_tools,
-                                          on_call_tool=self._call_tool)
-        self.manager = StreamableHTTPSessionManager(self.server, stateless=True, json_response=True,
-                                                    max_request_body_size=max_body_bytes)
+        self.server: Server[Any] = Server(
+            "typecase", version=version, on_list_tools=self._list_tools, on_call_tool=self._call_tool
+        )
+        self.manager = StreamableHTTPSessionManager(
+            self.server, stateless=True, json_response=True, max_request_body_size=max_body_bytes
+        )
         self._task: asyncio.Task | None = None
         self._stop = asyncio.Event()
 
@@ -51,6 +53,7 @@ class McpEndpoint:
             async with self.manager.run():
                 started.set()
                 await self._stop.wait()
+
         self._task = asyncio.create_task(hold(), name="mcp-server")
         await asyncio.wait({self._task, asyncio.create_task(started.wait())}, return_when=asyncio.FIRST_COMPLETED)
         if self._task.done():
@@ -70,9 +73,11 @@ class McpEndpoint:
         try:
             principal = await self.auth(credential(request), client_address(request))
         except TypecaseError as error:
-            response = JSONResponse({"error": error.reason.lower(), "message": error.message},
-                                    status_code=429 if error.reason == "RATE_LIMITED" else 401,
-                                    headers={"www-authenticate": 'Bearer realm="typecase"'})
+            response = JSONResponse(
+                {"error": error.reason.lower(), "message": error.message},
+                status_code=429 if error.reason == "RATE_LIMITED" else 401,
+                headers={"www-authenticate": 'Bearer realm="typecase"'},
+            )
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
@@ -99,9 +104,12 @@ class McpEndpoint:
     async def _list_tools(self, ctx, params) -> types.ListToolsResult:
         with self._as_caller(ctx):
             served = await self.tools.served()
-        return types.ListToolsResult(tools=[types.Tool(name=s.name, description=s.description,
-                                                       input_schema=s.parameters or {"type": "object"})
-                                            for s in served])
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(name=s.name, description=s.description, input_schema=s.parameters or {"type": "object"})
+                for s in served
+            ]
+        )
 
     async def _call_tool(self, ctx, params) -> types.CallToolResult:
         with self._as_caller(ctx):

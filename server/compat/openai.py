@@ -23,19 +23,39 @@ from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
 PREFIX = "/openai/v1"
-FINISH = {common_pb2.FINISH_REASON_STOP: "stop", common_pb2.FINISH_REASON_LENGTH: "length",
-          common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter", common_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
-          common_pb2.FINISH_REASON_CANCELLED: "stop", common_pb2.FINISH_REASON_ERROR: "stop"}
+FINISH = {
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+    common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    common_pb2.FINISH_REASON_TOOL_CALLS: "tool_calls",
+    common_pb2.FINISH_REASON_CANCELLED: "stop",
+    common_pb2.FINISH_REASON_ERROR: "stop",
+}
 # OpenAI's error "type" for each HTTP status Typecase answers with.
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 409: "invalid_request_error", 413: "invalid_request_error",
-               429: "rate_limit_error", 499: "invalid_request_error", 501: "invalid_request_error",
-               503: "service_unavailable", 504: "timeout"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    499: "invalid_request_error",
+    501: "invalid_request_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 def error_body(error: TypecaseError, status: int) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": ERROR_TYPES.get(status, "api_error"),
-                      "param": error.metadata.get("field"), "code": error.reason.lower()}}
+    return {
+        "error": {
+            "message": error.message,
+            "type": ERROR_TYPES.get(status, "api_error"),
+            "param": error.metadata.get("field"),
+            "code": error.reason.lower(),
+        }
+    }
 
 
 def error_response(error: TypecaseError, status: int) -> Response:
@@ -44,8 +64,11 @@ def error_response(error: TypecaseError, status: int) -> Response:
 
 
 def _usage(usage: common_pb2.Usage) -> dict[str, int]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
 def _tool_call_chunks(pieces) -> list[dict[str, Any]]:
@@ -80,8 +103,9 @@ class OpenAICompat(Surface):
             await stream.aclose()
             raise
         name = self.model_name(first.served_model_id if first else "", generate.model_id)
-        return StreamingResponse(self._chunks(stream, first, name, include_usage), media_type="text/event-stream",
-                                 headers=SSE_HEADERS)
+        return StreamingResponse(
+            self._chunks(stream, first, name, include_usage), media_type="text/event-stream", headers=SSE_HEADERS
+        )
 
     async def _whole(self, generate: llm_pb2.GenerateRequest) -> Response:
         complete = llm_pb2.CompleteRequest()
@@ -91,23 +115,37 @@ class OpenAICompat(Surface):
         if answer.reasoning_text:
             message["reasoning_content"] = answer.reasoning_text
         if answer.tool_calls:
-            message["tool_calls"] = [{"id": c.id, "type": "function",
-                                      "function": {"name": c.name, "arguments": c.arguments}}
-                                     for c in answer.tool_calls]
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in answer.tool_calls
+            ]
         elif message["content"] is None:
             message["content"] = ""
-        return JSONResponse({
-            "id": f"chatcmpl-{time.time_ns():x}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.model_name(answer.served_model_id, generate.model_id),
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": FINISH.get(answer.finish_reason, "stop")}],
-            "usage": _usage(answer.usage),
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{time.time_ns():x}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model_name(answer.served_model_id, generate.model_id),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": FINISH.get(answer.finish_reason, "stop"),
+                    }
+                ],
+                "usage": _usage(answer.usage),
+            }
+        )
 
-    async def _chunks(self, stream: AsyncIterator[llm_pb2.GenerateResponse], first, model: str,
-                      include_usage: bool) -> AsyncIterator[str]:
-        head = f'{{"id":"chatcmpl-{time.time_ns():x}","object":"chat.completion.chunk","created":{int(time.time())},' \
-               f'"model":{dumps(model)},"system_fingerprint":null,"choices":'
+    async def _chunks(
+        self, stream: AsyncIterator[llm_pb2.GenerateResponse], first, model: str, include_usage: bool
+    ) -> AsyncIterator[str]:
+        head = (
+            f'{{"id":"chatcmpl-{time.time_ns():x}","object":"chat.completion.chunk","created":{int(time.time())},'
+            f'"model":{dumps(model)},"system_fingerprint":null,"choices":'
+        )
         try:
             yield f'data: {head}[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}\n\n'
             message = first
@@ -157,14 +195,24 @@ class OpenAICompat(Surface):
             if encoding == "base64":
                 value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             items.append({"object": "embedding", "index": i, "embedding": value})
-        return JSONResponse({"object": "list", "data": items, "model": served.name,
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": items,
+                "model": served.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     # -- models --------------------------------------------------------------------------------------------------
     def _model_entry(self, model) -> dict[str, Any]:
         provider = self.llm.registry.snapshot.providers.get(model.provider_id)
-        return {"id": model.name, "object": "model", "created": int(model.create_time.timestamp()),
-                "owned_by": provider.name if provider else "typecase"}
+        return {
+            "id": model.name,
+            "object": "model",
+            "created": int(model.create_time.timestamp()),
+            "owned_by": provider.name if provider else "typecase",
+        }
 
     async def list_models(self, request: Request) -> Response:
         snapshot = self.llm.registry.snapshot
@@ -175,14 +223,16 @@ class OpenAICompat(Surface):
         ref = request.path_params["model"]
         model = self.llm.registry.snapshot.model(ref)
         if model is None or not model.online:
-            raise TypecaseError(grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {ref!r} not found",
-                                {"model_id": ref})
+            raise TypecaseError(
+                grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {ref!r} not found", {"model_id": ref}
+            )
         return JSONResponse(self._model_entry(model))
 
     def routes(self) -> list[Route]:
         def route(path: str, handler, methods: list[str]) -> Route:
             async def endpoint(request: Request) -> Response:
                 return await self.call(request, handler)
+
             return Route(PREFIX + path, endpoint, methods=methods)
 
         return [
@@ -193,6 +243,7 @@ class OpenAICompat(Surface):
         ]
 
 
-def openai_routes(llm, auth: CallerAuth, max_body_bytes: int = 4 * 1024 * 1024,
-                  reason_http_status: Mapping[str, int] | None = None) -> list[Route]:
+def openai_routes(
+    llm, auth: CallerAuth, max_body_bytes: int = 4 * 1024 * 1024, reason_http_status: Mapping[str, int] | None = None
+) -> list[Route]:
     return OpenAICompat(llm, auth, max_body_bytes, reason_http_status or {}).routes()

@@ -14,15 +14,39 @@ from typecase.server.compat.common import unknown_fields
 from typecase.server.rpc.errors import invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
-ROLES = {"system": common_pb2.MESSAGE_ROLE_SYSTEM, "developer": common_pb2.MESSAGE_ROLE_SYSTEM,
-         "user": common_pb2.MESSAGE_ROLE_USER, "assistant": common_pb2.MESSAGE_ROLE_ASSISTANT,
-         "tool": common_pb2.MESSAGE_ROLE_TOOL}
+ROLES = {
+    "system": common_pb2.MESSAGE_ROLE_SYSTEM,
+    "developer": common_pb2.MESSAGE_ROLE_SYSTEM,
+    "user": common_pb2.MESSAGE_ROLE_USER,
+    "assistant": common_pb2.MESSAGE_ROLE_ASSISTANT,
+    "tool": common_pb2.MESSAGE_ROLE_TOOL,
+}
 DETAILS = {"auto": llm_pb2.IMAGE_DETAIL_AUTO, "low": llm_pb2.IMAGE_DETAIL_LOW, "high": llm_pb2.IMAGE_DETAIL_HIGH}
-CHOICES = {"auto": llm_pb2.TOOL_CHOICE_MODE_AUTO, "none": llm_pb2.TOOL_CHOICE_MODE_NONE,
-           "required": llm_pb2.TOOL_CHOICE_MODE_REQUIRED}
-FIELDS = {"model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
-          "top_p", "presence_penalty", "frequency_penalty", "seed", "stop", "n", "user", "tools", "tool_choice",
-          "parallel_tool_calls", "response_format"}
+CHOICES = {
+    "auto": llm_pb2.TOOL_CHOICE_MODE_AUTO,
+    "none": llm_pb2.TOOL_CHOICE_MODE_NONE,
+    "required": llm_pb2.TOOL_CHOICE_MODE_REQUIRED,
+}
+FIELDS = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "n",
+    "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+}
 # Fields whose value asks for nothing beyond what Typecase does anyway (SDKs and frameworks send them so).
 DEFAULTS = {"n": 1, "logprobs": False, "store": False, "stream": False}
 MESSAGE_FIELDS = {"role", "content", "name", "tool_calls", "tool_call_id", "refusal"}
@@ -61,8 +85,9 @@ def _parts(value: Any, field: str, images: bool) -> list[llm_pb2.ContentPart]:
             detail = image.get("detail")
             if detail is not None and detail not in DETAILS:
                 raise invalid_argument(f"{where}.image_url.detail", "must be auto, low or high")
-            parts.append(llm_pb2.ContentPart(image=llm_pb2.ImagePart(url=image["url"],
-                                                                     detail=DETAILS.get(detail or "", 0))))
+            parts.append(
+                llm_pb2.ContentPart(image=llm_pb2.ImagePart(url=image["url"], detail=DETAILS.get(detail or "", 0)))
+            )
         else:
             allowed = "text or image_url" if images else "text"
             raise invalid_argument(f"{where}.type", f"{kind!r} is not supported here (use {allowed})")
@@ -74,8 +99,9 @@ def _message(i: int, m: Any) -> llm_pb2.ChatMessage:
     if not isinstance(m, dict) or m.get("role") not in ROLES:
         raise invalid_argument(f"{where}.role", "must be system, developer, user, assistant or tool")
     unknown_fields(m, MESSAGE_FIELDS, f"{where}.")
-    message = llm_pb2.ChatMessage(role=ROLES[m["role"]], name=str(m.get("name") or ""),
-                                  tool_call_id=str(m.get("tool_call_id") or ""))
+    message = llm_pb2.ChatMessage(
+        role=ROLES[m["role"]], name=str(m.get("name") or ""), tool_call_id=str(m.get("tool_call_id") or "")
+    )
     content = m.get("content")
     if isinstance(content, list):
         parts = _parts(content, f"{where}.content", images=m["role"] == "user")
@@ -94,8 +120,11 @@ def _message(i: int, m: Any) -> llm_pb2.ChatMessage:
         unknown_fields(call, {"id", "type", "function", "index"}, f"{where}.tool_calls[{j}].")
         unknown_fields(function, {"name", "arguments"}, f"{where}.tool_calls[{j}].function.")
         arguments = function.get("arguments")
-        message.tool_calls.add(id=str(call.get("id") or ""), name=str(function.get("name") or ""),
-                               arguments=arguments if isinstance(arguments, str) else "{}")
+        message.tool_calls.add(
+            id=str(call.get("id") or ""),
+            name=str(function.get("name") or ""),
+            arguments=arguments if isinstance(arguments, str) else "{}",
+        )
     return message
 
 
@@ -110,9 +139,11 @@ def _tools(data: dict[str, Any], request: llm_pb2.GenerateRequest) -> None:
         function = tool["function"]
         unknown_fields(tool, {"type", "function"}, f"{where}.")
         unknown_fields(function, {"name", "description", "parameters", "strict"}, f"{where}.function.")
-        spec = request.tools.add(name=str(function.get("name") or ""), description=str(function.get("description")
-                                                                                         or ""),
-                                 strict=bool(function.get("strict")))
+        spec = request.tools.add(
+            name=str(function.get("name") or ""),
+            description=str(function.get("description") or ""),
+            strict=bool(function.get("strict")),
+        )
         if function.get("parameters") is not None:
             spec.parameters.CopyFrom(_struct(function["parameters"], f"{where}.function.parameters"))
     choice = data.get("tool_choice")

@@ -30,13 +30,22 @@ FLOW_STATUS = {DRAFT: flow_pb2.FLOW_STATUS_DRAFT, ONLINE: flow_pb2.FLOW_STATUS_O
 FLOW_STATUS_NAMES = {v: k for k, v in FLOW_STATUS.items()}
 RUN_AS = {RUN_AS_CALLER: flow_pb2.FLOW_RUN_AS_CALLER, RUN_AS_OWNER: flow_pb2.FLOW_RUN_AS_OWNER}
 RUN_AS_NAMES = {**{v: k for k, v in RUN_AS.items()}, flow_pb2.FLOW_RUN_AS_UNSPECIFIED: RUN_AS_CALLER}
-RUN_STATUS = {RUNNING: flow_pb2.RUN_STATUS_RUNNING, WAITING: flow_pb2.RUN_STATUS_WAITING_INPUT,
-              FINISHED: flow_pb2.RUN_STATUS_FINISHED, FAILED: flow_pb2.RUN_STATUS_FAILED,
-              STOPPED: flow_pb2.RUN_STATUS_STOPPED}
+RUN_STATUS = {
+    RUNNING: flow_pb2.RUN_STATUS_RUNNING,
+    WAITING: flow_pb2.RUN_STATUS_WAITING_INPUT,
+    FINISHED: flow_pb2.RUN_STATUS_FINISHED,
+    FAILED: flow_pb2.RUN_STATUS_FAILED,
+    STOPPED: flow_pb2.RUN_STATUS_STOPPED,
+}
 RUN_STATUS_NAMES = {v: k for k, v in RUN_STATUS.items()}
-NODE_STATUS = {"running": flow_pb2.NODE_RUN_STATUS_RUNNING, "waiting_input": flow_pb2.NODE_RUN_STATUS_WAITING_INPUT,
-               "succeeded": flow_pb2.NODE_RUN_STATUS_SUCCEEDED, "failed": flow_pb2.NODE_RUN_STATUS_FAILED,
-               "skipped": flow_pb2.NODE_RUN_STATUS_SKIPPED, "stopped": flow_pb2.NODE_RUN_STATUS_STOPPED}
+NODE_STATUS = {
+    "running": flow_pb2.NODE_RUN_STATUS_RUNNING,
+    "waiting_input": flow_pb2.NODE_RUN_STATUS_WAITING_INPUT,
+    "succeeded": flow_pb2.NODE_RUN_STATUS_SUCCEEDED,
+    "failed": flow_pb2.NODE_RUN_STATUS_FAILED,
+    "skipped": flow_pb2.NODE_RUN_STATUS_SKIPPED,
+    "stopped": flow_pb2.NODE_RUN_STATUS_STOPPED,
+}
 
 
 def to_dict(message) -> dict[str, Any]:
@@ -83,11 +92,17 @@ def input_required(data: dict[str, Any] | None) -> flow_pb2.InputRequired:
 
 def flow_message(row: FlowRow, graph: dict[str, Any] | None = None) -> flow_pb2.Flow:
     message = flow_pb2.Flow(
-        id=row.id, owner_id=row.owner_id, name=row.name, description=row.description, logo=row.logo,
+        id=row.id,
+        owner_id=row.owner_id,
+        name=row.name,
+        description=row.description,
+        logo=row.logo,
         status=FLOW_STATUS.get(row.status, flow_pb2.FLOW_STATUS_UNSPECIFIED),
-        current_version_id=row.current_version_id, run_as=RUN_AS.get(row.run_as, flow_pb2.FLOW_RUN_AS_CALLER),
+        current_version_id=row.current_version_id,
+        run_as=RUN_AS.get(row.run_as, flow_pb2.FLOW_RUN_AS_CALLER),
         publish_time=to_timestamp(row.publish_time),
-        create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
+        create_time=to_timestamp(row.create_time),
+        update_time=to_timestamp(row.update_time),
     )
     if graph is not None:
         message.graph.CopyFrom(graph_message(graph))
@@ -96,9 +111,15 @@ def flow_message(row: FlowRow, graph: dict[str, Any] | None = None) -> flow_pb2.
 
 def version_message(row: FlowVersionRow, current_id: str, with_graph: bool = True) -> flow_pb2.FlowVersion:
     message = flow_pb2.FlowVersion(
-        id=row.id, flow_id=row.flow_id, name=row.name, description=row.description,
-        from_version_id=row.from_version_id, is_current=row.id == current_id, owner_id=row.owner_id,
-        create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
+        id=row.id,
+        flow_id=row.flow_id,
+        name=row.name,
+        description=row.description,
+        from_version_id=row.from_version_id,
+        is_current=row.id == current_id,
+        owner_id=row.owner_id,
+        create_time=to_timestamp(row.create_time),
+        update_time=to_timestamp(row.update_time),
     )
     if with_graph:
         message.graph.CopyFrom(graph_message(row.graph))
@@ -107,11 +128,16 @@ def version_message(row: FlowVersionRow, current_id: str, with_graph: bool = Tru
 
 def node_message(row: FlowRunNodeRow) -> flow_pb2.NodeRun:
     message = flow_pb2.NodeRun(
-        node_id=row.node_id, node_type=row.node_type, node_name=row.node_name,
+        node_id=row.node_id,
+        node_type=row.node_type,
+        node_name=row.node_name,
         status=NODE_STATUS.get(row.status, flow_pb2.NODE_RUN_STATUS_UNSPECIFIED),
-        inputs=struct(row.inputs), outputs=struct(row.outputs),
+        inputs=struct(row.inputs),
+        outputs=struct(row.outputs),
         usage=usage(row.prompt_tokens, row.completion_tokens),
-        start_time=to_timestamp(row.start_time), end_time=to_timestamp(row.end_time), attempt=row.attempt,
+        start_time=to_timestamp(row.start_time),
+        end_time=to_timestamp(row.end_time),
+        attempt=row.attempt,
     )
     if row.error:
         message.error.CopyFrom(status_message(row.error))
@@ -122,10 +148,18 @@ def node_message(row: FlowRunNodeRow) -> flow_pb2.NodeRun:
 
 def run_message(row: FlowRunRow, nodes: list[FlowRunNodeRow] | None = None) -> flow_pb2.Run:
     message = flow_pb2.Run(
-        id=row.id, flow_id=row.flow_id, version_id=row.version_id, owner_id=row.owner_id, session_id=row.session_id,
-        status=RUN_STATUS.get(row.status, flow_pb2.RUN_STATUS_UNSPECIFIED), inputs=struct(row.inputs),
-        outputs=struct(row.outputs), usage=usage(row.prompt_tokens, row.completion_tokens), last_seq=row.last_seq,
-        create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
+        id=row.id,
+        flow_id=row.flow_id,
+        version_id=row.version_id,
+        owner_id=row.owner_id,
+        session_id=row.session_id,
+        status=RUN_STATUS.get(row.status, flow_pb2.RUN_STATUS_UNSPECIFIED),
+        inputs=struct(row.inputs),
+        outputs=struct(row.outputs),
+        usage=usage(row.prompt_tokens, row.completion_tokens),
+        last_seq=row.last_seq,
+        create_time=to_timestamp(row.create_time),
+        update_time=to_timestamp(row.update_time),
         end_time=to_timestamp(row.end_time),
     )
     if row.status == WAITING and row.pending_input:
@@ -135,5 +169,3 @@ def run_message(row: FlowRunRow, nodes: list[FlowRunNodeRow] | None = None) -> f
     for node in nodes or ():
         message.nodes.append(node_message(node))
     return message
-
-

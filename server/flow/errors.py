@@ -16,13 +16,21 @@ class FlowInvalid(TypecaseError):
 
     def __init__(self, problems: list[flow_pb2.ValidationProblem], flow_id: str = ""):
         first = problems[0] if problems else None
-        summary = f"{first.code} at node {first.node_id!r}: {first.message}" if first and first.node_id else (
-            f"{first.code}: {first.message}" if first else "")
+        summary = (
+            f"{first.code} at node {first.node_id!r}: {first.message}"
+            if first and first.node_id
+            else (f"{first.code}: {first.message}" if first else "")
+        )
         super().__init__(
-            grpc.StatusCode.FAILED_PRECONDITION, "FLOW_INVALID",
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "FLOW_INVALID",
             f"the flow does not validate ({len(problems)} problem{'s' if len(problems) != 1 else ''}): {summary}",
-            {"flow_id": flow_id, "problems": str(len(problems)), "first_node_id": first.node_id if first else "",
-             "first_code": first.code if first else ""},
+            {
+                "flow_id": flow_id,
+                "problems": str(len(problems)),
+                "first_node_id": first.node_id if first else "",
+                "first_code": first.code if first else "",
+            },
         )
         self.problems = problems
 
@@ -44,9 +52,12 @@ class FlowInvalid(TypecaseError):
 
 
 def not_editable(flow_id: str) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FLOW_ONLINE_NOT_EDITABLE",
-                         "the flow is online: unpublish it first, or edit another version and make it current",
-                         {"flow_id": flow_id})
+    return TypecaseError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "FLOW_ONLINE_NOT_EDITABLE",
+        "the flow is online: unpublish it first, or edit another version and make it current",
+        {"flow_id": flow_id},
+    )
 
 
 def not_waiting(run_id: str, why: str) -> TypecaseError:

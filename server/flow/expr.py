@@ -132,9 +132,28 @@ class _Checker(ast.NodeVisitor):
     """Refuses any node outside the whitelist before evaluation."""
 
     ALLOWED = (
-        ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.BinOp,
-        ast.Compare, ast.Constant, ast.Name, ast.Load, ast.Attribute, ast.Subscript, ast.List, ast.Tuple, ast.Dict,
-        ast.IfExp, ast.Call, *_COMPARE, *_BINARY,
+        ast.Expression,
+        ast.BoolOp,
+        ast.And,
+        ast.Or,
+        ast.UnaryOp,
+        ast.Not,
+        ast.USub,
+        ast.UAdd,
+        ast.BinOp,
+        ast.Compare,
+        ast.Constant,
+        ast.Name,
+        ast.Load,
+        ast.Attribute,
+        ast.Subscript,
+        ast.List,
+        ast.Tuple,
+        ast.Dict,
+        ast.IfExp,
+        ast.Call,
+        *_COMPARE,
+        *_BINARY,
     )
 
     def generic_visit(self, node: ast.AST) -> None:
@@ -169,8 +188,10 @@ def parse(source: str) -> ast.Expression:
 
 def uses_regex(source: str) -> bool:
     """Whether the expression calls matches() (and so is evaluated in a worker process)."""
-    return any(isinstance(node, ast.Call) and node.func.id == "matches"  # type: ignore[attr-defined]
-               for node in ast.walk(parse(source)))
+    return any(
+        isinstance(node, ast.Call) and node.func.id == "matches"  # type: ignore[attr-defined]
+        for node in ast.walk(parse(source))
+    )
 
 
 def names(source: str) -> list[tuple[str, str | None]]:

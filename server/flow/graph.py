@@ -100,14 +100,26 @@ class Graph:
             node_id = str(raw.get("id") or "")
             node_type = _node_type(raw.get("type"))
             params = raw.get("params") or {}
-            node = Node(node_id, node_type, str(raw.get("name") or ""), params if isinstance(params, dict) else {},
-                        SPECS.get(node_type))
+            node = Node(
+                node_id,
+                node_type,
+                str(raw.get("name") or ""),
+                params if isinstance(params, dict) else {},
+                SPECS.get(node_type),
+            )
             if node_id in nodes:
                 duplicates.append(node_id)
                 continue
             nodes[node_id] = node
-        edges = [Edge(str(e.get("id") or ""), str(e.get("source") or ""), str(e.get("target") or ""),
-                      str(e.get("source_handle") or "")) for e in data.get("edges") or []]
+        edges = [
+            Edge(
+                str(e.get("id") or ""),
+                str(e.get("source") or ""),
+                str(e.get("target") or ""),
+                str(e.get("source_handle") or ""),
+            )
+            for e in data.get("edges") or []
+        ]
         graph = cls(nodes, edges, duplicates)
         graph._link()
         return graph
@@ -206,14 +218,22 @@ class Graph:
 # -- validation -----------------------------------------------------------------------------------------------------
 
 
-def problem(code: str, message: str, *, node_id: str = "", edge_id: str = "", param: str = "",
-            warning: bool = False) -> flow_pb2.ValidationProblem:
-    return flow_pb2.ValidationProblem(node_id=node_id, edge_id=edge_id, code=code, message=message, param=param,
-                                      severity=WARNING if warning else ERROR)
+def problem(
+    code: str, message: str, *, node_id: str = "", edge_id: str = "", param: str = "", warning: bool = False
+) -> flow_pb2.ValidationProblem:
+    return flow_pb2.ValidationProblem(
+        node_id=node_id,
+        edge_id=edge_id,
+        code=code,
+        message=message,
+        param=param,
+        severity=WARNING if warning else ERROR,
+    )
 
 
-def validate(graph: Graph, *, max_nodes: int = 1000,
-             template_limits: templates.Limits = templates.DEFAULT_LIMITS) -> list[flow_pb2.ValidationProblem]:
+def validate(
+    graph: Graph, *, max_nodes: int = 1000, template_limits: templates.Limits = templates.DEFAULT_LIMITS
+) -> list[flow_pb2.ValidationProblem]:
     """Every problem of the graph, errors first (in graph order within each severity)."""
     found: list[flow_pb2.ValidationProblem] = []
     add = found.append
@@ -227,13 +247,24 @@ def validate(graph: Graph, *, max_nodes: int = 1000,
     for extra in starts[1:]:
         add(problem("MULTIPLE_START", "a flow has exactly one start node", node_id=extra.id))
     if not any(n.type == flow_pb2.NODE_TYPE_END for n in graph.nodes.values()):
-        add(problem("MISSING_END", "the flow has no end node: runs finish when no node is left to run, "
-                                   "with no outputs", warning=True))
+        add(
+            problem(
+                "MISSING_END",
+                "the flow has no end node: runs finish when no node is left to run, with no outputs",
+                warning=True,
+            )
+        )
 
     for node in graph.nodes.values():
         if not NODE_ID.match(node.id) or node.id in RESERVED:
-            add(problem("INVALID_NODE_ID", "a node id is 1-64 letters, digits and _ (not starting with a digit, "
-                                           f"not one of {', '.join(sorted(RESERVED))})", node_id=node.id))
+            add(
+                problem(
+                    "INVALID_NODE_ID",
+                    "a node id is 1-64 letters, digits and _ (not starting with a digit, "
+                    f"not one of {', '.join(sorted(RESERVED))})",
+                    node_id=node.id,
+                )
+            )
         if node.spec is None:
             add(problem("UNKNOWN_NODE_TYPE", f"unknown node type {node.type}", node_id=node.id))
             continue
@@ -248,9 +279,14 @@ def validate(graph: Graph, *, max_nodes: int = 1000,
         missing = [end for end in (edge.source, edge.target) if end not in graph.nodes]
         if missing:
             known = edge.target if edge.source in missing else edge.source
-            add(problem("DANGLING_EDGE", f"edge {edge.id or '?'} connects to a missing node "
-                                         f"{', '.join(repr(m) for m in missing)}",
-                        edge_id=edge.id, node_id=known if known in graph.nodes else ""))
+            add(
+                problem(
+                    "DANGLING_EDGE",
+                    f"edge {edge.id or '?'} connects to a missing node {', '.join(repr(m) for m in missing)}",
+                    edge_id=edge.id,
+                    node_id=known if known in graph.nodes else "",
+                )
+            )
             continue
         source = graph.nodes[edge.source]
         if source.spec is None:
@@ -258,19 +294,45 @@ def validate(graph: Graph, *, max_nodes: int = 1000,
         handles = source.spec.handles(source.params)
         if handles is None:
             if edge.handle:
-                add(problem("UNKNOWN_HANDLE", f"node {source.id!r} has no branches; the handle {edge.handle!r} "
-                                              "is ignored", node_id=source.id, edge_id=edge.id, warning=True))
+                add(
+                    problem(
+                        "UNKNOWN_HANDLE",
+                        f"node {source.id!r} has no branches; the handle {edge.handle!r} is ignored",
+                        node_id=source.id,
+                        edge_id=edge.id,
+                        warning=True,
+                    )
+                )
         elif edge.handle not in handles:
             what = "needs a source_handle" if not edge.handle else f"leaves through unknown handle {edge.handle!r}"
-            add(problem("UNKNOWN_HANDLE", f"edge {edge.id or '?'} {what}; node {source.id!r} branches to "
-                                          f"{', '.join(sorted(h or '(none)' for h in handles))}",
-                        node_id=source.id, edge_id=edge.id))
+            add(
+                problem(
+                    "UNKNOWN_HANDLE",
+                    f"edge {edge.id or '?'} {what}; node {source.id!r} branches to "
+                    f"{', '.join(sorted(h or '(none)' for h in handles))}",
+                    node_id=source.id,
+                    edge_id=edge.id,
+                )
+            )
         if source.type == flow_pb2.NODE_TYPE_END:
-            add(problem("EDGE_FROM_END", "the end node ends the run; edges leaving it are never followed",
-                        node_id=source.id, edge_id=edge.id, warning=True))
+            add(
+                problem(
+                    "EDGE_FROM_END",
+                    "the end node ends the run; edges leaving it are never followed",
+                    node_id=source.id,
+                    edge_id=edge.id,
+                    warning=True,
+                )
+            )
         if graph.nodes[edge.target].type == flow_pb2.NODE_TYPE_START:
-            add(problem("EDGE_TO_START", "the start node runs once; it cannot be the target of an edge",
-                        node_id=edge.target, edge_id=edge.id))
+            add(
+                problem(
+                    "EDGE_TO_START",
+                    "the start node runs once; it cannot be the target of an edge",
+                    node_id=edge.target,
+                    edge_id=edge.id,
+                )
+            )
 
     if graph.start_id:
         reachable = graph.reachable()
@@ -343,14 +405,20 @@ def _cycles(graph: Graph) -> list[flow_pb2.ValidationProblem]:
                 exit_found = True
                 break
             if node.spec.handles(node.params) is not None and any(
-                    e.target not in members for e in graph.out_edges.get(node_id, ())):
+                e.target not in members for e in graph.out_edges.get(node_id, ())
+            ):
                 exit_found = True
                 break
         if not exit_found:
             first = min(component, key=order.__getitem__)
             path = " -> ".join(sorted(component, key=order.__getitem__))
-            problems.append(problem("CYCLE", f"the loop {path} has no exit: add a condition with a branch leaving "
-                                             "it, or an input node", node_id=first))
+            problems.append(
+                problem(
+                    "CYCLE",
+                    f"the loop {path} has no exit: add a condition with a branch leaving it, or an input node",
+                    node_id=first,
+                )
+            )
     return problems
 
 
@@ -358,9 +426,14 @@ def _variables(graph: Graph, template_limits: templates.Limits) -> list[flow_pb2
     problems = []
     run_inputs = {v["name"] for v in start_variables(graph.start_params())}
     for name in sorted(run_inputs & set(graph.nodes)):
-        problems.append(problem("SHADOWED_VARIABLE", f"the start variable {name!r} has the id of a node; "
-                                                     "{{%s}} reads the node" % name, node_id=graph.start_id,
-                                warning=True))
+        problems.append(
+            problem(
+                "SHADOWED_VARIABLE",
+                f"the start variable {name!r} has the id of a node; {{{{%s}}}} reads the node" % name,
+                node_id=graph.start_id,
+                warning=True,
+            )
+        )
     for node in graph.nodes.values():
         if node.spec is None:
             continue
@@ -380,8 +453,14 @@ def _variables(graph: Graph, template_limits: templates.Limits) -> list[flow_pb2
             source = str(node.params["stream_from"])
             target = graph.nodes.get(source)
             if target is None or target.type != flow_pb2.NODE_TYPE_LLM or source not in upstream:
-                problems.append(problem("UNKNOWN_VARIABLE", f"stream_from {source!r} is not an LLM node upstream",
-                                        node_id=node.id, param="stream_from"))
+                problems.append(
+                    problem(
+                        "UNKNOWN_VARIABLE",
+                        f"stream_from {source!r} is not an LLM node upstream",
+                        node_id=node.id,
+                        param="stream_from",
+                    )
+                )
         for param, refs in checks:
             for name, key in refs:
                 message = _check_reference(graph, node, upstream, run_inputs, name, key)
@@ -390,8 +469,9 @@ def _variables(graph: Graph, template_limits: templates.Limits) -> list[flow_pb2
     return problems
 
 
-def _check_reference(graph: Graph, node: Node, upstream: frozenset[str], run_inputs: set[str], name: str,
-                     key: str | None) -> str:
+def _check_reference(
+    graph: Graph, node: Node, upstream: frozenset[str], run_inputs: set[str], name: str, key: str | None
+) -> str:
     if name == "sys":
         return "" if key is None or key in SYS_KEYS else f"sys.{key} is not defined ({', '.join(sorted(SYS_KEYS))})"
     if name in graph.nodes:
@@ -401,8 +481,10 @@ def _check_reference(graph: Graph, node: Node, upstream: frozenset[str], run_inp
         if key is not None and source.spec is not None:
             outputs = source.spec.outputs(source.params)
             if outputs is not None and key not in outputs:
-                return (f"{{{{{name}.{key}}}}}: node {name!r} has no output {key!r} "
-                        f"(it has {', '.join(sorted(outputs)) or 'none'})")
+                return (
+                    f"{{{{{name}.{key}}}}}: node {name!r} has no output {key!r} "
+                    f"(it has {', '.join(sorted(outputs)) or 'none'})"
+                )
         return ""
     if name in run_inputs:
         return ""

@@ -31,8 +31,12 @@ _FORM_FIELD = {
     "required": ["name"],
     "properties": {
         "name": {"type": "string", "title": "Name", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
-        "type": {"type": "string", "title": "Type", "default": "text",
-                 "enum": ["text", "textarea", "number", "boolean", "select", "multi_select", "file"]},
+        "type": {
+            "type": "string",
+            "title": "Type",
+            "default": "text",
+            "enum": ["text", "textarea", "number", "boolean", "select", "multi_select", "file"],
+        },
         "label": {"type": "string", "title": "Label"},
         "description": {"type": "string", "title": "Help text"},
         "required": {"type": "boolean", "title": "Required", "default": False},
@@ -46,9 +50,30 @@ _CONDITION = {
     "required": ["left"],
     "properties": {
         "left": _template("Value", "A value or a reference such as {{llm.text}}"),
-        "op": {"type": "string", "title": "Operator", "default": "==",
-               "enum": ["==", "!=", ">", ">=", "<", "<=", "contains", "not_contains", "starts_with", "ends_with",
-                        "in", "not_in", "matches", "is_empty", "is_not_empty", "is_true", "is_false"]},
+        "op": {
+            "type": "string",
+            "title": "Operator",
+            "default": "==",
+            "enum": [
+                "==",
+                "!=",
+                ">",
+                ">=",
+                "<",
+                "<=",
+                "contains",
+                "not_contains",
+                "starts_with",
+                "ends_with",
+                "in",
+                "not_in",
+                "matches",
+                "is_empty",
+                "is_not_empty",
+                "is_true",
+                "is_false",
+            ],
+        },
         "right": _template("Compared with", "Ignored by is_empty, is_not_empty, is_true and is_false"),
     },
     "x-order": ["left", "op", "right"],
@@ -71,8 +96,13 @@ class Description:
 
     def schema(self) -> dict[str, Any]:
         if not self.properties:  # undescribed: any object, edited as JSON
-            return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-                    "title": self.display_name, "additionalProperties": True, "x-widget": "json"}
+            return {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "title": self.display_name,
+                "additionalProperties": True,
+                "x-widget": "json",
+            }
         return {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "type": "object",
@@ -85,45 +115,72 @@ class Description:
 
 DESCRIPTIONS: dict[str, Description] = {
     "start": Description(
-        "Start", "Where a run begins: declares the run's inputs, read as {{name}} or {{start.name}}.", "io",
+        "Start",
+        "Where a run begins: declares the run's inputs, read as {{name}} or {{start.name}}.",
+        "io",
         {
             "guide": {"type": "string", "title": "Opening text", "description": "Shown to people before they start"},
-            "variables": {"type": "array", "title": "Inputs", "items": {
-                "type": "object", "required": ["name"],
-                "properties": {
-                    "name": {"type": "string", "title": "Name", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
-                    "type": {"type": "string", "title": "Type", "default": "text",
-                             "enum": ["text", "number", "boolean", "list", "object", "file"]},
-                    "default": {"title": "Default"},
-                    "required": {"type": "boolean", "title": "Required", "default": False},
+            "variables": {
+                "type": "array",
+                "title": "Inputs",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "title": "Name", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+                        "type": {
+                            "type": "string",
+                            "title": "Type",
+                            "default": "text",
+                            "enum": ["text", "number", "boolean", "list", "object", "file"],
+                        },
+                        "default": {"title": "Default"},
+                        "required": {"type": "boolean", "title": "Required", "default": False},
+                    },
+                    "x-order": ["name", "type", "required", "default"],
                 },
-                "x-order": ["name", "type", "required", "default"],
-            }},
+            },
         },
         default_params={"variables": [{"name": "question", "type": "text"}]},
-        outputs_from="variables.*.name", has_input=False,
+        outputs_from="variables.*.name",
+        has_input=False,
     ),
     "input": Description(
-        "Input", "Pauses the run to ask the person for a chat message or a form.", "io",
+        "Input",
+        "Pauses the run to ask the person for a chat message or a form.",
+        "io",
         {
             "mode": {"type": "string", "title": "Ask for", "enum": ["message", "form"], "default": "message"},
             "prompt": _template("Prompt", "The question or instructions shown to the person"),
-            "fields": {"type": "array", "title": "Form fields", "items": _FORM_FIELD,
-                       "description": "Used when asking for a form"},
+            "fields": {
+                "type": "array",
+                "title": "Form fields",
+                "items": _FORM_FIELD,
+                "description": "Used when asking for a form",
+            },
         },
         default_params={"mode": "message", "prompt": "Your answer?"},
         outputs_from="fields.*.name",
     ),
     "prompt": Description(
-        "Prompt", "Renders a template into text.", "ai",
+        "Prompt",
+        "Renders a template into text.",
+        "ai",
         {"template": _template("Template", "Text with {{variables}} from upstream nodes")},
-        default_params={"template": "{{question}}"}, required=("template",),
+        default_params={"template": "{{question}}"},
+        required=("template",),
     ),
     "llm": Description(
-        "LLM", "Asks a language model; the answer streams and becomes `text`.", "ai",
+        "LLM",
+        "Asks a language model; the answer streams and becomes `text`.",
+        "ai",
         {
-            "model_id": {"type": "string", "title": "Model", "x-widget": "model",
-                         "description": "Empty: the default flow model"},
+            "model_id": {
+                "type": "string",
+                "title": "Model",
+                "x-widget": "model",
+                "description": "Empty: the default flow model",
+            },
             "system_prompt": _template("System prompt"),
             "user_prompt": _template("User prompt"),
             "temperature": {"type": "number", "title": "Temperature", "minimum": 0, "maximum": 2},
@@ -134,14 +191,20 @@ DESCRIPTIONS: dict[str, Description] = {
         default_params={"user_prompt": "{{question}}"},
     ),
     "knowledge_retrieval": Description(
-        "Knowledge retrieval", "Searches knowledge bases; outputs passages, citations and a ready context.", "ai",
+        "Knowledge retrieval",
+        "Searches knowledge bases; outputs passages, citations and a ready context.",
+        "ai",
         {
-            "kb_ids": {"type": "array", "title": "Knowledge bases", "items": {"type": "string"},
-                       "x-widget": "knowledge_bases", "minItems": 1},
+            "kb_ids": {
+                "type": "array",
+                "title": "Knowledge bases",
+                "items": {"type": "string"},
+                "x-widget": "knowledge_bases",
+                "minItems": 1,
+            },
             "query": _template("Query"),
             "top_k": {"type": "integer", "title": "Passages", "minimum": 1, "maximum": 100},
-            "mode": {"type": "string", "title": "Search", "enum": ["hybrid", "vector", "keyword"],
-                     "default": "hybrid"},
+            "mode": {"type": "string", "title": "Search", "enum": ["hybrid", "vector", "keyword"], "default": "hybrid"},
             "score_threshold": {"type": "number", "title": "Minimum score"},
             "rerank_model_id": {"type": "string", "title": "Rerank model", "x-widget": "model"},
         },
@@ -149,58 +212,89 @@ DESCRIPTIONS: dict[str, Description] = {
         required=("kb_ids", "query"),
     ),
     "condition": Description(
-        "Condition", "Takes the first case that holds, or else; each case is a branch.", "logic",
+        "Condition",
+        "Takes the first case that holds, or else; each case is a branch.",
+        "logic",
         {
-            "cases": {"type": "array", "title": "Cases", "minItems": 1, "items": {
-                "type": "object", "required": ["handle"],
-                "properties": {
-                    "handle": {"type": "string", "title": "Branch name", "pattern": "^[A-Za-z0-9_\\-]{1,64}$"},
-                    "logic": {"type": "string", "title": "Combine", "enum": ["and", "or"], "default": "and"},
-                    "conditions": {"type": "array", "title": "Conditions", "items": _CONDITION},
-                    "expression": {
-                        "type": "string", "title": "Expression",
-                        "description": "Instead of conditions, e.g. kr.count > 0 and 'yes' in lower(llm.text)"},
+            "cases": {
+                "type": "array",
+                "title": "Cases",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["handle"],
+                    "properties": {
+                        "handle": {"type": "string", "title": "Branch name", "pattern": "^[A-Za-z0-9_\\-]{1,64}$"},
+                        "logic": {"type": "string", "title": "Combine", "enum": ["and", "or"], "default": "and"},
+                        "conditions": {"type": "array", "title": "Conditions", "items": _CONDITION},
+                        "expression": {
+                            "type": "string",
+                            "title": "Expression",
+                            "description": "Instead of conditions, e.g. kr.count > 0 and 'yes' in lower(llm.text)",
+                        },
+                    },
+                    "x-order": ["handle", "logic", "conditions", "expression"],
                 },
-                "x-order": ["handle", "logic", "conditions", "expression"],
-            }},
+            },
         },
-        default_params={"cases": [{"handle": "yes", "logic": "and",
-                                   "conditions": [{"left": "{{question}}", "op": "is_not_empty"}]}]},
-        required=("cases",), handles_from="cases.*.handle", fixed_handles=("else",),
+        default_params={
+            "cases": [{"handle": "yes", "logic": "and", "conditions": [{"left": "{{question}}", "op": "is_not_empty"}]}]
+        },
+        required=("cases",),
+        handles_from="cases.*.handle",
+        fixed_handles=("else",),
     ),
     "http_request": Description(
-        "HTTP request", "Calls an HTTP API (public addresses only unless the server allows a host).", "integration",
+        "HTTP request",
+        "Calls an HTTP API (public addresses only unless the server allows a host).",
+        "integration",
         {
-            "method": {"type": "string", "title": "Method", "default": "GET",
-                       "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]},
+            "method": {
+                "type": "string",
+                "title": "Method",
+                "default": "GET",
+                "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+            },
             "url": _template("URL"),
-            "headers": {"type": "object", "title": "Headers", "x-widget": "key_value",
-                        "additionalProperties": {"type": "string"}},
-            "query": {"type": "object", "title": "Query parameters", "x-widget": "key_value",
-                      "additionalProperties": {"type": "string"}},
+            "headers": {
+                "type": "object",
+                "title": "Headers",
+                "x-widget": "key_value",
+                "additionalProperties": {"type": "string"},
+            },
+            "query": {
+                "type": "object",
+                "title": "Query parameters",
+                "x-widget": "key_value",
+                "additionalProperties": {"type": "string"},
+            },
             "body": {"title": "Body", "x-widget": "json", "description": "Text, or JSON sent as application/json"},
             "timeout_ms": {"type": "integer", "title": "Timeout (ms)", "minimum": 1},
         },
-        default_params={"method": "GET", "url": "https://example.com/"}, required=("url",),
+        default_params={"method": "GET", "url": "https://example.com/"},
+        required=("url",),
     ),
     "code": Description(
-        "Code", "Runs Python in the sandbox; main(**inputs) returns the outputs.", "integration",
+        "Code",
+        "Runs Python in the sandbox; main(**inputs) returns the outputs.",
+        "integration",
         {
             "code": {"type": "string", "title": "Code", "x-widget": "code"},
             "inputs": {"type": "object", "title": "Inputs", "x-widget": "key_value"},
             "timeout_ms": {"type": "integer", "title": "Timeout (ms)", "minimum": 1},
         },
-        default_params={"code": "def main(**inputs):\n    return {\"result\": inputs}\n", "inputs": {}},
+        default_params={"code": 'def main(**inputs):\n    return {"result": inputs}\n', "inputs": {}},
         required=("code",),
     ),
     "output": Description(
-        "Output", "Sends a message to the person; may wait for a reply or a choice (a branch per option).", "io",
+        "Output",
+        "Sends a message to the person; may wait for a reply or a choice (a branch per option).",
+        "io",
         {
             "template": _template("Message"),
             "stream_from": {"type": "string", "title": "Stream from LLM node", "x-widget": "node"},
             "citations": _template("Citations", "e.g. {{kr.citations}}"),
-            "interaction": {"type": "string", "title": "Then", "enum": ["none", "reply", "choice"],
-                            "default": "none"},
+            "interaction": {"type": "string", "title": "Then", "enum": ["none", "reply", "choice"], "default": "none"},
             "prompt": _template("Prompt for the reply"),
             "options": {"type": "array", "title": "Choices", "items": {"type": "string"}},
         },
@@ -208,11 +302,20 @@ DESCRIPTIONS: dict[str, Description] = {
         handles_from="options",
     ),
     "end": Description(
-        "End", "Ends the run; its outputs become the run's outputs.", "io",
-        {"outputs": {"type": "object", "title": "Outputs", "x-widget": "key_value",
-                     "additionalProperties": {"type": "string", "x-widget": "template"}}},
+        "End",
+        "Ends the run; its outputs become the run's outputs.",
+        "io",
+        {
+            "outputs": {
+                "type": "object",
+                "title": "Outputs",
+                "x-widget": "key_value",
+                "additionalProperties": {"type": "string", "x-widget": "template"},
+            }
+        },
         default_params={"outputs": {"text": "{{question}}"}},
-        outputs_from="outputs.{}", has_output=False,
+        outputs_from="outputs.{}",
+        has_output=False,
     ),
 }
 
@@ -221,8 +324,9 @@ def undescribed(spec: Any) -> Description:
     """A node type added without a description still reaches editors, its params edited as raw JSON (the
     test that every spec is described fails until it gets one)."""
     doc = (type(spec).__doc__ or type(spec).__module__.rsplit(".", 1)[-1]).strip().split("\n")[0]
-    return Description(spec.kind.replace("_", " ").capitalize(), doc, "other", {},
-                       handles_from="", has_input=spec.kind != "start")
+    return Description(
+        spec.kind.replace("_", " ").capitalize(), doc, "other", {}, handles_from="", has_input=spec.kind != "start"
+    )
 
 
 def node_type_infos(services: Services | None = None) -> list[flow_pb2.NodeTypeInfo]:
@@ -231,10 +335,18 @@ def node_type_infos(services: Services | None = None) -> list[flow_pb2.NodeTypeI
     for node_type, spec in sorted(SPECS.items()):
         about = DESCRIPTIONS.get(spec.kind) or undescribed(spec)
         info = flow_pb2.NodeTypeInfo(
-            type=node_type, kind=spec.kind, display_name=about.display_name, description=about.description,
-            category=about.category, outputs_from=about.outputs_from, has_input=about.has_input,
-            has_output=about.has_output, handles_from=about.handles_from, fixed_handles=list(about.fixed_handles),
-            waits_for_input=spec.interactive(about.default_params), secret_params=list(spec.secret_params),
+            type=node_type,
+            kind=spec.kind,
+            display_name=about.display_name,
+            description=about.description,
+            category=about.category,
+            outputs_from=about.outputs_from,
+            has_input=about.has_input,
+            has_output=about.has_output,
+            handles_from=about.handles_from,
+            fixed_handles=list(about.fixed_handles),
+            waits_for_input=spec.interactive(about.default_params),
+            secret_params=list(spec.secret_params),
             unavailable_reason=(spec.unavailable(services) or "") if services is not None else "",
         )
         static = spec.outputs({})

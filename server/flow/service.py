@@ -71,7 +71,6 @@ MAX_DESCRIPTION = 10_000
 MAX_LOGO = 512 * 1024
 
 
-
 def permission_denied(what: str) -> TypecaseError:
     return TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", what)
 
@@ -85,7 +84,9 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         self.audit = audit
         self.settings = settings
         self.http = HttpGuard(settings)
-        self.engine = Engine(self.db, self.cache, settings, Services(settings, llm, knowledge, self.http, sandbox=sandbox))
+        self.engine = Engine(
+            self.db, self.cache, settings, Services(settings, llm, knowledge, self.http, sandbox=sandbox)
+        )
         self._validated: OrderedDict[tuple[str, Any], list[flow_pb2.ValidationProblem]] = OrderedDict()
         self._background: set[asyncio.Task] = set()
 
@@ -154,11 +155,13 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         for i, node in enumerate(graph.get("nodes") or ()):
             code = (node.get("params") or {}).get("code") if isinstance(node, dict) else None
             if isinstance(code, str) and len(code) > limit:
-                raise invalid_argument(f"{field}.nodes[{i}].params.code", f"at most {limit} characters "
-                                       "(flow_code_max_chars)")
+                raise invalid_argument(
+                    f"{field}.nodes[{i}].params.code", f"at most {limit} characters (flow_code_max_chars)"
+                )
 
-    async def validate_graph(self, data: dict[str, Any], cache_key: tuple | None = None,
-                             as_principal: caller.Principal | None = None) -> list[flow_pb2.ValidationProblem]:
+    async def validate_graph(
+        self, data: dict[str, Any], cache_key: tuple | None = None, as_principal: caller.Principal | None = None
+    ) -> list[flow_pb2.ValidationProblem]:
         """Every problem of a graph: its structure, then models and knowledge bases that do not exist (as seen
         by `as_principal`, default the caller)."""
         if cache_key is not None and cache_key in self._validated:
@@ -179,25 +182,42 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
     async def _validate(self, data: dict[str, Any]) -> list[flow_pb2.ValidationProblem]:
         graph = Graph.from_dict(data)
         # In a thread: validation parses every template and compiles code, which a large graph makes slow.
-        problems = await asyncio.to_thread(graphs.validate, graph, max_nodes=self.settings.flow_max_nodes,
-                                           template_limits=templates.Limits.from_settings(self.settings))
+        problems = await asyncio.to_thread(
+            graphs.validate,
+            graph,
+            max_nodes=self.settings.flow_max_nodes,
+            template_limits=templates.Limits.from_settings(self.settings),
+        )
         for node in graph.nodes.values():
             if node.spec is not None and (why := node.spec.unavailable(self.engine.services)):
-                problems.append(graphs.problem(f"{node.spec.kind.upper()}_UNAVAILABLE", why, node_id=node.id,
-                                               warning=True))
+                problems.append(
+                    graphs.problem(f"{node.spec.kind.upper()}_UNAVAILABLE", why, node_id=node.id, warning=True)
+                )
             if node.type == flow_pb2.NODE_TYPE_LLM and node.params.get("model_id") and self.llm is not None:
                 try:
                     await self.llm.get_model(str(node.params["model_id"]))
                 except TypecaseError:
-                    problems.append(graphs.problem("MODEL_NOT_FOUND", f"model {node.params['model_id']!r} not found",
-                                                   node_id=node.id, param="model_id"))
+                    problems.append(
+                        graphs.problem(
+                            "MODEL_NOT_FOUND",
+                            f"model {node.params['model_id']!r} not found",
+                            node_id=node.id,
+                            param="model_id",
+                        )
+                    )
             if node.type == flow_pb2.NODE_TYPE_KNOWLEDGE_RETRIEVAL and self.knowledge is not None:
                 for i, kb_id in enumerate(kb_ids(node.params)):
                     try:
                         await self.knowledge.GetKnowledgeBase(knowledge_pb2.GetKnowledgeBaseRequest(kb_id=kb_id), None)
                     except TypecaseError:
-                        problems.append(graphs.problem("KB_NOT_FOUND", f"knowledge base {kb_id!r} not found",
-                                                       node_id=node.id, param=f"kb_ids.{i}"))
+                        problems.append(
+                            graphs.problem(
+                                "KB_NOT_FOUND",
+                                f"knowledge base {kb_id!r} not found",
+                                node_id=node.id,
+                                param=f"kb_ids.{i}",
+                            )
+                        )
         problems.sort(key=lambda p: 0 if p.severity == graphs.ERROR else 1)
         return problems
 
@@ -251,21 +271,43 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         graph = graph_dict(given.graph)
         self._check_graph_size(graph, "flow.graph")
         now = utcnow()
-        row = FlowRow(id=new_id(), owner_id=me.user_id, owner_role=me.role, name=name,
-                      description=self._clean_text(given.description, "flow.description", MAX_DESCRIPTION),
-                      logo=self._clean_text(given.logo, "flow.logo", MAX_LOGO), status=DRAFT,
-                      run_as=self._run_as(given.run_as, "flow.run_as"), create_time=now, update_time=now)
-        version = FlowVersionRow(id=new_id(), flow_id=row.id, name="v1", description="", graph=graph,
-                                 owner_id=me.user_id, from_version_id="", create_time=now, update_time=now)
+        row = FlowRow(
+            id=new_id(),
+            owner_id=me.user_id,
+            owner_role=me.role,
+            name=name,
+            description=self._clean_text(given.description, "flow.description", MAX_DESCRIPTION),
+            logo=self._clean_text(given.logo, "flow.logo", MAX_LOGO),
+            status=DRAFT,
+            run_as=self._run_as(given.run_as, "flow.run_as"),
+            create_time=now,
+            update_time=now,
+        )
+        version = FlowVersionRow(
+            id=new_id(),
+            flow_id=row.id,
+            name="v1",
+            description="",
+            graph=graph,
+            owner_id=me.user_id,
+            from_version_id="",
+            create_time=now,
+            update_time=now,
+        )
         row.current_version_id = version.id
         try:
             async with self.db.session() as session:
                 session.add_all([row, version])
         except IntegrityError:
-            raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                f"you already have a flow named {name!r}", {"name": name}) from None
-        await self.audit.record("flow.create", actor_id=me.user_id, resource_type="flow", resource_id=row.id,
-                                detail={"name": name})
+            raise TypecaseError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "ALREADY_EXISTS",
+                f"you already have a flow named {name!r}",
+                {"name": name},
+            ) from None
+        await self.audit.record(
+            "flow.create", actor_id=me.user_id, resource_type="flow", resource_id=row.id, detail={"name": name}
+        )
         return flow_pb2.CreateFlowResponse(flow=flow_message(row, graph))
 
     async def ListFlows(self, request, context):
@@ -283,8 +325,12 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             conditions.append(FlowRow.status == status)
         if request.keyword.strip():
             pattern = like_pattern(request.keyword.strip())
-            conditions.append(or_(func.lower(FlowRow.name).like(pattern, escape=LIKE_ESCAPE),
-                                  func.lower(FlowRow.description).like(pattern, escape=LIKE_ESCAPE)))
+            conditions.append(
+                or_(
+                    func.lower(FlowRow.name).like(pattern, escape=LIKE_ESCAPE),
+                    func.lower(FlowRow.description).like(pattern, escape=LIKE_ESCAPE),
+                )
+            )
         position = decode_token(request.page_token)
         page_conditions = list(conditions)
         if position is not None:
@@ -293,18 +339,23 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
                 last_id = str(position["id"])
             except (KeyError, TypeError, ValueError):
                 raise invalid_argument("page_token", "not a page token returned by this API") from None
-            page_conditions.append(or_(FlowRow.update_time < at,
-                                       and_(FlowRow.update_time == at, FlowRow.id < last_id)))
+            page_conditions.append(or_(FlowRow.update_time < at, and_(FlowRow.update_time == at, FlowRow.id < last_id)))
         async with self.db.session() as session:
-            rows = list(await session.scalars(
-                select(FlowRow).where(*page_conditions).order_by(FlowRow.update_time.desc(), FlowRow.id.desc())
-                .limit(limit + 1)))
+            rows = list(
+                await session.scalars(
+                    select(FlowRow)
+                    .where(*page_conditions)
+                    .order_by(FlowRow.update_time.desc(), FlowRow.id.desc())
+                    .limit(limit + 1)
+                )
+            )
             total = await session.scalar(select(func.count()).select_from(FlowRow).where(*conditions))
         more = len(rows) > limit
         rows = rows[:limit]
         token = encode_token(t=rows[-1].update_time.isoformat(), id=rows[-1].id) if more and rows else ""
-        return flow_pb2.ListFlowsResponse(flows=[flow_message(r) for r in rows], next_page_token=token,
-                                          total_size=total or 0)
+        return flow_pb2.ListFlowsResponse(
+            flows=[flow_message(r) for r in rows], next_page_token=token, total_size=total or 0
+        )
 
     async def GetFlow(self, request, context):
         return flow_pb2.GetFlowResponse(flow=await self.get_flow(request.flow_id))
@@ -337,20 +388,32 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             try:
                 await session.flush()
             except IntegrityError:
-                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                    f"you already have a flow named {row.name!r}", {"name": row.name}) from None
+                raise TypecaseError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "ALREADY_EXISTS",
+                    f"you already have a flow named {row.name!r}",
+                    {"name": row.name},
+                ) from None
             message = flow_message(row, version.graph if version is not None else {})
         if paths:
-            await self.audit.record("flow.update", actor_id=me.user_id, resource_type="flow", resource_id=row.id,
-                                    detail={"fields": sorted(paths)})
+            await self.audit.record(
+                "flow.update",
+                actor_id=me.user_id,
+                resource_type="flow",
+                resource_id=row.id,
+                detail={"fields": sorted(paths)},
+            )
         return flow_pb2.UpdateFlowResponse(flow=message)
 
     async def DeleteFlow(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
             row = await self._flow(session, request.flow_id, edit=True)
-            live = list(await session.scalars(
-                select(FlowRunRow).where(FlowRunRow.flow_id == row.id, FlowRunRow.status.in_((RUNNING, WAITING)))))
+            live = list(
+                await session.scalars(
+                    select(FlowRunRow).where(FlowRunRow.flow_id == row.id, FlowRunRow.status.in_((RUNNING, WAITING)))
+                )
+            )
         for run in live:
             try:
                 await self.engine.request_stop(run)
@@ -364,8 +427,9 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             await session.execute(delete(FlowRunRow).where(FlowRunRow.flow_id == row.id))
             await session.execute(delete(FlowVersionRow).where(FlowVersionRow.flow_id == row.id))
             await session.execute(delete(FlowRow).where(FlowRow.id == row.id))
-        await self.audit.record("flow.delete", actor_id=me.user_id, resource_type="flow", resource_id=row.id,
-                                detail={"name": row.name})
+        await self.audit.record(
+            "flow.delete", actor_id=me.user_id, resource_type="flow", resource_id=row.id, detail={"name": row.name}
+        )
         return flow_pb2.DeleteFlowResponse()
 
     async def PublishFlow(self, request, context):
@@ -382,8 +446,13 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             row.publish_time = now
             row.update_time = now
             message = flow_message(row, version.graph)
-        await self.audit.record("flow.publish", actor_id=me.user_id, resource_type="flow", resource_id=row.id,
-                                detail={"version_id": version.id})
+        await self.audit.record(
+            "flow.publish",
+            actor_id=me.user_id,
+            resource_type="flow",
+            resource_id=row.id,
+            detail={"version_id": version.id},
+        )
         return flow_pb2.PublishFlowResponse(flow=message)
 
     async def UnpublishFlow(self, request, context):
@@ -433,23 +502,40 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
                 graph = (await self._version(session, flow, source)).graph
             name = given.name.strip()
             if not name:
-                count = await session.scalar(select(func.count()).select_from(FlowVersionRow)
-                                             .where(FlowVersionRow.flow_id == flow.id))
+                count = await session.scalar(
+                    select(func.count()).select_from(FlowVersionRow).where(FlowVersionRow.flow_id == flow.id)
+                )
                 name = f"v{(count or 0) + 1}"
             now = utcnow()
             version = FlowVersionRow(
-                id=new_id(), flow_id=flow.id, name=self._clean_name(name, "version.name"),
+                id=new_id(),
+                flow_id=flow.id,
+                name=self._clean_name(name, "version.name"),
                 description=self._clean_text(given.description, "version.description", MAX_DESCRIPTION),
-                graph=graph, from_version_id=source or "", owner_id=me.user_id, create_time=now, update_time=now)
+                graph=graph,
+                from_version_id=source or "",
+                owner_id=me.user_id,
+                create_time=now,
+                update_time=now,
+            )
             session.add(version)
             try:
                 await session.flush()
             except IntegrityError:
-                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                    f"the flow already has a version named {name!r}", {"name": name}) from None
+                raise TypecaseError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "ALREADY_EXISTS",
+                    f"the flow already has a version named {name!r}",
+                    {"name": name},
+                ) from None
             message = version_message(version, flow.current_version_id)
-        await self.audit.record("flow.version.create", actor_id=me.user_id, resource_type="flow_version",
-                                resource_id=version.id, detail={"flow_id": flow.id, "name": version.name})
+        await self.audit.record(
+            "flow.version.create",
+            actor_id=me.user_id,
+            resource_type="flow_version",
+            resource_id=version.id,
+            detail={"flow_id": flow.id, "name": version.name},
+        )
         return flow_pb2.CreateFlowVersionResponse(version=message)
 
     async def ListFlowVersions(self, request, context):
@@ -461,13 +547,17 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             conditions = [FlowVersionRow.flow_id == flow.id]
             if position is not None:
                 conditions.append(FlowVersionRow.id < str(position.get("id", "")))
-            rows = list(await session.scalars(
-                select(FlowVersionRow).where(*conditions).order_by(FlowVersionRow.id.desc()).limit(limit + 1)))
+            rows = list(
+                await session.scalars(
+                    select(FlowVersionRow).where(*conditions).order_by(FlowVersionRow.id.desc()).limit(limit + 1)
+                )
+            )
         more = len(rows) > limit
         rows = rows[:limit]
         return flow_pb2.ListFlowVersionsResponse(
             versions=[version_message(r, flow.current_version_id, with_graph=False) for r in rows],
-            next_page_token=encode_token(id=rows[-1].id) if more and rows else "")
+            next_page_token=encode_token(id=rows[-1].id) if more and rows else "",
+        )
 
     async def GetFlowVersion(self, request, context):
         async with self.db.session() as session:
@@ -501,13 +591,21 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             try:
                 await session.flush()
             except IntegrityError:
-                raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                    f"the flow already has a version named {version.name!r}",
-                                    {"name": version.name}) from None
+                raise TypecaseError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "ALREADY_EXISTS",
+                    f"the flow already has a version named {version.name!r}",
+                    {"name": version.name},
+                ) from None
             message = version_message(version, flow.current_version_id)
         if paths:
-            await self.audit.record("flow.version.update", actor_id=me.user_id, resource_type="flow_version",
-                                    resource_id=version.id, detail={"flow_id": flow.id, "fields": sorted(paths)})
+            await self.audit.record(
+                "flow.version.update",
+                actor_id=me.user_id,
+                resource_type="flow_version",
+                resource_id=version.id,
+                detail={"flow_id": flow.id, "fields": sorted(paths)},
+            )
         return flow_pb2.UpdateFlowVersionResponse(version=message)
 
     async def DeleteFlowVersion(self, request, context):
@@ -516,12 +614,20 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             flow = await self._flow(session, request.flow_id, edit=True)
             version = await self._version(session, flow, request.version_id)
             if version.id == flow.current_version_id:
-                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
-                                    "the current version cannot be deleted: make another version current first",
-                                    {"version_id": version.id})
+                raise TypecaseError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "FAILED_PRECONDITION",
+                    "the current version cannot be deleted: make another version current first",
+                    {"version_id": version.id},
+                )
             await session.delete(version)
-        await self.audit.record("flow.version.delete", actor_id=me.user_id, resource_type="flow_version",
-                                resource_id=version.id, detail={"flow_id": flow.id})
+        await self.audit.record(
+            "flow.version.delete",
+            actor_id=me.user_id,
+            resource_type="flow_version",
+            resource_id=version.id,
+            detail={"flow_id": flow.id},
+        )
         return flow_pb2.DeleteFlowVersionResponse()
 
     async def SetCurrentVersion(self, request, context):
@@ -536,8 +642,13 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             flow.current_version_id = version.id
             flow.update_time = utcnow()
             message = flow_message(flow, version.graph)
-        await self.audit.record("flow.version.set_current", actor_id=me.user_id, resource_type="flow",
-                                resource_id=flow.id, detail={"version_id": version.id})
+        await self.audit.record(
+            "flow.version.set_current",
+            actor_id=me.user_id,
+            resource_type="flow",
+            resource_id=flow.id,
+            detail={"version_id": version.id},
+        )
         return flow_pb2.SetCurrentVersionResponse(flow=message)
 
     # -- runs --------------------------------------------------------------------------------------------------
@@ -550,12 +661,22 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         graph = await self._require_valid(version, flow)
         return flow, version, graph
 
-    def _new_run(self, flow: FlowRow, version: FlowVersionRow, inputs: dict[str, Any], session_id: str
-                 ) -> FlowRunRow:
+    def _new_run(self, flow: FlowRow, version: FlowVersionRow, inputs: dict[str, Any], session_id: str) -> FlowRunRow:
         me = caller.current()
-        return FlowRunRow(id=new_id(), flow_id=flow.id, version_id=version.id, owner_id=me.user_id,
-                          owner_role=me.role, flow_owner_id=flow.owner_id, flow_owner_role=flow.owner_role,
-                          run_as=flow.run_as, session_id=session_id, inputs=inputs, outputs={}, graph=version.graph)
+        return FlowRunRow(
+            id=new_id(),
+            flow_id=flow.id,
+            version_id=version.id,
+            owner_id=me.user_id,
+            owner_role=me.role,
+            flow_owner_id=flow.owner_id,
+            flow_owner_role=flow.owner_role,
+            run_as=flow.run_as,
+            session_id=session_id,
+            inputs=inputs,
+            outputs={},
+            graph=version.graph,
+        )
 
     async def _read(self, execution, after_seq: int, stop_on_disconnect: bool):
         ended = False
@@ -602,14 +723,18 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             page_conditions.append(FlowRunRow.id < str(position.get("id", "")))
         columns = [c for c in FlowRunRow.__table__.c if c.name not in ("graph", "state")]
         async with self.db.session() as session:
-            rows = (await session.execute(select(*columns).where(*page_conditions).order_by(FlowRunRow.id.desc())
-                                          .limit(limit + 1))).all()
+            rows = (
+                await session.execute(
+                    select(*columns).where(*page_conditions).order_by(FlowRunRow.id.desc()).limit(limit + 1)
+                )
+            ).all()
             total = await session.scalar(select(func.count()).select_from(FlowRunRow).where(*conditions))
         more = len(rows) > limit
         rows = rows[:limit]
         runs = [run_message(FlowRunRow(**dict(r._mapping))) for r in rows]
-        return flow_pb2.ListRunsResponse(runs=runs, next_page_token=encode_token(id=rows[-1].id) if more and rows
-                                         else "", total_size=total or 0)
+        return flow_pb2.ListRunsResponse(
+            runs=runs, next_page_token=encode_token(id=rows[-1].id) if more and rows else "", total_size=total or 0
+        )
 
     async def _run_message(self, row: FlowRunRow) -> flow_pb2.Run:
         async with self.db.session() as session:
@@ -622,9 +747,13 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             for node_id in list(execution.state.running):
                 started = execution.node_started.get(node_id)
                 node = execution.graph.nodes[node_id]
-                running = flow_pb2.NodeRun(node_id=node_id, node_type=node.type, node_name=node.name,
-                                           status=flow_pb2.NODE_RUN_STATUS_RUNNING,
-                                           attempt=started.attempt if started else 1)
+                running = flow_pb2.NodeRun(
+                    node_id=node_id,
+                    node_type=node.type,
+                    node_name=node.name,
+                    status=flow_pb2.NODE_RUN_STATUS_RUNNING,
+                    attempt=started.attempt if started else 1,
+                )
                 if started is not None:
                     running.start_time.FromDatetime(started.at)
                 message.nodes.append(running)
@@ -634,8 +763,9 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         row = await self._run(request.run_id)
         return flow_pb2.GetRunResponse(run=await self._run_message(row))
 
-    async def _resume(self, row: FlowRunRow, node_id: str, answer: dict[str, Any],
-                      history: list[dict[str, str]] | None = None):
+    async def _resume(
+        self, row: FlowRunRow, node_id: str, answer: dict[str, Any], history: list[dict[str, str]] | None = None
+    ):
         if row.status != WAITING:
             raise not_waiting(row.id, f"the run is {row.status.replace('_', ' ')}, not waiting for input")
         state = RunState.from_dict(row.state)
@@ -715,8 +845,9 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
                     continue
                 version_id, run_id, entry = item
                 seq += 1
-                yield flow_pb2.CompareFlowResponse(seq=seq, version_id=version_id, run_id=run_id,
-                                                   event=entry.message.event)
+                yield flow_pb2.CompareFlowResponse(
+                    seq=seq, version_id=version_id, run_id=run_id, event=entry.message.event
+                )
             finished = True
         finally:
             for task in pumps:
@@ -756,10 +887,18 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         async with self.db.session() as session:
             waiting = None
             if session_id:
-                waiting = (await session.scalars(
-                    select(FlowRunRow).where(FlowRunRow.session_id == session_id, FlowRunRow.flow_id == flow_id,
-                                             FlowRunRow.status == WAITING).order_by(FlowRunRow.id.desc()).limit(1)
-                )).first()
+                waiting = (
+                    await session.scalars(
+                        select(FlowRunRow)
+                        .where(
+                            FlowRunRow.session_id == session_id,
+                            FlowRunRow.flow_id == flow_id,
+                            FlowRunRow.status == WAITING,
+                        )
+                        .order_by(FlowRunRow.id.desc())
+                        .limit(1)
+                    )
+                ).first()
         if waiting is not None and caller.can_see(waiting.owner_id):
             node_id = input_node_id or (waiting.pending_input or {}).get("node_id", "")
             answer = given if given else {"text": question}
@@ -771,8 +910,9 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             flow, version, graph = await self._prepare_run(flow_id, version_id)
             inputs = run_inputs(graph.start_params(), {"question": question, **given})
             prefill = {"text": question} if question.strip() else None
-            execution = await self.engine.create(self._new_run(flow, version, inputs, session_id), graph,
-                                                 prefill=prefill, history=history)
+            execution = await self.engine.create(
+                self._new_run(flow, version, inputs, session_id), graph, prefill=prefill, history=history
+            )
             after = 0
         answer_nodes = execution.graph.answer_nodes()
         async for entry in self._read(execution, after, stop_on_close):
@@ -781,14 +921,19 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
                 continue
             yield entry.message
 
-
     # -- Python API for the tools domain (flows as tools) ---------------------------------------------------------
     async def published_flows(self, limit: int) -> list[tuple[flow_pb2.Flow, list[dict[str, Any]]]]:
         """Online flows (everyone may run them), most recently updated first, each with its start variables."""
         caller.current()
         async with self.db.session() as session:
-            rows = list(await session.scalars(select(FlowRow).where(FlowRow.status == ONLINE)
-                                              .order_by(FlowRow.update_time.desc(), FlowRow.id.desc()).limit(limit)))
+            rows = list(
+                await session.scalars(
+                    select(FlowRow)
+                    .where(FlowRow.status == ONLINE)
+                    .order_by(FlowRow.update_time.desc(), FlowRow.id.desc())
+                    .limit(limit)
+                )
+            )
             graphs_ = [await self._current_graph(session, row) for row in rows]
         return [(flow_message(row), start_variables(graph)) for row, graph in zip(rows, graphs_)]
 
@@ -798,8 +943,12 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         async with self.db.session() as session:
             row = await self._flow(session, flow_id)
             if row.status != ONLINE:
-                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FLOW_NOT_PUBLISHED",
-                                    f"flow {flow_id!r} is not published", {"flow_id": flow_id})
+                raise TypecaseError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "FLOW_NOT_PUBLISHED",
+                    f"flow {flow_id!r} is not published",
+                    {"flow_id": flow_id},
+                )
             graph = await self._current_graph(session, row)
         return flow_message(row), start_variables(graph)
 
@@ -808,19 +957,25 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         its error; one that pauses for human input is stopped (a tool call cannot answer it)."""
         await self.published_flow(flow_id)
         flow, version, graph = await self._prepare_run(flow_id, "")
-        execution = await self.engine.create(self._new_run(flow, version, run_inputs(graph.start_params(), inputs),
-                                                           ""), graph)
+        execution = await self.engine.create(
+            self._new_run(flow, version, run_inputs(graph.start_params(), inputs), ""), graph
+        )
         async for entry in self._read(execution, 0, True):
             event = entry.message.event
             if event.HasField("run_finished"):
                 return struct_dict(event.run_finished.outputs)
             if event.HasField("run_failed"):
-                code = next((c for c in grpc.StatusCode if c.value[0] == event.run_failed.code), grpc.StatusCode.UNKNOWN)
+                code = next(
+                    (c for c in grpc.StatusCode if c.value[0] == event.run_failed.code), grpc.StatusCode.UNKNOWN
+                )
                 raise TypecaseError(code, "NODE_FAILED", event.run_failed.message)
             if event.HasField("input_required"):
                 self.engine.stop_execution(execution)
-                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
-                                    "the flow waits for human input, which a tool call cannot give")
+                raise TypecaseError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "FAILED_PRECONDITION",
+                    "the flow waits for human input, which a tool call cannot give",
+                )
         raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "the run left this server; retry")
 
 
@@ -830,5 +985,6 @@ def start_variables(graph: dict[str, Any]) -> list[dict[str, Any]]:
         if isinstance(node, dict) and node.get("type") in ("start", "NODE_TYPE_START", flow_pb2.NODE_TYPE_START):
             return [v for v in ((node.get("params") or {}).get("variables") or []) if isinstance(v, dict)]
     return []
+
 
 __all__ = ["FlowService"]

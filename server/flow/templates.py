@@ -89,8 +89,9 @@ def _bounded(value: Any) -> Any:
     limits = _LIMITS.get()
     if isinstance(value, str):
         if len(value) > limits.max_string_chars:
-            raise SecurityError(f"a string grew past {limits.max_string_chars} characters "
-                                "(flow_template_max_string_chars)")
+            raise SecurityError(
+                f"a string grew past {limits.max_string_chars} characters (flow_template_max_string_chars)"
+            )
     elif isinstance(value, (list, tuple, dict, set)) and len(value) > limits.max_list_items:
         raise SecurityError(f"a list grew past {limits.max_list_items} items (flow_template_max_list_items)")
     return value
@@ -100,8 +101,9 @@ def _tick() -> None:
     """Stop a render past its deadline: called on every loop iteration, call, operator and concatenation, so
     loops that print nothing and macros that recurse are stopped too (not only between output pieces)."""
     if time.monotonic() > _DEADLINE.get():
-        raise SecurityError(f"template took longer than {_LIMITS.get().timeout_seconds:g}s "
-                            "(flow_template_timeout_seconds)")
+        raise SecurityError(
+            f"template took longer than {_LIMITS.get().timeout_seconds:g}s (flow_template_timeout_seconds)"
+        )
 
 
 def _ticking(iterable: Iterable[Any]) -> Iterable[Any]:
@@ -150,10 +152,14 @@ class _Sandbox(SandboxedEnvironment):
                 if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
                     limit = limits.max_string_chars if isinstance(seq, str) else limits.max_list_items
                     if _size(seq) * max(times, 0) > limit:
-                        raise SecurityError("repetition too large: " + (
-                            f"a string is limited to {limit} characters (flow_template_max_string_chars)"
-                            if isinstance(seq, str) else
-                            f"a list is limited to {limit} items (flow_template_max_list_items)"))
+                        raise SecurityError(
+                            "repetition too large: "
+                            + (
+                                f"a string is limited to {limit} characters (flow_template_max_string_chars)"
+                                if isinstance(seq, str)
+                                else f"a list is limited to {limit} items (flow_template_max_list_items)"
+                            )
+                        )
         return _bounded(super().call_binop(context, operator_name, left, right))
 
     def call(__self, __context, __obj, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (jinja's signature)
@@ -215,7 +221,7 @@ def _reference_path(source: str) -> tuple[str, ...] | None:
     expr = match.group(1)
     head = re.match(r"[A-Za-z_][A-Za-z0-9_]*", expr).group(0)
     parts: list[Any] = [head]
-    for attr, index in _PATH_PART.findall(expr[len(head):]):
+    for attr, index in _PATH_PART.findall(expr[len(head) :]):
         parts.append(attr if attr else int(index))
     return tuple(parts)
 
@@ -266,8 +272,9 @@ def _render(template, scope: dict[str, Any], limits: Limits) -> str:
             pieces.append(piece)
             size += len(piece)
             if size > limits.max_output_chars:
-                raise TemplateFailed(f"template output exceeds {limits.max_output_chars} characters "
-                                     "(flow_template_max_output_chars)")
+                raise TemplateFailed(
+                    f"template output exceeds {limits.max_output_chars} characters (flow_template_max_output_chars)"
+                )
             _tick()
     except TemplateFailed:
         raise
@@ -292,8 +299,11 @@ def render_job(request: dict[str, Any]) -> str:
 def render_request(source: str, scope: dict[str, Any], limits: Limits) -> dict[str, Any]:
     """render_job's request, carrying only the variables the template may read: those whose name appears in it
     (found by a scan, not by parsing, which costs up to ~25 µs per expression and stays off the event loop)."""
-    return {"source": source, "scope": {name: scope[name] for name in _identifiers(source) if name in scope},
-            "limits": asdict(limits)}
+    return {
+        "source": source,
+        "scope": {name: scope[name] for name in _identifiers(source) if name in scope},
+        "limits": asdict(limits),
+    }
 
 
 @functools.lru_cache(maxsize=2048)

@@ -28,13 +28,21 @@ class FlowWorkers:
         self.limits = limits
         self.condition_seconds = condition_seconds
         self.memory_bytes = memory_bytes
-        self.pool = WorkerPool(f"{__name__}:run_job", workers=workers, memory_bytes=memory_bytes,
-                               max_reply_bytes=limits.max_output_chars * _REPLY_BYTES_PER_CHAR + 65_536)
+        self.pool = WorkerPool(
+            f"{__name__}:run_job",
+            workers=workers,
+            memory_bytes=memory_bytes,
+            max_reply_bytes=limits.max_output_chars * _REPLY_BYTES_PER_CHAR + 65_536,
+        )
 
     @classmethod
     def from_settings(cls, settings: Any) -> FlowWorkers:
-        return cls(Limits.from_settings(settings), condition_seconds=settings.flow_condition_timeout_seconds,
-                   workers=settings.flow_eval_workers, memory_bytes=settings.flow_eval_memory_bytes)
+        return cls(
+            Limits.from_settings(settings),
+            condition_seconds=settings.flow_condition_timeout_seconds,
+            workers=settings.flow_eval_workers,
+            memory_bytes=settings.flow_eval_memory_bytes,
+        )
 
     # -- templates ---------------------------------------------------------------------------------------------
     async def render(self, source: str, scope: dict[str, Any]) -> str:
@@ -43,19 +51,20 @@ class FlowWorkers:
         if not templates.has_template(source):
             return source
         if len(source) > self.limits.max_chars:
-            raise TemplateFailed(f"template longer than {self.limits.max_chars} characters "
-                                 "(flow_template_max_chars)")
+            raise TemplateFailed(f"template longer than {self.limits.max_chars} characters (flow_template_max_chars)")
         request = {"job": "render", **templates.render_request(source, scope, self.limits)}
         try:
             # A template checks its own deadline and says so; the kill, a little later, is for what it cannot
             # check (one long C call), and costs a new worker.
             return await self.pool.call(request, self.limits.timeout_seconds + KILL_GRACE_SECONDS)
         except DeadlineExceeded:
-            raise TemplateFailed(f"template took longer than {self.limits.timeout_seconds:g}s "
-                                 "(flow_template_timeout_seconds)") from None
+            raise TemplateFailed(
+                f"template took longer than {self.limits.timeout_seconds:g}s (flow_template_timeout_seconds)"
+            ) from None
         except OutOfMemory:
-            raise TemplateFailed(f"template needed more than {self.memory_bytes} bytes of memory "
-                                 "(flow_eval_memory_bytes)") from None
+            raise TemplateFailed(
+                f"template needed more than {self.memory_bytes} bytes of memory (flow_eval_memory_bytes)"
+            ) from None
         except WorkerError as exc:
             raise TemplateFailed(str(exc)) from None
 
@@ -81,8 +90,9 @@ class FlowWorkers:
         if not expr.uses_regex(source):
             return expr.evaluate(source, scope)
         names = {name for name, _ in expr.names(source)}
-        return await self._condition({"job": "expression", "source": source,
-                                      "scope": {name: scope[name] for name in names if name in scope}})
+        return await self._condition(
+            {"job": "expression", "source": source, "scope": {name: scope[name] for name in names if name in scope}}
+        )
 
     async def matches(self, text: Any, pattern: Any) -> bool:
         """Whether the RE2 pattern matches anywhere in the text (raises ExpressionError)."""
@@ -92,11 +102,13 @@ class FlowWorkers:
         try:
             return await self.pool.call(request, self.condition_seconds)
         except DeadlineExceeded:
-            raise expr.ExpressionError(f"took longer than {self.condition_seconds:g}s "
-                                       "(flow_condition_timeout_seconds)") from None
+            raise expr.ExpressionError(
+                f"took longer than {self.condition_seconds:g}s (flow_condition_timeout_seconds)"
+            ) from None
         except OutOfMemory:
-            raise expr.ExpressionError(f"needed more than {self.memory_bytes} bytes of memory "
-                                       "(flow_eval_memory_bytes)") from None
+            raise expr.ExpressionError(
+                f"needed more than {self.memory_bytes} bytes of memory (flow_eval_memory_bytes)"
+            ) from None
         except WorkerError as exc:
             raise expr.ExpressionError(str(exc)) from None
 

@@ -124,8 +124,12 @@ class Gateway:
         self.router: PathRouter[Binding] = PathRouter()
         for binding in self.bindings:
             if not self.router.add(binding.http_method, binding.template, binding):
-                log.warning("%s %s is bound twice; %s keeps the first binding",
-                            binding.http_method, binding.template, binding.rpc)
+                log.warning(
+                    "%s %s is bound twice; %s keeps the first binding",
+                    binding.http_method,
+                    binding.template,
+                    binding.rpc,
+                )
         if isinstance(target, InProcess):
             self.target: Any = target
         elif isinstance(target, grpc.aio.Channel):
@@ -140,7 +144,9 @@ class Gateway:
         self._openapi: dict[str, Any] | None = None
         inner_routes: list[BaseRoute] = []
         if options.openapi_path:
-            inner_routes.append(Route(options.openapi_path, self._openapi_endpoint, methods=["GET"], include_in_schema=False))
+            inner_routes.append(
+                Route(options.openapi_path, self._openapi_endpoint, methods=["GET"], include_in_schema=False)
+            )
         if options.docs_path:
             inner_routes.append(Route(options.docs_path, self._docs_endpoint, methods=["GET"], include_in_schema=False))
         inner_routes.extend(options.routes)
@@ -179,7 +185,7 @@ class Gateway:
             path = quote(scope["path"])
         root = scope.get("root_path")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         return path
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -246,8 +252,16 @@ class Gateway:
             pass  # not a number: the RPC still gets it as last-event-id metadata
 
     async def _unary(
-        self, binding: Binding, params: dict[str, str], query: list[tuple[str, str]] | None, incoming: IncomingMetadata,
-        scope: Scope, receive: Receive, send: Send, base_headers: list[tuple[bytes, bytes]], start: float,
+        self,
+        binding: Binding,
+        params: dict[str, str],
+        query: list[tuple[str, str]] | None,
+        incoming: IncomingMetadata,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        base_headers: list[tuple[bytes, bytes]],
+        start: float,
     ) -> None:
         body = await self._read_body(binding, incoming, receive)
         request = binding.build_request(params, body, incoming.content_type, query, self.options.max_json_depth)
@@ -275,8 +289,14 @@ class Gateway:
         await self._send_response(send, binding, response, initial, trailing, base_headers, start)
 
     async def _send_response(
-        self, send: Send, binding: Binding, response: Any, initial: Any, trailing: Any,
-        base_headers: list[tuple[bytes, bytes]], start: float,
+        self,
+        send: Send,
+        binding: Binding,
+        response: Any,
+        initial: Any,
+        trailing: Any,
+        base_headers: list[tuple[bytes, bytes]],
+        start: float,
     ) -> None:
         if binding.response_is_httpbody:
             body_msg = getattr(response, binding.response_body) if binding.response_body else response
@@ -296,7 +316,9 @@ class Gateway:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _send_error(self, send: Send, failure: RpcFailure, base_headers: list[tuple[bytes, bytes]], start: float) -> None:
+    async def _send_error(
+        self, send: Send, failure: RpcFailure, base_headers: list[tuple[bytes, bytes]], start: float
+    ) -> None:
         body = status_body(failure)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *base_headers]
         headers.extend(metadata_headers(failure.initial_metadata, failure.trailing_metadata))
@@ -306,8 +328,9 @@ class Gateway:
             headers.append((b"allow", ", ".join(failure.allow).encode()))
         retry = failure.detail(error_details_pb2.RetryInfo)
         if retry is not None:  # what a browser or proxy understands without parsing details
-            headers.append((b"retry-after", str(max(1, math.ceil(retry.retry_delay.ToTimedelta().total_seconds())))
-                            .encode()))
+            headers.append(
+                (b"retry-after", str(max(1, math.ceil(retry.retry_delay.ToTimedelta().total_seconds()))).encode())
+            )
         headers.append((b"x-process-time", _process_time(start)))
         status = failure.http_status
         if failure.http_status_override is None and self.options.reason_http_status:
@@ -317,15 +340,25 @@ class Gateway:
         await send({"type": "http.response.body", "body": body})
 
     async def _server_stream(
-        self, binding: Binding, params: dict[str, str], query: list[tuple[str, str]] | None, incoming: IncomingMetadata,
-        scope: Scope, receive: Receive, send: Send, base_headers: list[tuple[bytes, bytes]], start: float,
+        self,
+        binding: Binding,
+        params: dict[str, str],
+        query: list[tuple[str, str]] | None,
+        incoming: IncomingMetadata,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        base_headers: list[tuple[bytes, bytes]],
+        start: float,
     ) -> None:
         body = await self._read_body(binding, incoming, receive)
         request = binding.build_request(params, body, incoming.content_type, query, self.options.max_json_depth)
         if incoming.last_event_id is not None:
             self._apply_last_event_id(binding, request, incoming)
         mode = SSE if "text/event-stream" in incoming.accept else NDJSON
-        writer = HttpStreamWriter(send, mode, binding.encode, binding.seq_field, binding.response_is_httpbody, base_headers, start)
+        writer = HttpStreamWriter(
+            send, mode, binding.encode, binding.seq_field, binding.response_is_httpbody, base_headers, start
+        )
         call_scope = CallScope(self._deadline(incoming))
         watcher = asyncio.ensure_future(watch_disconnect(receive, lambda: call_scope.cancel(_CANCELLED)))
         keepalive = (
@@ -333,8 +366,13 @@ class Gateway:
         )
         try:
             await self.target.server_stream(
-                binding.rpc, request, tuple(incoming.metadata), peer_string(scope.get("client")), call_scope,
-                writer.message, writer.on_initial_metadata,
+                binding.rpc,
+                request,
+                tuple(incoming.metadata),
+                peer_string(scope.get("client")),
+                call_scope,
+                writer.message,
+                writer.on_initial_metadata,
             )
             writer.closed = True
             await writer.finish()
@@ -350,23 +388,45 @@ class Gateway:
                 keepalive.cancel()
 
     async def _client_stream(
-        self, binding: Binding, params: dict[str, str], incoming: IncomingMetadata,
-        scope: Scope, receive: Receive, send: Send, base_headers: list[tuple[bytes, bytes]], start: float,
+        self,
+        binding: Binding,
+        params: dict[str, str],
+        incoming: IncomingMetadata,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        base_headers: list[tuple[bytes, bytes]],
+        start: float,
     ) -> None:
         call_scope = CallScope(self._deadline(incoming))
         content_type = incoming.content_type
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type == "multipart/form-data":
             source = multipart_requests(
-                receive, content_type, binding, params, self.options.upload_chunk_bytes,
-                self.options.max_upload_bytes, self.options.max_form_field_bytes, self.options.max_part_header_bytes,
+                receive,
+                content_type,
+                binding,
+                params,
+                self.options.upload_chunk_bytes,
+                self.options.max_upload_bytes,
+                self.options.max_form_field_bytes,
+                self.options.max_part_header_bytes,
             )
         elif media_type in _CLIENT_STREAM_JSON_TYPES:
-            source = json_requests(receive, binding, params, self.options.max_body_bytes, self.options.max_upload_bytes,
-                                   self.options.max_json_depth)
+            source = json_requests(
+                receive,
+                binding,
+                params,
+                self.options.max_body_bytes,
+                self.options.max_upload_bytes,
+                self.options.max_json_depth,
+            )
         else:
-            raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported Content-Type {media_type!r}: send "
-                             "multipart/form-data or application/x-ndjson", http_status=415)
+            raise RpcFailure(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unsupported Content-Type {media_type!r}: send multipart/form-data or application/x-ndjson",
+                http_status=415,
+            )
         bad_body: list[RpcFailure] = []
 
         async def requests() -> Any:
@@ -383,7 +443,11 @@ class Gateway:
 
         try:
             response, initial, trailing = await self.target.unary(
-                binding.rpc, None, tuple(incoming.metadata), peer_string(scope.get("client")), call_scope,
+                binding.rpc,
+                None,
+                tuple(incoming.metadata),
+                peer_string(scope.get("client")),
+                call_scope,
                 requests=requests(),
             )
         except RpcFailure as failure:
@@ -464,7 +528,9 @@ class Gateway:
         peer = peer_string(scope.get("client"))
         try:
             if binding.server_streaming:
-                await self.target.server_stream(binding.rpc, request, metadata, peer, call_scope, writer.message, _no_headers)
+                await self.target.server_stream(
+                    binding.rpc, request, metadata, peer, call_scope, writer.message, _no_headers
+                )
             else:
                 response, _, _ = await self.target.unary(binding.rpc, request, metadata, peer, call_scope)
                 await writer.message(response)

@@ -62,9 +62,11 @@ def _upload_fields(desc: Descriptor) -> UploadFields | None:
     data = [f for f in desc.fields if f.type == _FD.TYPE_BYTES and not f.is_repeated and f.containing_oneof is None]
     if len(data) != 1:
         return None
+
     def string_field(name: str) -> FieldDescriptor | None:
         f = desc.fields_by_name.get(name)
         return f if f is not None and f.type == _FD.TYPE_STRING and not f.is_repeated else None
+
     return UploadFields(data[0], string_field("file_name"), string_field("content_type"))
 
 
@@ -116,8 +118,9 @@ class Binding:
             self.query.bind(msg, query)
         return msg
 
-    def decode_body(self, msg: Message, body: bytes, content_type: str,
-                    max_json_depth: int = jsontext.DEFAULT_MAX_DEPTH) -> None:
+    def decode_body(
+        self, msg: Message, body: bytes, content_type: str, max_json_depth: int = jsontext.DEFAULT_MAX_DEPTH
+    ) -> None:
         if self.body_is_httpbody:
             target = msg if self.body_field is None else getattr(msg, self.body_field.name)
             target.content_type = content_type

@@ -22,7 +22,9 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 def _failure(e: grpc.aio.AioRpcError) -> RpcFailure:
-    return RpcFailure(e.code(), e.details() or "", tuple(e.trailing_metadata() or ()), tuple(e.initial_metadata() or ()))
+    return RpcFailure(
+        e.code(), e.details() or "", tuple(e.trailing_metadata() or ()), tuple(e.initial_metadata() or ())
+    )
 
 
 def _timeout(scope: CallScope) -> float | None:
@@ -52,7 +54,9 @@ class ChannelTarget:
         self.channel = channel
         self._callables: dict[str, Any] = {}
 
-    def prepare(self, method: str, request_cls: type, response_cls: type, client_streaming: bool, server_streaming: bool) -> None:
+    def prepare(
+        self, method: str, request_cls: type, response_cls: type, client_streaming: bool, server_streaming: bool
+    ) -> None:
         kind = {
             (False, False): self.channel.unary_unary,
             (False, True): self.channel.unary_stream,
@@ -67,11 +71,18 @@ class ChannelTarget:
         )
 
     async def unary(
-        self, method: str, request: Any, metadata: Metadata, peer: str, scope: CallScope,
+        self,
+        method: str,
+        request: Any,
+        metadata: Metadata,
+        peer: str,
+        scope: CallScope,
         requests: AsyncIterator[Any] | None = None,
     ) -> tuple[Any, Metadata, Metadata]:
         pump = _RequestPump(requests) if requests is not None else None
-        call = self._callables[method](pump.__aiter__() if pump else request, metadata=metadata, timeout=_timeout(scope))
+        call = self._callables[method](
+            pump.__aiter__() if pump else request, metadata=metadata, timeout=_timeout(scope)
+        )
         if pump is not None:
             pump.call = call
         try:
@@ -94,8 +105,14 @@ class ChannelTarget:
         return response, tuple(initial or ()), tuple(trailing or ())
 
     async def server_stream(
-        self, method: str, request: Any, metadata: Metadata, peer: str, scope: CallScope,
-        emit: Callable[[Any], Awaitable[None]], on_initial_metadata: Callable[[Metadata], Awaitable[None]],
+        self,
+        method: str,
+        request: Any,
+        metadata: Metadata,
+        peer: str,
+        scope: CallScope,
+        emit: Callable[[Any], Awaitable[None]],
+        on_initial_metadata: Callable[[Metadata], Awaitable[None]],
     ) -> None:
         call = self._callables[method](request, metadata=metadata, timeout=_timeout(scope))
         first = True

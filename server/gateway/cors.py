@@ -18,14 +18,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 EXPOSED_HEADERS = ("x-trace-id", "x-process-time", "retry-after", "grpc-status", "grpc-message", "content-disposition")
 
 
-def with_cors(app: ASGIApp, origins: Sequence[str], methods: Sequence[str], headers: Sequence[str],
-              max_age: int) -> ASGIApp:
+def with_cors(
+    app: ASGIApp, origins: Sequence[str], methods: Sequence[str], headers: Sequence[str], max_age: int
+) -> ASGIApp:
     guarded = WebSocketOriginGuard(app, origins)
     if not origins:
         return guarded
-    return CORSMiddleware(guarded, allow_origins=list(origins), allow_methods=list(methods),
-                          allow_headers=list(headers), expose_headers=list(EXPOSED_HEADERS), max_age=max_age,
-                          allow_credentials=False)
+    return CORSMiddleware(
+        guarded,
+        allow_origins=list(origins),
+        allow_methods=list(methods),
+        allow_headers=list(headers),
+        expose_headers=list(EXPOSED_HEADERS),
+        max_age=max_age,
+        allow_credentials=False,
+    )
 
 
 class WebSocketOriginGuard:

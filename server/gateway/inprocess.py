@@ -95,8 +95,22 @@ class ServicerContext(grpc.aio.ServicerContext):
     """grpc.aio.ServicerContext for an in-process call (behaves as the real one; see module doc)."""
 
     __slots__ = (
-        "_metadata", "_peer", "_scope", "_code", "_details", "_trailing", "_initial", "_initial_sent",
-        "_aborted", "_done", "_cancelled", "_callbacks", "_emit", "_on_initial", "_requests", "_method",
+        "_metadata",
+        "_peer",
+        "_scope",
+        "_code",
+        "_details",
+        "_trailing",
+        "_initial",
+        "_initial_sent",
+        "_aborted",
+        "_done",
+        "_cancelled",
+        "_callbacks",
+        "_emit",
+        "_on_initial",
+        "_requests",
+        "_method",
     )
 
     def __init__(
@@ -288,7 +302,9 @@ class InProcess:
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]) -> None:
         self._generic.extend(generic_rpc_handlers)
 
-    def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
         for name, handler in method_handlers.items():
             self._registered[f"/{service_name}/{name}"] = handler
 
@@ -328,7 +344,12 @@ class InProcess:
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def unary(
-        self, method: str, request: Any, metadata: Metadata, peer: str, scope: CallScope,
+        self,
+        method: str,
+        request: Any,
+        metadata: Metadata,
+        peer: str,
+        scope: CallScope,
         requests: AsyncIterator[Any] | None = None,
     ) -> tuple[Any, Metadata, Metadata]:
         """Run a unary-response call; returns (response, initial md, trailing md) or raises RpcFailure."""
@@ -383,8 +404,14 @@ class InProcess:
         return response, ctx._initial, ctx._trailing
 
     async def server_stream(
-        self, method: str, request: Any, metadata: Metadata, peer: str, scope: CallScope,
-        emit: Emit, on_initial_metadata: Callable[[Metadata], Awaitable[None]],
+        self,
+        method: str,
+        request: Any,
+        metadata: Metadata,
+        peer: str,
+        scope: CallScope,
+        emit: Emit,
+        on_initial_metadata: Callable[[Metadata], Awaitable[None]],
     ) -> ServicerContext:
         """Run a server-streaming call, awaiting ``emit(message)`` for each response message.
 

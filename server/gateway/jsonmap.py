@@ -53,23 +53,50 @@ INT_RANGES = {
     _FD.TYPE_FIXED64: (0, 2**64 - 1),
 }
 TYPE_NAMES = {
-    _FD.TYPE_DOUBLE: "double", _FD.TYPE_FLOAT: "float", _FD.TYPE_INT64: "int64", _FD.TYPE_UINT64: "uint64",
-    _FD.TYPE_INT32: "int32", _FD.TYPE_FIXED64: "fixed64", _FD.TYPE_FIXED32: "fixed32", _FD.TYPE_BOOL: "bool",
-    _FD.TYPE_STRING: "string", _FD.TYPE_BYTES: "bytes", _FD.TYPE_UINT32: "uint32", _FD.TYPE_ENUM: "enum",
-    _FD.TYPE_SFIXED32: "sfixed32", _FD.TYPE_SFIXED64: "sfixed64", _FD.TYPE_SINT32: "sint32",
-    _FD.TYPE_SINT64: "sint64", _FD.TYPE_MESSAGE: "message", _FD.TYPE_GROUP: "group",
+    _FD.TYPE_DOUBLE: "double",
+    _FD.TYPE_FLOAT: "float",
+    _FD.TYPE_INT64: "int64",
+    _FD.TYPE_UINT64: "uint64",
+    _FD.TYPE_INT32: "int32",
+    _FD.TYPE_FIXED64: "fixed64",
+    _FD.TYPE_FIXED32: "fixed32",
+    _FD.TYPE_BOOL: "bool",
+    _FD.TYPE_STRING: "string",
+    _FD.TYPE_BYTES: "bytes",
+    _FD.TYPE_UINT32: "uint32",
+    _FD.TYPE_ENUM: "enum",
+    _FD.TYPE_SFIXED32: "sfixed32",
+    _FD.TYPE_SFIXED64: "sfixed64",
+    _FD.TYPE_SINT32: "sint32",
+    _FD.TYPE_SINT64: "sint64",
+    _FD.TYPE_MESSAGE: "message",
+    _FD.TYPE_GROUP: "group",
 }
 
 WRAPPERS = frozenset(
     "google.protobuf." + n
-    for n in ("DoubleValue", "FloatValue", "Int64Value", "UInt64Value", "Int32Value", "UInt32Value",
-              "BoolValue", "StringValue", "BytesValue")
+    for n in (
+        "DoubleValue",
+        "FloatValue",
+        "Int64Value",
+        "UInt64Value",
+        "Int32Value",
+        "UInt32Value",
+        "BoolValue",
+        "StringValue",
+        "BytesValue",
+    )
 )
 # Message types whose JSON form is not an object of their fields.
 SPECIAL_TYPES = WRAPPERS | {
-    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
-    "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue",
-    "google.protobuf.Any", "google.protobuf.Empty",
+    "google.protobuf.Timestamp",
+    "google.protobuf.Duration",
+    "google.protobuf.FieldMask",
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.ListValue",
+    "google.protobuf.Any",
+    "google.protobuf.Empty",
 }
 _FLOAT32_MAX = 3.4028234663852886e38
 

@@ -42,19 +42,57 @@ TRAILER_HEADER_PREFIX = "grpc-trailer-"
 PERMANENT_HEADERS = frozenset(
     h.lower()
     for h in (
-        "Accept", "Accept-Charset", "Accept-Language", "Accept-Ranges", "Authorization", "Cache-Control",
-        "Content-Type", "Cookie", "Date", "Expect", "From", "Host", "If-Match", "If-Modified-Since",
-        "If-None-Match", "If-Schedule-Tag-Match", "If-Unmodified-Since", "Max-Forwards", "Origin",
-        "Pragma", "Referer", "User-Agent", "Via", "Warning",
+        "Accept",
+        "Accept-Charset",
+        "Accept-Language",
+        "Accept-Ranges",
+        "Authorization",
+        "Cache-Control",
+        "Content-Type",
+        "Cookie",
+        "Date",
+        "Expect",
+        "From",
+        "Host",
+        "If-Match",
+        "If-Modified-Since",
+        "If-None-Match",
+        "If-Schedule-Tag-Match",
+        "If-Unmodified-Since",
+        "Max-Forwards",
+        "Origin",
+        "Pragma",
+        "Referer",
+        "User-Agent",
+        "Via",
+        "Warning",
     )
 )
 _RESERVED_KEYS = frozenset(
-    {"content-type", "te", "connection", "host", "keep-alive", "proxy-connection", "transfer-encoding",
-     "upgrade", "user-agent"}
+    {
+        "content-type",
+        "te",
+        "connection",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+    }
 )
 _PERMANENT_KEYS = {h.encode("latin-1"): METADATA_PREFIX + h for h in PERMANENT_HEADERS}
-_SPECIAL_HEADERS = {b"x-trace-id": 1, b"traceparent": 2, b"tracestate": 3, b"grpc-timeout": 4, b"x-forwarded-for": 5,
-                    b"x-forwarded-host": 6, b"last-event-id": 7, b"content-length": 8, b"sec-websocket-protocol": 9}
+_SPECIAL_HEADERS = {
+    b"x-trace-id": 1,
+    b"traceparent": 2,
+    b"tracestate": 3,
+    b"grpc-timeout": 4,
+    b"x-forwarded-for": 5,
+    b"x-forwarded-host": 6,
+    b"last-event-id": 7,
+    b"content-length": 8,
+    b"sec-websocket-protocol": 9,
+}
 _VALID_KEY = re.compile(r"[0-9a-z_.\-]+\Z")
 _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -109,8 +147,17 @@ def peer_string(client: tuple[str, int] | list | None) -> str:
 class IncomingMetadata:
     """Everything the gateway derives from the request headers for one call."""
 
-    __slots__ = ("metadata", "trace_id", "timeout", "last_event_id", "has_authorization", "ws_bearer",
-                 "content_type", "content_length", "accept")
+    __slots__ = (
+        "metadata",
+        "trace_id",
+        "timeout",
+        "last_event_id",
+        "has_authorization",
+        "ws_bearer",
+        "content_type",
+        "content_length",
+        "accept",
+    )
 
     def __init__(self) -> None:
         self.metadata: list[tuple[str, str | bytes]] = []
@@ -153,7 +200,7 @@ def incoming_metadata(
             continue
         if raw_name.startswith(b"grpc-metadata-"):
             name = raw_name.decode("latin-1").lower()
-            key = name[len(METADATA_HEADER_PREFIX):]
+            key = name[len(METADATA_HEADER_PREFIX) :]
             if not _VALID_KEY.match(key) or key.startswith("grpc-") or key in _RESERVED_KEYS:
                 continue
             value = raw_value.decode("latin-1")

@@ -55,8 +55,10 @@ def load_comments(descriptor_set: bytes | None) -> dict[str, str]:
         return out
     fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set)
     for f in fds.file:
-        by_path = {tuple(loc.path): (loc.leading_comments or loc.trailing_comments).strip()
-                   for loc in f.source_code_info.location}
+        by_path = {
+            tuple(loc.path): (loc.leading_comments or loc.trailing_comments).strip()
+            for loc in f.source_code_info.location
+        }
         pkg = f"{f.package}." if f.package else ""
 
         def walk_message(msg: descriptor_pb2.DescriptorProto, path: tuple[int, ...], prefix: str) -> None:
@@ -124,8 +126,11 @@ class SchemaBuilder:
         t = fd.type
         if t in jsonmap.INT64_TYPES:
             unsigned = t in (_FD.TYPE_UINT64, _FD.TYPE_FIXED64)
-            return {"type": "string", "format": "uint64" if unsigned else "int64",
-                    "pattern": r"^[0-9]+$" if unsigned else r"^-?[0-9]+$"}
+            return {
+                "type": "string",
+                "format": "uint64" if unsigned else "int64",
+                "pattern": r"^[0-9]+$" if unsigned else r"^-?[0-9]+$",
+            }
         if t in jsonmap.INT32_TYPES:
             lo, hi = jsonmap.INT_RANGES[t]
             return {"type": "integer", "format": "int32" if lo < 0 else "uint32", "minimum": lo, "maximum": hi}
@@ -149,8 +154,11 @@ class SchemaBuilder:
         if enum.full_name not in self.schemas:
             schema: dict[str, Any] = {"type": "string", "enum": [v.name for v in enum.values]}
             doc = self.comments.get(enum.full_name)
-            values = [f"- {v.name}: {self.comments[f'{enum.full_name}.{v.name}']}"
-                      for v in enum.values if f"{enum.full_name}.{v.name}" in self.comments]
+            values = [
+                f"- {v.name}: {self.comments[f'{enum.full_name}.{v.name}']}"
+                for v in enum.values
+                if f"{enum.full_name}.{v.name}" in self.comments
+            ]
             if doc or values:
                 schema["description"] = "\n".join([doc or "", *values]).strip()
             self.schemas[enum.full_name] = schema
@@ -169,8 +177,11 @@ class SchemaBuilder:
             schema: dict[str, Any] = {"type": "object", "properties": props}
             if name in self.comments:
                 schema["description"] = self.comments[name]
-            oneofs = [o for o in desc.oneofs if not (len(o.fields) == 1 and o.fields[0].has_presence
-                                                      and o.name.startswith("_"))]
+            oneofs = [
+                o
+                for o in desc.oneofs
+                if not (len(o.fields) == 1 and o.fields[0].has_presence and o.name.startswith("_"))
+            ]
             if oneofs:
                 extra = "; ".join(f"at most one of {', '.join(f.name for f in o.fields)}" for o in oneofs)
                 schema["description"] = f"{schema.get('description', '')}\n\n({extra})".strip()
@@ -252,7 +263,7 @@ def openapi_path(binding: Binding, builder: SchemaBuilder) -> tuple[str, list[di
             continue
         leaf = fields[var.name].leaf
         doc = builder.comments.get(leaf.full_name)
-        sub = segs[var.start:var.end]
+        sub = segs[var.start : var.end]
         if len(sub) == 1 and sub[0][0] == STAR:
             name = unique(param_name(var.name))
             parts.append("{" + name + "}")
@@ -275,9 +286,16 @@ def openapi_path(binding: Binding, builder: SchemaBuilder) -> tuple[str, list[di
                 if kind == STAR:
                     schema["pattern"] = "^[^/]+$"
                 what = "a segment" if kind == STAR else "the remaining segments (slashes unescaped)"
-                params.append({"name": name, "in": "path", "required": True, "schema": schema,
-                               "x-field-path": var.name,
-                               "description": f"{what} of `{var.name}` ({t.text})" + (f". {doc}" if doc else "")})
+                params.append(
+                    {
+                        "name": name,
+                        "in": "path",
+                        "required": True,
+                        "schema": schema,
+                        "x-field-path": var.name,
+                        "description": f"{what} of `{var.name}` ({t.text})" + (f". {doc}" if doc else ""),
+                    }
+                )
         i = var.end
     path = "/" + "/".join(parts)
     if t.verb:
@@ -321,8 +339,11 @@ def _query_parameters(builder: SchemaBuilder, binding: Binding) -> list[dict[str
                 walk(mt, path, (*stack, mt.full_name))
                 continue
             if mt is not None:
-                schema = dict(_QUERYABLE_WKT[mt.full_name]) if mt.full_name not in jsonmap.WRAPPERS else builder.scalar(
-                    mt.fields_by_name["value"])
+                schema = (
+                    dict(_QUERYABLE_WKT[mt.full_name])
+                    if mt.full_name not in jsonmap.WRAPPERS
+                    else builder.scalar(mt.fields_by_name["value"])
+                )
             else:
                 schema = builder.scalar(fd)
             if fd.is_repeated:
@@ -355,11 +376,16 @@ def _request_body(builder: SchemaBuilder, binding: Binding) -> dict[str, Any] | 
             "application/x-ndjson": {"schema": builder.message(req)},
         }
         if binding.upload is not None:
-            props: dict[str, Any] = {"file": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}}
+            props: dict[str, Any] = {
+                "file": {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
+            }
             content = {"multipart/form-data": {"schema": {"type": "object", "properties": props}}, **content}
-        return {"required": False, "content": content,
-                "description": "A client stream: a multipart upload (text fields first, then the file) "
-                               "or one JSON request message per line."}
+        return {
+            "required": False,
+            "content": content,
+            "description": "A client stream: a multipart upload (text fields first, then the file) "
+            "or one JSON request message per line.",
+        }
     if not binding.body:
         return None
     if binding.body_is_httpbody:
@@ -404,7 +430,7 @@ def split_summary(doc: str) -> tuple[str, str]:
     end = _SENTENCE_END.search(text)
     if end is None:
         return text, after.strip()
-    return text[:end.start() + 1], "\n\n".join(p for p in (text[end.end():].strip(), after.strip()) if p)
+    return text[: end.start() + 1], "\n\n".join(p for p in (text[end.end() :].strip(), after.strip()) if p)
 
 
 _SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)[.!?](\s+(?=[A-Z(`\"])|\s*$)")
@@ -432,20 +458,28 @@ def _operation(builder: SchemaBuilder, binding: Binding, path_params: list[dict[
         result = _response_schema(builder, binding)
         ok = {
             "description": "A successful response (streaming responses): NDJSON lines by default, "
-                           "Server-Sent Events with Accept: text/event-stream, or WebSocket frames on Upgrade.",
+            "Server-Sent Events with Accept: text/event-stream, or WebSocket frames on Upgrade.",
             "content": {
                 "application/x-ndjson": {"schema": _stream_result(builder, binding, result)},
-                "text/event-stream": {"schema": {"type": "string",
-                                                 "description": "id: <seq>, data: <message JSON>; event: error "
-                                                                "carries a google.rpc.Status."}},
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": "id: <seq>, data: <message JSON>; event: error carries a google.rpc.Status.",
+                    }
+                },
             },
         }
     else:
-        ok = {"description": "A successful response.", "content": {"application/json": {"schema": _response_schema(builder, binding)}}}
+        ok = {
+            "description": "A successful response.",
+            "content": {"application/json": {"schema": _response_schema(builder, binding)}},
+        }
     op["responses"] = {
         "200": ok,
-        "default": {"description": "An unexpected error response.",
-                    "content": {"application/json": {"schema": _ref(STATUS)}}},
+        "default": {
+            "description": "An unexpected error response.",
+            "content": {"application/json": {"schema": _ref(STATUS)}},
+        },
     }
     return op
 

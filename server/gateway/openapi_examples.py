@@ -65,8 +65,7 @@ def message_example(desc: Descriptor, depth: int = 0, skip: frozenset[str] = fro
         return _WKT_EXAMPLES[desc.full_name]
     if depth >= MAX_DEPTH:
         return {}
-    fields = [fd for fd in desc.fields
-              if fd.name not in skip and field_behavior_pb2.OUTPUT_ONLY not in _behaviors(fd)]
+    fields = [fd for fd in desc.fields if fd.name not in skip and field_behavior_pb2.OUTPUT_ONLY not in _behaviors(fd)]
     required = [fd for fd in fields if field_behavior_pb2.REQUIRED in _behaviors(fd)]
     plain = [fd for fd in fields if fd.message_type is None and not fd.is_repeated]
     if depth >= MAX_DEPTH - 1:

@@ -36,11 +36,31 @@ RESERVED_PARAMS = frozenset({"access_token"})
 _MAP_KEY = re.compile(r"^(.*)\[(.*)\]$")
 _INT = re.compile(r"[+-]?[0-9]+\Z")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
-_BOOLS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
-          "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
+_BOOLS = {
+    "1": True,
+    "t": True,
+    "T": True,
+    "TRUE": True,
+    "true": True,
+    "True": True,
+    "0": False,
+    "f": False,
+    "F": False,
+    "FALSE": False,
+    "false": False,
+    "False": False,
+}
 _GO_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NANOS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9,
-               "m": 60 * 10**9, "h": 3600 * 10**9}
+_UNIT_NANOS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
 _MAX_DURATION_SECONDS = 315_576_000_000
 
 
@@ -90,8 +110,14 @@ def _parse_int(text: str, t: int) -> int:
 
 
 def _parse_float(text: str, t: int) -> float:
-    special = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf"),
-               "+Inf": float("inf"), "Inf": float("inf"), "-Inf": float("-inf")}
+    special = {
+        "NaN": float("nan"),
+        "Infinity": float("inf"),
+        "-Infinity": float("-inf"),
+        "+Inf": float("inf"),
+        "Inf": float("inf"),
+        "-Inf": float("-inf"),
+    }
     if text in special:
         return special[text]
     if not _FLOAT.match(text):

@@ -45,8 +45,19 @@ def dumps(value: Any) -> bytes:
 class HttpStreamWriter:
     """Writes one server stream as NDJSON, SSE or raw HttpBody chunks (see module docstring)."""
 
-    __slots__ = ("send", "mode", "encode", "seq_field", "raw", "base_headers", "started", "count", "start_time",
-                 "closed", "initial_metadata")
+    __slots__ = (
+        "send",
+        "mode",
+        "encode",
+        "seq_field",
+        "raw",
+        "base_headers",
+        "started",
+        "count",
+        "start_time",
+        "closed",
+        "initial_metadata",
+    )
 
     def __init__(
         self,
@@ -200,7 +211,9 @@ class WebSocketWriter:
             return
         self.closed = True
         await self.send({"type": "websocket.send", "text": _json_encode({"error": status_dict(failure)})})
-        await self.send({"type": "websocket.close", "code": ws_close_code(failure.code), "reason": failure.message[:120]})
+        await self.send(
+            {"type": "websocket.close", "code": ws_close_code(failure.code), "reason": failure.message[:120]}
+        )
 
     async def finish(self) -> None:
         if self.closed:

@@ -38,16 +38,20 @@ REDIS_MAX_CONNECTIONS = 500
 REDIS_POOL_WAIT_SECONDS = 10.0
 
 
-def redis_pool(url: str, max_connections: int = REDIS_MAX_CONNECTIONS, retries: int = 3,
-               **connection_kwargs: Any) -> aioredis.BlockingConnectionPool:
+def redis_pool(
+    url: str, max_connections: int = REDIS_MAX_CONNECTIONS, retries: int = 3, **connection_kwargs: Any
+) -> aioredis.BlockingConnectionPool:
     """The connection pool of each of our Redis clients. When every connection is busy, a caller waits (up to
     REDIS_POOL_WAIT_SECONDS) for one instead of failing at once, as redis-py's default pool does past 100.
     Commands retry a few times on connection errors, so that the first command on a connection Redis closed (a
     restart, a failover) reconnects instead of failing; beyond that callers get the error at once."""
     return aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=REDIS_POOL_WAIT_SECONDS,
+        url,
+        max_connections=max_connections,
+        timeout=REDIS_POOL_WAIT_SECONDS,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
-        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError], **connection_kwargs,
+        retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+        **connection_kwargs,
     )
 
 
@@ -62,8 +66,12 @@ def limits_storage(redis_url: str | None, key_prefix: str, max_connections: int 
     if not redis_url:
         return _memory_limits_storage()
     scheme, sep, rest = redis_url.partition("://")
-    return RedisStorage(f"async+{scheme}{sep}{rest}", implementation="redispy", key_prefix=key_prefix,
-                        connection_pool=redis_pool(redis_url, max_connections))
+    return RedisStorage(
+        f"async+{scheme}{sep}{rest}",
+        implementation="redispy",
+        key_prefix=key_prefix,
+        connection_pool=redis_pool(redis_url, max_connections),
+    )
 
 
 def _memory_limits_storage():
@@ -87,7 +95,7 @@ def _memory_limits_storage():
 
         def _sweep(self, now: float) -> None:  # no await inside: nothing interleaves, so no lock is needed
             for key, events in list(self.events.items()):  # newest first, by expiry
-                kept = events[:bisect.bisect_left(events, -now, key=lambda event: -event.expiry)]
+                kept = events[: bisect.bisect_left(events, -now, key=lambda event: -event.expiry)]
                 if kept:
                     self.events[key] = kept
                 else:
@@ -96,8 +104,11 @@ def _memory_limits_storage():
                 if when <= now:
                     self.storage.pop(key, None)
                     del self.expirations[key]
-            for key in [k for k, lock in self.locks.items() if not lock.locked()
-                        and k not in self.events and k not in self.storage]:
+            for key in [
+                k
+                for k, lock in self.locks.items()
+                if not lock.locked() and k not in self.events and k not in self.storage
+            ]:
                 del self.locks[key]
 
     return InlineSweepMemoryStorage()
@@ -263,13 +274,17 @@ class RedisCache(Cache):
         self.prefix = key_prefix
         self.name = "cache/redis"
         # No socket read timeout: blocking XREADs legitimately wait; keepalive + health checks catch dead peers.
-        self._client = aioredis.Redis(connection_pool=redis_pool(
-            url, max_connections, retries,
-            socket_connect_timeout=connect_timeout,
-            socket_keepalive=True,
-            health_check_interval=30,
-            client_name=client_name,
-        ))
+        self._client = aioredis.Redis(
+            connection_pool=redis_pool(
+                url,
+                max_connections,
+                retries,
+                socket_connect_timeout=connect_timeout,
+                socket_keepalive=True,
+                health_check_interval=30,
+                client_name=client_name,
+            )
+        )
         self._incr = self._client.register_script(_INCR_LUA)
         self._delete_if = self._client.register_script(_DELETE_IF_LUA)
 
@@ -658,8 +673,12 @@ class _QueueIterator:
         return await self._queue.get()
 
 
-def create_cache(redis_url: str | None, key_prefix: str = "typecase:",
-                 max_connections: int = REDIS_MAX_CONNECTIONS, streams_file: Path | None = None) -> Cache:
+def create_cache(
+    redis_url: str | None,
+    key_prefix: str = "typecase:",
+    max_connections: int = REDIS_MAX_CONNECTIONS,
+    streams_file: Path | None = None,
+) -> Cache:
     """Redis when a URL is configured, else the in-process cache; with `streams_file`, the in-process cache keeps
     its streams (event logs) in that SQLite file across restarts (infra/journal.py)."""
     if redis_url:

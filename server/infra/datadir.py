@@ -26,8 +26,9 @@ def prepare_data_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     if stat.S_IMODE(path.stat().st_mode) & OTHERS:
         tightened = tighten(path)
-        log.warning("data dir %s was readable by other users: made it and %d entries in it private (0700/0600)",
-                    path, tightened)
+        log.warning(
+            "data dir %s was readable by other users: made it and %d entries in it private (0700/0600)", path, tightened
+        )
 
 
 def tighten(root: Path) -> int:

@@ -197,8 +197,14 @@ class _Connection(asyncio.Protocol):
         self.transport.write(request)
 
     def reusable(self) -> bool:
-        return (self.done and not self.chunks and self.error is None and not self.lost
-                and not self.transport.is_closing() and self.keep_alive)
+        return (
+            self.done
+            and not self.chunks
+            and self.error is None
+            and not self.lost
+            and not self.transport.is_closing()
+            and self.keep_alive
+        )
 
     def close(self) -> None:
         self.active = False
@@ -253,8 +259,7 @@ class StreamClient:
     (None or 0: unbounded); idle ones are closed after `keepalive_expiry` seconds (None: kept until the server
     closes them). TLS verification follows httpx's defaults (certifi, SSL_CERT_FILE / SSL_CERT_DIR)."""
 
-    def __init__(self, *, max_connections: int | None = 100, keepalive_expiry: float | None = 5.0,
-                 verify: bool = True):
+    def __init__(self, *, max_connections: int | None = 100, keepalive_expiry: float | None = 5.0, verify: bool = True):
         self._max = max_connections or 0
         self._expiry = keepalive_expiry
         self._verify = verify
@@ -264,8 +269,14 @@ class StreamClient:
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
 
-    async def send(self, method: str, url: str, headers: Iterable[tuple[bytes, bytes]], content: bytes | None,
-                   timeout: dict[str, float | None]) -> RawResponse:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        content: bytes | None,
+        timeout: dict[str, float | None],
+    ) -> RawResponse:
         """One exchange; returns once the response head arrived. Raises httpx's exceptions."""
         key, authority, target = _target(str(url))
         request = self._request(method, authority, target, headers, content)
@@ -286,13 +297,15 @@ class StreamClient:
             except BaseException:  # cancelled or timed out while waiting: the exchange is abandoned
                 self._release(conn, False)
                 raise
-            return RawResponse(conn.status, conn.reason.decode("latin-1"), conn.headers,
-                               _Body(self, conn, read_timeout))
+            return RawResponse(
+                conn.status, conn.reason.decode("latin-1"), conn.headers, _Body(self, conn, read_timeout)
+            )
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _request(method: str, authority: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]],
-                 content: bytes | None) -> bytes:
+    def _request(
+        method: str, authority: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]], content: bytes | None
+    ) -> bytes:
         lines = [b"%s %s HTTP/1.1\r\n" % (method.encode("ascii"), target)]
         has_host = has_length = False
         for name, value in headers:
@@ -327,15 +340,19 @@ class StreamClient:
                 if conn.expiry is not None:
                     conn.expiry.cancel()
                     conn.expiry = None
-                if conn.lost or conn.transport.is_closing() or (
-                        self._expiry is not None and loop.time() - conn.idle_since > self._expiry):
+                if (
+                    conn.lost
+                    or conn.transport.is_closing()
+                    or (self._expiry is not None and loop.time() - conn.idle_since > self._expiry)
+                ):
                     self._release(conn, False)
                     continue
                 return conn, True
             if not self._max or len(self._open) < self._max:
                 return await self._connect(key, timeout.get("connect")), False
-            if oldest := min((c for conns in self._idle.values() for c in conns),
-                             key=lambda c: c.idle_since, default=None):
+            if oldest := min(
+                (c for conns in self._idle.values() for c in conns), key=lambda c: c.idle_since, default=None
+            ):
                 self._release(oldest, False)  # an idle connection to another host makes room
                 continue
             waiter = loop.create_future()
@@ -361,7 +378,8 @@ class StreamClient:
         try:
             async with asyncio.timeout(connect_timeout):
                 await asyncio.get_running_loop().create_connection(
-                    lambda: conn, host, port, ssl=tls, server_hostname=host if tls is not None else None)
+                    lambda: conn, host, port, ssl=tls, server_hostname=host if tls is not None else None
+                )
         except TimeoutError:
             self._forget(conn)
             raise httpx.ConnectTimeout(f"no connection to {host}:{port} within {connect_timeout:g}s") from None

@@ -99,8 +99,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """`max_connections` open connections at most (None: unbounded); idle ones are kept `keepalive_expiry`
     seconds. TLS verification follows httpx's defaults (certifi, SSL_CERT_FILE / SSL_CERT_DIR)."""
 
-    def __init__(self, *, max_connections: int | None = 100, keepalive_expiry: float | None = 5.0,
-                 verify: bool = True):
+    def __init__(self, *, max_connections: int | None = 100, keepalive_expiry: float | None = 5.0, verify: bool = True):
         self._max_connections = max_connections or 0
         self._keepalive = keepalive_expiry if keepalive_expiry is not None else 15.0
         self._ssl = httpx.create_ssl_context(verify=verify)
@@ -108,17 +107,28 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # made on first use, inside the running loop (aiohttp binds to it)
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
-                                             keepalive_timeout=self._keepalive, ssl=self._ssl)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, keepalive_timeout=self._keepalive, ssl=self._ssl
+            )
             self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS, timeout=aiohttp.ClientTimeout(total=None), trust_env=False,
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                timeout=aiohttp.ClientTimeout(total=None),
+                trust_env=False,
             )
         return self._session
 
-    async def send(self, method: str, url: str, headers: Iterable[tuple[bytes, bytes]],
-                   content: bytes | AsyncIterable[bytes] | None, timeout: dict[str, float | None],
-                   sni_hostname: str | None = None) -> RawResponse:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[bytes, bytes]],
+        content: bytes | AsyncIterable[bytes] | None,
+        timeout: dict[str, float | None],
+        sni_hostname: str | None = None,
+    ) -> RawResponse:
         """One exchange without httpx's Request and Response objects (~0.1 ms a request, which the proxy's
         per-request budget notices): headers as ASGI-style byte pairs both ways. Raises httpx's exceptions."""
         connect, pool = timeout.get("connect"), timeout.get("pool")
@@ -130,11 +140,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             with _mapped(True):
                 response = await self._client().request(
-                    method, URL(url, encoded=True),  # sent as given: yarl would requote %2F and the like
-                    headers=sent, data=content or None, allow_redirects=False, server_hostname=sni_hostname,
+                    method,
+                    URL(url, encoded=True),  # sent as given: yarl would requote %2F and the like
+                    headers=sent,
+                    data=content or None,
+                    allow_redirects=False,
+                    server_hostname=sni_hostname,
                     timeout=aiohttp.ClientTimeout(
-                        total=None, sock_connect=connect, sock_read=timeout.get("read"),
-                        connect=None if connect is None and pool is None else (connect or 0) + (pool or 0)),
+                        total=None,
+                        sock_connect=connect,
+                        sock_read=timeout.get("read"),
+                        connect=None if connect is None and pool is None else (connect or 0) + (pool or 0),
+                    ),
                 )
         except httpx.HTTPError:
             if upload is not None and upload.error is not None:
@@ -147,10 +164,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             content: bytes | AsyncIterable[bytes] = request.content
         except httpx.RequestNotRead:
             content = request.stream
-        raw = await self.send(request.method, str(request.url), request.headers.raw, content,
-                              request.extensions.get("timeout") or {}, request.extensions.get("sni_hostname"))
-        return httpx.Response(status_code=raw.status, headers=raw.headers, stream=raw.body, request=request,
-                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": raw.reason.encode()})
+        raw = await self.send(
+            request.method,
+            str(request.url),
+            request.headers.raw,
+            content,
+            request.extensions.get("timeout") or {},
+            request.extensions.get("sni_hostname"),
+        )
+        return httpx.Response(
+            status_code=raw.status,
+            headers=raw.headers,
+            stream=raw.body,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": raw.reason.encode()},
+        )
 
     async def aclose(self) -> None:
         if self._session is not None:

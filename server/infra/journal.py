@@ -59,10 +59,10 @@ def decode_fields(blob: bytes) -> dict[str, bytes]:
     fields, at = {}, 0
     while at < len(blob):
         (size,) = _KEY_LEN.unpack_from(blob, at)
-        name = blob[at + 2:at + 2 + size].decode()
+        name = blob[at + 2 : at + 2 + size].decode()
         at += 2 + size
         (size,) = _VALUE_LEN.unpack_from(blob, at)
-        fields[name] = blob[at + 4:at + 4 + size]
+        fields[name] = blob[at + 4 : at + 4 + size]
         at += 4 + size
     return fields
 
@@ -122,8 +122,9 @@ class StreamFile:
     def purge(self) -> bool:
         """Delete up to PURGE_STREAMS expired streams; True when there may be more."""
         assert self.db is not None
-        expired = self.db.execute("SELECT id, key FROM streams WHERE expires_at <= ? LIMIT ?",
-                                  (time.time(), PURGE_STREAMS)).fetchall()
+        expired = self.db.execute(
+            "SELECT id, key FROM streams WHERE expires_at <= ? LIMIT ?", (time.time(), PURGE_STREAMS)
+        ).fetchall()
         if expired:
             with self.transaction() as db:
                 self._drop(db, [stream_id for stream_id, _ in expired])
@@ -134,8 +135,13 @@ class StreamFile:
         self.next_purge = time.monotonic() + (0 if more else PURGE_EVERY_SECONDS)
         return more
 
-    def append(self, fresh: list[str], rows: list[tuple[str, bytes]], expiries: dict[str, float],
-               maxlen: tuple[str, int] | None = None) -> None:
+    def append(
+        self,
+        fresh: list[str],
+        rows: list[tuple[str, bytes]],
+        expiries: dict[str, float],
+        maxlen: tuple[str, int] | None = None,
+    ) -> None:
         """One transaction: `fresh` streams start empty (replacing what an expired one left under the key), the
         rows (key, encoded fields) are appended in order, then the expiries (key -> wall time) are set."""
         with self.transaction() as db:
@@ -150,15 +156,21 @@ class StreamFile:
                     self.ids[key] = self.next_id
                     self.next_id += 1
                     db.execute("INSERT OR REPLACE INTO streams (id, key) VALUES (?, ?)", (self.ids[key], key))
-            db.executemany("INSERT INTO entries (stream, fields) VALUES (?, ?)",
-                           [(self.ids[key], blob) for key, blob in rows])
+            db.executemany(
+                "INSERT INTO entries (stream, fields) VALUES (?, ?)", [(self.ids[key], blob) for key, blob in rows]
+            )
             if expiries:
-                db.executemany("UPDATE streams SET expires_at = ? WHERE id = ?",
-                               [(at, self.ids[key]) for key, at in expiries.items()])
+                db.executemany(
+                    "UPDATE streams SET expires_at = ? WHERE id = ?",
+                    [(at, self.ids[key]) for key, at in expiries.items()],
+                )
             if maxlen is not None:
                 stream_id = self.ids[maxlen[0]]
-                db.execute("DELETE FROM entries WHERE stream = ? AND id NOT IN (SELECT id FROM entries WHERE "
-                           "stream = ? ORDER BY id DESC LIMIT ?)", (stream_id, stream_id, maxlen[1]))
+                db.execute(
+                    "DELETE FROM entries WHERE stream = ? AND id NOT IN (SELECT id FROM entries WHERE "
+                    "stream = ? ORDER BY id DESC LIMIT ?)",
+                    (stream_id, stream_id, maxlen[1]),
+                )
         if time.monotonic() >= self.next_purge:
             self.purge()
 
@@ -195,7 +207,8 @@ class JournaledMemoryCache(MemoryCache):
         except sqlite3.Error as exc:
             raise RuntimeError(
                 f"cannot open the event log file {self.file.path} ({exc}): move it away (ended turns and runs then "
-                "replay from SQL) or set TYPECASE_EMBEDDED_EVENT_LOGS_DURABLE=false") from exc
+                "replay from SQL) or set TYPECASE_EMBEDDED_EVENT_LOGS_DURABLE=false"
+            ) from exc
         now_wall, now = time.time(), time.monotonic()
         for key, (entries, expires_at) in streams.items():
             stream = _Stream()
@@ -224,8 +237,9 @@ class JournaledMemoryCache(MemoryCache):
 
     async def xadd(self, stream: str, fields: dict[str, str | bytes], maxlen: int | None = None) -> str:
         fresh = [] if self._is_stream(stream) else [stream]
-        await self._call(self.file.append, fresh, [(stream, encode_fields(fields))], {},
-                         None if maxlen is None else (stream, maxlen))
+        await self._call(
+            self.file.append, fresh, [(stream, encode_fields(fields))], {}, None if maxlen is None else (stream, maxlen)
+        )
         return await super().xadd(stream, fields, maxlen)
 
     async def xadd_many(self, entries: list[tuple[str, dict[str, str | bytes], float | None]]) -> None:

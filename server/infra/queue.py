@@ -42,7 +42,9 @@ TASK_NAME = "typecase.jobs.deliver"
 
 JOBS_TOTAL = Counter("typecase_jobs_total", "Jobs finished by a worker", ["kind", "outcome"])
 JOB_SECONDS = Histogram(
-    "typecase_job_seconds", "Time a worker spent on one job attempt", ["kind"],
+    "typecase_job_seconds",
+    "Time a worker spent on one job attempt",
+    ["kind"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
 )
 JOBS_RUNNING = Gauge("typecase_jobs_running", "Jobs running in this process", ["kind"])
@@ -164,8 +166,9 @@ class JobQueue:
     def distributed(self) -> bool:
         return self.redis_url is not None
 
-    def register(self, kind: str, handler: Handler, *, on_failed: FailureHook | None = None,
-                 on_retry: FailureHook | None = None) -> None:
+    def register(
+        self, kind: str, handler: Handler, *, on_failed: FailureHook | None = None, on_retry: FailureHook | None = None
+    ) -> None:
         """`handler(job)` runs a job; `on_failed(job, error)` runs once when it fails for good, `on_retry` when
         an attempt failed and another is scheduled."""
         self._kinds[kind] = _Kind(handler, on_failed, on_retry)
@@ -178,15 +181,22 @@ class JobQueue:
             from taskiq_redis import RedisStreamBroker
 
             self._broker = RedisStreamBroker(
-                self.redis_url, queue_name=self.stream, consumer_group_name=f"{self.stream}:workers",
-                consumer_name=self.node, consumer_id="0", xread_block=int(min(self.poll, 2.0) * 1000),
-                idle_timeout=int(self.lease * 1000), unacknowledged_lock_timeout=max(self.lease, 5.0),
-                maxlen=100_000, xread_count=self.concurrency,
+                self.redis_url,
+                queue_name=self.stream,
+                consumer_group_name=f"{self.stream}:workers",
+                consumer_name=self.node,
+                consumer_id="0",
+                xread_block=int(min(self.poll, 2.0) * 1000),
+                idle_timeout=int(self.lease * 1000),
+                unacknowledged_lock_timeout=max(self.lease, 5.0),
+                maxlen=100_000,
+                xread_count=self.concurrency,
             )
         else:
             from taskiq import InMemoryBroker
 
             self._broker = InMemoryBroker(max_async_tasks=self.concurrency, propagate_exceptions=False)
+
         async def deliver(job_id: str) -> None:  # taskiq renames and re-exports task functions: no bound methods
             await self._deliver(job_id)
 
@@ -197,8 +207,12 @@ class JobQueue:
             if self.distributed:
                 self._background.append(asyncio.create_task(self._listen(), name="jobs-listen"))
             self._background.append(asyncio.create_task(self._sweep_loop(), name="jobs-sweeper"))
-            log.info("job worker %s started (%s, concurrency %d)", self.node,
-                     "redis stream" if self.distributed else "in-process", self.concurrency)
+            log.info(
+                "job worker %s started (%s, concurrency %d)",
+                self.node,
+                "redis stream" if self.distributed else "in-process",
+                self.concurrency,
+            )
 
     async def stop(self) -> None:
         """Stop taking jobs; let running ones finish within the grace period, then release them to other workers."""
@@ -248,8 +262,18 @@ class JobQueue:
         if row is not None:
             row = await session.scalar(select(JobRow).where(JobRow.key == key).with_for_update())
         if row is None:
-            row = JobRow(kind=kind, key=key, payload=payload, state=QUEUED, max_attempts=self.max_attempts,
-                         available_time=now, generation=1, attempts=0, progress=0, stage="")
+            row = JobRow(
+                kind=kind,
+                key=key,
+                payload=payload,
+                state=QUEUED,
+                max_attempts=self.max_attempts,
+                available_time=now,
+                generation=1,
+                attempts=0,
+                progress=0,
+                stage="",
+            )
             session.add(row)
             await session.flush()
             return row.id
@@ -299,8 +323,12 @@ class JobQueue:
         while not self._finish.is_set():
             try:
                 receiver = Receiver(
-                    self._broker, run_startup=False, max_async_tasks=self.concurrency, max_prefetch=0,
-                    ack_type=AcknowledgeType.WHEN_EXECUTED, propagate_exceptions=False,
+                    self._broker,
+                    run_startup=False,
+                    max_async_tasks=self.concurrency,
+                    max_prefetch=0,
+                    ack_type=AcknowledgeType.WHEN_EXECUTED,
+                    propagate_exceptions=False,
                     wait_tasks_timeout=self.grace,
                 )
                 await receiver.listen(self._finish)
@@ -372,8 +400,13 @@ class JobQueue:
                     JobRow.available_time <= now,
                     or_(JobRow.lease_expire_time.is_(None), JobRow.lease_expire_time < now),
                 )
-                .values(state=RUNNING, lease_owner=owner, lease_expire_time=now + timedelta(seconds=self.lease),
-                        attempts=JobRow.attempts + 1, update_time=now)
+                .values(
+                    state=RUNNING,
+                    lease_owner=owner,
+                    lease_expire_time=now + timedelta(seconds=self.lease),
+                    attempts=JobRow.attempts + 1,
+                    update_time=now,
+                )
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:
@@ -383,16 +416,29 @@ class JobQueue:
             if row is not None:
                 log.error("job %s has unknown kind %r; leaving it", job_id, row.kind)
             return None
-        return Job(row.id, row.kind, row.key, dict(row.payload or {}), row.generation, row.attempts,
-                   row.max_attempts, self, owner)
+        return Job(
+            row.id,
+            row.kind,
+            row.key,
+            dict(row.payload or {}),
+            row.generation,
+            row.attempts,
+            row.max_attempts,
+            self,
+            owner,
+        )
 
     async def _renew(self, job: Job, **values: Any) -> bool:
         now = utcnow()
         async with self.db.session() as session:
             result = await session.execute(
                 update(JobRow)
-                .where(JobRow.id == job.id, JobRow.lease_owner == job._owner, JobRow.generation == job.generation,
-                       JobRow.state == RUNNING)
+                .where(
+                    JobRow.id == job.id,
+                    JobRow.lease_owner == job._owner,
+                    JobRow.generation == job.generation,
+                    JobRow.state == RUNNING,
+                )
                 .values(lease_expire_time=now + timedelta(seconds=self.lease), update_time=now, **values)
                 .execution_options(synchronize_session=False)
             )
@@ -402,8 +448,12 @@ class JobQueue:
         async with self.db.session() as session:
             result = await session.execute(
                 update(JobRow)
-                .where(JobRow.id == job.id, JobRow.lease_owner == job._owner, JobRow.generation == job.generation,
-                       JobRow.state == RUNNING)
+                .where(
+                    JobRow.id == job.id,
+                    JobRow.lease_owner == job._owner,
+                    JobRow.generation == job.generation,
+                    JobRow.state == RUNNING,
+                )
                 .values(lease_owner=None, lease_expire_time=None, update_time=utcnow(), **values)
                 .execution_options(synchronize_session=False)
             )
@@ -428,8 +478,11 @@ class JobQueue:
         kind = self._kinds[job.kind]
         started = time.perf_counter()
         if job.attempt > job.max_attempts:
-            error = {"reason": "JOB_ABANDONED", "message": f"gave up after {job.max_attempts} attempts "
-                     "(the worker running it stopped or crashed each time)"}
+            error = {
+                "reason": "JOB_ABANDONED",
+                "message": f"gave up after {job.max_attempts} attempts "
+                "(the worker running it stopped or crashed each time)",
+            }
             await self._fail(job, kind, error)
             JOBS_TOTAL.labels(job.kind, "failed").inc()
             return
@@ -468,14 +521,20 @@ class JobQueue:
                             await kind.on_retry(job, error)
                         except Exception:
                             log.exception("on_retry hook of job %s (%s) failed", job.id, job.kind)
-                    await self._finish_job(job, state=QUEUED, error=error, kick_time=None,
-                                           available_time=utcnow() + timedelta(seconds=delay))
+                    await self._finish_job(
+                        job,
+                        state=QUEUED,
+                        error=error,
+                        kick_time=None,
+                        available_time=utcnow() + timedelta(seconds=delay),
+                    )
                 else:
                     outcome = "failed"
                     await self._fail(job, kind, error)
             else:
-                if not await self._finish_job(job, state=DONE, stage=DONE, progress=100, error=None,
-                                              finish_time=utcnow()):
+                if not await self._finish_job(
+                    job, state=DONE, stage=DONE, progress=100, error=None, finish_time=utcnow()
+                ):
                     outcome = "lost"
         finally:
             heartbeat.cancel()

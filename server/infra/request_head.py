@@ -103,5 +103,8 @@ class HeadLimitedProtocol(HttpToolsProtocol):
 
 def limited_http_protocol(max_head_bytes: int, max_header_count: int) -> type[HeadLimitedProtocol]:
     """A protocol class for uvicorn.Config(http=...) with these caps."""
-    return type("HeadLimitedProtocol", (HeadLimitedProtocol,),
-                {"max_head_bytes": max_head_bytes, "max_header_count": max_header_count})
+    return type(
+        "HeadLimitedProtocol",
+        (HeadLimitedProtocol,),
+        {"max_head_bytes": max_head_bytes, "max_header_count": max_header_count},
+    )

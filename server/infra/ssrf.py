@@ -114,6 +114,7 @@ class AddressPolicy:
         if not self.host_allowed(host):
             for address in addresses:
                 if not self.address_allowed(address):
-                    raise Blocked(f"{host} resolves to {address}, a non-public address; add it to "
-                                  f"{self.setting} to allow it")
+                    raise Blocked(
+                        f"{host} resolves to {address}, a non-public address; add it to {self.setting} to allow it"
+                    )
         return str(addresses[0])

@@ -396,8 +396,12 @@ class S3Storage(ObjectStorage):
             retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
         )
         self._client = Minio(
-            self.endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
-            region=self.region, http_client=http,
+            self.endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=self.region,
+            http_client=http,
         )
 
     def __repr__(self) -> str:
@@ -448,8 +452,14 @@ class S3Storage(ObjectStorage):
             # Unknown length: the SDK uploads S3_PART_SIZE parts and aborts the multipart upload on any error.
             # One part in flight at a time bounds memory to ~one part and leaves no upload racing the abort.
             await asyncio.to_thread(
-                self._client.put_object, self.bucket, key, reader, -1,
-                content_type=content_type, part_size=S3_PART_SIZE, num_parallel_uploads=1,
+                self._client.put_object,
+                self.bucket,
+                key,
+                reader,
+                -1,
+                content_type=content_type,
+                part_size=S3_PART_SIZE,
+                num_parallel_uploads=1,
             )
         except asyncio.CancelledError:
             reader.cancelled = True  # the worker thread stops at its next read and aborts the upload

@@ -41,9 +41,16 @@ def traces_url(endpoint: str) -> str:
     return endpoint if endpoint.endswith(TRACES_PATH) else endpoint + TRACES_PATH
 
 
-def configure(endpoint: str, *, service_name: str = "typecase", sample_ratio: float = 1.0,
-              export_timeout_seconds: float = 10.0, max_queue_spans: int = 2048,
-              schedule_delay_seconds: float = 5.0, headers: Mapping[str, str] | None = None) -> None:
+def configure(
+    endpoint: str,
+    *,
+    service_name: str = "typecase",
+    sample_ratio: float = 1.0,
+    export_timeout_seconds: float = 10.0,
+    max_queue_spans: int = 2048,
+    schedule_delay_seconds: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     """Start exporting spans to `endpoint` (the collector's base URL or its /v1/traces URL)."""
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -53,14 +60,22 @@ def configure(endpoint: str, *, service_name: str = "typecase", sample_ratio: fl
 
     global _provider, _tracer
     shutdown()
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
-                              sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}), sampler=ParentBased(TraceIdRatioBased(sample_ratio))
+    )
     # Without headers here, the exporter reads OTEL_EXPORTER_OTLP_HEADERS (credentials stay out of our settings).
-    exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), timeout=export_timeout_seconds,
-                                headers=dict(headers) if headers else None)
-    provider.add_span_processor(BatchSpanProcessor(
-        exporter, max_queue_size=max_queue_spans, max_export_batch_size=min(512, max_queue_spans),
-        schedule_delay_millis=schedule_delay_seconds * 1000, export_timeout_millis=export_timeout_seconds * 1000))
+    exporter = OTLPSpanExporter(
+        endpoint=traces_url(endpoint), timeout=export_timeout_seconds, headers=dict(headers) if headers else None
+    )
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter,
+            max_queue_size=max_queue_spans,
+            max_export_batch_size=min(512, max_queue_spans),
+            schedule_delay_millis=schedule_delay_seconds * 1000,
+            export_timeout_millis=export_timeout_seconds * 1000,
+        )
+    )
     _provider, _tracer = provider, provider.get_tracer("typecase")
     log.info("tracing: exporting spans to %s", traces_url(endpoint))
 
@@ -77,8 +92,9 @@ def force_flush(timeout_seconds: float = 5.0) -> bool:
     return _provider.force_flush(int(timeout_seconds * 1000)) if _provider is not None else True
 
 
-def span(name: str, attributes: Mapping[str, Any] | None = None, kind: str = "INTERNAL",
-         context: Any = None) -> contextlib.AbstractContextManager[Any]:
+def span(
+    name: str, attributes: Mapping[str, Any] | None = None, kind: str = "INTERNAL", context: Any = None
+) -> contextlib.AbstractContextManager[Any]:
     """A span current for the block (a null context manager while tracing is off)."""
     if _tracer is None:
         return _NULL
@@ -129,8 +145,13 @@ def asgi(app: Any, excluded_paths: Sequence[str] = ("/healthz", "/readyz", "/met
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    return OpenTelemetryMiddleware(app, excluded_urls=",".join(excluded_paths), tracer_provider=_provider,
-                                   exclude_spans=["receive", "send"], default_span_details=_http_span_details)
+    return OpenTelemetryMiddleware(
+        app,
+        excluded_urls=",".join(excluded_paths),
+        tracer_provider=_provider,
+        exclude_spans=["receive", "send"],
+        default_span_details=_http_span_details,
+    )
 
 
 _ID_SEGMENT = re.compile(r"^(?=[^:]*\d)[A-Za-z0-9_-]{16,}")

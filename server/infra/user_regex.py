@@ -57,8 +57,9 @@ def check(pattern: str, max_program_size: int | None = None) -> None:
     if isinstance(checked, str):
         raise PatternError(checked)
     if max_program_size is not None and checked.programsize > max_program_size:
-        raise PatternError(f"the pattern is too complex: {checked.programsize} instructions compiled, at most "
-                           f"{max_program_size}")
+        raise PatternError(
+            f"the pattern is too complex: {checked.programsize} instructions compiled, at most {max_program_size}"
+        )
 
 
 def compile(pattern: str) -> re2._Regexp | re.Pattern[str]:  # noqa: A001 (re's name, on purpose)

@@ -26,8 +26,12 @@ MAX_FILTER_CHARS = 1_000_000  # a 2000-file `in` list is ~60 kB; anything far la
 
 _MISSING = object()
 _COMPARE: dict[type, Callable[[Any, Any], bool]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
 }
 
 
@@ -62,8 +66,7 @@ class Column:
 class Rows:
     """What a filter reads: the row dicts by slot, the number of slots, and the encoded columns."""
 
-    def __init__(self, fields: Sequence[dict[str, Any]], ids: Sequence[str], n: int,
-                 column: Callable[[str], Column]):
+    def __init__(self, fields: Sequence[dict[str, Any]], ids: Sequence[str], n: int, column: Callable[[str], Column]):
         self.fields = fields
         self.ids = ids
         self.n = n
@@ -74,8 +77,7 @@ class Predicate:
     """mask(rows): a boolean mask over slots [0, n); select(rows), when set: the matching slots directly
     (ascending, dead ones included), for filters that name a few values of an encoded column."""
 
-    def __init__(self, mask: Callable[[Rows], np.ndarray],
-                 select: Callable[[Rows], np.ndarray] | None = None):
+    def __init__(self, mask: Callable[[Rows], np.ndarray], select: Callable[[Rows], np.ndarray] | None = None):
         self.mask = mask
         self.select = select
 
@@ -118,10 +120,14 @@ def _field(node: ast.AST) -> tuple[str, str | None]:
     """`name` -> (name, None); `name["key"]` -> (name, key)."""
     if isinstance(node, ast.Name):
         return node.id, None
-    if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and isinstance(node.slice, ast.Constant)
+        and isinstance(node.slice.value, str)
+    ):
         return node.value.id, node.slice.value
-    raise ValueError(f"unsupported filter operand: {ast.unparse(node)[:80]!r} (a field or field[\"key\"])")
+    raise ValueError(f'unsupported filter operand: {ast.unparse(node)[:80]!r} (a field or field["key"])')
 
 
 def _literal(node: ast.AST) -> Any:
@@ -145,8 +151,13 @@ def _compare(left: ast.AST, op: ast.cmpop, right: ast.AST) -> Predicate:
     negate = isinstance(op, ast.NotIn | ast.NotEq)
     wanted = value if membership else [value]
 
-    if key is None and name != "id" and isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn) \
-            and all(isinstance(v, str) for v in wanted):
+    if (
+        key is None
+        and name != "id"
+        and isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn)
+        and all(isinstance(v, str) for v in wanted)
+    ):
+
         def encoded(rows: Rows) -> np.ndarray:
             column = rows.column(name)
             codes = column.codes[: rows.n]

@@ -159,8 +159,12 @@ class VectorStore:
 
         def run() -> list[list[dict[str, Any]]]:
             result = self._client.search(
-                name, data=[list(v) for v in vectors], limit=top_k, filter=filter or "",
-                output_fields=fields, consistency_level=_CONSISTENCY,
+                name,
+                data=[list(v) for v in vectors],
+                limit=top_k,
+                filter=filter or "",
+                output_fields=fields,
+                consistency_level=_CONSISTENCY,
             )
             return [
                 [{**dict(hit["entity"]), "id": hit["id"], "distance": hit["distance"]} for hit in hits]
@@ -219,9 +223,14 @@ def _vector_dim(description: dict[str, Any]) -> int | None:
 EMBEDDED_KINDS = ("embedded", "milvus-lite")
 
 
-def create_vector_store(milvus_uri: str | None, data_dir: str | Path, token: str | None = None,
-                        embedded: str = "embedded", compact_dead_ratio: float = 0.5,
-                        compact_min_dead_rows: int = 10_000) -> Any:
+def create_vector_store(
+    milvus_uri: str | None,
+    data_dir: str | Path,
+    token: str | None = None,
+    embedded: str = "embedded",
+    compact_dead_ratio: float = 0.5,
+    compact_min_dead_rows: int = 10_000,
+) -> Any:
     """The configured Milvus server; else the embedded store under data_dir: `embedded` (exact search over
     matrices persisted on disk, infra/vectors_embedded.py) or `milvus-lite` (a milvus-lite file)."""
     if milvus_uri:
@@ -232,5 +241,8 @@ def create_vector_store(milvus_uri: str | None, data_dir: str | Path, token: str
         raise ValueError(f"embedded vector store must be one of {', '.join(EMBEDDED_KINDS)}, got {embedded!r}")
     from .vectors_embedded import EmbeddedVectorStore
 
-    return EmbeddedVectorStore(Path(data_dir).resolve() / "vectors" / "embedded",
-                               compact_dead_ratio=compact_dead_ratio, compact_min_dead_rows=compact_min_dead_rows)
+    return EmbeddedVectorStore(
+        Path(data_dir).resolve() / "vectors" / "embedded",
+        compact_dead_ratio=compact_dead_ratio,
+        compact_min_dead_rows=compact_min_dead_rows,
+    )

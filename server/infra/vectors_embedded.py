@@ -76,8 +76,9 @@ class _Collection:
         self.fields: list[dict[str, Any]] = []
         self.slot_of: dict[str, int] = {}
         self.columns: dict[str, Column] = {}
-        self.snapshot = _Snapshot(0, np.zeros((0, dim), np.float32), np.zeros(0, bool), 0,
-                                  np.zeros(0, np.float32) if metric == "L2" else None)
+        self.snapshot = _Snapshot(
+            0, np.zeros((0, dim), np.float32), np.zeros(0, bool), 0, np.zeros(0, np.float32) if metric == "L2" else None
+        )
 
     def append(self, ids: list[str], fields: list[dict[str, Any]], vectors: np.ndarray, dead: list[int]) -> None:
         """Add rows at slots n.., mark `dead` slots, publish the new snapshot (caller holds the write lock)."""
@@ -185,16 +186,22 @@ class EmbeddedVectorStore:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock_file.close()
-            raise RuntimeError(f"the embedded vector store {self.directory} is open in another process; several "
-                               "processes must share a Milvus server (TYPECASE_MILVUS_URI)") from None
+            raise RuntimeError(
+                f"the embedded vector store {self.directory} is open in another process; several "
+                "processes must share a Milvus server (TYPECASE_MILVUS_URI)"
+            ) from None
         self._lock_file = lock_file
         db = sqlite3.connect(self.directory / "catalog.sqlite3", check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
-        db.execute("CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, dim INTEGER NOT NULL, "
-                   "metric TEXT NOT NULL, generation INTEGER NOT NULL, slots INTEGER NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS rows (collection TEXT NOT NULL, id TEXT NOT NULL, slot INTEGER NOT "
-                   "NULL, fields TEXT NOT NULL, PRIMARY KEY (collection, id)) WITHOUT ROWID")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, dim INTEGER NOT NULL, "
+            "metric TEXT NOT NULL, generation INTEGER NOT NULL, slots INTEGER NOT NULL)"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS rows (collection TEXT NOT NULL, id TEXT NOT NULL, slot INTEGER NOT "
+            "NULL, fields TEXT NOT NULL, PRIMARY KEY (collection, id)) WITHOUT ROWID"
+        )
         self._db = db
         current = set()
         for name, dim, metric, generation in db.execute("SELECT name, dim, metric, generation FROM collections"):
@@ -307,8 +314,9 @@ class EmbeddedVectorStore:
 
     def _load(self, name: str) -> _Collection:
         assert self._db is not None
-        row = self._db.execute("SELECT dim, metric, generation, slots FROM collections WHERE name = ?",
-                               (name,)).fetchone()
+        row = self._db.execute(
+            "SELECT dim, metric, generation, slots FROM collections WHERE name = ?", (name,)
+        ).fetchone()
         if row is None:
             raise ValueError(f"collection {name!r} does not exist")
         dim, metric, generation, slots = row
@@ -375,9 +383,13 @@ class EmbeddedVectorStore:
         assert self._db is not None
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
-                                 [(name, i, n + k, json.dumps(f, separators=(",", ":")))
-                                  for k, (i, f) in enumerate(zip(ids, fields, strict=True))])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+                [
+                    (name, i, n + k, json.dumps(f, separators=(",", ":")))
+                    for k, (i, f) in enumerate(zip(ids, fields, strict=True))
+                ],
+            )
             self._db.execute("UPDATE collections SET slots = ? WHERE name = ?", (n + len(ids), name))
         c.append(ids, fields, vectors, dead)
         self._maybe_compact(c)
@@ -408,8 +420,9 @@ class EmbeddedVectorStore:
             assert self._db is not None
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.executemany("DELETE FROM rows WHERE collection = ? AND id = ?",
-                                     [(name, c.ids[s]) for s in slots])
+                self._db.executemany(
+                    "DELETE FROM rows WHERE collection = ? AND id = ?", [(name, c.ids[s]) for s in slots]
+                )
             c.kill(slots)
             self._maybe_compact(c)
 
@@ -418,7 +431,9 @@ class EmbeddedVectorStore:
     def _maybe_compact(self, c: _Collection) -> None:
         s = c.snapshot
         dead = s.n - s.live
-        if dead < self.compact_min_dead_rows or dead <= s.live * self.compact_dead_ratio / (1 - self.compact_dead_ratio):
+        if dead < self.compact_min_dead_rows or dead <= s.live * self.compact_dead_ratio / (
+            1 - self.compact_dead_ratio
+        ):
             return
         self._compact(c)
 
@@ -437,10 +452,13 @@ class EmbeddedVectorStore:
         assert self._db is not None
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("UPDATE rows SET slot = ? WHERE collection = ? AND id = ?",
-                                 [(k, c.name, c.ids[int(slot)]) for k, slot in enumerate(keep)])
-            self._db.execute("UPDATE collections SET generation = ?, slots = ? WHERE name = ?",
-                             (fresh.generation, len(keep), c.name))
+            self._db.executemany(
+                "UPDATE rows SET slot = ? WHERE collection = ? AND id = ?",
+                [(k, c.name, c.ids[int(slot)]) for k, slot in enumerate(keep)],
+            )
+            self._db.execute(
+                "UPDATE collections SET generation = ?, slots = ? WHERE name = ?", (fresh.generation, len(keep), c.name)
+            )
         old_path = self._path(c)
         fresh.append([c.ids[int(i)] for i in keep], [c.fields[int(i)] for i in keep], vectors, [])
         self._open[c.name] = fresh
@@ -468,8 +486,14 @@ class EmbeddedVectorStore:
             raise ValueError(f"top_k must be 1 to {MAX_TOP_K}, got {top_k}")
         return await self._run(self._search, name, vectors, top_k, filter, output_fields)
 
-    def _search(self, name: str, vectors: Sequence[Sequence[float]], top_k: int, expr: str | None,
-                output_fields: Sequence[str] | None) -> list[list[dict[str, Any]]]:
+    def _search(
+        self,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        top_k: int,
+        expr: str | None,
+        output_fields: Sequence[str] | None,
+    ) -> list[list[dict[str, Any]]]:
         c = self._collection(name)
         s = c.snapshot
         q = np.asarray(vectors, dtype=np.float32)
@@ -501,13 +525,19 @@ class EmbeddedVectorStore:
             for b in best:
                 slot = int(b) if rows is None else int(rows[b])
                 score = float(column[b])
-                hits.append({**_select(c.fields[slot], output_fields), "id": c.ids[slot],
-                             "distance": -score if c.metric == "L2" else score})
+                hits.append(
+                    {
+                        **_select(c.fields[slot], output_fields),
+                        "id": c.ids[slot],
+                        "distance": -score if c.metric == "L2" else score,
+                    }
+                )
             results.append(hits)
         return results
 
-    async def get(self, name: str, ids: Sequence[str], output_fields: Sequence[str] | None = None
-                  ) -> list[dict[str, Any]]:
+    async def get(
+        self, name: str, ids: Sequence[str], output_fields: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Rows by id (vectors included only when asked for in output_fields)."""
         _check_name(name)
 
@@ -561,4 +591,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

@@ -66,11 +66,18 @@ class SplitTooSlow(RuleError, TypecaseError):
     INVALID_ARGUMENT on chunking_rule.separators for a preview."""
 
     def __init__(self, seconds: float):
-        problem = (f"splitting one window of text took longer than {seconds:g}s: the separators are too slow on "
-                   "this text (simplify them)")
+        problem = (
+            f"splitting one window of text took longer than {seconds:g}s: the separators are too slow on "
+            "this text (simplify them)"
+        )
         RuleError.__init__(self, "separators", problem)
-        TypecaseError.__init__(self, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
-                               f"chunking_rule.separators: {problem}", {"field": "chunking_rule.separators"})
+        TypecaseError.__init__(
+            self,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT",
+            f"chunking_rule.separators: {problem}",
+            {"field": "chunking_rule.separators"},
+        )
 
 
 @dataclass(frozen=True)

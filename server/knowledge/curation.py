@@ -59,8 +59,18 @@ class ChunkEditor:
         records = await asyncio.to_thread(window_records, profile, [row])
         vectors = await self.llm.embed_texts([t for _, _, t in records], kb.embedding_model_id)
         meta = {"tags": list(file.tags or []), "metadata": dict(file.user_metadata or {})}
-        return [{"id": vid, "vector": list(v), "kb_id": kb.id, "file_id": file.id, "chunk_index": r.chunk_index,
-                 "page": r.page, "metadata": meta} for (vid, r, _), v in zip(records, vectors, strict=True)]
+        return [
+            {
+                "id": vid,
+                "vector": list(v),
+                "kb_id": kb.id,
+                "file_id": file.id,
+                "chunk_index": r.chunk_index,
+                "page": r.page,
+                "metadata": meta,
+            }
+            for (vid, r, _), v in zip(records, vectors, strict=True)
+        ]
 
     async def _old_ids(self, kb: KnowledgeBaseRow, row: _Row) -> list[str]:
         profile = await self.profiles.get(kb.embedding_model_id)
@@ -78,10 +88,15 @@ class ChunkEditor:
 
     async def _rebuild_block(self, session, file: KnowledgeFileRow, block: int) -> None:
         size = self.keyword_block
-        rows = (await session.execute(
-            select(KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.text)
-            .where(KnowledgeChunkRow.file_id == file.id, KnowledgeChunkRow.chunk_index >= block * size,
-                   KnowledgeChunkRow.chunk_index < (block + 1) * size))).all()
+        rows = (
+            await session.execute(
+                select(KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.text).where(
+                    KnowledgeChunkRow.file_id == file.id,
+                    KnowledgeChunkRow.chunk_index >= block * size,
+                    KnowledgeChunkRow.chunk_index < (block + 1) * size,
+                )
+            )
+        ).all()
 
         def build() -> list[tuple[str, bytes]]:
             builder = keyword.PostingsBuilder()
@@ -90,35 +105,50 @@ class ChunkEditor:
             return list(builder.rows())
 
         postings = await asyncio.to_thread(build)
-        await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.file_id == file.id,
-                                                             KnowledgeTermRow.block == block))
+        await session.execute(
+            delete(KnowledgeTermRow).where(KnowledgeTermRow.file_id == file.id, KnowledgeTermRow.block == block)
+        )
         if postings:
-            await session.execute(insert(KnowledgeTermRow), [
-                {"file_id": file.id, "block": block, "term": term, "kb_id": file.kb_id, "postings": blob}
-                for term, blob in postings])
+            await session.execute(
+                insert(KnowledgeTermRow),
+                [
+                    {"file_id": file.id, "block": block, "term": term, "kb_id": file.kb_id, "postings": blob}
+                    for term, blob in postings
+                ],
+            )
 
-    async def update(self, kb: KnowledgeBaseRow, file: KnowledgeFileRow, chunk: KnowledgeChunkRow,
-                     text: str | None, page: int | None) -> KnowledgeChunkRow:
+    async def update(
+        self, kb: KnowledgeBaseRow, file: KnowledgeFileRow, chunk: KnowledgeChunkRow, text: str | None, page: int | None
+    ) -> KnowledgeChunkRow:
         async with self._locks[file.id]:
             old = _Row(file.id, chunk.chunk_index, chunk.page, chunk.text)
-            new = _Row(file.id, chunk.chunk_index, chunk.page if page is None else page,
-                       chunk.text if text is None else text)
+            new = _Row(
+                file.id, chunk.chunk_index, chunk.page if page is None else page, chunk.text if text is None else text
+            )
             new_vectors = await self._vectors(kb, file, new)
             old_ids = await self._old_ids(kb, old)
             await self._replace_vectors(kb, old_ids, new_vectors)
             try:
-                delta = (len(await asyncio.to_thread(keyword.tokenize, new.text))
-                         - len(await asyncio.to_thread(keyword.tokenize, old.text)))
+                delta = len(await asyncio.to_thread(keyword.tokenize, new.text)) - len(
+                    await asyncio.to_thread(keyword.tokenize, old.text)
+                )
                 async with self.db.session() as session:
-                    await session.execute(update(KnowledgeChunkRow).where(KnowledgeChunkRow.id == chunk.id).values(
-                        text=new.text, page=new.page, token_count=count_tokens(new.text), edited=True))
+                    await session.execute(
+                        update(KnowledgeChunkRow)
+                        .where(KnowledgeChunkRow.id == chunk.id)
+                        .values(text=new.text, page=new.page, token_count=count_tokens(new.text), edited=True)
+                    )
                     await self._rebuild_block(session, file, chunk.chunk_index // self.keyword_block)
-                    await session.execute(update(KnowledgeFileRow).where(KnowledgeFileRow.id == file.id)
-                                          .values(term_total=KnowledgeFileRow.term_total + delta))
+                    await session.execute(
+                        update(KnowledgeFileRow)
+                        .where(KnowledgeFileRow.id == file.id)
+                        .values(term_total=KnowledgeFileRow.term_total + delta)
+                    )
                     row = await session.get(KnowledgeChunkRow, chunk.id, populate_existing=True)
             except BaseException:
-                await asyncio.shield(self._replace_vectors(kb, [v["id"] for v in new_vectors],
-                                                           await self._vectors(kb, file, old)))
+                await asyncio.shield(
+                    self._replace_vectors(kb, [v["id"] for v in new_vectors], await self._vectors(kb, file, old))
+                )
                 raise
             return row
 
@@ -129,8 +159,13 @@ class ChunkEditor:
             async with self.db.session() as session:
                 await session.execute(delete(KnowledgeChunkRow).where(KnowledgeChunkRow.id == chunk.id))
                 await self._rebuild_block(session, file, chunk.chunk_index // self.keyword_block)
-                await session.execute(update(KnowledgeFileRow).where(KnowledgeFileRow.id == file.id).values(
-                    term_total=KnowledgeFileRow.term_total - length, chunk_count=KnowledgeFileRow.chunk_count - 1))
+                await session.execute(
+                    update(KnowledgeFileRow)
+                    .where(KnowledgeFileRow.id == file.id)
+                    .values(
+                        term_total=KnowledgeFileRow.term_total - length, chunk_count=KnowledgeFileRow.chunk_count - 1
+                    )
+                )
             name = collection_name(kb)
             if await self.collections.open(name, kb.embedding_dimensions):
                 await self.vectors.delete(name, ids=await self._old_ids(kb, old))
@@ -139,8 +174,9 @@ class ChunkEditor:
     async def add(self, kb: KnowledgeBaseRow, file: KnowledgeFileRow, text: str, page: int) -> KnowledgeChunkRow:
         async with self._locks[file.id]:
             async with self.db.session() as session:
-                last = await session.scalar(select(func.max(KnowledgeChunkRow.chunk_index))
-                                            .where(KnowledgeChunkRow.file_id == file.id))
+                last = await session.scalar(
+                    select(func.max(KnowledgeChunkRow.chunk_index)).where(KnowledgeChunkRow.file_id == file.id)
+                )
             index = -1 if last is None else int(last)
             index += 1
             row = _Row(file.id, index, page, text)
@@ -149,15 +185,30 @@ class ChunkEditor:
             try:
                 length = len(await asyncio.to_thread(keyword.tokenize, text))
                 async with self.db.session() as session:
-                    session.add(KnowledgeChunkRow(id=chunk_id(file.id, index), kb_id=kb.id, file_id=file.id,
-                                                  chunk_index=index, page=page, text=text,
-                                                  token_count=count_tokens(text), start_offset=0, end_offset=0,
-                                                  edited=True))
+                    session.add(
+                        KnowledgeChunkRow(
+                            id=chunk_id(file.id, index),
+                            kb_id=kb.id,
+                            file_id=file.id,
+                            chunk_index=index,
+                            page=page,
+                            text=text,
+                            token_count=count_tokens(text),
+                            start_offset=0,
+                            end_offset=0,
+                            edited=True,
+                        )
+                    )
                     await session.flush()
                     await self._rebuild_block(session, file, index // self.keyword_block)
-                    await session.execute(update(KnowledgeFileRow).where(KnowledgeFileRow.id == file.id).values(
-                        term_total=KnowledgeFileRow.term_total + length,
-                        chunk_count=KnowledgeFileRow.chunk_count + 1))
+                    await session.execute(
+                        update(KnowledgeFileRow)
+                        .where(KnowledgeFileRow.id == file.id)
+                        .values(
+                            term_total=KnowledgeFileRow.term_total + length,
+                            chunk_count=KnowledgeFileRow.chunk_count + 1,
+                        )
+                    )
                     added = await session.get(KnowledgeChunkRow, chunk_id(file.id, index))
             except BaseException:
                 await asyncio.shield(self._replace_vectors(kb, [v["id"] for v in new_vectors], []))

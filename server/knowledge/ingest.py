@@ -31,7 +31,6 @@ from typecase.server.infra.sql import Database, utcnow
 from typecase.server.knowledge import keyword, parsers
 from typecase.server.knowledge.chunking import Chunk, Rule, chunk_sections
 from typecase.server.knowledge.model_window import EmbeddingProfile, Profiles
-from typecase.server.knowledge.parse_pool import Limits, ParsePool
 from typecase.server.knowledge.models import (
     STATUS_DONE,
     STATUS_EMBEDDING,
@@ -45,6 +44,7 @@ from typecase.server.knowledge.models import (
     KnowledgeTermRow,
     chunk_id,
 )
+from typecase.server.knowledge.parse_pool import Limits, ParsePool
 
 log = logging.getLogger("typecase.knowledge.ingest")
 
@@ -310,8 +310,17 @@ def _take(iterator: Iterator[Chunk], n: int) -> list[Chunk]:
 
 
 class Ingestor:
-    def __init__(self, db: Database, storage, vectors, cache, llm, settings: IngestSettings,
-                 collections: Collections | None = None, profiles: Profiles | None = None):
+    def __init__(
+        self,
+        db: Database,
+        storage,
+        vectors,
+        cache,
+        llm,
+        settings: IngestSettings,
+        collections: Collections | None = None,
+        profiles: Profiles | None = None,
+    ):
         self.db = db
         self.profiles = profiles or Profiles(llm)
         self.storage = storage
@@ -414,14 +423,22 @@ class Ingestor:
         term_total = await self._index_keywords(job, file, kb, generation, total)
         job.check()
         done = await self.set_file(
-            file_id, generation, status=STATUS_DONE, progress=100, chunk_count=total, term_total=term_total,
-            page_count=page_count, error=None, process_time=utcnow(),
+            file_id,
+            generation,
+            status=STATUS_DONE,
+            progress=100,
+            chunk_count=total,
+            term_total=term_total,
+            page_count=page_count,
+            error=None,
+            process_time=utcnow(),
         )
         if not done:
             raise JobLost(job.id)
         async with self.db.session() as session:
-            await session.execute(update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id)
-                                  .values(update_time=utcnow()))
+            await session.execute(
+                update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id).values(update_time=utcnow())
+            )
         log.info("file %s (%s) indexed: %d chunks in %.1fs", file_id, file.name, total, time.perf_counter() - started)
 
     async def _download(self, key: str, local: Path) -> None:
@@ -442,7 +459,12 @@ class Ingestor:
             raise parse_failure(exc) from exc
 
     async def _store_chunks(
-        self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int, parsed: parsers.Parsed,
+        self,
+        job: Job,
+        file: KnowledgeFileRow,
+        kb: KnowledgeBaseRow,
+        generation: int,
+        parsed: parsers.Parsed,
         rule: Rule,
     ) -> int:
         fractions: list[float] = []
@@ -459,12 +481,23 @@ class Ingestor:
                 break
             job.check()
             async with self.db.session() as session:
-                await session.execute(insert(KnowledgeChunkRow), [
-                    {"id": chunk_id(file.id, c.index), "kb_id": kb.id, "file_id": file.id, "chunk_index": c.index,
-                     "page": c.page, "text": c.text, "token_count": c.token_count, "start_offset": c.start,
-                     "end_offset": c.end}
-                    for c in batch
-                ])
+                await session.execute(
+                    insert(KnowledgeChunkRow),
+                    [
+                        {
+                            "id": chunk_id(file.id, c.index),
+                            "kb_id": kb.id,
+                            "file_id": file.id,
+                            "chunk_index": c.index,
+                            "page": c.page,
+                            "text": c.text,
+                            "token_count": c.token_count,
+                            "start_offset": c.start,
+                            "end_offset": c.end,
+                        }
+                        for c in batch
+                    ],
+                )
             total += len(batch)
             if time.monotonic() - last > PROGRESS_EVERY_SECONDS and fractions:
                 last = time.monotonic()
@@ -486,32 +519,52 @@ class Ingestor:
         await self.collections.create(name, dim)
         if kb.embedding_dimensions != dim:
             async with self.db.session() as session:
-                await session.execute(update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id)
-                                      .values(embedding_dimensions=dim))
+                await session.execute(
+                    update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb.id).values(embedding_dimensions=dim)
+                )
         meta = {"tags": list(file.tags or []), "metadata": dict(file.user_metadata or {})}
         done, last = 0, time.monotonic()
         step = max(self.settings.embed_batch, 1)
         write = max(self.settings.write_batch, step)
         for start in range(0, total, write):
             async with self.db.session() as session:
-                rows = (await session.execute(
-                    select(KnowledgeChunkRow.file_id, KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.page,
-                           KnowledgeChunkRow.text)
-                    .where(KnowledgeChunkRow.file_id == file.id, KnowledgeChunkRow.chunk_index >= start,
-                           KnowledgeChunkRow.chunk_index < start + write)
-                    .order_by(KnowledgeChunkRow.chunk_index)
-                )).all()
+                rows = (
+                    await session.execute(
+                        select(
+                            KnowledgeChunkRow.file_id,
+                            KnowledgeChunkRow.chunk_index,
+                            KnowledgeChunkRow.page,
+                            KnowledgeChunkRow.text,
+                        )
+                        .where(
+                            KnowledgeChunkRow.file_id == file.id,
+                            KnowledgeChunkRow.chunk_index >= start,
+                            KnowledgeChunkRow.chunk_index < start + write,
+                        )
+                        .order_by(KnowledgeChunkRow.chunk_index)
+                    )
+                ).all()
             profile = await self.profiles.get(kb.embedding_model_id)
             for offset in range(0, len(rows), step):
                 part = rows[offset : offset + step]
                 records = await asyncio.to_thread(window_records, profile, part)
                 vectors = await self.embedder.embed([text for _, _, text in records], kb.embedding_model_id)
                 job.check()
-                await self.vectors.upsert(name, [
-                    {"id": vector_id, "vector": list(v), "kb_id": kb.id, "file_id": file.id,
-                     "chunk_index": r.chunk_index, "page": r.page, "metadata": meta}
-                    for (vector_id, r, _), v in zip(records, vectors, strict=True)
-                ])
+                await self.vectors.upsert(
+                    name,
+                    [
+                        {
+                            "id": vector_id,
+                            "vector": list(v),
+                            "kb_id": kb.id,
+                            "file_id": file.id,
+                            "chunk_index": r.chunk_index,
+                            "page": r.page,
+                            "metadata": meta,
+                        }
+                        for (vector_id, r, _), v in zip(records, vectors, strict=True)
+                    ],
+                )
                 await self.collections.wrote(name, len(part))
                 done += len(part)
                 if self.settings.step_delay:
@@ -529,11 +582,15 @@ class Ingestor:
         block_size = self.settings.keyword_block
         for block, start in enumerate(range(0, total, block_size)):
             async with self.db.session() as session:
-                rows = (await session.execute(
-                    select(KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.text)
-                    .where(KnowledgeChunkRow.file_id == file.id, KnowledgeChunkRow.chunk_index >= start,
-                           KnowledgeChunkRow.chunk_index < start + block_size)
-                )).all()
+                rows = (
+                    await session.execute(
+                        select(KnowledgeChunkRow.chunk_index, KnowledgeChunkRow.text).where(
+                            KnowledgeChunkRow.file_id == file.id,
+                            KnowledgeChunkRow.chunk_index >= start,
+                            KnowledgeChunkRow.chunk_index < start + block_size,
+                        )
+                    )
+                ).all()
 
             def build(rows=rows) -> tuple[list[tuple[str, bytes]], int]:
                 builder = keyword.PostingsBuilder()
@@ -545,10 +602,13 @@ class Ingestor:
             job.check()
             for i in range(0, len(postings), self.settings.write_batch * 4):
                 async with self.db.session() as session:
-                    await session.execute(insert(KnowledgeTermRow), [
-                        {"file_id": file.id, "block": block, "term": term, "kb_id": kb.id, "postings": blob}
-                        for term, blob in postings[i : i + self.settings.write_batch * 4]
-                    ])
+                    await session.execute(
+                        insert(KnowledgeTermRow),
+                        [
+                            {"file_id": file.id, "block": block, "term": term, "kb_id": kb.id, "postings": blob}
+                            for term, blob in postings[i : i + self.settings.write_batch * 4]
+                        ],
+                    )
             await self._progress(job, file.id, generation, STATUS_INDEXING, min(start + block_size, total) / total)
         return term_total
 
@@ -563,9 +623,15 @@ class Ingestor:
             return
         await self.purge_file_data(file_id, kb)
         await self.set_file(
-            file_id, generation, status=STATUS_FAILED, progress=0, chunk_count=0, term_total=0,
-            error=error_dict(error.get("reason", "INTERNAL"), error.get("message", "ingestion failed"),
-                             error.get("metadata")),
+            file_id,
+            generation,
+            status=STATUS_FAILED,
+            progress=0,
+            chunk_count=0,
+            term_total=0,
+            error=error_dict(
+                error.get("reason", "INTERNAL"), error.get("message", "ingestion failed"), error.get("metadata")
+            ),
             process_time=utcnow(),
         )
         log.warning("file %s failed: %s", file_id, error.get("message"))
@@ -573,21 +639,33 @@ class Ingestor:
     async def on_retry(self, job: Job, error: dict[str, Any]) -> None:
         file_id, generation = job.payload["file_id"], int(job.payload["generation"])
         await self.set_file(
-            file_id, generation, status=STATUS_QUEUED, progress=0,
-            error=error_dict(error.get("reason", "INTERNAL"),
-                             f"attempt {job.attempt} of {job.max_attempts} failed, will retry: {error.get('message')}"),
+            file_id,
+            generation,
+            status=STATUS_QUEUED,
+            progress=0,
+            error=error_dict(
+                error.get("reason", "INTERNAL"),
+                f"attempt {job.attempt} of {job.max_attempts} failed, will retry: {error.get('message')}",
+            ),
         )
 
 
 async def kb_stats(db: Database, kb_ids: list[str]) -> dict[str, tuple[int, int, int]]:
     """Per base: (done files' chunks, their total term length, total stored bytes of all files)."""
     async with db.session() as session:
-        rows = (await session.execute(
-            select(KnowledgeFileRow.kb_id, KnowledgeFileRow.status, func.sum(KnowledgeFileRow.chunk_count),
-                   func.sum(KnowledgeFileRow.term_total), func.sum(KnowledgeFileRow.size_bytes))
-            .where(KnowledgeFileRow.kb_id.in_(kb_ids))
-            .group_by(KnowledgeFileRow.kb_id, KnowledgeFileRow.status)
-        )).all()
+        rows = (
+            await session.execute(
+                select(
+                    KnowledgeFileRow.kb_id,
+                    KnowledgeFileRow.status,
+                    func.sum(KnowledgeFileRow.chunk_count),
+                    func.sum(KnowledgeFileRow.term_total),
+                    func.sum(KnowledgeFileRow.size_bytes),
+                )
+                .where(KnowledgeFileRow.kb_id.in_(kb_ids))
+                .group_by(KnowledgeFileRow.kb_id, KnowledgeFileRow.status)
+            )
+        ).all()
     out: dict[str, list[int]] = {k: [0, 0, 0] for k in kb_ids}
     for kb_id, status, chunks, terms, size in rows:
         if status == STATUS_DONE:

@@ -159,6 +159,9 @@ def score(
     hits = []
     for i in top:
         key = int(uniq[i])
-        hits.append(KeywordHit(file_ids[key >> 32], key & 0xFFFFFFFF, float(totals[i]),
-                               float(totals[i] / best) if best > 0 else 0.0))
+        hits.append(
+            KeywordHit(
+                file_ids[key >> 32], key & 0xFFFFFFFF, float(totals[i]), float(totals[i] / best) if best > 0 else 0.0
+            )
+        )
     return hits

@@ -43,7 +43,7 @@ _CJK_LANGS = (("zh", "\u4e00-\u9fff\u3400-\u4dbf"), ("ja", "\u3040-\u30ff"), ("k
 
 
 def text_language(text: str, sample_chars: int = 2000) -> str:
-    """"zh", "ja" or "ko" when at least a fifth of the letters are of that script (kana wins over Han: Japanese
+    """ "zh", "ja" or "ko" when at least a fifth of the letters are of that script (kana wins over Han: Japanese
     mixes both), else "" (a Latin or other script, which the model's declared languages are not checked against)."""
     import re
 

@@ -10,7 +10,18 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, false, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -47,7 +58,12 @@ class Postings(TypeDecorator[bytes]):
 TermString = String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
 
 STATUS_QUEUED, STATUS_PARSING, STATUS_EMBEDDING, STATUS_INDEXING, STATUS_DONE, STATUS_FAILED = (
-    "queued", "parsing", "embedding", "indexing", "done", "failed",
+    "queued",
+    "parsing",
+    "embedding",
+    "indexing",
+    "done",
+    "failed",
 )
 
 

@@ -60,9 +60,17 @@ class _Child:
     def __init__(self, limits: Limits):
         self.limits = limits
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "typecase.server.knowledge.parse_worker", str(limits.memory_bytes),
-             str(max(limits.ocr_memory_bytes, limits.memory_bytes))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_env(), close_fds=True,
+            [
+                sys.executable,
+                "-m",
+                "typecase.server.knowledge.parse_worker",
+                str(limits.memory_bytes),
+                str(max(limits.ocr_memory_bytes, limits.memory_bytes)),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_child_env(),
+            close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.requests, self.answers = self.proc.stdin, self.proc.stdout
@@ -76,8 +84,12 @@ class _Child:
     def begin(self, path: Path, fmt: str, options: parsers.Options) -> parsers.Parsed:
         # The largest line: a batch topped up by a whole structured document (or one PDF stream's text), \u-escaped.
         self.max_line = 6 * (max(options.max_structured_bytes, options.pdf_max_stream_bytes) + BATCH_CHARS) + 65536
-        request = {"path": str(path), "format": fmt, "options": dataclasses.asdict(options),
-                   "cpu_seconds": self.limits.cpu_seconds}
+        request = {
+            "path": str(path),
+            "format": fmt,
+            "options": dataclasses.asdict(options),
+            "cpu_seconds": self.limits.cpu_seconds,
+        }
         self.state = "busy"
         try:
             self.requests.write(json.dumps(request).encode() + b"\n")
@@ -92,8 +104,10 @@ class _Child:
             message = self._receive()
             if "sections" in message:
                 try:
-                    sections = [Section(str(text), int(page), bool(atomic), None if done is None else float(done))
-                                for text, page, atomic, done in message["sections"]]
+                    sections = [
+                        Section(str(text), int(page), bool(atomic), None if done is None else float(done))
+                        for text, page, atomic, done in message["sections"]
+                    ]
                 except (TypeError, ValueError) as exc:
                     self.kill()
                     raise parsers.ParseError(f"the parser process broke its protocol ({exc})") from None
@@ -132,13 +146,19 @@ class _Child:
         if code == -signal.SIGXCPU:
             return parsers.LimitExceeded(
                 f"parsing took more than the {self.limits.cpu_seconds:g} CPU seconds a file may use "
-                "(knowledge_parse_cpu_seconds)", "knowledge_parse_cpu_seconds", self.limits.cpu_seconds)
+                "(knowledge_parse_cpu_seconds)",
+                "knowledge_parse_cpu_seconds",
+                self.limits.cpu_seconds,
+            )
         how = f"exit code {code}"
         if code is not None and code < 0:
             how = f"signal {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
         return parsers.LimitExceeded(
             f"the parser process stopped ({how}) on this document; a parse may use at most {memory} bytes of memory "
-            "(knowledge_parse_memory_bytes), the usual cause", "knowledge_parse_memory_bytes", memory)
+            "(knowledge_parse_memory_bytes), the usual cause",
+            "knowledge_parse_memory_bytes",
+            memory,
+        )
 
     def kill(self) -> None:
         self.state = "dead"

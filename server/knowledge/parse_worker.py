@@ -114,8 +114,12 @@ def serve(memory_bytes: int, requests: IO[str], answers: IO[str], hard_memory_by
         try:
             _parse(request, send)
         except MemoryError:
-            failure = _error("limit", f"parsing needs more than the {memory_bytes} bytes of memory a parse may use "
-                                      f"({MEMORY_SETTING})", MEMORY_SETTING, memory_bytes)
+            failure = _error(
+                "limit",
+                f"parsing needs more than the {memory_bytes} bytes of memory a parse may use ({MEMORY_SETTING})",
+                MEMORY_SETTING,
+                memory_bytes,
+            )
             failure["error"]["exiting"] = True  # the heap may be in any state now: the pool starts a fresh process
             send(failure)
             sys.exit(3)

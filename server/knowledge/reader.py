@@ -28,8 +28,9 @@ class AttachmentReader:
         try:
             fmt = parsers.detect(name, mime_type)
         except parsers.UnsupportedFileType as exc:
-            raise TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FILE_TYPE", str(exc),
-                                {"file_name": name}) from None
+            raise TypecaseError(
+                grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FILE_TYPE", str(exc), {"file_name": name}
+            ) from None
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         local = self.tmp_dir / f"chat-{uuid.uuid4().hex}{fmt.extensions[0]}"
         await asyncio.to_thread(local.write_bytes, data)
@@ -37,8 +38,12 @@ class AttachmentReader:
             async with self.pool.parse(local, fmt.name, self.options) as parsed:
                 return await asyncio.to_thread(_collect, parsed.sections, max_chars)
         except parsers.ParseError as exc:
-            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "PARSE_FAILED",
-                                f"the attached file {name!r} could not be read: {exc}", {"file_name": name}) from None
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "PARSE_FAILED",
+                f"the attached file {name!r} could not be read: {exc}",
+                {"file_name": name},
+            ) from None
         finally:
             local.unlink(missing_ok=True)
 

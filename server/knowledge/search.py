@@ -114,9 +114,20 @@ class SearchResult:
 
 
 class Searcher:
-    def __init__(self, db: Database, vectors, llm, *, rrf_k: int = 60, candidates: int = 50, collections=None,
-                 fusion: str = FUSION_RRF, vector_weight: float = 0.7, uncovered_vector_weight: float = 0.0,
-                 profiles=None):
+    def __init__(
+        self,
+        db: Database,
+        vectors,
+        llm,
+        *,
+        rrf_k: int = 60,
+        candidates: int = 50,
+        collections=None,
+        fusion: str = FUSION_RRF,
+        vector_weight: float = 0.7,
+        uncovered_vector_weight: float = 0.0,
+        profiles=None,
+    ):
         from typecase.server.knowledge.ingest import Collections
 
         self.db = db
@@ -131,9 +142,14 @@ class Searcher:
         self.profiles = profiles or Profiles(llm)
 
     async def search(self, kbs: list[KnowledgeBaseRow], query: str, **options: Any) -> SearchResult:
-        with tracing.span("knowledge search", {"typecase.knowledge.kb_count": len(kbs),
-                                               "typecase.knowledge.mode": options.get("mode", MODE_HYBRID),
-                                               "typecase.knowledge.top_k": options.get("top_k", 5)}) as span:
+        with tracing.span(
+            "knowledge search",
+            {
+                "typecase.knowledge.kb_count": len(kbs),
+                "typecase.knowledge.mode": options.get("mode", MODE_HYBRID),
+                "typecase.knowledge.top_k": options.get("top_k", 5),
+            },
+        ) as span:
             result = await self._search(kbs, query, **options)
             tracing.set_attributes(span, {"typecase.knowledge.hits": len(result.hits)})
             return result
@@ -200,14 +216,33 @@ class Searcher:
 
     async def _files(self, kb_ids: list[str]) -> dict[str, _FileInfo]:
         async with self.db.session() as session:
-            rows = (await session.execute(
-                select(KnowledgeFileRow.id, KnowledgeFileRow.kb_id, KnowledgeFileRow.name, KnowledgeFileRow.status,
-                       KnowledgeFileRow.tags, KnowledgeFileRow.user_metadata, KnowledgeFileRow.chunk_count,
-                       KnowledgeFileRow.term_total)
-                .where(KnowledgeFileRow.kb_id.in_(kb_ids))
-            )).all()
-        return {r.id: _FileInfo(r.id, r.kb_id, r.name, r.status, list(r.tags or []), dict(r.user_metadata or {}),
-                                r.chunk_count or 0, r.term_total or 0) for r in rows}
+            rows = (
+                await session.execute(
+                    select(
+                        KnowledgeFileRow.id,
+                        KnowledgeFileRow.kb_id,
+                        KnowledgeFileRow.name,
+                        KnowledgeFileRow.status,
+                        KnowledgeFileRow.tags,
+                        KnowledgeFileRow.user_metadata,
+                        KnowledgeFileRow.chunk_count,
+                        KnowledgeFileRow.term_total,
+                    ).where(KnowledgeFileRow.kb_id.in_(kb_ids))
+                )
+            ).all()
+        return {
+            r.id: _FileInfo(
+                r.id,
+                r.kb_id,
+                r.name,
+                r.status,
+                list(r.tags or []),
+                dict(r.user_metadata or {}),
+                r.chunk_count or 0,
+                r.term_total or 0,
+            )
+            for r in rows
+        }
 
     async def _vector(self, kbs, query, files, allowed, limit) -> list[Hit]:
         model_id = kbs[0].embedding_model_id
@@ -230,16 +265,25 @@ class Searcher:
                 expr = "file_id in [" + ", ".join(f'"{f}"' for f in kb_allowed) + "]"
             else:
                 expr, fetch = None, min(limit * 4, 16384)
-            rows = (await self.vectors.search(name, [list(vector)], top_k=fetch, filter=expr,
-                                              output_fields=["file_id", "chunk_index", "page"]))[0]
+            rows = (
+                await self.vectors.search(
+                    name, [list(vector)], top_k=fetch, filter=expr, output_fields=["file_id", "chunk_index", "page"]
+                )
+            )[0]
             best: dict[str, Hit] = {}
             for r in rows:  # a long chunk has several windows: the chunk scores as its best window
                 if r.get("file_id") not in allowed:
                     continue
                 cid = chunk_id(r["file_id"], int(r["chunk_index"]))
                 if cid not in best or float(r["distance"]) > best[cid].vector_score:
-                    best[cid] = Hit(cid, kb.id, r["file_id"], int(r["chunk_index"]), int(r.get("page") or 0),
-                                    vector_score=float(r["distance"]))
+                    best[cid] = Hit(
+                        cid,
+                        kb.id,
+                        r["file_id"],
+                        int(r["chunk_index"]),
+                        int(r.get("page") or 0),
+                        vector_score=float(r["distance"]),
+                    )
             hits.extend(best.values())
         hits.sort(key=lambda h: -h.vector_score)
         hits = hits[:limit]
@@ -257,8 +301,9 @@ class Searcher:
         postings: dict[str, list] = {}
         async with self.db.session() as session:
             rows = await session.execute(
-                select(KnowledgeTermRow.term, KnowledgeTermRow.file_id, KnowledgeTermRow.postings)
-                .where(KnowledgeTermRow.kb_id.in_([kb.id for kb in kbs]), KnowledgeTermRow.term.in_(set(terms)))
+                select(KnowledgeTermRow.term, KnowledgeTermRow.file_id, KnowledgeTermRow.postings).where(
+                    KnowledgeTermRow.kb_id.in_([kb.id for kb in kbs]), KnowledgeTermRow.term.in_(set(terms))
+                )
             )
             for term, file_id, blob in rows:
                 if file_id in done:
@@ -267,8 +312,16 @@ class Searcher:
         hits = []
         for rank, s in enumerate(scored, 1):
             f = files[s.file_id]
-            hits.append(Hit(chunk_id(s.file_id, s.chunk_index), f.kb_id, s.file_id, s.chunk_index,
-                            keyword_score=s.normalized, keyword_rank=rank))
+            hits.append(
+                Hit(
+                    chunk_id(s.file_id, s.chunk_index),
+                    f.kb_id,
+                    s.file_id,
+                    s.chunk_index,
+                    keyword_score=s.normalized,
+                    keyword_rank=rank,
+                )
+            )
         return hits
 
     def _fuse(self, vector_hits: list[Hit], keyword_hits: list[Hit], w: float) -> list[Hit]:
@@ -298,11 +351,17 @@ class Searcher:
         missing = [h.chunk_id for h in hits if not h.text]
         if missing:
             async with self.db.session() as session:
-                rows = (await session.execute(
-                    select(KnowledgeChunkRow.id, KnowledgeChunkRow.text, KnowledgeChunkRow.page,
-                           KnowledgeChunkRow.start_offset, KnowledgeChunkRow.end_offset)
-                    .where(KnowledgeChunkRow.id.in_(missing))
-                )).all()
+                rows = (
+                    await session.execute(
+                        select(
+                            KnowledgeChunkRow.id,
+                            KnowledgeChunkRow.text,
+                            KnowledgeChunkRow.page,
+                            KnowledgeChunkRow.start_offset,
+                            KnowledgeChunkRow.end_offset,
+                        ).where(KnowledgeChunkRow.id.in_(missing))
+                    )
+                ).all()
             by_id = {r.id: r for r in rows}
             for h in hits:
                 row = by_id.get(h.chunk_id)

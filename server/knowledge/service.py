@@ -17,8 +17,8 @@ import unicodedata
 import uuid
 from datetime import datetime
 from pathlib import PurePosixPath
-from urllib.parse import quote
 from typing import Any
+from urllib.parse import quote
 
 import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -31,16 +31,16 @@ from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.infra.storage import ObjectTooLarge
 from typecase.server.knowledge import keyword, parsers
 from typecase.server.knowledge.chunking import Rule, RuleError, Section, chunk_sections
+from typecase.server.knowledge.curation import ChunkEditor
 from typecase.server.knowledge.ingest import (
     JOB_KIND,
     Collections,
-    IngestSettings,
     Ingestor,
+    IngestSettings,
     collection_name,
     file_channel,
     parse_failure,
 )
-from typecase.server.knowledge.curation import ChunkEditor
 from typecase.server.knowledge.model_window import Profiles
 from typecase.server.knowledge.models import (
     STATUS_DONE,
@@ -73,8 +73,12 @@ STATUS_TO_PROTO = {
     STATUS_FAILED: pb.FILE_STATUS_FAILED,
 }
 PROTO_TO_STATUS = {v: k for k, v in STATUS_TO_PROTO.items()}
-MODES = {pb.SEARCH_MODE_UNSPECIFIED: MODE_HYBRID, pb.SEARCH_MODE_HYBRID: MODE_HYBRID,
-         pb.SEARCH_MODE_VECTOR: MODE_VECTOR, pb.SEARCH_MODE_KEYWORD: MODE_KEYWORD}
+MODES = {
+    pb.SEARCH_MODE_UNSPECIFIED: MODE_HYBRID,
+    pb.SEARCH_MODE_HYBRID: MODE_HYBRID,
+    pb.SEARCH_MODE_VECTOR: MODE_VECTOR,
+    pb.SEARCH_MODE_KEYWORD: MODE_KEYWORD,
+}
 KB_FIELDS = {"name", "description", "chunking_rule", "embedding_model_id"}
 TEXT_FORMATS = {"txt", "md", "html", "csv", "json"}
 MAX_NAME_CHARS = 255
@@ -87,6 +91,7 @@ EMBEDDING_USE = "knowledge_embedding"
 
 
 # -- conversions ---------------------------------------------------------------------------------------------------
+
 
 def rule_message(data: dict | None) -> pb.ChunkingRule:
     rule = Rule.from_dict(data)
@@ -103,10 +108,14 @@ def rule_message(data: dict | None) -> pb.ChunkingRule:
 def error_status(error: dict | None) -> status_pb2.Status | None:
     if not error:
         return None
-    info = error_details_pb2.ErrorInfo(reason=error.get("reason", "INTERNAL"), domain="typecase",
-                                       metadata={k: str(v) for k, v in (error.get("metadata") or {}).items()})
-    status = status_pb2.Status(code=int(error.get("code", grpc.StatusCode.INTERNAL.value[0])),
-                               message=error.get("message", ""))
+    info = error_details_pb2.ErrorInfo(
+        reason=error.get("reason", "INTERNAL"),
+        domain="typecase",
+        metadata={k: str(v) for k, v in (error.get("metadata") or {}).items()},
+    )
+    status = status_pb2.Status(
+        code=int(error.get("code", grpc.StatusCode.INTERNAL.value[0])), message=error.get("message", "")
+    )
     status.details.add().Pack(info)
     return status
 
@@ -187,19 +196,30 @@ def tags_index(tags: list[str]) -> str:
 
 
 def file_too_large(limit: int) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.RESOURCE_EXHAUSTED, "FILE_TOO_LARGE",
-                         f"the file exceeds the maximum size of {limit} bytes", {"max_bytes": str(limit)})
+    return TypecaseError(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "FILE_TOO_LARGE",
+        f"the file exceeds the maximum size of {limit} bytes",
+        {"max_bytes": str(limit)},
+    )
 
 
 def unsupported(message: str) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_FILE_TYPE", message,
-                         {"supported": ",".join(parsers.SUPPORTED_EXTENSIONS)})
+    return TypecaseError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UNSUPPORTED_FILE_TYPE",
+        message,
+        {"supported": ",".join(parsers.SUPPORTED_EXTENSIONS)},
+    )
 
 
 def duplicate(existing: KnowledgeFileRow) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "DUPLICATE_FILE",
-                         f"the knowledge base already has this content as {existing.name!r} ({existing.id})",
-                         {"file_id": existing.id, "md5": existing.md5})
+    return TypecaseError(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "DUPLICATE_FILE",
+        f"the knowledge base already has this content as {existing.name!r} ({existing.id})",
+        {"file_id": existing.id, "md5": existing.md5},
+    )
 
 
 class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
@@ -223,21 +243,38 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             concurrency=settings.jobs_concurrency,
             shutdown_grace_seconds=settings.jobs_shutdown_grace_seconds,
         )
-        self.collections = Collections(self.vectors, settings.knowledge_vector_flush_rows,
-                                       settings.knowledge_vector_flush_delay_seconds)
+        self.collections = Collections(
+            self.vectors, settings.knowledge_vector_flush_rows, settings.knowledge_vector_flush_delay_seconds
+        )
         self.profiles = Profiles(llm, settings.knowledge_embedding_window_tokens)
-        self.ingestor = Ingestor(self.db, self.storage, self.vectors, self.cache, llm,
-                                 IngestSettings.from_settings(settings), self.collections, self.profiles)
-        self.queue.register(JOB_KIND, self.ingestor.run, on_failed=self.ingestor.on_failed,
-                            on_retry=self.ingestor.on_retry)
-        self.searcher = Searcher(self.db, self.vectors, llm, rrf_k=settings.knowledge_rrf_k,
-                                 candidates=settings.knowledge_search_candidates, collections=self.collections,
-                                 fusion=settings.knowledge_search_fusion,
-                                 vector_weight=settings.knowledge_search_vector_weight,
-                                 uncovered_vector_weight=settings.knowledge_search_uncovered_vector_weight,
-                                 profiles=self.profiles)
-        self.chunks = ChunkEditor(self.db, self.vectors, self.collections, llm, self.profiles,
-                                  settings.knowledge_keyword_block_chunks)
+        self.ingestor = Ingestor(
+            self.db,
+            self.storage,
+            self.vectors,
+            self.cache,
+            llm,
+            IngestSettings.from_settings(settings),
+            self.collections,
+            self.profiles,
+        )
+        self.queue.register(
+            JOB_KIND, self.ingestor.run, on_failed=self.ingestor.on_failed, on_retry=self.ingestor.on_retry
+        )
+        self.searcher = Searcher(
+            self.db,
+            self.vectors,
+            llm,
+            rrf_k=settings.knowledge_rrf_k,
+            candidates=settings.knowledge_search_candidates,
+            collections=self.collections,
+            fusion=settings.knowledge_search_fusion,
+            vector_weight=settings.knowledge_search_vector_weight,
+            uncovered_vector_weight=settings.knowledge_search_uncovered_vector_weight,
+            profiles=self.profiles,
+        )
+        self.chunks = ChunkEditor(
+            self.db, self.vectors, self.collections, llm, self.profiles, settings.knowledge_keyword_block_chunks
+        )
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -265,8 +302,9 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         profile = await self.profiles.get(model_id)
         return max(int(profile.content_tokens * self.settings.knowledge_chunk_window_share), 16)
 
-    def _rule(self, message: pb.ChunkingRule | None, present: bool, fallback: dict | None, field: str,
-              default_size: int = 0) -> dict:
+    def _rule(
+        self, message: pb.ChunkingRule | None, present: bool, fallback: dict | None, field: str, default_size: int = 0
+    ) -> dict:
         if not present:
             if fallback:
                 return Rule.from_dict(fallback).to_dict()
@@ -315,12 +353,18 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if not kb_ids:
             return out
         async with self.db.session() as session:
-            rows = (await session.execute(
-                select(KnowledgeFileRow.kb_id, func.count(),
-                       func.sum(case((KnowledgeFileRow.status == STATUS_DONE, KnowledgeFileRow.chunk_count), else_=0)),
-                       func.sum(KnowledgeFileRow.size_bytes))
-                .where(KnowledgeFileRow.kb_id.in_(kb_ids)).group_by(KnowledgeFileRow.kb_id)
-            )).all()
+            rows = (
+                await session.execute(
+                    select(
+                        KnowledgeFileRow.kb_id,
+                        func.count(),
+                        func.sum(case((KnowledgeFileRow.status == STATUS_DONE, KnowledgeFileRow.chunk_count), else_=0)),
+                        func.sum(KnowledgeFileRow.size_bytes),
+                    )
+                    .where(KnowledgeFileRow.kb_id.in_(kb_ids))
+                    .group_by(KnowledgeFileRow.kb_id)
+                )
+            ).all()
         for kb_id, files, chunks, size in rows:
             out[kb_id] = (int(files or 0), int(chunks or 0), int(size or 0))
         return out
@@ -329,16 +373,26 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if counts is None:
             counts = (await self._counts([row.id]))[row.id]
         return pb.KnowledgeBase(
-            id=row.id, owner_id=row.owner_id, name=row.name, description=row.description,
-            embedding_model_id=row.embedding_model_id, chunking_rule=rule_message(row.chunking_rule),
-            file_count=counts[0], chunk_count=counts[1], total_size_bytes=counts[2],
-            create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
+            id=row.id,
+            owner_id=row.owner_id,
+            name=row.name,
+            description=row.description,
+            embedding_model_id=row.embedding_model_id,
+            chunking_rule=rule_message(row.chunking_rule),
+            file_count=counts[0],
+            chunk_count=counts[1],
+            total_size_bytes=counts[2],
+            create_time=to_timestamp(row.create_time),
+            update_time=to_timestamp(row.update_time),
         )
 
     async def _resolve_model(self, model_id: str, field: str) -> tuple[str, int]:
         if self.llm is None:
-            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
-                                "no LLM service is available to embed documents")
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FAILED_PRECONDITION",
+                "no LLM service is available to embed documents",
+            )
         if not model_id and hasattr(self.llm, "default_model_id"):
             model_id = await self.llm.default_model_id(EMBEDDING_USE) or ""
             if not model_id:
@@ -350,12 +404,17 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         """Bump a base's update_time in its own transaction (inside a file transaction, MySQL's FK share lock on
         the base row plus this update deadlock concurrent uploads)."""
         async with self.db.session() as session:
-            await session.execute(update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id)
-                                  .values(update_time=utcnow()))
+            await session.execute(
+                update(KnowledgeBaseRow).where(KnowledgeBaseRow.id == kb_id).values(update_time=utcnow())
+            )
 
     async def _enqueue(self, session, file: KnowledgeFileRow) -> str:
-        return await self.queue.enqueue(JOB_KIND, _job_key(file.kb_id, file.id),
-                                        {"file_id": file.id, "generation": file.generation}, session=session)
+        return await self.queue.enqueue(
+            JOB_KIND,
+            _job_key(file.kb_id, file.id),
+            {"file_id": file.id, "generation": file.generation},
+            session=session,
+        )
 
     async def _drop_kb_data(self, kb: KnowledgeBaseRow, generations: range | None = None) -> None:
         for gen in generations or [kb.vector_generation]:
@@ -375,19 +434,39 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if len(kb.description) > MAX_DESCRIPTION_CHARS:
             raise invalid_argument("knowledge_base.description", f"at most {MAX_DESCRIPTION_CHARS} characters")
         model_id, dims = await self._resolve_model(kb.embedding_model_id, "knowledge_base.embedding_model_id")
-        rule = self._rule(kb.chunking_rule, kb.HasField("chunking_rule"), None, "knowledge_base.chunking_rule",
-                          await self.default_chunk_size(model_id))
-        row = KnowledgeBaseRow(owner_id=me.user_id, name=name, description=kb.description,
-                               embedding_model_id=model_id, embedding_dimensions=dims, chunking_rule=rule,
-                               vector_generation=1)
+        rule = self._rule(
+            kb.chunking_rule,
+            kb.HasField("chunking_rule"),
+            None,
+            "knowledge_base.chunking_rule",
+            await self.default_chunk_size(model_id),
+        )
+        row = KnowledgeBaseRow(
+            owner_id=me.user_id,
+            name=name,
+            description=kb.description,
+            embedding_model_id=model_id,
+            embedding_dimensions=dims,
+            chunking_rule=rule,
+            vector_generation=1,
+        )
         try:
             async with self.db.session() as session:
                 session.add(row)
         except IntegrityError:
-            raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                f"you already have a knowledge base named {name!r}", {"name": name}) from None
-        await self.audit.record("knowledge_base.create", actor_id=me.user_id, resource_type="knowledge_base",
-                                resource_id=row.id, detail={"name": name, "embedding_model_id": model_id})
+            raise TypecaseError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "ALREADY_EXISTS",
+                f"you already have a knowledge base named {name!r}",
+                {"name": name},
+            ) from None
+        await self.audit.record(
+            "knowledge_base.create",
+            actor_id=me.user_id,
+            resource_type="knowledge_base",
+            resource_id=row.id,
+            detail={"name": name, "embedding_model_id": model_id},
+        )
         return pb.CreateKnowledgeBaseResponse(knowledge_base=await self._kb_message(row, (0, 0, 0)))
 
     async def ListKnowledgeBases(self, request, context):
@@ -401,8 +480,9 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             stmt = stmt.where(KnowledgeBaseRow.owner_id == request.owner_id)
         if request.keyword:
             like = f"%{request.keyword.lower()}%"
-            stmt = stmt.where(or_(func.lower(KnowledgeBaseRow.name).like(like),
-                                  func.lower(KnowledgeBaseRow.description).like(like)))
+            stmt = stmt.where(
+                or_(func.lower(KnowledgeBaseRow.name).like(like), func.lower(KnowledgeBaseRow.description).like(like))
+            )
         async with self.db.session() as session:
             total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
             if position:
@@ -411,8 +491,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     after_id = str(position["id"])
                 except (KeyError, ValueError, TypeError):
                     raise invalid_argument("page_token", "not a page token returned by this API") from None
-                stmt = stmt.where(or_(KnowledgeBaseRow.update_time < after_time,
-                                      (KnowledgeBaseRow.update_time == after_time) & (KnowledgeBaseRow.id < after_id)))
+                stmt = stmt.where(
+                    or_(
+                        KnowledgeBaseRow.update_time < after_time,
+                        (KnowledgeBaseRow.update_time == after_time) & (KnowledgeBaseRow.id < after_id),
+                    )
+                )
             stmt = stmt.order_by(KnowledgeBaseRow.update_time.desc(), KnowledgeBaseRow.id.desc()).limit(limit + 1)
             rows = list((await session.scalars(stmt)).all())
         more = len(rows) > limit
@@ -451,13 +535,19 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         async with self.db.session() as session:
             row = await self._kb(session, kb.id)
         if "chunking_rule" in paths:
-            values["chunking_rule"] = self._rule(kb.chunking_rule, True, None, "knowledge_base.chunking_rule",
-                                                 await self.default_chunk_size(row.embedding_model_id))
+            values["chunking_rule"] = self._rule(
+                kb.chunking_rule,
+                True,
+                None,
+                "knowledge_base.chunking_rule",
+                await self.default_chunk_size(row.embedding_model_id),
+            )
         if "embedding_model_id" in paths and kb.embedding_model_id != row.embedding_model_id:
             model_id, dims = await self._resolve_model(kb.embedding_model_id, "knowledge_base.embedding_model_id")
             if model_id != row.embedding_model_id:
-                values.update(embedding_model_id=model_id, embedding_dimensions=dims,
-                              vector_generation=row.vector_generation + 1)
+                values.update(
+                    embedding_model_id=model_id, embedding_dimensions=dims, vector_generation=row.vector_generation + 1
+                )
                 rebuild = True
         old_generation = row.vector_generation
         jobs: list[str] = []
@@ -468,29 +558,39 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     setattr(row, key, value)
                 row.update_time = utcnow()
                 if rebuild:
-                    files = (await session.scalars(
-                        select(KnowledgeFileRow).where(KnowledgeFileRow.kb_id == row.id))).all()
+                    files = (
+                        await session.scalars(select(KnowledgeFileRow).where(KnowledgeFileRow.kb_id == row.id))
+                    ).all()
                     for f in files:
                         f.generation += 1
                         f.status, f.progress, f.error, f.update_time = STATUS_QUEUED, 0, None, utcnow()
                         jobs.append(await self._enqueue(session, f))
         except IntegrityError:
-            raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                f"you already have a knowledge base named {values.get('name')!r}") from None
+            raise TypecaseError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "ALREADY_EXISTS",
+                f"you already have a knowledge base named {values.get('name')!r}",
+            ) from None
         if rebuild:
             await self._drop_kb_data(row, range(old_generation, old_generation + 1))
             for job_id in jobs:
                 await self.queue.kick(job_id)
-        await self.audit.record("knowledge_base.update", actor_id=me.user_id, resource_type="knowledge_base",
-                                resource_id=row.id, detail={"fields": sorted(paths), "rebuild": rebuild})
+        await self.audit.record(
+            "knowledge_base.update",
+            actor_id=me.user_id,
+            resource_type="knowledge_base",
+            resource_id=row.id,
+            detail={"fields": sorted(paths), "rebuild": rebuild},
+        )
         return pb.UpdateKnowledgeBaseResponse(knowledge_base=await self._kb_message(row))
 
     async def DeleteKnowledgeBase(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
             row = await self._kb(session, request.kb_id)
-            file_ids = list((await session.scalars(
-                select(KnowledgeFileRow.id).where(KnowledgeFileRow.kb_id == row.id))).all())
+            file_ids = list(
+                (await session.scalars(select(KnowledgeFileRow.id).where(KnowledgeFileRow.kb_id == row.id))).all()
+            )
             await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.kb_id == row.id))
             await session.execute(delete(KnowledgeChunkRow).where(KnowledgeChunkRow.kb_id == row.id))
             await session.execute(delete(KnowledgeFileRow).where(KnowledgeFileRow.kb_id == row.id))
@@ -498,14 +598,28 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         await self.queue.delete_prefix(f"knowledge/{row.id}/")
         await self._drop_kb_data(row, range(1, row.vector_generation + 1))
         await self.storage.delete_prefix(f"knowledge/{row.id}/")
-        await self.audit.record("knowledge_base.delete", actor_id=me.user_id, resource_type="knowledge_base",
-                                resource_id=row.id, detail={"name": row.name, "files": len(file_ids)})
+        await self.audit.record(
+            "knowledge_base.delete",
+            actor_id=me.user_id,
+            resource_type="knowledge_base",
+            resource_id=row.id,
+            detail={"name": row.name, "files": len(file_ids)},
+        )
         return pb.DeleteKnowledgeBaseResponse()
 
     # -- files ---------------------------------------------------------------------------------------------------------
     async def _store_new_file(
-        self, kb: KnowledgeBaseRow, *, name: str, fmt: parsers.Format, data, rule: dict, tags: list[str],
-        metadata: dict, allow_duplicate: bool, limit: int,
+        self,
+        kb: KnowledgeBaseRow,
+        *,
+        name: str,
+        fmt: parsers.Format,
+        data,
+        rule: dict,
+        tags: list[str],
+        metadata: dict,
+        allow_duplicate: bool,
+        limit: int,
     ) -> KnowledgeFileRow:
         """Stream the bytes to object storage, check for duplicates, then insert the row and queue its job."""
         me = caller.current()
@@ -520,15 +634,33 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             if info.size == 0:
                 raise invalid_argument("chunk", "the file is empty")
             async with self.db.session() as session:
-                existing = await session.scalar(select(KnowledgeFileRow).where(
-                    KnowledgeFileRow.kb_id == kb.id, KnowledgeFileRow.md5 == info.md5).limit(1))
+                existing = await session.scalar(
+                    select(KnowledgeFileRow)
+                    .where(KnowledgeFileRow.kb_id == kb.id, KnowledgeFileRow.md5 == info.md5)
+                    .limit(1)
+                )
             if existing is not None and not allow_duplicate:
                 raise duplicate(existing)
             row = KnowledgeFileRow(
-                id=file_id, kb_id=kb.id, owner_id=me.user_id, name=name, format=fmt.name, mime_type=fmt.mime_type,
-                object_key=key, size_bytes=info.size, md5=info.md5 or "",
-                dedup_key=None if allow_duplicate else info.md5, status=STATUS_QUEUED, progress=0, chunk_count=0,
-                term_total=0, page_count=0, chunking_rule=rule, tags=tags, user_metadata=metadata, generation=1,
+                id=file_id,
+                kb_id=kb.id,
+                owner_id=me.user_id,
+                name=name,
+                format=fmt.name,
+                mime_type=fmt.mime_type,
+                object_key=key,
+                size_bytes=info.size,
+                md5=info.md5 or "",
+                dedup_key=None if allow_duplicate else info.md5,
+                status=STATUS_QUEUED,
+                progress=0,
+                chunk_count=0,
+                term_total=0,
+                page_count=0,
+                chunking_rule=rule,
+                tags=tags,
+                user_metadata=metadata,
+                generation=1,
             )
             try:
                 async with self.db.session() as session:
@@ -537,8 +669,11 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     job_id = await self._enqueue(session, row)
             except IntegrityError:
                 async with self.db.session() as session:
-                    existing = await session.scalar(select(KnowledgeFileRow).where(
-                        KnowledgeFileRow.kb_id == kb.id, KnowledgeFileRow.md5 == info.md5).limit(1))
+                    existing = await session.scalar(
+                        select(KnowledgeFileRow)
+                        .where(KnowledgeFileRow.kb_id == kb.id, KnowledgeFileRow.md5 == info.md5)
+                        .limit(1)
+                    )
                 if existing is None:
                     raise
                 raise duplicate(existing) from None
@@ -549,8 +684,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     await asyncio.shield(self.storage.delete(key))
         await self._touch(kb.id)
         await self.queue.kick(job_id)
-        await self.audit.record("knowledge_file.create", actor_id=me.user_id, resource_type="knowledge_file",
-                                resource_id=row.id, detail={"kb_id": kb.id, "name": name, "size": info.size})
+        await self.audit.record(
+            "knowledge_file.create",
+            actor_id=me.user_id,
+            resource_type="knowledge_file",
+            resource_id=row.id,
+            detail={"kb_id": kb.id, "name": name, "size": info.size},
+        )
         return row
 
     async def UploadFile(self, request_iterator, context):
@@ -571,8 +711,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(first.metadata, first.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, first.kb_id)
-        rule = self._rule(first.chunking_rule, first.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule",
-                          await self.default_chunk_size(kb.embedding_model_id))
+        rule = self._rule(
+            first.chunking_rule,
+            first.HasField("chunking_rule"),
+            kb.chunking_rule,
+            "chunking_rule",
+            await self.default_chunk_size(kb.embedding_model_id),
+        )
 
         async def body():
             if first.chunk:
@@ -581,8 +726,17 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                 if message.chunk:
                     yield message.chunk
 
-        row = await self._store_new_file(kb, name=name, fmt=fmt, data=body(), rule=rule, tags=tags,
-                                         metadata=metadata, allow_duplicate=first.allow_duplicate, limit=limit)
+        row = await self._store_new_file(
+            kb,
+            name=name,
+            fmt=fmt,
+            data=body(),
+            rule=rule,
+            tags=tags,
+            metadata=metadata,
+            allow_duplicate=first.allow_duplicate,
+            limit=limit,
+        )
         return pb.UploadFileResponse(file=file_message(row))
 
     async def AddTextFile(self, request, context):
@@ -605,10 +759,24 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(request.metadata, request.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, request.kb_id)
-        rule = self._rule(request.chunking_rule, request.HasField("chunking_rule"), kb.chunking_rule, "chunking_rule",
-                          await self.default_chunk_size(kb.embedding_model_id))
-        row = await self._store_new_file(kb, name=name, fmt=fmt, data=data, rule=rule, tags=tags, metadata=metadata,
-                                         allow_duplicate=False, limit=limit)
+        rule = self._rule(
+            request.chunking_rule,
+            request.HasField("chunking_rule"),
+            kb.chunking_rule,
+            "chunking_rule",
+            await self.default_chunk_size(kb.embedding_model_id),
+        )
+        row = await self._store_new_file(
+            kb,
+            name=name,
+            fmt=fmt,
+            data=data,
+            rule=rule,
+            tags=tags,
+            metadata=metadata,
+            allow_duplicate=False,
+            limit=limit,
+        )
         return pb.AddTextFileResponse(file=file_message(row))
 
     async def ListFiles(self, request, context):
@@ -660,8 +828,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             await self.vectors.delete(name, filter=f'file_id == "{row.id}"')
         await self.storage.delete_prefix(f"knowledge/{kb.id}/{row.id}/")
         await self.ingestor.notify(row.id)
-        await self.audit.record("knowledge_file.delete", actor_id=me.user_id, resource_type="knowledge_file",
-                                resource_id=row.id, detail={"kb_id": kb.id, "name": row.name})
+        await self.audit.record(
+            "knowledge_file.delete",
+            actor_id=me.user_id,
+            resource_type="knowledge_file",
+            resource_id=row.id,
+            detail={"kb_id": kb.id, "name": row.name},
+        )
         return pb.DeleteFileResponse()
 
     async def ReprocessFile(self, request, context):
@@ -669,8 +842,9 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if request.HasField("chunking_rule"):
             async with self.db.session() as session:
                 _, kb = await self._file(session, request.file_id)
-            new_rule = self._rule(request.chunking_rule, True, None, "chunking_rule",
-                                  await self.default_chunk_size(kb.embedding_model_id))
+            new_rule = self._rule(
+                request.chunking_rule, True, None, "chunking_rule", await self.default_chunk_size(kb.embedding_model_id)
+            )
         async with self.db.session() as session:
             row, kb = await self._file(session, request.file_id)
             if request.HasField("chunking_rule"):
@@ -680,8 +854,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             job_id = await self._enqueue(session, row)
         await self.queue.kick(job_id)
         await self.ingestor.notify(row.id)
-        await self.audit.record("knowledge_file.reprocess", actor_id=me.user_id, resource_type="knowledge_file",
-                                resource_id=row.id, detail={"kb_id": kb.id, "rule": row.chunking_rule})
+        await self.audit.record(
+            "knowledge_file.reprocess",
+            actor_id=me.user_id,
+            resource_type="knowledge_file",
+            resource_id=row.id,
+            detail={"kb_id": kb.id, "rule": row.chunking_rule},
+        )
         return pb.ReprocessFileResponse(file=file_message(row))
 
     async def WatchFile(self, request, context):
@@ -721,8 +900,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     last = snapshot
                     seq += 1
                     yield pb.WatchFileResponse(
-                        seq=seq, file_id=row.id, status=STATUS_TO_PROTO.get(row.status, pb.FILE_STATUS_UNSPECIFIED),
-                        progress_percent=row.progress, chunk_count=row.chunk_count, error=error_status(row.error),
+                        seq=seq,
+                        file_id=row.id,
+                        status=STATUS_TO_PROTO.get(row.status, pb.FILE_STATUS_UNSPECIFIED),
+                        progress_percent=row.progress,
+                        chunk_count=row.chunk_count,
+                        error=error_status(row.error),
                         time=to_timestamp(row.update_time),
                     )
                 if row.status in (STATUS_DONE, STATUS_FAILED):
@@ -748,8 +931,15 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                 if file_kb.id != kb.id:
                     raise not_found("file", request.file_id)
         fallback = (file.chunking_rule if file is not None else None) or kb.chunking_rule
-        rule = Rule.from_dict(self._rule(request.chunking_rule, request.HasField("chunking_rule"), fallback,
-                                         "chunking_rule", await self.default_chunk_size(kb.embedding_model_id)))
+        rule = Rule.from_dict(
+            self._rule(
+                request.chunking_rule,
+                request.HasField("chunking_rule"),
+                fallback,
+                "chunking_rule",
+                await self.default_chunk_size(kb.embedding_model_id),
+            )
+        )
         profile = await self.profiles.get(kb.embedding_model_id)
         window = self.settings.knowledge_parse_window_chars
         source = request.WhichOneof("source")
@@ -763,9 +953,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             chunks, total = await asyncio.to_thread(run)
         elif source == "file_id":
             if file.size_bytes > self.settings.knowledge_preview_max_bytes:
-                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FILE_TOO_LARGE",
-                                    f"previews parse files up to {self.settings.knowledge_preview_max_bytes} bytes",
-                                    {"max_bytes": str(self.settings.knowledge_preview_max_bytes)})
+                raise TypecaseError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "FILE_TOO_LARGE",
+                    f"previews parse files up to {self.settings.knowledge_preview_max_bytes} bytes",
+                    {"max_bytes": str(self.settings.knowledge_preview_max_bytes)},
+                )
             chunks, total = await self._preview_file(file, rule, max_chunks)
         else:
             raise invalid_argument("text", "set text or file_id")
@@ -775,10 +968,19 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
         sizes = await asyncio.to_thread(measure)
         return pb.PreviewChunksResponse(
-            chunks=[pb.PreviewChunk(index=c.index, text=c.text, token_count=c.token_count, page=c.page,
-                                    model_token_count=n, embedding_windows=w, start_offset=c.start,
-                                    end_offset=c.end)
-                    for c, (n, w) in zip(chunks, sizes, strict=True)],
+            chunks=[
+                pb.PreviewChunk(
+                    index=c.index,
+                    text=c.text,
+                    token_count=c.token_count,
+                    page=c.page,
+                    model_token_count=n,
+                    embedding_windows=w,
+                    start_offset=c.start,
+                    end_offset=c.end,
+                )
+                for c, (n, w) in zip(chunks, sizes, strict=True)
+            ],
             total_chunks=total,
             elapsed=_duration(time.perf_counter() - started),
             window_tokens=profile.window_tokens,
@@ -793,16 +995,19 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             await self.ingestor._download(file.object_key, local)
             window = self.settings.knowledge_parse_window_chars
             try:
-                async with self.ingestor.parse_pool.parse(local, file.format,
-                                                          self.ingestor.settings.parser_options) as parsed:
+                async with self.ingestor.parse_pool.parse(
+                    local, file.format, self.ingestor.settings.parser_options
+                ) as parsed:
                     return await asyncio.to_thread(
-                        lambda: _collect(chunk_sections(parsed.sections, rule, window), max_chunks))
+                        lambda: _collect(chunk_sections(parsed.sections, rule, window), max_chunks)
+                    )
             except (parsers.UnsupportedFileType, parsers.ParseError) as exc:
                 failure = parse_failure(exc)
                 if failure.reason == "UNSUPPORTED_FILE_TYPE":
                     raise unsupported(str(exc)) from None
-                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "PARSE_FAILED", str(exc),
-                                    failure.metadata) from None
+                raise TypecaseError(
+                    grpc.StatusCode.FAILED_PRECONDITION, "PARSE_FAILED", str(exc), failure.metadata
+                ) from None
         finally:
             local.unlink(missing_ok=True)
 
@@ -834,29 +1039,54 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             kbs = [await self._kb(session, kb_id) for kb_id in kb_ids]
         if mode != MODE_KEYWORD:
             if len({kb.embedding_model_id for kb in kbs}) > 1:
-                raise invalid_argument("kb_ids", "vector and hybrid search need knowledge bases that share one "
-                                                 "embedding model; search them separately or use keyword mode")
+                raise invalid_argument(
+                    "kb_ids",
+                    "vector and hybrid search need knowledge bases that share one "
+                    "embedding model; search them separately or use keyword mode",
+                )
             if self.llm is None:
-                raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
-                                    "no LLM service is available to embed the query")
+                raise TypecaseError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "FAILED_PRECONDITION",
+                    "no LLM service is available to embed the query",
+                )
         flt = request.filter
         search_filter = Filter(
-            file_ids=set(flt.file_ids), tags=set(flt.tags),
+            file_ids=set(flt.file_ids),
+            tags=set(flt.tags),
             metadata=clean_metadata(flt.metadata, flt.HasField("metadata"), "filter.metadata"),
         )
         result = await self.searcher.search(
-            kbs, query, mode=mode, top_k=top_k, score_threshold=request.score_threshold, vector_weight=weight,
-            filter=search_filter, rerank_model_id=request.rerank_model_id,
+            kbs,
+            query,
+            mode=mode,
+            top_k=top_k,
+            score_threshold=request.score_threshold,
+            vector_weight=weight,
+            filter=search_filter,
+            rerank_model_id=request.rerank_model_id,
         )
         from typecase.v1 import common_pb2
 
         return pb.SearchResponse(
-            hits=[pb.SearchHit(
-                chunk_id=h.chunk_id, kb_id=h.kb_id, file_id=h.file_id, file_name=h.file_name, text=h.text,
-                score=h.score, page=h.page, chunk_index=h.chunk_index, metadata=struct_of(h.metadata),
-                vector_score=h.vector_score, keyword_score=h.keyword_score, start_offset=h.start_offset,
-                end_offset=h.end_offset,
-            ) for h in result.hits],
+            hits=[
+                pb.SearchHit(
+                    chunk_id=h.chunk_id,
+                    kb_id=h.kb_id,
+                    file_id=h.file_id,
+                    file_name=h.file_name,
+                    text=h.text,
+                    score=h.score,
+                    page=h.page,
+                    chunk_index=h.chunk_index,
+                    metadata=struct_of(h.metadata),
+                    vector_score=h.vector_score,
+                    keyword_score=h.keyword_score,
+                    start_offset=h.start_offset,
+                    end_offset=h.end_offset,
+                )
+                for h in result.hits
+            ],
             usage=common_pb2.Usage(prompt_tokens=result.prompt_tokens, total_tokens=result.prompt_tokens),
             elapsed=_duration(time.perf_counter() - started),
         )
@@ -888,9 +1118,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
     @staticmethod
     def _editable(file: KnowledgeFileRow) -> None:
         if file.status != STATUS_DONE:
-            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
-                                f"the file is {file.status}: chunks can be edited once it is done",
-                                {"file_id": file.id, "status": file.status})
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FAILED_PRECONDITION",
+                f"the file is {file.status}: chunks can be edited once it is done",
+                {"file_id": file.id, "status": file.status},
+            )
 
     async def ListChunks(self, request, context):
         limit = paging.page_size(request.page_size)
@@ -908,13 +1141,27 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     after_file, after_index = str(position["f"]), int(position["i"])
                 except (KeyError, ValueError, TypeError):
                     raise invalid_argument("page_token", "not a page token returned by this API") from None
-                stmt = stmt.where(or_(KnowledgeChunkRow.file_id > after_file,
-                                      (KnowledgeChunkRow.file_id == after_file)
-                                      & (KnowledgeChunkRow.chunk_index > after_index)))
+                stmt = stmt.where(
+                    or_(
+                        KnowledgeChunkRow.file_id > after_file,
+                        (KnowledgeChunkRow.file_id == after_file) & (KnowledgeChunkRow.chunk_index > after_index),
+                    )
+                )
             stmt = stmt.order_by(KnowledgeChunkRow.file_id, KnowledgeChunkRow.chunk_index).limit(limit + 1)
             rows = list((await session.scalars(stmt)).all())
-            names = dict((await session.execute(select(KnowledgeFileRow.id, KnowledgeFileRow.name).where(
-                KnowledgeFileRow.id.in_({r.file_id for r in rows})))).all()) if rows else {}
+            names = (
+                dict(
+                    (
+                        await session.execute(
+                            select(KnowledgeFileRow.id, KnowledgeFileRow.name).where(
+                                KnowledgeFileRow.id.in_({r.file_id for r in rows})
+                            )
+                        )
+                    ).all()
+                )
+                if rows
+                else {}
+            )
         more = len(rows) > limit
         rows = rows[:limit]
         return pb.ListChunksResponse(
@@ -931,8 +1178,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
     async def UpdateChunk(self, request, context):
         me = caller.current()
         chunk = request.chunk
-        paths = set(request.update_mask.paths) if request.update_mask.paths else {
-            f.name for f, _ in chunk.ListFields()}
+        paths = set(request.update_mask.paths) if request.update_mask.paths else {f.name for f, _ in chunk.ListFields()}
         paths.discard("id")
         unknown = paths - {"text", "page"}
         if unknown:
@@ -944,8 +1190,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             row, file, kb = await self._chunk(session, chunk.id)
         self._editable(file)
         row = await self.chunks.update(kb, file, row, text, chunk.page if "page" in paths else None)
-        await self.audit.record("knowledge_chunk.update", actor_id=me.user_id, resource_type="knowledge_chunk",
-                                resource_id=row.id, detail={"kb_id": kb.id, "fields": sorted(paths)})
+        await self.audit.record(
+            "knowledge_chunk.update",
+            actor_id=me.user_id,
+            resource_type="knowledge_chunk",
+            resource_id=row.id,
+            detail={"kb_id": kb.id, "fields": sorted(paths)},
+        )
         return pb.UpdateChunkResponse(chunk=chunk_message(row, file.name))
 
     async def DeleteChunk(self, request, context):
@@ -954,8 +1205,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             row, file, kb = await self._chunk(session, request.chunk_id)
         self._editable(file)
         await self.chunks.delete(kb, file, row)
-        await self.audit.record("knowledge_chunk.delete", actor_id=me.user_id, resource_type="knowledge_chunk",
-                                resource_id=row.id, detail={"kb_id": kb.id})
+        await self.audit.record(
+            "knowledge_chunk.delete",
+            actor_id=me.user_id,
+            resource_type="knowledge_chunk",
+            resource_id=row.id,
+            detail={"kb_id": kb.id},
+        )
         return pb.DeleteChunkResponse()
 
     async def AddChunk(self, request, context):
@@ -967,8 +1223,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             file, kb = await self._file(session, request.file_id)
         self._editable(file)
         row = await self.chunks.add(kb, file, text, request.chunk.page)
-        await self.audit.record("knowledge_chunk.create", actor_id=me.user_id, resource_type="knowledge_chunk",
-                                resource_id=row.id, detail={"kb_id": kb.id})
+        await self.audit.record(
+            "knowledge_chunk.create",
+            actor_id=me.user_id,
+            resource_type="knowledge_chunk",
+            resource_id=row.id,
+            detail={"kb_id": kb.id},
+        )
         return pb.AddChunkResponse(chunk=chunk_message(row, file.name))
 
     async def DownloadFile(self, request, context):
@@ -978,8 +1239,10 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             file, _ = await self._file(session, request.file_id)
         start, end = byte_range(request.range, file.size_bytes)
         disposition = "inline" if request.inline else "attachment"
-        headers = [("content-disposition", f"{disposition}; filename*=UTF-8''{quote(file.name, safe='')}"),
-                   ("x-file-size", str(file.size_bytes))]
+        headers = [
+            ("content-disposition", f"{disposition}; filename*=UTF-8''{quote(file.name, safe='')}"),
+            ("x-file-size", str(file.size_bytes)),
+        ]
         if request.range:
             headers.append(("content-range", f"bytes {start}-{end - 1}/{file.size_bytes}"))
         if context is not None:  # trailing: the trace interceptor has already sent the initial metadata
@@ -1013,9 +1276,19 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
 
 def chunk_message(row: KnowledgeChunkRow, file_name: str) -> pb.Chunk:
-    return pb.Chunk(id=row.id, kb_id=row.kb_id, file_id=row.file_id, index=row.chunk_index, text=row.text,
-                    page=row.page, start_offset=row.start_offset or 0, end_offset=row.end_offset or 0,
-                    token_count=row.token_count or 0, edited=bool(row.edited), file_name=file_name)
+    return pb.Chunk(
+        id=row.id,
+        kb_id=row.kb_id,
+        file_id=row.file_id,
+        index=row.chunk_index,
+        text=row.text,
+        page=row.page,
+        start_offset=row.start_offset or 0,
+        end_offset=row.end_offset or 0,
+        token_count=row.token_count or 0,
+        edited=bool(row.edited),
+        file_name=file_name,
+    )
 
 
 def byte_range(spec: str, size: int) -> tuple[int, int]:
@@ -1030,9 +1303,12 @@ def byte_range(spec: str, size: int) -> tuple[int, int]:
     start = int(m.group(1))
     end = min(int(m.group(2)) + 1, size) if m.group(2) else size
     if start >= size or end <= start:
-        raise TypecaseError(grpc.StatusCode.OUT_OF_RANGE, "INVALID_ARGUMENT",
-                            f"range: {spec!r} is not satisfiable for a file of {size} bytes",
-                            {"field": "range", "size_bytes": str(size)})
+        raise TypecaseError(
+            grpc.StatusCode.OUT_OF_RANGE,
+            "INVALID_ARGUMENT",
+            f"range: {spec!r} is not satisfiable for a file of {size} bytes",
+            {"field": "range", "size_bytes": str(size)},
+        )
     return start, end
 
 

@@ -25,20 +25,53 @@ from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_foun
 from typecase.server.rpc.fields import struct_dict
 from typecase.v1 import llm_pb2
 
-MODEL_TYPES = {llm_pb2.MODEL_TYPE_LLM: "llm", llm_pb2.MODEL_TYPE_EMBEDDING: "embedding",
-               llm_pb2.MODEL_TYPE_RERANK: "rerank"}
+MODEL_TYPES = {
+    llm_pb2.MODEL_TYPE_LLM: "llm",
+    llm_pb2.MODEL_TYPE_EMBEDDING: "embedding",
+    llm_pb2.MODEL_TYPE_RERANK: "rerank",
+}
 MODEL_TYPE_PB = {v: k for k, v in MODEL_TYPES.items()}
 
-PROVIDER_FIELDS = {"name", "description", "base_url", "api_key", "extra_headers", "connect_timeout",
-                   "first_token_timeout", "idle_timeout", "max_retries", "enabled", "config"}
+PROVIDER_FIELDS = {
+    "name",
+    "description",
+    "base_url",
+    "api_key",
+    "extra_headers",
+    "connect_timeout",
+    "first_token_timeout",
+    "idle_timeout",
+    "max_retries",
+    "enabled",
+    "config",
+}
 PROVIDER_OUTPUT_ONLY = {"id", "type", "api_key_masked", "model_count", "create_time", "update_time"}
-MODEL_FIELDS = {"provider_id", "name", "upstream_name", "description", "context_length", "max_output_tokens",
-                "embedding_dimensions", "online", "limits", "limits.max_concurrency", "limits.requests_per_minute",
-                "limits.tokens_per_minute", "fallback_model_ids", "config", "capabilities",
-                *(f"capabilities.{name}" for name in CAPABILITIES)}
+MODEL_FIELDS = {
+    "provider_id",
+    "name",
+    "upstream_name",
+    "description",
+    "context_length",
+    "max_output_tokens",
+    "embedding_dimensions",
+    "online",
+    "limits",
+    "limits.max_concurrency",
+    "limits.requests_per_minute",
+    "limits.tokens_per_minute",
+    "fallback_model_ids",
+    "config",
+    "capabilities",
+    *(f"capabilities.{name}" for name in CAPABILITIES),
+}
 MODEL_OUTPUT_ONLY = {"id", "type", "status", "create_time", "update_time"}
-DEFAULT_FIELDS = {"chat_model_id": "chat", "flow_model_id": "flow", "knowledge_embedding_model_id":
-                  "knowledge_embedding", "title_model_id": "title", "rerank_model_id": "rerank"}
+DEFAULT_FIELDS = {
+    "chat_model_id": "chat",
+    "flow_model_id": "flow",
+    "knowledge_embedding_model_id": "knowledge_embedding",
+    "title_model_id": "title",
+    "rerank_model_id": "rerank",
+}
 MAX_TIMEOUT_MS = 3_600_000
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
 
@@ -74,8 +107,9 @@ def duration(ms: float) -> duration_pb2.Duration:
 
 
 def conflict(kind: str, name: str) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", f"a {kind} named {name!r} already exists",
-                         {"name": name})
+    return TypecaseError(
+        grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", f"a {kind} named {name!r} already exists", {"name": name}
+    )
 
 
 class Catalog:
@@ -88,14 +122,22 @@ class Catalog:
     def provider_pb(self, row: ProviderRow, model_count: int = 0) -> llm_pb2.Provider:
         s = self.settings
         return llm_pb2.Provider(
-            id=row.id, name=row.name, type=PROVIDER_TYPES[row.type].proto if row.type in PROVIDER_TYPES else 0, description=row.description,
-            base_url=row.base_url, api_key_masked=row.api_key_hint, extra_headers=row.extra_headers or {},
+            id=row.id,
+            name=row.name,
+            type=PROVIDER_TYPES[row.type].proto if row.type in PROVIDER_TYPES else 0,
+            description=row.description,
+            base_url=row.base_url,
+            api_key_masked=row.api_key_hint,
+            extra_headers=row.extra_headers or {},
             connect_timeout=duration(row.connect_timeout_ms or s.llm_connect_timeout_seconds * 1000),
             first_token_timeout=duration(row.first_token_timeout_ms or s.llm_first_token_timeout_seconds * 1000),
             idle_timeout=duration(row.idle_timeout_ms or s.llm_idle_timeout_seconds * 1000),
             max_retries=row.max_retries if row.max_retries is not None else s.llm_max_retries,
-            enabled=row.enabled, config=to_struct(row.config), model_count=model_count,
-            create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
+            enabled=row.enabled,
+            config=to_struct(row.config),
+            model_count=model_count,
+            create_time=to_timestamp(row.create_time),
+            update_time=to_timestamp(row.update_time),
         )
 
     def _apply_provider(self, row: ProviderRow, pb: llm_pb2.Provider, paths: set[str]) -> None:
@@ -160,8 +202,9 @@ class Catalog:
         if spec is None:
             names = ", ".join(llm_pb2.ProviderType.Name(p).removeprefix("PROVIDER_TYPE_") for p in BY_PROTO)
             raise invalid_argument("provider.type", f"must be one of {names}")
-        row = ProviderRow(type=spec.name, description="", base_url="", api_key_hint="", extra_headers={}, config={},
-                          enabled=True)  # created enabled: proto3 cannot tell "false" from "not sent"
+        row = ProviderRow(
+            type=spec.name, description="", base_url="", api_key_hint="", extra_headers={}, config={}, enabled=True
+        )  # created enabled: proto3 cannot tell "false" from "not sent"
         paths = {"name", "description", "base_url", "api_key", "extra_headers", "config"}
         paths |= {f for f in ("connect_timeout", "first_token_timeout", "idle_timeout") if pb.HasField(f)}
         if pb.max_retries:  # 0 on create means "the platform default"; set 0 explicitly with UpdateProvider
@@ -182,8 +225,10 @@ class Catalog:
         return row
 
     async def _model_count(self, session, provider_id: str) -> int:
-        return await session.scalar(select(func.count()).select_from(ModelRow).where(
-            ModelRow.provider_id == provider_id)) or 0
+        return (
+            await session.scalar(select(func.count()).select_from(ModelRow).where(ModelRow.provider_id == provider_id))
+            or 0
+        )
 
     async def get_provider(self, provider_id: str) -> llm_pb2.Provider:
         async with self.db.session() as session:
@@ -201,10 +246,12 @@ class Catalog:
             query = query.where(ProviderRow.name > str(position.get("name", "")))
         async with self.db.session() as session:
             rows = (await session.scalars(query)).all()
-            counts = dict((await session.execute(
-                select(ModelRow.provider_id, func.count()).group_by(ModelRow.provider_id))).all())
+            counts = dict(
+                (await session.execute(select(ModelRow.provider_id, func.count()).group_by(ModelRow.provider_id))).all()
+            )
         response = llm_pb2.ListProvidersResponse(
-            providers=[self.provider_pb(r, counts.get(r.id, 0)) for r in rows[:size]])
+            providers=[self.provider_pb(r, counts.get(r.id, 0)) for r in rows[:size]]
+        )
         if len(rows) > size:
             response.next_page_token = paging.encode_token(name=rows[size - 1].name)
         return response
@@ -229,9 +276,11 @@ class Catalog:
             models = (await session.scalars(select(ModelRow).where(ModelRow.provider_id == row.id))).all()
             if models and not force:
                 raise TypecaseError(
-                    grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "FAILED_PRECONDITION",
                     f"provider {row.name!r} still serves {len(models)} model(s); delete them first or pass force",
-                    {"provider_id": row.id, "model_count": str(len(models))})
+                    {"provider_id": row.id, "model_count": str(len(models))},
+                )
             for model in models:
                 await session.delete(model)
             await session.flush()
@@ -241,14 +290,25 @@ class Catalog:
     # -- models --------------------------------------------------------------------------------------------------
     def model_pb(self, row: ModelRow, status: llm_pb2.ModelStatus | None = None) -> llm_pb2.Model:
         model = llm_pb2.Model(
-            id=row.id, provider_id=row.provider_id, name=row.name, upstream_name=row.upstream_name,
-            type=MODEL_TYPE_PB.get(row.type, 0), description=row.description, context_length=row.context_length,
-            max_output_tokens=row.max_output_tokens, embedding_dimensions=row.embedding_dimensions,
-            online=row.online, limits=llm_pb2.ModelLimits(
-                max_concurrency=row.max_concurrency, requests_per_minute=row.requests_per_minute,
-                tokens_per_minute=row.tokens_per_minute),
-            fallback_model_ids=row.fallback_model_ids or [], config=to_struct(row.config),
-            create_time=to_timestamp(row.create_time), update_time=to_timestamp(row.update_time),
+            id=row.id,
+            provider_id=row.provider_id,
+            name=row.name,
+            upstream_name=row.upstream_name,
+            type=MODEL_TYPE_PB.get(row.type, 0),
+            description=row.description,
+            context_length=row.context_length,
+            max_output_tokens=row.max_output_tokens,
+            embedding_dimensions=row.embedding_dimensions,
+            online=row.online,
+            limits=llm_pb2.ModelLimits(
+                max_concurrency=row.max_concurrency,
+                requests_per_minute=row.requests_per_minute,
+                tokens_per_minute=row.tokens_per_minute,
+            ),
+            fallback_model_ids=row.fallback_model_ids or [],
+            config=to_struct(row.config),
+            create_time=to_timestamp(row.create_time),
+            update_time=to_timestamp(row.update_time),
         )
         provider = self.registry.snapshot.providers.get(row.provider_id)
         effective = capabilities(provider.type if provider else "", row.capabilities)
@@ -330,12 +390,14 @@ class Catalog:
             if row is None and ref:
                 row = await session.scalar(select(ModelRow).where(ModelRow.name == ref))
         if row is None:
-            raise TypecaseError(grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {ref!r} not found",
-                                {"model_id": ref})
+            raise TypecaseError(
+                grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {ref!r} not found", {"model_id": ref}
+            )
         return row
 
-    async def list_models(self, request: llm_pb2.ListModelsRequest, online_only: bool
-                          ) -> tuple[list[ModelRow], str, int]:
+    async def list_models(
+        self, request: llm_pb2.ListModelsRequest, online_only: bool
+    ) -> tuple[list[ModelRow], str, int]:
         size = paging.page_size(request.page_size)
         position = paging.decode_token(request.page_token)
         filters = []
@@ -349,7 +411,9 @@ class Catalog:
             filters.append(ModelRow.provider_id == request.provider_id)
         if request.keyword:
             pattern = f"%{request.keyword.lower()}%"
-            filters.append(or_(func.lower(ModelRow.name).like(pattern), func.lower(ModelRow.upstream_name).like(pattern)))
+            filters.append(
+                or_(func.lower(ModelRow.name).like(pattern), func.lower(ModelRow.upstream_name).like(pattern))
+            )
         query = select(ModelRow).where(*filters).order_by(ModelRow.name).limit(size + 1)
         if position:
             query = query.where(ModelRow.name > str(position.get("name", "")))
@@ -365,8 +429,9 @@ class Catalog:
             async with self.db.session() as session:
                 row = await session.get(ModelRow, pb.id) if pb.id else None
                 if row is None:
-                    raise TypecaseError(grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {pb.id!r} not found",
-                                        {"model_id": pb.id})
+                    raise TypecaseError(
+                        grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {pb.id!r} not found", {"model_id": pb.id}
+                    )
                 await self._apply_model(session, row, pb, paths)
                 row.update_time = utcnow()
         except IntegrityError:
@@ -378,8 +443,12 @@ class Catalog:
         async with self.db.session() as session:
             row = await session.get(ModelRow, model_id) if model_id else None
             if row is None:
-                raise TypecaseError(grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {model_id!r} not found",
-                                    {"model_id": model_id})
+                raise TypecaseError(
+                    grpc.StatusCode.NOT_FOUND,
+                    "MODEL_NOT_FOUND",
+                    f"model {model_id!r} not found",
+                    {"model_id": model_id},
+                )
             await session.delete(row)
         await self.registry.changed()
 
@@ -407,11 +476,17 @@ class Catalog:
                     if model is None:
                         model = await session.scalar(select(ModelRow).where(ModelRow.name == model_id))
                     if model is None:
-                        raise TypecaseError(grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND",
-                                            f"model {model_id!r} not found", {"model_id": model_id, "field": field})
+                        raise TypecaseError(
+                            grpc.StatusCode.NOT_FOUND,
+                            "MODEL_NOT_FOUND",
+                            f"model {model_id!r} not found",
+                            {"model_id": model_id, "field": field},
+                        )
                     if model.type != USE_TYPES[use]:
-                        raise invalid_argument(f"defaults.{field}", f"{model.name!r} is a {model.type} model; "
-                                                                    f"{use} needs a {USE_TYPES[use]} model")
+                        raise invalid_argument(
+                            f"defaults.{field}",
+                            f"{model.name!r} is a {model.type} model; {use} needs a {USE_TYPES[use]} model",
+                        )
                     model_id = model.id
                 row = await session.get(DefaultRow, use)
                 if row is None:

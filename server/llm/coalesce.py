@@ -33,8 +33,11 @@ class Coalescer:
         try:
             async for delta in self._stream:
                 self._pending.append(delta)
-                self._pending_chars += len(delta.text) + len(delta.reasoning) + (
-                    sum(len(c.arguments) for c in delta.tool_calls) if delta.tool_calls else 0)
+                self._pending_chars += (
+                    len(delta.text)
+                    + len(delta.reasoning)
+                    + (sum(len(c.arguments) for c in delta.tool_calls) if delta.tool_calls else 0)
+                )
                 self._ready.set()
                 if delta.finish_reason:
                     # Stop here: the adapter finishes its stream (drains, pools the connection) in aclose(),
@@ -67,8 +70,14 @@ class Coalescer:
             return batch[0]
         last = batch[-1]
         calls = [c for d in batch if d.tool_calls for c in d.tool_calls]
-        return Delta("".join(d.text for d in batch), "".join(d.reasoning for d in batch), last.finish_reason,
-                     last.prompt_tokens, last.completion_tokens, merge_tool_deltas(calls) if calls else None)
+        return Delta(
+            "".join(d.text for d in batch),
+            "".join(d.reasoning for d in batch),
+            last.finish_reason,
+            last.prompt_tokens,
+            last.completion_tokens,
+            merge_tool_deltas(calls) if calls else None,
+        )
 
     async def aclose(self) -> None:
         """Stop reading and close the upstream stream (at once, mid-read if need be)."""

@@ -82,8 +82,16 @@ class Target:
 
 
 class Inference:
-    def __init__(self, registry: Registry, settings: Settings, breaker: Breaker, concurrency: Concurrency,
-                 rate_limits: RateLimits, status_log: StatusLog, files: FileReader | None = None):
+    def __init__(
+        self,
+        registry: Registry,
+        settings: Settings,
+        breaker: Breaker,
+        concurrency: Concurrency,
+        rate_limits: RateLimits,
+        status_log: StatusLog,
+        files: FileReader | None = None,
+    ):
         self.registry = registry
         self.settings = settings
         self.breaker = breaker
@@ -152,8 +160,11 @@ class Inference:
         """The fallback chain without the models that cannot serve the request; the primary must be able to."""
         if (missing := self.missing_capability(primary, needs)) is not None:
             raise errors.capability_missing(primary, missing)
-        return [m for m in self.chain(primary, disable_fallback)
-                if m is primary or self.missing_capability(m, needs) is None]
+        return [
+            m
+            for m in self.chain(primary, disable_fallback)
+            if m is primary or self.missing_capability(m, needs) is None
+        ]
 
     def target(self, model: ModelRow) -> Target:
         provider = self.registry.snapshot.providers.get(model.provider_id)
@@ -181,9 +192,15 @@ class Inference:
             return cached[1]
         if cached is not None:  # the provider was edited: new requests get a new client, running streams finish
             self._retire(cached[1])
-        adapter = spec.build(AdapterArgs(
-            provider.base_url, snapshot.api_keys.get(provider.id),
-            dict(snapshot.extra_headers.get(provider.id) or {}), provider.config or {}, self.settings))
+        adapter = spec.build(
+            AdapterArgs(
+                provider.base_url,
+                snapshot.api_keys.get(provider.id),
+                dict(snapshot.extra_headers.get(provider.id) or {}),
+                provider.config or {},
+                self.settings,
+            )
+        )
         self._adapters[provider.id] = (version, adapter)
         return adapter
 
@@ -216,13 +233,15 @@ class Inference:
         resolved = False
         try:
             try:
-                await self.rate_limits.admit(model.id, model.requests_per_minute, model.tokens_per_minute,
-                                             prompt_tokens)
+                await self.rate_limits.admit(
+                    model.id, model.requests_per_minute, model.tokens_per_minute, prompt_tokens
+                )
             except LimitExceeded as exc:
                 self._count_failure(target, "RATE_LIMITED")
                 raise Unserved(errors.rate_limited(model, provider_name, exc.what, exc.retry_after), True) from None
-            lease = await self.concurrency.acquire(model.id, model.max_concurrency,
-                                                   self.settings.llm_concurrency_wait_seconds)
+            lease = await self.concurrency.acquire(
+                model.id, model.max_concurrency, self.settings.llm_concurrency_wait_seconds
+            )
             if lease is None:
                 self._count_failure(target, "RATE_LIMITED")
                 raise Unserved(errors.rate_limited(model, provider_name, "concurrency", 1.0), True)
@@ -247,8 +266,11 @@ class Inference:
                 raise
             failure = exc
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(target.max_retries + 1), wait=self.retry_wait, retry=self.retryable,
-            before_sleep=self._before_retry(target), reraise=True,
+            stop=stop_after_attempt(target.max_retries + 1),
+            wait=self.retry_wait,
+            retry=self.retryable,
+            before_sleep=self._before_retry(target),
+            reraise=True,
         ):
             with attempt:
                 if attempt.retry_state.attempt_number == 1:
@@ -260,12 +282,19 @@ class Inference:
         def log_retry(state: RetryCallState) -> None:
             metrics.RETRIES.labels(*target.labels).inc()
             exc = state.outcome.exception() if state.outcome else None
-            log.info("retrying model %s (attempt %d failed: %s); next in %.2fs", target.model.name,
-                     state.attempt_number, exc, state.upcoming_sleep)
+            log.info(
+                "retrying model %s (attempt %d failed: %s); next in %.2fs",
+                target.model.name,
+                state.attempt_number,
+                exc,
+                state.upcoming_sleep,
+            )
+
         return log_retry
 
-    async def _failed(self, target: Target, ticket: Ticket, exc: UpstreamError, error: TypecaseError,
-                      operation: str) -> None:
+    async def _failed(
+        self, target: Target, ticket: Ticket, exc: UpstreamError, error: TypecaseError, operation: str
+    ) -> None:
         if exc.kind in BREAKER_FAILURES:
             if await self.breaker.failure(ticket):
                 metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_OPEN)
@@ -347,6 +376,7 @@ class Inference:
 
     async def _open(self, target: Target, call: ChatCall) -> tuple[AsyncIterator[Delta], Delta]:
         """The upstream stream and its first output, retried while nothing was produced."""
+
         async def attempt() -> tuple[AsyncIterator[Delta], Delta]:
             stream = target.adapter.stream_chat(call, target.timeouts)
             try:
@@ -356,10 +386,12 @@ class Inference:
             except BaseException:
                 await stream.aclose()
                 raise
+
         return await self._retrying(target, attempt)
 
-    async def _stream(self, target: Target, call: ChatCall, prompt_estimate: int,
-                      started: float) -> AsyncIterator[llm_pb2.GenerateResponse]:
+    async def _stream(
+        self, target: Target, call: ChatCall, prompt_estimate: int, started: float
+    ) -> AsyncIterator[llm_pb2.GenerateResponse]:
         model, labels = target.model, target.labels
         async with self.admitted(target, prompt_estimate) as ticket:
             try:
@@ -383,10 +415,12 @@ class Inference:
                     produced += len(delta.text) + len(delta.reasoning)
                     if delta.finish_reason:
                         prompt = delta.prompt_tokens if delta.prompt_tokens is not None else prompt_estimate
-                        completion = (delta.completion_tokens if delta.completion_tokens is not None
-                                      else (produced + 3) // 4)
-                        usage = common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion,
-                                                 total_tokens=prompt + completion)
+                        completion = (
+                            delta.completion_tokens if delta.completion_tokens is not None else (produced + 3) // 4
+                        )
+                        usage = common_pb2.Usage(
+                            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+                        )
                         final = first if seq == 1 else GenerateResponse(seq=seq)
                         final.text, final.reasoning_text = delta.text, delta.reasoning
                         if delta.tool_calls:
@@ -397,8 +431,11 @@ class Inference:
                         await self._finished(target, ticket, started, prompt, completion)
                         yield final
                         return
-                    message = first if seq == 1 else GenerateResponse(seq=seq, text=delta.text,
-                                                                      reasoning_text=delta.reasoning)
+                    message = (
+                        first
+                        if seq == 1
+                        else GenerateResponse(seq=seq, text=delta.text, reasoning_text=delta.reasoning)
+                    )
                     if seq == 1:
                         message.text, message.reasoning_text = delta.text, delta.reasoning
                     if delta.tool_calls:
@@ -437,8 +474,9 @@ class Inference:
             await self.rate_limits.charge_tokens(model.id, model.tokens_per_minute, prompt + completion)
 
     # -- unary calls ---------------------------------------------------------------------------------------------
-    async def _unary(self, chain: list[ModelRow], prompt_tokens: int, operation: str,
-                     run: Callable[[Target], Awaitable[T]]) -> tuple[Target, T]:
+    async def _unary(
+        self, chain: list[ModelRow], prompt_tokens: int, operation: str, run: Callable[[Target], Awaitable[T]]
+    ) -> tuple[Target, T]:
         """Fallback chain + admission for a unary operation; `run` does the upstream work with _retrying."""
         first_error: Unserved | None = None
         for model in chain:
@@ -480,8 +518,9 @@ class Inference:
             call = chat_call(target.model, built, request.config, request.user)
             return await self._retrying(target, lambda: target.adapter.chat(call, target.timeouts))
 
-        target, answer = await self._unary(self.capable_chain(primary, request.disable_fallback, built.needs),
-                                           prompt_estimate, "complete", run)
+        target, answer = await self._unary(
+            self.capable_chain(primary, request.disable_fallback, built.needs), prompt_estimate, "complete", run
+        )
         check_answer(built, answer, target.model)
         prompt = answer.prompt_tokens if answer.prompt_tokens is not None else prompt_estimate
         completion = answer.completion_tokens if answer.completion_tokens is not None else estimate_tokens(answer.text)
@@ -489,33 +528,58 @@ class Inference:
         metrics.OUTPUT_TOKENS.labels(*target.labels).inc(completion)
         await self._charge(target.model, prompt, completion)
         response = llm_pb2.CompleteResponse(
-            text=answer.text, reasoning_text=answer.reasoning, finish_reason=answer.finish_reason or 1,
-            usage=common_pb2.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
-            served_model_id=target.model.id, tool_calls=[
-                llm_pb2.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in answer.tool_calls or ()],
+            text=answer.text,
+            reasoning_text=answer.reasoning,
+            finish_reason=answer.finish_reason or 1,
+            usage=common_pb2.Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+            ),
+            served_model_id=target.model.id,
+            tool_calls=[llm_pb2.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in answer.tool_calls or ()],
         )
         response.latency.FromNanoseconds(int((time.perf_counter() - started) * 1e9))
         return response
 
-    async def embed(self, model_ref: str, texts: list[str], *, dimensions: int = 0, input_type: str = "",
-                    use: str = "knowledge_embedding") -> tuple[ModelRow, list[list[float]], int]:
+    async def embed(
+        self,
+        model_ref: str,
+        texts: list[str],
+        *,
+        dimensions: int = 0,
+        input_type: str = "",
+        use: str = "knowledge_embedding",
+    ) -> tuple[ModelRow, list[list[float]], int]:
         """(served model, one vector per text, prompt tokens). Batches of llm_embed_batch_size go upstream."""
         primary = await self.resolve(model_ref, use, "embedding")
         if not texts:
             return primary, [], 0
-        chain = [m for m in self.chain(primary, False) if m is primary or not (
-            primary.embedding_dimensions and m.embedding_dimensions
-            and m.embedding_dimensions != primary.embedding_dimensions)]  # never mix vector spaces of different sizes
+        chain = [
+            m
+            for m in self.chain(primary, False)
+            if m is primary
+            or not (
+                primary.embedding_dimensions
+                and m.embedding_dimensions
+                and m.embedding_dimensions != primary.embedding_dimensions
+            )
+        ]  # never mix vector spaces of different sizes
         size = self.settings.llm_embed_batch_size
 
         async def run(target: Target) -> tuple[list[list[float]], int]:
             vectors: list[list[float]] = []
             tokens = 0
             for i in range(0, len(texts), size):
-                batch = texts[i:i + size]
-                result = await self._retrying(target, lambda: target.adapter.embed(
-                    target.model.upstream_name or target.model.name, batch, target.timeouts,
-                    dimensions=dimensions, input_type=input_type))
+                batch = texts[i : i + size]
+                result = await self._retrying(
+                    target,
+                    lambda: target.adapter.embed(
+                        target.model.upstream_name or target.model.name,
+                        batch,
+                        target.timeouts,
+                        dimensions=dimensions,
+                        input_type=input_type,
+                    ),
+                )
                 if len(result.vectors) != len(batch):
                     raise UpstreamError(UNAVAILABLE, "the upstream returned the wrong number of vectors")
                 vectors.extend(result.vectors)
@@ -549,18 +613,25 @@ class Inference:
             return llm_pb2.RerankResponse(served_model_id=primary.id)
 
         async def run(target: Target):
-            return await self._retrying(target, lambda: target.adapter.rerank(
-                target.model.upstream_name or target.model.name, request.query, documents, target.timeouts))
+            return await self._retrying(
+                target,
+                lambda: target.adapter.rerank(
+                    target.model.upstream_name or target.model.name, request.query, documents, target.timeouts
+                ),
+            )
 
         tokens = estimate_tokens(request.query) * len(documents) + sum(estimate_tokens(d) for d in documents)
         target, items = await self._unary(self.chain(primary, False), tokens, "rerank", run)
         items = sorted((i for i in items if 0 <= i.index < len(documents)), key=lambda i: -i.score)
         if request.top_n:
-            items = items[:request.top_n]
+            items = items[: request.top_n]
         response = llm_pb2.RerankResponse(served_model_id=target.model.id)
         for item in items:
-            response.results.add(index=item.index, relevance_score=item.score,
-                                 document=documents[item.index] if request.return_documents else "")
+            response.results.add(
+                index=item.index,
+                relevance_score=item.score,
+                document=documents[item.index] if request.return_documents else "",
+            )
         return response
 
     # -- diagnostics ---------------------------------------------------------------------------------------------
@@ -571,8 +642,9 @@ class Inference:
         try:
             target = self.target(model)
             if model.type == "llm":
-                call = ChatCall(model.upstream_name or model.name, [Message("user", prompt or "Say hello.")],
-                                max_tokens=16)
+                call = ChatCall(
+                    model.upstream_name or model.name, [Message("user", prompt or "Say hello.")], max_tokens=16
+                )
                 stream = target.adapter.stream_chat(call, target.timeouts)
                 text = []
                 try:
@@ -584,12 +656,14 @@ class Inference:
                     await stream.aclose()
                 response.output = "".join(text)[:200]
             elif model.type == "embedding":
-                result = await target.adapter.embed(model.upstream_name or model.name, [prompt or "hello"],
-                                                    target.timeouts)
+                result = await target.adapter.embed(
+                    model.upstream_name or model.name, [prompt or "hello"], target.timeouts
+                )
                 response.output = f"{len(result.vectors[0])}-dim vector"
             else:
-                items = await target.adapter.rerank(model.upstream_name or model.name, prompt or "hello",
-                                                    ["hello", "world"], target.timeouts)
+                items = await target.adapter.rerank(
+                    model.upstream_name or model.name, prompt or "hello", ["hello", "world"], target.timeouts
+                )
                 response.output = f"{len(items)} scores"
             response.ok = True
         except UpstreamError as exc:
@@ -604,9 +678,13 @@ class Inference:
 def _gen_ai_request(target: Target) -> dict[str, Any]:
     """OpenTelemetry GenAI semantic-convention attributes of one upstream chat call."""
     model = target.model
-    return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": target.provider.type,
-            "gen_ai.request.model": model.upstream_name or model.name, "typecase.model_id": model.id,
-            "typecase.provider": target.provider.name}
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": target.provider.type,
+        "gen_ai.request.model": model.upstream_name or model.name,
+        "typecase.model_id": model.id,
+        "typecase.provider": target.provider.name,
+    }
 
 
 def _trace_response(span: Any, response: llm_pb2.GenerateResponse) -> None:
@@ -619,5 +697,9 @@ def _trace_response(span: Any, response: llm_pb2.GenerateResponse) -> None:
         name = enum.values_by_number[response.finish_reason].name.removeprefix("FINISH_REASON_").lower()
         span.set_attribute("gen_ai.response.finish_reasons", [name])
     if response.HasField("usage"):
-        span.set_attributes({"gen_ai.usage.input_tokens": response.usage.prompt_tokens,
-                             "gen_ai.usage.output_tokens": response.usage.completion_tokens})
+        span.set_attributes(
+            {
+                "gen_ai.usage.input_tokens": response.usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": response.usage.completion_tokens,
+            }
+        )

@@ -21,13 +21,20 @@ from typecase.server.llm.providers import ChatCall, Image, Message, ResponseForm
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
-ROLES = {common_pb2.MESSAGE_ROLE_SYSTEM: "system", common_pb2.MESSAGE_ROLE_USER: "user",
-         common_pb2.MESSAGE_ROLE_ASSISTANT: "assistant", common_pb2.MESSAGE_ROLE_TOOL: "tool"}
+ROLES = {
+    common_pb2.MESSAGE_ROLE_SYSTEM: "system",
+    common_pb2.MESSAGE_ROLE_USER: "user",
+    common_pb2.MESSAGE_ROLE_ASSISTANT: "assistant",
+    common_pb2.MESSAGE_ROLE_TOOL: "tool",
+}
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 DETAILS = {llm_pb2.IMAGE_DETAIL_AUTO: "auto", llm_pb2.IMAGE_DETAIL_LOW: "low", llm_pb2.IMAGE_DETAIL_HIGH: "high"}
-CHOICES = {llm_pb2.TOOL_CHOICE_MODE_AUTO: "auto", llm_pb2.TOOL_CHOICE_MODE_NONE: "none",
-           llm_pb2.TOOL_CHOICE_MODE_REQUIRED: "required"}
+CHOICES = {
+    llm_pb2.TOOL_CHOICE_MODE_AUTO: "auto",
+    llm_pb2.TOOL_CHOICE_MODE_NONE: "none",
+    llm_pb2.TOOL_CHOICE_MODE_REQUIRED: "required",
+}
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 SAMPLING_DEFAULTS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "max_tokens", "stop")
 
@@ -59,8 +66,13 @@ class Prompt:
 
     def estimate_tokens(self) -> int:
         """A tokenizer-free estimate of the prompt (an image counts as a low-detail one, ~85 tokens)."""
-        tokens = sum(estimate_tokens(m.text()) + 4 + sum(estimate_tokens(c.arguments) + 4 for c in m.tool_calls or ())
-                     + 85 * sum(1 for p in m.parts or () if type(p) is not str) for m in self.messages)
+        tokens = sum(
+            estimate_tokens(m.text())
+            + 4
+            + sum(estimate_tokens(c.arguments) + 4 for c in m.tool_calls or ())
+            + 85 * sum(1 for p in m.parts or () if type(p) is not str)
+            for m in self.messages
+        )
         return tokens + sum(estimate_tokens(t.description) + t.schema_chars // 4 for t in self.tools)
 
 
@@ -75,8 +87,12 @@ class FileRef(str):
 
 
 def _too_large(where: str, limit: int) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE", f"{where}: the image exceeds {limit} "
-                         "bytes", {"field": where, "limit_bytes": str(limit)})
+    return TypecaseError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PAYLOAD_TOO_LARGE",
+        f"{where}: the image exceeds {limit} bytes",
+        {"field": where, "limit_bytes": str(limit)},
+    )
 
 
 def _image(part: llm_pb2.ImagePart, where: str, limits: Limits) -> Image | FileRef:
@@ -94,8 +110,9 @@ def _image(part: llm_pb2.ImagePart, where: str, limits: Limits) -> Image | FileR
         if not comma or not head.endswith(";base64"):
             raise invalid_argument(f"{where}.url", "a data URI must be base64: data:image/png;base64,...")
         if media_type not in IMAGE_TYPES:
-            raise invalid_argument(f"{where}.url", f"image type {media_type or '(none)'!r} is not one of "
-                                                   f"{', '.join(IMAGE_TYPES)}")
+            raise invalid_argument(
+                f"{where}.url", f"image type {media_type or '(none)'!r} is not one of {', '.join(IMAGE_TYPES)}"
+            )
         if len(payload) * 3 // 4 > limits.max_image_bytes + 3:  # checked before decoding
             raise _too_large(f"{where}.url", limits.max_image_bytes)
         try:
@@ -214,12 +231,23 @@ def build_prompt(request, limits: Limits) -> Prompt:
         raise invalid_argument("messages", "at least one message is required")
     messages = [_message(i, m, limits) for i, m in enumerate(request.messages)]
     tools = _tools(request, limits)
-    prompt = Prompt(messages, tools, _tool_choice(request, tools),
-                    request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None,
-                    _response_format(request))
+    prompt = Prompt(
+        messages,
+        tools,
+        _tool_choice(request, tools),
+        request.parallel_tool_calls if request.HasField("parallel_tool_calls") else None,
+        _response_format(request),
+    )
     images = any(isinstance(p, (Image, FileRef)) for m in messages for p in m.parts or ())
-    prompt.needs = tuple(need for need, wanted in (("tools", bool(tools)), ("vision", images),
-                                                    ("json_schema", prompt.response_format is not None)) if wanted)
+    prompt.needs = tuple(
+        need
+        for need, wanted in (
+            ("tools", bool(tools)),
+            ("vision", images),
+            ("json_schema", prompt.response_format is not None),
+        )
+        if wanted
+    )
     return prompt
 
 
@@ -233,13 +261,18 @@ async def resolve_files(prompt: Prompt, reader: FileReader | None, limits: Limit
                 continue
             where = f"messages[{i}].parts[{j}].image.file_id"
             if reader is None:
-                raise TypecaseError(grpc.StatusCode.UNIMPLEMENTED, "INVALID_ARGUMENT",
-                                    f"{where}: images by Typecase file id are not supported yet; send the image "
-                                    "as an https URL or a data: URI", {"field": where})
+                raise TypecaseError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    "INVALID_ARGUMENT",
+                    f"{where}: images by Typecase file id are not supported yet; send the image "
+                    "as an https URL or a data: URI",
+                    {"field": where},
+                )
             data, media_type = await reader.read(str(part), limits.max_image_bytes)
             if media_type not in IMAGE_TYPES:
-                raise invalid_argument(where, f"file {str(part)!r} is {media_type or 'not an image'}, not one of "
-                                              f"{', '.join(IMAGE_TYPES)}")
+                raise invalid_argument(
+                    where, f"file {str(part)!r} is {media_type or 'not an image'}, not one of {', '.join(IMAGE_TYPES)}"
+                )
             m.parts[j] = Image(data=data, media_type=media_type)
 
 
@@ -256,10 +289,19 @@ def chat_call(model, request: Prompt, config: llm_pb2.GenerationConfig, user: st
     if model.max_output_tokens and (max_tokens is None or max_tokens > model.max_output_tokens):
         max_tokens = model.max_output_tokens
     return ChatCall(
-        model=model.upstream_name or model.name, messages=request.messages, tools=request.tools,
-        tool_choice=request.tool_choice, parallel_tool_calls=request.parallel_tool_calls,
-        response_format=request.response_format, max_tokens=max_tokens,
-        temperature=pick("temperature"), top_p=pick("top_p"), stop=list(config.stop) or defaults.get("stop") or [],
-        seed=pick("seed"), presence_penalty=pick("presence_penalty"),
-        frequency_penalty=pick("frequency_penalty"), user=user, extra=extra,
+        model=model.upstream_name or model.name,
+        messages=request.messages,
+        tools=request.tools,
+        tool_choice=request.tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
+        response_format=request.response_format,
+        max_tokens=max_tokens,
+        temperature=pick("temperature"),
+        top_p=pick("top_p"),
+        stop=list(config.stop) or defaults.get("stop") or [],
+        seed=pick("seed"),
+        presence_penalty=pick("presence_penalty"),
+        frequency_penalty=pick("frequency_penalty"),
+        user=user,
+        extra=extra,
     )

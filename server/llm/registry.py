@@ -61,9 +61,12 @@ class SecretBox:
                     f.write(Fernet.generate_key().decode())
                 os.link(path.with_suffix(".tmp"), path)  # atomic: a racing process keeps the first key
                 # A warning only where it can bite: the embedded SQLite database has no other replica.
-                log.log(logging.WARNING if shared_database else logging.INFO,
-                        "no TYPECASE_SECRET_KEY: provider API keys are encrypted with %s; replicas sharing "
-                        "a database need TYPECASE_SECRET_KEY instead", path)
+                log.log(
+                    logging.WARNING if shared_database else logging.INFO,
+                    "no TYPECASE_SECRET_KEY: provider API keys are encrypted with %s; replicas sharing "
+                    "a database need TYPECASE_SECRET_KEY instead",
+                    path,
+                )
             except FileExistsError:
                 pass
             finally:
@@ -167,12 +170,17 @@ class Registry:
             for p in providers:
                 snap.api_keys[p.id] = self.secrets.decrypt(p.api_key_encrypted) if p.api_key_encrypted else None
                 if p.api_key_encrypted and snap.api_keys[p.id] is None:
-                    log.error("cannot decrypt the API key of provider %r: is TYPECASE_SECRET_KEY the one it was "
-                              "stored with?", p.name)
+                    log.error(
+                        "cannot decrypt the API key of provider %r: is TYPECASE_SECRET_KEY the one it was stored with?",
+                        p.name,
+                    )
                 headers = self.secrets.decrypt_headers(p.extra_headers_encrypted)
                 if headers is None:
-                    log.error("cannot decrypt the extra headers of provider %r: is TYPECASE_SECRET_KEY the one they "
-                              "were stored with?", p.name)
+                    log.error(
+                        "cannot decrypt the extra headers of provider %r: is TYPECASE_SECRET_KEY the one they "
+                        "were stored with?",
+                        p.name,
+                    )
                 snap.extra_headers[p.id] = headers or {}
             self.snapshot = snap
             self.version += 1
@@ -194,8 +202,11 @@ class Registry:
         try:
             await self.cache.publish(CHANNEL, b"changed")
         except Exception:  # the periodic refresh still converges
-            log.warning("could not publish a registry change; other replicas see it within %gs",
-                        self.settings.llm_registry_refresh_seconds, exc_info=True)
+            log.warning(
+                "could not publish a registry change; other replicas see it within %gs",
+                self.settings.llm_registry_refresh_seconds,
+                exc_info=True,
+            )
 
     async def _follow_bus(self, subscribed: asyncio.Event) -> None:
         while True:
@@ -246,20 +257,39 @@ class Registry:
                 return
         try:
             async with self.db.session() as session:
-                provider = ProviderRow(name=LOCAL_PROVIDER, type="local", description="Built-in models, run in-process",
-                                       extra_headers={}, config={}, enabled=True)
+                provider = ProviderRow(
+                    name=LOCAL_PROVIDER,
+                    type="local",
+                    description="Built-in models, run in-process",
+                    extra_headers={},
+                    config={},
+                    enabled=True,
+                )
                 session.add(provider)
                 await session.flush()
                 chat = ModelRow(
-                    provider_id=provider.id, name=LOCAL_CHAT, upstream_name=local.CHAT_MODEL, type="llm",
+                    provider_id=provider.id,
+                    name=LOCAL_CHAT,
+                    upstream_name=local.CHAT_MODEL,
+                    type="llm",
                     description="SmolLM2-135M-Instruct (Q4_1 GGUF), built in: small and fast, for trying things out",
-                    context_length=self.settings.llm_local_context_tokens, max_output_tokens=512, online=True,
-                    fallback_model_ids=[], config={"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1},
+                    context_length=self.settings.llm_local_context_tokens,
+                    max_output_tokens=512,
+                    online=True,
+                    fallback_model_ids=[],
+                    config={"temperature": 0.2, "top_p": 0.9, "repeat_penalty": 1.1},
                 )
                 embedding = ModelRow(
-                    provider_id=provider.id, name=LOCAL_EMBEDDING, upstream_name=local.EMBEDDING_MODEL,
-                    type="embedding", description="all-MiniLM-L6-v2 sentence embeddings, built in",
-                    context_length=256, embedding_dimensions=384, online=True, fallback_model_ids=[], config={},
+                    provider_id=provider.id,
+                    name=LOCAL_EMBEDDING,
+                    upstream_name=local.EMBEDDING_MODEL,
+                    type="embedding",
+                    description="all-MiniLM-L6-v2 sentence embeddings, built in",
+                    context_length=256,
+                    embedding_dimensions=384,
+                    online=True,
+                    fallback_model_ids=[],
+                    config={},
                 )
                 session.add_all([chat, embedding])
                 await session.flush()

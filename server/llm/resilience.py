@@ -109,8 +109,9 @@ class Breaker:
         await self.cache.set(open_key, repr(time.time() + self.cooldown), ttl=self.counter_ttl)
         if ticket.probe:
             await self.cache.delete(probe_key)
-        log.warning("circuit of model %s open for %gs after %d consecutive failures", ticket.model_id,
-                    self.cooldown, failures)
+        log.warning(
+            "circuit of model %s open for %gs after %d consecutive failures", ticket.model_id, self.cooldown, failures
+        )
         return True
 
     async def release(self, ticket: Ticket) -> None:
@@ -286,8 +287,9 @@ class RateLimits:
         if rpm:
             item = RateLimitItemPerMinute(rpm)
             if not await self.requests.hit(item, "rpm", model_id):
-                raise LimitExceeded("requests per minute",
-                                    await self._retry_after(self.requests, item, "rpm", model_id))
+                raise LimitExceeded(
+                    "requests per minute", await self._retry_after(self.requests, item, "rpm", model_id)
+                )
 
     async def charge_tokens(self, model_id: str, tpm: int, tokens: int) -> None:
         if tpm and tokens > 0:
@@ -317,8 +319,12 @@ class RetryWait:
 
 def retryable(max_retry_after: float):
     def check(exc: BaseException) -> bool:
-        return (isinstance(exc, UpstreamError) and exc.retryable
-                and (exc.retry_after is None or exc.retry_after <= max_retry_after))
+        return (
+            isinstance(exc, UpstreamError)
+            and exc.retryable
+            and (exc.retry_after is None or exc.retry_after <= max_retry_after)
+        )
+
     return check
 
 

@@ -46,12 +46,22 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         self.registry = Registry(db, cache, settings)
         self.catalog = Catalog(self.registry, settings)
         self.breaker = Breaker(cache, settings.llm_breaker_failure_threshold, settings.llm_breaker_cooldown_seconds)
-        self.concurrency = (RedisConcurrency(redis_url, "typecase:", settings.llm_concurrency_lease_seconds,
-                                             settings.redis_max_connections)
-                            if redis_url else LocalConcurrency())
+        self.concurrency = (
+            RedisConcurrency(
+                redis_url, "typecase:", settings.llm_concurrency_lease_seconds, settings.redis_max_connections
+            )
+            if redis_url
+            else LocalConcurrency()
+        )
         self.status_log = StatusLog(cache)
-        self.inference = Inference(self.registry, settings, self.breaker, self.concurrency,
-                                   RateLimits(redis_url, "typecase:", settings.redis_max_connections), self.status_log)
+        self.inference = Inference(
+            self.registry,
+            settings,
+            self.breaker,
+            self.concurrency,
+            RateLimits(redis_url, "typecase:", settings.redis_max_connections),
+            self.status_log,
+        )
 
     async def start(self) -> None:
         await self.registry.start()
@@ -96,8 +106,9 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     async def status(self, row: ModelRow) -> llm_pb2.ModelStatus:
         state, failures, open_until = await self.breaker.state(row.id)
-        status = llm_pb2.ModelStatus(breaker_state=state, consecutive_failures=failures,
-                                     in_flight=await self.concurrency.count(row.id))
+        status = llm_pb2.ModelStatus(
+            breaker_state=state, consecutive_failures=failures, in_flight=await self.concurrency.count(row.id)
+        )
         if open_until and state == llm_pb2.BREAKER_STATE_OPEN:
             status.open_until.FromNanoseconds(int(open_until * 1e9))
         error, success = await self.status_log.read(row.id)
@@ -116,8 +127,13 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
             shown["before"] = MessageToDict(before, preserving_proto_field_name=True)
         if after is not None:
             shown["after"] = MessageToDict(after, preserving_proto_field_name=True)
-        await self.audit.record(action, actor_id=caller.current().user_id, resource_type=resource_type,
-                                resource_id=resource_id, detail=shown)
+        await self.audit.record(
+            action,
+            actor_id=caller.current().user_id,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            detail=shown,
+        )
 
     async def _model_pb(self, model_id: str) -> llm_pb2.Model:
         return self.catalog.model_pb(await self.catalog.model_row(model_id), llm_pb2.ModelStatus())
@@ -200,8 +216,11 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         if len(request.inputs) > self.settings.llm_max_embed_inputs:  # the Python API batches any number
             raise invalid_argument("inputs", f"at most {self.settings.llm_max_embed_inputs} texts per call")
         model, vectors, tokens = await self.inference.embed(
-            request.model_id, list(request.inputs), dimensions=request.dimensions,
-            input_type=EMBED_INPUT_TYPES.get(request.input_type, ""))
+            request.model_id,
+            list(request.inputs),
+            dimensions=request.dimensions,
+            input_type=EMBED_INPUT_TYPES.get(request.input_type, ""),
+        )
         response = llm_pb2.EmbedResponse(served_model_id=model.id)
         response.usage.prompt_tokens = response.usage.total_tokens = tokens
         for i, vector in enumerate(vectors):
@@ -228,4 +247,3 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         defaults = await self.catalog.update_defaults(request.defaults, request.update_mask)
         await self._audit("defaults.update", "defaults", "llm", before, defaults)
         return llm_pb2.UpdateDefaultsResponse(defaults=defaults)
-

@@ -80,12 +80,16 @@ def open_access_problem(mode: str, has_upstream_key: bool, host: str, insecure_a
     if mode != "off" or insecure_allowed:
         return None
     if not is_loopback(host):
-        return (f"the proxy listens on {host}, beyond loopback, so it needs access keys (proxy_access_keys auto or "
-                "required); TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED=true runs it open to the network")
+        return (
+            f"the proxy listens on {host}, beyond loopback, so it needs access keys (proxy_access_keys auto or "
+            "required); TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED=true runs it open to the network"
+        )
     if has_upstream_key:
-        return ("with proxy_upstream_api_key set the proxy needs access keys (proxy_access_keys auto or required), "
-                "or anyone on this machine spends the key; "
-                "TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED=true allows it")
+        return (
+            "with proxy_upstream_api_key set the proxy needs access keys (proxy_access_keys auto or required), "
+            "or anyone on this machine spends the key; "
+            "TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED=true allows it"
+        )
     return None
 
 
@@ -114,15 +118,20 @@ def client_address(client: tuple[str, int] | list | None) -> str:
     return f"ipv6:[{host}]" if ":" in host else f"ipv4:{host}"
 
 
-async def check(verifier: KeyVerifier | None, headers: list[tuple[bytes, bytes]], credentials_pass_upstream: bool,
-                client) -> Denial | None:
+async def check(
+    verifier: KeyVerifier | None, headers: list[tuple[bytes, bytes]], credentials_pass_upstream: bool, client
+) -> Denial | None:
     """None when the request may pass; otherwise why not, as the HTTP answer to give."""
     key = presented_key(headers, credentials_pass_upstream)
     if not key:
-        where = ("x-typecase-proxy-key (x-api-key and authorization go to the upstream)" if credentials_pass_upstream
-                 else "x-api-key, authorization: Bearer, or x-typecase-proxy-key")
-        return Denial(401, "UNAUTHENTICATED", f"this proxy needs an access key (an API key with the proxy scope) "
-                                              f"in {where}")
+        where = (
+            "x-typecase-proxy-key (x-api-key and authorization go to the upstream)"
+            if credentials_pass_upstream
+            else "x-api-key, authorization: Bearer, or x-typecase-proxy-key"
+        )
+        return Denial(
+            401, "UNAUTHENTICATED", f"this proxy needs an access key (an API key with the proxy scope) in {where}"
+        )
     if verifier is None:
         return Denial(503, "UNAVAILABLE", "proxy access keys cannot be checked on this server")
     try:

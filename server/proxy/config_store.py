@@ -133,10 +133,25 @@ EDITABLE: dict[str, EntrySpec] = {
 }
 
 _CATEGORY_PREFIXES = (
-    ("proxy_", "proxy"), ("llm_", "llm"), ("knowledge_", "knowledge"), ("jobs_", "knowledge"), ("chat_", "chat"),
-    ("flow_", "flow"), ("database_", "database"), ("redis_", "database"), ("s3_", "database"), ("milvus_", "database"),
-    ("admin_", "security"), ("auth_", "security"), ("secret_", "security"), ("rate_limit_", "security"),
-    ("login_", "security"), ("credential_", "security"), ("access_token_", "security"), ("refresh_token_", "security"), ("api_key_", "security"),
+    ("proxy_", "proxy"),
+    ("llm_", "llm"),
+    ("knowledge_", "knowledge"),
+    ("jobs_", "knowledge"),
+    ("chat_", "chat"),
+    ("flow_", "flow"),
+    ("database_", "database"),
+    ("redis_", "database"),
+    ("s3_", "database"),
+    ("milvus_", "database"),
+    ("admin_", "security"),
+    ("auth_", "security"),
+    ("secret_", "security"),
+    ("rate_limit_", "security"),
+    ("login_", "security"),
+    ("credential_", "security"),
+    ("access_token_", "security"),
+    ("refresh_token_", "security"),
+    ("api_key_", "security"),
 )
 
 
@@ -258,8 +273,11 @@ class ConfigFile:
 
     def _degrade(self, why: str) -> None:
         if self.locking != "none":
-            log.warning("file locks are not supported for %s (%s): config writes are serialised within this "
-                        "process only", self.lock_path, why)
+            log.warning(
+                "file locks are not supported for %s (%s): config writes are serialised within this process only",
+                self.lock_path,
+                why,
+            )
         self.locking = "none"
 
     def read(self) -> dict[str, Any]:
@@ -320,7 +338,7 @@ class ConfigFile:
                 time.sleep(self.write_delay)  # testing: a crash here must leave the old file intact
             view = memoryview(data)[half:]
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except BaseException:
             os.close(fd)
@@ -360,8 +378,9 @@ class RuntimeConfig:
         self.environ = os.environ if environ is None else environ
         self.fields = Settings.model_fields
         secrets = frozenset(k for k in EDITABLE if _unwrap_optional(self.fields[k].annotation) is SecretStr)
-        self.file = ConfigFile(settings.data_dir / settings.proxy_config_file,
-                               settings.proxy_config_write_delay_seconds, secrets)
+        self.file = ConfigFile(
+            settings.data_dir / settings.proxy_config_file, settings.proxy_config_write_delay_seconds, secrets
+        )
         self.overrides: dict[str, Any] = {}  # validated values from the runtime file
         self._adapters: dict[str, TypeAdapter] = {}
         self._stamp: tuple[int, int] | None = None

@@ -41,7 +41,7 @@ LOGGER = "typecase.proxy.access"
 _MODEL = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
 _SEGMENT_SEPARATORS = re.compile(r"[/\\]")
 _SECRETS = re.compile(
-    rb'(sk-[A-Za-z0-9_\-]{8,}|tc_[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=]{8,}|'
+    rb"(sk-[A-Za-z0-9_\-]{8,}|tc_[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-~+/=]{8,}|"
     rb'"(?:api[_-]?key|x-api-key|authorization|token|secret)"\s*:\s*"[^"]*")'
 )
 
@@ -124,8 +124,14 @@ def _find_model(data: bytes) -> str:
 
 
 class ProxyApp:
-    def __init__(self, config: ProxyConfig, transport: AiohttpTransport, stats: RequestStats, logs: LogHub,
-                 verifier: access.KeyVerifier | None = None):
+    def __init__(
+        self,
+        config: ProxyConfig,
+        transport: AiohttpTransport,
+        stats: RequestStats,
+        logs: LogHub,
+        verifier: access.KeyVerifier | None = None,
+    ):
         self.config = config
         self.transport = transport
         self.stats = stats
@@ -174,12 +180,14 @@ class ProxyApp:
         note = None
         try:
             if cfg.access_required:
-                denial = await access.check(self.verifier, raw_headers, cfg.credentials_pass_upstream,
-                                            scope.get("client"))
+                denial = await access.check(
+                    self.verifier, raw_headers, cfg.credentials_pass_upstream, scope.get("client")
+                )
                 if denial is not None:
                     error, message, record.status = (denial.reason, 0, ""), denial.message, denial.status
-                    await _json_error(send, denial.status, denial.reason, denial.message, "authentication_error",
-                                      denial.retry_after)
+                    await _json_error(
+                        send, denial.status, denial.reason, denial.message, "authentication_error", denial.retry_after
+                    )
                     return
             if climbs_out(path):
                 error, record.status = ("INVALID_ARGUMENT", 0, ""), 400
@@ -203,7 +211,8 @@ class ProxyApp:
                 custom=cfg.custom_headers,
                 content_length=content_length,
                 own_credential=self._own_credential,
-                client_address=scope["client"][0].encode() if cfg.forward_client_address and scope.get("client")
+                client_address=scope["client"][0].encode()
+                if cfg.forward_client_address and scope.get("client")
                 else None,
             )
             try:
@@ -223,8 +232,9 @@ class ProxyApp:
             status = response.status
             record.status = status
             record.stream = (response.header(b"content-type") or b"").startswith(b"text/event-stream")
-            await send({"type": "http.response.start", "status": status,
-                        "headers": hop.response_headers(response.headers)})
+            await send(
+                {"type": "http.response.start", "status": status, "headers": hop.response_headers(response.headers)}
+            )
             if disconnect is None:
                 disconnect = _Disconnect(receive)
             error_head = bytearray() if status >= 400 and cfg.error_body_bytes else None
@@ -410,11 +420,10 @@ def _typecase_key(value: str) -> bool:
     return value.startswith("tc_")
 
 
-async def _json_error(send, status: int, reason: str, message: str, kind: str = "proxy_error",
-                      retry_after: float | None = None) -> None:
-    body = json.dumps(
-        {"type": "error", "error": {"type": kind, "code": reason, "message": message}}
-    ).encode()
+async def _json_error(
+    send, status: int, reason: str, message: str, kind: str = "proxy_error", retry_after: float | None = None
+) -> None:
+    body = json.dumps({"type": "error", "error": {"type": kind, "code": reason, "message": message}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(max(1, int(retry_after + 0.999))).encode()))

@@ -37,8 +37,9 @@ CLIENT_CONNECTION_ONLY = frozenset({b"expect"})
 CREDENTIAL_HEADERS = frozenset({b"x-api-key", b"authorization"})
 # The caller's session with us and its proxy access key: never the upstream's business.
 PRIVATE = frozenset({ACCESS_KEY_HEADER, b"cookie"})
-FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port",
-                        b"forwarded", b"x-real-ip"})
+FORWARDING = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port", b"forwarded", b"x-real-ip"}
+)
 
 
 def _never(value: str) -> bool:

@@ -19,8 +19,19 @@ class _Server(uvicorn.Server):
 
 
 class ProxyListener:
-    def __init__(self, app, host: str, port: int, *, client_keepalive: int, max_connections: int, grace: float,
-                 max_header_bytes: int, max_header_count: int, reuse_port: bool = False):
+    def __init__(
+        self,
+        app,
+        host: str,
+        port: int,
+        *,
+        client_keepalive: int,
+        max_connections: int,
+        grace: float,
+        max_header_bytes: int,
+        max_header_count: int,
+        reuse_port: bool = False,
+    ):
         self.reuse_port = reuse_port
         self.config = uvicorn.Config(
             app,

@@ -39,7 +39,9 @@ DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
 LOG_FILE = "server.jsonl"
 REDACTED_MARKER = ".redacted"  # <dir>.redacted: its history has been redacted in place
 
-DROPPED = Counter("typecase_proxy_log_lines_dropped_total", "Log lines skipped for StreamLogs clients that fell behind.")
+DROPPED = Counter(
+    "typecase_proxy_log_lines_dropped_total", "Log lines skipped for StreamLogs clients that fell behind."
+)
 
 
 def level_of(python_level: int) -> int:
@@ -66,17 +68,33 @@ class LogLine:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"seq": self.seq, "time": self.time, "level": self.level, "logger": self.logger,
-             "message": self.message, "trace_id": self.trace_id, "fields": self.fields},
-            ensure_ascii=False, separators=(",", ":"), default=str,
+            {
+                "seq": self.seq,
+                "time": self.time,
+                "level": self.level,
+                "logger": self.logger,
+                "message": self.message,
+                "trace_id": self.trace_id,
+                "fields": self.fields,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+            default=str,
         )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LogLine | None:
         try:
             d = json.loads(text)
-            return cls(int(d["seq"]), float(d["time"]), int(d["level"]), str(d["logger"]), str(d["message"]),
-                       str(d.get("trace_id", "")), dict(d.get("fields") or {}))
+            return cls(
+                int(d["seq"]),
+                float(d["time"]),
+                int(d["level"]),
+                str(d["logger"]),
+                str(d["message"]),
+                str(d.get("trace_id", "")),
+                dict(d.get("fields") or {}),
+            )
         except (ValueError, KeyError, TypeError):
             return None  # a torn last line (crash mid-append) or a foreign line: skipped
 
@@ -321,12 +339,24 @@ class LogHub:
 
     # -- publishing (event loop thread) -----------------------------------------------------------------------
     def publish(
-        self, level: int, logger: str, message: str, trace_id: str = "", fields: dict[str, Any] | None = None,
+        self,
+        level: int,
+        logger: str,
+        message: str,
+        trace_id: str = "",
+        fields: dict[str, Any] | None = None,
         when: float | None = None,
     ) -> LogLine:
         self.seq += 1
-        line = LogLine(self.seq, when or time.time(), level, logger, redact(message), trace_id,
-                       _redacted_fields(fields) if fields else {})
+        line = LogLine(
+            self.seq,
+            when or time.time(),
+            level,
+            logger,
+            redact(message),
+            trace_id,
+            _redacted_fields(fields) if fields else {},
+        )
         self._pending.append(line)
         for subscriber in self._subscribers:
             subscriber.offer(line)
@@ -422,8 +452,14 @@ class _CaptureHandler(logging.Handler):
             fields: dict[str, Any] = {}
             if record.exc_info:
                 fields["exception"] = logging.Formatter().formatException(record.exc_info)
-            args = (level_of(record.levelno), record.name, record.getMessage(), "" if trace == "-" else trace,
-                    fields, record.created)
+            args = (
+                level_of(record.levelno),
+                record.name,
+                record.getMessage(),
+                "" if trace == "-" else trace,
+                fields,
+                record.created,
+            )
             if threading.get_ident() == self.loop_thread:
                 self.hub.publish(*args)
             elif not self.loop.is_closed():

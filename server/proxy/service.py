@@ -62,8 +62,9 @@ class ConfigError(TypecaseError):
 
     def __init__(self, problems: dict[str, str]):
         keys = ", ".join(sorted(problems))
-        super().__init__(grpc.StatusCode.INVALID_ARGUMENT, "CONFIG_INVALID", f"invalid configuration: {keys}",
-                         {"keys": keys})
+        super().__init__(
+            grpc.StatusCode.INVALID_ARGUMENT, "CONFIG_INVALID", f"invalid configuration: {keys}", {"keys": keys}
+        )
         self.problems = problems
 
     def to_status(self):
@@ -101,8 +102,9 @@ def _epoch(message, field: str) -> float | None:
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, settings, *, audit: AuditLog, auth=None, request_restart=None,
-                 proxy_keys: KeyVerifier | None = None):
+    def __init__(
+        self, settings, *, audit: AuditLog, auth=None, request_restart=None, proxy_keys: KeyVerifier | None = None
+    ):
         """`auth`: the AuthService object (usernames for audit events); `request_restart`: the App's graceful
         re-exec (RestartServer fails with UNAVAILABLE without it); `proxy_keys`: checks the proxy's access keys
         (the proxy does not start without it unless proxy_access_keys is off)."""
@@ -113,8 +115,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         self.auth = auth
         self.request_restart = request_restart
         self.runtime = RuntimeConfig(settings)
-        self.stats = RequestStats(settings.proxy_recent_requests, settings.proxy_recent_errors,
-                                  settings.proxy_stats_max_keys)
+        self.stats = RequestStats(
+            settings.proxy_recent_requests, settings.proxy_recent_errors, settings.proxy_stats_max_keys
+        )
         self.logs = LogHub(
             LogFiles(settings.data_dir / LOG_DIR, settings.proxy_log_file_max_bytes, settings.proxy_log_file_count),
             subscriber_queue=settings.proxy_log_subscriber_queue,
@@ -144,12 +147,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 await self.logs.stop()
                 raise
             self._listen_host = v["proxy_host"]
-            self._transport = AiohttpTransport(max_connections=v["proxy_max_connections"],
-                                               keepalive_expiry=v["proxy_keepalive_expiry_seconds"])
-            self.proxy = ProxyApp(ProxyConfig.from_values(v, self._listen_host), self._transport, self.stats,
-                                  self.logs, self.proxy_keys)
+            self._transport = AiohttpTransport(
+                max_connections=v["proxy_max_connections"], keepalive_expiry=v["proxy_keepalive_expiry_seconds"]
+            )
+            self.proxy = ProxyApp(
+                ProxyConfig.from_values(v, self._listen_host), self._transport, self.stats, self.logs, self.proxy_keys
+            )
             self._listener = ProxyListener(
-                self.proxy, v["proxy_host"], v["proxy_port"],
+                self.proxy,
+                v["proxy_host"],
+                v["proxy_port"],
                 client_keepalive=v["proxy_client_keepalive_seconds"],
                 max_connections=v["proxy_max_client_connections"],
                 grace=self.settings.shutdown_grace_seconds,
@@ -164,8 +171,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 await self.logs.stop()
                 raise
             self.proxy_port = self._listener.port
-            log.info("LLM API proxy listening on %s:%s, forwarding to %s", v["proxy_host"], self.proxy_port,
-                     v["proxy_target_base_url"])
+            log.info(
+                "LLM API proxy listening on %s:%s, forwarding to %s",
+                v["proxy_host"],
+                self.proxy_port,
+                v["proxy_target_base_url"],
+            )
         if self.settings.proxy_config_reload_seconds > 0:
             self._reloader = asyncio.create_task(self._reload_forever(), name="proxy-config-reload")
 
@@ -190,8 +201,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if problem:
             raise RuntimeError(f"refusing to start the LLM API proxy: {problem}")
         if mode == "off" and (has_key or not is_loopback(host)):
-            log.warning("THE LLM API PROXY ON %s NEEDS NO ACCESS KEY (TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED): "
-                        "anyone who reaches it uses it%s", host, " and spends the upstream key" if has_key else "")
+            log.warning(
+                "THE LLM API PROXY ON %s NEEDS NO ACCESS KEY (TYPECASE_PROXY_INSECURE_ALLOW_UNAUTHENTICATED): "
+                "anyone who reaches it uses it%s",
+                host,
+                " and spends the upstream key" if has_key else "",
+            )
         if mode != "off" and self.proxy_keys is None:
             raise RuntimeError("refusing to start the LLM API proxy: it has no way to check access keys")
 
@@ -272,10 +287,20 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         for r in reversed(records[-limit:]):
             reply.recent_requests.append(
                 admin_pb2.RequestRecord(
-                    trace_id=r.trace_id, time=_stamp(r.time), source=r.source, method=r.method, path=r.path,
-                    model=r.model, status_code=r.status, ttfb=_duration(r.ttfb), latency=_duration(r.latency),
-                    request_bytes=r.request_bytes, response_bytes=r.response_bytes, stream=r.stream,
-                    user_id=r.user_id, error_reason=r.error_reason,
+                    trace_id=r.trace_id,
+                    time=_stamp(r.time),
+                    source=r.source,
+                    method=r.method,
+                    path=r.path,
+                    model=r.model,
+                    status_code=r.status,
+                    ttfb=_duration(r.ttfb),
+                    latency=_duration(r.latency),
+                    request_bytes=r.request_bytes,
+                    response_bytes=r.response_bytes,
+                    stream=r.stream,
+                    user_id=r.user_id,
+                    error_reason=r.error_reason,
                 )
             )
         return reply
@@ -301,9 +326,17 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         for e in page[:size]:
             reply.errors.append(
                 admin_pb2.ErrorRecord(
-                    trace_id=e.trace_id, time=_stamp(e.time), source=e.source, method=e.method, path=e.path,
-                    model=e.model, status_code=e.status, reason=e.reason, message=e.message,
-                    upstream_status_code=e.upstream_status, upstream_body=e.upstream_body,
+                    trace_id=e.trace_id,
+                    time=_stamp(e.time),
+                    source=e.source,
+                    method=e.method,
+                    path=e.path,
+                    model=e.model,
+                    status_code=e.status,
+                    reason=e.reason,
+                    message=e.message,
+                    upstream_status_code=e.upstream_status,
+                    upstream_body=e.upstream_body,
                     latency=_duration(e.latency),
                 )
             )
@@ -361,8 +394,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 restart_required=any(EDITABLE[k].requires_restart for k in changes),
             )
         if self._read_only():
-            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "CONFIG_INVALID",
-                                "the runtime config file is not writable", {"path": str(self.runtime.file.path)})
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "CONFIG_INVALID",
+                "the runtime config file is not writable",
+                {"path": str(self.runtime.file.path)},
+            )
         async with self._update_lock:
             before = {k: self.runtime.entry(k).value for k in changes}
             changed = await asyncio.to_thread(self.runtime.save, changes)
@@ -374,10 +411,15 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             detail: dict[str, Any] = {"changed": key in changed, "requires_restart": view.requires_restart}
             if not view.secret:
                 detail.update(old=before[key], new=view.value)
-            await self.audit.record("config.update", actor_id=admin.user_id, resource_type="config",
-                                    resource_id=key, detail=detail)
-        self.logs.publish(INFO, LOGGER, f"config updated: {', '.join(sorted(changes))}",
-                          fields={"keys": sorted(changes), "restart_required": restart_required})
+            await self.audit.record(
+                "config.update", actor_id=admin.user_id, resource_type="config", resource_id=key, detail=detail
+            )
+        self.logs.publish(
+            INFO,
+            LOGGER,
+            f"config updated: {', '.join(sorted(changes))}",
+            fields={"keys": sorted(changes), "restart_required": restart_required},
+        )
         scheduled = False
         if request.restart and restart_required:
             scheduled = self._schedule_restart(1.0) is not None
@@ -394,8 +436,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             after[key] = getattr(self.settings, key) if value is RESET else value
             if hasattr(after[key], "get_secret_value"):
                 after[key] = after[key].get_secret_value()
-        problem = open_access_problem(after["proxy_access_keys"], bool(after["proxy_upstream_api_key"]),
-                                      after["proxy_host"], self.settings.proxy_insecure_allow_unauthenticated)
+        problem = open_access_problem(
+            after["proxy_access_keys"],
+            bool(after["proxy_upstream_api_key"]),
+            after["proxy_host"],
+            self.settings.proxy_insecure_allow_unauthenticated,
+        )
         involved = [k for k in ("proxy_access_keys", "proxy_upstream_api_key", "proxy_host") if k in changes]
         if problem and involved:
             raise ConfigError({key: problem for key in involved})
@@ -417,8 +463,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise invalid_argument("delay", f"must be between 0 and {MAX_RESTART_DELAY:g} seconds")
         if self.request_restart is None:
             raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "this server cannot restart itself")
-        await self.audit.record("server.restart", actor_id=admin.user_id, resource_type="server",
-                                detail={"reason": request.reason[:500], "delay_seconds": delay})
+        await self.audit.record(
+            "server.restart",
+            actor_id=admin.user_id,
+            resource_type="server",
+            detail={"reason": request.reason[:500], "delay_seconds": delay},
+        )
         when = self._schedule_restart(delay)
         return admin_pb2.RestartServerResponse(restart_time=_stamp(when))
 
@@ -426,7 +476,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @staticmethod
     def _line_message(line: LogLine) -> admin_pb2.LogLine:
         message = admin_pb2.LogLine(
-            seq=line.seq, time=_stamp(line.time), level=line.level, logger=line.logger, message=line.message,
+            seq=line.seq,
+            time=_stamp(line.time),
+            level=line.level,
+            logger=line.logger,
+            message=line.message,
             trace_id=line.trace_id,
         )
         if line.fields:
@@ -446,8 +500,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             if request.after_seq > 0 or request.tail > 0:
                 lines, skipped = await self.logs.replay(log_filter, request.after_seq, request.tail)
                 for line in lines:
-                    yield admin_pb2.StreamLogsResponse(seq=line.seq, line=self._line_message(line),
-                                                       dropped_count=skipped)
+                    yield admin_pb2.StreamLogsResponse(
+                        seq=line.seq, line=self._line_message(line), dropped_count=skipped
+                    )
                     skipped = 0
                     last = line.seq
             while True:
@@ -457,8 +512,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 line, dropped = item
                 if line.seq <= last:  # already replayed
                     continue
-                yield admin_pb2.StreamLogsResponse(seq=line.seq, line=self._line_message(line),
-                                                   dropped_count=dropped)
+                yield admin_pb2.StreamLogsResponse(seq=line.seq, line=self._line_message(line), dropped_count=dropped)
         finally:
             self.logs.unsubscribe(subscriber)
 
@@ -467,8 +521,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         size = paging.page_size(request.page_size, DEFAULT_LOGS_PAGE, MAX_LOGS_PAGE)
         position = paging.decode_token(request.page_token)
         log_filter = LogFilter(
-            min_level=request.min_level, query=request.query, trace_id=request.trace_id,
-            start_time=_epoch(request, "start_time"), end_time=_epoch(request, "end_time"),
+            min_level=request.min_level,
+            query=request.query,
+            trace_id=request.trace_id,
+            start_time=_epoch(request, "start_time"),
+            end_time=_epoch(request, "end_time"),
         )
         lines, more = await self.logs.query(log_filter, size, position.get("seq") if position else None)
         reply = admin_pb2.ListLogsResponse(lines=[self._line_message(line) for line in lines])
@@ -480,8 +537,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         admin = caller.require_admin()
         before = _epoch(request, "before_time")
         deleted = await self.logs.clear(before)
-        await self.audit.record("logs.clear", actor_id=admin.user_id, resource_type="logs",
-                                detail={"deleted": deleted, "before": before})
+        await self.audit.record(
+            "logs.clear", actor_id=admin.user_id, resource_type="logs", detail={"deleted": deleted, "before": before}
+        )
         return admin_pb2.ClearLogsResponse(deleted_count=deleted)
 
     # -- audit ------------------------------------------------------------------------------------------------
@@ -514,9 +572,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         reply = admin_pb2.ListAuditEventsResponse(total_size=total or 0)
         for row in rows[:size]:
             event = admin_pb2.AuditEvent(
-                id=row.id, time=to_timestamp(row.time), actor_id=row.actor_id or "",
-                actor_name=names.get(row.actor_id or "", ""), action=row.action, resource_type=row.resource_type,
-                resource_id=row.resource_id, code=_OUTCOME_CODES.get(row.outcome, code_pb2.UNKNOWN),
+                id=row.id,
+                time=to_timestamp(row.time),
+                actor_id=row.actor_id or "",
+                actor_name=names.get(row.actor_id or "", ""),
+                action=row.action,
+                resource_type=row.resource_type,
+                resource_id=row.resource_id,
+                code=_OUTCOME_CODES.get(row.outcome, code_pb2.UNKNOWN),
                 trace_id=row.trace_id,
             )
             if row.detail:

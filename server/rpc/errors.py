@@ -57,7 +57,9 @@ class TypecaseError(Exception):
 
 
 def not_found(kind: str, resource_id: str) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"{kind} {resource_id!r} not found", {"id": resource_id})
+    return TypecaseError(
+        grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"{kind} {resource_id!r} not found", {"id": resource_id}
+    )
 
 
 def invalid_argument(field: str, problem: str) -> TypecaseError:
@@ -71,7 +73,9 @@ def unreachable_backend(exc: BaseException) -> str | None:
     """The backing service `exc` says is unreachable, or None when it is some other failure."""
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
         return "Redis"
-    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))):
+    if isinstance(exc, DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    ):
         return "the database"
     if isinstance(exc, ConnectionError):  # adapters raise ConnectionError subclasses naming their backend
         return getattr(exc, "backend", "a backing service")
@@ -83,15 +87,19 @@ def outage_error(exc: BaseException) -> TypecaseError | None:
     if backend is None:
         return None
     return TypecaseError(
-        grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE",
+        grpc.StatusCode.UNAVAILABLE,
+        "UNAVAILABLE",
         f"{backend} is unreachable right now; retry shortly",
-        {"backend": backend, "trace_id": trace_id_var.get()}, retry_after=OUTAGE_RETRY_SECONDS,
+        {"backend": backend, "trace_id": trace_id_var.get()},
+        retry_after=OUTAGE_RETRY_SECONDS,
     )
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: TypecaseError) -> None:
     status = error.to_status()
-    await context.abort(error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),))
+    await context.abort(
+        error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
+    )
 
 
 class ErrorInterceptor(WrappingInterceptor):
@@ -105,8 +113,13 @@ class ErrorInterceptor(WrappingInterceptor):
             await abort_with(context, error)
         except Exception as exc:
             if (outage := outage_error(exc)) is not None:
-                log.warning("%s failed: %s unreachable (%s: %s)", details.method, outage.metadata["backend"],
-                            type(exc).__name__, exc)
+                log.warning(
+                    "%s failed: %s unreachable (%s: %s)",
+                    details.method,
+                    outage.metadata["backend"],
+                    type(exc).__name__,
+                    exc,
+                )
                 await abort_with(context, outage)
             code = context.code()
             if code not in (None, grpc.StatusCode.OK):
@@ -117,6 +130,9 @@ class ErrorInterceptor(WrappingInterceptor):
             await abort_with(
                 context,
                 TypecaseError(
-                    grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error (trace id {trace_id})", {"trace_id": trace_id}
+                    grpc.StatusCode.INTERNAL,
+                    "INTERNAL",
+                    f"internal error (trace id {trace_id})",
+                    {"trace_id": trace_id},
                 ),
             )

@@ -62,4 +62,6 @@ def wrap_handler(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetail
         "client_stream": grpc.stream_unary_rpc_method_handler,
         "bidi_stream": grpc.stream_stream_rpc_method_handler,
     }[rpc_type]
-    return make(wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    return make(
+        wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )

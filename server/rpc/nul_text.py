@@ -117,8 +117,11 @@ def _find_in_list(values: Message) -> list[str] | None:
     return None
 
 
-_JSON_TYPES = {"google.protobuf.Struct": _find_in_struct, "google.protobuf.Value": _find_in_value,
-               "google.protobuf.ListValue": _find_in_list}
+_JSON_TYPES = {
+    "google.protobuf.Struct": _find_in_struct,
+    "google.protobuf.Value": _find_in_value,
+    "google.protobuf.ListValue": _find_in_list,
+}
 
 
 def nul_field(message: Message) -> str | None:
@@ -152,18 +155,22 @@ class NulTextInterceptor(grpc.aio.ServerInterceptor):
         behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
 
         if handler.request_streaming:
+
             def prepare(request_or_iterator):
                 return _checked(request_or_iterator)
         else:
+
             def prepare(request_or_iterator):
                 check(request_or_iterator)
                 return request_or_iterator
 
         if handler.response_streaming and inspect.isasyncgenfunction(behavior):
+
             async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:
                 async for message in behavior(prepare(request_or_iterator), context):
                     yield message
         else:
+
             async def wrapped(request_or_iterator, context):
                 return await behavior(prepare(request_or_iterator), context)
 
@@ -173,5 +180,6 @@ class NulTextInterceptor(grpc.aio.ServerInterceptor):
             (True, False): grpc.stream_unary_rpc_method_handler,
             (True, True): grpc.stream_stream_rpc_method_handler,
         }[(handler.request_streaming, handler.response_streaming)]
-        return make(wrapped, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        return make(
+            wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )

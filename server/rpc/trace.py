@@ -32,8 +32,11 @@ class TraceInterceptor(WrappingInterceptor):
     async def around(self, details, context, rpc_type):
         with tracing.rpc_span(details.method, details.invocation_metadata):
             metadata = details.invocation_metadata
-            trace_id = trace_id_from(metadata) if not tracing.enabled() else (
-                _given_trace_id(metadata) or tracing.current_trace_id() or trace_id_from(metadata))
+            trace_id = (
+                trace_id_from(metadata)
+                if not tracing.enabled()
+                else (_given_trace_id(metadata) or tracing.current_trace_id() or trace_id_from(metadata))
+            )
             token = trace_id_var.set(trace_id)
             try:
                 await context.send_initial_metadata(((TRACE_HEADER, trace_id),))

@@ -10,5 +10,13 @@ seccomp.py (the syscall filter), process.py (running and killing one process), i
 from typecase.server.sandbox.errors import CodeFailed, LimitExceeded, SandboxError, SandboxUnavailable
 from typecase.server.sandbox.sandbox import Limits, Result, Sandbox, SandboxConfig
 
-__all__ = ["CodeFailed", "LimitExceeded", "Limits", "Result", "Sandbox", "SandboxConfig", "SandboxError",
-           "SandboxUnavailable"]
+__all__ = [
+    "CodeFailed",
+    "LimitExceeded",
+    "Limits",
+    "Result",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxError",
+    "SandboxUnavailable",
+]

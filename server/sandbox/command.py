@@ -25,20 +25,53 @@ NAMESPACES = ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts"
 HOME = "/tmp"
 
 
-def bwrap_argv(bwrap: str, runtime: Runtime, program: str, *, seccomp_fd: int, tmp_bytes: int, uid: int,
-               gid: int) -> list[str]:
-    argv = [bwrap, *NAMESPACES, "--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv",
-            "--setenv", "LANG", "C.UTF-8", "--setenv", "HOME", HOME]
+def bwrap_argv(
+    bwrap: str, runtime: Runtime, program: str, *, seccomp_fd: int, tmp_bytes: int, uid: int, gid: int
+) -> list[str]:
+    argv = [
+        bwrap,
+        *NAMESPACES,
+        "--die-with-parent",
+        "--new-session",
+        "--hostname",
+        "sandbox",
+        "--clearenv",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "HOME",
+        HOME,
+    ]
     if os.geteuid() == 0:
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         argv += ["--unshare-user", "--uid", str(uid), "--gid", str(gid)]
     argv += runtime.bwrap_args()
-    argv += ["--proc", "/proc", "--dev", "/dev",
-             "--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", HOME,
-             "--remount-ro", "/", "--chdir", HOME,
-             "--seccomp", str(seccomp_fd),
-             runtime.interpreter, "-I", "-S", "-B", "-c", program]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(tmp_bytes),
+        "--tmpfs",
+        HOME,
+        "--remount-ro",
+        "/",
+        "--chdir",
+        HOME,
+        "--seccomp",
+        str(seccomp_fd),
+        runtime.interpreter,
+        "-I",
+        "-S",
+        "-B",
+        "-c",
+        program,
+    ]
     return argv
 
 

@@ -39,12 +39,14 @@ def drop_privileges(ids):
 
 def apply_limits(limits):
     cpu = limits["cpu_seconds"]
-    for which, soft, hard in ((resource.RLIMIT_CPU, cpu, cpu + 1),
-                              (resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"]),
-                              (resource.RLIMIT_FSIZE, limits["file_bytes"], limits["file_bytes"]),
-                              (resource.RLIMIT_NPROC, limits["threads"], limits["threads"]),
-                              (resource.RLIMIT_NOFILE, limits["open_files"], limits["open_files"]),
-                              (resource.RLIMIT_CORE, 0, 0)):
+    for which, soft, hard in (
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"]),
+        (resource.RLIMIT_FSIZE, limits["file_bytes"], limits["file_bytes"]),
+        (resource.RLIMIT_NPROC, limits["threads"], limits["threads"]),
+        (resource.RLIMIT_NOFILE, limits["open_files"], limits["open_files"]),
+        (resource.RLIMIT_CORE, 0, 0),
+    ):
         resource.setrlimit(which, (soft, hard))  # lowering always works; a failure ends the run here
 
 

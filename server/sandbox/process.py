@@ -31,13 +31,27 @@ class TooMuchOutput(Exception):
     pass
 
 
-async def run(argv: Sequence[str], payload: bytes, *, timeout: float, max_output_bytes: int,
-              pass_fds: Sequence[int] = (), env: dict[str, str] | None = None, cwd: str | None = None) -> Finished:
+async def run(
+    argv: Sequence[str],
+    payload: bytes,
+    *,
+    timeout: float,
+    max_output_bytes: int,
+    pass_fds: Sequence[int] = (),
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> Finished:
     """Run to the end; TimeoutError after `timeout` seconds, TooMuchOutput past `max_output_bytes` on stdout (stderr
     keeps its last `max_output_bytes`). Either way, and on cancellation, the process group is killed first."""
     process = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        pass_fds=pass_fds, env=env if env is not None else {}, cwd=cwd, start_new_session=True,
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=pass_fds,
+        env=env if env is not None else {},
+        cwd=cwd,
+        start_new_session=True,
     )
     stdout = stderr = b""
     try:

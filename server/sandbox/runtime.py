@@ -72,8 +72,14 @@ def base_interpreter() -> str:
 def discover(interpreter: str) -> Runtime:
     """The runtime of `interpreter` as the sandbox needs it (raises RuntimeUnavailable with the reason)."""
     try:
-        probe = subprocess.run([interpreter, "-I", "-S", "-c", "import json, sys; print(json.dumps(sys.path))"],
-                               capture_output=True, text=True, timeout=30, env={}, check=True)
+        probe = subprocess.run(
+            [interpreter, "-I", "-S", "-c", "import json, sys; print(json.dumps(sys.path))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={},
+            check=True,
+        )
         search_path = [p for p in json.loads(probe.stdout) if os.path.isdir(p)]
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         raise RuntimeUnavailable(f"cannot run the Python interpreter {interpreter}: {exc}") from exc
@@ -98,8 +104,12 @@ def discover(interpreter: str) -> Runtime:
         for target, link in symlinks_on_the_way(path):
             if (target, link) not in runtime.symlinks and not runtime._covered(link):
                 runtime.symlinks.append((target, link))
-    runtime.hidden = [os.path.join(d, name) for d in sorted(wanted_dirs) for name in HIDDEN_INSIDE_STDLIB
-                      if os.path.isdir(os.path.join(d, name))]
+    runtime.hidden = [
+        os.path.join(d, name)
+        for d in sorted(wanted_dirs)
+        for name in HIDDEN_INSIDE_STDLIB
+        if os.path.isdir(os.path.join(d, name))
+    ]
     return runtime
 
 

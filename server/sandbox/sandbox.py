@@ -113,34 +113,48 @@ class Sandbox:
         try:
             await self._check()
             self.refusal = None
-            log.info("code sandbox: bubblewrap (%s), code runs as %s", self._bwrap,
-                     f"uid {self.config.uid}" if os.geteuid() == 0 else "the server's uid in a user namespace")
+            log.info(
+                "code sandbox: bubblewrap (%s), code runs as %s",
+                self._bwrap,
+                f"uid {self.config.uid}" if os.geteuid() == 0 else "the server's uid in a user namespace",
+            )
         except SandboxUnavailable as exc:
             self.refusal = exc.message
             if self.config.allow_unsandboxed:
                 self.unsandboxed = True
-                log.warning("UNSAFE: code nodes run WITHOUT A SANDBOX, as plain processes of the server's user "
-                            "(TYPECASE_SANDBOX_UNSAFE_ALLOW_UNSANDBOXED): any flow author can read this server's "
-                            "secrets. The sandbox is unavailable: %s", self.refusal)
+                log.warning(
+                    "UNSAFE: code nodes run WITHOUT A SANDBOX, as plain processes of the server's user "
+                    "(TYPECASE_SANDBOX_UNSAFE_ALLOW_UNSANDBOXED): any flow author can read this server's "
+                    "secrets. The sandbox is unavailable: %s",
+                    self.refusal,
+                )
             else:
                 log.warning("code nodes are refused: %s", self.refusal)
 
     async def _check(self) -> None:
         if not sys.platform.startswith("linux"):
-            raise SandboxUnavailable(f"the code sandbox needs Linux namespaces (bubblewrap), which {sys.platform} "
-                                     "does not have: run the server on Linux (a container will do)")
+            raise SandboxUnavailable(
+                f"the code sandbox needs Linux namespaces (bubblewrap), which {sys.platform} "
+                "does not have: run the server on Linux (a container will do)"
+            )
         found = shutil.which(self.config.bwrap_path)
         if found is None:
-            raise SandboxUnavailable(f"bubblewrap was not found at {self.config.bwrap_path!r}: {INSTALL}, or set "
-                                     "TYPECASE_SANDBOX_BWRAP_PATH")
+            raise SandboxUnavailable(
+                f"bubblewrap was not found at {self.config.bwrap_path!r}: {INSTALL}, or set TYPECASE_SANDBOX_BWRAP_PATH"
+            )
         try:
             self._runtime = await asyncio.to_thread(discover, base_interpreter())
             self._bpf = filter_bpf()
         except (RuntimeUnavailable, SeccompUnavailable) as exc:
             raise SandboxUnavailable(str(exc)) from None
         self._bwrap = found
-        limits = Limits(wall_seconds=self.config.probe_timeout_seconds, cpu_seconds=5, memory_bytes=256 * MiB,
-                        output_bytes=64 * 1024, file_bytes=64 * 1024)
+        limits = Limits(
+            wall_seconds=self.config.probe_timeout_seconds,
+            cpu_seconds=5,
+            memory_bytes=256 * MiB,
+            output_bytes=64 * 1024,
+            file_bytes=64 * 1024,
+        )
         try:
             seen = (await self._run(SELF_CHECK, {}, limits, "main", sandboxed=True)).outputs
         except (CodeFailed, LimitExceeded) as exc:
@@ -150,8 +164,7 @@ class Sandbox:
         if seen.get("uid") == 0 or seen.get("forked") or set(seen.get("env", ())) - {"LANG", "HOME", "PWD"}:
             raise SandboxUnavailable(f"bubblewrap ({found}) failed its self-check: the code saw {seen}")
 
-    async def run_python(self, code: str, inputs: dict[str, Any], limits: Limits, entry: str | None = "main"
-                         ) -> Result:
+    async def run_python(self, code: str, inputs: dict[str, Any], limits: Limits, entry: str | None = "main") -> Result:
         """Run `code`, then `entry(**inputs)` (which must return a dict; entry=None: only the code, `inputs` a
         global). Raises SandboxUnavailable, LimitExceeded or CodeFailed."""
         if self.refusal is not None and not self.unsandboxed:
@@ -159,13 +172,21 @@ class Sandbox:
         async with self._slots:
             return await self._run(code, inputs, limits, entry, sandboxed=self.refusal is None)
 
-    async def _run(self, code: str, inputs: dict[str, Any], limits: Limits, entry: str | None, *,
-                   sandboxed: bool) -> Result:
+    async def _run(
+        self, code: str, inputs: dict[str, Any], limits: Limits, entry: str | None, *, sandboxed: bool
+    ) -> Result:
         request = {
-            "code": code, "inputs": inputs, "entry": entry,
-            "limits": {"cpu_seconds": limits.cpu_seconds, "memory_bytes": limits.memory_bytes,
-                       "file_bytes": limits.file_bytes, "output_bytes": limits.output_bytes,
-                       "threads": self.config.max_threads, "open_files": self.config.max_open_files},
+            "code": code,
+            "inputs": inputs,
+            "entry": entry,
+            "limits": {
+                "cpu_seconds": limits.cpu_seconds,
+                "memory_bytes": limits.memory_bytes,
+                "file_bytes": limits.file_bytes,
+                "output_bytes": limits.output_bytes,
+                "threads": self.config.max_threads,
+                "open_files": self.config.max_open_files,
+            },
             "drop": [self.config.uid, self.config.gid] if sandboxed and os.geteuid() == 0 else None,
             "allow_root": not sandboxed,
         }
@@ -175,18 +196,34 @@ class Sandbox:
                 assert self._runtime is not None
                 seccomp_fd = bpf_pipe(self._bpf)
                 try:
-                    argv = command.bwrap_argv(self._bwrap, self._runtime, PROGRAM, seccomp_fd=seccomp_fd,
-                                              tmp_bytes=self.config.tmp_bytes, uid=self.config.uid,
-                                              gid=self.config.gid)
-                    finished = await process.run(argv, payload, timeout=limits.wall_seconds,
-                                                 max_output_bytes=limits.output_bytes, pass_fds=(seccomp_fd,))
+                    argv = command.bwrap_argv(
+                        self._bwrap,
+                        self._runtime,
+                        PROGRAM,
+                        seccomp_fd=seccomp_fd,
+                        tmp_bytes=self.config.tmp_bytes,
+                        uid=self.config.uid,
+                        gid=self.config.gid,
+                    )
+                    finished = await process.run(
+                        argv,
+                        payload,
+                        timeout=limits.wall_seconds,
+                        max_output_bytes=limits.output_bytes,
+                        pass_fds=(seccomp_fd,),
+                    )
                 finally:
                     os.close(seccomp_fd)
             else:
                 with tempfile.TemporaryDirectory(prefix="typecase-code-") as workdir:
-                    finished = await process.run(command.unsandboxed_argv(base_interpreter(), PROGRAM), payload,
-                                                 timeout=limits.wall_seconds, max_output_bytes=limits.output_bytes,
-                                                 env={"LANG": "C.UTF-8", "HOME": workdir}, cwd=workdir)
+                    finished = await process.run(
+                        command.unsandboxed_argv(base_interpreter(), PROGRAM),
+                        payload,
+                        timeout=limits.wall_seconds,
+                        max_output_bytes=limits.output_bytes,
+                        env={"LANG": "C.UTF-8", "HOME": workdir},
+                        cwd=workdir,
+                    )
         except TimeoutError:
             raise LimitExceeded("time", f"the code ran longer than {limits.wall_seconds:g}s and was stopped") from None
         except process.TooMuchOutput:
@@ -196,8 +233,9 @@ class Sandbox:
     def _answer(self, finished: process.Finished, limits: Limits) -> Result:
         signum = finished.returncode - 128 if finished.returncode > 128 else -finished.returncode
         if finished.returncode != 0 and signum in KILLED:
-            raise LimitExceeded("cpu", f"the code used more CPU time than allowed ({limits.cpu_seconds}s) and "
-                                       "was stopped")
+            raise LimitExceeded(
+                "cpu", f"the code used more CPU time than allowed ({limits.cpu_seconds}s) and was stopped"
+            )
         if finished.returncode != 0 or not finished.stdout:
             lines = finished.stderr.decode(errors="replace").strip().splitlines()
             detail = lines[-1][:500] if lines else f"exit status {finished.returncode}"

@@ -23,18 +23,63 @@ CLONE_THREAD = 0x00010000
 
 REFUSED = (
     # new processes (clone without CLONE_THREAD below)
-    "fork", "vfork",
+    "fork",
+    "vfork",
     # namespaces and mounts
-    "unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree", "move_mount", "fsopen", "fsconfig",
-    "fsmount", "fspick", "mount_setattr",
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "open_tree",
+    "move_mount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
     # other processes' memory and descriptors
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_getfd",
     # kernel surface with a history of exploits and no use here
-    "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key", "io_uring_setup", "io_uring_enter",
-    "io_uring_register", "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
-    "swapon", "swapoff", "acct", "syslog", "quotactl", "uselib", "lookup_dcookie", "name_to_handle_at",
-    "open_by_handle_at", "iopl", "ioperm", "vhangup", "modify_ldt", "fanotify_init", "move_pages", "mbind",
-    "set_mempolicy", "migrate_pages", "personality",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "syslog",
+    "quotactl",
+    "uselib",
+    "lookup_dcookie",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "iopl",
+    "ioperm",
+    "vhangup",
+    "modify_ldt",
+    "fanotify_init",
+    "move_pages",
+    "mbind",
+    "set_mempolicy",
+    "migrate_pages",
+    "personality",
 )
 
 
@@ -47,8 +92,10 @@ def filter_bpf() -> bytes:
     try:
         import pyseccomp as seccomp
     except (ImportError, RuntimeError, OSError) as exc:  # pyseccomp raises RuntimeError without libseccomp
-        raise SeccompUnavailable(f"libseccomp is not usable ({exc}); install it (Debian/Ubuntu: apt install "
-                                 "libseccomp2, Fedora: dnf install libseccomp)") from exc
+        raise SeccompUnavailable(
+            f"libseccomp is not usable ({exc}); install it (Debian/Ubuntu: apt install "
+            "libseccomp2, Fedora: dnf install libseccomp)"
+        ) from exc
     rules = seccomp.SyscallFilter(seccomp.ALLOW)
     refuse = seccomp.ERRNO(errno.EPERM)
     for name in REFUSED:

@@ -73,8 +73,9 @@ class ToolsApi(Protocol):
 
     async def served(self) -> list[Served]: ...
 
-    async def execute(self, calls: Sequence[ToolCall], *, deadline_seconds: float | None = None
-                      ) -> list[ToolCallResult]: ...
+    async def execute(
+        self, calls: Sequence[ToolCall], *, deadline_seconds: float | None = None
+    ) -> list[ToolCallResult]: ...
 
 
 def declared_name(name: str, taken: set[str]) -> str:
@@ -102,8 +103,9 @@ class Tools:
             tool = await self.invoker.resolve(ref)
             name = declared_name(tool.name, set(declared.by_name))
             declared.by_name[name] = tool.id
-            declared.tools.append(llm_pb2.Tool(name=name, description=tool.description[:1024],
-                                               parameters=struct_of(tool.parameters)))
+            declared.tools.append(
+                llm_pb2.Tool(name=name, description=tool.description[:1024], parameters=struct_of(tool.parameters))
+            )
         return declared
 
     async def served(self) -> list[Served]:
@@ -111,8 +113,10 @@ class Tools:
         it may run (at most tools_max_per_provider of them)."""
         tools = [await self.invoker.resolve(SERVED_BUILTINS[0])]
         if self.invoker.flows is not None:
-            tools += [flow_tool(f) for f in await self.invoker.flows.runnable_flows(self.invoker.settings.
-                                                                                    tools_max_per_provider)]
+            tools += [
+                flow_tool(f)
+                for f in await self.invoker.flows.runnable_flows(self.invoker.settings.tools_max_per_provider)
+            ]
         served: list[Served] = []
         taken: set[str] = set()
         for tool in tools:
@@ -121,8 +125,9 @@ class Tools:
             served.append(Served(name, tool.id, tool.description, tool.parameters))
         return served
 
-    async def execute(self, calls: Sequence[ToolCall], *, deadline_seconds: float | None = None
-                      ) -> list[ToolCallResult]:
+    async def execute(
+        self, calls: Sequence[ToolCall], *, deadline_seconds: float | None = None
+    ) -> list[ToolCallResult]:
         slots = asyncio.Semaphore(self.max_batch_calls)
         deadline = time.monotonic() + deadline_seconds if deadline_seconds else None
 
@@ -135,23 +140,41 @@ class Tools:
                         try:
                             arguments = json.loads(arguments or "{}")
                         except ValueError as exc:
-                            return ToolCallResult(call.call_id, call.tool_id, False, f"arguments are not JSON: {exc}",
-                                                  reason="TOOL_ARGUMENTS_INVALID")
+                            return ToolCallResult(
+                                call.call_id,
+                                call.tool_id,
+                                False,
+                                f"arguments are not JSON: {exc}",
+                                reason="TOOL_ARGUMENTS_INVALID",
+                            )
                     if not isinstance(arguments, dict):
-                        return ToolCallResult(call.call_id, call.tool_id, False, "arguments must be a JSON object",
-                                              reason="TOOL_ARGUMENTS_INVALID")
+                        return ToolCallResult(
+                            call.call_id,
+                            call.tool_id,
+                            False,
+                            "arguments must be a JSON object",
+                            reason="TOOL_ARGUMENTS_INVALID",
+                        )
                     left = None
                     if deadline is not None:
                         left = deadline - time.monotonic()
                         if left <= 0:
-                            return ToolCallResult(call.call_id, call.tool_id, False, "the batch's deadline passed",
-                                                  reason="TOOL_TIMEOUT")
+                            return ToolCallResult(
+                                call.call_id, call.tool_id, False, "the batch's deadline passed", reason="TOOL_TIMEOUT"
+                            )
                     outcome = await self.invoker.call(call.tool_id, arguments, int(call.timeout_seconds * 1000), left)
-                    return ToolCallResult(call.call_id, call.tool_id, True, outcome.text, outcome.structured,
-                                          seconds=outcome.seconds)
+                    return ToolCallResult(
+                        call.call_id, call.tool_id, True, outcome.text, outcome.structured, seconds=outcome.seconds
+                    )
                 except TypecaseError as error:
-                    return ToolCallResult(call.call_id, call.tool_id, False, error.message, reason=error.reason,
-                                          seconds=time.monotonic() - started)
+                    return ToolCallResult(
+                        call.call_id,
+                        call.tool_id,
+                        False,
+                        error.message,
+                        reason=error.reason,
+                        seconds=time.monotonic() - started,
+                    )
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(call)) for call in calls]

@@ -60,8 +60,9 @@ def cap_text(text: str, max_bytes: int) -> tuple[str, bool]:
 
 
 class Invoker:
-    def __init__(self, settings, store: ToolStore, kinds: dict[str, Kind], box: SecretBox,
-                 flows: FlowRunner | None = None):
+    def __init__(
+        self, settings, store: ToolStore, kinds: dict[str, Kind], box: SecretBox, flows: FlowRunner | None = None
+    ):
         self.settings = settings
         self.store = store
         self.kinds = kinds
@@ -70,8 +71,9 @@ class Invoker:
         # Tool and provider rows by tool id: the SQL lookup is most of what a call adds (~2 ms of ~2.5 on SQLite,
         # measured in bench/tools), so a replica keeps rows for tools_lookup_cache_seconds. Local changes clear it.
         ttl = settings.tools_lookup_cache_seconds
-        self._rows: TTLCache[str, tuple[ToolRow, ToolProviderRow]] | None = \
+        self._rows: TTLCache[str, tuple[ToolRow, ToolProviderRow]] | None = (
             TTLCache(maxsize=LOOKUP_CACHE_SIZE, ttl=ttl) if ttl > 0 else None
+        )
 
     def forget(self) -> None:
         """A provider changed on this replica: drop every cached lookup."""
@@ -92,7 +94,7 @@ class Invoker:
             if self.flows is None:
                 raise tool_not_found(tool_id)
             try:
-                flow = await self.flows.flow(tool_id[len(FLOW_PREFIX):])
+                flow = await self.flows.flow(tool_id[len(FLOW_PREFIX) :])
             except TypecaseError as exc:
                 if exc.code.name == "NOT_FOUND" or exc.reason in ("NOT_FOUND", "FLOW_NOT_PUBLISHED"):
                     raise tool_not_found(tool_id) from None
@@ -111,12 +113,14 @@ class Invoker:
         seconds = (requested_ms or provider_ms) / 1000 or self.settings.tools_call_timeout_seconds
         return min(seconds, limit)
 
-    async def call(self, tool_id: str, arguments: dict[str, Any], timeout_ms: int = 0,
-                   cap_seconds: float | None = None) -> Outcome:
+    async def call(
+        self, tool_id: str, arguments: dict[str, Any], timeout_ms: int = 0, cap_seconds: float | None = None
+    ) -> Outcome:
         return await self.call_resolved(await self.resolve(tool_id), arguments, timeout_ms, cap_seconds)
 
-    async def call_resolved(self, tool: Resolved, arguments: dict[str, Any], timeout_ms: int = 0,
-                            cap_seconds: float | None = None) -> Outcome:
+    async def call_resolved(
+        self, tool: Resolved, arguments: dict[str, Any], timeout_ms: int = 0, cap_seconds: float | None = None
+    ) -> Outcome:
         """Validate and run one call. timeout_ms replaces the provider's timeout; cap_seconds (a batch's
         deadline) only ever shortens it."""
         started = time.perf_counter()
@@ -142,8 +146,11 @@ class Invoker:
                 raise tool_failed(tool.name, failure) from None
             text, truncated = cap_text(result.text, self.settings.tools_max_result_bytes)
             structured = result.structured
-            if structured is not None and len(json.dumps(structured, default=str, ensure_ascii=False).encode()) > \
-                    self.settings.tools_max_result_bytes:
+            if (
+                structured is not None
+                and len(json.dumps(structured, default=str, ensure_ascii=False).encode())
+                > self.settings.tools_max_result_bytes
+            ):
                 structured, truncated = None, True  # a cut JSON value would mislead; the text stays
             outcome = "ok"
             return Outcome(text, structured, truncated, time.perf_counter() - started)
@@ -158,8 +165,9 @@ class Invoker:
                 outputs = await self.flows.run(tool.binding["flow_id"], arguments)
             except TypecaseError as exc:
                 if exc.code.name == "INVALID_ARGUMENT":
-                    raise arguments_invalid(tool.name, "$." + exc.metadata.get("field", "").removeprefix("inputs."),
-                                            exc.message) from None
+                    raise arguments_invalid(
+                        tool.name, "$." + exc.metadata.get("field", "").removeprefix("inputs."), exc.message
+                    ) from None
                 raise ToolFailure(exc.message, unreachable=exc.code.name == "UNAVAILABLE") from None
             answer = outputs.get("answer")
             text = answer if isinstance(answer, str) else json.dumps(outputs, ensure_ascii=False, default=str)
@@ -170,11 +178,29 @@ class Invoker:
 
 
 def resolved(tool: ToolRow, provider: ToolProviderRow) -> Resolved:
-    return Resolved(tool.id, tool.name, tool.description, tool.category, dict(tool.parameters or {}), provider.kind,
-                    provider.id, provider.name, dict(tool.binding or {}), provider)
+    return Resolved(
+        tool.id,
+        tool.name,
+        tool.description,
+        tool.category,
+        dict(tool.parameters or {}),
+        provider.kind,
+        provider.id,
+        provider.name,
+        dict(tool.binding or {}),
+        provider,
+    )
 
 
 def flow_tool(flow) -> Resolved:
-    return Resolved(FLOW_PREFIX + flow.id, flow.name, flow.description or f"Run the flow {flow.name!r}",
-                    FLOW_CATEGORY, flow.parameters or {"type": "object", "properties": {}}, "flow", "builtin",
-                    "Typecase", {"flow_id": flow.id})
+    return Resolved(
+        FLOW_PREFIX + flow.id,
+        flow.name,
+        flow.description or f"Run the flow {flow.name!r}",
+        FLOW_CATEGORY,
+        flow.parameters or {"type": "object", "properties": {}},
+        "flow",
+        "builtin",
+        "Typecase",
+        {"flow_id": flow.id},
+    )

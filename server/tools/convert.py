@@ -15,14 +15,24 @@ from typecase.server.tools.models import ToolProviderRow
 from typecase.v1 import tools_pb2
 
 MASK = "****"
-KIND_NAMES = {tools_pb2.TOOL_PROVIDER_KIND_BUILTIN: "builtin", tools_pb2.TOOL_PROVIDER_KIND_OPENAPI: "openapi",
-              tools_pb2.TOOL_PROVIDER_KIND_MCP: "mcp"}
+KIND_NAMES = {
+    tools_pb2.TOOL_PROVIDER_KIND_BUILTIN: "builtin",
+    tools_pb2.TOOL_PROVIDER_KIND_OPENAPI: "openapi",
+    tools_pb2.TOOL_PROVIDER_KIND_MCP: "mcp",
+}
 KIND_VALUES = {v: k for k, v in KIND_NAMES.items()}
-TRANSPORT_NAMES = {tools_pb2.MCP_TRANSPORT_STREAMABLE_HTTP: "streamable_http", tools_pb2.MCP_TRANSPORT_SSE: "sse",
-                   tools_pb2.MCP_TRANSPORT_STDIO: "stdio"}
+TRANSPORT_NAMES = {
+    tools_pb2.MCP_TRANSPORT_STREAMABLE_HTTP: "streamable_http",
+    tools_pb2.MCP_TRANSPORT_SSE: "sse",
+    tools_pb2.MCP_TRANSPORT_STDIO: "stdio",
+}
 TRANSPORT_VALUES = {v: k for k, v in TRANSPORT_NAMES.items()}
-AUTH_NAMES = {tools_pb2.TOOL_AUTH_TYPE_UNSPECIFIED: "none", tools_pb2.TOOL_AUTH_TYPE_API_KEY_HEADER: "api_key_header",
-              tools_pb2.TOOL_AUTH_TYPE_API_KEY_QUERY: "api_key_query", tools_pb2.TOOL_AUTH_TYPE_BEARER: "bearer"}
+AUTH_NAMES = {
+    tools_pb2.TOOL_AUTH_TYPE_UNSPECIFIED: "none",
+    tools_pb2.TOOL_AUTH_TYPE_API_KEY_HEADER: "api_key_header",
+    tools_pb2.TOOL_AUTH_TYPE_API_KEY_QUERY: "api_key_query",
+    tools_pb2.TOOL_AUTH_TYPE_BEARER: "bearer",
+}
 AUTH_VALUES = {v: k for k, v in AUTH_NAMES.items()}
 
 
@@ -30,8 +40,11 @@ def open_secrets(box: SecretBox, row: ToolProviderRow) -> dict[str, Any]:
     """{"headers": {...}, "env": {...}, "credential": "..."} of a provider ({} parts when none)."""
     plain = box.decrypt(row.secrets_encrypted) if row.secrets_encrypted else None
     data = json.loads(plain) if plain else {}
-    return {"headers": dict(data.get("headers") or {}), "env": dict(data.get("env") or {}),
-            "credential": str(data.get("credential") or "")}
+    return {
+        "headers": dict(data.get("headers") or {}),
+        "env": dict(data.get("env") or {}),
+        "credential": str(data.get("credential") or ""),
+    }
 
 
 def seal_secrets(box: SecretBox, secrets: dict[str, Any]) -> str | None:
@@ -42,16 +55,30 @@ def seal_secrets(box: SecretBox, secrets: dict[str, Any]) -> str | None:
 
 def provider_view(box: SecretBox, row: ToolProviderRow) -> Provider:
     secrets = open_secrets(box, row)
-    return Provider(row.id, row.name, row.kind, row.owner_id, dict(row.config or {}), secrets["headers"],
-                    secrets["env"], secrets["credential"])
+    return Provider(
+        row.id,
+        row.name,
+        row.kind,
+        row.owner_id,
+        dict(row.config or {}),
+        secrets["headers"],
+        secrets["env"],
+        secrets["credential"],
+    )
 
 
 def provider_message(row: ToolProviderRow, tool_count: int) -> tools_pb2.ToolProvider:
     config = row.config or {}
     message = tools_pb2.ToolProvider(
-        id=row.id, owner_id=row.owner_id or "", name=row.name, description=row.description,
-        kind=KIND_VALUES.get(row.kind, tools_pb2.TOOL_PROVIDER_KIND_UNSPECIFIED), shared=row.shared,
-        timeout_ms=row.timeout_ms, tool_count=tool_count, last_error=row.last_error or "",
+        id=row.id,
+        owner_id=row.owner_id or "",
+        name=row.name,
+        description=row.description,
+        kind=KIND_VALUES.get(row.kind, tools_pb2.TOOL_PROVIDER_KIND_UNSPECIFIED),
+        shared=row.shared,
+        timeout_ms=row.timeout_ms,
+        tool_count=tool_count,
+        last_error=row.last_error or "",
     )
     for name in config.get("header_names") or []:
         message.headers[name] = MASK
@@ -97,8 +124,14 @@ def parameters_struct(parameters: dict[str, Any], into: struct_pb2.Struct) -> No
 def tool_message(row: Any) -> tools_pb2.CatalogTool:
     """A CatalogTool from a store.list_tools row."""
     message = tools_pb2.CatalogTool(
-        id=row.id, provider_id=row.provider_id, name=row.name, description=row.description, category=row.category,
-        kind=KIND_VALUES.get(row.provider_kind, 0), provider_name=row.provider_name)
+        id=row.id,
+        provider_id=row.provider_id,
+        name=row.name,
+        description=row.description,
+        category=row.category,
+        kind=KIND_VALUES.get(row.provider_kind, 0),
+        provider_name=row.provider_name,
+    )
     parameters_struct(row.parameters, message.parameters)
     return message
 

@@ -29,8 +29,18 @@ class GuardedHttp(Protocol):
         """The address to connect to; raises ssrf.Blocked when the host may not be reached."""
         ...
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str], params: dict[str, str],
-                      content: bytes | None, json_body: Any, timeout: float, max_bytes: int) -> GuardedReply: ...
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        params: dict[str, str],
+        content: bytes | None,
+        json_body: Any,
+        timeout: float,
+        max_bytes: int,
+    ) -> GuardedReply: ...
 
 
 @dataclass

@@ -23,13 +23,21 @@ def tool_not_found(tool_id: str) -> TypecaseError:
 
 
 def arguments_invalid(tool: str, where: str, problem: str) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.INVALID_ARGUMENT, "TOOL_ARGUMENTS_INVALID",
-                         f"arguments of tool {tool!r} at {where}: {problem}", {"field": where, "tool": tool})
+    return TypecaseError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "TOOL_ARGUMENTS_INVALID",
+        f"arguments of tool {tool!r} at {where}: {problem}",
+        {"field": where, "tool": tool},
+    )
 
 
 def tool_timeout(tool: str, seconds: float) -> TypecaseError:
-    return TypecaseError(grpc.StatusCode.DEADLINE_EXCEEDED, "TOOL_TIMEOUT",
-                         f"tool {tool!r} did not answer within {seconds:g}s", {"tool": tool})
+    return TypecaseError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "TOOL_TIMEOUT",
+        f"tool {tool!r} did not answer within {seconds:g}s",
+        {"tool": tool},
+    )
 
 
 def tool_failed(tool: str, failure: ToolFailure) -> TypecaseError:

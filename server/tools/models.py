@@ -41,8 +41,9 @@ class ToolRow(Base):
     __table_args__ = (UniqueConstraint("provider_id", "name"),)
 
     id: Mapped[str] = id_column()
-    provider_id: Mapped[str] = mapped_column(String(26), ForeignKey("tool_providers.id", ondelete="CASCADE"),
-                                             index=True)
+    provider_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("tool_providers.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(Text, default="")
     category: Mapped[str] = mapped_column(String(64), default="", index=True)

@@ -67,9 +67,17 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     async def start(self) -> None:
         """Seed the built-in provider and its tools (idempotent; several replicas may race, the loser retries)."""
-        row = ToolProviderRow(id=builtin.PROVIDER_ID, owner_id=None, name=builtin.PROVIDER_NAME, kind="builtin",
-                              shared=True, description="Typecase's own tools", config={}, timeout_ms=0,
-                              last_error="")
+        row = ToolProviderRow(
+            id=builtin.PROVIDER_ID,
+            owner_id=None,
+            name=builtin.PROVIDER_NAME,
+            kind="builtin",
+            shared=True,
+            description="Typecase's own tools",
+            config={},
+            timeout_ms=0,
+            last_error="",
+        )
         ids = {spec.name: builtin.tool_id(spec.name) for spec in builtin.SPECS}
         for attempt in range(3):
             try:
@@ -116,8 +124,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         if value < 0:
             raise invalid_argument("provider.timeout_ms", "must not be negative")
         if value / 1000 > self.settings.tools_max_call_timeout_seconds:
-            raise invalid_argument("provider.timeout_ms",
-                                   f"at most {int(self.settings.tools_max_call_timeout_seconds * 1000)}")
+            raise invalid_argument(
+                "provider.timeout_ms", f"at most {int(self.settings.tools_max_call_timeout_seconds * 1000)}"
+            )
         return value
 
     @staticmethod
@@ -136,8 +145,14 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             merged[name] = value
         return merged
 
-    def _apply_source(self, message: tools_pb2.ToolProvider, kind: str, config: dict[str, Any],
-                      secrets: dict[str, Any], paths: set[str]) -> None:
+    def _apply_source(
+        self,
+        message: tools_pb2.ToolProvider,
+        kind: str,
+        config: dict[str, Any],
+        secrets: dict[str, Any],
+        paths: set[str],
+    ) -> None:
         """Fill config and secrets from the message's kind-specific part (the fields `paths` names)."""
         if "headers" in paths:
             secrets["headers"] = self._merge_secret_map(dict(message.headers), secrets["headers"], "provider.headers")
@@ -160,18 +175,23 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             if not source.document and not config["document_url"]:
                 raise invalid_argument("provider.openapi.document", "give the document or its document_url")
             if len(source.document.encode()) > self.settings.tools_max_document_bytes:
-                raise invalid_argument("provider.openapi.document",
-                                       f"larger than {self.settings.tools_max_document_bytes} bytes")
+                raise invalid_argument(
+                    "provider.openapi.document", f"larger than {self.settings.tools_max_document_bytes} bytes"
+                )
         if kind == "mcp" and "mcp" in paths:
             server = message.mcp
-            transport = TRANSPORT_NAMES.get(server.transport) or ("stdio" if server.command and not server.url
-                                                                  else "streamable_http")
+            transport = TRANSPORT_NAMES.get(server.transport) or (
+                "stdio" if server.command and not server.url else "streamable_http"
+            )
             config["transport"] = transport
             if transport == "stdio":
                 if not self.settings.tools_mcp_stdio_enabled:
-                    raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED",
-                                        "MCP servers run as local commands are disabled on this server "
-                                        "(setting tools_mcp_stdio_enabled)")
+                    raise TypecaseError(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        "PERMISSION_DENIED",
+                        "MCP servers run as local commands are disabled on this server "
+                        "(setting tools_mcp_stdio_enabled)",
+                    )
                 caller.require_admin()
                 if not server.command.strip():
                     raise invalid_argument("provider.mcp.command", "is required for the stdio transport")
@@ -196,8 +216,12 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             try:
                 schemas.check(spec.parameters)
             except schemas.SchemaError as exc:
-                log.warning("tool %r of provider %r skipped: its parameters are not a usable schema (%s)",
-                            spec.name, row.name, exc)
+                log.warning(
+                    "tool %r of provider %r skipped: its parameters are not a usable schema (%s)",
+                    spec.name,
+                    row.name,
+                    exc,
+                )
                 continue
             usable.append(spec)
         return usable
@@ -213,10 +237,17 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         config: dict[str, Any] = {}
         secrets = {"headers": {}, "env": {}, "credential": ""}
         self._apply_source(message, kind, config, secrets, {"headers", kind})
-        row = ToolProviderRow(owner_id=me.user_id, name=self._clean_name(message.name),
-                              description=message.description[:MAX_DESCRIPTION], kind=kind, shared=message.shared,
-                              config=config, secrets_encrypted=seal_secrets(self.box, secrets),
-                              timeout_ms=self._timeout_ms(message.timeout_ms), last_error="")
+        row = ToolProviderRow(
+            owner_id=me.user_id,
+            name=self._clean_name(message.name),
+            description=message.description[:MAX_DESCRIPTION],
+            kind=kind,
+            shared=message.shared,
+            config=config,
+            secrets_encrypted=seal_secrets(self.box, secrets),
+            timeout_ms=self._timeout_ms(message.timeout_ms),
+            last_error="",
+        )
         row.id = new_id()
         specs: list[ToolSpec] = []
         try:
@@ -229,10 +260,19 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         try:
             await self.store.add_provider(row, specs)
         except IntegrityError:
-            raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                f"you already have a tool provider named {row.name!r}", {"name": row.name}) from None
-        await self.audit.record("tool_provider.create", actor_id=me.user_id, resource_type="tool_provider",
-                                resource_id=row.id, detail={"name": row.name, "kind": kind, "tools": len(specs)})
+            raise TypecaseError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "ALREADY_EXISTS",
+                f"you already have a tool provider named {row.name!r}",
+                {"name": row.name},
+            ) from None
+        await self.audit.record(
+            "tool_provider.create",
+            actor_id=me.user_id,
+            resource_type="tool_provider",
+            resource_id=row.id,
+            detail={"name": row.name, "kind": kind, "tools": len(specs)},
+        )
         return tools_pb2.CreateToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
 
     async def ListToolProviders(self, request, context):
@@ -246,7 +286,8 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         counts = await self.store.tool_counts([r.id for r in rows])
         return tools_pb2.ListToolProvidersResponse(
             providers=[provider_message(r, counts.get(r.id, 0)) for r in rows],
-            next_page_token=encode_token(id=rows[-1].id) if more else "")
+            next_page_token=encode_token(id=rows[-1].id) if more else "",
+        )
 
     async def GetToolProvider(self, request, context):
         return tools_pb2.GetToolProviderResponse(provider=await self._message(await self._visible(request.provider_id)))
@@ -290,24 +331,39 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         try:
             await self.store.save_provider(row, specs)
         except IntegrityError:
-            raise TypecaseError(grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS",
-                                f"you already have a tool provider named {row.name!r}", {"name": row.name}) from None
+            raise TypecaseError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "ALREADY_EXISTS",
+                f"you already have a tool provider named {row.name!r}",
+                {"name": row.name},
+            ) from None
         self.invoker.forget()
-        await self.audit.record("tool_provider.update", actor_id=me.user_id, resource_type="tool_provider",
-                                resource_id=row.id, detail={"fields": sorted(paths)})
+        await self.audit.record(
+            "tool_provider.update",
+            actor_id=me.user_id,
+            resource_type="tool_provider",
+            resource_id=row.id,
+            detail={"fields": sorted(paths)},
+        )
         return tools_pb2.UpdateToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
 
     async def DeleteToolProvider(self, request, context):
         me = caller.current()
         row = await self._editable(request.provider_id)
         if row.kind == "builtin":
-            raise TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION",
-                                "the built-in provider cannot be deleted")
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION", "the built-in provider cannot be deleted"
+            )
         await self.store.delete_provider(row.id)
         self.invoker.forget()
         await self.kinds[row.kind].forget(row.id)
-        await self.audit.record("tool_provider.delete", actor_id=me.user_id, resource_type="tool_provider",
-                                resource_id=row.id, detail={"name": row.name})
+        await self.audit.record(
+            "tool_provider.delete",
+            actor_id=me.user_id,
+            resource_type="tool_provider",
+            resource_id=row.id,
+            detail={"name": row.name},
+        )
         return tools_pb2.DeleteToolProviderResponse()
 
     async def refresh(self, row: ToolProviderRow, reconnect: bool = True) -> None:
@@ -326,10 +382,12 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     async def refresh_later(self, provider_id: str) -> None:
         """A server said its tool list changed: reload it in the background (not inside its message handler)."""
+
         async def reload() -> None:
             row = await self.store.provider(provider_id)
             if row is not None:
                 await self.refresh(row, reconnect=False)  # the session that told us is alive and may be busy
+
         task = asyncio.create_task(reload(), name=f"tools-refresh-{provider_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -338,8 +396,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         me = caller.current()
         row = await self._editable(request.provider_id)
         await self.refresh(row)
-        await self.audit.record("tool_provider.refresh", actor_id=me.user_id, resource_type="tool_provider",
-                                resource_id=row.id)
+        await self.audit.record(
+            "tool_provider.refresh", actor_id=me.user_id, resource_type="tool_provider", resource_id=row.id
+        )
         return tools_pb2.RefreshToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
 
     # -- tools -------------------------------------------------------------------------------------------------
@@ -349,43 +408,72 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         position = decode_token(request.page_token) or {}
         tools: list[tools_pb2.CatalogTool] = []
         if not position.get("flows"):
-            found = await self.store.list_tools(scope, provider_id=request.provider_id, category=request.category,
-                                                keyword=request.keyword, limit=size + 1, after=position.get("id"))
+            found = await self.store.list_tools(
+                scope,
+                provider_id=request.provider_id,
+                category=request.category,
+                keyword=request.keyword,
+                limit=size + 1,
+                after=position.get("id"),
+            )
             tools = [tool_message(row) for row in found[:size]]
             if len(found) > size:
                 return tools_pb2.ListToolsResponse(tools=tools, next_page_token=encode_token(id=tools[-1].id))
         # Flow tools come after the stored ones (they live in the flow domain).
-        if self.flows is not None and request.provider_id in ("", builtin.PROVIDER_ID) and \
-                request.category in ("", FLOW_CATEGORY):
+        if (
+            self.flows is not None
+            and request.provider_id in ("", builtin.PROVIDER_ID)
+            and request.category in ("", FLOW_CATEGORY)
+        ):
             keyword = request.keyword.lower()
             skip = int(position.get("flows") or 0)
-            flows = [f for f in await self.flows.runnable_flows(skip + size + 1)
-                     if not keyword or keyword in f.name.lower() or keyword in (f.description or "").lower()]
+            flows = [
+                f
+                for f in await self.flows.runnable_flows(skip + size + 1)
+                if not keyword or keyword in f.name.lower() or keyword in (f.description or "").lower()
+            ]
             room = size - len(tools)
-            for flow in flows[skip: skip + room]:
+            for flow in flows[skip : skip + room]:
                 t = flow_tool(flow)
-                tools.append(tools_pb2.CatalogTool(
-                    id=t.id, provider_id=t.provider_id, name=t.name, description=t.description, category=t.category,
-                    parameters=struct_of(t.parameters), kind=tools_pb2.TOOL_PROVIDER_KIND_BUILTIN,
-                    provider_name=t.provider_name))
+                tools.append(
+                    tools_pb2.CatalogTool(
+                        id=t.id,
+                        provider_id=t.provider_id,
+                        name=t.name,
+                        description=t.description,
+                        category=t.category,
+                        parameters=struct_of(t.parameters),
+                        kind=tools_pb2.TOOL_PROVIDER_KIND_BUILTIN,
+                        provider_name=t.provider_name,
+                    )
+                )
             if len(flows) > skip + room:
                 return tools_pb2.ListToolsResponse(tools=tools, next_page_token=encode_token(flows=skip + room))
         return tools_pb2.ListToolsResponse(tools=tools)
 
     async def GetTool(self, request, context):
         t = await self.invoker.resolve(request.tool_id)
-        return tools_pb2.GetToolResponse(tool=tools_pb2.CatalogTool(
-            id=t.id, provider_id=t.provider_id, name=t.name, description=t.description, category=t.category,
-            parameters=struct_of(t.parameters),
-            kind={"builtin": 1, "flow": 1, "openapi": 2, "mcp": 3}.get(t.kind, 0), provider_name=t.provider_name))
+        return tools_pb2.GetToolResponse(
+            tool=tools_pb2.CatalogTool(
+                id=t.id,
+                provider_id=t.provider_id,
+                name=t.name,
+                description=t.description,
+                category=t.category,
+                parameters=struct_of(t.parameters),
+                kind={"builtin": 1, "flow": 1, "openapi": 2, "mcp": 3}.get(t.kind, 0),
+                provider_name=t.provider_name,
+            )
+        )
 
     async def CallTool(self, request, context):
         if request.timeout_ms < 0:
             raise invalid_argument("timeout_ms", "must not be negative")
         arguments = json_format.MessageToDict(request.arguments) if request.HasField("arguments") else {}
         outcome = await self.invoker.call(request.tool_id, integral(arguments), request.timeout_ms)
-        response = tools_pb2.CallToolResponse(text=outcome.text, truncated=outcome.truncated,
-                                              duration_ms=int(outcome.seconds * 1000))
+        response = tools_pb2.CallToolResponse(
+            text=outcome.text, truncated=outcome.truncated, duration_ms=int(outcome.seconds * 1000)
+        )
         if outcome.structured is not None:
             response.structured.CopyFrom(value_of(outcome.structured))
         return response

@@ -75,9 +75,18 @@ class ToolStore:
 
     @staticmethod
     def _rows(provider_id: str, specs: Sequence[ToolSpec], ids: dict[str, str] | None = None) -> list[ToolRow]:
-        return [ToolRow(id=(ids or {}).get(s.name) or new_id(), provider_id=provider_id, name=s.name,
-                        description=s.description, category=s.category, parameters=s.parameters, binding=s.binding)
-                for s in specs]
+        return [
+            ToolRow(
+                id=(ids or {}).get(s.name) or new_id(),
+                provider_id=provider_id,
+                name=s.name,
+                description=s.description,
+                category=s.category,
+                parameters=s.parameters,
+                binding=s.binding,
+            )
+            for s in specs
+        ]
 
     async def seed_builtin(self, row: ToolProviderRow, specs: Sequence[ToolSpec], ids: dict[str, str]) -> None:
         """Create or bring up to date the built-in provider and its tools (fixed ids), idempotently."""
@@ -102,8 +111,9 @@ class ToolStore:
             await session.execute(delete(ToolRow).where(ToolRow.provider_id == provider_id))
             await session.execute(delete(ToolProviderRow).where(ToolProviderRow.id == provider_id))
 
-    async def list_providers(self, scope: str | None, kind: str, limit: int, after: str | None
-                             ) -> list[ToolProviderRow]:
+    async def list_providers(
+        self, scope: str | None, kind: str, limit: int, after: str | None
+    ) -> list[ToolProviderRow]:
         stmt = select(ToolProviderRow).where(visible(scope)).order_by(ToolProviderRow.id.desc()).limit(limit)
         if kind:
             stmt = stmt.where(ToolProviderRow.kind == kind)
@@ -115,35 +125,57 @@ class ToolStore:
     async def tool_counts(self, provider_ids: Sequence[str]) -> dict[str, int]:
         if not provider_ids:
             return {}
-        stmt = select(ToolRow.provider_id, func.count()).where(ToolRow.provider_id.in_(provider_ids)) \
+        stmt = (
+            select(ToolRow.provider_id, func.count())
+            .where(ToolRow.provider_id.in_(provider_ids))
             .group_by(ToolRow.provider_id)
+        )
         async with self.db.session() as session:
             return {pid: n for pid, n in (await session.execute(stmt)).all()}
 
     async def tool(self, tool_id: str) -> tuple[ToolRow, ToolProviderRow] | None:
-        stmt = select(ToolRow, ToolProviderRow).join(ToolProviderRow, ToolProviderRow.id == ToolRow.provider_id) \
+        stmt = (
+            select(ToolRow, ToolProviderRow)
+            .join(ToolProviderRow, ToolProviderRow.id == ToolRow.provider_id)
             .where(ToolRow.id == tool_id)
+        )
         async with self.db.session() as session:
             found = (await session.execute(stmt)).first()
         return (found[0], found[1]) if found else None
 
-    async def list_tools(self, scope: str | None, *, provider_id: str, category: str, keyword: str, limit: int,
-                         after: str | None) -> list[Any]:
+    async def list_tools(
+        self, scope: str | None, *, provider_id: str, category: str, keyword: str, limit: int, after: str | None
+    ) -> list[Any]:
         """Rows of (id, name, description, category, parameters, provider_id, provider_name, provider_kind):
         plain columns, not ORM entities, because building 1,000 entity pairs costs more than the query."""
-        stmt = select(ToolRow.id, ToolRow.name, ToolRow.description, ToolRow.category, ToolRow.parameters,
-                      ToolRow.provider_id, ToolProviderRow.name.label("provider_name"),
-                      ToolProviderRow.kind.label("provider_kind")) \
-            .join(ToolProviderRow, ToolProviderRow.id == ToolRow.provider_id) \
-            .where(visible(scope)).order_by(ToolRow.id).limit(limit)
+        stmt = (
+            select(
+                ToolRow.id,
+                ToolRow.name,
+                ToolRow.description,
+                ToolRow.category,
+                ToolRow.parameters,
+                ToolRow.provider_id,
+                ToolProviderRow.name.label("provider_name"),
+                ToolProviderRow.kind.label("provider_kind"),
+            )
+            .join(ToolProviderRow, ToolProviderRow.id == ToolRow.provider_id)
+            .where(visible(scope))
+            .order_by(ToolRow.id)
+            .limit(limit)
+        )
         if provider_id:
             stmt = stmt.where(ToolRow.provider_id == provider_id)
         if category:
             stmt = stmt.where(ToolRow.category == category)
         if keyword:
             pattern = like_pattern(keyword)
-            stmt = stmt.where(or_(func.lower(ToolRow.name).like(pattern, escape=LIKE_ESCAPE),
-                                  func.lower(ToolRow.description).like(pattern, escape=LIKE_ESCAPE)))
+            stmt = stmt.where(
+                or_(
+                    func.lower(ToolRow.name).like(pattern, escape=LIKE_ESCAPE),
+                    func.lower(ToolRow.description).like(pattern, escape=LIKE_ESCAPE),
+                )
+            )
         if after:
             stmt = stmt.where(ToolRow.id > after)
         async with self.db.session() as session:

@@ -74,9 +74,12 @@ class Engine:
         self.settings = settings
         self.services = services
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:128]
-        self.log = EventLog(cache, ttl_seconds=settings.flow_event_log_ttl_seconds,
-                            running_ttl_seconds=settings.flow_run_timeout_seconds + settings.flow_event_log_ttl_seconds,
-                            key=stream_key)
+        self.log = EventLog(
+            cache,
+            ttl_seconds=settings.flow_event_log_ttl_seconds,
+            running_ttl_seconds=settings.flow_run_timeout_seconds + settings.flow_event_log_ttl_seconds,
+            key=stream_key,
+        )
         self.local: dict[str, Execution] = {}
         self._background: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
@@ -127,8 +130,14 @@ class Engine:
         execution.task = asyncio.create_task(execution.run(resume), name=f"flow-run-{execution.run_id}")
         return execution
 
-    async def create(self, row: FlowRunRow, graph: Graph, *, prefill: dict[str, Any] | None = None,
-                     history: list[dict[str, str]] | None = None) -> Execution:
+    async def create(
+        self,
+        row: FlowRunRow,
+        graph: Graph,
+        *,
+        prefill: dict[str, Any] | None = None,
+        history: list[dict[str, str]] | None = None,
+    ) -> Execution:
         """Insert a new run (row fields set by the caller) and start executing it here."""
         state = RunState.initial(graph, prefill, history if uses_history(graph) else None)
         now = utcnow()
@@ -143,20 +152,31 @@ class Engine:
         async with self.db.session() as session:
             session.add(row)
         execution = Execution(self, row, graph, state, 1)
-        execution.emit(flow_pb2.RunEvent(run_started=flow_pb2.RunStarted(
-            run_id=row.id, flow_id=row.flow_id, version_id=row.version_id, session_id=row.session_id)))
+        execution.emit(
+            flow_pb2.RunEvent(
+                run_started=flow_pb2.RunStarted(
+                    run_id=row.id, flow_id=row.flow_id, version_id=row.version_id, session_id=row.session_id
+                )
+            )
+        )
         return self.launch(execution)
 
-    async def resume(self, row: FlowRunRow, node_id: str, answer: dict[str, Any],
-                     history: list[dict[str, str]] | None = None) -> Execution:
+    async def resume(
+        self, row: FlowRunRow, node_id: str, answer: dict[str, Any], history: list[dict[str, str]] | None = None
+    ) -> Execution:
         """Claim a run waiting on `node_id` and continue it here with the answer; RUN_NOT_WAITING otherwise."""
         now = utcnow()
         async with self.db.session() as session:
             claimed = await session.execute(
                 update(FlowRunRow)
                 .where(FlowRunRow.id == row.id, FlowRunRow.status == WAITING, FlowRunRow.last_seq == row.last_seq)
-                .values(status=RUNNING, replica=self.replica, pending_input=None, update_time=now,
-                        lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds))
+                .values(
+                    status=RUNNING,
+                    replica=self.replica,
+                    pending_input=None,
+                    update_time=now,
+                    lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds),
+                )
             )
             if claimed.rowcount != 1:
                 raise not_waiting(row.id, "the run is no longer waiting for this input (answered or stopped)")
@@ -175,10 +195,16 @@ class Engine:
         async with self.db.session() as session:
             claimed = await session.execute(
                 update(FlowRunRow)
-                .where(FlowRunRow.id == run_id, FlowRunRow.status == RUNNING,
-                       or_(FlowRunRow.lease_expire_time.is_(None), FlowRunRow.lease_expire_time < now))
-                .values(replica=self.replica, update_time=now,
-                        lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds))
+                .where(
+                    FlowRunRow.id == run_id,
+                    FlowRunRow.status == RUNNING,
+                    or_(FlowRunRow.lease_expire_time.is_(None), FlowRunRow.lease_expire_time < now),
+                )
+                .values(
+                    replica=self.replica,
+                    update_time=now,
+                    lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds),
+                )
             )
             if claimed.rowcount != 1:
                 return None
@@ -269,18 +295,23 @@ class Engine:
             if row is None or row.status != WAITING:
                 return False
             done = await session.execute(
-                update(FlowRunRow).where(FlowRunRow.id == run_id, FlowRunRow.status == WAITING)
+                update(FlowRunRow)
+                .where(FlowRunRow.id == run_id, FlowRunRow.status == WAITING)
                 .values(status=STOPPED, end_time=now, update_time=now, pending_input=None, last_seq=row.last_seq + 1)
             )
             if done.rowcount != 1:
                 return False
             await session.execute(
-                update(FlowRunNodeRow).where(FlowRunNodeRow.run_id == run_id, FlowRunNodeRow.status == WAITING)
+                update(FlowRunNodeRow)
+                .where(FlowRunNodeRow.run_id == run_id, FlowRunNodeRow.status == WAITING)
                 .values(status="stopped", end_time=now)
             )
         state = RunState.from_dict(row.state)
-        event = flow_pb2.RunEvent(run_finished=flow_pb2.RunFinished(
-            status=flow_pb2.RUN_STATUS_STOPPED, usage=usage(row.prompt_tokens, row.completion_tokens)))
+        event = flow_pb2.RunEvent(
+            run_finished=flow_pb2.RunFinished(
+                status=flow_pb2.RUN_STATUS_STOPPED, usage=usage(row.prompt_tokens, row.completion_tokens)
+            )
+        )
         event.run_finished.outputs.update(state.run_outputs)
         event.run_finished.elapsed.FromMilliseconds(row.elapsed_ms)
         await self._append_quietly(run_id, run_entry(run_id, row.last_seq + 1, event, terminal=True))
@@ -324,8 +355,11 @@ class Engine:
                 return False
             done = await session.execute(
                 update(FlowRunRow)
-                .where(FlowRunRow.id == run_id, FlowRunRow.status == RUNNING,
-                       or_(FlowRunRow.lease_expire_time.is_(None), FlowRunRow.lease_expire_time < now))
+                .where(
+                    FlowRunRow.id == run_id,
+                    FlowRunRow.status == RUNNING,
+                    or_(FlowRunRow.lease_expire_time.is_(None), FlowRunRow.lease_expire_time < now),
+                )
                 .values(status=STOPPED, end_time=now, update_time=now, lease_expire_time=None, replica="")
             )
             if done.rowcount != 1:
@@ -333,14 +367,20 @@ class Engine:
         seq = max(row.last_seq, await self._logged_seq(run_id)) + 1
         async with self.db.session() as session:
             await session.execute(update(FlowRunRow).where(FlowRunRow.id == run_id).values(last_seq=seq))
-        event = flow_pb2.RunEvent(run_finished=flow_pb2.RunFinished(
-            status=flow_pb2.RUN_STATUS_STOPPED, usage=usage(row.prompt_tokens, row.completion_tokens)))
+        event = flow_pb2.RunEvent(
+            run_finished=flow_pb2.RunFinished(
+                status=flow_pb2.RUN_STATUS_STOPPED, usage=usage(row.prompt_tokens, row.completion_tokens)
+            )
+        )
         await self._append_quietly(run_id, run_entry(run_id, seq, event, terminal=True))
         return True
 
     def lapsed(self, row: FlowRunRow) -> bool:
-        return row.status == RUNNING and row.id not in self.local and (
-            row.lease_expire_time is None or row.lease_expire_time < utcnow())
+        return (
+            row.status == RUNNING
+            and row.id not in self.local
+            and (row.lease_expire_time is None or row.lease_expire_time < utcnow())
+        )
 
     async def _listen_for_stops(self) -> None:
         def stop(run_id: str) -> None:
@@ -379,9 +419,13 @@ class Engine:
                 .values(lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds))
             )
             if renewed.rowcount < len(ids):
-                mine = set(await session.scalars(
-                    select(FlowRunRow.id).where(FlowRunRow.id.in_(ids), FlowRunRow.replica == self.replica,
-                                                FlowRunRow.status == RUNNING)))
+                mine = set(
+                    await session.scalars(
+                        select(FlowRunRow.id).where(
+                            FlowRunRow.id.in_(ids), FlowRunRow.replica == self.replica, FlowRunRow.status == RUNNING
+                        )
+                    )
+                )
                 for execution in runs:
                     if execution.run_id not in mine and not execution.finishing:
                         execution.interrupt("abandon")
@@ -392,11 +436,16 @@ class Engine:
     async def sweep(self) -> int:
         """Continue the running runs whose replica stopped renewing their lease; returns how many."""
         async with self.db.session() as session:
-            lapsed = list(await session.scalars(
-                select(FlowRunRow.id).where(
-                    FlowRunRow.status == RUNNING,
-                    or_(FlowRunRow.lease_expire_time.is_(None), FlowRunRow.lease_expire_time < utcnow()))
-                .limit(100)))
+            lapsed = list(
+                await session.scalars(
+                    select(FlowRunRow.id)
+                    .where(
+                        FlowRunRow.status == RUNNING,
+                        or_(FlowRunRow.lease_expire_time.is_(None), FlowRunRow.lease_expire_time < utcnow()),
+                    )
+                    .limit(100)
+                )
+            )
         count = 0
         for run_id in lapsed:
             if run_id in self.local:
@@ -436,8 +485,7 @@ class Engine:
         async def on_idle(last_seq: int) -> Entry | None:
             current = await self.get_row(row.id)
             if current is None:
-                raise TypecaseError(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"run {row.id!r} not found",
-                                    {"id": row.id})
+                raise TypecaseError(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"run {row.id!r} not found", {"id": row.id})
             if current.status == RUNNING:
                 if self.lapsed(current):
                     self.spawn(self.recover(row.id), f"flow-recover-{row.id}")
@@ -460,12 +508,15 @@ def stored_end(row: FlowRunRow, seq: int) -> Entry:
     if row.status == WAITING:
         return run_entry(row.id, seq, flow_pb2.RunEvent(input_required=input_required(row.pending_input)), True)
     if row.status == FAILED:
-        status = status_message(row.error) or TypecaseError(
-            grpc.StatusCode.UNKNOWN, "INTERNAL", "the run failed").to_status()
+        status = (
+            status_message(row.error)
+            or TypecaseError(grpc.StatusCode.UNKNOWN, "INTERNAL", "the run failed").to_status()
+        )
         return run_entry(row.id, seq, flow_pb2.RunEvent(run_failed=status), True)
     finished = flow_pb2.RunFinished(
         status=flow_pb2.RUN_STATUS_STOPPED if row.status == STOPPED else flow_pb2.RUN_STATUS_FINISHED,
-        usage=usage(row.prompt_tokens, row.completion_tokens))
+        usage=usage(row.prompt_tokens, row.completion_tokens),
+    )
     finished.outputs.update(row.outputs or {})
     finished.elapsed.FromMilliseconds(row.elapsed_ms)
     return run_entry(row.id, seq, flow_pb2.RunEvent(run_finished=finished), True)
@@ -479,14 +530,24 @@ def stored_replay(row: FlowRunRow, after_seq: int) -> list[Entry]:
         return []
     if 0 < after_seq < last - 1:
         raise TypecaseError(
-            grpc.StatusCode.OUT_OF_RANGE, "STREAM_EXPIRED",
+            grpc.StatusCode.OUT_OF_RANGE,
+            "STREAM_EXPIRED",
             "this run's event log has expired: resume from seq 0 for its outcome, or GetRun for its details",
             {"run_id": row.id, "after_seq": str(after_seq)},
         )
     entries = []
     if after_seq < 1:
-        entries.append(run_entry(row.id, 1, flow_pb2.RunEvent(run_started=flow_pb2.RunStarted(
-            run_id=row.id, flow_id=row.flow_id, version_id=row.version_id, session_id=row.session_id))))
+        entries.append(
+            run_entry(
+                row.id,
+                1,
+                flow_pb2.RunEvent(
+                    run_started=flow_pb2.RunStarted(
+                        run_id=row.id, flow_id=row.flow_id, version_id=row.version_id, session_id=row.session_id
+                    )
+                ),
+            )
+        )
     entries.append(stored_end(row, last))
     return entries
 

@@ -63,7 +63,9 @@ log = logging.getLogger("typecase.flow")
 
 RUNS = Counter("typecase_flow_runs_total", "Flow runs ended or paused, by status.", ("status",))
 NODE_SECONDS = Histogram(
-    "typecase_flow_node_seconds", "Time spent executing flow nodes, by node type.", ("type",),
+    "typecase_flow_node_seconds",
+    "Time spent executing flow nodes, by node type.",
+    ("type",),
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
 TYPE_NAMES = {value: name.removeprefix("NODE_TYPE_").lower() for name, value in flow_pb2.NodeType.items()}
@@ -127,9 +129,16 @@ class Execution:
         self.status = RUNNING
         self.ended = asyncio.Event()
         self.scope: dict[str, Any] = {
-            **self.inputs, **state.outputs,
-            "sys": {"run_id": row.id, "flow_id": row.flow_id, "version_id": row.version_id,
-                    "session_id": row.session_id, "user_id": row.owner_id, "inputs": self.inputs},
+            **self.inputs,
+            **state.outputs,
+            "sys": {
+                "run_id": row.id,
+                "flow_id": row.flow_id,
+                "version_id": row.version_id,
+                "session_id": row.session_id,
+                "user_id": row.owner_id,
+                "inputs": self.inputs,
+            },
         }
 
     # -- events --------------------------------------------------------------------------------------------------
@@ -211,9 +220,14 @@ class Execution:
         elif reason == "release":
             await self._release()
         elif reason == "timeout":
-            await self._end_failed(limit_exceeded(
-                self.run_id, f"the run took longer than {self.settings.flow_run_timeout_seconds:g}s", "time",
-                grpc.StatusCode.DEADLINE_EXCEEDED))
+            await self._end_failed(
+                limit_exceeded(
+                    self.run_id,
+                    f"the run took longer than {self.settings.flow_run_timeout_seconds:g}s",
+                    "time",
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
+            )
         else:
             self.abandoned = True
 
@@ -225,8 +239,7 @@ class Execution:
                 return await self._interrupted()
             while state.ready and len(self.node_tasks) < limit:
                 if state.steps >= self.settings.flow_max_steps:
-                    raise limit_exceeded(self.run_id, f"the run exceeded {self.settings.flow_max_steps} steps",
-                                         "steps")
+                    raise limit_exceeded(self.run_id, f"the run exceeded {self.settings.flow_max_steps} steps", "steps")
                 self._launch(state.take_ready())
             if not self.node_tasks:
                 break
@@ -256,9 +269,18 @@ class Execution:
         node = self.graph.nodes[node_id]
         prefill = self.state.prefill if node.type == flow_pb2.NODE_TYPE_INPUT else None
         return NodeContext(
-            node_id=node_id, node_type=node.type, name=node.name, params=node.params, scope=self.scope,
-            services=self.engine.services, emit_token=lambda text: self._token(node_id, text), run_id=self.run_id,
-            owner_id=self.owner.user_id, session_id=self.session_id, history=self.state.history, prefill=prefill,
+            node_id=node_id,
+            node_type=node.type,
+            name=node.name,
+            params=node.params,
+            scope=self.scope,
+            services=self.engine.services,
+            emit_token=lambda text: self._token(node_id, text),
+            run_id=self.run_id,
+            owner_id=self.owner.user_id,
+            session_id=self.session_id,
+            history=self.state.history,
+            prefill=prefill,
             as_flow_owner=self._as_flow_owner if self.runs_as_owner else None,
         )
 
@@ -273,10 +295,18 @@ class Execution:
         node = self.graph.nodes[node_id]
         attempt = self.state.attempts.get(node_id, 1)
         self.node_started[node_id] = Started(utcnow(), time.perf_counter(), attempt)
-        self.emit(flow_pb2.RunEvent(node_started=flow_pb2.NodeRun(
-            node_id=node_id, node_type=node.type, node_name=node.name, status=flow_pb2.NODE_RUN_STATUS_RUNNING,
-            start_time=to_timestamp(self.node_started[node_id].at), attempt=attempt,
-        )))
+        self.emit(
+            flow_pb2.RunEvent(
+                node_started=flow_pb2.NodeRun(
+                    node_id=node_id,
+                    node_type=node.type,
+                    node_name=node.name,
+                    status=flow_pb2.NODE_RUN_STATUS_RUNNING,
+                    start_time=to_timestamp(self.node_started[node_id].at),
+                    attempt=attempt,
+                )
+            )
+        )
         task = asyncio.create_task(self._execute(node_id), name=f"flow-node-{self.run_id}-{node_id}")
         self.node_tasks[task] = node_id
 
@@ -289,26 +319,41 @@ class Execution:
                     return await node.spec.run(self._context(node_id))
                 return await call
         except TimeoutError:
-            raise NodeFailed(node_id, TypecaseError(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "NODE_FAILED", f"node {node_id!r} took longer than {timeout:g}s",
-                {"node_id": node_id})) from None
+            raise NodeFailed(
+                node_id,
+                TypecaseError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "NODE_FAILED",
+                    f"node {node_id!r} took longer than {timeout:g}s",
+                    {"node_id": node_id},
+                ),
+            ) from None
         except TypecaseError as error:
             if "node_id" not in error.metadata:
                 error.metadata["node_id"] = node_id
             raise NodeFailed(node_id, error) from None
         except templates.TemplateFailed as exc:
-            raise NodeFailed(node_id, TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "NODE_FAILED", str(exc),
-                                                    {"node_id": node_id})) from None
+            raise NodeFailed(
+                node_id,
+                TypecaseError(grpc.StatusCode.FAILED_PRECONDITION, "NODE_FAILED", str(exc), {"node_id": node_id}),
+            ) from None
         except (asyncio.CancelledError, NodeFailed):
             raise
         except Exception as exc:
             log.exception("flow: node %s of run %s failed", node_id, self.run_id)
-            raise NodeFailed(node_id, TypecaseError(
-                grpc.StatusCode.INTERNAL, "NODE_FAILED", f"node {node_id!r} failed: {type(exc).__name__}: {exc}",
-                {"node_id": node_id})) from None
+            raise NodeFailed(
+                node_id,
+                TypecaseError(
+                    grpc.StatusCode.INTERNAL,
+                    "NODE_FAILED",
+                    f"node {node_id!r} failed: {type(exc).__name__}: {exc}",
+                    {"node_id": node_id},
+                ),
+            ) from None
         finally:
             NODE_SECONDS.labels(TYPE_NAMES.get(node.type, "unknown")).observe(
-                time.perf_counter() - self.node_started[node_id].perf)
+                time.perf_counter() - self.node_started[node_id].perf
+            )
 
     async def _resume_node(self, node_id: str, answer: dict[str, Any]) -> None:
         waiting = self.state.take_waiting(node_id)
@@ -317,30 +362,42 @@ class Execution:
         result = await self._execute(node_id, node.spec.resume(self._context(node_id), answer, waiting.partial))
         await self._complete([(node_id, result)])
 
-    def _node_row(self, node_id: str, status: str, result: NodeResult | None = None,
-                  error: TypecaseError | None = None) -> dict[str, Any]:
+    def _node_row(
+        self, node_id: str, status: str, result: NodeResult | None = None, error: TypecaseError | None = None
+    ) -> dict[str, Any]:
         node = self.graph.nodes[node_id]
         started = self.node_started.get(node_id)
         ended = status not in ("running", "waiting_input")
         return {
-            "run_id": self.run_id, "node_id": node_id, "node_type": node.type, "node_name": node.name,
-            "status": status, "attempt": started.attempt if started else self.state.attempts.get(node_id, 1),
+            "run_id": self.run_id,
+            "node_id": node_id,
+            "node_type": node.type,
+            "node_name": node.name,
+            "status": status,
+            "attempt": started.attempt if started else self.state.attempts.get(node_id, 1),
             "inputs": json_safe(redact_params(node.spec, result.inputs)) if result else {},
             "outputs": json_safe(result.outputs) if result else {},
             "error": to_dict(error.to_status()) if error else None,
             "prompt_tokens": result.prompt_tokens if result else 0,
             "completion_tokens": result.completion_tokens if result else 0,
-            "start_time": started.at if started else None, "end_time": utcnow() if ended else None,
+            "start_time": started.at if started else None,
+            "end_time": utcnow() if ended else None,
             "elapsed_ms": int((time.perf_counter() - started.perf) * 1000) if started and ended else 0,
         }
 
     @staticmethod
     def _node_event(row: dict[str, Any]) -> flow_pb2.NodeRun:
         message = flow_pb2.NodeRun(
-            node_id=row["node_id"], node_type=row["node_type"], node_name=row["node_name"],
-            status=NODE_STATUS[row["status"]], inputs=struct(row["inputs"]), outputs=struct(row["outputs"]),
-            usage=usage(row["prompt_tokens"], row["completion_tokens"]), start_time=to_timestamp(row["start_time"]),
-            end_time=to_timestamp(row["end_time"]), attempt=row["attempt"],
+            node_id=row["node_id"],
+            node_type=row["node_type"],
+            node_name=row["node_name"],
+            status=NODE_STATUS[row["status"]],
+            inputs=struct(row["inputs"]),
+            outputs=struct(row["outputs"]),
+            usage=usage(row["prompt_tokens"], row["completion_tokens"]),
+            start_time=to_timestamp(row["start_time"]),
+            end_time=to_timestamp(row["end_time"]),
+            attempt=row["attempt"],
         )
         if row["end_time"] is not None:
             message.elapsed.CopyFrom(duration(row["elapsed_ms"] / 1000))
@@ -374,15 +431,21 @@ class Execution:
         for event in events:
             self.emit(event)
 
-    async def _checkpoint(self, rows: list[dict[str, Any]], *, extra_events: int = 0, status: str = RUNNING,
-                          **values: Any) -> None:
+    async def _checkpoint(
+        self, rows: list[dict[str, Any]], *, extra_events: int = 0, status: str = RUNNING, **values: Any
+    ) -> None:
         """Write the run's state and the given node rows in one transaction, as long as we own the run."""
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.flow_lease_seconds)
         fields = {
-            "state": self.state.to_dict(), "steps": self.state.steps, "last_seq": self.seq + extra_events,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "elapsed_ms": int(self.elapsed * 1000), "update_time": now, "status": status,
+            "state": self.state.to_dict(),
+            "steps": self.state.steps,
+            "last_seq": self.seq + extra_events,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "elapsed_ms": int(self.elapsed * 1000),
+            "update_time": now,
+            "status": status,
             "lease_expire_time": lease if status == RUNNING else None,
             "replica": self.engine.replica if status == RUNNING else "",
             **values,
@@ -391,8 +454,11 @@ class Execution:
         async with self.engine.db.engine.begin() as conn:
             owned = await conn.execute(
                 update(FlowRunRow)
-                .where(FlowRunRow.id == self.run_id, FlowRunRow.replica == self.engine.replica,
-                       FlowRunRow.status == RUNNING)
+                .where(
+                    FlowRunRow.id == self.run_id,
+                    FlowRunRow.replica == self.engine.replica,
+                    FlowRunRow.status == RUNNING,
+                )
                 .values(**fields)
             )
             if owned.rowcount != 1:
@@ -404,10 +470,18 @@ class Execution:
                     self.waiting_rows.discard(key)
                     await conn.execute(
                         update(FlowRunNodeRow)
-                        .where(FlowRunNodeRow.run_id == self.run_id, FlowRunNodeRow.node_id == row["node_id"],
-                               FlowRunNodeRow.attempt == row["attempt"])
-                        .values(**{k: v for k, v in row.items() if k not in ("run_id", "node_id", "attempt")
-                                   and not (k == "start_time" and v is None)})
+                        .where(
+                            FlowRunNodeRow.run_id == self.run_id,
+                            FlowRunNodeRow.node_id == row["node_id"],
+                            FlowRunNodeRow.attempt == row["attempt"],
+                        )
+                        .values(
+                            **{
+                                k: v
+                                for k, v in row.items()
+                                if k not in ("run_id", "node_id", "attempt") and not (k == "start_time" and v is None)
+                            }
+                        )
                     )
                 else:
                     new_rows.append({"id": new_id(), **row})
@@ -435,22 +509,31 @@ class Execution:
     def _skipped_rows(self) -> list[dict[str, Any]]:
         rows = []
         for node_id in self.graph.nodes:
-            if node_id not in self.state.ran and node_id not in self.state.running and not any(
-                    w.node_id == node_id for w in self.state.waiting):
+            if (
+                node_id not in self.state.ran
+                and node_id not in self.state.running
+                and not any(w.node_id == node_id for w in self.state.waiting)
+            ):
                 row = self._node_row(node_id, "skipped")
                 row["attempt"] = 1
                 rows.append(row)
         return rows
 
-    async def _end(self, status: str, rows: list[dict[str, Any]], terminal: flow_pb2.RunEvent,
-                   error: TypecaseError | None = None) -> None:
+    async def _end(
+        self, status: str, rows: list[dict[str, Any]], terminal: flow_pb2.RunEvent, error: TypecaseError | None = None
+    ) -> None:
         self.finishing = True
         self.status = status
         events = [flow_pb2.RunEvent(node_finished=self._node_event(r)) for r in rows]
         now = utcnow()
         await self._checkpoint(
-            rows, extra_events=len(events) + 1, status=status, end_time=now, pending_input=None,
-            outputs=json_safe(self.state.run_outputs), error=to_dict(error.to_status()) if error else None,
+            rows,
+            extra_events=len(events) + 1,
+            status=status,
+            end_time=now,
+            pending_input=None,
+            outputs=json_safe(self.state.run_outputs),
+            error=to_dict(error.to_status()) if error else None,
         )
         for event in events:
             self.emit(event)
@@ -459,9 +542,14 @@ class Execution:
 
     async def _finish(self) -> None:
         outputs = json_safe(self.state.run_outputs)
-        terminal = flow_pb2.RunEvent(run_finished=flow_pb2.RunFinished(
-            status=flow_pb2.RUN_STATUS_FINISHED, outputs=struct(outputs),
-            usage=usage(self.prompt_tokens, self.completion_tokens), elapsed=duration(self.elapsed)))
+        terminal = flow_pb2.RunEvent(
+            run_finished=flow_pb2.RunFinished(
+                status=flow_pb2.RUN_STATUS_FINISHED,
+                outputs=struct(outputs),
+                usage=usage(self.prompt_tokens, self.completion_tokens),
+                elapsed=duration(self.elapsed),
+            )
+        )
         await self._end(FINISHED, self._skipped_rows(), terminal)
 
     async def _end_failed(self, error: TypecaseError, node_id: str = "") -> None:
@@ -477,9 +565,14 @@ class Execution:
     async def _end_stopped(self) -> None:
         rows = self._unfinished_rows("stopped")
         self.state.running.clear()
-        terminal = flow_pb2.RunEvent(run_finished=flow_pb2.RunFinished(
-            status=flow_pb2.RUN_STATUS_STOPPED, outputs=struct(json_safe(self.state.run_outputs)),
-            usage=usage(self.prompt_tokens, self.completion_tokens), elapsed=duration(self.elapsed)))
+        terminal = flow_pb2.RunEvent(
+            run_finished=flow_pb2.RunFinished(
+                status=flow_pb2.RUN_STATUS_STOPPED,
+                outputs=struct(json_safe(self.state.run_outputs)),
+                usage=usage(self.prompt_tokens, self.completion_tokens),
+                elapsed=duration(self.elapsed),
+            )
+        )
         await self._end(STOPPED, rows, terminal)
 
     async def _pause(self) -> None:
@@ -498,11 +591,22 @@ class Execution:
         async with self.engine.db.session() as session:
             await session.execute(
                 update(FlowRunRow)
-                .where(FlowRunRow.id == self.run_id, FlowRunRow.replica == self.engine.replica,
-                       FlowRunRow.status == RUNNING)
-                .values(state=self.state.to_dict(), last_seq=self.seq, steps=self.state.steps,
-                        prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                        elapsed_ms=int(self.elapsed * 1000), update_time=now, replica="", lease_expire_time=now)
+                .where(
+                    FlowRunRow.id == self.run_id,
+                    FlowRunRow.replica == self.engine.replica,
+                    FlowRunRow.status == RUNNING,
+                )
+                .values(
+                    state=self.state.to_dict(),
+                    last_seq=self.seq,
+                    steps=self.state.steps,
+                    prompt_tokens=self.prompt_tokens,
+                    completion_tokens=self.completion_tokens,
+                    elapsed_ms=int(self.elapsed * 1000),
+                    update_time=now,
+                    replica="",
+                    lease_expire_time=now,
+                )
             )
         log.info("flow: released run %s for another replica to continue", self.run_id)
 

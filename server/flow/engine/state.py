@@ -64,8 +64,10 @@ class RunState:
             resolved=set(data.get("resolved") or ()),
             skipped=set(data.get("skipped") or ()),
             ready=list(data.get("ready") or ()),
-            waiting=[Waiting(w["node_id"], w.get("request") or {}, w.get("partial") or {}, int(w.get("attempt") or 1))
-                     for w in data.get("waiting") or ()],
+            waiting=[
+                Waiting(w["node_id"], w.get("request") or {}, w.get("partial") or {}, int(w.get("attempt") or 1))
+                for w in data.get("waiting") or ()
+            ],
             attempts={k: int(v) for k, v in (data.get("attempts") or {}).items()},
             steps=int(data.get("steps") or 0),
             prefill=data.get("prefill"),
@@ -75,8 +77,9 @@ class RunState:
         )
 
     @classmethod
-    def initial(cls, graph: Graph, prefill: dict[str, Any] | None = None,
-                history: list[dict[str, str]] | None = None) -> RunState:
+    def initial(
+        cls, graph: Graph, prefill: dict[str, Any] | None = None, history: list[dict[str, str]] | None = None
+    ) -> RunState:
         return cls(ready=[graph.start_id], prefill=prefill, history=list(history or ()))
 
     # -- scheduling ----------------------------------------------------------------------------------------------

@@ -14,6 +14,18 @@ from typecase.server.flow.nodes.output import Output
 from typecase.server.flow.nodes.prompt import Prompt
 from typecase.server.flow.nodes.start import Start
 
-SPECS: dict[int, NodeSpec] = {spec.type: spec for spec in (
-    Start(), Input(), Prompt(), LLM(), KnowledgeRetrieval(), Condition(), HttpRequest(), Code(), Output(), End(),
-)}
+SPECS: dict[int, NodeSpec] = {
+    spec.type: spec
+    for spec in (
+        Start(),
+        Input(),
+        Prompt(),
+        LLM(),
+        KnowledgeRetrieval(),
+        Condition(),
+        HttpRequest(),
+        Code(),
+        Output(),
+        End(),
+    )
+}

@@ -110,8 +110,9 @@ class NodeContext:
         return default if value is None or value == "" else value
 
 
-def node_error(message: str, node_id: str, reason: str = "NODE_FAILED", code=grpc.StatusCode.FAILED_PRECONDITION,
-               **metadata: str) -> TypecaseError:
+def node_error(
+    message: str, node_id: str, reason: str = "NODE_FAILED", code=grpc.StatusCode.FAILED_PRECONDITION, **metadata: str
+) -> TypecaseError:
     return TypecaseError(code, reason, message, {"node_id": node_id, **metadata})
 
 
@@ -189,5 +190,3 @@ def text_params(params: dict[str, Any], *keys: str) -> list[tuple[str, str]]:
         if key in params:
             found.extend((path, text) for path, text in templates.strings(params[key], key))
     return found
-
-

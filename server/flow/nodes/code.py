@@ -67,12 +67,17 @@ class Code(NodeSpec):
             raise node_error(why, ctx.node_id, unavailable="code")
         settings = ctx.services.settings
         inputs = await ctx.resolve_async(ctx.params.get("inputs") or {})
-        timeout = min(as_int(ctx.params.get("timeout_ms"), int(settings.flow_code_timeout_seconds * 1000)) / 1000,
-                      settings.flow_code_timeout_seconds)
-        limits = Limits(wall_seconds=max(timeout, 0.001), cpu_seconds=settings.flow_code_cpu_seconds,
-                        memory_bytes=settings.flow_code_memory_mb * MiB,
-                        output_bytes=settings.flow_code_max_output_bytes,
-                        file_bytes=settings.flow_code_max_output_bytes)
+        timeout = min(
+            as_int(ctx.params.get("timeout_ms"), int(settings.flow_code_timeout_seconds * 1000)) / 1000,
+            settings.flow_code_timeout_seconds,
+        )
+        limits = Limits(
+            wall_seconds=max(timeout, 0.001),
+            cpu_seconds=settings.flow_code_cpu_seconds,
+            memory_bytes=settings.flow_code_memory_mb * MiB,
+            output_bytes=settings.flow_code_max_output_bytes,
+            file_bytes=settings.flow_code_max_output_bytes,
+        )
         try:
             result = await ctx.services.sandbox.run_python(str(ctx.params.get("code") or ""), inputs, limits)
         except LimitExceeded as exc:

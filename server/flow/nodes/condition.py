@@ -21,8 +21,19 @@ ELSE = "else"
 HANDLE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 _ORDER = {"==": ast.Eq, "!=": ast.NotEq, ">": ast.Gt, ">=": ast.GtE, "<": ast.Lt, "<=": ast.LtE}
-ALIASES = {"eq": "==", "equals": "==", "ne": "!=", "not_equals": "!=", "gt": ">", "gte": ">=", "ge": ">=",
-           "lt": "<", "lte": "<=", "le": "<=", "=": "=="}
+ALIASES = {
+    "eq": "==",
+    "equals": "==",
+    "ne": "!=",
+    "not_equals": "!=",
+    "gt": ">",
+    "gte": ">=",
+    "ge": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "le": "<=",
+    "=": "==",
+}
 UNARY = {"is_empty", "is_not_empty", "is_true", "is_false"}
 OPS = set(_ORDER) | UNARY | {"contains", "not_contains", "starts_with", "ends_with", "in", "not_in", "matches"}
 
@@ -33,8 +44,9 @@ def normalise_op(op: Any) -> str:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (str, list, dict)) and len(value if not isinstance(value, str)
-                                                                          else value.strip()) == 0)
+    return value is None or (
+        isinstance(value, (str, list, dict)) and len(value if not isinstance(value, str) else value.strip()) == 0
+    )
 
 
 def check(op: str, left: Any, right: Any) -> bool:
@@ -84,8 +96,13 @@ class Condition(NodeSpec):
                 continue
             handle = str(case.get("handle") or "")
             if not HANDLE.match(handle) or handle == ELSE:
-                problems.append(Problem("INVALID_PARAM", "a case needs a handle (letters, digits, _ or -), not 'else'",
-                                        f"cases.{i}.handle"))
+                problems.append(
+                    Problem(
+                        "INVALID_PARAM",
+                        "a case needs a handle (letters, digits, _ or -), not 'else'",
+                        f"cases.{i}.handle",
+                    )
+                )
             elif handle in seen:
                 problems.append(Problem("INVALID_PARAM", f"handle {handle!r} is used twice", f"cases.{i}.handle"))
             seen.add(handle)
@@ -93,20 +110,23 @@ class Condition(NodeSpec):
                 continue  # parsed by the graph validator with the variable check
             conditions = case.get("conditions")
             if not conditions:
-                problems.append(Problem("MISSING_PARAM", "a case needs conditions or an expression",
-                                        f"cases.{i}.conditions"))
+                problems.append(
+                    Problem("MISSING_PARAM", "a case needs conditions or an expression", f"cases.{i}.conditions")
+                )
                 continue
             if str(case.get("logic") or "and").lower() not in ("and", "or"):
                 problems.append(Problem("INVALID_PARAM", "logic must be and or or", f"cases.{i}.logic"))
             for j, cond in enumerate(conditions):
                 if not isinstance(cond, dict):
-                    problems.append(Problem("INVALID_PARAM", "a condition must be an object",
-                                            f"cases.{i}.conditions.{j}"))
+                    problems.append(
+                        Problem("INVALID_PARAM", "a condition must be an object", f"cases.{i}.conditions.{j}")
+                    )
                     continue
                 op = normalise_op(cond.get("op"))
                 if op not in OPS:
-                    problems.append(Problem("INVALID_PARAM", f"unknown operator {cond.get('op')!r}",
-                                            f"cases.{i}.conditions.{j}.op"))
+                    problems.append(
+                        Problem("INVALID_PARAM", f"unknown operator {cond.get('op')!r}", f"cases.{i}.conditions.{j}.op")
+                    )
                 pattern = cond.get("right")
                 if op == "matches" and not (isinstance(pattern, str) and templates.has_template(pattern)):
                     try:
@@ -114,8 +134,9 @@ class Condition(NodeSpec):
                     except expr.ExpressionError as exc:
                         problems.append(Problem("INVALID_PARAM", str(exc), f"cases.{i}.conditions.{j}.right"))
                 if "left" not in cond:
-                    problems.append(Problem("MISSING_PARAM", "a condition needs 'left'",
-                                            f"cases.{i}.conditions.{j}.left"))
+                    problems.append(
+                        Problem("MISSING_PARAM", "a condition needs 'left'", f"cases.{i}.conditions.{j}.left")
+                    )
         return problems
 
     def outputs(self, params):
@@ -135,8 +156,9 @@ class Condition(NodeSpec):
         return found
 
     def expression_params(self, params):
-        return [(f"cases.{i}.expression", str(c["expression"])) for i, c in enumerate(cases(params))
-                if c.get("expression")]
+        return [
+            (f"cases.{i}.expression", str(c["expression"])) for i, c in enumerate(cases(params)) if c.get("expression")
+        ]
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         evaluated = []
@@ -152,8 +174,9 @@ class Condition(NodeSpec):
                         op = normalise_op(cond.get("op"))
                         left = await ctx.resolve_async(cond.get("left"))
                         right = await ctx.resolve_async(cond.get("right")) if op not in UNARY else None
-                        results.append(await workers.matches(left, right) if op == "matches"
-                                       else check(op, left, right))
+                        results.append(
+                            await workers.matches(left, right) if op == "matches" else check(op, left, right)
+                        )
                     logic = str(case.get("logic") or "and").lower()
                     held = any(results) if logic == "or" else all(results)
             except (expr.ExpressionError, ValueError, TypeError) as exc:

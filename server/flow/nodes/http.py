@@ -57,8 +57,12 @@ def keeps_credentials(before: httpx.URL, after: httpx.URL) -> bool:
     (default ports), like httpx."""
     if origin(before) == origin(after):
         return True
-    return (before.scheme, after.scheme) == ("http", "https") and before.host == after.host and \
-        before.port in (None, 80) and after.port in (None, 443)
+    return (
+        (before.scheme, after.scheme) == ("http", "https")
+        and before.host == after.host
+        and before.port in (None, 80)
+        and after.port in (None, 443)
+    )
 
 
 class HttpGuard:
@@ -67,8 +71,11 @@ class HttpGuard:
     def __init__(self, settings):
         self.settings = settings
         self.policy = AddressPolicy(settings.flow_http_allowed_hosts, "flow_http_allowed_hosts")
-        self.client = httpx.AsyncClient(follow_redirects=False, trust_env=False,
-                                        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        )
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -77,8 +84,18 @@ class HttpGuard:
         """The address to connect to; raises Blocked when the host may not be reached."""
         return await self.policy.resolve(host, port)
 
-    async def request(self, method: str, url: str, *, headers: dict[str, str], params: dict[str, str],
-                      content: bytes | None, json_body: Any, timeout: float, max_bytes: int) -> Reply:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        params: dict[str, str],
+        content: bytes | None,
+        json_body: Any,
+        timeout: float,
+        max_bytes: int,
+    ) -> Reply:
         target = httpx.URL(url)
         if params:
             target = target.copy_merge_params(params)
@@ -94,8 +111,12 @@ class HttpGuard:
             if target.scheme == "https":
                 extensions["sni_hostname"] = target.host
             request = self.client.build_request(
-                method, pinned, headers={**sent, "host": host_header}, content=content,
-                json=json_body if content is None else None, extensions=extensions,
+                method,
+                pinned,
+                headers={**sent, "host": host_header},
+                content=content,
+                json=json_body if content is None else None,
+                extensions=extensions,
             )
             response = await self.client.send(request, stream=True)
             try:
@@ -159,19 +180,36 @@ class HttpRequest(NodeSpec):
             json_body = body
         elif body is not None:
             content = str(body).encode()
-        timeout = min(as_int(ctx.params.get("timeout_ms"), int(settings.flow_http_timeout_seconds * 1000)) / 1000,
-                      settings.flow_http_timeout_seconds)
+        timeout = min(
+            as_int(ctx.params.get("timeout_ms"), int(settings.flow_http_timeout_seconds * 1000)) / 1000,
+            settings.flow_http_timeout_seconds,
+        )
         inputs = {"method": method, "url": url, "query": query, "headers": headers}  # redacted by the engine
         try:
-            response = await guard.request(method, url, headers=headers, params=query, content=content,
-                                           json_body=json_body, timeout=max(timeout, 0.001),
-                                           max_bytes=settings.flow_http_max_response_bytes)
+            response = await guard.request(
+                method,
+                url,
+                headers=headers,
+                params=query,
+                content=content,
+                json_body=json_body,
+                timeout=max(timeout, 0.001),
+                max_bytes=settings.flow_http_max_response_bytes,
+            )
         except Blocked as exc:
-            raise node_error(f"http request refused: {exc}", ctx.node_id, "PERMISSION_DENIED",
-                             grpc.StatusCode.PERMISSION_DENIED, url=url[:500]) from None
+            raise node_error(
+                f"http request refused: {exc}",
+                ctx.node_id,
+                "PERMISSION_DENIED",
+                grpc.StatusCode.PERMISSION_DENIED,
+                url=url[:500],
+            ) from None
         except httpx.TimeoutException:
-            raise node_error(f"http request to {url[:200]} timed out after {timeout:g}s", ctx.node_id,
-                             code=grpc.StatusCode.DEADLINE_EXCEEDED) from None
+            raise node_error(
+                f"http request to {url[:200]} timed out after {timeout:g}s",
+                ctx.node_id,
+                code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            ) from None
         except (httpx.HTTPError, ConnectionError, ValueError) as exc:
             raise node_error(f"http request failed: {exc}", ctx.node_id, code=grpc.StatusCode.UNAVAILABLE) from None
         try:
@@ -185,7 +223,6 @@ class HttpRequest(NodeSpec):
             except ValueError:
                 parsed = None
         return NodeResult(
-            outputs={"status_code": response.status_code, "headers": response.headers, "body": text,
-                     "json": parsed},
+            outputs={"status_code": response.status_code, "headers": response.headers, "body": text, "json": parsed},
             inputs=inputs,
         )

@@ -14,8 +14,7 @@ from typecase.server.rpc.errors import invalid_argument
 from typecase.v1 import flow_pb2
 
 MODES = ("message", "form")
-FIELD_TYPES = {name.removeprefix("FORM_FIELD_TYPE_").lower(): value
-               for name, value in flow_pb2.FormFieldType.items()}
+FIELD_TYPES = {name.removeprefix("FORM_FIELD_TYPE_").lower(): value for name, value in flow_pb2.FormFieldType.items()}
 
 
 def field_type(field: dict[str, Any]) -> str:
@@ -36,9 +35,12 @@ def field_messages(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
     result = []
     for f in fields:
         message = flow_pb2.FormField(
-            name=str(f["name"]), type=FIELD_TYPES.get(field_type(f), flow_pb2.FORM_FIELD_TYPE_TEXT),
-            label=str(f.get("label") or ""), description=str(f.get("description") or ""),
-            required=bool(f.get("required")), options=[str(o) for o in f.get("options") or []],
+            name=str(f["name"]),
+            type=FIELD_TYPES.get(field_type(f), flow_pb2.FORM_FIELD_TYPE_TEXT),
+            label=str(f.get("label") or ""),
+            description=str(f.get("description") or ""),
+            required=bool(f.get("required")),
+            options=[str(o) for o in f.get("options") or []],
         )
         if f.get("default_value") is not None:
             message.default_value.CopyFrom(json_format.ParseDict(f["default_value"], message.default_value))
@@ -108,15 +110,19 @@ class Input(NodeSpec):
             seen = set()
             for i, f in enumerate(fields or []):
                 if not isinstance(f, dict) or not NAME.match(str(f.get("name", ""))):
-                    problems.append(Problem("INVALID_PARAM", "a field needs a name made of letters, digits and _",
-                                            f"fields.{i}.name"))
+                    problems.append(
+                        Problem(
+                            "INVALID_PARAM", "a field needs a name made of letters, digits and _", f"fields.{i}.name"
+                        )
+                    )
                     continue
                 if f["name"] in seen:
                     problems.append(Problem("INVALID_PARAM", f"field {f['name']!r} appears twice", f"fields.{i}.name"))
                 seen.add(f["name"])
                 if field_type(f) not in FIELD_TYPES:
-                    problems.append(Problem("INVALID_PARAM", f"unknown field type {f.get('type')!r}",
-                                            f"fields.{i}.type"))
+                    problems.append(
+                        Problem("INVALID_PARAM", f"unknown field type {f.get('type')!r}", f"fields.{i}.type")
+                    )
                 if field_type(f) in ("select", "multi_select") and not f.get("options"):
                     problems.append(Problem("MISSING_PARAM", "a choice field needs options", f"fields.{i}.options"))
         return problems
@@ -130,8 +136,11 @@ class Input(NodeSpec):
         return text_params(params, "prompt")
 
     async def _request(self, ctx: NodeContext) -> dict[str, Any]:
-        request: dict[str, Any] = {"node_id": ctx.node_id, "node_name": ctx.name,
-                                   "prompt": await ctx.render_async(ctx.params.get("prompt") or "")}
+        request: dict[str, Any] = {
+            "node_id": ctx.node_id,
+            "node_name": ctx.name,
+            "prompt": await ctx.render_async(ctx.params.get("prompt") or ""),
+        }
         if (ctx.params.get("mode") or "message") == "form":
             request["fields"] = field_messages(form_fields(ctx.params))
         return request

@@ -25,8 +25,12 @@ from typecase.server.flow.nodes.base import (
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import common_pb2, flow_pb2, knowledge_pb2
 
-MODES = {"": knowledge_pb2.SEARCH_MODE_UNSPECIFIED, "hybrid": knowledge_pb2.SEARCH_MODE_HYBRID,
-         "vector": knowledge_pb2.SEARCH_MODE_VECTOR, "keyword": knowledge_pb2.SEARCH_MODE_KEYWORD}
+MODES = {
+    "": knowledge_pb2.SEARCH_MODE_UNSPECIFIED,
+    "hybrid": knowledge_pb2.SEARCH_MODE_HYBRID,
+    "vector": knowledge_pb2.SEARCH_MODE_VECTOR,
+    "keyword": knowledge_pb2.SEARCH_MODE_KEYWORD,
+}
 
 
 def kb_ids(params: dict[str, Any]) -> list[str]:
@@ -61,15 +65,18 @@ class KnowledgeRetrieval(NodeSpec):
             raise node_error("no knowledge service is running on this server", ctx.node_id, "UNAVAILABLE")
         query = (await ctx.render_async(ctx.params.get("query") or "")).strip()
         request = knowledge_pb2.SearchRequest(
-            kb_ids=kb_ids(ctx.params), query=query, top_k=as_int(ctx.params.get("top_k"), 5),
+            kb_ids=kb_ids(ctx.params),
+            query=query,
+            top_k=as_int(ctx.params.get("top_k"), 5),
             mode=MODES[str(ctx.params.get("mode") or "").lower()],
             score_threshold=float(ctx.params.get("score_threshold") or 0),
             rerank_model_id=str(ctx.params.get("rerank_model_id") or ""),
         )
         inputs = {"kb_ids": list(request.kb_ids), "query": query, "top_k": request.top_k}
         if not query:
-            return NodeResult(outputs={"chunks": [], "citations": [], "context": "", "count": 0, "query": ""},
-                              inputs=inputs)
+            return NodeResult(
+                outputs={"chunks": [], "citations": [], "context": "", "count": 0, "query": ""}, inputs=inputs
+            )
         search = getattr(knowledge, "search", None)
 
         async def call():
@@ -89,20 +96,49 @@ class KnowledgeRetrieval(NodeSpec):
                 raise node_error(
                     f"knowledge base {kb_id!r} cannot be read by the user running this flow (it does not exist or "
                     "belongs to someone else): the flow searches with its caller's rights (run_as CALLER)",
-                    ctx.node_id, "PERMISSION_DENIED", grpc.StatusCode.PERMISSION_DENIED, kb_id=kb_id) from None
+                    ctx.node_id,
+                    "PERMISSION_DENIED",
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    kb_id=kb_id,
+                ) from None
         chunks, citations, passages = [], [], []
         for i, hit in enumerate(found.hits, 1):
-            citation = common_pb2.Citation(kb_id=hit.kb_id, file_id=hit.file_id, file_name=hit.file_name,
-                                           chunk_id=hit.chunk_id, page=hit.page, text=hit.text, score=hit.score)
-            citations.append(json_format.MessageToDict(citation, preserving_proto_field_name=True,
-                                                       always_print_fields_with_no_presence=True))
-            chunks.append({"chunk_id": hit.chunk_id, "kb_id": hit.kb_id, "file_id": hit.file_id,
-                           "file_name": hit.file_name, "text": hit.text, "score": hit.score, "page": hit.page,
-                           "chunk_index": hit.chunk_index})
+            citation = common_pb2.Citation(
+                kb_id=hit.kb_id,
+                file_id=hit.file_id,
+                file_name=hit.file_name,
+                chunk_id=hit.chunk_id,
+                page=hit.page,
+                text=hit.text,
+                score=hit.score,
+            )
+            citations.append(
+                json_format.MessageToDict(
+                    citation, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                )
+            )
+            chunks.append(
+                {
+                    "chunk_id": hit.chunk_id,
+                    "kb_id": hit.kb_id,
+                    "file_id": hit.file_id,
+                    "file_name": hit.file_name,
+                    "text": hit.text,
+                    "score": hit.score,
+                    "page": hit.page,
+                    "chunk_index": hit.chunk_index,
+                }
+            )
             passages.append(f"[{i}] {hit.file_name}: {hit.text}")
         usage = found.usage.prompt_tokens if found.HasField("usage") else 0
         return NodeResult(
-            outputs={"chunks": chunks, "citations": citations, "context": "\n\n".join(passages),
-                     "count": len(chunks), "query": query},
-            inputs=inputs, prompt_tokens=usage,
+            outputs={
+                "chunks": chunks,
+                "citations": citations,
+                "context": "\n\n".join(passages),
+                "count": len(chunks),
+                "query": query,
+            },
+            inputs=inputs,
+            prompt_tokens=usage,
         )

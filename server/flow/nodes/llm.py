@@ -7,8 +7,11 @@ from __future__ import annotations
 from typecase.server.flow.nodes.base import NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error, text_params
 from typecase.v1 import common_pb2, flow_pb2, llm_pb2
 
-ROLES = {"user": common_pb2.MESSAGE_ROLE_USER, "assistant": common_pb2.MESSAGE_ROLE_ASSISTANT,
-         "system": common_pb2.MESSAGE_ROLE_SYSTEM}
+ROLES = {
+    "user": common_pb2.MESSAGE_ROLE_USER,
+    "assistant": common_pb2.MESSAGE_ROLE_ASSISTANT,
+    "system": common_pb2.MESSAGE_ROLE_SYSTEM,
+}
 
 
 def finish_name(value: int) -> str:
@@ -52,7 +55,7 @@ class LLM(NodeSpec):
             messages.append(llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_SYSTEM, content=system))
         turns = as_int(ctx.params.get("history_turns"), 0)
         if turns > 0 and ctx.history:
-            for item in ctx.history[-2 * turns:]:
+            for item in ctx.history[-2 * turns :]:
                 role = ROLES.get(str(item.get("role")))
                 if role is not None:
                     messages.append(llm_pb2.ChatMessage(role=role, content=str(item.get("content") or "")))
@@ -82,5 +85,7 @@ class LLM(NodeSpec):
         inputs = {"model_id": model_id, "system_prompt": system, "user_prompt": user}
         return NodeResult(
             outputs={"text": "".join(parts), "finish_reason": finish_name(finish), "model_id": served},
-            inputs=inputs, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            inputs=inputs,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
         )

@@ -35,8 +35,7 @@ class Output(NodeSpec):
     def validate(self, params):
         problems = []
         if not params.get("template") and not params.get("stream_from"):
-            problems.append(Problem("MISSING_PARAM", "parameter 'template' (or 'stream_from') is required",
-                                    "template"))
+            problems.append(Problem("MISSING_PARAM", "parameter 'template' (or 'stream_from') is required", "template"))
         mode = interaction(params)
         if mode not in INTERACTIONS:
             problems.append(Problem("INVALID_PARAM", "interaction must be none, reply or choice", "interaction"))
@@ -67,7 +66,7 @@ class Output(NodeSpec):
         if source:
             streamed = templates.as_text((ctx.scope.get(source) or {}).get("text"))
         if source and streamed and text.startswith(streamed):
-            extra = text[len(streamed):]
+            extra = text[len(streamed) :]
         else:
             extra = text
         if extra:
@@ -79,11 +78,21 @@ class Output(NodeSpec):
         mode = interaction(ctx.params)
         if mode == "none":
             return NodeResult(outputs=outputs, inputs={"template": template})
-        request: dict[str, Any] = {"node_id": ctx.node_id, "node_name": ctx.name,
-                                   "prompt": await ctx.render_async(ctx.params.get("prompt") or "") or text}
+        request: dict[str, Any] = {
+            "node_id": ctx.node_id,
+            "node_name": ctx.name,
+            "prompt": await ctx.render_async(ctx.params.get("prompt") or "") or text,
+        }
         if mode == "choice":
-            request["fields"] = [{"name": "choice", "type": "FORM_FIELD_TYPE_SELECT", "label": request["prompt"],
-                                  "required": True, "options": options(ctx.params)}]
+            request["fields"] = [
+                {
+                    "name": "choice",
+                    "type": "FORM_FIELD_TYPE_SELECT",
+                    "label": request["prompt"],
+                    "required": True,
+                    "options": options(ctx.params),
+                }
+            ]
         return NodeResult(outputs=outputs, inputs={"template": template}, wait=request)
 
     def check_answer(self, request, answer):
@@ -99,6 +108,9 @@ class Output(NodeSpec):
 
     async def resume(self, ctx, answer, partial):
         if "choice" in answer:
-            return NodeResult(outputs={**partial, "choice": answer["choice"]}, inputs={"answer": answer},
-                              handles=[answer["choice"], ""])
+            return NodeResult(
+                outputs={**partial, "choice": answer["choice"]},
+                inputs={"answer": answer},
+                handles=[answer["choice"], ""],
+            )
         return NodeResult(outputs={**partial, "reply": answer["text"]}, inputs={"answer": answer})

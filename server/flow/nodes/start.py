@@ -74,16 +74,21 @@ class Start(NodeSpec):
         seen = set()
         for i, var in enumerate(params.get("variables") or []):
             if not isinstance(var, dict) or not NAME.match(str(var.get("name", ""))):
-                problems.append(Problem("INVALID_PARAM", "a variable needs a name made of letters, digits and _",
-                                        f"variables.{i}.name"))
+                problems.append(
+                    Problem(
+                        "INVALID_PARAM", "a variable needs a name made of letters, digits and _", f"variables.{i}.name"
+                    )
+                )
                 continue
             if var["name"] in seen:
-                problems.append(Problem("INVALID_PARAM", f"variable {var['name']!r} is declared twice",
-                                        f"variables.{i}.name"))
+                problems.append(
+                    Problem("INVALID_PARAM", f"variable {var['name']!r} is declared twice", f"variables.{i}.name")
+                )
             seen.add(var["name"])
             if str(var.get("type") or "") not in TYPES:
-                problems.append(Problem("INVALID_PARAM", f"unknown variable type {var.get('type')!r}",
-                                        f"variables.{i}.type"))
+                problems.append(
+                    Problem("INVALID_PARAM", f"unknown variable type {var.get('type')!r}", f"variables.{i}.type")
+                )
         return problems
 
     def outputs(self, params):

@@ -53,17 +53,39 @@ class Format:
 FORMATS = (
     Format("txt", "text/plain", (".txt", ".text", ".log"), parser="text:parse_plain"),
     Format("md", "text/markdown", (".md", ".markdown"), ("text/x-markdown",), parser="text:parse_markdown"),
-    Format("html", "text/html", (".html", ".htm", ".xhtml"), ("application/xhtml+xml",), parser="html:parse_html",
-           whole=True),
+    Format(
+        "html",
+        "text/html",
+        (".html", ".htm", ".xhtml"),
+        ("application/xhtml+xml",),
+        parser="html:parse_html",
+        whole=True,
+    ),
     Format("pdf", "application/pdf", (".pdf",), parser="pdf:parse_pdf", kind="pdf"),
-    Format("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", (".docx",),
-           parser="docx:parse_docx", kind="zip", whole=True),
+    Format(
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        (".docx",),
+        parser="docx:parse_docx",
+        kind="zip",
+        whole=True,
+    ),
     Format("csv", "text/csv", (".csv",), ("application/csv",), parser="table:parse_csv"),
-    Format("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", (".xlsx", ".xlsm"),
-           parser="table:parse_xlsx", kind="zip"),
+    Format(
+        "xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        (".xlsx", ".xlsm"),
+        parser="table:parse_xlsx",
+        kind="zip",
+    ),
     Format("json", "application/json", (".json",), ("text/json",), parser="jsondoc:parse_json", whole=True),
-    Format("pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation", (".pptx",),
-           parser="pptx:parse_pptx", kind="zip"),
+    Format(
+        "pptx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        (".pptx",),
+        parser="pptx:parse_pptx",
+        kind="zip",
+    ),
     Format("png", "image/png", (".png",), parser="ocr:parse_image", kind="png"),
     Format("jpg", "image/jpeg", (".jpg", ".jpeg"), ("image/jpg",), parser="ocr:parse_image", kind="jpg"),
 )
@@ -140,9 +162,12 @@ def parse(path: Path, fmt: Format | str, options: Options = Options()) -> Parsed
         raise UnsupportedFileType(f"no parser for {fmt.name}")
     _sniff(path, fmt)
     if fmt.whole and path.stat().st_size > options.max_structured_bytes:
-        raise LimitExceeded(f"{fmt.name} files are parsed whole and this one exceeds the limit of "
-                            f"{options.max_structured_bytes} bytes (knowledge_max_structured_bytes)",
-                            "knowledge_max_structured_bytes", options.max_structured_bytes)
+        raise LimitExceeded(
+            f"{fmt.name} files are parsed whole and this one exceeds the limit of "
+            f"{options.max_structured_bytes} bytes (knowledge_max_structured_bytes)",
+            "knowledge_max_structured_bytes",
+            options.max_structured_bytes,
+        )
     if fmt.kind == "zip":
         from .zipguard import check_zip
 

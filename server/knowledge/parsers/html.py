@@ -11,10 +11,47 @@ from typecase.server.knowledge.chunking import Section
 from . import Options, Parsed, ParseError
 from .text import decoded_blocks
 
-_DROP = ("script", "style", "noscript", "template", "svg", "canvas", "nav", "header", "footer", "aside", "form",
-         "iframe", "button", "select", "dialog")
-_BLOCKS = ("p", "div", "section", "article", "main", "li", "tr", "br", "pre", "blockquote", "dd", "dt", "table",
-           "ul", "ol", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6")
+_DROP = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "canvas",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "iframe",
+    "button",
+    "select",
+    "dialog",
+)
+_BLOCKS = (
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "li",
+    "tr",
+    "br",
+    "pre",
+    "blockquote",
+    "dd",
+    "dt",
+    "table",
+    "ul",
+    "ol",
+    "figcaption",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+)
 _HEADINGS = {f"h{level}": level for level in range(1, 7)}
 _BLANKS = re.compile(r"\n{3,}")
 
@@ -28,10 +65,13 @@ def html_to_text(markup: str) -> tuple[str, str]:
     def kept(tag: Tag) -> bool:
         return tag.name not in _DROP and not any(parent.name in _DROP for parent in tag.parents)
 
-    root = (next((t for t in soup.find_all("main") if kept(t)), None)
-            or next((t for t in soup.find_all("article") if kept(t)), None)
-            or next((t for t in soup.find_all(attrs={"role": "main"}) if kept(t)), None)
-            or soup.body or soup)
+    root = (
+        next((t for t in soup.find_all("main") if kept(t)), None)
+        or next((t for t in soup.find_all("article") if kept(t)), None)
+        or next((t for t in soup.find_all(attrs={"role": "main"}) if kept(t)), None)
+        or soup.body
+        or soup
+    )
     # One walk over the tree. Editing it instead (bs4's insert_before/decompose find a node's index by a linear
     # scan of its siblings) was quadratic: 10 s for a 1.5 MB page of paragraphs, over 300 s for 8 MB (measured).
     strings = root.interesting_string_types  # what root.get_text() would keep: no comments, doctypes, ...

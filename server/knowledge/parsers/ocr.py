@@ -52,8 +52,12 @@ def _raise_memory_cap() -> None:
 
 def _check_pixels(width: int, height: int, options: Options) -> None:
     if width * height > options.ocr_max_pixels:
-        raise LimitExceeded(f"the image is {width}x{height} pixels, over the OCR limit of {options.ocr_max_pixels} "
-                            "pixels (knowledge_ocr_max_pixels)", "knowledge_ocr_max_pixels", options.ocr_max_pixels)
+        raise LimitExceeded(
+            f"the image is {width}x{height} pixels, over the OCR limit of {options.ocr_max_pixels} "
+            "pixels (knowledge_ocr_max_pixels)",
+            "knowledge_ocr_max_pixels",
+            options.ocr_max_pixels,
+        )
 
 
 def read_image(image, options: Options) -> str:

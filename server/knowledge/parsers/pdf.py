@@ -18,6 +18,7 @@ from . import LimitExceeded, Options, Parsed, ParseError
 
 logging.getLogger("pypdf").setLevel(logging.ERROR)  # pypdf warns loudly about harmless quirks
 
+
 @contextlib.contextmanager
 def _limits(options: Options) -> Iterator[None]:
     """pypdf's decompression limits set to ours, and its LimitReachedError told as the setting that caps it."""
@@ -27,15 +28,24 @@ def _limits(options: Options) -> Iterator[None]:
     cap = options.pdf_max_stream_bytes
     try:
         with apply_configuration(
-            None, zlib_maximum_output_length=cap, lzw_maximum_output_length=cap, run_length_maximum_output_length=cap,
-            brotli_maximum_output_length=cap, jbig2_maximum_output_length=cap, maximum_declared_stream_length=cap,
-            array_based_stream_maximum_output_length=cap, jbig2dec_binary=None,
+            None,
+            zlib_maximum_output_length=cap,
+            lzw_maximum_output_length=cap,
+            run_length_maximum_output_length=cap,
+            brotli_maximum_output_length=cap,
+            jbig2_maximum_output_length=cap,
+            maximum_declared_stream_length=cap,
+            array_based_stream_maximum_output_length=cap,
+            jbig2dec_binary=None,
         ):
             yield
     except LimitReachedError as exc:
-        raise LimitExceeded(f"the PDF holds a stream or structure beyond the parser's limits: {exc} (one decompressed "
-                            f"stream may be at most {cap} bytes: knowledge_pdf_max_stream_bytes)",
-                            "knowledge_pdf_max_stream_bytes", cap) from exc
+        raise LimitExceeded(
+            f"the PDF holds a stream or structure beyond the parser's limits: {exc} (one decompressed "
+            f"stream may be at most {cap} bytes: knowledge_pdf_max_stream_bytes)",
+            "knowledge_pdf_max_stream_bytes",
+            cap,
+        ) from exc
 
 
 def parse_pdf(path: Path, options: Options) -> Parsed:
@@ -59,8 +69,11 @@ def parse_pdf(path: Path, options: Options) -> Parsed:
     if pages == 0:
         raise ParseError("the PDF has no pages")
     if pages > options.pdf_max_pages:
-        raise LimitExceeded(f"the PDF has {pages} pages, over the limit of {options.pdf_max_pages} "
-                            "(knowledge_pdf_max_pages)", "knowledge_pdf_max_pages", options.pdf_max_pages)
+        raise LimitExceeded(
+            f"the PDF has {pages} pages, over the limit of {options.pdf_max_pages} (knowledge_pdf_max_pages)",
+            "knowledge_pdf_max_pages",
+            options.pdf_max_pages,
+        )
 
     def sections() -> Iterator[Section]:
         any_text = False

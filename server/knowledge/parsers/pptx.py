@@ -40,13 +40,13 @@ def parse_pptx(path: Path, options: Options) -> Parsed:
         any_text = False
         for number, slide in enumerate(slides, 1):
             title_shape = slide.shapes.title
-            title = title_shape.text_frame.text.strip() if title_shape is not None and title_shape.has_text_frame \
-                else ""
+            title = (
+                title_shape.text_frame.text.strip() if title_shape is not None and title_shape.has_text_frame else ""
+            )
             parts = [f"# {title}"] if title else []
             parts += [t for t in _shape_texts(slide.shapes) if t != title]
             if slide.has_notes_slide:
-                notes = slide.notes_slide.notes_text_frame.text.strip() if slide.notes_slide.notes_text_frame \
-                    else ""
+                notes = slide.notes_slide.notes_text_frame.text.strip() if slide.notes_slide.notes_text_frame else ""
                 if notes:
                     parts.append(notes)
             text = "\n\n".join(parts)

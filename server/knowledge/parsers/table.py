@@ -58,7 +58,7 @@ def parse_csv(path: Path, options: Options) -> Parsed:
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     encoding = detect_encoding(head, at_eof=len(head) < SNIFF_BYTES)
-    sample = head.decode(encoding, errors="replace")[:64 * 1024]
+    sample = head.decode(encoding, errors="replace")[: 64 * 1024]
     try:
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
@@ -107,8 +107,11 @@ def parse_xlsx(path: Path, options: Options) -> Parsed:
             nonlocal cells
             cells += len(row)
             if cells > options.xlsx_max_cells:
-                raise LimitExceeded(f"the workbook has more than {options.xlsx_max_cells} cells "
-                                    "(knowledge_xlsx_max_cells)", "knowledge_xlsx_max_cells", options.xlsx_max_cells)
+                raise LimitExceeded(
+                    f"the workbook has more than {options.xlsx_max_cells} cells (knowledge_xlsx_max_cells)",
+                    "knowledge_xlsx_max_cells",
+                    options.xlsx_max_cells,
+                )
             return [_cell(c) for c in row]
 
         try:

@@ -51,20 +51,26 @@ def _check_declared(entries: list[zipfile.ZipInfo], options: Options) -> None:
     if declared > options.zip_max_unpacked_bytes:
         raise LimitExceeded(
             f"the archive declares {declared} bytes once unpacked, over the limit of {options.zip_max_unpacked_bytes} "
-            "bytes (knowledge_zip_max_unpacked_bytes)", "knowledge_zip_max_unpacked_bytes",
-            options.zip_max_unpacked_bytes)
+            "bytes (knowledge_zip_max_unpacked_bytes)",
+            "knowledge_zip_max_unpacked_bytes",
+            options.zip_max_unpacked_bytes,
+        )
     for entry in entries:
         if entry.flag_bits & 0x1:
             raise ParseError(f"the archive entry {entry.filename!r} is encrypted")
         if entry.compress_type not in _METHODS:
-            raise ParseError(f"the archive entry {entry.filename!r} uses compression method {entry.compress_type}; "
-                             "Office documents use only stored or deflate")
+            raise ParseError(
+                f"the archive entry {entry.filename!r} uses compression method {entry.compress_type}; "
+                "Office documents use only stored or deflate"
+            )
         ratio = entry.file_size / max(entry.compress_size, 1)
         if entry.file_size > options.zip_ratio_grace_bytes and ratio > options.zip_max_ratio:
             raise LimitExceeded(
                 f"the archive entry {entry.filename!r} expands {ratio:.0f} times ({entry.compress_size} to "
                 f"{entry.file_size} bytes), over the limit of {options.zip_max_ratio} (knowledge_zip_max_ratio)",
-                "knowledge_zip_max_ratio", options.zip_max_ratio)
+                "knowledge_zip_max_ratio",
+                options.zip_max_ratio,
+            )
 
 
 def _inflated_size(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, budget: int, options: Options) -> int:
@@ -81,13 +87,19 @@ def _inflated_size(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, budget: int
                 raise LimitExceeded(
                     f"the archive entry {entry.filename!r} unpacks to more than the limit of "
                     f"{options.zip_max_unpacked_bytes} bytes for the whole file (knowledge_zip_max_unpacked_bytes), "
-                    f"though its header declares {entry.file_size} bytes", "knowledge_zip_max_unpacked_bytes",
-                    options.zip_max_unpacked_bytes)
+                    f"though its header declares {entry.file_size} bytes",
+                    "knowledge_zip_max_unpacked_bytes",
+                    options.zip_max_unpacked_bytes,
+                )
             if scan and _DTD in tail + chunk:
-                raise ParseError(f"the archive entry {entry.filename!r} declares a DTD; Office documents may not "
-                                 "(OPC M1.18), and XML entity expansion is refused")
+                raise ParseError(
+                    f"the archive entry {entry.filename!r} declares a DTD; Office documents may not "
+                    "(OPC M1.18), and XML entity expansion is refused"
+                )
             tail = chunk[-len(_DTD) :]  # a DTD split across two reads
     if size != entry.file_size:
-        raise ParseError(f"the archive entry {entry.filename!r} holds {size} bytes but its header declares "
-                         f"{entry.file_size}: the archive is corrupt or forged")
+        raise ParseError(
+            f"the archive entry {entry.filename!r} holds {size} bytes but its header declares "
+            f"{entry.file_size}: the archive is corrupt or forged"
+        )
     return size

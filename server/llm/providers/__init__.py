@@ -183,11 +183,18 @@ class Adapter(abc.ABC):
                 last = delta
         finally:
             await stream.aclose()
-        return Delta("".join(text), "".join(reasoning), last.finish_reason, last.prompt_tokens, last.completion_tokens,
-                     calls.whole())
+        return Delta(
+            "".join(text),
+            "".join(reasoning),
+            last.finish_reason,
+            last.prompt_tokens,
+            last.completion_tokens,
+            calls.whole(),
+        )
 
-    async def embed(self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0,
-                    input_type: str = "") -> EmbedResult:
+    async def embed(
+        self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0, input_type: str = ""
+    ) -> EmbedResult:
         raise UpstreamError(UNSUPPORTED, "this provider does not serve embeddings")
 
     async def rerank(self, model: str, query: str, documents: list[str], timeouts: Timeouts) -> list[RerankItem]:

@@ -44,16 +44,34 @@ from .http import ClientPool, SSEReader, open_stream, post_json
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the Messages API requires max_tokens
-FINISH = {"end_turn": STOP, "stop_sequence": STOP, "max_tokens": LENGTH, "tool_use": TOOL_CALLS,
-          "refusal": CONTENT_FILTER, "pause_turn": STOP}
+FINISH = {
+    "end_turn": STOP,
+    "stop_sequence": STOP,
+    "max_tokens": LENGTH,
+    "tool_use": TOOL_CALLS,
+    "refusal": CONTENT_FILTER,
+    "pause_turn": STOP,
+}
 FORMAT_TOOL = "json_response"  # default name of the forced tool that carries a response format
-ERROR_KINDS = {"overloaded_error": UNAVAILABLE, "api_error": UNAVAILABLE, "rate_limit_error": RATE_LIMITED,
-               "timeout_error": TIMEOUT}
+ERROR_KINDS = {
+    "overloaded_error": UNAVAILABLE,
+    "api_error": UNAVAILABLE,
+    "rate_limit_error": RATE_LIMITED,
+    "timeout_error": TIMEOUT,
+}
 
 
 class AnthropicAdapter(Adapter):
-    def __init__(self, base_url: str, api_key: str | None, extra_headers: dict[str, str], config: dict[str, Any],
-                 *, max_connections: int, keepalive_expiry: float):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        extra_headers: dict[str, str],
+        config: dict[str, Any],
+        *,
+        max_connections: int,
+        keepalive_expiry: float,
+    ):
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.url = httpx.URL(f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages")
         headers = {
@@ -107,7 +125,9 @@ class AnthropicAdapter(Adapter):
                     try:
                         data = orjson.loads(event.data)
                     except ValueError:
-                        raise UpstreamError(UNAVAILABLE, f"the upstream sent a malformed event: {event.data[:200]!r}") from None
+                        raise UpstreamError(
+                            UNAVAILABLE, f"the upstream sent a malformed event: {event.data[:200]!r}"
+                        ) from None
                     if kind == "content_block_delta":
                         delta = data.get("delta") or {}
                         if delta.get("type") == "text_delta":
@@ -125,12 +145,20 @@ class AnthropicAdapter(Adapter):
                         if block.get("type") == "tool_use":
                             tool_index[data.get("index")] = len(tool_index)
                             if not as_text:
-                                calls.append(ToolCallDelta(tool_index[data.get("index")], str(block.get("id") or ""),
-                                                           str(block.get("name") or "")))
+                                calls.append(
+                                    ToolCallDelta(
+                                        tool_index[data.get("index")],
+                                        str(block.get("id") or ""),
+                                        str(block.get("name") or ""),
+                                    )
+                                )
                     elif kind == "message_start":
                         usage = (data.get("message") or {}).get("usage") or {}
-                        prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_read_input_tokens") or 0) + (
-                            usage.get("cache_creation_input_tokens") or 0)
+                        prompt = (
+                            (usage.get("input_tokens") or 0)
+                            + (usage.get("cache_read_input_tokens") or 0)
+                            + (usage.get("cache_creation_input_tokens") or 0)
+                        )
                     elif kind == "message_delta":
                         if reason := (data.get("delta") or {}).get("stop_reason"):
                             finish = STOP if as_text and reason == "tool_use" else FINISH.get(reason, STOP)
@@ -141,17 +169,27 @@ class AnthropicAdapter(Adapter):
                         break
                     elif kind == "error":
                         error = data.get("error") or {}
-                        raise UpstreamError(ERROR_KINDS.get(error.get("type"), UNAVAILABLE),
-                                            f"upstream error mid-stream: {error.get('message', event.data)}")
+                        raise UpstreamError(
+                            ERROR_KINDS.get(error.get("type"), UNAVAILABLE),
+                            f"upstream error mid-stream: {error.get('message', event.data)}",
+                        )
                 if (text or reasoning or calls) and not done:
                     reader.started = True
-                    yield Delta("".join(text), "".join(reasoning), tool_calls=merge_tool_deltas(calls) if calls else None)
+                    yield Delta(
+                        "".join(text), "".join(reasoning), tool_calls=merge_tool_deltas(calls) if calls else None
+                    )
             if not done:
                 raise UpstreamError(UNAVAILABLE, "the upstream closed the stream before message_stop")
             # The last batch's text rides on the final delta (the stream ended in that same read).
             try:
-                yield Delta("".join(text), "".join(reasoning), finish_reason=finish or STOP, prompt_tokens=prompt,
-                            completion_tokens=completion, tool_calls=merge_tool_deltas(calls) if calls else None)
+                yield Delta(
+                    "".join(text),
+                    "".join(reasoning),
+                    finish_reason=finish or STOP,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    tool_calls=merge_tool_deltas(calls) if calls else None,
+                )
             finally:
                 await reader.drain()  # after the final delta went out: keeps the connection reusable
 
@@ -162,8 +200,15 @@ class AnthropicAdapter(Adapter):
         uses = [b for b in blocks if b.get("type") == "tool_use"]
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
         finish = FINISH.get(data.get("stop_reason") or "end_turn", STOP)
-        calls = [ToolCallDelta(i, str(b.get("id") or ""), str(b.get("name") or ""),
-                               json.dumps(b.get("input") or {}, ensure_ascii=False)) for i, b in enumerate(uses)]
+        calls = [
+            ToolCallDelta(
+                i,
+                str(b.get("id") or ""),
+                str(b.get("name") or ""),
+                json.dumps(b.get("input") or {}, ensure_ascii=False),
+            )
+            for i, b in enumerate(uses)
+        ]
         if _format_tool(call):
             text, calls, finish = "".join(c.arguments for c in calls), [], STOP if finish == TOOL_CALLS else finish
         return Delta(
@@ -186,19 +231,19 @@ def _format_tool(call: ChatCall) -> str:
 
 def _tool_options(call: ChatCall) -> dict[str, Any]:
     body: dict[str, Any] = {}
-    if (name := _format_tool(call)):
+    if name := _format_tool(call):
         if call.tools:
             raise UpstreamError(UNSUPPORTED, "an Anthropic model cannot take tools and a response format together")
         rf = call.response_format
         schema = rf.schema if rf is not None and rf.schema else {"type": "object"}
-        body["tools"] = [{"name": name, "description": "Answer with your response as this tool's input.",
-                          "input_schema": schema}]
+        body["tools"] = [
+            {"name": name, "description": "Answer with your response as this tool's input.", "input_schema": schema}
+        ]
         body["tool_choice"] = {"type": "tool", "name": name}
         return body
     if not call.tools:
         return body
-    body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters}
-                     for t in call.tools]
+    body["tools"] = [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in call.tools]
     choice: dict[str, Any] = {"type": "auto"}
     if call.tool_choice == "none":
         choice = {"type": "none"}
@@ -224,8 +269,16 @@ def _blocks(m: Message) -> str | list[dict[str, Any]]:
         elif part.url:
             blocks.append({"type": "image", "source": {"type": "url", "url": part.url}})
         else:
-            blocks.append({"type": "image", "source": {"type": "base64", "media_type": part.media_type,
-                                                       "data": base64.b64encode(part.data).decode()}})
+            blocks.append(
+                {
+                    "type": "image",
+                    "source": {
+                        "type": "base64",
+                        "media_type": part.media_type,
+                        "data": base64.b64encode(part.data).decode(),
+                    },
+                }
+            )
     for call in m.tool_calls or ():
         try:
             arguments = json.loads(call.arguments or "{}")
@@ -252,10 +305,14 @@ def _split(messages: list[Message]) -> tuple[list[str], list[dict[str, Any]]]:
             if isinstance(previous, str) and isinstance(content, str):
                 turns[-1]["content"] = previous + "\n\n" + content
             else:
-                as_list = ([{"type": "text", "text": previous}] if previous else []) if isinstance(previous, str) \
+                as_list = (
+                    ([{"type": "text", "text": previous}] if previous else [])
+                    if isinstance(previous, str)
                     else previous
-                turns[-1]["content"] = as_list + ([{"type": "text", "text": content}] if isinstance(content, str)
-                                                  else content)
+                )
+                turns[-1]["content"] = as_list + (
+                    [{"type": "text", "text": content}] if isinstance(content, str) else content
+                )
         else:
             turns.append({"role": role, "content": content})
     return system, turns

@@ -41,8 +41,11 @@ def _convert(schema_json: str):
 
 def _grammar(schema_json: str, max_bytes: int):
     if len(schema_json.encode()) > max_bytes:
-        raise UpstreamError(UNSUPPORTED, f"the local model follows JSON Schemas of at most {max_bytes} bytes; this "
-                                         f"one has {len(schema_json.encode())}")
+        raise UpstreamError(
+            UNSUPPORTED,
+            f"the local model follows JSON Schemas of at most {max_bytes} bytes; this "
+            f"one has {len(schema_json.encode())}",
+        )
     return _convert(schema_json)
 
 
@@ -58,20 +61,36 @@ def constraint(call: ChatCall, max_schema_bytes: int) -> Constraint | None:
         described = "\n".join(f"- {t.name}: {t.description}" for t in tools)
         if len(tools) == 1:
             tool = tools[0]
-            return Constraint(_grammar(_dumps(tool.parameters), max_schema_bytes), tool=tool,
-                              instruction=f"Call the tool {tool.name} ({tool.description}). Reply with only its "
-                                          f"arguments as a JSON object: {_dumps(tool.parameters)}")
-        schema = {"anyOf": [{"type": "object", "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-                             "required": ["name", "arguments"]} for t in tools]}
-        return Constraint(_grammar(_dumps(schema), max_schema_bytes), choose=True,
-                          instruction=f"Call one of these tools:\n{described}\nReply with only a JSON object "
-                                      '{"name": <tool>, "arguments": {...}}.')
+            return Constraint(
+                _grammar(_dumps(tool.parameters), max_schema_bytes),
+                tool=tool,
+                instruction=f"Call the tool {tool.name} ({tool.description}). Reply with only its "
+                f"arguments as a JSON object: {_dumps(tool.parameters)}",
+            )
+        schema = {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": t.name}, "arguments": t.parameters},
+                    "required": ["name", "arguments"],
+                }
+                for t in tools
+            ]
+        }
+        return Constraint(
+            _grammar(_dumps(schema), max_schema_bytes),
+            choose=True,
+            instruction=f"Call one of these tools:\n{described}\nReply with only a JSON object "
+            '{"name": <tool>, "arguments": {...}}.',
+        )
     rf = call.response_format
     if rf is None:
         return None
     schema: dict[str, Any] = rf.schema if rf.type == "json_schema" and rf.schema else {"type": "object"}
-    return Constraint(_grammar(_dumps(schema), max_schema_bytes),
-                      instruction=f"Reply with only a JSON object that follows this JSON Schema: {_dumps(schema)}")
+    return Constraint(
+        _grammar(_dumps(schema), max_schema_bytes),
+        instruction=f"Reply with only a JSON object that follows this JSON Schema: {_dumps(schema)}",
+    )
 
 
 def chosen(text: str) -> tuple[str, str] | None:

@@ -52,8 +52,11 @@ class ClientPool:
             follow_redirects=False,
         )
         # One value per name, a provider's own headers (User-Agent, say) over our defaults.
-        stream_headers = {"user-agent": USER_AGENT, "accept": "text/event-stream",
-                          **{k.lower(): v for k, v in self.headers.items()}}
+        stream_headers = {
+            "user-agent": USER_AGENT,
+            "accept": "text/event-stream",
+            **{k.lower(): v for k, v in self.headers.items()},
+        }
         self.stream_headers = [(k.encode(), v.encode()) for k, v in stream_headers.items()]
 
     async def aclose(self) -> None:
@@ -121,15 +124,17 @@ def transport_error(exc: httpx.HTTPError) -> UpstreamError:
 
 
 @asynccontextmanager
-async def open_stream(pool: ClientPool, url: httpx.URL | str, body: dict[str, Any],
-                      t: Timeouts) -> AsyncIterator[tuple[RawResponse, float]]:
+async def open_stream(
+    pool: ClientPool, url: httpx.URL | str, body: dict[str, Any], t: Timeouts
+) -> AsyncIterator[tuple[RawResponse, float]]:
     """POST and yield (response, first-token deadline) once a 2xx status arrived; closing the block closes it."""
     deadline = asyncio.get_running_loop().time() + t.first_token
     content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     try:
         async with asyncio.timeout_at(deadline):
-            response = await pool.streams.send("POST", str(url), pool.stream_headers, content,
-                                               http_timeout(t).as_dict())
+            response = await pool.streams.send(
+                "POST", str(url), pool.stream_headers, content, http_timeout(t).as_dict()
+            )
     except TimeoutError:
         raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
     except httpx.HTTPError as exc:
@@ -211,7 +216,9 @@ class SSEReader:
                 return self._decode(self._lines.flush()) or None
             except TimeoutError:
                 if self.started:
-                    raise UpstreamError(TIMEOUT, f"the upstream stalled for more than {self._idle:g}s mid-stream") from None
+                    raise UpstreamError(
+                        TIMEOUT, f"the upstream stalled for more than {self._idle:g}s mid-stream"
+                    ) from None
                 raise UpstreamError(TIMEOUT, "the upstream sent no token before the first-token timeout") from None
             except httpx.HTTPError as exc:
                 raise transport_error(exc) from exc

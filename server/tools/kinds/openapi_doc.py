@@ -129,8 +129,9 @@ def operations(document: dict[str, Any], document_url: str, category: str, limit
     return specs
 
 
-def _operation(name: str, method: str, path: str, operation: dict[str, Any], shared: list[dict[str, Any]],
-               base: str, category: str) -> ToolSpec:
+def _operation(
+    name: str, method: str, path: str, operation: dict[str, Any], shared: list[dict[str, Any]], base: str, category: str
+) -> ToolSpec:
     params: dict[tuple[str, str], dict[str, Any]] = {}
     for param in [*shared, *[p for p in operation.get("parameters") or [] if isinstance(p, dict)]]:
         location = str(param.get("in") or "")
@@ -163,6 +164,10 @@ def _operation(name: str, method: str, path: str, operation: dict[str, Any], sha
     if required:
         parameters["required"] = required
     description = str(operation.get("summary") or operation.get("description") or f"{method.upper()} {path}")
-    return ToolSpec(name, description[:2000], parameters, category,
-                    {"method": method.upper(), "path": path, "params": bindings, "content_type": content_type,
-                     "base_url": base})
+    return ToolSpec(
+        name,
+        description[:2000],
+        parameters,
+        category,
+        {"method": method.upper(), "path": path, "params": bindings, "content_type": content_type, "base_url": base},
+    )

@@ -3,6 +3,7 @@
 Revision ID: 0002_auth
 Revises: 0001_foundation
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -45,7 +46,9 @@ def upgrade() -> None:
         sa.Column("revoke_time", sql.UTCDateTime(), nullable=True),
         sa.Column("create_time", sql.UTCDateTime(), nullable=False),
         sa.Column("update_time", sql.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], name=op.f("fk_api_keys_owner_id_users"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["users.id"], name=op.f("fk_api_keys_owner_id_users"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("secret_sha256", name=op.f("uq_api_keys_secret_sha256")),
     )

@@ -4,6 +4,7 @@ Revision ID: 0002_chat
 Revises: 0001_foundation
 Create Date: 2025-01-03
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -3,6 +3,7 @@
 Revision ID: 0002_knowledge
 Revises: 0001_foundation
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -92,8 +93,9 @@ def upgrade() -> None:
         sa.Column("create_time", sql.UTCDateTime(), nullable=False),
         sa.Column("update_time", sql.UTCDateTime(), nullable=False),
         sa.Column("process_time", sql.UTCDateTime(), nullable=True),
-        sa.ForeignKeyConstraint(["kb_id"], ["knowledge_bases.id"], name=op.f("fk_knowledge_files_kb_id_knowledge_bases"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["kb_id"], ["knowledge_bases.id"], name=op.f("fk_knowledge_files_kb_id_knowledge_bases"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_knowledge_files")),
         sa.UniqueConstraint("kb_id", "dedup_key", name="uq_knowledge_files_kb_id_dedup_key"),
     )
@@ -110,8 +112,12 @@ def upgrade() -> None:
         sa.Column("page", sa.Integer(), nullable=False),
         sa.Column("text", LongText, nullable=False),
         sa.Column("token_count", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(["file_id"], ["knowledge_files.id"],
-                                name=op.f("fk_knowledge_chunks_file_id_knowledge_files"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["file_id"],
+            ["knowledge_files.id"],
+            name=op.f("fk_knowledge_chunks_file_id_knowledge_files"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_knowledge_chunks")),
         sa.UniqueConstraint("file_id", "chunk_index", name="uq_knowledge_chunks_file_id_chunk_index"),
     )
@@ -124,8 +130,12 @@ def upgrade() -> None:
         sa.Column("term", TermString, nullable=False),
         sa.Column("kb_id", sa.String(26), nullable=False),
         sa.Column("postings", LongBlob, nullable=False),
-        sa.ForeignKeyConstraint(["file_id"], ["knowledge_files.id"],
-                                name=op.f("fk_knowledge_terms_file_id_knowledge_files"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["file_id"],
+            ["knowledge_files.id"],
+            name=op.f("fk_knowledge_terms_file_id_knowledge_files"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("file_id", "block", "term", name=op.f("pk_knowledge_terms")),
     )
     op.create_index("ix_knowledge_terms_kb_id_term", "knowledge_terms", ["kb_id", "term"])

@@ -4,6 +4,7 @@ Revision ID: 0002_llm
 Revises: 0001_foundation
 Create Date: 2025-01-02
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

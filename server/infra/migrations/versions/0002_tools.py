@@ -4,6 +4,7 @@ Revision ID: 0002_tools
 Revises: 0001_foundation
 Create Date: 2026-12-07
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,8 +50,12 @@ def upgrade() -> None:
         sa.Column("parameters", sql.JSONType, nullable=False),
         sa.Column("binding", sql.JSONType, nullable=False),
         sa.Column("create_time", sql.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["provider_id"], ["tool_providers.id"], ondelete="CASCADE",
-                                name=op.f("fk_tool_tools_provider_id_tool_providers")),
+        sa.ForeignKeyConstraint(
+            ["provider_id"],
+            ["tool_providers.id"],
+            ondelete="CASCADE",
+            name=op.f("fk_tool_tools_provider_id_tool_providers"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tool_tools")),
         sa.UniqueConstraint("provider_id", "name", name=op.f("uq_tool_tools_provider_id")),
     )

@@ -10,6 +10,7 @@ Refresh tokens issued before this revision belong to no session and are refused:
 Revision ID: 0003_auth_hardening
 Revises: 0003_auth_key_scopes
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -26,15 +27,23 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("users", sa.Column("username_lower", sa.String(64), nullable=False, server_default=""))
     op.execute("UPDATE users SET username_lower = lower(username)")
-    clashes = op.get_bind().execute(sa.text(
-        "SELECT username FROM users WHERE username_lower IN "
-        "(SELECT username_lower FROM users GROUP BY username_lower HAVING count(*) > 1) ORDER BY username"
-    )).scalars().all()
+    clashes = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT username FROM users WHERE username_lower IN "
+                "(SELECT username_lower FROM users GROUP BY username_lower HAVING count(*) > 1) ORDER BY username"
+            )
+        )
+        .scalars()
+        .all()
+    )
     if clashes:
         raise RuntimeError(
             "usernames must be unique regardless of case, and these differ only in case: "
             f"{', '.join(clashes)}. Rename all but one of each (UPDATE users SET username = ... WHERE id = ...), "
-            "then migrate again.")
+            "then migrate again."
+        )
     op.create_index(op.f("ix_users_username_lower"), "users", ["username_lower"], unique=True)
 
     op.create_table(
@@ -44,8 +53,9 @@ def upgrade() -> None:
         sa.Column("create_time", sql.UTCDateTime(), nullable=False),
         sa.Column("revoke_time", sql.UTCDateTime(), nullable=True),
         sa.Column("revoke_reason", sa.String(32), nullable=False),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_login_sessions_user_id_users"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_login_sessions_user_id_users"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_login_sessions")),
     )
     op.create_index(op.f("ix_login_sessions_user_id"), "login_sessions", ["user_id"])

@@ -3,6 +3,7 @@
 Revision ID: 0003_auth_key_scopes
 Revises: 0002_auth
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ Revision ID: 0003_chat_takeover
 Revises: 0002_chat
 Create Date: 2026-11-22
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ Revision ID: 0003_flow_run_as
 Revises: 0002_flow
 Create Date: 2026-11-24
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ Revision ID: 0003_knowledge_chunk_curation
 Revises: 0002_knowledge
 Create Date: 2026-12-07
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ Revision ID: 0003_llm_capabilities
 Revises: 0002_llm
 Create Date: 2026-12-06
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

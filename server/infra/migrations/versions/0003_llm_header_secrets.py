@@ -4,6 +4,7 @@ Revision ID: 0003_llm_header_secrets
 Revises: 0003_llm_capabilities
 Create Date: 2026-11-24
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ single sign-on accounts (issuer|subject, the last groups claim)
 Revision ID: 0004_auth_registration
 Revises: 0003_auth_hardening
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
@@ -37,8 +38,9 @@ def upgrade() -> None:
         sa.Column("creator_id", sa.String(26), nullable=True),
         sa.Column("revoke_time", sql.UTCDateTime(), nullable=True),
         sa.Column("create_time", sql.UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["creator_id"], ["users.id"], name=op.f("fk_invite_codes_creator_id_users"),
-                                ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(
+            ["creator_id"], ["users.id"], name=op.f("fk_invite_codes_creator_id_users"), ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_invite_codes")),
         sa.UniqueConstraint("code_sha256", name=op.f("uq_invite_codes_code_sha256")),
     )

@@ -229,6 +229,7 @@ class App:
         self.servicers: dict[str, Any] = {}
         self.mcp_endpoint: McpEndpoint | None = None  # Typecase's own tools over MCP at /mcp
         self.restart_requested = False
+        self._stopped = False
         self._tracing = False
         self.audit = AuditLog(self.resources.db)
         self.sandbox = Sandbox(sandbox_config(settings))
@@ -250,6 +251,15 @@ class App:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Start everything; a start that fails releases what it had started (files, locks, ports) first."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def _start(self) -> None:
         started = time.perf_counter()
         self._check_auth_switch()
         prepare_data_dir(self.settings.data_dir)
@@ -415,7 +425,11 @@ class App:
         await self._stop_requested.wait()
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight calls and streams finish within the grace period, then release resources."""
+        """Stop accepting, let in-flight calls and streams finish within the grace period, then release resources.
+        Once: a failed start has already stopped."""
+        if self._stopped:
+            return
+        self._stopped = True
         grace = self.settings.shutdown_grace_seconds
         log.info("shutting down: draining in-flight calls for up to %gs", grace)
         self.ready = False

@@ -103,6 +103,10 @@ async def for_model(
             continue  # documents by URL or knowledge file are kept with the message, not read
         if reader is None:
             raise invalid_argument(f"attachments[{i}]", "documents cannot be read on this server")
-        text, cut = await reader.read_text(attachment.name, attachment.mime_type, bytes(attachment.data), max_chars)
+        try:
+            text, cut = await reader.read_text(attachment.name, attachment.mime_type, bytes(attachment.data), max_chars)
+        except TypecaseError as error:
+            error.metadata.setdefault("field", f"attachments[{i}]")
+            raise
         out.documents.append((attachment.name, text, cut))
     return out

@@ -651,10 +651,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             history = []
         return history, (max(0, total - len(history)) if full else 0), newest
 
-    async def _attachments(self, request, session_id: str) -> list[dict[str, Any]]:
+    def _check_attachments(self, request) -> None:
         if len(request.attachments) > self.settings.chat_max_attachments:
             raise invalid_argument("attachments", f"at most {self.settings.chat_max_attachments} files")
-        stored = []
         for i, attachment in enumerate(request.attachments):
             field = f"attachments[{i}]"
             sources = [bool(attachment.url), bool(attachment.file_id), bool(attachment.data)]
@@ -664,8 +663,6 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 raise invalid_argument(f"{field}.name", "required")
             if attachment.name in (".", ".."):  # would name a directory in the object key below
                 raise invalid_argument(f"{field}.name", "must be a file name, not '.' or '..'")
-            item = chat_pb2.Attachment()
-            item.CopyFrom(attachment)
             if attachment.data:
                 if len(attachment.data) > self.settings.chat_max_attachment_bytes:
                     raise TypecaseError(
@@ -676,6 +673,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     )
                 if self.storage is None:
                     raise invalid_argument(f"{field}.data", "inline files are not accepted here; give a url")
+
+    async def _attachments(self, request, session_id: str) -> list[dict[str, Any]]:
+        self._check_attachments(request)
+        stored = []
+        for attachment in request.attachments:
+            item = chat_pb2.Attachment()
+            item.CopyFrom(attachment)
+            if attachment.data:
                 key = f"chat/{session_id}/{monotonic_id()}/{attachment.name.replace('/', '_')[:200]}"
                 await self.storage.put(key, bytes(attachment.data), content_type=attachment.mime_type or None)
                 item.ClearField("data")
@@ -735,6 +740,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             chars_per_token=self.settings.chat_chars_per_token,
         )
         history, older, newest = history
+        self._check_attachments(request)  # before any of them is read
         attached = await for_model(
             list(request.attachments), model, self.documents, self.settings.chat_attachment_max_chars
         )

@@ -76,7 +76,6 @@ class Worker:
             **os.environ,
             "TYPECASE_WORKERS": "1",
             "TYPECASE_REUSE_PORT": "true",
-            "TYPECASE_WORKER_INDEX": str(self.index),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         }
         self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "typecase.server", "serve", env=env)

@@ -142,7 +142,7 @@ class OidcSignIn:
         except httpx.HTTPError as error:
             log.warning("OIDC token exchange with %s failed: %s", self.provider.issuer, error)
             return problem(502, "the identity provider cannot be reached; try again later")
-        answer = await self.auth._signed_in(auth_pb2.LoginResponse, user, session_id, refresh)
+        answer = await self.auth.signed_in(auth_pb2.LoginResponse, user, session_id, refresh)
         body = MessageToDict(answer, preserving_proto_field_name=True)
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse(body)

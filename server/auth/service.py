@@ -195,9 +195,10 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             session_id, refresh = await sessions.open_session(session, user.id, self.settings.refresh_token_ttl_seconds)
         await self.rate_limits.clear_login_failures(username, client)
         await self.audit.record("login", actor_id=user.id, resource_type="user", resource_id=user.id)
-        return await self._signed_in(auth_pb2.LoginResponse, user, session_id, refresh)
+        return await self.signed_in(auth_pb2.LoginResponse, user, session_id, refresh)
 
-    async def _signed_in(self, response_type, user: UserRow, session_id: str, refresh: str):
+    async def signed_in(self, response_type, user: UserRow, session_id: str, refresh: str):
+        """The tokens of a new sign-in (Login, Register, single sign-on), as `response_type`."""
         await self.signer.refresh()
         return response_type(
             access_token=self.signer.issue(user.id, user.role, session_id),
@@ -269,7 +270,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
                 "client": client,
             },
         )
-        return await self._signed_in(auth_pb2.RegisterResponse, user, session_id, refresh)
+        return await self.signed_in(auth_pb2.RegisterResponse, user, session_id, refresh)
 
     async def CreateInviteCode(self, request, context):
         admin = caller.require_admin()

@@ -18,6 +18,9 @@ Across replicas:
   lapsed when a new question or a stop arrives are failed or stopped, keeping their partial answer.
 - events: a replica's readers see an event only once it is in the shared log, so a reader that resumes on
   another replica finds everything it has seen.
+
+The lease, stop, heartbeat/sweep, log writer and follow machinery is infra/leased_tasks.py (shared with flow
+runs); this module supplies what is a turn's own: its rows, its take-over and reap, and its stored replay.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -40,7 +42,7 @@ from sqlalchemy import bindparam, null, select, update
 from typecase.server.chat import context as ctx
 from typecase.server.chat import titles
 from typecase.server.chat.convert import FINISH_FROM_PROTO, message_message, status_dict, to_dict, usage
-from typecase.server.chat.eventlog import Entry, EventLog, LiveLog, stream_key
+from typecase.server.chat.eventlog import Entry, LiveLog
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
 from typecase.server.chat.models import (
     COMPLETE,
@@ -54,14 +56,14 @@ from typecase.server.chat.models import (
 )
 from typecase.server.chat.store import Finish, Start, TurnStore
 from typecase.server.infra import tracing
-from typecase.server.infra.cache import listen_forever
+from typecase.server.infra.leased_tasks import LeasedTasks, LeaseSettings
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2, knowledge_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
 
-STOP_CHANNEL = "chat:turn-stops"
+PREFIX = "chat:turn"
 
 TURNS = Counter("typecase_chat_turns_total", "Chat turns ended, by status.", ("status",))
 TAKEOVERS = Counter("typecase_chat_turn_takeovers_total", "Turns continued after their replica stopped.")
@@ -70,10 +72,6 @@ TURN_FIRST_TOKEN = Histogram(
     "From the question being accepted to the answer's first token.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-
-
-def stop_key(turn_id: str) -> str:
-    return f"chat:turn:{turn_id}:stop"
 
 
 def preview(text: str, chars: int) -> str:
@@ -183,43 +181,37 @@ class Turns:
         self.knowledge = knowledge
         self.flow = flow
         self.settings = settings
-        self.log = EventLog(
+        self.leases: LeasedTasks[Turn] = LeasedTasks(
+            db,
             cache,
-            ttl_seconds=settings.chat_event_log_ttl_seconds,
-            running_ttl_seconds=settings.chat_turn_timeout_seconds + settings.chat_event_log_ttl_seconds,
+            name="chat",
+            prefix=PREFIX,
+            model=ChatTurnRow,
+            settings=LeaseSettings(
+                lease_seconds=settings.chat_turn_lease_seconds,
+                heartbeat_seconds=settings.chat_turn_lease_seconds / 4,
+                sweep_seconds=settings.chat_reap_interval_seconds,
+                sweep_batch=500,
+                stop_ttl_seconds=settings.chat_turn_timeout_seconds,
+                follow_poll_seconds=settings.chat_follow_poll_seconds,
+                log_ttl_seconds=settings.chat_event_log_ttl_seconds,
+                log_running_ttl_seconds=settings.chat_turn_timeout_seconds + settings.chat_event_log_ttl_seconds,
+            ),
+            holder=self,
+            replica=f"{socket.gethostname()}:{os.getpid()}",
+            serialize_sqlite_writes=True,
         )
-        self.replica = f"{socket.gethostname()}:{os.getpid()}"[:128]
-        self.local: dict[str, Turn] = {}
-        self._background: set[asyncio.Task] = set()
-        self._loops: list[asyncio.Task] = []
-        self.stop_listener_ready = asyncio.Event()
-        # SQLite allows one writer at a time and makes the others sleep-poll for the lock (holding pooled
-        # connections meanwhile); queueing our writers here instead keeps turn starts fast under load.
-        self._sqlite_writer = asyncio.Lock() if db.dialect == "sqlite" else None
+        self.log = self.leases.log
+        self.replica = self.leases.replica
+        self.local = self.leases.local
+        self.stop_listener_ready = self.leases.stop_listener_ready
+        self.writing = self.leases.writing
         self.store = TurnStore(self.writing)
-
-    @asynccontextmanager
-    async def writing(self):
-        """A unit of work that writes (see _sqlite_writer)."""
-        if self._sqlite_writer is None:
-            async with self.db.session() as session:
-                yield session
-            return
-        async with self._sqlite_writer:
-            async with self.db.session() as session:
-                yield session
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.store.start_writer()
-        self._loops = [
-            asyncio.create_task(self._listen_for_stops(), name="chat-stop-listener"),
-            asyncio.create_task(self._heartbeat(), name="chat-heartbeat"),
-        ]
-        try:  # stops published from now on reach this replica
-            await asyncio.wait_for(self.stop_listener_ready.wait(), 10)
-        except TimeoutError:
-            log.warning("chat: the stop listener is not subscribed yet; stops will be found by polling meanwhile")
+        await self.leases.start()
 
     async def stop(self) -> None:
         """Let running turns finish within the shutdown grace period, then stop the rest (answers kept as
@@ -231,23 +223,41 @@ class Turns:
         remaining = list(self.local.values())
         for turn in remaining:
             self._stop_local(turn)
-        tasks = [turn.task for turn in remaining if turn.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
-        writers = [turn.writer for turn in remaining if turn.writer is not None and not turn.writer.done()]
-        if writers:  # let the end events reach the shared log
-            await asyncio.wait(writers, timeout=2)
+        await self.leases.settle(remaining)  # their end events reach the shared log
         await self.store.close()
-        leftovers = [t for t in self._background if not t.done()]
-        for task in [*self._loops, *leftovers]:
-            task.cancel()
-        await asyncio.gather(*self._loops, *leftovers, return_exceptions=True)
+        await self.leases.close()
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        return self.leases.spawn(coro, name)
+
+    # -- what the lease engine asks of turns (LeaseHolder) ---------------------------------------------------
+    def stop_local(self, turn: Turn) -> bool:
+        return self._stop_local(turn)
+
+    def abandon(self, turn: Turn) -> None:
+        turn.abandoned = True
+        self._stop_local(turn)
+
+    async def pick_up(self, turn_id: str) -> bool:
+        return await self.take_over(turn_id) or await self.reap(turn_id, FAILED) is not None
+
+    async def renewed(self, session, turns: list[Turn]) -> None:
+        """The partial answers, so that ListMessages shows progress and a crash loses little (one statement)."""
+        grown = [(turn, turn.content) for turn in turns]
+        grown = [(turn, content) for turn, content in grown if len(content) != turn.flushed_chars]
+        if grown:
+            M = ChatMessageRow.__table__.c
+            await session.execute(
+                update(ChatMessageRow.__table__)
+                .where(M.id == bindparam("b_mid"), M.status == STREAMING)
+                .values(content=bindparam("b_content")),
+                [{"b_mid": turn.answer_id, "b_content": content} for turn, content in grown],
+            )
+            for turn, content in grown:
+                turn.flushed_chars = len(content)
+
+    def to_shared(self, entry: Entry) -> Entry:
+        return entry
 
     # -- starting a turn -------------------------------------------------------------------------------------
     async def begin(self, new: NewTurn) -> tuple[ChatTurnRow, bool]:
@@ -270,11 +280,7 @@ class Turns:
         raise TurnInProgress("")
 
     def _lease_lapsed(self, row: ChatTurnRow) -> bool:
-        return (
-            row.status == RUNNING
-            and row.id not in self.local
-            and (row.lease_expire_time is None or row.lease_expire_time < utcnow())
-        )
+        return self.leases.lapsed(row)
 
     async def _insert(self, new: NewTurn) -> ChatTurnRow:
         turn_id = monotonic_id()
@@ -384,8 +390,7 @@ class Turns:
             raise TurnInProgress(active or "")
         if new.flow is None:  # a flow turn is started once its run exists (TurnStarted carries the run id)
             self._emit_started(turn)
-        turn.writer = self._spawn(self._write_log(turn), f"chat-log-{turn_id}")
-        turn.task = asyncio.create_task(self._run(turn), name=f"chat-turn-{turn_id}")
+        self.leases.launch(turn_id, turn, self._run(turn), f"chat-turn-{turn_id}")
         return ChatTurnRow(**turn_values)
 
     # -- running a turn --------------------------------------------------------------------------------------
@@ -411,22 +416,6 @@ class Turns:
         event.time.GetCurrentTime()
         message = chat_pb2.ChatResponse(seq=turn.seq, turn_id=turn.id, event=event)
         turn.outbox.append(Entry(turn.seq, message.SerializeToString(), terminal, message))
-
-    async def _write_log(self, turn: Turn) -> None:
-        """Move the turn's events from its outbox to the shared event log, then to its live log, in order (a task
-        of its own, so that stopping the generation never interrupts a write half-way). Readers here see an event
-        only once it is logged: a reader that resumes elsewhere after this replica dies finds all it has seen."""
-        async for entry in turn.outbox.read(0):
-            for attempt in range(3):
-                try:
-                    await self.log.append(turn.id, entry)
-                    break
-                except Exception as exc:
-                    if attempt == 2:  # readers here still get it; readers elsewhere will miss it
-                        log.warning("chat: event %d of turn %s not logged: %s", entry.seq, turn.id, exc)
-                    else:
-                        await asyncio.sleep(0.05 * (attempt + 1))
-            turn.live.append(entry)
 
     async def _run(self, turn: Turn) -> None:
         status, error = COMPLETE, None
@@ -768,36 +757,25 @@ class Turns:
 
     # -- reading ---------------------------------------------------------------------------------------------
     async def get_row(self, turn_id: str) -> ChatTurnRow | None:
-        async with self.db.session() as session:
-            return await session.get(ChatTurnRow, turn_id)
+        return await self.leases.get_row(turn_id)
 
     async def follow(self, row: ChatTurnRow, after_seq: int) -> AsyncIterator[Entry]:
         """The turn's events after `after_seq`, then live ones until its end."""
-        turn = self.local.get(row.id)
-        if turn is not None and after_seq >= turn.live.first_seq - 1:  # a continued turn's live log starts late
-            async for entry in turn.live.read(after_seq):
-                yield entry
-            return
-        if row.status != RUNNING and not await self.cache.xrange(stream_key(row.id), count=1):
-            for entry in await self._stored_replay(row, after_seq):
-                yield entry
-            return
-
-        async def on_idle(last_seq: int) -> Entry | None:
-            current = await self.get_row(row.id)
-            if current is None:
-                raise turn_not_found(row.id)
-            if current.status == RUNNING:
-                if self._lease_lapsed(current) and not await self.take_over(row.id):
-                    return await self.reap(row.id, FAILED)
-                return None
-            grace = timedelta(seconds=self.settings.chat_follow_poll_seconds)
-            if current.end_time is not None and utcnow() - current.end_time < grace:
-                return None  # its last events may still be on their way to the log
-            return await self._stored_terminal(current)
-
-        async for entry in self.log.read(row.id, after_seq, self.settings.chat_follow_poll_seconds, on_idle):
+        async for entry in self.leases.follow(row, after_seq, on_idle=self._on_idle, stored_replay=self._stored_replay):
             yield entry
+
+    async def _on_idle(self, row: ChatTurnRow, last_seq: int) -> Entry | None:
+        current = await self.get_row(row.id)
+        if current is None:
+            raise turn_not_found(row.id)
+        if current.status == RUNNING:
+            if self._lease_lapsed(current) and not await self.take_over(row.id):
+                return await self.reap(row.id, FAILED)
+            return None
+        grace = timedelta(seconds=self.settings.chat_follow_poll_seconds)
+        if current.end_time is not None and utcnow() - current.end_time < grace:
+            return None  # its last events may still be on their way to the log
+        return await self._stored_terminal(current)
 
     async def _stored_answer(self, row: ChatTurnRow) -> ChatMessageRow | None:
         async with self.db.session() as session:
@@ -844,8 +822,7 @@ class Turns:
         turn = self.local.get(row.id)
         if turn is not None:
             return self._stop_local(turn)
-        await self.cache.set(stop_key(row.id), "1", ttl=self.settings.chat_turn_timeout_seconds)
-        await self.cache.publish(STOP_CHANNEL, row.id)
+        await self.leases.stop_elsewhere(row.id)
         return True
 
     def _stop_local(self, turn: Turn) -> bool:
@@ -858,116 +835,16 @@ class Turns:
 
     async def wait_ended(self, turn_id: str, timeout: float) -> bool:
         """Wait until the turn is no longer running (stopping a dead replica's turn ourselves)."""
-        deadline = time.monotonic() + timeout
-        turn = self.local.get(turn_id)
-        if turn is not None:
-            try:
-                await asyncio.wait_for(turn.ended.wait(), timeout)
-                return True
-            except TimeoutError:
-                return False
-        delay = 0.005
-        while time.monotonic() < deadline:
-            row = await self.get_row(turn_id)
-            if row is None or row.status != RUNNING:
-                return True
-            if self._lease_lapsed(row):
-                await self.reap(turn_id, STOPPED)
-                return True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return False
 
-    async def _listen_for_stops(self) -> None:
-        def stop(turn_id: str) -> None:
-            turn = self.local.get(turn_id)
-            if turn is not None:
-                self._stop_local(turn)
+        async def reap_stopped(turn_id: str) -> None:
+            await self.reap(turn_id, STOPPED)
 
-        await listen_forever(self.cache, STOP_CHANNEL, stop, self.stop_listener_ready, "chat stop listener")
+        return await self.leases.wait_ended(turn_id, timeout, reap_stopped)
 
     # -- liveness --------------------------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        interval = self.settings.chat_turn_lease_seconds / 4
-        next_sweep = 0.0
-        while True:
-            try:
-                await self._renew()
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + self.settings.chat_reap_interval_seconds
-                    await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("chat: heartbeat failed", exc_info=True)
-            await asyncio.sleep(interval)
-
-    async def _renew(self) -> None:
-        turns = [t for t in self.local.values() if not t.finishing]
-        if not turns:
-            return
-        ids = [t.id for t in turns]
-        lease = utcnow() + timedelta(seconds=self.settings.chat_turn_lease_seconds)
-        async with self.writing() as session:
-            renewed = await session.execute(
-                update(ChatTurnRow)
-                .where(ChatTurnRow.id.in_(ids), ChatTurnRow.status == RUNNING, ChatTurnRow.replica == self.replica)
-                .values(lease_expire_time=lease)
-            )
-            if renewed.rowcount < len(ids):
-                ended = set(
-                    await session.scalars(
-                        select(ChatTurnRow.id).where(
-                            ChatTurnRow.id.in_(ids),
-                            (ChatTurnRow.status != RUNNING) | (ChatTurnRow.replica != self.replica),
-                        )
-                    )
-                )
-                for turn in turns:
-                    if turn.id in ended:
-                        log.warning(
-                            "chat: turn %s was ended or continued elsewhere while running here (this "
-                            "replica missed its lease); abandoning it",
-                            turn.id,
-                        )
-                        turn.abandoned = True
-                        self._stop_local(turn)
-            # The partial answers, so that ListMessages shows progress and a crash loses little (one statement).
-            grown = [(turn, turn.content) for turn in turns]
-            grown = [(turn, content) for turn, content in grown if len(content) != turn.flushed_chars]
-            if grown:
-                M = ChatMessageRow.__table__.c
-                await session.execute(
-                    update(ChatMessageRow.__table__)
-                    .where(M.id == bindparam("b_mid"), M.status == STREAMING)
-                    .values(content=bindparam("b_content")),
-                    [{"b_mid": turn.answer_id, "b_content": content} for turn, content in grown],
-                )
-                for turn, content in grown:
-                    turn.flushed_chars = len(content)
-        for turn in turns:  # stops published while the listener was reconnecting
-            if not turn.finishing and await self.cache.get(stop_key(turn.id)):
-                self._stop_local(turn)
-
     async def sweep(self) -> int:
         """Continue (or else fail) running turns whose replica stopped renewing their lease; returns how many."""
-        async with self.db.session() as session:
-            lapsed = list(
-                await session.scalars(
-                    select(ChatTurnRow.id)
-                    .where(ChatTurnRow.status == RUNNING, ChatTurnRow.lease_expire_time < utcnow())
-                    .limit(500)
-                )
-            )
-        count = 0
-        for turn_id in lapsed:
-            if turn_id in self.local:
-                continue
-            if await self.take_over(turn_id) or await self.reap(turn_id, FAILED) is not None:
-                count += 1
-        if count:
-            log.warning("chat: picked up %d turns left running by a replica that stopped", count)
-        return count
+        return await self.leases.sweep()
 
     async def take_over(self, turn_id: str) -> bool:
         """Continue a model turn whose replica stopped renewing its lease: claim its row, then generate the rest of
@@ -1033,9 +910,7 @@ class Turns:
             steps=[e.node for e in events if e.HasField("node") and e.node.node.HasField("end_time")],
         )
         turn.flushed_chars = len(text)
-        self.local[turn_id] = turn
-        turn.writer = self._spawn(self._write_log(turn), f"chat-log-{turn_id}")
-        turn.task = asyncio.create_task(self._run(turn), name=f"chat-turn-{turn_id}")
+        self.leases.launch(turn_id, turn, self._run(turn), f"chat-turn-{turn_id}")
         log.warning(
             "chat: turn %s continued by replica %s after %d events (its replica stopped renewing it)",
             turn_id,

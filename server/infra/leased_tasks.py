@@ -72,12 +72,6 @@ class LeaseHolder(Protocol[T]):
     async def pick_up(self, task_id: str) -> bool:
         """A running row whose lease lapsed, found by the sweep: continue it or end it. True when handled."""
 
-    async def renewed(self, session: Any, tasks: list[T]) -> None:
-        """Runs in the unit of work that renewed the leases of `tasks` (e.g. to store progress with it)."""
-
-    def to_shared(self, entry: Entry) -> Entry:
-        """The entry as written to the shared log (a different object when it differs from the live one)."""
-
 
 @dataclass(frozen=True)
 class LeaseSettings:
@@ -87,10 +81,9 @@ class LeaseSettings:
     heartbeat_seconds: float  # renewal period (well under lease_seconds)
     sweep_seconds: float  # how often lapsed leases are looked for
     sweep_batch: int  # lapsed rows handled per sweep
-    stop_ttl_seconds: float  # how long a stop key waits for its task
-    follow_poll_seconds: float  # a reader's wait on a quiet log before it looks at the row
+    timeout_seconds: float  # a task's longest run: how long a stop key waits for it, and its log while it runs
     log_ttl_seconds: float  # the shared log's life after the task ended
-    log_running_ttl_seconds: float  # the shared log's life while the task may run
+    follow_poll_seconds: float  # a reader's wait on a quiet log before it looks at the row
 
 
 class LeasedTasks(Generic[T]):
@@ -108,7 +101,12 @@ class LeasedTasks(Generic[T]):
         holder: LeaseHolder[T],
         replica: str | None = None,
         serialize_sqlite_writes: bool = False,
+        on_renew: Callable[[Any, list[T]], Awaitable[None]] | None = None,
+        to_shared: Callable[[Entry], Entry] | None = None,
     ):
+        """`on_renew(session, tasks)` runs in the unit of work that renewed the leases of `tasks` (e.g. to store
+        their progress with it); `to_shared(entry)` is the entry as the shared log keeps it (another object when
+        it differs from the live one: a pause that ends live readers but not the log)."""
         self.db = db
         self.cache = cache
         self.name = name
@@ -116,12 +114,14 @@ class LeasedTasks(Generic[T]):
         self.model = model
         self.settings = settings
         self.holder = holder
+        self.on_renew = on_renew
+        self.to_shared = to_shared or (lambda entry: entry)
         self.replica = (replica or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}")[:128]
         self.stop_channel = f"{prefix}-stops"
         self.log = EventLog(
             cache,
             ttl_seconds=settings.log_ttl_seconds,
-            running_ttl_seconds=settings.log_running_ttl_seconds,
+            running_ttl_seconds=settings.timeout_seconds + settings.log_ttl_seconds,
             key=self.stream_key,
         )
         self.local: dict[str, T] = {}
@@ -202,7 +202,7 @@ class LeasedTasks(Generic[T]):
             if entry.message is None:  # CLOSED
                 task.live.append(entry)
                 return
-            shared = self.holder.to_shared(entry)
+            shared = self.to_shared(entry)
             for attempt in range(3):
                 try:
                     await self.log.append(task_id, shared)
@@ -284,7 +284,7 @@ class LeasedTasks(Generic[T]):
     # -- stopping --------------------------------------------------------------------------------------------
     async def stop_elsewhere(self, task_id: str) -> None:
         """Ask the replica holding a task (not this one) to stop it."""
-        await self.cache.set(self.stop_key(task_id), "1", ttl=self.settings.stop_ttl_seconds)
+        await self.cache.set(self.stop_key(task_id), "1", ttl=self.settings.timeout_seconds)
         await self.cache.publish(self.stop_channel, task_id)
 
     async def stop_asked(self, task_id: str) -> bool:
@@ -366,7 +366,8 @@ class LeasedTasks(Generic[T]):
                             task_id,
                         )
                         self.holder.abandon(task)
-            await self.holder.renewed(session, [task for _, task in held])
+            if self.on_renew is not None:
+                await self.on_renew(session, [task for _, task in held])
         for task_id, task in held:  # stops published while the listener was reconnecting
             if not task.finishing and await self.stop_asked(task_id):
                 self.holder.stop_local(task)

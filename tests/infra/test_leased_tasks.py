@@ -88,13 +88,13 @@ class Jobs:
                 heartbeat_seconds=LEASE / 4,
                 sweep_seconds=LEASE / 4,
                 sweep_batch=50,
-                stop_ttl_seconds=30,
-                follow_poll_seconds=0.05,
+                timeout_seconds=30,
                 log_ttl_seconds=60,
-                log_running_ttl_seconds=120,
+                follow_poll_seconds=0.05,
             ),
             holder=self,
             replica=f"replica-{name}",
+            on_renew=self.renewed,
         )
         self.renewals = 0
 
@@ -173,9 +173,6 @@ class Jobs:
 
     async def renewed(self, session, jobs: list[Job]) -> None:
         self.renewals += 1
-
-    def to_shared(self, entry: Entry) -> Entry:
-        return entry
 
     # -- reading
     async def on_idle(self, row: JobRow, last_seq: int) -> Entry | None:

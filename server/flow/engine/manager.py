@@ -76,16 +76,16 @@ class Engine:
             prefix=PREFIX,
             model=FlowRunRow,
             settings=LeaseSettings(
-                lease_seconds=settings.flow_lease_seconds,
-                heartbeat_seconds=min(settings.flow_lease_seconds / 3, settings.flow_sweep_interval_seconds),
-                sweep_seconds=settings.flow_sweep_interval_seconds,
+                lease_seconds=(lease := settings.flow_lease_seconds),
+                heartbeat_seconds=min(lease / 3, sweep := settings.flow_sweep_interval_seconds),
+                sweep_seconds=sweep,
                 sweep_batch=100,
-                stop_ttl_seconds=settings.flow_run_timeout_seconds,
-                follow_poll_seconds=settings.flow_follow_poll_seconds,
+                timeout_seconds=settings.flow_run_timeout_seconds,
                 log_ttl_seconds=settings.flow_event_log_ttl_seconds,
-                log_running_ttl_seconds=settings.flow_run_timeout_seconds + settings.flow_event_log_ttl_seconds,
+                follow_poll_seconds=settings.flow_follow_poll_seconds,
             ),
             holder=self,
+            to_shared=shared_entry,  # a pause ends live readers, not the shared log
         )
         self.replica = self.leases.replica
         self.log = self.leases.log
@@ -124,12 +124,6 @@ class Engine:
         if await self.leases.stop_asked(run_id) and await self.reap_stopped(run_id):
             return False
         return await self.recover(run_id) is not None
-
-    async def renewed(self, session, executions: list[Execution]) -> None:
-        return None
-
-    def to_shared(self, entry: Entry) -> Entry:
-        return shared_entry(entry)
 
     # -- executing -------------------------------------------------------------------------------------------
     def launch(self, execution: Execution, resume: tuple[str, dict[str, Any]] | None = None) -> Execution:

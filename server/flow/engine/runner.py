@@ -90,7 +90,6 @@ class Started:
     attempt: int
 
 
-
 class Execution:
     def __init__(self, engine: Engine, row: FlowRunRow, graph: Graph, state: RunState, first_seq: int):
         self.engine = engine

@@ -15,22 +15,22 @@ from google.protobuf import json_format
 
 from typecase.server.chat.turn_state import TURN_FIRST_TOKEN, Turn
 from typecase.server.rpc.errors import TypecaseError
+from typecase.server.rpc.ports import ChatFlows
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2
 
 Emit = Callable[..., None]  # Turns._emit(turn, event, terminal=False)
 
 
-async def run_flow(turn: Turn, flow, emit: Emit, emit_started: Callable[[Turn], None]) -> None:
+async def run_flow(turn: Turn, flow: ChatFlows | None, emit: Emit, emit_started: Callable[[Turn], None]) -> None:
     """Answer with the session's flow: its run's nodes become node events (and the answer's steps), the
     answer nodes' text becomes token events, a pause for input ends the turn with an INPUT_REQUEST message."""
-    run_for_chat = getattr(flow, "run_for_chat", None)
-    if run_for_chat is None:
+    if flow is None:
         raise TypecaseError(
             grpc.StatusCode.FAILED_PRECONDITION,
             "FLOW_NOT_PUBLISHED",
             "flow sessions need the flow service, which is not running on this server",
         )
-    stream = run_for_chat(
+    stream = flow.run_for_chat(
         flow_id=turn.flow.flow_id,
         session_id=turn.session_id,
         question=turn.question,
@@ -82,9 +82,7 @@ async def run_flow(turn: Turn, flow, emit: Emit, emit_started: Callable[[Turn], 
                 status = event.run_failed
                 raise _StatusError(status)
     finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()  # before the end: stops the run
+        await stream.aclose()  # before the end: stops the run
 
 
 class _StatusError(TypecaseError):

@@ -12,22 +12,17 @@ from collections.abc import Callable
 from typecase.server.chat import context as ctx
 from typecase.server.chat.turn_state import Turn, now_stamp
 from typecase.server.rpc.errors import TypecaseError
+from typecase.server.rpc.ports import KnowledgeSearch
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2, knowledge_pb2, llm_pb2
 
 Emit = Callable[..., None]  # Turns._emit(turn, event, terminal=False)
 
 
-async def retrieve(turn: Turn, knowledge, emit: Emit, settings) -> bool:
+async def retrieve(turn: Turn, knowledge: KnowledgeSearch | None, emit: Emit, settings) -> bool:
     """Ground the answer on the session's knowledge bases (when the knowledge service runs here): a
     retrieval step, the citations, and the passages in the prompt as far as the budget allows. True when the
     prompt changed."""
-    search = getattr(knowledge, "search", None)
-    if search is None and hasattr(knowledge, "Search"):  # the servicer method works without a context
-
-        async def search(request):
-            return await knowledge.Search(request, None)
-
-    if not turn.kb_ids or search is None:
+    if not turn.kb_ids or knowledge is None:
         return False
     node = flow_pb2.NodeRun(
         node_id="knowledge_retrieval",
@@ -39,7 +34,7 @@ async def retrieve(turn: Turn, knowledge, emit: Emit, settings) -> bool:
     )
     emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
     try:
-        found = await search(
+        found = await knowledge.search(
             knowledge_pb2.SearchRequest(kb_ids=turn.kb_ids, query=turn.question, top_k=settings.chat_kb_top_k)
         )
     except TypecaseError as exc:  # answer without grounding rather than not at all

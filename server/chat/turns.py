@@ -71,6 +71,7 @@ from typecase.server.infra import tracing
 from typecase.server.infra.leased_tasks import LeasedTasks, LeaseSettings
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
+from typecase.server.rpc.ports import ChatFlows, Generation, KnowledgeSearch
 from typecase.v1 import chat_pb2, common_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
@@ -81,7 +82,15 @@ PREFIX = "chat:turn"
 
 
 class Turns(TurnRecovery):
-    def __init__(self, db: Database, cache, llm, settings, knowledge=None, flow=None):
+    def __init__(
+        self,
+        db: Database,
+        cache,
+        llm: Generation | None,
+        settings,
+        knowledge: KnowledgeSearch | None = None,
+        flow: ChatFlows | None = None,
+    ):
         self.db = db
         self.cache = cache
         self.llm = llm
@@ -405,9 +414,7 @@ class Turns(TurnRecovery):
                 if chunk.HasField("usage"):
                     turn.usage = chunk.usage
         finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()  # closes the upstream call at once, also when the turn is stopped
+            await stream.aclose()  # closes the upstream call at once, also when the turn is stopped
 
     async def _run_flow(self, turn: Turn) -> None:
         """Answer with the session's flow (flow_turns.py)."""

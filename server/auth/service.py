@@ -447,8 +447,12 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         return row
 
     async def GetUser(self, request, context):
+        return auth_pb2.GetUserResponse(user=await self.get_user(request.user_id))
+
+    async def get_user(self, user_id: str) -> auth_pb2.User:
+        """Python API for other domains (rpc.ports.Users): a user the caller may see."""
         async with self.db.session() as session:
-            return auth_pb2.GetUserResponse(user=user_message(await self._visible_user(session, request.user_id)))
+            return user_message(await self._visible_user(session, user_id))
 
     async def UpdateUser(self, request, context):
         me = caller.current()

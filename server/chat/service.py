@@ -29,6 +29,7 @@ from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern, mask_paths
+from typecase.server.rpc.ports import ChatFlows, Generation, KnowledgeSearch
 from typecase.v1 import chat_pb2, chat_pb2_grpc, flow_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
@@ -67,13 +68,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self,
         db: Database,
         cache,
-        llm,
+        llm: Generation | None,
         audit,
         settings,
         *,
         storage=None,
-        knowledge=None,
-        flow=None,
+        knowledge: KnowledgeSearch | None = None,
+        flow: ChatFlows | None = None,
         documents: DocumentReader | None = None,
     ):
         self.db = db
@@ -168,15 +169,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         return model
 
     async def _flow(self, flow_id: str) -> flow_pb2.Flow:
-        get_flow = getattr(self.flow, "get_flow", None)
-        if get_flow is None:
+        if self.flow is None:
             raise TypecaseError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "FLOW_NOT_PUBLISHED",
                 "flow sessions need the flow service, which is not running on this server",
                 {"flow_id": flow_id},
             )
-        flow = await get_flow(flow_id)
+        flow = await self.flow.get_flow(flow_id)
         if flow.status != flow_pb2.FLOW_STATUS_ONLINE:
             raise TypecaseError(
                 grpc.StatusCode.FAILED_PRECONDITION,

@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
+from sqlalchemy import update
+
+from typecase.server.chat.models import ChatSessionRow
 from typecase.v1 import common_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
@@ -51,3 +55,24 @@ async def generate_title(llm, model_id: str, question: str, answer: str, max_cha
     async for chunk in llm.generate(request):
         parts.append(chunk.text)
     return clean_title("".join(parts), max_chars)
+
+
+async def write_title(writing, llm, settings, session_id: str, question: str, answer: str, model_id: str) -> None:
+    """Title a session from its first exchange with the title model (else the question's start), unless the user
+    set a title meanwhile. `writing` opens a unit of work that writes (Turns.writing)."""
+    limit = settings.chat_title_max_chars
+    title = ""
+    try:
+        async with asyncio.timeout(settings.chat_title_timeout_seconds):
+            title = await generate_title(llm, model_id, question, answer, limit, settings.chat_title_max_tokens)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.info("chat: title model failed for session %s (%s); using the question", session_id, exc)
+    title = title or fallback_title(question, limit)
+    async with writing() as session:
+        await session.execute(  # a title the user set meanwhile wins
+            update(ChatSessionRow)
+            .where(ChatSessionRow.id == session_id, ChatSessionRow.title == "")
+            .values(title=title)
+        )

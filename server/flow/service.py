@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
@@ -60,7 +60,8 @@ from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern, mask_paths, struct_dict
 from typecase.server.rpc.paging import decode_token, encode_token, page_size
-from typecase.v1 import flow_pb2, flow_pb2_grpc, knowledge_pb2
+from typecase.server.rpc.ports import Generation, Knowledge
+from typecase.v1 import flow_pb2, flow_pb2_grpc
 
 log = logging.getLogger("typecase.flow")
 
@@ -76,7 +77,7 @@ def permission_denied(what: str) -> TypecaseError:
 
 
 class FlowService(flow_pb2_grpc.FlowServiceServicer):
-    def __init__(self, resources, llm, knowledge, audit, settings, sandbox=None):
+    def __init__(self, resources, llm: Generation | None, knowledge: Knowledge | None, audit, settings, sandbox=None):
         self.db = resources.db
         self.cache = resources.cache
         self.llm = llm
@@ -208,7 +209,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             if node.type == flow_pb2.NODE_TYPE_KNOWLEDGE_RETRIEVAL and self.knowledge is not None:
                 for i, kb_id in enumerate(kb_ids(node.params)):
                     try:
-                        await self.knowledge.GetKnowledgeBase(knowledge_pb2.GetKnowledgeBaseRequest(kb_id=kb_id), None)
+                        await self.knowledge.get_knowledge_base(kb_id)
                     except TypecaseError:
                         problems.append(
                             graphs.problem(
@@ -868,7 +869,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         input: dict[str, Any] | None = None,
         history: list[dict[str, str]] | None = None,
         stop_on_close: bool = True,
-    ) -> AsyncIterator[flow_pb2.RunFlowResponse]:
+    ) -> AsyncGenerator[flow_pb2.RunFlowResponse, None]:
         """One chat turn of a flow session, under the caller's principal (the session owner).
 
         If the session has a run of this flow waiting for input, the turn answers it: `input` (form values) or

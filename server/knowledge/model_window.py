@@ -156,10 +156,9 @@ class Profiles:
         import asyncio
 
         window, languages, upstream = self.default_window_tokens, (), ""
-        get_model = getattr(self.llm, "get_model", None)
-        if get_model is not None and model_id:
+        if self.llm is not None and model_id:
             try:
-                model = await get_model(model_id)
+                model = await self.llm.get_model(model_id)
                 window = model.context_length or window
                 upstream = model.upstream_name or model.name
                 declared = dict(model.config).get("languages") if model.HasField("config") else None

@@ -377,11 +377,7 @@ class Searcher:
         from typecase.v1 import llm_pb2
 
         request = llm_pb2.RerankRequest(model_id=model_id, query=query, documents=[h.text for h in pool])
-        rerank = getattr(self.llm, "rerank", None)
-        if rerank is not None:
-            response = await rerank(request)
-        else:
-            response = await self.llm.rerank(request)
+        response = await self.llm.rerank(request)
         scores = {r.index: r.relevance_score for r in response.results}
         for i, h in enumerate(pool):
             h.score = float(scores.get(i, 0.0))

@@ -59,6 +59,7 @@ from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.convert import to_timestamp
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
+from typecase.server.rpc.ports import Embedding
 from typecase.v1 import knowledge_pb2 as pb
 from typecase.v1 import knowledge_pb2_grpc
 
@@ -223,7 +224,7 @@ def duplicate(existing: KnowledgeFileRow) -> TypecaseError:
 
 
 class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
-    def __init__(self, resources, llm, audit, settings):
+    def __init__(self, resources, llm: Embedding | None, audit, settings):
         self.settings = settings
         self.db = resources.db
         self.storage = resources.storage
@@ -393,7 +394,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                 "FAILED_PRECONDITION",
                 "no LLM service is available to embed documents",
             )
-        if not model_id and hasattr(self.llm, "default_model_id"):
+        if not model_id:
             model_id = await self.llm.default_model_id(EMBEDDING_USE) or ""
             if not model_id:
                 raise invalid_argument(field, "no default knowledge embedding model is configured")
@@ -509,9 +510,13 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         )
 
     async def GetKnowledgeBase(self, request, context):
+        return pb.GetKnowledgeBaseResponse(knowledge_base=await self.get_knowledge_base(request.kb_id))
+
+    async def get_knowledge_base(self, kb_id: str) -> pb.KnowledgeBase:
+        """Python API for other domains (flow, rpc.ports.Knowledge): a base the caller may see."""
         async with self.db.session() as session:
-            row = await self._kb(session, request.kb_id)
-        return pb.GetKnowledgeBaseResponse(knowledge_base=await self._kb_message(row))
+            row = await self._kb(session, kb_id)
+        return await self._kb_message(row)
 
     async def UpdateKnowledgeBase(self, request, context):
         me = caller.current()
@@ -1012,6 +1017,11 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             local.unlink(missing_ok=True)
 
     async def Search(self, request, context):
+        return await self.search(request)
+
+    async def search(self, request: pb.SearchRequest) -> pb.SearchResponse:
+        """Python API for other domains (chat, flow, tools; rpc.ports.KnowledgeSearch): Search with the caller
+        bound in the current context."""
         started = time.perf_counter()
         s = self.settings
         kb_ids = list(dict.fromkeys(request.kb_ids))
@@ -1258,10 +1268,6 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                 break
         if first:  # an empty range of an empty file still says what it is
             yield httpbody_pb2.HttpBody(content_type=file.mime_type)
-
-    async def search(self, request: pb.SearchRequest) -> pb.SearchResponse:
-        """Python API for other domains (chat, flow): Search with the caller bound in the current context."""
-        return await self.Search(request, None)
 
     # -- worker process ---------------------------------------------------------------------------------------------------
     async def run_worker(self, stop: asyncio.Event) -> None:

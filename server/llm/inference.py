@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -338,7 +338,7 @@ class Inference:
         if len(config.stop) > 4:
             raise invalid_argument("config.stop", "at most 4 stop sequences")
 
-    async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncIterator[llm_pb2.GenerateResponse]:
+    async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
         started = time.perf_counter()
         primary = await self.resolve(request.model_id, "chat", "llm")
         self.validate_config(request.config)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from google.protobuf.json_format import MessageToDict
 from google.rpc import status_pb2
@@ -73,7 +73,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         await self.inference.aclose()
 
     # -- Python API ----------------------------------------------------------------------------------------------
-    def generate(self, request: llm_pb2.GenerateRequest) -> AsyncIterator[llm_pb2.GenerateResponse]:
+    def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
         """The Generate stream: seq-numbered deltas, then a final message with finish_reason and usage.
         Raises TypecaseError (before the first message, or mid-stream after it); closing the iterator or
         cancelling its consumer closes the upstream call at once."""

@@ -39,6 +39,7 @@ from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.convert import from_timestamp, to_timestamp
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
+from typecase.server.rpc.ports import Users
 from typecase.v1 import admin_pb2, admin_pb2_grpc
 
 log = logging.getLogger("typecase.proxy")
@@ -103,9 +104,15 @@ def _epoch(message, field: str) -> float | None:
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, settings, *, audit: AuditLog, auth=None, request_restart=None, proxy_keys: KeyVerifier | None = None
+        self,
+        settings,
+        *,
+        audit: AuditLog,
+        auth: Users | None = None,
+        request_restart=None,
+        proxy_keys: KeyVerifier | None = None,
     ):
-        """`auth`: the AuthService object (usernames for audit events); `request_restart`: the App's graceful
+        """`auth`: the auth domain's users (usernames for audit events); `request_restart`: the App's graceful
         re-exec (RestartServer fails with UNAVAILABLE without it); `proxy_keys`: checks the proxy's access keys
         (the proxy does not start without it unless proxy_access_keys is off)."""
         self.settings = settings
@@ -593,13 +600,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         """Usernames through the auth domain's service API (never its tables)."""
         if self.auth is None:
             return {}
-        from typecase.v1 import auth_pb2
-
         names = {}
         for user_id in user_ids:
             try:
-                reply = await self.auth.GetUser(auth_pb2.GetUserRequest(user_id=user_id), None)
-                names[user_id] = reply.user.username
+                names[user_id] = (await self.auth.get_user(user_id)).username
             except TypecaseError:  # deleted since
                 pass
         return names

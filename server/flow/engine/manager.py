@@ -8,21 +8,21 @@
   (and the running replica also polls the keys at each heartbeat, in case the message was missed).
 - Events: the running replica appends to a LiveLog (its own readers follow it directly) and copies each entry
   to the shared event log in the cache (every other reader), kept for a TTL after the run ends or pauses.
+
+The lease, stop, heartbeat/sweep, log writer and follow machinery is infra/leased_tasks.py (shared with chat
+turns); this module supplies what is a run's own: how one is created, resumed, continued, reaped and replayed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
-import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import grpc
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, update
 
 from typecase.server.flow.convert import input_required, status_message, usage
 from typecase.server.flow.engine.runner import RUNS, Execution, shared_entry
@@ -31,23 +31,19 @@ from typecase.server.flow.errors import not_waiting
 from typecase.server.flow.graph import Graph
 from typecase.server.flow.models import ENDED, FAILED, RUNNING, STOPPED, WAITING, FlowRunNodeRow, FlowRunRow
 from typecase.server.flow.nodes.base import Services
-from typecase.server.infra.cache import listen_forever
-from typecase.server.infra.eventlog import Entry, EventLog
+from typecase.server.infra.eventlog import Entry
+from typecase.server.infra.leased_tasks import LeasedTasks, LeaseSettings
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import flow_pb2
 
 log = logging.getLogger("typecase.flow")
 
-STOP_CHANNEL = "flow:run-stops"
+PREFIX = "flow:run"
 
 
 def stream_key(run_id: str) -> str:
     return f"flow:run:{run_id}:events"
-
-
-def stop_key(run_id: str) -> str:
-    return f"flow:run:{run_id}:stop"
 
 
 def run_entry(run_id: str, seq: int, event: flow_pb2.RunEvent, terminal: bool = False) -> Entry:
@@ -73,29 +69,33 @@ class Engine:
         self.cache = cache
         self.settings = settings
         self.services = services
-        self.replica = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:128]
-        self.log = EventLog(
+        self.leases: LeasedTasks[Execution] = LeasedTasks(
+            db,
             cache,
-            ttl_seconds=settings.flow_event_log_ttl_seconds,
-            running_ttl_seconds=settings.flow_run_timeout_seconds + settings.flow_event_log_ttl_seconds,
-            key=stream_key,
+            name="flow",
+            prefix=PREFIX,
+            model=FlowRunRow,
+            settings=LeaseSettings(
+                lease_seconds=(lease := settings.flow_lease_seconds),
+                heartbeat_seconds=min(lease / 3, sweep := settings.flow_sweep_interval_seconds),
+                sweep_seconds=sweep,
+                sweep_batch=100,
+                timeout_seconds=settings.flow_run_timeout_seconds,
+                log_ttl_seconds=settings.flow_event_log_ttl_seconds,
+                follow_poll_seconds=settings.flow_follow_poll_seconds,
+            ),
+            holder=self,
+            to_shared=shared_entry,  # a pause ends live readers, not the shared log
         )
-        self.local: dict[str, Execution] = {}
-        self._background: set[asyncio.Task] = set()
-        self._loops: list[asyncio.Task] = []
-        self.stop_listener_ready = asyncio.Event()
+        self.replica = self.leases.replica
+        self.log = self.leases.log
+        self.local = self.leases.local
+        self.stop_listener_ready = self.leases.stop_listener_ready
         self.started = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._loops = [
-            asyncio.create_task(self._listen_for_stops(), name="flow-stop-listener"),
-            asyncio.create_task(self._heartbeat(), name="flow-heartbeat"),
-        ]
-        try:
-            await asyncio.wait_for(self.stop_listener_ready.wait(), 10)
-        except TimeoutError:
-            log.warning("flow: the stop listener is not subscribed yet; stops will be found by polling meanwhile")
+        await self.leases.start()
         self.started = True
 
     async def stop(self) -> None:
@@ -104,31 +104,31 @@ class Engine:
         runs = list(self.local.values())
         for execution in runs:
             execution.interrupt("release")
-        tasks = [e.task for e in runs if e.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
-        writers = [e.writer for e in runs if e.writer is not None and not e.writer.done()]
-        if writers:
-            await asyncio.wait(writers, timeout=2)
-        leftovers = [t for t in self._background if not t.done()]
-        for task in [*self._loops, *leftovers]:
-            task.cancel()
-        await asyncio.gather(*self._loops, *leftovers, return_exceptions=True)
+        await self.leases.settle(runs)
+        await self.leases.close()
         await self.services.aclose()
         self.started = False
 
     def spawn(self, coro, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        return self.leases.spawn(coro, name)
+
+    # -- what the lease engine asks of runs (LeaseHolder) ----------------------------------------------------
+    def stop_local(self, execution: Execution) -> bool:
+        return execution.interrupt("stop")
+
+    def abandon(self, execution: Execution) -> None:
+        execution.interrupt("abandon")
+
+    async def pick_up(self, run_id: str) -> bool:
+        """A run whose lease lapsed: ended as STOPPED when a stop was asked for, else continued here."""
+        if await self.leases.stop_asked(run_id) and await self.reap_stopped(run_id):
+            return False
+        return await self.recover(run_id) is not None
 
     # -- executing -------------------------------------------------------------------------------------------
     def launch(self, execution: Execution, resume: tuple[str, dict[str, Any]] | None = None) -> Execution:
-        self.local[execution.run_id] = execution
-        execution.writer = self.spawn(self._write_log(execution), f"flow-log-{execution.run_id}")
-        execution.task = asyncio.create_task(execution.run(resume), name=f"flow-run-{execution.run_id}")
-        return execution
+        run_id = execution.run_id
+        return self.leases.launch(run_id, execution, execution.run(resume), f"flow-run-{run_id}")
 
     async def create(
         self,
@@ -235,32 +235,6 @@ class Engine:
                 attempts[started.node_id] = max(attempts.get(started.node_id, 0), started.attempt)
         return max((e.seq for e in entries), default=0), attempts
 
-    async def _write_log(self, execution: Execution) -> None:
-        """Move the run's events from its outbox to the shared event log, then to its live log, in order."""
-        key = stream_key(execution.run_id)
-        first = True
-        async for entry in execution.outbox.read(execution.outbox.first_seq - 1):
-            if entry.message is None:  # CLOSED
-                execution.live.append(entry)
-                return
-            shared = shared_entry(entry)
-            pause = shared is not entry
-            for attempt in range(3):
-                try:
-                    await self.log.append(execution.run_id, shared)
-                    if first and entry.seq != 1:  # a continued log: make sure it expires
-                        await self.cache.expire(key, self.log.running_ttl)
-                    if pause:
-                        await self.cache.expire(key, self.log.ttl)
-                    first = False
-                    break
-                except Exception as exc:
-                    if attempt == 2:  # readers here still get it; readers elsewhere will miss it
-                        log.warning("flow: event %d of run %s not logged: %s", entry.seq, execution.run_id, exc)
-                    else:
-                        await asyncio.sleep(0.05 * (attempt + 1))
-            execution.live.append(entry)
-
     # -- stopping --------------------------------------------------------------------------------------------
     async def request_stop(self, row: FlowRunRow) -> bool:
         """Stop a running or waiting run. False when it had already ended."""
@@ -271,8 +245,7 @@ class Engine:
             return execution.interrupt("stop") or not execution.ended.is_set()
         if row.status == WAITING:
             return await self.end_waiting(row.id)
-        await self.cache.set(stop_key(row.id), "1", ttl=self.settings.flow_run_timeout_seconds)
-        await self.cache.publish(STOP_CHANNEL, row.id)
+        await self.leases.stop_elsewhere(row.id)
         return True
 
     def stop_execution(self, execution: Execution) -> None:
@@ -319,32 +292,11 @@ class Engine:
         return True
 
     async def _append_quietly(self, run_id: str, entry: Entry) -> None:
-        try:
-            await self.log.append(run_id, entry)
-        except Exception as exc:
-            log.warning("flow: could not log event %d of run %s: %s", entry.seq, run_id, exc)
+        await self.leases.append_quietly(run_id, entry)
 
     async def wait_ended(self, run_id: str, timeout: float) -> bool:
         """Wait until the run no longer runs (continuing a dead replica's stop ourselves)."""
-        execution = self.local.get(run_id)
-        if execution is not None:
-            try:
-                await asyncio.wait_for(execution.ended.wait(), timeout)
-                return True
-            except TimeoutError:
-                return False
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while time.monotonic() < deadline:
-            row = await self.get_row(run_id)
-            if row is None or row.status != RUNNING:
-                return True
-            if self.lapsed(row):
-                await self.reap_stopped(run_id)
-                return True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return False
+        return await self.leases.wait_ended(run_id, timeout, self.reap_stopped)
 
     async def reap_stopped(self, run_id: str) -> bool:
         """End as STOPPED a run asked to stop whose replica is gone."""
@@ -376,131 +328,45 @@ class Engine:
         return True
 
     def lapsed(self, row: FlowRunRow) -> bool:
-        return (
-            row.status == RUNNING
-            and row.id not in self.local
-            and (row.lease_expire_time is None or row.lease_expire_time < utcnow())
-        )
-
-    async def _listen_for_stops(self) -> None:
-        def stop(run_id: str) -> None:
-            execution = self.local.get(run_id)
-            if execution is not None:
-                execution.interrupt("stop")
-
-        await listen_forever(self.cache, STOP_CHANNEL, stop, self.stop_listener_ready, "flow stop listener")
-
-    # -- liveness --------------------------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        interval = self.settings.flow_lease_seconds / 3
-        next_sweep = 0.0
-        while True:
-            try:
-                await self._renew()
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + self.settings.flow_sweep_interval_seconds
-                    await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("flow: heartbeat failed", exc_info=True)
-            await asyncio.sleep(min(interval, self.settings.flow_sweep_interval_seconds))
-
-    async def _renew(self) -> None:
-        runs = [e for e in self.local.values() if not e.finishing]
-        if not runs:
-            return
-        ids = [e.run_id for e in runs]
-        now = utcnow()
-        async with self.db.session() as session:
-            renewed = await session.execute(
-                update(FlowRunRow)
-                .where(FlowRunRow.id.in_(ids), FlowRunRow.replica == self.replica, FlowRunRow.status == RUNNING)
-                .values(lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds))
-            )
-            if renewed.rowcount < len(ids):
-                mine = set(
-                    await session.scalars(
-                        select(FlowRunRow.id).where(
-                            FlowRunRow.id.in_(ids), FlowRunRow.replica == self.replica, FlowRunRow.status == RUNNING
-                        )
-                    )
-                )
-                for execution in runs:
-                    if execution.run_id not in mine and not execution.finishing:
-                        execution.interrupt("abandon")
-        for execution in runs:  # stops published while the listener was reconnecting
-            if not execution.finishing and await self.cache.get(stop_key(execution.run_id)):
-                execution.interrupt("stop")
+        return self.leases.lapsed(row)
 
     async def sweep(self) -> int:
         """Continue the running runs whose replica stopped renewing their lease; returns how many."""
-        async with self.db.session() as session:
-            lapsed = list(
-                await session.scalars(
-                    select(FlowRunRow.id)
-                    .where(
-                        FlowRunRow.status == RUNNING,
-                        or_(FlowRunRow.lease_expire_time.is_(None), FlowRunRow.lease_expire_time < utcnow()),
-                    )
-                    .limit(100)
-                )
-            )
-        count = 0
-        for run_id in lapsed:
-            if run_id in self.local:
-                continue
-            if await self.cache.get(stop_key(run_id)):
-                if await self.reap_stopped(run_id):
-                    continue
-            try:
-                if await self.recover(run_id) is not None:
-                    count += 1
-            except Exception:
-                log.exception("flow: could not continue run %s", run_id)
-        return count
+        return await self.leases.sweep()
 
     # -- reading ---------------------------------------------------------------------------------------------
     async def get_row(self, run_id: str) -> FlowRunRow | None:
-        async with self.db.session() as session:
-            return await session.get(FlowRunRow, run_id)
+        return await self.leases.get_row(run_id)
 
     async def follow(self, row: FlowRunRow, after_seq: int) -> AsyncIterator[Entry]:
         """The run's events after `after_seq`, then live ones until it ends or waits for input."""
-        execution = self.local.get(row.id)
-        if execution is not None and after_seq >= execution.live.first_seq - 1:
-            async for entry in execution.live.read(after_seq):
-                if entry.message is None:
-                    break  # the run left this replica: go on with the shared log
-                after_seq = entry.seq
-                yield entry
-            else:
-                return
-            row = await self.get_row(row.id) or row
-        if row.status != RUNNING and not await self.cache.xrange(stream_key(row.id), count=1):
-            for entry in stored_replay(row, after_seq):
-                yield entry
-            return
-
-        async def on_idle(last_seq: int) -> Entry | None:
-            current = await self.get_row(row.id)
-            if current is None:
-                raise TypecaseError(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"run {row.id!r} not found", {"id": row.id})
-            if current.status == RUNNING:
-                if self.lapsed(current):
-                    self.spawn(self.recover(row.id), f"flow-recover-{row.id}")
-                return None
-            grace = timedelta(seconds=self.settings.flow_follow_poll_seconds)
-            if last_seq < current.last_seq and utcnow() - current.update_time < grace:
-                return None  # its last events may still be on their way to the log
-            return stored_end(current, max(last_seq, current.last_seq))
-
-        async for entry in self.log.read(row.id, after_seq, self.settings.flow_follow_poll_seconds, on_idle):
+        async for entry in self.leases.follow(
+            row, after_seq, on_idle=self._on_idle, stored_replay=self._stored_replay, stop_after=self._paused
+        ):
             yield entry
-            if is_pause(entry):
-                current = await self.get_row(row.id)
-                if current is not None and current.status == WAITING and current.last_seq <= entry.seq:
-                    return
+
+    async def _stored_replay(self, row: FlowRunRow, after_seq: int) -> list[Entry]:
+        return stored_replay(row, after_seq)
+
+    async def _on_idle(self, row: FlowRunRow, last_seq: int) -> Entry | None:
+        current = await self.get_row(row.id)
+        if current is None:
+            raise TypecaseError(grpc.StatusCode.NOT_FOUND, "NOT_FOUND", f"run {row.id!r} not found", {"id": row.id})
+        if current.status == RUNNING:
+            if self.lapsed(current):
+                self.spawn(self.recover(row.id), f"flow-recover-{row.id}")
+            return None
+        grace = timedelta(seconds=self.settings.flow_follow_poll_seconds)
+        if last_seq < current.last_seq and utcnow() - current.update_time < grace:
+            return None  # its last events may still be on their way to the log
+        return stored_end(current, max(last_seq, current.last_seq))
+
+    async def _paused(self, row: FlowRunRow, entry: Entry) -> bool:
+        """A pause in the shared log ends the read once the row is waiting at it."""
+        if not is_pause(entry):
+            return False
+        current = await self.get_row(row.id)
+        return current is not None and current.status == WAITING and current.last_seq <= entry.seq
 
 
 def stored_end(row: FlowRunRow, seq: int) -> Entry:

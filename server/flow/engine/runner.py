@@ -50,6 +50,7 @@ from typecase.server.flow.models import (
 from typecase.server.flow.nodes.base import NodeContext, NodeResult
 from typecase.server.flow.redact import redact_params
 from typecase.server.infra.eventlog import Entry, LiveLog
+from typecase.server.infra.leased_tasks import CLOSED
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.convert import to_timestamp
@@ -87,11 +88,6 @@ class Started:
     at: datetime
     perf: float
     attempt: int
-
-
-# Ends the logs of an execution that stops here without a terminal event (released or abandoned): readers on this
-# replica stop reading its live log (and may go on with the shared log, where another replica continues the run).
-CLOSED = Entry(0, b"", True, None)
 
 
 class Execution:

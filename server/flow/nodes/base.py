@@ -17,6 +17,7 @@ import grpc
 from typecase.server.flow import templates
 from typecase.server.flow.workers import FlowWorkers
 from typecase.server.rpc.errors import TypecaseError
+from typecase.server.rpc.ports import Generation, Knowledge
 
 WILDCARD = None  # outputs() of a node whose output keys are only known at run time
 
@@ -44,8 +45,8 @@ class Services:
     """What nodes may call. Built once per engine; nodes never reach other domains' tables."""
 
     settings: Any
-    llm: Any = None
-    knowledge: Any = None
+    llm: Generation | None = None
+    knowledge: Knowledge | None = None
     http: Any = None  # HttpGuard (nodes/http.py), shared client and policy
     workers: FlowWorkers | None = None  # templates and regexes off the event loop; from the settings by default
     sandbox: Any = None  # Sandbox (typecase.server.sandbox), where code nodes run

@@ -77,12 +77,9 @@ class KnowledgeRetrieval(NodeSpec):
             return NodeResult(
                 outputs={"chunks": [], "citations": [], "context": "", "count": 0, "query": ""}, inputs=inputs
             )
-        search = getattr(knowledge, "search", None)
 
         async def call():
-            if search is not None:
-                return await search(request)
-            return await knowledge.Search(request, None)
+            return await knowledge.search(request)
 
         if ctx.as_flow_owner is not None:
             found = await ctx.as_flow_owner(call)

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 from google.protobuf import struct_pb2
 
-from typecase.server.agent.loop import Outcome
+from typecase.server.agent.loop import AgentSettings, Outcome
 from typecase.server.tools.api import Declarations, ToolCall, ToolsApi, declared_name
-from typecase.v1 import llm_pb2
+from typecase.v1 import assistant_pb2, llm_pb2
 
 KNOWLEDGE_TOOL = "builtin-knowledge_search"
 KNOWLEDGE_NAME = "knowledge_search"
@@ -85,3 +85,36 @@ async def catalog_toolbox(
         )
         declared.by_name[name] = KNOWLEDGE_TOOL
     return CatalogToolbox(tools, declared, kb_ids, timeout_ms / 1000)
+
+
+class Agents:
+    """chat.agent_turn.AgentSource (and what compat and flow use): assistants as the caller may run them, their
+    toolboxes over the tools catalogue, and the loop's settings from an assistant and the server's limits."""
+
+    def __init__(self, settings, assistants, tools: ToolsApi):
+        self.server = settings
+        self.assistants = assistants  # AssistantService (its Python API: runnable, runnable_by_name, online)
+        self.tools = tools
+
+    async def assistant(self, assistant_id: str):
+        return await self.assistants.runnable(assistant_id)
+
+    async def toolbox(self, assistant) -> CatalogToolbox:
+        as_tool = assistant.knowledge_mode != assistant_pb2.KNOWLEDGE_MODE_BEFORE_FIRST_STEP
+        return await catalog_toolbox(
+            self.tools, list(assistant.tool_ids), list(assistant.kb_ids), as_tool, assistant.tool_timeout_ms
+        )
+
+    def settings(self, assistant, model_id: str, user: str) -> AgentSettings:
+        s = self.server
+        config = llm_pb2.GenerationConfig()
+        config.CopyFrom(assistant.generation_config)
+        return AgentSettings(
+            model_id=model_id or assistant.model_id,
+            config=config,
+            max_steps=assistant.max_steps or s.assistants_default_max_steps,
+            first_tool_choice=assistant.tool_choice,
+            preview_chars=s.agent_result_preview_chars,
+            max_result_chars=s.agent_max_result_chars,
+            user=user,
+        )

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway, http_docs
+from typecase.server.agent_wiring import Agents
 from typecase.server.assistants_wiring import assistant_service
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.oidc import oidc_routes
@@ -107,6 +108,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     )
     servicers["ToolService"] = tool_service(app, servicers)
     servicers["AssistantService"] = assistant_service(app, servicers)
+    agents = Agents(app.settings, servicers["AssistantService"], servicers["ToolService"].api)
     servicers["ChatService"] = ChatService(
         app.resources.db,
         app.resources.cache,
@@ -117,6 +119,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
         knowledge=servicers["KnowledgeService"],
         flow=servicers["FlowService"],
         documents=attachment_reader(servicers["KnowledgeService"]),
+        agents=agents,
     )
     servicers["AdminService"] = AdminService(
         app.settings,

@@ -26,3 +26,11 @@ def builtins(user_id: str, assistant_name: str, now: datetime | None = None) -> 
 
 def render(template: str, values: Mapping[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def system_prompt(assistant, session_values: Mapping[str, str], user_id: str) -> str:
+    """An Assistant message's instructions rendered: session values for its variables, else their defaults."""
+    values = {v.name: v.default_value for v in assistant.variables}
+    values.update({k: v for k, v in session_values.items() if k in values})
+    values.update(builtins(user_id, assistant.name))
+    return render(assistant.instructions, values)

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import select
 
-from typecase.server.agent.instructions import builtins, render
+from typecase.server.agent.instructions import system_prompt  # noqa: F401 (chat's service uses it from here)
 from typecase.server.agent.loop import AgentLoop, AgentSettings, Finished, TextDelta, Toolbox, ToolUpdate
 from typecase.server.chat import context as ctx
 from typecase.server.chat.models import ChatMessageRow
@@ -41,13 +40,6 @@ class AgentSource(Protocol):
     async def toolbox(self, assistant: assistant_pb2.Assistant) -> Toolbox: ...
 
     def settings(self, assistant: assistant_pb2.Assistant, model_id: str, user: str) -> AgentSettings: ...
-
-
-def system_prompt(assistant: assistant_pb2.Assistant, session_values: Mapping[str, str], user_id: str) -> str:
-    values = {v.name: v.default_value for v in assistant.variables}
-    values.update({k: v for k, v in session_values.items() if k in values})
-    values.update(builtins(user_id, assistant.name))
-    return render(assistant.instructions, values)
 
 
 def _summary(steps: list[dict], result_chars: int) -> str:

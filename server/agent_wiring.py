@@ -144,3 +144,19 @@ class Agents:
             max_result_chars=s.agent_max_result_chars,
             user=user,
         )
+
+
+class FlowAgents:
+    """What AGENT and TOOL flow nodes use of the tools domain (flow/nodes/base.py Services.agents)."""
+
+    def __init__(self, tools: ToolsApi):
+        self.tools = tools
+
+    async def toolbox(self, tool_ids: Sequence[str], kb_ids: Sequence[str], timeout_ms: int) -> CatalogToolbox:
+        return await catalog_toolbox(self.tools, tool_ids, kb_ids, True, timeout_ms)
+
+    async def call(self, tool_id: str, arguments: dict, timeout_ms: int):
+        """One call (a tools.api.ToolCallResult: ok, text, structured, reason, seconds)."""
+        if not isinstance(arguments, dict):
+            arguments = {}
+        return (await self.tools.execute([ToolCall("node", tool_id, arguments, timeout_ms / 1000)]))[0]

@@ -43,6 +43,10 @@ class CatalogToolbox:
     def tool_id(self, name: str) -> str:
         return self.declared.tool_id(name)
 
+    async def idempotent(self, name: str) -> bool:
+        tool_id = self.tool_id(name)
+        return bool(tool_id) and await self.tools.idempotent(tool_id)
+
     async def run(self, calls: Sequence[llm_pb2.ToolCall]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(calls)
         batch: list[tuple[int, ToolCall]] = []

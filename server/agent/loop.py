@@ -47,6 +47,8 @@ class Toolbox(Protocol):
 
     def tool_id(self, name: str) -> str: ...
 
+    async def idempotent(self, name: str) -> bool: ...
+
     async def run(self, calls: Sequence[llm_pb2.ToolCall]) -> list[Outcome]: ...
 
 
@@ -62,11 +64,23 @@ class ToolUpdate:
 
 
 @dataclass
+class StepStarted:
+    """The model asked for tools: its message (with the calls) is final; the calls run next."""
+
+    number: int
+    message: llm_pb2.ChatMessage
+
+
+@dataclass
 class StepCompleted:
     number: int
     messages: list[llm_pb2.ChatMessage]  # the assistant message with its tool calls, then one tool message each
     tools: list[common_pb2.ToolStep]  # their final states
     usage: common_pb2.Usage
+
+    @property
+    def results(self) -> list[llm_pb2.ChatMessage]:
+        return self.messages[1:]
 
 
 @dataclass
@@ -79,7 +93,7 @@ class Finished:
     served_model_id: str = ""
 
 
-Event = TextDelta | ToolUpdate | StepCompleted | Finished
+Event = TextDelta | ToolUpdate | StepStarted | StepCompleted | Finished
 
 
 @dataclass
@@ -197,12 +211,50 @@ class AgentLoop:
             call.arguments = call.arguments or "{}"
         state["text"], state["calls"] = "".join(text), calls
 
-    async def run(self, messages: Sequence[llm_pb2.ChatMessage], *, first_step: int = 1) -> AsyncIterator[Event]:
-        """Run from `messages` (history, the question and any completed steps; `first_step` counts those)."""
+    async def _finish_step(self, number: int, calls, known: Sequence[Outcome | None], text: str):
+        """Run the calls whose outcome is not known yet (concurrently), then yield every call's end and the step."""
+        s = self.settings
+        started = [tool_step(call, number, self.toolbox.tool_id(call.name)) for call in calls]
+        to_run = [i for i, outcome in enumerate(known) if outcome is None]
+        for i in to_run:
+            yield ToolUpdate(started[i])
+        began = time.monotonic()
+        ran = await self.toolbox.run([calls[i] for i in to_run]) if to_run else []
+        outcomes = list(known)
+        for i, outcome in zip(to_run, ran, strict=True):
+            if not outcome.seconds:
+                outcome.seconds = time.monotonic() - began
+            outcomes[i] = outcome
+        ended = [ended_step(step, outcome, s.preview_chars) for step, outcome in zip(started, outcomes, strict=True)]
+        for i, step in enumerate(ended):
+            if i in to_run or outcomes[i].cancelled:  # a result logged before a takeover is not announced again
+                yield ToolUpdate(step)
+        added = tool_messages(calls, outcomes, text, s.max_result_chars)
+        yield StepCompleted(number, added, ended, common_pb2.Usage())
+
+    async def run(
+        self,
+        messages: Sequence[llm_pb2.ChatMessage],
+        *,
+        first_step: int = 1,
+        pending: Sequence[Outcome | None] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Run from `messages` (history, the question and any completed steps; `first_step` counts those).
+
+        Resuming a step whose calls were asked for but not all answered (a turn taken over): `messages` ends with
+        the model's message carrying the calls, `first_step` is that step, and `pending` has, per call, the outcome
+        already known (logged, or the interruption of a call that may not be repeated) or None to run it."""
         s = self.settings
         prompt = list(messages)
         usage = common_pb2.Usage()
         served = ""
+        if pending is not None:
+            asked = prompt.pop()
+            async for event in self._finish_step(first_step, list(asked.tool_calls), pending, asked.content):
+                if isinstance(event, StepCompleted):
+                    prompt.extend(event.messages)
+                yield event
+            first_step += 1
         for number in range(first_step, s.max_steps + 1):
             state: dict = {"finish": common_pb2.FINISH_REASON_UNSPECIFIED, "usage": common_pb2.Usage()}
             async for event in self._model_call(self._request(prompt, number), number, state):
@@ -223,20 +275,13 @@ class AgentLoop:
                 )
                 yield Finished(common_pb2.FINISH_REASON_MAX_STEPS, state["text"], usage, number, notice, served)
                 return
-            started = [tool_step(call, number, self.toolbox.tool_id(call.name)) for call in calls]
-            for step in started:
-                yield ToolUpdate(step)
-            began = time.monotonic()
-            outcomes = await self.toolbox.run(calls)
-            ended = []
-            for step, outcome in zip(started, outcomes, strict=True):
-                if not outcome.seconds:
-                    outcome.seconds = time.monotonic() - began
-                ended.append(ended_step(step, outcome, s.preview_chars))
-                yield ToolUpdate(ended[-1])
-            added = tool_messages(calls, outcomes, state["text"], s.max_result_chars)
-            prompt.extend(added)
-            yield StepCompleted(number, added, ended, state["usage"])
+            asked = llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=state["text"], tool_calls=calls)
+            yield StepStarted(number, asked)
+            async for event in self._finish_step(number, calls, [None] * len(calls), state["text"]):
+                if isinstance(event, StepCompleted):
+                    event.usage = state["usage"]
+                    prompt.extend(event.messages)
+                yield event
         # first_step beyond max_steps: a resumed turn that had already used every step
         yield Finished(
             common_pb2.FINISH_REASON_MAX_STEPS,

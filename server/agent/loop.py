@@ -16,6 +16,7 @@ flight (ToolsApi.execute closes its HTTP and MCP requests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +41,9 @@ class Outcome:
     cancelled: bool = False  # stopped or interrupted rather than failed
 
 
+OnResult = Callable[[int, Outcome], None]
+
+
 class Toolbox(Protocol):
     """The tools an agent may call, as the model sees them, and how to run a batch of its calls."""
 
@@ -49,7 +53,9 @@ class Toolbox(Protocol):
 
     async def idempotent(self, name: str) -> bool: ...
 
-    async def run(self, calls: Sequence[llm_pb2.ToolCall]) -> list[Outcome]: ...
+    async def run(self, calls: Sequence[llm_pb2.ToolCall], on_result: OnResult | None = None) -> list[Outcome]:
+        """Run the calls concurrently; on_result(index, outcome) as each one ends."""
+        ...
 
 
 @dataclass
@@ -216,19 +222,40 @@ class AgentLoop:
         s = self.settings
         started = [tool_step(call, number, self.toolbox.tool_id(call.name)) for call in calls]
         to_run = [i for i, outcome in enumerate(known) if outcome is None]
+        outcomes = list(known)
+        for i, outcome in enumerate(known):  # an interruption recorded at a takeover is announced; a logged end not
+            if outcome is not None and outcome.cancelled:
+                yield ToolUpdate(ended_step(started[i], outcome, s.preview_chars))
         for i in to_run:
             yield ToolUpdate(started[i])
-        began = time.monotonic()
-        ran = await self.toolbox.run([calls[i] for i in to_run]) if to_run else []
-        outcomes = list(known)
-        for i, outcome in zip(to_run, ran, strict=True):
-            if not outcome.seconds:
-                outcome.seconds = time.monotonic() - began
-            outcomes[i] = outcome
+        if to_run:
+            began = time.monotonic()
+            done: asyncio.Queue[tuple[int, Outcome]] = asyncio.Queue()
+            batch = asyncio.create_task(
+                self.toolbox.run([calls[i] for i in to_run], lambda j, o: done.put_nowait((to_run[j], o)))
+            )
+            getter: asyncio.Future | None = None
+            try:
+                for _ in to_run:  # each call's end as it comes: logged before the slower ones finish
+                    getter = asyncio.ensure_future(done.get())
+                    await asyncio.wait({getter, batch}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        batch.result()  # the batch failed: raise its error
+                        raise RuntimeError("a tool batch ended without every result")
+                    i, outcome = getter.result()
+                    if not outcome.seconds:
+                        outcome.seconds = time.monotonic() - began
+                    outcomes[i] = outcome
+                    yield ToolUpdate(ended_step(started[i], outcome, s.preview_chars))
+                await batch
+            finally:
+                if getter is not None and not getter.done():
+                    getter.cancel()
+                if not batch.done():
+                    batch.cancel()
+                    await asyncio.gather(batch, return_exceptions=True)
         ended = [ended_step(step, outcome, s.preview_chars) for step, outcome in zip(started, outcomes, strict=True)]
-        for i, step in enumerate(ended):
-            if i in to_run or outcomes[i].cancelled:  # a result logged before a takeover is not announced again
-                yield ToolUpdate(step)
         added = tool_messages(calls, outcomes, text, s.max_result_chars)
         yield StepCompleted(number, added, ended, common_pb2.Usage())
 

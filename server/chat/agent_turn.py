@@ -195,10 +195,14 @@ async def resume(agents: AgentSource, assistant_id: str, turn, events: list[chat
     principal = caller.Principal(turn.owner_id, caller.ROLE_USER)
     token = caller.bind(principal)
     try:
-        assistant = await agents.assistant(assistant_id)
-        toolbox = await agents.toolbox(assistant)
+        await _resume(agents, assistant_id, turn, events, principal)
     finally:
         caller.bind_reset(token)
+
+
+async def _resume(agents: AgentSource, assistant_id: str, turn, events, principal) -> None:
+    assistant = await agents.assistant(assistant_id)
+    toolbox = await agents.toolbox(assistant)
     settings = agents.settings(assistant, turn.request.model_id, turn.owner_id)
     settings.config = turn.request.config
     ended = {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 
-from typecase.server.agent.loop import AgentLoop, AgentSettings, Finished, TextDelta, ToolUpdate
+from typecase.server.agent.loop import AgentLoop, AgentSettings, Finished, StepCompleted, TextDelta
 from typecase.server.flow.nodes.base import NodeContext, NodeResult, NodeSpec, Problem, as_int, node_error, text_params
 from typecase.server.flow.nodes.llm import finish_name
 from typecase.v1 import common_pb2, flow_pb2, llm_pb2
@@ -89,8 +89,8 @@ class Agent(NodeSpec):
                 parts.append(event.text)
                 if stream:
                     ctx.emit_token(event.text)
-            elif isinstance(event, ToolUpdate) and event.step.status != common_pb2.TOOL_STEP_STATUS_RUNNING:
-                steps.append(json_format.MessageToDict(event.step, preserving_proto_field_name=True))
+            elif isinstance(event, StepCompleted):  # its calls' final states, in the order the model asked
+                steps += [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in event.tools]
             elif isinstance(event, Finished):
                 finished = event
         if finished is not None and finished.finish_reason == common_pb2.FINISH_REASON_MAX_STEPS:

@@ -121,6 +121,10 @@ class Agents:
             return await self.assistants.runnable(ref[len(ASSISTANT_PREFIX) :])
         return await self.assistants.runnable_by_name(ref)
 
+    async def listed(self) -> list:
+        """The online assistants and the caller's own, newest first (at most assistants_listed_as_models)."""
+        return await self.assistants.online(self.server.assistants_listed_as_models)
+
     async def run(
         self, assistant, messages: Sequence[llm_pb2.ChatMessage], config: llm_pb2.GenerationConfig, user: str
     ) -> AsyncIterator[Event]:

@@ -694,6 +694,9 @@ class Settings(BaseSettings):
     assistants_default_max_steps: int = Field(8, ge=1, le=200, description="model calls per turn when unset")
     assistants_max_steps: int = Field(50, ge=1, le=200, description="most model calls an assistant may allow")
     assistants_max_instructions_chars: int = Field(20_000, ge=100, description="an assistant's instructions")
+    assistants_listed_as_models: int = Field(
+        200, ge=0, description="assistants /openai/v1/models lists (as assistant:<id>), newest first"
+    )
     assistants_max_logo_bytes: int = Field(256 * 1024, ge=1024, description="an assistant's logo as a data: URL")
     agent_result_preview_chars: int = Field(500, ge=16, description="tool result shown in a tool step's preview")
     agent_max_result_chars: int = Field(

@@ -93,6 +93,8 @@ class AgentModels(Protocol):
 
     async def by_model(self, ref: str) -> Any: ...
 
+    async def listed(self) -> list[Any]: ...
+
     def run(
         self, assistant: Any, messages: list[llm_pb2.ChatMessage], config: llm_pb2.GenerationConfig, user: str
     ) -> AsyncIterator[Any]: ...
@@ -329,7 +331,18 @@ class OpenAICompat(Surface):
     async def list_models(self, request: Request) -> Response:
         snapshot = self.llm.registry.snapshot
         models = sorted((m for m in snapshot.models.values() if m.online), key=lambda m: m.name)
-        return JSONResponse({"object": "list", "data": [self._model_entry(m) for m in models]})
+        data = [self._model_entry(m) for m in models]
+        if self.agents is not None:  # the assistants the caller may chat with, as "assistant:<id>"
+            data += [
+                {
+                    "id": ASSISTANT_PREFIX + a.id,
+                    "object": "model",
+                    "created": a.create_time.seconds,
+                    "owned_by": "typecase-assistant",
+                }
+                for a in await self.agents.listed()
+            ]
+        return JSONResponse({"object": "list", "data": data})
 
     async def get_model(self, request: Request) -> Response:
         ref = request.path_params["model"]

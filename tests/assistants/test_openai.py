@@ -45,6 +45,8 @@ async def test_the_openai_sdk_chats_with_an_assistant_whose_tools_run_server_sid
             await client.chat.completions.create(model=f"assistant:{a.id}", messages=[{"role": "user", "content": "x"}],
                                                  tools=[{"type": "function", "function": {"name": "f"}}])
         assert caught.value.body["param"] == "tools"
+        listed = [m.id async for m in client.models.list()]
+        assert f"assistant:{a.id}" in listed
     finally:
         await client.close()
 

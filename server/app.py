@@ -33,6 +33,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway, http_docs
+from typecase.server.agent_wiring import Agents, FlowAgents
+from typecase.server.assistants_wiring import assistant_service
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
@@ -68,6 +70,7 @@ from typecase.server.tools_wiring import tool_service
 from typecase.server.traffic import TrafficInterceptor, recorded
 from typecase.v1 import (
     admin_pb2_grpc,
+    assistant_pb2_grpc,
     auth_pb2_grpc,
     chat_pb2_grpc,
     flow_pb2_grpc,
@@ -104,6 +107,10 @@ def domain_servicers(app: App) -> dict[str, Any]:
         app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
     servicers["ToolService"] = tool_service(app, servicers)
+    servicers["AssistantService"] = assistant_service(app, servicers)
+    agents = Agents(
+        app.settings, servicers["AssistantService"], servicers["ToolService"].api, servicers["LLMService"].generate
+    )
     servicers["ChatService"] = ChatService(
         app.resources.db,
         app.resources.cache,
@@ -114,7 +121,10 @@ def domain_servicers(app: App) -> dict[str, Any]:
         knowledge=servicers["KnowledgeService"],
         flow=servicers["FlowService"],
         documents=attachment_reader(servicers["KnowledgeService"]),
+        agents=agents,
     )
+    app.agents = agents  # /openai/v1's assistant models (domain_routes)
+    servicers["FlowService"].engine.services.agents = FlowAgents(servicers["ToolService"].api)
     servicers["AdminService"] = AdminService(
         app.settings,
         audit=app.audit,
@@ -176,7 +186,7 @@ def domain_routes(app: App) -> list[Any]:
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
     mcp = app.mcp_endpoint.routes() if app.mcp_endpoint is not None else []
     compat = [
-        *openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+        *openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS, agents=app.agents),
         *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
     ]
     return [
@@ -197,6 +207,7 @@ def registered_services(app: App) -> list[Service]:
         flow_pb2_grpc,
         admin_pb2_grpc,
         tools_pb2_grpc,
+        assistant_pb2_grpc,
     )
     services = []
     for module in modules:
@@ -228,6 +239,7 @@ class App:
         self._stop_requested = asyncio.Event()
         self.servicers: dict[str, Any] = {}
         self.mcp_endpoint: McpEndpoint | None = None  # Typecase's own tools over MCP at /mcp
+        self.agents: Agents | None = None  # assistants as agents, for the compat surfaces
         self.restart_requested = False
         self._stopped = False
         self._tracing = False

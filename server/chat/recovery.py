@@ -43,6 +43,7 @@ class TurnRecovery:
     get_row: Callable[[str], Awaitable[ChatTurnRow | None]]
     _stored_answer: Callable[[ChatTurnRow], Awaitable[ChatMessageRow | None]]
     _run: Callable[[Turn], Awaitable[None]]
+    agent_resume: Callable[[ChatTurnRow, Turn, list], Awaitable[None]] | None
 
     async def take_over(self, turn_id: str) -> bool:
         """Continue a model turn whose replica stopped renewing its lease: claim its row, then generate the rest of
@@ -61,6 +62,9 @@ class TurnRecovery:
         except Exception:
             return False
         if not logged or any(e.terminal for e in logged):  # gone, or ended but not stored: reap it
+            return False
+        agent = bool(row.request.get("tools"))  # an assistant turn: agent_turn.resume continues its loop
+        if agent and self.agent_resume is None:
             return False
         now = utcnow()
         async with self.writing() as session:
@@ -84,7 +88,7 @@ class TurnRecovery:
         text = "".join(e.token.text for e in events)
         last_seq = max(e.seq for e in logged)
         request = json_format.ParseDict(row.request, llm_pb2.GenerateRequest(), ignore_unknown_fields=True)
-        if text:  # the model continues its own reply (assistant prefill) instead of starting a new one
+        if text and not agent:  # the model continues its own reply (assistant prefill) instead of starting anew
             request.messages.append(llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=text))
         budget = json_format.ParseDict(row.context or {}, chat_pb2.ContextBudget(), ignore_unknown_fields=True)
         turn = Turn(
@@ -108,6 +112,8 @@ class TurnRecovery:
             steps=[e.node for e in events if e.HasField("node") and e.node.node.HasField("end_time")],
         )
         turn.flushed_chars = len(text)
+        if agent:
+            await self.agent_resume(row, turn, events)
         self.leases.launch(turn_id, turn, self._run(turn), f"chat-turn-{turn_id}")
         log.warning(
             "chat: turn %s continued by replica %s after %d events (its replica stopped renewing it)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
@@ -95,6 +96,7 @@ class Turn:
     finishing: bool = False
     abandoned: bool = False  # reaped by another replica: end quietly, write nothing
     continuing: bool = False  # taken over from a dead replica: the prompt is complete, generate the rest
+    agent: Any = None  # an assistant turn's agent_turn.AgentTurn: the answer is its loop's
     flushed_chars: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
@@ -121,6 +123,7 @@ class NewTurn:
     kb_ids: list[str] = field(default_factory=list)
     newest_message_id: str | None = None  # new ids must sort after it
     flow: FlowTurn | None = None  # set for flow sessions (then model_id, prompt and config are unused)
+    agent: Any = None  # set for assistant sessions: agent_turn.AgentTurn
 
 
 class TurnInProgress(Exception):

@@ -110,6 +110,7 @@ class Turns(TurnRecovery):
         self.log = self.leases.log
         self.replica = self.leases.replica
         self.local = self.leases.local
+        self.agent_resume = None  # async (row, turn, events) -> None, set by the service for assistant turns
         self.stop_listener_ready = self.leases.stop_listener_ready
         self.writing = self.leases.writing
         self.store = TurnStore(self.writing)
@@ -244,7 +245,7 @@ class Turns(TurnRecovery):
             "run_id": "",
             "takeovers": 0,
             "request": None
-            if new.flow is not None
+            if new.flow is not None or new.agent is not None
             else to_dict(
                 llm_pb2.GenerateRequest(
                     model_id=new.model_id, messages=new.prompt.messages, config=new.config, user=new.owner_id
@@ -266,6 +267,7 @@ class Turns(TurnRecovery):
             needs_title=new.needs_title,
             kb_ids=new.kb_ids,
             flow=new.flow,
+            agent=new.agent,
             answer_row=ChatMessageRow(**answer_values),
         )
         # Registered before commit: a stop for this turn, once the turn is visible to others, finds it here.
@@ -388,6 +390,9 @@ class Turns(TurnRecovery):
     async def _generate(self, turn: Turn) -> None:
         if turn.flow is not None:
             await self._run_flow(turn)
+            return
+        if turn.agent is not None:
+            await turn.agent.run(self, turn)
             return
         if self.llm is None:
             raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "no LLM service is running on this server")

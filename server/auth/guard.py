@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import grpc
 
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.credentials import API_KEY_PREFIX, SHOWN_PREFIX_LENGTH
+from typecase.server.auth.membership import Memberships
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
@@ -44,9 +46,10 @@ def shown_prefix(credential: str) -> str | None:
 
 
 class CredentialGuard:
-    def __init__(self, authenticator: Authenticator, rate_limits: RateLimits):
+    def __init__(self, authenticator: Authenticator, rate_limits: RateLimits, memberships: Memberships | None = None):
         self.authenticator = authenticator
         self.rate_limits = rate_limits
+        self.memberships = memberships
 
     async def principal(self, metadata, client: str, method: str = "") -> Principal:
         """The caller behind the call's `authorization` metadata, from `client`; raises UNAUTHENTICATED,
@@ -78,4 +81,6 @@ class CredentialGuard:
                 ) from None
             raise
         await self.rate_limits.check(principal)
+        if self.memberships is not None:
+            principal = replace(principal, group_ids=await self.memberships.groups_of(principal.user_id))
         return principal

@@ -94,3 +94,35 @@ class InviteCodeRow(Base):
     creator_id: Mapped[str | None] = mapped_column(String(26), ForeignKey("users.id", ondelete="SET NULL"))
     revoke_time: Mapped[datetime | None]
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GroupRow(Base):
+    """A named set of users (GroupService); grants to a group reach its members (infra/sharing.py)."""
+
+    __tablename__ = "user_groups"
+
+    id: Mapped[str] = id_column()
+    name: Mapped[str] = mapped_column(String(128))
+    name_lower: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @validates("name")
+    def _fold_name(self, _key: str, name: str) -> str:
+        self.name_lower = name.lower()
+        return name
+
+
+class GroupMemberRow(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Indexed by user first too: the per-call lookup of a caller's groups.
+    user_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    group_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)

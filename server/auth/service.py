@@ -22,6 +22,7 @@ from typecase.server.auth.addresses import TrustedProxies, context_client
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.bootstrap import ensure_admin
 from typecase.server.auth.guard import CredentialGuard
+from typecase.server.auth.membership import Memberships
 from typecase.server.auth.models import ApiKeyRow, InviteCodeRow, UserRow
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.tokens import TokenSigner
@@ -97,8 +98,11 @@ def mask_paths(mask, message, allowed: set[str], field_prefix: str) -> set[str]:
 
 
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, db: Database, audit: AuditLog, rate_limits: RateLimits, settings):
+    def __init__(
+        self, db: Database, audit: AuditLog, rate_limits: RateLimits, settings, memberships: Memberships | None = None
+    ):
         self.db = db
+        self.memberships = memberships
         self.audit = audit
         self.rate_limits = rate_limits
         self.settings = settings
@@ -119,7 +123,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self.authenticator = Authenticator(
             self.db, self.signer, self.settings.api_key_cache_seconds, self.settings.credential_cache_max_entries
         )
-        self.guard = CredentialGuard(self.authenticator, self.rate_limits)
+        self.guard = CredentialGuard(self.authenticator, self.rate_limits, self.memberships)
         self.admin_id = await ensure_admin(self.db, self.settings)
 
     async def stop(self) -> None:

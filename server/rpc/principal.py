@@ -23,6 +23,9 @@ class Principal:
     user_id: str
     role: str
     api_key_id: str | None = None
+    # The groups the caller belongs to, loaded per call by the auth guard (auth/membership.py): sharing grants
+    # made to a group reach its members through these (infra/sharing.py).
+    group_ids: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:

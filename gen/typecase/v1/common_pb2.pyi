@@ -51,6 +51,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_REGISTRATION_CLOSED: _ClassVar[ErrorReason]
     ERROR_REASON_INVITE_CODE_INVALID: _ClassVar[ErrorReason]
     ERROR_REASON_ACCOUNT_LOCKED: _ClassVar[ErrorReason]
+    ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: _ClassVar[ErrorReason]
+    ERROR_REASON_SHARING_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -113,6 +115,8 @@ ERROR_REASON_TOOL_FAILED: ErrorReason
 ERROR_REASON_REGISTRATION_CLOSED: ErrorReason
 ERROR_REASON_INVITE_CODE_INVALID: ErrorReason
 ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
+ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: ErrorReason
+ERROR_REASON_SHARING_LIMIT_EXCEEDED: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

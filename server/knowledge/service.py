@@ -336,10 +336,16 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         it."""
         if not kb_id:
             raise invalid_argument("kb_id", "required")
-        row = await session.get(KnowledgeBaseRow, kb_id)
+        me = caller.current()
+        rank = sharing.grant_rank(sharing.KNOWLEDGE_BASE, KnowledgeBaseRow.id, me)
+        if rank is None:  # an admin
+            row = await session.get(KnowledgeBaseRow, kb_id)
+        else:
+            found = (await session.execute(select(KnowledgeBaseRow, rank).where(KnowledgeBaseRow.id == kb_id))).first()
+            row, rank = found if found is not None else (None, None)
         if row is None:
             raise not_found("knowledge base", kb_id)
-        held = await sharing.access_level(session, sharing.KNOWLEDGE_BASE, kb_id, row.owner_id, caller.current())
+        held = sharing.level_of(row.owner_id, rank, me)
         sharing.require(held, level, "knowledge base", sharing.KNOWLEDGE_BASE, kb_id)
         return row
 

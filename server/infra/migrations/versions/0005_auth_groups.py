@@ -66,8 +66,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_resource_grants_grantee", table_name="resource_grants")
+    # Dropping a table drops its indexes (MySQL refuses to drop an index a foreign key needs on its own).
     op.drop_table("resource_grants")
-    op.drop_index(op.f("ix_group_members_user_id"), table_name="group_members")
     op.drop_table("group_members")
     op.drop_table("user_groups")

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import grpc
 
+from typecase.server.auth import scopes
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.credentials import API_KEY_PREFIX, SHOWN_PREFIX_LENGTH
 from typecase.server.auth.membership import Memberships
@@ -80,6 +81,18 @@ class CredentialGuard:
                     retry_after=wait,
                 ) from None
             raise
+        if principal.restriction is not None:
+            if method not in scopes.allowed_methods(principal.restriction.actions):
+                raise TypecaseError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "API_KEY_RESTRICTED",
+                    "this API key is restricted to "
+                    f"{', '.join(sorted(principal.restriction.actions))} on named resources; it cannot call "
+                    f"{method.rsplit('/', 1)[-1] or 'this surface'}",
+                    {"action": method},
+                )
+            if principal.restriction.rate_limit:
+                await self.rate_limits.check_key_rate(principal.restriction.rate_limit, principal.api_key_id or "")
         await self.rate_limits.check(principal)
         if self.memberships is not None:
             principal = replace(principal, group_ids=await self.memberships.groups_of(principal.user_id))

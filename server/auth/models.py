@@ -48,6 +48,10 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[str] = mapped_column(String(64), default="api", server_default="api")  # auth/scopes.py
+    # A restricted key (auth/scopes.py): "type/id" resources, space-separated actions, its own rate ("60/minute").
+    resources: Mapped[list[str] | None] = mapped_column(JSONType, default=list)
+    actions: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    rate_limit: Mapped[str] = mapped_column(String(32), default="", server_default="")
     expire_time: Mapped[datetime | None]
     last_used_time: Mapped[datetime | None]
     revoke_time: Mapped[datetime | None]

@@ -14,6 +14,7 @@ import re
 from datetime import timedelta
 
 import grpc
+import limits
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -74,6 +75,9 @@ def api_key_message(row: ApiKeyRow) -> auth_pb2.ApiKey:
         create_time=to_timestamp(row.create_time),
         update_time=to_timestamp(row.update_time),
         scopes=[s for s in scopes.SCOPES if s in scopes.decode(row.scopes)],
+        resources=row.resources or [],
+        actions=(row.actions or "").split(),
+        rate_limit=row.rate_limit or "",
     )
 
 
@@ -543,6 +547,15 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         if expire_time is not None and expire_time <= utcnow():
             raise invalid_argument("api_key.expire_time", "must be in the future")
         key_scopes = scopes.clean_scopes(key.scopes)
+        resources, actions = scopes.clean_restriction(key.resources, key.actions)
+        rate = key.rate_limit.strip()
+        if rate:
+            try:
+                limits.parse(rate)
+            except ValueError:
+                raise invalid_argument("api_key.rate_limit", "a rate such as '60/minute' or '1000/day'") from None
+            if len(rate) > 32:
+                raise invalid_argument("api_key.rate_limit", "at most 32 characters")
         async with self.db.session() as session:
             await self._visible_user(session, owner_id)  # a user may only create keys for themselves
             secret = credentials.new_api_key()
@@ -553,6 +566,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
                 secret_sha256=credentials.digest(secret),
                 expire_time=expire_time,
                 scopes=scopes.encode(key_scopes),
+                resources=resources,
+                actions=" ".join(actions),
+                rate_limit=rate,
             )
             session.add(row)
             await session.commit()
@@ -561,7 +577,14 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             actor_id=me.user_id,
             resource_type="api_key",
             resource_id=row.id,
-            detail={"owner_id": owner_id, "name": name, "scopes": key_scopes},
+            detail={
+                "owner_id": owner_id,
+                "name": name,
+                "scopes": key_scopes,
+                "resources": resources,
+                "actions": actions,
+                "rate_limit": rate,
+            },
         )
         return auth_pb2.CreateApiKeyResponse(api_key=api_key_message(row), secret=secret)
 

@@ -118,6 +118,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         row = await session.get(FlowRow, flow_id)
         if row is None:
             raise not_found("flow", flow_id)
+        caller.check_key_resource(sharing.FLOW, flow_id)
         if self._can_edit(row):
             return row
         if row.status != ONLINE and not await sharing.access_level(
@@ -147,6 +148,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         if row is None:
             raise not_found("run", run_id)
         caller.check_visible("run", run_id, row.owner_id)
+        caller.check_key_resource(sharing.FLOW, row.flow_id)
         return row
 
     # -- validation --------------------------------------------------------------------------------------------

@@ -347,6 +347,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             raise not_found("knowledge base", kb_id)
         held = sharing.level_of(row.owner_id, rank, me)
         sharing.require(held, level, "knowledge base", sharing.KNOWLEDGE_BASE, kb_id)
+        caller.check_key_resource(sharing.KNOWLEDGE_BASE, kb_id)
         return row
 
     async def _file(self, session, file_id: str, level: str = sharing.USE) -> tuple[KnowledgeFileRow, KnowledgeBaseRow]:

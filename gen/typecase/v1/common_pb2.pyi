@@ -53,6 +53,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ACCOUNT_LOCKED: _ClassVar[ErrorReason]
     ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: _ClassVar[ErrorReason]
     ERROR_REASON_SHARING_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_API_KEY_RESTRICTED: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -117,6 +118,7 @@ ERROR_REASON_INVITE_CODE_INVALID: ErrorReason
 ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
 ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: ErrorReason
 ERROR_REASON_SHARING_LIMIT_EXCEEDED: ErrorReason
+ERROR_REASON_API_KEY_RESTRICTED: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

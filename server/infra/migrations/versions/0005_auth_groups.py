@@ -1,4 +1,5 @@
-"""auth: groups and their members (group admins), and sharing grants (infra/sharing.py: read by every domain)
+"""auth: groups and their members (group admins), sharing grants (infra/sharing.py: read by every domain), and
+API keys restricted to named resources and actions with their own rate
 
 Revision ID: 0005_auth_groups
 Revises: 0004_auth_registration
@@ -18,6 +19,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.add_column("api_keys", sa.Column("resources", sql.JSONType, nullable=True))
+    op.add_column("api_keys", sa.Column("actions", sa.String(64), nullable=False, server_default=""))
+    op.add_column("api_keys", sa.Column("rate_limit", sa.String(32), nullable=False, server_default=""))
     op.create_table(
         "user_groups",
         sa.Column("id", sa.String(26), nullable=False),
@@ -70,3 +74,6 @@ def downgrade() -> None:
     op.drop_table("resource_grants")
     op.drop_table("group_members")
     op.drop_table("user_groups")
+    op.drop_column("api_keys", "rate_limit")
+    op.drop_column("api_keys", "actions")
+    op.drop_column("api_keys", "resources")

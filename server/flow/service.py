@@ -439,6 +439,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             await session.execute(delete(FlowRunRow).where(FlowRunRow.flow_id == row.id))
             await session.execute(delete(FlowVersionRow).where(FlowVersionRow.flow_id == row.id))
             await session.execute(delete(FlowRow).where(FlowRow.id == row.id))
+            await sharing.forget(session, sharing.FLOW, row.id)
         await self.audit.record(
             "flow.delete", actor_id=me.user_id, resource_type="flow", resource_id=row.id, detail={"name": row.name}
         )

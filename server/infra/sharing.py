@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import grpc
-from sqlalchemy import Index, String, UniqueConstraint, and_, case, func, or_, select, union_all
+from sqlalchemy import Index, String, UniqueConstraint, and_, case, delete, func, or_, select, union_all
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -157,3 +157,10 @@ def require(level_held: str | None, level_needed: str, kind: str, resource_type:
 
 def at_least(level_held: str | None, level_needed: str) -> bool:
     return level_held is not None and _RANK[level_held] >= _RANK[level_needed]
+
+
+async def forget(session, resource_type: str, resource_id: str) -> None:
+    """Drop a deleted resource's grants, in the transaction that deletes it."""
+    await session.execute(
+        delete(GrantRow).where(GrantRow.resource_type == resource_type, GrantRow.resource_id == resource_id)
+    )

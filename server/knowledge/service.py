@@ -612,6 +612,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.kb_id == row.id))
             await session.execute(delete(KnowledgeChunkRow).where(KnowledgeChunkRow.kb_id == row.id))
             await session.execute(delete(KnowledgeFileRow).where(KnowledgeFileRow.kb_id == row.id))
+            await sharing.forget(session, sharing.KNOWLEDGE_BASE, row.id)
             await session.delete(row)
         await self.queue.delete_prefix(f"knowledge/{row.id}/")
         await self._drop_kb_data(row, range(1, row.vector_generation + 1))

@@ -120,6 +120,7 @@ class ToolStore:
         async with self.db.session() as session:
             await session.execute(delete(ToolRow).where(ToolRow.provider_id == provider_id))
             await session.execute(delete(ToolProviderRow).where(ToolProviderRow.id == provider_id))
+            await sharing.forget(session, sharing.TOOL_PROVIDER, provider_id)
 
     async def list_providers(self, scope: Principal, kind: str, limit: int, after: str | None) -> list[ToolProviderRow]:
         stmt = select(ToolProviderRow).where(visible(scope)).order_by(ToolProviderRow.id.desc()).limit(limit)

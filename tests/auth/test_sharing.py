@@ -146,6 +146,12 @@ async def test_a_base_shared_with_a_group_opens_to_members_at_its_level_and_to_n
         assert await code_of(search(w, "bob", kb_id)) == grpc.StatusCode.NOT_FOUND
         assert kb_id not in await listed(w, "bob")
 
+        # Deleting the base withdraws its grants with it.
+        await w.kb.DeleteKnowledgeBase(kpb.DeleteKnowledgeBaseRequest(kb_id=kb_id), metadata=w.md["alice"])
+        left = (await w.groups.ListGrants(groups_pb2.ListGrantsRequest(resource_type="knowledge_base"),
+                                          metadata=ADMIN)).grants
+        assert kb_id not in [g.resource_id for g in left]
+
         # The audit log names actor, target and before/after of each change.
         events = (await w.admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(page_size=100),
                                                 metadata=ADMIN)).events

@@ -107,10 +107,12 @@ async def main() -> None:
         return len(rows), total
 
     async def list_shared():
+        # As KnowledgeService.ListKnowledgeBases: the page through `visible`, the total from `visible_ids`.
         where = sharing.visible(sharing.KNOWLEDGE_BASE, kb.id, kb.owner_id, principal)
+        ids = sharing.visible_ids(sharing.KNOWLEDGE_BASE, kb.id, kb.owner_id, principal)
         async with db.session() as session:
             rows = (await session.scalars(page(where))).all()
-            total = await session.scalar(select(func.count()).select_from(kb).where(where))
+            total = await session.scalar(select(func.count()).select_from(ids.subquery()))
         return len(rows), total
 
     async def check_owner_only(kb_id):  # what Search did per base before: fetch, compare the owner

@@ -501,8 +501,11 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             stmt = stmt.where(
                 or_(func.lower(KnowledgeBaseRow.name).like(like), func.lower(KnowledgeBaseRow.description).like(like))
             )
+        me = caller.current()
+        ids = sharing.visible_ids(sharing.KNOWLEDGE_BASE, KnowledgeBaseRow.id, KnowledgeBaseRow.owner_id, me)
+        counted = stmt if ids is None or request.owner_id or request.keyword else ids
         async with self.db.session() as session:
-            total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+            total = await session.scalar(select(func.count()).select_from(counted.subquery()))
             if position:
                 try:
                     after_time = datetime.fromisoformat(position["t"])

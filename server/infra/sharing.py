@@ -9,8 +9,8 @@ Why the list rule is `id IN (owned UNION granted)` rather than `owner = me OR EX
 use an index (every resource row is visited and the grants probed per row), while the IN form starts from two
 index range scans (owner_id; ix_resource_grants_grantee below) whatever the table's size. bench/auth/sharing.py
 (10,000 bases, 2,000 users, 200 groups, a member of 20 groups seeing ~200 bases) measures it against the owner-only
-query of a user owning as many: SQLite 1.44x list, 1.37x per-base check; PostgreSQL ~2x list, ~1.5x check on a
-loaded machine, where its planner hashes the ~200 ids and scans the 10,000-row table (7 ms of 14) rather than
+query of a user owning as many: SQLite 1.44-1.52x list, 1.2-1.4x per-base check; PostgreSQL ~2x list, 1.4-1.6x
+check (on a loaded 2-core machine), where its planner hashes the ~200 ids and scans the 10,000-row table (7 ms of 14) rather than
 probing the primary key. A single resource is checked in the same round trip as its row (`grant_rank`).
 """
 

@@ -35,7 +35,9 @@ from starlette.routing import Route
 from typecase.server import gateway, http_docs
 from typecase.server.agent_wiring import Agents, FlowAgents
 from typecase.server.assistants_wiring import assistant_service
+from typecase.server.auth.groups import GroupService
 from typecase.server.auth.interceptor import AuthInterceptor
+from typecase.server.auth.membership import Memberships
 from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
@@ -66,6 +68,7 @@ from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.server.sandbox import Sandbox, SandboxConfig
+from typecase.server.sharing_wiring import SqlResourceOwners
 from typecase.server.tools_wiring import tool_service
 from typecase.server.traffic import TrafficInterceptor, recorded
 from typecase.v1 import (
@@ -74,6 +77,7 @@ from typecase.v1 import (
     auth_pb2_grpc,
     chat_pb2_grpc,
     flow_pb2_grpc,
+    groups_pb2_grpc,
     knowledge_pb2_grpc,
     llm_pb2_grpc,
     tools_pb2_grpc,
@@ -101,6 +105,9 @@ def domain_servicers(app: App) -> dict[str, Any]:
     """The implemented services, by service name, built from the app's settings and resources.
     Later entries may use earlier ones (a domain calls another through its service object, never its tables)."""
     servicers: dict[str, Any] = {"AuthService": app.auth}
+    servicers["GroupService"] = GroupService(
+        app.resources.db, app.audit, app.memberships, SqlResourceOwners(app.resources.db), app.settings
+    )
     servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache, app.audit)
     servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
     servicers["FlowService"] = FlowService(
@@ -201,6 +208,7 @@ def registered_services(app: App) -> list[Service]:
     """Every public service with its servicer and the generated function that registers it."""
     modules = (
         auth_pb2_grpc,
+        groups_pb2_grpc,
         llm_pb2_grpc,
         chat_pb2_grpc,
         knowledge_pb2_grpc,
@@ -245,6 +253,12 @@ class App:
         self._tracing = False
         self.audit = AuditLog(self.resources.db)
         self.sandbox = Sandbox(sandbox_config(settings))
+        self.memberships = Memberships(
+            self.resources.db,
+            self.resources.cache,
+            settings.group_membership_cache_seconds,
+            settings.max_groups_per_user,
+        )
         self.auth = AuthService(
             self.resources.db,
             self.audit,
@@ -259,6 +273,7 @@ class App:
                 credential_failures_per_key_prefix=settings.credential_failures_per_key_prefix_limit,
             ),
             settings,
+            self.memberships,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------------

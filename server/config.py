@@ -280,6 +280,17 @@ class Settings(BaseSettings):
         description="API keys and sessions whose check result "
         "a replica keeps (for api_key_cache_seconds), wrong ones included",
     )
+    group_membership_cache_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="how long a user's groups stay in the shared cache; every membership change clears the "
+        "user's entry on all replicas, so this only bounds edits made outside the API (0: read SQL per call)",
+    )
+    max_groups_per_user: int = Field(
+        1000, ge=1, description="groups one user may belong to (each call carries them into sharing checks)"
+    )
+    max_group_members: int = Field(10_000, ge=1, description="members one group may have")
+    max_grants_per_resource: int = Field(1000, ge=1, description="users and groups one resource may be shared with")
 
     @field_validator(
         "cors_allowed_origins", "cors_allowed_methods", "cors_allowed_headers", "oidc_admin_groups", mode="before"

@@ -24,7 +24,7 @@ from typecase.server.auth.models import ApiKeyRow, LoginSessionRow, UserRow
 from typecase.server.auth.tokens import TokenSigner, looks_like_jwt
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
-from typecase.server.rpc.principal import Principal
+from typecase.server.rpc.principal import KeyRestriction, Principal
 
 log = logging.getLogger("typecase.auth")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -169,8 +169,19 @@ class Authenticator:
             until = min(until, now + (key.expire_time - utcnow()).total_seconds())
         if user.disabled:
             return _Cached(None, "user disabled", until, user_id=user.id)
+        restriction = None
+        if key.resources:
+            restriction = KeyRestriction(
+                frozenset(tuple(r.split("/", 1)) for r in key.resources),
+                frozenset(key.actions.split()),
+                key.rate_limit,
+            )
         return _Cached(
-            Principal(user.id, user.role, key.id), "", until, user_id=user.id, scopes=scopes.decode(key.scopes)
+            Principal(user.id, user.role, key.id, restriction=restriction),
+            "",
+            until,
+            user_id=user.id,
+            scopes=scopes.decode(key.scopes),
         )
 
     def _touch(self, api_key_id: str | None) -> None:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 
 import grpc
 
+from typecase.server.auth import scopes
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.credentials import API_KEY_PREFIX, SHOWN_PREFIX_LENGTH
+from typecase.server.auth.membership import Memberships
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
@@ -44,9 +47,10 @@ def shown_prefix(credential: str) -> str | None:
 
 
 class CredentialGuard:
-    def __init__(self, authenticator: Authenticator, rate_limits: RateLimits):
+    def __init__(self, authenticator: Authenticator, rate_limits: RateLimits, memberships: Memberships | None = None):
         self.authenticator = authenticator
         self.rate_limits = rate_limits
+        self.memberships = memberships
 
     async def principal(self, metadata, client: str, method: str = "") -> Principal:
         """The caller behind the call's `authorization` metadata, from `client`; raises UNAUTHENTICATED,
@@ -77,5 +81,19 @@ class CredentialGuard:
                     retry_after=wait,
                 ) from None
             raise
+        if principal.restriction is not None:
+            if method not in scopes.allowed_methods(principal.restriction.actions):
+                raise TypecaseError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "API_KEY_RESTRICTED",
+                    "this API key is restricted to "
+                    f"{', '.join(sorted(principal.restriction.actions))} on named resources; it cannot call "
+                    f"{method.rsplit('/', 1)[-1] or 'this surface'}",
+                    {"action": method},
+                )
+            if principal.restriction.rate_limit:
+                await self.rate_limits.check_key_rate(principal.restriction.rate_limit, principal.api_key_id or "")
         await self.rate_limits.check(principal)
+        if self.memberships is not None:
+            principal = replace(principal, group_ids=await self.memberships.groups_of(principal.user_id))
         return principal

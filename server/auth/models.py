@@ -48,6 +48,10 @@ class ApiKeyRow(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[str] = mapped_column(String(64), default="api", server_default="api")  # auth/scopes.py
+    # A restricted key (auth/scopes.py): "type/id" resources, space-separated actions, its own rate ("60/minute").
+    resources: Mapped[list[str] | None] = mapped_column(JSONType, default=list)
+    actions: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    rate_limit: Mapped[str] = mapped_column(String(32), default="", server_default="")
     expire_time: Mapped[datetime | None]
     last_used_time: Mapped[datetime | None]
     revoke_time: Mapped[datetime | None]
@@ -93,4 +97,36 @@ class InviteCodeRow(Base):
     expire_time: Mapped[datetime]
     creator_id: Mapped[str | None] = mapped_column(String(26), ForeignKey("users.id", ondelete="SET NULL"))
     revoke_time: Mapped[datetime | None]
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GroupRow(Base):
+    """A named set of users (GroupService); grants to a group reach its members (infra/sharing.py)."""
+
+    __tablename__ = "user_groups"
+
+    id: Mapped[str] = id_column()
+    name: Mapped[str] = mapped_column(String(128))
+    name_lower: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @validates("name")
+    def _fold_name(self, _key: str, name: str) -> str:
+        self.name_lower = name.lower()
+        return name
+
+
+class GroupMemberRow(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Indexed by user first too: the per-call lookup of a caller's groups.
+    user_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    group_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)

@@ -102,6 +102,10 @@ class RateLimits:
         for limit, scope, identity in checks:
             await self._enforce(limit, scope, identity)
 
+    async def check_key_rate(self, rate: str, api_key_id: str) -> None:
+        """A restricted key's own rate ("60/minute", validated when the key was made)."""
+        await self._enforce(limits.parse(rate), "restricted_api_key", api_key_id)
+
     async def _enforce(self, limit, scope: str, identity: str) -> None:
         if not await self.limiter.hit(limit, scope, identity):
             stats = await self.limiter.get_window_stats(limit, scope, identity)

@@ -37,3 +37,42 @@ def encode(scopes: Iterable[str]) -> str:
 
 def decode(text: str | None) -> frozenset[str]:
     return frozenset((text or SCOPE_API).split())
+
+
+# -- restricted keys ("publish as API") -----------------------------------------------------------------------------
+# A key may be limited to named resources and to actions; each action opens a fixed set of RPCs, so the check is a
+# set lookup on the method name in the guard (every surface passes it), and the resource check is the domains'
+# (`principal.check_key_resource` where they load a flow, a knowledge base, an assistant).
+RESOURCE_TYPES = ("flow", "knowledge_base", "assistant")
+ACTION_METHODS = {
+    "run": frozenset(
+        f"/typecase.v1.FlowService/{m}" for m in ("RunFlow", "GetRun", "StreamRunEvents", "ResumeRun", "StopRun")
+    ),
+    "search": frozenset({"/typecase.v1.KnowledgeService/Search"}),
+    "chat": frozenset(
+        f"/typecase.v1.ChatService/{m}" for m in ("CreateSession", "Chat", "StreamTurnEvents", "StopTurn")
+    ),
+}
+ACTIONS = tuple(ACTION_METHODS)
+
+
+def clean_restriction(resources: Iterable[str], actions: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The key's resources ("type/id") and actions, validated; both empty for an unrestricted key."""
+    resources, actions = list(resources), [a.strip().lower() for a in actions]
+    if not resources and not actions:
+        return [], []
+    if not resources or not actions:
+        field = "api_key.resources" if not resources else "api_key.actions"
+        raise invalid_argument(field, "a restricted key needs both resources and actions")
+    for i, value in enumerate(resources):
+        kind, _, ident = value.partition("/")
+        if kind not in RESOURCE_TYPES or not ident or "/" in ident or len(value) > 100:
+            raise invalid_argument(f"api_key.resources[{i}]", f"'<type>/<id>' with type one of {RESOURCE_TYPES}")
+    for i, action in enumerate(actions):
+        if action not in ACTION_METHODS:
+            raise invalid_argument(f"api_key.actions[{i}]", f"one of {', '.join(ACTIONS)}")
+    return sorted(set(resources)), [a for a in ACTIONS if a in actions]
+
+
+def allowed_methods(actions: Iterable[str]) -> frozenset[str]:
+    return frozenset().union(*(ACTION_METHODS[a] for a in actions if a in ACTION_METHODS))

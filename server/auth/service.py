@@ -14,6 +14,7 @@ import re
 from datetime import timedelta
 
 import grpc
+import limits
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -22,6 +23,7 @@ from typecase.server.auth.addresses import TrustedProxies, context_client
 from typecase.server.auth.authenticator import Authenticator, unauthenticated
 from typecase.server.auth.bootstrap import ensure_admin
 from typecase.server.auth.guard import CredentialGuard
+from typecase.server.auth.membership import Memberships
 from typecase.server.auth.models import ApiKeyRow, InviteCodeRow, UserRow
 from typecase.server.auth.ratelimit import RateLimits
 from typecase.server.auth.tokens import TokenSigner
@@ -73,6 +75,9 @@ def api_key_message(row: ApiKeyRow) -> auth_pb2.ApiKey:
         create_time=to_timestamp(row.create_time),
         update_time=to_timestamp(row.update_time),
         scopes=[s for s in scopes.SCOPES if s in scopes.decode(row.scopes)],
+        resources=row.resources or [],
+        actions=(row.actions or "").split(),
+        rate_limit=row.rate_limit or "",
     )
 
 
@@ -97,8 +102,11 @@ def mask_paths(mask, message, allowed: set[str], field_prefix: str) -> set[str]:
 
 
 class AuthService(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, db: Database, audit: AuditLog, rate_limits: RateLimits, settings):
+    def __init__(
+        self, db: Database, audit: AuditLog, rate_limits: RateLimits, settings, memberships: Memberships | None = None
+    ):
         self.db = db
+        self.memberships = memberships
         self.audit = audit
         self.rate_limits = rate_limits
         self.settings = settings
@@ -119,7 +127,7 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         self.authenticator = Authenticator(
             self.db, self.signer, self.settings.api_key_cache_seconds, self.settings.credential_cache_max_entries
         )
-        self.guard = CredentialGuard(self.authenticator, self.rate_limits)
+        self.guard = CredentialGuard(self.authenticator, self.rate_limits, self.memberships)
         self.admin_id = await ensure_admin(self.db, self.settings)
 
     async def stop(self) -> None:
@@ -543,6 +551,15 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
         if expire_time is not None and expire_time <= utcnow():
             raise invalid_argument("api_key.expire_time", "must be in the future")
         key_scopes = scopes.clean_scopes(key.scopes)
+        resources, actions = scopes.clean_restriction(key.resources, key.actions)
+        rate = key.rate_limit.strip()
+        if rate:
+            try:
+                limits.parse(rate)
+            except ValueError:
+                raise invalid_argument("api_key.rate_limit", "a rate such as '60/minute' or '1000/day'") from None
+            if len(rate) > 32:
+                raise invalid_argument("api_key.rate_limit", "at most 32 characters")
         async with self.db.session() as session:
             await self._visible_user(session, owner_id)  # a user may only create keys for themselves
             secret = credentials.new_api_key()
@@ -553,6 +570,9 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
                 secret_sha256=credentials.digest(secret),
                 expire_time=expire_time,
                 scopes=scopes.encode(key_scopes),
+                resources=resources,
+                actions=" ".join(actions),
+                rate_limit=rate,
             )
             session.add(row)
             await session.commit()
@@ -561,7 +581,14 @@ class AuthService(auth_pb2_grpc.AuthServiceServicer):
             actor_id=me.user_id,
             resource_type="api_key",
             resource_id=row.id,
-            detail={"owner_id": owner_id, "name": name, "scopes": key_scopes},
+            detail={
+                "owner_id": owner_id,
+                "name": name,
+                "scopes": key_scopes,
+                "resources": resources,
+                "actions": actions,
+                "rate_limit": rate,
+            },
         )
         return auth_pb2.CreateApiKeyResponse(api_key=api_key_message(row), secret=secret)
 

@@ -5,7 +5,8 @@ Python API for other domains (chat), no gRPC hop; both run under the caller's pr
   run_for_chat(flow_id=..., session_id=..., question=..., ...) -> async iterator of RunFlowResponse
 See run_for_chat for how a chat turn maps onto runs.
 
-Visibility: a flow is visible to its owner, admins, and (once online) everyone; only its owner or an admin (its
+Visibility: a flow is visible to its owner, admins, those it is shared with (infra/sharing.py: a draft shared at
+any level is seen and run like a published flow) and (once online) everyone; only its owner or an admin (its
 editors) may change it or see its versions. Everyone else sees the current graph with its secret params redacted
 (flow/redact.py). A run is visible to the user who started it and to admins.
 """
@@ -55,6 +56,7 @@ from typecase.server.flow.nodes.http import HttpGuard
 from typecase.server.flow.nodes.knowledge import kb_ids
 from typecase.server.flow.nodes.start import run_inputs
 from typecase.server.flow.redact import redact_graph
+from typecase.server.infra import sharing
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
@@ -117,10 +119,13 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         row = await session.get(FlowRow, flow_id)
         if row is None:
             raise not_found("flow", flow_id)
+        caller.check_key_resource(sharing.FLOW, flow_id)
         if self._can_edit(row):
             return row
-        if row.status != ONLINE:
-            raise not_found("flow", flow_id)
+        if row.status != ONLINE and not await sharing.access_level(
+            session, sharing.FLOW, flow_id, row.owner_id, caller.current()
+        ):
+            raise not_found("flow", flow_id)  # a draft is seen by its owner and those it is shared with
         if edit:
             raise permission_denied("only the flow's owner or an admin can change it")
         return row
@@ -144,6 +149,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         if row is None:
             raise not_found("run", run_id)
         caller.check_visible("run", run_id, row.owner_id)
+        caller.check_key_resource(sharing.FLOW, row.flow_id)
         return row
 
     # -- validation --------------------------------------------------------------------------------------------
@@ -316,7 +322,13 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         limit = page_size(request.page_size)
         conditions = []
         if not me.is_admin:
-            conditions.append(or_(FlowRow.owner_id == me.user_id, FlowRow.status == ONLINE))
+            conditions.append(
+                or_(
+                    FlowRow.owner_id == me.user_id,
+                    FlowRow.status == ONLINE,
+                    FlowRow.id.in_(sharing.granted_ids(sharing.FLOW, me)),
+                )
+            )
         if request.owner_id:
             conditions.append(FlowRow.owner_id == request.owner_id)
         if request.status:
@@ -428,6 +440,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             await session.execute(delete(FlowRunRow).where(FlowRunRow.flow_id == row.id))
             await session.execute(delete(FlowVersionRow).where(FlowVersionRow.flow_id == row.id))
             await session.execute(delete(FlowRow).where(FlowRow.id == row.id))
+            await sharing.forget(session, sharing.FLOW, row.id)
         await self.audit.record(
             "flow.delete", actor_id=me.user_id, resource_type="flow", resource_id=row.id, detail={"name": row.name}
         )

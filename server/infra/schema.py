@@ -45,7 +45,7 @@ def head_revisions() -> tuple[str, ...]:
 
 
 # Modules outside the `<domain>/models.py` convention that declare tables.
-EXTRA_MODEL_MODULES = ("typecase.server.infra.audit",)
+EXTRA_MODEL_MODULES = ("typecase.server.infra.audit", "typecase.server.infra.sharing")
 
 
 def import_models() -> None:

@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from typecase.server.infra import sharing
 from typecase.server.infra.queue import JobQueue
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.infra.storage import ObjectTooLarge
@@ -330,22 +331,37 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             raise invalid_argument(f"{field}.{exc.field}", exc.problem) from None
         return rule.to_dict()
 
-    async def _kb(self, session, kb_id: str) -> KnowledgeBaseRow:
+    async def _kb(self, session, kb_id: str, level: str = sharing.USE) -> KnowledgeBaseRow:
+        """The base if the caller may act on it at `level` (infra/sharing.py: owner, admin, or a grant to them or
+        one of their groups): NOT_FOUND when they cannot see it, SHARE_LEVEL_INSUFFICIENT when they may only use
+        it."""
         if not kb_id:
             raise invalid_argument("kb_id", "required")
-        row = await session.get(KnowledgeBaseRow, kb_id)
+        me = caller.current()
+        rank = sharing.grant_rank(sharing.KNOWLEDGE_BASE, KnowledgeBaseRow.id, me)
+        if rank is None:  # an admin
+            row = await session.get(KnowledgeBaseRow, kb_id)
+        else:
+            found = (await session.execute(select(KnowledgeBaseRow, rank).where(KnowledgeBaseRow.id == kb_id))).first()
+            row, rank = found if found is not None else (None, None)
         if row is None:
             raise not_found("knowledge base", kb_id)
-        caller.check_visible("knowledge base", kb_id, row.owner_id)
+        held = sharing.level_of(row.owner_id, rank, me)
+        sharing.require(held, level, "knowledge base", sharing.KNOWLEDGE_BASE, kb_id)
+        caller.check_key_resource(sharing.KNOWLEDGE_BASE, kb_id)
         return row
 
-    async def _file(self, session, file_id: str) -> tuple[KnowledgeFileRow, KnowledgeBaseRow]:
+    async def _file(self, session, file_id: str, level: str = sharing.USE) -> tuple[KnowledgeFileRow, KnowledgeBaseRow]:
         if not file_id:
             raise invalid_argument("file_id", "required")
         row = await session.get(KnowledgeFileRow, file_id)
         kb = await session.get(KnowledgeBaseRow, row.kb_id) if row is not None else None
-        if row is None or kb is None or not caller.can_see(kb.owner_id):
+        if row is None or kb is None:
             raise not_found("file", file_id)
+        held = await sharing.access_level(session, sharing.KNOWLEDGE_BASE, kb.id, kb.owner_id, caller.current())
+        if held is None:
+            raise not_found("file", file_id)
+        sharing.require(held, level, "knowledge base", sharing.KNOWLEDGE_BASE, kb.id)
         return row, kb
 
     async def _counts(self, kb_ids: list[str]) -> dict[str, tuple[int, int, int]]:
@@ -471,12 +487,14 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         return pb.CreateKnowledgeBaseResponse(knowledge_base=await self._kb_message(row, (0, 0, 0)))
 
     async def ListKnowledgeBases(self, request, context):
-        scope = caller.owner_scope()
         limit = paging.page_size(request.page_size)
         position = paging.decode_token(request.page_token)
         stmt = select(KnowledgeBaseRow)
+        scope = sharing.visible(
+            sharing.KNOWLEDGE_BASE, KnowledgeBaseRow.id, KnowledgeBaseRow.owner_id, caller.current()
+        )
         if scope is not None:
-            stmt = stmt.where(KnowledgeBaseRow.owner_id == scope)
+            stmt = stmt.where(scope)
         if request.owner_id:
             stmt = stmt.where(KnowledgeBaseRow.owner_id == request.owner_id)
         if request.keyword:
@@ -484,8 +502,11 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             stmt = stmt.where(
                 or_(func.lower(KnowledgeBaseRow.name).like(like), func.lower(KnowledgeBaseRow.description).like(like))
             )
+        me = caller.current()
+        ids = sharing.visible_ids(sharing.KNOWLEDGE_BASE, KnowledgeBaseRow.id, KnowledgeBaseRow.owner_id, me)
+        counted = stmt if ids is None or request.owner_id or request.keyword else ids
         async with self.db.session() as session:
-            total = await session.scalar(select(func.count()).select_from(stmt.subquery()))
+            total = await session.scalar(select(func.count()).select_from(counted.subquery()))
             if position:
                 try:
                     after_time = datetime.fromisoformat(position["t"])
@@ -538,7 +559,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             values["description"] = kb.description
         rebuild = False
         async with self.db.session() as session:
-            row = await self._kb(session, kb.id)
+            row = await self._kb(session, kb.id, sharing.EDIT)
         if "chunking_rule" in paths:
             values["chunking_rule"] = self._rule(
                 kb.chunking_rule,
@@ -558,7 +579,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         jobs: list[str] = []
         try:
             async with self.db.session() as session:
-                row = await self._kb(session, kb.id)
+                row = await self._kb(session, kb.id, sharing.EDIT)
                 for key, value in values.items():
                     setattr(row, key, value)
                 row.update_time = utcnow()
@@ -592,13 +613,14 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
     async def DeleteKnowledgeBase(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row = await self._kb(session, request.kb_id)
+            row = await self._kb(session, request.kb_id, sharing.OWNER)
             file_ids = list(
                 (await session.scalars(select(KnowledgeFileRow.id).where(KnowledgeFileRow.kb_id == row.id))).all()
             )
             await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.kb_id == row.id))
             await session.execute(delete(KnowledgeChunkRow).where(KnowledgeChunkRow.kb_id == row.id))
             await session.execute(delete(KnowledgeFileRow).where(KnowledgeFileRow.kb_id == row.id))
+            await sharing.forget(session, sharing.KNOWLEDGE_BASE, row.id)
             await session.delete(row)
         await self.queue.delete_prefix(f"knowledge/{row.id}/")
         await self._drop_kb_data(row, range(1, row.vector_generation + 1))
@@ -715,7 +737,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         tags = clean_tags(first.tags)
         metadata = clean_metadata(first.metadata, first.HasField("metadata"))
         async with self.db.session() as session:
-            kb = await self._kb(session, first.kb_id)
+            kb = await self._kb(session, first.kb_id, sharing.EDIT)
         rule = self._rule(
             first.chunking_rule,
             first.HasField("chunking_rule"),
@@ -763,7 +785,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         tags = clean_tags(request.tags)
         metadata = clean_metadata(request.metadata, request.HasField("metadata"))
         async with self.db.session() as session:
-            kb = await self._kb(session, request.kb_id)
+            kb = await self._kb(session, request.kb_id, sharing.EDIT)
         rule = self._rule(
             request.chunking_rule,
             request.HasField("chunking_rule"),
@@ -822,7 +844,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
     async def DeleteFile(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row, kb = await self._file(session, request.file_id)
+            row, kb = await self._file(session, request.file_id, sharing.EDIT)
             await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.file_id == row.id))
             await session.execute(delete(KnowledgeChunkRow).where(KnowledgeChunkRow.file_id == row.id))
             await session.delete(row)
@@ -846,12 +868,12 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         me = caller.current()
         if request.HasField("chunking_rule"):
             async with self.db.session() as session:
-                _, kb = await self._file(session, request.file_id)
+                _, kb = await self._file(session, request.file_id, sharing.EDIT)
             new_rule = self._rule(
                 request.chunking_rule, True, None, "chunking_rule", await self.default_chunk_size(kb.embedding_model_id)
             )
         async with self.db.session() as session:
-            row, kb = await self._file(session, request.file_id)
+            row, kb = await self._file(session, request.file_id, sharing.EDIT)
             if request.HasField("chunking_rule"):
                 row.chunking_rule = new_rule
             row.generation += 1
@@ -1102,15 +1124,17 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         )
 
     # -- chunks (curation) -----------------------------------------------------------------------------------------------
-    async def _chunk(self, session, chunk_ref: str):
+    async def _chunk(self, session, chunk_ref: str, level: str = sharing.USE):
         if not chunk_ref:
             raise invalid_argument("chunk_id", "required")
         file_id, _, index = chunk_ref.rpartition("-")
         if not file_id or not index.isdigit():
             raise not_found("chunk", chunk_ref)
         try:
-            file, kb = await self._file(session, file_id)
-        except TypecaseError:
+            file, kb = await self._file(session, file_id, level)
+        except TypecaseError as error:
+            if error.code != grpc.StatusCode.NOT_FOUND:
+                raise
             raise not_found("chunk", chunk_ref) from None
         row = await session.get(KnowledgeChunkRow, chunk_ref)
         if row is None:
@@ -1197,7 +1221,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if chunk.page < 0:
             raise invalid_argument("chunk.page", "must not be negative")
         async with self.db.session() as session:
-            row, file, kb = await self._chunk(session, chunk.id)
+            row, file, kb = await self._chunk(session, chunk.id, sharing.EDIT)
         self._editable(file)
         row = await self.chunks.update(kb, file, row, text, chunk.page if "page" in paths else None)
         await self.audit.record(
@@ -1212,7 +1236,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
     async def DeleteChunk(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row, file, kb = await self._chunk(session, request.chunk_id)
+            row, file, kb = await self._chunk(session, request.chunk_id, sharing.EDIT)
         self._editable(file)
         await self.chunks.delete(kb, file, row)
         await self.audit.record(
@@ -1230,7 +1254,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         if request.chunk.page < 0:
             raise invalid_argument("chunk.page", "must not be negative")
         async with self.db.session() as session:
-            file, kb = await self._file(session, request.file_id)
+            file, kb = await self._file(session, request.file_id, sharing.EDIT)
         self._editable(file)
         row = await self.chunks.add(kb, file, text, request.chunk.page)
         await self.audit.record(

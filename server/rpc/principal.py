@@ -19,10 +19,24 @@ ROLE_USER = "user"
 
 
 @dataclass(frozen=True)
+class KeyRestriction:
+    """An API key published for one use (auth/scopes.py): the resources ("flow", id) it opens and its actions."""
+
+    resources: frozenset[tuple[str, str]]
+    actions: frozenset[str]
+    rate_limit: str = ""
+
+
+@dataclass(frozen=True)
 class Principal:
     user_id: str
     role: str
     api_key_id: str | None = None
+    # The groups the caller belongs to, loaded per call by the auth guard (auth/membership.py): sharing grants
+    # made to a group reach its members through these (infra/sharing.py).
+    group_ids: tuple[str, ...] = ()
+    # Set for a restricted API key: every domain checks named resources with `check_key_resource`.
+    restriction: KeyRestriction | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -59,6 +73,18 @@ def check_visible(kind: str, resource_id: str, owner_id: str | None) -> None:
     """Raise NOT_FOUND unless the caller owns the resource or is an admin."""
     if not can_see(owner_id):
         raise not_found(kind, resource_id)
+
+
+def check_key_resource(resource_type: str, resource_id: str) -> None:
+    """PERMISSION_DENIED when the caller's API key is restricted to resources that do not include this one."""
+    restriction = current().restriction
+    if restriction is not None and (resource_type, resource_id) not in restriction.resources:
+        raise TypecaseError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "API_KEY_RESTRICTED",
+            f"this API key does not open {resource_type} {resource_id!r}",
+            {"resource": f"{resource_type}/{resource_id}"},
+        )
 
 
 def owner_scope() -> str | None:

@@ -104,7 +104,9 @@ class Invoker:
         if found is None:
             raise tool_not_found(tool_id)
         tool, provider = found
-        if not (provider.shared or caller.can_see(provider.owner_id)):
+        if not (
+            provider.shared or caller.can_see(provider.owner_id) or await self.store.granted(provider, caller.current())
+        ):
             raise tool_not_found(tool_id)
         return resolved(tool, provider)
 

@@ -96,13 +96,15 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
     # -- providers ---------------------------------------------------------------------------------------------
     async def _visible(self, provider_id: str) -> ToolProviderRow:
         row = await self.store.provider(provider_id) if provider_id else None
-        if row is None or not (row.shared or caller.can_see(row.owner_id)):
+        if row is None or not (
+            row.shared or caller.can_see(row.owner_id) or await self.store.granted(row, caller.current())
+        ):
             raise not_found("tool provider", provider_id)
         return row
 
     async def _editable(self, provider_id: str) -> ToolProviderRow:
         row = await self._visible(provider_id)
-        if not caller.can_see(row.owner_id):  # shared with the caller, not theirs
+        if not caller.can_see(row.owner_id):  # shared with the caller (to everyone or by a grant), not theirs
             raise not_found("tool provider", provider_id)
         if row.kind == "builtin":
             caller.require_admin()
@@ -276,7 +278,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         return tools_pb2.CreateToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
 
     async def ListToolProviders(self, request, context):
-        scope = caller.owner_scope()
+        scope = caller.current()
         size = page_size(request.page_size)
         position = decode_token(request.page_token) or {}
         kind = KIND_NAMES.get(request.kind, "")
@@ -403,7 +405,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     # -- tools -------------------------------------------------------------------------------------------------
     async def ListTools(self, request, context):
-        scope = caller.owner_scope()
+        scope = caller.current()
         size = page_size(request.page_size, maximum=MAX_TOOLS_PAGE)
         position = decode_token(request.page_token) or {}
         tools: list[tools_pb2.CatalogTool] = []

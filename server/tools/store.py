@@ -1,24 +1,34 @@
 """SQL of the tools domain: providers and their stored tools. No policy here: the service decides who may do what
-and passes the owner scope in."""
+and passes the caller in (whose grants `visible` reads)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, true
 
+from typecase.server.infra import sharing
 from typecase.server.infra.sql import Database, new_id, utcnow
 from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern
+from typecase.server.rpc.principal import Principal
 from typecase.server.tools.kinds.base import ToolSpec
 from typecase.server.tools.models import ToolProviderRow, ToolRow
 
 
-def visible(scope: str | None):
-    """Providers the scope sees: all for an admin (None), else its own and the shared ones."""
-    if scope is None:
-        return True
-    return or_(ToolProviderRow.owner_id == scope, ToolProviderRow.shared.is_(True))
+def visible(principal: Principal):
+    """Providers the caller sees: all for an admin, else their own, the ones shared with everyone (`shared`) and
+    the ones granted to them or their groups (infra/sharing.py)."""
+    granted = sharing.visible(sharing.TOOL_PROVIDER, ToolProviderRow.id, ToolProviderRow.owner_id, principal)
+    if granted is None:
+        return true()
+    return or_(ToolProviderRow.shared.is_(True), granted)
+
+
+async def granted(session, provider: ToolProviderRow, principal: Principal) -> bool:
+    """Whether the caller holds a grant (or ownership) on one provider."""
+    level = await sharing.access_level(session, sharing.TOOL_PROVIDER, provider.id, provider.owner_id, principal)
+    return level is not None
 
 
 class ToolStore:
@@ -110,10 +120,9 @@ class ToolStore:
         async with self.db.session() as session:
             await session.execute(delete(ToolRow).where(ToolRow.provider_id == provider_id))
             await session.execute(delete(ToolProviderRow).where(ToolProviderRow.id == provider_id))
+            await sharing.forget(session, sharing.TOOL_PROVIDER, provider_id)
 
-    async def list_providers(
-        self, scope: str | None, kind: str, limit: int, after: str | None
-    ) -> list[ToolProviderRow]:
+    async def list_providers(self, scope: Principal, kind: str, limit: int, after: str | None) -> list[ToolProviderRow]:
         stmt = select(ToolProviderRow).where(visible(scope)).order_by(ToolProviderRow.id.desc()).limit(limit)
         if kind:
             stmt = stmt.where(ToolProviderRow.kind == kind)
@@ -133,6 +142,10 @@ class ToolStore:
         async with self.db.session() as session:
             return {pid: n for pid, n in (await session.execute(stmt)).all()}
 
+    async def granted(self, provider: ToolProviderRow, principal: Principal) -> bool:
+        async with self.db.session() as session:
+            return await granted(session, provider, principal)
+
     async def tool(self, tool_id: str) -> tuple[ToolRow, ToolProviderRow] | None:
         stmt = (
             select(ToolRow, ToolProviderRow)
@@ -144,7 +157,7 @@ class ToolStore:
         return (found[0], found[1]) if found else None
 
     async def list_tools(
-        self, scope: str | None, *, provider_id: str, category: str, keyword: str, limit: int, after: str | None
+        self, scope: Principal, *, provider_id: str, category: str, keyword: str, limit: int, after: str | None
     ) -> list[Any]:
         """Rows of (id, name, description, category, parameters, provider_id, provider_name, provider_kind):
         plain columns, not ORM entities, because building 1,000 entity pairs costs more than the query."""

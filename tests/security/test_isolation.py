@@ -24,6 +24,8 @@ from typecase.v1 import (
     chat_pb2_grpc,
     flow_pb2,
     flow_pb2_grpc,
+    groups_pb2,
+    groups_pb2_grpc,
     knowledge_pb2,
     knowledge_pb2_grpc,
     llm_pb2,
@@ -35,12 +37,13 @@ HTTP_DENIED = {403, 404}
 SERVICES = [m.DESCRIPTOR.services_by_name[name] for m, name in (
     (auth_pb2, "AuthService"), (llm_pb2, "LLMService"), (chat_pb2, "ChatService"),
     (knowledge_pb2, "KnowledgeService"), (flow_pb2, "FlowService"), (admin_pb2, "AdminService"),
+    (groups_pb2, "GroupService"),
 )]
 # Resource messages that carry their id inside (PATCH /v1/sessions/{session.id}).
 NESTED = {"session": "session_id", "message": "message_id", "knowledge_base": "kb_id", "flow": "flow_id",
-          "version": "version_id", "user": "user_id"}
+          "version": "version_id", "user": "user_id", "group": "group_id", "grant": "grant_id"}
 ADMIN_ONLY = re.compile(r"^(AdminService\.|LLMService\.(Create|Update|Delete)|LLMService\.UpdateDefaults|"
-                        r"AuthService\.(CreateUser|ListUsers|DeleteUser))")
+                        r"AuthService\.(CreateUser|ListUsers|DeleteUser)|GroupService\.(CreateGroup|DeleteGroup))")
 
 
 def bearer(credential: str) -> tuple[tuple[str, str], ...]:
@@ -169,7 +172,18 @@ async def world(running_app):
         ids["version_id"] = flow.current_version_id
         async for event in flows.RunFlow(flow_pb2.RunFlowRequest(flow_id=flow.id), metadata=a):
             ids["run_id"] = event.run_id
+
+        # A's group (A its group admin) and A's grant of the base to it: B may touch neither.
+        groups = groups_pb2_grpc.GroupServiceStub(channel)
+        ids["group_id"] = (await groups.CreateGroup(groups_pb2.CreateGroupRequest(
+            group=groups_pb2.Group(name="a's team")), metadata=admin)).group.id
+        await groups.AddGroupMember(groups_pb2.AddGroupMemberRequest(group_id=ids["group_id"], member=groups_pb2.GroupMember(
+            user_id=ids["user_id"], group_admin=True)), metadata=admin)
+        ids["grant_id"] = (await groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=groups_pb2.Grant(
+            resource_type="knowledge_base", resource_id=ids["kb_id"], grantee_type=groups_pb2.GRANTEE_TYPE_GROUP,
+            grantee_id=ids["group_id"])), metadata=a)).grant.id
         assert all(ids.values()), ids
+        ids["_userb"] = (await auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens["userb"]))).user.id
         yield running_app, channel, ids, a, bearer(tokens["userb"])
 
 
@@ -208,7 +222,8 @@ async def test_user_b_is_denied_a_resources_over_grpc_rest_and_websocket(world):
     print("input checked before ownership:", input_checked_first)
     for expected in ("ChatService.GetSession", "ChatService.StreamTurnEvents", "ChatService.StopTurn",
                      "KnowledgeService.Search", "KnowledgeService.WatchFile", "FlowService.StopRun",
-                     "FlowService.GetFlowVersion", "AuthService.DeleteApiKey", "AdminService.GetStats"):
+                     "FlowService.GetFlowVersion", "AuthService.DeleteApiKey", "AdminService.GetStats",
+                     "GroupService.GetGroup", "GroupService.RemoveGroupMember", "GroupService.DeleteGrant"):
         assert expected in checked
     assert len(checked) >= 45 and len(input_checked_first) <= 8, (len(checked), input_checked_first)
 
@@ -245,3 +260,52 @@ async def test_admin_reads_everything(world):
         except grpc.aio.AioRpcError as error:  # a read may fail for other reasons, never for ownership
             assert error.code() not in DENIED, f"admin {name}: {error.code()} {error.details()}"
     assert len(read) >= 15
+
+
+# Sharing: what a "use" grant opens is read-like by the method's name; everything else stays closed.
+USE_ACTIONS = ("Get", "List", "Search", "Watch", "Preview", "Download", "Stream")
+FLOW_CHANGES = ("Update", "Delete", "Publish", "Unpublish", "Create", "SetCurrent")
+
+
+async def test_a_use_grant_opens_reads_to_members_only_and_leaving_closes_them(world):
+    app, channel, ids, a, b = world
+    groups = groups_pb2_grpc.GroupServiceStub(channel)
+    admin = bearer(ADMIN_KEY)
+    team = (await groups.CreateGroup(groups_pb2.CreateGroupRequest(group=groups_pb2.Group(name="b's team")),
+                                     metadata=admin)).group.id
+    await groups.AddGroupMember(groups_pb2.AddGroupMemberRequest(
+        group_id=team, member=groups_pb2.GroupMember(user_id=ids["_userb"])), metadata=admin)
+    for resource_type, resource_id in (("knowledge_base", ids["kb_id"]), ("flow", ids["flow_id"])):
+        await groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=groups_pb2.Grant(
+            resource_type=resource_type, resource_id=resource_id, grantee_type=groups_pb2.GRANTEE_TYPE_GROUP,
+            grantee_id=team, level=groups_pb2.SHARE_LEVEL_USE)), metadata=a)
+
+    opened, still_closed = [], []
+    for name, service, method, request in targeted_methods(ids):
+        knowledge = service.name == "KnowledgeService"
+        flow_change = service.name == "FlowService" and method.name.startswith(FLOW_CHANGES)
+        if not (knowledge or flow_change):
+            continue
+        try:
+            await grpc_call(channel, service, method, request, b)
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+        if knowledge and method.name.startswith(USE_ACTIONS):
+            assert code not in DENIED, f"{name} stays closed to a member at level use: {code}"
+            opened.append(name)
+        elif code != grpc.StatusCode.INVALID_ARGUMENT:
+            assert code in DENIED, f"{name} opened to a member at level use: {code}"
+            still_closed.append(name)
+    assert {"KnowledgeService.Search", "KnowledgeService.GetKnowledgeBase", "KnowledgeService.DownloadFile"} <= set(
+        opened)
+    assert {"KnowledgeService.UpdateKnowledgeBase", "KnowledgeService.DeleteKnowledgeBase",
+            "KnowledgeService.DeleteFile", "FlowService.UpdateFlow", "FlowService.DeleteFlow"} <= set(still_closed)
+
+    await groups.RemoveGroupMember(groups_pb2.RemoveGroupMemberRequest(group_id=team, user_id=ids["_userb"]),
+                                   metadata=admin)
+    for name, service, method, request in targeted_methods(ids):
+        if name in opened:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await grpc_call(channel, service, method, request, b)
+            assert failure.value.code() in DENIED, f"{name} after leaving the group: {failure.value.code()}"

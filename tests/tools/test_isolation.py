@@ -118,3 +118,33 @@ async def test_a_deleted_or_unshared_provider_stops_answering_at_once_on_this_re
     await owner.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id=provider.id),
                                          metadata=owner.md)
     await expect(grpc.StatusCode.NOT_FOUND, call(owner, tool.id), "TOOL_NOT_FOUND")
+
+
+async def test_a_provider_granted_to_a_group_is_listed_and_called_by_members_only(tapp, tchannel):
+    from typecase.v1 import groups_pb2, groups_pb2_grpc
+
+    owner, member, outsider = (await new_user(tchannel, "gowner"), await new_user(tchannel, "gmember"),
+                               await new_user(tchannel, "goutsider"))
+    provider = await create(owner, "team tools")
+    tool = (await owner.tools.ListTools(tools_pb2.ListToolsRequest(provider_id=provider.id), metadata=owner.md)).tools[0]
+    groups = groups_pb2_grpc.GroupServiceStub(tchannel)
+    boss = admin(tchannel)
+    team = (await groups.CreateGroup(groups_pb2.CreateGroupRequest(group=groups_pb2.Group(name="tool team")),
+                                     metadata=boss.md)).group
+    await groups.AddGroupMember(groups_pb2.AddGroupMemberRequest(
+        group_id=team.id, member=groups_pb2.GroupMember(user_id=member.user_id)), metadata=boss.md)
+    await groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=groups_pb2.Grant(
+        resource_type="tool_provider", resource_id=provider.id, grantee_type=groups_pb2.GRANTEE_TYPE_GROUP,
+        grantee_id=team.id)), metadata=owner.md)
+
+    listed = await member.tools.ListToolProviders(tools_pb2.ListToolProvidersRequest(), metadata=member.md)
+    assert provider.id in [p.id for p in listed.providers]
+    await member.tools.GetTool(tools_pb2.GetToolRequest(tool_id=tool.id), metadata=member.md)
+    tools = await member.tools.ListTools(tools_pb2.ListToolsRequest(page_size=1000), metadata=member.md)
+    assert tool.id in [x.id for x in tools.tools]
+    # A use grant does not let the member change it (NOT_FOUND as before: only owners and admins edit providers).
+    await expect(grpc.StatusCode.NOT_FOUND, member.tools.DeleteToolProvider(
+        tools_pb2.DeleteToolProviderRequest(provider_id=provider.id), metadata=member.md))
+    await expect(grpc.StatusCode.NOT_FOUND, outsider.tools.GetToolProvider(
+        tools_pb2.GetToolProviderRequest(provider_id=provider.id), metadata=outsider.md))
+    await expect(grpc.StatusCode.NOT_FOUND, call(outsider, tool.id), "TOOL_NOT_FOUND")

@@ -13,6 +13,7 @@ import { AdminService } from "./gen/typecase/v1/admin_pb.js";
 import { AuthService } from "./gen/typecase/v1/auth_pb.js";
 import { ChatService } from "./gen/typecase/v1/chat_pb.js";
 import { FlowService } from "./gen/typecase/v1/flow_pb.js";
+import { GroupService } from "./gen/typecase/v1/groups_pb.js";
 import { KnowledgeService, UploadFileRequestSchema, UploadFileResponseSchema } from "./gen/typecase/v1/knowledge_pb.js";
 import { LLMService } from "./gen/typecase/v1/llm_pb.js";
 import { DEFAULT_RETRY, unary } from "./transport/http.js";
@@ -72,6 +73,7 @@ export interface TypecaseClient {
   knowledge: KnowledgeClient;
   flow: ServiceClient<typeof FlowService>;
   admin: ServiceClient<typeof AdminService>;
+  groups: ServiceClient<typeof GroupService>;
 }
 
 /** Builds the client of any service with google.api.http options from its descriptor. */
@@ -134,5 +136,6 @@ export function createTypecase(options: TypecaseOptions = {}): TypecaseClient {
     },
     flow: createServiceClient(FlowService, transport),
     admin: createServiceClient(AdminService, transport),
+    groups: createServiceClient(GroupService, transport),
   };
 }

@@ -54,6 +54,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_ASSISTANT_NOT_PUBLISHED: _ClassVar[ErrorReason]
     ERROR_REASON_TOOL_INTERRUPTED: _ClassVar[ErrorReason]
     ERROR_REASON_AGENT_MAX_STEPS: _ClassVar[ErrorReason]
+    ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: _ClassVar[ErrorReason]
+    ERROR_REASON_SHARING_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_API_KEY_RESTRICTED: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -128,6 +131,9 @@ ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
 ERROR_REASON_ASSISTANT_NOT_PUBLISHED: ErrorReason
 ERROR_REASON_TOOL_INTERRUPTED: ErrorReason
 ERROR_REASON_AGENT_MAX_STEPS: ErrorReason
+ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: ErrorReason
+ERROR_REASON_SHARING_LIMIT_EXCEEDED: ErrorReason
+ERROR_REASON_API_KEY_RESTRICTED: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

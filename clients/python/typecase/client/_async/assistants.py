@@ -46,7 +46,7 @@ class AsyncAssistants(AsyncResource):
         return (await self._unary(self.stub.GetAssistant, request, assistant_pb2.GetAssistantResponse,
                                   timeout)).assistant
 
-    def list_assistants(self, *, keyword: str = "", scope: int = 0, page_size: int = 100,
+    def list_assistants(self, *, keyword: str = "", scope: assistant_pb2.AssistantScope = assistant_pb2.ASSISTANT_SCOPE_UNSPECIFIED, page_size: int = 100,
                         timeout: float | None = None) -> AsyncIterator[assistant_pb2.Assistant]:
         """Your assistants and the online ones (`scope`: an AssistantScope value)."""
         request = assistant_pb2.ListAssistantsRequest(keyword=keyword, scope=scope, page_size=page_size)

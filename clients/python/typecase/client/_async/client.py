@@ -14,6 +14,7 @@ from typecase.client._async.assistants import AsyncAssistants
 from typecase.client._async.auth import AsyncAuth
 from typecase.client._async.chat import AsyncChat
 from typecase.client._async.flows import AsyncFlows
+from typecase.client._async.groups import AsyncGroups
 from typecase.client._async.knowledge import AsyncKnowledge
 from typecase.client._async.llm import AsyncLLM
 from typecase.client._channel import AsyncTransport, Credentials
@@ -25,6 +26,7 @@ from typecase.v1 import (
     auth_pb2_grpc,
     chat_pb2_grpc,
     flow_pb2_grpc,
+    groups_pb2_grpc,
     knowledge_pb2_grpc,
     llm_pb2_grpc,
 )
@@ -50,8 +52,9 @@ class AsyncClient:
         options: extra raw gRPC channel arguments, e.g. {"grpc.initial_reconnect_backoff_ms": 200}.
         metadata: extra metadata sent with every call, e.g. {"x-trace-id": "..."}.
 
-    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants` and `admin`; each has `.stub`, the raw
-    generated stub on the same authenticated channel, for everything the helpers do not cover (see `call`).
+    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants`, `admin` and `groups`; each
+    has `.stub`, the raw generated stub on the same authenticated channel, for everything the helpers do not cover
+    (see `call`).
     Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
 
@@ -86,6 +89,7 @@ class AsyncClient:
         self.flows = AsyncFlows(self, flow_pb2_grpc.FlowServiceStub(self.channel))
         self.assistants = AsyncAssistants(self, assistant_pb2_grpc.AssistantServiceStub(self.channel))
         self.admin = AsyncAdmin(self, admin_pb2_grpc.AdminServiceStub(self.channel))
+        self.groups = AsyncGroups(self, groups_pb2_grpc.GroupServiceStub(self.channel))
 
     @property
     def target(self) -> str:

@@ -15,6 +15,7 @@ from typecase.client._sync.assistants import Assistants
 from typecase.client._sync.auth import Auth
 from typecase.client._sync.chat import Chat
 from typecase.client._sync.flows import Flows
+from typecase.client._sync.groups import Groups
 from typecase.client._sync.knowledge import Knowledge
 from typecase.client._sync.llm import LLM
 from typecase.client._channel import Transport, Credentials
@@ -26,6 +27,7 @@ from typecase.v1 import (
     auth_pb2_grpc,
     chat_pb2_grpc,
     flow_pb2_grpc,
+    groups_pb2_grpc,
     knowledge_pb2_grpc,
     llm_pb2_grpc,
 )
@@ -51,8 +53,9 @@ class Client:
         options: extra raw gRPC channel arguments, e.g. {"grpc.initial_reconnect_backoff_ms": 200}.
         metadata: extra metadata sent with every call, e.g. {"x-trace-id": "..."}.
 
-    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants` and `admin`; each has `.stub`, the raw
-    generated stub on the same authenticated channel, for everything the helpers do not cover (see `call`).
+    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants`, `admin` and `groups`; each
+    has `.stub`, the raw generated stub on the same authenticated channel, for everything the helpers do not cover
+    (see `call`).
     Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
 
@@ -87,6 +90,7 @@ class Client:
         self.flows = Flows(self, flow_pb2_grpc.FlowServiceStub(self.channel))
         self.assistants = Assistants(self, assistant_pb2_grpc.AssistantServiceStub(self.channel))
         self.admin = Admin(self, admin_pb2_grpc.AdminServiceStub(self.channel))
+        self.groups = Groups(self, groups_pb2_grpc.GroupServiceStub(self.channel))
 
     @property
     def target(self) -> str:

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,15 +58,16 @@ class Leased(Protocol):
 
 
 T = TypeVar("T", bound=Leased)
+T_contra = TypeVar("T_contra", bound=Leased, contravariant=True)
 
 
-class LeaseHolder(Protocol[T]):
+class LeaseHolder(Protocol[T_contra]):
     """What a domain supplies to the engine."""
 
-    def stop_local(self, task: T) -> bool:
+    def stop_local(self, task: T_contra) -> bool:
         """Stop a task running here (a stop request). False when it is already ending."""
 
-    def abandon(self, task: T) -> None:
+    def abandon(self, task: T_contra) -> None:
         """The task's row is no longer held by this replica: end the task quietly, writing nothing."""
 
     async def pick_up(self, task_id: str) -> bool:
@@ -185,7 +186,7 @@ class LeasedTasks(Generic[T]):
         task.add_done_callback(self._background.discard)
         return task
 
-    def launch(self, task_id: str, task: T, run: Awaitable[None], name: str) -> T:
+    def launch(self, task_id: str, task: T, run: Coroutine[Any, Any, None], name: str) -> T:
         """Run `task` here: register it, start its log writer, then its body."""
         self.local[task_id] = task
         task.writer = self.spawn(self._write_log(task_id, task), f"{self.name}-log-{task_id}")

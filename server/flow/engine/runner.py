@@ -8,6 +8,9 @@ How a run ends on this replica:
 - released (this server shuts down): running nodes go back to ready and the lease is given up at once, so another
   replica (or this one after a restart) continues the run; no event is logged;
 - abandoned: another replica took the run over (our lease lapsed); this one stops quietly.
+
+Over 600 lines on purpose: it is one class, the run loop, its checkpoints and its ends share the execution's state
+(seq, outbox, node tasks, waiting rows); split, that state would be passed around instead.
 """
 
 from __future__ import annotations

@@ -411,6 +411,11 @@ class Settings(BaseSettings):
     )
     knowledge_pdf_ocr: bool = Field(True, description="OCR the images of PDF pages that have no text layer")
     knowledge_xlsx_max_cells: int = Field(10_000_000, ge=1, description="cells of a workbook, empty padding included")
+    # Question-answer knowledge bases (pairs imported from csv/xlsx or written by hand).
+    knowledge_qa_max_pairs: int = Field(100_000, ge=1, description="question-answer pairs in one imported table")
+    knowledge_qa_question_max_chars: int = Field(2000, ge=1, description="a question or similar question")
+    knowledge_qa_answer_max_chars: int = Field(32_000, ge=1, description="the answer of a question-answer pair")
+    knowledge_qa_max_similar_questions: int = Field(50, ge=0, description="similar questions of one pair")
     # Indexing.
     knowledge_embed_batch_size: int = Field(64, ge=1, le=256, description="texts per embedding call")
     knowledge_embed_merge_wait_seconds: float = Field(0.02, ge=0, description="merge concurrent jobs' batches")

@@ -43,6 +43,9 @@ from typecase.server.knowledge.ingest import (
 )
 from typecase.server.knowledge.model_window import Profiles
 from typecase.server.knowledge.models import (
+    FORMAT_QA_PAIRS,
+    KIND_DOCUMENTS,
+    KIND_QA,
     STATUS_DONE,
     STATUS_EMBEDDING,
     STATUS_FAILED,
@@ -54,6 +57,7 @@ from typecase.server.knowledge.models import (
     KnowledgeFileRow,
     KnowledgeTermRow,
 )
+from typecase.server.knowledge.qa import QAPairs, wrong_kind
 from typecase.server.knowledge.search import MODE_HYBRID, MODE_KEYWORD, MODE_VECTOR, Filter, Searcher
 from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
@@ -79,7 +83,10 @@ MODES = {
     pb.SEARCH_MODE_VECTOR: MODE_VECTOR,
     pb.SEARCH_MODE_KEYWORD: MODE_KEYWORD,
 }
+KIND_TO_PROTO = {KIND_DOCUMENTS: pb.KNOWLEDGE_BASE_KIND_DOCUMENTS, KIND_QA: pb.KNOWLEDGE_BASE_KIND_QA}
+PROTO_TO_KIND = {v: k for k, v in KIND_TO_PROTO.items()}
 KB_FIELDS = {"name", "description", "chunking_rule", "embedding_model_id"}
+QA_FORMATS = {"csv", "xlsx"}  # tables of question-answer pairs (parsers/qa.py)
 TEXT_FORMATS = {"txt", "md", "html", "csv", "json"}
 MAX_NAME_CHARS = 255
 MAX_DESCRIPTION_CHARS = 10_000
@@ -222,7 +229,7 @@ def duplicate(existing: KnowledgeFileRow) -> TypecaseError:
     )
 
 
-class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
+class KnowledgeService(QAPairs, knowledge_pb2_grpc.KnowledgeServiceServicer):
     def __init__(self, resources, llm, audit, settings):
         self.settings = settings
         self.db = resources.db
@@ -384,6 +391,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             total_size_bytes=counts[2],
             create_time=to_timestamp(row.create_time),
             update_time=to_timestamp(row.update_time),
+            kind=KIND_TO_PROTO.get(row.kind, pb.KNOWLEDGE_BASE_KIND_DOCUMENTS),
         )
 
     async def _resolve_model(self, model_id: str, field: str) -> tuple[str, int]:
@@ -399,6 +407,21 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                 raise invalid_argument(field, "no default knowledge embedding model is configured")
         dims = await self.llm.embedding_dimensions(model_id)
         return model_id, int(dims)
+
+    @staticmethod
+    def _check_format(kb: KnowledgeBaseRow, fmt: parsers.Format) -> None:
+        if kb.kind == KIND_QA and fmt.name not in QA_FORMATS:
+            raise wrong_kind(kb, "document")
+
+    @staticmethod
+    def _has_original(file: KnowledgeFileRow) -> None:
+        if file.format == FORMAT_QA_PAIRS:
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FAILED_PRECONDITION",
+                "this file holds hand-written question-answer pairs: it has no original to parse or download",
+                {"file_id": file.id},
+            )
 
     async def _touch(self, kb_id: str) -> None:
         """Bump a base's update_time in its own transaction (inside a file transaction, MySQL's FK share lock on
@@ -449,6 +472,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             embedding_dimensions=dims,
             chunking_rule=rule,
             vector_generation=1,
+            kind=PROTO_TO_KIND.get(kb.kind, KIND_DOCUMENTS),
         )
         try:
             async with self.db.session() as session:
@@ -711,6 +735,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(first.metadata, first.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, first.kb_id)
+        self._check_format(kb, fmt)
         rule = self._rule(
             first.chunking_rule,
             first.HasField("chunking_rule"),
@@ -759,6 +784,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(request.metadata, request.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, request.kb_id)
+        self._check_format(kb, fmt)
         rule = self._rule(
             request.chunking_rule,
             request.HasField("chunking_rule"),
@@ -988,6 +1014,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         )
 
     async def _preview_file(self, file: KnowledgeFileRow, rule: Rule, max_chunks: int):
+        self._has_original(file)
         tmp = self.ingestor.tmp_dir
         tmp.mkdir(parents=True, exist_ok=True)
         local = tmp / f"preview-{file.id}-{uuid.uuid4().hex[:8]}{parsers.BY_NAME[file.format].extensions[0]}"
@@ -1084,6 +1111,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     keyword_score=h.keyword_score,
                     start_offset=h.start_offset,
                     end_offset=h.end_offset,
+                    qa_pair_id=h.chunk_id if h.answer is not None else "",
+                    question=h.question,
                 )
                 for h in result.hits
             ],
@@ -1237,6 +1266,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
 
         async with self.db.session() as session:
             file, _ = await self._file(session, request.file_id)
+        self._has_original(file)
         start, end = byte_range(request.range, file.size_bytes)
         disposition = "inline" if request.inline else "attachment"
         headers = [

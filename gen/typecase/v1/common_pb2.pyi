@@ -51,6 +51,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_REGISTRATION_CLOSED: _ClassVar[ErrorReason]
     ERROR_REASON_INVITE_CODE_INVALID: _ClassVar[ErrorReason]
     ERROR_REASON_ACCOUNT_LOCKED: _ClassVar[ErrorReason]
+    ERROR_REASON_WRONG_KNOWLEDGE_BASE_KIND: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -113,6 +114,7 @@ ERROR_REASON_TOOL_FAILED: ErrorReason
 ERROR_REASON_REGISTRATION_CLOSED: ErrorReason
 ERROR_REASON_INVITE_CODE_INVALID: ErrorReason
 ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
+ERROR_REASON_WRONG_KNOWLEDGE_BASE_KIND: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -1268,26 +1268,32 @@ class KnowledgeService(QAPairs, knowledge_pb2_grpc.KnowledgeServiceServicer):
             file, _ = await self._file(session, request.file_id)
         self._has_original(file)
         start, end = byte_range(request.range, file.size_bytes)
-        disposition = "inline" if request.inline else "attachment"
         headers = [
-            ("content-disposition", f"{disposition}; filename*=UTF-8''{quote(file.name, safe='')}"),
+            ("content-disposition", content_disposition(file.name, request.inline)),
             ("x-file-size", str(file.size_bytes)),
+            ("accept-ranges", "bytes"),
         ]
         if request.range:
             headers.append(("content-range", f"bytes {start}-{end - 1}/{file.size_bytes}"))
         if context is not None:  # trailing: the trace interceptor has already sent the initial metadata
             context.set_trailing_metadata(headers)
+        # HttpBody's place for a stream's response metadata: the first message's extensions (the gateway's headers)
+        extension = any_pb2.Any()
+        extension.Pack(struct_of(dict(headers)))
         position, first = 0, True
         async for piece in await self.storage.get(file.object_key):
             lo, hi = max(start - position, 0), min(end - position, len(piece))
             position += len(piece)
             if hi > lo:
-                yield httpbody_pb2.HttpBody(content_type=file.mime_type if first else "", data=piece[lo:hi])
+                if first:
+                    yield httpbody_pb2.HttpBody(content_type=file.mime_type, data=piece[lo:hi], extensions=[extension])
+                else:
+                    yield httpbody_pb2.HttpBody(data=piece[lo:hi])
                 first = False
             if position >= end:
                 break
         if first:  # an empty range of an empty file still says what it is
-            yield httpbody_pb2.HttpBody(content_type=file.mime_type)
+            yield httpbody_pb2.HttpBody(content_type=file.mime_type, extensions=[extension])
 
     async def search(self, request: pb.SearchRequest) -> pb.SearchResponse:
         """Python API for other domains (chat, flow): Search with the caller bound in the current context."""
@@ -1321,6 +1327,13 @@ def chunk_message(row: KnowledgeChunkRow, file_name: str) -> pb.Chunk:
     )
 
 
+def content_disposition(name: str, inline: bool) -> str:
+    """RFC 6266: an ASCII fallback `filename` for old clients beside the exact UTF-8 `filename*`."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in name) or "download"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def byte_range(spec: str, size: int) -> tuple[int, int]:
     """[start, end) of one HTTP byte range ("bytes=a-b", "bytes=a-", "bytes=-n") of a `size`-byte file."""
     if not spec:
@@ -1337,7 +1350,7 @@ def byte_range(spec: str, size: int) -> tuple[int, int]:
             grpc.StatusCode.OUT_OF_RANGE,
             "INVALID_ARGUMENT",
             f"range: {spec!r} is not satisfiable for a file of {size} bytes",
-            {"field": "range", "size_bytes": str(size)},
+            {"field": "range", "size_bytes": str(size), "content_range": f"bytes */{size}"},
         )
     return start, end
 

@@ -411,6 +411,12 @@ class Settings(BaseSettings):
     )
     knowledge_pdf_ocr: bool = Field(True, description="OCR the images of PDF pages that have no text layer")
     knowledge_xlsx_max_cells: int = Field(10_000_000, ge=1, description="cells of a workbook, empty padding included")
+    knowledge_download_redirect_seconds: int = Field(
+        300,
+        ge=0,
+        description="S3 storage: file downloads redirect to a presigned URL valid this long (0 streams them through "
+        "the server); the S3 endpoint must then be reachable by the clients",
+    )
     # Question-answer knowledge bases (pairs imported from csv/xlsx or written by hand).
     knowledge_qa_max_pairs: int = Field(100_000, ge=1, description="question-answer pairs in one imported table")
     knowledge_qa_question_max_chars: int = Field(2000, ge=1, description="a question or similar question")

@@ -1275,11 +1275,17 @@ class KnowledgeService(QAPairs, knowledge_pb2_grpc.KnowledgeServiceServicer):
         ]
         if request.range:
             headers.append(("content-range", f"bytes {start}-{end - 1}/{file.size_bytes}"))
+        location = await self._presigned(file, request)
+        if location:
+            headers = [("location", location), *headers[:1]]
         if context is not None:  # trailing: the trace interceptor has already sent the initial metadata
             context.set_trailing_metadata(headers)
         # HttpBody's place for a stream's response metadata: the first message's extensions (the gateway's headers)
         extension = any_pb2.Any()
         extension.Pack(struct_of(dict(headers)))
+        if location:  # the storage serves the bytes (and the client's Range) itself
+            yield httpbody_pb2.HttpBody(content_type=file.mime_type, extensions=[extension])
+            return
         position, first = 0, True
         async for piece in await self.storage.get(file.object_key):
             lo, hi = max(start - position, 0), min(end - position, len(piece))
@@ -1294,6 +1300,17 @@ class KnowledgeService(QAPairs, knowledge_pb2_grpc.KnowledgeServiceServicer):
                 break
         if first:  # an empty range of an empty file still says what it is
             yield httpbody_pb2.HttpBody(content_type=file.mime_type, extensions=[extension])
+
+    async def _presigned(self, file: KnowledgeFileRow, request: pb.DownloadFileRequest) -> str | None:
+        seconds = self.settings.knowledge_download_redirect_seconds
+        wanted = request.redirect if request.HasField("redirect") else seconds > 0
+        if not wanted:
+            return None
+        return await self.storage.presigned_get(
+            file.object_key,
+            seconds or 300,
+            {"content-type": file.mime_type, "content-disposition": content_disposition(file.name, request.inline)},
+        )
 
     async def search(self, request: pb.SearchRequest) -> pb.SearchResponse:
         """Python API for other domains (chat, flow): Search with the caller bound in the current context."""

@@ -595,14 +595,16 @@ class AddChunkResponse(_message.Message):
     def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
 
 class DownloadFileRequest(_message.Message):
-    __slots__ = ("file_id", "range", "inline")
+    __slots__ = ("file_id", "range", "inline", "redirect")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     INLINE_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_FIELD_NUMBER: _ClassVar[int]
     file_id: str
     range: str
     inline: bool
-    def __init__(self, file_id: _Optional[str] = ..., range: _Optional[str] = ..., inline: _Optional[bool] = ...) -> None: ...
+    redirect: bool
+    def __init__(self, file_id: _Optional[str] = ..., range: _Optional[str] = ..., inline: _Optional[bool] = ..., redirect: _Optional[bool] = ...) -> None: ...
 
 class CreateQAPairRequest(_message.Message):
     __slots__ = ("kb_id", "qa_pair")

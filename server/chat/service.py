@@ -19,7 +19,7 @@ import grpc
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 
 from typecase.server.chat import context as ctx
-from typecase.server.chat.attachments import DocumentReader, for_model
+from typecase.server.chat.attachments import DocumentReader, for_model, stored_body
 from typecase.server.chat.convert import message_message, session_message, struct_dict, to_dict
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
 from typecase.server.chat.models import COMPLETE, STREAMING, ChatMessageRow, ChatSessionRow, ChatTurnRow
@@ -689,6 +689,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             stored.append(to_dict(item))
         return stored
 
+    async def DownloadAttachment(self, request, context):
+        row, _ = await self._message(request.message_id)  # another user's message is NOT_FOUND
+        body = stored_body(
+            self.storage, list(row.attachments or []), request.index, row.id, request.range, request.inline, context
+        )
+        async for message in body:
+            yield message
+
     async def Chat(self, request, context):
         caller.current()  # authenticated (visibility is checked on the session)
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
@@ -787,7 +795,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         await self._flow(parent.flow_id)  # online, and visible to the caller: else an RPC error, no turn
         turns, _, newest = history
         limit = self.settings.chat_max_context_turns
+        attachments = await self._attachments(request, parent.id)
         flow = FlowTurn(
+            attachments=attachments,
             flow_id=parent.flow_id,
             input_node_id=request.input_node_id,
             input=struct_dict(request.input) if request.HasField("input") else None,
@@ -801,7 +811,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             session_id=parent.id,
             owner_id=parent.owner_id,
             question=question,
-            attachments=await self._attachments(request, parent.id),
+            attachments=attachments,
             request_id=request.request_id or None,
             model_id="",
             prompt=ctx.Prompt(),

@@ -104,6 +104,7 @@ class FlowTurn:
     input_node_id: str = ""
     input: dict | None = None
     history: list[dict[str, str]] = field(default_factory=list)
+    attachments: list[dict] = field(default_factory=list)  # the question's files, as stored: file start variables
 
 
 @dataclass(eq=False)
@@ -605,6 +606,7 @@ class Turns:
             input=turn.flow.input,
             history=turn.flow.history,
             stop_on_close=True,
+            **({"attachments": turn.flow.attachments} if turn.flow.attachments else {}),
         )
         try:
             async for response in stream:

@@ -11,17 +11,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 import unicodedata
 import uuid
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -62,6 +60,7 @@ from typecase.server.knowledge.search import MODE_HYBRID, MODE_KEYWORD, MODE_VEC
 from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.convert import to_timestamp
+from typecase.server.rpc.downloads import object_body
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.v1 import knowledge_pb2 as pb
 from typecase.v1 import knowledge_pb2_grpc
@@ -1262,55 +1261,23 @@ class KnowledgeService(QAPairs, knowledge_pb2_grpc.KnowledgeServiceServicer):
         return pb.AddChunkResponse(chunk=chunk_message(row, file.name))
 
     async def DownloadFile(self, request, context):
-        from google.api import httpbody_pb2
-
         async with self.db.session() as session:
             file, _ = await self._file(session, request.file_id)
         self._has_original(file)
-        start, end = byte_range(request.range, file.size_bytes)
-        headers = [
-            ("content-disposition", content_disposition(file.name, request.inline)),
-            ("x-file-size", str(file.size_bytes)),
-            ("accept-ranges", "bytes"),
-        ]
-        if request.range:
-            headers.append(("content-range", f"bytes {start}-{end - 1}/{file.size_bytes}"))
-        location = await self._presigned(file, request)
-        if location:
-            headers = [("location", location), *headers[:1]]
-        if context is not None:  # trailing: the trace interceptor has already sent the initial metadata
-            context.set_trailing_metadata(headers)
-        # HttpBody's place for a stream's response metadata: the first message's extensions (the gateway's headers)
-        extension = any_pb2.Any()
-        extension.Pack(struct_of(dict(headers)))
-        if location:  # the storage serves the bytes (and the client's Range) itself
-            yield httpbody_pb2.HttpBody(content_type=file.mime_type, extensions=[extension])
-            return
-        position, first = 0, True
-        async for piece in await self.storage.get(file.object_key):
-            lo, hi = max(start - position, 0), min(end - position, len(piece))
-            position += len(piece)
-            if hi > lo:
-                if first:
-                    yield httpbody_pb2.HttpBody(content_type=file.mime_type, data=piece[lo:hi], extensions=[extension])
-                else:
-                    yield httpbody_pb2.HttpBody(data=piece[lo:hi])
-                first = False
-            if position >= end:
-                break
-        if first:  # an empty range of an empty file still says what it is
-            yield httpbody_pb2.HttpBody(content_type=file.mime_type, extensions=[extension])
-
-    async def _presigned(self, file: KnowledgeFileRow, request: pb.DownloadFileRequest) -> str | None:
         seconds = self.settings.knowledge_download_redirect_seconds
-        wanted = request.redirect if request.HasField("redirect") else seconds > 0
-        if not wanted:
-            return None
-        return await self.storage.presigned_get(
+        redirect = request.redirect if request.HasField("redirect") else seconds > 0
+        async for message in object_body(
+            self.storage,
             file.object_key,
-            seconds or 300,
-            {"content-type": file.mime_type, "content-disposition": content_disposition(file.name, request.inline)},
-        )
+            size=file.size_bytes,
+            mime_type=file.mime_type,
+            name=file.name,
+            range_spec=request.range,
+            inline=request.inline,
+            context=context,
+            redirect_seconds=(seconds or 300) if redirect else 0,
+        ):
+            yield message
 
     async def search(self, request: pb.SearchRequest) -> pb.SearchResponse:
         """Python API for other domains (chat, flow): Search with the caller bound in the current context."""
@@ -1342,34 +1309,6 @@ def chunk_message(row: KnowledgeChunkRow, file_name: str) -> pb.Chunk:
         edited=bool(row.edited),
         file_name=file_name,
     )
-
-
-def content_disposition(name: str, inline: bool) -> str:
-    """RFC 6266: an ASCII fallback `filename` for old clients beside the exact UTF-8 `filename*`."""
-    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in name) or "download"
-    kind = "inline" if inline else "attachment"
-    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
-def byte_range(spec: str, size: int) -> tuple[int, int]:
-    """[start, end) of one HTTP byte range ("bytes=a-b", "bytes=a-", "bytes=-n") of a `size`-byte file."""
-    if not spec:
-        return 0, size
-    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", spec)
-    if m is None or not (m.group(1) or m.group(2)):
-        raise invalid_argument("range", 'one byte range such as "bytes=0-99", "bytes=100-" or "bytes=-50"')
-    if not m.group(1):  # the last n bytes
-        return max(size - int(m.group(2)), 0), size
-    start = int(m.group(1))
-    end = min(int(m.group(2)) + 1, size) if m.group(2) else size
-    if start >= size or end <= start:
-        raise TypecaseError(
-            grpc.StatusCode.OUT_OF_RANGE,
-            "INVALID_ARGUMENT",
-            f"range: {spec!r} is not satisfiable for a file of {size} bytes",
-            {"field": "range", "size_bytes": str(size), "content_range": f"bytes */{size}"},
-        )
-    return start, end
 
 
 def _job_key(kb_id: str, file_id: str) -> str:

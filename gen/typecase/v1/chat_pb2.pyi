@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -497,3 +498,15 @@ class StreamTurnEventsResponse(_message.Message):
     turn_id: str
     event: TurnEvent
     def __init__(self, seq: _Optional[int] = ..., turn_id: _Optional[str] = ..., event: _Optional[_Union[TurnEvent, _Mapping]] = ...) -> None: ...
+
+class DownloadAttachmentRequest(_message.Message):
+    __slots__ = ("message_id", "index", "range", "inline")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    index: int
+    range: str
+    inline: bool
+    def __init__(self, message_id: _Optional[str] = ..., index: _Optional[int] = ..., range: _Optional[str] = ..., inline: _Optional[bool] = ...) -> None: ...

@@ -310,9 +310,11 @@ class KnowledgeServiceServicer:
 
     def DownloadFile(self, request, context):
         """Streams a file's original bytes (all, or the byte range asked for), for download or inline preview.
-        The first message carries the content type; the trailing metadata carries content-disposition,
-        x-file-size and, for a range, content-range.
+        The first message carries the content type and, in its extensions (a Struct), the response headers:
+        content-disposition, x-file-size, accept-ranges and, for a range, content-range (also in the trailing
+        metadata). Over HTTP the Range header works as `range` does, with 206 and 416 statuses.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

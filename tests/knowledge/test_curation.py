@@ -161,7 +161,7 @@ async def test_download_returns_the_original_and_exactly_the_requested_byte_rang
     original = b"n\n" + data.replace(b"\n", b" ")
     body, headers, content_type = await download(stub, ADMIN, file.id)
     assert body == original and content_type == file.mime_type
-    assert headers["content-disposition"] == "attachment; filename*=UTF-8''numbers.csv"
+    assert headers["content-disposition"] == "attachment; filename=\"numbers.csv\"; filename*=UTF-8''numbers.csv"
     for spec, expected in (("bytes=0-99", original[:100]), ("bytes=70000-200000", original[70000:200001]),
                            ("bytes=300000-", original[300000:]), ("bytes=-10", original[-10:]),
                            ("bytes=5-5", original[5:6]), (f"bytes=10-{10 ** 9}", original[10:])):

@@ -492,6 +492,9 @@ class Settings(BaseSettings):
     chat_reserve_output_tokens: int = Field(512, ge=1, description="kept for the answer when max_tokens is unset")
     chat_chars_per_token: float = Field(3.0, gt=0, description="token estimate for ASCII text (others: 1/char)")
     chat_kb_top_k: int = Field(5, ge=1, le=100, description="passages retrieved for sessions with kb_ids")
+    chat_query_rewrite_max_tokens: int = Field(
+        64, ge=8, le=1024, description="answer tokens of a question rewritten for search (RetrievalSettings)"
+    )
     chat_model_cache_seconds: float = Field(2.0, ge=0, description="turn starts reuse a model lookup this long")
     # Turns.
     chat_stop_on_disconnect: bool = Field(False, description="default of ChatRequest.stop_on_disconnect")

@@ -23,6 +23,7 @@ from typecase.server.chat.attachments import DocumentReader, for_model, stored_b
 from typecase.server.chat.convert import message_message, session_message, struct_dict, to_dict
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
 from typecase.server.chat.models import COMPLETE, STREAMING, ChatMessageRow, ChatSessionRow, ChatTurnRow
+from typecase.server.chat.retrieval import check_settings
 from typecase.server.chat.turns import FlowTurn, NewTurn, TurnInProgress, Turns, preview, turn_not_found
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc import paging
@@ -33,7 +34,7 @@ from typecase.v1 import chat_pb2, chat_pb2_grpc, flow_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
 
-SESSION_FIELDS = {"title", "model_id", "system_prompt", "kb_ids", "metadata"}
+SESSION_FIELDS = {"title", "model_id", "system_prompt", "kb_ids", "metadata", "retrieval"}
 MESSAGE_FIELDS = {"content", "metadata"}
 MAX_REQUEST_ID = 128
 RATINGS = {chat_pb2.FEEDBACK_ACTION_LIKE: "like", chat_pb2.FEEDBACK_ACTION_DISLIKE: "dislike"}
@@ -213,6 +214,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         row = ChatSessionRow(
             id=monotonic_id(), owner_id=me.user_id, title=title, system_prompt=system_prompt, kb_ids=kb_ids, meta=meta
         )
+        row.retrieval = check_settings(given.retrieval) if given.HasField("retrieval") else None
         if kind == chat_pb2.SESSION_KIND_FLOW:
             if not given.flow_id:
                 raise invalid_argument("session.flow_id", "required for a flow session")
@@ -310,6 +312,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             values["kb_ids"] = self._check_kb_ids(given.kb_ids)
         if "metadata" in paths:
             values["meta"] = self._check_metadata(given.metadata, "session.metadata")
+        if "retrieval" in paths:
+            values["retrieval"] = check_settings(given.retrieval)
         if values:
             values["update_time"] = utcnow()
             async with self.db.session() as session:
@@ -773,6 +777,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             prompt=prompt,
             config=config,
             kb_ids=list(parent.kb_ids or []),
+            retrieval=parent.retrieval,
             needs_title=self.settings.chat_auto_title and not parent.title,
             newest_message_id=newest,
         )

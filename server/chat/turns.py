@@ -38,7 +38,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import bindparam, null, select, update
 
 from typecase.server.chat import context as ctx
-from typecase.server.chat import titles
+from typecase.server.chat import retrieval, titles
 from typecase.server.chat.convert import FINISH_FROM_PROTO, message_message, status_dict, to_dict, usage
 from typecase.server.chat.eventlog import Entry, EventLog, LiveLog, stream_key
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
@@ -57,7 +57,7 @@ from typecase.server.infra import tracing
 from typecase.server.infra.cache import listen_forever
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc.errors import TypecaseError
-from typecase.v1 import chat_pb2, common_pb2, flow_pb2, knowledge_pb2, llm_pb2
+from typecase.v1 import chat_pb2, common_pb2, flow_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
 
@@ -122,6 +122,7 @@ class Turn:
     budget: chat_pb2.ContextBudget
     needs_title: bool = False
     kb_ids: list[str] = field(default_factory=list)
+    retrieval: dict | None = None
     flow: FlowTurn | None = None
     answer_row: ChatMessageRow | None = None  # as inserted; updated locally when the turn ends
     started_emitted: bool = False
@@ -167,6 +168,7 @@ class NewTurn:
     config: llm_pb2.GenerationConfig
     needs_title: bool
     kb_ids: list[str] = field(default_factory=list)
+    retrieval: dict | None = None  # the session's RetrievalSettings (chat/retrieval.py)
     newest_message_id: str | None = None  # new ids must sort after it
     flow: FlowTurn | None = None  # set for flow sessions (then model_id, prompt and config are unused)
 
@@ -357,6 +359,7 @@ class Turns:
             budget=new.prompt.budget,
             needs_title=new.needs_title,
             kb_ids=new.kb_ids,
+            retrieval=new.retrieval,
             flow=new.flow,
             answer_row=ChatMessageRow(**answer_values),
         )
@@ -513,9 +516,18 @@ class Turns:
         )
         self._emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
         try:
-            found = await search(
-                knowledge_pb2.SearchRequest(kb_ids=turn.kb_ids, query=turn.question, top_k=self.settings.chat_kb_top_k)
+            request = await retrieval.search_request(
+                self.llm,
+                model_id=turn.model_id,
+                messages=turn.request.messages,
+                question=turn.question,
+                kb_ids=turn.kb_ids,
+                retrieval=turn.retrieval,
+                default_top_k=self.settings.chat_kb_top_k,
+                rewrite_max_tokens=self.settings.chat_query_rewrite_max_tokens,
             )
+            node.inputs.update({"query": request.query})
+            found = await search(request)
         except TypecaseError as exc:  # answer without grounding rather than not at all
             node.status, node.error = flow_pb2.NODE_RUN_STATUS_FAILED, exc.to_status()
         else:

@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
 from typecase.v1 import common_pb2 as _common_pb2
 from typecase.v1 import flow_pb2 as _flow_pb2
+from typecase.v1 import knowledge_pb2 as _knowledge_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -94,7 +95,7 @@ class Attachment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., url: _Optional[str] = ..., file_id: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("id", "owner_id", "title", "kind", "model_id", "flow_id", "flow_version_id", "system_prompt", "kb_ids", "app_name", "latest_message_preview", "latest_message_time", "message_count", "like_count", "dislike_count", "copied_count", "metadata", "create_time", "update_time", "delete_time")
+    __slots__ = ("id", "owner_id", "title", "kind", "model_id", "flow_id", "flow_version_id", "system_prompt", "kb_ids", "app_name", "latest_message_preview", "latest_message_time", "message_count", "like_count", "dislike_count", "copied_count", "metadata", "create_time", "update_time", "delete_time", "retrieval")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +116,7 @@ class Session(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_id: str
     title: str
@@ -135,7 +137,22 @@ class Session(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     delete_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., model_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., kb_ids: _Optional[_Iterable[str]] = ..., app_name: _Optional[str] = ..., latest_message_preview: _Optional[str] = ..., latest_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., like_count: _Optional[int] = ..., dislike_count: _Optional[int] = ..., copied_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    retrieval: RetrievalSettings
+    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., model_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., kb_ids: _Optional[_Iterable[str]] = ..., app_name: _Optional[str] = ..., latest_message_preview: _Optional[str] = ..., latest_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., like_count: _Optional[int] = ..., dislike_count: _Optional[int] = ..., copied_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retrieval: _Optional[_Union[RetrievalSettings, _Mapping]] = ...) -> None: ...
+
+class RetrievalSettings(_message.Message):
+    __slots__ = ("top_k", "score_threshold", "mode", "vector_weight", "rewrite_query")
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REWRITE_QUERY_FIELD_NUMBER: _ClassVar[int]
+    top_k: int
+    score_threshold: float
+    mode: _knowledge_pb2.SearchMode
+    vector_weight: float
+    rewrite_query: bool
+    def __init__(self, top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., mode: _Optional[_Union[_knowledge_pb2.SearchMode, str]] = ..., vector_weight: _Optional[float] = ..., rewrite_query: _Optional[bool] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
     __slots__ = ("run_id", "node")

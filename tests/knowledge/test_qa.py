@@ -132,6 +132,19 @@ async def test_hand_written_pairs_are_found_edited_and_deleted_on_both_indexes(s
     got = (await stub.GetQAPair(pb.GetQAPairRequest(pair_id=pair.id), metadata=ADMIN)).qa_pair
     assert got.answer == "Call the service desk on 4321."
 
+    # a rebuild (reprocess, or a new embedding model) re-indexes hand-written pairs in place: nothing is lost
+    await stub.ReprocessFile(pb.ReprocessFileRequest(file_id=pair.file_id), metadata=ADMIN)
+    rebuilt = await wait_done(stub, ADMIN, pair.file_id)
+    assert rebuilt.status == pb.FILE_STATUS_DONE and rebuilt.chunk_count == 2, rebuilt.error
+    [hit] = await search(stub, ADMIN, [kb.id], "unlock account", mode=pb.SEARCH_MODE_KEYWORD)
+    assert hit.qa_pair_id == pair.id
+    assert (await search(stub, ADMIN, [kb.id], "lunch hours of the cafeteria",
+                         mode=pb.SEARCH_MODE_VECTOR))[0].qa_pair_id == other.id
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # no original to download
+        async for _ in stub.DownloadFile(pb.DownloadFileRequest(file_id=pair.file_id), metadata=ADMIN):
+            pass
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
     await stub.DeleteQAPair(pb.DeleteQAPairRequest(pair_id=pair.id), metadata=ADMIN)
     assert await search(stub, ADMIN, [kb.id], "unlock account login secret", mode=pb.SEARCH_MODE_KEYWORD) == []
     hits = await search(stub, ADMIN, [kb.id], "How do I unlock my account?", mode=pb.SEARCH_MODE_VECTOR, top_k=10)

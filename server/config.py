@@ -422,6 +422,17 @@ class Settings(BaseSettings):
     )
     knowledge_pdf_ocr: bool = Field(True, description="OCR the images of PDF pages that have no text layer")
     knowledge_xlsx_max_cells: int = Field(10_000_000, ge=1, description="cells of a workbook, empty padding included")
+    knowledge_download_redirect_seconds: int = Field(
+        300,
+        ge=0,
+        description="S3 storage: file downloads redirect to a presigned URL valid this long (0 streams them through "
+        "the server); the S3 endpoint must then be reachable by the clients",
+    )
+    # Question-answer knowledge bases (pairs imported from csv/xlsx or written by hand).
+    knowledge_qa_max_pairs: int = Field(100_000, ge=1, description="question-answer pairs in one imported table")
+    knowledge_qa_question_max_chars: int = Field(2000, ge=1, description="a question or similar question")
+    knowledge_qa_answer_max_chars: int = Field(32_000, ge=1, description="the answer of a question-answer pair")
+    knowledge_qa_max_similar_questions: int = Field(50, ge=0, description="similar questions of one pair")
     # Indexing.
     knowledge_embed_batch_size: int = Field(64, ge=1, le=256, description="texts per embedding call")
     knowledge_embed_merge_wait_seconds: float = Field(0.02, ge=0, description="merge concurrent jobs' batches")
@@ -492,6 +503,9 @@ class Settings(BaseSettings):
     chat_reserve_output_tokens: int = Field(512, ge=1, description="kept for the answer when max_tokens is unset")
     chat_chars_per_token: float = Field(3.0, gt=0, description="token estimate for ASCII text (others: 1/char)")
     chat_kb_top_k: int = Field(5, ge=1, le=100, description="passages retrieved for sessions with kb_ids")
+    chat_query_rewrite_max_tokens: int = Field(
+        64, ge=8, le=1024, description="answer tokens of a question rewritten for search (RetrievalSettings)"
+    )
     chat_model_cache_seconds: float = Field(2.0, ge=0, description="turn starts reuse a model lookup this long")
     # Turns.
     chat_stop_on_disconnect: bool = Field(False, description="default of ChatRequest.stop_on_disconnect")

@@ -7,6 +7,8 @@
   processes) and put before the question, each cut at chat_attachment_max_chars and all of them within what the
   model's context leaves once the question and the system prompt are in; a cut says so in the prompt. Documents
   given by URL are not fetched (only inline data is read).
+- Stored attachments (inline data, kept under an `object:` url) are downloadable by whoever sees the message
+  (`stored_body`, the same HttpBody streaming as knowledge files: ranges, Content-Disposition).
 """
 
 from __future__ import annotations
@@ -110,3 +112,28 @@ async def for_model(
             raise
         out.documents.append((attachment.name, text, cut))
     return out
+
+
+STORED_PREFIX = "object:"
+
+
+def stored_body(storage, attachments: list, index: int, message_id: str, range_spec: str, inline: bool, context):
+    """The HttpBody stream of a message's `index`-th attachment; NOT_FOUND when there is none or it has no stored
+    copy (given by URL or knowledge-base file id)."""
+    from typecase.server.rpc.downloads import object_body
+    from typecase.server.rpc.errors import not_found
+
+    item = attachments[index] if 0 <= index < len(attachments) else None
+    url = str((item or {}).get("url") or "")
+    if item is None or not url.startswith(STORED_PREFIX) or storage is None:
+        raise not_found("attachment", f"{message_id}/{index}")
+    return object_body(
+        storage,
+        url[len(STORED_PREFIX) :],
+        size=int(item.get("sizeBytes") or item.get("size_bytes") or 0),
+        mime_type=str(item.get("mimeType") or item.get("mime_type") or "application/octet-stream"),
+        name=str(item.get("name") or "attachment"),
+        range_spec=range_spec,
+        inline=inline,
+        context=context,
+    )

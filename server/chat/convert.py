@@ -15,6 +15,7 @@ from typecase.server.chat.models import (
     ChatMessageRow,
     ChatSessionRow,
 )
+from typecase.server.chat.search_query import settings_message
 from typecase.server.rpc.convert import to_timestamp
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2
 
@@ -98,6 +99,7 @@ def session_message(row: ChatSessionRow, *, show_delete_time: bool = False) -> c
         create_time=to_timestamp(row.create_time),
         update_time=to_timestamp(row.update_time),
         delete_time=to_timestamp(row.delete_time) if show_delete_time else None,
+        retrieval=settings_message(row.retrieval),
     )
 
 

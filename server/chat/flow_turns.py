@@ -38,6 +38,7 @@ async def run_flow(turn: Turn, flow: ChatFlows | None, emit: Emit, emit_started:
         input=turn.flow.input,
         history=turn.flow.history,
         stop_on_close=True,
+        **({"attachments": turn.flow.attachments} if turn.flow.attachments else {}),
     )
     try:
         async for response in stream:

@@ -49,6 +49,7 @@ class ChatSessionRow(Base):
     dislike_count: Mapped[int] = mapped_column(Integer, default=0)
     copied_count: Mapped[int] = mapped_column(Integer, default=0)
     meta: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    retrieval: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # RetrievalSettings JSON; None: defaults
     # The turn in progress, if any: set and cleared with compare-and-set updates (one turn per session).
     active_turn_id: Mapped[str | None] = mapped_column(String(26))
     create_time: Mapped[datetime] = mapped_column(default=utcnow)

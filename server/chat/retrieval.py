@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from typecase.server.chat import context as ctx
+from typecase.server.chat import search_query
 from typecase.server.chat.turn_state import Turn, now_stamp
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.ports import KnowledgeSearch
-from typecase.v1 import chat_pb2, common_pb2, flow_pb2, knowledge_pb2, llm_pb2
+from typecase.v1 import chat_pb2, common_pb2, flow_pb2, llm_pb2
 
 Emit = Callable[..., None]  # Turns._emit(turn, event, terminal=False)
 
 
-async def retrieve(turn: Turn, knowledge: KnowledgeSearch | None, emit: Emit, settings) -> bool:
+async def retrieve(turn: Turn, knowledge: KnowledgeSearch | None, llm, emit: Emit, settings) -> bool:
     """Ground the answer on the session's knowledge bases (when the knowledge service runs here): a
     retrieval step, the citations, and the passages in the prompt as far as the budget allows. True when the
     prompt changed."""
@@ -34,9 +35,18 @@ async def retrieve(turn: Turn, knowledge: KnowledgeSearch | None, emit: Emit, se
     )
     emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
     try:
-        found = await knowledge.search(
-            knowledge_pb2.SearchRequest(kb_ids=turn.kb_ids, query=turn.question, top_k=settings.chat_kb_top_k)
+        request = await search_query.search_request(
+            llm,
+            model_id=turn.model_id,
+            messages=turn.request.messages,
+            question=turn.question,
+            kb_ids=turn.kb_ids,
+            retrieval=turn.retrieval,
+            default_top_k=settings.chat_kb_top_k,
+            rewrite_max_tokens=settings.chat_query_rewrite_max_tokens,
         )
+        node.inputs.update({"query": request.query})
+        found = await knowledge.search(request)
     except TypecaseError as exc:  # answer without grounding rather than not at all
         node.status, node.error = flow_pb2.NODE_RUN_STATUS_FAILED, exc.to_status()
     else:

@@ -23,10 +23,11 @@ from typecase.server.chat.agent_turn import AgentSource, AgentTurn
 from typecase.server.chat.agent_turn import history as agent_history
 from typecase.server.chat.agent_turn import resume as agent_resume
 from typecase.server.chat.agent_turn import system_prompt as agent_system_prompt
-from typecase.server.chat.attachments import DocumentReader, for_model
+from typecase.server.chat.attachments import DocumentReader, for_model, stored_body
 from typecase.server.chat.convert import message_message, session_message, struct_dict, to_dict
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
 from typecase.server.chat.models import COMPLETE, STREAMING, ChatMessageRow, ChatSessionRow, ChatTurnRow
+from typecase.server.chat.search_query import check_settings
 from typecase.server.chat.turns import FlowTurn, NewTurn, TurnInProgress, Turns, preview, turn_not_found
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.rpc import paging
@@ -38,7 +39,7 @@ from typecase.v1 import assistant_pb2, chat_pb2, chat_pb2_grpc, flow_pb2, llm_pb
 
 log = logging.getLogger("typecase.chat")
 
-SESSION_FIELDS = {"title", "model_id", "system_prompt", "kb_ids", "metadata"}
+SESSION_FIELDS = {"title", "model_id", "system_prompt", "kb_ids", "metadata", "retrieval"}
 MESSAGE_FIELDS = {"content", "metadata"}
 MAX_REQUEST_ID = 128
 RATINGS = {chat_pb2.FEEDBACK_ACTION_LIKE: "like", chat_pb2.FEEDBACK_ACTION_DISLIKE: "dislike"}
@@ -227,6 +228,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         row = ChatSessionRow(
             id=monotonic_id(), owner_id=me.user_id, title=title, system_prompt=system_prompt, kb_ids=kb_ids, meta=meta
         )
+        row.retrieval = check_settings(given.retrieval) if given.HasField("retrieval") else None
         if kind == chat_pb2.SESSION_KIND_FLOW:
             if not given.flow_id:
                 raise invalid_argument("session.flow_id", "required for a flow session")
@@ -332,6 +334,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             values["kb_ids"] = self._check_kb_ids(given.kb_ids)
         if "metadata" in paths:
             values["meta"] = self._check_metadata(given.metadata, "session.metadata")
+        if "retrieval" in paths:
+            values["retrieval"] = check_settings(given.retrieval)
         if values:
             values["update_time"] = utcnow()
             async with self.db.session() as session:
@@ -711,6 +715,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             stored.append(to_dict(item))
         return stored
 
+    async def DownloadAttachment(self, request, context):
+        row, _ = await self._message(request.message_id)  # another user's message is NOT_FOUND
+        body = stored_body(
+            self.storage, list(row.attachments or []), request.index, row.id, request.range, request.inline, context
+        )
+        async for message in body:
+            yield message
+
     async def Chat(self, request, context):
         caller.current()  # authenticated (visibility is checked on the session)
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
@@ -851,6 +863,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             prompt=prompt,
             config=config,
             kb_ids=list(parent.kb_ids or []) if kb_ids is None else kb_ids,
+            retrieval=parent.retrieval,
             needs_title=self.settings.chat_auto_title and not parent.title,
             newest_message_id=newest,
             agent=agent,
@@ -874,7 +887,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         await self._flow(parent.flow_id)  # online, and visible to the caller: else an RPC error, no turn
         turns, _, newest = history
         limit = self.settings.chat_max_context_turns
+        attachments = await self._attachments(request, parent.id)
         flow = FlowTurn(
+            attachments=attachments,
             flow_id=parent.flow_id,
             input_node_id=request.input_node_id,
             input=struct_dict(request.input) if request.HasField("input") else None,
@@ -888,7 +903,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             session_id=parent.id,
             owner_id=parent.owner_id,
             question=question,
-            attachments=await self._attachments(request, parent.id),
+            attachments=attachments,
             request_id=request.request_id or None,
             model_id="",
             prompt=ctx.Prompt(),

@@ -58,6 +58,7 @@ class FlowTurn:
     input_node_id: str = ""
     input: dict | None = None
     history: list[dict[str, str]] = field(default_factory=list)
+    attachments: list[dict] = field(default_factory=list)  # the question's files, as stored: file start variables
 
 
 @dataclass(eq=False)
@@ -75,6 +76,7 @@ class Turn:
     budget: chat_pb2.ContextBudget
     needs_title: bool = False
     kb_ids: list[str] = field(default_factory=list)
+    retrieval: dict | None = None
     flow: FlowTurn | None = None
     answer_row: ChatMessageRow | None = None  # as inserted; updated locally when the turn ends
     started_emitted: bool = False
@@ -121,6 +123,7 @@ class NewTurn:
     config: llm_pb2.GenerationConfig
     needs_title: bool
     kb_ids: list[str] = field(default_factory=list)
+    retrieval: dict | None = None  # the session's RetrievalSettings (chat/search_query.py)
     newest_message_id: str | None = None  # new ids must sort after it
     flow: FlowTurn | None = None  # set for flow sessions (then model_id, prompt and config are unused)
     agent: Any = None  # set for assistant sessions: agent_turn.AgentTurn

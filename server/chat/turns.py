@@ -266,6 +266,7 @@ class Turns(TurnRecovery):
             budget=new.prompt.budget,
             needs_title=new.needs_title,
             kb_ids=new.kb_ids,
+            retrieval=new.retrieval,
             flow=new.flow,
             agent=new.agent,
             answer_row=ChatMessageRow(**answer_values),
@@ -385,7 +386,7 @@ class Turns(TurnRecovery):
 
     async def _retrieve(self, turn: Turn) -> bool:
         """Ground the answer on the session's knowledge bases (retrieval.py). True when the prompt changed."""
-        return await retrieval.retrieve(turn, self.knowledge, self._emit, self.settings)
+        return await retrieval.retrieve(turn, self.knowledge, self.llm, self._emit, self.settings)
 
     async def _generate(self, turn: Turn) -> None:
         if turn.flow is not None:

@@ -54,7 +54,7 @@ from typecase.server.flow.nodes import SPECS
 from typecase.server.flow.nodes.base import Services
 from typecase.server.flow.nodes.http import HttpGuard
 from typecase.server.flow.nodes.knowledge import kb_ids
-from typecase.server.flow.nodes.start import run_inputs
+from typecase.server.flow.nodes.start import chat_files, run_inputs, with_files
 from typecase.server.flow.redact import redact_graph
 from typecase.server.infra import sharing
 from typecase.server.infra.sql import new_id, utcnow
@@ -882,6 +882,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         input: dict[str, Any] | None = None,
         history: list[dict[str, str]] | None = None,
         stop_on_close: bool = True,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> AsyncGenerator[flow_pb2.RunFlowResponse, None]:
         """One chat turn of a flow session, under the caller's principal (the session owner).
 
@@ -895,7 +896,8 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         ends or pauses for input (the last event is then input_required). Token events are only the answer's
         text: output nodes and the LLM nodes they stream from (other LLM nodes' tokens are left out; their
         results still appear in node events). `history` ([{"role": "user"|"assistant", "content"}], oldest first)
-        feeds LLM nodes with history_turns. Closing the iterator before the end stops the run when
+        feeds LLM nodes with history_turns. `attachments` (the turn's files, as chat stores them) fill the start
+        variables of type file a new run leaves empty, and `files` (start.with_files). Closing the iterator before the end stops the run when
         `stop_on_close` (a stopped chat turn stops its run)."""
         given = dict(input or {})
         async with self.db.session() as session:
@@ -922,7 +924,8 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             if input_node_id:
                 raise not_waiting("", "no run of this session is waiting for input")
             flow, version, graph = await self._prepare_run(flow_id, version_id)
-            inputs = run_inputs(graph.start_params(), {"question": question, **given})
+            start = graph.start_params()
+            inputs = run_inputs(start, with_files(start, {"question": question, **given}, chat_files(attachments)))
             prefill = {"text": question} if question.strip() else None
             execution = await self.engine.create(
                 self._new_run(flow, version, inputs, session_id), graph, prefill=prefill, history=history

@@ -31,6 +31,7 @@ from . import jsontext, openapi
 from .bindings import Binding, build_bindings
 from .channel import ChannelTarget
 from .errors import RpcFailure, invalid_argument, status_body
+from .httpbody import apply_range, range_header
 from .inprocess import CallScope, InProcess
 from .metadata import HeaderError, IncomingMetadata, incoming_metadata, metadata_headers, new_trace_id, peer_string
 from .multipart import ClientGone, json_requests, multipart_requests, read_body, too_large
@@ -355,6 +356,7 @@ class Gateway:
         request = binding.build_request(params, body, incoming.content_type, query, self.options.max_json_depth)
         if incoming.last_event_id is not None:
             self._apply_last_event_id(binding, request, incoming)
+        ranged = binding.response_is_httpbody and apply_range(request, range_header(scope["headers"]))
         mode = SSE if "text/event-stream" in incoming.accept else NDJSON
         writer = HttpStreamWriter(
             send, mode, binding.encode, binding.seq_field, binding.response_is_httpbody, base_headers, start
@@ -380,6 +382,11 @@ class Gateway:
             writer.closed = True
             if call_scope.reason == _CANCELLED:
                 return
+            if ranged and failure.code == grpc.StatusCode.OUT_OF_RANGE:  # RFC 9110: 416 Range Not Satisfiable
+                failure.http_status_override = 416
+                info = failure.detail(error_details_pb2.ErrorInfo)
+                if info is not None and info.metadata.get("content_range"):
+                    base_headers.append((b"content-range", info.metadata["content_range"].encode("latin-1")))
             if not await writer.fail(failure):
                 raise
         finally:

@@ -15,7 +15,17 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # Headers a browser script may read from our responses (trace id, timing, stream resumption, retry hints).
-EXPOSED_HEADERS = ("x-trace-id", "x-process-time", "retry-after", "grpc-status", "grpc-message", "content-disposition")
+EXPOSED_HEADERS = (
+    "x-trace-id",
+    "x-process-time",
+    "retry-after",
+    "grpc-status",
+    "grpc-message",
+    "content-disposition",
+    "content-range",  # ranged downloads (httpbody.py): a script reads which bytes it got and the file's size
+    "accept-ranges",
+    "x-file-size",
+)
 
 
 def with_cors(

@@ -11,7 +11,8 @@ a ``: keep-alive`` comment every ``sse_keepalive_seconds`` of silence (the first
 headers, so a client waiting on a slow first message sees the stream open).
 
 A response that is ``google.api.HttpBody`` streams raw: the first message's ``content_type`` is the
-response Content-Type and each message's ``data`` is written as is.
+response Content-Type, its ``extensions`` may carry headers and the status (httpbody.py), and each message's
+``data`` is written as is.
 
 WebSocket: see ``WebSocketSession``.
 """
@@ -27,6 +28,7 @@ from typing import Any
 import grpc
 
 from .errors import RpcFailure, status_dict
+from .httpbody import response_headers
 from .metadata import metadata_headers
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -96,12 +98,16 @@ class HttpStreamWriter:
         else:
             content_type = b"text/event-stream; charset=utf-8" if self.mode == SSE else b"application/x-ndjson"
         headers = [(b"content-type", content_type), *self.base_headers]
+        status = 200
+        if self.raw and first is not None:
+            status, extra = response_headers(first)
+            headers.extend(extra)
         if self.mode == SSE:
             headers.append((b"cache-control", b"no-cache"))
             headers.append((b"x-accel-buffering", b"no"))
         headers.extend(metadata_headers(self.initial_metadata))
         headers.append((b"x-process-time", f"{time.perf_counter() - self.start_time:.6f}".encode()))
-        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def message(self, msg: Any) -> None:
         if not self.started:

@@ -18,6 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,6 +130,11 @@ class ObjectStorage(abc.ABC):
     async def read_bytes(self, key: str) -> bytes:
         """Whole object in memory: only for objects known to be small."""
         return b"".join([chunk async for chunk in await self.get(key)])
+
+    async def presigned_get(self, key: str, expires_seconds: int, response_headers: dict[str, str]) -> str | None:
+        """A URL that serves the object to anyone holding it for `expires_seconds`, with these response headers
+        (content-type, content-disposition), or None when this storage cannot sign URLs (a local directory)."""
+        return None
 
 
 async def _chunks(data: Data) -> AsyncIterator[bytes]:
@@ -475,6 +481,18 @@ class S3Storage(ObjectStorage):
                 raise ObjectNotFound(key) from None
             raise
         return _read_response(resp, chunk_size)
+
+    async def presigned_get(self, key: str, expires_seconds: int, response_headers: dict[str, str]) -> str | None:
+        safe_key(key)
+        # S3 overrides response headers only through these query parameters of a signed GET.
+        params = {f"response-{name.lower()}": value for name, value in response_headers.items()}
+        return await asyncio.to_thread(
+            self._client.presigned_get_object,
+            self.bucket,
+            key,
+            expires=timedelta(seconds=expires_seconds),
+            response_headers=params,
+        )
 
     async def stat(self, key: str) -> ObjectInfo:
         safe_key(key)

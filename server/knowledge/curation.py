@@ -171,7 +171,9 @@ class ChunkEditor:
                 await self.vectors.delete(name, ids=await self._old_ids(kb, old))
                 await self.collections.flush(name)
 
-    async def add(self, kb: KnowledgeBaseRow, file: KnowledgeFileRow, text: str, page: int) -> KnowledgeChunkRow:
+    async def add(
+        self, kb: KnowledgeBaseRow, file: KnowledgeFileRow, text: str, page: int, answer: str | None = None
+    ) -> KnowledgeChunkRow:
         async with self._locks[file.id]:
             async with self.db.session() as session:
                 last = await session.scalar(
@@ -197,6 +199,7 @@ class ChunkEditor:
                             start_offset=0,
                             end_offset=0,
                             edited=True,
+                            answer=answer,
                         )
                     )
                     await session.flush()

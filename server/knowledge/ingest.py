@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -29,9 +30,11 @@ from sqlalchemy import delete, func, insert, select, update
 from typecase.server.infra.queue import Job, JobLost, PermanentJobError
 from typecase.server.infra.sql import Database, utcnow
 from typecase.server.knowledge import keyword, parsers
-from typecase.server.knowledge.chunking import Chunk, Rule, chunk_sections
+from typecase.server.knowledge.chunking import Chunk, Rule, chunk_sections, count_tokens
 from typecase.server.knowledge.model_window import EmbeddingProfile, Profiles
 from typecase.server.knowledge.models import (
+    FORMAT_QA_PAIRS,
+    KIND_QA,
     STATUS_DONE,
     STATUS_EMBEDDING,
     STATUS_FAILED,
@@ -45,6 +48,7 @@ from typecase.server.knowledge.models import (
     chunk_id,
 )
 from typecase.server.knowledge.parse_pool import Limits, ParsePool
+from typecase.server.knowledge.parsers import qa as qa_parser
 
 log = logging.getLogger("typecase.knowledge.ingest")
 
@@ -264,6 +268,10 @@ class IngestSettings:
                 xlsx_max_cells=s.knowledge_xlsx_max_cells,
                 ocr_max_pixels=s.knowledge_ocr_max_pixels,
                 pdf_ocr=s.knowledge_pdf_ocr,
+                qa_max_pairs=s.knowledge_qa_max_pairs,
+                qa_question_max_chars=s.knowledge_qa_question_max_chars,
+                qa_answer_max_chars=s.knowledge_qa_answer_max_chars,
+                qa_max_similar_questions=s.knowledge_qa_max_similar_questions,
             ),
             parse_limits=Limits(
                 processes=s.knowledge_parse_processes,
@@ -298,6 +306,27 @@ def window_records(profile: EmbeddingProfile, rows) -> list[tuple[str, Any, str]
         for w, text in enumerate(profile.windows(r.text)):
             out.append((vector_id(r.file_id, r.chunk_index, w), r, text))
     return out
+
+
+@dataclass
+class QAChunk(Chunk):
+    answer: str = ""
+
+
+def qa_text(question: str, similar: list[str]) -> str:
+    """The chunk text of a pair: its questions, one a line (what is embedded and keyword-indexed)."""
+    return "\n".join([question, *similar])
+
+
+def qa_chunks(sections) -> Iterator[Chunk]:
+    index = 0
+    for section in sections:
+        if not section.text:
+            continue
+        question, similar, answer = qa_parser.decode(section.text)
+        text = qa_text(question, similar)
+        yield QAChunk(index, text, 0, count_tokens(text), answer=answer)
+        index += 1
 
 
 def _take(iterator: Iterator[Chunk], n: int) -> list[Chunk]:
@@ -407,17 +436,13 @@ class Ingestor:
         if not await self.set_file(file_id, generation, status=STATUS_PARSING, progress=0, chunk_count=0, error=None):
             raise JobLost(job.id)
         await job.progress(STATUS_PARSING, 0)
-        await self.purge_file_data(file_id, kb)  # delete-then-insert: whatever an earlier run left goes first
-
-        rule = Rule.from_dict(file.chunking_rule or kb.chunking_rule)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        local = self.tmp_dir / f"{file_id}-{uuid.uuid4().hex[:8]}{parsers.BY_NAME[file.format].extensions[0]}"
-        try:
-            await self._download(file.object_key, local)
-            total, page_count = await self._parse_and_store(job, file, kb, generation, local, rule)
-        finally:
-            local.unlink(missing_ok=True)
-        if total == 0:
+        if file.format == FORMAT_QA_PAIRS:  # hand-written pairs have no original: their rows are the source
+            total, page_count, count = await self._reindex_rows(file, kb)
+        else:
+            await self.purge_file_data(file_id, kb)  # delete-then-insert: whatever an earlier run left goes first
+            total, page_count = await self._parse_file(job, file, kb, generation)
+            count = total
+        if total == 0 and file.format != FORMAT_QA_PAIRS:
             raise PermanentJobError("PARSE_FAILED", "the document produced no text to index")
         await self._embed(job, file, kb, generation, total)
         term_total = await self._index_keywords(job, file, kb, generation, total)
@@ -427,7 +452,7 @@ class Ingestor:
             generation,
             status=STATUS_DONE,
             progress=100,
-            chunk_count=total,
+            chunk_count=count,
             term_total=term_total,
             page_count=page_count,
             error=None,
@@ -441,6 +466,34 @@ class Ingestor:
             )
         log.info("file %s (%s) indexed: %d chunks in %.1fs", file_id, file.name, total, time.perf_counter() - started)
 
+    async def _parse_file(
+        self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int
+    ) -> tuple[int, int]:
+        rule = Rule.from_dict(file.chunking_rule or kb.chunking_rule)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        local = self.tmp_dir / f"{file.id}-{uuid.uuid4().hex[:8]}{parsers.BY_NAME[file.format].extensions[0]}"
+        try:
+            await self._download(file.object_key, local)
+            return await self._parse_and_store(job, file, kb, generation, local, rule)
+        finally:
+            local.unlink(missing_ok=True)
+
+    async def _reindex_rows(self, file: KnowledgeFileRow, kb: KnowledgeBaseRow) -> tuple[int, int, int]:
+        """Drop a file's postings and vectors but keep its chunk rows: (index span, pages, chunks) to rebuild."""
+        async with self.db.session() as session:
+            await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.file_id == file.id))
+            last, count = (
+                await session.execute(
+                    select(func.max(KnowledgeChunkRow.chunk_index), func.count()).where(
+                        KnowledgeChunkRow.file_id == file.id
+                    )
+                )
+            ).one()
+        name = collection_name(kb)
+        if await self.collections.open(name, kb.embedding_dimensions):
+            await self.vectors.delete(name, filter=f'file_id == "{file.id}"')
+        return (0 if last is None else int(last) + 1), 0, int(count or 0)
+
     async def _download(self, key: str, local: Path) -> None:
         f = await asyncio.to_thread(open, local, "wb")
         try:
@@ -452,8 +505,11 @@ class Ingestor:
     async def _parse_and_store(
         self, job: Job, file: KnowledgeFileRow, kb: KnowledgeBaseRow, generation: int, local: Path, rule: Rule
     ) -> tuple[int, int]:
+        options = self.settings.parser_options
+        if kb.kind == KIND_QA:  # a table of question-answer pairs, one chunk each (parsers/qa.py)
+            options = dataclasses.replace(options, qa=True)
         try:
-            async with self.parse_pool.parse(local, file.format, self.settings.parser_options) as parsed:
+            async with self.parse_pool.parse(local, file.format, options) as parsed:
                 return await self._store_chunks(job, file, kb, generation, parsed, rule), parsed.page_count
         except (parsers.UnsupportedFileType, parsers.ParseError) as exc:
             raise parse_failure(exc) from exc
@@ -468,7 +524,10 @@ class Ingestor:
         rule: Rule,
     ) -> int:
         fractions: list[float] = []
-        chunks = chunk_sections(parsed.sections, rule, self.settings.window_chars, fractions)
+        if kb.kind == KIND_QA:
+            chunks = qa_chunks(parsed.sections)
+        else:
+            chunks = chunk_sections(parsed.sections, rule, self.settings.window_chars, fractions)
         total, last = 0, time.monotonic()
         while True:
             try:
@@ -494,6 +553,7 @@ class Ingestor:
                             "token_count": c.token_count,
                             "start_offset": c.start,
                             "end_offset": c.end,
+                            "answer": c.answer if isinstance(c, QAChunk) else None,
                         }
                         for c in batch
                     ],

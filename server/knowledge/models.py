@@ -57,6 +57,9 @@ class Postings(TypeDecorator[bytes]):
 # Terms compare byte-exact: MySQL's default collations fold case and accents ("résumé" = "resume").
 TermString = String(64).with_variant(mysql.VARCHAR(64, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
 
+KIND_DOCUMENTS, KIND_QA = "documents", "qa"
+FORMAT_QA_PAIRS = "qa"  # the per-base file holding hand-written pairs: no original, never parsed
+
 STATUS_QUEUED, STATUS_PARSING, STATUS_EMBEDDING, STATUS_INDEXING, STATUS_DONE, STATUS_FAILED = (
     "queued",
     "parsing",
@@ -80,6 +83,7 @@ class KnowledgeBaseRow(Base):
     chunking_rule: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # Bumped when the embedding model changes: the Milvus collection is per (base, generation).
     vector_generation: Mapped[int] = mapped_column(Integer, default=1)
+    kind: Mapped[str] = mapped_column(String(16), default="documents", server_default="documents")  # KIND_*
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     update_time: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
@@ -133,6 +137,8 @@ class KnowledgeChunkRow(Base):
     start_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     end_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Question-answer bases: `text` holds the questions (one a line: embedded and keyword-indexed), this the answer.
+    answer: Mapped[str | None] = mapped_column(LongText)
 
 
 class KnowledgeTermRow(Base):

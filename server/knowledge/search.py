@@ -105,6 +105,8 @@ class Hit:
     end_offset: int = 0
     file_name: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    answer: str | None = None  # question-answer bases: the pair's answer (`text` holds its questions)
+    question: str = ""
 
 
 @dataclass
@@ -212,6 +214,9 @@ class Searcher:
             fused = [h for h in fused if h.score >= score_threshold]
         final = fused[:top_k]
         await self._fill_text(final, files)
+        for h in final:  # a question-answer pair matched on its questions: the hit is the answer
+            if h.answer is not None:
+                h.question, h.text = h.text.split("\n", 1)[0], h.answer
         return SearchResult(final, tokens)
 
     async def _files(self, kb_ids: list[str]) -> dict[str, _FileInfo]:
@@ -359,6 +364,7 @@ class Searcher:
                             KnowledgeChunkRow.page,
                             KnowledgeChunkRow.start_offset,
                             KnowledgeChunkRow.end_offset,
+                            KnowledgeChunkRow.answer,
                         ).where(KnowledgeChunkRow.id.in_(missing))
                     )
                 ).all()
@@ -368,6 +374,7 @@ class Searcher:
                 if row is not None and not h.text:
                     h.text, h.page = row.text, row.page
                     h.start_offset, h.end_offset = row.start_offset or 0, row.end_offset or 0
+                    h.answer = row.answer
         for h in hits:
             f = files.get(h.file_id)
             if f is not None:

@@ -11,14 +11,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 import unicodedata
 import uuid
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2
@@ -44,6 +42,9 @@ from typecase.server.knowledge.ingest import (
 )
 from typecase.server.knowledge.model_window import Profiles
 from typecase.server.knowledge.models import (
+    FORMAT_QA_PAIRS,
+    KIND_DOCUMENTS,
+    KIND_QA,
     STATUS_DONE,
     STATUS_EMBEDDING,
     STATUS_FAILED,
@@ -55,10 +56,12 @@ from typecase.server.knowledge.models import (
     KnowledgeFileRow,
     KnowledgeTermRow,
 )
+from typecase.server.knowledge.qa import QAPairs, wrong_kind
 from typecase.server.knowledge.search import MODE_HYBRID, MODE_KEYWORD, MODE_VECTOR, Filter, Searcher
 from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.convert import to_timestamp
+from typecase.server.rpc.downloads import object_body
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.server.rpc.ports import Embedding
 from typecase.v1 import knowledge_pb2 as pb
@@ -81,7 +84,10 @@ MODES = {
     pb.SEARCH_MODE_VECTOR: MODE_VECTOR,
     pb.SEARCH_MODE_KEYWORD: MODE_KEYWORD,
 }
+KIND_TO_PROTO = {KIND_DOCUMENTS: pb.KNOWLEDGE_BASE_KIND_DOCUMENTS, KIND_QA: pb.KNOWLEDGE_BASE_KIND_QA}
+PROTO_TO_KIND = {v: k for k, v in KIND_TO_PROTO.items()}
 KB_FIELDS = {"name", "description", "chunking_rule", "embedding_model_id"}
+QA_FORMATS = {"csv", "xlsx"}  # tables of question-answer pairs (parsers/qa.py)
 TEXT_FORMATS = {"txt", "md", "html", "csv", "json"}
 MAX_NAME_CHARS = 255
 MAX_DESCRIPTION_CHARS = 10_000
@@ -224,7 +230,7 @@ def duplicate(existing: KnowledgeFileRow) -> TypecaseError:
     )
 
 
-class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
+class KnowledgeService(QAPairs, knowledge_pb2_grpc.KnowledgeServiceServicer):
     def __init__(self, resources, llm: Embedding | None, audit, settings):
         self.settings = settings
         self.db = resources.db
@@ -401,6 +407,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             total_size_bytes=counts[2],
             create_time=to_timestamp(row.create_time),
             update_time=to_timestamp(row.update_time),
+            kind=KIND_TO_PROTO.get(row.kind, pb.KNOWLEDGE_BASE_KIND_DOCUMENTS),
         )
 
     async def _resolve_model(self, model_id: str, field: str) -> tuple[str, int]:
@@ -416,6 +423,21 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                 raise invalid_argument(field, "no default knowledge embedding model is configured")
         dims = await self.llm.embedding_dimensions(model_id)
         return model_id, int(dims)
+
+    @staticmethod
+    def _check_format(kb: KnowledgeBaseRow, fmt: parsers.Format) -> None:
+        if kb.kind == KIND_QA and fmt.name not in QA_FORMATS:
+            raise wrong_kind(kb, "document")
+
+    @staticmethod
+    def _has_original(file: KnowledgeFileRow) -> None:
+        if file.format == FORMAT_QA_PAIRS:
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "FAILED_PRECONDITION",
+                "this file holds hand-written question-answer pairs: it has no original to parse or download",
+                {"file_id": file.id},
+            )
 
     async def _touch(self, kb_id: str) -> None:
         """Bump a base's update_time in its own transaction (inside a file transaction, MySQL's FK share lock on
@@ -466,6 +488,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
             embedding_dimensions=dims,
             chunking_rule=rule,
             vector_generation=1,
+            kind=PROTO_TO_KIND.get(kb.kind, KIND_DOCUMENTS),
         )
         try:
             async with self.db.session() as session:
@@ -738,6 +761,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(first.metadata, first.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, first.kb_id, sharing.EDIT)
+        self._check_format(kb, fmt)
         rule = self._rule(
             first.chunking_rule,
             first.HasField("chunking_rule"),
@@ -786,6 +810,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         metadata = clean_metadata(request.metadata, request.HasField("metadata"))
         async with self.db.session() as session:
             kb = await self._kb(session, request.kb_id, sharing.EDIT)
+        self._check_format(kb, fmt)
         rule = self._rule(
             request.chunking_rule,
             request.HasField("chunking_rule"),
@@ -1015,6 +1040,7 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         )
 
     async def _preview_file(self, file: KnowledgeFileRow, rule: Rule, max_chunks: int):
+        self._has_original(file)
         tmp = self.ingestor.tmp_dir
         tmp.mkdir(parents=True, exist_ok=True)
         local = tmp / f"preview-{file.id}-{uuid.uuid4().hex[:8]}{parsers.BY_NAME[file.format].extensions[0]}"
@@ -1116,6 +1142,8 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
                     keyword_score=h.keyword_score,
                     start_offset=h.start_offset,
                     end_offset=h.end_offset,
+                    qa_pair_id=h.chunk_id if h.answer is not None else "",
+                    question=h.question,
                 )
                 for h in result.hits
             ],
@@ -1267,31 +1295,23 @@ class KnowledgeService(knowledge_pb2_grpc.KnowledgeServiceServicer):
         return pb.AddChunkResponse(chunk=chunk_message(row, file.name))
 
     async def DownloadFile(self, request, context):
-        from google.api import httpbody_pb2
-
         async with self.db.session() as session:
             file, _ = await self._file(session, request.file_id)
-        start, end = byte_range(request.range, file.size_bytes)
-        disposition = "inline" if request.inline else "attachment"
-        headers = [
-            ("content-disposition", f"{disposition}; filename*=UTF-8''{quote(file.name, safe='')}"),
-            ("x-file-size", str(file.size_bytes)),
-        ]
-        if request.range:
-            headers.append(("content-range", f"bytes {start}-{end - 1}/{file.size_bytes}"))
-        if context is not None:  # trailing: the trace interceptor has already sent the initial metadata
-            context.set_trailing_metadata(headers)
-        position, first = 0, True
-        async for piece in await self.storage.get(file.object_key):
-            lo, hi = max(start - position, 0), min(end - position, len(piece))
-            position += len(piece)
-            if hi > lo:
-                yield httpbody_pb2.HttpBody(content_type=file.mime_type if first else "", data=piece[lo:hi])
-                first = False
-            if position >= end:
-                break
-        if first:  # an empty range of an empty file still says what it is
-            yield httpbody_pb2.HttpBody(content_type=file.mime_type)
+        self._has_original(file)
+        seconds = self.settings.knowledge_download_redirect_seconds
+        redirect = request.redirect if request.HasField("redirect") else seconds > 0
+        async for message in object_body(
+            self.storage,
+            file.object_key,
+            size=file.size_bytes,
+            mime_type=file.mime_type,
+            name=file.name,
+            range_spec=request.range,
+            inline=request.inline,
+            context=context,
+            redirect_seconds=(seconds or 300) if redirect else 0,
+        ):
+            yield message
 
     # -- worker process ---------------------------------------------------------------------------------------------------
     async def run_worker(self, stop: asyncio.Event) -> None:
@@ -1319,27 +1339,6 @@ def chunk_message(row: KnowledgeChunkRow, file_name: str) -> pb.Chunk:
         edited=bool(row.edited),
         file_name=file_name,
     )
-
-
-def byte_range(spec: str, size: int) -> tuple[int, int]:
-    """[start, end) of one HTTP byte range ("bytes=a-b", "bytes=a-", "bytes=-n") of a `size`-byte file."""
-    if not spec:
-        return 0, size
-    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", spec)
-    if m is None or not (m.group(1) or m.group(2)):
-        raise invalid_argument("range", 'one byte range such as "bytes=0-99", "bytes=100-" or "bytes=-50"')
-    if not m.group(1):  # the last n bytes
-        return max(size - int(m.group(2)), 0), size
-    start = int(m.group(1))
-    end = min(int(m.group(2)) + 1, size) if m.group(2) else size
-    if start >= size or end <= start:
-        raise TypecaseError(
-            grpc.StatusCode.OUT_OF_RANGE,
-            "INVALID_ARGUMENT",
-            f"range: {spec!r} is not satisfiable for a file of {size} bytes",
-            {"field": "range", "size_bytes": str(size)},
-        )
-    return start, end
 
 
 def _job_key(kb_id: str, file_id: str) -> str:

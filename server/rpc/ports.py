@@ -48,6 +48,7 @@ class ChatFlows(Protocol):
         input: dict[str, Any] | None = None,
         history: list[dict[str, str]] | None = None,
         stop_on_close: bool = True,
+        attachments: list[dict[str, Any]] | None = None,
     ) -> AsyncGenerator[flow_pb2.RunFlowResponse, None]:
         """One chat turn of a flow session: the run's events until it ends or waits for input (closing the
         generator stops the run when `stop_on_close`)."""

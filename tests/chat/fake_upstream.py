@@ -5,7 +5,9 @@ The answer is shaped by directives in the last user message, e.g. "[tokens=200 d
   tokens=N   N content chunks (default 20), each one token of `token_text(i)`;
   delay=S    seconds between chunks (default 0); ttft=S seconds before the first chunk;
   status=C   answer HTTP status C (e.g. 500) instead of streaming;
-  fail_at=N  drop the connection after N chunks.
+  fail_at=N  drop the connection after N chunks;
+  query=Q    a request whose system message asks for a "search query" (chat/search_query.py's rewriting) is answered
+             with Q, underscores as spaces, in one chunk.
 A conversation ending with an assistant message is a prefill: the answer continues after the tokens it holds.
 POST /v1/embeddings answers deterministic bag-of-words vectors (see `embed`).
 Every request body is recorded, and so is every stream the client closed before its end (`closed_early`).
@@ -61,10 +63,11 @@ def prefilled_tokens(messages: list[dict[str, Any]]) -> int:
 
 def directives(messages: list[dict[str, Any]]) -> dict[str, str]:
     last_user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
-    found = DIRECTIVES.search(last_user if isinstance(last_user, str) else "")
+    found = DIRECTIVES.findall(last_user if isinstance(last_user, str) else "")
     if not found:
         return {}
-    return dict(part.split("=", 1) for part in found.group(1).split())
+    # the last one: a message quoting earlier questions (query rewriting) ends with the one that counts
+    return dict(part.split("=", 1) for part in found[-1].split())
 
 
 @dataclass
@@ -109,6 +112,14 @@ class FakeUpstream:
             code = int(opts["status"])
             return JSONResponse({"error": {"message": f"injected {code}", "type": "server_error"}}, status_code=code)
         tokens = int(opts.get("tokens", 20))
+        asks_query = any(m.get("role") == "system" and "search query" in str(m.get("content"))
+                         for m in body.get("messages", []))
+        if "query" in opts and asks_query:
+            text = opts["query"].replace("_", " ")
+            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
+                     "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
+            return StreamingResponse(iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]),
+                                     media_type="text/event-stream")
         delay = float(opts.get("delay", 0))
         ttft = float(opts.get("ttft", 0))
         fail_at = int(opts.get("fail_at", -1))

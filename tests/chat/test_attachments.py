@@ -87,3 +87,33 @@ async def test_an_unreadable_document_is_a_clear_error(me, upstream):
                        attachments=[chat_pb2.Attachment(name="broken.docx", data=b"PK\x03\x04 not a zip")])
     assert reason(refused.value) == "PARSE_FAILED" and "broken.docx" in refused.value.details()
     assert upstream.requests == []
+
+
+async def download(who, message_id: str, index: int, **kw) -> bytes:
+    return b"".join([m.data async for m in who.chat.DownloadAttachment(
+        chat_pb2.DownloadAttachmentRequest(message_id=message_id, index=index, **kw), metadata=who.md)])
+
+
+async def test_a_stored_attachment_is_downloadable_by_the_sessions_owner_only(chat_app, alice, bob, upstream):
+    import httpx
+
+    session = await new_session(alice)
+    notes = ("Attached notes. " * 300 + FACT).encode()
+    await chat_all(alice, session.id, "Anything secret?", attachments=[
+        chat_pb2.Attachment(name="dot.png", mime_type="image/png", url="https://example.com/dot.png"),
+        chat_pb2.Attachment(name="notes été.txt", mime_type="text/plain", data=notes)])
+    question = (await messages(alice, session.id))[0]
+    assert await download(alice, question.id, 1) == notes
+    assert await download(alice, question.id, 1, range="bytes=100-149") == notes[100:150]
+    for who, index in ((bob, 1), (alice, 0), (alice, 2)):  # another user; a URL (no stored copy); no such file
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await download(who, question.id, index)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND, (who.user_id, index)
+
+    url = f"http://127.0.0.1:{chat_app.http_port}/v1/messages/{question.id}/attachments/1:download"
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.get(url, headers={**dict(alice.md), "range": "bytes=-len".replace("len", str(len(FACT)))})
+        assert r.status_code == 206 and r.content == FACT.encode()
+        assert r.headers["content-disposition"].endswith("filename*=UTF-8''notes%20%C3%A9t%C3%A9.txt")
+        r = await http.get(url, headers=dict(bob.md))
+        assert r.status_code == 404

@@ -92,3 +92,19 @@ async def test_flow_sessions_need_an_online_flow(channel, me):
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await new_session(me, flow_id="01JNOSUCHFLOW0000000000000")
     assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_flow_start_variable_of_type_file_receives_the_chats_attachments(channel, me):
+    graph = chain(
+        node("start", "start", variables=[{"name": "question"}, {"name": "report", "type": "file"},
+                                          {"name": "others", "type": "file", "list": True}]),
+        node("out", "output", template="{{report.name}} ({{report.size_bytes}} bytes, {{report.mime_type}}); "
+                                       "then {{others | length}}: {{others[0].url}}; asked: {{question}}"),
+        node("end", "end", outputs={"text": "{{out.text}}"}),
+    )
+    flow = await published_flow(channel, me.md, "file reader", graph)
+    session = await new_session(me, flow_id=flow.id)
+    events = await chat_all(me, session.id, "summarise", attachments=[
+        chat_pb2.Attachment(name="q3.txt", mime_type="text/plain", data=b"twelve bytes"),
+        chat_pb2.Attachment(name="logo.png", mime_type="image/png", url="https://example.com/logo.png")])
+    assert text_of(events) == "q3.txt (12 bytes, text/plain); then 1: https://example.com/logo.png; asked: summarise"

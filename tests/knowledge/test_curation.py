@@ -161,7 +161,7 @@ async def test_download_returns_the_original_and_exactly_the_requested_byte_rang
     original = b"n\n" + data.replace(b"\n", b" ")
     body, headers, content_type = await download(stub, ADMIN, file.id)
     assert body == original and content_type == file.mime_type
-    assert headers["content-disposition"] == "attachment; filename*=UTF-8''numbers.csv"
+    assert headers["content-disposition"] == "attachment; filename=\"numbers.csv\"; filename*=UTF-8''numbers.csv"
     for spec, expected in (("bytes=0-99", original[:100]), ("bytes=70000-200000", original[70000:200001]),
                            ("bytes=300000-", original[300000:]), ("bytes=-10", original[-10:]),
                            ("bytes=5-5", original[5:6]), (f"bytes=10-{10 ** 9}", original[10:])):
@@ -187,7 +187,7 @@ async def test_over_http_a_range_downloads_exactly_those_bytes_and_a_patch_edits
     base = f"http://127.0.0.1:{kapp.http_port}"
     async with httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as http:
         r = await http.get(f"/v1/files/{file.id}:download", params={"range": "bytes=4-18"})
-        assert r.status_code == 200 and r.content == TEXT.encode()[4:19]
+        assert r.status_code == 206 and r.content == TEXT.encode()[4:19]
         assert r.headers["content-type"].startswith("text/plain")
         r = await http.get(f"/v1/files/{file.id}:download", params={"range": "bytes=a-"})
         assert r.status_code == 400 and "range" in r.json()["message"]
@@ -198,3 +198,43 @@ async def test_over_http_a_range_downloads_exactly_those_bytes_and_a_patch_edits
         r = await http.post("/v1/knowledge-bases:search", json={"kb_ids": [kb.id], "query": "observatory telescope",
                                                                 "mode": "SEARCH_MODE_KEYWORD"})
         assert r.json()["hits"][0]["chunk_id"] == chunk["id"]
+
+
+async def test_the_http_range_header_returns_exactly_the_requested_bytes_with_206_and_416(kapp, stub):
+    import httpx
+
+    kb = await create_kb(stub, ADMIN, "range-header")
+    data = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
+    name = "résumé notes.csv"
+    file = await upload(stub, ADMIN, kb.id, name, b"a,b\n" + data.hex().encode() + b",x\n")
+    content = b"a,b\n" + data.hex().encode() + b",x\n"
+    size = len(content)
+    url = f"/v1/files/{file.id}:download"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kapp.http_port}",
+                                 headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as http:
+        for spec, want, first, last in [("bytes=0-0", content[:1], 0, 0), ("bytes=100-4099", content[100:4100], 100, 4099),
+                                        ("bytes=-7", content[-7:], size - 7, size - 1),
+                                        (f"bytes={size - 3}-", content[-3:], size - 3, size - 1),
+                                        (f"bytes=10-{size + 500}", content[10:], 10, size - 1)]:
+            r = await http.get(url, headers={"range": spec})
+            assert r.status_code == 206, (spec, r.text)
+            assert r.content == want, spec
+            assert r.headers["content-range"] == f"bytes {first}-{last}/{size}"
+            assert r.headers["accept-ranges"] == "bytes"
+        # no Range: the whole file, as an attachment named per RFC 6266 (ASCII fallback + exact UTF-8 name)
+        r = await http.get(url)
+        assert r.status_code == 200 and r.content == content and "content-range" not in r.headers
+        assert r.headers["content-disposition"] == (
+            "attachment; filename=\"r_sum_ notes.csv\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20notes.csv")
+        r = await http.get(url, params={"inline": "true"}, headers={"range": "bytes=0-1"})
+        assert r.status_code == 206 and r.headers["content-disposition"].startswith("inline; ")
+        # several ranges may be ignored (RFC 9110 14.2): the whole body
+        r = await http.get(url, headers={"range": "bytes=0-1,5-6"})
+        assert r.status_code == 200 and r.content == content
+        # unsatisfiable: 416 with the size in Content-Range
+        r = await http.get(url, headers={"range": f"bytes={size}-"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{size}"
+        assert r.json()["code"] == grpc.StatusCode.OUT_OF_RANGE.value[0]
+        # no credentials, no bytes
+        r = await http.get(url, headers={"range": "bytes=0-1", "authorization": "Bearer nobody"})
+        assert r.status_code == 401

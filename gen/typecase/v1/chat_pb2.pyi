@@ -2,12 +2,14 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
 from typecase.v1 import common_pb2 as _common_pb2
 from typecase.v1 import flow_pb2 as _flow_pb2
+from typecase.v1 import knowledge_pb2 as _knowledge_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -95,7 +97,7 @@ class Attachment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., url: _Optional[str] = ..., file_id: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("id", "owner_id", "title", "kind", "model_id", "flow_id", "flow_version_id", "system_prompt", "kb_ids", "app_name", "latest_message_preview", "latest_message_time", "message_count", "like_count", "dislike_count", "copied_count", "metadata", "create_time", "update_time", "delete_time", "assistant_id", "variables")
+    __slots__ = ("id", "owner_id", "title", "kind", "model_id", "flow_id", "flow_version_id", "system_prompt", "kb_ids", "app_name", "latest_message_preview", "latest_message_time", "message_count", "like_count", "dislike_count", "copied_count", "metadata", "create_time", "update_time", "delete_time", "assistant_id", "variables", "retrieval")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +127,7 @@ class Session(_message.Message):
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
     ASSISTANT_ID_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_id: str
     title: str
@@ -147,7 +150,22 @@ class Session(_message.Message):
     delete_time: _timestamp_pb2.Timestamp
     assistant_id: str
     variables: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., model_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., kb_ids: _Optional[_Iterable[str]] = ..., app_name: _Optional[str] = ..., latest_message_preview: _Optional[str] = ..., latest_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., like_count: _Optional[int] = ..., dislike_count: _Optional[int] = ..., copied_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assistant_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    retrieval: RetrievalSettings
+    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., model_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., kb_ids: _Optional[_Iterable[str]] = ..., app_name: _Optional[str] = ..., latest_message_preview: _Optional[str] = ..., latest_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., like_count: _Optional[int] = ..., dislike_count: _Optional[int] = ..., copied_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assistant_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., retrieval: _Optional[_Union[RetrievalSettings, _Mapping]] = ...) -> None: ...
+
+class RetrievalSettings(_message.Message):
+    __slots__ = ("top_k", "score_threshold", "mode", "vector_weight", "rewrite_query")
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    SCORE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REWRITE_QUERY_FIELD_NUMBER: _ClassVar[int]
+    top_k: int
+    score_threshold: float
+    mode: _knowledge_pb2.SearchMode
+    vector_weight: float
+    rewrite_query: bool
+    def __init__(self, top_k: _Optional[int] = ..., score_threshold: _Optional[float] = ..., mode: _Optional[_Union[_knowledge_pb2.SearchMode, str]] = ..., vector_weight: _Optional[float] = ..., rewrite_query: _Optional[bool] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
     __slots__ = ("run_id", "node", "tool")
@@ -512,3 +530,15 @@ class StreamTurnEventsResponse(_message.Message):
     turn_id: str
     event: TurnEvent
     def __init__(self, seq: _Optional[int] = ..., turn_id: _Optional[str] = ..., event: _Optional[_Union[TurnEvent, _Mapping]] = ...) -> None: ...
+
+class DownloadAttachmentRequest(_message.Message):
+    __slots__ = ("message_id", "index", "range", "inline")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    index: int
+    range: str
+    inline: bool
+    def __init__(self, message_id: _Optional[str] = ..., index: _Optional[int] = ..., range: _Optional[str] = ..., inline: _Optional[bool] = ...) -> None: ...

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from typecase.v1 import chat_pb2 as typecase_dot_v1_dot_chat__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -95,6 +96,11 @@ class ChatServiceStub:
                 '/typecase.v1.ChatService/SetMessageFeedback',
                 request_serializer=typecase_dot_v1_dot_chat__pb2.SetMessageFeedbackRequest.SerializeToString,
                 response_deserializer=typecase_dot_v1_dot_chat__pb2.SetMessageFeedbackResponse.FromString,
+                _registered_method=True)
+        self.DownloadAttachment = channel.unary_stream(
+                '/typecase.v1.ChatService/DownloadAttachment',
+                request_serializer=typecase_dot_v1_dot_chat__pb2.DownloadAttachmentRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
         self.Chat = channel.unary_stream(
                 '/typecase.v1.ChatService/Chat',
@@ -201,6 +207,17 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadAttachment(self, request, context):
+        """Streams a file attached to a message (stored inline data), for its session's owner: all of it or one
+        byte range, like KnowledgeService.DownloadFile (the HTTP Range header works too). An attachment given by
+        URL or knowledge-base file id has no stored copy and is NOT_FOUND here.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Chat(self, request, context):
         """Asks a question in a session and streams the answer. The first event is `started` with the turn_id
         (needed to stop or resume the turn) and the ids of the question and answer messages; the last is
@@ -283,6 +300,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.SetMessageFeedback,
                     request_deserializer=typecase_dot_v1_dot_chat__pb2.SetMessageFeedbackRequest.FromString,
                     response_serializer=typecase_dot_v1_dot_chat__pb2.SetMessageFeedbackResponse.SerializeToString,
+            ),
+            'DownloadAttachment': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadAttachment,
+                    request_deserializer=typecase_dot_v1_dot_chat__pb2.DownloadAttachmentRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'Chat': grpc.unary_stream_rpc_method_handler(
                     servicer.Chat,
@@ -604,6 +626,33 @@ class ChatService:
             '/typecase.v1.ChatService/SetMessageFeedback',
             typecase_dot_v1_dot_chat__pb2.SetMessageFeedbackRequest.SerializeToString,
             typecase_dot_v1_dot_chat__pb2.SetMessageFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/typecase.v1.ChatService/DownloadAttachment',
+            typecase_dot_v1_dot_chat__pb2.DownloadAttachmentRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

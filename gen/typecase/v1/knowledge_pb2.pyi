@@ -18,6 +18,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class KnowledgeBaseKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KNOWLEDGE_BASE_KIND_UNSPECIFIED: _ClassVar[KnowledgeBaseKind]
+    KNOWLEDGE_BASE_KIND_DOCUMENTS: _ClassVar[KnowledgeBaseKind]
+    KNOWLEDGE_BASE_KIND_QA: _ClassVar[KnowledgeBaseKind]
+
 class SeparatorRule(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SEPARATOR_RULE_UNSPECIFIED: _ClassVar[SeparatorRule]
@@ -40,6 +46,9 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_VECTOR: _ClassVar[SearchMode]
     SEARCH_MODE_KEYWORD: _ClassVar[SearchMode]
     SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
+KNOWLEDGE_BASE_KIND_UNSPECIFIED: KnowledgeBaseKind
+KNOWLEDGE_BASE_KIND_DOCUMENTS: KnowledgeBaseKind
+KNOWLEDGE_BASE_KIND_QA: KnowledgeBaseKind
 SEPARATOR_RULE_UNSPECIFIED: SeparatorRule
 SEPARATOR_RULE_BEFORE: SeparatorRule
 SEPARATOR_RULE_AFTER: SeparatorRule
@@ -72,7 +81,7 @@ class ChunkingRule(_message.Message):
     def __init__(self, separators: _Optional[_Iterable[str]] = ..., separator_rule: _Optional[_Union[SeparatorRule, str]] = ..., chunk_size: _Optional[int] = ..., chunk_overlap: _Optional[int] = ..., normalize_whitespace: _Optional[bool] = ..., remove_urls_emails: _Optional[bool] = ...) -> None: ...
 
 class KnowledgeBase(_message.Message):
-    __slots__ = ("id", "owner_id", "name", "description", "embedding_model_id", "chunking_rule", "file_count", "chunk_count", "total_size_bytes", "create_time", "update_time")
+    __slots__ = ("id", "owner_id", "name", "description", "embedding_model_id", "chunking_rule", "file_count", "chunk_count", "total_size_bytes", "create_time", "update_time", "kind")
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +93,7 @@ class KnowledgeBase(_message.Message):
     TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_id: str
     name: str
@@ -95,7 +105,26 @@ class KnowledgeBase(_message.Message):
     total_size_bytes: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., embedding_model_id: _Optional[str] = ..., chunking_rule: _Optional[_Union[ChunkingRule, _Mapping]] = ..., file_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: KnowledgeBaseKind
+    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., embedding_model_id: _Optional[str] = ..., chunking_rule: _Optional[_Union[ChunkingRule, _Mapping]] = ..., file_count: _Optional[int] = ..., chunk_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[KnowledgeBaseKind, str]] = ...) -> None: ...
+
+class QAPair(_message.Message):
+    __slots__ = ("id", "kb_id", "file_id", "question", "similar_questions", "answer", "file_name")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    SIMILAR_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kb_id: str
+    file_id: str
+    question: str
+    similar_questions: _containers.RepeatedScalarFieldContainer[str]
+    answer: str
+    file_name: str
+    def __init__(self, id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., question: _Optional[str] = ..., similar_questions: _Optional[_Iterable[str]] = ..., answer: _Optional[str] = ..., file_name: _Optional[str] = ...) -> None: ...
 
 class KnowledgeFile(_message.Message):
     __slots__ = ("id", "kb_id", "owner_id", "name", "size_bytes", "md5", "mime_type", "status", "progress_percent", "chunk_count", "error", "chunking_rule", "tags", "metadata", "page_count", "create_time", "update_time", "process_time")
@@ -194,7 +223,7 @@ class SearchFilter(_message.Message):
     def __init__(self, file_ids: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("chunk_id", "kb_id", "file_id", "file_name", "text", "score", "page", "chunk_index", "metadata", "vector_score", "keyword_score", "start_offset", "end_offset")
+    __slots__ = ("chunk_id", "kb_id", "file_id", "file_name", "text", "score", "page", "chunk_index", "metadata", "vector_score", "keyword_score", "start_offset", "end_offset", "qa_pair_id", "question")
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     KB_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +237,8 @@ class SearchHit(_message.Message):
     KEYWORD_SCORE_FIELD_NUMBER: _ClassVar[int]
     START_OFFSET_FIELD_NUMBER: _ClassVar[int]
     END_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    QA_PAIR_ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     kb_id: str
     file_id: str
@@ -221,7 +252,9 @@ class SearchHit(_message.Message):
     keyword_score: float
     start_offset: int
     end_offset: int
-    def __init__(self, chunk_id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., file_name: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., page: _Optional[int] = ..., chunk_index: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vector_score: _Optional[float] = ..., keyword_score: _Optional[float] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ...) -> None: ...
+    qa_pair_id: str
+    question: str
+    def __init__(self, chunk_id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., file_name: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., page: _Optional[int] = ..., chunk_index: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vector_score: _Optional[float] = ..., keyword_score: _Optional[float] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., qa_pair_id: _Optional[str] = ..., question: _Optional[str] = ...) -> None: ...
 
 class CreateKnowledgeBaseRequest(_message.Message):
     __slots__ = ("knowledge_base",)
@@ -562,11 +595,87 @@ class AddChunkResponse(_message.Message):
     def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ...) -> None: ...
 
 class DownloadFileRequest(_message.Message):
-    __slots__ = ("file_id", "range", "inline")
+    __slots__ = ("file_id", "range", "inline", "redirect")
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     INLINE_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_FIELD_NUMBER: _ClassVar[int]
     file_id: str
     range: str
     inline: bool
-    def __init__(self, file_id: _Optional[str] = ..., range: _Optional[str] = ..., inline: _Optional[bool] = ...) -> None: ...
+    redirect: bool
+    def __init__(self, file_id: _Optional[str] = ..., range: _Optional[str] = ..., inline: _Optional[bool] = ..., redirect: _Optional[bool] = ...) -> None: ...
+
+class CreateQAPairRequest(_message.Message):
+    __slots__ = ("kb_id", "qa_pair")
+    KB_ID_FIELD_NUMBER: _ClassVar[int]
+    QA_PAIR_FIELD_NUMBER: _ClassVar[int]
+    kb_id: str
+    qa_pair: QAPair
+    def __init__(self, kb_id: _Optional[str] = ..., qa_pair: _Optional[_Union[QAPair, _Mapping]] = ...) -> None: ...
+
+class CreateQAPairResponse(_message.Message):
+    __slots__ = ("qa_pair",)
+    QA_PAIR_FIELD_NUMBER: _ClassVar[int]
+    qa_pair: QAPair
+    def __init__(self, qa_pair: _Optional[_Union[QAPair, _Mapping]] = ...) -> None: ...
+
+class ListQAPairsRequest(_message.Message):
+    __slots__ = ("kb_id", "file_id", "keyword", "page_size", "page_token")
+    KB_ID_FIELD_NUMBER: _ClassVar[int]
+    FILE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    kb_id: str
+    file_id: str
+    keyword: str
+    page_size: int
+    page_token: str
+    def __init__(self, kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., keyword: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListQAPairsResponse(_message.Message):
+    __slots__ = ("qa_pairs", "next_page_token", "total_size")
+    QA_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    qa_pairs: _containers.RepeatedCompositeFieldContainer[QAPair]
+    next_page_token: str
+    total_size: int
+    def __init__(self, qa_pairs: _Optional[_Iterable[_Union[QAPair, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class GetQAPairRequest(_message.Message):
+    __slots__ = ("pair_id",)
+    PAIR_ID_FIELD_NUMBER: _ClassVar[int]
+    pair_id: str
+    def __init__(self, pair_id: _Optional[str] = ...) -> None: ...
+
+class GetQAPairResponse(_message.Message):
+    __slots__ = ("qa_pair",)
+    QA_PAIR_FIELD_NUMBER: _ClassVar[int]
+    qa_pair: QAPair
+    def __init__(self, qa_pair: _Optional[_Union[QAPair, _Mapping]] = ...) -> None: ...
+
+class UpdateQAPairRequest(_message.Message):
+    __slots__ = ("qa_pair", "update_mask")
+    QA_PAIR_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    qa_pair: QAPair
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, qa_pair: _Optional[_Union[QAPair, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateQAPairResponse(_message.Message):
+    __slots__ = ("qa_pair",)
+    QA_PAIR_FIELD_NUMBER: _ClassVar[int]
+    qa_pair: QAPair
+    def __init__(self, qa_pair: _Optional[_Union[QAPair, _Mapping]] = ...) -> None: ...
+
+class DeleteQAPairRequest(_message.Message):
+    __slots__ = ("pair_id",)
+    PAIR_ID_FIELD_NUMBER: _ClassVar[int]
+    pair_id: str
+    def __init__(self, pair_id: _Optional[str] = ...) -> None: ...
+
+class DeleteQAPairResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

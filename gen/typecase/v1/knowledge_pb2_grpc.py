@@ -134,6 +134,31 @@ class KnowledgeServiceStub:
                 request_serializer=typecase_dot_v1_dot_knowledge__pb2.DownloadFileRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateQAPair = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/CreateQAPair',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.CreateQAPairRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.CreateQAPairResponse.FromString,
+                _registered_method=True)
+        self.ListQAPairs = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/ListQAPairs',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.ListQAPairsRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.ListQAPairsResponse.FromString,
+                _registered_method=True)
+        self.GetQAPair = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/GetQAPair',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.GetQAPairRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.GetQAPairResponse.FromString,
+                _registered_method=True)
+        self.UpdateQAPair = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/UpdateQAPair',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.UpdateQAPairRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.UpdateQAPairResponse.FromString,
+                _registered_method=True)
+        self.DeleteQAPair = channel.unary_unary(
+                '/typecase.v1.KnowledgeService/DeleteQAPair',
+                request_serializer=typecase_dot_v1_dot_knowledge__pb2.DeleteQAPairRequest.SerializeToString,
+                response_deserializer=typecase_dot_v1_dot_knowledge__pb2.DeleteQAPairResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/typecase.v1.KnowledgeService/Search',
                 request_serializer=typecase_dot_v1_dot_knowledge__pb2.SearchRequest.SerializeToString,
@@ -285,9 +310,48 @@ class KnowledgeServiceServicer:
 
     def DownloadFile(self, request, context):
         """Streams a file's original bytes (all, or the byte range asked for), for download or inline preview.
-        The first message carries the content type; the trailing metadata carries content-disposition,
-        x-file-size and, for a range, content-range.
+        The first message carries the content type and, in its extensions (a Struct), the response headers:
+        content-disposition, x-file-size, accept-ranges and, for a range, content-range (also in the trailing
+        metadata). Over HTTP the Range header works as `range` does, with 206 and 416 statuses.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateQAPair(self, request, context):
+        """Adds a question-answer pair to a question-answer knowledge base, embedded and indexed at once. Bulk
+        import is UploadFile of a csv or xlsx table (columns question, answer, similar questions) into it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQAPairs(self, request, context):
+        """Lists the pairs of a question-answer knowledge base (optionally of one imported file, or containing a
+        keyword in a question or the answer), in file and row order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQAPair(self, request, context):
+        """Returns one question-answer pair.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateQAPair(self, request, context):
+        """Edits a pair's question, similar questions or answer (questions are re-embedded and re-indexed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteQAPair(self, request, context):
+        """Removes a pair from its knowledge base.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -398,6 +462,31 @@ def add_KnowledgeServiceServicer_to_server(servicer, server):
                     servicer.DownloadFile,
                     request_deserializer=typecase_dot_v1_dot_knowledge__pb2.DownloadFileRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateQAPair': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateQAPair,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.CreateQAPairRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.CreateQAPairResponse.SerializeToString,
+            ),
+            'ListQAPairs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQAPairs,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.ListQAPairsRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.ListQAPairsResponse.SerializeToString,
+            ),
+            'GetQAPair': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQAPair,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.GetQAPairRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.GetQAPairResponse.SerializeToString,
+            ),
+            'UpdateQAPair': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQAPair,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.UpdateQAPairRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.UpdateQAPairResponse.SerializeToString,
+            ),
+            'DeleteQAPair': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteQAPair,
+                    request_deserializer=typecase_dot_v1_dot_knowledge__pb2.DeleteQAPairRequest.FromString,
+                    response_serializer=typecase_dot_v1_dot_knowledge__pb2.DeleteQAPairResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -922,6 +1011,141 @@ class KnowledgeService:
             '/typecase.v1.KnowledgeService/DownloadFile',
             typecase_dot_v1_dot_knowledge__pb2.DownloadFileRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateQAPair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/CreateQAPair',
+            typecase_dot_v1_dot_knowledge__pb2.CreateQAPairRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.CreateQAPairResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQAPairs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/ListQAPairs',
+            typecase_dot_v1_dot_knowledge__pb2.ListQAPairsRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.ListQAPairsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQAPair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/GetQAPair',
+            typecase_dot_v1_dot_knowledge__pb2.GetQAPairRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.GetQAPairResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQAPair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/UpdateQAPair',
+            typecase_dot_v1_dot_knowledge__pb2.UpdateQAPairRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.UpdateQAPairResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteQAPair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/typecase.v1.KnowledgeService/DeleteQAPair',
+            typecase_dot_v1_dot_knowledge__pb2.DeleteQAPairRequest.SerializeToString,
+            typecase_dot_v1_dot_knowledge__pb2.DeleteQAPairResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,41 @@ def coerce(name: str, kind: str, value: Any) -> Any:
     return value
 
 
+def chat_files(attachments: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A chat turn's attachments as file values: {name, mime_type, size_bytes, url, file_id} (url "object:<key>"
+    for a stored copy, else the URL the user gave; file_id for a knowledge-base file)."""
+    files = []
+    for a in attachments or ():
+        files.append(
+            {
+                "name": str(a.get("name") or ""),
+                "mime_type": str(a.get("mime_type") or a.get("mimeType") or ""),
+                "size_bytes": int(a.get("size_bytes") or a.get("sizeBytes") or 0),
+                "url": str(a.get("url") or ""),
+                "file_id": str(a.get("file_id") or a.get("fileId") or ""),
+            }
+        )
+    return files
+
+
+def with_files(params: dict[str, Any], given: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chat attachments fill the start variables of type file the caller left empty, in declaration order (a
+    variable with "list": true takes all that are left); every run also gets them all as `files`."""
+    values = dict(given)
+    if not files:
+        return values
+    left = list(files)
+    for var in variables(params):
+        if str(var.get("type") or "") != "file" or values.get(var["name"]) not in (None, "") or not left:
+            continue
+        if var.get("list"):
+            values[var["name"]], left = left, []
+        else:
+            values[var["name"]] = left.pop(0)
+    values.setdefault("files", files)
+    return values
+
+
 def run_inputs(params: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """The run's inputs: the given values checked against the declared variables, defaults filled in.
     Inputs that are not declared are kept (templates may read them by name)."""

@@ -135,6 +135,11 @@ class Options:
     xlsx_max_cells: int = 10_000_000
     ocr_max_pixels: int = 40_000_000
     pdf_ocr: bool = True  # OCR the images of PDF pages that have no text layer
+    qa: bool = False  # tables are question-answer pairs (parsers/qa.py), for question-answer knowledge bases
+    qa_max_pairs: int = 100_000
+    qa_question_max_chars: int = 2000
+    qa_answer_max_chars: int = 32_000
+    qa_max_similar_questions: int = 50
 
 
 def _sniff(path: Path, fmt: Format) -> None:

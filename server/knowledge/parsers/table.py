@@ -13,6 +13,7 @@ from pathlib import Path
 from typecase.server.knowledge.chunking import Section
 
 from . import LimitExceeded, Options, Parsed, ParseError
+from .qa import qa_sections
 from .text import SNIFF_BYTES, detect_encoding
 
 
@@ -77,15 +78,20 @@ def parse_csv(path: Path, options: Options) -> Parsed:
                     return None
 
             try:
-                cells = ([_cell(c) for c in row] for row in reader)
                 produced = False
+                if options.qa:
+                    for section in qa_sections(reader, options):
+                        produced = True
+                        yield section
+                    return
+                cells = ([_cell(c) for c in row] for row in reader)
                 for section in _blocks(cells, options.rows_per_chunk, progress=progress):
                     produced = True
                     yield section
             except csv.Error as exc:
                 raise ParseError(f"malformed CSV: {exc}") from exc
         if not produced:
-            raise ParseError("the CSV has no data rows")
+            raise ParseError("the CSV has no data rows" + (" (question-answer pairs)" if options.qa else ""))
 
     return Parsed("csv", sections())
 
@@ -103,7 +109,7 @@ def parse_xlsx(path: Path, options: Options) -> Parsed:
         sheets = workbook.worksheets
         cells = 0
 
-        def counted(row: tuple) -> list[str]:
+        def counted_raw(row: tuple) -> tuple:
             nonlocal cells
             cells += len(row)
             if cells > options.xlsx_max_cells:
@@ -112,12 +118,24 @@ def parse_xlsx(path: Path, options: Options) -> Parsed:
                     "knowledge_xlsx_max_cells",
                     options.xlsx_max_cells,
                 )
-            return [_cell(c) for c in row]
+            return row
+
+        def counted(row: tuple) -> list[str]:
+            return [_cell(c) for c in counted_raw(row)]
 
         try:
+            pairs = 0
             for number, sheet in enumerate(sheets, 1):
-                rows = (counted(row) for row in sheet.iter_rows(values_only=True))
                 title = sheet.title if len(sheets) > 1 else ""
+                if options.qa:
+                    raw = (counted_raw(row) for row in sheet.iter_rows(values_only=True))
+                    for section in qa_sections(raw, options, title, pairs):
+                        produced = True
+                        pairs += 1
+                        yield section
+                    yield Section("", progress=number / len(sheets))
+                    continue
+                rows = (counted(row) for row in sheet.iter_rows(values_only=True))
                 for section in _blocks(rows, options.rows_per_chunk, title, progress=lambda: None):
                     produced = True
                     yield section

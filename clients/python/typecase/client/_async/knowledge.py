@@ -94,6 +94,22 @@ class AsyncKnowledge(AsyncResource):
         request = rq.add_text(kb_id, name, text, chunking_rule, tags, metadata)
         return (await self._unary(self.stub.AddTextFile, request, knowledge_pb2.AddTextFileResponse, timeout)).file
 
+    async def create_qa_pair(self, kb_id: str, question: str, answer: str, *, similar_questions: Iterable[str] = (),
+                             timeout: float | None = None) -> knowledge_pb2.QAPair:
+        request = knowledge_pb2.CreateQAPairRequest(kb_id=kb_id, qa_pair=knowledge_pb2.QAPair(
+            question=question, answer=answer, similar_questions=list(similar_questions)))
+        return (await self._unary(self.stub.CreateQAPair, request, knowledge_pb2.CreateQAPairResponse,
+                                  timeout)).qa_pair
+
+    def list_qa_pairs(self, kb_id: str, *, keyword: str = "", file_id: str = "", page_size: int = 100,
+                      timeout: float | None = None) -> AsyncIterator[knowledge_pb2.QAPair]:
+        request = knowledge_pb2.ListQAPairsRequest(kb_id=kb_id, keyword=keyword, file_id=file_id, page_size=page_size)
+        return self._pages(self.stub.ListQAPairs, request, "qa_pairs", timeout)
+
+    async def delete_qa_pair(self, pair_id: str, *, timeout: float | None = None) -> None:
+        request = knowledge_pb2.DeleteQAPairRequest(pair_id=pair_id)
+        await self._unary(self.stub.DeleteQAPair, request, knowledge_pb2.DeleteQAPairResponse, timeout)
+
     async def get_file(self, file_id: str, *, timeout: float | None = None) -> knowledge_pb2.KnowledgeFile:
         request = knowledge_pb2.GetFileRequest(file_id=file_id)
         return (await self._unary(self.stub.GetFile, request, knowledge_pb2.GetFileResponse, timeout)).file

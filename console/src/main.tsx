@@ -12,6 +12,7 @@ import { ModelsView } from "./views/models";
 import { ProxyView } from "./views/proxy";
 import { ServerView } from "./views/server";
 import { SignInView } from "./views/signin";
+import { ToolsView } from "./views/tools";
 import "@xyflow/react/dist/style.css";
 import "./style.css";
 
@@ -19,6 +20,7 @@ const SECTIONS = [
   { path: "chat", label: "Chat" },
   { path: "knowledge", label: "Knowledge" },
   { path: "flows", label: "Flows" },
+  { path: "tools", label: "Tools" },
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
   { path: "access", label: "Access" },
@@ -98,6 +100,7 @@ function App() {
         {section === "chat" && <ChatView sessionId={route[1]} />}
         {section === "knowledge" && <KnowledgeView kbId={route[1]} />}
         {section === "flows" && <FlowsView flowId={route[1]} />}
+        {section === "tools" && <ToolsView providerId={route[1]} />}
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}
         {section === "access" && <AdminView />}

@@ -15,6 +15,7 @@ import { ChatService } from "./gen/typecase/v1/chat_pb.js";
 import { FlowService } from "./gen/typecase/v1/flow_pb.js";
 import { KnowledgeService, UploadFileRequestSchema, UploadFileResponseSchema } from "./gen/typecase/v1/knowledge_pb.js";
 import { LLMService } from "./gen/typecase/v1/llm_pb.js";
+import { ToolService } from "./gen/typecase/v1/tools_pb.js";
 import { DEFAULT_RETRY, unary } from "./transport/http.js";
 import type { CallOptions, RetryPolicy, Transport, WebSocketConstructor } from "./transport/http.js";
 import { upload } from "./transport/upload.js";
@@ -72,6 +73,7 @@ export interface TypecaseClient {
   knowledge: KnowledgeClient;
   flow: ServiceClient<typeof FlowService>;
   admin: ServiceClient<typeof AdminService>;
+  tools: ServiceClient<typeof ToolService>;
 }
 
 /** Builds the client of any service with google.api.http options from its descriptor. */
@@ -134,5 +136,6 @@ export function createTypecase(options: TypecaseOptions = {}): TypecaseClient {
     },
     flow: createServiceClient(FlowService, transport),
     admin: createServiceClient(AdminService, transport),
+    tools: createServiceClient(ToolService, transport),
   };
 }

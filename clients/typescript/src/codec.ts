@@ -13,6 +13,7 @@ import { file_typecase_v1_common } from "./gen/typecase/v1/common_pb.js";
 import { file_typecase_v1_flow } from "./gen/typecase/v1/flow_pb.js";
 import { file_typecase_v1_knowledge } from "./gen/typecase/v1/knowledge_pb.js";
 import { file_typecase_v1_llm } from "./gen/typecase/v1/llm_pb.js";
+import { file_typecase_v1_tools } from "./gen/typecase/v1/tools_pb.js";
 import { TypecaseError } from "./errors.js";
 
 /** Every message type of the Typecase contracts and the google.rpc error details. */
@@ -26,6 +27,7 @@ export const registry: Registry = createRegistry(
   file_typecase_v1_knowledge,
   file_typecase_v1_flow,
   file_typecase_v1_admin,
+  file_typecase_v1_tools,
 );
 
 /** A response message from its JSON (a decoding failure is the server's fault: INTERNAL). */

@@ -198,3 +198,30 @@ export function isAbort(error: unknown): boolean {
 }
 
 export { TypecaseError };
+
+/**
+ * A knowledge file's bytes (KnowledgeService.DownloadFile over REST): the SDK has no HttpBody streams, so this
+ * is a plain fetch with the current credential. `range` is an HTTP byte range ("bytes=0-65535"). Throws the
+ * server's error as a TypecaseError.
+ */
+export async function fetchFile(fileId: string, options: { range?: string; inline?: boolean; signal?: AbortSignal } = {}): Promise<Response> {
+  const params = new URLSearchParams();
+  if (options.range) params.set("range", options.range);
+  if (options.inline) params.set("inline", "true");
+  const token = bearer(current);
+  const res = await fetch(`/v1/files/${encodeURIComponent(fileId)}:download${params.size ? `?${params}` : ""}`, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+    signal: options.signal,
+  });
+  if (!res.ok) {
+    const text = await res.text().catch(() => "");
+    let status: unknown = { code: res.status === 404 ? 5 : 2, message: text.slice(0, 200) || `HTTP ${res.status}` };
+    try {
+      status = JSON.parse(text);
+    } catch {
+      // not a Status body: the status line is all there is
+    }
+    throw TypecaseError.fromStatus(status, { httpStatus: res.status });
+  }
+  return res;
+}

@@ -98,7 +98,7 @@ function App() {
       </header>
       <main class="content">
         {section === "chat" && <ChatView sessionId={route[1]} />}
-        {section === "knowledge" && <KnowledgeView kbId={route[1]} />}
+        {section === "knowledge" && <KnowledgeView kbId={route[1]} fileId={route[2]} />}
         {section === "flows" && <FlowsView flowId={route[1]} />}
         {section === "tools" && <ToolsView providerId={route[1]} />}
         {section === "proxy" && <ProxyView />}

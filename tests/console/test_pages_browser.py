@@ -5,6 +5,7 @@ file checks it against what the server stored and what the tool servers received
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -66,3 +67,82 @@ def test_tools_page_imports_an_openapi_service_adds_an_mcp_server_and_tries_thei
     assert result["explode"]["reason"] == "TOOL_FAILED" and "the fuse blew" in result["explode"]["text"], result["explode"]
     assert "Calculator" not in result["providersAfterDelete"] and "Pets" in result["providersAfterDelete"]
     assert all(p["id"] != result["mcpProviderId"] for p in providers)
+
+
+OLD_PHRASE = "ferry timetable is pinned beside the bakery door"
+NEW_PHRASE = "zeppelin schedule is painted on the lighthouse wall"
+ADDED_TEXT = "Hand-written note: the tide clock in the harbour office runs seven minutes fast."
+
+
+def harbour_notes() -> str:
+    """About 12 KiB of varied text (several chunks) with the phrase the test edits in the middle."""
+    topics = ["tides", "gardens", "bridges", "libraries", "orchards", "railways", "markets", "observatories"]
+    parts = ["# Harbour notes\n"]
+    for i in range(30):
+        t = topics[i % len(topics)]
+        parts.append(f"## Section {i + 1}: {t}\n\nThe {t} of the harbour town change with the seasons. Visitors in "
+                     f"section {i + 1} say the {t} are kept by volunteers who meet every {i % 6 + 1} weeks. Records "
+                     f"from year {1900 + i} describe repairs, festivals and storms that closed the roads.\n")
+        if i == 15:
+            parts.append(f"\n## Travel\n\nThe {OLD_PHRASE}, and it changes every spring.\n")
+    return "\n".join(parts)
+
+
+def test_chunk_editor_edits_adds_deletes_and_a_citation_previews_its_file(server_factory):
+    """chunks.mjs edits a chunk in the browser; keyword search then finds the new text and not the old. A chunk is
+    added and one deleted; the file is previewed (a range request) and downloaded whole; a grounded answer's
+    citation previews the file in place."""
+    from tests.llm.fake_upstream import FakeUpstream
+
+    upstream = FakeUpstream().start()
+    try:
+        server = start_console_server(server_factory)
+        content = harbour_notes().encode()
+        with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=60) as http:
+            kb = http.post("/v1/knowledge-bases", json={"name": "Harbour"}).json()["knowledge_base"]
+            r = http.post(f"/v1/knowledge-bases/{kb['id']}/files", files={"file": ("harbour-notes.txt", content, "text/plain")})
+            assert r.status_code == 200, r.text
+            file_id = r.json()["file"]["id"]
+            deadline = time.monotonic() + 120
+            while (f := http.get(f"/v1/files/{file_id}").json()["file"])["status"] != "FILE_STATUS_DONE":
+                assert f["status"] != "FILE_STATUS_FAILED" and time.monotonic() < deadline, f
+                time.sleep(0.3)
+            chunks_before = f["chunk_count"]
+            assert chunks_before >= 3, f
+            provider = http.post("/v1/providers", json={"name": "fake", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
+                                                        "base_url": f"{upstream.base_url}/v1", "api_key": "sk-x"})
+            model = http.post("/v1/models", json={"provider_id": provider.json()["provider"]["id"], "name": "fake-gpt",
+                                                  "type": "MODEL_TYPE_LLM", "online": True}).json()["model"]
+            session = http.post("/v1/sessions", json={"model_id": model["id"], "kb_ids": [kb["id"]]}).json()["session"]
+
+            result = checked(scenario("chunks", server.http_url, KB_ID=kb["id"], FILE_NAME="harbour-notes.txt",
+                                      SESSION_ID=session["id"], OLD_PHRASE=OLD_PHRASE, NEW_PHRASE=NEW_PHRASE,
+                                      ADDED_TEXT=ADDED_TEXT))
+
+            def chunks(**params) -> list[dict]:
+                r = http.get(f"/v1/knowledge-bases/{kb['id']}/chunks", params={"file_id": file_id, "page_size": 500, **params})
+                return r.json()["chunks"]
+
+            edited = chunks(keyword=NEW_PHRASE)
+            stored = chunks()
+    finally:
+        upstream.stop()
+
+    assert result["fileId"] == file_id
+    # The edit is stored, marked, and what search found; the old text is gone from the index.
+    assert [c["index"] for c in edited] == [result["editedIndex"]] and edited[0]["edited"] is True, edited
+    assert "edited" in result["editedBadge"]
+    assert result["hitsNew"] and NEW_PHRASE in result["hitsNew"][0], result["hitsNew"]
+    assert not any(OLD_PHRASE in h for h in result["hitsOld"]), result["hitsOld"]
+    # One added (at the end), the first deleted: the count is unchanged, the page said so.
+    assert len(stored) == chunks_before and all(c["index"] != 0 for c in stored), stored
+    assert stored[-1]["text"] == ADDED_TEXT
+    assert result["totalBefore"] == result["totalAfter"] == f"{chunks_before} chunks"
+    # Preview through a range request, download whole.
+    assert "range=bytes" in result["previewRequest"]
+    assert result["previewText"] == content.decode()[:200]
+    assert result["downloadName"] == "harbour-notes.txt" and result["downloadBytes"] == len(content)
+    # The citation points at the file and previews it.
+    assert result["citationFile"] == "harbour-notes.txt"
+    assert result["citationLink"] == f"/knowledge/{kb['id']}/{file_id}"
+    assert result["citationPreview"] == content.decode()[:200]

@@ -22,6 +22,7 @@ import { FlowStatus, NodeRunStatus, type InputRequired } from "@typecase/client/
 import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
+import { Citations } from "../components/citations";
 import { InputForm, type InputValues } from "../components/inputform";
 import { Markdown, copyText } from "../components/markdown";
 import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, plural, useAsync } from "../components/ui";
@@ -842,29 +843,7 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
         )}
         {!live && m.category === MessageCategory.ANSWER && status !== "streaming" && <AnswerActions message={m} actions={actions} />}
       </div>
-      {citations.length > 0 && (
-        <details class="citations" data-testid="citations">
-          <summary>{plural(citations.length, "source")}</summary>
-          <ol>
-            {citations.map((c, i) => (
-              <li key={i}>
-                <b>
-                  {c.kbId ? (
-                    <a href={`/knowledge/${c.kbId}`} onClick={linkClick} title="Open the knowledge base this passage comes from">
-                      {c.fileName}
-                    </a>
-                  ) : (
-                    c.fileName
-                  )}
-                </b>{" "}
-                {c.page > 0 && <span class="faint">p. {c.page} · </span>}
-                <span class="faint">score {c.score.toFixed(3)}</span>
-                <div class="cite-text">{c.text}</div>
-              </li>
-            ))}
-          </ol>
-        </details>
-      )}
+      <Citations citations={citations} />
     </div>
   );
 }

@@ -146,3 +146,58 @@ def test_chunk_editor_edits_adds_deletes_and_a_citation_previews_its_file(server
     assert result["citationFile"] == "harbour-notes.txt"
     assert result["citationLink"] == f"/knowledge/{kb['id']}/{file_id}"
     assert result["citationPreview"] == content.decode()[:200]
+
+
+def png(width: int = 8, height: int = 6) -> bytes:
+    """A real PNG (solid teal) without an imaging library."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x00\x80\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_chat_attachments_are_picked_dropped_sent_and_shown(server_factory, tmp_path):
+    """attachments.mjs attaches an image (Attach button) and drops a text file on the composer, then asks. The
+    model received the image as an image part and the document's text before the question; the stored question
+    lists both; the page showed the image as a thumbnail."""
+    import base64
+
+    from tests.llm.fake_upstream import FakeUpstream
+
+    image = png()
+    (tmp_path / "dot.png").write_bytes(image)
+    notes = "Boiler notes: the pressure valve was replaced on Tuesday by the night shift."
+    upstream = FakeUpstream().start()
+    try:
+        server = start_console_server(server_factory)
+        with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=60) as http:
+            provider = http.post("/v1/providers", json={"name": "fake", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
+                                                        "base_url": f"{upstream.base_url}/v1", "api_key": "sk-x"})
+            model = http.post("/v1/models", json={"provider_id": provider.json()["provider"]["id"], "name": "fake-vision",
+                                                  "type": "MODEL_TYPE_LLM", "online": True,
+                                                  "capabilities": {"vision": True}}).json()["model"]
+            session = http.post("/v1/sessions", json={"model_id": model["id"]}).json()["session"]
+            result = checked(scenario("attachments", server.http_url, SESSION_ID=session["id"],
+                                      PNG_PATH=str(tmp_path / "dot.png"), NOTES_TEXT=notes))
+            messages = http.get(f"/v1/sessions/{session['id']}/messages").json()["messages"]
+    finally:
+        upstream.stop()
+
+    assert result["pending"] == ["dot.png", "notes.txt"] and result["pendingThumb"] == 8
+    assert result["sent"] == [{"name": "dot.png", "type": "image/png"}, {"name": "notes.txt", "type": "text/plain"}]
+    assert result["sentThumb"] == [8, 6]
+    assert result["afterReload"] == ["dot.png", "notes.txt"]
+    question = next(m for m in messages if m["category"] == "MESSAGE_CATEGORY_QUESTION")
+    assert [(a["name"], a["mime_type"], int(a["size_bytes"])) for a in question["attachments"]] == [
+        ("dot.png", "image/png", len(image)), ("notes.txt", "text/plain", len(notes))]
+    [asked] = [s.body for s in upstream.seen if s.path.endswith("/chat/completions")]
+    parts = asked["messages"][-1]["content"]
+    images = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+    texts = " ".join(p["text"] for p in parts if p["type"] == "text")
+    assert images == [f"data:image/png;base64,{base64.b64encode(image).decode()}"]
+    assert 'Attached file "notes.txt"' in texts and notes in texts and "What is in the picture" in texts

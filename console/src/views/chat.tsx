@@ -22,6 +22,7 @@ import { FlowStatus, NodeRunStatus, type InputRequired } from "@typecase/client/
 import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
+import { MessageAttachments, PendingFiles, asShown, toAttachments, usePendingFiles, type Pending } from "../components/attachments";
 import { Citations } from "../components/citations";
 import { InputForm, type InputValues } from "../components/inputform";
 import { Markdown, copyText } from "../components/markdown";
@@ -364,6 +365,10 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   const [settings, setSettings] = useState<ChatSettings>(() => loadSettings(sessionId));
   const [pendingInput, setPendingInput] = useState<InputRequired | null>(null);
   const [pendingQuestion, setPendingQuestion] = useState<string | null>(null);
+  const pending = usePendingFiles();
+  const sentFiles = useRef<Pending[]>([]); // attached to the question being sent, until it is stored
+  const picker = useRef<HTMLInputElement>(null);
+  const [dragging, setDragging] = useState(false);
   const live = useRef<Live | null>(null);
   const stream = useRef<AbortController | null>(null);
   const [, rerender] = useReducer((n: number) => n + 1, 0);
@@ -435,7 +440,9 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         setPendingQuestion(null);
         setMessages((msgs) => {
           const list = (msgs ?? []).filter((m) => m.id !== started.questionMessageId && m.id !== started.answerMessageId);
-          return [...list, localMessage(started.questionMessageId, MessageRole.USER, MessageCategory.QUESTION, question), localMessage(started.answerMessageId, MessageRole.ASSISTANT, MessageCategory.ANSWER, "", MessageStatus.STREAMING, turnId)];
+          const asked = localMessage(started.questionMessageId, MessageRole.USER, MessageCategory.QUESTION, question);
+          asked.attachments = asShown(sentFiles.current);
+          return [...list, asked, localMessage(started.answerMessageId, MessageRole.ASSISTANT, MessageCategory.ANSWER, "", MessageStatus.STREAMING, turnId)];
         });
       }
       save();
@@ -521,7 +528,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     }
   }
 
-  async function send(content: string, input?: { nodeId: string; values: InputValues }) {
+  async function send(content: string, input?: { nodeId: string; values: InputValues }, files: Pending[] = []) {
     epoch.current++;
     setError(null);
     setStreamError(null);
@@ -529,6 +536,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     const temperature = parseFloat(settings.temperature);
     const ctrl = (stream.current = new AbortController());
     setPendingQuestion(content || (input ? "(form submitted)" : ""));
+    sentFiles.current = files;
     setPendingInput(null);
     pinned.current = true;
     try {
@@ -540,6 +548,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           ...(limit > 0 ? { maxTokens: limit } : {}),
           ...(temperature >= 0 && temperature <= 2 ? { temperature } : {}),
           ...(input ? { inputNodeId: input.nodeId, input: input.values } : {}),
+          ...(files.length ? { attachments: await toAttachments(files) } : {}),
         },
         { signal: ctrl.signal },
       );
@@ -555,7 +564,10 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         await refresh().catch(() => undefined);
       } else {
         setError(handleError(e)); // refused before the turn started (e.g. TURN_IN_PROGRESS, MODEL_OFFLINE)
-        if (!input) setDraft(content);
+        if (!input) {
+          setDraft(content);
+          if (files.length) pending.add(files.map((f) => f.file));
+        }
       }
     } finally {
       setPendingQuestion(null);
@@ -609,7 +621,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     const text = draft.trim();
     if (!text || live.current || pendingQuestion !== null) return;
     setDraft("");
-    void send(text);
+    void send(text, undefined, pending.take());
   }
 
   const l = live.current;
@@ -718,7 +730,29 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           }
         />
       )}
-      <form class="composer" onSubmit={submit}>
+      <PendingFiles files={pending.files} onRemove={pending.remove} />
+      <form
+        class={`composer${dragging ? " dragging" : ""}`}
+        onSubmit={submit}
+        data-testid="composer"
+        onDragOver={(e) => {
+          e.preventDefault();
+          setDragging(true);
+        }}
+        onDragLeave={() => setDragging(false)}
+        onDrop={(e) => {
+          e.preventDefault();
+          setDragging(false);
+          if (e.dataTransfer?.files.length) pending.add(e.dataTransfer.files);
+        }}
+        onPaste={(e) => {
+          const files = e.clipboardData?.files;
+          if (files?.length) {
+            e.preventDefault();
+            pending.add(files);
+          }
+        }}
+      >
         <textarea
           name="question"
           rows={2}
@@ -730,6 +764,21 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           }}
         />
         <div class="composer-side">
+          <button type="button" class="btn ghost" title="Attach files (or drop them here): images for vision models, documents read as text" onClick={() => picker.current?.click()}>
+            Attach
+          </button>
+          <input
+            ref={picker}
+            type="file"
+            name="attach"
+            multiple
+            hidden
+            onChange={(e) => {
+              const input = e.currentTarget;
+              if (input.files?.length) pending.add(input.files);
+              input.value = "";
+            }}
+          />
           {l ? (
             <button type="button" class="btn danger" onClick={stop} disabled={l.stopping} data-testid="stop">
               {l.stopping ? "Stopping…" : "Stop"}
@@ -876,6 +925,7 @@ function QuestionView({ message: m, onEdit }: { message: Message; onEdit?: (text
   }
   return (
     <div class="msg user" data-testid="question">
+      <MessageAttachments attachments={m.attachments} />
       <div class="bubble">{m.content}</div>
       {onEdit && (
         <button class="link-btn msg-action" onClick={() => setEditing(m.content)} title="Edit this question and ask it again">

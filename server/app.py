@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway, http_docs
+from typecase.server.assistants_wiring import assistant_service
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
@@ -68,6 +69,7 @@ from typecase.server.tools_wiring import tool_service
 from typecase.server.traffic import TrafficInterceptor, recorded
 from typecase.v1 import (
     admin_pb2_grpc,
+    assistant_pb2_grpc,
     auth_pb2_grpc,
     chat_pb2_grpc,
     flow_pb2_grpc,
@@ -104,6 +106,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
         app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
     servicers["ToolService"] = tool_service(app, servicers)
+    servicers["AssistantService"] = assistant_service(app, servicers)
     servicers["ChatService"] = ChatService(
         app.resources.db,
         app.resources.cache,
@@ -197,6 +200,7 @@ def registered_services(app: App) -> list[Service]:
         flow_pb2_grpc,
         admin_pb2_grpc,
         tools_pb2_grpc,
+        assistant_pb2_grpc,
     )
     services = []
     for module in modules:

@@ -690,6 +690,21 @@ class Settings(BaseSettings):
     tools_max_batch_calls: int = Field(32, ge=1, description="tool calls one batch (a model turn) may make at once")
     tools_mcp_server_enabled: bool = Field(True, description="serve Typecase's own tools over MCP at /mcp")
 
+    # Assistants and agents (issue 22): the agent loop's bounds.
+    assistants_default_max_steps: int = Field(8, ge=1, le=200, description="model calls per turn when unset")
+    assistants_max_steps: int = Field(50, ge=1, le=200, description="most model calls an assistant may allow")
+    assistants_max_instructions_chars: int = Field(20_000, ge=100, description="an assistant's instructions")
+    assistants_max_logo_bytes: int = Field(256 * 1024, ge=1024, description="an assistant's logo as a data: URL")
+    agent_result_preview_chars: int = Field(500, ge=16, description="tool result shown in a tool step's preview")
+    agent_max_result_chars: int = Field(
+        20_000, ge=256, description="tool result text fed back to the model (longer results are cut)"
+    )
+    agent_history_result_chars: int = Field(
+        2_000,
+        ge=0,
+        description="earlier turns' tool results kept in a later turn's context (trimmed first when over budget)",
+    )
+
     # Sandbox for untrusted code (issue 18): bubblewrap namespaces, a seccomp filter, limits that bind root too.
     sandbox_bwrap_path: str = Field("bwrap", min_length=1, description="bubblewrap executable (name on PATH or path)")
     sandbox_uid: int = Field(65534, ge=1, description="host uid the code runs as when the server runs as root")

@@ -22,6 +22,7 @@ class SessionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_KIND_UNSPECIFIED: _ClassVar[SessionKind]
     SESSION_KIND_MODEL: _ClassVar[SessionKind]
     SESSION_KIND_FLOW: _ClassVar[SessionKind]
+    SESSION_KIND_ASSISTANT: _ClassVar[SessionKind]
 
 class MessageCategory(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,6 +57,7 @@ class FeedbackAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 SESSION_KIND_UNSPECIFIED: SessionKind
 SESSION_KIND_MODEL: SessionKind
 SESSION_KIND_FLOW: SessionKind
+SESSION_KIND_ASSISTANT: SessionKind
 MESSAGE_CATEGORY_UNSPECIFIED: MessageCategory
 MESSAGE_CATEGORY_QUESTION: MessageCategory
 MESSAGE_CATEGORY_ANSWER: MessageCategory
@@ -93,7 +95,14 @@ class Attachment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mime_type: _Optional[str] = ..., size_bytes: _Optional[int] = ..., url: _Optional[str] = ..., file_id: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("id", "owner_id", "title", "kind", "model_id", "flow_id", "flow_version_id", "system_prompt", "kb_ids", "app_name", "latest_message_preview", "latest_message_time", "message_count", "like_count", "dislike_count", "copied_count", "metadata", "create_time", "update_time", "delete_time")
+    __slots__ = ("id", "owner_id", "title", "kind", "model_id", "flow_id", "flow_version_id", "system_prompt", "kb_ids", "app_name", "latest_message_preview", "latest_message_time", "message_count", "like_count", "dislike_count", "copied_count", "metadata", "create_time", "update_time", "delete_time", "assistant_id", "variables")
+    class VariablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +123,8 @@ class Session(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ASSISTANT_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
     id: str
     owner_id: str
     title: str
@@ -134,15 +145,19 @@ class Session(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     delete_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., model_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., kb_ids: _Optional[_Iterable[str]] = ..., app_name: _Optional[str] = ..., latest_message_preview: _Optional[str] = ..., latest_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., like_count: _Optional[int] = ..., dislike_count: _Optional[int] = ..., copied_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    assistant_id: str
+    variables: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., owner_id: _Optional[str] = ..., title: _Optional[str] = ..., kind: _Optional[_Union[SessionKind, str]] = ..., model_id: _Optional[str] = ..., flow_id: _Optional[str] = ..., flow_version_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., kb_ids: _Optional[_Iterable[str]] = ..., app_name: _Optional[str] = ..., latest_message_preview: _Optional[str] = ..., latest_message_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message_count: _Optional[int] = ..., like_count: _Optional[int] = ..., dislike_count: _Optional[int] = ..., copied_count: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., assistant_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
-    __slots__ = ("run_id", "node")
+    __slots__ = ("run_id", "node", "tool")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     node: _flow_pb2.NodeRun
-    def __init__(self, run_id: _Optional[str] = ..., node: _Optional[_Union[_flow_pb2.NodeRun, _Mapping]] = ...) -> None: ...
+    tool: _common_pb2.ToolStep
+    def __init__(self, run_id: _Optional[str] = ..., node: _Optional[_Union[_flow_pb2.NodeRun, _Mapping]] = ..., tool: _Optional[_Union[_common_pb2.ToolStep, _Mapping]] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("id", "session_id", "turn_id", "role", "category", "content", "citations", "attachments", "steps", "input_required", "status", "error", "finish_reason", "usage", "model_id", "rating", "feedback_comment", "copied_count", "metadata", "create_time", "update_time")

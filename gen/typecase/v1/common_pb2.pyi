@@ -1,7 +1,7 @@
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -51,6 +51,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_REGISTRATION_CLOSED: _ClassVar[ErrorReason]
     ERROR_REASON_INVITE_CODE_INVALID: _ClassVar[ErrorReason]
     ERROR_REASON_ACCOUNT_LOCKED: _ClassVar[ErrorReason]
+    ERROR_REASON_ASSISTANT_NOT_PUBLISHED: _ClassVar[ErrorReason]
+    ERROR_REASON_TOOL_INTERRUPTED: _ClassVar[ErrorReason]
+    ERROR_REASON_AGENT_MAX_STEPS: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +72,15 @@ class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FINISH_REASON_TOOL_CALLS: _ClassVar[FinishReason]
     FINISH_REASON_CANCELLED: _ClassVar[FinishReason]
     FINISH_REASON_ERROR: _ClassVar[FinishReason]
+    FINISH_REASON_MAX_STEPS: _ClassVar[FinishReason]
+
+class ToolStepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOOL_STEP_STATUS_UNSPECIFIED: _ClassVar[ToolStepStatus]
+    TOOL_STEP_STATUS_RUNNING: _ClassVar[ToolStepStatus]
+    TOOL_STEP_STATUS_SUCCEEDED: _ClassVar[ToolStepStatus]
+    TOOL_STEP_STATUS_FAILED: _ClassVar[ToolStepStatus]
+    TOOL_STEP_STATUS_CANCELLED: _ClassVar[ToolStepStatus]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_NOT_FOUND: ErrorReason
 ERROR_REASON_ALREADY_EXISTS: ErrorReason
@@ -113,6 +125,9 @@ ERROR_REASON_TOOL_FAILED: ErrorReason
 ERROR_REASON_REGISTRATION_CLOSED: ErrorReason
 ERROR_REASON_INVITE_CODE_INVALID: ErrorReason
 ERROR_REASON_ACCOUNT_LOCKED: ErrorReason
+ERROR_REASON_ASSISTANT_NOT_PUBLISHED: ErrorReason
+ERROR_REASON_TOOL_INTERRUPTED: ErrorReason
+ERROR_REASON_AGENT_MAX_STEPS: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole
 MESSAGE_ROLE_USER: MessageRole
@@ -125,6 +140,12 @@ FINISH_REASON_CONTENT_FILTER: FinishReason
 FINISH_REASON_TOOL_CALLS: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
 FINISH_REASON_ERROR: FinishReason
+FINISH_REASON_MAX_STEPS: FinishReason
+TOOL_STEP_STATUS_UNSPECIFIED: ToolStepStatus
+TOOL_STEP_STATUS_RUNNING: ToolStepStatus
+TOOL_STEP_STATUS_SUCCEEDED: ToolStepStatus
+TOOL_STEP_STATUS_FAILED: ToolStepStatus
+TOOL_STEP_STATUS_CANCELLED: ToolStepStatus
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -163,3 +184,27 @@ class TokenDelta(_message.Message):
     reasoning_text: str
     node_id: str
     def __init__(self, text: _Optional[str] = ..., reasoning_text: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class ToolStep(_message.Message):
+    __slots__ = ("call_id", "tool_id", "name", "arguments", "step", "status", "result_preview", "result_size_bytes", "reason", "duration_ms")
+    CALL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    RESULT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    call_id: str
+    tool_id: str
+    name: str
+    arguments: str
+    step: int
+    status: ToolStepStatus
+    result_preview: str
+    result_size_bytes: int
+    reason: str
+    duration_ms: int
+    def __init__(self, call_id: _Optional[str] = ..., tool_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments: _Optional[str] = ..., step: _Optional[int] = ..., status: _Optional[_Union[ToolStepStatus, str]] = ..., result_preview: _Optional[str] = ..., result_size_bytes: _Optional[int] = ..., reason: _Optional[str] = ..., duration_ms: _Optional[int] = ...) -> None: ...

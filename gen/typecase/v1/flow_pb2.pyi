@@ -42,6 +42,8 @@ class NodeType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NODE_TYPE_CODE: _ClassVar[NodeType]
     NODE_TYPE_OUTPUT: _ClassVar[NodeType]
     NODE_TYPE_END: _ClassVar[NodeType]
+    NODE_TYPE_AGENT: _ClassVar[NodeType]
+    NODE_TYPE_TOOL: _ClassVar[NodeType]
 
 class RunStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -95,6 +97,8 @@ NODE_TYPE_HTTP_REQUEST: NodeType
 NODE_TYPE_CODE: NodeType
 NODE_TYPE_OUTPUT: NodeType
 NODE_TYPE_END: NodeType
+NODE_TYPE_AGENT: NodeType
+NODE_TYPE_TOOL: NodeType
 RUN_STATUS_UNSPECIFIED: RunStatus
 RUN_STATUS_RUNNING: RunStatus
 RUN_STATUS_WAITING_INPUT: RunStatus

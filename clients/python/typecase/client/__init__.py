@@ -15,6 +15,7 @@ from typecase.client._async.admin import AsyncAdmin
 from typecase.client._async.auth import AsyncAuth
 from typecase.client._async.chat import AsyncChat
 from typecase.client._async.client import AsyncClient
+from typecase.client._async.assistants import AsyncAssistants
 from typecase.client._async.flows import AsyncFlows
 from typecase.client._async.knowledge import AsyncKnowledge
 from typecase.client._async.llm import AsyncLLM
@@ -24,6 +25,7 @@ from typecase.client._sync.admin import Admin
 from typecase.client._sync.auth import Auth
 from typecase.client._sync.chat import Chat
 from typecase.client._sync.client import Client
+from typecase.client._sync.assistants import Assistants
 from typecase.client._sync.flows import Flows
 from typecase.client._sync.knowledge import Knowledge
 from typecase.client._sync.llm import LLM
@@ -64,6 +66,7 @@ __all__ = [
     "Admin",
     "AlreadyExists",
     "AsyncAdmin",
+    "AsyncAssistants",
     "AsyncAuth",
     "AsyncChat",
     "AsyncChatStream",
@@ -72,6 +75,7 @@ __all__ = [
     "AsyncKnowledge",
     "AsyncLLM",
     "AsyncRunStream",
+    "Assistants",
     "Auth",
     "Cancelled",
     "Chat",

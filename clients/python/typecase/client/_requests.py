@@ -138,10 +138,11 @@ def list_models(model_type: str | None, online: bool | None, provider_id: str, k
 # -- chat -------------------------------------------------------------------------------------------------------
 def create_session(
     title: str, model_id: str, flow_id: str, system_prompt: str, kb_ids: Iterable[str], metadata: Struct | None,
+    assistant_id: str = "", variables: dict[str, str] | None = None,
 ) -> chat_pb2.CreateSessionRequest:
     return chat_pb2.CreateSessionRequest(session=chat_pb2.Session(
         title=title, model_id=model_id, flow_id=flow_id, system_prompt=system_prompt, kb_ids=list(kb_ids),
-        metadata=to_struct(metadata),
+        metadata=to_struct(metadata), assistant_id=assistant_id, variables=dict(variables or {}),
     ))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from typecase.client._async.admin import AsyncAdmin
+from typecase.client._async.assistants import AsyncAssistants
 from typecase.client._async.auth import AsyncAuth
 from typecase.client._async.chat import AsyncChat
 from typecase.client._async.flows import AsyncFlows
@@ -20,6 +21,7 @@ from typecase.client._config import Keepalive, OptionValue, RetryPolicy, Setting
 from typecase.client.errors import Unavailable, from_rpc_error
 from typecase.v1 import (
     admin_pb2_grpc,
+    assistant_pb2_grpc,
     auth_pb2_grpc,
     chat_pb2_grpc,
     flow_pb2_grpc,
@@ -48,7 +50,7 @@ class AsyncClient:
         options: extra raw gRPC channel arguments, e.g. {"grpc.initial_reconnect_backoff_ms": 200}.
         metadata: extra metadata sent with every call, e.g. {"x-trace-id": "..."}.
 
-    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows` and `admin`; each has `.stub`, the raw
+    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants` and `admin`; each has `.stub`, the raw
     generated stub on the same authenticated channel, for everything the helpers do not cover (see `call`).
     Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
@@ -82,6 +84,7 @@ class AsyncClient:
         self.chat = AsyncChat(self, chat_pb2_grpc.ChatServiceStub(self.channel))
         self.knowledge = AsyncKnowledge(self, knowledge_pb2_grpc.KnowledgeServiceStub(self.channel))
         self.flows = AsyncFlows(self, flow_pb2_grpc.FlowServiceStub(self.channel))
+        self.assistants = AsyncAssistants(self, assistant_pb2_grpc.AssistantServiceStub(self.channel))
         self.admin = AsyncAdmin(self, admin_pb2_grpc.AdminServiceStub(self.channel))
 
     @property

@@ -24,9 +24,12 @@ class Chat(Resource):
 
     def create_session(self, *, title: str = "", model_id: str = "", flow_id: str = "",
                        system_prompt: str = "", kb_ids: Iterable[str] = (), metadata: rq.Struct | None = None,
+                       assistant_id: str = "", variables: dict[str, str] | None = None,
                        timeout: float | None = None) -> chat_pb2.Session:
-        """A session with a model (default: the platform's chat model) or, with `flow_id`, a published flow."""
-        request = rq.create_session(title, model_id, flow_id, system_prompt, kb_ids, metadata)
+        """A session with a model (default: the platform's chat model), with `flow_id` a published flow, or with
+        `assistant_id` an assistant (`variables` fill its instructions template)."""
+        request = rq.create_session(title, model_id, flow_id, system_prompt, kb_ids, metadata, assistant_id,
+                                    variables)
         return (self._unary(self.stub.CreateSession, request, chat_pb2.CreateSessionResponse,
                             timeout)).session
 

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from typecase.client._sync.admin import Admin
+from typecase.client._sync.assistants import Assistants
 from typecase.client._sync.auth import Auth
 from typecase.client._sync.chat import Chat
 from typecase.client._sync.flows import Flows
@@ -21,6 +22,7 @@ from typecase.client._config import Keepalive, OptionValue, RetryPolicy, Setting
 from typecase.client.errors import Unavailable, from_rpc_error
 from typecase.v1 import (
     admin_pb2_grpc,
+    assistant_pb2_grpc,
     auth_pb2_grpc,
     chat_pb2_grpc,
     flow_pb2_grpc,
@@ -49,7 +51,7 @@ class Client:
         options: extra raw gRPC channel arguments, e.g. {"grpc.initial_reconnect_backoff_ms": 200}.
         metadata: extra metadata sent with every call, e.g. {"x-trace-id": "..."}.
 
-    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows` and `admin`; each has `.stub`, the raw
+    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants` and `admin`; each has `.stub`, the raw
     generated stub on the same authenticated channel, for everything the helpers do not cover (see `call`).
     Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
@@ -83,6 +85,7 @@ class Client:
         self.chat = Chat(self, chat_pb2_grpc.ChatServiceStub(self.channel))
         self.knowledge = Knowledge(self, knowledge_pb2_grpc.KnowledgeServiceStub(self.channel))
         self.flows = Flows(self, flow_pb2_grpc.FlowServiceStub(self.channel))
+        self.assistants = Assistants(self, assistant_pb2_grpc.AssistantServiceStub(self.channel))
         self.admin = Admin(self, admin_pb2_grpc.AdminServiceStub(self.channel))
 
     @property

@@ -10,6 +10,7 @@ import { registry } from "./codec.js";
 import { TypecaseError } from "./errors.js";
 import { serverStream } from "./stream.js";
 import { AdminService } from "./gen/typecase/v1/admin_pb.js";
+import { AssistantService } from "./gen/typecase/v1/assistant_pb.js";
 import { AuthService } from "./gen/typecase/v1/auth_pb.js";
 import { ChatService } from "./gen/typecase/v1/chat_pb.js";
 import { FlowService } from "./gen/typecase/v1/flow_pb.js";
@@ -74,6 +75,7 @@ export interface TypecaseClient {
   flow: ServiceClient<typeof FlowService>;
   admin: ServiceClient<typeof AdminService>;
   tools: ServiceClient<typeof ToolService>;
+  assistants: ServiceClient<typeof AssistantService>;
 }
 
 /** Builds the client of any service with google.api.http options from its descriptor. */
@@ -137,5 +139,6 @@ export function createTypecase(options: TypecaseOptions = {}): TypecaseClient {
     flow: createServiceClient(FlowService, transport),
     admin: createServiceClient(AdminService, transport),
     tools: createServiceClient(ToolService, transport),
+    assistants: createServiceClient(AssistantService, transport),
   };
 }

@@ -7,6 +7,7 @@ import type { DescMessage, JsonValue, MessageShape, Registry } from "@bufbuild/p
 import { file_google_rpc_error_details } from "./gen/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "./gen/google/rpc/status_pb.js";
 import { file_typecase_v1_admin } from "./gen/typecase/v1/admin_pb.js";
+import { file_typecase_v1_assistant } from "./gen/typecase/v1/assistant_pb.js";
 import { file_typecase_v1_auth } from "./gen/typecase/v1/auth_pb.js";
 import { file_typecase_v1_chat } from "./gen/typecase/v1/chat_pb.js";
 import { file_typecase_v1_common } from "./gen/typecase/v1/common_pb.js";
@@ -28,6 +29,7 @@ export const registry: Registry = createRegistry(
   file_typecase_v1_flow,
   file_typecase_v1_admin,
   file_typecase_v1_tools,
+  file_typecase_v1_assistant,
 );
 
 /** A response message from its JSON (a decoding failure is the server's fault: INTERNAL). */

@@ -20,10 +20,12 @@ import {
 } from "@typecase/client/gen/typecase/v1/chat_pb.js";
 import { FlowStatus, NodeRunStatus, type InputRequired } from "@typecase/client/gen/typecase/v1/flow_pb.js";
 import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
+import { AssistantScope } from "@typecase/client/gen/typecase/v1/assistant_pb.js";
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { MessageAttachments, PendingFiles, asShown, toAttachments, usePendingFiles, type Pending } from "../components/attachments";
 import { Citations } from "../components/citations";
+import { ToolSteps } from "../components/tool-steps";
 import { InputForm, type InputValues } from "../components/inputform";
 import { Markdown, copyText } from "../components/markdown";
 import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, plural, useAsync } from "../components/ui";
@@ -111,11 +113,12 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
   const allSessions = sessions.data ? [...sessions.data, ...older.sessions.filter((s) => !firstIds.has(s.id))] : undefined;
   const moreToLoad = !!(older.next || (older.sessions.length === 0 && firstToken.current));
   const targets = useAsync(async () => {
-    const [models, flows] = await Promise.all([
+    const [models, flows, assistants] = await Promise.all([
       tc.llm.listModels({ type: ModelType.LLM, online: true, pageSize: 200 }),
       tc.flow.listFlows({ status: FlowStatus.ONLINE, pageSize: 200 }),
+      tc.assistants.listAssistants({ scope: AssistantScope.ONLINE, pageSize: 200 }),
     ]);
-    return { models: models.models, flows: flows.flows };
+    return { models: models.models, flows: flows.flows, assistants: assistants.assistants };
   }, []);
   const kbs = useAsync(async () => (await tc.knowledge.listKnowledgeBases({ pageSize: 200 })).knowledgeBases, []);
   const [target, setTarget] = useState<string>(localStorage.getItem(TARGET_KEY) ?? "");
@@ -126,7 +129,9 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
 
   const models = targets.data?.models ?? [];
   const flows = targets.data?.flows ?? [];
+  const assistants = targets.data?.assistants ?? [];
   const validTarget =
+    (target.startsWith("assistant:") && assistants.some((a) => `assistant:${a.id}` === target)) ||
     (target.startsWith("model:") && models.some((m) => `model:${m.id}` === target)) ||
     (target.startsWith("flow:") && flows.some((f) => `flow:${f.id}` === target));
   const chosen = validTarget ? target : models[0] ? `model:${models[0].id}` : flows[0] ? `flow:${flows[0].id}` : "";
@@ -136,7 +141,8 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
     setError(null);
     try {
       const [kind, id] = chosen.split(":");
-      const session = kind === "flow" ? { flowId: id } : { modelId: id, systemPrompt: systemPrompt.trim(), kbIds };
+      const session =
+        kind === "flow" ? { flowId: id } : kind === "assistant" ? { assistantId: id } : { modelId: id, systemPrompt: systemPrompt.trim(), kbIds };
       const res = await tc.chat.createSession({ session });
       localStorage.setItem(TARGET_KEY, chosen);
       await sessions.reload();
@@ -199,6 +205,15 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
                     {flows.map((f) => (
                       <option key={f.id} value={`flow:${f.id}`}>
                         {f.name}
+                      </option>
+                    ))}
+                  </optgroup>
+                )}
+                {assistants.length > 0 && (
+                  <optgroup label="Assistants">
+                    {assistants.map((a) => (
+                      <option key={a.id} value={`assistant:${a.id}`}>
+                        {a.name}
                       </option>
                     ))}
                   </optgroup>
@@ -460,7 +475,9 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         break;
       case "node": {
         const node = kind.value;
-        const i = l.steps.findIndex((s) => s.node?.nodeId === node.node?.nodeId);
+        // A flow node is one entry per node id; an assistant's tool call one per call id (streamed twice).
+        const same = (s: NodeEvent) => (node.tool ? s.tool?.callId === node.tool.callId : !s.tool && s.node?.nodeId === node.node?.nodeId);
+        const i = l.steps.findIndex(same);
         if (i >= 0) l.steps[i] = node;
         else l.steps.push(node);
         break;
@@ -635,7 +652,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         <div>
           <h2>{session?.title || "New chat"}</h2>
           <span class="muted">
-            {isFlow ? "Flow" : "Model"}: {session?.appName || "…"}
+            {isFlow ? "Flow" : session?.kind === SessionKind.ASSISTANT ? "Assistant" : "Model"}: {session?.appName || "…"}
             {session && session.kbIds.length > 0 ? ` · answers from ${plural(session.kbIds.length, "knowledge base")}` : ""}
           </span>
         </div>
@@ -843,7 +860,9 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
         : m.status === MessageStatus.STREAMING
           ? "streaming"
           : "complete";
-  const steps = live ? live.steps : m.steps;
+  const allSteps = live ? live.steps : m.steps;
+  const steps = allSteps.filter((s) => s.node);
+  const toolSteps = allSteps.flatMap((s) => (s.tool ? [s.tool] : []));
   const citations = live ? live.citations : m.citations;
   return (
     <div class="msg assistant" data-testid="answer" data-status={status} data-message-id={m.id}>
@@ -869,6 +888,7 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
           </ol>
         </details>
       )}
+      <ToolSteps steps={toolSteps} />
       <div class="bubble">
         {m.category === MessageCategory.INPUT_REQUEST && m.inputRequired ? (
           <span class="muted">{m.inputRequired.prompt || text || "The flow is waiting for your input."}</span>

@@ -5,6 +5,7 @@ import { useEffect, useState } from "preact/hooks";
 import { credentials, ensureFresh, handleError, onAuthChange, signOut, tc, type Credentials } from "./api";
 import { linkClick, navigate, useRoute } from "./router";
 import { AdminView } from "./views/admin";
+import { AssistantsView } from "./views/assistants";
 import { ChatView } from "./views/chat";
 import { FlowsView } from "./views/flows";
 import { KnowledgeView } from "./views/knowledge";
@@ -20,6 +21,7 @@ const SECTIONS = [
   { path: "chat", label: "Chat" },
   { path: "knowledge", label: "Knowledge" },
   { path: "flows", label: "Flows" },
+  { path: "assistants", label: "Assistants" },
   { path: "tools", label: "Tools" },
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
@@ -100,6 +102,7 @@ function App() {
         {section === "chat" && <ChatView sessionId={route[1]} />}
         {section === "knowledge" && <KnowledgeView kbId={route[1]} fileId={route[2]} />}
         {section === "flows" && <FlowsView flowId={route[1]} />}
+        {section === "assistants" && <AssistantsView assistantId={route[1]} />}
         {section === "tools" && <ToolsView providerId={route[1]} />}
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}

@@ -7,14 +7,17 @@ Knowledge offered as a tool is the built-in knowledge_search with the agent's ba
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from google.protobuf import struct_pb2
 
-from typecase.server.agent.loop import Outcome
+from typecase.server.agent.instructions import system_prompt
+from typecase.server.agent.loop import AgentLoop, AgentSettings, Event, Generate, Outcome
+from typecase.server.rpc import principal as caller
 from typecase.server.tools.api import Declarations, ToolCall, ToolsApi, declared_name
-from typecase.v1 import llm_pb2
+from typecase.v1 import assistant_pb2, common_pb2, llm_pb2
 
+ASSISTANT_PREFIX = "assistant:"
 KNOWLEDGE_TOOL = "builtin-knowledge_search"
 KNOWLEDGE_NAME = "knowledge_search"
 KNOWLEDGE_SCHEMA = {
@@ -85,3 +88,59 @@ async def catalog_toolbox(
         )
         declared.by_name[name] = KNOWLEDGE_TOOL
     return CatalogToolbox(tools, declared, kb_ids, timeout_ms / 1000)
+
+
+class Agents:
+    """chat.agent_turn.AgentSource (and what compat and flow use): assistants as the caller may run them, their
+    toolboxes over the tools catalogue, and the loop's settings from an assistant and the server's limits."""
+
+    def __init__(self, settings, assistants, tools: ToolsApi, generate: Generate):
+        self.server = settings
+        self.assistants = assistants  # AssistantService (its Python API: runnable, runnable_by_name, online)
+        self.tools = tools
+        self.generate = generate
+
+    async def by_model(self, ref: str):
+        """The assistant an OpenAI `model` names: "assistant:<id>", or an assistant's name (the caller's own, else
+        an online one); None when the name is no assistant's."""
+        if ref.startswith(ASSISTANT_PREFIX):
+            return await self.assistants.runnable(ref[len(ASSISTANT_PREFIX) :])
+        return await self.assistants.runnable_by_name(ref)
+
+    async def run(
+        self, assistant, messages: Sequence[llm_pb2.ChatMessage], config: llm_pb2.GenerationConfig, user: str
+    ) -> AsyncIterator[Event]:
+        """The assistant answering `messages` (a whole conversation, as /openai/v1 receives it): its instructions
+        first, its tools run server-side."""
+        me = caller.current()
+        toolbox = await self.toolbox(assistant)
+        settings = self.settings(assistant, "", user)
+        settings.config.MergeFrom(config)
+        system = system_prompt(assistant, {}, me.user_id)
+        prompt = [llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_SYSTEM, content=system)] if system else []
+        prompt += list(messages)
+        async for event in AgentLoop(self.generate, toolbox, settings).run(prompt):
+            yield event
+
+    async def assistant(self, assistant_id: str):
+        return await self.assistants.runnable(assistant_id)
+
+    async def toolbox(self, assistant) -> CatalogToolbox:
+        as_tool = assistant.knowledge_mode != assistant_pb2.KNOWLEDGE_MODE_BEFORE_FIRST_STEP
+        return await catalog_toolbox(
+            self.tools, list(assistant.tool_ids), list(assistant.kb_ids), as_tool, assistant.tool_timeout_ms
+        )
+
+    def settings(self, assistant, model_id: str, user: str) -> AgentSettings:
+        s = self.server
+        config = llm_pb2.GenerationConfig()
+        config.CopyFrom(assistant.generation_config)
+        return AgentSettings(
+            model_id=model_id or assistant.model_id,
+            config=config,
+            max_steps=assistant.max_steps or s.assistants_default_max_steps,
+            first_tool_choice=assistant.tool_choice,
+            preview_chars=s.agent_result_preview_chars,
+            max_result_chars=s.agent_max_result_chars,
+            user=user,
+        )

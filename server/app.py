@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway, http_docs
+from typecase.server.agent_wiring import Agents
 from typecase.server.assistants_wiring import assistant_service
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.oidc import oidc_routes
@@ -107,6 +108,9 @@ def domain_servicers(app: App) -> dict[str, Any]:
     )
     servicers["ToolService"] = tool_service(app, servicers)
     servicers["AssistantService"] = assistant_service(app, servicers)
+    agents = Agents(
+        app.settings, servicers["AssistantService"], servicers["ToolService"].api, servicers["LLMService"].generate
+    )
     servicers["ChatService"] = ChatService(
         app.resources.db,
         app.resources.cache,
@@ -117,7 +121,9 @@ def domain_servicers(app: App) -> dict[str, Any]:
         knowledge=servicers["KnowledgeService"],
         flow=servicers["FlowService"],
         documents=attachment_reader(servicers["KnowledgeService"]),
+        agents=agents,
     )
+    app.agents = agents  # /openai/v1's assistant models (domain_routes)
     servicers["AdminService"] = AdminService(
         app.settings,
         audit=app.audit,
@@ -179,7 +185,7 @@ def domain_routes(app: App) -> list[Any]:
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
     mcp = app.mcp_endpoint.routes() if app.mcp_endpoint is not None else []
     compat = [
-        *openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
+        *openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS, agents=app.agents),
         *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
     ]
     return [
@@ -232,6 +238,7 @@ class App:
         self._stop_requested = asyncio.Event()
         self.servicers: dict[str, Any] = {}
         self.mcp_endpoint: McpEndpoint | None = None  # Typecase's own tools over MCP at /mcp
+        self.agents: Agents | None = None  # assistants as agents, for the compat surfaces
         self.restart_requested = False
         self._stopped = False
         self._tracing = False

@@ -31,7 +31,7 @@ MAX_QUESTION = 500
 MAX_VARIABLES = 32
 MAX_REFS = 64
 VARIABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-BUILTIN_VARIABLES = {"current_date", "current_time", "user_name", "assistant_name"}
+BUILTIN_VARIABLES = {"current_date", "current_time", "user_id", "assistant_name"}
 OUTPUT_ONLY = {"id", "owner_id", "status", "create_time", "update_time"}
 UPDATABLE = {f.name for f in assistant_pb2.Assistant.DESCRIPTOR.fields} - OUTPUT_ONLY
 

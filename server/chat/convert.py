@@ -18,7 +18,11 @@ from typecase.server.chat.models import (
 from typecase.server.rpc.convert import to_timestamp
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2
 
-KIND_TO_PROTO = {"model": chat_pb2.SESSION_KIND_MODEL, "flow": chat_pb2.SESSION_KIND_FLOW}
+KIND_TO_PROTO = {
+    "model": chat_pb2.SESSION_KIND_MODEL,
+    "flow": chat_pb2.SESSION_KIND_FLOW,
+    "agent": chat_pb2.SESSION_KIND_ASSISTANT,
+}
 ROLE_TO_PROTO = {
     "user": common_pb2.MESSAGE_ROLE_USER,
     "assistant": common_pb2.MESSAGE_ROLE_ASSISTANT,
@@ -45,6 +49,7 @@ FINISH_TO_PROTO = {
     "tool_calls": common_pb2.FINISH_REASON_TOOL_CALLS,
     "cancelled": common_pb2.FINISH_REASON_CANCELLED,
     "error": common_pb2.FINISH_REASON_ERROR,
+    "max_steps": common_pb2.FINISH_REASON_MAX_STEPS,
 }
 FINISH_FROM_PROTO = {v: k for k, v in FINISH_TO_PROTO.items()}
 
@@ -78,6 +83,8 @@ def session_message(row: ChatSessionRow, *, show_delete_time: bool = False) -> c
         model_id=row.model_id,
         flow_id=row.flow_id,
         flow_version_id=row.flow_version_id,
+        assistant_id=row.assistant_id or "",
+        variables=dict(row.variables or {}),
         system_prompt=row.system_prompt,
         kb_ids=list(row.kb_ids or []),
         app_name=row.app_name,

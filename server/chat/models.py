@@ -33,10 +33,12 @@ class ChatSessionRow(Base):
     id: Mapped[str] = id_column()
     owner_id: Mapped[str] = mapped_column(String(26))
     title: Mapped[str] = mapped_column(String(255), default="")
-    kind: Mapped[str] = mapped_column(String(8), default="model")  # model | flow
+    kind: Mapped[str] = mapped_column(String(8), default="model")  # model | flow | agent (an assistant)
     model_id: Mapped[str] = mapped_column(String(26), default="")
     flow_id: Mapped[str] = mapped_column(String(26), default="")
     flow_version_id: Mapped[str] = mapped_column(String(26), default="")
+    assistant_id: Mapped[str] = mapped_column(String(26), default="")
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=dict)  # an assistant template values
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     kb_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)
     app_name: Mapped[str] = mapped_column(String(255), default="")

@@ -19,6 +19,9 @@ import grpc
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 
 from typecase.server.chat import context as ctx
+from typecase.server.chat.agent_turn import AgentSource, AgentTurn
+from typecase.server.chat.agent_turn import history as agent_history
+from typecase.server.chat.agent_turn import system_prompt as agent_system_prompt
 from typecase.server.chat.attachments import DocumentReader, for_model
 from typecase.server.chat.convert import message_message, session_message, struct_dict, to_dict
 from typecase.server.chat.ids import monotonic_id, monotonic_ids
@@ -29,7 +32,7 @@ from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern, mask_paths
-from typecase.v1 import chat_pb2, chat_pb2_grpc, flow_pb2, llm_pb2
+from typecase.v1 import assistant_pb2, chat_pb2, chat_pb2_grpc, flow_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
 
@@ -75,6 +78,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         knowledge=None,
         flow=None,
         documents: DocumentReader | None = None,
+        agents: AgentSource | None = None,
     ):
         self.db = db
         self.documents = documents
@@ -84,6 +88,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self.storage = storage
         self.knowledge = knowledge
         self.flow = flow
+        self.agents = agents
         self.turns = Turns(db, cache, llm, settings, knowledge=knowledge, flow=flow)
         self._detached: set[asyncio.Task] = set()
         self._models: dict[str, tuple[float, llm_pb2.Model]] = {}
@@ -203,7 +208,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
     async def CreateSession(self, request, context):
         me = caller.current()
         given = request.session
-        kind = given.kind or (chat_pb2.SESSION_KIND_FLOW if given.flow_id else chat_pb2.SESSION_KIND_MODEL)
+        kind = given.kind or (
+            chat_pb2.SESSION_KIND_FLOW
+            if given.flow_id
+            else chat_pb2.SESSION_KIND_ASSISTANT
+            if given.assistant_id
+            else chat_pb2.SESSION_KIND_MODEL
+        )
         title = self._check_text(given.title.strip(), "session.title", 255)
         system_prompt = self._check_text(
             given.system_prompt, "session.system_prompt", self.settings.chat_max_system_prompt_chars
@@ -221,6 +232,13 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             flow = await self._flow(given.flow_id)
             row.kind, row.flow_id, row.app_name = "flow", flow.id, flow.name
             row.flow_version_id = flow.current_version_id
+        elif kind == chat_pb2.SESSION_KIND_ASSISTANT:
+            if given.flow_id or system_prompt or kb_ids:
+                raise invalid_argument("session.assistant_id", "an assistant session takes no flow, prompt or bases")
+            assistant = await self._assistant(given.assistant_id)
+            model = await self._model(given.model_id or assistant.model_id)
+            row.kind, row.assistant_id, row.model_id, row.app_name = "agent", assistant.id, model.id, assistant.name
+            row.variables = self._check_variables(given.variables, assistant)
         else:
             if given.flow_id:
                 raise invalid_argument("session.flow_id", "must be empty for a model session")
@@ -250,7 +268,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if request.model_id:
             conditions.append(S.model_id == request.model_id)
         if request.kind:
-            conditions.append(S.kind == ("flow" if request.kind == chat_pb2.SESSION_KIND_FLOW else "model"))
+            kinds = {chat_pb2.SESSION_KIND_FLOW: "flow", chat_pb2.SESSION_KIND_ASSISTANT: "agent"}
+            conditions.append(S.kind == kinds.get(request.kind, "model"))
         if request.keyword.strip():
             pattern = like_pattern(request.keyword.strip())
             M = ChatMessageRow
@@ -712,12 +731,68 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if row is None:
             if parent.kind == "flow":
                 row = await self._start_flow_turn(request, parent, question, history)
+            elif parent.kind == "agent":
+                row = await self._start_agent_turn(request, parent, question, history)
             else:
                 row = await self._start_turn(request, parent, question, history)
         async for message in self._read(row, 0, request.stop_on_disconnect or self.settings.chat_stop_on_disconnect):
             yield message
 
-    async def _start_turn(self, request, parent: ChatSessionRow, question: str, history) -> ChatTurnRow:
+    async def _assistant(self, assistant_id: str) -> assistant_pb2.Assistant:
+        if self.agents is None:
+            raise TypecaseError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "ASSISTANT_NOT_PUBLISHED",
+                "assistant sessions need the assistants service, which is not running on this server",
+            )
+        if not assistant_id:
+            raise invalid_argument("session.assistant_id", "required for an assistant session")
+        return await self.agents.assistant(assistant_id)
+
+    def _check_variables(self, given, assistant: assistant_pb2.Assistant) -> dict[str, str]:
+        names = {v.name for v in assistant.variables}
+        for name, value in given.items():
+            if name not in names:
+                raise invalid_argument(f"session.variables[{name}]", "the assistant has no such variable")
+            self._check_text(value, f"session.variables[{name}]", self.settings.assistants_max_instructions_chars)
+        return dict(given)
+
+    async def _start_agent_turn(self, request, parent: ChatSessionRow, question: str, history) -> ChatTurnRow:
+        """A turn of an assistant session: the assistant as it is now (edits apply to the next turn), its
+        instructions rendered, earlier tool steps in the history, the agent loop as the answer."""
+        assistant = await self._assistant(parent.assistant_id)
+        turns, older, newest = history
+        room = self.settings.chat_default_context_tokens * self.settings.chat_chars_per_token / 2
+        turns = await agent_history(self.db, parent.id, turns, self.settings.agent_history_result_chars, int(room))
+        system = agent_system_prompt(assistant, parent.variables or {}, parent.owner_id)
+        settings = self.agents.settings(assistant, parent.model_id, parent.owner_id)
+        toolbox = await self.agents.toolbox(assistant)
+        before = assistant.knowledge_mode == assistant_pb2.KNOWLEDGE_MODE_BEFORE_FIRST_STEP
+        agent = AgentTurn(toolbox, settings, retrieve_first=before)
+        return await self._start_turn(
+            request,
+            parent,
+            question,
+            (turns, older, newest),
+            system_prompt=system,
+            kb_ids=list(assistant.kb_ids) if before else [],
+            config=settings.config,
+            agent=agent,
+        )
+
+    async def _start_turn(
+        self,
+        request,
+        parent: ChatSessionRow,
+        question: str,
+        history,
+        *,
+        system_prompt: str | None = None,
+        kb_ids: list[str] | None = None,
+        config: llm_pb2.GenerationConfig | None = None,
+        agent: AgentTurn | None = None,
+    ) -> ChatTurnRow:
+        system_prompt = parent.system_prompt if system_prompt is None else system_prompt
         model = await self._model(request.model_id if request.HasField("model_id") else parent.model_id, cached=True)
         if not model.online:
             raise TypecaseError(
@@ -744,11 +819,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         attached = await for_model(
             list(request.attachments), model, self.documents, self.settings.chat_attachment_max_chars
         )
-        asked = attached.question(question, self._room_chars(parent.system_prompt, question, window, limits))
-        prompt = ctx.build_prompt(parent.system_prompt, history, asked, limits, older_turns=older)
+        asked = attached.question(question, self._room_chars(system_prompt, question, window, limits))
+        prompt = ctx.build_prompt(system_prompt, history, asked, limits, older_turns=older)
         if attached.images:
             prompt.messages[-1] = attached.message(asked)
-        config = llm_pb2.GenerationConfig()
+        config = llm_pb2.GenerationConfig() if config is None else config
+        if agent is not None:
+            agent.settings.model_id = model.id
+            agent.settings.config = config
         if request.HasField("temperature"):
             if not 0 <= request.temperature <= 2:
                 raise invalid_argument("temperature", "must be between 0 and 2")
@@ -764,9 +842,10 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             model_id=model.id,
             prompt=prompt,
             config=config,
-            kb_ids=list(parent.kb_ids or []),
+            kb_ids=list(parent.kb_ids or []) if kb_ids is None else kb_ids,
             needs_title=self.settings.chat_auto_title and not parent.title,
             newest_message_id=newest,
+            agent=agent,
         )
         try:
             # Shielded: once asked, the turn starts even if this caller goes away meanwhile.

@@ -31,6 +31,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
@@ -142,6 +143,7 @@ class Turn:
     finishing: bool = False
     abandoned: bool = False  # reaped by another replica: end quietly, write nothing
     continuing: bool = False  # taken over from a dead replica: the prompt is complete, generate the rest
+    agent: Any = None  # an assistant turn's agent_turn.AgentTurn: the answer is its loop's
     flushed_chars: int = 0
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
@@ -168,6 +170,7 @@ class NewTurn:
     kb_ids: list[str] = field(default_factory=list)
     newest_message_id: str | None = None  # new ids must sort after it
     flow: FlowTurn | None = None  # set for flow sessions (then model_id, prompt and config are unused)
+    agent: Any = None  # set for assistant sessions: agent_turn.AgentTurn (not continued on takeover yet)
 
 
 class TurnInProgress(Exception):
@@ -335,7 +338,7 @@ class Turns:
             "run_id": "",
             "takeovers": 0,
             "request": None
-            if new.flow is not None
+            if new.flow is not None or new.agent is not None
             else to_dict(
                 llm_pb2.GenerateRequest(
                     model_id=new.model_id, messages=new.prompt.messages, config=new.config, user=new.owner_id
@@ -357,6 +360,7 @@ class Turns:
             needs_title=new.needs_title,
             kb_ids=new.kb_ids,
             flow=new.flow,
+            agent=new.agent,
             answer_row=ChatMessageRow(**answer_values),
         )
         # Registered before commit: a stop for this turn, once the turn is visible to others, finds it here.
@@ -557,6 +561,9 @@ class Turns:
     async def _generate(self, turn: Turn) -> None:
         if turn.flow is not None:
             await self._run_flow(turn)
+            return
+        if turn.agent is not None:
+            await turn.agent.run(self, turn)
             return
         if self.llm is None:
             raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "no LLM service is running on this server")

@@ -7,18 +7,21 @@ chunk, argument fragments after), and answers carry `tool_calls` whole.
 from __future__ import annotations
 
 import base64
+import contextlib
 import struct
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from typecase.server.agent.loop import Finished, TextDelta
 from typecase.server.compat.common import SSE_HEADERS, CallerAuth, Surface, dumps, status_of, unknown_fields
 from typecase.server.compat.openai_request import EMBEDDING_FIELDS, chat_request
+from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
@@ -31,6 +34,8 @@ FINISH = {
     common_pb2.FINISH_REASON_CANCELLED: "stop",
     common_pb2.FINISH_REASON_ERROR: "stop",
 }
+AGENT_FINISH = {**FINISH, common_pb2.FINISH_REASON_MAX_STEPS: "length"}
+ASSISTANT_PREFIX = "assistant:"
 # OpenAI's error "type" for each HTTP status Typecase answers with.
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -83,14 +88,43 @@ def _tool_call_chunks(pieces) -> list[dict[str, Any]]:
     return out
 
 
+class AgentModels(Protocol):
+    """Assistants as models (agent_wiring.Agents): found by "assistant:<id>" or name, run with their tools."""
+
+    async def by_model(self, ref: str) -> Any: ...
+
+    def run(
+        self, assistant: Any, messages: list[llm_pb2.ChatMessage], config: llm_pb2.GenerationConfig, user: str
+    ) -> AsyncIterator[Any]: ...
+
+
 class OpenAICompat(Surface):
-    def __init__(self, llm, auth: CallerAuth, max_body_bytes: int, reason_http_status: Mapping[str, int]):
+    def __init__(
+        self,
+        llm,
+        auth: CallerAuth,
+        max_body_bytes: int,
+        reason_http_status: Mapping[str, int],
+        agents: AgentModels | None = None,
+    ):
         super().__init__(llm, auth, max_body_bytes, reason_http_status, error_response)
+        self.agents = agents
+
+    async def _assistant_for(self, model: str) -> Any:
+        """The assistant `model` names, when it names no LLM model (an LLM model's name wins)."""
+        if self.agents is None:
+            return None
+        if not model.startswith(ASSISTANT_PREFIX) and self.llm.registry.snapshot.model(model) is not None:
+            return None
+        return await self.agents.by_model(model)
 
     # -- chat ----------------------------------------------------------------------------------------------------
     async def chat_completions(self, request: Request) -> Response:
         data = await self.body(request)
         generate = chat_request(data)
+        assistant = await self._assistant_for(generate.model_id)
+        if assistant is not None:
+            return await self._agent(assistant, generate, data)
         if not data.get("stream"):
             return await self._whole(generate)
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
@@ -172,6 +206,84 @@ class OpenAICompat(Surface):
         finally:
             await stream.aclose()  # client gone: closes the upstream call at once
 
+    # -- assistants ----------------------------------------------------------------------------------------------
+    async def _agent(self, assistant, generate: llm_pb2.GenerateRequest, data: dict[str, Any]) -> Response:
+        """An assistant answering: its tool steps run here; the client gets the answer's text (streamed or
+        whole) with finish_reason "length" when the assistant ran out of steps."""
+        if generate.tools:
+            raise invalid_argument("tools", "an assistant brings its own tools; send none")
+        if generate.HasField("response_format"):
+            raise invalid_argument("response_format", "is not supported with an assistant")
+        events = self.agents.run(assistant, list(generate.messages), generate.config, generate.user)
+        model = generate.model_id
+        if not data.get("stream"):
+            text, finished = [], None
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                elif isinstance(event, Finished):
+                    finished = event
+            content = "".join(text) + (f"\n\n{finished.notice}" if finished and finished.notice else "")
+            return JSONResponse(
+                {
+                    "id": f"chatcmpl-{time.time_ns():x}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": AGENT_FINISH.get(finished.finish_reason, "stop") if finished else "stop",
+                        }
+                    ],
+                    "usage": _usage(finished.usage if finished else common_pb2.Usage()),
+                }
+            )
+        include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+        try:
+            first = await anext(events)  # failures before the first event (a tool the caller may not call, ...)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await events.aclose()
+            raise
+        chunks = self._agent_chunks(events, first, model, include_usage, caller.current())
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def _agent_chunks(self, events, first, model: str, include_usage: bool, principal) -> AsyncIterator[str]:
+        """The answer's chunks. The body is sent after the handler returned (and unbound the caller), so the
+        caller is bound again here: the tools still run with the caller's rights."""
+        bound = caller.bind(principal)
+        head = (
+            f'{{"id":"chatcmpl-{time.time_ns():x}","object":"chat.completion.chunk","created":{int(time.time())},'
+            f'"model":{dumps(model)},"system_fingerprint":null,"choices":'
+        )
+        try:
+            yield f'data: {head}[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}\n\n'
+            event = first
+            while event is not None:
+                if isinstance(event, TextDelta) and event.text:
+                    yield f'data: {head}[{{"index":0,"delta":{dumps({"content": event.text})},"finish_reason":null}}]}}\n\n'
+                elif isinstance(event, Finished):
+                    if event.notice:
+                        delta = dumps({"content": "\n\n" + event.notice})
+                        yield f'data: {head}[{{"index":0,"delta":{delta},"finish_reason":null}}]}}\n\n'
+                    finish = AGENT_FINISH.get(event.finish_reason, "stop")
+                    yield f'data: {head}[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]}}\n\n'
+                    if include_usage:
+                        yield f'data: {head}[],"usage":{dumps(_usage(event.usage))}}}\n\n'
+                    break
+                event = await anext(events, None)
+            yield "data: [DONE]\n\n"
+        except TypecaseError as error:
+            yield f"data: {dumps(error_body(error, status_of(error, self.reason_http_status)))}\n\n"
+        finally:
+            await events.aclose()  # client gone: cancels the model call or the tool batch in flight
+            with contextlib.suppress(ValueError):  # closed from another context (garbage collection)
+                caller.bind_reset(bound)
+
     # -- embeddings ----------------------------------------------------------------------------------------------
     async def embeddings(self, request: Request) -> Response:
         data = await self.body(request)
@@ -244,6 +356,10 @@ class OpenAICompat(Surface):
 
 
 def openai_routes(
-    llm, auth: CallerAuth, max_body_bytes: int = 4 * 1024 * 1024, reason_http_status: Mapping[str, int] | None = None
+    llm,
+    auth: CallerAuth,
+    max_body_bytes: int = 4 * 1024 * 1024,
+    reason_http_status: Mapping[str, int] | None = None,
+    agents: AgentModels | None = None,
 ) -> list[Route]:
-    return OpenAICompat(llm, auth, max_body_bytes, reason_http_status or {}).routes()
+    return OpenAICompat(llm, auth, max_body_bytes, reason_http_status or {}, agents).routes()

@@ -1,0 +1,148 @@
+"""The chat side of assistant sessions: a turn whose answer is the agent loop's (server/agent/loop.py).
+
+turns.py runs an assistant turn like any other (its event log, lease, stop and finish) and hands the generation
+to `AgentTurn.run`, which maps the loop's events onto the turn: text -> token events, each tool call -> a node
+event carrying a ToolStep when it starts and when it ends (the ended ones are the answer's Message.steps, so a
+reader resuming with Last-Event-ID and a later ListMessages see the same steps), MAX_STEPS -> its finish reason
+and a notice appended to the answer. Stopping the turn cancels the loop, which cancels the tool batch in flight
+(their HTTP and MCP requests are closed); the calls it interrupted are recorded as CANCELLED steps.
+
+Later turns see earlier tool calls and results: `history` rewrites each earlier answer as its tool steps (name,
+arguments, result preview) followed by its text, and trims the oldest turns' results first when they would not
+fit the context budget (then build_prompt drops whole turns, oldest first, as for any session).
+
+Not yet done: a turn whose replica dies is failed by the takeover sweep rather than continued at its last
+completed step (its row keeps no request to continue from)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import select
+
+from typecase.server.agent.instructions import system_prompt  # noqa: F401 (chat's service uses it from here)
+from typecase.server.agent.loop import AgentLoop, AgentSettings, Finished, TextDelta, Toolbox, ToolUpdate
+from typecase.server.chat import context as ctx
+from typecase.server.chat.models import ChatMessageRow
+from typecase.v1 import assistant_pb2, chat_pb2, common_pb2
+
+TRIMMED = "[result left out: older than the context budget allows]"
+
+
+class AgentSource(Protocol):
+    """What chat uses of assistants and tools (built in agent_wiring.py, passed in by app.py)."""
+
+    async def assistant(self, assistant_id: str) -> assistant_pb2.Assistant: ...
+
+    async def toolbox(self, assistant: assistant_pb2.Assistant) -> Toolbox: ...
+
+    def settings(self, assistant: assistant_pb2.Assistant, model_id: str, user: str) -> AgentSettings: ...
+
+
+def _summary(steps: list[dict], result_chars: int) -> str:
+    lines = []
+    for step in steps:
+        tool = step.get("tool")
+        if not tool:
+            continue
+        result = str(tool.get("result_preview", ""))[:result_chars] if result_chars else TRIMMED
+        lines.append(f"[tool {tool.get('name', '')}({tool.get('arguments', '')}) -> {result}]")
+    return "\n".join(lines)
+
+
+async def history(
+    db, session_id: str, turns: list[ctx.HistoryTurn], result_chars: int, room_chars: int
+) -> list[ctx.HistoryTurn]:
+    """`turns` (the session's recent question/answer pairs, oldest first) with each answer preceded by its tool
+    steps; the oldest turns' results are left out first while the steps would take more than `room_chars`."""
+    if not turns:
+        return turns
+    async with db.session() as session:
+        rows = (
+            await session.execute(
+                select(ChatMessageRow.steps)
+                .where(
+                    ChatMessageRow.session_id == session_id,
+                    ChatMessageRow.category == "answer",
+                    ChatMessageRow.status.in_(("complete", "stopped")),
+                    ChatMessageRow.content != "",
+                )
+                .order_by(ChatMessageRow.id.desc())
+                .limit(len(turns))
+            )
+        ).all()
+    steps = [list(r.steps or []) for r in reversed(rows)]
+    steps = [[]] * (len(turns) - len(steps)) + steps[-len(turns) :]
+    widths = [result_chars] * len(turns)
+    summaries = [_summary(s, result_chars) for s in steps]
+    oldest = 0
+    while sum(len(s) for s in summaries) > room_chars and oldest < len(turns):
+        widths[oldest] = 0
+        summaries[oldest] = _summary(steps[oldest], 0)
+        oldest += 1
+    return [
+        ctx.HistoryTurn(t.question, f"{summary}\n\n{t.answer}" if summary else t.answer)
+        for t, summary in zip(turns, summaries, strict=True)
+    ]
+
+
+def _cancelled(step: common_pb2.ToolStep) -> common_pb2.ToolStep:
+    ended = common_pb2.ToolStep()
+    ended.CopyFrom(step)
+    ended.status = common_pb2.TOOL_STEP_STATUS_CANCELLED
+    ended.reason = "CANCELLED"
+    ended.result_preview = "the turn was stopped before the tool answered"
+    return ended
+
+
+@dataclass
+class AgentTurn:
+    toolbox: Toolbox
+    settings: AgentSettings
+    retrieve_first: bool = False  # knowledge searched before the first step (the turn's kb_ids)
+
+    async def run(self, turns, turn) -> None:
+        if self.retrieve_first and turn.kb_ids:
+            await turns._retrieve(turn)
+        if turns.llm is None:
+            raise RuntimeError("no LLM service is running on this server")
+        loop = AgentLoop(turns.llm.generate, self.toolbox, self.settings)
+        running: dict[str, common_pb2.ToolStep] = {}
+
+        def record(step: common_pb2.ToolStep) -> None:
+            event = chat_pb2.NodeEvent(tool=step)
+            if step.status != common_pb2.TOOL_STEP_STATUS_RUNNING:
+                turn.steps.append(event)
+            turns._emit(turn, chat_pb2.TurnEvent(node=event))
+
+        def text(delta: str, reasoning: str = "") -> None:
+            if turn.first_token is None:
+                turn.first_token = time.perf_counter()
+            turn.parts.append(delta)
+            turns._emit(turn, chat_pb2.TurnEvent(token=common_pb2.TokenDelta(text=delta, reasoning_text=reasoning)))
+
+        try:
+            async for event in loop.run(list(turn.request.messages)):
+                if isinstance(event, TextDelta):
+                    text(event.text, event.reasoning)
+                elif isinstance(event, ToolUpdate):
+                    step = event.step
+                    if step.status == common_pb2.TOOL_STEP_STATUS_RUNNING:
+                        running[step.call_id] = step
+                    else:
+                        running.pop(step.call_id, None)
+                    record(step)
+                elif isinstance(event, Finished):
+                    turn.finish_reason = event.finish_reason
+                    if event.usage.total_tokens:
+                        turn.usage = event.usage
+                    turn.served_model_id = event.served_model_id or turn.served_model_id
+                    if event.notice:
+                        text(("\n\n" if turn.content else "") + event.notice)
+        except asyncio.CancelledError:
+            for step in running.values():
+                record(_cancelled(step))
+            raise

@@ -201,3 +201,59 @@ def test_chat_attachments_are_picked_dropped_sent_and_shown(server_factory, tmp_
     texts = " ".join(p["text"] for p in parts if p["type"] == "text")
     assert images == [f"data:image/png;base64,{base64.b64encode(image).decode()}"]
     assert 'Attached file "notes.txt"' in texts and notes in texts and "What is in the picture" in texts
+
+
+def test_assistant_builder_creates_publishes_and_tries_an_assistant_with_tools(server_factory):
+    """assistants.mjs builds an assistant with the form (an MCP tool and a built-in, a knowledge base, ...),
+    publishes it and asks a suggested question in the try-it pane. A scripted OpenAI upstream calls both tools in
+    parallel, then answers with their results; the pane and the chat page show the calls collapsed."""
+    from tests.assistants.scripted import ScriptedUpstream
+
+    mcp, mcp_port = start("tests.tools.mcp_server", "http", "{port}", MCP_TOKEN)
+    upstream = ScriptedUpstream().start()
+    try:
+        server = start_console_server(server_factory, TYPECASE_FLOW_HTTP_ALLOWED_HOSTS='["127.0.0.1"]')
+        with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=60) as http:
+            provider = http.post("/v1/providers", json={"name": "fake", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
+                                                        "base_url": f"{upstream.base_url}/v1", "api_key": "sk-x"})
+            model = http.post("/v1/models", json={"provider_id": provider.json()["provider"]["id"], "name": "fake-gpt",
+                                                  "type": "MODEL_TYPE_LLM", "online": True}).json()["model"]
+            tools = http.post("/v1/tool-providers", json={
+                "name": "Calculator", "kind": "TOOL_PROVIDER_KIND_MCP", "headers": {"Authorization": f"Bearer {MCP_TOKEN}"},
+                "mcp": {"url": f"http://127.0.0.1:{mcp_port}/mcp"}})
+            assert tools.status_code == 200, tools.text
+            add = next(t for t in http.get("/v1/tools", params={"provider_id": tools.json()["provider"]["id"]}).json()["tools"]
+                       if t["name"] == "add")
+            kb = http.post("/v1/knowledge-bases", json={"name": "Arithmetic notes"}).json()["knowledge_base"]
+            upstream.program([{"name": "add", "arguments": {"a": 2, "b": 40}}, {"name": "current_time", "arguments": {}}],
+                             "answer")
+            result = checked(scenario("assistants", server.http_url, KB_NAME=kb["name"]))
+            stored = http.get(f"/v1/assistants/{result['assistantId']}").json()["assistant"]
+            session = http.get(f"/v1/sessions/{result['sessionId']}").json()["session"]
+    finally:
+        upstream.stop()
+        stop(mcp)
+
+    # What the form saved.
+    assert stored["name"] == "Calculator helper" and stored["description"] == "Adds numbers, tells the time"
+    assert stored["model_id"] == model["id"] and stored["instructions"] == "You add numbers as {{assistant_name}}."
+    assert sorted(stored["tool_ids"]) == sorted([add["id"], "builtin-current_time"])
+    assert stored["kb_ids"] == [kb["id"]] and stored["knowledge_mode"] == "KNOWLEDGE_MODE_TOOL"
+    assert stored["opening_message"] == "Hello! I add numbers." == result["opening"].strip()
+    assert stored["suggested_questions"] == ["What is 2 + 40?", "What time is it?"]
+    assert stored["max_steps"] == 4 and stored["tool_choice"] == "TOOL_CHOICE_MODE_REQUIRED"
+    assert stored["status"] == "ASSISTANT_STATUS_ONLINE" and result["listBadge"] == "online"
+    assert result["loadedTools"] == ["tool-add", "tool-current_time"], result["loadedTools"]
+    # The try-it pane chatted with the assistant: its session, both tools called in parallel, the answer quoting them.
+    assert session["kind"] == "SESSION_KIND_ASSISTANT" and session["assistant_id"] == result["assistantId"]
+    first = next(s.body for s in upstream.seen if s.path.endswith("/chat/completions"))
+    assert {t["function"]["name"] for t in first["tools"]} >= {"add", "current_time"}
+    assert first["tool_choice"] == "required"
+    assert first["messages"][0]["content"] == "You add numbers as Calculator helper."
+    names = [(s["name"], s["status"]) for s in result["trySteps"]]
+    assert names == [("add", "succeeded"), ("current_time", "succeeded")], result["trySteps"]
+    assert '"a": 2' in result["trySteps"][0]["arguments"] and result["trySteps"][0]["result"].strip() == "42"
+    assert result["tryAnswer"].startswith("Answer: 42 | "), result["tryAnswer"]
+    # The chat page shows the same calls, collapsed, and offers the published assistant.
+    assert [(s["name"], s["status"]) for s in result["chatSteps"]] == names
+    assert "Assistant: Calculator helper" in result["chatHeader"] and "Calculator helper" in result["talkTo"]

@@ -112,7 +112,7 @@ export function AssistantForm({ assistant, onSaved }: { assistant?: Assistant; o
         </select>
       </label>
       <label class="field">
-        <span class="field-label">Instructions ({"{{current_date}}"}, {"{{user_name}}"}, {"{{assistant_name}}"} are filled in)</span>
+        <span class="field-label">Instructions ({"{{current_date}}"}, {"{{current_time}}"}, {"{{assistant_name}}"} are filled in)</span>
         <textarea name="assistant-instructions" rows={6} value={draft.instructions} onInput={(e) => set("instructions", e.currentTarget.value)} />
       </label>
       <ToolPicker selected={draft.toolIds} onToggle={(id, on) => set("toolIds", toggle(draft.toolIds, id, on))} />

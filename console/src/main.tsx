@@ -3,9 +3,9 @@ import { UserRole } from "@typecase/client/gen/typecase/v1/auth_pb.js";
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { credentials, ensureFresh, handleError, onAuthChange, signOut, tc, type Credentials } from "./api";
+import { lazyView } from "./components/lazy";
 import { linkClick, navigate, useRoute } from "./router";
 import { AdminView } from "./views/admin";
-import { AssistantsView } from "./views/assistants";
 import { ChatView } from "./views/chat";
 import { FlowsView } from "./views/flows";
 import { KnowledgeView } from "./views/knowledge";
@@ -13,9 +13,12 @@ import { ModelsView } from "./views/models";
 import { ProxyView } from "./views/proxy";
 import { ServerView } from "./views/server";
 import { SignInView } from "./views/signin";
-import { ToolsView } from "./views/tools";
 import "@xyflow/react/dist/style.css";
 import "./style.css";
+
+// Pages fetched when first opened (their own chunks): the first load carries the chat and what most visits need.
+const AssistantsView = lazyView(() => import("./views/assistants").then((m) => m.AssistantsView), "assistants");
+const ToolsView = lazyView(() => import("./views/tools").then((m) => m.ToolsView), "tools");
 
 const SECTIONS = [
   { path: "chat", label: "Chat" },

@@ -178,7 +178,7 @@ function ToolPicker({ selected, onToggle }: { selected: string[]; onToggle: (id:
   const missing = selected.filter((id) => tools.data && !tools.data.some((t) => t.id === id));
   return (
     <div class="field">
-      <span class="field-label">Tools {selected.length > 0 && `· ${plural(selected.length, "picked")}`}</span>
+      <span class="field-label">Tools {selected.length > 0 && `· ${selected.length} picked`}</span>
       <input name="tool-filter" placeholder="Filter tools" value={keyword} onInput={(e) => setKeyword(e.currentTarget.value)} />
       <ErrorBox error={tools.error} onRetry={tools.reload} />
       {tools.loading && !tools.data && <Spinner label="Loading tools…" />}

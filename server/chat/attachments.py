@@ -7,17 +7,21 @@
   processes) and put before the question, each cut at chat_attachment_max_chars and all of them within what the
   model's context leaves once the question and the system prompt are in; a cut says so in the prompt. Documents
   given by URL are not fetched (only inline data is read).
+- Inline data is stored as an object ("object:<key>" in the attachment's url); DownloadAttachment streams it back
+  (the console's thumbnails and downloads), as KnowledgeService.DownloadFile does for knowledge files.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import quote
 
 import grpc
 
-from typecase.server.rpc.errors import TypecaseError, invalid_argument
+from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.v1 import chat_pb2, common_pb2, llm_pb2
 
 IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
@@ -110,3 +114,41 @@ async def for_model(
             raise
         out.documents.append((attachment.name, text, cut))
     return out
+
+
+OBJECT_PREFIX = "object:"  # the url of an attachment whose inline data the server stored
+
+
+def stored_key(attachments: list[dict[str, Any]], index: int, message_id: str) -> tuple[dict[str, Any], str]:
+    """The attachment at `index` and its object key; NOT_FOUND when there is none or it has no stored bytes."""
+    if not 0 <= index < len(attachments):
+        raise not_found("attachment", f"{message_id}/{index}")
+    attachment = attachments[index]
+    url = str(attachment.get("url") or "")
+    if not url.startswith(OBJECT_PREFIX):
+        raise not_found("attachment", f"{message_id}/{index}")
+    return attachment, url.removeprefix(OBJECT_PREFIX)
+
+
+async def download(storage, attachment: dict[str, Any], key: str, *, inline: bool, context) -> AsyncIterator[Any]:
+    """The stored bytes as HttpBody messages (content type on the first); headers in the trailing metadata."""
+    from google.api import httpbody_pb2
+
+    name = str(attachment.get("name") or "attachment")
+    mime_type = str(attachment.get("mime_type") or "application/octet-stream")
+    if context is not None:  # trailing: the trace interceptor has already sent the initial metadata
+        context.set_trailing_metadata(
+            [
+                (
+                    "content-disposition",
+                    f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(name, safe='')}",
+                ),
+                ("x-file-size", str(attachment.get("size_bytes") or 0)),
+            ]
+        )
+    first = True
+    async for piece in await storage.get(key):
+        yield httpbody_pb2.HttpBody(content_type=mime_type if first else "", data=piece)
+        first = False
+    if first:  # an empty file still says what it is
+        yield httpbody_pb2.HttpBody(content_type=mime_type)

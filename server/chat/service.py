@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 
+from typecase.server.chat import attachments as stored_attachments
 from typecase.server.chat import context as ctx
 from typecase.server.chat.agent_turn import AgentSource, AgentTurn
 from typecase.server.chat.agent_turn import history as agent_history
@@ -588,6 +589,16 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         the database write lock (SQLite) before anything is read."""
         S = ChatSessionRow
         await session.execute(update(S).where(S.id == session_id).values(message_count=S.message_count))
+
+    async def DownloadAttachment(self, request, context):
+        row, _ = await self._message(request.message_id)  # NOT_FOUND for messages the caller may not see
+        attachment, key = stored_attachments.stored_key(list(row.attachments or ()), request.index, row.id)
+        if self.storage is None:
+            raise not_found("attachment", f"{row.id}/{request.index}")
+        async for body in stored_attachments.download(
+            self.storage, attachment, key, inline=request.inline, context=context
+        ):
+            yield body
 
     async def SetMessageFeedback(self, request, context):
         me = caller.current()

@@ -87,3 +87,38 @@ async def test_an_unreadable_document_is_a_clear_error(me, upstream):
                        attachments=[chat_pb2.Attachment(name="broken.docx", data=b"PK\x03\x04 not a zip")])
     assert reason(refused.value) == "PARSE_FAILED" and "broken.docx" in refused.value.details()
     assert upstream.requests == []
+
+
+async def test_a_stored_attachment_downloads_for_its_owner_only(alice, bob, upstream, chat_app):
+    """DownloadAttachment streams the inline bytes back (over HTTP with their content type); another
+    user gets NOT_FOUND, as does an index past the list or an attachment given by URL (no stored bytes)."""
+    import httpx
+
+    session = await new_session(alice)
+    await chat_all(alice, session.id, "What is in this picture?", attachments=[
+        chat_pb2.Attachment(name="dot.png", mime_type="image/png", data=PNG),
+        chat_pb2.Attachment(name="remote.png", mime_type="image/png", url="https://example.com/remote.png")])
+    question = (await messages(alice, session.id))[0]
+    assert question.attachments[0].url.startswith("object:") and question.attachments[0].size_bytes == len(PNG)
+
+    call = alice.chat.DownloadAttachment(chat_pb2.DownloadAttachmentRequest(message_id=question.id, index=0),
+                                         metadata=alice.md)
+    bodies = [b async for b in call]
+    assert b"".join(b.data for b in bodies) == PNG and bodies[0].content_type == "image/png"
+    trailing = dict(await call.trailing_metadata())
+    assert trailing["content-disposition"] == "attachment; filename*=UTF-8''dot.png"
+    assert trailing["x-file-size"] == str(len(PNG))
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{chat_app.http_port}", timeout=10) as http:
+        url = f"/v1/messages/{question.id}/attachments/0:download"
+        r = await http.get(url, params={"inline": "true"}, headers=dict(alice.md))
+        assert r.status_code == 200 and r.content == PNG and r.headers["content-type"] == "image/png"
+        stranger = await http.get(url, headers=dict(bob.md))  # the attack: another user's file by its message id
+        assert stranger.status_code == 404 and PNG not in stranger.content
+
+    for who, index in ((bob, 0), (alice, 1), (alice, 2), (alice, -1)):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in who.chat.DownloadAttachment(
+                    chat_pb2.DownloadAttachmentRequest(message_id=question.id, index=index), metadata=who.md):
+                pass
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND, (who.user_id, index)

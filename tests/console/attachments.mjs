@@ -1,6 +1,8 @@
 // Chat attachments: an image picked with the Attach button and a text file dropped on the composer show before
 // sending (the image as a thumbnail), are sent with the question, and stay on the question: the image as a
-// thumbnail drawn from the bytes sent, the document as a named chip. After a reload both are still listed.
+// thumbnail drawn from the bytes sent, the document as a named chip. After a reload the thumbnail comes from the
+// server (DownloadAttachment) and the document's chip downloads it.
+import { readFileSync } from "node:fs";
 import { assert, run, shot, signIn } from "./harness.mjs";
 
 const SESSION_ID = process.env.SESSION_ID;
@@ -41,5 +43,14 @@ run("attachments", async (page, result) => {
   const after = page.getByTestId("question").last().getByTestId("attachments");
   await after.locator("li[data-name='notes.txt']").waitFor();
   result.afterReload = await after.locator("li").evaluateAll((items) => items.map((i) => i.dataset.name));
+  const served = after.locator("li[data-name='dot.png'] img.thumb");
+  await served.waitFor();
+  await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await served.elementHandle());
+  result.reloadedThumb = await served.evaluate((img) => [img.naturalWidth, img.naturalHeight]);
+  const downloading = page.waitForEvent("download");
+  await after.getByRole("button", { name: "notes.txt" }).click();
+  const download = await downloading;
+  result.downloadName = download.suggestedFilename();
+  result.downloadText = readFileSync(await download.path(), "utf8");
   await shot(page, "attachments-after-reload");
 });

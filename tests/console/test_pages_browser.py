@@ -164,7 +164,7 @@ def png(width: int = 8, height: int = 6) -> bytes:
 def test_chat_attachments_are_picked_dropped_sent_and_shown(server_factory, tmp_path):
     """attachments.mjs attaches an image (Attach button) and drops a text file on the composer, then asks. The
     model received the image as an image part and the document's text before the question; the stored question
-    lists both; the page showed the image as a thumbnail."""
+    lists both; the page showed the image as a thumbnail, and after a reload fetched it from the server."""
     import base64
 
     from tests.llm.fake_upstream import FakeUpstream
@@ -192,6 +192,9 @@ def test_chat_attachments_are_picked_dropped_sent_and_shown(server_factory, tmp_
     assert result["sent"] == [{"name": "dot.png", "type": "image/png"}, {"name": "notes.txt", "type": "text/plain"}]
     assert result["sentThumb"] == [8, 6]
     assert result["afterReload"] == ["dot.png", "notes.txt"]
+    # After the reload the thumbnail is the stored image and the document downloads whole.
+    assert result["reloadedThumb"] == [8, 6]
+    assert result["downloadName"] == "notes.txt" and result["downloadText"] == notes
     question = next(m for m in messages if m["category"] == "MESSAGE_CATEGORY_QUESTION")
     assert [(a["name"], a["mime_type"], int(a["size_bytes"])) for a in question["attachments"]] == [
         ("dot.png", "image/png", len(image)), ("notes.txt", "text/plain", len(notes))]

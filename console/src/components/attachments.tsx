@@ -1,9 +1,10 @@
 // Files attached to a chat question: picked, dropped or pasted on the composer, sent inline (the server stores
 // them; images go to a vision model, documents are read as text before the question). Images show as
-// thumbnails. The server keeps attachments as objects without a download route, so a thumbnail is drawn from
-// the bytes this tab sent (remembered by name and size); other messages' attachments show as named chips.
+// thumbnails: drawn from the bytes this tab sent (remembered by name and size), otherwise fetched from the server
+// (ChatService.DownloadAttachment); documents are chips that download the file.
 import type { Attachment } from "@typecase/client/gen/typecase/v1/chat_pb.js";
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
+import { fetchAttachment, handleError, isAbort } from "../api";
 import { fmtBytes } from "./ui";
 
 /** Local object URLs of images this tab attached, by "name|size". */
@@ -69,29 +70,67 @@ export function PendingFiles({ files, onRemove }: { files: Pending[]; onRemove: 
   );
 }
 
-/** A question's attachments: thumbnails for images this tab sent, named chips otherwise. */
-export function MessageAttachments({ attachments }: { attachments: Attachment[] }) {
+/** The stored bytes of a message's attachment, as an object URL (for a thumbnail or a download). */
+async function storedUrl(messageId: string, index: number, signal?: AbortSignal): Promise<string> {
+  return URL.createObjectURL(await (await fetchAttachment(messageId, index, signal)).blob());
+}
+
+/** A question's attachments: images as thumbnails, other files as chips that download them. */
+export function MessageAttachments({ messageId, attachments }: { messageId: string; attachments: Attachment[] }) {
   if (attachments.length === 0) return null;
   return (
     <ul class="attachments" data-testid="attachments">
-      {attachments.map((a, i) => {
-        const thumb = isImage(a.mimeType) ? thumbnails.get(keyOf(a.name, a.sizeBytes)) : undefined;
-        return (
-          <li key={i} class="attachment" data-name={a.name} data-type={a.mimeType}>
-            {thumb ? (
-              <a href={thumb} target="_blank" rel="noopener" title="Open the image">
-                <img class="thumb" src={thumb} alt={a.name} />
-              </a>
-            ) : (
-              <span class="file-icon" aria-hidden="true">
-                {isImage(a.mimeType) ? "🖼" : "📄"}
-              </span>
-            )}
+      {attachments.map((a, i) => (
+        <li key={i} class="attachment" data-name={a.name} data-type={a.mimeType}>
+          {isImage(a.mimeType) ? <Thumbnail messageId={messageId} index={i} attachment={a} /> : <span class="file-icon" aria-hidden="true">📄</span>}
+          {a.url.startsWith("object:") && !isImage(a.mimeType) ? (
+            <button type="button" class="link-btn ellipsis" title="Download" onClick={() => void save(messageId, i, a.name)}>
+              {a.name}
+            </button>
+          ) : (
             <span class="ellipsis">{a.name}</span>
-            <span class="faint">{fmtBytes(a.sizeBytes)}</span>
-          </li>
-        );
-      })}
+          )}
+          <span class="faint">{fmtBytes(a.sizeBytes)}</span>
+        </li>
+      ))}
     </ul>
+  );
+}
+
+async function save(messageId: string, index: number, name: string): Promise<void> {
+  try {
+    const url = await storedUrl(messageId, index);
+    const link = Object.assign(document.createElement("a"), { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    window.setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  } catch (e) {
+    window.alert(`Could not download ${name}: ${handleError(e)}`);
+  }
+}
+
+function Thumbnail({ messageId, index, attachment: a }: { messageId: string; index: number; attachment: Attachment }) {
+  const local = thumbnails.get(keyOf(a.name, a.sizeBytes));
+  const stored = a.url.startsWith("object:");
+  const [url, setUrl] = useState<string | undefined>(local);
+  useEffect(() => {
+    if (local || !stored) return;
+    const ctrl = new AbortController();
+    let made: string | undefined;
+    storedUrl(messageId, index, ctrl.signal).then(
+      (u) => setUrl((made = u)),
+      (e) => !isAbort(e) && handleError(e),
+    );
+    return () => {
+      ctrl.abort();
+      if (made) URL.revokeObjectURL(made);
+    };
+  }, [messageId, index, local, stored]);
+  if (!url) return <span class="file-icon" aria-hidden="true">🖼</span>;
+  return (
+    <a href={url} target="_blank" rel="noopener" title="Open the image">
+      <img class="thumb" src={url} alt={a.name} />
+    </a>
   );
 }

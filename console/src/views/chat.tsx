@@ -945,7 +945,7 @@ function QuestionView({ message: m, onEdit }: { message: Message; onEdit?: (text
   }
   return (
     <div class="msg user" data-testid="question">
-      <MessageAttachments attachments={m.attachments} />
+      <MessageAttachments messageId={m.id} attachments={m.attachments} />
       <div class="bubble">{m.content}</div>
       {onEdit && (
         <button class="link-btn msg-action" onClick={() => setEditing(m.content)} title="Edit this question and ask it again">

@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -448,6 +449,16 @@ class SetMessageFeedbackResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     message: Message
     def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+
+class DownloadAttachmentRequest(_message.Message):
+    __slots__ = ("message_id", "index", "inline")
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
+    message_id: str
+    index: int
+    inline: bool
+    def __init__(self, message_id: _Optional[str] = ..., index: _Optional[int] = ..., inline: _Optional[bool] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("session_id", "content", "attachments", "model_id", "temperature", "max_tokens", "stop_on_disconnect", "input_node_id", "input", "request_id")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from typecase.v1 import chat_pb2 as typecase_dot_v1_dot_chat__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -110,6 +111,11 @@ class ChatServiceStub:
                 '/typecase.v1.ChatService/StreamTurnEvents',
                 request_serializer=typecase_dot_v1_dot_chat__pb2.StreamTurnEventsRequest.SerializeToString,
                 response_deserializer=typecase_dot_v1_dot_chat__pb2.StreamTurnEventsResponse.FromString,
+                _registered_method=True)
+        self.DownloadAttachment = channel.unary_stream(
+                '/typecase.v1.ChatService/DownloadAttachment',
+                request_serializer=typecase_dot_v1_dot_chat__pb2.DownloadAttachmentRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
 
 
@@ -226,6 +232,18 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadAttachment(self, request, context):
+        """Streams the bytes of a file attached to a message as inline data (what the server stored), for previews
+        and downloads. The first message carries the content type; the trailing metadata carries
+        content-disposition and x-file-size. An attachment given by URL or knowledge file has no stored bytes
+        here: NOT_FOUND (fetch its URL, or KnowledgeService.DownloadFile).
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +316,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.StreamTurnEvents,
                     request_deserializer=typecase_dot_v1_dot_chat__pb2.StreamTurnEventsRequest.FromString,
                     response_serializer=typecase_dot_v1_dot_chat__pb2.StreamTurnEventsResponse.SerializeToString,
+            ),
+            'DownloadAttachment': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadAttachment,
+                    request_deserializer=typecase_dot_v1_dot_chat__pb2.DownloadAttachmentRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -685,6 +708,33 @@ class ChatService:
             '/typecase.v1.ChatService/StreamTurnEvents',
             typecase_dot_v1_dot_chat__pb2.StreamTurnEventsRequest.SerializeToString,
             typecase_dot_v1_dot_chat__pb2.StreamTurnEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadAttachment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/typecase.v1.ChatService/DownloadAttachment',
+            typecase_dot_v1_dot_chat__pb2.DownloadAttachmentRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,

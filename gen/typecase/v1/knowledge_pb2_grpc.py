@@ -288,6 +288,7 @@ class KnowledgeServiceServicer:
         The first message carries the content type; the trailing metadata carries content-disposition,
         x-file-size and, for a range, content-range.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,7 +1,7 @@
-// The assistant builder: create an assistant with the form (model, instructions, two tools picked from the
-// catalogue, a knowledge base, opening message, suggested questions, max steps, first step must call a tool),
-// edit and save it, publish it, try it in the pane (a suggested question; its tool calls shown collapsed), then
-// continue the same session on the chat page, where the tool calls show collapsed too.
+// The assistant builder: create an assistant with the form (model, instructions with a variable and its default,
+// two tools picked from the catalogue, a knowledge base, opening message, suggested questions, max steps, first
+// step must call a tool), edit and save it, publish it, try it in the pane (a suggested question; its tool calls
+// shown collapsed), then continue the same session on the chat page, where the tool calls show collapsed too.
 import { assert, run, shot, signIn } from "./harness.mjs";
 
 const KB_NAME = process.env.KB_NAME;
@@ -26,7 +26,11 @@ run("assistants", async (page, result) => {
   await form.locator("input[name=assistant-name]").fill("Calculator helper");
   await form.locator("input[name=assistant-description]").fill("Adds numbers");
   await form.locator("select[name=assistant-model]").selectOption({ label: "fake-gpt" });
-  await form.locator("textarea[name=assistant-instructions]").fill("You add numbers as {{assistant_name}}.");
+  await form.locator("textarea[name=assistant-instructions]").fill("You add numbers as {{assistant_name}} for {{who}}.");
+  await form.getByRole("button", { name: "Add variable" }).click();
+  await form.locator("input[name=variable-name-0]").fill("who");
+  await form.locator("input[name=variable-description-0]").fill("whom the numbers are for");
+  await form.locator("input[name=variable-default-0]").fill("Ada");
   await form.locator("input[name=tool-filter]").fill("add");
   await form.locator("input[name=tool-add]").check();
   await form.locator("input[name=tool-filter]").fill("");

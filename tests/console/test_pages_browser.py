@@ -239,7 +239,8 @@ def test_assistant_builder_creates_publishes_and_tries_an_assistant_with_tools(s
 
     # What the form saved.
     assert stored["name"] == "Calculator helper" and stored["description"] == "Adds numbers, tells the time"
-    assert stored["model_id"] == model["id"] and stored["instructions"] == "You add numbers as {{assistant_name}}."
+    assert stored["model_id"] == model["id"] and stored["instructions"] == "You add numbers as {{assistant_name}} for {{who}}."
+    assert stored["variables"] == [{"name": "who", "description": "whom the numbers are for", "default_value": "Ada"}]
     assert sorted(stored["tool_ids"]) == sorted([add["id"], "builtin-current_time"])
     assert stored["kb_ids"] == [kb["id"]] and stored["knowledge_mode"] == "KNOWLEDGE_MODE_TOOL"
     assert stored["opening_message"] == "Hello! I add numbers." == result["opening"].strip()
@@ -252,7 +253,7 @@ def test_assistant_builder_creates_publishes_and_tries_an_assistant_with_tools(s
     first = next(s.body for s in upstream.seen if s.path.endswith("/chat/completions"))
     assert {t["function"]["name"] for t in first["tools"]} >= {"add", "current_time"}
     assert first["tool_choice"] == "required"
-    assert first["messages"][0]["content"] == "You add numbers as Calculator helper."
+    assert first["messages"][0]["content"] == "You add numbers as Calculator helper for Ada."
     names = [(s["name"], s["status"]) for s in result["trySteps"]]
     assert names == [("add", "succeeded"), ("current_time", "succeeded")], result["trySteps"]
     assert '"a": 2' in result["trySteps"][0]["arguments"] and result["trySteps"][0]["result"].strip() == "42"

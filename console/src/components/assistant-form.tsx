@@ -19,10 +19,11 @@ export type Draft = {
   suggestedQuestions: string;
   maxSteps: string;
   toolChoice: ToolChoiceMode;
+  variables: { name: string; description: string; defaultValue: string }[];
 };
 
 /** The update mask of everything the form edits (proto field names). */
-const PATHS = ["name", "description", "model_id", "instructions", "tool_ids", "kb_ids", "knowledge_mode", "opening_message", "suggested_questions", "max_steps", "tool_choice"];
+const PATHS = ["name", "description", "model_id", "instructions", "tool_ids", "kb_ids", "knowledge_mode", "opening_message", "suggested_questions", "max_steps", "tool_choice", "variables"];
 
 export function draftOf(a?: Assistant): Draft {
   return {
@@ -37,6 +38,7 @@ export function draftOf(a?: Assistant): Draft {
     suggestedQuestions: (a?.suggestedQuestions ?? []).join("\n"),
     maxSteps: a?.maxSteps ? String(a.maxSteps) : "",
     toolChoice: a?.toolChoice || ToolChoiceMode.AUTO,
+    variables: (a?.variables ?? []).map((v) => ({ name: v.name, description: v.description, defaultValue: v.defaultValue })),
   };
 }
 
@@ -53,6 +55,7 @@ function toAssistant(d: Draft) {
     suggestedQuestions: d.suggestedQuestions.split("\n").map((q) => q.trim()).filter(Boolean),
     maxSteps: Number(d.maxSteps) || 0,
     toolChoice: d.toolChoice,
+    variables: d.variables.filter((v) => v.name.trim()).map((v) => ({ ...v, name: v.name.trim() })),
   };
 }
 
@@ -115,6 +118,7 @@ export function AssistantForm({ assistant, onSaved }: { assistant?: Assistant; o
         <span class="field-label">Instructions ({"{{current_date}}"}, {"{{current_time}}"}, {"{{assistant_name}}"} are filled in)</span>
         <textarea name="assistant-instructions" rows={6} value={draft.instructions} onInput={(e) => set("instructions", e.currentTarget.value)} />
       </label>
+      <Variables variables={draft.variables} onChange={(v) => set("variables", v)} />
       <ToolPicker selected={draft.toolIds} onToggle={(id, on) => set("toolIds", toggle(draft.toolIds, id, on))} />
       <div class="field">
         <span class="field-label">Knowledge {draft.kbIds.length > 0 && `· ${plural(draft.kbIds.length, "base")}`}</span>
@@ -203,6 +207,31 @@ function ToolPicker({ selected, onToggle }: { selected: string[]; onToggle: (id:
             <span class="mono">{id}</span> <Badge tone="bad">not found</Badge>
           </label>
         ))}
+      </div>
+    </div>
+  );
+}
+
+/** The instructions' own {{variables}}: a session gives their values, else the defaults apply. */
+function Variables({ variables, onChange }: { variables: Draft["variables"]; onChange: (v: Draft["variables"]) => void }) {
+  const patch = (i: number, p: Partial<Draft["variables"][number]>) => onChange(variables.map((v, j) => (j === i ? { ...v, ...p } : v)));
+  return (
+    <div class="field" data-testid="assistant-variables">
+      <span class="field-label">Variables of the instructions ({"{{name}}"}; a chat may set them, else the default applies)</span>
+      {variables.map((v, i) => (
+        <div class="inline-form" key={i}>
+          <input name={`variable-name-${i}`} placeholder="name" pattern="[A-Za-z][A-Za-z0-9_]*" value={v.name} onInput={(e) => patch(i, { name: e.currentTarget.value })} />
+          <input name={`variable-description-${i}`} class="grow" placeholder="what it is" value={v.description} onInput={(e) => patch(i, { description: e.currentTarget.value })} />
+          <input name={`variable-default-${i}`} placeholder="default" value={v.defaultValue} onInput={(e) => patch(i, { defaultValue: e.currentTarget.value })} />
+          <button type="button" class="icon-btn" aria-label={`Remove variable ${v.name}`} onClick={() => onChange(variables.filter((_, j) => j !== i))}>
+            ×
+          </button>
+        </div>
+      ))}
+      <div>
+        <button type="button" class="btn small" onClick={() => onChange([...variables, { name: "", description: "", defaultValue: "" }])}>
+          Add variable
+        </button>
       </div>
     </div>
   );

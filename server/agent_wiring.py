@@ -6,13 +6,14 @@ Knowledge offered as a tool is the built-in knowledge_search with the agent's ba
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 
 from google.protobuf import struct_pb2
 
 from typecase.server.agent.instructions import system_prompt
-from typecase.server.agent.loop import AgentLoop, AgentSettings, Event, Generate, Outcome
+from typecase.server.agent.loop import AgentLoop, AgentSettings, Event, Generate, OnResult, Outcome
 from typecase.server.rpc import principal as caller
 from typecase.server.tools.api import Declarations, ToolCall, ToolsApi, declared_name
 from typecase.v1 import assistant_pb2, common_pb2, llm_pb2
@@ -43,7 +44,12 @@ class CatalogToolbox:
     def tool_id(self, name: str) -> str:
         return self.declared.tool_id(name)
 
-    async def run(self, calls: Sequence[llm_pb2.ToolCall]) -> list[Outcome]:
+    async def idempotent(self, name: str) -> bool:
+        tool_id = self.tool_id(name)
+        return bool(tool_id) and await self.tools.idempotent(tool_id)
+
+    async def run(self, calls: Sequence[llm_pb2.ToolCall], on_result: OnResult | None = None) -> list[Outcome]:
+        """Run the calls concurrently; `on_result(i, outcome)` as each one ends (so it is logged at once)."""
         outcomes: list[Outcome | None] = [None] * len(calls)
         batch: list[tuple[int, ToolCall]] = []
         for i, call in enumerate(calls):
@@ -60,12 +66,20 @@ class CatalogToolbox:
                 if isinstance(parsed, dict):
                     arguments = {**parsed, "knowledge_base_ids": self.kb_ids}
             batch.append((i, ToolCall(str(i), tool_id, arguments, self.timeout_seconds)))
+        for i, outcome in enumerate(outcomes):
+            if outcome is not None and on_result is not None:
+                on_result(i, outcome)
+
+        async def one(i: int, call: ToolCall) -> None:
+            result = (await self.tools.execute([call]))[0]
+            outcomes[i] = Outcome(calls[i].id, result.ok, result.text, result.reason, result.seconds, result.tool_id)
+            if on_result is not None:
+                on_result(i, outcomes[i])
+
         if batch:
-            results = await self.tools.execute([call for _, call in batch])
-            for (i, _), result in zip(batch, results, strict=True):
-                outcomes[i] = Outcome(
-                    calls[i].id, result.ok, result.text, result.reason, result.seconds, result.tool_id
-                )
+            async with asyncio.TaskGroup() as group:
+                for i, call in batch:
+                    group.create_task(one(i, call))
         return [o for o in outcomes if o is not None]
 
 
@@ -144,3 +158,19 @@ class Agents:
             max_result_chars=s.agent_max_result_chars,
             user=user,
         )
+
+
+class FlowAgents:
+    """What AGENT and TOOL flow nodes use of the tools domain (flow/nodes/base.py Services.agents)."""
+
+    def __init__(self, tools: ToolsApi):
+        self.tools = tools
+
+    async def toolbox(self, tool_ids: Sequence[str], kb_ids: Sequence[str], timeout_ms: int) -> CatalogToolbox:
+        return await catalog_toolbox(self.tools, tool_ids, kb_ids, True, timeout_ms)
+
+    async def call(self, tool_id: str, arguments: dict, timeout_ms: int):
+        """One call (a tools.api.ToolCallResult: ok, text, structured, reason, seconds)."""
+        if not isinstance(arguments, dict):
+            arguments = {}
+        return (await self.tools.execute([ToolCall("node", tool_id, arguments, timeout_ms / 1000)]))[0]

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway, http_docs
-from typecase.server.agent_wiring import Agents
+from typecase.server.agent_wiring import Agents, FlowAgents
 from typecase.server.assistants_wiring import assistant_service
 from typecase.server.auth.interceptor import AuthInterceptor
 from typecase.server.auth.oidc import oidc_routes
@@ -124,6 +124,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
         agents=agents,
     )
     app.agents = agents  # /openai/v1's assistant models (domain_routes)
+    servicers["FlowService"].engine.services.agents = FlowAgents(servicers["ToolService"].api)
     servicers["AdminService"] = AdminService(
         app.settings,
         audit=app.audit,

@@ -16,6 +16,7 @@ flight (ToolsApi.execute closes its HTTP and MCP requests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -40,6 +41,9 @@ class Outcome:
     cancelled: bool = False  # stopped or interrupted rather than failed
 
 
+OnResult = Callable[[int, Outcome], None]
+
+
 class Toolbox(Protocol):
     """The tools an agent may call, as the model sees them, and how to run a batch of its calls."""
 
@@ -47,7 +51,11 @@ class Toolbox(Protocol):
 
     def tool_id(self, name: str) -> str: ...
 
-    async def run(self, calls: Sequence[llm_pb2.ToolCall]) -> list[Outcome]: ...
+    async def idempotent(self, name: str) -> bool: ...
+
+    async def run(self, calls: Sequence[llm_pb2.ToolCall], on_result: OnResult | None = None) -> list[Outcome]:
+        """Run the calls concurrently; on_result(index, outcome) as each one ends."""
+        ...
 
 
 @dataclass
@@ -62,11 +70,23 @@ class ToolUpdate:
 
 
 @dataclass
+class StepStarted:
+    """The model asked for tools: its message (with the calls) is final; the calls run next."""
+
+    number: int
+    message: llm_pb2.ChatMessage
+
+
+@dataclass
 class StepCompleted:
     number: int
     messages: list[llm_pb2.ChatMessage]  # the assistant message with its tool calls, then one tool message each
     tools: list[common_pb2.ToolStep]  # their final states
     usage: common_pb2.Usage
+
+    @property
+    def results(self) -> list[llm_pb2.ChatMessage]:
+        return self.messages[1:]
 
 
 @dataclass
@@ -79,7 +99,7 @@ class Finished:
     served_model_id: str = ""
 
 
-Event = TextDelta | ToolUpdate | StepCompleted | Finished
+Event = TextDelta | ToolUpdate | StepStarted | StepCompleted | Finished
 
 
 @dataclass
@@ -197,12 +217,71 @@ class AgentLoop:
             call.arguments = call.arguments or "{}"
         state["text"], state["calls"] = "".join(text), calls
 
-    async def run(self, messages: Sequence[llm_pb2.ChatMessage], *, first_step: int = 1) -> AsyncIterator[Event]:
-        """Run from `messages` (history, the question and any completed steps; `first_step` counts those)."""
+    async def _finish_step(self, number: int, calls, known: Sequence[Outcome | None], text: str):
+        """Run the calls whose outcome is not known yet (concurrently), then yield every call's end and the step."""
+        s = self.settings
+        started = [tool_step(call, number, self.toolbox.tool_id(call.name)) for call in calls]
+        to_run = [i for i, outcome in enumerate(known) if outcome is None]
+        outcomes = list(known)
+        for i, outcome in enumerate(known):  # an interruption recorded at a takeover is announced; a logged end not
+            if outcome is not None and outcome.cancelled:
+                yield ToolUpdate(ended_step(started[i], outcome, s.preview_chars))
+        for i in to_run:
+            yield ToolUpdate(started[i])
+        if to_run:
+            began = time.monotonic()
+            done: asyncio.Queue[tuple[int, Outcome]] = asyncio.Queue()
+            batch = asyncio.create_task(
+                self.toolbox.run([calls[i] for i in to_run], lambda j, o: done.put_nowait((to_run[j], o)))
+            )
+            getter: asyncio.Future | None = None
+            try:
+                for _ in to_run:  # each call's end as it comes: logged before the slower ones finish
+                    getter = asyncio.ensure_future(done.get())
+                    await asyncio.wait({getter, batch}, return_when=asyncio.FIRST_COMPLETED)
+                    if not getter.done():
+                        getter.cancel()
+                        batch.result()  # the batch failed: raise its error
+                        raise RuntimeError("a tool batch ended without every result")
+                    i, outcome = getter.result()
+                    if not outcome.seconds:
+                        outcome.seconds = time.monotonic() - began
+                    outcomes[i] = outcome
+                    yield ToolUpdate(ended_step(started[i], outcome, s.preview_chars))
+                await batch
+            finally:
+                if getter is not None and not getter.done():
+                    getter.cancel()
+                if not batch.done():
+                    batch.cancel()
+                    await asyncio.gather(batch, return_exceptions=True)
+        ended = [ended_step(step, outcome, s.preview_chars) for step, outcome in zip(started, outcomes, strict=True)]
+        added = tool_messages(calls, outcomes, text, s.max_result_chars)
+        yield StepCompleted(number, added, ended, common_pb2.Usage())
+
+    async def run(
+        self,
+        messages: Sequence[llm_pb2.ChatMessage],
+        *,
+        first_step: int = 1,
+        pending: Sequence[Outcome | None] | None = None,
+    ) -> AsyncIterator[Event]:
+        """Run from `messages` (history, the question and any completed steps; `first_step` counts those).
+
+        Resuming a step whose calls were asked for but not all answered (a turn taken over): `messages` ends with
+        the model's message carrying the calls, `first_step` is that step, and `pending` has, per call, the outcome
+        already known (logged, or the interruption of a call that may not be repeated) or None to run it."""
         s = self.settings
         prompt = list(messages)
         usage = common_pb2.Usage()
         served = ""
+        if pending is not None:
+            asked = prompt.pop()
+            async for event in self._finish_step(first_step, list(asked.tool_calls), pending, asked.content):
+                if isinstance(event, StepCompleted):
+                    prompt.extend(event.messages)
+                yield event
+            first_step += 1
         for number in range(first_step, s.max_steps + 1):
             state: dict = {"finish": common_pb2.FINISH_REASON_UNSPECIFIED, "usage": common_pb2.Usage()}
             async for event in self._model_call(self._request(prompt, number), number, state):
@@ -223,20 +302,13 @@ class AgentLoop:
                 )
                 yield Finished(common_pb2.FINISH_REASON_MAX_STEPS, state["text"], usage, number, notice, served)
                 return
-            started = [tool_step(call, number, self.toolbox.tool_id(call.name)) for call in calls]
-            for step in started:
-                yield ToolUpdate(step)
-            began = time.monotonic()
-            outcomes = await self.toolbox.run(calls)
-            ended = []
-            for step, outcome in zip(started, outcomes, strict=True):
-                if not outcome.seconds:
-                    outcome.seconds = time.monotonic() - began
-                ended.append(ended_step(step, outcome, s.preview_chars))
-                yield ToolUpdate(ended[-1])
-            added = tool_messages(calls, outcomes, state["text"], s.max_result_chars)
-            prompt.extend(added)
-            yield StepCompleted(number, added, ended, state["usage"])
+            asked = llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=state["text"], tool_calls=calls)
+            yield StepStarted(number, asked)
+            async for event in self._finish_step(number, calls, [None] * len(calls), state["text"]):
+                if isinstance(event, StepCompleted):
+                    event.usage = state["usage"]
+                    prompt.extend(event.messages)
+                yield event
         # first_step beyond max_steps: a resumed turn that had already used every step
         yield Finished(
             common_pb2.FINISH_REASON_MAX_STEPS,

@@ -11,8 +11,11 @@ Later turns see earlier tool calls and results: `history` rewrites each earlier 
 arguments, result preview) followed by its text, and trims the oldest turns' results first when they would not
 fit the context budget (then build_prompt drops whole turns, oldest first, as for any session).
 
-Not yet done: a turn whose replica dies is failed by the takeover sweep rather than continued at its last
-completed step (its row keeps no request to continue from)."""
+Durability: the turn row's request is the loop's prompt, saved when the model asks for tools (its message with the
+calls) and when their results are in; its `tools` (the declarations) mark it an agent turn. A replica that takes
+the turn over (turns.take_over -> `resume`) continues from that prompt: a call whose end is in the event log is
+never run again (its logged preview is its result), a call without one is run again only when its tool is
+idempotent (toolbox.idempotent), otherwise the interruption (TOOL_INTERRUPTED) is its result and the model goes on."""
 
 from __future__ import annotations
 
@@ -24,9 +27,20 @@ from typing import Protocol
 from sqlalchemy import select
 
 from typecase.server.agent.instructions import system_prompt  # noqa: F401 (chat's service uses it from here)
-from typecase.server.agent.loop import AgentLoop, AgentSettings, Finished, TextDelta, Toolbox, ToolUpdate
+from typecase.server.agent.loop import (
+    AgentLoop,
+    AgentSettings,
+    Finished,
+    Outcome,
+    StepCompleted,
+    StepStarted,
+    TextDelta,
+    Toolbox,
+    ToolUpdate,
+)
 from typecase.server.chat import context as ctx
 from typecase.server.chat.models import ChatMessageRow
+from typecase.server.rpc import principal as caller
 from typecase.v1 import assistant_pb2, chat_pb2, common_pb2
 
 TRIMMED = "[result left out: older than the context budget allows]"
@@ -98,19 +112,35 @@ def _cancelled(step: common_pb2.ToolStep) -> common_pb2.ToolStep:
     return ended
 
 
+INTERRUPTED = (
+    "the call was interrupted (the server running it stopped) before it answered, and the tool is not safe to "
+    "run twice, so it was not run again"
+)
+
+
 @dataclass
 class AgentTurn:
     toolbox: Toolbox
     settings: AgentSettings
     retrieve_first: bool = False  # knowledge searched before the first step (the turn's kb_ids)
+    first_step: int = 1
+    pending: list[Outcome | None] | None = None  # a taken-over step's calls (see AgentLoop.run)
+    principal: caller.Principal | None = None  # bound for a taken-over turn (no caller in the sweep)
 
     async def run(self, turns, turn) -> None:
-        if self.retrieve_first and turn.kb_ids:
-            await turns._retrieve(turn)
+        if self.principal is not None:
+            caller.bind(self.principal)  # this task's own context
+        if self.first_step == 1 and self.pending is None:
+            if self.retrieve_first and turn.kb_ids:
+                await turns._retrieve(turn)
+            turn.request.tools.extend(self.toolbox.declarations)
+            if turn.request.tools:
+                await turns._save_request(turn)
         if turns.llm is None:
             raise RuntimeError("no LLM service is running on this server")
         loop = AgentLoop(turns.llm.generate, self.toolbox, self.settings)
         running: dict[str, common_pb2.ToolStep] = {}
+        saving = bool(turn.request.tools)  # no tools: nothing to resume from but the text
 
         def record(step: common_pb2.ToolStep) -> None:
             event = chat_pb2.NodeEvent(tool=step)
@@ -125,8 +155,19 @@ class AgentTurn:
             turns._emit(turn, chat_pb2.TurnEvent(token=common_pb2.TokenDelta(text=delta, reasoning_text=reasoning)))
 
         try:
-            async for event in loop.run(list(turn.request.messages)):
-                if isinstance(event, TextDelta):
+            events = loop.run(list(turn.request.messages), first_step=self.first_step, pending=self.pending)
+            async for event in events:
+                if isinstance(event, StepStarted) and saving:
+                    turn.request.messages.append(event.message)
+                    await turns._save_request(turn)
+                elif isinstance(event, StepCompleted) and saving:
+                    if self.pending is not None and event.number == self.first_step:
+                        turn.request.messages.pop()  # the resumed step's message comes back with its results
+                        turn.request.messages.extend(event.messages)
+                    else:
+                        turn.request.messages.extend(event.results)
+                    await turns._save_request(turn)
+                elif isinstance(event, TextDelta):
                     text(event.text, event.reasoning)
                 elif isinstance(event, ToolUpdate):
                     step = event.step
@@ -146,3 +187,53 @@ class AgentTurn:
             for step in running.values():
                 record(_cancelled(step))
             raise
+
+
+async def resume(agents: AgentSource, assistant_id: str, turn, events: list[chat_pb2.TurnEvent]) -> None:
+    """Make a taken-over turn an agent turn again (turns.take_over): the assistant's toolbox under the turn's
+    owner, the loop resumed at the last step the saved prompt holds, tool steps restored from the log."""
+    principal = caller.Principal(turn.owner_id, caller.ROLE_USER)
+    token = caller.bind(principal)
+    try:
+        await _resume(agents, assistant_id, turn, events, principal)
+    finally:
+        caller.bind_reset(token)
+
+
+async def _resume(agents: AgentSource, assistant_id: str, turn, events, principal) -> None:
+    assistant = await agents.assistant(assistant_id)
+    toolbox = await agents.toolbox(assistant)
+    settings = agents.settings(assistant, turn.request.model_id, turn.owner_id)
+    settings.config = turn.request.config
+    ended = {
+        e.node.tool.call_id: e.node.tool
+        for e in events
+        if e.HasField("node") and e.node.HasField("tool") and e.node.tool.status != common_pb2.TOOL_STEP_STATUS_RUNNING
+    }
+    turn.steps.extend(chat_pb2.NodeEvent(tool=step) for step in ended.values())
+    messages = list(turn.request.messages)
+    last_user = max((i for i, m in enumerate(messages) if m.role == common_pb2.MESSAGE_ROLE_USER), default=0)
+    asked = [m for m in messages[last_user + 1 :] if m.role == common_pb2.MESSAGE_ROLE_ASSISTANT and m.tool_calls]
+    agent = AgentTurn(toolbox, settings, first_step=len(asked) + 1, principal=principal)
+    last = messages[-1] if messages else None
+    if last is not None and last.role == common_pb2.MESSAGE_ROLE_ASSISTANT and last.tool_calls:
+        agent.first_step = len(asked)
+        pending: list[Outcome | None] = []
+        for call in last.tool_calls:
+            logged = ended.get(call.id)
+            if logged is not None:
+                pending.append(
+                    Outcome(
+                        call.id,
+                        logged.status == common_pb2.TOOL_STEP_STATUS_SUCCEEDED,
+                        logged.result_preview,
+                        logged.reason,
+                        logged.duration_ms / 1000,
+                    )
+                )
+            elif await toolbox.idempotent(call.name):
+                pending.append(None)
+            else:
+                pending.append(Outcome(call.id, False, INTERRUPTED, "TOOL_INTERRUPTED", cancelled=True))
+        agent.pending = pending
+    turn.agent = agent

@@ -22,6 +22,7 @@ from typecase.server.chat import attachments as stored_attachments
 from typecase.server.chat import context as ctx
 from typecase.server.chat.agent_turn import AgentSource, AgentTurn
 from typecase.server.chat.agent_turn import history as agent_history
+from typecase.server.chat.agent_turn import resume as agent_resume
 from typecase.server.chat.agent_turn import system_prompt as agent_system_prompt
 from typecase.server.chat.attachments import DocumentReader, for_model
 from typecase.server.chat.convert import message_message, session_message, struct_dict, to_dict
@@ -91,6 +92,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self.flow = flow
         self.agents = agents
         self.turns = Turns(db, cache, llm, settings, knowledge=knowledge, flow=flow)
+        if agents is not None:
+            self.turns.agent_resume = self._resume_agent_turn
         self._detached: set[asyncio.Task] = set()
         self._models: dict[str, tuple[float, llm_pb2.Model]] = {}
 
@@ -767,6 +770,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 raise invalid_argument(f"session.variables[{name}]", "the assistant has no such variable")
             self._check_text(value, f"session.variables[{name}]", self.settings.assistants_max_instructions_chars)
         return dict(given)
+
+    async def _resume_agent_turn(self, row: ChatTurnRow, turn, events) -> None:
+        async with self.db.session() as session:
+            parent = await session.get(ChatSessionRow, row.session_id)
+        await agent_resume(self.agents, parent.assistant_id if parent else "", turn, events)
 
     async def _start_agent_turn(self, request, parent: ChatSessionRow, question: str, history) -> ChatTurnRow:
         """A turn of an assistant session: the assistant as it is now (edits apply to the next turn), its

@@ -193,6 +193,7 @@ class Turns:
         )
         self.replica = f"{socket.gethostname()}:{os.getpid()}"[:128]
         self.local: dict[str, Turn] = {}
+        self.agent_resume = None  # async (row, turn, events) -> None, set by the service for assistant turns
         self._background: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self.stop_listener_ready = asyncio.Event()
@@ -994,6 +995,9 @@ class Turns:
             return False
         if not logged or any(e.terminal for e in logged):  # gone, or ended but not stored: reap it
             return False
+        agent = bool(row.request.get("tools"))  # an assistant turn: agent_turn.resume continues its loop
+        if agent and self.agent_resume is None:
+            return False
         now = utcnow()
         async with self.writing() as session:
             claimed = await session.execute(
@@ -1016,7 +1020,7 @@ class Turns:
         text = "".join(e.token.text for e in events)
         last_seq = max(e.seq for e in logged)
         request = json_format.ParseDict(row.request, llm_pb2.GenerateRequest(), ignore_unknown_fields=True)
-        if text:  # the model continues its own reply (assistant prefill) instead of starting a new one
+        if text and not agent:  # the model continues its own reply (assistant prefill) instead of starting anew
             request.messages.append(llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=text))
         budget = json_format.ParseDict(row.context or {}, chat_pb2.ContextBudget(), ignore_unknown_fields=True)
         turn = Turn(
@@ -1040,6 +1044,8 @@ class Turns:
             steps=[e.node for e in events if e.HasField("node") and e.node.node.HasField("end_time")],
         )
         turn.flushed_chars = len(text)
+        if agent:
+            await self.agent_resume(row, turn, events)
         self.local[turn_id] = turn
         turn.writer = self._spawn(self._write_log(turn), f"chat-log-{turn_id}")
         turn.task = asyncio.create_task(self._run(turn), name=f"chat-turn-{turn_id}")

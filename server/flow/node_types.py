@@ -9,7 +9,7 @@ its schema and the spec's own validation, and that the outputs and handles named
 
 Schemas are JSON Schema 2020-12. `x-widget` tells an editor which control fits a string or object beyond its
 JSON type: "template" (text with {{variables}}), "code", "model" (an LLM id), "knowledge_bases" (kb ids),
-"key_value" (an object of strings) or "json"; `x-order` lists properties in the order a form shows them.
+"key_value" (an object of strings), "tools" (catalogue tool ids), "tool" (one) or "json"; `x-order` lists properties in the order a form shows them.
 """
 
 from __future__ import annotations
@@ -189,6 +189,50 @@ DESCRIPTIONS: dict[str, Description] = {
             "stream": {"type": "boolean", "title": "Stream tokens", "default": True},
         },
         default_params={"user_prompt": "{{question}}"},
+    ),
+    "agent": Description(
+        "Agent",
+        "A model that calls tools until it can answer (the assistants' loop); the answer streams as `text`.",
+        "ai",
+        {
+            "model_id": {
+                "type": "string",
+                "title": "Model",
+                "x-widget": "model",
+                "description": "Empty: the default flow model (needs tool calling)",
+            },
+            "instructions": _template("Instructions"),
+            "query": _template("Task", "What the agent is asked; default {{start.query}}"),
+            "tool_ids": {"type": "array", "title": "Tools", "items": {"type": "string"}, "x-widget": "tools"},
+            "kb_ids": {
+                "type": "array",
+                "title": "Knowledge bases",
+                "items": {"type": "string"},
+                "x-widget": "knowledge_bases",
+            },
+            "max_steps": {"type": "integer", "title": "Max steps", "minimum": 1, "maximum": 50, "default": 8},
+            "tool_timeout_ms": {"type": "integer", "title": "Tool timeout (ms)", "minimum": 0},
+            "temperature": {"type": "number", "title": "Temperature", "minimum": 0, "maximum": 2},
+            "stream": {"type": "boolean", "title": "Stream tokens", "default": True},
+        },
+        default_params={"query": "{{question}}", "tool_ids": ["builtin-current_time"]},
+    ),
+    "tool": Description(
+        "Tool",
+        "Calls one tool of the catalogue with templated arguments; outputs its result.",
+        "integration",
+        {
+            "tool_id": {"type": "string", "title": "Tool", "x-widget": "tool"},
+            "arguments": {
+                "type": "object",
+                "title": "Arguments",
+                "x-widget": "key_value",
+                "additionalProperties": {"type": "string", "x-widget": "template"},
+            },
+            "timeout_ms": {"type": "integer", "title": "Timeout (ms)", "minimum": 0},
+        },
+        default_params={"tool_id": "builtin-current_time", "arguments": {}},
+        required=("tool_id",),
     ),
     "knowledge_retrieval": Description(
         "Knowledge retrieval",

@@ -27,6 +27,8 @@ from typecase.v1 import llm_pb2
 
 NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 SERVED_BUILTINS = ("builtin-knowledge_search",)
+IDEMPOTENT_METHODS = {"GET", "HEAD", "OPTIONS"}
+IDEMPOTENT_BUILTINS = {"builtin-current_time", "builtin-knowledge_search"}
 
 
 @dataclass
@@ -73,6 +75,8 @@ class ToolsApi(Protocol):
 
     async def served(self) -> list[Served]: ...
 
+    async def idempotent(self, tool_id: str) -> bool: ...
+
     async def execute(
         self, calls: Sequence[ToolCall], *, deadline_seconds: float | None = None
     ) -> list[ToolCallResult]: ...
@@ -107,6 +111,17 @@ class Tools:
                 llm_pb2.Tool(name=name, description=tool.description[:1024], parameters=struct_of(tool.parameters))
             )
         return declared
+
+    async def idempotent(self, tool_id: str) -> bool:
+        """Whether calling the tool twice is as good as once, so an interrupted call may simply be run again:
+        OpenAPI GET/HEAD/OPTIONS operations and the read-only built-ins. MCP tools and flows are not assumed to be."""
+        try:
+            tool = await self.invoker.resolve(tool_id)
+        except TypecaseError:
+            return False
+        if tool.kind == "openapi":
+            return str(tool.binding.get("method", "")).upper() in IDEMPOTENT_METHODS
+        return tool.id in IDEMPOTENT_BUILTINS
 
     async def served(self) -> list[Served]:
         """What Typecase serves over MCP to the caller: knowledge search over its bases, and the published flows

@@ -5,6 +5,7 @@ model asked for several), feeds the results back, and ends with a final answer, 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -48,14 +49,15 @@ async def test_two_tool_steps_one_parallel_then_a_final_answer(aapp, world, upst
         loop = await agent(aapp, world, [world.add, world.echo, world.list_pets], system="Be brief.")
         events = [e async for e in loop.run(question("Add 2 and 3, and name a pet"))]
     updates = [e.step for e in events if isinstance(e, ToolUpdate)]
-    assert [(u.name, u.status, u.step) for u in updates] == [
-        ("add", common_pb2.TOOL_STEP_STATUS_RUNNING, 1),
-        ("listPets", common_pb2.TOOL_STEP_STATUS_RUNNING, 1),
-        ("add", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1),
-        ("listPets", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1),
-        ("echo", common_pb2.TOOL_STEP_STATUS_RUNNING, 2),
-        ("echo", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 2),
-    ]
+    # both calls of step 1 start before either ends; each end is announced as it comes (in completion order)
+    assert [(u.name, u.status, u.step) for u in updates[:2]] == [
+        ("add", common_pb2.TOOL_STEP_STATUS_RUNNING, 1), ("listPets", common_pb2.TOOL_STEP_STATUS_RUNNING, 1)]
+    assert sorted((u.name, u.status, u.step) for u in updates[2:4]) == [
+        ("add", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1), ("listPets", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1)]
+    assert [(u.name, u.status, u.step) for u in updates[4:]] == [
+        ("echo", common_pb2.TOOL_STEP_STATUS_RUNNING, 2), ("echo", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 2)]
+    ends = {u.name: u for u in updates[2:4]}
+    updates[2:4] = [ends["add"], ends["listPets"]]
     assert updates[2].result_preview == "5" and "Rex" in updates[3].result_preview
     assert updates[3].result_size_bytes == len(updates[3].result_preview.encode())
     assert updates[0].tool_id == world.add and updates[0].arguments == '{"a": 2, "b": 3}'
@@ -128,3 +130,22 @@ async def test_stopping_during_a_slow_tool_closes_its_request_within_two_seconds
         await asyncio.sleep(0.05)
     stats = await slow_stats(world.slow_url)
     assert stats.get("wait.closed", 0) == before + 1 and stats.get("wait.finished", 0) == 0
+
+
+async def test_the_local_model_with_tool_choice_required_makes_a_valid_call(aapp, world):
+    """The same tools on the built-in SmolLM2 (grammar-constrained decoding): the first step must call a tool, and
+    the call's arguments validate against the tool's parameters (the tool server runs it)."""
+    with as_user(world):
+        toolbox = await catalog_toolbox(aapp.servicers["ToolService"].api, [world.add], [], False, 0)
+        loop = AgentLoop(aapp.servicers["LLMService"].generate, toolbox, AgentSettings(
+            "smollm2-135m-instruct", system="Use the add tool.", max_steps=2,
+            first_tool_choice=llm_pb2.TOOL_CHOICE_MODE_REQUIRED,
+            config=llm_pb2.GenerationConfig(temperature=0, max_tokens=60)))
+        events = [e async for e in loop.run(question("What is 2 plus 3?"))]
+    updates = [e.step for e in events if isinstance(e, ToolUpdate)]
+    assert updates and updates[0].name == "add" and updates[0].step == 1
+    ended = [u for u in updates if u.status != common_pb2.TOOL_STEP_STATUS_RUNNING]
+    assert ended[0].status == common_pb2.TOOL_STEP_STATUS_SUCCEEDED, ended[0]
+    arguments = json.loads(ended[0].arguments)
+    assert set(arguments) == {"a", "b"} and all(isinstance(v, int) for v in arguments.values())
+    assert ended[0].result_preview == str(arguments["a"] + arguments["b"])

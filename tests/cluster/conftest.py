@@ -11,6 +11,7 @@ def cluster(tmp_path_factory):
     rig = Cluster(tmp_path_factory.mktemp("cluster"), env={
         "TYPECASE_LLM_BREAKER_FAILURE_THRESHOLD": "3",
         "TYPECASE_LLM_BREAKER_COOLDOWN_SECONDS": "60",
+        "TYPECASE_FLOW_HTTP_ALLOWED_HOSTS": '["127.0.0.1"]',  # tool servers the tests start on loopback
     })
     try:
         rig.start()

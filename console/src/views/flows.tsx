@@ -53,6 +53,8 @@ const NODE_LABEL: Record<number, string> = {
   [NodeType.CODE]: "code",
   [NodeType.OUTPUT]: "output",
   [NodeType.END]: "end",
+  [NodeType.AGENT]: "agent",
+  [NodeType.TOOL]: "tool",
 };
 
 const RUN_STATUS: Record<number, { label: string; tone: Tone }> = {

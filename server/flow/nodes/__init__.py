@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typecase.server.flow.nodes.agent import Agent
 from typecase.server.flow.nodes.base import NodeSpec
 from typecase.server.flow.nodes.code import Code
 from typecase.server.flow.nodes.condition import Condition
@@ -13,6 +14,7 @@ from typecase.server.flow.nodes.llm import LLM
 from typecase.server.flow.nodes.output import Output
 from typecase.server.flow.nodes.prompt import Prompt
 from typecase.server.flow.nodes.start import Start
+from typecase.server.flow.nodes.tool import Tool
 
 SPECS: dict[int, NodeSpec] = {
     spec.type: spec
@@ -27,5 +29,7 @@ SPECS: dict[int, NodeSpec] = {
         Code(),
         Output(),
         End(),
+        Agent(),
+        Tool(),
     )
 }

@@ -49,6 +49,7 @@ class Services:
     http: Any = None  # HttpGuard (nodes/http.py), shared client and policy
     workers: FlowWorkers | None = None  # templates and regexes off the event loop; from the settings by default
     sandbox: Any = None  # Sandbox (typecase.server.sandbox), where code nodes run
+    agents: Any = None  # agent_wiring.FlowAgents: toolboxes and tool calls for AGENT and TOOL nodes (set by app.py)
 
     def __post_init__(self) -> None:
         if self.workers is None:

@@ -21,12 +21,13 @@ from starlette.types import Receive, Scope, Send
 RESERVED_PREFIXES = ("v1", "openai", "anthropic", "healthz", "readyz", "metrics", "docs", "openapi.json")
 ASSETS_DIR = "assets"
 IMMUTABLE = "public, max-age=31536000, immutable"
-# The console talks to its own origin only; inline style attributes are set by the UI library.
+# The console talks to its own origin only; inline style attributes are set by the UI library. blob: images and
+# frames are files the console itself fetched with the user's credential (knowledge file previews, attachments).
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "same-origin",
     "content-security-policy": (
-        "default-src 'self'; connect-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "default-src 'self'; connect-src 'self'; img-src 'self' data: blob:; frame-src blob:; style-src 'self' 'unsafe-inline'; "
         "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
     ),
 }

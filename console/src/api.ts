@@ -198,3 +198,37 @@ export function isAbort(error: unknown): boolean {
 }
 
 export { TypecaseError };
+
+/**
+ * Raw bytes from an HttpBody route (KnowledgeService.DownloadFile, ChatService.DownloadAttachment): the SDK has no
+ * HttpBody streams, so this is a plain fetch with the current credential. Throws the server's error as a
+ * TypecaseError.
+ */
+async function fetchBytes(path: string, params: URLSearchParams, signal?: AbortSignal): Promise<Response> {
+  const token = bearer(current);
+  const res = await fetch(`${path}${params.size ? `?${params}` : ""}`, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal });
+  if (!res.ok) {
+    const text = await res.text().catch(() => "");
+    let status: unknown = { code: res.status === 404 ? 5 : 2, message: text.slice(0, 200) || `HTTP ${res.status}` };
+    try {
+      status = JSON.parse(text);
+    } catch {
+      // not a Status body: the status line is all there is
+    }
+    throw TypecaseError.fromStatus(status, { httpStatus: res.status });
+  }
+  return res;
+}
+
+/** A knowledge file's bytes; `range` is an HTTP byte range ("bytes=0-65535"). */
+export function fetchFile(fileId: string, options: { range?: string; inline?: boolean; signal?: AbortSignal } = {}): Promise<Response> {
+  const params = new URLSearchParams();
+  if (options.range) params.set("range", options.range);
+  if (options.inline) params.set("inline", "true");
+  return fetchBytes(`/v1/files/${encodeURIComponent(fileId)}:download`, params, options.signal);
+}
+
+/** The bytes of a file attached to a chat message (stored inline data). */
+export function fetchAttachment(messageId: string, index: number, signal?: AbortSignal): Promise<Response> {
+  return fetchBytes(`/v1/messages/${encodeURIComponent(messageId)}/attachments/${index}:download`, new URLSearchParams({ inline: "true" }), signal);
+}

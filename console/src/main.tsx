@@ -3,6 +3,7 @@ import { UserRole } from "@typecase/client/gen/typecase/v1/auth_pb.js";
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { credentials, ensureFresh, handleError, onAuthChange, signOut, tc, type Credentials } from "./api";
+import { lazyView } from "./components/lazy";
 import { linkClick, navigate, useRoute } from "./router";
 import { AdminView } from "./views/admin";
 import { ChatView } from "./views/chat";
@@ -15,10 +16,16 @@ import { SignInView } from "./views/signin";
 import "@xyflow/react/dist/style.css";
 import "./style.css";
 
+// Pages fetched when first opened (their own chunks): the first load carries the chat and what most visits need.
+const AssistantsView = lazyView(() => import("./views/assistants").then((m) => m.AssistantsView), "assistants");
+const ToolsView = lazyView(() => import("./views/tools").then((m) => m.ToolsView), "tools");
+
 const SECTIONS = [
   { path: "chat", label: "Chat" },
   { path: "knowledge", label: "Knowledge" },
   { path: "flows", label: "Flows" },
+  { path: "assistants", label: "Assistants" },
+  { path: "tools", label: "Tools" },
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
   { path: "access", label: "Access" },
@@ -96,8 +103,10 @@ function App() {
       </header>
       <main class="content">
         {section === "chat" && <ChatView sessionId={route[1]} />}
-        {section === "knowledge" && <KnowledgeView kbId={route[1]} />}
+        {section === "knowledge" && <KnowledgeView kbId={route[1]} fileId={route[2]} />}
         {section === "flows" && <FlowsView flowId={route[1]} />}
+        {section === "assistants" && <AssistantsView assistantId={route[1]} />}
+        {section === "tools" && <ToolsView providerId={route[1]} />}
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}
         {section === "access" && <AdminView />}

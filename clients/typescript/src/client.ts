@@ -10,12 +10,14 @@ import { registry } from "./codec.js";
 import { TypecaseError } from "./errors.js";
 import { serverStream } from "./stream.js";
 import { AdminService } from "./gen/typecase/v1/admin_pb.js";
+import { AssistantService } from "./gen/typecase/v1/assistant_pb.js";
 import { AuthService } from "./gen/typecase/v1/auth_pb.js";
 import { ChatService } from "./gen/typecase/v1/chat_pb.js";
 import { FlowService } from "./gen/typecase/v1/flow_pb.js";
 import { GroupService } from "./gen/typecase/v1/groups_pb.js";
 import { KnowledgeService, UploadFileRequestSchema, UploadFileResponseSchema } from "./gen/typecase/v1/knowledge_pb.js";
 import { LLMService } from "./gen/typecase/v1/llm_pb.js";
+import { ToolService } from "./gen/typecase/v1/tools_pb.js";
 import { DEFAULT_RETRY, unary } from "./transport/http.js";
 import type { CallOptions, RetryPolicy, Transport, WebSocketConstructor } from "./transport/http.js";
 import { upload } from "./transport/upload.js";
@@ -74,6 +76,8 @@ export interface TypecaseClient {
   flow: ServiceClient<typeof FlowService>;
   admin: ServiceClient<typeof AdminService>;
   groups: ServiceClient<typeof GroupService>;
+  tools: ServiceClient<typeof ToolService>;
+  assistants: ServiceClient<typeof AssistantService>;
 }
 
 /** Builds the client of any service with google.api.http options from its descriptor. */
@@ -137,5 +141,7 @@ export function createTypecase(options: TypecaseOptions = {}): TypecaseClient {
     flow: createServiceClient(FlowService, transport),
     admin: createServiceClient(AdminService, transport),
     groups: createServiceClient(GroupService, transport),
+    tools: createServiceClient(ToolService, transport),
+    assistants: createServiceClient(AssistantService, transport),
   };
 }

@@ -7,12 +7,14 @@ import type { DescMessage, JsonValue, MessageShape, Registry } from "@bufbuild/p
 import { file_google_rpc_error_details } from "./gen/google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "./gen/google/rpc/status_pb.js";
 import { file_typecase_v1_admin } from "./gen/typecase/v1/admin_pb.js";
+import { file_typecase_v1_assistant } from "./gen/typecase/v1/assistant_pb.js";
 import { file_typecase_v1_auth } from "./gen/typecase/v1/auth_pb.js";
 import { file_typecase_v1_chat } from "./gen/typecase/v1/chat_pb.js";
 import { file_typecase_v1_common } from "./gen/typecase/v1/common_pb.js";
 import { file_typecase_v1_flow } from "./gen/typecase/v1/flow_pb.js";
 import { file_typecase_v1_knowledge } from "./gen/typecase/v1/knowledge_pb.js";
 import { file_typecase_v1_llm } from "./gen/typecase/v1/llm_pb.js";
+import { file_typecase_v1_tools } from "./gen/typecase/v1/tools_pb.js";
 import { TypecaseError } from "./errors.js";
 
 /** Every message type of the Typecase contracts and the google.rpc error details. */
@@ -26,6 +28,8 @@ export const registry: Registry = createRegistry(
   file_typecase_v1_knowledge,
   file_typecase_v1_flow,
   file_typecase_v1_admin,
+  file_typecase_v1_tools,
+  file_typecase_v1_assistant,
 );
 
 /** A response message from its JSON (a decoding failure is the server's fault: INTERNAL). */

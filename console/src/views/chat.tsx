@@ -20,8 +20,12 @@ import {
 } from "@typecase/client/gen/typecase/v1/chat_pb.js";
 import { FlowStatus, NodeRunStatus, type InputRequired } from "@typecase/client/gen/typecase/v1/flow_pb.js";
 import { ModelType } from "@typecase/client/gen/typecase/v1/llm_pb.js";
+import { AssistantScope } from "@typecase/client/gen/typecase/v1/assistant_pb.js";
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
+import { MessageAttachments, PendingFiles, asShown, toAttachments, usePendingFiles, type Pending } from "../components/attachments";
+import { Citations } from "../components/citations";
+import { ToolSteps } from "../components/tool-steps";
 import { InputForm, type InputValues } from "../components/inputform";
 import { Markdown, copyText } from "../components/markdown";
 import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, plural, useAsync } from "../components/ui";
@@ -109,11 +113,12 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
   const allSessions = sessions.data ? [...sessions.data, ...older.sessions.filter((s) => !firstIds.has(s.id))] : undefined;
   const moreToLoad = !!(older.next || (older.sessions.length === 0 && firstToken.current));
   const targets = useAsync(async () => {
-    const [models, flows] = await Promise.all([
+    const [models, flows, assistants] = await Promise.all([
       tc.llm.listModels({ type: ModelType.LLM, online: true, pageSize: 200 }),
       tc.flow.listFlows({ status: FlowStatus.ONLINE, pageSize: 200 }),
+      tc.assistants.listAssistants({ scope: AssistantScope.ONLINE, pageSize: 200 }),
     ]);
-    return { models: models.models, flows: flows.flows };
+    return { models: models.models, flows: flows.flows, assistants: assistants.assistants };
   }, []);
   const kbs = useAsync(async () => (await tc.knowledge.listKnowledgeBases({ pageSize: 200 })).knowledgeBases, []);
   const [target, setTarget] = useState<string>(localStorage.getItem(TARGET_KEY) ?? "");
@@ -124,7 +129,9 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
 
   const models = targets.data?.models ?? [];
   const flows = targets.data?.flows ?? [];
+  const assistants = targets.data?.assistants ?? [];
   const validTarget =
+    (target.startsWith("assistant:") && assistants.some((a) => `assistant:${a.id}` === target)) ||
     (target.startsWith("model:") && models.some((m) => `model:${m.id}` === target)) ||
     (target.startsWith("flow:") && flows.some((f) => `flow:${f.id}` === target));
   const chosen = validTarget ? target : models[0] ? `model:${models[0].id}` : flows[0] ? `flow:${flows[0].id}` : "";
@@ -134,7 +141,8 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
     setError(null);
     try {
       const [kind, id] = chosen.split(":");
-      const session = kind === "flow" ? { flowId: id } : { modelId: id, systemPrompt: systemPrompt.trim(), kbIds };
+      const session =
+        kind === "flow" ? { flowId: id } : kind === "assistant" ? { assistantId: id } : { modelId: id, systemPrompt: systemPrompt.trim(), kbIds };
       const res = await tc.chat.createSession({ session });
       localStorage.setItem(TARGET_KEY, chosen);
       await sessions.reload();
@@ -197,6 +205,15 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
                     {flows.map((f) => (
                       <option key={f.id} value={`flow:${f.id}`}>
                         {f.name}
+                      </option>
+                    ))}
+                  </optgroup>
+                )}
+                {assistants.length > 0 && (
+                  <optgroup label="Assistants">
+                    {assistants.map((a) => (
+                      <option key={a.id} value={`assistant:${a.id}`}>
+                        {a.name}
                       </option>
                     ))}
                   </optgroup>
@@ -363,6 +380,10 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   const [settings, setSettings] = useState<ChatSettings>(() => loadSettings(sessionId));
   const [pendingInput, setPendingInput] = useState<InputRequired | null>(null);
   const [pendingQuestion, setPendingQuestion] = useState<string | null>(null);
+  const pending = usePendingFiles();
+  const sentFiles = useRef<Pending[]>([]); // attached to the question being sent, until it is stored
+  const picker = useRef<HTMLInputElement>(null);
+  const [dragging, setDragging] = useState(false);
   const live = useRef<Live | null>(null);
   const stream = useRef<AbortController | null>(null);
   const [, rerender] = useReducer((n: number) => n + 1, 0);
@@ -434,7 +455,9 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         setPendingQuestion(null);
         setMessages((msgs) => {
           const list = (msgs ?? []).filter((m) => m.id !== started.questionMessageId && m.id !== started.answerMessageId);
-          return [...list, localMessage(started.questionMessageId, MessageRole.USER, MessageCategory.QUESTION, question), localMessage(started.answerMessageId, MessageRole.ASSISTANT, MessageCategory.ANSWER, "", MessageStatus.STREAMING, turnId)];
+          const asked = localMessage(started.questionMessageId, MessageRole.USER, MessageCategory.QUESTION, question);
+          asked.attachments = asShown(sentFiles.current);
+          return [...list, asked, localMessage(started.answerMessageId, MessageRole.ASSISTANT, MessageCategory.ANSWER, "", MessageStatus.STREAMING, turnId)];
         });
       }
       save();
@@ -452,7 +475,9 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         break;
       case "node": {
         const node = kind.value;
-        const i = l.steps.findIndex((s) => s.node?.nodeId === node.node?.nodeId);
+        // A flow node is one entry per node id; an assistant's tool call one per call id (streamed twice).
+        const same = (s: NodeEvent) => (node.tool ? s.tool?.callId === node.tool.callId : !s.tool && s.node?.nodeId === node.node?.nodeId);
+        const i = l.steps.findIndex(same);
         if (i >= 0) l.steps[i] = node;
         else l.steps.push(node);
         break;
@@ -520,7 +545,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     }
   }
 
-  async function send(content: string, input?: { nodeId: string; values: InputValues }) {
+  async function send(content: string, input?: { nodeId: string; values: InputValues }, files: Pending[] = []) {
     epoch.current++;
     setError(null);
     setStreamError(null);
@@ -528,6 +553,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     const temperature = parseFloat(settings.temperature);
     const ctrl = (stream.current = new AbortController());
     setPendingQuestion(content || (input ? "(form submitted)" : ""));
+    sentFiles.current = files;
     setPendingInput(null);
     pinned.current = true;
     try {
@@ -539,6 +565,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           ...(limit > 0 ? { maxTokens: limit } : {}),
           ...(temperature >= 0 && temperature <= 2 ? { temperature } : {}),
           ...(input ? { inputNodeId: input.nodeId, input: input.values } : {}),
+          ...(files.length ? { attachments: await toAttachments(files) } : {}),
         },
         { signal: ctrl.signal },
       );
@@ -554,7 +581,10 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         await refresh().catch(() => undefined);
       } else {
         setError(handleError(e)); // refused before the turn started (e.g. TURN_IN_PROGRESS, MODEL_OFFLINE)
-        if (!input) setDraft(content);
+        if (!input) {
+          setDraft(content);
+          if (files.length) pending.add(files.map((f) => f.file));
+        }
       }
     } finally {
       setPendingQuestion(null);
@@ -608,7 +638,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     const text = draft.trim();
     if (!text || live.current || pendingQuestion !== null) return;
     setDraft("");
-    void send(text);
+    void send(text, undefined, pending.take());
   }
 
   const l = live.current;
@@ -622,7 +652,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
         <div>
           <h2>{session?.title || "New chat"}</h2>
           <span class="muted">
-            {isFlow ? "Flow" : "Model"}: {session?.appName || "…"}
+            {isFlow ? "Flow" : session?.kind === SessionKind.ASSISTANT ? "Assistant" : "Model"}: {session?.appName || "…"}
             {session && session.kbIds.length > 0 ? ` · answers from ${plural(session.kbIds.length, "knowledge base")}` : ""}
           </span>
         </div>
@@ -717,7 +747,29 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           }
         />
       )}
-      <form class="composer" onSubmit={submit}>
+      <PendingFiles files={pending.files} onRemove={pending.remove} />
+      <form
+        class={`composer${dragging ? " dragging" : ""}`}
+        onSubmit={submit}
+        data-testid="composer"
+        onDragOver={(e) => {
+          e.preventDefault();
+          setDragging(true);
+        }}
+        onDragLeave={() => setDragging(false)}
+        onDrop={(e) => {
+          e.preventDefault();
+          setDragging(false);
+          if (e.dataTransfer?.files.length) pending.add(e.dataTransfer.files);
+        }}
+        onPaste={(e) => {
+          const files = e.clipboardData?.files;
+          if (files?.length) {
+            e.preventDefault();
+            pending.add(files);
+          }
+        }}
+      >
         <textarea
           name="question"
           rows={2}
@@ -729,6 +781,21 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
           }}
         />
         <div class="composer-side">
+          <button type="button" class="btn ghost" title="Attach files (or drop them here): images for vision models, documents read as text" onClick={() => picker.current?.click()}>
+            Attach
+          </button>
+          <input
+            ref={picker}
+            type="file"
+            name="attach"
+            multiple
+            hidden
+            onChange={(e) => {
+              const input = e.currentTarget;
+              if (input.files?.length) pending.add(input.files);
+              input.value = "";
+            }}
+          />
           {l ? (
             <button type="button" class="btn danger" onClick={stop} disabled={l.stopping} data-testid="stop">
               {l.stopping ? "Stopping…" : "Stop"}
@@ -793,7 +860,9 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
         : m.status === MessageStatus.STREAMING
           ? "streaming"
           : "complete";
-  const steps = live ? live.steps : m.steps;
+  const allSteps = live ? live.steps : m.steps;
+  const steps = allSteps.filter((s) => s.node);
+  const toolSteps = allSteps.flatMap((s) => (s.tool ? [s.tool] : []));
   const citations = live ? live.citations : m.citations;
   return (
     <div class="msg assistant" data-testid="answer" data-status={status} data-message-id={m.id}>
@@ -819,6 +888,7 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
           </ol>
         </details>
       )}
+      <ToolSteps steps={toolSteps} />
       <div class="bubble">
         {m.category === MessageCategory.INPUT_REQUEST && m.inputRequired ? (
           <span class="muted">{m.inputRequired.prompt || text || "The flow is waiting for your input."}</span>
@@ -842,29 +912,7 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
         )}
         {!live && m.category === MessageCategory.ANSWER && status !== "streaming" && <AnswerActions message={m} actions={actions} />}
       </div>
-      {citations.length > 0 && (
-        <details class="citations" data-testid="citations">
-          <summary>{plural(citations.length, "source")}</summary>
-          <ol>
-            {citations.map((c, i) => (
-              <li key={i}>
-                <b>
-                  {c.kbId ? (
-                    <a href={`/knowledge/${c.kbId}`} onClick={linkClick} title="Open the knowledge base this passage comes from">
-                      {c.fileName}
-                    </a>
-                  ) : (
-                    c.fileName
-                  )}
-                </b>{" "}
-                {c.page > 0 && <span class="faint">p. {c.page} · </span>}
-                <span class="faint">score {c.score.toFixed(3)}</span>
-                <div class="cite-text">{c.text}</div>
-              </li>
-            ))}
-          </ol>
-        </details>
-      )}
+      <Citations citations={citations} />
     </div>
   );
 }
@@ -897,6 +945,7 @@ function QuestionView({ message: m, onEdit }: { message: Message; onEdit?: (text
   }
   return (
     <div class="msg user" data-testid="question">
+      <MessageAttachments messageId={m.id} attachments={m.attachments} />
       <div class="bubble">{m.content}</div>
       {onEdit && (
         <button class="link-btn msg-action" onClick={() => setEditing(m.content)} title="Edit this question and ask it again">

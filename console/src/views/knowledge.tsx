@@ -1,5 +1,6 @@
 // Knowledge bases: create and list them, upload files with a progress bar, follow each file's processing
-// live (WatchFile), and try searches against them (hit test) with the scores that ranked each hit.
+// live (WatchFile), and try searches against them (hit test) with the scores that ranked each hit. A file's
+// chunks open in the chunk editor (/knowledge/<kb>/<file>).
 import {
   FileStatus,
   SearchMode,
@@ -9,6 +10,7 @@ import {
 } from "@typecase/client/gen/typecase/v1/knowledge_pb.js";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
+import { ChunkEditor } from "../components/chunk-editor";
 import { Badge, Empty, ErrorBox, Loading, ProgressBar, Spinner, durationMs, fmtBytes, fmtMs, fmtTime, plural, useAsync, useInterval, type Tone } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
@@ -26,7 +28,7 @@ const STATUS: Record<number, { label: string; tone: Tone }> = {
 
 const terminal = (s: FileStatus) => s === FileStatus.DONE || s === FileStatus.FAILED;
 
-export function KnowledgeView({ kbId }: { kbId?: string }) {
+export function KnowledgeView({ kbId, fileId }: { kbId?: string; fileId?: string }) {
   const kbs = useAsync(async () => (await tc.knowledge.listKnowledgeBases({ pageSize: 200 })).knowledgeBases, []);
   const current = kbs.data?.find((k) => k.id === kbId);
 
@@ -63,7 +65,7 @@ export function KnowledgeView({ kbId }: { kbId?: string }) {
           </Empty>
         )}
         {kbId && kbs.data && !current && <Empty title="Knowledge base not found">It may have been deleted.</Empty>}
-        {current && <KnowledgeBaseDetail key={current.id} kb={current} onChanged={kbs.reload} />}
+        {current && <KnowledgeBaseDetail key={current.id} kb={current} openFileId={fileId} onChanged={kbs.reload} />}
       </section>
     </div>
   );
@@ -105,7 +107,7 @@ function CreateKnowledgeBase({ onCreated }: { onCreated: (kb: KnowledgeBase) => 
 
 type Upload = { key: string; name: string; sent: number; total: number; error?: string; done?: boolean };
 
-function KnowledgeBaseDetail({ kb, onChanged }: { kb: KnowledgeBase; onChanged: () => void }) {
+function KnowledgeBaseDetail({ kb, openFileId, onChanged }: { kb: KnowledgeBase; openFileId?: string; onChanged: () => void }) {
   const files = useAsync(async () => (await tc.knowledge.listFiles({ kbId: kb.id, pageSize: 200 })).files, [kb.id]);
   const [uploads, setUploads] = useState<Upload[]>([]);
   const [dragging, setDragging] = useState(false);
@@ -323,6 +325,11 @@ function KnowledgeBaseDetail({ kb, onChanged }: { kb: KnowledgeBase; onChanged: 
                   <td class="num">{f.chunkCount}</td>
                   <td class="faint">{fmtTime(f.createTime)}</td>
                   <td class="actions">
+                    {f.status === FileStatus.DONE && (
+                      <a class="btn small" href={`/knowledge/${kb.id}/${f.id}`} onClick={linkClick} aria-label={`Chunks of ${f.name}`}>
+                        Chunks
+                      </a>
+                    )}
                     {f.status === FileStatus.FAILED && (
                       <button class="btn small" onClick={() => reprocess(f)}>
                         Retry
@@ -337,6 +344,18 @@ function KnowledgeBaseDetail({ kb, onChanged }: { kb: KnowledgeBase; onChanged: 
             })}
           </tbody>
         </table>
+      )}
+
+      {openFileId && list.some((f) => f.id === openFileId) && (
+        <ChunkEditor
+          key={openFileId}
+          file={list.find((f) => f.id === openFileId)!}
+          onChanged={() => {
+            onChanged();
+            void files.reload();
+          }}
+          onClose={() => navigate(`/knowledge/${kb.id}`)}
+        />
       )}
 
       <SearchPanel kb={kb} ready={list.some((f) => f.status === FileStatus.DONE)} />

@@ -104,6 +104,11 @@ class AsyncChat(AsyncResource):
         ended = await self.stream(session_id, content, **kwargs).collect()
         return ended.answer
 
+    async def download_attachment(self, message_id: str, index: int = 0, *, timeout: float | None = None) -> bytes:
+        """The bytes of a file attached (as inline data) to a message: `message.attachments[index]`."""
+        request = chat_pb2.DownloadAttachmentRequest(message_id=message_id, index=index)
+        return b"".join([body.data async for body in self._stream(self.stub.DownloadAttachment(request, timeout=timeout))])
+
     async def stop(self, turn_id: str, *, timeout: float | None = None) -> bool:
         """Stop a running turn; False when it had already ended."""
         request = chat_pb2.StopTurnRequest(turn_id=turn_id)

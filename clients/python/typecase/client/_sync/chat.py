@@ -105,6 +105,11 @@ class Chat(Resource):
         ended = self.stream(session_id, content, **kwargs).collect()
         return ended.answer
 
+    def download_attachment(self, message_id: str, index: int = 0, *, timeout: float | None = None) -> bytes:
+        """The bytes of a file attached (as inline data) to a message: `message.attachments[index]`."""
+        request = chat_pb2.DownloadAttachmentRequest(message_id=message_id, index=index)
+        return b"".join([body.data for body in self._stream(self.stub.DownloadAttachment(request, timeout=timeout))])
+
     def stop(self, turn_id: str, *, timeout: float | None = None) -> bool:
         """Stop a running turn; False when it had already ended."""
         request = chat_pb2.StopTurnRequest(turn_id=turn_id)

@@ -1,0 +1,146 @@
+// Assistants: build a tool-using assistant (model, instructions, tools, knowledge, opening message, suggested
+// questions, limits), try it in a real chat beside the form, and publish it so everyone can chat with it.
+import { AssistantScope, AssistantStatus, type Assistant } from "@typecase/client/gen/typecase/v1/assistant_pb.js";
+import { useState } from "preact/hooks";
+import { handleError, tc } from "../api";
+import { AssistantForm } from "../components/assistant-form";
+import { AssistantTry } from "../components/assistant-try";
+import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAsync } from "../components/ui";
+import { linkClick, navigate } from "../router";
+
+export function AssistantsView({ assistantId }: { assistantId?: string }) {
+  const list = useAsync(async () => (await tc.assistants.listAssistants({ scope: AssistantScope.MINE_AND_ONLINE, pageSize: 200 })).assistants, []);
+  const current = list.data?.find((a) => a.id === assistantId);
+
+  function replace(a: Assistant) {
+    list.setData((prev) => [a, ...(prev ?? []).filter((x) => x.id !== a.id)]);
+  }
+
+  return (
+    <div class="split">
+      <aside class="sidebar">
+        <div class="sidebar-head">
+          <a class="btn primary" href="/assistants/new" onClick={linkClick}>
+            New assistant
+          </a>
+        </div>
+        <ErrorBox error={list.error} onRetry={list.reload} />
+        {list.loading && !list.data && <Loading label="Loading assistants…" />}
+        {list.data?.length === 0 && <Empty title="No assistants yet">Create one: a model, instructions and the tools it may call.</Empty>}
+        <ul class="list" data-testid="assistant-list">
+          {list.data?.map((a) => (
+            <li key={a.id} class={a.id === assistantId ? "active" : ""} data-assistant-name={a.name}>
+              <a class="list-link" href={`/assistants/${a.id}`} onClick={linkClick}>
+                <span class="list-title">
+                  {a.name} {a.status === AssistantStatus.ONLINE ? <Badge tone="ok">online</Badge> : <Badge>draft</Badge>}
+                </span>
+                <span class="list-sub">
+                  {plural(a.toolIds.length, "tool")} · {a.description || "no description"}
+                </span>
+              </a>
+            </li>
+          ))}
+        </ul>
+      </aside>
+      <section class="main-pane scroll">
+        {assistantId === "new" && (
+          <div class="detail">
+            <div class="pane-head">
+              <h2>New assistant</h2>
+            </div>
+            <AssistantForm
+              onSaved={(a) => {
+                replace(a);
+                navigate(`/assistants/${a.id}`);
+              }}
+            />
+          </div>
+        )}
+        {!assistantId && (
+          <Empty title="Assistants">
+            An assistant is a model with instructions, tools from the catalogue and knowledge bases. It answers by calling
+            tools as it needs them. Build one, try it beside the form, and publish it for everyone.
+          </Empty>
+        )}
+        {assistantId && assistantId !== "new" && list.data && !current && <Empty title="Assistant not found">It may have been deleted.</Empty>}
+        {current && <AssistantDetail key={current.id} assistant={current} onChanged={replace} onDeleted={list.reload} />}
+      </section>
+    </div>
+  );
+}
+
+function AssistantDetail({ assistant: a, onChanged, onDeleted }: { assistant: Assistant; onChanged: (a: Assistant) => void; onDeleted: () => Promise<void> }) {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [confirm, setConfirm] = useState(false);
+  const online = a.status === AssistantStatus.ONLINE;
+
+  async function act(work: () => Promise<void>) {
+    setBusy(true);
+    setError(null);
+    try {
+      await work();
+    } catch (e) {
+      setError(handleError(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <div class="detail" data-testid="assistant-detail" data-status={online ? "online" : "draft"}>
+      <div class="pane-head">
+        <div>
+          <h2>
+            {a.name} {online ? <Badge tone="ok">online</Badge> : <Badge>draft</Badge>}
+          </h2>
+          <span class="muted">
+            {a.description || "No description"} · changed {fmtTime(a.updateTime)}
+          </span>
+        </div>
+        <span class="row-actions">
+          <button
+            class={`btn small${online ? "" : " primary"}`}
+            disabled={busy}
+            onClick={() =>
+              act(async () => {
+                const res = online ? await tc.assistants.unpublishAssistant({ assistantId: a.id }) : await tc.assistants.publishAssistant({ assistantId: a.id });
+                if (res.assistant) onChanged(res.assistant);
+              })
+            }
+          >
+            {online ? "Unpublish" : "Publish"}
+          </button>
+          {confirm ? (
+            <>
+              <button
+                class="btn small danger"
+                onClick={() =>
+                  act(async () => {
+                    await tc.assistants.deleteAssistant({ assistantId: a.id });
+                    await onDeleted();
+                    navigate("/assistants");
+                  })
+                }
+              >
+                Delete
+              </button>
+              <button class="btn small ghost" onClick={() => setConfirm(false)}>
+                Keep
+              </button>
+            </>
+          ) : (
+            <button class="btn small ghost" onClick={() => setConfirm(true)}>
+              Delete…
+            </button>
+          )}
+        </span>
+      </div>
+      <ErrorBox error={error} />
+      <div class="builder">
+        <AssistantForm assistant={a} onSaved={onChanged} />
+        <AssistantTry key={a.updateTime ? String(a.updateTime.seconds) + a.updateTime.nanos : ""} assistant={a} />
+      </div>
+    </div>
+  );
+}

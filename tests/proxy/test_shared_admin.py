@@ -116,3 +116,31 @@ async def test_without_redis_each_process_keeps_its_own(app_factory, upstream, t
     app = await app_factory(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url)
     service = app.servicers["AdminService"]
     assert service.shared_stats is None and service.logs.shipper is None
+
+
+async def test_with_redis_gone_each_process_shows_its_own_and_numbers_its_lines(app_factory, upstream,
+                                                                                pg_database_url, tmp_path):
+    """(The API itself answers UNAVAILABLE while Redis is away; these are what the admin parts fall back to.)"""
+    from tests.cluster.rig import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    try:
+        common = dict(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url, redis_url=server.url,
+                      database_url=pg_database_url, proxy_stats_share_seconds=0.1, proxy_log_share_seconds=0.05)
+        first = await app_factory(data_dir=tmp_path / "one", **common)
+        second = await app_factory(data_dir=tmp_path / "two", **common)
+        await proxied(first, 2, "model-one")
+        await proxied(second, 1, "model-two")
+        service = first.servicers["AdminService"]
+        await asyncio.sleep(0.3)
+        assert (await service.shared_stats.view()).totals.requests == 3
+        subscriber = service.logs.subscribe(LogFilter(query="after-redis"))
+        server.stop()
+        view = await asyncio.wait_for(service.shared_stats.view(), 15)
+        assert view.totals.requests == 2 and len(view.recent) == 2  # its own, not an error
+        service.logs.publish(INFO, "test", "after-redis line")
+        await asyncio.wait_for(service.logs.flush(), 15)
+        line, dropped = await asyncio.wait_for(subscriber.get(), 5)  # numbered here while the cache is away
+        assert line.message == "after-redis line" and line.seq > 0 and dropped == 0
+    finally:
+        server.stop()

@@ -138,6 +138,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
         auth=app.auth,
         request_restart=app.request_restart,
         proxy_keys=ProxyKeys(app.auth, app.settings.secret("admin_api_key")),
+        cache=app.resources.cache,
     )
     return servicers
 

@@ -562,7 +562,19 @@ class Settings(BaseSettings):
     proxy_recent_requests: int = Field(1000, ge=1, le=1_000_000, description="requests kept with their timings")
     proxy_recent_errors: int = Field(500, ge=1, le=1_000_000, description="errors kept")
     proxy_stats_max_keys: int = Field(500, ge=1, description="distinct paths/models counted before '(other)'")
+    proxy_stats_share_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="with redis_url, each process publishes its request stats to Redis this often and GetStats "
+        "and ListErrors show every live process's (serve --workers, replicas); 0: each shows its own only",
+    )
     # AdminService logs: live stream and persisted history (rotating files under <data_dir>/logs).
+    proxy_log_share_seconds: float = Field(
+        0.2,
+        ge=0,
+        description="with redis_url, each process ships its log lines to Redis this often and StreamLogs follows "
+        "every process's lines, numbered in one sequence; 0: each streams its own only",
+    )
     proxy_log_subscriber_queue: int = Field(1000, ge=1, description="lines queued per StreamLogs client, then it skips")
     proxy_log_replay_max_lines: int = Field(10_000, ge=0, description="retained lines StreamLogs replays at most")
     proxy_log_file_max_bytes: int = Field(10 * MiB, ge=1024, description="log history file size before rotating")

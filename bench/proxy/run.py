@@ -13,7 +13,13 @@ on both paths, so "added latency" there is queueing: 200 requests in line, each 
 the client's and the upstream's on the same 2 cores (no proxy that costs CPU can add < 1 ms there). The paced
 run keeps the 200 connections but offers a fixed rate below saturation, which is what a latency target means.
 
+With `--workers 1,2` it instead starts one `typecase serve --workers W` per W on shared stores (PostgreSQL, Redis,
+a milvus-lite server: what --workers requires), all running at once, and measures them in interleaved rounds
+(direct, 1 worker, 2 workers, direct, ...), so that each sees the same machine load over the run; it prints each
+one's added TTFB p50 and small streams per second, and the ratio of each to the first W.
+
 Run: .venv/bin/python bench/proxy/run.py [--quick] [--requests 1000] [--concurrency 1,200]
+     .venv/bin/python bench/proxy/run.py --workers 1,2 --concurrency 200 [--rounds 3]
 """
 
 from __future__ import annotations
@@ -46,6 +52,18 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_tree(pid: int) -> float:
+    """CPU time of a process and its children (a supervisor and its workers)."""
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = cpu_seconds(pid)
+    for child in found:
+        try:
+            total += cpu_seconds(int(child))
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
 
 
 def pct(values: list[float], p: float) -> float:
@@ -155,11 +173,11 @@ async def run_load(port: int, clients: int, per_client: int, events: int, event_
                 result.bytes += n
                 result.requests += 1
 
-        cpu0 = cpu_seconds(cpu_pid) if cpu_pid else 0.0
+        cpu0 = cpu_seconds_tree(cpu_pid) if cpu_pid else 0.0
         started = time.perf_counter()
         await asyncio.gather(*(worker(c, i) for i, c in enumerate(connections)))
         result.wall = time.perf_counter() - started
-        result.cpu = cpu_seconds(cpu_pid) - cpu0 if cpu_pid else 0.0
+        result.cpu = cpu_seconds_tree(cpu_pid) - cpu0 if cpu_pid else 0.0
         return result
     finally:
         await asyncio.gather(*(c.close() for c in connections))
@@ -318,7 +336,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--paced-rate", type=float, default=300.0,
                         help="requests/s of the open-loop run with many clients (0: skip it)")
     parser.add_argument("--mib", type=float, default=4.0, help="MiB per large stream for 1 client (concurrent clients get 1/16 each)")
+    parser.add_argument("--workers", default="",
+                        help="e.g. 1,2: compare `serve --workers W` servers on shared stores, interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --workers")
     args = parser.parse_args(argv)
+    if args.workers:
+        return workers_main(args)
     if args.quick:
         args.requests, args.mib = 400, 1.0
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -333,6 +356,192 @@ def main(argv: list[str] | None = None) -> list[Row]:
     for line in report(rows):
         print(line)
     return rows
+
+
+# -- several workers ---------------------------------------------------------------------------------------------
+class SharedStores:
+    """What `serve --workers N` needs: a PostgreSQL database of its own, a Redis database (flushed), a milvus-lite
+    server. PostgreSQL and Redis are the machine's (TYPECASE_TEST_PG_DSN, TYPECASE_TEST_REDIS_URL)."""
+
+    PG = os.environ.get("TYPECASE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    REDIS = os.environ.get("TYPECASE_TEST_REDIS_URL", "redis://127.0.0.1:6379") + "/12"
+
+    def __init__(self, tmp: Path):
+        self.name = f"tc_proxy_bench_{os.getpid()}"
+        self.milvus_port = free_port()
+        self.tmp = tmp
+
+    def _pg(self, sql: str) -> None:
+        import asyncpg
+
+        async def run() -> None:
+            conn = await asyncpg.connect(self.PG, timeout=10)
+            try:
+                await conn.execute(sql)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    def __enter__(self) -> SharedStores:
+        import redis
+
+        redis.Redis.from_url(self.REDIS).flushdb()
+        self._pg(f'CREATE DATABASE "{self.name}"')
+        self.milvus = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir",
+                                        str(self.tmp / "milvus"), "--port", str(self.milvus_port)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.milvus_port, self.milvus)
+        return self
+
+    def env(self) -> dict[str, str]:
+        host = self.PG.split("://", 1)[1].rsplit("/", 1)[0]
+        return {
+            "TYPECASE_DATABASE_URL": f"postgresql+asyncpg://{host}/{self.name}",
+            "TYPECASE_REDIS_URL": self.REDIS,
+            "TYPECASE_MILVUS_URI": f"http://127.0.0.1:{self.milvus_port}",
+        }
+
+    def __exit__(self, *exc) -> None:
+        import redis
+
+        self.milvus.send_signal(signal.SIGTERM)
+        try:
+            self.milvus.wait(15)
+        except subprocess.TimeoutExpired:
+            self.milvus.kill()
+        redis.Redis.from_url(self.REDIS).flushdb()
+        self._pg(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@dataclass
+class Server:
+    workers: int
+    proxy_port: int
+    http_port: int
+    proc: subprocess.Popen
+
+
+def start_servers(tmp: Path, stores: SharedStores, upstream_port: int, counts: list[int]) -> list[Server]:
+    servers = []
+    for i, count in enumerate(counts):
+        server = Server(count, free_port(), free_port(), None)
+        data = tmp / f"server-{i}"
+        env = {
+            **os.environ,
+            **stores.env(),
+            "TYPECASE_DATA_DIR": str(data),
+            "TYPECASE_GRPC_PORT": str(free_port()),
+            "TYPECASE_HTTP_PORT": str(server.http_port),
+            "TYPECASE_ADMIN_API_KEY": KEY,
+            "TYPECASE_PROXY_ENABLED": "true",
+            "TYPECASE_PROXY_PORT": str(server.proxy_port),
+            "TYPECASE_PROXY_TARGET_BASE_URL": f"http://127.0.0.1:{upstream_port}",
+            "TYPECASE_LLM_LOCAL_ENABLED": "false",
+            "TYPECASE_LOG_LEVEL": "WARNING",
+            "HF_HUB_OFFLINE": "1",
+        }
+        data.mkdir(parents=True)
+        log = open(data.with_suffix(".log"), "wb")
+        server.proc = subprocess.Popen([sys.executable, "-m", "typecase.server", "serve", "--workers", str(count)],
+                                       env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        servers.append(server)
+        deadline = time.monotonic() + 180
+        while True:  # one at a time: the first migrates the schema
+            if server.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"serve --workers {count} did not become ready:\n"
+                                   + data.with_suffix(".log").read_text(errors="replace")[-3000:])
+            try:
+                if httpx.get(f"http://127.0.0.1:{server.http_port}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        wait_port(server.proxy_port, server.proc)
+        if count > 1:  # the others start once the first is ready; wait until every worker serves
+            deadline = time.monotonic() + 120
+            while len(subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
+                                     text=True).stdout.split()) < count and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(5)  # their imports and start
+    return servers
+
+
+def stop_servers(servers: list[Server]) -> None:
+    for server in servers:
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGTERM)
+    for server in servers:
+        try:
+            server.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+
+
+async def measure_workers(upstream_port: int, servers: list[Server], clients: int, requests: int,
+                          rounds: int) -> dict[str, Result]:
+    """Interleaved rounds: direct, then each server, `rounds` times; samples pooled per target."""
+    per_client = max(1, requests // clients)
+    pooled: dict[str, Result] = {}
+    targets = [("direct", upstream_port, None)] + [(f"{s.workers} worker(s)", s.proxy_port, s.proc.pid)
+                                                   for s in servers]
+    for _ in range(rounds):
+        for name, port, pid in targets:
+            r = await run_load(port, clients, per_client, 20, 100, cpu_pid=pid)
+            into = pooled.setdefault(name, Result())
+            into.ttfb += r.ttfb
+            into.total += r.total
+            into.requests += r.requests
+            into.wall += r.wall
+            into.cpu += r.cpu
+    return pooled
+
+
+def workers_report(clients: int, pooled: dict[str, Result]) -> list[str]:
+    direct = pooled["direct"]
+    d50 = pct(direct.ttfb, 50)
+    lines = [f"LLM API proxy with several workers: {clients} clients, interleaved rounds, samples pooled "
+             f"(same machine, {os.cpu_count()} cores shared by client, upstream and servers)",
+             f"{'':14}{'TTFB p50':>10}{'added':>10}{'TTFB p95':>10}{'streams/s':>11}{'vs first':>10}{'CPU/req':>10}"]
+    first_rps = None
+    for name, r in pooled.items():
+        rps = r.requests / r.wall
+        first_rps = first_rps or (rps if name != "direct" else None)
+        added = "" if name == "direct" else f"{(pct(r.ttfb, 50) - d50) * 1000:>8.2f}ms"
+        ratio = "" if name == "direct" else f"{rps / first_rps:>9.2f}x"
+        cpu = "" if name == "direct" else f"{r.cpu / max(1, r.requests) * 1e6:>8.0f}us"
+        lines.append(f"{name:14}{pct(r.ttfb, 50) * 1000:>8.2f}ms{added:>10}{pct(r.ttfb, 95) * 1000:>8.2f}ms"
+                     f"{rps:>11.0f}{ratio:>10}{cpu:>10}")
+    return lines
+
+
+def workers_main(args) -> dict[str, Result]:
+    counts = [int(c) for c in args.workers.split(",")]
+    clients = int(args.concurrency.split(",")[-1]) if args.concurrency != "1,200" else 200
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="typecase-proxy-workers-") as tmp_name:
+        tmp = Path(tmp_name)
+        upstream_port = free_port()
+        upstream = subprocess.Popen([sys.executable, str(Path(__file__).with_name("upstream.py")), str(upstream_port)])
+        try:
+            wait_port(upstream_port, upstream)
+            with SharedStores(tmp) as stores:
+                servers = start_servers(tmp, stores, upstream_port, counts)
+                try:
+                    pooled = asyncio.run(measure_workers(upstream_port, servers, clients, args.requests, args.rounds))
+                finally:
+                    stop_servers(servers)
+        finally:
+            upstream.send_signal(signal.SIGTERM)
+            upstream.wait(15)
+    for line in workers_report(clients, pooled):
+        print(line)
+    return pooled
 
 
 if __name__ == "__main__":

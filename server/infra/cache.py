@@ -141,6 +141,11 @@ def _ms(ttl: float) -> int:
     return max(1, int(ttl * 1000))
 
 
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 def _parse_id(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
@@ -186,6 +191,11 @@ class Cache(abc.ABC):
     @abc.abstractmethod
     async def expire(self, key: str, ttl: float) -> bool:
         """Set a TTL on an existing key of any type (streams too); False when the key does not exist."""
+
+    @abc.abstractmethod
+    async def values_under(self, prefix: str) -> dict[str, bytes]:
+        """Every live value whose key starts with `prefix` (keys without our namespace). For small families of
+        keys written by each process (one per worker), not for scanning a large keyspace."""
 
     # pub/sub (fire and forget: only current subscribers receive a message)
     @abc.abstractmethod
@@ -341,6 +351,15 @@ class RedisCache(Cache):
     @_redis_errors
     async def expire(self, key: str, ttl: float) -> bool:
         return bool(await self._client.pexpire(self._k(key), _ms(ttl)))
+
+    @_redis_errors
+    async def values_under(self, prefix: str) -> dict[str, bytes]:
+        keys = [key async for key in self._client.scan_iter(match=_glob_escape(self._k(prefix)) + "*", count=1000)]
+        if not keys:
+            return {}
+        values = await self._client.mget(keys)
+        cut = len(self.prefix)
+        return {k.decode()[cut:]: v for k, v in zip(keys, values, strict=True) if isinstance(v, bytes)}
 
     @_redis_errors
     async def publish(self, channel: str, data: bytes | str) -> int:
@@ -562,6 +581,14 @@ class MemoryCache(Cache):
             return False
         item.expires_at = deadline
         return True
+
+    async def values_under(self, prefix: str) -> dict[str, bytes]:
+        found = {}
+        for key in [k for k in self._items if k.startswith(prefix)]:
+            item = self._live(key)
+            if item is not None and isinstance(item.value, bytes):
+                found[key] = item.value
+        return found
 
     async def publish(self, channel: str, data: bytes | str) -> int:
         payload = _encode(data)

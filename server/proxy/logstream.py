@@ -7,6 +7,9 @@ Live: each StreamLogs client owns a bounded queue. Publishing never waits: when 
 line is dropped and counted, and the next line it receives carries that count (`dropped_count`), so a slow reader
 knows exactly how many lines it missed and never slows the proxy.
 
+Across processes (redis_url, `serve --workers`): a shipper (shared.py) numbers lines from one counter, publishes
+them and feeds every process's lines back to the live readers here; see shared.py.
+
 History: lines are JSON documents, one a line, appended in batches by a background flusher (off the event loop) to
 `<dir>/server.jsonl`, which rotates at `max_bytes` into `.1` ... `.<count>` (the oldest is deleted). `seq` keeps
 increasing across restarts and clears. The files are private (0600, in a 0700 directory).
@@ -33,6 +36,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from typecase.server.logs import trace_id_var
+from typecase.server.proxy.shared import LogShipper
 from typecase.server.redact import redact
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
@@ -316,11 +320,14 @@ class LogHub:
         self._flusher: asyncio.Task | None = None
         self._handler: _CaptureHandler | None = None
         self._flush_lock = asyncio.Lock()
+        self.shipper: LogShipper | None = None  # set before start() to stream every process's lines
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.to_thread(self.files.redact_once)
         self.seq = await asyncio.to_thread(self.files.last_seq)
+        if self.shipper is not None:
+            await self.shipper.start(self.seq)
         self._flusher = asyncio.create_task(self._flush_forever(), name="log-flusher")
         self._handler = _CaptureHandler(self, asyncio.get_running_loop(), self.capture_level)
         logging.getLogger().addHandler(self._handler)
@@ -336,6 +343,8 @@ class LogHub:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
         await self.flush()
+        if self.shipper is not None:
+            await self.shipper.stop()
 
     # -- publishing (event loop thread) -----------------------------------------------------------------------
     def publish(
@@ -347,9 +356,11 @@ class LogHub:
         fields: dict[str, Any] | None = None,
         when: float | None = None,
     ) -> LogLine:
-        self.seq += 1
+        shared = self.shipper is not None
+        if not shared:
+            self.seq += 1
         line = LogLine(
-            self.seq,
+            0 if shared else self.seq,  # shared: numbered when shipped
             when or time.time(),
             level,
             logger,
@@ -358,9 +369,46 @@ class LogHub:
             _redacted_fields(fields) if fields else {},
         )
         self._pending.append(line)
+        if not shared:
+            self._offer(line)
+        return line
+
+    def _offer(self, line: LogLine) -> None:
         for subscriber in self._subscribers:
             subscriber.offer(line)
-        return line
+
+    def deliver(self, texts: list[str]) -> None:
+        """Lines of every process, from the shipper's channel."""
+        if self._subscribers:
+            for text in texts:
+                line = LogLine.from_json(text)
+                if line is not None:
+                    self._offer(line)
+
+    async def _number(self, batch: list[LogLine]) -> list[str]:
+        """Shared: seq numbers from the cluster counter, then publish; locally numbered while the cache is down."""
+        try:
+            first = await self.shipper.numbers(len(batch))
+        except Exception as exc:
+            print(f"typecase: cannot number log lines in the cache, numbering them here: {exc}", flush=True)
+            first = None
+        if first is None:
+            for line in batch:
+                self.seq += 1
+                line.seq = self.seq
+                self._offer(line)
+            return [line.to_json() for line in batch]
+        for i, line in enumerate(batch):
+            line.seq = first + i
+        self.seq = max(self.seq, batch[-1].seq)
+        texts = [line.to_json() for line in batch]
+        try:
+            await self.shipper.publish(texts)
+        except Exception as exc:
+            print(f"typecase: cannot publish log lines to the cache: {exc}", flush=True)
+            for line in batch:
+                self._offer(line)
+        return texts
 
     def subscribe(self, log_filter: LogFilter) -> Subscriber:
         subscriber = Subscriber(log_filter, self.subscriber_queue)
@@ -376,7 +424,8 @@ class LogHub:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
-            await asyncio.to_thread(self.files.append, [line.to_json() for line in batch])
+            texts = await self._number(batch) if self.shipper is not None else [line.to_json() for line in batch]
+            await asyncio.to_thread(self.files.append, texts)
 
     async def _flush_forever(self) -> None:
         while True:

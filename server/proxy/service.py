@@ -3,6 +3,8 @@
 The servicer also owns the LLM API proxy listener (started in `start()` when proxy_enabled), because the proxy's
 configuration, statistics and logs are what this service administers. Every RPC requires an admin. Who may use the
 proxy is access.py's concern; a configuration that would open it to anyone is refused at start and on update.
+Over 600 lines on purpose: one servicer's RPCs, each short and self-contained; what crosses processes (stats and
+logs of every worker) lives in shared.py.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from google.rpc import code_pb2, error_details_pb2
 from sqlalchemy import func, select
 
 from typecase.server.infra.audit import AuditEventRow, AuditLog
+from typecase.server.infra.cache import Cache
 from typecase.server.infra.http import AiohttpTransport
 from typecase.server.proxy.access import KeyVerifier, is_loopback, open_access_problem
 from typecase.server.proxy.config_store import (
@@ -34,6 +37,7 @@ from typecase.server.proxy.config_store import (
 from typecase.server.proxy.forward import SOURCE_PROXY, ProxyApp, ProxyConfig
 from typecase.server.proxy.listener import ProxyListener
 from typecase.server.proxy.logstream import INFO, WARNING, LogFiles, LogFilter, LogHub, LogLine
+from typecase.server.proxy.shared import LogShipper, SharedStats, StatsView
 from typecase.server.proxy.stats import Aggregate, RequestStats, percentile
 from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
@@ -111,10 +115,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         auth: Users | None = None,
         request_restart=None,
         proxy_keys: KeyVerifier | None = None,
+        cache: Cache | None = None,
     ):
         """`auth`: the auth domain's users (usernames for audit events); `request_restart`: the App's graceful
         re-exec (RestartServer fails with UNAVAILABLE without it); `proxy_keys`: checks the proxy's access keys
-        (the proxy does not start without it unless proxy_access_keys is off)."""
+        (the proxy does not start without it unless proxy_access_keys is off); `cache`: with redis_url, the
+        shared cache through which stats and log lines of every process are shown (shared.py)."""
         self.settings = settings
         self.proxy_keys = proxy_keys
         self.audit = audit
@@ -132,6 +138,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             capture_level=settings.proxy_log_capture_level,
             replay_max_lines=settings.proxy_log_replay_max_lines,
         )
+        shared = cache is not None and bool(settings.redis_url)
+        self.shared_stats: SharedStats | None = None
+        if shared and settings.proxy_stats_share_seconds > 0:
+            self.shared_stats = SharedStats(cache, self.stats, settings.proxy_stats_share_seconds)
+        if shared and settings.proxy_log_share_seconds > 0:
+            self.logs.shipper = LogShipper(cache, self.logs.deliver)
+            self.logs.flush_seconds = min(self.logs.flush_seconds, settings.proxy_log_share_seconds)
         self.proxy: ProxyApp | None = None
         self.proxy_port: int | None = None
         self._listen_host = ""
@@ -186,8 +199,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             )
         if self.settings.proxy_config_reload_seconds > 0:
             self._reloader = asyncio.create_task(self._reload_forever(), name="proxy-config-reload")
+        if self.shared_stats is not None:
+            await self.shared_stats.start()
 
     async def stop(self) -> None:
+        if self.shared_stats is not None:
+            await self.shared_stats.stop()
         if self._restart_handle is not None:
             self._restart_handle.cancel()
         if self._reloader is not None:
@@ -244,6 +261,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 log.exception("cannot reload the runtime config")
 
     # -- stats ------------------------------------------------------------------------------------------------
+    async def _stats(self) -> RequestStats | StatsView:
+        """This process's stats, or every live process's merged when they are shared."""
+        return self.stats if self.shared_stats is None else await self.shared_stats.view()
+
     async def GetStats(self, request, context):
         caller.require_admin()
         if request.recent_limit < 0:
@@ -255,21 +276,22 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             if window <= 0:
                 raise invalid_argument("window", "must be positive")
         source = request.source
+        stats = await self._stats()
         now = time.time()
         since = now - window if window is not None else 0.0
-        records = [r for r in self.stats.recent if (not source or r.source == source) and r.time >= since]
+        records = [r for r in stats.recent if (not source or r.source == source) and r.time >= since]
         if window is None:  # since the start: every request, or every request of one surface
-            agg = self.stats.totals if not source else self.stats.by_source.get(source, Aggregate())
-            start = self.stats.start_time
+            agg = stats.totals if not source else stats.by_source.get(source, Aggregate())
+            start = stats.start_time
         else:  # over the retained requests (the latest proxy_recent_requests)
-            agg = Aggregate.of(records, self.stats.max_keys)
-            start = max(self.stats.start_time, since)
+            agg = Aggregate.of(records, stats.max_keys)
+            start = max(stats.start_time, since)
         reply = admin_pb2.GetStatsResponse(
             start_time=_stamp(start),
             total_requests=agg.requests,
             success_count=agg.successes,
             failure_count=agg.failures,
-            in_flight=self.stats.in_flight if source in (0, SOURCE_PROXY) else 0,
+            in_flight=stats.in_flight if source in (0, SOURCE_PROXY) else 0,
             by_status=dict(agg.by_status),
             by_path=dict(agg.by_path),
             prompt_tokens=agg.prompt_tokens,
@@ -327,7 +349,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 and (since is None or e.time >= since)
             )
 
-        matching = [e for e in reversed(self.stats.errors) if keep(e)]
+        matching = [e for e in reversed((await self._stats()).errors) if keep(e)]
         page = [e for e in matching if before is None or e.id < before][: size + 1]
         reply = admin_pb2.ListErrorsResponse(total_size=len(matching))
         for e in page[:size]:

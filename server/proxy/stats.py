@@ -184,6 +184,21 @@ class Aggregate:
         self.request_bytes += r.request_bytes
         self.response_bytes += r.response_bytes
 
+    def merge(self, other: Aggregate, max_keys: int) -> None:
+        """Add another process's totals (keys past max_keys count under "(other)", as in `add`)."""
+        for name in ("requests", "successes", "failures", "prompt_tokens", "completion_tokens", "ttfb_count"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("ttfb_sum", "latency_sum", "request_bytes", "response_bytes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.by_status.update(other.by_status)
+        for path, n in other.by_path.items():
+            self.by_path[path if path in self.by_path or len(self.by_path) < max_keys else OTHER] += n
+        for name, m in other.by_model.items():
+            key = name if name in self.by_model or len(self.by_model) < max_keys else OTHER
+            mine = self.by_model.setdefault(key, ModelAggregate())
+            for f in ModelAggregate.__slots__:
+                setattr(mine, f, getattr(mine, f) + getattr(m, f))
+
     @classmethod
     def of(cls, records: Iterable[RequestRecord], max_keys: int) -> Aggregate:
         agg = cls()
@@ -202,15 +217,17 @@ class RequestStats:
         self.recent: deque[RequestRecord] = deque(maxlen=recent_requests)
         self.errors: deque[ErrorRecord] = deque(maxlen=recent_errors)
         self._error_ids = itertools.count(1)
+        self.changes = 0  # bumped on every change, so that a publisher (shared.py) skips unchanged snapshots
 
     def begin(self) -> None:
+        self.changes += 1
         self.in_flight += 1
         IN_FLIGHT.inc()
 
     def finish(self, record: RequestRecord, error: tuple[str, int, str] | None = None, message: str = "") -> None:
         """Account one completed request. `error` = (reason, upstream status, upstream body) for a failure."""
         self.in_flight -= 1
-        IN_FLIGHT.dec()
+        IN_FLIGHT.dec()  # (changes: counted in _keep)
         route = route_label(record.path)
         REQUESTS.labels(route, str(record.status)).inc()
         REQUEST_SECONDS.labels(route).observe(record.latency)
@@ -232,6 +249,7 @@ class RequestStats:
         self._keep(record, error, message)
 
     def _keep(self, record: RequestRecord, error: tuple[str, int, str] | None, message: str) -> None:
+        self.changes += 1
         self.totals.add(record, self.max_keys)
         self.by_source.setdefault(record.source, Aggregate()).add(record, self.max_keys)
         self.recent.append(record)

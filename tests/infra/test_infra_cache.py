@@ -78,6 +78,19 @@ async def test_expire(cache: Cache) -> None:
         await cache.expire("k", 0)
 
 
+async def test_values_under_a_prefix_are_live_values_only_and_taken_literally(cache: Cache) -> None:
+    await cache.set("stats:a", "1")
+    await cache.set("stats:b", "2", ttl=0.1)
+    await cache.set("stats*x", "glob")  # a pattern character in a key is not a wildcard
+    await cache.set("other:c", "3")
+    await cache.xadd("stats:stream", {"f": "v"})  # not a value
+    assert await cache.values_under("stats:") == {"stats:a": b"1", "stats:b": b"2"}
+    assert await cache.values_under("stats*") == {"stats*x": b"glob"}
+    await asyncio.sleep(0.25)
+    assert await cache.values_under("stats:") == {"stats:a": b"1"}
+    assert await cache.values_under("nothing:") == {}
+
+
 async def test_incr_counts_and_sets_ttl_only_on_creation(cache: Cache) -> None:
     assert await cache.incr("n") == 1
     assert await cache.incr("n", 5) == 6

@@ -1,6 +1,7 @@
 """`typecase serve --workers N`: refused in embedded mode with the settings to set; on shared stores (PostgreSQL, a
 Redis and a Milvus server of the test's own) two workers serve the same ports, /metrics sums them, a killed worker
-is restarted while the other serves every new call meanwhile, and SIGTERM drains them all."""
+is restarted while the other serves every new call meanwhile, and SIGTERM drains them all; the admin traffic stats
+on either worker count both."""
 
 from __future__ import annotations
 
@@ -55,6 +56,16 @@ def get_me_calls(url: str) -> float:
     return sum(float(v) for v in found)
 
 
+def admin_get_me_counts(url: str) -> set[float]:
+    """GetMe calls in /v1/admin/stats as each of several new connections (so: workers) sees them."""
+    seen = set()
+    for _ in range(8):
+        with httpx.Client(timeout=10) as http:
+            by_path = http.get(f"{url}/v1/admin/stats", headers=AUTH).json()["by_path"]
+        seen.add(float(by_path.get("/typecase.v1.AuthService/GetMe", 0)))
+    return seen
+
+
 def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_database_url):
     redis, milvus = RedisServer(tmp_path).start(), MilvusServer(tmp_path).start()
     http_port = free_port()
@@ -75,6 +86,9 @@ def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_d
         for _ in range(20):
             serving_process(url)
         assert get_me_calls(url) == before + 20
+        # So is the admin traffic view: each worker publishes its stats to Redis, either one merges them all.
+        calls = get_me_calls(url)
+        wait_for(lambda: admin_get_me_counts(url) == {calls}, 15, "both workers' calls in either's stats", supervisor)
 
         os.kill(first[0], signal.SIGKILL)
         # Connections the kernel had queued on the dead worker's socket are reset; once the supervisor has

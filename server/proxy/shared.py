@@ -1,0 +1,218 @@
+"""What AdminService shows across processes: request stats and live log lines of every worker and replica.
+
+Under `serve --workers N` (or several replicas on one Redis) each process counts its own requests and keeps its own
+log lines, while a GetStats or StreamLogs call lands on one of them. With redis_url set:
+
+- Stats are aggregated on read. Each process publishes a snapshot of its RequestStats (totals, per surface, per
+  model, in flight, the retained recent requests and errors) under `admin:stats:<worker>` with a TTL of a few
+  publish periods, only when something changed since the last one (an idle process only refreshes the TTL).
+  GetStats and ListErrors merge this process's live stats with every other live snapshot: counters summed, recent
+  requests and errors merged by time, p95 over the merged retained requests (what one process computes today). A
+  worker that stopped drops out when its key expires; a restarted one starts from zero, as one process does.
+- Log lines go through one channel. A process numbers its pending lines from one Redis counter (one INCRBY per
+  batch, every proxy_log_share_seconds), publishes them, already redacted, as JSON lines on `admin:logs`, and
+  appends them to its history file; every process's StreamLogs clients are fed from that channel, so a client sees
+  every worker's lines, in one `seq` order per batch. Nothing is decoded while nobody streams.
+
+Without Redis (embedded, one process) none of this runs: RequestStats and LogHub work exactly as before. If Redis
+is unreachable, GetStats answers with this process's stats and log lines are numbered locally until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import operator
+import os
+import secrets
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import orjson
+
+from typecase.server.infra.cache import Cache, listen_forever
+from typecase.server.proxy.stats import Aggregate, ErrorRecord, ModelAggregate, RequestRecord, RequestStats
+
+log = logging.getLogger("typecase.proxy")
+
+STATS_PREFIX = "admin:stats:"
+LOG_CHANNEL = "admin:logs"
+LOG_SEQ_KEY = "admin:logs:seq"
+_RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
+_ERROR_FIELDS = tuple(f.name for f in fields(ErrorRecord))
+_AGG_NUMBERS = tuple(f.name for f in fields(Aggregate) if f.name not in ("by_status", "by_path", "by_model"))
+_MODEL_FIELDS = tuple(f.name for f in fields(ModelAggregate))
+_record_values = operator.attrgetter(*_RECORD_FIELDS)
+_error_values = operator.attrgetter(*_ERROR_FIELDS)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class StatsView:
+    """The stats of several processes, shaped like RequestStats for AdminService (lists oldest first)."""
+
+    start_time: float
+    max_keys: int
+    totals: Aggregate
+    by_source: dict[int, Aggregate]
+    in_flight: int
+    recent: list[RequestRecord]
+    errors: list[ErrorRecord]
+
+
+def _agg_out(agg: Aggregate) -> dict:
+    out = {name: getattr(agg, name) for name in _AGG_NUMBERS}
+    out["by_status"] = dict(agg.by_status)
+    out["by_path"] = dict(agg.by_path)
+    out["by_model"] = {k: [getattr(m, f) for f in _MODEL_FIELDS] for k, m in agg.by_model.items()}
+    return out
+
+
+def _agg_in(data: dict) -> Aggregate:
+    agg = Aggregate(**{name: data[name] for name in _AGG_NUMBERS})
+    agg.by_status = Counter(data["by_status"])
+    agg.by_path = Counter(data["by_path"])
+    agg.by_model = {k: ModelAggregate(*v) for k, v in data["by_model"].items()}
+    return agg
+
+
+def snapshot(stats: RequestStats, worker: str) -> bytes:
+    return orjson.dumps(
+        {
+            "worker": worker,
+            "start": stats.start_time,
+            "in_flight": stats.in_flight,
+            "totals": _agg_out(stats.totals),
+            "by_source": {str(k): _agg_out(v) for k, v in stats.by_source.items()},
+            "recent": list(map(_record_values, stats.recent)),
+            "errors": list(map(_error_values, stats.errors)),
+        },
+    )
+
+
+def merged(local: RequestStats, snapshots: list[bytes]) -> StatsView:
+    """This process's live stats plus other processes' snapshots. Errors get ids from their time in microseconds
+    (unique across processes but for two errors in the same microsecond), so ListErrors pages by id as before."""
+    keys = local.max_keys
+    totals, by_source = Aggregate(), {}
+    start, in_flight = local.start_time, local.in_flight
+    recent, errors = list(local.recent), [dataclasses.replace(e) for e in local.errors]  # ids are rewritten
+
+    def add(total: Aggregate, sources: dict[int, Aggregate]) -> None:
+        totals.merge(total, keys)
+        for source, agg in sources.items():
+            by_source.setdefault(source, Aggregate()).merge(agg, keys)
+
+    add(local.totals, local.by_source)
+    for blob in snapshots:
+        try:
+            data = orjson.loads(blob)
+            add(_agg_in(data["totals"]), {int(k): _agg_in(v) for k, v in data["by_source"].items()})
+            start, in_flight = min(start, data["start"]), in_flight + data["in_flight"]
+            recent += [RequestRecord(*r) for r in data["recent"]]
+            errors += [ErrorRecord(*e) for e in data["errors"]]
+        except (ValueError, KeyError, TypeError) as exc:  # another version's format (orjson: ValueError): skipped
+            log.warning("skipping an unreadable stats snapshot: %s", exc)
+    recent.sort(key=lambda r: r.time)
+    errors.sort(key=lambda e: (e.time, e.id))
+    last = 0
+    for e in errors:  # time-based ids, strictly increasing in list order
+        e.id = last = max(last + 1, int(e.time * 1_000_000))
+    return StatsView(start, keys, totals, by_source, in_flight, recent, errors)
+
+
+class SharedStats:
+    """Publishes this process's RequestStats and merges every live process's on read."""
+
+    def __init__(self, cache: Cache, stats: RequestStats, every: float):
+        self.cache = cache
+        self.stats = stats
+        self.every = every
+        self.ttl = max(3 * every, every + 2.0)
+        self.worker = worker_id()
+        self.key = STATS_PREFIX + self.worker
+        self._published = -1
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._publish_forever(), name="stats-share")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self.cache.delete(self.key)  # gone at once, not after the TTL
+        except Exception:
+            pass
+
+    async def publish(self) -> None:
+        if self.stats.changes != self._published:
+            changes = self.stats.changes
+            await self.cache.set(self.key, snapshot(self.stats, self.worker), self.ttl)
+            self._published = changes
+        else:
+            await self.cache.expire(self.key, self.ttl)
+
+    async def _publish_forever(self) -> None:
+        while True:
+            try:
+                await self.publish()
+            except Exception as exc:
+                self._published = -1  # republish when the cache is back
+                log.warning("cannot publish request stats to the cache: %s", exc)
+            await asyncio.sleep(self.every)
+
+    async def view(self) -> StatsView:
+        try:
+            found = await self.cache.values_under(STATS_PREFIX)
+        except Exception as exc:
+            log.warning("cannot read other processes' request stats; showing this one's: %s", exc)
+            found = {}
+        found.pop(self.key, None)  # this process's own: its live stats, not the last snapshot
+        return merged(self.stats, list(found.values()))
+
+
+class LogShipper:
+    """Numbers log lines cluster-wide, publishes them and feeds lines of every process to `deliver`."""
+
+    def __init__(self, cache: Cache, deliver: Callable[[list[str]], None]):
+        self.cache = cache
+        self.deliver = deliver
+        self.ready = asyncio.Event()
+        self._listener: asyncio.Task | None = None
+
+    async def start(self, last_seq: int) -> None:
+        """Continue the cluster sequence, never below this history's last seq."""
+        await self.cache.set_if_absent(LOG_SEQ_KEY, last_seq)
+        current = await self.cache.incr(LOG_SEQ_KEY, 0)
+        if current < last_seq:
+            await self.cache.incr(LOG_SEQ_KEY, last_seq - current)
+        self._listener = asyncio.create_task(
+            listen_forever(self.cache, LOG_CHANNEL, self._received, self.ready, "log stream"), name="log-listen"
+        )
+        async with asyncio.timeout(10):
+            await self.ready.wait()
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+
+    async def numbers(self, count: int) -> int:
+        """The first of `count` consecutive seq numbers reserved for this process."""
+        return await self.cache.incr(LOG_SEQ_KEY, count) - count + 1
+
+    async def publish(self, lines: list[str]) -> None:
+        await self.cache.publish(LOG_CHANNEL, "\n".join(lines))
+
+    def _received(self, text: str) -> None:
+        self.deliver(text.splitlines())

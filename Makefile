@@ -9,7 +9,7 @@ PROTOS := $(wildcard proto/typecase/v1/*.proto)
 , := ,
 
 .PHONY: install run test gen gen-check sdk-gen sdk-gen-check lint-proto lint bench clean ts console console-if-npm \
-	openapi-ts
+	openapi-ts typecheck
 
 # Pinned here as in pyproject.toml: installed on its own so that its long compile is announced and timed.
 LLAMA_CPP := llama-cpp-python==0.3.36
@@ -63,6 +63,12 @@ lint: install
 	$(VENV)/bin/ruff check server
 	$(VENV)/bin/ruff format --check server
 
+# mypy over server/ as the package typecase.server: setuptools maps that package onto server/, which mypy cannot
+# follow, so a link .mypy-src/typecase/server -> server/ gives it the package's real name (pyproject.toml [tool.mypy]).
+typecheck: install
+	@mkdir -p .mypy-src/typecase && ln -sfn ../../server .mypy-src/typecase/server
+	$(PY) -m mypy -p typecase.server
+
 lint-proto: $(BUF)
 	$(BUF) lint
 
@@ -107,7 +113,7 @@ $(CONSOLE_STAMP): console/package-lock.json console/package.json
 console: ts $(CONSOLE_STAMP)
 	cd console && npm run --silent build
 
-test: install lint lint-proto gen-check sdk-gen-check ts console openapi-ts
+test: install lint typecheck lint-proto gen-check sdk-gen-check ts console openapi-ts
 	$(PY) -m pytest -q
 
 bench: install

@@ -55,7 +55,9 @@ _ANY_NEEDED_BYTES = re.compile(b"|".join(re.escape(n.encode()) for n in _NEEDED)
 
 def may_hold_credentials(text: str | bytes) -> bool:
     """False when `text` certainly holds nothing redact() would mask (a cheap test for whole records)."""
-    return (_ANY_NEEDED_BYTES if isinstance(text, bytes) else _ANY_NEEDED).search(text.lower()) is not None
+    if isinstance(text, bytes):
+        return _ANY_NEEDED_BYTES.search(text.lower()) is not None
+    return _ANY_NEEDED.search(text.lower()) is not None
 
 
 @functools.cache

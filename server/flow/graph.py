@@ -16,7 +16,7 @@ templates that do not parse and variables that are not defined upstream.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,7 +140,7 @@ class Graph:
         if self.start_id:
             on_path: set[str] = set()
             seen: set[str] = set()
-            stack: list[tuple[str, Iterable[Edge]]] = [(self.start_id, iter(self.out_edges[self.start_id]))]
+            stack: list[tuple[str, Iterator[Edge]]] = [(self.start_id, iter(self.out_edges[self.start_id]))]
             on_path.add(self.start_id)
             seen.add(self.start_id)
             while stack:

@@ -219,7 +219,10 @@ def _reference_path(source: str) -> tuple[str, ...] | None:
     if match is None:
         return None
     expr = match.group(1)
-    head = re.match(r"[A-Za-z_][A-Za-z0-9_]*", expr).group(0)
+    head_match = re.match(r"[A-Za-z_][A-Za-z0-9_]*", expr)
+    if head_match is None:
+        return None
+    head = head_match.group(0)
     parts: list[Any] = [head]
     for attr, index in _PATH_PART.findall(expr[len(head) :]):
         parts.append(attr if attr else int(index))

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote
@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, Router
+from starlette.types import Message, Receive, Scope, Send
 
 from . import jsontext, openapi
 from .bindings import Binding, build_bindings
@@ -51,9 +52,6 @@ from .streaming import (
 
 log = logging.getLogger("typecase.gateway")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _CANCELLED = grpc.StatusCode.CANCELLED
 _CLIENT_STREAM_JSON_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json"}
@@ -567,7 +565,7 @@ class Gateway:
         scope.setdefault("state", {})["trace_id"] = trace_id
         trace = trace_id.encode("latin-1")
 
-        async def send_with_headers(message: dict[str, Any]) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
                 headers.append((b"x-trace-id", trace))

@@ -122,7 +122,7 @@ class Binding:
         self, msg: Message, body: bytes, content_type: str, max_json_depth: int = jsontext.DEFAULT_MAX_DEPTH
     ) -> None:
         if self.body_is_httpbody:
-            target = msg if self.body_field is None else getattr(msg, self.body_field.name)
+            target: Any = msg if self.body_field is None else getattr(msg, self.body_field.name)
             target.content_type = content_type
             target.data = body
             return

@@ -55,7 +55,7 @@ class ChannelTarget:
         self._callables: dict[str, Any] = {}
 
     def prepare(
-        self, method: str, request_cls: type, response_cls: type, client_streaming: bool, server_streaming: bool
+        self, method: str, request_cls: Any, response_cls: Any, client_streaming: bool, server_streaming: bool
     ) -> None:
         kind = {
             (False, False): self.channel.unary_unary,
@@ -67,7 +67,7 @@ class ChannelTarget:
             method,
             request_serializer=request_cls.SerializeToString,
             response_deserializer=response_cls.FromString,
-            _registered_method=True,
+            _registered_method=True,  # type: ignore[call-arg]  # grpcio has it, grpc-stubs not yet
         )
 
     async def unary(

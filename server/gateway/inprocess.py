@@ -187,10 +187,10 @@ class ServicerContext(grpc.aio.ServicerContext):
     def set_trailing_metadata(self, trailing_metadata: Any) -> None:
         self._trailing = tuple(tuple(kv) for kv in trailing_metadata)
 
-    def trailing_metadata(self) -> Metadata:
+    def trailing_metadata(self) -> Metadata:  # type: ignore[override]  # tuples, as grpc.aio hands handlers
         return self._trailing
 
-    def invocation_metadata(self) -> Metadata:
+    def invocation_metadata(self) -> Metadata:  # type: ignore[override]  # tuples, as grpc.aio hands handlers
         return self._metadata
 
     def set_code(self, code: grpc.StatusCode) -> None:
@@ -199,7 +199,7 @@ class ServicerContext(grpc.aio.ServicerContext):
     def set_details(self, details: str) -> None:
         self._details = details
 
-    def code(self) -> grpc.StatusCode | None:
+    def code(self) -> grpc.StatusCode | None:  # type: ignore[override]  # None until set, as in grpc.aio
         return self._code
 
     def details(self) -> str:
@@ -218,7 +218,7 @@ class ServicerContext(grpc.aio.ServicerContext):
     def auth_context(self) -> dict[str, list[bytes]]:
         return dict(_INSECURE_AUTH_CONTEXT)
 
-    def time_remaining(self) -> float | None:
+    def time_remaining(self) -> float | None:  # type: ignore[override]  # None without a deadline, as in grpc.aio
         if self._scope.deadline is None:
             return None
         return max(self._scope.deadline - time.monotonic(), 0.0)
@@ -357,7 +357,7 @@ class InProcess:
         scope.arm_deadline()
         cancelled = False
         try:
-            handler = await self.find_handler(method, metadata)
+            handler: Any = await self.find_handler(method, metadata)  # grpc-stubs type handlers as sync callables
             if handler is None:
                 raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
             if handler.request_streaming and handler.response_streaming:
@@ -433,7 +433,7 @@ class InProcess:
         cancelled = False
         agen: Any = None
         try:
-            handler = await self.find_handler(method, metadata)
+            handler: Any = await self.find_handler(method, metadata)  # grpc-stubs type handlers as sync callables
             if handler is None:
                 raise RpcFailure(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
             if handler.request_streaming:
@@ -495,6 +495,7 @@ class InProcess:
     async def _run_plain_stream(self, behavior: Callable[..., Any], request: Any, ctx: ServicerContext) -> None:
         iterator = await self._run_plain(lambda: iter(behavior(request, _SyncContext(ctx))))
         done = object()
+        assert ctx._emit is not None  # set by the streaming caller
         while True:
             message = await self._run_plain(next, iterator, done)
             if message is done:

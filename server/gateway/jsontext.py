@@ -37,8 +37,8 @@ def too_deep(limit: int, what: str) -> RpcFailure:
 
 
 def check_depth(text: bytes | str, limit: int, what: str = "the request body") -> None:
-    square, curly = ("[", "{") if isinstance(text, str) else (b"[", b"{")
-    if text.count(square) + text.count(curly) <= limit:  # cannot nest deeper than it has brackets
+    brackets = text.count("[") + text.count("{") if isinstance(text, str) else text.count(b"[") + text.count(b"{")
+    if brackets <= limit:  # cannot nest deeper than it has brackets
         return
     if depth(text) > limit:
         raise too_deep(limit, what)

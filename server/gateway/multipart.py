@@ -28,19 +28,19 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.types import Receive
 
 from . import jsontext
 from .bindings import Binding
 from .errors import RpcFailure, invalid_argument
 from .query import QueryBinder
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 _PARSE_ERRORS = {  # python-multipart's messages for its caps, said with the numbers
     "Maximum header size exceeded": "a part header line is longer than {} bytes",
     "Maximum header count exceeded": "a part has more than 8 headers",

@@ -146,16 +146,18 @@ def _parse_scalar(fd: FieldDescriptor, text: str) -> Any:
         except ValueError:
             raise TextError("expected standard or URL-safe base64") from None
     if t == _FD.TYPE_ENUM:
-        ev = fd.enum_type.values_by_name.get(text)
+        enum = fd.enum_type
+        assert enum is not None
+        ev = enum.values_by_name.get(text)
         if ev is not None:
             return ev.number
         if _INT.match(text):
             n = int(text)
-            if n in fd.enum_type.values_by_number:
+            if n in enum.values_by_number:
                 return n
-        names = ", ".join(v.name for v in fd.enum_type.values)
+        names = ", ".join(v.name for v in enum.values)
         raise TextError(f"expected one of {names} (or its number)")
-    raise TextError(f"cannot be set from text ({fd.message_type.full_name})")
+    raise TextError(f"cannot be set from text ({fd.message_type.full_name if fd.message_type else fd.type})")
 
 
 def _parse_message(desc: Descriptor, text: str, cls: type[Message]) -> Message:
@@ -174,7 +176,7 @@ def _parse_message(desc: Descriptor, text: str, cls: type[Message]) -> Message:
         fm = field_mask_pb2.FieldMask(paths=[p for p in text.split(",")] if text else [])
         return cls.FromString(fm.SerializeToString()) if cls is not field_mask_pb2.FieldMask else fm
     if name in WRAPPERS:
-        msg = cls()
+        msg: Any = cls()
         msg.value = _parse_scalar(desc.fields_by_name["value"], text)
         return msg
     if name in ("google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"):
@@ -188,6 +190,7 @@ def _parse_message(desc: Descriptor, text: str, cls: type[Message]) -> Message:
 
 
 def _element_class(msg: Message, fd: FieldDescriptor) -> type[Message]:
+    assert fd.message_type is not None
     return message_factory.GetMessageClass(fd.message_type)
 
 

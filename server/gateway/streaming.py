@@ -22,17 +22,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
+from starlette.types import Receive, Send
 
 from .errors import RpcFailure, status_dict
 from .httpbody import response_headers
 from .metadata import metadata_headers
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 _json_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

@@ -12,12 +12,12 @@ import bisect
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -32,6 +32,7 @@ Value = bytes | str | int | float
 StreamEntry = tuple[str, dict[str, bytes]]
 Message = tuple[str, bytes]
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 REDIS_MAX_CONNECTIONS = 500
@@ -70,7 +71,7 @@ def limits_storage(redis_url: str | None, key_prefix: str, max_connections: int 
         f"async+{scheme}{sep}{rest}",
         implementation="redispy",
         key_prefix=key_prefix,
-        connection_pool=redis_pool(redis_url, max_connections),
+        connection_pool=redis_pool(redis_url, max_connections),  # type: ignore[arg-type]  # passed on to redis-py
     )
 
 
@@ -242,11 +243,13 @@ class Cache(abc.ABC):
 # --------------------------------------------------------------------------------------------------- Redis
 
 
-def _redis_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _redis_errors(
+    fn: Callable[Concatenate[RedisCache, P], Awaitable[T]],
+) -> Callable[Concatenate[RedisCache, P], Coroutine[Any, Any, T]]:
     """Surface connection failures as CacheUnavailable (redis-py already retried and will reconnect)."""
 
     @wraps(fn)
-    async def wrapper(self: RedisCache, *args: Any, **kw: Any) -> T:
+    async def wrapper(self: RedisCache, *args: P.args, **kw: P.kwargs) -> T:
         try:
             return await fn(self, *args, **kw)
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
@@ -284,7 +287,8 @@ class RedisCache(Cache):
         self.prefix = key_prefix
         self.name = "cache/redis"
         # No socket read timeout: blocking XREADs legitimately wait; keepalive + health checks catch dead peers.
-        self._client = aioredis.Redis(
+        # Any: redis-py types every reply as bytes | str | Awaitable, whatever decode_responses says.
+        self._client: Any = aioredis.Redis(
             connection_pool=redis_pool(
                 url,
                 max_connections,
@@ -384,9 +388,9 @@ class RedisCache(Cache):
                 pass
 
     @staticmethod
-    async def _await_confirmations(pubsub: Any, expected: int) -> list[Message]:
+    async def _await_confirmations(pubsub: Any, expected: int) -> list[tuple[bytes, bytes]]:
         # Wait until Redis acknowledged every channel; messages that race ahead are kept for the iterator.
-        early: list[Message] = []
+        early: list[tuple[bytes, bytes]] = []
         confirmed = 0
         async with asyncio.timeout(10):
             while confirmed < expected:
@@ -446,7 +450,7 @@ def _decode_entries(entries: list[Any]) -> list[StreamEntry]:
 
 
 class _RedisSubscription:
-    def __init__(self, pubsub: Any, prefix_len: int, early: list[Message], display_url: str):
+    def __init__(self, pubsub: Any, prefix_len: int, early: list[tuple[bytes, bytes]], display_url: str):
         self._pubsub = pubsub
         self._prefix_len = prefix_len
         self._early = deque(early)

@@ -163,7 +163,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             content: bytes | AsyncIterable[bytes] = request.content
         except httpx.RequestNotRead:
-            content = request.stream
+            content = request.stream  # type: ignore[assignment]  # an AsyncClient always has an async stream
         raw = await self.send(
             request.method,
             str(request.url),

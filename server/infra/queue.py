@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +33,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Integer, String, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .sql import Base, Database, JSONType, id_column, utcnow
+from .sql import Base, Database, JSONType, affected, id_column, utcnow
 
 log = logging.getLogger("typecase.jobs")
 
@@ -112,8 +112,8 @@ class Job:
             raise JobLost(self.id)
 
 
-Handler = Callable[[Job], Awaitable[None]]
-FailureHook = Callable[[Job, dict[str, Any]], Awaitable[None]]
+Handler = Callable[[Job], Coroutine[Any, Any, None]]
+FailureHook = Callable[[Job, dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -180,6 +180,7 @@ class JobQueue:
         if self.distributed:
             from taskiq_redis import RedisStreamBroker
 
+            assert self.redis_url is not None  # distributed means a Redis URL
             self._broker = RedisStreamBroker(
                 self.redis_url,
                 queue_name=self.stream,
@@ -378,7 +379,7 @@ class JobQueue:
                 job = await self._claim(job_id)
                 if job is None:
                     return
-                self._running[job_id] = asyncio.current_task()
+                self._running[job_id] = asyncio.current_task()  # type: ignore[assignment]  # always in a task
                 try:
                     await self._run(job)
                 finally:
@@ -409,7 +410,7 @@ class JobQueue:
                 )
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:
+            if affected(result) != 1:
                 return None
             row = await session.scalar(select(JobRow).where(JobRow.id == job_id))
         if row is None or row.kind not in self._kinds:
@@ -442,7 +443,7 @@ class JobQueue:
                 .values(lease_expire_time=now + timedelta(seconds=self.lease), update_time=now, **values)
                 .execution_options(synchronize_session=False)
             )
-            return result.rowcount == 1
+            return affected(result) == 1
 
     async def _finish_job(self, job: Job, **values: Any) -> bool:
         async with self.db.session() as session:
@@ -457,7 +458,7 @@ class JobQueue:
                 .values(lease_owner=None, lease_expire_time=None, update_time=utcnow(), **values)
                 .execution_options(synchronize_session=False)
             )
-            return result.rowcount == 1
+            return affected(result) == 1
 
     async def _heartbeat(self, job: Job, handler_task: asyncio.Task) -> None:
         interval = max(self.lease / 3, 0.2)

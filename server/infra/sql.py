@@ -65,6 +65,11 @@ def new_id() -> str:
     return str(ULID())
 
 
+def affected(result: Any) -> int:
+    """Rows an UPDATE or DELETE touched (`session.execute` is typed as returning a plain Result, which has none)."""
+    return result.rowcount
+
+
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime (what UTCDateTime columns store and return)."""
     return datetime.now(UTC)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 import urllib3
@@ -461,7 +461,7 @@ class S3Storage(ObjectStorage):
                 self._client.put_object,
                 self.bucket,
                 key,
-                reader,
+                cast(BinaryIO, reader),  # a RawIOBase read in the worker thread
                 -1,
                 content_type=content_type,
                 part_size=S3_PART_SIZE,

@@ -135,7 +135,12 @@ def _literal(node: ast.AST) -> Any:
         return node.value
     if isinstance(node, ast.List | ast.Tuple):
         return [_literal(e) for e in node.elts]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, ast.USub)
+        and isinstance(node.operand, ast.Constant)
+        and isinstance(node.operand.value, int | float)
+    ):
         return -node.operand.value
     if isinstance(node, ast.Name) and node.id in ("true", "false", "True", "False"):
         return node.id.lower() == "true"

@@ -367,7 +367,7 @@ class EmbeddedVectorStore:
             raise ValueError("vectors must be finite numbers")
         if c.metric == "COSINE":
             norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.where(norms == 0, 1, norms)
+            vectors = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32, copy=False)
         fields = [{k: v for k, v in latest[i].items() if k not in ("id", "vector")} for i in ids]
         dead = [c.slot_of[i] for i in ids if i in c.slot_of]
         n = c.snapshot.n
@@ -501,7 +501,7 @@ class EmbeddedVectorStore:
             raise ValueError(f"query vectors must have dimension {c.dim}, got shape {q.shape}")
         if c.metric == "COSINE":
             norms = np.linalg.norm(q, axis=1, keepdims=True)
-            q = q / np.where(norms == 0, 1, norms)
+            q = (q / np.where(norms == 0, 1, norms)).astype(np.float32, copy=False)
         rows = c.select(s, expr, self._write)
         matrix = s.matrix[: s.n]
         # Few rows (a file filter): gather them; many: one full product is cheaper than the gather.

@@ -185,7 +185,7 @@ class Splitter:
 
     def _pieces(self, text: str, start: int, end: int, pattern) -> list[tuple[int, int]]:
         """Contiguous pieces covering [start, end), cut at every match (kept before or after the cut)."""
-        cuts = []
+        cuts: list[int] = []
         for m in pattern.finditer(text[start:end]):
             self._in_time()
             cut = start + (m.start() if (self.rule.separator_before or m.start() == m.end()) else m.end())

@@ -39,8 +39,9 @@ def rpc_type_of(handler: grpc.RpcMethodHandler) -> str:
 
 def wrap_handler(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around):
     rpc_type = rpc_type_of(handler)
-    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-
+    # Any: grpc.aio handlers are coroutines or async generators, typed by grpc-stubs as the sync kinds.
+    behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    wrapped: Callable[..., Any]
     if handler.response_streaming and inspect.isasyncgenfunction(behavior):
 
         async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:

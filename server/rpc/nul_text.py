@@ -19,10 +19,11 @@ zero bytes on the wire), and one check in one place was preferred to two.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
@@ -38,6 +39,7 @@ def _kind(fd: FieldDescriptor) -> int:
         if fd.type == FieldDescriptor.TYPE_STRING:
             kind = _TEXTS if fd.is_repeated else _TEXT
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            assert fd.message_type is not None
             kind = _MAP if fd.message_type.GetOptions().map_entry else _MESSAGES if fd.is_repeated else _MESSAGE
         else:  # numbers, enums, bytes
             kind = _SKIP
@@ -75,6 +77,7 @@ def _find(message: Message) -> list[str] | None:
 
 
 def _find_in_map(fd: FieldDescriptor, entries: Any) -> list[str] | None:
+    assert fd.message_type is not None
     value_kind = _kind(fd.message_type.fields_by_name["value"])
     for key, value in entries.items():
         if isinstance(key, str) and "\0" in key:
@@ -88,7 +91,7 @@ def _find_in_map(fd: FieldDescriptor, entries: Any) -> list[str] | None:
 
 
 # Struct, Value and ListValue are walked as the JSON they stand for, so a path reads `params.vars.x[2]`.
-def _find_in_struct(struct: Message) -> list[str] | None:
+def _find_in_struct(struct: struct_pb2.Struct) -> list[str] | None:
     for key, value in struct.fields.items():
         if "\0" in key:
             return [repr(key)]
@@ -98,7 +101,7 @@ def _find_in_struct(struct: Message) -> list[str] | None:
     return None
 
 
-def _find_in_value(value: Message) -> list[str] | None:
+def _find_in_value(value: struct_pb2.Value) -> list[str] | None:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         return [] if "\0" in value.string_value else None
@@ -109,7 +112,7 @@ def _find_in_value(value: Message) -> list[str] | None:
     return None
 
 
-def _find_in_list(values: Message) -> list[str] | None:
+def _find_in_list(values: struct_pb2.ListValue) -> list[str] | None:
     for i, value in enumerate(values.values):
         if (path := _find_in_value(value)) is not None:
             path.append(f"[{i}]")
@@ -117,7 +120,7 @@ def _find_in_list(values: Message) -> list[str] | None:
     return None
 
 
-_JSON_TYPES = {
+_JSON_TYPES: dict[str, Callable[[Any], list[str] | None]] = {
     "google.protobuf.Struct": _find_in_struct,
     "google.protobuf.Value": _find_in_value,
     "google.protobuf.ListValue": _find_in_list,
@@ -152,7 +155,8 @@ class NulTextInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        wrapped: Callable[..., Any]
 
         if handler.request_streaming:
 

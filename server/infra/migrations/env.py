@@ -22,7 +22,7 @@ def _configure(**kw) -> None:
         compare_type=True,
         render_as_batch=True,  # SQLite can only ALTER via table copies; harmless on the other backends
         user_module_prefix="sql.",  # custom types render as sql.UTCDateTime(); the template imports sql
-        on_version_apply=_record_applied,
+        on_version_apply=_record_applied,  # type: ignore[arg-type]  # alembic passes these by keyword
         **kw,
     )
 

@@ -485,7 +485,9 @@ class S3Storage(ObjectStorage):
     async def presigned_get(self, key: str, expires_seconds: int, response_headers: dict[str, str]) -> str | None:
         safe_key(key)
         # S3 overrides response headers only through these query parameters of a signed GET.
-        params = {f"response-{name.lower()}": value for name, value in response_headers.items()}
+        params: dict[str, str | list[str] | tuple[str]] = {
+            f"response-{name.lower()}": value for name, value in response_headers.items()
+        }
         return await asyncio.to_thread(
             self._client.presigned_get_object,
             self.bucket,

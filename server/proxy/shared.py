@@ -100,7 +100,7 @@ def merged(local: RequestStats, snapshots: list[bytes]) -> StatsView:
     """This process's live stats plus other processes' snapshots. Errors get ids from their time in microseconds
     (unique across processes but for two errors in the same microsecond), so ListErrors pages by id as before."""
     keys = local.max_keys
-    totals, by_source = Aggregate(), {}
+    totals, by_source = Aggregate(), dict[int, Aggregate]()
     start, in_flight = local.start_time, local.in_flight
     recent, errors = list(local.recent), [dataclasses.replace(e) for e in local.errors]  # ids are rewritten
 

@@ -34,13 +34,20 @@ def p50(samples: list[float]) -> float:
 
 
 async def timed(fn, n: int) -> list[float]:
+    return (await interleaved([fn], n))[0]
+
+
+async def interleaved(fns, n: int) -> list[list[float]]:
+    """n timings of each function, taken in turn (this machine's speed drifts: compared paths share the drift)."""
     for _ in range(min(20, n)):  # warm-up: connections, caches
-        await fn()
-    out = []
+        for fn in fns:
+            await fn()
+    out: list[list[float]] = [[] for _ in fns]
     for _ in range(n):
-        began = time.perf_counter()
-        await fn()
-        out.append(time.perf_counter() - began)
+        for fn, times in zip(fns, out, strict=True):
+            began = time.perf_counter()
+            await fn()
+            times.append(time.perf_counter() - began)
     return out
 
 
@@ -101,14 +108,12 @@ async def main(calls: int, lists: int) -> dict:
                 async def direct_mcp():
                     result = await client.call_tool("add", {"a": 1, "b": 2})
                     assert result.content[0].text == "3"
-                mcp_direct = await timed(direct_mcp, calls)
-                mcp_typecase = await timed(via_typecase_mcp, calls)
+                mcp_direct, mcp_typecase = await interleaved([direct_mcp, via_typecase_mcp], calls)
 
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc_port}", headers={"X-API-Key": KEY}) as http:
                 async def direct_openapi():
                     assert (await http.get("/api/pets/1")).json()["name"] == "Rex"
-                api_direct = await timed(direct_openapi, calls)
-                api_typecase = await timed(via_typecase_openapi, calls)
+                api_direct, api_typecase = await interleaved([direct_openapi, via_typecase_openapi], calls)
 
             # A catalogue of 1,000 tools: one OpenAPI document with 996 operations beside the built-ins and the above.
             paths = {f"/op{i}": {"get": {"operationId": f"op{i}", "summary": f"Operation {i}", "parameters": [

@@ -74,3 +74,23 @@ async def test_async_upload_and_wait(hosted, tmp_path):
         assert done.status == knowledge_pb2.FILE_STATUS_DONE
         result = await client.knowledge.search([kb.id], "indigo lighthouse keeper", mode="keyword")
         assert result.hits and result.hits[0].file_id == uploaded.id
+
+
+def test_question_answer_base_and_file_download(client, tmp_path):
+    """A "qa" base answers a question by its pair; a file's bytes come back whole or as one range."""
+    qa = client.knowledge.create_knowledge_base("sdk faq", kind="qa")
+    assert qa.kind == knowledge_pb2.KNOWLEDGE_BASE_KIND_QA
+    pair = client.knowledge.create_qa_pair(qa.id, "When is the lighthouse open to visitors?",
+                                           "Saturdays from ten to four.", similar_questions=["Lighthouse hours?"])
+    assert pair.kb_id == qa.id and list(pair.similar_questions) == ["Lighthouse hours?"]
+    hits = client.knowledge.search(qa.id, "When can I visit the lighthouse?", top_k=1).hits
+    assert hits and hits[0].text == "Saturdays from ten to four."
+    with pytest.raises(ValueError, match="kind must be one of"):
+        client.knowledge.create_knowledge_base("sdk bad kind", kind="faq")
+
+    docs = client.knowledge.create_knowledge_base("sdk downloads")
+    path = handbook(tmp_path)
+    uploaded = client.knowledge.upload(docs.id, path)
+    data = path.read_bytes()
+    assert client.knowledge.download_file(uploaded.id) == data
+    assert client.knowledge.download_file(uploaded.id, byte_range="bytes=10-29") == data[10:30]

@@ -193,9 +193,14 @@ def message_pairs(pairs: Iterable[tuple[str, str] | chat_pb2.MessagePair]) -> li
 # -- knowledge --------------------------------------------------------------------------------------------------
 def create_knowledge_base(
     name: str, description: str, embedding_model_id: str, chunking_rule: knowledge_pb2.ChunkingRule | None,
+    kind: str = "documents",
 ) -> knowledge_pb2.CreateKnowledgeBaseRequest:
+    kinds = {"documents": knowledge_pb2.KNOWLEDGE_BASE_KIND_DOCUMENTS, "qa": knowledge_pb2.KNOWLEDGE_BASE_KIND_QA}
+    if kind not in kinds:
+        raise ValueError(f"kind must be one of {', '.join(kinds)}")
     return knowledge_pb2.CreateKnowledgeBaseRequest(knowledge_base=knowledge_pb2.KnowledgeBase(
         name=name, description=description, embedding_model_id=embedding_model_id, chunking_rule=chunking_rule,
+        kind=kinds[kind],
     ))
 
 

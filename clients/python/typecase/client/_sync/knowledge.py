@@ -39,12 +39,18 @@ class Knowledge(Resource):
         self.stub = stub
 
     def create_knowledge_base(self, name: str, *, description: str = "", embedding_model_id: str = "",
-                              chunking_rule: knowledge_pb2.ChunkingRule | None = None,
+                              chunking_rule: knowledge_pb2.ChunkingRule | None = None, kind: str = "documents",
                               timeout: float | None = None) -> knowledge_pb2.KnowledgeBase:
-        request = rq.create_knowledge_base(name, description, embedding_model_id, chunking_rule)
+        """`kind`: "documents" (files cut into chunks) or "qa" (question-answer pairs, matched on the question)."""
+        request = rq.create_knowledge_base(name, description, embedding_model_id, chunking_rule, kind)
         response = self._unary(self.stub.CreateKnowledgeBase, request,
                                knowledge_pb2.CreateKnowledgeBaseResponse, timeout)
         return response.knowledge_base
+
+    def download_file(self, file_id: str, *, byte_range: str = "", timeout: float | None = None) -> bytes:
+        """A file's original bytes, or one range of them ("bytes=0-99", "bytes=100-", "bytes=-50")."""
+        request = knowledge_pb2.DownloadFileRequest(file_id=file_id, range=byte_range, redirect=False)
+        return b"".join([body.data for body in self._stream(self.stub.DownloadFile(request, timeout=timeout))])
 
     def get_knowledge_base(self, kb_id: str, *, timeout: float | None = None) -> knowledge_pb2.KnowledgeBase:
         request = knowledge_pb2.GetKnowledgeBaseRequest(kb_id=kb_id)

@@ -1,0 +1,55 @@
+// Groups and sharing: create a group on the Groups page, add a member by username and make them a group admin,
+// then open a knowledge base, share it with the group at edit level in the Share dialog and see the grant listed;
+// a second grant to the member directly is made and revoked.
+import { assert, run, shot, signIn } from "./harness.mjs";
+
+const MEMBER = process.env.MEMBER;
+const KB_ID = process.env.KB_ID;
+
+run("groups", async (page, result) => {
+  await signIn(page, "/groups");
+  await page.getByRole("link", { name: "Groups" }).waitFor();
+  await page.locator("[data-testid=new-group] input[name=group-name]").fill("research");
+  await page.getByRole("button", { name: "Create group" }).click();
+  await page.waitForURL(/\/groups\/[^/]+$/);
+  result.groupId = new URL(page.url()).pathname.split("/").pop();
+  const detail = page.getByTestId("group-detail");
+  await detail.getByRole("heading", { name: "research" }).waitFor();
+
+  const add = detail.getByTestId("add-member");
+  await add.locator("input[name=member-user]").fill(MEMBER);
+  await add.getByRole("button", { name: "Add member" }).click();
+  const row = detail.locator(`[data-testid=group-members] tr[data-member="${MEMBER}"]`);
+  await row.waitFor();
+  await row.locator("input[name=group-admin]").check();
+  await row.getByText("group admin", { exact: true }).first().waitFor();
+  await row.locator(".badge").waitFor();
+  result.memberBadge = await row.locator(".badge").textContent();
+  result.listSub = await page.locator(`li[data-group-name="research"] .list-sub`).textContent();
+  await shot(page, "groups-detail");
+
+  // Share the knowledge base with the group (edit), and with the member directly (use), then revoke the latter.
+  await page.getByRole("link", { name: "Knowledge" }).click();
+  await page.goto(`${process.env.BASE_URL}/knowledge/${KB_ID}`);
+  await page.getByRole("button", { name: "Share" }).first().click();
+  const dialog = page.getByTestId("share-dialog");
+  await dialog.getByText("Not shared").waitFor();
+  const form = dialog.getByTestId("new-grant");
+  await form.locator("select[name=grantee-type]").selectOption({ label: "group" });
+  await form.locator("select[name=grantee-group]").selectOption({ label: "research" });
+  await form.locator("select[name=grant-new-level]").selectOption({ label: "edit" });
+  await form.getByRole("button", { name: "Share" }).click();
+  await dialog.locator(`[data-testid=grant][data-grantee="group research"]`).waitFor();
+
+  await form.locator("select[name=grantee-type]").selectOption({ label: "user" });
+  await form.locator("input[name=grantee-user]").fill(MEMBER);
+  await form.getByRole("button", { name: "Share" }).click();
+  await dialog.locator("[data-testid=grant]").nth(1).waitFor();
+  result.grantsBeforeRevoke = await dialog.locator("[data-testid=grant]").evaluateAll((rows) => rows.map((r) => ({ grantee: r.dataset.grantee, level: r.dataset.level })));
+  await shot(page, "groups-share");
+  const userGrant = dialog.locator(`[data-testid=grant][data-grantee^="user "]`);
+  await userGrant.getByRole("button", { name: "Revoke" }).click();
+  await userGrant.waitFor({ state: "detached" });
+  result.grants = await dialog.locator("[data-testid=grant]").evaluateAll((rows) => rows.map((r) => ({ grantee: r.dataset.grantee, level: r.dataset.level })));
+  assert(result.grants.length === 1, `one grant left: ${JSON.stringify(result.grants)}`);
+});

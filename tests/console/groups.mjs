@@ -29,7 +29,6 @@ run("groups", async (page, result) => {
   await shot(page, "groups-detail");
 
   // Share the knowledge base with the group (edit), and with the member directly (use), then revoke the latter.
-  await page.getByRole("link", { name: "Knowledge" }).click();
   await page.goto(`${process.env.BASE_URL}/knowledge/${KB_ID}`);
   await page.getByRole("button", { name: "Share" }).first().click();
   const dialog = page.getByTestId("share-dialog");

@@ -112,11 +112,11 @@ function GroupDetail({ group: g, onChanged }: { group: Group; onChanged: () => P
     await onChanged();
   };
 
+  // The checkbox follows the click at once; a refusal puts it back (with the server's reason shown).
   async function setMember(m: GroupMember, groupAdmin: boolean) {
-    await act(async () => {
-      await tc.groups.addGroupMember({ groupId: g.id, member: { userId: m.userId, groupAdmin } });
-      await members.reload();
-    });
+    const put = (value: boolean) => members.setData((prev) => (prev ?? []).map((x) => (x.userId === m.userId ? ({ ...x, groupAdmin: value } as GroupMember) : x)));
+    put(groupAdmin);
+    if (!(await act(async () => void (await tc.groups.addGroupMember({ groupId: g.id, member: { userId: m.userId, groupAdmin } }))))) put(m.groupAdmin);
   }
 
   return (

@@ -1,5 +1,6 @@
 // Groups and sharing: create a group on the Groups page, add a member by username and make them a group admin,
-// then open a knowledge base, share it with the group at edit level in the Share dialog and see the grant listed;
+// then open a knowledge base, share it with the group at use level in the Share dialog, see the grant listed and
+// raise it to edit there;
 // a second grant to the member directly is made and revoked.
 import { assert, run, shot, signIn } from "./harness.mjs";
 
@@ -36,9 +37,14 @@ run("groups", async (page, result) => {
   const form = dialog.getByTestId("new-grant");
   await form.locator("select[name=grantee-type]").selectOption({ label: "group" });
   await form.locator("select[name=grantee-group]").selectOption({ label: "research" });
-  await form.locator("select[name=grant-new-level]").selectOption({ label: "edit" });
+  await form.locator("select[name=grant-new-level]").selectOption({ label: "use" });
   await form.getByRole("button", { name: "Share" }).click();
-  await dialog.locator(`[data-testid=grant][data-grantee="group research"]`).waitFor();
+  const groupGrant = dialog.locator(`[data-testid=grant][data-grantee="group research"]`);
+  await groupGrant.waitFor();
+  result.groupLevelGranted = await groupGrant.getAttribute("data-level");
+  // Raise the group's level in the list (UpdateGrant).
+  await groupGrant.locator("select[name=grant-level]").selectOption({ label: "edit" });
+  await dialog.locator(`[data-testid=grant][data-grantee="group research"][data-level=edit]`).waitFor();
 
   await form.locator("select[name=grantee-type]").selectOption({ label: "user" });
   await form.locator("input[name=grantee-user]").fill(MEMBER);

@@ -48,7 +48,8 @@ def test_groups_page_adds_a_member_and_a_knowledge_base_is_shared_with_the_group
     assert [(m["user_id"], m.get("group_admin", False)) for m in members] == [(member_id, True)]
     assert result["memberBadge"] == "group admin" and "1 member" in result["listSub"], result
     # The page listed both grants, then the revoked one went; the server holds the group grant at edit level only.
-    assert {g["grantee"] for g in result["grantsBeforeRevoke"]} == {"group research", f"user {member_id}"}, result
+    assert result["groupLevelGranted"] == "use", result
+    assert {g["grantee"] for g in result["grantsBeforeRevoke"]} == {"group research", f"user {MEMBER}"}, result
     assert result["grants"] == [{"grantee": "group research", "level": "edit"}], result
     assert [(g["grantee_type"], g["grantee_id"], g["level"]) for g in grants] == [
         ("GRANTEE_TYPE_GROUP", group_id, "SHARE_LEVEL_EDIT")

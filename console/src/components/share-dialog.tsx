@@ -31,6 +31,15 @@ const LEVELS: { value: ShareLevel; label: string }[] = [
 export function ShareDialog({ resourceType, resourceId, title, onClose }: { resourceType: string; resourceId: string; title: string; onClose: () => void }) {
   const grants = useAsync(async () => (await tc.groups.listGrants({ resourceType, resourceId, pageSize: 500 })).grants, [resourceType, resourceId]);
   const groups = useAsync(async () => (await tc.groups.listGroups({ pageSize: 500 })).groups, []);
+  // Usernames for user grants: admins may list users; anyone else sees user ids.
+  const users = useAsync(async () => {
+    try {
+      return (await tc.auth.listUsers({ pageSize: 500 })).users;
+    } catch (e) {
+      if (e instanceof TypecaseError && e.code === "PERMISSION_DENIED") return [];
+      throw e;
+    }
+  }, []);
   const [kind, setKind] = useState<GranteeType>(GranteeType.GROUP);
   const [groupId, setGroupId] = useState("");
   const [user, setUser] = useState("");
@@ -40,7 +49,9 @@ export function ShareDialog({ resourceType, resourceId, title, onClose }: { reso
 
   const groupName = (id: string) => groups.data?.find((g) => g.id === id)?.name;
   const granteeLabel = (g: Grant) =>
-    g.granteeType === GranteeType.GROUP ? `group ${groupName(g.granteeId) ?? g.granteeId}` : `user ${g.granteeId}`;
+    g.granteeType === GranteeType.GROUP
+      ? `group ${groupName(g.granteeId) ?? g.granteeId}`
+      : `user ${users.data?.find((u) => u.id === g.granteeId)?.username ?? g.granteeId}`;
 
   async function act(work: () => Promise<void>): Promise<boolean> {
     setBusy(true);

@@ -1,4 +1,4 @@
-// Groups and sharing: create a group on the Groups page, add a member by username and make them a group admin,
+// Groups and sharing: create a group on the Groups page, describe it, add a member by username and make them a group admin,
 // then open a knowledge base, share it with the group at use level in the Share dialog, see the grant listed and
 // raise it to edit there;
 // a second grant to the member directly is made and revoked.
@@ -16,6 +16,10 @@ run("groups", async (page, result) => {
   result.groupId = new URL(page.url()).pathname.split("/").pop();
   const detail = page.getByTestId("group-detail");
   await detail.getByRole("heading", { name: "research" }).waitFor();
+  const edit = detail.getByTestId("edit-group");
+  await edit.locator("input[name=group-edit-description]").fill("Reading group");
+  await edit.getByRole("button", { name: "Save" }).click();
+  await page.locator(`li[data-group-name="research"] .list-sub`).getByText("Reading group").waitFor();
 
   const add = detail.getByTestId("add-member");
   await add.locator("input[name=member-user]").fill(MEMBER);

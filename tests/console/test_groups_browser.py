@@ -43,7 +43,7 @@ def test_groups_page_adds_a_member_and_a_knowledge_base_is_shared_with_the_group
         grants = http.get("/v1/grants", params={"resource_type": "knowledge_base", "resource_id": kb["id"]}).json()["grants"]
         after = httpx.get(f"{server.http_url}/v1/knowledge-bases", headers=member).json()
 
-    assert http_group_named(server, group_id) == "research"
+    assert http_group(server, group_id) == ("research", "Reading group")
     # Added by username: stored under the user's id, as a group admin.
     assert [(m["user_id"], m.get("group_admin", False)) for m in members] == [(member_id, True)]
     assert result["memberBadge"] == "group admin" and "1 member" in result["listSub"], result
@@ -58,6 +58,7 @@ def test_groups_page_adds_a_member_and_a_knowledge_base_is_shared_with_the_group
     assert kb["id"] in [k["id"] for k in after.get("knowledge_bases", [])], after
 
 
-def http_group_named(server, group_id: str) -> str:
+def http_group(server, group_id: str) -> tuple[str, str]:
     with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30) as http:
-        return http.get(f"/v1/groups/{group_id}").json()["group"]["name"]
+        group = http.get(f"/v1/groups/{group_id}").json()["group"]
+    return group["name"], group.get("description", "")

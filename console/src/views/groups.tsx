@@ -92,6 +92,8 @@ function GroupDetail({ group: g, onChanged }: { group: Group; onChanged: () => P
   const [who, setWho] = useState("");
   const [asAdmin, setAsAdmin] = useState(false);
   const [confirm, setConfirm] = useState(false);
+  const [name, setName] = useState(g.name);
+  const [description, setDescription] = useState(g.description);
 
   async function act(work: () => Promise<void>): Promise<boolean> {
     setBusy(true);
@@ -154,6 +156,24 @@ function GroupDetail({ group: g, onChanged }: { group: Group; onChanged: () => P
         )}
       </div>
       <ErrorBox error={error} />
+      <form
+        class="inline-form"
+        data-testid="edit-group"
+        style={{ marginBottom: "12px" }}
+        onSubmit={async (e) => {
+          e.preventDefault();
+          await act(async () => {
+            await tc.groups.updateGroup({ group: { id: g.id, name: name.trim(), description }, updateMask: { paths: ["name", "description"] } });
+            await onChanged();
+          });
+        }}
+      >
+        <input name="group-edit-name" aria-label="Name" required value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        <input name="group-edit-description" aria-label="Description" class="grow" placeholder="Description" value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+        <button class="btn small" type="submit" disabled={busy || !name.trim() || (name.trim() === g.name && description === g.description)}>
+          Save
+        </button>
+      </form>
       <h3>Members</h3>
       <ErrorBox error={members.error} onRetry={members.reload} />
       {members.loading && !members.data && <Loading />}

@@ -61,4 +61,20 @@ run("groups", async (page, result) => {
   await userGrant.waitFor({ state: "detached" });
   result.grants = await dialog.locator("[data-testid=grant]").evaluateAll((rows) => rows.map((r) => ({ grantee: r.dataset.grantee, level: r.dataset.level })));
   assert(result.grants.length === 1, `one grant left: ${JSON.stringify(result.grants)}`);
+
+  // The member (a group admin, not an admin) signs in with a password: sees the group and its members, without the
+  // admin-only create and delete buttons.
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("tab", { name: "Username & password" }).click();
+  await page.fill("input[name=username]", MEMBER);
+  await page.fill("input[name=password]", process.env.PASSWORD);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByTestId("whoami").waitFor();
+  await page.goto(`${process.env.BASE_URL}/groups/${result.groupId}`);
+  await page.getByTestId("group-detail").getByRole("heading", { name: "research" }).waitFor();
+  await page.getByTestId("group-members").waitFor();
+  result.memberSeesCreate = await page.getByRole("button", { name: "Create group" }).count();
+  result.memberSeesDelete = await page.getByRole("button", { name: "Delete group…" }).count();
+  result.memberGroups = await page.locator("[data-testid=group-list] li").evaluateAll((xs) => xs.map((x) => x.dataset.groupName));
+  await shot(page, "groups-member");
 });

@@ -1,6 +1,7 @@
 """The console's Groups page and the knowledge base Share dialog in a real browser against a real server: groups.mjs
 creates a group, adds a member by username (as a group admin) and shares a knowledge base with the group; this file
-checks what the server stored and that the member, signed in with a password, now sees the knowledge base."""
+checks what the server stored, that the member signed in on the console sees the group without the admin-only
+buttons, and that the member now sees the knowledge base through the API."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_groups_page_adds_a_member_and_a_knowledge_base_is_shared_with_the_group
         before = httpx.get(f"{server.http_url}/v1/knowledge-bases", headers=member).json()
         assert kb["id"] not in [k["id"] for k in before.get("knowledge_bases", [])]
 
-        report = scenario("groups", server.http_url, MEMBER=MEMBER, KB_ID=kb["id"])
+        report = scenario("groups", server.http_url, MEMBER=MEMBER, PASSWORD=PASSWORD, KB_ID=kb["id"])
         unexpected = [e for e in report.get("consoleErrors", []) if "401 (Unauthorized)" not in e]
         assert report["ok"], f"{report.get('error')}\n{report.get('stderr', '')}"
         assert not unexpected, f"errors in the browser console: {unexpected}"
@@ -54,6 +55,9 @@ def test_groups_page_adds_a_member_and_a_knowledge_base_is_shared_with_the_group
     assert [(g["grantee_type"], g["grantee_id"], g["level"]) for g in grants] == [
         ("GRANTEE_TYPE_GROUP", group_id, "SHARE_LEVEL_EDIT")
     ], grants
+    # The member, signed in on the console, sees their group without the admin-only buttons.
+    assert result["memberGroups"] == ["research"], result
+    assert result["memberSeesCreate"] == 0 and result["memberSeesDelete"] == 0, result
     # The grant works: the member now sees the knowledge base.
     assert kb["id"] in [k["id"] for k in after.get("knowledge_bases", [])], after
 

@@ -1,6 +1,7 @@
 // Groups: the teams that sharing grants open resources to. Admins create and delete groups; an admin or a group
 // admin manages a group's members (added by username, or by user id when the caller may not list users) and
 // whether each member is a group admin. Non-admins see only the groups they belong to.
+import { UserRole } from "@typecase/client/gen/typecase/v1/auth_pb.js";
 import type { Group, GroupMember } from "@typecase/client/gen/typecase/v1/groups_pb.js";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
@@ -11,18 +12,23 @@ import { linkClick, navigate } from "../router";
 export function GroupsView({ groupId }: { groupId?: string }) {
   const list = useAsync(async () => (await tc.groups.listGroups({ pageSize: 500 })).groups, []);
   const current = list.data?.find((g) => g.id === groupId);
+  // Creating and deleting groups is for admins: others do not get the buttons (the server refuses them anyway).
+  const me = useAsync(async () => (await tc.auth.getMe({})).user, []);
+  const admin = me.data?.role === UserRole.ADMIN;
 
   return (
     <div class="split">
       <aside class="sidebar">
-        <div class="sidebar-head">
-          <NewGroup
-            onCreated={async (g) => {
-              await list.reload();
-              navigate(`/groups/${g.id}`);
-            }}
-          />
-        </div>
+        {admin && (
+          <div class="sidebar-head">
+            <NewGroup
+              onCreated={async (g) => {
+                await list.reload();
+                navigate(`/groups/${g.id}`);
+              }}
+            />
+          </div>
+        )}
         <ErrorBox error={list.error} onRetry={list.reload} />
         {list.loading && !list.data && <Loading label="Loading groups…" />}
         {list.data?.length === 0 && <Empty title="No groups yet">Administrators create groups; share resources with a group to open them to its members.</Empty>}
@@ -47,7 +53,7 @@ export function GroupsView({ groupId }: { groupId?: string }) {
           </Empty>
         )}
         {groupId && list.data && !current && <Empty title="Group not found">It may have been deleted, or you are not a member.</Empty>}
-        {current && <GroupDetail key={current.id} group={current} onChanged={list.reload} />}
+        {current && <GroupDetail key={current.id} group={current} admin={admin} onChanged={list.reload} />}
       </section>
     </div>
   );
@@ -85,7 +91,7 @@ function NewGroup({ onCreated }: { onCreated: (g: Group) => Promise<void> }) {
   );
 }
 
-function GroupDetail({ group: g, onChanged }: { group: Group; onChanged: () => Promise<void> }) {
+function GroupDetail({ group: g, admin, onChanged }: { group: Group; admin: boolean; onChanged: () => Promise<void> }) {
   const members = useAsync(async () => (await tc.groups.listGroupMembers({ groupId: g.id, pageSize: 500 })).members, [g.id]);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -150,9 +156,11 @@ function GroupDetail({ group: g, onChanged }: { group: Group; onChanged: () => P
             </button>
           </span>
         ) : (
-          <button class="btn small ghost" onClick={() => setConfirm(true)}>
-            Delete group…
-          </button>
+          admin && (
+            <button class="btn small ghost" onClick={() => setConfirm(true)}>
+              Delete group…
+            </button>
+          )
         )}
       </div>
       <ErrorBox error={error} />

@@ -19,6 +19,7 @@ import "./style.css";
 // Pages fetched when first opened (their own chunks): the first load carries the chat and what most visits need.
 const AssistantsView = lazyView(() => import("./views/assistants").then((m) => m.AssistantsView), "assistants");
 const ToolsView = lazyView(() => import("./views/tools").then((m) => m.ToolsView), "tools");
+const GroupsView = lazyView(() => import("./views/groups").then((m) => m.GroupsView), "groups");
 
 const SECTIONS = [
   { path: "chat", label: "Chat" },
@@ -28,6 +29,7 @@ const SECTIONS = [
   { path: "tools", label: "Tools" },
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
+  { path: "groups", label: "Groups" },
   { path: "access", label: "Access" },
   { path: "server", label: "Server" },
 ] as const;
@@ -109,6 +111,7 @@ function App() {
         {section === "tools" && <ToolsView providerId={route[1]} />}
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}
+        {section === "groups" && <GroupsView groupId={route[1]} />}
         {section === "access" && <AdminView />}
         {section === "server" && <ServerView />}
       </main>

@@ -11,6 +11,7 @@ import {
 import { useEffect, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { ChunkEditor } from "../components/chunk-editor";
+import { ShareDialog } from "../components/share-dialog";
 import { Badge, Empty, ErrorBox, Loading, ProgressBar, Spinner, durationMs, fmtBytes, fmtMs, fmtTime, plural, useAsync, useInterval, type Tone } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
@@ -113,6 +114,7 @@ function KnowledgeBaseDetail({ kb, openFileId, onChanged }: { kb: KnowledgeBase;
   const [dragging, setDragging] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [confirmDelete, setConfirmDelete] = useState(false);
+  const [sharing, setSharing] = useState(false);
   const watches = useRef(new Map<string, AbortController>());
   const picker = useRef<HTMLInputElement>(null);
 
@@ -227,12 +229,18 @@ function KnowledgeBaseDetail({ kb, openFileId, onChanged }: { kb: KnowledgeBase;
             </button>
           </span>
         ) : (
-          <button class="btn small ghost" onClick={() => setConfirmDelete(true)}>
-            Delete knowledge base
-          </button>
+          <span class="row-actions">
+            <button class="btn small" onClick={() => setSharing((v) => !v)}>
+              Share
+            </button>
+            <button class="btn small ghost" onClick={() => setConfirmDelete(true)}>
+              Delete knowledge base
+            </button>
+          </span>
         )}
       </div>
       <ErrorBox error={error} />
+      {sharing && <ShareDialog resourceType="knowledge_base" resourceId={kb.id} title={kb.name} onClose={() => setSharing(false)} />}
 
       <div
         class={`dropzone ${dragging ? "dragging" : ""}`}

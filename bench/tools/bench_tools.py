@@ -5,6 +5,9 @@ Starlette service with its OpenAPI document):
   - CallTool through Typecase (gRPC, in-process server: auth, lookup, schema validation, decryption of the
     provider's secrets, the SSRF-guarded client, metrics) against calling the same MCP tool with the official
     mcp client on one reused session, and the same OpenAPI operation with httpx: p50 of each and the added p50;
+  - GetTool of the same tool, interleaved with the OpenAPI calls: the same RPC path (interceptors, auth, the tool's
+    lookup) with no upstream call, i.e. the part of the added time that is the gRPC transport's, not the tools
+    domain's;
   - ListTools of a catalogue of 1,000 tools (one page of 1,000 over gRPC): p50.
 
     .venv/bin/python bench/tools/bench_tools.py [--calls 300] [--lists 30]
@@ -110,10 +113,14 @@ async def main(calls: int, lists: int) -> dict:
                     assert result.content[0].text == "3"
                 mcp_direct, mcp_typecase = await interleaved([direct_mcp, via_typecase_mcp], calls)
 
+            async def floor():  # an RPC of the same service, auth and tool lookup, no upstream: the transport's share
+                assert (await stub.GetTool(tools_pb2.GetToolRequest(tool_id=get), metadata=md)).tool.name == "getPet"
+
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc_port}", headers={"X-API-Key": KEY}) as http:
                 async def direct_openapi():
                     assert (await http.get("/api/pets/1")).json()["name"] == "Rex"
-                api_direct, api_typecase = await interleaved([direct_openapi, via_typecase_openapi], calls)
+                api_direct, api_typecase, rpc_floor = await interleaved([direct_openapi, via_typecase_openapi, floor],
+                                                                        calls)
 
             # A catalogue of 1,000 tools: one OpenAPI document with 996 operations beside the built-ins and the above.
             paths = {f"/op{i}": {"get": {"operationId": f"op{i}", "summary": f"Operation {i}", "parameters": [
@@ -137,8 +144,9 @@ async def main(calls: int, lists: int) -> dict:
                                    ("OpenAPI operation (API key)", api_direct, api_typecase)):
         d, t = p50(direct), p50(through)
         print(f"{label:34}{d:10.2f}ms{t:12.2f}ms{t - d:9.2f}ms{t / d:7.2f}")
+    print(f"GetTool (gRPC, interceptors, auth, cached lookup; no upstream): p50 {p50(rpc_floor):.2f} ms")
     print(f"ListTools, 1,000 tools in one page: p50 {p50(catalogue):.1f} ms over {lists} lists")
-    return {"mcp": (p50(mcp_direct), p50(mcp_typecase)), "openapi": (p50(api_direct), p50(api_typecase)),
+    return {"get_tool": p50(rpc_floor), "mcp": (p50(mcp_direct), p50(mcp_typecase)), "openapi": (p50(api_direct), p50(api_typecase)),
             "list_1000": p50(catalogue), "calls": len(mcp_typecase) + len(api_typecase)}
 
 

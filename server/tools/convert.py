@@ -112,7 +112,8 @@ def struct_of(data: dict[str, Any]) -> struct_pb2.Struct:
 
 @lru_cache(maxsize=16384)
 def _struct_bytes(parameters_json: str) -> bytes:
-    return struct_of(json.loads(parameters_json)).SerializeToString()
+    parameters = json.loads(parameters_json)
+    return struct_of(parameters if isinstance(parameters, dict) else {}).SerializeToString()
 
 
 def parameters_struct(parameters: dict[str, Any], into: struct_pb2.Struct) -> None:
@@ -122,7 +123,8 @@ def parameters_struct(parameters: dict[str, Any], into: struct_pb2.Struct) -> No
 
 
 def tool_message(row: Any) -> tools_pb2.CatalogTool:
-    """A CatalogTool from a store.list_tools row."""
+    """A CatalogTool from a store.list_tools row (its parameters as stored JSON text: the text keys the cache
+    directly, with no decode and re-encode per row)."""
     message = tools_pb2.CatalogTool(
         id=row.id,
         provider_id=row.provider_id,
@@ -132,7 +134,7 @@ def tool_message(row: Any) -> tools_pb2.CatalogTool:
         kind=KIND_VALUES.get(row.provider_kind, 0),
         provider_name=row.provider_name,
     )
-    parameters_struct(row.parameters, message.parameters)
+    message.parameters.MergeFromString(_struct_bytes(row.parameters_json or "{}"))
     return message
 
 

@@ -7,6 +7,7 @@ import json
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from sqlalchemy.engine import make_url
 
 from tests.infra.infra_support import MYSQL_ADMIN_URL, PG_ADMIN_URL, mysql_exec, pg_exec, unique
@@ -52,6 +53,9 @@ async def test_the_catalogue_on_a_server_database(tmp_path, dialect):
                                                         metadata=owner.md)).tools
             builtins = await owner.tools.ListTools(tools_pb2.ListToolsRequest(provider_id="builtin"), metadata=owner.md)
             assert len(builtins.tools) == 4
+            # the listing reads parameters as stored JSON text (a cast): each backend hands back the schema itself
+            timer = next(t for t in builtins.tools if t.name == "current_time")
+            assert json_format.MessageToDict(timer.parameters)["properties"]["timezone"]["type"] == "string"
             assert (await call(owner, "builtin-current_time", {"timezone": "UTC"})).text.endswith("+00:00")
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call(other, found.tools[0].id)

@@ -150,3 +150,25 @@ async def test_a_text_imported_provider_keeps_its_tools_through_header_updates_a
     assert refreshed.tool_count == 3 and refreshed.last_error == ""
     get = await tool_by_name(user, provider.id, "getPet")
     assert json.loads((await call(user, get.id, {"pet_id": "1"})).text)["name"] == "Rex"
+
+
+async def test_a_changed_credential_is_used_by_the_next_call(tchannel, service):
+    """Calls keep the provider's opened secrets in memory: an update must replace them, never leave the old key."""
+    user = await new_user(tchannel)
+    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+        provider=openapi_provider("rekeyed", service)), metadata=user.md)).provider
+    get = await tool_by_name(user, provider.id, "getPet")
+    assert json.loads((await call(user, get.id, {"pet_id": "1"})).text)["name"] == "Rex"
+
+    async def rekey(key: str) -> None:
+        message = openapi_provider("rekeyed", service, key=key)
+        message.id = provider.id
+        await user.tools.UpdateToolProvider(tools_pb2.UpdateToolProviderRequest(
+            provider=message, update_mask={"paths": ["openapi"]}), metadata=user.md)
+
+    await rekey("not-the-key")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(user, get.id, {"pet_id": "1"})
+    assert reason(caught.value) == "TOOL_FAILED" and "401" in caught.value.details()
+    await rekey(KEY)
+    assert json.loads((await call(user, get.id, {"pet_id": "1"})).text)["name"] == "Rex"

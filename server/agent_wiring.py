@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -21,7 +22,7 @@ from typecase.v1 import assistant_pb2, common_pb2, llm_pb2
 ASSISTANT_PREFIX = "assistant:"
 KNOWLEDGE_TOOL = "builtin-knowledge_search"
 KNOWLEDGE_NAME = "knowledge_search"
-KNOWLEDGE_SCHEMA = {
+KNOWLEDGE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "query": {"type": "string", "minLength": 1, "description": "what to look for"},
@@ -72,14 +73,15 @@ class CatalogToolbox:
 
         async def one(i: int, call: ToolCall) -> None:
             result = (await self.tools.execute([call]))[0]
-            outcomes[i] = Outcome(calls[i].id, result.ok, result.text, result.reason, result.seconds, result.tool_id)
+            outcome = Outcome(calls[i].id, result.ok, result.text, result.reason, result.seconds, result.tool_id)
+            outcomes[i] = outcome
             if on_result is not None:
-                on_result(i, outcomes[i])
+                on_result(i, outcome)
 
         if batch:
             async with asyncio.TaskGroup() as group:
-                for i, call in batch:
-                    group.create_task(one(i, call))
+                for i, tool_call in batch:
+                    group.create_task(one(i, tool_call))
         return [o for o in outcomes if o is not None]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from typecase.server.tools.deps import FlowInfo, KnowledgeHit
+from typecase.server.tools.kinds.base import Kind
 from typecase.server.tools.kinds.builtin import BuiltinDeps, BuiltinKind
 from typecase.server.tools.kinds.mcp import McpKind
 from typecase.server.tools.kinds.openapi import OpenApiKind
@@ -83,7 +84,7 @@ def tool_service(app, servicers: dict[str, Any]) -> ToolService:
         settings, http=flow.http, knowledge=KnowledgeAdapter(servicers["KnowledgeService"]), sandbox=app.sandbox
     )
     mcp = McpKind(settings, flow.http)
-    kinds = {"builtin": BuiltinKind(deps), "mcp": mcp, "openapi": OpenApiKind(settings, flow.http)}
+    kinds: dict[str, Kind] = {"builtin": BuiltinKind(deps), "mcp": mcp, "openapi": OpenApiKind(settings, flow.http)}
     box = servicers["LLMService"].registry.secrets  # provider keys and tool secrets share the server's key
     service = ToolService(settings, app.resources.db, app.audit, box, kinds, FlowAdapter(flow))
     mcp.on_list_changed = service.refresh_later

@@ -108,7 +108,9 @@ class AgentSettings:
     system: str = ""  # rendered instructions
     config: llm_pb2.GenerationConfig = field(default_factory=llm_pb2.GenerationConfig)
     max_steps: int = 8
-    first_tool_choice: int = llm_pb2.TOOL_CHOICE_MODE_UNSPECIFIED  # the first step's; later steps are AUTO
+    first_tool_choice: llm_pb2.ToolChoiceMode = (
+        llm_pb2.TOOL_CHOICE_MODE_UNSPECIFIED
+    )  # the first step's; later steps are AUTO
     preview_chars: int = 500
     max_result_chars: int = 20_000
     user: str = ""
@@ -255,8 +257,9 @@ class AgentLoop:
                 if not batch.done():
                     batch.cancel()
                     await asyncio.gather(batch, return_exceptions=True)
-        ended = [ended_step(step, outcome, s.preview_chars) for step, outcome in zip(started, outcomes, strict=True)]
-        added = tool_messages(calls, outcomes, text, s.max_result_chars)
+        complete = [outcome for outcome in outcomes if outcome is not None]  # every call has ended by now
+        ended = [ended_step(step, outcome, s.preview_chars) for step, outcome in zip(started, complete, strict=True)]
+        added = tool_messages(calls, complete, text, s.max_result_chars)
         yield StepCompleted(number, added, ended, common_pb2.Usage())
 
     async def run(

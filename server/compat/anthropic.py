@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -113,7 +113,7 @@ class AnthropicCompat(Surface):
         )
 
     async def _events(
-        self, stream: AsyncIterator[llm_pb2.GenerateResponse], first, message_id: str, model: str
+        self, stream: AsyncGenerator[llm_pb2.GenerateResponse, None], first, message_id: str, model: str
     ) -> AsyncIterator[str]:
         blocks: dict[Any, int] = {}  # "text" or a tool call index -> its (latest) content block index
         current: int | None = None

@@ -86,7 +86,11 @@ def _parts(value: Any, field: str, images: bool) -> list[llm_pb2.ContentPart]:
             if detail is not None and detail not in DETAILS:
                 raise invalid_argument(f"{where}.image_url.detail", "must be auto, low or high")
             parts.append(
-                llm_pb2.ContentPart(image=llm_pb2.ImagePart(url=image["url"], detail=DETAILS.get(detail or "", 0)))
+                llm_pb2.ContentPart(
+                    image=llm_pb2.ImagePart(
+                        url=image["url"], detail=DETAILS.get(detail or "", llm_pb2.IMAGE_DETAIL_UNSPECIFIED)
+                    )
+                )
             )
         else:
             allowed = "text or image_url" if images else "text"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.rpc import status_pb2
@@ -129,7 +129,7 @@ def version_message(row: FlowVersionRow, current_id: str, with_graph: bool = Tru
 def node_message(row: FlowRunNodeRow) -> flow_pb2.NodeRun:
     message = flow_pb2.NodeRun(
         node_id=row.node_id,
-        node_type=row.node_type,
+        node_type=cast(flow_pb2.NodeType, row.node_type),
         node_name=row.node_name,
         status=NODE_STATUS.get(row.status, flow_pb2.NODE_RUN_STATUS_UNSPECIFIED),
         inputs=struct(row.inputs),

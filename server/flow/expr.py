@@ -204,8 +204,8 @@ def names(source: str) -> list[tuple[str, str | None]]:
             found[(node.value.id, node.attr)] = None
             keyed.add(id(node.value))
         elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
-            constant = isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)
-            key = node.slice.value if constant else None
+            index = node.slice
+            key = index.value if isinstance(index, ast.Constant) and isinstance(index.value, str) else None
             found[(node.value.id, key)] = None
             keyed.add(id(node.value))
     callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
@@ -281,8 +281,10 @@ def _eval(node: ast.AST, scope: dict[str, Any]) -> Any:
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_eval(item, scope) for item in node.elts]
     if isinstance(node, ast.Dict):
-        return {_eval(k, scope): _eval(v, scope) for k, v in zip(node.keys, node.values, strict=True)}
-    if isinstance(node, ast.Call):
+        if any(k is None for k in node.keys):
+            raise ExpressionError("** is not allowed in a condition")
+        return {_eval(k, scope): _eval(v, scope) for k, v in zip(node.keys, node.values, strict=True) if k is not None}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):  # the checker allows no other callee
         return FUNCTIONS[node.func.id](*(_eval(arg, scope) for arg in node.args))
     raise ExpressionError(f"{type(node).__name__} is not allowed in a condition")
 

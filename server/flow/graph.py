@@ -42,6 +42,12 @@ class Node:
     params: dict[str, Any]
     spec: NodeSpec | None
 
+    @property
+    def runnable(self) -> NodeSpec:
+        """The spec of a node in a graph that passed validation (which refuses unknown types)."""
+        assert self.spec is not None
+        return self.spec
+
 
 @dataclass(slots=True)
 class Edge:
@@ -145,17 +151,17 @@ class Graph:
             seen.add(self.start_id)
             while stack:
                 node_id, edges = stack[-1]
-                edge = next(edges, None)
-                if edge is None:
+                following = next(edges, None)
+                if following is None:
                     stack.pop()
                     on_path.discard(node_id)
                     continue
-                if edge.target in on_path:
-                    self.back_edges.add(edge_key(edge))
-                elif edge.target not in seen:
-                    seen.add(edge.target)
-                    on_path.add(edge.target)
-                    stack.append((edge.target, iter(self.out_edges[edge.target])))
+                if following.target in on_path:
+                    self.back_edges.add(edge_key(following))
+                elif following.target not in seen:
+                    seen.add(following.target)
+                    on_path.add(following.target)
+                    stack.append((following.target, iter(self.out_edges[following.target])))
         for edge in valid:
             if not self.is_back(edge):
                 self.in_forward[edge.target].append(edge)

@@ -15,7 +15,7 @@ JSON type: "template" (text with {{variables}}), "code", "model" (an LLM id), "k
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from typecase.server.flow.nodes import SPECS
 from typecase.server.flow.nodes.base import Services
@@ -379,7 +379,7 @@ def node_type_infos(services: Services | None = None) -> list[flow_pb2.NodeTypeI
     for node_type, spec in sorted(SPECS.items()):
         about = DESCRIPTIONS.get(spec.kind) or undescribed(spec)
         info = flow_pb2.NodeTypeInfo(
-            type=node_type,
+            type=cast(flow_pb2.NodeType, node_type),
             kind=spec.kind,
             display_name=about.display_name,
             description=about.description,

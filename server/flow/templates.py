@@ -376,6 +376,7 @@ def _references(source: str) -> tuple[Reference, ...]:
     found: dict[tuple[str, str | None], None] = {}
     keyed: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, (nodes.Getattr, nodes.Getitem))  # find_all's type is their common base
         target = node.node
         if isinstance(target, nodes.Name) and target.ctx == "load" and target.name in free:
             if isinstance(node, nodes.Getattr):

@@ -25,8 +25,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from typecase.server.knowledge.chunking import TOKEN_RE, count_tokens
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 log = logging.getLogger("typecase.knowledge.model_window")
 
@@ -65,7 +69,7 @@ class EmbeddingProfile:
     model_id: str
     window_tokens: int
     languages: tuple[str, ...] = ()  # empty: not declared, treated as covering every language
-    tokenizer: object | None = None  # tokenizers.Tokenizer, without truncation or padding
+    tokenizer: Tokenizer | None = None  # without truncation or padding
     special_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -110,7 +114,7 @@ class EmbeddingProfile:
         return out
 
 
-def _load_tokenizer(path: Path):
+def _load_tokenizer(path: Path) -> tuple[Tokenizer, int]:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
@@ -120,7 +124,7 @@ def _load_tokenizer(path: Path):
     return tokenizer, specials
 
 
-def known_tokenizer(upstream_name: str):
+def known_tokenizer(upstream_name: str) -> tuple[Tokenizer, int] | None:
     """(tokenizer, special token count) for a model whose tokenizer ships in an installed package, else None."""
     known = KNOWN_MODELS.get(upstream_name)
     if known is None:
@@ -142,7 +146,7 @@ class Profiles:
         self.llm = llm
         self.default_window_tokens = default_window_tokens
         self._cache: dict[str, tuple[float, EmbeddingProfile]] = {}
-        self._tokenizers: dict[str, tuple[object, int] | None] = {}
+        self._tokenizers: dict[str, tuple[Tokenizer, int] | None] = {}
 
     async def get(self, model_id: str) -> EmbeddingProfile:
         cached = self._cache.get(model_id)
@@ -155,7 +159,8 @@ class Profiles:
     async def _build(self, model_id: str) -> EmbeddingProfile:
         import asyncio
 
-        window, languages, upstream = self.default_window_tokens, (), ""
+        window, upstream = self.default_window_tokens, ""
+        languages: tuple[str, ...] = ()
         if self.llm is not None and model_id:
             try:
                 model = await self.llm.get_model(model_id)

@@ -124,7 +124,7 @@ class Catalog:
         return llm_pb2.Provider(
             id=row.id,
             name=row.name,
-            type=PROVIDER_TYPES[row.type].proto if row.type in PROVIDER_TYPES else 0,
+            type=PROVIDER_TYPES[row.type].proto if row.type in PROVIDER_TYPES else llm_pb2.PROVIDER_TYPE_UNSPECIFIED,
             description=row.description,
             base_url=row.base_url,
             api_key_masked=row.api_key_hint,
@@ -294,7 +294,7 @@ class Catalog:
             provider_id=row.provider_id,
             name=row.name,
             upstream_name=row.upstream_name,
-            type=MODEL_TYPE_PB.get(row.type, 0),
+            type=MODEL_TYPE_PB.get(row.type, llm_pb2.MODEL_TYPE_UNSPECIFIED),
             description=row.description,
             context_length=row.context_length,
             max_output_tokens=row.max_output_tokens,
@@ -461,8 +461,9 @@ class Catalog:
         for field, use in DEFAULT_FIELDS.items():
             if use in by_use:
                 setattr(defaults, field, by_use[use].model_id)
-        if rows:
-            defaults.update_time.CopyFrom(to_timestamp(max(r.update_time for r in rows)))
+        newest = to_timestamp(max(r.update_time for r in rows)) if rows else None
+        if newest is not None:
+            defaults.update_time.CopyFrom(newest)
         return defaults
 
     async def update_defaults(self, pb: llm_pb2.LLMDefaults, mask) -> llm_pb2.LLMDefaults:

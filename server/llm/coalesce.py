@@ -10,7 +10,7 @@ throughput.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from typecase.server.llm.providers import Delta, merge_tool_deltas
 
@@ -18,7 +18,7 @@ MAX_PENDING_CHARS = 256 * 1024  # stop reading ahead of a consumer that stopped 
 
 
 class Coalescer:
-    def __init__(self, stream: AsyncIterator[Delta]):
+    def __init__(self, stream: AsyncGenerator[Delta, None]):
         self._stream = stream
         self._pending: list[Delta] = []
         self._pending_chars = 0

@@ -131,7 +131,7 @@ def tool_message(row: Any) -> tools_pb2.CatalogTool:
         name=row.name,
         description=row.description,
         category=row.category,
-        kind=KIND_VALUES.get(row.provider_kind, 0),
+        kind=KIND_VALUES.get(row.provider_kind, tools_pb2.TOOL_PROVIDER_KIND_UNSPECIFIED),
         provider_name=row.provider_name,
     )
     message.parameters.MergeFromString(_struct_bytes(row.parameters_json or "{}"))

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -298,7 +298,7 @@ class Execution:
             flow_pb2.RunEvent(
                 node_started=flow_pb2.NodeRun(
                     node_id=node_id,
-                    node_type=node.type,
+                    node_type=cast(flow_pb2.NodeType, node.type),
                     node_name=node.name,
                     status=flow_pb2.NODE_RUN_STATUS_RUNNING,
                     start_time=to_timestamp(self.node_started[node_id].at),
@@ -315,7 +315,7 @@ class Execution:
         try:
             async with asyncio.timeout(timeout):
                 if call is None:
-                    return await node.spec.run(self._context(node_id))
+                    return await node.runnable.run(self._context(node_id))
                 return await call
         except TimeoutError:
             raise NodeFailed(
@@ -358,7 +358,7 @@ class Execution:
         waiting = self.state.take_waiting(node_id)
         node = self.graph.nodes[node_id]
         self.node_started[node_id] = Started(utcnow(), time.perf_counter(), waiting.attempt)
-        result = await self._execute(node_id, node.spec.resume(self._context(node_id), answer, waiting.partial))
+        result = await self._execute(node_id, node.runnable.resume(self._context(node_id), answer, waiting.partial))
         await self._complete([(node_id, result)])
 
     def _node_row(

@@ -56,6 +56,12 @@ class Services:
         if self.workers is None:
             self.workers = FlowWorkers.from_settings(self.settings)
 
+    @property
+    def pool(self) -> FlowWorkers:
+        """The workers, always set once constructed."""
+        assert self.workers is not None
+        return self.workers
+
     async def aclose(self) -> None:
         if self.workers is not None:
             await self.workers.close()
@@ -80,7 +86,7 @@ class NodeContext:
     async def render_async(self, value: Any) -> str:
         """A parameter rendered to text (templates rendered in worker processes, never on the event loop)."""
         try:
-            return templates.as_text(await self.services.workers.resolve(value, self.scope))
+            return templates.as_text(await self.services.pool.resolve(value, self.scope))
         except templates.TemplateFailed as exc:
             raise node_error(str(exc), self.node_id) from None
 
@@ -88,7 +94,7 @@ class NodeContext:
         """A parameter with its templates resolved, whole-value references keeping their type (rendering in
         worker processes, never on the event loop)."""
         try:
-            return await self.services.workers.resolve(value, self.scope)
+            return await self.services.pool.resolve(value, self.scope)
         except templates.TemplateFailed as exc:
             raise node_error(str(exc), self.node_id) from None
 
@@ -96,14 +102,14 @@ class NodeContext:
         """render_async on the event loop, for nodes not moved to it yet (http, code): a template here holds the
         whole process while it renders, up to flow_template_timeout_seconds, with no memory cap."""
         try:
-            return templates.as_text(templates.resolve(value, self.scope, self.services.workers.limits))
+            return templates.as_text(templates.resolve(value, self.scope, self.services.pool.limits))
         except templates.TemplateFailed as exc:
             raise node_error(str(exc), self.node_id) from None
 
     def resolve(self, value: Any) -> Any:
         """resolve_async on the event loop, for nodes not moved to it yet (see render)."""
         try:
-            return templates.resolve(value, self.scope, self.services.workers.limits)
+            return templates.resolve(value, self.scope, self.services.pool.limits)
         except templates.TemplateFailed as exc:
             raise node_error(str(exc), self.node_id) from None
 
@@ -187,7 +193,7 @@ def required(params: dict[str, Any], *keys: str) -> list[Problem]:
 
 
 def text_params(params: dict[str, Any], *keys: str) -> list[tuple[str, str]]:
-    found = []
+    found: list[tuple[str, str]] = []
     for key in keys:
         if key in params:
             found.extend((path, text) for path, text in templates.strings(params[key], key))

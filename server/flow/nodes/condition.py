@@ -162,7 +162,7 @@ class Condition(NodeSpec):
 
     async def run(self, ctx: NodeContext) -> NodeResult:
         evaluated = []
-        workers = ctx.services.workers
+        workers = ctx.services.pool
         for i, case in enumerate(cases(ctx.params)):
             handle = str(case.get("handle"))
             try:

@@ -107,7 +107,9 @@ class HttpGuard:
             address = await self.resolve(target.host, port)
             pinned = target.copy_with(host=address)
             host_header = target.host if target.port is None else f"{target.host}:{target.port}"
-            extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
+            extensions: dict[str, Any] = {
+                "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+            }
             if target.scheme == "https":
                 extensions["sni_hostname"] = target.host
             request = self.client.build_request(

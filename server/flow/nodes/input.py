@@ -4,7 +4,7 @@ A chat turn that started the run answers the first message-mode input node with 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 
@@ -36,7 +36,7 @@ def field_messages(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for f in fields:
         message = flow_pb2.FormField(
             name=str(f["name"]),
-            type=FIELD_TYPES.get(field_type(f), flow_pb2.FORM_FIELD_TYPE_TEXT),
+            type=cast(flow_pb2.FormFieldType, FIELD_TYPES.get(field_type(f), flow_pb2.FORM_FIELD_TYPE_TEXT)),
             label=str(f.get("label") or ""),
             description=str(f.get("description") or ""),
             required=bool(f.get("required")),

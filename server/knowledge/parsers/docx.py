@@ -51,7 +51,7 @@ def parse_docx(path: Path, options: Options) -> Parsed:
             elif tag == "tbl":
                 rows = []
                 for row in Table(element, document).rows:
-                    cells = []
+                    cells: list[str] = []
                     for cell in row.cells:
                         value = " ".join(cell.text.split())
                         if not cells or cells[-1] != value:  # merged cells repeat their text

@@ -68,13 +68,13 @@ def html_to_text(markup: str) -> tuple[str, str]:
     root = (
         next((t for t in soup.find_all("main") if kept(t)), None)
         or next((t for t in soup.find_all("article") if kept(t)), None)
-        or next((t for t in soup.find_all(attrs={"role": "main"}) if kept(t)), None)
+        or next((t for t in soup.find_all(None, {"role": "main"}) if kept(t)), None)
         or soup.body
         or soup
     )
     # One walk over the tree. Editing it instead (bs4's insert_before/decompose find a node's index by a linear
     # scan of its siblings) was quadratic: 10 s for a 1.5 MB page of paragraphs, over 300 s for 8 MB (measured).
-    strings = root.interesting_string_types  # what root.get_text() would keep: no comments, doctypes, ...
+    strings = root.interesting_string_types or ()  # what root.get_text() would keep: no comments, doctypes, ...
     out: list[str] = []
     stack: list[tuple[object, bool]] = [(root, False)]
     while stack:

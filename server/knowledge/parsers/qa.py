@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from typecase.server.knowledge.chunking import Section
 
@@ -50,7 +50,7 @@ def _limit(text: str, limit: int, what: str, setting: str, where: str) -> str:
 
 
 def qa_sections(
-    rows: Iterable[list[str]], options: Options, sheet: str = "", start_count: int = 0
+    rows: Iterable[Sequence[object]], options: Options, sheet: str = "", start_count: int = 0
 ) -> Iterator[Section]:
     """One Section per pair; `start_count` pairs were produced before (earlier sheets), for the pair limit."""
     columns: tuple[int, int, list[int]] | None = None

@@ -9,6 +9,7 @@ import csv
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO, cast
 
 from typecase.server.knowledge.chunking import Section
 
@@ -69,7 +70,7 @@ def parse_csv(path: Path, options: Options) -> Parsed:
         size = path.stat().st_size or 1
         with open(path, encoding=encoding, errors="replace", newline="") as text:
             reader = csv.reader(text, dialect)
-            raw = text.buffer if hasattr(text, "buffer") else None
+            raw = cast(BinaryIO, text.buffer) if hasattr(text, "buffer") else None
 
             def progress() -> float | None:
                 try:

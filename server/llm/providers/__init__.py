@@ -8,7 +8,7 @@ Adapters know nothing about retries, breakers, limits or fallbacks.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,7 +167,7 @@ class Adapter(abc.ABC):
     """One provider's upstream. Instances are shared by all requests to that provider."""
 
     @abc.abstractmethod
-    def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
+    def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncGenerator[Delta, None]:
         """Deltas as they arrive. Closing the iterator (aclose, or cancelling its consumer) closes the upstream."""
 
     async def chat(self, call: ChatCall, timeouts: Timeouts) -> Delta:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -107,7 +107,7 @@ class AnthropicAdapter(Adapter):
         body.update({k: v for k, v in extra.items() if k not in body})
         return body
 
-    async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
+    async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncGenerator[Delta, None]:
         async with open_stream(self.pool, self.url, self._body(call, True), timeouts) as (response, deadline):
             reader = SSEReader(response, deadline, timeouts.idle)
             finish, prompt, completion, done = 0, None, None, False
@@ -170,7 +170,7 @@ class AnthropicAdapter(Adapter):
                     elif kind == "error":
                         error = data.get("error") or {}
                         raise UpstreamError(
-                            ERROR_KINDS.get(error.get("type"), UNAVAILABLE),
+                            ERROR_KINDS.get(str(error.get("type")), UNAVAILABLE),
                             f"upstream error mid-stream: {error.get('message', event.data)}",
                         )
                 if (text or reasoning or calls) and not done:

@@ -67,7 +67,7 @@ def constraint(call: ChatCall, max_schema_bytes: int) -> Constraint | None:
                 instruction=f"Call the tool {tool.name} ({tool.description}). Reply with only its "
                 f"arguments as a JSON object: {_dumps(tool.parameters)}",
             )
-        schema = {
+        choice = {
             "anyOf": [
                 {
                     "type": "object",
@@ -78,7 +78,7 @@ def constraint(call: ChatCall, max_schema_bytes: int) -> Constraint | None:
             ]
         }
         return Constraint(
-            _grammar(_dumps(schema), max_schema_bytes),
+            _grammar(_dumps(choice), max_schema_bytes),
             choose=True,
             instruction=f"Call one of these tools:\n{described}\nReply with only a JSON object "
             '{"name": <tool>, "arguments": {...}}.',

@@ -16,7 +16,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -156,7 +156,7 @@ async def open_stream(
         await response.body.aclose()
 
 
-async def post_json(pool: ClientPool, url: str, body: dict[str, Any], t: Timeouts) -> dict[str, Any]:
+async def post_json(pool: ClientPool, url: str | httpx.URL, body: dict[str, Any], t: Timeouts) -> dict[str, Any]:
     """A unary POST whose whole answer must arrive within the first-token timeout."""
     try:
         async with asyncio.timeout(t.first_token):
@@ -176,7 +176,7 @@ async def post_json(pool: ClientPool, url: str, body: dict[str, Any], t: Timeout
     return data
 
 
-async def _text(raw: AsyncIterator[bytes]) -> AsyncIterator[str]:
+async def _text(raw: AsyncIterable[bytes]) -> AsyncIterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     async for chunk in raw:
         if text := decoder.decode(chunk):

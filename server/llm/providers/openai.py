@@ -8,7 +8,7 @@ api-version query parameter Azure wants.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -95,7 +95,7 @@ class OpenAIAdapter(Adapter):
         body.update({k: v for k, v in extra.items() if k not in body})
         return body
 
-    async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncIterator[Delta]:
+    async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncGenerator[Delta, None]:
         async with open_stream(self.pool, self._url("chat/completions"), self._body(call, True), timeouts) as (
             response,
             deadline,

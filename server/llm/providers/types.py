@@ -33,7 +33,7 @@ class AdapterArgs:
 @dataclass(frozen=True)
 class ProviderType:
     name: str  # stored in llm_providers.type
-    proto: int  # llm_pb2.ProviderType
+    proto: llm_pb2.ProviderType
     build: Callable[[AdapterArgs], Adapter]
     capabilities: dict[str, bool]  # defaults of its models; an admin overrides them per model
     base_url: str  # "required" | "optional" | "none"

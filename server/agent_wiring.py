@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -129,7 +129,7 @@ class Agents:
 
     async def run(
         self, assistant, messages: Sequence[llm_pb2.ChatMessage], config: llm_pb2.GenerationConfig, user: str
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """The assistant answering `messages` (a whole conversation, as /openai/v1 receives it): its instructions
         first, its tools run server-side."""
         me = caller.current()

@@ -10,7 +10,7 @@ import base64
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -26,7 +26,7 @@ from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import common_pb2, llm_pb2
 
 PREFIX = "/openai/v1"
-FINISH = {
+FINISH: dict[int, str] = {
     common_pb2.FINISH_REASON_STOP: "stop",
     common_pb2.FINISH_REASON_LENGTH: "length",
     common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
@@ -34,7 +34,7 @@ FINISH = {
     common_pb2.FINISH_REASON_CANCELLED: "stop",
     common_pb2.FINISH_REASON_ERROR: "stop",
 }
-AGENT_FINISH = {**FINISH, common_pb2.FINISH_REASON_MAX_STEPS: "length"}
+AGENT_FINISH: dict[int, str] = {**FINISH, common_pb2.FINISH_REASON_MAX_STEPS: "length"}
 ASSISTANT_PREFIX = "assistant:"
 # OpenAI's error "type" for each HTTP status Typecase answers with.
 ERROR_TYPES = {
@@ -97,7 +97,7 @@ class AgentModels(Protocol):
 
     def run(
         self, assistant: Any, messages: list[llm_pb2.ChatMessage], config: llm_pb2.GenerationConfig, user: str
-    ) -> AsyncIterator[Any]: ...
+    ) -> AsyncGenerator[Any, None]: ...
 
 
 class OpenAICompat(Surface):
@@ -176,7 +176,7 @@ class OpenAICompat(Surface):
         )
 
     async def _chunks(
-        self, stream: AsyncIterator[llm_pb2.GenerateResponse], first, model: str, include_usage: bool
+        self, stream: AsyncGenerator[llm_pb2.GenerateResponse, None], first, model: str, include_usage: bool
     ) -> AsyncIterator[str]:
         head = (
             f'{{"id":"chatcmpl-{time.time_ns():x}","object":"chat.completion.chunk","created":{int(time.time())},'
@@ -216,6 +216,7 @@ class OpenAICompat(Surface):
             raise invalid_argument("tools", "an assistant brings its own tools; send none")
         if generate.HasField("response_format"):
             raise invalid_argument("response_format", "is not supported with an assistant")
+        assert self.agents is not None  # reached only for an assistant found through it
         events = self.agents.run(assistant, list(generate.messages), generate.config, generate.user)
         model = generate.model_id
         if not data.get("stream"):

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, DateTime, MetaData, String, Text, event, text
 from sqlalchemy.dialects import mysql, postgresql
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
@@ -239,3 +239,9 @@ def create_database(database_url: str | None, data_dir: str | Path, **kw: Any) -
     if not database_url:
         database_url = f"sqlite:///{Path(data_dir).resolve() / 'typecase.db'}"
     return Database(database_url, **kw)
+
+
+def rows_matched(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE run through a Session matched: Session.execute is typed as returning a Result, and
+    for these statements the object is a CursorResult, which has the count."""
+    return cast(CursorResult[Any], result).rowcount

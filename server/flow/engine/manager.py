@@ -33,7 +33,7 @@ from typecase.server.flow.models import ENDED, FAILED, RUNNING, STOPPED, WAITING
 from typecase.server.flow.nodes.base import Services
 from typecase.server.infra.eventlog import Entry
 from typecase.server.infra.leased_tasks import LeasedTasks, LeaseSettings
-from typecase.server.infra.sql import Database, utcnow
+from typecase.server.infra.sql import Database, rows_matched, utcnow
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import flow_pb2
 
@@ -178,7 +178,7 @@ class Engine:
                     lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds),
                 )
             )
-            if claimed.rowcount != 1:
+            if rows_matched(claimed) != 1:
                 raise not_waiting(row.id, "the run is no longer waiting for this input (answered or stopped)")
         first_seq = max(row.last_seq, await self._logged_seq(row.id)) + 1
         graph = Graph.from_dict(row.graph)
@@ -206,9 +206,9 @@ class Engine:
                     lease_expire_time=now + timedelta(seconds=self.settings.flow_lease_seconds),
                 )
             )
-            if claimed.rowcount != 1:
+            row = await session.get(FlowRunRow, run_id) if rows_matched(claimed) == 1 else None
+            if row is None:
                 return None
-            row = await session.get(FlowRunRow, run_id)
         logged, attempts = await self._log_facts(run_id)
         state = RunState.from_dict(row.state)
         for node_id in state.ready:  # started after the last checkpoint: running it again is another attempt
@@ -272,7 +272,7 @@ class Engine:
                 .where(FlowRunRow.id == run_id, FlowRunRow.status == WAITING)
                 .values(status=STOPPED, end_time=now, update_time=now, pending_input=None, last_seq=row.last_seq + 1)
             )
-            if done.rowcount != 1:
+            if rows_matched(done) != 1:
                 return False
             await session.execute(
                 update(FlowRunNodeRow)
@@ -314,7 +314,7 @@ class Engine:
                 )
                 .values(status=STOPPED, end_time=now, update_time=now, lease_expire_time=None, replica="")
             )
-            if done.rowcount != 1:
+            if rows_matched(done) != 1:
                 return False
         seq = max(row.last_seq, await self._logged_seq(run_id)) + 1
         async with self.db.session() as session:

@@ -135,7 +135,6 @@ def server_factory(tmp_path) -> Iterator:
             server.stop(signal.SIGKILL)
 
 
-
 @pytest.fixture
 async def app_factory(tmp_path, monkeypatch):
     """Start the real App (every service, interceptor and the gateway) in this test's event loop, on free ports,
@@ -187,10 +186,16 @@ async def fresh_database(request, tmp_path):
         url, drop = f"sqlite:///{tmp_path / 'fresh.db'}", None
     elif request.param == "postgresql":
         await pg_exec(PG_ADMIN_URL, f'CREATE DATABASE "{name}"')
-        url, drop = make_url(PG_ADMIN_URL).set(database=name), (pg_exec, PG_ADMIN_URL, f'DROP DATABASE "{name}" WITH (FORCE)')
+        url, drop = (
+            make_url(PG_ADMIN_URL).set(database=name),
+            (pg_exec, PG_ADMIN_URL, f'DROP DATABASE "{name}" WITH (FORCE)'),
+        )
     else:
         await mysql_exec(MYSQL_ADMIN_URL, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        url, drop = make_url(MYSQL_ADMIN_URL).set(database=name), (mysql_exec, MYSQL_ADMIN_URL, f"DROP DATABASE `{name}`")
+        url, drop = (
+            make_url(MYSQL_ADMIN_URL).set(database=name),
+            (mysql_exec, MYSQL_ADMIN_URL, f"DROP DATABASE `{name}`"),
+        )
     db = Database(url)
     await db.start()
     try:

@@ -44,28 +44,78 @@ async def seed(db) -> tuple[str, list[str], list[str]]:
     kbs = [(new_id(), users[1] if i < OWNED_BY_PEER else users[i % USERS]) for i in range(KBS)]
     me = users[0]
     async with db.session() as session:
-        await session.execute(insert(UserRow), [
-            {"id": u, "username": f"user{i}", "username_lower": f"user{i}", "display_name": "", "role": "user",
-             "disabled": False, "create_time": now, "update_time": now, "failed_login_count": 0}
-            for i, u in enumerate(users)])
-        await session.execute(insert(GroupRow), [
-            {"id": g, "name": f"g{i}", "name_lower": f"g{i}", "description": "", "create_time": now,
-             "update_time": now} for i, g in enumerate(groups)])
+        await session.execute(
+            insert(UserRow),
+            [
+                {
+                    "id": u,
+                    "username": f"user{i}",
+                    "username_lower": f"user{i}",
+                    "display_name": "",
+                    "role": "user",
+                    "disabled": False,
+                    "create_time": now,
+                    "update_time": now,
+                    "failed_login_count": 0,
+                }
+                for i, u in enumerate(users)
+            ],
+        )
+        await session.execute(
+            insert(GroupRow),
+            [
+                {
+                    "id": g,
+                    "name": f"g{i}",
+                    "name_lower": f"g{i}",
+                    "description": "",
+                    "create_time": now,
+                    "update_time": now,
+                }
+                for i, g in enumerate(groups)
+            ],
+        )
         members = {(g, me) for g in groups[:MEMBER_OF]}
         for u in users[1:]:  # everyone else in 2 random groups
             members |= {(g, u) for g in rng.sample(groups, 2)}
-        await session.execute(insert(GroupMemberRow), [
-            {"group_id": g, "user_id": u, "group_admin": False, "create_time": now} for g, u in members])
-        await session.execute(insert(KnowledgeBaseRow), [
-            {"id": k, "owner_id": o, "name": f"kb{i}", "description": "", "embedding_model_id": "m",
-             "embedding_dimensions": 8, "chunking_rule": {}, "vector_generation": 1, "create_time": now,
-             "update_time": now} for i, (k, o) in enumerate(kbs)])
+        await session.execute(
+            insert(GroupMemberRow),
+            [{"group_id": g, "user_id": u, "group_admin": False, "create_time": now} for g, u in members],
+        )
+        await session.execute(
+            insert(KnowledgeBaseRow),
+            [
+                {
+                    "id": k,
+                    "owner_id": o,
+                    "name": f"kb{i}",
+                    "description": "",
+                    "embedding_model_id": "m",
+                    "embedding_dimensions": 8,
+                    "chunking_rule": {},
+                    "vector_generation": 1,
+                    "create_time": now,
+                    "update_time": now,
+                }
+                for i, (k, o) in enumerate(kbs)
+            ],
+        )
         grants = []
         for g in groups:
             for k, _ in rng.sample(kbs, GRANTS_PER_GROUP):
-                grants.append({"id": new_id(), "resource_type": sharing.KNOWLEDGE_BASE, "resource_id": k,
-                               "grantee_type": sharing.GRANTEE_GROUP, "grantee_id": g, "level": sharing.USE,
-                               "creator_id": None, "create_time": now, "update_time": now})
+                grants.append(
+                    {
+                        "id": new_id(),
+                        "resource_type": sharing.KNOWLEDGE_BASE,
+                        "resource_id": k,
+                        "grantee_type": sharing.GRANTEE_GROUP,
+                        "grantee_id": g,
+                        "level": sharing.USE,
+                        "creator_id": None,
+                        "create_time": now,
+                        "update_time": now,
+                    }
+                )
         await session.execute(insert(sharing.GrantRow), grants)
         await session.commit()
     async with db.engine.begin() as conn:  # fresh statistics, as autovacuum / a DBA would have them
@@ -142,8 +192,10 @@ async def main() -> None:
             times[name].append(time.perf_counter() - start)
     await db.stop()
     median = {name: statistics.median(values) * 1e3 for name, values in times.items()}
-    print(f"{db.dialect}: {KBS} knowledge bases, {USERS} users, {GROUPS} groups; caller owns {len(owned)}, "
-          f"member of {MEMBER_OF} groups sharing {len(set(shared))} bases; {args.rounds} interleaved rounds")
+    print(
+        f"{db.dialect}: {KBS} knowledge bases, {USERS} users, {GROUPS} groups; caller owns {len(owned)}, "
+        f"member of {MEMBER_OF} groups sharing {len(set(shared))} bases; {args.rounds} interleaved rounds"
+    )
     for name, ms in median.items():
         print(f"  {name:40s} median {ms:7.3f} ms")
     list_ratio = median["list (owned + 20 groups)"] / median["list (owner-only, ~200 owned)"]

@@ -23,8 +23,10 @@ from typecase.server.infra.cache import MemoryCache
 from typecase.server.infra.eventlog import Entry, EventLog
 from typecase.server.infra.journal import JournaledMemoryCache
 
-PAYLOAD = b"\x08\x02\x12\x1a01M96M4DKG0QN823MZEP5NFV0T\x1a\x1c\n\x0c\x08\xb2\xe3\xc4\xc2\x06\x10\xe8\xa9\xd1\x03*" \
-          b"\x0c\n\x05tok12 \x12\x00"  # a ChatResponse carrying one token, as serialized
+PAYLOAD = (
+    b"\x08\x02\x12\x1a01M96M4DKG0QN823MZEP5NFV0T\x1a\x1c\n\x0c\x08\xb2\xe3\xc4\xc2\x06\x10\xe8\xa9\xd1\x03*"
+    b"\x0c\n\x05tok12 \x12\x00"
+)  # a ChatResponse carrying one token, as serialized
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -53,21 +55,29 @@ async def bench(args) -> dict:
         caches = {"memory": MemoryCache(), "file": JournaledMemoryCache(Path(tmp) / "eventlogs.sqlite3")}
         for cache in caches.values():
             await cache.start()
-        logs = {m: EventLog(c, ttl_seconds=900, running_ttl_seconds=1500, key=lambda i: f"log:{i}")
-                for m, c in caches.items()}
+        logs = {
+            m: EventLog(c, ttl_seconds=900, running_ttl_seconds=1500, key=lambda i: f"log:{i}")
+            for m, c in caches.items()
+        }
         results = {m: {"latency": [], "cpu": 0.0, "entries": 0} for m in caches}
         for m, log in logs.items():  # warm-up
             await one_round(log, 0, args)
         for r in range(1, args.rounds + 1):
-            for m in (list(logs) if r % 2 else list(reversed(logs))):
+            for m in list(logs) if r % 2 else list(reversed(logs)):
                 latency, cpu, entries = await one_round(logs[m], r, args)
                 results[m]["latency"] += latency
                 results[m]["cpu"] += cpu
                 results[m]["entries"] += entries
         for cache in caches.values():
             await cache.stop()
-    return {m: {"p50": percentile(v["latency"], 50), "p99": percentile(v["latency"], 99),
-                "cpu_us": v["cpu"] / v["entries"] * 1e6} for m, v in results.items()}
+    return {
+        m: {
+            "p50": percentile(v["latency"], 50),
+            "p99": percentile(v["latency"], 99),
+            "cpu_us": v["cpu"] / v["entries"] * 1e6,
+        }
+        for m, v in results.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,11 +91,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = uvloop.run(bench(args))
     m, f = report["memory"], report["file"]
-    print(f"\nevent log appends, {args.rounds} alternating rounds of {args.turns} concurrent turns x {args.tokens} "
-          f"tokens, {args.delay_ms:g} ms apart ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"\nevent log appends, {args.rounds} alternating rounds of {args.turns} concurrent turns x {args.tokens} "
+        f"tokens, {args.delay_ms:g} ms apart ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f})"
+    )
     print(f"{'':30}{'memory':>10}{'file':>10}{'ratio':>9}")
-    for label, key in (("append latency p50 ms", "p50"), ("append latency p99 ms", "p99"),
-                       ("process CPU us per entry", "cpu_us")):
+    for label, key in (
+        ("append latency p50 ms", "p50"),
+        ("append latency p99 ms", "p99"),
+        ("process CPU us per entry", "cpu_us"),
+    ):
         print(f"{label:30}{m[key]:>10.3f}{f[key]:>10.3f}{f[key] / m[key] if m[key] else float('nan'):>8.2f}x")
     return report
 

@@ -44,8 +44,9 @@ async def plain_loop(graph, services, runs: int) -> list[float]:
         scope: dict = {"sys": {"inputs": {}}}
         for node_id in order:
             node = graph.nodes[node_id]
-            ctx = NodeContext(node_id=node_id, node_type=node.type, name=node.name, params=node.params, scope=scope,
-                              services=services)
+            ctx = NodeContext(
+                node_id=node_id, node_type=node.type, name=node.name, params=node.params, scope=scope, services=services
+            )
             result = await node.spec.run(ctx)
             scope[node_id] = result.outputs
         times.append(time.perf_counter() - began)
@@ -59,8 +60,17 @@ async def engine_runs(engine, graph, data, runs: int) -> list[float]:
 
     times = []
     for _ in range(runs):
-        row = FlowRunRow(id=new_id(), flow_id="bench", version_id="bench", owner_id="bench", flow_owner_id="bench",
-                         session_id="", inputs={}, outputs={}, graph=data)
+        row = FlowRunRow(
+            id=new_id(),
+            flow_id="bench",
+            version_id="bench",
+            owner_id="bench",
+            flow_owner_id="bench",
+            session_id="",
+            inputs={},
+            outputs={},
+            graph=data,
+        )
         began = time.perf_counter()
         execution = await engine.create(row, graph)
         async for entry in execution.live.read(0):
@@ -142,10 +152,14 @@ async def main(args) -> dict[str, float]:
     }
     backend = f"{db.dialect} + {cache.name}"
     print(f"flow engine overhead: {args.nodes}-node chain of trivial nodes, median of {args.runs} runs ({backend})")
-    print(f"  plain loop of node functions   {per_node_plain:10.1f} us/node   "
-          f"{statistics.median(plain) * 1000:8.2f} ms/run")
-    print(f"  durable engine                 {per_node_engine:10.1f} us/node   "
-          f"{statistics.median(durable) * 1000:8.2f} ms/run")
+    print(
+        f"  plain loop of node functions   {per_node_plain:10.1f} us/node   "
+        f"{statistics.median(plain) * 1000:8.2f} ms/run"
+    )
+    print(
+        f"  durable engine                 {per_node_engine:10.1f} us/node   "
+        f"{statistics.median(durable) * 1000:8.2f} ms/run"
+    )
     print(f"  overhead                       {result['overhead_us_per_node']:10.1f} us/node")
     print(f"    of which the SQL checkpoint  {per_node_checkpoint:10.1f} us/node (mean)")
     print(f"  ratio engine / plain           {result['ratio']:10.1f}x")

@@ -52,12 +52,21 @@ async def main(args: argparse.Namespace) -> dict:
     sandbox_ms = statistics.median(times["sandbox"]) * 1000
     print(f"code node run, median of {args.runs} interleaved runs each:")
     print(f"  plain process (what it replaces)  {plain_ms:8.1f} ms")
-    print(f"  bubblewrap sandbox                {sandbox_ms:8.1f} ms   ratio {sandbox_ms / plain_ms:.2f}x, "
-          f"+{sandbox_ms - plain_ms:.1f} ms")
-    print(f"start-up self-check: {first_start * 1000:.0f} ms the first time in a process (ldd of the runtime), "
-          f"{later_start * 1000:.0f} ms after")
-    return {"plain_ms": plain_ms, "sandbox_ms": sandbox_ms, "ratio": sandbox_ms / plain_ms,
-            "first_start_ms": first_start * 1000, "later_start_ms": later_start * 1000}
+    print(
+        f"  bubblewrap sandbox                {sandbox_ms:8.1f} ms   ratio {sandbox_ms / plain_ms:.2f}x, "
+        f"+{sandbox_ms - plain_ms:.1f} ms"
+    )
+    print(
+        f"start-up self-check: {first_start * 1000:.0f} ms the first time in a process (ldd of the runtime), "
+        f"{later_start * 1000:.0f} ms after"
+    )
+    return {
+        "plain_ms": plain_ms,
+        "sandbox_ms": sandbox_ms,
+        "ratio": sandbox_ms / plain_ms,
+        "first_start_ms": first_start * 1000,
+        "later_start_ms": later_start * 1000,
+    }
 
 
 if __name__ == "__main__":

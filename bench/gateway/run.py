@@ -44,10 +44,19 @@ def generate(out: Path) -> None:
     import grpc_tools
     from grpc_tools import protoc
 
-    includes = [HERE / "protos", ROOT / "proto", Path(google.api.http_pb2.__file__).resolve().parents[2],
-                Path(grpc_tools.__file__).parent / "_proto"]
-    args = ["protoc", *(f"-I{p}" for p in includes if p.is_dir()), f"--python_out={out}", f"--grpc_python_out={out}",
-            "gwbench/v1/bench.proto"]
+    includes = [
+        HERE / "protos",
+        ROOT / "proto",
+        Path(google.api.http_pb2.__file__).resolve().parents[2],
+        Path(grpc_tools.__file__).parent / "_proto",
+    ]
+    args = [
+        "protoc",
+        *(f"-I{p}" for p in includes if p.is_dir()),
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        "gwbench/v1/bench.proto",
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
 
@@ -88,8 +97,10 @@ class Http:
         return status, headers
 
     async def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
-        req = (f"{method} {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {len(body)}\r\n"
-               f"Content-Type: application/json\r\n{headers}\r\n").encode() + body
+        req = (
+            f"{method} {path} HTTP/1.1\r\nHost: b\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: application/json\r\n{headers}\r\n"
+        ).encode() + body
         self.writer.write(req)
         status, hdrs = await self._head()
         if b"content-length" in hdrs:
@@ -108,8 +119,12 @@ async def ws_stream(port: int, path: str, count: int) -> int:
     """Raw WebSocket client: send the first frame, count text frames until close."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET {path} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
     await reader.readuntil(b"\r\n\r\n")
     payload = json.dumps({"count": count}).encode()
     mask = os.urandom(4)
@@ -132,12 +147,12 @@ async def ws_stream(port: int, path: str, count: int) -> int:
             if n == 126:
                 if len(buf) - pos < 4:
                     break
-                n = int.from_bytes(buf[pos + 2:pos + 4], "big")
+                n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
                 hdr = 4
             elif n == 127:
                 if len(buf) - pos < 10:
                     break
-                n = int.from_bytes(buf[pos + 2:pos + 10], "big")
+                n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
                 hdr = 10
             if len(buf) - pos < hdr + n:
                 break
@@ -175,7 +190,9 @@ async def unary_p50(port: int, n: int) -> float:
 async def http_stream(port: int, count: int, sse: bool) -> int:
     http = Http(port)
     await http.open()
-    status, data = await http.request("GET", f"/v1/stream?count={count}", headers="Accept: text/event-stream\r\n" if sse else "")
+    status, data = await http.request(
+        "GET", f"/v1/stream?count={count}", headers="Accept: text/event-stream\r\n" if sse else ""
+    )
     await http.close()
     assert status == 200, status
     return data.count(b"\n\n") if sse else data.count(b"\n")
@@ -277,8 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
             rows = []
             c1 = f"stream x1 ({args.messages} msgs) msg/s"
             cn = f"streams x{args.concurrency} ({args.per_stream} msgs) msg/s"
-            for name, port in (("bare starlette", ports["bare"]), ("gateway in-process", ports["inprocess"]),
-                               ("gateway channel", ports["channel"])):
+            for name, port in (
+                ("bare starlette", ports["bare"]),
+                ("gateway in-process", ports["inprocess"]),
+                ("gateway channel", ports["channel"]),
+            ):
                 vals = {"unary p50 us": await unary_p50(port, args.unary) * 1e6}
                 for kind in ("ndjson", "sse", "ws"):
                     vals[f"{kind} {c1}"] = await stream_rate(kind, port, args.messages, 1)
@@ -311,10 +331,24 @@ def main(argv: list[str] | None = None) -> dict:
             ratio = v / base[m]
             line += f"{v:>12,.0f} ({ratio:4.2f}x)"
         print(line)
-    print("\nratios are to bare Starlette (unary: latency, lower is better; streams: msg/s, higher is better);"
-          " direct gRPC stream rates are repeated per transport column.")
-    chart([(name, {m: v for m, v in vals.items() if not (name == "direct gRPC" and not m.startswith(("unary", "ndjson")))})
-           for name, vals in rows], Path(args.out))
+    print(
+        "\nratios are to bare Starlette (unary: latency, lower is better; streams: msg/s, higher is better);"
+        " direct gRPC stream rates are repeated per transport column."
+    )
+    chart(
+        [
+            (
+                name,
+                {
+                    m: v
+                    for m, v in vals.items()
+                    if not (name == "direct gRPC" and not m.startswith(("unary", "ndjson")))
+                },
+            )
+            for name, vals in rows
+        ],
+        Path(args.out),
+    )
     print(f"chart: {args.out}")
     return {name: vals for name, vals in rows}
 

@@ -65,8 +65,13 @@ def bare_app():
             await websocket.send_text(dumps({"seq": str(i + 1), "text": "tick"}))
         await websocket.close()
 
-    return Starlette(routes=[Route("/v1/echo", echo, methods=["POST"]), Route("/v1/stream", stream),
-                             WebSocketRoute("/v1/stream", ws)])
+    return Starlette(
+        routes=[
+            Route("/v1/echo", echo, methods=["POST"]),
+            Route("/v1/stream", stream),
+            WebSocketRoute("/v1/stream", ws),
+        ]
+    )
 
 
 async def run_grpc(port: int, pb2, pb2_grpc) -> None:
@@ -115,8 +120,9 @@ def main() -> None:
                     await self.app(scope, receive, send)
 
             app = Lazy()
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="off",
-                ws="websockets-sansio")
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="error", access_log=False, lifespan="off", ws="websockets-sansio"
+    )
 
 
 if __name__ == "__main__":

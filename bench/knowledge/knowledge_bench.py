@@ -35,8 +35,38 @@ ADMIN_KEY = "bench-admin-key-0123456789"
 MD = (("authorization", f"Bearer {ADMIN_KEY}"),)
 MiB = 1024 * 1024
 
-_SYLLABLES = ["ka", "lo", "mi", "ren", "to", "sa", "vel", "qu", "dar", "nis", "por", "tel", "ax", "bri", "cor", "den",
-              "ful", "gan", "hir", "jol", "mar", "nor", "pel", "ros", "sul", "tam", "ul", "vin", "wes", "yor"]
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ren",
+    "to",
+    "sa",
+    "vel",
+    "qu",
+    "dar",
+    "nis",
+    "por",
+    "tel",
+    "ax",
+    "bri",
+    "cor",
+    "den",
+    "ful",
+    "gan",
+    "hir",
+    "jol",
+    "mar",
+    "nor",
+    "pel",
+    "ros",
+    "sul",
+    "tam",
+    "ul",
+    "vin",
+    "wes",
+    "yor",
+]
 
 
 def vocabulary(size: int, rng: random.Random) -> list[str]:
@@ -76,8 +106,16 @@ async def start_app(data_dir: Path, **overrides):
     from typecase.server.app import App
     from typecase.server.config import Settings
 
-    settings = Settings(_env_file=None, data_dir=data_dir, grpc_port=0, http_port=0, admin_api_key=ADMIN_KEY,
-                        shutdown_grace_seconds=1, log_level="WARNING", **overrides)
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        grpc_port=0,
+        http_port=0,
+        admin_api_key=ADMIN_KEY,
+        shutdown_grace_seconds=1,
+        log_level="WARNING",
+        **overrides,
+    )
     app = App(settings)
     await app.start()
     return app
@@ -115,7 +153,8 @@ def raw_embedding_rate(texts: list[str], batch: int) -> float:
 async def bench_ingest(args, work: Path) -> dict:
     import grpc
 
-    from typecase.v1 import knowledge_pb2 as pb, knowledge_pb2_grpc
+    from typecase.v1 import knowledge_pb2 as pb
+    from typecase.v1 import knowledge_pb2_grpc
 
     rng = random.Random(7)
     vocab = vocabulary(20000, rng)
@@ -123,14 +162,22 @@ async def bench_ingest(args, work: Path) -> dict:
     per_file = max(corpus_bytes // max(args.corpus_files, 1), 1)
     big = [document(rng, vocab, per_file).encode() for _ in range(args.corpus_files)] if corpus_bytes else []
     small = [document(rng, vocab, rng.randint(1500, 6000)).encode() for _ in range(args.small_files)]
-    app = await start_app(work / "ingest", jobs_concurrency=args.concurrency,
-                          knowledge_embed_batch_size=args.batch, knowledge_max_upload_bytes=max(per_file * 2, MiB))
+    app = await start_app(
+        work / "ingest",
+        jobs_concurrency=args.concurrency,
+        knowledge_embed_batch_size=args.batch,
+        knowledge_max_upload_bytes=max(per_file * 2, MiB),
+    )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}",
-                                             options=[("grpc.max_send_message_length", 8 * MiB)]) as channel:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{app.grpc_port}", options=[("grpc.max_send_message_length", 8 * MiB)]
+        ) as channel:
             stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
-            kb = (await stub.CreateKnowledgeBase(pb.CreateKnowledgeBaseRequest(
-                knowledge_base=pb.KnowledgeBase(name="bench")), metadata=MD)).knowledge_base
+            kb = (
+                await stub.CreateKnowledgeBase(
+                    pb.CreateKnowledgeBaseRequest(knowledge_base=pb.KnowledgeBase(name="bench")), metadata=MD
+                )
+            ).knowledge_base
 
             async def upload(name: str, data: bytes) -> str:
                 async def messages():
@@ -146,8 +193,9 @@ async def bench_ingest(args, work: Path) -> dict:
                 while True:
                     files, token = [], ""
                     while True:
-                        page = await stub.ListFiles(pb.ListFilesRequest(kb_id=kb.id, page_size=500, page_token=token),
-                                                    metadata=MD)
+                        page = await stub.ListFiles(
+                            pb.ListFilesRequest(kb_id=kb.id, page_size=500, page_token=token), metadata=MD
+                        )
                         files += [f for f in page.files if f.id in wanted]
                         token = page.next_page_token
                         if not token:
@@ -174,10 +222,17 @@ async def bench_ingest(args, work: Path) -> dict:
                 if failed:
                     raise SystemExit(f"{len(failed)} files failed: {failed[0].error.message}")
                 chunks = sum(f.chunk_count for f in files)
-                results[label] = {"files": len(docs), "mb": sum(map(len, docs)) / MiB, "chunks": chunks,
-                                  "seconds": elapsed, "upload_seconds": uploaded, "rate": chunks / elapsed,
-                                  "ceiling": (before + after) / 2, "ceiling_range": (before, after),
-                                  "sample": len(sample)}
+                results[label] = {
+                    "files": len(docs),
+                    "mb": sum(map(len, docs)) / MiB,
+                    "chunks": chunks,
+                    "seconds": elapsed,
+                    "upload_seconds": uploaded,
+                    "rate": chunks / elapsed,
+                    "ceiling": (before + after) / 2,
+                    "ceiling_range": (before, after),
+                    "sample": len(sample),
+                }
     finally:
         await app.stop()
     return {"results": results}
@@ -191,9 +246,14 @@ async def bench_search(args, work: Path) -> dict:
     from typecase.server.knowledge import keyword
     from typecase.server.knowledge.ingest import collection_name
     from typecase.server.knowledge.models import (
-        KnowledgeBaseRow, KnowledgeChunkRow, KnowledgeFileRow, KnowledgeTermRow, chunk_id,
+        KnowledgeBaseRow,
+        KnowledgeChunkRow,
+        KnowledgeFileRow,
+        KnowledgeTermRow,
+        chunk_id,
     )
-    from typecase.v1 import knowledge_pb2 as pb, knowledge_pb2_grpc
+    from typecase.v1 import knowledge_pb2 as pb
+    from typecase.v1 import knowledge_pb2_grpc
 
     rng = random.Random(11)
     vocab = vocabulary(30000, rng)
@@ -202,8 +262,11 @@ async def bench_search(args, work: Path) -> dict:
         llm = app.servicers["LLMService"]
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
-            kb = (await stub.CreateKnowledgeBase(pb.CreateKnowledgeBaseRequest(
-                knowledge_base=pb.KnowledgeBase(name="search-bench")), metadata=MD)).knowledge_base
+            kb = (
+                await stub.CreateKnowledgeBase(
+                    pb.CreateKnowledgeBaseRequest(knowledge_base=pb.KnowledgeBase(name="search-bench")), metadata=MD
+                )
+            ).knowledge_base
             async with app.resources.db.session() as session:
                 kb_row = await session.get(KnowledgeBaseRow, kb.id)
             name = collection_name(kb_row)
@@ -224,37 +287,85 @@ async def bench_search(args, work: Path) -> dict:
                 src = [(made + j) % distinct for j in range(count)]
                 vectors = base[src] + np.random.default_rng(fi).normal(0, 0.02, (count, dim))
                 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-                chunk_texts = [texts[s] if j % 7 else texts[s] + " " + paragraph(rng, vocab, 1)
-                               for j, s in enumerate(src)]
+                chunk_texts = [
+                    texts[s] if j % 7 else texts[s] + " " + paragraph(rng, vocab, 1) for j, s in enumerate(src)
+                ]
                 async with app.resources.db.session() as session:
-                    file = KnowledgeFileRow(kb_id=kb.id, owner_id=kb.owner_id, name=f"synthetic-{fi}.txt", format="txt",
-                                            mime_type="text/plain", object_key=f"knowledge/{kb.id}/none/{fi}",
-                                            size_bytes=0, md5=f"{fi:032x}", dedup_key=None, status="queued",
-                                            progress=0, chunk_count=0, term_total=0, page_count=0, chunking_rule={},
-                                            tags=[], user_metadata={}, generation=1)
+                    file = KnowledgeFileRow(
+                        kb_id=kb.id,
+                        owner_id=kb.owner_id,
+                        name=f"synthetic-{fi}.txt",
+                        format="txt",
+                        mime_type="text/plain",
+                        object_key=f"knowledge/{kb.id}/none/{fi}",
+                        size_bytes=0,
+                        md5=f"{fi:032x}",
+                        dedup_key=None,
+                        status="queued",
+                        progress=0,
+                        chunk_count=0,
+                        term_total=0,
+                        page_count=0,
+                        chunking_rule={},
+                        tags=[],
+                        user_metadata={},
+                        generation=1,
+                    )
                     session.add(file)
                     await session.flush()
                     file_id = file.id
-                    await session.execute(insert(KnowledgeChunkRow), [
-                        {"id": chunk_id(file_id, j), "kb_id": kb.id, "file_id": file_id, "chunk_index": j, "page": 0,
-                         "text": t, "token_count": len(t.split())} for j, t in enumerate(chunk_texts)])
+                    await session.execute(
+                        insert(KnowledgeChunkRow),
+                        [
+                            {
+                                "id": chunk_id(file_id, j),
+                                "kb_id": kb.id,
+                                "file_id": file_id,
+                                "chunk_index": j,
+                                "page": 0,
+                                "text": t,
+                                "token_count": len(t.split()),
+                            }
+                            for j, t in enumerate(chunk_texts)
+                        ],
+                    )
                     builder = keyword.PostingsBuilder()
                     term_total = sum(builder.add(j, t) for j, t in enumerate(chunk_texts))
-                    await session.execute(insert(KnowledgeTermRow), [
-                        {"file_id": file_id, "block": 0, "term": term, "kb_id": kb.id, "postings": blob}
-                        for term, blob in builder.rows()])
-                await app.resources.vectors.upsert(name, [
-                    {"id": chunk_id(file_id, j), "vector": vectors[j].tolist(), "kb_id": kb.id, "file_id": file_id,
-                     "chunk_index": j, "page": 0, "metadata": {"tags": [], "metadata": {}}} for j in range(count)])
+                    await session.execute(
+                        insert(KnowledgeTermRow),
+                        [
+                            {"file_id": file_id, "block": 0, "term": term, "kb_id": kb.id, "postings": blob}
+                            for term, blob in builder.rows()
+                        ],
+                    )
+                await app.resources.vectors.upsert(
+                    name,
+                    [
+                        {
+                            "id": chunk_id(file_id, j),
+                            "vector": vectors[j].tolist(),
+                            "kb_id": kb.id,
+                            "file_id": file_id,
+                            "chunk_index": j,
+                            "page": 0,
+                            "metadata": {"tags": [], "metadata": {}},
+                        }
+                        for j in range(count)
+                    ],
+                )
                 async with app.resources.db.session() as session:
-                    await session.execute(update(KnowledgeFileRow).where(KnowledgeFileRow.id == file_id).values(
-                        status="done", progress=100, chunk_count=count, term_total=term_total))
+                    await session.execute(
+                        update(KnowledgeFileRow)
+                        .where(KnowledgeFileRow.id == file_id)
+                        .values(status="done", progress=100, chunk_count=count, term_total=term_total)
+                    )
                 made += count
             await app.servicers["KnowledgeService"].collections.flush(name)  # as ingestion does after writing
             stored = await app.resources.vectors.count(name)
 
-            queries = [" ".join(rng.sample(texts[rng.randrange(distinct)].rstrip(".").split(), 4))
-                       for _ in range(args.queries)]
+            queries = [
+                " ".join(rng.sample(texts[rng.randrange(distinct)].rstrip(".").split(), 4)) for _ in range(args.queries)
+            ]
             query_vectors = []
             for i in range(0, len(queries), 64):
                 query_vectors.extend(await llm.embed_texts(queries[i : i + 64], kb_row.embedding_model_id))
@@ -262,8 +373,11 @@ async def bench_search(args, work: Path) -> dict:
             for q, v in zip(queries[:5], query_vectors[:5]):  # warm-up
                 await stub.Search(pb.SearchRequest(kb_ids=[kb.id], query=q), metadata=MD)
                 await app.resources.vectors.search(name, [v], top_k=5)
-            for label, mode in (("search hybrid", pb.SEARCH_MODE_HYBRID), ("search vector", pb.SEARCH_MODE_VECTOR),
-                                ("search keyword", pb.SEARCH_MODE_KEYWORD)):
+            for label, mode in (
+                ("search hybrid", pb.SEARCH_MODE_HYBRID),
+                ("search vector", pb.SEARCH_MODE_VECTOR),
+                ("search keyword", pb.SEARCH_MODE_KEYWORD),
+            ):
                 times = []
                 for q in queries:
                     started = time.perf_counter()
@@ -292,16 +406,20 @@ def report(ingest: dict | None, search: dict | None) -> None:
         print("\n== ingestion (local all-MiniLM-L6-v2, embedded App) ==")
         for label, r in ingest["results"].items():
             lo, hi = r["ceiling_range"]
-            print(f"{label:>12}: {r['files']:4d} files {r['mb']:7.1f} MB {r['chunks']:7d} chunks in {r['seconds']:7.1f}s "
-                  f"= {r['rate']:7.1f} chunks/s   ceiling {r['ceiling']:6.1f} chunks/s ({lo:.1f} before, {hi:.1f} "
-                  f"after; raw encode of {r['sample']} of its chunks)   = {r['rate'] / r['ceiling']:5.1%} of it")
+            print(
+                f"{label:>12}: {r['files']:4d} files {r['mb']:7.1f} MB {r['chunks']:7d} chunks in {r['seconds']:7.1f}s "
+                f"= {r['rate']:7.1f} chunks/s   ceiling {r['ceiling']:6.1f} chunks/s ({lo:.1f} before, {hi:.1f} "
+                f"after; raw encode of {r['sample']} of its chunks)   = {r['rate'] / r['ceiling']:5.1%} of it"
+            )
     if search:
         print(f"\n== search latency over {search['chunks']} chunks ==")
         bare = statistics.median(search["latencies"]["bare vector store"])
         for label, times in search["latencies"].items():
             p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
-            print(f"{label:>22}: p50 {p50 * 1000:8.1f} ms   p99 {p99 * 1000:8.1f} ms   "
-                  f"(p50 = {p50 / bare:4.1f}x bare vector store)")
+            print(
+                f"{label:>22}: p50 {p50 * 1000:8.1f} ms   p99 {p99 * 1000:8.1f} ms   "
+                f"(p50 = {p50 / bare:4.1f}x bare vector store)"
+            )
 
 
 async def main(argv: list[str] | None = None) -> dict:

@@ -97,8 +97,12 @@ async def main(argv: list[str] | None = None) -> dict:
         started = time.perf_counter()
         text = await parse_text(pool, pdf, "pdf")
         seconds = time.perf_counter() - started
-        out["pdf"] = {"pages": args.pages, "seconds": seconds, "pages_per_minute": 60 * args.pages / seconds,
-                      "accuracy": accuracy([line for t in truths for line in t], text)}
+        out["pdf"] = {
+            "pages": args.pages,
+            "seconds": seconds,
+            "pages_per_minute": 60 * args.pages / seconds,
+            "accuracy": accuracy([line for t in truths for line in t], text),
+        }
 
         texts, seconds = [], 0.0
         for i, image in enumerate(images):
@@ -107,15 +111,21 @@ async def main(argv: list[str] | None = None) -> dict:
             started = time.perf_counter()
             texts.append(await parse_text(pool, path, "png"))
             seconds += time.perf_counter() - started
-        out["png"] = {"pages": args.pages, "seconds": seconds, "pages_per_minute": 60 * args.pages / seconds,
-                      "accuracy": sum(accuracy(t, x) for t, x in zip(truths, texts)) / args.pages}
+        out["png"] = {
+            "pages": args.pages,
+            "seconds": seconds,
+            "pages_per_minute": 60 * args.pages / seconds,
+            "accuracy": sum(accuracy(t, x) for t, x in zip(truths, texts)) / args.pages,
+        }
     await pool.close()
     print(f"== OCR (RapidOCR in a parse process), A4 pages at {args.dpi} dpi, 30 lines each ==")
     print(f"engine load (first file of a process): {out['load_seconds']:.1f}s")
     for label in ("pdf", "png"):
         r = out[label]
-        print(f"{label:>4}: {r['pages']} pages in {r['seconds']:6.1f}s = {r['pages_per_minute']:5.1f} pages/minute, "
-              f"words found {r['accuracy']:.1%}")
+        print(
+            f"{label:>4}: {r['pages']} pages in {r['seconds']:6.1f}s = {r['pages_per_minute']:5.1f} pages/minute, "
+            f"words found {r['accuracy']:.1%}"
+        )
     return out
 
 

@@ -96,8 +96,10 @@ async def main(argv: list[str] | None = None) -> dict:
         print(f"{name:<12} {a * 1000:>14.2f} {b * 1000:>10.2f} {b / a:>7.2f} {(b - a) * 1000:>9.2f}")
     added = statistics.median(f["child"] - f["in_process"] for f in result["formats"].values())
     result["median_added_seconds"] = added
-    print(f"median added per small file: {added * 1000:.2f} ms; starting a parse process: "
-          f"{result['cold_start_seconds'] * 1000:.0f} ms (first file of a process)")
+    print(
+        f"median added per small file: {added * 1000:.2f} ms; starting a parse process: "
+        f"{result['cold_start_seconds'] * 1000:.0f} ms (first file of a process)"
+    )
     return result
 
 

@@ -90,6 +90,7 @@ class Doc:
 
 # -- corpora ---------------------------------------------------------------------------------------------------
 
+
 def _text(fragment: str) -> str:
     fragment = re.sub(r"<(script|style)\b.*?</\1>", "", fragment, flags=re.S)
     fragment = re.sub(r"</(p|pre|li|dd|dt|div|h\d|tr)>", "\n", fragment)
@@ -139,6 +140,7 @@ def chinese_corpus() -> list[Doc]:
 
 # -- metrics ---------------------------------------------------------------------------------------------------
 
+
 def metrics(ranked: list[str], relevant: set[str]) -> tuple[float, float, float]:
     """(recall@5, MRR@10, nDCG@10) of one query."""
     if not relevant:
@@ -157,13 +159,23 @@ def mean(rows: list[tuple[float, float, float]]) -> tuple[float, float, float]:
 
 # -- the run ---------------------------------------------------------------------------------------------------
 
+
 async def start_app(data_dir: Path):
     from typecase.server.app import App
     from typecase.server.config import Settings
 
-    settings = Settings(_env_file=None, data_dir=data_dir, grpc_port=0, http_port=0, admin_api_key=ADMIN_KEY,
-                        shutdown_grace_seconds=1, log_level="WARNING", jobs_poll_seconds=0.2,
-                        knowledge_watch_poll_seconds=0.2, knowledge_max_text_bytes=8 * 1024 * 1024)
+    settings = Settings(
+        _env_file=None,
+        data_dir=data_dir,
+        grpc_port=0,
+        http_port=0,
+        admin_api_key=ADMIN_KEY,
+        shutdown_grace_seconds=1,
+        log_level="WARNING",
+        jobs_poll_seconds=0.2,
+        knowledge_watch_poll_seconds=0.2,
+        knowledge_max_text_bytes=8 * 1024 * 1024,
+    )
     app = App(settings)
     await app.start()
     return app
@@ -172,8 +184,16 @@ async def start_app(data_dir: Path):
 async def ingest(stub, name: str, docs: list[Doc], size: int, overlap: int):
     from typecase.v1 import knowledge_pb2 as pb
 
-    kb = (await stub.CreateKnowledgeBase(pb.CreateKnowledgeBaseRequest(knowledge_base=pb.KnowledgeBase(
-        name=name, chunking_rule=pb.ChunkingRule(chunk_size=size, chunk_overlap=overlap))), metadata=MD)).knowledge_base
+    kb = (
+        await stub.CreateKnowledgeBase(
+            pb.CreateKnowledgeBaseRequest(
+                knowledge_base=pb.KnowledgeBase(
+                    name=name, chunking_rule=pb.ChunkingRule(chunk_size=size, chunk_overlap=overlap)
+                )
+            ),
+            metadata=MD,
+        )
+    ).knowledge_base
     ids = {}
     for d in docs:
         reply = await stub.AddTextFile(pb.AddTextFileRequest(kb_id=kb.id, name=d.name, text=d.text), metadata=MD)
@@ -192,9 +212,17 @@ async def labels(app, kb_id: str, files: dict[str, Doc]) -> tuple[dict[str, set[
     from typecase.server.knowledge.models import KnowledgeChunkRow
 
     async with app.resources.db.session() as session:
-        rows = (await session.execute(select(KnowledgeChunkRow.id, KnowledgeChunkRow.file_id, KnowledgeChunkRow.text,
-                                             KnowledgeChunkRow.start_offset, KnowledgeChunkRow.end_offset)
-                                      .where(KnowledgeChunkRow.kb_id == kb_id))).all()
+        rows = (
+            await session.execute(
+                select(
+                    KnowledgeChunkRow.id,
+                    KnowledgeChunkRow.file_id,
+                    KnowledgeChunkRow.text,
+                    KnowledgeChunkRow.start_offset,
+                    KnowledgeChunkRow.end_offset,
+                ).where(KnowledgeChunkRow.kb_id == kb_id)
+            )
+        ).all()
     relevant: dict[str, set[str]] = {}
     for r in rows:
         for query, spans in files[r.file_id].spans.items():
@@ -285,11 +313,23 @@ async def main(argv: list[str] | None = None) -> dict:
                         started = time.perf_counter()
                         kb, files = await ingest(stub, f"{lang}-{size}-{overlap}", docs, size, overlap)
                         relevant, chunks = await labels(app, kb.id, files)
-                        results = await evaluate(app, stub, kb, files, relevant, chunks, args.rerank_model_id,
-                                                 grid=QUICK_GRID if args.quick else GRID)
+                        results = await evaluate(
+                            app,
+                            stub,
+                            kb,
+                            files,
+                            relevant,
+                            chunks,
+                            args.rerank_model_id,
+                            grid=QUICK_GRID if args.quick else GRID,
+                        )
                         out["runs"][(lang, size, overlap)] = results
-                        print_table(f"{lang}: chunk_size={size} overlap={overlap}, {len(chunks)} chunks, "
-                                    f"{time.perf_counter() - started:.0f}s", results, len(relevant))
+                        print_table(
+                            f"{lang}: chunk_size={size} overlap={overlap}, {len(chunks)} chunks, "
+                            f"{time.perf_counter() - started:.0f}s",
+                            results,
+                            len(relevant),
+                        )
                         sys.stdout.flush()
         finally:
             await app.stop()
@@ -314,22 +354,25 @@ def choose(runs: dict) -> dict:
             score = ndcg if lang == "en" or old_setting else results["hybrid (server default)"][2]
             candidates.setdefault(key, []).append(score)
     # Candidates are the chunk sizes that fit the model's window (the old 500 is measured as the baseline).
-    best = max((k for k, v in candidates.items() if len(v) == 2 and k[0] < 256),
-               key=lambda k: sum(candidates[k]) / 2)
+    best = max((k for k, v in candidates.items() if len(v) == 2 and k[0] < 256), key=lambda k: sum(candidates[k]) / 2)
     print("\nHybrid nDCG@10, mean of English and Chinese:")
     for key in (old, best):
         if key in candidates:
             tag = "old defaults" if key == old else "chosen"
-            print(f"  {tag:13} chunk_size={key[0]} overlap={key[1]} fusion={key[2]} vector_weight={key[3]}: "
-                  f"{sum(candidates[key]) / 2:.3f}  (en {candidates[key][0]:.3f}, zh {candidates[key][1]:.3f})")
+            print(
+                f"  {tag:13} chunk_size={key[0]} overlap={key[1]} fusion={key[2]} vector_weight={key[3]}: "
+                f"{sum(candidates[key]) / 2:.3f}  (en {candidates[key][0]:.3f}, zh {candidates[key][1]:.3f})"
+            )
     for (lang, size, overlap), results in runs.items():
         if (size, overlap) != best[:2]:
             continue
         halves = max(results["vector"][2], results["keyword"][2])
         label = f"hybrid {best[2]} w={best[3]}" if lang == "en" else "hybrid (server default)"
         hybrid = results[label][2]
-        print(f"  {lang}: chosen hybrid nDCG@10 {hybrid:.3f} vs the better of its halves {halves:.3f}"
-              f" ({'not worse' if hybrid >= halves - 1e-9 else 'WORSE'})")
+        print(
+            f"  {lang}: chosen hybrid nDCG@10 {hybrid:.3f} vs the better of its halves {halves:.3f}"
+            f" ({'not worse' if hybrid >= halves - 1e-9 else 'WORSE'})"
+        )
     return {"chunk_size": best[0], "chunk_overlap": best[1], "fusion": best[2], "vector_weight": best[3]}
 
 

@@ -6,15 +6,30 @@ from __future__ import annotations
 import statistics
 
 import pytest
-
 from knowledge_bench import main
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_knowledge_bench_reduced():
-    out = await main(["--corpus-mb", "0.3", "--corpus-files", "2", "--small-files", "20", "--search-chunks", "5000",
-                      "--distinct", "200", "--queries", "30", "--ceiling-sample", "128"])
+    out = await main(
+        [
+            "--corpus-mb",
+            "0.3",
+            "--corpus-files",
+            "2",
+            "--small-files",
+            "20",
+            "--search-chunks",
+            "5000",
+            "--distinct",
+            "200",
+            "--queries",
+            "30",
+            "--ceiling-sample",
+            "128",
+        ]
+    )
     ingest, search = out["ingest"], out["search"]
     assert set(ingest["results"]) == {"corpus", "small files"}
     for result in ingest["results"].values():

@@ -4,7 +4,6 @@ embedded store among them, filtered and not."""
 from __future__ import annotations
 
 import pytest
-
 from vectors import main
 
 

@@ -97,6 +97,7 @@ class Numpy(Candidate):
 
 class NumpyEinsum(Candidate):
     """The same brute force without BLAS (a single-threaded loop): what the embedded store computes."""
+
     name = "numpy einsum"
 
     def __init__(self, matrix: np.ndarray):
@@ -144,9 +145,20 @@ async def load(store: Any, matrix: np.ndarray, per_file: int, batch: int = 5000)
     started = time.perf_counter()
     await store.ensure_collection(COLLECTION, matrix.shape[1])
     for start in range(0, len(matrix), batch):
-        await store.upsert(COLLECTION, [
-            {"id": str(i), "vector": matrix[i], "kb_id": "kb", "file_id": f"file{i // per_file}",
-             "chunk_index": i % per_file, "page": 0} for i in range(start, min(start + batch, len(matrix)))])
+        await store.upsert(
+            COLLECTION,
+            [
+                {
+                    "id": str(i),
+                    "vector": matrix[i],
+                    "kb_id": "kb",
+                    "file_id": f"file{i // per_file}",
+                    "chunk_index": i % per_file,
+                    "page": 0,
+                }
+                for i in range(start, min(start + batch, len(matrix)))
+            ],
+        )
     if hasattr(store, "flush"):
         await store.flush(COLLECTION)
     return time.perf_counter() - started
@@ -161,8 +173,10 @@ async def bench_size(args, n: int, work: Path) -> dict:
     n_files = (n + args.chunks_per_file - 1) // args.chunks_per_file
     rng = random.Random(9)
     filters = [sorted(rng.sample(range(n_files), min(args.filter_files, n_files))) for _ in queries]
-    file_rows = [np.concatenate([np.arange(f * args.chunks_per_file, min((f + 1) * args.chunks_per_file, n))
-                                 for f in fs]) for fs in filters]
+    file_rows = [
+        np.concatenate([np.arange(f * args.chunks_per_file, min((f + 1) * args.chunks_per_file, n)) for f in fs])
+        for fs in filters
+    ]
     out: dict[str, Any] = {"chunks": n, "load_seconds": {}, "latencies": {}, "recall": {}}
 
     embedded = EmbeddedVectorStore(work / f"embedded-{n}")
@@ -199,7 +213,7 @@ async def bench_size(args, n: int, work: Path) -> dict:
                 else:
                     files, rows = [f"file{f}" for f in filters[i]], file_rows[i]
                 exact = set(int(j) for j in brute_force(matrix, q, rows))
-                order = candidates[i % len(candidates):] + candidates[: i % len(candidates)]
+                order = candidates[i % len(candidates) :] + candidates[: i % len(candidates)]
                 for c in order:
                     if c.name == "milvus-lite" and i >= args.milvus_queries:
                         continue
@@ -218,14 +232,18 @@ def report(result: dict) -> None:
     print(f"\n== top-{TOP_K} vector search over {result['chunks']:,} chunks ==")
     for label, seconds in result["load_seconds"].items():
         print(f"  {label}: {seconds:.2f} s")
-    floors = {mode: percentile(t, 0.5) for (name, mode), t in result["latencies"].items() if name == "numpy brute force"}
+    floors = {
+        mode: percentile(t, 0.5) for (name, mode), t in result["latencies"].items() if name == "numpy brute force"
+    }
     for (name, mode), times in result["latencies"].items():
         if not times:
             continue
         p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
         recall = sum(result["recall"][(name, mode)]) / len(result["recall"][(name, mode)])
-        print(f"  {name:>18} {mode:>10}: p50 {p50 * 1000:8.2f} ms  p99 {p99 * 1000:8.2f} ms  "
-              f"= {p50 / floors[mode]:6.2f}x numpy   recall@10 {recall:.3f}   ({len(times)} queries)")
+        print(
+            f"  {name:>18} {mode:>10}: p50 {p50 * 1000:8.2f} ms  p99 {p99 * 1000:8.2f} ms  "
+            f"= {p50 / floors[mode]:6.2f}x numpy   recall@10 {recall:.3f}   ({len(times)} queries)"
+        )
 
 
 async def main(argv: list[str] | None = None) -> list[dict]:

@@ -20,7 +20,7 @@ import uvloop
 
 from typecase.v1 import llm_pb2, llm_pb2_grpc
 
-REQUEST = (b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"go"}]}')
+REQUEST = b'{"model":"bench","stream":true,"messages":[{"role":"user","content":"go"}]}'
 
 
 class Upstream:
@@ -28,8 +28,10 @@ class Upstream:
 
     def __init__(self, port: int):
         self.port = port
-        self.request = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-                        f"content-length: {len(REQUEST)}\r\n\r\n").encode() + REQUEST
+        self.request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(REQUEST)}\r\n\r\n"
+        ).encode() + REQUEST
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def stream(self):
@@ -64,11 +66,17 @@ def sse_app(upstream: Upstream):
             return
         while (await receive()).get("more_body"):
             pass
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+            }
+        )
         async for data in upstream.stream():
             await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     return app
 
 
@@ -78,8 +86,16 @@ async def main(upstream_port: int, grpc_port: int, http_port: int) -> None:
     llm_pb2_grpc.add_LLMServiceServicer_to_server(Relay(upstream), server)
     server.add_insecure_port(f"127.0.0.1:{grpc_port}")
     await server.start()
-    config = uvicorn.Config(sse_app(upstream), host="127.0.0.1", port=http_port, http="httptools", loop="none",
-                            log_level="warning", access_log=False, backlog=4096)
+    config = uvicorn.Config(
+        sse_app(upstream),
+        host="127.0.0.1",
+        port=http_port,
+        http="httptools",
+        loop="none",
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+    )
     await uvicorn.Server(config).serve()
     await server.stop(0)
 

@@ -12,7 +12,6 @@ scales with how much code a request runs, not with what it waits for. Ratios are
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import subprocess
@@ -39,15 +38,28 @@ async def measure(requests: int) -> dict[str, dict[float, float]]:
     port = free_port()
     upstream = subprocess.Popen([sys.executable, str(ROOT / "bench/llm/upstream.py"), str(port), "50"])
     tmp = tempfile.TemporaryDirectory(prefix="tc-idle-")
-    app = App(Settings(_env_file=None, data_dir=tmp.name, grpc_port=0, http_port=0, admin_api_key="k" * 32,
-                       llm_local_enabled=False, log_level="WARNING"))
+    app = App(
+        Settings(
+            _env_file=None,
+            data_dir=tmp.name,
+            grpc_port=0,
+            http_port=0,
+            admin_api_key="k" * 32,
+            llm_local_enabled=False,
+            log_level="WARNING",
+        )
+    )
     try:
         await app.start()
         llm = app.servicers["LLMService"]
-        provider = await llm.catalog.create_provider(llm_pb2.Provider(
-            name="idle", type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=f"http://127.0.0.1:{port}/v1"))
-        model = await llm.catalog.create_model(llm_pb2.Model(
-            provider_id=provider.id, name="idle", type=llm_pb2.MODEL_TYPE_LLM, online=True))
+        provider = await llm.catalog.create_provider(
+            llm_pb2.Provider(
+                name="idle", type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=f"http://127.0.0.1:{port}/v1"
+            )
+        )
+        model = await llm.catalog.create_model(
+            llm_pb2.Model(provider_id=provider.id, name="idle", type=llm_pb2.MODEL_TYPE_LLM, online=True)
+        )
         request = llm_pb2.GenerateRequest(model_id=model.id, messages=[llm_pb2.ChatMessage(role=2, content="go")])
         body = b'{"model":"idle","stream":true,"messages":[{"role":"user","content":"go"}]}'
         raw = RawHttp(port, "/v1/chat/completions", body, {})
@@ -99,8 +111,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[float, float]]:
         base = by_pause[0.0]
         print(f"{name:<22}" + "".join(f"{v:>10.3f} ms {v / base:>6.2f}x   " for v in by_pause.values()))
     gen, raw = results["LLMService.generate"], results["direct"]
-    print("\nadded by Typecase's own path: " + ", ".join(
-        f"{gen[p] - raw[p]:+.2f} ms after {p:g} ms idle" for p in PAUSES_MS))
+    print(
+        "\nadded by Typecase's own path: "
+        + ", ".join(f"{gen[p] - raw[p]:+.2f} ms after {p:g} ms idle" for p in PAUSES_MS)
+    )
     return results
 
 

@@ -80,8 +80,13 @@ class RawHttp:
 
     def __init__(self, port: int, path: str, body: bytes, headers: dict[str, str]):
         self.port = port
-        lines = [f"POST {path} HTTP/1.1", "host: 127.0.0.1", "content-type: application/json",
-                 f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"POST {path} HTTP/1.1",
+            "host: 127.0.0.1",
+            "content-type: application/json",
+            f"content-length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         self.request = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -111,13 +116,21 @@ class RawHttp:
 
 
 class Surfaces:
-    def __init__(self, upstream_port: int, http_port: int, grpc_port: int, model_id: str, tokens: int,
-                 floor_ports: tuple[int, int] = (0, 0)):
+    def __init__(
+        self,
+        upstream_port: int,
+        http_port: int,
+        grpc_port: int,
+        model_id: str,
+        tokens: int,
+        floor_ports: tuple[int, int] = (0, 0),
+    ):
         self.upstream_port, self.http_port, self.grpc_port = upstream_port, http_port, grpc_port
         self.floor_grpc_port, self.floor_http_port = floor_ports
         self.model_id, self.tokens = model_id, tokens
-        self.chat_body = json.dumps({"model": "bench", "stream": True,
-                                     "messages": [{"role": "user", "content": "go"}]}).encode()
+        self.chat_body = json.dumps(
+            {"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+        ).encode()
         self.generate_body = json.dumps({"messages": [{"role": "MESSAGE_ROLE_USER", "content": "go"}]}).encode()
         self.channel: grpc.aio.Channel | None = None
         self.ws_handshakes: list[float] = []
@@ -130,7 +143,8 @@ class Surfaces:
         self.floor_channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.floor_grpc_port}")
         self.floor_stub = llm_pb2_grpc.LLMServiceStub(self.floor_channel)
         self.grpc_request = llm_pb2.GenerateRequest(
-            model_id=self.model_id, messages=[llm_pb2.ChatMessage(role=2, content="go")])
+            model_id=self.model_id, messages=[llm_pb2.ChatMessage(role=2, content="go")]
+        )
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -145,8 +159,12 @@ class Surfaces:
             body = self.chat_body.replace(b'"bench"', json.dumps(self.model_id).encode())
             return RawHttp(self.http_port, "/openai/v1/chat/completions", body, {"authorization": AUTH})
         if surface == "sse":
-            return RawHttp(self.http_port, f"/v1/models/{self.model_id}:generate", self.generate_body,
-                           {"authorization": AUTH, "accept": "text/event-stream"})
+            return RawHttp(
+                self.http_port,
+                f"/v1/models/{self.model_id}:generate",
+                self.generate_body,
+                {"authorization": AUTH, "accept": "text/event-stream"},
+            )
         if surface == "grpc":
             return GrpcClient(self, self.stub)
         if surface == "grpc-floor":
@@ -224,8 +242,9 @@ async def record_call(client, result: Result) -> None:
     result.ttfts.append(ttft)
 
 
-async def run_workers(surfaces: Surfaces, surface: str, workers: int, requests_each: int = 0,
-                      seconds: float = 0.0) -> Result:
+async def run_workers(
+    surfaces: Surfaces, surface: str, workers: int, requests_each: int = 0, seconds: float = 0.0
+) -> Result:
     """`workers` concurrent clients, each doing `requests_each` requests (or requests until `seconds` passed)."""
     result = Result()
     clients = [surfaces.client(surface) for _ in range(workers)]
@@ -292,19 +311,35 @@ class Stack:
 
     def _start(self) -> None:
         python = sys.executable
-        self.procs.append(subprocess.Popen([python, str(ROOT / "bench/llm/upstream.py"), str(self.upstream_port),
-                                            str(self.tokens)], stdout=subprocess.DEVNULL))
-        self.procs.append(subprocess.Popen([python, str(ROOT / "bench/llm/floor.py"), str(self.upstream_port),
-                                            *map(str, self.floor_ports)]))
-        env = {**os.environ, "TYPECASE_DATA_DIR": self.tmp.name, "TYPECASE_HTTP_PORT": str(self.http_port),
-               "TYPECASE_GRPC_PORT": str(self.grpc_port), "TYPECASE_ADMIN_API_KEY": KEY, "HF_HUB_OFFLINE": "1",
-               "TYPECASE_RATE_LIMIT_PER_KEY": "100000000/minute", "TYPECASE_RATE_LIMIT_PER_USER": "100000000/minute",
-               "TYPECASE_LOG_LEVEL": "WARNING", "TYPECASE_SHUTDOWN_GRACE_SECONDS": "1"}
+        self.procs.append(
+            subprocess.Popen(
+                [python, str(ROOT / "bench/llm/upstream.py"), str(self.upstream_port), str(self.tokens)],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [python, str(ROOT / "bench/llm/floor.py"), str(self.upstream_port), *map(str, self.floor_ports)]
+            )
+        )
+        env = {
+            **os.environ,
+            "TYPECASE_DATA_DIR": self.tmp.name,
+            "TYPECASE_HTTP_PORT": str(self.http_port),
+            "TYPECASE_GRPC_PORT": str(self.grpc_port),
+            "TYPECASE_ADMIN_API_KEY": KEY,
+            "HF_HUB_OFFLINE": "1",
+            "TYPECASE_RATE_LIMIT_PER_KEY": "100000000/minute",
+            "TYPECASE_RATE_LIMIT_PER_USER": "100000000/minute",
+            "TYPECASE_LOG_LEVEL": "WARNING",
+            "TYPECASE_SHUTDOWN_GRACE_SECONDS": "1",
+        }
         env = {k: v for k, v in env.items() if not (k.startswith("TYPECASE_") and k.endswith("_URL"))}
         env.update(self.server_env)
         self.log = open(Path(self.tmp.name) / "server.log", "wb")
-        self.server = subprocess.Popen([python, "-m", "typecase.server", "serve"], env=env, stdout=self.log,
-                                       stderr=subprocess.STDOUT)
+        self.server = subprocess.Popen(
+            [python, "-m", "typecase.server", "serve"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.procs.append(self.server)
         deadline = time.monotonic() + 60
         while True:
@@ -326,11 +361,20 @@ class Stack:
                 time.sleep(0.1)
         headers = {"authorization": AUTH}
         base = f"http://127.0.0.1:{self.http_port}"
-        provider = httpx.post(f"{base}/v1/providers", headers=headers, json={
-            "name": "bench", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
-            "base_url": f"http://127.0.0.1:{self.upstream_port}/v1"}).json()["provider"]
-        model = httpx.post(f"{base}/v1/models", headers=headers, json={
-            "provider_id": provider["id"], "name": "bench-model", "type": "MODEL_TYPE_LLM", "online": True}).json()
+        provider = httpx.post(
+            f"{base}/v1/providers",
+            headers=headers,
+            json={
+                "name": "bench",
+                "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
+                "base_url": f"http://127.0.0.1:{self.upstream_port}/v1",
+            },
+        ).json()["provider"]
+        model = httpx.post(
+            f"{base}/v1/models",
+            headers=headers,
+            json={"provider_id": provider["id"], "name": "bench-model", "type": "MODEL_TYPE_LLM", "online": True},
+        ).json()
         self.model_id = model["model"]["id"]
 
     def __exit__(self, *exc) -> None:
@@ -353,8 +397,9 @@ FLOORS = ("grpc-floor", "sse-floor")  # bare framework relays (bench/llm/floor.p
 
 async def bench(args) -> dict:
     with Stack(args.tokens, dict(kv.split("=", 1) for kv in args.server_env)) as stack:
-        async with Surfaces(stack.upstream_port, stack.http_port, stack.grpc_port, stack.model_id,
-                            args.tokens, stack.floor_ports) as surfaces:
+        async with Surfaces(
+            stack.upstream_port, stack.http_port, stack.grpc_port, stack.model_id, args.tokens, stack.floor_ports
+        ) as surfaces:
             report: dict = {"tokens_per_request": args.tokens, "single": {}, "concurrent": {}}
             for surface in (*SURFACES, *FLOORS):  # warm up connections, the model snapshot, code paths
                 await run_workers(surfaces, surface, 4, requests_each=10)
@@ -362,8 +407,9 @@ async def bench(args) -> dict:
             report["single"] = await interleaved(surfaces, args.sequential)
             report["ws_handshake_ms"] = statistics.median(surfaces.ws_handshakes) * 1000
             for surface in SURFACES:
-                report["concurrent"][surface] = await run_workers(surfaces, surface, args.concurrency,
-                                                                  requests_each=args.requests_each)
+                report["concurrent"][surface] = await run_workers(
+                    surfaces, surface, args.concurrency, requests_each=args.requests_each
+                )
             load = {}
             for surface in ("openai", "grpc"):
                 before = cpu_seconds(stack.server.pid)
@@ -376,32 +422,45 @@ async def bench(args) -> dict:
 def print_report(report: dict, args) -> None:
     single, concurrent = report["single"], report["concurrent"]
     d1, dn = single["direct"], concurrent["direct"]
-    print(f"\nToken relay: {args.tokens}-chunk streams from a fake upstream, direct vs through Typecase "
-          f"({os.cpu_count()} cores)\n")
-    print(f"{'surface':<10} | {'1 stream: TTFT p50':>18} {'added':>9} {'tokens/s':>10} {'ratio':>6} | "
-          f"{args.concurrency} streams: {'TTFT p50':>9} {'tokens/s':>10} {'ratio':>6} {'errors':>6}")
+    print(
+        f"\nToken relay: {args.tokens}-chunk streams from a fake upstream, direct vs through Typecase "
+        f"({os.cpu_count()} cores)\n"
+    )
+    print(
+        f"{'surface':<10} | {'1 stream: TTFT p50':>18} {'added':>9} {'tokens/s':>10} {'ratio':>6} | "
+        f"{args.concurrency} streams: {'TTFT p50':>9} {'tokens/s':>10} {'ratio':>6} {'errors':>6}"
+    )
     for surface in SURFACES:
         s, c = single[surface], concurrent[surface]
         added = s.ttft_p50_ms - d1.ttft_p50_ms
-        print(f"{surface:<10} | {s.ttft_p50_ms:>15.2f} ms {added:>+6.2f} ms {s.tokens_per_s:>10.0f} "
-              f"{s.tokens_per_s / d1.tokens_per_s:>6.2f} | {'':>12}{c.ttft_p50_ms:>6.1f} ms {c.tokens_per_s:>10.0f} "
-              f"{c.tokens_per_s / dn.tokens_per_s:>6.2f} {c.errors:>6}")
-    print(f"\n50 concurrent clients for {args.seconds:g}s (LiteLLM 1.106.2 on this machine: "
-          f"{LITELLM['requests_per_s']} streamed requests/s, ~{LITELLM['cpu_ms_per_request']:.0f} ms CPU/request, "
-          f"+{LITELLM['ttft_added_ms']:.0f} ms TTFT p50)")
+        print(
+            f"{surface:<10} | {s.ttft_p50_ms:>15.2f} ms {added:>+6.2f} ms {s.tokens_per_s:>10.0f} "
+            f"{s.tokens_per_s / d1.tokens_per_s:>6.2f} | {'':>12}{c.ttft_p50_ms:>6.1f} ms {c.tokens_per_s:>10.0f} "
+            f"{c.tokens_per_s / dn.tokens_per_s:>6.2f} {c.errors:>6}"
+        )
+    print(
+        f"\n50 concurrent clients for {args.seconds:g}s (LiteLLM 1.106.2 on this machine: "
+        f"{LITELLM['requests_per_s']} streamed requests/s, ~{LITELLM['cpu_ms_per_request']:.0f} ms CPU/request, "
+        f"+{LITELLM['ttft_added_ms']:.0f} ms TTFT p50)"
+    )
     for surface, (result, cpu) in report["load"].items():
         rps = result.requests / result.seconds
-        print(f"  {surface:<8} {rps:>8.1f} streamed requests/s = {rps / LITELLM['requests_per_s']:>5.1f}x LiteLLM; "
-              f"server CPU {cpu * 1000:>5.2f} ms/request = {LITELLM['cpu_ms_per_request'] / (cpu * 1000):>5.1f}x less; "
-              f"TTFT p50 {result.ttft_p50_ms:.1f} ms; errors {result.errors}")
+        print(
+            f"  {surface:<8} {rps:>8.1f} streamed requests/s = {rps / LITELLM['requests_per_s']:>5.1f}x LiteLLM; "
+            f"server CPU {cpu * 1000:>5.2f} ms/request = {LITELLM['cpu_ms_per_request'] / (cpu * 1000):>5.1f}x less; "
+            f"TTFT p50 {result.ttft_p50_ms:.1f} ms; errors {result.errors}"
+        )
     added = {s: single[s].ttft_p50_ms - d1.ttft_p50_ms for s in (*SURFACES[1:], *FLOORS)}
-    print("\nadded TTFT p50 (1 stream), target < 2 ms: "
-          + ", ".join(f"{s} {added[s]:+.2f} ms" for s in SURFACES[1:]))
-    print(f"bare relays, no Typecase code (bench/llm/floor.py): grpc.aio {added['grpc-floor']:+.2f} ms, "
-          f"uvicorn SSE {added['sse-floor']:+.2f} ms; so Typecase's own code adds "
-          f"grpc {added['grpc'] - added['grpc-floor']:+.2f} ms, sse {added['sse'] - added['sse-floor']:+.2f} ms")
-    print(f"(websocket TTFT counts from the request frame; its connection and upgrade, one per call, took "
-          f"{report['ws_handshake_ms']:.2f} ms p50 before that)")
+    print("\nadded TTFT p50 (1 stream), target < 2 ms: " + ", ".join(f"{s} {added[s]:+.2f} ms" for s in SURFACES[1:]))
+    print(
+        f"bare relays, no Typecase code (bench/llm/floor.py): grpc.aio {added['grpc-floor']:+.2f} ms, "
+        f"uvicorn SSE {added['sse-floor']:+.2f} ms; so Typecase's own code adds "
+        f"grpc {added['grpc'] - added['grpc-floor']:+.2f} ms, sse {added['sse'] - added['sse-floor']:+.2f} ms"
+    )
+    print(
+        f"(websocket TTFT counts from the request frame; its connection and upgrade, one per call, took "
+        f"{report['ws_handshake_ms']:.2f} ms p50 before that)"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -411,8 +470,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--requests-each", type=int, default=2, help="requests per stream of the concurrent runs")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the 50-client load runs")
-    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="an extra environment variable for the server (compare settings)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable for the server (compare settings)",
+    )
     args = parser.parse_args(argv)
     report = asyncio.run(bench(args))
     print_report(report, args)

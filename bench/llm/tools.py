@@ -25,7 +25,6 @@ Measured on this 2-core VM while shared (load average 10-15), 400 rounds: paced,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -41,8 +40,14 @@ sys.path.insert(0, str(ROOT))
 from bench.llm.relay import RawHttp, free_port  # noqa: E402
 
 KEY = "tc-bench-admin-key-0123456789"
-TOOL = {"type": "function", "function": {"name": "tok_lookup", "description": "look up",
-                                         "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "tok_lookup",
+        "description": "look up",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    },
+}
 
 
 async def measure(rounds: int, delay_ms: float, tokens: int) -> dict[str, list[float]]:
@@ -51,23 +56,44 @@ async def measure(rounds: int, delay_ms: float, tokens: int) -> dict[str, list[f
     from typecase.v1 import llm_pb2
 
     port = free_port()
-    upstream = subprocess.Popen([sys.executable, str(ROOT / "bench/llm/upstream.py"), str(port), str(tokens),
-                                 str(delay_ms)])
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench/llm/upstream.py"), str(port), str(tokens), str(delay_ms)]
+    )
     tmp = tempfile.TemporaryDirectory(prefix="tc-tools-")
-    app = App(Settings(_env_file=None, data_dir=tmp.name, grpc_port=0, http_port=0, admin_api_key=KEY,
-                       llm_local_enabled=False, log_level="WARNING", rate_limit_per_key="1000000/minute"))
+    app = App(
+        Settings(
+            _env_file=None,
+            data_dir=tmp.name,
+            grpc_port=0,
+            http_port=0,
+            admin_api_key=KEY,
+            llm_local_enabled=False,
+            log_level="WARNING",
+            rate_limit_per_key="1000000/minute",
+        )
+    )
     clients: list[RawHttp] = []
     try:
         await app.start()
         llm = app.servicers["LLMService"]
-        provider = await llm.catalog.create_provider(llm_pb2.Provider(
-            name="bench", type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=f"http://127.0.0.1:{port}/v1"))
-        model = await llm.catalog.create_model(llm_pb2.Model(
-            provider_id=provider.id, name="bench", type=llm_pb2.MODEL_TYPE_LLM, online=True))
+        provider = await llm.catalog.create_provider(
+            llm_pb2.Provider(
+                name="bench", type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=f"http://127.0.0.1:{port}/v1"
+            )
+        )
+        model = await llm.catalog.create_model(
+            llm_pb2.Model(provider_id=provider.id, name="bench", type=llm_pb2.MODEL_TYPE_LLM, online=True)
+        )
 
         def body(tools: bool) -> bytes:
-            return json.dumps({"model": "bench", "stream": True, "messages": [{"role": "user", "content": "go"}],
-                               **({"tools": [TOOL]} if tools else {})}).encode()
+            return json.dumps(
+                {
+                    "model": "bench",
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "go"}],
+                    **({"tools": [TOOL]} if tools else {}),
+                }
+            ).encode()
 
         def raw(to: int, path: str, tools: bool) -> RawHttp:
             clients.append(RawHttp(to, path, body(tools), {"authorization": f"Bearer {KEY}"}))
@@ -77,8 +103,11 @@ async def measure(rounds: int, delay_ms: float, tokens: int) -> dict[str, list[f
         tool_pb.parameters.update(TOOL["function"]["parameters"])
 
         def generate(tools: bool):
-            request = llm_pb2.GenerateRequest(model_id=model.id, messages=[llm_pb2.ChatMessage(role=2, content="go")],
-                                              tools=[tool_pb] if tools else [])
+            request = llm_pb2.GenerateRequest(
+                model_id=model.id,
+                messages=[llm_pb2.ChatMessage(role=2, content="go")],
+                tools=[tool_pb] if tools else [],
+            )
 
             async def call() -> tuple[float, int]:
                 started, first = time.perf_counter(), 0.0
@@ -86,6 +115,7 @@ async def measure(rounds: int, delay_ms: float, tokens: int) -> dict[str, list[f
                     if not first and (message.text or message.tool_calls):
                         first = time.perf_counter() - started
                 return first, 0
+
             return call
 
         paths = {}
@@ -125,8 +155,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     import uvloop
 
     samples = uvloop.run(measure(args.rounds, args.delay_ms, args.tokens))
-    print(f"\nTime to first token p50, {args.rounds} interleaved rounds, upstream {args.delay_ms:g} ms between "
-          f"tokens ({os.cpu_count()} cores)\n")
+    print(
+        f"\nTime to first token p50, {args.rounds} interleaved rounds, upstream {args.delay_ms:g} ms between "
+        f"tokens ({os.cpu_count()} cores)\n"
+    )
     for name, values in samples.items():
         print(f"  {name:<16} {statistics.median(values) * 1000:8.3f} ms")
     report: dict[str, dict[str, float]] = {}

@@ -22,28 +22,62 @@ def _chunk(payload: dict) -> bytes:
 
 def _call_delta(i: int, tokens: int) -> dict:
     if i == 0:
-        return {"tool_calls": [{"index": 0, "id": "call_bench", "type": "function",
-                                "function": {"name": "tok_lookup", "arguments": '{"q":"'}}]}
+        return {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_bench",
+                    "type": "function",
+                    "function": {"name": "tok_lookup", "arguments": '{"q":"'},
+                }
+            ]
+        }
     return {"tool_calls": [{"index": 0, "function": {"arguments": f"tok{i} " + ('"}' if i == tokens - 1 else "")}}]}
 
 
 def events(tokens: int, tools: bool = False) -> list[bytes]:
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench"}
-    out = [_chunk({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                        "finish_reason": None}]})]
-    out += [_chunk({**base, "choices": [{"index": 0, "delta": _call_delta(i, tokens) if tools else
-                                         {"content": f"tok{i} "}, "finish_reason": None}]}) for i in range(tokens)]
-    out.append(_chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if tools
-                                            else "stop"}]}))
-    out.append(_chunk({**base, "choices": [], "usage": {"prompt_tokens": 8, "completion_tokens": tokens,
-                                                          "total_tokens": 8 + tokens}}))
+    out = [
+        _chunk(
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+        )
+    ]
+    out += [
+        _chunk(
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": _call_delta(i, tokens) if tools else {"content": f"tok{i} "},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+        for i in range(tokens)
+    ]
+    out.append(
+        _chunk({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if tools else "stop"}]})
+    )
+    out.append(
+        _chunk(
+            {
+                **base,
+                "choices": [],
+                "usage": {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens},
+            }
+        )
+    )
     done = b"data: [DONE]\n\n"
     out.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
     return out
 
 
-HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-        b"transfer-encoding: chunked\r\n\r\n")
+HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+)
 
 
 class Upstream(asyncio.Protocol):
@@ -73,18 +107,20 @@ class Upstream(asyncio.Protocol):
                 return
             head = self.buffer[:end].lower() + b"\r\n"
             at = head.find(b"content-length:")
-            length = int(head[at + 15:head.find(b"\r\n", at)]) if at >= 0 else 0
+            length = int(head[at + 15 : head.find(b"\r\n", at)]) if at >= 0 else 0
             if len(self.buffer) < end + 4 + length:
                 return
-            tools = b'"tools"' in self.buffer[end + 4:end + 4 + length]
-            self.buffer = self.buffer[end + 4 + length:]
+            tools = b'"tools"' in self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
             self.queue.put_nowait(tools)
 
     async def serve(self) -> None:
         while True:
             tools = await self.queue.get()
             self.transport.write(HEAD)
-            for i, chunk in enumerate(self.tool_chunks if tools else self.chunks):  # chunk 0 is the role, chunks 1..tokens the tokens
+            for i, chunk in enumerate(
+                self.tool_chunks if tools else self.chunks
+            ):  # chunk 0 is the role, chunks 1..tokens the tokens
                 # One loop turn per chunk at least: other streams interleave, writes stay separate. A paced
                 # upstream "thinks" between tokens.
                 await asyncio.sleep(self.delay if self.delay and 1 < i <= self.tokens else 0)
@@ -96,7 +132,8 @@ class Upstream(asyncio.Protocol):
 async def main(port: int, tokens: int, delay_ms: float) -> None:
     chunks, tool_chunks = events(tokens), events(tokens, tools=True)
     server = await asyncio.get_running_loop().create_server(
-        lambda: Upstream(chunks, tokens, delay_ms / 1000, tool_chunks), "127.0.0.1", port, backlog=4096)
+        lambda: Upstream(chunks, tokens, delay_ms / 1000, tool_chunks), "127.0.0.1", port, backlog=4096
+    )
     async with server:
         await server.serve_forever()
 

@@ -146,8 +146,16 @@ class Result:
     cpu: float = 0.0
 
 
-async def run_load(port: int, clients: int, per_client: int, events: int, event_bytes: int,
-                   warmup: int = 5, cpu_pid: int | None = None, rate: float = 0.0) -> Result:
+async def run_load(
+    port: int,
+    clients: int,
+    per_client: int,
+    events: int,
+    event_bytes: int,
+    warmup: int = 5,
+    cpu_pid: int | None = None,
+    rate: float = 0.0,
+) -> Result:
     """`warmup` rounds on every connection first, then the measured requests (and, with `cpu_pid`, that
     process's CPU time over the measured part only, in Result.cpu). With `rate`, requests start on a fixed
     schedule of `rate` per second spread over the clients (an open loop, below saturation) instead of each
@@ -206,8 +214,9 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> Processes:
-        self.upstream = subprocess.Popen([sys.executable, str(Path(__file__).with_name("upstream.py")),
-                                          str(self.upstream_port)])
+        self.upstream = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("upstream.py")), str(self.upstream_port)]
+        )
         self.procs.append(self.upstream)
         env = {
             **os.environ,
@@ -223,16 +232,23 @@ class Processes:
             "HF_HUB_OFFLINE": "1",
         }
         self.log = open(Path(self.tmp.name) / "server.log", "wb")
-        self.server = subprocess.Popen([sys.executable, "-m", "typecase.server", "serve"], env=env, cwd=ROOT,
-                                       stdout=self.log, stderr=subprocess.STDOUT)
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "typecase.server", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.procs.append(self.server)
         try:
             wait_port(self.upstream_port, self.upstream)
             deadline = time.monotonic() + 90
             while True:
                 if self.server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("typecase serve did not become ready:\n"
-                                       + (Path(self.tmp.name) / "server.log").read_text(errors="replace")[-3000:])
+                    raise RuntimeError(
+                        "typecase serve did not become ready:\n"
+                        + (Path(self.tmp.name) / "server.log").read_text(errors="replace")[-3000:]
+                    )
                 try:
                     if httpx.get(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2).status_code == 200:
                         break
@@ -268,8 +284,9 @@ class Row:
     proxy_cpu_us: float
 
 
-async def measure(p: Processes, concurrency: list[int], requests: int, mib_per_client: float,
-                  paced_rate: float = 0.0) -> list[Row]:
+async def measure(
+    p: Processes, concurrency: list[int], requests: int, mib_per_client: float, paced_rate: float = 0.0
+) -> list[Row]:
     rows = []
     for clients in concurrency:
         per_client = max(1, requests // clients)
@@ -303,28 +320,42 @@ def report(rows: list[Row]) -> list[str]:
                 ("time to first byte p95", pct(r.direct.ttfb, 95), pct(r.proxy.ttfb, 95)),
                 ("stream total p50", pct(r.direct.total, 50), pct(r.proxy.total, 50)),
             ):
-                lines.append(f"{name:26}{r.clients:>8}{d * ms:>10.3f}ms{x * ms:>10.3f}ms{(x - d) * ms:>10.3f}ms"
-                             f"{x / d:>7.2f}x" + (f"   {r.proxy_cpu_us:.0f} us" if name.endswith("byte p50") else ""))
+                lines.append(
+                    f"{name:26}{r.clients:>8}{d * ms:>10.3f}ms{x * ms:>10.3f}ms{(x - d) * ms:>10.3f}ms"
+                    f"{x / d:>7.2f}x" + (f"   {r.proxy_cpu_us:.0f} us" if name.endswith("byte p50") else "")
+                )
             rps_d, rps_x = r.direct.requests / r.direct.wall, r.proxy.requests / r.proxy.wall
-            lines.append(f"{'small streams per second':26}{r.clients:>8}{rps_d:>12.0f}{rps_x:>12.0f}{'':12}"
-                         f"{rps_x / rps_d:>7.2f}x")
+            lines.append(
+                f"{'small streams per second':26}{r.clients:>8}{rps_d:>12.0f}{rps_x:>12.0f}{'':12}"
+                f"{rps_x / rps_d:>7.2f}x"
+            )
         elif r.kind == "paced":
             rate = r.proxy.requests / r.proxy.wall
             for name, q in (("  paced: TTFB p50", 50), ("  paced: TTFB p95", 95)):
                 d, x = pct(r.direct.ttfb, q), pct(r.proxy.ttfb, q)
-                lines.append(f"{name:26}{r.clients:>8}{d * ms:>10.3f}ms{x * ms:>10.3f}ms{(x - d) * ms:>10.3f}ms"
-                             f"{x / d:>7.2f}x" + (f"   {r.proxy_cpu_us:.0f} us  ({rate:.0f} requests/s offered "
-                                                  "to both, below saturation)" if q == 50 else ""))
+                lines.append(
+                    f"{name:26}{r.clients:>8}{d * ms:>10.3f}ms{x * ms:>10.3f}ms{(x - d) * ms:>10.3f}ms"
+                    f"{x / d:>7.2f}x"
+                    + (
+                        f"   {r.proxy_cpu_us:.0f} us  ({rate:.0f} requests/s offered to both, below saturation)"
+                        if q == 50
+                        else ""
+                    )
+                )
         else:
             d = r.direct.bytes / r.direct.wall / 2**20
             x = r.proxy.bytes / r.proxy.wall / 2**20
-            lines.append(f"{'throughput MiB/s':26}{r.clients:>8}{d:>12.0f}{x:>12.0f}{'':12}{x / d:>7.2f}x"
-                         f"   {r.proxy_cpu_us:.0f} us")
+            lines.append(
+                f"{'throughput MiB/s':26}{r.clients:>8}{d:>12.0f}{x:>12.0f}{'':12}{x / d:>7.2f}x"
+                f"   {r.proxy_cpu_us:.0f} us"
+            )
     one = next((r for r in rows if r.kind == "ttfb" and r.clients == 1), None)
     if one is not None:
         added = (pct(one.proxy.ttfb, 50) - pct(one.direct.ttfb, 50)) * ms
-        lines.append(f"p50 added time to first byte, 1 client: {added:.3f} ms (target < 1 ms): "
-                     + ("met" if added < 1 else "NOT met"))
+        lines.append(
+            f"p50 added time to first byte, 1 client: {added:.3f} ms (target < 1 ms): "
+            + ("met" if added < 1 else "NOT met")
+        )
     return lines
 
 
@@ -333,11 +364,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--quick", action="store_true", help="a reduced run (a few seconds)")
     parser.add_argument("--requests", type=int, default=2000, help="small streams per client count")
     parser.add_argument("--concurrency", default="1,200")
-    parser.add_argument("--paced-rate", type=float, default=300.0,
-                        help="requests/s of the open-loop run with many clients (0: skip it)")
-    parser.add_argument("--mib", type=float, default=4.0, help="MiB per large stream for 1 client (concurrent clients get 1/16 each)")
-    parser.add_argument("--workers", default="",
-                        help="e.g. 1,2: compare `serve --workers W` servers on shared stores, interleaved")
+    parser.add_argument(
+        "--paced-rate", type=float, default=300.0, help="requests/s of the open-loop run with many clients (0: skip it)"
+    )
+    parser.add_argument(
+        "--mib", type=float, default=4.0, help="MiB per large stream for 1 client (concurrent clients get 1/16 each)"
+    )
+    parser.add_argument(
+        "--workers", default="", help="e.g. 1,2: compare `serve --workers W` servers on shared stores, interleaved"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds with --workers")
     args = parser.parse_args(argv)
     if args.workers:
@@ -388,9 +423,20 @@ class SharedStores:
 
         redis.Redis.from_url(self.REDIS).flushdb()
         self._pg(f'CREATE DATABASE "{self.name}"')
-        self.milvus = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir",
-                                        str(self.tmp / "milvus"), "--port", str(self.milvus_port)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.milvus = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "milvus_lite",
+                "server",
+                "--data-dir",
+                str(self.tmp / "milvus"),
+                "--port",
+                str(self.milvus_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.milvus_port, self.milvus)
         return self
 
@@ -443,14 +489,21 @@ def start_servers(tmp: Path, stores: SharedStores, upstream_port: int, counts: l
         }
         data.mkdir(parents=True)
         log = open(data.with_suffix(".log"), "wb")
-        server.proc = subprocess.Popen([sys.executable, "-m", "typecase.server", "serve", "--workers", str(count)],
-                                       env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        server.proc = subprocess.Popen(
+            [sys.executable, "-m", "typecase.server", "serve", "--workers", str(count)],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         servers.append(server)
         deadline = time.monotonic() + 180
         while True:  # one at a time: the first migrates the schema
             if server.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"serve --workers {count} did not become ready:\n"
-                                   + data.with_suffix(".log").read_text(errors="replace")[-3000:])
+                raise RuntimeError(
+                    f"serve --workers {count} did not become ready:\n"
+                    + data.with_suffix(".log").read_text(errors="replace")[-3000:]
+                )
             try:
                 if httpx.get(f"http://127.0.0.1:{server.http_port}/readyz", timeout=2).status_code == 200:
                     break
@@ -460,8 +513,13 @@ def start_servers(tmp: Path, stores: SharedStores, upstream_port: int, counts: l
         wait_port(server.proxy_port, server.proc)
         if count > 1:  # the others start once the first is ready; wait until every worker serves
             deadline = time.monotonic() + 120
-            while len(subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True,
-                                     text=True).stdout.split()) < count and time.monotonic() < deadline:
+            while (
+                len(
+                    subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+                )
+                < count
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.2)
             time.sleep(5)  # their imports and start
     return servers
@@ -478,13 +536,15 @@ def stop_servers(servers: list[Server]) -> None:
             server.proc.kill()
 
 
-async def measure_workers(upstream_port: int, servers: list[Server], clients: int, requests: int,
-                          rounds: int) -> dict[str, Result]:
+async def measure_workers(
+    upstream_port: int, servers: list[Server], clients: int, requests: int, rounds: int
+) -> dict[str, Result]:
     """Interleaved rounds: direct, then each server, `rounds` times; samples pooled per target."""
     per_client = max(1, requests // clients)
     pooled: dict[str, Result] = {}
-    targets = [("direct", upstream_port, None)] + [(f"{s.workers} worker(s)", s.proxy_port, s.proc.pid)
-                                                   for s in servers]
+    targets = [("direct", upstream_port, None)] + [
+        (f"{s.workers} worker(s)", s.proxy_port, s.proc.pid) for s in servers
+    ]
     for _ in range(rounds):
         for name, port, pid in targets:
             r = await run_load(port, clients, per_client, 20, 100, cpu_pid=pid)
@@ -500,9 +560,11 @@ async def measure_workers(upstream_port: int, servers: list[Server], clients: in
 def workers_report(clients: int, pooled: dict[str, Result]) -> list[str]:
     direct = pooled["direct"]
     d50 = pct(direct.ttfb, 50)
-    lines = [f"LLM API proxy with several workers: {clients} clients, interleaved rounds, samples pooled "
-             f"(same machine, {os.cpu_count()} cores shared by client, upstream and servers)",
-             f"{'':14}{'TTFB p50':>10}{'added':>10}{'TTFB p95':>10}{'streams/s':>11}{'vs first':>10}{'CPU/req':>10}"]
+    lines = [
+        f"LLM API proxy with several workers: {clients} clients, interleaved rounds, samples pooled "
+        f"(same machine, {os.cpu_count()} cores shared by client, upstream and servers)",
+        f"{'':14}{'TTFB p50':>10}{'added':>10}{'TTFB p95':>10}{'streams/s':>11}{'vs first':>10}{'CPU/req':>10}",
+    ]
     first_rps = None
     for name, r in pooled.items():
         rps = r.requests / r.wall
@@ -510,8 +572,10 @@ def workers_report(clients: int, pooled: dict[str, Result]) -> list[str]:
         added = "" if name == "direct" else f"{(pct(r.ttfb, 50) - d50) * 1000:>8.2f}ms"
         ratio = "" if name == "direct" else f"{rps / first_rps:>9.2f}x"
         cpu = "" if name == "direct" else f"{r.cpu / max(1, r.requests) * 1e6:>8.0f}us"
-        lines.append(f"{name:14}{pct(r.ttfb, 50) * 1000:>8.2f}ms{added:>10}{pct(r.ttfb, 95) * 1000:>8.2f}ms"
-                     f"{rps:>11.0f}{ratio:>10}{cpu:>10}")
+        lines.append(
+            f"{name:14}{pct(r.ttfb, 50) * 1000:>8.2f}ms{added:>10}{pct(r.ttfb, 95) * 1000:>8.2f}ms"
+            f"{rps:>11.0f}{ratio:>10}{cpu:>10}"
+        )
     return lines
 
 

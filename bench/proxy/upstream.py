@@ -24,13 +24,27 @@ async def app(scope, receive, send) -> None:
     events = int(headers.get(b"x-events", b"20"))
     size = int(headers.get(b"x-event-bytes", b"100"))
     event = b"event: content_block_delta\ndata: " + b"x" * max(0, size - 40) + b"\n\n"
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+        }
+    )
     for _ in range(events):
         await send({"type": "http.response.body", "body": event, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
-                lifespan="off", loop="uvloop", http="httptools", backlog=4096)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        loop="uvloop",
+        http="httptools",
+        backlog=4096,
+    )

@@ -24,20 +24,34 @@ from typecase.v1 import chat_pb2, flow_pb2, knowledge_pb2
 
 def flow_request(nodes: int) -> flow_pb2.CreateFlowRequest:
     graph = {
-        "nodes": [{"id": f"n{i}", "type": "NODE_TYPE_PROMPT", "name": f"node {i}",
-                   "params": {"template": "Answer {{start.question}} " * 4, "model_id": "m", "temperature": 0.2,
-                              "stop": ["a", "b", "c"], "vars": {f"v{j}": f"value {j}" for j in range(8)}},
-                   "position": {"x": i, "y": i}} for i in range(nodes)],
+        "nodes": [
+            {
+                "id": f"n{i}",
+                "type": "NODE_TYPE_PROMPT",
+                "name": f"node {i}",
+                "params": {
+                    "template": "Answer {{start.question}} " * 4,
+                    "model_id": "m",
+                    "temperature": 0.2,
+                    "stop": ["a", "b", "c"],
+                    "vars": {f"v{j}": f"value {j}" for j in range(8)},
+                },
+                "position": {"x": i, "y": i},
+            }
+            for i in range(nodes)
+        ],
         "edges": [{"source": f"n{i}", "target": f"n{i + 1}"} for i in range(nodes - 1)],
     }
-    return json_format.ParseDict({"flow": {"name": "big", "description": "d" * 1000, "graph": graph}},
-                                 flow_pb2.CreateFlowRequest())
+    return json_format.ParseDict(
+        {"flow": {"name": "big", "description": "d" * 1000, "graph": graph}}, flow_pb2.CreateFlowRequest()
+    )
 
 
 def pairs_request() -> chat_pb2.AddMessagesRequest:
     text = "lorem ipsum dolor sit amet " * 7_500  # ~200,000 characters
-    return chat_pb2.AddMessagesRequest(session_id="s", pairs=[
-        chat_pb2.MessagePair(question=text, answer=text) for _ in range(100)])
+    return chat_pb2.AddMessagesRequest(
+        session_id="s", pairs=[chat_pb2.MessagePair(question=text, answer=text) for _ in range(100)]
+    )
 
 
 def upload_chunk() -> knowledge_pb2.UploadFileRequest:
@@ -62,8 +76,13 @@ def measure(name: str, message, rounds: int) -> dict:
         check += timed(lambda: nul_field(message), 1)
         parse += timed(lambda: cls.FromString(wire), 1)
         decode += timed(lambda: jsonmap.from_json(json.loads(text), cls()), 1)
-    row = {"case": name, "bytes": len(wire), "check_us": statistics.median(check) * 1e6,
-           "parse_us": statistics.median(parse) * 1e6, "decode_us": statistics.median(decode) * 1e6}
+    row = {
+        "case": name,
+        "bytes": len(wire),
+        "check_us": statistics.median(check) * 1e6,
+        "parse_us": statistics.median(parse) * 1e6,
+        "decode_us": statistics.median(decode) * 1e6,
+    }
     row["vs_parse"] = row["check_us"] / row["parse_us"]
     row["vs_decode"] = row["check_us"] / row["decode_us"]
     return row
@@ -75,11 +94,15 @@ def main(args: argparse.Namespace) -> list[dict]:
         measure("100 pairs x 200k chars", pairs_request(), args.rounds),
         measure("4 MiB upload chunk", upload_chunk(), args.rounds),
     ]
-    print(f"{'request':<26}{'wire bytes':>11}{'check µs':>10}{'gRPC parse':>11}{'JSON decode':>12}"
-          f"{'check/parse':>12}{'check/decode':>13}")
+    print(
+        f"{'request':<26}{'wire bytes':>11}{'check µs':>10}{'gRPC parse':>11}{'JSON decode':>12}"
+        f"{'check/parse':>12}{'check/decode':>13}"
+    )
     for r in rows:
-        print(f"{r['case']:<26}{r['bytes']:>11}{r['check_us']:>10.0f}{r['parse_us']:>11.0f}{r['decode_us']:>12.0f}"
-              f"{r['vs_parse']:>12.2f}{r['vs_decode']:>13.2f}")
+        print(
+            f"{r['case']:<26}{r['bytes']:>11}{r['check_us']:>10.0f}{r['parse_us']:>11.0f}{r['decode_us']:>12.0f}"
+            f"{r['vs_parse']:>12.2f}{r['vs_decode']:>13.2f}"
+        )
     return rows
 
 

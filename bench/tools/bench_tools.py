@@ -74,65 +74,118 @@ async def main(calls: int, lists: int) -> dict:
     mcp_proc, mcp_port = start("tests.tools.mcp_server", "http", "{port}")
     svc_proc, svc_port = start("tests.tools.openapi_service", "{port}", KEY)
     data = tempfile.mkdtemp(prefix="tc-bench-tools-")
-    app = App(Settings(_env_file=None, data_dir=Path(data), grpc_port=0, http_port=0, admin_api_key=ADMIN_KEY,
-                       flow_http_allowed_hosts=["127.0.0.1"], shutdown_grace_seconds=1,
-                       # the bench measures a call's overhead, not the per-key limit it would hit
-                       rate_limit_per_key="1000000/minute", rate_limit_per_user="1000000/minute"))
+    app = App(
+        Settings(
+            _env_file=None,
+            data_dir=Path(data),
+            grpc_port=0,
+            http_port=0,
+            admin_api_key=ADMIN_KEY,
+            flow_http_allowed_hosts=["127.0.0.1"],
+            shutdown_grace_seconds=1,
+            # the bench measures a call's overhead, not the per-key limit it would hit
+            rate_limit_per_key="1000000/minute",
+            rate_limit_per_user="1000000/minute",
+        )
+    )
     await app.start()
     md = (("authorization", f"Bearer {ADMIN_KEY}"),)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = tools_pb2_grpc.ToolServiceStub(channel)
             mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
-            mcp = (await stub.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=tools_pb2.ToolProvider(
-                name="mcp", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, mcp=tools_pb2.McpServer(url=mcp_url))),
-                metadata=md)).provider
-            api = (await stub.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=tools_pb2.ToolProvider(
-                name="pets", kind=tools_pb2.TOOL_PROVIDER_KIND_OPENAPI, openapi=tools_pb2.OpenApiSource(
-                    document_url=f"http://127.0.0.1:{svc_port}/openapi.json", auth=tools_pb2.ToolAuth(
-                        type=tools_pb2.TOOL_AUTH_TYPE_API_KEY_HEADER, name="X-API-Key", credential=KEY)))),
-                metadata=md)).provider
+            mcp = (
+                await stub.CreateToolProvider(
+                    tools_pb2.CreateToolProviderRequest(
+                        provider=tools_pb2.ToolProvider(
+                            name="mcp", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, mcp=tools_pb2.McpServer(url=mcp_url)
+                        )
+                    ),
+                    metadata=md,
+                )
+            ).provider
+            api = (
+                await stub.CreateToolProvider(
+                    tools_pb2.CreateToolProviderRequest(
+                        provider=tools_pb2.ToolProvider(
+                            name="pets",
+                            kind=tools_pb2.TOOL_PROVIDER_KIND_OPENAPI,
+                            openapi=tools_pb2.OpenApiSource(
+                                document_url=f"http://127.0.0.1:{svc_port}/openapi.json",
+                                auth=tools_pb2.ToolAuth(
+                                    type=tools_pb2.TOOL_AUTH_TYPE_API_KEY_HEADER, name="X-API-Key", credential=KEY
+                                ),
+                            ),
+                        )
+                    ),
+                    metadata=md,
+                )
+            ).provider
             listed = await stub.ListTools(tools_pb2.ListToolsRequest(page_size=1000), metadata=md)
             add = next(t.id for t in listed.tools if t.provider_id == mcp.id and t.name == "add")
             get = next(t.id for t in listed.tools if t.provider_id == api.id and t.name == "getPet")
 
             async def via_typecase_mcp():
-                reply = await stub.CallTool(tools_pb2.CallToolRequest(tool_id=add, arguments={"a": 1, "b": 2}),
-                                            metadata=md)
+                reply = await stub.CallTool(
+                    tools_pb2.CallToolRequest(tool_id=add, arguments={"a": 1, "b": 2}), metadata=md
+                )
                 assert reply.text == "3"
 
             async def via_typecase_openapi():
-                reply = await stub.CallTool(tools_pb2.CallToolRequest(tool_id=get, arguments={"pet_id": "1"}),
-                                            metadata=md)
+                reply = await stub.CallTool(
+                    tools_pb2.CallToolRequest(tool_id=get, arguments={"pet_id": "1"}), metadata=md
+                )
                 assert json.loads(reply.text)["name"] == "Rex"
 
-            async with Client(streamable_http_client(mcp_url, http_client=httpx2.AsyncClient(timeout=30)),
-                              mode="legacy", cache=None) as client:
+            async with Client(
+                streamable_http_client(mcp_url, http_client=httpx2.AsyncClient(timeout=30)), mode="legacy", cache=None
+            ) as client:
+
                 async def direct_mcp():
                     result = await client.call_tool("add", {"a": 1, "b": 2})
                     assert result.content[0].text == "3"
+
                 mcp_direct, mcp_typecase = await interleaved([direct_mcp, via_typecase_mcp], calls)
 
             async def floor():  # an RPC of the same service, auth and tool lookup, no upstream: the transport's share
                 assert (await stub.GetTool(tools_pb2.GetToolRequest(tool_id=get), metadata=md)).tool.name == "getPet"
 
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc_port}", headers={"X-API-Key": KEY}) as http:
+
                 async def direct_openapi():
                     assert (await http.get("/api/pets/1")).json()["name"] == "Rex"
-                api_direct, api_typecase, rpc_floor = await interleaved([direct_openapi, via_typecase_openapi, floor],
-                                                                        calls)
+
+                api_direct, api_typecase, rpc_floor = await interleaved(
+                    [direct_openapi, via_typecase_openapi, floor], calls
+                )
 
             # A catalogue of 1,000 tools: one OpenAPI document with 996 operations beside the built-ins and the above.
-            paths = {f"/op{i}": {"get": {"operationId": f"op{i}", "summary": f"Operation {i}", "parameters": [
-                {"name": "q", "in": "query", "schema": {"type": "string"}}]}} for i in range(1000 - len(listed.tools))}
+            paths = {
+                f"/op{i}": {
+                    "get": {
+                        "operationId": f"op{i}",
+                        "summary": f"Operation {i}",
+                        "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}}],
+                    }
+                }
+                for i in range(1000 - len(listed.tools))
+            }
             document = json.dumps({"openapi": "3.1.0", "servers": [{"url": "http://127.0.0.1:9"}], "paths": paths})
-            await stub.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=tools_pb2.ToolProvider(
-                name="big", kind=tools_pb2.TOOL_PROVIDER_KIND_OPENAPI,
-                openapi=tools_pb2.OpenApiSource(document=document))), metadata=md)
+            await stub.CreateToolProvider(
+                tools_pb2.CreateToolProviderRequest(
+                    provider=tools_pb2.ToolProvider(
+                        name="big",
+                        kind=tools_pb2.TOOL_PROVIDER_KIND_OPENAPI,
+                        openapi=tools_pb2.OpenApiSource(document=document),
+                    )
+                ),
+                metadata=md,
+            )
 
             async def list_all():
                 reply = await stub.ListTools(tools_pb2.ListToolsRequest(page_size=1000), metadata=md)
                 assert len(reply.tools) == 1000, len(reply.tools)
+
             catalogue = await timed(list_all, lists)
     finally:
         await app.stop()
@@ -140,14 +193,21 @@ async def main(calls: int, lists: int) -> dict:
         stop(svc_proc)
 
     print(f"{'':34}{'direct p50':>12}{'Typecase p50':>14}{'added p50':>11}{'ratio':>7}")
-    for label, direct, through in (("MCP tool (streamable HTTP)", mcp_direct, mcp_typecase),
-                                   ("OpenAPI operation (API key)", api_direct, api_typecase)):
+    for label, direct, through in (
+        ("MCP tool (streamable HTTP)", mcp_direct, mcp_typecase),
+        ("OpenAPI operation (API key)", api_direct, api_typecase),
+    ):
         d, t = p50(direct), p50(through)
         print(f"{label:34}{d:10.2f}ms{t:12.2f}ms{t - d:9.2f}ms{t / d:7.2f}")
     print(f"GetTool (gRPC, interceptors, auth, cached lookup; no upstream): p50 {p50(rpc_floor):.2f} ms")
     print(f"ListTools, 1,000 tools in one page: p50 {p50(catalogue):.1f} ms over {lists} lists")
-    return {"get_tool": p50(rpc_floor), "mcp": (p50(mcp_direct), p50(mcp_typecase)), "openapi": (p50(api_direct), p50(api_typecase)),
-            "list_1000": p50(catalogue), "calls": len(mcp_typecase) + len(api_typecase)}
+    return {
+        "get_tool": p50(rpc_floor),
+        "mcp": (p50(mcp_direct), p50(mcp_typecase)),
+        "openapi": (p50(api_direct), p50(api_typecase)),
+        "list_1000": p50(catalogue),
+        "calls": len(mcp_typecase) + len(api_typecase),
+    }
 
 
 if __name__ == "__main__":

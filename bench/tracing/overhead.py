@@ -28,6 +28,7 @@ for _name in [n for n in os.environ if n.startswith(("TYPECASE_", "OTEL_"))]:
     del os.environ[_name]
 
 from tests.conftest import ADMIN_KEY as KEY  # noqa: E402 - the key tests/chat's helpers register models with
+
 HEADERS = {"authorization": f"Bearer {KEY}"}
 SITES_PER_TURN = 6  # rpc span (x2: Chat and its title), chat turn, knowledge search, LLM call (+ title's)
 
@@ -38,18 +39,27 @@ def percentile(values: list[float], p: float) -> float:
 
 
 async def phase(label: str, data_dir: Path, args, upstream, endpoint: str | None) -> dict:
+    import grpc
     import httpx
 
     from tests.chat.conftest import register_fake_model
     from typecase.server.app import App
     from typecase.server.config import Settings
-    import grpc
-
     from typecase.v1 import llm_pb2, llm_pb2_grpc
 
-    app = App(Settings(_env_file=None, data_dir=data_dir, grpc_port=0, http_port=0, admin_api_key=KEY,
-                       shutdown_grace_seconds=1, log_level="WARNING", otel_endpoint=endpoint,
-                       otel_schedule_delay_seconds=1))
+    app = App(
+        Settings(
+            _env_file=None,
+            data_dir=data_dir,
+            grpc_port=0,
+            http_port=0,
+            admin_api_key=KEY,
+            shutdown_grace_seconds=1,
+            log_level="WARNING",
+            otel_endpoint=endpoint,
+            otel_schedule_delay_seconds=1,
+        )
+    )
     await app.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
@@ -68,8 +78,12 @@ async def phase(label: str, data_dir: Path, args, upstream, endpoint: str | None
             for _ in range(args.turns):
                 session = (await http.post("/v1/sessions", json={}, headers=HEADERS)).json()["session"]
                 started = time.perf_counter()
-                async with http.stream("POST", f"/v1/sessions/{session['id']}:chat", headers=HEADERS,
-                                       json={"content": f"[tokens={args.tokens}] hello"}) as response:
+                async with http.stream(
+                    "POST",
+                    f"/v1/sessions/{session['id']}:chat",
+                    headers=HEADERS,
+                    json={"content": f"[tokens={args.tokens}] hello"},
+                ) as response:
                     async for _ in response.aiter_lines():
                         pass
                 turns.append(time.perf_counter() - started)
@@ -115,17 +129,23 @@ async def main(argv: list[str] | None = None) -> list[dict]:
     site = off_switch_cost()
     base_unary = statistics.median(results[0]["unary"])
     base_turn = statistics.median(results[0]["turns"])
-    print(f"\n== tracing overhead: {args.calls} unary calls, {args.turns} chat turns of {args.tokens} tokens, "
-          f"sequential over HTTP ==")
+    print(
+        f"\n== tracing overhead: {args.calls} unary calls, {args.turns} chat turns of {args.tokens} tokens, "
+        f"sequential over HTTP =="
+    )
     for r in results:
         u50, u99 = statistics.median(r["unary"]), percentile(r["unary"], 0.99)
         t50, t99 = statistics.median(r["turns"]), percentile(r["turns"], 0.99)
-        print(f"  {r['label']:>9}: GET /v1/models p50 {u50 * 1e3:6.2f} ms p99 {u99 * 1e3:6.2f} ms "
-              f"({u50 / base_unary:4.2f}x off)   chat turn p50 {t50 * 1e3:6.2f} ms p99 {t99 * 1e3:6.2f} ms "
-              f"({t50 / base_turn:4.2f}x off)")
+        print(
+            f"  {r['label']:>9}: GET /v1/models p50 {u50 * 1e3:6.2f} ms p99 {u99 * 1e3:6.2f} ms "
+            f"({u50 / base_unary:4.2f}x off)   chat turn p50 {t50 * 1e3:6.2f} ms p99 {t99 * 1e3:6.2f} ms "
+            f"({t50 / base_turn:4.2f}x off)"
+        )
     print(f"  spans received while on: {len(receiver.spans)}")
-    print(f"  off switch: {site * 1e9:.0f} ns per call site, {SITES_PER_TURN} sites per chat turn = "
-          f"{site * SITES_PER_TURN * 1e6:.2f} us = {site * SITES_PER_TURN / base_turn:.5%} of a turn")
+    print(
+        f"  off switch: {site * 1e9:.0f} ns per call site, {SITES_PER_TURN} sites per chat turn = "
+        f"{site * SITES_PER_TURN * 1e6:.2f} us = {site * SITES_PER_TURN / base_turn:.5%} of a turn"
+    )
     return results
 
 

@@ -34,8 +34,10 @@ class ScriptedUpstream(FakeUpstream):
         if entry == "answer":
             return []
         n = sum(1 for m in body.get("messages") or () if m.get("role") == "assistant")
-        return [{"id": f"call_s{n}_{i}", "name": c["name"], "arguments": json.dumps(c.get("arguments") or {})}
-                for i, c in enumerate(entry)]
+        return [
+            {"id": f"call_s{n}_{i}", "name": c["name"], "arguments": json.dumps(c.get("arguments") or {})}
+            for i, c in enumerate(entry)
+        ]
 
     @staticmethod
     def _openai_tool_result(body: dict[str, Any]) -> str | None:

@@ -32,9 +32,18 @@ DOCUMENT = {
             "post": {
                 "operationId": "placeOrder",
                 "summary": "Place an order (not idempotent); waits `seconds` first",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"item": {"type": "string"}, "seconds": {"type": "number"}},
-                    "required": ["item"]}}}},
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"item": {"type": "string"}, "seconds": {"type": "number"}},
+                                "required": ["item"],
+                            }
+                        }
+                    },
+                },
             }
         },
     },
@@ -73,12 +82,14 @@ async def stats(request: Request):
     return JSONResponse(dict(STATS))
 
 
-app = Starlette(routes=[
-    Route("/openapi.json", document),
-    Route("/api/wait", wait),
-    Route("/api/orders", orders, methods=["POST"]),
-    Route("/stats", stats),
-])
+app = Starlette(
+    routes=[
+        Route("/openapi.json", document),
+        Route("/api/wait", wait),
+        Route("/api/orders", orders, methods=["POST"]),
+        Route("/stats", stats),
+    ]
+)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

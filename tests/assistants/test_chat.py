@@ -18,31 +18,48 @@ pytestmark = pytest.mark.asyncio(loop_scope="package")
 
 async def assistant(channel, world, tool_ids, **fields) -> assistant_pb2.Assistant:
     stub = assistant_pb2_grpc.AssistantServiceStub(channel)
-    return (await stub.CreateAssistant(assistant_pb2.CreateAssistantRequest(assistant=assistant_pb2.Assistant(
-        model_id=world.model_id, tool_ids=tool_ids, **fields)), metadata=world.user.md)).assistant
+    return (
+        await stub.CreateAssistant(
+            assistant_pb2.CreateAssistantRequest(
+                assistant=assistant_pb2.Assistant(model_id=world.model_id, tool_ids=tool_ids, **fields)
+            ),
+            metadata=world.user.md,
+        )
+    ).assistant
 
 
 async def session(channel, world, assistant_id: str, **fields) -> chat_pb2.Session:
     chat = chat_pb2_grpc.ChatServiceStub(channel)
-    return (await chat.CreateSession(chat_pb2.CreateSessionRequest(session=chat_pb2.Session(
-        assistant_id=assistant_id, **fields)), metadata=world.user.md)).session
+    return (
+        await chat.CreateSession(
+            chat_pb2.CreateSessionRequest(session=chat_pb2.Session(assistant_id=assistant_id, **fields)),
+            metadata=world.user.md,
+        )
+    ).session
 
 
 async def ask(channel, world, session_id: str, text: str) -> list[chat_pb2.ChatResponse]:
     chat = chat_pb2_grpc.ChatServiceStub(channel)
-    return [r async for r in chat.Chat(chat_pb2.ChatRequest(session_id=session_id, content=text),
-                                       metadata=world.user.md)]
+    return [
+        r async for r in chat.Chat(chat_pb2.ChatRequest(session_id=session_id, content=text), metadata=world.user.md)
+    ]
 
 
 def tool_steps(responses) -> list[common_pb2.ToolStep]:
-    return [r.event.node.tool for r in responses
-            if r.event.WhichOneof("kind") == "node" and r.event.node.HasField("tool")]
+    return [
+        r.event.node.tool for r in responses if r.event.WhichOneof("kind") == "node" and r.event.node.HasField("tool")
+    ]
 
 
 async def test_an_assistant_with_an_mcp_and_an_openapi_tool_answers_in_two_tool_steps(achannel, world, upstream):
-    a = await assistant(achannel, world, [world.add, world.list_pets, world.echo], name="Both tools",
-                        instructions="You help {{who}} on {{current_date}}.",
-                        variables=[assistant_pb2.AssistantVariable(name="who", default_value="someone")])
+    a = await assistant(
+        achannel,
+        world,
+        [world.add, world.list_pets, world.echo],
+        name="Both tools",
+        instructions="You help {{who}} on {{current_date}}.",
+        variables=[assistant_pb2.AssistantVariable(name="who", default_value="someone")],
+    )
     s = await session(achannel, world, a.id, variables={"who": "Ada"})
     assert s.kind == chat_pb2.SESSION_KIND_ASSISTANT and s.app_name == "Both tools" and s.model_id == world.model_id
     upstream.program(
@@ -55,11 +72,17 @@ async def test_an_assistant_with_an_mcp_and_an_openapi_tool_answers_in_two_tool_
     assert kinds[0] == "started" and kinds[-1] == "ended"
     steps = tool_steps(responses)
     assert [(t.name, t.status) for t in steps[:2]] == [
-        ("add", common_pb2.TOOL_STEP_STATUS_RUNNING), ("listPets", common_pb2.TOOL_STEP_STATUS_RUNNING)]
+        ("add", common_pb2.TOOL_STEP_STATUS_RUNNING),
+        ("listPets", common_pb2.TOOL_STEP_STATUS_RUNNING),
+    ]
     assert sorted((t.name, t.status) for t in steps[2:4]) == [
-        ("add", common_pb2.TOOL_STEP_STATUS_SUCCEEDED), ("listPets", common_pb2.TOOL_STEP_STATUS_SUCCEEDED)]
+        ("add", common_pb2.TOOL_STEP_STATUS_SUCCEEDED),
+        ("listPets", common_pb2.TOOL_STEP_STATUS_SUCCEEDED),
+    ]
     assert [(t.name, t.status) for t in steps[4:]] == [
-        ("echo", common_pb2.TOOL_STEP_STATUS_RUNNING), ("echo", common_pb2.TOOL_STEP_STATUS_SUCCEEDED)]
+        ("echo", common_pb2.TOOL_STEP_STATUS_RUNNING),
+        ("echo", common_pb2.TOOL_STEP_STATUS_SUCCEEDED),
+    ]
     ended = responses[-1].event.ended
     assert ended.finish_reason == common_pb2.FINISH_REASON_STOP
     assert ended.answer.content == "Answer: 5 pets: Rex"
@@ -70,12 +93,16 @@ async def test_an_assistant_with_an_mcp_and_an_openapi_tool_answers_in_two_tool_
     # a reader resuming mid-turn (Last-Event-ID) sees the same steps; ListMessages stores them
     chat = chat_pb2_grpc.ChatServiceStub(achannel)
     turn_id = responses[0].turn_id
-    resumed = [r async for r in chat.StreamTurnEvents(chat_pb2.StreamTurnEventsRequest(
-        turn_id=turn_id, after_seq=responses[2].seq), metadata=world.user.md)]
+    resumed = [
+        r
+        async for r in chat.StreamTurnEvents(
+            chat_pb2.StreamTurnEventsRequest(turn_id=turn_id, after_seq=responses[2].seq), metadata=world.user.md
+        )
+    ]
     assert [r.seq for r in resumed] == [r.seq for r in responses[3:]]
     assert tool_steps(resumed) == tool_steps([r for r in responses if r.seq > responses[2].seq])
     assert len(tool_steps(resumed)) >= 4
-    stored = (await chat.ListMessages(chat_pb2.ListMessagesRequest(session_id=s.id), metadata=world.user.md))
+    stored = await chat.ListMessages(chat_pb2.ListMessagesRequest(session_id=s.id), metadata=world.user.md)
     answer = [m for m in stored.messages if m.category == chat_pb2.MESSAGE_CATEGORY_ANSWER][0]
     assert list(answer.steps) == list(ended.answer.steps)
 
@@ -98,7 +125,8 @@ async def test_max_steps_is_the_turns_finish_reason_with_a_notice(achannel, worl
 
 
 async def test_stop_during_a_slow_tool_ends_the_stream_within_two_seconds_and_closes_the_call(
-        achannel, world, upstream):
+    achannel, world, upstream
+):
     a = await assistant(achannel, world, [world.wait], name="Waiter")
     s = await session(achannel, world, a.id)
     before = (await slow_stats(world.slow_url)).get("wait.closed", 0)
@@ -132,11 +160,14 @@ async def test_a_draft_assistant_of_another_user_cannot_be_chatted_with(achannel
     other = await new_user(achannel, "stranger")
     chat = chat_pb2_grpc.ChatServiceStub(achannel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await chat.CreateSession(chat_pb2.CreateSessionRequest(session=chat_pb2.Session(assistant_id=a.id)),
-                                 metadata=other.md)
+        await chat.CreateSession(
+            chat_pb2.CreateSessionRequest(session=chat_pb2.Session(assistant_id=a.id)), metadata=other.md
+        )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     await assistant_pb2_grpc.AssistantServiceStub(achannel).PublishAssistant(
-        assistant_pb2.PublishAssistantRequest(assistant_id=a.id), metadata=world.user.md)
-    made = await chat.CreateSession(chat_pb2.CreateSessionRequest(session=chat_pb2.Session(assistant_id=a.id)),
-                                    metadata=other.md)
+        assistant_pb2.PublishAssistantRequest(assistant_id=a.id), metadata=world.user.md
+    )
+    made = await chat.CreateSession(
+        chat_pb2.CreateSessionRequest(session=chat_pb2.Session(assistant_id=a.id)), metadata=other.md
+    )
     assert made.session.assistant_id == a.id

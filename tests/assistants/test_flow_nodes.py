@@ -30,23 +30,40 @@ def graph(*nodes: tuple[str, int, dict]) -> flow_pb2.Graph:
 
 async def run(channel, world, g: flow_pb2.Graph, inputs: dict) -> list[flow_pb2.RunFlowResponse]:
     flows = flow_pb2_grpc.FlowServiceStub(channel)
-    flow = (await flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name=f"agentic{next(NAMES)}", graph=g)),
-                                   metadata=world.user.md)).flow
-    return [r async for r in flows.RunFlow(flow_pb2.RunFlowRequest(flow_id=flow.id, inputs=struct(inputs)),
-                                           metadata=world.user.md)]
+    flow = (
+        await flows.CreateFlow(
+            flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name=f"agentic{next(NAMES)}", graph=g)),
+            metadata=world.user.md,
+        )
+    ).flow
+    return [
+        r
+        async for r in flows.RunFlow(
+            flow_pb2.RunFlowRequest(flow_id=flow.id, inputs=struct(inputs)), metadata=world.user.md
+        )
+    ]
 
 
 async def test_an_agent_node_runs_the_loop_and_a_tool_node_calls_one_tool(achannel, world, upstream):
     g = graph(
         ("start", flow_pb2.NODE_TYPE_START, {"variables": [{"name": "question", "type": "text"}]}),
-        ("agent", flow_pb2.NODE_TYPE_AGENT, {"model_id": world.model_id, "query": "{{question}}",
-                                             "instructions": "Use the tools.", "tool_ids": [world.add, world.list_pets]}),
+        (
+            "agent",
+            flow_pb2.NODE_TYPE_AGENT,
+            {
+                "model_id": world.model_id,
+                "query": "{{question}}",
+                "instructions": "Use the tools.",
+                "tool_ids": [world.add, world.list_pets],
+            },
+        ),
         ("tool", flow_pb2.NODE_TYPE_TOOL, {"tool_id": world.add, "arguments": {"a": "{{start.n}}", "b": 1}}),
         ("end", flow_pb2.NODE_TYPE_END, {"outputs": {"agent": "{{agent.text}}", "sum": "{{tool.text}}"}}),
     )
     g.nodes[0].params["variables"].append({"name": "n", "type": "number"})
     upstream.program(
-        [{"name": "add", "arguments": {"a": 4, "b": 5}}, {"name": "listPets", "arguments": {"limit": 1}}], "answer")
+        [{"name": "add", "arguments": {"a": 4, "b": 5}}, {"name": "listPets", "arguments": {"limit": 1}}], "answer"
+    )
     responses = await run(achannel, world, g, {"question": "sum and pets", "n": 41})
     kinds = [r.event.WhichOneof("kind") for r in responses]
     assert kinds[-1] == "run_finished", responses[-1]
@@ -55,8 +72,11 @@ async def test_an_agent_node_runs_the_loop_and_a_tool_node_calls_one_tool(achann
     assert outputs["sum"] == "42"
     tokens = "".join(r.event.token.text for r in responses if kinds[responses.index(r)] == "token")
     assert tokens == outputs["agent"]
-    agent_done = [r.event.node_finished for r in responses
-                  if r.event.WhichOneof("kind") == "node_finished" and r.event.node_finished.node_id == "agent"][0]
+    agent_done = [
+        r.event.node_finished
+        for r in responses
+        if r.event.WhichOneof("kind") == "node_finished" and r.event.node_finished.node_id == "agent"
+    ][0]
     steps = json_format.MessageToDict(agent_done.outputs)["steps"]
     assert [s["name"] for s in steps] == ["add", "listPets"] and steps[0]["result_preview"] == "9"
     assert upstream.seen[-1].body["messages"][0] == {"role": "system", "content": "Use the tools."}

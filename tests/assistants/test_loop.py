@@ -51,11 +51,17 @@ async def test_two_tool_steps_one_parallel_then_a_final_answer(aapp, world, upst
     updates = [e.step for e in events if isinstance(e, ToolUpdate)]
     # both calls of step 1 start before either ends; each end is announced as it comes (in completion order)
     assert [(u.name, u.status, u.step) for u in updates[:2]] == [
-        ("add", common_pb2.TOOL_STEP_STATUS_RUNNING, 1), ("listPets", common_pb2.TOOL_STEP_STATUS_RUNNING, 1)]
+        ("add", common_pb2.TOOL_STEP_STATUS_RUNNING, 1),
+        ("listPets", common_pb2.TOOL_STEP_STATUS_RUNNING, 1),
+    ]
     assert sorted((u.name, u.status, u.step) for u in updates[2:4]) == [
-        ("add", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1), ("listPets", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1)]
+        ("add", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1),
+        ("listPets", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 1),
+    ]
     assert [(u.name, u.status, u.step) for u in updates[4:]] == [
-        ("echo", common_pb2.TOOL_STEP_STATUS_RUNNING, 2), ("echo", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 2)]
+        ("echo", common_pb2.TOOL_STEP_STATUS_RUNNING, 2),
+        ("echo", common_pb2.TOOL_STEP_STATUS_SUCCEEDED, 2),
+    ]
     ends = {u.name: u for u in updates[2:4]}
     updates[2:4] = [ends["add"], ends["listPets"]]
     assert updates[2].result_preview == "5" and "Rex" in updates[3].result_preview
@@ -64,7 +70,10 @@ async def test_two_tool_steps_one_parallel_then_a_final_answer(aapp, world, upst
     completed = [e for e in events if isinstance(e, StepCompleted)]
     assert [c.number for c in completed] == [1, 2]
     assert [m.role for m in completed[0].messages] == [
-        common_pb2.MESSAGE_ROLE_ASSISTANT, common_pb2.MESSAGE_ROLE_TOOL, common_pb2.MESSAGE_ROLE_TOOL]
+        common_pb2.MESSAGE_ROLE_ASSISTANT,
+        common_pb2.MESSAGE_ROLE_TOOL,
+        common_pb2.MESSAGE_ROLE_TOOL,
+    ]
     finished = events[-1]
     assert isinstance(finished, Finished) and finished.finish_reason == common_pb2.FINISH_REASON_STOP
     assert finished.steps == 3 and finished.text == "Answer: 5 and Rex"
@@ -137,10 +146,17 @@ async def test_the_local_model_with_tool_choice_required_makes_a_valid_call(aapp
     the call's arguments validate against the tool's parameters (the tool server runs it)."""
     with as_user(world):
         toolbox = await catalog_toolbox(aapp.servicers["ToolService"].api, [world.add], [], False, 0)
-        loop = AgentLoop(aapp.servicers["LLMService"].generate, toolbox, AgentSettings(
-            "smollm2-135m-instruct", system="Use the add tool.", max_steps=2,
-            first_tool_choice=llm_pb2.TOOL_CHOICE_MODE_REQUIRED,
-            config=llm_pb2.GenerationConfig(temperature=0, max_tokens=60)))
+        loop = AgentLoop(
+            aapp.servicers["LLMService"].generate,
+            toolbox,
+            AgentSettings(
+                "smollm2-135m-instruct",
+                system="Use the add tool.",
+                max_steps=2,
+                first_tool_choice=llm_pb2.TOOL_CHOICE_MODE_REQUIRED,
+                config=llm_pb2.GenerationConfig(temperature=0, max_tokens=60),
+            ),
+        )
         events = [e async for e in loop.run(question("What is 2 plus 3?"))]
     updates = [e.step for e in events if isinstance(e, ToolUpdate)]
     assert updates and updates[0].name == "add" and updates[0].step == 1

@@ -31,8 +31,11 @@ async def kill_turn(aapp, turn_id: str) -> None:
     await asyncio.gather(turn.task, turn.writer, return_exceptions=True)
     turns.local.pop(turn_id, None)
     async with aapp.resources.db.session() as db:
-        await db.execute(update(ChatTurnRow).where(ChatTurnRow.id == turn_id).values(
-            lease_expire_time=utcnow() - timedelta(seconds=60)))
+        await db.execute(
+            update(ChatTurnRow)
+            .where(ChatTurnRow.id == turn_id)
+            .values(lease_expire_time=utcnow() - timedelta(seconds=60))
+        )
 
 
 async def start_and_kill(aapp, achannel, world, upstream, tool_ids, plan, logged_when):
@@ -52,23 +55,36 @@ async def start_and_kill(aapp, achannel, world, upstream, tool_ids, plan, logged
     await kill_turn(aapp, turn_id)
     taken = await aapp.servicers["ChatService"].turns.take_over(turn_id)
     assert taken
-    replay = [r async for r in chat.StreamTurnEvents(chat_pb2.StreamTurnEventsRequest(turn_id=turn_id),
-                                                     metadata=world.user.md)]
+    replay = [
+        r
+        async for r in chat.StreamTurnEvents(chat_pb2.StreamTurnEventsRequest(turn_id=turn_id), metadata=world.user.md)
+    ]
     return seen, replay
 
 
 async def test_a_logged_result_is_not_rerun_and_a_non_idempotent_call_is_recorded_as_interrupted(
-        aapp, achannel, world, upstream):
+    aapp, achannel, world, upstream
+):
     before = await slow_stats(world.slow_url)
 
     def wait_logged(steps):
         return any(s.name == "wait" and s.status == common_pb2.TOOL_STEP_STATUS_SUCCEEDED for s in steps)
 
     seen, replay = await start_and_kill(
-        aapp, achannel, world, upstream, [world.order, world.wait],
-        [[{"name": "placeOrder", "arguments": {"body": {"item": "book", "seconds": 30}}},
-          {"name": "wait", "arguments": {"seconds": 0.2}}], "answer"],
-        wait_logged)
+        aapp,
+        achannel,
+        world,
+        upstream,
+        [world.order, world.wait],
+        [
+            [
+                {"name": "placeOrder", "arguments": {"body": {"item": "book", "seconds": 30}}},
+                {"name": "wait", "arguments": {"seconds": 0.2}},
+            ],
+            "answer",
+        ],
+        wait_logged,
+    )
     ended = replay[-1].event.ended
     assert replay[-1].event.WhichOneof("kind") == "ended", replay[-1]
     assert ended.finish_reason == common_pb2.FINISH_REASON_STOP
@@ -90,10 +106,16 @@ async def test_an_unlogged_idempotent_call_is_run_again(aapp, achannel, world, u
         return any(s.name == "wait" and s.status == common_pb2.TOOL_STEP_STATUS_RUNNING for s in steps)
 
     seen, replay = await start_and_kill(
-        aapp, achannel, world, upstream, [world.wait],
-        [[{"name": "wait", "arguments": {"seconds": 1.5}}], "answer"], wait_running)
+        aapp,
+        achannel,
+        world,
+        upstream,
+        [world.wait],
+        [[{"name": "wait", "arguments": {"seconds": 1.5}}], "answer"],
+        wait_running,
+    )
     ended = replay[-1].event.ended
-    assert ended.answer.content == "Answer: {\"token\":\"waited-1.5\"}"
+    assert ended.answer.content == 'Answer: {"token":"waited-1.5"}'
     assert [x.tool.status for x in ended.answer.steps] == [common_pb2.TOOL_STEP_STATUS_SUCCEEDED]
     after = await slow_stats(world.slow_url)
     assert after.get("wait.started", 0) - before.get("wait.started", 0) == 2

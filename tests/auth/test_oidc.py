@@ -15,18 +15,28 @@ CLIENT_ID = "typecase-test"
 
 @pytest.fixture
 def provider():
-    alice = oidc_provider_mock.User(sub="alice-sub", claims={
-        "preferred_username": "alice", "name": "Alice Liddell", "email": "alice@example.test",
-        "groups": ["research", "typecase-admins"]})
+    alice = oidc_provider_mock.User(
+        sub="alice-sub",
+        claims={
+            "preferred_username": "alice",
+            "name": "Alice Liddell",
+            "email": "alice@example.test",
+            "groups": ["research", "typecase-admins"],
+        },
+    )
     with oidc_provider_mock.run_server_in_thread(port=0, require_nonce=True, user_claims=[alice]) as server:
         yield f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.fixture
 async def sso(app_factory, provider):
-    probe = await app_factory(oidc_issuer=provider, oidc_client_id=CLIENT_ID, oidc_client_secret="shh",
-                              oidc_redirect_uri="http://127.0.0.1:1/v1/auth/oidc/callback",
-                              oidc_admin_groups=["typecase-admins"])
+    probe = await app_factory(
+        oidc_issuer=provider,
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret="shh",
+        oidc_redirect_uri="http://127.0.0.1:1/v1/auth/oidc/callback",
+        oidc_admin_groups=["typecase-admins"],
+    )
     return probe, provider
 
 
@@ -70,12 +80,18 @@ async def test_oidc_round_trip_creates_the_user_with_the_mapped_role(sso):
 
         # Out of the admin group at the provider: the same account, now a user.
         async with httpx.AsyncClient() as admin_api:
-            assert (await admin_api.put(f"{provider}/users/alice-sub", json={
-                "preferred_username": "alice", "groups": ["research"]})).status_code == 204
+            assert (
+                await admin_api.put(
+                    f"{provider}/users/alice-sub", json={"preferred_username": "alice", "groups": ["research"]}
+                )
+            ).status_code == 204
         again = await http.get(callback_on(api, await sign_in(api, provider)), headers={"accept": "application/json"})
         assert again.json()["user"]["id"] == body["user"]["id"] and again.json()["user"]["role"] == "USER_ROLE_USER"
-        events = (await http.get("/v1/admin/audit", params={"resource_id": body["user"]["id"]},
-                                 headers={"authorization": f"Bearer {body['access_token']}"}))
+        events = await http.get(
+            "/v1/admin/audit",
+            params={"resource_id": body["user"]["id"]},
+            headers={"authorization": f"Bearer {body['access_token']}"},
+        )
         assert events.status_code == 403  # the first sign-in's token lost its admin rights with the account's role
 
 
@@ -99,7 +115,9 @@ async def test_forged_or_refused_callbacks_sign_nobody_in(sso):
         query = parse_qs(urlsplit(location).query)
         forged = await http.get("/v1/auth/oidc/callback", params={"code": query["code"][0], "state": "made-up"})
         assert forged.status_code == 400
-        refused = await http.get("/v1/auth/oidc/callback", params={"error": "access_denied", "state": query["state"][0]})
+        refused = await http.get(
+            "/v1/auth/oidc/callback", params={"error": "access_denied", "state": query["state"][0]}
+        )
         assert refused.status_code == 401 and "access_denied" in refused.json()["message"]
         bad_code = await http.get("/v1/auth/oidc/callback", params={"code": "not-a-code", "state": query["state"][0]})
         assert bad_code.status_code == 401 and "refused the code" in bad_code.json()["message"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import httpx
 import redis
 
@@ -23,8 +22,7 @@ def test_per_key_limit_holds_across_two_replicas(server_factory, pg_database_url
         replica.wait_ready()
     headers = {"authorization": f"Bearer {ADMIN_KEY}"}
     try:
-        statuses = [httpx.get(replicas[i % 2].http_url + "/v1/auth/me", headers=headers).status_code
-                    for i in range(12)]
+        statuses = [httpx.get(replicas[i % 2].http_url + "/v1/auth/me", headers=headers).status_code for i in range(12)]
     finally:
         redis.Redis(db=REDIS_DB).flushdb()
     assert statuses.count(200) == 7, statuses

@@ -4,7 +4,7 @@ admin's role), password rules and the optional account lockout, through the publ
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import httpx
@@ -42,8 +42,9 @@ async def test_registration_is_off_by_default(app_factory):
         reply = await register(http, "mallory")
         assert reply.status_code == 403 and error_reason(reply) == "REGISTRATION_CLOSED"
         assert "ask an admin" in reply.json()["message"]
-        assert (await http.post("/v1/auth:login", json={"username": "mallory", "password": PASSWORD})
-                ).status_code == 401
+        assert (
+            await http.post("/v1/auth:login", json={"username": "mallory", "password": PASSWORD})
+        ).status_code == 401
 
 
 async def test_an_invite_code_registers_and_signs_in_once(app_factory):
@@ -76,7 +77,7 @@ async def test_a_refused_registration_spends_nothing_and_codes_expire_and_are_re
         assert short.status_code == 400 and "password" in short.json()["message"]
         assert (await register(http, "bob", invite_code=code)).status_code == 200  # still one use left
 
-        soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).isoformat()
+        soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
         expiring = await invite(http, expire_time=soon)
         revoked = await invite(http)
         revoked_id = (await http.get("/v1/invite-codes", headers=ADMIN)).json()["invite_codes"][0]["id"]
@@ -106,12 +107,15 @@ async def test_an_admin_invite_makes_an_admin_and_only_admins_manage_codes(app_f
         assert (await http.post("/v1/invite-codes", json={}, headers=as_user)).status_code == 403
         assert (await http.get("/v1/invite-codes", headers=as_user)).status_code == 403
         # The admin invited by code may invite too.
-        assert (await http.post("/v1/invite-codes", json={}, headers={"authorization": f"Bearer {body['access_token']}"})
-                ).status_code == 200
+        assert (
+            await http.post("/v1/invite-codes", json={}, headers={"authorization": f"Bearer {body['access_token']}"})
+        ).status_code == 200
 
 
 async def test_open_registration_and_password_rules(app_factory):
-    app = await app_factory(auth_self_registration="open", password_min_length=12, password_required_character_classes=3)
+    app = await app_factory(
+        auth_self_registration="open", password_min_length=12, password_required_character_classes=3
+    )
     async with client(app) as http:
         weak = await register(http, "frank", password="alllowercaseletters")
         assert weak.status_code == 400 and weak.json()["details"][0]["metadata"]["field"] == "password"
@@ -124,13 +128,16 @@ async def test_open_registration_and_password_rules(app_factory):
 
 
 async def test_lockout_when_enabled_locks_even_the_right_password_until_reset(app_factory):
-    app = await app_factory(account_lockout_failures=3, account_lockout_seconds=600,
-                            login_failures_limit="100/minute")
+    app = await app_factory(account_lockout_failures=3, account_lockout_seconds=600, login_failures_limit="100/minute")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}")
     auth = auth_pb2_grpc.AuthServiceStub(channel)
     try:
-        user = (await auth.CreateUser(auth_pb2.CreateUserRequest(
-            user=auth_pb2.User(username="henry", password=PASSWORD)), metadata=bearer(ADMIN_KEY))).user
+        user = (
+            await auth.CreateUser(
+                auth_pb2.CreateUserRequest(user=auth_pb2.User(username="henry", password=PASSWORD)),
+                metadata=bearer(ADMIN_KEY),
+            )
+        ).user
         for _ in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as wrong:
                 await auth.Login(auth_pb2.LoginRequest(username="henry", password="wrong password!"))
@@ -140,9 +147,12 @@ async def test_lockout_when_enabled_locks_even_the_right_password_until_reset(ap
         assert locked.value.code() == grpc.StatusCode.UNAUTHENTICATED and reason(locked.value) == "ACCOUNT_LOCKED"
         assert "ask an admin" in locked.value.details()
         # An admin's password reset unlocks it.
-        await auth.UpdateUser(auth_pb2.UpdateUserRequest(
-            user=auth_pb2.User(id=user.id, password="a brand new password"), update_mask={"paths": ["password"]}),
-            metadata=bearer(ADMIN_KEY))
+        await auth.UpdateUser(
+            auth_pb2.UpdateUserRequest(
+                user=auth_pb2.User(id=user.id, password="a brand new password"), update_mask={"paths": ["password"]}
+            ),
+            metadata=bearer(ADMIN_KEY),
+        )
         await auth.Login(auth_pb2.LoginRequest(username="henry", password="a brand new password"))
     finally:
         await channel.close()
@@ -151,9 +161,11 @@ async def test_lockout_when_enabled_locks_even_the_right_password_until_reset(ap
 async def test_without_lockout_failures_never_lock_the_owner_out(app_factory):
     app = await app_factory(login_failures_limit="100/minute")
     async with client(app) as http:
-        assert (await http.post("/v1/users", json={"username": "ivy", "password": PASSWORD}, headers=ADMIN)
-                ).status_code == 200
+        assert (
+            await http.post("/v1/users", json={"username": "ivy", "password": PASSWORD}, headers=ADMIN)
+        ).status_code == 200
         for _ in range(12):
-            assert (await http.post("/v1/auth:login", json={"username": "ivy", "password": "nope nope"})
-                    ).status_code == 401
+            assert (
+                await http.post("/v1/auth:login", json={"username": "ivy", "password": "nope nope"})
+            ).status_code == 401
         assert (await http.post("/v1/auth:login", json={"username": "ivy", "password": PASSWORD})).status_code == 200

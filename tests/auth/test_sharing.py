@@ -13,9 +13,16 @@ from google.protobuf.json_format import MessageToDict
 
 from tests.conftest import ADMIN_KEY, REDIS_URL
 from tests.knowledge.support import wait_done
-from typecase.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc, groups_pb2, groups_pb2_grpc
+from typecase.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    groups_pb2,
+    groups_pb2_grpc,
+    knowledge_pb2_grpc,
+)
 from typecase.v1 import knowledge_pb2 as kpb
-from typecase.v1 import knowledge_pb2_grpc
 
 PASSWORD = "correct horse battery"
 ADMIN = (("authorization", f"Bearer {ADMIN_KEY}"),)
@@ -35,8 +42,11 @@ class World:
 
     async def users(self, *names: str) -> None:
         for name in names:
-            user = (await self.auth.CreateUser(auth_pb2.CreateUserRequest(
-                user=auth_pb2.User(username=name, password=PASSWORD)), metadata=ADMIN)).user
+            user = (
+                await self.auth.CreateUser(
+                    auth_pb2.CreateUserRequest(user=auth_pb2.User(username=name, password=PASSWORD)), metadata=ADMIN
+                )
+            ).user
             self.ids[name] = user.id
             await self.login(name)
 
@@ -47,30 +57,54 @@ class World:
 
 async def shared_kb(w: World) -> tuple[str, str]:
     """alice's base with one searchable file, shared with group research (bob a member) at level use."""
-    kb = (await w.kb.CreateKnowledgeBase(kpb.CreateKnowledgeBaseRequest(
-        knowledge_base=kpb.KnowledgeBase(name="lab notes")), metadata=w.md["alice"])).knowledge_base
-    file = (await w.kb.AddTextFile(kpb.AddTextFileRequest(
-        kb_id=kb.id, name="notes.txt", text="the centrifuge runs at 4711 rpm"), metadata=w.md["alice"])).file
+    kb = (
+        await w.kb.CreateKnowledgeBase(
+            kpb.CreateKnowledgeBaseRequest(knowledge_base=kpb.KnowledgeBase(name="lab notes")), metadata=w.md["alice"]
+        )
+    ).knowledge_base
+    file = (
+        await w.kb.AddTextFile(
+            kpb.AddTextFileRequest(kb_id=kb.id, name="notes.txt", text="the centrifuge runs at 4711 rpm"),
+            metadata=w.md["alice"],
+        )
+    ).file
     assert (await wait_done(w.kb, w.md["alice"], file.id)).status == kpb.FILE_STATUS_DONE
-    group = (await w.groups.CreateGroup(groups_pb2.CreateGroupRequest(
-        group=groups_pb2.Group(name="research")), metadata=ADMIN)).group
-    await w.groups.AddGroupMember(groups_pb2.AddGroupMemberRequest(
-        group_id=group.id, member=groups_pb2.GroupMember(user_id=w.ids["bob"])), metadata=ADMIN)
-    await w.groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=groups_pb2.Grant(
-        resource_type="knowledge_base", resource_id=kb.id, grantee_type=groups_pb2.GRANTEE_TYPE_GROUP,
-        grantee_id=group.id, level=groups_pb2.SHARE_LEVEL_USE)), metadata=w.md["alice"])
+    group = (
+        await w.groups.CreateGroup(
+            groups_pb2.CreateGroupRequest(group=groups_pb2.Group(name="research")), metadata=ADMIN
+        )
+    ).group
+    await w.groups.AddGroupMember(
+        groups_pb2.AddGroupMemberRequest(group_id=group.id, member=groups_pb2.GroupMember(user_id=w.ids["bob"])),
+        metadata=ADMIN,
+    )
+    await w.groups.CreateGrant(
+        groups_pb2.CreateGrantRequest(
+            grant=groups_pb2.Grant(
+                resource_type="knowledge_base",
+                resource_id=kb.id,
+                grantee_type=groups_pb2.GRANTEE_TYPE_GROUP,
+                grantee_id=group.id,
+                level=groups_pb2.SHARE_LEVEL_USE,
+            )
+        ),
+        metadata=w.md["alice"],
+    )
     return kb.id, group.id
 
 
 async def search(w: World, who: str, kb_id: str) -> list[str]:
-    reply = await w.kb.Search(kpb.SearchRequest(kb_ids=[kb_id], query="centrifuge", mode=kpb.SEARCH_MODE_KEYWORD),
-                              metadata=w.md[who])
+    reply = await w.kb.Search(
+        kpb.SearchRequest(kb_ids=[kb_id], query="centrifuge", mode=kpb.SEARCH_MODE_KEYWORD), metadata=w.md[who]
+    )
     return [hit.text for hit in reply.hits]
 
 
 async def listed(w: World, who: str) -> list[str]:
-    return [kb.id for kb in (await w.kb.ListKnowledgeBases(kpb.ListKnowledgeBasesRequest(),
-                                                            metadata=w.md[who])).knowledge_bases]
+    return [
+        kb.id
+        for kb in (await w.kb.ListKnowledgeBases(kpb.ListKnowledgeBasesRequest(), metadata=w.md[who])).knowledge_bases
+    ]
 
 
 async def code_of(call) -> grpc.StatusCode:
@@ -93,10 +127,14 @@ async def test_a_base_shared_with_a_group_opens_to_members_at_its_level_and_to_n
         # carol: not a member, so the base does not exist for her, on gRPC and REST alike.
         assert kb_id not in await listed(w, "carol")
         assert await code_of(search(w, "carol", kb_id)) == grpc.StatusCode.NOT_FOUND
-        assert await code_of(w.kb.GetKnowledgeBase(kpb.GetKnowledgeBaseRequest(kb_id=kb_id),
-                                                   metadata=w.md["carol"])) == grpc.StatusCode.NOT_FOUND
-        assert await code_of(w.groups.GetGroup(groups_pb2.GetGroupRequest(group_id=group_id),
-                                               metadata=w.md["carol"])) == grpc.StatusCode.NOT_FOUND
+        assert (
+            await code_of(w.kb.GetKnowledgeBase(kpb.GetKnowledgeBaseRequest(kb_id=kb_id), metadata=w.md["carol"]))
+            == grpc.StatusCode.NOT_FOUND
+        )
+        assert (
+            await code_of(w.groups.GetGroup(groups_pb2.GetGroupRequest(group_id=group_id), metadata=w.md["carol"]))
+            == grpc.StatusCode.NOT_FOUND
+        )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running_app.http_port}") as http:
             carol = {"authorization": w.md["carol"][0][1]}
             bob = {"authorization": w.md["bob"][0][1]}
@@ -110,51 +148,84 @@ async def test_a_base_shared_with_a_group_opens_to_members_at_its_level_and_to_n
 
         # Level "use": bob reads but may not change, delete or re-share it; he is told why (it is visible to him).
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await w.kb.UpdateKnowledgeBase(kpb.UpdateKnowledgeBaseRequest(
-                knowledge_base=kpb.KnowledgeBase(id=kb_id, name="mine now")), metadata=w.md["bob"])
+            await w.kb.UpdateKnowledgeBase(
+                kpb.UpdateKnowledgeBaseRequest(knowledge_base=kpb.KnowledgeBase(id=kb_id, name="mine now")),
+                metadata=w.md["bob"],
+            )
         assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "SHARE_LEVEL_INSUFFICIENT" in str(failure.value.trailing_metadata())
-        assert await code_of(w.kb.AddTextFile(kpb.AddTextFileRequest(kb_id=kb_id, name="x.txt", text="x"),
-                                              metadata=w.md["bob"])) == grpc.StatusCode.PERMISSION_DENIED
-        assert await code_of(w.kb.DeleteKnowledgeBase(kpb.DeleteKnowledgeBaseRequest(kb_id=kb_id),
-                                                      metadata=w.md["bob"])) == grpc.StatusCode.PERMISSION_DENIED
-        reshare = groups_pb2.Grant(resource_type="knowledge_base", resource_id=kb_id,
-                                   grantee_type=groups_pb2.GRANTEE_TYPE_USER, grantee_id=w.ids["carol"])
-        assert await code_of(w.groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=reshare),
-                                                  metadata=w.md["bob"])) == grpc.StatusCode.PERMISSION_DENIED
-        assert await code_of(w.groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=reshare),
-                                                  metadata=w.md["carol"])) == grpc.StatusCode.NOT_FOUND
+        assert (
+            await code_of(
+                w.kb.AddTextFile(kpb.AddTextFileRequest(kb_id=kb_id, name="x.txt", text="x"), metadata=w.md["bob"])
+            )
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert (
+            await code_of(w.kb.DeleteKnowledgeBase(kpb.DeleteKnowledgeBaseRequest(kb_id=kb_id), metadata=w.md["bob"]))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+        reshare = groups_pb2.Grant(
+            resource_type="knowledge_base",
+            resource_id=kb_id,
+            grantee_type=groups_pb2.GRANTEE_TYPE_USER,
+            grantee_id=w.ids["carol"],
+        )
+        assert (
+            await code_of(w.groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=reshare), metadata=w.md["bob"]))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert (
+            await code_of(w.groups.CreateGrant(groups_pb2.CreateGrantRequest(grant=reshare), metadata=w.md["carol"]))
+            == grpc.StatusCode.NOT_FOUND
+        )
         # Only an admin or a group admin manages members: bob, a plain member, cannot add carol.
-        assert await code_of(w.groups.AddGroupMember(groups_pb2.AddGroupMemberRequest(
-            group_id=group_id, member=groups_pb2.GroupMember(user_id=w.ids["carol"])),
-            metadata=w.md["bob"])) == grpc.StatusCode.PERMISSION_DENIED
+        assert (
+            await code_of(
+                w.groups.AddGroupMember(
+                    groups_pb2.AddGroupMemberRequest(
+                        group_id=group_id, member=groups_pb2.GroupMember(user_id=w.ids["carol"])
+                    ),
+                    metadata=w.md["bob"],
+                )
+            )
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
 
         # Raising the group's grant to "edit" lets bob add a file, still not delete the base.
-        grants = (await w.groups.ListGrants(groups_pb2.ListGrantsRequest(
-            resource_type="knowledge_base", resource_id=kb_id), metadata=w.md["alice"])).grants
+        grants = (
+            await w.groups.ListGrants(
+                groups_pb2.ListGrantsRequest(resource_type="knowledge_base", resource_id=kb_id), metadata=w.md["alice"]
+            )
+        ).grants
         assert [(g.grantee_id, g.level) for g in grants] == [(group_id, groups_pb2.SHARE_LEVEL_USE)]
-        await w.groups.UpdateGrant(groups_pb2.UpdateGrantRequest(grant=groups_pb2.Grant(
-            id=grants[0].id, level=groups_pb2.SHARE_LEVEL_EDIT)), metadata=w.md["alice"])
-        await w.kb.AddTextFile(kpb.AddTextFileRequest(kb_id=kb_id, name="bob.txt", text="bob was here"),
-                               metadata=w.md["bob"])
-        assert await code_of(w.kb.DeleteKnowledgeBase(kpb.DeleteKnowledgeBaseRequest(kb_id=kb_id),
-                                                      metadata=w.md["bob"])) == grpc.StatusCode.PERMISSION_DENIED
+        await w.groups.UpdateGrant(
+            groups_pb2.UpdateGrantRequest(grant=groups_pb2.Grant(id=grants[0].id, level=groups_pb2.SHARE_LEVEL_EDIT)),
+            metadata=w.md["alice"],
+        )
+        await w.kb.AddTextFile(
+            kpb.AddTextFileRequest(kb_id=kb_id, name="bob.txt", text="bob was here"), metadata=w.md["bob"]
+        )
+        assert (
+            await code_of(w.kb.DeleteKnowledgeBase(kpb.DeleteKnowledgeBaseRequest(kb_id=kb_id), metadata=w.md["bob"]))
+            == grpc.StatusCode.PERMISSION_DENIED
+        )
 
         # Out of the group, out of the base: the very next call.
-        await w.groups.RemoveGroupMember(groups_pb2.RemoveGroupMemberRequest(
-            group_id=group_id, user_id=w.ids["bob"]), metadata=ADMIN)
+        await w.groups.RemoveGroupMember(
+            groups_pb2.RemoveGroupMemberRequest(group_id=group_id, user_id=w.ids["bob"]), metadata=ADMIN
+        )
         assert await code_of(search(w, "bob", kb_id)) == grpc.StatusCode.NOT_FOUND
         assert kb_id not in await listed(w, "bob")
 
         # Deleting the base withdraws its grants with it.
         await w.kb.DeleteKnowledgeBase(kpb.DeleteKnowledgeBaseRequest(kb_id=kb_id), metadata=w.md["alice"])
-        left = (await w.groups.ListGrants(groups_pb2.ListGrantsRequest(resource_type="knowledge_base"),
-                                          metadata=ADMIN)).grants
+        left = (
+            await w.groups.ListGrants(groups_pb2.ListGrantsRequest(resource_type="knowledge_base"), metadata=ADMIN)
+        ).grants
         assert kb_id not in [g.resource_id for g in left]
 
         # The audit log names actor, target and before/after of each change.
-        events = (await w.admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(page_size=100),
-                                                metadata=ADMIN)).events
+        events = (await w.admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(page_size=100), metadata=ADMIN)).events
         by_action = {}
         for event in events:
             by_action.setdefault(event.action, []).append(event)
@@ -175,8 +246,10 @@ async def test_leaving_a_group_takes_effect_on_the_next_call_on_another_replica(
     one = await app_factory(**shared, data_dir=tmp_path / "one")
     two = await app_factory(**shared, data_dir=tmp_path / "two")
     try:
-        async with (grpc.aio.insecure_channel(f"127.0.0.1:{one.grpc_port}") as c1,
-                    grpc.aio.insecure_channel(f"127.0.0.1:{two.grpc_port}") as c2):
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{one.grpc_port}") as c1,
+            grpc.aio.insecure_channel(f"127.0.0.1:{two.grpc_port}") as c2,
+        ):
             w1, w2 = World(c1), World(c2)
             await w1.users("alice", "bob", "carol")
             w2.md, w2.ids = w1.md, w1.ids
@@ -185,14 +258,19 @@ async def test_leaving_a_group_takes_effect_on_the_next_call_on_another_replica(
                 assert any("4711" in text for text in await search(w2, "bob", kb_id))
             assert await code_of(search(w2, "carol", kb_id)) == grpc.StatusCode.NOT_FOUND
 
-            await w1.groups.RemoveGroupMember(groups_pb2.RemoveGroupMemberRequest(
-                group_id=group_id, user_id=w1.ids["bob"]), metadata=ADMIN)
+            await w1.groups.RemoveGroupMember(
+                groups_pb2.RemoveGroupMemberRequest(group_id=group_id, user_id=w1.ids["bob"]), metadata=ADMIN
+            )
             assert await code_of(search(w2, "bob", kb_id)) == grpc.StatusCode.NOT_FOUND
             assert kb_id not in await listed(w2, "bob")
 
             # And back in through replica two: replica one sees it at once.
-            await w2.groups.AddGroupMember(groups_pb2.AddGroupMemberRequest(
-                group_id=group_id, member=groups_pb2.GroupMember(user_id=w1.ids["bob"])), metadata=ADMIN)
+            await w2.groups.AddGroupMember(
+                groups_pb2.AddGroupMemberRequest(
+                    group_id=group_id, member=groups_pb2.GroupMember(user_id=w1.ids["bob"])
+                ),
+                metadata=ADMIN,
+            )
             assert kb_id in await listed(w1, "bob")
     finally:
         redis.Redis.from_url(redis_url).flushdb()

@@ -11,12 +11,15 @@ from sqlalchemy.exc import IntegrityError
 from typecase.server.auth.models import UserRow
 from typecase.server.infra.schema import alembic_config, migrate
 
-INSERT_USER = text("INSERT INTO users (id, username, display_name, role, disabled, create_time, update_time) "
-                   "VALUES (:id, :name, '', 'user', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+INSERT_USER = text(
+    "INSERT INTO users (id, username, display_name, role, disabled, create_time, update_time) "
+    "VALUES (:id, :name, '', 'user', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+)
 
 
 async def upgrade_to(db, revision: str) -> None:
     async with db.engine.begin() as conn:
+
         def run(sync_conn) -> None:
             cfg = alembic_config()
             cfg.attributes["connection"] = sync_conn

@@ -28,22 +28,51 @@ class Caller:
     user_id: str = ""
 
 
-async def register_fake_model(llm: llm_pb2_grpc.LLMServiceStub, base_url: str, name: str = "fake-chat",
-                              context_length: int = 8192, make_default: bool = True) -> llm_pb2.Model:
+async def register_fake_model(
+    llm: llm_pb2_grpc.LLMServiceStub,
+    base_url: str,
+    name: str = "fake-chat",
+    context_length: int = 8192,
+    make_default: bool = True,
+) -> llm_pb2.Model:
     admin = bearer(ADMIN_KEY)
-    provider = (await llm.CreateProvider(llm_pb2.CreateProviderRequest(provider=llm_pb2.Provider(
-        name=f"fake-{name}", type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=base_url, enabled=True,
-        max_retries=0,
-    )), metadata=admin)).provider
-    model = (await llm.CreateModel(llm_pb2.CreateModelRequest(model=llm_pb2.Model(
-        provider_id=provider.id, name=name, upstream_name="fake", type=llm_pb2.MODEL_TYPE_LLM,
-        context_length=context_length, online=True,
-    )), metadata=admin)).model
+    provider = (
+        await llm.CreateProvider(
+            llm_pb2.CreateProviderRequest(
+                provider=llm_pb2.Provider(
+                    name=f"fake-{name}",
+                    type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE,
+                    base_url=base_url,
+                    enabled=True,
+                    max_retries=0,
+                )
+            ),
+            metadata=admin,
+        )
+    ).provider
+    model = (
+        await llm.CreateModel(
+            llm_pb2.CreateModelRequest(
+                model=llm_pb2.Model(
+                    provider_id=provider.id,
+                    name=name,
+                    upstream_name="fake",
+                    type=llm_pb2.MODEL_TYPE_LLM,
+                    context_length=context_length,
+                    online=True,
+                )
+            ),
+            metadata=admin,
+        )
+    ).model
     if make_default:
-        await llm.UpdateDefaults(llm_pb2.UpdateDefaultsRequest(
-            defaults=llm_pb2.LLMDefaults(chat_model_id=model.id, title_model_id=model.id),
-            update_mask={"paths": ["chat_model_id", "title_model_id"]},
-        ), metadata=admin)
+        await llm.UpdateDefaults(
+            llm_pb2.UpdateDefaultsRequest(
+                defaults=llm_pb2.LLMDefaults(chat_model_id=model.id, title_model_id=model.id),
+                update_mask={"paths": ["chat_model_id", "title_model_id"]},
+            ),
+            metadata=admin,
+        )
     return model
 
 
@@ -51,13 +80,34 @@ async def register_fake_embedder(llm: llm_pb2_grpc.LLMServiceStub, base_url: str
     from tests.chat.fake_upstream import EMBED_DIMS
 
     admin = bearer(ADMIN_KEY)
-    provider = (await llm.CreateProvider(llm_pb2.CreateProviderRequest(provider=llm_pb2.Provider(
-        name="fake-embedder", type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=base_url, enabled=True,
-    )), metadata=admin)).provider
-    return (await llm.CreateModel(llm_pb2.CreateModelRequest(model=llm_pb2.Model(
-        provider_id=provider.id, name="fake-embedder", upstream_name="fake", type=llm_pb2.MODEL_TYPE_EMBEDDING,
-        embedding_dimensions=EMBED_DIMS, online=True,
-    )), metadata=admin)).model
+    provider = (
+        await llm.CreateProvider(
+            llm_pb2.CreateProviderRequest(
+                provider=llm_pb2.Provider(
+                    name="fake-embedder",
+                    type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE,
+                    base_url=base_url,
+                    enabled=True,
+                )
+            ),
+            metadata=admin,
+        )
+    ).provider
+    return (
+        await llm.CreateModel(
+            llm_pb2.CreateModelRequest(
+                model=llm_pb2.Model(
+                    provider_id=provider.id,
+                    name="fake-embedder",
+                    upstream_name="fake",
+                    type=llm_pb2.MODEL_TYPE_EMBEDDING,
+                    embedding_dimensions=EMBED_DIMS,
+                    online=True,
+                )
+            ),
+            metadata=admin,
+        )
+    ).model
 
 
 @pytest.fixture
@@ -102,9 +152,14 @@ async def fake_model(admin, upstream) -> llm_pb2.Model:
 
 async def new_user(channel, username: str) -> Caller:
     auth = auth_pb2_grpc.AuthServiceStub(channel)
-    user = (await auth.CreateUser(auth_pb2.CreateUserRequest(
-        user=auth_pb2.User(username=username, password="correct horse battery", role=auth_pb2.USER_ROLE_USER)
-    ), metadata=bearer(ADMIN_KEY))).user
+    user = (
+        await auth.CreateUser(
+            auth_pb2.CreateUserRequest(
+                user=auth_pb2.User(username=username, password="correct horse battery", role=auth_pb2.USER_ROLE_USER)
+            ),
+            metadata=bearer(ADMIN_KEY),
+        )
+    ).user
     token = (await auth.Login(auth_pb2.LoginRequest(username=username, password="correct horse battery"))).access_token
     return caller(channel, token, user.id)
 

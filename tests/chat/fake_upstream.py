@@ -86,11 +86,13 @@ class FakeUpstream:
         return f"http://{self.host}:{self.port}/v1"
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            ]
+        )
 
     async def embeddings(self, request: Request):
         """Bag-of-words vectors hashed into EMBED_DIMS dimensions: texts sharing words are similar."""
@@ -98,8 +100,14 @@ class FakeUpstream:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         data = [{"object": "embedding", "index": i, "embedding": embed(text)} for i, text in enumerate(texts)]
         tokens = sum(len(t.split()) for t in texts)
-        return JSONResponse({"object": "list", "data": data, "model": body.get("model", "fake"),
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model", "fake"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def models(self, request: Request):
         return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
@@ -112,14 +120,21 @@ class FakeUpstream:
             code = int(opts["status"])
             return JSONResponse({"error": {"message": f"injected {code}", "type": "server_error"}}, status_code=code)
         tokens = int(opts.get("tokens", 20))
-        asks_query = any(m.get("role") == "system" and "search query" in str(m.get("content"))
-                         for m in body.get("messages", []))
+        asks_query = any(
+            m.get("role") == "system" and "search query" in str(m.get("content")) for m in body.get("messages", [])
+        )
         if "query" in opts and asks_query:
             text = opts["query"].replace("_", " ")
-            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake",
-                     "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}]}
-            return StreamingResponse(iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]),
-                                     media_type="text/event-stream")
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": "fake",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": "stop"}],
+            }
+            return StreamingResponse(
+                iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]), media_type="text/event-stream"
+            )
         delay = float(opts.get("delay", 0))
         ttft = float(opts.get("ttft", 0))
         fail_at = int(opts.get("fail_at", -1))
@@ -127,11 +142,18 @@ class FakeUpstream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         if not body.get("stream"):
             text = expected_answer(tokens)
-            return JSONResponse({
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
-            })
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": 10 + tokens},
+                }
+            )
 
         async def stream():
             finished = False
@@ -144,12 +166,18 @@ class FakeUpstream:
                     if delay and i:
                         await asyncio.sleep(delay)
                     chunk = {
-                        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": 0,
+                        "model": model,
                         "choices": [{"index": 0, "delta": {"content": token_text(i)}, "finish_reason": None}],
                     }
                     yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
                 final = {
-                    "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
                 }
                 yield f"data: {json.dumps(final)}\n\n"
@@ -168,8 +196,9 @@ class FakeUpstream:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     async def start(self) -> FakeUpstream:
-        config = uvicorn.Config(self.app(), host=self.host, port=self.port, lifespan="off", log_config=None,
-                                access_log=False)
+        config = uvicorn.Config(
+            self.app(), host=self.host, port=self.port, lifespan="off", log_config=None, access_log=False
+        )
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:

@@ -36,21 +36,28 @@ def text_of(events) -> str:
 
 
 async def new_session(who, **fields) -> chat_pb2.Session:
-    return (await who.chat.CreateSession(
-        chat_pb2.CreateSessionRequest(session=chat_pb2.Session(**fields)), metadata=who.md
-    )).session
+    return (
+        await who.chat.CreateSession(chat_pb2.CreateSessionRequest(session=chat_pb2.Session(**fields)), metadata=who.md)
+    ).session
 
 
 async def chat_all(who, session_id: str, content: str, **fields) -> list[chat_pb2.ChatResponse]:
-    return [m async for m in who.chat.Chat(
-        chat_pb2.ChatRequest(session_id=session_id, content=content, **fields), metadata=who.md
-    )]
+    return [
+        m
+        async for m in who.chat.Chat(
+            chat_pb2.ChatRequest(session_id=session_id, content=content, **fields), metadata=who.md
+        )
+    ]
 
 
 async def messages(who, session_id: str, **fields) -> list[chat_pb2.Message]:
-    return list((await who.chat.ListMessages(
-        chat_pb2.ListMessagesRequest(session_id=session_id, page_size=500, **fields), metadata=who.md
-    )).messages)
+    return list(
+        (
+            await who.chat.ListMessages(
+                chat_pb2.ListMessagesRequest(session_id=session_id, page_size=500, **fields), metadata=who.md
+            )
+        ).messages
+    )
 
 
 async def get_session(who, session_id: str) -> chat_pb2.Session:

@@ -15,7 +15,9 @@ from tests.chat.conftest import register_fake_model
 from tests.chat.helpers import chat_all, messages, new_session, reason
 from typecase.v1 import chat_pb2, llm_pb2
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 FACT = "The secret launch code of project Heliotrope is AMBER-7731."
 
 
@@ -35,8 +37,12 @@ def last_user_content(upstream):
 
 async def test_an_image_reaches_a_vision_model_as_an_image_part(me, upstream):
     session = await new_session(me)
-    await chat_all(me, session.id, "What is in this picture?",
-                   attachments=[chat_pb2.Attachment(name="dot.png", mime_type="image/png", data=PNG)])
+    await chat_all(
+        me,
+        session.id,
+        "What is in this picture?",
+        attachments=[chat_pb2.Attachment(name="dot.png", mime_type="image/png", data=PNG)],
+    )
     content = last_user_content(upstream)
     assert content[0] == {"type": "text", "text": "What is in this picture?"}
     assert content[1]["type"] == "image_url"
@@ -47,9 +53,13 @@ async def test_an_image_reaches_a_vision_model_as_an_image_part(me, upstream):
 
 async def test_an_image_for_a_model_without_vision_is_refused_before_the_turn(me, upstream):
     blind = await register_fake_model(me.llm, upstream.base_url, name="blind", make_default=False)
-    await me.llm.UpdateModel(llm_pb2.UpdateModelRequest(
-        model=llm_pb2.Model(id=blind.id, capabilities=llm_pb2.ModelCapabilities(vision=False)),
-        update_mask={"paths": ["capabilities.vision"]}), metadata=me.md)
+    await me.llm.UpdateModel(
+        llm_pb2.UpdateModelRequest(
+            model=llm_pb2.Model(id=blind.id, capabilities=llm_pb2.ModelCapabilities(vision=False)),
+            update_mask={"paths": ["capabilities.vision"]},
+        ),
+        metadata=me.md,
+    )
     session = await new_session(me, model_id=blind.id)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await chat_all(me, session.id, "Look", attachments=[chat_pb2.Attachment(name="dot.png", data=PNG)])
@@ -61,8 +71,9 @@ async def test_an_image_for_a_model_without_vision_is_refused_before_the_turn(me
 async def test_a_document_is_read_into_the_prompt(me, upstream):
     session = await new_session(me)
     report = docx_bytes("Quarterly notes.", FACT, "Nothing else of note.")
-    await chat_all(me, session.id, "What is the launch code?",
-                   attachments=[chat_pb2.Attachment(name="report.docx", data=report)])
+    await chat_all(
+        me, session.id, "What is the launch code?", attachments=[chat_pb2.Attachment(name="report.docx", data=report)]
+    )
     prompt = last_user_content(upstream)
     assert 'Attached file "report.docx":' in prompt and FACT in prompt
     assert prompt.endswith("Question: What is the launch code?")
@@ -73,8 +84,12 @@ async def test_a_document_is_read_into_the_prompt(me, upstream):
 async def test_a_long_document_is_cut_and_the_prompt_says_so(me, upstream):
     session = await new_session(me)
     long_text = ("Filler sentence about nothing in particular. " * 40 + FACT).encode()
-    await chat_all(me, session.id, "Anything secret?",
-                   attachments=[chat_pb2.Attachment(name="notes.txt", mime_type="text/plain", data=long_text)])
+    await chat_all(
+        me,
+        session.id,
+        "Anything secret?",
+        attachments=[chat_pb2.Attachment(name="notes.txt", mime_type="text/plain", data=long_text)],
+    )
     prompt = last_user_content(upstream)
     assert '"notes.txt" (cut: only its beginning is shown)' in prompt and FACT not in prompt
     assert len(prompt) < 300 + 200
@@ -83,15 +98,25 @@ async def test_a_long_document_is_cut_and_the_prompt_says_so(me, upstream):
 async def test_an_unreadable_document_is_a_clear_error(me, upstream):
     session = await new_session(me)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await chat_all(me, session.id, "Read this",
-                       attachments=[chat_pb2.Attachment(name="broken.docx", data=b"PK\x03\x04 not a zip")])
+        await chat_all(
+            me,
+            session.id,
+            "Read this",
+            attachments=[chat_pb2.Attachment(name="broken.docx", data=b"PK\x03\x04 not a zip")],
+        )
     assert reason(refused.value) == "PARSE_FAILED" and "broken.docx" in refused.value.details()
     assert upstream.requests == []
 
 
 async def download(who, message_id: str, index: int, **kw) -> bytes:
-    return b"".join([m.data async for m in who.chat.DownloadAttachment(
-        chat_pb2.DownloadAttachmentRequest(message_id=message_id, index=index, **kw), metadata=who.md)])
+    return b"".join(
+        [
+            m.data
+            async for m in who.chat.DownloadAttachment(
+                chat_pb2.DownloadAttachmentRequest(message_id=message_id, index=index, **kw), metadata=who.md
+            )
+        ]
+    )
 
 
 async def test_a_stored_attachment_is_downloadable_by_the_sessions_owner_only(chat_app, alice, bob, upstream):
@@ -99,9 +124,15 @@ async def test_a_stored_attachment_is_downloadable_by_the_sessions_owner_only(ch
 
     session = await new_session(alice)
     notes = ("Attached notes. " * 300 + FACT).encode()
-    await chat_all(alice, session.id, "Anything secret?", attachments=[
-        chat_pb2.Attachment(name="dot.png", mime_type="image/png", url="https://example.com/dot.png"),
-        chat_pb2.Attachment(name="notes été.txt", mime_type="text/plain", data=notes)])
+    await chat_all(
+        alice,
+        session.id,
+        "Anything secret?",
+        attachments=[
+            chat_pb2.Attachment(name="dot.png", mime_type="image/png", url="https://example.com/dot.png"),
+            chat_pb2.Attachment(name="notes été.txt", mime_type="text/plain", data=notes),
+        ],
+    )
     question = (await messages(alice, session.id))[0]
     assert await download(alice, question.id, 1) == notes
     assert await download(alice, question.id, 1, range="bytes=100-149") == notes[100:150]

@@ -25,8 +25,9 @@ def test_the_reserve_for_the_answer_never_takes_more_than_half_the_window():
 
 def test_newest_turns_are_kept_system_prompt_and_question_always():
     history = [HistoryTurn(f"q{i} " + "x" * 27, f"a{i} " + "y" * 27) for i in range(10)]  # 10+4 tokens each
-    limits = Limits(context_tokens=200, reserve_output_tokens=50, default_context_tokens=4096, max_turns=20,
-                    chars_per_token=3)
+    limits = Limits(
+        context_tokens=200, reserve_output_tokens=50, default_context_tokens=4096, max_turns=20, chars_per_token=3
+    )
     prompt = build_prompt("sys", history, "now?", limits, older_turns=5)
     contents = [m.content for m in prompt.messages]
     assert contents[0] == "sys" and contents[-1] == "now?"

@@ -19,14 +19,17 @@ def node(node_id: str, kind: str, **params) -> flow_pb2.Node:
 
 
 def chain(*nodes: flow_pb2.Node) -> flow_pb2.Graph:
-    return flow_pb2.Graph(nodes=list(nodes), edges=[
-        flow_pb2.Edge(id=f"{a.id}-{b.id}", source=a.id, target=b.id) for a, b in zip(nodes, nodes[1:])])
+    return flow_pb2.Graph(
+        nodes=list(nodes),
+        edges=[flow_pb2.Edge(id=f"{a.id}-{b.id}", source=a.id, target=b.id) for a, b in zip(nodes, nodes[1:])],
+    )
 
 
 async def published_flow(channel, md, name: str, graph: flow_pb2.Graph, publish: bool = True) -> flow_pb2.Flow:
     flows = flow_pb2_grpc.FlowServiceStub(channel)
-    flow = (await flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name=name, graph=graph)),
-                                   metadata=md)).flow
+    flow = (
+        await flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name=name, graph=graph)), metadata=md)
+    ).flow
     if publish:
         flow = (await flows.PublishFlow(flow_pb2.PublishFlowRequest(flow_id=flow.id), metadata=md)).flow
     return flow
@@ -69,23 +72,35 @@ async def test_a_flow_session_answers_pauses_for_input_and_resumes(channel, me):
 
     stored = await messages(me, session.id)
     assert [m.category for m in stored] == [
-        chat_pb2.MESSAGE_CATEGORY_QUESTION, chat_pb2.MESSAGE_CATEGORY_INPUT_REQUEST,
-        chat_pb2.MESSAGE_CATEGORY_QUESTION, chat_pb2.MESSAGE_CATEGORY_ANSWER]
+        chat_pb2.MESSAGE_CATEGORY_QUESTION,
+        chat_pb2.MESSAGE_CATEGORY_INPUT_REQUEST,
+        chat_pb2.MESSAGE_CATEGORY_QUESTION,
+        chat_pb2.MESSAGE_CATEGORY_ANSWER,
+    ]
     assert stored[-1] == ended.answer
     session = await get_session(me, session.id)
     assert session.flow_version_id == flow.current_version_id and session.message_count == 4
 
     # The turn replays with its run id after the fact.
-    replay = [m async for m in me.chat.StreamTurnEvents(
-        chat_pb2.StreamTurnEventsRequest(turn_id=second[0].turn_id), metadata=me.md)]
+    replay = [
+        m
+        async for m in me.chat.StreamTurnEvents(
+            chat_pb2.StreamTurnEventsRequest(turn_id=second[0].turn_id), metadata=me.md
+        )
+    ]
     # Same layout, so a StreamTurnEvents message reads as the ChatResponse it replays (compared as messages:
     # Struct fields have no canonical byte order).
     assert as_chat(replay) == second
 
 
 async def test_flow_sessions_need_an_online_flow(channel, me):
-    draft = await published_flow(channel, me.md, "draft", chain(
-        node("start", "start"), node("out", "output", template="x"), node("end", "end")), publish=False)
+    draft = await published_flow(
+        channel,
+        me.md,
+        "draft",
+        chain(node("start", "start"), node("out", "output", template="x"), node("end", "end")),
+        publish=False,
+    )
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await new_session(me, flow_id=draft.id)
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION and reason(failure.value) == "FLOW_NOT_PUBLISHED"
@@ -96,15 +111,32 @@ async def test_flow_sessions_need_an_online_flow(channel, me):
 
 async def test_a_flow_start_variable_of_type_file_receives_the_chats_attachments(channel, me):
     graph = chain(
-        node("start", "start", variables=[{"name": "question"}, {"name": "report", "type": "file"},
-                                          {"name": "others", "type": "file", "list": True}]),
-        node("out", "output", template="{{report.name}} ({{report.size_bytes}} bytes, {{report.mime_type}}); "
-                                       "then {{others | length}}: {{others[0].url}}; asked: {{question}}"),
+        node(
+            "start",
+            "start",
+            variables=[
+                {"name": "question"},
+                {"name": "report", "type": "file"},
+                {"name": "others", "type": "file", "list": True},
+            ],
+        ),
+        node(
+            "out",
+            "output",
+            template="{{report.name}} ({{report.size_bytes}} bytes, {{report.mime_type}}); "
+            "then {{others | length}}: {{others[0].url}}; asked: {{question}}",
+        ),
         node("end", "end", outputs={"text": "{{out.text}}"}),
     )
     flow = await published_flow(channel, me.md, "file reader", graph)
     session = await new_session(me, flow_id=flow.id)
-    events = await chat_all(me, session.id, "summarise", attachments=[
-        chat_pb2.Attachment(name="q3.txt", mime_type="text/plain", data=b"twelve bytes"),
-        chat_pb2.Attachment(name="logo.png", mime_type="image/png", url="https://example.com/logo.png")])
+    events = await chat_all(
+        me,
+        session.id,
+        "summarise",
+        attachments=[
+            chat_pb2.Attachment(name="q3.txt", mime_type="text/plain", data=b"twelve bytes"),
+            chat_pb2.Attachment(name="logo.png", mime_type="image/png", url="https://example.com/logo.png"),
+        ],
+    )
     assert text_of(events) == "q3.txt (12 bytes, text/plain); then 1: https://example.com/logo.png; asked: summarise"

@@ -54,8 +54,11 @@ async def test_rest_session_message_and_feedback_lifecycle(http, alice, bob, fak
     assert session["kind"] == "SESSION_KIND_MODEL" and session["model_id"] == fake_model.id
     assert session["message_count"] == 0  # every field emitted
 
-    added = await http.post(f"/v1/sessions/{sid}/messages", headers=h,
-                            json={"pairs": [{"question": "2+2?", "answer": "4"}, {"question": "3+3?", "answer": "6"}]})
+    added = await http.post(
+        f"/v1/sessions/{sid}/messages",
+        headers=h,
+        json={"pairs": [{"question": "2+2?", "answer": "4"}, {"question": "3+3?", "answer": "6"}]},
+    )
     assert added.status_code == 200, added.text
     ids = [m["id"] for m in added.json()["messages"]]
     listed = (await http.get(f"/v1/sessions/{sid}/messages", params={"page_size": 3}, headers=h)).json()
@@ -70,8 +73,9 @@ async def test_rest_session_message_and_feedback_lifecycle(http, alice, bob, fak
 
     edited = await http.patch(f"/v1/messages/{ids[1]}", json={"content": "four"}, headers=h)
     assert edited.status_code == 200 and edited.json()["message"]["content"] == "four"
-    liked = await http.post(f"/v1/messages/{ids[1]}:feedback", json={"action": "FEEDBACK_ACTION_DISLIKE",
-                                                                     "comment": "spell it"}, headers=h)
+    liked = await http.post(
+        f"/v1/messages/{ids[1]}:feedback", json={"action": "FEEDBACK_ACTION_DISLIKE", "comment": "spell it"}, headers=h
+    )
     assert liked.json()["message"]["rating"] == "MESSAGE_RATING_DISLIKE"
     await http.post(f"/v1/messages/{ids[3]}:feedback", json={"action": "FEEDBACK_ACTION_COPIED"}, headers=h)
     got = (await http.get(f"/v1/sessions/{sid}", headers=h)).json()["session"]
@@ -117,8 +121,9 @@ async def test_sse_drop_and_resume_with_last_event_id(http, me, fake_model):
     h = {**auth(me), "accept": "text/event-stream"}
     sid = (await http.post("/v1/sessions", json={}, headers=auth(me))).json()["session"]["id"]
     lines: list[str] = []
-    async with http.stream("POST", f"/v1/sessions/{sid}:chat", json={"content": "[tokens=80 delay=0.005] go"},
-                           headers=h) as r:
+    async with http.stream(
+        "POST", f"/v1/sessions/{sid}:chat", json={"content": "[tokens=80 delay=0.005] go"}, headers=h
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         async for line in r.aiter_lines():
             lines.append(line)

@@ -15,12 +15,22 @@ FACT = "The Zephyr-9 bridge over the Tagus river opened in 2031 and is painted o
 async def test_answers_cite_the_sessions_knowledge_bases(channel, me, upstream):
     kbs = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
     embedder = await register_fake_embedder(me.llm, upstream.base_url)  # fast, deterministic vectors
-    kb = (await kbs.CreateKnowledgeBase(knowledge_pb2.CreateKnowledgeBaseRequest(
-        knowledge_base=knowledge_pb2.KnowledgeBase(name="bridges", embedding_model_id=embedder.id)),
-        metadata=me.md)).knowledge_base
-    added = (await kbs.AddTextFile(knowledge_pb2.AddTextFileRequest(
-        kb_id=kb.id, name="bridges.txt", text=FACT + "\n\n" + "Unrelated filler about cooking pasta. " * 20),
-        metadata=me.md)).file
+    kb = (
+        await kbs.CreateKnowledgeBase(
+            knowledge_pb2.CreateKnowledgeBaseRequest(
+                knowledge_base=knowledge_pb2.KnowledgeBase(name="bridges", embedding_model_id=embedder.id)
+            ),
+            metadata=me.md,
+        )
+    ).knowledge_base
+    added = (
+        await kbs.AddTextFile(
+            knowledge_pb2.AddTextFileRequest(
+                kb_id=kb.id, name="bridges.txt", text=FACT + "\n\n" + "Unrelated filler about cooking pasta. " * 20
+            ),
+            metadata=me.md,
+        )
+    ).file
     async for update in kbs.WatchFile(knowledge_pb2.WatchFileRequest(file_id=added.id), metadata=me.md):
         status = update.status
     assert status == knowledge_pb2.FILE_STATUS_DONE
@@ -44,16 +54,31 @@ async def test_answers_cite_the_sessions_knowledge_bases(channel, me, upstream):
 async def grounded_session(channel, me, upstream, **session_fields):
     kbs = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
     embedder = await register_fake_embedder(me.llm, upstream.base_url)
-    kb = (await kbs.CreateKnowledgeBase(knowledge_pb2.CreateKnowledgeBaseRequest(
-        knowledge_base=knowledge_pb2.KnowledgeBase(
-            name="bridges", embedding_model_id=embedder.id,
-            chunking_rule=knowledge_pb2.ChunkingRule(chunk_size=40, chunk_overlap=0))),
-        metadata=me.md)).knowledge_base
-    text = "\n\n".join([FACT, "Pasta is cooked in salted boiling water for nine minutes.",
-                        "The Tagus river flows through Lisbon into the Atlantic ocean.",
-                        "Ochre paint is made from clay coloured by iron oxide."])
-    added = (await kbs.AddTextFile(knowledge_pb2.AddTextFileRequest(kb_id=kb.id, name="notes.txt", text=text),
-                                   metadata=me.md)).file
+    kb = (
+        await kbs.CreateKnowledgeBase(
+            knowledge_pb2.CreateKnowledgeBaseRequest(
+                knowledge_base=knowledge_pb2.KnowledgeBase(
+                    name="bridges",
+                    embedding_model_id=embedder.id,
+                    chunking_rule=knowledge_pb2.ChunkingRule(chunk_size=40, chunk_overlap=0),
+                )
+            ),
+            metadata=me.md,
+        )
+    ).knowledge_base
+    text = "\n\n".join(
+        [
+            FACT,
+            "Pasta is cooked in salted boiling water for nine minutes.",
+            "The Tagus river flows through Lisbon into the Atlantic ocean.",
+            "Ochre paint is made from clay coloured by iron oxide.",
+        ]
+    )
+    added = (
+        await kbs.AddTextFile(
+            knowledge_pb2.AddTextFileRequest(kb_id=kb.id, name="notes.txt", text=text), metadata=me.md
+        )
+    ).file
     async for update in kbs.WatchFile(knowledge_pb2.WatchFileRequest(file_id=added.id), metadata=me.md):
         status = update.status
     assert status == knowledge_pb2.FILE_STATUS_DONE
@@ -61,13 +86,17 @@ async def grounded_session(channel, me, upstream, **session_fields):
 
 
 def retrieval_step(events):
-    return next(e.event.node.node for e in events if e.event.HasField("node")
-                and e.event.node.node.status != flow_pb2.NODE_RUN_STATUS_RUNNING)
+    return next(
+        e.event.node.node
+        for e in events
+        if e.event.HasField("node") and e.event.node.node.status != flow_pb2.NODE_RUN_STATUS_RUNNING
+    )
 
 
 async def test_a_follow_up_question_is_rewritten_with_the_conversation_before_searching(channel, me, upstream):
-    session = await grounded_session(channel, me, upstream,
-                                     retrieval=chat_pb2.RetrievalSettings(rewrite_query=True, top_k=1))
+    session = await grounded_session(
+        channel, me, upstream, retrieval=chat_pb2.RetrievalSettings(rewrite_query=True, top_k=1)
+    )
     assert session.retrieval.rewrite_query and session.retrieval.top_k == 1
     first = await chat_all(me, session.id, "[tokens=3] Tell me about the Zephyr-9 bridge")
     assert retrieval_step(first).inputs["query"] == "[tokens=3] Tell me about the Zephyr-9 bridge"  # nothing to resolve
@@ -81,9 +110,13 @@ async def test_a_follow_up_question_is_rewritten_with_the_conversation_before_se
     assert "search query" in rewrite[0]["content"] and "Tell me about the Zephyr-9 bridge" in rewrite[1]["content"]
 
     # off (the default): the question is searched as asked, and no extra model call is made
-    await me.chat.UpdateSession(chat_pb2.UpdateSessionRequest(
-        session=chat_pb2.Session(id=session.id, retrieval=chat_pb2.RetrievalSettings(top_k=2)),
-        update_mask={"paths": ["retrieval"]}), metadata=me.md)
+    await me.chat.UpdateSession(
+        chat_pb2.UpdateSessionRequest(
+            session=chat_pb2.Session(id=session.id, retrieval=chat_pb2.RetrievalSettings(top_k=2)),
+            update_mask={"paths": ["retrieval"]},
+        ),
+        metadata=me.md,
+    )
     upstream.requests.clear()
     events = await chat_all(me, session.id, "[tokens=3 query=ignored] When did it open?")
     assert retrieval_step(events).inputs["query"] == "[tokens=3 query=ignored] When did it open?"
@@ -92,14 +125,20 @@ async def test_a_follow_up_question_is_rewritten_with_the_conversation_before_se
 
 
 async def test_a_sessions_retrieval_settings_are_validated_and_applied(channel, me, upstream):
-    for settings, field in ((chat_pb2.RetrievalSettings(top_k=101), "session.retrieval.top_k"),
-                            (chat_pb2.RetrievalSettings(vector_weight=1.5), "session.retrieval.vector_weight"),
-                            (chat_pb2.RetrievalSettings(score_threshold=-1), "session.retrieval.score_threshold")):
+    for settings, field in (
+        (chat_pb2.RetrievalSettings(top_k=101), "session.retrieval.top_k"),
+        (chat_pb2.RetrievalSettings(vector_weight=1.5), "session.retrieval.vector_weight"),
+        (chat_pb2.RetrievalSettings(score_threshold=-1), "session.retrieval.score_threshold"),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as bad:
             await new_session(me, retrieval=settings)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in bad.value.details()
-    session = await grounded_session(channel, me, upstream, retrieval=chat_pb2.RetrievalSettings(
-        mode=knowledge_pb2.SEARCH_MODE_KEYWORD, score_threshold=0.2, top_k=4))
+    session = await grounded_session(
+        channel,
+        me,
+        upstream,
+        retrieval=chat_pb2.RetrievalSettings(mode=knowledge_pb2.SEARCH_MODE_KEYWORD, score_threshold=0.2, top_k=4),
+    )
     got = (await me.chat.GetSession(chat_pb2.GetSessionRequest(session_id=session.id), metadata=me.md)).session
     assert got.retrieval.mode == knowledge_pb2.SEARCH_MODE_KEYWORD and got.retrieval.top_k == 4
     # keyword mode with a threshold: only the passage sharing most of the question's words ("ochre" alone, in the

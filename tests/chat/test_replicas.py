@@ -67,24 +67,30 @@ async def test_a_turn_is_followed_and_stopped_from_another_replica_and_survives_
     await asyncio.to_thread(first.wait_ready, 60)
     await asyncio.to_thread(second.wait_ready, 60)
     try:
-        async with grpc.aio.insecure_channel(first.grpc_target) as ch1, \
-                grpc.aio.insecure_channel(second.grpc_target) as ch2:
+        async with (
+            grpc.aio.insecure_channel(first.grpc_target) as ch1,
+            grpc.aio.insecure_channel(second.grpc_target) as ch2,
+        ):
             on_first, on_second = caller(ch1, ADMIN_KEY), caller(ch2, ADMIN_KEY)
             await register_fake_model(on_first.llm, upstream.base_url)
             session = await new_session(on_first, title="replicas")
 
             # 1. Started on the first replica, followed and stopped from the second.
-            call = on_first.chat.Chat(chat_pb2.ChatRequest(
-                session_id=session.id, content="[tokens=3000 delay=0.01] a long answer"), metadata=on_first.md)
+            call = on_first.chat.Chat(
+                chat_pb2.ChatRequest(session_id=session.id, content="[tokens=3000 delay=0.01] a long answer"),
+                metadata=on_first.md,
+            )
             got = await read_until(call, 5)
             turn_id = got[0].turn_id
-            remote = on_second.chat.StreamTurnEvents(chat_pb2.StreamTurnEventsRequest(turn_id=turn_id),
-                                                     metadata=on_second.md)
+            remote = on_second.chat.StreamTurnEvents(
+                chat_pb2.StreamTurnEventsRequest(turn_id=turn_id), metadata=on_second.md
+            )
             remote_got = await read_until(remote, 3)  # replayed from the shared log, then live
 
             started = time.monotonic()
-            stop = asyncio.ensure_future(on_second.chat.StopTurn(chat_pb2.StopTurnRequest(turn_id=turn_id),
-                                                               metadata=on_second.md))
+            stop = asyncio.ensure_future(
+                on_second.chat.StopTurn(chat_pb2.StopTurnRequest(turn_id=turn_id), metadata=on_second.md)
+            )
             got += await drain(call)
             elapsed = time.monotonic() - started
             assert (await stop).stopped
@@ -103,12 +109,15 @@ async def test_a_turn_is_followed_and_stopped_from_another_replica_and_survives_
             assert upstream.closed_early == 1 and upstream.completed == 0
 
             # 2. The replica running a turn dies: the other one fails the turn, keeping what was said.
-            call = on_first.chat.Chat(chat_pb2.ChatRequest(
-                session_id=session.id, content="[tokens=3000 delay=0.01] another long one"), metadata=on_first.md)
+            call = on_first.chat.Chat(
+                chat_pb2.ChatRequest(session_id=session.id, content="[tokens=3000 delay=0.01] another long one"),
+                metadata=on_first.md,
+            )
             got = await read_until(call, 8)
             turn_id = got[0].turn_id
-            remote = on_second.chat.StreamTurnEvents(chat_pb2.StreamTurnEventsRequest(turn_id=turn_id),
-                                                     metadata=on_second.md)
+            remote = on_second.chat.StreamTurnEvents(
+                chat_pb2.StreamTurnEventsRequest(turn_id=turn_id), metadata=on_second.md
+            )
             remote_got = await read_until(remote, 8)
             first.stop(signal.SIGKILL)
             died = time.monotonic()
@@ -122,8 +131,13 @@ async def test_a_turn_is_followed_and_stopped_from_another_replica_and_survives_
             assert stored.content == text_of(remote_got) and len(stored.content) > 0
             assert noticed < 5, f"took {noticed:.1f}s to notice"
             # The session is free again.
-            after = [m async for m in on_second.chat.Chat(chat_pb2.ChatRequest(
-                session_id=session.id, content="[tokens=3] still there?"), metadata=on_second.md)]
+            after = [
+                m
+                async for m in on_second.chat.Chat(
+                    chat_pb2.ChatRequest(session_id=session.id, content="[tokens=3] still there?"),
+                    metadata=on_second.md,
+                )
+            ]
             assert kinds(after)[-1] == "ended"
     finally:
         await upstream.stop()

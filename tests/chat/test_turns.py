@@ -19,9 +19,12 @@ ENDED = "ended"
 
 
 async def resume(who, turn_id: str, after_seq: int) -> list[chat_pb2.StreamTurnEventsResponse]:
-    return [m async for m in who.chat.StreamTurnEvents(
-        chat_pb2.StreamTurnEventsRequest(turn_id=turn_id, after_seq=after_seq), metadata=who.md
-    )]
+    return [
+        m
+        async for m in who.chat.StreamTurnEvents(
+            chat_pb2.StreamTurnEventsRequest(turn_id=turn_id, after_seq=after_seq), metadata=who.md
+        )
+    ]
 
 
 async def answer_of(who, session_id: str, turn_id: str) -> chat_pb2.Message:
@@ -61,7 +64,9 @@ async def test_turn_streams_logs_and_stores_the_answer(me, fake_model, upstream)
 
     stored = await messages(me, session.id)
     assert [(m.category, m.turn_id) for m in stored] == [
-        (chat_pb2.MESSAGE_CATEGORY_QUESTION, turn_id), (chat_pb2.MESSAGE_CATEGORY_ANSWER, turn_id)]
+        (chat_pb2.MESSAGE_CATEGORY_QUESTION, turn_id),
+        (chat_pb2.MESSAGE_CATEGORY_ANSWER, turn_id),
+    ]
     assert stored[0].id == started.question_message_id and stored[0].content.endswith("greek letters")
     assert stored[1] == answer
 
@@ -91,9 +96,12 @@ async def test_drop_and_resume_at_20_random_points_yields_the_stored_text(me, fa
     tokens = 60
     for attempt in range(20):
         request_id = f"r{attempt}"
-        call = me.chat.Chat(chat_pb2.ChatRequest(
-            session_id=session.id, content=f"[tokens={tokens} delay=0.002] go", request_id=request_id
-        ), metadata=me.md)
+        call = me.chat.Chat(
+            chat_pb2.ChatRequest(
+                session_id=session.id, content=f"[tokens={tokens} delay=0.002] go", request_id=request_id
+            ),
+            metadata=me.md,
+        )
         keep = rng.randint(0, tokens + 1)  # events read before the connection drops (0: before `started`)
         got = []
         for _ in range(keep):
@@ -107,8 +115,13 @@ async def test_drop_and_resume_at_20_random_points_yields_the_stored_text(me, fa
         if got:
             rest = await resume(me, got[0].turn_id, got[-1].seq)
         else:  # never saw the turn id: retrying with the same request_id re-attaches
-            rest = [m async for m in me.chat.Chat(chat_pb2.ChatRequest(
-                session_id=session.id, content="ignored on retry", request_id=request_id), metadata=me.md)]
+            rest = [
+                m
+                async for m in me.chat.Chat(
+                    chat_pb2.ChatRequest(session_id=session.id, content="ignored on retry", request_id=request_id),
+                    metadata=me.md,
+                )
+            ]
         every = [*got, *rest]
         assert [m.seq for m in every] == list(range(1, len(every) + 1)), f"attempt {attempt}: gap or duplicate"
         assert kinds(every)[-1] == ENDED
@@ -142,8 +155,9 @@ async def test_a_turn_whose_log_expired_replays_from_the_stored_message(me, fake
 
 async def test_stop_ends_every_reader_keeps_the_partial_answer_and_closes_the_upstream(me, fake_model, upstream):
     session = await new_session(me)
-    call = me.chat.Chat(chat_pb2.ChatRequest(session_id=session.id, content="[tokens=2000 delay=0.01] long"),
-                           metadata=me.md)
+    call = me.chat.Chat(
+        chat_pb2.ChatRequest(session_id=session.id, content="[tokens=2000 delay=0.01] long"), metadata=me.md
+    )
     got = [await call.read() for _ in range(6)]
     turn_id = got[0].turn_id
     follower = asyncio.create_task(resume(me, turn_id, 0))
@@ -180,8 +194,9 @@ async def _closed(upstream):
 
 async def test_disconnecting_does_not_stop_a_turn_unless_asked(me, fake_model, upstream):
     session = await new_session(me)
-    call = me.chat.Chat(chat_pb2.ChatRequest(session_id=session.id, content="[tokens=40 delay=0.005] keep going"),
-                           metadata=me.md)
+    call = me.chat.Chat(
+        chat_pb2.ChatRequest(session_id=session.id, content="[tokens=40 delay=0.005] keep going"), metadata=me.md
+    )
     first = [await call.read() for _ in range(3)]
     call.cancel()
     turn_id = first[0].turn_id
@@ -193,9 +208,12 @@ async def test_disconnecting_does_not_stop_a_turn_unless_asked(me, fake_model, u
     answer = await wait_for(finished)
     assert answer.status == chat_pb2.MESSAGE_STATUS_COMPLETE and answer.content == expected_answer(40)
 
-    call = me.chat.Chat(chat_pb2.ChatRequest(
-        session_id=session.id, content="[tokens=4000 delay=0.005] stop when I leave", stop_on_disconnect=True
-    ), metadata=me.md)
+    call = me.chat.Chat(
+        chat_pb2.ChatRequest(
+            session_id=session.id, content="[tokens=4000 delay=0.005] stop when I leave", stop_on_disconnect=True
+        ),
+        metadata=me.md,
+    )
     first = [await call.read() for _ in range(3)]
     call.cancel()
     turn_id = first[0].turn_id
@@ -208,8 +226,10 @@ async def test_disconnecting_does_not_stop_a_turn_unless_asked(me, fake_model, u
 
 async def test_one_turn_per_session_and_retries_reattach(me, fake_model, upstream):
     session = await new_session(me)
-    call = me.chat.Chat(chat_pb2.ChatRequest(
-        session_id=session.id, content="[tokens=30 delay=0.01] first", request_id="req-1"), metadata=me.md)
+    call = me.chat.Chat(
+        chat_pb2.ChatRequest(session_id=session.id, content="[tokens=30 delay=0.01] first", request_id="req-1"),
+        metadata=me.md,
+    )
     first = await call.read()
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await chat_all(me, session.id, "second")
@@ -230,11 +250,13 @@ async def test_one_turn_per_session_and_retries_reattach(me, fake_model, upstrea
 
 
 async def test_history_fits_the_context_window_oldest_turns_dropped_first(me, upstream):
-    small = await register_fake_model(me.llm, upstream.base_url, name="small-ctx", context_length=400,
-                                      make_default=False)
+    small = await register_fake_model(
+        me.llm, upstream.base_url, name="small-ctx", context_length=400, make_default=False
+    )
     session = await new_session(me, model_id=small.id, system_prompt="S" * 30)
-    pairs = [chat_pb2.MessagePair(question=f"question {i} " + "q" * 120, answer=f"answer {i} " + "a" * 120)
-             for i in range(8)]
+    pairs = [
+        chat_pb2.MessagePair(question=f"question {i} " + "q" * 120, answer=f"answer {i} " + "a" * 120) for i in range(8)
+    ]
     await me.chat.AddMessages(chat_pb2.AddMessagesRequest(session_id=session.id, pairs=pairs), metadata=me.md)
 
     events = await chat_all(me, session.id, "[tokens=3] and now?", max_tokens=100)

@@ -118,6 +118,7 @@ class Gate:
 
     def cut(self) -> None:
         """Abort every relayed connection (both sides), like a network failure; keeps listening."""
+
         async def cut() -> None:
             for writer in list(self._writers):
                 writer.transport.abort()

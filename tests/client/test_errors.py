@@ -5,7 +5,6 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from tests.conftest import ADMIN_KEY
 from typecase.client import (
     Client,
     InvalidArgument,

@@ -5,14 +5,16 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from typecase.client import MAX_CHUNK_BYTES, AsyncClient, Cancelled, UploadProgress
+from typecase.client import MAX_CHUNK_BYTES, AsyncClient, UploadProgress
 from typecase.v1 import knowledge_pb2
 
 FACT = "The lighthouse on Quillon Point was painted indigo in 1887 by keeper Ada Marrow."
 
 
 def handbook(tmp_path, name: str = "handbook.txt"):
-    filler = "\n\n".join(f"Section {i}: routine maintenance notes about lamps, lenses and weather logs." for i in range(60))
+    filler = "\n\n".join(
+        f"Section {i}: routine maintenance notes about lamps, lenses and weather logs." for i in range(60)
+    )
     path = tmp_path / name
     path.write_text(f"{filler}\n\n{FACT}\n")
     return path
@@ -67,8 +69,9 @@ async def test_async_upload_and_wait(hosted, tmp_path):
     async with AsyncClient(hosted.target, api_key=ADMIN_KEY) as client:
         kb = await client.knowledge.create_knowledge_base("sdk async handbook")
         seen: list[UploadProgress] = []
-        uploaded = await client.knowledge.upload(kb.id, b"Async notes: " + FACT.encode(), file_name="notes.md",
-                                                 progress=seen.append)
+        uploaded = await client.knowledge.upload(
+            kb.id, b"Async notes: " + FACT.encode(), file_name="notes.md", progress=seen.append
+        )
         assert seen[-1].fraction == 1.0
         done = await client.knowledge.wait_until_done(uploaded.id, timeout=60)
         assert done.status == knowledge_pb2.FILE_STATUS_DONE
@@ -80,8 +83,12 @@ def test_question_answer_base_and_file_download(client, tmp_path):
     """A "qa" base answers a question by its pair; a file's bytes come back whole or as one range."""
     qa = client.knowledge.create_knowledge_base("sdk faq", kind="qa")
     assert qa.kind == knowledge_pb2.KNOWLEDGE_BASE_KIND_QA
-    pair = client.knowledge.create_qa_pair(qa.id, "When is the lighthouse open to visitors?",
-                                           "Saturdays from ten to four.", similar_questions=["Lighthouse hours?"])
+    pair = client.knowledge.create_qa_pair(
+        qa.id,
+        "When is the lighthouse open to visitors?",
+        "Saturdays from ten to four.",
+        similar_questions=["Lighthouse hours?"],
+    )
     assert pair.kb_id == qa.id and list(pair.similar_questions) == ["Lighthouse hours?"]
     hits = client.knowledge.search(qa.id, "When can I visit the lighthouse?", top_k=1).hits
     assert hits and hits[0].text == "Saturdays from ten to four."

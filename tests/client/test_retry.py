@@ -80,8 +80,14 @@ def test_the_retried_methods_are_the_read_only_ones():
     assert "/typecase.v1.ChatService/GetSession" in IDEMPOTENT_METHODS
     assert "/typecase.v1.KnowledgeService/Search" in IDEMPOTENT_METHODS
     assert "/typecase.v1.ChatService/StreamTurnEvents" in IDEMPOTENT_METHODS
-    for changing in ("ChatService/CreateSession", "ChatService/Chat", "KnowledgeService/UploadFile",
-                     "FlowService/RunFlow", "AuthService/Login", "ChatService/DeleteSession"):
+    for changing in (
+        "ChatService/CreateSession",
+        "ChatService/Chat",
+        "KnowledgeService/UploadFile",
+        "FlowService/RunFlow",
+        "AuthService/Login",
+        "ChatService/DeleteSession",
+    ):
         assert f"/typecase.v1.{changing}" not in IDEMPOTENT_METHODS
     with pytest.raises(ValueError):
         RetryPolicy(max_attempts=6)  # beyond gRPC's cap

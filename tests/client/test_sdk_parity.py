@@ -24,8 +24,13 @@ from tests.conftest import ROOT
 from typecase.client import _async, _sync
 
 SDK = ROOT / "clients" / "python"
-BLOCKING_NAMES = {"aclose": "close", "__aenter__": "__enter__", "__aexit__": "__exit__", "__aiter__": "__iter__",
-                  "__anext__": "__next__"}
+BLOCKING_NAMES = {
+    "aclose": "close",
+    "__aenter__": "__enter__",
+    "__aexit__": "__exit__",
+    "__aiter__": "__iter__",
+    "__anext__": "__next__",
+}
 COMPARED_DUNDERS = {"__init__", "__enter__", "__exit__", "__iter__", "__next__"}
 
 
@@ -59,15 +64,25 @@ def members(cls: type) -> dict[str, Any]:
 def describe(value: Any) -> dict[str, Any]:
     """What is compared of one member."""
     if isinstance(value, property):
-        return {"kind": "property", "doc": inspect.getdoc(value), "settable": value.fset is not None,
-                "type": blocking_type(inspect.signature(value.fget).return_annotation)}
+        return {
+            "kind": "property",
+            "doc": inspect.getdoc(value),
+            "settable": value.fset is not None,
+            "type": blocking_type(inspect.signature(value.fget).return_annotation),
+        }
     if not callable(value):
         return {"kind": "attribute", "value": repr(value)}
     signature = inspect.signature(value)
-    parameters = [(p.name, p.kind.name, "" if p.default is p.empty else repr(p.default), blocking_type(p.annotation))
-                  for p in signature.parameters.values()]
-    return {"kind": "method", "doc": inspect.getdoc(value), "parameters": parameters,
-            "returns": blocking_type(signature.return_annotation)}
+    parameters = [
+        (p.name, p.kind.name, "" if p.default is p.empty else repr(p.default), blocking_type(p.annotation))
+        for p in signature.parameters.values()
+    ]
+    return {
+        "kind": "method",
+        "doc": inspect.getdoc(value),
+        "parameters": parameters,
+        "returns": blocking_type(signature.return_annotation),
+    }
 
 
 def surface_differences(async_cls: type, sync_cls: type) -> list[str]:
@@ -112,8 +127,11 @@ def classes(package: Any, module_name: str) -> dict[str, type]:
         if error.name != name:
             raise
         return {}
-    return {name: value for name, value in vars(module).items()
-            if inspect.isclass(value) and value.__module__ == module.__name__}
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if inspect.isclass(value) and value.__module__ == module.__name__
+    }
 
 
 def class_pairs() -> list[tuple[type, type | None]]:
@@ -127,8 +145,9 @@ def class_pairs() -> list[tuple[type, type | None]]:
 
 
 def test_the_blocking_client_is_generated_from_the_asyncio_one():
-    result = subprocess.run([sys.executable, "scripts/gen_sync.py", "--check"], cwd=SDK, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_sync.py", "--check"], cwd=SDK, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -150,8 +169,12 @@ def test_the_package_exports_both_clients_of_each_pair():
     async_names = {name for name in exported if name.startswith("Async")}
     assert async_names, "no asyncio class exported"
     assert {blocking_name(name) for name in async_names} <= exported
-    blocking_classes = {name for name in exported if inspect.isclass(value := getattr(typecase.client, name))
-                        and value.__module__.startswith(f"{_sync.__name__}.")}
+    blocking_classes = {
+        name
+        for name in exported
+        if inspect.isclass(value := getattr(typecase.client, name))
+        and value.__module__.startswith(f"{_sync.__name__}.")
+    }
     assert {f"Async{name}" for name in blocking_classes} <= exported
 
 
@@ -208,22 +231,33 @@ def test_matching_samples_have_no_differences():
     assert surface_differences(sample(ASYNC_SAMPLE), sample(SYNC_SAMPLE)) == []
 
 
-@pytest.mark.parametrize(("change", "old", "new", "expected"), [
-    ("a method is missing", "    def close(self) -> None:\n        pass\n", "", "close: missing from the blocking"),
-    ("a parameter is renamed", "get(self, item_id: str", "get(self, id: str", "get: parameters"),
-    ("a default changes", "page_size: int = 100", "page_size: int = 50", "items: parameters"),
-    ("a keyword-only parameter becomes positional", "item_id: str, *, timeout", "item_id: str, timeout",
-     "get: parameters"),
-    ("a parameter's type changes", "timeout: float | None", "timeout: int | None", "get: parameters"),
-    ("a docstring changes", '"""Get one."""', '"""Fetch one."""', "get: doc"),
-    ("the class docstring changes", '"""A sample."""', '"""An example."""', "Sample: class docstrings differ"),
-    ("a return type changes", "-> int:", "-> str:", "get: returns"),
-    ("an iterator yields another type", "Iterator[int]", "Iterator[str]", "items: returns"),
-    ("a property's type changes", "def name(self) -> str", "def name(self) -> bytes", "name: type"),
-    ("a method stays async", "    def get(", "    async def get(", "get: async in the blocking client"),
-    ("a method is added", "    def close(", "    def extra(self) -> None:\n        pass\n\n    def close(",
-     "extra: missing from the asyncio client"),
-])
+@pytest.mark.parametrize(
+    ("change", "old", "new", "expected"),
+    [
+        ("a method is missing", "    def close(self) -> None:\n        pass\n", "", "close: missing from the blocking"),
+        ("a parameter is renamed", "get(self, item_id: str", "get(self, id: str", "get: parameters"),
+        ("a default changes", "page_size: int = 100", "page_size: int = 50", "items: parameters"),
+        (
+            "a keyword-only parameter becomes positional",
+            "item_id: str, *, timeout",
+            "item_id: str, timeout",
+            "get: parameters",
+        ),
+        ("a parameter's type changes", "timeout: float | None", "timeout: int | None", "get: parameters"),
+        ("a docstring changes", '"""Get one."""', '"""Fetch one."""', "get: doc"),
+        ("the class docstring changes", '"""A sample."""', '"""An example."""', "Sample: class docstrings differ"),
+        ("a return type changes", "-> int:", "-> str:", "get: returns"),
+        ("an iterator yields another type", "Iterator[int]", "Iterator[str]", "items: returns"),
+        ("a property's type changes", "def name(self) -> str", "def name(self) -> bytes", "name: type"),
+        ("a method stays async", "    def get(", "    async def get(", "get: async in the blocking client"),
+        (
+            "a method is added",
+            "    def close(",
+            "    def extra(self) -> None:\n        pass\n\n    def close(",
+            "extra: missing from the asyncio client",
+        ),
+    ],
+)
 def test_the_checker_reports_each_kind_of_difference(change, old, new, expected):
     assert old in SYNC_SAMPLE
     differences = surface_differences(sample(ASYNC_SAMPLE), sample(SYNC_SAMPLE.replace(old, new, 1)))
@@ -259,9 +293,13 @@ class AsyncThings(AsyncResource):
         await self._events.aclose()
 '''
     generated = load_generator().generate({"things.py": source, "other.py": "AsyncOther = 1\n"})
-    header = ("# GENERATED from _async/things.py by scripts/gen_sync.py: do not edit; edit that file, run "
-              "`make sdk-gen`.")
-    assert generated["things.py"] == header + '''
+    header = (
+        "# GENERATED from _async/things.py by scripts/gen_sync.py: do not edit; edit that file, run `make sdk-gen`."
+    )
+    assert (
+        generated["things.py"]
+        == header
+        + '''
 """Things (strings stay as they are: `async for` over `AsyncThings.watch`)."""
 
 from typecase.client._sync.resource import Resource
@@ -281,6 +319,7 @@ class Things(Resource):
     def __exit__(self, *exc: object) -> None:
         self._events.close()
 '''
+    )
     assert generated["other.py"].endswith("\nOther = 1\n")
 
 

@@ -40,11 +40,13 @@ def test_typescript_sdk_against_a_live_server(server_factory):
     if node is None:
         pytest.skip("node is not installed: the TypeScript SDK tests need Node.js 20 or newer")
     tests = _compiled_tests()
-    server = server_factory(env={
-        "TYPECASE_JOBS_POLL_SECONDS": "0.2",
-        "TYPECASE_JOBS_RETRY_BACKOFF_SECONDS": "0.2",
-        "TYPECASE_KNOWLEDGE_WATCH_POLL_SECONDS": "0.2",
-    })
+    server = server_factory(
+        env={
+            "TYPECASE_JOBS_POLL_SECONDS": "0.2",
+            "TYPECASE_JOBS_RETRY_BACKOFF_SECONDS": "0.2",
+            "TYPECASE_KNOWLEDGE_WATCH_POLL_SECONDS": "0.2",
+        }
+    )
     server.start()
     server.wait_ready(60)
 
@@ -53,7 +55,11 @@ def test_typescript_sdk_against_a_live_server(server_factory):
     env = {**os.environ, "TYPECASE_URL": server.http_url, "TYPECASE_API_KEY": ADMIN_KEY, "NODE_NO_WARNINGS": "1"}
     run = subprocess.run(
         [node, *flags, "--test", "--test-concurrency=1", "--test-reporter=spec", *tests],
-        cwd=TS_DIR, env=env, capture_output=True, text=True, timeout=NODE_TIMEOUT_SECONDS,
+        cwd=TS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_SECONDS,
     )
     output = run.stdout + run.stderr
     print(output)

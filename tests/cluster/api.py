@@ -19,15 +19,45 @@ def call(base: str, method: str, path: str, body: Any = None, expect: int = 200,
     return response.json()
 
 
-def register_model(base: str, upstream_url: str, name: str, *, model_type: str = "MODEL_TYPE_LLM",
-                   limits: dict | None = None, fallbacks: list[str] | None = None, **model: Any) -> dict:
-    provider = call(base, "POST", "/v1/providers", {"name": f"p-{name}", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
-                                                    "base_url": upstream_url, "enabled": True, "max_retries": 0})
-    return call(base, "POST", "/v1/models", {
-        "provider_id": provider["provider"]["id"], "name": name, "upstream_name": "fake", "type": model_type,
-        "context_length": 8192, "online": True, "limits": limits or {}, "fallback_model_ids": fallbacks or [],
-        **({"embedding_dimensions": EMBED_DIMS} if model_type == "MODEL_TYPE_EMBEDDING" else {}), **model,
-    })["model"]
+def register_model(
+    base: str,
+    upstream_url: str,
+    name: str,
+    *,
+    model_type: str = "MODEL_TYPE_LLM",
+    limits: dict | None = None,
+    fallbacks: list[str] | None = None,
+    **model: Any,
+) -> dict:
+    provider = call(
+        base,
+        "POST",
+        "/v1/providers",
+        {
+            "name": f"p-{name}",
+            "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
+            "base_url": upstream_url,
+            "enabled": True,
+            "max_retries": 0,
+        },
+    )
+    return call(
+        base,
+        "POST",
+        "/v1/models",
+        {
+            "provider_id": provider["provider"]["id"],
+            "name": name,
+            "upstream_name": "fake",
+            "type": model_type,
+            "context_length": 8192,
+            "online": True,
+            "limits": limits or {},
+            "fallback_model_ids": fallbacks or [],
+            **({"embedding_dimensions": EMBED_DIMS} if model_type == "MODEL_TYPE_EMBEDDING" else {}),
+            **model,
+        },
+    )["model"]
 
 
 def set_defaults(base: str, **defaults: str) -> None:
@@ -50,8 +80,9 @@ class Event:
         return next(iter(k for k in self.data.get("event", {}) if k != "time"), "")
 
 
-def sse(base: str, method: str, path: str, body: Any = None, last_event_id: int | None = None,
-        timeout: float = 60) -> Iterator[Event]:
+def sse(
+    base: str, method: str, path: str, body: Any = None, last_event_id: int | None = None, timeout: float = 60
+) -> Iterator[Event]:
     """Read an SSE stream; an `event: error` frame is yielded, not raised."""
     headers = {**AUTH, "accept": "text/event-stream"}
     if last_event_id is not None:

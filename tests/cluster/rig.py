@@ -84,8 +84,23 @@ class RedisServer(Process):
 
     def __init__(self, log_dir: Path):
         self.port = free_port()
-        super().__init__("redis", ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(log_dir)], log_dir)
+        super().__init__(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(log_dir),
+            ],
+            log_dir,
+        )
 
     @property
     def url(self) -> str:
@@ -100,8 +115,20 @@ class RedisServer(Process):
 class MilvusServer(Process):
     def __init__(self, log_dir: Path):
         self.port = free_port()
-        super().__init__("milvus", [sys.executable, "-m", "milvus_lite", "server", "--data-dir",
-                                    str(log_dir / "milvus"), "--port", str(self.port)], log_dir)
+        super().__init__(
+            "milvus",
+            [
+                sys.executable,
+                "-m",
+                "milvus_lite",
+                "server",
+                "--data-dir",
+                str(log_dir / "milvus"),
+                "--port",
+                str(self.port),
+            ],
+            log_dir,
+        )
 
     @property
     def uri(self) -> str:
@@ -211,8 +238,10 @@ class Cluster:
             "TYPECASE_DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{self.database}",
             "TYPECASE_REDIS_URL": self.redis.url,
             "TYPECASE_S3_ENDPOINT": f"http://{s3_host}:{s3_port}",
-            "TYPECASE_S3_ACCESS_KEY": "cluster", "TYPECASE_S3_SECRET_KEY": "cluster-secret",
-            "TYPECASE_S3_BUCKET": "typecase-cluster", "TYPECASE_S3_REGION": "us-east-1",
+            "TYPECASE_S3_ACCESS_KEY": "cluster",
+            "TYPECASE_S3_SECRET_KEY": "cluster-secret",
+            "TYPECASE_S3_BUCKET": "typecase-cluster",
+            "TYPECASE_S3_REGION": "us-east-1",
             "TYPECASE_MILVUS_URI": self.milvus.uri,
             "TYPECASE_WORKERS": "1",  # each replica one process: the faults below kill replicas by pid
             "TYPECASE_SECRET_KEY": self.secret_key,

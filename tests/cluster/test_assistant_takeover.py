@@ -39,17 +39,27 @@ def tool_named(base: str, provider_id: str, name: str) -> str:
 def test_sigkill_during_a_slow_tool_call_the_turn_completes_on_the_other_replica(cluster, scripted, slow_url):
     victim = cluster.replica_url(0)
     model = register_model(victim, scripted.base_url + "/v1", "cluster-agent")
-    provider = call(victim, "POST", "/v1/tool-providers", {
-        "name": "slow", "kind": "TOOL_PROVIDER_KIND_OPENAPI", "openapi": {"document_url": f"{slow_url}/openapi.json"},
-    })["provider"]
+    provider = call(
+        victim,
+        "POST",
+        "/v1/tool-providers",
+        {
+            "name": "slow",
+            "kind": "TOOL_PROVIDER_KIND_OPENAPI",
+            "openapi": {"document_url": f"{slow_url}/openapi.json"},
+        },
+    )["provider"]
     assert provider["last_error"] == ""
     order, wait = tool_named(victim, provider["id"], "placeOrder"), tool_named(victim, provider["id"], "wait")
-    assistant = call(victim, "POST", "/v1/assistants", {"name": "durable", "model_id": model["id"],
-                                                        "tool_ids": [order, wait]})["assistant"]
+    assistant = call(
+        victim, "POST", "/v1/assistants", {"name": "durable", "model_id": model["id"], "tool_ids": [order, wait]}
+    )["assistant"]
     session = call(victim, "POST", "/v1/sessions", {"assistant_id": assistant["id"]})["session"]["id"]
     scripted.program(
-        [{"name": "placeOrder", "arguments": {"body": {"item": "book", "seconds": 30}}},
-         {"name": "wait", "arguments": {"seconds": 0.3}}],
+        [
+            {"name": "placeOrder", "arguments": {"body": {"item": "book", "seconds": 30}}},
+            {"name": "wait", "arguments": {"seconds": 0.3}},
+        ],
         "answer",
     )
     stream = sse(victim, "POST", f"/v1/sessions/{session}:chat", {"content": "order a book and wait"})

@@ -44,9 +44,16 @@ def test_a_turn_started_on_one_replica_is_resumed_and_stopped_through_the_other(
 def test_a_flow_paused_on_one_replica_resumes_on_the_other(cluster):
     a, b = cluster.replica_url(0), cluster.replica_url(1)
     graph = {
-        "nodes": [{"id": "start", "type": "NODE_TYPE_START", "name": "start"},
-                  {"id": "ask", "type": "NODE_TYPE_INPUT", "name": "ask", "params": {"prompt": "Your name?"}},
-                  {"id": "end", "type": "NODE_TYPE_END", "name": "end", "params": {"outputs": {"said": "Hello {{ask.text}}"}}}],
+        "nodes": [
+            {"id": "start", "type": "NODE_TYPE_START", "name": "start"},
+            {"id": "ask", "type": "NODE_TYPE_INPUT", "name": "ask", "params": {"prompt": "Your name?"}},
+            {
+                "id": "end",
+                "type": "NODE_TYPE_END",
+                "name": "end",
+                "params": {"outputs": {"said": "Hello {{ask.text}}"}},
+            },
+        ],
         "edges": [{"id": "e1", "source": "start", "target": "ask"}, {"id": "e2", "source": "ask", "target": "end"}],
     }
     flow = call(a, "POST", "/v1/flows", {"name": "greeter", "graph": graph})["flow"]
@@ -65,12 +72,17 @@ def test_a_flow_paused_on_one_replica_resumes_on_the_other(cluster):
 
 
 def test_a_requests_per_minute_limit_holds_across_both_replicas(cluster):
-    model = register_model(cluster.replica_url(0), cluster.upstream.base_url, "limited-rpm",
-                           limits={"requests_per_minute": 5})
+    model = register_model(
+        cluster.replica_url(0), cluster.upstream.base_url, "limited-rpm", limits={"requests_per_minute": 5}
+    )
     outcomes = []
     for _ in range(10):  # round-robin: five requests land on each replica
-        r = httpx.post(f"{cluster.url}/v1/models/{model['id']}:complete", headers=AUTH, timeout=30,
-                       json={"messages": [{"role": "MESSAGE_ROLE_USER", "content": "[tokens=2] hi"}]})
+        r = httpx.post(
+            f"{cluster.url}/v1/models/{model['id']}:complete",
+            headers=AUTH,
+            timeout=30,
+            json={"messages": [{"role": "MESSAGE_ROLE_USER", "content": "[tokens=2] hi"}]},
+        )
         outcomes.append(r.status_code)
     assert outcomes.count(200) == 5 and outcomes.count(429) == 5, outcomes
     assert set(cluster.front.connections.values()) != {0}
@@ -95,8 +107,12 @@ def test_an_upload_to_one_replica_is_ingested_by_the_worker_and_searchable_on_th
     kb = call(a, "POST", "/v1/knowledge-bases", {"name": "shared"})["knowledge_base"]
     text = "\n\n".join(f"Paragraph {i} talks about ordinary things like weather and tea." for i in range(30))
     text += "\n\nThe harbour pilot's parrot is called Quillon."
-    r = httpx.post(f"{a}/v1/knowledge-bases/{kb['id']}/files", headers=AUTH, timeout=60,
-                   files={"file": ("harbour.txt", text.encode(), "text/plain")})
+    r = httpx.post(
+        f"{a}/v1/knowledge-bases/{kb['id']}/files",
+        headers=AUTH,
+        timeout=60,
+        files={"file": ("harbour.txt", text.encode(), "text/plain")},
+    )
     assert r.status_code == 200, r.text
     file_id = r.json()["file"]["id"]
     final = wait_file(b, file_id)
@@ -114,4 +130,3 @@ def wait_file(base: str, file_id: str, timeout: float = 120) -> dict:
             return file
         time.sleep(0.3)
     raise AssertionError(f"file {file_id} not ingested within {timeout}s")
-

@@ -75,16 +75,26 @@ def test_a_worker_killed_mid_ingest_is_replaced_and_the_file_completes_once(clus
     base = cluster.url
     kb = call(base, "POST", "/v1/knowledge-bases", {"name": "durable"})["knowledge_base"]
     rule = {"chunk_size": 40, "chunk_overlap": 0}
-    text = "\n\n".join(f"Section {i}: the tide tables for berth {i} list high water at {i % 12} o'clock."
-                       for i in range(60)) + "\n\nThe lighthouse keeper's cat is named Biscuit."
-    expected = call(base, "POST", f"/v1/knowledge-bases/{kb['id']}:preview-chunks",
-                    {"text": text, "chunking_rule": rule})["total_chunks"]
+    text = (
+        "\n\n".join(
+            f"Section {i}: the tide tables for berth {i} list high water at {i % 12} o'clock." for i in range(60)
+        )
+        + "\n\nThe lighthouse keeper's cat is named Biscuit."
+    )
+    expected = call(
+        base, "POST", f"/v1/knowledge-bases/{kb['id']}:preview-chunks", {"text": text, "chunking_rule": rule}
+    )["total_chunks"]
     assert expected >= 12
-    cluster.restart_worker({"TYPECASE_KNOWLEDGE_INGEST_STEP_DELAY_SECONDS": "0.3",
-                            "TYPECASE_KNOWLEDGE_EMBED_BATCH_SIZE": "2"})
-    r = httpx.post(f"{base}/v1/knowledge-bases/{kb['id']}/files", headers=AUTH, timeout=60,
-                   data={"chunking_rule.chunk_size": "40", "chunking_rule.chunk_overlap": "0"},
-                   files={"file": ("tides.txt", text.encode(), "text/plain")})
+    cluster.restart_worker(
+        {"TYPECASE_KNOWLEDGE_INGEST_STEP_DELAY_SECONDS": "0.3", "TYPECASE_KNOWLEDGE_EMBED_BATCH_SIZE": "2"}
+    )
+    r = httpx.post(
+        f"{base}/v1/knowledge-bases/{kb['id']}/files",
+        headers=AUTH,
+        timeout=60,
+        data={"chunking_rule.chunk_size": "40", "chunking_rule.chunk_overlap": "0"},
+        files={"file": ("tides.txt", text.encode(), "text/plain")},
+    )
     assert r.status_code == 200, r.text
     file_id = r.json()["file"]["id"]
     deadline = time.monotonic() + 90
@@ -104,8 +114,9 @@ def test_a_worker_killed_mid_ingest_is_replaced_and_the_file_completes_once(clus
     milvus = MilvusClient(uri=cluster.milvus.uri)
     try:
         collection = next(c for c in milvus.list_collections() if c.startswith(f"kb_{kb['id'].lower()}_"))
-        rows = milvus.query(collection, filter=f'file_id == "{file_id}"', output_fields=["id"],
-                            consistency_level="Strong")
+        rows = milvus.query(
+            collection, filter=f'file_id == "{file_id}"', output_fields=["id"], consistency_level="Strong"
+        )
     finally:
         milvus.close()
     chunk_ids = [row["id"] for row in rows]
@@ -121,8 +132,12 @@ def test_redis_restarting_fails_calls_clearly_and_recovers_without_a_server_rest
         for base in (cluster.replica_url(0), cluster.replica_url(1)):
             ready = httpx.get(f"{base}/readyz", timeout=10)
             assert ready.status_code == 503 and not ready.json()["resources"]["cache/redis"]["ok"]
-            r = httpx.post(f"{base}/v1/sessions/{session}:chat", headers={**AUTH, "accept": "text/event-stream"},
-                           json={"content": "[tokens=3] during"}, timeout=30)
+            r = httpx.post(
+                f"{base}/v1/sessions/{session}:chat",
+                headers={**AUTH, "accept": "text/event-stream"},
+                json={"content": "[tokens=3] during"},
+                timeout=30,
+            )
             assert r.status_code == 503, r.text
             assert "Redis is unreachable" in r.json()["message"] and r.headers["retry-after"] == "1"
     finally:
@@ -141,11 +156,14 @@ def test_redis_restarting_fails_calls_clearly_and_recovers_without_a_server_rest
 
 def test_a_failing_model_falls_back_on_both_replicas(cluster):
     healthy = register_model(cluster.url, cluster.upstream.base_url, "healthy")
-    failing = register_model(cluster.url, "http://127.0.0.1:9/v1", "failing",
-                             fallbacks=[healthy["id"]])
+    failing = register_model(cluster.url, "http://127.0.0.1:9/v1", "failing", fallbacks=[healthy["id"]])
     for i in range(6):
-        r = httpx.post(f"{cluster.replica_url(i % 2)}/v1/models/{failing['id']}:complete", headers=AUTH, timeout=30,
-                       json={"messages": [{"role": "MESSAGE_ROLE_USER", "content": "[tokens=3] hi"}]})
+        r = httpx.post(
+            f"{cluster.replica_url(i % 2)}/v1/models/{failing['id']}:complete",
+            headers=AUTH,
+            timeout=30,
+            json={"messages": [{"role": "MESSAGE_ROLE_USER", "content": "[tokens=3] hi"}]},
+        )
         assert r.status_code == 200, r.text
         assert r.json()["text"] == expected_answer(3) and r.json()["served_model_id"] == healthy["id"]
     status = call(cluster.url, "GET", f"/v1/models/{failing['id']}")["model"]["status"]
@@ -155,9 +173,10 @@ def test_a_failing_model_falls_back_on_both_replicas(cluster):
 def test_dropped_database_connections_are_replaced_by_the_pools(cluster):
     for base in (cluster.replica_url(0), cluster.replica_url(1)):
         call(base, "GET", "/v1/sessions")  # both pools hold open connections
-    _pg_admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{cluster.database}' "
-              "AND pid <> pg_backend_pid()")
+    _pg_admin(
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{cluster.database}' "
+        "AND pid <> pg_backend_pid()"
+    )
     for base in (cluster.replica_url(0), cluster.replica_url(1)) * 3:
         session = call(base, "POST", "/v1/sessions", {"title": "after the drop"})["session"]
         assert call(base, "GET", f"/v1/sessions/{session['id']}")["session"]["title"] == "after the drop"
-

@@ -9,7 +9,7 @@ from tests.conftest import ADMIN_KEY
 
 
 def banner_of(output: str) -> dict[str, str]:
-    lines = output[output.rindex("Typecase is ready."):].splitlines()[1:]
+    lines = output[output.rindex("Typecase is ready.") :].splitlines()[1:]
     rows = {}
     for line in lines:
         if not line.startswith("  "):
@@ -33,7 +33,7 @@ def test_every_start_prints_where_things_are(server_factory, tmp_path):
     assert first["gRPC"].startswith(f"127.0.0.1:{server.grpc_port}")
     assert first["Console"].startswith(f"{http}/")
     assert "TYPECASE_ADMIN_PASSWORD" in first["Sign in"]
-    assert key not in server.output()[server.output().rindex("Typecase is ready."):]  # where, never the key
+    assert key not in server.output()[server.output().rindex("Typecase is ready.") :]  # where, never the key
     assert server.stop() == 0
 
     again = server_factory(name="first", data_dir=tmp_path / "first")
@@ -51,8 +51,9 @@ def test_admin_password_opens_the_username_and_password_sign_in(server_factory):
     rows = banner_of(server.output())
     assert rows["Sign in"].startswith("user 'admin' with TYPECASE_ADMIN_PASSWORD")
     assert rows["Admin key"].startswith("TYPECASE_ADMIN_API_KEY")
-    login = httpx.post(server.http_url + "/v1/auth:login", json={"username": "admin",
-                                                                 "password": "correct horse battery"})
+    login = httpx.post(
+        server.http_url + "/v1/auth:login", json={"username": "admin", "password": "correct horse battery"}
+    )
     assert login.status_code == 200, login.text
     token = login.json()["access_token"]
     me = httpx.get(server.http_url + "/v1/auth/me", headers={"authorization": f"Bearer {token}"})

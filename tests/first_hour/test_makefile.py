@@ -14,8 +14,9 @@ MAKE = shutil.which("make")
 
 def make(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, **({"PATH": path} if path is not None else {})}
-    return subprocess.run([MAKE, "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [MAKE, "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_run_builds_the_console_first_when_npm_is_there():
@@ -43,9 +44,11 @@ def test_install_announces_each_step_and_the_long_compile():
 
 def test_a_step_run_with_the_heartbeat_keeps_its_output_and_exit_status(tmp_path):
     makefile = tmp_path / "steps.mk"
-    makefile.write_text(f"include {ROOT}/Makefile\n"
-                        "ok:\n\t$(call WAITING,testing,sleep 0.3; echo finished)\n"
-                        "failing:\n\t$(call WAITING,testing,sleep 0.3; exit 3)\n")
+    makefile.write_text(
+        f"include {ROOT}/Makefile\n"
+        "ok:\n\t$(call WAITING,testing,sleep 0.3; echo finished)\n"
+        "failing:\n\t$(call WAITING,testing,sleep 0.3; exit 3)\n"
+    )
     ok = make("-f", str(makefile), "ok")
     assert ok.returncode == 0 and ok.stdout.strip() == "finished", ok
     failing = make("-f", str(makefile), "failing")

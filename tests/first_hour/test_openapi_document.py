@@ -44,9 +44,17 @@ async def test_the_document_validates_as_openapi_3_1_and_declares_bearer_auth(do
 
 async def test_every_route_the_server_answers_is_listed(document, http):
     paths = document["paths"]
-    for path in ("/openai/v1/chat/completions", "/openai/v1/embeddings", "/openai/v1/models",
-                 "/anthropic/v1/messages", "/healthz", "/readyz", "/metrics",
-                 "/v1/models/{model_id}:generate", "/v1/knowledge-bases"):
+    for path in (
+        "/openai/v1/chat/completions",
+        "/openai/v1/embeddings",
+        "/openai/v1/models",
+        "/anthropic/v1/messages",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/models/{model_id}:generate",
+        "/v1/knowledge-bases",
+    ):
         assert path in paths, path
     ids = [op["operationId"] for _, _, op in operations(document)]
     assert len(ids) == len(set(ids))
@@ -102,12 +110,20 @@ async def test_the_document_imports_cleanly_into_a_client_generator(document, tm
     spec = tmp_path / "openapi.json"
     spec.write_text(json.dumps(document))
     generated = tmp_path / "api.ts"
-    result = subprocess.run([str(OPENAPI_TS / "openapi-typescript"), str(spec), "-o", str(generated)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(OPENAPI_TS / "openapi-typescript"), str(spec), "-o", str(generated)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "warn" not in (result.stdout + result.stderr).lower(), result.stdout + result.stderr
     text = generated.read_text()
     assert '"/openai/v1/chat/completions"' in text and '"/v1/models/{model_id}:generate"' in text
-    check = subprocess.run([str(OPENAPI_TS / "tsc"), "--noEmit", "--strict", "--skipLibCheck", "--target", "es2022",
-                            str(generated)], capture_output=True, text=True, timeout=180)
+    check = subprocess.run(
+        [str(OPENAPI_TS / "tsc"), "--noEmit", "--strict", "--skipLibCheck", "--target", "es2022", str(generated)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]

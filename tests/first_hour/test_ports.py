@@ -22,16 +22,18 @@ def _run_second(tmp_path, env: dict[str, str]) -> tuple[subprocess.CompletedProc
     data_dir = tmp_path / "second" / "data"
     second = ServerProcess(tmp_path, {**env, "TYPECASE_DATA_DIR": str(data_dir)}, name="second")
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "typecase.server", "serve"], env=second.env,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "typecase.server", "serve"], env=second.env, capture_output=True, text=True, timeout=30
+    )
     return result, time.monotonic() - started, second
 
 
 def test_a_second_server_on_the_same_ports_exits_naming_them_and_the_first_keeps_serving(server_factory, tmp_path):
     first = server_factory(name="first").start()
     first.wait_ready()
-    result, seconds, _ = _run_second(tmp_path, {"TYPECASE_GRPC_PORT": str(first.grpc_port),
-                                                "TYPECASE_HTTP_PORT": str(first.http_port)})
+    result, seconds, _ = _run_second(
+        tmp_path, {"TYPECASE_GRPC_PORT": str(first.grpc_port), "TYPECASE_HTTP_PORT": str(first.http_port)}
+    )
     assert result.returncode != 0
     assert seconds < 5, seconds
     assert f"port {first.grpc_port} is in use: set TYPECASE_GRPC_PORT" in result.stderr
@@ -43,13 +45,13 @@ def test_a_second_server_on_the_same_ports_exits_naming_them_and_the_first_keeps
     with grpc.insecure_channel(first.grpc_target) as channel:
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         for _ in range(12):  # new connections each time would be split between two SO_REUSEPORT listeners
-            reply = stub.GetMe(auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {ADMIN_KEY}"),),
-                               timeout=5)
+            reply = stub.GetMe(auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {ADMIN_KEY}"),), timeout=5)
             assert reply.user.username == "admin"
     for _ in range(12):
         with grpc.insecure_channel(first.grpc_target) as channel:
             auth_pb2_grpc.AuthServiceStub(channel).GetMe(
-                auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {ADMIN_KEY}"),), timeout=5)
+                auth_pb2.GetMeRequest(), metadata=(("authorization", f"Bearer {ADMIN_KEY}"),), timeout=5
+            )
         response = httpx.get(first.http_url + "/v1/auth/me", headers={"authorization": f"Bearer {ADMIN_KEY}"})
         assert response.status_code == 200
     assert first.proc.poll() is None

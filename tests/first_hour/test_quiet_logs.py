@@ -11,8 +11,11 @@ import httpx
 from tests.conftest import ADMIN_KEY
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
-ALARMING = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|Error\(|Error:|Warning:|GOAWAY|too_many_pings|"
-                      r"not implemented", re.IGNORECASE)
+ALARMING = re.compile(
+    r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|Error\(|Error:|Warning:|GOAWAY|too_many_pings|"
+    r"not implemented",
+    re.IGNORECASE,
+)
 
 
 def alarming_lines(output: str) -> list[str]:
@@ -31,7 +34,9 @@ def test_a_clean_start_and_one_upload_log_nothing_alarming(server_factory, tmp_p
         file_id = r.json()["file"]["id"]
         deadline = time.monotonic() + 120
         while (status := http.get(f"/v1/files/{file_id}").json()["file"]["status"]) not in (
-                "FILE_STATUS_DONE", "FILE_STATUS_FAILED") and time.monotonic() < deadline:
+            "FILE_STATUS_DONE",
+            "FILE_STATUS_FAILED",
+        ) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert status == "FILE_STATUS_DONE", server.output()[-3000:]
         hits = http.post("/v1/knowledge-bases:search", json={"kb_ids": [kb], "query": "where are vectors kept?"})

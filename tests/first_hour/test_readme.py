@@ -39,7 +39,7 @@ MARK = "@@block"
 def sh_blocks(readme: str) -> list[str]:
     blocks = []
     for indent, body in BLOCK.findall(readme):
-        lines = [line[len(indent):] for line in body.splitlines()]
+        lines = [line[len(indent) :] for line in body.splitlines()]
         blocks.append("\n".join(lines))
     return blocks
 
@@ -76,8 +76,13 @@ def test_the_readme_commands_run_as_pasted(clone, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TYPECASE_")}
     env.update({"HF_HUB_OFFLINE": "1", "TYPECASE_HTTP_PORT": str(http_port), "TYPECASE_GRPC_PORT": str(grpc_port)})
     log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "typecase"), "serve"], cwd=clone, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "typecase"), "serve"],
+        cwd=clone,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     upstream = FakeUpstream().start()
     try:
         deadline = time.monotonic() + 60
@@ -93,16 +98,18 @@ def test_the_readme_commands_run_as_pasted(clone, tmp_path):
 
         script = ["set -euo pipefail"]
         for i, block in enumerate(blocks):
-            text = (block.replace("localhost:8080", f"localhost:{http_port}")
-                    .replace("localhost:50051", f"localhost:{grpc_port}")
-                    .replace(".venv/bin/", f"{Path(sys.executable).parent}/")
-                    .replace("http://localhost:11434/v1", f"{upstream.base_url}/v1"))
+            text = (
+                block.replace("localhost:8080", f"localhost:{http_port}")
+                .replace("localhost:50051", f"localhost:{grpc_port}")
+                .replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+                .replace("http://localhost:11434/v1", f"{upstream.base_url}/v1")
+            )
             script += [f"echo '{MARK} {i}'", text, "echo"]
-        result = subprocess.run(["bash", "-c", "\n".join(script)], cwd=clone, env=env, capture_output=True,
-                                text=True, timeout=600)
+        result = subprocess.run(
+            ["bash", "-c", "\n".join(script)], cwd=clone, env=env, capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        outputs = {int(part.split("\n", 1)[0]): part.split("\n", 1)[1]
-                   for part in result.stdout.split(MARK + " ")[1:]}
+        outputs = {int(part.split("\n", 1)[0]): part.split("\n", 1)[1] for part in result.stdout.split(MARK + " ")[1:]}
         by_block = {i: (blocks[i], outputs[i]) for i in outputs}
 
         def output_of(needle: str) -> str:
@@ -112,33 +119,41 @@ def test_the_readme_commands_run_as_pasted(clone, tmp_path):
         assert '"status":"ready"' in first.replace(" ", "") and "smollm2-135m-instruct" in first
 
         streamed = output_of("accept: text/event-stream")
-        events = [json.loads(line[len("data: "):]) for line in streamed.splitlines() if line.startswith("data: ")]
+        events = [json.loads(line[len("data: ") :]) for line in streamed.splitlines() if line.startswith("data: ")]
         assert len(events) > 1 and "".join(e["text"] for e in events).strip(), streamed
         assert events[-1]["finish_reason"] in ("FINISH_REASON_STOP", "FINISH_REASON_LENGTH")
 
-        openai = json.loads(output_of("smollm2-135m-instruct\",\"messages\":[{\"role\":\"user\"").strip())
+        openai = json.loads(output_of('smollm2-135m-instruct","messages":[{"role":"user"').strip())
         assert openai["object"] == "chat.completion" and openai["choices"][0]["message"]["content"]
 
         added = output_of("add-provider")
         assert "provider 'ollama' added with llama3.2; llama3.2 is now the default model" in added
-        answer = json.loads(added[added.index("{"):].strip())
+        answer = json.loads(added[added.index("{") :].strip())
         assert "error" not in answer, answer
         assert answer["model"] == "llama3.2" and answer["choices"][0]["message"]["content"]
         assert upstream.hits("/chat/completions") == 1  # the answer came from the added provider
 
         key = (clone / ".typecase" / "admin_api_key").read_text().strip()
-        defaults = httpx.get(f"http://127.0.0.1:{http_port}/v1/llm/defaults",
-                             headers={"authorization": f"Bearer {key}"}).json()["defaults"]
-        models = httpx.get(f"http://127.0.0.1:{http_port}/v1/models",
-                           headers={"authorization": f"Bearer {key}"}).json()["models"]
+        defaults = httpx.get(
+            f"http://127.0.0.1:{http_port}/v1/llm/defaults", headers={"authorization": f"Bearer {key}"}
+        ).json()["defaults"]
+        models = httpx.get(
+            f"http://127.0.0.1:{http_port}/v1/models", headers={"authorization": f"Bearer {key}"}
+        ).json()["models"]
         assert defaults["chat_model_id"] == next(m["id"] for m in models if m["name"] == "llama3.2")
 
         if grpcurl is None:  # the README's grpcurl call, made with the stub the SDK uses
             with grpc.insecure_channel(f"localhost:{grpc_port}") as channel:
-                replies = list(llm_pb2_grpc.LLMServiceStub(channel).Generate(
-                    llm_pb2.GenerateRequest(model_id="smollm2-135m-instruct", messages=[
-                        llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content="Hello!")]),
-                    metadata=(("authorization", f"Bearer {key}"),), timeout=120))
+                replies = list(
+                    llm_pb2_grpc.LLMServiceStub(channel).Generate(
+                        llm_pb2.GenerateRequest(
+                            model_id="smollm2-135m-instruct",
+                            messages=[llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content="Hello!")],
+                        ),
+                        metadata=(("authorization", f"Bearer {key}"),),
+                        timeout=120,
+                    )
+                )
             assert len(replies) > 1
         else:
             assert output_of("grpcurl").count("{") > 1

@@ -16,8 +16,9 @@ AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 @pytest.fixture
 async def http(running_app):
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running_app.http_port}", headers=AUTH,
-                                 timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{running_app.http_port}", headers=AUTH, timeout=30
+    ) as client:
         client.app = running_app
         yield client
 
@@ -29,8 +30,13 @@ async def stats(http, source: str) -> dict:
 
 
 def proxy_requests() -> float:
-    return sum(sample.value for metric in REGISTRY.collect() if metric.name == "typecase_proxy_requests"
-               for sample in metric.samples if sample.name == "typecase_proxy_requests_total")
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "typecase_proxy_requests"
+        for sample in metric.samples
+        if sample.name == "typecase_proxy_requests_total"
+    )
 
 
 async def test_api_and_openai_calls_are_counted_by_source(http):

@@ -18,8 +18,9 @@ HELLO = [{"role": "MESSAGE_ROLE_USER", "content": "Hello"}]
 
 @pytest.fixture
 async def http(running_app):
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running_app.http_port}", headers=AUTH,
-                                 timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{running_app.http_port}", headers=AUTH, timeout=30
+    ) as client:
         client.app = running_app
         yield client
 
@@ -32,8 +33,9 @@ def message(response: httpx.Response) -> str:
 async def test_rest_names_the_unknown_field_and_the_field_meant(http):
     # The OpenAI habit: a top-level max_tokens was dropped and the answer ran long.
     r = await http.post(f"/v1/models/{MODEL}:complete", json={"messages": HELLO, "max_tokens": 20})
-    assert message(r) == ('unknown field "max_tokens" in typecase.v1.CompleteRequest '
-                          '(did you mean "config.max_tokens"?)')
+    assert message(r) == (
+        'unknown field "max_tokens" in typecase.v1.CompleteRequest (did you mean "config.max_tokens"?)'
+    )
     # A typo was "at least one message is required".
     r = await http.post(f"/v1/models/{MODEL}:complete", json={"messagez": HELLO})
     assert message(r).startswith('unknown field "messagez"') and 'did you mean "messages"' in message(r)
@@ -55,16 +57,18 @@ async def test_an_invalid_enum_value_lists_the_accepted_ones(http):
 
 @pytest.mark.parametrize("accept", ["application/x-ndjson", "text/event-stream"])
 async def test_streamed_routes_refuse_before_streaming(http, accept):
-    r = await http.post(f"/v1/models/{MODEL}:generate", json={"messages": HELLO, "max_tokens": 20},
-                        headers={"accept": accept})
+    r = await http.post(
+        f"/v1/models/{MODEL}:generate", json={"messages": HELLO, "max_tokens": 20}, headers={"accept": accept}
+    )
     assert 'unknown field "max_tokens"' in message(r)
 
 
 async def test_ndjson_request_messages_name_the_field_and_the_line(http):
     kb = (await http.post("/v1/knowledge-bases", json={"name": "uploads"})).json()["knowledge_base"]["id"]
     lines = json.dumps({"file_name": "a.txt", "tagz": ["x"]}) + "\n" + json.dumps({"chunk": "aGVsbG8="}) + "\n"
-    r = await http.post(f"/v1/knowledge-bases/{kb}/files", content=lines,
-                        headers={"content-type": "application/x-ndjson"})
+    r = await http.post(
+        f"/v1/knowledge-bases/{kb}/files", content=lines, headers={"content-type": "application/x-ndjson"}
+    )
     assert 'unknown field "tagz"' in message(r) and 'did you mean "tags"' in message(r)
     files = await http.get(f"/v1/knowledge-bases/{kb}/files")
     assert files.json()["files"] == []  # nothing stored from a refused upload
@@ -80,17 +84,33 @@ async def test_websocket_first_frame_is_refused_in_band(http):
     assert "max_tokens" in ws.close_reason
 
 
-@pytest.mark.parametrize("path, body, param", [
-    ("/openai/v1/chat/completions", {"model": MODEL, "messagez": [{"role": "user", "content": "Hi"}]}, "messagez"),
-    ("/openai/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "Hi", "nme": "a"}]},
-     "messages[0].nme"),
-    ("/openai/v1/chat/completions",
-     {"model": MODEL, "messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
-                                                                          "function": {"name": "f", "arguments": "{}",
-                                                                                       "argz": 1}}]}]},
-     "messages[0].tool_calls[0].function.argz"),
-    ("/openai/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "Hi", "dimension": 8}, "dimension"),
-])
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/openai/v1/chat/completions", {"model": MODEL, "messagez": [{"role": "user", "content": "Hi"}]}, "messagez"),
+        (
+            "/openai/v1/chat/completions",
+            {"model": MODEL, "messages": [{"role": "user", "content": "Hi", "nme": "a"}]},
+            "messages[0].nme",
+        ),
+        (
+            "/openai/v1/chat/completions",
+            {
+                "model": MODEL,
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}", "argz": 1}}
+                        ],
+                    }
+                ],
+            },
+            "messages[0].tool_calls[0].function.argz",
+        ),
+        ("/openai/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "Hi", "dimension": 8}, "dimension"),
+    ],
+)
 async def test_openai_surface_names_the_field_in_openai_error_shape(http, path, body, param):
     r = await http.post(path, json=body)
     assert r.status_code == 400, r.text

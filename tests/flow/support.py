@@ -32,8 +32,14 @@ class Caller:
 
 async def new_user(channel, username: str) -> Caller:
     auth = auth_pb2_grpc.AuthServiceStub(channel)
-    user = (await auth.CreateUser(auth_pb2.CreateUserRequest(
-        user=auth_pb2.User(username=username, password=PASSWORD, role=auth_pb2.USER_ROLE_USER)), metadata=ADMIN)).user
+    user = (
+        await auth.CreateUser(
+            auth_pb2.CreateUserRequest(
+                user=auth_pb2.User(username=username, password=PASSWORD, role=auth_pb2.USER_ROLE_USER)
+            ),
+            metadata=ADMIN,
+        )
+    ).user
     token = (await auth.Login(auth_pb2.LoginRequest(username=username, password=PASSWORD))).access_token
     return Caller(flow_pb2_grpc.FlowServiceStub(channel), bearer(token), user.id)
 
@@ -50,8 +56,9 @@ def node(node_id: str, kind: str, name: str = "", **params: Any) -> flow_pb2.Nod
 
 
 def edge(source: str, target: str, handle: str = "") -> flow_pb2.Edge:
-    return flow_pb2.Edge(id=f"{source}-{target}{'-' + handle if handle else ''}", source=source, target=target,
-                         source_handle=handle)
+    return flow_pb2.Edge(
+        id=f"{source}-{target}{'-' + handle if handle else ''}", source=source, target=target, source_handle=handle
+    )
 
 
 def graph(nodes: list[flow_pb2.Node], edges: list[flow_pb2.Edge]) -> flow_pb2.Graph:
@@ -73,8 +80,9 @@ def to_dict(message) -> dict[str, Any]:
 
 
 async def create_flow(caller: Caller, name: str, g: flow_pb2.Graph, **fields: Any) -> flow_pb2.Flow:
-    reply = await caller.flow.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name=name, graph=g, **fields)),
-                                         metadata=caller.md)
+    reply = await caller.flow.CreateFlow(
+        flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(name=name, graph=g, **fields)), metadata=caller.md
+    )
     return reply.flow
 
 
@@ -85,8 +93,9 @@ async def collect(stream, timeout: float = 60) -> list:
     return await asyncio.wait_for(run(), timeout)
 
 
-async def run_flow(caller: Caller, flow_id: str, inputs: dict[str, Any] | None = None, timeout: float = 60,
-                   **kw: Any) -> list[flow_pb2.RunFlowResponse]:
+async def run_flow(
+    caller: Caller, flow_id: str, inputs: dict[str, Any] | None = None, timeout: float = 60, **kw: Any
+) -> list[flow_pb2.RunFlowResponse]:
     request = flow_pb2.RunFlowRequest(flow_id=flow_id, inputs=struct(inputs or {}), **kw)
     return await collect(caller.flow.RunFlow(request, metadata=caller.md), timeout)
 
@@ -101,8 +110,11 @@ def kinds(events) -> list[str]:
 
 
 def finished_nodes(events) -> list[str]:
-    return [e.event.node_finished.node_id for e in events if e.event.HasField("node_finished")
-            and e.event.node_finished.status == flow_pb2.NODE_RUN_STATUS_SUCCEEDED]
+    return [
+        e.event.node_finished.node_id
+        for e in events
+        if e.event.HasField("node_finished") and e.event.node_finished.status == flow_pb2.NODE_RUN_STATUS_SUCCEEDED
+    ]
 
 
 def outputs(events) -> dict[str, Any]:

@@ -13,8 +13,7 @@ import grpc
 import redis
 
 from tests.conftest import REDIS_URL
-from tests.flow.support import (admin, chain, collect, create_flow, kinds, node, outputs, reason_of, resume,
-                                run_flow)
+from tests.flow.support import admin, chain, collect, create_flow, kinds, node, outputs, reason_of, resume, run_flow
 from typecase.v1 import flow_pb2
 
 REDIS_DB = 9
@@ -49,17 +48,29 @@ async def test_runs_survive_killing_the_server(server_factory, pg_database_url):
     first.wait_ready(60)
     async with grpc.aio.insecure_channel(first.grpc_target) as channel:
         root = admin(channel)
-        waiting_flow = await create_flow(root, "asks", chain(
-            node("start", "start"), node("ask", "input", prompt="Say something"),
-            node("p", "prompt", template="you said {{ask.text}}"), node("end", "end", outputs={"said": "{{p.text}}"})))
+        waiting_flow = await create_flow(
+            root,
+            "asks",
+            chain(
+                node("start", "start"),
+                node("ask", "input", prompt="Say something"),
+                node("p", "prompt", template="you said {{ask.text}}"),
+                node("end", "end", outputs={"said": "{{p.text}}"}),
+            ),
+        )
         paused = await run_flow(root, waiting_flow.id)
         assert kinds(paused)[-1] == "input_required"
         paused_id = paused[0].run_id
 
-        busy_flow = await create_flow(root, "busy", chain(
-            node("start", "start"),
-            node("slow", "code", code="import time\ndef main():\n    time.sleep(1.2)\n    return {'ok': 1}"),
-            node("end", "end", outputs={"ok": "{{slow.ok}}"})))
+        busy_flow = await create_flow(
+            root,
+            "busy",
+            chain(
+                node("start", "start"),
+                node("slow", "code", code="import time\ndef main():\n    time.sleep(1.2)\n    return {'ok': 1}"),
+                node("end", "end", outputs={"ok": "{{slow.ok}}"}),
+            ),
+        )
         stream = root.flow.RunFlow(flow_pb2.RunFlowRequest(flow_id=busy_flow.id), metadata=root.md)
         started = [await stream.read()]
         busy_id = started[0].run_id
@@ -76,8 +87,9 @@ async def test_runs_survive_killing_the_server(server_factory, pg_database_url):
         more = await resume(root, paused_id, "ask", {"text": "hello"})
         assert more[0].seq == paused[-1].seq + 1 and kinds(more)[-1] == "run_finished"
         assert outputs(more) == {"said": "you said hello"}
-        whole = await collect(root.flow.StreamRunEvents(flow_pb2.StreamRunEventsRequest(run_id=paused_id),
-                                                        metadata=root.md))
+        whole = await collect(
+            root.flow.StreamRunEvents(flow_pb2.StreamRunEventsRequest(run_id=paused_id), metadata=root.md)
+        )
         assert [m.seq for m in whole] == list(range(1, more[-1].seq + 1))
 
         # The interrupted run: continued here from its last checkpoint (the slow node runs again).
@@ -90,19 +102,30 @@ async def test_runs_survive_killing_the_server(server_factory, pg_database_url):
         assert time.monotonic() - killed_at >= 2  # not before the dead process's lease lapsed
         slow = [(n.attempt, n.status) for n in run.nodes if n.node_id == "slow"]
         assert slow == [(2, flow_pb2.NODE_RUN_STATUS_SUCCEEDED)]
-        events = await collect(root.flow.StreamRunEvents(flow_pb2.StreamRunEventsRequest(run_id=busy_id),
-                                                         metadata=root.md))
+        events = await collect(
+            root.flow.StreamRunEvents(flow_pb2.StreamRunEventsRequest(run_id=busy_id), metadata=root.md)
+        )
         seqs = [m.seq for m in events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
         assert kinds(events)[0] == "run_started" and kinds(events)[-1] == "run_finished"
-        assert [m.event.node_started.attempt for m in events if m.event.HasField("node_started")
-                and m.event.node_started.node_id == "slow"] == [1, 2]
+        assert [
+            m.event.node_started.attempt
+            for m in events
+            if m.event.HasField("node_started") and m.event.node_started.node_id == "slow"
+        ] == [1, 2]
 
         # The run time limit (4s here) fails a run that takes longer.
-        long_flow = await create_flow(root, "too long", chain(
-            node("start", "start"),
-            node("slow", "code", timeout_ms=8000,
-                 code="import time\ndef main():\n    time.sleep(7)\n    return {}"), node("end", "end")))
+        long_flow = await create_flow(
+            root,
+            "too long",
+            chain(
+                node("start", "start"),
+                node(
+                    "slow", "code", timeout_ms=8000, code="import time\ndef main():\n    time.sleep(7)\n    return {}"
+                ),
+                node("end", "end"),
+            ),
+        )
         began = time.monotonic()
         events = await run_flow(root, long_flow.id, timeout=30)
         assert 3.5 < time.monotonic() - began < 6

@@ -21,8 +21,12 @@ TO_CHOOSE = {"knowledge_retrieval": {"kb_ids"}}
 
 
 def infos() -> dict[str, dict[str, Any]]:
-    return {i.kind: json_format.MessageToDict(i, preserving_proto_field_name=True,
-                                              always_print_fields_with_no_presence=True) for i in node_type_infos()}
+    return {
+        i.kind: json_format.MessageToDict(
+            i, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        for i in node_type_infos()
+    }
 
 
 def test_every_spec_is_described_and_nothing_else():
@@ -81,9 +85,11 @@ def test_handles_and_outputs_named_by_paths_are_the_specs():
     params = {"template": "Pick", "interaction": "choice", "options": ["tea", "coffee"]}
     assert set(values_at(params, DESCRIPTIONS["output"].handles_from)) | {""} == output.handles(params)
 
-    for kind, params in [("start", {"variables": [{"name": "who"}, {"name": "n", "type": "number"}]}),
-                         ("end", {"outputs": {"answer": "{{x}}", "score": "{{y}}"}}),
-                         ("input", {"mode": "form", "fields": [{"name": "age", "type": "number"}]})]:
+    for kind, params in [
+        ("start", {"variables": [{"name": "who"}, {"name": "n", "type": "number"}]}),
+        ("end", {"outputs": {"answer": "{{x}}", "score": "{{y}}"}}),
+        ("input", {"mode": "form", "fields": [{"name": "age", "type": "number"}]}),
+    ]:
         spec = next(s for s in SPECS.values() if s.kind == kind)
         static = set(infos()[kind].get("outputs", []))
         assert spec.outputs(params) <= static | set(values_at(params, DESCRIPTIONS[kind].outputs_from)), kind
@@ -105,7 +111,7 @@ async def test_any_user_lists_node_types_over_grpc_and_rest(fapp, fchannel):
     code = next(t for t in listed if t.type == flow_pb2.NODE_TYPE_CODE)
     services = fapp.servicers["FlowService"].engine.services
     assert code.unavailable_reason == (SPECS[flow_pb2.NODE_TYPE_CODE].unavailable(services) or "")
-    same = (await admin(fchannel).flow.ListNodeTypes(flow_pb2.ListNodeTypesRequest(), metadata=admin(fchannel).md))
+    same = await admin(fchannel).flow.ListNodeTypes(flow_pb2.ListNodeTypesRequest(), metadata=admin(fchannel).md)
     assert list(same.node_types) == list(listed)
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{fapp.http_port}", timeout=20) as http:

@@ -27,14 +27,23 @@ async def test_a_restart_continues_the_runs_in_progress(tmp_path):
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{first.grpc_port}") as channel:
                 root = admin(channel)
-                flow = await create_flow(root, "interrupted", chain(
-                    node("start", "start"), node("p", "prompt", template="before"),
-                    node("slow", "code", code="import time\ndef main():\n    time.sleep(0.8)\n    return {'ok': 1}"),
-                    node("end", "end", outputs={"p": "{{p.text}}", "ok": "{{slow.ok}}"})))
+                flow = await create_flow(
+                    root,
+                    "interrupted",
+                    chain(
+                        node("start", "start"),
+                        node("p", "prompt", template="before"),
+                        node(
+                            "slow", "code", code="import time\ndef main():\n    time.sleep(0.8)\n    return {'ok': 1}"
+                        ),
+                        node("end", "end", outputs={"p": "{{p.text}}", "ok": "{{slow.ok}}"}),
+                    ),
+                )
                 stream = root.flow.RunFlow(flow_pb2.RunFlowRequest(flow_id=flow.id), metadata=root.md)
                 seen = []
-                while not (seen and seen[-1].event.HasField("node_started")
-                           and seen[-1].event.node_started.node_id == "slow"):
+                while not (
+                    seen and seen[-1].event.HasField("node_started") and seen[-1].event.node_started.node_id == "slow"
+                ):
                     seen.append(await stream.read())
                 run_id = seen[0].run_id
                 stream.cancel()
@@ -54,7 +63,6 @@ async def test_a_restart_continues_the_runs_in_progress(tmp_path):
                 assert run.status == flow_pb2.RUN_STATUS_FINISHED, run
                 assert dict(run.outputs) == {"p": "before", "ok": 1.0}
                 # Nodes done before the restart were not run again; the interrupted one was.
-                assert [(n.node_id, n.attempt) for n in run.nodes] == [("start", 1), ("p", 1), ("slow", 2),
-                                                                       ("end", 1)]
+                assert [(n.node_id, n.attempt) for n in run.nodes] == [("start", 1), ("p", 1), ("slow", 2), ("end", 1)]
         finally:
             await second.stop()

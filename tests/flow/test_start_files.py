@@ -13,11 +13,22 @@ STORED = [
 
 def test_file_variables_take_the_attachments_in_order_and_a_list_variable_takes_the_rest():
     files = chat_files(STORED)
-    assert files[0] == {"name": "a.txt", "mime_type": "text/plain", "size_bytes": 12, "url": "object:chat/s/1/a.txt",
-                        "file_id": ""}
+    assert files[0] == {
+        "name": "a.txt",
+        "mime_type": "text/plain",
+        "size_bytes": 12,
+        "url": "object:chat/s/1/a.txt",
+        "file_id": "",
+    }
     assert files[1]["mime_type"] == "image/png" and files[2]["file_id"] == "F1"
-    params = {"variables": [{"name": "question"}, {"name": "first", "type": "file"},
-                            {"name": "label", "type": "text"}, {"name": "rest", "type": "file", "list": True}]}
+    params = {
+        "variables": [
+            {"name": "question"},
+            {"name": "first", "type": "file"},
+            {"name": "label", "type": "text"},
+            {"name": "rest", "type": "file", "list": True},
+        ]
+    }
     inputs = run_inputs(params, with_files(params, {"question": "q"}, files))
     assert inputs["first"]["name"] == "a.txt"
     assert [f["name"] for f in inputs["rest"]] == ["b.png", "c.pdf"]

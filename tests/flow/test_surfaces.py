@@ -33,14 +33,24 @@ def sse_events(lines: list[str]) -> list[tuple[int, dict]]:
 GRAPH_JSON = {
     "nodes": [
         {"id": "start", "type": "NODE_TYPE_START", "params": {"variables": [{"name": "who", "type": "text"}]}},
-        {"id": "ask", "type": "NODE_TYPE_INPUT", "name": "Ask",
-         "params": {"mode": "form", "prompt": "Age of {{who}}?", "fields": [{"name": "age", "type": "number",
-                                                                            "required": True}]}},
+        {
+            "id": "ask",
+            "type": "NODE_TYPE_INPUT",
+            "name": "Ask",
+            "params": {
+                "mode": "form",
+                "prompt": "Age of {{who}}?",
+                "fields": [{"name": "age", "type": "number", "required": True}],
+            },
+        },
         {"id": "p", "type": "NODE_TYPE_PROMPT", "params": {"template": "{{who}} is {{ask.age}}"}},
         {"id": "end", "type": "NODE_TYPE_END", "params": {"outputs": {"text": "{{p.text}}"}}},
     ],
-    "edges": [{"id": "e1", "source": "start", "target": "ask"}, {"id": "e2", "source": "ask", "target": "p"},
-              {"id": "e3", "source": "p", "target": "end"}],
+    "edges": [
+        {"id": "e1", "source": "start", "target": "ask"},
+        {"id": "e2", "source": "ask", "target": "p"},
+        {"id": "e3", "source": "p", "target": "end"},
+    ],
 }
 
 
@@ -54,21 +64,24 @@ async def test_rest_ndjson_and_sse_with_resume(fapp, fchannel):
         assert flow["status"] == "FLOW_STATUS_DRAFT"
         assert flow["graph"]["nodes"][1]["params"]["fields"][0]["name"] == "age"
 
-        bad = await http.post(f"/v1/flows/{flow['id']}:validate", headers=h,
-                              json={"graph": {"nodes": [{"id": "x", "type": "NODE_TYPE_PROMPT"}]}})
+        bad = await http.post(
+            f"/v1/flows/{flow['id']}:validate",
+            headers=h,
+            json={"graph": {"nodes": [{"id": "x", "type": "NODE_TYPE_PROMPT"}]}},
+        )
         assert bad.status_code == 200 and bad.json()["valid"] is False
         assert {"MISSING_START", "MISSING_PARAM"} <= {p["code"] for p in bad.json()["problems"]}
 
-        async with http.stream("POST", f"/v1/flows/{flow['id']}:run", json={"inputs": {"who": "Ada"}},
-                               headers=h) as r:
+        async with http.stream("POST", f"/v1/flows/{flow['id']}:run", json={"inputs": {"who": "Ada"}}, headers=h) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
             lines = [json.loads(line)["result"] for line in (await r.aread()).decode().splitlines() if line]
         assert "run_started" in lines[0]["event"] and lines[-1]["event"]["input_required"]["prompt"] == "Age of Ada?"
         run_id = lines[0]["run_id"]
 
         sse = {**h, "accept": "text/event-stream"}
-        async with http.stream("POST", f"/v1/runs/{run_id}:resume", headers=sse,
-                               json={"node_id": "ask", "input": {"age": 36}}) as r:
+        async with http.stream(
+            "POST", f"/v1/runs/{run_id}:resume", headers=sse, json={"node_id": "ask", "input": {"age": 36}}
+        ) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             resumed = sse_events([line async for line in r.aiter_lines()])
         assert resumed[0][0] == int(lines[-1]["seq"]) + 1
@@ -81,7 +94,11 @@ async def test_rest_ndjson_and_sse_with_resume(fapp, fchannel):
 
         got = (await http.get(f"/v1/runs/{run_id}", headers=h)).json()["run"]
         assert got["status"] == "RUN_STATUS_FINISHED" and [n["node_id"] for n in got["nodes"]] == [
-            "start", "ask", "p", "end"]
+            "start",
+            "ask",
+            "p",
+            "end",
+        ]
         other = await new_user(fchannel, "http-bob")
         hidden = await http.get(f"/v1/runs/{run_id}", headers={"authorization": dict(other.md)["authorization"]})
         assert hidden.status_code == 404
@@ -89,15 +106,36 @@ async def test_rest_ndjson_and_sse_with_resume(fapp, fchannel):
 
 async def test_compare_runs_versions_side_by_side(fchannel):
     root = admin(fchannel)
-    hello = chain(node("start", "start", variables=[{"name": "who"}]), node("p", "prompt", template="Hello {{who}}"),
-                  node("end", "end", outputs={"text": "{{p.text}}"}))
+    hello = chain(
+        node("start", "start", variables=[{"name": "who"}]),
+        node("p", "prompt", template="Hello {{who}}"),
+        node("end", "end", outputs={"text": "{{p.text}}"}),
+    )
     flow = await create_flow(root, "compared", hello)
-    other = (await root.flow.CreateFlowVersion(flow_pb2.CreateFlowVersionRequest(
-        flow_id=flow.id, version=flow_pb2.FlowVersion(name="hi", graph=chain(
-            node("start", "start", variables=[{"name": "who"}]), node("p", "prompt", template="Hi {{who}}"),
-            node("end", "end", outputs={"text": "{{p.text}}"})))), metadata=root.md)).version
-    events = await collect(root.flow.CompareFlow(flow_pb2.CompareFlowRequest(
-        flow_id=flow.id, version_ids=[flow.current_version_id, other.id], inputs={"who": "Ada"}), metadata=root.md))
+    other = (
+        await root.flow.CreateFlowVersion(
+            flow_pb2.CreateFlowVersionRequest(
+                flow_id=flow.id,
+                version=flow_pb2.FlowVersion(
+                    name="hi",
+                    graph=chain(
+                        node("start", "start", variables=[{"name": "who"}]),
+                        node("p", "prompt", template="Hi {{who}}"),
+                        node("end", "end", outputs={"text": "{{p.text}}"}),
+                    ),
+                ),
+            ),
+            metadata=root.md,
+        )
+    ).version
+    events = await collect(
+        root.flow.CompareFlow(
+            flow_pb2.CompareFlowRequest(
+                flow_id=flow.id, version_ids=[flow.current_version_id, other.id], inputs={"who": "Ada"}
+            ),
+            metadata=root.md,
+        )
+    )
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     by_version: dict[str, list] = {}
     for e in events:
@@ -107,20 +145,33 @@ async def test_compare_runs_versions_side_by_side(fchannel):
     assert finals == {flow.current_version_id: "Hello Ada", other.id: "Hi Ada"}
     assert len({es[0].run_id for es in by_version.values()}) == 2
     with pytest.raises(grpc.aio.AioRpcError):
-        await collect(root.flow.CompareFlow(flow_pb2.CompareFlowRequest(
-            flow_id=flow.id, version_ids=[other.id]), metadata=root.md))
+        await collect(
+            root.flow.CompareFlow(
+                flow_pb2.CompareFlowRequest(flow_id=flow.id, version_ids=[other.id]), metadata=root.md
+            )
+        )
 
 
 def dialog() -> flow_pb2.Graph:
     """A chat flow: the user's message, an answer, then wait for the next message (a dialog loop)."""
-    return graph([node("start", "start", guide="Tell me things."),
-                  node("ask", "input", prompt="Your turn"),
-                  node("think", "prompt", template="{{ask.text | upper}}"),
-                  node("say", "output", template="You said {{think.text}}"),
-                  node("bye", "condition", cases=[{"handle": "stop", "expression": "lower(ask.text) == 'bye'"}]),
-                  node("end", "end", outputs={"last": "{{ask.text}}"})],
-                 [edge("start", "ask"), edge("ask", "think"), edge("think", "say"), edge("say", "bye"),
-                  edge("bye", "end", "stop"), edge("bye", "ask", "else")])
+    return graph(
+        [
+            node("start", "start", guide="Tell me things."),
+            node("ask", "input", prompt="Your turn"),
+            node("think", "prompt", template="{{ask.text | upper}}"),
+            node("say", "output", template="You said {{think.text}}"),
+            node("bye", "condition", cases=[{"handle": "stop", "expression": "lower(ask.text) == 'bye'"}]),
+            node("end", "end", outputs={"last": "{{ask.text}}"}),
+        ],
+        [
+            edge("start", "ask"),
+            edge("ask", "think"),
+            edge("think", "say"),
+            edge("say", "bye"),
+            edge("bye", "end", "stop"),
+            edge("bye", "ask", "else"),
+        ],
+    )
 
 
 async def test_chat_turns_drive_one_run(fapp, fchannel):
@@ -133,8 +184,12 @@ async def test_chat_turns_drive_one_run(fapp, fchannel):
         assert [n.id for n in seen.nodes][0] == "start"
 
         async def turn(text: str, **kw) -> list:
-            return [m async for m in service.run_for_chat(flow_id=flow.id, session_id="01SESSION0000000000000000A",
-                                                          question=text, **kw)]
+            return [
+                m
+                async for m in service.run_for_chat(
+                    flow_id=flow.id, session_id="01SESSION0000000000000000A", question=text, **kw
+                )
+            ]
 
         first = await turn("hello")
         assert kinds(first)[0] == "run_started" and kinds(first)[-1] == "input_required"

@@ -45,8 +45,15 @@ def compile_protos(out: Path) -> SimpleNamespace:
 
     out.mkdir(parents=True, exist_ok=True)
     descriptor_set = out / "gwtest.pb"
-    args = ["protoc", *(f"-I{p}" for p in proto_includes()), f"--python_out={out}", f"--grpc_python_out={out}",
-            f"--descriptor_set_out={descriptor_set}", "--include_source_info", "gwtest/v1/library.proto"]
+    args = [
+        "protoc",
+        *(f"-I{p}" for p in proto_includes()),
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--descriptor_set_out={descriptor_set}",
+        "--include_source_info",
+        "gwtest/v1/library.proto",
+    ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed for tests/protos")
     if str(out) not in sys.path:
@@ -54,7 +61,9 @@ def compile_protos(out: Path) -> SimpleNamespace:
     pb2 = importlib.import_module("gwtest.v1.library_pb2")
     pb2_grpc = importlib.import_module("gwtest.v1.library_pb2_grpc")
     return SimpleNamespace(
-        pb2=pb2, grpc=pb2_grpc, descriptor_set=descriptor_set.read_bytes(),
+        pb2=pb2,
+        grpc=pb2_grpc,
+        descriptor_set=descriptor_set.read_bytes(),
         services=[pb2.DESCRIPTOR.services_by_name["LibraryService"], pb2.DESCRIPTOR.services_by_name["LibraryStreams"]],
     )
 
@@ -83,10 +92,17 @@ def make_servicers(pb: SimpleNamespace, state: State) -> tuple[Any, Any]:
 
     def book_for(name: str) -> Any:
         return pb2.Book(
-            name=name, title=f"Title of {name}", page_count=2**40, genre=pb2.FICTION,
+            name=name,
+            title=f"Title of {name}",
+            page_count=2**40,
+            genre=pb2.FICTION,
             published=timestamp_pb2.Timestamp(seconds=1_700_000_000, nanos=5_000_000),
-            tags=["a", "b"], labels={"k": "v"}, author=pb2.Author(display_name="Ann", born=1970),
-            cover=b"\x00\x01\xfe", rating=4.5, available=True,
+            tags=["a", "b"],
+            labels={"k": "v"},
+            author=pb2.Author(display_name="Ann", born=1970),
+            cover=b"\x00\x01\xfe",
+            rating=4.5,
+            available=True,
         )
 
     class Library(pb2_grpc.LibraryServiceServicer):
@@ -114,7 +130,9 @@ def make_servicers(pb: SimpleNamespace, state: State) -> tuple[Any, Any]:
             return empty_pb2.Empty()
 
         async def ListBooks(self, request, context):
-            return pb2.ListBooksResponse(books=[book_for(f"{request.parent}/books/1")], next_page_token="n", echo=request)
+            return pb2.ListBooksResponse(
+                books=[book_for(f"{request.parent}/books/1")], next_page_token="n", echo=request
+            )
 
         async def MoveBook(self, request, context):
             return request
@@ -130,7 +148,9 @@ def make_servicers(pb: SimpleNamespace, state: State) -> tuple[Any, Any]:
         async def EchoRaw(self, request, context):
             from google.api import httpbody_pb2
 
-            return httpbody_pb2.HttpBody(content_type=request.content_type or "application/octet-stream", data=request.data)
+            return httpbody_pb2.HttpBody(
+                content_type=request.content_type or "application/octet-stream", data=request.data
+            )
 
         async def GetAuthor(self, request, context):
             return book_for(request.name)
@@ -175,7 +195,8 @@ def make_servicers(pb: SimpleNamespace, state: State) -> tuple[Any, Any]:
                 entries.append(pb2.MetadataEntry(key=key, value=value))
             remaining = context.time_remaining()
             return pb2.InspectResponse(
-                metadata=entries, peer=context.peer(),
+                metadata=entries,
+                peer=context.peer(),
                 has_deadline=remaining is not None and remaining < 3600 * 24,
                 time_remaining=remaining if remaining is not None and remaining < 3600 * 24 else 0,
             )
@@ -258,6 +279,7 @@ class RecordingInterceptor(grpc.aio.ServerInterceptor):
         self.calls.append((handler_call_details.method, md))
         handler = await continuation(handler_call_details)
         if any(k == "x-deny" for k, _ in md):
+
             async def deny(request, context):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "denied by interceptor")
 
@@ -334,5 +356,14 @@ def code_names() -> list[str]:
     return [c.name for c in grpc.StatusCode if c != grpc.StatusCode.OK]
 
 
-__all__ = ["Harness", "RecordingInterceptor", "State", "code_names", "compile_protos", "make_servicers", "serve",
-           "code_pb2", "os"]
+__all__ = [
+    "Harness",
+    "RecordingInterceptor",
+    "State",
+    "code_names",
+    "compile_protos",
+    "make_servicers",
+    "serve",
+    "code_pb2",
+    "os",
+]

@@ -71,4 +71,6 @@ def test_origins_must_be_origins():
     with pytest.raises(ValueError, match="cors_allowed_origins: 'app.example.test' is not an origin"):
         Settings(_env_file=None, cors_allowed_origins="app.example.test")
     assert Settings(_env_file=None, cors_allowed_origins="https://a.test/, *").cors_allowed_origins == [
-        "https://a.test", "*"]
+        "https://a.test",
+        "*",
+    ]

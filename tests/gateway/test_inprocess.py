@@ -43,8 +43,17 @@ async def initial_twice(request, context):
 
 
 async def info(request, context):
-    return S(value=repr((context.code(), context.details(), context.auth_context(), context.peer_identities(),
-                         context.peer_identity_key())))
+    return S(
+        value=repr(
+            (
+                context.code(),
+                context.details(),
+                context.auth_context(),
+                context.peer_identities(),
+                context.peer_identity_key(),
+            )
+        )
+    )
 
 
 def sync_handler(request, context):
@@ -64,16 +73,27 @@ async def crash(request, context):
 
 
 HANDLERS = {
-    "abort_twice": abort_twice, "trailing_then_abort": trailing_then_abort, "abort_with_trailing": abort_with_trailing,
-    "initial_twice": initial_twice, "info": info, "sync": sync_handler, "none": returns_none, "crash": crash,
+    "abort_twice": abort_twice,
+    "trailing_then_abort": trailing_then_abort,
+    "abort_with_trailing": abort_with_trailing,
+    "initial_twice": initial_twice,
+    "info": info,
+    "sync": sync_handler,
+    "none": returns_none,
+    "crash": crash,
 }
 
 
 def _generic():
-    return grpc.method_handlers_generic_handler("t.T", {
-        name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=S.FromString, response_serializer=S.SerializeToString)
-        for name, fn in HANDLERS.items()
-    })
+    return grpc.method_handlers_generic_handler(
+        "t.T",
+        {
+            name: grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=S.FromString, response_serializer=S.SerializeToString
+            )
+            for name, fn in HANDLERS.items()
+        },
+    )
 
 
 async def _real(name: str, value: str = "q"):
@@ -85,7 +105,9 @@ async def _real(name: str, value: str = "q"):
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            call = ch.unary_unary(f"/t.T/{name}", request_serializer=S.SerializeToString, response_deserializer=S.FromString)(S(value=value))
+            call = ch.unary_unary(
+                f"/t.T/{name}", request_serializer=S.SerializeToString, response_deserializer=S.FromString
+            )(S(value=value))
             try:
                 return ("ok", (await call).value, tuple(await call.trailing_metadata()))
             except grpc.aio.AioRpcError as e:
@@ -104,7 +126,9 @@ async def _inproc(name: str, value: str = "q"):
         return ("err", f.code, f.message, f.trailing_metadata)
 
 
-@pytest.mark.parametrize("name", ["abort_twice", "trailing_then_abort", "abort_with_trailing", "initial_twice", "crash"])
+@pytest.mark.parametrize(
+    "name", ["abort_twice", "trailing_then_abort", "abort_with_trailing", "initial_twice", "crash"]
+)
 async def test_same_outcome_as_grpc_aio(name):
     assert await _inproc(name) == await _real(name)
 
@@ -142,7 +166,9 @@ async def test_deadline_and_time_remaining():
             raise
 
     target = InProcess()
-    target.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"slow": grpc.unary_unary_rpc_method_handler(slow)}),))
+    target.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("t.T", {"slow": grpc.unary_unary_rpc_method_handler(slow)}),)
+    )
     start = time.monotonic()
     with pytest.raises(RpcFailure) as e:
         await target.unary("/t.T/slow", S(), (), "p", CallScope(time.monotonic() + 0.05))
@@ -156,7 +182,9 @@ async def test_outside_cancellation_propagates():
         await asyncio.sleep(5)
 
     target = InProcess()
-    target.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"slow": grpc.unary_unary_rpc_method_handler(slow)}),))
+    target.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("t.T", {"slow": grpc.unary_unary_rpc_method_handler(slow)}),)
+    )
 
     async def call():
         return await target.unary("/t.T/slow", S(), (), "p", CallScope())

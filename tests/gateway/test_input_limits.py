@@ -7,8 +7,8 @@ import json
 import random
 
 import pytest
-
 from support import Harness
+
 from typecase.server.gateway import jsontext
 
 
@@ -23,8 +23,10 @@ def reference_depth(value) -> int:
 def random_json(rng: random.Random, depth: int = 0):
     kind = rng.choice(["obj", "list", "str", "num", "lit"] if depth < 8 else ["str", "num", "lit"])
     if kind == "obj":
-        return {rng.choice(['k', 'a"]', "{x[", "\\", "q\\\""]) + str(i): random_json(rng, depth + 1)
-                for i in range(rng.randint(0, 3))}
+        return {
+            rng.choice(["k", 'a"]', "{x[", "\\", 'q\\"']) + str(i): random_json(rng, depth + 1)
+            for i in range(rng.randint(0, 3))
+        }
     if kind == "list":
         return [random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))]
     if kind == "str":
@@ -32,10 +34,20 @@ def random_json(rng: random.Random, depth: int = 0):
     return rng.choice([1, -2.5e10, 0]) if kind == "num" else rng.choice([True, False, None])
 
 
-@pytest.mark.parametrize(("text", "depth"), [
-    ("1", 0), ('"[[[{{{"', 0), ("[]", 1), ("{}", 1), ('[[], {"a": [1, {"b": {}}]}]', 5),
-    ('{"k]": "v[", "x": [[["\\"]]"]]]}', 4), (" [ [ ] ] ", 2), ('"\\\\"', 0), ('["\\\\", [["\\\\\\""]]]', 3),
-])
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        ("1", 0),
+        ('"[[[{{{"', 0),
+        ("[]", 1),
+        ("{}", 1),
+        ('[[], {"a": [1, {"b": {}}]}]', 5),
+        ('{"k]": "v[", "x": [[["\\"]]"]]]}', 4),
+        (" [ [ ] ] ", 2),
+        ('"\\\\"', 0),
+        ('["\\\\", [["\\\\\\""]]]', 3),
+    ],
+)
 def test_depth_counts_brackets_outside_strings(text, depth):
     assert jsontext.depth(text) == depth == reference_depth(json.loads(text))
     assert jsontext.depth(text.encode()) == depth
@@ -66,8 +78,11 @@ async def test_json_bodies_and_ndjson_messages_at_the_depth_cap(pb, mode):
         lines = json.dumps(at_cap) + "\n" + json.dumps({"data": "eHl6"}) + "\n"
         r = await h.client.post("/v1/shelves/s1/files", content=lines, headers={"content-type": "application/x-ndjson"})
         assert r.status_code == 200 and r.json()["messages"] == 2, r.text
-        r = await h.client.post("/v1/shelves/s1/files", content=lines + json.dumps(deeper) + "\n",
-                                headers={"content-type": "application/x-ndjson"})
+        r = await h.client.post(
+            "/v1/shelves/s1/files",
+            content=lines + json.dumps(deeper) + "\n",
+            headers={"content-type": "application/x-ndjson"},
+        )
         assert r.status_code == 400 and "a request message nests JSON more than 3 levels deep" in r.text, r.text
         r = await h.client.post("/v1/shelves/s1/books", json={"title": "t", "x": [[1]]})
         assert r.json()["message"].startswith('unknown field "x" in gwtest.v1.Book')  # within the cap: refused by name
@@ -94,15 +109,19 @@ async def test_a_part_header_line_at_the_cap_passes_and_one_byte_more_is_a_400(p
         assert r.status_code == 400 and "longer than 300 bytes" in r.json()["message"], r.text
 
 
-@pytest.mark.parametrize("body", [
-    b"",  # no parts at all
-    b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\npartial",
-    b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nall of it\r\n--XyZ",
-    b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nall of it\r\n--XyZ-",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # no parts at all
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\npartial',
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nall of it\r\n--XyZ',
+        b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nall of it\r\n--XyZ-',
+    ],
+)
 async def test_a_body_without_its_closing_boundary_never_reaches_the_handler_whole(gw, body):
     seen = len(gw.state.uploads)
-    r = await gw.client.post("/v1/shelves/s1/files", content=body,
-                             headers={"content-type": "multipart/form-data; boundary=XyZ"})
+    r = await gw.client.post(
+        "/v1/shelves/s1/files", content=body, headers={"content-type": "multipart/form-data; boundary=XyZ"}
+    )
     assert r.status_code == 400 and "ended before its closing boundary" in r.json()["message"], r.text
     assert len(gw.state.uploads) == seen  # the handler saw its request stream fail, not a finished upload

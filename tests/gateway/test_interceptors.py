@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 
 import pytest
-
 from support import Harness, RecordingInterceptor
 
-HEADERS = {"Authorization": "Bearer t", "Grpc-Metadata-Tenant": "acme", "X-Trace-Id": "tr-1",
-           "Grpc-Metadata-Raw-Bin": base64.b64encode(b"\x00\xff").decode()}
+HEADERS = {
+    "Authorization": "Bearer t",
+    "Grpc-Metadata-Tenant": "acme",
+    "X-Trace-Id": "tr-1",
+    "Grpc-Metadata-Raw-Bin": base64.b64encode(b"\x00\xff").decode(),
+}
 
 
 def _user_metadata(md):
@@ -24,7 +27,7 @@ async def test_same_method_and_metadata_on_both_targets(pb, path):
         async with Harness(pb, mode, interceptors=(icpt,)) as h:
             r = await h.client.get(path, headers=HEADERS)
             assert r.status_code == 200
-        (method, md), = icpt.calls
+        ((method, md),) = icpt.calls
         seen[mode] = (method, _user_metadata(md))
     assert seen["inprocess"][0] == seen["channel"][0]
     assert seen["inprocess"][0] in ("/gwtest.v1.LibraryService/GetBook", "/gwtest.v1.LibraryStreams/WatchBook")

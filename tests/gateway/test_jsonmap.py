@@ -170,11 +170,23 @@ def test_unset_messages_are_null_and_optionals_omitted(pb):
 
 def test_decoder_accepts_both_names_and_lenient_forms(pb):
     msg = jsonmap.from_json(
-        {"fInt64": 5, "f_uint64": "18446744073709551615", "f_int32": "12", "f_double": "NaN", "f_float": "1e3",
-         "f_enum": 2, "r_enum": ["FICTION", 2], "f_bytes": "-_8", "customName": "j", "w_int64": "7",
-         "m_int64_string": {"-3": "x"}, "m_bool_message": {"true": {"displayName": "A"}},
-         "w_timestamp": "2024-01-02T03:04:05.5+01:00", "w_duration": "-1.5s", "w_field_mask": "fooBar,baz",
-         },
+        {
+            "fInt64": 5,
+            "f_uint64": "18446744073709551615",
+            "f_int32": "12",
+            "f_double": "NaN",
+            "f_float": "1e3",
+            "f_enum": 2,
+            "r_enum": ["FICTION", 2],
+            "f_bytes": "-_8",
+            "customName": "j",
+            "w_int64": "7",
+            "m_int64_string": {"-3": "x"},
+            "m_bool_message": {"true": {"displayName": "A"}},
+            "w_timestamp": "2024-01-02T03:04:05.5+01:00",
+            "w_duration": "-1.5s",
+            "w_field_mask": "fooBar,baz",
+        },
         pb.pb2.Everything(),
     )
     assert msg.f_int64 == 5 and msg.f_uint64 == 2**64 - 1 and msg.f_int32 == 12 and math.isnan(msg.f_double)
@@ -213,7 +225,11 @@ def test_decoder_errors_name_the_field(pb, value, path, needle):
 def test_any_and_field_encoder(pb):
     msg = pb.pb2.Everything()
     msg.w_any.Pack(pb.pb2.Author(display_name="Z"))
-    assert jsonmap.to_json(msg)["w_any"] == {"@type": "type.googleapis.com/gwtest.v1.Author", "display_name": "Z", "born": 0}
+    assert jsonmap.to_json(msg)["w_any"] == {
+        "@type": "type.googleapis.com/gwtest.v1.Author",
+        "display_name": "Z",
+        "born": 0,
+    }
     book = pb.pb2.Book(author=pb.pb2.Author(display_name="Q"))
     enc = jsonmap.field_encoder(pb.pb2.Book.DESCRIPTOR.fields_by_name["author"])
     assert enc(book) == {"display_name": "Q", "born": 0}

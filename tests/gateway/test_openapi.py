@@ -6,7 +6,6 @@ import asyncio
 import threading
 
 import pytest
-
 from support import Harness, serve
 
 
@@ -38,13 +37,18 @@ async def test_document_shape(doc_harness):
     list_params = {p["name"]: p for p in paths["/v1/shelves/{shelf}/books"]["get"]["parameters"]}
     assert list_params["shelf"]["in"] == "path"
     assert list_params["filter.pages.min"]["schema"]["type"] == "integer"
-    assert list_params["tags"]["schema"] == {"type": "array", "items": {"type": "string"}} and list_params["tags"]["explode"]
+    assert (
+        list_params["tags"]["schema"] == {"type": "array", "items": {"type": "string"}}
+        and list_params["tags"]["explode"]
+    )
     assert list_params["ids"]["schema"]["items"]["format"] == "int64"
     assert list_params["published_after"]["schema"] == {"type": "string", "format": "date-time"}
     assert list_params["genre"]["schema"] == {"$ref": "#/components/schemas/gwtest.v1.Genre"}
     assert "labels" not in list_params and "access_token" not in list_params
     create = paths["/v1/shelves/{shelf}/books"]["post"]
-    assert create["requestBody"]["content"]["application/json"]["schema"]["anyOf"][0] == {"$ref": "#/components/schemas/gwtest.v1.Book"}
+    assert create["requestBody"]["content"]["application/json"]["schema"]["anyOf"][0] == {
+        "$ref": "#/components/schemas/gwtest.v1.Book"
+    }
     assert {p["name"] for p in create["parameters"]} == {"shelf", "book_id"}
     schemas = doc["components"]["schemas"]
     book = schemas["gwtest.v1.Book"]
@@ -58,12 +62,18 @@ async def test_document_shape(doc_harness):
     stream_ref = watch["200"]["content"]["application/x-ndjson"]["schema"]["$ref"].split("/")[-1]
     assert schemas[stream_ref]["properties"]["error"] == {"$ref": "#/components/schemas/google.rpc.Status"}
     assert "text/event-stream" in watch["200"]["content"]
-    assert watch["default"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/google.rpc.Status"}
+    assert watch["default"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/google.rpc.Status"
+    }
     upload = paths["/v1/shelves/{shelf}/files"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload and "application/x-ndjson" in upload
-    assert paths["/v1/shelves/{shelf}/books/{book}/cover"]["get"]["responses"]["200"]["content"] == {"*/*": {"schema": {}}}
-    assert doc["tags"][0] == {"name": "LibraryService",
-                              "description": "A library of books on shelves: exercises every HttpRule feature the gateway supports."}
+    assert paths["/v1/shelves/{shelf}/books/{book}/cover"]["get"]["responses"]["200"]["content"] == {
+        "*/*": {"schema": {}}
+    }
+    assert doc["tags"][0] == {
+        "name": "LibraryService",
+        "description": "A library of books on shelves: exercises every HttpRule feature the gateway supports.",
+    }
 
 
 async def test_docs_page_is_self_contained(doc_harness):
@@ -81,8 +91,13 @@ def test_schemathesis_against_live_server(pb):
 
     # The bar: no server error and every response (status, content type, body) as documented.
     # positive_data_acceptance is left out: a schema can't say e.g. "int64 range" for a string.
-    CHECKS = [st_checks.not_a_server_error, st_checks.status_code_conformance, st_checks.content_type_conformance,
-              st_checks.response_schema_conformance, st_checks.response_headers_conformance]
+    CHECKS = [
+        st_checks.not_a_server_error,
+        st_checks.status_code_conformance,
+        st_checks.content_type_conformance,
+        st_checks.response_schema_conformance,
+        st_checks.response_headers_conformance,
+    ]
 
     ready = threading.Event()
     state: dict = {}
@@ -104,21 +119,29 @@ def test_schemathesis_against_live_server(pb):
         failures = []
         statuses: list[int] = []
         results = list(schema.get_all_operations())
-        errors = [(str(r.err()), getattr(r.err(), "path", None), str(r.err().__cause__)) for r in results if not hasattr(r, "ok")]
+        errors = [
+            (str(r.err()), getattr(r.err(), "path", None), str(r.err().__cause__))
+            for r in results
+            if not hasattr(r, "ok")
+        ]
         assert not errors, errors
         # Fail and Sleep are test controls (a requested 5xx, a requested wait): not for fuzzing.
-        operations = [r.ok() for r in results if r.ok().definition.raw.get("operationId") not in
-                      ("LibraryService_Fail", "LibraryService_Sleep")]
+        operations = [
+            r.ok()
+            for r in results
+            if r.ok().definition.raw.get("operationId") not in ("LibraryService_Fail", "LibraryService_Sleep")
+        ]
         assert len(operations) >= 18
         for operation in operations:
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=10, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             def check(case):
                 response = case.call(timeout=10)
                 statuses.append(response.status_code)
-                assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+                assert response.status_code < 500, (
+                    f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+                )
                 case.validate_response(response, checks=CHECKS)
 
             try:

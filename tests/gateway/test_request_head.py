@@ -28,8 +28,9 @@ async def app(scope, receive, send):
 async def port():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False,
-                            http=limited_http_protocol(MAX_BYTES, MAX_COUNT))
+    config = uvicorn.Config(
+        app, lifespan="off", log_config=None, access_log=False, http=limited_http_protocol(MAX_BYTES, MAX_COUNT)
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

@@ -8,7 +8,6 @@ import json
 import grpc
 import pytest
 from google.protobuf import json_format
-
 from support import code_names
 
 from typecase.server.gateway import HTTP_STATUS, jsonmap
@@ -149,13 +148,30 @@ async def test_body_size_limit(pb):
 
 async def test_everything_round_trip_equals_grpc(gw):
     payload = {
-        "f_double": 1.25, "f_float": 0.1, "f_int64": "-9007199254740993", "f_uint64": "18446744073709551615",
-        "f_bool": True, "f_bytes": "AAEC", "f_enum": "FICTION", "r_int64": ["1", 2], "r_enum": ["SCIENCE"],
-        "m_string_int64": {"a": "1"}, "m_bool_message": {"false": {"born": 3}}, "c_message": {"display_name": "c"},
-        "o_int64": "0", "w_timestamp": "2024-05-06T07:08:09Z", "w_duration": "3.000000001s",
-        "w_struct": {"a": [1, "b", None]}, "w_value": "text", "w_list": [1, True], "w_empty": {},
+        "f_double": 1.25,
+        "f_float": 0.1,
+        "f_int64": "-9007199254740993",
+        "f_uint64": "18446744073709551615",
+        "f_bool": True,
+        "f_bytes": "AAEC",
+        "f_enum": "FICTION",
+        "r_int64": ["1", 2],
+        "r_enum": ["SCIENCE"],
+        "m_string_int64": {"a": "1"},
+        "m_bool_message": {"false": {"born": 3}},
+        "c_message": {"display_name": "c"},
+        "o_int64": "0",
+        "w_timestamp": "2024-05-06T07:08:09Z",
+        "w_duration": "3.000000001s",
+        "w_struct": {"a": [1, "b", None]},
+        "w_value": "text",
+        "w_list": [1, True],
+        "w_empty": {},
         "w_any": {"@type": "type.googleapis.com/google.protobuf.Duration", "value": "1s"},
-        "w_bytes": "/w==", "w_float": "Infinity", "nested": {"f_string": "inner"}, "customName": "cn",
+        "w_bytes": "/w==",
+        "w_float": "Infinity",
+        "nested": {"f_string": "inner"},
+        "customName": "cn",
     }
     r = await gw.client.post("/v1/everything", json=payload)
     assert r.status_code == 200, r.text
@@ -172,13 +188,36 @@ async def test_everything_round_trip_equals_grpc(gw):
 
 async def test_query_parameters_of_every_kind(gw):
     params = [
-        ("page_size", "5"), ("pageToken", "tok"), ("genre", "2"), ("tags", "x"), ("tags", "y"), ("ids", "1"),
-        ("ids", "-2"), ("labels[k1]", "v1"), ("labels[k2]", "v2"), ("published_after", "2024-01-02T03:04:05Z"),
-        ("max_age", "1h30m"), ("min_pages", "7"), ("author_name", "Ann"), ("available", "false"),
-        ("read_mask", "title,author.display_name"), ("cursor", "-_8"), ("filter.title", "Dune"),
-        ("filter.pages.min", "100"), ("filter.genre", "FICTION"), ("min_rating", "4.5"), ("big", "18446744073709551615"),
-        ("include_drafts", "T"), ("order_by", "title"), ("limit", "0"), ("genre_by_shelf[3]", "SCIENCE"),
-        ("genres", "FICTION"), ("genres", "2"), ("weight", "NaN"), ("unknown", "ignored"), ("filter.nope", "x"),
+        ("page_size", "5"),
+        ("pageToken", "tok"),
+        ("genre", "2"),
+        ("tags", "x"),
+        ("tags", "y"),
+        ("ids", "1"),
+        ("ids", "-2"),
+        ("labels[k1]", "v1"),
+        ("labels[k2]", "v2"),
+        ("published_after", "2024-01-02T03:04:05Z"),
+        ("max_age", "1h30m"),
+        ("min_pages", "7"),
+        ("author_name", "Ann"),
+        ("available", "false"),
+        ("read_mask", "title,author.display_name"),
+        ("cursor", "-_8"),
+        ("filter.title", "Dune"),
+        ("filter.pages.min", "100"),
+        ("filter.genre", "FICTION"),
+        ("min_rating", "4.5"),
+        ("big", "18446744073709551615"),
+        ("include_drafts", "T"),
+        ("order_by", "title"),
+        ("limit", "0"),
+        ("genre_by_shelf[3]", "SCIENCE"),
+        ("genres", "FICTION"),
+        ("genres", "2"),
+        ("weight", "NaN"),
+        ("unknown", "ignored"),
+        ("filter.nope", "x"),
         ("access_token", "not-a-field"),
     ]
     r = await gw.client.get("/v1/shelves/s1/books", params=params)
@@ -236,12 +275,17 @@ async def test_httpbody_out(gw):
 
 async def test_httpbody_in_as_body_field(gw):
     r = await gw.client.put(
-        "/v1/shelves/s1/books/b1/cover", params={"note": "n"}, content=b"\x00raw\xff", headers={"content-type": "image/webp"}
+        "/v1/shelves/s1/books/b1/cover",
+        params={"note": "n"},
+        content=b"\x00raw\xff",
+        headers={"content-type": "image/webp"},
     )
     assert r.status_code == 200
-    assert r.json() == {"name": "shelves/s1/books/b1", "note": "n",
-                        "cover": {"content_type": "image/webp", "data": base64.b64encode(b"\x00raw\xff").decode(),
-                                  "extensions": []}}
+    assert r.json() == {
+        "name": "shelves/s1/books/b1",
+        "note": "n",
+        "cover": {"content_type": "image/webp", "data": base64.b64encode(b"\x00raw\xff").decode(), "extensions": []},
+    }
 
 
 async def test_httpbody_both_ways(gw):
@@ -271,8 +315,25 @@ async def test_status_mapping(gw, code):
 
 
 def test_status_table_is_grpc_gateways():
-    assert HTTP_STATUS == {0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429, 9: 400, 10: 409,
-                           11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401}
+    assert HTTP_STATUS == {
+        0: 200,
+        1: 499,
+        2: 500,
+        3: 400,
+        4: 504,
+        5: 404,
+        6: 409,
+        7: 403,
+        8: 429,
+        9: 400,
+        10: 409,
+        11: 400,
+        12: 501,
+        13: 500,
+        14: 503,
+        15: 500,
+        16: 401,
+    }
 
 
 async def test_rich_error_details(gw):
@@ -280,8 +341,12 @@ async def test_rich_error_details(gw):
     assert r.status_code == 400
     body = r.json()
     assert body["code"] == 9 and body["message"] == "locked"
-    assert body["details"][0] == {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "BOOK_LOCKED",
-                                  "domain": "gwtest", "metadata": {"book": "b1"}}
+    assert body["details"][0] == {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "BOOK_LOCKED",
+        "domain": "gwtest",
+        "metadata": {"book": "b1"},
+    }
     assert body["details"][1]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
     assert body["details"][1]["field_violations"][0]["field"] == "title"
     assert r.headers["grpc-trailer-x-extra"] == "1"
@@ -318,9 +383,15 @@ async def test_headers_to_metadata(gw):
     r = await gw.client.get(
         "/v1/inspect",
         headers={
-            "Authorization": "Bearer abc", "Grpc-Metadata-Tenant": "t1", "Grpc-Metadata-Blob-Bin": base64.b64encode(b"\x00\x01").decode(),
-            "Accept-Language": "fr", "X-Forwarded-For": "1.1.1.1", "X-Trace-Id": "trace-123", "traceparent":
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "Cookie": "a=b", "X-Not-Forwarded": "no",
+            "Authorization": "Bearer abc",
+            "Grpc-Metadata-Tenant": "t1",
+            "Grpc-Metadata-Blob-Bin": base64.b64encode(b"\x00\x01").decode(),
+            "Accept-Language": "fr",
+            "X-Forwarded-For": "1.1.1.1",
+            "X-Trace-Id": "trace-123",
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "Cookie": "a=b",
+            "X-Not-Forwarded": "no",
         },
     )
     md = _md(r)
@@ -341,7 +412,9 @@ async def test_generated_trace_id_and_traceparent(gw):
     trace = r.headers["x-trace-id"]
     assert len(trace) == 32 and _md(r)["x-trace-id"] == [trace]
     assert float(r.headers["x-process-time"]) >= 0
-    r = await gw.client.get("/v1/inspect", headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    r = await gw.client.get(
+        "/v1/inspect", headers={"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    )
     assert r.headers["x-trace-id"] == "0af7651916cd43dd8448eb211c80319c"
     assert "x-trace-id" not in _md(r)
 
@@ -387,7 +460,6 @@ async def test_bad_binary_header(gw):
 async def test_extra_routes_get_trace_headers(pb):
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
-
     from support import Harness
 
     async def healthz(request):

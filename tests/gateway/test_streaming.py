@@ -9,7 +9,6 @@ import time
 import httpx
 import pytest
 import websockets
-
 from support import Harness, serve
 
 from typecase.server.gateway import jsonmap
@@ -39,13 +38,18 @@ async def test_ndjson_stream_equals_grpc(gw):
     r = await gw.client.get("/v1/shelves/s1/books/b1:watch", params={"count": 3})
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
     lines = ndjson(r.text)
-    direct = [jsonmap.to_json(m) async for m in gw.streams.WatchBook(gw.pb.pb2.WatchBookRequest(name="shelves/s1/books/b1", count=3))]
+    direct = [
+        jsonmap.to_json(m)
+        async for m in gw.streams.WatchBook(gw.pb.pb2.WatchBookRequest(name="shelves/s1/books/b1", count=3))
+    ]
     assert lines == [{"result": d} for d in direct]
     assert [line["result"]["seq"] for line in lines] == ["1", "2", "3"]
 
 
 async def test_ndjson_error_after_messages(gw):
-    r = await gw.client.get("/v1/shelves/s1/books/b1:watch", params={"count": 5, "fail_code": "DATA_LOSS", "fail_after": 2})
+    r = await gw.client.get(
+        "/v1/shelves/s1/books/b1:watch", params={"count": 5, "fail_code": "DATA_LOSS", "fail_after": 2}
+    )
     assert r.status_code == 200
     lines = ndjson(r.text)
     assert len(lines) == 3 and "result" in lines[1]
@@ -53,7 +57,9 @@ async def test_ndjson_error_after_messages(gw):
 
 
 async def test_stream_error_before_first_message_is_an_http_error(gw):
-    r = await gw.client.get("/v1/shelves/s1/books/b1:watch", params={"count": 5, "fail_code": "NOT_FOUND", "fail_after": 0})
+    r = await gw.client.get(
+        "/v1/shelves/s1/books/b1:watch", params={"count": 5, "fail_code": "NOT_FOUND", "fail_after": 0}
+    )
     assert r.status_code == 404
     assert r.json() == {"code": 5, "message": "failed after 0", "details": []}
 
@@ -64,7 +70,9 @@ async def test_empty_stream(gw):
 
 
 async def test_sse_stream(gw):
-    r = await gw.client.get("/v1/shelves/s1/books/b1:watch", params={"count": 2}, headers={"Accept": "text/event-stream"})
+    r = await gw.client.get(
+        "/v1/shelves/s1/books/b1:watch", params={"count": 2}, headers={"Accept": "text/event-stream"}
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert r.headers["cache-control"] == "no-cache"
     events = sse_events(r.text)
@@ -73,20 +81,29 @@ async def test_sse_stream(gw):
 
 
 async def test_sse_error_event(gw):
-    r = await gw.client.get("/v1/shelves/s1/books/b1:watch", params={"count": 3, "fail_code": "INTERNAL", "fail_after": 1},
-                            headers={"Accept": "text/event-stream"})
+    r = await gw.client.get(
+        "/v1/shelves/s1/books/b1:watch",
+        params={"count": 3, "fail_code": "INTERNAL", "fail_after": 1},
+        headers={"Accept": "text/event-stream"},
+    )
     events = sse_events(r.text)
     assert events[-1]["event"] == "error"
     assert json.loads(events[-1]["data"]) == {"code": 13, "message": "failed after 1", "details": []}
 
 
 async def test_last_event_id_resumes(gw):
-    r = await gw.client.get("/v1/shelves/s1/books/b1:watch", params={"count": 2},
-                            headers={"Accept": "text/event-stream", "Last-Event-ID": "41"})
+    r = await gw.client.get(
+        "/v1/shelves/s1/books/b1:watch",
+        params={"count": 2},
+        headers={"Accept": "text/event-stream", "Last-Event-ID": "41"},
+    )
     assert [e["id"] for e in sse_events(r.text)] == ["42", "43"]
     # an explicit after_seq wins over Last-Event-ID
-    r = await gw.client.get("/v1/shelves/s1/books/b1:watch", params={"count": 1, "after_seq": 7},
-                            headers={"Accept": "text/event-stream", "Last-Event-ID": "41"})
+    r = await gw.client.get(
+        "/v1/shelves/s1/books/b1:watch",
+        params={"count": 1, "after_seq": 7},
+        headers={"Accept": "text/event-stream", "Last-Event-ID": "41"},
+    )
     assert [e["id"] for e in sse_events(r.text)] == ["8"]
 
 
@@ -133,8 +150,9 @@ async def test_stream_is_flushed_per_message(live):
 async def test_client_disconnect_cancels_handler_quickly(live):
     token = f"cancel-{live.mode}"
     async with httpx.AsyncClient(base_url=f"http://{live.addr}") as client:
-        async with client.stream("GET", "/v1/shelves/s1/books/b1:watch",
-                                 params={"count": 1000, "interval_ms": 20, "token": token}) as r:
+        async with client.stream(
+            "GET", "/v1/shelves/s1/books/b1:watch", params={"count": 1000, "interval_ms": 20, "token": token}
+        ) as r:
             lines = r.aiter_lines()
             await lines.__anext__()
             await lines.__anext__()
@@ -172,8 +190,12 @@ async def test_unary_client_disconnect_cancels_handler(live):
 
 async def test_sse_keepalive(live):
     async with httpx.AsyncClient(base_url=f"http://{live.addr}") as client:
-        async with client.stream("GET", "/v1/shelves/s1/books/b1:watch", params={"count": 2, "interval_ms": 700},
-                                 headers={"Accept": "text/event-stream"}) as r:
+        async with client.stream(
+            "GET",
+            "/v1/shelves/s1/books/b1:watch",
+            params={"count": 2, "interval_ms": 700},
+            headers={"Accept": "text/event-stream"},
+        ) as r:
             body = b""
             async for chunk in r.aiter_bytes():
                 body += chunk
@@ -201,8 +223,16 @@ async def test_websocket_on_post_route(live):
             await ws.recv()
 
 
-@pytest.mark.parametrize("code, close_code", [("PERMISSION_DENIED", 1008), ("UNAUTHENTICATED", 1008),
-                                              ("INTERNAL", 1011), ("UNKNOWN", 1011), ("NOT_FOUND", 1000)])
+@pytest.mark.parametrize(
+    "code, close_code",
+    [
+        ("PERMISSION_DENIED", 1008),
+        ("UNAUTHENTICATED", 1008),
+        ("INTERNAL", 1011),
+        ("UNKNOWN", 1011),
+        ("NOT_FOUND", 1000),
+    ],
+)
 async def test_websocket_error_frame_and_close_code(live, code, close_code):
     async with websockets.connect(f"ws://{live.addr}/v1/shelves/s1/books/b1:watch") as ws:
         await ws.send(json.dumps({"count": 3, "fail_code": code, "fail_after": 1}))

@@ -6,7 +6,6 @@ import hashlib
 import json
 
 import pytest
-
 from support import Harness
 
 
@@ -25,17 +24,25 @@ def multipart(parts: list[tuple[str, str | None, str | None, bytes]], boundary: 
 
 async def test_multipart_upload_streams_chunks(gw):
     data = bytes(range(256)) * 2400  # 614,400 bytes
-    body, ctype = multipart([
-        ("description", None, None, "a report".encode()),
-        ("labels[team]", None, None, b"core"),
-        ("parent", None, None, b"shelves/evil"),
-        ("file", "report.pdf", "application/pdf", data),
-    ])
+    body, ctype = multipart(
+        [
+            ("description", None, None, b"a report"),
+            ("labels[team]", None, None, b"core"),
+            ("parent", None, None, b"shelves/evil"),
+            ("file", "report.pdf", "application/pdf", data),
+        ]
+    )
     r = await gw.client.post("/v1/shelves/s1/files", content=body, headers={"content-type": ctype})
     assert r.status_code == 200, r.text
     assert r.json() == {
-        "parent": "shelves/s1", "file_name": "report.pdf", "content_type": "application/pdf", "description": "a report",
-        "size": str(len(data)), "messages": 3, "sha256": hashlib.sha256(data).hexdigest(), "labels": {"team": "core"},
+        "parent": "shelves/s1",
+        "file_name": "report.pdf",
+        "content_type": "application/pdf",
+        "description": "a report",
+        "size": str(len(data)),
+        "messages": 3,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "labels": {"team": "core"},
     }
     assert gw.state.uploads[-1] == [262144, 262144, len(data) - 2 * 262144]
 
@@ -87,19 +94,28 @@ async def test_ndjson_client_stream(gw):
     r = await gw.client.post("/v1/shelves/s1/files", content=body, headers={"content-type": "application/x-ndjson"})
     assert r.status_code == 200
     out = r.json()
-    assert out["parent"] == "shelves/s1" and out["file_name"] == "n.txt" and out["size"] == "11" and out["messages"] == 3
+    assert (
+        out["parent"] == "shelves/s1" and out["file_name"] == "n.txt" and out["size"] == "11" and out["messages"] == 3
+    )
     assert out["sha256"] == hashlib.sha256(b"hello world").hexdigest()
 
 
 async def test_concatenated_json_client_stream_and_errors(gw):
-    r = await gw.client.post("/v1/shelves/s1/files", content=b'{"data": "YQ=="}\n{\n "data": "Yg=="\n}',
-                             headers={"content-type": "application/json"})
+    r = await gw.client.post(
+        "/v1/shelves/s1/files",
+        content=b'{"data": "YQ=="}\n{\n "data": "Yg=="\n}',
+        headers={"content-type": "application/json"},
+    )
     assert r.json()["size"] == "2" and r.json()["messages"] == 2
-    r = await gw.client.post("/v1/shelves/s1/files", content=b'{"data": "YQ=="}\n{"data": 5}\n',
-                             headers={"content-type": "application/x-ndjson"})
+    r = await gw.client.post(
+        "/v1/shelves/s1/files",
+        content=b'{"data": "YQ=="}\n{"data": 5}\n',
+        headers={"content-type": "application/x-ndjson"},
+    )
     assert r.status_code == 400 and '"data"' in r.json()["message"]
-    r = await gw.client.post("/v1/shelves/s1/files", content=b'{"data": "YQ=="}\n{oops}\n',
-                             headers={"content-type": "application/x-ndjson"})
+    r = await gw.client.post(
+        "/v1/shelves/s1/files", content=b'{"data": "YQ=="}\n{oops}\n', headers={"content-type": "application/x-ndjson"}
+    )
     assert r.status_code == 400 and "not valid JSON" in r.json()["message"]
     r = await gw.client.post("/v1/shelves/s1/files", content=b"", headers={"content-type": "application/x-ndjson"})
     assert r.status_code == 200 and r.json()["messages"] == 0

@@ -39,8 +39,9 @@ async def test_an_error_in_the_target_is_reported_and_the_worker_kept(pool):
     assert (await pool.call({"do": "echo", "value": 0}, timeout=5))["pid"] == before
 
 
-@pytest.mark.parametrize("request_", [{"do": "spin"}, {"do": "sleep_in_c", "seconds": 30}],
-                         ids=["a Python loop", "a long C call"])
+@pytest.mark.parametrize(
+    "request_", [{"do": "spin"}, {"do": "sleep_in_c", "seconds": 30}], ids=["a Python loop", "a long C call"]
+)
 async def test_a_computation_past_its_deadline_is_killed_on_time_and_its_worker_replaced(pool, request_):
     before = (await pool.call({"do": "echo", "value": 0}, timeout=5))["pid"]
     started = time.perf_counter()
@@ -82,8 +83,7 @@ async def test_a_cancelled_call_frees_its_worker(pool):
 
 async def test_calls_queue_for_the_workers_and_waiting_is_not_running(pool):
     started = time.perf_counter()
-    results = await asyncio.gather(*(pool.call({"do": "sleep_in_c", "seconds": 0.3}, timeout=0.5)
-                                     for _ in range(3)))
+    results = await asyncio.gather(*(pool.call({"do": "sleep_in_c", "seconds": 0.3}, timeout=0.5) for _ in range(3)))
     assert results == ["slept"] * 3
     assert time.perf_counter() - started >= 0.9  # one worker: one after another, each within its own deadline
 

@@ -13,7 +13,6 @@ from sqlalchemy import inspect
 from typecase.server.infra.schema import alembic_config, import_models, migrate
 from typecase.server.infra.sql import Base
 
-
 import_models()
 SCRIPTS = ScriptDirectory.from_config(alembic_config())
 BRANCHES = sorted({label for rev in SCRIPTS.walk_revisions() for label in rev.branch_labels})
@@ -33,8 +32,9 @@ INFRA_TABLES = {"auth": {"resource_grants"}}
 
 def domain_tables(branch: str) -> set[str]:
     """The tables the branch's domain declares in typecase.server.<branch>.models (plus its INFRA_TABLES)."""
-    return {m.local_table.name for m in Base.registry.mappers
-            if m.class_.__module__ == f"typecase.server.{branch}.models"} | INFRA_TABLES.get(branch, set())
+    return {
+        m.local_table.name for m in Base.registry.mappers if m.class_.__module__ == f"typecase.server.{branch}.models"
+    } | INFRA_TABLES.get(branch, set())
 
 
 def schema_diff(tables: set[str]):
@@ -70,6 +70,7 @@ async def test_branches_match_their_models_and_round_trip_alone(fresh_database):
             assert await conn.run_sync(schema_diff(tables)) == [], branch
 
         async with fresh_database.engine.begin() as conn:
+
             def downgrade(sync_conn, branch=branch):
                 cfg = alembic_config()
                 cfg.attributes["connection"] = sync_conn

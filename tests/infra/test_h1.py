@@ -12,8 +12,9 @@ import httpx
 import pytest
 import uvloop
 
-from .infra_support import free_port
 from typecase.server.infra.h1 import StreamClient
+
+from .infra_support import free_port
 
 TIMEOUT = {"connect": 2.0, "read": 5.0, "write": 2.0, "pool": 2.0}
 SSE = [b'data: {"n":%d}\n\n' % i for i in range(5)] + [b"data: [DONE]\n\n"]
@@ -60,8 +61,14 @@ class Server:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 request = head + await reader.readexactly(length)
                 conn.requests.append(request)
                 await self.respond(conn, request)
@@ -109,9 +116,13 @@ async def test_chunked_sse_read_whole(client: StreamClient) -> None:
         conn.writer.write(b"0\r\n\r\n")
 
     async with Server(sse) as server:
-        response = await client.send("POST", server.url + "/v1/chat/completions?x=%2F",
-                                     [(b"accept", b"text/event-stream"), (b"x-dup", b"1"), (b"x-dup", b"2")],
-                                     b'{"stream":true}', TIMEOUT)
+        response = await client.send(
+            "POST",
+            server.url + "/v1/chat/completions?x=%2F",
+            [(b"accept", b"text/event-stream"), (b"x-dup", b"1"), (b"x-dup", b"2")],
+            b'{"stream":true}',
+            TIMEOUT,
+        )
         assert (response.status, response.reason) == (200, "OK")
         assert response.header(b"content-type") == b"text/event-stream"
         chunks = [chunk async for chunk in response.body]
@@ -121,9 +132,12 @@ async def test_chunked_sse_read_whole(client: StreamClient) -> None:
         request = server.conns[0].requests[0]
         port = server.url.rsplit(":", 1)[1]
         # Sent as given: path unquoted, the caller's headers in order (duplicates kept), nothing else added.
-        assert request == (b"POST /v1/chat/completions?x=%2F HTTP/1.1\r\nhost: 127.0.0.1:" + port.encode() +
-                           b"\r\naccept: text/event-stream\r\nx-dup: 1\r\nx-dup: 2\r\ncontent-length: 15\r\n\r\n"
-                           b'{"stream":true}')
+        assert request == (
+            b"POST /v1/chat/completions?x=%2F HTTP/1.1\r\nhost: 127.0.0.1:"
+            + port.encode()
+            + b"\r\naccept: text/event-stream\r\nx-dup: 1\r\nx-dup: 2\r\ncontent-length: 15\r\n\r\n"
+            b'{"stream":true}'
+        )
 
 
 async def test_content_length_body_and_keepalive_reuse(client: StreamClient) -> None:
@@ -307,12 +321,19 @@ async def test_slow_consumer_pauses_reading(client: StreamClient) -> None:
         assert transport.get_write_buffer_size() == 0
 
 
-SCENARIOS = [test_chunked_sse_read_whole, test_content_length_body_and_keepalive_reuse, test_close_delimited_body,
-             test_idle_connection_closed_by_server_is_replaced,
-             test_reused_connection_closed_before_answering_is_retried,
-             test_fresh_connection_closed_without_answer_is_not_retried, test_abandoned_body_closes_connection,
-             test_cancelled_read_closes_connection, test_refused_port_is_connect_error,
-             test_malformed_status_line_is_protocol_error, test_slow_consumer_pauses_reading]
+SCENARIOS = [
+    test_chunked_sse_read_whole,
+    test_content_length_body_and_keepalive_reuse,
+    test_close_delimited_body,
+    test_idle_connection_closed_by_server_is_replaced,
+    test_reused_connection_closed_before_answering_is_retried,
+    test_fresh_connection_closed_without_answer_is_not_retried,
+    test_abandoned_body_closes_connection,
+    test_cancelled_read_closes_connection,
+    test_refused_port_is_connect_error,
+    test_malformed_status_line_is_protocol_error,
+    test_slow_consumer_pauses_reading,
+]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__.removeprefix("test_"))

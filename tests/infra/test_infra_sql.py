@@ -247,8 +247,12 @@ async def test_concurrent_migrate_from_two_processes(
         Path(make_url(url).database).parent.mkdir(parents=True)
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, str(CHILD), url,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            str(CHILD),
+            url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         for _ in range(2)
     ]
@@ -286,7 +290,10 @@ def test_base_uses_portable_constraint_names() -> None:
     md = MetaData(naming_convention=Base.metadata.naming_convention)
     Table("parent", md, Column("id", Integer, primary_key=True))
     child = Table(
-        "child", md, Column("id", Integer, primary_key=True), Column("parent_id", ForeignKey("parent.id")),
+        "child",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("parent_id", ForeignKey("parent.id")),
         UniqueConstraint("parent_id"),
     )
     ddl = str(CreateTable(child))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from .infra_support import unique
 from typecase.server.infra.storage import (
     LocalStorage,
     ObjectNotFound,
@@ -19,6 +18,8 @@ from typecase.server.infra.storage import (
     create_storage,
     safe_key,
 )
+
+from .infra_support import unique
 
 MiB = 1024 * 1024
 ACCESS, SECRET = "testing-access", "testing-secret-key"
@@ -64,7 +65,10 @@ async def test_put_get_stat_round_trip(storage: ObjectStorage) -> None:
     data = b"hello \x00 world" * 100
     info = await storage.put("docs/a/hello.txt", data, content_type="text/plain")
     assert (info.key, info.size, info.md5, info.content_type) == (
-        "docs/a/hello.txt", len(data), hashlib.md5(data).hexdigest(), "text/plain",
+        "docs/a/hello.txt",
+        len(data),
+        hashlib.md5(data).hexdigest(),
+        "text/plain",
     )
     assert await storage.read_bytes("docs/a/hello.txt") == data
     st = await storage.stat("docs/a/hello.txt")
@@ -160,8 +164,11 @@ async def _assert_no_leftovers(storage: ObjectStorage) -> None:
         import boto3
 
         s3 = boto3.client(
-            "s3", endpoint_url=f"http://{storage.endpoint}", aws_access_key_id=ACCESS,
-            aws_secret_access_key=SECRET, region_name="us-east-1",
+            "s3",
+            endpoint_url=f"http://{storage.endpoint}",
+            aws_access_key_id=ACCESS,
+            aws_secret_access_key=SECRET,
+            region_name="us-east-1",
         )
         assert s3.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", []) == []  # aborted
 
@@ -199,8 +206,19 @@ async def test_list_and_delete_prefix(storage: ObjectStorage) -> None:
 # ----------------------------------------------------------------------------------------- key safety
 
 UNSAFE_KEYS = [
-    "", "/etc/passwd", "../escape", "a/../../b", "a/./b", "a//b", "a/", "a\\b", "a\x00b", "a\nb", "a\x7fb",
-    "x" * 1025, "é" * 600,
+    "",
+    "/etc/passwd",
+    "../escape",
+    "a/../../b",
+    "a/./b",
+    "a//b",
+    "a/",
+    "a\\b",
+    "a\x00b",
+    "a\nb",
+    "a\x7fb",
+    "x" * 1025,
+    "é" * 600,
 ]
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from .infra_support import MILVUS_URI, run_async, unique
 from typecase.server.infra.vectors import VectorStore, create_vector_store
 from typecase.server.infra.vectors_embedded import EmbeddedVectorStore
+
+from .infra_support import MILVUS_URI, run_async, unique
 
 DIM = 8
 BACKENDS = ["embedded", "lite"] + (["server"] if MILVUS_URI else [])
@@ -52,8 +53,13 @@ def unit(i: int) -> list[float]:
 
 def rows(n: int, **extra) -> list[dict]:
     return [
-        {"id": f"doc-{i}", "vector": unit(i), "metadata": {"n": i, "tag": "even" if i % 2 == 0 else "odd"},
-         "kb_id": "kb1" if i < 4 else "kb2", **extra}
+        {
+            "id": f"doc-{i}",
+            "vector": unit(i),
+            "metadata": {"n": i, "tag": "even" if i % 2 == 0 else "odd"},
+            "kb_id": "kb1" if i < 4 else "kb2",
+            **extra,
+        }
         for i in range(n)
     ]
 

@@ -21,13 +21,20 @@ async def restarted(path, before: JournaledMemoryCache | None = None) -> Journal
 async def test_streams_come_back_whole_after_a_restart_and_values_do_not(tmp_path):
     path = tmp_path / "streams.db"
     cache = await restarted(path)
-    await cache.xadd_many([("log:a", {"s": "1", "m": b"\x00first"}, 60), ("log:b", {"s": "1", "m": "b1"}, None),
-                           ("log:a", {"s": "2", "m": b"second", "t": "1"}, None)])
+    await cache.xadd_many(
+        [
+            ("log:a", {"s": "1", "m": b"\x00first"}, 60),
+            ("log:b", {"s": "1", "m": "b1"}, None),
+            ("log:a", {"s": "2", "m": b"second", "t": "1"}, None),
+        ]
+    )
     await cache.xadd("log:b", {"s": "2", "m": "b2"})
     await cache.set("stop:a", "1", ttl=60)
     cache = await restarted(path, cache)
-    assert [f for _, f in await cache.xrange("log:a")] == [{"s": b"1", "m": b"\x00first"},
-                                                           {"s": b"2", "m": b"second", "t": b"1"}]
+    assert [f for _, f in await cache.xrange("log:a")] == [
+        {"s": b"1", "m": b"\x00first"},
+        {"s": b"2", "m": b"second", "t": b"1"},
+    ]
     assert [f["m"] for _, f in await cache.xrange("log:b")] == [b"b1", b"b2"]
     assert await cache.get("stop:a") is None  # a dead process's signals and locks stay dead
     # ids keep increasing after the reload, so readers may go on with xread

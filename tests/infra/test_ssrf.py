@@ -62,11 +62,18 @@ def test_public_addresses_and_their_ipv6_forms_are_allowed(address, what):
     assert is_public(ipaddress.ip_address(address)), what
 
 
-@pytest.mark.parametrize(("address", "inner"), [
-    ("::ffff:127.0.0.1", "127.0.0.1"), ("::127.0.0.1", "127.0.0.1"), ("64:ff9b::c0a8:1", "192.168.0.1"),
-    ("2002:c0a8:1::", "192.168.0.1"), ("2606:4700:4700::1111", None), ("10.0.0.1", None),
-    ("64:ff9b:1::c0a8:1", None),
-])
+@pytest.mark.parametrize(
+    ("address", "inner"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("::127.0.0.1", "127.0.0.1"),
+        ("64:ff9b::c0a8:1", "192.168.0.1"),
+        ("2002:c0a8:1::", "192.168.0.1"),
+        ("2606:4700:4700::1111", None),
+        ("10.0.0.1", None),
+        ("64:ff9b:1::c0a8:1", None),
+    ],
+)
 def test_the_ipv4_address_an_ipv6_address_embeds(address, inner):
     found = embedded_ipv4(ipaddress.ip_address(address))
     assert (str(found) if found else None) == inner
@@ -84,8 +91,9 @@ def test_operator_exceptions_allow_networks_hosts_and_suffixes_and_nothing_more(
     assert not policy.host_allowed("svc.local.evil.com") and not policy.host_allowed("evil-internal.example")
 
 
-@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "[::1]", "::ffff:7f00:1", "64:ff9b::7f00:1",
-                                  "2002:7f00:1::1", "fec0::1"])
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.0.0.1", "[::1]", "::ffff:7f00:1", "64:ff9b::7f00:1", "2002:7f00:1::1", "fec0::1"]
+)
 async def test_resolving_a_host_refuses_any_non_public_answer(host):
     with pytest.raises(Blocked, match="non-public address; add it to flow_http_allowed_hosts"):
         await AddressPolicy([], "flow_http_allowed_hosts").resolve(host, 80)

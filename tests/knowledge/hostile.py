@@ -52,9 +52,18 @@ def docx_bomb(unpacked_bytes: int = 300 * MiB) -> bytes:
     document = zipfile.ZipFile(io.BytesIO(xml)).read("word/document.xml").decode()
     head, rest = document.split("<w:body>")
     paragraph = ("<w:p><w:r><w:t>" + "A" * 20_000 + "</w:t></w:r></w:p>").encode()
-    return _rebuild(xml, {"word/document.xml": _streamed(
-        "word/document.xml", (head + "<w:body>").encode(), paragraph, unpacked_bytes,
-        ("<w:sectPr/></w:body>" + rest.split("</w:body>")[1]).encode())})
+    return _rebuild(
+        xml,
+        {
+            "word/document.xml": _streamed(
+                "word/document.xml",
+                (head + "<w:body>").encode(),
+                paragraph,
+                unpacked_bytes,
+                ("<w:sectPr/></w:body>" + rest.split("</w:body>")[1]).encode(),
+            )
+        },
+    )
 
 
 def xlsx_bomb(unpacked_bytes: int = 300 * MiB) -> bytes:
@@ -63,9 +72,18 @@ def xlsx_bomb(unpacked_bytes: int = 300 * MiB) -> bytes:
     sheet = zipfile.ZipFile(io.BytesIO(book)).read("xl/worksheets/sheet1.xml").decode()
     head, rest = sheet.split("<sheetData>")
     row = ('<row><c t="inlineStr"><is><t>' + "B" * 20_000 + "</t></is></c></row>").encode()
-    return _rebuild(book, {"xl/worksheets/sheet1.xml": _streamed(
-        "xl/worksheets/sheet1.xml", (head + "<sheetData>").encode(), row, unpacked_bytes,
-        ("</sheetData>" + rest.split("</sheetData>")[1]).encode())})
+    return _rebuild(
+        book,
+        {
+            "xl/worksheets/sheet1.xml": _streamed(
+                "xl/worksheets/sheet1.xml",
+                (head + "<sheetData>").encode(),
+                row,
+                unpacked_bytes,
+                ("</sheetData>" + rest.split("</sheetData>")[1]).encode(),
+            )
+        },
+    )
 
 
 def lying_docx(unpacked_bytes: int = 300 * MiB, declared_bytes: int = 1000) -> bytes:
@@ -89,8 +107,9 @@ def entity_docx() -> bytes:
     def write(original: bytes, archive: zipfile.ZipFile) -> None:
         text = original.decode()
         prolog_end = text.index("?>") + 2
-        archive.writestr("word/document.xml", text[:prolog_end] + BILLION_LAUGHS
-                         + text[prolog_end:].replace("LAUGHS", "&lol9;"))
+        archive.writestr(
+            "word/document.xml", text[:prolog_end] + BILLION_LAUGHS + text[prolog_end:].replace("LAUGHS", "&lol9;")
+        )
 
     return _rebuild(xml, {"word/document.xml": write})
 
@@ -103,8 +122,9 @@ def padded_xlsx(columns: str = "XFD", rows: int = 1_048_576) -> bytes:
     def write(original: bytes, archive: zipfile.ZipFile) -> None:
         corner = f"{columns}{rows}"
         text = original.decode().replace('<dimension ref="A1:B2"/>', f'<dimension ref="A1:{corner}"/>')
-        text = text.replace("</sheetData>", f'<row r="{rows}"><c r="{corner}" t="inlineStr"><is><t>x</t></is></c>'
-                                            "</row></sheetData>")
+        text = text.replace(
+            "</sheetData>", f'<row r="{rows}"><c r="{corner}" t="inlineStr"><is><t>x</t></is></c></row></sheetData>'
+        )
         archive.writestr("xl/worksheets/sheet1.xml", text)
 
     return _rebuild(book, {"xl/worksheets/sheet1.xml": write})

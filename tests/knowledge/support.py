@@ -7,7 +7,8 @@ import asyncio
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from typecase.v1 import auth_pb2, knowledge_pb2 as pb
+from typecase.v1 import auth_pb2
+from typecase.v1 import knowledge_pb2 as pb
 
 PIECE = 64 * 1024
 
@@ -57,7 +58,8 @@ async def wait_done(stub, md, file_id: str, timeout: float = 120) -> pb.Knowledg
 
 async def create_kb(stub, md, name: str, **kw) -> pb.KnowledgeBase:
     reply = await stub.CreateKnowledgeBase(
-        pb.CreateKnowledgeBaseRequest(knowledge_base=pb.KnowledgeBase(name=name, **kw)), metadata=md)
+        pb.CreateKnowledgeBaseRequest(knowledge_base=pb.KnowledgeBase(name=name, **kw)), metadata=md
+    )
     return reply.knowledge_base
 
 
@@ -67,7 +69,11 @@ async def search(stub, md, kb_ids, query: str, **kw) -> list[pb.SearchHit]:
 
 async def new_user(auth_stub, admin_md, username: str) -> tuple[tuple[str, str], ...]:
     password = "correct horse battery"
-    await auth_stub.CreateUser(auth_pb2.CreateUserRequest(user=auth_pb2.User(
-        username=username, password=password, role=auth_pb2.USER_ROLE_USER)), metadata=admin_md)
+    await auth_stub.CreateUser(
+        auth_pb2.CreateUserRequest(
+            user=auth_pb2.User(username=username, password=password, role=auth_pb2.USER_ROLE_USER)
+        ),
+        metadata=admin_md,
+    )
     login = await auth_stub.Login(auth_pb2.LoginRequest(username=username, password=password))
     return bearer(login.access_token)

@@ -20,7 +20,10 @@ def test_tokens_are_cjk_aware():
 def test_default_separators_prefer_paragraphs_then_lines_then_sentences():
     text = "alpha beta gamma.\n\ndelta epsilon.\nzeta eta theta. iota kappa."
     assert chunks(text, chunk_size=4, chunk_overlap=0) == [
-        "alpha beta gamma.", "delta epsilon.", "zeta eta theta.", "iota kappa."
+        "alpha beta gamma.",
+        "delta epsilon.",
+        "zeta eta theta.",
+        "iota kappa.",
     ]
     # Everything fits: one chunk, paragraphs kept.
     assert chunks(text, chunk_size=100, chunk_overlap=0) == [text]
@@ -105,17 +108,22 @@ def test_separators_are_re2_so_a_catastrophic_pattern_is_fast():
 
     text = "a" * 30 + "!" + "\n\nnext paragraph"
     started = time.perf_counter()
-    assert chunks(text, separators=("(a+)+$", r"\n\n"), chunk_size=3, chunk_overlap=0) == ["a" * 30 + "!",
-                                                                                         "next paragraph"]
+    assert chunks(text, separators=("(a+)+$", r"\n\n"), chunk_size=3, chunk_overlap=0) == [
+        "a" * 30 + "!",
+        "next paragraph",
+    ]
     assert time.perf_counter() - started < 0.1  # Python's re: minutes
 
 
-@pytest.mark.parametrize("separator, why", [
-    (r"(?=## )", "lookahead (?=...) is not supported"),
-    (r"(?<=。)", "lookbehind (?<=...) is not supported"),
-    (r"(\n)\1", "backreferences"),
-    ("(?:[ab]{0,40}a){1,20}x", "too complex: 1644 instructions compiled, at most 128"),
-])
+@pytest.mark.parametrize(
+    "separator, why",
+    [
+        (r"(?=## )", "lookahead (?=...) is not supported"),
+        (r"(?<=。)", "lookbehind (?<=...) is not supported"),
+        (r"(\n)\1", "backreferences"),
+        ("(?:[ab]{0,40}a){1,20}x", "too complex: 1644 instructions compiled, at most 128"),
+    ],
+)
 def test_an_unusable_separator_is_refused_with_the_reason(separator, why):
     with pytest.raises(RuleError) as caught:
         Rule(separators=(separator,)).validate()

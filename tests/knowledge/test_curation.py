@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from typecase.v1 import knowledge_pb2 as pb, knowledge_pb2_grpc
+from typecase.v1 import knowledge_pb2 as pb
+from typecase.v1 import knowledge_pb2_grpc
 
 from .support import bearer, create_kb, new_user, reason, search, upload, wait_done
 
@@ -56,13 +57,16 @@ async def test_an_edited_chunk_is_found_by_its_new_text_and_not_its_old_on_vecto
     assert before[0].chunk_id == heron.id
     assert (await search(stub, ADMIN, [kb.id], "heron quarry", mode=pb.SEARCH_MODE_KEYWORD))[0].chunk_id == heron.id
 
-    updated = (await stub.UpdateChunk(pb.UpdateChunkRequest(chunk=pb.Chunk(id=heron.id, text=NEW_TEXT)),
-                                      metadata=ADMIN)).chunk
+    updated = (
+        await stub.UpdateChunk(pb.UpdateChunkRequest(chunk=pb.Chunk(id=heron.id, text=NEW_TEXT)), metadata=ADMIN)
+    ).chunk
     assert updated.text == NEW_TEXT and updated.edited and updated.index == heron.index
 
     # new text: first by vector and by keyword
     assert (await search(stub, ADMIN, [kb.id], NEW_QUERY, mode=pb.SEARCH_MODE_VECTOR))[0].chunk_id == heron.id
-    assert (await search(stub, ADMIN, [kb.id], "observatory telescope", mode=pb.SEARCH_MODE_KEYWORD))[0].chunk_id == heron.id
+    assert (await search(stub, ADMIN, [kb.id], "observatory telescope", mode=pb.SEARCH_MODE_KEYWORD))[
+        0
+    ].chunk_id == heron.id
     # old text: gone from the keyword index, and the chunk's vector no longer matches the old question
     assert await search(stub, ADMIN, [kb.id], "heron quarry", mode=pb.SEARCH_MODE_KEYWORD) == []
     # (in six paragraphs something ranks first; what matters is that no vector of the old text is left)
@@ -70,8 +74,9 @@ async def test_an_edited_chunk_is_found_by_its_new_text_and_not_its_old_on_vecto
     assert score_of(after, heron.id) < score_of(before, heron.id) - 0.2
     assert len(after) == len(PARAGRAPHS)  # one vector a chunk: the old one was replaced, not kept beside
     # the other chunks are untouched in both indexes
-    assert (await search(stub, ADMIN, [kb.id], "laptops students", mode=pb.SEARCH_MODE_KEYWORD))[0].text == \
-        PARAGRAPHS[2]
+    assert (await search(stub, ADMIN, [kb.id], "laptops students", mode=pb.SEARCH_MODE_KEYWORD))[0].text == PARAGRAPHS[
+        2
+    ]
     got = (await stub.GetChunk(pb.GetChunkRequest(chunk_id=heron.id), metadata=ADMIN)).chunk
     assert got.text == NEW_TEXT and got.file_name == "notes.txt"
 
@@ -87,10 +92,13 @@ async def test_deleted_and_added_chunks_leave_and_join_both_indexes(stub):
         await stub.GetChunk(pb.GetChunkRequest(chunk_id=bikes.id), metadata=ADMIN)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
-    added = (await stub.AddChunk(pb.AddChunkRequest(file_id=file.id, chunk=pb.Chunk(text=NEW_TEXT, page=3)),
-                                 metadata=ADMIN)).chunk
+    added = (
+        await stub.AddChunk(pb.AddChunkRequest(file_id=file.id, chunk=pb.Chunk(text=NEW_TEXT, page=3)), metadata=ADMIN)
+    ).chunk
     assert added.index == len(PARAGRAPHS) and added.page == 3 and added.edited and added.start_offset == 0
-    assert (await search(stub, ADMIN, [kb.id], "observatory telescope", mode=pb.SEARCH_MODE_KEYWORD))[0].chunk_id == added.id
+    assert (await search(stub, ADMIN, [kb.id], "observatory telescope", mode=pb.SEARCH_MODE_KEYWORD))[
+        0
+    ].chunk_id == added.id
     assert (await search(stub, ADMIN, [kb.id], NEW_QUERY, mode=pb.SEARCH_MODE_VECTOR))[0].chunk_id == added.id
     got = (await stub.GetFile(pb.GetFileRequest(file_id=file.id), metadata=ADMIN)).file
     assert got.chunk_count == len(PARAGRAPHS)  # one deleted, one added
@@ -98,13 +106,15 @@ async def test_deleted_and_added_chunks_leave_and_join_both_indexes(stub):
 
 async def test_chunks_list_by_file_and_keyword_in_pages_with_offsets_into_the_text(stub):
     kb, file = await base_with_file(stub, "list")
-    other = await stub.AddTextFile(pb.AddTextFileRequest(kb_id=kb.id, name="other.txt", text="Heron facts only."),
-                                   metadata=ADMIN)
+    other = await stub.AddTextFile(
+        pb.AddTextFileRequest(kb_id=kb.id, name="other.txt", text="Heron facts only."), metadata=ADMIN
+    )
     await wait_done(stub, ADMIN, other.file.id)
     listed, token = [], ""
     while True:
-        reply = await stub.ListChunks(pb.ListChunksRequest(kb_id=kb.id, file_id=file.id, page_size=4,
-                                                           page_token=token), metadata=ADMIN)
+        reply = await stub.ListChunks(
+            pb.ListChunksRequest(kb_id=kb.id, file_id=file.id, page_size=4, page_token=token), metadata=ADMIN
+        )
         assert reply.total_size == len(PARAGRAPHS)
         listed += reply.chunks
         token = reply.next_page_token
@@ -121,25 +131,31 @@ async def test_chunks_list_by_file_and_keyword_in_pages_with_offsets_into_the_te
 async def test_chunk_edits_are_validated_and_limited_to_the_owner(stub, kchannel):
     kb, file = await base_with_file(stub, "validate")
     [first] = await chunks_of(stub, kb.id, keyword="heron")
-    for chunk, field in ((pb.Chunk(id=first.id, text="   "), "chunk.text"),
-                         (pb.Chunk(id=first.id, text="x" * 40_000), "chunk.text")):
+    for chunk, field in (
+        (pb.Chunk(id=first.id, text="   "), "chunk.text"),
+        (pb.Chunk(id=first.id, text="x" * 40_000), "chunk.text"),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.UpdateChunk(pb.UpdateChunkRequest(chunk=chunk), metadata=ADMIN)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in err.value.details()
     from google.protobuf import field_mask_pb2
 
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.UpdateChunk(pb.UpdateChunkRequest(chunk=pb.Chunk(id=first.id, file_id="x"),
-                                                     update_mask=field_mask_pb2.FieldMask(paths=["file_id"])),
-                               metadata=ADMIN)
+        await stub.UpdateChunk(
+            pb.UpdateChunkRequest(
+                chunk=pb.Chunk(id=first.id, file_id="x"), update_mask=field_mask_pb2.FieldMask(paths=["file_id"])
+            ),
+            metadata=ADMIN,
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "file_id" in err.value.details()
     from typecase.v1 import auth_pb2_grpc
 
     stranger = await new_user(auth_pb2_grpc.AuthServiceStub(kchannel), ADMIN, "chunk-stranger")
-    for call in (stub.GetChunk(pb.GetChunkRequest(chunk_id=first.id), metadata=stranger),
-                 stub.UpdateChunk(pb.UpdateChunkRequest(chunk=pb.Chunk(id=first.id, text="mine now")),
-                                  metadata=stranger),
-                 stub.DeleteChunk(pb.DeleteChunkRequest(chunk_id=first.id), metadata=stranger)):
+    for call in (
+        stub.GetChunk(pb.GetChunkRequest(chunk_id=first.id), metadata=stranger),
+        stub.UpdateChunk(pb.UpdateChunkRequest(chunk=pb.Chunk(id=first.id, text="mine now")), metadata=stranger),
+        stub.DeleteChunk(pb.DeleteChunkRequest(chunk_id=first.id), metadata=stranger),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await call
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -162,17 +178,25 @@ async def test_download_returns_the_original_and_exactly_the_requested_byte_rang
     body, headers, content_type = await download(stub, ADMIN, file.id)
     assert body == original and content_type == file.mime_type
     assert headers["content-disposition"] == "attachment; filename=\"numbers.csv\"; filename*=UTF-8''numbers.csv"
-    for spec, expected in (("bytes=0-99", original[:100]), ("bytes=70000-200000", original[70000:200001]),
-                           ("bytes=300000-", original[300000:]), ("bytes=-10", original[-10:]),
-                           ("bytes=5-5", original[5:6]), (f"bytes=10-{10 ** 9}", original[10:])):
+    for spec, expected in (
+        ("bytes=0-99", original[:100]),
+        ("bytes=70000-200000", original[70000:200001]),
+        ("bytes=300000-", original[300000:]),
+        ("bytes=-10", original[-10:]),
+        ("bytes=5-5", original[5:6]),
+        (f"bytes=10-{10**9}", original[10:]),
+    ):
         body, headers, _ = await download(stub, ADMIN, file.id, range=spec, inline=True)
         assert body == expected, spec
         assert headers["content-disposition"].startswith("inline;")
     _, headers, _ = await download(stub, ADMIN, file.id, range="bytes=100-199")
     assert headers["content-range"] == f"bytes 100-199/{len(original)}"
-    for spec, code in (("bytes=abc", grpc.StatusCode.INVALID_ARGUMENT), ("items=0-1", grpc.StatusCode.INVALID_ARGUMENT),
-                       (f"bytes={len(original)}-", grpc.StatusCode.OUT_OF_RANGE),
-                       ("bytes=9-3", grpc.StatusCode.OUT_OF_RANGE)):
+    for spec, code in (
+        ("bytes=abc", grpc.StatusCode.INVALID_ARGUMENT),
+        ("items=0-1", grpc.StatusCode.INVALID_ARGUMENT),
+        (f"bytes={len(original)}-", grpc.StatusCode.OUT_OF_RANGE),
+        ("bytes=9-3", grpc.StatusCode.OUT_OF_RANGE),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await download(stub, ADMIN, file.id, range=spec)
         assert err.value.code() == code, spec
@@ -195,8 +219,10 @@ async def test_over_http_a_range_downloads_exactly_those_bytes_and_a_patch_edits
         [chunk] = r.json()["chunks"]
         r = await http.patch(f"/v1/chunks/{chunk['id']}", json={"text": NEW_TEXT})
         assert r.status_code == 200 and r.json()["chunk"]["edited"] is True, r.text
-        r = await http.post("/v1/knowledge-bases:search", json={"kb_ids": [kb.id], "query": "observatory telescope",
-                                                                "mode": "SEARCH_MODE_KEYWORD"})
+        r = await http.post(
+            "/v1/knowledge-bases:search",
+            json={"kb_ids": [kb.id], "query": "observatory telescope", "mode": "SEARCH_MODE_KEYWORD"},
+        )
         assert r.json()["hits"][0]["chunk_id"] == chunk["id"]
 
 
@@ -210,12 +236,16 @@ async def test_the_http_range_header_returns_exactly_the_requested_bytes_with_20
     content = b"a,b\n" + data.hex().encode() + b",x\n"
     size = len(content)
     url = f"/v1/files/{file.id}:download"
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{kapp.http_port}",
-                                 headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60) as http:
-        for spec, want, first, last in [("bytes=0-0", content[:1], 0, 0), ("bytes=100-4099", content[100:4100], 100, 4099),
-                                        ("bytes=-7", content[-7:], size - 7, size - 1),
-                                        (f"bytes={size - 3}-", content[-3:], size - 3, size - 1),
-                                        (f"bytes=10-{size + 500}", content[10:], 10, size - 1)]:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{kapp.http_port}", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
+    ) as http:
+        for spec, want, first, last in [
+            ("bytes=0-0", content[:1], 0, 0),
+            ("bytes=100-4099", content[100:4100], 100, 4099),
+            ("bytes=-7", content[-7:], size - 7, size - 1),
+            (f"bytes={size - 3}-", content[-3:], size - 3, size - 1),
+            (f"bytes=10-{size + 500}", content[10:], 10, size - 1),
+        ]:
             r = await http.get(url, headers={"range": spec})
             assert r.status_code == 206, (spec, r.text)
             assert r.content == want, spec
@@ -225,7 +255,8 @@ async def test_the_http_range_header_returns_exactly_the_requested_bytes_with_20
         r = await http.get(url)
         assert r.status_code == 200 and r.content == content and "content-range" not in r.headers
         assert r.headers["content-disposition"] == (
-            "attachment; filename=\"r_sum_ notes.csv\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20notes.csv")
+            "attachment; filename=\"r_sum_ notes.csv\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20notes.csv"
+        )
         r = await http.get(url, params={"inline": "true"}, headers={"range": "bytes=0-1"})
         assert r.status_code == 206 and r.headers["content-disposition"].startswith("inline; ")
         # several ranges may be ignored (RFC 9110 14.2): the whole body

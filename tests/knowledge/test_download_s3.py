@@ -44,9 +44,16 @@ async def s3app(tmp_path_factory, s3_endpoint):
             if name.startswith("TYPECASE_"):
                 mp.delenv(name)
         mp.setenv("HF_HUB_OFFLINE", "1")
-        app = App(knowledge_settings(
-            tmp_path_factory.mktemp("s3") / "data", s3_endpoint=s3_endpoint, s3_access_key="testing",
-            s3_secret_key="testing", s3_bucket="typecase-downloads", s3_region="us-east-1"))
+        app = App(
+            knowledge_settings(
+                tmp_path_factory.mktemp("s3") / "data",
+                s3_endpoint=s3_endpoint,
+                s3_access_key="testing",
+                s3_secret_key="testing",
+                s3_bucket="typecase-downloads",
+                s3_region="us-east-1",
+            )
+        )
         await app.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:

@@ -22,8 +22,14 @@ async def db(tmp_path):
 
 
 def make_queue(db, **kw) -> JobQueue:
-    options = dict(lease_seconds=1.0, max_attempts=3, retry_backoff_seconds=0.05, poll_seconds=0.05,
-                   concurrency=2, shutdown_grace_seconds=0.2)
+    options = dict(
+        lease_seconds=1.0,
+        max_attempts=3,
+        retry_backoff_seconds=0.05,
+        poll_seconds=0.05,
+        concurrency=2,
+        shutdown_grace_seconds=0.2,
+    )
     options.update(kw)
     return JobQueue(db, **options)
 

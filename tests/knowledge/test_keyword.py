@@ -43,7 +43,9 @@ def test_planted_answer_ranks_first_and_scores_match_bm25():
     # Okapi BM25 (k1=1.2, b=0.75, Lucene idf) computed by hand for the top hit.
     n, avg = 5, (3 + 3 + 4 + 4 + 4) / 5  # stopwords (the, on, a, and, are, at) are not terms
     dl = 4  # treatise zebra migration patterns
-    expected = sum(math.log(1 + (n - 1 + 0.5) / (1 + 0.5)) * 2.2 / (1 + 1.2 * (0.25 + 0.75 * dl / avg)) for _ in range(2))
+    expected = sum(
+        math.log(1 + (n - 1 + 0.5) / (1 + 0.5)) * 2.2 / (1 + 1.2 * (0.25 + 0.75 * dl / avg)) for _ in range(2)
+    )
     assert abs(hits[0].score - expected) < 1e-9
     assert 0 < hits[0].normalized <= 1
 

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from typecase.v1 import knowledge_pb2 as pb, knowledge_pb2_grpc
+from typecase.v1 import knowledge_pb2 as pb
+from typecase.v1 import knowledge_pb2_grpc
 
 from .support import bearer, create_kb, file_reason, search, upload, wait_done
 
@@ -73,16 +74,20 @@ async def ingest(stub, kb_id: str, name: str, data: bytes) -> pb.KnowledgeFile:
 async def test_text_in_png_jpg_and_a_scanned_pdf_is_found_by_keyword_search(stub):
     # Small chunks, so that each scanned page is its own chunk and its page number can be checked.
     kb = await create_kb(stub, ADMIN, "ocr", chunking_rule=pb.ChunkingRule(chunk_size=24, chunk_overlap=0))
-    png = render(["Quarterly inventory report", "The vault combination for project Kestrel is 4471-ZETA."],
-                 LATIN_FONT)
-    jpg = render(["Field notes from the northern station", "Snow petrels were counted near Mawson ridge."],
-                 LATIN_FONT, "JPEG")
+    png = render(["Quarterly inventory report", "The vault combination for project Kestrel is 4471-ZETA."], LATIN_FONT)
+    jpg = render(
+        ["Field notes from the northern station", "Snow petrels were counted near Mawson ridge."], LATIN_FONT, "JPEG"
+    )
     # A scanned PDF: pages that are only images (Pillow writes each image as a page, with no text layer).
     from PIL import Image
 
-    pages = [Image.open(io.BytesIO(render([f"Scanned page {n} of the maintenance log", line], LATIN_FONT)))
-             for n, line in ((1, "Replace the turbine filter every ninety days."),
-                             (2, "The backup generator runs on biodiesel from Orkney."))]
+    pages = [
+        Image.open(io.BytesIO(render([f"Scanned page {n} of the maintenance log", line], LATIN_FONT)))
+        for n, line in (
+            (1, "Replace the turbine filter every ninety days."),
+            (2, "The backup generator runs on biodiesel from Orkney."),
+        )
+    ]
     scanned = io.BytesIO()
     pages[0].save(scanned, "PDF", save_all=True, append_images=pages[1:])
     for name, data in (("report.png", png), ("notes.jpg", jpg), ("scan.pdf", scanned.getvalue())):
@@ -95,8 +100,11 @@ async def test_text_in_png_jpg_and_a_scanned_pdf_is_found_by_keyword_search(stub
     assert hit.file_name == "notes.jpg"
     [hit] = await search(stub, ADMIN, [kb.id], "backup generator Orkney", mode=pb.SEARCH_MODE_KEYWORD, top_k=1)
     assert hit.file_name == "scan.pdf" and hit.page == 2 and "Orkney" in hit.text
-    scan = next(f for f in (await stub.ListFiles(pb.ListFilesRequest(kb_id=kb.id), metadata=ADMIN)).files
-                if f.name == "scan.pdf")
+    scan = next(
+        f
+        for f in (await stub.ListFiles(pb.ListFilesRequest(kb_id=kb.id), metadata=ADMIN)).files
+        if f.name == "scan.pdf"
+    )
     assert scan.page_count == 2
 
 
@@ -113,8 +121,12 @@ async def test_chinese_text_in_an_image_is_found_by_keyword_search(stub):
 
 async def test_slides_are_pages_with_titles_tables_and_notes(stub):
     kb = await create_kb(stub, ADMIN, "pptx", chunking_rule=pb.ChunkingRule(chunk_size=40, chunk_overlap=0))
-    data = deck([("Roadmap", "Ship the harbour crane firmware in May.", "Mention the supplier delay."),
-                 ("Budget", "Travel is capped at nine thousand euros.", "Finance signs off in June.")])
+    data = deck(
+        [
+            ("Roadmap", "Ship the harbour crane firmware in May.", "Mention the supplier delay."),
+            ("Budget", "Travel is capped at nine thousand euros.", "Finance signs off in June."),
+        ]
+    )
     done = await ingest(stub, kb.id, "plan.pptx", data)
     assert done.status == pb.FILE_STATUS_DONE and done.page_count == 2, done.error.message
     [hit] = await search(stub, ADMIN, [kb.id], "travel capped euros", mode=pb.SEARCH_MODE_KEYWORD, top_k=1)

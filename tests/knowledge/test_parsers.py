@@ -44,8 +44,14 @@ def test_text_encodings(tmp_path, encoding):
 
 
 def test_html_keeps_main_text_only(tmp_path):
-    parsed, chunks = parse(tmp_path, "page.html", files.html_bytes(
-        "Tea guide", "<h2>Brewing</h2><p>Steep green tea at <b>80 degrees</b> for two minutes.</p><ul><li>Use fresh water</li></ul>"))
+    parsed, chunks = parse(
+        tmp_path,
+        "page.html",
+        files.html_bytes(
+            "Tea guide",
+            "<h2>Brewing</h2><p>Steep green tea at <b>80 degrees</b> for two minutes.</p><ul><li>Use fresh water</li></ul>",
+        ),
+    )
     text = "\n".join(c.text for c in chunks)
     assert "# Tea guide" in text and "## Brewing" in text
     assert "Steep green tea at 80 degrees for two minutes." in text
@@ -124,6 +130,7 @@ def test_empty_and_binary_text(tmp_path):
 
 # -- hostile documents: every limit named when broken, and met exactly at its value --------------------------------
 
+
 def limit_broken(tmp_path, name: str, data: bytes, **options) -> parsers.LimitExceeded:
     path = tmp_path / name
     path.write_bytes(data)
@@ -142,21 +149,49 @@ def unpacked_size(data: bytes) -> int:
     return sum(i.file_size for i in zipfile.ZipFile(io.BytesIO(data)).infolist())
 
 
-@pytest.mark.parametrize(("name", "build", "options", "setting"), [
-    ("declared.docx", lambda: hostile.docx_bomb(8 * MiB), {"zip_max_unpacked_bytes": 4 * MiB},
-     "knowledge_zip_max_unpacked_bytes"),
-    ("declared.xlsx", lambda: hostile.xlsx_bomb(8 * MiB), {"zip_max_unpacked_bytes": 4 * MiB},
-     "knowledge_zip_max_unpacked_bytes"),
-    ("ratio.docx", lambda: hostile.docx_bomb(8 * MiB), {}, "knowledge_zip_max_ratio"),
-    ("lying.docx", lambda: hostile.lying_docx(8 * MiB), {"zip_max_unpacked_bytes": 4 * MiB},
-     "knowledge_zip_max_unpacked_bytes"),
-    ("padded.xlsx", hostile.padded_xlsx, {}, "knowledge_xlsx_max_cells"),
-    ("bomb.pdf", lambda: hostile.pdf_with_content(2 * MiB), {"pdf_max_stream_bytes": MiB},
-     "knowledge_pdf_max_stream_bytes"),
-    ("pages.pdf", lambda: files.pdf_bytes(["one", "two", "three"]), {"pdf_max_pages": 2}, "knowledge_pdf_max_pages"),
-    ("whole.html", lambda: files.html_bytes("t", "<p>" + "x" * 5000 + "</p>"), {"max_structured_bytes": 4096},
-     "knowledge_max_structured_bytes"),
-])
+@pytest.mark.parametrize(
+    ("name", "build", "options", "setting"),
+    [
+        (
+            "declared.docx",
+            lambda: hostile.docx_bomb(8 * MiB),
+            {"zip_max_unpacked_bytes": 4 * MiB},
+            "knowledge_zip_max_unpacked_bytes",
+        ),
+        (
+            "declared.xlsx",
+            lambda: hostile.xlsx_bomb(8 * MiB),
+            {"zip_max_unpacked_bytes": 4 * MiB},
+            "knowledge_zip_max_unpacked_bytes",
+        ),
+        ("ratio.docx", lambda: hostile.docx_bomb(8 * MiB), {}, "knowledge_zip_max_ratio"),
+        (
+            "lying.docx",
+            lambda: hostile.lying_docx(8 * MiB),
+            {"zip_max_unpacked_bytes": 4 * MiB},
+            "knowledge_zip_max_unpacked_bytes",
+        ),
+        ("padded.xlsx", hostile.padded_xlsx, {}, "knowledge_xlsx_max_cells"),
+        (
+            "bomb.pdf",
+            lambda: hostile.pdf_with_content(2 * MiB),
+            {"pdf_max_stream_bytes": MiB},
+            "knowledge_pdf_max_stream_bytes",
+        ),
+        (
+            "pages.pdf",
+            lambda: files.pdf_bytes(["one", "two", "three"]),
+            {"pdf_max_pages": 2},
+            "knowledge_pdf_max_pages",
+        ),
+        (
+            "whole.html",
+            lambda: files.html_bytes("t", "<p>" + "x" * 5000 + "</p>"),
+            {"max_structured_bytes": 4096},
+            "knowledge_max_structured_bytes",
+        ),
+    ],
+)
 def test_a_hostile_document_fails_naming_the_limit_it_broke(tmp_path, name, build, options, setting):
     failure = limit_broken(tmp_path, name, build(), **options)
     assert failure.setting == setting and setting in str(failure)
@@ -168,10 +203,15 @@ def test_zip_limits_hold_exactly_at_their_values(tmp_path):
     entry = zipfile.ZipFile(io.BytesIO(data)).getinfo("word/document.xml")
     ratio = entry.file_size / entry.compress_size
     assert parses(tmp_path, "at.docx", data, zip_max_unpacked_bytes=total, zip_max_ratio=math.ceil(ratio))
-    assert limit_broken(tmp_path, "over.docx", data, zip_max_unpacked_bytes=total - 1,
-                        zip_max_ratio=math.ceil(ratio)).setting == "knowledge_zip_max_unpacked_bytes"
-    assert limit_broken(tmp_path, "ratio.docx", data, zip_max_ratio=math.floor(ratio)).setting == \
-        "knowledge_zip_max_ratio"
+    assert (
+        limit_broken(
+            tmp_path, "over.docx", data, zip_max_unpacked_bytes=total - 1, zip_max_ratio=math.ceil(ratio)
+        ).setting
+        == "knowledge_zip_max_unpacked_bytes"
+    )
+    assert (
+        limit_broken(tmp_path, "ratio.docx", data, zip_max_ratio=math.floor(ratio)).setting == "knowledge_zip_max_ratio"
+    )
     # Entries up to the grace size are not held to the ratio.
     assert parses(tmp_path, "grace.docx", data, zip_max_ratio=math.floor(ratio), zip_ratio_grace_bytes=entry.file_size)
 
@@ -211,12 +251,18 @@ def test_pdf_and_xlsx_limits_hold_exactly_at_their_values(tmp_path):
     content = 64 * 1024
     sections = parses(tmp_path, "stream.pdf", hostile.pdf_with_content(content), pdf_max_stream_bytes=content)
     assert "hello" in sections[0].text
-    assert limit_broken(tmp_path, "stream.pdf", hostile.pdf_with_content(content),
-                        pdf_max_stream_bytes=content - 1).setting == "knowledge_pdf_max_stream_bytes"
+    assert (
+        limit_broken(
+            tmp_path, "stream.pdf", hostile.pdf_with_content(content), pdf_max_stream_bytes=content - 1
+        ).setting
+        == "knowledge_pdf_max_stream_bytes"
+    )
     cells = 26 * 100  # A1:Z100, every row padded to 26 cells
     assert parses(tmp_path, "cells.xlsx", hostile.padded_xlsx("Z", 100), xlsx_max_cells=cells)
-    assert limit_broken(tmp_path, "cells.xlsx", hostile.padded_xlsx("Z", 100),
-                        xlsx_max_cells=cells - 1).setting == "knowledge_xlsx_max_cells"
+    assert (
+        limit_broken(tmp_path, "cells.xlsx", hostile.padded_xlsx("Z", 100), xlsx_max_cells=cells - 1).setting
+        == "knowledge_xlsx_max_cells"
+    )
     html = files.html_bytes("t", "<p>" + "x" * 5000 + "</p>")
     assert parses(tmp_path, "at.html", html, max_structured_bytes=len(html))
 

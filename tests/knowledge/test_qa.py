@@ -13,7 +13,8 @@ import pytest
 from tests.conftest import ADMIN_KEY
 from typecase.server.knowledge import parsers
 from typecase.server.knowledge.parsers import qa as qa_parser
-from typecase.v1 import knowledge_pb2 as pb, knowledge_pb2_grpc
+from typecase.v1 import knowledge_pb2 as pb
+from typecase.v1 import knowledge_pb2_grpc
 
 from .support import bearer, create_kb, file_reason, reason, search, upload, wait_done
 
@@ -21,23 +22,106 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 ADMIN = bearer(ADMIN_KEY)
 
 SUBJECTS = [
-    "parking permit", "laptop", "expense report", "health insurance card", "office key", "vacation days",
-    "company phone", "visitor badge", "printer", "VPN access", "desk booking", "training budget", "payslip",
-    "pension plan", "bicycle allowance", "security training", "meeting room", "team offsite", "mentor",
-    "sabbatical", "overtime pay", "relocation package", "gym membership", "lunch voucher", "shuttle bus",
-    "monitor", "standing desk", "software licence", "email signature", "business card", "travel visa",
-    "hotel booking", "flight ticket", "rental car", "per diem", "corporate credit card", "mobile data plan",
-    "home office stipend", "ergonomic chair", "headset", "password manager", "two-factor token",
-    "code review", "production deploy", "on-call rotation", "incident report", "customer refund",
-    "contract renewal", "purchase order", "supplier invoice", "tax form", "bonus payment", "stock options",
-    "performance review", "promotion", "job referral", "internship", "exit interview", "reference letter",
-    "name badge", "locker", "mailroom parcel", "fire drill", "first aid kit", "lost and found", "coat check",
-    "kitchen fridge", "coffee machine", "recycling bins", "plant watering", "whiteboard markers",
-    "projector", "video call camera", "conference ticket", "book club", "language course", "sign language class",
-    "child care subsidy", "parental leave", "sick leave", "jury duty leave", "volunteering day", "blood donation",
-    "wellness day", "flu vaccine", "eye test", "dental plan", "counselling service", "legal advice line",
-    "moving day", "wedding leave", "bereavement leave", "public holiday", "time sheet", "shift swap",
-    "night shift", "weekend work", "dress code", "pet policy", "smoking area",
+    "parking permit",
+    "laptop",
+    "expense report",
+    "health insurance card",
+    "office key",
+    "vacation days",
+    "company phone",
+    "visitor badge",
+    "printer",
+    "VPN access",
+    "desk booking",
+    "training budget",
+    "payslip",
+    "pension plan",
+    "bicycle allowance",
+    "security training",
+    "meeting room",
+    "team offsite",
+    "mentor",
+    "sabbatical",
+    "overtime pay",
+    "relocation package",
+    "gym membership",
+    "lunch voucher",
+    "shuttle bus",
+    "monitor",
+    "standing desk",
+    "software licence",
+    "email signature",
+    "business card",
+    "travel visa",
+    "hotel booking",
+    "flight ticket",
+    "rental car",
+    "per diem",
+    "corporate credit card",
+    "mobile data plan",
+    "home office stipend",
+    "ergonomic chair",
+    "headset",
+    "password manager",
+    "two-factor token",
+    "code review",
+    "production deploy",
+    "on-call rotation",
+    "incident report",
+    "customer refund",
+    "contract renewal",
+    "purchase order",
+    "supplier invoice",
+    "tax form",
+    "bonus payment",
+    "stock options",
+    "performance review",
+    "promotion",
+    "job referral",
+    "internship",
+    "exit interview",
+    "reference letter",
+    "name badge",
+    "locker",
+    "mailroom parcel",
+    "fire drill",
+    "first aid kit",
+    "lost and found",
+    "coat check",
+    "kitchen fridge",
+    "coffee machine",
+    "recycling bins",
+    "plant watering",
+    "whiteboard markers",
+    "projector",
+    "video call camera",
+    "conference ticket",
+    "book club",
+    "language course",
+    "sign language class",
+    "child care subsidy",
+    "parental leave",
+    "sick leave",
+    "jury duty leave",
+    "volunteering day",
+    "blood donation",
+    "wellness day",
+    "flu vaccine",
+    "eye test",
+    "dental plan",
+    "counselling service",
+    "legal advice line",
+    "moving day",
+    "wedding leave",
+    "bereavement leave",
+    "public holiday",
+    "time sheet",
+    "shift swap",
+    "night shift",
+    "weekend work",
+    "dress code",
+    "pet policy",
+    "smoking area",
 ]
 TEMPLATES = [
     "How do I apply for a {s}?",
@@ -45,8 +129,10 @@ TEMPLATES = [
     "What are the rules for the {s}?",
     "Where do I ask about my {s}?",
 ]
-PAIRS = [(TEMPLATES[i % 4].format(s=s), f"ANSWER-{i:03d}: everything about the {s} is handled by desk {i}.")
-         for i, s in enumerate(SUBJECTS)]
+PAIRS = [
+    (TEMPLATES[i % 4].format(s=s), f"ANSWER-{i:03d}: everything about the {s} is handled by desk {i}.")
+    for i, s in enumerate(SUBJECTS)
+]
 # paraphrases sharing few words with their question
 PARAPHRASES = {
     "parking permit": "how can I get permission to park my car at the office",
@@ -108,24 +194,49 @@ async def test_100_pairs_imported_from_xlsx_and_a_paraphrased_question_returns_t
 
 async def test_hand_written_pairs_are_found_edited_and_deleted_on_both_indexes(stub):
     kb = await qa_base(stub, "hand")
-    pair = (await stub.CreateQAPair(pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(
-        question="How do I reset my password?", similar_questions=["I forgot my login secret"],
-        answer="Use the 'forgot password' link on the sign-in page.")), metadata=ADMIN)).qa_pair
-    other = (await stub.CreateQAPair(pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(
-        question="When is the canteen open?", answer="From 11:30 to 14:00.")), metadata=ADMIN)).qa_pair
+    pair = (
+        await stub.CreateQAPair(
+            pb.CreateQAPairRequest(
+                kb_id=kb.id,
+                qa_pair=pb.QAPair(
+                    question="How do I reset my password?",
+                    similar_questions=["I forgot my login secret"],
+                    answer="Use the 'forgot password' link on the sign-in page.",
+                ),
+            ),
+            metadata=ADMIN,
+        )
+    ).qa_pair
+    other = (
+        await stub.CreateQAPair(
+            pb.CreateQAPairRequest(
+                kb_id=kb.id, qa_pair=pb.QAPair(question="When is the canteen open?", answer="From 11:30 to 14:00.")
+            ),
+            metadata=ADMIN,
+        )
+    ).qa_pair
     assert pair.similar_questions == ["I forgot my login secret"] and pair.file_id == other.file_id
 
     # matched on a similar question too, by keyword and by vector
     [hit] = await search(stub, ADMIN, [kb.id], "login secret", mode=pb.SEARCH_MODE_KEYWORD)
     assert hit.qa_pair_id == pair.id and hit.text.startswith("Use the 'forgot password'")
-    assert (await search(stub, ADMIN, [kb.id], "lunch hours of the cafeteria",
-                         mode=pb.SEARCH_MODE_VECTOR))[0].qa_pair_id == other.id
+    assert (await search(stub, ADMIN, [kb.id], "lunch hours of the cafeteria", mode=pb.SEARCH_MODE_VECTOR))[
+        0
+    ].qa_pair_id == other.id
 
-    updated = (await stub.UpdateQAPair(pb.UpdateQAPairRequest(qa_pair=pb.QAPair(
-        id=pair.id, question="How do I unlock my account?", answer="Call the service desk on 4321.")),
-        metadata=ADMIN)).qa_pair
+    updated = (
+        await stub.UpdateQAPair(
+            pb.UpdateQAPairRequest(
+                qa_pair=pb.QAPair(
+                    id=pair.id, question="How do I unlock my account?", answer="Call the service desk on 4321."
+                )
+            ),
+            metadata=ADMIN,
+        )
+    ).qa_pair
     assert updated.question == "How do I unlock my account?" and updated.similar_questions == [
-        "I forgot my login secret"]  # not in the mask: kept
+        "I forgot my login secret"
+    ]  # not in the mask: kept
     assert await search(stub, ADMIN, [kb.id], "reset password", mode=pb.SEARCH_MODE_KEYWORD) == []
     [hit] = await search(stub, ADMIN, [kb.id], "unlock account", mode=pb.SEARCH_MODE_KEYWORD)
     assert hit.text == "Call the service desk on 4321." and hit.question == "How do I unlock my account?"
@@ -138,8 +249,9 @@ async def test_hand_written_pairs_are_found_edited_and_deleted_on_both_indexes(s
     assert rebuilt.status == pb.FILE_STATUS_DONE and rebuilt.chunk_count == 2, rebuilt.error
     [hit] = await search(stub, ADMIN, [kb.id], "unlock account", mode=pb.SEARCH_MODE_KEYWORD)
     assert hit.qa_pair_id == pair.id
-    assert (await search(stub, ADMIN, [kb.id], "lunch hours of the cafeteria",
-                         mode=pb.SEARCH_MODE_VECTOR))[0].qa_pair_id == other.id
+    assert (await search(stub, ADMIN, [kb.id], "lunch hours of the cafeteria", mode=pb.SEARCH_MODE_VECTOR))[
+        0
+    ].qa_pair_id == other.id
     with pytest.raises(grpc.aio.AioRpcError) as err:  # no original to download
         async for _ in stub.DownloadFile(pb.DownloadFileRequest(file_id=pair.file_id), metadata=ADMIN):
             pass
@@ -158,8 +270,9 @@ async def test_the_kind_of_a_base_is_enforced_and_pairs_are_validated(stub):
     docs = await create_kb(stub, ADMIN, "docs-not-qa")
     assert docs.kind == pb.KNOWLEDGE_BASE_KIND_DOCUMENTS
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateQAPair(pb.CreateQAPairRequest(kb_id=docs.id, qa_pair=pb.QAPair(question="q?", answer="a")),
-                                metadata=ADMIN)
+        await stub.CreateQAPair(
+            pb.CreateQAPairRequest(kb_id=docs.id, qa_pair=pb.QAPair(question="q?", answer="a")), metadata=ADMIN
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason(err.value) == "WRONG_KNOWLEDGE_BASE_KIND"
 
@@ -168,12 +281,14 @@ async def test_the_kind_of_a_base_is_enforced_and_pairs_are_validated(stub):
         await stub.AddTextFile(pb.AddTextFileRequest(kb_id=kb.id, name="notes.txt", text="hello"), metadata=ADMIN)
     assert reason(err.value) == "WRONG_KNOWLEDGE_BASE_KIND"
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateQAPair(pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(question="no answer?")),
-                                metadata=ADMIN)
+        await stub.CreateQAPair(
+            pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(question="no answer?")), metadata=ADMIN
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "qa_pair.answer" in err.value.details()
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.CreateQAPair(pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(
-            question="q" * 2001, answer="a")), metadata=ADMIN)
+        await stub.CreateQAPair(
+            pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(question="q" * 2001, answer="a")), metadata=ADMIN
+        )
     assert "at most 2000 characters" in err.value.details()
 
     # a csv (no header: question, answer, similar...) with a row lacking its answer fails naming the row
@@ -192,7 +307,9 @@ def test_tables_are_read_by_header_or_position_with_similar_questions_one_a_line
     assert (q, similar, a) == ("年假有几天?", ["休假多少天", "假期天数"], "十五天")
 
     path.write_text("How tall is it?,Ten metres.,How high is it?,What is its height?\n", encoding="utf-8")
-    [(q, similar, a)] = [qa_parser.decode(s.text) for s in parsers.parse(path, "csv", parsers.Options(qa=True)).sections]
+    [(q, similar, a)] = [
+        qa_parser.decode(s.text) for s in parsers.parse(path, "csv", parsers.Options(qa=True)).sections
+    ]
     assert (q, similar, a) == ("How tall is it?", ["How high is it?", "What is its height?"], "Ten metres.")
 
     path.write_text("".join(f"q{i}?,a{i}\n" for i in range(6)), encoding="utf-8")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from typecase.v1 import knowledge_pb2 as pb, knowledge_pb2_grpc
+from typecase.v1 import knowledge_pb2 as pb
+from typecase.v1 import knowledge_pb2_grpc
 
 from .support import bearer, create_kb, search, wait_done
 
@@ -29,14 +30,35 @@ def planted_markdown(position: int = 130) -> str:
     """200 short paragraphs with the planted sentence at `position`: under the old default (500 tokens, MiniLM
     reading only the first 256 word pieces) the sentence sits past the window and vector search ranked it 6th."""
     rng = random.Random(7)
-    subjects = ["The warehouse", "Our team", "The library", "The garden committee", "The city council",
-                "A local bakery", "The museum", "The cycling club", "The school board", "The weather station"]
+    subjects = [
+        "The warehouse",
+        "Our team",
+        "The library",
+        "The garden committee",
+        "The city council",
+        "A local bakery",
+        "The museum",
+        "The cycling club",
+        "The school board",
+        "The weather station",
+    ]
     verbs = ["reported", "announced", "discussed", "reviewed", "planned", "postponed", "celebrated", "measured"]
-    objects = ["new opening hours", "a budget for next spring", "the annual picnic", "rainfall in April",
-               "repairs to the roof", "a volunteer program", "the parking rules", "an exhibition of old maps",
-               "the bread prices", "a charity run"]
-    paras = [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} on day {i}. "
-             "Details follow in the minutes." for i in range(200)]
+    objects = [
+        "new opening hours",
+        "a budget for next spring",
+        "the annual picnic",
+        "rainfall in April",
+        "repairs to the roof",
+        "a volunteer program",
+        "the parking rules",
+        "an exhibition of old maps",
+        "the bread prices",
+        "a charity run",
+    ]
+    paras = [
+        f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} on day {i}. Details follow in the minutes."
+        for i in range(200)
+    ]
     paras[position] = PLANTED
     return "# Minutes\n\n" + "\n\n".join(paras)
 
@@ -73,8 +95,10 @@ async def test_a_chunk_longer_than_the_window_is_embedded_in_windows_and_found_a
 
 async def test_preview_counts_tokens_in_the_models_own_tokenizer(stub):
     kb = await create_kb(stub, ADMIN, "preview-tokens")
-    preview = await stub.PreviewChunks(pb.PreviewChunksRequest(
-        kb_id=kb.id, text="Tokenization of antidisestablishmentarianism.\n\n" + "word " * 600), metadata=ADMIN)
+    preview = await stub.PreviewChunks(
+        pb.PreviewChunksRequest(kb_id=kb.id, text="Tokenization of antidisestablishmentarianism.\n\n" + "word " * 600),
+        metadata=ADMIN,
+    )
     assert preview.window_tokens == 256 and preview.model_tokens_exact
     first = preview.chunks[0]
     # [CLS] token ##ization of anti ##dis ##est ##ab ##lish ##ment ##arian ##ism . [SEP]: more word pieces

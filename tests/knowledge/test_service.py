@@ -13,7 +13,8 @@ from tests.conftest import ADMIN_KEY
 from typecase.server.infra.queue import JobRow
 from typecase.server.knowledge.ingest import collection_name
 from typecase.server.knowledge.models import KnowledgeBaseRow, KnowledgeChunkRow, KnowledgeFileRow, KnowledgeTermRow
-from typecase.v1 import auth_pb2_grpc, knowledge_pb2 as pb, knowledge_pb2_grpc, llm_pb2, llm_pb2_grpc
+from typecase.v1 import auth_pb2_grpc, knowledge_pb2_grpc, llm_pb2, llm_pb2_grpc
+from typecase.v1 import knowledge_pb2 as pb
 
 from . import files
 from .support import bearer, create_kb, file_reason, new_user, reason, search, upload, wait_done, watch
@@ -45,45 +46,80 @@ async def counts(app, file_id: str, kb_id: str) -> dict[str, int]:
 
 PLANTED = {
     "report.pdf": (
-        files.pdf_bytes([files.FILLER_EN * 4, files.FILLER_EN * 4 + "The launch code of project Zephyr is 7391. "
-                         + files.FILLER_EN, files.FILLER_EN * 3]),
-        "What is the launch code of project Zephyr?", "7391",
+        files.pdf_bytes(
+            [
+                files.FILLER_EN * 4,
+                files.FILLER_EN * 4 + "The launch code of project Zephyr is 7391. " + files.FILLER_EN,
+                files.FILLER_EN * 3,
+            ]
+        ),
+        "What is the launch code of project Zephyr?",
+        "7391",
     ),
     "handbook.docx": (
-        files.docx_bytes([("h1", "Employee handbook"), ("p", files.FILLER_EN), ("h2", "Vacation policy"),
-                          ("p", "Employees receive twenty-seven days of paid vacation per year."),
-                          ("h2", "Expenses"), ("p", files.FILLER_EN)]),
-        "How many days of paid vacation do employees get?", "twenty-seven days",
+        files.docx_bytes(
+            [
+                ("h1", "Employee handbook"),
+                ("p", files.FILLER_EN),
+                ("h2", "Vacation policy"),
+                ("p", "Employees receive twenty-seven days of paid vacation per year."),
+                ("h2", "Expenses"),
+                ("p", files.FILLER_EN),
+            ]
+        ),
+        "How many days of paid vacation do employees get?",
+        "twenty-seven days",
     ),
     "offices.xlsx": (
-        files.xlsx_bytes({"Offices": [["office", "city", "opened"]]
-                          + [[f"Branch {i}", f"Town {i}", 1990 + i % 30] for i in range(60)]
-                          + [["Obsidian Falcon lighthouse office", "Reykjavik", 1999]]}),
-        "Obsidian Falcon lighthouse office city", "Reykjavik",
+        files.xlsx_bytes(
+            {
+                "Offices": [["office", "city", "opened"]]
+                + [[f"Branch {i}", f"Town {i}", 1990 + i % 30] for i in range(60)]
+                + [["Obsidian Falcon lighthouse office", "Reykjavik", 1999]]
+            }
+        ),
+        "Obsidian Falcon lighthouse office city",
+        "Reykjavik",
     ),
     "coffee.md": (
-        ("# Coffee notes\n\n" + files.FILLER_EN + "\n\n## Espresso\n\nThe ideal espresso extraction time is "
-         "twenty-seven seconds at nine bar.\n\n## Filter\n\n" + files.FILLER_EN).encode(),
-        "ideal espresso extraction time", "extraction time is twenty-seven seconds",
+        (
+            "# Coffee notes\n\n" + files.FILLER_EN + "\n\n## Espresso\n\nThe ideal espresso extraction time is "
+            "twenty-seven seconds at nine bar.\n\n## Filter\n\n" + files.FILLER_EN
+        ).encode(),
+        "ideal espresso extraction time",
+        "extraction time is twenty-seven seconds",
     ),
     "museum.html": (
-        files.html_bytes("City museum", "<p>" + files.FILLER_EN + "</p><h2>Hours</h2><p>The museum of lanterns "
-                         "opens at half past nine on Tuesdays.</p>"),
-        "When does the museum of lanterns open on Tuesdays?", "half past nine",
+        files.html_bytes(
+            "City museum",
+            "<p>" + files.FILLER_EN + "</p><h2>Hours</h2><p>The museum of lanterns "
+            "opens at half past nine on Tuesdays.</p>",
+        ),
+        "When does the museum of lanterns open on Tuesdays?",
+        "half past nine",
     ),
     "animals.csv": (
-        files.csv_bytes([["animal", "habitat", "diet"]] + [[f"animal{i}", "forest", "omnivore"] for i in range(50)]
-                        + [["quokka marsupial", "Rottnest Island", "herbivore"]]),
-        "quokka marsupial habitat", "Rottnest Island",
+        files.csv_bytes(
+            [["animal", "habitat", "diet"]]
+            + [[f"animal{i}", "forest", "omnivore"] for i in range(50)]
+            + [["quokka marsupial", "Rottnest Island", "herbivore"]]
+        ),
+        "quokka marsupial habitat",
+        "Rottnest Island",
     ),
     "geography-zh.txt": (
-        ("\n\n".join([files.FILLER_ZH] * 6 + ["珠穆朗玛峰的高度是八千八百四十八米，是世界最高峰。"] + [files.FILLER_ZH] * 4))
-        .encode("utf-8"),
-        "珠穆朗玛峰有多高", "八千八百四十八米",
+        (
+            "\n\n".join(
+                [files.FILLER_ZH] * 6 + ["珠穆朗玛峰的高度是八千八百四十八米，是世界最高峰。"] + [files.FILLER_ZH] * 4
+            )
+        ).encode("utf-8"),
+        "珠穆朗玛峰有多高",
+        "八千八百四十八米",
     ),
     "notes-en.txt": (
         files.long_english(12, "The spare key to the greenhouse is hidden under the blue ceramic frog.", 7).encode(),
-        "Where is the spare greenhouse key hidden?", "blue ceramic frog",
+        "Where is the spare greenhouse key hidden?",
+        "blue ceramic frog",
     ),
 }
 
@@ -92,9 +128,12 @@ async def test_every_format_is_indexed_and_hybrid_search_finds_the_planted_answe
     kb = await create_kb(stub, ADMIN, "formats")
     # The PDF gets chunks smaller than a page, so the planted one starts on the page it was written on.
     rules = {"report.pdf": {"chunking_rule": pb.ChunkingRule(chunk_size=100)}}
-    uploaded = await asyncio.gather(*(
-        upload(stub, ADMIN, kb.id, name, data, piece=4096, **rules.get(name, {}))
-        for name, (data, _, _) in PLANTED.items()))
+    uploaded = await asyncio.gather(
+        *(
+            upload(stub, ADMIN, kb.id, name, data, piece=4096, **rules.get(name, {}))
+            for name, (data, _, _) in PLANTED.items()
+        )
+    )
     assert all(f.status == pb.FILE_STATUS_QUEUED for f in uploaded)
     done = await asyncio.gather(*(wait_done(stub, ADMIN, f.id) for f in uploaded))
     for f in done:
@@ -106,7 +145,10 @@ async def test_every_format_is_indexed_and_hybrid_search_finds_the_planted_answe
         hits = await search(stub, ADMIN, [kb.id], query, top_k=3)
         assert hits, name
         top = hits[0]
-        assert top.file_id == by_name[name].id and answer in top.text, (name, [(h.file_name, h.text[:80]) for h in hits])
+        assert top.file_id == by_name[name].id and answer in top.text, (
+            name,
+            [(h.file_name, h.text[:80]) for h in hits],
+        )
         assert top.file_name == name and top.kb_id == kb.id and top.score > 0
     zephyr = (await search(stub, ADMIN, [kb.id], PLANTED["report.pdf"][1]))[0]
     assert zephyr.page == 2 and zephyr.vector_score > 0 and zephyr.keyword_score > 0
@@ -123,13 +165,21 @@ async def test_every_format_is_indexed_and_hybrid_search_finds_the_planted_answe
 
 async def test_watch_streams_every_state_in_order_and_ends(stub):
     kb = await create_kb(stub, ADMIN, "watch")
-    f = (await stub.AddTextFile(pb.AddTextFileRequest(kb_id=kb.id, name="plan", text=files.long_english(30)),
-                                metadata=ADMIN)).file
+    f = (
+        await stub.AddTextFile(
+            pb.AddTextFileRequest(kb_id=kb.id, name="plan", text=files.long_english(30)), metadata=ADMIN
+        )
+    ).file
     assert f.name == "plan.txt" and f.mime_type == "text/plain"
     events = await watch(stub, ADMIN, f.id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    order = [pb.FILE_STATUS_QUEUED, pb.FILE_STATUS_PARSING, pb.FILE_STATUS_EMBEDDING, pb.FILE_STATUS_INDEXING,
-             pb.FILE_STATUS_DONE]
+    order = [
+        pb.FILE_STATUS_QUEUED,
+        pb.FILE_STATUS_PARSING,
+        pb.FILE_STATUS_EMBEDDING,
+        pb.FILE_STATUS_INDEXING,
+        pb.FILE_STATUS_DONE,
+    ]
     positions = [order.index(e.status) for e in events]
     assert positions == sorted(positions) and events[-1].status == pb.FILE_STATUS_DONE
     assert events[-1].progress_percent == 100 and events[-1].chunk_count > 0
@@ -221,8 +271,12 @@ async def test_unsupported_and_broken_files_fail_cleanly(kapp, stub):
 
 async def test_delete_file_and_base_leave_no_vector_object_or_row(kapp, stub):
     kb = await create_kb(stub, ADMIN, "deletes")
-    keep = await upload(stub, ADMIN, kb.id, "keep.md", files.long_english(6, "Marigolds bloom in late spring.", 2).encode())
-    gone = await upload(stub, ADMIN, kb.id, "gone.md", files.long_english(6, "Cobalt ravens nest on cliffs.", 3).encode())
+    keep = await upload(
+        stub, ADMIN, kb.id, "keep.md", files.long_english(6, "Marigolds bloom in late spring.", 2).encode()
+    )
+    gone = await upload(
+        stub, ADMIN, kb.id, "gone.md", files.long_english(6, "Cobalt ravens nest on cliffs.", 3).encode()
+    )
     await wait_done(stub, ADMIN, keep.id)
     gone = await wait_done(stub, ADMIN, gone.id)
     before = await counts(kapp, gone.id, kb.id)
@@ -230,8 +284,14 @@ async def test_delete_file_and_base_leave_no_vector_object_or_row(kapp, stub):
     assert (await search(stub, ADMIN, [kb.id], "cobalt ravens"))[0].file_id == gone.id
 
     await stub.DeleteFile(pb.DeleteFileRequest(file_id=gone.id), metadata=ADMIN)
-    assert await counts(kapp, gone.id, kb.id) == {"chunks": 0, "terms": 0, "rows": 0, "jobs": 0, "vectors": 0,
-                                                   "objects": 0}
+    assert await counts(kapp, gone.id, kb.id) == {
+        "chunks": 0,
+        "terms": 0,
+        "rows": 0,
+        "jobs": 0,
+        "vectors": 0,
+        "objects": 0,
+    }
     assert all(h.file_id != gone.id for h in await search(stub, ADMIN, [kb.id], "cobalt ravens nest on cliffs"))
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetFile(pb.GetFileRequest(file_id=gone.id), metadata=ADMIN)
@@ -260,8 +320,9 @@ async def test_reprocess_with_a_new_rule_replaces_chunks_without_duplicates(kapp
     f = await wait_done(stub, ADMIN, (await upload(stub, ADMIN, kb.id, "orchard.txt", text.encode())).id)
     before = f.chunk_count
     rule = pb.ChunkingRule(chunk_size=40, chunk_overlap=5)
-    preview = await stub.PreviewChunks(pb.PreviewChunksRequest(kb_id=kb.id, file_id=f.id, chunking_rule=rule,
-                                                               max_chunks=3), metadata=ADMIN)
+    preview = await stub.PreviewChunks(
+        pb.PreviewChunksRequest(kb_id=kb.id, file_id=f.id, chunking_rule=rule, max_chunks=3), metadata=ADMIN
+    )
     assert len(preview.chunks) == 3 and preview.total_chunks > before
     assert all(c.token_count <= 40 for c in preview.chunks)
     queued = (await stub.ReprocessFile(pb.ReprocessFileRequest(file_id=f.id, chunking_rule=rule), metadata=ADMIN)).file
@@ -271,8 +332,9 @@ async def test_reprocess_with_a_new_rule_replaces_chunks_without_duplicates(kapp
     stored = await counts(kapp, f.id, kb.id)
     assert stored["chunks"] == stored["vectors"] == f.chunk_count
     async with kapp.resources.db.session() as session:
-        indexes = (await session.scalars(select(KnowledgeChunkRow.chunk_index)
-                                         .where(KnowledgeChunkRow.file_id == f.id))).all()
+        indexes = (
+            await session.scalars(select(KnowledgeChunkRow.chunk_index).where(KnowledgeChunkRow.file_id == f.id))
+        ).all()
     assert sorted(indexes) == list(range(f.chunk_count))
     hit = (await search(stub, ADMIN, [kb.id], "orchard gate code"))[0]
     assert "5512" in hit.text
@@ -320,7 +382,9 @@ async def test_search_modes_filters_and_threshold(stub):
     assert only(await search(stub, ADMIN, [kb.id], query, filter=flt(tags=["hr"]))) == {ids["hr.md"], ids["ops.md"]}
     assert only(await search(stub, ADMIN, [kb.id], query, filter=flt(metadata={"dept": "hr"}))) == {ids["hr.md"]}
     assert only(await search(stub, ADMIN, [kb.id], query, filter=flt(metadata={"dept": ["it", "ops"]}))) == {
-        ids["it.md"], ids["ops.md"]}
+        ids["it.md"],
+        ids["ops.md"],
+    }
     assert only(await search(stub, ADMIN, [kb.id], query, filter=flt(metadata={"year": 2023}))) == {ids["it.md"]}
     assert only(await search(stub, ADMIN, [kb.id], query, filter=flt(file_ids=[ids["it.md"]]))) == {ids["it.md"]}
     hits = await search(stub, ADMIN, [kb.id], query, filter=flt(metadata={"dept": "hr"}))
@@ -342,7 +406,9 @@ async def test_owners_see_only_their_bases(kchannel, stub):
     alice = await new_user(auth, ADMIN, "kalice")
     bob = await new_user(auth, ADMIN, "kbob")
     kb = await create_kb(stub, alice, "alice private")
-    f = await wait_done(stub, alice, (await upload(stub, alice, kb.id, "a.md", b"Alice's secret recipe uses saffron.")).id)
+    f = await wait_done(
+        stub, alice, (await upload(stub, alice, kb.id, "a.md", b"Alice's secret recipe uses saffron.")).id
+    )
     assert (await search(stub, alice, [kb.id], "secret recipe"))[0].file_id == f.id
     for call in (
         stub.GetKnowledgeBase(pb.GetKnowledgeBaseRequest(kb_id=kb.id), metadata=bob),
@@ -381,8 +447,9 @@ async def test_names_cannot_traverse_paths(kapp, stub):
 
 
 async def test_knowledge_base_crud_and_rules(stub):
-    rule = pb.ChunkingRule(separators=["\n## "], separator_rule=pb.SEPARATOR_RULE_BEFORE, chunk_size=200,
-                           normalize_whitespace=True)
+    rule = pb.ChunkingRule(
+        separators=["\n## "], separator_rule=pb.SEPARATOR_RULE_BEFORE, chunk_size=200, normalize_whitespace=True
+    )
     kb = await create_kb(stub, ADMIN, "crud", description="first", chunking_rule=rule)
     assert kb.embedding_model_id and kb.owner_id
     assert list(kb.chunking_rule.separators) == ["\n## "] and kb.chunking_rule.chunk_overlap == 20
@@ -396,29 +463,44 @@ async def test_knowledge_base_crud_and_rules(stub):
 
     from google.protobuf import field_mask_pb2
 
-    updated = (await stub.UpdateKnowledgeBase(pb.UpdateKnowledgeBaseRequest(
-        knowledge_base=pb.KnowledgeBase(id=kb.id, name="crud renamed", description="second"),
-        update_mask=field_mask_pb2.FieldMask(paths=["name", "description"])), metadata=ADMIN)).knowledge_base
+    updated = (
+        await stub.UpdateKnowledgeBase(
+            pb.UpdateKnowledgeBaseRequest(
+                knowledge_base=pb.KnowledgeBase(id=kb.id, name="crud renamed", description="second"),
+                update_mask=field_mask_pb2.FieldMask(paths=["name", "description"]),
+            ),
+            metadata=ADMIN,
+        )
+    ).knowledge_base
     assert (updated.name, updated.description) == ("crud renamed", "second")
     assert updated.chunking_rule.chunk_size == 200
     # The base's rule applies to new files and previews.
-    preview = await stub.PreviewChunks(pb.PreviewChunksRequest(
-        kb_id=kb.id, text="intro\n## One\nbody one\n## Two\nbody two"), metadata=ADMIN)
+    preview = await stub.PreviewChunks(
+        pb.PreviewChunksRequest(kb_id=kb.id, text="intro\n## One\nbody one\n## Two\nbody two"), metadata=ADMIN
+    )
     assert [c.text for c in preview.chunks] == ["intro\n## One\nbody one\n## Two\nbody two"]
-    small = await stub.PreviewChunks(pb.PreviewChunksRequest(
-        kb_id=kb.id, text="intro\n## One\nbody one\n## Two\nbody two",
-        chunking_rule=pb.ChunkingRule(separators=["\n## "], separator_rule=pb.SEPARATOR_RULE_BEFORE, chunk_size=5)),
-        metadata=ADMIN)
+    small = await stub.PreviewChunks(
+        pb.PreviewChunksRequest(
+            kb_id=kb.id,
+            text="intro\n## One\nbody one\n## Two\nbody two",
+            chunking_rule=pb.ChunkingRule(separators=["\n## "], separator_rule=pb.SEPARATOR_RULE_BEFORE, chunk_size=5),
+        ),
+        metadata=ADMIN,
+    )
     assert [c.text for c in small.chunks] == ["intro", "## One\nbody one", "## Two\nbody two"]
     assert small.total_chunks == 3 and small.elapsed.ToNanoseconds() > 0
-    for bad in (pb.ChunkingRule(chunk_size=9000), pb.ChunkingRule(chunk_size=10, chunk_overlap=10),
-                pb.ChunkingRule(separators=["("])):
+    for bad in (
+        pb.ChunkingRule(chunk_size=9000),
+        pb.ChunkingRule(chunk_size=10, chunk_overlap=10),
+        pb.ChunkingRule(separators=["("]),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.PreviewChunks(pb.PreviewChunksRequest(kb_id=kb.id, text="x", chunking_rule=bad), metadata=ADMIN)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     page1 = await stub.ListKnowledgeBases(pb.ListKnowledgeBasesRequest(keyword="crud", page_size=2), metadata=ADMIN)
-    page2 = await stub.ListKnowledgeBases(pb.ListKnowledgeBasesRequest(
-        keyword="crud", page_size=2, page_token=page1.next_page_token), metadata=ADMIN)
+    page2 = await stub.ListKnowledgeBases(
+        pb.ListKnowledgeBasesRequest(keyword="crud", page_size=2, page_token=page1.next_page_token), metadata=ADMIN
+    )
     assert page1.total_size == 3 and len(page1.knowledge_bases) == 2 and len(page2.knowledge_bases) == 1
     assert [k.id for k in page1.knowledge_bases] == [kb.id, no_overlap.id]  # most recently updated first
     assert {k.id for k in [*page1.knowledge_bases, *page2.knowledge_bases]} == {kb.id, default.id, no_overlap.id}
@@ -428,18 +510,35 @@ async def test_changing_the_embedding_model_rebuilds_the_base(kapp, kchannel, st
     llm = llm_pb2_grpc.LLMServiceStub(kchannel)
     providers = await llm.ListProviders(llm_pb2.ListProvidersRequest(), metadata=ADMIN)
     local = next(p for p in providers.providers if p.name == "local")
-    twin = (await llm.CreateModel(llm_pb2.CreateModelRequest(model=llm_pb2.Model(
-        provider_id=local.id, name="minilm-twin", upstream_name="all-MiniLM-L6-v2",
-        type=llm_pb2.MODEL_TYPE_EMBEDDING, online=True)), metadata=ADMIN)).model
+    twin = (
+        await llm.CreateModel(
+            llm_pb2.CreateModelRequest(
+                model=llm_pb2.Model(
+                    provider_id=local.id,
+                    name="minilm-twin",
+                    upstream_name="all-MiniLM-L6-v2",
+                    type=llm_pb2.MODEL_TYPE_EMBEDDING,
+                    online=True,
+                )
+            ),
+            metadata=ADMIN,
+        )
+    ).model
     kb = await create_kb(stub, ADMIN, "rebuild")
     f = await wait_done(stub, ADMIN, (await upload(stub, ADMIN, kb.id, "r.md", b"Tulips need cold winters.")).id)
     async with kapp.resources.db.session() as session:
         old_collection = collection_name(await session.get(KnowledgeBaseRow, kb.id))
     from google.protobuf import field_mask_pb2
 
-    updated = (await stub.UpdateKnowledgeBase(pb.UpdateKnowledgeBaseRequest(
-        knowledge_base=pb.KnowledgeBase(id=kb.id, embedding_model_id=twin.id),
-        update_mask=field_mask_pb2.FieldMask(paths=["embedding_model_id"])), metadata=ADMIN)).knowledge_base
+    updated = (
+        await stub.UpdateKnowledgeBase(
+            pb.UpdateKnowledgeBaseRequest(
+                knowledge_base=pb.KnowledgeBase(id=kb.id, embedding_model_id=twin.id),
+                update_mask=field_mask_pb2.FieldMask(paths=["embedding_model_id"]),
+            ),
+            metadata=ADMIN,
+        )
+    ).knowledge_base
     assert updated.embedding_model_id == twin.id
     assert not await kapp.resources.vectors.has_collection(old_collection)
     f = await wait_done(stub, ADMIN, f.id)
@@ -459,8 +558,11 @@ async def test_multipart_upload_over_http_and_ndjson_watch(kapp, stub):
     headers = {"authorization": f"Bearer {ADMIN_KEY}"}
     data = files.long_english(20, "The lighthouse keeper's cat is named Biscuit.", 13).encode()
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
-        r = await http.post(f"/v1/knowledge-bases/{kb.id}/files", data={"tags": ["web", "upload"]},
-                            files={"file": ("lighthouse.md", data, "text/markdown")})
+        r = await http.post(
+            f"/v1/knowledge-bases/{kb.id}/files",
+            data={"tags": ["web", "upload"]},
+            files={"file": ("lighthouse.md", data, "text/markdown")},
+        )
         assert r.status_code == 200, r.text
         f = r.json()["file"]
         assert (f["name"], f["size_bytes"], f["tags"]) == ("lighthouse.md", str(len(data)), ["web", "upload"])

@@ -29,8 +29,15 @@ def vector_of(row_id: str) -> list[float]:
 
 
 def rows(n: int, files: int = 10, start: int = 0) -> list[dict]:
-    return [{"id": f"f{i % files}-{i}", "vector": vector_of(f"f{i % files}-{i}"), "file_id": f"f{i % files}",
-             "chunk_index": i} for i in range(start, start + n)]
+    return [
+        {
+            "id": f"f{i % files}-{i}",
+            "vector": vector_of(f"f{i % files}-{i}"),
+            "file_id": f"f{i % files}",
+            "chunk_index": i,
+        }
+        for i in range(start, start + n)
+    ]
 
 
 async def opened(path: Path, **kw) -> EmbeddedVectorStore:
@@ -170,10 +177,18 @@ async def test_a_second_process_cannot_open_the_same_store(tmp_path: Path) -> No
     await again.stop()
 
 
-@pytest.mark.parametrize("expr", [
-    "file_id", "__import__('os')", "file_id == other_field", "file_id in 'abc'", "file_id like \"a%\"",
-    "len(file_id) > 2", "file_id ==",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "file_id",
+        "__import__('os')",
+        "file_id == other_field",
+        "file_id in 'abc'",
+        'file_id like "a%"',
+        "len(file_id) > 2",
+        "file_id ==",
+    ],
+)
 async def test_filters_outside_the_supported_subset_are_refused(tmp_path: Path, expr: str) -> None:
     store = await opened(tmp_path)
     try:
@@ -211,8 +226,10 @@ async def test_a_search_over_a_large_collection_leaves_the_event_loop_free(tmp_p
         await store.ensure_collection("big", 384)
         matrix = np.random.default_rng(1).standard_normal((100_000, 384)).astype(np.float32)
         for start in range(0, len(matrix), 20_000):
-            await store.upsert("big", [{"id": str(i), "vector": matrix[i], "file_id": f"f{i // 1000}"}
-                                       for i in range(start, start + 20_000)])
+            await store.upsert(
+                "big",
+                [{"id": str(i), "vector": matrix[i], "file_id": f"f{i // 1000}"} for i in range(start, start + 20_000)],
+            )
         ticks = 0
 
         async def ticker() -> None:

@@ -23,7 +23,8 @@ from tests.conftest import ADMIN_KEY, REDIS_URL, free_port
 from typecase.server.infra.queue import JobRow
 from typecase.server.knowledge.ingest import collection_name
 from typecase.server.knowledge.models import KnowledgeBaseRow, KnowledgeChunkRow
-from typecase.v1 import knowledge_pb2 as pb, knowledge_pb2_grpc
+from typecase.v1 import knowledge_pb2 as pb
+from typecase.v1 import knowledge_pb2_grpc
 
 from . import files
 from .support import bearer, create_kb, upload, wait_done
@@ -50,8 +51,11 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
 def milvus_server(tmp_path):
     port = free_port()
     log = open(tmp_path / "milvus.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "milvus"),
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path / "milvus"), "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_port(port, proc)
         yield f"http://127.0.0.1:{port}"
@@ -79,8 +83,9 @@ class Worker:
     def __init__(self, env: dict[str, str], log_path):
         self.log_path = log_path
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "typecase.server", "worker"], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "typecase.server", "worker"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -102,13 +107,23 @@ async def status(stub, file_id: str) -> pb.KnowledgeFile:
 async def test_worker_killed_mid_file_is_retaken_and_completes_once(app_factory, tmp_path, milvus_server, redis_db):
     data_dir = tmp_path / "data"
     stream = f"typecase:test-jobs:{uuid.uuid4().hex[:8]}"
-    shared = {"redis_url": redis_db, "milvus_uri": milvus_server, "jobs_stream": stream,
-              "jobs_lease_seconds": LEASE, "jobs_poll_seconds": 0.3}
+    shared = {
+        "redis_url": redis_db,
+        "milvus_uri": milvus_server,
+        "jobs_stream": stream,
+        "jobs_lease_seconds": LEASE,
+        "jobs_poll_seconds": 0.3,
+    }
     app = await app_factory(data_dir=data_dir, knowledge_worker_in_process=False, **shared)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TYPECASE_DATA_DIR": str(data_dir),
-           "TYPECASE_KNOWLEDGE_INGEST_STEP_DELAY_SECONDS": "0.4", "TYPECASE_KNOWLEDGE_EMBED_BATCH_SIZE": "2",
-           "TYPECASE_JOBS_SHUTDOWN_GRACE_SECONDS": "1",
-           **{f"TYPECASE_{k.upper()}": str(v) for k, v in shared.items()}}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TYPECASE_DATA_DIR": str(data_dir),
+        "TYPECASE_KNOWLEDGE_INGEST_STEP_DELAY_SECONDS": "0.4",
+        "TYPECASE_KNOWLEDGE_EMBED_BATCH_SIZE": "2",
+        "TYPECASE_JOBS_SHUTDOWN_GRACE_SECONDS": "1",
+        **{f"TYPECASE_{k.upper()}": str(v) for k, v in shared.items()},
+    }
     workers: list[Worker] = []
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
@@ -116,8 +131,11 @@ async def test_worker_killed_mid_file_is_retaken_and_completes_once(app_factory,
             kb = await create_kb(stub, ADMIN, "durable")
             rule = pb.ChunkingRule(chunk_size=40, chunk_overlap=0)
             text = files.long_english(8, "The durable answer is forty-two.", 5)
-            expected = (await stub.PreviewChunks(pb.PreviewChunksRequest(kb_id=kb.id, text=text, chunking_rule=rule),
-                                                 metadata=ADMIN)).total_chunks
+            expected = (
+                await stub.PreviewChunks(
+                    pb.PreviewChunksRequest(kb_id=kb.id, text=text, chunking_rule=rule), metadata=ADMIN
+                )
+            ).total_chunks
             assert expected >= 12
             f = await upload(stub, ADMIN, kb.id, "durable.txt", text.encode(), chunking_rule=rule)
             await asyncio.sleep(1.0)
@@ -150,8 +168,9 @@ async def test_worker_killed_mid_file_is_retaken_and_completes_once(app_factory,
             vectors = await app.resources.vectors.count(collection_name(kb_row), filter=f'file_id == "{f.id}"')
             assert rows == vectors == expected
             assert job.state == "done" and job.attempts == 2
-            hits = (await stub.Search(pb.SearchRequest(kb_ids=[kb.id], query="What is the durable answer?"),
-                                      metadata=ADMIN)).hits
+            hits = (
+                await stub.Search(pb.SearchRequest(kb_ids=[kb.id], query="What is the durable answer?"), metadata=ADMIN)
+            ).hits
             assert "forty-two" in hits[0].text
 
             assert workers[1].stop(signal.SIGTERM, timeout=30) == 0  # graceful: drains and exits cleanly

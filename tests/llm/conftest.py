@@ -53,8 +53,14 @@ async def make_app(tmp_path, monkeypatch):
 
     async def make(**overrides):
         settings = Settings(
-            data_dir=tmp_path / f"data{len(apps)}", grpc_port=0, http_port=0, admin_api_key=ADMIN_KEY,
-            shutdown_grace_seconds=1, rate_limit_per_key="100000/minute", _env_file=None, **{**FAST, **overrides},
+            data_dir=tmp_path / f"data{len(apps)}",
+            grpc_port=0,
+            http_port=0,
+            admin_api_key=ADMIN_KEY,
+            shutdown_grace_seconds=1,
+            rate_limit_per_key="100000/minute",
+            _env_file=None,
+            **{**FAST, **overrides},
         )
         app = App(settings)
         await app.start()
@@ -109,31 +115,46 @@ class Client:
         self.stub = stub
         self.app = app
 
-    async def provider(self, base_url: str, name: str = "fake", kind=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE,
-                       **fields) -> llm_pb2.Provider:
-        reply = await self.stub.CreateProvider(llm_pb2.CreateProviderRequest(
-            provider=llm_pb2.Provider(name=name, type=kind, base_url=base_url, **fields)), metadata=ADMIN)
+    async def provider(
+        self, base_url: str, name: str = "fake", kind=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, **fields
+    ) -> llm_pb2.Provider:
+        reply = await self.stub.CreateProvider(
+            llm_pb2.CreateProviderRequest(provider=llm_pb2.Provider(name=name, type=kind, base_url=base_url, **fields)),
+            metadata=ADMIN,
+        )
         if fields.get("max_retries") == 0:  # 0 on create means "the default"; zero retries is set by an update
-            reply = await self.stub.UpdateProvider(llm_pb2.UpdateProviderRequest(
-                provider=llm_pb2.Provider(id=reply.provider.id, max_retries=0),
-                update_mask=field_mask_pb2.FieldMask(paths=["max_retries"])), metadata=ADMIN)
+            reply = await self.stub.UpdateProvider(
+                llm_pb2.UpdateProviderRequest(
+                    provider=llm_pb2.Provider(id=reply.provider.id, max_retries=0),
+                    update_mask=field_mask_pb2.FieldMask(paths=["max_retries"]),
+                ),
+                metadata=ADMIN,
+            )
         return reply.provider
 
-    async def model(self, provider_id: str, name: str, model_type=llm_pb2.MODEL_TYPE_LLM, online=True,
-                    **fields) -> llm_pb2.Model:
-        reply = await self.stub.CreateModel(llm_pb2.CreateModelRequest(model=llm_pb2.Model(
-            provider_id=provider_id, name=name, type=model_type, online=online, **fields)), metadata=ADMIN)
+    async def model(
+        self, provider_id: str, name: str, model_type=llm_pb2.MODEL_TYPE_LLM, online=True, **fields
+    ) -> llm_pb2.Model:
+        reply = await self.stub.CreateModel(
+            llm_pb2.CreateModelRequest(
+                model=llm_pb2.Model(provider_id=provider_id, name=name, type=model_type, online=online, **fields)
+            ),
+            metadata=ADMIN,
+        )
         return reply.model
 
-    async def fake_model(self, upstream: FakeUpstream, name: str = "gpt-fake", *, provider: dict | None = None,
-                         **fields) -> llm_pb2.Model:
-        p = await self.provider(upstream.base_url + "/v1", name=f"{name}-provider", api_key="sk-test-secret-1234",
-                                **(provider or {}))
+    async def fake_model(
+        self, upstream: FakeUpstream, name: str = "gpt-fake", *, provider: dict | None = None, **fields
+    ) -> llm_pb2.Model:
+        p = await self.provider(
+            upstream.base_url + "/v1", name=f"{name}-provider", api_key="sk-test-secret-1234", **(provider or {})
+        )
         return await self.model(p.id, name, **fields)
 
     async def generate(self, model_id: str, text: str = "hi", **request) -> list[llm_pb2.GenerateResponse]:
-        call = self.stub.Generate(llm_pb2.GenerateRequest(model_id=model_id, messages=[user(text)], **request),
-                                  metadata=ADMIN)
+        call = self.stub.Generate(
+            llm_pb2.GenerateRequest(model_id=model_id, messages=[user(text)], **request), metadata=ADMIN
+        )
         return [message async for message in call]
 
     async def get_model(self, model_id: str) -> llm_pb2.Model:

@@ -39,7 +39,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-
 ARGUMENT_PIECE = 5  # characters of tool arguments per streamed fragment
 
 
@@ -52,7 +51,7 @@ def split_mid_utf8(event: str) -> list[bytes]:
     data = event.encode()
     for i, byte in enumerate(data):
         if byte >= 0x80:
-            return [Half(data[:i + 1]), data[i + 1:]]
+            return [Half(data[: i + 1]), data[i + 1 :]]
     return [data]
 
 
@@ -74,7 +73,7 @@ def sample(schema: dict[str, Any]) -> Any:
 
 
 def pieces(text: str) -> list[str]:
-    return [text[i:i + ARGUMENT_PIECE] for i in range(0, len(text), ARGUMENT_PIECE)] or [""]
+    return [text[i : i + ARGUMENT_PIECE] for i in range(0, len(text), ARGUMENT_PIECE)] or [""]
 
 
 class Reset(Exception):
@@ -102,12 +101,14 @@ class FakeUpstream:
         self.port: int | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self.openai_chat, methods=["POST"]),
-            Route("/v1/embeddings", self.openai_embeddings, methods=["POST"]),
-            Route("/v1/rerank", self.rerank, methods=["POST"]),
-            Route("/v1/messages", self.anthropic_messages, methods=["POST"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.openai_chat, methods=["POST"]),
+                Route("/v1/embeddings", self.openai_embeddings, methods=["POST"]),
+                Route("/v1/rerank", self.rerank, methods=["POST"]),
+                Route("/v1/messages", self.anthropic_messages, methods=["POST"]),
+            ]
+        )
 
     # -- control -------------------------------------------------------------------------------------------------
     @property
@@ -162,8 +163,16 @@ class FakeUpstream:
             parts = step.split(":")
             status = int(parts[1])
             headers = {"retry-after": parts[2]} if len(parts) > 2 else {}
-            body = {"error": {"message": f"injected {status}", "type": "server_error" if status >= 500 else
-                              "rate_limit_error" if status == 429 else "invalid_request_error"}}
+            body = {
+                "error": {
+                    "message": f"injected {status}",
+                    "type": "server_error"
+                    if status >= 500
+                    else "rate_limit_error"
+                    if status == 429
+                    else "invalid_request_error",
+                }
+            }
             if status == 400 and len(parts) > 2 and parts[2] == "context":
                 body["error"]["code"] = "context_length_exceeded"
                 headers = {}
@@ -223,35 +232,77 @@ class FakeUpstream:
             seen.completed = True
             message: dict[str, Any] = {"role": "assistant", "content": None if calls else "".join(words)}
             if calls:
-                message["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
-                    "name": c["name"], "arguments": c["arguments"]}} for c in calls]
-            return JSONResponse({
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage})
+                message["tool_calls"] = [
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in calls
+                ]
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                }
+            )
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
-            data = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+            data = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": body["model"],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                **extra,
+            }
             return f"data: {json.dumps(data)}\n\n"
 
         head = [chunk({"role": "assistant", "content": ""})]
         tail = [chunk({}, finish)]
         if (body.get("stream_options") or {}).get("include_usage"):
-            tail.append("data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1,
-                                               "model": body["model"], "choices": [], "usage": usage}) + "\n\n")
+            tail.append(
+                "data: "
+                + json.dumps(
+                    {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion.chunk",
+                        "created": 1,
+                        "model": body["model"],
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+                + "\n\n"
+            )
         tail.append("data: [DONE]\n\n")
         if step == "gzip":
             seen.completed = True
             text = "".join([*head, *(chunk({"content": w}) for w in words), *tail])
-            return Response(gzip.compress(text.encode()), media_type="text/event-stream",
-                            headers={"content-encoding": "gzip"})
+            return Response(
+                gzip.compress(text.encode()), media_type="text/event-stream", headers={"content-encoding": "gzip"}
+            )
         if calls:
             content = []
             for i, c in enumerate(calls):
-                content.append(chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                                      "function": {"name": c["name"], "arguments": ""}}]}))
-                content += [chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
-                            for piece in pieces(c["arguments"])]
+                content.append(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": i,
+                                    "id": c["id"],
+                                    "type": "function",
+                                    "function": {"name": c["name"], "arguments": ""},
+                                }
+                            ]
+                        }
+                    )
+                )
+                content += [
+                    chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+                    for piece in pieces(c["arguments"])
+                ]
         else:
             content = [chunk({"content": w}) for w in words]
         content = [part for event in content for part in split_mid_utf8(event)]
@@ -270,9 +321,14 @@ class FakeUpstream:
         if isinstance(choice, dict):
             tools = [t for t in tools if t["name"] == choice["function"]["name"]]
         chosen = tools[:2] if body.get("parallel_tool_calls", True) and len(tools) > 1 else tools[:1]
-        return [{"id": f"call_fake{i}", "name": t["name"],
-                 "arguments": json.dumps(sample(t.get("parameters") or {}), ensure_ascii=False)}
-                for i, t in enumerate(chosen)]
+        return [
+            {
+                "id": f"call_fake{i}",
+                "name": t["name"],
+                "arguments": json.dumps(sample(t.get("parameters") or {}), ensure_ascii=False),
+            }
+            for i, t in enumerate(chosen)
+        ]
 
     async def openai_embeddings(self, request: Request) -> Response:
         body = await request.json()
@@ -283,11 +339,19 @@ class FakeUpstream:
             await asyncio.sleep(3600)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         dims = int(body.get("dimensions") or 8)
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), float(i)] + [0.5] * (dims - 2)}
-                for i, t in enumerate(inputs)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(t)), float(i)] + [0.5] * (dims - 2)}
+            for i, t in enumerate(inputs)
+        ]
         seen.completed = True
-        return JSONResponse({"object": "list", "data": data, "model": body["model"],
-                             "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
+            }
+        )
 
     async def rerank(self, request: Request) -> Response:
         body = await request.json()
@@ -295,8 +359,10 @@ class FakeUpstream:
         if (error := self._error(step)) is not None:
             return error
         query = set(body["query"].split())
-        results = [{"index": i, "relevance_score": len(query & set(d.split())) / (1 + len(query))}
-                   for i, d in enumerate(body["documents"])]
+        results = [
+            {"index": i, "relevance_score": len(query & set(d.split())) / (1 + len(query))}
+            for i, d in enumerate(body["documents"])
+        ]
         seen.completed = True
         return JSONResponse({"results": results})
 
@@ -319,44 +385,75 @@ class FakeUpstream:
             seen.completed = True
             blocks = [{"type": "text", "text": "".join(words)}] if words else []
             blocks += [{"type": "tool_use", "id": u["id"], "name": u["name"], "input": u["input"]} for u in uses]
-            return JSONResponse({
-                "id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-                "content": blocks, "stop_reason": stop,
-                "usage": {"input_tokens": 13, "output_tokens": len(words)}})
+            return JSONResponse(
+                {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": blocks,
+                    "stop_reason": stop,
+                    "usage": {"input_tokens": 13, "output_tokens": len(words)},
+                }
+            )
 
         def event(name: str, data: dict[str, Any]) -> str:
             return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
 
         head = [
-            event("message_start", {"message": {"id": "msg_fake", "type": "message", "role": "assistant",
-                                                "content": [], "model": body["model"], "stop_reason": None,
-                                                "usage": {"input_tokens": 13, "output_tokens": 1}}}),
+            event(
+                "message_start",
+                {
+                    "message": {
+                        "id": "msg_fake",
+                        "type": "message",
+                        "role": "assistant",
+                        "content": [],
+                        "model": body["model"],
+                        "stop_reason": None,
+                        "usage": {"input_tokens": 13, "output_tokens": 1},
+                    }
+                },
+            ),
             event("ping", {}),
         ]
         chunks: list[str] = []
         index = 0
         if words:
             chunks.append(event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}))
-            chunks += [event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}})
-                       for w in words]
+            chunks += [
+                event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": w}}) for w in words
+            ]
             chunks.append(event("content_block_stop", {"index": 0}))
             index = 1
         for use in uses:
-            chunks.append(event("content_block_start", {"index": index, "content_block": {
-                "type": "tool_use", "id": use["id"], "name": use["name"], "input": {}}}))
-            chunks += [event("content_block_delta", {"index": index, "delta": {
-                "type": "input_json_delta", "partial_json": piece}})
-                for piece in pieces(json.dumps(use["input"], ensure_ascii=False))]
+            chunks.append(
+                event(
+                    "content_block_start",
+                    {
+                        "index": index,
+                        "content_block": {"type": "tool_use", "id": use["id"], "name": use["name"], "input": {}},
+                    },
+                )
+            )
+            chunks += [
+                event(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                )
+                for piece in pieces(json.dumps(use["input"], ensure_ascii=False))
+            ]
             chunks.append(event("content_block_stop", {"index": index}))
             index += 1
         chunks = [part for e in chunks for part in split_mid_utf8(e)]
         tail = [
-            event("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
-                                    "usage": {"output_tokens": len(words)}}),
+            event(
+                "message_delta",
+                {"delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": len(words)}},
+            ),
             event("message_stop", {}),
         ]
         return StreamingResponse(self._paced(step, seen, chunks, head, tail), media_type="text/event-stream")
-
 
     @staticmethod
     def _anthropic_tool_result(body: dict[str, Any]) -> str | None:
@@ -375,12 +472,15 @@ class FakeUpstream:
         if choice.get("type") == "tool":
             tools = [t for t in tools if t["name"] == choice["name"]]
         parallel = not choice.get("disable_parallel_tool_use") and len(tools) > 1
-        return [{"id": f"toolu_fake{i}", "name": t["name"], "input": sample(t.get("input_schema") or {})}
-                for i, t in enumerate(tools[:2] if parallel else tools[:1])]
+        return [
+            {"id": f"toolu_fake{i}", "name": t["name"], "input": sample(t.get("input_schema") or {})}
+            for i, t in enumerate(tools[:2] if parallel else tools[:1])
+        ]
 
 
 if __name__ == "__main__":  # a standalone upstream for other processes (benchmarks, multi-process tests)
     upstream = FakeUpstream(tokens=int(sys.argv[2]) if len(sys.argv) > 2 else 5)
-    server = uvicorn.Server(uvicorn.Config(upstream.app, host="127.0.0.1", port=int(sys.argv[1]),
-                                           log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(upstream.app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", lifespan="off")
+    )
     server.run()

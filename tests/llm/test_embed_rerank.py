@@ -30,20 +30,28 @@ async def test_embed_texts_are_batched_in_order(make_app, upstream):
             await llm.stub.Embed(llm_pb2.EmbedRequest(model_id=model.id, inputs=many), metadata=ADMIN)
         assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-        reply = await llm.stub.Embed(llm_pb2.EmbedRequest(model_id="embedder", inputs=["xy"], dimensions=4),
-                                     metadata=ADMIN)
+        reply = await llm.stub.Embed(
+            llm_pb2.EmbedRequest(model_id="embedder", inputs=["xy"], dimensions=4), metadata=ADMIN
+        )
         assert list(reply.embeddings[0].values) == [2.0, 0.0, 0.5, 0.5] and reply.usage.prompt_tokens == 3
         assert reply.served_model_id == model.id
 
 
 async def test_embedding_retries_and_falls_back_only_to_the_same_vector_size(llm, upstream):
-    same = await llm.fake_model(upstream, name="same-size", model_type=llm_pb2.MODEL_TYPE_EMBEDDING,
-                                embedding_dimensions=8)
-    other = await llm.fake_model(upstream, name="other-size", model_type=llm_pb2.MODEL_TYPE_EMBEDDING,
-                                 embedding_dimensions=16)
-    primary = await llm.fake_model(upstream, name="primary", model_type=llm_pb2.MODEL_TYPE_EMBEDDING,
-                                   embedding_dimensions=8, provider=dict(max_retries=1),
-                                   fallback_model_ids=[other.id, same.id])
+    same = await llm.fake_model(
+        upstream, name="same-size", model_type=llm_pb2.MODEL_TYPE_EMBEDDING, embedding_dimensions=8
+    )
+    other = await llm.fake_model(
+        upstream, name="other-size", model_type=llm_pb2.MODEL_TYPE_EMBEDDING, embedding_dimensions=16
+    )
+    primary = await llm.fake_model(
+        upstream,
+        name="primary",
+        model_type=llm_pb2.MODEL_TYPE_EMBEDDING,
+        embedding_dimensions=8,
+        provider=dict(max_retries=1),
+        fallback_model_ids=[other.id, same.id],
+    )
     upstream.faults("status:503", "ok")
     reply = await llm.stub.Embed(llm_pb2.EmbedRequest(model_id=primary.id, inputs=["x"]), metadata=ADMIN)
     assert reply.served_model_id == primary.id and upstream.hits() == 2  # retried
@@ -54,16 +62,24 @@ async def test_embedding_retries_and_falls_back_only_to_the_same_vector_size(llm
 
 async def test_rerank(llm, upstream):
     model = await llm.fake_model(upstream, name="reranker", model_type=llm_pb2.MODEL_TYPE_RERANK)
-    reply = await llm.stub.Rerank(llm_pb2.RerankRequest(
-        model_id=model.id, query="red apple", documents=["green pear", "red apple pie", "an apple"], top_n=2,
-        return_documents=True), metadata=ADMIN)
+    reply = await llm.stub.Rerank(
+        llm_pb2.RerankRequest(
+            model_id=model.id,
+            query="red apple",
+            documents=["green pear", "red apple pie", "an apple"],
+            top_n=2,
+            return_documents=True,
+        ),
+        metadata=ADMIN,
+    )
     assert [(r.index, r.document) for r in reply.results] == [(1, "red apple pie"), (2, "an apple")]
     assert reply.results[0].relevance_score > reply.results[1].relevance_score
 
     provider = await llm.provider(upstream.base_url, name="anthropic", kind=llm_pb2.PROVIDER_TYPE_ANTHROPIC)
     unsupported = await llm.model(provider.id, "claude-rerank", model_type=llm_pb2.MODEL_TYPE_RERANK)
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await llm.stub.Rerank(llm_pb2.RerankRequest(model_id=unsupported.id, query="q", documents=["d"]),
-                              metadata=ADMIN)
+        await llm.stub.Rerank(
+            llm_pb2.RerankRequest(model_id=unsupported.id, query="q", documents=["d"]), metadata=ADMIN
+        )
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "rerank" in error_details(failure.value)[0].metadata["model"]

@@ -38,8 +38,12 @@ async def test_stream_asks_for_identity_and_still_reads_a_compressed_one(llm, up
 
 
 async def test_options_and_model_config_reach_the_upstream(llm, upstream):
-    model = await llm.fake_model(upstream, upstream_name="real-upstream-name", max_output_tokens=3,
-                                 config=_struct({"temperature": 0.1, "extra_body": {"enable_thinking": False}}))
+    model = await llm.fake_model(
+        upstream,
+        upstream_name="real-upstream-name",
+        max_output_tokens=3,
+        config=_struct({"temperature": 0.1, "extra_body": {"enable_thinking": False}}),
+    )
     config = llm_pb2.GenerationConfig(max_tokens=50, stop=["END"], top_p=0.5, seed=7)
     messages = await llm.generate(model.id, config=config, user="end-user-1")
     body = upstream.seen[-1].body
@@ -51,13 +55,22 @@ async def test_options_and_model_config_reach_the_upstream(llm, upstream):
 
 
 async def test_anthropic_messages_stream(llm, upstream):
-    provider = await llm.provider(upstream.base_url, name="anthropic-fake", kind=llm_pb2.PROVIDER_TYPE_ANTHROPIC,
-                                  api_key="sk-ant-0123456789")
+    provider = await llm.provider(
+        upstream.base_url, name="anthropic-fake", kind=llm_pb2.PROVIDER_TYPE_ANTHROPIC, api_key="sk-ant-0123456789"
+    )
     model = await llm.model(provider.id, "claude-fake", upstream_name="claude-x")
-    call = llm.stub.Generate(llm_pb2.GenerateRequest(model_id=model.id, messages=[
-        llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_SYSTEM, content="Be brief."),
-        user("hi"), user("again"),
-    ], config=llm_pb2.GenerationConfig(stop=["###"], max_tokens=3)), metadata=ADMIN)
+    call = llm.stub.Generate(
+        llm_pb2.GenerateRequest(
+            model_id=model.id,
+            messages=[
+                llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_SYSTEM, content="Be brief."),
+                user("hi"),
+                user("again"),
+            ],
+            config=llm_pb2.GenerationConfig(stop=["###"], max_tokens=3),
+        ),
+        metadata=ADMIN,
+    )
     messages = [m async for m in call]
     assert text_of(messages) == "tok0 tok1 tok2 "
     assert messages[-1].finish_reason == common_pb2.FINISH_REASON_LENGTH
@@ -81,8 +94,9 @@ async def test_complete_uses_the_non_streaming_upstream(llm, upstream):
 async def test_model_by_name_and_default_model(llm, upstream, app):
     model = await llm.fake_model(upstream, name="by-name")
     assert text_of(await llm.generate("by-name"))
-    await llm.stub.UpdateDefaults(llm_pb2.UpdateDefaultsRequest(
-        defaults=llm_pb2.LLMDefaults(chat_model_id=model.id)), metadata=ADMIN)
+    await llm.stub.UpdateDefaults(
+        llm_pb2.UpdateDefaultsRequest(defaults=llm_pb2.LLMDefaults(chat_model_id=model.id)), metadata=ADMIN
+    )
     messages = await llm.generate("")
     assert messages[0].served_model_id == model.id
     assert await app.servicers["LLMService"].default_model_id("chat") == model.id
@@ -157,8 +171,9 @@ async def test_idle_timeout_mid_stream(llm, upstream):
     upstream.faults("stall:2:3")
     received = []
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        async for message in llm.stub.Generate(llm_pb2.GenerateRequest(model_id=model.id, messages=[user("x")]),
-                                               metadata=ADMIN):
+        async for message in llm.stub.Generate(
+            llm_pb2.GenerateRequest(model_id=model.id, messages=[user("x")]), metadata=ADMIN
+        ):
             received.append(message)
     assert text_of(received) == "tok0 tok1 "
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -184,15 +199,19 @@ async def test_metrics_are_labelled_by_provider_and_model(app, llm, upstream):
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"http://127.0.0.1:{app.http_port}/metrics")).text
     labels = 'model="metered",provider="metered-provider"'  # the exposition sorts label names
-    for line in (f"typecase_llm_time_to_first_token_seconds_count{{{labels}}} 1.0",
-                 f"typecase_llm_input_tokens_total{{{labels}}} 11.0",
-                 f"typecase_llm_output_tokens_total{{{labels}}} 5.0",
-                 'typecase_llm_failures_total{model="metered",provider="metered-provider",reason="UPSTREAM_UNAVAILABLE"} 1.0',
-                 f"typecase_llm_in_flight_requests{{{labels}}} 0.0"):
+    for line in (
+        f"typecase_llm_time_to_first_token_seconds_count{{{labels}}} 1.0",
+        f"typecase_llm_input_tokens_total{{{labels}}} 11.0",
+        f"typecase_llm_output_tokens_total{{{labels}}} 5.0",
+        'typecase_llm_failures_total{model="metered",provider="metered-provider",reason="UPSTREAM_UNAVAILABLE"} 1.0',
+        f"typecase_llm_in_flight_requests{{{labels}}} 0.0",
+    ):
         assert line in text, line
     assert f"typecase_llm_inter_token_seconds_count{{{labels}}}" in text
-    assert ('typecase_llm_request_duration_seconds_count{model="metered",operation="generate",'
-            'provider="metered-provider"} 1.0') in text
+    assert (
+        'typecase_llm_request_duration_seconds_count{model="metered",operation="generate",'
+        'provider="metered-provider"} 1.0'
+    ) in text
 
 
 async def test_cancellations_at_any_point_never_leak_upstream_connections(make_app, upstream):

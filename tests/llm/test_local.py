@@ -15,8 +15,10 @@ from tests.llm.conftest import ADMIN
 from typecase.v1 import common_pb2, llm_pb2
 
 HEADERS = {"authorization": f"Bearer {ADMIN_KEY}"}
-PROMPT = {"messages": [{"role": "MESSAGE_ROLE_USER", "content": "Name three colours."}],
-          "config": {"max_tokens": 8, "temperature": 0}}
+PROMPT = {
+    "messages": [{"role": "MESSAGE_ROLE_USER", "content": "Name three colours."}],
+    "config": {"max_tokens": 8, "temperature": 0},
+}
 
 
 async def _defaults(app) -> llm_pb2.LLMDefaults:
@@ -49,7 +51,9 @@ async def test_generate_streams_ndjson_and_sse_over_http(app):
         assert results[-1]["finish_reason"] in ("FINISH_REASON_LENGTH", "FINISH_REASON_STOP")
         assert 0 < results[-1]["usage"]["completion_tokens"] <= 8
 
-        async with http.stream("POST", url, json=PROMPT, headers={**HEADERS, "accept": "text/event-stream"}) as response:
+        async with http.stream(
+            "POST", url, json=PROMPT, headers={**HEADERS, "accept": "text/event-stream"}
+        ) as response:
             assert response.headers["content-type"].startswith("text/event-stream")
             body = (await response.aread()).decode()
     events = [json.loads(line[5:]) for line in body.splitlines() if line.startswith("data:")]
@@ -61,17 +65,25 @@ async def test_generate_streams_ndjson_and_sse_over_http(app):
 async def test_openai_sdk_streams_a_completion_and_gets_embeddings(app):
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{app.http_port}/openai/v1", api_key=ADMIN_KEY)
     stream = await client.chat.completions.create(
-        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Say hello."}], max_tokens=8,
-        stream=True, stream_options={"include_usage": True}, temperature=0)
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0,
+    )
     chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] in (
-        ["length"], ["stop"])
+        ["length"],
+        ["stop"],
+    )
     assert chunks[-1].usage.completion_tokens <= 8 and chunks[-1].usage.prompt_tokens > 0
 
-    result = await client.embeddings.create(model="all-minilm-l6-v2",
-                                            input=["a cat sits on the mat", "a kitten on a rug", "stock prices fell"])
+    result = await client.embeddings.create(
+        model="all-minilm-l6-v2", input=["a cat sits on the mat", "a kitten on a rug", "stock prices fell"]
+    )
     vectors = [d.embedding for d in result.data]
     assert [len(v) for v in vectors] == [384, 384, 384]
     assert _cosine(vectors[0], vectors[1]) > _cosine(vectors[0], vectors[2])
@@ -87,9 +99,13 @@ async def test_local_generation_honours_stop_and_max_tokens(app):
     model_id = (await _defaults(app)).chat_model_id
 
     async def answer(**config) -> tuple[str, llm_pb2.GenerateResponse]:
-        request = llm_pb2.GenerateRequest(model_id=model_id, config=llm_pb2.GenerationConfig(temperature=0, **config),
-                                          messages=[llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER,
-                                                                        content="Write a sentence about the sea.")])
+        request = llm_pb2.GenerateRequest(
+            model_id=model_id,
+            config=llm_pb2.GenerationConfig(temperature=0, **config),
+            messages=[
+                llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content="Write a sentence about the sea.")
+            ],
+        )
         messages = [m async for m in llm.generate(request)]
         return "".join(m.text for m in messages), messages[-1]
 
@@ -97,7 +113,7 @@ async def test_local_generation_honours_stop_and_max_tokens(app):
     assert final.finish_reason == common_pb2.FINISH_REASON_LENGTH and final.usage.completion_tokens == 12
     stop = full.strip().split()[2]  # a word from the middle of the answer
     cut, final = await answer(max_tokens=12, stop=[stop])
-    assert cut == full[:full.index(stop)] and final.finish_reason == common_pb2.FINISH_REASON_STOP
+    assert cut == full[: full.index(stop)] and final.finish_reason == common_pb2.FINISH_REASON_STOP
 
 
 async def test_local_generation_continues_a_trailing_assistant_message(app):
@@ -107,16 +123,18 @@ async def test_local_generation_continues_a_trailing_assistant_message(app):
     question = llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content="Write a sentence about the sea.")
 
     async def answer(*messages: llm_pb2.ChatMessage, max_tokens: int) -> str:
-        request = llm_pb2.GenerateRequest(model_id=model_id, messages=messages,
-                                          config=llm_pb2.GenerationConfig(temperature=0, max_tokens=max_tokens))
+        request = llm_pb2.GenerateRequest(
+            model_id=model_id, messages=messages, config=llm_pb2.GenerationConfig(temperature=0, max_tokens=max_tokens)
+        )
         return "".join([m.text async for m in llm.generate(request)])
 
     full = await answer(question, max_tokens=24)
     words = full.split(" ")
     assert len(words) > 6, full
     prefix = " ".join(words[:4])  # cut at a word's end, as the tokens were
-    rest = await answer(question, llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=prefix),
-                        max_tokens=6)
+    rest = await answer(
+        question, llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_ASSISTANT, content=prefix), max_tokens=6
+    )
     assert rest and full.startswith(prefix + rest), (full, prefix, rest)
 
 
@@ -124,8 +142,9 @@ async def test_cancelling_local_generation_frees_the_model_promptly(app):
     llm = app.servicers["LLMService"]
     model_id = (await _defaults(app)).chat_model_id
     messages = [llm_pb2.ChatMessage(role=common_pb2.MESSAGE_ROLE_USER, content="Count to one thousand.")]
-    long = llm.generate(llm_pb2.GenerateRequest(model_id=model_id, messages=messages,
-                                                config=llm_pb2.GenerationConfig(max_tokens=500)))
+    long = llm.generate(
+        llm_pb2.GenerateRequest(model_id=model_id, messages=messages, config=llm_pb2.GenerationConfig(max_tokens=500))
+    )
     await anext(long)
     began = time.perf_counter()
     for _ in range(5):
@@ -133,8 +152,9 @@ async def test_cancelling_local_generation_frees_the_model_promptly(app):
     per_chunk = (time.perf_counter() - began) / 5  # this machine's pace right now, whatever its load
     await long.aclose()  # ~490 more chunks would follow; the next request must not wait for them
     started = time.perf_counter()
-    short = llm.generate(llm_pb2.GenerateRequest(model_id=model_id, messages=messages,
-                                                 config=llm_pb2.GenerationConfig(max_tokens=2)))
+    short = llm.generate(
+        llm_pb2.GenerateRequest(model_id=model_id, messages=messages, config=llm_pb2.GenerationConfig(max_tokens=2))
+    )
     await anext(short)
     waited = time.perf_counter() - started
     assert waited < 100 * per_chunk, (waited, per_chunk)  # queued behind the rest it would take ~490x
@@ -149,7 +169,8 @@ async def test_embed_texts_python_api_and_grpc(app, llm):
     assert await service.embedding_dimensions() == 384
     reply = await llm.stub.Embed(llm_pb2.EmbedRequest(model_id="all-minilm-l6-v2", inputs=["one"]), metadata=ADMIN)
     assert list(reply.embeddings[0].values) == vectors[0] or math.isclose(
-        _cosine(reply.embeddings[0].values, vectors[0]), 1.0, rel_tol=1e-5)
+        _cosine(reply.embeddings[0].values, vectors[0]), 1.0, rel_tol=1e-5
+    )
     assert reply.usage.prompt_tokens > 0
 
 

@@ -13,28 +13,41 @@ from tests.conftest import ADMIN_KEY
 
 @pytest.fixture
 async def sdk(app):
-    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{app.http_port}/openai/v1", api_key=ADMIN_KEY,
-                                max_retries=0)
+    client = openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{app.http_port}/openai/v1", api_key=ADMIN_KEY, max_retries=0
+    )
     yield client
     await client.close()
 
 
 async def test_streamed_and_whole_chat_completions(sdk, llm, upstream):
     await llm.fake_model(upstream, name="gpt-fake")
-    stream = await sdk.chat.completions.create(model="gpt-fake", messages=[{"role": "user", "content": "hi"}],
-                                               stream=True, stream_options={"include_usage": True})
+    stream = await sdk.chat.completions.create(
+        model="gpt-fake",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = [c async for c in stream]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok0 tok1 tok2 tok3 tok4 "
     assert chunks[-2].choices[0].finish_reason == "stop"
     assert chunks[-1].usage.total_tokens == 16 and chunks[-1].model == "gpt-fake"
 
-    whole = await sdk.chat.completions.create(model="gpt-fake", max_tokens=2, messages=[
-        {"role": "system", "content": "brief"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    whole = await sdk.chat.completions.create(
+        model="gpt-fake",
+        max_tokens=2,
+        messages=[
+            {"role": "system", "content": "brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        ],
+    )
     assert whole.choices[0].message.content == "tok0 tok1 " and whole.choices[0].finish_reason == "length"
     assert whole.usage.completion_tokens == 2
-    assert upstream.seen[-1].body["messages"] == [{"role": "system", "content": "brief"},
-                                                  {"role": "user", "content": "hi"}]
+    assert upstream.seen[-1].body["messages"] == [
+        {"role": "system", "content": "brief"},
+        {"role": "user", "content": "hi"},
+    ]
 
 
 async def test_embeddings_float_and_base64(sdk, llm, upstream):
@@ -59,8 +72,9 @@ async def test_errors_map_to_openai_errors(sdk, llm, upstream):
     assert failure.value.response.headers["retry-after"] == "30"
 
     upstream.faults("reset:2")  # mid-stream: OpenAI's in-band error event
-    stream = await sdk.chat.completions.create(model=model.name, messages=[{"role": "user", "content": "x"}],
-                                               stream=True)
+    stream = await sdk.chat.completions.create(
+        model=model.name, messages=[{"role": "user", "content": "x"}], stream=True
+    )
     with pytest.raises(openai.APIError) as failure:
         async for _ in stream:
             pass
@@ -75,8 +89,9 @@ async def test_errors_map_to_openai_errors(sdk, llm, upstream):
 async def test_fake_upstream_speaks_the_real_wire_formats(upstream):
     """The official SDKs parse the fake's answers: our fault tests exercise the formats real providers send."""
     client = openai.AsyncOpenAI(base_url=upstream.base_url + "/v1", api_key="x", max_retries=0)
-    stream = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
-                                                  stream=True, stream_options={"include_usage": True})
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+    )
     chunks = [c async for c in stream]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok0 tok1 tok2 tok3 tok4 "
     assert chunks[-1].usage.completion_tokens == 5

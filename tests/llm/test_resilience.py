@@ -68,8 +68,9 @@ async def test_no_retry_after_the_first_token(llm, upstream):
     upstream.faults("reset:2")
     received = []
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        async for message in llm.stub.Generate(llm_pb2.GenerateRequest(model_id=model.id, messages=[user("x")]),
-                                               metadata=ADMIN):
+        async for message in llm.stub.Generate(
+            llm_pb2.GenerateRequest(model_id=model.id, messages=[user("x")]), metadata=ADMIN
+        ):
             received.append(message)
     assert text_of(received) == "tok0 tok1 "  # the caller keeps what it got...
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -138,8 +139,9 @@ async def test_fallback_model_answers_when_the_primary_is_down(llm, upstream):
 
 async def test_fallback_when_the_primary_breaker_is_open_and_on_upstream_429(llm, upstream):
     backup = await llm.fake_model(upstream, name="backup")
-    primary = await llm.fake_model(upstream, name="primary", provider=dict(max_retries=0),
-                                   fallback_model_ids=[backup.id])
+    primary = await llm.fake_model(
+        upstream, name="primary", provider=dict(max_retries=0), fallback_model_ids=[backup.id]
+    )
     upstream.faults("status:429:30")
     messages = await llm.generate(primary.id)
     assert messages[0].served_model_id == backup.id

@@ -46,8 +46,7 @@ async def two_servers(server_factory, pg_database_url):
 
 async def _generate(stub, model_id: str) -> grpc.StatusCode:
     try:
-        async for _ in stub.Generate(llm_pb2.GenerateRequest(model_id=model_id, messages=[user("hi")]),
-                                     metadata=ADMIN):
+        async for _ in stub.Generate(llm_pb2.GenerateRequest(model_id=model_id, messages=[user("hi")]), metadata=ADMIN):
             pass
     except grpc.aio.AioRpcError as error:
         return error
@@ -67,14 +66,35 @@ async def _served_by(server, name: str) -> None:
 
 async def test_limits_and_breaker_hold_across_two_processes(two_servers, upstream):
     servers, (a, b) = two_servers
-    provider = (await a.CreateProvider(llm_pb2.CreateProviderRequest(provider=llm_pb2.Provider(
-        name="shared", type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=upstream.base_url + "/v1",
-        api_key="sk-shared-key-1234")), metadata=ADMIN)).provider
+    provider = (
+        await a.CreateProvider(
+            llm_pb2.CreateProviderRequest(
+                provider=llm_pb2.Provider(
+                    name="shared",
+                    type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE,
+                    base_url=upstream.base_url + "/v1",
+                    api_key="sk-shared-key-1234",
+                )
+            ),
+            metadata=ADMIN,
+        )
+    ).provider
 
     async def model(name: str, **limits) -> llm_pb2.Model:
-        created = (await a.CreateModel(llm_pb2.CreateModelRequest(model=llm_pb2.Model(
-            provider_id=provider.id, name=name, type=llm_pb2.MODEL_TYPE_LLM, online=True,
-            limits=llm_pb2.ModelLimits(**limits))), metadata=ADMIN)).model
+        created = (
+            await a.CreateModel(
+                llm_pb2.CreateModelRequest(
+                    model=llm_pb2.Model(
+                        provider_id=provider.id,
+                        name=name,
+                        type=llm_pb2.MODEL_TYPE_LLM,
+                        online=True,
+                        limits=llm_pb2.ModelLimits(**limits),
+                    )
+                ),
+                metadata=ADMIN,
+            )
+        ).model
         await _served_by(servers[1], name)
         return created
 

@@ -45,8 +45,9 @@ def upstream():
 @pytest.fixture
 async def proxy_app(app_factory, upstream):
     """The real App with the proxy listening on a free port and forwarding to the fake upstream."""
-    return await app_factory(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url,
-                             proxy_log_flush_seconds=0.05)
+    return await app_factory(
+        proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url, proxy_log_flush_seconds=0.05
+    )
 
 
 @pytest.fixture
@@ -74,8 +75,9 @@ async def user_token(channel, username: str = "olive") -> str:
     """An ordinary (non-admin) user's access token."""
     auth = auth_pb2_grpc.AuthServiceStub(channel)
     await auth.CreateUser(
-        auth_pb2.CreateUserRequest(user=auth_pb2.User(username=username, password="correct horse battery",
-                                                      role=auth_pb2.USER_ROLE_USER)),
+        auth_pb2.CreateUserRequest(
+            user=auth_pb2.User(username=username, password="correct horse battery", role=auth_pb2.USER_ROLE_USER)
+        ),
         metadata=ADMIN,
     )
     reply = await auth.Login(auth_pb2.LoginRequest(username=username, password="correct horse battery"))

@@ -74,8 +74,15 @@ class FakeUpstream:
             await asyncio.sleep(hang / 1000)
         status = int(got.header("x-fake-status") or 200)
         if status >= 400:
-            body = json.dumps({"type": "error", "error": {"type": "overloaded_error" if status == 529 else
-                                                          "api_error", "message": "fake failure; key sk-secret0123456789"}})
+            body = json.dumps(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "overloaded_error" if status == 529 else "api_error",
+                        "message": "fake failure; key sk-secret0123456789",
+                    },
+                }
+            )
             await _respond(send, status, [(b"content-type", b"application/json")], body.encode())
             return
         payload = {}
@@ -96,20 +103,33 @@ class FakeUpstream:
         if got.path == "/v1/messages" and isinstance(payload, dict) and payload.get("stream"):
             await self._stream(send, _anthropic_events(payload, tokens), delay, got.path, extra, receive)
         elif got.path == "/v1/messages":
-            await _respond(send, 200, [(b"content-type", b"application/json"), *extra],
-                           json.dumps(_anthropic_message(payload, tokens)).encode())
+            await _respond(
+                send,
+                200,
+                [(b"content-type", b"application/json"), *extra],
+                json.dumps(_anthropic_message(payload, tokens)).encode(),
+            )
         elif got.path == "/v1/chat/completions" and isinstance(payload, dict) and payload.get("stream"):
             await self._stream(send, _openai_chunks(payload, tokens), delay, got.path, extra, receive)
         elif got.path == "/v1/chat/completions":
-            await _respond(send, 200, [(b"content-type", b"application/json"), *extra],
-                           json.dumps(_openai_completion(payload, tokens)).encode())
+            await _respond(
+                send,
+                200,
+                [(b"content-type", b"application/json"), *extra],
+                json.dumps(_openai_completion(payload, tokens)).encode(),
+            )
         else:  # anything else: echo what arrived
             echo = {"method": got.method, "path": got.path, "query": got.query, "body_bytes": len(got.body)}
             await _respond(send, 200, [(b"content-type", b"application/json"), *extra], json.dumps(echo).encode())
 
     async def _stream(self, send, events: list[bytes], delay: float, path: str, extra, receive) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *extra]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *extra],
+            }
+        )
         gone = asyncio.ensure_future(receive())  # the body is in: the next message is http.disconnect
         try:
             for event in events:
@@ -148,8 +168,13 @@ class FakeUpstream:
 
 
 async def _respond(send, status: int, headers, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -160,9 +185,13 @@ def _sse(event: str | None, data: dict | str) -> bytes:
 
 def _anthropic_message(payload: dict, tokens: int) -> dict:
     return {
-        "id": "msg_fake", "type": "message", "role": "assistant", "model": payload.get("model", "fake"),
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": payload.get("model", "fake"),
         "content": [{"type": "text", "text": " ".join(f"tok{i}" for i in range(tokens))}],
-        "stop_reason": "end_turn", "stop_sequence": None,
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
         "usage": {"input_tokens": 11, "output_tokens": tokens},
     }
 
@@ -170,19 +199,44 @@ def _anthropic_message(payload: dict, tokens: int) -> dict:
 def _anthropic_events(payload: dict, tokens: int) -> list[bytes]:
     model = payload.get("model", "fake")
     events = [
-        _sse("message_start", {"type": "message_start", "message": {
-            "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 11, "output_tokens": 1}}}),
-        _sse("content_block_start", {"type": "content_block_start", "index": 0,
-                                     "content_block": {"type": "text", "text": ""}}),
+        _sse(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 11, "output_tokens": 1},
+                },
+            },
+        ),
+        _sse(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
     ]
     for i in range(tokens):
-        events.append(_sse("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                   "delta": {"type": "text_delta", "text": f"tok{i} "}}))
+        events.append(
+            _sse(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f"tok{i} "}},
+            )
+        )
     events += [
         _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        _sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": tokens}}),
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": tokens},
+            },
+        ),
         _sse("message_stop", {"type": "message_stop"}),
     ]
     return events
@@ -190,10 +244,17 @@ def _anthropic_events(payload: dict, tokens: int) -> list[bytes]:
 
 def _openai_completion(payload: dict, tokens: int) -> dict:
     return {
-        "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": payload.get("model", "fake"),
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": " ".join(f"tok{i}" for i in range(tokens))}}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": " ".join(f"tok{i}" for i in range(tokens))},
+            }
+        ],
         "usage": {"prompt_tokens": 7, "completion_tokens": tokens, "total_tokens": 7 + tokens},
     }
 
@@ -202,8 +263,13 @@ def _openai_chunks(payload: dict, tokens: int) -> list[bytes]:
     model = payload.get("model", "fake")
 
     def chunk(delta: dict, finish=None, usage=None) -> bytes:
-        body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        body = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         if usage is not None:
             body["usage"] = usage
         return _sse(None, body)
@@ -227,10 +293,14 @@ def self_signed(directory) -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
@@ -240,6 +310,9 @@ def self_signed(directory) -> tuple[str, str]:
     with open(cert_file, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     with open(key_file, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return cert_file, key_file

@@ -42,7 +42,11 @@ async def test_stats_count_time_and_attribute_requests(proxy_url, upstream, admi
     assert stats.response_bytes > 0 and stats.request_bytes > 0
     newest = stats.recent_requests[0]
     assert (newest.path, newest.trace_id, newest.status_code, newest.source) == (
-        "/v1/models", "trace-models-1", 200, admin_pb2.REQUEST_SOURCE_PROXY)
+        "/v1/models",
+        "trace-models-1",
+        200,
+        admin_pb2.REQUEST_SOURCE_PROXY,
+    )
     streamed = stats.recent_requests[2]
     assert streamed.stream and streamed.model == "claude-stats"
     # the first token waited for the upstream's first event (20 ms), the total for all of them
@@ -73,16 +77,23 @@ async def test_errors_listed_newest_first_with_redacted_upstream_body(proxy_url,
     assert page.errors[0].upstream_status_code == 529
     assert "fake failure" in page.errors[0].upstream_body
     assert "sk-secret0123456789" not in page.errors[0].upstream_body  # secrets redacted
-    rest = await admin.ListErrors(admin_pb2.ListErrorsRequest(page_size=2, page_token=page.next_page_token),
-                                  metadata=ADMIN)
+    rest = await admin.ListErrors(
+        admin_pb2.ListErrorsRequest(page_size=2, page_token=page.next_page_token), metadata=ADMIN
+    )
     assert [e.reason for e in rest.errors] == ["UPSTREAM_RATE_LIMITED"] and not rest.next_page_token
     only = await admin.ListErrors(admin_pb2.ListErrorsRequest(reason="UPSTREAM_ERROR"), metadata=ADMIN)
     assert [e.status_code for e in only.errors] == [500]
 
 
 async def test_bounded_recent_requests_and_errors(app_factory, upstream):
-    app = await app_factory(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url,
-                            proxy_recent_requests=5, proxy_recent_errors=2, proxy_stats_max_keys=3)
+    app = await app_factory(
+        proxy_enabled=True,
+        proxy_port=0,
+        proxy_target_base_url=upstream.url,
+        proxy_recent_requests=5,
+        proxy_recent_errors=2,
+        proxy_stats_max_keys=3,
+    )
     url = f"http://127.0.0.1:{app.servicers['AdminService'].proxy_port}"
     async with httpx.AsyncClient() as client:
         for i in range(8):
@@ -109,8 +120,9 @@ async def test_bounded_recent_requests_and_errors(app_factory, upstream):
 )
 async def test_wrong_missing_and_oversized_keys_are_refused(admin, metadata, expected):
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await admin.UpdateConfig(admin_pb2.UpdateConfigRequest(values={"proxy_preserve_host": "true"}),
-                                 metadata=metadata)
+        await admin.UpdateConfig(
+            admin_pb2.UpdateConfigRequest(values={"proxy_preserve_host": "true"}), metadata=metadata
+        )
     assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert reason(failure.value) == expected
     config = await admin.GetConfig(admin_pb2.GetConfigRequest(category="proxy"), metadata=ADMIN)
@@ -120,8 +132,9 @@ async def test_wrong_missing_and_oversized_keys_are_refused(admin, metadata, exp
 async def test_ordinary_users_may_not_change_config_or_read_logs(admin, channel):
     token = await user_token(channel)
     calls = [
-        admin.UpdateConfig(admin_pb2.UpdateConfigRequest(values={"proxy_preserve_host": "true"}),
-                           metadata=bearer(token)),
+        admin.UpdateConfig(
+            admin_pb2.UpdateConfigRequest(values={"proxy_preserve_host": "true"}), metadata=bearer(token)
+        ),
         admin.RestartServer(admin_pb2.RestartServerRequest(), metadata=bearer(token)),
         admin.ListLogs(admin_pb2.ListLogsRequest(), metadata=bearer(token)),
         admin.ClearLogs(admin_pb2.ClearLogsRequest(), metadata=bearer(token)),
@@ -153,7 +166,12 @@ async def test_config_entries_are_typed_described_and_secrets_masked(app_factory
     assert entries["admin_api_key"].editable is False and entries["admin_api_key"].category == "security"
     headers = entries["proxy_custom_headers"]
     assert (headers.type, headers.value, headers.editable, headers.requires_restart, headers.category) == (
-        admin_pb2.CONFIG_VALUE_TYPE_JSON, "{}", True, False, "proxy")
+        admin_pb2.CONFIG_VALUE_TYPE_JSON,
+        "{}",
+        True,
+        False,
+        "proxy",
+    )
     assert headers.description and headers.example and json.loads(headers.example)
     assert entries["proxy_port"].requires_restart and entries["proxy_port"].type == admin_pb2.CONFIG_VALUE_TYPE_NUMBER
     assert entries["proxy_enabled"].type == admin_pb2.CONFIG_VALUE_TYPE_BOOLEAN
@@ -181,7 +199,8 @@ async def test_invalid_updates_apply_nothing_and_name_every_bad_key(admin):
     assert reason(failure.value) == "CONFIG_INVALID"
     violations = next(d for d in error_details(failure.value) if isinstance(d, error_details_pb2.BadRequest))
     assert {v.field for v in violations.field_violations} == {f"values[{k}]" for k in bad} - {
-        "values[proxy_write_timeout_seconds]"}
+        "values[proxy_write_timeout_seconds]"
+    }
     config = await admin.GetConfig(admin_pb2.GetConfigRequest(category="proxy"), metadata=ADMIN)
     assert next(e.value for e in config.entries if e.key == "proxy_write_timeout_seconds") == "60"
     for header in ("connection", "host", "transfer-encoding"):
@@ -196,13 +215,15 @@ async def test_updates_persist_atomically_with_backup_audit_and_encrypted_secret
     path = tmp_path / "data" / "proxy_config.json"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
-        dry = await admin.UpdateConfig(admin_pb2.UpdateConfigRequest(values={"proxy_port": "9999"},
-                                                                     validate_only=True), metadata=ADMIN)
+        dry = await admin.UpdateConfig(
+            admin_pb2.UpdateConfigRequest(values={"proxy_port": "9999"}, validate_only=True), metadata=ADMIN
+        )
         assert dry.applied[0].value == "9999" and dry.restart_required and not path.exists()
         await update(admin, proxy_custom_headers={"x-team": "a"})
         first = path.read_bytes()
-        reply = await update(admin, proxy_custom_headers={"x-team": "b"}, proxy_upstream_api_key="sk-up-secret-4321",
-                             proxy_port=9999)
+        reply = await update(
+            admin, proxy_custom_headers={"x-team": "b"}, proxy_upstream_api_key="sk-up-secret-4321", proxy_port=9999
+        )
         assert reply.restart_required and not reply.restart_scheduled
         assert {e.key: e.value for e in reply.applied}["proxy_upstream_api_key"] == "****"  # too short to show any
         config = await admin.GetConfig(admin_pb2.GetConfigRequest(), metadata=ADMIN)
@@ -251,8 +272,10 @@ async def test_file_lock_falls_back_where_locks_are_unsupported(tmp_path, monkey
 
 
 async def test_restart_is_scheduled_through_the_app(proxy_app, admin):
-    reply = await admin.RestartServer(admin_pb2.RestartServerRequest(delay=duration_pb2.Duration(nanos=200_000_000),
-                                                                     reason="apply the new port"), metadata=ADMIN)
+    reply = await admin.RestartServer(
+        admin_pb2.RestartServerRequest(delay=duration_pb2.Duration(nanos=200_000_000), reason="apply the new port"),
+        metadata=ADMIN,
+    )
     assert reply.restart_time.ToNanoseconds() / 1e9 == pytest.approx(time.time() + 0.2, abs=0.5)
     assert not proxy_app.restart_requested
     await asyncio.sleep(0.4)
@@ -260,8 +283,9 @@ async def test_restart_is_scheduled_through_the_app(proxy_app, admin):
     audit = await admin.ListAuditEvents(admin_pb2.ListAuditEventsRequest(action="server.restart"), metadata=ADMIN)
     assert audit.events[0].detail["reason"] == "apply the new port"
     with pytest.raises(grpc.aio.AioRpcError) as failure:
-        await admin.RestartServer(admin_pb2.RestartServerRequest(delay=duration_pb2.Duration(seconds=-1)),
-                                  metadata=ADMIN)
+        await admin.RestartServer(
+            admin_pb2.RestartServerRequest(delay=duration_pb2.Duration(seconds=-1)), metadata=ADMIN
+        )
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -279,16 +303,19 @@ async def test_stream_logs_live_with_replay_and_filters(proxy_url, upstream, adm
     stream.cancel()
     # resume after the last seq seen: the missed line is replayed first
     await proxied(proxy_url, json={"model": "while-away"}, headers={"x-fake-status": "503"})
-    resumed = admin.StreamLogs(admin_pb2.StreamLogsRequest(after_seq=live.seq, query="/v1/messages",
-                                                           min_level=admin_pb2.LOG_LEVEL_ERROR), metadata=ADMIN)
+    resumed = admin.StreamLogs(
+        admin_pb2.StreamLogsRequest(after_seq=live.seq, query="/v1/messages", min_level=admin_pb2.LOG_LEVEL_ERROR),
+        metadata=ADMIN,
+    )
     missed = await asyncio.wait_for(resumed.read(), 5)
     assert "while-away" in missed.line.message and missed.line.level == admin_pb2.LOG_LEVEL_ERROR
     resumed.cancel()
 
 
 async def test_slow_log_reader_is_told_what_it_missed_and_never_slows_the_proxy(app_factory, upstream):
-    app = await app_factory(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url,
-                            proxy_log_subscriber_queue=10)
+    app = await app_factory(
+        proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url, proxy_log_subscriber_queue=10
+    )
     url = f"http://127.0.0.1:{app.servicers['AdminService'].proxy_port}"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
@@ -320,8 +347,14 @@ async def test_slow_log_reader_is_told_what_it_missed_and_never_slows_the_proxy(
 
 
 async def test_log_history_query_pages_rotation_and_clear(app_factory, upstream):
-    app = await app_factory(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url,
-                            proxy_log_file_max_bytes=4096, proxy_log_file_count=2, proxy_log_flush_seconds=0.05)
+    app = await app_factory(
+        proxy_enabled=True,
+        proxy_port=0,
+        proxy_target_base_url=upstream.url,
+        proxy_log_file_max_bytes=4096,
+        proxy_log_file_count=2,
+        proxy_log_flush_seconds=0.05,
+    )
     url = f"http://127.0.0.1:{app.servicers['AdminService'].proxy_port}"
     async with httpx.AsyncClient() as client:
         for i in range(40):
@@ -331,8 +364,9 @@ async def test_log_history_query_pages_rotation_and_clear(app_factory, upstream)
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         page = await admin.ListLogs(admin_pb2.ListLogsRequest(page_size=5, query="/v1/models"), metadata=ADMIN)
         assert [line.trace_id for line in page.lines] == [f"hist-{i}" for i in range(39, 34, -1)]
-        older = await admin.ListLogs(admin_pb2.ListLogsRequest(page_size=5, query="/v1/models",
-                                                               page_token=page.next_page_token), metadata=ADMIN)
+        older = await admin.ListLogs(
+            admin_pb2.ListLogsRequest(page_size=5, query="/v1/models", page_token=page.next_page_token), metadata=ADMIN
+        )
         assert older.lines[0].trace_id == "hist-34"
         one = await admin.ListLogs(admin_pb2.ListLogsRequest(trace_id="hist-38"), metadata=ADMIN)
         assert len(one.lines) == 1 and not one.next_page_token
@@ -340,8 +374,7 @@ async def test_log_history_query_pages_rotation_and_clear(app_factory, upstream)
         files = sorted(p.name for p in logs_dir.iterdir())
         assert files == ["server.jsonl", "server.jsonl.1", "server.jsonl.2"]
         assert all(p.stat().st_size <= 4096 for p in logs_dir.iterdir())
-        everything = await admin.ListLogs(admin_pb2.ListLogsRequest(page_size=1000, query="/v1/models"),
-                                          metadata=ADMIN)
+        everything = await admin.ListLogs(admin_pb2.ListLogsRequest(page_size=1000, query="/v1/models"), metadata=ADMIN)
         assert 0 < len(everything.lines) < 40
         cutoff = timestamp_pb2.Timestamp()
         cutoff.FromNanoseconds(everything.lines[4].time.ToNanoseconds())
@@ -363,8 +396,11 @@ async def test_log_stream_over_sse_through_the_gateway(proxy_app, proxy_url, ups
     await proxied(proxy_url, json={"model": "sse-model"})
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{proxy_app.http_port}") as client:
         async with client.stream(
-            "GET", "/v1/admin/logs:stream", params={"tail": 1, "query": "sse-model"},
-            headers={"accept": "text/event-stream", "authorization": f"Bearer {ADMIN_KEY}"}, timeout=5,
+            "GET",
+            "/v1/admin/logs:stream",
+            params={"tail": 1, "query": "sse-model"},
+            headers={"accept": "text/event-stream", "authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=5,
         ) as reply:
             assert reply.status_code == 200
             assert reply.headers["content-type"].startswith("text/event-stream")

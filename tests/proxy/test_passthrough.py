@@ -48,7 +48,9 @@ async def test_anthropic_stream_arrives_token_by_token(claude, proxy_url, upstre
     arrivals = []
     started = time.perf_counter()
     async with claude.messages.stream(
-        model="claude-test", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+        model="claude-test",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "hi"}],
         extra_headers={"x-fake-delay-ms": "150", "x-fake-tokens": "5"},
     ) as stream:
         async for text in stream.text_stream:
@@ -66,7 +68,9 @@ async def test_openai_stream_arrives_token_by_token(gpt, proxy_url, upstream):
     arrivals = []
     started = time.perf_counter()
     stream = await gpt.chat.completions.create(
-        model="gpt-test", stream=True, messages=[{"role": "user", "content": "hi"}],
+        model="gpt-test",
+        stream=True,
+        messages=[{"role": "user", "content": "hi"}],
         extra_headers={"x-fake-delay-ms": "150", "x-fake-tokens": "4"},
     )
     async for chunk in stream:
@@ -80,7 +84,10 @@ async def test_openai_stream_arrives_token_by_token(gpt, proxy_url, upstream):
 async def test_anthropic_beta_and_sdk_headers_reach_upstream_untouched(claude, proxy_url, upstream):
     betas = ["prompt-caching-2024-07-31", "fine-grained-tool-streaming-2025-05-14"]
     message = await claude.beta.messages.create(
-        model="claude-test", max_tokens=16, messages=[{"role": "user", "content": "hi"}], betas=betas,
+        model="claude-test",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "hi"}],
+        betas=betas,
         extra_headers={"anthropic-version": "2023-06-01"},
     )
     assert message.content[0].text.startswith("tok0")
@@ -125,22 +132,32 @@ async def test_request_headers_arrive_as_sent_with_nothing_added(proxy_url, upst
     port = int(proxy_url.rsplit(":", 1)[1])
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = b"plain bytes"
-    writer.write(b"POST /v1/raw HTTP/1.1\r\nHost: client.example\r\nX-Dup: one\r\nX-Order: 2\r\nX-Dup: two\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    writer.write(
+        b"POST /v1/raw HTTP/1.1\r\nHost: client.example\r\nX-Dup: one\r\nX-Order: 2\r\nX-Dup: two\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     await writer.drain()
     status = await reader.readline()
     writer.close()
     assert status.startswith(b"HTTP/1.1 200"), status
     got = upstream.last("/v1/raw")
     assert [(k, v) for k, v in got.headers if k != "host"] == [
-        ("x-dup", "one"), ("x-order", "2"), ("x-dup", "two"), ("content-length", str(len(body)))]
+        ("x-dup", "one"),
+        ("x-order", "2"),
+        ("x-dup", "two"),
+        ("content-length", str(len(body))),
+    ]
     assert got.body == body
 
 
 async def test_custom_headers_injected_live(claude, proxy_url, upstream, admin):
     await update(admin, proxy_custom_headers={"x-team": "search", "anthropic-beta": "forced-beta-1"})
-    await claude.messages.create(model="claude-test", max_tokens=8, messages=[{"role": "user", "content": "x"}],
-                                 extra_headers={"anthropic-beta": "client-beta"})
+    await claude.messages.create(
+        model="claude-test",
+        max_tokens=8,
+        messages=[{"role": "user", "content": "x"}],
+        extra_headers={"anthropic-beta": "client-beta"},
+    )
     got = upstream.last("/v1/messages")
     assert got.header("x-team") == "search"
     assert [v for k, v in got.headers if k == "anthropic-beta"] == ["forced-beta-1"]  # replaced, not duplicated
@@ -186,6 +203,7 @@ async def test_every_method_path_query_and_body_pass_byte_exact(proxy_url, upstr
             assert reply.status_code == 200
             got = upstream.last()
             assert (got.method, got.path, got.query, got.body) == (method, "/any/where/ x", "a=1&b=%2F", odd)
+
         # A streamed (chunked) request body is forwarded as it comes.
         async def body():
             for i in range(5):
@@ -234,15 +252,19 @@ async def test_upstream_unreachable_is_502_and_timeout_is_504(proxy_url, upstrea
 
 async def test_upstream_error_status_and_body_pass_through(claude, proxy_url, upstream):
     with pytest.raises(anthropic.RateLimitError) as failure:
-        await claude.messages.create(model="claude-test", max_tokens=8, messages=[],
-                                     extra_headers={"x-fake-status": "429"})
+        await claude.messages.create(
+            model="claude-test", max_tokens=8, messages=[], extra_headers={"x-fake-status": "429"}
+        )
     assert failure.value.status_code == 429
     assert "fake failure" in failure.value.message
 
 
 async def test_client_disconnect_stops_the_upstream_stream(claude, proxy_url, upstream):
     stream = await claude.messages.create(
-        model="claude-test", max_tokens=64, stream=True, messages=[{"role": "user", "content": "long"}],
+        model="claude-test",
+        max_tokens=64,
+        stream=True,
+        messages=[{"role": "user", "content": "long"}],
         extra_headers={"x-fake-delay-ms": "100", "x-fake-tokens": "40"},
     )
     async for event in stream:
@@ -266,8 +288,9 @@ async def test_https_upstream_streams_through_tls(app_factory, tmp_path, monkeyp
         app = await app_factory(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url)
         url = f"http://127.0.0.1:{app.servicers['AdminService'].proxy_port}"
         async with anthropic.AsyncAnthropic(base_url=url, api_key="k", max_retries=0) as claude:
-            async with claude.messages.stream(model="claude-tls", max_tokens=8, messages=[],
-                                              extra_headers={"x-fake-tokens": "4"}) as stream:
+            async with claude.messages.stream(
+                model="claude-tls", max_tokens=8, messages=[], extra_headers={"x-fake-tokens": "4"}
+            ) as stream:
                 assert await stream.get_final_text() == "tok0 tok1 tok2 tok3 "
             await claude.messages.create(model="claude-tls", max_tokens=8, messages=[])  # reuses the connection
         assert [r.path for r in upstream.requests] == ["/v1/messages", "/v1/messages"]

@@ -43,22 +43,25 @@ def proxy_env(upstream: FakeUpstream, **extra: str) -> dict[str, str]:
 
 def start_time(target: str) -> int:
     with grpc.insecure_channel(target) as channel:
-        stats = admin_pb2_grpc.AdminServiceStub(channel).GetStats(admin_pb2.GetStatsRequest(), metadata=ADMIN,
-                                                                  timeout=5)
+        stats = admin_pb2_grpc.AdminServiceStub(channel).GetStats(
+            admin_pb2.GetStatsRequest(), metadata=ADMIN, timeout=5
+        )
     return stats.start_time.ToNanoseconds()
 
 
 def config_value(target: str, key: str) -> str:
     with grpc.insecure_channel(target) as channel:
-        reply = admin_pb2_grpc.AdminServiceStub(channel).GetConfig(admin_pb2.GetConfigRequest(category="proxy"),
-                                                                   metadata=ADMIN, timeout=5)
+        reply = admin_pb2_grpc.AdminServiceStub(channel).GetConfig(
+            admin_pb2.GetConfigRequest(category="proxy"), metadata=ADMIN, timeout=5
+        )
     return next(e.value for e in reply.entries if e.key == key)
 
 
 def update(target: str, timeout: float = 10, **values: str) -> admin_pb2.UpdateConfigResponse:
     with grpc.insecure_channel(target) as channel:
         return admin_pb2_grpc.AdminServiceStub(channel).UpdateConfig(
-            admin_pb2.UpdateConfigRequest(values=values), metadata=ADMIN, timeout=timeout)
+            admin_pb2.UpdateConfigRequest(values=values), metadata=ADMIN, timeout=timeout
+        )
 
 
 def test_config_survives_a_restart_and_the_restart_reexecs(server_factory, upstream, tmp_path):
@@ -70,7 +73,8 @@ def test_config_survives_a_restart_and_the_restart_reexecs(server_factory, upstr
     update(server.grpc_target, proxy_custom_headers='{"x-team": "survivor"}', proxy_system_prompt_text="Be kind.")
     with grpc.insecure_channel(server.grpc_target) as channel:
         admin_pb2_grpc.AdminServiceStub(channel).RestartServer(
-            admin_pb2.RestartServerRequest(reason="test"), metadata=ADMIN, timeout=5)
+            admin_pb2.RestartServerRequest(reason="test"), metadata=ADMIN, timeout=5
+        )
     deadline = time.monotonic() + 30
     while True:  # down, then up again as the same process (re-exec) with a new start time
         assert time.monotonic() < deadline, server.output()
@@ -124,6 +128,7 @@ async def test_crash_in_the_middle_of_a_write_leaves_the_old_file_intact(app_fac
     app = await app_factory(data_dir=data_dir)  # the server starts on the old config and cleans up
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         reply = await admin_pb2_grpc.AdminServiceStub(channel).GetConfig(
-            admin_pb2.GetConfigRequest(category="proxy"), metadata=ADMIN)
+            admin_pb2.GetConfigRequest(category="proxy"), metadata=ADMIN
+        )
     assert next(e.value for e in reply.entries if e.key == "proxy_custom_headers") == '{"x-team":"old"}'
     assert not list(data_dir.glob(".proxy_config.json.*.tmp"))

@@ -22,8 +22,15 @@ SHARED_REDIS = f"{REDIS_URL}/13"
 @pytest.fixture
 async def pair(app_factory, upstream, pg_database_url, tmp_path):
     redis.Redis.from_url(SHARED_REDIS).flushdb()
-    common = dict(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url, redis_url=SHARED_REDIS,
-                  database_url=pg_database_url, proxy_stats_share_seconds=0.1, proxy_log_share_seconds=0.05)
+    common = dict(
+        proxy_enabled=True,
+        proxy_port=0,
+        proxy_target_base_url=upstream.url,
+        redis_url=SHARED_REDIS,
+        database_url=pg_database_url,
+        proxy_stats_share_seconds=0.1,
+        proxy_log_share_seconds=0.05,
+    )
     first = await app_factory(data_dir=tmp_path / "one", **common)
     second = await app_factory(data_dir=tmp_path / "two", **common)
     yield first, second
@@ -77,8 +84,9 @@ async def test_stats_and_errors_of_every_worker_on_either(pair):
             # errors of the other worker, paged by id across processes
             page = await admin.ListErrors(admin_pb2.ListErrorsRequest(page_size=1), metadata=ADMIN)
             assert page.total_size == 2 and page.errors[0].model == "model-two"
-            rest = await admin.ListErrors(admin_pb2.ListErrorsRequest(page_size=1, page_token=page.next_page_token),
-                                          metadata=ADMIN)
+            rest = await admin.ListErrors(
+                admin_pb2.ListErrorsRequest(page_size=1, page_token=page.next_page_token), metadata=ADMIN
+            )
             assert len(rest.errors) == 1 and rest.errors[0].time.ToNanoseconds() < page.errors[0].time.ToNanoseconds()
             assert not rest.next_page_token
         # a stopped worker drops out at once (it deletes its snapshot); the other keeps counting its own
@@ -118,15 +126,23 @@ async def test_without_redis_each_process_keeps_its_own(app_factory, upstream, t
     assert service.shared_stats is None and service.logs.shipper is None
 
 
-async def test_with_redis_gone_each_process_shows_its_own_and_numbers_its_lines(app_factory, upstream,
-                                                                                pg_database_url, tmp_path):
+async def test_with_redis_gone_each_process_shows_its_own_and_numbers_its_lines(
+    app_factory, upstream, pg_database_url, tmp_path
+):
     """(The API itself answers UNAVAILABLE while Redis is away; these are what the admin parts fall back to.)"""
     from tests.cluster.rig import RedisServer
 
     server = RedisServer(tmp_path).start()
     try:
-        common = dict(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url, redis_url=server.url,
-                      database_url=pg_database_url, proxy_stats_share_seconds=0.1, proxy_log_share_seconds=0.05)
+        common = dict(
+            proxy_enabled=True,
+            proxy_port=0,
+            proxy_target_base_url=upstream.url,
+            redis_url=server.url,
+            database_url=pg_database_url,
+            proxy_stats_share_seconds=0.1,
+            proxy_log_share_seconds=0.05,
+        )
         first = await app_factory(data_dir=tmp_path / "one", **common)
         second = await app_factory(data_dir=tmp_path / "two", **common)
         await proxied(first, 2, "model-one")

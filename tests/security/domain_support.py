@@ -21,8 +21,9 @@ async def http_server(routes: list) -> AsyncIterator[int]:
     from starlette.applications import Starlette
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=port, log_config=None,
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    )
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -40,8 +41,9 @@ def token_of(caller: Caller) -> str:
 
 
 def rest(app, caller: Caller) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", headers=dict(bearer(token_of(caller))),
-                             timeout=60)
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{app.http_port}", headers=dict(bearer(token_of(caller))), timeout=60
+    )
 
 
 async def rest_run(http: httpx.AsyncClient, flow_id: str, inputs: dict[str, Any] | None = None) -> list[dict]:

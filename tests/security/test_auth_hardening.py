@@ -36,8 +36,9 @@ async def grpc_auth(app):
 
 
 async def create_user(auth, username: str, password: str = PASSWORD) -> auth_pb2.User:
-    reply = await auth.CreateUser(auth_pb2.CreateUserRequest(user=auth_pb2.User(username=username, password=password)),
-                                  metadata=bearer(ADMIN_KEY))
+    reply = await auth.CreateUser(
+        auth_pb2.CreateUserRequest(user=auth_pb2.User(username=username, password=password)), metadata=bearer(ADMIN_KEY)
+    )
     return reply.user
 
 
@@ -53,9 +54,15 @@ async def grpc_code(call) -> grpc.StatusCode:
 async def test_rotating_x_forwarded_for_does_not_buy_more_guesses(app_factory):
     app = await app_factory(credential_failures_limit="5/minute")
     async with http(app) as client:
-        statuses = [(await client.get("/v1/auth/me", headers={"authorization": f"Bearer tc_guess{i:030d}",
-                                                                "x-forwarded-for": f"203.0.113.{i}"})).status_code
-                    for i in range(7)]
+        statuses = [
+            (
+                await client.get(
+                    "/v1/auth/me",
+                    headers={"authorization": f"Bearer tc_guess{i:030d}", "x-forwarded-for": f"203.0.113.{i}"},
+                )
+            ).status_code
+            for i in range(7)
+        ]
     assert statuses == [401] * 5 + [429] * 2
 
 
@@ -71,28 +78,35 @@ async def test_a_valid_key_is_never_refused_for_failures_from_its_address(app_fa
         assert over.json()["details"][0]["reason"] == "RATE_LIMITED"
         assert (await client.get("/v1/auth/me", headers={"authorization": f"Bearer {ADMIN_KEY}"})).status_code == 200
         assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(ADMIN_KEY))) == grpc.StatusCode.OK
-        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer("tc_wrong-again-000000000000"))) \
+        assert (
+            await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer("tc_wrong-again-000000000000")))
             == grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
 
 
 async def test_guesses_at_one_key_prefix_are_throttled_from_every_address_but_the_key_works(app_factory):
     app = await app_factory(credential_failures_limit="100/minute", credential_failures_per_key_prefix_limit="4/minute")
     channel, auth = await grpc_auth(app)
     async with channel:
-        created = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="target")),
-                                          metadata=bearer(ADMIN_KEY))
+        created = await auth.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="target")), metadata=bearer(ADMIN_KEY)
+        )
         prefix = created.api_key.prefix  # what the key's list shows
         statuses = []
         for i in range(6):  # two machines, each trying keys that start like the target
             async with http(app, ELSEWHERE if i % 2 else None) as client:
-                statuses.append((await client.get("/v1/auth/me", headers={
-                    "authorization": f"Bearer {prefix}{i:040d}"})).status_code)
+                statuses.append(
+                    (await client.get("/v1/auth/me", headers={"authorization": f"Bearer {prefix}{i:040d}"})).status_code
+                )
         assert statuses == [401] * 4 + [429] * 2
-        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(created.secret))) == \
-            grpc.StatusCode.OK
+        assert (
+            await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(created.secret))) == grpc.StatusCode.OK
+        )
         other = "tc_" + ("A" if prefix[3] != "A" else "B") + "x" * 40  # another prefix keeps its own budget
-        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(other))) == \
-            grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(other)))
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
 
 
 async def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(app_factory):
@@ -112,20 +126,26 @@ async def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(app_
     channel, auth = await grpc_auth(app)
     async with channel:
         metadata = (*bearer("tc_wrong-key-0000000000000000000"), ("x-forwarded-for", "198.51.100.7"))
-        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=metadata)) == \
-            grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (
+            await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=metadata))
+            == grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
 
 
 async def test_the_openai_compatible_api_keeps_the_same_failure_budget(app_factory):
     app = await app_factory(credential_failures_limit="3/minute")
     async with http(app) as client:
-        statuses = [(await client.get("/openai/v1/models", headers={"authorization": f"Bearer tc_wrong{i:030d}"}))
-                    .status_code for i in range(4)]
+        statuses = [
+            (await client.get("/openai/v1/models", headers={"authorization": f"Bearer tc_wrong{i:030d}"})).status_code
+            for i in range(4)
+        ]
         assert statuses == [401, 401, 401, 429]
-        assert (await client.get("/v1/auth/me", headers={"authorization": "Bearer tc_wrong-too-00000000000"})) \
-            .status_code == 429  # one budget for every surface
-        assert (await client.get("/openai/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"})) \
-            .status_code == 200
+        assert (
+            await client.get("/v1/auth/me", headers={"authorization": "Bearer tc_wrong-too-00000000000"})
+        ).status_code == 429  # one budget for every surface
+        assert (
+            await client.get("/openai/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        ).status_code == 200
 
 
 async def test_failed_logins_elsewhere_never_lock_out_the_right_password(app_factory):
@@ -133,16 +153,18 @@ async def test_failed_logins_elsewhere_never_lock_out_the_right_password(app_fac
     channel, auth = await grpc_auth(app)
     async with channel, http(app, ELSEWHERE) as attacker, http(app) as owner:
         await create_user(auth, "alice")
-        guesses = [(await attacker.post("/v1/auth:login", json={"username": "alice", "password": f"guess {i}!!"}))
-                   .status_code for i in range(4)]
+        guesses = [
+            (await attacker.post("/v1/auth:login", json={"username": "alice", "password": f"guess {i}!!"})).status_code
+            for i in range(4)
+        ]
         assert guesses == [401, 401, 401, 429]
         # The attacker is refused before the password is checked, even with the right one: nothing to learn.
-        assert (await attacker.post("/v1/auth:login", json={"username": "alice", "password": PASSWORD})).status_code \
-            == 429
+        assert (
+            await attacker.post("/v1/auth:login", json={"username": "alice", "password": PASSWORD})
+        ).status_code == 429
         # Alice, elsewhere, gets in over gRPC and REST.
         assert (await auth.Login(auth_pb2.LoginRequest(username="alice", password=PASSWORD))).access_token
-        assert (await owner.post("/v1/auth:login", json={"username": "alice", "password": PASSWORD})).status_code \
-            == 200
+        assert (await owner.post("/v1/auth:login", json={"username": "alice", "password": PASSWORD})).status_code == 200
 
 
 async def test_password_spraying_from_one_address_is_throttled(app_factory):
@@ -151,8 +173,10 @@ async def test_password_spraying_from_one_address_is_throttled(app_factory):
     async with channel, http(app, ELSEWHERE) as sprayer:
         for name in ("bob", "carol"):
             await create_user(auth, name)
-        tries = [(await sprayer.post("/v1/auth:login", json={"username": f"user{i}", "password": "Summer2026!"}))
-                 .status_code for i in range(5)]
+        tries = [
+            (await sprayer.post("/v1/auth:login", json={"username": f"user{i}", "password": "Summer2026!"})).status_code
+            for i in range(5)
+        ]
         assert tries == [401] * 4 + [429]
         # Unknown and known usernames are refused alike: the budget does not reveal who exists.
         for name in ("bob", "nobody"):
@@ -167,9 +191,12 @@ async def test_logins_answer_alike_for_unknown_users_wrong_passwords_and_disable
     async with channel:
         await create_user(auth, "dora")
         disabled = await create_user(auth, "eve")
-        await auth.UpdateUser(auth_pb2.UpdateUserRequest(user=auth_pb2.User(id=disabled.id, disabled=True),
-                                                         update_mask={"paths": ["disabled"]}),
-                              metadata=bearer(ADMIN_KEY))
+        await auth.UpdateUser(
+            auth_pb2.UpdateUserRequest(
+                user=auth_pb2.User(id=disabled.id, disabled=True), update_mask={"paths": ["disabled"]}
+            ),
+            metadata=bearer(ADMIN_KEY),
+        )
         answers = set()
         for username, password in (("nobody", PASSWORD), ("dora", "wrong password"), ("eve", PASSWORD)):
             with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -234,14 +261,17 @@ async def test_reusing_a_refresh_token_revokes_its_whole_session(app_factory):
             me = await client.get("/v1/auth/me", headers={"authorization": f"Bearer {token}"})
             assert me.status_code == 401 and me.json()["details"][0]["reason"] == "TOKEN_EXPIRED"
         # ... and another login of the same user is not.
-        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(other_device.access_token))) == \
-            grpc.StatusCode.OK
+        assert (
+            await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(other_device.access_token)))
+            == grpc.StatusCode.OK
+        )
         assert (await refresh(auth, other_device.refresh_token)).access_token
 
 
 @pytest.mark.parametrize("grace, wait, session_survives", [(5.0, 0.0, True), (1.0, 1.3, False)])
-async def test_a_refresh_token_spent_twice_within_the_grace_keeps_its_session(app_factory, grace, wait,
-                                                                                session_survives):
+async def test_a_refresh_token_spent_twice_within_the_grace_keeps_its_session(
+    app_factory, grace, wait, session_survives
+):
     app = await app_factory(refresh_token_reuse_grace_seconds=grace)
     channel, auth = await grpc_auth(app)
     async with channel:
@@ -267,22 +297,29 @@ async def test_changing_ones_own_password_needs_the_current_one(app_factory):
             fields = {"id": user.id, "password": "a whole new password"}
             if current is not None:
                 fields["current_password"] = current
-            return auth.UpdateUser(auth_pb2.UpdateUserRequest(user=auth_pb2.User(**fields),
-                                                              update_mask={"paths": ["password"]}),
-                                   metadata=bearer(token))
+            return auth.UpdateUser(
+                auth_pb2.UpdateUserRequest(user=auth_pb2.User(**fields), update_mask={"paths": ["password"]}),
+                metadata=bearer(token),
+            )
 
         for current in (None, "not my password"):  # a stolen token alone cannot take the account over
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await change(current)
             assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert failure.value.details().startswith("current_password")
-        rest = await client.patch(f"/v1/users/{user.id}", headers={"authorization": f"Bearer {token}"},
-                                  json={"password": "a whole new password", "current_password": "nope nope"})
+        rest = await client.patch(
+            f"/v1/users/{user.id}",
+            headers={"authorization": f"Bearer {token}"},
+            json={"password": "a whole new password", "current_password": "nope nope"},
+        )
         assert rest.status_code == 400 and rest.json()["details"][0]["metadata"]["field"] == "current_password"
         assert (await login(auth, "ivan")).access_token  # unchanged so far
 
-        rest = await client.patch(f"/v1/users/{user.id}", headers={"authorization": f"Bearer {token}"},
-                                  json={"password": "a whole new password", "current_password": PASSWORD})
+        rest = await client.patch(
+            f"/v1/users/{user.id}",
+            headers={"authorization": f"Bearer {token}"},
+            json={"password": "a whole new password", "current_password": PASSWORD},
+        )
         assert rest.status_code == 200, rest.text
         assert await grpc_code(login(auth, "ivan")) == grpc.StatusCode.UNAUTHENTICATED
         assert (await login(auth, "ivan", "a whole new password")).access_token
@@ -296,10 +333,17 @@ async def test_wrong_current_passwords_are_budgeted_like_logins(app_factory):
         token = (await login(auth, "judy")).access_token
         codes = []
         for current in ("guess 1!", "guess 2!", "guess 3!", PASSWORD):
-            codes.append(await grpc_code(auth.UpdateUser(
-                auth_pb2.UpdateUserRequest(user=auth_pb2.User(id=user.id, password="brand new password",
-                                                              current_password=current),
-                                           update_mask={"paths": ["password"]}), metadata=bearer(token))))
+            codes.append(
+                await grpc_code(
+                    auth.UpdateUser(
+                        auth_pb2.UpdateUserRequest(
+                            user=auth_pb2.User(id=user.id, password="brand new password", current_password=current),
+                            update_mask={"paths": ["password"]},
+                        ),
+                        metadata=bearer(token),
+                    )
+                )
+            )
     assert codes == [grpc.StatusCode.INVALID_ARGUMENT] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
 
 
@@ -315,14 +359,20 @@ async def test_a_password_change_ends_every_session_of_that_user(app_factory, by
         change = auth_pb2.User(id=user.id, password="another good password")
         if not by_admin:
             change.current_password = PASSWORD
-        await auth.UpdateUser(auth_pb2.UpdateUserRequest(user=change, update_mask={"paths": ["password"]}),
-                              metadata=bearer(ADMIN_KEY if by_admin else sessions[0].access_token))
+        await auth.UpdateUser(
+            auth_pb2.UpdateUserRequest(user=change, update_mask={"paths": ["password"]}),
+            metadata=bearer(ADMIN_KEY if by_admin else sessions[0].access_token),
+        )
         for session in sessions:
-            assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(session.access_token))) == \
-                grpc.StatusCode.UNAUTHENTICATED
+            assert (
+                await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(session.access_token)))
+                == grpc.StatusCode.UNAUTHENTICATED
+            )
             assert await grpc_code(refresh(auth, session.refresh_token)) == grpc.StatusCode.UNAUTHENTICATED
-        assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(theirs.access_token))) == \
-            grpc.StatusCode.OK
+        assert (
+            await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(theirs.access_token)))
+            == grpc.StatusCode.OK
+        )
 
 
 async def test_a_token_living_longer_than_the_configured_lifetime_is_refused(app_factory, tmp_path):
@@ -346,8 +396,13 @@ async def test_a_token_living_longer_than_the_configured_lifetime_is_refused(app
 
 def rotate_signing_key(data_dir, *flags: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TYPECASE_")}
-    done = subprocess.run([sys.executable, "-m", "typecase.server", "rotate-signing-key", *flags],
-                          env={**env, "TYPECASE_DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "typecase.server", "rotate-signing-key", *flags],
+        env={**env, "TYPECASE_DATA_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -382,21 +437,26 @@ async def test_signing_key_rotation_keeps_old_tokens_until_the_previous_key_is_d
 
 
 # -- finding 5: usernames -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("field, user", [
-    ("user.username", {"username": "oscar\n"}),
-    ("user.username", {"username": "oscar\r\n"}),
-    ("user.email", {"username": "oscar", "email": "oscar@example.com\n"}),
-])
+@pytest.mark.parametrize(
+    "field, user",
+    [
+        ("user.username", {"username": "oscar\n"}),
+        ("user.username", {"username": "oscar\r\n"}),
+        ("user.email", {"username": "oscar", "email": "oscar@example.com\n"}),
+    ],
+)
 async def test_a_trailing_newline_is_not_a_valid_username_or_email(app_factory, field, user):
     app = await app_factory()
     channel, auth = await grpc_auth(app)
     async with channel, http(app) as client:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await auth.CreateUser(auth_pb2.CreateUserRequest(user=auth_pb2.User(password=PASSWORD, **user)),
-                                  metadata=bearer(ADMIN_KEY))
+            await auth.CreateUser(
+                auth_pb2.CreateUserRequest(user=auth_pb2.User(password=PASSWORD, **user)), metadata=bearer(ADMIN_KEY)
+            )
         assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT and failure.value.details().startswith(field)
-        rest = await client.post("/v1/users", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                                 json={"password": PASSWORD, **user})
+        rest = await client.post(
+            "/v1/users", headers={"authorization": f"Bearer {ADMIN_KEY}"}, json={"password": PASSWORD, **user}
+        )
         assert rest.status_code == 400 and rest.json()["details"][0]["metadata"]["field"] == field
 
 
@@ -409,13 +469,17 @@ async def test_usernames_are_unique_in_any_case_and_either_case_logs_in(app_fact
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await create_user(auth, name)
             assert failure.value.code() == grpc.StatusCode.ALREADY_EXISTS
-        rest = await client.post("/v1/users", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                                 json={"username": "aLiCe", "password": PASSWORD})
+        rest = await client.post(
+            "/v1/users",
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            json={"username": "aLiCe", "password": PASSWORD},
+        )
         assert rest.status_code == 409
         for name in ("alice", "ALICE", " Alice "):
             assert (await login(auth, name)).user.id == alice.id
-        assert (await client.post("/v1/auth:login", json={"username": "aliCE", "password": PASSWORD})) \
-            .json()["user"]["username"] == "Alice"
+        assert (await client.post("/v1/auth:login", json={"username": "aliCE", "password": PASSWORD})).json()["user"][
+            "username"
+        ] == "Alice"
 
 
 @pytest.mark.parametrize("max_entries, evicted", [(2, True), (100, False)])
@@ -429,8 +493,9 @@ async def test_the_credential_cache_holds_at_most_its_configured_entries(app_fac
     app = await app_factory(api_key_cache_seconds=300, credential_cache_max_entries=max_entries)
     channel, auth = await grpc_auth(app)
     async with channel:
-        key = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="cached")),
-                                      metadata=bearer(ADMIN_KEY))
+        key = await auth.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(name="cached")), metadata=bearer(ADMIN_KEY)
+        )
         assert await grpc_code(auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(key.secret))) == grpc.StatusCode.OK
         async with app.resources.db.session() as session:  # revoked by another replica: this one has it cached
             await session.execute(update(ApiKeyRow).where(ApiKeyRow.id == key.api_key.id).values(revoke_time=utcnow()))

@@ -56,8 +56,11 @@ async def mallory(server):
     """A new ordinary user's HTTP client (created with the admin key, then logged in with a password)."""
     name = f"mallory-{uuid.uuid4().hex[:8]}"
     async with httpx.AsyncClient(base_url=server.http_url, timeout=60) as http:
-        created = await http.post("/v1/users", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                                  json={"username": name, "password": PASSWORD, "role": "USER_ROLE_USER"})
+        created = await http.post(
+            "/v1/users",
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            json={"username": name, "password": PASSWORD, "role": "USER_ROLE_USER"},
+        )
         assert created.status_code == 200, created.text
         login = await http.post("/v1/auth:login", json={"username": name, "password": PASSWORD})
         assert login.status_code == 200, login.text
@@ -68,9 +71,11 @@ async def mallory(server):
 async def create_code_flow(http: httpx.AsyncClient, code: str, **params: Any) -> str:
     """start -> code -> end, owned by the caller; the end node outputs the code's `seen`."""
     graph = {
-        "nodes": [{"id": "start", "type": "NODE_TYPE_START"},
-                  {"id": "c", "type": "NODE_TYPE_CODE", "params": {"code": code, **params}},
-                  {"id": "end", "type": "NODE_TYPE_END", "params": {"outputs": {"seen": "{{c.seen}}"}}}],
+        "nodes": [
+            {"id": "start", "type": "NODE_TYPE_START"},
+            {"id": "c", "type": "NODE_TYPE_CODE", "params": {"code": code, **params}},
+            {"id": "end", "type": "NODE_TYPE_END", "params": {"outputs": {"seen": "{{c.seen}}"}}},
+        ],
         "edges": [{"id": "e1", "source": "start", "target": "c"}, {"id": "e2", "source": "c", "target": "end"}],
     }
     created = await http.post("/v1/flows", json={"name": f"probe {uuid.uuid4().hex[:6]}", "graph": graph})
@@ -153,8 +158,18 @@ async def test_a_code_node_sees_nothing_of_the_data_dir_the_project_or_the_venv(
     secrets = [data / "typecase.db", data / "llm-secret.key"]
     assert all(path.is_file() for path in secrets), sorted(os.listdir(data))  # what there is to steal
     venv_packages = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
-    targets = [str(data), *map(str, secrets), str(ROOT), str(ROOT / "server" / "config.py"), sys.prefix,
-               str(venv_packages), "/etc/shadow", "/etc/passwd", "/home", "/root/.ssh"]
+    targets = [
+        str(data),
+        *map(str, secrets),
+        str(ROOT),
+        str(ROOT / "server" / "config.py"),
+        sys.prefix,
+        str(venv_packages),
+        "/etc/shadow",
+        "/etc/passwd",
+        "/home",
+        "/root/.ssh",
+    ]
     seen, failed = await run_code(mallory, code_with(READ_FILES, TARGETS=targets, DATABASE=str(secrets[0])))
     assert failed is None, failed
     for path in targets:
@@ -245,9 +260,12 @@ async def test_a_forked_setsid_execve_child_does_not_outlive_its_code_node(serve
 
 # -- what still works --------------------------------------------------------------------------------------------
 
+
 async def test_a_normal_code_node_gets_its_inputs_and_returns_outputs(server, mallory):
-    code = ("import json, math\ndef main(n, names):\n    print('noise on stdout')\n"
-            "    return {'seen': {'root': math.isqrt(int(n)), 'names': sorted(names), 'text': json.dumps(names)}}")
+    code = (
+        "import json, math\ndef main(n, names):\n    print('noise on stdout')\n"
+        "    return {'seen': {'root': math.isqrt(int(n)), 'names': sorted(names), 'text': json.dumps(names)}}"
+    )
     seen, failed = await run_code(mallory, code, inputs={"n": 49, "names": ["b", "a"]})
     assert failed is None, failed
     assert seen == {"root": 7, "names": ["a", "b"], "text": '["b", "a"]'}
@@ -256,18 +274,34 @@ async def test_a_normal_code_node_gets_its_inputs_and_returns_outputs(server, ma
 # -- limits ------------------------------------------------------------------------------------------------------
 
 LIMITS = {
-    "memory bomb": ("def main():\n    hog = []\n    while True:\n        hog.append(bytearray(1 << 20))",
-                    {}, "memory", "more memory than allowed (128 MiB)"),
+    "memory bomb": (
+        "def main():\n    hog = []\n    while True:\n        hog.append(bytearray(1 << 20))",
+        {},
+        "memory",
+        "more memory than allowed (128 MiB)",
+    ),
     "fork bomb": ("import os\ndef main():\n    while True:\n        os.fork()", {}, None, "Operation not permitted"),
     "busy loop": ("def main():\n    while True:\n        pass", {}, "cpu", "more CPU time than allowed (1s)"),
     "sleep": ("import time\ndef main():\n    time.sleep(60)", {"timeout_ms": 500}, "time", "longer than 0.5s"),
-    "huge file": ("def main():\n    with open('/tmp/big', 'wb') as f:\n        while True:\n"
-                  "            f.write(bytes(1 << 16))", {}, "file_size", "file larger than allowed"),
-    "thread bomb": ("import threading, time\ndef main():\n    while True:\n"
-                    "        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()",
-                    {}, "threads", "more threads than allowed"),
-    "flood of output": ("import os\ndef main():\n    while True:\n        os.write(1, bytes(1 << 16))",
-                        {}, "output", f"larger than {MAX_OUTPUT_BYTES} bytes"),
+    "huge file": (
+        "def main():\n    with open('/tmp/big', 'wb') as f:\n        while True:\n            f.write(bytes(1 << 16))",
+        {},
+        "file_size",
+        "file larger than allowed",
+    ),
+    "thread bomb": (
+        "import threading, time\ndef main():\n    while True:\n"
+        "        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()",
+        {},
+        "threads",
+        "more threads than allowed",
+    ),
+    "flood of output": (
+        "import os\ndef main():\n    while True:\n        os.write(1, bytes(1 << 16))",
+        {},
+        "output",
+        f"larger than {MAX_OUTPUT_BYTES} bytes",
+    ),
 }
 
 
@@ -296,13 +330,17 @@ async def test_a_file_may_be_exactly_as_large_as_the_limit(server, mallory, size
 
 # -- fail closed -------------------------------------------------------------------------------------------------
 
+
 @contextlib.asynccontextmanager
 async def new_user_of(app):
     """A new ordinary user's HTTP client for an in-process App."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=60) as http:
         name = f"user-{uuid.uuid4().hex[:8]}"
-        created = await http.post("/v1/users", headers={"authorization": f"Bearer {ADMIN_KEY}"},
-                                  json={"username": name, "password": PASSWORD, "role": "USER_ROLE_USER"})
+        created = await http.post(
+            "/v1/users",
+            headers={"authorization": f"Bearer {ADMIN_KEY}"},
+            json={"username": name, "password": PASSWORD, "role": "USER_ROLE_USER"},
+        )
         assert created.status_code == 200, created.text
         login = await http.post("/v1/auth:login", json={"username": name, "password": PASSWORD})
         http.headers["authorization"] = f"Bearer {login.json()['access_token']}"
@@ -343,6 +381,7 @@ async def test_flow_code_enabled_false_refuses_code_nodes(app_factory):
 
 # -- the Python API other code runners use -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sandbox():
     from typecase.server.sandbox import Sandbox, SandboxConfig
@@ -356,14 +395,21 @@ def sandbox():
 def limits(**overrides):
     from typecase.server.sandbox import Limits
 
-    values = {"wall_seconds": 20, "cpu_seconds": 2, "memory_bytes": 128 << 20, "output_bytes": 4096,
-              "file_bytes": 1 << 20, **overrides}
+    values = {
+        "wall_seconds": 20,
+        "cpu_seconds": 2,
+        "memory_bytes": 128 << 20,
+        "output_bytes": 4096,
+        "file_bytes": 1 << 20,
+        **overrides,
+    }
     return Limits(**values)
 
 
 async def test_run_python_returns_outputs_and_stdout(sandbox):
-    result = await sandbox.run_python("def main(a, b):\n    print('sum', a + b)\n    return {'sum': a + b}",
-                                      {"a": 2, "b": 3}, limits())
+    result = await sandbox.run_python(
+        "def main(a, b):\n    print('sum', a + b)\n    return {'sum': a + b}", {"a": 2, "b": 3}, limits()
+    )
     assert result.outputs == {"sum": 5} and result.stdout == "sum 5\n"
     script = await sandbox.run_python("print(inputs['word'] * 2)", {"word": "ab"}, limits(), entry=None)
     assert script.outputs == {} and script.stdout == "abab\n"
@@ -384,15 +430,16 @@ async def test_run_python_answer_may_be_exactly_as_large_as_the_output_limit(san
 async def test_run_python_tmp_space_is_bounded(sandbox):
     from typecase.server.sandbox import LimitExceeded
 
-    code = ("def main():\n    for i in range(8):\n        open('/tmp/%d' % i, 'wb').write(bytes(64 * 1024))\n"
-            "    return {}")
+    code = (
+        "def main():\n    for i in range(8):\n        open('/tmp/%d' % i, 'wb').write(bytes(64 * 1024))\n    return {}"
+    )
     with pytest.raises(LimitExceeded) as caught:
         await sandbox.run_python(code, {}, limits())
     assert caught.value.limit == "tmp_space" and "262144 bytes" in caught.value.message
 
 
 async def test_run_python_errors_are_typed(sandbox):
-    from typecase.server.sandbox import CodeFailed, SandboxUnavailable, Sandbox, SandboxConfig
+    from typecase.server.sandbox import CodeFailed, Sandbox, SandboxConfig, SandboxUnavailable
 
     with pytest.raises(CodeFailed, match="ValueError: no luck"):
         await sandbox.run_python("def main():\n    raise ValueError('no luck')", {}, limits())
@@ -441,12 +488,26 @@ def test_an_unprivileged_server_gets_the_same_sandbox_in_a_user_namespace():
     bubblewrap then maps it into a user namespace, and the code is as confined as under a root server."""
     system_python = Path("/usr/bin/python3")
     site_packages = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
-    version = subprocess.run([str(system_python), "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True) if system_python.exists() else None
+    version = (
+        subprocess.run(
+            [str(system_python), "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+        )
+        if system_python.exists()
+        else None
+    )
     if version is None or version.stdout.strip() != str(sys.version_info[:2]):
         pytest.skip("needs a system Python of the venv's version")
-    done = subprocess.run([str(system_python), "-c", UNPRIVILEGED_SERVER, str(site_packages)], user=65534, group=65534,
-                          extra_groups=[], cwd="/", capture_output=True, text=True, timeout=120, env={})
+    done = subprocess.run(
+        [str(system_python), "-c", UNPRIVILEGED_SERVER, str(site_packages)],
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={},
+    )
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["uid"] != 0 and seen["forked"] is False and seen["threads"] == "threads", seen
@@ -459,8 +520,10 @@ async def test_at_most_max_running_runs_at_once(max_running, overlap):
 
     sandbox = Sandbox(SandboxConfig(max_running=max_running))
     await sandbox.start()
-    code = ("import time\ndef main():\n    began = time.time()\n    time.sleep(2)\n"
-            "    return {'span': [began, time.time()]}")
+    code = (
+        "import time\ndef main():\n    began = time.time()\n    time.sleep(2)\n"
+        "    return {'span': [began, time.time()]}"
+    )
     first, second = await asyncio.gather(*(sandbox.run_python(code, {}, limits()) for _ in range(2)))
     (a0, a1), (b0, b1) = first.outputs["span"], second.outputs["span"]
     assert (a0 < b1 and b0 < a1) is overlap, (first.outputs, second.outputs)

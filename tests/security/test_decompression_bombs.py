@@ -112,10 +112,14 @@ def user(server):
     """An ordinary user's HTTP client and a knowledge base of theirs."""
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     with httpx.Client(base_url=server.http_url, timeout=60) as anonymous:
-        anonymous.post("/v1/users", headers=admin, json={
-            "username": "mallory", "password": PASSWORD, "role": "USER_ROLE_USER"}).raise_for_status()
-        token = anonymous.post("/v1/auth:login", json={"username": "mallory", "password": PASSWORD}) \
-            .raise_for_status().json()["access_token"]
+        anonymous.post(
+            "/v1/users", headers=admin, json={"username": "mallory", "password": PASSWORD, "role": "USER_ROLE_USER"}
+        ).raise_for_status()
+        token = (
+            anonymous.post("/v1/auth:login", json={"username": "mallory", "password": PASSWORD})
+            .raise_for_status()
+            .json()["access_token"]
+        )
     with httpx.Client(base_url=server.http_url, timeout=60, headers={"authorization": f"Bearer {token}"}) as client:
         kb = client.post("/v1/knowledge-bases", json={"name": "bombs"}).raise_for_status().json()["knowledge_base"]
         yield client, kb["id"]
@@ -154,10 +158,12 @@ def test_bombs_fail_their_files_with_the_limit_named_and_the_server_stays_small_
     after = memory(pid)
 
     growth = {"now": after["VmRSS"] - before["VmRSS"], "peak": after["VmHWM"] - before["VmHWM"]}
-    print(f"server RSS {before['VmRSS'] / MiB:.0f} -> {after['VmRSS'] / MiB:.0f} MiB, peak "
-          f"{before['VmHWM'] / MiB:.0f} -> {after['VmHWM'] / MiB:.0f} MiB; /healthz: {len(probe.latencies)} calls, "
-          f"p99 {probe.p99() * 1000:.1f} ms, max {max(probe.latencies) * 1000:.1f} ms; "
-          f"idle server: p99 {idle.p99() * 1000:.1f} ms")
+    print(
+        f"server RSS {before['VmRSS'] / MiB:.0f} -> {after['VmRSS'] / MiB:.0f} MiB, peak "
+        f"{before['VmHWM'] / MiB:.0f} -> {after['VmHWM'] / MiB:.0f} MiB; /healthz: {len(probe.latencies)} calls, "
+        f"p99 {probe.p99() * 1000:.1f} ms, max {max(probe.latencies) * 1000:.1f} ms; "
+        f"idle server: p99 {idle.p99() * 1000:.1f} ms"
+    )
     for name, file, _ in results:
         print(f"  {name}: {file['status']} {(file.get('error') or {}).get('message', '')[:160]}")
     assert growth["now"] < RSS_GROWTH_BOUND_BYTES and growth["peak"] < RSS_GROWTH_BOUND_BYTES, growth
@@ -180,8 +186,14 @@ def test_bombs_fail_their_files_with_the_limit_named_and_the_server_stays_small_
 
     # The server keeps serving: a normal document uploaded now is parsed, embedded and searchable.
     assert httpx.get(server.http_url + "/healthz", timeout=5).status_code == 200
-    normal = upload(client, kb_id, "handbook.docx", files.docx_bytes(
-        [("h1", "Handbook"), ("p", "The spare key to the greenhouse is under the blue ceramic frog.")]))
+    normal = upload(
+        client,
+        kb_id,
+        "handbook.docx",
+        files.docx_bytes(
+            [("h1", "Handbook"), ("p", "The spare key to the greenhouse is under the blue ceramic frog.")]
+        ),
+    )
     deadline = time.monotonic() + 180
     while (file := client.get(f"/v1/files/{normal}").json()["file"])["status"] != "FILE_STATUS_DONE":
         assert file["status"] != "FILE_STATUS_FAILED" and time.monotonic() < deadline, file

@@ -18,9 +18,13 @@ from tests.flow.support import ADMIN, admin, chain, create_flow, kinds, node, re
 from tests.llm.fake_upstream import FakeUpstream
 from typecase.v1 import chat_pb2, chat_pb2_grpc, common_pb2, flow_pb2
 
-ENV = {"TYPECASE_LLM_LOCAL_ENABLED": "false", "TYPECASE_SHUTDOWN_GRACE_SECONDS": "1",
-       "TYPECASE_FLOW_FOLLOW_POLL_SECONDS": "0.3", "TYPECASE_CHAT_FOLLOW_POLL_SECONDS": "0.3",
-       "TYPECASE_CHAT_TURN_LEASE_SECONDS": "2"}
+ENV = {
+    "TYPECASE_LLM_LOCAL_ENABLED": "false",
+    "TYPECASE_SHUTDOWN_GRACE_SECONDS": "1",
+    "TYPECASE_FLOW_FOLLOW_POLL_SECONDS": "0.3",
+    "TYPECASE_CHAT_FOLLOW_POLL_SECONDS": "0.3",
+    "TYPECASE_CHAT_TURN_LEASE_SECONDS": "2",
+}
 
 
 def as_dicts(messages) -> list[dict]:
@@ -55,10 +59,17 @@ async def test_a_paused_runs_events_replay_whole_after_a_kill_and_restart(restar
     first = restartable("first")
     async with grpc.aio.insecure_channel(first.grpc_target) as channel:
         root = admin(channel)
-        flow = await create_flow(root, "asks", chain(
-            node("start", "start"), node("hello", "prompt", template="hello"),
-            node("ask", "input", prompt="Say something"), node("p", "prompt", template="you said {{ask.text}}"),
-            node("end", "end", outputs={"said": "{{p.text}}"})))
+        flow = await create_flow(
+            root,
+            "asks",
+            chain(
+                node("start", "start"),
+                node("hello", "prompt", template="hello"),
+                node("ask", "input", prompt="Say something"),
+                node("p", "prompt", template="you said {{ask.text}}"),
+                node("end", "end", outputs={"said": "{{p.text}}"}),
+            ),
+        )
         streamed = await run_flow(root, flow.id)
     assert kinds(streamed)[-1] == "input_required" and len(streamed) >= 6
     run_id = streamed[0].run_id
@@ -67,31 +78,41 @@ async def test_a_paused_runs_events_replay_whole_after_a_kill_and_restart(restar
     second = restartable("second")
     async with grpc.aio.insecure_channel(second.grpc_target) as channel:
         root = admin(channel)
-        replayed = [m async for m in root.flow.StreamRunEvents(
-            flow_pb2.StreamRunEventsRequest(run_id=run_id), metadata=ADMIN)]
+        replayed = [
+            m async for m in root.flow.StreamRunEvents(flow_pb2.StreamRunEventsRequest(run_id=run_id), metadata=ADMIN)
+        ]
         assert as_dicts(replayed) == as_dicts(streamed)
-        async with httpx.AsyncClient(base_url=second.http_url, timeout=30,
-                                     headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=second.http_url, timeout=30, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+        ) as http:
             rest = ndjson(await http.get(f"/v1/runs/{run_id}/events"))
         assert rest_view(rest) == rest_view(as_dicts(streamed))
 
         # The run goes on from there, and the log goes on with it.
         resumed = await resume(root, run_id, "ask", {"text": "hi"})
         assert kinds(resumed)[-1] == "run_finished" and resumed[0].seq == streamed[-1].seq + 1
-        whole = [m async for m in root.flow.StreamRunEvents(
-            flow_pb2.StreamRunEventsRequest(run_id=run_id), metadata=ADMIN)]
+        whole = [
+            m async for m in root.flow.StreamRunEvents(flow_pb2.StreamRunEventsRequest(run_id=run_id), metadata=ADMIN)
+        ]
         assert [m.seq for m in whole] == list(range(1, resumed[-1].seq + 1))
 
 
 async def use_fake_model(server, upstream: FakeUpstream) -> None:
-    async with httpx.AsyncClient(base_url=server.http_url, timeout=30,
-                                 headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
-        provider = (await http.post("/v1/providers", json={
-            "name": "fake", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE",
-            "base_url": upstream.base_url + "/v1"})).json()["provider"]
-        model = (await http.post("/v1/models", json={
-            "provider_id": provider["id"], "name": "fake-model", "type": "MODEL_TYPE_LLM",
-            "online": True})).json()["model"]
+    async with httpx.AsyncClient(
+        base_url=server.http_url, timeout=30, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+    ) as http:
+        provider = (
+            await http.post(
+                "/v1/providers",
+                json={"name": "fake", "type": "PROVIDER_TYPE_OPENAI_COMPATIBLE", "base_url": upstream.base_url + "/v1"},
+            )
+        ).json()["provider"]
+        model = (
+            await http.post(
+                "/v1/models",
+                json={"provider_id": provider["id"], "name": "fake-model", "type": "MODEL_TYPE_LLM", "online": True},
+            )
+        ).json()["model"]
         assert (await http.patch("/v1/llm/defaults", json={"chat_model_id": model["id"]})).status_code == 200
 
 
@@ -102,10 +123,14 @@ async def test_a_chat_turns_events_replay_whole_after_a_kill_and_restart(restart
         await use_fake_model(first, upstream)
         async with grpc.aio.insecure_channel(first.grpc_target) as channel:
             chat = chat_pb2_grpc.ChatServiceStub(channel)
-            session = (await chat.CreateSession(chat_pb2.CreateSessionRequest(session=chat_pb2.Session(
-                title="kept")), metadata=ADMIN)).session
-            streamed = [m async for m in chat.Chat(chat_pb2.ChatRequest(session_id=session.id, content="hi"),
-                                                   metadata=ADMIN)]
+            session = (
+                await chat.CreateSession(
+                    chat_pb2.CreateSessionRequest(session=chat_pb2.Session(title="kept")), metadata=ADMIN
+                )
+            ).session
+            streamed = [
+                m async for m in chat.Chat(chat_pb2.ChatRequest(session_id=session.id, content="hi"), metadata=ADMIN)
+            ]
         tokens = [m for m in streamed if m.event.HasField("token")]
         assert len(tokens) >= 3, as_dicts(streamed)  # token by token, not one stored blob
         turn_id = streamed[0].turn_id
@@ -114,11 +139,14 @@ async def test_a_chat_turns_events_replay_whole_after_a_kill_and_restart(restart
         second = restartable("second")
         async with grpc.aio.insecure_channel(second.grpc_target) as channel:
             chat = chat_pb2_grpc.ChatServiceStub(channel)
-            replayed = [m async for m in chat.StreamTurnEvents(
-                chat_pb2.StreamTurnEventsRequest(turn_id=turn_id), metadata=ADMIN)]
+            replayed = [
+                m
+                async for m in chat.StreamTurnEvents(chat_pb2.StreamTurnEventsRequest(turn_id=turn_id), metadata=ADMIN)
+            ]
         assert as_dicts(replayed) == as_dicts(streamed)
-        async with httpx.AsyncClient(base_url=second.http_url, timeout=30,
-                                     headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
+        async with httpx.AsyncClient(
+            base_url=second.http_url, timeout=30, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+        ) as http:
             rest = ndjson(await http.get(f"/v1/turns/{turn_id}/events"))
             assert rest_view(rest) == rest_view(as_dicts(streamed))
             tail = ndjson(await http.get(f"/v1/turns/{turn_id}/events", params={"after_seq": 2}))
@@ -136,8 +164,11 @@ async def test_a_turn_killed_mid_answer_is_continued_and_its_log_keeps_what_was_
         await use_fake_model(first, upstream)
         async with grpc.aio.insecure_channel(first.grpc_target) as channel:
             chat = chat_pb2_grpc.ChatServiceStub(channel)
-            session = (await chat.CreateSession(chat_pb2.CreateSessionRequest(session=chat_pb2.Session(
-                title="cut")), metadata=ADMIN)).session
+            session = (
+                await chat.CreateSession(
+                    chat_pb2.CreateSessionRequest(session=chat_pb2.Session(title="cut")), metadata=ADMIN
+                )
+            ).session
             stream = chat.Chat(chat_pb2.ChatRequest(session_id=session.id, content="hi"), metadata=ADMIN)
             seen = []
             while sum(1 for m in seen if m.event.HasField("token")) < 3:
@@ -147,9 +178,13 @@ async def test_a_turn_killed_mid_answer_is_continued_and_its_log_keeps_what_was_
         second = restartable("second")
         async with grpc.aio.insecure_channel(second.grpc_target) as channel:
             chat = chat_pb2_grpc.ChatServiceStub(channel)
-            replayed = [m async for m in chat.StreamTurnEvents(
-                chat_pb2.StreamTurnEventsRequest(turn_id=seen[0].turn_id), metadata=ADMIN, timeout=90)]
-        assert as_dicts(replayed[:len(seen)]) == as_dicts(seen)  # what was streamed before the kill, as it was
+            replayed = [
+                m
+                async for m in chat.StreamTurnEvents(
+                    chat_pb2.StreamTurnEventsRequest(turn_id=seen[0].turn_id), metadata=ADMIN, timeout=90
+                )
+            ]
+        assert as_dicts(replayed[: len(seen)]) == as_dicts(seen)  # what was streamed before the kill, as it was
         assert [m.seq for m in replayed] == list(range(1, len(replayed) + 1))
         ended = replayed[-1].event
         assert ended.HasField("ended") and ended.ended.finish_reason == common_pb2.FINISH_REASON_STOP, ended

@@ -24,15 +24,26 @@ async def world(app_factory):
         owner = await new_user(channel, "kb-owner")
         runner = await new_user(channel, "kb-runner")
         kbs = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
-        kb = (await kbs.CreateKnowledgeBase(knowledge_pb2.CreateKnowledgeBaseRequest(
-            knowledge_base=knowledge_pb2.KnowledgeBase(name="private")), metadata=owner.md)).knowledge_base
-        planted = (await kbs.AddTextFile(knowledge_pb2.AddTextFileRequest(kb_id=kb.id, name="vault.txt", text=FACT),
-                                         metadata=owner.md)).file
+        kb = (
+            await kbs.CreateKnowledgeBase(
+                knowledge_pb2.CreateKnowledgeBaseRequest(knowledge_base=knowledge_pb2.KnowledgeBase(name="private")),
+                metadata=owner.md,
+            )
+        ).knowledge_base
+        planted = (
+            await kbs.AddTextFile(
+                knowledge_pb2.AddTextFileRequest(kb_id=kb.id, name="vault.txt", text=FACT), metadata=owner.md
+            )
+        ).file
         await wait_indexed(kbs, owner.md, planted.id)
-        g = graph([node("start", "start", variables=[{"name": "q"}]),
-                   node("kr", "knowledge_retrieval", kb_ids=[kb.id], query="{{q}}", mode="keyword"),
-                   node("end", "end", outputs={"n": "{{kr.count}}"})],
-                  [edge("start", "kr"), edge("kr", "end")])
+        g = graph(
+            [
+                node("start", "start", variables=[{"name": "q"}]),
+                node("kr", "knowledge_retrieval", kb_ids=[kb.id], query="{{q}}", mode="keyword"),
+                node("end", "end", outputs={"n": "{{kr.count}}"}),
+            ],
+            [edge("start", "kr"), edge("kr", "end")],
+        )
         flow = await create_flow(owner, "vault answers", g)
         await owner.flow.PublishFlow(flow_pb2.PublishFlowRequest(flow_id=flow.id), metadata=owner.md)
         yield app, owner, runner, flow, kb
@@ -59,8 +70,10 @@ async def test_a_published_flow_searches_with_the_callers_rights_by_default(worl
 
 async def test_the_owner_may_choose_to_answer_everyone_from_the_owners_bases(world):
     app, owner, runner, flow, _ = world
-    change = flow_pb2.UpdateFlowRequest(flow=flow_pb2.Flow(id=flow.id, run_as=flow_pb2.FLOW_RUN_AS_OWNER),
-                                        update_mask=field_mask_pb2.FieldMask(paths=["run_as"]))
+    change = flow_pb2.UpdateFlowRequest(
+        flow=flow_pb2.Flow(id=flow.id, run_as=flow_pb2.FLOW_RUN_AS_OWNER),
+        update_mask=field_mask_pb2.FieldMask(paths=["run_as"]),
+    )
     with pytest.raises(grpc.aio.AioRpcError) as online:  # a published flow is read-only: unpublish first
         await owner.flow.UpdateFlow(change, metadata=owner.md)
     assert online.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -68,16 +81,18 @@ async def test_the_owner_may_choose_to_answer_everyone_from_the_owners_bases(wor
     with pytest.raises(grpc.aio.AioRpcError) as stranger:  # only editors choose
         await runner.flow.UpdateFlow(change, metadata=runner.md)
     assert stranger.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND)
-    bad = flow_pb2.UpdateFlowRequest(flow=flow_pb2.Flow(id=flow.id, run_as=7),
-                                     update_mask=field_mask_pb2.FieldMask(paths=["run_as"]))
+    bad = flow_pb2.UpdateFlowRequest(
+        flow=flow_pb2.Flow(id=flow.id, run_as=7), update_mask=field_mask_pb2.FieldMask(paths=["run_as"])
+    )
     with pytest.raises(grpc.aio.AioRpcError) as invalid:
         await owner.flow.UpdateFlow(bad, metadata=owner.md)
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT and reason(invalid.value) == "INVALID_ARGUMENT"
     assert invalid.value.details().startswith("flow.run_as: must be FLOW_RUN_AS_CALLER or FLOW_RUN_AS_OWNER")
 
     async with rest(app, owner) as http:  # the choice over REST
-        response = await http.patch(f"/v1/flows/{flow.id}", params={"update_mask": "run_as"},
-                                    json={"run_as": "FLOW_RUN_AS_OWNER"})
+        response = await http.patch(
+            f"/v1/flows/{flow.id}", params={"update_mask": "run_as"}, json={"run_as": "FLOW_RUN_AS_OWNER"}
+        )
         assert response.status_code == 200 and response.json()["flow"]["run_as"] == "FLOW_RUN_AS_OWNER"
     await owner.flow.PublishFlow(flow_pb2.PublishFlowRequest(flow_id=flow.id), metadata=owner.md)
 

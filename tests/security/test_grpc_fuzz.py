@@ -21,19 +21,26 @@ MODULES = (auth_pb2, llm_pb2, chat_pb2, knowledge_pb2, flow_pb2, admin_pb2)
 F = FieldDescriptor
 texts = st.text(max_size=40)
 INTS = {
-    F.TYPE_INT32: st.integers(-(2**31), 2**31 - 1), F.TYPE_SINT32: st.integers(-(2**31), 2**31 - 1),
-    F.TYPE_SFIXED32: st.integers(-(2**31), 2**31 - 1), F.TYPE_UINT32: st.integers(0, 2**32 - 1),
-    F.TYPE_FIXED32: st.integers(0, 2**32 - 1), F.TYPE_INT64: st.integers(-(2**63), 2**63 - 1),
-    F.TYPE_SINT64: st.integers(-(2**63), 2**63 - 1), F.TYPE_SFIXED64: st.integers(-(2**63), 2**63 - 1),
-    F.TYPE_UINT64: st.integers(0, 2**64 - 1), F.TYPE_FIXED64: st.integers(0, 2**64 - 1),
+    F.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),
+    F.TYPE_SINT32: st.integers(-(2**31), 2**31 - 1),
+    F.TYPE_SFIXED32: st.integers(-(2**31), 2**31 - 1),
+    F.TYPE_UINT32: st.integers(0, 2**32 - 1),
+    F.TYPE_FIXED32: st.integers(0, 2**32 - 1),
+    F.TYPE_INT64: st.integers(-(2**63), 2**63 - 1),
+    F.TYPE_SINT64: st.integers(-(2**63), 2**63 - 1),
+    F.TYPE_SFIXED64: st.integers(-(2**63), 2**63 - 1),
+    F.TYPE_UINT64: st.integers(0, 2**64 - 1),
+    F.TYPE_FIXED64: st.integers(0, 2**64 - 1),
 }
 WELL_KNOWN = {
     "google.protobuf.Timestamp": st.datetimes().map(lambda d: d.isoformat() + "Z"),
     "google.protobuf.Duration": st.integers(0, 10**6).map(lambda s: f"{s}s"),
-    "google.protobuf.FieldMask": st.lists(st.from_regex(r"[a-z][a-zA-Z]{0,12}", fullmatch=True), max_size=3)
-    .map(",".join),
-    "google.protobuf.Struct": st.dictionaries(texts, st.one_of(texts, st.integers(-1000, 1000), st.booleans()),
-                                              max_size=3),
+    "google.protobuf.FieldMask": st.lists(st.from_regex(r"[a-z][a-zA-Z]{0,12}", fullmatch=True), max_size=3).map(
+        ",".join
+    ),
+    "google.protobuf.Struct": st.dictionaries(
+        texts, st.one_of(texts, st.integers(-1000, 1000), st.booleans()), max_size=3
+    ),
 }
 
 
@@ -73,8 +80,10 @@ def message_dict(descriptor, depth: int = 0):
         else:
             fields[field.name] = strategy
     # At most one member of each oneof.
-    parts = [st.fixed_dictionaries({}, optional=fields),
-             *(st.one_of(st.just({}), *members) for members in oneofs.values())]
+    parts = [
+        st.fixed_dictionaries({}, optional=fields),
+        *(st.one_of(st.just({}), *members) for members in oneofs.values()),
+    ]
     return st.tuples(*parts).map(lambda dicts: {k: v for d in dicts for k, v in d.items()})
 
 
@@ -87,8 +96,9 @@ def unary_methods():
 
 
 def test_fuzzed_requests_never_fail_internally(server_factory):
-    server = server_factory(env={"TYPECASE_RATE_LIMIT_PER_KEY": "1000000/minute",
-                                 "TYPECASE_RATE_LIMIT_PER_USER": "1000000/minute"}).start()
+    server = server_factory(
+        env={"TYPECASE_RATE_LIMIT_PER_KEY": "1000000/minute", "TYPECASE_RATE_LIMIT_PER_USER": "1000000/minute"}
+    ).start()
     server.wait_ready()
     methods = list(unary_methods())
     assert len(methods) >= 60
@@ -100,8 +110,9 @@ def test_fuzzed_requests_never_fail_internally(server_factory):
 def fuzz(channel, service, method) -> None:
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
-    call = channel.unary_unary(f"/{service.full_name}/{method.name}", request_class.SerializeToString,
-                               response_class.FromString)
+    call = channel.unary_unary(
+        f"/{service.full_name}/{method.name}", request_class.SerializeToString, response_class.FromString
+    )
 
     @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(message_dict(method.input_type))
@@ -111,6 +122,7 @@ def fuzz(channel, service, method) -> None:
             call(request, metadata=(("authorization", f"Bearer {ADMIN_KEY}"),), timeout=30)
         except grpc.RpcError as error:
             assert error.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
-                f"{method.full_name}: {error.code()} {error.details()} for {data}")
+                f"{method.full_name}: {error.code()} {error.details()} for {data}"
+            )
 
     check()

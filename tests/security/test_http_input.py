@@ -64,7 +64,7 @@ def send_head(port: int, head: bytes, *, chunk: int = 256 * 1024, timeout: float
                 return received
             if view:
                 try:
-                    view = view[sock.send(view[:chunk]):]
+                    view = view[sock.send(view[:chunk]) :]
                 except BlockingIOError:
                     time.sleep(0.001)
                 except (BrokenPipeError, ConnectionResetError):
@@ -80,11 +80,15 @@ def serving(tmp_path_factory):
     from tests.conftest import ServerProcess
 
     proxy_port = free_port()
-    server = ServerProcess(tmp_path_factory.mktemp("heads"), {
-        "TYPECASE_PROXY_ENABLED": "true", "TYPECASE_PROXY_PORT": str(proxy_port),
-        "TYPECASE_PROXY_TARGET_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: 502 if reached
-        "TYPECASE_LLM_LOCAL_ENABLED": "false",
-    })
+    server = ServerProcess(
+        tmp_path_factory.mktemp("heads"),
+        {
+            "TYPECASE_PROXY_ENABLED": "true",
+            "TYPECASE_PROXY_PORT": str(proxy_port),
+            "TYPECASE_PROXY_TARGET_BASE_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: 502 if reached
+            "TYPECASE_LLM_LOCAL_ENABLED": "false",
+        },
+    )
     server.start()
     try:
         server.wait_ready(60)
@@ -112,8 +116,9 @@ def test_too_many_headers_or_too_long_a_head_gets_431(serving, listener):
     answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + many + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 431 ") and b"more than 100 request headers" in answer, answer[:300]
     # A complete head over 64 KiB in one read is measured exactly, not only while it arrives.
-    answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Long: " + b"b" * (70 * 1024)
-                       + b"\r\n\r\n")
+    answer = send_head(
+        port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Long: " + b"b" * (70 * 1024) + b"\r\n\r\n"
+    )
     assert answer.startswith(b"HTTP/1.1 431 ") and b"exceed 65536 bytes" in answer, answer[:300]
     # Ordinary requests still work on the same listener.
     answer = send_head(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -124,19 +129,32 @@ def test_too_many_headers_or_too_long_a_head_gets_431(serving, listener):
 async def test_json_nested_100000_levels_is_a_400_on_every_json_surface(kb_app):
     app, kb_id = kb_app
     async with http(app) as client:
-        reply = await client.post("/v1/sessions", content=deep_json(100_000),
-                                  headers={"content-type": "application/json"})
+        reply = await client.post(
+            "/v1/sessions", content=deep_json(100_000), headers={"content-type": "application/json"}
+        )
         assert reply.status_code == 400, reply.text
         assert "nests JSON more than 100 levels deep" in error_message(reply)
         # An NDJSON request stream (UploadFile's messages) ...
-        reply = await client.post(f"/v1/knowledge-bases/{kb_id}/files", content=deep_json(100_000),
-                                  headers={"content-type": "application/x-ndjson"})
+        reply = await client.post(
+            f"/v1/knowledge-bases/{kb_id}/files",
+            content=deep_json(100_000),
+            headers={"content-type": "application/x-ndjson"},
+        )
         assert reply.status_code == 400 and "nests JSON more than 100 levels deep" in error_message(reply)
         # ... and a JSON value bound from text: a Struct form field of a multipart upload (as a query value).
-        deep_form = (b'--XyZ\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n' + b'{"a":' * 2000 + b"1"
-                     + b"}" * 2000 + b"\r\n" + form("a.txt", b"x"))
-        reply = await client.post(f"/v1/knowledge-bases/{kb_id}/files", content=deep_form,
-                                  headers={"content-type": "multipart/form-data; boundary=XyZ"})
+        deep_form = (
+            b'--XyZ\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
+            + b'{"a":' * 2000
+            + b"1"
+            + b"}" * 2000
+            + b"\r\n"
+            + form("a.txt", b"x")
+        )
+        reply = await client.post(
+            f"/v1/knowledge-bases/{kb_id}/files",
+            content=deep_form,
+            headers={"content-type": "multipart/form-data; boundary=XyZ"},
+        )
         assert reply.status_code == 400 and "at most 100 levels deep" in error_message(reply), reply.text
         assert await files_in(client, kb_id) == []
     # A WebSocket's first frame (the request of a server stream) answers with an error frame, not a crash.
@@ -164,8 +182,10 @@ async def test_json_at_the_nesting_cap_passes_and_one_level_more_is_refused(app_
 
 # -- multipart -----------------------------------------------------------------------------------------------
 def form(file_name: str, data: bytes, boundary: str = "XyZ", close: bool = True) -> bytes:
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
-            f"Content-Type: text/plain\r\n\r\n").encode() + data
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{file_name}"\r\n'
+        f"Content-Type: text/plain\r\n\r\n"
+    ).encode() + data
     return body + (f"\r\n--{boundary}--\r\n".encode() if close else b"")
 
 
@@ -193,8 +213,11 @@ async def test_malformed_multipart_is_a_400(kb_app, case):
         "60 MB part header": b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="' + b"n" * (60 * MiB),
     }[case]
     async with http(app) as client:
-        reply = await client.post(f"/v1/knowledge-bases/{kb_id}/files", content=body,
-                                  headers={"content-type": "multipart/form-data; boundary=XyZ"})
+        reply = await client.post(
+            f"/v1/knowledge-bases/{kb_id}/files",
+            content=body,
+            headers={"content-type": "multipart/form-data; boundary=XyZ"},
+        )
         assert reply.status_code == 400, (case, reply.status_code, reply.text[:300])
         assert error_message(reply).startswith("malformed multipart body"), reply.text
         assert await files_in(client, kb_id) == []
@@ -204,8 +227,11 @@ async def test_a_truncated_multipart_upload_is_refused_and_nothing_is_stored(kb_
     app, kb_id = kb_app
     async with http(app) as client:
         cut = form("cut.txt", b"x" * 600_000, close=False)  # three 256 KiB request messages, the last held back
-        reply = await client.post(f"/v1/knowledge-bases/{kb_id}/files", content=cut,
-                                  headers={"content-type": "multipart/form-data; boundary=XyZ"})
+        reply = await client.post(
+            f"/v1/knowledge-bases/{kb_id}/files",
+            content=cut,
+            headers={"content-type": "multipart/form-data; boundary=XyZ"},
+        )
         assert reply.status_code == 400, reply.text
         assert "ended before its closing boundary" in error_message(reply)
         assert await files_in(client, kb_id) == []
@@ -218,8 +244,10 @@ async def test_attachment_names_dot_and_dotdot_are_400_naming_the_field(app_fact
     app = await app_factory()
     async with http(app) as client:
         session = (await client.post("/v1/sessions", json={"title": "t"})).json()["session"]
-        reply = await client.post(f"/v1/sessions/{session['id']}:chat", json={
-            "content": "hi", "attachments": [{"name": name, "data": base64.b64encode(b"x").decode()}]})
+        reply = await client.post(
+            f"/v1/sessions/{session['id']}:chat",
+            json={"content": "hi", "attachments": [{"name": name, "data": base64.b64encode(b"x").decode()}]},
+        )
         assert reply.status_code == 400, reply.text
         assert reply.json()["details"][0]["metadata"]["field"] == "attachments[0].name", reply.text
 
@@ -228,8 +256,11 @@ async def test_attachment_names_dot_and_dotdot_are_400_naming_the_field(app_fact
 async def test_upload_file_names_dot_and_dotdot_are_400_naming_the_field(kb_app, name):
     app, kb_id = kb_app
     async with http(app) as client:
-        reply = await client.post(f"/v1/knowledge-bases/{kb_id}/files", content=form(name, b"x"),
-                                  headers={"content-type": "multipart/form-data; boundary=XyZ"})
+        reply = await client.post(
+            f"/v1/knowledge-bases/{kb_id}/files",
+            content=form(name, b"x"),
+            headers={"content-type": "multipart/form-data; boundary=XyZ"},
+        )
         assert reply.status_code == 400, reply.text
         assert reply.json()["details"][0]["metadata"]["field"] == "file_name", reply.text
 
@@ -243,8 +274,12 @@ async def test_nul_in_stored_text_is_invalid_argument_naming_the_field(app_facto
         rest_cases = [
             ("POST", "/v1/sessions", {"title": "a\u0000b"}, "session.title"),
             ("POST", "/v1/sessions", {"title": "t", "metadata": {"k": ["ok", "x\u0000"]}}, "session.metadata.k[1]"),
-            ("POST", f"/v1/sessions/{session['id']}/messages",
-             {"pairs": [{"question": "q", "answer": "a"}, {"question": "q", "answer": "\u0000"}]}, "pairs[1].answer"),
+            (
+                "POST",
+                f"/v1/sessions/{session['id']}/messages",
+                {"pairs": [{"question": "q", "answer": "a"}, {"question": "q", "answer": "\u0000"}]},
+                "pairs[1].answer",
+            ),
             ("POST", "/v1/knowledge-bases", {"name": "kb\u0000"}, "knowledge_base.name"),
         ]
         for method, path, body, field in rest_cases:
@@ -254,20 +289,27 @@ async def test_nul_in_stored_text_is_invalid_argument_naming_the_field(app_facto
             assert "NUL" in error_message(reply)
         # A form field and a file name in a multipart upload, and a path variable.
         kb = (await client.post("/v1/knowledge-bases", json={"name": "kb"})).json()["knowledge_base"]
-        reply = await client.post(f"/v1/knowledge-bases/{kb['id']}/files", content=form("a\x00.txt", b"x"),
-                                  headers={"content-type": "multipart/form-data; boundary=XyZ"})
+        reply = await client.post(
+            f"/v1/knowledge-bases/{kb['id']}/files",
+            content=form("a\x00.txt", b"x"),
+            headers={"content-type": "multipart/form-data; boundary=XyZ"},
+        )
         assert reply.status_code == 400 and reply.json()["details"][0]["metadata"]["field"] == "file_name", reply.text
         reply = await client.get("/v1/sessions/abc%00def")
         assert reply.status_code == 400 and reply.json()["details"][0]["metadata"]["field"] == "session_id"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await chat_pb2_grpc.ChatServiceStub(channel).UpdateSession(chat_pb2.UpdateSessionRequest(
-                session=chat_pb2.Session(id=session["id"], title="x\x00")), metadata=GRPC_AUTH)
+            await chat_pb2_grpc.ChatServiceStub(channel).UpdateSession(
+                chat_pb2.UpdateSessionRequest(session=chat_pb2.Session(id=session["id"], title="x\x00")),
+                metadata=GRPC_AUTH,
+            )
         assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert failure.value.details() == "session.title: must not contain NUL (\\u0000) characters"
         # Each message of a client stream is checked too.
-        requests = [knowledge_pb2.UploadFileRequest(kb_id=kb["id"], file_name="ok.txt", chunk=b"\x00 bytes are fine"),
-                    knowledge_pb2.UploadFileRequest(chunk=b"more", file_name="late\x00")]
+        requests = [
+            knowledge_pb2.UploadFileRequest(kb_id=kb["id"], file_name="ok.txt", chunk=b"\x00 bytes are fine"),
+            knowledge_pb2.UploadFileRequest(chunk=b"more", file_name="late\x00"),
+        ]
 
         async def stream():
             for request in requests:

@@ -13,13 +13,22 @@ from starlette.routing import Route
 from tests.flow.support import chain, create_flow, new_user, node, outputs, run_flow
 from tests.security.domain_support import http_server, rest, rest_outputs, rest_run
 
-CREDENTIALS = {"Authorization": "Bearer upstream-secret", "X-Api-Key": "key-secret", "Cookie": "session=cookie-secret",
-               "Proxy-Authorization": "Basic proxy-secret"}
+CREDENTIALS = {
+    "Authorization": "Bearer upstream-secret",
+    "X-Api-Key": "key-secret",
+    "Cookie": "session=cookie-secret",
+    "Proxy-Authorization": "Basic proxy-secret",
+}
 
 
 async def echo(request: Request) -> JSONResponse:
-    return JSONResponse({"headers": {k: v for k, v in request.headers.items()},
-                         "query": sorted(request.query_params.multi_items()), "port": request.url.port})
+    return JSONResponse(
+        {
+            "headers": {k: v for k, v in request.headers.items()},
+            "query": sorted(request.query_params.multi_items()),
+            "port": request.url.port,
+        }
+    )
 
 
 def routes(other_port_box: dict[str, int]) -> list[Route]:
@@ -40,8 +49,11 @@ async def world(app_factory):
 
 
 def http_flow(url: str, **params):
-    return chain(node("start", "start"), node("h", "http_request", url=url, headers=CREDENTIALS, **params),
-                 node("end", "end", outputs={"seen": "{{h.json}}"}))
+    return chain(
+        node("start", "start"),
+        node("h", "http_request", url=url, headers=CREDENTIALS, **params),
+        node("end", "end", outputs={"seen": "{{h.json}}"}),
+    )
 
 
 async def test_a_redirect_to_another_origin_drops_the_credentials_a_same_origin_one_keeps_them(world):
@@ -69,8 +81,11 @@ async def test_a_redirect_to_another_origin_drops_the_credentials_a_same_origin_
 async def test_the_urls_own_query_string_is_kept_and_merged_with_the_nodes_query(world):
     app, author = world
     async with http_server([Route("/echo", echo)]) as port:
-        flow = await create_flow(author, "query merge", http_flow(
-            f"http://127.0.0.1:{port}/echo?page=2&lang=en", query={"lang": "fr", "q": "herons"}))
+        flow = await create_flow(
+            author,
+            "query merge",
+            http_flow(f"http://127.0.0.1:{port}/echo?page=2&lang=en", query={"lang": "fr", "q": "herons"}),
+        )
         seen = outputs(await run_flow(author, flow.id))["seen"]
         assert seen["query"] == [["lang", "fr"], ["page", "2"], ["q", "herons"]]
         async with rest(app, author) as http:

@@ -18,34 +18,42 @@ from typecase.server.redact import redact
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
-@pytest.mark.parametrize("text, secret", [
-    ('127.0.0.1:5 - "WebSocket /v1/admin/logs%3Astream?access_token=tc_SeCrEt0123456789abcdef" [accepted]',
-     "SeCrEt0123456789"),
-    ("GET /v1/models?tag=a&access_token=opaque-token-value&b=1", "opaque-token-value"),
-    ("POST https://generativelanguage.googleapis.com/v1/models/x:generate?key=AIzaSyD-SeCrEt-123", "SeCrEt-123"),
-    ("https://bucket.s3.amazonaws.com/o?X-Amz-Credential=AKIA123&X-Amz-Signature=deadbeefcafe", "deadbeefcafe"),
-    ("headers: authorization: Bearer sk-live-9f8e7d6c5b4a39281706", "9f8e7d6c5b4a"),
-    ("Authorization: Basic YWxpY2U6aHVudGVyMg==", "YWxpY2U6aHVudGVyMg"),
-    ("x-api-key: sk-ant-api03-SeCrEtSeCrEt", "SeCrEtSeCrEt"),
-    ('{"api_key": "not-shaped-like-a-key", "max_tokens": 64}', "not-shaped-like-a-key"),
-    ('{"refresh_token": "Yq3-refresh-value"}', "Yq3-refresh-value"),
-    ("redis://default:hunter2@cache:6379/0", "hunter2"),
-    ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
-    ("a key pasted in a message: tc_AbCdE0123456789xyzXYZ", "0123456789xyz"),
-    ("login failed: password=hunter22 for bob", "hunter22"),
-])
+@pytest.mark.parametrize(
+    "text, secret",
+    [
+        (
+            '127.0.0.1:5 - "WebSocket /v1/admin/logs%3Astream?access_token=tc_SeCrEt0123456789abcdef" [accepted]',
+            "SeCrEt0123456789",
+        ),
+        ("GET /v1/models?tag=a&access_token=opaque-token-value&b=1", "opaque-token-value"),
+        ("POST https://generativelanguage.googleapis.com/v1/models/x:generate?key=AIzaSyD-SeCrEt-123", "SeCrEt-123"),
+        ("https://bucket.s3.amazonaws.com/o?X-Amz-Credential=AKIA123&X-Amz-Signature=deadbeefcafe", "deadbeefcafe"),
+        ("headers: authorization: Bearer sk-live-9f8e7d6c5b4a39281706", "9f8e7d6c5b4a"),
+        ("Authorization: Basic YWxpY2U6aHVudGVyMg==", "YWxpY2U6aHVudGVyMg"),
+        ("x-api-key: sk-ant-api03-SeCrEtSeCrEt", "SeCrEtSeCrEt"),
+        ('{"api_key": "not-shaped-like-a-key", "max_tokens": 64}', "not-shaped-like-a-key"),
+        ('{"refresh_token": "Yq3-refresh-value"}', "Yq3-refresh-value"),
+        ("redis://default:hunter2@cache:6379/0", "hunter2"),
+        ("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl", "c2lnbmF0dXJl"),
+        ("a key pasted in a message: tc_AbCdE0123456789xyzXYZ", "0123456789xyz"),
+        ("login failed: password=hunter22 for bob", "hunter22"),
+    ],
+)
 def test_credential_shapes_are_masked_in_any_log_text(text, secret):
     masked = redact(text)
     assert secret not in masked and "[REDACTED]" in masked
 
 
-@pytest.mark.parametrize("text", [
-    "authentication failed for /typecase.v1.AuthService/GetMe from 127.0.0.1 (key tc_AbCdE…): unknown API key",
-    "refresh token already used (another tab or client refreshed first)",
-    "user.password: must be 8 to 1024 characters",
-    "authorization must be 'Bearer <API key or access token>'",
-    '{"model": "m", "max_tokens": 64, "prompt_tokens": 3}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "authentication failed for /typecase.v1.AuthService/GetMe from 127.0.0.1 (key tc_AbCdE…): unknown API key",
+        "refresh token already used (another tab or client refreshed first)",
+        "user.password: must be 8 to 1024 characters",
+        "authorization must be 'Bearer <API key or access token>'",
+        '{"model": "m", "max_tokens": 64, "prompt_tokens": 3}',
+    ],
+)
 def test_ordinary_log_text_is_left_alone(text):
     assert redact(text) == text
 
@@ -85,8 +93,9 @@ async def test_credentials_in_urls_never_reach_a_log(server_factory):
         time.sleep(0.2)
     assert "access_token=[REDACTED]" in lines  # the access line is there, without the key
     async with httpx.AsyncClient(timeout=10) as client:
-        async with client.stream("GET", server.http_url + "/v1/admin/logs:stream", params={"tail": 200},
-                                 headers=ADMIN) as stream:
+        async with client.stream(
+            "GET", server.http_url + "/v1/admin/logs:stream", params={"tail": 200}, headers=ADMIN
+        ) as stream:
             streamed = ""
             async for line in stream.aiter_lines():
                 streamed += line
@@ -94,8 +103,12 @@ async def test_credentials_in_urls_never_reach_a_log(server_factory):
                     break
     server.stop()
     on_disk = "".join(p.read_text() for p in (server.log_path.parent / "logs").glob("server.jsonl*"))
-    for where, text in (("ListLogs", lines), ("StreamLogs", streamed), ("history file", on_disk),
-                        ("stderr", server.output())):
+    for where, text in (
+        ("ListLogs", lines),
+        ("StreamLogs", streamed),
+        ("history file", on_disk),
+        ("stderr", server.output()),
+    ):
         for credential in (secret, wrong):
             assert credential[8:] not in text, where
 
@@ -103,9 +116,12 @@ async def test_credentials_in_urls_never_reach_a_log(server_factory):
 def upload_a_document(server) -> None:
     kb = httpx.post(server.http_url + "/v1/knowledge-bases", headers=ADMIN, json={"name": "private"}, timeout=30)
     assert kb.status_code == 200, kb.text
-    reply = httpx.post(f"{server.http_url}/v1/knowledge-bases/{kb.json()['knowledge_base']['id']}/files",
-                       headers=ADMIN, files={"file": ("salaries.txt", b"Everyone's salary, in plain text.",
-                                                      "text/plain")}, timeout=30)
+    reply = httpx.post(
+        f"{server.http_url}/v1/knowledge-bases/{kb.json()['knowledge_base']['id']}/files",
+        headers=ADMIN,
+        files={"file": ("salaries.txt", b"Everyone's salary, in plain text.", "text/plain")},
+        timeout=30,
+    )
     assert reply.status_code == 200, reply.text
 
 
@@ -144,8 +160,15 @@ async def test_log_history_written_before_redaction_is_redacted_at_start(app_fac
     leaked = "tc_LeakedBeforeTheFix0123456789abcdef"
     logs = tmp_path / "data" / "logs"
     logs.mkdir(parents=True)
-    old_line = {"seq": 7, "time": time.time(), "level": 2, "logger": "uvicorn.error", "trace_id": "", "fields": {},
-                "message": f'127.0.0.1:5 - "WebSocket /v1/admin/logs%3Astream?access_token={leaked}" [accepted]'}
+    old_line = {
+        "seq": 7,
+        "time": time.time(),
+        "level": 2,
+        "logger": "uvicorn.error",
+        "trace_id": "",
+        "fields": {},
+        "message": f'127.0.0.1:5 - "WebSocket /v1/admin/logs%3Astream?access_token={leaked}" [accepted]',
+    }
     (logs / "server.jsonl").write_text(json.dumps(old_line) + "\n")
     app = await app_factory()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as client:

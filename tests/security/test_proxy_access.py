@@ -40,8 +40,9 @@ def proxy(app_factory, upstream):
     """Start the App with the proxy on a free port in front of the fake upstream: `await proxy(**settings)`."""
 
     async def start(**settings):
-        app = await app_factory(proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url,
-                                llm_local_enabled=False, **settings)
+        app = await app_factory(
+            proxy_enabled=True, proxy_port=0, proxy_target_base_url=upstream.url, llm_local_enabled=False, **settings
+        )
         return app, f"http://127.0.0.1:{app.servicers['AdminService'].proxy_port}"
 
     return start
@@ -97,8 +98,9 @@ async def test_a_proxy_key_does_not_open_the_api_and_needs_both_scopes_for_both(
         await chat.ListSessions(chat_pb2.ListSessionsRequest(), metadata=bearer(both))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as client:
         assert (await client.get("/v1/sessions", headers={"authorization": f"Bearer {proxy_only}"})).status_code == 403
-        assert (await client.get("/openai/v1/models", headers={"authorization": f"Bearer {proxy_only}"})
-                ).status_code == 403
+        assert (
+            await client.get("/openai/v1/models", headers={"authorization": f"Bearer {proxy_only}"})
+        ).status_code == 403
         listed = (await client.get("/v1/api-keys", headers={"authorization": f"Bearer {both}"})).json()["api_keys"]
         assert sorted(tuple(k["scopes"]) for k in listed) == [("api",), ("api", "proxy"), ("proxy",)]
     async with httpx.AsyncClient(base_url=url) as client:
@@ -108,8 +110,9 @@ async def test_a_proxy_key_does_not_open_the_api_and_needs_both_scopes_for_both(
 async def test_unknown_scopes_are_refused_naming_the_field(proxy):
     app, _ = await proxy()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as client:
-        reply = await client.post("/v1/api-keys", json={"name": "k", "scopes": ["admin"]},
-                                  headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        reply = await client.post(
+            "/v1/api-keys", json={"name": "k", "scopes": ["admin"]}, headers={"authorization": f"Bearer {ADMIN_KEY}"}
+        )
     assert reply.status_code == 400 and reply.json()["details"][0]["metadata"]["field"] == "api_key.scopes"
 
 
@@ -121,8 +124,9 @@ async def test_off_loopback_the_proxy_needs_an_access_key_while_the_callers_own_
         assert upstream.requests == []
     async with await channel_of(app) as channel:
         access = await api_key(channel, "proxy")
-    async with anthropic.AsyncAnthropic(base_url=url, api_key=CALLER_KEY, max_retries=0,
-                                        default_headers={"x-typecase-proxy-key": access}) as claude:
+    async with anthropic.AsyncAnthropic(
+        base_url=url, api_key=CALLER_KEY, max_retries=0, default_headers={"x-typecase-proxy-key": access}
+    ) as claude:
         await claude.messages.create(**MESSAGE)
     got = upstream.last("/v1/messages")
     assert credential(got) == CALLER_KEY
@@ -135,8 +139,13 @@ async def test_typecase_credentials_cookies_and_forwarding_headers_never_reach_t
         key = await api_key(channel)
         token = await user_token(channel)
         admin = admin_pb2_grpc.AdminServiceStub(channel)
-        sent = {"cookie": "tc_session=abc", "x-forwarded-for": "10.0.0.7", "forwarded": "for=10.0.0.7",
-                "x-real-ip": "10.0.0.7", "x-forwarded-host": "internal.example"}
+        sent = {
+            "cookie": "tc_session=abc",
+            "x-forwarded-for": "10.0.0.7",
+            "forwarded": "for=10.0.0.7",
+            "x-real-ip": "10.0.0.7",
+            "x-forwarded-host": "internal.example",
+        }
         async with httpx.AsyncClient(base_url=url) as client:
             for credential in ({"x-api-key": key}, {"authorization": f"Bearer {token}"}, {"x-api-key": ADMIN_KEY}):
                 reply = await client.post("/v1/messages", json=MESSAGE, headers={**credential, **sent})
@@ -153,10 +162,13 @@ async def test_typecase_credentials_cookies_and_forwarding_headers_never_reach_t
 
 
 # -- configurations that opened, broke or leaked the proxy ----------------------------------------------------
-@pytest.mark.parametrize("settings", [
-    {"proxy_host": "0.0.0.0", "proxy_access_keys": "off"},
-    {"proxy_upstream_api_key": SERVER_KEY, "proxy_access_keys": "off"},
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"proxy_host": "0.0.0.0", "proxy_access_keys": "off"},
+        {"proxy_upstream_api_key": SERVER_KEY, "proxy_access_keys": "off"},
+    ],
+)
 async def test_a_proxy_anyone_could_use_does_not_start_unless_explicitly_allowed(proxy, upstream, settings):
     with pytest.raises(RuntimeError, match="refusing to start the LLM API proxy"):
         await proxy(**settings)
@@ -175,8 +187,7 @@ async def test_a_config_update_that_would_open_the_proxy_is_refused(proxy, upstr
     assert [v.field for v in violations.field_violations] == ["values[proxy_upstream_api_key]"]
 
 
-async def test_an_upstream_key_with_a_line_break_is_refused_and_the_proxy_keeps_working(proxy, upstream,
-                                                                                        monkeypatch):
+async def test_an_upstream_key_with_a_line_break_is_refused_and_the_proxy_keeps_working(proxy, upstream, monkeypatch):
     app, url = await proxy(proxy_upstream_api_key=SERVER_KEY)
     async with await channel_of(app) as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
@@ -200,8 +211,18 @@ async def test_an_upstream_key_with_a_line_break_is_refused_and_the_proxy_keeps_
     assert "proxy_upstream_api_key" in str(invalid.value) and "sk-ant-abc" not in str(invalid.value)
 
 
-@pytest.mark.parametrize("path", [b"/v1/../admin", b"/v1/%2e%2e/admin", b"/v1/%2E%2E%2Fadmin", b"/v1/.%2e/x",
-                                  b"/v1/./messages", b"/v1/..%5cadmin", b"/.."])
+@pytest.mark.parametrize(
+    "path",
+    [
+        b"/v1/../admin",
+        b"/v1/%2e%2e/admin",
+        b"/v1/%2E%2E%2Fadmin",
+        b"/v1/.%2e/x",
+        b"/v1/./messages",
+        b"/v1/..%5cadmin",
+        b"/..",
+    ],
+)
 async def test_dot_segments_in_the_path_are_refused_before_reaching_the_upstream(proxy, upstream, path):
     app, url = await proxy()
     reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))

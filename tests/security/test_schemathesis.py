@@ -14,22 +14,40 @@ from pathlib import Path
 
 from tests.conftest import ADMIN_KEY
 
-EXCLUDED_PATHS = (r"admin:restart|:generate|:chat|:compare|:run|:resume|:complete|/events|:watch|logs:stream"
-                  r"|/chat/completions|/anthropic/v1/messages|/openai/v1/embeddings")
+EXCLUDED_PATHS = (
+    r"admin:restart|:generate|:chat|:compare|:run|:resume|:complete|/events|:watch|logs:stream"
+    r"|/chat/completions|/anthropic/v1/messages|/openai/v1/embeddings"
+)
 
 
 def test_no_server_error_for_any_generated_request(server_factory):
-    server = server_factory(env={
-        "TYPECASE_RATE_LIMIT_PER_KEY": "1000000/minute",  # the fuzzer sends thousands of requests
-        "TYPECASE_RATE_LIMIT_PER_USER": "1000000/minute",
-    }).start()
+    server = server_factory(
+        env={
+            "TYPECASE_RATE_LIMIT_PER_KEY": "1000000/minute",  # the fuzzer sends thousands of requests
+            "TYPECASE_RATE_LIMIT_PER_USER": "1000000/minute",
+        }
+    ).start()
     server.wait_ready()
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     result = subprocess.run(
-        [st, "run", server.http_url + "/openapi.json", "-H", f"Authorization: Bearer {ADMIN_KEY}",
-         "--max-examples", "3", "--checks", "not_a_server_error", "--exclude-path-regex", EXCLUDED_PATHS,
-         "--seed", "1"],
-        capture_output=True, text=True, timeout=600,
+        [
+            st,
+            "run",
+            server.http_url + "/openapi.json",
+            "-H",
+            f"Authorization: Bearer {ADMIN_KEY}",
+            "--max-examples",
+            "3",
+            "--checks",
+            "not_a_server_error",
+            "--exclude-path-regex",
+            EXCLUDED_PATHS,
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     report = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, report

@@ -11,8 +11,12 @@ from tests.flow.support import chain, create_flow, new_user, node, reason_of, ru
 from tests.security.domain_support import rest, rest_run
 
 TARGETS = [
-    "http://[::127.0.0.1]:9/", "http://[::ffff:127.0.0.1]:9/", "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
-    "http://[64:ff9b:1::7f00:1]:9/", "http://[2002:7f00:1::1]:9/", "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]:9/",
+    "http://[::127.0.0.1]:9/",
+    "http://[::ffff:127.0.0.1]:9/",
+    "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+    "http://[64:ff9b:1::7f00:1]:9/",
+    "http://[2002:7f00:1::1]:9/",
+    "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]:9/",
     "http://[fec0::1]:9/",
 ]
 
@@ -28,8 +32,11 @@ async def test_ipv6_forms_of_non_public_addresses_are_refused(world):
     app, author = world
     async with rest(app, author) as http:
         for url in TARGETS:
-            flow = await create_flow(author, f"reach {url}", chain(
-                node("start", "start"), node("h", "http_request", url=url, timeout_ms=300), node("end", "end")))
+            flow = await create_flow(
+                author,
+                f"reach {url}",
+                chain(node("start", "start"), node("h", "http_request", url=url, timeout_ms=300), node("end", "end")),
+            )
             events = await run_flow(author, flow.id)
             failed = events[-1].event.run_failed
             assert reason_of(failed) == "PERMISSION_DENIED", (url, failed.message)

@@ -43,8 +43,11 @@ def user(server) -> dict[str, str]:
     admin = {"authorization": f"Bearer {ADMIN_KEY}"}
     body = {"username": "mallory", "password": "correct horse battery", "role": "USER_ROLE_USER"}
     httpx.post(server.http_url + "/v1/users", json=body, headers=admin, timeout=10).raise_for_status()
-    login = httpx.post(server.http_url + "/v1/auth:login", json={"username": "mallory",
-                                                                  "password": "correct horse battery"}, timeout=10)
+    login = httpx.post(
+        server.http_url + "/v1/auth:login",
+        json={"username": "mallory", "password": "correct horse battery"},
+        timeout=10,
+    )
     login.raise_for_status()
     return {"authorization": f"Bearer {login.json()['access_token']}"}
 
@@ -98,10 +101,13 @@ class HealthProbe:
         baseline = self._p99([lat for at, lat in self.latencies if at < self.attack_start])
         during = [lat for at, lat in self.latencies if self.attack_start <= at <= self.attack_end]
         p99 = self._p99(during)
-        print(f"{what}: answered in {seconds * 1000:.0f} ms; /healthz p99 {p99 * 1000:.1f} ms (baseline "
-              f"{baseline * 1000:.1f} ms), max {max(during) * 1000:.1f} ms over {len(during)} probes")
+        print(
+            f"{what}: answered in {seconds * 1000:.0f} ms; /healthz p99 {p99 * 1000:.1f} ms (baseline "
+            f"{baseline * 1000:.1f} ms), max {max(during) * 1000:.1f} ms over {len(during)} probes"
+        )
         assert p99 < baseline + P99_LIMIT_SECONDS, (
-            f"/healthz p99 {p99 * 1000:.0f} ms during {what} (baseline p99 {baseline * 1000:.0f} ms)")
+            f"/healthz p99 {p99 * 1000:.0f} ms during {what} (baseline p99 {baseline * 1000:.0f} ms)"
+        )
 
 
 async def run_flow(server, user, flow: dict[str, Any], inputs: dict[str, Any]) -> tuple[dict[str, Any], float]:
@@ -111,8 +117,9 @@ async def run_flow(server, user, flow: dict[str, Any], inputs: dict[str, Any]) -
         assert created.status_code == 200, created.text
         started = time.perf_counter()
         lines = []
-        async with client.stream("POST", f"/v1/flows/{created.json()['flow']['id']}:run",
-                                 json={"inputs": inputs}) as response:
+        async with client.stream(
+            "POST", f"/v1/flows/{created.json()['flow']['id']}:run", json={"inputs": inputs}
+        ) as response:
             assert response.status_code == 200
             async for line in response.aiter_lines():
                 if line.strip():
@@ -129,8 +136,11 @@ def edge(source: str, target: str, handle: str = "") -> dict[str, Any]:
 
 
 def template_flow(name: str, template: str) -> dict[str, Any]:
-    nodes = [node("start", "start"), node("p", "prompt", template=template),
-             node("end", "end", outputs={"text": "{{p.text}}"})]
+    nodes = [
+        node("start", "start"),
+        node("p", "prompt", template=template),
+        node("end", "end", outputs={"text": "{{p.text}}"}),
+    ]
     return {"name": name, "graph": {"nodes": nodes, "edges": [edge("start", "p"), edge("p", "end")]}}
 
 
@@ -141,12 +151,23 @@ def failed_node_message(event: dict[str, Any]) -> str:
 
 
 async def test_a_catastrophic_regex_in_a_condition_is_answered_in_linear_time(server, user):
-    flow = {"name": "redos", "graph": {
-        "nodes": [node("start", "start", variables=[{"name": "text", "type": "text"}]),
-                  node("c", "condition", cases=[{"handle": "yes", "conditions": [
-                      {"left": "{{text}}", "op": "matches", "right": "^(a+)+$"}]}]),
-                  node("end", "end", outputs={"branch": "{{c.branch}}"})],
-        "edges": [edge("start", "c"), edge("c", "end", "yes"), edge("c", "end", "else")]}}
+    flow = {
+        "name": "redos",
+        "graph": {
+            "nodes": [
+                node("start", "start", variables=[{"name": "text", "type": "text"}]),
+                node(
+                    "c",
+                    "condition",
+                    cases=[
+                        {"handle": "yes", "conditions": [{"left": "{{text}}", "op": "matches", "right": "^(a+)+$"}]}
+                    ],
+                ),
+                node("end", "end", outputs={"branch": "{{c.branch}}"}),
+            ],
+            "edges": [edge("start", "c"), edge("c", "end", "yes"), edge("c", "end", "else")],
+        },
+    }
     async with HealthProbe(server.http_url + "/healthz") as probe:
         last, seconds = await run_flow(server, user, flow, {"text": "a" * 27 + "!"})
     probe.check("a catastrophic regex condition", seconds)
@@ -155,14 +176,25 @@ async def test_a_catastrophic_regex_in_a_condition_is_answered_in_linear_time(se
     assert seconds < 2.0
 
 
-@pytest.mark.parametrize("name, template, limit", [
-    ("nested-range", "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
-     "flow_template_timeout_seconds"),
-    ("concatenation", '{% set ns = namespace(s="x") %}{% for i in range(28) %}{% set ns.s = ns.s ~ ns.s %}'
-                      "{% endfor %}{{ ns.s|length }}", "flow_template_max_string_chars"),
-])
-async def test_a_hostile_template_fails_its_node_within_the_deadline_naming_the_limit(server, user, name, template,
-                                                                                      limit):
+@pytest.mark.parametrize(
+    "name, template, limit",
+    [
+        (
+            "nested-range",
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+            "flow_template_timeout_seconds",
+        ),
+        (
+            "concatenation",
+            '{% set ns = namespace(s="x") %}{% for i in range(28) %}{% set ns.s = ns.s ~ ns.s %}'
+            "{% endfor %}{{ ns.s|length }}",
+            "flow_template_max_string_chars",
+        ),
+    ],
+)
+async def test_a_hostile_template_fails_its_node_within_the_deadline_naming_the_limit(
+    server, user, name, template, limit
+):
     async with HealthProbe(server.http_url + "/healthz") as probe:
         last, seconds = await run_flow(server, user, template_flow(name, template), {})
     probe.check(f"a {name} template", seconds)
@@ -177,8 +209,10 @@ async def test_a_catastrophic_chunking_separator_is_answered_in_linear_time(serv
         assert kb.status_code == 200, kb.text
         async with HealthProbe(server.http_url + "/healthz") as probe:
             started = time.perf_counter()
-            preview = await client.post(f"/v1/knowledge-bases/{kb.json()['knowledge_base']['id']}:preview-chunks",
-                                        json={"text": "a" * 27 + "!", "chunking_rule": {"separators": ["(a+)+$"]}})
+            preview = await client.post(
+                f"/v1/knowledge-bases/{kb.json()['knowledge_base']['id']}:preview-chunks",
+                json={"text": "a" * 27 + "!", "chunking_rule": {"separators": ["(a+)+$"]}},
+            )
             seconds = time.perf_counter() - started
     probe.check("a catastrophic chunking separator", seconds)
     assert preview.status_code == 200, preview.text

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -28,8 +27,11 @@ def clean_env(**settings: str) -> dict[str, str]:
 
 
 def test_embedded_mode_refuses_several_workers(tmp_path):
-    env = clean_env(TYPECASE_DATA_DIR=str(tmp_path / "data"), TYPECASE_GRPC_PORT=str(free_port()),
-                    TYPECASE_HTTP_PORT=str(free_port()))
+    env = clean_env(
+        TYPECASE_DATA_DIR=str(tmp_path / "data"),
+        TYPECASE_GRPC_PORT=str(free_port()),
+        TYPECASE_HTTP_PORT=str(free_port()),
+    )
     done = subprocess.run([TYPECASE, "serve", "--workers", "2"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     for setting in ("TYPECASE_REDIS_URL", "TYPECASE_DATABASE_URL", "TYPECASE_MILVUS_URI"):
@@ -70,10 +72,17 @@ def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_d
     redis, milvus = RedisServer(tmp_path).start(), MilvusServer(tmp_path).start()
     http_port = free_port()
     url = f"http://127.0.0.1:{http_port}"
-    env = clean_env(TYPECASE_DATA_DIR=str(tmp_path / "data"), TYPECASE_GRPC_PORT=str(free_port()),
-                    TYPECASE_HTTP_PORT=str(http_port), TYPECASE_DATABASE_URL=pg_database_url,
-                    TYPECASE_REDIS_URL=redis.url, TYPECASE_MILVUS_URI=milvus.uri, TYPECASE_ADMIN_API_KEY=ADMIN_KEY,
-                    TYPECASE_LLM_LOCAL_ENABLED="false", TYPECASE_SHUTDOWN_GRACE_SECONDS="2")
+    env = clean_env(
+        TYPECASE_DATA_DIR=str(tmp_path / "data"),
+        TYPECASE_GRPC_PORT=str(free_port()),
+        TYPECASE_HTTP_PORT=str(http_port),
+        TYPECASE_DATABASE_URL=pg_database_url,
+        TYPECASE_REDIS_URL=redis.url,
+        TYPECASE_MILVUS_URI=milvus.uri,
+        TYPECASE_ADMIN_API_KEY=ADMIN_KEY,
+        TYPECASE_LLM_LOCAL_ENABLED="false",
+        TYPECASE_SHUTDOWN_GRACE_SECONDS="2",
+    )
     log = (tmp_path / "supervisor.log").open("w")
     supervisor = subprocess.Popen([TYPECASE, "serve", "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -96,8 +105,12 @@ def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_d
         wait_for(lambda: first[0] not in children(supervisor.pid), 10, "the killed worker reaped", supervisor)
         for _ in range(20):
             serving_process(url)
-        wait_for(lambda: len(children(supervisor.pid)) == 2 and first[0] not in children(supervisor.pid), 60,
-                 "a restarted worker", supervisor)
+        wait_for(
+            lambda: len(children(supervisor.pid)) == 2 and first[0] not in children(supervisor.pid),
+            60,
+            "a restarted worker",
+            supervisor,
+        )
         assert first[1] in children(supervisor.pid)
         wait_for(lambda: len({serving_process(url) for _ in range(12)}) == 2, 120, "both serving again", supervisor)
 

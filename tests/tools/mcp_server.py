@@ -41,11 +41,14 @@ async def slow(seconds: float) -> str:
 
 
 if "--growing" in sys.argv:  # a server whose tool list changes at run time
+
     @server.tool()
     async def grow(ctx: Context) -> str:
         """Add the tool `grown` and tell the client its tool list changed."""
+
         def grown() -> str:
             return "I was added later"
+
         server.add_tool(grown, name="grown", description="added at run time")
         await ctx.session.send_tool_list_changed()
         return "grown"

@@ -19,18 +19,30 @@ DOCUMENT = {
     "servers": [{"url": "/api"}],
     "components": {
         "schemas": {
-            "NewPet": {"type": "object", "properties": {"name": {"type": "string"}, "tag": {"$ref": "#/components/schemas/Tag"}},
-                       "required": ["name"]},
+            "NewPet": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "tag": {"$ref": "#/components/schemas/Tag"}},
+                "required": ["name"],
+            },
             "Tag": {"type": "string", "enum": ["dog", "cat"]},
         },
         "parameters": {"Limit": {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}},
     },
     "paths": {
         "/pets": {
-            "get": {"operationId": "listPets", "summary": "List pets", "parameters": [{"$ref": "#/components/parameters/Limit"}]},
-            "post": {"operationId": "createPet", "summary": "Create a pet",
-                     "requestBody": {"required": True, "content": {"application/json": {
-                         "schema": {"$ref": "#/components/schemas/NewPet"}}}}},
+            "get": {
+                "operationId": "listPets",
+                "summary": "List pets",
+                "parameters": [{"$ref": "#/components/parameters/Limit"}],
+            },
+            "post": {
+                "operationId": "createPet",
+                "summary": "Create a pet",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewPet"}}},
+                },
+            },
         },
         "/pets/{pet_id}": {
             "parameters": [{"name": "pet_id", "in": "path", "required": True, "schema": {"type": "string"}}],
@@ -71,8 +83,13 @@ async def pet(request: Request):
     return JSONResponse(found)
 
 
-app = Starlette(routes=[Route("/openapi.json", document), Route("/api/pets", pets, methods=["GET", "POST"]),
-                        Route("/api/pets/{pet_id}", pet)])
+app = Starlette(
+    routes=[
+        Route("/openapi.json", document),
+        Route("/api/pets", pets, methods=["GET", "POST"]),
+        Route("/api/pets/{pet_id}", pet),
+    ]
+)
 
 if __name__ == "__main__":
     import uvicorn

@@ -32,9 +32,14 @@ class Caller:
 async def new_user(channel, prefix: str = "user") -> Caller:
     username = f"{prefix}{next(_names)}"
     auth = auth_pb2_grpc.AuthServiceStub(channel)
-    user = (await auth.CreateUser(auth_pb2.CreateUserRequest(
-        user=auth_pb2.User(username=username, password=PASSWORD, role=auth_pb2.USER_ROLE_USER)),
-        metadata=bearer(ADMIN_KEY))).user
+    user = (
+        await auth.CreateUser(
+            auth_pb2.CreateUserRequest(
+                user=auth_pb2.User(username=username, password=PASSWORD, role=auth_pb2.USER_ROLE_USER)
+            ),
+            metadata=bearer(ADMIN_KEY),
+        )
+    ).user
     token = (await auth.Login(auth_pb2.LoginRequest(username=username, password=PASSWORD))).access_token
     return Caller(tools_pb2_grpc.ToolServiceStub(channel), bearer(token), token, user.id)
 
@@ -64,15 +69,19 @@ def reason(error: grpc.aio.AioRpcError) -> str:
     return ""
 
 
-async def call(caller: Caller, tool_id: str, arguments: dict[str, Any] | None = None, timeout_ms: int = 0
-               ) -> tools_pb2.CallToolResponse:
-    return await caller.tools.CallTool(tools_pb2.CallToolRequest(
-        tool_id=tool_id, arguments=struct(arguments or {}), timeout_ms=timeout_ms), metadata=caller.md)
+async def call(
+    caller: Caller, tool_id: str, arguments: dict[str, Any] | None = None, timeout_ms: int = 0
+) -> tools_pb2.CallToolResponse:
+    return await caller.tools.CallTool(
+        tools_pb2.CallToolRequest(tool_id=tool_id, arguments=struct(arguments or {}), timeout_ms=timeout_ms),
+        metadata=caller.md,
+    )
 
 
 async def tool_by_name(caller: Caller, provider_id: str, name: str) -> tools_pb2.CatalogTool:
-    listed = await caller.tools.ListTools(tools_pb2.ListToolsRequest(provider_id=provider_id, page_size=1000),
-                                          metadata=caller.md)
+    listed = await caller.tools.ListTools(
+        tools_pb2.ListToolsRequest(provider_id=provider_id, page_size=1000), metadata=caller.md
+    )
     for tool in listed.tools:
         if tool.name == name:
             return tool

@@ -27,9 +27,16 @@ def mcp_url():
 
 async def as_user(channel, mcp_url):
     user = await new_user(channel)
-    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-        provider=tools_pb2.ToolProvider(name="api", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
-                                        mcp=tools_pb2.McpServer(url=mcp_url))), metadata=user.md)).provider
+    provider = (
+        await user.tools.CreateToolProvider(
+            tools_pb2.CreateToolProviderRequest(
+                provider=tools_pb2.ToolProvider(
+                    name="api", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, mcp=tools_pb2.McpServer(url=mcp_url)
+                )
+            ),
+            metadata=user.md,
+        )
+    ).provider
     assert provider.last_error == ""
     return user, provider
 
@@ -56,11 +63,16 @@ async def test_tools_are_declared_for_a_model_and_a_batch_runs_concurrently(tapp
         assert set(declared.tools[0].parameters["properties"].keys()) == {"a", "b"}
 
         started = time.monotonic()
-        results = await api.execute([
-            ToolCall("1", slow.id, {"seconds": 0.8}), ToolCall("2", slow.id, '{"seconds": 0.8}'),
-            ToolCall("3", add.id, '{"a": 1, "b": 2}'), ToolCall("4", add.id, "not json"),
-            ToolCall("5", slow.id, {"seconds": 5}, timeout_seconds=0.3), ToolCall("6", "missing", {}),
-        ])
+        results = await api.execute(
+            [
+                ToolCall("1", slow.id, {"seconds": 0.8}),
+                ToolCall("2", slow.id, '{"seconds": 0.8}'),
+                ToolCall("3", add.id, '{"a": 1, "b": 2}'),
+                ToolCall("4", add.id, "not json"),
+                ToolCall("5", slow.id, {"seconds": 5}, timeout_seconds=0.3),
+                ToolCall("6", "missing", {}),
+            ]
+        )
         elapsed = time.monotonic() - started
         assert [r.call_id for r in results] == ["1", "2", "3", "4", "5", "6"]
         assert [r.ok for r in results] == [True, True, True, False, False, False]

@@ -22,10 +22,18 @@ def node(node_id: str, kind: str, **params) -> flow_pb2.Node:
 
 
 def greeting_graph() -> flow_pb2.Graph:
-    nodes = [node("start", "start", variables=[{"name": "who", "type": "text", "required": True},
-                                                {"name": "times", "type": "number", "default": 1}]),
-             node("p", "prompt", template="Hello {{who}} x{{times}}"),
-             node("end", "end", outputs={"answer": "{{p.text}}"})]
+    nodes = [
+        node(
+            "start",
+            "start",
+            variables=[
+                {"name": "who", "type": "text", "required": True},
+                {"name": "times", "type": "number", "default": 1},
+            ],
+        ),
+        node("p", "prompt", template="Hello {{who}} x{{times}}"),
+        node("end", "end", outputs={"answer": "{{p.text}}"}),
+    ]
     edges = [flow_pb2.Edge(id="a", source="start", target="p"), flow_pb2.Edge(id="b", source="p", target="end")]
     return flow_pb2.Graph(nodes=nodes, edges=edges)
 
@@ -33,8 +41,14 @@ def greeting_graph() -> flow_pb2.Graph:
 async def test_a_published_flow_is_a_tool_with_its_start_variables(tchannel):
     alice, bob = await new_user(tchannel, "alice"), await new_user(tchannel, "bob")
     flows = flow_pb2_grpc.FlowServiceStub(tchannel)
-    flow = (await flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(
-        name="greeter", description="Greets someone", graph=greeting_graph())), metadata=alice.md)).flow
+    flow = (
+        await flows.CreateFlow(
+            flow_pb2.CreateFlowRequest(
+                flow=flow_pb2.Flow(name="greeter", description="Greets someone", graph=greeting_graph())
+            ),
+            metadata=alice.md,
+        )
+    ).flow
     tool_id = f"flow-{flow.id}"
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # a draft is not a tool
         await call(bob, tool_id, {"who": "x"})

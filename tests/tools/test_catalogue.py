@@ -21,8 +21,9 @@ async def test_built_in_tools_are_seeded_once_and_listed_by_category(tapp, tchan
     assert [t.id for t in web.tools] == ["builtin-http_request"]
     found = await user.tools.ListTools(tools_pb2.ListToolsRequest(keyword="TIME"), metadata=user.md)
     assert [t.name for t in found.tools] == ["current_time"]
-    provider = (await user.tools.GetToolProvider(tools_pb2.GetToolProviderRequest(provider_id="builtin"),
-                                                 metadata=user.md)).provider
+    provider = (
+        await user.tools.GetToolProvider(tools_pb2.GetToolProviderRequest(provider_id="builtin"), metadata=user.md)
+    ).provider
     assert provider.kind == tools_pb2.TOOL_PROVIDER_KIND_BUILTIN and provider.shared and provider.tool_count == 4
 
 
@@ -62,12 +63,14 @@ async def test_an_unknown_tool_is_tool_not_found(tchannel):
 async def test_the_built_in_provider_is_not_deleted_nor_changed_by_users(tchannel):
     user, root = await new_user(tchannel), admin(tchannel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await user.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id="builtin"),
-                                            metadata=user.md)
+        await user.tools.DeleteToolProvider(
+            tools_pb2.DeleteToolProviderRequest(provider_id="builtin"), metadata=user.md
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await root.tools.DeleteToolProvider(tools_pb2.DeleteToolProviderRequest(provider_id="builtin"),
-                                            metadata=root.md)
+        await root.tools.DeleteToolProvider(
+            tools_pb2.DeleteToolProviderRequest(provider_id="builtin"), metadata=root.md
+        )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 

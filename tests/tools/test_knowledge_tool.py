@@ -21,12 +21,17 @@ async def test_knowledge_search_finds_the_callers_passages_and_not_another_users
     text = b"The office cat is called Mochi and she sleeps on the radiator.\n\nParking is behind the bakery."
     file = await upload(stub, owner.md, kb.id, "handbook.txt", text)
     assert (await wait_done(stub, owner.md, file.id, timeout=240)).status == kpb.FILE_STATUS_DONE
-    reply = await call(owner, "builtin-knowledge_search", {"query": "what is the cat called", "knowledge_base_ids": [kb.id]},
-                       timeout_ms=120_000)
+    reply = await call(
+        owner,
+        "builtin-knowledge_search",
+        {"query": "what is the cat called", "knowledge_base_ids": [kb.id]},
+        timeout_ms=120_000,
+    )
     assert "Mochi" in reply.text
     hits = reply.structured.struct_value.fields["results"].list_value.values
     assert hits and hits[0].struct_value.fields["knowledge_base_id"].string_value == kb.id
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(other, "builtin-knowledge_search", {"query": "cat", "knowledge_base_ids": [kb.id]},
-                   timeout_ms=120_000)
+        await call(
+            other, "builtin-knowledge_search", {"query": "cat", "knowledge_base_ids": [kb.id]}, timeout_ms=120_000
+        )
     assert reason(caught.value) == "TOOL_FAILED" and "Mochi" not in caught.value.details()

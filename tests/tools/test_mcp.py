@@ -30,14 +30,21 @@ def mcp_http():
 
 
 def mcp_provider(name: str, url: str, token: str = TOKEN) -> tools_pb2.ToolProvider:
-    return tools_pb2.ToolProvider(name=name, kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, headers={"Authorization": f"Bearer {token}"},
-                                  mcp=tools_pb2.McpServer(url=url))
+    return tools_pb2.ToolProvider(
+        name=name,
+        kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+        headers={"Authorization": f"Bearer {token}"},
+        mcp=tools_pb2.McpServer(url=url),
+    )
 
 
 async def test_an_mcp_server_over_streamable_http_is_registered_listed_and_called(tchannel, mcp_http):
     user = await new_user(tchannel)
-    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-        provider=mcp_provider("calc", mcp_http)), metadata=user.md)).provider
+    provider = (
+        await user.tools.CreateToolProvider(
+            tools_pb2.CreateToolProviderRequest(provider=mcp_provider("calc", mcp_http)), metadata=user.md
+        )
+    ).provider
     assert provider.last_error == "" and provider.tool_count == 4
     assert dict(provider.headers) == {"Authorization": "****"}  # the token never comes back
     assert TOKEN not in str(to_dict(provider))
@@ -51,8 +58,11 @@ async def test_an_mcp_server_over_streamable_http_is_registered_listed_and_calle
 
 async def test_an_mcp_tool_error_is_tool_failed_with_the_servers_message(tchannel, mcp_http):
     user = await new_user(tchannel)
-    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-        provider=mcp_provider("failing", mcp_http)), metadata=user.md)).provider
+    provider = (
+        await user.tools.CreateToolProvider(
+            tools_pb2.CreateToolProviderRequest(provider=mcp_provider("failing", mcp_http)), metadata=user.md
+        )
+    ).provider
     explode = await tool_by_name(user, provider.id, "explode")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(user, explode.id, {"why": "on purpose"})
@@ -67,8 +77,11 @@ async def test_an_mcp_tool_error_is_tool_failed_with_the_servers_message(tchanne
 async def test_a_dead_mcp_server_fails_its_tools_not_the_catalogue(tchannel):
     user = await new_user(tchannel)
     proc, url = start_mcp_http()
-    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-        provider=mcp_provider("mortal", url)), metadata=user.md)).provider
+    provider = (
+        await user.tools.CreateToolProvider(
+            tools_pb2.CreateToolProviderRequest(provider=mcp_provider("mortal", url)), metadata=user.md
+        )
+    ).provider
     add = await tool_by_name(user, provider.id, "add")
     stop(proc)
     listed = await user.tools.ListTools(tools_pb2.ListToolsRequest(provider_id=provider.id), metadata=user.md)
@@ -76,36 +89,54 @@ async def test_a_dead_mcp_server_fails_its_tools_not_the_catalogue(tchannel):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(user, add.id, {"a": 1, "b": 1})
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and reason(caught.value) == "TOOL_FAILED"
-    refreshed = (await user.tools.RefreshToolProvider(tools_pb2.RefreshToolProviderRequest(provider_id=provider.id),
-                                                      metadata=user.md)).provider
+    refreshed = (
+        await user.tools.RefreshToolProvider(
+            tools_pb2.RefreshToolProviderRequest(provider_id=provider.id), metadata=user.md
+        )
+    ).provider
     assert refreshed.last_error and refreshed.tool_count == 4
 
 
 async def test_an_unreachable_server_is_registered_with_its_error(tchannel):
     user = await new_user(tchannel)
     url = f"http://127.0.0.1:{free_port()}/mcp"
-    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-        provider=mcp_provider("nobody", url)), metadata=user.md)).provider
+    provider = (
+        await user.tools.CreateToolProvider(
+            tools_pb2.CreateToolProviderRequest(provider=mcp_provider("nobody", url)), metadata=user.md
+        )
+    ).provider
     assert provider.tool_count == 0 and provider.last_error
 
 
 async def test_a_wrong_token_is_refused_by_the_mcp_server(tchannel, mcp_http):
     user = await new_user(tchannel)
-    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-        provider=mcp_provider("wrongkey", mcp_http, token="nope")), metadata=user.md)).provider
+    provider = (
+        await user.tools.CreateToolProvider(
+            tools_pb2.CreateToolProviderRequest(provider=mcp_provider("wrongkey", mcp_http, token="nope")),
+            metadata=user.md,
+        )
+    ).provider
     assert provider.tool_count == 0 and "401" in provider.last_error
 
 
 async def test_an_mcp_server_over_stdio_is_registered_by_an_admin_only(tchannel):
     root, user = admin(tchannel), await new_user(tchannel)
-    stdio = tools_pb2.ToolProvider(name="local", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP, mcp=tools_pb2.McpServer(
-        transport=tools_pb2.MCP_TRANSPORT_STDIO, command=sys.executable, args=["-m", "tests.tools.mcp_server", "stdio"],
-        env={"PYTHONPATH": str(ROOT)}))
+    stdio = tools_pb2.ToolProvider(
+        name="local",
+        kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+        mcp=tools_pb2.McpServer(
+            transport=tools_pb2.MCP_TRANSPORT_STDIO,
+            command=sys.executable,
+            args=["-m", "tests.tools.mcp_server", "stdio"],
+            env={"PYTHONPATH": str(ROOT)},
+        ),
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=stdio), metadata=user.md)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    provider = (await root.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=stdio),
-                                                    metadata=root.md)).provider
+    provider = (
+        await root.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(provider=stdio), metadata=root.md)
+    ).provider
     assert provider.last_error == "" and provider.tool_count == 4, provider.last_error
     assert dict(provider.mcp.env) == {"PYTHONPATH": "****"}
     add = await tool_by_name(root, provider.id, "add")
@@ -123,10 +154,18 @@ async def test_a_servers_list_changed_reloads_its_tools(tchannel):
     user = await new_user(tchannel)
     proc, port = start("tests.tools.mcp_server", "http", "{port}", "--growing")
     try:
-        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-            provider=tools_pb2.ToolProvider(name="growing", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
-                                            mcp=tools_pb2.McpServer(url=f"http://127.0.0.1:{port}/mcp"))),
-            metadata=user.md)).provider
+        provider = (
+            await user.tools.CreateToolProvider(
+                tools_pb2.CreateToolProviderRequest(
+                    provider=tools_pb2.ToolProvider(
+                        name="growing",
+                        kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+                        mcp=tools_pb2.McpServer(url=f"http://127.0.0.1:{port}/mcp"),
+                    )
+                ),
+                metadata=user.md,
+            )
+        ).provider
         assert provider.tool_count == 5
         grow = await tool_by_name(user, provider.id, "grow")
         assert (await call(user, grow.id)).text == "grown"
@@ -143,8 +182,11 @@ async def test_a_servers_list_changed_reloads_its_tools(tchannel):
 
 async def test_a_result_past_the_size_cap_is_cut_and_marked(tapp, tchannel, mcp_http):
     user = await new_user(tchannel)
-    provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-        provider=mcp_provider("big", mcp_http)), metadata=user.md)).provider
+    provider = (
+        await user.tools.CreateToolProvider(
+            tools_pb2.CreateToolProviderRequest(provider=mcp_provider("big", mcp_http)), metadata=user.md
+        )
+    ).provider
     echo = await tool_by_name(user, provider.id, "echo")
     cap = tapp.settings.tools_max_result_bytes
     # The SDK answers {"result": text} as the structured result too: 13 bytes more than the text.
@@ -160,12 +202,19 @@ async def test_an_idle_session_is_closed_and_the_next_call_reconnects(tapp, mcp_
 
     settings = tapp.settings.model_copy(update={"tools_mcp_idle_seconds": 0.4})
     kind = McpKind(settings, tapp.servicers["FlowService"].http)
-    provider = Provider("p1", "idle", "mcp", None, {"transport": "streamable_http", "url": mcp_http},
-                        {"Authorization": f"Bearer {TOKEN}"})
+    provider = Provider(
+        "p1",
+        "idle",
+        "mcp",
+        None,
+        {"transport": "streamable_http", "url": mcp_http},
+        {"Authorization": f"Bearer {TOKEN}"},
+    )
     try:
         assert len(await kind.load(provider)) == 4
         assert "p1" in kind._sessions
         import asyncio
+
         for _ in range(40):
             if "p1" not in kind._sessions:
                 break
@@ -181,12 +230,21 @@ async def test_an_mcp_server_over_legacy_sse_is_registered_and_called(tchannel):
     user = await new_user(tchannel)
     proc, port = start("tests.tools.mcp_server", "sse", "{port}", TOKEN)
     try:
-        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-            provider=tools_pb2.ToolProvider(name="legacy", kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
-                                            headers={"Authorization": f"Bearer {TOKEN}"},
-                                            mcp=tools_pb2.McpServer(transport=tools_pb2.MCP_TRANSPORT_SSE,
-                                                                    url=f"http://127.0.0.1:{port}/sse"))),
-            metadata=user.md)).provider
+        provider = (
+            await user.tools.CreateToolProvider(
+                tools_pb2.CreateToolProviderRequest(
+                    provider=tools_pb2.ToolProvider(
+                        name="legacy",
+                        kind=tools_pb2.TOOL_PROVIDER_KIND_MCP,
+                        headers={"Authorization": f"Bearer {TOKEN}"},
+                        mcp=tools_pb2.McpServer(
+                            transport=tools_pb2.MCP_TRANSPORT_SSE, url=f"http://127.0.0.1:{port}/sse"
+                        ),
+                    )
+                ),
+                metadata=user.md,
+            )
+        ).provider
         assert provider.last_error == "" and provider.tool_count == 4, provider.last_error
         assert provider.mcp.transport == tools_pb2.MCP_TRANSPORT_SSE
         add = await tool_by_name(user, provider.id, "add")

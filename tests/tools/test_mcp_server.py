@@ -25,8 +25,14 @@ def mcp_client(app, credential: str | None) -> Client:
 async def test_an_mcp_client_lists_and_calls_typecase_tools_with_a_credential(tapp, tchannel):
     alice = await new_user(tchannel, "mcpalice")
     flows = flow_pb2_grpc.FlowServiceStub(tchannel)
-    flow = (await flows.CreateFlow(flow_pb2.CreateFlowRequest(flow=flow_pb2.Flow(
-        name="mcp greeter", description="Greets over MCP", graph=greeting_graph())), metadata=alice.md)).flow
+    flow = (
+        await flows.CreateFlow(
+            flow_pb2.CreateFlowRequest(
+                flow=flow_pb2.Flow(name="mcp greeter", description="Greets over MCP", graph=greeting_graph())
+            ),
+            metadata=alice.md,
+        )
+    ).flow
     await flows.PublishFlow(flow_pb2.PublishFlowRequest(flow_id=flow.id), metadata=alice.md)
     bob = await new_user(tchannel, "mcpbob")
 
@@ -49,8 +55,9 @@ async def test_the_mcp_endpoint_refuses_a_missing_or_wrong_credential(tapp):
             async with mcp_client(tapp, credential) as client:
                 await client.list_tools()
     async with httpx2.AsyncClient() as http:
-        reply = await http.post(f"http://127.0.0.1:{tapp.http_port}/mcp", json={"jsonrpc": "2.0", "id": 1,
-                                                                               "method": "tools/list"})
+        reply = await http.post(
+            f"http://127.0.0.1:{tapp.http_port}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        )
         assert reply.status_code == 401 and "bearer" in reply.headers["www-authenticate"].lower()
 
 

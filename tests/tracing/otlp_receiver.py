@@ -74,9 +74,18 @@ class OtlpReceiver:
             resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for s in scope_spans.spans:
-                    spans.append(Span(s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(), s.kind,
-                                      str(resource.get("service.name", "")),
-                                      {a.key: _value(a.value) for a in s.attributes}, [e.name for e in s.events]))
+                    spans.append(
+                        Span(
+                            s.name,
+                            s.trace_id.hex(),
+                            s.span_id.hex(),
+                            s.parent_span_id.hex(),
+                            s.kind,
+                            str(resource.get("service.name", "")),
+                            {a.key: _value(a.value) for a in s.attributes},
+                            [e.name for e in s.events],
+                        )
+                    )
         with self._lock:
             self.requests += 1
             self.spans.extend(spans)

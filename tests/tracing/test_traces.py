@@ -38,19 +38,30 @@ async def upstream():
 
 
 async def test_a_chat_turn_with_retrieval_is_one_trace_across_gateway_chat_search_and_llm(
-        app_factory, receiver, upstream):
+    app_factory, receiver, upstream
+):
     app = await app_factory(otel_endpoint=receiver.url, otel_schedule_delay_seconds=0.2)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         llm = llm_pb2_grpc.LLMServiceStub(channel)
         model = await register_fake_model(llm, upstream.base_url)
         embedder = await register_fake_embedder(llm, upstream.base_url)
         kbs = knowledge_pb2_grpc.KnowledgeServiceStub(channel)
-        kb = (await kbs.CreateKnowledgeBase(knowledge_pb2.CreateKnowledgeBaseRequest(
-            knowledge_base=knowledge_pb2.KnowledgeBase(name="bridges", embedding_model_id=embedder.id)),
-            metadata=MD)).knowledge_base
-        added = (await kbs.AddTextFile(knowledge_pb2.AddTextFileRequest(
-            kb_id=kb.id, name="bridges.txt", text=FACT + "\n\nUnrelated filler about cooking pasta."),
-            metadata=MD)).file
+        kb = (
+            await kbs.CreateKnowledgeBase(
+                knowledge_pb2.CreateKnowledgeBaseRequest(
+                    knowledge_base=knowledge_pb2.KnowledgeBase(name="bridges", embedding_model_id=embedder.id)
+                ),
+                metadata=MD,
+            )
+        ).knowledge_base
+        added = (
+            await kbs.AddTextFile(
+                knowledge_pb2.AddTextFileRequest(
+                    kb_id=kb.id, name="bridges.txt", text=FACT + "\n\nUnrelated filler about cooking pasta."
+                ),
+                metadata=MD,
+            )
+        ).file
         async for update in kbs.WatchFile(knowledge_pb2.WatchFileRequest(file_id=added.id), metadata=MD):
             status = update.status
         assert status == knowledge_pb2.FILE_STATUS_DONE
@@ -58,16 +69,24 @@ async def test_a_chat_turn_with_retrieval_is_one_trace_across_gateway_chat_searc
     headers = {"authorization": f"Bearer {ADMIN_KEY}"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=20) as http:
         session = (await http.post("/v1/sessions", json={"kb_ids": [kb.id]}, headers=headers)).json()["session"]
-        async with http.stream("POST", f"/v1/sessions/{session['id']}:chat",
-                               json={"content": "[tokens=5] When did the Zephyr-9 bridge open?"},
-                               headers={**headers, "traceparent": TRACEPARENT}) as response:
+        async with http.stream(
+            "POST",
+            f"/v1/sessions/{session['id']}:chat",
+            json={"content": "[tokens=5] When did the Zephyr-9 bridge open?"},
+            headers={**headers, "traceparent": TRACEPARENT},
+        ) as response:
             assert response.status_code == 200
             assert response.headers["x-trace-id"] == CLIENT_TRACE  # logs and traces name the same id
             events = [json.loads(line)["result"] async for line in response.aiter_lines() if line]
     assert "citation" in events[2]["event"] and "ended" in events[-1]["event"]
 
-    wanted = {"POST /v1/sessions/{id}:chat", "typecase.v1.ChatService/Chat", "chat turn",
-              "knowledge search", f"chat {model.name}"}
+    wanted = {
+        "POST /v1/sessions/{id}:chat",
+        "typecase.v1.ChatService/Chat",
+        "chat turn",
+        "knowledge search",
+        f"chat {model.name}",
+    }
     spans = receiver.wait_for(CLIENT_TRACE, wanted)
     by_name = {s.name: s for s in spans}
     assert wanted <= set(by_name), sorted(by_name)
@@ -93,7 +112,8 @@ async def test_a_grpc_call_continues_the_callers_traceparent(app_factory, receiv
     app = await app_factory(otel_endpoint=receiver.url + "/v1/traces", otel_schedule_delay_seconds=0.2)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         call = llm_pb2_grpc.LLMServiceStub(channel).ListModels(
-            llm_pb2.ListModelsRequest(), metadata=(*MD, ("traceparent", TRACEPARENT)))
+            llm_pb2.ListModelsRequest(), metadata=(*MD, ("traceparent", TRACEPARENT))
+        )
         await call
         assert dict(await call.initial_metadata())["x-trace-id"] == CLIENT_TRACE
     (span,) = receiver.wait_for(CLIENT_TRACE, {"typecase.v1.LLMService/ListModels"})

@@ -16,7 +16,8 @@ Rules:
 - Chunks are cut by the knowledge chunker (through the DocumentReader port) at chat_scratch_chunk_tokens, which
   fits the default embedding model's window, and embedded with the default knowledge-embedding model (through the
   Embedding port). With no such model, or when it fails, the document is cut into the prompt as before.
-- Rows go when the session is deleted or the question message that brought them is deleted.
+- Rows go when the session is deleted or the question message that brought them is deleted; a copied session
+  gets its own copy of the rows of the messages copied.
 """
 
 from __future__ import annotations
@@ -143,6 +144,26 @@ class Scratch:
         where = Row.session_id == session_id if session_id else Row.message_id == message_id
         async with self.db.session() as session:
             await session.execute(delete(Row).where(where))
+
+    async def copy(self, source_id: str, copy_id: str, message_ids: dict[str, str]) -> None:
+        """A copied session's index: the rows of the messages copied (old message id -> new)."""
+        async with self.db.session() as session:
+            rows = (await session.scalars(select(Row).where(Row.session_id == source_id))).all()
+            session.add_all(
+                Row(
+                    id=new_id(),
+                    session_id=copy_id,
+                    message_id=message_ids[r.message_id],
+                    name=r.name,
+                    seq=r.seq,
+                    text=r.text,
+                    model_id=r.model_id,
+                    vector=r.vector,
+                    create_time=r.create_time,
+                )
+                for r in rows
+                if r.message_id in message_ids
+            )
 
     # -- retrieval (in the turn) --------------------------------------------------------------------------------
     async def retrieve(self, turn: Turn, emit: Emit) -> bool:

@@ -430,6 +430,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     )
                 )
             copy.message_count = len(messages)
+        if self.scratch is not None:
+            await self.scratch.copy(source.id, copy.id, {m.id: i for i, m in zip(ids, messages, strict=True)})
         await self.audit.record(
             "chat.session.copy",
             actor_id=me.user_id,

@@ -134,3 +134,15 @@ async def test_a_document_over_the_indexed_size_is_refused(chat_app, me, upstrea
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "minutes.txt" in refused.value.details() and "chat_scratch_max_chars" in refused.value.details()
+
+
+async def test_a_copied_session_keeps_its_own_index(chat_app, me, upstream):
+    session = await small_model_session(me, upstream)
+    await chat_all(me, session.id, "[tokens=3] Summarise", attachments=[
+        chat_pb2.Attachment(name="minutes.txt", mime_type="text/plain", data=long_document(200, 150))])
+    held = await scratch_rows(chat_app, session.id)
+    copy = (await me.chat.CopySession(chat_pb2.CopySessionRequest(session_id=session.id), metadata=me.md)).session
+    assert await scratch_rows(chat_app, copy.id) == held
+    await me.chat.DeleteSession(chat_pb2.DeleteSessionRequest(session_id=session.id), metadata=me.md)
+    await chat_all(me, copy.id, "[tokens=3] What is the launch code of Heliotrope?")
+    assert FACT in sent_prompt(upstream, "What is the launch code of Heliotrope?")

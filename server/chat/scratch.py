@@ -14,8 +14,11 @@ Rules:
   the model's context leaves); otherwise it is indexed here, up to chat_scratch_max_chars characters of text
   (more: INVALID_ARGUMENT naming the file) and chat_scratch_max_chunks chunks per session (likewise).
 - Chunks are cut by the knowledge chunker (through the DocumentReader port) at chat_scratch_chunk_tokens, which
-  fits the default embedding model's window, and embedded with the default knowledge-embedding model (through the
-  Embedding port). With no such model, or when it fails, the document is cut into the prompt as before.
+  fits the default embedding model's window, and written before the turn starts (limits checked, so the RPC fails
+  early and at once); they are embedded with the default knowledge-embedding model (through the Embedding port) in
+  the turn's retrieval step, since a large document takes tens of seconds (1,001 chunks: 42 s on the 2-core dev
+  machine) that the Chat call should not wait for. A turn that stops midway leaves the rest for the next one.
+  With no default embedding model the document is cut into the prompt as before.
 - Rows go when the session is deleted or the question message that brought them is deleted; a copied session
   gets its own copy of the rows of the messages copied.
 """
@@ -23,7 +26,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import re
 from collections import Counter
@@ -41,11 +43,11 @@ from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.server.rpc.ports import Embedding
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2, llm_pb2
 
-log = logging.getLogger(__name__)
-
 Emit = Callable[..., None]  # Turns._emit(turn, event, terminal=False)
 NOTE_CHARS = 200  # what a document's header or note takes in the prompt, kept free when deciding what fits
 RRF_K = 60
+PENDING = b""  # a chunk not embedded yet: the next turn of the session embeds it (see retrieve)
+EMBED_GROUP = 128  # chunks embedded and written at a time, so a stopped turn keeps what it finished
 _WORD_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+")
 
 
@@ -99,13 +101,7 @@ class Scratch:
                 f"index, which holds {held} of at most {self.settings.chat_scratch_max_chunks} "
                 "(chat_scratch_max_chunks): attach a smaller document or start a new session",
             )
-        vectors = None
-        if model_id and chunks:
-            try:
-                vectors = await self.embedder.embed_texts([c[2] for c in chunks], model_id)
-            except TypecaseError as exc:
-                log.warning("scratch index: embedding failed (%s); attached documents are cut instead", exc)
-        if vectors is None:  # no embedding model: cut into the prompt, as without a scratch index
+        if not model_id or not chunks:  # no embedding model: cut into the prompt, as without a scratch index
             attached.documents = [(n, t[:limit], c or len(t) > limit) for n, t, c in attached.documents]
             return []
         rows = [
@@ -117,9 +113,9 @@ class Scratch:
                 seq=seq,
                 text=text,
                 model_id=model_id,
-                vector=np.asarray(vector, dtype=np.float32).tobytes(),
+                vector=PENDING,
             )
-            for (name, seq, text), vector in zip(chunks, vectors, strict=True)
+            for name, seq, text in chunks
         ]
         ids = [row.id for row in rows]
         async with self.db.session() as session:
@@ -187,12 +183,14 @@ class Scratch:
             start_time=now_stamp(),
             attempt=1,
         )
-        node.inputs.update({"query": turn.question, "chunks": len(rows)})
-        emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
         model_id = rows[0].model_id
         rows = [r for r in rows if r.model_id == model_id]  # vectors of one model (the default may change)
+        pending = [r for r in rows if r.vector == PENDING]
+        node.inputs.update({"query": turn.question, "chunks": len(rows), "embedded_now": len(pending)})
+        emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
         changed = False
         try:
+            fresh = await self._embed_pending(pending, model_id)
             [query] = await self.embedder.embed_texts([turn.question], model_id)
         except TypecaseError as exc:  # answer without the passages rather than not at all
             node.status, node.error = flow_pb2.NODE_RUN_STATUS_FAILED, exc.to_status()
@@ -201,7 +199,7 @@ class Scratch:
             top = await asyncio.to_thread(
                 rank,
                 [r.text for r in rows],
-                [r.vector for r in rows],
+                [fresh.get(r.id, r.vector) for r in rows],
                 query,
                 turn.question,
                 self.settings.chat_scratch_top_k,
@@ -218,6 +216,18 @@ class Scratch:
         turn.steps.append(chat_pb2.NodeEvent(node=node))
         emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
         return changed
+
+    async def _embed_pending(self, pending: list, model_id: str) -> dict[str, bytes]:
+        """Embed the chunks written by `take` in this turn (or left by a turn that stopped): id -> vector."""
+        done: dict[str, bytes] = {}
+        for start in range(0, len(pending), EMBED_GROUP):
+            group = pending[start : start + EMBED_GROUP]
+            vectors = await self.embedder.embed_texts([r.text for r in group], model_id)
+            values = {r.id: np.asarray(v, dtype=np.float32).tobytes() for r, v in zip(group, vectors, strict=True)}
+            async with self.db.session() as session:
+                await session.execute(update(Row), [{"id": i, "vector": v} for i, v in values.items()])
+            done.update(values)
+        return done
 
     def _to_prompt(self, turn: Turn, found: list[common_pb2.Citation], first: int) -> bool:
         per_token = self.settings.chat_chars_per_token

@@ -81,10 +81,14 @@ async def test_a_document_larger_than_the_context_is_retrieved_per_question(chat
     assert list(events[-1].event.ended.answer.citations) == citations
     held = await scratch_rows(chat_app, session.id)
     assert held > 50
+    # written before the turn, embedded in its retrieval step (the Chat call does not wait for the model)
+    assert steps[-1].inputs["chunks"] == steps[-1].inputs["embedded_now"] == held
 
     later = "[tokens=3] Remind me, which code launches Heliotrope?"
-    await chat_all(me, session.id, later)
+    events = await chat_all(me, session.id, later)
     assert FACT in sent_prompt(upstream, "which code launches Heliotrope")
+    step = [e.event.node.node for e in events if e.event.WhichOneof("kind") == "node"][-1]
+    assert step.node_id == "attachment_retrieval" and step.inputs["embedded_now"] == 0
 
     await me.chat.DeleteSession(chat_pb2.DeleteSessionRequest(session_id=session.id), metadata=me.md)
     assert await scratch_rows(chat_app, session.id) == 0

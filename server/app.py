@@ -129,6 +129,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
         flow=servicers["FlowService"],
         documents=attachment_reader(servicers["KnowledgeService"]),
         agents=agents,
+        embedder=servicers["LLMService"],
     )
     app.agents = agents  # /openai/v1's assistant models (domain_routes)
     servicers["FlowService"].engine.services.agents = FlowAgents(servicers["ToolService"].api)

@@ -490,6 +490,13 @@ class Settings(BaseSettings):
         "prompt (then cut, and the prompt says so); all of them together stay "
         "within the model's context",
     )
+    # Documents too large for the prompt go to a per-session scratch index (chat/scratch.py) instead of being cut.
+    chat_scratch_max_chars: int = Field(
+        2_000_000, ge=0, description="text of one attached document indexed for the session (0: cut, never index)"
+    )
+    chat_scratch_max_chunks: int = Field(5000, ge=1, description="scratch-index chunks one session may hold")
+    chat_scratch_chunk_tokens: int = Field(120, ge=16, le=2000, description="scratch chunk size (Typecase tokens)")
+    chat_scratch_top_k: int = Field(5, ge=1, le=50, description="scratch passages put in the prompt per question")
     chat_max_add_pairs: int = Field(100, ge=1, description="question/answer pairs per AddMessages call")
     chat_max_metadata_bytes: int = Field(16 * 1024, ge=0, description="session/message metadata, as JSON")
     chat_max_system_prompt_chars: int = Field(32_000, ge=0)

@@ -5,7 +5,8 @@
   reason MODEL_CAPABILITY_MISSING naming the model.
 - Documents are read as text by the knowledge parsers (the `DocumentReader` app.py hands in, in capped parse
   processes) and put before the question, each cut at chat_attachment_max_chars and all of them within what the
-  model's context leaves once the question and the system prompt are in; a cut says so in the prompt. Documents
+  model's context leaves once the question and the system prompt are in; a cut says so in the prompt. When a
+  scratch index runs (scratch.py), documents that do not fit whole go there instead and `indexed` names them. Documents
   given by URL are not fetched (only inline data is read).
 - Stored attachments (inline data, kept under an `object:` url) are downloadable by whoever sees the message
   (`stored_body`, the same HttpBody streaming as knowledge files: ranges, Content-Disposition).
@@ -38,18 +39,27 @@ class DocumentReader(Protocol):
         (UNSUPPORTED_FILE_TYPE, PARSE_FAILED)."""
         ...
 
+    async def chunk_text(self, text: str, chunk_tokens: int) -> list[str]:
+        """`text` in chunks of at most `chunk_tokens` (the knowledge chunker's), for the scratch index."""
+        ...
+
 
 @dataclass
 class ForModel:
     images: list[llm_pb2.ContentPart] = field(default_factory=list)
     documents: list[tuple[str, str, bool]] = field(default_factory=list)  # name, text, cut
+    indexed: list[str] = field(default_factory=list)  # names of documents moved to the scratch index (scratch.py)
 
     def question(self, question: str, max_chars: int) -> str:
         """The question preceded by the documents, within `max_chars` in all."""
-        if not self.documents:
+        if not self.documents and not self.indexed:
             return question
-        room = max(0, max_chars - len(question))
-        blocks = []
+        blocks = [
+            f'Attached file "{name}": too long for the context, so it was indexed; passages of it relevant to '
+            "the question are given separately."
+            for name in self.indexed
+        ]
+        room = max(0, max_chars - len(question) - sum(len(b) + 2 for b in blocks))
         for name, text, cut in self.documents:
             header = f'Attached file "{name}"' + (" (cut: only its beginning is shown)" if cut else "") + ":\n"
             if room <= len(header) + 50:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -113,3 +113,22 @@ class ChatTurnRow(Base):
     takeovers: Mapped[int] = mapped_column(Integer, default=0)  # times another replica continued it
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     end_time: Mapped[datetime | None]
+
+
+class ChatScratchChunkRow(Base):
+    """A chunk of a document attached in chat that was too large for the prompt (chat/scratch.py): its text and
+    its vector (float32 bytes of the embedding model `model_id`), searched exactly per question of the session.
+    `message_id` is the question that brought it ("" until that message exists); rows go with the session or the
+    message."""
+
+    __tablename__ = "chat_scratch_chunks"
+
+    id: Mapped[str] = id_column()
+    session_id: Mapped[str] = mapped_column(String(26), index=True)
+    message_id: Mapped[str] = mapped_column(String(26), default="", index=True)
+    name: Mapped[str] = mapped_column(String(255))  # the attachment's file name, cited
+    seq: Mapped[int] = mapped_column(Integer)  # the chunk's place in its document
+    text: Mapped[str] = mapped_column(Text)
+    model_id: Mapped[str] = mapped_column(String(26))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)

@@ -19,6 +19,7 @@ import grpc
 from sqlalchemy import and_, delete, exists, func, or_, select, update
 
 from typecase.server.chat import context as ctx
+from typecase.server.chat import scratch
 from typecase.server.chat.agent_turn import AgentSource, AgentTurn
 from typecase.server.chat.agent_turn import history as agent_history
 from typecase.server.chat.agent_turn import resume as agent_resume
@@ -34,7 +35,7 @@ from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
 from typecase.server.rpc.fields import LIKE_ESCAPE, like_pattern, mask_paths
-from typecase.server.rpc.ports import ChatFlows, Generation, KnowledgeSearch
+from typecase.server.rpc.ports import ChatFlows, Embedding, Generation, KnowledgeSearch
 from typecase.v1 import assistant_pb2, chat_pb2, chat_pb2_grpc, flow_pb2, llm_pb2
 
 log = logging.getLogger("typecase.chat")
@@ -82,6 +83,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         flow: ChatFlows | None = None,
         documents: DocumentReader | None = None,
         agents: AgentSource | None = None,
+        embedder: Embedding | None = None,
     ):
         self.db = db
         self.documents = documents
@@ -93,6 +95,9 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         self.flow = flow
         self.agents = agents
         self.turns = Turns(db, cache, llm, settings, knowledge=knowledge, flow=flow)
+        indexing = embedder and documents and settings.chat_scratch_max_chars  # 0: documents are cut, never indexed
+        self.scratch = scratch.Scratch(db, embedder, documents, settings) if indexing else None
+        self.turns.scratch = self.scratch
         if agents is not None:
             self.turns.agent_resume = self._resume_agent_turn
         self._detached: set[asyncio.Task] = set()
@@ -360,6 +365,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                 .where(ChatSessionRow.id == row.id, ChatSessionRow.delete_time.is_(None))
                 .values(delete_time=now)
             )
+        if self.scratch is not None:
+            await self.scratch.remove(session_id=row.id)
         if row.active_turn_id:
             turn = await self.turns.get_row(row.active_turn_id)
             if turn is not None:
@@ -423,6 +430,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     )
                 )
             copy.message_count = len(messages)
+        if self.scratch is not None:
+            await self.scratch.copy(source.id, copy.id, {m.id: i for i, m in zip(ids, messages, strict=True)})
         await self.audit.record(
             "chat.session.copy",
             actor_id=me.user_id,
@@ -587,6 +596,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                     copied_count=S.copied_count - current.copied_count,
                 )
             )
+        if self.scratch is not None:
+            await self.scratch.remove(message_id=row.id)
         await self.audit.record("chat.message.delete", actor_id=me.user_id, resource_type="message", resource_id=row.id)
         return chat_pb2.DeleteMessageResponse()
 
@@ -836,10 +847,11 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         )
         history, older, newest = history
         self._check_attachments(request)  # before any of them is read
-        attached = await for_model(
-            list(request.attachments), model, self.documents, self.settings.chat_attachment_max_chars
-        )
-        asked = attached.question(question, self._room_chars(system_prompt, question, window, limits))
+        read_chars = self.scratch.read_chars if self.scratch else self.settings.chat_attachment_max_chars
+        attached = await for_model(list(request.attachments), model, self.documents, read_chars)
+        room = self._room_chars(system_prompt, question, window, limits)
+        indexed = await self.scratch.take(attached, question, room, parent.id) if self.scratch else []
+        asked = attached.question(question, room)
         prompt = ctx.build_prompt(system_prompt, history, asked, limits, older_turns=older)
         if attached.images:
             prompt.messages[-1] = attached.message(asked)
@@ -871,8 +883,14 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         try:
             # Shielded: once asked, the turn starts even if this caller goes away meanwhile.
             row, _ = await asyncio.shield(self.turns.begin(new))
-        except TurnInProgress as busy:
-            raise turn_in_progress(busy.turn_id) from None
+        except BaseException as failed:
+            if self.scratch is not None:
+                await self.scratch.drop(indexed)
+            if isinstance(failed, TurnInProgress):
+                raise turn_in_progress(failed.turn_id) from None
+            raise
+        if self.scratch is not None:
+            await self.scratch.assign(indexed, row.question_message_id)
         return row
 
     @staticmethod

@@ -111,6 +111,7 @@ class Turns(TurnRecovery):
         self.replica = self.leases.replica
         self.local = self.leases.local
         self.agent_resume = None  # async (row, turn, events) -> None, set by the service for assistant turns
+        self.scratch = None  # scratch.Scratch, set by the service: attached documents too large for the prompt
         self.stop_listener_ready = self.leases.stop_listener_ready
         self.writing = self.leases.writing
         self.store = TurnStore(self.writing)
@@ -386,7 +387,10 @@ class Turns(TurnRecovery):
 
     async def _retrieve(self, turn: Turn) -> bool:
         """Ground the answer on the session's knowledge bases (retrieval.py). True when the prompt changed."""
-        return await retrieval.retrieve(turn, self.knowledge, self.llm, self._emit, self.settings)
+        changed = await retrieval.retrieve(turn, self.knowledge, self.llm, self._emit, self.settings)
+        if self.scratch is not None and await self.scratch.retrieve(turn, self._emit):
+            changed = True
+        return changed
 
     async def _generate(self, turn: Turn) -> None:
         if turn.flow is not None:

@@ -7,8 +7,8 @@ An edit is applied in an order that never leaves a half-edited chunk searchable:
    whole block of chunks per term, see keyword.py) and moves the file's BM25 counters;
 4. if step 3 fails, the old text's vectors are written back.
 A search running between 2 and 3 may see the new vector beside the old keyword postings for a moment; it never
-sees a chunk without text. Edits of one file are serialised in this process (an edit rebuilds its whole block);
-reprocessing the file replaces hand edits with the original's chunks.
+sees a chunk without text. Edits of one file are serialised in this process (an edit rebuilds its whole block).
+Edited and added chunks are marked (`edited`, `added`) and survive reprocessing the file (hand_edits.py).
 """
 
 from __future__ import annotations
@@ -199,6 +199,7 @@ class ChunkEditor:
                             start_offset=0,
                             end_offset=0,
                             edited=True,
+                            added=True,
                             answer=answer,
                         )
                     )

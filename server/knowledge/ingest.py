@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from typecase.server.infra.queue import Job, JobLost, PermanentJobError
 from typecase.server.infra.sql import Database, utcnow
-from typecase.server.knowledge import keyword, parsers
+from typecase.server.knowledge import hand_edits, keyword, parsers
 from typecase.server.knowledge.chunking import Chunk, Rule, chunk_sections, count_tokens
 from typecase.server.knowledge.model_window import EmbeddingProfile, Profiles
 from typecase.server.knowledge.models import (
@@ -381,11 +381,15 @@ class Ingestor:
             await self.cache.publish(file_channel(file_id), "changed")
 
     # -- cleanup ---------------------------------------------------------------------------------------------
-    async def purge_file_data(self, file_id: str, kb: KnowledgeBaseRow | None) -> None:
-        """Remove a file's chunks, postings and vectors (not the file row or its original)."""
+    async def purge_file_data(self, file_id: str, kb: KnowledgeBaseRow | None, keep_hand_edits: bool = False) -> None:
+        """Remove a file's chunks (but those edited or added by hand, when asked), postings and vectors (not the
+        file row or its original)."""
+        chunks = [KnowledgeChunkRow.file_id == file_id]
+        if keep_hand_edits:
+            chunks.append(KnowledgeChunkRow.edited.is_(False))
         async with self.db.session() as session:
             await session.execute(delete(KnowledgeTermRow).where(KnowledgeTermRow.file_id == file_id))
-            await session.execute(delete(KnowledgeChunkRow).where(KnowledgeChunkRow.file_id == file_id))
+            await session.execute(delete(KnowledgeChunkRow).where(*chunks))
         if kb is not None:
             name = collection_name(kb)
             if await self.collections.open(name, kb.embedding_dimensions):
@@ -438,10 +442,11 @@ class Ingestor:
         await job.progress(STATUS_PARSING, 0)
         if file.format == FORMAT_QA_PAIRS:  # hand-written pairs have no original: their rows are the source
             total, page_count, count = await self._reindex_rows(file, kb)
-        else:
-            await self.purge_file_data(file_id, kb)  # delete-then-insert: whatever an earlier run left goes first
+        else:  # delete-then-insert: whatever an earlier run left goes first, but hand edits are kept aside
+            await hand_edits.set_aside(self.db, file_id)
+            await self.purge_file_data(file_id, kb, keep_hand_edits=True)
             total, page_count = await self._parse_file(job, file, kb, generation)
-            count = total
+            total, count = await hand_edits.reapply(self.db, file_id, total, by_index=kb.kind == KIND_QA)
         if total == 0 and file.format != FORMAT_QA_PAIRS:
             raise PermanentJobError("PARSE_FAILED", "the document produced no text to index")
         await self._embed(job, file, kb, generation, total)

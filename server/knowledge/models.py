@@ -137,6 +137,8 @@ class KnowledgeChunkRow(Base):
     start_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     end_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     edited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Added by hand (AddChunk; also edited): kept after the file's parsed chunks when it is reprocessed (hand_edits.py).
+    added: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Question-answer bases: `text` holds the questions (one a line: embedded and keyword-indexed), this the answer.
     answer: Mapped[str | None] = mapped_column(LongText)
 

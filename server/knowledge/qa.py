@@ -143,9 +143,9 @@ class QAPairs:
     async def _set_answer(self, chunk_ref: str, answer: str) -> KnowledgeChunkRow:
         async with self.db.session() as session:
             await session.execute(
-                update(KnowledgeChunkRow).where(KnowledgeChunkRow.id == chunk_ref).values(answer=answer)
+                update(KnowledgeChunkRow).where(KnowledgeChunkRow.id == chunk_ref).values(answer=answer, edited=True)
             )
-            return await session.get(KnowledgeChunkRow, chunk_ref)
+            return await session.get(KnowledgeChunkRow, chunk_ref, populate_existing=True)
 
     async def CreateQAPair(self, request, context):
         me = caller.current()

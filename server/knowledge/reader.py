@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from typecase.server.knowledge import parsers
+from typecase.server.knowledge.chunking import Rule, Section, chunk_sections
 from typecase.server.knowledge.parse_pool import ParsePool
 from typecase.server.rpc.errors import TypecaseError
 
@@ -46,6 +47,12 @@ class AttachmentReader:
             ) from None
         finally:
             local.unlink(missing_ok=True)
+
+    async def chunk_text(self, text: str, chunk_tokens: int) -> list[str]:
+        """`text` cut into chunks of at most `chunk_tokens` by the knowledge chunker's default separators (a tenth
+        overlapping), for a chat session's scratch index."""
+        rule = Rule(chunk_size=chunk_tokens, chunk_overlap=chunk_tokens // 10)
+        return await asyncio.to_thread(lambda: [c.text for c in chunk_sections([Section(text)], rule)])
 
 
 def _collect(sections, max_chars: int) -> tuple[str, bool]:

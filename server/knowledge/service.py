@@ -1337,6 +1337,7 @@ def chunk_message(row: KnowledgeChunkRow, file_name: str) -> pb.Chunk:
         end_offset=row.end_offset or 0,
         token_count=row.token_count or 0,
         edited=bool(row.edited),
+        added=bool(row.added),
         file_name=file_name,
     )
 

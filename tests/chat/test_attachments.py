@@ -80,7 +80,7 @@ async def test_a_document_is_read_into_the_prompt(me, upstream):
     assert (await messages(me, session.id))[0].content == "What is the launch code?"  # stored as asked
 
 
-@pytest.mark.app_settings(chat_attachment_max_chars=300)
+@pytest.mark.app_settings(chat_attachment_max_chars=300, chat_scratch_max_chars=0)
 async def test_a_long_document_is_cut_and_the_prompt_says_so(me, upstream):
     session = await new_session(me)
     long_text = ("Filler sentence about nothing in particular. " * 40 + FACT).encode()

@@ -269,3 +269,37 @@ async def test_the_http_range_header_returns_exactly_the_requested_bytes_with_20
         # no credentials, no bytes
         r = await http.get(url, headers={"range": "bytes=0-1", "authorization": "Bearer nobody"})
         assert r.status_code == 401
+
+
+async def reprocess(stub, file_id: str, chunk_size: int) -> pb.KnowledgeFile:
+    await stub.ReprocessFile(pb.ReprocessFileRequest(
+        file_id=file_id, chunking_rule=pb.ChunkingRule(chunk_size=chunk_size, chunk_overlap=0)), metadata=ADMIN)
+    return await wait_done(stub, ADMIN, file_id)
+
+
+async def test_hand_edits_and_added_chunks_survive_reprocessing_with_a_new_rule(stub):
+    kb, file = await base_with_file(stub, "survive")
+    [heron] = await chunks_of(stub, kb.id, keyword="heron")
+    await stub.UpdateChunk(pb.UpdateChunkRequest(chunk=pb.Chunk(id=heron.id, text=NEW_TEXT)), metadata=ADMIN)
+    extra = "Parking permits for staff are renewed every January at the porter's lodge."
+    await stub.AddChunk(pb.AddChunkRequest(file_id=file.id, chunk=pb.Chunk(text=extra, page=2)), metadata=ADMIN)
+
+    for size in (40, 20):  # two paragraphs a chunk, then back to one: the edits hold both times, never doubled
+        done = await reprocess(stub, file.id, size)
+        chunks = await chunks_of(stub, kb.id, page_size=100)
+        assert done.status == pb.FILE_STATUS_DONE and done.chunk_count == len(chunks)
+        [edited] = [c for c in chunks if c.text == NEW_TEXT]
+        [added] = [c for c in chunks if c.text == extra]
+        assert edited.edited and not edited.added and added.edited and added.added and added.page == 2
+        assert not any("heron" in c.text for c in chunks)  # the edit's old text does not come back...
+        joined = "\n".join(c.text for c in chunks)
+        assert all(p in joined for p in PARAGRAPHS[1:])  # ...and no neighbour's text is lost
+        assert sorted(c.index for c in chunks) == list(range(len(chunks)))
+        # both are in both indexes again
+        assert (await search(stub, ADMIN, [kb.id], "observatory telescope", mode=pb.SEARCH_MODE_KEYWORD))[0].chunk_id \
+            == edited.id
+        assert (await search(stub, ADMIN, [kb.id], NEW_QUERY, mode=pb.SEARCH_MODE_VECTOR))[0].chunk_id == edited.id
+        assert (await search(stub, ADMIN, [kb.id], "parking permits lodge", mode=pb.SEARCH_MODE_KEYWORD))[0].chunk_id \
+            == added.id
+        assert await search(stub, ADMIN, [kb.id], "heron quarry", mode=pb.SEARCH_MODE_KEYWORD) == []
+    assert len(chunks) == len(PARAGRAPHS) + 1  # one a paragraph (the heron's now the edit) and the added one

@@ -316,3 +316,26 @@ def test_tables_are_read_by_header_or_position_with_similar_questions_one_a_line
     with pytest.raises(parsers.LimitExceeded) as err:
         list(parsers.parse(path, "csv", parsers.Options(qa=True, qa_max_pairs=5)).sections)
     assert err.value.setting == "knowledge_qa_max_pairs"
+
+
+async def test_edited_and_added_pairs_survive_reprocessing_the_imported_table(stub):
+    kb = await qa_base(stub, "reprocessed")
+    rows = [[q, a, ""] for q, a in PAIRS[:5]]
+    file = await wait_done(stub, ADMIN, (await upload(stub, ADMIN, kb.id, "faq.xlsx", xlsx_of(rows))).id)
+    listed = (await stub.ListQAPairs(pb.ListQAPairsRequest(kb_id=kb.id), metadata=ADMIN)).qa_pairs
+    third = next(p for p in listed if p.question == PAIRS[2][0])
+    await stub.UpdateQAPair(pb.UpdateQAPairRequest(
+        qa_pair=pb.QAPair(id=third.id, answer="ANSWER-EDITED: ask the front desk."),
+        update_mask={"paths": ["answer"]}), metadata=ADMIN)
+    await stub.CreateQAPair(pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(
+        question="Where is the lost property office?", answer="ANSWER-ADDED: in the basement.")), metadata=ADMIN)
+
+    await stub.ReprocessFile(pb.ReprocessFileRequest(file_id=file.id), metadata=ADMIN)
+    assert (await wait_done(stub, ADMIN, file.id)).status == pb.FILE_STATUS_DONE
+    after = (await stub.ListQAPairs(pb.ListQAPairsRequest(kb_id=kb.id, page_size=50), metadata=ADMIN)).qa_pairs
+    answers = [p.answer for p in after]
+    assert PAIRS[2][1] not in answers and answers.count("ANSWER-EDITED: ask the front desk.") == 1
+    assert "ANSWER-ADDED: in the basement." in answers and len(after) == 6
+    assert next(p for p in after if p.question == PAIRS[2][0]).id == third.id  # in its place
+    hits = await search(stub, ADMIN, [kb.id], PAIRS[2][0], mode=pb.SEARCH_MODE_KEYWORD)
+    assert hits[0].text == "ANSWER-EDITED: ask the front desk."

@@ -52,7 +52,7 @@ export function ChunkEditor({ file, onChanged, onClose }: { file: KnowledgeFile;
       <div class="pane-head">
         <div>
           <h3>Chunks of {file.name}</h3>
-          <span class="muted">Edits are re-embedded and re-indexed at once; reprocessing the file replaces them.</span>
+          <span class="muted">Edits are re-embedded and re-indexed at once, and kept when the file is reprocessed.</span>
         </div>
         <span class="row-actions">
           <button class="btn small" aria-expanded={preview} onClick={() => setPreview(!preview)}>
@@ -136,7 +136,7 @@ function ChunkItem({ chunk: c, onSave, onDelete }: { chunk: Chunk; onSave: (text
         {c.edited && (
           <>
             {" "}
-            <Badge tone="info">edited</Badge>
+            <Badge tone="info">{c.added ? "added" : "edited"}</Badge>
           </>
         )}
         <span class="row-actions">

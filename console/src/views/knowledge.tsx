@@ -3,6 +3,7 @@
 // chunks open in the chunk editor (/knowledge/<kb>/<file>).
 import {
   FileStatus,
+  KnowledgeBaseKind,
   SearchMode,
   type KnowledgeBase,
   type KnowledgeFile,
@@ -11,6 +12,7 @@ import {
 import { useEffect, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { ChunkEditor } from "../components/chunk-editor";
+import { QAPairs } from "../components/qa-pairs";
 import { ShareDialog } from "../components/share-dialog";
 import { Badge, Empty, ErrorBox, Loading, ProgressBar, Spinner, durationMs, fmtBytes, fmtMs, fmtTime, plural, useAsync, useInterval, type Tone } from "../components/ui";
 import { linkClick, navigate } from "../router";
@@ -75,6 +77,7 @@ export function KnowledgeView({ kbId, fileId }: { kbId?: string; fileId?: string
 function CreateKnowledgeBase({ onCreated }: { onCreated: (kb: KnowledgeBase) => void }) {
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
+  const [kind, setKind] = useState<KnowledgeBaseKind>(KnowledgeBaseKind.DOCUMENTS);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
 
@@ -83,7 +86,7 @@ function CreateKnowledgeBase({ onCreated }: { onCreated: (kb: KnowledgeBase) => 
     setBusy(true);
     setError(null);
     try {
-      const res = await tc.knowledge.createKnowledgeBase({ knowledgeBase: { name: name.trim(), description: description.trim() } });
+      const res = await tc.knowledge.createKnowledgeBase({ knowledgeBase: { name: name.trim(), description: description.trim(), kind } });
       setName("");
       setDescription("");
       if (res.knowledgeBase) onCreated(res.knowledgeBase);
@@ -98,6 +101,10 @@ function CreateKnowledgeBase({ onCreated }: { onCreated: (kb: KnowledgeBase) => 
     <form class="sidebar-head stack" onSubmit={submit} data-testid="create-kb">
       <input name="kb-name" placeholder="New knowledge base name" value={name} onInput={(e) => setName(e.currentTarget.value)} required />
       <input name="kb-description" placeholder="Description (optional)" value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+      <select name="kb-kind" value={String(kind)} onChange={(e) => setKind(Number(e.currentTarget.value) as KnowledgeBaseKind)}>
+        <option value={String(KnowledgeBaseKind.DOCUMENTS)}>Documents</option>
+        <option value={String(KnowledgeBaseKind.QA)}>Question-answer pairs</option>
+      </select>
       <button class="btn primary" type="submit" disabled={busy || !name.trim()}>
         {busy ? "Creating…" : "Create knowledge base"}
       </button>
@@ -241,6 +248,15 @@ function KnowledgeBaseDetail({ kb, openFileId, onChanged }: { kb: KnowledgeBase;
       </div>
       <ErrorBox error={error} />
       {sharing && <ShareDialog resourceType="knowledge_base" resourceId={kb.id} title={kb.name} onClose={() => setSharing(false)} />}
+      {kb.kind === KnowledgeBaseKind.QA && (
+        <QAPairs
+          kb={kb}
+          onChanged={() => {
+            onChanged();
+            void files.reload();
+          }}
+        />
+      )}
 
       <div
         class={`dropzone ${dragging ? "dragging" : ""}`}

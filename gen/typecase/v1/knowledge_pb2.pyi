@@ -187,7 +187,7 @@ class PreviewChunk(_message.Message):
     def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., token_count: _Optional[int] = ..., page: _Optional[int] = ..., model_token_count: _Optional[int] = ..., embedding_windows: _Optional[int] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ...) -> None: ...
 
 class Chunk(_message.Message):
-    __slots__ = ("id", "kb_id", "file_id", "index", "text", "page", "start_offset", "end_offset", "token_count", "edited", "file_name")
+    __slots__ = ("id", "kb_id", "file_id", "index", "text", "page", "start_offset", "end_offset", "token_count", "edited", "file_name", "added")
     ID_FIELD_NUMBER: _ClassVar[int]
     KB_ID_FIELD_NUMBER: _ClassVar[int]
     FILE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,7 @@ class Chunk(_message.Message):
     TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     EDITED_FIELD_NUMBER: _ClassVar[int]
     FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
     id: str
     kb_id: str
     file_id: str
@@ -210,7 +211,8 @@ class Chunk(_message.Message):
     token_count: int
     edited: bool
     file_name: str
-    def __init__(self, id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., index: _Optional[int] = ..., text: _Optional[str] = ..., page: _Optional[int] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., token_count: _Optional[int] = ..., edited: _Optional[bool] = ..., file_name: _Optional[str] = ...) -> None: ...
+    added: bool
+    def __init__(self, id: _Optional[str] = ..., kb_id: _Optional[str] = ..., file_id: _Optional[str] = ..., index: _Optional[int] = ..., text: _Optional[str] = ..., page: _Optional[int] = ..., start_offset: _Optional[int] = ..., end_offset: _Optional[int] = ..., token_count: _Optional[int] = ..., edited: _Optional[bool] = ..., file_name: _Optional[str] = ..., added: _Optional[bool] = ...) -> None: ...
 
 class SearchFilter(_message.Message):
     __slots__ = ("file_ids", "tags", "metadata")

@@ -142,8 +142,12 @@ async def test_a_document_over_the_indexed_size_is_refused(chat_app, me, upstrea
 
 async def test_a_copied_session_keeps_its_own_index(chat_app, me, upstream):
     session = await small_model_session(me, upstream)
-    await chat_all(me, session.id, "[tokens=3] Summarise", attachments=[
-        chat_pb2.Attachment(name="minutes.txt", mime_type="text/plain", data=long_document(200, 150))])
+    await chat_all(
+        me,
+        session.id,
+        "[tokens=3] Summarise",
+        attachments=[chat_pb2.Attachment(name="minutes.txt", mime_type="text/plain", data=long_document(200, 150))],
+    )
     held = await scratch_rows(chat_app, session.id)
     copy = (await me.chat.CopySession(chat_pb2.CopySessionRequest(session_id=session.id), metadata=me.md)).session
     assert await scratch_rows(chat_app, copy.id) == held

@@ -272,8 +272,10 @@ async def test_the_http_range_header_returns_exactly_the_requested_bytes_with_20
 
 
 async def reprocess(stub, file_id: str, chunk_size: int) -> pb.KnowledgeFile:
-    await stub.ReprocessFile(pb.ReprocessFileRequest(
-        file_id=file_id, chunking_rule=pb.ChunkingRule(chunk_size=chunk_size, chunk_overlap=0)), metadata=ADMIN)
+    await stub.ReprocessFile(
+        pb.ReprocessFileRequest(file_id=file_id, chunking_rule=pb.ChunkingRule(chunk_size=chunk_size, chunk_overlap=0)),
+        metadata=ADMIN,
+    )
     return await wait_done(stub, ADMIN, file_id)
 
 
@@ -296,10 +298,12 @@ async def test_hand_edits_and_added_chunks_survive_reprocessing_with_a_new_rule(
         assert all(p in joined for p in PARAGRAPHS[1:])  # ...and no neighbour's text is lost
         assert sorted(c.index for c in chunks) == list(range(len(chunks)))
         # both are in both indexes again
-        assert (await search(stub, ADMIN, [kb.id], "observatory telescope", mode=pb.SEARCH_MODE_KEYWORD))[0].chunk_id \
-            == edited.id
+        assert (await search(stub, ADMIN, [kb.id], "observatory telescope", mode=pb.SEARCH_MODE_KEYWORD))[
+            0
+        ].chunk_id == edited.id
         assert (await search(stub, ADMIN, [kb.id], NEW_QUERY, mode=pb.SEARCH_MODE_VECTOR))[0].chunk_id == edited.id
-        assert (await search(stub, ADMIN, [kb.id], "parking permits lodge", mode=pb.SEARCH_MODE_KEYWORD))[0].chunk_id \
-            == added.id
+        assert (await search(stub, ADMIN, [kb.id], "parking permits lodge", mode=pb.SEARCH_MODE_KEYWORD))[
+            0
+        ].chunk_id == added.id
         assert await search(stub, ADMIN, [kb.id], "heron quarry", mode=pb.SEARCH_MODE_KEYWORD) == []
     assert len(chunks) == len(PARAGRAPHS) + 1  # one a paragraph (the heron's now the edit) and the added one

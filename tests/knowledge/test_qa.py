@@ -324,11 +324,20 @@ async def test_edited_and_added_pairs_survive_reprocessing_the_imported_table(st
     file = await wait_done(stub, ADMIN, (await upload(stub, ADMIN, kb.id, "faq.xlsx", xlsx_of(rows))).id)
     listed = (await stub.ListQAPairs(pb.ListQAPairsRequest(kb_id=kb.id), metadata=ADMIN)).qa_pairs
     third = next(p for p in listed if p.question == PAIRS[2][0])
-    await stub.UpdateQAPair(pb.UpdateQAPairRequest(
-        qa_pair=pb.QAPair(id=third.id, answer="ANSWER-EDITED: ask the front desk."),
-        update_mask={"paths": ["answer"]}), metadata=ADMIN)
-    await stub.CreateQAPair(pb.CreateQAPairRequest(kb_id=kb.id, qa_pair=pb.QAPair(
-        question="Where is the lost property office?", answer="ANSWER-ADDED: in the basement.")), metadata=ADMIN)
+    await stub.UpdateQAPair(
+        pb.UpdateQAPairRequest(
+            qa_pair=pb.QAPair(id=third.id, answer="ANSWER-EDITED: ask the front desk."),
+            update_mask={"paths": ["answer"]},
+        ),
+        metadata=ADMIN,
+    )
+    await stub.CreateQAPair(
+        pb.CreateQAPairRequest(
+            kb_id=kb.id,
+            qa_pair=pb.QAPair(question="Where is the lost property office?", answer="ANSWER-ADDED: in the basement."),
+        ),
+        metadata=ADMIN,
+    )
 
     await stub.ReprocessFile(pb.ReprocessFileRequest(file_id=file.id), metadata=ADMIN)
     assert (await wait_done(stub, ADMIN, file.id)).status == pb.FILE_STATUS_DONE

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway, http_docs
+from typecase.server.admin.service import AdminService
 from typecase.server.agent_wiring import Agents, FlowAgents
 from typecase.server.assistants_wiring import assistant_service
 from typecase.server.auth.groups import GroupService
@@ -60,7 +61,6 @@ from typecase.server.knowledge.reader import AttachmentReader
 from typecase.server.knowledge.service import KnowledgeService
 from typecase.server.llm.service import LLMService
 from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
-from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
 from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor

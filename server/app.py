@@ -108,8 +108,18 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["GroupService"] = GroupService(
         app.resources.db, app.audit, app.memberships, SqlResourceOwners(app.resources.db), app.settings
     )
-    servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache, app.audit)
-    servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
+    resources = app.resources
+    servicers["LLMService"] = LLMService(
+        app.settings,
+        resources.db,
+        resources.cache,
+        app.audit,
+        concurrency=resources.slots("typecase:llm:inflight:", app.settings.llm_concurrency_lease_seconds),
+        limits_storage=resources.limits_storage("typecase:llm:limits"),
+    )
+    servicers["KnowledgeService"] = KnowledgeService(
+        resources, servicers["LLMService"], app.audit, app.settings, jobs=resources.job_queue()
+    )
     servicers["FlowService"] = FlowService(
         app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
@@ -138,7 +148,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
         auth=app.auth,
         request_restart=app.request_restart,
         proxy_keys=ProxyKeys(app.auth, app.settings.secret("admin_api_key")),
-        cache=app.resources.cache,
+        cache=app.resources.cache if app.resources.redis_url else None,  # stats and logs of every process
     )
     return servicers
 
@@ -264,12 +274,11 @@ class App:
             self.resources.db,
             self.audit,
             RateLimits(
-                settings.secret("redis_url"),
+                self.resources.limits_storage("typecase:ratelimit"),
                 settings.rate_limit_per_key,
                 settings.rate_limit_per_user,
                 settings.login_failures_limit,
                 credential_failures=settings.credential_failures_limit,
-                max_connections=settings.redis_max_connections,
                 login_failures_per_address=settings.login_failures_per_address_limit,
                 credential_failures_per_key_prefix=settings.credential_failures_per_key_prefix_limit,
             ),

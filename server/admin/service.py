@@ -120,8 +120,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ):
         """`auth`: the auth domain's users (usernames for audit events); `request_restart`: the App's graceful
         re-exec (RestartServer fails with UNAVAILABLE without it); `proxy_keys`: checks the proxy's access keys
-        (the proxy does not start without it unless proxy_access_keys is off); `cache`: with redis_url, the
-        shared cache through which stats and log lines of every process are shown (proxy/shared.py, logship.py)."""
+        (the proxy does not start without it unless proxy_access_keys is off); `cache`: only when shared through
+        Redis (resources.py decides), the cache through which stats and log lines of every process are shown
+        (proxy/shared.py, logship.py)."""
         self.settings = settings
         self.proxy_keys = proxy_keys
         self.audit = audit
@@ -139,7 +140,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             capture_level=settings.proxy_log_capture_level,
             replay_max_lines=settings.proxy_log_replay_max_lines,
         )
-        shared = cache is not None and bool(settings.redis_url)
+        shared = cache is not None
         self.shared_stats: SharedStats | None = None
         if shared and settings.proxy_stats_share_seconds > 0:
             self.shared_stats = SharedStats(cache, self.stats, settings.proxy_stats_share_seconds)

@@ -47,7 +47,8 @@ EMBEDDING_USE = "knowledge_embedding"
 
 
 class KnowledgeCore:
-    def __init__(self, resources, llm: Embedding | None, audit, settings):
+    def __init__(self, resources, llm: Embedding | None, audit, settings, *, jobs: JobQueue):
+        """`jobs`: the ingestion job queue, built by resources.py (Redis streams or SQL polling)."""
         self.settings = settings
         self.db = resources.db
         self.storage = resources.storage
@@ -55,18 +56,7 @@ class KnowledgeCore:
         self.cache = resources.cache
         self.llm = llm
         self.audit = audit
-        self.queue = JobQueue(
-            self.db,
-            redis_url=settings.secret("redis_url"),
-            stream=settings.jobs_stream,
-            lease_seconds=settings.jobs_lease_seconds,
-            max_attempts=settings.jobs_max_attempts,
-            retry_backoff_seconds=settings.jobs_retry_backoff_seconds,
-            poll_seconds=settings.jobs_poll_seconds,
-            rekick_seconds=settings.jobs_rekick_seconds,
-            concurrency=settings.jobs_concurrency,
-            shutdown_grace_seconds=settings.jobs_shutdown_grace_seconds,
-        )
+        self.queue = jobs
         self.collections = Collections(
             self.vectors, settings.knowledge_vector_flush_rows, settings.knowledge_vector_flush_delay_seconds
         )

@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server import gateway, http_docs
+from typecase.server.admin.service import AdminService
 from typecase.server.agent_wiring import Agents, FlowAgents
 from typecase.server.assistants_wiring import assistant_service
 from typecase.server.auth.groups import GroupService
@@ -60,7 +61,6 @@ from typecase.server.knowledge.reader import AttachmentReader
 from typecase.server.knowledge.service import KnowledgeService
 from typecase.server.llm.service import LLMService
 from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
-from typecase.server.proxy.service import AdminService
 from typecase.server.resources import Resources
 from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
@@ -108,8 +108,18 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["GroupService"] = GroupService(
         app.resources.db, app.audit, app.memberships, SqlResourceOwners(app.resources.db), app.settings
     )
-    servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache, app.audit)
-    servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
+    resources = app.resources
+    servicers["LLMService"] = LLMService(
+        app.settings,
+        resources.db,
+        resources.cache,
+        app.audit,
+        concurrency=resources.slots("typecase:llm:inflight:", app.settings.llm_concurrency_lease_seconds),
+        limits_storage=resources.limits_storage("typecase:llm:limits"),
+    )
+    servicers["KnowledgeService"] = KnowledgeService(
+        resources, servicers["LLMService"], app.audit, app.settings, jobs=resources.job_queue()
+    )
     servicers["FlowService"] = FlowService(
         app.resources, servicers["LLMService"], servicers["KnowledgeService"], app.audit, app.settings, app.sandbox
     )
@@ -139,7 +149,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
         auth=app.auth,
         request_restart=app.request_restart,
         proxy_keys=ProxyKeys(app.auth, app.settings.secret("admin_api_key")),
-        cache=app.resources.cache,
+        cache=app.resources.cache if app.resources.redis_url else None,  # stats and logs of every process
     )
     return servicers
 
@@ -265,12 +275,11 @@ class App:
             self.resources.db,
             self.audit,
             RateLimits(
-                settings.secret("redis_url"),
+                self.resources.limits_storage("typecase:ratelimit"),
                 settings.rate_limit_per_key,
                 settings.rate_limit_per_user,
                 settings.login_failures_limit,
                 credential_failures=settings.credential_failures_limit,
-                max_connections=settings.redis_max_connections,
                 login_failures_per_address=settings.login_failures_per_address_limit,
                 credential_failures_per_key_prefix=settings.credential_failures_per_key_prefix_limit,
             ),

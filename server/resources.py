@@ -2,6 +2,12 @@
 
 The embedded default needs no configuration: SQLite, in-process cache and bus, a local object directory and
 an embedded vector store, all under the data dir. Each URL setting switches its resource to the production implementation.
+
+Every Redis-backed piece is built here, by one decision (redis_url set or not), and app.py hands each to the domain
+that uses it; no domain reads redis_url. Besides the cache (key/values, bus, streams): the job queue (Redis streams,
+or SQL polling), `limits` storages for rate windows (auth's request limits and failure budgets, the LLM's per-model
+rates) and counted slots (the LLM's in-flight requests per model). Those are started and stopped by their user
+(the knowledge service decides whether this process runs jobs), so they are built on request, not started here.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import logging
 from dataclasses import dataclass
 
 from typecase.server.config import Settings
-from typecase.server.infra.cache import create_cache
+from typecase.server.infra.cache import create_cache, limits_storage
+from typecase.server.infra.queue import JobQueue
+from typecase.server.infra.slots import Concurrency, LocalConcurrency, RedisConcurrency
 from typecase.server.infra.sql import create_database
 from typecase.server.infra.storage import create_storage
 from typecase.server.infra.vectors import create_vector_store
@@ -30,11 +38,13 @@ class Health:
 
 class Resources:
     def __init__(self, settings: Settings):
+        self.settings = settings
+        self.redis_url = settings.secret("redis_url")  # the one decision: shared through Redis, or embedded
         self.db = create_database(
             settings.secret("database_url"), settings.data_dir, pool_size=settings.database_pool_size
         )
         self.cache = create_cache(
-            settings.secret("redis_url"),
+            self.redis_url,
             max_connections=settings.redis_max_connections,
             streams_file=settings.data_dir / STREAMS_FILE if settings.embedded_event_logs_durable else None,
         )
@@ -57,6 +67,32 @@ class Resources:
         )
         self.ordered = [self.db, self.cache, self.storage, self.vectors]
         self._started: list = []
+
+    def job_queue(self) -> JobQueue:
+        """The background job queue (knowledge ingestion): Redis streams wake workers, or SQL is polled."""
+        s = self.settings
+        return JobQueue(
+            self.db,
+            redis_url=self.redis_url,
+            stream=s.jobs_stream,
+            lease_seconds=s.jobs_lease_seconds,
+            max_attempts=s.jobs_max_attempts,
+            retry_backoff_seconds=s.jobs_retry_backoff_seconds,
+            poll_seconds=s.jobs_poll_seconds,
+            rekick_seconds=s.jobs_rekick_seconds,
+            concurrency=s.jobs_concurrency,
+            shutdown_grace_seconds=s.jobs_shutdown_grace_seconds,
+        )
+
+    def limits_storage(self, key_prefix: str):
+        """A `limits` async storage for rate windows: Redis, counted by every replica, or this process's memory."""
+        return limits_storage(self.redis_url, key_prefix, self.settings.redis_max_connections)
+
+    def slots(self, key_prefix: str, lease_seconds: float) -> Concurrency:
+        """Counted slots per key: leases in Redis shared by every replica, or counted in this process."""
+        if self.redis_url:
+            return RedisConcurrency(self.redis_url, key_prefix, lease_seconds, self.settings.redis_max_connections)
+        return LocalConcurrency()
 
     async def start(self) -> None:
         for resource in self.ordered:

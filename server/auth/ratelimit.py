@@ -17,7 +17,6 @@ import grpc
 import limits
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from typecase.server.infra.cache import REDIS_MAX_CONNECTIONS, limits_storage
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
 
@@ -31,17 +30,15 @@ def _parse(value: str):
 class RateLimits:
     def __init__(
         self,
-        redis_url: str | None,
+        storage,
         per_key: str,
         per_user: str,
         login_failures: str,
-        key_prefix: str = "typecase:ratelimit",
         credential_failures: str = "",
-        max_connections: int = REDIS_MAX_CONNECTIONS,
         login_failures_per_address: str = "",
         credential_failures_per_key_prefix: str = "",
     ):
-        self.storage = limits_storage(redis_url, key_prefix, max_connections)
+        self.storage = storage  # a `limits` async storage: Resources.limits_storage (Redis, or memory)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self.per_key = _parse(per_key)
         self.per_user = _parse(per_user)

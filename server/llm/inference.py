@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from typecase.server.config import Settings
 from typecase.server.infra import tracing
+from typecase.server.infra.slots import Concurrency
 from typecase.server.llm import errors, metrics
 from typecase.server.llm.answers import add_tool_calls, check_answer
 from typecase.server.llm.coalesce import Coalescer
@@ -43,7 +44,6 @@ from typecase.server.llm.registry import Registry
 from typecase.server.llm.resilience import (
     Breaker,
     BreakerOpen,
-    Concurrency,
     LimitExceeded,
     RateLimits,
     RetryWait,

@@ -23,12 +23,13 @@ from google.rpc import status_pb2
 from typecase.server.config import Settings
 from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.cache import Cache
+from typecase.server.infra.slots import Concurrency
 from typecase.server.infra.sql import Database
 from typecase.server.llm.catalog import Catalog
 from typecase.server.llm.inference import Inference
 from typecase.server.llm.models import ModelRow
 from typecase.server.llm.registry import USES, Registry
-from typecase.server.llm.resilience import Breaker, LocalConcurrency, RateLimits, RedisConcurrency, StatusLog
+from typecase.server.llm.resilience import Breaker, RateLimits, StatusLog
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import invalid_argument
 from typecase.v1 import llm_pb2, llm_pb2_grpc
@@ -39,27 +40,31 @@ EMBED_INPUT_TYPES = {llm_pb2.EMBEDDING_INPUT_TYPE_QUERY: "query", llm_pb2.EMBEDD
 
 
 class LLMService(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self, settings: Settings, db: Database, cache: Cache, audit: AuditLog | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        cache: Cache,
+        audit: AuditLog | None = None,
+        *,
+        concurrency: Concurrency,
+        limits_storage,
+    ):
+        """`concurrency` (in-flight slots per model) and `limits_storage` (rate windows) are built by resources.py:
+        shared through Redis across replicas, or this process's own."""
         self.settings = settings
         self.audit = audit
-        redis_url = settings.secret("redis_url")
         self.registry = Registry(db, cache, settings)
         self.catalog = Catalog(self.registry, settings)
         self.breaker = Breaker(cache, settings.llm_breaker_failure_threshold, settings.llm_breaker_cooldown_seconds)
-        self.concurrency = (
-            RedisConcurrency(
-                redis_url, "typecase:", settings.llm_concurrency_lease_seconds, settings.redis_max_connections
-            )
-            if redis_url
-            else LocalConcurrency()
-        )
+        self.concurrency = concurrency
         self.status_log = StatusLog(cache)
         self.inference = Inference(
             self.registry,
             settings,
             self.breaker,
             self.concurrency,
-            RateLimits(redis_url, "typecase:", settings.redis_max_connections),
+            RateLimits(limits_storage),
             self.status_log,
         )
 

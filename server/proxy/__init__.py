@@ -1,1 +1,2 @@
-"""The LLM API pass-through proxy (its own listener) and AdminService: stats, errors, logs, runtime config, restart."""
+"""The LLM API pass-through proxy (its own listener): forwarding, access, request stats. AdminService, which
+administers it, lives in server/admin/."""

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 
 import httpx
 
+from typecase.server.admin.logstream import ERROR, INFO, WARNING, LogHub
 from typecase.server.infra.http import AiohttpTransport, RawResponse
 from typecase.server.proxy import access
 from typecase.server.proxy import headers as hop
-from typecase.server.proxy.logstream import ERROR, INFO, WARNING, LogHub
 from typecase.server.proxy.stats import RequestRecord, RequestStats, UsageScanner
 from typecase.server.proxy.system_prompt import SystemPromptRule
 

@@ -1,21 +1,17 @@
-"""What AdminService shows across processes: request stats and live log lines of every worker and replica.
+"""What AdminService shows across processes: the request stats of every worker and replica (the log lines' side is
+admin/logship.py).
 
-Under `serve --workers N` (or several replicas on one Redis) each process counts its own requests and keeps its own
-log lines, while a GetStats or StreamLogs call lands on one of them. With redis_url set:
+Under `serve --workers N` (or several replicas on one Redis) each process counts its own requests, while a GetStats
+call lands on one of them. With redis_url set, stats are aggregated on read. Each process publishes a snapshot of
+its RequestStats (totals, per surface, per model, in flight, the retained recent requests and errors) under
+`admin:stats:<worker>` with a TTL of a few publish periods, only when something changed since the last one (an idle
+process only refreshes the TTL). GetStats and ListErrors merge this process's live stats with every other live
+snapshot: counters summed, recent requests and errors merged by time, p95 over the merged retained requests (what
+one process computes today). A worker that stopped drops out when its key expires; a restarted one starts from
+zero, as one process does.
 
-- Stats are aggregated on read. Each process publishes a snapshot of its RequestStats (totals, per surface, per
-  model, in flight, the retained recent requests and errors) under `admin:stats:<worker>` with a TTL of a few
-  publish periods, only when something changed since the last one (an idle process only refreshes the TTL).
-  GetStats and ListErrors merge this process's live stats with every other live snapshot: counters summed, recent
-  requests and errors merged by time, p95 over the merged retained requests (what one process computes today). A
-  worker that stopped drops out when its key expires; a restarted one starts from zero, as one process does.
-- Log lines go through one channel. A process numbers its pending lines from one Redis counter (one INCRBY per
-  batch, every proxy_log_share_seconds), publishes them, already redacted, as JSON lines on `admin:logs`, and
-  appends them to its history file; every process's StreamLogs clients are fed from that channel, so a client sees
-  every worker's lines, in one `seq` order per batch. Nothing is decoded while nobody streams.
-
-Without Redis (embedded, one process) none of this runs: RequestStats and LogHub work exactly as before. If Redis
-is unreachable, GetStats answers with this process's stats and log lines are numbered locally until it is back.
+Without Redis (embedded, one process) none of this runs: RequestStats works exactly as before. If Redis is
+unreachable, GetStats answers with this process's stats.
 """
 
 from __future__ import annotations
@@ -28,19 +24,16 @@ import os
 import secrets
 import socket
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import orjson
 
-from typecase.server.infra.cache import Cache, listen_forever
+from typecase.server.infra.cache import Cache
 from typecase.server.proxy.stats import Aggregate, ErrorRecord, ModelAggregate, RequestRecord, RequestStats
 
 log = logging.getLogger("typecase.proxy")
 
 STATS_PREFIX = "admin:stats:"
-LOG_CHANNEL = "admin:logs"
-LOG_SEQ_KEY = "admin:logs:seq"
 _RECORD_FIELDS = tuple(f.name for f in fields(RequestRecord))
 _ERROR_FIELDS = tuple(f.name for f in fields(ErrorRecord))
 _AGG_NUMBERS = tuple(f.name for f in fields(Aggregate) if f.name not in ("by_status", "by_path", "by_model"))
@@ -178,41 +171,3 @@ class SharedStats:
             found = {}
         found.pop(self.key, None)  # this process's own: its live stats, not the last snapshot
         return merged(self.stats, list(found.values()))
-
-
-class LogShipper:
-    """Numbers log lines cluster-wide, publishes them and feeds lines of every process to `deliver`."""
-
-    def __init__(self, cache: Cache, deliver: Callable[[list[str]], None]):
-        self.cache = cache
-        self.deliver = deliver
-        self.ready = asyncio.Event()
-        self._listener: asyncio.Task | None = None
-
-    async def start(self, last_seq: int) -> None:
-        """Continue the cluster sequence, never below this history's last seq."""
-        await self.cache.set_if_absent(LOG_SEQ_KEY, last_seq)
-        current = await self.cache.incr(LOG_SEQ_KEY, 0)
-        if current < last_seq:
-            await self.cache.incr(LOG_SEQ_KEY, last_seq - current)
-        self._listener = asyncio.create_task(
-            listen_forever(self.cache, LOG_CHANNEL, self._received, self.ready, "log stream"), name="log-listen"
-        )
-        async with asyncio.timeout(10):
-            await self.ready.wait()
-
-    async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
-
-    async def numbers(self, count: int) -> int:
-        """The first of `count` consecutive seq numbers reserved for this process."""
-        return await self.cache.incr(LOG_SEQ_KEY, count) - count + 1
-
-    async def publish(self, lines: list[str]) -> None:
-        await self.cache.publish(LOG_CHANNEL, "\n".join(lines))
-
-    def _received(self, text: str) -> None:
-        self.deliver(text.splitlines())

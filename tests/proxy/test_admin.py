@@ -256,7 +256,7 @@ async def test_file_lock_falls_back_where_locks_are_unsupported(tmp_path, monkey
     import errno
     import fcntl
 
-    from typecase.server.proxy.config_store import ConfigFile
+    from typecase.server.admin.config_store import ConfigFile
 
     def refuse(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")

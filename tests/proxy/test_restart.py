@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, free_port
 from tests.proxy.fake_upstream import FakeUpstream
-from typecase.server.proxy.config_store import ConfigFile
+from typecase.server.admin.config_store import ConfigFile
 from typecase.v1 import admin_pb2, admin_pb2_grpc
 
 ADMIN = (("authorization", f"Bearer {ADMIN_KEY}"),)
@@ -96,7 +96,7 @@ CRASHING_WRITER = """
 import sys
 from pathlib import Path
 from typecase.server.config import Settings
-from typecase.server.proxy.config_store import RuntimeConfig
+from typecase.server.admin.config_store import RuntimeConfig
 
 settings = Settings(_env_file=None, data_dir=Path(sys.argv[1]), proxy_config_write_delay_seconds=60)
 runtime = RuntimeConfig(settings, environ={})

@@ -13,7 +13,7 @@ import redis
 
 from tests.conftest import REDIS_URL
 from tests.proxy.conftest import ADMIN
-from typecase.server.proxy.logstream import INFO, LogFilter
+from typecase.server.admin.logstream import INFO, LogFilter
 from typecase.v1 import admin_pb2, admin_pb2_grpc
 
 SHARED_REDIS = f"{REDIS_URL}/13"

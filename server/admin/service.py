@@ -2,9 +2,9 @@
 
 The servicer also owns the LLM API proxy listener (started in `start()` when proxy_enabled), because the proxy's
 configuration, statistics and logs are what this service administers. Every RPC requires an admin. Who may use the
-proxy is access.py's concern; a configuration that would open it to anyone is refused at start and on update.
-Over 600 lines on purpose: one servicer's RPCs, each short and self-contained; what crosses processes (stats and
-logs of every worker) lives in shared.py.
+proxy is proxy/access.py's concern; a configuration that would open it to anyone is refused at start and on
+update. Over 600 lines on purpose: one servicer's RPCs, each short and self-contained; what crosses processes lives
+in proxy/shared.py (stats of every worker) and logship.py (their log lines).
 """
 
 from __future__ import annotations
@@ -21,11 +21,7 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2
 from sqlalchemy import func, select
 
-from typecase.server.infra.audit import AuditEventRow, AuditLog
-from typecase.server.infra.cache import Cache
-from typecase.server.infra.http import AiohttpTransport
-from typecase.server.proxy.access import KeyVerifier, is_loopback, open_access_problem
-from typecase.server.proxy.config_store import (
+from typecase.server.admin.config_store import (
     EDITABLE,
     RESET,
     ConfigInvalid,
@@ -34,10 +30,15 @@ from typecase.server.proxy.config_store import (
     mask,
     to_text,
 )
+from typecase.server.admin.logship import LogShipper
+from typecase.server.admin.logstream import INFO, WARNING, LogFiles, LogFilter, LogHub, LogLine
+from typecase.server.infra.audit import AuditEventRow, AuditLog
+from typecase.server.infra.cache import Cache
+from typecase.server.infra.http import AiohttpTransport
+from typecase.server.proxy.access import KeyVerifier, is_loopback, open_access_problem
 from typecase.server.proxy.forward import SOURCE_PROXY, ProxyApp, ProxyConfig
 from typecase.server.proxy.listener import ProxyListener
-from typecase.server.proxy.logstream import INFO, WARNING, LogFiles, LogFilter, LogHub, LogLine
-from typecase.server.proxy.shared import LogShipper, SharedStats, StatsView
+from typecase.server.proxy.shared import SharedStats, StatsView
 from typecase.server.proxy.stats import Aggregate, RequestStats, percentile
 from typecase.server.rpc import paging
 from typecase.server.rpc import principal as caller
@@ -119,8 +120,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     ):
         """`auth`: the auth domain's users (usernames for audit events); `request_restart`: the App's graceful
         re-exec (RestartServer fails with UNAVAILABLE without it); `proxy_keys`: checks the proxy's access keys
-        (the proxy does not start without it unless proxy_access_keys is off); `cache`: with redis_url, the
-        shared cache through which stats and log lines of every process are shown (shared.py)."""
+        (the proxy does not start without it unless proxy_access_keys is off); `cache`: only when shared through
+        Redis (resources.py decides), the cache through which stats and log lines of every process are shown
+        (proxy/shared.py, logship.py)."""
         self.settings = settings
         self.proxy_keys = proxy_keys
         self.audit = audit
@@ -138,7 +140,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             capture_level=settings.proxy_log_capture_level,
             replay_max_lines=settings.proxy_log_replay_max_lines,
         )
-        shared = cache is not None and bool(settings.redis_url)
+        shared = cache is not None
         self.shared_stats: SharedStats | None = None
         if shared and settings.proxy_stats_share_seconds > 0:
             self.shared_stats = SharedStats(cache, self.stats, settings.proxy_stats_share_seconds)

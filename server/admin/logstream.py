@@ -7,8 +7,8 @@ Live: each StreamLogs client owns a bounded queue. Publishing never waits: when 
 line is dropped and counted, and the next line it receives carries that count (`dropped_count`), so a slow reader
 knows exactly how many lines it missed and never slows the proxy.
 
-Across processes (redis_url, `serve --workers`): a shipper (shared.py) numbers lines from one counter, publishes
-them and feeds every process's lines back to the live readers here; see shared.py.
+Across processes (redis_url, `serve --workers`): a shipper (logship.py) numbers lines from one counter, publishes
+them and feeds every process's lines back to the live readers here; see logship.py.
 
 History: lines are JSON documents, one a line, appended in batches by a background flusher (off the event loop) to
 `<dir>/server.jsonl`, which rotates at `max_bytes` into `.1` ... `.<count>` (the oldest is deleted). `seq` keeps
@@ -35,8 +35,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from typecase.server.admin.logship import LogShipper
 from typecase.server.logs import trace_id_var
-from typecase.server.proxy.shared import LogShipper
 from typecase.server.redact import redact
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel

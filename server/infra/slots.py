@@ -1,0 +1,158 @@
+"""Counted slots per key (in-flight requests per model), with an optional cap: in-process, or leases in a Redis
+sorted set shared by every replica.
+
+The embedded implementation counts in this process; the Redis one scores each lease by its expiry and renews the
+leases this replica holds, so a crashed replica's slots free themselves within one lease period. Which one runs is
+resources.py's decision (redis_url); llm/inference.py takes a slot around each upstream call.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+import uuid
+
+from typecase.server.infra.cache import redis_client
+
+log = logging.getLogger("typecase.llm")  # its one user: in-flight requests per model
+
+
+class Concurrency(abc.ABC):
+    """In-flight requests per model, with an optional cap. Waits up to `wait` seconds for a free slot."""
+
+    @abc.abstractmethod
+    async def acquire(self, model_id: str, limit: int, wait: float) -> str | None:
+        """A lease id, or None when no slot freed up in time."""
+
+    @abc.abstractmethod
+    async def release(self, model_id: str, lease: str) -> None: ...
+
+    @abc.abstractmethod
+    async def count(self, model_id: str) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class LocalConcurrency(Concurrency):
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._freed: dict[str, asyncio.Condition] = {}
+        self._ids = itertools.count()
+
+    async def acquire(self, model_id: str, limit: int, wait: float) -> str | None:
+        count = self._counts.get(model_id, 0)
+        if limit and count >= limit:
+            freed = self._freed.setdefault(model_id, asyncio.Condition())
+            try:
+                async with asyncio.timeout(wait), freed:
+                    await freed.wait_for(lambda: self._counts.get(model_id, 0) < limit)
+            except TimeoutError:
+                return None
+        self._counts[model_id] = self._counts.get(model_id, 0) + 1
+        return str(next(self._ids))
+
+    async def release(self, model_id: str, lease: str) -> None:
+        self._counts[model_id] -= 1
+        if (freed := self._freed.get(model_id)) is not None:
+            async with freed:
+                freed.notify()
+
+    async def count(self, model_id: str) -> int:
+        return self._counts.get(model_id, 0)
+
+
+# KEYS[1]: the model's lease set. ARGV: lease id, limit (0 = none), lease ms. Redis time, so clocks need not agree.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[2])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+return 1
+"""
+_RENEW = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+for i = 1, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2)
+return 1
+"""
+_COUNT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class RedisConcurrency(Concurrency):
+    """Slots are leases in a sorted set scored by expiry; a replica renews its leases while it holds them, so a
+    crashed replica's slots free themselves within one lease period."""
+
+    POLL = 0.02
+
+    def __init__(self, redis_url: str, prefix: str, lease_seconds: float, max_connections: int):
+        """`prefix`: of each key's lease set (Resources.slots: `typecase:llm:inflight:` for models)."""
+        self._client = redis_client(redis_url, max_connections)
+        self._prefix = prefix
+        self._lease_ms = int(lease_seconds * 1000)
+        self._replica = uuid.uuid4().hex[:12]
+        self._ids = itertools.count()
+        self._held: dict[str, set[str]] = {}
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._renew = self._client.register_script(_RENEW)
+        self._count = self._client.register_script(_COUNT)
+        self._renewer: asyncio.Task | None = None
+
+    def _key(self, model_id: str) -> str:
+        return f"{self._prefix}{model_id}"
+
+    async def start(self) -> None:
+        self._renewer = asyncio.create_task(self._renew_forever())
+
+    async def stop(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        await self._client.aclose()
+
+    async def acquire(self, model_id: str, limit: int, wait: float) -> str | None:
+        lease = f"{self._replica}:{next(self._ids)}"
+        deadline = time.monotonic() + wait
+        while not await self._acquire(keys=[self._key(model_id)], args=[lease, limit, self._lease_ms]):
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(self.POLL * (0.5 + random.random()))
+        self._held.setdefault(model_id, set()).add(lease)
+        return lease
+
+    async def release(self, model_id: str, lease: str) -> None:
+        held = self._held.get(model_id)
+        if held is not None:
+            held.discard(lease)
+            if not held:
+                del self._held[model_id]
+        await self._client.zrem(self._key(model_id), lease)
+
+    async def count(self, model_id: str) -> int:
+        return int(await self._count(keys=[self._key(model_id)]))
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            for model_id, leases in list(self._held.items()):
+                if leases:
+                    try:
+                        await self._renew(keys=[self._key(model_id)], args=[self._lease_ms, *leases])
+                    except Exception:
+                        log.warning("could not renew concurrency leases of model %s", model_id, exc_info=True)

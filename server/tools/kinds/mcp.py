@@ -221,12 +221,16 @@ class McpKind:
             raise ToolFailure(str(exc), unreachable=True) from None
 
     async def _session(self, provider: Provider) -> Client:
-        await self._check_url(provider)
-        async with self._lock:
-            session = self._sessions.get(provider.id)
-            if session is None or session.task.done():
-                session = Session(self, provider)
-                self._sessions[provider.id] = session
+        session = self._sessions.get(provider.id)
+        if session is None or session.task.done():
+            # Checked when a session opens; a live one needs no second check (and, for a host name, no second DNS
+            # lookup per call): PinnedTransport resolves and checks every request it sends anyway.
+            await self._check_url(provider)
+            async with self._lock:
+                session = self._sessions.get(provider.id)
+                if session is None or session.task.done():
+                    session = Session(self, provider)
+                    self._sessions[provider.id] = session
         try:
             return await asyncio.wait_for(session.get(), timeout=self.settings.tools_connect_timeout_seconds)
         except TimeoutError:

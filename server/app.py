@@ -66,6 +66,7 @@ from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
+from typecase.server.rpc.registration import GenericOnly
 from typecase.server.rpc.trace import TraceInterceptor
 from typecase.server.sandbox import Sandbox, SandboxConfig
 from typecase.server.sharing_wiring import SqlResourceOwners
@@ -354,7 +355,7 @@ class App:
         in_process = gateway.InProcess(interceptors)
         services = registered_services(self)
         for service in services:
-            service.add_to_server(service.servicer, self._grpc_server)
+            service.add_to_server(service.servicer, GenericOnly(self._grpc_server))  # rpc/registration.py: why
             service.add_to_server(service.servicer, in_process)
         names = [s.descriptor.full_name for s in services]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc_server)

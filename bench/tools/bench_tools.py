@@ -6,13 +6,20 @@ Starlette service with its OpenAPI document):
     provider's secrets, the SSRF-guarded client, metrics) against calling the same MCP tool with the official
     mcp client on one reused session, and the same OpenAPI operation with httpx: p50 of each and the added p50;
   - GetTool of the same tool, interleaved with the OpenAPI calls: the same RPC path (interceptors, auth, the tool's
-    lookup) with no upstream call, i.e. the part of the added time that is the gRPC transport's, not the tools
-    domain's;
+    lookup) with no upstream call;
+  - the floor: the same GetTool request and reply on a bare grpc.aio server in the same process (no interceptors,
+    no auth, no lookup), also interleaved: what gRPC itself costs on this machine. Typecase's own share of an
+    added p50 is what is above it;
   - ListTools of a catalogue of 1,000 tools (one page of 1,000 over gRPC): p50.
 
     .venv/bin/python bench/tools/bench_tools.py [--calls 300] [--lists 30]
 
 Embedded resources (SQLite file, in-process cache) in a temporary data dir, like `typecase serve` unconfigured.
+
+Client, server and direct calls share one event loop, so each timed call starts after a short settle
+(SETTLE_SECONDS, untimed): the previous call's background work (the mcp SDK closes its POST's connection and
+ends its tasks after the result is handed over, on the direct and on Typecase's session alike) runs there
+instead of inside whichever call is timed next.
 """
 
 from __future__ import annotations
@@ -30,6 +37,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 KEY = "bench-key-0123456789"
+SETTLE_PASSES = int(os.environ.get("SETTLE_PASSES", "8"))
+
+
+async def settle() -> None:
+    """Let the loop run what is ready (untimed) before the next timed call."""
+    for _ in range(SETTLE_PASSES):
+        await asyncio.sleep(0)
 
 
 def p50(samples: list[float]) -> float:
@@ -48,6 +62,7 @@ async def interleaved(fns, n: int) -> list[list[float]]:
     out: list[list[float]] = [[] for _ in fns]
     for _ in range(n):
         for fn, times in zip(fns, out, strict=True):
+            await settle()
             began = time.perf_counter()
             await fn()
             times.append(time.perf_counter() - began)
@@ -147,17 +162,28 @@ async def main(calls: int, lists: int) -> dict:
 
                 mcp_direct, mcp_typecase = await interleaved([direct_mcp, via_typecase_mcp], calls)
 
-            async def floor():  # an RPC of the same service, auth and tool lookup, no upstream: the transport's share
+            async def get_tool():  # the same service, auth and tool lookup, no upstream
                 assert (await stub.GetTool(tools_pb2.GetToolRequest(tool_id=get), metadata=md)).tool.name == "getPet"
 
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc_port}", headers={"X-API-Key": KEY}) as http:
+            bare, bare_port = await bare_server(await stub.GetTool(tools_pb2.GetToolRequest(tool_id=get), metadata=md))
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{bare_port}") as bare_channel:
+                bare_stub = tools_pb2_grpc.ToolServiceStub(bare_channel)
 
-                async def direct_openapi():
-                    assert (await http.get("/api/pets/1")).json()["name"] == "Rex"
+                async def grpc_floor():  # the same request, metadata and reply on a bare grpc.aio server
+                    reply = await bare_stub.GetTool(tools_pb2.GetToolRequest(tool_id=get), metadata=md)
+                    assert reply.tool.name == "getPet"
 
-                api_direct, api_typecase, rpc_floor = await interleaved(
-                    [direct_openapi, via_typecase_openapi, floor], calls
-                )
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{svc_port}", headers={"X-API-Key": KEY}
+                ) as http:
+
+                    async def direct_openapi():
+                        assert (await http.get("/api/pets/1")).json()["name"] == "Rex"
+
+                    api_direct, api_typecase, get_times, floor_times = await interleaved(
+                        [direct_openapi, via_typecase_openapi, get_tool, grpc_floor], calls
+                    )
+            await bare.stop(None)
 
             # A catalogue of 1,000 tools: one OpenAPI document with 996 operations beside the built-ins and the above.
             paths = {
@@ -192,22 +218,60 @@ async def main(calls: int, lists: int) -> dict:
         stop(mcp_proc)
         stop(svc_proc)
 
-    print(f"{'':34}{'direct p50':>12}{'Typecase p50':>14}{'added p50':>11}{'ratio':>7}")
+    floor = p50(floor_times)
+    print(f"{'':34}{'direct p50':>12}{'Typecase p50':>14}{'added p50':>11}{'paired':>9}{'above floor':>13}")
     for label, direct, through in (
         ("MCP tool (streamable HTTP)", mcp_direct, mcp_typecase),
         ("OpenAPI operation (API key)", api_direct, api_typecase),
     ):
         d, t = p50(direct), p50(through)
-        print(f"{label:34}{d:10.2f}ms{t:12.2f}ms{t - d:9.2f}ms{t / d:7.2f}")
-    print(f"GetTool (gRPC, interceptors, auth, cached lookup; no upstream): p50 {p50(rpc_floor):.2f} ms")
+        paired = p50([b - a for a, b in zip(direct, through, strict=True)])
+        print(f"{label:34}{d:10.2f}ms{t:12.2f}ms{t - d:9.2f}ms{paired:7.2f}ms{t - d - floor:11.2f}ms")
+    print(
+        f"GetTool (gRPC, interceptors, auth, cached lookup; no upstream): p50 {p50(get_times):.2f} ms, "
+        f"{p50(get_times) - floor:.2f} ms above the floor"
+    )
+    print(f"floor: the same GetTool on a bare grpc.aio server (no interceptors, auth or lookup): p50 {floor:.2f} ms")
+    print("added p50: Typecase p50 - direct p50; paired: p50 of each round's difference (drift cancels); above floor:")
+    print("added p50 - floor, i.e. what Typecase's own code adds beyond a bare gRPC round trip")
     print(f"ListTools, 1,000 tools in one page: p50 {p50(catalogue):.1f} ms over {lists} lists")
     return {
-        "get_tool": p50(rpc_floor),
+        "get_tool": p50(get_times),
+        "floor": floor,
         "mcp": (p50(mcp_direct), p50(mcp_typecase)),
         "openapi": (p50(api_direct), p50(api_typecase)),
         "list_1000": p50(catalogue),
         "calls": len(mcp_typecase) + len(api_typecase),
     }
+
+
+async def bare_server(reply):
+    """A grpc.aio server answering ToolService.GetTool with `reply`, nothing else: gRPC's own round trip."""
+    import grpc
+
+    from typecase.v1 import tools_pb2
+
+    async def get_tool(request, context):
+        return reply
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "typecase.v1.ToolService",
+                {
+                    "GetTool": grpc.unary_unary_rpc_method_handler(
+                        get_tool,
+                        request_deserializer=tools_pb2.GetToolRequest.FromString,
+                        response_serializer=tools_pb2.GetToolResponse.SerializeToString,
+                    )
+                },
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
 
 
 if __name__ == "__main__":

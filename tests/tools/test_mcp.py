@@ -56,6 +56,37 @@ async def test_an_mcp_server_over_streamable_http_is_registered_listed_and_calle
     assert (await call(user, echo.id, {"text": "hi"})).text == "hi"  # the session is reused
 
 
+def client_ports(server_port: int) -> set[int]:
+    """Local ports of the TCP connections to `server_port` on loopback, open or closed by this side (TIME_WAIT lasts
+    a minute), from /proc: the test process is the only client of its MCP server."""
+    ports = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if int(remote.split(":")[1], 16) == server_port:
+            ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+async def test_successive_mcp_calls_reuse_their_connections(tchannel):
+    # The SDK closes each POST's SSE response before its last chunk; Typecase reads it to the end so the
+    # connection is reused (bench/tools: a new TCP connection per call was part of the added time).
+    proc, url = start_mcp_http(TOKEN)
+    try:
+        user = await new_user(tchannel)
+        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
+            provider=mcp_provider("reuse", url)), metadata=user.md)).provider
+        add = await tool_by_name(user, provider.id, "add")
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        assert (await call(user, add.id, {"a": 0, "b": 0})).text == "0"
+        before = client_ports(port)
+        for i in range(6):
+            assert (await call(user, add.id, {"a": i, "b": 1})).text == str(i + 1)
+        opened = client_ports(port) - before
+        assert len(opened) <= 1, opened  # six calls on the pooled connection, not one connection per call
+    finally:
+        stop(proc)
+
+
 async def test_an_mcp_tool_error_is_tool_failed_with_the_servers_message(tchannel, mcp_http):
     user = await new_user(tchannel)
     provider = (

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
@@ -35,6 +36,36 @@ from typecase.server.tools.kinds.base import Call, Provider, ToolResult, ToolSpe
 log = logging.getLogger("typecase.tools.mcp")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_PAGES = 50  # tools/list pages read per load
+# The mcp SDK closes a POST's SSE response as soon as the result event is read, before the stream's last chunk:
+# HTTP/1.1 cannot reuse such a connection, so every call opened a new TCP connection. On close, a response's rest
+# is read for at most this long and this many bytes (in the SDK's background POST task, after the result has been
+# handed over), so that the connection goes back to the pool.
+DRAIN_SECONDS = 0.05
+DRAIN_MAX_BYTES = 64 * 1024
+
+
+class _Draining(httpx2.AsyncByteStream):
+    """A response body that, closed before its end, reads the (small, already sent) rest so its connection is
+    reused; a stream still open after DRAIN_SECONDS or DRAIN_MAX_BYTES is closed as before."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._ended = False
+
+    async def __aiter__(self):
+        async for part in self._stream:
+            yield part
+        self._ended = True
+
+    async def aclose(self) -> None:
+        if not self._ended:
+            read = 0
+            with anyio.move_on_after(DRAIN_SECONDS), contextlib.suppress(Exception):
+                async for part in self._stream:
+                    read += len(part)
+                    if read > DRAIN_MAX_BYTES:
+                        break
+        await self._stream.aclose()
 
 
 class PinnedTransport(httpx2.AsyncHTTPTransport):
@@ -52,7 +83,9 @@ class PinnedTransport(httpx2.AsyncHTTPTransport):
             request.url = url.copy_with(host=address)
             if url.scheme == "https":
                 request.extensions = {**request.extensions, "sni_hostname": url.host}
-        return await super().handle_async_request(request)
+        response = await super().handle_async_request(request)
+        response.stream = _Draining(response.stream)
+        return response
 
 
 def _text(content: list[Any]) -> str:
@@ -221,12 +254,16 @@ class McpKind:
             raise ToolFailure(str(exc), unreachable=True) from None
 
     async def _session(self, provider: Provider) -> Client:
-        await self._check_url(provider)
-        async with self._lock:
-            session = self._sessions.get(provider.id)
-            if session is None or session.task.done():
-                session = Session(self, provider)
-                self._sessions[provider.id] = session
+        session = self._sessions.get(provider.id)
+        if session is None or session.task.done():
+            # Checked when a session opens; a live one needs no second check (and, for a host name, no second DNS
+            # lookup per call): PinnedTransport resolves and checks every request it sends anyway.
+            await self._check_url(provider)
+            async with self._lock:
+                session = self._sessions.get(provider.id)
+                if session is None or session.task.done():
+                    session = Session(self, provider)
+                    self._sessions[provider.id] = session
         try:
             return await asyncio.wait_for(session.get(), timeout=self.settings.tools_connect_timeout_seconds)
         except TimeoutError:

@@ -73,8 +73,11 @@ async def test_successive_mcp_calls_reuse_their_connections(tchannel):
     proc, url = start_mcp_http(TOKEN)
     try:
         user = await new_user(tchannel)
-        provider = (await user.tools.CreateToolProvider(tools_pb2.CreateToolProviderRequest(
-            provider=mcp_provider("reuse", url)), metadata=user.md)).provider
+        provider = (
+            await user.tools.CreateToolProvider(
+                tools_pb2.CreateToolProviderRequest(provider=mcp_provider("reuse", url)), metadata=user.md
+            )
+        ).provider
         add = await tool_by_name(user, provider.id, "add")
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert (await call(user, add.id, {"a": 0, "b": 0})).text == "0"

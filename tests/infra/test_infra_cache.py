@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from .infra_support import unique
-from typecase.server.infra.cache import Cache, CacheUnavailable, MemoryCache, RedisCache, create_cache
+from typecase.server.infra.cache import Cache, CacheUnavailable, RedisCache, create_cache
+from typecase.server.infra.cache_memory import MemoryCache
 from typecase.server.infra.journal import JournaledMemoryCache
+
+from .infra_support import unique
 
 
 @pytest.fixture(params=["memory", "memory+journal", "redis"])

@@ -22,10 +22,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import CursorResult
 
 from typecase.server.infra.queue import Job, JobLost, PermanentJobError
 from typecase.server.infra.sql import Database, utcnow
@@ -215,7 +216,7 @@ class Ingestor:
             stmt = stmt.where(KnowledgeFileRow.generation == generation)
         async with self.db.session() as session:
             result = await session.execute(stmt.values(**values).execution_options(synchronize_session=False))
-        if result.rowcount != 1:
+        if cast(CursorResult, result).rowcount != 1:
             return False
         await self.notify(file_id)
         return True
@@ -576,4 +577,4 @@ async def kb_stats(db: Database, kb_ids: list[str]) -> dict[str, tuple[int, int,
             out[kb_id][0] += int(chunks or 0)
             out[kb_id][1] += int(terms or 0)
         out[kb_id][2] += int(size or 0)
-    return {k: tuple(v) for k, v in out.items()}
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}

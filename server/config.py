@@ -2,6 +2,10 @@
 
 Secret fields may be given encrypted as `enc:<fernet token>` (see `typecase encrypt-secret`); they are decrypted
 with TYPECASE_SECRET_KEY at load time and held as SecretStr so they never reach a log line or a repr.
+
+Over 600 lines on purpose: one Settings class, because pydantic-settings reads one flat TYPECASE_* namespace (and
+one .env / YAML file) into it, and its validators check fields of several domains together (secrets, OIDC). Each
+setting is a line or two with its limit and description, grouped by domain under comment headings.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from typecase.server.infra.cache import MemoryCache
+from typecase.server.infra.cache_memory import MemoryCache
 from typecase.server.infra.eventlog import Entry, EventLog
 from typecase.server.infra.journal import JournaledMemoryCache
 

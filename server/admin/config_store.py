@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, cast, get_args, get_origin
 
 import httpx
 from pydantic import SecretStr, TypeAdapter, ValidationError
@@ -539,7 +539,7 @@ class RuntimeConfig:
         if adapter is None:
             info = self.fields[key]
             annotation = Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
-            adapter = self._adapters[key] = TypeAdapter(annotation)
+            adapter = self._adapters[key] = TypeAdapter(cast(Any, annotation))
         parsed = adapter.validate_python(value)
         spec = EDITABLE.get(key)
         if spec is not None and spec.check is not None and parsed is not None:

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import Counter
 
@@ -388,7 +388,7 @@ class LogHub:
     async def _number(self, batch: list[LogLine]) -> list[str]:
         """Shared: seq numbers from the cluster counter, then publish; locally numbered while the cache is down."""
         try:
-            first = await self.shipper.numbers(len(batch))
+            first = await cast(LogShipper, self.shipper).numbers(len(batch))
         except Exception as exc:
             print(f"typecase: cannot number log lines in the cache, numbering them here: {exc}", flush=True)
             first = None
@@ -403,7 +403,7 @@ class LogHub:
         self.seq = max(self.seq, batch[-1].seq)
         texts = [line.to_json() for line in batch]
         try:
-            await self.shipper.publish(texts)
+            await cast(LogShipper, self.shipper).publish(texts)
         except Exception as exc:
             print(f"typecase: cannot publish log lines to the cache: {exc}", flush=True)
             for line in batch:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, timestamp_pb2
@@ -140,11 +140,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             capture_level=settings.proxy_log_capture_level,
             replay_max_lines=settings.proxy_log_replay_max_lines,
         )
-        shared = cache is not None
         self.shared_stats: SharedStats | None = None
-        if shared and settings.proxy_stats_share_seconds > 0:
+        if cache is not None and settings.proxy_stats_share_seconds > 0:
             self.shared_stats = SharedStats(cache, self.stats, settings.proxy_stats_share_seconds)
-        if shared and settings.proxy_log_share_seconds > 0:
+        if cache is not None and settings.proxy_log_share_seconds > 0:
             self.logs.shipper = LogShipper(cache, self.logs.deliver)
             self.logs.flush_seconds = min(self.logs.flush_seconds, settings.proxy_log_share_seconds)
         self.proxy: ProxyApp | None = None
@@ -320,7 +319,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 admin_pb2.RequestRecord(
                     trace_id=r.trace_id,
                     time=_stamp(r.time),
-                    source=r.source,
+                    source=cast(admin_pb2.RequestSource, r.source),
                     method=r.method,
                     path=r.path,
                     model=r.model,
@@ -359,7 +358,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                 admin_pb2.ErrorRecord(
                     trace_id=e.trace_id,
                     time=_stamp(e.time),
-                    source=e.source,
+                    source=cast(admin_pb2.RequestSource, e.source),
                     method=e.method,
                     path=e.path,
                     model=e.model,
@@ -394,7 +393,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             category=view.category,
             example=view.example,
             default_value=view.default_value,
-            source=view.source,
+            source=cast(admin_pb2.ConfigSource, view.source),
         )
 
     async def GetConfig(self, request, context):
@@ -501,7 +500,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             detail={"reason": request.reason[:500], "delay_seconds": delay},
         )
         when = self._schedule_restart(delay)
-        return admin_pb2.RestartServerResponse(restart_time=_stamp(when))
+        return admin_pb2.RestartServerResponse(restart_time=_stamp(cast(float, when)))
 
     # -- logs -------------------------------------------------------------------------------------------------
     @staticmethod
@@ -509,7 +508,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         message = admin_pb2.LogLine(
             seq=line.seq,
             time=_stamp(line.time),
-            level=line.level,
+            level=cast(admin_pb2.LogLevel, line.level),
             logger=line.logger,
             message=line.message,
             trace_id=line.trace_id,

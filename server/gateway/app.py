@@ -7,6 +7,10 @@ the extra routes; what nothing matches is a google.rpc.Status 404 (405 with ``Al
 matches a binding for another method). Every HTTP response, extra routes included, carries
 ``x-trace-id`` and ``X-Process-Time`` (seconds from request start to response headers); Starlette
 handlers find the trace id in ``request.state.trace_id``.
+
+Over 600 lines on purpose: one class, Gateway, whose methods share one request's state (route, scope, target,
+trace id, the response being written) from routing to the last stream frame; the parts that stand alone (patterns,
+the JSON mapping, multipart, streaming, errors, the docs page) are modules of their own.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 from . import jsontext, openapi
 from .bindings import Binding, build_bindings
 from .channel import ChannelTarget
+from .docs_page import docs_page
 from .errors import RpcFailure, invalid_argument, status_body
 from .httpbody import apply_range, range_header
 from .inprocess import CallScope, InProcess
@@ -161,7 +166,7 @@ class Gateway:
         return JSONResponse(self.openapi_document())
 
     async def _docs_endpoint(self, request: Request) -> Response:
-        return HTMLResponse(openapi.docs_page(self.options.title, self.options.openapi_path))
+        return HTMLResponse(docs_page(self.options.title, self.options.openapi_path))
 
     # -- ASGI ------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from .cache import MemoryCache, _Item, _Stream
+from .cache_memory import MemoryCache, _Item, _Stream
 
 PURGE_EVERY_SECONDS = 5.0
 PURGE_STREAMS = 200  # expired streams deleted per purge transaction, so that appends never wait long behind one

@@ -20,12 +20,8 @@ from typecase.server.knowledge import keyword, parsers
 from typecase.server.knowledge.chunking import Rule, RuleError
 from typecase.server.knowledge.convert import kb_message
 from typecase.server.knowledge.curation import ChunkEditor
-from typecase.server.knowledge.ingest import (
-    JOB_KIND,
-    Collections,
-    Ingestor,
-    IngestSettings,
-)
+from typecase.server.knowledge.indexing import Collections
+from typecase.server.knowledge.ingest import JOB_KIND, Ingestor, IngestSettings
 from typecase.server.knowledge.model_window import Profiles
 from typecase.server.knowledge.models import (
     FORMAT_QA_PAIRS,

@@ -4,6 +4,10 @@ and the retry policy. Generation is relayed as the upstream produces it.
 Order per candidate: breaker (fail fast), rate limits, concurrency slot, then the upstream call with retries.
 Retries and fallbacks happen only before the first token reached the caller; after that a failure ends the
 stream with its error (the caller already holds part of an answer).
+
+Over 600 lines on purpose: one class, Inference, whose entry points (generate, complete, embed, rerank)
+share one walk over a model's candidates (resolve, admit, call with retries, fall back, record) and its adapter
+cache; breaker, limits, slots and providers are modules of their own.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator
+from typing import cast
 
 from google.protobuf.json_format import MessageToDict
 from google.rpc import status_pb2
@@ -112,7 +113,9 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     async def status(self, row: ModelRow) -> llm_pb2.ModelStatus:
         state, failures, open_until = await self.breaker.state(row.id)
         status = llm_pb2.ModelStatus(
-            breaker_state=state, consecutive_failures=failures, in_flight=await self.concurrency.count(row.id)
+            breaker_state=cast(llm_pb2.BreakerState, state),
+            consecutive_failures=failures,
+            in_flight=await self.concurrency.count(row.id),
         )
         if open_until and state == llm_pb2.BREAKER_STATE_OPEN:
             status.open_until.FromNanoseconds(int(open_until * 1e9))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from typecase.server.infra.cache import Cache, CacheUnavailable, MemoryCache, RedisCache, create_cache
+from typecase.server.infra.cache import Cache, CacheUnavailable, RedisCache, create_cache
+from typecase.server.infra.cache_memory import MemoryCache
 from typecase.server.infra.journal import JournaledMemoryCache
 
 from .infra_support import unique

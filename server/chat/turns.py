@@ -70,6 +70,7 @@ from typecase.server.chat.turn_state import (
 from typecase.server.infra import tracing
 from typecase.server.infra.leased_tasks import LeasedTasks, LeaseSettings
 from typecase.server.infra.sql import Database, utcnow
+from typecase.server.rpc.convert import set_now
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.ports import ChatFlows, Generation, KnowledgeSearch
 from typecase.v1 import chat_pb2, common_pb2, llm_pb2
@@ -319,7 +320,7 @@ class Turns(TurnRecovery):
 
     def _emit(self, turn: Turn, event: chat_pb2.TurnEvent, terminal: bool = False) -> None:
         turn.seq += 1
-        event.time.GetCurrentTime()
+        set_now(event.time)
         message = chat_pb2.ChatResponse(seq=turn.seq, turn_id=turn.id, event=event)
         turn.outbox.append(Entry(turn.seq, message.SerializeToString(), terminal, message))
 

@@ -6,7 +6,7 @@ alternate baseline, current, baseline, current, ... (the VM's speed drifts, so n
 minutes), each round N concurrent streaming turns of `--tokens` tokens over SSE, one new session per turn. The CPU
 of each server's process tree (user + sys from /proc/<pid>/stat, children included) is read before a round and
 again once the round's streams ended and the server went quiet, so the turn's end writes are counted; divided by
-turns and by tokens delivered. Prints both sides' CPU per turn and per token and the ratio current / baseline.
+turns and by the answers' tokens. Prints both sides' CPU per turn and per token and the ratio current / baseline.
 
 How the baseline is obtained: `git archive <commit> server` is unpacked into a temporary folder, and the baseline
 server runs with PYTHONPATH pointing at a folder whose typecase/server links to it, so that `typecase.server`
@@ -158,6 +158,8 @@ def run_mode(mode: str, args, baseline_path: str) -> dict:
             env = {"TYPECASE_LOG_LEVEL": "WARNING"}
             if pythonpath:
                 env["PYTHONPATH"] = pythonpath
+            else:
+                env.update(item.split("=", 1) for item in args.env)
             if mode == "postgres":
                 env.update(stack_of.enter_context(SharedStores(14 + i)))
             stacks[name] = stack_of.enter_context(bench_chat.Stack(args.tokens, args.delay_ms, args.turns, env))
@@ -187,7 +189,7 @@ def report(mode: str, results: dict, args) -> dict:
             "tokens": tokens,
             "cpu_s": cpu,
             "ms_per_turn": cpu / max(1, turns) * 1000,
-            "us_per_token": cpu / max(1, tokens) * 1e6,
+            "us_per_token": cpu / max(1, turns * args.tokens) * 1e6,  # per token of the answer
             "rounds_ms_per_turn": [r["cpu_s"] / max(1, r["complete"]) * 1000 for r in rounds],
             "ttft_p50": sorted(r["ttft_p50"] for r in rounds)[len(rounds) // 2],
             "errors": sorted({e for r in rounds for e in r["errors"]})[:3],
@@ -220,6 +222,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds per side")
     parser.add_argument("--turns", type=int, default=100, help="concurrent streaming turns per round")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per answer")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the current server only (e.g. TYPECASE_GC_GEN0_THRESHOLD=0)",
+    )
     parser.add_argument("--delay-ms", type=float, default=20.0, help="upstream pause between tokens")
     args = parser.parse_args(argv)
     try:

@@ -394,6 +394,8 @@ class App:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
         gc.freeze()  # start-up objects (modules, descriptors, models) stay out of every later collection
+        if self.settings.gc_gen0_threshold:
+            gc.set_threshold(self.settings.gc_gen0_threshold, *gc.get_threshold()[1:])
         log.info(
             "typecase serving: grpc %s:%s, http %s:%s (started in %.1fs)",
             self.settings.host,

@@ -18,6 +18,7 @@ from typecase.server.chat import context as ctx
 from typecase.server.chat.convert import message_message
 from typecase.server.chat.eventlog import Entry, LiveLog
 from typecase.server.chat.models import FAILED, ChatMessageRow, ChatTurnRow
+from typecase.server.rpc.convert import set_now
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2, llm_pb2
 
@@ -42,7 +43,7 @@ def turn_not_found(turn_id: str) -> TypecaseError:
 
 def now_stamp() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
-    stamp.GetCurrentTime()
+    set_now(stamp)
     return stamp
 
 

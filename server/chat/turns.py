@@ -20,7 +20,8 @@ Across replicas:
   another replica finds everything it has seen.
 
 The lease, stop, heartbeat/sweep, log writer and follow machinery is infra/leased_tasks.py (shared with flow
-runs); this module supplies what is a turn's own: its rows, its take-over and reap, and its stored replay.
+runs); this module supplies what is a turn's own: its rows, its take-over and reap, and its stored replay. Over
+600 lines on purpose: one class, Turns, whose methods share a turn's life cycle from begin to finish.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from typecase.server.chat.models import (
     ChatTurnRow,
 )
 from typecase.server.chat.recovery import TurnRecovery
+from typecase.server.chat.scratch import Scratch
 from typecase.server.chat.store import Finish, Start, TurnStore
 from typecase.server.chat.turn_state import (
     TURN_FIRST_TOKEN,
@@ -70,6 +72,7 @@ from typecase.server.chat.turn_state import (
 from typecase.server.infra import tracing
 from typecase.server.infra.leased_tasks import LeasedTasks, LeaseSettings
 from typecase.server.infra.sql import Database, utcnow
+from typecase.server.rpc.convert import set_now
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.ports import ChatFlows, Generation, KnowledgeSearch
 from typecase.v1 import chat_pb2, common_pb2, llm_pb2
@@ -111,7 +114,7 @@ class Turns(TurnRecovery):
         self.replica = self.leases.replica
         self.local = self.leases.local
         self.agent_resume = None  # async (row, turn, events) -> None, set by the service for assistant turns
-        self.scratch = None  # scratch.Scratch, set by the service: attached documents too large for the prompt
+        self.scratch: Scratch | None = None  # set by the service: attached documents too large for the prompt
         self.stop_listener_ready = self.leases.stop_listener_ready
         self.writing = self.leases.writing
         self.store = TurnStore(self.writing)
@@ -320,7 +323,7 @@ class Turns(TurnRecovery):
 
     def _emit(self, turn: Turn, event: chat_pb2.TurnEvent, terminal: bool = False) -> None:
         turn.seq += 1
-        event.time.GetCurrentTime()
+        set_now(event.time)
         message = chat_pb2.ChatResponse(seq=turn.seq, turn_id=turn.id, event=event)
         turn.outbox.append(Entry(turn.seq, message.SerializeToString(), terminal, message))
 

@@ -175,7 +175,9 @@ class Database:
         return Path(self.url.database)
 
     def _engine_args(self, pool_size: int, echo: bool) -> dict[str, Any]:
-        args: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        # A ping before every checkout finds connections a database server dropped; a SQLite file cannot drop
+        # one, and there the ping was four thread hops through aiosqlite on every unit of work.
+        args: dict[str, Any] = {"echo": echo, "pool_pre_ping": self.dialect != "sqlite"}
         if self.dialect == "sqlite":
             if self.sqlite_path is None:
                 # One shared connection, otherwise every connection would see its own empty memory database.

@@ -132,6 +132,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     )
     app.agents = agents  # /openai/v1's assistant models (domain_routes)
     servicers["FlowService"].engine.services.agents = FlowAgents(servicers["ToolService"].api)
+    servicers["FlowService"].engine.services.groups_of = app.memberships.groups_of
     servicers["AdminService"] = AdminService(
         app.settings,
         audit=app.audit,

@@ -6,9 +6,11 @@ Python API for other domains (chat), no gRPC hop; both run under the caller's pr
 See run_for_chat for how a chat turn maps onto runs.
 
 Visibility: a flow is visible to its owner, admins, those it is shared with (infra/sharing.py: a draft shared at
-any level is seen and run like a published flow) and (once online) everyone; only its owner or an admin (its
-editors) may change it or see its versions. Everyone else sees the current graph with its secret params redacted
-(flow/redact.py). A run is visible to the user who started it and to admins.
+any level is seen and run like a published flow) and (once online) everyone. Its editors (owner, admins, an EDIT
+grant) change its draft and versions and see them whole; everyone else sees the current graph with its secret params
+redacted (flow/redact.py). Only the owner or an admin deletes, publishes, unpublishes, re-shares, changes run_as,
+switches the live version of an online flow, or edits a flow that runs as its owner (an editor would otherwise run
+their own graph with the owner's rights). A run is visible to the user who started it and to admins.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import grpc
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, inspect, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from typecase.server.flow import graph as graphs
@@ -42,6 +44,7 @@ from typecase.server.flow.models import (
     DRAFT,
     ENDED,
     ONLINE,
+    RUN_AS_OWNER,
     RUNNING,
     WAITING,
     FlowRow,
@@ -110,29 +113,38 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
     # -- access ------------------------------------------------------------------------------------------------
     @staticmethod
     def _can_edit(row: FlowRow) -> bool:
+        """Owner, admin, or an EDIT grant `_flow` found (kept on the row's state for this session)."""
         me = caller.current()
-        return me.is_admin or row.owner_id == me.user_id
+        return me.is_admin or row.owner_id == me.user_id or inspect(row).info.get("level") == sharing.EDIT
 
-    async def _flow(self, session, flow_id: str, *, edit: bool = False) -> FlowRow:
+    async def _flow(self, session, flow_id: str, *, edit: bool = False, own: bool = False) -> FlowRow:
         if not flow_id:
             raise invalid_argument("flow_id", "required")
         row = await session.get(FlowRow, flow_id)
         if row is None:
             raise not_found("flow", flow_id)
         caller.check_key_resource(sharing.FLOW, flow_id)
-        if self._can_edit(row):
-            return row
-        if row.status != ONLINE and not await sharing.access_level(
-            session, sharing.FLOW, flow_id, row.owner_id, caller.current()
-        ):
+        me = caller.current()
+        held = await sharing.access_level(session, sharing.FLOW, flow_id, row.owner_id, me)
+        if held is None and row.status != ONLINE:
             raise not_found("flow", flow_id)  # a draft is seen by its owner and those it is shared with
-        if edit:
+        inspect(row).info["level"] = held
+        if (edit or own) and held is None:
             raise permission_denied("only the flow's owner or an admin can change it")
+        # An editor may not change what runs with the owner's rights, nor what is live, delete or re-share.
+        if own or (edit and row.run_as == RUN_AS_OWNER):
+            sharing.require(held, sharing.OWNER, "flow", sharing.FLOW, flow_id)
+        elif edit:
+            sharing.require(held, sharing.EDIT, "flow", sharing.FLOW, flow_id)
         return row
 
     def _require_editor(self, row: FlowRow, what: str) -> None:
         if not self._can_edit(row):
-            raise permission_denied(f"only the flow's owner or an admin can {what}")
+            raise permission_denied(f"only the flow's editors can {what}")
+
+    @staticmethod
+    def _require_owner(row: FlowRow) -> None:
+        sharing.require(inspect(row).info.get("level"), sharing.OWNER, "flow", sharing.FLOW, row.id)
 
     async def _version(self, session, flow: FlowRow, version_id: str) -> FlowVersionRow:
         if not version_id:
@@ -231,7 +243,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
     async def _require_valid(self, version: FlowVersionRow, flow: FlowRow) -> Graph:
         """The version's graph, or FLOW_INVALID. Models and knowledge bases are checked with the flow owner's
         rights: runs of a published flow reach them with those rights too."""
-        owner = caller.Principal(flow.owner_id, flow.owner_role or caller.ROLE_USER)
+        owner = await self.engine.services.with_groups(caller.Principal(flow.owner_id, flow.owner_role or "user"))
         problems = await self.validate_graph(version.graph, (version.id, version.update_time), owner)
         errors = graphs.errors(problems)
         if errors:
@@ -381,6 +393,8 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
             row = await self._flow(session, given.id, edit=True)
             if row.status == ONLINE and paths:
                 raise not_editable(row.id)
+            if "run_as" in paths:
+                self._require_owner(row)
             now = utcnow()
             if "name" in paths:
                 row.name = self._clean_name(given.name, "flow.name")
@@ -421,7 +435,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
     async def DeleteFlow(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             live = list(
                 await session.scalars(
                     select(FlowRunRow).where(FlowRunRow.flow_id == row.id, FlowRunRow.status.in_((RUNNING, WAITING)))
@@ -449,12 +463,12 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
     async def PublishFlow(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             version = await self._version(session, row, request.version_id or row.current_version_id)
         await self._require_valid(version, row)
         now = utcnow()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             row.current_version_id = version.id
             row.status = ONLINE
             row.publish_time = now
@@ -472,7 +486,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
     async def UnpublishFlow(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             changed = row.status != DRAFT
             if changed:
                 row.status = DRAFT
@@ -649,7 +663,8 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         async with self.db.session() as session:
             flow = await self._flow(session, request.flow_id, edit=True)
             version = await self._version(session, flow, request.version_id)
-        if flow.status == ONLINE:
+        if flow.status == ONLINE:  # changes what is live
+            self._require_owner(flow)
             await self._require_valid(version, flow)
         async with self.db.session() as session:
             flow = await self._flow(session, request.flow_id, edit=True)

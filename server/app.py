@@ -150,10 +150,10 @@ def compat_auth(app: App):
     if app.settings.auth_disabled:
         fixed = Principal(auth.admin_id, ROLE_ADMIN)
 
-    async def authenticate(credential: str, client: str) -> Principal:
+    async def authenticate(credential: str, client: str, method: str = "compat") -> Principal:
         if fixed is not None:
             return fixed
-        return await auth.guard.principal([("authorization", f"Bearer {credential}")], client, "compat")
+        return await auth.guard.principal([("authorization", f"Bearer {credential}")], client, method)
 
     return authenticate
 

@@ -68,6 +68,15 @@ def llm_unavailable() -> TypecaseError:
     return TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "no LLM service is running on this server")
 
 
+def _app_of(row: ChatSessionRow) -> tuple[str, str]:
+    """The resource a restricted API key must name to use this session: its assistant, flow or (never) model."""
+    if row.assistant_id:
+        return "assistant", row.assistant_id
+    if row.flow_id:
+        return "flow", row.flow_id
+    return "model", row.model_id or ""
+
+
 class ChatService(chat_pb2_grpc.ChatServiceServicer):
     def __init__(
         self,
@@ -132,6 +141,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         if row is None:
             raise not_found("session", session_id)
         caller.check_visible("session", session_id, row.owner_id)
+        if caller.current().restriction is not None:  # a published app's key reaches only its app's sessions
+            caller.check_key_resource(*_app_of(row))
         if row.delete_time is not None and not allow_deleted:
             raise session_deleted(session_id)
         return row
@@ -245,6 +256,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             row.kind, row.assistant_id, row.model_id, row.app_name = "agent", assistant.id, model.id, assistant.name
             row.variables = self._check_variables(given.variables, assistant)
         else:
+            if me.restriction is not None:
+                caller.check_key_resource("model", given.model_id)  # never opened: keys name assistants and flows
             if given.flow_id:
                 raise invalid_argument("session.flow_id", "must be empty for a model session")
             model = await self._model(given.model_id)

@@ -49,6 +49,7 @@ from typecase.server.compat.mcp import McpEndpoint
 from typecase.server.compat.openai import openai_routes
 from typecase.server.config import Settings
 from typecase.server.console import console_routes
+from typecase.server.embed import embed_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.gateway.cors import with_cors
 from typecase.server.infra import tracing
@@ -202,6 +203,7 @@ def domain_routes(app: App) -> list[Any]:
         *recorded(compat, app.servicers["AdminService"].stats),
         *oidc_routes(app.auth, app.resources.cache, app.settings),
         *mcp,
+        *embed_routes(app.settings.embed_frame_ancestors),
         *console_routes(app.settings.console_dir),
     ]
 

@@ -82,3 +82,26 @@ async def test_a_key_published_for_one_assistant_chats_with_it_and_nothing_else(
             await client.models.list()
     finally:
         await client.close()
+
+
+async def test_a_key_published_for_one_flow_chats_with_it_in_a_flow_session(achannel, world):
+    from tests.chat.test_flow_sessions import chain, published_flow
+    from tests.flow.support import node
+
+    graph = chain(node("start", "start", variables=[{"name": "question"}]),
+                  node("out", "output", template="You asked: {{question}}"),
+                  node("end", "end", outputs={"text": "{{out.text}}"}))
+    flow = await published_flow(achannel, world.user.md, "embedded flow", graph)
+    other = await published_flow(achannel, world.user.md, "other flow", graph)
+    auth = auth_pb2_grpc.AuthServiceStub(achannel)
+    created = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(api_key=auth_pb2.ApiKey(
+        name="flow widget", resources=[f"flow/{flow.id}"], actions=["chat"])), metadata=world.user.md)
+    key = (("authorization", f"Bearer {created.secret}"),)
+    chat = chat_pb2_grpc.ChatServiceStub(achannel)
+    session = (await chat.CreateSession(chat_pb2.CreateSessionRequest(session=chat_pb2.Session(flow_id=flow.id)),
+                                        metadata=key)).session
+    replies = [r async for r in chat.Chat(chat_pb2.ChatRequest(session_id=session.id, content="opening hours?"),
+                                          metadata=key)]
+    assert replies[-1].event.ended.answer.content == "You asked: opening hours?"
+    assert "API_KEY_RESTRICTED" in await denied(chat.CreateSession(chat_pb2.CreateSessionRequest(
+        session=chat_pb2.Session(flow_id=other.id)), metadata=key))

@@ -12,7 +12,10 @@ BitmapOr once the IN is written `= ANY(ARRAY(subquery))` (as plain IN or as `id 
 planner hashes the ids and scans the whole resource table: 3.0 ms against 1.4 ms with EXPLAIN ANALYZE at 10,000
 bases). Counting uses `visible_ids` (a UNION, which never touches the resource table). bench/auth/sharing.py
 (10,000 bases, 2,000 users, 200 groups, a member of 20 groups seeing ~200 bases) measures it against the owner-only
-query of a user owning as many. A single resource is checked in the same round trip as its row (`grant_rank`).
+query of a user owning as many: list 1.34-1.6x on SQLite, 1.5-1.8x on PostgreSQL (2.8x with the UNION form in the
+same conditions), 1.1-1.2x on MariaDB, all on a 2-core machine at load 5-12 where Python's share is inflated; the
+SQL alone (EXPLAIN ANALYZE) is 1.4 + 0.6 ms against 0.3 + 0.1 ms, a third of it the planner's choice of a seq scan
+over 2,000 grants. A single resource is checked in the same round trip as its row (`grant_rank`).
 """
 
 from __future__ import annotations

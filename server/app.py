@@ -50,6 +50,7 @@ from typecase.server.compat.mcp import McpEndpoint
 from typecase.server.compat.openai import openai_routes
 from typecase.server.config import Settings
 from typecase.server.console import console_routes
+from typecase.server.embed import embed_routes
 from typecase.server.flow.service import FlowService
 from typecase.server.gateway.cors import with_cors
 from typecase.server.infra import tracing
@@ -144,6 +145,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     )
     app.agents = agents  # /openai/v1's assistant models (domain_routes)
     servicers["FlowService"].engine.services.agents = FlowAgents(servicers["ToolService"].api)
+    servicers["FlowService"].engine.services.groups_of = app.memberships.groups_of
     servicers["AdminService"] = AdminService(
         app.settings,
         audit=app.audit,
@@ -161,10 +163,10 @@ def compat_auth(app: App):
     if app.settings.auth_disabled:
         fixed = Principal(auth.admin_id, ROLE_ADMIN)
 
-    async def authenticate(credential: str, client: str) -> Principal:
+    async def authenticate(credential: str, client: str, method: str = "compat") -> Principal:
         if fixed is not None:
             return fixed
-        return await auth.guard.principal([("authorization", f"Bearer {credential}")], client, "compat")
+        return await auth.guard.principal([("authorization", f"Bearer {credential}")], client, method)
 
     return authenticate
 
@@ -213,6 +215,7 @@ def domain_routes(app: App) -> list[Any]:
         *recorded(compat, app.servicers["AdminService"].stats),
         *oidc_routes(app.auth, app.resources.cache, app.settings),
         *mcp,
+        *embed_routes(app.settings.embed_frame_ancestors),
         *console_routes(app.settings.console_dir),
     ]
 

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
         Path(__file__).resolve().parents[1] / "console" / "dist",
         description="built web console served at / (make console)",
     )
+    embed_frame_ancestors: str = Field(
+        "*",
+        description="CSP frame-ancestors of the embeddable chat page (/embed/...): the sites that may frame it, "
+        "space-separated origins; '*' any site, empty none",
+    )
 
     # Auth
     auth_disabled: bool = Field(False, description="development only; refused unless every listener is loopback")

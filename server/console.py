@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
 # First path segments the console never answers: the API, the compatibility surfaces and the ops endpoints.
-RESERVED_PREFIXES = ("v1", "openai", "anthropic", "healthz", "readyz", "metrics", "docs", "openapi.json")
+RESERVED_PREFIXES = ("v1", "openai", "anthropic", "healthz", "readyz", "metrics", "docs", "openapi.json", "embed")
 ASSETS_DIR = "assets"
 IMMUTABLE = "public, max-age=31536000, immutable"
 # The console talks to its own origin only; inline style attributes are set by the UI library. blob: images and

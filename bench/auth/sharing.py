@@ -5,7 +5,8 @@ owner-only query Typecase ran before sharing existed, in the same run, interleav
 
     .venv/bin/python bench/auth/sharing.py [--database-url URL] [--rounds 200]
 
-Embedded by default (a SQLite file); pass a PostgreSQL or MySQL URL for the server stores. The target (issue 25):
+Embedded by default (a SQLite file); pass a PostgreSQL or MySQL/MariaDB URL (an empty database) for the server
+stores. The target (issue 25):
 each ratio <= 1.5.
 """
 
@@ -119,7 +120,10 @@ async def seed(db) -> tuple[str, list[str], list[str]]:
         await session.execute(insert(sharing.GrantRow), grants)
         await session.commit()
     async with db.engine.begin() as conn:  # fresh statistics, as autovacuum / a DBA would have them
-        await conn.exec_driver_sql("ANALYZE")
+        if db.dialect == "mysql":
+            await conn.exec_driver_sql("ANALYZE TABLE knowledge_bases, resource_grants, group_members, users")
+        else:
+            await conn.exec_driver_sql("ANALYZE")
     owned = [k for k, o in kbs if o == me]
     shared = [row["resource_id"] for row in grants if row["grantee_id"] in set(groups[:MEMBER_OF])]
     return me, users[1], owned, shared, groups[:MEMBER_OF]

@@ -1,7 +1,9 @@
 """AssistantService: assistants (CRUD, publish/unpublish) and the lookup chat and /openai/v1 use to run one.
 
 Visibility: the owner and admins see and edit an assistant; everyone sees online ones (read-only) and may chat
-with them. Anyone else gets NOT_FOUND, so drafts do not leak. Publishing checks what a turn will need (the model,
+with them; a user it is shared with (infra/sharing.py) sees and chats with it as a draft too, and at EDIT level
+updates it (deleting, publishing, unpublishing and re-sharing stay the owner's). A USE grantee who tries to change it
+gets PERMISSION_DENIED (SHARE_LEVEL_INSUFFICIENT); anyone else NOT_FOUND, so drafts do not leak. Publishing checks what a turn will need (the model,
 the tools, the knowledge bases) through a check app.py passes in, so the domain imports no other domain."""
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from typecase.server.assistants.convert import STATUS_NAMES, assistant_message, spec_of
 from typecase.server.assistants.models import AssistantRow
+from typecase.server.infra import sharing
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
@@ -57,10 +60,11 @@ class AssistantService(assistant_pb2_grpc.AssistantServiceServicer):
     async def runnable(self, assistant_id: str) -> assistant_pb2.Assistant:
         """The assistant the caller may chat with: its own (any status) or an online one. NOT_FOUND otherwise;
         ASSISTANT_NOT_PUBLISHED when it exists but was taken offline by its owner."""
-        row = await self._row(assistant_id)
+        row, held = await self._row_level(assistant_id)
         if row is None:
             raise not_found("assistant", assistant_id)
-        if not caller.can_see(row.owner_id) and row.status != "online":
+        caller.check_key_resource(sharing.ASSISTANT, assistant_id)
+        if held is None and row.status != "online":
             raise TypecaseError(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "ASSISTANT_NOT_PUBLISHED",
@@ -101,22 +105,34 @@ class AssistantService(assistant_pb2_grpc.AssistantServiceServicer):
             return [assistant_message(r) for r in rows]
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    async def _row(self, assistant_id: str) -> AssistantRow | None:
+    async def _row_level(self, assistant_id: str) -> tuple[AssistantRow | None, str | None]:
+        """The row and what the caller holds on it (sharing.OWNER, EDIT, USE, None), in one round trip."""
         if not assistant_id or len(assistant_id) > 64:
-            return None
+            return None, None
+        me = caller.current()
+        rank = sharing.grant_rank(sharing.ASSISTANT, AssistantRow.id, me)
         async with self.db.session() as session:
-            return await session.get(AssistantRow, assistant_id)
+            if rank is None:
+                row = await session.get(AssistantRow, assistant_id)
+                return row, sharing.OWNER if row is not None else None
+            found = (await session.execute(select(AssistantRow, rank).where(AssistantRow.id == assistant_id))).first()
+        if found is None:
+            return None, None
+        return found[0], sharing.level_of(found[0].owner_id, found[1], me)
 
     async def _visible(self, assistant_id: str) -> AssistantRow:
-        row = await self._row(assistant_id)
-        if row is None or not (row.status == "online" or caller.can_see(row.owner_id)):
+        row, held = await self._row_level(assistant_id)
+        if row is None or not (row.status == "online" or held is not None):
             raise not_found("assistant", assistant_id)
         return row
 
-    async def _editable(self, assistant_id: str) -> AssistantRow:
-        row = await self._row(assistant_id)
-        if row is None or not caller.can_see(row.owner_id):
+    async def _editable(self, assistant_id: str, need: str = sharing.EDIT) -> AssistantRow:
+        """Owner, admin or an EDIT grant (`need` OWNER: delete, publish, unpublish). NOT_FOUND when the caller
+        holds nothing on it, PERMISSION_DENIED (SHARE_LEVEL_INSUFFICIENT) when granted below `need`."""
+        row, held = await self._row_level(assistant_id)
+        if row is None:
             raise not_found("assistant", assistant_id)
+        sharing.require(held, need, "assistant", sharing.ASSISTANT, assistant_id)
         return row
 
     def _validate(self, a: assistant_pb2.Assistant, paths: set[str]) -> None:
@@ -253,7 +269,9 @@ class AssistantService(assistant_pb2_grpc.AssistantServiceServicer):
         elif scope == assistant_pb2.ASSISTANT_SCOPE_ONLINE:
             conditions.append(AssistantRow.status == "online")
         else:
-            conditions.append(or_(AssistantRow.owner_id == me.user_id, AssistantRow.status == "online"))
+            shared = sharing.visible(sharing.ASSISTANT, AssistantRow.id, AssistantRow.owner_id, me)
+            mine = AssistantRow.owner_id == me.user_id if shared is None else shared
+            conditions.append(or_(mine, AssistantRow.status == "online"))
         if request.keyword.strip():
             pattern = like_pattern(request.keyword.strip())
             conditions.append(
@@ -324,17 +342,18 @@ class AssistantService(assistant_pb2_grpc.AssistantServiceServicer):
         return assistant_pb2.UpdateAssistantResponse(assistant=assistant_message(row))
 
     async def DeleteAssistant(self, request, context):
-        row = await self._editable(request.assistant_id)
+        row = await self._editable(request.assistant_id, sharing.OWNER)
         async with self.db.session() as session:
             found = await session.get(AssistantRow, row.id)
             if found is not None:
                 await session.delete(found)
+                await sharing.forget(session, sharing.ASSISTANT, row.id)
                 await session.commit()
         await self._audit("assistant.delete", row)
         return assistant_pb2.DeleteAssistantResponse()
 
     async def _set_status(self, assistant_id: str, status: int) -> AssistantRow:
-        row = await self._editable(assistant_id)
+        row = await self._editable(assistant_id, sharing.OWNER)
         if status == assistant_pb2.ASSISTANT_STATUS_ONLINE and self.check is not None:
             await self.check(assistant_message(row))
         async with self.db.session() as session:

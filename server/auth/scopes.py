@@ -49,9 +49,11 @@ ACTION_METHODS = {
         f"/typecase.v1.FlowService/{m}" for m in ("RunFlow", "GetRun", "StreamRunEvents", "ResumeRun", "StopRun")
     ),
     "search": frozenset({"/typecase.v1.KnowledgeService/Search"}),
+    # /openai/v1 chat completions: only with an assistant the key names as its model (compat/openai.py).
     "chat": frozenset(
         f"/typecase.v1.ChatService/{m}" for m in ("CreateSession", "Chat", "StreamTurnEvents", "StopTurn")
-    ),
+    )
+    | {"/openai/v1/chat/completions"},
 }
 ACTIONS = tuple(ACTION_METHODS)
 

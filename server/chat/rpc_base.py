@@ -56,6 +56,15 @@ def llm_unavailable() -> TypecaseError:
     return TypecaseError(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "no LLM service is running on this server")
 
 
+def _app_of(row: ChatSessionRow) -> tuple[str, str]:
+    """The resource a restricted API key must name to use this session: its assistant, flow or (never) model."""
+    if row.assistant_id:
+        return "assistant", row.assistant_id
+    if row.flow_id:
+        return "flow", row.flow_id
+    return "model", row.model_id or ""
+
+
 class ChatBase(chat_pb2_grpc.ChatServiceServicer):
     """What every group of chat RPCs shares: the services it calls, look-ups that check visibility, and checks of
     request fields."""
@@ -128,6 +137,8 @@ class ChatBase(chat_pb2_grpc.ChatServiceServicer):
         if row is None:
             raise not_found("session", session_id)
         caller.check_visible("session", session_id, row.owner_id)
+        if caller.current().restriction is not None:  # a published app's key reaches only its app's sessions
+            caller.check_key_resource(*_app_of(row))
         if row.delete_time is not None and not allow_deleted:
             raise session_deleted(session_id)
         return row

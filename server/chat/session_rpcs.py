@@ -60,6 +60,8 @@ class SessionRpcs(ChatBase):
             row.kind, row.assistant_id, row.model_id, row.app_name = "agent", assistant.id, model.id, assistant.name
             row.variables = self._check_variables(given.variables, assistant)
         else:
+            if me.restriction is not None:
+                caller.check_key_resource("model", given.model_id)  # never opened: keys name assistants and flows
             if given.flow_id:
                 raise invalid_argument("session.flow_id", "must be empty for a model session")
             model = await self._model(given.model_id)

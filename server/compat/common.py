@@ -31,7 +31,7 @@ class CallerAuth(Protocol):
     """Resolves a credential (an API key or access token) sent from `client` (an address) to its principal,
     applying Typecase's authentication rate limits. Raises TypecaseError (UNAUTHENTICATED, RATE_LIMITED, ...)."""
 
-    async def __call__(self, credential: str, client: str) -> Principal: ...
+    async def __call__(self, credential: str, client: str, method: str = "compat") -> Principal: ...
 
 
 def dumps(data: Any) -> str:
@@ -115,7 +115,8 @@ class Surface:
 
     async def call(self, request: Request, handler: Callable[[Request], Awaitable[Response]]) -> Response:
         try:
-            principal = await self.auth(credential(request), client_address(request))
+            # The route's path names the call to a restricted API key (auth/scopes.py ACTION_METHODS).
+            principal = await self.auth(credential(request), client_address(request), request.url.path)
             token = caller.bind(principal)
             try:
                 return await handler(request)

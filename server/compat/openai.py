@@ -126,7 +126,10 @@ class OpenAICompat(Surface):
         generate = chat_request(data)
         assistant = await self._assistant_for(generate.model_id)
         if assistant is not None:
+            caller.check_key_resource("assistant", assistant.id)  # also when named by name, not "assistant:<id>"
             return await self._agent(assistant, generate, data)
+        if caller.current().restriction is not None:  # a published assistant's key: no bare models
+            caller.check_key_resource("model", generate.model_id)
         if not data.get("stream"):
             return await self._whole(generate)
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))

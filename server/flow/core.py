@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import Any
 
 import grpc
+from sqlalchemy import inspect
 
 from typecase.server.flow import graph as graphs
 from typecase.server.flow import templates
@@ -24,6 +25,7 @@ from typecase.server.flow.errors import FlowInvalid
 from typecase.server.flow.graph import Graph
 from typecase.server.flow.models import (
     ONLINE,
+    RUN_AS_OWNER,
     FlowRow,
     FlowRunRow,
     FlowVersionRow,
@@ -79,29 +81,38 @@ class FlowCore:
     # -- access ------------------------------------------------------------------------------------------------
     @staticmethod
     def _can_edit(row: FlowRow) -> bool:
+        """Owner, admin, or an EDIT grant `_flow` found (kept on the row's state for this session)."""
         me = caller.current()
-        return me.is_admin or row.owner_id == me.user_id
+        return me.is_admin or row.owner_id == me.user_id or inspect(row).info.get("level") == sharing.EDIT
 
-    async def _flow(self, session, flow_id: str, *, edit: bool = False) -> FlowRow:
+    async def _flow(self, session, flow_id: str, *, edit: bool = False, own: bool = False) -> FlowRow:
         if not flow_id:
             raise invalid_argument("flow_id", "required")
         row = await session.get(FlowRow, flow_id)
         if row is None:
             raise not_found("flow", flow_id)
         caller.check_key_resource(sharing.FLOW, flow_id)
-        if self._can_edit(row):
-            return row
-        if row.status != ONLINE and not await sharing.access_level(
-            session, sharing.FLOW, flow_id, row.owner_id, caller.current()
-        ):
+        me = caller.current()
+        held = await sharing.access_level(session, sharing.FLOW, flow_id, row.owner_id, me)
+        if held is None and row.status != ONLINE:
             raise not_found("flow", flow_id)  # a draft is seen by its owner and those it is shared with
-        if edit:
+        inspect(row).info["level"] = held
+        if (edit or own) and held is None:
             raise permission_denied("only the flow's owner or an admin can change it")
+        # An editor may not change what runs with the owner's rights, nor what is live, delete or re-share.
+        if own or (edit and row.run_as == RUN_AS_OWNER):
+            sharing.require(held, sharing.OWNER, "flow", sharing.FLOW, flow_id)
+        elif edit:
+            sharing.require(held, sharing.EDIT, "flow", sharing.FLOW, flow_id)
         return row
 
     def _require_editor(self, row: FlowRow, what: str) -> None:
         if not self._can_edit(row):
-            raise permission_denied(f"only the flow's owner or an admin can {what}")
+            raise permission_denied(f"only the flow's editors can {what}")
+
+    @staticmethod
+    def _require_owner(row: FlowRow) -> None:
+        sharing.require(inspect(row).info.get("level"), sharing.OWNER, "flow", sharing.FLOW, row.id)
 
     async def _version(self, session, flow: FlowRow, version_id: str) -> FlowVersionRow:
         if not version_id:
@@ -200,7 +211,7 @@ class FlowCore:
     async def _require_valid(self, version: FlowVersionRow, flow: FlowRow) -> Graph:
         """The version's graph, or FLOW_INVALID. Models and knowledge bases are checked with the flow owner's
         rights: runs of a published flow reach them with those rights too."""
-        owner = caller.Principal(flow.owner_id, flow.owner_role or caller.ROLE_USER)
+        owner = await self.engine.services.with_groups(caller.Principal(flow.owner_id, flow.owner_role or "user"))
         problems = await self.validate_graph(version.graph, (version.id, version.update_time), owner)
         errors = graphs.errors(problems)
         if errors:

@@ -9,9 +9,11 @@ Python API for other domains (chat), no gRPC hop; both run under the caller's pr
 See run_for_chat for how a chat turn maps onto runs.
 
 Visibility: a flow is visible to its owner, admins, those it is shared with (infra/sharing.py: a draft shared at
-any level is seen and run like a published flow) and (once online) everyone; only its owner or an admin (its
-editors) may change it or see its versions. Everyone else sees the current graph with its secret params redacted
-(flow/redact.py). A run is visible to the user who started it and to admins.
+any level is seen and run like a published flow) and (once online) everyone. Its editors (owner, admins, an EDIT
+grant) change its draft and versions and see them whole; everyone else sees the current graph with its secret params
+redacted (flow/redact.py). Only the owner or an admin deletes, publishes, unpublishes, re-shares, changes run_as,
+switches the live version of an online flow, or edits a flow that runs as its owner (an editor would otherwise run
+their own graph with the owner's rights). A run is visible to the user who started it and to admins.
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ class FlowService(RunRPCs, flow_pb2_grpc.FlowServiceServicer):
             row = await self._flow(session, given.id, edit=True)
             if row.status == ONLINE and paths:
                 raise not_editable(row.id)
+            if "run_as" in paths:
+                self._require_owner(row)
             now = utcnow()
             if "name" in paths:
                 row.name = self._clean_name(given.name, "flow.name")
@@ -209,7 +213,7 @@ class FlowService(RunRPCs, flow_pb2_grpc.FlowServiceServicer):
     async def DeleteFlow(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             live = list(
                 await session.scalars(
                     select(FlowRunRow).where(FlowRunRow.flow_id == row.id, FlowRunRow.status.in_((RUNNING, WAITING)))
@@ -237,12 +241,12 @@ class FlowService(RunRPCs, flow_pb2_grpc.FlowServiceServicer):
     async def PublishFlow(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             version = await self._version(session, row, request.version_id or row.current_version_id)
         await self._require_valid(version, row)
         now = utcnow()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             row.current_version_id = version.id
             row.status = ONLINE
             row.publish_time = now
@@ -260,7 +264,7 @@ class FlowService(RunRPCs, flow_pb2_grpc.FlowServiceServicer):
     async def UnpublishFlow(self, request, context):
         me = caller.current()
         async with self.db.session() as session:
-            row = await self._flow(session, request.flow_id, edit=True)
+            row = await self._flow(session, request.flow_id, own=True)
             changed = row.status != DRAFT
             if changed:
                 row.status = DRAFT
@@ -437,7 +441,8 @@ class FlowService(RunRPCs, flow_pb2_grpc.FlowServiceServicer):
         async with self.db.session() as session:
             flow = await self._flow(session, request.flow_id, edit=True)
             version = await self._version(session, flow, request.version_id)
-        if flow.status == ONLINE:
+        if flow.status == ONLINE:  # changes what is live
+            self._require_owner(flow)
             await self._require_valid(version, flow)
         async with self.db.session() as session:
             flow = await self._flow(session, request.flow_id, edit=True)

@@ -1,7 +1,10 @@
 """ToolService: tool providers (CRUD, refresh), the tool catalogue, and calls.
 
 Visibility: a provider is seen (and its tools listed and called) by its owner, admins, and, when shared, everyone;
-only its owner or an admin changes it. Anyone else gets NOT_FOUND (TOOL_NOT_FOUND for tools). The built-in
+only its owner or an admin changes it, or a user it is granted to at EDIT level (infra/sharing.py): its name,
+description and timeout, and a refresh; its source and headers (where its credentials go) and its deletion stay the
+owner's. A USE grantee gets PERMISSION_DENIED (SHARE_LEVEL_INSUFFICIENT); anyone else NOT_FOUND (TOOL_NOT_FOUND for
+tools). The built-in
 provider is shared and owned by no one; only admins may change its sharing or description.
 """
 
@@ -15,6 +18,7 @@ import grpc
 from google.protobuf import json_format
 from sqlalchemy.exc import IntegrityError
 
+from typecase.server.infra import sharing
 from typecase.server.infra.sql import new_id, utcnow
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
@@ -50,6 +54,7 @@ MAX_NAME = 128
 MAX_DESCRIPTION = 10_000
 MAX_HEADERS = 64
 UPDATABLE = {"name", "description", "shared", "headers", "timeout_ms", "openapi", "mcp"}
+OWNER_ONLY = {"headers", "openapi", "mcp"}  # editors (an EDIT grant) change the rest and refresh
 MAX_TOOLS_PAGE = 1000
 
 
@@ -102,12 +107,15 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             raise not_found("tool provider", provider_id)
         return row
 
-    async def _editable(self, provider_id: str) -> ToolProviderRow:
-        row = await self._visible(provider_id)
-        if not caller.can_see(row.owner_id):  # shared with the caller (to everyone or by a grant), not theirs
+    async def _editable(self, provider_id: str, need: str = sharing.EDIT) -> ToolProviderRow:
+        """The provider the caller may change: owner, admin or an EDIT grant (`need` OWNER: delete). NOT_FOUND when
+        they cannot see it, shared with everyone but not granted, or it is the built-in one and they are no admin;
+        PERMISSION_DENIED (SHARE_LEVEL_INSUFFICIENT) when granted below `need`."""
+        row = await self.store.provider(provider_id) if provider_id else None
+        if row is None or (row.kind == "builtin" and not caller.current().is_admin):
             raise not_found("tool provider", provider_id)
-        if row.kind == "builtin":
-            caller.require_admin()
+        held = await self.store.granted(row, caller.current())
+        sharing.require(held, need, "tool provider", sharing.TOOL_PROVIDER, row.id)
         return row
 
     async def _message(self, row: ToolProviderRow) -> tools_pb2.ToolProvider:
@@ -297,7 +305,6 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
     async def UpdateToolProvider(self, request, context):
         me = caller.current()
         message = request.provider
-        row = await self._editable(message.id)
         if request.update_mask.paths:
             paths = set(request.update_mask.paths)
             unknown = paths - UPDATABLE
@@ -305,6 +312,9 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                 raise invalid_argument("update_mask", f"cannot update {', '.join(sorted(unknown))} of a tool provider")
         else:
             paths = {f.name for f, _ in message.ListFields()} & UPDATABLE
+        # Where the stored credentials are sent (source, headers) stays the owner's: an editor pointing the
+        # provider at their own server would receive them.
+        row = await self._editable(message.id, sharing.OWNER if paths & OWNER_ONLY else sharing.EDIT)
         if row.kind == "builtin" and paths - {"description", "shared"}:
             raise invalid_argument("update_mask", "only the description and sharing of the built-in provider change")
         if "name" in paths:
@@ -351,7 +361,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
 
     async def DeleteToolProvider(self, request, context):
         me = caller.current()
-        row = await self._editable(request.provider_id)
+        row = await self._editable(request.provider_id, sharing.OWNER)
         if row.kind == "builtin":
             raise TypecaseError(
                 grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION", "the built-in provider cannot be deleted"

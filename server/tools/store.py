@@ -25,10 +25,9 @@ def visible(principal: Principal):
     return or_(ToolProviderRow.shared.is_(True), granted)
 
 
-async def granted(session, provider: ToolProviderRow, principal: Principal) -> bool:
-    """Whether the caller holds a grant (or ownership) on one provider."""
-    level = await sharing.access_level(session, sharing.TOOL_PROVIDER, provider.id, provider.owner_id, principal)
-    return level is not None
+async def granted(session, provider: ToolProviderRow, principal: Principal) -> str | None:
+    """What the caller holds on one provider: sharing.OWNER (owner, admin), EDIT, USE or None."""
+    return await sharing.access_level(session, sharing.TOOL_PROVIDER, provider.id, provider.owner_id, principal)
 
 
 class ToolStore:
@@ -142,7 +141,7 @@ class ToolStore:
         async with self.db.session() as session:
             return {pid: n for pid, n in (await session.execute(stmt)).all()}
 
-    async def granted(self, provider: ToolProviderRow, principal: Principal) -> bool:
+    async def granted(self, provider: ToolProviderRow, principal: Principal) -> str | None:
         async with self.db.session() as session:
             return await granted(session, provider, principal)
 

@@ -208,9 +208,9 @@ async def test_a_provider_granted_to_a_group_is_listed_and_called_by_members_onl
     await member.tools.GetTool(tools_pb2.GetToolRequest(tool_id=tool.id), metadata=member.md)
     tools = await member.tools.ListTools(tools_pb2.ListToolsRequest(page_size=1000), metadata=member.md)
     assert tool.id in [x.id for x in tools.tools]
-    # A use grant does not let the member change it (NOT_FOUND as before: only owners and admins edit providers).
+    # A use grant does not let the member change it: PERMISSION_DENIED (SHARE_LEVEL_INSUFFICIENT), as for bases.
     await expect(
-        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
         member.tools.DeleteToolProvider(
             tools_pb2.DeleteToolProviderRequest(provider_id=provider.id), metadata=member.md
         ),

@@ -1,4 +1,4 @@
-// The "Share" dialog of a resource (a knowledge base today; any resource type GroupService grants on): lists its
+// The "Share" dialog of a resource (knowledge bases, flows, assistants, tool providers: GroupService grants): lists its
 // grants, grants it to a group or a user at use or edit, changes a level, revokes. Only the resource's owner and
 // admins manage grants; anyone else gets the server's PERMISSION_DENIED/NOT_FOUND shown in the dialog.
 import { GranteeType, ShareLevel, type Grant } from "@typecase/client/gen/typecase/v1/groups_pb.js";

@@ -5,6 +5,8 @@ import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
 import { AssistantForm } from "../components/assistant-form";
 import { AssistantTry } from "../components/assistant-try";
+import { PublishDialog } from "../components/publish-dialog";
+import { ShareDialog } from "../components/share-dialog";
 import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAsync } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
@@ -73,6 +75,7 @@ function AssistantDetail({ assistant: a, onChanged, onDeleted }: { assistant: As
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [confirm, setConfirm] = useState(false);
+  const [panel, setPanel] = useState<"share" | "publish" | null>(null);
   const online = a.status === AssistantStatus.ONLINE;
 
   async function act(work: () => Promise<void>) {
@@ -111,6 +114,12 @@ function AssistantDetail({ assistant: a, onChanged, onDeleted }: { assistant: As
           >
             {online ? "Unpublish" : "Publish"}
           </button>
+          <button class="btn small" onClick={() => setPanel((p) => (p === "share" ? null : "share"))}>
+            Share
+          </button>
+          <button class="btn small" onClick={() => setPanel((p) => (p === "publish" ? null : "publish"))}>
+            Publish as API
+          </button>
           {confirm ? (
             <>
               <button
@@ -137,6 +146,8 @@ function AssistantDetail({ assistant: a, onChanged, onDeleted }: { assistant: As
         </span>
       </div>
       <ErrorBox error={error} />
+      {panel === "share" && <ShareDialog resourceType="assistant" resourceId={a.id} title={a.name} onClose={() => setPanel(null)} />}
+      {panel === "publish" && <PublishDialog kind="assistant" id={a.id} title={a.name} onClose={() => setPanel(null)} />}
       <div class="builder">
         <AssistantForm assistant={a} onSaved={onChanged} />
         <AssistantTry key={a.updateTime ? String(a.updateTime.seconds) + a.updateTime.nanos : ""} assistant={a} />

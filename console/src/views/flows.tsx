@@ -15,6 +15,8 @@ import {
 import { useEffect, useReducer, useRef, useState } from "preact/hooks";
 import { handleError, isAbort, tc } from "../api";
 import { InputForm, type InputValues } from "../components/inputform";
+import { PublishDialog } from "../components/publish-dialog";
+import { ShareDialog } from "../components/share-dialog";
 import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, useAsync, type Tone } from "../components/ui";
 import type { JsonObject, JsonValue } from "../json";
 import { linkClick, navigate } from "../router";
@@ -203,6 +205,7 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [openRun, setOpenRun] = useState<string | undefined>();
+  const [panel, setPanel] = useState<"share" | "publish" | null>(null);
 
   async function togglePublish(f: Flow) {
     setBusy(true);
@@ -247,8 +250,16 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
         <button class="btn" onClick={() => togglePublish(f)} disabled={busy} title={online ? "Take it offline" : "Make it available in chat"}>
           {online ? "Unpublish" : "Publish"}
         </button>
+        <button class="btn" onClick={() => setPanel((p) => (p === "share" ? null : "share"))}>
+          Share
+        </button>
+        <button class="btn" onClick={() => setPanel((p) => (p === "publish" ? null : "publish"))}>
+          Publish as API
+        </button>
       </div>
       <ErrorBox error={error} />
+      {panel === "share" && <ShareDialog resourceType="flow" resourceId={f.id} title={f.name} onClose={() => setPanel(null)} />}
+      {panel === "publish" && <PublishDialog kind="flow" id={f.id} title={f.name} onClose={() => setPanel(null)} />}
       <ErrorBox error={nodeTypes.error} onRetry={nodeTypes.reload} />
       <ErrorBox error={editor.error} />
       {nodeTypes.data && editor.mod ? (

@@ -6,6 +6,7 @@ import { Fragment } from "preact";
 import { useState } from "preact/hooks";
 import { TypecaseError, describe, handleError, tc } from "../api";
 import { SchemaForm } from "../components/schema-form";
+import { ShareDialog } from "../components/share-dialog";
 import { NewToolProvider } from "../components/tool-provider-form";
 import { Badge, Empty, ErrorBox, Json, Loading, fmtMs, fmtTime, plural, useAsync, type Tone } from "../components/ui";
 import type { JsonObject } from "../json";
@@ -92,6 +93,7 @@ function ProviderDetail({ provider: p, onChanged }: { provider: ToolProvider; on
   const [busy, setBusy] = useState(false);
   const [confirm, setConfirm] = useState(false);
   const [generation, setGeneration] = useState(0);
+  const [sharing, setSharing] = useState(false);
 
   async function act(work: () => Promise<unknown>) {
     setBusy(true);
@@ -146,6 +148,11 @@ function ProviderDetail({ provider: p, onChanged }: { provider: ToolProvider; on
               Refresh tools
             </button>
           )}
+          {p.kind !== ToolProviderKind.BUILTIN && (
+            <button class="btn small" onClick={() => setSharing((v) => !v)}>
+              Share
+            </button>
+          )}
           {p.kind !== ToolProviderKind.BUILTIN &&
             (confirm ? (
               <>
@@ -179,6 +186,7 @@ function ProviderDetail({ provider: p, onChanged }: { provider: ToolProvider; on
         </div>
       )}
       <ErrorBox error={error} />
+      {sharing && <ShareDialog resourceType="tool_provider" resourceId={p.id} title={p.name} onClose={() => setSharing(false)} />}
       <ToolList key={generation} providerId={p.id} />
     </div>
   );

@@ -170,7 +170,7 @@ class Execution:
         return True
 
     async def run(self, resume: tuple[str, dict[str, Any]] | None = None) -> None:
-        caller.bind(self.owner)  # this task's own context: runs continued elsewhere have no caller
+        caller.bind(await self.engine.services.with_groups(self.owner))  # this task's own context (+ groups)
         remaining = self.settings.flow_run_timeout_seconds - self.elapsed_before
         timer = asyncio.get_running_loop().call_later(max(remaining, 0.001), self.interrupt, "timeout")
         try:
@@ -284,7 +284,7 @@ class Execution:
         )
 
     async def _as_flow_owner(self, call):
-        token = caller.bind(self.flow_owner)
+        token = caller.bind(await self.engine.services.with_groups(self.flow_owner))
         try:
             return await call()
         finally:

@@ -8,8 +8,9 @@ case the run pauses and `resume` later finishes the node with the answer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import grpc
@@ -18,7 +19,9 @@ from typecase.server.flow import templates
 from typecase.server.flow.workers import FlowWorkers
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.ports import Generation, Knowledge
+from typecase.server.rpc.principal import Principal
 
+log = logging.getLogger("typecase.flow")
 WILDCARD = None  # outputs() of a node whose output keys are only known at run time
 
 
@@ -51,6 +54,9 @@ class Services:
     workers: FlowWorkers | None = None  # templates and regexes off the event loop; from the settings by default
     sandbox: Any = None  # Sandbox (typecase.server.sandbox), where code nodes run
     agents: Any = None  # agent_wiring.FlowAgents: toolboxes and tool calls for AGENT and TOOL nodes (set by app.py)
+    # The groups a user belongs to (auth's Memberships.groups_of, set by app.py): a run's task binds its user, or
+    # the flow's owner for run_as OWNER, with their groups, so what is shared with those groups opens to the run.
+    groups_of: Callable[[str], Awaitable[tuple[str, ...]]] | None = None
 
     def __post_init__(self) -> None:
         if self.workers is None:
@@ -61,6 +67,15 @@ class Services:
         """The workers, always set once constructed."""
         assert self.workers is not None
         return self.workers
+
+    async def with_groups(self, principal: Principal) -> Principal:
+        if self.groups_of is None or principal.group_ids:
+            return principal
+        try:
+            return replace(principal, group_ids=await self.groups_of(principal.user_id))
+        except Exception as exc:  # the run goes on with the user's own rights (fewer, never more)
+            log.warning("flow: could not load the groups of %s: %s", principal.user_id, exc)
+            return principal
 
     async def aclose(self) -> None:
         if self.workers is not None:

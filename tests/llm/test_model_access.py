@@ -138,6 +138,14 @@ async def test_a_restricted_model_serves_admins_and_grantees_only(app, llm, upst
                 await http.post("/openai/v1/chat/completions", json=chat, headers=headers["bob"])
             ).status_code == 404
 
+            # Opened again (over REST): everyone uses it.
+            alice = {"authorization": md["alice"][0][1]}
+            opened = await http.patch(
+                f"/v1/models/{secret.id}?update_mask=access", json={"access": "MODEL_ACCESS_EVERYONE"}, headers=alice
+            )
+            assert opened.status_code == 200 and opened.json()["model"]["access"] == "MODEL_ACCESS_EVERYONE"
+        assert await generate("carol", secret.id) == "tok0 tok1 tok2 tok3 tok4 "
+
 
 async def test_a_restricted_default_model_resolves_only_for_callers_who_may_use_it(app, llm, upstream):
     secret = await llm.fake_model(upstream, name="secret-default", access=llm_pb2.MODEL_ACCESS_RESTRICTED)

@@ -16,6 +16,17 @@ from typecase.v1 import auth_pb2, auth_pb2_grpc, groups_pb2, groups_pb2_grpc, ll
 PASSWORD = "correct horse battery"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str | None:
+    return request.getfixturevalue("pg_database_url") if request.param == "postgresql" else None
+
+
+@pytest.fixture
+async def app(make_app, database_url):
+    """The App on SQLite and on PostgreSQL (the list filter and the grant lookup are SQL)."""
+    return await make_app(database_url=database_url)
+
+
 async def code_of(call) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await call

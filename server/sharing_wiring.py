@@ -15,6 +15,7 @@ from typecase.server.flow.models import FlowRow
 from typecase.server.infra import sharing
 from typecase.server.infra.sql import Database
 from typecase.server.knowledge.models import KnowledgeBaseRow
+from typecase.server.llm.models import ModelRow
 from typecase.server.tools.models import ToolProviderRow
 
 OWNER_COLUMNS = {
@@ -22,6 +23,7 @@ OWNER_COLUMNS = {
     sharing.FLOW: (FlowRow.id, FlowRow.owner_id),
     sharing.TOOL_PROVIDER: (ToolProviderRow.id, ToolProviderRow.owner_id),
     sharing.ASSISTANT: (AssistantRow.id, AssistantRow.owner_id),
+    sharing.MODEL: (ModelRow.id, None),  # no owner: only admins grant on a model
 }
 
 
@@ -30,7 +32,7 @@ class SqlResourceOwners:
         self.db = db
         self.columns = dict(OWNER_COLUMNS)
 
-    def register(self, resource_type: str, id_column, owner_column) -> None:
+    def register(self, resource_type: str, id_column, owner_column=None) -> None:
         """Hook for a domain that lands later (sharing.ASSISTANT): its table's id and owner columns."""
         self.columns[resource_type] = (id_column, owner_column)
 
@@ -40,5 +42,11 @@ class SqlResourceOwners:
             return False, None
         id_column, owner_column = columns
         async with self.db.session() as session:
-            row = (await session.execute(select(owner_column).where(id_column == resource_id))).first()
-        return (False, None) if row is None else (True, row[0])
+            row = (
+                await session.execute(
+                    select(id_column if owner_column is None else owner_column).where(id_column == resource_id)
+                )
+            ).first()
+        if row is None:
+            return False, None
+        return True, (None if owner_column is None else row[0])

@@ -80,6 +80,12 @@ def grant_detail(row: sharing.GrantRow) -> dict:
     return {"grantee_type": row.grantee_type, "grantee_id": row.grantee_id, "level": row.level}
 
 
+def use_only(resource_type: str, level: str) -> None:
+    """A model is granted at level use only: admins manage models, so there is nothing to edit."""
+    if level != sharing.USE and resource_type in sharing.USE_ONLY:
+        raise invalid_argument("grant.level", f"a {resource_type} is shared at SHARE_LEVEL_USE only")
+
+
 def forbidden(message: str) -> TypecaseError:
     return TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", message)
 
@@ -364,6 +370,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         level = PROTO_TO_LEVEL.get(grant.level)
         if level is None:
             raise invalid_argument("grant.level", "SHARE_LEVEL_USE or SHARE_LEVEL_EDIT")
+        use_only(grant.resource_type, level)
         me = caller.current()
         async with self.db.session() as session:
             target = await session.get(UserRow if grantee_type == sharing.GRANTEE_USER else GroupRow, grant.grantee_id)
@@ -448,6 +455,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
             raise invalid_argument("grant.level", "SHARE_LEVEL_USE or SHARE_LEVEL_EDIT")
         async with self.db.session() as session:
             row = await self._grant(session, request.grant.id)
+            use_only(row.resource_type, level)
             before = grant_detail(row)
             row.level = level
             row.update_time = utcnow()

@@ -306,6 +306,7 @@ class OpenAICompat(Surface):
         if encoding not in ("float", "base64"):
             raise invalid_argument("encoding_format", "must be float or base64")
         dimensions = int(data.get("dimensions") or 0)
+        await self.llm.check_access(model, "knowledge_embedding", "embedding")
         served, vectors, tokens = await self.llm.inference.embed(model, inputs, dimensions=dimensions)
         items = []
         for i, vector in enumerate(vectors):
@@ -334,7 +335,8 @@ class OpenAICompat(Surface):
 
     async def list_models(self, request: Request) -> Response:
         snapshot = self.llm.registry.snapshot
-        models = sorted((m for m in snapshot.models.values() if m.online), key=lambda m: m.name)
+        online = sorted((m for m in snapshot.models.values() if m.online), key=lambda m: m.name)
+        models = await self.llm.usable_models(online)  # restricted models only for those granted them
         data = [self._model_entry(m) for m in models]
         if self.agents is not None:  # the assistants the caller may chat with, as "assistant:<id>"
             data += [
@@ -351,7 +353,7 @@ class OpenAICompat(Surface):
     async def get_model(self, request: Request) -> Response:
         ref = request.path_params["model"]
         model = self.llm.registry.snapshot.model(ref)
-        if model is None or not model.online:
+        if model is None or not model.online or not await self.llm.usable_models([model]):
             raise TypecaseError(
                 grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", f"model {ref!r} not found", {"model_id": ref}
             )

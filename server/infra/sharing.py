@@ -54,12 +54,14 @@ GRANTEE_GROUP = "group"
 
 # The resource types grants may name. The assistant domain plugs in under "assistant": its owner lookup in
 # app.py's sharing wiring, its queries through `visible` / `access_level` like the others. Models have no owner
-# (admins manage them, every user may use an online one), so there is nothing to share.
+# (admins manage them): only admins grant on a model, and only at level use (llm/access.py).
 KNOWLEDGE_BASE = "knowledge_base"
 FLOW = "flow"
 TOOL_PROVIDER = "tool_provider"
 ASSISTANT = "assistant"
-RESOURCE_TYPES = (KNOWLEDGE_BASE, FLOW, TOOL_PROVIDER, ASSISTANT)
+MODEL = "model"
+RESOURCE_TYPES = (KNOWLEDGE_BASE, FLOW, TOOL_PROVIDER, ASSISTANT, MODEL)
+USE_ONLY = (MODEL,)  # resource types shared at level use only
 
 
 class GrantRow(Base):

@@ -13,9 +13,12 @@ import grpc
 from google.protobuf import duration_pb2, struct_pb2
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from typecase.server.config import Settings
+from typecase.server.infra import sharing
 from typecase.server.infra.sql import utcnow
+from typecase.server.llm.access import EVERYONE, RESTRICTED
 from typecase.server.llm.models import DefaultRow, ModelRow, ProviderRow
 from typecase.server.llm.providers.types import BY_PROTO, CAPABILITIES, PROVIDER_TYPES, capabilities
 from typecase.server.llm.registry import USE_TYPES, Registry, mask_headers, mask_key
@@ -31,6 +34,8 @@ MODEL_TYPES = {
     llm_pb2.MODEL_TYPE_RERANK: "rerank",
 }
 MODEL_TYPE_PB = {v: k for k, v in MODEL_TYPES.items()}
+ACCESS = {llm_pb2.MODEL_ACCESS_EVERYONE: EVERYONE, llm_pb2.MODEL_ACCESS_RESTRICTED: RESTRICTED}
+ACCESS_PB = {v: k for k, v in ACCESS.items()}
 
 PROVIDER_FIELDS = {
     "name",
@@ -63,6 +68,7 @@ MODEL_FIELDS = {
     "config",
     "capabilities",
     *(f"capabilities.{name}" for name in CAPABILITIES),
+    "access",
 }
 MODEL_OUTPUT_ONLY = {"id", "type", "status", "create_time", "update_time"}
 DEFAULT_FIELDS = {
@@ -309,6 +315,7 @@ class Catalog:
             config=to_struct(row.config),
             create_time=to_timestamp(row.create_time),
             update_time=to_timestamp(row.update_time),
+            access=ACCESS_PB.get(row.access, llm_pb2.MODEL_ACCESS_EVERYONE),
         )
         provider = self.registry.snapshot.providers.get(row.provider_id)
         effective = capabilities(provider.type if provider else "", row.capabilities)
@@ -355,6 +362,10 @@ class Catalog:
             row.fallback_model_ids = ids
         if "config" in paths:
             row.config = struct_dict(pb.config)
+        if "access" in paths:
+            if pb.access not in ACCESS and pb.access != llm_pb2.MODEL_ACCESS_UNSPECIFIED:
+                raise invalid_argument("model.access", "MODEL_ACCESS_EVERYONE or MODEL_ACCESS_RESTRICTED")
+            row.access = ACCESS.get(pb.access, EVERYONE)
         overrides = dict(row.capabilities or {})
         for name in CAPABILITIES:
             if "capabilities" in paths or f"capabilities.{name}" in paths:
@@ -396,11 +407,11 @@ class Catalog:
         return row
 
     async def list_models(
-        self, request: llm_pb2.ListModelsRequest, online_only: bool
+        self, request: llm_pb2.ListModelsRequest, online_only: bool, visible: ColumnElement[bool] | None = None
     ) -> tuple[list[ModelRow], str, int]:
         size = paging.page_size(request.page_size)
         position = paging.decode_token(request.page_token)
-        filters = []
+        filters = [] if visible is None else [visible]
         if request.type:
             filters.append(ModelRow.type == MODEL_TYPES.get(request.type, "?"))
         if online_only:
@@ -449,6 +460,7 @@ class Catalog:
                     f"model {model_id!r} not found",
                     {"model_id": model_id},
                 )
+            await sharing.forget(session, sharing.MODEL, row.id)
             await session.delete(row)
         await self.registry.changed()
 

@@ -56,6 +56,8 @@ class ModelRow(Base):
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     # The admin's capability overrides ({"tools": false}); the provider type's defaults fill the rest.
     capabilities: Mapped[dict[str, bool] | None] = mapped_column(JSONType, default=dict)
+    # "everyone", or "restricted": admins and the users granted the model (llm/access.py).
+    access: Mapped[str] = mapped_column(String(16), default="everyone", server_default="everyone")
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -5,7 +5,8 @@ Python API (kept stable for chat, knowledge and flow):
   embedding_dimensions(model_id="") -> int                  get_model(model_id) -> Model
   default_model_id(use) -> str  (use: chat | flow | knowledge_embedding | title | rerank)
   complete(request) -> CompleteResponse                       rerank(request) -> RerankResponse
-The Python API does not check the caller (the calling domain already did); the RPCs do.
+The Python API does not check the caller (the calling domain already did); the RPCs do. The exception is a
+restricted model (llm/access.py): generate and complete refuse it to a bound caller who may not use it.
 
 Every change to providers, models and defaults is audited with the resource as admins see it before and after
 (secrets already masked by the catalog's conversion).
@@ -26,6 +27,7 @@ from typecase.server.infra.audit import AuditLog
 from typecase.server.infra.cache import Cache
 from typecase.server.infra.slots import Concurrency
 from typecase.server.infra.sql import Database
+from typecase.server.llm.access import ModelAccess, bound_caller, visible_filter
 from typecase.server.llm.catalog import Catalog
 from typecase.server.llm.inference import Inference
 from typecase.server.llm.models import ModelRow
@@ -57,6 +59,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         self.audit = audit
         self.registry = Registry(db, cache, settings)
         self.catalog = Catalog(self.registry, settings)
+        self.access = ModelAccess(db)
         self.breaker = Breaker(cache, settings.llm_breaker_failure_threshold, settings.llm_breaker_cooldown_seconds)
         self.concurrency = concurrency
         self.status_log = StatusLog(cache)
@@ -79,14 +82,31 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         await self.inference.aclose()
 
     # -- Python API ----------------------------------------------------------------------------------------------
-    def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
+    async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
         """The Generate stream: seq-numbered deltas, then a final message with finish_reason and usage.
         Raises TypecaseError (before the first message, or mid-stream after it); closing the iterator or
         cancelling its consumer closes the upstream call at once."""
-        return self.inference.generate(request)
+        await self.check_access(request.model_id, "chat", "llm")
+        stream = self.inference.generate(request)
+        try:
+            async for response in stream:
+                yield response
+        finally:
+            await stream.aclose()
 
     async def complete(self, request: llm_pb2.CompleteRequest) -> llm_pb2.CompleteResponse:
+        await self.check_access(request.model_id, "chat", "llm")
         return await self.inference.complete(request)
+
+    async def check_access(self, ref: str, use: str, model_type: str) -> None:
+        """MODEL_NOT_FOUND when the bound caller may not use the model `ref` (or the default for `use`) names."""
+        principal = bound_caller()
+        if principal is not None and not principal.is_admin:
+            await self.access.check(await self.inference.resolve(ref, use, model_type), ref, principal)
+
+    async def usable_models(self, models: list[ModelRow]) -> list[ModelRow]:
+        """The models of `models` the bound caller may use (for model lists outside gRPC)."""
+        return await self.access.usable(models, bound_caller())
 
     async def rerank(self, request: llm_pb2.RerankRequest) -> llm_pb2.RerankResponse:
         """Rerank without a caller check (empty model_id: the default rerank model)."""
@@ -184,14 +204,18 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     async def ListModels(self, request, context):
         principal = caller.current()
-        rows, token, total = await self.catalog.list_models(request, online_only=not principal.is_admin)
+        rows, token, total = await self.catalog.list_models(
+            request, online_only=not principal.is_admin, visible=visible_filter(principal)
+        )
         statuses = await asyncio.gather(*(self.status(row) for row in rows))
         models = [self.catalog.model_pb(row, status) for row, status in zip(rows, statuses)]
         return llm_pb2.ListModelsResponse(models=models, next_page_token=token, total_size=total)
 
     async def GetModel(self, request, context):
-        caller.current()
-        return llm_pb2.GetModelResponse(model=await self.get_model(request.model_id))
+        principal = caller.current()
+        row = await self.catalog.model_row(request.model_id)
+        await self.access.check(row, request.model_id, principal)
+        return llm_pb2.GetModelResponse(model=self.catalog.model_pb(row, await self.status(row)))
 
     async def UpdateModel(self, request, context):
         caller.require_admin()
@@ -210,12 +234,12 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     # -- inference -----------------------------------------------------------------------------------------------
     async def Generate(self, request, context):
         caller.current()
-        async for response in self.inference.generate(request):
+        async for response in self.generate(request):
             yield response
 
     async def Complete(self, request, context):
         caller.current()
-        return await self.inference.complete(request)
+        return await self.complete(request)
 
     async def Embed(self, request, context):
         caller.current()
@@ -223,6 +247,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
             raise invalid_argument("dimensions", "must not be negative")
         if len(request.inputs) > self.settings.llm_max_embed_inputs:  # the Python API batches any number
             raise invalid_argument("inputs", f"at most {self.settings.llm_max_embed_inputs} texts per call")
+        await self.check_access(request.model_id, "knowledge_embedding", "embedding")
         model, vectors, tokens = await self.inference.embed(
             request.model_id,
             list(request.inputs),
@@ -237,6 +262,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     async def Rerank(self, request, context):
         caller.current()
+        await self.check_access(request.model_id, "rerank", "rerank")
         return await self.inference.rerank(request)
 
     async def TestModel(self, request, context):

@@ -1,5 +1,6 @@
 // The Models page: add an OpenAI-compatible provider (a fake upstream started by the test) with its key, add a
-// model, test it, make it the default chat model, then chat through it. The answer is the fake upstream's.
+// model, test it, make it the default chat model, restrict it, then chat through it (as an admin). The answer is
+// the fake upstream's.
 import { assert, run, shot, signIn } from "./harness.mjs";
 
 const FAKE_URL = process.env.FAKE_URL;
@@ -39,6 +40,16 @@ run("models", async (page, result) => {
   await defaults.locator("select[name=default-chat_model_id]").selectOption({ label: "fake-gpt" });
   result.defaultsStatus = (await responded).status();
   await shot(page, "40-models-page");
+
+  // Restrict it (admins still use it) and open its Share dialog: models are shared at level use only.
+  const restricted = page.waitForResponse((r) => r.url().includes("/v1/models/") && r.request().method() === "PATCH");
+  await modelRow.locator("input[name=restricted-fake-gpt]").check();
+  result.restrictStatus = (await restricted).status();
+  await modelRow.getByRole("button", { name: "Share" }).click();
+  const dialog = page.getByTestId("share-dialog");
+  await dialog.waitFor();
+  result.shareLevels = await dialog.locator("select[name=grant-new-level] option").allTextContents();
+  await dialog.getByRole("button", { name: "Close" }).click();
 
   // Chat through it.
   await page.getByRole("link", { name: "Chat" }).click();

@@ -332,6 +332,8 @@ def test_a_provider_added_on_the_models_page_answers_a_chat(server_factory):
             defaults = http.get("/v1/llm/defaults").json()["defaults"]
             answer = list(messages_by_id(http, result["sessionId"]).values())[-1]
         assert model["upstream_name"] == "gpt-fake-1" and model["online"] is True
+        assert model["access"] == "MODEL_ACCESS_RESTRICTED" and result["restrictStatus"] == 200
+        assert result["shareLevels"] == ["use"]
         assert defaults["chat_model_id"] == model["id"]
         # The test and the chat reached the upstream, with the key typed into the form and the upstream name.
         chats = [s for s in upstream.seen if s.path.endswith("/chat/completions")]

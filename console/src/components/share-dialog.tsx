@@ -28,7 +28,9 @@ const LEVELS: { value: ShareLevel; label: string }[] = [
   { value: ShareLevel.EDIT, label: "edit" },
 ];
 
-export function ShareDialog({ resourceType, resourceId, title, onClose }: { resourceType: string; resourceId: string; title: string; onClose: () => void }) {
+export function ShareDialog({ resourceType, resourceId, title, onClose, useOnly = false }: { resourceType: string; resourceId: string; title: string; onClose: () => void; useOnly?: boolean }) {
+  // Models are shared at level use only (admins manage them).
+  const levels = useOnly ? LEVELS.slice(0, 1) : LEVELS;
   const grants = useAsync(async () => (await tc.groups.listGrants({ resourceType, resourceId, pageSize: 500 })).grants, [resourceType, resourceId]);
   const groups = useAsync(async () => (await tc.groups.listGroups({ pageSize: 500 })).groups, []);
   // Usernames for user grants: admins may list users; anyone else sees user ids.
@@ -99,7 +101,7 @@ export function ShareDialog({ resourceType, resourceId, title, onClose }: { reso
                       void act(async () => (await tc.groups.updateGrant({ grant: { id: g.id, level: next }, updateMask: { paths: ["level"] } }), await grants.reload()));
                     }}
                   >
-                    {LEVELS.map((l) => (
+                    {levels.map((l) => (
                       <option key={l.value} value={String(l.value)}>
                         {l.label}
                       </option>
@@ -148,7 +150,7 @@ export function ShareDialog({ resourceType, resourceId, title, onClose }: { reso
           <input name="grantee-user" class="grow" placeholder="Username or user id" value={user} onInput={(e) => setUser(e.currentTarget.value)} />
         )}
         <select name="grant-new-level" aria-label="Level" value={String(level)} onChange={(e) => setLevel(Number(e.currentTarget.value) as ShareLevel)}>
-          {LEVELS.map((l) => (
+          {levels.map((l) => (
             <option key={l.value} value={String(l.value)}>
               {l.label}
             </option>

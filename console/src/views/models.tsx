@@ -1,9 +1,11 @@
 // Providers and models: add an upstream (OpenAI-compatible or Anthropic) with its key, add its models, test a
-// model with one real request, switch it online or offline, and choose the defaults (chat, flows, titles).
+// model with one real request, switch it online or offline, restrict it to the users and groups it is shared with,
+// and choose the defaults (chat, flows, titles).
 // The key is sent once and shown masked afterwards (Provider.api_key is input-only).
-import { ModelType, ProviderType, type LLMDefaults, type Model, type Provider, type TestModelResponse } from "@typecase/client/gen/typecase/v1/llm_pb.js";
+import { ModelAccess, ModelType, ProviderType, type LLMDefaults, type Model, type Provider, type TestModelResponse } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
+import { ShareDialog } from "../components/share-dialog";
 import { Badge, Empty, ErrorBox, Loading, durationMs, fmtMs, useAsync } from "../components/ui";
 
 type ProviderInit = Pick<Provider, "name" | "type" | "baseUrl" | "apiKey" | "enabled">;
@@ -102,6 +104,7 @@ export function ModelsView() {
               <th>Provider</th>
               <th>Type</th>
               <th>Online</th>
+              <th>Access</th>
               <th>Test</th>
             </tr>
           </thead>
@@ -112,6 +115,9 @@ export function ModelsView() {
                 model={m}
                 provider={providerName(m.providerId)}
                 onOnline={(online) => act(async () => (await tc.llm.updateModel({ model: { id: m.id, online }, updateMask: { paths: ["online"] } }), await models.reload()))}
+                onRestrict={(restricted) =>
+                  act(async () => (await tc.llm.updateModel({ model: { id: m.id, access: restricted ? ModelAccess.RESTRICTED : ModelAccess.EVERYONE }, updateMask: { paths: ["access"] } }), await models.reload()))
+                }
               />
             ))}
           </tbody>
@@ -186,7 +192,9 @@ function ProviderRow({ provider: p, onDelete }: { provider: Provider; onDelete: 
   );
 }
 
-function ModelRow({ model: m, provider, onOnline }: { model: Model; provider: string; onOnline: (online: boolean) => void }) {
+function ModelRow({ model: m, provider, onOnline, onRestrict }: { model: Model; provider: string; onOnline: (online: boolean) => void; onRestrict: (restricted: boolean) => void }) {
+  const [sharing, setSharing] = useState(false);
+  const restricted = m.access === ModelAccess.RESTRICTED;
   const [test, setTest] = useState<TestModelResponse | "running" | string | null>(null);
   async function runTest() {
     setTest("running");
@@ -210,6 +218,19 @@ function ModelRow({ model: m, provider, onOnline }: { model: Model; provider: st
           <input type="checkbox" name={`online-${m.name}`} checked={m.online} onChange={(e) => onOnline(e.currentTarget.checked)} />
           {m.online ? "online" : "offline"}
         </label>
+      </td>
+      <td>
+        {/* Restricted: only admins and the users and groups it is shared with see and use it. */}
+        <label class="check">
+          <input type="checkbox" name={`restricted-${m.name}`} checked={restricted} onChange={(e) => onRestrict(e.currentTarget.checked)} />
+          {restricted ? "restricted" : "everyone"}
+        </label>{" "}
+        {restricted && (
+          <button class="btn small" onClick={() => setSharing(true)}>
+            Share
+          </button>
+        )}
+        {sharing && <ShareDialog resourceType="model" resourceId={m.id} title={m.name} useOnly onClose={() => setSharing(false)} />}
       </td>
       <td class="test-cell">
         <button class="btn small" onClick={runTest} disabled={test === "running"}>

@@ -31,6 +31,12 @@ class ModelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_TYPE_EMBEDDING: _ClassVar[ModelType]
     MODEL_TYPE_RERANK: _ClassVar[ModelType]
 
+class ModelAccess(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_ACCESS_UNSPECIFIED: _ClassVar[ModelAccess]
+    MODEL_ACCESS_EVERYONE: _ClassVar[ModelAccess]
+    MODEL_ACCESS_RESTRICTED: _ClassVar[ModelAccess]
+
 class BreakerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     BREAKER_STATE_UNSPECIFIED: _ClassVar[BreakerState]
@@ -72,6 +78,9 @@ MODEL_TYPE_UNSPECIFIED: ModelType
 MODEL_TYPE_LLM: ModelType
 MODEL_TYPE_EMBEDDING: ModelType
 MODEL_TYPE_RERANK: ModelType
+MODEL_ACCESS_UNSPECIFIED: ModelAccess
+MODEL_ACCESS_EVERYONE: ModelAccess
+MODEL_ACCESS_RESTRICTED: ModelAccess
 BREAKER_STATE_UNSPECIFIED: BreakerState
 BREAKER_STATE_CLOSED: BreakerState
 BREAKER_STATE_OPEN: BreakerState
@@ -166,7 +175,7 @@ class ModelStatus(_message.Message):
     def __init__(self, breaker_state: _Optional[_Union[BreakerState, str]] = ..., in_flight: _Optional[int] = ..., consecutive_failures: _Optional[int] = ..., open_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., last_error_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "provider_id", "name", "upstream_name", "type", "description", "context_length", "max_output_tokens", "embedding_dimensions", "online", "limits", "fallback_model_ids", "config", "status", "create_time", "update_time", "capabilities")
+    __slots__ = ("id", "provider_id", "name", "upstream_name", "type", "description", "context_length", "max_output_tokens", "embedding_dimensions", "online", "limits", "fallback_model_ids", "config", "status", "create_time", "update_time", "capabilities", "access")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +193,7 @@ class Model(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     provider_id: str
     name: str
@@ -201,7 +211,8 @@ class Model(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     capabilities: ModelCapabilities
-    def __init__(self, id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., upstream_name: _Optional[str] = ..., type: _Optional[_Union[ModelType, str]] = ..., description: _Optional[str] = ..., context_length: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., embedding_dimensions: _Optional[int] = ..., online: _Optional[bool] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., fallback_model_ids: _Optional[_Iterable[str]] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ModelStatus, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capabilities: _Optional[_Union[ModelCapabilities, _Mapping]] = ...) -> None: ...
+    access: ModelAccess
+    def __init__(self, id: _Optional[str] = ..., provider_id: _Optional[str] = ..., name: _Optional[str] = ..., upstream_name: _Optional[str] = ..., type: _Optional[_Union[ModelType, str]] = ..., description: _Optional[str] = ..., context_length: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., embedding_dimensions: _Optional[int] = ..., online: _Optional[bool] = ..., limits: _Optional[_Union[ModelLimits, _Mapping]] = ..., fallback_model_ids: _Optional[_Iterable[str]] = ..., config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[ModelStatus, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capabilities: _Optional[_Union[ModelCapabilities, _Mapping]] = ..., access: _Optional[_Union[ModelAccess, str]] = ...) -> None: ...
 
 class ModelCapabilities(_message.Message):
     __slots__ = ("tools", "vision", "json_schema", "reasoning")

@@ -41,6 +41,7 @@ from typecase.server.auth.membership import Memberships
 from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
+from typecase.server.auth.roles import RoleService
 from typecase.server.auth.service import AuthService
 from typecase.server.banner import banner
 from typecase.server.chat.service import ChatService
@@ -80,6 +81,7 @@ from typecase.v1 import (
     groups_pb2_grpc,
     knowledge_pb2_grpc,
     llm_pb2_grpc,
+    roles_pb2_grpc,
     tools_pb2_grpc,
 )
 
@@ -108,6 +110,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["GroupService"] = GroupService(
         app.resources.db, app.audit, app.memberships, SqlResourceOwners(app.resources.db), app.settings
     )
+    servicers["RoleService"] = RoleService(app.resources.db, app.audit, app.memberships, app.settings)
     servicers["LLMService"] = LLMService(app.settings, app.resources.db, app.resources.cache, app.audit)
     servicers["KnowledgeService"] = KnowledgeService(app.resources, servicers["LLMService"], app.audit, app.settings)
     servicers["FlowService"] = FlowService(
@@ -210,6 +213,7 @@ def registered_services(app: App) -> list[Service]:
     modules = (
         auth_pb2_grpc,
         groups_pb2_grpc,
+        roles_pb2_grpc,
         llm_pb2_grpc,
         chat_pb2_grpc,
         knowledge_pb2_grpc,

@@ -272,7 +272,7 @@ class FlowService(flow_pb2_grpc.FlowServiceServicer):
         return flow_message(row, graph if self._can_edit(row) else redact_graph(graph))
 
     async def CreateFlow(self, request, context):
-        me = caller.current()
+        me = caller.require_permission("flows.create")
         given = request.flow
         name = self._clean_name(given.name, "flow.name")
         graph = graph_dict(given.graph)

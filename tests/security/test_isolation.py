@@ -29,6 +29,7 @@ from typecase.v1 import (
     knowledge_pb2,
     knowledge_pb2_grpc,
     llm_pb2,
+    roles_pb2,
 )
 
 PASSWORD = "correct horse battery"
@@ -37,13 +38,14 @@ HTTP_DENIED = {403, 404}
 SERVICES = [m.DESCRIPTOR.services_by_name[name] for m, name in (
     (auth_pb2, "AuthService"), (llm_pb2, "LLMService"), (chat_pb2, "ChatService"),
     (knowledge_pb2, "KnowledgeService"), (flow_pb2, "FlowService"), (admin_pb2, "AdminService"),
-    (groups_pb2, "GroupService"),
+    (groups_pb2, "GroupService"), (roles_pb2, "RoleService"),
 )]
 # Resource messages that carry their id inside (PATCH /v1/sessions/{session.id}).
 NESTED = {"session": "session_id", "message": "message_id", "knowledge_base": "kb_id", "flow": "flow_id",
           "version": "version_id", "user": "user_id", "group": "group_id", "grant": "grant_id"}
 ADMIN_ONLY = re.compile(r"^(AdminService\.|LLMService\.(Create|Update|Delete)|LLMService\.UpdateDefaults|"
-                        r"AuthService\.(CreateUser|ListUsers|DeleteUser)|GroupService\.(CreateGroup|DeleteGroup))")
+                        r"AuthService\.(CreateUser|ListUsers|DeleteUser)|GroupService\.(CreateGroup|DeleteGroup)|"
+                        r"RoleService\.(CreateRole|UpdateRole|DeleteRole))")
 
 
 def bearer(credential: str) -> tuple[tuple[str, str], ...]:

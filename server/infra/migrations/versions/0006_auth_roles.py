@@ -21,17 +21,15 @@ depends_on = None
 
 
 def _widen(length: int) -> None:
-    # SQLite does not enforce VARCHAR lengths, and altering a column there means copying the table.
-    if op.get_bind().dialect.name == "sqlite":
-        return
+    # Batch mode: an ALTER where the database has one, a copied table on SQLite.
     for table in ("users", "invite_codes"):
-        op.alter_column(
-            table,
-            "role",
-            type_=sa.String(length),
-            existing_type=sa.String(16 if length == 64 else 64),
-            existing_nullable=False,
-        )
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column(
+                "role",
+                type_=sa.String(length),
+                existing_type=sa.String(16 if length == 64 else 64),
+                existing_nullable=False,
+            )
 
 
 def upgrade() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 PERMISSIONS: dict[str, str] = {
-    "users.manage": "create, update, disable and delete users, assign roles, manage invite codes and others' API keys",
+    "users.manage": "create, update, disable and delete users, assign roles, manage invite codes",
     "users.read": "list and look up every user (to add them to groups or share with them)",
     "groups.manage": "create and delete groups and manage any group's members",
     "roles.manage": "create, update and delete custom roles",

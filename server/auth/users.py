@@ -304,7 +304,10 @@ class UserAdmin:
             if len(rate) > 32:
                 raise invalid_argument("api_key.rate_limit", "at most 32 characters")
         async with self.db.session() as session:
-            await self._visible_user(session, owner_id)  # a user may only create keys for themselves
+            # A user may only create keys for themselves; admins for anyone (users.read sees others, never acts
+            # as them).
+            if await session.get(UserRow, owner_id) is None or not (me.is_admin or owner_id == me.user_id):
+                raise not_found("user", owner_id)
             secret = credentials.new_api_key()
             row = ApiKeyRow(
                 owner_id=owner_id,

@@ -230,3 +230,16 @@ async def test_the_old_role_enum_still_assigns(running_app, role):
             "/v1/users", json={"username": "dora", "password": PASSWORD, "role": enum}, headers=ADMIN_HEADERS
         )
         assert created.json()["user"]["role_name"] == role and created.json()["user"]["role"] == enum
+
+
+async def test_looking_users_up_is_not_acting_as_them(running_app):
+    """group_admin holds users.read: it sees other users, but cannot make an API key for one (an admin's above all)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running_app.http_port}") as http:
+        lead = await make_user(http, "lead", "group_admin")
+        users = (await http.get("/v1/users", headers=lead)).json()["users"]
+        admin_id = next(u["id"] for u in users if u["role_name"] == "admin")
+        assert (await http.get(f"/v1/users/{admin_id}", headers=lead)).status_code == 200
+        key = await http.post("/v1/api-keys", json={"name": "mine now", "owner_id": admin_id}, headers=lead)
+        assert key.status_code == 404
+        changed = await http.patch(f"/v1/users/{admin_id}", json={"display_name": "pwned"}, headers=lead)
+        assert changed.status_code == 403

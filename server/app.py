@@ -42,6 +42,7 @@ from typecase.server.auth.membership import Memberships
 from typecase.server.auth.oidc import oidc_routes
 from typecase.server.auth.proxy_keys import ProxyKeys
 from typecase.server.auth.ratelimit import RateLimits
+from typecase.server.auth.roles import RoleService
 from typecase.server.auth.service import AuthService
 from typecase.server.banner import banner
 from typecase.server.chat.service import ChatService
@@ -82,6 +83,7 @@ from typecase.v1 import (
     groups_pb2_grpc,
     knowledge_pb2_grpc,
     llm_pb2_grpc,
+    roles_pb2_grpc,
     tools_pb2_grpc,
 )
 
@@ -110,6 +112,7 @@ def domain_servicers(app: App) -> dict[str, Any]:
     servicers["GroupService"] = GroupService(
         app.resources.db, app.audit, app.memberships, SqlResourceOwners(app.resources.db), app.settings
     )
+    servicers["RoleService"] = RoleService(app.resources.db, app.audit, app.memberships, app.settings)
     resources = app.resources
     servicers["LLMService"] = LLMService(
         app.settings,
@@ -225,6 +228,7 @@ def registered_services(app: App) -> list[Service]:
     modules = (
         auth_pb2_grpc,
         groups_pb2_grpc,
+        roles_pb2_grpc,
         llm_pb2_grpc,
         chat_pb2_grpc,
         knowledge_pb2_grpc,

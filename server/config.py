@@ -264,6 +264,20 @@ class Settings(BaseSettings):
         description="members of any of these groups (comma-separated) are admins; roles "
         "follow the claim at every sign-in",
     )
+    oidc_role_map: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="group=role pairs (comma-separated), e.g. 'typecase-admins=admin,builders=builder': at each "
+        "sign-in the first pair whose group is in the groups claim gives the role (oidc_admin_groups count as "
+        "'=admin' pairs before these); with either set, a user matching none gets default_user_role",
+    )
+    oidc_sync_groups: bool = Field(
+        False,
+        description="at each sign-in, make the user's Typecase group memberships those of the groups claim "
+        "(matched by group name, any letter case): joins the named groups, leaves the others",
+    )
+    oidc_create_groups: bool = Field(
+        False, description="with oidc_sync_groups: create a Typecase group for a claimed group that has none"
+    )
     oidc_login_ttl_seconds: int = Field(600, ge=30, description="how long a started sign-in may take to finish")
     oidc_timeout_seconds: float = Field(10.0, gt=0, description="requests to the identity provider")
     # Auth hardening (issue 18): client addresses behind proxies, failure budgets, sessions, signing keys.
@@ -306,10 +320,23 @@ class Settings(BaseSettings):
         1000, ge=1, description="groups one user may belong to (each call carries them into sharing checks)"
     )
     max_group_members: int = Field(10_000, ge=1, description="members one group may have")
+    # Roles (auth/permissions.py, auth/roles.py).
+    default_user_role: str = Field(
+        "builder",
+        description="role of users created without one (CreateUser, self-registration, first single sign-on): "
+        "a built-in role (admin, group_admin, builder, user) or a custom role's name; builder keeps the rights "
+        "regular users had before roles",
+    )
+    max_roles: int = Field(200, ge=1, description="custom roles that may exist")
     max_grants_per_resource: int = Field(1000, ge=1, description="users and groups one resource may be shared with")
 
     @field_validator(
-        "cors_allowed_origins", "cors_allowed_methods", "cors_allowed_headers", "oidc_admin_groups", mode="before"
+        "cors_allowed_origins",
+        "cors_allowed_methods",
+        "cors_allowed_headers",
+        "oidc_admin_groups",
+        "oidc_role_map",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> list[str]:
@@ -829,6 +856,15 @@ class Settings(BaseSettings):
                 limits.parse(value)
             except ValueError as exc:
                 raise ValueError(f"not a rate limit like '600/minute': {value!r}") from exc
+        return value
+
+    @field_validator("oidc_role_map")
+    @classmethod
+    def _role_pairs(cls, value: list[str]) -> list[str]:
+        for pair in value:
+            group, _, role = pair.partition("=")
+            if not group.strip() or not role.strip():
+                raise ValueError(f"oidc_role_map: {pair!r} is not group=role")
         return value
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ import "./style.css";
 const AssistantsView = lazyView(() => import("./views/assistants").then((m) => m.AssistantsView), "assistants");
 const ToolsView = lazyView(() => import("./views/tools").then((m) => m.ToolsView), "tools");
 const GroupsView = lazyView(() => import("./views/groups").then((m) => m.GroupsView), "groups");
+const RolesView = lazyView(() => import("./views/roles").then((m) => m.RolesView), "roles");
 
 const SECTIONS = [
   { path: "chat", label: "Chat" },
@@ -30,6 +31,7 @@ const SECTIONS = [
   { path: "proxy", label: "Proxy" },
   { path: "models", label: "Models" },
   { path: "groups", label: "Groups" },
+  { path: "roles", label: "Roles" },
   { path: "access", label: "Access" },
   { path: "server", label: "Server" },
 ] as const;
@@ -62,7 +64,7 @@ function App() {
       .then((res) => {
         if (!live) return;
         const user = res.user;
-        const role = user?.role === UserRole.ADMIN ? "admin" : "user";
+        const role = user?.roleName || (user?.role === UserRole.ADMIN ? "admin" : "user");
         setMe({ name: user?.displayName || user?.username || "?", role: res.apiKeyId ? `${role}, API key` : role });
       })
       .catch((e) => live && handleError(e));
@@ -112,6 +114,7 @@ function App() {
         {section === "proxy" && <ProxyView />}
         {section === "models" && <ModelsView />}
         {section === "groups" && <GroupsView groupId={route[1]} />}
+        {section === "roles" && <RolesView name={route[1]} />}
         {section === "access" && <AdminView />}
         {section === "server" && <ServerView />}
       </main>

@@ -267,7 +267,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return self.stats if self.shared_stats is None else await self.shared_stats.view()
 
     async def GetStats(self, request, context):
-        caller.require_admin()
+        caller.require_permission("server.manage")
         if request.recent_limit < 0:
             raise invalid_argument("recent_limit", "must not be negative")
         limit = min(request.recent_limit or 50, MAX_RECENT)
@@ -336,7 +336,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return reply
 
     async def ListErrors(self, request, context):
-        caller.require_admin()
+        caller.require_permission("server.manage")
         size = paging.page_size(request.page_size, 50, MAX_ERRORS_PAGE)
         position = paging.decode_token(request.page_token)
         before = position.get("id") if position else None
@@ -397,7 +397,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         )
 
     async def GetConfig(self, request, context):
-        caller.require_admin()
+        caller.require_permission("server.manage")
         return admin_pb2.GetConfigResponse(
             entries=[self._entry_message(v) for v in self.runtime.entries(request.category)],
             restart_required=bool(self.runtime.restart_pending()),
@@ -405,7 +405,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         )
 
     async def UpdateConfig(self, request, context):
-        admin = caller.require_admin()
+        admin = caller.require_permission("server.manage")
         if not request.values:
             raise invalid_argument("values", "give at least one key")
         try:
@@ -487,7 +487,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return time.time() + delay
 
     async def RestartServer(self, request, context):
-        admin = caller.require_admin()
+        admin = caller.require_permission("server.manage")
         delay = request.delay.ToNanoseconds() / 1e9 if request.HasField("delay") else 1.0
         if not 0 <= delay <= MAX_RESTART_DELAY:
             raise invalid_argument("delay", f"must be between 0 and {MAX_RESTART_DELAY:g} seconds")
@@ -520,7 +520,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return message
 
     async def StreamLogs(self, request, context):
-        caller.require_admin()
+        caller.require_permission("server.manage")
         if request.after_seq < 0 or request.tail < 0:
             raise invalid_argument("after_seq" if request.after_seq < 0 else "tail", "must not be negative")
         log_filter = LogFilter(min_level=request.min_level, query=request.query, trace_id=request.trace_id)
@@ -547,7 +547,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             self.logs.unsubscribe(subscriber)
 
     async def ListLogs(self, request, context):
-        caller.require_admin()
+        caller.require_permission("server.manage")
         size = paging.page_size(request.page_size, DEFAULT_LOGS_PAGE, MAX_LOGS_PAGE)
         position = paging.decode_token(request.page_token)
         log_filter = LogFilter(
@@ -564,7 +564,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return reply
 
     async def ClearLogs(self, request, context):
-        admin = caller.require_admin()
+        admin = caller.require_permission("server.manage")
         before = _epoch(request, "before_time")
         deleted = await self.logs.clear(before)
         await self.audit.record(
@@ -574,7 +574,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     # -- audit ------------------------------------------------------------------------------------------------
     async def ListAuditEvents(self, request, context):
-        caller.require_admin()
+        caller.require_permission("audit.read")
         size = paging.page_size(request.page_size)
         position = paging.decode_token(request.page_token)
         conditions = []

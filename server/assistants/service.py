@@ -231,7 +231,7 @@ class AssistantService(assistant_pb2_grpc.AssistantServiceServicer):
 
     # -- RPCs --------------------------------------------------------------------------------------------------
     async def CreateAssistant(self, request, context):
-        me = caller.current()
+        me = caller.require_permission("assistants.create")
         a = request.assistant
         self._validate(a, UPDATABLE)
         row = AssistantRow(

@@ -117,7 +117,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         row = await session.get(GroupRow, group_id)
         if row is None:
             raise not_found("group", group_id)
-        if me.is_admin:
+        if me.can("groups.manage"):
             return row
         membership = await session.get(GroupMemberRow, (group_id, me.user_id))
         if membership is None:
@@ -159,7 +159,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         )
 
     async def CreateGroup(self, request, context):
-        caller.require_admin()
+        caller.require_permission("groups.manage")
         values = self._check_group_fields(request.group, {"name", "description"})
         row = GroupRow(**values)
         try:
@@ -176,7 +176,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         limit = paging.page_size(request.page_size)
         position = paging.decode_token(request.page_token) or {}
         stmt = select(GroupRow)
-        member = request.member_id if me.is_admin else me.user_id
+        member = request.member_id if me.can("groups.manage") else me.user_id
         if member:
             stmt = stmt.where(GroupRow.id.in_(select(GroupMemberRow.group_id).where(GroupMemberRow.user_id == member)))
         if position:
@@ -219,7 +219,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
         return pb.UpdateGroupResponse(group=group_message(row, counts.get(row.id, 0)))
 
     async def DeleteGroup(self, request, context):
-        caller.require_admin()
+        caller.require_permission("groups.manage")
         async with self.db.session() as session:
             row = await self._group(session, request.group_id)
             members = list(

@@ -95,5 +95,11 @@ class CredentialGuard:
                 await self.rate_limits.check_key_rate(principal.restriction.rate_limit, principal.api_key_id or "")
         await self.rate_limits.check(principal)
         if self.memberships is not None:
-            principal = replace(principal, group_ids=await self.memberships.groups_of(principal.user_id))
+            access = await self.memberships.access_of(principal.user_id)
+            principal = replace(
+                principal,
+                group_ids=access.group_ids,
+                role=access.role or principal.role,
+                permissions=access.permissions if access.role else principal.permissions,
+            )
         return principal

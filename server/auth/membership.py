@@ -1,8 +1,10 @@
-"""The groups a caller belongs to, for every authenticated call (Principal.group_ids).
+"""The groups a caller belongs to and its role's permissions, for every authenticated call (Principal.group_ids,
+role, permissions).
 
 Loaded per call and cached briefly in the shared cache (Redis with replicas, in-process otherwise) under one key per
-user. A membership change deletes that key, so on every replica the member's next call reads the new set: removing
-bob from "research" closes what was shared with research to bob at once, not after a TTL. The TTL
+user. A membership change, a role assignment or a change to a custom role's permissions deletes the keys of the
+users concerned, so on every replica their next call reads the new state: removing bob from "research" closes what
+was shared with research to bob at once, and demoting him takes his permissions at once, not after a TTL. The TTL
 (`group_membership_cache_seconds`) only bounds how long an entry outlives a change made behind the server's back
 (a manual SQL edit). If the cache is unreachable the groups are read from SQL: slower, never stale.
 """
@@ -11,15 +13,24 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from typecase.server.auth.models import GroupMemberRow
+from typecase.server.auth import permissions
+from typecase.server.auth.models import GroupMemberRow, RoleRow, UserRow
 from typecase.server.infra.cache import Cache
 from typecase.server.infra.sql import Database
 
 log = logging.getLogger("typecase.auth")
-KEY = "auth:groups:{}"
+KEY = "auth:access:{}"
+
+
+@dataclass(frozen=True)
+class Access:
+    group_ids: tuple[str, ...]
+    role: str  # "" when the user is gone (the credential check fails on its own)
+    permissions: frozenset[str]
 
 
 class Memberships:
@@ -30,6 +41,9 @@ class Memberships:
         self.max_groups = max_groups
 
     async def groups_of(self, user_id: str) -> tuple[str, ...]:
+        return (await self.access_of(user_id)).group_ids
+
+    async def access_of(self, user_id: str) -> Access:
         key = KEY.format(user_id)
         if self.ttl_seconds > 0:
             try:
@@ -37,8 +51,15 @@ class Memberships:
             except ConnectionError:
                 cached = None
             if cached is not None:
-                return tuple(json.loads(cached))
+                data = json.loads(cached)
+                return Access(tuple(data["g"]), data["r"], frozenset(data["p"]))
         async with self.db.session() as session:
+            role = await session.scalar(select(UserRow.role).where(UserRow.id == user_id)) or ""
+            granted = permissions.built_in(role)
+            if granted is None:
+                custom = await session.get(RoleRow, role) if role else None
+                # A role name no row defines (deleted behind the server's back) grants nothing.
+                granted = frozenset(custom.permissions or ()) & permissions.ALL if custom else frozenset()
             ids = tuple(
                 (
                     await session.scalars(
@@ -49,14 +70,15 @@ class Memberships:
                     )
                 ).all()
             )
+        access = Access(ids, role, granted)
         if self.ttl_seconds > 0:
             try:
-                await self.cache.set(key, json.dumps(ids), ttl=self.ttl_seconds)
+                await self.cache.set(key, json.dumps({"g": ids, "r": role, "p": sorted(granted)}), ttl=self.ttl_seconds)
             except ConnectionError:
-                log.warning("could not cache the groups of user %s", user_id)
-        return ids
+                log.warning("could not cache the groups and role of user %s", user_id)
+        return access
 
     async def forget(self, *user_ids: str) -> None:
-        """Call after the memberships of these users changed (committed): their next call reloads."""
+        """Call after the memberships or role of these users changed (committed): their next call reloads."""
         if user_ids:
             await self.cache.delete(*(KEY.format(u) for u in user_ids))

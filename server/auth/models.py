@@ -20,7 +20,8 @@ class UserRow(Base):
     username_lower: Mapped[str] = mapped_column(String(64), index=True, unique=True, server_default="")
     display_name: Mapped[str] = mapped_column(String(255), default="")
     email: Mapped[str | None] = mapped_column(String(255), unique=True)
-    role: Mapped[str] = mapped_column(String(16), default="user")
+    # A built-in role (auth/permissions.py) or a custom role's name (RoleRow).
+    role: Mapped[str] = mapped_column(String(64), default="builder")
     password_hash: Mapped[str | None] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
@@ -91,7 +92,7 @@ class InviteCodeRow(Base):
     code_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     note: Mapped[str] = mapped_column(String(255), default="")
-    role: Mapped[str] = mapped_column(String(16), default="user")
+    role: Mapped[str] = mapped_column(String(64), default="builder")
     max_uses: Mapped[int] = mapped_column(Integer, default=1)
     use_count: Mapped[int] = mapped_column(Integer, default=0)
     expire_time: Mapped[datetime]
@@ -130,3 +131,16 @@ class GroupMemberRow(Base):
     )
     group_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoleRow(Base):
+    """A custom role (auth/roles.py): a subset of the fixed permissions (auth/permissions.py). Users name their
+    role in users.role; the built-in roles have no row."""
+
+    __tablename__ = "roles"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(1000), default="")
+    permissions: Mapped[list[str] | None] = mapped_column(JSONType, default=list)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -9,7 +9,8 @@
 The pending login (state -> code verifier, nonce, next path) lives in the cache for oidc_login_ttl_seconds, so any
 replica can finish it, and is spent once. The signed-in answer is a redirect to `next` with the tokens in the URL
 fragment (browsers never send a fragment to a server), or, for `Accept: application/json`, the LoginResponse body.
-Roles follow the groups claim on every sign-in: a member of one of oidc_admin_groups is an admin.
+Roles follow the groups claim on every sign-in (oidc_admin_groups, oidc_role_map) and so, with oidc_sync_groups,
+do Typecase group memberships (auth/oidc_sync.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from typecase.server.auth import sessions
+from typecase.server.auth import oidc_sync, sessions
 from typecase.server.auth.models import UserRow
 from typecase.server.infra.sql import utcnow
 from typecase.v1 import auth_pb2
@@ -183,10 +184,12 @@ class OidcSignIn:
         subject = f"{self.provider.issuer}|{claims['sub']}"
         groups = claims.get(self.settings.oidc_groups_claim) or []
         groups = [groups] if isinstance(groups, str) else [str(g) for g in groups]
-        role = "admin" if set(groups) & set(self.settings.oidc_admin_groups) else "user"
+        synced: dict[str, list[str]] = {}
         async with self.auth.db.session() as session:
             user = (await session.scalars(select(UserRow).where(UserRow.external_subject == subject))).first()
             created = user is None
+            role = await oidc_sync.mapped_role(session, self.settings, groups, None if created else user.role)
+            before_role = None if created else user.role
             if created:
                 user = UserRow(
                     username=await self._free_username(session, claims),
@@ -200,17 +203,24 @@ class OidcSignIn:
                 await session.flush()
             elif user.disabled:
                 raise OidcError("this account is disabled")
-            user.role = role
+            user.role = role = role or user.role
             user.external_groups = groups
+            if self.settings.oidc_sync_groups:
+                synced = await oidc_sync.sync_groups(session, self.settings, user.id, groups)
             user.last_login_time = utcnow()
             session_id, refresh = await sessions.open_session(session, user.id, self.settings.refresh_token_ttl_seconds)
         self.auth.authenticator.forget_user(user.id)  # a changed role applies to API keys at once
+        if self.auth.memberships is not None:
+            await self.auth.memberships.forget(user.id)  # and so do a new role and synced groups, on every replica
+        detail = {"via": "oidc", "issuer": self.provider.issuer, "role": role, "groups": groups} | synced
+        if before_role is not None and before_role != role:
+            detail |= {"before": {"role": before_role}, "after": {"role": role}}
         await self.auth.audit.record(
             "user.create" if created else "login",
             actor_id=user.id,
             resource_type="user",
             resource_id=user.id,
-            detail={"via": "oidc", "issuer": self.provider.issuer, "role": role, "groups": groups},
+            detail=detail,
         )
         return user, session_id, refresh
 

@@ -12,6 +12,7 @@ the streak lives on the user row, so every replica sees it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import grpc
@@ -53,11 +54,11 @@ def new_invite_code() -> str:
     return INVITE_PREFIX + secrets.token_urlsafe(24)
 
 
-def invite_message(row: InviteCodeRow, role_to_proto: dict[str, int]) -> auth_pb2.InviteCode:
+def invite_message(row: InviteCodeRow, role_enum: Callable[[str], auth_pb2.UserRole]) -> auth_pb2.InviteCode:
     return auth_pb2.InviteCode(
         id=row.id,
         note=row.note,
-        role=role_to_proto.get(row.role, auth_pb2.USER_ROLE_USER),
+        role=role_enum(row.role),
         max_uses=row.max_uses,
         use_count=row.use_count,
         expire_time=to_timestamp(row.expire_time),

@@ -62,7 +62,7 @@ VERSION_FIELDS = {"name", "description", "graph"}
 
 class FlowService(RunRPCs, flow_pb2_grpc.FlowServiceServicer):
     async def CreateFlow(self, request, context):
-        me = caller.current()
+        me = caller.require_permission("flows.create")
         given = request.flow
         name = self._clean_name(given.name, "flow.name")
         graph = graph_dict(given.graph)

@@ -43,7 +43,7 @@ KB_FIELDS = {"name", "description", "chunking_rule", "embedding_model_id"}
 class KnowledgeService(FileRPCs, ChunkRPCs, QAPairs, knowledge_pb2_grpc.KnowledgeServiceServicer):
     # -- knowledge bases ---------------------------------------------------------------------------------------------
     async def CreateKnowledgeBase(self, request, context):
-        me = caller.current()
+        me = caller.require_permission("knowledge.create")
         kb = request.knowledge_base
         name = kb.name.strip()
         if not name or len(name) > MAX_NAME_CHARS:

@@ -168,7 +168,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     # -- providers -----------------------------------------------------------------------------------------------
     async def CreateProvider(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         provider = await self.catalog.create_provider(request.provider)
         await self._audit("provider.create", "provider", provider.id, None, provider)
         return llm_pb2.CreateProviderResponse(provider=provider)
@@ -182,14 +182,14 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         return llm_pb2.GetProviderResponse(provider=await self.catalog.get_provider(request.provider_id))
 
     async def UpdateProvider(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         before = await self.catalog.get_provider(request.provider.id)
         provider = await self.catalog.update_provider(request.provider, request.update_mask)
         await self._audit("provider.update", "provider", provider.id, before, provider)
         return llm_pb2.UpdateProviderResponse(provider=provider)
 
     async def DeleteProvider(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         before = await self.catalog.get_provider(request.provider_id)
         await self.catalog.delete_provider(request.provider_id, request.force)
         await self._audit("provider.delete", "provider", request.provider_id, before, None)
@@ -197,7 +197,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
 
     # -- models --------------------------------------------------------------------------------------------------
     async def CreateModel(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         model = await self.catalog.create_model(request.model)
         await self._audit("model.create", "model", model.id, None, model)
         return llm_pb2.CreateModelResponse(model=model)
@@ -205,7 +205,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     async def ListModels(self, request, context):
         principal = caller.current()
         rows, token, total = await self.catalog.list_models(
-            request, online_only=not principal.is_admin, visible=visible_filter(principal)
+            request, online_only=not principal.can("models.manage"), visible=visible_filter(principal)
         )
         statuses = await asyncio.gather(*(self.status(row) for row in rows))
         models = [self.catalog.model_pb(row, status) for row, status in zip(rows, statuses)]
@@ -218,14 +218,14 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         return llm_pb2.GetModelResponse(model=self.catalog.model_pb(row, await self.status(row)))
 
     async def UpdateModel(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         before = await self._model_pb(request.model.id)
         row = await self.catalog.update_model(request.model, request.update_mask)
         await self._audit("model.update", "model", row.id, before, self.catalog.model_pb(row, llm_pb2.ModelStatus()))
         return llm_pb2.UpdateModelResponse(model=self.catalog.model_pb(row, await self.status(row)))
 
     async def DeleteModel(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         before = await self._model_pb(request.model_id)
         await self.catalog.delete_model(request.model_id)
         await self._audit("model.delete", "model", before.id, before, None)
@@ -266,7 +266,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         return await self.inference.rerank(request)
 
     async def TestModel(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         row = await self.catalog.model_row(request.model_id)
         return await self.inference.test(row, request.prompt)
 
@@ -276,7 +276,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         return llm_pb2.GetDefaultsResponse(defaults=await self.catalog.get_defaults())
 
     async def UpdateDefaults(self, request, context):
-        caller.require_admin()
+        caller.require_permission("models.manage")
         before = await self.catalog.get_defaults()
         defaults = await self.catalog.update_defaults(request.defaults, request.update_mask)
         await self._audit("defaults.update", "defaults", "llm", before, defaults)

@@ -2,7 +2,9 @@
 this module, so ownership is enforced the same way over gRPC, REST and WebSocket.
 
 Rules: a user sees and changes only what it owns; an admin sees everything; a resource the caller may not see is
-reported NOT_FOUND, never PERMISSION_DENIED, so its existence does not leak.
+reported NOT_FOUND, never PERMISSION_DENIED, so its existence does not leak. What a caller may do beyond its own
+resources (manage models, create flows, ...) is its role's permission set (auth/permissions.py), checked with
+`require_permission`; seeing every user's resources stays with the admin role.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from typecase.server.auth.permissions import ALL, built_in
 from typecase.server.rpc.errors import TypecaseError, not_found
 
 ROLE_ADMIN = "admin"
@@ -37,10 +40,24 @@ class Principal:
     group_ids: tuple[str, ...] = ()
     # Set for a restricted API key: every domain checks named resources with `check_key_resource`.
     restriction: KeyRestriction | None = None
+    # The role's permissions, loaded per call with the groups (auth/membership.py); None: a built-in role's own
+    # (a Principal made in code, e.g. a flow run as its owner).
+    permissions: frozenset[str] | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == ROLE_ADMIN
+
+    @property
+    def granted(self) -> frozenset[str]:
+        if self.role == ROLE_ADMIN:
+            return ALL
+        if self.permissions is not None:
+            return self.permissions
+        return built_in(self.role) or frozenset()
+
+    def can(self, permission: str) -> bool:
+        return permission in self.granted
 
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
@@ -61,6 +78,19 @@ def require_admin() -> Principal:
     principal = current()
     if not principal.is_admin:
         raise TypecaseError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", "this action needs an admin")
+    return principal
+
+
+def require_permission(permission: str) -> Principal:
+    """PERMISSION_DENIED unless the caller's role holds `permission` (the admin role holds them all)."""
+    principal = current()
+    if not principal.can(permission):
+        raise TypecaseError(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "PERMISSION_DENIED",
+            f"this action needs the {permission!r} permission, which your role ({principal.role}) lacks",
+            {"permission": permission},
+        )
     return principal
 
 

@@ -202,7 +202,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                         "MCP servers run as local commands are disabled on this server "
                         "(setting tools_mcp_stdio_enabled)",
                     )
-                caller.require_admin()
+                caller.require_permission("tools.manage_stdio")
                 if not server.command.strip():
                     raise invalid_argument("provider.mcp.command", "is required for the stdio transport")
                 config.update(command=server.command.strip(), args=list(server.args), url="")
@@ -237,7 +237,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         return usable
 
     async def CreateToolProvider(self, request, context):
-        me = caller.current()
+        me = caller.require_permission("tool_providers.create")
         message = request.provider
         kind = KIND_NAMES.get(message.kind)
         if kind not in ("openapi", "mcp"):

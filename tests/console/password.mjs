@@ -19,7 +19,7 @@ run("password", async (page, result) => {
   await page.fill("input[name=password]", PASSWORD);
   await page.getByRole("button", { name: "Sign in" }).click();
   result.whoami = await page.getByTestId("whoami").textContent();
-  assert(result.whoami.includes("Ada Lovelace") && result.whoami.includes("user"), `signed in as ${result.whoami}`);
+  assert(result.whoami.includes("Ada Lovelace") && result.whoami.includes("(builder)"), `signed in as ${result.whoami}`);
   assert(new URL(page.url()).pathname === "/knowledge", "stays on the page that asked for sign-in");
   const first = await stored(page);
   assert(first.kind === "password" && first.accessToken && first.refreshToken, "tokens are kept in localStorage");

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ADMIN_KEY
-from typecase.v1 import admin_pb2, auth_pb2, chat_pb2, flow_pb2, knowledge_pb2, llm_pb2
+from typecase.v1 import admin_pb2, auth_pb2, chat_pb2, flow_pb2, knowledge_pb2, llm_pb2, roles_pb2
 
 SKIPPED = {"RestartServer", "Complete", "TestModel"}
-MODULES = (auth_pb2, llm_pb2, chat_pb2, knowledge_pb2, flow_pb2, admin_pb2)
+MODULES = (auth_pb2, llm_pb2, chat_pb2, knowledge_pb2, flow_pb2, admin_pb2, roles_pb2)
 F = FieldDescriptor
 texts = st.text(max_size=40)
 INTS = {

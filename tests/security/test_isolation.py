@@ -29,6 +29,7 @@ from typecase.v1 import (
     knowledge_pb2,
     knowledge_pb2_grpc,
     llm_pb2,
+    roles_pb2,
 )
 
 PASSWORD = "correct horse battery"
@@ -44,6 +45,7 @@ SERVICES = [
         (flow_pb2, "FlowService"),
         (admin_pb2, "AdminService"),
         (groups_pb2, "GroupService"),
+        (roles_pb2, "RoleService"),
     )
 ]
 # Resource messages that carry their id inside (PATCH /v1/sessions/{session.id}).
@@ -59,7 +61,8 @@ NESTED = {
 }
 ADMIN_ONLY = re.compile(
     r"^(AdminService\.|LLMService\.(Create|Update|Delete)|LLMService\.UpdateDefaults|"
-    r"AuthService\.(CreateUser|ListUsers|DeleteUser)|GroupService\.(CreateGroup|DeleteGroup))"
+    r"AuthService\.(CreateUser|ListUsers|DeleteUser)|GroupService\.(CreateGroup|DeleteGroup)|"
+    r"RoleService\.(CreateRole|UpdateRole|DeleteRole))"
 )
 
 

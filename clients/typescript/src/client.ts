@@ -17,6 +17,7 @@ import { FlowService } from "./gen/typecase/v1/flow_pb.js";
 import { GroupService } from "./gen/typecase/v1/groups_pb.js";
 import { KnowledgeService, UploadFileRequestSchema, UploadFileResponseSchema } from "./gen/typecase/v1/knowledge_pb.js";
 import { LLMService } from "./gen/typecase/v1/llm_pb.js";
+import { RoleService } from "./gen/typecase/v1/roles_pb.js";
 import { ToolService } from "./gen/typecase/v1/tools_pb.js";
 import { DEFAULT_RETRY, unary } from "./transport/http.js";
 import type { CallOptions, RetryPolicy, Transport, WebSocketConstructor } from "./transport/http.js";
@@ -76,6 +77,7 @@ export interface TypecaseClient {
   flow: ServiceClient<typeof FlowService>;
   admin: ServiceClient<typeof AdminService>;
   groups: ServiceClient<typeof GroupService>;
+  roles: ServiceClient<typeof RoleService>;
   tools: ServiceClient<typeof ToolService>;
   assistants: ServiceClient<typeof AssistantService>;
 }
@@ -141,6 +143,7 @@ export function createTypecase(options: TypecaseOptions = {}): TypecaseClient {
     flow: createServiceClient(FlowService, transport),
     admin: createServiceClient(AdminService, transport),
     groups: createServiceClient(GroupService, transport),
+    roles: createServiceClient(RoleService, transport),
     tools: createServiceClient(ToolService, transport),
     assistants: createServiceClient(AssistantService, transport),
   };

@@ -12,6 +12,7 @@ const AUDIT_PAGE = 50;
 export function AdminView() {
   const [error, setError] = useState<string | null>(null);
   const users = useAsync(async () => (await tc.auth.listUsers({ pageSize: 200 })).users, []);
+  const roles = useAsync(async () => (await tc.roles.listRoles({})).roles.map((r) => r.name), []);
   const [keyOwner, setKeyOwner] = useState(""); // whose keys are listed: "" is the signed-in user
   const keys = useAsync(async () => (await tc.auth.listApiKeys({ pageSize: 200, showRevoked: true, ownerId: keyOwner })).apiKeys, [keyOwner]);
   const [secret, setSecret] = useState<{ name: string; secret: string } | null>(null);
@@ -48,6 +49,7 @@ export function AdminView() {
               <UserRow
                 key={u.id}
                 user={u}
+                roles={roles.data ?? [u.roleName]}
                 onChange={(patch, paths) => act(async () => (await tc.auth.updateUser({ user: { id: u.id, ...patch }, updateMask: { paths } }), await users.reload()))}
               />
             ))}
@@ -107,16 +109,20 @@ export function AdminView() {
   );
 }
 
-function UserRow({ user: u, onChange }: { user: User; onChange: (patch: Partial<Pick<User, "role" | "disabled">>, paths: string[]) => void }) {
+// The role selector lists every role by name (built-in and custom, from the Roles page).
+function UserRow({ user: u, roles, onChange }: { user: User; roles: string[]; onChange: (patch: Partial<Pick<User, "roleName" | "disabled">>, paths: string[]) => void }) {
   return (
     <tr data-testid={`user-${u.username}`}>
       <td>
         <b>{u.username}</b> <span class="faint">{u.displayName}</span>
       </td>
       <td>
-        <select name={`role-${u.username}`} value={String(u.role)} onChange={(e) => onChange({ role: Number(e.currentTarget.value) as UserRole }, ["role"])}>
-          <option value={String(UserRole.USER)}>user</option>
-          <option value={String(UserRole.ADMIN)}>admin</option>
+        <select name={`role-${u.username}`} aria-label={`Role of ${u.username}`} value={u.roleName} onChange={(e) => onChange({ roleName: e.currentTarget.value }, ["role_name"])}>
+          {(roles.includes(u.roleName) ? roles : [u.roleName, ...roles]).map((r) => (
+            <option key={r} value={r}>
+              {r}
+            </option>
+          ))}
         </select>
       </td>
       <td>

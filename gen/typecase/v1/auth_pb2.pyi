@@ -23,7 +23,7 @@ USER_ROLE_ADMIN: UserRole
 USER_ROLE_USER: UserRole
 
 class User(_message.Message):
-    __slots__ = ("id", "username", "display_name", "email", "role", "disabled", "password", "create_time", "update_time", "last_login_time", "current_password")
+    __slots__ = ("id", "username", "display_name", "email", "role", "disabled", "password", "create_time", "update_time", "last_login_time", "current_password", "role_name")
     ID_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class User(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_LOGIN_TIME_FIELD_NUMBER: _ClassVar[int]
     CURRENT_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    ROLE_NAME_FIELD_NUMBER: _ClassVar[int]
     id: str
     username: str
     display_name: str
@@ -46,7 +47,8 @@ class User(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     last_login_time: _timestamp_pb2.Timestamp
     current_password: str
-    def __init__(self, id: _Optional[str] = ..., username: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., role: _Optional[_Union[UserRole, str]] = ..., disabled: _Optional[bool] = ..., password: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_login_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_password: _Optional[str] = ...) -> None: ...
+    role_name: str
+    def __init__(self, id: _Optional[str] = ..., username: _Optional[str] = ..., display_name: _Optional[str] = ..., email: _Optional[str] = ..., role: _Optional[_Union[UserRole, str]] = ..., disabled: _Optional[bool] = ..., password: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_login_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_password: _Optional[str] = ..., role_name: _Optional[str] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("id", "owner_id", "name", "prefix", "expire_time", "last_used_time", "revoked", "revoke_time", "create_time", "update_time", "scopes", "resources", "actions", "rate_limit")

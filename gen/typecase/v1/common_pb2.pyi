@@ -57,6 +57,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: _ClassVar[ErrorReason]
     ERROR_REASON_SHARING_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
     ERROR_REASON_API_KEY_RESTRICTED: _ClassVar[ErrorReason]
+    ERROR_REASON_ROLE_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_ROLE_BUILT_IN: _ClassVar[ErrorReason]
+    ERROR_REASON_ROLE_IN_USE: _ClassVar[ErrorReason]
     ERROR_REASON_WRONG_KNOWLEDGE_BASE_KIND: _ClassVar[ErrorReason]
 
 class MessageRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -135,6 +138,9 @@ ERROR_REASON_AGENT_MAX_STEPS: ErrorReason
 ERROR_REASON_SHARE_LEVEL_INSUFFICIENT: ErrorReason
 ERROR_REASON_SHARING_LIMIT_EXCEEDED: ErrorReason
 ERROR_REASON_API_KEY_RESTRICTED: ErrorReason
+ERROR_REASON_ROLE_NOT_FOUND: ErrorReason
+ERROR_REASON_ROLE_BUILT_IN: ErrorReason
+ERROR_REASON_ROLE_IN_USE: ErrorReason
 ERROR_REASON_WRONG_KNOWLEDGE_BASE_KIND: ErrorReason
 MESSAGE_ROLE_UNSPECIFIED: MessageRole
 MESSAGE_ROLE_SYSTEM: MessageRole

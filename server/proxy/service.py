@@ -36,6 +36,7 @@ from typecase.server.proxy.config_store import (
 )
 from typecase.server.proxy.forward import SOURCE_PROXY, ProxyApp, ProxyConfig
 from typecase.server.proxy.listener import ProxyListener
+from typecase.server.proxy.loghistory import HistoryWriter
 from typecase.server.proxy.logstream import INFO, WARNING, LogFiles, LogFilter, LogHub, LogLine
 from typecase.server.proxy.shared import LogShipper, SharedStats, StatsView
 from typecase.server.proxy.stats import Aggregate, RequestStats, percentile
@@ -144,6 +145,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             self.shared_stats = SharedStats(cache, self.stats, settings.proxy_stats_share_seconds)
         if shared and settings.proxy_log_share_seconds > 0:
             self.logs.shipper = LogShipper(cache, self.logs.deliver)
+            self.logs.history = HistoryWriter(self.logs.files, settings.proxy_log_history_wait_seconds)
             self.logs.flush_seconds = min(self.logs.flush_seconds, settings.proxy_log_share_seconds)
         self.proxy: ProxyApp | None = None
         self.proxy_port: int | None = None

@@ -1,6 +1,7 @@
 """`typecase serve --workers 2` with the built-in local models: the supervisor starts one model host beside the
 workers, both workers answer a local chat and an embedding through it, and only the host holds the models (the one
-process that maps the GGUF file; /metrics counts one loaded instance of each model, summed over every process)."""
+process that maps the GGUF file; /metrics counts one loaded instance of each model, summed over every process).
+The two workers keep one log history in the data dir: in seq order, without duplicates, the same on either."""
 
 from __future__ import annotations
 
@@ -53,6 +54,18 @@ def loaded(url: str) -> dict[str, float]:
     return {kind: float(value) for kind, value in found}
 
 
+def history(url: str) -> list[str]:
+    """The retained log messages as one new connection's worker (the kernel's pick) lists them."""
+    with httpx.Client(timeout=60) as http:
+        reply = http.get(f"{url}/v1/admin/logs", params={"page_size": 1000}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    return [line["message"] for line in reply.json()["lines"]]
+
+
+def history_file_seqs(directory: Path) -> list[int]:
+    return [json.loads(line)["seq"] for line in (directory / "server.jsonl").read_bytes().splitlines()]
+
+
 def test_two_workers_share_one_model_host(tmp_path, pg_database_url):
     redis, milvus = RedisServer(tmp_path).start(), MilvusServer(tmp_path).start()
     http_port = free_port()
@@ -84,6 +97,12 @@ def test_two_workers_share_one_model_host(tmp_path, pg_database_url):
         model_file = default_chat_model_path()
         assert [pid for pid in processes if maps_file(pid, model_file)] == hosts
         assert loaded(url) == {"chat": 1.0, "embedding": 1.0}  # every process's gauge summed: one instance each
+
+        # One log history: each worker's start line once, whichever worker answers; the file in seq order.
+        for _ in range(6):
+            assert sum(m.startswith("typecase serving:") for m in history(url)) == 2
+        seqs = history_file_seqs(tmp_path / "data" / "logs")
+        assert seqs == sorted(set(seqs))
 
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=60) == 0

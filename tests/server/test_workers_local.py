@@ -1,6 +1,6 @@
 """`typecase serve --workers 2` with the built-in local models: the supervisor starts one model host beside the
-workers, both workers answer a local chat and an embedding through it, and only the host holds the models (the one
-process that maps the GGUF file; /metrics counts one loaded instance of each model, summed over every process).
+workers, both workers answer a local chat and an embedding through it (also after the host is killed and
+restarted), and only the host holds the models (the one process that maps the GGUF file; /metrics counts one loaded instance of each model, summed over every process).
 The two workers keep one log history in the data dir: in seq order, without duplicates, the same on either."""
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def chat_and_embed(url: str) -> str:
         assert reply.status_code == 200, reply.text
         assert [len(e["values"]) for e in reply.json()["embeddings"]] == [384, 384]
     return served
+
+
+def answers(url: str) -> bool:
+    try:
+        chat_and_embed(url)
+    except AssertionError:  # e.g. UNAVAILABLE while the host restarts
+        return False
+    return True
 
 
 def loaded(url: str) -> dict[str, float]:
@@ -97,6 +105,21 @@ def test_two_workers_share_one_model_host(tmp_path, pg_database_url):
         model_file = default_chat_model_path()
         assert [pid for pid in processes if maps_file(pid, model_file)] == hosts
         assert loaded(url) == {"chat": 1.0, "embedding": 1.0}  # every process's gauge summed: one instance each
+
+        # A killed model host is restarted, and the workers reach the new one.
+        os.kill(hosts[0], signal.SIGKILL)
+        wait_for(
+            lambda: (
+                len([p for p in children(supervisor.pid) if "model-host" in cmdline(p)]) == 1
+                and hosts[0] not in children(supervisor.pid)
+            ),
+            60,
+            "a restarted model host",
+            supervisor,
+        )
+        wait_for(lambda: answers(url), 120, "local models answering again", supervisor)
+        processes = children(supervisor.pid)
+        assert loaded(url) == {"chat": 1.0, "embedding": 1.0}  # the dead host's instances are not counted
 
         # One log history: each worker's start line once, whichever worker answers; the file in seq order.
         for _ in range(6):

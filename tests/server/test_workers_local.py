@@ -56,6 +56,11 @@ def answers(url: str) -> bool:
     return True
 
 
+def rss_mb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) // 1024
+
+
 def loaded(url: str) -> dict[str, float]:
     metrics = httpx.get(f"{url}/metrics").text
     found = re.findall(r'^typecase_llm_local_models_loaded\{kind="(\w+)"\} (\S+)$', metrics, re.M)
@@ -105,6 +110,8 @@ def test_two_workers_share_one_model_host(tmp_path, pg_database_url):
         model_file = default_chat_model_path()
         assert [pid for pid in processes if maps_file(pid, model_file)] == hosts
         assert loaded(url) == {"chat": 1.0, "embedding": 1.0}  # every process's gauge summed: one instance each
+        rss = {("host" if pid in hosts else "worker", pid): rss_mb(pid) for pid in processes}
+        print(f"resident memory (MB) after a chat and an embedding on each worker: {rss}")
 
         # A killed model host is restarted, and the workers reach the new one.
         os.kill(hosts[0], signal.SIGKILL)

@@ -14,7 +14,9 @@ miss what another had not flushed yet. So:
 - File operations (append, rotate, clear, the one-time redaction) hold an flock on `<dir>.lock`, so a clear on
   one process and an append on the writer never interleave.
 - A query, a replay or a clear first waits (up to proxy_log_history_wait_seconds) until the writer has written
-  the lines this process published; the writer records its last written seq in `<dir>.written`.
+  every line numbered so far (the cluster counter's value; the writer records its last written seq in
+  `<dir>.written`), so a query on any process sees what any process had published. A number reserved by a process
+  that died before publishing makes queries wait that long until a later line is written.
 
 A process whose lines could not be published (the cache down) appends them itself, as one process does.
 """
@@ -152,7 +154,7 @@ class HistoryWriter:
             return 0
 
     async def caught_up(self, seq: int) -> bool:
-        """Wait until the history holds the lines up to `seq` (this process's last published one)."""
+        """Wait until the history holds the lines up to `seq`."""
         deadline = time.monotonic() + self.wait_seconds
         while True:
             await self.flush()

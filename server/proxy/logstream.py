@@ -440,10 +440,14 @@ class LogHub:
                 await asyncio.to_thread(self.files.append, texts)
 
     async def _settled(self) -> None:
-        """Flushed, and (shared) the lines published here are in the history."""
+        """Flushed, and (shared) the lines every process had numbered are in the history (or the wait is over)."""
         await self.flush()
-        if self.history is not None:
-            await self.history.caught_up(self._published)
+        if self.history is not None and self.shipper is not None:
+            try:
+                target = max(self._published, await self.shipper.last())
+            except Exception:  # the cache is away: this process's own lines
+                target = self._published
+            await self.history.caught_up(target)
 
     async def _flush_forever(self) -> None:
         while True:

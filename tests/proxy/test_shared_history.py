@@ -52,7 +52,9 @@ async def test_one_history_one_writer_in_order(pair):
             break
     assert one.history.leading != two.history.leading
     await publish_on_both(one, two, "a", 30)
-    for hub in (one, two):  # right after logging, either sees every line of both
+    await one.flush()  # both have published what they logged (each does every proxy_log_flush_seconds)
+    await two.flush()
+    for hub in (one, two):  # then either one's query waits for the writer and sees every line of both
         lines, more = await hub.query(LogFilter(query="a-"), 100)
         assert len(lines) == 60 and not more
         assert {line.message for line in lines} == {f"a-{p}-{i}" for p in ("one", "two") for i in range(30)}

@@ -96,6 +96,18 @@ async def exit_when_done(main) -> None:
     os._exit(0)
 
 
+@cli.command("model-host", hidden=True)
+def model_host() -> None:
+    """Run the built-in local models for the workers of `serve --workers` (started by its supervisor)."""
+    settings = _settings()
+    if not settings.llm_local_host_socket:
+        print("model-host needs TYPECASE_LLM_LOCAL_HOST_SOCKET (serve --workers sets it)", file=sys.stderr)
+        raise typer.Exit(2)
+    from typecase.server.llm.modelhost import run as host
+
+    _run(exit_when_done(host(settings)), settings)
+
+
 @cli.command()
 def migrate() -> None:
     """Upgrade the SQL schema to the latest revision (safe to run from several processes at once)."""

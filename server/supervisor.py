@@ -8,6 +8,9 @@ across them. The supervisor itself serves nothing:
 - a worker that exits on its own is logged and restarted, after a pause that doubles while it keeps failing;
 - SIGTERM or SIGINT goes to every worker, which drain together (each within shutdown_grace_seconds); any still
   running after the grace and a margin is killed;
+- with the built-in local models enabled, it first starts one model host (`typecase model-host`, restarted like a
+  worker) that runs them for every worker over a Unix socket (server/llm/modelhost.py): one instance of each model
+  per machine, not one per worker; it stops after the workers, which may still be finishing generations;
 - Prometheus metrics are shared with prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR under the
   data dir, emptied at start): any worker answers /metrics with every worker's counters and histograms summed.
 
@@ -65,8 +68,11 @@ def shared_store_problems(settings: Settings) -> list[str]:
 
 
 class Worker:
-    def __init__(self, index: int):
+    def __init__(self, index: int, command: str = "serve", env: dict[str, str] | None = None):
         self.index = index
+        self.command = command
+        self.name = f"worker {index}" if command == "serve" else command
+        self.env = env or {}
         self.proc: asyncio.subprocess.Process | None = None
         self.started_at = 0.0
         self.restart_delay = 1.0
@@ -77,18 +83,29 @@ class Worker:
             "TYPECASE_WORKERS": "1",
             "TYPECASE_REUSE_PORT": "true",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            **self.env,
         }
-        self.proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "typecase.server", "serve", env=env)
+        argv = [sys.executable, "-m", "typecase.server", self.command]
+        self.proc = await asyncio.create_subprocess_exec(*argv, env=env)
         self.started_at = time.monotonic()
-        log.info("worker %d started (pid %d)", self.index, self.proc.pid)
+        log.info("%s started (pid %d)", self.name, self.proc.pid)
 
 
 class Supervisor:
     def __init__(self, settings: Settings, count: int):
         self.settings = settings
-        self.workers = [Worker(i) for i in range(count)]
         self.stopping = asyncio.Event()
         self.metrics_dir = settings.data_dir / "metrics"
+        self.model_host: Worker | None = None
+        self.socket = Path()
+        env = {}
+        if settings.llm_local_enabled:
+            from typecase.server.llm.modelhost import socket_path  # not before the CLI checks the ports
+
+            self.socket = socket_path(settings.data_dir)
+            env = {"TYPECASE_LLM_LOCAL_HOST_SOCKET": str(self.socket)}
+            self.model_host = Worker(-1, "model-host", env)
+        self.workers = [Worker(i, env=env) for i in range(count)]
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -96,6 +113,14 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         shutil.rmtree(self.metrics_dir, ignore_errors=True)  # counters of an earlier run are not this run's
         self.metrics_dir.mkdir(parents=True, mode=0o700)
+        supervised = list(self.workers)
+        if self.model_host is not None:
+            self.socket.unlink(missing_ok=True)
+            await self.model_host.start(self.metrics_dir)
+            if not await self._socket_ready(self.model_host):
+                await self._stop_all()
+                return 1
+            supervised.append(self.model_host)
         first, *others = self.workers
         await first.start(self.metrics_dir)
         if not await self._ready(first):
@@ -103,7 +128,7 @@ class Supervisor:
             return 1
         for worker in others:
             await worker.start(self.metrics_dir)
-        watchers = [asyncio.create_task(self._watch(worker)) for worker in self.workers]
+        watchers = [asyncio.create_task(self._watch(worker)) for worker in supervised]
         await self.stopping.wait()
         await self._stop_all()
         for watcher in watchers:
@@ -117,7 +142,7 @@ class Supervisor:
         async with httpx.AsyncClient(timeout=2) as http:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 if worker.proc.returncode is not None:
-                    log.error("worker %d exited with %s before it was ready", worker.index, worker.proc.returncode)
+                    log.error("%s exited with %s before it was ready", worker.name, worker.proc.returncode)
                     return False
                 try:
                     if (await http.get(url)).status_code == 200:
@@ -125,6 +150,17 @@ class Supervisor:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.2)
+        return False
+
+    async def _socket_ready(self, host: Worker) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if host.proc.returncode is not None:
+                log.error("the model host exited with %s before it was ready", host.proc.returncode)
+                return False
+            if self.socket.exists():
+                return True
+            await asyncio.sleep(0.1)
         return False
 
     async def _watch(self, worker: Worker) -> None:
@@ -136,8 +172,8 @@ class Supervisor:
             if time.monotonic() - worker.started_at > HEALTHY_AFTER_SECONDS:
                 worker.restart_delay = 1.0
             log.warning(
-                "worker %d (pid %d) exited with %s; restarting it in %.0fs",
-                worker.index,
+                "%s (pid %d) exited with %s; restarting it in %.0fs",
+                worker.name,
                 worker.proc.pid,
                 code,
                 worker.restart_delay,
@@ -151,7 +187,13 @@ class Supervisor:
             await worker.start(self.metrics_dir)
 
     async def _stop_all(self) -> None:
-        running = [w.proc for w in self.workers if w.proc is not None and w.proc.returncode is None]
+        await self._stop(self.workers)
+        if self.model_host is not None:  # after the workers: their last generations run on it
+            await self._stop([self.model_host])
+        log.info("all workers stopped")
+
+    async def _stop(self, workers: list[Worker]) -> None:
+        running = [w.proc for w in workers if w.proc is not None and w.proc.returncode is None]
         if not running:
             return
         for proc in running:
@@ -164,7 +206,6 @@ class Supervisor:
                 if proc.returncode is None:
                     proc.kill()
             await asyncio.wait(pending)
-        log.info("all workers stopped")
 
 
 async def supervise(settings: Settings, count: int) -> int:

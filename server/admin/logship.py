@@ -54,6 +54,10 @@ class LogShipper:
         """The first of `count` consecutive seq numbers reserved for this process."""
         return await self.cache.incr(LOG_SEQ_KEY, count) - count + 1
 
+    async def last(self) -> int:
+        """The last seq number reserved by any process."""
+        return await self.cache.incr(LOG_SEQ_KEY, 0)
+
     async def publish(self, lines: list[str]) -> None:
         await self.cache.publish(LOG_CHANNEL, "\n".join(lines))
 

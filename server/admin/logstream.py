@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from prometheus_client import Counter
 
+from typecase.server.admin.loghistory import DirLock, HistoryWriter
 from typecase.server.admin.logship import LogShipper
 from typecase.server.logs import trace_id_var
 from typecase.server.redact import redact
@@ -188,7 +189,7 @@ class LogFiles:
         self.directory = directory
         self.max_bytes = max_bytes
         self.count = count
-        self._lock = threading.Lock()
+        self._lock = DirLock(directory)  # several processes may share the directory (loghistory.py)
 
     @property
     def current(self) -> Path:
@@ -321,6 +322,8 @@ class LogHub:
         self._handler: _CaptureHandler | None = None
         self._flush_lock = asyncio.Lock()
         self.shipper: LogShipper | None = None  # set before start() to stream every process's lines
+        self.history: HistoryWriter | None = None  # with the shipper: one writer of the history per data dir
+        self._published = 0  # the last seq this process published on the shipper's channel
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -343,6 +346,9 @@ class LogHub:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
         await self.flush()
+        if self.history is not None:
+            await self.history.flush()
+            self.history.close()
         if self.shipper is not None:
             await self.shipper.stop()
 
@@ -379,14 +385,17 @@ class LogHub:
 
     def deliver(self, texts: list[str]) -> None:
         """Lines of every process, from the shipper's channel."""
+        if self.history is not None:
+            self.history.received(texts)
         if self._subscribers:
             for text in texts:
                 line = LogLine.from_json(text)
                 if line is not None:
                     self._offer(line)
 
-    async def _number(self, batch: list[LogLine]) -> list[str]:
-        """Shared: seq numbers from the cluster counter, then publish; locally numbered while the cache is down."""
+    async def _number(self, batch: list[LogLine]) -> tuple[list[str], bool]:
+        """Shared: seq numbers from the cluster counter, then publish; locally numbered while the cache is down.
+        Also tells whether the lines were published."""
         try:
             first = await cast(LogShipper, self.shipper).numbers(len(batch))
         except Exception as exc:
@@ -397,7 +406,7 @@ class LogHub:
                 self.seq += 1
                 line.seq = self.seq
                 self._offer(line)
-            return [line.to_json() for line in batch]
+            return [line.to_json() for line in batch], False
         for i, line in enumerate(batch):
             line.seq = first + i
         self.seq = max(self.seq, batch[-1].seq)
@@ -408,7 +417,9 @@ class LogHub:
             print(f"typecase: cannot publish log lines to the cache: {exc}", flush=True)
             for line in batch:
                 self._offer(line)
-        return texts
+            return texts, False
+        self._published = batch[-1].seq
+        return texts, True
 
     def subscribe(self, log_filter: LogFilter) -> Subscriber:
         subscriber = Subscriber(log_filter, self.subscriber_queue)
@@ -424,14 +435,27 @@ class LogHub:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
-            texts = await self._number(batch) if self.shipper is not None else [line.to_json() for line in batch]
-            await asyncio.to_thread(self.files.append, texts)
+            texts, published = await self._number(batch) if self.shipper else ([x.to_json() for x in batch], False)
+            if not published or self.history is None:  # else the history's writer appends them (loghistory.py)
+                await asyncio.to_thread(self.files.append, texts)
+
+    async def _settled(self) -> None:
+        """Flushed, and (shared) the lines every process had numbered are in the history (or the wait is over)."""
+        await self.flush()
+        if self.history is not None and self.shipper is not None:
+            try:
+                target = max(self._published, await self.shipper.last())
+            except Exception:  # the cache is away: this process's own lines
+                target = self._published
+            await self.history.caught_up(target)
 
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.flush_seconds)
             try:
                 await self.flush()
+                if self.history is not None:
+                    await self.history.flush()
             except OSError as exc:  # disk full, permissions: keep serving; say so on stderr only (no recursion)
                 print(f"typecase: cannot write log history: {exc}", flush=True)
 
@@ -439,7 +463,7 @@ class LogHub:
         self, log_filter: LogFilter, limit: int, before_seq: int | None = None
     ) -> tuple[list[LogLine], bool]:
         """Up to `limit` matching lines, newest first, with seq below `before_seq`; and whether more exist."""
-        await self.flush()
+        await self._settled()
 
         def scan() -> tuple[list[LogLine], bool]:
             found: list[LogLine] = []
@@ -459,7 +483,7 @@ class LogHub:
     async def replay(self, log_filter: LogFilter, after_seq: int, tail: int) -> tuple[list[LogLine], int]:
         """Retained matching lines to send before live ones, oldest first, and how many were skipped because
         of `replay_max_lines`."""
-        await self.flush()
+        await self._settled()
         cap = min(tail, self.replay_max_lines) if after_seq <= 0 else self.replay_max_lines
 
         def scan() -> tuple[list[LogLine], int]:
@@ -482,7 +506,7 @@ class LogHub:
         return await asyncio.to_thread(scan)
 
     async def clear(self, before: float | None) -> int:
-        await self.flush()
+        await self._settled()
         return await asyncio.to_thread(self.files.clear, before)
 
 

@@ -30,6 +30,7 @@ from typecase.server.admin.config_store import (
     mask,
     to_text,
 )
+from typecase.server.admin.loghistory import HistoryWriter
 from typecase.server.admin.logship import LogShipper
 from typecase.server.admin.logstream import INFO, WARNING, LogFiles, LogFilter, LogHub, LogLine
 from typecase.server.infra.audit import AuditEventRow, AuditLog
@@ -145,6 +146,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             self.shared_stats = SharedStats(cache, self.stats, settings.proxy_stats_share_seconds)
         if cache is not None and settings.proxy_log_share_seconds > 0:
             self.logs.shipper = LogShipper(cache, self.logs.deliver)
+            self.logs.history = HistoryWriter(self.logs.files, settings.proxy_log_history_wait_seconds)
             self.logs.flush_seconds = min(self.logs.flush_seconds, settings.proxy_log_share_seconds)
         self.proxy: ProxyApp | None = None
         self.proxy_port: int | None = None

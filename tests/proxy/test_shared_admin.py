@@ -113,7 +113,7 @@ async def test_log_stream_follows_every_worker_in_one_sequence(pair):
     assert len(set(seqs)) == 3 and all(s > 0 for s in seqs)
     assert any("from-second: password=" in m for m in messages)
     assert all("hunter2-secret" not in m for m in messages)  # redacted before it is shared
-    # each history file holds its own process's lines with the shared numbers
+    # each data dir's history holds the lines of every process, with the shared numbers (loghistory.py)
     hub_two = second.servicers["AdminService"].logs
     await hub_two.flush()
     lines, _ = await hub_two.query(LogFilter(query="from-second"), 10)

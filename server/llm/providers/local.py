@@ -12,7 +12,8 @@ Why llama-cpp-python: measured on this 2-core machine (shared and busy; ranges o
 llama.cpp runs the quantised weights directly and is ~10-20x faster per token and ~100x faster to load; torch
 stays for the embedding model only (sentence-transformers, loaded on first embedding).
 
-Each model loads once per process, lazily, on first use (logged). Generation runs on one dedicated thread per
+Each model loads once per process, lazily, on first use (logged); under `serve --workers` only the model host
+process (server/llm/modelhost.py) runs this adapter and the workers reach it through providers/remote_local.py. Generation runs on one dedicated thread per
 model (llama.cpp contexts are not thread-safe, and a dedicated thread keeps queued requests off the shared pool);
 tokens cross to the event loop one by one, and a cancelled consumer stops the thread's generation at the next token.
 """
@@ -29,6 +30,10 @@ from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import Gauge
+
+from typecase.server.config import Settings
 
 from . import (
     CONTEXT,
@@ -57,6 +62,13 @@ KNOWN_MODELS = {CHAT_MODEL: "llm", EMBEDDING_MODEL: "embedding"}
 LLAMA_OPTIONS = ("top_k", "min_p", "repeat_penalty", "typical_p")  # model config keys passed to llama.cpp
 
 _END = object()
+# livesum: under `serve --workers`, /metrics sums the live processes, so this counts the machine's model instances
+LOADED = Gauge(
+    "typecase_llm_local_models_loaded",
+    "Built-in local models loaded in memory, by kind (chat, embedding).",
+    ["kind"],
+    multiprocess_mode="livesum",
+)
 
 
 def package_dir(package: str) -> Path | None:
@@ -111,6 +123,7 @@ class _Loaded:
                 log.info("loading local %s model from %s (first use)", kind, path)
                 started = time.perf_counter()
                 cls.models[key] = load(path)
+                LOADED.labels(kind).inc()
                 log.info("local %s model loaded in %.1fs", kind, time.perf_counter() - started)
             return cls.models[key]
 
@@ -152,6 +165,17 @@ class LocalAdapter(Adapter):
         self.max_schema_bytes = max_schema_bytes
         self._chat_thread = ThreadPoolExecutor(1, thread_name_prefix="llm-local-chat")
         self._embed_thread = ThreadPoolExecutor(1, thread_name_prefix="llm-local-embed")
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> LocalAdapter:
+        return cls(
+            chat_model_path=s.llm_local_chat_model_path,
+            embedding_model_path=s.llm_local_embedding_model_path,
+            threads=s.llm_local_threads,
+            context_tokens=s.llm_local_context_tokens,
+            embed_batch_size=s.llm_embed_batch_size,
+            max_schema_bytes=s.llm_local_max_schema_bytes,
+        )
 
     # -- chat ----------------------------------------------------------------------------------------------------
     def _llama(self):

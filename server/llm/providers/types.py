@@ -17,6 +17,7 @@ from . import Adapter
 from .anthropic import AnthropicAdapter
 from .local import KNOWN_MODELS, LocalAdapter
 from .openai import OpenAIAdapter
+from .remote_local import RemoteLocalAdapter
 
 CAPABILITIES = ("tools", "vision", "json_schema", "reasoning")
 
@@ -56,15 +57,9 @@ def _http(cls) -> Callable[[AdapterArgs], Adapter]:
 
 
 def _local(a: AdapterArgs) -> Adapter:
-    s = a.settings
-    return LocalAdapter(
-        chat_model_path=s.llm_local_chat_model_path,
-        embedding_model_path=s.llm_local_embedding_model_path,
-        threads=s.llm_local_threads,
-        context_tokens=s.llm_local_context_tokens,
-        embed_batch_size=s.llm_embed_batch_size,
-        max_schema_bytes=s.llm_local_max_schema_bytes,
-    )
+    if a.settings.llm_local_host_socket:  # serve --workers: the models run once, in the model host
+        return RemoteLocalAdapter(a.settings.llm_local_host_socket)
+    return LocalAdapter.from_settings(a.settings)
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {

@@ -54,7 +54,7 @@ run("assistants", async (page, result) => {
   await edit.getByRole("button", { name: "Save" }).click();
   await edit.getByText("saved").waitFor();
 
-  await detail.getByRole("button", { name: "Publish" }).click();
+  await detail.getByRole("button", { name: "Publish", exact: true }).click();
   await page.locator("[data-testid=assistant-detail][data-status=online]").waitFor();
   result.listBadge = await page.locator(`li[data-assistant-name="Calculator helper"] .badge`).textContent();
 

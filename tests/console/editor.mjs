@@ -123,7 +123,7 @@ run("editor", async (page, result) => {
   // 5. Save a version, publish.
   await page.getByTestId("save-flow").click();
   await page.getByText("saved", { exact: true }).waitFor();
-  await page.getByRole("button", { name: "Publish" }).click();
+  await page.getByRole("button", { name: "Publish", exact: true }).click();
   await page.getByRole("button", { name: "Unpublish" }).waitFor();
 
   // 6. Run both branches from the run panel.

@@ -43,7 +43,7 @@ run("flow", async (page, result) => {
   assert((await page.getByTestId("run-status").textContent()) === "finished", "the replayed run is finished");
 
   // Publish, then chat with the flow.
-  await page.getByRole("button", { name: "Publish" }).click();
+  await page.getByRole("button", { name: "Publish", exact: true }).click();
   await page.getByRole("button", { name: "Unpublish" }).waitFor();
   await page.getByRole("link", { name: "Chat" }).click();
   await page.selectOption("select[name=target]", { label: "Browser test flow" });

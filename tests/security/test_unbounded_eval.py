@@ -99,7 +99,10 @@ class HealthProbe:
 
     def check(self, what: str, seconds: float) -> None:
         baseline = self._p99([lat for at, lat in self.latencies if at < self.attack_start])
-        during = [lat for at, lat in self.latencies if self.attack_start <= at <= self.attack_end]
+        # At least five probe slots: an attack answered within one interval still has probes to judge it by
+        # (__aexit__ keeps probing 0.1 s past its end, and a blocked loop delays those too).
+        until = max(self.attack_end, self.attack_start + 5 * PROBE_INTERVAL_SECONDS)
+        during = [lat for at, lat in self.latencies if self.attack_start <= at <= until]
         p99 = self._p99(during)
         print(
             f"{what}: answered in {seconds * 1000:.0f} ms; /healthz p99 {p99 * 1000:.1f} ms (baseline "

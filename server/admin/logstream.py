@@ -42,6 +42,7 @@ from typecase.server.redact import redact
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 1, 2, 3, 4, 5  # typecase.v1.LogLevel
 LOG_FILE = "server.jsonl"
+STOP_FLUSH_SECONDS = 5.0  # how long a stop waits to share its last lines (Redis, the history writer)
 REDACTED_MARKER = ".redacted"  # <dir>.redacted: its history has been redacted in place
 
 DROPPED = Counter(
@@ -345,9 +346,16 @@ class LogHub:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        await self.flush()
+        try:  # the last lines go through the shared store: a stop must not wait on it for ever
+            async with asyncio.timeout(STOP_FLUSH_SECONDS):
+                await self.flush()
+                if self.history is not None:
+                    await self.history.flush()
+        except TimeoutError:
+            logging.getLogger("typecase.admin").warning(
+                "log stream: the last lines were not shared within %s s of stopping", STOP_FLUSH_SECONDS
+            )
         if self.history is not None:
-            await self.history.flush()
             self.history.close()
         if self.shipper is not None:
             await self.shipper.stop()

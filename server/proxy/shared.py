@@ -142,7 +142,8 @@ class SharedStats:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
-            await self.cache.delete(self.key)  # gone at once, not after the TTL
+            async with asyncio.timeout(5):  # a stop must not wait on the shared store for ever
+                await self.cache.delete(self.key)  # gone at once, not after the TTL
         except Exception:
             pass
 

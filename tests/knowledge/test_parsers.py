@@ -13,6 +13,7 @@ import pytest
 
 from typecase.server.knowledge import parsers
 from typecase.server.knowledge.chunking import Rule, chunk_sections
+from typecase.server.knowledge.parsers import qa as qa_parser
 
 from . import files, hostile
 
@@ -275,3 +276,22 @@ def test_a_long_html_page_is_parsed_in_linear_time(tmp_path):
     sections = parses(tmp_path, "long.html", page)
     assert time.process_time() - started < 5
     assert "Paragraph 7999." in sections[0].text and sections[0].text.count("\n\n") >= 8000
+
+
+def test_tables_are_read_by_header_or_position_with_similar_questions_one_a_line(tmp_path):
+    path = tmp_path / "qa.csv"
+    path.write_text('Category,问题,答案,相似问题\nhr,年假有几天?,十五天,"休假多少天\n假期天数"\n', encoding="utf-8")
+    parsed = parsers.parse(path, "csv", parsers.Options(qa=True))
+    [(q, similar, a)] = [qa_parser.decode(s.text) for s in parsed.sections]
+    assert (q, similar, a) == ("年假有几天?", ["休假多少天", "假期天数"], "十五天")
+
+    path.write_text("How tall is it?,Ten metres.,How high is it?,What is its height?\n", encoding="utf-8")
+    [(q, similar, a)] = [
+        qa_parser.decode(s.text) for s in parsers.parse(path, "csv", parsers.Options(qa=True)).sections
+    ]
+    assert (q, similar, a) == ("How tall is it?", ["How high is it?", "What is its height?"], "Ten metres.")
+
+    path.write_text("".join(f"q{i}?,a{i}\n" for i in range(6)), encoding="utf-8")
+    with pytest.raises(parsers.LimitExceeded) as err:
+        list(parsers.parse(path, "csv", parsers.Options(qa=True, qa_max_pairs=5)).sections)
+    assert err.value.setting == "knowledge_qa_max_pairs"

@@ -11,8 +11,6 @@ import grpc
 import pytest
 
 from tests.conftest import ADMIN_KEY
-from typecase.server.knowledge import parsers
-from typecase.server.knowledge.parsers import qa as qa_parser
 from typecase.v1 import knowledge_pb2 as pb
 from typecase.v1 import knowledge_pb2_grpc
 
@@ -297,25 +295,6 @@ async def test_the_kind_of_a_base_is_enforced_and_pairs_are_validated(stub):
     bad = await wait_done(stub, ADMIN, (await upload(stub, ADMIN, kb.id, "bad.csv", text.getvalue().encode())).id)
     assert bad.status == pb.FILE_STATUS_FAILED and file_reason(bad) == "PARSE_FAILED"
     assert "row 2" in bad.error.message
-
-
-def test_tables_are_read_by_header_or_position_with_similar_questions_one_a_line(tmp_path):
-    path = tmp_path / "qa.csv"
-    path.write_text('Category,问题,答案,相似问题\nhr,年假有几天?,十五天,"休假多少天\n假期天数"\n', encoding="utf-8")
-    parsed = parsers.parse(path, "csv", parsers.Options(qa=True))
-    [(q, similar, a)] = [qa_parser.decode(s.text) for s in parsed.sections]
-    assert (q, similar, a) == ("年假有几天?", ["休假多少天", "假期天数"], "十五天")
-
-    path.write_text("How tall is it?,Ten metres.,How high is it?,What is its height?\n", encoding="utf-8")
-    [(q, similar, a)] = [
-        qa_parser.decode(s.text) for s in parsers.parse(path, "csv", parsers.Options(qa=True)).sections
-    ]
-    assert (q, similar, a) == ("How tall is it?", ["How high is it?", "What is its height?"], "Ten metres.")
-
-    path.write_text("".join(f"q{i}?,a{i}\n" for i in range(6)), encoding="utf-8")
-    with pytest.raises(parsers.LimitExceeded) as err:
-        list(parsers.parse(path, "csv", parsers.Options(qa=True, qa_max_pairs=5)).sections)
-    assert err.value.setting == "knowledge_qa_max_pairs"
 
 
 async def test_edited_and_added_pairs_survive_reprocessing_the_imported_table(stub):

@@ -12,7 +12,7 @@ from tests.tools.servers import start, stop
 from tests.tools.support import new_user, tool_by_name
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError
-from typecase.server.tools.api import ToolCall, declared_name
+from typecase.server.tools.api import ToolCall
 from typecase.v1 import tools_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
@@ -39,15 +39,6 @@ async def as_user(channel, mcp_url):
     ).provider
     assert provider.last_error == ""
     return user, provider
-
-
-def test_declared_names_are_model_safe_and_unique():
-    taken: set[str] = set()
-    names = []
-    for raw in ("get.pet", "get.pet", "x" * 80, "***"):
-        names.append(declared_name(raw, taken))
-        taken.add(names[-1])
-    assert names[:2] == ["get_pet", "get_pet_2"] and len(names[2]) == 64 and names[3] == "tool"
 
 
 async def test_tools_are_declared_for_a_model_and_a_batch_runs_concurrently(tapp, tchannel, mcp_url):

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from typecase.server import gateway, http_docs
 from typecase.server.admin.service import AdminService
@@ -210,7 +210,7 @@ def domain_routes(app: App) -> list[Any]:
     the web console, which answers only GET/HEAD of paths outside /v1, /openai and the operations endpoints."""
     llm, authenticate, limit = app.servicers["LLMService"], compat_auth(app), app.settings.http_max_body_bytes
     mcp = app.mcp_endpoint.routes() if app.mcp_endpoint is not None else []
-    compat = [
+    compat: list[BaseRoute] = [
         *openai_routes(llm, authenticate, limit, REASON_HTTP_STATUS, agents=app.agents),
         *anthropic_routes(llm, authenticate, limit, REASON_HTTP_STATUS),
     ]
@@ -258,8 +258,8 @@ class App:
         self.settings = settings
         self.resources = Resources(settings)
         self.ready = False
-        self.grpc_port: int | None = None
-        self.http_port: int | None = None
+        self.grpc_port = 0  # the ports bound, once started
+        self.http_port = 0
         self._grpc_server: grpc.aio.Server | None = None
         self._http_server: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task | None = None
@@ -322,8 +322,8 @@ class App:
         for servicer in self.servicers.values():
             if hasattr(servicer, "start"):
                 await servicer.start()
-        if self.settings.otel_endpoint:
-            s = self.settings
+        s = self.settings
+        if s.otel_endpoint:
             tracing.configure(
                 s.otel_endpoint,
                 service_name=s.otel_service_name,
@@ -481,7 +481,7 @@ class App:
         grace = self.settings.shutdown_grace_seconds
         log.info("shutting down: draining in-flight calls for up to %gs", grace)
         self.ready = False
-        waits = []
+        waits: list[Awaitable[Any]] = []
         if self._http_server is not None and self._http_task is not None:
             self._http_server.should_exit = True
             waits.append(self._http_task)

@@ -77,6 +77,13 @@ class Worker:
         self.started_at = 0.0
         self.restart_delay = 1.0
 
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        """The process of the last start()."""
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self.proc
+
     async def start(self, metrics_dir: Path) -> None:
         env = {
             **os.environ,
@@ -141,8 +148,8 @@ class Supervisor:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         async with httpx.AsyncClient(timeout=2) as http:
             while time.monotonic() < deadline and not self.stopping.is_set():
-                if worker.proc.returncode is not None:
-                    log.error("%s exited with %s before it was ready", worker.name, worker.proc.returncode)
+                if worker.process.returncode is not None:
+                    log.error("%s exited with %s before it was ready", worker.name, worker.process.returncode)
                     return False
                 try:
                     if (await http.get(url)).status_code == 200:
@@ -155,8 +162,8 @@ class Supervisor:
     async def _socket_ready(self, host: Worker) -> bool:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline and not self.stopping.is_set():
-            if host.proc.returncode is not None:
-                log.error("the model host exited with %s before it was ready", host.proc.returncode)
+            if host.process.returncode is not None:
+                log.error("the model host exited with %s before it was ready", host.process.returncode)
                 return False
             if self.socket.exists():
                 return True
@@ -165,8 +172,8 @@ class Supervisor:
 
     async def _watch(self, worker: Worker) -> None:
         while not self.stopping.is_set():
-            code = await worker.proc.wait()
-            multiprocess.mark_process_dead(worker.proc.pid, str(self.metrics_dir))
+            code = await worker.process.wait()
+            multiprocess.mark_process_dead(worker.process.pid, str(self.metrics_dir))
             if self.stopping.is_set():
                 return
             if time.monotonic() - worker.started_at > HEALTHY_AFTER_SECONDS:
@@ -174,7 +181,7 @@ class Supervisor:
             log.warning(
                 "%s (pid %d) exited with %s; restarting it in %.0fs",
                 worker.name,
-                worker.proc.pid,
+                worker.process.pid,
                 code,
                 worker.restart_delay,
             )

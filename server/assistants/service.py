@@ -352,7 +352,7 @@ class AssistantService(assistant_pb2_grpc.AssistantServiceServicer):
         await self._audit("assistant.delete", row)
         return assistant_pb2.DeleteAssistantResponse()
 
-    async def _set_status(self, assistant_id: str, status: int) -> AssistantRow:
+    async def _set_status(self, assistant_id: str, status: assistant_pb2.AssistantStatus) -> AssistantRow:
         row = await self._editable(assistant_id, sharing.OWNER)
         if status == assistant_pb2.ASSISTANT_STATUS_ONLINE and self.check is not None:
             await self.check(assistant_message(row))

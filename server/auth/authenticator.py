@@ -56,7 +56,7 @@ class Authenticator:
         self._sessions: TTLCache[str, _Cached] = TTLCache(cache_max_entries, ttl)
         self._last_used: dict[str, datetime] = {}
         self._background: set[asyncio.Task] = set()
-        self._loading: dict[str, asyncio.Future] = {}
+        self._loading: dict[str, asyncio.Future[_Cached]] = {}
 
     async def authenticate(self, credential: str, scope: str = scopes.SCOPE_API) -> Principal:
         """The caller behind `credential`, for a surface that needs `scope` (access tokens are for the API only)."""
@@ -172,7 +172,7 @@ class Authenticator:
         restriction = None
         if key.resources:
             restriction = KeyRestriction(
-                frozenset(tuple(r.split("/", 1)) for r in key.resources),
+                frozenset((kind, ident) for kind, _, ident in (r.partition("/") for r in key.resources)),
                 frozenset(key.actions.split()),
                 key.rate_limit,
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import grpc
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from typecase.server.auth.membership import Memberships
@@ -238,7 +238,7 @@ class GroupService(groups_pb2_grpc.GroupServiceServicer):
             before = {"name": row.name, "description": row.description, "members": len(members)}
             for grant in grants:
                 await session.delete(grant)
-            await session.execute(GroupMemberRow.__table__.delete().where(GroupMemberRow.group_id == row.id))
+            await session.execute(delete(GroupMemberRow).where(GroupMemberRow.group_id == row.id))
             await session.delete(row)
             await session.commit()
         await self.memberships.forget(*members)

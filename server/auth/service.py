@@ -53,24 +53,20 @@ class AuthService(UserAdmin, auth_pb2_grpc.AuthServiceServicer):
             settings.password_min_length, settings.password_required_character_classes
         )
         self.lockout = registration.Lockout(settings.account_lockout_failures, settings.account_lockout_seconds)
-        self.signer: TokenSigner | None = None
-        self.authenticator: Authenticator | None = None
-        self.guard: CredentialGuard | None = None
+        # Built here so that they are never None; the signer has no keys until start() loads them.
+        self.signer = TokenSigner(db, settings.access_token_ttl_seconds, settings.signing_key_refresh_seconds)
+        self.authenticator = Authenticator(
+            db, self.signer, settings.api_key_cache_seconds, settings.credential_cache_max_entries
+        )
+        self.guard = CredentialGuard(self.authenticator, rate_limits, memberships)
         self.admin_id = ""
 
     async def start(self) -> None:
-        self.signer = await TokenSigner.load(
-            self.db, self.settings.access_token_ttl_seconds, self.settings.signing_key_refresh_seconds
-        )
-        self.authenticator = Authenticator(
-            self.db, self.signer, self.settings.api_key_cache_seconds, self.settings.credential_cache_max_entries
-        )
-        self.guard = CredentialGuard(self.authenticator, self.rate_limits, self.memberships)
+        await self.signer.start()
         self.admin_id = await ensure_admin(self.db, self.settings)
 
     async def stop(self) -> None:
-        if self.authenticator is not None:
-            await self.authenticator.close()
+        await self.authenticator.close()
 
     # -- login -----------------------------------------------------------------------------------------------
     async def _password_budget(self, username: str, client: str) -> None:
@@ -102,7 +98,7 @@ class AuthService(UserAdmin, auth_pb2_grpc.AuthServiceServicer):
             user = (await session.scalars(select(UserRow).where(UserRow.username_lower == username))).first()
             now = utcnow()
             locked_for = self.lockout.locked_for(user, now) if user else None
-            if locked_for is not None:
+            if user is not None and locked_for is not None:
                 await self.audit.record(
                     "login",
                     actor_id=user.id,
@@ -122,7 +118,7 @@ class AuthService(UserAdmin, auth_pb2_grpc.AuthServiceServicer):
             ok = await credentials.verify_password_off_loop(
                 user.password_hash if user else None, request.password[:MAX_PASSWORD]
             )
-            if not ok or user.disabled:
+            if not ok or user is None or user.disabled:
                 if user is not None and not ok:
                     self.lockout.failed(user, now)
                     await session.commit()
@@ -179,12 +175,13 @@ class AuthService(UserAdmin, auth_pb2_grpc.AuthServiceServicer):
         password_hash = await credentials.hash_password_off_loop(request.password)
         async with self.db.session() as session:
             role = self.settings.default_user_role
+            invite_code_id = None
             if request.invite_code:
                 invite = await registration.spend_invite_code(session, request.invite_code)
                 if invite is None:
                     await self.rate_limits.count_login_failure(INVITE_BUDGET, client)
                     raise registration.invalid_invite()
-                role = invite.role
+                role, invite_code_id = invite.role, invite.id
             user = UserRow(
                 username=request.username,
                 display_name=request.display_name or request.username,
@@ -212,7 +209,7 @@ class AuthService(UserAdmin, auth_pb2_grpc.AuthServiceServicer):
             detail={
                 "username": user.username,
                 "role": role,
-                "invite_code_id": invite.id if request.invite_code else None,
+                "invite_code_id": invite_code_id,
                 "client": client,
             },
         )

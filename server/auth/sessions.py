@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 from typecase.server.auth import credentials
 from typecase.server.auth.models import LoginSessionRow, RefreshTokenRow, UserRow
-from typecase.server.infra.sql import Database, utcnow
+from typecase.server.infra.sql import Database, rows_matched, utcnow
 from typecase.server.rpc.errors import TypecaseError
 
 log = logging.getLogger("typecase.auth")
@@ -94,7 +94,7 @@ async def refresh(db: Database, token: str, ttl_seconds: int, grace_seconds: flo
             .where(RefreshTokenRow.id == row.id, RefreshTokenRow.used_time.is_(None))
             .values(used_time=now)
         )
-        if spent.rowcount != 1:
+        if rows_matched(spent) != 1:
             await session.refresh(row, ["used_time"])
             if row.used_time is not None and now - row.used_time > timedelta(seconds=grace_seconds):
                 login.revoke_time, login.revoke_reason = now, REUSE

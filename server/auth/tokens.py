@@ -96,18 +96,16 @@ class TokenSigner:
         self._loaded_at = 0.0
         self._lock = asyncio.Lock()
 
-    @classmethod
-    async def load(cls, db: Database, ttl_seconds: int, refresh_seconds: float = 30.0) -> TokenSigner:
-        async with db.session() as session:
+    async def start(self) -> None:
+        """Create the signing key when the store has none yet, then load the keys."""
+        async with self.db.session() as session:
             if await session.get(MetaEntry, SIGNING_KEY_ENTRY) is None:
                 session.add(MetaEntry(key=SIGNING_KEY_ENTRY, value=secrets.token_urlsafe(48)))
                 try:
                     await session.commit()
                 except IntegrityError:  # another replica created it first: use theirs
                     await session.rollback()
-        signer = cls(db, ttl_seconds, refresh_seconds)
-        await signer.reload()
-        return signer
+        await self.reload()
 
     def _use(self, current: str, previous: str | None) -> None:
         self._current = current

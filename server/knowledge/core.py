@@ -31,7 +31,6 @@ from typecase.server.knowledge.models import (
     KnowledgeChunkRow,
     KnowledgeFileRow,
 )
-from typecase.server.knowledge.qa import wrong_kind
 from typecase.server.knowledge.search import Searcher
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument, not_found
@@ -40,6 +39,15 @@ from typecase.v1 import knowledge_pb2 as pb
 
 QA_FORMATS = {"csv", "xlsx"}  # tables of question-answer pairs (parsers/qa.py)
 EMBEDDING_USE = "knowledge_embedding"
+
+
+def wrong_kind(kb: KnowledgeBaseRow, wanted: str) -> TypecaseError:
+    return TypecaseError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "WRONG_KNOWLEDGE_BASE_KIND",
+        f"knowledge base {kb.name!r} holds {kb.kind}: this needs a {wanted} knowledge base",
+        {"kb_id": kb.id, "kind": kb.kind},
+    )
 
 
 class KnowledgeCore:

@@ -32,6 +32,7 @@ from typecase.server.knowledge.models import (
     KnowledgeTermRow,
     chunk_id,
 )
+from typecase.server.rpc.errors import not_found
 
 
 @dataclass
@@ -145,6 +146,8 @@ class ChunkEditor:
                         .values(term_total=KnowledgeFileRow.term_total + delta)
                     )
                     row = await session.get(KnowledgeChunkRow, chunk.id, populate_existing=True)
+                    if row is None:  # deleted by another call since it was read
+                        raise not_found("chunk", chunk.id)
             except BaseException:
                 await asyncio.shield(
                     self._replace_vectors(kb, [v["id"] for v in new_vectors], await self._vectors(kb, file, old))
@@ -187,22 +190,21 @@ class ChunkEditor:
             try:
                 length = len(await asyncio.to_thread(keyword.tokenize, text))
                 async with self.db.session() as session:
-                    session.add(
-                        KnowledgeChunkRow(
-                            id=chunk_id(file.id, index),
-                            kb_id=kb.id,
-                            file_id=file.id,
-                            chunk_index=index,
-                            page=page,
-                            text=text,
-                            token_count=count_tokens(text),
-                            start_offset=0,
-                            end_offset=0,
-                            edited=True,
-                            added=True,
-                            answer=answer,
-                        )
+                    added = KnowledgeChunkRow(
+                        id=chunk_id(file.id, index),
+                        kb_id=kb.id,
+                        file_id=file.id,
+                        chunk_index=index,
+                        page=page,
+                        text=text,
+                        token_count=count_tokens(text),
+                        start_offset=0,
+                        end_offset=0,
+                        edited=True,
+                        added=True,
+                        answer=answer,
                     )
+                    session.add(added)
                     await session.flush()
                     await self._rebuild_block(session, file, index // self.keyword_block)
                     await session.execute(
@@ -213,7 +215,6 @@ class ChunkEditor:
                             chunk_count=KnowledgeFileRow.chunk_count + 1,
                         )
                     )
-                    added = await session.get(KnowledgeChunkRow, chunk_id(file.id, index))
             except BaseException:
                 await asyncio.shield(self._replace_vectors(kb, [v["id"] for v in new_vectors], []))
                 raise

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from typecase.server.infra import sharing
 from typecase.server.infra.sql import new_id
+from typecase.server.knowledge.core import KnowledgeCore, wrong_kind
 from typecase.server.knowledge.ingest import qa_text
 from typecase.server.knowledge.models import (
     FORMAT_QA_PAIRS,
@@ -34,15 +35,6 @@ PAIRS_FILE_NAME = "Hand-written pairs"
 PAIR_FIELDS = {"question", "similar_questions", "answer"}
 
 
-def wrong_kind(kb: KnowledgeBaseRow, wanted: str) -> TypecaseError:
-    return TypecaseError(
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "WRONG_KNOWLEDGE_BASE_KIND",
-        f"knowledge base {kb.name!r} holds {kb.kind}: this needs a {wanted} knowledge base",
-        {"kb_id": kb.id, "kind": kb.kind},
-    )
-
-
 def pair_message(row: KnowledgeChunkRow, file_name: str) -> pb.QAPair:
     question, _, similar = row.text.partition("\n")
     return pb.QAPair(
@@ -56,8 +48,8 @@ def pair_message(row: KnowledgeChunkRow, file_name: str) -> pb.QAPair:
     )
 
 
-class QAPairs:
-    """Mixed into KnowledgeService: uses its db, settings, audit, chunks (ChunkEditor), _kb, _file, _chunk."""
+class QAPairs(KnowledgeCore):
+    """The pair RPCs of KnowledgeService, over the state and lookups of KnowledgeCore (as ChunkRPCs is)."""
 
     def _pair_fields(self, pair: pb.QAPair, paths: set[str], old: KnowledgeChunkRow | None = None):
         s = self.settings

@@ -378,10 +378,10 @@ class Inference:
         provider = self.registry.snapshot.providers.get(model.provider_id)
         return provider.name if provider else ""
 
-    async def _open(self, target: Target, call: ChatCall) -> tuple[AsyncIterator[Delta], Delta]:
+    async def _open(self, target: Target, call: ChatCall) -> tuple[AsyncGenerator[Delta, None], Delta]:
         """The upstream stream and its first output, retried while nothing was produced."""
 
-        async def attempt() -> tuple[AsyncIterator[Delta], Delta]:
+        async def attempt() -> tuple[AsyncGenerator[Delta, None], Delta]:
             stream = target.adapter.stream_chat(call, target.timeouts)
             try:
                 return stream, await anext(stream)
@@ -448,9 +448,10 @@ class Inference:
                     yield message
                     if coalescer is None:  # reads ahead from here on, merging what the caller is slow to take
                         coalescer = Coalescer(stream)
-                    delta = await coalescer.take()
-                    if delta is None:
+                    taken = await coalescer.take()
+                    if taken is None:
                         raise UpstreamError(UNAVAILABLE, "the upstream stream ended without a finish")
+                    delta = taken
                     seq += 1
                     now = time.perf_counter()
                     inter_token.observe(now - last)
@@ -534,7 +535,7 @@ class Inference:
         response = llm_pb2.CompleteResponse(
             text=answer.text,
             reasoning_text=answer.reasoning,
-            finish_reason=answer.finish_reason or 1,
+            finish_reason=answer.finish_reason or common_pb2.FINISH_REASON_STOP,
             usage=common_pb2.Usage(
                 prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
             ),
@@ -650,7 +651,7 @@ class Inference:
                     model.upstream_name or model.name, [Message("user", prompt or "Say hello.")], max_tokens=16
                 )
                 stream = target.adapter.stream_chat(call, target.timeouts)
-                text = []
+                text: list[str] = []
                 try:
                     async for delta in stream:
                         if not text and (delta.text or delta.reasoning):
@@ -697,8 +698,7 @@ def _trace_response(span: Any, response: llm_pb2.GenerateResponse) -> None:
         span.set_attribute("gen_ai.response.time_to_first_chunk", seconds)
         span.add_event("gen_ai.first_token", {"time_to_first_token_seconds": seconds})
     if response.finish_reason:
-        enum = response.DESCRIPTOR.fields_by_name["finish_reason"].enum_type
-        name = enum.values_by_number[response.finish_reason].name.removeprefix("FINISH_REASON_").lower()
+        name = common_pb2.FinishReason.Name(response.finish_reason).removeprefix("FINISH_REASON_").lower()
         span.set_attribute("gen_ai.response.finish_reasons", [name])
     if response.HasField("usage"):
         span.set_attributes(

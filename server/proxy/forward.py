@@ -57,7 +57,7 @@ class ProxyConfig:
     custom_headers: list[tuple[bytes, bytes]]
     rule: SystemPromptRule
     max_request_bytes: int
-    timeout: dict[str, float]
+    timeout: dict[str, float | None]  # httpx.Timeout.as_dict(): None is no limit
     error_body_bytes: int
     access_required: bool
     forward_client_address: bool
@@ -272,7 +272,7 @@ class ProxyApp:
         except asyncio.CancelledError:
             if disconnect is None or not disconnect.gone:
                 raise  # a shutdown, not the client leaving
-            asyncio.current_task().uncancel()
+            _this_task().uncancel()
             error, message, record.status = ("CLIENT_CLOSED", 0, ""), "client disconnected", 499
         finally:
             if disconnect is not None:
@@ -317,24 +317,25 @@ class ProxyApp:
             sent = new if new is not None else body
             model = _find_model(sent) if sent else ""
 
-            def note() -> None:
+            def note_whole() -> None:
                 record.request_bytes = len(sent)
                 record.model = model
 
-            return sent, (len(new) if new is not None else None), note
+            return sent, (len(new) if new is not None else None), note_whole
         # Streamed: forwarded chunk by chunk as it arrives, counted against the limit, sniffed for the model.
-        counted = {"size": 0, "model": ""}
+        size, model = 0, ""
 
         async def stream() -> AsyncIterator[bytes]:
+            nonlocal size, model
             chunk = body
             tail = b""
             more_body = True
             while True:
-                counted["size"] += len(chunk)
-                if counted["size"] > limit:
+                size += len(chunk)
+                if size > limit:
                     raise BodyTooLarge
-                if not counted["model"] and chunk:
-                    counted["model"] = _find_model(tail + chunk)
+                if not model and chunk:
+                    model = _find_model(tail + chunk)
                     tail = chunk[-300:]
                 if chunk:
                     yield chunk
@@ -346,11 +347,11 @@ class ProxyApp:
                 chunk = message.get("body", b"")
                 more_body = message.get("more_body", False)
 
-        def note() -> None:
-            record.request_bytes = counted["size"]
-            record.model = counted["model"]
+        def note_streamed() -> None:
+            record.request_bytes = size
+            record.model = model
 
-        return stream(), None, note
+        return stream(), None, note_streamed
 
     def _access_line(self, r: RequestRecord, error: tuple[str, int, str] | None, message: str) -> None:
         level = INFO if r.status < 400 else ERROR if r.status >= 500 else WARNING
@@ -386,7 +387,7 @@ class _Disconnect:
     __slots__ = ("task", "watcher", "armed", "gone")
 
     def __init__(self, receive):
-        self.task = asyncio.current_task()
+        self.task = _this_task()
         self.armed = True
         self.gone = False
         self.watcher = asyncio.ensure_future(receive())
@@ -404,6 +405,14 @@ class _Disconnect:
         self.armed = False
         if not self.watcher.done():
             self.watcher.cancel()
+
+
+def _this_task() -> asyncio.Task:
+    """The task running this request (an ASGI request always runs in one)."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("the proxy handles a request outside a task")
+    return task
 
 
 def _reason_for(status: int) -> str:

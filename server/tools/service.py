@@ -30,6 +30,7 @@ from typecase.server.tools.calls import FLOW_CATEGORY, FLOW_PREFIX, Invoker, flo
 from typecase.server.tools.convert import (
     AUTH_NAMES,
     KIND_NAMES,
+    KIND_VALUES,
     MASK,
     TRANSPORT_NAMES,
     open_secrets,
@@ -116,6 +117,13 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             raise not_found("tool provider", provider_id)
         held = await self.store.granted(row, caller.current())
         sharing.require(held, need, "tool provider", sharing.TOOL_PROVIDER, row.id)
+        return row
+
+    async def _stored(self, provider_id: str) -> ToolProviderRow:
+        """The provider as stored now, after a change (NOT_FOUND when it was deleted meanwhile)."""
+        row = await self.store.provider(provider_id)
+        if row is None:
+            raise not_found("tool provider", provider_id)
         return row
 
     async def _message(self, row: ToolProviderRow) -> tools_pb2.ToolProvider:
@@ -283,7 +291,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             resource_id=row.id,
             detail={"name": row.name, "kind": kind, "tools": len(specs)},
         )
-        return tools_pb2.CreateToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
+        return tools_pb2.CreateToolProviderResponse(provider=await self._message(await self._stored(row.id)))
 
     async def ListToolProviders(self, request, context):
         scope = caller.current()
@@ -357,7 +365,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
             resource_id=row.id,
             detail={"fields": sorted(paths)},
         )
-        return tools_pb2.UpdateToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
+        return tools_pb2.UpdateToolProviderResponse(provider=await self._message(await self._stored(row.id)))
 
     async def DeleteToolProvider(self, request, context):
         me = caller.current()
@@ -411,7 +419,7 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
         await self.audit.record(
             "tool_provider.refresh", actor_id=me.user_id, resource_type="tool_provider", resource_id=row.id
         )
-        return tools_pb2.RefreshToolProviderResponse(provider=await self._message(await self.store.provider(row.id)))
+        return tools_pb2.RefreshToolProviderResponse(provider=await self._message(await self._stored(row.id)))
 
     # -- tools -------------------------------------------------------------------------------------------------
     async def ListTools(self, request, context):
@@ -473,7 +481,10 @@ class ToolService(tools_pb2_grpc.ToolServiceServicer):
                 description=t.description,
                 category=t.category,
                 parameters=struct_of(t.parameters),
-                kind={"builtin": 1, "flow": 1, "openapi": 2, "mcp": 3}.get(t.kind, 0),
+                # A flow published as a tool is listed as built in.
+                kind=KIND_VALUES.get(
+                    "builtin" if t.kind == "flow" else t.kind, tools_pb2.TOOL_PROVIDER_KIND_UNSPECIFIED
+                ),
                 provider_name=t.provider_name,
             )
         )

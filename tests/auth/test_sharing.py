@@ -274,3 +274,25 @@ async def test_leaving_a_group_takes_effect_on_the_next_call_on_another_replica(
             assert kb_id in await listed(w1, "bob")
     finally:
         redis.Redis.from_url(redis_url).flushdb()
+
+
+async def test_deleting_a_group_removes_its_members_and_closes_what_it_shared(running_app):
+    from sqlalchemy import func, select
+
+    from typecase.server.auth.models import GroupMemberRow
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running_app.grpc_port}") as channel:
+        w = World(channel)
+        await w.users("alice", "bob")
+        kb_id, group_id = await shared_kb(w)
+        assert kb_id in await listed(w, "bob")
+
+        await w.groups.DeleteGroup(groups_pb2.DeleteGroupRequest(group_id=group_id), metadata=ADMIN)
+
+        assert kb_id not in await listed(w, "bob")
+        assert await code_of(search(w, "bob", kb_id)) == grpc.StatusCode.NOT_FOUND
+        get = w.groups.GetGroup(groups_pb2.GetGroupRequest(group_id=group_id), metadata=ADMIN)
+        assert await code_of(get) == grpc.StatusCode.NOT_FOUND
+    async with running_app.resources.db.session() as session:
+        members = select(func.count()).select_from(GroupMemberRow).where(GroupMemberRow.group_id == group_id)
+        assert await session.scalar(members) == 0

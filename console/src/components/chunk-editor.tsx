@@ -1,51 +1,21 @@
 // One file's chunks, as the index holds them: paged, filtered by keyword, each editable (UpdateChunk re-embeds
 // and re-indexes it), deletable, and a hand-written chunk can be added. The file's original is one click away.
 import type { Chunk, KnowledgeFile } from "@typecase/client/gen/typecase/v1/knowledge_pb.js";
-import { useEffect, useState } from "preact/hooks";
-import { handleError, tc } from "../api";
+import { useState } from "preact/hooks";
+import { tc } from "../api";
 import { FilePreview } from "./file-preview";
-import { Badge, Empty, ErrorBox, Loading, plural } from "./ui";
+import { type ListWords, PagedList, RowActions, usePagedList } from "./paged-list";
+import { Badge, plural } from "./ui";
 
 const PAGE_SIZE = 20;
-
-type Page = { chunks: Chunk[]; next: string; total: number };
+const WORDS: ListWords = { noun: "chunk", filterName: "chunk-keyword", totalTestId: "chunk-total", emptyText: "This file has no chunks." };
 
 export function ChunkEditor({ file, onChanged, onClose }: { file: KnowledgeFile; onChanged: () => void; onClose: () => void }) {
-  const [keyword, setKeyword] = useState("");
-  const [applied, setApplied] = useState("");
-  const [page, setPage] = useState<Page | null>(null);
-  const [loading, setLoading] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const list = usePagedList<Chunk>(async (keyword, pageToken) => {
+    const res = await tc.knowledge.listChunks({ kbId: file.kbId, fileId: file.id, keyword, pageSize: PAGE_SIZE, pageToken });
+    return { items: res.chunks, next: res.nextPageToken, total: res.totalSize };
+  }, file.id);
   const [preview, setPreview] = useState(false);
-
-  async function load(token = "") {
-    setLoading(true);
-    setError(null);
-    try {
-      const res = await tc.knowledge.listChunks({ kbId: file.kbId, fileId: file.id, keyword: applied, pageSize: PAGE_SIZE, pageToken: token });
-      setPage((prev) => ({ chunks: token && prev ? [...prev.chunks, ...res.chunks] : res.chunks, next: res.nextPageToken, total: res.totalSize }));
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setLoading(false);
-    }
-  }
-  useEffect(() => void load(), [file.id, applied]);
-
-  function replace(chunk: Chunk) {
-    setPage((p) => p && { ...p, chunks: p.chunks.map((c) => (c.id === chunk.id ? chunk : c)) });
-  }
-
-  async function act(work: () => Promise<void>): Promise<boolean> {
-    setError(null);
-    try {
-      await work();
-      return true;
-    } catch (e) {
-      setError(handleError(e));
-      return false;
-    }
-  }
 
   return (
     <div class="chunk-editor card" data-testid="chunk-editor" data-file-name={file.name}>
@@ -64,58 +34,32 @@ export function ChunkEditor({ file, onChanged, onClose }: { file: KnowledgeFile;
         </span>
       </div>
       {preview && <FilePreview fileId={file.id} name={file.name} />}
-      <form
-        class="inline-form"
-        onSubmit={(e) => {
-          e.preventDefault();
-          setApplied(keyword.trim());
-        }}
-      >
-        <input name="chunk-keyword" class="grow" placeholder="Only chunks containing…" value={keyword} onInput={(e) => setKeyword(e.currentTarget.value)} />
-        <button class="btn" type="submit">
-          Filter
-        </button>
-        {page && (
-          <span class="faint" data-testid="chunk-total">
-            {plural(page.total, "chunk")}
-          </span>
-        )}
-      </form>
-      <ErrorBox error={error} />
-      {loading && !page && <Loading label="Loading chunks…" />}
-      {page && page.chunks.length === 0 && <Empty title="No chunks">{applied ? "None contains that text." : "This file has no chunks."}</Empty>}
-      <ol class="chunks">
-        {page?.chunks.map((c) => (
+      <PagedList list={list} words={WORDS}>
+        {(c) => (
           <ChunkItem
             key={c.id}
             chunk={c}
             onSave={(text) =>
-              act(async () => {
+              list.act(async () => {
                 const res = await tc.knowledge.updateChunk({ chunk: { id: c.id, text }, updateMask: { paths: ["text"] } });
-                if (res.chunk) replace(res.chunk);
+                if (res.chunk) list.replace(res.chunk);
               })
             }
             onDelete={() =>
-              act(async () => {
+              list.act(async () => {
                 await tc.knowledge.deleteChunk({ chunkId: c.id });
-                setPage((p) => p && { ...p, chunks: p.chunks.filter((x) => x.id !== c.id), total: p.total - 1 });
+                list.remove(c.id);
                 onChanged();
               })
             }
           />
-        ))}
-      </ol>
-      {page?.next && (
-        <button class="btn small" disabled={loading} onClick={() => void load(page.next)}>
-          {loading ? "Loading…" : "More chunks"}
-        </button>
-      )}
+        )}
+      </PagedList>
       <AddChunk
         onAdd={(text) =>
-          act(async () => {
+          list.act(async () => {
             const res = await tc.knowledge.addChunk({ fileId: file.id, chunk: { text } });
-            const added = res.chunk;
-            if (added) setPage((p) => (p ? { ...p, chunks: [...p.chunks, added], total: p.total + 1 } : p));
+            if (res.chunk) list.append(res.chunk);
             onChanged();
           })
         }
@@ -127,7 +71,6 @@ export function ChunkEditor({ file, onChanged, onClose }: { file: KnowledgeFile;
 function ChunkItem({ chunk: c, onSave, onDelete }: { chunk: Chunk; onSave: (text: string) => Promise<boolean>; onDelete: () => void }) {
   const [draft, setDraft] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [confirm, setConfirm] = useState(false);
   return (
     <li class="chunk" data-testid="chunk" data-chunk-index={c.index}>
       <div class="chunk-head faint small">
@@ -139,27 +82,7 @@ function ChunkItem({ chunk: c, onSave, onDelete }: { chunk: Chunk; onSave: (text
             <Badge tone="info">{c.added ? "added" : "edited"}</Badge>
           </>
         )}
-        <span class="row-actions">
-          {draft === null && (
-            <button class="link-btn" onClick={() => setDraft(c.text)}>
-              Edit
-            </button>
-          )}
-          {confirm ? (
-            <>
-              <button class="btn small danger" onClick={onDelete}>
-                Delete
-              </button>
-              <button class="btn small ghost" onClick={() => setConfirm(false)}>
-                Keep
-              </button>
-            </>
-          ) : (
-            <button class="link-btn" onClick={() => setConfirm(true)}>
-              Delete…
-            </button>
-          )}
-        </span>
+        <RowActions editing={draft !== null} onEdit={() => setDraft(c.text)} onDelete={onDelete} />
       </div>
       {draft === null ? (
         <div class="chunk-text" data-testid="chunk-text">

@@ -2,14 +2,15 @@
 // questions one a line, answer) and deletable; a pair can be written by hand, and a csv/xlsx table imported (an
 // upload processed in the background: the result, pairs imported or the row that failed, is shown once done).
 import { FileStatus, type KnowledgeBase, type QAPair } from "@typecase/client/gen/typecase/v1/knowledge_pb.js";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { handleError, tc } from "../api";
-import { Empty, ErrorBox, Loading, plural } from "./ui";
+import { type ListWords, PagedList, RowActions, usePagedList } from "./paged-list";
+import { plural } from "./ui";
 
 const PAGE_SIZE = 20;
 const IMPORT_POLL_MS = 500;
+const WORDS: ListWords = { noun: "pair", filterName: "qa-keyword", totalTestId: "qa-total", emptyText: "Write one below or import a table." };
 
-type Page = { pairs: QAPair[]; next: string; total: number };
 type Fields = { question: string; similar: string; answer: string };
 type Imported = { name: string; ok: boolean; text: string };
 
@@ -20,39 +21,13 @@ const lines = (text: string) =>
     .filter(Boolean);
 
 export function QAPairs({ kb, onChanged }: { kb: KnowledgeBase; onChanged: () => void }) {
-  const [keyword, setKeyword] = useState("");
-  const [applied, setApplied] = useState("");
-  const [page, setPage] = useState<Page | null>(null);
-  const [loading, setLoading] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const list = usePagedList<QAPair>(async (keyword, pageToken) => {
+    const res = await tc.knowledge.listQAPairs({ kbId: kb.id, keyword, pageSize: PAGE_SIZE, pageToken });
+    return { items: res.qaPairs, next: res.nextPageToken, total: res.totalSize };
+  }, kb.id);
   const [importing, setImporting] = useState<string | null>(null);
   const [imported, setImported] = useState<Imported | null>(null);
   const picker = useRef<HTMLInputElement>(null);
-
-  async function load(token = "") {
-    setLoading(true);
-    setError(null);
-    try {
-      const res = await tc.knowledge.listQAPairs({ kbId: kb.id, keyword: applied, pageSize: PAGE_SIZE, pageToken: token });
-      setPage((prev) => ({ pairs: token && prev ? [...prev.pairs, ...res.qaPairs] : res.qaPairs, next: res.nextPageToken, total: res.totalSize }));
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setLoading(false);
-    }
-  }
-  useEffect(() => void load(), [kb.id, applied]);
-
-  async function act(work: () => Promise<void>): Promise<boolean> {
-    setError(null);
-    try {
-      await work();
-      return true;
-    } catch (e) {
-      setError(handleError(e));
-      return false;
-    }
-  }
 
   async function importTable(file: File) {
     setImporting(file.name);
@@ -70,7 +45,7 @@ export function QAPairs({ kb, onChanged }: { kb: KnowledgeBase; onChanged: () =>
         setImported({ name: file.name, ok: false, text: `${file.name} was not imported: ${current?.error?.message ?? "it failed"}` });
       }
       onChanged();
-      await load();
+      await list.load();
     } catch (e) {
       setImported({ name: file.name, ok: false, text: `${file.name} was not imported: ${handleError(e)}` });
     } finally {
@@ -110,56 +85,30 @@ export function QAPairs({ kb, onChanged }: { kb: KnowledgeBase; onChanged: () =>
           {imported.text}
         </div>
       )}
-      <form
-        class="inline-form"
-        onSubmit={(e) => {
-          e.preventDefault();
-          setApplied(keyword.trim());
-        }}
-      >
-        <input name="qa-keyword" class="grow" placeholder="Only pairs containing…" value={keyword} onInput={(e) => setKeyword(e.currentTarget.value)} />
-        <button class="btn" type="submit">
-          Filter
-        </button>
-        {page && (
-          <span class="faint" data-testid="qa-total">
-            {plural(page.total, "pair")}
-          </span>
-        )}
-      </form>
-      <ErrorBox error={error} />
-      {loading && !page && <Loading label="Loading pairs…" />}
-      {page && page.pairs.length === 0 && <Empty title="No pairs">{applied ? "None contains that text." : "Write one below or import a table."}</Empty>}
-      <ol class="chunks">
-        {page?.pairs.map((p) => (
+      <PagedList list={list} words={WORDS}>
+        {(p) => (
           <PairItem
             key={p.id}
             pair={p}
             onSave={(f) =>
-              act(async () => {
+              list.act(async () => {
                 const res = await tc.knowledge.updateQAPair({
                   qaPair: { id: p.id, question: f.question.trim(), similarQuestions: lines(f.similar), answer: f.answer.trim() },
                   updateMask: { paths: ["question", "similar_questions", "answer"] },
                 });
-                const saved = res.qaPair;
-                if (saved) setPage((pg) => pg && { ...pg, pairs: pg.pairs.map((x) => (x.id === saved.id ? saved : x)) });
+                if (res.qaPair) list.replace(res.qaPair);
               })
             }
             onDelete={() =>
-              act(async () => {
+              list.act(async () => {
                 await tc.knowledge.deleteQAPair({ pairId: p.id });
-                setPage((pg) => pg && { ...pg, pairs: pg.pairs.filter((x) => x.id !== p.id), total: pg.total - 1 });
+                list.remove(p.id);
                 onChanged();
               })
             }
           />
-        ))}
-      </ol>
-      {page?.next && (
-        <button class="btn small" disabled={loading} onClick={() => void load(page.next)}>
-          {loading ? "Loading…" : "More pairs"}
-        </button>
-      )}
+        )}
+      </PagedList>
       <h4>Add a pair</h4>
       <PairForm
         testId="add-qa-pair"
@@ -167,13 +116,12 @@ export function QAPairs({ kb, onChanged }: { kb: KnowledgeBase; onChanged: () =>
         initial={{ question: "", similar: "", answer: "" }}
         clearOnSave
         onSave={(f) =>
-          act(async () => {
+          list.act(async () => {
             const res = await tc.knowledge.createQAPair({
               kbId: kb.id,
               qaPair: { question: f.question.trim(), similarQuestions: lines(f.similar), answer: f.answer.trim() },
             });
-            const added = res.qaPair;
-            if (added) setPage((pg) => (pg ? { ...pg, pairs: [...pg.pairs, added], total: pg.total + 1 } : pg));
+            if (res.qaPair) list.append(res.qaPair);
             onChanged();
           })
         }
@@ -184,32 +132,11 @@ export function QAPairs({ kb, onChanged }: { kb: KnowledgeBase; onChanged: () =>
 
 function PairItem({ pair: p, onSave, onDelete }: { pair: QAPair; onSave: (f: Fields) => Promise<boolean>; onDelete: () => void }) {
   const [editing, setEditing] = useState(false);
-  const [confirm, setConfirm] = useState(false);
   return (
     <li class="chunk" data-testid="qa-pair" data-pair-id={p.id}>
       <div class="chunk-head faint small">
         {p.fileName}
-        <span class="row-actions">
-          {!editing && (
-            <button class="link-btn" onClick={() => setEditing(true)}>
-              Edit
-            </button>
-          )}
-          {confirm ? (
-            <>
-              <button class="btn small danger" onClick={onDelete}>
-                Delete
-              </button>
-              <button class="btn small ghost" onClick={() => setConfirm(false)}>
-                Keep
-              </button>
-            </>
-          ) : (
-            <button class="link-btn" onClick={() => setConfirm(true)}>
-              Delete…
-            </button>
-          )}
-        </span>
+        <RowActions editing={editing} onEdit={() => setEditing(true)} onDelete={onDelete} />
       </div>
       {editing ? (
         <PairForm

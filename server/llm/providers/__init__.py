@@ -14,6 +14,7 @@ from typing import Any
 
 from typecase.v1 import common_pb2
 
+UNFINISHED = common_pb2.FINISH_REASON_UNSPECIFIED  # no finish seen (yet)
 STOP = common_pb2.FINISH_REASON_STOP
 LENGTH = common_pb2.FINISH_REASON_LENGTH
 CONTENT_FILTER = common_pb2.FINISH_REASON_CONTENT_FILTER
@@ -64,7 +65,7 @@ class Delta:
 
     text: str = ""
     reasoning: str = ""
-    finish_reason: int = 0
+    finish_reason: common_pb2.FinishReason = UNFINISHED
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     tool_calls: list[ToolCallDelta] | None = None

@@ -29,6 +29,7 @@ from . import (
     TIMEOUT,
     TOOL_CALLS,
     UNAVAILABLE,
+    UNFINISHED,
     UNSUPPORTED,
     Adapter,
     ChatCall,
@@ -110,7 +111,7 @@ class AnthropicAdapter(Adapter):
     async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncGenerator[Delta, None]:
         async with open_stream(self.pool, self.url, self._body(call, True), timeouts) as (response, deadline):
             reader = SSEReader(response, deadline, timeouts.idle)
-            finish, prompt, completion, done = 0, None, None, False
+            finish, prompt, completion, done = UNFINISHED, None, None, False
             text: list[str] = []
             reasoning: list[str] = []
             calls: list[ToolCallDelta] = []

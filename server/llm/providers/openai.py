@@ -22,6 +22,7 @@ from . import (
     STOP,
     TOOL_CALLS,
     UNAVAILABLE,
+    UNFINISHED,
     Adapter,
     ChatCall,
     Delta,
@@ -106,7 +107,7 @@ class OpenAIAdapter(Adapter):
                     ERROR, f"the upstream did not stream (content-type {content_type!r})", status=response.status
                 )
             reader = SSEReader(response, deadline, timeouts.idle)
-            finish, usage, produced, done = 0, None, 0, False
+            finish, usage, produced, done = UNFINISHED, None, 0, False
             text: list[str] = []
             reasoning: list[str] = []
             calls: list[ToolCallDelta] = []

@@ -73,7 +73,7 @@ def decode_call(blob: bytes) -> tuple[ChatCall, Timeouts]:
 
 def delta_to_pb(delta: Delta) -> llm_pb2.GenerateResponse:
     out = llm_pb2.GenerateResponse(text=delta.text, reasoning_text=delta.reasoning)
-    out.finish_reason = delta.finish_reason  # type: ignore[assignment]  # the enum is an int on the wire
+    out.finish_reason = delta.finish_reason
     if delta.prompt_tokens is not None or delta.completion_tokens is not None:
         out.usage.CopyFrom(
             common_pb2.Usage(prompt_tokens=delta.prompt_tokens or 0, completion_tokens=delta.completion_tokens or 0)

@@ -60,7 +60,7 @@ openapi-ts: $(OPENAPI_TS)
 
 # server/: ruff's lint rules and its formatting (configured in pyproject.toml). `ruff format server` fixes the latter.
 lint: install
-	$(VENV)/bin/ruff check server
+	$(VENV)/bin/ruff check server tests bench
 	$(VENV)/bin/ruff format --check server tests bench
 
 # mypy over server/ as the package typecase.server: setuptools maps that package onto server/, which mypy cannot

@@ -112,7 +112,7 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"server did not stop within {timeout}s:\n{self.output()}")
+            raise AssertionError(f"server did not stop within {timeout}s:\n{self.output()}") from None
         finally:
             self._log.close()
 

@@ -60,7 +60,7 @@ async def bench(args) -> dict:
             for m, c in caches.items()
         }
         results = {m: {"latency": [], "cpu": 0.0, "entries": 0} for m in caches}
-        for m, log in logs.items():  # warm-up
+        for log in logs.values():  # warm-up
             await one_round(log, 0, args)
         for r in range(1, args.rounds + 1):
             for m in list(logs) if r % 2 else list(reversed(logs)):

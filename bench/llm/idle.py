@@ -67,7 +67,7 @@ async def measure(requests: int) -> dict[str, dict[float, float]]:
         async def through_typecase() -> float:
             started = time.perf_counter()
             first = 0.0
-            async for message in llm.generate(request):
+            async for _message in llm.generate(request):
                 if not first:
                     first = time.perf_counter() - started
             return first

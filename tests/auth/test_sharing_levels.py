@@ -9,10 +9,10 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from tests.conftest import ADMIN_KEY
 from tests.flow.support import edge, graph, node, outputs, run_flow
 from tests.flow.support import new_user as flow_user
 from tests.flow.test_local_model import wait_indexed
-from tests.conftest import ADMIN_KEY
 from tests.tools.support import new_user
 from typecase.v1 import (
     assistant_pb2,

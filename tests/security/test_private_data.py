@@ -144,7 +144,7 @@ def test_an_existing_open_data_dir_is_made_private_at_start(server_factory):
     server.stop()
     data_dir = server.log_path.parent
     (data_dir / "notes.txt").write_text("left here by an operator")
-    for directory, dirnames, filenames in os.walk(data_dir):  # as an earlier version left it
+    for directory, _dirnames, filenames in os.walk(data_dir):  # as an earlier version left it
         os.chmod(directory, 0o755)
         for name in filenames:
             os.chmod(os.path.join(directory, name), 0o644)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import ADMIN_KEY
@@ -51,7 +51,7 @@ async def test_an_mcp_client_lists_and_calls_typecase_tools_with_a_credential(ta
 
 async def test_the_mcp_endpoint_refuses_a_missing_or_wrong_credential(tapp):
     for credential in (None, "tc-not-a-real-key"):
-        with pytest.raises(Exception):
+        with pytest.RaisesGroup(MCPError, flatten_subgroups=True):  # the SDK's task group wraps the 401
             async with mcp_client(tapp, credential) as client:
                 await client.list_tools()
     async with httpx2.AsyncClient() as http:

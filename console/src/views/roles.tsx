@@ -1,27 +1,31 @@
 // Roles: named permission sets (RoleService). Everyone may look; holders of roles.manage create custom roles with
-// permission checkboxes, change them and delete them. Built-in roles (admin, group_admin, builder, user) are shown
-// read-only. Users get a role on the Access page.
+// permission checkboxes, change them and delete them (others do not see those controls). Built-in roles (admin,
+// group_admin, builder, user) are shown read-only. Users get a role on the Access page.
 import type { Permission, Role } from "@typecase/client/gen/typecase/v1/roles_pb.js";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
 import { Badge, Empty, ErrorBox, Loading, plural, useAsync } from "../components/ui";
+import { usePermissions } from "../permissions";
 import { linkClick, navigate } from "../router";
 
 export function RolesView({ name }: { name?: string }) {
   const list = useAsync(async () => (await tc.roles.listRoles({})).roles, []);
   const perms = useAsync(async () => (await tc.roles.listPermissions({})).permissions, []);
   const current = list.data?.find((r) => r.name === name);
+  const manage = usePermissions().has("roles.manage");
   return (
     <div class="split">
       <aside class="sidebar">
-        <div class="sidebar-head">
-          <NewRole
-            onCreated={async (r) => {
-              await list.reload();
-              navigate(`/roles/${r.name}`);
-            }}
-          />
-        </div>
+        {manage && (
+          <div class="sidebar-head">
+            <NewRole
+              onCreated={async (r) => {
+                await list.reload();
+                navigate(`/roles/${r.name}`);
+              }}
+            />
+          </div>
+        )}
         <ErrorBox error={list.error} onRetry={list.reload} />
         {list.loading && !list.data && <Loading label="Loading roles…" />}
         <ul class="list" data-testid="role-list">
@@ -47,7 +51,7 @@ export function RolesView({ name }: { name?: string }) {
           </Empty>
         )}
         {name && list.data && !current && <Empty title="Role not found">It may have been deleted.</Empty>}
-        {current && perms.data && <RoleDetail key={current.name + current.updateTime?.seconds} role={current} permissions={perms.data} onChanged={list.reload} />}
+        {current && perms.data && <RoleDetail key={current.name + current.updateTime?.seconds} role={current} editable={manage && !current.builtIn} permissions={perms.data} onChanged={list.reload} />}
       </section>
     </div>
   );
@@ -81,7 +85,7 @@ function NewRole({ onCreated }: { onCreated: (r: Role) => Promise<void> }) {
   );
 }
 
-function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissions: Permission[]; onChanged: () => Promise<void> }) {
+function RoleDetail({ role: r, editable, permissions, onChanged }: { role: Role; editable: boolean; permissions: Permission[]; onChanged: () => Promise<void> }) {
   const [chosen, setChosen] = useState<string[]>(r.permissions);
   const [description, setDescription] = useState(r.description);
   const [error, setError] = useState<string | null>(null);
@@ -112,7 +116,7 @@ function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissio
             {r.builtIn ? "Built-in role" : "Custom role"} · {plural(r.userCount, "user")}
           </span>
         </div>
-        {!r.builtIn &&
+        {editable &&
           (confirm ? (
             <span class="row-actions">
               <button class="btn small danger" disabled={busy} onClick={() => act(async () => (await tc.roles.deleteRole({ name: r.name }), navigate("/roles"), await onChanged()))}>
@@ -139,14 +143,14 @@ function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissio
           });
         }}
       >
-        <input name="role-description" aria-label="Description" class="grow" placeholder="Description" disabled={r.builtIn} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+        <input name="role-description" aria-label="Description" class="grow" placeholder="Description" disabled={!editable} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
         <table class="table" data-testid="role-permissions">
           <tbody>
             {permissions.map((p) => (
               <tr key={p.name} data-permission={p.name}>
                 <td>
                   <label class="check">
-                    <input type="checkbox" name={`perm-${p.name}`} checked={chosen.includes(p.name)} disabled={r.builtIn || busy} onChange={(e) => toggle(p.name, e.currentTarget.checked)} />{" "}
+                    <input type="checkbox" name={`perm-${p.name}`} checked={chosen.includes(p.name)} disabled={!editable || busy} onChange={(e) => toggle(p.name, e.currentTarget.checked)} />{" "}
                     <span class="mono">{p.name}</span>
                   </label>
                 </td>
@@ -155,7 +159,7 @@ function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissio
             ))}
           </tbody>
         </table>
-        {!r.builtIn && (
+        {editable && (
           <button class="btn primary" type="submit" disabled={busy || !changed}>
             Save
           </button>

@@ -4,9 +4,10 @@
 import type { Permission, Role } from "@typecase/client/gen/typecase/v1/roles_pb.js";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
-import { Badge, Empty, ErrorBox, Loading, plural, useAsync } from "../components/ui";
+import { CreateByName, Directory, DirectoryEntry } from "../components/directory";
+import { Badge, Empty, ErrorBox, plural, useAsync } from "../components/ui";
 import { usePermissions } from "../permissions";
-import { linkClick, navigate } from "../router";
+import { navigate } from "../router";
 
 export function RolesView({ name }: { name?: string }) {
   const list = useAsync(async () => (await tc.roles.listRoles({})).roles, []);
@@ -14,74 +15,53 @@ export function RolesView({ name }: { name?: string }) {
   const current = list.data?.find((r) => r.name === name);
   const manage = usePermissions().has("roles.manage");
   return (
-    <div class="split">
-      <aside class="sidebar">
-        {manage && (
-          <div class="sidebar-head">
-            <NewRole
-              onCreated={async (r) => {
-                await list.reload();
-                navigate(`/roles/${r.name}`);
-              }}
-            />
-          </div>
-        )}
-        <ErrorBox error={list.error} onRetry={list.reload} />
-        {list.loading && !list.data && <Loading label="Loading roles…" />}
-        <ul class="list" data-testid="role-list">
-          {list.data?.map((r) => (
-            <li key={r.name} class={r.name === name ? "active" : ""} data-role-name={r.name}>
-              <a class="list-link" href={`/roles/${r.name}`} onClick={linkClick}>
-                <span class="list-title">
-                  {r.name} {r.builtIn && <Badge tone="info">built-in</Badge>}
-                </span>
-                <span class="list-sub">
-                  {plural(r.permissions.length, "permission")} · {plural(r.userCount, "user")}
-                </span>
-              </a>
-            </li>
-          ))}
-        </ul>
-      </aside>
-      <section class="main-pane scroll">
-        {!name && (
-          <Empty title="Roles">
-            A role is a set of permissions; every user has one. Built-in roles cannot change; create a custom role to
-            give a team exactly the permissions it needs.
-          </Empty>
-        )}
-        {name && list.data && !current && <Empty title="Role not found">It may have been deleted.</Empty>}
-        {current && perms.data && <RoleDetail key={current.name + current.updateTime?.seconds} role={current} editable={manage && !current.builtIn} permissions={perms.data} onChanged={list.reload} />}
-      </section>
-    </div>
-  );
-}
-
-function NewRole({ onCreated }: { onCreated: (r: Role) => Promise<void> }) {
-  const [name, setName] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  return (
-    <form
-      class="inline-form"
-      data-testid="new-role"
-      onSubmit={async (e) => {
-        e.preventDefault();
-        setError(null);
-        try {
-          const res = await tc.roles.createRole({ role: { name: name.trim() } });
-          setName("");
-          if (res.role) await onCreated(res.role);
-        } catch (err) {
-          setError(handleError(err));
-        }
-      }}
+    <Directory
+      create={
+        manage && (
+          <CreateByName
+            testId="new-role"
+            field="role-name"
+            placeholder="New role name"
+            label="Create role"
+            create={async (roleName) => {
+              const res = await tc.roles.createRole({ role: { name: roleName } });
+              await list.reload();
+              if (res.role) navigate(`/roles/${res.role.name}`);
+            }}
+          />
+        )
+      }
+      list={list}
+      loadingLabel="Loading roles…"
+      listTestId="role-list"
+      detail={
+        <>
+          {!name && (
+            <Empty title="Roles">
+              A role is a set of permissions; every user has one. Built-in roles cannot change; create a custom role to
+              give a team exactly the permissions it needs.
+            </Empty>
+          )}
+          {name && list.data && !current && <Empty title="Role not found">It may have been deleted.</Empty>}
+          {current && perms.data && <RoleDetail key={current.name + current.updateTime?.seconds} role={current} editable={manage && !current.builtIn} permissions={perms.data} onChanged={list.reload} />}
+        </>
+      }
     >
-      <input name="role-name" class="grow" placeholder="New role name" required value={name} onInput={(e) => setName(e.currentTarget.value)} />
-      <button class="btn primary" type="submit" disabled={!name.trim()}>
-        Create role
-      </button>
-      <ErrorBox error={error} />
-    </form>
+      {list.data?.map((r) => (
+        <DirectoryEntry
+          key={r.name}
+          href={`/roles/${r.name}`}
+          active={r.name === name}
+          data={{ "data-role-name": r.name }}
+          title={
+            <>
+              {r.name} {r.builtIn && <Badge tone="info">built-in</Badge>}
+            </>
+          }
+          sub={`${plural(r.permissions.length, "permission")} · ${plural(r.userCount, "user")}`}
+        />
+      ))}
+    </Directory>
   );
 }
 

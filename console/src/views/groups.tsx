@@ -1,26 +1,25 @@
-// Groups: the teams that sharing grants open resources to. Admins create and delete groups; an admin or a group
-// admin manages a group's members (added by username, or by user id when the caller may not list users) and
-// whether each member is a group admin. Non-admins see only the groups they belong to.
-import { UserRole } from "@typecase/client/gen/typecase/v1/auth_pb.js";
+// Groups: the teams that sharing grants open resources to. Holders of groups.manage create and delete groups; an
+// admin or a group admin manages a group's members (added by username, or by user id when the caller may not list
+// users) and whether each member is a group admin. Non-admins see only the groups they belong to.
 import type { Group, GroupMember } from "@typecase/client/gen/typecase/v1/groups_pb.js";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
 import { CreateByName, Directory, DirectoryEntry } from "../components/directory";
 import { resolveUserId } from "../components/share-dialog";
 import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAsync } from "../components/ui";
+import { usePermissions } from "../permissions";
 import { navigate } from "../router";
 
 export function GroupsView({ groupId }: { groupId?: string }) {
   const list = useAsync(async () => (await tc.groups.listGroups({ pageSize: 500 })).groups, []);
   const current = list.data?.find((g) => g.id === groupId);
-  // Creating and deleting groups is for admins: others do not get the buttons (the server refuses them anyway).
-  const me = useAsync(async () => (await tc.auth.getMe({})).user, []);
-  const admin = me.data?.role === UserRole.ADMIN;
+  // Creating and deleting groups takes groups.manage: others do not get the buttons (the server refuses them anyway).
+  const manage = usePermissions().has("groups.manage");
 
   return (
     <Directory
       create={
-        admin && (
+        manage && (
           <CreateByName
             testId="new-group"
             field="group-name"
@@ -47,7 +46,7 @@ export function GroupsView({ groupId }: { groupId?: string }) {
             </Empty>
           )}
           {groupId && list.data && !current && <Empty title="Group not found">It may have been deleted, or you are not a member.</Empty>}
-          {current && <GroupDetail key={current.id} group={current} admin={admin} onChanged={list.reload} />}
+          {current && <GroupDetail key={current.id} group={current} manage={manage} onChanged={list.reload} />}
         </>
       }
     >
@@ -65,7 +64,7 @@ export function GroupsView({ groupId }: { groupId?: string }) {
   );
 }
 
-function GroupDetail({ group: g, admin, onChanged }: { group: Group; admin: boolean; onChanged: () => Promise<void> }) {
+function GroupDetail({ group: g, manage, onChanged }: { group: Group; manage: boolean; onChanged: () => Promise<void> }) {
   const members = useAsync(async () => (await tc.groups.listGroupMembers({ groupId: g.id, pageSize: 500 })).members, [g.id]);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -130,7 +129,7 @@ function GroupDetail({ group: g, admin, onChanged }: { group: Group; admin: bool
             </button>
           </span>
         ) : (
-          admin && (
+          manage && (
             <button class="btn small ghost" onClick={() => setConfirm(true)}>
               Delete group…
             </button>

@@ -14,10 +14,11 @@ bases). The caller's groups go to PostgreSQL as one array parameter (OneOf). A l
 ids (a UNION, which never touches the resource table) in the page's own statement: one round trip.
 
 bench/auth/sharing.py (10,000 bases, 2,000 users, 200 groups, a member of 20 groups seeing ~200 bases) measures
-it against the owner-only page + count of a user owning as many, on a 2-core machine at load 4-6, one run each
-(500 rounds): list 1.41x on SQLite, 1.39x on PostgreSQL (1.45x in a second run), 1.11x on MariaDB; the per-base
-check 1.57x / 1.37x / 1.32x (SQLite's was 1.33-1.37x on a quieter machine). Against the owner-only query also
-written as one round trip the list is 1.7-2.0x: most of what remains is Python building the grants query
+it against the owner-only page + count of a user owning as many, on a 2-core machine at load 4-6 (two runs of 500
+rounds per database): list 1.41x on SQLite, 1.39-1.45x on PostgreSQL (2.02x before the changes above), 1.09-1.11x
+on MariaDB; the per-base check 1.57-1.60x / 1.37-1.41x / 1.32-1.41x (SQLite's was 1.33-1.37x on a quieter machine
+and 1.56x at this load before these changes). Against the owner-only query also written as one round trip the list
+is 1.6-2.0x: most of what remains is Python building the grants query
 (~0.2 ms) and PostgreSQL probing the primary key once per granted id (0.3-0.5 ms for 199 ids, EXPLAIN ANALYZE;
 the owner's 200 bases sit in 8 heap pages, the shared ones in 125). The grants scan is index-only once the
 table is vacuumed (the existing index holds resource_id; a covering INCLUDE index measured the same). A single

@@ -18,11 +18,11 @@ it against the owner-only page + count of a user owning as many, on a 2-core mac
 rounds per database): list 1.41x on SQLite, 1.39-1.45x on PostgreSQL (2.02x before the changes above), 1.09-1.11x
 on MariaDB; the per-base check 1.57-1.60x / 1.37-1.41x / 1.32-1.41x (SQLite's was 1.33-1.37x on a quieter machine
 and 1.56x at this load before these changes). Against the owner-only query also written as one round trip the list
-is 1.6-2.0x: most of what remains is Python building the grants query
-(~0.2 ms) and PostgreSQL probing the primary key once per granted id (0.3-0.5 ms for 199 ids, EXPLAIN ANALYZE;
-the owner's 200 bases sit in 8 heap pages, the shared ones in 125). The grants scan is index-only once the
-table is vacuumed (the existing index holds resource_id; a covering INCLUDE index measured the same). A single
-resource is checked in the same round trip as its row (`grant_rank`).
+is 1.6-2.0x: most of what remains is Python building the grants query (~0.2 ms) and PostgreSQL probing the primary
+key once per granted id (0.3-0.5 ms for 199 ids, EXPLAIN ANALYZE; the owner's 200 bases sit in 8 heap pages, the
+shared ones in 125). The grants scan is index-only once the table is vacuumed (the existing index holds
+resource_id; a covering INCLUDE index measured the same). A single resource is checked in the same round trip as
+its row (`grant_rank`).
 """
 
 from __future__ import annotations

@@ -200,14 +200,16 @@ def visible_and_ids(resource_type: str, id_column, owner_column, principal: Prin
     return where, union(owned, *_selects(granted))
 
 
+_BEST_RANK = func.max(case((GrantRow.level == EDIT, 2), else_=1))  # built once: it holds no caller's values
+
+
 def grant_rank(resource_type: str, id_column, principal: Principal):
     """A scalar subquery: the best grant the caller holds on the row's resource (2 edit, 1 use, NULL none). Selected
     beside the row (`select(Row, grant_rank(...))`), it makes the per-resource check one round trip, not two."""
     if principal.is_admin:
         return None
-    rank = case((GrantRow.level == EDIT, 2), else_=1)
     return (
-        select(func.max(rank))
+        select(_BEST_RANK)
         .where(GrantRow.resource_type == resource_type, GrantRow.resource_id == id_column, _grantee(principal))
         .scalar_subquery()
     )

@@ -119,9 +119,15 @@ async def seed(db) -> tuple[str, list[str], list[str]]:
                 )
         await session.execute(insert(sharing.GrantRow), grants)
         await session.commit()
-    async with db.engine.begin() as conn:  # fresh statistics, as autovacuum / a DBA would have them
+    # Fresh statistics, as autovacuum / a DBA would have them. On PostgreSQL that is VACUUM ANALYZE: autovacuum
+    # vacuums a table after 1,000 inserts (autovacuum_vacuum_insert_threshold), and the visibility map it sets is
+    # what lets the planner cost an index-only scan of the grants below a scan of the whole table.
+    async with db.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         if db.dialect == "mysql":
             await conn.exec_driver_sql("ANALYZE TABLE knowledge_bases, resource_grants, group_members, users")
+        elif db.dialect == "postgresql":
+            await conn.exec_driver_sql("VACUUM ANALYZE")
         else:
             await conn.exec_driver_sql("ANALYZE")
     owned = [k for k, o in kbs if o == me]
@@ -160,14 +166,19 @@ async def main() -> None:
             total = await session.scalar(select(func.count()).select_from(kb).where(kb.owner_id == peer))
         return len(rows), total
 
-    async def list_shared():
-        # As KnowledgeService.ListKnowledgeBases: the page through `visible`, the total from `visible_ids`.
-        where = sharing.visible(sharing.KNOWLEDGE_BASE, kb.id, kb.owner_id, principal)
-        ids = sharing.visible_ids(sharing.KNOWLEDGE_BASE, kb.id, kb.owner_id, principal)
+    async def list_owner_only_one_trip():  # the owner-only query in the service's current shape, for comparison
+        total = select(func.count()).select_from(kb).where(kb.owner_id == peer).scalar_subquery()
         async with db.session() as session:
-            rows = (await session.scalars(page(where))).all()
-            total = await session.scalar(select(func.count()).select_from(ids.subquery()))
-        return len(rows), total
+            rows = (await session.execute(page(kb.owner_id == peer).add_columns(total))).all()
+        return len(rows), rows[0][1]
+
+    async def list_shared():
+        # As KnowledgeService.ListKnowledgeBases: the page and its total (the visible ids counted) in one statement.
+        where, ids = sharing.visible_and_ids(sharing.KNOWLEDGE_BASE, kb.id, kb.owner_id, principal)
+        total = select(func.count()).select_from(ids.subquery()).scalar_subquery()
+        async with db.session() as session:
+            rows = (await session.execute(page(where).add_columns(total))).all()
+        return len(rows), rows[0][1]
 
     async def check_owner_only(kb_id):  # what Search did per base before: fetch, compare the owner
         async with db.session() as session:
@@ -181,9 +192,11 @@ async def main() -> None:
             return sharing.level_of(row.owner_id, best, principal)
 
     assert (await list_owner_only())[1] == OWNED_BY_PEER + KBS // USERS - 1
+    assert await list_owner_only_one_trip() == await list_owner_only()
     assert (await list_shared())[1] == len(set(owned) | set(shared)), "the rule must find every shared base"
     cases = {
         "list (owner-only, ~200 owned)": lambda i: list_owner_only(),
+        "list (owner-only, one round trip)": lambda i: list_owner_only_one_trip(),
         "list (owned + 20 groups)": lambda i: list_shared(),
         "check a base (owner-only, own base)": lambda i: check_owner_only(owned[i % len(owned)]),
         "check a base (shared via a group)": lambda i: check_shared(shared[i % len(shared)]),
@@ -204,7 +217,9 @@ async def main() -> None:
         print(f"  {name:40s} median {ms:7.3f} ms")
     list_ratio = median["list (owned + 20 groups)"] / median["list (owner-only, ~200 owned)"]
     check_ratio = median["check a base (shared via a group)"] / median["check a base (owner-only, own base)"]
+    one_trip_ratio = median["list (owned + 20 groups)"] / median["list (owner-only, one round trip)"]
     print(f"  ratio list   {list_ratio:.2f}x (target <= 1.5)")
+    print(f"  ratio list against the owner-only query in one round trip {one_trip_ratio:.2f}x")
     print(f"  ratio search {check_ratio:.2f}x (target <= 1.5)")
 
 

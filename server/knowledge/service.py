@@ -91,7 +91,7 @@ class KnowledgeService(FileRPCs, ChunkRPCs, QAPairs, knowledge_pb2_grpc.Knowledg
         limit = paging.page_size(request.page_size)
         position = paging.decode_token(request.page_token)
         stmt = select(KnowledgeBaseRow)
-        scope = sharing.visible(
+        scope, ids = sharing.visible_and_ids(
             sharing.KNOWLEDGE_BASE, KnowledgeBaseRow.id, KnowledgeBaseRow.owner_id, caller.current()
         )
         if scope is not None:
@@ -103,11 +103,9 @@ class KnowledgeService(FileRPCs, ChunkRPCs, QAPairs, knowledge_pb2_grpc.Knowledg
             stmt = stmt.where(
                 or_(func.lower(KnowledgeBaseRow.name).like(like), func.lower(KnowledgeBaseRow.description).like(like))
             )
-        me = caller.current()
-        ids = sharing.visible_ids(sharing.KNOWLEDGE_BASE, KnowledgeBaseRow.id, KnowledgeBaseRow.owner_id, me)
         counted = stmt if ids is None or request.owner_id or request.keyword else ids
+        total_stmt = select(func.count()).select_from(counted.subquery())
         async with self.db.session() as session:
-            total = await session.scalar(select(func.count()).select_from(counted.subquery()))
             if position:
                 try:
                     after_time = datetime.fromisoformat(position["t"])
@@ -121,7 +119,11 @@ class KnowledgeService(FileRPCs, ChunkRPCs, QAPairs, knowledge_pb2_grpc.Knowledg
                     )
                 )
             stmt = stmt.order_by(KnowledgeBaseRow.update_time.desc(), KnowledgeBaseRow.id.desc()).limit(limit + 1)
-            rows = list((await session.scalars(stmt)).all())
+            # The total rides on the page's rows: one round trip instead of two (bench/auth/sharing.py), and a
+            # second query only when the page is empty.
+            page = (await session.execute(stmt.add_columns(total_stmt.scalar_subquery()))).all()
+            rows = [row for row, _ in page]
+            total = page[0][1] if page else await session.scalar(total_stmt)
         more = len(rows) > limit
         rows = rows[:limit]
         counts = await self._counts([r.id for r in rows])

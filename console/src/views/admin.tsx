@@ -6,6 +6,7 @@ import { Fragment } from "preact";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
 import { Badge, Empty, ErrorBox, Json, Loading, fmtTime, useAsync } from "../components/ui";
+import { usePermissions } from "../permissions";
 
 const AUDIT_PAGE = 50;
 
@@ -16,6 +17,8 @@ export function AdminView() {
   const [keyOwner, setKeyOwner] = useState(""); // whose keys are listed: "" is the signed-in user
   const keys = useAsync(async () => (await tc.auth.listApiKeys({ pageSize: 200, showRevoked: true, ownerId: keyOwner })).apiKeys, [keyOwner]);
   const [secret, setSecret] = useState<{ name: string; secret: string } | null>(null);
+  const permissions = usePermissions();
+  const assign = permissions.has("users.manage"); // what AuthService.UpdateUser asks of whoever changes a role
 
   async function act(work: () => Promise<unknown>): Promise<boolean> {
     setError(null);
@@ -50,6 +53,7 @@ export function AdminView() {
                 key={u.id}
                 user={u}
                 roles={roles.data ?? [u.roleName]}
+                assign={assign}
                 onChange={(patch, paths) => act(async () => (await tc.auth.updateUser({ user: { id: u.id, ...patch }, updateMask: { paths } }), await users.reload()))}
               />
             ))}
@@ -103,27 +107,38 @@ export function AdminView() {
         }
       />
 
-      <h3>Audit log</h3>
-      <AuditLog userName={userName} />
+      {permissions.has("audit.read") && (
+        <>
+          <h3>Audit log</h3>
+          <AuditLog userName={userName} />
+        </>
+      )}
     </div>
   );
 }
 
-// The role selector lists every role by name (built-in and custom, from the Roles page).
-function UserRow({ user: u, roles, onChange }: { user: User; roles: string[]; onChange: (patch: Partial<Pick<User, "roleName" | "disabled">>, paths: string[]) => void }) {
+// The role selector lists every role by name (built-in and custom, from the Roles page); a user who may not assign
+// roles sees the role as text.
+function UserRow({ user: u, roles, assign, onChange }: { user: User; roles: string[]; assign: boolean; onChange: (patch: Partial<Pick<User, "roleName" | "disabled">>, paths: string[]) => void }) {
   return (
     <tr data-testid={`user-${u.username}`}>
       <td>
         <b>{u.username}</b> <span class="faint">{u.displayName}</span>
       </td>
       <td>
-        <select name={`role-${u.username}`} aria-label={`Role of ${u.username}`} value={u.roleName} onChange={(e) => onChange({ roleName: e.currentTarget.value }, ["role_name"])}>
-          {(roles.includes(u.roleName) ? roles : [u.roleName, ...roles]).map((r) => (
-            <option key={r} value={r}>
-              {r}
-            </option>
-          ))}
-        </select>
+        {assign ? (
+          <select name={`role-${u.username}`} aria-label={`Role of ${u.username}`} value={u.roleName} onChange={(e) => onChange({ roleName: e.currentTarget.value }, ["role_name"])}>
+            {(roles.includes(u.roleName) ? roles : [u.roleName, ...roles]).map((r) => (
+              <option key={r} value={r}>
+                {r}
+              </option>
+            ))}
+          </select>
+        ) : (
+          <span class="mono" data-testid={`role-of-${u.username}`}>
+            {u.roleName}
+          </span>
+        )}
       </td>
       <td>
         <label class="check">

@@ -1,97 +1,70 @@
-// Groups: the teams that sharing grants open resources to. Admins create and delete groups; an admin or a group
-// admin manages a group's members (added by username, or by user id when the caller may not list users) and
-// whether each member is a group admin. Non-admins see only the groups they belong to.
-import { UserRole } from "@typecase/client/gen/typecase/v1/auth_pb.js";
+// Groups: the teams that sharing grants open resources to. Holders of groups.manage create and delete groups; an
+// admin or a group admin manages a group's members (added by username, or by user id when the caller may not list
+// users) and whether each member is a group admin. Non-admins see only the groups they belong to.
 import type { Group, GroupMember } from "@typecase/client/gen/typecase/v1/groups_pb.js";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
+import { CreateByName, Directory, DirectoryEntry } from "../components/directory";
 import { resolveUserId } from "../components/share-dialog";
 import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAsync } from "../components/ui";
-import { linkClick, navigate } from "../router";
+import { usePermissions } from "../permissions";
+import { navigate } from "../router";
 
 export function GroupsView({ groupId }: { groupId?: string }) {
   const list = useAsync(async () => (await tc.groups.listGroups({ pageSize: 500 })).groups, []);
   const current = list.data?.find((g) => g.id === groupId);
-  // Creating and deleting groups is for admins: others do not get the buttons (the server refuses them anyway).
-  const me = useAsync(async () => (await tc.auth.getMe({})).user, []);
-  const admin = me.data?.role === UserRole.ADMIN;
+  // Creating and deleting groups takes groups.manage: others do not get the buttons (the server refuses them anyway).
+  const manage = usePermissions().has("groups.manage");
 
   return (
-    <div class="split">
-      <aside class="sidebar">
-        {admin && (
-          <div class="sidebar-head">
-            <NewGroup
-              onCreated={async (g) => {
-                await list.reload();
-                navigate(`/groups/${g.id}`);
-              }}
-            />
-          </div>
-        )}
-        <ErrorBox error={list.error} onRetry={list.reload} />
-        {list.loading && !list.data && <Loading label="Loading groups…" />}
-        {list.data?.length === 0 && <Empty title="No groups yet">Administrators create groups; share resources with a group to open them to its members.</Empty>}
-        <ul class="list" data-testid="group-list">
-          {list.data?.map((g) => (
-            <li key={g.id} class={g.id === groupId ? "active" : ""} data-group-name={g.name}>
-              <a class="list-link" href={`/groups/${g.id}`} onClick={linkClick}>
-                <span class="list-title">{g.name}</span>
-                <span class="list-sub">
-                  {plural(g.memberCount, "member")} · {g.description || "no description"}
-                </span>
-              </a>
-            </li>
-          ))}
-        </ul>
-      </aside>
-      <section class="main-pane scroll">
-        {!groupId && (
-          <Empty title="Groups">
-            A group is a set of users. Share a knowledge base, flow, tool provider, model or assistant with a group to
-            open it to every member, at use or edit level.
-          </Empty>
-        )}
-        {groupId && list.data && !current && <Empty title="Group not found">It may have been deleted, or you are not a member.</Empty>}
-        {current && <GroupDetail key={current.id} group={current} admin={admin} onChanged={list.reload} />}
-      </section>
-    </div>
-  );
-}
-
-function NewGroup({ onCreated }: { onCreated: (g: Group) => Promise<void> }) {
-  const [name, setName] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  return (
-    <form
-      class="inline-form"
-      data-testid="new-group"
-      onSubmit={async (e) => {
-        e.preventDefault();
-        setBusy(true);
-        setError(null);
-        try {
-          const res = await tc.groups.createGroup({ group: { name: name.trim() } });
-          setName("");
-          if (res.group) await onCreated(res.group);
-        } catch (err) {
-          setError(handleError(err));
-        } finally {
-          setBusy(false);
-        }
-      }}
+    <Directory
+      create={
+        manage && (
+          <CreateByName
+            testId="new-group"
+            field="group-name"
+            placeholder="New group name"
+            label="Create group"
+            create={async (name) => {
+              const res = await tc.groups.createGroup({ group: { name } });
+              await list.reload();
+              if (res.group) navigate(`/groups/${res.group.id}`);
+            }}
+          />
+        )
+      }
+      list={list}
+      loadingLabel="Loading groups…"
+      listTestId="group-list"
+      empty={<Empty title="No groups yet">Administrators create groups; share resources with a group to open them to its members.</Empty>}
+      detail={
+        <>
+          {!groupId && (
+            <Empty title="Groups">
+              A group is a set of users. Share a knowledge base, flow, tool provider, model or assistant with a group to
+              open it to every member, at use or edit level.
+            </Empty>
+          )}
+          {groupId && list.data && !current && <Empty title="Group not found">It may have been deleted, or you are not a member.</Empty>}
+          {current && <GroupDetail key={current.id} group={current} manage={manage} onChanged={list.reload} />}
+        </>
+      }
     >
-      <input name="group-name" class="grow" placeholder="New group name" required value={name} onInput={(e) => setName(e.currentTarget.value)} />
-      <button class="btn primary" type="submit" disabled={busy || !name.trim()}>
-        Create group
-      </button>
-      <ErrorBox error={error} />
-    </form>
+      {list.data?.map((g) => (
+        <DirectoryEntry
+          key={g.id}
+          href={`/groups/${g.id}`}
+          active={g.id === groupId}
+          data={{ "data-group-name": g.name }}
+          title={g.name}
+          sub={`${plural(g.memberCount, "member")} · ${g.description || "no description"}`}
+        />
+      ))}
+    </Directory>
   );
 }
 
-function GroupDetail({ group: g, admin, onChanged }: { group: Group; admin: boolean; onChanged: () => Promise<void> }) {
+function GroupDetail({ group: g, manage, onChanged }: { group: Group; manage: boolean; onChanged: () => Promise<void> }) {
   const members = useAsync(async () => (await tc.groups.listGroupMembers({ groupId: g.id, pageSize: 500 })).members, [g.id]);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -156,7 +129,7 @@ function GroupDetail({ group: g, admin, onChanged }: { group: Group; admin: bool
             </button>
           </span>
         ) : (
-          admin && (
+          manage && (
             <button class="btn small ghost" onClick={() => setConfirm(true)}>
               Delete group…
             </button>

@@ -1,87 +1,71 @@
 // Roles: named permission sets (RoleService). Everyone may look; holders of roles.manage create custom roles with
-// permission checkboxes, change them and delete them. Built-in roles (admin, group_admin, builder, user) are shown
-// read-only. Users get a role on the Access page.
+// permission checkboxes, change them and delete them (others do not see those controls). Built-in roles (admin,
+// group_admin, builder, user) are shown read-only. Users get a role on the Access page.
 import type { Permission, Role } from "@typecase/client/gen/typecase/v1/roles_pb.js";
 import { useState } from "preact/hooks";
 import { handleError, tc } from "../api";
-import { Badge, Empty, ErrorBox, Loading, plural, useAsync } from "../components/ui";
-import { linkClick, navigate } from "../router";
+import { CreateByName, Directory, DirectoryEntry } from "../components/directory";
+import { Badge, Empty, ErrorBox, plural, useAsync } from "../components/ui";
+import { usePermissions } from "../permissions";
+import { navigate } from "../router";
 
 export function RolesView({ name }: { name?: string }) {
   const list = useAsync(async () => (await tc.roles.listRoles({})).roles, []);
   const perms = useAsync(async () => (await tc.roles.listPermissions({})).permissions, []);
   const current = list.data?.find((r) => r.name === name);
+  const manage = usePermissions().has("roles.manage");
   return (
-    <div class="split">
-      <aside class="sidebar">
-        <div class="sidebar-head">
-          <NewRole
-            onCreated={async (r) => {
+    <Directory
+      create={
+        manage && (
+          <CreateByName
+            testId="new-role"
+            field="role-name"
+            placeholder="New role name"
+            label="Create role"
+            create={async (roleName) => {
+              const res = await tc.roles.createRole({ role: { name: roleName } });
               await list.reload();
-              navigate(`/roles/${r.name}`);
+              if (res.role) navigate(`/roles/${res.role.name}`);
             }}
           />
-        </div>
-        <ErrorBox error={list.error} onRetry={list.reload} />
-        {list.loading && !list.data && <Loading label="Loading roles…" />}
-        <ul class="list" data-testid="role-list">
-          {list.data?.map((r) => (
-            <li key={r.name} class={r.name === name ? "active" : ""} data-role-name={r.name}>
-              <a class="list-link" href={`/roles/${r.name}`} onClick={linkClick}>
-                <span class="list-title">
-                  {r.name} {r.builtIn && <Badge tone="info">built-in</Badge>}
-                </span>
-                <span class="list-sub">
-                  {plural(r.permissions.length, "permission")} · {plural(r.userCount, "user")}
-                </span>
-              </a>
-            </li>
-          ))}
-        </ul>
-      </aside>
-      <section class="main-pane scroll">
-        {!name && (
-          <Empty title="Roles">
-            A role is a set of permissions; every user has one. Built-in roles cannot change; create a custom role to
-            give a team exactly the permissions it needs.
-          </Empty>
-        )}
-        {name && list.data && !current && <Empty title="Role not found">It may have been deleted.</Empty>}
-        {current && perms.data && <RoleDetail key={current.name + current.updateTime?.seconds} role={current} permissions={perms.data} onChanged={list.reload} />}
-      </section>
-    </div>
-  );
-}
-
-function NewRole({ onCreated }: { onCreated: (r: Role) => Promise<void> }) {
-  const [name, setName] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  return (
-    <form
-      class="inline-form"
-      data-testid="new-role"
-      onSubmit={async (e) => {
-        e.preventDefault();
-        setError(null);
-        try {
-          const res = await tc.roles.createRole({ role: { name: name.trim() } });
-          setName("");
-          if (res.role) await onCreated(res.role);
-        } catch (err) {
-          setError(handleError(err));
-        }
-      }}
+        )
+      }
+      list={list}
+      loadingLabel="Loading roles…"
+      listTestId="role-list"
+      detail={
+        <>
+          {!name && (
+            <Empty title="Roles">
+              A role is a set of permissions; every user has one. Built-in roles cannot change; create a custom role to
+              give a team exactly the permissions it needs.
+            </Empty>
+          )}
+          {name && list.data && !current && <Empty title="Role not found">It may have been deleted.</Empty>}
+          {current && perms.data && <RoleDetail key={current.name + current.updateTime?.seconds} role={current} editable={manage && !current.builtIn} permissions={perms.data} onChanged={list.reload} />}
+        </>
+      }
     >
-      <input name="role-name" class="grow" placeholder="New role name" required value={name} onInput={(e) => setName(e.currentTarget.value)} />
-      <button class="btn primary" type="submit" disabled={!name.trim()}>
-        Create role
-      </button>
-      <ErrorBox error={error} />
-    </form>
+      {list.data?.map((r) => (
+        <DirectoryEntry
+          key={r.name}
+          href={`/roles/${r.name}`}
+          active={r.name === name}
+          data={{ "data-role-name": r.name }}
+          title={
+            <>
+              {r.name} {r.builtIn && <Badge tone="info">built-in</Badge>}
+            </>
+          }
+          sub={`${plural(r.permissions.length, "permission")} · ${plural(r.userCount, "user")}`}
+        />
+      ))}
+    </Directory>
   );
 }
 
-function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissions: Permission[]; onChanged: () => Promise<void> }) {
+function RoleDetail({ role: r, editable, permissions, onChanged }: { role: Role; editable: boolean; permissions: Permission[]; onChanged: () => Promise<void> }) {
   const [chosen, setChosen] = useState<string[]>(r.permissions);
   const [description, setDescription] = useState(r.description);
   const [error, setError] = useState<string | null>(null);
@@ -112,7 +96,7 @@ function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissio
             {r.builtIn ? "Built-in role" : "Custom role"} · {plural(r.userCount, "user")}
           </span>
         </div>
-        {!r.builtIn &&
+        {editable &&
           (confirm ? (
             <span class="row-actions">
               <button class="btn small danger" disabled={busy} onClick={() => act(async () => (await tc.roles.deleteRole({ name: r.name }), navigate("/roles"), await onChanged()))}>
@@ -139,14 +123,14 @@ function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissio
           });
         }}
       >
-        <input name="role-description" aria-label="Description" class="grow" placeholder="Description" disabled={r.builtIn} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
+        <input name="role-description" aria-label="Description" class="grow" placeholder="Description" disabled={!editable} value={description} onInput={(e) => setDescription(e.currentTarget.value)} />
         <table class="table" data-testid="role-permissions">
           <tbody>
             {permissions.map((p) => (
               <tr key={p.name} data-permission={p.name}>
                 <td>
                   <label class="check">
-                    <input type="checkbox" name={`perm-${p.name}`} checked={chosen.includes(p.name)} disabled={r.builtIn || busy} onChange={(e) => toggle(p.name, e.currentTarget.checked)} />{" "}
+                    <input type="checkbox" name={`perm-${p.name}`} checked={chosen.includes(p.name)} disabled={!editable || busy} onChange={(e) => toggle(p.name, e.currentTarget.checked)} />{" "}
                     <span class="mono">{p.name}</span>
                   </label>
                 </td>
@@ -155,7 +139,7 @@ function RoleDetail({ role: r, permissions, onChanged }: { role: Role; permissio
             ))}
           </tbody>
         </table>
-        {!r.builtIn && (
+        {editable && (
           <button class="btn primary" type="submit" disabled={busy || !changed}>
             Save
           </button>

@@ -17,6 +17,7 @@ from typecase.client._async.flows import AsyncFlows
 from typecase.client._async.groups import AsyncGroups
 from typecase.client._async.knowledge import AsyncKnowledge
 from typecase.client._async.llm import AsyncLLM
+from typecase.client._async.roles import AsyncRoles
 from typecase.client._channel import AsyncTransport, Credentials
 from typecase.client._config import Keepalive, OptionValue, RetryPolicy, Settings, resolve
 from typecase.client.errors import Unavailable, from_rpc_error
@@ -29,6 +30,7 @@ from typecase.v1 import (
     groups_pb2_grpc,
     knowledge_pb2_grpc,
     llm_pb2_grpc,
+    roles_pb2_grpc,
 )
 
 MiB = 1024 * 1024
@@ -52,9 +54,9 @@ class AsyncClient:
         options: extra raw gRPC channel arguments, e.g. {"grpc.initial_reconnect_backoff_ms": 200}.
         metadata: extra metadata sent with every call, e.g. {"x-trace-id": "..."}.
 
-    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants`, `admin` and `groups`; each
-    has `.stub`, the raw generated stub on the same authenticated channel, for everything the helpers do not cover
-    (see `call`).
+    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants`, `admin`, `groups` and
+    `roles`; each has `.stub`, the raw generated stub on the same authenticated channel, for everything the helpers
+    do not cover (see `call`).
     Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
 
@@ -90,6 +92,7 @@ class AsyncClient:
         self.assistants = AsyncAssistants(self, assistant_pb2_grpc.AssistantServiceStub(self.channel))
         self.admin = AsyncAdmin(self, admin_pb2_grpc.AdminServiceStub(self.channel))
         self.groups = AsyncGroups(self, groups_pb2_grpc.GroupServiceStub(self.channel))
+        self.roles = AsyncRoles(self, roles_pb2_grpc.RoleServiceStub(self.channel), self.auth.stub)
 
     @property
     def target(self) -> str:

@@ -18,6 +18,7 @@ from typecase.client._sync.flows import Flows
 from typecase.client._sync.groups import Groups
 from typecase.client._sync.knowledge import Knowledge
 from typecase.client._sync.llm import LLM
+from typecase.client._sync.roles import Roles
 from typecase.client._channel import Transport, Credentials
 from typecase.client._config import Keepalive, OptionValue, RetryPolicy, Settings, resolve
 from typecase.client.errors import Unavailable, from_rpc_error
@@ -30,6 +31,7 @@ from typecase.v1 import (
     groups_pb2_grpc,
     knowledge_pb2_grpc,
     llm_pb2_grpc,
+    roles_pb2_grpc,
 )
 
 MiB = 1024 * 1024
@@ -53,9 +55,9 @@ class Client:
         options: extra raw gRPC channel arguments, e.g. {"grpc.initial_reconnect_backoff_ms": 200}.
         metadata: extra metadata sent with every call, e.g. {"x-trace-id": "..."}.
 
-    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants`, `admin` and `groups`; each
-    has `.stub`, the raw generated stub on the same authenticated channel, for everything the helpers do not cover
-    (see `call`).
+    The resource helpers are `auth`, `llm`, `chat`, `knowledge`, `flows`, `assistants`, `admin`, `groups` and
+    `roles`; each has `.stub`, the raw generated stub on the same authenticated channel, for everything the helpers
+    do not cover (see `call`).
     Use as a context manager (`with Client(...)`, `async with AsyncClient(...)`), or call `close()`.
     """
 
@@ -91,6 +93,7 @@ class Client:
         self.assistants = Assistants(self, assistant_pb2_grpc.AssistantServiceStub(self.channel))
         self.admin = Admin(self, admin_pb2_grpc.AdminServiceStub(self.channel))
         self.groups = Groups(self, groups_pb2_grpc.GroupServiceStub(self.channel))
+        self.roles = Roles(self, roles_pb2_grpc.RoleServiceStub(self.channel), self.auth.stub)
 
     @property
     def target(self) -> str:

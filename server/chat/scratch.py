@@ -124,6 +124,12 @@ class Scratch:
         attached.indexed = [name for name, _, _ in move]
         return ids
 
+    @staticmethod
+    async def has_chunks(session, session_id: str) -> bool:
+        """Whether the session has scratch rows (read in the turn start's own transaction: a session without any,
+        the common case, then costs its turn no lookup of its own)."""
+        return await session.scalar(select(Row.id).where(Row.session_id == session_id).limit(1)) is not None
+
     async def assign(self, ids: list[str], message_id: str) -> None:
         """Tie freshly written rows to the question message that brought them (deleted with it)."""
         if ids:

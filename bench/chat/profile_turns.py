@@ -1,0 +1,64 @@
+"""Where a chat turn's server CPU goes: one `typecase serve` of this tree (bench_chat.Stack), a warm-up round,
+then one round of N concurrent turns under cProfile, with the SQL statements it executed counted per text
+(bench/chat/profiling/sitecustomize.py, switched on by signals around the round).
+
+Run: .venv/bin/python bench/chat/profile_turns.py [--mode sqlite|postgres] [--turns 100] [--top 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import pstats
+import signal
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_chat  # noqa: E402
+import cpu_per_turn  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--turns", type=int, default=100)
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--sort", default="tottime")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    out = Path(tempfile.mkdtemp(prefix="tc-profile-")) / "turns.prof"
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent / "profiling"), os.environ.get("PYTHONPATH", "")]),
+        "TC_PROFILE_OUT": str(out),
+        **dict(item.split("=", 1) for item in args.env),
+    }
+    with ExitStack() as stack_of:
+        if args.mode == "postgres":
+            env.update(stack_of.enter_context(cpu_per_turn.SharedStores(14)))
+        stack = stack_of.enter_context(bench_chat.Stack(args.tokens, 20.0, args.turns, env))
+        ids = stack.sessions(args.turns * 2)
+        asyncio.run(cpu_per_turn.one_round(stack, ids[: args.turns]))
+        stack.server.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+        result = asyncio.run(cpu_per_turn.one_round(stack, ids[args.turns :]))
+        stack.server.send_signal(signal.SIGUSR2)
+        time.sleep(1.0)
+    print(f"{result['complete']} turns, CPU {result['cpu_s'] * 1000 / max(1, result['complete']):.2f} ms/turn")
+    sql = json.loads(Path(str(out) + ".sql.json").read_text())
+    total = sum(n for _, n in sql)
+    print(f"SQL statements: {total} ({total / max(1, result['complete']):.2f} per turn)")
+    for text, n in sql:
+        print(f"{n:>6}  {text}")
+    pstats.Stats(str(out)).sort_stats(args.sort).print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()

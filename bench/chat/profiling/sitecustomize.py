@@ -2,8 +2,8 @@
 starts cProfile on the event loop's thread and zeroes the SQL statement counts, SIGUSR2 writes the profile to
 $TC_PROFILE_OUT and the statements executed since SIGUSR1 (per SQL text) to $TC_PROFILE_OUT.sql.json."""
 
-import cProfile
 import collections
+import cProfile
 import json
 import os
 import signal

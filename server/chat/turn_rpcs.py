@@ -66,7 +66,7 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
         row = history = None
         scratch = False
-        async with self.db.session() as db:  # one connection for everything a turn start reads
+        async with self.db.reading() as db:  # one connection for everything a turn start reads
             parent = await self._session(request.session_id, db=db)
             if request.request_id:  # a retry: re-attach to the turn this request already started
                 row = (

@@ -64,10 +64,13 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
         if len(request.request_id) > MAX_REQUEST_ID:
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
-        row = history = None
+        row = history = loaded = None
         scratch = False
         async with self.db.reading() as db:  # one connection for everything a turn start reads
+            if self.scratch is not None:  # the session row, read with its scratch flag (held: get() finds it)
+                loaded, scratch = await self.scratch.load_session(db, request.session_id)
             parent = await self._session(request.session_id, db=db)
+            del loaded
             if request.request_id:  # a retry: re-attach to the turn this request already started
                 row = (
                     await db.scalars(
@@ -80,8 +83,6 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
                 if not question.strip() and not (parent.kind == "flow" and request.HasField("input")):
                     raise invalid_argument("content", "must not be empty")
                 history = await self._history(parent.id, db)
-                if self.scratch is not None and parent.kind != "flow":
-                    scratch = await self.scratch.has_chunks(db, parent.id)
         if row is None:
             if parent.kind == "flow":
                 row = await self._start_flow_turn(request, parent, question, history)

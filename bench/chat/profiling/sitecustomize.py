@@ -26,7 +26,10 @@ if _OUT:
     }
 
     def _count(conn, cursor, statement, parameters, context, executemany):
-        _state["sql"][("many " if executemany else "") + " ".join(statement.split())[:160]] += 1
+        text = " ".join(statement.split())
+        _state["sql"][
+            ("many " if executemany else "") + (text if len(text) < 200 else f"{text[:110]} … {text[-80:]}")
+        ] += 1
 
     def _listen() -> None:
         from sqlalchemy import event

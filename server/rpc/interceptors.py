@@ -3,25 +3,19 @@
 grpc.aio interceptors only see the method handler; to act around the call itself (set a trace id, time it, map
 its errors) they must return a handler whose behaviour wraps the original. This module does that once for the four
 RPC kinds and for both server-streaming styles (async generators and `context.write`).
-
-ChainedInterceptor runs several of them as one: each wrapper is an async generator that every streamed message
-passes through, and six of them (trace, metrics, traffic, errors, auth, the NUL check) cost each chat token event
-six generator steps; chained, they enter their contexts in the same order (outermost first) around one.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
 
 # around(details, context, rpc_type) -> async context manager yielding an optional per-message callback.
 Around = Callable[[grpc.HandlerCallDetails, grpc.aio.ServicerContext, str], AbstractAsyncContextManager[Any]]
-# prepare(handler) -> what to apply to the request (or request iterator) before the behaviour sees it.
-Prepare = Callable[[grpc.RpcMethodHandler], Callable[[Any], Any]]
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):
@@ -43,49 +37,7 @@ def rpc_type_of(handler: grpc.RpcMethodHandler) -> str:
     return "server_stream" if handler.response_streaming else "unary"
 
 
-class ChainedInterceptor(grpc.aio.ServerInterceptor):
-    """`parts` as one interceptor (the first outermost, as in a list given to grpc.aio.server), then, innermost,
-    `prepare` applied to the request."""
-
-    def __init__(self, parts: Sequence[WrappingInterceptor], prepare: Prepare | None = None):
-        self.parts = tuple(parts)
-        self.prepare = prepare
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        prepare = self.prepare(handler) if self.prepare is not None else None
-        return wrap_handler(handler, handler_call_details, self.around, prepare)
-
-    @asynccontextmanager
-    async def around(self, details, context, rpc_type):
-        async with AsyncExitStack() as stack:
-            callbacks = []
-            for part in self.parts:
-                on_message = await stack.enter_async_context(part.around(details, context, rpc_type))
-                if on_message is not None:
-                    callbacks.append(on_message)
-            callbacks.reverse()  # a message passed the innermost wrapper first
-            if not callbacks:
-                yield None
-            elif len(callbacks) == 1:
-                yield callbacks[0]
-            else:
-
-                def each() -> None:
-                    for callback in callbacks:
-                        callback()
-
-                yield each
-
-
-def wrap_handler(
-    handler: grpc.RpcMethodHandler,
-    details: grpc.HandlerCallDetails,
-    around: Around,
-    prepare: Callable[[Any], Any] | None = None,
-):
+def wrap_handler(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around):
     rpc_type = rpc_type_of(handler)
     # Any: grpc.aio handlers are coroutines or async generators, typed by grpc-stubs as the sync kinds.
     behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
@@ -94,8 +46,6 @@ def wrap_handler(
 
         async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:
             async with around(details, context, rpc_type) as on_message:
-                if prepare is not None:
-                    request_or_iterator = prepare(request_or_iterator)
                 async for message in behavior(request_or_iterator, context):
                     if on_message is not None:
                         on_message()
@@ -105,8 +55,6 @@ def wrap_handler(
 
         async def wrapped(request_or_iterator, context):
             async with around(details, context, rpc_type):
-                if prepare is not None:
-                    request_or_iterator = prepare(request_or_iterator)
                 return await behavior(request_or_iterator, context)
 
     make = {

@@ -148,18 +148,6 @@ async def _checked(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
         yield message
 
 
-def request_check(handler: grpc.RpcMethodHandler) -> Callable[[Any], Any]:
-    """What refuses the requests of `handler` that carry a NUL (ChainedInterceptor's `prepare`)."""
-    if handler.request_streaming:
-        return _checked
-
-    def prepare(request):
-        check(request)
-        return request
-
-    return prepare
-
-
 class NulTextInterceptor(grpc.aio.ServerInterceptor):
     """Refuses a request (each message of a request stream) that carries a NUL character in any text field."""
 
@@ -169,7 +157,16 @@ class NulTextInterceptor(grpc.aio.ServerInterceptor):
             return None
         behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
         wrapped: Callable[..., Any]
-        prepare = request_check(handler)
+
+        if handler.request_streaming:
+
+            def prepare(request_or_iterator):
+                return _checked(request_or_iterator)
+        else:
+
+            def prepare(request_or_iterator):
+                check(request_or_iterator)
+                return request_or_iterator
 
         if handler.response_streaming and inspect.isasyncgenfunction(behavior):
 

@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 
 from typecase.server.logs import trace_id_var
 from typecase.server.rpc.errors import STATUS_DETAILS_KEY, ErrorInterceptor, TypecaseError
-from typecase.server.rpc.interceptors import ChainedInterceptor
 from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.trace import TraceInterceptor
 
@@ -41,12 +40,9 @@ class Servicer(health_pb2_grpc.HealthServicer):
             raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "upstream went away")
 
 
-@pytest.fixture(params=["separate", "chained"])
-async def stub(request):
-    """The same chain as three interceptors, and as one ChainedInterceptor (what the server installs): every test
-    holds for both."""
-    parts = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor()]
-    server = grpc.aio.server(interceptors=parts if request.param == "separate" else [ChainedInterceptor(parts)])
+@pytest.fixture
+async def stub():
+    server = grpc.aio.server(interceptors=[TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor()])
     health_pb2_grpc.add_HealthServicer_to_server(Servicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

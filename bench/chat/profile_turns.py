@@ -74,7 +74,7 @@ def main() -> None:
         time.sleep(1.0)
         log_lines = stack.log_path.read_text(errors="replace").splitlines()
     warnings = [line for line in log_lines if "WARNING" in line or "ERROR" in line]
-    print(f"server log: {len(warnings)} warnings or errors", *warnings[:5], sep="\n  ")
+    print(f"server log: {len(warnings)} warnings or errors", *warnings[:3], *warnings[-3:], sep="\n  ")
     turns = max(1, result["complete"])
     print(f"{result['complete']} turns, CPU {result['cpu_s'] * 1000 / turns:.2f} ms/turn; per thread (user + sys):")
     for name, (user, system) in sorted(after.items(), key=lambda kv: -sum(kv[1])):

@@ -184,11 +184,11 @@ class Database:
             event.listen(self.engine.sync_engine.pool, "checkin", _note_checkin)
             event.listen(self.engine.sync_engine.pool, "checkout", self._ping_if_idle)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
-        # Reads without BEGIN and COMMIT (two round trips of the three a one-statement read paid) on a database
-        # server; SQLite begins no transaction for a read anyway.
-        readers = (
-            self.engine if self.dialect == "sqlite" else self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
+        # Reads without BEGIN and COMMIT on PostgreSQL (two round trips of the three a one-statement read paid;
+        # asyncpg switches autocommit on the client side). Not on MySQL, where switching it is a round trip each
+        # way, nor SQLite, which begins no transaction for a read anyway.
+        autocommit = self.dialect == "postgresql"
+        readers = self.engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else self.engine
         self._readers: async_sessionmaker[AsyncSession] = async_sessionmaker(readers, expire_on_commit=False)
 
     @property
@@ -277,8 +277,9 @@ class Database:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work that only reads: each statement sees what was committed when it ran (READ COMMITTED,
-        as in session()), without a transaction around them. Writes in it commit at once, one by one."""
+        """A unit of work for reads only. On PostgreSQL its statements run without a transaction around them, each
+        seeing what was committed when it ran (as under session()'s READ COMMITTED); elsewhere it is session()
+        without the commit."""
         async with self._readers() as session:
             yield session
 

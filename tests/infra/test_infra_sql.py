@@ -172,6 +172,19 @@ async def test_health_of_unreachable_server(url: str) -> None:
     assert not ok and "unreachable" in detail and "hunter2" not in detail
 
 
+async def test_a_reading_unit_of_work_sees_what_is_committed(db: Database) -> None:
+    await migrate(db)
+    async with db.session() as session:
+        session.add(MetaEntry(key="read-me", value="1"))
+    async with db.reading() as reader:
+        assert await reader.scalar(select(MetaEntry.value).where(MetaEntry.key == "read-me")) == "1"
+        async with db.session() as session:  # committed by another unit of work meanwhile
+            (await session.get(MetaEntry, "read-me")).value = "2"
+        again = (await reader.execute(select(MetaEntry.value).where(MetaEntry.key == "read-me"))).scalar()
+        # MySQL's REPEATABLE READ keeps the first read's snapshot, in session() as here.
+        assert again == ("1" if db.dialect == "mysql" else "2")
+
+
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 async def test_pool_recovers_after_server_drops_connections(
     request: pytest.FixtureRequest, tmp_path: Path, dialect: str

@@ -309,7 +309,7 @@ async def test_concurrent_migrate_from_two_processes(
         for p in procs:
             if p.returncode is None:
                 p.kill()
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err.decode()[-2000:]
     applied = sorted((sorted(json.loads(out.decode().strip().splitlines()[-1])) for out, _ in results), key=len)
     assert applied == [[], ALL_REVISIONS]  # one process applied everything, the other found it done

@@ -82,7 +82,10 @@ class Settings(BaseSettings):
 
     # Resources. Unset means the embedded implementation under data_dir.
     database_url: SecretStr | None = None
-    database_pool_size: int = Field(10, ge=1)
+    database_pool_size: int = Field(20, ge=1, description="connections per process, opened as needed and kept")
+    database_ping_idle_seconds: float = Field(
+        1.0, ge=0, description="a pooled connection idle longer than this is pinged before use (0: always)"
+    )
     redis_url: SecretStr | None = None
     redis_max_connections: int = Field(500, ge=1, description="per client pool; callers wait for a free one beyond")
     s3_endpoint: str | None = None
@@ -561,7 +564,6 @@ class Settings(BaseSettings):
     chat_query_rewrite_max_tokens: int = Field(
         64, ge=8, le=1024, description="answer tokens of a question rewritten for search (RetrievalSettings)"
     )
-    chat_model_cache_seconds: float = Field(2.0, ge=0, description="turn starts reuse a model lookup this long")
     # Turns.
     chat_stop_on_disconnect: bool = Field(False, description="default of ChatRequest.stop_on_disconnect")
     chat_turn_timeout_seconds: float = Field(600.0, gt=0, description="a longer answer fails with UPSTREAM_TIMEOUT")

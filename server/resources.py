@@ -41,7 +41,10 @@ class Resources:
         self.settings = settings
         self.redis_url = settings.secret("redis_url")  # the one decision: shared through Redis, or embedded
         self.db = create_database(
-            settings.secret("database_url"), settings.data_dir, pool_size=settings.database_pool_size
+            settings.secret("database_url"),
+            settings.data_dir,
+            pool_size=settings.database_pool_size,
+            ping_idle_seconds=settings.database_ping_idle_seconds,
         )
         self.cache = create_cache(
             self.redis_url,

@@ -133,7 +133,7 @@ class AgentTurn:
         if self.first_step == 1 and self.pending is None:
             if self.retrieve_first and turn.kb_ids:
                 await turns._retrieve(turn)
-            elif turns.scratch is not None:  # attached documents too large for the prompt (scratch.py)
+            elif turns.scratch is not None and turn.scratch:  # attached documents too large for the prompt (scratch.py)
                 await turns.scratch.retrieve(turn, turns._emit)
             turn.request.tools.extend(self.toolbox.declarations)
             if turn.request.tools:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 import grpc
@@ -101,7 +100,6 @@ class ChatBase(chat_pb2_grpc.ChatServiceServicer):
         if agents is not None:
             self.turns.agent_resume = self._resume_agent_turn
         self._detached: set[asyncio.Task] = set()
-        self._models: dict[str, tuple[float, llm_pb2.Model]] = {}
 
     async def start(self) -> None:
         await self.turns.start()
@@ -165,8 +163,8 @@ class ChatBase(chat_pb2_grpc.ChatServiceServicer):
         return row
 
     async def _model(self, model_id: str, *, cached: bool = False) -> llm_pb2.Model:
-        """The model (default: the chat default). `cached`: a lookup up to chat_model_cache_seconds old will do
-        (turn starts; the LLM service itself refuses an offline model when called)."""
+        """The model (default: the chat default). `cached`: the registry snapshot's copy will do (turn starts; the
+        LLM service itself refuses an offline model when called)."""
         if self.llm is None:
             raise llm_unavailable()
         if not model_id:
@@ -175,14 +173,7 @@ class ChatBase(chat_pb2_grpc.ChatServiceServicer):
                 raise TypecaseError(
                     grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND", "no model given and no default chat model is set"
                 )
-        now = time.monotonic()
-        if cached and (hit := self._models.get(model_id)) is not None and hit[0] > now:
-            return hit[1]
-        model = await self.llm.get_model(model_id)
-        if len(self._models) > 1000:
-            self._models.clear()
-        self._models[model_id] = (now + self.settings.chat_model_cache_seconds, model)
-        return model
+        return await (self.llm.current_model(model_id) if cached else self.llm.get_model(model_id))
 
     async def _flow(self, flow_id: str) -> flow_pb2.Flow:
         if self.flow is None:

@@ -32,11 +32,12 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat.attachments import DocumentReader, ForModel
 from typecase.server.chat.models import ChatScratchChunkRow as Row
+from typecase.server.chat.models import ChatSessionRow
 from typecase.server.chat.turn_state import Turn, now_stamp
 from typecase.server.infra.sql import Database, new_id
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
@@ -123,6 +124,15 @@ class Scratch:
         attached.documents = keep
         attached.indexed = [name for name, _, _ in move]
         return ids
+
+    @staticmethod
+    async def load_session(session, session_id: str) -> tuple[ChatSessionRow | None, bool]:
+        """The chat session's row (None: no such row) and whether the session has scratch rows, in one statement: a
+        turn start learns it at no cost, and a session without any (the common case) costs its turn no lookup of
+        its own. While the caller holds the row, `session.get` finds it without SQL."""
+        flag = exists().where(Row.session_id == ChatSessionRow.id)
+        found = (await session.execute(select(ChatSessionRow, flag).where(ChatSessionRow.id == session_id))).first()
+        return (found[0], bool(found[1])) if found else (None, False)
 
     async def assign(self, ids: list[str], message_id: str) -> None:
         """Tie freshly written rows to the question message that brought them (deleted with it)."""

@@ -64,9 +64,13 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
         if len(request.request_id) > MAX_REQUEST_ID:
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
-        row = history = None
-        async with self.db.session() as db:  # one connection for everything a turn start reads
+        row = history = loaded = None
+        scratch = False
+        async with self.db.reading() as db:  # one connection for everything a turn start reads
+            if self.scratch is not None:  # the session row, read with its scratch flag (held: get() finds it)
+                loaded, scratch = await self.scratch.load_session(db, request.session_id)
             parent = await self._session(request.session_id, db=db)
+            del loaded
             if request.request_id:  # a retry: re-attach to the turn this request already started
                 row = (
                     await db.scalars(
@@ -83,13 +87,15 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
             if parent.kind == "flow":
                 row = await self._start_flow_turn(request, parent, question, history)
             elif parent.kind == "agent":
-                row = await self._start_agent_turn(request, parent, question, history)
+                row = await self._start_agent_turn(request, parent, question, history, scratch)
             else:
-                row = await self._start_turn(request, parent, question, history)
+                row = await self._start_turn(request, parent, question, history, scratch=scratch)
         async for message in self._read(row, 0, request.stop_on_disconnect or self.settings.chat_stop_on_disconnect):
             yield message
 
-    async def _start_agent_turn(self, request, parent: ChatSessionRow, question: str, history) -> ChatTurnRow:
+    async def _start_agent_turn(
+        self, request, parent: ChatSessionRow, question: str, history, scratch: bool
+    ) -> ChatTurnRow:
         """A turn of an assistant session: the assistant as it is now (edits apply to the next turn), its
         instructions rendered, earlier tool steps in the history, the agent loop as the answer."""
         assistant = await self._assistant(parent.assistant_id)
@@ -111,6 +117,7 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
             kb_ids=list(assistant.kb_ids) if before else [],
             config=settings.config,
             agent=agent,
+            scratch=scratch,
         )
 
     async def _start_turn(
@@ -124,6 +131,7 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
         kb_ids: list[str] | None = None,
         config: llm_pb2.GenerationConfig | None = None,
         agent: AgentTurn | None = None,
+        scratch: bool = True,
     ) -> ChatTurnRow:
         system_prompt = parent.system_prompt if system_prompt is None else system_prompt
         model = await self._model(request.model_id if request.HasField("model_id") else parent.model_id, cached=True)
@@ -181,6 +189,7 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
             needs_title=self.settings.chat_auto_title and not parent.title,
             newest_message_id=newest,
             agent=agent,
+            scratch=scratch or bool(indexed),
         )
         try:
             # Shielded: once asked, the turn starts even if this caller goes away meanwhile.

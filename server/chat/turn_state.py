@@ -78,6 +78,7 @@ class Turn:
     needs_title: bool = False
     kb_ids: list[str] = field(default_factory=list)
     retrieval: dict | None = None
+    scratch: bool = True  # the session may have scratch chunks (False: known to have none, no lookup in the turn)
     flow: FlowTurn | None = None
     answer_row: ChatMessageRow | None = None  # as inserted; updated locally when the turn ends
     started_emitted: bool = False
@@ -126,6 +127,7 @@ class NewTurn:
     kb_ids: list[str] = field(default_factory=list)
     retrieval: dict | None = None  # the session's RetrievalSettings (chat/search_query.py)
     newest_message_id: str | None = None  # new ids must sort after it
+    scratch: bool = True  # False: the session has no scratch chunks (scratch.py), its turn skips looking for them
     flow: FlowTurn | None = None  # set for flow sessions (then model_id, prompt and config are unused)
     agent: Any = None  # set for assistant sessions: agent_turn.AgentTurn
 

@@ -271,6 +271,7 @@ class Turns(TurnRecovery):
             needs_title=new.needs_title,
             kb_ids=new.kb_ids,
             retrieval=new.retrieval,
+            scratch=new.scratch,
             flow=new.flow,
             agent=new.agent,
             answer_row=ChatMessageRow(**answer_values),
@@ -391,7 +392,7 @@ class Turns(TurnRecovery):
     async def _retrieve(self, turn: Turn) -> bool:
         """Ground the answer on the session's knowledge bases (retrieval.py). True when the prompt changed."""
         changed = await retrieval.retrieve(turn, self.knowledge, self.llm, self._emit, self.settings)
-        if self.scratch is not None and await self.scratch.retrieve(turn, self._emit):
+        if self.scratch is not None and turn.scratch and await self.scratch.retrieve(turn, self._emit):
             changed = True
         return changed
 

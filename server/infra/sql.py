@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, MetaData, String, Text, event, text
+from sqlalchemy import JSON, DateTime, MetaData, String, Text, event, exc, text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -154,18 +155,41 @@ def _sqlite_on_connect(dbapi_conn, _record) -> None:
         cur.close()
 
 
+def _note_checkin(_dbapi_connection, record) -> None:
+    if record is not None:
+        record.info["checkin_time"] = time.monotonic()
+
+
 class Database:
     """The SQL store. `engine` and `session()` are usable right after construction; start() checks reachability."""
 
-    def __init__(self, url: str | URL, *, pool_size: int = 10, echo: bool = False, connect_timeout: float = 10):
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        pool_size: int = 20,
+        echo: bool = False,
+        connect_timeout: float = 10,
+        ping_idle_seconds: float = 1.0,
+    ):
         self.url = normalize_url(url)
         self.dialect: str = _DIALECTS[self.url.drivername.partition("+")[0]]
         self.name = f"sql/{self.dialect}"
         self.connect_timeout = connect_timeout
+        self.ping_idle_seconds = ping_idle_seconds
         self.engine: AsyncEngine = create_async_engine(self.url, **self._engine_args(pool_size, echo))
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
+        else:
+            event.listen(self.engine.sync_engine.pool, "checkin", _note_checkin)
+            event.listen(self.engine.sync_engine.pool, "checkout", self._ping_if_idle)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Reads without BEGIN and COMMIT on PostgreSQL (two round trips of the three a one-statement read paid;
+        # asyncpg switches autocommit on the client side). Not on MySQL, where switching it is a round trip each
+        # way, nor SQLite, which begins no transaction for a read anyway.
+        autocommit = self.dialect == "postgresql"
+        readers = self.engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else self.engine
+        self._readers: async_sessionmaker[AsyncSession] = async_sessionmaker(readers, expire_on_commit=False)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -175,9 +199,10 @@ class Database:
         return Path(self.url.database)
 
     def _engine_args(self, pool_size: int, echo: bool) -> dict[str, Any]:
-        # A ping before every checkout finds connections a database server dropped; a SQLite file cannot drop
-        # one, and there the ping was four thread hops through aiosqlite on every unit of work.
-        args: dict[str, Any] = {"echo": echo, "pool_pre_ping": self.dialect != "sqlite"}
+        # No overflow: connections opened beyond pool_size were closed at checkin, so a burst of turns opened (and
+        # set up, and prepared its statements on) a dozen new connections every time; the pool opens up to
+        # pool_size lazily and keeps them.
+        args: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             if self.sqlite_path is None:
                 # One shared connection, otherwise every connection would see its own empty memory database.
@@ -185,15 +210,30 @@ class Database:
             else:
                 args.update(pool_size=pool_size, connect_args={"timeout": self.connect_timeout})
         elif self.dialect == "postgresql":
-            args.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            args.update(pool_size=pool_size, max_overflow=0, pool_recycle=1800)
             if self.url.drivername.endswith("+asyncpg"):
                 args["connect_args"] = {"timeout": self.connect_timeout}
         else:
             # MySQL closes idle connections after wait_timeout; recycle before that happens.
-            args.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+            args.update(pool_size=pool_size, max_overflow=0, pool_recycle=1800)
             if self.url.drivername.endswith("+aiomysql"):
                 args["connect_args"] = {"connect_timeout": self.connect_timeout}
         return args
+
+    def _ping_if_idle(self, dbapi_connection, record, _proxy) -> None:
+        """Ping a connection that sat idle in the pool for over ping_idle_seconds before handing it out (a database
+        server restart or an idle timeout drops idle connections); one in busy use skips the round trip (SQLAlchemy's
+        pool_pre_ping paid it on every checkout: a third of a turn's statements). A busy connection that dropped fails
+        its statement once, and SQLAlchemy then invalidates the pool's connections."""
+        returned = record.info.get("checkin_time")
+        if returned is None or time.monotonic() - returned <= self.ping_idle_seconds:
+            return
+        try:
+            alive = self.engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
+        if not alive:
+            raise exc.DisconnectionError("idle connection failed its ping")
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -234,6 +274,14 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work for reads only. On PostgreSQL its statements run without a transaction around them, each
+        seeing what was committed when it ran (as under session()'s READ COMMITTED); elsewhere it is session()
+        without the commit."""
+        async with self._readers() as session:
+            yield session
 
 
 def create_database(database_url: str | None, data_dir: str | Path, **kw: Any) -> Database:

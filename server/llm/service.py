@@ -3,6 +3,7 @@
 Python API (kept stable for chat, knowledge and flow):
   generate(request) -> async iterator of GenerateResponse   embed_texts(texts, model_id="") -> vectors
   embedding_dimensions(model_id="") -> int                  get_model(model_id) -> Model
+  current_model(model_id) -> Model (the registry snapshot's, no live status)
   default_model_id(use) -> str  (use: chat | flow | knowledge_embedding | title | rerank)
   complete(request) -> CompleteResponse                       rerank(request) -> RerankResponse
 The Python API does not check the caller (the calling domain already did); the RPCs do. The exception is a
@@ -63,6 +64,7 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         self.breaker = Breaker(cache, settings.llm_breaker_failure_threshold, settings.llm_breaker_cooldown_seconds)
         self.concurrency = concurrency
         self.status_log = StatusLog(cache)
+        self._current_models: dict[tuple[int, str], llm_pb2.Model] = {}  # by (registry version, id)
         self.inference = Inference(
             self.registry,
             settings,
@@ -124,6 +126,20 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     async def get_model(self, model_id: str) -> llm_pb2.Model:
         row = await self.catalog.model_row(model_id)
         return self.catalog.model_pb(row, await self.status(row))
+
+    async def current_model(self, model_id: str) -> llm_pb2.Model:
+        """The model as this replica's registry snapshot has it (kept current across replicas by the bus), without
+        its live status: what a turn start needs, with no SQL and no cache round trip. A model the snapshot does
+        not know yet (just created on another replica) is read like get_model."""
+        row = self.registry.snapshot.model(model_id)
+        if row is None:
+            return await self.get_model(model_id)
+        key = (self.registry.version, row.id)
+        if (hit := self._current_models.get(key)) is None:
+            if len(self._current_models) > 1000:
+                self._current_models.clear()
+            hit = self._current_models[key] = self.catalog.model_pb(row)
+        return hit
 
     async def default_model_id(self, use: str) -> str:
         if use not in USES:

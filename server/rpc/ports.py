@@ -68,6 +68,10 @@ class Models(Protocol):
 
     async def get_model(self, model_id: str) -> llm_pb2.Model: ...
 
+    async def current_model(self, model_id: str) -> llm_pb2.Model:
+        """The model as this replica last loaded it (no live status), refreshed when any replica changes it."""
+        ...
+
 
 class Generation(Models, Protocol):
     """The LLM domain as chat and flows use it."""

@@ -16,6 +16,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from typecase.server.infra import schema
 from typecase.server.infra.schema import alembic_config, head_revisions, migrate, schema_revisions
@@ -171,27 +172,68 @@ async def test_health_of_unreachable_server(url: str) -> None:
     assert not ok and "unreachable" in detail and "hunter2" not in detail
 
 
+async def test_a_reading_unit_of_work_sees_what_is_committed(db: Database) -> None:
+    await migrate(db)
+    async with db.session() as session:
+        session.add(MetaEntry(key="read-me", value="1"))
+    async with db.reading() as reader:
+        assert await reader.scalar(select(MetaEntry.value).where(MetaEntry.key == "read-me")) == "1"
+        async with db.session() as session:  # committed by another unit of work meanwhile
+            (await session.get(MetaEntry, "read-me")).value = "2"
+        again = (await reader.execute(select(MetaEntry.value).where(MetaEntry.key == "read-me"))).scalar()
+        # MySQL's REPEATABLE READ keeps the first read's snapshot, in session() as here.
+        assert again == ("1" if db.dialect == "mysql" else "2")
+
+
 @pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 async def test_pool_recovers_after_server_drops_connections(
     request: pytest.FixtureRequest, tmp_path: Path, dialect: str
 ) -> None:
     url = _url_for(request, dialect, tmp_path)
-    db = Database(url, pool_size=1)
+    db = Database(url, pool_size=1, ping_idle_seconds=0.1)
     await db.start()
     try:
-        async with db.engine.connect() as conn:
-            query = "SELECT pg_backend_pid()" if dialect == "postgresql" else "SELECT CONNECTION_ID()"
-            backend = (await conn.execute(text(query))).scalar()
-        # The pooled connection is now idle; kill it on the server side, as a server restart would.
-        if dialect == "postgresql":
-            await pg_exec(url, f"SELECT pg_terminate_backend({backend})")
-        else:
-            await mysql_exec(url, f"KILL {backend}")
-        await asyncio.sleep(0.2)
-        async with db.engine.connect() as conn:  # pre-ping notices and replaces the dead connection
+        query = "SELECT pg_backend_pid()" if dialect == "postgresql" else "SELECT CONNECTION_ID()"
+        backend = await _drop_pooled_connection(db, url, query)
+        await asyncio.sleep(0.2)  # idle longer than ping_idle_seconds: pinged at checkout
+        async with db.engine.connect() as conn:  # the ping notices and replaces the dead connection
             assert (await conn.execute(text(query))).scalar() != backend
     finally:
         await db.stop()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+async def test_a_busy_connection_is_not_pinged_and_a_dropped_one_fails_once(
+    request: pytest.FixtureRequest, tmp_path: Path, dialect: str
+) -> None:
+    """Within ping_idle_seconds of its last use a connection is handed out without a ping (no round trip on a busy
+    pool); if the server dropped it meanwhile, that statement fails and the next unit of work gets a new one."""
+    url = _url_for(request, dialect, tmp_path)
+    db = Database(url, pool_size=1, ping_idle_seconds=60)
+    await db.start()
+    try:
+        query = "SELECT pg_backend_pid()" if dialect == "postgresql" else "SELECT CONNECTION_ID()"
+        backend = await _drop_pooled_connection(db, url, query)
+        await asyncio.sleep(0.2)
+        with pytest.raises(DBAPIError) as failed:
+            async with db.engine.connect() as conn:
+                await conn.execute(text(query))
+        assert failed.value.connection_invalidated
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text(query))).scalar() != backend
+    finally:
+        await db.stop()
+
+
+async def _drop_pooled_connection(db: Database, url: str, query: str) -> int:
+    """Use the pool's one connection, then kill it on the server side, as a server restart would; its backend id."""
+    async with db.engine.connect() as conn:
+        backend = (await conn.execute(text(query))).scalar()
+    if db.dialect == "postgresql":
+        await pg_exec(url, f"SELECT pg_terminate_backend({backend})")
+    else:
+        await mysql_exec(url, f"KILL {backend}")
+    return backend
 
 
 # ----------------------------------------------------------------------------------------- migration lock

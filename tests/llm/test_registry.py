@@ -243,3 +243,43 @@ async def test_changes_reach_another_replica_through_the_bus(make_app, upstream)
         assert other.snapshot.model(name).id == model.id
     finally:
         await redis.asyncio.Redis.from_url(redis_url).flushdb()
+
+
+async def test_the_current_model_a_turn_start_reads_follows_changes_made_on_another_replica(make_app, upstream):
+    """current_model (a turn start's lookup: no SQL, no Redis) is served from the snapshot, which the bus refreshes:
+    a model taken offline or given a new window on one replica is seen so on the other, and a model created on the
+    other replica a moment ago is found before any message arrives."""
+    redis_url = f"{REDIS_URL}/11"
+    first = await make_app(redis_url=redis_url)
+    second = await make_app(
+        redis_url=redis_url, database_url=first.resources.db.url.render_as_string(hide_password=False)
+    )
+    try:
+        name = f"cur-{uuid.uuid4().hex[:6]}"
+        token = principal.bind(principal.Principal("admin", principal.ROLE_ADMIN))
+        catalog = first.servicers["LLMService"].catalog
+        provider = await catalog.create_provider(
+            llm_pb2.Provider(
+                name=name, type=llm_pb2.PROVIDER_TYPE_OPENAI_COMPATIBLE, base_url=upstream.base_url + "/v1"
+            )
+        )
+        other = second.servicers["LLMService"]
+        model = await catalog.create_model(
+            llm_pb2.Model(
+                provider_id=provider.id, name=name, online=True, type=llm_pb2.MODEL_TYPE_LLM, context_length=4096
+            )
+        )
+        seen = await other.current_model(model.id)  # from SQL when the snapshot does not have it yet
+        assert (seen.id, seen.online, seen.context_length) == (model.id, True, 4096)
+
+        await catalog.update_model(llm_pb2.Model(id=model.id, online=False, context_length=8192), mask("online"))
+        await catalog.update_model(llm_pb2.Model(id=model.id, context_length=8192), mask("context_length"))
+        for _ in range(100):
+            seen = await other.current_model(model.id)
+            if not seen.online and seen.context_length == 8192:
+                break
+            await asyncio.sleep(0.02)
+        assert (seen.online, seen.context_length) == (False, 8192)
+        principal.bind_reset(token)
+    finally:
+        await redis.asyncio.Redis.from_url(redis_url).flushdb()

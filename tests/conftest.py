@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -38,7 +40,8 @@ def _pg_admin(sql: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    with ThreadPoolExecutor(1) as thread:  # its own event loop: callers may be inside one (app_factory)
+        thread.submit(asyncio.run, run()).result()
 
 
 @pytest.fixture
@@ -136,11 +139,14 @@ def server_factory(tmp_path) -> Iterator:
 
 
 @pytest.fixture
-async def app_factory(tmp_path, monkeypatch):
+async def app_factory(request, tmp_path, monkeypatch):
     """Start the real App (every service, interceptor and the gateway) in this test's event loop, on free ports,
     with the embedded resources under tmp_path: `await app_factory(**setting_overrides)`. Stopped at the end."""
     from typecase.server.app import App
     from typecase.server.config import Settings
+
+    if "pg_database_url" in request.fixturenames:  # set up first, so dropped only after the apps stopped
+        request.getfixturevalue("pg_database_url")
 
     for name in list(os.environ):
         if name.startswith("TYPECASE_"):
@@ -164,7 +170,20 @@ async def app_factory(tmp_path, monkeypatch):
 
     yield start
     for app in reversed(apps):
-        await app.stop()
+        await stop_app(app)
+
+
+async def stop_app(app, timeout: float = 60) -> None:
+    """App.stop, failing with every task's stack when it does not end in time (instead of a silent hang)."""
+    stopping = asyncio.ensure_future(app.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    if done:
+        return stopping.result()
+    stacks = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=stacks)
+    stopping.cancel()
+    raise AssertionError(f"App.stop did not end within {timeout:g}s; its tasks:\n{stacks.getvalue()}")
 
 
 @pytest.fixture

@@ -181,7 +181,9 @@ async def stop_app(app, timeout: float = 60) -> None:
         return stopping.result()
     stacks = io.StringIO()
     for task in asyncio.all_tasks():
-        task.print_stack(limit=12, file=stacks)
+        stacks.write(f"{task!r}\n")
+        for frame in task.get_stack(limit=12):
+            stacks.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
     stopping.cancel()
     raise AssertionError(f"App.stop did not end within {timeout:g}s; its tasks:\n{stacks.getvalue()}")
 

@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Callable
 
 from typecase.server.infra.cache import Cache, listen_forever
+from typecase.server.infra.stopping import cancel_and_wait
 
 LOG_CHANNEL = "admin:logs"
 LOG_SEQ_KEY = "admin:logs:seq"
@@ -45,10 +46,8 @@ class LogShipper:
             await self.ready.wait()
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
+        await cancel_and_wait(self._listener)
+        self._listener = None
 
     async def numbers(self, count: int) -> int:
         """The first of `count` consecutive seq numbers reserved for this process."""

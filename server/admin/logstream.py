@@ -37,6 +37,7 @@ from prometheus_client import Counter
 
 from typecase.server.admin.loghistory import DirLock, HistoryWriter
 from typecase.server.admin.logship import LogShipper
+from typecase.server.infra.stopping import cancel_and_wait
 from typecase.server.logs import trace_id_var
 from typecase.server.redact import redact
 
@@ -342,10 +343,8 @@ class LogHub:
             self._handler = None
         for subscriber in list(self._subscribers):
             subscriber.close()
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
+        await cancel_and_wait(self._flusher)
+        self._flusher = None
         try:  # the last lines go through the shared store: a stop must not wait on it for ever
             async with asyncio.timeout(STOP_FLUSH_SECONDS):
                 await self.flush()

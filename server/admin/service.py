@@ -36,6 +36,7 @@ from typecase.server.admin.logstream import INFO, WARNING, LogFiles, LogFilter, 
 from typecase.server.infra.audit import AuditEventRow, AuditLog
 from typecase.server.infra.cache import Cache
 from typecase.server.infra.http import AiohttpTransport
+from typecase.server.infra.stopping import cancel_and_wait
 from typecase.server.proxy.access import KeyVerifier, is_loopback, open_access_problem
 from typecase.server.proxy.forward import SOURCE_PROXY, ProxyApp, ProxyConfig
 from typecase.server.proxy.listener import ProxyListener
@@ -210,9 +211,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await self.shared_stats.stop()
         if self._restart_handle is not None:
             self._restart_handle.cancel()
-        if self._reloader is not None:
-            self._reloader.cancel()
-            await asyncio.gather(self._reloader, return_exceptions=True)
+        await cancel_and_wait(self._reloader)
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None

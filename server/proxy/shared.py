@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 import orjson
 
 from typecase.server.infra.cache import Cache
+from typecase.server.infra.stopping import cancel_and_wait
 from typecase.server.proxy.stats import Aggregate, ErrorRecord, ModelAggregate, RequestRecord, RequestStats
 
 log = logging.getLogger("typecase.proxy")
@@ -137,10 +138,8 @@ class SharedStats:
         self._task = asyncio.create_task(self._publish_forever(), name="stats-share")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         try:
             async with asyncio.timeout(5):  # a stop must not wait on the shared store for ever
                 await self.cache.delete(self.key)  # gone at once, not after the TTL

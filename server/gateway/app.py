@@ -48,9 +48,9 @@ from .streaming import (
     NDJSON,
     SSE,
     HttpStreamWriter,
+    KeepAlive,
     WebSocketWriter,
     dumps,
-    keepalive_loop,
     watch_disconnect,
     watch_websocket,
 )
@@ -366,9 +366,7 @@ class Gateway:
         )
         call_scope = CallScope(self._deadline(incoming))
         watcher = asyncio.ensure_future(watch_disconnect(receive, lambda: call_scope.cancel(_CANCELLED)))
-        keepalive = (
-            asyncio.ensure_future(keepalive_loop(writer, self.options.sse_keepalive_seconds)) if mode == SSE else None
-        )
+        keepalive = KeepAlive(writer, self.options.sse_keepalive_seconds) if mode == SSE else None
         try:
             await self.target.server_stream(
                 binding.rpc,

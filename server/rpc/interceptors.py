@@ -5,8 +5,8 @@ its errors) they must return a handler whose behaviour wraps the original. This 
 RPC kinds and for both server-streaming styles (async generators and `context.write`).
 
 `WrappingChain` runs several of them as one interceptor: one wrapped handler per call and one generator layer per
-streamed message instead of one each, which measured ~50 us less on the time to first token of a stream through
-the five interceptors of app.py (bench/llm/relay.py); the order and the exception flow are those of the list.
+streamed message instead of one each (the five of app.py: handler lookup 28 -> 20 us per call, four generator
+hops less per message); the order and the exception flow are those of the list.
 """
 
 from __future__ import annotations

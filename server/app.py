@@ -65,6 +65,7 @@ from typecase.server.llm.service import LLMService
 from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
 from typecase.server.resources import Resources
 from typecase.server.rpc.errors import ErrorInterceptor
+from typecase.server.rpc.interceptors import WrappingChain
 from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
@@ -335,11 +336,15 @@ class App:
             self._tracing = True
         stats = self.servicers["AdminService"].stats
         interceptors = [
-            TraceInterceptor(),
-            MetricsInterceptor(),
-            TrafficInterceptor(stats),
-            ErrorInterceptor(),
-            self._auth_interceptor(),
+            WrappingChain(
+                [
+                    TraceInterceptor(),
+                    MetricsInterceptor(),
+                    TrafficInterceptor(stats),
+                    ErrorInterceptor(),
+                    self._auth_interceptor(),
+                ]
+            ),
             NulTextInterceptor(),
         ]
         limit = self.settings.grpc_max_message_bytes

@@ -5,6 +5,8 @@ cost on their own on this machine from what Typecase's code adds on top:
   grpc   a grpc.aio server whose LLMService.Generate reads the upstream with a raw keep-alive HTTP/1.1 client and
          yields every read holding a token as one GenerateResponse (no auth, interceptors, parsing or limits)
   sse    a uvicorn ASGI app (httptools, uvloop, as `typecase serve`) relaying the same reads as server-sent events
+  ws     the same app upgraded to a WebSocket (uvicorn's default implementation, as `typecase serve`): the first
+         text frame is the request, each read holding a token goes out as one text frame, then a normal close
 
     python bench/llm/floor.py UPSTREAM_PORT GRPC_PORT HTTP_PORT
 """
@@ -62,6 +64,9 @@ class Relay(llm_pb2_grpc.LLMServiceServicer):
 
 def sse_app(upstream: Upstream):
     async def app(scope, receive, send):
+        if scope["type"] == "websocket":
+            await websocket(receive, send)
+            return
         if scope["type"] != "http":
             return
         while (await receive()).get("more_body"):
@@ -76,6 +81,17 @@ def sse_app(upstream: Upstream):
         async for data in upstream.stream():
             await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def websocket(receive, send):
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        if (await receive())["type"] != "websocket.receive":  # the request frame
+            return
+        async for data in upstream.stream():
+            if b"tok" in data:
+                await send({"type": "websocket.send", "text": data.decode()})
+        await send({"type": "websocket.close", "code": 1000})
 
     return app
 

@@ -7,6 +7,9 @@ users concerned, so on every replica their next call reads the new state: removi
 was shared with research to bob at once, and demoting him takes his permissions at once, not after a TTL. The TTL
 (`group_membership_cache_seconds`) only bounds how long an entry outlives a change made behind the server's back
 (a manual SQL edit). If the cache is unreachable the groups are read from SQL: slower, never stale.
+
+The cached text is decoded once per distinct value (a small map from text to Access): decoding is a pure function
+of the text, so a change, which changes the text, is seen at once; it saved ~8 us of every call (bench/llm).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typecase.server.infra.sql import Database
 
 log = logging.getLogger("typecase.auth")
 KEY = "auth:access:{}"
+DECODED_MAX_ENTRIES = 4096  # distinct cached texts kept decoded (about one per active user); emptied when full
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class Memberships:
         self.cache = cache
         self.ttl_seconds = ttl_seconds
         self.max_groups = max_groups
+        self._decoded: dict[bytes, Access] = {}
 
     async def groups_of(self, user_id: str) -> tuple[str, ...]:
         return (await self.access_of(user_id)).group_ids
@@ -51,8 +56,7 @@ class Memberships:
             except ConnectionError:
                 cached = None
             if cached is not None:
-                data = json.loads(cached)
-                return Access(tuple(data["g"]), data["r"], frozenset(data["p"]))
+                return self._decode(cached)
         async with self.db.session() as session:
             role = await session.scalar(select(UserRow.role).where(UserRow.id == user_id)) or ""
             granted = permissions.built_in(role)
@@ -76,6 +80,16 @@ class Memberships:
                 await self.cache.set(key, json.dumps({"g": ids, "r": role, "p": sorted(granted)}), ttl=self.ttl_seconds)
             except ConnectionError:
                 log.warning("could not cache the groups and role of user %s", user_id)
+        return access
+
+    def _decode(self, cached: bytes) -> Access:
+        access = self._decoded.get(cached)
+        if access is None:
+            data = json.loads(cached)
+            access = Access(tuple(data["g"]), data["r"], frozenset(data["p"]))
+            if len(self._decoded) >= DECODED_MAX_ENTRIES:
+                self._decoded.clear()
+            self._decoded[cached] = access
         return access
 
     async def forget(self, *user_ids: str) -> None:

@@ -16,11 +16,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server.compat.anthropic_request import messages_request
-from typecase.server.compat.common import SSE_HEADERS, CallerAuth, Surface, dumps, status_of
+from typecase.server.compat.common import SSE_HEADERS, CallerAuth, EventStream, Surface, dumps, status_of
 from typecase.server.rpc.errors import TypecaseError
 from typecase.v1 import common_pb2, llm_pb2
 
@@ -108,9 +108,7 @@ class AnthropicCompat(Surface):
             await stream.aclose()
             raise
         name = self.model_name(first.served_model_id if first else "", generate.model_id)
-        return StreamingResponse(
-            self._events(stream, first, message_id, name), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        return EventStream(self._events(stream, first, message_id, name), SSE_HEADERS)
 
     async def _events(
         self, stream: AsyncGenerator[llm_pb2.GenerateResponse, None], first, message_id: str, model: str

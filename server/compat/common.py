@@ -9,9 +9,10 @@ the key's owner, the per-key rate limits), so compat never imports a domain it d
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -25,6 +26,55 @@ from typecase.server.rpc.principal import Principal
 
 log = logging.getLogger("typecase.compat")
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class EventStream(Response):
+    """A text/event-stream answer written chunk by chunk, stopped when the client goes away: what Starlette's
+    StreamingResponse does over HTTP/1.1, without the anyio task group it starts between the first token and its
+    write (uvicorn's HTTP scope is ASGI 2.3). The chunks are written from the request's own task; a watcher task,
+    started once the first chunk is out, cancels it when the client disconnects, which closes `chunks` (and the
+    upstream call behind it) at once."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, chunks: AsyncIterator[str], headers: Mapping[str, str] | None = None):
+        self.body_iterator = chunks
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope, receive, send) -> None:
+        task = asyncio.current_task()
+        gone = False
+        watcher: asyncio.Future[None] | None = None
+
+        def disconnected() -> None:
+            nonlocal gone
+            gone = True
+            if task is not None:
+                task.cancel()
+
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
+                if watcher is None:
+                    watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnected))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            if task is not None:
+                task.uncancel()  # our own cancel: the client left, nothing more to write
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+
+async def _watch_disconnect(receive, on_disconnect: Callable[[], None]) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    on_disconnect()
 
 
 class CallerAuth(Protocol):

@@ -15,11 +15,19 @@ from typing import Any, Protocol
 
 import grpc
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from typecase.server.agent.loop import Finished, TextDelta
-from typecase.server.compat.common import SSE_HEADERS, CallerAuth, Surface, dumps, status_of, unknown_fields
+from typecase.server.compat.common import (
+    SSE_HEADERS,
+    CallerAuth,
+    EventStream,
+    Surface,
+    dumps,
+    status_of,
+    unknown_fields,
+)
 from typecase.server.compat.openai_request import EMBEDDING_FIELDS, chat_request
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
@@ -142,9 +150,7 @@ class OpenAICompat(Surface):
             await stream.aclose()
             raise
         name = self.model_name(first.served_model_id if first else "", generate.model_id)
-        return StreamingResponse(
-            self._chunks(stream, first, name, include_usage), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        return EventStream(self._chunks(stream, first, name, include_usage), SSE_HEADERS)
 
     async def _whole(self, generate: llm_pb2.GenerateRequest) -> Response:
         complete = llm_pb2.CompleteRequest()
@@ -185,8 +191,9 @@ class OpenAICompat(Surface):
             f'{{"id":"chatcmpl-{time.time_ns():x}","object":"chat.completion.chunk","created":{int(time.time())},'
             f'"model":{dumps(model)},"system_fingerprint":null,"choices":'
         )
+        # The role chunk goes out with the first token's, in one write: the first token is already here.
+        role = f'data: {head}[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}\n\n'
         try:
-            yield f'data: {head}[{{"index":0,"delta":{{"role":"assistant","content":""}},"finish_reason":null}}]}}\n\n'
             message = first
             while message is not None:
                 delta: dict[str, Any] = {}
@@ -196,18 +203,23 @@ class OpenAICompat(Surface):
                     delta["reasoning_content"] = message.reasoning_text
                 if message.tool_calls:
                     delta["tool_calls"] = _tool_call_chunks(message.tool_calls)
+                out = role
+                role = ""
                 if delta:
-                    yield f'data: {head}[{{"index":0,"delta":{dumps(delta)},"finish_reason":null}}]}}\n\n'
+                    out += f'data: {head}[{{"index":0,"delta":{dumps(delta)},"finish_reason":null}}]}}\n\n'
                 if message.finish_reason:
                     finish = FINISH.get(message.finish_reason, "stop")
-                    yield f'data: {head}[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]}}\n\n'
+                    out += f'data: {head}[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]}}\n\n'
                     if include_usage:
-                        yield f'data: {head}[],"usage":{dumps(_usage(message.usage))}}}\n\n'
+                        out += f'data: {head}[],"usage":{dumps(_usage(message.usage))}}}\n\n'
+                    yield out
                     break
+                if out:
+                    yield out
                 message = await anext(stream, None)
-            yield "data: [DONE]\n\n"
+            yield role + "data: [DONE]\n\n"
         except TypecaseError as error:  # mid-stream: the status line is long gone; OpenAI's in-band error
-            yield f"data: {dumps(error_body(error, status_of(error, self.reason_http_status)))}\n\n"
+            yield role + f"data: {dumps(error_body(error, status_of(error, self.reason_http_status)))}\n\n"
         finally:
             await stream.aclose()  # client gone: closes the upstream call at once
 
@@ -256,7 +268,7 @@ class OpenAICompat(Surface):
             await events.aclose()
             raise
         chunks = self._agent_chunks(events, first, model, include_usage, caller.current())
-        return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStream(chunks, SSE_HEADERS)
 
     async def _agent_chunks(self, events, first, model: str, include_usage: bool, principal) -> AsyncIterator[str]:
         """The answer's chunks. The body is sent after the handler returned (and unbound the caller), so the

@@ -48,9 +48,9 @@ from .streaming import (
     NDJSON,
     SSE,
     HttpStreamWriter,
+    KeepAlive,
     WebSocketWriter,
     dumps,
-    keepalive_loop,
     watch_disconnect,
     watch_websocket,
 )
@@ -60,8 +60,8 @@ log = logging.getLogger("typecase.gateway")
 
 _CANCELLED = grpc.StatusCode.CANCELLED
 _CLIENT_STREAM_JSON_TYPES = {"", "application/x-ndjson", "application/jsonl", "application/json"}
-# A unary call that is still running after this long starts watching for the client going away
-# (short calls never pay for the watcher task).
+# A call (unary or server stream) still running after this long starts watching for the client going away
+# (short calls never pay for the watcher task, and a stream's first token does not wait for its start).
 _DISCONNECT_WATCH_DELAY = 0.05
 
 
@@ -365,10 +365,15 @@ class Gateway:
             send, mode, binding.encode, binding.seq_field, binding.response_is_httpbody, base_headers, start
         )
         call_scope = CallScope(self._deadline(incoming))
-        watcher = asyncio.ensure_future(watch_disconnect(receive, lambda: call_scope.cancel(_CANCELLED)))
-        keepalive = (
-            asyncio.ensure_future(keepalive_loop(writer, self.options.sse_keepalive_seconds)) if mode == SSE else None
-        )
+        watcher: list[asyncio.Future[Any]] = []
+
+        def start_watching() -> None:
+            watcher.append(asyncio.ensure_future(watch_disconnect(receive, lambda: call_scope.cancel(_CANCELLED))))
+
+        # As for unary calls, the watcher starts after a moment: its task's creation and first step would otherwise
+        # come right after the upstream request, on the time to first token; a client gone sooner is seen then.
+        timer = asyncio.get_running_loop().call_later(_DISCONNECT_WATCH_DELAY, start_watching)
+        keepalive = KeepAlive(writer, self.options.sse_keepalive_seconds) if mode == SSE else None
         try:
             await self.target.server_stream(
                 binding.rpc,
@@ -393,7 +398,9 @@ class Gateway:
             if not await writer.fail(failure):
                 raise
         finally:
-            watcher.cancel()
+            timer.cancel()
+            if watcher:
+                watcher[0].cancel()
             if keepalive is not None:
                 keepalive.cancel()
 

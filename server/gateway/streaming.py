@@ -151,17 +151,48 @@ class HttpStreamWriter:
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def keepalive_loop(writer: HttpStreamWriter, interval: float) -> None:
-    """Sends a comment when nothing was written for ``interval`` seconds."""
-    last = writer.count
-    while not writer.closed:
-        await asyncio.sleep(interval)
-        if writer.count == last and not writer.closed:
-            try:
-                await writer.keepalive()
-            except OSError:
-                return
-        last = writer.count
+class KeepAlive:
+    """Sends a comment when nothing was written for ``interval`` seconds. A timer that starts a task only to write
+    one, not a task per stream: that task's creation and first step came right after the upstream request, on the
+    time to first token of every SSE stream. ``cancel()`` when the stream ends."""
+
+    __slots__ = ("writer", "interval", "loop", "last", "timer", "task")
+
+    def __init__(self, writer: HttpStreamWriter, interval: float) -> None:
+        self.writer = writer
+        self.interval = interval
+        self.loop = asyncio.get_running_loop()
+        self.last = writer.count
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = self.loop.call_later(interval, self._due)
+
+    def _due(self) -> None:
+        self.timer = None
+        if self.writer.closed:
+            return
+        if self.writer.count == self.last:
+            self.task = self.loop.create_task(self._send())
+        else:
+            self._again()
+
+    async def _send(self) -> None:
+        try:
+            await self.writer.keepalive()
+        except OSError:
+            return
+        self._again()
+
+    def _again(self) -> None:
+        self.last = self.writer.count
+        if not self.writer.closed:
+            self.timer = self.loop.call_later(self.interval, self._due)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None:
+            self.task.cancel()
 
 
 async def watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:

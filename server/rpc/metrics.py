@@ -1,10 +1,14 @@
-"""Prometheus metrics for every RPC, with the names and labels of go-grpc-prometheus so dashboards carry over."""
+"""Prometheus metrics for every RPC, with the names and labels of go-grpc-prometheus so dashboards carry over.
+
+The labelled children of a method are looked up once and kept (prometheus_client's `labels()` validates and locks
+on every call; children are never removed here), a few microseconds less on every call's path."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from contextlib import asynccontextmanager
+from functools import lru_cache
 
 import grpc
 from prometheus_client import Counter, Histogram
@@ -28,12 +32,23 @@ def split_method(method: str) -> tuple[str, str]:
     return service, name
 
 
+@lru_cache(maxsize=4096)  # per registered method and RPC type: unknown methods never reach an interceptor
+def _children(rpc_type: str, method: str):
+    labels = (rpc_type, *split_method(method))
+    return labels, STARTED.labels(*labels), MSG_SENT.labels(*labels), HANDLING_SECONDS.labels(*labels)
+
+
+@lru_cache(maxsize=4096)
+def _handled(labels: tuple[str, ...], code: str):
+    return HANDLED.labels(*labels, code)
+
+
 class MetricsInterceptor(WrappingInterceptor):
     @asynccontextmanager
     async def around(self, details, context, rpc_type):
-        labels = (rpc_type, *split_method(details.method))
-        STARTED.labels(*labels).inc()
-        on_message = MSG_SENT.labels(*labels).inc if rpc_type in ("server_stream", "bidi_stream") else None
+        labels, started, sent, seconds = _children(rpc_type, details.method)
+        started.inc()
+        on_message = sent.inc if rpc_type in ("server_stream", "bidi_stream") else None
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -49,5 +64,5 @@ class MetricsInterceptor(WrappingInterceptor):
             code = grpc.StatusCode.UNKNOWN
             raise
         finally:
-            HANDLED.labels(*labels, code.name).inc()
-            HANDLING_SECONDS.labels(*labels).observe(time.perf_counter() - start)
+            _handled(labels, code.name).inc()
+            seconds.observe(time.perf_counter() - start)

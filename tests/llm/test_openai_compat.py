@@ -109,3 +109,35 @@ async def test_requires_a_valid_key(app):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}") as http:
         response = await http.get("/openai/v1/models")
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("surface", ["openai", "anthropic"])
+async def test_a_client_leaving_a_streamed_answer_closes_the_upstream_call(app, llm, upstream, surface):
+    import asyncio
+    import time
+
+    upstream.tokens, upstream.token_delay = 200, 0.05
+    await llm.fake_model(upstream, name="gpt-fake")
+    base = f"http://127.0.0.1:{app.http_port}"
+    path, body, headers = (
+        ("/openai/v1/chat/completions", {"stream": True}, {"authorization": f"Bearer {ADMIN_KEY}"})
+        if surface == "openai"
+        else ("/anthropic/v1/messages", {"stream": True, "max_tokens": 1000}, {"x-api-key": ADMIN_KEY})
+    )
+    body |= {"model": "gpt-fake", "messages": [{"role": "user", "content": "long"}]}
+    async with httpx.AsyncClient(base_url=base) as client:
+        async with client.stream("POST", path, json=body, headers=headers) as response:
+            assert response.status_code == 200
+            received = b""
+            async for chunk in response.aiter_bytes():
+                received += chunk
+                if received.count(b"tok") >= 2:
+                    break
+    left = time.monotonic()  # the connection is closed when the block exits
+    for _ in range(100):
+        if upstream.seen[-1].closed_early:
+            break
+        await asyncio.sleep(0.02)
+    seen = upstream.seen[-1]
+    assert seen.closed_early and not seen.completed
+    assert seen.closed_time - left < 1.0

@@ -1,4 +1,5 @@
-"""The interceptor chain on a real grpc.aio server: domain errors, unexpected errors, trace ids in logs, metrics."""
+"""The interceptor chain on a real grpc.aio server: domain errors, unexpected errors, trace ids in logs, metrics;
+the same behaviour whether the interceptors are registered separately or as one WrappingChain."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from typecase.server.logs import trace_id_var
 from typecase.server.rpc.errors import STATUS_DETAILS_KEY, ErrorInterceptor, TypecaseError
+from typecase.server.rpc.interceptors import WrappingChain
 from typecase.server.rpc.metrics import MetricsInterceptor
 from typecase.server.rpc.trace import TraceInterceptor
 
@@ -40,9 +42,11 @@ class Servicer(health_pb2_grpc.HealthServicer):
             raise TypecaseError(grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE", "upstream went away")
 
 
-@pytest.fixture
-async def stub():
-    server = grpc.aio.server(interceptors=[TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor()])
+@pytest.fixture(params=["separate", "chained"])
+async def stub(request):
+    """Every test runs with the interceptors registered one by one and as one WrappingChain (what app.py uses)."""
+    members = [TraceInterceptor(), MetricsInterceptor(), ErrorInterceptor()]
+    server = grpc.aio.server(interceptors=members if request.param == "separate" else [WrappingChain(members)])
     health_pb2_grpc.add_HealthServicer_to_server(Servicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -84,7 +84,11 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     database_pool_size: int = Field(20, ge=1, description="connections per process, opened as needed and kept")
     database_ping_idle_seconds: float = Field(
-        1.0, ge=0, description="a pooled connection idle longer than this is pinged before use (0: always)"
+        0.0,
+        ge=0,
+        description="a pooled connection idle longer than this is pinged before use (0: always, so a dropped "
+        "connection never fails a call; above 0 saves a round trip per busy checkout, and a connection dropped "
+        "while busy then fails its statement once)",
     )
     redis_url: SecretStr | None = None
     redis_max_connections: int = Field(500, ge=1, description="per client pool; callers wait for a free one beyond")

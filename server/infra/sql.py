@@ -170,7 +170,7 @@ class Database:
         pool_size: int = 20,
         echo: bool = False,
         connect_timeout: float = 10,
-        ping_idle_seconds: float = 1.0,
+        ping_idle_seconds: float = 0.0,
     ):
         self.url = normalize_url(url)
         self.dialect: str = _DIALECTS[self.url.drivername.partition("+")[0]]

@@ -244,7 +244,8 @@ async def test_leaving_a_group_takes_effect_on_the_next_call_on_another_replica(
     redis.Redis.from_url(redis_url).flushdb()
     shared = {"database_url": pg_database_url, "redis_url": redis_url}
     one = await app_factory(**shared, data_dir=tmp_path / "one")
-    two = await app_factory(**shared, data_dir=tmp_path / "two")
+    # Each keeps files in its own data dir: ingestion jobs (shared through Redis) run on replica one only.
+    two = await app_factory(**shared, data_dir=tmp_path / "two", knowledge_worker_in_process=False)
     try:
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{one.grpc_port}") as c1,

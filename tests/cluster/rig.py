@@ -31,11 +31,19 @@ from tests.conftest import ADMIN_KEY, ServerProcess, _pg_admin, free_port
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log_path: Path | None = None,
+) -> None:
+    """Poll `check`; fail when `proc` exits first (with the end of its output from `log_path`) or on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: process exited with {proc.returncode}")
+            output = log_path.read_text(errors="replace")[-4000:] if log_path is not None else ""
+            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{output}")
         with contextlib.suppress(OSError, httpx.HTTPError):
             if check():
                 return

@@ -86,10 +86,20 @@ def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_d
     log = (tmp_path / "supervisor.log").open("w")
     supervisor = subprocess.Popen([TYPECASE, "serve", "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: len(children(supervisor.pid)) == 2, 120, "two workers", supervisor)
-        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 120, "ready", supervisor)
+        wait_for(
+            lambda: len(children(supervisor.pid)) == 2, 120, "two workers", supervisor, tmp_path / "supervisor.log"
+        )
+        wait_for(
+            lambda: httpx.get(f"{url}/readyz").status_code == 200, 120, "ready", supervisor, tmp_path / "supervisor.log"
+        )
         first = children(supervisor.pid)
-        wait_for(lambda: len({serving_process(url) for _ in range(12)}) == 2, 120, "both workers serving", supervisor)
+        wait_for(
+            lambda: len({serving_process(url) for _ in range(12)}) == 2,
+            120,
+            "both workers serving",
+            supervisor,
+            tmp_path / "supervisor.log",
+        )
         # Metrics are summed over the workers, whichever one answers the scrape.
         before = get_me_calls(url)
         for _ in range(20):
@@ -97,12 +107,24 @@ def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_d
         assert get_me_calls(url) == before + 20
         # So is the admin traffic view: each worker publishes its stats to Redis, either one merges them all.
         calls = get_me_calls(url)
-        wait_for(lambda: admin_get_me_counts(url) == {calls}, 15, "both workers' calls in either's stats", supervisor)
+        wait_for(
+            lambda: admin_get_me_counts(url) == {calls},
+            15,
+            "both workers' calls in either's stats",
+            supervisor,
+            tmp_path / "supervisor.log",
+        )
 
         os.kill(first[0], signal.SIGKILL)
         # Connections the kernel had queued on the dead worker's socket are reset; once the supervisor has
         # reaped it, the other worker answers every new call while its replacement starts.
-        wait_for(lambda: first[0] not in children(supervisor.pid), 10, "the killed worker reaped", supervisor)
+        wait_for(
+            lambda: first[0] not in children(supervisor.pid),
+            10,
+            "the killed worker reaped",
+            supervisor,
+            tmp_path / "supervisor.log",
+        )
         for _ in range(20):
             serving_process(url)
         wait_for(
@@ -112,7 +134,13 @@ def test_workers_share_the_ports_are_restarted_and_drain_together(tmp_path, pg_d
             supervisor,
         )
         assert first[1] in children(supervisor.pid)
-        wait_for(lambda: len({serving_process(url) for _ in range(12)}) == 2, 120, "both serving again", supervisor)
+        wait_for(
+            lambda: len({serving_process(url) for _ in range(12)}) == 2,
+            120,
+            "both serving again",
+            supervisor,
+            tmp_path / "supervisor.log",
+        )
 
         workers = children(supervisor.pid)
         supervisor.send_signal(signal.SIGTERM)

@@ -96,8 +96,16 @@ def test_two_workers_share_one_model_host(tmp_path, pg_database_url):
     log = (tmp_path / "supervisor.log").open("w")
     supervisor = subprocess.Popen([TYPECASE, "serve", "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: len(children(supervisor.pid)) == 3, 120, "two workers and the model host", supervisor)
-        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 120, "ready", supervisor)
+        wait_for(
+            lambda: len(children(supervisor.pid)) == 3,
+            120,
+            "two workers and the model host",
+            supervisor,
+            tmp_path / "supervisor.log",
+        )
+        wait_for(
+            lambda: httpx.get(f"{url}/readyz").status_code == 200, 120, "ready", supervisor, tmp_path / "supervisor.log"
+        )
         processes = children(supervisor.pid)
         hosts = [pid for pid in processes if "model-host" in cmdline(pid)]
         assert len(hosts) == 1
@@ -124,7 +132,7 @@ def test_two_workers_share_one_model_host(tmp_path, pg_database_url):
             "a restarted model host",
             supervisor,
         )
-        wait_for(lambda: answers(url), 120, "local models answering again", supervisor)
+        wait_for(lambda: answers(url), 120, "local models answering again", supervisor, tmp_path / "supervisor.log")
         processes = children(supervisor.pid)
         assert loaded(url) == {"chat": 1.0, "embedding": 1.0}  # the dead host's instances are not counted
 

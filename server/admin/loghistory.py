@@ -7,7 +7,8 @@ at once (losing one), a clear could drop lines another process appended meanwhil
 miss what another had not flushed yet. So:
 
 - One process writes: the one holding an exclusive flock on `<dir>.writer` (beside the history directory). It
-  appends every line it receives on the channel, each batch sorted by seq. The others try the lock at every flush
+  appends every line it receives on the channel in seq order, holding back lines above a missing seq for up to
+  GAP_WAIT_SECONDS. The others try the lock at every flush
   (a failed non-blocking flock costs two system calls), so when the writer dies the kernel frees the lock and
   another process takes over within a flush period. The new writer first appends the lines it received lately
   that the history lacks (seq above the history's last), so a takeover loses nothing it saw.
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
     from typecase.server.admin.logstream import LogFiles
 
 log = logging.getLogger("typecase.proxy")
+
+# A line above a missing seq waits this long for it: numbers are reserved before their lines are published, so
+# another process's batch can arrive after a later one (a process that died after reserving leaves the gap open).
+GAP_WAIT_SECONDS = 0.5
 
 
 def _beside(directory: Path, suffix: str) -> Path:
@@ -99,6 +104,7 @@ class HistoryWriter:
         self._pending: list[str] = []
         self._recent: deque[str] = deque(maxlen=keep_lines)  # what a new writer may still owe the history
         self._written = 0
+        self._held_since: float | None = None  # since when lines above a missing seq are held back
         self._lock = asyncio.Lock()
 
     @property
@@ -122,8 +128,9 @@ class HistoryWriter:
         self._fd = fd
         return True
 
-    async def flush(self) -> None:
-        """Writer: append what was received. Others: take over if the writer is gone."""
+    async def flush(self, everything: bool = False) -> None:
+        """Writer: append what was received (`everything`: held-back lines too, at a stop). Others: take over if
+        the writer is gone."""
         async with self._lock:
             if not self.leading:
                 if not await asyncio.to_thread(self._try_lead):
@@ -134,10 +141,28 @@ class HistoryWriter:
                 self._pending[:0] = owed
                 self._written = last
                 log.info("this process now writes the log history (%d lines owed by the previous writer)", len(owed))
-            if not self._pending:
-                return
-            batch, self._pending = self._pending, []
-            await asyncio.to_thread(self._append, sorted(batch, key=seq_of))
+            batch = self._ready_batch(everything)
+            if batch:
+                await asyncio.to_thread(self._append, batch)
+
+    def _ready_batch(self, everything: bool) -> list[str]:
+        """The pending lines to append now, in seq order: those up to the first missing seq, the rest held back
+        (another process's batch may still be on its way) until the gap fills or has lasted GAP_WAIT_SECONDS."""
+        pending = sorted(self._pending, key=seq_of)
+        expected, cut = self._written + 1, len(pending)
+        for index, text in enumerate(pending):
+            if seq_of(text) > expected:
+                cut = index
+                break
+            expected = max(expected, seq_of(text) + 1)
+        now = time.monotonic()
+        waited = self._held_since is not None and now - self._held_since >= GAP_WAIT_SECONDS
+        if cut < len(pending) and not (everything or waited):
+            self._held_since = self._held_since or now
+            ready, self._pending = pending[:cut], pending[cut:]
+        else:
+            ready, self._pending, self._held_since = pending, [], None
+        return ready
 
     def _append(self, batch: list[str]) -> None:
         self.files.append(batch)

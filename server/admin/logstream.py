@@ -349,7 +349,7 @@ class LogHub:
             async with asyncio.timeout(STOP_FLUSH_SECONDS):
                 await self.flush()
                 if self.history is not None:
-                    await self.history.flush()
+                    await self.history.flush(everything=True)
         except TimeoutError:
             logging.getLogger("typecase.admin").warning(
                 "log stream: the last lines were not shared within %s s of stopping", STOP_FLUSH_SECONDS

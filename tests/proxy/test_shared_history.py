@@ -70,3 +70,31 @@ async def test_one_history_one_writer_in_order(pair):
     assert len(lines) == 20 and other.history.leading  # it took the writing over
     seqs = history_seqs(directory)
     assert len(seqs) == len(set(seqs)) and seqs == sorted(seqs)
+
+
+async def test_a_line_above_a_missing_seq_waits_for_it_then_for_a_bound(tmp_path, monkeypatch):
+    from typecase.server.admin import loghistory
+    from typecase.server.admin.logstream import LogFiles
+
+    monkeypatch.setattr(loghistory, "GAP_WAIT_SECONDS", 0.3)
+    directory = tmp_path / "logs"
+    directory.mkdir(mode=0o700)
+    writer = loghistory.HistoryWriter(LogFiles(directory, 1 << 20, 3))
+
+    def lines(*seqs: int) -> list[str]:
+        return [orjson.dumps({"seq": s, "message": f"line {s}"}).decode() for s in seqs]
+
+    await writer.flush()  # takes the writer's lock
+    writer.received(lines(1, 2, 4))  # 3: another process's batch, still on its way
+    await writer.flush()
+    assert history_seqs(directory) == [1, 2]
+    writer.received(lines(3))
+    await writer.flush()
+    assert history_seqs(directory) == [1, 2, 3, 4]
+    writer.received(lines(6))  # 5 never comes (its process died after reserving it)
+    await writer.flush()
+    assert history_seqs(directory) == [1, 2, 3, 4]
+    await asyncio.sleep(0.35)
+    await writer.flush()
+    assert history_seqs(directory) == [1, 2, 3, 4, 6]
+    writer.close()

@@ -144,8 +144,23 @@ class MilvusServer(Process):
 
     def start(self) -> MilvusServer:
         super().start()
-        wait_for(lambda: port_open(self.port), 60, "milvus", self.proc)
+        # An open port is not a Milvus that answers (CI saw replicas fail to connect right after it opened):
+        # ready means a real call went through.
+        wait_for(self.answers, 60, "milvus", self.proc, self.log_path)
         return self
+
+    def answers(self) -> bool:
+        from pymilvus import MilvusClient
+
+        if not port_open(self.port):
+            return False
+        try:
+            client = MilvusClient(uri=self.uri, timeout=3)
+            client.list_collections()
+            client.close()
+            return True
+        except Exception:  # pymilvus raises MilvusException while the server is still starting
+            return False
 
 
 class LoopThread:
@@ -320,6 +335,7 @@ class Cluster:
         parts = [f"--- {r.log_path.name}\n{r.output()[-4000:]}" for r in self.replicas]
         if self.worker:
             parts.append(f"--- worker\n{self.worker.output()[-4000:]}")
+        parts.append(f"--- milvus\n{self.milvus.output()[-2000:]}")
         return "\n".join(parts)
 
     def stop(self) -> None:

@@ -42,6 +42,13 @@ SECRET_FIELDS = (
 )
 
 
+def _default_console_dir() -> Path:
+    """The console packed in the wheel (setup.py) when there is one, else the checkout's console/dist."""
+    here = Path(__file__).resolve().parent
+    packed = here / "console_dist"
+    return packed if packed.is_dir() else here.parent / "console" / "dist"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TYPECASE_",
@@ -200,8 +207,9 @@ class Settings(BaseSettings):
 
     # The web console's built files (`make console`), served at /.
     console_dir: Path = Field(
-        Path(__file__).resolve().parents[1] / "console" / "dist",
-        description="built web console served at / (make console)",
+        default_factory=_default_console_dir,
+        description="built web console served at / (make console): the one packed in the wheel, else the "
+        "checkout's console/dist",
     )
     embed_frame_ancestors: str = Field(
         "*",

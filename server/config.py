@@ -560,6 +560,13 @@ class Settings(BaseSettings):
     chat_scratch_max_chunks: int = Field(5000, ge=1, description="scratch-index chunks one session may hold")
     chat_scratch_chunk_tokens: int = Field(120, ge=16, le=2000, description="scratch chunk size (Typecase tokens)")
     chat_scratch_top_k: int = Field(5, ge=1, le=50, description="scratch passages put in the prompt per question")
+    chat_scratch_embed_batch: int = Field(
+        128,
+        ge=1,
+        le=4096,
+        description="scratch chunks embedded and stored at a time: the retrieval step reports its progress after "
+        "each batch, and a stopped turn keeps the batches it finished",
+    )
     chat_max_add_pairs: int = Field(100, ge=1, description="question/answer pairs per AddMessages call")
     chat_max_metadata_bytes: int = Field(16 * 1024, ge=0, description="session/message metadata, as JSON")
     chat_max_system_prompt_chars: int = Field(32_000, ge=0)

@@ -17,7 +17,9 @@ Rules:
   fits the default embedding model's window, and written before the turn starts (limits checked, so the RPC fails
   early and at once); they are embedded with the default knowledge-embedding model (through the Embedding port) in
   the turn's retrieval step, since a large document takes tens of seconds (1,001 chunks: 42 s on the 2-core dev
-  machine) that the Chat call should not wait for. A turn that stops midway leaves the rest for the next one.
+  machine) that the Chat call should not wait for. The step, streamed as running, is streamed again after each
+  batch of chat_scratch_embed_batch chunks with outputs.progress ("256/1001 chunks embedded"), so the wait shows.
+  A turn that stops midway leaves the rest for the next one.
   With no default embedding model the document is cut into the prompt as before.
 - Rows go when the session is deleted or the question message that brought them is deleted; a copied session
   gets its own copy of the rows of the messages copied.
@@ -48,7 +50,6 @@ Emit = Callable[..., None]  # Turns._emit(turn, event, terminal=False)
 NOTE_CHARS = 200  # what a document's header or note takes in the prompt, kept free when deciding what fits
 RRF_K = 60
 PENDING = b""  # a chunk not embedded yet: the next turn of the session embeds it (see retrieve)
-EMBED_GROUP = 128  # chunks embedded and written at a time, so a stopped turn keeps what it finished
 _WORD_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+")
 
 
@@ -199,8 +200,13 @@ class Scratch:
         node.inputs.update({"query": turn.question, "chunks": len(rows), "embedded_now": len(pending)})
         emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
         changed = False
+
+        def progress(embedded: int) -> None:
+            node.outputs["progress"] = f"{embedded}/{len(pending)} chunks embedded"
+            emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
+
         try:
-            fresh = await self._embed_pending(pending, model_id)
+            fresh = await self._embed_pending(pending, model_id, progress)
             [query] = await self.embedder.embed_texts([turn.question], model_id)
         except TypecaseError as exc:  # answer without the passages rather than not at all
             node.status, node.error = flow_pb2.NODE_RUN_STATUS_FAILED, exc.to_status()
@@ -227,16 +233,18 @@ class Scratch:
         emit(turn, chat_pb2.TurnEvent(node=chat_pb2.NodeEvent(node=node)))
         return changed
 
-    async def _embed_pending(self, pending: list, model_id: str) -> dict[str, bytes]:
+    async def _embed_pending(self, pending: list, model_id: str, progress: Callable[[int], None]) -> dict[str, bytes]:
         """Embed the chunks written by `take` in this turn (or left by a turn that stopped): id -> vector."""
         done: dict[str, bytes] = {}
-        for start in range(0, len(pending), EMBED_GROUP):
-            group = pending[start : start + EMBED_GROUP]
+        batch = self.settings.chat_scratch_embed_batch
+        for start in range(0, len(pending), batch):
+            group = pending[start : start + batch]
             vectors = await self.embedder.embed_texts([r.text for r in group], model_id)
             values = {r.id: np.asarray(v, dtype=np.float32).tobytes() for r, v in zip(group, vectors, strict=True)}
             async with self.db.session() as session:
                 await session.execute(update(Row), [{"id": i, "vector": v} for i, v in values.items()])
             done.update(values)
+            progress(len(done))
         return done
 
     def _to_prompt(self, turn: Turn, found: list[common_pb2.Citation], first: int) -> bool:

@@ -94,6 +94,26 @@ async def test_a_document_larger_than_the_context_is_retrieved_per_question(chat
     assert await scratch_rows(chat_app, session.id) == 0
 
 
+@pytest.mark.app_settings(chat_scratch_embed_batch=16)
+async def test_the_retrieval_step_streams_its_embedding_progress(chat_app, me, upstream):
+    session = await small_model_session(me, upstream)
+    events = await chat_all(
+        me,
+        session.id,
+        "[tokens=3] What is the launch code?",
+        attachments=[chat_pb2.Attachment(name="minutes.txt", mime_type="text/plain", data=long_document(200, 10))],
+    )
+    held = await scratch_rows(chat_app, session.id)
+    steps = [e.event.node.node for e in events if e.event.WhichOneof("kind") == "node"]
+    assert all(s.node_id == "attachment_retrieval" for s in steps)
+    running = [s for s in steps if s.status == flow_pb2.NODE_RUN_STATUS_RUNNING]
+    # the step as it starts, then once per batch of 16 chunks embedded, then its end
+    assert len(running) == 1 + -(-held // 16) and held > 32
+    shown = [s.outputs["progress"] for s in running[1:]]
+    assert shown == [f"{min(n, held)}/{held} chunks embedded" for n in range(16, held + 16, 16)]
+    assert steps[-1].status == flow_pb2.NODE_RUN_STATUS_SUCCEEDED and len(steps) == len(running) + 1
+
+
 async def test_deleting_the_question_removes_its_documents_chunks(chat_app, me, upstream):
     session = await small_model_session(me, upstream)
     await chat_all(

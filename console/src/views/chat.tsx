@@ -873,6 +873,8 @@ function MessageView({ message, live, actions }: { message: Message; live: Live 
             {steps.map((s, i) => (
               <Badge key={i} tone={STEP_TONE[s.node?.status ?? 0] ?? "neutral"}>
                 {s.node?.nodeName || s.node?.nodeId}
+                {/* a long step (embedding a large attachment) streams how far it got */}
+                {s.node?.status === NodeRunStatus.RUNNING && typeof s.node.outputs?.progress === "string" && ` · ${s.node.outputs.progress}`}
               </Badge>
             ))}
           </summary>

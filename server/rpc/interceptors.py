@@ -70,17 +70,26 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, handler_call_details, self.around)
 
 
-class WrappingChain(grpc.aio.ServerInterceptor):
-    """`members` as one interceptor, the first outermost, as grpc.aio would nest them as separate interceptors."""
+# check(request_or_iterator, request_streaming) -> the request or request iterator to call the handler with.
+RequestCheck = Callable[[Any, bool], Any]
 
-    def __init__(self, members: Sequence[WrappingInterceptor]):
+
+class WrappingChain(grpc.aio.ServerInterceptor):
+    """`members` as one interceptor, the first outermost, as grpc.aio would nest them as separate interceptors.
+    `check_request`, when given, is applied to the request inside all of them, where an interceptor of its own
+    placed after the chain would act (rpc/nul_text.py), without that interceptor's handler and generator layers."""
+
+    def __init__(self, members: Sequence[WrappingInterceptor], check_request: RequestCheck | None = None):
         self.members = tuple(members)
         self._arounds = tuple(m.around for m in self.members)
+        self._check = check_request
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        if self._check is not None:
+            return _wrap_chain(handler, handler_call_details, self._arounds, self._check)
         return wrap_handler(handler, handler_call_details, *self._arounds)
 
 
@@ -126,8 +135,14 @@ def wrap_handler(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetail
     return _handler(handler, rpc_type, wrapped)
 
 
-def _wrap_chain(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, arounds: Sequence[Around]):
+def _wrap_chain(
+    handler: grpc.RpcMethodHandler,
+    details: grpc.HandlerCallDetails,
+    arounds: Sequence[Around],
+    check: RequestCheck | None = None,
+):
     rpc_type = rpc_type_of(handler)
+    streaming_request = handler.request_streaming
     behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     wrapped: Callable[..., Any]
 
@@ -144,6 +159,8 @@ def _wrap_chain(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
         async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:
             async with AsyncExitStack() as stack:
                 callbacks = await enter(stack, context)
+                if check is not None:
+                    request_or_iterator = check(request_or_iterator, streaming_request)
                 first = True
                 async for message in behavior(request_or_iterator, context):
                     if first:
@@ -159,6 +176,8 @@ def _wrap_chain(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
         async def wrapped(request_or_iterator, context):
             async with AsyncExitStack() as stack:
                 await enter(stack, context)
+                if check is not None:
+                    request_or_iterator = check(request_or_iterator, streaming_request)
                 if handler.response_streaming:  # context.write() style: its writes send on the call directly
                     await initial_metadata_sent()
                 response = await behavior(request_or_iterator, context)

@@ -64,10 +64,10 @@ from typecase.server.knowledge.service import KnowledgeService
 from typecase.server.llm.service import LLMService
 from typecase.server.ports import Listener, PortsUnavailable, bind_socket, grpc_options
 from typecase.server.resources import Resources
+from typecase.server.rpc import nul_text
 from typecase.server.rpc.errors import ErrorInterceptor
 from typecase.server.rpc.interceptors import WrappingChain
 from typecase.server.rpc.metrics import MetricsInterceptor
-from typecase.server.rpc.nul_text import NulTextInterceptor
 from typecase.server.rpc.principal import ROLE_ADMIN, Principal
 from typecase.server.rpc.registration import GenericOnly
 from typecase.server.rpc.trace import TraceInterceptor
@@ -343,9 +343,9 @@ class App:
                     TrafficInterceptor(stats),
                     ErrorInterceptor(),
                     self._auth_interceptor(),
-                ]
+                ],
+                check_request=nul_text.checked_request,  # no NUL in request text; inside, after auth
             ),
-            NulTextInterceptor(),
         ]
         limit = self.settings.grpc_max_message_bytes
         self._grpc_server = grpc.aio.server(

@@ -15,8 +15,8 @@ import time
 
 import grpc
 import limits
-from limits.aio.strategies import MovingWindowRateLimiter
 
+from typecase.server.infra.rate_windows import moving_window_limiter
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
 
@@ -39,7 +39,7 @@ class RateLimits:
         credential_failures_per_key_prefix: str = "",
     ):
         self.storage = storage  # a `limits` async storage: Resources.limits_storage (Redis, or memory)
-        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.limiter = moving_window_limiter(self.storage)
         self.per_key = _parse(per_key)
         self.per_user = _parse(per_user)
         self.login_failures = _parse(login_failures)  # per (client address, username)

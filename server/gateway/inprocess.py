@@ -94,6 +94,9 @@ def failure_for_reason(reason: grpc.StatusCode) -> RpcFailure:
 class ServicerContext(grpc.aio.ServicerContext):
     """grpc.aio.ServicerContext for an in-process call (behaves as the real one; see module doc)."""
 
+    # Initial metadata is stored, never sent over a network: interceptors may send it at once (rpc/interceptors.py).
+    initial_metadata_is_local = True
+
     __slots__ = (
         "_metadata",
         "_peer",

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import bisect
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -75,41 +73,8 @@ def limits_storage(redis_url: str | None, key_prefix: str, max_connections: int 
 
 
 def _memory_limits_storage():
-    """limits' in-process storage with its expiry sweep done inline, at most once a second.
-
-    Upstream (limits 5.8) starts a sweep task on every hit, and the sweep hands each key's bisect to a thread
-    (asyncio.to_thread) while holding that key's lock: every authenticated call cost several thread round trips
-    and stalled behind them. The override replaces the name-mangled scheduler, so limits is pinned to 5.8.x.
-    """
-    from limits.aio.storage import MemoryStorage
-
-    class InlineSweepMemoryStorage(MemoryStorage):
-        SWEEP_EVERY = 1.0
-        _next_sweep = 0.0
-
-        async def _MemoryStorage__schedule_expiry(self) -> None:
-            now = time.monotonic()
-            if now >= self._next_sweep:
-                self._next_sweep = now + self.SWEEP_EVERY
-                self._sweep(time.time())
-
-        def _sweep(self, now: float) -> None:  # no await inside: nothing interleaves, so no lock is needed
-            for key, events in list(self.events.items()):  # newest first, by expiry
-                kept = events[: bisect.bisect_left(events, -now, key=lambda event: -event.expiry)]
-                if kept:
-                    self.events[key] = kept
-                else:
-                    del self.events[key]
-            for key, when in list(self.expirations.items()):
-                if when <= now:
-                    self.storage.pop(key, None)
-                    del self.expirations[key]
-            for key in [
-                k
-                for k, lock in self.locks.items()
-                if not lock.locked() and k not in self.events and k not in self.storage
-            ]:
-                del self.locks[key]
+    """limits' in-process storage with its expiry sweep done inline (rate_windows.py: why)."""
+    from .rate_windows import InlineSweepMemoryStorage
 
     return InlineSweepMemoryStorage()
 

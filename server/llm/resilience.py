@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
-from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter
 from tenacity import wait_exponential_jitter
 
 from typecase.server.infra.cache import Cache
+from typecase.server.infra.rate_windows import moving_window_limiter
 from typecase.server.llm.providers import UpstreamError
 from typecase.v1 import llm_pb2
 
@@ -134,7 +135,7 @@ class RateLimits:
     def __init__(self, storage):
         """`storage`: a `limits` async storage (Resources.limits_storage: Redis, or this process's memory)."""
         self.storage = storage
-        self.requests = MovingWindowRateLimiter(self.storage)
+        self.requests = moving_window_limiter(self.storage)
         self.tokens = FixedWindowRateLimiter(self.storage)
 
     async def admit(self, model_id: str, rpm: int, tpm: int, prompt_tokens: int) -> None:

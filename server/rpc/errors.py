@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from typecase.server.logs import trace_id_var
-from typecase.server.rpc.interceptors import WrappingInterceptor
+from typecase.server.rpc.interceptors import WrappingInterceptor, initial_metadata_sent
 
 DOMAIN = "typecase"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -97,6 +97,7 @@ def outage_error(exc: BaseException) -> TypecaseError | None:
 
 async def abort_with(context: grpc.aio.ServicerContext, error: TypecaseError) -> None:
     status = error.to_status()
+    await initial_metadata_sent()
     await context.abort(
         error.code, error.message, trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),)
     )
@@ -124,6 +125,7 @@ class ErrorInterceptor(WrappingInterceptor):
             code = context.code()
             if code not in (None, grpc.StatusCode.OK):
                 # The handler chose its status before raising (generated base servicers do so for UNIMPLEMENTED).
+                await initial_metadata_sent()
                 await context.abort(code, context.details() or code.name)
             trace_id = trace_id_var.get()
             log.exception("unhandled error in %s", details.method)

@@ -7,10 +7,19 @@ RPC kinds and for both server-streaming styles (async generators and `context.wr
 `WrappingChain` runs several of them as one interceptor: one wrapped handler per call and one generator layer per
 streamed message instead of one each (the five of app.py: handler lookup 28 -> 20 us per call, four generator
 hops less per message); the order and the exception flow are those of the list.
+
+`send_initial_metadata` sends an interceptor's initial metadata (the trace id) off the call's path on grpc.aio:
+awaited there, it is a batch of its own through grpc's core and completion-queue thread, ~0.1-0.3 ms before the
+handler even starts, on the time to first token of every stream. It starts as a task instead, which runs while
+the handler waits on its first await (the upstream, for an LLM stream), and the wrapped handler waits for it
+before anything else is sent on the call: its first message, its response, its error (ErrorInterceptor) or the
+end of the call. The gateway's in-process context stores metadata without I/O: it is sent at once there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -20,6 +29,32 @@ import grpc
 
 # around(details, context, rpc_type) -> async context manager yielding an optional per-message callback.
 Around = Callable[[grpc.HandlerCallDetails, grpc.aio.ServicerContext, str], AbstractAsyncContextManager[Any]]
+
+
+# The call's initial metadata still being sent (see the module docstring), per call: each runs in its own task.
+_sending: contextvars.ContextVar[asyncio.Future[None] | None] = contextvars.ContextVar(
+    "initial_metadata_sending", default=None
+)
+
+
+async def send_initial_metadata(context: grpc.aio.ServicerContext, metadata: tuple[tuple[str, str], ...]) -> None:
+    """Send `metadata` as the call's initial metadata before its first message, response or error."""
+    if getattr(context, "initial_metadata_is_local", False):  # the gateway's in-process context: no I/O
+        await context.send_initial_metadata(metadata)
+        return
+    _sending.set(asyncio.ensure_future(context.send_initial_metadata(metadata)))
+
+
+async def initial_metadata_sent() -> None:
+    """Wait until the initial metadata `send_initial_metadata` started is out (now, if nothing is pending); every
+    later send on the call must come after it, or grpc would send initial metadata twice."""
+    sending = _sending.get()
+    if sending is not None:
+        _sending.set(None)
+        try:
+            await sending
+        except Exception:  # noqa: BLE001 - the handler sent its own first (UsageError), or the call is over: the
+            pass  # next send on the call reports that, as it did when the metadata went out first
 
 
 class WrappingInterceptor(grpc.aio.ServerInterceptor):
@@ -35,17 +70,26 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, handler_call_details, self.around)
 
 
-class WrappingChain(grpc.aio.ServerInterceptor):
-    """`members` as one interceptor, the first outermost, as grpc.aio would nest them as separate interceptors."""
+# check(request_or_iterator, request_streaming) -> the request or request iterator to call the handler with.
+RequestCheck = Callable[[Any, bool], Any]
 
-    def __init__(self, members: Sequence[WrappingInterceptor]):
+
+class WrappingChain(grpc.aio.ServerInterceptor):
+    """`members` as one interceptor, the first outermost, as grpc.aio would nest them as separate interceptors.
+    `check_request`, when given, is applied to the request inside all of them, where an interceptor of its own
+    placed after the chain would act (rpc/nul_text.py), without that interceptor's handler and generator layers."""
+
+    def __init__(self, members: Sequence[WrappingInterceptor], check_request: RequestCheck | None = None):
         self.members = tuple(members)
         self._arounds = tuple(m.around for m in self.members)
+        self._check = check_request
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        if self._check is not None:
+            return _wrap_chain(handler, handler_call_details, self._arounds, self._check)
         return wrap_handler(handler, handler_call_details, *self._arounds)
 
 
@@ -68,22 +112,37 @@ def wrap_handler(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetail
 
         async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:
             async with around(details, context, rpc_type) as on_message:
+                first = True
                 async for message in behavior(request_or_iterator, context):
+                    if first:
+                        first = False
+                        await initial_metadata_sent()
                     if on_message is not None:
                         on_message()
                     yield message
+                await initial_metadata_sent()
 
     else:
 
         async def wrapped(request_or_iterator, context):
             async with around(details, context, rpc_type):
-                return await behavior(request_or_iterator, context)
+                if handler.response_streaming:  # context.write() style: its writes send on the call directly
+                    await initial_metadata_sent()
+                response = await behavior(request_or_iterator, context)
+                await initial_metadata_sent()
+                return response
 
     return _handler(handler, rpc_type, wrapped)
 
 
-def _wrap_chain(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, arounds: Sequence[Around]):
+def _wrap_chain(
+    handler: grpc.RpcMethodHandler,
+    details: grpc.HandlerCallDetails,
+    arounds: Sequence[Around],
+    check: RequestCheck | None = None,
+):
     rpc_type = rpc_type_of(handler)
+    streaming_request = handler.request_streaming
     behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
     wrapped: Callable[..., Any]
 
@@ -100,17 +159,30 @@ def _wrap_chain(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails
         async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:
             async with AsyncExitStack() as stack:
                 callbacks = await enter(stack, context)
+                if check is not None:
+                    request_or_iterator = check(request_or_iterator, streaming_request)
+                first = True
                 async for message in behavior(request_or_iterator, context):
+                    if first:
+                        first = False
+                        await initial_metadata_sent()
                     for on_message in callbacks:
                         on_message()
                     yield message
+                await initial_metadata_sent()
 
     else:
 
         async def wrapped(request_or_iterator, context):
             async with AsyncExitStack() as stack:
                 await enter(stack, context)
-                return await behavior(request_or_iterator, context)
+                if check is not None:
+                    request_or_iterator = check(request_or_iterator, streaming_request)
+                if handler.response_streaming:  # context.write() style: its writes send on the call directly
+                    await initial_metadata_sent()
+                response = await behavior(request_or_iterator, context)
+                await initial_metadata_sent()
+                return response
 
     return _handler(handler, rpc_type, wrapped)
 

@@ -18,11 +18,9 @@ zero bytes on the wire), and one check in one place was preferred to two.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
 from google.protobuf import struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -148,42 +146,11 @@ async def _checked(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
         yield message
 
 
-class NulTextInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses a request (each message of a request stream) that carries a NUL character in any text field."""
-
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-        wrapped: Callable[..., Any]
-
-        if handler.request_streaming:
-
-            def prepare(request_or_iterator):
-                return _checked(request_or_iterator)
-        else:
-
-            def prepare(request_or_iterator):
-                check(request_or_iterator)
-                return request_or_iterator
-
-        if handler.response_streaming and inspect.isasyncgenfunction(behavior):
-
-            async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:
-                async for message in behavior(prepare(request_or_iterator), context):
-                    yield message
-        else:
-
-            async def wrapped(request_or_iterator, context):
-                return await behavior(prepare(request_or_iterator), context)
-
-        make = {
-            (False, False): grpc.unary_unary_rpc_method_handler,
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(handler.request_streaming, handler.response_streaming)]
-        return make(
-            wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
+def checked_request(request_or_iterator: Any, request_streaming: bool) -> Any:
+    """The check as WrappingChain's `check_request` (app.py), inside the interceptors, after authentication: a
+    request is checked now, a request stream's messages as they are read. (It was an interceptor of its own after
+    the chain: one more handler wrapped per call and one more generator layer per streamed message.)"""
+    if request_streaming:
+        return _checked(request_or_iterator)
+    check(request_or_iterator)
+    return request_or_iterator

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from typecase.server.infra import tracing
 from typecase.server.logs import trace_id_var
-from typecase.server.rpc.interceptors import WrappingInterceptor
+from typecase.server.rpc.interceptors import WrappingInterceptor, initial_metadata_sent, send_initial_metadata
 
 TRACE_HEADER = "x-trace-id"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -39,8 +39,11 @@ class TraceInterceptor(WrappingInterceptor):
             )
             token = trace_id_var.set(trace_id)
             try:
-                await context.send_initial_metadata(((TRACE_HEADER, trace_id),))
-                yield None
+                await send_initial_metadata(context, ((TRACE_HEADER, trace_id),))  # off the call's path on grpc.aio
+                try:
+                    yield None
+                finally:  # before grpc sends anything after an exception that no inner interceptor turned into a status
+                    await initial_metadata_sent()
             finally:
                 try:
                     trace_id_var.reset(token)

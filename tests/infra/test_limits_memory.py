@@ -8,6 +8,7 @@ import limits
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from typecase.server.infra.cache import limits_storage
+from typecase.server.infra.rate_windows import MemoryMovingWindow, moving_window_limiter
 
 
 async def test_moving_window_holds_and_sweeps_expired_entries_without_threads():
@@ -35,3 +36,23 @@ async def test_fixed_window_counts_expire():
     assert await limiter.test(item, "tpm")
     await limiter.hit(item, "tpm")  # sweeps the expired counter, starts a new one
     assert list(storage.storage.values()) == [1]
+
+
+async def test_lean_moving_window_keeps_the_windows_limits_own_limiter_reads():
+    storage = limits_storage(None, "test")
+    lean = moving_window_limiter(storage)
+    assert isinstance(lean, MemoryMovingWindow)
+    reference = MovingWindowRateLimiter(storage)
+    per_second = limits.parse("3/second")
+    assert [await lean.hit(per_second, "key") for _ in range(2)] == [True, True]
+    assert await reference.hit(per_second, "key")  # both take entries from one window
+    assert not await lean.hit(per_second, "key") and not await reference.test(per_second, "key")
+    assert (await reference.get_window_stats(per_second, "key")).remaining == 0
+    assert await lean.hit(per_second, "other")  # limits are per identity
+    assert not await lean.hit(per_second, "key", cost=4)  # more than the limit at once
+    await reference.clear(per_second, "key")
+    assert await lean.hit(per_second, "key", cost=3) and not await lean.hit(per_second, "key")
+    await asyncio.sleep(1.1)
+    assert await lean.hit(per_second, "key")  # the window moved on
+    # Redis (or any other storage) keeps limits' own limiter
+    assert type(moving_window_limiter(limits_storage("redis://127.0.0.1:6379/0", "test"))) is MovingWindowRateLimiter

@@ -6,7 +6,8 @@ stop, abandon and continue one of its tasks, its stored replay and what a reader
 
 - The row is the truth: a running task's row names the replica holding it and when that lease ends; the holding
   replica renews it every heartbeat. A renewal that finds the row no longer running here (ended or claimed by
-  another replica while this one missed its lease) abandons the local task.
+  another replica while this one missed its lease) abandons the local task; one that finds no row yet leaves the
+  task alone (its row has not committed: a task may be registered here first, so that a stop finds it).
 - A running row whose lease lapsed lost its replica. The periodic sweep (and readers, and waiters) hand it to the
   domain (`pick_up`): continue it (take-over) or end it (reap), each by a compare-and-set on the row.
 - Stop: the replica holding the task stops it; any other writes a stop key and publishes the id on one bus channel
@@ -353,13 +354,19 @@ class LeasedTasks(Generic[T]):
                 .values(lease_expire_time=self.lease_end())
             )
             if renewed.rowcount < len(ids):
-                mine = set(
+                # Only a row that is there and not ours means the task is lost. A row not there yet is a task
+                # registered before its row commits (chat does, so that a stop finds it): abandoning it would end
+                # a turn that just started, and did, under load, when a heartbeat fell inside its start.
+                lost = set(
                     await session.scalars(
-                        select(M.id).where(M.id.in_(ids), M.status == RUNNING, M.replica == self.replica)
+                        select(M.id).where(
+                            M.id.in_(ids),
+                            or_(M.status != RUNNING, M.replica.is_(None), M.replica != self.replica),
+                        )
                     )
                 )
                 for task_id, task in held:
-                    if task_id not in mine and not task.finishing:
+                    if task_id in lost and not task.finishing:
                         log.warning(
                             "%s: %s was ended or continued elsewhere while running here (this replica missed its "
                             "lease); abandoning it",

@@ -48,11 +48,11 @@ def test_retries_stay_within_the_deadline(gate):
 
 def test_a_call_that_creates_something_is_not_retried(gate, client):
     with Client(gate.target, api_key=ADMIN_KEY, retry=PATIENT, options=FAST_RECONNECT) as flaky:
-        timer = open_later(gate)
+        timer = open_later(gate, 2)
         started = time.monotonic()
         with pytest.raises(Unavailable):
             flaky.chat.create_session(title="sdk never created")
-        assert time.monotonic() - started < 0.3  # failed at once, not after the gate opened
+        assert time.monotonic() - started < 2  # failed at once, not after the gate opened (loose for a loaded CI)
         timer.join()
         flaky.wait_until_ready(timeout=5)
         assert flaky.chat.create_session(title="sdk created").title == "sdk created"

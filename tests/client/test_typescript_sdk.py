@@ -48,7 +48,7 @@ def test_typescript_sdk_against_a_live_server(server_factory):
         }
     )
     server.start()
-    server.wait_ready(60)
+    server.wait_ready()
 
     # Node 20 has WebSocket only behind a flag (it is global from Node 22 on).
     flags = ["--experimental-websocket"] if _node_major(node) < 22 else []

@@ -116,7 +116,7 @@ class RedisServer(Process):
 
     def start(self) -> RedisServer:
         super().start()
-        wait_for(lambda: port_open(self.port), 20, "redis", self.proc)
+        wait_for(lambda: port_open(self.port), 60, "redis", self.proc)
         return self
 
 
@@ -146,7 +146,7 @@ class MilvusServer(Process):
         super().start()
         # An open port is not a Milvus that answers (CI saw replicas fail to connect right after it opened):
         # ready means a real call went through.
-        wait_for(self.answers, 60, "milvus", self.proc, self.log_path)
+        wait_for(self.answers, 120, "milvus", self.proc, self.log_path)
         return self
 
     def answers(self) -> bool:
@@ -299,9 +299,9 @@ class Cluster:
             replica = ServerProcess(self._dir(f"replica{i}"), env, f"replica{i}")
             self.replicas.append(replica.start())
             if i == 0:  # the first one migrates the fresh database; the others start on a migrated schema
-                replica.wait_ready(120)
+                replica.wait_ready()
         for replica in self.replicas[1:]:
-            replica.wait_ready(120)
+            replica.wait_ready()
         self.worker = self._worker_process().start()
         self.front = self.loop.run(Front([r.http_port for r in self.replicas]).start())
         return self
@@ -328,7 +328,7 @@ class Cluster:
         replica.grpc_port, replica.http_port = old.grpc_port, old.http_port
         replica.log_path = old.log_path.with_name(f"{old.log_path.stem}-restarted.log")
         self.replicas[index] = replica.start()
-        replica.wait_ready(120)
+        replica.wait_ready()
         return replica
 
     def logs(self) -> str:

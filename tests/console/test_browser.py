@@ -101,7 +101,7 @@ def test_console_in_a_browser(server_factory):
     server.env["TYPECASE_PROXY_TARGET_BASE_URL"] = f"{server.http_url}/openai"
     server.env["TYPECASE_PROXY_UPSTREAM_API_KEY"] = ADMIN_KEY
     server.start()
-    server.wait_ready(60)
+    server.wait_ready()
     http = httpx.Client(base_url=server.http_url, headers=AUTH, timeout=30)
     flow = http.post("/v1/flows", json=FLOW)
     assert flow.status_code == 200, flow.text
@@ -215,7 +215,7 @@ def start_console_server(server_factory, **env: str):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     server = server_factory(env={"TYPECASE_CONSOLE_DIR": str(DIST), **env})
     server.start()
-    server.wait_ready(60)
+    server.wait_ready()
     return server
 
 

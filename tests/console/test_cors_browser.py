@@ -35,7 +35,7 @@ def test_cross_origin_pages_in_chromium(server_factory, page_origins):
     allowed, other = page_origins
     server = server_factory(env={"TYPECASE_CORS_ALLOWED_ORIGINS": allowed})
     server.start()
-    server.wait_ready(60)
+    server.wait_ready()
     models = httpx.get(f"{server.http_url}/v1/models", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
     model = next(m["id"] for m in models["models"] if m.get("type") == "MODEL_TYPE_LLM")
 

@@ -39,7 +39,7 @@ def test_a_site_frames_the_chat_page_and_chats_with_a_published_assistant(server
     try:
         server = server_factory()
         server.start()
-        server.wait_ready(60)
+        server.wait_ready()
         base = server.http_url
         model = register_model(base, f"{upstream.base_url}/v1", "embed-llm")
         with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:

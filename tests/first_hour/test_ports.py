@@ -23,7 +23,7 @@ def _run_second(tmp_path, env: dict[str, str]) -> tuple[subprocess.CompletedProc
     second = ServerProcess(tmp_path, {**env, "TYPECASE_DATA_DIR": str(data_dir)}, name="second")
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "typecase.server", "serve"], env=second.env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "typecase.server", "serve"], env=second.env, capture_output=True, text=True, timeout=60
     )
     return result, time.monotonic() - started, second
 
@@ -35,7 +35,8 @@ def test_a_second_server_on_the_same_ports_exits_naming_them_and_the_first_keeps
         tmp_path, {"TYPECASE_GRPC_PORT": str(first.grpc_port), "TYPECASE_HTTP_PORT": str(first.http_port)}
     )
     assert result.returncode != 0
-    assert seconds < 5, seconds
+    # Refused before anything starts (no data dir below proves it); the bound is loose for a loaded CI machine.
+    assert seconds < 20, seconds
     assert f"port {first.grpc_port} is in use: set TYPECASE_GRPC_PORT" in result.stderr
     assert f"port {first.http_port} is in use: set TYPECASE_HTTP_PORT" in result.stderr
     assert not (tmp_path / "second").exists()  # no data dir, hence no admin key printed
@@ -67,7 +68,7 @@ def test_one_busy_port_is_named_with_its_setting(tmp_path, busy):
         result, seconds, _ = _run_second(tmp_path, env)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == f"port {port} is in use: set {busy}"
-    assert seconds < 5
+    assert seconds < 20  # loose for a loaded CI machine: no data dir (below) shows nothing started
     assert not (tmp_path / "second").exists()
 
 

@@ -25,7 +25,7 @@ def alarming_lines(output: str) -> list[str]:
 def test_a_clean_start_and_one_upload_log_nothing_alarming(server_factory, tmp_path):
     server = server_factory(env={"TYPECASE_DATA_DIR": str(tmp_path / "new" / "data")})  # created by the server
     server.start()
-    server.wait_ready(timeout=60)
+    server.wait_ready()
     with httpx.Client(base_url=server.http_url, headers=AUTH, timeout=60) as http:
         kb = http.post("/v1/knowledge-bases", json={"name": "notes"}).json()["knowledge_base"]["id"]
         text = "Typecase keeps its vectors in milvus-lite when no Milvus server is configured.\n" * 20

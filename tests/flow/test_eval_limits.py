@@ -63,7 +63,7 @@ async def test_a_hostile_template_fails_naming_the_limit(workers, source, settin
     started = time.perf_counter()
     with pytest.raises(TemplateFailed, match=setting):
         await workers.render(source, {"q": "hi"})
-    assert time.perf_counter() - started < LIMITS.timeout_seconds + 1.0
+    assert time.perf_counter() - started < LIMITS.timeout_seconds + 3  # loose for a loaded CI machine
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,7 @@ async def test_a_regex_that_defeats_re2s_dfa_is_stopped_at_the_condition_deadlin
     started = time.perf_counter()
     with pytest.raises(expr.ExpressionError, match="flow_condition_timeout_seconds"):
         await workers.matches(text, pattern)
-    assert time.perf_counter() - started < 1.0 + 1.0
+    assert time.perf_counter() - started < 1.0 + 3  # ~13 s without the deadline; loose for a loaded CI machine
     with pytest.raises(expr.ExpressionError, match="flow_condition_timeout_seconds"):
         await workers.evaluate(f"matches(t, '{pattern}')", {"t": text})
     assert await workers.matches("order 555-1234", r"\d{3}-\d{4}") is True
@@ -186,4 +186,4 @@ def test_rendering_in_place_stops_at_the_deadline_too(source):
     started = time.perf_counter()
     with pytest.raises(TemplateFailed, match="flow_template_timeout_seconds"):
         templates.render(source, {}, Limits(timeout_seconds=0.3))
-    assert time.perf_counter() - started < 0.3 + 0.3
+    assert time.perf_counter() - started < 0.3 + 3  # unbounded: minutes; loose for a loaded CI machine

@@ -173,7 +173,7 @@ async def test_deadline_and_time_remaining():
     with pytest.raises(RpcFailure) as e:
         await target.unary("/t.T/slow", S(), (), "p", CallScope(time.monotonic() + 0.05))
     assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and e.value.message == "Deadline Exceeded"
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 3  # ended by its 50 ms deadline, not by the handler's 5 s sleep
     assert 0 < seen["remaining"] <= 0.05 and seen["cancelled"] is True and seen["done"] == (True, True)
 
 

@@ -138,13 +138,22 @@ async def live(request, pb):
         yield h
 
 
+async def until_cancelled(live, token: str, timeout: float = 10) -> None:
+    """Wait for the handler to record its cancellation. The bounds on how soon it came are loose on purpose: a
+    loaded 2-core machine can hold up the event loop for seconds, and a handler that missed the cancellation
+    would run on for many more."""
+    deadline = time.monotonic() + timeout
+    while token not in live.state.cancelled and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+
+
 async def test_stream_is_flushed_per_message(live):
     async with httpx.AsyncClient(base_url=f"http://{live.addr}") as client:
-        async with client.stream("GET", "/v1/shelves/s1/books/b1:watch", params={"count": 3, "interval_ms": 300}) as r:
+        async with client.stream("GET", "/v1/shelves/s1/books/b1:watch", params={"count": 3, "interval_ms": 3000}) as r:
             start = time.monotonic()
             first = await r.aiter_lines().__anext__()
             assert json.loads(first)["result"]["seq"] == "1"
-            assert time.monotonic() - start < 0.25
+            assert time.monotonic() - start < 3  # not held back until the next message, 3 s later
 
 
 async def test_client_disconnect_cancels_handler_quickly(live):
@@ -157,12 +166,9 @@ async def test_client_disconnect_cancels_handler_quickly(live):
             await lines.__anext__()
             await lines.__anext__()
             closed_at = time.monotonic()
-    for _ in range(100):
-        if token in live.state.cancelled:
-            break
-        await asyncio.sleep(0.01)
+    await until_cancelled(live, token)
     assert token in live.state.cancelled, "handler never saw the cancellation"
-    assert live.state.cancelled[token] - closed_at < 0.1
+    assert live.state.cancelled[token] - closed_at < 5  # uncancelled, the stream would run 20 s
     if live.mode == "inprocess":
         assert live.state.context_cancelled[token] is True
 
@@ -177,12 +183,9 @@ async def test_unary_client_disconnect_cancels_handler(live):
         closed_at = time.monotonic()
         with pytest.raises(asyncio.CancelledError):
             await task
-    for _ in range(100):
-        if token in live.state.cancelled:
-            break
-        await asyncio.sleep(0.01)
+    await until_cancelled(live, token)
     assert token in live.state.cancelled
-    assert live.state.cancelled[token] - closed_at < 0.15
+    assert live.state.cancelled[token] - closed_at < 3  # uncancelled, the handler would sleep 5 s
     if live.mode == "inprocess":
         assert live.state.context_cancelled[token] is True
         assert token in live.state.done_callbacks
@@ -257,11 +260,8 @@ async def test_websocket_cancel_message(live):
             while True:
                 frames.append(json.loads(await ws.recv()))
         assert frames[-1]["error"]["code"] == 1
-    for _ in range(50):
-        if token in live.state.cancelled:
-            break
-        await asyncio.sleep(0.01)
-    assert live.state.cancelled[token] - sent_at < 0.1
+    await until_cancelled(live, token)
+    assert live.state.cancelled[token] - sent_at < 5  # uncancelled, the stream would run 20 s
 
 
 async def test_websocket_close_cancels(live):
@@ -270,11 +270,8 @@ async def test_websocket_close_cancels(live):
         await ws.send(json.dumps({"count": 1000, "interval_ms": 20, "token": token}))
         await ws.recv()
     closed_at = time.monotonic()
-    for _ in range(50):
-        if token in live.state.cancelled:
-            break
-        await asyncio.sleep(0.01)
-    assert live.state.cancelled[token] - closed_at < 0.1
+    await until_cancelled(live, token)
+    assert live.state.cancelled[token] - closed_at < 5  # uncancelled, the stream would run 20 s
 
 
 async def test_websocket_bearer_subprotocol_and_access_token(live):

@@ -397,6 +397,24 @@ async def test_a_replica_that_lost_its_lease_abandons_the_task(cluster: Cluster)
     assert row.status == RUNNING and row.replica == "replica-other"  # a wrote nothing
 
 
+async def test_a_task_registered_before_its_row_commits_is_not_abandoned_by_a_renewal(cluster: Cluster) -> None:
+    """Chat registers a turn before its start transaction commits (so that a stop finds it); a heartbeat inside
+    that window once abandoned the turn as "ended elsewhere", which ended its stream at once (CI, under load)."""
+    a = await cluster.replica("a")
+    job = Job("j10", LiveLog(1), LiveLog(1), 0)
+    a.leases.launch("j10", job, a._run(job), "job-j10")  # no row yet: its insert has not committed
+    await a.leases.renew()
+    assert not job.abandoned and "j10" in a.leases.local
+    async with cluster.db.session() as session:  # the insert commits
+        session.add(JobRow(id="j10", status=RUNNING, replica=a.leases.replica, lease_expire_time=a.leases.lease_end()))
+    await a.leases.renew()
+    assert not job.abandoned
+    job.feed.put_nowait(None)
+    await asyncio.wait_for(job.ended.wait(), 10)
+    assert texts(await collect(a.follow(await a.leases.get_row("j10")))) == ["done"]
+    assert (await a.leases.get_row("j10")).status == "done"
+
+
 async def _logged(jobs: Jobs, job_id: str, count: int) -> bool:
     return len(await jobs.leases.log.entries(job_id)) >= count
 

@@ -112,7 +112,7 @@ def test_separators_are_re2_so_a_catastrophic_pattern_is_fast():
         "a" * 30 + "!",
         "next paragraph",
     ]
-    assert time.perf_counter() - started < 0.1  # Python's re: minutes
+    assert time.perf_counter() - started < 5  # Python's re: minutes (loose for a loaded CI machine)
 
 
 @pytest.mark.parametrize(

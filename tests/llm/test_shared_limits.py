@@ -32,9 +32,9 @@ async def two_servers(server_factory, pg_database_url):
         "TYPECASE_LLM_MAX_RETRIES": "0",
     }
     servers = [server_factory(env=env, name="a").start()]
-    servers[0].wait_ready(60)  # the first one migrates; the second finds the schema current
+    servers[0].wait_ready()  # the first one migrates; the second finds the schema current
     servers.append(server_factory(env=env, name="b").start())
-    servers[1].wait_ready(60)
+    servers[1].wait_ready()
     channels = [grpc.aio.insecure_channel(s.grpc_target) for s in servers]
     try:
         yield servers, [llm_pb2_grpc.LLMServiceStub(c) for c in channels]

@@ -332,7 +332,7 @@ async def test_slow_log_reader_is_told_what_it_missed_and_never_slows_the_proxy(
         async with httpx.AsyncClient() as client:  # the proxy does not wait for the stalled reader
             t0 = time.perf_counter()
             assert (await client.get(url + "/v1/models")).status_code == 200
-            assert time.perf_counter() - t0 < 0.5
+            assert time.perf_counter() - t0 < 5  # loose for a loaded CI machine: a blocked proxy never answers
         received, dropped = 0, 0
         while True:
             message = await asyncio.wait_for(stream.read(), 5)
@@ -343,7 +343,7 @@ async def test_slow_log_reader_is_told_what_it_missed_and_never_slows_the_proxy(
         stream.cancel()
     assert dropped > 0
     assert received + dropped == total
-    assert publish_seconds < 2.0
+    assert publish_seconds < 10  # not held up by the stalled reader (loose for a loaded CI machine)
 
 
 async def test_log_history_query_pages_rotation_and_clear(app_factory, upstream):

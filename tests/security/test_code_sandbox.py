@@ -45,7 +45,7 @@ def server(tmp_path_factory):
     process.data_dir = data_dir
     process.start()
     try:
-        process.wait_ready(120)
+        process.wait_ready()
         yield process
     finally:
         process.stop()

@@ -102,7 +102,7 @@ def error_info(file: dict) -> dict:
 @pytest.fixture
 def server(server_factory):
     server = server_factory(env={"TYPECASE_JOBS_POLL_SECONDS": "0.2"}).start()
-    server.wait_ready(timeout=60)
+    server.wait_ready()
     yield server
     server.stop()
 

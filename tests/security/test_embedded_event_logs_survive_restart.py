@@ -49,7 +49,7 @@ def restartable(server_factory, tmp_path):
 
     def start(name: str):
         server = server_factory(env=ENV, name=name, data_dir=data_dir).start()
-        server.wait_ready(60)
+        server.wait_ready()
         return server
 
     return start

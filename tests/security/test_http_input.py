@@ -91,7 +91,7 @@ def serving(tmp_path_factory):
     )
     server.start()
     try:
-        server.wait_ready(60)
+        server.wait_ready()
         yield server, {"gateway": server.http_port, "proxy": proxy_port}
     finally:
         server.stop()

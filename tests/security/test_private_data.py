@@ -75,7 +75,7 @@ def history(server) -> str:
 
 async def test_credentials_in_urls_never_reach_a_log(server_factory):
     server = server_factory(env={"TYPECASE_LOG_LEVEL": "INFO", "TYPECASE_PROXY_LOG_FLUSH_SECONDS": "0.1"}).start()
-    server.wait_ready(60)
+    server.wait_ready()
     secret = httpx.post(server.http_url + "/v1/api-keys", headers=ADMIN, json={"name": "browser"}).json()["secret"]
     wrong = "tc_WrongButSecretLooking0123456789"
     ws = f"ws://127.0.0.1:{server.http_port}/v1/admin/logs:stream"
@@ -127,7 +127,7 @@ def upload_a_document(server) -> None:
 
 def test_the_data_dir_and_everything_in_it_are_private(server_factory):
     server = server_factory().start()
-    server.wait_ready(60)
+    server.wait_ready()
     upload_a_document(server)
     data_dir = server.log_path.parent
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
@@ -140,7 +140,7 @@ def test_the_data_dir_and_everything_in_it_are_private(server_factory):
 
 def test_an_existing_open_data_dir_is_made_private_at_start(server_factory):
     server = server_factory().start()
-    server.wait_ready(60)
+    server.wait_ready()
     server.stop()
     data_dir = server.log_path.parent
     (data_dir / "notes.txt").write_text("left here by an operator")
@@ -150,7 +150,7 @@ def test_an_existing_open_data_dir_is_made_private_at_start(server_factory):
             os.chmod(os.path.join(directory, name), 0o644)
     assert not_private(data_dir)
     again = server_factory(data_dir=data_dir, name="again").start()
-    again.wait_ready(60)
+    again.wait_ready()
     assert not_private(data_dir) == []
     assert stat.S_IMODE((data_dir / "typecase.db").stat().st_mode) == 0o600
     again.stop()

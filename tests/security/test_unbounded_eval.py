@@ -21,7 +21,7 @@ from tests.conftest import ADMIN_KEY, ServerProcess
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TEMPLATE_SECONDS = 1.0  # the server's flow_template_timeout_seconds in these tests
-P99_LIMIT_SECONDS = 0.100
+P99_LIMIT_SECONDS = 0.300  # a loop held by the 1 s template deadline adds ~1 s; load alone, far less
 PROBE_INTERVAL_SECONDS = 0.010
 BASELINE_SECONDS = 0.5
 
@@ -31,7 +31,7 @@ def server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("unbounded")
     proc = ServerProcess(data_dir, {"TYPECASE_FLOW_TEMPLATE_TIMEOUT_SECONDS": str(TEMPLATE_SECONDS)}).start()
     try:
-        proc.wait_ready(60)
+        proc.wait_ready()
         yield proc
     finally:
         proc.stop()
@@ -176,7 +176,7 @@ async def test_a_catastrophic_regex_in_a_condition_is_answered_in_linear_time(se
     probe.check("a catastrophic regex condition", seconds)
     finished = last["result"]["event"].get("run_finished")
     assert finished and finished["outputs"] == {"branch": "else"}, last
-    assert seconds < 2.0
+    assert seconds < 10  # Python's re: minutes (loose for a loaded CI machine)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ async def test_a_hostile_template_fails_its_node_within_the_deadline_naming_the_
     probe.check(f"a {name} template", seconds)
     message = failed_node_message(last)
     assert limit in message, message
-    assert seconds < TEMPLATE_SECONDS + 1.5
+    assert seconds < TEMPLATE_SECONDS + 8  # unbounded: minutes (loose for a loaded CI machine)
 
 
 async def test_a_catastrophic_chunking_separator_is_answered_in_linear_time(server, user):
@@ -220,4 +220,4 @@ async def test_a_catastrophic_chunking_separator_is_answered_in_linear_time(serv
     probe.check("a catastrophic chunking separator", seconds)
     assert preview.status_code == 200, preview.text
     assert [c["text"] for c in preview.json()["chunks"]] == ["a" * 27 + "!"]
-    assert seconds < 2.0
+    assert seconds < 10  # Python's re: minutes (loose for a loaded CI machine)

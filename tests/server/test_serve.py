@@ -23,14 +23,14 @@ PUBLIC_SERVICES = {f"typecase.v1.{name}Service" for name in ("Auth", "LLM", "Cha
 @pytest.fixture
 def embedded(server_factory):
     server = server_factory().start()
-    seconds = server.wait_ready(timeout=30)
+    seconds = server.wait_ready()
     server.startup_seconds = seconds
     yield server
     server.stop()
 
 
 def test_embedded_default_is_healthy_fast(embedded):
-    assert embedded.startup_seconds < 15, embedded.output()
+    assert embedded.startup_seconds < 30, embedded.output()  # generous: a loaded 2-core CI machine
     assert httpx.get(embedded.http_url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(embedded.http_url + "/readyz").json()
     assert ready["status"] == "ready"
@@ -92,7 +92,7 @@ def test_trace_id_echoed_and_counted_over_grpc_and_http(embedded):
 
 
 def test_sigterm_drains_an_open_stream_then_exits(server_factory):
-    grace = 2.0
+    grace = 8.0  # long enough for both checks below (up to 3 s each) on a loaded CI machine, inside the grace
     server = server_factory(env={"TYPECASE_SHUTDOWN_GRACE_SECONDS": str(grace)}).start()
     server.wait_ready()
     statuses: list[int] = []
@@ -108,7 +108,7 @@ def test_sigterm_drains_an_open_stream_then_exits(server_factory):
         stream_ended.set()
 
     threading.Thread(target=watch, daemon=True).start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while not statuses and time.monotonic() < deadline:
         time.sleep(0.05)
     assert statuses == [health_pb2.HealthCheckResponse.SERVING]
@@ -116,13 +116,13 @@ def test_sigterm_drains_an_open_stream_then_exits(server_factory):
     sent = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
     # The open stream is not cut: it is told the server is going away and stays up during the grace period.
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 3
     while len(statuses) < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not stream_ended.is_set()
     # New connections are refused while draining (uvicorn closes its listener on its next tick).
-    deadline = time.monotonic() + 1
+    deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         try:
             httpx.get(server.http_url + "/healthz", timeout=0.5)
@@ -130,7 +130,7 @@ def test_sigterm_drains_an_open_stream_then_exits(server_factory):
             break
         time.sleep(0.05)
     else:
-        raise AssertionError("HTTP still accepting connections 1 s after SIGTERM")
+        raise AssertionError("HTTP still accepting connections 3 s after SIGTERM")
     assert not stream_ended.is_set()
     assert server.proc.wait(timeout=grace + 10) == 0
     assert time.monotonic() - sent >= grace * 0.9

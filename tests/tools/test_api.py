@@ -56,8 +56,8 @@ async def test_tools_are_declared_for_a_model_and_a_batch_runs_concurrently(tapp
         started = time.monotonic()
         results = await api.execute(
             [
-                ToolCall("1", slow.id, {"seconds": 0.8}),
-                ToolCall("2", slow.id, '{"seconds": 0.8}'),
+                ToolCall("1", slow.id, {"seconds": 2}),
+                ToolCall("2", slow.id, '{"seconds": 2}'),
                 ToolCall("3", add.id, '{"a": 1, "b": 2}'),
                 ToolCall("4", add.id, "not json"),
                 ToolCall("5", slow.id, {"seconds": 5}, timeout_seconds=0.3),
@@ -69,7 +69,7 @@ async def test_tools_are_declared_for_a_model_and_a_batch_runs_concurrently(tapp
         assert [r.ok for r in results] == [True, True, True, False, False, False]
         assert results[2].text == "3"
         assert [r.reason for r in results[3:]] == ["TOOL_ARGUMENTS_INVALID", "TOOL_TIMEOUT", "TOOL_NOT_FOUND"]
-        assert elapsed < 1.5  # the two 0.8 s calls overlapped
+        assert elapsed < 3.5  # the two 2 s calls overlapped (one after the other: 4 s)
 
         results = await api.execute([ToolCall("d", slow.id, {"seconds": 5})], deadline_seconds=0.3)
         assert results[0].reason == "TOOL_TIMEOUT"

@@ -339,8 +339,8 @@ class LeasedTasks(Generic[T]):
             await asyncio.sleep(self.settings.heartbeat_seconds)
 
     async def renew(self) -> None:
-        """Extend the leases of the tasks held here; abandon those whose row is no longer held here; stop those
-        with a stop key."""
+        """Extend the leases of the tasks held here; abandon those whose row is no longer held here (ended, or
+        claimed by another replica); stop those with a stop key."""
         held = [(task_id, task) for task_id, task in self.local.items() if not task.finishing]
         if not held:
             return
@@ -353,13 +353,12 @@ class LeasedTasks(Generic[T]):
                 .values(lease_expire_time=self.lease_end())
             )
             if renewed.rowcount < len(ids):
-                mine = set(
-                    await session.scalars(
-                        select(M.id).where(M.id.in_(ids), M.status == RUNNING, M.replica == self.replica)
-                    )
-                )
+                # Lost: rows ended or held by another replica. A task without a row yet is not lost: it is
+                # registered here before the unit of work that inserts its row commits (a stop must find it).
+                rows = await session.execute(select(M.id, M.status, M.replica).where(M.id.in_(ids)))
+                lost = {row.id for row in rows if row.status != RUNNING or row.replica != self.replica}
                 for task_id, task in held:
-                    if task_id not in mine and not task.finishing:
+                    if task_id in lost and not task.finishing:
                         log.warning(
                             "%s: %s was ended or continued elsewhere while running here (this replica missed its "
                             "lease); abandoning it",

@@ -397,6 +397,24 @@ async def test_a_replica_that_lost_its_lease_abandons_the_task(cluster: Cluster)
     assert row.status == RUNNING and row.replica == "replica-other"  # a wrote nothing
 
 
+async def test_a_renewal_before_the_task_row_is_committed_keeps_the_task(cluster: Cluster) -> None:
+    """A domain registers its task before the unit of work inserting the row commits (so that a stop finds it);
+    a heartbeat in between must not take the missing row for a lost lease (chat turns were abandoned so)."""
+    a = await cluster.replica("a", start=False)
+    job = Job("j10", LiveLog(1), LiveLog(1), 0)
+    a.leases.launch("j10", job, a._run(job), "job-j10")  # registered here, no row yet
+    await a.leases.renew()
+    assert not job.abandoned and not job.task.done()
+
+    async with cluster.db.session() as session:  # the insert commits: the task goes on and ends normally
+        session.add(JobRow(id="j10", status=RUNNING, replica=a.leases.replica, lease_expire_time=utcnow()))
+    await a.leases.renew()
+    assert (await a.leases.get_row("j10")).lease_expire_time > utcnow()  # renewed
+    job.feed.put_nowait(None)
+    await asyncio.wait_for(job.ended.wait(), 5)
+    assert not job.abandoned and (await a.leases.get_row("j10")).status == "done"
+
+
 async def _logged(jobs: Jobs, job_id: str, count: int) -> bool:
     return len(await jobs.leases.log.entries(job_id)) >= count
 

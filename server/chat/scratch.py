@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, select, update
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat.attachments import DocumentReader, ForModel
@@ -50,6 +50,10 @@ RRF_K = 60
 PENDING = b""  # a chunk not embedded yet: the next turn of the session embeds it (see retrieve)
 EMBED_GROUP = 128  # chunks embedded and written at a time, so a stopped turn keeps what it finished
 _WORD_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+")
+# Built once: every turn start runs it, and building the statement cost more than executing it.
+_SESSION_WITH_FLAG = select(ChatSessionRow, exists().where(Row.session_id == ChatSessionRow.id)).where(
+    ChatSessionRow.id == bindparam("session_id")
+)
 
 
 class Scratch:
@@ -130,8 +134,7 @@ class Scratch:
         """The chat session's row (None: no such row) and whether the session has scratch rows, in one statement: a
         turn start learns it at no cost, and a session without any (the common case) costs its turn no lookup of
         its own. While the caller holds the row, `session.get` finds it without SQL."""
-        flag = exists().where(Row.session_id == ChatSessionRow.id)
-        found = (await session.execute(select(ChatSessionRow, flag).where(ChatSessionRow.id == session_id))).first()
+        found = (await session.execute(_SESSION_WITH_FLAG, {"session_id": session_id})).first()
         return (found[0], bool(found[1])) if found else (None, False)
 
     async def assign(self, ids: list[str], message_id: str) -> None:

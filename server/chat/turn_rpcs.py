@@ -74,13 +74,14 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
         if len(request.request_id) > MAX_REQUEST_ID:
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
-        row = history = loaded = None
+        row = history = None
         scratch = False
         async with self.db.reading() as db:  # one connection for everything a turn start reads
-            if self.scratch is not None:  # the session row, read with its scratch flag (held: get() finds it)
+            if self.scratch is not None:  # the session row, read with its scratch flag
                 loaded, scratch = await self.scratch.load_session(db, request.session_id)
-            parent = await self._session(request.session_id, db=db)
-            del loaded
+                parent = self._visible_session(loaded, request.session_id)
+            else:
+                parent = await self._session(request.session_id, db=db)
             if request.request_id:  # a retry: re-attach to the turn this request already started
                 row = (
                     await db.scalars(

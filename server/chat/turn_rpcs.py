@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Integer, bindparam, func, select
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat.agent_turn import AgentTurn
@@ -32,7 +32,7 @@ _NEWEST_MESSAGES = (
     select(_M.id, _M.category, _M.status, _M.content)
     .where(_M.session_id == bindparam("session_id"))
     .order_by(_M.id.desc())
-    .limit(bindparam("window"))
+    .limit(bindparam("window", type_=Integer))  # typed as .limit(n) would (LIMIT $2::INTEGER)
 )
 _ANSWERED_COUNT = (
     select(func.count())

@@ -23,7 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import await_
 from ulid import ULID
 
 from .urls import error_detail
@@ -192,7 +191,6 @@ class Database:
         self.name = f"sql/{self.dialect}"
         self.connect_timeout = connect_timeout
         self.ping_idle_seconds = ping_idle_seconds
-        self._asyncpg = self.url.drivername == "postgresql+asyncpg"
         self.engine: AsyncEngine = create_async_engine(self.url, **self._engine_args(pool_size, echo))
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_on_connect)
@@ -245,23 +243,11 @@ class Database:
         if returned is None or time.monotonic() - returned <= self.ping_idle_seconds:
             return
         try:
-            alive = self._ping(dbapi_connection)
+            alive = self.engine.dialect.do_ping(dbapi_connection)
         except Exception as error:
             raise exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
         if not alive:
             raise exc.DisconnectionError("idle connection failed its ping")
-
-    def _ping(self, dbapi_connection) -> bool:
-        """One round trip that proves the connection alive. On asyncpg a connection the server already closed is
-        known without one (is_closed), and the ping is one simple-protocol statement: SQLAlchemy's own wraps a
-        prepared statement in BEGIN and ROLLBACK, three round trips on every checkout."""
-        driver = getattr(dbapi_connection, "driver_connection", None)
-        if not self._asyncpg or driver is None:
-            return bool(self.engine.dialect.do_ping(dbapi_connection))
-        if driver.is_closed():
-            return False
-        await_(driver.execute(";"))
-        return True
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"

@@ -132,6 +132,14 @@ class ChatBase(chat_pb2_grpc.ChatServiceServicer):
         else:
             async with self.db.session() as session:
                 row = await session.get(ChatSessionRow, session_id)
+        return self._visible_session(row, session_id, allow_deleted=allow_deleted)
+
+    def _visible_session(
+        self, row: ChatSessionRow | None, session_id: str, *, allow_deleted: bool = False
+    ) -> ChatSessionRow:
+        """`row` (read as session `session_id`) when the caller may use it; else the RPC error."""
+        if not session_id:
+            raise invalid_argument("session_id", "required")
         if row is None:
             raise not_found("session", session_id)
         caller.check_visible("session", session_id, row.owner_id)

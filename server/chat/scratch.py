@@ -34,14 +34,14 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, select, update
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat.attachments import DocumentReader, ForModel
 from typecase.server.chat.models import ChatScratchChunkRow as Row
 from typecase.server.chat.models import ChatSessionRow
 from typecase.server.chat.turn_state import Turn, now_stamp
-from typecase.server.infra.sql import Database, new_id
+from typecase.server.infra.sql import Database, new_id, transient
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.server.rpc.ports import Embedding
 from typecase.v1 import chat_pb2, common_pb2, flow_pb2, llm_pb2
@@ -51,6 +51,10 @@ NOTE_CHARS = 200  # what a document's header or note takes in the prompt, kept f
 RRF_K = 60
 PENDING = b""  # a chunk not embedded yet: the next turn of the session embeds it (see retrieve)
 _WORD_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+")
+# Built once: every turn start runs it, and building the statement cost more than executing it.
+_SESSION_WITH_FLAG = select(
+    ChatSessionRow.__table__, exists().where(Row.session_id == ChatSessionRow.id).label("has_scratch_rows")
+).where(ChatSessionRow.id == bindparam("session_id"))
 
 
 class Scratch:
@@ -130,10 +134,14 @@ class Scratch:
     async def load_session(session, session_id: str) -> tuple[ChatSessionRow | None, bool]:
         """The chat session's row (None: no such row) and whether the session has scratch rows, in one statement: a
         turn start learns it at no cost, and a session without any (the common case) costs its turn no lookup of
-        its own. While the caller holds the row, `session.get` finds it without SQL."""
-        flag = exists().where(Row.session_id == ChatSessionRow.id)
-        found = (await session.execute(select(ChatSessionRow, flag).where(ChatSessionRow.id == session_id))).first()
-        return (found[0], bool(found[1])) if found else (None, False)
+        its own. The row is read as plain columns and made a transient instance (an ORM load cost more than the
+        statement): read it, never add it to a session."""
+        found = (await session.execute(_SESSION_WITH_FLAG, {"session_id": session_id})).first()
+        if found is None:
+            return None, False
+        values = found._asdict()
+        flag = values.pop("has_scratch_rows")
+        return transient(ChatSessionRow, values), bool(flag)
 
     async def assign(self, ids: list[str], message_id: str) -> None:
         """Tie freshly written rows to the question message that brought them (deleted with it)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from sqlalchemy import and_, func, select
+from sqlalchemy import Integer, bindparam, func, select
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat.agent_turn import AgentTurn
@@ -25,26 +25,36 @@ from typecase.v1 import assistant_pb2, chat_pb2, llm_pb2
 
 MAX_REQUEST_ID = 128
 
+# Built once (plain columns: no ORM objects): every turn start runs them, and building a statement cost more than
+# executing it.
+_M = ChatMessageRow
+_NEWEST_MESSAGES = (
+    select(_M.id, _M.category, _M.status, _M.content)
+    .where(_M.session_id == bindparam("session_id"))
+    .order_by(_M.id.desc())
+    .limit(bindparam("window", type_=Integer))  # typed as .limit(n) would (LIMIT $2::INTEGER)
+)
+_ANSWERED_COUNT = (
+    select(func.count())
+    .select_from(_M)
+    .where(
+        _M.session_id == bindparam("session_id"),
+        _M.category == "answer",
+        _M.status.in_(("complete", "stopped")),
+    )
+)
+
 
 class TurnRpcs(AttachmentRpcs, ChatBase):
     # -- turns -----------------------------------------------------------------------------------------------
     async def _history(self, session_id: str, session) -> tuple[list[ctx.HistoryTurn], int, str | None]:
         """The newest complete or stopped question/answer pairs (oldest first), how many older ones exist, and the
         session's newest message id (new messages must sort after it)."""
-        M = ChatMessageRow
         window = 2 * self.settings.chat_max_context_turns + 2
-        answered = and_(M.session_id == session_id, M.category == "answer", M.status.in_(("complete", "stopped")))
-        rows = (
-            await session.execute(  # plain columns: no ORM objects on every turn's path
-                select(M.id, M.category, M.status, M.content)
-                .where(M.session_id == session_id)
-                .order_by(M.id.desc())
-                .limit(window)
-            )
-        ).all()
+        rows = (await session.execute(_NEWEST_MESSAGES, {"session_id": session_id, "window": window})).all()
         # Count older turns only when the window is full (short sessions, the common case, need no count).
         full = len(rows) >= window
-        total = (await session.scalar(select(func.count()).select_from(M).where(answered)) or 0) if full else 0
+        total = (await session.scalar(_ANSWERED_COUNT, {"session_id": session_id}) or 0) if full else 0
         newest = rows[0].id if rows else None
         history: list[ctx.HistoryTurn] = []
         question = None
@@ -64,13 +74,14 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
         if len(request.request_id) > MAX_REQUEST_ID:
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
-        row = history = loaded = None
+        row = history = None
         scratch = False
         async with self.db.reading() as db:  # one connection for everything a turn start reads
-            if self.scratch is not None:  # the session row, read with its scratch flag (held: get() finds it)
+            if self.scratch is not None:  # the session row, read with its scratch flag
                 loaded, scratch = await self.scratch.load_session(db, request.session_id)
-            parent = await self._session(request.session_id, db=db)
-            del loaded
+                parent = self._visible_session(loaded, request.session_id)
+            else:
+                parent = await self._session(request.session_id, db=db)
             if request.request_id:  # a retry: re-attach to the turn this request already started
                 row = (
                     await db.scalars(

@@ -71,7 +71,7 @@ from typecase.server.chat.turn_state import (
 )
 from typecase.server.infra import tracing
 from typecase.server.infra.leased_tasks import LeasedTasks, LeaseSettings
-from typecase.server.infra.sql import Database, utcnow
+from typecase.server.infra.sql import Database, transient, utcnow
 from typecase.server.rpc.convert import set_now
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.ports import ChatFlows, Generation, KnowledgeSearch
@@ -274,7 +274,7 @@ class Turns(TurnRecovery):
             scratch=new.scratch,
             flow=new.flow,
             agent=new.agent,
-            answer_row=ChatMessageRow(**answer_values),
+            answer_row=transient(ChatMessageRow, answer_values),
         )
         # Registered before commit: a stop for this turn, once the turn is visible to others, finds it here.
         self.local[turn_id] = turn
@@ -302,7 +302,7 @@ class Turns(TurnRecovery):
         if new.flow is None:  # a flow turn is started once its run exists (TurnStarted carries the run id)
             self._emit_started(turn)
         self.leases.launch(turn_id, turn, self._run(turn), f"chat-turn-{turn_id}")
-        return ChatTurnRow(**turn_values)
+        return transient(ChatTurnRow, turn_values)
 
     # -- running a turn --------------------------------------------------------------------------------------
     def _emit_started(self, turn: Turn) -> None:

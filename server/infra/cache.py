@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.driver_info import DriverInfo
 
 from .urls import error_detail, mask_url
 
@@ -34,6 +35,9 @@ P = ParamSpec("P")
 
 REDIS_MAX_CONNECTIONS = 500
 REDIS_POOL_WAIT_SECONDS = 10.0
+# What each new connection tells Redis (CLIENT SETINFO), made once: redis-py reads its own package metadata again for
+# every connection it opens otherwise (a pool growing under a burst of turns paid it dozens of times).
+_DRIVER_INFO = DriverInfo()
 
 
 def redis_pool(
@@ -49,6 +53,7 @@ def redis_pool(
         timeout=REDIS_POOL_WAIT_SECONDS,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
         retry_on_error=[redis_errors.ConnectionError, redis_errors.TimeoutError],
+        driver_info=_DRIVER_INFO,
         **connection_kwargs,
     )
 
@@ -233,6 +238,21 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Appends a batch of stream entries in one command. KEYS: one stream per entry. ARGV, per entry: its TTL in ms (-1:
+# none), how many field and value items follow, then those. Measured: a third of the client CPU per entry of the
+# pipeline of XADD (and PEXPIRE) commands it replaces, which redis-py packs and parses one command at a time.
+_XADD_MANY_LUA = """
+local i = 1
+for k = 1, #KEYS do
+  local ttl = tonumber(ARGV[i])
+  local n = tonumber(ARGV[i + 1])
+  redis.call('XADD', KEYS[k], '*', unpack(ARGV, i + 2, i + 1 + n))
+  if ttl >= 0 then redis.call('PEXPIRE', KEYS[k], ttl) end
+  i = i + 2 + n
+end
+return #KEYS
+"""
+
 
 class RedisCache(Cache):
     """Redis (or a compatible server). Every key, channel and stream is namespaced by `key_prefix`."""
@@ -265,6 +285,7 @@ class RedisCache(Cache):
         )
         self._incr = self._client.register_script(_INCR_LUA)
         self._delete_if = self._client.register_script(_DELETE_IF_LUA)
+        self._xadd_many = self._client.register_script(_XADD_MANY_LUA)
 
     def __repr__(self) -> str:
         return f"RedisCache({self.display_url!r}, key_prefix={self.prefix!r})"
@@ -375,12 +396,16 @@ class RedisCache(Cache):
 
     @_redis_errors
     async def xadd_many(self, entries: list[tuple[str, dict[str, str | bytes], float | None]]) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for stream, fields, ttl in entries:
-                pipe.xadd(self._k(stream), {k: _encode(v) for k, v in fields.items()})
-                if ttl is not None:
-                    pipe.pexpire(self._k(stream), _ms(ttl))
-            await pipe.execute()
+        if not entries:
+            return
+        keys: list[str] = []
+        args: list[bytes | int | str] = []
+        for stream, fields, ttl in entries:
+            keys.append(self._k(stream))
+            args += (-1 if ttl is None else _ms(ttl), 2 * len(fields))
+            for name, value in fields.items():
+                args += (name, _encode(value))
+        await self._xadd_many(keys=keys, args=args)
 
     @_redis_errors
     async def xrange(self, stream: str, after_id: str | None = None, count: int | None = None) -> list[StreamEntry]:

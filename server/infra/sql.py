@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import JSON, DateTime, MetaData, String, Text, event, exc, text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 from ulid import ULID
@@ -126,6 +126,20 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSONType,
         str: String(255),  # MySQL needs a VARCHAR length; use Text explicitly for long values
     }
+
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+def transient(model: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """An instance of a mapped class holding `values`, made without its instrumented constructor (about 15 times
+    cheaper: a chat turn start made two). For objects kept in memory only, never added to a session."""
+    mapper = model.__mapper__
+    if not mapper.configured:  # what the constructor would have done first (attribute setters need it)
+        configure_mappers()
+    instance = mapper.class_manager.new_instance()
+    instance.__dict__.update(values)
+    return instance
 
 
 def id_column(**kw: Any) -> Mapped[str]:

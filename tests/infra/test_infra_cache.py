@@ -178,6 +178,20 @@ async def test_xadd_many_appends_in_order_and_sets_ttls(cache: Cache) -> None:
     assert len(await cache.xrange("a")) == 2
 
 
+async def test_xadd_many_keeps_a_large_batch_of_binary_multi_field_entries(cache: Cache) -> None:
+    """One batch as a busy replica's event log writes it: many streams, entries of several fields, binary values."""
+    batch = [
+        (f"s{i % 7}", {"s": str(i), "m": bytes([0, i % 256, 255]) * 50, "t": "1"}, 60 if i % 3 else None)
+        for i in range(1500)
+    ]
+    await cache.xadd_many(batch)
+    for k in range(7):
+        entries = await cache.xrange(f"s{k}")
+        assert [int(e[1]["s"]) for e in entries] == list(range(k, 1500, 7))
+        assert all(e[1]["m"] == bytes([0, int(e[1]["s"]) % 256, 255]) * 50 and e[1]["t"] == b"1" for e in entries)
+    await cache.xadd_many([])  # nothing to write is no error
+
+
 async def test_event_log_appends_from_many_tasks_keep_each_logs_order(cache: Cache) -> None:
     """Concurrent appends are written in shared batches; each log still holds its entries once, in seq order."""
     from typecase.server.infra.eventlog import Entry, EventLog

@@ -14,13 +14,22 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from typecase.server.infra import schema
 from typecase.server.infra.schema import alembic_config, head_revisions, migrate, schema_revisions
-from typecase.server.infra.sql import Base, Database, MetaEntry, create_database, new_id, normalize_url, utcnow
+from typecase.server.infra.sql import (
+    Base,
+    Database,
+    MetaEntry,
+    create_database,
+    new_id,
+    normalize_url,
+    transient,
+    utcnow,
+)
 
 from .infra_support import mysql_exec, pg_exec
 
@@ -170,6 +179,20 @@ async def test_health_of_unreachable_server(url: str) -> None:
     finally:
         await db.stop()
     assert not ok and "unreachable" in detail and "hunter2" not in detail
+
+
+async def test_a_transient_instance_reads_and_writes_like_a_constructed_one(db: Database) -> None:
+    await migrate(db)
+    now = utcnow()
+    made = transient(MetaEntry, {"key": "fast", "value": "1", "update_time": now})
+    assert (made.key, made.value, made.update_time) == ("fast", "1", now)
+    assert inspect(made).transient
+    made.value = "2"  # instrumented setters work on it
+    assert made.value == "2" and inspect(made).attrs.value.history.added == ["2"]
+    async with db.session() as session:  # and it is a mapped instance like any other
+        session.add(made)
+    async with db.session() as session:
+        assert (await session.get(MetaEntry, "fast")).value == "2"
 
 
 async def test_a_reading_unit_of_work_sees_what_is_committed(db: Database) -> None:

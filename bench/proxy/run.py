@@ -208,7 +208,10 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 class Processes:
-    def __init__(self) -> None:
+    """The upstream (upstream.py, or nginx with upstream="nginx": small streams only) and one `typecase serve`."""
+
+    def __init__(self, upstream: str = "python") -> None:
+        self.upstream_kind = upstream
         self.upstream_port = free_port()
         self.proxy_port = free_port()
         self.http_port = free_port()
@@ -216,10 +219,9 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> Processes:
-        self.upstream = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("upstream.py")), str(self.upstream_port)]
-        )
-        self.procs.append(self.upstream)
+        self.upstream_server = (NginxUpstream if self.upstream_kind == "nginx" else PythonUpstream)(self.upstream_port)
+        self.upstream_server.__enter__()
+        self.upstream = self.upstream_server.proc
         env = {
             **os.environ,
             "TYPECASE_DATA_DIR": self.tmp.name,
@@ -272,6 +274,7 @@ class Processes:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self.upstream_server.__exit__(None, None, None)
         self.log.close()
         self.tmp.cleanup()
 
@@ -750,8 +753,9 @@ def wrk_script(delay_ms: float = 0.0) -> str:
     }
     lines = ['wrk.method = "POST"', f"wrk.body = '{REQUEST_BODY}'"]
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
-    if delay_ms:
-        lines.append(f"function delay() return {delay_ms:.1f} end")
+    if delay_ms:  # uniform in [0, 2 x mean]: connections that start together do not stay in step (bursts)
+        lines.append("math.randomseed(os.time())")
+        lines.append(f"function delay() return math.random() * {2 * delay_ms:.1f} end")
     lines.append(
         """function done(summary, latency, requests)
   local e = summary.errors
@@ -799,6 +803,7 @@ class WrkRun:
     probe: list[float] = field(default_factory=list)  # TTFB of the sparse Python probe's requests
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds by role over the measured windows
     rps: list[float] = field(default_factory=list)
+    others: list[float] = field(default_factory=list)  # cores used by processes not ours, each round
 
 
 async def wrk_once(
@@ -832,7 +837,7 @@ async def wrk_once(
                 "wrk",
                 "-t1",
                 f"-c{clients}",
-                f"-d{seconds}s",
+                f"-d{max(1, round(seconds))}s",
                 "--timeout",
                 "30s",
                 "-s",
@@ -863,8 +868,7 @@ async def wrk_once(
         try:
             while not done.is_set():
                 ttfb, _, _ = await conn.stream(20, 100)
-                if not done.is_set():
-                    samples.append(ttfb)
+                samples.append(ttfb)  # sent during the load, even if its answer came after wrk's end
                 try:
                     await asyncio.wait_for(done.wait(), 1 / probe_rate)
                 except TimeoutError:
@@ -904,8 +908,10 @@ async def wrk_once(
     into.cpu["probe (bench process)"] = into.cpu.get("probe (bench process)", 0.0) + probe_cpu
     busy = window["machine1"][0] - window["machine0"][0]
     total = window["machine1"][1] - window["machine0"][1]
-    into.cpu["other processes"] = into.cpu.get("other processes", 0.0) + max(0.0, busy - ours - wrk_cpu - probe_cpu)
-    into.cpu["idle"] = into.cpu.get("idle", 0.0) + (total - busy)
+    others = max(0.0, busy - ours - wrk_cpu - probe_cpu)
+    into.cpu["other processes"] = into.cpu.get("other processes", 0.0) + others
+    into.others.append(others / wall)
+    into.cpu["idle"] = into.cpu.get("idle", 0.0) + max(0.0, total - busy)
     into.cpu["_wall"] = into.cpu.get("_wall", 0.0) + wall
     return into
 
@@ -986,7 +992,8 @@ def wrk_report(clients: int, results: dict[str, dict[str, WrkRun]], upstream_kin
                 f"{name:12}{rps:>8.0f}{'' if is_direct else f'{rps / first:.2f}x':>9}{p50 * ms:>8.2f}ms"
                 f"{'' if is_direct else f'{(p50 - d_p50) * ms:.2f}ms':>9}{statistics.median(r.p99) * ms:>8.2f}ms"
                 f"{probe50 * ms:>9.2f}ms{'' if is_direct else f'{(probe50 - d_probe) * ms:.2f}ms':>9}"
-                f"{len(r.probe):>5}{r.errors:>7}   " + " ".join(f"{x:.0f}" for x in r.rps)
+                f"{len(r.probe):>5}{r.errors:>7}   "
+                + " ".join(f"{x:.0f} ({o:.2f})" for x, o in zip(r.rps, r.others, strict=True))
             )
         lines.append("   CPU, in cores (1.00 = one core busy the whole run), over the measured windows:")
         for name, r in runs.items():

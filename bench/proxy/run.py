@@ -978,7 +978,7 @@ def wrk_report(clients: int, results: dict[str, dict[str, WrkRun]], upstream_kin
         lines.append(f"-- {title}")
         lines.append(
             f"{'':12}{'req/s':>8}{'vs first':>9}{'wrk p50':>10}{'added':>9}{'wrk p99':>10}"
-            f"{'probe p50':>11}{'added':>9}{'n':>5}{'errors':>7}   per round req/s"
+            f"{'probe p50':>11}{'added':>9}{'n':>5}{'errors':>7}   each round: req/s (cores other processes used)"
         )
         first = None
         for name, r in runs.items():
@@ -1004,6 +1004,23 @@ def wrk_report(clients: int, results: dict[str, dict[str, WrkRun]], upstream_kin
                 if role != "_wall" and (used / wall >= 0.005 or role in ("idle", "other processes"))
             ]
             lines.append(f"   {name:12}" + ", ".join(parts))
+        if mode == "saturated":
+            per_core = {}
+            for name, r in runs.items():
+                server = sum(used for role, used in r.cpu.items() if role.startswith("server"))
+                if name != "direct" and server:
+                    per_core[name] = (r.requests / r.seconds, server / r.cpu["_wall"], r.requests / server)
+            if per_core:
+                first_per_core = next(iter(per_core.values()))[2]
+                lines.append(
+                    "   requests per second of server CPU (the proxy's own scaling, whatever cores other processes "
+                    "took):"
+                )
+                for name, (_rps, cores, per) in per_core.items():
+                    lines.append(
+                        f"   {name:12}{per:>7.0f} req/s per core ({per / first_per_core:.2f}x the first), "
+                        f"on {cores:.2f} cores here"
+                    )
     return lines
 
 

@@ -18,8 +18,18 @@ a milvus-lite server: what --workers requires), all running at once, and measure
 (direct, 1 worker, 2 workers, direct, ...), so that each sees the same machine load over the run; it prints each
 one's added TTFB p50 and small streams per second, and the ratio of each to the first W.
 
+On 2 cores the Python client and upstream take CPU a second worker needs, so with --workers the load comes from `wrk`
+(C, epoll; one thread, a Lua script sending the same POST) and the upstream is nginx (one worker process, `return 200`
+with upstream.py's small SSE body) when both are installed (`apt-get install -y wrk nginx`; --client/--upstream
+python forces the Python ones, which are also the fallback). Each round is then a warm-up, a saturating wrk run and
+a paced one (wrk's delay() between requests: --paced-rate offered) per target, direct (wrk -> nginx) first; a
+Python probe on its own connection measures time to first byte a few times a second meanwhile (wrk's own latency is
+the whole request). Next to the ratios it prints each process's CPU from /proc (server workers, wrk, nginx, the
+probe, and what other processes on the machine took) and requests per second of server CPU.
+
 Run: .venv/bin/python bench/proxy/run.py [--quick] [--requests 1000] [--concurrency 1,200]
-     .venv/bin/python bench/proxy/run.py --workers 1,2 --concurrency 200 [--rounds 3]
+     .venv/bin/python bench/proxy/run.py --workers 1,2 --concurrency 200 [--rounds 3] [--seconds 5]
+         [--client auto|python|wrk] [--upstream auto|python|nginx] [--paced-rate 300] [--probe-rate 5]
 """
 
 from __future__ import annotations
@@ -622,7 +632,14 @@ def workers_main(args) -> dict:
                     targets = [(f"{s.workers} worker(s)", s.proxy_port, s.proc.pid) for s in servers]
                     pooled = asyncio.run(
                         measure_wrk(
-                            upstream, targets, clients, args.seconds, args.rounds, args.paced_rate, args.probe_rate
+                            upstream,
+                            targets,
+                            clients,
+                            args.seconds,
+                            args.rounds,
+                            args.paced_rate,
+                            args.probe_rate,
+                            also={"milvus-lite": stores.milvus.pid},
                         )
                     )
                 else:
@@ -924,16 +941,17 @@ async def measure_wrk(
     rounds: int,
     paced_rate: float = 0.0,
     probe_rate: float = 5.0,
+    also: dict[str, int] | None = None,
 ) -> dict[str, dict[str, WrkRun]]:
     """Interleaved rounds over direct (wrk -> upstream) and each (name, port, server pid) target: a short warm-up,
     then a saturating run (closed loop) and, with paced_rate, a run offering that many requests/s over the same
-    `clients` connections (wrk's delay() between requests)."""
+    `clients` connections (wrk's delay() between requests). `also`: more processes to show the CPU of (role -> pid)."""
     everything = [("direct", upstream.port, None)] + targets
     results: dict[str, dict[str, WrkRun]] = {"saturated": {}, "paced": {}}
     delay_ms = clients / paced_rate * 1000 if paced_rate else 0.0
     for _ in range(rounds):
         for name, port, pid in everything:
-            pids = {"upstream": upstream.pid} | ({"server": pid} if pid else {})
+            pids = {"upstream": upstream.pid} | (also or {}) | ({"server": pid} if pid else {})
             await wrk_once(port, clients, 1, {})  # warm-up: connections to the upstream, caches
             await wrk_once(
                 port,

@@ -28,6 +28,7 @@ from typecase.server.rpc.principal import KeyRestriction, Principal
 
 log = logging.getLogger("typecase.auth")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+LAST_USED_SECONDS = LAST_USED_RESOLUTION.total_seconds()
 
 
 def unauthenticated(message: str, reason: str = "UNAUTHENTICATED") -> TypecaseError:
@@ -55,7 +56,7 @@ class Authenticator:
         self.cache_seconds = cache_seconds
         self._keys: LRUCache[str, _Cached] = LRUCache(cache_max_entries)
         self._sessions: LRUCache[str, _Cached] = LRUCache(cache_max_entries)
-        self._last_used: dict[str, datetime] = {}
+        self._last_used: dict[str, float] = {}  # monotonic time of the last write per key
         self._background: set[asyncio.Task] = set()
         self._loading: dict[str, asyncio.Future[_Cached]] = {}
 
@@ -189,12 +190,12 @@ class Authenticator:
         """Record last use at most once a minute per key, off the request path."""
         if api_key_id is None:
             return
-        now = utcnow()
+        now = time.monotonic()  # a timezone-aware utcnow() is made only to be written: ~1 us less on every call
         last = self._last_used.get(api_key_id)
-        if last is not None and now - last < LAST_USED_RESOLUTION:
+        if last is not None and now - last < LAST_USED_SECONDS:
             return
         self._last_used[api_key_id] = now
-        task = asyncio.create_task(self._write_last_used(api_key_id, now))
+        task = asyncio.create_task(self._write_last_used(api_key_id, utcnow()))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

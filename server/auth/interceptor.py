@@ -5,8 +5,6 @@ this check."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
 from typecase.server.auth.addresses import TrustedProxies, context_client
 from typecase.server.auth.guard import CredentialGuard, bearer_credential
 from typecase.server.rpc import principal as caller
@@ -28,22 +26,37 @@ class AuthInterceptor(WrappingInterceptor):
         self.proxies = proxies
         self.fixed_principal = fixed_principal
 
-    @asynccontextmanager
-    async def around(self, details, context, rpc_type):
-        method = details.method
+    def around(self, details, context, rpc_type):
+        return _Authenticated(self, details, context)
+
+
+class _Authenticated:
+    """One call's caller, bound for its duration; a plain async context manager (an @asynccontextmanager generator
+    costs a few microseconds more on every call)."""
+
+    __slots__ = ("interceptor", "details", "context", "token")
+
+    def __init__(self, interceptor: AuthInterceptor, details, context):
+        self.interceptor = interceptor
+        self.details = details
+        self.context = context
+
+    async def __aenter__(self) -> None:
+        interceptor = self.interceptor
+        method = self.details.method
         if method in PUBLIC_METHODS or method.startswith(PUBLIC_PREFIXES):
             principal = None
-        elif self.fixed_principal is not None:
-            principal = self.fixed_principal
+        elif interceptor.fixed_principal is not None:
+            principal = interceptor.fixed_principal
         else:
-            principal = await self.guard.principal(
-                details.invocation_metadata, context_client(context, self.proxies), method
+            principal = await interceptor.guard.principal(
+                self.details.invocation_metadata, context_client(self.context, interceptor.proxies), method
             )
-        token = caller.bind(principal)
+        self.token = caller.bind(principal)
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
         try:
-            yield None
-        finally:
-            try:
-                caller.bind_reset(token)
-            except ValueError:  # a stream finalised from another context
-                pass
+            caller.bind_reset(self.token)
+        except ValueError:  # a stream finalised from another context
+            pass
+        return False

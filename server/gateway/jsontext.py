@@ -8,6 +8,10 @@ strings are cut out by one regex pass, the brackets kept by ``translate``, and t
 ``itertools.accumulate``, all in C: 2.8 MB of 100,000 small objects checks in ~150 ms where ``json.loads`` takes
 ~80 ms; a 4 MB string full of brackets in ~20 ms. No maintained JSON library for Python takes a depth limit
 (orjson's is fixed at 1024, ujson and simdjson have none), hence these lines.
+
+``compact`` goes the other way for the streamed surfaces: the text of ``json.dumps(value, separators=(",", ":"),
+ensure_ascii=False)``, from one C encoder made once. ``json.dumps`` with those arguments makes a JSONEncoder, and
+its ``encode`` a C encoder, for every value: ~1-3 us of every streamed chunk.
 """
 
 from __future__ import annotations
@@ -20,6 +24,23 @@ from typing import Any
 from .errors import RpcFailure, invalid_argument
 
 DEFAULT_MAX_DEPTH = 100
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+_C_ENCODER = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if getattr(json.encoder, "c_make_encoder", None) is not None
+    else None
+)
+
+
+def compact(value: Any) -> str:
+    """``value`` as compact JSON text, non-ASCII kept (values built here: never circular)."""
+    if _C_ENCODER is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODER(value, 0))
+
+
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}

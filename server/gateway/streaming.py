@@ -30,9 +30,10 @@ from starlette.types import Receive, Send
 
 from .errors import RpcFailure, status_dict
 from .httpbody import response_headers
+from .jsontext import compact
 from .metadata import metadata_headers
 
-_json_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_encode = compact
 
 NDJSON = "ndjson"
 SSE = "sse"

@@ -6,7 +6,9 @@ RPC kinds and for both server-streaming styles (async generators and `context.wr
 
 `WrappingChain` runs several of them as one interceptor: one wrapped handler per call and one generator layer per
 streamed message instead of one each (the five of app.py: handler lookup 28 -> 20 us per call, four generator
-hops less per message); the order and the exception flow are those of the list.
+hops less per message); the order and the exception flow are those of the list. It enters and exits the arounds
+in a loop rather than through an AsyncExitStack, and the handler's shape (RPC type, behaviour) is found once per
+method; app.py's arounds are plain async context manager classes rather than @asynccontextmanager generators.
 
 `send_initial_metadata` sends an interceptor's initial metadata (the trace id) off the call's path on grpc.aio:
 awaited there, it is a batch of its own through grpc's core and completion-queue thread, ~0.1-0.3 ms before the
@@ -22,7 +24,7 @@ import asyncio
 import contextvars
 import inspect
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -135,30 +137,43 @@ def wrap_handler(handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetail
     return _handler(handler, rpc_type, wrapped)
 
 
+async def _unwind(entered: list[AbstractAsyncContextManager[Any]], exc: BaseException | None) -> BaseException | None:
+    """Exit `entered` innermost first as nested `async with` blocks would, `exc` escaping the body (None: none);
+    the exception that escapes them all (None: none, or suppressed)."""
+    for cm in reversed(entered):
+        try:
+            if exc is None:
+                await cm.__aexit__(None, None, None)
+            elif await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                exc = None
+        except BaseException as raised:  # noqa: BLE001 - it replaces `exc` for the outer ones, as nesting does
+            exc = raised
+    return exc
+
+
 def _wrap_chain(
     handler: grpc.RpcMethodHandler,
     details: grpc.HandlerCallDetails,
     arounds: Sequence[Around],
     check: RequestCheck | None = None,
 ):
-    rpc_type = rpc_type_of(handler)
-    streaming_request = handler.request_streaming
-    behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    """The handler inside `arounds`, entered and exited in a loop: the nesting of one `async with` each, without
+    an AsyncExitStack's per-call bookkeeping (a callback object per member, its exception-context repair)."""
+    rpc_type, streaming_request, behavior, asyncgen = _shape(handler)
     wrapped: Callable[..., Any]
 
-    async def enter(stack: AsyncExitStack, context) -> list[Callable[[], None]]:
-        callbacks = []
-        for around in arounds:
-            on_message = await stack.enter_async_context(around(details, context, rpc_type))
-            if on_message is not None:
-                callbacks.append(on_message)
-        return callbacks
-
-    if handler.response_streaming and inspect.isasyncgenfunction(behavior):
+    if asyncgen:
 
         async def wrapped(request_or_iterator, context) -> AsyncIterator[Any]:
-            async with AsyncExitStack() as stack:
-                callbacks = await enter(stack, context)
+            entered: list[AbstractAsyncContextManager[Any]] = []
+            callbacks: list[Callable[[], None]] = []
+            try:
+                for around in arounds:
+                    cm = around(details, context, rpc_type)
+                    on_message = await cm.__aenter__()
+                    entered.append(cm)
+                    if on_message is not None:
+                        callbacks.append(on_message)
                 if check is not None:
                     request_or_iterator = check(request_or_iterator, streaming_request)
                 first = True
@@ -170,21 +185,69 @@ def _wrap_chain(
                         on_message()
                     yield message
                 await initial_metadata_sent()
+            except BaseException as exc:
+                escaped = await _unwind(entered, exc)
+                if escaped is exc:
+                    raise
+                if escaped is not None:
+                    raise escaped  # noqa: B904 - its context is already the body's exception, as nesting makes it
+                return
+            escaped = await _unwind(entered, None)
+            if escaped is not None:
+                raise escaped
 
     else:
+        write_style = handler.response_streaming  # context.write() style: its writes send on the call directly
 
         async def wrapped(request_or_iterator, context):
-            async with AsyncExitStack() as stack:
-                await enter(stack, context)
+            entered: list[AbstractAsyncContextManager[Any]] = []
+            try:
+                for around in arounds:
+                    cm = around(details, context, rpc_type)
+                    await cm.__aenter__()
+                    entered.append(cm)
                 if check is not None:
                     request_or_iterator = check(request_or_iterator, streaming_request)
-                if handler.response_streaming:  # context.write() style: its writes send on the call directly
+                if write_style:
                     await initial_metadata_sent()
                 response = await behavior(request_or_iterator, context)
                 await initial_metadata_sent()
-                return response
+            except BaseException as exc:
+                escaped = await _unwind(entered, exc)
+                if escaped is exc:
+                    raise
+                if escaped is not None:
+                    raise escaped  # noqa: B904 - as above
+                return None
+            escaped = await _unwind(entered, None)
+            if escaped is not None:
+                raise escaped
+            return response
 
     return _handler(handler, rpc_type, wrapped)
+
+
+# Per registered handler (grpc looks up the same RpcMethodHandler object for every call of a method): its RPC type,
+# whether it streams requests, its behaviour and whether that is an async generator, found once.
+_SHAPES: dict[int, tuple[grpc.RpcMethodHandler, tuple[str, bool, Any, bool]]] = {}
+
+
+def _shape(handler: grpc.RpcMethodHandler) -> tuple[str, bool, Any, bool]:
+    hit = _SHAPES.get(id(handler))
+    if hit is not None and hit[0] is handler:  # ids are reused once objects are freed
+        return hit[1]
+    # Any: grpc.aio handlers are coroutines or async generators, typed by grpc-stubs as the sync kinds.
+    behavior: Any = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    shape = (
+        rpc_type_of(handler),
+        bool(handler.request_streaming),
+        behavior,
+        bool(handler.response_streaming) and inspect.isasyncgenfunction(behavior),
+    )
+    if len(_SHAPES) >= 4096:
+        _SHAPES.clear()
+    _SHAPES[id(handler)] = (handler, shape)
+    return shape
 
 
 _MAKERS = {

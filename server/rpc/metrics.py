@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
 from functools import lru_cache
 
 import grpc
@@ -44,25 +43,39 @@ def _handled(labels: tuple[str, ...], code: str):
 
 
 class MetricsInterceptor(WrappingInterceptor):
-    @asynccontextmanager
-    async def around(self, details, context, rpc_type):
+    def around(self, details, context, rpc_type):
         labels, started, sent, seconds = _children(rpc_type, details.method)
-        started.inc()
-        on_message = sent.inc if rpc_type in ("server_stream", "bidi_stream") else None
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            yield on_message
-            code = context.code() or grpc.StatusCode.OK
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
+        return _Measured(context, labels, started, sent, seconds, rpc_type)
+
+
+class _Measured:
+    """One call's metrics, as a plain async context manager (an @asynccontextmanager generator costs a few
+    microseconds more on every call)."""
+
+    __slots__ = ("context", "labels", "started", "sent", "seconds", "rpc_type", "start")
+
+    def __init__(self, context, labels, started, sent, seconds, rpc_type):
+        self.context = context
+        self.labels = labels
+        self.started = started
+        self.sent = sent
+        self.seconds = seconds
+        self.rpc_type = rpc_type
+
+    async def __aenter__(self):
+        self.started.inc()
+        self.start = time.perf_counter()
+        return self.sent.inc if self.rpc_type in ("server_stream", "bidi_stream") else None
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            code = self.context.code() or grpc.StatusCode.OK
+        elif issubclass(exc_type, grpc.aio.AbortError):
+            code = self.context.code() or grpc.StatusCode.UNKNOWN
+        elif issubclass(exc_type, (asyncio.CancelledError, GeneratorExit)):
             code = grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
+        else:
             code = grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            _handled(labels, code.name).inc()
-            seconds.observe(time.perf_counter() - start)
+        _handled(self.labels, code.name).inc()
+        self.seconds.observe(time.perf_counter() - self.start)
+        return False

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from contextlib import asynccontextmanager
 
 from typecase.server.infra import tracing
 from typecase.server.logs import trace_id_var
@@ -28,27 +27,59 @@ def trace_id_from(metadata) -> str:
 
 
 class TraceInterceptor(WrappingInterceptor):
-    @asynccontextmanager
-    async def around(self, details, context, rpc_type):
-        with tracing.rpc_span(details.method, details.invocation_metadata):
+    def around(self, details, context, rpc_type):
+        return _Traced(details, context)
+
+
+class _Traced:
+    """One call's trace id and span; a plain async context manager (an @asynccontextmanager generator costs a few
+    microseconds more on every call)."""
+
+    __slots__ = ("details", "context", "span", "token")
+
+    def __init__(self, details, context):
+        self.details = details
+        self.context = context
+
+    async def __aenter__(self) -> None:
+        details = self.details
+        span = self.span = tracing.rpc_span(details.method, details.invocation_metadata)
+        span.__enter__()
+        try:
             metadata = details.invocation_metadata
             trace_id = (
                 trace_id_from(metadata)
                 if not tracing.enabled()
                 else (_given_trace_id(metadata) or tracing.current_trace_id() or trace_id_from(metadata))
             )
-            token = trace_id_var.set(trace_id)
+            token = self.token = trace_id_var.set(trace_id)
             try:
-                await send_initial_metadata(context, ((TRACE_HEADER, trace_id),))  # off the call's path on grpc.aio
-                try:
-                    yield None
-                finally:  # before grpc sends anything after an exception that no inner interceptor turned into a status
-                    await initial_metadata_sent()
+                await send_initial_metadata(self.context, ((TRACE_HEADER, trace_id),))  # off the call's path
+            except BaseException:
+                _reset(token)
+                raise
+        except BaseException as raised:
+            span.__exit__(type(raised), raised, raised.__traceback__)
+            raise
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        try:
+            try:  # before grpc sends anything after an exception that no inner interceptor turned into a status
+                await initial_metadata_sent()
             finally:
-                try:
-                    trace_id_var.reset(token)
-                except ValueError:  # a stream finalised from another context; its task ends with the call anyway
-                    pass
+                _reset(self.token)
+        except BaseException as raised:
+            self.span.__exit__(type(raised), raised, raised.__traceback__)
+            raise
+        self.span.__exit__(exc_type, exc, tb)
+        return False
+
+
+def _reset(token) -> None:
+    try:
+        trace_id_var.reset(token)
+    except ValueError:  # a stream finalised from another context; its task ends with the call anyway
+        pass
 
 
 def _given_trace_id(metadata) -> str | None:

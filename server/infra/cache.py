@@ -71,6 +71,25 @@ class _Connection(aioredis.Connection):
             raise
 
 
+class _Pool(aioredis.BlockingConnectionPool):
+    """redis-py's blocking pool, handing out an idle connection at once when nobody waits for one: its own path takes
+    the pool's Condition, an asyncio.timeout and a context manager per command (~25 us of client CPU here). With no
+    idle connection, callers waiting, or the pool in maintenance mode, redis-py's path runs as it is."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        waiters = getattr(self._condition, "_waiters", None)
+        if self._in_maintenance or not self._available_connections or waiters or args or kwargs:
+            return await super().get_connection(*args, **kwargs)
+        connection = self._available_connections.pop()  # no await since the check: nothing interleaves
+        self._in_use_connections.add(connection)
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return connection
+
+
 def redis_pool(
     url: str, max_connections: int = REDIS_MAX_CONNECTIONS, retries: int = 3, **connection_kwargs: Any
 ) -> aioredis.BlockingConnectionPool:
@@ -78,7 +97,7 @@ def redis_pool(
     REDIS_POOL_WAIT_SECONDS) for one instead of failing at once, as redis-py's default pool does past 100.
     Commands retry a few times on connection errors, so that the first command on a connection Redis closed (a
     restart, a failover) reconnects instead of failing; beyond that callers get the error at once."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+    pool = _Pool.from_url(
         url,
         max_connections=max_connections,
         timeout=REDIS_POOL_WAIT_SECONDS,

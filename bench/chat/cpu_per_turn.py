@@ -12,7 +12,8 @@ How the baseline is obtained: `git archive <commit> server` is unpacked into a t
 server runs with PYTHONPATH pointing at a folder whose typecase/server links to it, so that `typecase.server`
 (a namespace portion, found before the editable install of this tree) resolves to the baseline's server/, while
 the installed typecase.v1 (gen/, unchanged by this work) serves both. The bench checks which server/ each process
-imported.
+imported. When the baseline's pyproject.toml does not list hiredis, that folder also holds a `hiredis` module that
+fails to import, so redis-py falls back to its Python parser there as it did with the baseline's dependencies.
 
 Modes: `--mode sqlite` (the embedded default: SQLite, in-memory cache and bus) and `--mode postgres` (PostgreSQL at
 127.0.0.1:5432 and Redis at 127.0.0.1:6379, a fresh database per server and Redis databases 14 and 15, one worker
@@ -68,6 +69,11 @@ def baseline_tree(commit: str, into: Path) -> Path:
     pkg = into / "pkg" / "typecase"
     pkg.mkdir(parents=True)
     (pkg / "server").symlink_to(src / "server")
+    project = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{commit}:pyproject.toml"], check=True, capture_output=True, text=True
+    ).stdout
+    if "hiredis" not in project:  # redis-py uses it when it is installed: the baseline runs with its own deps
+        (into / "pkg" / "hiredis.py").write_text('raise ImportError("hiredis: not a dependency of the baseline")\n')
     return into / "pkg"
 
 

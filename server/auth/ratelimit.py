@@ -16,7 +16,7 @@ import time
 import grpc
 import limits
 
-from typecase.server.infra.rate_windows import moving_window_limiter
+from typecase.server.infra.rate_windows import hit_in_turn, moving_window_limiter
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
 
@@ -91,13 +91,20 @@ class RateLimits:
 
     # -- request rates -----------------------------------------------------------------------------------------
     async def check(self, principal: Principal) -> None:
+        """Per key, then per user: a refused window stops there (the per-key hit taken before it stays)."""
         checks = []
         if self.per_key is not None and principal.api_key_id:
             checks.append((self.per_key, "api_key", principal.api_key_id))
         if self.per_user is not None:
             checks.append((self.per_user, "user", principal.user_id))
-        for limit, scope, identity in checks:
-            await self._enforce(limit, scope, identity)
+        if not checks:
+            return
+        if len(checks) == 1:
+            await self._enforce(*checks[0])
+            return
+        refused = await hit_in_turn(self.limiter, [(limit, (scope, identity)) for limit, scope, identity in checks])
+        if refused >= 0:
+            await self._refuse(*checks[refused])
 
     async def check_key_rate(self, rate: str, api_key_id: str) -> None:
         """A restricted key's own rate ("60/minute", validated when the key was made)."""
@@ -105,12 +112,15 @@ class RateLimits:
 
     async def _enforce(self, limit, scope: str, identity: str) -> None:
         if not await self.limiter.hit(limit, scope, identity):
-            stats = await self.limiter.get_window_stats(limit, scope, identity)
-            retry_after = max(0.0, stats.reset_time - time.time())
-            raise TypecaseError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "RATE_LIMITED",
-                f"rate limit of {limit} per {scope.replace('_', ' ')} exceeded; retry in {math.ceil(retry_after)}s",
-                {"limit": str(limit), "scope": scope},
-                retry_after=retry_after,
-            )
+            await self._refuse(limit, scope, identity)
+
+    async def _refuse(self, limit, scope: str, identity: str) -> None:
+        stats = await self.limiter.get_window_stats(limit, scope, identity)
+        retry_after = max(0.0, stats.reset_time - time.time())
+        raise TypecaseError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "RATE_LIMITED",
+            f"rate limit of {limit} per {scope.replace('_', ' ')} exceeded; retry in {math.ceil(retry_after)}s",
+            {"limit": str(limit), "scope": scope},
+            retry_after=retry_after,
+        )

@@ -1,5 +1,5 @@
-"""Moving-window rate limits in this process's memory (the embedded default; Redis-backed limits stay with the
-`limits` library as they are).
+"""Moving-window rate limits in this process's memory (the embedded default), and on Redis several windows hit in
+one round trip (RedisMovingWindow); everything else about Redis-backed limits stays with the `limits` library.
 
 limits 5.8's in-memory storage costs ~45 us per hit on the 2-core VM, and every authenticated call makes two
 (per key, per user) before its first byte: the hit runs through four nested error-wrapping coroutines, an
@@ -16,7 +16,7 @@ import bisect
 import time
 from typing import Any
 
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.storage.memory import Entry
 from limits.aio.strategies import MovingWindowRateLimiter
 
@@ -87,8 +87,67 @@ class MemoryMovingWindow(MovingWindowRateLimiter):
         return self.storage.acquire_now(key, item.amount, item.get_expiry(), cost)
 
 
+# KEYS: the windows, in order. ARGV: the time, then (limit, expiry) per window. limits' acquire_moving_window for one
+# entry, window after window, stopping at the first that is full: its index (1-based), or 0 when every one took it.
+_HIT_IN_TURN = """
+local timestamp = tonumber(ARGV[1])
+for k = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * k])
+  local expiry = tonumber(ARGV[2 * k + 1])
+  if limit < 1 then return k end
+  local entry = redis.call('lindex', KEYS[k], limit - 1)
+  if entry and tonumber(entry) >= timestamp - expiry then return k end
+  redis.call('lpush', KEYS[k], timestamp)
+  redis.call('ltrim', KEYS[k], 0, limit - 1)
+  redis.call('expire', KEYS[k], expiry)
+end
+return 0
+"""
+
+
+class RedisMovingWindow(MovingWindowRateLimiter):
+    """limits' moving-window limiter on its Redis storage (redis-py), with `hit_in_turn`: the windows of a call
+    (per key, per user) in one script instead of one limits call each (~0.1 ms of client CPU per round trip)."""
+
+    storage: RedisStorage
+
+    def __init__(self, storage: RedisStorage):
+        super().__init__(storage)
+        self._keys: dict[tuple[Any, tuple[str, ...]], str] = {}
+        self._script = storage.bridge.get_connection().register_script(_HIT_IN_TURN)  # type: ignore[attr-defined]  # RedispyBridge's
+
+    def _key(self, item: Any, identifiers: tuple[str, ...]) -> str:
+        key = self._keys.get((item, identifiers))
+        if key is None:
+            if len(self._keys) >= MAX_CACHED_KEYS:
+                self._keys.clear()
+            key = self._keys[(item, identifiers)] = self.storage.bridge.prefixed_key(item.key_for(*identifiers))
+        return key
+
+    async def hit_in_turn(self, hits: list[tuple[Any, tuple[str, ...]]]) -> int:
+        keys = [self._key(item, identifiers) for item, identifiers in hits]
+        args: list[float | int] = [time.time()]
+        for item, _ in hits:
+            args += (item.amount, item.get_expiry())
+        return int(await self._script(keys=keys, args=args)) - 1
+
+
+async def hit_in_turn(limiter: MovingWindowRateLimiter, hits: list[tuple[Any, tuple[str, ...]]]) -> int:
+    """Hit each (limit, identifiers) in order until one is full: that one's index, or -1 when every one took its
+    hit (the ones before a full window keep theirs, as separate hits would)."""
+    if isinstance(limiter, RedisMovingWindow) and len(hits) > 1:
+        return await limiter.hit_in_turn(hits)
+    for index, (item, identifiers) in enumerate(hits):
+        if not await limiter.hit(item, *identifiers):
+            return index
+    return -1
+
+
 def moving_window_limiter(storage: Any) -> MovingWindowRateLimiter:
-    """The moving-window limiter for a `limits` storage (Resources.limits_storage): the lean one in memory."""
+    """The moving-window limiter for a `limits` storage (Resources.limits_storage): the lean one in memory, the
+    one that hits several windows in one script on Redis through redis-py."""
     if isinstance(storage, InlineSweepMemoryStorage):
         return MemoryMovingWindow(storage)
+    if isinstance(storage, RedisStorage) and type(storage.bridge).__name__ == "RedispyBridge":
+        return RedisMovingWindow(storage)
     return MovingWindowRateLimiter(storage)

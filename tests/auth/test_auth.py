@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, REDIS_URL
 from typecase.server.infra.audit import AuditLog
 from typecase.v1 import auth_pb2, auth_pb2_grpc
 
@@ -214,6 +214,34 @@ async def test_rate_limit_per_key_with_retry_info(app_factory):
     assert details[0].reason == "RATE_LIMITED"
     retry = next(d for d in details if isinstance(d, error_details_pb2.RetryInfo))
     assert 0 < retry.retry_delay.seconds <= 60
+
+
+async def test_rate_limits_per_key_and_per_user_on_redis_span_replicas(app_factory, tmp_path):
+    """On Redis both windows of a call are hit in one script; the per-user window is refused once full, on
+    either replica, and a refused call names the window that was full."""
+    import redis
+
+    url = f"{REDIS_URL}/12"
+    redis.Redis.from_url(url).flushdb()
+    first = await app_factory(rate_limit_per_key="10/minute", rate_limit_per_user="3/minute", redis_url=url)
+    second = await app_factory(
+        rate_limit_per_key="10/minute",
+        rate_limit_per_user="3/minute",
+        redis_url=url,
+        database_url=first.resources.db.url.render_as_string(hide_password=False),
+        data_dir=tmp_path / "second",
+    )
+    refused = []
+    for app in (first, second, first, second):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            try:
+                await auth_pb2_grpc.AuthServiceStub(channel).GetMe(auth_pb2.GetMeRequest(), metadata=bearer(ADMIN_KEY))
+            except grpc.aio.AioRpcError as exc:
+                refused.append(exc)
+    assert len(refused) == 1
+    assert refused[0].code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = status_details(refused[0])
+    assert details[0].reason == "RATE_LIMITED" and details[0].metadata["scope"] == "user"
 
 
 async def test_generated_admin_key_is_printed_once_and_stored_private(app_factory, tmp_path, capsys):

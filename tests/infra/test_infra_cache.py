@@ -322,6 +322,21 @@ async def test_redis_reconnects_after_connections_are_killed(redis_url: str) -> 
         await cache.stop()
 
 
+async def test_redis_commands_beyond_the_pool_size_wait_for_a_connection_and_all_complete(redis_url: str) -> None:
+    """Idle connections are handed out without the pool's Condition; callers beyond max_connections still wait for
+    one released, and every command gets its own reply."""
+    cache = RedisCache(redis_url, key_prefix=unique("tc_pool") + ":", max_connections=3)
+    try:
+        await asyncio.gather(*(cache.set(f"k{i}", str(i), ttl=10) for i in range(200)))
+        values = await asyncio.gather(*(cache.get(f"k{i}") for i in range(200)))
+        assert values == [str(i).encode() for i in range(200)]
+        pool = cache._client.connection_pool
+        assert len(pool._available_connections) + len(pool._in_use_connections) <= 3
+        await cache.delete(*(f"k{i}" for i in range(200)))
+    finally:
+        await cache.stop()
+
+
 def test_create_cache_picks_implementation() -> None:
     assert isinstance(create_cache(None), MemoryCache)
     assert isinstance(create_cache(None, streams_file=Path("/tmp/never-opened.db")), JournaledMemoryCache)

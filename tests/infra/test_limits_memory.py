@@ -8,7 +8,7 @@ import limits
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 
 from typecase.server.infra.cache import limits_storage
-from typecase.server.infra.rate_windows import MemoryMovingWindow, moving_window_limiter
+from typecase.server.infra.rate_windows import MemoryMovingWindow, RedisMovingWindow, moving_window_limiter
 
 
 async def test_moving_window_holds_and_sweeps_expired_entries_without_threads():
@@ -54,5 +54,6 @@ async def test_lean_moving_window_keeps_the_windows_limits_own_limiter_reads():
     assert await lean.hit(per_second, "key", cost=3) and not await lean.hit(per_second, "key")
     await asyncio.sleep(1.1)
     assert await lean.hit(per_second, "key")  # the window moved on
-    # Redis (or any other storage) keeps limits' own limiter
-    assert type(moving_window_limiter(limits_storage("redis://127.0.0.1:6379/0", "test"))) is MovingWindowRateLimiter
+    # Redis gets its one-script limiter (tests/infra/test_rate_windows.py), still limits' own underneath
+    redis_limiter = moving_window_limiter(limits_storage("redis://127.0.0.1:6379/0", "test"))
+    assert isinstance(redis_limiter, RedisMovingWindow) and isinstance(redis_limiter, MovingWindowRateLimiter)

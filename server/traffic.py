@@ -12,17 +12,15 @@ log reads the traffic page makes) are not recorded.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
-import grpc
 from starlette.routing import BaseRoute, Route
 
 from typecase.server.gateway.errors import http_status
 from typecase.server.logs import trace_id_var
 from typecase.server.proxy.stats import RequestRecord, RequestStats
-from typecase.server.rpc.interceptors import WrappingInterceptor
+from typecase.server.rpc.interceptors import WrappingInterceptor, call_status
 from typecase.v1 import admin_pb2
 
 SOURCE_API = admin_pb2.REQUEST_SOURCE_API
@@ -94,14 +92,7 @@ class _Recorded:
         return self.on_message if self.record.stream else None
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            code = self.context.code() or grpc.StatusCode.OK
-        elif issubclass(exc_type, grpc.aio.AbortError):
-            code = self.context.code() or grpc.StatusCode.UNKNOWN
-        elif issubclass(exc_type, (asyncio.CancelledError, GeneratorExit)):
-            code = grpc.StatusCode.CANCELLED
-        else:
-            code = grpc.StatusCode.UNKNOWN
+        code = call_status(self.context, exc_type)
         record = self.record
         record.status = http_status(code)
         record.latency = time.perf_counter() - self.started

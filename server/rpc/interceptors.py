@@ -95,6 +95,18 @@ class WrappingChain(grpc.aio.ServerInterceptor):
         return wrap_handler(handler, handler_call_details, *self._arounds)
 
 
+def call_status(context: grpc.aio.ServicerContext, exc_type: type[BaseException] | None) -> grpc.StatusCode:
+    """The status a call ends with, seen from an around's exit: what escaped it (None: nothing) and the status the
+    handler or ErrorInterceptor set on `context`."""
+    if exc_type is None:
+        return context.code() or grpc.StatusCode.OK
+    if issubclass(exc_type, grpc.aio.AbortError):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    if issubclass(exc_type, (asyncio.CancelledError, GeneratorExit)):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
 def rpc_type_of(handler: grpc.RpcMethodHandler) -> str:
     if handler.request_streaming:
         return "bidi_stream" if handler.response_streaming else "client_stream"

@@ -5,14 +5,12 @@ on every call; children are never removed here), a few microseconds less on ever
 
 from __future__ import annotations
 
-import asyncio
 import time
 from functools import lru_cache
 
-import grpc
 from prometheus_client import Counter, Histogram
 
-from typecase.server.rpc.interceptors import WrappingInterceptor
+from typecase.server.rpc.interceptors import WrappingInterceptor, call_status
 
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _LABELS)
@@ -68,14 +66,7 @@ class _Measured:
         return self.sent.inc if self.rpc_type in ("server_stream", "bidi_stream") else None
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            code = self.context.code() or grpc.StatusCode.OK
-        elif issubclass(exc_type, grpc.aio.AbortError):
-            code = self.context.code() or grpc.StatusCode.UNKNOWN
-        elif issubclass(exc_type, (asyncio.CancelledError, GeneratorExit)):
-            code = grpc.StatusCode.CANCELLED
-        else:
-            code = grpc.StatusCode.UNKNOWN
+        code = call_status(self.context, exc_type)
         _handled(self.labels, code.name).inc()
         self.seconds.observe(time.perf_counter() - self.start)
         return False

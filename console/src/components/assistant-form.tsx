@@ -4,8 +4,8 @@
 import { KnowledgeMode, type Assistant } from "@typecase/client/gen/typecase/v1/assistant_pb.js";
 import { ModelType, ToolChoiceMode } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
-import { Badge, ErrorBox, Spinner, plural, useAsync } from "./ui";
+import { tc } from "../api";
+import { Badge, ErrorBox, Spinner, plural, useAction, useAsync } from "./ui";
 
 export type Draft = {
   name: string;
@@ -61,8 +61,7 @@ function toAssistant(d: Draft) {
 
 export function AssistantForm({ assistant, onSaved }: { assistant?: Assistant; onSaved: (a: Assistant) => void }) {
   const [draft, setDraft] = useState<Draft>(() => draftOf(assistant));
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, act } = useAction();
   const [saved, setSaved] = useState(false);
   const set = <K extends keyof Draft>(key: K, value: Draft[K]) => {
     setSaved(false);
@@ -73,9 +72,7 @@ export function AssistantForm({ assistant, onSaved }: { assistant?: Assistant; o
 
   async function save(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await act(async () => {
       const res = assistant
         ? await tc.assistants.updateAssistant({ assistant: { id: assistant.id, ...toAssistant(draft) }, updateMask: { paths: PATHS } })
         : await tc.assistants.createAssistant({ assistant: toAssistant(draft) });
@@ -83,11 +80,7 @@ export function AssistantForm({ assistant, onSaved }: { assistant?: Assistant; o
         setSaved(true);
         onSaved(res.assistant);
       }
-    } catch (err) {
-      setError(handleError(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   const toggle = (list: string[], id: string, on: boolean) => (on ? [...list.filter((x) => x !== id), id] : list.filter((x) => x !== id));

@@ -3,8 +3,7 @@
 // behaviour (loading, errors, the active entry).
 import type { ComponentChildren } from "preact";
 import { useState } from "preact/hooks";
-import { handleError } from "../api";
-import { ErrorBox, Loading, type Async } from "./ui";
+import { ErrorBox, Loading, useAction, type Async } from "./ui";
 import { linkClick } from "../router";
 
 export function Directory({ create, list, loadingLabel, listTestId, empty, children, detail }: {
@@ -47,24 +46,14 @@ export function DirectoryEntry({ href, active, title, sub, data }: { href: strin
 /** An inline form that creates something from a name alone; the server's refusal is shown beside it. */
 export function CreateByName({ testId, field, placeholder, label, create }: { testId: string; field: string; placeholder: string; label: string; create: (name: string) => Promise<void> }) {
   const [name, setName] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
   return (
     <form
       class="inline-form"
       data-testid={testId}
       onSubmit={async (e) => {
         e.preventDefault();
-        setBusy(true);
-        setError(null);
-        try {
-          await create(name.trim());
-          setName("");
-        } catch (err) {
-          setError(handleError(err));
-        } finally {
-          setBusy(false);
-        }
+        if (await act(() => create(name.trim()))) setName("");
       }}
     >
       <input name={field} class="grow" placeholder={placeholder} required value={name} onInput={(e) => setName(e.currentTarget.value)} />

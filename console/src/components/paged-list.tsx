@@ -4,8 +4,7 @@
 // Both panels had their own copy of each.
 import type { ComponentChildren } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { handleError } from "../api";
-import { Empty, ErrorBox, Loading, plural } from "./ui";
+import { Empty, ErrorBox, Loading, plural, useAction } from "./ui";
 
 export type Page<T> = { items: T[]; next: string; total: number };
 
@@ -15,34 +14,19 @@ export type Fetch<T> = (keyword: string, pageToken: string) => Promise<Page<T>>;
 export function usePagedList<T extends { id: string }>(fetch: Fetch<T>, owner: string) {
   const [applied, setApplied] = useState("");
   const [page, setPage] = useState<Page<T> | null>(null);
+  // Loads and changes share the error shown above the list; only loads show as loading.
+  const { error, act } = useAction();
   const [loading, setLoading] = useState(false);
-  const [error, setError] = useState<string | null>(null);
 
   async function load(token = "") {
     setLoading(true);
-    setError(null);
-    try {
+    await act(async () => {
       const res = await fetch(applied, token);
       setPage((prev) => ({ ...res, items: token && prev ? [...prev.items, ...res.items] : res.items }));
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setLoading(false);
-    }
+    });
+    setLoading(false);
   }
   useEffect(() => void load(), [owner, applied]);
-
-  /** Runs a change; a failure is shown above the list. True when it succeeded. */
-  async function act(work: () => Promise<void>): Promise<boolean> {
-    setError(null);
-    try {
-      await work();
-      return true;
-    } catch (e) {
-      setError(handleError(e));
-      return false;
-    }
-  }
 
   return {
     applied,

@@ -2,8 +2,8 @@
 // "chat" action (auth/scopes.py), shows its secret once, and the iframe snippet of the embeddable chat page
 // (/embed/<kind>s/<id>#key=..., server/embed.py). The key rides in the URL fragment, which browsers never send.
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
-import { ErrorBox } from "./ui";
+import { tc } from "../api";
+import { ErrorBox, useAction } from "./ui";
 
 export function embedSnippet(origin: string, kind: "assistant" | "flow", id: string, secret: string): string {
   return `<iframe src="${origin}/embed/${kind}s/${id}#key=${secret}" width="400" height="600" style="border:0"></iframe>`;
@@ -13,21 +13,14 @@ export function PublishDialog({ kind, id, title, onClose }: { kind: "assistant" 
   const [name, setName] = useState(`${title} (embedded)`);
   const [rate, setRate] = useState("60/minute");
   const [secret, setSecret] = useState("");
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
 
   async function create(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    await act(async () => {
       const res = await tc.auth.createApiKey({ apiKey: { name, resources: [`${kind}/${id}`], actions: ["chat"], rateLimit: rate.trim() } });
       setSecret(res.secret);
-    } catch (err) {
-      setError(handleError(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (

@@ -3,8 +3,8 @@
 // admins manage grants; anyone else gets the server's PERMISSION_DENIED/NOT_FOUND shown in the dialog.
 import { GranteeType, ShareLevel, type Grant } from "@typecase/client/gen/typecase/v1/groups_pb.js";
 import { useState } from "preact/hooks";
-import { TypecaseError, handleError, tc } from "../api";
-import { Empty, ErrorBox, Loading, fmtTime, useAsync } from "./ui";
+import { TypecaseError, tc } from "../api";
+import { Empty, ErrorBox, Loading, fmtTime, useAction, useAsync } from "./ui";
 
 /**
  * A user id for what a person typed: the username of an existing user (looked up with ListUsers, which admins
@@ -46,28 +46,13 @@ export function ShareDialog({ resourceType, resourceId, title, onClose, useOnly 
   const [groupId, setGroupId] = useState("");
   const [user, setUser] = useState("");
   const [level, setLevel] = useState<ShareLevel>(ShareLevel.USE);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
 
   const groupName = (id: string) => groups.data?.find((g) => g.id === id)?.name;
   const granteeLabel = (g: Grant) =>
     g.granteeType === GranteeType.GROUP
       ? `group ${groupName(g.granteeId) ?? g.granteeId}`
       : `user ${users.data?.find((u) => u.id === g.granteeId)?.username ?? g.granteeId}`;
-
-  async function act(work: () => Promise<void>): Promise<boolean> {
-    setBusy(true);
-    setError(null);
-    try {
-      await work();
-      return true;
-    } catch (e) {
-      setError(handleError(e));
-      return false;
-    } finally {
-      setBusy(false);
-    }
-  }
 
   const chosenGroup = groupId || groups.data?.[0]?.id || "";
   const ready = kind === GranteeType.GROUP ? !!chosenGroup : !!user.trim();

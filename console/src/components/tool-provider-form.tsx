@@ -7,8 +7,8 @@ import {
   type ToolProvider,
 } from "@typecase/client/gen/typecase/v1/tools_pb.js";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
-import { ErrorBox } from "./ui";
+import { tc } from "../api";
+import { ErrorBox, useAction } from "./ui";
 
 type ProviderInit = NonNullable<NonNullable<Parameters<typeof tc.tools.createToolProvider>[0]>["provider"]>;
 type Header = { name: string; value: string };
@@ -35,13 +35,10 @@ export function NewToolProvider({ onCreated, onCancel }: { onCreated: (p: ToolPr
   const [transport, setTransport] = useState<McpTransport>(McpTransport.STREAMABLE_HTTP);
   const [headers, setHeaders] = useState<Header[]>([]);
   const [timeoutMs, setTimeoutMs] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, act } = useAction();
 
   async function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     const provider: ProviderInit = {
       name: name.trim(),
       description: description.trim(),
@@ -58,14 +55,10 @@ export function NewToolProvider({ onCreated, onCancel }: { onCreated: (p: ToolPr
     } else {
       provider.mcp = { transport, url: mcpUrl.trim() };
     }
-    try {
+    await act(async () => {
       const res = await tc.tools.createToolProvider({ provider });
       if (res.provider) onCreated(res.provider);
-    } catch (err) {
-      setError(handleError(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   const openapi = kind === ToolProviderKind.OPENAPI;

@@ -1,4 +1,5 @@
-// Small shared pieces: loading, error and empty states, badges, progress bars, formatting and an async hook.
+// Small shared pieces: loading, error and empty states, badges, progress bars, formatting, and the hooks that load
+// (useAsync) and change (useAction) with the busy and error states every page shows.
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import { handleError } from "../api";
@@ -154,6 +155,31 @@ export function useAsync<T>(load: () => Promise<T>, deps: unknown[]): Async<T> {
   }, deps);
 
   return { data, error, loading, reload, setData: setData as Async<T>["setData"] };
+}
+
+/**
+ * A page's changes: `busy` while `act`'s work runs (buttons disable on it), and when the work fails the server's
+ * message (through handleError) in `error`, with nothing the user typed cleared. `act` is true when it succeeded.
+ * `showBusy: false` is for pages whose checkboxes show the server's value until a reload: a re-render for `busy`
+ * would put a clicked checkbox back before the change is saved.
+ */
+export function useAction({ showBusy = true } = {}) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  async function act(work: () => Promise<unknown>): Promise<boolean> {
+    if (showBusy) setBusy(true);
+    setError(null);
+    try {
+      await work();
+      return true;
+    } catch (e) {
+      setError(handleError(e));
+      return false;
+    } finally {
+      if (showBusy) setBusy(false);
+    }
+  }
+  return { busy, error, act };
 }
 
 /** setInterval bound to the component's life; the latest callback runs. */

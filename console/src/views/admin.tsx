@@ -4,14 +4,14 @@ import { UserRole, type ApiKey, type User } from "@typecase/client/gen/typecase/
 import type { AuditEvent } from "@typecase/client/gen/typecase/v1/admin_pb.js";
 import { Fragment } from "preact";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
-import { Badge, Empty, ErrorBox, Json, Loading, fmtTime, useAsync } from "../components/ui";
+import { tc } from "../api";
+import { Badge, Empty, ErrorBox, Json, Loading, fmtTime, useAction, useAsync } from "../components/ui";
 import { usePermissions } from "../permissions";
 
 const AUDIT_PAGE = 50;
 
 export function AdminView() {
-  const [error, setError] = useState<string | null>(null);
+  const { error, act } = useAction({ showBusy: false });
   const users = useAsync(async () => (await tc.auth.listUsers({ pageSize: 200 })).users, []);
   const roles = useAsync(async () => (await tc.roles.listRoles({})).roles.map((r) => r.name), []);
   const [keyOwner, setKeyOwner] = useState(""); // whose keys are listed: "" is the signed-in user
@@ -20,16 +20,6 @@ export function AdminView() {
   const permissions = usePermissions();
   const assign = permissions.has("users.manage"); // what AuthService.UpdateUser asks of whoever changes a role
 
-  async function act(work: () => Promise<unknown>): Promise<boolean> {
-    setError(null);
-    try {
-      await work();
-      return true;
-    } catch (e) {
-      setError(handleError(e));
-      return false;
-    }
-  }
   const userName = (id: string) => users.data?.find((u) => u.id === id)?.username ?? id.slice(-6);
 
   return (
@@ -237,24 +227,21 @@ function AuditLog({ userName }: { userName: (id: string) => string }) {
     setPages({ events: [], next: res.nextPageToken });
     return res.events;
   }, [action]);
-  const [error, setError] = useState<string | null>(null);
+  const older = useAction();
   const [open, setOpen] = useState<string | null>(null);
 
-  async function more() {
-    try {
+  const more = () =>
+    older.act(async () => {
       const res = await tc.admin.listAuditEvents({ pageSize: AUDIT_PAGE, action: action.trim(), pageToken: pages.next });
       setPages((p) => ({ events: [...p.events, ...res.events], next: res.nextPageToken }));
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+    });
   const events = [...(first.data ?? []), ...pages.events];
   return (
     <div data-testid="audit">
       <div class="inline-form">
         <input name="audit-action" placeholder="Filter by action, e.g. flow.publish" value={action} onChange={(e) => setAction(e.currentTarget.value)} />
       </div>
-      <ErrorBox error={first.error ?? error} onRetry={first.reload} />
+      <ErrorBox error={first.error ?? older.error} onRetry={first.reload} />
       {first.data && events.length === 0 && <Empty title="Nothing recorded">No audit event matches.</Empty>}
       {events.length > 0 && (
         <table class="table">

@@ -2,12 +2,12 @@
 // questions, limits), try it in a real chat beside the form, and publish it so everyone can chat with it.
 import { AssistantScope, AssistantStatus, type Assistant } from "@typecase/client/gen/typecase/v1/assistant_pb.js";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
+import { tc } from "../api";
 import { AssistantForm } from "../components/assistant-form";
 import { AssistantTry } from "../components/assistant-try";
 import { PublishDialog } from "../components/publish-dialog";
 import { ShareDialog } from "../components/share-dialog";
-import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAsync } from "../components/ui";
+import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAction, useAsync } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
 export function AssistantsView({ assistantId }: { assistantId?: string }) {
@@ -72,23 +72,10 @@ export function AssistantsView({ assistantId }: { assistantId?: string }) {
 }
 
 function AssistantDetail({ assistant: a, onChanged, onDeleted }: { assistant: Assistant; onChanged: (a: Assistant) => void; onDeleted: () => Promise<void> }) {
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
   const [confirm, setConfirm] = useState(false);
   const [panel, setPanel] = useState<"share" | "publish" | null>(null);
   const online = a.status === AssistantStatus.ONLINE;
-
-  async function act(work: () => Promise<void>) {
-    setBusy(true);
-    setError(null);
-    try {
-      await work();
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setBusy(false);
-    }
-  }
 
   return (
     <div class="detail" data-testid="assistant-detail" data-status={online ? "online" : "draft"}>

@@ -3,10 +3,10 @@
 // users) and whether each member is a group admin. Non-admins see only the groups they belong to.
 import type { Group, GroupMember } from "@typecase/client/gen/typecase/v1/groups_pb.js";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
+import { tc } from "../api";
 import { CreateByName, Directory, DirectoryEntry } from "../components/directory";
 import { resolveUserId } from "../components/share-dialog";
-import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAsync } from "../components/ui";
+import { Badge, Empty, ErrorBox, Loading, fmtTime, plural, useAction, useAsync } from "../components/ui";
 import { usePermissions } from "../permissions";
 import { navigate } from "../router";
 
@@ -66,27 +66,12 @@ export function GroupsView({ groupId }: { groupId?: string }) {
 
 function GroupDetail({ group: g, manage, onChanged }: { group: Group; manage: boolean; onChanged: () => Promise<void> }) {
   const members = useAsync(async () => (await tc.groups.listGroupMembers({ groupId: g.id, pageSize: 500 })).members, [g.id]);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
   const [who, setWho] = useState("");
   const [asAdmin, setAsAdmin] = useState(false);
   const [confirm, setConfirm] = useState(false);
   const [name, setName] = useState(g.name);
   const [description, setDescription] = useState(g.description);
-
-  async function act(work: () => Promise<void>): Promise<boolean> {
-    setBusy(true);
-    setError(null);
-    try {
-      await work();
-      return true;
-    } catch (e) {
-      setError(handleError(e));
-      return false;
-    } finally {
-      setBusy(false);
-    }
-  }
 
   const refresh = async () => {
     await members.reload();

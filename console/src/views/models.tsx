@@ -4,9 +4,9 @@
 // The key is sent once and shown masked afterwards (Provider.api_key is input-only).
 import { ModelAccess, ModelType, ProviderType, type LLMDefaults, type Model, type Provider, type TestModelResponse } from "@typecase/client/gen/typecase/v1/llm_pb.js";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
+import { tc } from "../api";
 import { ShareDialog } from "../components/share-dialog";
-import { Badge, Empty, ErrorBox, Loading, durationMs, fmtMs, useAsync } from "../components/ui";
+import { Badge, Empty, ErrorBox, Loading, durationMs, fmtMs, useAction, useAsync } from "../components/ui";
 
 type ProviderInit = Pick<Provider, "name" | "type" | "baseUrl" | "apiKey" | "enabled">;
 type ModelInit = Pick<Model, "providerId" | "name" | "upstreamName" | "type" | "online">;
@@ -44,18 +44,7 @@ export function ModelsView() {
   const providers = useAsync(async () => (await tc.llm.listProviders({ pageSize: 200 })).providers, []);
   const models = useAsync(async () => (await tc.llm.listModels({ pageSize: 500 })).models, []);
   const defaults = useAsync(async () => (await tc.llm.getDefaults({})).defaults, []);
-  const [error, setError] = useState<string | null>(null);
-
-  async function act(work: () => Promise<unknown>): Promise<boolean> {
-    setError(null);
-    try {
-      await work();
-      return true;
-    } catch (e) {
-      setError(handleError(e));
-      return false;
-    }
-  }
+  const { error, act } = useAction({ showBusy: false });
 
   const providerName = (id: string) => providers.data?.find((p) => p.id === id)?.name ?? id;
 
@@ -195,15 +184,9 @@ function ProviderRow({ provider: p, onDelete }: { provider: Provider; onDelete: 
 function ModelRow({ model: m, provider, onOnline, onRestrict }: { model: Model; provider: string; onOnline: (online: boolean) => void; onRestrict: (restricted: boolean) => void }) {
   const [sharing, setSharing] = useState(false);
   const restricted = m.access === ModelAccess.RESTRICTED;
-  const [test, setTest] = useState<TestModelResponse | "running" | string | null>(null);
-  async function runTest() {
-    setTest("running");
-    try {
-      setTest(await tc.llm.testModel({ modelId: m.id }));
-    } catch (e) {
-      setTest(handleError(e));
-    }
-  }
+  const [test, setTest] = useState<TestModelResponse | null>(null);
+  const testing = useAction();
+  const runTest = () => testing.act(async () => (setTest(null), setTest(await tc.llm.testModel({ modelId: m.id }))));
   const type = MODEL_TYPES.find((t) => t.value === m.type)?.label ?? "?";
   return (
     <tr data-testid={`model-${m.name}`}>
@@ -233,10 +216,10 @@ function ModelRow({ model: m, provider, onOnline, onRestrict }: { model: Model; 
         {sharing && <ShareDialog resourceType="model" resourceId={m.id} title={m.name} useOnly onClose={() => setSharing(false)} />}
       </td>
       <td class="test-cell">
-        <button class="btn small" onClick={runTest} disabled={test === "running"}>
-          {test === "running" ? "Testing…" : "Test"}
+        <button class="btn small" onClick={runTest} disabled={testing.busy}>
+          {testing.busy ? "Testing…" : "Test"}
         </button>{" "}
-        {test && typeof test === "object" && (
+        {test && (
           <span data-testid="test-result">
             {test.ok ? (
               <Badge tone="ok">ok in {fmtMs(durationMs(test.latency))}</Badge>
@@ -246,7 +229,7 @@ function ModelRow({ model: m, provider, onOnline, onRestrict }: { model: Model; 
             <span class="faint">{test.output}</span>
           </span>
         )}
-        {typeof test === "string" && test !== "running" && <Badge tone="bad">{test}</Badge>}
+        {testing.error && <Badge tone="bad">{testing.error}</Badge>}
       </td>
     </tr>
   );

@@ -8,7 +8,7 @@ import { TypecaseError, describe, handleError, tc } from "../api";
 import { SchemaForm } from "../components/schema-form";
 import { ShareDialog } from "../components/share-dialog";
 import { NewToolProvider } from "../components/tool-provider-form";
-import { Badge, Empty, ErrorBox, Json, Loading, fmtMs, fmtTime, plural, useAsync, type Tone } from "../components/ui";
+import { Badge, Empty, ErrorBox, Json, Loading, fmtMs, fmtTime, plural, useAction, useAsync, type Tone } from "../components/ui";
 import type { JsonObject } from "../json";
 import { linkClick, navigate } from "../router";
 
@@ -89,23 +89,10 @@ export function ToolsView({ providerId }: { providerId?: string }) {
 }
 
 function ProviderDetail({ provider: p, onChanged }: { provider: ToolProvider; onChanged: () => Promise<void> }) {
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
   const [confirm, setConfirm] = useState(false);
   const [generation, setGeneration] = useState(0);
   const [sharing, setSharing] = useState(false);
-
-  async function act(work: () => Promise<unknown>) {
-    setBusy(true);
-    setError(null);
-    try {
-      await work();
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setBusy(false);
-    }
-  }
 
   const source = p.kind === ToolProviderKind.OPENAPI ? p.openapi?.documentUrl || p.openapi?.baseUrl : p.kind === ToolProviderKind.MCP ? p.mcp?.url || p.mcp?.command : "";
   const headerNames = Object.keys(p.headers);

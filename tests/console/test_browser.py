@@ -398,10 +398,13 @@ def test_access_page_creates_a_user_and_a_key_shown_once_then_revoked_and_audite
         keys = http.get("/v1/api-keys", params={"show_revoked": True,
                                                 "owner_id": users["grace"]["id"]}).json()["api_keys"]
         audit = http.get("/v1/admin/audit", params={"action": "api_key.revoke"}).json()["events"]
+        created = http.get("/v1/admin/audit", params={"action": "api_key.create", "page_size": 500}).json()["events"]
     key = next(k for k in keys if k["name"] == "grace's laptop")
     assert key["owner_id"] == users["grace"]["id"] and key["revoked"] is True
     assert result["secret"].startswith(key["prefix"])
     assert [e["resource_id"] for e in audit] == [key["id"]] and result["auditActions"] == ["api_key.revoke"]
+    # A double click on "Older events" appended the second page once.
+    assert result["createRows"] == len(created) == 51, (result["createRows"], len(created))
 
 
 def test_server_page_changes_a_setting_and_lists_errors(server_factory):

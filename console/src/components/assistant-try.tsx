@@ -4,11 +4,11 @@
 import type { Assistant } from "@typecase/client/gen/typecase/v1/assistant_pb.js";
 import type { ToolStep } from "@typecase/client/gen/typecase/v1/common_pb.js";
 import { useRef, useState } from "preact/hooks";
-import { handleError, isAbort, tc } from "../api";
+import { tc } from "../api";
 import { linkClick } from "../router";
 import { Markdown } from "./markdown";
 import { mergeToolStep, ToolSteps } from "./tool-steps";
-import { Badge, ErrorBox, Spinner } from "./ui";
+import { Badge, ErrorBox, Spinner, useAction } from "./ui";
 
 type Line = { role: "user" | "assistant"; text: string; steps: ToolStep[]; done: boolean; error?: string };
 
@@ -16,8 +16,7 @@ export function AssistantTry({ assistant }: { assistant: Assistant }) {
   const [sessionId, setSessionId] = useState<string | null>(null);
   const [lines, setLines] = useState<Line[]>([]);
   const [draft, setDraft] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, setError, act } = useAction();
   const stream = useRef<AbortController | null>(null);
 
   const patchLast = (patch: (l: Line) => Line) => setLines((ls) => ls.map((l, i) => (i === ls.length - 1 ? patch(l) : l)));
@@ -26,18 +25,15 @@ export function AssistantTry({ assistant }: { assistant: Assistant }) {
     stream.current?.abort();
     setSessionId(null);
     setLines([]);
-    setError(null);
-    setBusy(false);
+    setError(null); // busy ends as the aborted answer's stream closes
   }
 
   async function ask(question: string) {
     const q = question.trim();
     if (!q || busy) return;
-    setBusy(true);
-    setError(null);
     setDraft("");
     const ctrl = (stream.current = new AbortController());
-    try {
+    await act(async () => {
       let id = sessionId;
       if (!id) {
         const res = await tc.chat.createSession({ session: { assistantId: assistant.id } });
@@ -64,11 +60,7 @@ export function AssistantTry({ assistant }: { assistant: Assistant }) {
         }
       }
       patchLast((l) => ({ ...l, done: true }));
-    } catch (e) {
-      if (!isAbort(e)) setError(handleError(e));
-    } finally {
-      if (stream.current === ctrl) setBusy(false);
-    }
+    });
   }
 
   return (

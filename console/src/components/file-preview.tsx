@@ -2,7 +2,7 @@
 // PDFs: the whole file inline) and downloadable. Used by the chunk editor and by a citation in chat.
 import { useEffect, useState } from "preact/hooks";
 import { fetchFile, handleError, isAbort } from "../api";
-import { ErrorBox, Spinner, fmtBytes } from "./ui";
+import { ErrorBox, Spinner, fmtBytes, useAction } from "./ui";
 
 const PREVIEW_BYTES = 64 * 1024; // text previews show this much of the file (one range request)
 
@@ -37,7 +37,7 @@ export async function downloadFile(fileId: string, name: string): Promise<void> 
 export function FilePreview({ fileId, name, page }: { fileId: string; name: string; page?: number }) {
   const [preview, setPreview] = useState<Preview | null>(null);
   const [error, setError] = useState<string | null>(null);
-  const [downloading, setDownloading] = useState(false);
+  const download = useAction(); // its own error: clearing the preview's would bring the spinner back
 
   useEffect(() => {
     const ctrl = new AbortController();
@@ -72,26 +72,15 @@ export function FilePreview({ fileId, name, page }: { fileId: string; name: stri
     };
   }, [fileId]);
 
-  async function download() {
-    setDownloading(true);
-    try {
-      await downloadFile(fileId, name);
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setDownloading(false);
-    }
-  }
-
   return (
     <div class="file-preview" data-testid="file-preview">
       <div class="row-actions">
         <b class="ellipsis">{name}</b>
-        <button class="btn small" onClick={download} disabled={downloading}>
-          {downloading ? "Downloading…" : "Download"}
+        <button class="btn small" onClick={() => download.act(() => downloadFile(fileId, name))} disabled={download.busy}>
+          {download.busy ? "Downloading…" : "Download"}
         </button>
       </div>
-      <ErrorBox error={error} />
+      <ErrorBox error={error ?? download.error} />
       {!preview && !error && <Spinner label="Loading the file…" />}
       {preview?.kind === "text" && (
         <>

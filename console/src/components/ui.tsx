@@ -2,7 +2,7 @@
 // (useAsync) and change (useAction) with the busy and error states every page shows.
 import type { ComponentChildren } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
-import { handleError } from "../api";
+import { handleError, isAbort } from "../api";
 
 export function Spinner({ label }: { label?: string }) {
   return (
@@ -159,27 +159,29 @@ export function useAsync<T>(load: () => Promise<T>, deps: unknown[]): Async<T> {
 
 /**
  * A page's changes: `busy` while `act`'s work runs (buttons disable on it), and when the work fails the server's
- * message (through handleError) in `error`, with nothing the user typed cleared. `act` is true when it succeeded.
- * `showBusy: false` is for pages whose checkboxes show the server's value until a reload: a re-render for `busy`
- * would put a clicked checkbox back before the change is saved.
+ * message (through handleError) in `error`, with nothing the user typed cleared. `act` is true when it succeeded;
+ * aborted work (a stream the page closed) is no error. `showBusy: false` (for the hook, or for one `act`) is for
+ * checkboxes that show the server's value until a reload, where a re-render for `busy` would put a clicked one back
+ * before the change is saved, and for changes whose buttons do not wait. `setError` shows errors found outside
+ * `act` (a stream's, a form's) in the same place.
  */
 export function useAction({ showBusy = true } = {}) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  async function act(work: () => Promise<unknown>): Promise<boolean> {
-    if (showBusy) setBusy(true);
+  async function act(work: () => Promise<unknown>, { showBusy: show = showBusy } = {}): Promise<boolean> {
+    if (show) setBusy(true);
     setError(null);
     try {
       await work();
       return true;
     } catch (e) {
-      setError(handleError(e));
+      if (!isAbort(e)) setError(handleError(e));
       return false;
     } finally {
-      if (showBusy) setBusy(false);
+      if (show) setBusy(false);
     }
   }
-  return { busy, error, act };
+  return { busy, error, setError, act };
 }
 
 /** setInterval bound to the component's life; the latest callback runs. */

@@ -270,7 +270,7 @@ function AuditLog({ userName }: { userName: (id: string) => string }) {
         </table>
       )}
       {pages.next && (
-        <button class="btn small" onClick={more}>
+        <button class="btn small" onClick={more} disabled={older.busy}>
           Older events
         </button>
       )}

@@ -28,7 +28,7 @@ import { Citations } from "../components/citations";
 import { ToolSteps } from "../components/tool-steps";
 import { InputForm, type InputValues } from "../components/inputform";
 import { Markdown, copyText } from "../components/markdown";
-import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, plural, useAsync } from "../components/ui";
+import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, plural, useAction, useAsync } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
 const MAX_TOKENS_KEY = "typecase.console.maxTokens"; // the default for chats without their own setting
@@ -100,14 +100,14 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
     const token = older.next || (older.sessions.length === 0 ? firstToken.current : "");
     if (!token || loadingOlder.current) return;
     loadingOlder.current = true;
-    try {
-      const res = await tc.chat.listSessions({ pageSize: SESSION_PAGE, pageToken: token });
-      setOlder((o) => ({ sessions: [...o.sessions, ...res.sessions], next: res.nextPageToken }));
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      loadingOlder.current = false;
-    }
+    await act(
+      async () => {
+        const res = await tc.chat.listSessions({ pageSize: SESSION_PAGE, pageToken: token });
+        setOlder((o) => ({ sessions: [...o.sessions, ...res.sessions], next: res.nextPageToken }));
+      },
+      { showBusy: false },
+    );
+    loadingOlder.current = false;
   }
   const firstIds = new Set((sessions.data ?? []).map((s) => s.id));
   const allSessions = sessions.data ? [...sessions.data, ...older.sessions.filter((s) => !firstIds.has(s.id))] : undefined;
@@ -124,8 +124,7 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
   const [target, setTarget] = useState<string>(localStorage.getItem(TARGET_KEY) ?? "");
   const [systemPrompt, setSystemPrompt] = useState("");
   const [kbIds, setKbIds] = useState<string[]>([]);
-  const [creating, setCreating] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy: creating, error, act } = useAction(); // busy: creating a chat
 
   const models = targets.data?.models ?? [];
   const flows = targets.data?.flows ?? [];
@@ -136,10 +135,8 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
     (target.startsWith("flow:") && flows.some((f) => `flow:${f.id}` === target));
   const chosen = validTarget ? target : models[0] ? `model:${models[0].id}` : flows[0] ? `flow:${flows[0].id}` : "";
 
-  async function createSession() {
-    setCreating(true);
-    setError(null);
-    try {
+  const createSession = () =>
+    act(async () => {
       const [kind, id] = chosen.split(":");
       const session =
         kind === "flow" ? { flowId: id } : kind === "assistant" ? { assistantId: id } : { modelId: id, systemPrompt: systemPrompt.trim(), kbIds };
@@ -147,23 +144,17 @@ export function ChatView({ sessionId }: { sessionId?: string }) {
       localStorage.setItem(TARGET_KEY, chosen);
       await sessions.reload();
       if (res.session) navigate(`/chat/${res.session.id}`);
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setCreating(false);
-    }
-  }
-
-  async function deleteSession(id: string) {
-    try {
-      await tc.chat.deleteSession({ sessionId: id });
-      clearTurn(id);
-      if (id === sessionId) navigate("/chat");
-      await sessions.reload();
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+    });
+  const deleteSession = (id: string) =>
+    act(
+      async () => {
+        await tc.chat.deleteSession({ sessionId: id });
+        clearTurn(id);
+        if (id === sessionId) navigate("/chat");
+        await sessions.reload();
+      },
+      { showBusy: false },
+    );
 
   const current = allSessions?.find((s) => s.id === sessionId);
 
@@ -374,7 +365,7 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
   const own = useAsync(async () => (listed ? undefined : (await tc.chat.getSession({ sessionId })).session), [sessionId, !listed]);
   const session = listed ?? own.data;
   const [messages, setMessages] = useState<Message[] | undefined>();
-  const [error, setError] = useState<string | null>(null);
+  const { error, setError, act } = useAction({ showBusy: false }); // the turn's progress is its own busy state
   const [streamError, setStreamError] = useState<string | null>(null);
   const [draft, setDraft] = useState("");
   const [settings, setSettings] = useState<ChatSettings>(() => loadSettings(sessionId));
@@ -605,15 +596,11 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     }
   }
 
-  async function feedback(m: Message, action: FeedbackAction, comment = ""): Promise<void> {
-    try {
-      const res = await tc.chat.setMessageFeedback({ messageId: m.id, action, comment });
-      const updated = res.message;
+  const feedback = (m: Message, action: FeedbackAction, comment = "") =>
+    act(async () => {
+      const updated = (await tc.chat.setMessageFeedback({ messageId: m.id, action, comment })).message;
       if (updated) setMessages((msgs) => msgs?.map((x) => (x.id === m.id ? updated : x)));
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+    });
 
   /** Regenerate / edit and resend: the last question and its answer are deleted, and `question` is asked. */
   async function replaceLastTurn(question: string): Promise<void> {
@@ -622,15 +609,12 @@ function Conversation({ sessionId, session: listed, onTurnEnded }: { sessionId: 
     if (!lastQ || live.current || pendingQuestion !== null) return;
     const after = msgs.slice(msgs.indexOf(lastQ));
     epoch.current++;
-    setError(null);
-    try {
+    const replaced = await act(async () => {
       for (const m of after.reverse()) await tc.chat.deleteMessage({ messageId: m.id });
       setMessages((list) => list?.filter((m) => !after.includes(m)));
       await send(question);
-    } catch (e) {
-      setError(handleError(e));
-      await refresh().catch(() => undefined);
-    }
+    });
+    if (!replaced) await refresh().catch(() => undefined);
   }
 
   function submit(e?: Event) {
@@ -826,7 +810,7 @@ function questionOf(messages: Message[], answer: Message): string {
 }
 
 type Actions = {
-  feedback: (action: FeedbackAction, comment?: string) => Promise<void>;
+  feedback: (action: FeedbackAction, comment?: string) => Promise<unknown>;
   regenerate?: () => void;
   edit?: (text: string) => void;
 };

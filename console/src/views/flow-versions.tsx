@@ -2,9 +2,9 @@
 // side-by-side comparison: CompareFlow runs the chosen versions on the same inputs at once and each column
 // follows its own run's events to its outputs.
 import { NodeRunStatus, RunStatus, type Flow, type FlowVersion } from "@typecase/client/gen/typecase/v1/flow_pb.js";
-import { useRef, useState } from "preact/hooks";
-import { handleError, isAbort, tc } from "../api";
-import { Badge, ErrorBox, Json, fmtTime, useAsync } from "../components/ui";
+import { useState } from "preact/hooks";
+import { tc } from "../api";
+import { Badge, ErrorBox, Json, fmtTime, useAction, useAsync } from "../components/ui";
 import type { JsonObject } from "../json";
 
 type Column = { versionId: string; runId: string; nodes: string[]; text: string; status: string; outputs?: unknown; error?: string };
@@ -15,36 +15,17 @@ export function FlowVersions({ flow, inputs, onCurrentChanged }: { flow: Flow; i
   const versions = useAsync(async () => (await tc.flow.listFlowVersions({ flowId: flow.id, pageSize: 100 })).versions, [flow.id, flow.currentVersionId, flow.updateTime?.seconds]);
   const [picked, setPicked] = useState<string[]>([]);
   const [columns, setColumns] = useState<Map<string, Column>>(new Map());
-  const [error, setError] = useState<string | null>(null);
-  const [comparing, setComparing] = useState(false);
-  const stream = useRef<AbortController | null>(null);
+  const { busy: comparing, error, act } = useAction();
 
-  async function setCurrent(v: FlowVersion) {
-    setError(null);
-    try {
-      await tc.flow.setCurrentVersion({ flowId: flow.id, versionId: v.id });
-      onCurrentChanged();
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+  const setCurrent = (v: FlowVersion) => act(async () => (await tc.flow.setCurrentVersion({ flowId: flow.id, versionId: v.id }), onCurrentChanged()), { showBusy: false });
 
-  async function compare() {
-    let values: JsonObject;
-    try {
-      values = inputs();
-    } catch (e) {
-      setError((e as Error).message);
-      return;
-    }
-    stream.current?.abort();
-    const ctrl = (stream.current = new AbortController());
-    const cols = new Map(picked.map((id) => [id, { versionId: id, runId: "", nodes: [], text: "", status: "starting" } as Column]));
-    setColumns(new Map(cols));
-    setComparing(true);
-    setError(null);
-    try {
-      for await (const ev of tc.flow.compareFlow({ flowId: flow.id, versionIds: picked, inputs: values }, { signal: ctrl.signal })) {
+  // The run panel's inputs are parsed first: a malformed one is shown as the error, and nothing runs.
+  const compare = () =>
+    act(async () => {
+      const values = inputs();
+      const cols = new Map(picked.map((id) => [id, { versionId: id, runId: "", nodes: [], text: "", status: "starting" } as Column]));
+      setColumns(new Map(cols));
+      for await (const ev of tc.flow.compareFlow({ flowId: flow.id, versionIds: picked, inputs: values })) {
         const col = cols.get(ev.versionId);
         if (!col) continue;
         col.runId = ev.runId;
@@ -62,12 +43,7 @@ export function FlowVersions({ flow, inputs, onCurrentChanged }: { flow: Flow; i
         }
         setColumns(new Map(cols));
       }
-    } catch (e) {
-      if (!ctrl.signal.aborted && !isAbort(e)) setError(handleError(e));
-    } finally {
-      setComparing(false);
-    }
-  }
+    });
 
   const list = versions.data ?? [];
   const name = (id: string) => list.find((v) => v.id === id)?.name ?? id.slice(-6);

@@ -17,7 +17,7 @@ import { handleError, isAbort, tc } from "../api";
 import { InputForm, type InputValues } from "../components/inputform";
 import { PublishDialog } from "../components/publish-dialog";
 import { ShareDialog } from "../components/share-dialog";
-import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, useAsync, type Tone } from "../components/ui";
+import { Badge, Empty, ErrorBox, Json, Loading, Spinner, durationMs, fmtMs, fmtTime, useAction, useAsync, type Tone } from "../components/ui";
 import type { JsonObject, JsonValue } from "../json";
 import { linkClick, navigate } from "../router";
 import { FlowVersions } from "./flow-versions";
@@ -102,45 +102,25 @@ const EXAMPLE_GRAPH: {
 
 export function FlowsView({ flowId }: { flowId?: string }) {
   const flows = useAsync(async () => (await tc.flow.listFlows({ pageSize: 200 })).flows, []);
-  const [error, setError] = useState<string | null>(null);
-  const [creating, setCreating] = useState(false);
+  const { busy: creating, error, act } = useAction();
   const [newName, setNewName] = useState("");
 
+  const create = (flow: { name: string; description?: string; graph: typeof EXAMPLE_GRAPH }) =>
+    act(async () => {
+      const res = await tc.flow.createFlow({ flow });
+      await flows.reload();
+      if (res.flow) navigate(`/flows/${res.flow.id}`);
+    });
   async function createBlank(e: Event) {
     e.preventDefault();
     const name = newName.trim();
-    if (!name) return;
-    setCreating(true);
-    setError(null);
-    try {
-      const res = await tc.flow.createFlow({ flow: { name, graph: { nodes: [], edges: [] } } });
-      setNewName("");
-      await flows.reload();
-      if (res.flow) navigate(`/flows/${res.flow.id}`);
-    } catch (err) {
-      setError(handleError(err));
-    } finally {
-      setCreating(false);
-    }
+    if (name && (await create({ name, graph: { nodes: [], edges: [] } }))) setNewName("");
   }
-
-  async function createExample() {
-    setCreating(true);
-    setError(null);
-    try {
-      const taken = new Set((flows.data ?? []).map((f) => f.name));
-      let name = "Example: ask and answer";
-      for (let i = 2; taken.has(name); i++) name = `Example: ask and answer ${i}`;
-      const res = await tc.flow.createFlow({
-        flow: { name, description: "Asks for an age mid-run, then writes a sentence.", graph: EXAMPLE_GRAPH },
-      });
-      await flows.reload();
-      if (res.flow) navigate(`/flows/${res.flow.id}`);
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setCreating(false);
-    }
+  function createExample() {
+    const taken = new Set((flows.data ?? []).map((f) => f.name));
+    let name = "Example: ask and answer";
+    for (let i = 2; taken.has(name); i++) name = `Example: ask and answer ${i}`;
+    void create({ name, description: "Asks for an age mid-run, then writes a sentence.", graph: EXAMPLE_GRAPH });
   }
 
   return (
@@ -202,25 +182,16 @@ function FlowDetail({ flowId, onChanged }: { flowId: string; onChanged: () => vo
   const [runStatus, setRunStatus] = useState<Map<string, string>>(new Map());
   const [editorKey, setEditorKey] = useState(0);
   const runInputs = useRef<() => JsonObject>(() => ({}));
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
   const [openRun, setOpenRun] = useState<string | undefined>();
   const [panel, setPanel] = useState<"share" | "publish" | null>(null);
 
-  async function togglePublish(f: Flow) {
-    setBusy(true);
-    setError(null);
-    try {
-      const res =
-        f.status === FlowStatus.ONLINE ? await tc.flow.unpublishFlow({ flowId }) : await tc.flow.publishFlow({ flowId });
+  const togglePublish = (f: Flow) =>
+    act(async () => {
+      const res = f.status === FlowStatus.ONLINE ? await tc.flow.unpublishFlow({ flowId }) : await tc.flow.publishFlow({ flowId });
       if (res.flow) flow.setData(res.flow);
       onChanged();
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setBusy(false);
-    }
-  }
+    });
 
   if (flow.error) return <ErrorBox error={flow.error} onRetry={flow.reload} />;
   const f = flow.data;
@@ -371,7 +342,7 @@ function RunPanel({
   const [inputs, setInputs] = useState<Record<string, string | boolean>>(() =>
     Object.fromEntries(variables.map((v) => [v.name, v.type === "boolean" ? Boolean(v.default) : v.default === undefined ? "" : typeof v.default === "string" ? v.default : JSON.stringify(v.default)])),
   );
-  const [error, setError] = useState<string | null>(null);
+  const { error, setError, act } = useAction();
   const run = useRef<RunState | null>(null);
   const stream = useRef<AbortController | null>(null);
   const [, rerender] = useReducer((n: number) => n + 1, 0);
@@ -506,23 +477,20 @@ function RunPanel({
     if (!r) return;
     r.stopping = true;
     rerender(0);
-    try {
+    await act(async () => {
       const res = await tc.flow.stopRun({ runId: r.runId });
       if (res.run && res.run.status !== RunStatus.RUNNING) {
         r.status = res.run.status;
         r.pending = null;
       }
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      r.stopping = false;
-      rerender(0);
-    }
+    });
+    r.stopping = false;
+    rerender(0);
   }
 
   /** Shows a past (or running) run: its state, then its logged events replayed and followed. */
-  async function replay(runId: string) {
-    try {
+  const replay = (runId: string) =>
+    act(async () => {
       const got = (await tc.flow.getRun({ runId })).run;
       run.current = { runId, status: got?.status ?? RunStatus.RUNNING, rows: [], texts: new Map(), names: new Map(), pending: null, lastSeq: 0n };
       rerender(0);
@@ -533,10 +501,7 @@ function RunPanel({
       }
       run.current.replayed = true;
       rerender(0);
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+    });
 
   const r = run.current;
   const active = streaming || r?.status === RunStatus.WAITING_INPUT;

@@ -14,7 +14,7 @@ import { handleError, isAbort, tc } from "../api";
 import { ChunkEditor } from "../components/chunk-editor";
 import { QAPairs } from "../components/qa-pairs";
 import { ShareDialog } from "../components/share-dialog";
-import { Badge, Empty, ErrorBox, Loading, ProgressBar, Spinner, durationMs, fmtBytes, fmtMs, fmtTime, plural, useAsync, useInterval, type Tone } from "../components/ui";
+import { Badge, Empty, ErrorBox, Loading, ProgressBar, Spinner, durationMs, fmtBytes, fmtMs, fmtTime, plural, useAction, useAsync, useInterval, type Tone } from "../components/ui";
 import { linkClick, navigate } from "../router";
 
 const MAX_WATCHES = 3; // live WatchFile streams at once; other files in progress are polled
@@ -78,23 +78,16 @@ function CreateKnowledgeBase({ onCreated }: { onCreated: (kb: KnowledgeBase) => 
   const [name, setName] = useState("");
   const [description, setDescription] = useState("");
   const [kind, setKind] = useState<KnowledgeBaseKind>(KnowledgeBaseKind.DOCUMENTS);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, act } = useAction();
 
-  async function submit(e: Event) {
+  function submit(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    void act(async () => {
       const res = await tc.knowledge.createKnowledgeBase({ knowledgeBase: { name: name.trim(), description: description.trim(), kind } });
       setName("");
       setDescription("");
       if (res.knowledgeBase) onCreated(res.knowledgeBase);
-    } catch (err) {
-      setError(handleError(err));
-    } finally {
-      setBusy(false);
-    }
+    });
   }
 
   return (
@@ -119,7 +112,7 @@ function KnowledgeBaseDetail({ kb, openFileId, onChanged }: { kb: KnowledgeBase;
   const files = useAsync(async () => (await tc.knowledge.listFiles({ kbId: kb.id, pageSize: 200 })).files, [kb.id]);
   const [uploads, setUploads] = useState<Upload[]>([]);
   const [dragging, setDragging] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { error, setError, act } = useAction();
   const [confirmDelete, setConfirmDelete] = useState(false);
   const [sharing, setSharing] = useState(false);
   const watches = useRef(new Map<string, AbortController>());
@@ -186,35 +179,19 @@ function KnowledgeBaseDetail({ kb, openFileId, onChanged }: { kb: KnowledgeBase;
     onChanged();
   }
 
-  async function remove(file: KnowledgeFile) {
-    try {
+  const remove = (file: KnowledgeFile) =>
+    act(async () => {
       watches.current.get(file.id)?.abort();
       await tc.knowledge.deleteFile({ fileId: file.id });
       files.setData((prev) => (prev ?? []).filter((f) => f.id !== file.id));
       onChanged();
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
-
-  async function reprocess(file: KnowledgeFile) {
-    try {
+    });
+  const reprocess = (file: KnowledgeFile) =>
+    act(async () => {
       const res = await tc.knowledge.reprocessFile({ fileId: file.id });
       if (res.file) patchFile(file.id, res.file);
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
-
-  async function deleteKb() {
-    try {
-      await tc.knowledge.deleteKnowledgeBase({ kbId: kb.id });
-      onChanged();
-      navigate("/knowledge");
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+    });
+  const deleteKb = () => act(async () => (await tc.knowledge.deleteKnowledgeBase({ kbId: kb.id }), onChanged(), navigate("/knowledge")));
 
   return (
     <div class="detail">
@@ -391,22 +368,13 @@ function SearchPanel({ kb, ready }: { kb: KnowledgeBase; ready: boolean }) {
   const [query, setQuery] = useState("");
   const [mode, setMode] = useState<SearchMode>(SearchMode.HYBRID);
   const [topK, setTopK] = useState(5);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, act } = useAction();
   const [result, setResult] = useState<(SearchResponse & { query: string }) | null>(null);
 
-  async function search(e: Event) {
+  function search(e: Event) {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const q = query.trim();
-      setResult(Object.assign(await tc.knowledge.search({ kbIds: [kb.id], query: q, mode, topK }), { query: q }));
-    } catch (err) {
-      setError(handleError(err));
-    } finally {
-      setBusy(false);
-    }
+    const q = query.trim();
+    void act(async () => setResult(Object.assign(await tc.knowledge.search({ kbIds: [kb.id], query: q, mode, topK }), { query: q })));
   }
 
   return (

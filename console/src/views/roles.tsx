@@ -3,9 +3,9 @@
 // group_admin, builder, user) are shown read-only. Users get a role on the Access page.
 import type { Permission, Role } from "@typecase/client/gen/typecase/v1/roles_pb.js";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
+import { tc } from "../api";
 import { CreateByName, Directory, DirectoryEntry } from "../components/directory";
-import { Badge, Empty, ErrorBox, plural, useAsync } from "../components/ui";
+import { Badge, Empty, ErrorBox, plural, useAction, useAsync } from "../components/ui";
 import { usePermissions } from "../permissions";
 import { navigate } from "../router";
 
@@ -68,21 +68,8 @@ export function RolesView({ name }: { name?: string }) {
 function RoleDetail({ role: r, editable, permissions, onChanged }: { role: Role; editable: boolean; permissions: Permission[]; onChanged: () => Promise<void> }) {
   const [chosen, setChosen] = useState<string[]>(r.permissions);
   const [description, setDescription] = useState(r.description);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, act } = useAction();
   const [confirm, setConfirm] = useState(false);
-
-  async function act(work: () => Promise<void>) {
-    setBusy(true);
-    setError(null);
-    try {
-      await work();
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setBusy(false);
-    }
-  }
 
   const toggle = (p: string, on: boolean) => setChosen((prev) => (on ? [...prev.filter((x) => x !== p), p] : prev.filter((x) => x !== p)));
   const changed = description !== r.description || chosen.length !== r.permissions.length || chosen.some((p) => !r.permissions.includes(p));

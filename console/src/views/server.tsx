@@ -2,8 +2,8 @@
 // before saving with validate_only), a restart when a changed setting needs one, and the recent request errors.
 import { ConfigSource, ConfigValueType, RequestSource, type ConfigEntry, type ErrorRecord } from "@typecase/client/gen/typecase/v1/admin_pb.js";
 import { useState } from "preact/hooks";
-import { handleError, tc } from "../api";
-import { Badge, Empty, ErrorBox, Loading, fmtTime, useAsync } from "../components/ui";
+import { tc } from "../api";
+import { Badge, Empty, ErrorBox, Loading, fmtTime, useAction, useAsync } from "../components/ui";
 
 const ERROR_PAGE = 50;
 const SOURCE: Record<number, string> = {
@@ -21,15 +21,14 @@ const ORIGIN: Record<number, string> = {
 export function ServerView() {
   const config = useAsync(async () => await tc.admin.getConfig({ category: "" }), []);
   const [edits, setEdits] = useState<Record<string, string>>({});
-  const [error, setError] = useState<string | null>(null);
+  const { busy, error, act } = useAction();
   const [notice, setNotice] = useState<string | null>(null);
   const [restartNeeded, setRestartNeeded] = useState(false);
   const [filter, setFilter] = useState("");
 
-  async function save(validateOnly: boolean) {
-    setError(null);
-    setNotice(null);
-    try {
+  const save = (validateOnly: boolean) =>
+    act(async () => {
+      setNotice(null);
       const res = await tc.admin.updateConfig({ values: edits, validateOnly });
       if (validateOnly) {
         setNotice(`The server accepts ${Object.keys(edits).length === 1 ? "this value" : "these values"}.`);
@@ -39,21 +38,13 @@ export function ServerView() {
       setEdits({});
       setRestartNeeded(res.restartRequired);
       setNotice(`Saved ${res.applied.map((a) => a.key).join(", ")}.`);
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
-
-  async function restart() {
-    setError(null);
-    try {
+    });
+  const restart = () =>
+    act(async () => {
       const res = await tc.admin.restartServer({ reason: "settings changed in the console" });
       setNotice(`Restarting at ${fmtTime(res.restartTime)}; the page reconnects by itself.`);
       setRestartNeeded(false);
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+    });
 
   const entries = (config.data?.entries ?? []).filter((e) => !filter || e.key.includes(filter.trim().toLowerCase()) || e.description.toLowerCase().includes(filter.trim().toLowerCase()));
   const byCategory = new Map<string, ConfigEntry[]>();
@@ -77,7 +68,7 @@ export function ServerView() {
       {(restartNeeded || config.data?.restartRequired) && (
         <div class="card restart-box" role="status">
           A changed setting takes effect after a restart.{" "}
-          <button class="btn small danger" onClick={restart}>
+          <button class="btn small danger" onClick={restart} disabled={busy}>
             Restart now
           </button>
         </div>
@@ -89,10 +80,10 @@ export function ServerView() {
       {config.data?.readOnly && <p class="hint">Settings are read-only on this server.</p>}
       <div class="inline-form sticky-actions">
         <input name="config-filter" placeholder="Find a setting" value={filter} onInput={(e) => setFilter(e.currentTarget.value)} />
-        <button class="btn" disabled={!changed} onClick={() => save(true)}>
+        <button class="btn" disabled={busy || !changed} onClick={() => save(true)}>
           Check
         </button>
-        <button class="btn primary" disabled={!changed} onClick={() => save(false)} data-testid="save-config">
+        <button class="btn primary" disabled={busy || !changed} onClick={() => save(false)} data-testid="save-config">
           Save {changed ? `${changed} change${changed === 1 ? "" : "s"}` : ""}
         </button>
       </div>
@@ -162,19 +153,16 @@ function Errors() {
     setPages({ errors: [], next: res.nextPageToken });
     return res;
   }, []);
-  const [error, setError] = useState<string | null>(null);
-  async function more() {
-    try {
+  const older = useAction();
+  const more = () =>
+    older.act(async () => {
       const res = await tc.admin.listErrors({ pageSize: ERROR_PAGE, pageToken: pages.next });
       setPages((p) => ({ errors: [...p.errors, ...res.errors], next: res.nextPageToken }));
-    } catch (e) {
-      setError(handleError(e));
-    }
-  }
+    });
   const errors = [...(first.data?.errors ?? []), ...pages.errors];
   return (
     <div data-testid="errors">
-      <ErrorBox error={first.error ?? error} onRetry={first.reload} />
+      <ErrorBox error={first.error ?? older.error} onRetry={first.reload} />
       {first.data && errors.length === 0 && <Empty title="No errors recorded" />}
       {errors.length > 0 && (
         <table class="table">
@@ -196,7 +184,7 @@ function Errors() {
         </table>
       )}
       {pages.next && (
-        <button class="btn small" onClick={more}>
+        <button class="btn small" onClick={more} disabled={older.busy}>
           Older errors
         </button>
       )}

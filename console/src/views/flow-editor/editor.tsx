@@ -29,7 +29,7 @@ import {
 import { ValidationSeverity, type Flow, type NodeTypeInfo, type ValidationProblem } from "@typecase/client/gen/typecase/v1/flow_pb.js";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { handleError, tc } from "../../api";
-import { Badge, ErrorBox } from "../../components/ui";
+import { Badge, ErrorBox, useAction } from "../../components/ui";
 import type { JsonObject, JsonValue } from "../../json";
 import { ParamForm, type Choice, type FormContext } from "./paramform";
 import { branchHandles, clone, outputKeys, schemaOf, setAt } from "./schema";
@@ -156,8 +156,7 @@ function Editor({ flow, nodeTypes, runStatus, onSaved }: { flow: Flow; nodeTypes
   const [selected, setSelected] = useState<string | null>(null);
   const [problems, setProblems] = useState<ValidationProblem[]>([]);
   const [validating, setValidating] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const [saving, setSaving] = useState(false);
+  const { busy: saving, error, setError, act } = useAction();
   const [draft, setDraft] = useState<{ graph: GraphJson; savedAt: number } | null>(null);
   const past = useRef<Snapshot[]>([]);
   const future = useRef<Snapshot[]>([]);
@@ -315,10 +314,8 @@ function Editor({ flow, nodeTypes, runStatus, onSaved }: { flow: Flow; nodeTypes
     setSelected(null);
   }
 
-  async function save(): Promise<void> {
-    setSaving(true);
-    setError(null);
-    try {
+  const save = () =>
+    act(async () => {
       const versions = (await tc.flow.listFlowVersions({ flowId: flow.id, pageSize: 200 })).versions;
       const names = new Set(versions.map((v) => v.name));
       let n = versions.length + 1;
@@ -329,12 +326,7 @@ function Editor({ flow, nodeTypes, runStatus, onSaved }: { flow: Flow; nodeTypes
       localStorage.removeItem(draftKey(flow.id));
       setTick((t) => t + 1);
       onSaved();
-    } catch (e) {
-      setError(handleError(e));
-    } finally {
-      setSaving(false);
-    }
-  }
+    });
 
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {

@@ -370,7 +370,11 @@ class Inference:
                 if (offline := self.usable(target)) is not None:
                     raise Unserved(offline, fallback=model is not primary)
                 call = chat_call(model, built, request.config, request.user)
-                span = tracing.start_span(f"chat {model.name}", _gen_ai_request(target), kind="CLIENT")
+                span = (  # its name and attributes (a dict, five ORM reads) made only when traces are on
+                    tracing.start_span(f"chat {model.name}", _gen_ai_request(target), kind="CLIENT")
+                    if tracing.enabled()
+                    else None
+                )
                 with tracing.ended(span):
                     async for response in self._stream(target, call, prompt_tokens, started):
                         if span is not None:

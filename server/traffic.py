@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
+from typecase.server.gateway.app import SEND_OBSERVER
 from typecase.server.gateway.errors import http_status
 from typecase.server.logs import trace_id_var
 from typecase.server.proxy.stats import RequestRecord, RequestStats
@@ -127,7 +128,7 @@ def _recording(app: Any, stats: RequestStats, source: int) -> Any:
             received += len(message.get("body", b""))
             return message
 
-        async def watching_send(message) -> None:
+        def watch(message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 record.stream = any(
@@ -137,10 +138,19 @@ def _recording(app: Any, stats: RequestStats, source: int) -> Any:
                 if record.ttfb is None:
                     record.ttfb = time.perf_counter() - started
                 record.response_bytes += len(message.get("body", b""))
+
+        async def watching_send(message) -> None:
+            watch(message)
             await send(message)
 
+        observers = scope.get(SEND_OBSERVER)
+        if observers is not None:  # the gateway's send wrapper calls `watch`: no second wrapper
+            observers.append(watch)
+            watched_send = send
+        else:
+            watched_send = watching_send
         try:
-            await app(scope, counting_receive, watching_send)
+            await app(scope, counting_receive, watched_send)
         finally:
             record.latency = time.perf_counter() - started
             record.request_bytes = received

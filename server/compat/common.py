@@ -63,18 +63,12 @@ class EventStream(Response):
             if task is not None:
                 task.cancel()
 
-        started = False
         try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for chunk in self.body_iterator:
-                body = chunk.encode()
-                if not started:  # the headers right before the first chunk: the client reads both in one wake-up
-                    started = True
-                    await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send({"type": "http.response.body", "body": chunk.encode(), "more_body": True})
                 if watcher is None:
                     watcher = asyncio.ensure_future(_watch_disconnect(receive, disconnected))
-            if not started:
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone:

@@ -109,21 +109,20 @@ class HttpStreamWriter:
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def message(self, msg: Any) -> None:
-        chunk = self._chunk(msg)
-        if not self.started:  # the headers right before the first chunk: the client reads both in one wake-up
+        if not self.started:
             await self._start(msg)
-        self.count += 1
-        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-
-    def _chunk(self, msg: Any) -> bytes:
         if self.raw:
-            return msg.data
-        if self.mode == SSE:
+            chunk = msg.data
+        elif self.mode == SSE:
             data = _json_encode(self.encode(msg))
             if self.seq_field is not None:
-                return f"id: {getattr(msg, self.seq_field)}\ndata: {data}\n\n".encode()
-            return f"data: {data}\n\n".encode()
-        return f'{{"result":{_json_encode(self.encode(msg))}}}\n'.encode()
+                chunk = f"id: {getattr(msg, self.seq_field)}\ndata: {data}\n\n".encode()
+            else:
+                chunk = f"data: {data}\n\n".encode()
+        else:
+            chunk = f'{{"result":{_json_encode(self.encode(msg))}}}\n'.encode()
+        self.count += 1
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def keepalive(self) -> None:
         if self.closed:

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
+from typecase.server.gateway.app import SEND_OBSERVER
 from typecase.server.gateway.errors import http_status
 from typecase.server.logs import trace_id_var
 from typecase.server.proxy.stats import RequestRecord, RequestStats
@@ -68,19 +69,13 @@ class _Recorded:
     """One call's record; a plain async context manager (an @asynccontextmanager generator costs a few
     microseconds more on every call)."""
 
-    __slots__ = ("stats", "context", "record", "started", "first")
+    __slots__ = ("stats", "context", "method", "stream", "arrived", "started", "first")
 
     def __init__(self, stats: RequestStats, details, context, rpc_type: str):
         self.stats = stats
         self.context = context
-        self.record = RequestRecord(
-            trace_id_var.get(),
-            time.time(),
-            SOURCE_API,
-            "POST",
-            details.method,
-            stream=rpc_type in ("server_stream", "bidi_stream"),
-        )
+        self.method = details.method
+        self.stream = rpc_type in ("server_stream", "bidi_stream")
         self.first: float | None = None
 
     def on_message(self) -> None:
@@ -88,16 +83,24 @@ class _Recorded:
             self.first = time.perf_counter() - self.started
 
     async def __aenter__(self):
+        # Only the clocks here: the record is made when the call ends, not before its upstream request.
+        self.arrived = time.time()
         self.started = time.perf_counter()
-        return self.on_message if self.record.stream else None
+        return self.on_message if self.stream else None
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         code = call_status(self.context, exc_type)
-        record = self.record
-        record.status = http_status(code)
-        record.latency = time.perf_counter() - self.started
-        record.ttfb = self.first
-        record.trace_id = trace_id_var.get() or record.trace_id
+        record = RequestRecord(
+            trace_id_var.get(),
+            self.arrived,
+            SOURCE_API,
+            "POST",
+            self.method,
+            status=http_status(code),
+            ttfb=self.first,
+            latency=time.perf_counter() - self.started,
+            stream=self.stream,
+        )
         _finish(self.stats, record, code.name)
         return False
 
@@ -125,7 +128,7 @@ def _recording(app: Any, stats: RequestStats, source: int) -> Any:
             received += len(message.get("body", b""))
             return message
 
-        async def watching_send(message) -> None:
+        def watch(message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 record.stream = any(
@@ -135,10 +138,19 @@ def _recording(app: Any, stats: RequestStats, source: int) -> Any:
                 if record.ttfb is None:
                     record.ttfb = time.perf_counter() - started
                 record.response_bytes += len(message.get("body", b""))
+
+        async def watching_send(message) -> None:
+            watch(message)
             await send(message)
 
+        observers = scope.get(SEND_OBSERVER)
+        if observers is not None:  # the gateway's send wrapper calls `watch`: no second wrapper
+            observers.append(watch)
+            watched_send = send
+        else:
+            watched_send = watching_send
         try:
-            await app(scope, counting_receive, watching_send)
+            await app(scope, counting_receive, watched_send)
         finally:
             record.latency = time.perf_counter() - started
             record.request_bytes = received

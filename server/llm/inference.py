@@ -370,7 +370,11 @@ class Inference:
                 if (offline := self.usable(target)) is not None:
                     raise Unserved(offline, fallback=model is not primary)
                 call = chat_call(model, built, request.config, request.user)
-                span = tracing.start_span(f"chat {model.name}", _gen_ai_request(target), kind="CLIENT")
+                span = (  # its name and attributes (a dict, five ORM reads) made only when traces are on
+                    tracing.start_span(f"chat {model.name}", _gen_ai_request(target), kind="CLIENT")
+                    if tracing.enabled()
+                    else None
+                )
                 with tracing.ended(span):
                     async for response in self._stream(target, call, prompt_tokens, started):
                         if span is not None:
@@ -421,9 +425,6 @@ class Inference:
                 raise Unserved(error, fallback=exc.kind in FALLBACK_KINDS) from None
 
             now = time.perf_counter()
-            children = metrics.children(labels)
-            children.ttft.observe(now - started)
-            inter_token = children.inter_token
             GenerateResponse = llm_pb2.GenerateResponse
             first = GenerateResponse(seq=1, served_model_id=model.id)
             if delta.text or delta.reasoning or delta.tool_calls:  # a tool call's first piece is its first token
@@ -448,6 +449,8 @@ class Inference:
                         final.finish_reason = delta.finish_reason
                         final.usage.CopyFrom(usage)
                         outcome = "ok"
+                        if coalescer is None:  # the first token was the last
+                            metrics.children(labels).ttft.observe(now - started)
                         await self._finished(target, ticket, started, prompt, completion)
                         yield final
                         return
@@ -464,6 +467,10 @@ class Inference:
                     yield message
                     if coalescer is None:  # reads ahead from here on, merging what the caller is slow to take
                         coalescer = Coalescer(stream)
+                        # Bookkeeping of the first token once it is out, not between it and the caller.
+                        children = metrics.children(labels)
+                        children.ttft.observe(now - started)
+                        inter_token = children.inter_token
                     taken = await coalescer.take()
                     if taken is None:
                         raise UpstreamError(UNAVAILABLE, "the upstream stream ended without a finish")

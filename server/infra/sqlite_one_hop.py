@@ -15,7 +15,11 @@ import collections
 import sqlite3
 from typing import Any
 
-from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_cursor
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_ss_cursor,
+)
 from sqlalchemy.util import EMPTY_DICT
 
 
@@ -80,6 +84,21 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
             self._rows = collections.deque(rows)
 
 
+class _ServerSideCursor(AsyncAdapt_aiosqlite_ss_cursor):
+    """The adapter's own streaming cursor (rows fetched as read), which cannot tell whether it left a transaction
+    open: the next commit or rollback takes its trip."""
+
+    __slots__ = ()
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        self._connection.typecase_idle = False
+        return await super()._execute_async(operation, parameters)
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        self._connection.typecase_idle = False
+        return await super()._executemany_async(operation, seq_of_parameters)
+
+
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     """Commit and rollback skip their trip to the thread when the last statement left no transaction open: sqlite3
     begins one only before a write, so a unit of work that only read (a turn start's) has nothing to end, and
@@ -87,6 +106,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
 
     __slots__ = ()
     _cursor_cls = OneHopCursor  # type: ignore[assignment]  # a subclass of the base's cursor class
+    _ss_cursor_cls = _ServerSideCursor
 
     def rollback(self) -> None:
         if not getattr(self._connection, "typecase_idle", False):

@@ -67,3 +67,15 @@ async def test_a_statement_is_one_trip_and_a_read_only_unit_ends_without_one(db,
     async with db.session() as s:
         await s.execute(text("INSERT INTO t (v) VALUES ('y')"))
     assert trips == ["_run", "commit"]
+
+
+async def test_a_streamed_write_is_still_ended(db) -> None:
+    """The adapter's streaming cursor cannot say whether it left a transaction open: the rollback still runs."""
+    with pytest.raises(RuntimeError):
+        async with db.session() as s:
+            await s.execute(text("SELECT 1"))  # the connection is idle after this statement
+            rows = await s.stream(text("INSERT INTO t (v) VALUES ('s') RETURNING id"))
+            assert [tuple(r) async for r in rows] == [(1,)]
+            raise RuntimeError("abandon the unit of work")
+    async with db.reading() as s:
+        assert (await s.execute(text("SELECT count(*) FROM t"))).scalar() == 0

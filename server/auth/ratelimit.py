@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import grpc
 import limits
 
-from typecase.server.infra.rate_windows import hit_in_turn, moving_window_limiter
+from typecase.server.infra.rate_windows import NOT_READ, hit_and_read, moving_window_limiter
 from typecase.server.rpc.errors import TypecaseError
 from typecase.server.rpc.principal import Principal
 
@@ -90,21 +91,21 @@ class RateLimits:
         return max(1.0, stats.reset_time - time.time())
 
     # -- request rates -----------------------------------------------------------------------------------------
-    async def check(self, principal: Principal) -> None:
-        """Per key, then per user: a refused window stops there (the per-key hit taken before it stays)."""
+    async def check(self, principal: Principal, read: str | None = None) -> Any:
+        """Per key, then per user: a refused window stops there (the per-key hit taken before it stays). Returns
+        the value of the Redis key `read` when it could be read in the windows' round trip, else NOT_READ."""
         checks = []
         if self.per_key is not None and principal.api_key_id:
             checks.append((self.per_key, "api_key", principal.api_key_id))
         if self.per_user is not None:
             checks.append((self.per_user, "user", principal.user_id))
         if not checks:
-            return
-        if len(checks) == 1:
-            await self._enforce(*checks[0])
-            return
-        refused = await hit_in_turn(self.limiter, [(limit, (scope, identity)) for limit, scope, identity in checks])
+            return NOT_READ
+        hits: list[tuple[Any, tuple[str, ...]]] = [(limit, (scope, identity)) for limit, scope, identity in checks]
+        refused, value = await hit_and_read(self.limiter, hits, read)
         if refused >= 0:
             await self._refuse(*checks[refused])
+        return value
 
     async def check_key_rate(self, rate: str, api_key_id: str) -> None:
         """A restricted key's own rate ("60/minute", validated when the key was made)."""

@@ -188,6 +188,11 @@ class Cache(abc.ABC):
     @abc.abstractmethod
     async def health(self) -> tuple[bool, str]: ...
 
+    def redis_key(self, key: str) -> str | None:
+        """The name `key` has on the Redis server, for a script that reads it along with its own keys (the same
+        server every Redis-backed piece uses: resources.py); None when the cache is not Redis."""
+        return None
+
     # key/value
     @abc.abstractmethod
     async def get(self, key: str) -> bytes | None: ...
@@ -344,6 +349,9 @@ class RedisCache(Cache):
         return f"RedisCache({self.display_url!r}, key_prefix={self.prefix!r})"
 
     def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    def redis_key(self, key: str) -> str | None:
         return self.prefix + key
 
     @_redis_errors

@@ -87,22 +87,32 @@ class MemoryMovingWindow(MovingWindowRateLimiter):
         return self.storage.acquire_now(key, item.amount, item.get_expiry(), cost)
 
 
-# KEYS: the windows, in order. ARGV: the time, then (limit, expiry) per window. limits' acquire_moving_window for one
-# entry, window after window, stopping at the first that is full: its index (1-based), or 0 when every one took it.
+# KEYS: the windows, in order, then optionally one key to read. ARGV: the time, then (limit, expiry) per window.
+# limits' acquire_moving_window for one entry, window after window, stopping at the first that is full: {its index
+# (1-based)}, or {0, the value of the key to read} when every one took it (the caller's cached access: auth/guard.py).
 _HIT_IN_TURN = """
 local timestamp = tonumber(ARGV[1])
-for k = 1, #KEYS do
+local windows = (#ARGV - 1) / 2
+for k = 1, windows do
   local limit = tonumber(ARGV[2 * k])
   local expiry = tonumber(ARGV[2 * k + 1])
-  if limit < 1 then return k end
+  if limit < 1 then return {k} end
   local entry = redis.call('lindex', KEYS[k], limit - 1)
-  if entry and tonumber(entry) >= timestamp - expiry then return k end
+  if entry and tonumber(entry) >= timestamp - expiry then return {k} end
   redis.call('lpush', KEYS[k], timestamp)
   redis.call('ltrim', KEYS[k], 0, limit - 1)
   redis.call('expire', KEYS[k], expiry)
 end
-return 0
+if #KEYS > windows then return {0, redis.call('GET', KEYS[#KEYS])} end
+return {0}
 """
+
+
+class NotRead:
+    """hit_and_read's value when the key was not read along (the windows are in memory, or one was full)."""
+
+
+NOT_READ = NotRead()
 
 
 class RedisMovingWindow(MovingWindowRateLimiter):
@@ -124,23 +134,36 @@ class RedisMovingWindow(MovingWindowRateLimiter):
             key = self._keys[(item, identifiers)] = self.storage.bridge.prefixed_key(item.key_for(*identifiers))
         return key
 
-    async def hit_in_turn(self, hits: list[tuple[Any, tuple[str, ...]]]) -> int:
+    async def hit_in_turn(self, hits: list[tuple[Any, tuple[str, ...]]], read: str | None = None) -> tuple[int, Any]:
+        """The index of the first full window (-1: none), and the value of the Redis key `read` (None when absent,
+        NOT_READ when not asked for or a window was full)."""
         keys = [self._key(item, identifiers) for item, identifiers in hits]
         args: list[float | int] = [time.time()]
         for item, _ in hits:
             args += (item.amount, item.get_expiry())
-        return int(await self._script(keys=keys, args=args)) - 1
+        if read is not None:
+            keys.append(read)
+        reply = await self._script(keys=keys, args=args)
+        return int(reply[0]) - 1, reply[1] if len(reply) > 1 else NOT_READ
 
 
 async def hit_in_turn(limiter: MovingWindowRateLimiter, hits: list[tuple[Any, tuple[str, ...]]]) -> int:
     """Hit each (limit, identifiers) in order until one is full: that one's index, or -1 when every one took its
     hit (the ones before a full window keep theirs, as separate hits would)."""
-    if isinstance(limiter, RedisMovingWindow) and len(hits) > 1:
-        return await limiter.hit_in_turn(hits)
+    return (await hit_and_read(limiter, hits, None))[0]
+
+
+async def hit_and_read(
+    limiter: MovingWindowRateLimiter, hits: list[tuple[Any, tuple[str, ...]]], read: str | None
+) -> tuple[int, Any]:
+    """hit_in_turn, and the value of the Redis key `read` (bytes or None) got in the same round trip when the
+    windows are on Redis and every one took its hit; NOT_READ otherwise (the caller reads it itself)."""
+    if isinstance(limiter, RedisMovingWindow) and (len(hits) > 1 or read is not None):
+        return await limiter.hit_in_turn(hits, read)
     for index, (item, identifiers) in enumerate(hits):
         if not await limiter.hit(item, *identifiers):
-            return index
-    return -1
+            return index, NOT_READ
+    return -1, NOT_READ
 
 
 def moving_window_limiter(storage: Any) -> MovingWindowRateLimiter:

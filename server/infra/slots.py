@@ -29,6 +29,14 @@ class Concurrency(abc.ABC):
     async def acquire(self, model_id: str, limit: int, wait: float) -> str | None:
         """A lease id, or None when no slot freed up in time."""
 
+    async def acquire_gated(
+        self, model_id: str, limit: int, wait: float, gate_key: str | None, gate: int
+    ) -> tuple[str | None, int] | None:
+        """acquire, unless the counter at the Redis key `gate_key` has reached `gate` (a model's breaker failures:
+        llm/inference.py), read in the same round trip: (lease or None, the counter). None when not on Redis: the
+        caller reads the counter and acquires separately."""
+        return None
+
     @abc.abstractmethod
     async def release(self, model_id: str, lease: str) -> None: ...
 
@@ -79,6 +87,20 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
 return 1
 """
+# _ACQUIRE behind a gate. KEYS[2]: a counter; ARGV[4]: the gate. {1 or 0 as _ACQUIRE, the counter}; a counter at or
+# over the gate takes nothing.
+_ACQUIRE_GATED = """
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+if counter >= tonumber(ARGV[4]) then return {0, counter} end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local limit = tonumber(ARGV[2])
+if limit > 0 and redis.call('ZCARD', KEYS[1]) >= limit then return {0, counter} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
+return {1, counter}
+"""
 _RENEW = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -109,6 +131,7 @@ class RedisConcurrency(Concurrency):
         self._ids = itertools.count()
         self._held: dict[str, set[str]] = {}
         self._acquire = self._client.register_script(_ACQUIRE)
+        self._acquire_gated = self._client.register_script(_ACQUIRE_GATED)
         self._renew = self._client.register_script(_RENEW)
         self._count = self._client.register_script(_COUNT)
         self._renewer: asyncio.Task | None = None
@@ -135,6 +158,24 @@ class RedisConcurrency(Concurrency):
             await asyncio.sleep(self.POLL * (0.5 + random.random()))
         self._held.setdefault(model_id, set()).add(lease)
         return lease
+
+    async def acquire_gated(
+        self, model_id: str, limit: int, wait: float, gate_key: str | None, gate: int
+    ) -> tuple[str | None, int] | None:
+        if gate_key is None:
+            return None
+        lease = f"{self._replica}:{next(self._ids)}"
+        deadline = time.monotonic() + wait
+        while True:
+            taken, counter = await self._acquire_gated(
+                keys=[self._key(model_id), gate_key], args=[lease, limit, self._lease_ms, gate]
+            )
+            if taken:
+                self._held.setdefault(model_id, set()).add(lease)
+                return lease, int(counter)
+            if counter >= gate or time.monotonic() >= deadline:
+                return None, int(counter)
+            await asyncio.sleep(self.POLL * (0.5 + random.random()))
 
     async def release(self, model_id: str, lease: str) -> None:
         held = self._held.get(model_id)

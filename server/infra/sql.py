@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 from ulid import ULID
 
+from .sqlite_one_hop import use_one_hop
 from .urls import error_detail
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class MetaEntry(Base):
 
 
 def _sqlite_on_connect(dbapi_conn, _record) -> None:
+    use_one_hop(dbapi_conn)  # a statement is one trip to aiosqlite's thread, not four (sqlite_one_hop.py)
     # WAL lets readers run beside one writer; busy_timeout makes writers wait instead of failing at once.
     cur = dbapi_conn.cursor()
     try:

@@ -243,24 +243,37 @@ class Inference:
     async def admitted(self, target: Target, prompt_tokens: int) -> AsyncIterator[Ticket]:
         """Breaker, rate limits and a concurrency slot, released on exit. Raises Unserved when refused."""
         model, provider_name = target.model, target.provider.name
-        try:
-            ticket = await self.breaker.admit(model.id)
-        except BreakerOpen as exc:
-            metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_OPEN)
-            self._count_failure(target, "CIRCUIT_OPEN")
-            raise Unserved(errors.circuit_open(model, provider_name, exc.retry_after), fallback=True) from None
+        wait = self.settings.llm_concurrency_wait_seconds
+        ticket = lease = None
+        # Without rate limits nothing comes between the breaker and the slot: on Redis one script reads the breaker's
+        # failure count and takes the slot while it is closed (an open or half-open breaker takes the usual path).
+        fused = not model.requests_per_minute and not model.tokens_per_minute
+        if fused:
+            gated = await self.concurrency.acquire_gated(
+                model.id, model.max_concurrency, wait, *self.breaker.gate(model.id)
+            )
+            if gated is not None:
+                lease, failures = gated
+                ticket = self.breaker.admit_counted(model.id, failures)
+        if ticket is None:
+            fused = False
+            try:
+                ticket = await self.breaker.admit(model.id)
+            except BreakerOpen as exc:
+                metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_OPEN)
+                self._count_failure(target, "CIRCUIT_OPEN")
+                raise Unserved(errors.circuit_open(model, provider_name, exc.retry_after), fallback=True) from None
         resolved = False
         try:
-            try:
-                await self.rate_limits.admit(
-                    model.id, model.requests_per_minute, model.tokens_per_minute, prompt_tokens
-                )
-            except LimitExceeded as exc:
-                self._count_failure(target, "RATE_LIMITED")
-                raise Unserved(errors.rate_limited(model, provider_name, exc.what, exc.retry_after), True) from None
-            lease = await self.concurrency.acquire(
-                model.id, model.max_concurrency, self.settings.llm_concurrency_wait_seconds
-            )
+            if not fused:
+                try:
+                    await self.rate_limits.admit(
+                        model.id, model.requests_per_minute, model.tokens_per_minute, prompt_tokens
+                    )
+                except LimitExceeded as exc:
+                    self._count_failure(target, "RATE_LIMITED")
+                    raise Unserved(errors.rate_limited(model, provider_name, exc.what, exc.retry_after), True) from None
+                lease = await self.concurrency.acquire(model.id, model.max_concurrency, wait)
             if lease is None:
                 self._count_failure(target, "RATE_LIMITED")
                 raise Unserved(errors.rate_limited(model, provider_name, "concurrency", 1.0), True)

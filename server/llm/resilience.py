@@ -71,6 +71,16 @@ class Breaker:
         base = f"llm:breaker:{model_id}"
         return f"{base}:failures", f"{base}:open_until", f"{base}:probe"
 
+    def gate(self, model_id: str) -> tuple[str | None, int]:
+        """(the Redis key of the model's failure counter, or None off Redis; the count that opens the breaker): the
+        concurrency slot's script reads the counter when it takes the slot (Concurrency.acquire_gated)."""
+        return self.cache.redis_key(self._keys(model_id)[0]), self.threshold
+
+    def admit_counted(self, model_id: str, failures: int) -> Ticket | None:
+        """admit, with the failure counter already read: a ticket while the breaker is closed, None otherwise (then
+        admit decides between open and a half-open probe)."""
+        return Ticket(model_id, probe=False, dirty=failures > 0) if failures < self.threshold else None
+
     async def admit(self, model_id: str) -> Ticket:
         failures_key, open_key, probe_key = self._keys(model_id)
         failures = int(await self.cache.get(failures_key) or 0)

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+import typecase.server  # noqa: F401  before any grpc import: servers started in-process fork safely (see it)
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("TYPECASE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TYPECASE_TEST_REDIS_URL", "redis://127.0.0.1:6379")

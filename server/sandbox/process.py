@@ -84,8 +84,9 @@ async def finish(process: asyncio.subprocess.Process) -> None:
 async def feed(stream: asyncio.StreamWriter | None, payload: bytes) -> None:
     assert stream is not None
     try:
-        stream.write(payload)
-        await stream.drain()
+        if not stream.is_closing():  # closed: it already exited (uvloop raises RuntimeError on a write then)
+            stream.write(payload)
+            await stream.drain()
     except (BrokenPipeError, ConnectionResetError):
         pass  # it exited without reading: its exit status and stderr tell why
     finally:

@@ -155,7 +155,9 @@ class MilvusServer(Process):
         if not port_open(self.port):
             return False
         try:
-            client = MilvusClient(uri=self.uri, timeout=3)
+            # dedicated: pymilvus otherwise keeps one shared channel per URI in this process, which sits idle
+            # sending keepalive pings until the server answers GOAWAY too_many_pings, and a later client here fails.
+            client = MilvusClient(uri=self.uri, timeout=3, dedicated=True)
             client.list_collections()
             client.close()
             return True

@@ -111,7 +111,7 @@ def test_a_worker_killed_mid_ingest_is_replaced_and_the_file_completes_once(clus
     assert final["status"] == "FILE_STATUS_DONE", final
     assert int(final["chunk_count"]) == expected
     assert int(call(base, "GET", f"/v1/knowledge-bases/{kb['id']}")["knowledge_base"]["chunk_count"]) == expected
-    milvus = MilvusClient(uri=cluster.milvus.uri)
+    milvus = MilvusClient(uri=cluster.milvus.uri, dedicated=True)  # a channel of its own: see rig.MilvusServer
     try:
         collection = next(c for c in milvus.list_collections() if c.startswith(f"kb_{kb['id'].lower()}_"))
         rows = milvus.query(

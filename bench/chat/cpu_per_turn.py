@@ -16,8 +16,8 @@ imported. When the baseline's pyproject.toml does not list hiredis, that folder 
 fails to import, so redis-py falls back to its Python parser there as it did with the baseline's dependencies.
 
 Modes: `--mode sqlite` (the embedded default: SQLite, in-memory cache and bus) and `--mode postgres` (PostgreSQL at
-127.0.0.1:5432 and Redis at 127.0.0.1:6379, a fresh database per server and Redis databases 14 and 15, one worker
-each), or `--mode both`.
+127.0.0.1:5432 and Redis at 127.0.0.1:6379, a fresh database per server and a free Redis database of 8-15 each, one
+worker each), or `--mode both`.
 
 Run: .venv/bin/python bench/chat/cpu_per_turn.py [--mode both] [--rounds 3] [--turns 100] [--tokens 20]
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import os
 import subprocess
@@ -103,15 +104,30 @@ def _pg(sql: str) -> None:
 
 
 class SharedStores:
-    """A fresh PostgreSQL database and an emptied Redis database for one server."""
+    """A fresh PostgreSQL database and an emptied Redis database for one server. The Redis database is one of
+    8-15 (not 12) that no other bench process holds (a lock file per database): two benches running at once on this
+    machine would otherwise empty each other's event logs mid-round."""
 
-    def __init__(self, redis_db: int):
+    def __init__(self):
         self.name = f"tc_cpu_bench_{uuid.uuid4().hex[:10]}"
-        self.redis_url = f"{REDIS}/{redis_db}"
+        self.lock: int | None = None
+
+    def _claim_redis_db(self) -> int:
+        for db in (15, 14, 13, 11, 10, 9, 8):  # 12 is bench/proxy's
+            fd = os.open(f"{tempfile.gettempdir()}/typecase-bench-redis-{db}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.lock = fd
+            return db
+        raise RuntimeError("Redis databases 8-15 (not 12) are all held by other bench runs")
 
     def __enter__(self) -> dict[str, str]:
         import redis
 
+        self.redis_url = f"{REDIS}/{self._claim_redis_db()}"
         redis.Redis.from_url(self.redis_url).flushdb()
         _pg(f'CREATE DATABASE "{self.name}"')
         host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
@@ -126,6 +142,8 @@ class SharedStores:
 
         redis.Redis.from_url(self.redis_url).flushdb()
         _pg(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        if self.lock is not None:
+            os.close(self.lock)  # releases the database's lock
 
 
 async def settle(pid: int, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
@@ -160,14 +178,14 @@ def run_mode(mode: str, args, baseline_path: str) -> dict:
     sides = {"baseline": baseline_path, "current": None}
     with ExitStack() as stack_of:
         stacks = {}
-        for i, (name, pythonpath) in enumerate(sides.items()):
+        for name, pythonpath in sides.items():
             env = {"TYPECASE_LOG_LEVEL": "WARNING"}
             if pythonpath:
                 env["PYTHONPATH"] = pythonpath
             else:
                 env.update(item.split("=", 1) for item in args.env)
             if mode == "postgres":
-                env.update(stack_of.enter_context(SharedStores(14 + i)))
+                env.update(stack_of.enter_context(SharedStores()))
             stacks[name] = stack_of.enter_context(bench_chat.Stack(args.tokens, args.delay_ms, args.turns, env))
         ids = {name: s.sessions(args.turns * (args.rounds + 1)) for name, s in stacks.items()}
         return asyncio.run(measure(stacks, ids, args))

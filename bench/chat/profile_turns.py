@@ -61,7 +61,7 @@ def main() -> None:
     }
     with ExitStack() as stack_of:
         if args.mode == "postgres":
-            env.update(stack_of.enter_context(cpu_per_turn.SharedStores(14)))
+            env.update(stack_of.enter_context(cpu_per_turn.SharedStores()))
         stack = stack_of.enter_context(bench_chat.Stack(args.tokens, 20.0, args.turns, env))
         ids = stack.sessions(args.turns * 2)
         asyncio.run(cpu_per_turn.one_round(stack, ids[: args.turns]))

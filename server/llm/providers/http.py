@@ -230,7 +230,8 @@ class EventParser:
     @staticmethod
     def _parse(block: str, events: list[Event]) -> None:
         """The general case: every field, and the blank lines a block starts with (a run of three or more)."""
-        kind, data, fields = "", [], False
+        data: list[str] = []
+        kind, fields = "", False
         for line in (*block.split("\n"), ""):
             if not line:  # a blank line ends the event
                 if fields:
@@ -260,10 +261,10 @@ class SSEReader:
     """
 
     def __init__(self, response: RawResponse, deadline: float, idle: float):
-        body = response.body
+        body: AsyncIterable[bytes] = response.body
         if response.header(b"content-encoding") not in (None, b"identity"):
             # compressed although we asked for identity: httpx decodes it
-            body = httpx.Response(response.status, headers=response.headers, stream=body).aiter_bytes()
+            body = httpx.Response(response.status, headers=response.headers, stream=response.body).aiter_bytes()
         self._read = body.read if isinstance(body, Body) else _Reads(body).read
         self._text = codecs.getincrementaldecoder("utf-8")("replace").decode
         self._events = EventParser()

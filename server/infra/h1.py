@@ -65,9 +65,12 @@ class _Connection(asyncio.Protocol):
         self.expiry: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._deadline = 0.0  # of the read in progress (wait_until); its timer moves lazily
+        self._timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
+        self.cancel_timer()
         self.received = False  # any response byte: a request is never retried after one
         self.status = 0
         self.reason = b""
@@ -178,6 +181,37 @@ class _Connection(asyncio.Protocol):
         except TimeoutError:
             raise httpx.ReadTimeout("no data from the upstream within the read timeout") from None
 
+    async def wait_until(self, deadline: float) -> None:
+        """wait(), with TimeoutError at `deadline` (loop time). One timer per exchange, armed on the first wait and
+        moved only when it fires early: an idle deadline moves on every token, and asyncio.timeout() per read
+        (a timer, a task cancel and uncancel) was one of the largest costs per token of a stream."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_at(deadline, self._expire)
+        await waiter
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:  # the deadline moved on since the timer was set
+            self._timer = loop.call_at(self._deadline, self._expire)
+            return
+        self._waiter = None
+        waiter.set_exception(TimeoutError())
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     def take(self) -> bytes:
         """Everything buffered, at once; reading resumes once the consumer has drained the buffer."""
         chunks, self.chunks, self.buffered = self.chunks, [], 0
@@ -208,6 +242,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.active = False
+        self.cancel_timer()
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
@@ -215,7 +250,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class _Body(httpx.AsyncByteStream):
+class Body(httpx.AsyncByteStream):
     """The response body as it arrives (everything buffered per step); aclose() ends the exchange: the connection
     goes back to the pool if the body was read to its end, otherwise it is closed."""
 
@@ -245,9 +280,34 @@ class _Body(httpx.AsyncByteStream):
             raise
         self._end(reuse=True)
 
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The next bytes of the body (everything buffered), b"" at its end; TimeoutError at `deadline` (loop time).
+        What __aiter__ yields, without its async generator (and, with a deadline, a timer) per read."""
+        conn = self._conn
+        if conn is None:
+            return b""
+        try:
+            while True:
+                if conn.chunks:
+                    return conn.take()
+                if conn.done:
+                    break
+                if conn.error is not None:
+                    raise conn.error
+                if deadline is None:
+                    await conn.wait(self._read_timeout)
+                else:
+                    await conn.wait_until(deadline)
+        except BaseException:  # as in __aiter__: never reused
+            self._end(reuse=False)
+            raise
+        self._end(reuse=True)
+        return b""
+
     def _end(self, reuse: bool) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            conn.cancel_timer()
             self._client._release(conn, reuse and conn.reusable())
 
     async def aclose(self) -> None:
@@ -297,9 +357,7 @@ class StreamClient:
             except BaseException:  # cancelled or timed out while waiting: the exchange is abandoned
                 self._release(conn, False)
                 raise
-            return RawResponse(
-                conn.status, conn.reason.decode("latin-1"), conn.headers, _Body(self, conn, read_timeout)
-            )
+            return RawResponse(conn.status, conn.reason.decode("latin-1"), conn.headers, Body(self, conn, read_timeout))
         raise AssertionError("unreachable")
 
     @staticmethod

@@ -1,6 +1,12 @@
 """Latency-neutral coalescing of a delta stream.
 
-The upstream is read by its own task; the consumer takes everything that piled up since its last take, merged
+A stream whose every delta already holds all that its upstream sent since the last one was taken (an adapter
+with `merges_reads`: the HTTP ones, reading what their connection buffered) is read directly by the consumer, on
+its own task: a consumer that falls behind gets merged deltas all the same, and a token costs no second task
+step and no Event set, clear and wait (a pump task woken per token, then the consumer).
+
+Other streams (local models: one delta per token, however far behind the consumer is) are read by a task of
+their own; the consumer takes everything that piled up since its last take, merged
 into one delta. A consumer that keeps up gets every token as its own message (nothing waits for a batch to
 fill); one that is slower than the upstream (a busy gRPC channel, a loaded server) gets fewer, larger messages
 instead of falling behind, which is what keeps the per-message cost of gRPC/SSE/WebSocket off the relay's
@@ -18,7 +24,7 @@ MAX_PENDING_CHARS = 256 * 1024  # stop reading ahead of a consumer that stopped 
 
 
 class Coalescer:
-    def __init__(self, stream: AsyncGenerator[Delta, None]):
+    def __init__(self, stream: AsyncGenerator[Delta, None], *, read_ahead: bool = True):
         self._stream = stream
         self._pending: list[Delta] = []
         self._pending_chars = 0
@@ -27,7 +33,7 @@ class Coalescer:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._task = asyncio.create_task(self._pump())
+        self._task = asyncio.create_task(self._pump()) if read_ahead else None
 
     async def _pump(self) -> None:
         try:
@@ -57,6 +63,17 @@ class Coalescer:
     async def take(self) -> Delta | None:
         """Everything received since the last take, as one delta; None at the end. Raises the upstream's error
         once the deltas before it were taken."""
+        if self._task is None:  # read directly; the stream merges what piled up
+            if self._finished:
+                return None
+            try:
+                delta = await anext(self._stream)
+            except StopAsyncIteration:
+                self._finished = True
+                return None
+            if delta.finish_reason:  # as the pump does: the stream is finished by aclose(), not read to its end
+                self._finished = True
+            return delta
         while not self._pending:
             if self._finished:
                 if self._error is not None:
@@ -81,7 +98,8 @@ class Coalescer:
 
     async def aclose(self) -> None:
         """Stop reading and close the upstream stream (at once, mid-read if need be)."""
-        if not self._task.done():
-            self._task.cancel()
-        await asyncio.wait([self._task])  # never raises the pump's cancellation (a cancel of ours still does)
+        if self._task is not None:
+            if not self._task.done():
+                self._task.cancel()
+            await asyncio.wait([self._task])  # never raises the pump's cancellation (a cancel of ours still does)
         await self._stream.aclose()

@@ -478,8 +478,8 @@ class Inference:
                         produced += sum(len(c.arguments) + len(c.name) for c in delta.tool_calls)
                         add_tool_calls(message, delta.tool_calls)
                     yield message
-                    if coalescer is None:  # reads ahead from here on, merging what the caller is slow to take
-                        coalescer = Coalescer(stream)
+                    if coalescer is None:  # merges from here on what the caller is slow to take
+                        coalescer = Coalescer(stream, read_ahead=not target.adapter.merges_reads)
                         # Bookkeeping of the first token once it is out, not between it and the caller.
                         children = metrics.children(labels)
                         children.ttft.observe(now - started)

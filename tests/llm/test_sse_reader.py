@@ -49,3 +49,30 @@ async def test_events_split_across_reads_and_other_line_endings_decode_as_one_te
         seen += batch
     assert [(e.event, e.data) for e in seen] == [(e.event, e.data) for e in whole]
     assert [e.data for e in seen] == ["a", "b", "c", "d\ne"]
+
+
+async def test_a_character_split_across_reads_and_an_event_without_data():
+    text = 'data: {"content":"héllo"}\n\n'.encode()
+    cut = text.index("é".encode()) + 1  # inside the two bytes of é
+    sse = reader(text[:cut], text[cut:] + b"event: ping\n\n: only a comment\n\ndata: [DONE]\n\n")
+    sse.started = True
+    seen = []
+    while (batch := await sse.next_batch()) is not None:
+        seen += batch
+    assert [(e.event, e.data) for e in seen] == [
+        ("message", '{"content":"héllo"}'),
+        ("ping", ""),
+        ("message", "[DONE]"),
+    ]
+
+
+async def test_fields_as_the_event_stream_format_reads_them():
+    reads = (b"data\ndata:x\ndata:  y\n\n\n\nfoo: bar\n\nretry: 5\n\nevent: e\ndata: 1\ndata: 2\n\n", b"data: cut")
+    sse = reader(*reads)
+    sse.started = True
+    seen = []
+    while (batch := await sse.next_batch()) is not None:
+        seen += batch
+    # data lines joined by newlines (one leading space dropped), an unknown field alone makes no event, a retry
+    # alone makes an empty one (as httpx-sse did), an event the body ends in the middle of is dropped
+    assert [(e.event, e.data) for e in seen] == [("message", "\nx\n y"), ("message", ""), ("e", "1\n2")]

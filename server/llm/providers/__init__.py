@@ -167,6 +167,11 @@ class RerankItem:
 class Adapter(abc.ABC):
     """One provider's upstream. Instances are shared by all requests to that provider."""
 
+    # Each delta of stream_chat holds everything the upstream sent since the previous one was taken (it reads
+    # whatever its connection buffered, as SSEReader does): a consumer that falls behind gets merged deltas
+    # without a task reading ahead for it (llm/coalesce.py).
+    merges_reads = False
+
     @abc.abstractmethod
     def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncGenerator[Delta, None]:
         """Deltas as they arrive. Closing the iterator (aclose, or cancelling its consumer) closes the upstream."""

@@ -63,6 +63,8 @@ ERROR_KINDS = {
 
 
 class AnthropicAdapter(Adapter):
+    merges_reads = True  # SSEReader hands over everything one read holds
+
     def __init__(
         self,
         base_url: str,

@@ -3,11 +3,11 @@
 Streams go through a lean HTTP/1.1 client of our own (typecase.server.infra.h1): it halves aiohttp's time from
 request to first body bytes, which is on the time to first token of every stream.
 
-SSE is parsed with httpx-sse's decoders, but per network read rather than per event: every event that arrived in
-one read is handed over as one batch, so a fast upstream's burst becomes one downstream message instead of many
-(no added latency: a batch is released as soon as its read completes). Until the first token, though, events are
-decoded one at a time: a read holding a whole burst (a fast upstream, or a loop that was busy) would otherwise be
-parsed to its end before the first token could go out, ~170 us for 50 chunks (bench/llm/relay.py).
+SSE is parsed per network read rather than per event (EventParser): every event that arrived in one read is
+handed over as one batch, so a fast upstream's burst becomes one downstream message instead of many (no added
+latency: a batch is released as soon as its read completes). Until the first token, though, events are handed
+out one at a time: the adapter would otherwise decode a whole burst (a fast upstream, or a loop that was busy)
+before the first token could go out, ~170 us for 50 chunks (bench/llm/relay.py).
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from typing import Any
 
 import httpx
 import orjson
-from httpx_sse import ServerSentEvent
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
-from typecase.server.infra.h1 import StreamClient
+from typecase.server.infra.h1 import Body, StreamClient
 from typecase.server.infra.http import AiohttpTransport, RawResponse
 
 from . import CONTEXT, ERROR, RATE_LIMITED, TIMEOUT, UNAVAILABLE, Timeouts, UpstreamError
@@ -187,52 +185,109 @@ async def post_json(pool: ClientPool, url: str | httpx.URL, body: dict[str, Any]
     return data
 
 
-async def _text(raw: AsyncIterable[bytes]) -> AsyncIterator[str]:
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    async for chunk in raw:
-        if text := decoder.decode(chunk):
-            yield text
+class Event:
+    """One server-sent event: its type ("message" unless named) and its data lines joined by newlines."""
+
+    __slots__ = ("event", "data")
+
+    def __init__(self, event: str, data: str):
+        self.event = event
+        self.data = data
+
+
+class EventParser:
+    """Server-sent events (the WHATWG event-stream format) from text as it arrives, a read at a time.
+
+    A read is split on blank lines at once; an event that is one `data: ` line (every event of an OpenAI-style
+    stream) costs one slice. It replaced httpx-sse's line and event decoders, a Python call per line of every
+    event. Events are dispatched as httpx-sse did: at a blank line, when the event had any field (an event without
+    data has data ""). Comments, `id` and `retry` are read and dropped (nothing here reconnects).
+    """
+
+    def __init__(self) -> None:
+        self._rest = ""  # after the last blank line: an event still arriving
+        self._cr = False  # the read ended in "\r", which may be half of a "\r\n"
+
+    def feed(self, text: str, final: bool = False) -> list[Event]:
+        if self._cr:
+            text, self._cr = "\r" + text, False
+        if "\r" in text:
+            if text[-1] == "\r" and not final:
+                text, self._cr = text[:-1], True
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if self._rest:
+            text = self._rest + text
+        blocks = text.split("\n\n")
+        self._rest = blocks.pop()
+        events = []
+        for block in blocks:
+            if block.startswith("data: ") and "\n" not in block:
+                events.append(Event("message", block[6:]))
+            elif block:
+                self._parse(block, events)
+        return events
+
+    @staticmethod
+    def _parse(block: str, events: list[Event]) -> None:
+        """The general case: every field, and the blank lines a block starts with (a run of three or more)."""
+        data: list[str] = []
+        kind, fields = "", False
+        for line in (*block.split("\n"), ""):
+            if not line:  # a blank line ends the event
+                if fields:
+                    events.append(Event(kind or "message", "\n".join(data)))
+                kind, data, fields = "", [], False
+                continue
+            if line[0] == ":":
+                continue  # a comment
+            name, _, value = line.partition(":")
+            if value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                kind = value
+            elif name not in ("id", "retry"):
+                continue  # an unknown field is ignored, and makes no event
+            fields = True
 
 
 class SSEReader:
     """Reads a streamed response as batches of SSE events, one batch per network read.
 
-    Until `started` is set (by the adapter, on the first token) reads share the first-token deadline; after that
-    each read may take at most `idle` seconds.
+    Until `started` is set (by the adapter, on the first token) reads share the first-token deadline, and events
+    are handed out one per batch; after that each read may take at most `idle` seconds, and a batch is everything
+    a read completed.
     """
 
     def __init__(self, response: RawResponse, deadline: float, idle: float):
-        if response.header(b"content-encoding") in (None, b"identity"):
-            self._chunks = _text(response.body)
-        else:  # compressed although we asked for identity: httpx decodes it
-            decoded = httpx.Response(response.status, headers=response.headers, stream=response.body)
-            self._chunks = decoded.aiter_text()
-        self._lines = SSELineDecoder()
-        self._decoder = SSEDecoder()
+        body: AsyncIterable[bytes] = response.body
+        if response.header(b"content-encoding") not in (None, b"identity"):
+            # compressed although we asked for identity: httpx decodes it
+            body = httpx.Response(response.status, headers=response.headers, stream=response.body).aiter_bytes()
+        self._read = body.read if isinstance(body, Body) else _Reads(body).read
+        self._text = codecs.getincrementaldecoder("utf-8")("replace").decode
+        self._events = EventParser()
         self._deadline = deadline
         self._idle = idle
         self._loop = asyncio.get_running_loop()
         self._done = False
-        self._pending = ""  # read, not decoded yet: the events after the first of a read, before the first token
+        self._pending: list[Event] = []  # parsed, not handed out yet: a burst that came before the first token
         self.started = False
 
-    async def next_batch(self) -> list[ServerSentEvent] | None:
+    async def next_batch(self) -> list[Event] | None:
         """The next non-empty batch, or None at the end of the body. Until `started`, one event per batch."""
-        while not self._done:
+        while True:
             if self._pending:
-                text, self._pending = self._pending, ""
                 if not self.started:
-                    text, self._pending = _first_event(text)
-                if batch := self._decode(self._lines.decode(text)):
-                    return batch
-                continue
+                    return [self._pending.pop(0)]
+                batch, self._pending = self._pending, []
+                return batch
+            if self._done:
+                return None
             deadline = self._loop.time() + self._idle if self.started else self._deadline
             try:
-                async with asyncio.timeout_at(deadline):
-                    text = await anext(self._chunks)
-            except StopAsyncIteration:
-                self._done = True
-                return self._decode(self._lines.flush()) or None
+                data = await self._read(deadline)
             except TimeoutError:
                 if self.started:
                     raise UpstreamError(
@@ -241,12 +296,11 @@ class SSEReader:
                 raise UpstreamError(TIMEOUT, "the upstream sent no token before the first-token timeout") from None
             except httpx.HTTPError as exc:
                 raise transport_error(exc) from exc
-            if not self.started:
-                text, self._pending = _first_event(text)
-            batch = self._decode(self._lines.decode(text))
-            if batch:
-                return batch
-        return None
+            if data:
+                self._pending = self._events.feed(self._text(data))
+            else:
+                self._done = True
+                self._pending = self._events.feed(self._text(b"", True), final=True)
 
     async def drain(self, timeout: float = 1.0) -> None:
         """Read what is left of the body after the end-of-stream event (normally just the chunked terminator,
@@ -254,26 +308,23 @@ class SSEReader:
         if self._done:
             return
         self._done = True
+        deadline = self._loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                async for _ in self._chunks:
-                    pass
+            while await self._read(deadline):
+                pass
         except (TimeoutError, httpx.HTTPError):
             pass
 
-    def _decode(self, lines: list[str]) -> list[ServerSentEvent]:
-        batch = []
-        for line in lines:
-            event = self._decoder.decode(line)
-            if event is not None:
-                batch.append(event)
-        return batch
 
+class _Reads:
+    """Any async iterable of bytes read like h1.Body (a test's stream, httpx's decoded one)."""
 
-def _first_event(text: str) -> tuple[str, str]:
-    """`text` cut after its first blank line ("\\n\\n", what OpenAI-style servers send): (first event, the rest).
-    A text without one stays whole; either way the line decoder sees every byte once, in order."""
-    end = text.find("\n\n")
-    if end < 0 or end + 2 == len(text):
-        return text, ""
-    return text[: end + 2], text[end + 2 :]
+    def __init__(self, raw: AsyncIterable[bytes]):
+        self._chunks = aiter(raw)
+
+    async def read(self, deadline: float) -> bytes:
+        async with asyncio.timeout_at(deadline):
+            while (chunk := await anext(self._chunks, None)) is not None:
+                if chunk:
+                    return chunk
+            return b""

@@ -47,6 +47,8 @@ SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penal
 
 
 class OpenAIAdapter(Adapter):
+    merges_reads = True  # SSEReader hands over everything one read holds
+
     def __init__(
         self,
         base_url: str,

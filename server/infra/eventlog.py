@@ -10,7 +10,7 @@ The replica running the task also keeps its events in a LiveLog, so its own read
 round trip per event.
 
 Appends are batched: what the tasks of a process append while a write is on its way goes in the next write, one
-round trip (a Redis pipeline) for all of them, so a busy replica does not pay one round trip per token.
+round trip (one Redis script) for all of them, so a busy replica does not pay one round trip per token.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from typecase.server.infra.cache import Cache
+from typecase.server.infra.cache import Cache, EventRecord
 
 log = logging.getLogger("typecase.eventlog")
 
@@ -74,36 +74,39 @@ class EventLog:
         self.ttl = ttl_seconds
         self.running_ttl = running_ttl_seconds
         self.key = key
-        self._pending: list[tuple[str, dict[str, str | bytes], float | None, asyncio.Future]] = []
+        self._pending: list[EventRecord] = []
+        self._waiters: list[asyncio.Future] = []  # one per pending entry, in the same order
         self._flusher: asyncio.Task | None = None
 
     async def append(self, log_id: str, entry: Entry) -> None:
         """Write one entry; returns once it is stored (raises if the write failed: the caller may retry)."""
-        fields: dict[str, str | bytes] = {"s": str(entry.seq), "m": entry.payload}
         ttl = None
         if entry.terminal:
-            fields["t"] = "1"
             ttl = self.ttl
         elif entry.seq == 1:  # lives while the task may run, then `ttl` after it ended (set on the terminal event)
             ttl = self.running_ttl
         written = asyncio.get_running_loop().create_future()
-        self._pending.append((self.key(log_id), fields, ttl, written))
+        self._pending.append((self.key(log_id), entry.seq, entry.payload, entry.terminal, ttl))
+        self._waiters.append(written)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="eventlog-flush")
-        await asyncio.shield(written)
+        # Not shielded: a caller cancelled meanwhile cancels only its own future, which the flusher then skips (its
+        # entry is written all the same).
+        await written
 
     async def _flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending, []
+            batch, waiters = self._pending, self._waiters
+            self._pending, self._waiters = [], []
             try:
-                await self.cache.xadd_many([(key, fields, ttl) for key, fields, ttl, _ in batch])
+                await self.cache.xadd_events(batch)
             except Exception as exc:
-                for *_, written in batch:
+                for written in waiters:
                     if not written.done():
                         written.set_exception(exc)
                         written.exception()  # a caller that went away must not leave it "never retrieved"
             else:
-                for *_, written in batch:
+                for written in waiters:
                     if not written.done():
                         written.set_result(None)
 

@@ -135,6 +135,9 @@ class RedisConcurrency(Concurrency):
         self._renew = self._client.register_script(_RENEW)
         self._count = self._client.register_script(_COUNT)
         self._renewer: asyncio.Task | None = None
+        # Leases being released per model, with the future their callers wait on, and the task sending them.
+        self._releasing: dict[str, tuple[list[str], asyncio.Future]] = {}
+        self._releaser: asyncio.Task | None = None
 
     def _key(self, model_id: str) -> str:
         return f"{self._prefix}{model_id}"
@@ -147,6 +150,8 @@ class RedisConcurrency(Concurrency):
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
+        if self._releaser is not None:
+            await asyncio.gather(self._releaser, return_exceptions=True)  # releases under way reach Redis
         await self._client.aclose()
 
     async def acquire(self, model_id: str, limit: int, wait: float) -> str | None:
@@ -183,7 +188,31 @@ class RedisConcurrency(Concurrency):
             held.discard(lease)
             if not held:
                 del self._held[model_id]
-        await self._client.zrem(self._key(model_id), lease)
+        # Releases made while one is on its way go together in the next ZREM (turns that end together pay one round
+        # trip), as event-log appends do. A process that dies before it gets there leaves leases that expire.
+        pending = self._releasing.get(model_id)
+        if pending is None:
+            pending = self._releasing[model_id] = ([], asyncio.get_running_loop().create_future())
+        pending[0].append(lease)
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.create_task(self._release_pending(), name="slots-release")
+        await asyncio.shield(pending[1])  # shared by the batch: one caller's cancellation must not end it
+
+    async def _release_pending(self) -> None:
+        while self._releasing:
+            batches, self._releasing = self._releasing, {}
+            for model_id, (leases, done) in batches.items():
+                try:
+                    await self._client.zrem(self._key(model_id), *leases)
+                except asyncio.CancelledError:
+                    for _, waited in batches.values():
+                        waited.cancel()  # no caller waits forever (a done one ignores it)
+                    raise
+                except Exception as exc:
+                    done.set_exception(exc)
+                    done.exception()  # callers that went away must not leave it "never retrieved"
+                else:
+                    done.set_result(None)
 
     async def count(self, model_id: str) -> int:
         return int(await self._count(keys=[self._key(model_id)]))

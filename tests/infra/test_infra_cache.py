@@ -192,6 +192,24 @@ async def test_xadd_many_keeps_a_large_batch_of_binary_multi_field_entries(cache
     await cache.xadd_many([])  # nothing to write is no error
 
 
+async def test_xadd_events_stores_the_fields_xadd_many_would(cache: Cache) -> None:
+    """Event-log entries keep the stream layout {s, m, t} (readers and entries written before parse it), whatever
+    bytes a payload holds (none, separators, a large one) and however many a batch has."""
+    payloads = [b"", b"1 2 3,4", bytes(range(256)) * 40, b"\x00\r\n"]
+    batch = [
+        (f"e{i % 5}", i + 1, payloads[i % 4] + str(i).encode(), i >= 1495, 60 if i % 3 else None) for i in range(1500)
+    ]
+    await cache.xadd_events(batch)
+    await cache.xadd_events([("short", 1, b"x", False, 0.3), ("short", 2, b"y", False, None)])
+    await cache.xadd_events([])  # nothing to write is no error
+    for k in range(5):
+        mine = [b for b in batch if b[0] == f"e{k}"]
+        expected = [{"s": str(seq).encode(), "m": m, **({"t": b"1"} if end else {})} for _, seq, m, end, _ in mine]
+        assert [fields for _, fields in await cache.xrange(f"e{k}")] == expected
+    await asyncio.sleep(0.5)
+    assert await cache.xrange("short") == []  # the ttl of its first entry, not renewed by the second
+
+
 async def test_event_log_appends_from_many_tasks_keep_each_logs_order(cache: Cache) -> None:
     """Concurrent appends are written in shared batches; each log still holds its entries once, in seq order."""
     from typecase.server.infra.eventlog import Entry, EventLog
@@ -208,6 +226,20 @@ async def test_event_log_appends_from_many_tasks_keep_each_logs_order(cache: Cac
         assert [e.seq for e in entries] == list(range(1, 21))
         assert [e.payload for e in entries] == [f"t{i}-{seq}".encode() for seq in range(1, 21)]
         assert entries[-1].terminal and not any(e.terminal for e in entries[:-1])
+
+
+async def test_an_event_log_appender_cancelled_while_waiting_leaves_its_batch_whole(cache: Cache) -> None:
+    from typecase.server.infra.eventlog import Entry, EventLog
+
+    log = EventLog(cache, ttl_seconds=60, running_ttl_seconds=120, key=lambda log_id: f"log:{log_id}")
+    first = asyncio.create_task(log.append("c", Entry(1, b"one", False)))
+    second = asyncio.create_task(log.append("c", Entry(2, b"two", True)))
+    await asyncio.sleep(0)  # both wait for the batch that holds them
+    first.cancel()
+    await second
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert [e.payload for e in await log.entries("c")] == [b"one", b"two"]  # its entry was written all the same
 
 
 async def test_stream_maxlen_trims_oldest(cache: Cache) -> None:

@@ -350,13 +350,13 @@ async def test_no_event_is_delivered_before_it_is_in_the_shared_log(cluster: Clu
     a = await cluster.replica("a")
     cache = a.leases.cache
     gate = asyncio.Event()
-    real = cache.xadd_many
+    real = cache.xadd_events
 
     async def held(items):
         await gate.wait()
         return await real(items)
 
-    cache.xadd_many = held  # the shared log is slow to answer
+    cache.xadd_events = held  # the shared log is slow to answer
     try:
         job = await a.begin("j6")
         reader = asyncio.ensure_future(collect(a.follow(await a.leases.get_row("j6"))))
@@ -370,7 +370,7 @@ async def test_no_event_is_delivered_before_it_is_in_the_shared_log(cluster: Clu
         assert texts(got) == ["one", "done"]
         assert texts(await a.leases.log.entries("j6")) == ["one", "done"]
     finally:
-        del cache.xadd_many
+        del cache.xadd_events
 
 
 async def test_wait_ended_waits_for_a_local_task_and_reaps_a_lapsed_one(cluster: Cluster) -> None:

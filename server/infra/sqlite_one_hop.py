@@ -15,11 +15,15 @@ import collections
 import sqlite3
 from typing import Any
 
+from sqlalchemy import Select
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_ss_cursor,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import EMPTY_DICT
 
 
@@ -123,3 +127,75 @@ def use_one_hop(dbapi_connection: Any) -> None:
     """Switch an aiosqlite connection SQLAlchemy just opened to one-hop statements (its layout is unchanged)."""
     if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
         dbapi_connection.__class__ = OneHopConnection
+
+
+class _Compiled:
+    """A SELECT compiled once for SQLite: its SQL, its parameters in order with their bind conversions, and its
+    columns' result conversions (what SQLAlchemy's execution applies, done here without its per-statement
+    machinery)."""
+
+    __slots__ = ("sql", "compiled", "binds", "results", "row")
+
+    def __init__(self, statement: Select[Any], dialect: Dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.compiled = compiled
+        processors: dict[str, Any] = dict(compiled._bind_processors)
+        self.binds: list[tuple[str, Any]] = [(name, processors.get(name)) for name in compiled.positiontup or ()]
+        self.results: list[Any] = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in statement.selected_columns
+        ]
+        self.row = collections.namedtuple("Row", statement.selected_columns.keys(), rename=True)  # type: ignore[misc]
+
+    def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        params = self.compiled.construct_params(values)
+        return tuple(params[name] if convert is None else convert(params[name]) for name, convert in self.binds)
+
+    def rows(self, raw: list[tuple[Any, ...]]) -> list[Any]:
+        results, row = self.results, self.row
+        if not any(results):
+            return [row(*values) for values in raw]
+        return [row(*[v if f is None else f(v) for f, v in zip(results, values, strict=True)]) for values in raw]
+
+
+_compiled: dict[int, tuple[Select[Any], _Compiled]] = {}
+
+
+def _selects(conn: sqlite3.Connection, jobs: list[tuple[str, tuple[Any, ...]]]) -> tuple[list[list[Any]], bool]:
+    """In the connection's thread: every SELECT's rows, and whether a transaction is open after them."""
+    out = []
+    for sql, params in jobs:
+        cursor = conn.execute(sql, params)
+        try:
+            out.append(cursor.fetchall())
+        finally:
+            cursor.close()
+    return out, conn.in_transaction
+
+
+async def read_together(session: AsyncSession, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
+    """The rows of several SELECTs (each row with its columns as attributes and `_asdict()`). On SQLite they run in
+    one trip to the connection's thread with plain sqlite3 (a chat turn start's two reads cost two trips and two
+    passes through SQLAlchemy's execution); elsewhere one after another through the session, each a round trip to
+    the database server anyway. The statements must be built once (module constants): each is compiled once."""
+    connection = await session.connection()
+    dialect = connection.dialect
+    adapted = (await connection.get_raw_connection()).dbapi_connection
+    if dialect.name != "sqlite" or type(adapted) is not OneHopConnection:
+        return [list((await session.execute(statement, values)).all()) for statement, values in queries]
+    prepared = []
+    for statement, values in queries:
+        entry = _compiled.get(id(statement))
+        if entry is None or entry[0] is not statement:
+            entry = _compiled[id(statement)] = (statement, _Compiled(statement, dialect))
+        prepared.append((entry[1], values))
+    jobs = [(c.sql, c.parameters(values)) for c, values in prepared]
+    worker: Any = adapted._connection  # aiosqlite.Connection
+    async with adapted._execute_mutex:
+        worker.typecase_idle = False
+        try:
+            raws, in_transaction = await worker._execute(_selects, worker._conn, jobs)
+        except sqlite3.Error as error:  # as SQLAlchemy would raise it (an OperationalError: the database's outage)
+            raise DBAPIError.instance(jobs[0][0], jobs[0][1], error, sqlite3.Error) from error
+        worker.typecase_idle = not in_transaction
+    return [c.rows(raw) for (c, _), raw in zip(prepared, raws, strict=True)]

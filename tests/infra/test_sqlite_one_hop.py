@@ -1,14 +1,30 @@
 """SQLite statements through infra/sqlite_one_hop.py: one trip to aiosqlite's thread per statement, none for ending a
-unit of work that wrote nothing, and what DB-API readers of the cursor see is unchanged."""
+unit of work that wrote nothing, and what DB-API readers of the cursor see is unchanged; several SELECTs in one trip
+(read_together) return what SQLAlchemy would."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.exc import OperationalError
 
-from typecase.server.infra.sql import Database
-from typecase.server.infra.sqlite_one_hop import OneHopConnection
+from typecase.server.infra.sql import Database, JSONType, UTCDateTime
+from typecase.server.infra.sqlite_one_hop import OneHopConnection, read_together
 
 
 @pytest.fixture
@@ -79,3 +95,42 @@ async def test_a_streamed_write_is_still_ended(db) -> None:
             raise RuntimeError("abandon the unit of work")
     async with db.reading() as s:
         assert (await s.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+
+
+_MD = MetaData()
+_TYPED = Table(
+    "typed",
+    _MD,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime()),
+    Column("doc", JSONType),
+    Column("flag", Boolean),
+)
+_ALL = select(_TYPED, literal(True).label("marked")).where(_TYPED.c.id >= bindparam("low")).order_by(_TYPED.c.id)
+_NONE = select(_TYPED.c.id).where(_TYPED.c.id == bindparam("low"))
+
+
+async def test_read_together_converts_as_sqlalchemy_does_in_one_trip(db, trips) -> None:
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_MD.create_all)
+    at = datetime(2026, 12, 7, 23, 0, 1, 5, tzinfo=UTC)
+    async with db.session() as s:
+        await s.execute(
+            insert(_TYPED), [{"at": at, "doc": {"a": [1, "x"]}, "flag": True}, {"at": None, "doc": None, "flag": False}]
+        )
+    async with db.reading() as s:
+        expected = [(await s.execute(_ALL, {"low": 1})).all(), (await s.execute(_NONE, {"low": 9})).all()]
+    trips.clear()
+    async with db.reading() as s:
+        got = await read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
+    assert trips == ["_selects"]  # both statements, and no commit or rollback after them
+    assert got == expected
+    assert got[0][0].at == at and got[0][0].at.tzinfo is UTC and got[0][0].doc == {"a": [1, "x"]}
+    assert got[0][1]._asdict() == {"id": 2, "at": None, "doc": None, "flag": False, "marked": True}
+
+
+async def test_read_together_fails_as_sqlalchemy_does(db) -> None:
+    missing = select(literal_column("nope")).select_from(text("no_such_table"))
+    with pytest.raises(OperationalError, match="no such table"):
+        async with db.reading() as s:
+            await read_together(s, [(missing, {})])

@@ -21,7 +21,6 @@ from typecase.server.chat.rpc_base import ChatBase, turn_in_progress
 from typecase.server.chat.scratch import SESSION_WITH_FLAG, Scratch
 from typecase.server.chat.turns import FlowTurn, NewTurn, TurnInProgress
 from typecase.server.infra.sql import transient
-from typecase.server.infra.sqlite_one_hop import read_together
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import assistant_pb2, chat_pb2, llm_pb2
@@ -85,8 +84,8 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
         row = history = None
         session_id = request.session_id
-        # Everything a turn start reads, in one trip to SQLite's thread (read_together): the session row with its
-        # scratch flag, a retry's turn, the history window. The turn and the history are read before the session
+        # Everything a turn start reads, in one trip to SQLite's reader thread (Database.read_together): the session
+        # row with its scratch flag, a retry's turn, the history window. The turn and the history are read before the session
         # is known to be visible and are dropped unless it is.
         queries = [
             (SESSION_WITH_FLAG if self.scratch is not None else _SESSION, {"session_id": session_id}),
@@ -94,8 +93,8 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
         ]
         if request.request_id:  # a retry: re-attach to the turn this request already started
             queries.append((_RETRIED_TURN, {"session_id": session_id, "request_id": request.request_id}))
-        async with self.db.reading() as db:  # one connection for everything a turn start reads
-            found, newest, *retried = await read_together(db, queries)
+        async with self.db.reading() as db:  # a connection only if the reads cannot go together, or for the count
+            found, newest, *retried = await self.db.read_together(db, queries)
             loaded, scratch = Scratch.session_of(found[0] if found else None)
             parent = self._visible_session(loaded, session_id)
             if retried and retried[0]:

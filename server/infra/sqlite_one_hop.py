@@ -11,10 +11,13 @@ cursor: their slots and `_execute_async`), which pyproject.toml pins (sqlalchemy
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import sqlite3
+from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import Select
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
@@ -23,7 +26,6 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import EMPTY_DICT
 
 
@@ -158,44 +160,58 @@ class _Compiled:
         return [row(*[v if f is None else f(v) for f, v in zip(results, values, strict=True)]) for values in raw]
 
 
-_compiled: dict[int, tuple[Select[Any], _Compiled]] = {}
-
-
-def _selects(conn: sqlite3.Connection, jobs: list[tuple[str, tuple[Any, ...]]]) -> tuple[list[list[Any]], bool]:
-    """In the connection's thread: every SELECT's rows, and whether a transaction is open after them."""
+def _selects(conn: sqlite3.Connection, jobs: list[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
+    """In the reader's thread: every SELECT's rows."""
     out = []
     for sql, params in jobs:
         cursor = conn.execute(sql, params)
         try:
             out.append(cursor.fetchall())
         finally:
-            cursor.close()
-    return out, conn.in_transaction
+            cursor.close()  # its read snapshot ends with it
+    return out
 
 
-async def read_together(session: AsyncSession, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
-    """The rows of several SELECTs (each row with its columns as attributes and `_asdict()`). On SQLite they run in
-    one trip to the connection's thread with plain sqlite3 (a chat turn start's two reads cost two trips and two
-    passes through SQLAlchemy's execution); elsewhere one after another through the session, each a round trip to
-    the database server anyway. The statements must be built once (module constants): each is compiled once."""
-    connection = await session.connection()
-    dialect = connection.dialect
-    adapted = (await connection.get_raw_connection()).dbapi_connection
-    if dialect.name != "sqlite" or type(adapted) is not OneHopConnection:
-        return [list((await session.execute(statement, values)).all()) for statement, values in queries]
-    prepared = []
-    for statement, values in queries:
-        entry = _compiled.get(id(statement))
-        if entry is None or entry[0] is not statement:
-            entry = _compiled[id(statement)] = (statement, _Compiled(statement, dialect))
-        prepared.append((entry[1], values))
-    jobs = [(c.sql, c.parameters(values)) for c, values in prepared]
-    worker: Any = adapted._connection  # aiosqlite.Connection
-    async with adapted._execute_mutex:
-        worker.typecase_idle = False
+class Reader:
+    """A connection of its own, outside the pool, for reads that come together (`read`): a chat turn start's
+    session row, retried turn and history window. They run in one trip to its thread with plain sqlite3, the
+    statements compiled once and the values converted by their column types as SQLAlchemy would; through the pool
+    the same reads cost a session, a checkout and check-in, and two trips through SQLAlchemy's execution (about a
+    tenth of a 1-token turn's sampled CPU). One thread for every such read: calls queued while it works run back to
+    back without waking it, and a read (microseconds in SQLite under WAL) never waits for a writer. Opened on first
+    use; SELECTs only (no transaction is ever left open on it)."""
+
+    def __init__(self, path: Path, dialect: Dialect, timeout: float):
+        self.path, self.dialect, self.timeout = path, dialect, timeout
+        self._worker: aiosqlite.Connection | None = None
+        self._opening = asyncio.Lock()
+        self._compiled: dict[int, tuple[Select[Any], _Compiled]] = {}
+
+    async def _open(self) -> aiosqlite.Connection:
+        async with self._opening:
+            if self._worker is None:
+                worker = aiosqlite.connect(self.path, timeout=self.timeout)  # the pool's busy timeout, too
+                await worker
+                self._worker = worker
+        return self._worker
+
+    async def read(self, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
+        prepared = []
+        for statement, values in queries:
+            entry = self._compiled.get(id(statement))
+            if entry is None or entry[0] is not statement:  # statements are module constants: compiled once
+                entry = self._compiled[id(statement)] = (statement, _Compiled(statement, self.dialect))
+            prepared.append((entry[1], values))
+        jobs = [(c.sql, c.parameters(values)) for c, values in prepared]
+        worker = self._worker or await self._open()
         try:
-            raws, in_transaction = await worker._execute(_selects, worker._conn, jobs)
+            raws = await worker._execute(_selects, worker._conn, jobs)
         except sqlite3.Error as error:  # as SQLAlchemy would raise it (an OperationalError: the database's outage)
             raise DBAPIError.instance(jobs[0][0], jobs[0][1], error, sqlite3.Error) from error
-        worker.typecase_idle = not in_transaction
-    return [c.rows(raw) for (c, _), raw in zip(prepared, raws, strict=True)]
+        return [c.rows(raw) for (c, _), raw in zip(prepared, raws, strict=True)]
+
+    async def close(self) -> None:
+        async with self._opening:
+            if self._worker is not None:
+                await self._worker.close()
+                self._worker = None

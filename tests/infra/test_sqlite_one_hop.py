@@ -1,6 +1,6 @@
 """SQLite statements through infra/sqlite_one_hop.py: one trip to aiosqlite's thread per statement, none for ending a
 unit of work that wrote nothing, and what DB-API readers of the cursor see is unchanged; several SELECTs in one trip
-(read_together) return what SQLAlchemy would."""
+(Database.read_together) return what SQLAlchemy would."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 
 from typecase.server.infra.sql import Database, JSONType, UTCDateTime
-from typecase.server.infra.sqlite_one_hop import OneHopConnection, read_together
+from typecase.server.infra.sqlite_one_hop import OneHopConnection
 
 
 @pytest.fixture
@@ -122,15 +122,20 @@ async def test_read_together_converts_as_sqlalchemy_does_in_one_trip(db, trips) 
         expected = [(await s.execute(_ALL, {"low": 1})).all(), (await s.execute(_NONE, {"low": 9})).all()]
     trips.clear()
     async with db.reading() as s:
-        got = await read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
-    assert trips == ["_selects"]  # both statements, and no commit or rollback after them
+        got = await db.read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
+    assert trips == ["_selects"]  # both statements on the reader's thread; no pool connection, no commit
     assert got == expected
     assert got[0][0].at == at and got[0][0].at.tzinfo is UTC and got[0][0].doc == {"a": [1, "x"]}
     assert got[0][1]._asdict() == {"id": 2, "at": None, "doc": None, "flag": False, "marked": True}
+    async with db.session() as s:  # the reader keeps no snapshot: it sees what commits after its last read
+        await s.execute(insert(_TYPED), [{"at": None, "doc": [], "flag": None}])
+    async with db.reading() as s:
+        (again,) = await db.read_together(s, [(_ALL, {"low": 3})])
+    assert [tuple(r) for r in again] == [(3, None, [], None, True)]
 
 
 async def test_read_together_fails_as_sqlalchemy_does(db) -> None:
     missing = select(literal_column("nope")).select_from(text("no_such_table"))
     with pytest.raises(OperationalError, match="no such table"):
         async with db.reading() as s:
-            await read_together(s, [(missing, {})])
+            await db.read_together(s, [(missing, {})])

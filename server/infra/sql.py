@@ -226,14 +226,7 @@ class Database:
                 # One shared connection, otherwise every connection would see its own empty memory database.
                 args.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
             else:
-                # LIFO: the connection returned last goes out first, so the few in use keep their aiosqlite threads
-                # warm instead of each of pool_size threads being woken in turn.
-                args.update(
-                    pool_size=pool_size,
-                    max_overflow=0,
-                    pool_use_lifo=True,
-                    connect_args={"timeout": self.connect_timeout},
-                )
+                args.update(pool_size=pool_size, connect_args={"timeout": self.connect_timeout})
         elif self.dialect == "postgresql":
             args.update(pool_size=pool_size, max_overflow=0, pool_recycle=1800)
             if self.url.drivername.endswith("+asyncpg"):

@@ -139,3 +139,18 @@ async def test_read_together_fails_as_sqlalchemy_does(db) -> None:
     with pytest.raises(OperationalError, match="no such table"):
         async with db.reading() as s:
             await db.read_together(s, [(missing, {})])
+
+
+async def test_read_together_on_every_backend(fresh_database) -> None:
+    db = fresh_database
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_MD.create_all)
+    at = datetime(2026, 12, 7, 23, 0, 1, 5, tzinfo=UTC)
+    async with db.session() as s:
+        await s.execute(insert(_TYPED), [{"at": at, "doc": {"a": 1}, "flag": True}])
+    async with db.reading() as s:
+        got = await db.read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
+    assert [[r._asdict() for r in rows] for rows in got] == [
+        [{"id": 1, "at": at, "doc": {"a": 1}, "flag": True, "marked": True}],
+        [],
+    ]

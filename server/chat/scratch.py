@@ -52,7 +52,7 @@ RRF_K = 60
 PENDING = b""  # a chunk not embedded yet: the next turn of the session embeds it (see retrieve)
 _WORD_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|[^\W_]+")
 # Built once: every turn start runs it, and building the statement cost more than executing it.
-_SESSION_WITH_FLAG = select(
+SESSION_WITH_FLAG = select(
     ChatSessionRow.__table__, exists().where(Row.session_id == ChatSessionRow.id).label("has_scratch_rows")
 ).where(ChatSessionRow.id == bindparam("session_id"))
 
@@ -131,12 +131,11 @@ class Scratch:
         return ids
 
     @staticmethod
-    async def load_session(session, session_id: str) -> tuple[ChatSessionRow | None, bool]:
-        """The chat session's row (None: no such row) and whether the session has scratch rows, in one statement: a
-        turn start learns it at no cost, and a session without any (the common case) costs its turn no lookup of
-        its own. The row is read as plain columns and made a transient instance (an ORM load cost more than the
-        statement): read it, never add it to a session."""
-        found = (await session.execute(_SESSION_WITH_FLAG, {"session_id": session_id})).first()
+    def session_of(found) -> tuple[ChatSessionRow | None, bool]:
+        """The chat session's row (None: no such row) and whether the session has scratch rows, from a row of
+        SESSION_WITH_FLAG: a turn start learns it at no cost, and a session without any (the common case) costs its
+        turn no lookup of its own. The row is read as plain columns and made a transient instance (an ORM load cost
+        more than the statement): read it, never add it to a session."""
         if found is None:
             return None, False
         values = found._asdict()

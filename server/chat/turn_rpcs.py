@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import Integer, bindparam, func, literal, select
 
 from typecase.server.chat import context as ctx
 from typecase.server.chat.agent_turn import AgentTurn
@@ -18,7 +18,9 @@ from typecase.server.chat.attachments import for_model
 from typecase.server.chat.convert import struct_dict
 from typecase.server.chat.models import ChatMessageRow, ChatSessionRow, ChatTurnRow
 from typecase.server.chat.rpc_base import ChatBase, turn_in_progress
+from typecase.server.chat.scratch import SESSION_WITH_FLAG, Scratch
 from typecase.server.chat.turns import FlowTurn, NewTurn, TurnInProgress
+from typecase.server.infra.sql import transient
 from typecase.server.rpc import principal as caller
 from typecase.server.rpc.errors import TypecaseError, invalid_argument
 from typecase.v1 import assistant_pb2, chat_pb2, llm_pb2
@@ -34,6 +36,12 @@ _NEWEST_MESSAGES = (
     .order_by(_M.id.desc())
     .limit(bindparam("window", type_=Integer))  # typed as .limit(n) would (LIMIT $2::INTEGER)
 )
+_SESSION = select(ChatSessionRow.__table__, literal(False).label("has_scratch_rows")).where(
+    ChatSessionRow.id == bindparam("session_id")
+)  # without a scratch index (scratch.SESSION_WITH_FLAG with one)
+_RETRIED_TURN = select(ChatTurnRow.__table__).where(
+    ChatTurnRow.session_id == bindparam("session_id"), ChatTurnRow.request_id == bindparam("request_id")
+)
 _ANSWERED_COUNT = (
     select(func.count())
     .select_from(_M)
@@ -47,14 +55,11 @@ _ANSWERED_COUNT = (
 
 class TurnRpcs(AttachmentRpcs, ChatBase):
     # -- turns -----------------------------------------------------------------------------------------------
-    async def _history(self, session_id: str, session) -> tuple[list[ctx.HistoryTurn], int, str | None]:
-        """The newest complete or stopped question/answer pairs (oldest first), how many older ones exist, and the
-        session's newest message id (new messages must sort after it)."""
-        window = 2 * self.settings.chat_max_context_turns + 2
-        rows = (await session.execute(_NEWEST_MESSAGES, {"session_id": session_id, "window": window})).all()
-        # Count older turns only when the window is full (short sessions, the common case, need no count).
-        full = len(rows) >= window
-        total = (await session.scalar(_ANSWERED_COUNT, {"session_id": session_id}) or 0) if full else 0
+    def _history(self, rows, total: int) -> tuple[list[ctx.HistoryTurn], int, str | None]:
+        """From the newest messages (_NEWEST_MESSAGES) and, when they filled the window, the session's count of
+        answered turns: the newest complete or stopped question/answer pairs (oldest first), how many older ones
+        exist, and the session's newest message id (new messages must sort after it)."""
+        full = len(rows) >= self._window()
         newest = rows[0].id if rows else None
         history: list[ctx.HistoryTurn] = []
         question = None
@@ -69,31 +74,38 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
             history = []
         return history, (max(0, total - len(history)) if full else 0), newest
 
+    def _window(self) -> int:
+        return 2 * self.settings.chat_max_context_turns + 2
+
     async def Chat(self, request, context):
         caller.current()  # authenticated (visibility is checked on the session)
         question = self._check_text(request.content, "content", self.settings.chat_max_question_chars)
         if len(request.request_id) > MAX_REQUEST_ID:
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
         row = history = None
-        scratch = False
-        async with self.db.reading() as db:  # one connection for everything a turn start reads
-            if self.scratch is not None:  # the session row, read with its scratch flag
-                loaded, scratch = await self.scratch.load_session(db, request.session_id)
-                parent = self._visible_session(loaded, request.session_id)
+        session_id = request.session_id
+        # Everything a turn start reads, in one trip to SQLite's reader thread (Database.read_together): the session
+        # row with its scratch flag, a retry's turn, the history window. The turn and the history are read before the session
+        # is known to be visible and are dropped unless it is.
+        queries = [
+            (SESSION_WITH_FLAG if self.scratch is not None else _SESSION, {"session_id": session_id}),
+            (_NEWEST_MESSAGES, {"session_id": session_id, "window": self._window()}),
+        ]
+        if request.request_id:  # a retry: re-attach to the turn this request already started
+            queries.append((_RETRIED_TURN, {"session_id": session_id, "request_id": request.request_id}))
+        async with self.db.reading() as db:  # a connection only if the reads cannot go together, or for the count
+            found, newest, *retried = await self.db.read_together(db, queries)
+            loaded, scratch = Scratch.session_of(found[0] if found else None)
+            parent = self._visible_session(loaded, session_id)
+            if retried and retried[0]:
+                row = transient(ChatTurnRow, retried[0][0]._asdict())
             else:
-                parent = await self._session(request.session_id, db=db)
-            if request.request_id:  # a retry: re-attach to the turn this request already started
-                row = (
-                    await db.scalars(
-                        select(ChatTurnRow).where(
-                            ChatTurnRow.session_id == parent.id, ChatTurnRow.request_id == request.request_id
-                        )
-                    )
-                ).first()
-            if row is None:
                 if not question.strip() and not (parent.kind == "flow" and request.HasField("input")):
                     raise invalid_argument("content", "must not be empty")
-                history = await self._history(parent.id, db)
+                # Older turns are counted only when the window is full (short sessions, the common case, need none).
+                full = len(newest) >= self._window()
+                total = (await db.scalar(_ANSWERED_COUNT, {"session_id": parent.id}) or 0) if full else 0
+                history = self._history(newest, total)
         if row is None:
             if parent.kind == "flow":
                 row = await self._start_flow_turn(request, parent, question, history)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import JSON, DateTime, MetaData, String, Text, event, exc, text
+from sqlalchemy import JSON, DateTime, MetaData, Select, String, Text, event, exc, text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -25,7 +25,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 from ulid import ULID
 
-from .sqlite_one_hop import use_one_hop
+from .sqlite_one_hop import Reader, use_one_hop
 from .urls import error_detail
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,8 @@ class Database:
         autocommit = self.dialect == "postgresql"
         readers = self.engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else self.engine
         self._readers: async_sessionmaker[AsyncSession] = async_sessionmaker(readers, expire_on_commit=False)
+        path = self.sqlite_path
+        self._reader = None if path is None else Reader(path, self.engine.dialect, connect_timeout)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -269,6 +271,8 @@ class Database:
         log.info("database connected: %s", self.display_url)
 
     async def stop(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
         await self.engine.dispose()
 
     async def health(self) -> tuple[bool, str]:
@@ -298,6 +302,17 @@ class Database:
         without the commit."""
         async with self._readers() as session:
             yield session
+
+    async def read_together(
+        self, session: AsyncSession, queries: list[tuple[Select[Any], dict[str, Any]]]
+    ) -> list[list[Any]]:
+        """The rows of several SELECTs built once (module constants), each row with its columns as attributes and
+        `_asdict()`: on a SQLite file in one trip to a reader thread of their own (sqlite_one_hop.Reader), elsewhere
+        one statement after another in `session`, a reading() unit (each a round trip to a database server anyway).
+        """
+        if self._reader is not None:
+            return await self._reader.read(queries)
+        return [list((await session.execute(statement, values)).all()) for statement, values in queries]
 
 
 def create_database(database_url: str | None, data_dir: str | Path, **kw: Any) -> Database:

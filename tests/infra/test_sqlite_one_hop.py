@@ -1,13 +1,29 @@
 """SQLite statements through infra/sqlite_one_hop.py: one trip to aiosqlite's thread per statement, none for ending a
-unit of work that wrote nothing, and what DB-API readers of the cursor see is unchanged."""
+unit of work that wrote nothing, and what DB-API readers of the cursor see is unchanged; several SELECTs in one trip
+(Database.read_together) return what SQLAlchemy would."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import aiosqlite
 import pytest
-from sqlalchemy import text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.exc import OperationalError
 
-from typecase.server.infra.sql import Database
+from typecase.server.infra.sql import Database, JSONType, UTCDateTime
 from typecase.server.infra.sqlite_one_hop import OneHopConnection
 
 
@@ -79,3 +95,62 @@ async def test_a_streamed_write_is_still_ended(db) -> None:
             raise RuntimeError("abandon the unit of work")
     async with db.reading() as s:
         assert (await s.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+
+
+_MD = MetaData()
+_TYPED = Table(
+    "typed",
+    _MD,
+    Column("id", Integer, primary_key=True),
+    Column("at", UTCDateTime()),
+    Column("doc", JSONType),
+    Column("flag", Boolean),
+)
+_ALL = select(_TYPED, literal(True).label("marked")).where(_TYPED.c.id >= bindparam("low")).order_by(_TYPED.c.id)
+_NONE = select(_TYPED.c.id).where(_TYPED.c.id == bindparam("low"))
+
+
+async def test_read_together_converts_as_sqlalchemy_does_in_one_trip(db, trips) -> None:
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_MD.create_all)
+    at = datetime(2026, 12, 7, 23, 0, 1, 5, tzinfo=UTC)
+    async with db.session() as s:
+        await s.execute(
+            insert(_TYPED), [{"at": at, "doc": {"a": [1, "x"]}, "flag": True}, {"at": None, "doc": None, "flag": False}]
+        )
+    async with db.reading() as s:
+        expected = [(await s.execute(_ALL, {"low": 1})).all(), (await s.execute(_NONE, {"low": 9})).all()]
+    trips.clear()
+    async with db.reading() as s:
+        got = await db.read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
+    assert trips == ["_selects"]  # both statements on the reader's thread; no pool connection, no commit
+    assert got == expected
+    assert got[0][0].at == at and got[0][0].at.tzinfo is UTC and got[0][0].doc == {"a": [1, "x"]}
+    assert got[0][1]._asdict() == {"id": 2, "at": None, "doc": None, "flag": False, "marked": True}
+    async with db.session() as s:  # the reader keeps no snapshot: it sees what commits after its last read
+        await s.execute(insert(_TYPED), [{"at": None, "doc": [], "flag": None}])
+    async with db.reading() as s:
+        (again,) = await db.read_together(s, [(_ALL, {"low": 3})])
+    assert [tuple(r) for r in again] == [(3, None, [], None, True)]
+
+
+async def test_read_together_fails_as_sqlalchemy_does(db) -> None:
+    missing = select(literal_column("nope")).select_from(text("no_such_table"))
+    with pytest.raises(OperationalError, match="no such table"):
+        async with db.reading() as s:
+            await db.read_together(s, [(missing, {})])
+
+
+async def test_read_together_on_every_backend(fresh_database) -> None:
+    db = fresh_database
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_MD.create_all)
+    at = datetime(2026, 12, 7, 23, 0, 1, 5, tzinfo=UTC)
+    async with db.session() as s:
+        await s.execute(insert(_TYPED), [{"at": at, "doc": {"a": 1}, "flag": True}])
+    async with db.reading() as s:
+        got = await db.read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
+    assert [[r._asdict() for r in rows] for rows in got] == [
+        [{"id": 1, "at": at, "doc": {"a": 1}, "flag": True, "marked": True}],
+        [],
+    ]

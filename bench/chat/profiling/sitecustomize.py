@@ -36,6 +36,19 @@ if _OUT:
         from sqlalchemy.engine import Engine
 
         event.listen(Engine, "before_cursor_execute", _count)
+        try:  # SQLite reads that go together run outside SQLAlchemy's execution (sqlite_one_hop.Reader)
+            from typecase.server.infra import sqlite_one_hop
+        except ImportError:
+            return
+        selects = getattr(sqlite_one_hop, "_selects", None)
+        if selects is not None:
+
+            def counted(conn, jobs):
+                for sql, _ in jobs:
+                    _count(None, None, sql, None, None, False)
+                return selects(conn, jobs)
+
+            sqlite_one_hop._selects = counted
 
     def _name(code) -> str:
         file = code.co_filename

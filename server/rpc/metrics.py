@@ -50,7 +50,7 @@ class _Measured:
     """One call's metrics, as a plain async context manager (an @asynccontextmanager generator costs a few
     microseconds more on every call)."""
 
-    __slots__ = ("context", "labels", "started", "sent", "seconds", "rpc_type", "start")
+    __slots__ = ("context", "labels", "started", "sent", "seconds", "rpc_type", "start", "messages")
 
     def __init__(self, context, labels, started, sent, seconds, rpc_type):
         self.context = context
@@ -59,13 +59,21 @@ class _Measured:
         self.sent = sent
         self.seconds = seconds
         self.rpc_type = rpc_type
+        self.messages = 0
 
     async def __aenter__(self):
         self.started.inc()
         self.start = time.perf_counter()
-        return self.sent.inc if self.rpc_type in ("server_stream", "bidi_stream") else None
+        return self.count if self.rpc_type in ("server_stream", "bidi_stream") else None
+
+    def count(self) -> None:
+        # A plain int per message, added to the counter when the call ends: Counter.inc takes a lock and checks
+        # its amount (~0.3 us against ~0.03, on every token of a stream).
+        self.messages += 1
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if self.messages:
+            self.sent.inc(self.messages)
         code = call_status(self.context, exc_type)
         _handled(self.labels, code.name).inc()
         self.seconds.observe(time.perf_counter() - self.start)

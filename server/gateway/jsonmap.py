@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import difflib
 import keyword
 import math
@@ -186,7 +187,38 @@ def _float(v: float) -> Any:
     return "Infinity" if v > 0 else "-Infinity"
 
 
+_TS_MIN, _TS_MAX = -62135596800, 253402300799  # 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z
+_EPOCH = datetime.datetime(1970, 1, 1)
+# The last whole second formatted: a stream's messages mostly carry times of the same second.
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def _enc_timestamp(m: Message) -> str:
+    """ToJsonString's output (RFC 3339, 'Z', 0, 3, 6 or 9 fractional digits) for ~a third of its cost: it is
+    on every streamed message that carries a time (a chat turn's tokens), where ToJsonString took ~3 us."""
+    global _last_second
+    seconds = m.seconds
+    nanos = m.nanos
+    if not 0 <= nanos < 1_000_000_000:
+        return m.ToJsonString()  # its ValueError
+    last = _last_second
+    if last[0] == seconds:
+        head = last[1]
+    else:
+        if not _TS_MIN <= seconds <= _TS_MAX:
+            return m.ToJsonString()
+        head = (_EPOCH + datetime.timedelta(seconds=seconds)).isoformat()
+        _last_second = (seconds, head)
+    if nanos == 0:
+        return head + "Z"
+    if nanos % 1_000_000 == 0:
+        return f"{head}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1000 == 0:
+        return f"{head}.{nanos // 1000:06d}Z"
+    return f"{head}.{nanos:09d}Z"
+
+
+def _enc_duration(m: Message) -> str:
     return m.ToJsonString()
 
 
@@ -252,7 +284,7 @@ def _enc_any(m: Message) -> dict[str, Any]:
 
 _SPECIAL_ENCODERS: dict[str, Encoder] = {
     "google.protobuf.Timestamp": _enc_timestamp,
-    "google.protobuf.Duration": _enc_timestamp,
+    "google.protobuf.Duration": _enc_duration,
     "google.protobuf.FieldMask": _enc_field_mask,
     "google.protobuf.Struct": _enc_struct,
     "google.protobuf.Value": _enc_value,

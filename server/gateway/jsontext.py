@@ -10,8 +10,12 @@ strings are cut out by one regex pass, the brackets kept by ``translate``, and t
 (orjson's is fixed at 1024, ujson and simdjson have none), hence these lines.
 
 ``compact`` goes the other way for the streamed surfaces: the text of ``json.dumps(value, separators=(",", ":"),
-ensure_ascii=False)``, from one C encoder made once. ``json.dumps`` with those arguments makes a JSONEncoder, and
-its ``encode`` a C encoder, for every value: ~1-3 us of every streamed chunk.
+ensure_ascii=False)``, written by orjson (``compact_bytes``: ~0.15 us for a chat token's message against ~1.2 for
+the standard library's C encoder, made once; ``json.dumps`` itself made an encoder per value, ~1-3 us). The text is
+the same (every string, int, bool and null; tests/gateway/test_jsontext.py) but for floats under 1e-4 in magnitude,
+which orjson writes as other text of the same number (``1e-05`` -> ``0.00001``, ``1e-07`` -> ``1e-7``), and
+non-finite floats, which it writes as null (the gateway's encoders never pass them: they write "NaN" strings).
+What orjson refuses (an int beyond 64 bits, a non-string key) goes through the standard encoder as before.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import json
 import re
 from itertools import accumulate
 from typing import Any
+
+import orjson
 
 from .errors import RpcFailure, invalid_argument
 
@@ -34,11 +40,26 @@ _C_ENCODER = (
 )
 
 
-def compact(value: Any) -> str:
-    """``value`` as compact JSON text, non-ASCII kept (values built here: never circular)."""
+def _standard(value: Any) -> str:
     if _C_ENCODER is None:
         return _ENCODER.encode(value)
     return "".join(_C_ENCODER(value, 0))
+
+
+def compact_bytes(value: Any) -> bytes:
+    """``value`` as compact JSON in UTF-8, non-ASCII kept (values built here: never circular)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: an int beyond 64 bits, a key that is not a string
+        return _standard(value).encode("utf-8")
+
+
+def compact(value: Any) -> str:
+    """``value`` as compact JSON text, non-ASCII kept (values built here: never circular)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return _standard(value)
 
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')

@@ -30,7 +30,7 @@ from starlette.types import Receive, Send
 
 from .errors import RpcFailure, status_dict
 from .httpbody import response_headers
-from .jsontext import compact
+from .jsontext import compact, compact_bytes
 from .metadata import metadata_headers
 
 _json_encode = compact
@@ -40,7 +40,7 @@ SSE = "sse"
 
 
 def dumps(value: Any) -> bytes:
-    return _json_encode(value).encode("utf-8")
+    return compact_bytes(value)
 
 
 class HttpStreamWriter:
@@ -114,13 +114,13 @@ class HttpStreamWriter:
         if self.raw:
             chunk = msg.data
         elif self.mode == SSE:
-            data = _json_encode(self.encode(msg))
+            data = compact_bytes(self.encode(msg))
             if self.seq_field is not None:
-                chunk = f"id: {getattr(msg, self.seq_field)}\ndata: {data}\n\n".encode()
+                chunk = b"id: %d\ndata: %b\n\n" % (getattr(msg, self.seq_field), data)
             else:
-                chunk = f"data: {data}\n\n".encode()
+                chunk = b"data: " + data + b"\n\n"
         else:
-            chunk = f'{{"result":{_json_encode(self.encode(msg))}}}\n'.encode()
+            chunk = b'{"result":' + compact_bytes(self.encode(msg)) + b"}\n"
         self.count += 1
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
 

@@ -1,7 +1,9 @@
 """Prometheus metrics for every RPC, with the names and labels of go-grpc-prometheus so dashboards carry over.
 
 The labelled children of a method are looked up once and kept (prometheus_client's `labels()` validates and locks
-on every call; children are never removed here), a few microseconds less on every call's path."""
+on every call; children are never removed here), a few microseconds less on every call's path. A stream's sent
+messages are counted in the call and added to grpc_server_msg_sent_total when it ends (a stream still open has not
+been counted yet): one Counter.inc per call instead of one per message."""
 
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ class _Measured:
     """One call's metrics, as a plain async context manager (an @asynccontextmanager generator costs a few
     microseconds more on every call)."""
 
-    __slots__ = ("context", "labels", "started", "sent", "seconds", "rpc_type", "start")
+    __slots__ = ("context", "labels", "started", "sent", "seconds", "rpc_type", "start", "messages")
 
     def __init__(self, context, labels, started, sent, seconds, rpc_type):
         self.context = context
@@ -59,13 +61,21 @@ class _Measured:
         self.sent = sent
         self.seconds = seconds
         self.rpc_type = rpc_type
+        self.messages = 0
 
     async def __aenter__(self):
         self.started.inc()
         self.start = time.perf_counter()
-        return self.sent.inc if self.rpc_type in ("server_stream", "bidi_stream") else None
+        return self.count if self.rpc_type in ("server_stream", "bidi_stream") else None
+
+    def count(self) -> None:
+        # A plain int per message, added to the counter when the call ends: Counter.inc takes a lock and checks
+        # its amount (~0.3 us against ~0.03, on every token of a stream).
+        self.messages += 1
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if self.messages:
+            self.sent.inc(self.messages)
         code = call_status(self.context, exc_type)
         _handled(self.labels, code.name).inc()
         self.seconds.observe(time.perf_counter() - self.start)

@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from google.protobuf import json_format, struct_pb2, wrappers_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2, wrappers_pb2
 from google.protobuf.descriptor import FieldDescriptor as FD
 
 from typecase.server.gateway import jsonmap
@@ -234,3 +234,27 @@ def test_any_and_field_encoder(pb):
     enc = jsonmap.field_encoder(pb.pb2.Book.DESCRIPTOR.fields_by_name["author"])
     assert enc(book) == {"display_name": "Q", "born": 0}
     assert enc(pb.pb2.Book()) is None
+
+
+def test_timestamp_json_is_to_json_string():
+    """The gateway's own Timestamp formatter writes what protobuf's ToJsonString writes (digits by precision,
+    before 1970, both ends of the range, the same second twice) and fails as it does out of range."""
+    rng = random.Random(27)
+    lo, hi = -62135596800, 253402300799
+    seconds = [lo, lo + 1, -1, 0, 1, 951782400, 1_800_000_000, hi - 1, hi]
+    seconds += [rng.randint(lo, hi) for _ in range(300)]
+    nanos = [0, 1, 7, 999, 1_000, 123_456, 999_999, 1_000_000, 5_000_000, 999_000_000, 999_999_999]
+    for s in seconds:
+        for n in [*nanos, rng.randrange(1_000_000_000)]:
+            for _ in range(2):  # a second just formatted comes from the cache the second time
+                ts = timestamp_pb2.Timestamp(seconds=s, nanos=n)
+                assert jsonmap._enc_timestamp(ts) == ts.ToJsonString()
+    for s, n in [(lo - 1, 0), (hi + 1, 0), (0, -1), (0, 1_000_000_000), (hi, -5)]:
+        ts = timestamp_pb2.Timestamp(seconds=s, nanos=n)
+        with pytest.raises(ValueError):
+            ts.ToJsonString()
+        with pytest.raises(ValueError):
+            jsonmap._enc_timestamp(ts)
+    jsonmap._enc_timestamp(timestamp_pb2.Timestamp(seconds=hi))  # cached: an invalid nanos still fails
+    with pytest.raises(ValueError):
+        jsonmap._enc_timestamp(timestamp_pb2.Timestamp(seconds=hi, nanos=-1))

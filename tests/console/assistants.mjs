@@ -76,7 +76,10 @@ run("assistants", async (page, result) => {
   await chatAnswer.getByTestId("tool-steps").waitFor();
   result.chatHeader = await page.locator(".conversation .pane-head .muted").first().textContent();
   result.chatSteps = await toolSteps(chatAnswer);
-  result.talkTo = await page.locator("select[name=target] optgroup[label=Assistants] option").allTextContents();
+  // The list of assistants to talk to loads on its own: wait for it before reading it.
+  const talkTo = page.locator("select[name=target] optgroup[label=Assistants] option");
+  await talkTo.first().waitFor({ state: "attached" });
+  result.talkTo = await talkTo.allTextContents();
   await shot(page, "assistants-chat-steps");
   assert(result.chatSteps.length > 0, "the chat page shows the tool calls");
 });

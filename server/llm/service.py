@@ -250,8 +250,14 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     # -- inference -----------------------------------------------------------------------------------------------
     async def Generate(self, request, context):
         caller.current()
-        async for response in self.generate(request):
-            yield response
+        # self.generate's body without its generator: one async generator less for every message to pass through.
+        await self.check_access(request.model_id, "chat", "llm")
+        stream = self.inference.generate(request)
+        try:
+            async for response in stream:
+                yield response
+        finally:
+            await stream.aclose()
 
     async def Complete(self, request, context):
         caller.current()

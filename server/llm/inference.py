@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -62,6 +63,7 @@ T = TypeVar("T")
 
 # Failures after which the next model in the chain is tried.
 FALLBACK_KINDS = frozenset({UNAVAILABLE, RATE_LIMITED, TIMEOUT})
+_NO_SPAN = nullcontext()  # traces off: tracing.ended(None)'s generator-based context manager would do nothing
 RETIRED_ADAPTER_GRACE = 600.0  # seconds an adapter replaced by a provider edit stays open for streams still using it
 
 
@@ -362,7 +364,7 @@ class Inference:
                     if tracing.enabled()
                     else None
                 )
-                with tracing.ended(span):
+                with tracing.ended(span) if span is not None else _NO_SPAN:
                     async for response in self._stream(target, call, prompt_tokens, started):
                         if span is not None:
                             _trace_response(span, response)

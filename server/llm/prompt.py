@@ -66,14 +66,19 @@ class Prompt:
 
     def estimate_tokens(self) -> int:
         """A tokenizer-free estimate of the prompt (an image counts as a low-detail one, ~85 tokens)."""
-        tokens = sum(
-            estimate_tokens(m.text())
-            + 4
-            + sum(estimate_tokens(c.arguments) + 4 for c in m.tool_calls or ())
-            + 85 * sum(1 for p in m.parts or () if type(p) is not str)
-            for m in self.messages
-        )
-        return tokens + sum(estimate_tokens(t.description) + t.schema_chars // 4 for t in self.tools)
+        tokens = 0
+        for m in self.messages:  # plain loops: four generator expressions per message cost more than the sums
+            tokens += estimate_tokens(m.text()) + 4
+            if m.tool_calls:
+                for c in m.tool_calls:
+                    tokens += estimate_tokens(c.arguments) + 4
+            if m.parts:
+                for part in m.parts:
+                    if type(part) is not str:
+                        tokens += 85
+        for t in self.tools:
+            tokens += estimate_tokens(t.description) + t.schema_chars // 4
+        return tokens
 
 
 def _struct(value) -> dict[str, Any]:

@@ -346,9 +346,14 @@ class Inference:
         if len(config.stop) > 4:
             raise invalid_argument("config.stop", "at most 4 stop sequences")
 
-    async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
+    async def generate(
+        self, request: llm_pb2.GenerateRequest, access: Callable[[ModelRow, str], Awaitable[None]] | None = None
+    ) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
+        """`access(model, ref)`: raises when the caller may not use the model the request resolves to."""
         started = time.perf_counter()
         primary = await self.resolve(request.model_id, "chat", "llm")
+        if access is not None:
+            await access(primary, request.model_id)
         self.validate_config(request.config)
         built = await self.prompt(request)
         prompt_tokens = built.estimate_tokens()

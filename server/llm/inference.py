@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -63,6 +63,7 @@ T = TypeVar("T")
 
 # Failures after which the next model in the chain is tried.
 FALLBACK_KINDS = frozenset({UNAVAILABLE, RATE_LIMITED, TIMEOUT})
+_NO_SPAN = nullcontext()  # traces off: tracing.ended(None)'s generator-based context manager would do nothing
 RETIRED_ADAPTER_GRACE = 600.0  # seconds an adapter replaced by a provider edit stays open for streams still using it
 
 
@@ -83,6 +84,14 @@ class Target:
     timeouts: Timeouts
     max_retries: int
     labels: tuple[str, str]
+    # The model's admission settings as plain values: an ORM attribute read costs ~0.5 us through SQLAlchemy's
+    # descriptor, and admission read ten of them on every call (the rows change only with a registry reload, which
+    # makes new Targets).
+    model_id: str = ""
+    max_concurrency: int = 0
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    gate: tuple[str | None, int] = (None, 0)  # Breaker.gate(model_id): fixed per model and process
 
 
 class Inference:
@@ -196,7 +205,19 @@ class Inference:
             idle=(provider.idle_timeout_ms or s.llm_idle_timeout_seconds * 1000) / 1000,
         )
         retries = provider.max_retries if provider.max_retries is not None else s.llm_max_retries
-        return Target(model, provider, self.adapter(provider), timeouts, retries, (provider.name, model.name))
+        return Target(
+            model,
+            provider,
+            self.adapter(provider),
+            timeouts,
+            retries,
+            (provider.name, model.name),
+            model.id,
+            model.max_concurrency,
+            model.requests_per_minute,
+            model.tokens_per_minute,
+            self.breaker.gate(model.id),
+        )
 
     def adapter(self, provider: ProviderRow) -> Adapter:
         spec = PROVIDER_TYPES[provider.type]
@@ -239,55 +260,10 @@ class Inference:
         return None
 
     # -- admission -----------------------------------------------------------------------------------------------
-    @asynccontextmanager
-    async def admitted(self, target: Target, prompt_tokens: int) -> AsyncIterator[Ticket]:
-        """Breaker, rate limits and a concurrency slot, released on exit. Raises Unserved when refused."""
-        model, provider_name = target.model, target.provider.name
-        wait = self.settings.llm_concurrency_wait_seconds
-        ticket = lease = None
-        # Without rate limits nothing comes between the breaker and the slot: on Redis one script reads the breaker's
-        # failure count and takes the slot while it is closed (an open or half-open breaker takes the usual path).
-        fused = not model.requests_per_minute and not model.tokens_per_minute
-        if fused:
-            gated = await self.concurrency.acquire_gated(
-                model.id, model.max_concurrency, wait, *self.breaker.gate(model.id)
-            )
-            if gated is not None:
-                lease, failures = gated
-                ticket = self.breaker.admit_counted(model.id, failures)
-        if ticket is None:
-            fused = False
-            try:
-                ticket = await self.breaker.admit(model.id)
-            except BreakerOpen as exc:
-                metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_OPEN)
-                self._count_failure(target, "CIRCUIT_OPEN")
-                raise Unserved(errors.circuit_open(model, provider_name, exc.retry_after), fallback=True) from None
-        resolved = False
-        try:
-            if not fused:
-                try:
-                    await self.rate_limits.admit(
-                        model.id, model.requests_per_minute, model.tokens_per_minute, prompt_tokens
-                    )
-                except LimitExceeded as exc:
-                    self._count_failure(target, "RATE_LIMITED")
-                    raise Unserved(errors.rate_limited(model, provider_name, exc.what, exc.retry_after), True) from None
-                lease = await self.concurrency.acquire(model.id, model.max_concurrency, wait)
-            if lease is None:
-                self._count_failure(target, "RATE_LIMITED")
-                raise Unserved(errors.rate_limited(model, provider_name, "concurrency", 1.0), True)
-            in_flight = metrics.children(target.labels).in_flight
-            in_flight.inc()
-            try:
-                yield ticket
-                resolved = True
-            finally:
-                in_flight.dec()
-                await self.concurrency.release(model.id, lease)
-        finally:
-            if not resolved:
-                await self.breaker.release(ticket)
+    def admitted(self, target: Target, prompt_tokens: int) -> _Admitted:
+        """Breaker, rate limits and a concurrency slot (`async with`: the breaker's Ticket), released on exit. Raises
+        Unserved when refused."""
+        return _Admitted(self, target, prompt_tokens)
 
     async def _retrying(self, target: Target, call: Callable[[], Awaitable[T]]) -> T:
         """One upstream operation with the provider's retry budget (retryable failures only)."""
@@ -370,9 +346,14 @@ class Inference:
         if len(config.stop) > 4:
             raise invalid_argument("config.stop", "at most 4 stop sequences")
 
-    async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
+    async def generate(
+        self, request: llm_pb2.GenerateRequest, access: Callable[[ModelRow, str], Awaitable[None]] | None = None
+    ) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
+        """`access(model, ref)`: raises when the caller may not use the model the request resolves to."""
         started = time.perf_counter()
         primary = await self.resolve(request.model_id, "chat", "llm")
+        if access is not None:
+            await access(primary, request.model_id)
         self.validate_config(request.config)
         built = await self.prompt(request)
         prompt_tokens = built.estimate_tokens()
@@ -388,7 +369,7 @@ class Inference:
                     if tracing.enabled()
                     else None
                 )
-                with tracing.ended(span):
+                with tracing.ended(span) if span is not None else _NO_SPAN:
                     async for response in self._stream(target, call, prompt_tokens, started):
                         if span is not None:
                             _trace_response(span, response)
@@ -439,7 +420,7 @@ class Inference:
 
             now = time.perf_counter()
             GenerateResponse = llm_pb2.GenerateResponse
-            first = GenerateResponse(seq=1, served_model_id=model.id)
+            first = GenerateResponse(seq=1, served_model_id=target.model_id)
             if delta.text or delta.reasoning or delta.tool_calls:  # a tool call's first piece is its first token
                 first.ttft.FromNanoseconds(int((now - started) * 1e9))
             seq, last, produced, outcome = 1, now, 0, "cancelled"
@@ -744,3 +725,74 @@ def _trace_response(span: Any, response: llm_pb2.GenerateResponse) -> None:
                 "gen_ai.usage.output_tokens": response.usage.completion_tokens,
             }
         )
+
+
+class _Admitted:
+    """Inference.admitted: a plain async context manager (an @asynccontextmanager generator costs a few microseconds
+    more on every call)."""
+
+    __slots__ = ("inference", "target", "prompt_tokens", "ticket", "lease", "in_flight")
+
+    def __init__(self, inference: Inference, target: Target, prompt_tokens: int):
+        self.inference = inference
+        self.target = target
+        self.prompt_tokens = prompt_tokens
+
+    async def __aenter__(self) -> Ticket:
+        inference, target = self.inference, self.target
+        model_id, limit, rpm, tpm = (
+            target.model_id,
+            target.max_concurrency,
+            target.requests_per_minute,
+            target.tokens_per_minute,
+        )
+        wait = inference.settings.llm_concurrency_wait_seconds
+        ticket = lease = None
+        # Without rate limits nothing comes between the breaker and the slot: on Redis one script reads the breaker's
+        # failure count and takes the slot while it is closed (an open or half-open breaker takes the usual path).
+        fused = not rpm and not tpm and target.gate[0] is not None  # off Redis there is no script to fuse them in
+        if fused:
+            gated = await inference.concurrency.acquire_gated(model_id, limit, wait, *target.gate)
+            if gated is not None:
+                lease, failures = gated
+                ticket = inference.breaker.admit_counted(model_id, failures)
+        if ticket is None:
+            fused = False
+            try:
+                ticket = await inference.breaker.admit(model_id)
+            except BreakerOpen as exc:
+                metrics.BREAKER_STATE.labels(*target.labels).set(llm_pb2.BREAKER_STATE_OPEN)
+                inference._count_failure(target, "CIRCUIT_OPEN")
+                raise Unserved(
+                    errors.circuit_open(target.model, target.provider.name, exc.retry_after), fallback=True
+                ) from None
+        try:
+            if not fused:
+                if rpm or tpm:  # without either, RateLimits.admit does nothing: not even its coroutine is made
+                    try:
+                        await inference.rate_limits.admit(model_id, rpm, tpm, self.prompt_tokens)
+                    except LimitExceeded as exc:
+                        inference._count_failure(target, "RATE_LIMITED")
+                        raise Unserved(
+                            errors.rate_limited(target.model, target.provider.name, exc.what, exc.retry_after), True
+                        ) from None
+                lease = await inference.concurrency.acquire(model_id, limit, wait)
+            if lease is None:
+                inference._count_failure(target, "RATE_LIMITED")
+                raise Unserved(errors.rate_limited(target.model, target.provider.name, "concurrency", 1.0), True)
+        except BaseException:
+            await inference.breaker.release(ticket)
+            raise
+        self.ticket, self.lease = ticket, lease
+        self.in_flight = metrics.children(target.labels).in_flight
+        self.in_flight.inc()
+        return ticket
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self.in_flight.dec()
+            await self.inference.concurrency.release(self.target.model_id, self.lease)
+        finally:
+            if exc_type is not None:  # no upstream outcome was recorded: let another probe through
+                await self.inference.breaker.release(self.ticket)
+        return False

@@ -66,14 +66,19 @@ class Prompt:
 
     def estimate_tokens(self) -> int:
         """A tokenizer-free estimate of the prompt (an image counts as a low-detail one, ~85 tokens)."""
-        tokens = sum(
-            estimate_tokens(m.text())
-            + 4
-            + sum(estimate_tokens(c.arguments) + 4 for c in m.tool_calls or ())
-            + 85 * sum(1 for p in m.parts or () if type(p) is not str)
-            for m in self.messages
-        )
-        return tokens + sum(estimate_tokens(t.description) + t.schema_chars // 4 for t in self.tools)
+        tokens = 0
+        for m in self.messages:  # plain loops: four generator expressions per message cost more than the sums
+            tokens += estimate_tokens(m.text()) + 4
+            if m.tool_calls:
+                for c in m.tool_calls:
+                    tokens += estimate_tokens(c.arguments) + 4
+            if m.parts:
+                for part in m.parts:
+                    if type(part) is not str:
+                        tokens += 85
+        for t in self.tools:
+            tokens += estimate_tokens(t.description) + t.schema_chars // 4
+        return tokens
 
 
 def _struct(value) -> dict[str, Any]:
@@ -279,17 +284,16 @@ async def resolve_files(prompt: Prompt, reader: FileReader | None, limits: Limit
 def chat_call(model, request: Prompt, config: llm_pb2.GenerationConfig, user: str) -> ChatCall:
     """The call to a model (a ModelRow): request options over the model's configured defaults, max_tokens capped
     at its max_output_tokens; the model's other config keys ride along as extras."""
-    extra = dict(model.config or {})
-    defaults = {k: extra.pop(k) for k in SAMPLING_DEFAULTS if k in extra}
+    extra, defaults, cap, upstream_name = _model_options(model)
 
     def pick(name: str):
         return getattr(config, name) if config.HasField(name) else defaults.get(name)
 
     max_tokens = pick("max_tokens")
-    if model.max_output_tokens and (max_tokens is None or max_tokens > model.max_output_tokens):
-        max_tokens = model.max_output_tokens
+    if cap and (max_tokens is None or max_tokens > cap):
+        max_tokens = cap
     return ChatCall(
-        model=model.upstream_name or model.name,
+        model=upstream_name,
         messages=request.messages,
         tools=request.tools,
         tool_choice=request.tool_choice,
@@ -305,3 +309,22 @@ def chat_call(model, request: Prompt, config: llm_pb2.GenerationConfig, user: st
         user=user,
         extra=extra,
     )
+
+
+# Per model row (a registry snapshot's rows are replaced, never edited, on a reload): its config split into extras
+# and sampling defaults, its output cap and upstream name, worked out once instead of on every call (a dict copy,
+# a dict built and four ORM attribute reads). The extras dict is shared by the calls: adapters only read it.
+_MODEL_OPTIONS: dict[int, tuple[Any, tuple[dict[str, Any], dict[str, Any], int | None, str]]] = {}
+
+
+def _model_options(model) -> tuple[dict[str, Any], dict[str, Any], int | None, str]:
+    hit = _MODEL_OPTIONS.get(id(model))
+    if hit is not None and hit[0] is model:  # ids are reused once objects are freed
+        return hit[1]
+    extra = dict(model.config or {})
+    defaults = {k: extra.pop(k) for k in SAMPLING_DEFAULTS if k in extra}
+    options = (extra, defaults, model.max_output_tokens, model.upstream_name or model.name)
+    if len(_MODEL_OPTIONS) >= 4096:
+        _MODEL_OPTIONS.clear()
+    _MODEL_OPTIONS[id(model)] = (model, options)
+    return options

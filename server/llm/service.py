@@ -84,17 +84,18 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
         await self.inference.aclose()
 
     # -- Python API ----------------------------------------------------------------------------------------------
-    async def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
+    def generate(self, request: llm_pb2.GenerateRequest) -> AsyncGenerator[llm_pb2.GenerateResponse, None]:
         """The Generate stream: seq-numbered deltas, then a final message with finish_reason and usage.
         Raises TypecaseError (before the first message, or mid-stream after it); closing the iterator or
-        cancelling its consumer closes the upstream call at once."""
-        await self.check_access(request.model_id, "chat", "llm")
-        stream = self.inference.generate(request)
-        try:
-            async for response in stream:
-                yield response
-        finally:
-            await stream.aclose()
+        cancelling its consumer closes the upstream call at once. Inference's own stream, with the caller's access
+        checked on the model it resolves (an async generator of its own here cost every message a step, and the
+        model was resolved twice for a caller who is not an admin)."""
+        return self.inference.generate(request, self._check_model)
+
+    async def _check_model(self, model: ModelRow, ref: str) -> None:
+        principal = bound_caller()
+        if principal is not None and not principal.is_admin:
+            await self.access.check(model, ref, principal)
 
     async def complete(self, request: llm_pb2.CompleteRequest) -> llm_pb2.CompleteResponse:
         await self.check_access(request.model_id, "chat", "llm")
@@ -250,8 +251,12 @@ class LLMService(llm_pb2_grpc.LLMServiceServicer):
     # -- inference -----------------------------------------------------------------------------------------------
     async def Generate(self, request, context):
         caller.current()
-        async for response in self.generate(request):
-            yield response
+        stream = self.generate(request)
+        try:
+            async for response in stream:
+                yield response
+        finally:
+            await stream.aclose()
 
     async def Complete(self, request, context):
         caller.current()

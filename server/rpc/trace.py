@@ -4,8 +4,8 @@ and, without an x-trace-id, the logged id is the span's trace id, so a log line 
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from typecase.server.infra import tracing
 from typecase.server.logs import trace_id_var
@@ -23,7 +23,9 @@ def trace_id_from(metadata) -> str:
             return value
         if key == "traceparent" and isinstance(value, str):
             traceparent = _TRACEPARENT.match(value.strip().lower())
-    return traceparent.group(1) if traceparent else uuid.uuid4().hex
+    # 32 random hex digits as a uuid4's hex would be, without the UUID object (~0.5 us against ~2 on every call
+    # that brings no trace id; the gateway's calls bring one, gRPC clients mostly do not)
+    return traceparent.group(1) if traceparent else os.urandom(16).hex()
 
 
 class TraceInterceptor(WrappingInterceptor):

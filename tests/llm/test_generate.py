@@ -52,6 +52,11 @@ async def test_options_and_model_config_reach_the_upstream(llm, upstream):
     assert body["temperature"] == 0.1 and body["top_p"] == 0.5 and body["seed"] == 7  # request over model config
     assert body["stop"] == ["END"] and body["user"] == "end-user-1" and body["enable_thinking"] is False
     assert messages[-1].finish_reason == common_pb2.FINISH_REASON_LENGTH
+    # The model's options are worked out once per model row: a second call gets the same, not what the first left.
+    await llm.generate(model.id)
+    body = upstream.seen[-1].body
+    assert body["model"] == "real-upstream-name" and body["max_tokens"] == 3 and body["temperature"] == 0.1
+    assert body["enable_thinking"] is False and "top_p" not in body and "stop" not in body and "user" not in body
 
 
 async def test_anthropic_messages_stream(llm, upstream):

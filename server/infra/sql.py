@@ -323,8 +323,7 @@ class Database:
     async def _read_on_asyncpg(self, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
         """The SELECTs on the asyncpg connection of one pool checkout (the checkout's ping included), outside a
         transaction (asyncpg's default, as reading() has it), without SQLAlchemy's session, Connection and result
-        machinery (most of a turn start's SQL CPU on PostgreSQL); asyncpg prepares and caches each statement per
-        connection. Errors are raised as SQLAlchemy would raise them, and a connection found closed invalidates
+        machinery; asyncpg prepares and caches each statement per connection. Errors are raised as SQLAlchemy would raise them, and a connection found closed invalidates
         the pool's connections as SQLAlchemy's execution does."""
         assert self._statements is not None
         prepared = [(self._statements.get(statement), values) for statement, values in queries]
@@ -345,7 +344,8 @@ class Database:
 
     def _drop_after(self, fairy: Any, adapted: Any, sql: str, params: Any, error: BaseException) -> None:
         """Return the checkout after a failed read; raise an asyncpg error as SQLAlchemy's execution would."""
-        if not isinstance(error, Exception):  # cancelled: the connection may be mid-statement
+        if not isinstance(error, Exception):  # cancelled: the connection may be mid-statement (as SQLAlchemy does)
+            adapted._connection.terminate()
             fairy.invalidate(error)
             return
         dialect = self.engine.dialect
@@ -353,14 +353,15 @@ class Database:
             adapted._handle_exception(error)  # asyncpg's error as the adapter's DB-API error
         except Exception as translated:
             error = translated
-        closed = dialect.is_disconnect(error, adapted, None)
+        dbapi_error = dialect.loaded_dbapi.Error
+        closed = isinstance(error, dbapi_error) and dialect.is_disconnect(cast(Any, error), adapted, None)
         if closed:
             self.engine.sync_engine.pool._invalidate(fairy, error)  # this connection, and those opened before it
         else:
             fairy.close()
-        if isinstance(error, dialect.loaded_dbapi.Error):
+        if isinstance(error, dbapi_error):
             raise DBAPIError.instance(
-                sql, params, error, dialect.loaded_dbapi.Error, connection_invalidated=closed, dialect=dialect
+                sql, params, error, dbapi_error, connection_invalidated=closed, dialect=dialect
             ) from error
 
 

@@ -15,13 +15,14 @@ from sqlalchemy import (
     MetaData,
     Table,
     bindparam,
+    event,
     insert,
     literal,
     literal_column,
     select,
     text,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from typecase.server.infra.sql import Database, JSONType, UTCDateTime
 from typecase.server.infra.sqlite_one_hop import OneHopConnection
@@ -150,3 +151,35 @@ async def test_read_together_on_every_backend(fresh_database) -> None:
         [{"id": 1, "at": at, "doc": {"a": 1}, "flag": True, "marked": True}],
         [],
     ]
+
+
+async def test_read_together_fails_as_sqlalchemy_does_on_every_backend(fresh_database) -> None:
+    """An error is SQLAlchemy's (the class its execution raises), and the checkout goes back to the pool."""
+    db = fresh_database
+    missing = select(literal_column("nope")).select_from(text("no_such_table"))
+    async with db.reading() as s:
+        with pytest.raises(DBAPIError) as expected:
+            await s.execute(missing)
+    with pytest.raises(DBAPIError) as failed:
+        await db.read_together([(missing, {})])
+    assert type(failed.value) is type(expected.value) and not failed.value.connection_invalidated
+    assert db.engine.sync_engine.pool.checkedout() == 0
+    assert await db.read_together([(select(literal(7).label("n")), {})]) == [[(7,)]]
+
+
+async def test_read_together_sees_commits_outside_sqlalchemys_execution(fresh_database) -> None:
+    """On a database server the reads run outside a transaction (each sees what was committed before it); on
+    PostgreSQL directly on asyncpg, not through SQLAlchemy's execution."""
+    db = fresh_database
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_MD.create_all)
+    executed: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: executed.append(a[2]))
+    for n in (1, 2):
+        async with db.session() as s:
+            await s.execute(insert(_TYPED), [{"doc": {"n": n}}])
+        (rows,) = await db.read_together([(_ALL, {"low": 1})])
+        assert [r.doc for r in rows] == [{"n": i} for i in range(1, n + 1)]
+    assert db.engine.sync_engine.pool.checkedout() == 0
+    if db.dialect == "postgresql":
+        assert not [sql for sql in executed if sql.startswith("SELECT typed")]

@@ -84,28 +84,29 @@ class TurnRpcs(AttachmentRpcs, ChatBase):
             raise invalid_argument("request_id", f"at most {MAX_REQUEST_ID} characters")
         row = history = None
         session_id = request.session_id
-        # Everything a turn start reads, in one trip to SQLite's reader thread (Database.read_together): the session
-        # row with its scratch flag, a retry's turn, the history window. The turn and the history are read before the session
-        # is known to be visible and are dropped unless it is.
+        # Everything a turn start reads, together (Database.read_together: one trip to SQLite's reader thread, one
+        # pooled checkout on PostgreSQL): the session row with its scratch flag, a retry's turn, the history window.
+        # The turn and the history are read before the session is known to be visible and are dropped unless it is.
         queries = [
             (SESSION_WITH_FLAG if self.scratch is not None else _SESSION, {"session_id": session_id}),
             (_NEWEST_MESSAGES, {"session_id": session_id, "window": self._window()}),
         ]
         if request.request_id:  # a retry: re-attach to the turn this request already started
             queries.append((_RETRIED_TURN, {"session_id": session_id, "request_id": request.request_id}))
-        async with self.db.reading() as db:  # a connection only if the reads cannot go together, or for the count
-            found, newest, *retried = await self.db.read_together(db, queries)
-            loaded, scratch = Scratch.session_of(found[0] if found else None)
-            parent = self._visible_session(loaded, session_id)
-            if retried and retried[0]:
-                row = transient(ChatTurnRow, retried[0][0]._asdict())
-            else:
-                if not question.strip() and not (parent.kind == "flow" and request.HasField("input")):
-                    raise invalid_argument("content", "must not be empty")
-                # Older turns are counted only when the window is full (short sessions, the common case, need none).
-                full = len(newest) >= self._window()
-                total = (await db.scalar(_ANSWERED_COUNT, {"session_id": parent.id}) or 0) if full else 0
-                history = self._history(newest, total)
+        found, newest, *retried = await self.db.read_together(queries)
+        loaded, scratch = Scratch.session_of(found[0] if found else None)
+        parent = self._visible_session(loaded, session_id)
+        if retried and retried[0]:
+            row = transient(ChatTurnRow, retried[0][0]._asdict())
+        else:
+            if not question.strip() and not (parent.kind == "flow" and request.HasField("input")):
+                raise invalid_argument("content", "must not be empty")
+            # Older turns are counted only when the window is full (short sessions, the common case, need none).
+            total = 0
+            if len(newest) >= self._window():
+                async with self.db.reading() as db:
+                    total = await db.scalar(_ANSWERED_COUNT, {"session_id": parent.id}) or 0
+            history = self._history(newest, total)
         if row is None:
             if parent.kind == "flow":
                 row = await self._start_flow_turn(request, parent, question, history)

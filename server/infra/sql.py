@@ -19,12 +19,15 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import JSON, DateTime, MetaData, Select, String, Text, event, exc, text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import URL, CursorResult, Result, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 from ulid import ULID
 
+from .compiled_select import Statements
 from .sqlite_one_hop import Reader, use_one_hop
 from .urls import error_detail
 
@@ -208,6 +211,8 @@ class Database:
         self._readers: async_sessionmaker[AsyncSession] = async_sessionmaker(readers, expire_on_commit=False)
         path = self.sqlite_path
         self._reader = None if path is None else Reader(path, self.engine.dialect, connect_timeout)
+        direct = self.dialect == "postgresql" and self.url.drivername.endswith("+asyncpg")
+        self._statements = Statements(self.engine.dialect) if direct else None
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -303,16 +308,61 @@ class Database:
         async with self._readers() as session:
             yield session
 
-    async def read_together(
-        self, session: AsyncSession, queries: list[tuple[Select[Any], dict[str, Any]]]
-    ) -> list[list[Any]]:
+    async def read_together(self, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
         """The rows of several SELECTs built once (module constants), each row with its columns as attributes and
-        `_asdict()`: on a SQLite file in one trip to a reader thread of their own (sqlite_one_hop.Reader), elsewhere
-        one statement after another in `session`, a reading() unit (each a round trip to a database server anyway).
-        """
+        `_asdict()`, each statement seeing what was committed when it ran: on a SQLite file in one trip to a reader
+        thread of their own (sqlite_one_hop.Reader); on PostgreSQL with asyncpg run directly on the driver connection
+        of one pooled checkout (`_read_on_asyncpg`); elsewhere one statement after another in a reading() unit."""
         if self._reader is not None:
             return await self._reader.read(queries)
-        return [list((await session.execute(statement, values)).all()) for statement, values in queries]
+        if self._statements is not None:
+            return await self._read_on_asyncpg(queries)
+        async with self.reading() as session:
+            return [list((await session.execute(statement, values)).all()) for statement, values in queries]
+
+    async def _read_on_asyncpg(self, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
+        """The SELECTs on the asyncpg connection of one pool checkout (the checkout's ping included), outside a
+        transaction (asyncpg's default, as reading() has it), without SQLAlchemy's session, Connection and result
+        machinery; asyncpg prepares and caches each statement per connection. Errors are raised as SQLAlchemy would raise them, and a connection found closed invalidates
+        the pool's connections as SQLAlchemy's execution does."""
+        assert self._statements is not None
+        prepared = [(self._statements.get(statement), values) for statement, values in queries]
+        fairy = await self.engine.raw_connection()
+        adapted: Any = fairy.dbapi_connection  # sqlalchemy's AsyncAdapt_asyncpg_connection
+        driver = adapted._connection  # the asyncpg.Connection
+        raws = []
+        sql, params = "", ()
+        try:
+            for compiled, values in prepared:
+                sql, params = compiled.sql, compiled.parameters(values)
+                raws.append(await driver.fetch(sql, *params))
+        except BaseException as error:
+            await greenlet_spawn(self._drop_after, fairy, adapted, sql, params, error)
+            raise
+        fairy.close()  # back to the pool: no transaction to end (its reset's rollback has nothing to do)
+        return [compiled.rows(raw) for (compiled, _), raw in zip(prepared, raws, strict=True)]
+
+    def _drop_after(self, fairy: Any, adapted: Any, sql: str, params: Any, error: BaseException) -> None:
+        """Return the checkout after a failed read; raise an asyncpg error as SQLAlchemy's execution would."""
+        if not isinstance(error, Exception):  # cancelled: the connection may be mid-statement (as SQLAlchemy does)
+            adapted._connection.terminate()
+            fairy.invalidate(error)
+            return
+        dialect = self.engine.dialect
+        try:
+            adapted._handle_exception(error)  # asyncpg's error as the adapter's DB-API error
+        except Exception as translated:
+            error = translated
+        dbapi_error = dialect.loaded_dbapi.Error
+        closed = isinstance(error, dbapi_error) and dialect.is_disconnect(cast(Any, error), adapted, None)
+        if closed:
+            self.engine.sync_engine.pool._invalidate(fairy, error)  # this connection, and those opened before it
+        else:
+            fairy.close()
+        if isinstance(error, dbapi_error):
+            raise DBAPIError.instance(
+                sql, params, error, dbapi_error, connection_invalidated=closed, dialect=dialect
+            ) from error
 
 
 def create_database(database_url: str | None, data_dir: str | Path, **kw: Any) -> Database:

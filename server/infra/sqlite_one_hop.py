@@ -28,6 +28,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import EMPTY_DICT
 
+from .compiled_select import Statements
+
 
 class _Done:
     """What a finished statement leaves for DB-API readers of the cursor (its sqlite3 cursor is closed)."""
@@ -131,35 +133,6 @@ def use_one_hop(dbapi_connection: Any) -> None:
         dbapi_connection.__class__ = OneHopConnection
 
 
-class _Compiled:
-    """A SELECT compiled once for SQLite: its SQL, its parameters in order with their bind conversions, and its
-    columns' result conversions (what SQLAlchemy's execution applies, done here without its per-statement
-    machinery)."""
-
-    __slots__ = ("sql", "compiled", "binds", "results", "row")
-
-    def __init__(self, statement: Select[Any], dialect: Dialect):
-        compiled = statement.compile(dialect=dialect)
-        self.sql = compiled.string
-        self.compiled = compiled
-        processors: dict[str, Any] = dict(compiled._bind_processors)
-        self.binds: list[tuple[str, Any]] = [(name, processors.get(name)) for name in compiled.positiontup or ()]
-        self.results: list[Any] = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in statement.selected_columns
-        ]
-        self.row = collections.namedtuple("Row", statement.selected_columns.keys(), rename=True)  # type: ignore[misc]
-
-    def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        params = self.compiled.construct_params(values)
-        return tuple(params[name] if convert is None else convert(params[name]) for name, convert in self.binds)
-
-    def rows(self, raw: list[tuple[Any, ...]]) -> list[Any]:
-        results, row = self.results, self.row
-        if not any(results):
-            return [row(*values) for values in raw]
-        return [row(*[v if f is None else f(v) for f, v in zip(results, values, strict=True)]) for values in raw]
-
-
 def _selects(conn: sqlite3.Connection, jobs: list[tuple[str, tuple[Any, ...]]]) -> list[list[Any]]:
     """In the reader's thread: every SELECT's rows."""
     out = []
@@ -185,7 +158,7 @@ class Reader:
         self.path, self.dialect, self.timeout = path, dialect, timeout
         self._worker: aiosqlite.Connection | None = None
         self._opening = asyncio.Lock()
-        self._compiled: dict[int, tuple[Select[Any], _Compiled]] = {}
+        self._statements = Statements(dialect)
 
     async def _open(self) -> aiosqlite.Connection:
         async with self._opening:
@@ -196,12 +169,7 @@ class Reader:
         return self._worker
 
     async def read(self, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
-        prepared = []
-        for statement, values in queries:
-            entry = self._compiled.get(id(statement))
-            if entry is None or entry[0] is not statement:  # statements are module constants: compiled once
-                entry = self._compiled[id(statement)] = (statement, _Compiled(statement, self.dialect))
-            prepared.append((entry[1], values))
+        prepared = [(self._statements.get(statement), values) for statement, values in queries]
         jobs = [(c.sql, c.parameters(values)) for c, values in prepared]
         worker = self._worker or await self._open()
         try:

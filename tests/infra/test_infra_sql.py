@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -365,3 +365,46 @@ def test_base_uses_portable_constraint_names() -> None:
     assert "CONSTRAINT pk_child" in ddl
     assert "CONSTRAINT uq_child_parent_id" in ddl
     assert "CONSTRAINT fk_child_parent_id_parent" in ddl
+
+
+async def test_read_together_on_a_dropped_connection_fails_once_then_reads(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """PostgreSQL's direct reads (Database.read_together on asyncpg) keep the pool's guarantees: with the checkout's
+    ping a dropped connection is replaced unseen; without it the read fails once as SQLAlchemy's execution would
+    (invalidated), and the next read gets a new connection."""
+    url = _url_for(request, "postgresql", tmp_path)
+    who = select(func.pg_backend_pid().label("pid"))
+    for idle, fails in ((0.0, False), (60.0, True)):
+        db = Database(url, pool_size=1, ping_idle_seconds=idle)
+        await db.start()
+        try:
+            backend = await _drop_pooled_connection(db, url, "SELECT pg_backend_pid()")
+            await asyncio.sleep(0.2)
+            if fails:
+                with pytest.raises(DBAPIError) as failed:
+                    await db.read_together([(who, {})])
+                assert failed.value.connection_invalidated
+            [[row]] = await db.read_together([(who, {})])
+            assert row.pid != backend
+            assert db.engine.sync_engine.pool.checkedout() == 0
+        finally:
+            await db.stop()
+
+
+async def test_a_cancelled_read_together_leaves_the_pool_whole(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """A direct read cancelled mid-statement (a caller gone) does not hand its connection back busy."""
+    url = _url_for(request, "postgresql", tmp_path)
+    db = Database(url, pool_size=1)
+    await db.start()
+    try:
+        slow = asyncio.create_task(db.read_together([(select(func.pg_sleep(5).label("s")), {})]))
+        await asyncio.sleep(0.3)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert db.engine.sync_engine.pool.checkedout() == 0
+        [[row]] = await db.read_together([(select(func.pg_backend_pid().label("pid")), {})])
+        assert row.pid > 0
+    finally:
+        await db.stop()

@@ -15,13 +15,14 @@ from sqlalchemy import (
     MetaData,
     Table,
     bindparam,
+    event,
     insert,
     literal,
     literal_column,
     select,
     text,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from typecase.server.infra.sql import Database, JSONType, UTCDateTime
 from typecase.server.infra.sqlite_one_hop import OneHopConnection
@@ -121,24 +122,21 @@ async def test_read_together_converts_as_sqlalchemy_does_in_one_trip(db, trips) 
     async with db.reading() as s:
         expected = [(await s.execute(_ALL, {"low": 1})).all(), (await s.execute(_NONE, {"low": 9})).all()]
     trips.clear()
-    async with db.reading() as s:
-        got = await db.read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
+    got = await db.read_together([(_ALL, {"low": 1}), (_NONE, {"low": 9})])
     assert trips == ["_selects"]  # both statements on the reader's thread; no pool connection, no commit
     assert got == expected
     assert got[0][0].at == at and got[0][0].at.tzinfo is UTC and got[0][0].doc == {"a": [1, "x"]}
     assert got[0][1]._asdict() == {"id": 2, "at": None, "doc": None, "flag": False, "marked": True}
     async with db.session() as s:  # the reader keeps no snapshot: it sees what commits after its last read
         await s.execute(insert(_TYPED), [{"at": None, "doc": [], "flag": None}])
-    async with db.reading() as s:
-        (again,) = await db.read_together(s, [(_ALL, {"low": 3})])
+    (again,) = await db.read_together([(_ALL, {"low": 3})])
     assert [tuple(r) for r in again] == [(3, None, [], None, True)]
 
 
 async def test_read_together_fails_as_sqlalchemy_does(db) -> None:
     missing = select(literal_column("nope")).select_from(text("no_such_table"))
     with pytest.raises(OperationalError, match="no such table"):
-        async with db.reading() as s:
-            await db.read_together(s, [(missing, {})])
+        await db.read_together([(missing, {})])
 
 
 async def test_read_together_on_every_backend(fresh_database) -> None:
@@ -148,9 +146,40 @@ async def test_read_together_on_every_backend(fresh_database) -> None:
     at = datetime(2026, 12, 7, 23, 0, 1, 5, tzinfo=UTC)
     async with db.session() as s:
         await s.execute(insert(_TYPED), [{"at": at, "doc": {"a": 1}, "flag": True}])
-    async with db.reading() as s:
-        got = await db.read_together(s, [(_ALL, {"low": 1}), (_NONE, {"low": 9})])
+    got = await db.read_together([(_ALL, {"low": 1}), (_NONE, {"low": 9})])
     assert [[r._asdict() for r in rows] for rows in got] == [
         [{"id": 1, "at": at, "doc": {"a": 1}, "flag": True, "marked": True}],
         [],
     ]
+
+
+async def test_read_together_fails_as_sqlalchemy_does_on_every_backend(fresh_database) -> None:
+    """An error is SQLAlchemy's (the class its execution raises), and the checkout goes back to the pool."""
+    db = fresh_database
+    missing = select(literal_column("nope")).select_from(text("no_such_table"))
+    async with db.reading() as s:
+        with pytest.raises(DBAPIError) as expected:
+            await s.execute(missing)
+    with pytest.raises(DBAPIError) as failed:
+        await db.read_together([(missing, {})])
+    assert type(failed.value) is type(expected.value) and not failed.value.connection_invalidated
+    assert db.engine.sync_engine.pool.checkedout() == 0
+    assert await db.read_together([(select(literal(7).label("n")), {})]) == [[(7,)]]
+
+
+async def test_read_together_sees_commits_outside_sqlalchemys_execution(fresh_database) -> None:
+    """On a database server the reads run outside a transaction (each sees what was committed before it); on
+    PostgreSQL directly on asyncpg, not through SQLAlchemy's execution."""
+    db = fresh_database
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_MD.create_all)
+    executed: list[str] = []
+    event.listen(db.engine.sync_engine, "before_cursor_execute", lambda *a: executed.append(a[2]))
+    for n in (1, 2):
+        async with db.session() as s:
+            await s.execute(insert(_TYPED), [{"doc": {"n": n}}])
+        (rows,) = await db.read_together([(_ALL, {"low": 1})])
+        assert [r.doc for r in rows] == [{"n": i} for i in range(1, n + 1)]
+    assert db.engine.sync_engine.pool.checkedout() == 0
+    if db.dialect == "postgresql":
+        assert not [sql for sql in executed if sql.startswith("SELECT typed")]

@@ -36,19 +36,17 @@ if _OUT:
         from sqlalchemy.engine import Engine
 
         event.listen(Engine, "before_cursor_execute", _count)
-        try:  # SQLite reads that go together run outside SQLAlchemy's execution (sqlite_one_hop.Reader)
-            from typecase.server.infra import sqlite_one_hop
+        try:  # reads that go together run outside SQLAlchemy's execution (Database.read_together)
+            from typecase.server.infra import compiled_select
         except ImportError:
             return
-        selects = getattr(sqlite_one_hop, "_selects", None)
-        if selects is not None:
+        parameters = compiled_select.CompiledSelect.parameters
 
-            def counted(conn, jobs):
-                for sql, _ in jobs:
-                    _count(None, None, sql, None, None, False)
-                return selects(conn, jobs)
+        def counted(self, values):  # once per statement run, on SQLite's reader and on asyncpg
+            _count(None, None, self.sql, None, None, False)
+            return parameters(self, values)
 
-            sqlite_one_hop._selects = counted
+        compiled_select.CompiledSelect.parameters = counted
 
     def _name(code) -> str:
         file = code.co_filename

@@ -323,8 +323,9 @@ class Database:
     async def _read_on_asyncpg(self, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
         """The SELECTs on the asyncpg connection of one pool checkout (the checkout's ping included), outside a
         transaction (asyncpg's default, as reading() has it), without SQLAlchemy's session, Connection and result
-        machinery; asyncpg prepares and caches each statement per connection. Errors are raised as SQLAlchemy would raise them, and a connection found closed invalidates
-        the pool's connections as SQLAlchemy's execution does."""
+        machinery; asyncpg prepares and caches each statement per connection. Errors are raised as SQLAlchemy would
+        raise them, and a connection found closed invalidates the pool's connections as SQLAlchemy's execution does.
+        Reaches into SQLAlchemy 2.1's asyncpg adapter (`_connection`, `_handle_exception`), which pyproject pins."""
         assert self._statements is not None
         prepared = [(self._statements.get(statement), values) for statement, values in queries]
         fairy = await self.engine.raw_connection()

@@ -413,6 +413,13 @@ class Settings(BaseSettings):
     # Upstream HTTP connection pool, per provider.
     llm_max_connections: int = Field(1000, ge=1)
     llm_keepalive_expiry_seconds: float = Field(30.0, ge=0, description="how long an idle upstream connection is kept")
+    # What one upstream answer may hold: a larger one fails the call as UPSTREAM_UNAVAILABLE instead of filling memory.
+    llm_max_stream_event_chars: int = Field(
+        8 * MiB, ge=1024, description="one server-sent event of a streamed answer, in characters"
+    )
+    llm_max_response_bytes: int = Field(
+        64 * MiB, ge=1024, description="the body of a unary answer (chat without streaming, embeddings, rerank)"
+    )
     llm_embed_batch_size: int = Field(64, ge=1, le=2048)
     llm_max_embed_inputs: int = Field(256, ge=1)
     llm_registry_refresh_seconds: float = Field(30.0, gt=0, description="safety-net reload of the model registry")

@@ -147,17 +147,13 @@ class RedisMovingWindow(MovingWindowRateLimiter):
         return int(reply[0]) - 1, reply[1] if len(reply) > 1 else NOT_READ
 
 
-async def hit_in_turn(limiter: MovingWindowRateLimiter, hits: list[tuple[Any, tuple[str, ...]]]) -> int:
-    """Hit each (limit, identifiers) in order until one is full: that one's index, or -1 when every one took its
-    hit (the ones before a full window keep theirs, as separate hits would)."""
-    return (await hit_and_read(limiter, hits, None))[0]
-
-
 async def hit_and_read(
     limiter: MovingWindowRateLimiter, hits: list[tuple[Any, tuple[str, ...]]], read: str | None
 ) -> tuple[int, Any]:
-    """hit_in_turn, and the value of the Redis key `read` (bytes or None) got in the same round trip when the
-    windows are on Redis and every one took its hit; NOT_READ otherwise (the caller reads it itself)."""
+    """Hit each (limit, identifiers) in order until one is full: that one's index, or -1 when every one took its
+    hit (the ones before a full window keep theirs, as separate hits would). And the value of the Redis key `read`
+    (bytes or None) got in the same round trip when the windows are on Redis and every one took its hit; NOT_READ
+    otherwise (the caller reads it itself)."""
     if isinstance(limiter, RedisMovingWindow) and (len(hits) > 1 or read is not None):
         return await limiter.hit_in_turn(hits, read)
     for index, (item, identifiers) in enumerate(hits):

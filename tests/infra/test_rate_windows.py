@@ -12,11 +12,14 @@ from typecase.server.infra.rate_windows import (
     NOT_READ,
     RedisMovingWindow,
     hit_and_read,
-    hit_in_turn,
     moving_window_limiter,
 )
 
 from .infra_support import unique
+
+
+async def hit_in_turn(limiter, hits) -> int:
+    return (await hit_and_read(limiter, hits, None))[0]
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -10,6 +10,8 @@ Run in a thread of the test process (`FakeUpstream().start()`) or as a subproces
   "stall:K:S"           stream K content chunks, then go silent for S seconds
   "hang"                never answer
   "gzip"                send the whole stream gzip-compressed (Content-Encoding: gzip), whatever was asked for
+  "flood:K:N"           stream K content chunks, then an event that does not end for N pieces of 64 KiB
+  "bloat:N"             (embeddings) an answer padded with N pieces of 64 KiB, chunked, without Content-Length
 
 Tools, as the vendors do them: when a request offers tools (and its tool choice allows), the answer calls them -
 the named one, or the first (and, with parallel calls allowed and two or more tools, the second too) - with
@@ -40,6 +42,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 ARGUMENT_PIECE = 5  # characters of tool arguments per streamed fragment
+PIECE = "x" * 65536  # what "flood" and "bloat" send, again and again
 
 
 class Half(bytes):
@@ -89,6 +92,7 @@ class Seen:
     completed: bool = False  # the whole body was sent
     closed_early: bool = False  # the client went away mid-stream
     closed_time: float | None = None
+    sent: int = 0  # bytes of PIECE written ("flood", "bloat")
 
 
 class FakeUpstream:
@@ -193,6 +197,12 @@ class FakeUpstream:
                     raise Reset()
                 if step.startswith("stall:") and i == int(step.split(":")[1]):
                     await asyncio.sleep(float(step.split(":")[2]))
+                if step.startswith("flood:") and i == int(step.split(":")[1]):
+                    yield "data: "
+                    for _ in range(int(step.split(":")[2])):
+                        yield PIECE
+                        seen.sent += len(PIECE)
+                        await asyncio.sleep(0)  # a write to a closed connection returns at once: notice the hang-up
                 if self.token_delay and i:
                     await asyncio.sleep(self.token_delay)
                 yield chunk
@@ -343,6 +353,8 @@ class FakeUpstream:
             {"object": "embedding", "index": i, "embedding": [float(len(t)), float(i)] + [0.5] * (dims - 2)}
             for i, t in enumerate(inputs)
         ]
+        if step.startswith("bloat:"):
+            return StreamingResponse(self._bloated(seen, int(step.split(":")[1]), data), media_type="application/json")
         seen.completed = True
         return JSONResponse(
             {
@@ -352,6 +364,16 @@ class FakeUpstream:
                 "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)},
             }
         )
+
+    @staticmethod
+    async def _bloated(seen: Seen, pieces: int, data: list[dict[str, Any]]):
+        yield '{"object": "list", "padding": "'
+        for _ in range(pieces):
+            yield PIECE
+            seen.sent += len(PIECE)
+            await asyncio.sleep(0)  # as in "flood"
+        yield '", "data": ' + json.dumps(data) + ', "usage": {"prompt_tokens": 1, "total_tokens": 1}}'
+        seen.completed = True
 
     async def rerank(self, request: Request) -> Response:
         body = await request.json()

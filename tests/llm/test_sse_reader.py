@@ -5,24 +5,42 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from typecase.server.infra.http import RawResponse
+from typecase.server.llm.providers import UNAVAILABLE, UpstreamError
 from typecase.server.llm.providers.http import SSEReader
 
 
 class Reads(httpx.AsyncByteStream):
     def __init__(self, *reads: bytes):
         self.reads = reads
+        self.taken = 0
 
     async def __aiter__(self):
         for data in self.reads:
+            self.taken += 1
             yield data
 
 
-def reader(*reads: bytes) -> SSEReader:
-    response = RawResponse(200, "OK", [(b"content-type", b"text/event-stream")], Reads(*reads))
-    return SSEReader(response, asyncio.get_running_loop().time() + 5, 5)
+def reader(*reads: bytes | Reads, max_event_chars: int = 1 << 20) -> SSEReader:
+    body = reads[0] if isinstance(reads[0], Reads) else Reads(*reads)
+    response = RawResponse(200, "OK", [(b"content-type", b"text/event-stream")], body)
+    return SSEReader(response, asyncio.get_running_loop().time() + 5, 5, max_event_chars)
+
+
+async def read_all(sse: SSEReader) -> list[tuple[str, str]]:
+    sse.started = True
+    seen = []
+    while (batch := await sse.next_batch()) is not None:
+        seen += [(e.event, e.data) for e in batch]
+    return seen
+
+
+def httpx_sse(text: bytes) -> list[tuple[str, str]]:
+    lines, decoder = SSELineDecoder(), SSEDecoder()
+    return [(e.event, e.data) for line in lines.decode(text.decode()) if (e := decoder.decode(line)) is not None]
 
 
 def event(text: str) -> bytes:
@@ -76,3 +94,36 @@ async def test_fields_as_the_event_stream_format_reads_them():
     # data lines joined by newlines (one leading space dropped), an unknown field alone makes no event, a retry
     # alone makes an empty one (as httpx-sse did), an event the body ends in the middle of is dropped
     assert [(e.event, e.data) for e in seen] == [("message", "\nx\n y"), ("message", ""), ("e", "1\n2")]
+
+
+async def test_every_way_of_cutting_a_stream_into_three_reads_decodes_as_the_whole_text():
+    # blank lines that straddle two reads, runs of them, CRLF cut in half, an event held over several reads
+    text = b"data: a\r\n\r\n\n\ndata: bb\nevent: x\n\ndata: c\n\ndata: d\n\n"
+    whole = httpx_sse(text)
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            assert await read_all(reader(text[:i], text[i:j], text[j:])) == whole, (i, j)
+
+
+async def test_an_event_goes_out_with_the_read_that_ends_it_when_its_blank_line_straddles_two_reads():
+    reads = Reads(b"data: a\n", b"\n", b"data: b\n", b"\ndata: c", b"\n\n")
+    sse = reader(reads)
+    sse.started = True
+    assert [e.data for e in await sse.next_batch()] == ["a"]
+    assert reads.taken == 2
+    assert [e.data for e in await sse.next_batch()] == ["b"]
+    assert reads.taken == 4
+    assert [e.data for e in await sse.next_batch()] == ["c"]
+
+
+async def test_an_event_may_grow_to_the_limit_over_many_reads_and_no_further():
+    long = b"data: " + b"x" * 994  # 1000 characters without its blank line
+    assert await read_all(reader(*[long[k : k + 7] for k in range(0, 1000, 7)], b"\n\n", max_event_chars=1000)) == [
+        ("message", "x" * 994)
+    ]
+    endless = reader(*[long[k : k + 7] for k in range(0, 1000, 7)], b"y", b"\n\n", max_event_chars=1000)
+    with pytest.raises(UpstreamError) as caught:
+        await read_all(endless)
+    assert caught.value.kind == UNAVAILABLE
+    assert "longer than 1000 characters" in caught.value.message
+    assert "TYPECASE_LLM_MAX_STREAM_EVENT_CHARS" in caught.value.message

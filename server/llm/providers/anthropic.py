@@ -40,7 +40,7 @@ from . import (
     UpstreamError,
     merge_tool_deltas,
 )
-from .http import ClientPool, SSEReader, open_stream, post_json
+from .http import ClientPool, PoolLimits, SSEReader, open_stream, post_json
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -71,9 +71,7 @@ class AnthropicAdapter(Adapter):
         api_key: str | None,
         extra_headers: dict[str, str],
         config: dict[str, Any],
-        *,
-        max_connections: int,
-        keepalive_expiry: float,
+        limits: PoolLimits,
     ):
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.url = httpx.URL(f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages")
@@ -84,7 +82,7 @@ class AnthropicAdapter(Adapter):
         }
         if api_key:
             headers["x-api-key"] = api_key
-        self.pool = ClientPool(max_connections=max_connections, keepalive_expiry=keepalive_expiry, headers=headers)
+        self.pool = ClientPool(limits, headers)
 
     def _body(self, call: ChatCall, stream: bool) -> dict[str, Any]:
         system, messages = _split(call.messages)
@@ -112,7 +110,7 @@ class AnthropicAdapter(Adapter):
 
     async def stream_chat(self, call: ChatCall, timeouts: Timeouts) -> AsyncGenerator[Delta, None]:
         async with open_stream(self.pool, self.url, self._body(call, True), timeouts) as (response, deadline):
-            reader = SSEReader(response, deadline, timeouts.idle)
+            reader = SSEReader(response, deadline, timeouts.idle, self.pool.limits.max_event_chars)
             finish, prompt, completion, done = UNFINISHED, None, None, False
             text: list[str] = []
             reasoning: list[str] = []

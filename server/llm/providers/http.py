@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -36,16 +37,29 @@ USER_AGENT = "typecase"
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """A provider's connection pool and the most one upstream answer may hold (Settings.llm_*)."""
+
+    max_connections: int
+    keepalive_expiry: float  # seconds an idle connection is kept
+    max_event_chars: int  # one server-sent event of a stream
+    max_response_bytes: int  # the body of a unary answer
+
+
 class ClientPool:
     """The provider's HTTP clients: an httpx client on the aiohttp-based transport for unary calls
     (typecase.server.infra.http: half the CPU of httpx's own transport, see bench/llm), and for streams the lean
     HTTP/1.1 client (typecase.server.infra.h1), because its first body bytes arrive ~0.17 ms sooner: time to
     first token."""
 
-    def __init__(self, *, max_connections: int, keepalive_expiry: float, headers: dict[str, str]):
+    def __init__(self, limits: PoolLimits, headers: dict[str, str]):
+        self.limits = limits
         self.headers = {"accept-encoding": "identity", **headers}  # SSE is read raw (see SSEReader)
-        self.transport = AiohttpTransport(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
-        self.streams = StreamClient(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
+        self.transport = AiohttpTransport(
+            max_connections=limits.max_connections, keepalive_expiry=limits.keepalive_expiry
+        )
+        self.streams = StreamClient(max_connections=limits.max_connections, keepalive_expiry=limits.keepalive_expiry)
         self.http = httpx.AsyncClient(
             transport=self.transport,
             headers=self.headers,
@@ -169,20 +183,46 @@ async def post_json(pool: ClientPool, url: str | httpx.URL, body: dict[str, Any]
     """A unary POST whose whole answer must arrive within the first-token timeout."""
     try:
         async with asyncio.timeout(t.first_token):
-            response = await pool.http.post(url, json=body, timeout=http_timeout(t))
+            request = pool.http.build_request("POST", url, content=json_body(body), timeout=http_timeout(t))
+            response = await pool.http.send(request, stream=True)
+            try:
+                content = await _read_capped(response, pool.limits.max_response_bytes)
+            finally:
+                await response.aclose()
     except TimeoutError:
         raise UpstreamError(TIMEOUT, f"no answer from the upstream within {t.first_token:g}s") from None
     except httpx.HTTPError as exc:
         raise transport_error(exc) from exc
     if response.status_code >= 400:
-        raise status_error(response.status_code, response.content, response.headers)
+        raise status_error(response.status_code, content, response.headers)
     try:
-        data = response.json()
+        data = json.loads(content)
     except ValueError:
         raise UpstreamError(UNAVAILABLE, "the upstream answered with malformed JSON") from None
     if not isinstance(data, dict):
         raise UpstreamError(UNAVAILABLE, "the upstream answered with an unexpected JSON document")
     return data
+
+
+async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The (decoded) body, failing as soon as it passes `limit` bytes; an error answer's is cut at MAX_ERROR_BODY."""
+    if response.status_code >= 400:
+        limit = MAX_ERROR_BODY
+    elif int(response.headers.get("content-length") or 0) > limit:
+        raise too_large(f"the upstream's answer ({response.headers['content-length']} bytes)", limit)
+    parts, size = [], 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            if response.status_code >= 400:
+                break
+            raise too_large("the upstream's answer", limit)
+    return b"".join(parts)
+
+
+def too_large(what: str, limit: int) -> UpstreamError:
+    return UpstreamError(UNAVAILABLE, f"{what} is over the limit of {limit} bytes (TYPECASE_LLM_MAX_RESPONSE_BYTES)")
 
 
 class Event:
@@ -202,10 +242,16 @@ class EventParser:
     stream) costs one slice. It replaced httpx-sse's line and event decoders, a Python call per line of every
     event. Events are dispatched as httpx-sse did: at a blank line, when the event had any field (an event without
     data has data ""). Comments, `id` and `retry` are read and dropped (nothing here reconnects).
+
+    An event still arriving is kept as the list of its reads, joined once its blank line comes (not re-copied on
+    every read), and may grow to `max_event_chars`: past that the stream fails, as an upstream that never ends
+    an event would otherwise fill memory.
     """
 
-    def __init__(self) -> None:
-        self._rest = ""  # after the last blank line: an event still arriving
+    def __init__(self, max_event_chars: int) -> None:
+        self._pending: list[str] = []  # the reads since the last blank line (none empty): an event still arriving
+        self._size = 0  # their characters
+        self._max = max_event_chars
         self._cr = False  # the read ended in "\r", which may be half of a "\r\n"
 
     def feed(self, text: str, final: bool = False) -> list[Event]:
@@ -215,10 +261,16 @@ class EventParser:
             if text[-1] == "\r" and not final:
                 text, self._cr = text[:-1], True
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        if self._rest:
-            text = self._rest + text
+        if self._pending:
+            if not final and "\n\n" not in text and not (text[:1] == "\n" and self._pending[-1][-1] == "\n"):
+                if text:  # still no blank line
+                    self._keep(text)
+                return []
+            text = (self._pending[0] if len(self._pending) == 1 else "".join(self._pending)) + text
+            self._pending, self._size = [], 0
         blocks = text.split("\n\n")
-        self._rest = blocks.pop()
+        if rest := blocks.pop():
+            self._keep(rest)
         events = []
         for block in blocks:
             if block.startswith("data: ") and "\n" not in block:
@@ -226,6 +278,15 @@ class EventParser:
             elif block:
                 self._parse(block, events)
         return events
+
+    def _keep(self, text: str) -> None:
+        self._pending.append(text)
+        self._size += len(text)
+        if self._size > self._max:
+            raise UpstreamError(
+                UNAVAILABLE,
+                f"the upstream sent an event longer than {self._max} characters (TYPECASE_LLM_MAX_STREAM_EVENT_CHARS)",
+            )
 
     @staticmethod
     def _parse(block: str, events: list[Event]) -> None:
@@ -260,14 +321,14 @@ class SSEReader:
     a read completed.
     """
 
-    def __init__(self, response: RawResponse, deadline: float, idle: float):
+    def __init__(self, response: RawResponse, deadline: float, idle: float, max_event_chars: int):
         body: AsyncIterable[bytes] = response.body
         if response.header(b"content-encoding") not in (None, b"identity"):
             # compressed although we asked for identity: httpx decodes it
             body = httpx.Response(response.status, headers=response.headers, stream=response.body).aiter_bytes()
         self._read = body.read if isinstance(body, Body) else _Reads(body).read
         self._text = codecs.getincrementaldecoder("utf-8")("replace").decode
-        self._events = EventParser()
+        self._events = EventParser(max_event_chars)
         self._deadline = deadline
         self._idle = idle
         self._loop = asyncio.get_running_loop()

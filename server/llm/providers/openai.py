@@ -34,7 +34,7 @@ from . import (
     UpstreamError,
     estimate_tokens,
 )
-from .http import ClientPool, SSEReader, open_stream, post_json
+from .http import ClientPool, PoolLimits, SSEReader, open_stream, post_json
 
 FINISH = {
     "stop": STOP,
@@ -55,16 +55,14 @@ class OpenAIAdapter(Adapter):
         api_key: str | None,
         extra_headers: dict[str, str],
         config: dict[str, Any],
-        *,
-        max_connections: int,
-        keepalive_expiry: float,
+        limits: PoolLimits,
     ):
         self.base_url = base_url.rstrip("/")
         headers = {"content-type": "application/json", **extra_headers}
         if api_key:
             headers["authorization"] = f"Bearer {api_key}"
             headers["api-key"] = api_key  # Azure's header; ignored elsewhere
-        self.pool = ClientPool(max_connections=max_connections, keepalive_expiry=keepalive_expiry, headers=headers)
+        self.pool = ClientPool(limits, headers)
         self.stream_usage = config.get("stream_usage", True)
         self.params = {"api-version": config["api_version"]} if config.get("api_version") else None
         self._urls: dict[str, httpx.URL] = {}
@@ -108,7 +106,7 @@ class OpenAIAdapter(Adapter):
                 raise UpstreamError(
                     ERROR, f"the upstream did not stream (content-type {content_type!r})", status=response.status
                 )
-            reader = SSEReader(response, deadline, timeouts.idle)
+            reader = SSEReader(response, deadline, timeouts.idle, self.pool.limits.max_event_chars)
             finish, usage, produced, done = UNFINISHED, None, 0, False
             text: list[str] = []
             reasoning: list[str] = []

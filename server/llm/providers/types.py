@@ -15,6 +15,7 @@ from typecase.v1 import llm_pb2
 
 from . import Adapter
 from .anthropic import AnthropicAdapter
+from .http import PoolLimits
 from .local import KNOWN_MODELS, LocalAdapter
 from .openai import OpenAIAdapter
 from .remote_local import RemoteLocalAdapter
@@ -49,8 +50,12 @@ def _http(cls) -> Callable[[AdapterArgs], Adapter]:
             a.api_key,
             a.headers,
             a.config,
-            max_connections=a.settings.llm_max_connections,
-            keepalive_expiry=a.settings.llm_keepalive_expiry_seconds,
+            PoolLimits(
+                max_connections=a.settings.llm_max_connections,
+                keepalive_expiry=a.settings.llm_keepalive_expiry_seconds,
+                max_event_chars=a.settings.llm_max_stream_event_chars,
+                max_response_bytes=a.settings.llm_max_response_bytes,
+            ),
         )
 
     return build

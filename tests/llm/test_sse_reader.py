@@ -10,7 +10,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from typecase.server.infra.http import RawResponse
 from typecase.server.llm.providers import UNAVAILABLE, UpstreamError
-from typecase.server.llm.providers.http import SSEReader
+from typecase.server.llm.providers.http import EventParser, SSEReader
 
 
 class Reads(httpx.AsyncByteStream):
@@ -96,7 +96,14 @@ async def test_fields_as_the_event_stream_format_reads_them():
     assert [(e.event, e.data) for e in seen] == [("message", "\nx\n y"), ("message", ""), ("e", "1\n2")]
 
 
-async def test_every_way_of_cutting_a_stream_into_three_reads_decodes_as_the_whole_text():
+@pytest.fixture(params=["short", "long"])
+def events_kept(request, monkeypatch):
+    """Events still arriving kept as one string (short), or as a list of reads (what long ones are)."""
+    if request.param == "long":
+        monkeypatch.setattr(EventParser, "LONG_EVENT", 2)
+
+
+async def test_every_way_of_cutting_a_stream_into_three_reads_decodes_as_the_whole_text(events_kept):
     # blank lines that straddle two reads, runs of them, CRLF cut in half, an event held over several reads
     text = b"data: a\r\n\r\n\n\ndata: bb\nevent: x\n\ndata: c\n\ndata: d\n\n"
     whole = httpx_sse(text)
@@ -105,7 +112,7 @@ async def test_every_way_of_cutting_a_stream_into_three_reads_decodes_as_the_who
             assert await read_all(reader(text[:i], text[i:j], text[j:])) == whole, (i, j)
 
 
-async def test_an_event_goes_out_with_the_read_that_ends_it_when_its_blank_line_straddles_two_reads():
+async def test_an_event_goes_out_with_the_read_that_ends_it_when_its_blank_line_straddles_two_reads(events_kept):
     reads = Reads(b"data: a\n", b"\n", b"data: b\n", b"\ndata: c", b"\n\n")
     sse = reader(reads)
     sse.started = True
@@ -116,7 +123,7 @@ async def test_an_event_goes_out_with_the_read_that_ends_it_when_its_blank_line_
     assert [e.data for e in await sse.next_batch()] == ["c"]
 
 
-async def test_an_event_may_grow_to_the_limit_over_many_reads_and_no_further():
+async def test_an_event_may_grow_to_the_limit_over_many_reads_and_no_further(events_kept):
     long = b"data: " + b"x" * 994  # 1000 characters without its blank line
     assert await read_all(reader(*[long[k : k + 7] for k in range(0, 1000, 7)], b"\n\n", max_event_chars=1000)) == [
         ("message", "x" * 994)

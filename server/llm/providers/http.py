@@ -243,15 +243,19 @@ class EventParser:
     event. Events are dispatched as httpx-sse did: at a blank line, when the event had any field (an event without
     data has data ""). Comments, `id` and `retry` are read and dropped (nothing here reconnects).
 
-    An event still arriving is kept as the list of its reads, joined once its blank line comes (not re-copied on
-    every read), and may grow to `max_event_chars`: past that the stream fails, as an upstream that never ends
-    an event would otherwise fill memory.
+    An event may grow to `max_event_chars`: past that the stream fails, as an upstream that never ends an event
+    would otherwise fill memory. One still arriving is prepended to the next read while short; once longer than
+    LONG_EVENT its reads are kept in a list and joined when a blank line comes, not re-copied on every read.
     """
 
+    LONG_EVENT = 65536
+
     def __init__(self, max_event_chars: int) -> None:
-        self._pending: list[str] = []  # the reads since the last blank line (none empty): an event still arriving
-        self._size = 0  # their characters
+        self._rest = ""  # after the last blank line: an event still arriving
+        self._long: list[str] = []  # or, when it is long, its reads (none empty)
+        self._long_size = 0  # their characters
         self._max = max_event_chars
+        self._long_at = min(self.LONG_EVENT, max_event_chars)
         self._cr = False  # the read ended in "\r", which may be half of a "\r\n"
 
     def feed(self, text: str, final: bool = False) -> list[Event]:
@@ -261,16 +265,19 @@ class EventParser:
             if text[-1] == "\r" and not final:
                 text, self._cr = text[:-1], True
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        if self._pending:
-            if not final and "\n\n" not in text and not (text[:1] == "\n" and self._pending[-1][-1] == "\n"):
-                if text:  # still no blank line
-                    self._keep(text)
+        if self._long:
+            if not final and "\n\n" not in text and not (text[:1] == "\n" and self._long[-1][-1] == "\n"):
+                self._grow(text)  # still no blank line
                 return []
-            text = (self._pending[0] if len(self._pending) == 1 else "".join(self._pending)) + text
-            self._pending, self._size = [], 0
+            text = "".join(self._long) + text
+            self._long, self._long_size = [], 0
+        elif self._rest:
+            text = self._rest + text
         blocks = text.split("\n\n")
-        if rest := blocks.pop():
-            self._keep(rest)
+        self._rest = blocks.pop()
+        if len(self._rest) > self._long_at:
+            self._grow(self._rest)
+            self._rest = ""
         events = []
         for block in blocks:
             if block.startswith("data: ") and "\n" not in block:
@@ -279,10 +286,11 @@ class EventParser:
                 self._parse(block, events)
         return events
 
-    def _keep(self, text: str) -> None:
-        self._pending.append(text)
-        self._size += len(text)
-        if self._size > self._max:
+    def _grow(self, text: str) -> None:
+        if text:
+            self._long.append(text)
+            self._long_size += len(text)
+        if self._long_size > self._max:
             raise UpstreamError(
                 UNAVAILABLE,
                 f"the upstream sent an event longer than {self._max} characters (TYPECASE_LLM_MAX_STREAM_EVENT_CHARS)",

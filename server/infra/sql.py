@@ -10,12 +10,14 @@ import asyncio
 import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from greenlet import getcurrent  # type: ignore[import-untyped]
 from sqlalchemy import JSON, DateTime, MetaData, Select, String, Text, event, exc, text
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import URL, CursorResult, Result, make_url
@@ -24,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, configure_mappers, mapped_column
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_, greenlet_spawn
 from ulid import ULID
 
 from .compiled_select import Statements
@@ -213,6 +215,8 @@ class Database:
         self._reader = None if path is None else Reader(path, self.engine.dialect, connect_timeout)
         direct = self.dialect == "postgresql" and self.url.drivername.endswith("+asyncpg")
         self._statements = Statements(self.engine.dialect) if direct else None
+        # The greenlets checking out a connection for direct reads, which _ping_if_idle leaves unpinged.
+        self._unpinged: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -247,12 +251,22 @@ class Database:
         """Ping a connection that sat idle in the pool for over ping_idle_seconds before handing it out (a database
         server restart or an idle timeout drops idle connections); one in busy use skips the round trip (SQLAlchemy's
         pool_pre_ping paid it on every checkout: a third of a turn's statements). A busy connection that dropped fails
-        its statement once, and SQLAlchemy then invalidates the pool's connections."""
+        its statement once, and SQLAlchemy then invalidates the pool's connections. A checkout for direct reads
+        (`_read_on_asyncpg`) is never pinged: those reads are retried once on a new connection instead."""
         returned = record.info.get("checkin_time")
         if returned is None or time.monotonic() - returned <= self.ping_idle_seconds:
             return
+        if getcurrent() in self._unpinged:
+            return
         try:
-            alive = self.engine.dialect.do_ping(dbapi_connection)
+            if self._statements is not None:
+                # One round trip: a statement in the simple query protocol (no prepared statement, so as safe
+                # behind pgbouncer's transaction mode as the asyncpg dialect's ping, which pays BEGIN and ROLLBACK
+                # around its statement for that: three round trips). Not ";": asyncpg fails on an empty query.
+                await_(dbapi_connection._connection.execute("SELECT 1"))
+                alive = True
+            else:
+                alive = self.engine.dialect.do_ping(dbapi_connection)
         except Exception as error:
             raise exc.DisconnectionError(f"idle connection failed its ping: {error}") from error
         if not alive:
@@ -321,14 +335,36 @@ class Database:
             return [list((await session.execute(statement, values)).all()) for statement, values in queries]
 
     async def _read_on_asyncpg(self, queries: list[tuple[Select[Any], dict[str, Any]]]) -> list[list[Any]]:
-        """The SELECTs on the asyncpg connection of one pool checkout (the checkout's ping included), outside a
-        transaction (asyncpg's default, as reading() has it), without SQLAlchemy's session, Connection and result
-        machinery; asyncpg prepares and caches each statement per connection. Errors are raised as SQLAlchemy would
-        raise them, and a connection found closed invalidates the pool's connections as SQLAlchemy's execution does.
-        Reaches into SQLAlchemy 2.1's asyncpg adapter (`_connection`, `_handle_exception`), which pyproject pins."""
+        """The SELECTs on the asyncpg connection of one pool checkout, outside a transaction (asyncpg's default, as
+        reading() has it), without SQLAlchemy's session, Connection and result machinery; asyncpg prepares and
+        caches each statement per connection.
+
+        The checkout pays no ping (three round trips with the asyncpg dialect's, one with ours, against the reads'
+        one or two) and no reset (no transaction was begun; the reset's rollback has nothing to do). A connection
+        the server dropped is noticed by the first read instead: the pool's connections are invalidated as
+        SQLAlchemy's execution does, and the reads run once more on a new connection (reads can be repeated). Other
+        errors are raised as SQLAlchemy would raise them. Reaches into SQLAlchemy 2.1's asyncpg adapter
+        (`_connection`, `_handle_exception`), which pyproject pins."""
         assert self._statements is not None
         prepared = [(self._statements.get(statement), values) for statement, values in queries]
-        fairy = await self.engine.raw_connection()
+        try:
+            return await self._read_once(prepared)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            log.info("database connection found closed by a read; reading again on a new one")
+        return await self._read_once(prepared)
+
+    def _checkout_unpinged(self) -> Any:
+        current = getcurrent()
+        self._unpinged.add(current)
+        try:
+            return self.engine.sync_engine.raw_connection()
+        finally:
+            self._unpinged.discard(current)
+
+    async def _read_once(self, prepared: list[tuple[Any, dict[str, Any]]]) -> list[list[Any]]:
+        fairy = await greenlet_spawn(self._checkout_unpinged)
         adapted: Any = fairy.dbapi_connection  # sqlalchemy's AsyncAdapt_asyncpg_connection
         driver = adapted._connection  # the asyncpg.Connection
         raws = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, inspect, literal, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -367,29 +367,62 @@ def test_base_uses_portable_constraint_names() -> None:
     assert "CONSTRAINT fk_child_parent_id_parent" in ddl
 
 
-async def test_read_together_on_a_dropped_connection_fails_once_then_reads(
+async def test_read_together_on_a_dropped_connection_reads_again_on_a_new_one(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """PostgreSQL's direct reads (Database.read_together on asyncpg) keep the pool's guarantees: with the checkout's
-    ping a dropped connection is replaced unseen; without it the read fails once as SQLAlchemy's execution would
-    (invalidated), and the next read gets a new connection."""
+    """PostgreSQL's direct reads (Database.read_together on asyncpg) are not pinged at checkout; a connection the
+    server dropped between two turns (killed by pg_terminate_backend) is replaced unseen, pinged or not: the read
+    finds it closed, invalidates the pool's connections and reads again on a new one."""
     url = _url_for(request, "postgresql", tmp_path)
     who = select(func.pg_backend_pid().label("pid"))
-    for idle, fails in ((0.0, False), (60.0, True)):
+    for idle in (0.0, 60.0):
         db = Database(url, pool_size=1, ping_idle_seconds=idle)
         await db.start()
         try:
             backend = await _drop_pooled_connection(db, url, "SELECT pg_backend_pid()")
             await asyncio.sleep(0.2)
-            if fails:
-                with pytest.raises(DBAPIError) as failed:
-                    await db.read_together([(who, {})])
-                assert failed.value.connection_invalidated
             [[row]] = await db.read_together([(who, {})])
             assert row.pid != backend
+            [[again]] = await db.read_together([(who, {})])  # and the new connection is the pool's now
+            assert again.pid == row.pid
             assert db.engine.sync_engine.pool.checkedout() == 0
         finally:
             await db.stop()
+
+
+async def test_read_together_sends_only_its_reads_and_a_checkout_ping_is_one_statement(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round trips on PostgreSQL: a direct read's checkout sends no ping and no reset, only its SELECTs; any other
+    checkout of a connection (pinged: ping_idle_seconds is 0) pings with one statement, with no BEGIN and
+    ROLLBACK around it."""
+    import asyncpg
+
+    sent: list[str] = []
+    for method in ("execute", "fetch", "fetchrow", "fetchval", "prepare"):
+        real = getattr(asyncpg.Connection, method)
+
+        def counted(self, query, *args, _real=real, _method=method, **kwargs):
+            sent.append(f"{_method} {query.split()[0] if query.split() else query}")
+            return _real(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, method, counted)
+    url = _url_for(request, "postgresql", tmp_path)
+    db = Database(url, pool_size=1)
+    await db.start()
+    try:
+        who = select(func.pg_backend_pid().label("pid"))
+        [[row]] = await db.read_together([(who, {})])  # the connection is pooled (and its statement prepared)
+        sent.clear()
+        await db.read_together([(who, {}), (select(literal(7).label("n")), {})])
+        assert sent == ["fetch SELECT", "fetch SELECT"]
+        sent.clear()
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_backend_pid()"))).scalar() == row.pid  # not replaced
+        assert sent[0] == "execute SELECT" and sent[1].startswith("execute BEGIN")
+        assert db.engine.sync_engine.pool.checkedout() == 0
+    finally:
+        await db.stop()
 
 
 async def test_a_cancelled_read_together_leaves_the_pool_whole(request: pytest.FixtureRequest, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ Run in a thread of the test process (`FakeUpstream().start()`) or as a subproces
   "hang"                never answer
   "gzip"                send the whole stream gzip-compressed (Content-Encoding: gzip), whatever was asked for
   "flood:K:N"           stream K content chunks, then an event that does not end for N pieces of 64 KiB
-  "bloat:N"             (embeddings) an answer padded with N pieces of 64 KiB, chunked, without Content-Length
+  "bloat:N[:sized]"     (embeddings) an answer padded with N pieces of 64 KiB, chunked (with Content-Length: sized)
 
 Tools, as the vendors do them: when a request offers tools (and its tool choice allows), the answer calls them -
 the named one, or the first (and, with parallel calls allowed and two or more tools, the second too) - with
@@ -43,6 +43,8 @@ from starlette.routing import Route
 
 ARGUMENT_PIECE = 5  # characters of tool arguments per streamed fragment
 PIECE = "x" * 65536  # what "flood" and "bloat" send, again and again
+BLOAT_HEAD, BLOAT_TAIL = '{"object": "list", "padding": "', ', "usage": {"prompt_tokens": 1, "total_tokens": 1}}'
+BLOAT_FRAME = len(BLOAT_HEAD) + len('", "data": ') + len(BLOAT_TAIL)
 
 
 class Half(bytes):
@@ -354,7 +356,15 @@ class FakeUpstream:
             for i, t in enumerate(inputs)
         ]
         if step.startswith("bloat:"):
-            return StreamingResponse(self._bloated(seen, int(step.split(":")[1]), data), media_type="application/json")
+            _, pieces, *sized = step.split(":")
+            headers = (
+                {"content-length": str(len(PIECE) * int(pieces) + BLOAT_FRAME + len(json.dumps(data)))}
+                if sized
+                else None
+            )
+            return StreamingResponse(
+                self._bloated(seen, int(pieces), data), media_type="application/json", headers=headers
+            )
         seen.completed = True
         return JSONResponse(
             {
@@ -367,12 +377,12 @@ class FakeUpstream:
 
     @staticmethod
     async def _bloated(seen: Seen, pieces: int, data: list[dict[str, Any]]):
-        yield '{"object": "list", "padding": "'
+        yield BLOAT_HEAD
         for _ in range(pieces):
             yield PIECE
             seen.sent += len(PIECE)
             await asyncio.sleep(0)  # as in "flood"
-        yield '", "data": ' + json.dumps(data) + ', "usage": {"prompt_tokens": 1, "total_tokens": 1}}'
+        yield '", "data": ' + json.dumps(data) + BLOAT_TAIL
         seen.completed = True
 
     async def rerank(self, request: Request) -> Response:

@@ -40,17 +40,19 @@ async def test_a_streamed_event_that_never_ends_fails_the_call_at_the_limit(limi
     assert upstream.seen[-1].sent < FLOOD_PIECES * len(PIECE) // 4
 
 
-async def test_a_unary_answer_that_never_ends_fails_the_call_at_the_limit(limited, upstream):
+@pytest.mark.parametrize("length", ["chunked", "sized"])
+async def test_a_unary_answer_that_never_ends_fails_the_call_at_the_limit(limited, upstream, length):
     model = await limited.fake_model(
         upstream, "embed-fake", provider={"max_retries": 0}, model_type=llm_pb2.MODEL_TYPE_EMBEDDING
     )
-    upstream.faults(f"bloat:{FLOOD_PIECES}")
+    upstream.faults(f"bloat:{FLOOD_PIECES}" + (":sized" if length == "sized" else ""))
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await limited.stub.Embed(llm_pb2.EmbedRequest(model_id=model.id, inputs=["x"]), metadata=ADMIN)
     assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_details(failure.value)[0].reason == "UPSTREAM_UNAVAILABLE"
     assert f"over the limit of {LIMIT} bytes" in failure.value.details()
     assert "TYPECASE_LLM_MAX_RESPONSE_BYTES" in failure.value.details()
+    assert ("bytes) is over" in failure.value.details()) == (length == "sized")  # refused on its Content-Length
     assert upstream.seen[-1].sent < FLOOD_PIECES * len(PIECE) // 4
     # an answer under the limit still goes through
     reply = await limited.stub.Embed(llm_pb2.EmbedRequest(model_id=model.id, inputs=["abc"]), metadata=ADMIN)

@@ -206,10 +206,11 @@ async def post_json(pool: ClientPool, url: str | httpx.URL, body: dict[str, Any]
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     """The (decoded) body, failing as soon as it passes `limit` bytes; an error answer's is cut at MAX_ERROR_BODY."""
+    declared = response.headers.get("content-length", "")
     if response.status_code >= 400:
         limit = MAX_ERROR_BODY
-    elif int(response.headers.get("content-length") or 0) > limit:
-        raise too_large(f"the upstream's answer ({response.headers['content-length']} bytes)", limit)
+    elif declared.isdigit() and int(declared) > limit:
+        raise too_large(f"the upstream's answer ({declared} bytes)", limit)
     parts, size = [], 0
     async for chunk in response.aiter_bytes():
         parts.append(chunk)
